@@ -1,0 +1,49 @@
+//! The control room's side: open sealed locations and notes, sign release requests.
+
+use crate::ids::{IncidentId, Timestamp};
+use crate::keys::{ControlRoomKey, IncidentKey};
+use crate::messages::{Location, MAX_SEALED_SMALL, Note, PanicEvent, ReleaseRequest};
+use crate::seal::SealError;
+use crate::signed::Signed;
+
+impl ControlRoomKey {
+    /// Opens a location sealed to the control room (from a panic or location update).
+    pub fn open_location(&self, sealed: &[u8]) -> Result<Location, SealError> {
+        let plaintext = self.sealing().open(sealed, MAX_SEALED_SMALL)?;
+        Location::from_bytes(&plaintext).map_err(|_| SealError::DoesNotOpen)
+    }
+
+    /// Opens the sealed note of a cancel or stop (the duress flag).
+    pub fn open_note(&self, sealed: &[u8]) -> Result<Note, SealError> {
+        let plaintext = self.sealing().open(sealed, MAX_SEALED_SMALL)?;
+        Note::from_bytes(&plaintext).map_err(|_| SealError::DoesNotOpen)
+    }
+
+    /// Signs a release request binding `panic` to `incident` and its ephemeral key.
+    pub fn release_request(
+        &self,
+        panic: &Signed<PanicEvent>,
+        incident: IncidentId,
+        incident_key: &IncidentKey,
+        now: Timestamp,
+    ) -> Signed<ReleaseRequest> {
+        Signed::sign(
+            ReleaseRequest {
+                panic: panic.clone(),
+                incident,
+                recipient: incident_key.recipient(),
+                issued_at: now,
+            },
+            self,
+        )
+    }
+}
+
+impl IncidentId {
+    /// A fresh random incident id.
+    pub fn random() -> Self {
+        let mut id = [0u8; 16];
+        id.copy_from_slice(&crate::keys::random_secret()[..16]);
+        Self(id)
+    }
+}

@@ -1,0 +1,404 @@
+//! The student's side: enroll, panic, move, cancel, stop, re-enroll.
+//!
+//! A [`Device`] holds the device key, the current epoch, the message counter
+//! and the trustee set. It does **not** keep the vault key: the key is split
+//! and dropped inside [`Device::enroll`], and the device keeps only the vault's
+//! recipient so it can seal more data later. A stolen phone therefore holds
+//! the student's plaintext (as any app would) but no key that opens what the
+//! trustees guard. (The brief lets the device hold the vault key while
+//! enrolled; nothing needs it, so we don't; see `docs/PROTOCOL.md`.)
+
+use sha2::{Digest, Sha256};
+use thiserror::Error;
+use zeroize::Zeroizing;
+
+use crate::escrow::{self, SplitError};
+use crate::ids::{MessageHash, StudentId, Timestamp};
+use crate::keys::{
+    ControlRoomPublic, DeviceKey, DevicePublic, TrusteePublic, VaultKey, VaultRecipient,
+};
+use crate::messages::{
+    Cancel, Category, EnrollmentPackage, EnrollmentRecord, Location, LocationUpdate, MAX_TRUSTEES,
+    Note, PanicEvent, Policy, ShareForTrustee, Stop, TrusteeSlot,
+};
+use crate::seal::SealError;
+use crate::signed::Signed;
+use crate::wire::{DecodeError, Reader, Writer};
+
+/// Why a device operation failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum DeviceError {
+    /// The trustee set or threshold is not allowed.
+    #[error(transparent)]
+    Split(#[from] SplitError),
+    /// Two trustees in the set are the same trustee.
+    #[error("the same trustee appears twice in the trustee set")]
+    DuplicateTrustee,
+    /// Sealing failed (the system random source failed).
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    /// The operation needs an enrollment first.
+    #[error("the device is not enrolled; enroll first")]
+    NotEnrolled,
+    /// The device has stopped; it must be set up again with a new key.
+    #[error("the device has been stopped (wiped); set it up again")]
+    Stopped,
+    /// The counter would overflow (never in practice).
+    #[error("message counter exhausted")]
+    CounterExhausted,
+}
+
+/// A student's app, as far as the protocol goes.
+pub struct Device {
+    key: DeviceKey,
+    epoch: u32,
+    counter: u64,
+    stopped: bool,
+    enrolled: Option<Enrolled>,
+}
+
+#[derive(Clone)]
+struct Enrolled {
+    threshold: u8,
+    trustees: Vec<TrusteePublic>,
+    policy: Policy,
+    vault: VaultRecipient,
+}
+
+impl core::fmt::Debug for Device {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Device")
+            .field("key", &self.key)
+            .field("epoch", &self.epoch)
+            .field("counter", &self.counter)
+            .field("stopped", &self.stopped)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The output of an enrollment: everything to send, as one package.
+#[derive(Clone, Debug)]
+pub struct Enrollment {
+    /// The record, sealed profile and sealed shares.
+    pub package: EnrollmentPackage,
+}
+
+impl Device {
+    /// Tag of the saved-state encoding.
+    pub const STATE_TAG: &'static str = "sosvault/device-state/v1";
+
+    /// A new, unenrolled device with this key.
+    pub fn new(key: DeviceKey) -> Self {
+        Self {
+            key,
+            epoch: 0,
+            counter: 0,
+            stopped: false,
+            enrolled: None,
+        }
+    }
+
+    /// The student id.
+    pub fn student_id(&self) -> StudentId {
+        self.key.student_id()
+    }
+
+    /// The device's public key.
+    pub fn public(&self) -> DevicePublic {
+        self.key.public()
+    }
+
+    /// The current epoch (0 before the first enrollment).
+    pub fn epoch(&self) -> u32 {
+        self.epoch
+    }
+
+    /// The last counter used.
+    pub fn counter(&self) -> u64 {
+        self.counter
+    }
+
+    /// The current vault's recipient, to seal more data to it.
+    pub fn vault_recipient(&self) -> Option<&VaultRecipient> {
+        self.enrolled.as_ref().map(|e| &e.vault)
+    }
+
+    fn next_counter(&mut self) -> Result<u64, DeviceError> {
+        if self.stopped {
+            return Err(DeviceError::Stopped);
+        }
+        self.counter = self
+            .counter
+            .checked_add(1)
+            .ok_or(DeviceError::CounterExhausted)?;
+        Ok(self.counter)
+    }
+
+    /// Starts a new epoch: a fresh vault key, the profile sealed to it, the key
+    /// split `threshold`-of-`trustees.len()`, each share sealed to its trustee
+    /// and committed to in a signed record. The vault key is dropped (and
+    /// zeroized) before this returns.
+    pub fn enroll(
+        &mut self,
+        profile: &[u8],
+        trustees: &[TrusteePublic],
+        threshold: u8,
+        policy: Policy,
+        now: Timestamp,
+    ) -> Result<Enrollment, DeviceError> {
+        self.enroll_with_rng(profile, trustees, threshold, policy, now, rand::rng())
+    }
+
+    /// Re-enrolls under the next epoch with the same trustees, threshold and policy.
+    /// Call it after every incident: a key once released then opens nothing the
+    /// student stores afterwards.
+    pub fn reenroll(&mut self, profile: &[u8], now: Timestamp) -> Result<Enrollment, DeviceError> {
+        let e = self.enrolled.clone().ok_or(DeviceError::NotEnrolled)?;
+        self.enroll(profile, &e.trustees, e.threshold, e.policy, now)
+    }
+
+    pub(crate) fn enroll_with_rng(
+        &mut self,
+        profile: &[u8],
+        trustees: &[TrusteePublic],
+        threshold: u8,
+        policy: Policy,
+        now: Timestamp,
+        rng: impl rand::CryptoRng,
+    ) -> Result<Enrollment, DeviceError> {
+        if self.stopped {
+            return Err(DeviceError::Stopped);
+        }
+        let n = trustees.len();
+        if n > MAX_TRUSTEES {
+            return Err(SplitError::BadThreshold {
+                threshold: threshold as usize,
+                shares: n,
+            }
+            .into());
+        }
+        for (i, t) in trustees.iter().enumerate() {
+            if trustees[..i].iter().any(|u| u.id() == t.id()) {
+                return Err(DeviceError::DuplicateTrustee);
+            }
+        }
+        let epoch = self
+            .epoch
+            .checked_add(1)
+            .ok_or(DeviceError::CounterExhausted)?;
+        let student = self.student_id();
+        let vault = VaultKey::generate();
+        let shares = escrow::split(vault.scalar(), threshold as usize, n, rng)?;
+        let recipient = vault.recipient();
+        drop(vault);
+
+        let sealed_profile = recipient.seal(profile)?;
+        let mut slots = Vec::with_capacity(n);
+        let mut sealed_shares = Vec::with_capacity(n);
+        for (trustee, share) in trustees.iter().zip(shares) {
+            slots.push(TrusteeSlot {
+                trustee: trustee.id(),
+                commitment: escrow::commitment(&student, epoch, share.index, &share.y),
+            });
+            let plaintext = ShareForTrustee {
+                student,
+                epoch,
+                share,
+            }
+            .to_bytes();
+            sealed_shares.push(trustee.seal(&plaintext)?);
+        }
+        let record = EnrollmentRecord {
+            epoch,
+            threshold,
+            trustees: slots,
+            vault_recipient: recipient.clone(),
+            profile_digest: Sha256::digest(&sealed_profile).into(),
+            policy,
+            issued_at: now,
+        };
+        let record = Signed::sign(record, &self.key);
+        self.epoch = epoch;
+        self.enrolled = Some(Enrolled {
+            threshold,
+            trustees: trustees.to_vec(),
+            policy,
+            vault: recipient,
+        });
+        Ok(Enrollment {
+            package: EnrollmentPackage {
+                record,
+                sealed_profile,
+                sealed_shares,
+            },
+        })
+    }
+
+    /// Seals more of the student's data to the current vault.
+    pub fn seal_to_vault(&self, data: &[u8]) -> Result<Vec<u8>, DeviceError> {
+        let e = self.enrolled.as_ref().ok_or(DeviceError::NotEnrolled)?;
+        Ok(e.vault.seal(data)?)
+    }
+
+    /// The panic: signed, for the current epoch, with the next counter, the location
+    /// sealed to the control room.
+    pub fn panic(
+        &mut self,
+        category: Category,
+        location: &Location,
+        control_room: &ControlRoomPublic,
+        now: Timestamp,
+    ) -> Result<Signed<PanicEvent>, DeviceError> {
+        if self.enrolled.is_none() {
+            return Err(DeviceError::NotEnrolled);
+        }
+        let sealed_location = control_room.seal(&location.to_bytes())?;
+        let counter = self.next_counter()?;
+        Ok(Signed::sign(
+            PanicEvent {
+                epoch: self.epoch,
+                counter,
+                issued_at: now,
+                category,
+                sealed_location,
+            },
+            &self.key,
+        ))
+    }
+
+    /// A live location update for the incident opened by `panic`.
+    pub fn location_update(
+        &mut self,
+        panic: MessageHash,
+        location: &Location,
+        control_room: &ControlRoomPublic,
+        now: Timestamp,
+    ) -> Result<Signed<LocationUpdate>, DeviceError> {
+        let sealed_location = control_room.seal(&location.to_bytes())?;
+        let counter = self.next_counter()?;
+        Ok(Signed::sign(
+            LocationUpdate {
+                panic,
+                counter,
+                issued_at: now,
+                sealed_location,
+            },
+            &self.key,
+        ))
+    }
+
+    /// "I am safe". With `duress`, the cancel looks the same on the phone and on
+    /// the wire but tells the control room to escalate.
+    pub fn cancel(
+        &mut self,
+        panic: MessageHash,
+        duress: bool,
+        control_room: &ControlRoomPublic,
+        now: Timestamp,
+    ) -> Result<Signed<Cancel>, DeviceError> {
+        let sealed_note = control_room.seal(&Note { duress }.to_bytes())?;
+        let counter = self.next_counter()?;
+        Ok(Signed::sign(
+            Cancel {
+                panic,
+                counter,
+                issued_at: now,
+                sealed_note,
+            },
+            &self.key,
+        ))
+    }
+
+    /// Wipe: a stop for the current epoch and every earlier one. The device forgets
+    /// its vault recipient and trustee set and refuses further messages.
+    pub fn stop(
+        &mut self,
+        duress: bool,
+        control_room: &ControlRoomPublic,
+        now: Timestamp,
+    ) -> Result<Signed<Stop>, DeviceError> {
+        if self.epoch == 0 {
+            return Err(DeviceError::NotEnrolled);
+        }
+        let sealed_note = control_room.seal(&Note { duress }.to_bytes())?;
+        let counter = self.next_counter()?;
+        let stop = Signed::sign(
+            Stop {
+                epoch: self.epoch,
+                counter,
+                issued_at: now,
+                sealed_note,
+            },
+            &self.key,
+        );
+        self.stopped = true;
+        self.enrolled = None;
+        Ok(stop)
+    }
+
+    /// Saves the device's state (key, epoch, counter, trustee set). Keep it secret.
+    pub fn to_secret_bytes(&self) -> Zeroizing<Vec<u8>> {
+        let mut w = Writer::new();
+        w.tag(Self::STATE_TAG);
+        w.var(&self.key.to_secret_bytes());
+        w.u32(self.epoch);
+        w.u64(self.counter);
+        w.u8(u8::from(self.stopped));
+        match &self.enrolled {
+            None => w.u8(0),
+            Some(e) => {
+                w.u8(1);
+                w.u8(e.threshold);
+                w.u32(e.policy.access_window_secs);
+                w.fixed(&e.vault.to_bytes());
+                w.u8(e.trustees.len() as u8);
+                for t in &e.trustees {
+                    w.var(&t.to_bytes());
+                }
+            }
+        }
+        Zeroizing::new(w.into_bytes())
+    }
+
+    /// Loads a state saved by [`Device::to_secret_bytes`].
+    pub fn from_secret_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        r.expect_tag(Self::STATE_TAG)?;
+        let key = DeviceKey::from_secret_bytes(r.var("device key", 64)?)?;
+        let epoch = r.u32("epoch")?;
+        let counter = r.u64("counter")?;
+        let stopped = r.bool("stopped")?;
+        let enrolled = if r.bool("enrolled")? {
+            let threshold = r.u8("threshold")?;
+            let policy = Policy {
+                access_window_secs: r.u32("access window")?,
+            };
+            let vault = VaultRecipient::from_bytes(r.array("vault recipient")?);
+            let n = r.u8("trustee count")? as usize;
+            if n > MAX_TRUSTEES || (threshold as usize) > n || threshold < 2 {
+                return Err(DecodeError::InvalidValue("threshold"));
+            }
+            let mut trustees = Vec::with_capacity(n);
+            for _ in 0..n {
+                trustees.push(TrusteePublic::from_bytes(r.var("trustee", 128)?)?);
+            }
+            Some(Enrolled {
+                threshold,
+                trustees,
+                policy,
+                vault,
+            })
+        } else {
+            None
+        };
+        r.finish()?;
+        Ok(Self {
+            key,
+            epoch,
+            counter,
+            stopped,
+            enrolled,
+        })
+    }
+}

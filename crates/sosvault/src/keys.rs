@@ -1,0 +1,631 @@
+//! Every key in the protocol, secret and public.
+//!
+//! | key | secret type | public type | derivation |
+//! | --- | --- | --- | --- |
+//! | device | [`DeviceKey`] | [`DevicePublic`] | random ed25519 seed |
+//! | vault (per student, per epoch) | [`VaultKey`] | [`VaultRecipient`] | random X25519 scalar, split t-of-n |
+//! | trustee | [`TrusteeKey`] | [`TrusteePublic`] | one random seed, HKDF into ed25519 + X25519 |
+//! | control room | [`ControlRoomKey`] | [`ControlRoomPublic`] | one random seed, HKDF into ed25519 + X25519 |
+//! | incident (ephemeral) | [`IncidentKey`] | [`IncidentRecipient`] | random X25519 scalar |
+//!
+//! Secret types zeroize on drop, print `[redacted]` (with a public
+//! fingerprint where there is one) in `Debug`, implement neither `Display`
+//! nor `Clone` nor `Serialize`, and are only readable through
+//! `to_secret_bytes`, which returns a zeroizing buffer in the versioned
+//! encoding documented in `docs/PROTOCOL.md` ("Key encodings").
+
+use core::fmt;
+
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use hkdf::Hkdf;
+use rand::Rng;
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use crate::ids::{StudentId, TrusteeId};
+use crate::seal::{SealError, X25519Public, X25519Secret};
+use crate::wire::{DecodeError, Reader, Writer};
+
+/// Fills a fresh 32-byte secret from the operating system's CSPRNG (via
+/// `rand`'s thread-local generator, itself seeded from the OS).
+pub(crate) fn random_secret() -> Zeroizing<[u8; 32]> {
+    let mut out = Zeroizing::new([0u8; 32]);
+    rand::rng().fill_bytes(out.as_mut());
+    out
+}
+
+fn hkdf_32(ikm: &[u8; 32], info: &str) -> Zeroizing<[u8; 32]> {
+    let hk = Hkdf::<Sha256>::new(None, ikm);
+    let mut okm = Zeroizing::new([0u8; 32]);
+    // 32 bytes is far below HKDF-SHA-256's 8160-byte limit, so expand cannot fail.
+    if hk.expand(info.as_bytes(), okm.as_mut()).is_err() {
+        unreachable!("HKDF-SHA-256 can always expand 32 bytes");
+    }
+    okm
+}
+
+/// Encodes a secret key file: tag, then the 32 secret bytes.
+fn encode_secret(tag: &str, secret: &[u8; 32]) -> Zeroizing<Vec<u8>> {
+    let mut w = Writer::with_capacity(1 + tag.len() + 32);
+    w.tag(tag);
+    w.fixed(secret);
+    Zeroizing::new(w.into_bytes())
+}
+
+fn decode_secret(tag: &'static str, bytes: &[u8]) -> Result<Zeroizing<[u8; 32]>, DecodeError> {
+    let mut r = Reader::new(bytes);
+    r.expect_tag(tag)?;
+    let secret = Zeroizing::new(r.array::<32>("secret key")?);
+    r.finish()?;
+    Ok(secret)
+}
+
+fn verifying_key(bytes: &[u8; 32], field: &'static str) -> Result<VerifyingKey, DecodeError> {
+    let key = VerifyingKey::from_bytes(bytes).map_err(|_| DecodeError::InvalidValue(field))?;
+    // A weak (small-order) key would let anyone forge signatures that `verify`
+    // (though not `verify_strict`) accepts; refuse it at the door.
+    if key.is_weak() {
+        return Err(DecodeError::InvalidValue(field));
+    }
+    Ok(key)
+}
+
+pub(crate) fn read_verifying_key(
+    r: &mut Reader<'_>,
+    field: &'static str,
+) -> Result<VerifyingKey, DecodeError> {
+    verifying_key(&r.array::<32>(field)?, field)
+}
+
+/// Anything that can sign a message of some role. Sealed: only this crate's key types.
+pub trait SignerKey: private::Sealed {
+    #[doc(hidden)]
+    fn signing_key(&self) -> &SigningKey;
+}
+
+mod private {
+    pub trait Sealed {}
+}
+
+// ---------------------------------------------------------------- device
+
+/// The device's ed25519 signing key. It signs every message the student's app sends
+/// and its public half defines the student's id.
+pub struct DeviceKey(SigningKey);
+
+impl DeviceKey {
+    /// Tag of the key file encoding.
+    pub const TAG: &'static str = "sosvault/device-key/v1";
+
+    /// A fresh random device key.
+    pub fn generate() -> Self {
+        Self(SigningKey::from_bytes(&random_secret()))
+    }
+
+    /// A device key from a 32-byte seed (test vectors, deterministic simulations).
+    pub fn from_seed(seed: &[u8; 32]) -> Self {
+        Self(SigningKey::from_bytes(seed))
+    }
+
+    /// The public half.
+    pub fn public(&self) -> DevicePublic {
+        DevicePublic(self.0.verifying_key())
+    }
+
+    /// The student id this key speaks for.
+    pub fn student_id(&self) -> StudentId {
+        self.public().student_id()
+    }
+
+    /// The key file encoding (`sosvault/device-key/v1`, then the seed). Keep it secret.
+    pub fn to_secret_bytes(&self) -> Zeroizing<Vec<u8>> {
+        encode_secret(Self::TAG, self.0.as_bytes())
+    }
+
+    /// Loads a key saved by [`DeviceKey::to_secret_bytes`].
+    pub fn from_secret_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        Ok(Self::from_seed(&*decode_secret(Self::TAG, bytes)?))
+    }
+}
+
+impl private::Sealed for DeviceKey {}
+impl SignerKey for DeviceKey {
+    fn signing_key(&self) -> &SigningKey {
+        &self.0
+    }
+}
+
+impl fmt::Debug for DeviceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "DeviceKey([redacted], student {})",
+            short(&self.student_id().to_hex())
+        )
+    }
+}
+
+/// The public half of a [`DeviceKey`].
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct DevicePublic(pub(crate) VerifyingKey);
+
+impl DevicePublic {
+    /// The student id derived from this key.
+    pub fn student_id(&self) -> StudentId {
+        StudentId::of_device(&self.0)
+    }
+
+    /// The ed25519 verifying key.
+    pub fn verifying_key(&self) -> &VerifyingKey {
+        &self.0
+    }
+
+    /// The 32 raw bytes of the ed25519 public key.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.0.to_bytes()
+    }
+
+    /// Parses 32 raw bytes; refuses points that are not valid or are weak.
+    pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self, DecodeError> {
+        verifying_key(bytes, "device public key").map(Self)
+    }
+}
+
+impl fmt::Debug for DevicePublic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DevicePublic({})", hex::encode(self.0.as_bytes()))
+    }
+}
+
+// ---------------------------------------------------------------- vault
+
+/// A student's vault key for one epoch: an age X25519 identity.
+///
+/// Its 32 secret bytes are what gets split among the trustees.
+pub struct VaultKey(X25519Secret);
+
+impl VaultKey {
+    /// Tag of the key file encoding.
+    pub const TAG: &'static str = "sosvault/vault-key/v1";
+
+    /// A fresh random vault key.
+    pub fn generate() -> Self {
+        Self(X25519Secret::from_bytes(random_secret()))
+    }
+
+    pub(crate) fn from_scalar(bytes: Zeroizing<[u8; 32]>) -> Self {
+        Self(X25519Secret::from_bytes(bytes))
+    }
+
+    pub(crate) fn scalar(&self) -> &[u8; 32] {
+        self.0.secret_bytes()
+    }
+
+    /// The recipient anyone may seal the student's data to.
+    pub fn recipient(&self) -> VaultRecipient {
+        VaultRecipient(self.0.public())
+    }
+
+    /// Opens data sealed to this vault's recipient. Refuses ciphertexts larger than
+    /// `max_len` bytes without trying them.
+    pub fn open(&self, ciphertext: &[u8], max_len: usize) -> Result<Zeroizing<Vec<u8>>, SealError> {
+        self.0.open(ciphertext, max_len)
+    }
+
+    /// The key file encoding (`sosvault/vault-key/v1`, then the scalar). Keep it secret.
+    pub fn to_secret_bytes(&self) -> Zeroizing<Vec<u8>> {
+        encode_secret(Self::TAG, self.0.secret_bytes())
+    }
+
+    /// Loads a key saved by [`VaultKey::to_secret_bytes`].
+    pub fn from_secret_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        Ok(Self::from_scalar(decode_secret(Self::TAG, bytes)?))
+    }
+}
+
+impl fmt::Debug for VaultKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "VaultKey([redacted], recipient {})",
+            short(&self.recipient().to_hex())
+        )
+    }
+}
+
+/// The public half of a [`VaultKey`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct VaultRecipient(pub(crate) X25519Public);
+
+impl VaultRecipient {
+    /// Seals `plaintext` so that only the vault key opens it.
+    pub fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
+        self.0.seal(plaintext)
+    }
+
+    /// The 32 raw bytes of the X25519 public key.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.0.to_bytes()
+    }
+
+    /// Wraps 32 raw bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(X25519Public::from_bytes(bytes))
+    }
+
+    /// The age recipient string (`age1...`).
+    pub fn to_age_string(&self) -> String {
+        self.0.to_age_string()
+    }
+
+    fn to_hex(&self) -> String {
+        hex::encode(self.to_bytes())
+    }
+}
+
+impl fmt::Debug for VaultRecipient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "VaultRecipient({})", self.to_age_string())
+    }
+}
+
+// ---------------------------------------------------------------- trustee & control room
+
+/// The two keys of a party that both receives sealed data and signs: derived from
+/// one 32-byte seed with HKDF-SHA-256, one info string per key.
+struct DualKey {
+    seed: Zeroizing<[u8; 32]>,
+    signing: SigningKey,
+    sealing: X25519Secret,
+}
+
+impl DualKey {
+    fn from_seed(seed: Zeroizing<[u8; 32]>, ed_info: &str, x_info: &str) -> Self {
+        let signing = SigningKey::from_bytes(&hkdf_32(&seed, ed_info));
+        let sealing = X25519Secret::from_bytes(hkdf_32(&seed, x_info));
+        Self {
+            seed,
+            signing,
+            sealing,
+        }
+    }
+}
+
+/// Writes/reads a public key pair: tag, ed25519 key, X25519 key.
+fn encode_pair(tag: &str, signer: &VerifyingKey, recipient: &X25519Public) -> Vec<u8> {
+    let mut w = Writer::with_capacity(1 + tag.len() + 64);
+    w.tag(tag);
+    w.fixed(signer.as_bytes());
+    w.fixed(&recipient.to_bytes());
+    w.into_bytes()
+}
+
+fn decode_pair(
+    tag: &'static str,
+    bytes: &[u8],
+) -> Result<(VerifyingKey, X25519Public), DecodeError> {
+    let mut r = Reader::new(bytes);
+    r.expect_tag(tag)?;
+    let signer = read_verifying_key(&mut r, "signing key")?;
+    let recipient = X25519Public::from_bytes(r.array::<32>("sealing key")?);
+    r.finish()?;
+    Ok((signer, recipient))
+}
+
+macro_rules! dual_key_party {
+    (
+        $(#[$secret_meta:meta])* $secret:ident,
+        $(#[$public_meta:meta])* $public:ident,
+        secret_tag = $secret_tag:literal,
+        public_tag = $public_tag:literal,
+        ed_info = $ed_info:literal,
+        x_info = $x_info:literal $(,)?
+    ) => {
+        $(#[$secret_meta])*
+        pub struct $secret(DualKey);
+
+        impl $secret {
+            /// Tag of the key file encoding.
+            pub const TAG: &'static str = $secret_tag;
+            /// HKDF info string of the ed25519 signing key.
+            pub const ED25519_INFO: &'static str = $ed_info;
+            /// HKDF info string of the X25519 sealing key.
+            pub const X25519_INFO: &'static str = $x_info;
+
+            /// A fresh random key.
+            pub fn generate() -> Self {
+                Self::from_seed(&random_secret())
+            }
+
+            /// Derives both keys from a 32-byte seed.
+            pub fn from_seed(seed: &[u8; 32]) -> Self {
+                Self(DualKey::from_seed(Zeroizing::new(*seed), $ed_info, $x_info))
+            }
+
+            /// The public keys to publish and pin.
+            pub fn public(&self) -> $public {
+                $public {
+                    signer: self.0.signing.verifying_key(),
+                    recipient: self.0.sealing.public(),
+                }
+            }
+
+            /// The key file encoding (the tag, then the seed). Keep it secret.
+            pub fn to_secret_bytes(&self) -> Zeroizing<Vec<u8>> {
+                encode_secret(Self::TAG, &self.0.seed)
+            }
+
+            /// Loads a key saved by `to_secret_bytes`.
+            pub fn from_secret_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+                Ok(Self::from_seed(&*decode_secret(Self::TAG, bytes)?))
+            }
+
+            pub(crate) fn sealing(&self) -> &X25519Secret {
+                &self.0.sealing
+            }
+        }
+
+        impl private::Sealed for $secret {}
+        impl SignerKey for $secret {
+            fn signing_key(&self) -> &SigningKey {
+                &self.0.signing
+            }
+        }
+
+        impl fmt::Debug for $secret {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(
+                    f,
+                    concat!(stringify!($secret), "([redacted], signer {})"),
+                    short(&hex::encode(self.0.signing.verifying_key().as_bytes()))
+                )
+            }
+        }
+
+        $(#[$public_meta])*
+        #[derive(Clone, PartialEq, Eq)]
+        pub struct $public {
+            signer: VerifyingKey,
+            recipient: X25519Public,
+        }
+
+        impl $public {
+            /// Tag of the public key encoding.
+            pub const TAG: &'static str = $public_tag;
+
+            /// The ed25519 key that verifies this party's signatures.
+            pub fn verifying_key(&self) -> &VerifyingKey {
+                &self.signer
+            }
+
+            /// Seals `plaintext` to this party's X25519 key with age.
+            pub fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
+                self.recipient.seal(plaintext)
+            }
+
+            /// The age recipient string (`age1...`) of the sealing key.
+            pub fn to_age_string(&self) -> String {
+                self.recipient.to_age_string()
+            }
+
+            /// The encoding: the tag, the 32-byte ed25519 key, the 32-byte X25519 key.
+            pub fn to_bytes(&self) -> Vec<u8> {
+                encode_pair(Self::TAG, &self.signer, &self.recipient)
+            }
+
+            /// Parses [`Self::to_bytes`]'s encoding.
+            pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+                let (signer, recipient) = decode_pair(Self::TAG, bytes)?;
+                Ok(Self { signer, recipient })
+            }
+
+            /// Lower-case hex of [`Self::to_bytes`], for config files.
+            pub fn to_hex(&self) -> String {
+                hex::encode(self.to_bytes())
+            }
+
+            /// Parses [`Self::to_hex`]'s form.
+            pub fn from_hex(s: &str) -> Result<Self, DecodeError> {
+                let bytes = hex::decode(s.trim()).map_err(|_| DecodeError::InvalidValue("hex"))?;
+                Self::from_bytes(&bytes)
+            }
+        }
+
+        impl fmt::Debug for $public {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(
+                    f,
+                    concat!(stringify!($public), "(signer {}, {})"),
+                    hex::encode(self.signer.as_bytes()),
+                    self.recipient.to_age_string()
+                )
+            }
+        }
+    };
+}
+
+dual_key_party!(
+    /// A trustee's secret keys: an age identity that receives shares and an ed25519
+    /// key that signs receipts, releases and log heads.
+    TrusteeKey,
+    /// A trustee's public keys, as a device and a combiner know them.
+    TrusteePublic,
+    secret_tag = "sosvault/trustee-key/v1",
+    public_tag = "sosvault/trustee-public/v1",
+    ed_info = "sosvault/trustee-key/v1/ed25519",
+    x_info = "sosvault/trustee-key/v1/x25519",
+);
+
+dual_key_party!(
+    /// The control room's secret keys: an age identity that opens sealed locations
+    /// and notes, and the ed25519 key that signs release requests (pinned by every trustee).
+    ControlRoomKey,
+    /// The control room's public keys: devices seal locations to it, trustees pin its signer.
+    ControlRoomPublic,
+    secret_tag = "sosvault/control-room-key/v1",
+    public_tag = "sosvault/control-room-public/v1",
+    ed_info = "sosvault/control-room-key/v1/ed25519",
+    x_info = "sosvault/control-room-key/v1/x25519",
+);
+
+impl TrusteePublic {
+    /// The trustee's id (a hash of its signing key).
+    pub fn id(&self) -> TrusteeId {
+        TrusteeId::of_signer(&self.signer)
+    }
+}
+
+impl TrusteeKey {
+    /// The trustee's id.
+    pub fn id(&self) -> TrusteeId {
+        self.public().id()
+    }
+}
+
+impl ControlRoomPublic {
+    /// Constant-time comparison of signing keys, for pinning.
+    pub fn same_signer(&self, other: &VerifyingKey) -> bool {
+        self.signer.as_bytes().ct_eq(other.as_bytes()).into()
+    }
+}
+
+// ---------------------------------------------------------------- incident
+
+/// The control room's ephemeral key for one incident: trustees seal released shares
+/// to its recipient. Forgotten when the incident closes.
+pub struct IncidentKey(X25519Secret);
+
+impl IncidentKey {
+    /// Tag of the key file encoding.
+    pub const TAG: &'static str = "sosvault/incident-key/v1";
+
+    /// A fresh random incident key.
+    pub fn generate() -> Self {
+        Self(X25519Secret::from_bytes(random_secret()))
+    }
+
+    /// The recipient to put in release requests.
+    pub fn recipient(&self) -> IncidentRecipient {
+        IncidentRecipient(self.0.public())
+    }
+
+    pub(crate) fn secret(&self) -> &X25519Secret {
+        &self.0
+    }
+
+    /// The key file encoding. Keep it secret.
+    pub fn to_secret_bytes(&self) -> Zeroizing<Vec<u8>> {
+        encode_secret(Self::TAG, self.0.secret_bytes())
+    }
+
+    /// Loads a key saved by [`IncidentKey::to_secret_bytes`].
+    pub fn from_secret_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        Ok(Self(X25519Secret::from_bytes(decode_secret(
+            Self::TAG,
+            bytes,
+        )?)))
+    }
+}
+
+impl fmt::Debug for IncidentKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "IncidentKey([redacted], recipient {})",
+            short(&hex::encode(self.recipient().to_bytes()))
+        )
+    }
+}
+
+/// The public half of an [`IncidentKey`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct IncidentRecipient(pub(crate) X25519Public);
+
+impl IncidentRecipient {
+    /// The 32 raw bytes.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.0.to_bytes()
+    }
+
+    /// Wraps 32 raw bytes.
+    pub fn from_bytes(bytes: [u8; 32]) -> Self {
+        Self(X25519Public::from_bytes(bytes))
+    }
+
+    pub(crate) fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
+        self.0.seal(plaintext)
+    }
+}
+
+impl fmt::Debug for IncidentRecipient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "IncidentRecipient({})", self.0.to_age_string())
+    }
+}
+
+fn short(hex: &str) -> &str {
+    hex.get(..16).unwrap_or(hex)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_secrets() {
+        let seed = [7u8; 32];
+        let dk = DeviceKey::from_seed(&seed);
+        let dbg = format!("{dk:?}");
+        assert!(dbg.contains("[redacted]"));
+        assert!(!dbg.contains(&hex::encode(seed)));
+        let tk = TrusteeKey::from_seed(&seed);
+        let dbg = format!("{tk:?}");
+        assert!(dbg.contains("[redacted]") && !dbg.contains(&hex::encode(seed)));
+        let vk = VaultKey::from_scalar(Zeroizing::new(seed));
+        let dbg = format!("{vk:?}");
+        assert!(dbg.contains("[redacted]") && !dbg.contains(&hex::encode(seed)));
+    }
+
+    #[test]
+    fn secret_encodings_round_trip() {
+        let dk = DeviceKey::generate();
+        let back = DeviceKey::from_secret_bytes(&dk.to_secret_bytes()).unwrap();
+        assert_eq!(dk.public(), back.public());
+        let tk = TrusteeKey::generate();
+        let back = TrusteeKey::from_secret_bytes(&tk.to_secret_bytes()).unwrap();
+        assert_eq!(tk.public(), back.public());
+        let ck = ControlRoomKey::generate();
+        let back = ControlRoomKey::from_secret_bytes(&ck.to_secret_bytes()).unwrap();
+        assert_eq!(ck.public(), back.public());
+        let vk = VaultKey::generate();
+        let back = VaultKey::from_secret_bytes(&vk.to_secret_bytes()).unwrap();
+        assert_eq!(vk.recipient(), back.recipient());
+        let ik = IncidentKey::generate();
+        let back = IncidentKey::from_secret_bytes(&ik.to_secret_bytes()).unwrap();
+        assert_eq!(ik.recipient(), back.recipient());
+    }
+
+    #[test]
+    fn key_files_are_not_interchangeable() {
+        let tk = TrusteeKey::generate();
+        assert!(matches!(
+            ControlRoomKey::from_secret_bytes(&tk.to_secret_bytes()),
+            Err(DecodeError::WrongType { .. })
+        ));
+    }
+
+    #[test]
+    fn trustee_and_control_room_keys_differ_for_one_seed() {
+        let seed = [9u8; 32];
+        let t = TrusteeKey::from_seed(&seed).public();
+        let c = ControlRoomKey::from_seed(&seed).public();
+        assert_ne!(t.verifying_key(), c.verifying_key());
+    }
+
+    #[test]
+    fn public_pairs_round_trip_through_hex() {
+        let p = TrusteeKey::generate().public();
+        assert_eq!(TrusteePublic::from_hex(&p.to_hex()).unwrap(), p);
+    }
+}

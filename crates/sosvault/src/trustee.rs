@@ -1,0 +1,815 @@
+//! A trustee's decisions, as a pure state machine.
+//!
+//! The trustee service keeps one [`StudentEntry`] per student and persists it
+//! (sealed at rest) after every transition. Each transition takes the current
+//! entry and the input bytes and returns either a refusal, leaving the entry
+//! untouched, or the new entry plus the signed answer to send back:
+//!
+//! | input | transition | answer |
+//! | --- | --- | --- |
+//! | [`ShareDelivery`] | [`Trustee::accept_share`] | [`ShareReceipt`] |
+//! | [`ReleaseRequest`] | [`Trustee::check_request`] then [`Trustee::release`] | [`Release`] |
+//! | [`Stop`] | [`Trustee::check_stop`] then [`Trustee::shred`] | [`ShredReceipt`] |
+//!
+//! A share is released only for a panic that (1) is inside a release request
+//! signed by a pinned control room and issued within the clock skew, (2) is
+//! signed by the enrolled device key, (3) is for the current epoch, (4) has a
+//! counter above every counter seen, (5) was issued no more than
+//! `max_panic_age` ago and no more than the skew ahead, and (6) is for a
+//! student who has not been shredded. The same request sent again (a retry)
+//! gets the same release back; nothing else does.
+
+use core::fmt;
+
+use ed25519_dalek::VerifyingKey;
+use subtle::ConstantTimeEq;
+use thiserror::Error;
+use zeroize::Zeroizing;
+
+use crate::escrow;
+use crate::ids::{StudentId, Timestamp, TrusteeId};
+use crate::keys::{ControlRoomPublic, TrusteeKey};
+use crate::messages::{
+    EnrollmentRecord, MAX_RECORD_BYTES, PanicEvent, Release, ReleaseRequest, ReleasedShare,
+    ShareDelivery, ShareForTrustee, ShareReceipt, ShareValue, ShredReceipt, Stop,
+};
+use crate::signed::{Container, Signed, read_embedded};
+use crate::wire::{DecodeError, Reader, Writer};
+
+/// Time limits a trustee enforces.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimeLimits {
+    /// How far a panic's or request's issue time may be ahead of the trustee's clock, and
+    /// how far a release request may be behind it (seconds). Default 120.
+    pub max_skew_secs: u64,
+    /// How old a panic may be when its release is asked for (seconds). Default one hour:
+    /// the control room retries releases while a trustee is down, and an incident
+    /// outlives a few minutes. An older panic needs a new press.
+    pub max_panic_age_secs: u64,
+}
+
+impl Default for TimeLimits {
+    fn default() -> Self {
+        Self {
+            max_skew_secs: 120,
+            max_panic_age_secs: 3600,
+        }
+    }
+}
+
+/// Why a share delivery was refused.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum EnrollRefusal {
+    /// The delivery (or the record inside) is malformed or its signature is bad.
+    #[error("malformed share delivery: {0}")]
+    Malformed(#[from] DecodeError),
+    /// The record does not give this trustee the delivered share index.
+    #[error("this share is not addressed to this trustee")]
+    NotOurShare,
+    /// The sealed share does not open with this trustee's key.
+    #[error("the sealed share does not open with this trustee's key")]
+    DoesNotOpen,
+    /// The share's plaintext names another student, epoch or index than the record.
+    #[error("the share does not belong to the record it came with")]
+    Mismatch,
+    /// The share does not match the record's commitment.
+    #[error("the share does not match its commitment")]
+    CommitmentMismatch,
+    /// The record's epoch is not newer than the one held (a replayed enrollment).
+    #[error("epoch {offered} is not newer than the enrolled epoch {held}")]
+    StaleEpoch {
+        /// The epoch offered.
+        offered: u32,
+        /// The epoch held.
+        held: u32,
+    },
+    /// The student shredded this epoch (or a later one).
+    #[error("the student has shredded epoch {0}")]
+    Shredded(u32),
+}
+
+/// Why a release was refused. Each variant is a distinct, actionable refusal.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum ReleaseRefusal {
+    /// The request is malformed or its own signature is bad.
+    #[error("malformed release request: {0}")]
+    Malformed(DecodeError),
+    /// The request is signed by a key this trustee does not pin.
+    #[error("the release request is not signed by a pinned control room")]
+    UnpinnedControlRoom,
+    /// The request's issue time is outside the allowed skew.
+    #[error("the release request's time is outside the allowed clock skew")]
+    StaleRequest,
+    /// The panic inside the request does not verify (forged or altered).
+    #[error("the panic's signature does not verify")]
+    ForgedPanic,
+    /// This trustee holds nothing for the student.
+    #[error("no enrollment for this student")]
+    UnknownStudent,
+    /// The panic is signed by a key other than the enrolled device key.
+    #[error("the panic is not signed by the enrolled device")]
+    WrongDevice,
+    /// The panic is for an epoch other than the enrolled one.
+    #[error("the panic is for epoch {offered}, the enrolled epoch is {current}")]
+    WrongEpoch {
+        /// The epoch in the panic.
+        offered: u32,
+        /// The enrolled epoch.
+        current: u32,
+    },
+    /// The student has shredded the share.
+    #[error("the student has shredded this share")]
+    Shredded,
+    /// The panic's counter is not above every counter seen (a replay or a stale panic).
+    #[error("the panic's counter {offered} is not above the last seen {seen}")]
+    Replayed {
+        /// The counter offered.
+        offered: u64,
+        /// The highest counter seen.
+        seen: u64,
+    },
+    /// The panic was issued too long ago.
+    #[error("the panic is too old to release for")]
+    StalePanic,
+    /// The panic's issue time is ahead of the trustee's clock by more than the skew.
+    #[error("the panic's time is in the future")]
+    FuturePanic,
+    /// Sealing the share failed (random source failure).
+    #[error("sealing the share failed")]
+    SealFailed,
+}
+
+/// Why a stop was refused.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum ShredRefusal {
+    /// The stop is malformed or its signature is bad.
+    #[error("malformed stop: {0}")]
+    Malformed(#[from] DecodeError),
+    /// The stop is signed by a key other than the enrolled device key.
+    #[error("the stop is not signed by the enrolled device")]
+    WrongDevice,
+    /// The stop names an epoch older than the enrolled one: it cannot shred the current
+    /// share, and replaying an old stop must not.
+    #[error("the stop names epoch {offered}, older than the enrolled epoch {current}")]
+    StaleStop {
+        /// The epoch named by the stop.
+        offered: u32,
+        /// The enrolled epoch.
+        current: u32,
+    },
+}
+
+/// A share a trustee holds: secret.
+struct HeldShare {
+    value: ShareValue,
+}
+
+/// The state of a tombstoned student: what was shredded, and the receipt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tombstone {
+    /// The newest epoch shredded.
+    pub epoch: u32,
+    /// The receipt given (repeated verbatim on a repeated stop).
+    pub receipt: Signed<ShredReceipt>,
+}
+
+/// Everything a trustee keeps about one student.
+///
+/// It holds a secret share, so it has no `Clone`, prints `[redacted]` for the
+/// share, and its encoding ([`StudentEntry::to_secret_bytes`]) must be sealed at rest.
+pub struct StudentEntry {
+    student: StudentId,
+    record: Option<Signed<EnrollmentRecord>>,
+    accepted_at: Timestamp,
+    share: Option<HeldShare>,
+    highest_counter: u64,
+    last_release: Option<Signed<Release>>,
+    tombstone: Option<Tombstone>,
+}
+
+impl fmt::Debug for StudentEntry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StudentEntry")
+            .field("student", &self.student)
+            .field("epoch", &self.epoch())
+            .field("share", &self.share.as_ref().map(|_| "[redacted]"))
+            .field("highest_counter", &self.highest_counter)
+            .field("tombstone", &self.tombstone.as_ref().map(|t| t.epoch))
+            .finish_non_exhaustive()
+    }
+}
+
+impl StudentEntry {
+    /// Tag of the entry's encoding.
+    pub const TAG: &'static str = "sosvault/trustee-entry/v1";
+
+    /// The student.
+    pub fn student(&self) -> StudentId {
+        self.student
+    }
+
+    /// The enrolled epoch, if any.
+    pub fn epoch(&self) -> Option<u32> {
+        self.record.as_ref().map(|r| r.body().epoch)
+    }
+
+    /// The enrolled record, if any.
+    pub fn record(&self) -> Option<&Signed<EnrollmentRecord>> {
+        self.record.as_ref()
+    }
+
+    /// Whether a share is held.
+    pub fn holds_share(&self) -> bool {
+        self.share.is_some()
+    }
+
+    /// The highest device counter seen.
+    pub fn highest_counter(&self) -> u64 {
+        self.highest_counter
+    }
+
+    /// The tombstone, if the student has shredded.
+    pub fn tombstone(&self) -> Option<&Tombstone> {
+        self.tombstone.as_ref()
+    }
+
+    /// The last release given, if any.
+    pub fn last_release(&self) -> Option<&Signed<Release>> {
+        self.last_release.as_ref()
+    }
+
+    /// The entry's encoding, share included. Seal it at rest; never log it.
+    pub fn to_secret_bytes(&self) -> Zeroizing<Vec<u8>> {
+        let mut w = Writer::new();
+        w.tag(Self::TAG);
+        w.fixed(self.student.as_bytes());
+        opt_var(&mut w, self.record.as_ref().map(|r| r.as_bytes()));
+        w.u64(self.accepted_at.0);
+        match &self.share {
+            None => w.u8(0),
+            Some(s) => {
+                w.u8(1);
+                w.u8(s.value.index);
+                w.fixed(&s.value.y[..]);
+            }
+        }
+        w.u64(self.highest_counter);
+        opt_var(&mut w, self.last_release.as_ref().map(|r| r.as_bytes()));
+        match &self.tombstone {
+            None => w.u8(0),
+            Some(t) => {
+                w.u8(1);
+                w.u32(t.epoch);
+                w.var(t.receipt.as_bytes());
+            }
+        }
+        Zeroizing::new(w.into_bytes())
+    }
+
+    /// Loads [`StudentEntry::to_secret_bytes`]'s encoding.
+    pub fn from_secret_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        r.expect_tag(Self::TAG)?;
+        let student = StudentId(r.array("student id")?);
+        let record: Option<Signed<EnrollmentRecord>> = if r.bool("has record")? {
+            Some(read_embedded(&mut r, "record", MAX_RECORD_BYTES)?)
+        } else {
+            None
+        };
+        let accepted_at = Timestamp(r.u64("accepted at")?);
+        let share = if r.bool("has share")? {
+            Some(HeldShare {
+                value: ShareValue {
+                    index: r.u8("share index")?,
+                    y: Zeroizing::new(r.array("share")?),
+                },
+            })
+        } else {
+            None
+        };
+        let highest_counter = r.u64("highest counter")?;
+        let last_release = if r.bool("has release")? {
+            Some(read_embedded(&mut r, "release", 8192)?)
+        } else {
+            None
+        };
+        let tombstone = if r.bool("has tombstone")? {
+            Some(Tombstone {
+                epoch: r.u32("tombstone epoch")?,
+                receipt: read_embedded(&mut r, "shred receipt", 1024)?,
+            })
+        } else {
+            None
+        };
+        r.finish()?;
+        Ok(Self {
+            student,
+            record,
+            accepted_at,
+            share,
+            highest_counter,
+            last_release,
+            tombstone,
+        })
+    }
+
+    fn empty(student: StudentId) -> Self {
+        Self {
+            student,
+            record: None,
+            accepted_at: Timestamp(0),
+            share: None,
+            highest_counter: 0,
+            last_release: None,
+            tombstone: None,
+        }
+    }
+
+    fn copy_share(&self) -> Option<HeldShare> {
+        self.share.as_ref().map(|s| HeldShare {
+            value: ShareValue {
+                index: s.value.index,
+                y: s.value.y.clone(),
+            },
+        })
+    }
+
+    /// A copy with a new share and record fields (used by transitions).
+    fn evolve(&self) -> Self {
+        Self {
+            student: self.student,
+            record: self.record.clone(),
+            accepted_at: self.accepted_at,
+            share: self.copy_share(),
+            highest_counter: self.highest_counter,
+            last_release: self.last_release.clone(),
+            tombstone: self.tombstone.clone(),
+        }
+    }
+}
+
+fn opt_var(w: &mut Writer, v: Option<&[u8]>) {
+    match v {
+        None => w.u8(0),
+        Some(b) => {
+            w.u8(1);
+            w.var(b);
+        }
+    }
+}
+
+/// A release request whose envelope, control-room signature, pin, time and
+/// embedded panic signature have been checked. Only [`Trustee::check_request`]
+/// makes one.
+#[derive(Debug, Clone)]
+pub struct CheckedRequest {
+    request: Signed<ReleaseRequest>,
+}
+
+impl CheckedRequest {
+    /// The student the panic speaks for.
+    pub fn student(&self) -> StudentId {
+        crate::ids::StudentId::of_device(self.request.body().panic.signer())
+    }
+
+    /// The signed request.
+    pub fn request(&self) -> &Signed<ReleaseRequest> {
+        &self.request
+    }
+
+    /// The signed panic inside it.
+    pub fn panic(&self) -> &Signed<PanicEvent> {
+        &self.request.body().panic
+    }
+}
+
+/// A stop whose signature has been checked. Only [`Trustee::check_stop`] makes one.
+#[derive(Debug, Clone)]
+pub struct CheckedStop {
+    stop: Signed<Stop>,
+}
+
+impl CheckedStop {
+    /// The student the stop speaks for.
+    pub fn student(&self) -> StudentId {
+        StudentId::of_device(self.stop.signer())
+    }
+
+    /// The signed stop.
+    pub fn stop(&self) -> &Signed<Stop> {
+        &self.stop
+    }
+}
+
+/// The result of a transition: the entry to persist and the signed answer.
+#[derive(Debug)]
+pub struct Transition<A: crate::signed::Message + fmt::Debug> {
+    /// The new entry; persist it before sending `answer`.
+    pub entry: StudentEntry,
+    /// The signed answer to return.
+    pub answer: Signed<A>,
+    /// True if this repeats an earlier answer (a retry) and the entry is unchanged.
+    pub repeated: bool,
+}
+
+/// A trustee: its keys, the control rooms it answers, its time limits.
+pub struct Trustee {
+    key: TrusteeKey,
+    pinned: Vec<ControlRoomPublic>,
+    limits: TimeLimits,
+}
+
+impl fmt::Debug for Trustee {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Trustee")
+            .field("key", &self.key)
+            .field("pinned", &self.pinned.len())
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+impl Trustee {
+    /// A trustee answering release requests from the `pinned` control rooms only.
+    pub fn new(key: TrusteeKey, pinned: Vec<ControlRoomPublic>, limits: TimeLimits) -> Self {
+        Self {
+            key,
+            pinned,
+            limits,
+        }
+    }
+
+    /// This trustee's id.
+    pub fn id(&self) -> TrusteeId {
+        self.key.id()
+    }
+
+    /// This trustee's keys (to sign log heads and the like).
+    pub fn key(&self) -> &TrusteeKey {
+        &self.key
+    }
+
+    /// Which student a share delivery is for (to look up the entry before
+    /// [`Trustee::accept_share`]); checks the delivery's shape and record signature.
+    pub fn delivery_student(delivery: &[u8]) -> Result<StudentId, EnrollRefusal> {
+        let d = ShareDelivery::from_bytes(delivery)?;
+        Ok(StudentId::of_device(d.record.signer()))
+    }
+
+    /// Accepts a share at enrollment, if it is ours, opens, and matches the commitment.
+    pub fn accept_share(
+        &self,
+        current: Option<&StudentEntry>,
+        delivery: &[u8],
+        now: Timestamp,
+    ) -> Result<Transition<ShareReceipt>, EnrollRefusal> {
+        let d = ShareDelivery::from_bytes(delivery)?;
+        let record = d.record.body();
+        let student = StudentId::of_device(d.record.signer());
+        let slot = record
+            .slot(d.share_index)
+            .ok_or(EnrollRefusal::NotOurShare)?;
+        if slot.trustee != self.id() {
+            return Err(EnrollRefusal::NotOurShare);
+        }
+        if let Some(cur) = current {
+            if let Some(t) = &cur.tombstone {
+                if record.epoch <= t.epoch {
+                    return Err(EnrollRefusal::Shredded(t.epoch));
+                }
+            }
+            if let Some(held) = &cur.record {
+                if held == &d.record && cur.share.is_some() {
+                    // The same enrollment again (a relay retry): same receipt.
+                    return Ok(Transition {
+                        entry: cur.evolve(),
+                        answer: self.share_receipt(cur, d.share_index, cur.accepted_at)?,
+                        repeated: true,
+                    });
+                }
+                if record.epoch <= held.body().epoch {
+                    return Err(EnrollRefusal::StaleEpoch {
+                        offered: record.epoch,
+                        held: held.body().epoch,
+                    });
+                }
+            }
+        }
+        let plaintext = self
+            .key
+            .sealing()
+            .open(&d.sealed_share, crate::messages::MAX_SEALED_SMALL)
+            .map_err(|_| EnrollRefusal::DoesNotOpen)?;
+        let share = ShareForTrustee::from_bytes(&plaintext).map_err(|_| EnrollRefusal::Mismatch)?;
+        if share.student != student
+            || share.epoch != record.epoch
+            || share.share.index != d.share_index
+        {
+            return Err(EnrollRefusal::Mismatch);
+        }
+        if !escrow::share_matches(&student, record.epoch, &share.share, &slot.commitment) {
+            return Err(EnrollRefusal::CommitmentMismatch);
+        }
+        let mut entry = current.map_or_else(|| StudentEntry::empty(student), StudentEntry::evolve);
+        entry.record = Some(d.record.clone());
+        entry.accepted_at = now;
+        entry.share = Some(HeldShare { value: share.share });
+        entry.last_release = None;
+        let answer = self.share_receipt(&entry, d.share_index, now)?;
+        Ok(Transition {
+            entry,
+            answer,
+            repeated: false,
+        })
+    }
+
+    fn share_receipt(
+        &self,
+        entry: &StudentEntry,
+        index: u8,
+        at: Timestamp,
+    ) -> Result<Signed<ShareReceipt>, EnrollRefusal> {
+        let record = entry.record.as_ref().ok_or(EnrollRefusal::NotOurShare)?;
+        let slot = record
+            .body()
+            .slot(index)
+            .ok_or(EnrollRefusal::NotOurShare)?;
+        Ok(Signed::sign(
+            ShareReceipt {
+                student: entry.student,
+                epoch: record.body().epoch,
+                share_index: index,
+                commitment: slot.commitment,
+                stored_at: at,
+            },
+            &self.key,
+        ))
+    }
+
+    /// The stateless checks of a release request: envelope, control-room signature,
+    /// pin, request time, and the embedded panic's own signature.
+    pub fn check_request(
+        &self,
+        request: &[u8],
+        now: Timestamp,
+    ) -> Result<CheckedRequest, ReleaseRefusal> {
+        let request = Signed::<ReleaseRequest>::decode(request).map_err(|e| match e {
+            // The request's own signature verified, but the panic inside does not.
+            DecodeError::BadInnerSignature(_) => ReleaseRefusal::ForgedPanic,
+            e => ReleaseRefusal::Malformed(e),
+        })?;
+        if !self.pinned.iter().any(|p| p.same_signer(request.signer())) {
+            return Err(ReleaseRefusal::UnpinnedControlRoom);
+        }
+        let at = request.body().issued_at;
+        if at > now.plus(self.limits.max_skew_secs) || at < now.minus(self.limits.max_skew_secs) {
+            return Err(ReleaseRefusal::StaleRequest);
+        }
+        Ok(CheckedRequest { request })
+    }
+
+    /// Decides a checked release request against the student's entry.
+    pub fn release(
+        &self,
+        current: Option<&StudentEntry>,
+        checked: &CheckedRequest,
+        now: Timestamp,
+    ) -> Result<Transition<Release>, ReleaseRefusal> {
+        let req = checked.request.body();
+        let panic = &req.panic;
+        let event = panic.body();
+        let cur = current.ok_or(ReleaseRefusal::UnknownStudent)?;
+        let record = cur.record.as_ref().ok_or(ReleaseRefusal::UnknownStudent)?;
+        if cur.student != checked.student() {
+            return Err(ReleaseRefusal::UnknownStudent);
+        }
+        if !bool::from(record.signer().as_bytes().ct_eq(panic.signer().as_bytes())) {
+            return Err(ReleaseRefusal::WrongDevice);
+        }
+        if let Some(t) = &cur.tombstone {
+            if event.epoch <= t.epoch {
+                return Err(ReleaseRefusal::Shredded);
+            }
+        }
+        let held = cur.share.as_ref().ok_or(ReleaseRefusal::Shredded)?;
+        if event.epoch != record.body().epoch {
+            return Err(ReleaseRefusal::WrongEpoch {
+                offered: event.epoch,
+                current: record.body().epoch,
+            });
+        }
+        let panic_hash = panic.hash();
+        if let Some(last) = &cur.last_release {
+            let l = last.body();
+            if l.panic == panic_hash && l.incident == req.incident && l.recipient == req.recipient {
+                // The same panic, incident and recipient again: the control room is
+                // retrying. Give back the very same release.
+                return Ok(Transition {
+                    entry: cur.evolve(),
+                    answer: last.clone(),
+                    repeated: true,
+                });
+            }
+        }
+        if event.counter <= cur.highest_counter {
+            return Err(ReleaseRefusal::Replayed {
+                offered: event.counter,
+                seen: cur.highest_counter,
+            });
+        }
+        if event.issued_at > now.plus(self.limits.max_skew_secs) {
+            return Err(ReleaseRefusal::FuturePanic);
+        }
+        if event.issued_at < now.minus(self.limits.max_panic_age_secs) {
+            return Err(ReleaseRefusal::StalePanic);
+        }
+        let plaintext = ReleasedShare {
+            panic: panic_hash,
+            student: cur.student,
+            epoch: event.epoch,
+            share: ShareValue {
+                index: held.value.index,
+                y: held.value.y.clone(),
+            },
+        }
+        .to_bytes();
+        let sealed_share = req
+            .recipient
+            .seal(&plaintext)
+            .map_err(|_| ReleaseRefusal::SealFailed)?;
+        let release = Signed::sign(
+            Release {
+                student: cur.student,
+                epoch: event.epoch,
+                share_index: held.value.index,
+                panic: panic_hash,
+                incident: req.incident,
+                recipient: req.recipient.clone(),
+                released_at: now,
+                sealed_share,
+            },
+            &self.key,
+        );
+        let mut entry = cur.evolve();
+        entry.highest_counter = event.counter;
+        entry.last_release = Some(release.clone());
+        Ok(Transition {
+            entry,
+            answer: release,
+            repeated: false,
+        })
+    }
+
+    /// Checks a stop's envelope and signature.
+    pub fn check_stop(stop: &[u8]) -> Result<CheckedStop, ShredRefusal> {
+        Ok(CheckedStop {
+            stop: Signed::<Stop>::decode(stop)?,
+        })
+    }
+
+    /// Shreds on a signed stop: the share goes, a tombstone stays, a signed receipt
+    /// comes back. A repeated stop gets the same receipt. A stop for a student this
+    /// trustee holds nothing for still gets a receipt (there is nothing to hold) and a
+    /// tombstone, so a late enrollment of that epoch is refused.
+    pub fn shred(
+        &self,
+        current: Option<&StudentEntry>,
+        checked: &CheckedStop,
+        now: Timestamp,
+    ) -> Result<Transition<ShredReceipt>, ShredRefusal> {
+        let stop = &checked.stop;
+        let student = checked.student();
+        let body = stop.body();
+        if let Some(cur) = current {
+            if let Some(t) = &cur.tombstone {
+                if body.epoch <= t.epoch {
+                    return Ok(Transition {
+                        entry: cur.evolve(),
+                        answer: t.receipt.clone(),
+                        repeated: true,
+                    });
+                }
+            }
+            if let Some(record) = &cur.record {
+                if !same_key(record.signer(), stop.signer()) {
+                    return Err(ShredRefusal::WrongDevice);
+                }
+                if body.epoch < record.body().epoch {
+                    return Err(ShredRefusal::StaleStop {
+                        offered: body.epoch,
+                        current: record.body().epoch,
+                    });
+                }
+            }
+        }
+        let receipt = Signed::sign(
+            ShredReceipt {
+                student,
+                epoch: body.epoch,
+                stop: stop.hash(),
+                shredded_at: now,
+            },
+            &self.key,
+        );
+        let mut entry = current.map_or_else(|| StudentEntry::empty(student), StudentEntry::evolve);
+        entry.share = None;
+        entry.last_release = None;
+        entry.highest_counter = entry.highest_counter.max(body.counter);
+        entry.tombstone = Some(Tombstone {
+            epoch: body.epoch,
+            receipt: receipt.clone(),
+        });
+        Ok(Transition {
+            entry,
+            answer: receipt,
+            repeated: false,
+        })
+    }
+}
+
+fn same_key(a: &VerifyingKey, b: &VerifyingKey) -> bool {
+    a.as_bytes().ct_eq(b.as_bytes()).into()
+}
+
+/// Why an [`InMemoryTrustee`] refused something.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum Refusal {
+    /// A share delivery was refused.
+    #[error(transparent)]
+    Enroll(#[from] EnrollRefusal),
+    /// A release was refused.
+    #[error(transparent)]
+    Release(#[from] ReleaseRefusal),
+    /// A stop was refused.
+    #[error(transparent)]
+    Shred(#[from] ShredRefusal),
+}
+
+/// A [`Trustee`] with its entries in a `HashMap`: for examples, tests and
+/// embedders that persist some other way. The trustee service persists each
+/// transition in SQLite instead.
+#[derive(Debug)]
+pub struct InMemoryTrustee {
+    trustee: Trustee,
+    entries: std::collections::HashMap<StudentId, StudentEntry>,
+}
+
+impl InMemoryTrustee {
+    /// Wraps a trustee with an empty store.
+    pub fn new(trustee: Trustee) -> Self {
+        Self {
+            trustee,
+            entries: std::collections::HashMap::new(),
+        }
+    }
+
+    /// The trustee.
+    pub fn trustee(&self) -> &Trustee {
+        &self.trustee
+    }
+
+    /// The entry held for `student`.
+    pub fn entry(&self, student: &StudentId) -> Option<&StudentEntry> {
+        self.entries.get(student)
+    }
+
+    /// Accepts a share delivery (see [`Trustee::accept_share`]).
+    pub fn accept_share(
+        &mut self,
+        delivery: &[u8],
+        now: Timestamp,
+    ) -> Result<Signed<ShareReceipt>, Refusal> {
+        let student = Trustee::delivery_student(delivery)?;
+        let t = self
+            .trustee
+            .accept_share(self.entries.get(&student), delivery, now)?;
+        self.entries.insert(student, t.entry);
+        Ok(t.answer)
+    }
+
+    /// Answers a release request (see [`Trustee::release`]).
+    pub fn release(&mut self, request: &[u8], now: Timestamp) -> Result<Signed<Release>, Refusal> {
+        let checked = self.trustee.check_request(request, now)?;
+        let student = checked.student();
+        let t = self
+            .trustee
+            .release(self.entries.get(&student), &checked, now)?;
+        self.entries.insert(student, t.entry);
+        Ok(t.answer)
+    }
+
+    /// Shreds on a stop (see [`Trustee::shred`]).
+    pub fn shred(&mut self, stop: &[u8], now: Timestamp) -> Result<Signed<ShredReceipt>, Refusal> {
+        let checked = Trustee::check_stop(stop)?;
+        let student = checked.student();
+        let t = self
+            .trustee
+            .shred(self.entries.get(&student), &checked, now)?;
+        self.entries.insert(student, t.entry);
+        Ok(t.answer)
+    }
+}
