@@ -82,6 +82,7 @@
 mod control_room;
 mod device;
 mod escrow;
+pub mod hazmat;
 mod ids;
 pub mod keys;
 pub mod messages;
