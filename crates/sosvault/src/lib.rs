@@ -113,3 +113,8 @@ pub use trustee::{
     ShredRefusal, StudentEntry, TimeLimits, Tombstone, Transition, Trustee,
 };
 pub use wire::DecodeError;
+
+/// The README's embedding example, compiled and run as a doc test.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
