@@ -476,10 +476,10 @@ impl Trustee {
             return Err(EnrollRefusal::NotOurShare);
         }
         if let Some(cur) = current {
-            if let Some(t) = &cur.tombstone {
-                if record.epoch <= t.epoch {
-                    return Err(EnrollRefusal::Shredded(t.epoch));
-                }
+            if let Some(t) = &cur.tombstone
+                && record.epoch <= t.epoch
+            {
+                return Err(EnrollRefusal::Shredded(t.epoch));
             }
             if let Some(held) = &cur.record {
                 if held == &d.record && cur.share.is_some() {
@@ -589,10 +589,10 @@ impl Trustee {
         if !bool::from(record.signer().as_bytes().ct_eq(panic.signer().as_bytes())) {
             return Err(ReleaseRefusal::WrongDevice);
         }
-        if let Some(t) = &cur.tombstone {
-            if event.epoch <= t.epoch {
-                return Err(ReleaseRefusal::Shredded);
-            }
+        if let Some(t) = &cur.tombstone
+            && event.epoch <= t.epoch
+        {
+            return Err(ReleaseRefusal::Shredded);
         }
         let held = cur.share.as_ref().ok_or(ReleaseRefusal::Shredded)?;
         if event.epoch != record.body().epoch {
@@ -684,14 +684,14 @@ impl Trustee {
         let student = checked.student();
         let body = stop.body();
         if let Some(cur) = current {
-            if let Some(t) = &cur.tombstone {
-                if body.epoch <= t.epoch {
-                    return Ok(Transition {
-                        entry: cur.evolve(),
-                        answer: t.receipt.clone(),
-                        repeated: true,
-                    });
-                }
+            if let Some(t) = &cur.tombstone
+                && body.epoch <= t.epoch
+            {
+                return Ok(Transition {
+                    entry: cur.evolve(),
+                    answer: t.receipt.clone(),
+                    repeated: true,
+                });
             }
             if let Some(record) = &cur.record {
                 if !same_key(record.signer(), stop.signer()) {
