@@ -490,6 +490,147 @@ impl ControlRoomPublic {
     }
 }
 
+// ---------------------------------------------------------------- transparency log
+
+/// The ed25519 key that signs a party's transparency-log tree heads
+/// (`sosvault/tree-head/v1`, see [`crate::log`]).
+///
+/// Key separation: a trustee's (or the control room's) log key is derived
+/// from its seed with HKDF-SHA-256 under its own info string, so it is never
+/// the key that signs releases, receipts or release requests. A signature
+/// made by one can never be presented as the other's, and a log key can be
+/// handed to a separate log-signing process without giving it the power to
+/// release shares.
+pub struct LogKey(SigningKey);
+
+impl LogKey {
+    /// Tag of the key file encoding.
+    pub const TAG: &'static str = "sosvault/log-key/v1";
+
+    /// A fresh random log key (a log that belongs to no trustee or control room).
+    pub fn generate() -> Self {
+        Self(SigningKey::from_bytes(&random_secret()))
+    }
+
+    /// A log key from a 32-byte ed25519 seed (test vectors, standalone logs).
+    pub fn from_seed(seed: &[u8; 32]) -> Self {
+        Self(SigningKey::from_bytes(seed))
+    }
+
+    fn derive(seed: &[u8; 32], info: &str) -> Self {
+        Self(SigningKey::from_bytes(&hkdf_32(seed, info)))
+    }
+
+    /// The public half: what auditors and students pin.
+    pub fn public(&self) -> LogPublic {
+        LogPublic(self.0.verifying_key())
+    }
+
+    /// The log's id: a hash of its public key.
+    pub fn log_id(&self) -> crate::log::LogId {
+        self.public().log_id()
+    }
+
+    /// The key file encoding (`sosvault/log-key/v1`, then the seed). Keep it secret.
+    pub fn to_secret_bytes(&self) -> Zeroizing<Vec<u8>> {
+        encode_secret(Self::TAG, self.0.as_bytes())
+    }
+
+    /// Loads a key saved by [`LogKey::to_secret_bytes`].
+    pub fn from_secret_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        Ok(Self::from_seed(&*decode_secret(Self::TAG, bytes)?))
+    }
+}
+
+impl private::Sealed for LogKey {}
+impl SignerKey for LogKey {
+    fn signing_key(&self) -> &SigningKey {
+        &self.0
+    }
+}
+
+impl fmt::Debug for LogKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "LogKey([redacted], log {})",
+            short(&self.log_id().to_hex())
+        )
+    }
+}
+
+/// The public half of a [`LogKey`]: verifies signed tree heads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct LogPublic(pub(crate) VerifyingKey);
+
+impl LogPublic {
+    /// The ed25519 verifying key.
+    pub fn verifying_key(&self) -> &VerifyingKey {
+        &self.0
+    }
+
+    /// The log's id: `H("sosvault/log-id/v1", public key)`.
+    pub fn log_id(&self) -> crate::log::LogId {
+        crate::log::LogId::of_key(&self.0)
+    }
+
+    /// The 32 raw bytes of the ed25519 public key.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.0.to_bytes()
+    }
+
+    /// Parses 32 raw bytes; refuses points that are not valid or are weak.
+    pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self, DecodeError> {
+        verifying_key(bytes, "log public key").map(Self)
+    }
+
+    /// Lower-case hex of the 32 raw bytes, for config files.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0.as_bytes())
+    }
+
+    /// Parses [`Self::to_hex`]'s form.
+    pub fn from_hex(s: &str) -> Result<Self, DecodeError> {
+        let bytes = hex::decode(s.trim()).map_err(|_| DecodeError::InvalidValue("hex"))?;
+        let bytes: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| DecodeError::InvalidValue("log public key"))?;
+        Self::from_bytes(&bytes)
+    }
+
+    /// Constant-time comparison with a verifying key, for pinning.
+    pub fn same_key(&self, other: &VerifyingKey) -> bool {
+        self.0.as_bytes().ct_eq(other.as_bytes()).into()
+    }
+}
+
+impl fmt::Debug for LogPublic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LogPublic({})", self.to_hex())
+    }
+}
+
+impl TrusteeKey {
+    /// HKDF info string of the trustee's log-signing key.
+    pub const LOG_ED25519_INFO: &'static str = "sosvault/trustee-key/v1/log-ed25519";
+
+    /// The key that signs this trustee's transparency-log heads (not its release key).
+    pub fn log_key(&self) -> LogKey {
+        LogKey::derive(&self.0.seed, Self::LOG_ED25519_INFO)
+    }
+}
+
+impl ControlRoomKey {
+    /// HKDF info string of the control room's log-signing key.
+    pub const LOG_ED25519_INFO: &'static str = "sosvault/control-room-key/v1/log-ed25519";
+
+    /// The key that signs the control room's transparency-log heads (not its
+    /// release-request key).
+    pub fn log_key(&self) -> LogKey {
+        LogKey::derive(&self.0.seed, Self::LOG_ED25519_INFO)
+    }
+}
+
 // ---------------------------------------------------------------- incident
 
 /// The control room's ephemeral key for one incident: trustees seal released shares
@@ -621,6 +762,27 @@ mod tests {
         let t = TrusteeKey::from_seed(&seed).public();
         let c = ControlRoomKey::from_seed(&seed).public();
         assert_ne!(t.verifying_key(), c.verifying_key());
+    }
+
+    #[test]
+    fn log_keys_are_separate_from_signing_keys() {
+        let seed = [11u8; 32];
+        let tk = TrusteeKey::from_seed(&seed);
+        let ck = ControlRoomKey::from_seed(&seed);
+        let tl = tk.log_key().public();
+        let cl = ck.log_key().public();
+        // Deterministic per seed, distinct per role, never the release/request key.
+        assert_eq!(tl, TrusteeKey::from_seed(&seed).log_key().public());
+        assert_ne!(tl, cl);
+        assert!(!tl.same_key(tk.public().verifying_key()));
+        assert!(!cl.same_key(ck.public().verifying_key()));
+        let lk = tk.log_key();
+        let back = LogKey::from_secret_bytes(&lk.to_secret_bytes()).unwrap();
+        assert_eq!(back.public(), tl);
+        assert_eq!(LogPublic::from_hex(&tl.to_hex()).unwrap(), tl);
+        let dbg = format!("{lk:?}");
+        assert!(dbg.contains("[redacted]"));
+        assert!(!dbg.contains(&hex::encode(lk.0.as_bytes())));
     }
 
     #[test]

@@ -85,6 +85,7 @@ mod escrow;
 pub mod hazmat;
 mod ids;
 pub mod keys;
+pub mod log;
 pub mod messages;
 mod open;
 mod profile;
@@ -98,7 +99,7 @@ pub use escrow::{COMMITMENT_TAG, SplitError, commitment};
 pub use ids::{IncidentId, MessageHash, ShareCommitment, StudentId, Timestamp, TrusteeId};
 pub use keys::{
     ControlRoomKey, ControlRoomPublic, DeviceKey, DevicePublic, IncidentKey, IncidentRecipient,
-    TrusteeKey, TrusteePublic, VaultKey, VaultRecipient,
+    LogKey, LogPublic, TrusteeKey, TrusteePublic, VaultKey, VaultRecipient,
 };
 pub use messages::{
     Cancel, Category, EnrollmentPackage, EnrollmentRecord, Location, LocationUpdate, Note,
