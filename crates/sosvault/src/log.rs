@@ -1176,3 +1176,518 @@ impl LogQuery {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::{ControlRoomKey, TrusteeKey};
+    use crate::messages::Category;
+
+    const NOW: Timestamp = Timestamp(1_790_000_000);
+
+    fn panic_from(device: &DeviceKey) -> Signed<PanicEvent> {
+        Signed::sign(
+            PanicEvent {
+                epoch: 3,
+                counter: 9,
+                issued_at: NOW,
+                category: Category::Police,
+                sealed_location: vec![0xa5; 180],
+            },
+            device,
+        )
+    }
+
+    fn one_of_each() -> Vec<LogEntry> {
+        let device = DeviceKey::from_seed(&[1; 32]);
+        let student = device.student_id();
+        vec![
+            LogEntry::ShareAccepted {
+                student,
+                epoch: 1,
+                share_index: 2,
+                at: NOW,
+            },
+            LogEntry::released(panic_from(&device), IncidentId([4; 16]), NOW.plus(5)),
+            LogEntry::refused(
+                &Refusal::Release(ReleaseRefusal::Replayed {
+                    offered: 3,
+                    seen: 9,
+                }),
+                Some(student),
+                MessageHash([6; 32]),
+                NOW,
+            ),
+            LogEntry::Refused {
+                student: None,
+                code: 901,
+                reason: String::new(),
+                request_hash: MessageHash([7; 32]),
+                at: NOW,
+            },
+            LogEntry::Shredded {
+                student,
+                epoch: 2,
+                stop_hash: MessageHash([8; 32]),
+                at: NOW,
+            },
+            LogEntry::ProfileViewed {
+                student,
+                incident: IncidentId([9; 16]),
+                viewer: Viewer::new("operator-17").unwrap(),
+                at: NOW,
+            },
+        ]
+    }
+
+    #[test]
+    fn entries_round_trip() {
+        for entry in one_of_each() {
+            let bytes = entry.to_bytes();
+            assert!(bytes.len() <= MAX_ENTRY_BYTES);
+            assert_eq!(
+                LogEntry::from_bytes(&bytes).unwrap(),
+                entry,
+                "{}",
+                entry.kind()
+            );
+            assert_eq!(entry.leaf_hash(), leaf_hash(&bytes));
+        }
+    }
+
+    #[test]
+    fn truncated_or_extended_entries_are_rejected() {
+        for entry in one_of_each() {
+            let bytes = entry.to_bytes();
+            for cut in 0..bytes.len() {
+                assert!(
+                    LogEntry::from_bytes(&bytes[..cut]).is_err(),
+                    "{} cut at {cut}",
+                    entry.kind()
+                );
+            }
+            let mut longer = bytes.clone();
+            longer.push(0);
+            assert_eq!(
+                LogEntry::from_bytes(&longer),
+                Err(DecodeError::TrailingBytes(1))
+            );
+        }
+    }
+
+    #[test]
+    fn student_selects_entries() {
+        let entries = one_of_each();
+        let student = DeviceKey::from_seed(&[1; 32]).student_id();
+        let about: Vec<_> = entries
+            .iter()
+            .filter(|e| e.student() == Some(student))
+            .collect();
+        // Every entry but the refusal of an unreadable request.
+        assert_eq!(about.len(), entries.len() - 1);
+        assert_eq!(entries[3].student(), None);
+    }
+
+    /// Builds an entry body by hand after the tag.
+    fn raw(f: impl FnOnce(&mut Writer)) -> Vec<u8> {
+        let mut w = Writer::new();
+        w.tag(LogEntry::TAG);
+        f(&mut w);
+        w.into_bytes()
+    }
+
+    #[test]
+    fn non_canonical_fields_are_rejected() {
+        let invalid = |bytes: Vec<u8>| {
+            matches!(
+                LogEntry::from_bytes(&bytes),
+                Err(DecodeError::InvalidValue(_) | DecodeError::TooLong { .. })
+            )
+        };
+        // Unknown kinds.
+        assert!(invalid(raw(|w| w.u8(0))));
+        assert!(invalid(raw(|w| w.u8(6))));
+        // Epoch 0, share index 0.
+        assert!(invalid(raw(|w| {
+            w.u8(KIND_SHARE_ACCEPTED);
+            w.fixed(&[1; 32]);
+            w.u32(0);
+            w.u8(1);
+            w.u64(0);
+        })));
+        assert!(invalid(raw(|w| {
+            w.u8(KIND_SHARE_ACCEPTED);
+            w.fixed(&[1; 32]);
+            w.u32(1);
+            w.u8(0);
+            w.u64(0);
+        })));
+        // Student-present flag other than 0/1; reason not UTF-8; reason too long.
+        let refused = |flag: u8, reason: &[u8]| {
+            raw(|w| {
+                w.u8(KIND_REFUSED);
+                w.u8(flag);
+                w.fixed(&7u16.to_be_bytes());
+                w.var(reason);
+                w.fixed(&[0; 32]);
+                w.u64(0);
+            })
+        };
+        assert!(LogEntry::from_bytes(&refused(0, b"ok")).is_ok());
+        assert!(invalid(refused(2, b"ok")));
+        assert!(invalid(refused(0, &[0xff, 0xfe])));
+        assert!(invalid(refused(0, &[b'a'; MAX_REASON_BYTES + 1])));
+        // Viewer empty or too long.
+        let viewed = |viewer: &[u8]| {
+            raw(|w| {
+                w.u8(KIND_PROFILE_VIEWED);
+                w.fixed(&[1; 32]);
+                w.fixed(&[2; 16]);
+                w.var(viewer);
+                w.u64(0);
+            })
+        };
+        assert!(LogEntry::from_bytes(&viewed(&[b'v'; MAX_VIEWER_BYTES])).is_ok());
+        assert!(invalid(viewed(b"")));
+        assert!(invalid(viewed(&[b'v'; MAX_VIEWER_BYTES + 1])));
+        assert!(Viewer::new(vec![0u8; MAX_VIEWER_BYTES + 1]).is_none());
+    }
+
+    #[test]
+    fn a_release_entry_must_agree_with_its_panic() {
+        let device = DeviceKey::from_seed(&[1; 32]);
+        let panic = panic_from(&device);
+        let released = |student: [u8; 32], epoch: u32, hash: [u8; 32], panic: &[u8]| {
+            raw(|w| {
+                w.u8(KIND_RELEASED);
+                w.fixed(&student);
+                w.u32(epoch);
+                w.fixed(&hash);
+                w.fixed(&[4; 16]);
+                w.var(panic);
+                w.u64(0);
+            })
+        };
+        let s = *device.student_id().as_bytes();
+        let h = *panic.hash().as_bytes();
+        assert!(LogEntry::from_bytes(&released(s, 3, h, panic.as_bytes())).is_ok());
+        let other = *DeviceKey::from_seed(&[2; 32]).student_id().as_bytes();
+        for bad in [
+            released(other, 3, h, panic.as_bytes()),
+            released(s, 4, h, panic.as_bytes()),
+            released(s, 3, [0; 32], panic.as_bytes()),
+        ] {
+            assert!(matches!(
+                LogEntry::from_bytes(&bad),
+                Err(DecodeError::InvalidValue(_))
+            ));
+        }
+        // A forged panic inside the entry.
+        let mut forged = panic.as_bytes().to_vec();
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        assert_eq!(
+            LogEntry::from_bytes(&released(s, 3, h, &forged)),
+            Err(DecodeError::BadInnerSignature("panic"))
+        );
+    }
+
+    #[test]
+    fn long_reasons_are_cut_at_a_character_boundary() {
+        let text = "ज".repeat(100); // 3 bytes each
+        let entry = LogEntry::Refused {
+            student: None,
+            code: 1,
+            reason: text,
+            request_hash: MessageHash([0; 32]),
+            at: NOW,
+        };
+        let LogEntry::Refused { reason, .. } = LogEntry::from_bytes(&entry.to_bytes()).unwrap()
+        else {
+            panic!("kind changed")
+        };
+        assert_eq!(reason, "ज".repeat(66));
+    }
+
+    #[test]
+    fn refusal_codes_are_distinct() {
+        let refusals = [
+            Refusal::Enroll(EnrollRefusal::Malformed(DecodeError::TrailingBytes(1))),
+            Refusal::Enroll(EnrollRefusal::NotOurShare),
+            Refusal::Enroll(EnrollRefusal::DoesNotOpen),
+            Refusal::Enroll(EnrollRefusal::Mismatch),
+            Refusal::Enroll(EnrollRefusal::CommitmentMismatch),
+            Refusal::Enroll(EnrollRefusal::StaleEpoch {
+                offered: 1,
+                held: 2,
+            }),
+            Refusal::Enroll(EnrollRefusal::Shredded(1)),
+            Refusal::Release(ReleaseRefusal::Malformed(DecodeError::TrailingBytes(1))),
+            Refusal::Release(ReleaseRefusal::UnpinnedControlRoom),
+            Refusal::Release(ReleaseRefusal::StaleRequest),
+            Refusal::Release(ReleaseRefusal::ForgedPanic),
+            Refusal::Release(ReleaseRefusal::UnknownStudent),
+            Refusal::Release(ReleaseRefusal::WrongDevice),
+            Refusal::Release(ReleaseRefusal::WrongEpoch {
+                offered: 1,
+                current: 2,
+            }),
+            Refusal::Release(ReleaseRefusal::Shredded),
+            Refusal::Release(ReleaseRefusal::Replayed {
+                offered: 1,
+                seen: 2,
+            }),
+            Refusal::Release(ReleaseRefusal::StalePanic),
+            Refusal::Release(ReleaseRefusal::FuturePanic),
+            Refusal::Release(ReleaseRefusal::SealFailed),
+            Refusal::Shred(ShredRefusal::Malformed(DecodeError::TrailingBytes(1))),
+            Refusal::Shred(ShredRefusal::WrongDevice),
+            Refusal::Shred(ShredRefusal::StaleStop {
+                offered: 1,
+                current: 2,
+            }),
+        ];
+        let mut codes: Vec<u16> = refusals.iter().map(refusal_code).collect();
+        assert!(codes.iter().all(|c| (100..400).contains(c)));
+        codes.sort_unstable();
+        codes.dedup();
+        assert_eq!(codes.len(), refusals.len());
+    }
+
+    #[test]
+    fn tree_heads_sign_and_verify() {
+        let key = TrusteeKey::from_seed(&[5; 32]).log_key();
+        let mut log = MerkleLog::new();
+        let empty = log.sign_head(&key, NOW);
+        assert_eq!(empty.body().root, empty_root());
+        for entry in one_of_each() {
+            log.append(&entry);
+        }
+        let head = log.sign_head(&key, NOW.plus(60));
+        let back = TreeHead::verify(head.as_bytes(), &key.public()).unwrap();
+        assert_eq!(back.body(), head.body());
+        assert_eq!(back.body().size, 6);
+        assert_eq!(back.body().log_id, key.log_id());
+
+        // Another log's key, and the trustee's own release key, are not this log.
+        let other = ControlRoomKey::from_seed(&[5; 32]).log_key();
+        assert_eq!(
+            TreeHead::verify(head.as_bytes(), &other.public()),
+            Err(LogError::WrongLog)
+        );
+        // A head whose log id names another log than its signer's.
+        let lying = Signed::sign(
+            TreeHead {
+                log_id: other.log_id(),
+                ..*head.body()
+            },
+            &key,
+        );
+        assert_eq!(
+            TreeHead::verify(lying.as_bytes(), &key.public()),
+            Err(LogError::WrongLog)
+        );
+        // Any flipped byte breaks the signature or the shape.
+        for i in 0..head.as_bytes().len() {
+            let mut bad = head.as_bytes().to_vec();
+            bad[i] ^= 0x40;
+            assert!(TreeHead::verify(&bad, &key.public()).is_err(), "byte {i}");
+        }
+        // The empty tree has one root.
+        let bogus_empty = Signed::sign(
+            TreeHead {
+                log_id: key.log_id(),
+                size: 0,
+                root: [1; 32],
+                timestamp: NOW,
+            },
+            &key,
+        );
+        assert!(matches!(
+            TreeHead::verify(bogus_empty.as_bytes(), &key.public()),
+            Err(LogError::Malformed(DecodeError::InvalidValue("root")))
+        ));
+    }
+
+    #[test]
+    fn heads_prove_growth_and_inclusion() {
+        let key = LogKey::from_seed(&[3; 32]);
+        let mut log = MerkleLog::new();
+        let h0 = *log.sign_head(&key, NOW).body();
+        let entries = one_of_each();
+        log.append(&entries[0]);
+        log.append(&entries[1]);
+        let h2 = *log.sign_head(&key, NOW).body();
+        for e in &entries[2..] {
+            log.append(e);
+        }
+        let h6 = *log.sign_head(&key, NOW).body();
+
+        h0.verify_extended_by(&h6, &[] as &[[u8; 32]]).unwrap();
+        let proof = log.consistency_proof(2, 6).unwrap();
+        h2.verify_extended_by(&h6, &proof).unwrap();
+        assert!(h6.verify_extended_by(&h2, &proof).is_err());
+        h6.verify_extended_by(&h6, &[] as &[[u8; 32]]).unwrap();
+        let forked = TreeHead {
+            root: [9; 32],
+            ..h6
+        };
+        assert_eq!(
+            h6.verify_extended_by(&forked, &[] as &[[u8; 32]]),
+            Err(LogError::Fork)
+        );
+        let elsewhere = TreeHead {
+            log_id: LogId([0; 32]),
+            ..h6
+        };
+        assert_eq!(
+            h2.verify_extended_by(&elsewhere, &proof),
+            Err(LogError::WrongLog)
+        );
+
+        for (i, e) in entries.iter().enumerate() {
+            let proof = log.inclusion_proof(i as u64, 6).unwrap();
+            h6.verify_inclusion(&e.leaf_hash(), i as u64, &proof)
+                .unwrap();
+            let other = &entries[(i + 1) % entries.len()];
+            assert!(
+                h6.verify_inclusion(&other.leaf_hash(), i as u64, &proof)
+                    .is_err()
+            );
+        }
+    }
+
+    #[test]
+    fn log_queries_speak_only_for_their_signer() {
+        let device = DeviceKey::generate();
+        let trustee = TrusteeKey::from_seed(&[8; 32]).id();
+        let q = LogQuery::sign(&device, trustee, NOW);
+        let checked = LogQuery::check(q.as_bytes(), &trustee, NOW.plus(30), 120).unwrap();
+        assert_eq!(checked.student(), device.student_id());
+        assert_eq!(checked.nonce(), q.body().nonce);
+        // Fresh nonces.
+        assert_ne!(
+            LogQuery::sign(&device, trustee, NOW).body().nonce,
+            q.body().nonce
+        );
+
+        let other = TrusteeKey::from_seed(&[9; 32]).id();
+        assert_eq!(
+            LogQuery::check(q.as_bytes(), &other, NOW, 120),
+            Err(QueryRefusal::WrongTrustee)
+        );
+        assert_eq!(
+            LogQuery::check(q.as_bytes(), &trustee, NOW.plus(121), 120),
+            Err(QueryRefusal::Stale)
+        );
+        assert_eq!(
+            LogQuery::check(q.as_bytes(), &trustee, NOW.minus(121), 120),
+            Err(QueryRefusal::Stale)
+        );
+        let mut bad = q.as_bytes().to_vec();
+        let i = bad.len() - 70; // inside the body
+        bad[i] ^= 1;
+        assert_eq!(
+            LogQuery::check(&bad, &trustee, NOW, 120),
+            Err(QueryRefusal::Malformed(DecodeError::BadSignature))
+        );
+    }
+
+    #[test]
+    fn from_leaf_hashes_rebuilds_the_same_tree() {
+        let mut log = MerkleLog::new();
+        for e in one_of_each() {
+            log.append(&e);
+        }
+        let hashes: Vec<[u8; 32]> = (0..log.size()).map(|i| log.leaf_hash(i).unwrap()).collect();
+        let rebuilt = MerkleLog::from_leaf_hashes(hashes);
+        assert_eq!(rebuilt.root(), log.root());
+        assert_eq!(rebuilt.size(), log.size());
+        assert_eq!(log.leaf_hash(log.size()), None);
+    }
+
+    /// Fixed vectors, also listed in `docs/PROTOCOL.md` ("Transparency log").
+    #[test]
+    fn known_answers() {
+        let device = DeviceKey::from_seed(&[1; 32]);
+        let student = device.student_id();
+        let a = LogEntry::ShareAccepted {
+            student,
+            epoch: 1,
+            share_index: 2,
+            at: Timestamp(1_790_000_000),
+        };
+        let b = LogEntry::Shredded {
+            student,
+            epoch: 1,
+            stop_hash: MessageHash([0x5a; 32]),
+            at: Timestamp(1_790_000_600),
+        };
+        let student_hex = "88bd2d85f0a3b163ef6bee67849767484828949e5a01399c914718fd4407ce70";
+        let tag_hex = "15736f737661756c742f6c6f672d656e7472792f7631";
+        assert_eq!(student.to_hex(), student_hex);
+        assert_eq!(
+            hex::encode(a.to_bytes()),
+            format!("{tag_hex}01{student_hex}0000000102000000006ab13b80")
+        );
+        assert_eq!(
+            hex::encode(b.to_bytes()),
+            format!(
+                "{tag_hex}04{student_hex}00000001{}000000006ab13dd8",
+                "5a".repeat(32)
+            )
+        );
+        let (la, lb) = (a.leaf_hash(), b.leaf_hash());
+        assert_eq!(
+            hex::encode(la),
+            "6c5dcf52693280ee3ee7393eb92fda9b345b297518fc9757c17d7381fe0c4058"
+        );
+        assert_eq!(
+            hex::encode(lb),
+            "f2ce9ce6ec856b020296c6ccc1f227cba7137cb779a84b3d0b70659ca15787de"
+        );
+        let mut log = MerkleLog::new();
+        log.append(&a);
+        log.append(&b);
+        let root = "5655f120e1baf803b441f3db47978c0a211836c8c3768029f181a0e9c7272f1a";
+        assert_eq!(hex::encode(log.root()), root);
+        assert_eq!(log.root(), node_hash(&la, &lb));
+
+        let key = TrusteeKey::from_seed(&[0x42; 32]).log_key();
+        let log_public = "39789437f195327b83c5bf463ad208f96f0d8b7156e1011373614ab7f204ecd8";
+        let log_id = "a5bedac363feaa74cc08789ccba6a5a07d8c63ce9e24f5050765bafa9cfaaa1d";
+        assert_eq!(key.public().to_hex(), log_public);
+        assert_eq!(key.log_id().to_hex(), log_id);
+        let head = log.sign_head(&key, Timestamp(1_790_000_700));
+        assert_eq!(
+            hex::encode(head.as_bytes()),
+            format!(
+                "{}{log_public}00000050{log_id}0000000000000002{root}000000006ab13e3c{}",
+                "15736f737661756c742f747265652d686561642f7631",
+                "aeda440cf1b2808a9b80a6f84dd089335d693df1b52440ff4d37d3608b18ed0c\
+                 6199cc1fdc70ba141f3227dcd618e8c5e7cf0d4571fa331f09526d75634ccc07"
+            )
+        );
+
+        let query = Signed::sign(
+            LogQuery {
+                trustee: TrusteeKey::from_seed(&[0x42; 32]).id(),
+                issued_at: Timestamp(1_790_000_000),
+                nonce: [0x11; 16],
+            },
+            &device,
+        );
+        assert_eq!(
+            hex::encode(query.as_bytes()),
+            format!(
+                "{}{}00000038{}000000006ab13b80{}{}",
+                "15736f737661756c742f6c6f672d71756572792f7631",
+                "8a88e3dd7409f195fd52db2d3cba5d72ca6709bf1d94121bf3748801b40f6f5c",
+                "1acee08d885eabcca0b75263d82550b57a0c328cd502202a63d768aac5b15120",
+                "11".repeat(16),
+                "9d61d5c1ddb0b84e09264edb24272f5022b9b63ad562203a63de89ff5a02be8f\
+                 b9e7044ab404a25ca9296d89ccf528e38f1e0450b5f2f33e5834aa7c85119700"
+            )
+        );
+    }
+}
