@@ -135,8 +135,8 @@ pub enum LogError {
         /// The log's size.
         size: u64,
     },
-    /// A tree head is malformed or its signature does not verify.
-    #[error("malformed tree head: {0}")]
+    /// A tree head (or an entry) is malformed, or a head's signature does not verify.
+    #[error("malformed tree head or entry: {0}")]
     Malformed(DecodeError),
     /// A tree head is signed by a key other than the pinned log key, or names
     /// another log than its signer's.
@@ -630,6 +630,19 @@ impl TreeHead {
         proof: &[P],
     ) -> Result<(), LogError> {
         verify_inclusion(entry_leaf_hash, index, self.size, proof, &self.root)
+    }
+
+    /// Checks that `entry` (an encoded [`LogEntry`]) is entry `index` of the
+    /// tree this head signs, then decodes it: what a student does with each
+    /// entry a trustee returns for a [`LogQuery`].
+    pub fn verify_entry<P: AsRef<[u8]>>(
+        &self,
+        entry: &[u8],
+        index: u64,
+        proof: &[P],
+    ) -> Result<LogEntry, LogError> {
+        self.verify_inclusion(&leaf_hash(entry), index, proof)?;
+        LogEntry::from_bytes(entry).map_err(LogError::Malformed)
     }
 
     /// Checks that `newer` extends this head: same log, not smaller, and the
@@ -1547,6 +1560,14 @@ mod tests {
 
         for (i, e) in entries.iter().enumerate() {
             let proof = log.inclusion_proof(i as u64, 6).unwrap();
+            assert_eq!(
+                h6.verify_entry(&e.to_bytes(), i as u64, &proof).unwrap(),
+                *e
+            );
+            assert!(
+                h6.verify_entry(&e.to_bytes(), (i as u64 + 1) % 6, &proof)
+                    .is_err()
+            );
             h6.verify_inclusion(&e.leaf_hash(), i as u64, &proof)
                 .unwrap();
             let other = &entries[(i + 1) % entries.len()];
