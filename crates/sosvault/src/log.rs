@@ -10,6 +10,36 @@
 //! and an inclusion proof can check that the entry is in it. A student asks
 //! for the entries about itself with a device-signed [`LogQuery`].
 //!
+//! ```
+//! use sosvault::log::{LogEntry, MerkleLog, TreeHead};
+//! use sosvault::{DeviceKey, MessageHash, Timestamp, TrusteeKey};
+//!
+//! let now = Timestamp(1_790_000_000);
+//! let trustee = TrusteeKey::generate();
+//! let log_key = trustee.log_key(); // not the key that signs releases
+//! let student = DeviceKey::generate().student_id();
+//!
+//! // The trustee appends and signs.
+//! let mut log = MerkleLog::new();
+//! let first = log.append(&LogEntry::ShareAccepted { student, epoch: 1, share_index: 1, at: now });
+//! let old_head = log.sign_head(&log_key, now);
+//! let shred = LogEntry::Shredded { student, epoch: 1, stop_hash: MessageHash::from_bytes([7; 32]), at: now };
+//! let second = log.append(&shred);
+//! let new_head = log.sign_head(&log_key, now.plus(60));
+//!
+//! // An auditor pins the log key, checks both heads and that the log only grew.
+//! let old = TreeHead::verify(old_head.as_bytes(), &log_key.public())?;
+//! let new = TreeHead::verify(new_head.as_bytes(), &log_key.public())?;
+//! old.body().verify_extended_by(new.body(), &log.consistency_proof(1, 2)?)?;
+//!
+//! // The student checks an entry about itself against the newest head.
+//! let proof = log.inclusion_proof(second, new.body().size)?;
+//! let entry = new.body().verify_entry(&sosvault::Container::to_bytes(&shred), second, &proof)?;
+//! assert_eq!(entry.student(), Some(student));
+//! # let _ = first;
+//! # Ok::<(), sosvault::log::LogError>(())
+//! ```
+//!
 //! ## Hashing (RFC 6962 §2.1, byte-exact)
 //!
 //! ```text
