@@ -1,0 +1,556 @@
+//! The crypto pipeline measured against its own primitives, in one run.
+//!
+//! ```text
+//! cargo bench --bench crypto_pipeline              # full run (~3-4 minutes), prints the ratio table
+//! cargo bench --bench crypto_pipeline -- --test    # quick check: every routine runs once
+//! ```
+//!
+//! Three kinds of benchmark run side by side:
+//!
+//! - `primitives`: the raw operations from the crates we build on (X25519, ed25519, age),
+//!   called directly.
+//! - `shamir`: a 32-byte GF(256) split and combine with vsss-rs (directly and through
+//!   `sosvault::hazmat`), sharks 0.5 and blahaj 0.7.
+//! - `operations`: our four hot operations (enroll, a trustee's release, the control
+//!   room's open, a shred), plus `pieces` that split them for attribution.
+//!
+//! After the groups run, `main` reads criterion's estimates *of this run* (files
+//! older than the run are ignored) and prints, for each operation, its median time,
+//! the sum of the medians of the primitives it must do ([`COUNTS`], derived from
+//! `crates/sosvault/src` and explained in `docs/BENCHMARKS.md`), and the ratio.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use criterion::Criterion;
+use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
+use rand::RngExt as _;
+use sosvault::hazmat;
+use sosvault::{
+    Category, Container, ControlRoomKey, Device, DeviceKey, EnrollmentPackage, IncidentId,
+    IncidentKey, Location, MessageHash, Opener, Policy, Profile, StudentEntry, TimeLimits,
+    Timestamp, Trustee, TrusteeKey, TrusteePublic,
+};
+use vsss_rs::Gf256;
+
+/// The fixed clock of the benchmark world (every check passes against it).
+const NOW: Timestamp = Timestamp(1_790_000_000);
+/// Size of the messages signed and verified by the ed25519 primitives: about the
+/// size of a release request or a release (a few hundred bytes, see the doc).
+const SIGNED_LEN: usize = 512;
+/// Size of the small plaintexts sealed to a trustee or an incident (a share with
+/// its binding: 100-130 bytes).
+const SMALL_LEN: usize = 128;
+/// Target size of the student's profile.
+const PROFILE_LEN: usize = 1024;
+
+// ------------------------------------------------------------------ primitives
+
+fn random_32() -> [u8; 32] {
+    rand::rng().random()
+}
+
+fn random_bytes(len: usize) -> Vec<u8> {
+    let mut v = vec![0u8; len];
+    rand::rng().fill(&mut v[..]);
+    v
+}
+
+fn primitives(c: &mut Criterion) {
+    let mut g = c.benchmark_group("primitives");
+
+    // X25519 (x25519-dalek 2).
+    let secret = x25519_dalek::StaticSecret::from(random_32());
+    let peer = x25519_dalek::PublicKey::from(&x25519_dalek::StaticSecret::from(random_32()));
+    g.bench_function("x25519_keygen", |b| {
+        b.iter(|| x25519_dalek::PublicKey::from(black_box(&secret)))
+    });
+    g.bench_function("x25519_dh", |b| {
+        b.iter(|| black_box(&secret).diffie_hellman(black_box(&peer)))
+    });
+
+    // ed25519 (ed25519-dalek 2).
+    let key = SigningKey::from_bytes(&random_32());
+    let public = key.verifying_key();
+    let msg = random_bytes(SIGNED_LEN);
+    let sig = key.sign(&msg);
+    public.verify_strict(&msg, &sig).unwrap();
+    g.bench_function("ed25519_sign", |b| b.iter(|| key.sign(black_box(&msg))));
+    g.bench_function("ed25519_verify_strict", |b| {
+        b.iter(|| {
+            public
+                .verify_strict(black_box(&msg), black_box(&sig))
+                .unwrap()
+        })
+    });
+    // What decoding a signer from the wire costs: point decompression plus the
+    // weak-key check every sosvault decoder makes.
+    let public_bytes = public.to_bytes();
+    g.bench_function("ed25519_key_decode", |b| {
+        b.iter(|| {
+            let k = VerifyingKey::from_bytes(black_box(&public_bytes)).unwrap();
+            assert!(!k.is_weak());
+            k
+        })
+    });
+    for n in [3usize, 64] {
+        let keys: Vec<SigningKey> = (0..n)
+            .map(|_| SigningKey::from_bytes(&random_32()))
+            .collect();
+        let msgs: Vec<Vec<u8>> = (0..n).map(|_| random_bytes(SIGNED_LEN)).collect();
+        let sigs: Vec<Signature> = keys.iter().zip(&msgs).map(|(k, m)| k.sign(m)).collect();
+        let publics: Vec<VerifyingKey> = keys.iter().map(SigningKey::verifying_key).collect();
+        let refs: Vec<&[u8]> = msgs.iter().map(Vec::as_slice).collect();
+        ed25519_dalek::verify_batch(&refs, &sigs, &publics).unwrap();
+        g.bench_function(format!("ed25519_batch_verify_{n}"), |b| {
+            b.iter(|| ed25519_dalek::verify_batch(black_box(&refs), &sigs, &publics).unwrap())
+        });
+    }
+
+    // age 0.12 to an X25519 recipient: one ephemeral keygen and one agreement to
+    // encrypt; one agreement and one public-key derivation (age recomputes the
+    // identity's public key for the HKDF salt) to decrypt.
+    let identity = age::x25519::Identity::generate();
+    let recipient = identity.to_public();
+    for (name, len) in [("1KiB", PROFILE_LEN), ("128B", SMALL_LEN)] {
+        let plaintext = random_bytes(len);
+        let ciphertext = age::encrypt(&recipient, &plaintext).unwrap();
+        assert_eq!(age::decrypt(&identity, &ciphertext).unwrap(), plaintext);
+        g.bench_function(format!("age_encrypt_{name}"), |b| {
+            b.iter(|| age::encrypt(&recipient, black_box(&plaintext)).unwrap())
+        });
+        g.bench_function(format!("age_decrypt_{name}"), |b| {
+            b.iter(|| age::decrypt(&identity, black_box(&ciphertext)).unwrap())
+        });
+    }
+    g.finish();
+}
+
+fn shamir(c: &mut Criterion) {
+    let mut g = c.benchmark_group("shamir");
+    let secret = random_32();
+    for (t, n) in [(2usize, 3usize), (3, 5)] {
+        // vsss-rs 6, directly: what sosvault's escrow calls.
+        let shares = Gf256::split_array(t, n, secret, rand::rng()).unwrap();
+        assert_eq!(Gf256::combine_array(&shares[..t]).unwrap(), secret);
+        g.bench_function(format!("vsss_split_{t}of{n}"), |b| {
+            b.iter(|| Gf256::split_array(t, n, black_box(secret), rand::rng()).unwrap())
+        });
+        g.bench_function(format!("vsss_combine_{t}of{n}"), |b| {
+            b.iter(|| Gf256::combine_array(black_box(&shares[..t])).unwrap())
+        });
+
+        // The same through sosvault::hazmat (our share layout and zeroizing buffers).
+        let raw = hazmat::split_secret(&secret, t, n).unwrap();
+        assert_eq!(*hazmat::combine_shares(&raw[..t]).unwrap(), secret);
+        g.bench_function(format!("hazmat_split_{t}of{n}"), |b| {
+            b.iter(|| hazmat::split_secret(black_box(&secret), t, n).unwrap())
+        });
+        g.bench_function(format!("hazmat_combine_{t}of{n}"), |b| {
+            b.iter(|| hazmat::combine_shares(black_box(&raw[..t])).unwrap())
+        });
+
+        // sharks 0.5 (biased coefficients; see escrow.rs for why we do not use it).
+        let dealer = sharks::Sharks(t as u8);
+        let shares: Vec<sharks::Share> = dealer.dealer(&secret).take(n).collect();
+        assert_eq!(dealer.recover(&shares[..t]).unwrap(), secret);
+        g.bench_function(format!("sharks_split_{t}of{n}"), |b| {
+            b.iter(|| {
+                dealer
+                    .dealer(black_box(&secret))
+                    .take(n)
+                    .collect::<Vec<_>>()
+            })
+        });
+        g.bench_function(format!("sharks_combine_{t}of{n}"), |b| {
+            b.iter(|| dealer.recover(black_box(&shares[..t])).unwrap())
+        });
+
+        // blahaj 0.7 (unbiased, table-based GF(256) arithmetic).
+        let dealer = blahaj::Sharks(t as u8);
+        let shares: Vec<blahaj::Share> = dealer.dealer(&secret).take(n).collect();
+        assert_eq!(dealer.recover(&shares[..t]).unwrap(), secret);
+        g.bench_function(format!("blahaj_split_{t}of{n}"), |b| {
+            b.iter(|| {
+                dealer
+                    .dealer(black_box(&secret))
+                    .take(n)
+                    .collect::<Vec<_>>()
+            })
+        });
+        g.bench_function(format!("blahaj_combine_{t}of{n}"), |b| {
+            b.iter(|| dealer.recover(black_box(&shares[..t])).unwrap())
+        });
+    }
+    g.finish();
+}
+
+// ------------------------------------------------------------------ our operations
+
+/// A realistic profile of about [`PROFILE_LEN`] bytes once encoded.
+fn profile_bytes() -> Vec<u8> {
+    let mut p = Profile::new("Asha Verma", "+91 94140 12345");
+    p.address = "12 Gandhi Nagar, Jaipur, Rajasthan 302015".into();
+    p.hostel = "Shanti Girls Hostel, room 12, Talwandi, Kota".into();
+    p.institute = "Vidya Coaching Institute, Indra Vihar, Kota".into();
+    p.guardian_name = "Sunita Verma (mother)".into();
+    p.guardian_phone = "+91 98290 54321".into();
+    p.blood_group = "B+".into();
+    p.medical_notes = "Asthma (salbutamol inhaler, two puffs as needed); allergic to \
+                       penicillin and sulfa drugs. "
+        .into();
+    while p.to_bytes().len() < PROFILE_LEN {
+        p.medical_notes
+            .push_str("Emergency contact at the institute: counsellor's desk. ");
+    }
+    let bytes = p.to_bytes().to_vec();
+    assert!((PROFILE_LEN..PROFILE_LEN + 80).contains(&bytes.len()));
+    bytes
+}
+
+/// One enrolled student, three trustees, a panic, a release request, two releases
+/// and a stop, all valid at [`NOW`].
+struct World {
+    profile: Vec<u8>,
+    trustees: Vec<Trustee>,
+    publics: Vec<TrusteePublic>,
+    package: EnrollmentPackage,
+    /// The entry each trustee holds after accepting its share.
+    entries: Vec<StudentEntry>,
+    request: Vec<u8>,
+    panic_hash: MessageHash,
+    incident: IncidentId,
+    incident_key: IncidentKey,
+    releases: Vec<Vec<u8>>,
+    stop: Vec<u8>,
+}
+
+impl World {
+    fn new() -> Self {
+        let profile = profile_bytes();
+        let control_room = ControlRoomKey::generate();
+        let trustees: Vec<Trustee> = (0..3)
+            .map(|_| {
+                Trustee::new(
+                    TrusteeKey::generate(),
+                    vec![control_room.public()],
+                    TimeLimits::default(),
+                )
+            })
+            .collect();
+        let publics: Vec<TrusteePublic> = trustees.iter().map(|t| t.key().public()).collect();
+        let mut device = Device::new(DeviceKey::generate());
+        let package = device
+            .enroll(&profile, &publics, 2, Policy::default(), NOW)
+            .unwrap()
+            .package;
+        let entries: Vec<StudentEntry> = trustees
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let delivery = package.delivery(i as u8 + 1).unwrap().to_bytes();
+                t.accept_share(None, &delivery, NOW).unwrap().entry
+            })
+            .collect();
+        let here = Location::new(25.1425, 75.8350, 10, NOW).unwrap();
+        let panic = device
+            .panic(Category::Police, &here, &control_room.public(), NOW)
+            .unwrap();
+        let incident = IncidentId::random();
+        let incident_key = IncidentKey::generate();
+        let request = control_room
+            .release_request(&panic, incident, &incident_key, NOW)
+            .as_bytes()
+            .to_vec();
+        let releases: Vec<Vec<u8>> = trustees[..2]
+            .iter()
+            .zip(&entries)
+            .map(|(t, e)| {
+                let checked = t.check_request(&request, NOW).unwrap();
+                let out = t.release(Some(e), &checked, NOW).unwrap();
+                out.answer.as_bytes().to_vec()
+            })
+            .collect();
+        let stop = device
+            .stop(false, &control_room.public(), NOW)
+            .unwrap()
+            .as_bytes()
+            .to_vec();
+        let world = Self {
+            profile,
+            trustees,
+            publics,
+            package,
+            entries,
+            request,
+            panic_hash: panic.hash(),
+            incident,
+            incident_key,
+            releases,
+            stop,
+        };
+        // The measured routines below must do the real work: check it once.
+        assert_eq!(world.open(), world.profile);
+        let t = world.release();
+        assert!(!t.repeated && t.entry.highest_counter() == 1);
+        let s = world.shred();
+        assert!(!s.repeated && !s.entry.holds_share() && s.entry.tombstone().is_some());
+        world
+    }
+
+    /// A trustee's release: the stateless request checks, then the decision.
+    fn release(&self) -> sosvault::Transition<sosvault::Release> {
+        let trustee = &self.trustees[0];
+        let checked = trustee.check_request(&self.request, NOW).unwrap();
+        trustee
+            .release(Some(&self.entries[0]), &checked, NOW)
+            .unwrap()
+    }
+
+    /// The control room's open: two releases in, the key rebuilt, the profile opened.
+    fn open(&self) -> Vec<u8> {
+        let record = &self.package.record;
+        let mut opener = Opener::new(record, self.panic_hash, self.incident, &self.incident_key);
+        for release in &self.releases {
+            opener.add(release).unwrap();
+        }
+        let vault = opener.open().unwrap();
+        vault
+            .open(&self.package.sealed_profile, 1 << 20)
+            .unwrap()
+            .to_vec()
+    }
+
+    /// A shred: the stop's checks, then the decision.
+    fn shred(&self) -> sosvault::Transition<sosvault::ShredReceipt> {
+        let checked = Trustee::check_stop(&self.stop).unwrap();
+        self.trustees[0]
+            .shred(Some(&self.entries[0]), &checked, NOW)
+            .unwrap()
+    }
+}
+
+fn operations(c: &mut Criterion, w: &World) {
+    let mut g = c.benchmark_group("operations");
+    // Enrolling again bumps the device's epoch; nothing else carries over.
+    let mut device = Device::new(DeviceKey::generate());
+    g.bench_function("enroll_2of3", |b| {
+        b.iter(|| {
+            device
+                .enroll(black_box(&w.profile), &w.publics, 2, Policy::default(), NOW)
+                .unwrap()
+        })
+    });
+    // `Trustee::release` is pure: it takes the entry by reference and returns the
+    // next one, so the same enrolled entry and the same request (counter 1) take the
+    // full release path on every iteration; no replay refusal can short-cut it.
+    g.bench_function("trustee_release", |b| b.iter(|| w.release()));
+    g.bench_function("control_room_open", |b| b.iter(|| w.open()));
+    g.bench_function("trustee_shred", |b| b.iter(|| w.shred()));
+    g.finish();
+}
+
+/// The operations cut into their parts, to attribute any overhead.
+fn pieces(c: &mut Criterion, w: &World) {
+    let mut g = c.benchmark_group("pieces");
+    let trustee = &w.trustees[0];
+    g.bench_function("check_request", |b| {
+        b.iter(|| trustee.check_request(black_box(&w.request), NOW).unwrap())
+    });
+    let checked = trustee.check_request(&w.request, NOW).unwrap();
+    g.bench_function("release_decision", |b| {
+        b.iter(|| trustee.release(Some(&w.entries[0]), &checked, NOW).unwrap())
+    });
+    let record = &w.package.record;
+    g.bench_function("opener_add_one", |b| {
+        b.iter(|| {
+            let mut o = Opener::new(record, w.panic_hash, w.incident, &w.incident_key);
+            o.add(black_box(&w.releases[0])).unwrap()
+        })
+    });
+    let mut full = Opener::new(record, w.panic_hash, w.incident, &w.incident_key);
+    for release in &w.releases {
+        full.add(release).unwrap();
+    }
+    g.bench_function("opener_open", |b| b.iter(|| full.open().unwrap()));
+    let vault = full.open().unwrap();
+    g.bench_function("vault_open_profile", |b| {
+        b.iter(|| {
+            vault
+                .open(black_box(&w.package.sealed_profile), 1 << 20)
+                .unwrap()
+        })
+    });
+    g.bench_function("incident_recipient", |b| {
+        b.iter(|| black_box(&w.incident_key).recipient())
+    });
+    g.bench_function("check_stop", |b| {
+        b.iter(|| Trustee::check_stop(black_box(&w.stop)).unwrap())
+    });
+    let stop = Trustee::check_stop(&w.stop).unwrap();
+    g.bench_function("shred_decision", |b| {
+        b.iter(|| {
+            trustee
+                .shred(Some(&w.entries[0]), black_box(&stop), NOW)
+                .unwrap()
+        })
+    });
+    g.finish();
+}
+
+// ------------------------------------------------------------------ the ratio table
+
+/// The primitives each operation must do, read off `crates/sosvault/src`
+/// (`docs/BENCHMARKS.md` walks through each line). Names are `group/bench`.
+const COUNTS: &[(&str, &[(&str, u32)])] = &[
+    (
+        "operations/enroll_2of3",
+        &[
+            ("primitives/x25519_keygen", 1),    // the vault's public key
+            ("shamir/vsss_split_2of3", 1),      // the vault key, 2-of-3
+            ("primitives/age_encrypt_1KiB", 1), // the profile, to the vault
+            ("primitives/age_encrypt_128B", 3), // one share per trustee
+            ("primitives/ed25519_sign", 1),     // the enrollment record
+        ],
+    ),
+    (
+        "operations/trustee_release",
+        &[
+            ("primitives/ed25519_key_decode", 2), // control room + device keys
+            ("primitives/ed25519_verify_strict", 2), // request + embedded panic
+            ("primitives/age_encrypt_128B", 1),   // the share, to the incident key
+            ("primitives/ed25519_sign", 1),       // the release
+        ],
+    ),
+    (
+        "operations/control_room_open",
+        &[
+            ("primitives/ed25519_key_decode", 2),    // two trustees' keys
+            ("primitives/ed25519_verify_strict", 2), // two releases
+            ("primitives/age_decrypt_128B", 2),      // two sealed shares
+            ("shamir/vsss_combine_2of3", 1),         // the vault key
+            ("primitives/x25519_keygen", 1),         // rebuilt key == record's recipient
+            ("primitives/age_decrypt_1KiB", 1),      // the profile
+        ],
+    ),
+    (
+        "operations/trustee_shred",
+        &[
+            ("primitives/ed25519_key_decode", 1),    // the device key
+            ("primitives/ed25519_verify_strict", 1), // the stop
+            ("primitives/ed25519_sign", 1),          // the shred receipt
+        ],
+    ),
+];
+
+/// Where criterion writes its estimates: set explicitly so the table reads the same place.
+fn criterion_dir() -> PathBuf {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return PathBuf::from(home);
+    }
+    if let Some(target) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(target).join("criterion");
+    }
+    // The bench binary is target/<profile>/deps/<name>-<hash>.
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.ancestors().nth(3).map(|t| t.join("criterion")))
+        .unwrap_or_else(|| PathBuf::from("target/criterion"))
+}
+
+/// The median (ns) of `id` (`group/bench`) from this run's estimates, if it ran.
+fn median_ns(dir: &Path, id: &str, since: SystemTime) -> Option<f64> {
+    let path = dir.join(id).join("new").join("estimates.json");
+    let fresh = std::fs::metadata(&path).ok()?.modified().ok()? >= since;
+    if !fresh {
+        return None;
+    }
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+    json["median"]["point_estimate"].as_f64()
+}
+
+fn us(ns: f64) -> String {
+    format!("{:.1} µs", ns / 1e3)
+}
+
+fn print_table(dir: &Path, since: SystemTime) {
+    let m = |id: &str| median_ns(dir, id, since);
+    println!("\n## Primitives (median of this run)\n");
+    println!("| primitive | median |");
+    println!("| --- | ---: |");
+    for id in [
+        "primitives/x25519_keygen",
+        "primitives/x25519_dh",
+        "primitives/ed25519_sign",
+        "primitives/ed25519_verify_strict",
+        "primitives/ed25519_key_decode",
+        "primitives/age_encrypt_1KiB",
+        "primitives/age_decrypt_1KiB",
+        "primitives/age_encrypt_128B",
+        "primitives/age_decrypt_128B",
+    ] {
+        let v = m(id).map_or("n/a".into(), us);
+        println!("| {id} | {v} |");
+    }
+    for n in [3u32, 64] {
+        let id = format!("primitives/ed25519_batch_verify_{n}");
+        let v = m(&id).map_or("n/a".into(), |t| {
+            format!("{} ({} per signature)", us(t), us(t / f64::from(n)))
+        });
+        println!("| {id} | {v} |");
+    }
+    println!("\n## Shamir, 32-byte secret (median of this run)\n");
+    println!("| implementation | split 2-of-3 | combine 2 | split 3-of-5 | combine 3 |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    for imp in ["vsss", "hazmat", "sharks", "blahaj"] {
+        let cell =
+            |op: &str, tn: &str| m(&format!("shamir/{imp}_{op}_{tn}")).map_or("n/a".into(), us);
+        println!(
+            "| {imp} | {} | {} | {} | {} |",
+            cell("split", "2of3"),
+            cell("combine", "2of3"),
+            cell("split", "3of5"),
+            cell("combine", "3of5")
+        );
+    }
+    println!("\n## Operations against their primitives (median of this run)\n");
+    println!("| operation | measured | primitive sum | ratio |");
+    println!("| --- | ---: | ---: | ---: |");
+    for (op, counts) in COUNTS {
+        let measured = m(op);
+        let sum: Option<f64> = counts
+            .iter()
+            .map(|(id, k)| m(id).map(|t| t * f64::from(*k)))
+            .sum();
+        match (measured, sum) {
+            (Some(t), Some(s)) => println!("| {op} | {} | {} | {:.2} |", us(t), us(s), t / s),
+            _ => println!("| {op} | n/a | n/a | n/a |"),
+        }
+    }
+}
+
+fn main() {
+    let started = SystemTime::now();
+    let dir = criterion_dir();
+    let quick = std::env::args().any(|a| a == "--test" || a == "--list");
+    let mut c = Criterion::default()
+        .output_directory(&dir)
+        .warm_up_time(Duration::from_millis(700))
+        .measurement_time(Duration::from_secs(3))
+        .sample_size(40)
+        .configure_from_args();
+    let world = World::new();
+    primitives(&mut c);
+    shamir(&mut c);
+    operations(&mut c, &world);
+    pieces(&mut c, &world);
+    c.final_summary();
+    if quick {
+        println!("quick check mode: every routine ran once; no ratio table");
+    } else {
+        print_table(&dir, started);
+    }
+}
