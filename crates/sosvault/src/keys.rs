@@ -7,6 +7,7 @@
 //! | trustee | [`TrusteeKey`] | [`TrusteePublic`] | one random seed, HKDF into ed25519 + X25519 |
 //! | control room | [`ControlRoomKey`] | [`ControlRoomPublic`] | one random seed, HKDF into ed25519 + X25519 |
 //! | incident (ephemeral) | [`IncidentKey`] | [`IncidentRecipient`] | random X25519 scalar |
+//! | transparency log | [`LogKey`] | [`LogPublic`] | HKDF from the trustee / control room seed, own info string |
 //!
 //! Secret types zeroize on drop, print `[redacted]` (with a public
 //! fingerprint where there is one) in `Debug`, implement neither `Display`
@@ -447,7 +448,8 @@ macro_rules! dual_key_party {
 
 dual_key_party!(
     /// A trustee's secret keys: an age identity that receives shares and an ed25519
-    /// key that signs receipts, releases and log heads.
+    /// key that signs receipts and releases. Its log heads are signed by a third
+    /// key derived from the same seed, [`TrusteeKey::log_key`].
     TrusteeKey,
     /// A trustee's public keys, as a device and a combiner know them.
     TrusteePublic,
