@@ -1657,6 +1657,90 @@ mod tests {
         assert_eq!(log.leaf_hash(log.size()), None);
     }
 
+    fn arb_entry() -> impl proptest::strategy::Strategy<Value = LogEntry> {
+        use proptest::prelude::*;
+        let student = any::<[u8; 32]>().prop_map(StudentId);
+        let at = any::<u64>().prop_map(Timestamp);
+        prop_oneof![
+            (student.clone(), 1u32.., 1u8.., at.clone()).prop_map(
+                |(student, epoch, share_index, at)| {
+                    LogEntry::ShareAccepted {
+                        student,
+                        epoch,
+                        share_index,
+                        at,
+                    }
+                }
+            ),
+            (
+                proptest::option::of(student.clone()),
+                any::<u16>(),
+                "\\PC{0,80}",
+                any::<[u8; 32]>(),
+                at.clone()
+            )
+                .prop_map(|(student, code, reason, h, at)| LogEntry::Refused {
+                    student,
+                    code,
+                    reason: truncate_utf8(&reason, MAX_REASON_BYTES).to_owned(),
+                    request_hash: MessageHash(h),
+                    at,
+                }),
+            (student.clone(), 1u32.., any::<[u8; 32]>(), at.clone()).prop_map(
+                |(student, epoch, h, at)| LogEntry::Shredded {
+                    student,
+                    epoch,
+                    stop_hash: MessageHash(h),
+                    at
+                }
+            ),
+            (
+                student,
+                any::<[u8; 16]>(),
+                proptest::collection::vec(any::<u8>(), 1..=MAX_VIEWER_BYTES),
+                at
+            )
+                .prop_map(|(student, incident, viewer, at)| LogEntry::ProfileViewed {
+                    student,
+                    incident: IncidentId(incident),
+                    viewer: Viewer(viewer),
+                    at,
+                }),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_entry_round_trips(entry in arb_entry()) {
+            let bytes = entry.to_bytes();
+            proptest::prop_assert_eq!(LogEntry::from_bytes(&bytes).unwrap(), entry);
+        }
+
+        /// The encoding is canonical: whatever bytes decode re-encode to
+        /// themselves. Inputs are valid encodings with one byte changed, and
+        /// random bytes after the tag; decoding never panics on either.
+        #[test]
+        fn decoding_is_canonical_and_never_panics(
+            entry in arb_entry(),
+            pos in proptest::prelude::any::<usize>(),
+            val in proptest::prelude::any::<u8>(),
+            noise in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..120),
+        ) {
+            let mut bytes = entry.to_bytes();
+            let i = LogEntry::TAG.len() + 1 + pos % (bytes.len() - LogEntry::TAG.len() - 1);
+            bytes[i] = val;
+            if let Ok(decoded) = LogEntry::from_bytes(&bytes) {
+                proptest::prop_assert_eq!(decoded.to_bytes(), bytes);
+            }
+            let random = raw(|w| w.fixed(&noise));
+            if let Ok(decoded) = LogEntry::from_bytes(&random) {
+                proptest::prop_assert_eq!(decoded.to_bytes(), random);
+            }
+        }
+    }
+
     /// Fixed vectors, also listed in `docs/PROTOCOL.md` ("Transparency log").
     #[test]
     fn known_answers() {
