@@ -31,8 +31,8 @@ use rand::RngExt as _;
 use sosvault::hazmat;
 use sosvault::{
     Category, Container, ControlRoomKey, Device, DeviceKey, EnrollmentPackage, IncidentId,
-    IncidentKey, Location, MessageHash, Opener, Policy, Profile, StudentEntry, TimeLimits,
-    Timestamp, Trustee, TrusteeKey, TrusteePublic,
+    IncidentKey, IncidentRecipient, Location, MessageHash, Opener, Policy, Profile, StudentEntry,
+    TimeLimits, Timestamp, Trustee, TrusteeKey, TrusteePublic,
 };
 use vsss_rs::Gf256;
 
@@ -387,6 +387,10 @@ fn pieces(c: &mut Criterion, w: &World) {
     g.bench_function("incident_recipient", |b| {
         b.iter(|| black_box(&w.incident_key).recipient())
     });
+    let recipient_bytes = w.incident_key.recipient().to_bytes();
+    g.bench_function("incident_recipient_from_bytes", |b| {
+        b.iter(|| IncidentRecipient::from_bytes(black_box(recipient_bytes)))
+    });
     g.bench_function("check_stop", |b| {
         b.iter(|| Trustee::check_stop(black_box(&w.stop)).unwrap())
     });
@@ -444,6 +448,55 @@ const COUNTS: &[(&str, &[(&str, u32)])] = &[
             ("primitives/ed25519_sign", 1),          // the shred receipt
         ],
     ),
+];
+
+/// The same for the pieces the operations are made of (attribution only).
+const PIECE_COUNTS: &[(&str, &[(&str, u32)])] = &[
+    (
+        "pieces/check_request",
+        &[
+            ("primitives/ed25519_key_decode", 2),
+            ("primitives/ed25519_verify_strict", 2),
+        ],
+    ),
+    (
+        "pieces/release_decision",
+        &[
+            ("primitives/age_encrypt_128B", 1),
+            ("primitives/ed25519_sign", 1),
+        ],
+    ),
+    (
+        "pieces/opener_add_one",
+        &[
+            ("primitives/ed25519_key_decode", 1),
+            ("primitives/ed25519_verify_strict", 1),
+            ("primitives/age_decrypt_128B", 1),
+        ],
+    ),
+    (
+        "pieces/opener_open",
+        &[
+            ("shamir/vsss_combine_2of3", 1),
+            ("primitives/x25519_keygen", 1),
+        ],
+    ),
+    (
+        "pieces/vault_open_profile",
+        &[("primitives/age_decrypt_1KiB", 1)],
+    ),
+    (
+        "pieces/incident_recipient",
+        &[("primitives/x25519_keygen", 1)],
+    ),
+    (
+        "pieces/check_stop",
+        &[
+            ("primitives/ed25519_key_decode", 1),
+            ("primitives/ed25519_verify_strict", 1),
+        ],
+    ),
+    ("pieces/shred_decision", &[("primitives/ed25519_sign", 1)]),
 ];
 
 /// Where criterion writes its estimates: set explicitly so the table reads the same place.
@@ -516,10 +569,27 @@ fn print_table(dir: &Path, since: SystemTime) {
             cell("combine", "3of5")
         );
     }
-    println!("\n## Operations against their primitives (median of this run)\n");
+    ratio_table(
+        "Operations against their primitives (median of this run)",
+        COUNTS,
+        &m,
+    );
+    ratio_table(
+        "Pieces against their primitives (attribution)",
+        PIECE_COUNTS,
+        &m,
+    );
+    for id in ["pieces/incident_recipient_from_bytes"] {
+        let v = m(id).map_or("n/a".into(), us);
+        println!("\n{id}: {v} (no primitive: bech32 encode + age parse)");
+    }
+}
+
+fn ratio_table(title: &str, counts: &[(&str, &[(&str, u32)])], m: &dyn Fn(&str) -> Option<f64>) {
+    println!("\n## {title}\n");
     println!("| operation | measured | primitive sum | ratio |");
     println!("| --- | ---: | ---: | ---: |");
-    for (op, counts) in COUNTS {
+    for (op, counts) in counts {
         let measured = m(op);
         let sum: Option<f64> = counts
             .iter()
