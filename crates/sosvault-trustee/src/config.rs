@@ -1,0 +1,309 @@
+//! The trustee's configuration: one TOML file, each key overridable by an
+//! environment variable `SOSVAULT_TRUSTEE_<KEY IN UPPER CASE>`.
+//!
+//! ```toml
+//! name = "oversight-office"
+//! listen = "127.0.0.1:0"
+//! store = "/var/lib/sosvault-trustee/trustee.db"
+//! trustee_key_file = "/var/lib/sosvault-trustee/trustee.key"
+//! master_key_file = "/var/lib/sosvault-trustee/master.key"
+//! pinned_control_rooms = ["<ControlRoomPublic hex>"]
+//! max_releases_per_window = 5
+//! release_window_secs = 3600
+//! max_clock_skew_secs = 120
+//! max_panic_age_secs = 3600
+//! request_timeout_secs = 10
+//! max_body_bytes = 65536
+//! ```
+//!
+//! The master key itself never appears here: it is read from
+//! `master_key_file` or from `SOSVAULT_TRUSTEE_MASTER_KEY`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use sosvault::{ControlRoomPublic, TimeLimits};
+
+/// Prefix of every environment override.
+pub const ENV_PREFIX: &str = "SOSVAULT_TRUSTEE_";
+
+/// The trustee's configuration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// A human name for this trustee (shown by `/v1/identity`).
+    #[serde(default = "default_name")]
+    pub name: String,
+    /// Where to listen (`127.0.0.1:0` picks a free port).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// The SQLite store.
+    pub store: PathBuf,
+    /// The trustee's key file (`TrusteeKey` secret encoding).
+    pub trustee_key_file: PathBuf,
+    /// The master key file (64 hex digits); `SOSVAULT_TRUSTEE_MASTER_KEY` wins if set.
+    #[serde(default)]
+    pub master_key_file: Option<PathBuf>,
+    /// The control rooms (`ControlRoomPublic` hex) whose release requests are answered.
+    #[serde(default)]
+    pub pinned_control_rooms: Vec<String>,
+    /// Releases allowed per student within `release_window_secs`.
+    #[serde(default = "default_max_releases")]
+    pub max_releases_per_window: u32,
+    /// The rate limit's window, in seconds.
+    #[serde(default = "default_window")]
+    pub release_window_secs: u64,
+    /// Allowed clock skew for panics, requests and log queries, in seconds.
+    #[serde(default = "default_skew")]
+    pub max_clock_skew_secs: u64,
+    /// How old a panic may be when its release is asked for, in seconds.
+    #[serde(default = "default_panic_age")]
+    pub max_panic_age_secs: u64,
+    /// Requests taking longer are answered 408.
+    #[serde(default = "default_timeout")]
+    pub request_timeout_secs: u64,
+    /// Largest request body, in bytes.
+    #[serde(default = "default_body")]
+    pub max_body_bytes: usize,
+    /// SHA-256 (hex) of each bearer token that may read full log entries
+    /// (auditors); everyone else sees leaf hashes only, and a student sees
+    /// its own entries through a device-signed query.
+    #[serde(default)]
+    pub auditor_token_sha256: Vec<String>,
+}
+
+fn default_name() -> String {
+    "trustee".into()
+}
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
+}
+fn default_max_releases() -> u32 {
+    5
+}
+fn default_window() -> u64 {
+    3600
+}
+fn default_skew() -> u64 {
+    TimeLimits::default().max_skew_secs
+}
+fn default_panic_age() -> u64 {
+    TimeLimits::default().max_panic_age_secs
+}
+fn default_timeout() -> u64 {
+    10
+}
+fn default_body() -> usize {
+    64 * 1024
+}
+
+impl Config {
+    /// The configuration `init` writes for a trustee living in `dir`.
+    pub fn for_dir(dir: &Path, name: String, listen: SocketAddr) -> Self {
+        Self {
+            name,
+            listen,
+            store: dir.join("trustee.db"),
+            trustee_key_file: dir.join("trustee.key"),
+            master_key_file: Some(dir.join("master.key")),
+            pinned_control_rooms: Vec::new(),
+            max_releases_per_window: default_max_releases(),
+            release_window_secs: default_window(),
+            max_clock_skew_secs: default_skew(),
+            max_panic_age_secs: default_panic_age(),
+            request_timeout_secs: default_timeout(),
+            max_body_bytes: default_body(),
+            auditor_token_sha256: Vec::new(),
+        }
+    }
+
+    /// Reads `path`, then applies the environment's overrides.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the config file {}", path.display()))?;
+        let mut config: Config = toml::from_str(&text)
+            .with_context(|| format!("the config file {} is not valid", path.display()))?;
+        config.apply_env(|k| std::env::var(k).ok())?;
+        if let Some(base) = path.parent() {
+            config.resolve_relative_to(base);
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Makes relative file paths relative to `base` (the config file's directory).
+    pub fn resolve_relative_to(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.store);
+        fix(&mut self.trustee_key_file);
+        if let Some(p) = self.master_key_file.as_mut() {
+            fix(p);
+        }
+    }
+
+    /// Applies `SOSVAULT_TRUSTEE_*` overrides read through `get`.
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
+        let var = |key: &str| get(&format!("{ENV_PREFIX}{key}"));
+        fn parse<T: std::str::FromStr>(key: &str, v: &str) -> anyhow::Result<T>
+        where
+            T::Err: std::fmt::Display,
+        {
+            v.trim()
+                .parse()
+                .map_err(|e| anyhow::anyhow!("{ENV_PREFIX}{key}: {e}"))
+        }
+        if let Some(v) = var("NAME") {
+            self.name = v;
+        }
+        if let Some(v) = var("LISTEN") {
+            self.listen = parse("LISTEN", &v)?;
+        }
+        if let Some(v) = var("STORE") {
+            self.store = v.into();
+        }
+        if let Some(v) = var("TRUSTEE_KEY_FILE") {
+            self.trustee_key_file = v.into();
+        }
+        if let Some(v) = var("MASTER_KEY_FILE") {
+            self.master_key_file = Some(v.into());
+        }
+        if let Some(v) = var("PINNED_CONTROL_ROOMS") {
+            self.pinned_control_rooms = split_list(&v);
+        }
+        if let Some(v) = var("MAX_RELEASES_PER_WINDOW") {
+            self.max_releases_per_window = parse("MAX_RELEASES_PER_WINDOW", &v)?;
+        }
+        if let Some(v) = var("RELEASE_WINDOW_SECS") {
+            self.release_window_secs = parse("RELEASE_WINDOW_SECS", &v)?;
+        }
+        if let Some(v) = var("MAX_CLOCK_SKEW_SECS") {
+            self.max_clock_skew_secs = parse("MAX_CLOCK_SKEW_SECS", &v)?;
+        }
+        if let Some(v) = var("MAX_PANIC_AGE_SECS") {
+            self.max_panic_age_secs = parse("MAX_PANIC_AGE_SECS", &v)?;
+        }
+        if let Some(v) = var("REQUEST_TIMEOUT_SECS") {
+            self.request_timeout_secs = parse("REQUEST_TIMEOUT_SECS", &v)?;
+        }
+        if let Some(v) = var("MAX_BODY_BYTES") {
+            self.max_body_bytes = parse("MAX_BODY_BYTES", &v)?;
+        }
+        if let Some(v) = var("AUDITOR_TOKEN_SHA256") {
+            self.auditor_token_sha256 = split_list(&v);
+        }
+        Ok(())
+    }
+
+    /// Checks the values that have limits.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        self.pinned()?;
+        self.auditor_tokens()?;
+        if self.max_releases_per_window == 0 {
+            bail!("max_releases_per_window must be at least 1");
+        }
+        if self.release_window_secs == 0 {
+            bail!("release_window_secs must be at least 1");
+        }
+        if self.request_timeout_secs == 0 {
+            bail!("request_timeout_secs must be at least 1");
+        }
+        if self.max_body_bytes < 1024 {
+            bail!("max_body_bytes must be at least 1024");
+        }
+        Ok(())
+    }
+
+    /// The pinned control rooms, parsed.
+    pub fn pinned(&self) -> anyhow::Result<Vec<ControlRoomPublic>> {
+        self.pinned_control_rooms
+            .iter()
+            .map(|h| {
+                ControlRoomPublic::from_hex(h).map_err(|e| {
+                    anyhow::anyhow!("pinned_control_rooms: not a control room public key ({e})")
+                })
+            })
+            .collect()
+    }
+
+    /// The auditor token hashes, parsed.
+    pub fn auditor_tokens(&self) -> anyhow::Result<Vec<[u8; 32]>> {
+        self.auditor_token_sha256
+            .iter()
+            .map(|h| {
+                let mut out = [0u8; 32];
+                hex::decode_to_slice(h.trim(), &mut out).map_err(|_| {
+                    anyhow::anyhow!("auditor_token_sha256: not 64 hex digits of a SHA-256")
+                })?;
+                Ok(out)
+            })
+            .collect()
+    }
+
+    /// The time limits handed to the core state machine.
+    pub fn time_limits(&self) -> TimeLimits {
+        TimeLimits {
+            max_skew_secs: self.max_clock_skew_secs,
+            max_panic_age_secs: self.max_panic_age_secs,
+        }
+    }
+}
+
+fn split_list(v: &str) -> Vec<String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn env_overrides_file_values() {
+        let mut c = Config::for_dir(Path::new("/tmp/x"), "t".into(), default_listen());
+        let cr = sosvault::ControlRoomKey::generate().public().to_hex();
+        let cr2 = sosvault::ControlRoomKey::generate().public().to_hex();
+        let pinned = format!("{cr}, {cr2}");
+        c.apply_env(|k| match k {
+            "SOSVAULT_TRUSTEE_LISTEN" => Some("127.0.0.1:7777".into()),
+            "SOSVAULT_TRUSTEE_PINNED_CONTROL_ROOMS" => Some(pinned.clone()),
+            "SOSVAULT_TRUSTEE_MAX_RELEASES_PER_WINDOW" => Some("2".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!(c.listen.port(), 7777);
+        assert_eq!(c.pinned().unwrap().len(), 2);
+        assert_eq!(c.max_releases_per_window, 2);
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let mut c = Config::for_dir(Path::new("/tmp/x"), "t".into(), default_listen());
+        assert!(
+            c.apply_env(|k| (k == "SOSVAULT_TRUSTEE_LISTEN").then(|| "nowhere".into()))
+                .is_err()
+        );
+        c.pinned_control_rooms = vec!["00".into()];
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn toml_round_trips_and_refuses_unknown_keys() {
+        let c = Config::for_dir(Path::new("/tmp/x"), "t".into(), default_listen());
+        let text = toml::to_string(&c).unwrap();
+        let back: Config = toml::from_str(&text).unwrap();
+        assert_eq!(back.store, c.store);
+        assert!(toml::from_str::<Config>(&format!("{text}\nsurprise = 1\n")).is_err());
+    }
+}

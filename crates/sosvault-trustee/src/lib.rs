@@ -1,0 +1,70 @@
+//! # sosvault-trustee
+//!
+//! A sosvault trustee's service. A trustee (police headquarters, an
+//! oversight office, an NGO) holds one key share per student, sealed at
+//! rest; it releases a share only for a valid panic inside a release request
+//! signed by a control room it pins, shreds it on the student's stop, and
+//! records every decision in a Merkle log that anyone can verify.
+//!
+//! The decisions are the core crate's pure [`sosvault::Trustee`] state
+//! machine; this crate persists them ([`node`]), serves them over HTTP
+//! ([`api`]) and audits a trustee's log from outside ([`verify`]).
+//!
+//! ## Routes
+//!
+//! | route | body / query | answer |
+//! | --- | --- | --- |
+//! | `GET /healthz`, `GET /v1/health` | | `{"status":"ok"}` |
+//! | `GET /v1/identity` | | `{"trustee_id","public","log_public_key","name"}` |
+//! | `POST /v1/shares` | `{"delivery": b64}` | `{"receipt": b64, "repeated": bool}` |
+//! | `POST /v1/releases` | `{"request": b64}` | `{"release": b64, "repeated": bool}` |
+//! | `POST /v1/shreds` | `{"stop": b64}` | `{"receipt": b64, "repeated": bool}` |
+//! | `GET /v1/log/head` | | `{"head": b64}` |
+//! | `GET /v1/log/entries` | `?start=&end=` | `{"entries":[{"index","leaf_hash","entry"?}]}` |
+//! | `GET /v1/log/proof/inclusion` | `?index=&size=` | `{"proof":[b64]}` |
+//! | `GET /v1/log/proof/consistency` | `?old=&new=` | `{"proof":[b64]}` |
+//! | `POST /v1/log/mine` | `{"query": b64}` | `{"head", "entries":[{"index","leaf_hash","entry","proof"}]}` |
+//!
+//! Errors are `{"error": "<code>", "message": "<plain words>"}` with a 4xx
+//! status, or `{"error": "internal"}` with a 500 whose detail is only in the
+//! service's own log. Log entries name students and panics, so the public
+//! sees leaf hashes only; full entries go to auditors holding a bearer token
+//! (`auditor_token_sha256` in the config) and, through a device-signed query,
+//! to the student they are about.
+//!
+//! ## Quick start
+//!
+//! ```
+//! use sosvault::{ControlRoomKey, TimeLimits, Trustee, TrusteeKey};
+//! use sosvault_trustee::node::{Node, NodeOptions, RateLimit};
+//! use sosvault_trustee::seal::MasterKey;
+//!
+//! let dir = std::env::temp_dir().join(format!("sosvault-trustee-doc-{}", std::process::id()));
+//! std::fs::create_dir_all(&dir)?;
+//! let trustee = Trustee::new(TrusteeKey::generate(), vec![ControlRoomKey::generate().public()], TimeLimits::default());
+//! let node = Node::open(NodeOptions {
+//!     store: dir.join("trustee.db"),
+//!     trustee,
+//!     master: MasterKey::generate(),
+//!     rate: RateLimit { max_releases: 5, window_secs: 3600 },
+//!     query_skew_secs: 120,
+//! })?;
+//! assert_eq!(node.log_size(), 0);
+//! # drop(node);
+//! # std::fs::remove_dir_all(&dir)?;
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod api;
+pub mod config;
+pub mod node;
+pub mod seal;
+pub mod verify;
+
+pub use api::{AppState, HttpLimits, app};
+pub use config::Config;
+pub use node::{Node, NodeError, NodeOptions, RateLimit, Refused};
+pub use seal::{EntrySealer, MasterKey};

@@ -1,0 +1,750 @@
+//! The trustee's store and decisions: the core [`Trustee`] state machine
+//! persisted in one SQLite file, with its Merkle log beside it.
+//!
+//! Every state change (the student's sealed entry, its log leaf, and for a
+//! release its rate-limit timestamp) is written in one transaction, and the
+//! in-memory tree learns the new leaf only after the commit returned: a
+//! crash leaves the old state or the new, and a signed head never covers a
+//! leaf that is not durable.
+//!
+//! A [`Node`] is synchronous and owns its connection; the HTTP layer keeps
+//! it behind a mutex and calls it from blocking threads, which serialises
+//! every transition (the check-then-write of a release is atomic).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use sosvault::log::{LogEntry, LogQuery, MerkleLog, QueryRefusal, TreeHead, leaf_hash};
+use sosvault::{
+    Container, EnrollRefusal, LogKey, MessageHash, Refusal, Release, ReleaseRefusal,
+    ReleaseRequest, ShareReceipt, ShredReceipt, ShredRefusal, Signed, StudentEntry, StudentId,
+    Timestamp, Trustee,
+};
+use tracing::{error, info, warn};
+
+use crate::seal::{EntrySealer, MasterKey};
+
+/// Reason code of a rate-limit refusal in the log (services use 1-99).
+pub const CODE_RATE_LIMITED: u16 = 1;
+/// The largest page of `/v1/log/entries`.
+pub const MAX_PAGE: u64 = 1000;
+/// The most entries one student query returns (the newest).
+pub const MAX_MINE: u64 = 1000;
+
+/// A refusal as the API reports it: a stable snake_case code, an HTTP status
+/// and a plain-words message that carries no secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refused {
+    /// The stable error code (`replayed`, `rate_limited`, ...).
+    pub code: &'static str,
+    /// The HTTP status.
+    pub status: u16,
+    /// Plain words for a human.
+    pub message: String,
+}
+
+impl Refused {
+    /// A refusal with this code, status and message.
+    pub fn new(code: &'static str, status: u16, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// A 400 `malformed`.
+    pub fn malformed(message: impl Into<String>) -> Self {
+        Self::new("malformed", 400, message)
+    }
+}
+
+/// What went wrong in a node operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    /// The request was refused; nothing changed but (for refusals worth
+    /// auditing) the log's new refusal entry.
+    #[error("{}: {}", .0.code, .0.message)]
+    Refused(Refused),
+    /// The store failed. The detail is for the service's log only.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<Refused> for NodeError {
+    fn from(r: Refused) -> Self {
+        Self::Refused(r)
+    }
+}
+
+impl From<rusqlite::Error> for NodeError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Internal(format!("sqlite: {e}"))
+    }
+}
+
+/// The API code, status and message of an enrollment refusal.
+pub fn enroll_refused(r: &EnrollRefusal) -> Refused {
+    let (code, status) = match r {
+        EnrollRefusal::Malformed(_) => ("malformed", 400),
+        EnrollRefusal::NotOurShare => ("not_our_share", 422),
+        EnrollRefusal::DoesNotOpen => ("does_not_open", 422),
+        EnrollRefusal::Mismatch => ("mismatch", 422),
+        EnrollRefusal::CommitmentMismatch => ("commitment_mismatch", 422),
+        EnrollRefusal::StaleEpoch { .. } => ("stale_epoch", 409),
+        EnrollRefusal::Shredded(_) => ("shredded", 410),
+        _ => ("refused", 422),
+    };
+    Refused::new(code, status, r.to_string())
+}
+
+/// The API code, status and message of a release refusal.
+pub fn release_refused(r: &ReleaseRefusal) -> Refused {
+    let (code, status) = match r {
+        ReleaseRefusal::Malformed(_) => ("malformed", 400),
+        ReleaseRefusal::UnpinnedControlRoom => ("unpinned_control_room", 403),
+        ReleaseRefusal::StaleRequest => ("stale_request", 422),
+        ReleaseRefusal::ForgedPanic => ("forged_panic", 403),
+        ReleaseRefusal::UnknownStudent => ("unknown_student", 404),
+        ReleaseRefusal::WrongDevice => ("wrong_device", 403),
+        ReleaseRefusal::WrongEpoch { .. } => ("wrong_epoch", 409),
+        ReleaseRefusal::Shredded => ("shredded", 410),
+        ReleaseRefusal::Replayed { .. } => ("replayed", 409),
+        ReleaseRefusal::StalePanic => ("stale_panic", 422),
+        ReleaseRefusal::FuturePanic => ("future_panic", 422),
+        _ => ("refused", 422),
+    };
+    Refused::new(code, status, r.to_string())
+}
+
+/// The API code, status and message of a shred refusal.
+pub fn shred_refused(r: &ShredRefusal) -> Refused {
+    let (code, status) = match r {
+        ShredRefusal::Malformed(_) => ("malformed", 400),
+        ShredRefusal::WrongDevice => ("wrong_device", 403),
+        ShredRefusal::StaleStop { .. } => ("stale_stop", 409),
+        _ => ("refused", 422),
+    };
+    Refused::new(code, status, r.to_string())
+}
+
+/// The per-student release rate limit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Releases allowed within the window.
+    pub max_releases: u32,
+    /// The window, in seconds.
+    pub window_secs: u64,
+}
+
+/// Everything a node needs to open its store.
+#[derive(Debug)]
+pub struct NodeOptions {
+    /// The SQLite file.
+    pub store: PathBuf,
+    /// The trustee (keys, pinned control rooms, time limits).
+    pub trustee: Trustee,
+    /// The master key entries are sealed under.
+    pub master: MasterKey,
+    /// The release rate limit.
+    pub rate: RateLimit,
+    /// Allowed skew of a student's log query, in seconds.
+    pub query_skew_secs: u64,
+}
+
+/// One leaf as served: its index, leaf hash and (when asked for) entry bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Leaf {
+    /// The leaf's index.
+    pub index: u64,
+    /// Its RFC 6962 leaf hash as stored.
+    pub leaf_hash: [u8; 32],
+    /// The entry's bytes as stored.
+    pub entry: Vec<u8>,
+}
+
+/// The answer to a student's log query.
+#[derive(Clone, Debug)]
+pub struct MineAnswer {
+    /// The head every proof is against.
+    pub head: Signed<TreeHead>,
+    /// The student's leaves, each with its inclusion proof in `head`.
+    pub leaves: Vec<(Leaf, Vec<[u8; 32]>)>,
+}
+
+/// The trustee's store and state machine.
+pub struct Node {
+    conn: Connection,
+    trustee: Trustee,
+    log_key: LogKey,
+    log: MerkleLog,
+    sealer: EntrySealer,
+    rate: RateLimit,
+    query_skew_secs: u64,
+    seen_queries: HashMap<[u8; 16], Timestamp>,
+}
+
+impl core::fmt::Debug for Node {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Node")
+            .field("trustee", &self.trustee.id())
+            .field("log_size", &self.log.size())
+            .finish_non_exhaustive()
+    }
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value BLOB NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS entries (
+    student BLOB PRIMARY KEY,
+    sealed BLOB NOT NULL,
+    epoch INTEGER,
+    highest_counter INTEGER NOT NULL,
+    holds_share INTEGER NOT NULL,
+    tombstone_epoch INTEGER,
+    updated_at INTEGER NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS log_leaves (
+    idx INTEGER PRIMARY KEY,
+    entry BLOB NOT NULL,
+    leaf_hash BLOB NOT NULL,
+    student BLOB
+) STRICT;
+CREATE INDEX IF NOT EXISTS log_leaves_student ON log_leaves(student, idx);
+CREATE TABLE IF NOT EXISTS releases (
+    student BLOB NOT NULL,
+    at INTEGER NOT NULL
+) STRICT;
+CREATE INDEX IF NOT EXISTS releases_student_at ON releases(student, at);
+";
+
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Opens a connection with the store's pragmas and checks that each took effect.
+pub fn open_connection(path: &Path) -> Result<Connection, NodeError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(NodeError::Internal(format!(
+            "journal_mode is {mode}, not wal"
+        )));
+    }
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "secure_delete", "ON")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    let secure: i64 = conn.query_row("PRAGMA secure_delete", [], |r| r.get(0))?;
+    if secure != 1 {
+        return Err(NodeError::Internal(
+            "secure_delete did not take effect".into(),
+        ));
+    }
+    let sync: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
+    if sync != 2 {
+        return Err(NodeError::Internal(
+            "synchronous=FULL did not take effect".into(),
+        ));
+    }
+    Ok(conn)
+}
+
+impl Node {
+    /// Opens (or creates) the store, checks it belongs to this trustee and
+    /// master key, and rebuilds the Merkle tree from the stored leaf hashes.
+    pub fn open(opts: NodeOptions) -> Result<Self, NodeError> {
+        let conn = open_connection(&opts.store)?;
+        conn.execute_batch(SCHEMA)?;
+        let sealer = EntrySealer::new(&opts.master);
+        let id = opts.trustee.id();
+        let stored_id: Option<Vec<u8>> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'trustee_id'", [], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        match stored_id {
+            None => {
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('trustee_id', ?1), ('key_check', ?2)",
+                    params![id.as_bytes().as_slice(), sealer.key_check()],
+                )?;
+            }
+            Some(stored) if stored.as_slice() == id.as_bytes().as_slice() => {}
+            Some(_) => {
+                return Err(NodeError::Internal(
+                    "the store belongs to another trustee key".into(),
+                ));
+            }
+        }
+        let check: Vec<u8> =
+            conn.query_row("SELECT value FROM meta WHERE key = 'key_check'", [], |r| {
+                r.get(0)
+            })?;
+        if !sealer.verify_key_check(&check) {
+            return Err(NodeError::Internal(
+                "the master key does not open this store".into(),
+            ));
+        }
+        let log_key = opts.trustee.key().log_key();
+        let mut node = Self {
+            conn,
+            trustee: opts.trustee,
+            log_key,
+            log: MerkleLog::new(),
+            sealer,
+            rate: opts.rate,
+            query_skew_secs: opts.query_skew_secs,
+            seen_queries: HashMap::new(),
+        };
+        node.reload_log()?;
+        let bad = node.count_leaf_mismatches()?;
+        if bad > 0 {
+            // An operator (or a thief) altered the log. Keep serving: hiding the
+            // damage would be worse; every auditor's `log verify` now fails.
+            error!(
+                mismatched = bad,
+                "store integrity: log entries do not match their leaf hashes"
+            );
+        }
+        info!(
+            trustee = %node.trustee.id(),
+            log_size = node.log.size(),
+            "store opened"
+        );
+        Ok(node)
+    }
+
+    fn reload_log(&mut self) -> Result<(), NodeError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT idx, leaf_hash FROM log_leaves ORDER BY idx")?;
+        let mut rows = stmt.query([])?;
+        let mut log = MerkleLog::new();
+        while let Some(row) = rows.next()? {
+            let idx: i64 = row.get(0)?;
+            let hash: Vec<u8> = row.get(1)?;
+            let hash: [u8; 32] = hash
+                .try_into()
+                .map_err(|_| NodeError::Internal(format!("leaf {idx}: hash is not 32 bytes")))?;
+            if u64::try_from(idx).ok() != Some(log.size()) {
+                return Err(NodeError::Internal(format!(
+                    "the log has a gap before leaf {idx}"
+                )));
+            }
+            log.append_leaf_hash(hash);
+        }
+        drop(rows);
+        drop(stmt);
+        self.log = log;
+        Ok(())
+    }
+
+    fn count_leaf_mismatches(&self) -> Result<u64, NodeError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT entry, leaf_hash FROM log_leaves")?;
+        let mut rows = stmt.query([])?;
+        let mut bad = 0;
+        while let Some(row) = rows.next()? {
+            let entry: Vec<u8> = row.get(0)?;
+            let hash: Vec<u8> = row.get(1)?;
+            if leaf_hash(&entry).as_slice() != hash.as_slice() {
+                bad += 1;
+            }
+        }
+        Ok(bad)
+    }
+
+    /// The trustee.
+    pub fn trustee(&self) -> &Trustee {
+        &self.trustee
+    }
+
+    /// The key that signs this trustee's log heads.
+    pub fn log_key(&self) -> &LogKey {
+        &self.log_key
+    }
+
+    /// The number of log entries.
+    pub fn log_size(&self) -> u64 {
+        self.log.size()
+    }
+
+    fn load(&self, student: &StudentId) -> Result<Option<StudentEntry>, NodeError> {
+        let sealed: Option<Vec<u8>> = self
+            .conn
+            .query_row(
+                "SELECT sealed FROM entries WHERE student = ?1",
+                [student.as_bytes().as_slice()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match sealed {
+            None => Ok(None),
+            Some(s) => self
+                .sealer
+                .open(student, &s)
+                .map(Some)
+                .map_err(|e| NodeError::Internal(format!("entry of student {student}: {e}"))),
+        }
+    }
+
+    /// Writes the entry (if any), appends the log entries and records a
+    /// release time (if any), all in one transaction; then extends the tree.
+    fn commit(
+        &mut self,
+        entry: Option<&StudentEntry>,
+        leaves: &[LogEntry],
+        release: Option<(StudentId, Timestamp)>,
+        now: Timestamp,
+    ) -> Result<(), NodeError> {
+        let result = self.commit_inner(entry, leaves, release, now);
+        match result {
+            Ok(hashes) => {
+                for h in hashes {
+                    self.log.append_leaf_hash(h);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                // The commit may or may not have reached the disk: rebuild the
+                // tree from what the store holds so the next index is right.
+                if let Err(reload) = self.reload_log() {
+                    error!(error = %reload, "reloading the log after a failed commit");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn commit_inner(
+        &mut self,
+        entry: Option<&StudentEntry>,
+        leaves: &[LogEntry],
+        release: Option<(StudentId, Timestamp)>,
+        now: Timestamp,
+    ) -> Result<Vec<[u8; 32]>, NodeError> {
+        let sealed = entry.map(|e| self.sealer.seal(e));
+        let first = self.log.size();
+        let tx = self.conn.transaction()?;
+        if let (Some(e), Some(sealed)) = (entry, sealed) {
+            tx.execute(
+                "INSERT INTO entries (student, sealed, epoch, highest_counter, holds_share, tombstone_epoch, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(student) DO UPDATE SET sealed = excluded.sealed, epoch = excluded.epoch,
+                   highest_counter = excluded.highest_counter, holds_share = excluded.holds_share,
+                   tombstone_epoch = excluded.tombstone_epoch, updated_at = excluded.updated_at",
+                params![
+                    e.student().as_bytes().as_slice(),
+                    sealed,
+                    e.epoch(),
+                    to_i64(e.highest_counter()),
+                    e.holds_share(),
+                    e.tombstone().map(|t| t.epoch),
+                    to_i64(now.as_secs()),
+                ],
+            )?;
+        }
+        let mut hashes = Vec::with_capacity(leaves.len());
+        for (i, leaf) in leaves.iter().enumerate() {
+            let bytes = leaf.to_bytes();
+            let hash = leaf_hash(&bytes);
+            tx.execute(
+                "INSERT INTO log_leaves (idx, entry, leaf_hash, student) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    to_i64(first + i as u64),
+                    bytes,
+                    hash.as_slice(),
+                    leaf.student().map(|s| s.as_bytes().to_vec()),
+                ],
+            )?;
+            hashes.push(hash);
+        }
+        if let Some((student, at)) = release {
+            tx.execute(
+                "INSERT INTO releases (student, at) VALUES (?1, ?2)",
+                params![student.as_bytes().as_slice(), to_i64(at.as_secs())],
+            )?;
+        }
+        tx.commit()?;
+        Ok(hashes)
+    }
+
+    /// Appends a refusal to the log (its own transaction).
+    fn log_refusal(
+        &mut self,
+        refusal: &Refusal,
+        student: Option<StudentId>,
+        request: &[u8],
+        now: Timestamp,
+    ) -> Result<(), NodeError> {
+        let entry = LogEntry::refused(refusal, student, MessageHash::of_message(request), now);
+        self.commit(None, &[entry], None, now)
+    }
+
+    /// Accepts a share delivery: the receipt, and whether it repeats an earlier one.
+    pub fn accept_share(
+        &mut self,
+        delivery: &[u8],
+        now: Timestamp,
+    ) -> Result<(Signed<ShareReceipt>, bool), NodeError> {
+        let student = Trustee::delivery_student(delivery).map_err(|e| enroll_refused(&e))?;
+        let current = self.load(&student)?;
+        match self.trustee.accept_share(current.as_ref(), delivery, now) {
+            Ok(t) if t.repeated => {
+                info!(op = "share", student = %student, outcome = "repeated");
+                Ok((t.answer, true))
+            }
+            Ok(t) => {
+                let body = t.answer.body();
+                let leaf = LogEntry::ShareAccepted {
+                    student,
+                    epoch: body.epoch,
+                    share_index: body.share_index,
+                    at: now,
+                };
+                self.commit(Some(&t.entry), &[leaf], None, now)?;
+                info!(op = "share", student = %student, epoch = body.epoch, outcome = "accepted");
+                Ok((t.answer, false))
+            }
+            Err(e @ EnrollRefusal::Malformed(_)) => Err(enroll_refused(&e).into()),
+            Err(e) => {
+                let refused = enroll_refused(&e);
+                self.log_refusal(&Refusal::Enroll(e), Some(student), delivery, now)?;
+                warn!(op = "share", student = %student, refused = refused.code);
+                Err(refused.into())
+            }
+        }
+    }
+
+    /// Answers a release request: the release, and whether it repeats an earlier one.
+    pub fn release(
+        &mut self,
+        request: &[u8],
+        now: Timestamp,
+    ) -> Result<(Signed<Release>, bool), NodeError> {
+        let checked = match self.trustee.check_request(request, now) {
+            Ok(c) => c,
+            Err(e @ ReleaseRefusal::Malformed(_)) => return Err(release_refused(&e).into()),
+            Err(e) => {
+                // The request's own signature verified; name the student when
+                // the panic inside verified too.
+                let student = Signed::<ReleaseRequest>::decode(request)
+                    .ok()
+                    .map(|r| StudentId::of_device(r.body().panic.signer()));
+                let refused = release_refused(&e);
+                self.log_refusal(&Refusal::Release(e), student, request, now)?;
+                warn!(op = "release", refused = refused.code);
+                return Err(refused.into());
+            }
+        };
+        let student = checked.student();
+        let current = self.load(&student)?;
+        match self.trustee.release(current.as_ref(), &checked, now) {
+            Ok(t) if t.repeated => {
+                info!(op = "release", student = %student, outcome = "repeated");
+                Ok((t.answer, true))
+            }
+            Ok(t) => {
+                let since = now.minus(self.rate.window_secs);
+                let recent: i64 = self.conn.query_row(
+                    "SELECT COUNT(*) FROM releases WHERE student = ?1 AND at > ?2",
+                    params![student.as_bytes().as_slice(), to_i64(since.as_secs())],
+                    |r| r.get(0),
+                )?;
+                if recent >= i64::from(self.rate.max_releases) {
+                    let message = format!(
+                        "rate limited: {recent} releases for this student within {} seconds (at most {})",
+                        self.rate.window_secs, self.rate.max_releases
+                    );
+                    let leaf = LogEntry::Refused {
+                        student: Some(student),
+                        code: CODE_RATE_LIMITED,
+                        reason: message.clone(),
+                        request_hash: MessageHash::of_message(request),
+                        at: now,
+                    };
+                    self.commit(None, &[leaf], None, now)?;
+                    warn!(op = "release", student = %student, refused = "rate_limited");
+                    return Err(Refused::new("rate_limited", 429, message).into());
+                }
+                let body = checked.request().body();
+                let leaf = LogEntry::released(checked.panic().clone(), body.incident, now);
+                self.commit(Some(&t.entry), &[leaf], Some((student, now)), now)?;
+                info!(op = "release", student = %student, incident = %body.incident, outcome = "released");
+                Ok((t.answer, false))
+            }
+            Err(ReleaseRefusal::SealFailed) => Err(NodeError::Internal(
+                "sealing a released share failed".into(),
+            )),
+            Err(e) => {
+                let refused = release_refused(&e);
+                self.log_refusal(&Refusal::Release(e), Some(student), request, now)?;
+                warn!(op = "release", student = %student, refused = refused.code);
+                Err(refused.into())
+            }
+        }
+    }
+
+    /// Shreds on a stop: the receipt, and whether it repeats an earlier one.
+    pub fn shred(
+        &mut self,
+        stop: &[u8],
+        now: Timestamp,
+    ) -> Result<(Signed<ShredReceipt>, bool), NodeError> {
+        let checked = Trustee::check_stop(stop).map_err(|e| shred_refused(&e))?;
+        let student = checked.student();
+        let current = self.load(&student)?;
+        match self.trustee.shred(current.as_ref(), &checked, now) {
+            Ok(t) if t.repeated => {
+                info!(op = "shred", student = %student, outcome = "repeated");
+                Ok((t.answer, true))
+            }
+            Ok(t) => {
+                let leaf = LogEntry::Shredded {
+                    student,
+                    epoch: checked.stop().body().epoch,
+                    stop_hash: checked.stop().hash(),
+                    at: now,
+                };
+                self.commit(Some(&t.entry), &[leaf], None, now)?;
+                self.purge_wal();
+                info!(op = "shred", student = %student, outcome = "shredded");
+                Ok((t.answer, false))
+            }
+            Err(e) => {
+                let refused = shred_refused(&e);
+                self.log_refusal(&Refusal::Shred(e), Some(student), stop, now)?;
+                warn!(op = "shred", student = %student, refused = refused.code);
+                Err(refused.into())
+            }
+        }
+    }
+
+    /// After a shred: copy every page into the database file and truncate the
+    /// WAL to zero bytes, so no old frame (holding the sealed share) survives
+    /// in it. `secure_delete` has already zeroed the old cell in the page.
+    fn purge_wal(&self) {
+        let result: rusqlite::Result<(i64, i64, i64)> =
+            self.conn
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                });
+        match result {
+            Ok((0, _, _)) => {}
+            Ok((busy, log, done)) => {
+                warn!(
+                    busy,
+                    log, done, "WAL checkpoint after a shred was incomplete"
+                );
+            }
+            Err(e) => warn!(error = %e, "WAL checkpoint after a shred failed"),
+        }
+    }
+
+    /// The head of the log as it is now, signed with the log key.
+    pub fn signed_head(&self, now: Timestamp) -> Signed<TreeHead> {
+        self.log.sign_head(&self.log_key, now)
+    }
+
+    /// Leaves `[start, end)` (end clamped to the log's size, at most [`MAX_PAGE`]).
+    pub fn leaves(&self, start: u64, end: u64) -> Result<Vec<Leaf>, NodeError> {
+        let end = end.min(self.log.size()).min(start.saturating_add(MAX_PAGE));
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let mut stmt = self.conn.prepare(
+            "SELECT idx, entry, leaf_hash FROM log_leaves WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
+        )?;
+        let rows = stmt.query_map(params![to_i64(start), to_i64(end)], row_to_leaf)?;
+        rows.map(|r| r.map_err(NodeError::from).and_then(|l| l))
+            .collect()
+    }
+
+    /// The inclusion proof of leaf `index` in the tree of `size` leaves.
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<[u8; 32]>, Refused> {
+        self.log
+            .inclusion_proof(index, size)
+            .map_err(|e| Refused::malformed(e.to_string()))
+    }
+
+    /// The consistency proof between the trees of `old` and `new` leaves.
+    pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<[u8; 32]>, Refused> {
+        self.log
+            .consistency_proof(old, new)
+            .map_err(|e| Refused::malformed(e.to_string()))
+    }
+
+    /// Answers a student's device-signed query with the entries about that
+    /// student, each with its inclusion proof in a fresh signed head.
+    pub fn mine(&mut self, query: &[u8], now: Timestamp) -> Result<MineAnswer, NodeError> {
+        let checked = LogQuery::check(query, &self.trustee.id(), now, self.query_skew_secs)
+            .map_err(|e| match e {
+                QueryRefusal::WrongTrustee => {
+                    Refused::new("wrong_trustee", 403, "the query is for another trustee")
+                }
+                QueryRefusal::Stale => Refused::new(
+                    "stale_request",
+                    422,
+                    "the query's time is outside the allowed clock skew",
+                ),
+                e => Refused::malformed(e.to_string()),
+            })?;
+        let horizon = now.minus(self.query_skew_secs.saturating_mul(2));
+        self.seen_queries.retain(|_, at| *at >= horizon);
+        let nonce = checked.nonce();
+        if self.seen_queries.contains_key(&nonce) {
+            return Err(Refused::new("replayed", 409, "this query was already answered").into());
+        }
+        self.seen_queries
+            .insert(nonce, checked.query().body().issued_at.max(now));
+        let student = checked.student();
+        let head = self.signed_head(now);
+        let size = head.body().size;
+        let mut stmt = self.conn.prepare(
+            "SELECT idx, entry, leaf_hash FROM
+               (SELECT idx, entry, leaf_hash FROM log_leaves WHERE student = ?1 AND idx < ?2
+                ORDER BY idx DESC LIMIT ?3)
+             ORDER BY idx",
+        )?;
+        let rows = stmt.query_map(
+            params![
+                student.as_bytes().as_slice(),
+                to_i64(size),
+                to_i64(MAX_MINE)
+            ],
+            row_to_leaf,
+        )?;
+        let mut leaves = Vec::new();
+        for leaf in rows {
+            let leaf = leaf??;
+            let proof = self
+                .log
+                .inclusion_proof(leaf.index, size)
+                .map_err(|e| NodeError::Internal(format!("inclusion proof: {e}")))?;
+            leaves.push((leaf, proof));
+        }
+        info!(op = "log-query", student = %student, entries = leaves.len());
+        Ok(MineAnswer { head, leaves })
+    }
+}
+
+fn row_to_leaf(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Leaf, NodeError>> {
+    let idx: i64 = row.get(0)?;
+    let entry: Vec<u8> = row.get(1)?;
+    let hash: Vec<u8> = row.get(2)?;
+    Ok(match (u64::try_from(idx), <[u8; 32]>::try_from(hash)) {
+        (Ok(index), Ok(leaf_hash)) => Ok(Leaf {
+            index,
+            leaf_hash,
+            entry,
+        }),
+        _ => Err(NodeError::Internal(format!("leaf {idx} is malformed"))),
+    })
+}

@@ -1,0 +1,572 @@
+//! End-to-end tests of the trustee's API: the real binary on loopback, a
+//! temporary SQLite store, messages made with the core crate.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use ed25519_dalek::Signer as _;
+use serde_json::json;
+use sosvault::log::{LogEntry, LogQuery, TreeHead, leaf_hash, refusal_code};
+use sosvault::{
+    Container, ControlRoomKey, Opener, Profile, Refusal, Release, ReleaseRefusal, ShareReceipt,
+    ShredReceipt, Signed, Timestamp, TrusteeKey, TrusteePublic,
+};
+
+fn third() -> TrusteePublic {
+    TrusteeKey::generate().public()
+}
+
+#[test]
+fn health_and_identity() {
+    let t = TrusteeDir::init("health-office");
+    let cr = ControlRoomKey::generate();
+    let r = t.start(&[&cr], &[]);
+    assert_eq!(r.get("/healthz"), (200, json!({"status": "ok"})));
+    assert_eq!(r.get("/v1/health"), (200, json!({"status": "ok"})));
+    let (s, id) = r.get("/v1/identity");
+    assert_eq!(s, 200);
+    assert_eq!(id["trustee_id"], t.id);
+    assert_eq!(id["public"], t.public.to_hex());
+    assert_eq!(id["name"], "health-office");
+    assert_eq!(id["log_public_key"].as_str().unwrap().len(), 64);
+    let (s, v) = r.get("/v1/nowhere");
+    assert_eq!((s, code(&v)), (404, "not_found"));
+}
+
+#[test]
+fn a_valid_panic_releases_and_two_trustees_open_the_vault() {
+    let now = Timestamp::now();
+    let cr = ControlRoomKey::generate();
+    let (t1, t2) = (TrusteeDir::init("one"), TrusteeDir::init("two"));
+    let (r1, r2) = (t1.start(&[&cr], &[]), t2.start(&[&cr], &[]));
+    let publics = [t1.public.clone(), t2.public.clone(), third()];
+    let mut s = Student::enroll(&publics, now);
+
+    for (i, (r, t)) in [(&r1, &t1), (&r2, &t2)].into_iter().enumerate() {
+        let delivery = s.delivery(i as u8 + 1);
+        let (st, v) = r.deliver(&delivery);
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(v["repeated"], false);
+        let receipt_bytes = unb64(v["receipt"].as_str().unwrap());
+        let receipt = Signed::<ShareReceipt>::decode(&receipt_bytes).unwrap();
+        assert_eq!(receipt.signer(), t.public.verifying_key());
+        assert_eq!(receipt.body().student, s.device.student_id());
+        assert_eq!(receipt.body().share_index, i as u8 + 1);
+        // A relay retry: the same receipt, byte for byte, and nothing logged twice.
+        let size = r.log_size();
+        let (st, again) = r.deliver(&delivery);
+        assert_eq!(st, 200);
+        assert_eq!(again["repeated"], true);
+        assert_eq!(unb64(again["receipt"].as_str().unwrap()), receipt_bytes);
+        assert_eq!(r.log_size(), size);
+        // The share was delivered to trustee i+1; the other index is not ours.
+        let other = s.delivery(if i == 0 { 2 } else { 1 });
+        let (st, v) = r.deliver(&other);
+        assert_eq!((st, code(&v)), (422, "not_our_share"));
+    }
+
+    let panic = s.panic(&cr, now);
+    let (req, incident, incident_key) = request(&cr, &panic, now);
+    let mut opener = Opener::new(
+        &s.enrollment.package.record,
+        panic.hash(),
+        incident,
+        &incident_key,
+    );
+    for r in [&r1, &r2] {
+        let (st, v) = r.release(&req);
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(v["repeated"], false);
+        let bytes = unb64(v["release"].as_str().unwrap());
+        let release = Signed::<Release>::decode(&bytes).unwrap();
+        assert_eq!(release.body().panic, panic.hash());
+        opener.add(&bytes).unwrap();
+        // The control room retrying the same request gets the same release.
+        let (st, again) = r.release(&req);
+        assert_eq!(st, 200);
+        assert_eq!(again["repeated"], true);
+        assert_eq!(unb64(again["release"].as_str().unwrap()), bytes);
+        // The release is in the log with the panic it answered.
+        let entries = r.entries();
+        assert!(
+            entries.iter().any(|e| matches!(e,
+            LogEntry::Released { panic: p, incident: inc, .. } if *p == panic && *inc == incident))
+        );
+    }
+    let vault = opener.open().unwrap();
+    let profile = Profile::from_bytes(
+        &vault
+            .open(&s.enrollment.package.sealed_profile, 1 << 20)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(profile.name, "Asha");
+
+    for (r, t) in [(&r1, &t1), (&r2, &t2)] {
+        let out = t.log_verify(&r.url, None, true);
+        assert!(out.status.success(), "{out:?}");
+    }
+}
+
+/// A release request whose panic's signature no longer verifies, re-signed by
+/// the (pinned) control room: the request's own signature is good.
+fn forged_request(seed: &[u8; 32], req: &Signed<sosvault::ReleaseRequest>) -> Vec<u8> {
+    let panic_bytes = req.body().panic.as_bytes();
+    let mut bytes = req.as_bytes().to_vec();
+    let at = bytes
+        .windows(panic_bytes.len())
+        .position(|w| w == panic_bytes)
+        .unwrap();
+    // Flip a bit in the panic's signature (its last 64 bytes).
+    bytes[at + panic_bytes.len() - 10] ^= 1;
+    let signed_len = bytes.len() - 64;
+    let hk = hkdf::Hkdf::<sha2::Sha256>::new(None, seed);
+    let mut sk = [0u8; 32];
+    hk.expand(ControlRoomKey::ED25519_INFO.as_bytes(), &mut sk)
+        .unwrap();
+    let sk = ed25519_dalek::SigningKey::from_bytes(&sk);
+    let sig = sk.sign(&bytes[..signed_len]);
+    bytes[signed_len..].copy_from_slice(&sig.to_bytes());
+    bytes
+}
+
+#[test]
+fn every_bad_release_is_refused_with_its_own_code_and_logged() {
+    let now = Timestamp::now();
+    let seed = [7u8; 32];
+    let cr = ControlRoomKey::from_seed(&seed);
+    let rogue = ControlRoomKey::generate();
+    let t = TrusteeDir::init("refusals");
+    let r = t.start(
+        &[&cr],
+        &[("SOSVAULT_TRUSTEE_MAX_RELEASES_PER_WINDOW", "2".into())],
+    );
+    let publics = [t.public.clone(), third(), third()];
+    let mut a = Student::enroll(&publics, now);
+    let (st, _) = r.deliver(&a.delivery(1));
+    assert_eq!(st, 200);
+
+    // Checks one refusal: its status and code, one new log entry, and that
+    // entry is a refusal with the core's reason code (or the rate-limit code).
+    let check =
+        |resp: (u16, serde_json::Value), status: u16, code_: &str, log_code: u16, before: u64| {
+            let (st, v) = resp;
+            assert_eq!((st, code(&v)), (status, code_), "{v}");
+            assert!(!v["message"].as_str().unwrap().is_empty());
+            assert_eq!(r.log_size(), before + 1, "{code_} must be logged once");
+            match r.entries().last().unwrap() {
+                LogEntry::Refused { code, reason, .. } => {
+                    assert_eq!(*code, log_code, "{code_}: {reason}");
+                    assert!(!reason.is_empty());
+                }
+                other => panic!("{code_}: last entry is {other:?}"),
+            }
+        };
+    let rc = |r: ReleaseRefusal| refusal_code(&Refusal::Release(r));
+
+    // Not signed by a pinned control room.
+    let panic = a.panic(&cr, now);
+    let (req, _, _) = request(&rogue, &panic, now);
+    let n = r.log_size();
+    check(
+        r.release(&req),
+        403,
+        "unpinned_control_room",
+        rc(ReleaseRefusal::UnpinnedControlRoom),
+        n,
+    );
+    // Pinned signer, but the panic inside is forged.
+    let (req, _, _) = request(&cr, &panic, now);
+    let forged = forged_request(&seed, &req);
+    let n = r.log_size();
+    check(
+        r.post("/v1/releases", json!({ "request": b64(&forged) })),
+        403,
+        "forged_panic",
+        rc(ReleaseRefusal::ForgedPanic),
+        n,
+    );
+    // The request itself is too old.
+    let (req, _, _) = request(&cr, &panic, now.minus(1000));
+    let n = r.log_size();
+    check(
+        r.release(&req),
+        422,
+        "stale_request",
+        rc(ReleaseRefusal::StaleRequest),
+        n,
+    );
+    // The panic is too old (over an hour) in a fresh request.
+    let old = a.panic(&cr, now.minus(7300));
+    let (req, _, _) = request(&cr, &old, now);
+    let n = r.log_size();
+    check(
+        r.release(&req),
+        422,
+        "stale_panic",
+        rc(ReleaseRefusal::StalePanic),
+        n,
+    );
+    // The panic claims to come from the future.
+    let future = a.panic(&cr, now.plus(1000));
+    let (req, _, _) = request(&cr, &future, now);
+    let n = r.log_size();
+    check(
+        r.release(&req),
+        422,
+        "future_panic",
+        rc(ReleaseRefusal::FuturePanic),
+        n,
+    );
+    // Another student, whose share this trustee does not hold.
+    let mut b = Student::enroll(&publics, now);
+    let bp = b.panic(&cr, now);
+    let (req, _, _) = request(&cr, &bp, now);
+    let n = r.log_size();
+    check(
+        r.release(&req),
+        404,
+        "unknown_student",
+        rc(ReleaseRefusal::UnknownStudent),
+        n,
+    );
+
+    // A good panic is released; the same panic for another incident is a replay.
+    let p1 = a.panic(&cr, now);
+    let (req, _, _) = request(&cr, &p1, now);
+    assert_eq!(r.release(&req).0, 200);
+    let (req, _, _) = request(&cr, &p1, now);
+    let n = r.log_size();
+    check(
+        r.release(&req),
+        409,
+        "replayed",
+        rc(ReleaseRefusal::Replayed {
+            offered: 0,
+            seen: 0,
+        }),
+        n,
+    );
+    // Second release within the window is allowed (limit 2), the third is not.
+    let p2 = a.panic(&cr, now);
+    let (req, _, _) = request(&cr, &p2, now);
+    assert_eq!(r.release(&req).0, 200);
+    let p3 = a.panic(&cr, now);
+    let (req3, _, _) = request(&cr, &p3, now);
+    let n = r.log_size();
+    check(r.release(&req3), 429, "rate_limited", 1, n);
+    match r.entries().last().unwrap() {
+        LogEntry::Refused {
+            reason, student, ..
+        } => {
+            assert!(reason.contains("rate limited"), "{reason}");
+            assert_eq!(*student, Some(a.device.student_id()));
+        }
+        e => panic!("{e:?}"),
+    }
+
+    // A panic for a later epoch than this trustee holds (re-enrolled elsewhere).
+    let profile = Profile::new("Asha", "+91 90000 00000");
+    a.enrollment = a.device.reenroll(&profile.to_bytes(), now).unwrap();
+    let p4 = a.panic(&cr, now);
+    let (req, _, _) = request(&cr, &p4, now);
+    let n = r.log_size();
+    check(
+        r.release(&req),
+        409,
+        "wrong_epoch",
+        rc(ReleaseRefusal::WrongEpoch {
+            offered: 0,
+            current: 0,
+        }),
+        n,
+    );
+
+    // The student reads its own entries, with proofs, and sees every refusal;
+    // student b sees only its own.
+    let q = LogQuery::sign(
+        &a.key(),
+        sosvault::TrusteeId::from_hex(&t.id).unwrap(),
+        Timestamp::now(),
+    );
+    let (st, v) = r.post("/v1/log/mine", json!({ "query": b64(q.as_bytes()) }));
+    assert_eq!(st, 200, "{v}");
+    let id: serde_json::Value = r.get("/v1/identity").1;
+    let log_public = sosvault::LogPublic::from_hex(id["log_public_key"].as_str().unwrap()).unwrap();
+    let head = TreeHead::verify(&unb64(v["head"].as_str().unwrap()), &log_public).unwrap();
+    let mine = v["entries"].as_array().unwrap();
+    let mut refusals = 0;
+    for e in mine {
+        let bytes = unb64(e["entry"].as_str().unwrap());
+        let entry = LogEntry::from_bytes(&bytes).unwrap();
+        assert_eq!(entry.student(), Some(a.device.student_id()));
+        let proof: Vec<Vec<u8>> = e["proof"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| unb64(p.as_str().unwrap()))
+            .collect();
+        head.body()
+            .verify_inclusion(&leaf_hash(&bytes), e["index"].as_u64().unwrap(), &proof)
+            .unwrap();
+        if matches!(entry, LogEntry::Refused { .. }) {
+            refusals += 1;
+        }
+    }
+    // unpinned, stale request, stale panic, future, replayed, rate limited, wrong
+    // epoch name student a; the forged one cannot name anyone.
+    assert_eq!(refusals, 7);
+    // The same query again is a replay.
+    let (st, v) = r.post("/v1/log/mine", json!({ "query": b64(q.as_bytes()) }));
+    assert_eq!((st, code(&v)), (409, "replayed"));
+    // A query addressed to another trustee is refused.
+    let q = LogQuery::sign(&b.key(), third().id(), Timestamp::now());
+    let (st, v) = r.post("/v1/log/mine", json!({ "query": b64(q.as_bytes()) }));
+    assert_eq!((st, code(&v)), (403, "wrong_trustee"));
+    let q = LogQuery::sign(
+        &b.key(),
+        sosvault::TrusteeId::from_hex(&t.id).unwrap(),
+        Timestamp::now(),
+    );
+    let (st, v) = r.post("/v1/log/mine", json!({ "query": b64(q.as_bytes()) }));
+    assert_eq!(st, 200);
+    for e in v["entries"].as_array().unwrap() {
+        let entry = LogEntry::from_bytes(&unb64(e["entry"].as_str().unwrap())).unwrap();
+        assert_eq!(entry.student(), Some(b.device.student_id()));
+    }
+    // The public sees leaf hashes, not entries.
+    let (st, v) = r.get("/v1/log/entries?start=0&end=100");
+    assert_eq!(st, 200);
+    assert!(
+        v["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e.get("entry").is_none())
+    );
+
+    let out = t.log_verify(&r.url, None, true);
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[test]
+fn shred_deletes_the_share_for_good() {
+    let now = Timestamp::now();
+    let cr = ControlRoomKey::generate();
+    let t = TrusteeDir::init("shredder");
+    let r = t.start(&[&cr], &[]);
+    let mut s = Student::enroll(&[t.public.clone(), third(), third()], now);
+    assert_eq!(r.deliver(&s.delivery(1)).0, 200);
+    let student = s.device.student_id();
+    let sealed_at = |db: &std::path::Path| -> Vec<u8> {
+        let c =
+            rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .unwrap();
+        c.query_row(
+            "SELECT sealed FROM entries WHERE student = ?1",
+            [student.as_bytes().as_slice()],
+            |row| row.get(0),
+        )
+        .unwrap()
+    };
+    let sealed_enrolled = sealed_at(&t.db());
+    let panic = s.panic(&cr, now);
+    let (req, _, _) = request(&cr, &panic, now);
+    assert_eq!(r.release(&req).0, 200);
+    let sealed_released = sealed_at(&t.db());
+    assert_ne!(sealed_enrolled, sealed_released);
+
+    let stop = s.device.stop(false, &cr.public(), now).unwrap();
+    let (st, v) = r.shred(stop.as_bytes());
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["repeated"], false);
+    let receipt = unb64(v["receipt"].as_str().unwrap());
+    let parsed = Signed::<ShredReceipt>::decode(&receipt).unwrap();
+    assert_eq!(parsed.body().student, s.device.student_id());
+    assert_eq!(parsed.signer(), t.public.verifying_key());
+    // The same stop again: the same receipt, byte for byte, nothing logged.
+    let size = r.log_size();
+    let (st, v) = r.shred(stop.as_bytes());
+    assert_eq!((st, v["repeated"].as_bool()), (200, Some(true)));
+    assert_eq!(unb64(v["receipt"].as_str().unwrap()), receipt);
+    assert_eq!(r.log_size(), size);
+
+    // A release after the shred is refused, even for a fresh panic.
+    let (st, v) = r.release(&req);
+    assert_eq!((st, code(&v)), (410, "shredded"), "{v}");
+    // So is a late delivery of the shredded epoch.
+    let (st, v) = r.deliver(&s.delivery(1));
+    assert_eq!((st, code(&v)), (410, "shredded"), "{v}");
+
+    // The row keeps only a tombstone.
+    let c =
+        rusqlite::Connection::open_with_flags(t.db(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let (holds, tomb): (i64, Option<i64>) = c
+        .query_row(
+            "SELECT holds_share, tombstone_epoch FROM entries WHERE student = ?1",
+            [s.device.student_id().as_bytes().as_slice()],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((holds, tomb), (0, Some(1)));
+    drop(c);
+
+    // No earlier sealed entry survives in the database file or its WAL, not
+    // even a 16-byte piece of one.
+    let mut files = Vec::new();
+    for suffix in ["", "-wal"] {
+        let p = std::path::PathBuf::from(format!("{}{suffix}", t.db().display()));
+        if let Ok(bytes) = std::fs::read(&p) {
+            files.push((p, bytes));
+        }
+    }
+    assert!(!files.is_empty());
+    for sealed in [&sealed_enrolled, &sealed_released] {
+        for chunk in sealed.chunks(16).filter(|c| c.len() == 16).skip(1) {
+            for (p, bytes) in &files {
+                assert!(
+                    !bytes.windows(16).any(|w| w == chunk),
+                    "a piece of a shredded entry is still in {}",
+                    p.display()
+                );
+            }
+        }
+    }
+    // And the trustee still says shredded after a restart.
+    drop(r);
+    let r = t.start(&[&cr], &[]);
+    let (st, v) = r.release(&req);
+    assert_eq!((st, code(&v)), (410, "shredded"));
+}
+
+#[test]
+fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
+    let now = Timestamp::now();
+    let cr = ControlRoomKey::generate();
+    let t = TrusteeDir::init("strict");
+    let r = t.start(&[&cr], &[]);
+    let s = Student::enroll(&[t.public.clone(), third(), third()], now);
+    let delivery = s.delivery(1);
+    let before = r.log_size();
+
+    let cases: Vec<(&str, (u16, serde_json::Value), u16, &str)> = vec![
+        (
+            "not JSON",
+            r.post_raw("/v1/shares", "application/json", b"{not json".to_vec()),
+            400,
+            "malformed",
+        ),
+        (
+            "wrong content type",
+            r.post_raw(
+                "/v1/shares",
+                "text/plain",
+                serde_json::to_vec(&json!({ "delivery": b64(&delivery) })).unwrap(),
+            ),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "no content type",
+            r.post_raw("/v1/releases", "", b"{}".to_vec()),
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            "huge body",
+            r.post_raw(
+                "/v1/shares",
+                "application/json",
+                serde_json::to_vec(&json!({ "delivery": "A".repeat(200_000) })).unwrap(),
+            ),
+            413,
+            "payload_too_large",
+        ),
+        (
+            "unknown field",
+            r.post(
+                "/v1/shares",
+                json!({ "delivery": b64(&delivery), "force": true }),
+            ),
+            400,
+            "malformed",
+        ),
+        (
+            "missing field",
+            r.post("/v1/shares", json!({})),
+            400,
+            "malformed",
+        ),
+        (
+            "not base64",
+            r.post("/v1/shares", json!({ "delivery": "%%%" })),
+            400,
+            "malformed",
+        ),
+        (
+            "wrong version tag",
+            r.deliver(&{
+                let mut d = delivery.clone();
+                let tag = b"sosvault/share-delivery/v1";
+                let at = d.windows(tag.len()).position(|w| w == tag).unwrap();
+                d[at + tag.len() - 1] = b'9';
+                d
+            }),
+            400,
+            "malformed",
+        ),
+        (
+            "a share delivery sent as a stop",
+            r.shred(&delivery),
+            400,
+            "malformed",
+        ),
+        (
+            "a share delivery sent as a release request",
+            r.post("/v1/releases", json!({ "request": b64(&delivery) })),
+            400,
+            "malformed",
+        ),
+        (
+            "truncated delivery",
+            r.deliver(&delivery[..delivery.len() - 5]),
+            400,
+            "malformed",
+        ),
+        (
+            "bad query string",
+            r.get("/v1/log/entries?start=x&end=1"),
+            400,
+            "malformed",
+        ),
+        (
+            "proof beyond the log",
+            r.get("/v1/log/proof/inclusion?index=0&size=5"),
+            400,
+            "malformed",
+        ),
+    ];
+    for (what, (st, v), status, code_) in cases {
+        assert_eq!((st, code(&v)), (status, code_), "{what}: {v}");
+        assert!(
+            v["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{what}"
+        );
+    }
+    assert_eq!(r.log_size(), before, "bad input must not reach the log");
+    // Nothing was written: no entry row for the student.
+    let c =
+        rusqlite::Connection::open_with_flags(t.db(), rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+            .unwrap();
+    let rows: i64 = c
+        .query_row("SELECT COUNT(*) FROM entries", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(rows, 0);
+    drop(c);
+    // The good delivery still works afterwards.
+    assert_eq!(r.deliver(&delivery).0, 200);
+    assert_eq!(r.log_size(), before + 1);
+}

@@ -1,0 +1,299 @@
+//! Shared harness: run the real `sosvault-trustee` binary on loopback with a
+//! temporary store and talk to it over HTTP with the core crate.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use sosvault::log::LogEntry;
+use sosvault::{
+    Category, Container, ControlRoomKey, Device, DeviceKey, Enrollment, IncidentId, IncidentKey,
+    Location, PanicEvent, Policy, Profile, ReleaseRequest, Signed, Timestamp, TrusteePublic,
+};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_sosvault-trustee");
+/// The auditor token every test trustee accepts.
+pub const AUDITOR_TOKEN: &str = "test-auditor-token-0123456789";
+
+pub fn b64(bytes: &[u8]) -> String {
+    B64.encode(bytes)
+}
+
+pub fn unb64(s: &str) -> Vec<u8> {
+    B64.decode(s).unwrap()
+}
+
+/// A trustee made by `sosvault-trustee init` in its own temporary directory.
+pub struct TrusteeDir {
+    pub tmp: tempfile::TempDir,
+    pub public: TrusteePublic,
+    pub id: String,
+}
+
+impl TrusteeDir {
+    pub fn init(name: &str) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let out = Command::new(BIN)
+            .args(["init", "--dir"])
+            .arg(tmp.path())
+            .args(["--name", name])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "init failed: {out:?}");
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let field = |k: &str| {
+            stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(&format!("{k}: ")))
+                .unwrap_or_else(|| panic!("no {k} line in {stdout}"))
+                .to_owned()
+        };
+        let public = TrusteePublic::from_hex(&field("public")).unwrap();
+        let id = field("id");
+        assert_eq!(public.id().to_hex(), id);
+        Self { tmp, public, id }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.dir().join("trustee.toml")
+    }
+
+    pub fn db(&self) -> PathBuf {
+        self.dir().join("trustee.db")
+    }
+
+    /// Starts `serve`, pinning `pinned`, with extra environment variables.
+    pub fn start(&self, pinned: &[&ControlRoomKey], env: &[(&str, String)]) -> Running {
+        let pins: Vec<String> = pinned.iter().map(|k| k.public().to_hex()).collect();
+        let token_hash = hex::encode(Sha256::digest(AUDITOR_TOKEN.as_bytes()));
+        let stderr = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir().join("stderr.log"))
+            .unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--config"])
+            .arg(self.config())
+            .env("SOSVAULT_TRUSTEE_PINNED_CONTROL_ROOMS", pins.join(","))
+            .env("SOSVAULT_TRUSTEE_AUDITOR_TOKEN_SHA256", token_hash)
+            .env_remove("SOSVAULT_TRUSTEE_MASTER_KEY")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(stderr);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| {
+                panic!(
+                    "unexpected first line {line:?}; stderr: {}",
+                    std::fs::read_to_string(self.dir().join("stderr.log")).unwrap_or_default()
+                )
+            })
+            .to_owned();
+        Running {
+            child: Some(child),
+            url,
+            http: reqwest::blocking::Client::new(),
+        }
+    }
+
+    /// Runs `log verify` against `url`; returns the process output.
+    pub fn log_verify(&self, url: &str, state: Option<&Path>, auditor: bool) -> Output {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["log", "verify", "--url", url, "--trustee-public"])
+            .arg(self.public.to_hex());
+        if let Some(s) = state {
+            cmd.arg("--state").arg(s);
+        }
+        if auditor {
+            cmd.env("SOSVAULT_AUDITOR_TOKEN", AUDITOR_TOKEN);
+        } else {
+            cmd.env_remove("SOSVAULT_AUDITOR_TOKEN");
+        }
+        cmd.output().unwrap()
+    }
+}
+
+/// A running trustee process; killed (SIGKILL) when dropped.
+pub struct Running {
+    pub child: Option<Child>,
+    pub url: String,
+    pub http: reqwest::blocking::Client,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Running {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// SIGTERM, then wait for a graceful exit.
+    pub fn stop(mut self) {
+        let mut c = self.child.take().unwrap();
+        let st = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let status = c.wait().unwrap();
+        assert!(status.success(), "graceful shutdown exited with {status}");
+    }
+
+    pub fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .json(&body)
+            .send()
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().unwrap_or(Value::Null))
+    }
+
+    pub fn post_raw(&self, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().unwrap_or(Value::Null))
+    }
+
+    pub fn get(&self, path: &str) -> (u16, Value) {
+        let resp = self.http.get(format!("{}{path}", self.url)).send().unwrap();
+        let status = resp.status().as_u16();
+        (status, resp.json().unwrap_or(Value::Null))
+    }
+
+    pub fn deliver(&self, delivery: &[u8]) -> (u16, Value) {
+        self.post("/v1/shares", json!({ "delivery": b64(delivery) }))
+    }
+
+    pub fn release(&self, request: &Signed<ReleaseRequest>) -> (u16, Value) {
+        self.post(
+            "/v1/releases",
+            json!({ "request": b64(request.as_bytes()) }),
+        )
+    }
+
+    pub fn shred(&self, stop: &[u8]) -> (u16, Value) {
+        self.post("/v1/shreds", json!({ "stop": b64(stop) }))
+    }
+
+    /// The size of the log's current signed head.
+    pub fn log_size(&self) -> u64 {
+        let (s, v) = self.get("/v1/log/head");
+        assert_eq!(s, 200);
+        let head =
+            Signed::<sosvault::log::TreeHead>::decode(&unb64(v["head"].as_str().unwrap())).unwrap();
+        head.body().size
+    }
+
+    /// Every log entry, read with the auditor token.
+    pub fn entries(&self) -> Vec<LogEntry> {
+        let size = self.log_size();
+        let mut out = Vec::new();
+        while (out.len() as u64) < size {
+            let resp = self
+                .http
+                .get(format!(
+                    "{}/v1/log/entries?start={}&end={size}",
+                    self.url,
+                    out.len()
+                ))
+                .bearer_auth(AUDITOR_TOKEN)
+                .send()
+                .unwrap();
+            assert_eq!(resp.status().as_u16(), 200);
+            let v: Value = resp.json().unwrap();
+            for e in v["entries"].as_array().unwrap() {
+                out.push(LogEntry::from_bytes(&unb64(e["entry"].as_str().unwrap())).unwrap());
+            }
+        }
+        out
+    }
+}
+
+/// A student's device plus a copy of its key's seed (for log queries).
+pub struct Student {
+    pub device: Device,
+    pub seed: [u8; 32],
+    pub enrollment: Enrollment,
+}
+
+impl Student {
+    pub fn enroll(trustees: &[TrusteePublic], now: Timestamp) -> Self {
+        let mut seed = [0u8; 32];
+        rand::Rng::fill_bytes(&mut rand::rng(), &mut seed);
+        let mut device = Device::new(DeviceKey::from_seed(&seed));
+        let profile = Profile::new("Asha", "+91 90000 00000");
+        let enrollment = device
+            .enroll(&profile.to_bytes(), trustees, 2, Policy::default(), now)
+            .unwrap();
+        Self {
+            device,
+            seed,
+            enrollment,
+        }
+    }
+
+    pub fn key(&self) -> DeviceKey {
+        DeviceKey::from_seed(&self.seed)
+    }
+
+    /// The delivery of share `index` (1-based).
+    pub fn delivery(&self, index: u8) -> Vec<u8> {
+        self.enrollment.package.delivery(index).unwrap().to_bytes()
+    }
+
+    pub fn panic(&mut self, cr: &ControlRoomKey, at: Timestamp) -> Signed<PanicEvent> {
+        let here = Location::new(25.1425, 75.8350, 10, at).unwrap();
+        self.device
+            .panic(Category::Police, &here, &cr.public(), at)
+            .unwrap()
+    }
+}
+
+/// A release request for `panic` with a fresh incident.
+pub fn request(
+    cr: &ControlRoomKey,
+    panic: &Signed<PanicEvent>,
+    now: Timestamp,
+) -> (Signed<ReleaseRequest>, IncidentId, IncidentKey) {
+    let incident = IncidentId::random();
+    let key = IncidentKey::generate();
+    let req = cr.release_request(panic, incident, &key, now);
+    (req, incident, key)
+}
+
+pub fn code(v: &Value) -> &str {
+    v["error"].as_str().unwrap_or("<none>")
+}
