@@ -1,0 +1,267 @@
+//! A typed HTTP client for the dispatch service: what a phone app, a team's
+//! device and an operator's console send. Used by the CLI, the demo and the
+//! end-to-end tests.
+
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use sosvault::{
+    Cancel, Container, ControlRoomPublic, EnrollmentPackage, LocationUpdate, PanicEvent, Signed,
+    Stop, TrusteePublic,
+};
+use tokio::sync::mpsc;
+
+/// A failed call: the HTTP status (0 if the service was unreachable) and the error code.
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("HTTP {status}: {code}")]
+pub struct ClientError {
+    /// HTTP status, or 0 for a transport error.
+    pub status: u16,
+    /// The service's error code (`unknown_student`, `replayed`, ...), or `transport`.
+    pub code: String,
+}
+
+/// What a device needs to enroll and panic.
+#[derive(Clone, Debug)]
+pub struct ServiceInfo {
+    /// Devices seal locations to it.
+    pub control_room: ControlRoomPublic,
+    /// Shares needed.
+    pub threshold: u8,
+    /// Trustees in share-index order.
+    pub trustees: Vec<TrusteePublic>,
+}
+
+/// The client.
+#[derive(Clone, Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+fn transport(_: reqwest::Error) -> ClientError {
+    ClientError {
+        status: 0,
+        code: "transport".into(),
+    }
+}
+
+impl Client {
+    /// A client for the service at `base` (e.g. `http://127.0.0.1:8080`).
+    pub fn new(base: &str) -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(3))
+                .build()
+                .unwrap_or_default(),
+            base: base.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    /// The base URL.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    async fn answer(resp: reqwest::Response) -> Result<(u16, Value), ClientError> {
+        let status = resp.status().as_u16();
+        let body: Value = if status == 204 {
+            Value::Null
+        } else {
+            resp.json().await.unwrap_or(Value::Null)
+        };
+        if status >= 400 {
+            return Err(ClientError {
+                status,
+                code: body
+                    .get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or("unknown")
+                    .to_owned(),
+            });
+        }
+        Ok((status, body))
+    }
+
+    /// `GET path` with an optional bearer token.
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Result<Value, ClientError> {
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        Ok(Self::answer(req.send().await.map_err(transport)?).await?.1)
+    }
+
+    /// `POST path` with a JSON body and an optional bearer token; returns status and body.
+    pub async fn post(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        body: &Value,
+    ) -> Result<(u16, Value), ClientError> {
+        let mut req = self.http.post(format!("{}{path}", self.base)).json(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        Self::answer(req.send().await.map_err(transport)?).await
+    }
+
+    /// The service's keys and trustees.
+    pub async fn info(&self) -> Result<ServiceInfo, ClientError> {
+        let v = self.get("/v1/info", None).await?;
+        let bad = || ClientError {
+            status: 200,
+            code: "bad_info".into(),
+        };
+        let control_room = v
+            .get("control_room_public")
+            .and_then(Value::as_str)
+            .and_then(|h| ControlRoomPublic::from_hex(h).ok())
+            .ok_or_else(bad)?;
+        let threshold = v
+            .get("threshold")
+            .and_then(Value::as_u64)
+            .and_then(|t| u8::try_from(t).ok())
+            .ok_or_else(bad)?;
+        let mut trustees = Vec::new();
+        for t in v
+            .get("trustees")
+            .and_then(Value::as_array)
+            .ok_or_else(bad)?
+        {
+            let p = t
+                .get("public")
+                .and_then(Value::as_str)
+                .and_then(|h| TrusteePublic::from_hex(h).ok())
+                .ok_or_else(bad)?;
+            trustees.push(p);
+        }
+        Ok(ServiceInfo {
+            control_room,
+            threshold,
+            trustees,
+        })
+    }
+
+    /// Enrolls; answers once every trustee holds its share.
+    pub async fn enroll(&self, package: &EnrollmentPackage) -> Result<Value, ClientError> {
+        let body = json!({ "package": B64.encode(package.to_bytes()) });
+        Ok(self.post("/v1/enroll", None, &body).await?.1)
+    }
+
+    /// Sends a panic; returns the incident id (hex).
+    pub async fn panic(&self, panic: &Signed<PanicEvent>) -> Result<String, ClientError> {
+        let body = json!({ "panic": B64.encode(panic.as_bytes()) });
+        let (_, v) = self.post("/v1/panic", None, &body).await?;
+        v.get("incident_id")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or(ClientError {
+                status: 202,
+                code: "bad_answer".into(),
+            })
+    }
+
+    /// Sends a location update.
+    pub async fn location(&self, update: &Signed<LocationUpdate>) -> Result<Value, ClientError> {
+        let body = json!({ "update": B64.encode(update.as_bytes()) });
+        Ok(self.post("/v1/location", None, &body).await?.1)
+    }
+
+    /// Sends a cancel.
+    pub async fn cancel(&self, cancel: &Signed<Cancel>) -> Result<Value, ClientError> {
+        let body = json!({ "cancel": B64.encode(cancel.as_bytes()) });
+        Ok(self.post("/v1/cancel", None, &body).await?.1)
+    }
+
+    /// Sends a stop; returns the receipts collected so far.
+    pub async fn stop(&self, stop: &Signed<Stop>) -> Result<Value, ClientError> {
+        let body = json!({ "stop": B64.encode(stop.as_bytes()) });
+        Ok(self.post("/v1/stop", None, &body).await?.1)
+    }
+
+    /// Operator login; returns the session token.
+    pub async fn login(&self, username: &str, password: &str) -> Result<String, ClientError> {
+        let body = json!({ "username": username, "password": password });
+        let (_, v) = self.post("/v1/operator/login", None, &body).await?;
+        v.get("token")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or(ClientError {
+                status: 200,
+                code: "bad_answer".into(),
+            })
+    }
+
+    /// Registers a unit (operator); returns `(unit_id, unit_token)`.
+    pub async fn create_unit(
+        &self,
+        operator: &str,
+        name: &str,
+        kind: &str,
+        lat: f64,
+        lon: f64,
+    ) -> Result<(String, String), ClientError> {
+        let body = json!({ "name": name, "kind": kind, "lat": lat, "lon": lon });
+        let (_, v) = self
+            .post("/v1/operator/units", Some(operator), &body)
+            .await?;
+        let field = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+        field("unit_id").zip(field("token")).ok_or(ClientError {
+            status: 201,
+            code: "bad_answer".into(),
+        })
+    }
+
+    /// Subscribes to an SSE stream (`/v1/operator/events` or `/v1/unit/events`).
+    /// Each event's JSON arrives on the returned channel; the channel closes
+    /// when the stream ends. Returns once the stream is open.
+    pub async fn events(
+        &self,
+        path: &str,
+        token: &str,
+    ) -> Result<mpsc::UnboundedReceiver<Value>, ClientError> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(transport)?;
+        if !resp.status().is_success() {
+            return Err(Self::answer(resp).await.err().unwrap_or(ClientError {
+                status: 0,
+                code: "unknown".into(),
+            }));
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut stream = resp.bytes_stream();
+            let mut buf = String::new();
+            let mut data = String::new();
+            while let Some(Ok(chunk)) = stream.next().await {
+                buf.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(pos) = buf.find('\n') {
+                    let line: String = buf.drain(..=pos).collect();
+                    let line = line.trim_end_matches(['\n', '\r']);
+                    if line.is_empty() {
+                        if !data.is_empty() {
+                            if let Ok(v) = serde_json::from_str::<Value>(&data)
+                                && tx.send(v).is_err()
+                            {
+                                return;
+                            }
+                            data.clear();
+                        }
+                    } else if let Some(d) = line.strip_prefix("data:") {
+                        data.push_str(d.trim_start());
+                    }
+                }
+            }
+        });
+        Ok(rx)
+    }
+}

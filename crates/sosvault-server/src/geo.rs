@@ -1,0 +1,254 @@
+//! Nearest free unit by great-circle distance.
+//!
+//! `rstar` works with Euclidean distances, so each position is stored as a
+//! point on the unit sphere in 3-D (x, y, z). The straight-line (chord)
+//! distance between two such points grows strictly with the great-circle
+//! distance between them, so the R-tree's nearest neighbours in 3-D are
+//! exactly the nearest by great-circle distance, anywhere on the globe (no
+//! projection, no trouble at the poles or the antimeridian). The distance
+//! shown to people is then computed with the haversine formula.
+
+use std::collections::{HashMap, HashSet};
+
+use rstar::{AABB, PointDistance, RTree, RTreeObject};
+
+/// Mean Earth radius in metres (IUGG).
+pub const EARTH_RADIUS_M: f64 = 6_371_008.8;
+
+/// Great-circle distance in metres (haversine).
+pub fn haversine_m(a: (f64, f64), b: (f64, f64)) -> f64 {
+    let (lat1, lon1) = (a.0.to_radians(), a.1.to_radians());
+    let (lat2, lon2) = (b.0.to_radians(), b.1.to_radians());
+    let dlat = lat2 - lat1;
+    let dlon = lon2 - lon1;
+    let h = (dlat / 2.0).sin().powi(2) + lat1.cos() * lat2.cos() * (dlon / 2.0).sin().powi(2);
+    2.0 * EARTH_RADIUS_M * h.sqrt().min(1.0).asin()
+}
+
+fn to_xyz(lat: f64, lon: f64) -> [f64; 3] {
+    let (lat, lon) = (lat.to_radians(), lon.to_radians());
+    [lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()]
+}
+
+/// The kind of a unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnitKind {
+    /// A police team.
+    Police,
+    /// An ambulance / medical team.
+    Medical,
+    /// A counsellor (mental-health crisis).
+    Counsellor,
+}
+
+impl UnitKind {
+    /// Stable name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnitKind::Police => "police",
+            UnitKind::Medical => "medical",
+            UnitKind::Counsellor => "counsellor",
+        }
+    }
+
+    /// Parses [`UnitKind::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "police" => Some(UnitKind::Police),
+            "medical" => Some(UnitKind::Medical),
+            "counsellor" => Some(UnitKind::Counsellor),
+            _ => None,
+        }
+    }
+
+    /// The kind of unit a panic category needs.
+    pub fn for_category(c: sosvault::Category) -> Self {
+        match c {
+            sosvault::Category::Medical => UnitKind::Medical,
+            sosvault::Category::MentalHealth => UnitKind::Counsellor,
+            // Police, and any category added later: send the police.
+            _ => UnitKind::Police,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+struct Entry {
+    unit: String,
+    xyz: [f64; 3],
+}
+
+impl RTreeObject for Entry {
+    type Envelope = AABB<[f64; 3]>;
+    fn envelope(&self) -> Self::Envelope {
+        AABB::from_point(self.xyz)
+    }
+}
+
+impl PointDistance for Entry {
+    fn distance_2(&self, p: &[f64; 3]) -> f64 {
+        let d = [self.xyz[0] - p[0], self.xyz[1] - p[1], self.xyz[2] - p[2]];
+        d[0] * d[0] + d[1] * d[1] + d[2] * d[2]
+    }
+}
+
+/// Free units per kind, in R-trees, with their positions.
+#[derive(Default)]
+pub struct UnitIndex {
+    trees: HashMap<UnitKind, RTree<Entry>>,
+    positions: HashMap<String, (UnitKind, (f64, f64))>,
+    busy: HashSet<String>,
+}
+
+impl UnitIndex {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn remove_from_tree(&mut self, unit: &str) {
+        if let Some((kind, (lat, lon))) = self.positions.get(unit)
+            && let Some(tree) = self.trees.get_mut(kind)
+        {
+            tree.remove(&Entry {
+                unit: unit.to_owned(),
+                xyz: to_xyz(*lat, *lon),
+            });
+        }
+    }
+
+    /// Records a unit's position (free units move in the tree).
+    pub fn set_position(&mut self, unit: &str, kind: UnitKind, lat: f64, lon: f64) {
+        self.remove_from_tree(unit);
+        self.positions.insert(unit.to_owned(), (kind, (lat, lon)));
+        if !self.busy.contains(unit) {
+            self.trees.entry(kind).or_default().insert(Entry {
+                unit: unit.to_owned(),
+                xyz: to_xyz(lat, lon),
+            });
+        }
+    }
+
+    /// A unit's last position.
+    pub fn position(&self, unit: &str) -> Option<(f64, f64)> {
+        self.positions.get(unit).map(|(_, p)| *p)
+    }
+
+    /// Takes a unit out of the free pool.
+    pub fn mark_busy(&mut self, unit: &str) {
+        if self.busy.insert(unit.to_owned()) {
+            self.remove_from_tree(unit);
+        }
+    }
+
+    /// Puts a unit back into the free pool.
+    pub fn mark_free(&mut self, unit: &str) {
+        if self.busy.remove(unit)
+            && let Some((kind, (lat, lon))) = self.positions.get(unit).cloned()
+        {
+            self.trees.entry(kind).or_default().insert(Entry {
+                unit: unit.to_owned(),
+                xyz: to_xyz(lat, lon),
+            });
+        }
+    }
+
+    /// Whether the unit is busy.
+    pub fn is_busy(&self, unit: &str) -> bool {
+        self.busy.contains(unit)
+    }
+
+    /// The nearest free unit of `kind` to `(lat, lon)` not in `exclude`, with
+    /// its great-circle distance in metres.
+    pub fn nearest_free(
+        &self,
+        kind: UnitKind,
+        lat: f64,
+        lon: f64,
+        exclude: &HashSet<String>,
+    ) -> Option<(String, f64)> {
+        let tree = self.trees.get(&kind)?;
+        let q = to_xyz(lat, lon);
+        tree.nearest_neighbor_iter(&q)
+            .find(|e| !exclude.contains(&e.unit))
+            .and_then(|e| {
+                let pos = self.position(&e.unit)?;
+                Some((e.unit.clone(), haversine_m((lat, lon), pos)))
+            })
+    }
+
+    /// Free units of a kind.
+    pub fn free_count(&self, kind: UnitKind) -> usize {
+        self.trees.get(&kind).map_or(0, |t| t.size())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn haversine_known_distance() {
+        // Kota Junction to Talwandi, about 8.9 km.
+        let d = haversine_m((25.2230, 75.8817), (25.1433, 75.8436));
+        assert!((8_500.0..9_800.0).contains(&d), "{d}");
+        assert!(haversine_m((0.0, 179.9), (0.0, -179.9)) < 23_000.0);
+    }
+
+    #[test]
+    fn nearest_of_the_right_kind_skipping_busy_and_excluded() {
+        let mut idx = UnitIndex::new();
+        idx.set_position("p-far", UnitKind::Police, 25.20, 75.85);
+        idx.set_position("p-near", UnitKind::Police, 25.145, 75.84);
+        idx.set_position("m-nearest", UnitKind::Medical, 25.1433, 75.8436);
+        let none = HashSet::new();
+        let (u, d) = idx
+            .nearest_free(UnitKind::Police, 25.1433, 75.8436, &none)
+            .unwrap();
+        assert_eq!(u, "p-near");
+        assert!(d < 1_000.0);
+        idx.mark_busy("p-near");
+        assert_eq!(
+            idx.nearest_free(UnitKind::Police, 25.1433, 75.8436, &none)
+                .unwrap()
+                .0,
+            "p-far"
+        );
+        idx.mark_free("p-near");
+        let ex: HashSet<String> = ["p-near".to_string()].into();
+        assert_eq!(
+            idx.nearest_free(UnitKind::Police, 25.1433, 75.8436, &ex)
+                .unwrap()
+                .0,
+            "p-far"
+        );
+        // Moving a free unit moves it in the tree.
+        idx.set_position("p-far", UnitKind::Police, 25.1434, 75.8437);
+        assert_eq!(
+            idx.nearest_free(UnitKind::Police, 25.1433, 75.8436, &none)
+                .unwrap()
+                .0,
+            "p-far"
+        );
+        assert!(
+            idx.nearest_free(UnitKind::Counsellor, 25.0, 75.0, &none)
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn chord_order_matches_great_circle_order() {
+        // Across the antimeridian: the unit at 179.9 E is nearer to 179.9 W than one at 170 W.
+        let mut idx = UnitIndex::new();
+        idx.set_position("east", UnitKind::Police, 0.0, 179.9);
+        idx.set_position("west", UnitKind::Police, 0.0, -170.0);
+        let none = HashSet::new();
+        assert_eq!(
+            idx.nearest_free(UnitKind::Police, 0.0, -179.9, &none)
+                .unwrap()
+                .0,
+            "east"
+        );
+    }
+}

@@ -1,0 +1,188 @@
+//! # sosvault-server
+//!
+//! The reference dispatch service: the control room's back end. A student's
+//! signed panic comes in; it is on disk before the phone hears "help is
+//! coming"; the nearest free team of the right kind is sent over a live
+//! stream; in parallel the trustees are asked to release their shares to the
+//! incident's ephemeral key, and the student's profile opens for the
+//! operators and the assigned team once `t` good shares are in, for a bounded
+//! time only. Stop deletes the ciphertexts and has every trustee shred.
+//!
+//! ## Parts
+//!
+//! - [`config`]: TOML + `SOSVAULT_SERVER_*` environment overrides.
+//! - [`store`]: the narrow [`store::Store`] trait and its SQLite
+//!   implementation (WAL, `synchronous = FULL`, `secure_delete = ON`).
+//! - [`engine`]: incidents, dispatch (R-tree of free units per kind,
+//!   great-circle distance, acknowledgement timeout, reassignment), releases
+//!   ([`sosvault::Opener`]), access windows, stop and shreds, restart resume.
+//! - [`trustees`]: the HTTP client for `sosvault-trustee`.
+//! - [`api`]: the axum router; [`error`]: one JSON error type.
+//! - [`client`]: a typed HTTP client for devices, units and operators (used
+//!   by the CLI, the demo and the tests).
+//!
+//! ## Invariants
+//!
+//! - A panic is committed (one SQLite transaction, fsync) before `202` is
+//!   sent; the same signed panic again returns the same incident.
+//! - Vault keys live only in memory, inside an open incident, until the
+//!   access window ends; they are never written anywhere. Incident keys are
+//!   stored sealed under the service's master key (`master.key`) so a restart
+//!   can ask the trustees again, and are deleted when the incident closes,
+//!   its window ends, or the student stops.
+//! - Logs carry incident ids, steps and error codes; never a request body, a
+//!   location or a profile field.
+//!
+//! ## Quick start
+//!
+//! ```no_run
+//! # async fn run() -> anyhow::Result<()> {
+//! use sosvault_server::{Service, config::Config};
+//! let cfg = Config::load(std::path::Path::new("server.toml"))?;
+//! let service = Service::start(cfg).await?;
+//! println!("listening on http://{}", service.local_addr());
+//! service.run_until(async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! # Ok(()) }
+//! ```
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod api;
+pub mod auth;
+pub mod client;
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod geo;
+pub mod metrics;
+pub mod store;
+pub mod trustees;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use sosvault::ControlRoomKey;
+use zeroize::Zeroizing;
+
+use crate::config::Config;
+use crate::engine::{Engine, MasterKey};
+use crate::store::{Db, SqliteStore};
+
+/// Writes `bytes` to `path` readable by the owner only, refusing to overwrite.
+fn write_secret(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(0o600);
+    }
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    Ok(())
+}
+
+/// Creates `control-room.key` and `master.key` in the data directory (if
+/// missing) and returns the control room's public keys.
+pub fn init_keys(cfg: &Config) -> anyhow::Result<sosvault::ControlRoomPublic> {
+    std::fs::create_dir_all(&cfg.data_dir)
+        .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    let cr_path = cfg.control_room_key_path();
+    if !cr_path.exists() {
+        let key = ControlRoomKey::generate();
+        write_secret(&cr_path, &key.to_secret_bytes())?;
+    }
+    let mk_path = cfg.master_key_path();
+    if !mk_path.exists() {
+        let key = MasterKey::generate();
+        write_secret(&mk_path, key.to_secret_string().as_bytes())?;
+    }
+    Ok(load_keys(cfg)?.0.public())
+}
+
+fn load_keys(cfg: &Config) -> anyhow::Result<(ControlRoomKey, MasterKey)> {
+    let cr = Zeroizing::new(
+        std::fs::read(cfg.control_room_key_path()).context("reading control-room.key")?,
+    );
+    let cr = ControlRoomKey::from_secret_bytes(&cr)
+        .map_err(|e| anyhow::anyhow!("control-room.key: {e}"))?;
+    let mk = Zeroizing::new(
+        std::fs::read_to_string(cfg.master_key_path()).context("reading master.key")?,
+    );
+    let mk = MasterKey::from_secret_str(&mk).context("master.key is not an age identity")?;
+    Ok((cr, mk))
+}
+
+/// A running service: the engine plus a bound listener.
+pub struct Service {
+    engine: Engine,
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+}
+
+impl Service {
+    /// Opens the store, loads keys, resumes open incidents and binds the listener.
+    pub async fn start(cfg: Config) -> anyhow::Result<Self> {
+        cfg.validate()?;
+        let (cr, mk) = load_keys(&cfg)?;
+        let store = SqliteStore::open(&cfg.db_path()).context("opening the database")?;
+        let db = Db::new(Arc::new(store));
+        let listen = cfg.listen_addr()?;
+        let engine = Engine::new(cfg, db, cr, mk).map_err(|e| anyhow::anyhow!("{e}"))?;
+        engine
+            .resume()
+            .await
+            .map_err(|e| anyhow::anyhow!("resuming: {e}"))?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding {listen}"))?;
+        let addr = listener.local_addr()?;
+        Ok(Self {
+            engine,
+            listener,
+            addr,
+        })
+    }
+
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The engine.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Serves until `shutdown` completes, then finishes in-flight requests
+    /// and stops background tasks.
+    pub async fn run_until(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let app = api::router(self.engine.clone());
+        let engine = self.engine.clone();
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                // Live streams never end by themselves: end them so in-flight
+                // requests can finish and the server can stop.
+                engine.close_streams();
+            })
+            .await?;
+        self.engine.shutdown();
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            self.engine.tracker().wait(),
+        )
+        .await;
+        Ok(())
+    }
+}

@@ -1,0 +1,363 @@
+//! A real cluster on loopback: three `sosvault-trustee` processes and one
+//! `sosvault-server` process, each with its own temporary store.
+//!
+//! The server binary comes from `CARGO_BIN_EXE_sosvault-server`. The trustee
+//! binary belongs to another package, so Cargo does not build it for these
+//! tests: [`trustee_bin`] runs `cargo build -p sosvault-trustee --bin
+//! sosvault-trustee` once per test binary (a no-op when it is up to date) and
+//! takes the binary from the same target directory as the server's. Set
+//! `SOSVAULT_TRUSTEE_BIN` to use another binary.
+
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde_json::Value;
+use sosvault::{Device, DeviceKey, Policy, Profile, Timestamp};
+use sosvault_server::client::{Client, ServiceInfo};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+pub const OPERATOR: &str = "operator";
+pub const PASSWORD: &str = "kota-control-room-test";
+
+pub fn server_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_sosvault-server"))
+}
+
+/// The trustee binary, built on first use.
+pub fn trustee_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(p) = std::env::var("SOSVAULT_TRUSTEE_BIN") {
+            return PathBuf::from(p);
+        }
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
+        let status = Command::new(cargo)
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "sosvault-trustee",
+                "--bin",
+                "sosvault-trustee",
+                "--manifest-path",
+            ])
+            .arg(&manifest)
+            .status()
+            .expect("running cargo build for the trustee");
+        assert!(status.success(), "building sosvault-trustee failed");
+        let bin = server_bin().with_file_name("sosvault-trustee");
+        assert!(bin.exists(), "no trustee binary at {}", bin.display());
+        bin
+    })
+    .clone()
+}
+
+/// Reads a child's stdout until `listening on http://ADDR`; returns ADDR.
+fn wait_listening(child: &mut Child) -> String {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    for line in lines.by_ref() {
+        let line = line.expect("reading stdout");
+        if let Some(addr) = line.strip_prefix("listening on http://") {
+            let addr = addr.trim().to_owned();
+            // Keep draining stdout so the child never blocks on a full pipe.
+            std::thread::spawn(move || for _ in lines {});
+            return addr;
+        }
+    }
+    panic!("the process exited before listening");
+}
+
+pub struct TrusteeProc {
+    pub dir: PathBuf,
+    pub public: String,
+    pub addr: Option<String>,
+    child: Option<Child>,
+    pinned: String,
+}
+
+impl TrusteeProc {
+    fn init(dir: &Path, name: &str) -> Self {
+        let out = Command::new(trustee_bin())
+            .args(["init", "--dir"])
+            .arg(dir)
+            .args(["--name", name, "--listen", "127.0.0.1:0"])
+            .output()
+            .expect("trustee init");
+        assert!(
+            out.status.success(),
+            "trustee init: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let public = text
+            .lines()
+            .find_map(|l| l.strip_prefix("public: "))
+            .expect("public line")
+            .trim()
+            .to_owned();
+        Self {
+            dir: dir.to_owned(),
+            public,
+            addr: None,
+            child: None,
+            pinned: String::new(),
+        }
+    }
+
+    /// Starts (or restarts, on the same port) the trustee.
+    pub fn start(&mut self) {
+        assert!(self.child.is_none());
+        let mut cmd = Command::new(trustee_bin());
+        cmd.args(["serve", "--config"])
+            .arg(self.dir.join("trustee.toml"))
+            .env("SOSVAULT_TRUSTEE_PINNED_CONTROL_ROOMS", &self.pinned)
+            .env("SOSVAULT_TRUSTEE_MAX_RELEASES_PER_WINDOW", "100")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        if let Some(addr) = &self.addr {
+            cmd.env("SOSVAULT_TRUSTEE_LISTEN", addr);
+        }
+        let mut child = cmd.spawn().expect("spawn trustee");
+        let addr = wait_listening(&mut child);
+        self.addr = Some(addr);
+        self.child = Some(child);
+    }
+
+    /// Kills the trustee (SIGKILL).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr.as_ref().unwrap())
+    }
+}
+
+impl Drop for TrusteeProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub struct ServerProc {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub addr: Option<String>,
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl ServerProc {
+    pub fn start(&mut self) {
+        assert!(self.child.is_none());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap();
+        let mut cmd = Command::new(server_bin());
+        cmd.args(["serve", "--config"])
+            .arg(&self.config)
+            .env("SOSVAULT_LOG", "debug")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        if let Some(addr) = &self.addr {
+            cmd.env("SOSVAULT_SERVER_LISTEN", addr);
+        }
+        let mut child = cmd.spawn().expect("spawn server");
+        let addr = wait_listening(&mut child);
+        self.addr = Some(addr);
+        self.child = Some(child);
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr.as_ref().unwrap())
+    }
+
+    pub fn logs(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub struct Cluster {
+    pub tmp: tempfile::TempDir,
+    pub trustees: Vec<TrusteeProc>,
+    pub server: ServerProc,
+    pub client: Client,
+    pub info: ServiceInfo,
+}
+
+pub struct Options {
+    pub ack_timeout_ms: u64,
+    pub access_window_secs: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            ack_timeout_ms: 3_000,
+            access_window_secs: 2700,
+        }
+    }
+}
+
+impl Cluster {
+    pub async fn start(opts: Options) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut trustees: Vec<TrusteeProc> = (0..3)
+            .map(|i| {
+                TrusteeProc::init(
+                    &tmp.path().join(format!("trustee-{i}")),
+                    &format!("trustee-{}", i + 1),
+                )
+            })
+            .collect();
+        // Server keys first: the trustees pin the control room's key.
+        let sdir = tmp.path().join("server");
+        let mut cfg = sosvault_server::config::Config::new(&sdir);
+        let cr = sosvault_server::init_keys(&cfg).unwrap();
+        for t in &mut trustees {
+            t.pinned = cr.to_hex();
+            t.start();
+        }
+        cfg.listen = "127.0.0.1:0".into();
+        cfg.ack_timeout_ms = opts.ack_timeout_ms;
+        cfg.access_window_secs = opts.access_window_secs;
+        cfg.enroll_timeout_ms = 5_000;
+        cfg.max_backoff_ms = 300;
+        for (i, t) in trustees.iter().enumerate() {
+            cfg.trustees.push(sosvault_server::config::TrusteeConfig {
+                url: t.url(),
+                public: t.public.clone(),
+                name: format!("trustee-{}", i + 1),
+            });
+        }
+        cfg.operators.push(sosvault_server::config::OperatorConfig {
+            username: OPERATOR.into(),
+            password_hash: sosvault_server::auth::hash_password(PASSWORD).unwrap(),
+        });
+        let config = sdir.join("server.toml");
+        std::fs::write(&config, cfg.to_toml().unwrap()).unwrap();
+        let mut server = ServerProc {
+            dir: sdir.clone(),
+            config,
+            addr: None,
+            log: sdir.join("server.log"),
+            child: None,
+        };
+        server.start();
+        let client = Client::new(&server.url());
+        let info = client.info().await.unwrap();
+        Self {
+            tmp,
+            trustees,
+            server,
+            client,
+            info,
+        }
+    }
+
+    pub async fn operator(&self) -> String {
+        self.client.login(OPERATOR, PASSWORD).await.unwrap()
+    }
+
+    /// A device enrolled with a profile.
+    pub async fn student(&self, name: &str) -> Device {
+        let mut device = Device::new(DeviceKey::generate());
+        let mut profile = Profile::new(name, "+91 98290 11223");
+        profile.hostel = "Shanti Girls Hostel, room 12".into();
+        profile.medical_notes = "asthma; carries an inhaler".into();
+        let e = device
+            .enroll(
+                &profile.to_bytes(),
+                &self.info.trustees,
+                self.info.threshold,
+                Policy::default(),
+                Timestamp::now(),
+            )
+            .unwrap();
+        self.client.enroll(&e.package).await.unwrap();
+        device
+    }
+
+    /// Registers a unit at a position and opens its live stream.
+    pub async fn unit(&self, op: &str, name: &str, kind: &str, lat: f64, lon: f64) -> UnitHandle {
+        let (id, token) = self
+            .client
+            .create_unit(op, name, kind, lat, lon)
+            .await
+            .unwrap();
+        let events = self.client.events("/v1/unit/events", &token).await.unwrap();
+        UnitHandle { id, token, events }
+    }
+}
+
+pub struct UnitHandle {
+    pub id: String,
+    pub token: String,
+    pub events: UnboundedReceiver<Value>,
+}
+
+/// Waits (bounded) for an event matching `pred` on a stream.
+pub async fn next_event(
+    rx: &mut UnboundedReceiver<Value>,
+    secs: u64,
+    pred: impl Fn(&Value) -> bool,
+) -> Value {
+    let fut = async {
+        loop {
+            let ev = rx.recv().await.expect("event stream ended");
+            if pred(&ev) {
+                return ev;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(secs), fut)
+        .await
+        .expect("timed out waiting for an event")
+}
+
+pub fn is(kind: &'static str, incident: &str) -> impl Fn(&Value) -> bool {
+    let incident = incident.to_owned();
+    move |ev| ev["kind"] == kind && ev["incident"] == incident.as_str()
+}
+
+pub fn timeline_step(ev: &Value, step: &str) -> bool {
+    ev["kind"] == "timeline" && ev["detail"]["step"] == step
+}
+
+pub fn talwandi() -> sosvault::Location {
+    sosvault::Location::new(25.1425, 75.8350, 8, Timestamp::now()).unwrap()
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("---- server log ----\n{}", self.server.logs());
+        }
+    }
+}

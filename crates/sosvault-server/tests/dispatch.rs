@@ -1,0 +1,278 @@
+//! End to end: real trustees, real dispatch service, a simulated device.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use sosvault::{Category, Timestamp};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nearest_unit_of_the_right_kind_is_sent_and_the_profile_opens_for_it() {
+    let c = Cluster::start(Options::default()).await;
+    let op = c.operator().await;
+    let mut ops = c.client.events("/v1/operator/events", &op).await.unwrap();
+    // Talwandi student. Police near (Talwandi circle), police far (Vigyan Nagar),
+    // a medical team nearer than both: the police team near must be sent.
+    let mut near = c
+        .unit(&op, "PCR Talwandi", "police", 25.1440, 75.8370)
+        .await;
+    let mut far = c
+        .unit(&op, "PCR Vigyan Nagar", "police", 25.1570, 75.8560)
+        .await;
+    let mut medic = c
+        .unit(&op, "Ambulance Talwandi", "medical", 25.1426, 75.8351)
+        .await;
+
+    let mut device = c.student("Asha Verma").await;
+    let panic = device
+        .panic(
+            Category::Police,
+            &talwandi(),
+            &c.info.control_room,
+            Timestamp::now(),
+        )
+        .unwrap();
+    let id = c.client.panic(&panic).await.unwrap();
+    // The phone retries on a bad network: same incident, never a second one.
+    assert_eq!(c.client.panic(&panic).await.unwrap(), id);
+
+    let ev = next_event(&mut near.events, 10, is("assigned", &id)).await;
+    assert_eq!(ev["detail"]["category"], "police");
+    assert!(ev["detail"]["distance_m"].as_f64().unwrap() < 500.0);
+
+    // Before acknowledging, the other units know nothing of it.
+    for other in [&c.client] {
+        let err = other
+            .get(&format!("/v1/unit/incidents/{id}"), Some(&far.token))
+            .await
+            .unwrap_err();
+        assert_eq!(err.status, 404);
+        let err = other
+            .get(&format!("/v1/unit/incidents/{id}"), Some(&medic.token))
+            .await
+            .unwrap_err();
+        assert_eq!(err.status, 404);
+    }
+    c.client
+        .post(
+            &format!("/v1/unit/incidents/{id}/ack"),
+            Some(&near.token),
+            &Value::Null,
+        )
+        .await
+        .unwrap();
+    // Both happen, in either order: the release runs beside the dispatch.
+    let (mut acked, mut released) = (false, false);
+    while !(acked && released) {
+        let ev = next_event(&mut ops, 20, |e| e["incident"] == id.as_str()).await;
+        acked |= ev["kind"] == "acknowledged";
+        released |= ev["kind"] == "profile_available";
+    }
+
+    // The operator sees the profile, and the view is logged.
+    let detail = c
+        .client
+        .get(&format!("/v1/operator/incidents/{id}"), Some(&op))
+        .await
+        .unwrap();
+    assert_eq!(detail["profile"]["name"], "Asha Verma");
+    assert_eq!(detail["unit"]["id"], near.id.as_str());
+    assert_eq!(detail["unit"]["acknowledged"], true);
+    assert_eq!(detail["release"]["profile"], "released");
+    let assignments = detail["assignments"].as_array().unwrap();
+    assert_eq!(
+        assignments.len(),
+        1,
+        "only the nearest police team was assigned"
+    );
+
+    // The assigned unit sees it; the others do not.
+    let mine = c
+        .client
+        .get(&format!("/v1/unit/incidents/{id}"), Some(&near.token))
+        .await
+        .unwrap();
+    assert_eq!(mine["profile"]["hostel"], "Shanti Girls Hostel, room 12");
+    for t in [&far.token, &medic.token] {
+        assert_eq!(
+            c.client
+                .get(&format!("/v1/unit/incidents/{id}"), Some(t))
+                .await
+                .unwrap_err()
+                .status,
+            404
+        );
+    }
+    assert_eq!(
+        c.client
+            .get(&format!("/v1/operator/incidents/{id}"), None)
+            .await
+            .unwrap_err()
+            .status,
+        401
+    );
+
+    let log = c
+        .client
+        .get(
+            &format!("/v1/operator/incidents/{id}/access-log"),
+            Some(&op),
+        )
+        .await
+        .unwrap();
+    let actors: Vec<&str> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "profile_viewed")
+        .map(|e| e["actor"].as_str().unwrap())
+        .collect();
+    assert!(actors.contains(&"operator:operator"), "{actors:?}");
+    assert!(actors.iter().any(|a| a.starts_with("unit:")), "{actors:?}");
+
+    // The student moves; the team gets the new position.
+    let moved = sosvault::Location::new(25.1450, 75.8390, 5, Timestamp::now()).unwrap();
+    let update = device
+        .location_update(panic.hash(), &moved, &c.info.control_room, Timestamp::now())
+        .unwrap();
+    c.client.location(&update).await.unwrap();
+    let ev = next_event(&mut near.events, 10, is("location", &id)).await;
+    assert!((ev["detail"]["lat"].as_f64().unwrap() - 25.1450).abs() < 1e-6);
+    // The far unit never got anything about this incident.
+    while let Ok(ev) = far.events.try_recv() {
+        assert_ne!(ev["incident"], id.as_str(), "{ev}");
+    }
+    while let Ok(ev) = medic.events.try_recv() {
+        assert_ne!(ev["incident"], id.as_str(), "{ev}");
+    }
+
+    // "I am safe": closed, unit told, profile gone.
+    let cancel = device
+        .cancel(panic.hash(), false, &c.info.control_room, Timestamp::now())
+        .unwrap();
+    assert_eq!(
+        c.client.cancel(&cancel).await.unwrap()["status"],
+        "received"
+    );
+    next_event(&mut near.events, 10, is("cancelled", &id)).await;
+    let detail = c
+        .client
+        .get(&format!("/v1/operator/incidents/{id}"), Some(&op))
+        .await
+        .unwrap();
+    assert_eq!(detail["status"], "cancelled");
+    assert!(detail["profile"].is_null());
+    assert_eq!(
+        c.client
+            .get(&format!("/v1/unit/incidents/{id}"), Some(&near.token))
+            .await
+            .unwrap_err()
+            .status,
+        404
+    );
+
+    // No secret or profile field in the service's logs.
+    let logs = c.server.logs();
+    assert!(logs.contains("panic stored"), "logs were captured");
+    for secret in [
+        "Asha",
+        "98290",
+        "Shanti",
+        "asthma",
+        "25.14",
+        "75.83",
+        PASSWORD,
+        &op,
+        &near.token,
+    ] {
+        assert!(!logs.contains(secret), "the logs contain {secret:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unacknowledged_assignment_moves_to_the_next_nearest() {
+    let c = Cluster::start(Options {
+        ack_timeout_ms: 800,
+        ..Options::default()
+    })
+    .await;
+    let op = c.operator().await;
+    let mut silent = c
+        .unit(&op, "PCR Talwandi (radio off)", "police", 25.1430, 75.8355)
+        .await;
+    let mut next = c.unit(&op, "PCR Kunhadi", "police", 25.1700, 75.8300).await;
+    let mut device = c.student("Ravi Kumar").await;
+    let panic = device
+        .panic(
+            Category::Police,
+            &talwandi(),
+            &c.info.control_room,
+            Timestamp::now(),
+        )
+        .unwrap();
+    let id = c.client.panic(&panic).await.unwrap();
+
+    next_event(&mut silent.events, 10, is("assigned", &id)).await;
+    next_event(&mut silent.events, 10, is("assignment_withdrawn", &id)).await;
+    next_event(&mut next.events, 10, is("assigned", &id)).await;
+    c.client
+        .post(
+            &format!("/v1/unit/incidents/{id}/ack"),
+            Some(&next.token),
+            &Value::Null,
+        )
+        .await
+        .unwrap();
+    // The withdrawn unit can no longer acknowledge or read it.
+    assert_eq!(
+        c.client
+            .post(
+                &format!("/v1/unit/incidents/{id}/ack"),
+                Some(&silent.token),
+                &Value::Null
+            )
+            .await
+            .unwrap_err()
+            .status,
+        404
+    );
+    let mut ops = c.client.events("/v1/operator/events", &op).await.unwrap();
+    let detail = loop {
+        let d = c
+            .client
+            .get(&format!("/v1/operator/incidents/{id}"), Some(&op))
+            .await
+            .unwrap();
+        if d["unit"]["acknowledged"] == true {
+            break d;
+        }
+        next_event(&mut ops, 10, |e| e["incident"] == id.as_str()).await;
+    };
+    assert_eq!(detail["unit"]["id"], next.id.as_str());
+    let statuses: Vec<(String, String)> = detail["assignments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["unit"].as_str().unwrap().to_owned(),
+                a["status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![
+            (silent.id.clone(), "timed_out".into()),
+            (next.id.clone(), "acknowledged".into())
+        ]
+    );
+    let steps: Vec<&str> = detail["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["kind"].as_str().unwrap())
+        .collect();
+    assert!(steps.contains(&"timed_out"), "{steps:?}");
+}
