@@ -453,10 +453,17 @@ impl Body for ReleaseRequest {
     }
 
     fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let panic = read_embedded(r, "panic", MAX_PANIC_BYTES)?;
+        let incident = IncidentId(r.array("incident id")?);
+        let recipient = IncidentRecipient::from_bytes(r.array("incident recipient")?);
+        // A low-order recipient would make every released share readable by anyone.
+        if recipient.0.is_low_order() {
+            return Err(DecodeError::InvalidValue("incident recipient"));
+        }
         Ok(Self {
-            panic: read_embedded(r, "panic", MAX_PANIC_BYTES)?,
-            incident: IncidentId(r.array("incident id")?),
-            recipient: IncidentRecipient::from_bytes(r.array("incident recipient")?),
+            panic,
+            incident,
+            recipient,
             issued_at: read_time(r, "issued at")?,
         })
     }
@@ -949,3 +956,63 @@ pub type SignedRelease = Signed<Release>;
 pub type SignedShredReceipt = Signed<ShredReceipt>;
 /// A trustee-signed [`ShareReceipt`].
 pub type SignedShareReceipt = Signed<ShareReceipt>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Device, DeviceKey, IncidentKey, TimeLimits, Trustee, TrusteeKey};
+
+    #[test]
+    fn a_release_request_with_a_low_order_recipient_is_malformed() {
+        // Regression (found by fuzz/trustee_transitions): the trustee sealed its share
+        // to the request's recipient, and age panicked on the all-zero point.
+        let now = Timestamp(1_790_000_000);
+        let room = ControlRoomKey::generate();
+        let trustee = Trustee::new(
+            TrusteeKey::generate(),
+            vec![room.public()],
+            TimeLimits::default(),
+        );
+        let mut device = Device::new(DeviceKey::generate());
+        device
+            .enroll(
+                b"{}",
+                &[trustee.key().public(), TrusteeKey::generate().public()],
+                2,
+                Policy::default(),
+                now,
+            )
+            .unwrap();
+        let here = Location::new(25.1425, 75.835, 10, now).unwrap();
+        let panic = device
+            .panic(Category::Police, &here, &room.public(), now)
+            .unwrap();
+        let good = room.release_request(&panic, IncidentId([1; 16]), &IncidentKey::generate(), now);
+        assert!(Signed::<ReleaseRequest>::decode(good.as_bytes()).is_ok());
+        for weak in [[0u8; 32], {
+            let mut p = [0xff; 32];
+            p[0] = 0xec;
+            p
+        }] {
+            let request = Signed::sign(
+                ReleaseRequest {
+                    panic: panic.clone(),
+                    incident: IncidentId([1; 16]),
+                    recipient: IncidentRecipient::from_bytes(weak),
+                    issued_at: now,
+                },
+                &room,
+            );
+            assert_eq!(
+                Signed::<ReleaseRequest>::decode(request.as_bytes()).err(),
+                Some(DecodeError::InvalidValue("incident recipient"))
+            );
+            assert!(matches!(
+                trustee.check_request(request.as_bytes(), now),
+                Err(crate::ReleaseRefusal::Malformed(DecodeError::InvalidValue(
+                    "incident recipient"
+                )))
+            ));
+        }
+    }
+}
