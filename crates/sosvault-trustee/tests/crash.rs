@@ -61,12 +61,12 @@ fn sigkill_mid_stream_loses_no_acknowledged_write_and_leaves_no_half_state() {
     // flight (one of them, likely, inside its commit) when the kill lands.
     // Each writer: E(a) E(b) S(a) E(c) E(d) S(c) ...
     let mut plans: Vec<Vec<Op>> = vec![Vec::new(); WRITERS];
-    for w in 0..WRITERS {
+    for (w, plan) in plans.iter_mut().enumerate() {
         let mine: Vec<usize> = (w..STUDENTS).step_by(WRITERS).collect();
         for (j, &i) in mine.iter().enumerate() {
-            plans[w].push(Op::Enroll(i));
+            plan.push(Op::Enroll(i));
             if j % 2 == 1 {
-                plans[w].push(Op::Shred(mine[j - 1]));
+                plan.push(Op::Shred(mine[j - 1]));
             }
         }
     }
