@@ -1031,3 +1031,36 @@ mod tests {
         assert_eq!(s.access_log(&[1; 16]).unwrap().len(), 2);
     }
 }
+
+#[cfg(test)]
+mod wipe_tests {
+    use super::*;
+
+    fn on_disk(dir: &Path, needle: &[u8]) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        for name in ["db", "db-wal"] {
+            let b = std::fs::read(dir.join(name)).unwrap_or_default();
+            if b.windows(needle.len()).any(|w| w == needle) {
+                out.push(if name == "db" { "db" } else { "wal" });
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn stop_leaves_no_ciphertext_in_the_file_or_the_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("db")).unwrap();
+        let secret: Vec<u8> = (0..700u32).map(|i| (i * 7 + 3) as u8 ^ 0x5a).collect();
+        s.put_enrollment(&[1; 32], &[2; 32], 1, b"record", &secret, 1)
+            .unwrap();
+        s.put_enrollment(&[3; 32], &[4; 32], 1, b"record", b"other", 1)
+            .unwrap();
+        assert!(!on_disk(dir.path(), &secret[100..164]).is_empty());
+        s.apply_stop(&[1; 32], b"stop", &[[9; 32]], 2).unwrap();
+        assert_eq!(on_disk(dir.path(), &secret[100..164]), Vec::<&str>::new());
+        // Later writes do not bring it back.
+        s.add_timeline(&[1; 16], 3, "x", "y").unwrap();
+        assert_eq!(on_disk(dir.path(), &secret[100..164]), Vec::<&str>::new());
+    }
+}

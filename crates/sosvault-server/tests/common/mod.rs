@@ -287,6 +287,11 @@ impl Cluster {
 
     /// A device enrolled with a profile.
     pub async fn student(&self, name: &str) -> Device {
+        self.student_with_package(name).await.0
+    }
+
+    /// A device enrolled with a profile, and the package it sent.
+    pub async fn student_with_package(&self, name: &str) -> (Device, sosvault::EnrollmentPackage) {
         let mut device = Device::new(DeviceKey::generate());
         let mut profile = Profile::new(name, "+91 98290 11223");
         profile.hostel = "Shanti Girls Hostel, room 12".into();
@@ -301,7 +306,7 @@ impl Cluster {
             )
             .unwrap();
         self.client.enroll(&e.package).await.unwrap();
-        device
+        (device, e.package)
     }
 
     /// Registers a unit at a position and opens its live stream.

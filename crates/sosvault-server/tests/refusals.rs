@@ -1,0 +1,318 @@
+//! Bad input and wrong callers: a clear 4xx, nothing changed, nothing leaked.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use base64::Engine as _;
+use common::*;
+use serde_json::{Value, json};
+use sosvault::{Category, Timestamp};
+
+fn b64(b: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD.encode(b)
+}
+
+async fn raw(c: &Cluster, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .post(format!("{}{path}", c.server.url()))
+        .header("content-type", "application/json")
+        .body(body.to_owned());
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_and_wrong_callers_get_a_clear_4xx_and_change_nothing() {
+    let c = Cluster::start(Options::default()).await;
+    let op = c.operator().await;
+    let mut unit = c
+        .unit(&op, "PCR Talwandi", "police", 25.1440, 75.8370)
+        .await;
+    let other_unit = c.unit(&op, "PCR Kunhadi", "police", 25.1900, 75.8300).await;
+    let mut victim = c.student("Victim").await;
+    let mut other = c.student("Other").await;
+    let panic = victim
+        .panic(
+            Category::Police,
+            &talwandi(),
+            &c.info.control_room,
+            Timestamp::now(),
+        )
+        .unwrap();
+    let id = c.client.panic(&panic).await.unwrap();
+    next_event(&mut unit.events, 10, is("assigned", &id)).await;
+    let before = c
+        .client
+        .get(&format!("/v1/operator/incidents/{id}"), Some(&op))
+        .await
+        .unwrap();
+
+    // Malformed bodies on every device endpoint.
+    for path in [
+        "/v1/enroll",
+        "/v1/panic",
+        "/v1/location",
+        "/v1/cancel",
+        "/v1/stop",
+    ] {
+        let field = match path {
+            "/v1/enroll" => "package",
+            "/v1/panic" => "panic",
+            "/v1/location" => "update",
+            "/v1/cancel" => "cancel",
+            _ => "stop",
+        };
+        for body in [
+            "not json".to_string(),
+            "{}".to_string(),
+            json!({ field: "%%% not base64" }).to_string(),
+            json!({ field: b64(b"garbage bytes") }).to_string(),
+            json!({ field: b64(panic.as_bytes()), "extra": 1 }).to_string(),
+        ] {
+            let (status, v) = raw(&c, path, None, &body).await;
+            assert_eq!(status, 400, "{path} {body}: {v}");
+            assert!(v["error"].is_string(), "{path}: JSON error body");
+        }
+        // The wrong message type in the right field: refused by its tag.
+        if path != "/v1/panic" && path != "/v1/enroll" {
+            let (status, _) = raw(
+                &c,
+                path,
+                None,
+                &json!({ field: b64(panic.as_bytes()) }).to_string(),
+            )
+            .await;
+            assert_eq!(status, 400, "{path} with a panic inside");
+        }
+    }
+    // A tampered panic (signature no longer verifies).
+    let mut tampered = panic.as_bytes().to_vec();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    let (status, v) = raw(
+        &c,
+        "/v1/panic",
+        None,
+        &json!({ "panic": b64(&tampered) }).to_string(),
+    )
+    .await;
+    assert_eq!((status, v["error"].as_str()), (400, Some("malformed")));
+    // A panic from a device nobody enrolled.
+    let mut stranger = sosvault::Device::new(sosvault::DeviceKey::generate());
+    stranger
+        .enroll(
+            b"{}",
+            &c.info.trustees,
+            2,
+            sosvault::Policy::default(),
+            Timestamp::now(),
+        )
+        .unwrap();
+    let sp = stranger
+        .panic(
+            Category::Police,
+            &talwandi(),
+            &c.info.control_room,
+            Timestamp::now(),
+        )
+        .unwrap();
+    let err = c.client.panic(&sp).await.unwrap_err();
+    assert_eq!((err.status, err.code.as_str()), (404, "unknown_student"));
+    // An oversized body.
+    let huge = format!("{{\"package\":\"{}\"}}", "A".repeat(3 * 1024 * 1024));
+    let (status, _) = raw(&c, "/v1/enroll", None, &huge).await;
+    assert_eq!(status, 413);
+
+    // Another student cannot move, cancel or touch this incident.
+    let moved = sosvault::Location::new(25.2, 75.9, 5, Timestamp::now()).unwrap();
+    let wrong_move = other
+        .location_update(panic.hash(), &moved, &c.info.control_room, Timestamp::now())
+        .unwrap();
+    assert_eq!(
+        c.client.location(&wrong_move).await.unwrap_err().status,
+        404
+    );
+    let wrong_cancel = other
+        .cancel(panic.hash(), false, &c.info.control_room, Timestamp::now())
+        .unwrap();
+    assert_eq!(
+        c.client.cancel(&wrong_cancel).await.unwrap_err().status,
+        404
+    );
+    // A stale (replayed) location update from the right student.
+    let u1 = victim
+        .location_update(panic.hash(), &moved, &c.info.control_room, Timestamp::now())
+        .unwrap();
+    let u2 = victim
+        .location_update(panic.hash(), &moved, &c.info.control_room, Timestamp::now())
+        .unwrap();
+    c.client.location(&u2).await.unwrap();
+    assert_eq!(c.client.location(&u2).await.unwrap()["status"], "duplicate");
+    let err = c.client.location(&u1).await.unwrap_err();
+    assert_eq!((err.status, err.code.as_str()), (409, "replayed"));
+
+    // Operator endpoints: anonymous, a unit's token, a made-up token.
+    for token in [None, Some(unit.token.as_str()), Some("0000")] {
+        for path in [
+            "/v1/operator/incidents".to_string(),
+            format!("/v1/operator/incidents/{id}"),
+            "/v1/operator/units".into(),
+        ] {
+            assert_eq!(
+                c.client.get(&path, token).await.unwrap_err().status,
+                401,
+                "{path}"
+            );
+        }
+        for path in [
+            format!("/v1/operator/incidents/{id}/close"),
+            format!("/v1/operator/incidents/{id}/false-alarm"),
+        ] {
+            assert_eq!(
+                c.client
+                    .post(&path, token, &Value::Null)
+                    .await
+                    .unwrap_err()
+                    .status,
+                401,
+                "{path}"
+            );
+        }
+        assert_eq!(
+            c.client
+                .post(
+                    "/v1/operator/units",
+                    token,
+                    &json!({"name":"x","kind":"police"})
+                )
+                .await
+                .unwrap_err()
+                .status,
+            401
+        );
+    }
+    // Unit endpoints: anonymous, an operator's token, another unit.
+    for token in [None, Some(op.as_str())] {
+        assert_eq!(
+            c.client
+                .get(&format!("/v1/unit/incidents/{id}"), token)
+                .await
+                .unwrap_err()
+                .status,
+            401
+        );
+        assert_eq!(
+            c.client
+                .post(&format!("/v1/unit/incidents/{id}/ack"), token, &Value::Null)
+                .await
+                .unwrap_err()
+                .status,
+            401
+        );
+        assert_eq!(
+            c.client
+                .post("/v1/unit/position", token, &json!({"lat":1.0,"lon":2.0}))
+                .await
+                .unwrap_err()
+                .status,
+            401
+        );
+    }
+    assert_eq!(
+        c.client
+            .post(
+                &format!("/v1/unit/incidents/{id}/ack"),
+                Some(&other_unit.token),
+                &Value::Null
+            )
+            .await
+            .unwrap_err()
+            .status,
+        404
+    );
+    assert_eq!(
+        c.client
+            .get(&format!("/v1/unit/incidents/{id}"), Some(&other_unit.token))
+            .await
+            .unwrap_err()
+            .status,
+        404
+    );
+    // Bad operator input.
+    assert_eq!(
+        c.client.login(OPERATOR, "wrong").await.unwrap_err().status,
+        401
+    );
+    assert_eq!(
+        c.client.login("nobody", PASSWORD).await.unwrap_err().status,
+        401
+    );
+    assert_eq!(
+        c.client
+            .get("/v1/operator/incidents/zz", Some(&op))
+            .await
+            .unwrap_err()
+            .status,
+        404
+    );
+    assert_eq!(
+        c.client
+            .get(
+                &format!("/v1/operator/incidents/{}", "00".repeat(16)),
+                Some(&op)
+            )
+            .await
+            .unwrap_err()
+            .status,
+        404
+    );
+    assert_eq!(
+        c.client
+            .post(
+                "/v1/operator/units",
+                Some(&op),
+                &json!({"name":"x","kind":"fire"})
+            )
+            .await
+            .unwrap_err()
+            .status,
+        400
+    );
+    assert_eq!(
+        c.client
+            .post(
+                "/v1/unit/position",
+                Some(&unit.token),
+                &json!({"lat":91.0,"lon":2.0})
+            )
+            .await
+            .unwrap_err()
+            .status,
+        400
+    );
+
+    // Nothing changed: same status, same unit, no new assignment.
+    let after = c
+        .client
+        .get(&format!("/v1/operator/incidents/{id}"), Some(&op))
+        .await
+        .unwrap();
+    assert_eq!(after["status"], before["status"]);
+    assert_eq!(after["status"], "open");
+    assert_eq!(after["assignments"], before["assignments"]);
+    assert_eq!(after["unit"]["id"], unit.id.as_str());
+    let list = c
+        .client
+        .get("/v1/operator/incidents", Some(&op))
+        .await
+        .unwrap();
+    assert_eq!(
+        list.as_array().unwrap().len(),
+        1,
+        "no incident was created by the refused calls"
+    );
+}
