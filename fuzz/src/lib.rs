@@ -1,0 +1,146 @@
+//! What the fuzz targets share: fixed keys, the round-trip hooks, and the
+//! wrapper that puts a fuzzed body inside a validly signed envelope.
+//!
+//! Every decoding target calls one hook here. A hook decodes the input and,
+//! when decoding succeeds, encodes the value again and asserts the bytes are
+//! identical: the wire format has exactly one encoding of every value
+//! (`docs/PROTOCOL.md`, "Encoding"), so any difference is a bug.
+//!
+//! Signed messages need one more trick. `Signed::decode` verifies the
+//! signature before it parses the body, so a mutated body almost never gets
+//! past the signature and the body decoder would go untested. An input that
+//! starts with [`BODY_MODE`] is therefore taken as a *body*: the hook wraps
+//! it in an envelope (`u8 tag_len | tag | [32] signer | u32 len | body |
+//! [64] signature`) signed by a fixed key, and decodes that.
+
+#![forbid(unsafe_code)]
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::OnceLock;
+
+use ed25519_dalek::{Signer as _, SigningKey};
+use sosvault::keys::LogKey;
+use sosvault::{Container, ControlRoomKey, DeviceKey, Message, Signed, TrusteeKey};
+
+/// First byte of an input that is a message body rather than a whole envelope.
+/// No real envelope starts with it: it would announce a 255-byte tag.
+pub const BODY_MODE: u8 = 0xFF;
+
+/// Seeds of the fixed keys (the same in every target, so a crash reproduces).
+pub mod seeds {
+    /// The key that signs fuzzed bodies' envelopes.
+    pub const WRAPPER: [u8; 32] = [0x57; 32];
+    /// The device.
+    pub const DEVICE: [u8; 32] = [0x03; 32];
+    /// The trustee under test.
+    pub const TRUSTEE: [u8; 32] = [0x01; 32];
+    /// The pinned control room.
+    pub const CONTROL_ROOM: [u8; 32] = [0x02; 32];
+    /// A log key.
+    pub const LOG: [u8; 32] = [0x06; 32];
+}
+
+/// A fixed device key.
+pub fn device_key() -> &'static DeviceKey {
+    static K: OnceLock<DeviceKey> = OnceLock::new();
+    K.get_or_init(|| DeviceKey::from_seed(&seeds::DEVICE))
+}
+
+/// A fixed trustee key.
+pub fn trustee_key() -> &'static TrusteeKey {
+    static K: OnceLock<TrusteeKey> = OnceLock::new();
+    K.get_or_init(|| TrusteeKey::from_seed(&seeds::TRUSTEE))
+}
+
+/// A fixed control-room key.
+pub fn control_room_key() -> &'static ControlRoomKey {
+    static K: OnceLock<ControlRoomKey> = OnceLock::new();
+    K.get_or_init(|| ControlRoomKey::from_seed(&seeds::CONTROL_ROOM))
+}
+
+/// A fixed log key.
+pub fn log_key() -> &'static LogKey {
+    static K: OnceLock<LogKey> = OnceLock::new();
+    K.get_or_init(|| LogKey::from_seed(&seeds::LOG))
+}
+
+fn wrapper_key() -> &'static SigningKey {
+    static K: OnceLock<SigningKey> = OnceLock::new();
+    K.get_or_init(|| SigningKey::from_bytes(&seeds::WRAPPER))
+}
+
+/// `body` inside an envelope of `tag`, signed by `key`.
+pub fn envelope(tag: &str, key: &SigningKey, body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + tag.len() + 32 + 4 + body.len() + 64);
+    out.push(u8::try_from(tag.len()).expect("tags are short"));
+    out.extend_from_slice(tag.as_bytes());
+    out.extend_from_slice(key.verifying_key().as_bytes());
+    out.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_be_bytes());
+    out.extend_from_slice(body);
+    let sig = key.sign(&out);
+    out.extend_from_slice(&sig.to_bytes());
+    out
+}
+
+/// The body inside a well-formed envelope.
+pub fn body_of(envelope: &[u8]) -> &[u8] {
+    let tag_len = envelope[0] as usize;
+    let len_at = 1 + tag_len + 32;
+    let len = u32::from_be_bytes(envelope[len_at..len_at + 4].try_into().unwrap()) as usize;
+    &envelope[len_at + 4..len_at + 4 + len]
+}
+
+/// The round-trip hook of a signed message `M` whose signer role is played by `key`.
+///
+/// When the input decodes: the decoded message keeps the exact bytes; its body,
+/// signed again (by `key`), re-encodes to the very body bytes that came in; and a
+/// message this code signs decodes again to the same body.
+pub fn signed<M>(data: &[u8], key: &M::Signer)
+where
+    M: Message + Clone + PartialEq,
+{
+    let wrapped;
+    let bytes = match data.split_first() {
+        Some((&BODY_MODE, body)) => {
+            wrapped = envelope(M::TAG, wrapper_key(), body);
+            &wrapped[..]
+        }
+        _ => data,
+    };
+    let Ok(msg) = Signed::<M>::decode(bytes) else {
+        return;
+    };
+    assert_eq!(msg.as_bytes(), bytes, "a decoded message keeps its bytes");
+    let again = Signed::sign(msg.body().clone(), key);
+    assert_eq!(
+        body_of(again.as_bytes()),
+        body_of(bytes),
+        "{}: the body re-encodes to different bytes",
+        M::TAG
+    );
+    let back = Signed::<M>::decode(again.as_bytes())
+        .unwrap_or_else(|e| panic!("{}: a message we signed does not decode: {e}", M::TAG));
+    assert!(back.body() == msg.body(), "{}: body changed", M::TAG);
+}
+
+/// The round-trip hook of an unsigned container.
+pub fn container<C: Container>(data: &[u8]) {
+    if let Ok(c) = C::from_bytes(data) {
+        assert_eq!(c.to_bytes(), data, "{}: re-encodes differently", C::TAG);
+    }
+}
+
+/// The round-trip hook of anything with a decode and an encode.
+pub fn bytes<T, E, B: AsRef<[u8]>>(
+    what: &str,
+    data: &[u8],
+    decode: impl FnOnce(&[u8]) -> Result<T, E>,
+    encode: impl FnOnce(&T) -> B,
+) {
+    if let Ok(v) = decode(data) {
+        assert!(
+            encode(&v).as_ref() == data,
+            "{what}: decodes, but re-encodes to different bytes"
+        );
+    }
+}
