@@ -256,6 +256,26 @@ pub fn app(state: AppState, limits: HttpLimits) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             limits.request_timeout,
         ))
+        .layer(axum::middleware::map_response(json_for_bare_errors))
+}
+
+/// Gives the layers' own bare answers (a timeout, a wrong method) the same
+/// JSON error body as every other refusal.
+async fn json_for_bare_errors(resp: Response) -> Response {
+    let bare = resp.headers().get(header::CONTENT_TYPE).is_none();
+    match resp.status() {
+        StatusCode::REQUEST_TIMEOUT if bare => {
+            ApiError::from(Refused::new("timeout", 408, "the request took too long"))
+                .into_response()
+        }
+        StatusCode::METHOD_NOT_ALLOWED if bare => ApiError::from(Refused::new(
+            "method_not_allowed",
+            405,
+            "this route does not take that method",
+        ))
+        .into_response(),
+        _ => resp,
+    }
 }
 
 async fn not_found() -> ApiError {

@@ -31,6 +31,8 @@ pub const CODE_RATE_LIMITED: u16 = 1;
 pub const MAX_PAGE: u64 = 1000;
 /// The most entries one student query returns (the newest).
 pub const MAX_MINE: u64 = 1000;
+/// The most query nonces remembered at once (within the freshness window).
+pub const MAX_SEEN_QUERIES: usize = 100_000;
 
 /// A refusal as the API reports it: a stable snake_case code, an HTTP status
 /// and a plain-words message that carries no secret.
@@ -701,6 +703,14 @@ impl Node {
         let nonce = checked.nonce();
         if self.seen_queries.contains_key(&nonce) {
             return Err(Refused::new("replayed", 409, "this query was already answered").into());
+        }
+        if self.seen_queries.len() >= MAX_SEEN_QUERIES {
+            return Err(Refused::new(
+                "rate_limited",
+                429,
+                "too many log queries right now; try again in a few minutes",
+            )
+            .into());
         }
         self.seen_queries
             .insert(nonce, checked.query().body().issued_at.max(now));

@@ -570,3 +570,95 @@ fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     assert_eq!(r.deliver(&delivery).0, 200);
     assert_eq!(r.log_size(), before + 1);
 }
+
+#[test]
+fn a_stalled_body_times_out_with_a_json_error() {
+    use std::io::{Read, Write};
+    let cr = ControlRoomKey::generate();
+    let t = TrusteeDir::init("slow");
+    let r = t.start(
+        &[&cr],
+        &[("SOSVAULT_TRUSTEE_REQUEST_TIMEOUT_SECS", "1".into())],
+    );
+    let addr = r.url.strip_prefix("http://").unwrap();
+    let mut conn = std::net::TcpStream::connect(addr).unwrap();
+    // Headers promise 100 bytes of body; none ever come.
+    conn.write_all(
+        format!(
+            "POST /v1/shares HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    // Read until the whole JSON body is in (the server keeps the connection open).
+    while !answer.ends_with(b"}") {
+        let n = conn.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "connection closed: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains(r#""error":"timeout""#), "{text}");
+    // A wrong method gets the JSON shape too.
+    let (st, v) = r.get("/v1/shares");
+    assert_eq!((st, code(&v)), (405, "method_not_allowed"));
+}
+
+#[test]
+fn the_store_refuses_a_wrong_master_key_and_takes_the_key_from_the_environment() {
+    let cr = ControlRoomKey::generate();
+    let t = TrusteeDir::init("keys");
+    let now = Timestamp::now();
+    let s = Student::enroll(&[t.public.clone(), third(), third()], now);
+    let r = t.start(&[&cr], &[]);
+    assert_eq!(r.deliver(&s.delivery(1)).0, 200);
+    r.stop();
+    let master_hex = std::fs::read_to_string(t.dir().join("master.key")).unwrap();
+    // A wrong key in the environment (which wins over the file): refused at startup.
+    let out = std::process::Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(t.config())
+        .env("SOSVAULT_TRUSTEE_MASTER_KEY", "11".repeat(32))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(out.stdout.is_empty(), "it must not claim to listen");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("master key does not open this store"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains(&"11".repeat(32)),
+        "the key must not be echoed"
+    );
+    // The right key from the environment, with the key file gone: the share is still held.
+    std::fs::remove_file(t.dir().join("master.key")).unwrap();
+    let r = t.start(
+        &[&cr],
+        &[("SOSVAULT_TRUSTEE_MASTER_KEY", master_hex.trim().to_owned())],
+    );
+    let (st, v) = r.deliver(&s.delivery(1));
+    assert_eq!((st, v["repeated"].as_bool()), (200, Some(true)), "{v}");
+    // init refuses to overwrite a trustee.
+    let out = std::process::Command::new(BIN)
+        .args(["init", "--dir"])
+        .arg(t.dir())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to overwrite"));
+    // Key files are private.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(t.dir().join("trustee.key"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
