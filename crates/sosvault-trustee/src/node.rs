@@ -231,6 +231,17 @@ fn to_i64(v: u64) -> i64 {
 
 /// Opens a connection with the store's pragmas and checks that each took effect.
 pub fn open_connection(path: &Path) -> Result<Connection, NodeError> {
+    // A new store is private to the trustee's user; SQLite gives its WAL and
+    // shared-memory files the database file's permissions.
+    if !path.exists() {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| NodeError::Internal(format!("creating {}: {e}", path.display())))?;
+    }
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
@@ -469,6 +480,14 @@ impl Node {
             hashes.push(hash);
         }
         if let Some((student, at)) = release {
+            // Only the window matters; older release times go.
+            tx.execute(
+                "DELETE FROM releases WHERE student = ?1 AND at <= ?2",
+                params![
+                    student.as_bytes().as_slice(),
+                    to_i64(at.minus(self.rate.window_secs).as_secs())
+                ],
+            )?;
             tx.execute(
                 "INSERT INTO releases (student, at) VALUES (?1, ?2)",
                 params![student.as_bytes().as_slice(), to_i64(at.as_secs())],
@@ -757,4 +776,144 @@ fn row_to_leaf(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Leaf, NodeErr
         }),
         _ => Err(NodeError::Internal(format!("leaf {idx} is malformed"))),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::collections::HashSet;
+
+    use sosvault::{
+        Category, ControlRoomKey, Device, DeviceKey, IncidentId, IncidentKey, Location, Policy,
+        TimeLimits, TrusteeKey,
+    };
+
+    use super::*;
+
+    fn node(dir: &Path, key_seed: [u8; 32], cr: &ControlRoomKey, master: &str) -> Node {
+        Node::open(NodeOptions {
+            store: dir.join("t.db"),
+            trustee: Trustee::new(
+                TrusteeKey::from_seed(&key_seed),
+                vec![cr.public()],
+                TimeLimits::default(),
+            ),
+            master: MasterKey::from_encoded(master.as_bytes()).unwrap(),
+            rate: RateLimit {
+                max_releases: 2,
+                window_secs: 3600,
+            },
+            query_skew_secs: 120,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn the_rate_limit_window_slides_and_the_log_survives_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let cr = ControlRoomKey::generate();
+        let master = "42".repeat(32);
+        let mut n = node(dir.path(), [1; 32], &cr, &master);
+        let t0 = Timestamp::now();
+        let mut device = Device::new(DeviceKey::generate());
+        let publics = [
+            TrusteeKey::from_seed(&[1; 32]).public(),
+            TrusteeKey::generate().public(),
+        ];
+        let e = device
+            .enroll(b"profile", &publics, 2, Policy::default(), t0)
+            .unwrap();
+        n.accept_share(&e.package.delivery(1).unwrap().to_bytes(), t0)
+            .unwrap();
+        let mut release_at = |n: &mut Node, at: Timestamp| {
+            let here = Location::new(25.0, 75.0, 5, at).unwrap();
+            let p = device
+                .panic(Category::Medical, &here, &cr.public(), at)
+                .unwrap();
+            let req = cr.release_request(&p, IncidentId::random(), &IncidentKey::generate(), at);
+            n.release(req.as_bytes(), at)
+        };
+        assert!(release_at(&mut n, t0).is_ok());
+        assert!(release_at(&mut n, t0.plus(10)).is_ok());
+        match release_at(&mut n, t0.plus(20)) {
+            Err(NodeError::Refused(r)) => assert_eq!(r.code, "rate_limited"),
+            other => panic!("{other:?}"),
+        }
+        // Once the first release leaves the window, one more is allowed.
+        assert!(release_at(&mut n, t0.plus(3601)).is_ok());
+        match release_at(&mut n, t0.plus(3602)) {
+            Err(NodeError::Refused(r)) => assert_eq!(r.code, "rate_limited"),
+            other => panic!("{other:?}"),
+        }
+        let size = n.log_size();
+        let root = n.signed_head(t0).body().root;
+        assert_eq!(size, 6);
+        drop(n);
+        // Reopened: the same tree.
+        let n = node(dir.path(), [1; 32], &cr, &master);
+        assert_eq!(n.log_size(), size);
+        assert_eq!(n.signed_head(t0).body().root, root);
+        drop(n);
+        // Another trustee key, or another master key, cannot open the store.
+        for (seed, m) in [([2; 32], master.clone()), ([1; 32], "43".repeat(32))] {
+            let err = Node::open(NodeOptions {
+                store: dir.path().join("t.db"),
+                trustee: Trustee::new(TrusteeKey::from_seed(&seed), vec![], TimeLimits::default()),
+                master: MasterKey::from_encoded(m.as_bytes()).unwrap(),
+                rate: RateLimit {
+                    max_releases: 2,
+                    window_secs: 3600,
+                },
+                query_skew_secs: 120,
+            })
+            .unwrap_err();
+            assert!(matches!(err, NodeError::Internal(_)));
+        }
+    }
+
+    #[test]
+    fn every_refusal_has_its_own_code() {
+        let release = [
+            ReleaseRefusal::UnpinnedControlRoom,
+            ReleaseRefusal::StaleRequest,
+            ReleaseRefusal::ForgedPanic,
+            ReleaseRefusal::UnknownStudent,
+            ReleaseRefusal::WrongDevice,
+            ReleaseRefusal::WrongEpoch {
+                offered: 1,
+                current: 2,
+            },
+            ReleaseRefusal::Shredded,
+            ReleaseRefusal::Replayed {
+                offered: 1,
+                seen: 2,
+            },
+            ReleaseRefusal::StalePanic,
+            ReleaseRefusal::FuturePanic,
+        ];
+        let codes: HashSet<&str> = release.iter().map(|r| release_refused(r).code).collect();
+        assert_eq!(codes.len(), release.len());
+        assert!(!codes.contains("rate_limited") && !codes.contains("malformed"));
+        let enroll = [
+            EnrollRefusal::NotOurShare,
+            EnrollRefusal::DoesNotOpen,
+            EnrollRefusal::Mismatch,
+            EnrollRefusal::CommitmentMismatch,
+            EnrollRefusal::StaleEpoch {
+                offered: 1,
+                held: 2,
+            },
+            EnrollRefusal::Shredded(1),
+        ];
+        let codes: HashSet<&str> = enroll.iter().map(|r| enroll_refused(r).code).collect();
+        assert_eq!(codes.len(), enroll.len());
+        for r in release
+            .iter()
+            .map(release_refused)
+            .chain(enroll.iter().map(enroll_refused))
+        {
+            assert!((400..500).contains(&r.status), "{r:?}");
+        }
+    }
 }

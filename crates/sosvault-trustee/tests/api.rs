@@ -654,11 +654,13 @@ fn the_store_refuses_a_wrong_master_key_and_takes_the_key_from_the_environment()
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to overwrite"));
-    // Key files are private.
+    // Key files and the store are private.
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(t.dir().join("trustee.key"))
-        .unwrap()
-        .permissions()
-        .mode();
-    assert_eq!(mode & 0o777, 0o600);
+    for f in ["trustee.key", "trustee.db", "trustee.db-wal"] {
+        let mode = std::fs::metadata(t.dir().join(f))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{f}");
+    }
 }
