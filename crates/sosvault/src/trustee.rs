@@ -447,7 +447,7 @@ impl Trustee {
         self.key.id()
     }
 
-    /// This trustee's keys (to sign log heads and the like).
+    /// This trustee's keys (its log heads are signed by `key().log_key()`).
     pub fn key(&self) -> &TrusteeKey {
         &self.key
     }
