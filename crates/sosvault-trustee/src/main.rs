@@ -64,6 +64,9 @@ enum LogCommand {
         /// The trustee's public keys (hex), to pin.
         #[arg(long)]
         trustee_public: Option<String>,
+        /// The trustee's log public key (hex, from `init`'s output), to pin.
+        #[arg(long)]
+        log_public_key: Option<String>,
         /// Where to keep the last verified head between runs.
         #[arg(long)]
         state: Option<PathBuf>,
@@ -84,10 +87,17 @@ fn main() -> ExitCode {
                 LogCommand::Verify {
                     url,
                     trustee_public,
+                    log_public_key,
                     state,
                     auditor_token_file,
                 },
-        } => log_verify(url, trustee_public, state, auditor_token_file),
+        } => log_verify(
+            url,
+            trustee_public,
+            log_public_key,
+            state,
+            auditor_token_file,
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -243,6 +253,7 @@ async fn shutdown() {
 fn log_verify(
     url: String,
     trustee_public: Option<String>,
+    log_public_key: Option<String>,
     state: Option<PathBuf>,
     auditor_token_file: Option<PathBuf>,
 ) -> anyhow::Result<()> {
@@ -250,6 +261,10 @@ fn log_verify(
         .map(|h| TrusteePublic::from_hex(&h))
         .transpose()
         .map_err(|_| anyhow::anyhow!("--trustee-public is not a trustee public key"))?;
+    let log_public = log_public_key
+        .map(|h| sosvault::LogPublic::from_hex(&h))
+        .transpose()
+        .map_err(|_| anyhow::anyhow!("--log-public-key is not a log public key"))?;
     let auditor_token = match auditor_token_file {
         Some(p) => Some(
             std::fs::read_to_string(&p)
@@ -262,6 +277,7 @@ fn log_verify(
     let opts = VerifyOptions {
         url,
         trustee_public,
+        log_public,
         state,
         auditor_token,
     };

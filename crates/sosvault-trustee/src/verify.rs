@@ -34,6 +34,9 @@ pub struct VerifyOptions {
     pub url: String,
     /// The trustee's public keys, if the auditor pins them.
     pub trustee_public: Option<TrusteePublic>,
+    /// The log's public key, if the auditor pins it (from `init`'s output,
+    /// out of band); otherwise the first run's is remembered in the state.
+    pub log_public: Option<LogPublic>,
     /// Where the last verified head is kept between runs.
     pub state: Option<PathBuf>,
     /// A bearer token that lets the auditor read full entries.
@@ -154,6 +157,14 @@ pub async fn verify(opts: &VerifyOptions) -> anyhow::Result<VerifyReport> {
     }
     let log_public = LogPublic::from_hex(&identity.log_public_key)
         .map_err(|_| anyhow!("the trustee's log key in /v1/identity is not valid"))?;
+    if let Some(pinned) = &opts.log_public
+        && pinned.to_bytes() != log_public.to_bytes()
+    {
+        bail!(
+            "the trustee at {} signs its log with another key than the one pinned with --log-public-key",
+            opts.url
+        );
+    }
 
     let previous = match &opts.state {
         Some(p) => read_state(p)?,

@@ -177,6 +177,18 @@ fn an_honest_log_verifies_as_it_grows() {
         .output()
         .unwrap();
     fails(&out, "not the trustee pinned");
+    let out = std::process::Command::new(BIN)
+        .args(["log", "verify", "--url", &r.url, "--log-public-key"])
+        .arg(TrusteeKey::generate().log_key().public().to_hex())
+        .output()
+        .unwrap();
+    fails(&out, "another key than the one pinned");
+    let out = std::process::Command::new(BIN)
+        .args(["log", "verify", "--url", &r.url, "--log-public-key"])
+        .arg(log_public.to_hex())
+        .output()
+        .unwrap();
+    ok(&out);
 }
 
 #[test]
