@@ -327,6 +327,13 @@ fn parse_envelope(bytes: &[u8]) -> (String, [u8; 32], Vec<u8>) {
 
 // ------------------------------------------------------------------ files
 
+/// While `every_vector_is_rebuilt_byte_for_byte` rewrites the files, the tests
+/// that read them would race with it (and the document is stale until updated):
+/// they stand aside. Run the suite again without the variable to check.
+fn regenerating() -> bool {
+    update_mode()
+}
+
 fn update_mode() -> bool {
     std::env::var("SOSVAULT_UPDATE_VECTORS").as_deref() == Ok("1")
 }
@@ -693,6 +700,9 @@ fn every_vector_is_rebuilt_byte_for_byte() {
 
 #[test]
 fn vector_files_are_one_line_of_lower_case_hex() {
+    if regenerating() {
+        return;
+    }
     for name in NAMES {
         let text = std::fs::read_to_string(vector_path(name)).unwrap();
         let line = text
@@ -715,6 +725,9 @@ fn vector_files_are_one_line_of_lower_case_hex() {
 /// carry exactly the fixed field values; decoding and re-encoding is the identity.
 #[test]
 fn committed_messages_decode_and_verify() {
+    if regenerating() {
+        return;
+    }
     let device = device_key().public();
     let room = control_room_key().public();
     let t1 = trustee_key(0).public();
@@ -807,6 +820,9 @@ fn committed_messages_decode_and_verify() {
 
 #[test]
 fn committed_containers_keys_and_state_round_trip() {
+    if regenerating() {
+        return;
+    }
     let package_bytes = committed("enrollment_package");
     let package = EnrollmentPackage::from_bytes(&package_bytes).unwrap();
     assert_eq!(package.to_bytes(), package_bytes);
@@ -878,6 +894,9 @@ fn committed_containers_keys_and_state_round_trip() {
 /// and with no other party's key.
 #[test]
 fn sealed_vectors_open_with_the_fixed_keys() {
+    if regenerating() {
+        return;
+    }
     let room = control_room_key();
     let loc = room.open_location(&committed("sealed_location")).unwrap();
     assert_eq!(loc.to_bytes(), committed("location_fix"));
@@ -942,6 +961,9 @@ fn sealed_vectors_open_with_the_fixed_keys() {
 /// vault key, which opens the sealed profile.
 #[test]
 fn trustees_and_opener_agree_with_the_vectors() {
+    if regenerating() {
+        return;
+    }
     let package = EnrollmentPackage::from_bytes(&committed("enrollment_package")).unwrap();
     let mut trustees: Vec<InMemoryTrustee> =
         (0..3).map(|i| InMemoryTrustee::new(trustee(i))).collect();
@@ -1015,6 +1037,9 @@ fn trustees_and_opener_agree_with_the_vectors() {
 /// with the crate.
 #[test]
 fn derivations_match_the_document() {
+    if regenerating() {
+        return;
+    }
     // RFC 5869, test case 3 (no salt, no info): our HKDF is standard HKDF.
     assert_eq!(
         hex::encode(hkdf_sha256_32(&[0x0b; 22], b"")),
@@ -1182,6 +1207,9 @@ fn tags_and_limits_match_the_document() {
 /// `docs/PROTOCOL.md` lists every vector with its SHA-256; they must agree.
 #[test]
 fn the_document_lists_every_vector_hash() {
+    if regenerating() {
+        return;
+    }
     let doc_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/PROTOCOL.md");
     let Ok(doc) = std::fs::read_to_string(&doc_path) else {
         panic!("docs/PROTOCOL.md is missing");
