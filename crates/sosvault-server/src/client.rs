@@ -95,6 +95,24 @@ impl Client {
         Ok(Self::answer(req.send().await.map_err(transport)?).await?.1)
     }
 
+    /// `GET path` as text (e.g. `/metrics`).
+    pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = resp.status().as_u16();
+        if status >= 400 {
+            return Err(ClientError {
+                status,
+                code: "http".into(),
+            });
+        }
+        resp.text().await.map_err(transport)
+    }
+
     /// `POST path` with a JSON body and an optional bearer token; returns status and body.
     pub async fn post(
         &self,

@@ -1,0 +1,733 @@
+//! `sosvault demo`: three trustees and the dispatch service on loopback,
+//! Kota's teams, a few hundred students, and the story of a panic.
+
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use base64::Engine as _;
+use serde_json::{Value, json};
+use sosvault::{
+    Category, ControlRoomKey, Device, DeviceKey, IncidentId, IncidentKey, Location, Policy,
+    ShredReceipt, Signed, Timestamp, TrusteeId,
+};
+use sosvault_server::client::{Client, ServiceInfo};
+use sosvault_server::config::{Config, OperatorConfig, TrusteeConfig};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+use crate::kota;
+
+/// Options of the demo.
+pub struct DemoOptions {
+    /// Exit after this many seconds (from the start); `None`: until Ctrl-C.
+    pub seconds: Option<u64>,
+    /// How many students to enroll.
+    pub students: usize,
+    /// Where the dispatch service listens.
+    pub listen: String,
+    /// Keep the data here instead of a temporary directory.
+    pub dir: Option<PathBuf>,
+    /// How long a team has to acknowledge (ms).
+    pub ack_timeout_ms: u64,
+}
+
+const TRUSTEES: [&str; 3] = [
+    "Kota Police HQ",
+    "District Legal Services Authority",
+    "Student Welfare NGO",
+];
+
+struct Narrator {
+    t0: Instant,
+}
+
+impl Narrator {
+    fn say(&self, msg: impl Display) {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "[{:6.2}s] {msg}", self.t0.elapsed().as_secs_f64());
+        let _ = out.flush();
+    }
+}
+
+/// Finds a sibling binary of the running executable.
+fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the sosvault binary")?;
+    let dir = exe
+        .parent()
+        .context("the sosvault binary has no directory")?;
+    for candidate in [dir.join(name), dir.join("..").join(name)] {
+        if candidate.exists() {
+            return Ok(candidate);
+        }
+    }
+    bail!(
+        "{name} not found next to {}; build the workspace first (cargo build --workspace)",
+        exe.display()
+    )
+}
+
+/// A child process that printed `listening on http://ADDR`.
+struct Proc {
+    child: Option<Child>,
+    addr: String,
+}
+
+impl Proc {
+    async fn spawn(mut cmd: Command, log: &Path) -> anyhow::Result<Self> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("opening {}", log.display()))?;
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().context("starting a child process")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(a) = line.strip_prefix("listening on http://") {
+                    return Some(a.trim().to_owned());
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten()
+        .context("the process exited before it listened")?;
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Self {
+            child: Some(child),
+            addr,
+        })
+    }
+
+    async fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill().await;
+        }
+    }
+}
+
+struct TrusteeProc {
+    name: &'static str,
+    dir: PathBuf,
+    public: String,
+    pinned: String,
+    proc: Option<Proc>,
+    addr: Option<String>,
+    bin: PathBuf,
+}
+
+impl TrusteeProc {
+    async fn start(&mut self) -> anyhow::Result<()> {
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(["serve", "--config"])
+            .arg(self.dir.join("trustee.toml"))
+            .env("SOSVAULT_TRUSTEE_PINNED_CONTROL_ROOMS", &self.pinned)
+            .env("SOSVAULT_TRUSTEE_MAX_RELEASES_PER_WINDOW", "50");
+        if let Some(a) = &self.addr {
+            cmd.env("SOSVAULT_TRUSTEE_LISTEN", a);
+        }
+        let p = Proc::spawn(cmd, &self.dir.join("trustee.log")).await?;
+        self.addr = Some(p.addr.clone());
+        self.proc = Some(p);
+        Ok(())
+    }
+
+    async fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill().await;
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr.as_deref().unwrap_or("127.0.0.1:0"))
+    }
+}
+
+/// The operator's view of the live event stream, with a backlog so nothing
+/// is lost while waiting for something else.
+struct Events {
+    rx: UnboundedReceiver<Value>,
+    backlog: Vec<Value>,
+}
+
+impl Events {
+    async fn wait(&mut self, secs: u64, pred: impl Fn(&Value) -> bool) -> anyhow::Result<Value> {
+        if let Some(i) = self.backlog.iter().position(&pred) {
+            return Ok(self.backlog.remove(i));
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(secs);
+        loop {
+            let ev = tokio::time::timeout_at(deadline, self.rx.recv())
+                .await
+                .context("timed out waiting for the control room")?
+                .context("the event stream ended")?;
+            if pred(&ev) {
+                return Ok(ev);
+            }
+            self.backlog.push(ev);
+        }
+    }
+
+    /// Narrates an incident's timeline until `done` has seen what it wants.
+    async fn follow(
+        &mut self,
+        n: &Narrator,
+        incident: &str,
+        mut done: impl FnMut(&str) -> bool,
+    ) -> anyhow::Result<()> {
+        loop {
+            let ev = self
+                .wait(30, |e| e["kind"] == "timeline" && e["incident"] == incident)
+                .await?;
+            let step = ev["detail"]["step"].as_str().unwrap_or_default();
+            if step != "panic" {
+                n.say(format!(
+                    "  {}",
+                    ev["detail"]["detail"].as_str().unwrap_or_default()
+                ));
+            }
+            if done(step) {
+                return Ok(());
+            }
+        }
+    }
+}
+
+struct Student {
+    device: Device,
+    profile: sosvault::Profile,
+    area: kota::Area,
+}
+
+fn offset(area: kota::Area, dlat: f64, dlon: f64) -> anyhow::Result<Location> {
+    Location::new(area.lat + dlat, area.lon + dlon, 8, Timestamp::now())
+        .context("a location off the globe")
+}
+
+/// Simulated team: acknowledges assignments, follows the student.
+fn spawn_unit(
+    client: Client,
+    token: String,
+    mut events: UnboundedReceiver<Value>,
+    start: (f64, f64),
+    delay_ms: u64,
+) {
+    tokio::spawn(async move {
+        let mut pos = start;
+        while let Some(ev) = events.recv().await {
+            let Some(incident) = ev["incident"].as_str() else {
+                continue;
+            };
+            match ev["kind"].as_str() {
+                Some("assigned") => {
+                    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+                    let _ = client
+                        .post(
+                            &format!("/v1/unit/incidents/{incident}/ack"),
+                            Some(&token),
+                            &Value::Null,
+                        )
+                        .await;
+                }
+                Some("location") => {
+                    if let (Some(lat), Some(lon)) =
+                        (ev["detail"]["lat"].as_f64(), ev["detail"]["lon"].as_f64())
+                    {
+                        pos = (pos.0 + (lat - pos.0) * 0.85, pos.1 + (lon - pos.1) * 0.85);
+                        let _ = client
+                            .post(
+                                "/v1/unit/position",
+                                Some(&token),
+                                &json!({ "lat": pos.0, "lon": pos.1 }),
+                            )
+                            .await;
+                    }
+                }
+                _ => {}
+            }
+        }
+    });
+}
+
+fn password() -> String {
+    const WORDS: [&str; 12] = [
+        "chambal", "kota", "garh", "palace", "river", "garden", "kachori", "stone", "seven",
+        "wonders", "barrage", "city",
+    ];
+    let mut b = [0u8; 4];
+    rand::Rng::fill_bytes(&mut rand::rng(), &mut b);
+    format!(
+        "{}-{}-{}-{}",
+        WORDS[b[0] as usize % WORDS.len()],
+        WORDS[b[1] as usize % WORDS.len()],
+        WORDS[b[2] as usize % WORDS.len()],
+        u16::from_be_bytes([b[3], b[0]]) % 1000
+    )
+}
+
+/// Runs the demo.
+pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
+    let n = Narrator { t0: Instant::now() };
+    let trustee_bin = sibling("sosvault-trustee")?;
+    let server_bin = sibling("sosvault-server")?;
+    let tmp;
+    let root = match &opts.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            d.clone()
+        }
+        None => {
+            tmp = tempfile::Builder::new()
+                .prefix("sosvault-demo-")
+                .tempdir()?;
+            tmp.path().to_owned()
+        }
+    };
+    n.say(format!(
+        "sosvault demo: everything runs on loopback; data in {}",
+        root.display()
+    ));
+
+    // Trustees' keys, then the control room's (the trustees pin it).
+    let mut trustees = Vec::new();
+    for (i, name) in TRUSTEES.iter().enumerate() {
+        let dir = root.join(format!("trustee-{}", i + 1));
+        let out = Command::new(&trustee_bin)
+            .args(["init", "--dir"])
+            .arg(&dir)
+            .args(["--name", name, "--listen", "127.0.0.1:0"])
+            .output()
+            .await
+            .context("sosvault-trustee init")?;
+        if !out.status.success() {
+            bail!(
+                "sosvault-trustee init failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let public = text
+            .lines()
+            .find_map(|l| l.strip_prefix("public: "))
+            .context("sosvault-trustee init printed no public key")?
+            .trim()
+            .to_owned();
+        trustees.push(TrusteeProc {
+            name,
+            dir,
+            public,
+            pinned: String::new(),
+            proc: None,
+            addr: None,
+            bin: trustee_bin.clone(),
+        });
+    }
+    let sdir = root.join("dispatch");
+    let mut cfg = Config::new(&sdir);
+    let control_room = sosvault_server::init_keys(&cfg)?;
+    for t in &mut trustees {
+        t.pinned = control_room.to_hex();
+        t.start().await?;
+        n.say(format!("trustee \"{}\" listening on {}", t.name, t.url()));
+    }
+    let pw = password();
+    cfg.listen = opts.listen.clone();
+    cfg.ack_timeout_ms = opts.ack_timeout_ms;
+    cfg.enroll_timeout_ms = 5_000;
+    cfg.max_backoff_ms = 500;
+    for t in &trustees {
+        cfg.trustees.push(TrusteeConfig {
+            url: t.url(),
+            public: t.public.clone(),
+            name: t.name.to_owned(),
+        });
+    }
+    cfg.operators.push(OperatorConfig {
+        username: "operator".into(),
+        password_hash: sosvault_server::auth::hash_password(&pw).map_err(anyhow::Error::msg)?,
+    });
+    let config_path = sdir.join("server.toml");
+    std::fs::write(&config_path, cfg.to_toml()?)?;
+    let mut cmd = Command::new(&server_bin);
+    cmd.args(["serve", "--config"]).arg(&config_path);
+    let mut server = Proc::spawn(cmd, &sdir.join("server.log")).await?;
+    let base = format!("http://{}", server.addr);
+    n.say(format!(
+        "dispatch service listening on {base} (2 of 3 trustees open a vault)"
+    ));
+    let client = Client::new(&base);
+    let info = client.info().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let op = client
+        .login("operator", &pw)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut ops = Events {
+        rx: client
+            .events("/v1/operator/events", &op)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+        backlog: Vec::new(),
+    };
+
+    // Teams.
+    let teams = kota::teams();
+    for (i, t) in teams.iter().enumerate() {
+        let (id, token) = client
+            .create_unit(&op, &t.name, t.kind, t.lat, t.lon)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let events = client
+            .events("/v1/unit/events", &token)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        spawn_unit(
+            client.clone(),
+            token,
+            events,
+            (t.lat, t.lon),
+            300 + (i as u64 * 37) % 400,
+        );
+        let _ = id;
+    }
+    let count = |k: &str| teams.iter().filter(|t| t.kind == k).count();
+    n.say(format!(
+        "{} teams on duty across Kota's coaching areas: {} police, {} medical, {} counsellors",
+        teams.len(),
+        count("police"),
+        count("medical"),
+        count("counsellor")
+    ));
+
+    // Students.
+    let started = Instant::now();
+    let mut students = enroll_students(&client, &info, opts.students).await?;
+    n.say(format!(
+        "{} students enrolled in {:.1} s: each profile sealed on the phone, each vault key split 2-of-3 among the trustees",
+        students.len(),
+        started.elapsed().as_secs_f64()
+    ));
+
+    // 1. A panic in Talwandi.
+    let a = 0;
+    let name_a = students[a].profile.name.clone();
+    let loc = offset(students[a].area, 0.0006, -0.0004)?;
+    let panic_a =
+        students[a]
+            .device
+            .panic(Category::Police, &loc, &info.control_room, Timestamp::now())?;
+    let t_panic = Instant::now();
+    let inc_a = client
+        .panic(&panic_a)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    n.say(format!(
+        "A student in {} presses PANIC (police). The service stores it and answers 202 in {} ms: incident {}",
+        students[a].area.name,
+        t_panic.elapsed().as_millis(),
+        &inc_a[..8]
+    ));
+    let (mut acked, mut opened) = (false, false);
+    ops.follow(&n, &inc_a, |s| {
+        acked |= s == "acknowledged";
+        opened |= s == "profile_released";
+        acked && opened
+    })
+    .await?;
+    let d = client
+        .get(&format!("/v1/operator/incidents/{inc_a}"), Some(&op))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let p = &d["profile"];
+    n.say(format!(
+        "The operator opens the incident: {}, {}, {}, {}; guardian {} ({}); blood group {}. This view is logged.",
+        p["name"].as_str().unwrap_or("?"),
+        p["phone"].as_str().unwrap_or("?"),
+        p["hostel"].as_str().unwrap_or("?"),
+        p["institute"].as_str().unwrap_or("?"),
+        p["guardian_name"].as_str().unwrap_or("?"),
+        p["guardian_phone"].as_str().unwrap_or("?"),
+        p["blood_group"].as_str().unwrap_or("?"),
+    ));
+    if p["name"].as_str() != Some(name_a.as_str()) {
+        bail!("the opened profile is not the student's");
+    }
+
+    // 2. The student moves; the team follows.
+    let target = kota::AREAS[1];
+    for step in 1..=3 {
+        let f = f64::from(step) / 8.0;
+        let lat = loc.lat() + (target.lat - loc.lat()) * f;
+        let lon = loc.lon() + (target.lon - loc.lon()) * f;
+        let here = Location::new(lat, lon, 6, Timestamp::now()).context("location")?;
+        let update = students[a].device.location_update(
+            panic_a.hash(),
+            &here,
+            &info.control_room,
+            Timestamp::now(),
+        )?;
+        client
+            .location(&update)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        ops.wait(10, |e| {
+            e["kind"] == "location" && e["incident"] == inc_a.as_str()
+        })
+        .await?;
+        let moved = ops
+            .wait(10, |e| {
+                e["kind"] == "unit_position" && e["incident"] == inc_a.as_str()
+            })
+            .await?;
+        let unit_at = (
+            moved["detail"]["lat"].as_f64().unwrap_or(0.0),
+            moved["detail"]["lon"].as_f64().unwrap_or(0.0),
+        );
+        let gap = sosvault_server::geo::haversine_m((lat, lon), unit_at);
+        n.say(format!(
+            "The student moves toward {} (live update {step}); the team follows and is {gap:.0} m away",
+            target.name
+        ));
+    }
+
+    // 3. "I am safe".
+    let cancel =
+        students[a]
+            .device
+            .cancel(panic_a.hash(), false, &info.control_room, Timestamp::now())?;
+    client
+        .cancel(&cancel)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    ops.wait(10, |e| {
+        e["kind"] == "cancelled" && e["incident"] == inc_a.as_str()
+    })
+    .await?;
+    n.say("The student presses \"I am safe\": incident closed, vault key and incident key forgotten, the team stands down");
+    let profile_bytes = students[a].profile.to_bytes();
+    let again = students[a]
+        .device
+        .reenroll(&profile_bytes, Timestamp::now())?;
+    let r = client
+        .enroll(&again.package)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    n.say(format!(
+        "The phone re-enrolls under epoch {}: a fresh vault key, so the key released today opens nothing stored from now on",
+        r["epoch"]
+    ));
+
+    // 4. A trustee goes down; the next panic still opens.
+    trustees[2].stop().await;
+    n.say(format!("Trustee \"{}\" goes down", trustees[2].name));
+    let b = 2;
+    let loc_b = offset(students[b].area, -0.0005, 0.0007)?;
+    let panic_b = students[b].device.panic(
+        Category::Medical,
+        &loc_b,
+        &info.control_room,
+        Timestamp::now(),
+    )?;
+    let inc_b = client
+        .panic(&panic_b)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    n.say(format!(
+        "A student in {} presses PANIC (medical): incident {}",
+        students[b].area.name,
+        &inc_b[..8]
+    ));
+    let (mut acked, mut opened) = (false, false);
+    ops.follow(&n, &inc_b, |s| {
+        acked |= s == "acknowledged";
+        opened |= s == "profile_released";
+        acked && opened
+    })
+    .await?;
+    let seen = client
+        .get(&format!("/v1/operator/incidents/{inc_b}"), Some(&op))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    n.say(format!(
+        "Two trustees were enough: the ambulance crew sees blood group {} and medical notes \"{}\"",
+        seen["profile"]["blood_group"].as_str().unwrap_or("?"),
+        seen["profile"]["medical_notes"].as_str().unwrap_or("")
+    ));
+    trustees[2].start().await?;
+    n.say(format!("Trustee \"{}\" is back", trustees[2].name));
+    client
+        .post(
+            &format!("/v1/operator/incidents/{inc_b}/close"),
+            Some(&op),
+            &Value::Null,
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    n.say("The operator closes the medical incident once the student is in hospital");
+
+    // 5. Stop.
+    let c = 5;
+    let loc_c = offset(students[c].area, 0.0, 0.0)?;
+    let unsent = students[c].device.panic(
+        Category::Police,
+        &loc_c,
+        &info.control_room,
+        Timestamp::now(),
+    )?;
+    let stop = students[c]
+        .device
+        .stop(false, &info.control_room, Timestamp::now())?;
+    let t_stop = Instant::now();
+    let answer = client
+        .stop(&stop)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let names: HashMap<TrusteeId, &str> = trustees
+        .iter()
+        .filter_map(|t| {
+            sosvault::TrusteePublic::from_hex(&t.public)
+                .ok()
+                .map(|p| (p.id(), t.name))
+        })
+        .collect();
+    n.say(format!(
+        "A student in {} presses STOP: ciphertexts deleted (SQLite secure_delete, WAL truncated), every trustee asked to shred",
+        students[c].area.name
+    ));
+    for r in answer["receipts"].as_array().cloned().unwrap_or_default() {
+        let bytes =
+            base64::engine::general_purpose::STANDARD.decode(r.as_str().unwrap_or_default())?;
+        let receipt = Signed::<ShredReceipt>::decode(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let who = names
+            .get(&TrusteeId::of_signer(receipt.signer()))
+            .copied()
+            .unwrap_or("?");
+        n.say(format!(
+            "  signed shred receipt from \"{who}\" (epoch {}) after {} ms",
+            receipt.body().epoch,
+            t_stop.elapsed().as_millis()
+        ));
+    }
+    let err = client
+        .panic(&unsent)
+        .await
+        .err()
+        .map(|e| e.code)
+        .unwrap_or_default();
+    n.say(format!(
+        "A later panic from that student's old keys is refused by the service: {err}"
+    ));
+    let cr = ControlRoomKey::from_secret_bytes(&std::fs::read(cfg.control_room_key_path())?)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let request = cr.release_request(
+        &unsent,
+        IncidentId::random(),
+        &IncidentKey::generate(),
+        Timestamp::now(),
+    );
+    let mut refused = 0;
+    for t in &trustees {
+        let tc = Client::new(&t.url());
+        let body = json!({ "request": base64::engine::general_purpose::STANDARD.encode(request.as_bytes()) });
+        match tc.post("/v1/releases", None, &body).await {
+            Err(e) if e.code == "shredded" => refused += 1,
+            other => n.say(format!("  unexpected answer from {}: {other:?}", t.name)),
+        }
+    }
+    n.say(format!(
+        "Even the control room's own key cannot get it back: {refused} of 3 trustees answer \"shredded\"; the student's data can no longer be decrypted by anyone"
+    ));
+
+    let metrics = client.get_text("/metrics").await.unwrap_or_default();
+    let panics = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("sosvault_panics_total "))
+        .unwrap_or("?");
+    n.say(format!(
+        "Done: {panics} panics handled. Metrics at {base}/metrics"
+    ));
+    println!();
+    println!("Control room: {base}");
+    println!("Login: operator / {pw}");
+    println!("API: {base}/v1/operator/incidents (POST {base}/v1/operator/login first)");
+
+    let remaining = opts
+        .seconds
+        .map(|s| Duration::from_secs(s).saturating_sub(n.t0.elapsed()));
+    match remaining {
+        Some(d) => {
+            println!("Serving for {} more seconds.", d.as_secs());
+            tokio::select! {
+                _ = tokio::time::sleep(d) => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        None => {
+            println!("Serving until Ctrl-C.");
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+    n.say("Stopping the service and the trustees");
+    server.kill().await;
+    for t in &mut trustees {
+        t.stop().await;
+    }
+    Ok(())
+}
+
+async fn enroll_students(
+    client: &Client,
+    info: &ServiceInfo,
+    count: usize,
+) -> anyhow::Result<Vec<Student>> {
+    let info = Arc::new(info.clone());
+    let mut set = tokio::task::JoinSet::new();
+    let mut out: Vec<Option<Student>> = (0..count).map(|_| None).collect();
+    let mut next = 0usize;
+    let parallel = 12;
+    while next < count || !set.is_empty() {
+        while next < count && set.len() < parallel {
+            let (client, info, i) = (client.clone(), info.clone(), next);
+            set.spawn(async move {
+                let (profile, area) = kota::student(i);
+                let mut device = Device::new(DeviceKey::generate());
+                let e = device.enroll(
+                    &profile.to_bytes(),
+                    &info.trustees,
+                    info.threshold,
+                    Policy::default(),
+                    Timestamp::now(),
+                )?;
+                client
+                    .enroll(&e.package)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("enrolling: {e}"))?;
+                anyhow::Ok((
+                    i,
+                    Student {
+                        device,
+                        profile,
+                        area,
+                    },
+                ))
+            });
+            next += 1;
+        }
+        if let Some(r) = set.join_next().await {
+            let (i, s) = r??;
+            out[i] = Some(s);
+        }
+    }
+    Ok(out.into_iter().flatten().collect())
+}

@@ -1,0 +1,140 @@
+//! Runs `sosvault demo --seconds 20` with the real binaries and checks its story.
+//!
+//! The demo starts `sosvault-trustee` and `sosvault-server` from the directory
+//! of the `sosvault` binary. Cargo builds only this package's binaries for
+//! this test, so the test first runs `cargo build -p sosvault-trustee -p
+//! sosvault-server --bins` (a no-op when they are up to date).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+fn build_siblings() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "sosvault-trustee",
+            "-p",
+            "sosvault-server",
+            "--bins",
+            "--manifest-path",
+        ])
+        .arg(&manifest)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "building the trustee and server binaries failed"
+    );
+}
+
+#[test]
+fn the_demo_tells_the_whole_story_and_exits_after_the_given_seconds() {
+    build_siblings();
+    let dir = tempfile::tempdir().unwrap();
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_sosvault"))
+        .args([
+            "demo",
+            "--seconds",
+            "20",
+            "--listen",
+            "127.0.0.1:0",
+            "--dir",
+        ])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let took = started.elapsed();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "demo failed:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        took >= Duration::from_secs(20),
+        "it served for the given seconds ({took:?})"
+    );
+    assert!(took < Duration::from_secs(60), "and then exited ({took:?})");
+
+    // The story, in order.
+    let story = [
+        "listening on",
+        "teams on duty across Kota",
+        "300 students enrolled",
+        "presses PANIC (police)",
+        "assigned to PCR Talwandi",
+        "released its share (2/2)",
+        "profile opened",
+        "acknowledged",
+        "The operator opens the incident:",
+        "the team follows",
+        "\"I am safe\": incident closed",
+        "re-enrolls under epoch 2",
+        "goes down",
+        "presses PANIC (medical)",
+        "Two trustees were enough",
+        "is back",
+        "presses STOP",
+        "signed shred receipt",
+        "refused by the service: stopped",
+        "3 of 3 trustees answer \"shredded\"",
+        "Control room: http://127.0.0.1:",
+        "Login: operator / ",
+    ];
+    let mut at = 0;
+    for phrase in story {
+        let found = text[at..]
+            .find(phrase)
+            .unwrap_or_else(|| panic!("missing (in order) {phrase:?} in:\n{text}"));
+        at += found;
+    }
+    assert_eq!(text.matches("signed shred receipt").count(), 3, "{text}");
+    // The medical panic's steps run side by side (their order varies), between
+    // the panic and the outcome.
+    let medical = &text[text.find("presses PANIC (medical)").unwrap()
+        ..text.find("Two trustees were enough").unwrap()];
+    for phrase in [
+        "assigned to Ambulance",
+        "Student Welfare NGO: unreachable",
+        "released its share (2/2)",
+        "profile opened",
+        "acknowledged",
+    ] {
+        assert!(
+            medical.contains(phrase),
+            "missing {phrase:?} in:\n{medical}"
+        );
+    }
+
+    // The dispatch service's log of the whole scenario holds no profile field and no password.
+    let line = text
+        .lines()
+        .find(|l| l.contains("The operator opens the incident:"))
+        .unwrap();
+    let fields = line.split_once("incident: ").unwrap().1;
+    let name = fields.split(", ").next().unwrap();
+    let phone = fields.split(", ").nth(1).unwrap();
+    let password = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Login: operator / "))
+        .unwrap();
+    let log = std::fs::read_to_string(dir.path().join("dispatch/server.log")).unwrap();
+    assert!(log.contains("panic stored"), "the log was captured");
+    for secret in [
+        name,
+        phone,
+        "Hostel",
+        "Allen Career",
+        "penicillin",
+        password,
+    ] {
+        assert!(!log.contains(secret), "the service log contains {secret:?}");
+    }
+}
