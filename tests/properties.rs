@@ -444,9 +444,12 @@ proptest! {
         let mut dev = device();
         world.enroll(&mut dev, b"p", 2, T0);
         let panic = dev.panic(Category::Police, &here(T0), &world.control_room.public(), T0).unwrap();
-        let late = T0.plus(limits.max_panic_age_secs + extra);
-        let stale = world.incident_for(panic.clone(), late);
-        prop_assert_eq!(refusal(world.release(0, &stale, late)), ReleaseRefusal::StalePanic);
+        // One second past the limit, and `extra` seconds past it.
+        for past in [1, extra] {
+            let late = T0.plus(limits.max_panic_age_secs + past);
+            let stale = world.incident_for(panic.clone(), late);
+            prop_assert_eq!(refusal(world.release(0, &stale, late)), ReleaseRefusal::StalePanic);
+        }
         let edge = T0.plus(limits.max_panic_age_secs);
         let ok = world.incident_for(panic, edge);
         prop_assert!(world.release(1, &ok, edge).is_ok());
@@ -460,10 +463,13 @@ proptest! {
         let mut world = World::with_limits(2, limits);
         let mut dev = device();
         world.enroll(&mut dev, b"p", 2, T0);
-        let ahead = T0.plus(limits.max_skew_secs + extra);
-        let panic = dev.panic(Category::Police, &here(T0), &world.control_room.public(), ahead).unwrap();
-        let future = world.incident_for(panic, T0);
-        prop_assert_eq!(refusal(world.release(0, &future, T0)), ReleaseRefusal::FuturePanic);
+        // One second past the skew, and `extra` seconds past it.
+        for past in [1, extra] {
+            let ahead = T0.plus(limits.max_skew_secs + past);
+            let panic = dev.panic(Category::Police, &here(T0), &world.control_room.public(), ahead).unwrap();
+            let future = world.incident_for(panic, T0);
+            prop_assert_eq!(refusal(world.release(0, &future, T0)), ReleaseRefusal::FuturePanic);
+        }
         let edge = T0.plus(limits.max_skew_secs);
         let panic = dev.panic(Category::Police, &here(T0), &world.control_room.public(), edge).unwrap();
         let ok = world.incident_for(panic, T0);
@@ -524,7 +530,8 @@ proptest! {
             refusal(world.trustees[0].release(rogue.as_bytes(), T0)),
             ReleaseRefusal::UnpinnedControlRoom
         );
-        for at in [T0.minus(off), T0.plus(off)] {
+        let edge = limits.max_skew_secs + 1;
+        for at in [T0.minus(off), T0.plus(off), T0.minus(edge), T0.plus(edge)] {
             let stale = world.incident_for(panic.clone(), at);
             prop_assert_eq!(refusal(world.release(0, &stale, T0)), ReleaseRefusal::StaleRequest);
         }
