@@ -393,6 +393,9 @@ impl Device {
             None
         };
         r.finish()?;
+        if enrolled.is_some() && epoch == 0 {
+            return Err(DecodeError::InvalidValue("epoch"));
+        }
         Ok(Self {
             key,
             epoch,

@@ -33,7 +33,7 @@ fn read_time(r: &mut Reader<'_>, field: &'static str) -> Result<Timestamp, Decod
     Ok(Timestamp(r.u64(field)?))
 }
 
-fn read_epoch(r: &mut Reader<'_>) -> Result<u32, DecodeError> {
+pub(crate) fn read_epoch(r: &mut Reader<'_>) -> Result<u32, DecodeError> {
     match r.u32("epoch")? {
         0 => Err(DecodeError::InvalidValue("epoch")),
         e => Ok(e),
@@ -544,7 +544,7 @@ impl_message!(
     TrusteeKey
 );
 
-fn read_index(r: &mut Reader<'_>) -> Result<u8, DecodeError> {
+pub(crate) fn read_index(r: &mut Reader<'_>) -> Result<u8, DecodeError> {
     match r.u8("share index")? {
         0 => Err(DecodeError::InvalidValue("share index")),
         i if i as usize > MAX_TRUSTEES => Err(DecodeError::InvalidValue("share index")),

@@ -283,7 +283,7 @@ impl StudentEntry {
         let share = if r.bool("has share")? {
             Some(HeldShare {
                 value: ShareValue {
-                    index: r.u8("share index")?,
+                    index: crate::messages::read_index(&mut r)?,
                     y: Zeroizing::new(r.array("share")?),
                 },
             })
@@ -298,7 +298,7 @@ impl StudentEntry {
         };
         let tombstone = if r.bool("has tombstone")? {
             Some(Tombstone {
-                epoch: r.u32("tombstone epoch")?,
+                epoch: crate::messages::read_epoch(&mut r)?,
                 receipt: read_embedded(&mut r, "shred receipt", 1024)?,
             })
         } else {
