@@ -1,0 +1,172 @@
+// The student simulator (demo only): pick a simulated student, panic, move,
+// cancel ("I am safe", or the duress PIN), stop (wipe). Every action is a
+// request to the demo process, which holds the device keys and signs.
+(function () {
+  'use strict';
+  const SV = window.SV;
+  const L = window.L;
+  const { el, t, $ } = SV;
+
+  const S = { state: null, selected: 0, map: null, markers: new Map(), busy: false };
+  window.SV_SIM = S;
+
+  async function refresh() {
+    try {
+      S.state = await SV.api('/demo/api/state');
+    } catch (e) {
+      SV.toast(t('error.network'), 'error');
+      return;
+    }
+    render();
+  }
+
+  async function action(path, body) {
+    if (S.busy) return;
+    S.busy = true;
+    renderPhone();
+    try {
+      const r = await SV.api('/demo/api/students/' + S.selected + '/' + path, { body: body || {} });
+      if (r && r.message) SV.toast(r.message);
+    } catch (e) {
+      SV.toast(t('sim.failed', { code: e.code }), 'error');
+    } finally {
+      S.busy = false;
+    }
+    await refresh();
+  }
+
+  function student() {
+    return S.state && S.state.students.find((s) => s.idx === S.selected);
+  }
+
+  function render() {
+    const st = S.state;
+    if (!st) return;
+    $('#control-link').href = st.control_room;
+    $('#students').replaceChildren(
+      ...st.students.map((s) =>
+        el(
+          'li',
+          {},
+          el(
+            'button',
+            {
+              type: 'button',
+              class: 'student-btn status-' + s.status,
+              'aria-pressed': String(s.idx === S.selected),
+              dataset: { student: s.idx },
+              onclick: () => {
+                S.selected = s.idx;
+                render();
+                const p = [s.lat, s.lon];
+                S.map.panTo(p);
+              },
+            },
+            el('span', { class: 'student-name' }, s.name),
+            el('span', { class: 'student-status' }, t('sim.status.' + s.status)),
+          ),
+        ),
+      ),
+    );
+    $('#teams').replaceChildren(
+      ...st.teams.map((tm) =>
+        el(
+          'li',
+          {},
+          el('a', { href: tm.url, target: '_blank', rel: 'noopener', class: 'team-link', dataset: { team: tm.name } }, tm.name),
+          el('span', { class: 'muted' }, ' · ' + t('kind.' + tm.kind)),
+        ),
+      ),
+    );
+    renderPhone();
+    renderMap();
+  }
+
+  function renderPhone() {
+    const s = student();
+    const box = $('#phone');
+    if (!s) {
+      box.replaceChildren();
+      return;
+    }
+    const busy = S.busy;
+    const parts = [
+      el('h3', {}, s.name),
+      el('p', { class: 'muted' }, s.hostel),
+      el('p', { class: 'phone-status status-' + s.status, id: 'phone-status' }, t('sim.status.' + s.status)),
+      s.incident ? el('p', { class: 'muted', id: 'phone-incident' }, t('sim.incident', { id: s.incident.slice(0, 8) })) : null,
+    ];
+    if (s.status === 'idle') {
+      const sel = el(
+        'select',
+        { id: 'category' },
+        ...['police', 'medical', 'mental-health'].map((c) => el('option', { value: c }, t('cat.' + c))),
+      );
+      parts.push(
+        el('label', { for: 'category' }, t('sim.category')),
+        sel,
+        el('button', { type: 'button', id: 'panic', class: 'btn btn-panic btn-block btn-xxl', disabled: busy, onclick: () => action('panic', { category: sel.value }) }, t('sim.panic')),
+      );
+    }
+    if (s.status === 'panic') {
+      const pin = el('input', { id: 'pin', inputmode: 'numeric', autocomplete: 'off', maxlength: 8 });
+      parts.push(
+        el('label', { for: 'pin' }, t('sim.pin')),
+        pin,
+        el('p', { class: 'muted small' }, t('sim.pin_hint', { pin: s.pin, duress: s.duress_pin })),
+        el('div', { class: 'btn-row' },
+          el('button', { type: 'button', id: 'cancel', class: 'btn btn-secondary', disabled: busy, onclick: () => action('cancel', { pin: pin.value }) }, t('sim.cancel')),
+          el('button', { type: 'button', id: 'stop', class: 'btn btn-danger', disabled: busy, onclick: () => action('stop', { pin: pin.value }) }, t('sim.stop')),
+        ),
+      );
+    } else if (s.status === 'idle') {
+      const pin = el('input', { id: 'pin', inputmode: 'numeric', autocomplete: 'off', maxlength: 8 });
+      parts.push(
+        el('details', { class: 'wipe' },
+          el('summary', {}, t('sim.wipe_heading')),
+          el('label', { for: 'pin' }, t('sim.pin')),
+          pin,
+          el('button', { type: 'button', id: 'stop', class: 'btn btn-danger btn-block', disabled: busy, onclick: () => action('stop', { pin: pin.value }) }, t('sim.stop')),
+        ),
+      );
+    } else if (s.status === 'stopped') {
+      parts.push(el('p', {}, t('sim.stopped_text')));
+    }
+    box.replaceChildren(...parts.filter(Boolean));
+  }
+
+  function renderMap() {
+    if (!S.map) {
+      S.map = SV.makeMap($('#sim-map'), { zoom: 14 });
+      S.map.on('click', (e) => {
+        const s = student();
+        if (!s || s.status === 'stopped') return;
+        action('move', { lat: e.latlng.lat, lon: e.latlng.lng });
+      });
+      const s = student();
+      if (s) S.map.setView([s.lat, s.lon], 14);
+    }
+    for (const s of S.state.students) {
+      let m = S.markers.get(s.idx);
+      const cls = 'mk-student' + (s.idx === S.selected ? ' mk-selected' : '') + ' status-' + s.status;
+      if (!m) {
+        m = L.marker([s.lat, s.lon], { icon: SV.dotIcon(cls, true), keyboard: false, title: s.name })
+          .addTo(S.map)
+          .on('click', () => {
+            S.selected = s.idx;
+            render();
+          });
+        S.markers.set(s.idx, m);
+      } else {
+        m.setLatLng([s.lat, s.lon]);
+        m.setIcon(SV.dotIcon(cls, true));
+      }
+      SV.tagMarker(m, s.name.slice(0, 1), { student: s.idx });
+    }
+  }
+
+  document.addEventListener('DOMContentLoaded', () => {
+    document.addEventListener('sv-lang', render);
+    refresh();
+  });
+})();
