@@ -18,6 +18,7 @@
 //!   ([`sosvault::Opener`]), access windows, stop and shreds, restart resume.
 //! - [`trustees`]: the HTTP client for `sosvault-trustee`.
 //! - [`api`]: the axum router; [`error`]: one JSON error type.
+//! - [`web`]: the control room and team pages, embedded at build time.
 //! - [`client`]: a typed HTTP client for devices, units and operators (used
 //!   by the CLI, the demo and the tests).
 //!
@@ -58,6 +59,7 @@ pub mod geo;
 pub mod metrics;
 pub mod store;
 pub mod trustees;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -167,7 +169,7 @@ impl Service {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let app = api::router(self.engine.clone());
+        let app = api::router(self.engine.clone()).merge(web::router());
         let engine = self.engine.clone();
         axum::serve(self.listener, app)
             .with_graceful_shutdown(async move {
