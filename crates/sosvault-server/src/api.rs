@@ -5,6 +5,8 @@
 //! | anyone | `GET /healthz` | `ok` |
 //! | anyone | `GET /metrics` | Prometheus text |
 //! | anyone | `GET /v1/info` | control room public key, trustees, threshold |
+//! | anyone | `GET /v1/log/head` | signed head of the control room's transparency log |
+//! | anyone | `GET /v1/log/proof?index=&size=` | RFC 6962 inclusion proof |
 //! | device | `POST /v1/enroll` | `{"package"}` → `{"student_id","epoch","receipts"}` |
 //! | device | `POST /v1/panic` | `{"panic"}` → 202 `{"incident_id"}` |
 //! | device | `POST /v1/location` | `{"update"}` → `{"status"}` |
@@ -56,6 +58,8 @@ pub fn router(engine: Engine) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/metrics", get(metrics))
         .route("/v1/info", get(info))
+        .route("/v1/log/head", get(log_head))
+        .route("/v1/log/proof", get(log_proof))
         .route("/v1/enroll", post(enroll))
         .route("/v1/panic", post(panic))
         .route("/v1/location", post(location))
@@ -174,6 +178,31 @@ async fn info(State(e): State<Engine>) -> Json<serde_json::Value> {
         "threshold": e.config().threshold,
         "trustees": trustees,
     }))
+}
+
+async fn log_head(State(e): State<Engine>) -> Json<serde_json::Value> {
+    let head = e.log_head().await;
+    Json(json!({
+        "head": B64.encode(head.as_bytes()),
+        "size": head.body().size,
+        "root": hex::encode(head.body().root),
+        "log_public_key": e.log_public().to_hex(),
+    }))
+}
+
+#[derive(Deserialize)]
+struct ProofQuery {
+    index: u64,
+    size: u64,
+}
+
+async fn log_proof(
+    State(e): State<Engine>,
+    Query(q): Query<ProofQuery>,
+) -> Result<Response, ApiError> {
+    let proof = e.log_inclusion_proof(q.index, q.size).await?;
+    let proof: Vec<String> = proof.iter().map(hex::encode).collect();
+    Ok(Json(json!({ "index": q.index, "size": q.size, "proof": proof })).into_response())
 }
 
 #[derive(Deserialize)]

@@ -34,6 +34,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use zeroize::Zeroizing;
 
+use sosvault::keys::{LogKey, LogPublic};
+use sosvault::log::{LogEntry, MerkleLog, TreeHead};
+
 use crate::config::Config;
 use crate::error::ApiError;
 use crate::geo::{UnitIndex, UnitKind, haversine_m};
@@ -216,6 +219,8 @@ struct Inner {
     unit_freed: Notify,
     shred_done: Notify,
     operators: Vec<(String, String)>,
+    log: tokio::sync::Mutex<MerkleLog>,
+    log_key: LogKey,
 }
 
 /// A summary of an incident for lists.
@@ -368,6 +373,7 @@ impl Engine {
             .map(|o| (o.username.clone(), o.password_hash.clone()))
             .collect();
         let (events, _) = broadcast::channel(4096);
+        let control_room_log_key = control_room.log_key();
         Ok(Self {
             inner: Arc::new(Inner {
                 cfg,
@@ -385,6 +391,8 @@ impl Engine {
                 unit_freed: Notify::new(),
                 shred_done: Notify::new(),
                 operators,
+                log: tokio::sync::Mutex::new(MerkleLog::new()),
+                log_key: control_room_log_key,
             }),
         })
     }
@@ -504,6 +512,8 @@ impl Engine {
 
     /// Loads units, resumes open incidents and unfinished shreds.
     pub async fn resume(&self) -> Result<(), ApiError> {
+        let leaves = self.inner.db.call(|s| s.log_leaf_hashes()).await?;
+        *self.inner.log.lock().await = MerkleLog::from_leaf_hashes(leaves);
         let units = self.inner.db.call(|s| s.units()).await?;
         {
             let mut st = self.state();
@@ -1842,12 +1852,6 @@ impl Engine {
         };
         let latency = now.saturating_sub(created_ms);
         self.inner.metrics.release_latency.observe(latency);
-        let at = now;
-        let _ = self
-            .inner
-            .db
-            .call(move |s| s.append_access(at, "vault_opened", &id, "control-room"))
-            .await;
         self.timeline(
             id,
             "profile_released",
@@ -2248,12 +2252,8 @@ impl Engine {
                 Viewer::Operator(o) => format!("operator:{}", o.0),
                 Viewer::Unit(u) => format!("unit:{}", u.0),
             };
-            let at = now_ms();
-            let a = actor.clone();
-            self.inner
-                .db
-                .call(move |s| s.append_access(at, "profile_viewed", &id, &a))
-                .await?;
+            // Logged before it is shown: no log entry, no profile.
+            self.log_profile_view(id, row.student_id, &actor).await?;
             self.inner
                 .metrics
                 .profile_views
@@ -2274,6 +2274,71 @@ impl Engine {
                 .collect(),
             profile,
         })
+    }
+
+    /// Appends a `ProfileViewed` entry to the control room's transparency log.
+    async fn log_profile_view(
+        &self,
+        incident: [u8; 16],
+        student: [u8; 32],
+        actor: &str,
+    ) -> Result<(), ApiError> {
+        let viewer = sosvault::log::Viewer::new(
+            actor
+                .as_bytes()
+                .iter()
+                .copied()
+                .take(sosvault::log::MAX_VIEWER_BYTES)
+                .collect::<Vec<u8>>(),
+        )
+        .ok_or_else(|| ApiError::internal("viewer id"))?;
+        let entry = LogEntry::ProfileViewed {
+            student: StudentId::from_bytes(student),
+            incident: IncidentId::from_bytes(incident),
+            viewer,
+            at: Timestamp::now(),
+        };
+        let bytes = sosvault::Container::to_bytes(&entry);
+        let leaf = entry.leaf_hash();
+        // The tree lock is held across the write, so indices are assigned in
+        // order and the tree never holds a leaf the store does not.
+        let mut log = self.inner.log.lock().await;
+        let index = log.size();
+        let (a, at) = (actor.to_owned(), now_ms());
+        self.inner
+            .db
+            .call(move |s| s.append_log(index, &bytes, &leaf, &incident, &a, at))
+            .await?;
+        log.append_leaf_hash(leaf);
+        Ok(())
+    }
+
+    /// The control room log's public key (auditors pin it).
+    pub fn log_public(&self) -> LogPublic {
+        self.inner.log_key.public()
+    }
+
+    /// A freshly signed head of the control room's transparency log.
+    pub async fn log_head(&self) -> sosvault::Signed<TreeHead> {
+        self.inner
+            .log
+            .lock()
+            .await
+            .sign_head(&self.inner.log_key, Timestamp::now())
+    }
+
+    /// The inclusion proof of entry `index` in the tree of `size` entries.
+    pub async fn log_inclusion_proof(
+        &self,
+        index: u64,
+        size: u64,
+    ) -> Result<Vec<[u8; 32]>, ApiError> {
+        self.inner
+            .log
+            .lock()
+            .await
+            .inclusion_proof(index, size)
+            .map_err(|_| ApiError::bad_request("bad_range", "no such entry in a tree of that size"))
     }
 
     /// The access log entries of an incident.

@@ -163,21 +163,19 @@ pub struct PendingShred {
     pub stop: Vec<u8>,
 }
 
-/// One entry in the access log (profile views, releases, shreds).
+/// One entry of the transparency log, as listed for an incident.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct AccessLogEntry {
-    /// Sequence number from 0.
-    pub seq: u64,
+    /// Index in the log (leaf number).
+    pub index: u64,
     /// When (unix ms).
     pub at_ms: u64,
-    /// `profile_viewed`, `vault_opened`, `shred_receipt`...
-    pub kind: String,
-    /// Incident (hex) if any.
-    pub incident: String,
-    /// Who (operator name or `unit:<id>`).
+    /// Who (`operator:<name>` or `unit:<id>`).
     pub actor: String,
-    /// Hex of `SHA-256(prev_hash || canonical entry)`.
-    pub hash: String,
+    /// Hex of the RFC 6962 leaf hash.
+    pub leaf_hash: String,
+    /// Base64 of the entry's encoding (`sosvault/log-entry/v1`).
+    pub entry: String,
 }
 
 /// Outcome of storing a panic.
@@ -286,15 +284,20 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// Shred receipts of a student.
     fn shred_receipts(&self, student: &[u8; 32]) -> StoreResult<Vec<([u8; 32], Vec<u8>)>>;
-    /// Appends to the hash-chained access log.
-    fn append_access(
+    /// Appends an entry to the transparency log at `index` (the caller keeps
+    /// the Merkle tree and assigns indices in order).
+    fn append_log(
         &self,
-        at_ms: u64,
-        kind: &str,
+        index: u64,
+        entry: &[u8],
+        leaf_hash: &[u8; 32],
         incident: &[u8; 16],
         actor: &str,
-    ) -> StoreResult<AccessLogEntry>;
-    /// The access log entries about an incident.
+        at_ms: u64,
+    ) -> StoreResult<()>;
+    /// Every leaf hash of the transparency log, in order.
+    fn log_leaf_hashes(&self) -> StoreResult<Vec<[u8; 32]>>;
+    /// The transparency-log entries about an incident.
     fn access_log(&self, incident: &[u8; 16]) -> StoreResult<Vec<AccessLogEntry>>;
 }
 
@@ -399,14 +402,15 @@ CREATE TABLE IF NOT EXISTS shred_receipts (
     received_at_ms INTEGER NOT NULL,
     PRIMARY KEY (student_id, trustee_id)
 );
-CREATE TABLE IF NOT EXISTS access_log (
-    seq INTEGER PRIMARY KEY,
-    at_ms INTEGER NOT NULL,
-    kind TEXT NOT NULL,
+CREATE TABLE IF NOT EXISTS transparency_log (
+    idx INTEGER PRIMARY KEY,
+    entry BLOB NOT NULL,
+    leaf_hash BLOB NOT NULL,
     incident_id BLOB NOT NULL,
     actor TEXT NOT NULL,
-    hash BLOB NOT NULL
+    at_ms INTEGER NOT NULL
 );
+CREATE INDEX IF NOT EXISTS transparency_log_incident ON transparency_log(incident_id);
 "#;
 
 /// The SQLite store.
@@ -910,65 +914,43 @@ impl Store for SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    fn append_access(
+    fn append_log(
         &self,
-        at_ms: u64,
-        kind: &str,
+        index: u64,
+        entry: &[u8],
+        leaf_hash: &[u8; 32],
         incident: &[u8; 16],
         actor: &str,
-    ) -> StoreResult<AccessLogEntry> {
-        use sha2::{Digest, Sha256};
-        let mut c = self.conn();
-        let tx = c.transaction()?;
-        let prev: Option<(i64, Vec<u8>)> = tx
-            .query_row(
-                "SELECT seq, hash FROM access_log ORDER BY seq DESC LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        let (seq, prev_hash) = match prev {
-            Some((s, h)) => (s + 1, h),
-            None => (0, vec![0u8; 32]),
-        };
-        let mut h = Sha256::new();
-        h.update(b"sosvault/access-log/v1");
-        h.update(&prev_hash);
-        h.update((seq as u64).to_be_bytes());
-        h.update(at_ms.to_be_bytes());
-        for part in [kind.as_bytes(), &incident[..], actor.as_bytes()] {
-            h.update((part.len() as u32).to_be_bytes());
-            h.update(part);
-        }
-        let hash: [u8; 32] = h.finalize().into();
-        tx.execute(
-            "INSERT INTO access_log (seq, at_ms, kind, incident_id, actor, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![seq, at_ms as i64, kind, &incident[..], actor, &hash[..]],
+        at_ms: u64,
+    ) -> StoreResult<()> {
+        let c = self.conn();
+        c.execute(
+            "INSERT INTO transparency_log (idx, entry, leaf_hash, incident_id, actor, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![index as i64, entry, &leaf_hash[..], &incident[..], actor, at_ms as i64],
         )?;
-        tx.commit()?;
-        Ok(AccessLogEntry {
-            seq: seq as u64,
-            at_ms,
-            kind: kind.to_owned(),
-            incident: hex::encode(incident),
-            actor: actor.to_owned(),
-            hash: hex::encode(hash),
-        })
+        Ok(())
+    }
+
+    fn log_leaf_hashes(&self) -> StoreResult<Vec<[u8; 32]>> {
+        let c = self.conn();
+        let mut st = c.prepare("SELECT leaf_hash FROM transparency_log ORDER BY idx")?;
+        let rows = st.query_map([], |r| arr::<32>(r.get(0)?))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn access_log(&self, incident: &[u8; 16]) -> StoreResult<Vec<AccessLogEntry>> {
+        use base64::Engine as _;
         let c = self.conn();
         let mut st = c.prepare(
-            "SELECT seq, at_ms, kind, incident_id, actor, hash FROM access_log WHERE incident_id = ?1 ORDER BY seq",
+            "SELECT idx, at_ms, actor, leaf_hash, entry FROM transparency_log WHERE incident_id = ?1 ORDER BY idx",
         )?;
         let rows = st.query_map(params![&incident[..]], |r| {
             Ok(AccessLogEntry {
-                seq: r.get::<_, i64>(0)? as u64,
+                index: r.get::<_, i64>(0)? as u64,
                 at_ms: r.get::<_, i64>(1)? as u64,
-                kind: r.get(2)?,
-                incident: hex::encode(r.get::<_, Vec<u8>>(3)?),
-                actor: r.get(4)?,
-                hash: hex::encode(r.get::<_, Vec<u8>>(5)?),
+                actor: r.get(2)?,
+                leaf_hash: hex::encode(r.get::<_, Vec<u8>>(3)?),
+                entry: base64::engine::general_purpose::STANDARD.encode(r.get::<_, Vec<u8>>(4)?),
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -1017,18 +999,20 @@ mod tests {
     }
 
     #[test]
-    fn access_log_chains() {
+    fn transparency_log_rows_come_back_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("db")).unwrap();
-        let a = s
-            .append_access(1, "profile_viewed", &[1; 16], "op")
+        s.append_log(0, b"a", &[1; 32], &[1; 16], "operator:op", 1)
             .unwrap();
-        let b = s
-            .append_access(2, "profile_viewed", &[1; 16], "op")
+        s.append_log(1, b"b", &[2; 32], &[2; 16], "unit:u-1", 2)
             .unwrap();
-        assert_eq!((a.seq, b.seq), (0, 1));
-        assert_ne!(a.hash, b.hash);
-        assert_eq!(s.access_log(&[1; 16]).unwrap().len(), 2);
+        assert_eq!(s.log_leaf_hashes().unwrap(), vec![[1; 32], [2; 32]]);
+        let mine = s.access_log(&[2; 16]).unwrap();
+        assert_eq!((mine.len(), mine[0].index), (1, 1));
+        assert!(
+            s.append_log(1, b"c", &[3; 32], &[2; 16], "x", 3).is_err(),
+            "an index is used once"
+        );
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod common;
 
+use base64::Engine as _;
 use common::*;
 use serde_json::Value;
 use sosvault::{Category, Timestamp};
@@ -125,11 +126,50 @@ async fn nearest_unit_of_the_right_kind_is_sent_and_the_profile_opens_for_it() {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|e| e["kind"] == "profile_viewed")
         .map(|e| e["actor"].as_str().unwrap())
         .collect();
     assert!(actors.contains(&"operator:operator"), "{actors:?}");
     assert!(actors.iter().any(|a| a.starts_with("unit:")), "{actors:?}");
+    // Each view is a ProfileViewed entry in the control room's RFC 6962 log:
+    // an auditor pinning the control room's log key checks the signed head
+    // and every entry's inclusion.
+    let cr = sosvault::ControlRoomKey::from_secret_bytes(
+        &std::fs::read(c.server.dir.join("control-room.key")).unwrap(),
+    )
+    .unwrap();
+    let head = c.client.get("/v1/log/head", None).await.unwrap();
+    let head_bytes = base64::engine::general_purpose::STANDARD
+        .decode(head["head"].as_str().unwrap())
+        .unwrap();
+    let head = sosvault::log::TreeHead::verify(&head_bytes, &cr.log_key().public()).unwrap();
+    let size = head.body().size;
+    assert!(size >= 2);
+    for e in log.as_array().unwrap() {
+        let index = e["index"].as_u64().unwrap();
+        let entry = base64::engine::general_purpose::STANDARD
+            .decode(e["entry"].as_str().unwrap())
+            .unwrap();
+        let proof = c
+            .client
+            .get(&format!("/v1/log/proof?index={index}&size={size}"), None)
+            .await
+            .unwrap();
+        let proof: Vec<Vec<u8>> = proof["proof"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| hex::decode(h.as_str().unwrap()).unwrap())
+            .collect();
+        match head.body().verify_entry(&entry, index, &proof).unwrap() {
+            sosvault::log::LogEntry::ProfileViewed {
+                student, incident, ..
+            } => {
+                assert_eq!(student, device.student_id());
+                assert_eq!(incident.to_hex(), id);
+            }
+            other => panic!("unexpected entry {other:?}"),
+        }
+    }
 
     // The student moves; the team gets the new position.
     let moved = sosvault::Location::new(25.1450, 75.8390, 5, Timestamp::now()).unwrap();
