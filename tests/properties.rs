@@ -115,7 +115,7 @@ fn raw(index: u8, y: [u8; 32]) -> RawShare {
 // ======================================================================= property 1
 
 proptest! {
-    #![proptest_config(cfg(12))]
+    #![proptest_config(cfg(24))]
 
     /// Property 1: every t-subset of the n releases opens the vault and the
     /// profile decrypts to the exact bytes enrolled; every (t-1)-subset gets
@@ -385,7 +385,7 @@ fn p2_two_shares_of_3_of_n_take_every_pair_of_values() {
 // ======================================================================= property 3
 
 proptest! {
-    #![proptest_config(cfg(16))]
+    #![proptest_config(cfg(32))]
 
     /// Property 3, replay: once a trustee released for the panic with counter
     /// c, every panic with counter <= c in another incident is `Replayed`; the
@@ -750,7 +750,7 @@ fn tamper(
 }
 
 proptest! {
-    #![proptest_config(cfg(16))]
+    #![proptest_config(cfg(32))]
 
     /// Property 4: n - t rogue trustees each send a validly signed but tampered
     /// release (a random kind of tampering); each is rejected with its exact
@@ -860,6 +860,38 @@ fn p4_a_correctly_signed_release_of_a_corrupted_share_fails_its_commitment() {
     );
 }
 
+/// Property 4: an honest trustee's release for another incident of the same
+/// student (another panic, another incident key) is `WrongIncident` at this
+/// incident's opener, and does not count towards the threshold.
+#[test]
+fn p4_a_release_for_another_incident_is_rejected() {
+    let mut world = World::new(3);
+    let mut dev = device();
+    let package = world.enroll(&mut dev, b"p", 2, T0);
+    let first = world.panic(&mut dev, T0);
+    let first_releases = world.release_all(&first, T0);
+    let second = world.panic(&mut dev, T0.plus(30));
+    let mut opener = second.opener(&package.record);
+    for r in &first_releases {
+        assert_eq!(
+            opener.add(r.as_bytes()).err(),
+            Some(ShareRejected::WrongIncident)
+        );
+    }
+    assert_eq!(opener.have(), 0);
+    let second_releases = world.release_all(&second, T0.plus(30));
+    assert!(opener.add(second_releases[2].as_bytes()).is_ok());
+    assert!(opener.add(second_releases[0].as_bytes()).is_ok());
+    assert_eq!(
+        &opener
+            .open()
+            .unwrap()
+            .open(&package.sealed_profile, MAX)
+            .unwrap()[..],
+        b"p"
+    );
+}
+
 /// Property 4 at enrollment: a trustee never stores a bad share. A delivery
 /// for another trustee's index is `NotOurShare`; a share sealed to another
 /// trustee is `DoesNotOpen`; a plaintext naming another epoch, index or student
@@ -926,7 +958,7 @@ fn p4_tampered_share_deliveries_are_refused_at_enrollment() {
 // ======================================================================= property 5
 
 proptest! {
-    #![proptest_config(cfg(10))]
+    #![proptest_config(cfg(20))]
 
     /// Property 5: once n - t + 1 trustees shredded on the student's stop, the
     /// remaining t - 1 releases cannot open the vault, the shredded trustees'
@@ -1079,7 +1111,7 @@ fn p5_a_replayed_stop_does_not_shred_a_new_epoch() {
 // ======================================================================= property 6
 
 proptest! {
-    #![proptest_config(cfg(6))]
+    #![proptest_config(cfg(10))]
 
     /// Property 6: after a release the student re-enrolls; the new epoch's
     /// recipient differs, and the released epoch-1 key opens neither the
