@@ -1,0 +1,166 @@
+//! End to end: the access window, abuse handling, metrics.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+use sosvault::{Category, Timestamp};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_vault_key_lives_only_for_the_access_window_and_location_updates_extend_it() {
+    let c = Cluster::start(Options {
+        access_window_secs: 2,
+        ..Options::default()
+    })
+    .await;
+    let op = c.operator().await;
+    let mut ops = c.client.events("/v1/operator/events", &op).await.unwrap();
+    let mut device = c.student("Window Student").await;
+    let panic = device
+        .panic(
+            Category::Police,
+            &talwandi(),
+            &c.info.control_room,
+            Timestamp::now(),
+        )
+        .unwrap();
+    let id = c.client.panic(&panic).await.unwrap();
+    next_event(&mut ops, 20, is("profile_available", &id)).await;
+
+    // Live updates every 700 ms keep it open past the 2 s window.
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let here = talwandi();
+        let u = device
+            .location_update(panic.hash(), &here, &c.info.control_room, Timestamp::now())
+            .unwrap();
+        c.client.location(&u).await.unwrap();
+    }
+    let d = c
+        .client
+        .get(&format!("/v1/operator/incidents/{id}"), Some(&op))
+        .await
+        .unwrap();
+    assert_eq!(
+        d["profile"]["name"], "Window Student",
+        "3.5 s after opening, still readable"
+    );
+
+    // Then the updates stop: the key is forgotten, reading needs a new panic.
+    let ev = next_event(&mut ops, 10, is("profile_forgotten", &id)).await;
+    assert_eq!(ev["detail"]["reason"], "expired");
+    let d = c
+        .client
+        .get(&format!("/v1/operator/incidents/{id}"), Some(&op))
+        .await
+        .unwrap();
+    assert!(d["profile"].is_null());
+    assert_eq!(d["release"]["profile"], "expired");
+    assert_eq!(d["status"], "open", "the incident itself stays open");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn too_many_panics_are_flagged_never_dropped_and_false_alarms_flag_repeat_offenders() {
+    let c = Cluster::start(Options::default()).await;
+    let op = c.operator().await;
+    let mut device = c.student("Prankster").await;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let p = device
+            .panic(
+                Category::Police,
+                &talwandi(),
+                &c.info.control_room,
+                Timestamp::now(),
+            )
+            .unwrap();
+        ids.push(c.client.panic(&p).await.unwrap());
+    }
+    let flags = |v: &Value| -> Vec<String> {
+        v["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let get = |id: String| {
+        let c = &c;
+        let op = op.clone();
+        async move {
+            c.client
+                .get(&format!("/v1/operator/incidents/{id}"), Some(&op))
+                .await
+                .unwrap()
+        }
+    };
+    // Four incidents: none dropped; the fourth (over 3 per hour) is flagged.
+    for (i, id) in ids.iter().enumerate() {
+        let d = get(id.clone()).await;
+        assert_eq!(d["status"], "open");
+        assert_eq!(
+            flags(&d).contains(&"rate_limited".to_string()),
+            i == 3,
+            "incident {i}: {:?}",
+            flags(&d)
+        );
+    }
+    // Two false alarms, then the next panic carries the repeat-offender flag.
+    for id in &ids[..2] {
+        let (status, v) = c
+            .client
+            .post(
+                &format!("/v1/operator/incidents/{id}/false-alarm"),
+                Some(&op),
+                &Value::Null,
+            )
+            .await
+            .unwrap();
+        assert_eq!((status, v), (200, json!({ "status": "marked" })));
+    }
+    assert!(flags(&get(ids[0].clone()).await).contains(&"false_alarm".to_string()));
+    let p = device
+        .panic(
+            Category::Police,
+            &talwandi(),
+            &c.info.control_room,
+            Timestamp::now(),
+        )
+        .unwrap();
+    let id = c.client.panic(&p).await.unwrap();
+    let f = flags(&get(id.clone()).await);
+    assert!(f.contains(&"repeat_offender".to_string()), "{f:?}");
+    assert!(f.contains(&"rate_limited".to_string()), "{f:?}");
+
+    // An operator closes one; closing again is a clear 409.
+    c.client
+        .post(
+            &format!("/v1/operator/incidents/{id}/close"),
+            Some(&op),
+            &Value::Null,
+        )
+        .await
+        .unwrap();
+    let err = c
+        .client
+        .post(
+            &format!("/v1/operator/incidents/{id}/close"),
+            Some(&op),
+            &Value::Null,
+        )
+        .await
+        .unwrap_err();
+    assert_eq!((err.status, err.code.as_str()), (409, "incident_closed"));
+
+    // The metrics count them.
+    let m = c.client.get_text("/metrics").await.unwrap();
+    assert!(m.contains("sosvault_panics_total 5"), "{m}");
+    assert!(m.contains("sosvault_open_incidents 4"), "{m}");
+    assert!(
+        m.contains("# TYPE sosvault_release_seconds histogram"),
+        "{m}"
+    );
+}
