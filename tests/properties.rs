@@ -182,6 +182,34 @@ proptest! {
     }
 }
 
+/// Property 1 (hazmat contract): bad parameters never split; unusable share
+/// sets (fewer than two, a zero index, a repeated index) never combine.
+#[test]
+fn p1_hazmat_refuses_bad_parameters_and_unusable_shares() {
+    for (t, n) in [(0, 0), (1, 1), (1, 3), (2, 1), (3, 2), (2, 17), (17, 17)] {
+        assert!(
+            hazmat::split_secret(&[1u8; 32], t, n).is_err(),
+            "{t}-of-{n}"
+        );
+    }
+    assert_eq!(hazmat::split_secret(&[1u8; 32], 16, 16).unwrap().len(), 16);
+    let s = hazmat::split_secret(&[7u8; 32], 2, 3).unwrap();
+    let c = |i: usize, index: u8| RawShare {
+        index,
+        y: s[i].y.clone(),
+    };
+    assert!(hazmat::combine_shares(&[]).is_none());
+    assert!(hazmat::combine_shares(&[c(0, 1)]).is_none());
+    assert!(hazmat::combine_shares(&[c(0, 1), c(0, 1)]).is_none());
+    assert!(hazmat::combine_shares(&[c(0, 1), c(1, 1)]).is_none());
+    assert!(hazmat::combine_shares(&[c(0, 0), c(1, 2)]).is_none());
+    assert!(hazmat::combine_shares(&[c(0, 1), c(1, 2), c(1, 2)]).is_none());
+    assert_eq!(
+        *hazmat::combine_shares(&[c(2, 3), c(0, 1)]).unwrap(),
+        [7u8; 32]
+    );
+}
+
 /// Property 1: without a valid panic inside a request signed by a pinned control
 /// room, no trustee releases anything, and no trustee's state moves.
 #[test]
@@ -609,6 +637,44 @@ fn p3_cross_student_panic_gets_only_its_own_students_share() {
                 .is_none()
         );
     }
+}
+
+/// Property 3, wrong device: the state machine checks the panic's signer
+/// against the enrolled record's signer, not only the student id it looked up.
+/// A store whose entry pairs Asha's student id with Bina's record (a corrupted
+/// or tampered database) answers Asha's panic with `WrongDevice`.
+#[test]
+fn p3_panic_not_signed_by_the_enrolled_device_is_wrong_device() {
+    let mut world = World::new(2);
+    let mut asha = device();
+    let mut bina = device();
+    world.enroll(&mut asha, b"asha", 2, T0);
+    world.enroll(&mut bina, b"bina", 2, T0);
+    let incident = world.panic(&mut asha, T0);
+    let t = &world.trustees[0];
+    let mut forged = t
+        .entry(&bina.student_id())
+        .unwrap()
+        .to_secret_bytes()
+        .to_vec();
+    let at = tagged(StudentEntry::TAG).len();
+    forged[at..at + 32].copy_from_slice(asha.student_id().as_bytes());
+    let forged = StudentEntry::from_secret_bytes(&forged).unwrap();
+    assert_eq!(forged.student(), asha.student_id());
+    let checked = t
+        .trustee()
+        .check_request(incident.request.as_bytes(), T0)
+        .unwrap();
+    assert_eq!(
+        t.trustee().release(Some(&forged), &checked, T0).err(),
+        Some(ReleaseRefusal::WrongDevice)
+    );
+    // The genuine entry releases.
+    assert!(
+        t.trustee()
+            .release(t.entry(&asha.student_id()), &checked, T0)
+            .is_ok()
+    );
 }
 
 /// Property 3, wrong epoch: a panic for epoch 1 after re-enrollment to epoch 2
