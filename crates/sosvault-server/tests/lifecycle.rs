@@ -355,6 +355,7 @@ async fn a_duress_cancel_looks_the_same_but_escalates() {
     assert!(da["flags"].as_array().unwrap().contains(&json!("duress")));
     assert_eq!(db["status"], "cancelled");
     // After the cancel, the device re-enrolls under a fresh epoch.
+    let saved = b.to_secret_bytes();
     let e = b
         .reenroll(
             &sosvault::Profile::new("Student B", "+91 1").to_bytes(),
@@ -363,4 +364,15 @@ async fn a_duress_cancel_looks_the_same_but_escalates() {
         .unwrap();
     let answer = c.client.enroll(&e.package).await.unwrap();
     assert_eq!(answer["epoch"], 2);
+    // The phone retries the same enrollment: the same answer, receipts included.
+    let again = c.client.enroll(&e.package).await.unwrap();
+    assert_eq!(again["epoch"], 2);
+    assert_eq!(again["receipts"].as_array().unwrap().len(), 3);
+    // A different enrollment for an epoch already used (a device state saved
+    // before the re-enrollment, replayed) is refused.
+    let mut rewound = sosvault::Device::from_secret_bytes(&saved).unwrap();
+    let stale = rewound.reenroll(b"{}", Timestamp::now()).unwrap();
+    assert_eq!(stale.package.record.body().epoch, 2);
+    let err = c.client.enroll(&stale.package).await.unwrap_err();
+    assert_eq!((err.status, err.code.as_str()), (409, "stale_epoch"));
 }
