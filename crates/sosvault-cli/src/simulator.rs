@@ -1,0 +1,527 @@
+//! The student simulator behind the demo's simulator page (demo only).
+//!
+//! It enrolls a handful of simulated students (with photos) and registers
+//! three teams that nobody simulates: their team screens are for a person in a
+//! browser. It serves, on its own loopback listener, the simulator page (from
+//! [`sosvault_server::web::simulator_router`]) and a small JSON API the page
+//! calls: state, panic, move, cancel (with the PIN or the duress PIN) and stop.
+//!
+//! The device keys never leave this process: the page only says *what* to do;
+//! this module signs with the simulated [`Device`] and sends to the dispatch
+//! service exactly as a phone would. Requests whose `Host` is not loopback are
+//! refused (a page elsewhere cannot reach it by DNS rebinding), and every
+//! action needs a JSON body (so a plain cross-site form cannot trigger one).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::extract::{Path, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use sosvault::{
+    Category, Device, DeviceKey, Location, MessageHash, Policy, Profile, Signed, Timestamp,
+};
+use sosvault_server::client::{Client, ServiceInfo};
+use tokio::sync::Mutex;
+
+/// The PIN that cancels ("I am safe").
+const PIN: &str = "2468";
+/// The duress PIN: looks the same on the phone, escalates in the control room.
+const DURESS_PIN: &str = "1357";
+
+/// Where the simulated students live: around Talwandi's hostels, with their
+/// own teams closer than any of the demo's, so a panic from the simulator
+/// goes to a team screen a person can drive.
+const CENTRE: (f64, f64) = (25.1466, 75.8482);
+
+const PHOTOS: [&[u8]; 6] = [
+    include_bytes!("sim-photos/student-1.png"),
+    include_bytes!("sim-photos/student-2.png"),
+    include_bytes!("sim-photos/student-3.png"),
+    include_bytes!("sim-photos/student-4.png"),
+    include_bytes!("sim-photos/student-5.png"),
+    include_bytes!("sim-photos/student-6.png"),
+];
+
+struct Person {
+    name: &'static str,
+    phone: &'static str,
+    hostel: &'static str,
+    institute: &'static str,
+    guardian: &'static str,
+    guardian_phone: &'static str,
+    blood: &'static str,
+    medical: &'static str,
+    offset: (f64, f64),
+}
+
+const PEOPLE: [Person; 4] = [
+    Person {
+        name: "Ananya Sharma",
+        phone: "+91 98290 41122",
+        hostel: "Saraswati Girls Hostel, Talwandi, room 214",
+        institute: "Allen Career Institute",
+        guardian: "Rakesh Sharma (father)",
+        guardian_phone: "+91 94141 22019",
+        blood: "B+",
+        medical: "Asthma; carries a salbutamol inhaler",
+        offset: (0.0008, -0.0006),
+    },
+    Person {
+        name: "Rohan Verma",
+        phone: "+91 97840 55310",
+        hostel: "Shiv Shakti Boys Hostel, room 9",
+        institute: "Motion Education",
+        guardian: "Sunita Verma (mother)",
+        guardian_phone: "+91 98871 03345",
+        blood: "O+",
+        medical: "None known",
+        offset: (-0.0010, 0.0009),
+    },
+    Person {
+        name: "Ishita Nair",
+        phone: "+91 96360 78801",
+        hostel: "Kaveri PG, Rajeev Gandhi Nagar, room 3B",
+        institute: "Resonance",
+        guardian: "Dr. Suresh Nair (father)",
+        guardian_phone: "+91 94470 66120",
+        blood: "A-",
+        medical: "Penicillin allergy",
+        offset: (0.0014, 0.0012),
+    },
+    Person {
+        name: "Kabir Khan",
+        phone: "+91 99290 11874",
+        hostel: "Green View Hostel, Indra Vihar, room 41",
+        institute: "Vibrant Academy",
+        guardian: "Farah Khan (aunt)",
+        guardian_phone: "+91 98280 54431",
+        blood: "AB+",
+        medical: "Type 1 diabetes; insulin pen in bag",
+        offset: (-0.0004, -0.0015),
+    },
+];
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Idle,
+    Panic,
+    Stopped,
+}
+
+impl Status {
+    fn as_str(self) -> &'static str {
+        match self {
+            Status::Idle => "idle",
+            Status::Panic => "panic",
+            Status::Stopped => "stopped",
+        }
+    }
+}
+
+struct SimStudent {
+    device: Device,
+    profile: Profile,
+    lat: f64,
+    lon: f64,
+    status: Status,
+    panic: Option<MessageHash>,
+    incident: Option<String>,
+    category: Option<Category>,
+    /// The last incident ended: enroll again (fresh epoch) before the next panic.
+    reenroll: bool,
+}
+
+struct Team {
+    name: String,
+    kind: &'static str,
+    token: String,
+}
+
+struct Inner {
+    client: Client,
+    operator: String,
+    info: ServiceInfo,
+    students: Vec<Mutex<SimStudent>>,
+    teams: Vec<Team>,
+}
+
+#[derive(Clone)]
+struct Sim(Arc<Inner>);
+
+/// A running simulator.
+pub struct Simulator {
+    /// The page's address (`http://127.0.0.1:PORT/`).
+    pub url: String,
+}
+
+fn profile_for(p: &Person, photo: &[u8]) -> Profile {
+    let mut profile = Profile::new(p.name, p.phone);
+    profile.photo = format!(
+        "data:image/png;base64,{}",
+        base64::engine::general_purpose::STANDARD.encode(photo)
+    );
+    profile.hostel = p.hostel.into();
+    profile.institute = p.institute.into();
+    profile.guardian_name = p.guardian.into();
+    profile.guardian_phone = p.guardian_phone.into();
+    profile.blood_group = p.blood.into();
+    profile.medical_notes = p.medical.into();
+    profile.address = "Kota, Rajasthan".into();
+    profile
+}
+
+fn err(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("{e}")
+}
+
+/// Enrolls the simulated students, registers the teams for people to drive,
+/// and serves the simulator on `127.0.0.1:0`. `operator` is a session token.
+pub async fn start(
+    client: &Client,
+    operator: &str,
+    info: &ServiceInfo,
+) -> anyhow::Result<Simulator> {
+    let mut students = Vec::new();
+    for (i, p) in PEOPLE.iter().enumerate() {
+        let profile = profile_for(p, PHOTOS[i % PHOTOS.len()]);
+        let mut device = Device::new(DeviceKey::generate());
+        let e = device.enroll(
+            &profile.to_bytes(),
+            &info.trustees,
+            info.threshold,
+            Policy::default(),
+            Timestamp::now(),
+        )?;
+        client.enroll(&e.package).await.map_err(err)?;
+        students.push(Mutex::new(SimStudent {
+            device,
+            profile,
+            lat: CENTRE.0 + p.offset.0,
+            lon: CENTRE.1 + p.offset.1,
+            status: Status::Idle,
+            panic: None,
+            incident: None,
+            category: None,
+            reenroll: false,
+        }));
+    }
+    let mut teams = Vec::new();
+    for (name, kind, dlat, dlon) in [
+        ("PCR Talwandi 2 (team screen)", "police", 0.0002, 0.0001),
+        (
+            "Ambulance Talwandi 2 (team screen)",
+            "medical",
+            -0.0002,
+            0.0003,
+        ),
+        (
+            "Counsellor Talwandi 2 (team screen)",
+            "counsellor",
+            0.0001,
+            -0.0003,
+        ),
+    ] {
+        let (_, token) = client
+            .create_unit(operator, name, kind, CENTRE.0 + dlat, CENTRE.1 + dlon)
+            .await
+            .map_err(err)?;
+        teams.push(Team {
+            name: name.to_owned(),
+            kind,
+            token,
+        });
+    }
+    let sim = Sim(Arc::new(Inner {
+        client: client.clone(),
+        operator: operator.to_owned(),
+        info: info.clone(),
+        students,
+        teams,
+    }));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding the simulator")?;
+    let addr = listener.local_addr()?;
+    let app = router(sim.clone());
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            eprintln!("simulator stopped: {e}");
+        }
+    });
+    tokio::spawn(heartbeat(sim));
+    Ok(Simulator {
+        url: format!("http://{addr}/"),
+    })
+}
+
+fn router(sim: Sim) -> Router {
+    Router::new()
+        .route("/demo/api/state", get(state))
+        .route("/demo/api/students/{idx}/{action}", post(act))
+        .with_state(sim)
+        .merge(sosvault_server::web::simulator_router())
+        .layer(axum::middleware::from_fn(loopback_host_only))
+}
+
+/// Refuses requests whose `Host` header is not a loopback name.
+async fn loopback_host_only(req: Request, next: Next) -> Response {
+    let host = req
+        .headers()
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    if matches!(name, "127.0.0.1" | "localhost" | "[::1]") {
+        next.run(req).await
+    } else {
+        (StatusCode::FORBIDDEN, "loopback only").into_response()
+    }
+}
+
+fn api_error(status: StatusCode, code: &str, message: &str) -> Response {
+    (status, Json(json!({ "error": code, "message": message }))).into_response()
+}
+
+/// Keeps an open incident's access window alive the way a phone does: a
+/// location update every 20 s while the student is in a panic.
+async fn heartbeat(sim: Sim) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        for s in &sim.0.students {
+            let mut s = s.lock().await;
+            if s.status == Status::Panic {
+                let (lat, lon) = (s.lat, s.lon);
+                let _ = send_location(&sim, &mut s, lat, lon).await;
+            }
+        }
+    }
+}
+
+async fn send_location(sim: &Sim, s: &mut SimStudent, lat: f64, lon: f64) -> anyhow::Result<()> {
+    let panic = s.panic.context("no panic")?;
+    let here = Location::new(lat, lon, 6, Timestamp::now()).context("off the globe")?;
+    let update =
+        s.device
+            .location_update(panic, &here, &sim.0.info.control_room, Timestamp::now())?;
+    sim.0.client.location(&update).await.map_err(err)?;
+    Ok(())
+}
+
+/// Incidents still open, by id (through the operator API's list).
+async fn open_incidents(sim: &Sim) -> Option<Vec<String>> {
+    let list = sim
+        .0
+        .client
+        .get("/v1/operator/incidents?limit=1000", Some(&sim.0.operator))
+        .await
+        .ok()?;
+    Some(
+        list.as_array()?
+            .iter()
+            .filter(|i| i["status"] == "open")
+            .filter_map(|i| i["id"].as_str().map(str::to_owned))
+            .collect(),
+    )
+}
+
+async fn state(State(sim): State<Sim>) -> Response {
+    let open = open_incidents(&sim).await;
+    let mut students = Vec::new();
+    for (idx, s) in sim.0.students.iter().enumerate() {
+        let mut s = s.lock().await;
+        // An incident the control room closed ends the phone's panic too.
+        if s.status == Status::Panic
+            && let (Some(open), Some(id)) = (&open, &s.incident)
+            && !open.contains(id)
+        {
+            s.status = Status::Idle;
+            s.panic = None;
+            s.reenroll = true;
+        }
+        students.push(json!({
+            "idx": idx,
+            "name": s.profile.name,
+            "hostel": s.profile.hostel,
+            "lat": s.lat,
+            "lon": s.lon,
+            "status": s.status.as_str(),
+            "incident": s.incident,
+            "category": s.category.map(|c| c.as_str()),
+            "pin": PIN,
+            "duress_pin": DURESS_PIN,
+        }));
+    }
+    let base = sim.0.client.base().to_owned();
+    let teams: Vec<Value> = sim
+        .0
+        .teams
+        .iter()
+        .map(|t| {
+            json!({
+                "name": t.name,
+                "kind": t.kind,
+                // The token rides in the fragment: never sent to any server.
+                "url": format!("{base}/team#token={}", t.token),
+            })
+        })
+        .collect();
+    Json(json!({
+        "control_room": format!("{base}/"),
+        "students": students,
+        "teams": teams,
+    }))
+    .into_response()
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ActBody {
+    category: Option<String>,
+    lat: Option<f64>,
+    lon: Option<f64>,
+    pin: Option<String>,
+}
+
+async fn act(
+    State(sim): State<Sim>,
+    Path((idx, action)): Path<(usize, String)>,
+    body: Result<Json<ActBody>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Ok(Json(body)) = body else {
+        return api_error(StatusCode::BAD_REQUEST, "bad_json", "send a JSON object");
+    };
+    let Some(student) = sim.0.students.get(idx) else {
+        return api_error(StatusCode::NOT_FOUND, "no_student", "no such student");
+    };
+    let mut s = student.lock().await;
+    let result = match action.as_str() {
+        "panic" => panic(&sim, &mut s, &body).await,
+        "move" => move_to(&sim, &mut s, &body).await,
+        "cancel" => cancel(&sim, &mut s, &body).await,
+        "stop" => stop(&sim, &mut s, &body).await,
+        _ => return api_error(StatusCode::NOT_FOUND, "no_action", "no such action"),
+    };
+    match result {
+        Ok(v) => Json(v).into_response(),
+        Err(ActError(status, code)) => api_error(status, code, code),
+    }
+}
+
+struct ActError(StatusCode, &'static str);
+
+fn conflict(code: &'static str) -> ActError {
+    ActError(StatusCode::CONFLICT, code)
+}
+
+fn failed(e: impl std::fmt::Display) -> ActError {
+    eprintln!("simulator: {e}");
+    ActError(StatusCode::BAD_GATEWAY, "send_failed")
+}
+
+/// Whether `pin` is the duress PIN (`Some(true)`), the PIN (`Some(false)`), or neither.
+fn duress_of(pin: Option<&str>) -> Option<bool> {
+    match pin.map(str::trim) {
+        Some(PIN) => Some(false),
+        Some(DURESS_PIN) => Some(true),
+        _ => None,
+    }
+}
+
+async fn panic(sim: &Sim, s: &mut SimStudent, b: &ActBody) -> Result<Value, ActError> {
+    match s.status {
+        Status::Stopped => return Err(conflict("stopped")),
+        Status::Panic => return Err(conflict("already_in_panic")),
+        Status::Idle => {}
+    }
+    let category = match b.category.as_deref().unwrap_or("police") {
+        "police" => Category::Police,
+        "medical" => Category::Medical,
+        "mental-health" => Category::MentalHealth,
+        _ => return Err(ActError(StatusCode::BAD_REQUEST, "bad_category")),
+    };
+    if s.reenroll {
+        let bytes = s.profile.to_bytes();
+        let e = s
+            .device
+            .reenroll(&bytes, Timestamp::now())
+            .map_err(failed)?;
+        sim.0.client.enroll(&e.package).await.map_err(failed)?;
+        s.reenroll = false;
+    }
+    let here = Location::new(s.lat, s.lon, 8, Timestamp::now())
+        .ok_or(ActError(StatusCode::BAD_REQUEST, "bad_position"))?;
+    let signed: Signed<sosvault::PanicEvent> = s
+        .device
+        .panic(category, &here, &sim.0.info.control_room, Timestamp::now())
+        .map_err(failed)?;
+    let id = sim.0.client.panic(&signed).await.map_err(failed)?;
+    s.status = Status::Panic;
+    s.panic = Some(signed.hash());
+    s.incident = Some(id.clone());
+    s.category = Some(category);
+    Ok(json!({ "status": "help is coming", "incident": id }))
+}
+
+async fn move_to(sim: &Sim, s: &mut SimStudent, b: &ActBody) -> Result<Value, ActError> {
+    let (Some(lat), Some(lon)) = (b.lat, b.lon) else {
+        return Err(ActError(StatusCode::BAD_REQUEST, "bad_position"));
+    };
+    if Location::new(lat, lon, 6, Timestamp::now()).is_none() {
+        return Err(ActError(StatusCode::BAD_REQUEST, "bad_position"));
+    }
+    if s.status == Status::Stopped {
+        return Err(conflict("stopped"));
+    }
+    s.lat = lat;
+    s.lon = lon;
+    if s.status == Status::Panic {
+        send_location(sim, s, lat, lon).await.map_err(failed)?;
+        return Ok(json!({ "status": "sent" }));
+    }
+    Ok(json!({ "status": "moved" }))
+}
+
+async fn cancel(sim: &Sim, s: &mut SimStudent, b: &ActBody) -> Result<Value, ActError> {
+    if s.status != Status::Panic {
+        return Err(conflict("no_panic"));
+    }
+    let duress = duress_of(b.pin.as_deref()).ok_or(ActError(StatusCode::FORBIDDEN, "wrong_pin"))?;
+    let panic = s.panic.ok_or(conflict("no_panic"))?;
+    let signed = s
+        .device
+        .cancel(panic, duress, &sim.0.info.control_room, Timestamp::now())
+        .map_err(failed)?;
+    sim.0.client.cancel(&signed).await.map_err(failed)?;
+    s.status = Status::Idle;
+    s.panic = None;
+    s.reenroll = true;
+    // Both PINs give the same answer: the phone must not show a difference.
+    Ok(json!({ "status": "received" }))
+}
+
+async fn stop(sim: &Sim, s: &mut SimStudent, b: &ActBody) -> Result<Value, ActError> {
+    if s.status == Status::Stopped {
+        return Err(conflict("stopped"));
+    }
+    let duress = duress_of(b.pin.as_deref()).ok_or(ActError(StatusCode::FORBIDDEN, "wrong_pin"))?;
+    let signed = s
+        .device
+        .stop(duress, &sim.0.info.control_room, Timestamp::now())
+        .map_err(failed)?;
+    let answer = sim.0.client.stop(&signed).await.map_err(failed)?;
+    s.status = Status::Stopped;
+    s.panic = None;
+    Ok(json!({
+        "status": "stopped",
+        "receipts": answer["receipts"].as_array().map_or(0, Vec::len),
+        "pending": answer["pending"],
+    }))
+}
