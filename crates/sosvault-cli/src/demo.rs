@@ -657,8 +657,11 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     n.say(format!(
         "Done: {panics} panics handled. Metrics at {base}/metrics"
     ));
+    let sim = crate::simulator::start(&client, &op, &info).await?;
     println!();
     println!("Control room: {base}");
+    println!("Team screen: {base}/team (a team's token comes from the simulator page)");
+    println!("Student simulator: {}", sim.url);
     println!("Login: operator / {pw}");
     println!("API: {base}/v1/operator/incidents (POST {base}/v1/operator/login first)");
 

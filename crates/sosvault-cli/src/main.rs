@@ -14,6 +14,7 @@
 
 mod demo;
 mod kota;
+mod simulator;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
