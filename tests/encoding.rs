@@ -703,3 +703,87 @@ fn the_fixture_covers_every_decoder_and_tag() {
     assert_eq!(f.panic.body().category, Category::Police);
     assert_eq!(f.panic.body().epoch, 1);
 }
+
+/// Small-order ("weak") ed25519 points: the identity and the point of order 2.
+const WEAK_POINTS: [[u8; 32]; 2] = {
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    let mut order2 = [0xFFu8; 32];
+    order2[0] = 0xEC;
+    order2[31] = 0x7F;
+    [identity, order2]
+};
+
+/// A weak public key is refused wherever a public key is decoded: as a
+/// device, log, trustee or control-room key, and as the signer of a message.
+#[test]
+fn weak_public_keys_are_refused_everywhere() {
+    let f = fixture();
+    for weak in WEAK_POINTS {
+        assert!(sosvault::DevicePublic::from_bytes(&weak).is_err());
+        assert!(sosvault::LogPublic::from_bytes(&weak).is_err());
+        for (tag, decode) in [
+            (
+                TrusteePublic::TAG,
+                (|b| TrusteePublic::from_bytes(b).map(|_| ()))
+                    as fn(&[u8]) -> Result<(), DecodeError>,
+            ),
+            (ControlRoomPublic::TAG, |b| {
+                ControlRoomPublic::from_bytes(b).map(|_| ())
+            }),
+        ] {
+            let mut bytes = vec![tag.len() as u8];
+            bytes.extend_from_slice(tag.as_bytes());
+            bytes.extend_from_slice(&weak);
+            bytes.extend_from_slice(&[9u8; 32]);
+            assert_eq!(
+                decode(&bytes).err(),
+                Some(DecodeError::InvalidValue("signing key")),
+                "{tag}"
+            );
+        }
+        let mut panic = f.panic.as_bytes().to_vec();
+        let at = 1 + PanicEvent::TAG.len();
+        panic[at..at + 32].copy_from_slice(&weak);
+        assert_eq!(
+            Signed::<PanicEvent>::decode(&panic).err(),
+            Some(DecodeError::InvalidValue("signer"))
+        );
+    }
+}
+
+/// The hex forms of public keys (config files) round-trip and refuse every
+/// truncation, extension and non-hex character.
+#[test]
+fn public_key_hex_forms_round_trip_and_refuse_damage() {
+    let tp = TrusteeKey::generate().public();
+    let cp = ControlRoomKey::generate().public();
+    let lp = LogKey::generate().public();
+    assert_eq!(TrusteePublic::from_hex(&tp.to_hex()).unwrap(), tp);
+    assert_eq!(ControlRoomPublic::from_hex(&cp.to_hex()).unwrap(), cp);
+    assert_eq!(sosvault::LogPublic::from_hex(&lp.to_hex()).unwrap(), lp);
+    type Accepts = fn(&str) -> bool;
+    let checks: [(String, Accepts); 3] = [
+        (tp.to_hex(), |s| TrusteePublic::from_hex(s).is_ok()),
+        (cp.to_hex(), |s| ControlRoomPublic::from_hex(s).is_ok()),
+        (lp.to_hex(), |s| sosvault::LogPublic::from_hex(s).is_ok()),
+    ];
+    for (hex, ok) in checks {
+        assert!(ok(&hex));
+        assert!(
+            ok(&format!(" {hex}\n")),
+            "surrounding whitespace is trimmed"
+        );
+        for len in 0..hex.len() {
+            assert!(!ok(&hex[..len]), "prefix {len}");
+        }
+        for extra in ["0", "00", "ff", "zz", "0000"] {
+            assert!(!ok(&format!("{hex}{extra}")), "+{extra}");
+        }
+        for (i, _) in hex.char_indices().step_by(7) {
+            let mut damaged = hex.clone();
+            damaged.replace_range(i..i + 1, "g");
+            assert!(!ok(&damaged), "non-hex at {i}");
+        }
+    }
+}
