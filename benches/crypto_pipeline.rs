@@ -26,6 +26,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use criterion::Criterion;
+use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 use rand::RngExt as _;
 use sosvault::hazmat;
@@ -59,7 +60,7 @@ fn random_bytes(len: usize) -> Vec<u8> {
     v
 }
 
-fn primitives(c: &mut Criterion) {
+fn primitives<M: Measurement>(c: &mut Criterion<M>) {
     let mut g = c.benchmark_group("primitives");
 
     // X25519 (x25519-dalek 2).
@@ -129,7 +130,7 @@ fn primitives(c: &mut Criterion) {
     g.finish();
 }
 
-fn shamir(c: &mut Criterion) {
+fn shamir<M: Measurement>(c: &mut Criterion<M>) {
     let mut g = c.benchmark_group("shamir");
     let secret = random_32();
     for (t, n) in [(2usize, 3usize), (3, 5)] {
@@ -333,7 +334,7 @@ impl World {
     }
 }
 
-fn operations(c: &mut Criterion, w: &World) {
+fn operations<M: Measurement>(c: &mut Criterion<M>, w: &World) {
     let mut g = c.benchmark_group("operations");
     // Enrolling again bumps the device's epoch; nothing else carries over.
     let mut device = Device::new(DeviceKey::generate());
@@ -354,7 +355,7 @@ fn operations(c: &mut Criterion, w: &World) {
 }
 
 /// The operations cut into their parts, to attribute any overhead.
-fn pieces(c: &mut Criterion, w: &World) {
+fn pieces<M: Measurement>(c: &mut Criterion<M>, w: &World) {
     let mut g = c.benchmark_group("pieces");
     let trustee = &w.trustees[0];
     g.bench_function("check_request", |b| {
@@ -601,25 +602,89 @@ fn ratio_table(title: &str, counts: &[(&str, &[(&str, u32)])], m: &dyn Fn(&str) 
     }
 }
 
-fn main() {
-    let started = SystemTime::now();
-    let dir = criterion_dir();
-    let quick = std::env::args().any(|a| a == "--test" || a == "--list");
-    let mut c = Criterion::default()
-        .output_directory(&dir)
+/// CPU time of the benchmark thread (`CLOCK_THREAD_CPUTIME_ID`): what the default run
+/// measures. The machine this runs on is shared (several builds at once on two cores);
+/// wall time then counts the time the thread waits for a core, which lands on whichever
+/// benchmark happens to run during a compile and makes medians of different benchmarks
+/// incomparable. Every routine here is single-threaded, CPU-bound and does no I/O, so on
+/// a quiet machine the two clocks agree (`SOSVAULT_BENCH_CLOCK=wall` for wall time).
+struct ThreadCpuTime;
+
+fn thread_cpu_now() -> Duration {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::ThreadCPUTime);
+    Duration::new(t.tv_sec.unsigned_abs(), t.tv_nsec.unsigned_abs() as u32)
+}
+
+impl Measurement for ThreadCpuTime {
+    type Intermediate = Duration;
+    type Value = Duration;
+
+    fn start(&self) -> Duration {
+        thread_cpu_now()
+    }
+
+    fn end(&self, start: Duration) -> Duration {
+        thread_cpu_now().saturating_sub(start)
+    }
+
+    fn add(&self, a: &Duration, b: &Duration) -> Duration {
+        *a + *b
+    }
+
+    fn zero(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    fn to_f64(&self, v: &Duration) -> f64 {
+        v.as_nanos() as f64
+    }
+
+    fn formatter(&self) -> &dyn ValueFormatter {
+        static WALL: WallTime = WallTime;
+        WALL.formatter()
+    }
+}
+
+fn run<M: Measurement>(c: Criterion<M>, world: &World) {
+    let mut c = c
         .warm_up_time(Duration::from_millis(700))
         .measurement_time(Duration::from_secs(3))
         .sample_size(40)
         .configure_from_args();
-    let world = World::new();
     primitives(&mut c);
     shamir(&mut c);
-    operations(&mut c, &world);
-    pieces(&mut c, &world);
+    operations(&mut c, world);
+    pieces(&mut c, world);
     c.final_summary();
+}
+
+fn main() {
+    let started = SystemTime::now();
+    let dir = criterion_dir();
+    let quick = std::env::args().any(|a| a == "--test" || a == "--list");
+    let wall = std::env::var("SOSVAULT_BENCH_CLOCK").is_ok_and(|v| v == "wall");
+    let world = World::new();
+    println!(
+        "world: profile {} B (sealed {} B), record {} B, release request {} B, \
+         release {} B, stop {} B",
+        world.profile.len(),
+        world.package.sealed_profile.len(),
+        world.package.record.as_bytes().len(),
+        world.request.len(),
+        world.releases[0].len(),
+        world.stop.len(),
+    );
+    let base = Criterion::default().output_directory(&dir);
+    if wall {
+        run(base, &world);
+    } else {
+        run(base.with_measurement(ThreadCpuTime), &world);
+    }
     if quick {
         println!("quick check mode: every routine ran once; no ratio table");
     } else {
+        let clock = if wall { "wall time" } else { "thread CPU time" };
+        println!("\nclock: {clock}");
         print_table(&dir, started);
     }
 }
