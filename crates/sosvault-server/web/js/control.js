@@ -314,13 +314,6 @@
         if (S.fresh.has(id)) classes.push('is-new');
         if (inc.flags.includes('duress')) classes.push('is-duress');
         if (S.selected === id) classes.push('is-selected');
-        const label = [
-          t(SV.categoryKey(inc.category)),
-          t('status.' + inc.status),
-          S.fresh.has(id) ? t('list.new') : '',
-        ]
-          .filter(Boolean)
-          .join(', ');
         return el(
           'li',
           { class: classes.join(' ') },
@@ -331,7 +324,6 @@
               class: 'incident-btn',
               dataset: { incident: id },
               'aria-current': S.selected === id ? 'true' : null,
-              'aria-label': label + '. ' + t('list.open_hint'),
               onclick: () => select(id),
             },
             el(

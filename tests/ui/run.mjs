@@ -1,0 +1,369 @@
+// Browser tests of the control room, the team screen and the student simulator.
+//
+// Starts the real demo (`target/debug/sosvault demo`: three trustees and the
+// dispatch service on loopback), drives Debian's Chromium with playwright-core,
+// and checks what an operator, a team and a student would see. Run from the
+// repository root after `cargo build --workspace` and `npm ci --prefix tests/ui`:
+//
+//     node --test tests/ui/
+//
+// Knobs: SOSVAULT_BIN (default target/debug/sosvault), CHROMIUM (default
+// /usr/bin/chromium), SCREENSHOTS (default docs/screenshots; "0" to skip).
+
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { readFileSync, readdirSync, mkdirSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const ROOT = resolve(HERE, '../..');
+const BIN = process.env.SOSVAULT_BIN || join(ROOT, 'target/debug/sosvault');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const SHOTS = process.env.SCREENSHOTS === '0' ? null : resolve(ROOT, process.env.SCREENSHOTS || 'docs/screenshots');
+const AXE = readFileSync(join(HERE, 'node_modules/axe-core/axe.min.js'), 'utf8');
+const T = 15_000; // the longest any single condition may take
+
+const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]']);
+const offLoopback = []; // every request a page tried to send elsewhere
+const pageErrors = []; // uncaught errors in the pages
+
+let demo;
+let demoOut = '';
+let browser;
+let urls; // {control, sim, password}
+let control, team, sim; // pages
+let incident; // id of the incident under test
+let trustees = []; // pids of the demo's trustee processes
+
+/** Waits (bounded) until the demo has printed its addresses and login. */
+function startDemo() {
+  return new Promise((resolveStart, reject) => {
+    demo = spawn(BIN, ['demo', '--listen', '127.0.0.1:0', '--students', '12', '--seconds', '900'], {
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const found = {};
+    const timer = setTimeout(() => reject(new Error('the demo did not print its addresses:\n' + demoOut)), 60_000);
+    demo.on('exit', (code) => reject(new Error('the demo exited (' + code + '):\n' + demoOut)));
+    demo.stderr.on('data', (d) => (demoOut += d));
+    createInterface({ input: demo.stdout }).on('line', (line) => {
+      demoOut += line + '\n';
+      let m;
+      if ((m = /^Control room: (http:\/\/\S+)/.exec(line))) found.control = m[1].replace(/\/$/, '');
+      if ((m = /^Student simulator: (http:\/\/\S+)/.exec(line))) found.sim = m[1].replace(/\/$/, '');
+      if ((m = /^Login: (\S+) \/ (\S+)/.exec(line))) {
+        found.user = m[1];
+        found.password = m[2];
+      }
+      if (found.control && found.sim && found.password && !urls) {
+        clearTimeout(timer);
+        urls = found;
+        resolveStart();
+      }
+    });
+  });
+}
+
+/** The demo's trustee processes (children whose command line names the trustee binary). */
+function trusteePids() {
+  const out = [];
+  for (const d of readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid !== demo.pid) continue;
+      const cmd = readFileSync(`/proc/${d}/cmdline`, 'utf8');
+      if (cmd.includes('sosvault-trustee') && cmd.includes('serve')) out.push(Number(d));
+    } catch (_) {
+      /* the process ended meanwhile */
+    }
+  }
+  return out;
+}
+
+async function newPage(options) {
+  const ctx = await browser.newContext(options);
+  // Every request from every page: loopback only. Anything else is recorded and refused.
+  await ctx.route('**/*', (route) => {
+    const u = new URL(route.request().url());
+    if (u.protocol === 'http:' || u.protocol === 'https:' || u.protocol === 'ws:' || u.protocol === 'wss:') {
+      if (!LOOPBACK.has(u.hostname)) {
+        offLoopback.push(u.href);
+        return route.abort();
+      }
+    }
+    return route.continue();
+  });
+  ctx.on('request', (r) => {
+    const u = new URL(r.url());
+    if (!['data:', 'blob:', 'about:'].includes(u.protocol) && !LOOPBACK.has(u.hostname)) offLoopback.push(u.href);
+  });
+  const page = await ctx.newPage();
+  page.on('pageerror', (e) => pageErrors.push(page.url() + ': ' + e.message));
+  return page;
+}
+
+async function shot(page, name, opts) {
+  if (!SHOTS) return;
+  mkdirSync(SHOTS, { recursive: true });
+  await page.screenshot(Object.assign({ path: join(SHOTS, name), animations: 'disabled' }, opts || {}));
+}
+
+async function axeCheck(page, what) {
+  await page.evaluate(AXE);
+  const result = await page.evaluate(() =>
+    window.axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice'] } }),
+  );
+  const bad = result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+  assert.deepEqual(
+    bad.map((v) => `${v.id} (${v.impact}): ${v.help} — ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`),
+    [],
+    `serious or critical accessibility violations on the ${what}`,
+  );
+  return result;
+}
+
+/** The control room's list item for the incident. */
+const item = (id) => `#incident-list button[data-incident="${id}"]`;
+
+describe('control room, team screen and simulator against the real demo', { concurrency: false }, () => {
+  before(async () => {
+    await startDemo();
+    browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      args: [
+        '--headless',
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+        '--no-first-run',
+        '--autoplay-policy=no-user-gesture-required',
+      ],
+    });
+  });
+
+  after(async () => {
+    if (browser) await browser.close();
+    for (const pid of trustees) {
+      try {
+        process.kill(pid, 'SIGCONT');
+      } catch (_) {
+        /* gone */
+      }
+    }
+    if (demo && demo.exitCode === null) {
+      const exited = new Promise((r) => demo.once('exit', r));
+      demo.kill('SIGINT');
+      await exited;
+    }
+  });
+
+  it('an operator signs in and the live stream connects', async () => {
+    control = await newPage({ viewport: { width: 1440, height: 900 } });
+    await control.goto(urls.control + '/');
+    await control.fill('#login-user', urls.user);
+    await control.fill('#login-pass', 'wrong password');
+    await control.click('#login-form button[type=submit]');
+    await control.waitForFunction(() => document.querySelector('#login-error').textContent.length > 0, null, { timeout: T });
+    assert.ok(await control.isHidden('#room'), 'a wrong password does not open the room');
+    await control.fill('#login-pass', urls.password);
+    await control.press('#login-pass', 'Enter');
+    await control.waitForSelector('#conn.conn-on', { timeout: T });
+    assert.ok(await control.isVisible('#room'));
+    await axeCheck(control, 'control room (empty)');
+  });
+
+  it('the team screen connects with the token from the simulator', async () => {
+    sim = await newPage({ viewport: { width: 1280, height: 820 } });
+    await sim.goto(urls.sim + '/');
+    await sim.waitForSelector('#students button[data-student="0"]', { timeout: T });
+    const police = await sim.getAttribute('#teams a[data-team^="PCR"]', 'href');
+    assert.match(police, /^http:\/\/127\.0\.0\.1:\d+\/team#token=[0-9a-f]+$/);
+    team = await newPage({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2 });
+    await team.goto(police);
+    await team.waitForSelector('#conn.conn-on', { timeout: T });
+    assert.ok(await team.isVisible('#idle'), 'no assignment yet');
+    assert.equal(new URL(team.url()).hash, '', 'the token is taken out of the address bar');
+    await axeCheck(team, 'team screen (idle)');
+  });
+
+  it('a panic from the simulator appears live in the control room, with sound and an announcement', async () => {
+    // Hold two of the three trustees (2 are needed), so the profile stays sealed until we let them go.
+    trustees = trusteePids();
+    assert.equal(trustees.length, 3, 'three trustee processes under the demo');
+    for (const pid of trustees.slice(0, 2)) process.kill(pid, 'SIGSTOP');
+
+    await sim.click('#students button[data-student="0"]');
+    await sim.selectOption('#category', 'police');
+    const t0 = Date.now();
+    await sim.click('#panic');
+    const newItem = await control.waitForSelector('#incident-list li.is-new button', { timeout: T });
+    const appeared = Date.now() - t0;
+    incident = await newItem.getAttribute('data-incident');
+    assert.match(incident, /^[0-9a-f]{32}$/);
+    assert.ok(appeared < 1000, `the incident appeared ${appeared} ms after the panic (limit 1 s)`);
+    console.log(`# incident appeared in the control room ${appeared} ms after the panic button`);
+    await sim.waitForSelector('#phone-status.status-panic', { timeout: T });
+    const simIncident = await sim.evaluate(() => window.SV_SIM.state.students[0].incident);
+    assert.equal(simIncident, incident, 'the simulator and the control room see the same incident');
+    assert.match(await control.textContent(item(incident)), /Police/);
+    await control.waitForFunction(() => /New incident: Police/.test(document.querySelector('#sv-alert').textContent), null, { timeout: T });
+    assert.ok((await control.evaluate(() => window.SV.tonesPlayed || 0)) >= 1, 'an alert tone was played');
+  });
+
+  it('the team screen receives the assignment; its acknowledgement shows in the control room', async () => {
+    await team.waitForSelector('#job:not([hidden])', { timeout: T });
+    assert.equal((await team.textContent('#job-heading')).trim(), 'Police');
+    assert.match(await team.textContent('#job-distance'), /^\d+ m$|^\d+\.\d km$/);
+    assert.ok(await team.isVisible('#ack'));
+    const box = await team.locator('#ack').boundingBox();
+    assert.ok(box.height >= 64 && box.width >= 300, 'the acknowledge button is a large touch target');
+    await control.waitForSelector(`${item(incident)} .ack-state[data-ack="false"]`, { timeout: T });
+    await team.tap('#ack');
+    await team.waitForSelector('#ack-done:not([hidden])', { timeout: T });
+    await control.waitForSelector(`${item(incident)} .ack-state[data-ack="true"]`, { timeout: T });
+    assert.match(await control.textContent(item(incident)), /PCR Talwandi 2/);
+  });
+
+  it('the profile is hidden before the trustees release it and shown after, on both screens', async () => {
+    await control.click(item(incident));
+    await control.waitForSelector('#profile-hidden', { timeout: T });
+    assert.match(await control.textContent('#profile-hidden'), /Sealed/);
+    assert.equal(await control.$('#profile-fields'), null, 'no profile fields before release');
+    assert.equal(await team.$('#profile-fields'), null);
+    assert.match(await team.textContent('#profile-hidden'), /sealed/i);
+    const release = await control.getAttribute('#detail-release .release', 'data-have');
+    assert.ok(Number(release) < 2, 'fewer than t shares are in');
+
+    for (const pid of trustees.slice(0, 2)) process.kill(pid, 'SIGCONT');
+    await control.waitForSelector('#profile-fields', { timeout: 30_000 });
+    assert.match(await control.textContent('#profile-fields'), /Ananya Sharma/);
+    assert.match(await control.textContent('#profile-fields'), /Asthma/);
+    assert.match(await control.textContent('.logged-banner'), /This view is logged/);
+    assert.ok(await control.isVisible('#profile img.photo'), 'the photo is shown');
+    await team.waitForSelector('#profile-fields', { timeout: T });
+    assert.match(await team.textContent('#profile-fields'), /Ananya Sharma/);
+    assert.match(await team.textContent('#profile-fields'), /B\+/);
+    await control.waitForSelector(`${item(incident)} .release-released`, { timeout: T });
+  });
+
+  it('a location update moves the marker on the control room and the team screen', async () => {
+    const marker = `.mk-incident[data-incident="${incident}"]`;
+    await control.waitForSelector(marker, { timeout: T });
+    const before = await control.$eval(marker, (e) => ({ lat: e.dataset.lat, lon: e.dataset.lon }));
+    const boxBefore = await control.locator(marker).boundingBox();
+    const teamBefore = await team.getAttribute('#job-location', 'data-lat');
+    // Move the student on the simulator's map: a click 140 px right and 90 px down of the marker.
+    const simMarker = await sim.locator('.mk-student[data-student="0"]').boundingBox();
+    await sim.mouse.click(simMarker.x + simMarker.width / 2 + 140, simMarker.y + simMarker.height / 2 + 90);
+    await control.waitForFunction(
+      ([sel, lat]) => document.querySelector(sel) && document.querySelector(sel).dataset.lat !== lat,
+      [marker, before.lat],
+      { timeout: T },
+    );
+    const afterPos = await control.$eval(marker, (e) => ({ lat: Number(e.dataset.lat), lon: Number(e.dataset.lon) }));
+    assert.ok(afterPos.lat < Number(before.lat), 'moved south');
+    assert.ok(afterPos.lon > Number(before.lon), 'moved east');
+    const boxAfter = await control.locator(marker).boundingBox();
+    assert.ok(boxAfter.x > boxBefore.x && boxAfter.y > boxBefore.y, 'the marker moved on screen');
+    assert.ok((await control.$eval('.trail', (e) => e.getAttribute('d') || '')).length > 0, 'the trail is drawn');
+    await team.waitForFunction((lat) => document.querySelector('#job-location').dataset.lat !== lat, teamBefore, { timeout: T });
+
+    await axeCheck(control, 'control room (incident with profile)');
+    await axeCheck(team, 'team screen (assignment with profile)');
+    await shot(control, 'control-room.png');
+    await shot(control, 'incident-view.png', { clip: await control.locator('#detail').boundingBox() });
+    await shot(team, 'team-screen.png', { fullPage: true });
+    await shot(sim, 'simulator.png');
+  });
+
+  it('the Hindi switch relabels the control room and the team screen', async () => {
+    await control.click('[data-lang-switch="hi"]');
+    assert.equal(await control.textContent('#list-heading'), 'घटनाएँ');
+    assert.equal(await control.textContent('#act-close'), 'घटना बंद करें');
+    assert.equal(await control.getAttribute('html', 'lang'), 'hi');
+    assert.match(await control.textContent(item(incident)), /पुलिस/);
+    await team.tap('[data-lang-switch="hi"]');
+    try {
+      assert.equal((await team.textContent('#job-heading')).trim(), 'पुलिस');
+      assert.equal(await team.textContent('#ack-done span[data-i18n]'), 'पुष्टि हो गई। नियंत्रण कक्ष देख सकता है कि आप रास्ते में हैं।');
+      await axeCheck(control, 'control room in Hindi');
+      await axeCheck(team, 'team screen in Hindi');
+    } finally {
+      await control.click('[data-lang-switch="en"]');
+      await team.tap('[data-lang-switch="en"]');
+    }
+    assert.equal(await control.textContent('#list-heading'), 'Incidents');
+  });
+
+  it('the main control-room actions work from the keyboard alone', async () => {
+    // Start from the top of the page, as a keyboard user does.
+    await control.evaluate(() => document.activeElement && document.activeElement.blur());
+    await control.focus('body');
+    const focused = () => control.evaluate(() => document.activeElement && (document.activeElement.dataset.incident || document.activeElement.id));
+    let steps = 0;
+    while ((await focused()) !== incident) {
+      await control.keyboard.press('Tab');
+      assert.ok(++steps < 40, 'the incident is reachable with Tab');
+    }
+    await control.keyboard.press('Enter');
+    await control.waitForFunction(() => document.activeElement && document.activeElement.id === 'detail-heading', null, { timeout: T });
+    steps = 0;
+    while ((await focused()) !== 'act-false-alarm') {
+      await control.keyboard.press('Tab');
+      assert.ok(++steps < 20, 'the false-alarm action is reachable with Tab');
+    }
+    await control.keyboard.press('Enter');
+    await control.waitForSelector('#confirm[open]', { timeout: T });
+    assert.equal(await focused(), 'confirm-ok', 'the dialog takes the focus');
+    await control.keyboard.press('Escape');
+    await control.waitForFunction(() => !document.querySelector('#confirm').open, null, { timeout: T });
+    assert.equal(await control.$('#detail .chip-false-alarm'), null, 'Escape cancels');
+    assert.equal(await focused(), 'act-false-alarm', 'the focus returns to the action');
+    await control.keyboard.press('Enter');
+    await control.waitForSelector('#confirm[open]', { timeout: T });
+    await control.keyboard.press('Enter');
+    await control.waitForSelector('#detail .chip-false-alarm', { timeout: T });
+    await control.waitForSelector(`${item(incident)} .chip-false-alarm`, { timeout: T });
+  });
+
+  it('stop removes the profile from both screens; the team still has the last location', async () => {
+    await sim.fill('#pin', '2468');
+    await sim.click('#stop');
+    await sim.waitForSelector('#phone-status.status-stopped', { timeout: T });
+    await control.waitForSelector('#profile-hidden', { timeout: T });
+    assert.equal(await control.$('#profile-fields'), null);
+    assert.match(await control.textContent('#profile-hidden'), /stop/);
+    await control.waitForSelector('#detail .chip-stopped', { timeout: T });
+    await team.waitForSelector('#profile-hidden', { timeout: T });
+    assert.equal(await team.$('#profile-fields'), null);
+    assert.match(await team.textContent('#profile-hidden'), /stop/);
+    assert.match(await team.textContent('#job-location'), /^\d+\.\d+, \d+\.\d+$/);
+  });
+
+  it('closing from the keyboard ends the assignment on the team screen', async () => {
+    await control.focus('#act-close');
+    await control.keyboard.press('Enter');
+    await control.waitForSelector('#confirm[open]', { timeout: T });
+    await control.keyboard.press('Enter');
+    await control.waitForSelector('#detail .chip-status-closed', { timeout: T });
+    await team.waitForSelector('#job-ended:not([hidden])', { timeout: T });
+    assert.match(await team.textContent('#job-ended'), /closed/);
+    // The open list no longer shows it; "All" does.
+    await control.waitForSelector(item(incident), { state: 'detached', timeout: T });
+    await control.click('[data-filter="all"]');
+    await control.waitForSelector(item(incident), { timeout: T });
+  });
+
+  it('no page sent a request off loopback, and no page threw', () => {
+    assert.deepEqual(offLoopback, []);
+    assert.deepEqual(pageErrors, []);
+  });
+});
