@@ -123,6 +123,37 @@ seed sealed_plaintexts made-note "$(tag_hex sosvault/note/v1)01"
 profile='{"v":1,"name":"Asha","phone":"+91 90000 00000","hostel":"Shanti, room 12"}'
 seed sealed_plaintexts made-profile "$(printf '%s' "$profile" | od -An -tx1 | tr -d ' \n')"
 
+# ------------------------------------------------------------ log entries, heads, queries
+# No vectors yet: build one entry of each kind (layouts in crates/sosvault/src/log.rs).
+rep() { printf "$1%.0s" $(seq 1 "$2"); } # rep HEX COUNT: HEX repeated
+sha256_hex() {                          # sha256_hex HEX: SHA-256 of those bytes
+    local tmp
+    tmp=$(mktemp)
+    write_hex "$tmp" "$1"
+    sha256sum "$tmp" | cut -c1-64
+    rm -f "$tmp"
+}
+entry_tag=$(tag_hex sosvault/log-entry/v1)
+at=000000006ab13dd8
+student=$(rep 5a 32)
+seed log_entry made-share-accepted "${entry_tag}01${student}0000000102${at}"
+reason=$(printf '%s' "the panic is too old" | od -An -tx1 | tr -d ' \n')
+seed log_entry made-refused "${entry_tag}0301${student}00d1$(printf '%08x' $((${#reason} / 2)))${reason}$(rep 77 32)${at}"
+seed log_entry made-shredded "${entry_tag}04${student}00000002$(rep 66 32)${at}"
+seed log_entry made-profile-viewed "${entry_tag}05${student}$(rep 07 16)00000008$(printf '%s' operator | od -An -tx1 | tr -d ' \n')${at}"
+load panic
+if [[ -n $hex ]]; then
+    # Kind 2 carries the panic's student, epoch and hash ahead of the panic itself.
+    tag_len=$((16#${hex:0:2}))
+    signer=${hex:(1 + tag_len) * 2:64}
+    panic_student=$(sha256_hex "$(tag_hex sosvault/student-id/v1)$signer")
+    panic_epoch=$(envelope_body "$hex" | cut -c1-8)
+    seed log_entry made-released "${entry_tag}02${panic_student}${panic_epoch}$(sha256_hex "$hex")$(rep 07 16)$(printf '%08x' $((${#hex} / 2)))${hex}${at}"
+fi
+# Bodies of a tree head (log id | size | root | time) and a log query (trustee | time | nonce).
+seed tree_head made-head-body "$BODY_MODE$(rep ab 32)0000000000000003$(rep cd 32)${at}"
+seed log_query made-query-body "$BODY_MODE$(rep 1d 32)${at}$(rep 4e 16)"
+
 # ------------------------------------------------------------ trustee transitions
 # Layout (fuzz_targets/trustee_transitions.rs): u8 flags (bit 0: start
 # enrolled), then ops: 0 delivery, 1 request, 2 stop (u16 len | bytes each).
