@@ -44,6 +44,8 @@ use crate::metrics::Metrics;
 use crate::store::{AssignmentRow, Db, IncidentRow, NewIncident, PanicStored, UnitRow};
 use crate::trustees::{Backoff, CallError, TrusteeClient};
 
+mod reassign;
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
