@@ -169,7 +169,9 @@ impl Service {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let app = api::router(self.engine.clone()).merge(web::router());
+        let app = api::router(self.engine.clone())
+            .merge(web::router())
+            .merge(web::api_router(self.engine.clone()));
         let engine = self.engine.clone();
         axum::serve(self.listener, app)
             .with_graceful_shutdown(async move {
