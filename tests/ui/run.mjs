@@ -348,14 +348,35 @@ describe('control room, team screen and simulator against the real demo', { conc
     assert.match(await team.textContent('#job-location'), /^\d+\.\d+, \d+\.\d+$/);
   });
 
-  it('closing from the keyboard ends the assignment on the team screen', async () => {
+  it('reassign releases the team (its screen says so) and the next nearest team takes over', async () => {
+    const name = () => control.$eval(`${item(incident)} .team-name`, (e) => e.textContent).catch(() => '');
+    assert.equal(await name(), 'PCR Talwandi 2 (team screen)');
+    await control.click('#act-reassign');
+    await control.waitForSelector('#confirm[open]', { timeout: T });
+    await control.click('#confirm-ok');
+    await team.waitForSelector('#job-ended:not([hidden])', { timeout: T });
+    assert.match(await team.textContent('#job-ended'), /another team/);
+    assert.ok(await team.isHidden('#ack'), 'nothing left to acknowledge');
+    // A demo team (simulated by the demo) is sent and acknowledges.
+    await control.waitForFunction(
+      (sel) => {
+        const b = document.querySelector(sel);
+        const n = b && b.querySelector('.team-name');
+        return n && n.textContent.startsWith('PCR ') && !n.textContent.includes('(team screen)') && b.querySelector('.ack-state[data-ack="true"]');
+      },
+      item(incident),
+      { timeout: T },
+    );
+    await control.waitForFunction(() => /Reassigned/.test(document.querySelector('#timeline').textContent), null, { timeout: T });
+  });
+
+  it('closing from the keyboard closes the incident', async () => {
     await control.focus('#act-close');
     await control.keyboard.press('Enter');
     await control.waitForSelector('#confirm[open]', { timeout: T });
     await control.keyboard.press('Enter');
     await control.waitForSelector('#detail .chip-status-closed', { timeout: T });
-    await team.waitForSelector('#job-ended:not([hidden])', { timeout: T });
-    assert.match(await team.textContent('#job-ended'), /closed/);
+    assert.ok(await control.isDisabled('#act-close'));
     // The open list no longer shows it; "All" does.
     await control.waitForSelector(item(incident), { state: 'detached', timeout: T });
     await control.click('[data-filter="all"]');

@@ -81,6 +81,7 @@ window.SOSVAULT_I18N.en = {
   'detail.location': 'Last location',
   'detail.timeline': 'Timeline',
   'action.reassign': 'Reassign',
+  'action.reassign_hint': 'Sends the next nearest free team once the current one has acknowledged (before that, it happens automatically on timeout).',
   'action.false_alarm': 'Mark false alarm',
   'action.false_alarm_done': 'Marked false alarm',
   'action.close': 'Close incident',

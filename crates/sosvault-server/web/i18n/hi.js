@@ -81,6 +81,7 @@ window.SOSVAULT_I18N.hi = {
   'detail.location': 'अंतिम स्थान',
   'detail.timeline': 'समयरेखा',
   'action.reassign': 'दूसरी टीम भेजें',
+  'action.reassign_hint': 'मौजूदा टीम की पुष्टि के बाद अगली निकटतम खाली टीम भेजता है (उससे पहले, समय समाप्त होने पर यह अपने-आप होता है)।',
   'action.false_alarm': 'झूठा अलार्म चिह्नित करें',
   'action.false_alarm_done': 'झूठा अलार्म चिह्नित',
   'action.close': 'घटना बंद करें',

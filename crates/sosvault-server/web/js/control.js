@@ -515,7 +515,19 @@
     const open = inc.status === 'open';
     const marked = inc.flags.includes('false_alarm');
     $('#actions').replaceChildren(
-      el('button', { type: 'button', class: 'btn btn-secondary', id: 'act-reassign', disabled: !open, onclick: () => act('reassign') }, t('action.reassign')),
+      el(
+        'button',
+        {
+          type: 'button',
+          class: 'btn btn-secondary',
+          id: 'act-reassign',
+          // Before the acknowledgement the service reassigns by itself on timeout.
+          disabled: !(open && inc.unit && inc.unit.acknowledged),
+          title: t('action.reassign_hint'),
+          onclick: () => act('reassign'),
+        },
+        t('action.reassign'),
+      ),
       el('button', { type: 'button', class: 'btn btn-warn', id: 'act-false-alarm', disabled: marked, onclick: () => act('false-alarm') }, marked ? t('action.false_alarm_done') : t('action.false_alarm')),
       el('button', { type: 'button', class: 'btn btn-danger', id: 'act-close', disabled: !open, onclick: () => act('close') }, t('action.close')),
     );
