@@ -4,6 +4,7 @@
 //! | --- | --- | --- |
 //! | anyone | `GET /healthz` | `ok` |
 //! | anyone | `GET /metrics` | Prometheus text |
+//! | anyone | `GET /openapi.json` | this API as OpenAPI 3.1 |
 //! | anyone | `GET /v1/info` | control room public key, trustees, threshold |
 //! | anyone | `GET /v1/log/head` | signed head of the control room's transparency log |
 //! | anyone | `GET /v1/log/proof?index=&size=` | RFC 6962 inclusion proof |
@@ -13,6 +14,7 @@
 //! | device | `POST /v1/cancel` | `{"cancel"}` → `{"status":"received"}` |
 //! | device | `POST /v1/stop` | `{"stop"}` → `{"status","receipts","pending"}` |
 //! | operator | `POST /v1/operator/login` | `{"username","password"}` → `{"token","expires_at_ms"}` |
+//! | operator | `POST /v1/operator/logout` | ends the session |
 //! | operator | `GET /v1/operator/incidents` | list |
 //! | operator | `GET /v1/operator/incidents/{id}` | detail, timeline, profile while released (logged) |
 //! | operator | `GET /v1/operator/incidents/{id}/access-log` | who read what |
@@ -27,6 +29,10 @@
 //!
 //! Devices authenticate by signature (every body is a device-signed message);
 //! operators and units by `Authorization: Bearer <token>`.
+//!
+//! The OpenAPI document is generated from the handlers' annotations and the
+//! routes are registered through the same [`utoipa_axum::router::OpenApiRouter`],
+//! so a route cannot exist without being documented.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -36,50 +42,95 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use futures_util::{Stream, StreamExt};
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
 use tokio_stream::wrappers::BroadcastStream;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::engine::{Engine, LatLon, OperatorId, UnitId, Viewer};
+use crate::engine::{
+    Engine, Enrolled, IncidentDetail, IncidentSummary, LatLon, OperatorId, Stopped, UnitId,
+    UnitView, Viewer,
+};
 use crate::error::ApiError;
 use crate::geo::UnitKind;
+use crate::store::AccessLogEntry;
 
 /// Largest request body (an enrollment with a 1 MiB sealed profile, in base64).
 pub const MAX_BODY: usize = 2 * 1024 * 1024;
 
-/// Builds the router.
-pub fn router(engine: Engine) -> Router {
-    Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/metrics", get(metrics))
-        .route("/v1/info", get(info))
-        .route("/v1/log/head", get(log_head))
-        .route("/v1/log/proof", get(log_proof))
-        .route("/v1/enroll", post(enroll))
-        .route("/v1/panic", post(panic))
-        .route("/v1/location", post(location))
-        .route("/v1/cancel", post(cancel))
-        .route("/v1/stop", post(stop))
-        .route("/v1/operator/login", post(login))
-        .route("/v1/operator/logout", post(logout))
-        .route("/v1/operator/incidents", get(list_incidents))
-        .route("/v1/operator/incidents/{id}", get(incident))
-        .route("/v1/operator/incidents/{id}/access-log", get(access_log))
-        .route("/v1/operator/incidents/{id}/false-alarm", post(false_alarm))
-        .route("/v1/operator/incidents/{id}/close", post(close))
-        .route("/v1/operator/events", get(operator_events))
-        .route("/v1/operator/units", get(list_units).post(create_unit))
-        .route("/v1/unit/position", post(unit_position))
-        .route("/v1/unit/events", get(unit_events))
-        .route("/v1/unit/incidents/{id}/ack", post(unit_ack))
-        .route("/v1/unit/incidents/{id}", get(unit_incident))
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "sosvault dispatch service",
+        description = "Panics in, nearest team out; profiles released by trustees for a bounded time; stop that shreds."
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "device", description = "Signed messages from a student's phone"),
+        (name = "operator", description = "The control room (session token)"),
+        (name = "unit", description = "A team in the field (unit token)"),
+        (name = "public", description = "Health, metrics, keys and the transparency log"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The router and the OpenAPI document generated from the same registrations.
+pub fn router_and_openapi(engine: Engine) -> (Router, utoipa::openapi::OpenApi) {
+    let (router, api) = OpenApiRouter::<Engine>::with_openapi(ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(metrics))
+        .routes(routes!(info))
+        .routes(routes!(log_head))
+        .routes(routes!(log_proof))
+        .routes(routes!(enroll))
+        .routes(routes!(panic))
+        .routes(routes!(location))
+        .routes(routes!(cancel))
+        .routes(routes!(stop))
+        .routes(routes!(login))
+        .routes(routes!(logout))
+        .routes(routes!(list_incidents))
+        .routes(routes!(incident))
+        .routes(routes!(access_log))
+        .routes(routes!(false_alarm))
+        .routes(routes!(close))
+        .routes(routes!(operator_events))
+        .routes(routes!(list_units, create_unit))
+        .routes(routes!(unit_position))
+        .routes(routes!(unit_events))
+        .routes(routes!(unit_ack))
+        .routes(routes!(unit_incident))
+        .split_for_parts();
+    let doc = api.clone();
+    let router = router
+        .route("/openapi.json", get(move || async move { Json(doc) }))
         .layer(DefaultBodyLimit::max(MAX_BODY))
-        .with_state(engine)
+        .with_state(engine);
+    (router, api)
+}
+
+/// Builds the router (with `/openapi.json`).
+pub fn router(engine: Engine) -> Router {
+    router_and_openapi(engine).0
 }
 
 /// A JSON body whose rejection is our JSON error (not axum's plain text).
@@ -156,6 +207,195 @@ impl FromRequestParts<Engine> for Unit {
     }
 }
 
+// ------------------------------------------------------------ bodies
+
+/// The error body of every 4xx/5xx answer.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// A stable code (`malformed`, `unknown_student`, `replayed`, `unauthorized`, ...).
+    pub error: String,
+    /// Plain words (never secrets).
+    pub message: String,
+}
+
+/// A status word.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct StatusBody {
+    /// `received`, `stored`, `duplicate`, `marked`, `closed`, `acknowledged`.
+    pub status: String,
+}
+
+fn status(s: &str) -> Json<StatusBody> {
+    Json(StatusBody {
+        status: s.to_owned(),
+    })
+}
+
+/// One trustee, as devices need it.
+#[derive(Serialize, ToSchema)]
+pub struct TrusteeInfo {
+    /// Trustee id (hex).
+    pub id: String,
+    /// `TrusteePublic` (hex): seal shares to it, pin its signatures.
+    pub public: String,
+    /// Display name.
+    pub name: String,
+}
+
+/// What a device needs to enroll and panic.
+#[derive(Serialize, ToSchema)]
+pub struct InfoBody {
+    /// `ControlRoomPublic` (hex): seal locations and notes to it.
+    pub control_room_public: String,
+    /// Shares needed to open a vault.
+    pub threshold: u8,
+    /// Trustees in share-index order.
+    pub trustees: Vec<TrusteeInfo>,
+}
+
+/// The signed head of the control room's transparency log.
+#[derive(Serialize, ToSchema)]
+pub struct LogHeadBody {
+    /// Base64 of the signed `sosvault/tree-head/v1`.
+    pub head: String,
+    /// Entries in the log.
+    pub size: u64,
+    /// Root hash (hex).
+    pub root: String,
+    /// The log key (hex) auditors pin (derived from the control room key).
+    pub log_public_key: String,
+}
+
+/// An inclusion proof.
+#[derive(Serialize, ToSchema)]
+pub struct LogProofBody {
+    /// The entry.
+    pub index: u64,
+    /// The tree size the proof is for.
+    pub size: u64,
+    /// Sibling hashes (hex), deepest first.
+    pub proof: Vec<String>,
+}
+
+/// Which inclusion proof.
+#[derive(Deserialize, IntoParams)]
+pub struct ProofQuery {
+    /// Entry index.
+    pub index: u64,
+    /// Tree size (from a signed head).
+    pub size: u64,
+}
+
+/// `POST /v1/enroll`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnrollBody {
+    /// Base64 of a `sosvault/enrollment-package/v1`.
+    pub package: String,
+}
+
+/// `POST /v1/panic`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PanicBody {
+    /// Base64 of a device-signed `sosvault/panic/v1`.
+    pub panic: String,
+}
+
+/// The answer to a panic.
+#[derive(Serialize, ToSchema)]
+pub struct PanicAccepted {
+    /// Incident id (hex); the same for the same signed panic.
+    pub incident_id: String,
+    /// `help is coming`.
+    pub status: String,
+    /// False when this panic was received before.
+    pub new: bool,
+}
+
+/// `POST /v1/location`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LocationBody {
+    /// Base64 of a device-signed `sosvault/location/v1`.
+    pub update: String,
+}
+
+/// `POST /v1/cancel`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelBody {
+    /// Base64 of a device-signed `sosvault/cancel/v1`.
+    pub cancel: String,
+}
+
+/// `POST /v1/stop`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StopBody {
+    /// Base64 of a device-signed `sosvault/stop/v1`.
+    pub stop: String,
+}
+
+/// `POST /v1/operator/login`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginBody {
+    /// Operator name.
+    pub username: String,
+    /// Password.
+    pub password: String,
+}
+
+/// A session.
+#[derive(Serialize, ToSchema)]
+pub struct LoginAnswer {
+    /// Bearer token.
+    pub token: String,
+    /// Expiry (unix ms).
+    pub expires_at_ms: u64,
+}
+
+/// Which incidents.
+#[derive(Deserialize, IntoParams)]
+pub struct ListQuery {
+    /// At most this many, newest first (default 200, at most 1000).
+    pub limit: Option<u32>,
+}
+
+/// `POST /v1/operator/units`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewUnit {
+    /// Display name.
+    pub name: String,
+    /// `police`, `medical` or `counsellor`.
+    pub kind: String,
+    /// Starting latitude.
+    pub lat: Option<f64>,
+    /// Starting longitude.
+    pub lon: Option<f64>,
+}
+
+/// A registered unit.
+#[derive(Serialize, ToSchema)]
+pub struct UnitCreated {
+    /// Unit id.
+    pub unit_id: String,
+    /// The unit's bearer token (shown once; stored only as a hash).
+    pub token: String,
+}
+
+// ------------------------------------------------------------ public
+
+/// Liveness.
+#[utoipa::path(get, path = "/healthz", tag = "public", responses((status = 200, description = "alive", body = String, content_type = "text/plain")))]
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Counters and latencies in the Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "public", responses((status = 200, description = "Prometheus text", body = String, content_type = "text/plain")))]
 async fn metrics(State(e): State<Engine>) -> Response {
     (
         [(
@@ -167,135 +407,127 @@ async fn metrics(State(e): State<Engine>) -> Response {
         .into_response()
 }
 
-async fn info(State(e): State<Engine>) -> Json<serde_json::Value> {
-    let trustees: Vec<_> = e
-        .trustees()
-        .iter()
-        .map(|t| json!({ "id": t.id().to_hex(), "public": t.public().to_hex(), "name": t.name() }))
-        .collect();
-    Json(json!({
-        "control_room_public": e.control_room_public().to_hex(),
-        "threshold": e.config().threshold,
-        "trustees": trustees,
-    }))
+/// The control room's public keys, the trustees and the threshold.
+#[utoipa::path(get, path = "/v1/info", tag = "public", responses((status = 200, body = InfoBody)))]
+async fn info(State(e): State<Engine>) -> Json<InfoBody> {
+    Json(InfoBody {
+        control_room_public: e.control_room_public().to_hex(),
+        threshold: e.config().threshold,
+        trustees: e
+            .trustees()
+            .iter()
+            .map(|t| TrusteeInfo {
+                id: t.id().to_hex(),
+                public: t.public().to_hex(),
+                name: t.name().to_owned(),
+            })
+            .collect(),
+    })
 }
 
-async fn log_head(State(e): State<Engine>) -> Json<serde_json::Value> {
+/// A freshly signed head of the control room's transparency log (profile views).
+#[utoipa::path(get, path = "/v1/log/head", tag = "public", responses((status = 200, body = LogHeadBody)))]
+async fn log_head(State(e): State<Engine>) -> Json<LogHeadBody> {
     let head = e.log_head().await;
-    Json(json!({
-        "head": B64.encode(head.as_bytes()),
-        "size": head.body().size,
-        "root": hex::encode(head.body().root),
-        "log_public_key": e.log_public().to_hex(),
-    }))
+    Json(LogHeadBody {
+        head: B64.encode(head.as_bytes()),
+        size: head.body().size,
+        root: hex::encode(head.body().root),
+        log_public_key: e.log_public().to_hex(),
+    })
 }
 
-#[derive(Deserialize)]
-struct ProofQuery {
-    index: u64,
-    size: u64,
-}
-
+/// The inclusion proof of one entry.
+#[utoipa::path(get, path = "/v1/log/proof", tag = "public", params(ProofQuery), responses((status = 200, body = LogProofBody), (status = 400, body = ErrorBody)))]
 async fn log_proof(
     State(e): State<Engine>,
     Query(q): Query<ProofQuery>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<LogProofBody>, ApiError> {
     let proof = e.log_inclusion_proof(q.index, q.size).await?;
-    let proof: Vec<String> = proof.iter().map(hex::encode).collect();
-    Ok(Json(json!({ "index": q.index, "size": q.size, "proof": proof })).into_response())
+    Ok(Json(LogProofBody {
+        index: q.index,
+        size: q.size,
+        proof: proof.iter().map(hex::encode).collect(),
+    }))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct EnrollBody {
-    package: String,
-}
+// ------------------------------------------------------------ device
 
+/// Enrolls (or re-enrolls) a student; answers once every trustee holds its share.
+#[utoipa::path(post, path = "/v1/enroll", tag = "device", request_body = EnrollBody,
+    responses((status = 200, body = Enrolled), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 410, body = ErrorBody), (status = 503, body = ErrorBody)))]
 async fn enroll(
     State(e): State<Engine>,
     JsonBody(b): JsonBody<EnrollBody>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<Enrolled>, ApiError> {
     let bytes = decode_b64(&b.package, "package")?;
-    let out = e.enroll(&bytes).await?;
-    Ok(Json(out).into_response())
+    Ok(Json(e.enroll(&bytes).await?))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PanicBody {
-    panic: String,
-}
-
+/// A panic: stored durably, then dispatched. The same signed panic again
+/// returns the same incident.
+#[utoipa::path(post, path = "/v1/panic", tag = "device", request_body = PanicBody,
+    responses((status = 202, body = PanicAccepted), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 410, body = ErrorBody)))]
 async fn panic(
     State(e): State<Engine>,
     JsonBody(b): JsonBody<PanicBody>,
-) -> Result<Response, ApiError> {
+) -> Result<(StatusCode, Json<PanicAccepted>), ApiError> {
     let bytes = decode_b64(&b.panic, "panic")?;
     let (id, new) = e.panic(&bytes).await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({ "incident_id": id.to_hex(), "status": "help is coming", "new": new })),
-    )
-        .into_response())
+        Json(PanicAccepted {
+            incident_id: id.to_hex(),
+            status: "help is coming".into(),
+            new,
+        }),
+    ))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LocationBody {
-    update: String,
-}
-
+/// A live location update during an incident.
+#[utoipa::path(post, path = "/v1/location", tag = "device", request_body = LocationBody,
+    responses((status = 200, body = StatusBody), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn location(
     State(e): State<Engine>,
     JsonBody(b): JsonBody<LocationBody>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<StatusBody>, ApiError> {
     let bytes = decode_b64(&b.update, "update")?;
-    let status = e.location(&bytes).await?;
-    Ok(Json(json!({ "status": status })).into_response())
+    Ok(status(e.location(&bytes).await?))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CancelBody {
-    cancel: String,
-}
-
+/// "I am safe" (a duress cancel gets the same answer and escalates).
+#[utoipa::path(post, path = "/v1/cancel", tag = "device", request_body = CancelBody,
+    responses((status = 200, body = StatusBody), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn cancel(
     State(e): State<Engine>,
     JsonBody(b): JsonBody<CancelBody>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<StatusBody>, ApiError> {
     let bytes = decode_b64(&b.cancel, "cancel")?;
     e.cancel(&bytes).await?;
     // The same answer whether or not the cancel carried duress.
-    Ok(Json(json!({ "status": "received" })).into_response())
+    Ok(status("received"))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StopBody {
-    stop: String,
-}
-
+/// Stop: wipe the student's data, shred at every trustee.
+#[utoipa::path(post, path = "/v1/stop", tag = "device", request_body = StopBody,
+    responses((status = 200, body = Stopped), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn stop(
     State(e): State<Engine>,
     JsonBody(b): JsonBody<StopBody>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<Stopped>, ApiError> {
     let bytes = decode_b64(&b.stop, "stop")?;
-    let out = e.stop(&bytes).await?;
-    Ok(Json(out).into_response())
+    Ok(Json(e.stop(&bytes).await?))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LoginBody {
-    username: String,
-    password: String,
-}
+// ------------------------------------------------------------ operator
 
+/// Operator login (argon2id); returns a session token.
+#[utoipa::path(post, path = "/v1/operator/login", tag = "operator", request_body = LoginBody,
+    responses((status = 200, body = LoginAnswer), (status = 401, body = ErrorBody)))]
 async fn login(
     State(e): State<Engine>,
     JsonBody(b): JsonBody<LoginBody>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<LoginAnswer>, ApiError> {
     if b.username.len() > 128 || b.password.len() > 1024 {
         return Err(ApiError::new(
             401,
@@ -303,11 +535,16 @@ async fn login(
             "wrong username or password",
         ));
     }
-    let (token, expires) = e.login(&b.username, &b.password).await?;
-    Ok(Json(json!({ "token": token, "expires_at_ms": expires })).into_response())
+    let (token, expires_at_ms) = e.login(&b.username, &b.password).await?;
+    Ok(Json(LoginAnswer {
+        token,
+        expires_at_ms,
+    }))
 }
 
-async fn logout(State(e): State<Engine>, parts: Parts2) -> StatusCode {
+/// Ends the session.
+#[utoipa::path(post, path = "/v1/operator/logout", tag = "operator", security(("bearer" = [])), responses((status = 204)))]
+async fn logout(State(e): State<Engine>, parts: RawBearer) -> StatusCode {
     if let Some(t) = parts.0 {
         e.logout(&t);
     }
@@ -315,65 +552,75 @@ async fn logout(State(e): State<Engine>, parts: Parts2) -> StatusCode {
 }
 
 /// The raw bearer token, if any (for logout).
-pub struct Parts2(Option<String>);
+pub struct RawBearer(Option<String>);
 
-impl<S: Send + Sync> FromRequestParts<S> for Parts2 {
+impl<S: Send + Sync> FromRequestParts<S> for RawBearer {
     type Rejection = Infallible;
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
-        Ok(Parts2(bearer(parts).map(str::to_owned)))
+        Ok(RawBearer(bearer(parts).map(str::to_owned)))
     }
 }
 
-#[derive(Deserialize)]
-struct ListQuery {
-    limit: Option<u32>,
-}
-
+/// Recent incidents, newest first.
+#[utoipa::path(get, path = "/v1/operator/incidents", tag = "operator", params(ListQuery), security(("bearer" = [])),
+    responses((status = 200, body = Vec<IncidentSummary>), (status = 401, body = ErrorBody)))]
 async fn list_incidents(
     State(e): State<Engine>,
     _op: Operator,
     Query(q): Query<ListQuery>,
-) -> Result<Response, ApiError> {
-    let list = e.list(q.limit.unwrap_or(200).min(1000)).await?;
-    Ok(Json(list).into_response())
+) -> Result<Json<Vec<IncidentSummary>>, ApiError> {
+    Ok(Json(e.list(q.limit.unwrap_or(200).min(1000)).await?))
 }
 
+/// One incident: timeline, assignments and, while released and open, the
+/// profile (each view is logged).
+#[utoipa::path(get, path = "/v1/operator/incidents/{id}", tag = "operator", params(("id" = String, Path, description = "incident id (hex)")), security(("bearer" = [])),
+    responses((status = 200, body = IncidentDetail), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn incident(
     State(e): State<Engine>,
     Operator(op): Operator,
     Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<IncidentDetail>, ApiError> {
     let id = parse_incident_id(&id)?;
-    Ok(Json(e.detail(id, Viewer::Operator(op)).await?).into_response())
+    Ok(Json(e.detail(id, Viewer::Operator(op)).await?))
 }
 
+/// The transparency-log entries about an incident (who viewed the profile).
+#[utoipa::path(get, path = "/v1/operator/incidents/{id}/access-log", tag = "operator", params(("id" = String, Path, description = "incident id (hex)")), security(("bearer" = [])),
+    responses((status = 200, body = Vec<AccessLogEntry>), (status = 401, body = ErrorBody)))]
 async fn access_log(
     State(e): State<Engine>,
     _op: Operator,
     Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<Vec<AccessLogEntry>>, ApiError> {
     let id = parse_incident_id(&id)?;
-    Ok(Json(e.access_log(id).await?).into_response())
+    Ok(Json(e.access_log(id).await?))
 }
 
+/// Marks a false alarm (counted against the student; repeat offenders are flagged).
+#[utoipa::path(post, path = "/v1/operator/incidents/{id}/false-alarm", tag = "operator", params(("id" = String, Path, description = "incident id (hex)")), security(("bearer" = [])),
+    responses((status = 200, body = StatusBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn false_alarm(
     State(e): State<Engine>,
     Operator(op): Operator,
     Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<StatusBody>, ApiError> {
     let id = parse_incident_id(&id)?;
     e.false_alarm(id, &op).await?;
-    Ok(Json(json!({ "status": "marked" })).into_response())
+    Ok(status("marked"))
 }
 
+/// Closes an incident: keys forgotten, unit freed and told.
+#[utoipa::path(post, path = "/v1/operator/incidents/{id}/close", tag = "operator", params(("id" = String, Path, description = "incident id (hex)")), security(("bearer" = [])),
+    responses((status = 200, body = StatusBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn close(
     State(e): State<Engine>,
     Operator(op): Operator,
     Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<StatusBody>, ApiError> {
     let id = parse_incident_id(&id)?;
     e.operator_close(id, &op).await?;
-    Ok(Json(json!({ "status": "closed" })).into_response())
+    Ok(status("closed"))
 }
 
 fn sse_of(
@@ -382,6 +629,9 @@ fn sse_of(
     Sse::new(stream.map(Ok)).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
+/// Live events for the control room (SSE; each `data` is an event JSON).
+#[utoipa::path(get, path = "/v1/operator/events", tag = "operator", security(("bearer" = [])),
+    responses((status = 200, description = "server-sent events", content_type = "text/event-stream", body = String), (status = 401, body = ErrorBody)))]
 async fn operator_events(State(e): State<Engine>, _op: Operator) -> Response {
     let rx = e.subscribe();
     let closing = e.streams_closing();
@@ -398,20 +648,14 @@ async fn operator_events(State(e): State<Engine>, _op: Operator) -> Response {
     sse_of(stream.take_until(closing.cancelled_owned())).into_response()
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NewUnit {
-    name: String,
-    kind: String,
-    lat: Option<f64>,
-    lon: Option<f64>,
-}
-
+/// Registers a unit; its token is returned once.
+#[utoipa::path(post, path = "/v1/operator/units", tag = "operator", request_body = NewUnit, security(("bearer" = [])),
+    responses((status = 201, body = UnitCreated), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn create_unit(
     State(e): State<Engine>,
     _op: Operator,
     JsonBody(b): JsonBody<NewUnit>,
-) -> Result<Response, ApiError> {
+) -> Result<(StatusCode, Json<UnitCreated>), ApiError> {
     let kind = UnitKind::parse(&b.kind).ok_or_else(|| {
         ApiError::bad_request("bad_kind", "kind must be police, medical or counsellor")
     })?;
@@ -425,27 +669,34 @@ async fn create_unit(
             ));
         }
     };
-    let (id, token) = e.create_unit(&b.name, kind, position).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(json!({ "unit_id": id, "token": token })),
-    )
-        .into_response())
+    let (unit_id, token) = e.create_unit(&b.name, kind, position).await?;
+    Ok((StatusCode::CREATED, Json(UnitCreated { unit_id, token })))
 }
 
-async fn list_units(State(e): State<Engine>, _op: Operator) -> Json<Vec<crate::engine::UnitView>> {
+/// Every unit, with its position and current incident.
+#[utoipa::path(get, path = "/v1/operator/units", tag = "operator", security(("bearer" = [])),
+    responses((status = 200, body = Vec<UnitView>), (status = 401, body = ErrorBody)))]
+async fn list_units(State(e): State<Engine>, _op: Operator) -> Json<Vec<UnitView>> {
     Json(e.units())
 }
 
+// ------------------------------------------------------------ unit
+
+/// The unit reports its position.
+#[utoipa::path(post, path = "/v1/unit/position", tag = "unit", request_body = LatLon, security(("bearer" = [])),
+    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn unit_position(
     State(e): State<Engine>,
     Unit(u): Unit,
     JsonBody(p): JsonBody<LatLon>,
-) -> Result<Response, ApiError> {
+) -> Result<StatusCode, ApiError> {
     e.unit_position(&u, p).await?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    Ok(StatusCode::NO_CONTENT)
 }
 
+/// The unit's live stream: assignments, location updates, cancellations (SSE).
+#[utoipa::path(get, path = "/v1/unit/events", tag = "unit", security(("bearer" = [])),
+    responses((status = 200, description = "server-sent events", content_type = "text/event-stream", body = String), (status = 401, body = ErrorBody)))]
 async fn unit_events(State(e): State<Engine>, Unit(u): Unit) -> Response {
     let rx = e.subscribe();
     let guard = e.unit_connected(&u);
@@ -468,21 +719,27 @@ async fn unit_events(State(e): State<Engine>, Unit(u): Unit) -> Response {
     sse_of(stream.take_until(closing.cancelled_owned())).into_response()
 }
 
+/// The unit acknowledges its assignment.
+#[utoipa::path(post, path = "/v1/unit/incidents/{id}/ack", tag = "unit", params(("id" = String, Path, description = "incident id (hex)")), security(("bearer" = [])),
+    responses((status = 200, body = StatusBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn unit_ack(
     State(e): State<Engine>,
     Unit(u): Unit,
     Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<StatusBody>, ApiError> {
     let id = parse_incident_id(&id)?;
     e.acknowledge(&u, id)?;
-    Ok(Json(json!({ "status": "acknowledged" })).into_response())
+    Ok(status("acknowledged"))
 }
 
+/// The unit's assigned incident (404 for any other), with the profile while released.
+#[utoipa::path(get, path = "/v1/unit/incidents/{id}", tag = "unit", params(("id" = String, Path, description = "incident id (hex)")), security(("bearer" = [])),
+    responses((status = 200, body = IncidentDetail), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn unit_incident(
     State(e): State<Engine>,
     Unit(u): Unit,
     Path(id): Path<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Json<IncidentDetail>, ApiError> {
     let id = parse_incident_id(&id)?;
-    Ok(Json(e.detail(id, Viewer::Unit(u)).await?).into_response())
+    Ok(Json(e.detail(id, Viewer::Unit(u)).await?))
 }

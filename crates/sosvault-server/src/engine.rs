@@ -226,7 +226,7 @@ struct Inner {
 }
 
 /// A summary of an incident for lists.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct IncidentSummary {
     /// Incident id (hex).
     pub id: String,
@@ -247,7 +247,7 @@ pub struct IncidentSummary {
 }
 
 /// A position.
-#[derive(Clone, Copy, Debug, Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct LatLon {
     /// Latitude, degrees.
     pub lat: f64,
@@ -256,7 +256,7 @@ pub struct LatLon {
 }
 
 /// The unit on an incident.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct AssignedUnit {
     /// Unit id.
     pub id: String,
@@ -267,7 +267,7 @@ pub struct AssignedUnit {
 }
 
 /// Where the release of an incident's vault stands.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct ReleaseStatus {
     /// Good shares in.
     pub have: usize,
@@ -278,7 +278,7 @@ pub struct ReleaseStatus {
 }
 
 /// One incident with its timeline (and, for callers allowed to, the profile).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct IncidentDetail {
     /// The summary.
     #[serde(flatten)]
@@ -290,11 +290,12 @@ pub struct IncidentDetail {
     /// Every unit assigned so far.
     pub assignments: Vec<AssignmentView>,
     /// The profile, while released and open; its view is logged.
+    #[schema(value_type = Option<Object>)]
     pub profile: Option<Profile>,
 }
 
 /// An assignment as shown.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct AssignmentView {
     /// Unit id.
     pub unit: String,
@@ -305,7 +306,7 @@ pub struct AssignmentView {
 }
 
 /// A unit as shown to operators.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct UnitView {
     /// Unit id.
     pub id: String,
@@ -322,7 +323,7 @@ pub struct UnitView {
 }
 
 /// The result of an enrollment.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Enrolled {
     /// Student id (hex).
     pub student_id: String,
@@ -333,7 +334,7 @@ pub struct Enrolled {
 }
 
 /// The result of a stop.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Stopped {
     /// Always `stopped`.
     pub status: String,

@@ -31,7 +31,9 @@ fn to_xyz(lat: f64, lon: f64) -> [f64; 3] {
 }
 
 /// The kind of a unit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum UnitKind {
     /// A police team.

@@ -116,7 +116,7 @@ pub struct IncidentRow {
 }
 
 /// One timeline entry.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct TimelineEntry {
     /// When (unix ms).
     pub at_ms: u64,
@@ -164,7 +164,7 @@ pub struct PendingShred {
 }
 
 /// One entry of the transparency log, as listed for an incident.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct AccessLogEntry {
     /// Index in the log (leaf number).
     pub index: u64,

@@ -316,3 +316,74 @@ async fn bad_input_and_wrong_callers_get_a_clear_4xx_and_change_nothing() {
         "no incident was created by the refused calls"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_describes_every_route_and_nothing_else() {
+    let c = Cluster::start(Options::default()).await;
+    let doc = c.client.get("/openapi.json", None).await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+    let mut ops: Vec<String> = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            ops.push(format!("{} {path}", method.to_uppercase()));
+        }
+    }
+    ops.sort();
+    let mut expected = vec![
+        "GET /healthz",
+        "GET /metrics",
+        "GET /v1/info",
+        "GET /v1/log/head",
+        "GET /v1/log/proof",
+        "POST /v1/enroll",
+        "POST /v1/panic",
+        "POST /v1/location",
+        "POST /v1/cancel",
+        "POST /v1/stop",
+        "POST /v1/operator/login",
+        "POST /v1/operator/logout",
+        "GET /v1/operator/incidents",
+        "GET /v1/operator/incidents/{id}",
+        "GET /v1/operator/incidents/{id}/access-log",
+        "POST /v1/operator/incidents/{id}/false-alarm",
+        "POST /v1/operator/incidents/{id}/close",
+        "GET /v1/operator/events",
+        "GET /v1/operator/units",
+        "POST /v1/operator/units",
+        "POST /v1/unit/position",
+        "GET /v1/unit/events",
+        "POST /v1/unit/incidents/{id}/ack",
+        "GET /v1/unit/incidents/{id}",
+    ];
+    expected.sort();
+    assert_eq!(ops, expected);
+    // Bodies are described, not just named.
+    let schemas = doc["components"]["schemas"].as_object().unwrap();
+    for name in [
+        "PanicBody",
+        "PanicAccepted",
+        "IncidentDetail",
+        "IncidentSummary",
+        "ErrorBody",
+        "Stopped",
+    ] {
+        assert!(schemas.contains_key(name), "schema {name} missing");
+    }
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    // Every documented GET without a path parameter answers (200 or 401), none is a 404.
+    for op in &ops {
+        if let Some(path) = op.strip_prefix("GET ") {
+            if path.contains('{') || path.ends_with("events") || path.contains("proof") {
+                continue;
+            }
+            let r = reqwest::get(format!("{}{path}", c.server.url()))
+                .await
+                .unwrap();
+            assert!(
+                matches!(r.status().as_u16(), 200 | 401),
+                "{path}: {}",
+                r.status()
+            );
+        }
+    }
+}
