@@ -215,19 +215,9 @@ pub async fn start(
     }
     let mut teams = Vec::new();
     for (name, kind, dlat, dlon) in [
-        ("PCR Talwandi 2 (team screen)", "police", 0.0002, 0.0001),
-        (
-            "Ambulance Talwandi 2 (team screen)",
-            "medical",
-            -0.0002,
-            0.0003,
-        ),
-        (
-            "Counsellor Talwandi 2 (team screen)",
-            "counsellor",
-            0.0001,
-            -0.0003,
-        ),
+        ("PCR Talwandi 2", "police", 0.0002, 0.0001),
+        ("Ambulance Talwandi 2", "medical", -0.0002, 0.0003),
+        ("Counsellor Talwandi 2", "counsellor", 0.0001, -0.0003),
     ] {
         let (_, token) = client
             .create_unit(operator, name, kind, CENTRE.0 + dlat, CENTRE.1 + dlon)

@@ -360,7 +360,7 @@
       let m = S.markers.get(id);
       const cls = 'mk-incident mk-' + inc.category + (inc.flags.includes('duress') ? ' mk-duress' : '') + (S.selected === id ? ' mk-selected' : '');
       if (!m) {
-        m = L.marker(ll, { icon: SV.dotIcon(cls), keyboard: false, title: t(SV.categoryKey(inc.category)), zIndexOffset: 1000 })
+        m = L.marker(ll, { icon: SV.dotIcon(cls, true), keyboard: false, title: t(SV.categoryKey(inc.category)), zIndexOffset: 1000 })
           .addTo(S.map)
           .on('click', () => select(id));
         S.markers.set(id, m);
@@ -369,7 +369,7 @@
         const e = m.getElement();
         if (e) e.className = e.className.replace(/\bmk-(selected|duress)\b/g, '').trim() + (S.selected === id ? ' mk-selected' : '') + (inc.flags.includes('duress') ? ' mk-duress' : '');
       }
-      SV.tagMarker(m, '', { incident: id });
+      SV.tagMarker(m, '!', { incident: id });
     }
     for (const [id, m] of S.markers) {
       if (!seen.has(id)) {

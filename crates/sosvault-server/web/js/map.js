@@ -8,19 +8,19 @@
   const L = window.L;
 
   /** Kota, Rajasthan: the coaching areas the demo uses (approximate centres). */
-  SV.KOTA = { lat: 25.1445, lon: 75.8455 };
+  SV.KOTA = { lat: 25.1500, lon: 75.8420 };
+  // The demo's areas (crates/sosvault-cli/src/kota.rs), as orientation labels.
   const PLACES = [
-    ['Talwandi', 25.1425, 75.835],
-    ['Rajeev Gandhi Nagar', 25.1395, 75.8535],
-    ['Indra Vihar', 25.1505, 75.8345],
-    ['Mahaveer Nagar', 25.1305, 75.8455],
-    ['Vigyan Nagar', 25.1575, 75.8535],
-    ['Jawahar Nagar', 25.1585, 75.8385],
-    ['Dadabari', 25.167, 75.8295],
-    ['Landmark City', 25.2135, 75.8415],
-    ['Kunhari', 25.2035, 75.8285],
-    ['Coral Park', 25.1245, 75.8655],
-    ['Kota Junction', 25.2225, 75.8805],
+    ['Talwandi', 25.1427, 75.8433],
+    ['Rajeev Gandhi Nagar', 25.1373, 75.835],
+    ['Landmark City', 25.2012, 75.8318],
+    ['Kunhadi', 25.1948, 75.841],
+    ['Mahaveer Nagar', 25.1331, 75.8452],
+    ['Vigyan Nagar', 25.1559, 75.8592],
+    ['Indra Vihar', 25.1402, 75.8262],
+    ['Jawahar Nagar', 25.1512, 75.84],
+    ['Dadabari', 25.1604, 75.8252],
+    ['Coral Park', 25.1447, 75.8188],
   ];
 
   /** A map in `el`; returns the Leaflet map. */
@@ -40,12 +40,15 @@
     } else {
       el.classList.add('map-offline');
       map.attributionControl.addAttribution(SV.t('map.offline'));
+      // Labels sit in their own pane under the markers, so no marker is ever hidden.
+      map.createPane('places').style.zIndex = 350;
       const labels = L.layerGroup().addTo(map);
       for (const [name, lat, lon] of PLACES) {
         L.marker([lat, lon], {
           icon: L.divIcon({ className: 'place-label', html: '', iconSize: null }),
           interactive: false,
           keyboard: false,
+          pane: 'places',
         })
           .addTo(labels)
           .getElement()

@@ -241,10 +241,10 @@
     if (job.location) {
       const ll = [job.location.lat, job.location.lon];
       if (!S.studentMarker) {
-        S.studentMarker = L.marker(ll, { icon: SV.dotIcon('mk-incident mk-' + job.category), keyboard: false, title: t('team.location') }).addTo(S.map);
+        S.studentMarker = L.marker(ll, { icon: SV.dotIcon('mk-incident mk-' + job.category, true), keyboard: false, title: t('team.location') }).addTo(S.map);
         S.map.setView(ll, 15);
       } else S.studentMarker.setLatLng(ll);
-      SV.tagMarker(S.studentMarker, '', { incident: job.id });
+      SV.tagMarker(S.studentMarker, '!', { incident: job.id });
       if (!S.map.getBounds().pad(-0.1).contains(ll)) S.map.panTo(ll);
     }
     S.trail.setLatLngs(job.trail || []);
