@@ -376,3 +376,47 @@ async fn a_duress_cancel_looks_the_same_but_escalates() {
     let err = c.client.enroll(&stale.package).await.unwrap_err();
     assert_eq!((err.status, err.code.as_str()), (409, "stale_epoch"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_ends_the_live_streams_exits_cleanly_and_loses_nothing() {
+    let mut c = Cluster::start(Options::default()).await;
+    let op = c.operator().await;
+    let mut unit = c
+        .unit(&op, "PCR Talwandi", "police", 25.1440, 75.8370)
+        .await;
+    let mut ops = c.client.events("/v1/operator/events", &op).await.unwrap();
+    let mut device = c.student("Graceful Student").await;
+    let panic = device
+        .panic(
+            Category::Police,
+            &talwandi(),
+            &c.info.control_room,
+            Timestamp::now(),
+        )
+        .unwrap();
+    let id = c.client.panic(&panic).await.unwrap();
+    next_event(&mut unit.events, 10, is("assigned", &id)).await;
+
+    // Open SSE streams must not hold the shutdown up.
+    assert!(c.server.terminate(10), "exit status 0 after SIGTERM");
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+        while ops.recv().await.is_some() {}
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the operator stream was closed by the server"
+    );
+    assert!(c.server.logs().contains("shutting down"));
+
+    // Back up: the incident is there, still open, the same panic maps to it.
+    c.server.start();
+    let op = c.operator().await;
+    let d = c
+        .client
+        .get(&format!("/v1/operator/incidents/{id}"), Some(&op))
+        .await
+        .unwrap();
+    assert_eq!(d["status"], "open");
+    assert_eq!(c.client.panic(&panic).await.unwrap(), id);
+}

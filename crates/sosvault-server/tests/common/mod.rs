@@ -192,6 +192,29 @@ impl ServerProc {
         format!("http://{}", self.addr.as_ref().unwrap())
     }
 
+    /// SIGTERM, then waits (at most `secs`) for the exit; returns whether it exited 0.
+    pub fn terminate(&mut self, secs: u64) -> bool {
+        let mut child = self.child.take().expect("running");
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = std::thread::spawn(move || {
+            let r = child.wait();
+            let _ = tx.send(r.map(|s| s.success()).unwrap_or(false));
+            child
+        });
+        match rx.recv_timeout(Duration::from_secs(secs)) {
+            Ok(ok) => {
+                let _ = waiter.join();
+                ok
+            }
+            Err(_) => panic!("the server did not exit within {secs} s of SIGTERM"),
+        }
+    }
+
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
