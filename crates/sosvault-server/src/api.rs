@@ -20,6 +20,7 @@
 //! | operator | `GET /v1/operator/incidents/{id}/access-log` | who read what |
 //! | operator | `POST /v1/operator/incidents/{id}/false-alarm` | |
 //! | operator | `POST /v1/operator/incidents/{id}/close` | |
+//! | operator | `POST /v1/operator/incidents/{id}/reassign` | next nearest team (after an ack) |
 //! | operator | `GET /v1/operator/events` | SSE stream |
 //! | operator | `GET/POST /v1/operator/units` | list / register (returns the unit token once) |
 //! | unit | `POST /v1/unit/position` | `{"lat","lon"}` |
@@ -113,6 +114,7 @@ pub fn router_and_openapi(engine: Engine) -> (Router, utoipa::openapi::OpenApi) 
         .routes(routes!(access_log))
         .routes(routes!(false_alarm))
         .routes(routes!(close))
+        .routes(routes!(reassign))
         .routes(routes!(operator_events))
         .routes(routes!(list_units, create_unit))
         .routes(routes!(unit_position))
@@ -621,6 +623,21 @@ async fn close(
     let id = parse_incident_id(&id)?;
     e.operator_close(id, &op).await?;
     Ok(status("closed"))
+}
+
+/// Reassigns: the acknowledged team is released (and told) and the next nearest
+/// free team is sent. Before the acknowledgement: 409 (the service reassigns by
+/// itself when the acknowledgement times out).
+#[utoipa::path(post, path = "/v1/operator/incidents/{id}/reassign", tag = "operator", params(("id" = String, Path, description = "incident id (hex)")), security(("bearer" = [])),
+    responses((status = 200, body = StatusBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn reassign(
+    State(e): State<Engine>,
+    Operator(op): Operator,
+    Path(id): Path<String>,
+) -> Result<Json<StatusBody>, ApiError> {
+    let id = parse_incident_id(&id)?;
+    e.reassign(id, &op).await?;
+    Ok(status("reassigning"))
 }
 
 fn sse_of(

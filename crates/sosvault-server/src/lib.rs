@@ -58,6 +58,7 @@ pub mod error;
 pub mod geo;
 pub mod metrics;
 pub mod store;
+pub mod tls;
 pub mod trustees;
 pub mod web;
 
@@ -127,12 +128,17 @@ pub struct Service {
     engine: Engine,
     listener: tokio::net::TcpListener,
     addr: SocketAddr,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 impl Service {
     /// Opens the store, loads keys, resumes open incidents and binds the listener.
     pub async fn start(cfg: Config) -> anyhow::Result<Self> {
         cfg.validate()?;
+        let tls = match (&cfg.tls_cert, &cfg.tls_key) {
+            (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+            _ => None,
+        };
         let (cr, mk) = load_keys(&cfg)?;
         let store = SqliteStore::open(&cfg.db_path()).context("opening the database")?;
         let db = Db::new(Arc::new(store));
@@ -150,7 +156,13 @@ impl Service {
             engine,
             listener,
             addr,
+            tls,
         })
+    }
+
+    /// `https` when TLS is configured, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
     }
 
     /// The bound address.
@@ -169,18 +181,27 @@ impl Service {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let app = api::router(self.engine.clone())
-            .merge(web::router())
-            .merge(web::api_router(self.engine.clone()));
+        let app = api::router(self.engine.clone()).merge(web::router());
         let engine = self.engine.clone();
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                // Live streams never end by themselves: end them so in-flight
-                // requests can finish and the server can stop.
-                engine.close_streams();
-            })
-            .await?;
+        let shutdown = async move {
+            shutdown.await;
+            // Live streams never end by themselves: end them so in-flight
+            // requests can finish and the server can stop.
+            engine.close_streams();
+        };
+        match self.tls {
+            Some(config) => {
+                let listener = tls::TlsListener::new(self.listener, config)?;
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await?;
+            }
+            None => {
+                axum::serve(self.listener, app)
+                    .with_graceful_shutdown(shutdown)
+                    .await?;
+            }
+        }
         self.engine.shutdown();
         let _ = tokio::time::timeout(
             std::time::Duration::from_secs(5),

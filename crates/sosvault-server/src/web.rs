@@ -254,32 +254,6 @@ pub fn simulator_router<S: Clone + Send + Sync + 'static>() -> Router<S> {
         .merge(assets_router(tiles))
 }
 
-/// API the pages need beyond [`crate::api::router`]:
-/// `POST /v1/operator/incidents/{id}/reassign` (operator session): releases
-/// the incident's acknowledged team and sends the next nearest free one
-/// ([`crate::engine::Engine::reassign`]).
-pub fn api_router(engine: crate::engine::Engine) -> Router {
-    Router::new()
-        .route(
-            "/v1/operator/incidents/{id}/reassign",
-            axum::routing::post(reassign),
-        )
-        .with_state(engine)
-}
-
-async fn reassign(
-    axum::extract::State(e): axum::extract::State<crate::engine::Engine>,
-    crate::api::Operator(op): crate::api::Operator,
-    axum::extract::Path(id): axum::extract::Path<String>,
-) -> Result<Response, crate::error::ApiError> {
-    let id = hex::decode(&id)
-        .ok()
-        .and_then(|v| <[u8; 16]>::try_from(v).ok())
-        .ok_or_else(crate::error::ApiError::not_found)?;
-    e.reassign(id, &op).await?;
-    Ok(axum::Json(serde_json::json!({ "status": "reassigning" })).into_response())
-}
-
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
