@@ -121,10 +121,10 @@ pub struct Config {
     /// Operator sessions last this long (seconds).
     #[serde(default = "default_session_secs")]
     pub session_secs: u64,
-    /// TLS certificate chain (PEM). Not supported yet: setting it is refused.
+    /// TLS certificate chain (PEM); with `tls_key`, the listener speaks only TLS.
     #[serde(default)]
     pub tls_cert: Option<PathBuf>,
-    /// TLS private key (PEM). Not supported yet: setting it is refused.
+    /// TLS private key (PEM).
     #[serde(default)]
     pub tls_key: Option<PathBuf>,
     /// The trustees, in share-index order.
@@ -269,10 +269,9 @@ impl Config {
                 "timeouts and windows must be positive".into(),
             ));
         }
-        if self.tls_cert.is_some() || self.tls_key.is_some() {
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
             return Err(ConfigError::Invalid(
-                "TLS is not implemented in this build; terminate TLS in front of the service"
-                    .into(),
+                "TLS needs both tls_cert and tls_key".into(),
             ));
         }
         Ok(())
@@ -353,6 +352,10 @@ mod tests {
         c.validate().unwrap();
         let back = Config::from_toml(&c.to_toml().unwrap()).unwrap();
         assert_eq!(back.trustees.len(), 3);
+        c.tls_cert = Some("/tmp/cert.pem".into());
+        assert!(c.validate().is_err(), "a certificate without a key");
+        c.tls_key = Some("/tmp/key.pem".into());
+        c.validate().unwrap();
         c.trustees[2].public = c.trustees[0].public.clone();
         assert!(c.validate().is_err(), "duplicate trustee");
     }

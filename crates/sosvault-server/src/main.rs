@@ -103,7 +103,11 @@ async fn main() -> anyhow::Result<()> {
             init_tracing();
             let cfg = Config::load(&config)?;
             let service = Service::start(cfg).await?;
-            println!("listening on http://{}", service.local_addr());
+            println!(
+                "listening on {}://{}",
+                service.scheme(),
+                service.local_addr()
+            );
             service
                 .run_until(async {
                     shutdown_signal().await;
