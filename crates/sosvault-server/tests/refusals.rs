@@ -347,6 +347,7 @@ async fn the_openapi_document_describes_every_route_and_nothing_else() {
         "GET /v1/operator/incidents/{id}/access-log",
         "POST /v1/operator/incidents/{id}/false-alarm",
         "POST /v1/operator/incidents/{id}/close",
+        "POST /v1/operator/incidents/{id}/reassign",
         "GET /v1/operator/events",
         "GET /v1/operator/units",
         "POST /v1/operator/units",
