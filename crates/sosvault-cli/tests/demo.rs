@@ -25,6 +25,10 @@ fn build_siblings() {
             "--manifest-path",
         ])
         .arg(&manifest)
+        // Build into the same profile directory as this test's binaries.
+        .args(same_profile(std::path::PathBuf::from(env!(
+            "CARGO_BIN_EXE_sosvault"
+        ))))
         .status()
         .unwrap();
     assert!(
@@ -136,5 +140,18 @@ fn the_demo_tells_the_whole_story_and_exits_after_the_given_seconds() {
         password,
     ] {
         assert!(!log.contains(secret), "the service log contains {secret:?}");
+    }
+}
+
+/// `--release` when the test's own binaries were built in release mode.
+fn same_profile(bin: std::path::PathBuf) -> Vec<&'static str> {
+    let profile = bin
+        .parent()
+        .and_then(|d| d.file_name())
+        .and_then(|n| n.to_str());
+    if profile == Some("release") {
+        vec!["--release"]
+    } else {
+        Vec::new()
     }
 }

@@ -48,6 +48,8 @@ pub fn trustee_bin() -> PathBuf {
                 "--manifest-path",
             ])
             .arg(&manifest)
+            // Build into the same profile directory as this test's binaries.
+            .args(same_profile(server_bin()))
             .status()
             .expect("running cargo build for the trustee");
         assert!(status.success(), "building sosvault-trustee failed");
@@ -387,5 +389,18 @@ impl Drop for Cluster {
         if std::thread::panicking() {
             eprintln!("---- server log ----\n{}", self.server.logs());
         }
+    }
+}
+
+/// `--release` when the test's own binaries were built in release mode.
+fn same_profile(bin: std::path::PathBuf) -> Vec<&'static str> {
+    let profile = bin
+        .parent()
+        .and_then(|d| d.file_name())
+        .and_then(|n| n.to_str());
+    if profile == Some("release") {
+        vec!["--release"]
+    } else {
+        Vec::new()
     }
 }
