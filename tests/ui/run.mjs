@@ -13,6 +13,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import { createServer } from 'node:http';
 import { createInterface } from 'node:readline';
 import { readFileSync, readdirSync, mkdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
@@ -31,27 +32,31 @@ const LOOPBACK = new Set(['127.0.0.1', 'localhost', '[::1]']);
 const offLoopback = []; // every request a page tried to send elsewhere
 const pageErrors = []; // uncaught errors in the pages
 
-let demo;
-let demoOut = '';
+let demo; // the demo process
 let browser;
 let urls; // {control, sim, password}
 let control, team, sim; // pages
 let incident; // id of the incident under test
 let trustees = []; // pids of the demo's trustee processes
 
-/** Waits (bounded) until the demo has printed its addresses and login. */
-function startDemo() {
+/** Starts the demo; resolves with {proc, urls} once it has printed its addresses and login. */
+function startDemo(env) {
   return new Promise((resolveStart, reject) => {
-    demo = spawn(BIN, ['demo', '--listen', '127.0.0.1:0', '--students', '12', '--seconds', '900'], {
+    const proc = spawn(BIN, ['demo', '--listen', '127.0.0.1:0', '--students', '12', '--seconds', '900'], {
       cwd: ROOT,
+      env: Object.assign({}, process.env, env || {}),
       stdio: ['ignore', 'pipe', 'pipe'],
     });
+    let out = '';
+    let done = false;
     const found = {};
-    const timer = setTimeout(() => reject(new Error('the demo did not print its addresses:\n' + demoOut)), 60_000);
-    demo.on('exit', (code) => reject(new Error('the demo exited (' + code + '):\n' + demoOut)));
-    demo.stderr.on('data', (d) => (demoOut += d));
-    createInterface({ input: demo.stdout }).on('line', (line) => {
-      demoOut += line + '\n';
+    const timer = setTimeout(() => reject(new Error('the demo did not print its addresses:\n' + out)), 60_000);
+    proc.on('exit', (code) => {
+      if (!done) reject(new Error('the demo exited (' + code + '):\n' + out));
+    });
+    proc.stderr.on('data', (d) => (out += d));
+    createInterface({ input: proc.stdout }).on('line', (line) => {
+      out += line + '\n';
       let m;
       if ((m = /^Control room: (http:\/\/\S+)/.exec(line))) found.control = m[1].replace(/\/$/, '');
       if ((m = /^Student simulator: (http:\/\/\S+)/.exec(line))) found.sim = m[1].replace(/\/$/, '');
@@ -59,13 +64,30 @@ function startDemo() {
         found.user = m[1];
         found.password = m[2];
       }
-      if (found.control && found.sim && found.password && !urls) {
+      if (found.control && found.sim && found.password && !done) {
+        done = true;
         clearTimeout(timer);
-        urls = found;
-        resolveStart();
+        resolveStart({ proc, urls: found });
       }
     });
   });
+}
+
+/** Ends a demo started by `startDemo` (Ctrl-C) and waits for it. */
+async function stopDemo(proc) {
+  if (proc && proc.exitCode === null && proc.signalCode === null) {
+    const exited = new Promise((r) => proc.once('exit', r));
+    proc.kill('SIGINT');
+    await exited;
+  }
+}
+
+async function signIn(page, u) {
+  await page.goto(u.control + '/');
+  await page.fill('#login-user', u.user);
+  await page.fill('#login-pass', u.password);
+  await page.press('#login-pass', 'Enter');
+  await page.waitForSelector('#conn.conn-on', { timeout: T });
 }
 
 /** The demo's trustee processes (children whose command line names the trustee binary). */
@@ -133,7 +155,7 @@ const item = (id) => `#incident-list button[data-incident="${id}"]`;
 
 describe('control room, team screen and simulator against the real demo', { concurrency: false }, () => {
   before(async () => {
-    await startDemo();
+    ({ proc: demo, urls } = await startDemo());
     browser = await chromium.launch({
       executablePath: CHROMIUM,
       args: [
@@ -151,6 +173,7 @@ describe('control room, team screen and simulator against the real demo', { conc
 
   after(async () => {
     if (browser) await browser.close();
+    browser = null;
     for (const pid of trustees) {
       try {
         process.kill(pid, 'SIGCONT');
@@ -158,11 +181,7 @@ describe('control room, team screen and simulator against the real demo', { conc
         /* gone */
       }
     }
-    if (demo && demo.exitCode === null) {
-      const exited = new Promise((r) => demo.once('exit', r));
-      demo.kill('SIGINT');
-      await exited;
-    }
+    await stopDemo(demo);
   });
 
   it('an operator signs in and the live stream connects', async () => {
@@ -177,6 +196,10 @@ describe('control room, team screen and simulator against the real demo', { conc
     await control.press('#login-pass', 'Enter');
     await control.waitForSelector('#conn.conn-on', { timeout: T });
     assert.ok(await control.isVisible('#room'));
+    // No tile URL configured: the map works offline, drawing no tiles at all.
+    assert.ok(await control.$('#map.map-offline'), 'the offline map');
+    assert.ok((await control.$$('#map .place-label')).length >= 5, 'place labels for orientation');
+    assert.equal(await control.$('#map img.leaflet-tile'), null, 'no tiles');
     await axeCheck(control, 'control room (empty)');
   });
 
@@ -387,8 +410,72 @@ describe('control room, team screen and simulator against the real demo', { conc
     await control.waitForSelector(item(incident), { timeout: T });
   });
 
+  it('a cancel with the duress PIN looks normal on the phone but escalates on both screens', async () => {
+    await sim.click('#students button[data-student="1"]');
+    await sim.selectOption('#category', 'police');
+    await sim.click('#panic');
+    await sim.waitForSelector('#phone-status.status-panic', { timeout: T });
+    const id2 = await sim.evaluate(() => window.SV_SIM.state.students[1].incident);
+    await control.waitForSelector(item(id2), { timeout: T });
+    // The released team is free again and nearest: its screen gets the new assignment.
+    await team.waitForFunction((id) => window.SV_TEAM.job && window.SV_TEAM.job.id === id && !window.SV_TEAM.job.ended, id2, { timeout: T });
+    await team.waitForSelector('#ack:not([hidden])', { timeout: T });
+    await team.tap('#ack');
+    await control.waitForSelector(`${item(id2)} .ack-state[data-ack="true"]`, { timeout: T });
+    assert.equal(await control.$(`${item(id2)} .chip-duress`), null);
+    await sim.fill('#pin', '1357');
+    await sim.click('#cancel');
+    // The phone shows what a normal cancel shows.
+    await sim.waitForSelector('#phone-status.status-idle', { timeout: T });
+    await control.waitForSelector(`${item(id2)} .chip-duress`, { timeout: T });
+    await control.waitForFunction(() => /escalated/.test(document.querySelector('#sv-alert').textContent), null, { timeout: T });
+    assert.match(await control.textContent(item(id2)), /DURESS/);
+    await team.waitForSelector('#job-flags .chip-duress', { timeout: T });
+    assert.ok(await team.isHidden('#job-ended'), 'the team keeps going');
+  });
+
   it('no page sent a request off loopback, and no page threw', () => {
     assert.deepEqual(offLoopback, []);
     assert.deepEqual(pageErrors, []);
+  });
+});
+
+describe('map tiles, only when a tile URL is configured', { concurrency: false }, () => {
+  let proc;
+  let tilesUrls;
+  let tileServer;
+  const tileRequests = [];
+  const TILE = readFileSync(join(ROOT, 'crates/sosvault-server/web/node_modules/leaflet/dist/images/layers-2x.png'));
+
+  before(async () => {
+    // A tile server of our own, on loopback: the map must ask it, and nothing else.
+    tileServer = createServer((req, res) => {
+      tileRequests.push(req.url);
+      res.writeHead(200, { 'Content-Type': 'image/png', 'Access-Control-Allow-Origin': '*' });
+      res.end(TILE);
+    });
+    await new Promise((r) => tileServer.listen(0, '127.0.0.1', r));
+    const port = tileServer.address().port;
+    ({ proc, urls: tilesUrls } = await startDemo({ SOSVAULT_SERVER_TILE_URL: `http://127.0.0.1:${port}/{z}/{x}/{y}.png` }));
+    if (!browser) browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking'] });
+  });
+
+  after(async () => {
+    await stopDemo(proc);
+    await new Promise((r) => tileServer.close(r));
+    if (browser) await browser.close();
+  });
+
+  it('the control room draws the configured tiles, and its CSP allows only that origin', async () => {
+    const page = await newPage({ viewport: { width: 1280, height: 800 } });
+    const resp = await page.goto(tilesUrls.control + '/');
+    const port = tileServer.address().port;
+    assert.match(resp.headers()['content-security-policy'], new RegExp(`img-src 'self' data: http://127\\.0\\.0\\.1:${port};`));
+    await signIn(page, tilesUrls);
+    await page.waitForSelector('#map img.leaflet-tile-loaded', { timeout: T });
+    assert.ok(tileRequests.length > 0 && tileRequests.every((u) => /^\/\d+\/\d+\/\d+\.png$/.test(u)), tileRequests.join(' '));
+    assert.equal(await page.$('#map.map-offline'), null, 'no offline background when tiles are configured');
+    assert.match(await page.textContent('.leaflet-control-attribution'), /OpenStreetMap/);
+    assert.deepEqual(offLoopback, []);
   });
 });
