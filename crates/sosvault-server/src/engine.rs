@@ -54,6 +54,9 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// Most points of a live trail kept in memory (the newest).
+const MAX_TRAIL: usize = 2_000;
+
 fn short(id: &[u8]) -> String {
     hex::encode(&id[..4.min(id.len())])
 }
@@ -1044,6 +1047,9 @@ impl Engine {
             if let Some(live) = st.incidents.get_mut(&id) {
                 live.location = Some((loc.lat(), loc.lon(), loc.fix_time.0));
                 live.trail.push((loc.lat(), loc.lon(), loc.fix_time.0));
+                if live.trail.len() > MAX_TRAIL {
+                    live.trail.drain(..live.trail.len() - MAX_TRAIL);
+                }
                 if let Some(g) = live.vault.as_mut() {
                     g.expires_at_ms = g.expires_at_ms.max(now + g.window_ms);
                 }
@@ -1507,10 +1513,16 @@ impl Engine {
             .await;
             self.send_assignment(&id, &unit);
             let outcome = tokio::select! {
+                // A closed incident drops the acknowledgement's sender too:
+                // look at the cancellation first, so that is not a timeout.
+                biased;
+                _ = cancel.cancelled() => return,
                 r = rx => r.is_ok(),
                 _ = tokio::time::sleep(ack_timeout) => false,
-                _ = cancel.cancelled() => return,
             };
+            if cancel.is_cancelled() {
+                return;
+            }
             let status = if outcome { "acknowledged" } else { "timed_out" };
             let row = AssignmentRow {
                 incident_id: id,
