@@ -203,6 +203,10 @@
         trail.push([p.lat, p.lon]);
         S.trails.set(id, trail);
         renderMarkers();
+        if (S.selected === id && S.map && !S.map.getBounds().pad(-0.1).contains([p.lat, p.lon])) {
+          // Keep the selected student in view.
+          S.map.panTo([p.lat, p.lon]);
+        }
         if (S.selected === id && S.detail) {
           S.detail.location = p;
           S.detail.trail = (S.detail.trail || []).concat([p]);
@@ -343,6 +347,8 @@
     $('#list-empty').hidden = ids.length > 0;
     const open = S.order.filter((id) => (S.incidents.get(id) || {}).status === 'open').length;
     $('#open-count').textContent = t('list.open_count', { n: open });
+    // A tab in the background still shows how many incidents are open.
+    document.title = (open ? '(' + open + ') ' : '') + t('control.title') + ' · sosvault';
     if (focusedId) {
       const b = ul.querySelector('[data-incident="' + focusedId + '"]');
       if (b) b.focus();
@@ -427,7 +433,14 @@
     renderMarkers();
     await loadDetail(id, true);
     const inc = S.incidents.get(id);
-    if (inc && inc.location && S.map) S.map.setView([inc.location.lat, inc.location.lon], Math.max(S.map.getZoom(), 14));
+    if (inc && inc.location && S.map) {
+      // Frame the student and the team on the way.
+      const pts = [[inc.location.lat, inc.location.lon]];
+      const u = inc.unit && S.units.get(inc.unit.id);
+      if (u && u.position) pts.push([u.position.lat, u.position.lon]);
+      if (pts.length > 1) S.map.fitBounds(pts, { padding: [60, 60], maxZoom: 16 });
+      else S.map.setView(pts[0], Math.max(S.map.getZoom(), 14));
+    }
   }
 
   async function loadDetail(id, focus) {

@@ -39,7 +39,13 @@
       el.classList.add('map-tiles');
     } else {
       el.classList.add('map-offline');
-      map.attributionControl.addAttribution(SV.t('map.offline'));
+      let note = SV.t('map.offline');
+      map.attributionControl.addAttribution(note);
+      document.addEventListener('sv-lang', () => {
+        map.attributionControl.removeAttribution(note);
+        note = SV.t('map.offline');
+        map.attributionControl.addAttribution(note);
+      });
       // Labels sit in their own pane under the markers, so no marker is ever hidden.
       map.createPane('places').style.zIndex = 350;
       const labels = L.layerGroup().addTo(map);
