@@ -42,7 +42,7 @@ fn the_demo_tells_the_whole_story_and_exits_after_the_given_seconds() {
     build_siblings();
     let dir = tempfile::tempdir().unwrap();
     let started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_sosvault"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sosvault"))
         .args([
             "demo",
             "--seconds",
@@ -52,10 +52,49 @@ fn the_demo_tells_the_whole_story_and_exits_after_the_given_seconds() {
             "--dir",
         ])
         .arg(dir.path())
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .unwrap();
+    // Read the story as it is told; once the login is printed, use it with
+    // the operator commands while the demo is still serving.
+    let mut text = String::new();
+    let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut listed = String::new();
+    loop {
+        let mut line = String::new();
+        if std::io::BufRead::read_line(&mut reader, &mut line).unwrap() == 0 {
+            break;
+        }
+        text.push_str(&line);
+        if let Some(pw) = line.trim_end().strip_prefix("Login: operator / ") {
+            let url = text
+                .lines()
+                .find_map(|l| l.strip_prefix("Control room: "))
+                .unwrap()
+                .trim()
+                .to_owned();
+            let out = Command::new(env!("CARGO_BIN_EXE_sosvault"))
+                .args(["incidents", "--url", &url])
+                .env("SOSVAULT_PASSWORD", pw)
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            listed = String::from_utf8_lossy(&out.stdout).into_owned();
+            let bad = Command::new(env!("CARGO_BIN_EXE_sosvault"))
+                .args(["incidents", "--url", &url])
+                .env("SOSVAULT_PASSWORD", "wrong")
+                .output()
+                .unwrap();
+            assert!(!bad.status.success(), "a wrong password is refused");
+        }
+    }
+    let out = child.wait_with_output().unwrap();
     let took = started.elapsed();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "demo failed:\n{text}\n{}",
@@ -66,6 +105,17 @@ fn the_demo_tells_the_whole_story_and_exits_after_the_given_seconds() {
         "it served for the given seconds ({took:?})"
     );
     assert!(took < Duration::from_secs(60), "and then exited ({took:?})");
+
+    // The operator command listed the story's two incidents.
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert!(
+        listed.contains("police") && listed.contains("cancelled"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains("medical") && listed.contains("closed"),
+        "{listed}"
+    );
 
     // The story, in order.
     let story = [
