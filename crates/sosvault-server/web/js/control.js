@@ -204,8 +204,8 @@
         S.trails.set(id, trail);
         renderMarkers();
         if (S.selected === id && S.map && !S.map.getBounds().pad(-0.1).contains([p.lat, p.lon])) {
-          // Keep the selected student in view.
-          S.map.panTo([p.lat, p.lon]);
+          // Keep the selected student (and their team) in view.
+          frameSelected();
         }
         if (S.selected === id && S.detail) {
           S.detail.location = p;
@@ -415,6 +415,8 @@
         m.setLatLng(ll);
         m.setIcon(SV.dotIcon(cls, true));
       }
+      // A team on a call is drawn above free ones.
+      m.setZIndexOffset(u.incident ? 500 : 0);
       SV.tagMarker(m, u.kind === 'police' ? 'P' : u.kind === 'medical' ? '+' : 'C', { unit: id });
     }
     for (const [id, m] of S.unitMarkers) {
@@ -432,15 +434,19 @@
     renderList();
     renderMarkers();
     await loadDetail(id, true);
-    const inc = S.incidents.get(id);
-    if (inc && inc.location && S.map) {
-      // Frame the student and the team on the way.
-      const pts = [[inc.location.lat, inc.location.lon]];
-      const u = inc.unit && S.units.get(inc.unit.id);
-      if (u && u.position) pts.push([u.position.lat, u.position.lon]);
-      if (pts.length > 1) S.map.fitBounds(pts, { padding: [60, 60], maxZoom: 16 });
-      else S.map.setView(pts[0], Math.max(S.map.getZoom(), 14));
-    }
+    frameSelected();
+  }
+
+  /** Frames the selected student's trail and the team on the way. */
+  function frameSelected() {
+    const inc = S.incidents.get(S.selected);
+    if (!inc || !inc.location || !S.map) return;
+    const pts = (S.trails.get(inc.id) || []).slice();
+    if (S.detail && S.detail.id === inc.id) for (const p of S.detail.trail || []) pts.push([p.lat, p.lon]);
+    pts.push([inc.location.lat, inc.location.lon]);
+    const u = inc.unit && S.units.get(inc.unit.id);
+    if (u && u.position) pts.push([u.position.lat, u.position.lon]);
+    S.map.fitBounds(pts, { padding: [70, 70], maxZoom: 16 });
   }
 
   async function loadDetail(id, focus) {
