@@ -271,6 +271,8 @@ describe('control room, team screen and simulator against the real demo', { conc
     assert.match(await control.textContent('#profile-fields'), /Ananya Sharma/);
     assert.match(await control.textContent('#profile-fields'), /Asthma/);
     assert.match(await control.textContent('.logged-banner'), /This view is logged/);
+    // And the view is in the log, under the operator's name.
+    await control.waitForFunction(() => /operator operator/.test(document.querySelector('#access-log').textContent), null, { timeout: T });
     assert.ok(await control.isVisible('#profile img.photo'), 'the photo is shown');
     await team.waitForSelector('#profile-fields', { timeout: T });
     assert.match(await team.textContent('#profile-fields'), /Ananya Sharma/);

@@ -113,6 +113,11 @@ window.SOSVAULT_I18N.en = {
   'profile.forgotten': 'Not available: the incident is over and its key was forgotten.',
   'profile.stopped': 'The student pressed stop: the profile is wiped. The team still goes to the last known location.',
 
+  'access.heading': 'Logged profile views ({n})',
+  'access.unit': 'team {name}',
+  'access.operator': 'operator {name}',
+  'access.none': 'Nobody has viewed the profile.',
+
   'step.panic': 'Panic received',
   'step.location': 'Location',
   'step.assigned': 'Team assigned',

@@ -113,6 +113,11 @@ window.SOSVAULT_I18N.hi = {
   'profile.forgotten': 'उपलब्ध नहीं: घटना समाप्त हुई और उसकी कुंजी भुला दी गई।',
   'profile.stopped': 'छात्र ने स्टॉप दबाया: प्रोफ़ाइल मिटा दी गई। टीम फिर भी अंतिम ज्ञात स्थान पर जाएगी।',
 
+  'access.heading': 'दर्ज प्रोफ़ाइल दृश्य ({n})',
+  'access.unit': 'टीम {name}',
+  'access.operator': 'ऑपरेटर {name}',
+  'access.none': 'किसी ने प्रोफ़ाइल नहीं देखी।',
+
   'step.panic': 'पैनिक मिला',
   'step.location': 'स्थान',
   'step.assigned': 'टीम सौंपी गई',

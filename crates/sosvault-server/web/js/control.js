@@ -462,6 +462,7 @@
     S.incidents.set(id, Object.assign({}, S.incidents.get(id) || {}, summaryOf(d)));
     renderDetail();
     renderTrail();
+    loadAccessLog(id);
     if (focus) $('#detail-heading').focus();
   }
 
@@ -478,6 +479,7 @@
       el('dl', { class: 'facts', id: 'facts' }),
       el('div', { class: 'actions', id: 'actions' }),
       el('section', { class: 'profile-box', id: 'profile', 'aria-labelledby': 'profile-heading' }),
+      el('section', { class: 'access-box', id: 'access-log', 'aria-labelledby': 'access-heading' }),
       el(
         'section',
         { class: 'timeline-box', 'aria-labelledby': 'timeline-heading' },
@@ -625,6 +627,39 @@
     }
   }
 
+  /** Who has viewed this incident's profile (the service's transparency log). */
+  async function loadAccessLog(id) {
+    let entries;
+    try {
+      entries = await call('/v1/operator/incidents/' + id + '/access-log');
+    } catch (_) {
+      return;
+    }
+    const box = $('#access-log');
+    if (S.selected !== id || !box) return;
+    const who = (actor) => {
+      const [kind, name] = actor.split(/:(.*)/s);
+      if (kind === 'unit') {
+        const u = S.units.get(name);
+        return t('access.unit', { name: u ? u.name : name });
+      }
+      return t('access.operator', { name: name || actor });
+    };
+    box.replaceChildren(
+      el('h3', { id: 'access-heading' }, t('access.heading', { n: entries.length })),
+      entries.length
+        ? el(
+            'ol',
+            { class: 'access-list' },
+            ...entries
+              .slice(-8)
+              .reverse()
+              .map((e) => el('li', {}, el('time', { datetime: new Date(e.at_ms).toISOString() }, SV.clock(e.at_ms)), ' ', who(e.actor), el('span', { class: 'muted' }, ' · #' + e.index))),
+          )
+        : el('p', { class: 'muted' }, t('access.none')),
+    );
+  }
+
   function renderTimeline() {
     const d = S.detail;
     const ol = $('#timeline');
@@ -674,6 +709,10 @@
     document.addEventListener('pointerdown', SV.unlockSound);
     document.addEventListener('keydown', SV.unlockSound);
     setInterval(tick, 1000);
+    // Until every new incident has been opened, remind every 20 s.
+    setInterval(() => {
+      if (S.token && S.fresh.size > 0) SV.alertTone();
+    }, 20000);
     tick();
     if (S.token) start();
     else showLogin();
