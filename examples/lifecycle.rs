@@ -149,6 +149,7 @@ fn run() -> Result<()> {
     let incident_key = IncidentKey::generate();
     let request = control_room.release_request(&panic1, incident, &incident_key, now);
     let mut opener = Opener::new(&package1.record, panic1.hash(), incident, &incident_key);
+    let mut releases = Vec::new();
     for (i, trustee) in trustees.iter_mut().enumerate().take(2) {
         let release = trustee
             .release(request.as_bytes(), now)
@@ -166,11 +167,16 @@ fn run() -> Result<()> {
             )?;
         }
         check(progress.have == i + 1, "each good share counts once")?;
+        releases.push(release);
     }
     // The same request again (the control room retrying) gets the very same
     // release, which the opener refuses to count twice; a release altered on the
     // way does not verify at all.
     let replay = trustees[0].release(request.as_bytes(), now)?;
+    check(
+        releases.first() == Some(&replay),
+        "a retried request gets the same release",
+    )?;
     check(
         matches!(
             opener.add(replay.as_bytes()),
