@@ -142,6 +142,9 @@ async function axeCheck(page, what) {
     window.axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa', 'best-practice'] } }),
   );
   const bad = result.violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+  for (const v of result.violations.filter((x) => !bad.includes(x))) {
+    console.log(`# axe (${what}): ${v.impact} ${v.id}: ${v.help} (${v.nodes.length})`);
+  }
   assert.deepEqual(
     bad.map((v) => `${v.id} (${v.impact}): ${v.help} — ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`),
     [],
@@ -187,6 +190,7 @@ describe('control room, team screen and simulator against the real demo', { conc
   it('an operator signs in and the live stream connects', async () => {
     control = await newPage({ viewport: { width: 1440, height: 900 } });
     await control.goto(urls.control + '/');
+    await axeCheck(control, 'sign-in page');
     await control.fill('#login-user', urls.user);
     await control.fill('#login-pass', 'wrong password');
     await control.click('#login-form button[type=submit]');
@@ -207,6 +211,7 @@ describe('control room, team screen and simulator against the real demo', { conc
     sim = await newPage({ viewport: { width: 1280, height: 820 } });
     await sim.goto(urls.sim + '/');
     await sim.waitForSelector('#students button[data-student="0"]', { timeout: T });
+    await axeCheck(sim, 'student simulator');
     const police = await sim.getAttribute('#teams a[data-team^="PCR"]', 'href');
     assert.match(police, /^http:\/\/127\.0\.0\.1:\d+\/team#token=[0-9a-f]+$/);
     team = await newPage({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2 });

@@ -89,7 +89,6 @@
     $('#who').textContent = S.user;
     if (!S.map) {
       S.map = SV.makeMap($('#map'));
-      $('#map').setAttribute('aria-label', t('map.label'));
     }
     setTimeout(() => S.map.invalidateSize(), 0);
     S.known = null;
@@ -703,7 +702,6 @@
       if (S.detail) renderDetail();
       renderMarkers();
       setConn($('#conn').classList.contains('conn-on') ? 'live' : 'reconnecting');
-      if (S.map) $('#map').setAttribute('aria-label', t('map.label'));
     });
     // Any key or click unlocks sound after a reload (browsers need a gesture).
     document.addEventListener('pointerdown', SV.unlockSound);

@@ -62,7 +62,6 @@
       }
     }
     L.control.scale({ imperial: false }).addTo(map);
-    el.setAttribute('role', 'region');
     return map;
   };
 
