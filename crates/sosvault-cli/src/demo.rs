@@ -37,6 +37,9 @@ pub struct DemoOptions {
     pub ack_timeout_ms: u64,
 }
 
+/// The fewest students the story needs.
+pub const MIN_STUDENTS: usize = 10;
+
 const TRUSTEES: [&str; 3] = [
     "Kota Police HQ",
     "District Legal Services Authority",
@@ -412,7 +415,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
 
     // Students.
     let started = Instant::now();
-    let mut students = enroll_students(&client, &info, opts.students).await?;
+    // The story uses students 0, 2 and 5 (in three different areas).
+    let mut students = enroll_students(&client, &info, opts.students.max(MIN_STUDENTS)).await?;
     n.say(format!(
         "{} students enrolled in {:.1} s: each profile sealed on the phone, each vault key split 2-of-3 among the trustees",
         students.len(),
@@ -673,12 +677,12 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
             println!("Serving for {} more seconds.", d.as_secs());
             tokio::select! {
                 _ = tokio::time::sleep(d) => {}
-                _ = tokio::signal::ctrl_c() => {}
+                _ = stop_signal() => {}
             }
         }
         None => {
             println!("Serving until Ctrl-C.");
-            let _ = tokio::signal::ctrl_c().await;
+            stop_signal().await;
         }
     }
     n.say("Stopping the service and the trustees");
@@ -733,4 +737,21 @@ async fn enroll_students(
         }
     }
     Ok(out.into_iter().flatten().collect())
+}
+
+/// Ctrl-C or SIGTERM: either way the demo stops its children before it exits.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }

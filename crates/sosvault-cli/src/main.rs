@@ -9,10 +9,13 @@
 //!   `SOSVAULT_PASSWORD`): lists incidents as an operator.
 //! - `sosvault incident ID --url URL --user NAME`: one incident with its
 //!   timeline (and the profile while released; the view is logged).
+//! - `sosvault device enroll|panic|move|cancel|stop --state FILE --url URL`:
+//!   a simulated phone whose keys stay in `FILE` (mode 0600).
 
 #![forbid(unsafe_code)]
 
 mod demo;
+mod device;
 mod kota;
 mod simulator;
 
@@ -38,7 +41,7 @@ enum Cmd {
         /// Exit after N seconds (from the start) instead of waiting for Ctrl-C.
         #[arg(long)]
         seconds: Option<u64>,
-        /// Students to enroll.
+        /// Students to enroll (at least 10).
         #[arg(long, default_value_t = 300)]
         students: usize,
         /// Where the dispatch service listens.
@@ -60,6 +63,17 @@ enum Cmd {
         #[arg(long, default_value = "operator")]
         user: String,
     },
+    /// A simulated phone (its keys in a state file).
+    Device {
+        /// The device's state file (created by `enroll`; keep it secret).
+        #[arg(long, global = true, default_value = "sosvault-device.state")]
+        state: std::path::PathBuf,
+        /// The dispatch service.
+        #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        #[command(subcommand)]
+        action: DeviceCmd,
+    },
     /// Show one incident (operator; password from SOSVAULT_PASSWORD).
     Incident {
         /// Incident id (hex).
@@ -70,6 +84,61 @@ enum Cmd {
         /// Operator name.
         #[arg(long, default_value = "operator")]
         user: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeviceCmd {
+    /// Enroll (or re-enroll under a fresh epoch) with this profile.
+    Enroll {
+        /// Full name.
+        #[arg(long)]
+        name: String,
+        /// Phone number.
+        #[arg(long)]
+        phone: String,
+        /// Hostel and room.
+        #[arg(long, default_value = "")]
+        hostel: String,
+        /// Guardian's name.
+        #[arg(long, default_value = "")]
+        guardian: String,
+        /// Medical notes.
+        #[arg(long, default_value = "")]
+        medical: String,
+    },
+    /// Press panic here.
+    Panic {
+        /// police, medical or mental-health.
+        #[arg(long, default_value = "police")]
+        category: String,
+        /// Latitude.
+        #[arg(long, allow_hyphen_values = true)]
+        lat: f64,
+        /// Longitude.
+        #[arg(long, allow_hyphen_values = true)]
+        lon: f64,
+    },
+    /// Send a live location for the last panic.
+    Move {
+        /// Latitude.
+        #[arg(long, allow_hyphen_values = true)]
+        lat: f64,
+        /// Longitude.
+        #[arg(long, allow_hyphen_values = true)]
+        lon: f64,
+    },
+    /// "I am safe".
+    Cancel {
+        /// Signal duress (looks the same, escalates).
+        #[arg(long)]
+        duress: bool,
+    },
+    /// Wipe everything.
+    Stop {
+        /// Signal duress.
+        #[arg(long)]
+        duress: bool,
     },
 }
 
@@ -122,6 +191,37 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
             Ok(())
+        }
+        Cmd::Device { state, url, action } => {
+            let a = device::DeviceArgs {
+                state: &state,
+                url: &url,
+            };
+            match action {
+                DeviceCmd::Enroll {
+                    name,
+                    phone,
+                    hostel,
+                    guardian,
+                    medical,
+                } => {
+                    let mut p = sosvault::Profile::new(name, phone);
+                    p.hostel = hostel;
+                    p.guardian_name = guardian;
+                    p.medical_notes = medical;
+                    device::enroll(a, p).await
+                }
+                DeviceCmd::Panic { category, lat, lon } => {
+                    let c = sosvault::Category::ALL
+                        .into_iter()
+                        .find(|c| c.as_str() == category)
+                        .context("category must be police, medical or mental-health")?;
+                    device::panic(a, c, lat, lon).await
+                }
+                DeviceCmd::Move { lat, lon } => device::move_to(a, lat, lon).await,
+                DeviceCmd::Cancel { duress } => device::cancel(a, duress).await,
+                DeviceCmd::Stop { duress } => device::stop(a, duress).await,
+            }
         }
         Cmd::Incident { id, url, user } => {
             let (client, token) = login(&url, &user).await?;

@@ -11,6 +11,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn build_siblings() {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(build_siblings_now);
+}
+
+fn build_siblings_now() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
     let status = Command::new(cargo)
@@ -203,5 +208,161 @@ fn same_profile(bin: std::path::PathBuf) -> Vec<&'static str> {
         vec!["--release"]
     } else {
         Vec::new()
+    }
+}
+
+fn sosvault(args: &[&str], state: &Path, url: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_sosvault"))
+        .args(["device"])
+        .args(args)
+        .args(["--url", url, "--state"])
+        .arg(state)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sosvault device {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_simulated_phone_on_the_command_line_enrolls_panics_moves_cancels_and_stops() {
+    build_siblings();
+    let dir = tempfile::tempdir().unwrap();
+    let mut demo = Command::new(env!("CARGO_BIN_EXE_sosvault"))
+        .args([
+            "demo",
+            "--seconds",
+            "120",
+            "--students",
+            "10",
+            "--listen",
+            "127.0.0.1:0",
+            "--dir",
+        ])
+        .arg(dir.path().join("demo"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reader = std::io::BufReader::new(demo.stdout.take().unwrap());
+    let mut url = String::new();
+    let password = loop {
+        let mut line = String::new();
+        assert!(
+            std::io::BufRead::read_line(&mut reader, &mut line).unwrap() > 0,
+            "the demo ended early"
+        );
+        if let Some(u) = line.trim_end().strip_prefix("Control room: ") {
+            url = u.to_owned();
+        }
+        if let Some(pw) = line.trim_end().strip_prefix("Login: operator / ") {
+            break pw.to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in std::io::BufRead::lines(reader) {});
+    let state = dir.path().join("phone.state");
+
+    let out = sosvault(
+        &[
+            "enroll",
+            "--name",
+            "Command Line Student",
+            "--phone",
+            "+91 90000 12345",
+        ],
+        &state,
+        &url,
+    );
+    assert!(out.contains("epoch 1 (3 trustee receipts)"), "{out}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&state).unwrap().permissions().mode();
+        assert_eq!(mode & 0o077, 0, "the state file is private");
+    }
+    let out = sosvault(
+        &[
+            "panic",
+            "--category",
+            "medical",
+            "--lat",
+            "25.1427",
+            "--lon",
+            "75.8433",
+        ],
+        &state,
+        &url,
+    );
+    let id = out
+        .trim()
+        .strip_prefix("help is coming: incident ")
+        .unwrap()
+        .to_owned();
+    let incident = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_sosvault"))
+            .args(["incident", &id, "--url", &url])
+            .env("SOSVAULT_PASSWORD", &password)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let d = incident();
+    assert_eq!(
+        (d["category"].as_str(), d["status"].as_str()),
+        (Some("medical"), Some("open"))
+    );
+    assert!(
+        sosvault(
+            &["move", "--lat", "25.1430", "--lon", "75.8440"],
+            &state,
+            &url
+        )
+        .contains("stored")
+    );
+    assert!(sosvault(&["cancel"], &state, &url).contains("received"));
+    assert_eq!(incident()["status"], "cancelled");
+    let out = sosvault(
+        &[
+            "enroll",
+            "--name",
+            "Command Line Student",
+            "--phone",
+            "+91 90000 12345",
+        ],
+        &state,
+        &url,
+    );
+    assert!(out.contains("epoch 2"), "{out}");
+    let out = sosvault(&["stop"], &state, &url);
+    assert!(out.contains("3 signed shred receipts, 0 trustees"), "{out}");
+    // The wiped phone refuses to do anything more.
+    let again = Command::new(env!("CARGO_BIN_EXE_sosvault"))
+        .args([
+            "device", "panic", "--lat", "25.0", "--lon", "75.0", "--url", &url, "--state",
+        ])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    // SIGTERM: the demo stops the service and the trustees, then exits.
+    let status = Command::new("kill")
+        .args(["-TERM", &demo.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(demo.wait().unwrap().success());
+    let left = Command::new("pgrep")
+        .args(["-f", &dir.path().join("demo").display().to_string()])
+        .output();
+    if let Ok(left) = left {
+        assert!(
+            left.stdout.is_empty(),
+            "processes left behind: {}",
+            String::from_utf8_lossy(&left.stdout)
+        );
     }
 }
