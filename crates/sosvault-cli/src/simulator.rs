@@ -515,3 +515,63 @@ async fn stop(sim: &Sim, s: &mut SimStudent, b: &ActBody) -> Result<Value, ActEr
         "pending": answer["pending"],
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn only_the_two_pins_are_accepted_and_only_one_means_duress() {
+        assert_eq!(duress_of(Some(PIN)), Some(false));
+        assert_eq!(duress_of(Some(DURESS_PIN)), Some(true));
+        assert_eq!(duress_of(Some(" 1357 ")), Some(true));
+        assert_eq!(duress_of(Some("0000")), None);
+        assert_eq!(duress_of(Some("")), None);
+        assert_eq!(duress_of(None), None);
+    }
+
+    async fn status_for_host(addr: std::net::SocketAddr, host: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(
+            format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out.lines().next().unwrap_or_default().to_owned()
+    }
+
+    #[tokio::test]
+    async fn a_non_loopback_host_is_refused() {
+        let app = Router::new()
+            .route("/", get(|| async { "ok" }))
+            .layer(axum::middleware::from_fn(loopback_host_only));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        assert!(
+            status_for_host(addr, &addr.to_string())
+                .await
+                .contains(" 200 ")
+        );
+        assert!(
+            status_for_host(addr, &format!("localhost:{}", addr.port()))
+                .await
+                .contains(" 200 ")
+        );
+        // A page on another site, rebinding its name to 127.0.0.1, sends its own name.
+        assert!(
+            status_for_host(addr, "evil.example:80")
+                .await
+                .contains(" 403 ")
+        );
+        assert!(
+            status_for_host(addr, "127.0.0.1.evil.example")
+                .await
+                .contains(" 403 ")
+        );
+    }
+}
