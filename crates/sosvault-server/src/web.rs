@@ -288,6 +288,32 @@ mod tests {
     }
 
     #[test]
+    fn pages_carry_a_strict_csp_and_are_never_cached() {
+        let csp = TileConfig::default().csp();
+        for body in [CONTROL_HTML, TEAM_HTML, SIM_HTML] {
+            let r = page(body, &csp);
+            let h = r.headers();
+            assert_eq!(h[header::CONTENT_TYPE], HTML);
+            assert_eq!(h[header::CACHE_CONTROL], "no-store");
+            assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+            let c = h[header::CONTENT_SECURITY_POLICY].to_str().unwrap();
+            assert!(c.contains("script-src 'self';") && c.contains("connect-src 'self';"));
+            assert!(
+                !c.contains("http"),
+                "no outside origin without a tile URL: {c}"
+            );
+            // No inline script: everything the pages run is a file under /assets/.
+            let text = std::str::from_utf8(body).unwrap();
+            for chunk in text.split("<script").skip(1) {
+                assert!(
+                    chunk.trim_start().starts_with("src=\"/assets/"),
+                    "inline script in a page"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn every_asset_is_embedded_and_typed() {
         for a in ASSETS {
             assert!(!a.body.is_empty(), "{} is empty", a.path);
