@@ -165,6 +165,20 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<
     }
 }
 
+/// Query parameters whose rejection is our JSON error.
+pub struct QueryParams<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(v)| QueryParams(v))
+            .map_err(|_| ApiError::bad_request("bad_query", "invalid query parameters"))
+    }
+}
+
 fn decode_b64(s: &str, field: &str) -> Result<Vec<u8>, ApiError> {
     B64.decode(s.trim())
         .map_err(|_| ApiError::bad_request("bad_base64", &format!("{field} is not base64")))
@@ -443,7 +457,7 @@ async fn log_head(State(e): State<Engine>) -> Json<LogHeadBody> {
 #[utoipa::path(get, path = "/v1/log/proof", tag = "public", params(ProofQuery), responses((status = 200, body = LogProofBody), (status = 400, body = ErrorBody)))]
 async fn log_proof(
     State(e): State<Engine>,
-    Query(q): Query<ProofQuery>,
+    QueryParams(q): QueryParams<ProofQuery>,
 ) -> Result<Json<LogProofBody>, ApiError> {
     let proof = e.log_inclusion_proof(q.index, q.size).await?;
     Ok(Json(LogProofBody {
@@ -569,7 +583,7 @@ impl<S: Send + Sync> FromRequestParts<S> for RawBearer {
 async fn list_incidents(
     State(e): State<Engine>,
     _op: Operator,
-    Query(q): Query<ListQuery>,
+    QueryParams(q): QueryParams<ListQuery>,
 ) -> Result<Json<Vec<IncidentSummary>>, ApiError> {
     Ok(Json(e.list(q.limit.unwrap_or(200).min(1000)).await?))
 }

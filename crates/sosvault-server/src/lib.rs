@@ -17,7 +17,8 @@
 //!   great-circle distance, acknowledgement timeout, reassignment), releases
 //!   ([`sosvault::Opener`]), access windows, stop and shreds, restart resume.
 //! - [`trustees`]: the HTTP client for `sosvault-trustee`.
-//! - [`api`]: the axum router; [`error`]: one JSON error type.
+//! - [`api`]: the axum router and its OpenAPI document (`/openapi.json`);
+//!   [`error`]: one JSON error type; [`tls`]: optional rustls listener.
 //! - [`web`]: the control room and team pages, embedded at build time.
 //! - [`client`]: a typed HTTP client for devices, units and operators (used
 //!   by the CLI, the demo and the tests).

@@ -295,6 +295,55 @@ async fn bad_input_and_wrong_callers_get_a_clear_4xx_and_change_nothing() {
         400
     );
 
+    // Public endpoints with bad parameters.
+    assert_eq!(
+        c.client
+            .get("/v1/log/proof?index=5&size=1", None)
+            .await
+            .unwrap_err()
+            .status,
+        400
+    );
+    let err = c
+        .client
+        .get("/v1/log/proof?index=x", None)
+        .await
+        .unwrap_err();
+    assert_eq!((err.status, err.code.as_str()), (400, "bad_query"));
+    let err = c
+        .client
+        .get("/v1/operator/incidents?limit=-1", Some(&op))
+        .await
+        .unwrap_err();
+    assert_eq!((err.status, err.code.as_str()), (400, "bad_query"));
+    // Logging out without a session changes nothing; a logged-out token is dead.
+    let (status, _) = c
+        .client
+        .post("/v1/operator/logout", None, &Value::Null)
+        .await
+        .unwrap();
+    assert_eq!(status, 204);
+    let spare = c.operator().await;
+    c.client
+        .post("/v1/operator/logout", Some(&spare), &Value::Null)
+        .await
+        .unwrap();
+    assert_eq!(
+        c.client
+            .get("/v1/operator/incidents", Some(&spare))
+            .await
+            .unwrap_err()
+            .status,
+        401
+    );
+    assert!(
+        c.client
+            .get("/v1/operator/incidents", Some(&op))
+            .await
+            .is_ok(),
+        "other sessions live on"
+    );
+
     // Nothing changed: same status, same unit, no new assignment.
     let after = c
         .client
