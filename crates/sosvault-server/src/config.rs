@@ -130,8 +130,8 @@ pub struct Config {
     /// The trustees, in share-index order.
     #[serde(default)]
     pub trustees: Vec<TrusteeConfig>,
-    /// The operators.
-    #[serde(default)]
+    /// The operators (`[[operators]]` tables; may be appended by hand).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub operators: Vec<OperatorConfig>,
 }
 
@@ -336,6 +336,21 @@ mod tests {
             c.apply_env(|k| (k == "SOSVAULT_SERVER_ACK_TIMEOUT_MS").then(|| "x".into()))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn operators_can_be_appended_to_a_generated_file() {
+        let mut c = Config::new("/tmp/x");
+        c.trustees.push(TrusteeConfig {
+            url: "http://127.0.0.1:1".into(),
+            public: sosvault::TrusteeKey::generate().public().to_hex(),
+            name: String::new(),
+        });
+        let mut text = c.to_toml().unwrap();
+        text.push_str("\n[[operators]]\nusername = \"op\"\npassword_hash = \"x\"\n");
+        let back = Config::from_toml(&text).unwrap();
+        assert_eq!(back.operators.len(), 1);
+        assert_eq!(back.trustees.len(), 1);
     }
 
     #[test]

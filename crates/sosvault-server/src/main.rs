@@ -76,6 +76,10 @@ async fn main() -> anyhow::Result<()> {
             trustees,
             threshold,
         } => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            // Absolute, so the config works from any working directory.
+            let dir = std::fs::canonicalize(&dir)
+                .with_context(|| format!("resolving {}", dir.display()))?;
             let mut cfg = Config::new(dir.clone());
             cfg.listen = listen;
             cfg.threshold = threshold;
