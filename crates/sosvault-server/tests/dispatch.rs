@@ -211,6 +211,26 @@ async fn nearest_unit_of_the_right_kind_is_sent_and_the_profile_opens_for_it() {
             .status,
         404
     );
+    // The incident's ephemeral key is gone from the store too (it was kept
+    // sealed under the master key only while the incident could need it).
+    let db = rusqlite::Connection::open_with_flags(
+        c.server.dir.join("sosvault.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let key: Option<Vec<u8>> = db
+        .query_row(
+            "SELECT incident_key_sealed FROM incidents WHERE id = ?1",
+            [hex::decode(&id).unwrap()],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(key.is_none(), "the incident key was forgotten");
+    // And the same cancel again (a retry) changes nothing and answers the same.
+    assert_eq!(
+        c.client.cancel(&cancel).await.unwrap()["status"],
+        "received"
+    );
 
     // No secret or profile field in the service's logs.
     let logs = c.server.logs();

@@ -354,6 +354,34 @@ async fn a_duress_cancel_looks_the_same_but_escalates() {
     assert_eq!(da["status"], "open");
     assert!(da["flags"].as_array().unwrap().contains(&json!("duress")));
     assert_eq!(db["status"], "cancelled");
+    // A duress stop wipes like any stop and escalates the open incident.
+    let mut d = c.student("Student D").await;
+    let pd = d
+        .panic(
+            Category::Police,
+            &talwandi(),
+            &c.info.control_room,
+            Timestamp::now(),
+        )
+        .unwrap();
+    let id_d = c.client.panic(&pd).await.unwrap();
+    let duress_stop = d
+        .stop(true, &c.info.control_room, Timestamp::now())
+        .unwrap();
+    let answer = c.client.stop(&duress_stop).await.unwrap();
+    assert_eq!(answer["status"], "stopped");
+    let dd = c
+        .client
+        .get(&format!("/v1/operator/incidents/{id_d}"), Some(&op))
+        .await
+        .unwrap();
+    let flags = dd["flags"].as_array().unwrap();
+    assert!(
+        flags.contains(&json!("duress")) && flags.contains(&json!("stopped")),
+        "{flags:?}"
+    );
+    assert_eq!(dd["status"], "open", "the team still goes");
+
     // After the cancel, the device re-enrolls under a fresh epoch.
     let saved = b.to_secret_bytes();
     let e = b
