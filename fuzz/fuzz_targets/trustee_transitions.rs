@@ -415,20 +415,33 @@ fn check_shred(
     checked: &CheckedStop,
     t: &Transition<ShredReceipt>,
 ) {
-    assert!(!t.entry.holds_share(), "a share survived a stop");
-    assert!(t.entry.last_release().is_none() || t.repeated);
     let tomb = t.entry.tombstone().expect("no tombstone after a stop");
     let epoch = checked.stop().body().epoch;
     assert!(tomb.epoch >= epoch);
+    // No share of the stop's epoch or an earlier one survives it.
+    if t.entry.holds_share() {
+        assert!(
+            t.entry.epoch() > Some(epoch),
+            "a share survived a stop of its epoch"
+        );
+    }
     if t.repeated {
+        // An old stop again (a retry, or a replay after a later enrollment): the
+        // same receipt, and nothing changes; the later epoch's share stays.
         let p = prev.expect("a repeated stop with no entry");
         assert_eq!(
             Some(&t.answer),
             p.tombstone().map(|t| &t.receipt),
             "a repeated stop got a new receipt"
         );
+        assert!(
+            p.to_secret_bytes() == t.entry.to_secret_bytes(),
+            "a repeated stop changed the entry"
+        );
         return;
     }
+    assert!(!t.entry.holds_share(), "a share survived a stop");
+    assert!(t.entry.last_release().is_none());
     assert!(ours(fx, t.answer.signer()));
     assert_eq!(t.answer.body().stop, checked.stop().hash());
     assert_eq!(t.answer.body().epoch, epoch);
