@@ -1511,7 +1511,7 @@ impl Engine {
                 ),
             )
             .await;
-            self.send_assignment(&id, &unit);
+            self.send_assignment(&id, &unit, false);
             let outcome = tokio::select! {
                 // A closed incident drops the acknowledgement's sender too:
                 // look at the cancellation first, so that is not a timeout.
@@ -1589,7 +1589,9 @@ impl Engine {
         }
     }
 
-    fn send_assignment(&self, id: &[u8; 16], unit: &str) {
+    /// Pushes the assignment to the unit (and, unless it is a re-send to a
+    /// reconnecting unit, to the operators).
+    fn send_assignment(&self, id: &[u8; 16], unit: &str, resend: bool) {
         let detail = {
             let st = self.state();
             let Some(live) = st.incidents.get(id) else {
@@ -1606,15 +1608,15 @@ impl Engine {
                 "name": st.units.get(unit).map(|u| u.name.clone()),
                 "ack_timeout_ms": self.inner.cfg.ack_timeout_ms,
                 "duress": live.duress,
+                "acknowledged": live.assigned.as_ref().is_some_and(|a| a.unit == unit && a.acked),
             })
         };
-        self.emit(
-            "assigned",
-            Some(id),
-            Some(unit),
-            Audience::OperatorsAndUnit(unit.to_owned()),
-            detail,
-        );
+        let audience = if resend {
+            Audience::Unit(unit.to_owned())
+        } else {
+            Audience::OperatorsAndUnit(unit.to_owned())
+        };
+        self.emit("assigned", Some(id), Some(unit), audience, detail);
     }
 
     // ------------------------------------------------------------ releases
@@ -2080,7 +2082,7 @@ impl Engine {
             })
         };
         if let Some(id) = pending {
-            self.send_assignment(&id, &unit.0);
+            self.send_assignment(&id, &unit.0, true);
         }
         UnitConnection {
             engine: self.clone(),
