@@ -244,7 +244,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
-            ack_timeout_ms: 3_000,
+            ack_timeout_ms: 10_000,
             access_window_secs: 2700,
         }
     }
