@@ -54,6 +54,17 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// A duration in plain words: `850 ms`, `2.4 s`, `45 min`.
+fn human_ms(ms: u64) -> String {
+    if ms < 1_000 {
+        format!("{ms} ms")
+    } else if ms < 120_000 {
+        format!("{:.1} s", ms as f64 / 1000.0)
+    } else {
+        format!("{} min", ms / 60_000)
+    }
+}
+
 /// Most points of a live trail kept in memory (the newest).
 const MAX_TRAIL: usize = 2_000;
 
@@ -1539,7 +1550,7 @@ impl Engine {
                 self.timeline(
                     id,
                     "acknowledged",
-                    format!("{name} acknowledged after {:.1} s", latency as f64 / 1000.0),
+                    format!("{name} acknowledged after {}", human_ms(latency)),
                 )
                 .await;
                 self.emit(
@@ -1879,9 +1890,9 @@ impl Engine {
             id,
             "profile_released",
             format!(
-                "profile opened {:.1} s after the panic; readable for {} min",
-                latency as f64 / 1000.0,
-                window_ms / 60_000
+                "profile opened {} after the panic; readable for {}",
+                human_ms(latency),
+                human_ms(window_ms)
             ),
         )
         .await;
@@ -2463,4 +2474,35 @@ fn check_position(p: LatLon) -> Result<(), ApiError> {
 
 fn category_from_str(s: &str) -> Option<Category> {
     Category::ALL.into_iter().find(|c| c.as_str() == s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_in_plain_words() {
+        assert_eq!(human_ms(12), "12 ms");
+        assert_eq!(human_ms(2_400), "2.4 s");
+        assert_eq!(human_ms(45 * 60_000), "45 min");
+    }
+
+    #[test]
+    fn events_reach_only_their_audience() {
+        let ev = |audience| Event {
+            seq: 0,
+            at_ms: 0,
+            kind: "x".into(),
+            incident: None,
+            unit: None,
+            detail: serde_json::Value::Null,
+            audience,
+        };
+        let ops = ev(Audience::Operators);
+        assert!(ops.for_operators() && !ops.for_unit("u-1"));
+        let both = ev(Audience::OperatorsAndUnit("u-1".into()));
+        assert!(both.for_operators() && both.for_unit("u-1") && !both.for_unit("u-2"));
+        let unit = ev(Audience::Unit("u-1".into()));
+        assert!(!unit.for_operators() && unit.for_unit("u-1") && !unit.for_unit("u-2"));
+    }
 }
