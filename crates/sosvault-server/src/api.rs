@@ -8,6 +8,7 @@
 //! | anyone | `GET /v1/info` | control room public key, trustees, threshold |
 //! | anyone | `GET /v1/log/head` | signed head of the control room's transparency log |
 //! | anyone | `GET /v1/log/proof?index=&size=` | RFC 6962 inclusion proof |
+//! | device | `POST /v1/log/mine` | `{"query"}` → the student's own entries, head and proofs |
 //! | device | `POST /v1/enroll` | `{"package"}` → `{"student_id","epoch","receipts"}` |
 //! | device | `POST /v1/panic` | `{"panic"}` → 202 `{"incident_id"}` |
 //! | device | `POST /v1/location` | `{"update"}` → `{"status"}` |
@@ -56,8 +57,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::engine::{
-    Engine, Enrolled, IncidentDetail, IncidentSummary, LatLon, OperatorId, Stopped, UnitId,
-    UnitView, Viewer,
+    Engine, Enrolled, IncidentDetail, IncidentSummary, LatLon, MineAnswer, OperatorId, Stopped,
+    UnitId, UnitView, Viewer,
 };
 use crate::error::ApiError;
 use crate::geo::UnitKind;
@@ -102,6 +103,7 @@ pub fn router_and_openapi(engine: Engine) -> (Router, utoipa::openapi::OpenApi) 
         .routes(routes!(info))
         .routes(routes!(log_head))
         .routes(routes!(log_proof))
+        .routes(routes!(log_mine))
         .routes(routes!(enroll))
         .routes(routes!(panic))
         .routes(routes!(location))
@@ -267,6 +269,10 @@ pub struct InfoBody {
     pub threshold: u8,
     /// Trustees in share-index order.
     pub trustees: Vec<TrusteeInfo>,
+    /// The id (hex) a device addresses its log queries to (`/v1/log/mine`).
+    pub control_room_id: String,
+    /// The control room's log key (hex): verifies its signed tree heads.
+    pub log_public_key: String,
 }
 
 /// The signed head of the control room's transparency log.
@@ -438,6 +444,8 @@ async fn info(State(e): State<Engine>) -> Json<InfoBody> {
                 name: t.name().to_owned(),
             })
             .collect(),
+        control_room_id: e.log_holder_id().to_hex(),
+        log_public_key: e.log_public().to_hex(),
     })
 }
 
@@ -465,6 +473,27 @@ async fn log_proof(
         size: q.size,
         proof: proof.iter().map(hex::encode).collect(),
     }))
+}
+
+/// `POST /v1/log/mine`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MineBody {
+    /// Base64 of a device-signed `sosvault/log-query/v1` addressed to
+    /// `control_room_id` (from `/v1/info`).
+    pub query: String,
+}
+
+/// The entries about the asking student (who viewed their profile), with a
+/// signed head and inclusion proofs. The student is the query's signer.
+#[utoipa::path(post, path = "/v1/log/mine", tag = "device", request_body = MineBody,
+    responses((status = 200, body = MineAnswer), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody)))]
+async fn log_mine(
+    State(e): State<Engine>,
+    JsonBody(b): JsonBody<MineBody>,
+) -> Result<Json<MineAnswer>, ApiError> {
+    let bytes = decode_b64(&b.query, "query")?;
+    Ok(Json(e.log_mine(&bytes).await?))
 }
 
 // ------------------------------------------------------------ device

@@ -35,7 +35,7 @@ use tokio_util::task::TaskTracker;
 use zeroize::Zeroizing;
 
 use sosvault::keys::{LogKey, LogPublic};
-use sosvault::log::{LogEntry, MerkleLog, TreeHead};
+use sosvault::log::{LogEntry, LogQuery, MerkleLog, QueryRefusal, TreeHead};
 
 use crate::config::Config;
 use crate::error::ApiError;
@@ -64,6 +64,9 @@ fn human_ms(ms: u64) -> String {
         format!("{} min", ms / 60_000)
     }
 }
+
+/// Most log-query nonces remembered at once (then queries are refused for a while).
+const MAX_SEEN_QUERIES: usize = 10_000;
 
 /// Most points of a live trail kept in memory (the newest).
 const MAX_TRAIL: usize = 2_000;
@@ -203,6 +206,8 @@ struct State {
     units: HashMap<String, UnitInfo>,
     index: UnitIndex,
     sessions: HashMap<[u8; 32], Session>,
+    /// Nonces of answered log queries, with when (unix ms), for replay refusal.
+    seen_queries: HashMap<[u8; 16], u64>,
 }
 
 /// An authenticated operator.
@@ -345,6 +350,28 @@ pub struct Enrolled {
     pub epoch: u32,
     /// One share receipt per trustee (base64 of the signed bytes).
     pub receipts: Vec<String>,
+}
+
+/// A student's own entries in the control room's transparency log.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MineAnswer {
+    /// The signed head (base64 of `sosvault/tree-head/v1`) the proofs are against.
+    pub head: String,
+    /// The entries, oldest first.
+    pub entries: Vec<MineEntry>,
+}
+
+/// One log entry with its inclusion proof.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct MineEntry {
+    /// Its index.
+    pub index: u64,
+    /// Its RFC 6962 leaf hash (base64).
+    pub leaf_hash: String,
+    /// Its encoding (base64 of `sosvault/log-entry/v1`).
+    pub entry: String,
+    /// Sibling hashes (base64), deepest first.
+    pub proof: Vec<String>,
 }
 
 /// The result of a stop.
@@ -2341,10 +2368,85 @@ impl Engine {
         let (a, at) = (actor.to_owned(), now_ms());
         self.inner
             .db
-            .call(move |s| s.append_log(index, &bytes, &leaf, &incident, &a, at))
+            .call(move |s| s.append_log(index, &bytes, &leaf, &student, &incident, &a, at))
             .await?;
         log.append_leaf_hash(leaf);
         Ok(())
+    }
+
+    /// The id a device puts in a [`LogQuery`] to this control room: its
+    /// signing key hashed the way a trustee's id is.
+    pub fn log_holder_id(&self) -> sosvault::TrusteeId {
+        sosvault::TrusteeId::of_signer(self.inner.control_room.public().verifying_key())
+    }
+
+    /// A student's own entries in the control room's log (who viewed their
+    /// profile), with a fresh signed head and an inclusion proof for each.
+    pub async fn log_mine(&self, query: &[u8]) -> Result<MineAnswer, ApiError> {
+        let now = Timestamp::now();
+        let skew = self.inner.cfg.max_skew_secs;
+        let checked =
+            LogQuery::check(query, &self.log_holder_id(), now, skew).map_err(|e| match e {
+                QueryRefusal::WrongTrustee => {
+                    ApiError::new(403, "wrong_log", "the query is addressed to another log")
+                }
+                QueryRefusal::Stale => ApiError::bad_request(
+                    "stale_query",
+                    "the query's time is outside the allowed clock skew",
+                ),
+                _ => ApiError::bad_request(
+                    "malformed",
+                    "the query is malformed or its signature does not verify",
+                ),
+            })?;
+        {
+            let mut st = self.state();
+            let at = now_ms();
+            let horizon = at.saturating_sub(skew.saturating_mul(2000));
+            st.seen_queries.retain(|_, t| *t >= horizon);
+            let nonce = checked.nonce();
+            if st.seen_queries.contains_key(&nonce) {
+                return Err(ApiError::new(
+                    409,
+                    "replayed",
+                    "this query was already answered",
+                ));
+            }
+            if st.seen_queries.len() >= MAX_SEEN_QUERIES {
+                return Err(ApiError::new(
+                    429,
+                    "rate_limited",
+                    "too many log queries right now; try again in a few minutes",
+                ));
+            }
+            st.seen_queries.insert(nonce, at);
+        }
+        let student = *checked.student().as_bytes();
+        // Hold the tree while reading, so every entry is covered by the head.
+        let log = self.inner.log.lock().await;
+        let head = log.sign_head(&self.inner.log_key, now);
+        let size = head.body().size;
+        let rows = self
+            .inner
+            .db
+            .call(move |s| s.log_entries_of_student(&student, size, 1000))
+            .await?;
+        let mut entries = Vec::with_capacity(rows.len());
+        for (index, entry) in rows {
+            let proof = log
+                .inclusion_proof(index, size)
+                .map_err(|_| ApiError::internal("log proof"))?;
+            entries.push(MineEntry {
+                index,
+                leaf_hash: b64(&sosvault::log::leaf_hash(&entry)),
+                entry: b64(&entry),
+                proof: proof.iter().map(|h| b64(h)).collect(),
+            });
+        }
+        Ok(MineAnswer {
+            head: b64(head.as_bytes()),
+            entries,
+        })
     }
 
     /// The control room log's public key (auditors pin it).

@@ -286,15 +286,25 @@ pub trait Store: Send + Sync + 'static {
     fn shred_receipts(&self, student: &[u8; 32]) -> StoreResult<Vec<([u8; 32], Vec<u8>)>>;
     /// Appends an entry to the transparency log at `index` (the caller keeps
     /// the Merkle tree and assigns indices in order).
+    #[allow(clippy::too_many_arguments)]
     fn append_log(
         &self,
         index: u64,
         entry: &[u8],
         leaf_hash: &[u8; 32],
+        student: &[u8; 32],
         incident: &[u8; 16],
         actor: &str,
         at_ms: u64,
     ) -> StoreResult<()>;
+    /// The entries about a student among the first `size` of the log:
+    /// `(index, entry bytes)`, oldest first, at most `limit` (the newest).
+    fn log_entries_of_student(
+        &self,
+        student: &[u8; 32],
+        size: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<(u64, Vec<u8>)>>;
     /// Every leaf hash of the transparency log, in order.
     fn log_leaf_hashes(&self) -> StoreResult<Vec<[u8; 32]>>;
     /// The transparency-log entries about an incident.
@@ -406,11 +416,13 @@ CREATE TABLE IF NOT EXISTS transparency_log (
     idx INTEGER PRIMARY KEY,
     entry BLOB NOT NULL,
     leaf_hash BLOB NOT NULL,
+    student_id BLOB NOT NULL,
     incident_id BLOB NOT NULL,
     actor TEXT NOT NULL,
     at_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS transparency_log_incident ON transparency_log(incident_id);
+CREATE INDEX IF NOT EXISTS transparency_log_student ON transparency_log(student_id, idx);
 "#;
 
 /// The SQLite store.
@@ -919,16 +931,35 @@ impl Store for SqliteStore {
         index: u64,
         entry: &[u8],
         leaf_hash: &[u8; 32],
+        student: &[u8; 32],
         incident: &[u8; 16],
         actor: &str,
         at_ms: u64,
     ) -> StoreResult<()> {
         let c = self.conn();
         c.execute(
-            "INSERT INTO transparency_log (idx, entry, leaf_hash, incident_id, actor, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![index as i64, entry, &leaf_hash[..], &incident[..], actor, at_ms as i64],
+            "INSERT INTO transparency_log (idx, entry, leaf_hash, student_id, incident_id, actor, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![index as i64, entry, &leaf_hash[..], &student[..], &incident[..], actor, at_ms as i64],
         )?;
         Ok(())
+    }
+
+    fn log_entries_of_student(
+        &self,
+        student: &[u8; 32],
+        size: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<(u64, Vec<u8>)>> {
+        let c = self.conn();
+        let mut st = c.prepare(
+            "SELECT idx, entry FROM
+               (SELECT idx, entry FROM transparency_log WHERE student_id = ?1 AND idx < ?2 ORDER BY idx DESC LIMIT ?3)
+             ORDER BY idx",
+        )?;
+        let rows = st.query_map(params![&student[..], size as i64, limit], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn log_leaf_hashes(&self) -> StoreResult<Vec<[u8; 32]>> {
@@ -1002,15 +1033,26 @@ mod tests {
     fn transparency_log_rows_come_back_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("db")).unwrap();
-        s.append_log(0, b"a", &[1; 32], &[1; 16], "operator:op", 1)
+        s.append_log(0, b"a", &[1; 32], &[7; 32], &[1; 16], "operator:op", 1)
             .unwrap();
-        s.append_log(1, b"b", &[2; 32], &[2; 16], "unit:u-1", 2)
+        s.append_log(1, b"b", &[2; 32], &[8; 32], &[2; 16], "unit:u-1", 2)
             .unwrap();
+        assert_eq!(
+            s.log_entries_of_student(&[7; 32], 2, 10).unwrap(),
+            vec![(0, b"a".to_vec())]
+        );
+        assert!(
+            s.log_entries_of_student(&[8; 32], 1, 10)
+                .unwrap()
+                .is_empty(),
+            "beyond the size"
+        );
         assert_eq!(s.log_leaf_hashes().unwrap(), vec![[1; 32], [2; 32]]);
         let mine = s.access_log(&[2; 16]).unwrap();
         assert_eq!((mine.len(), mine[0].index), (1, 1));
         assert!(
-            s.append_log(1, b"c", &[3; 32], &[2; 16], "x", 3).is_err(),
+            s.append_log(1, b"c", &[3; 32], &[8; 32], &[2; 16], "x", 3)
+                .is_err(),
             "an index is used once"
         );
     }

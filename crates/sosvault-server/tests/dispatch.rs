@@ -4,6 +4,7 @@
 mod common;
 
 use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as b64;
 use common::*;
 use serde_json::Value;
 use sosvault::{Category, Timestamp};
@@ -25,7 +26,10 @@ async fn nearest_unit_of_the_right_kind_is_sent_and_the_profile_opens_for_it() {
         .unit(&op, "Ambulance Talwandi", "medical", 25.1426, 75.8351)
         .await;
 
-    let mut device = c.student("Asha Verma").await;
+    let seed = [42u8; 32];
+    let (mut device, _) = c
+        .student_with_key("Asha Verma", sosvault::DeviceKey::from_seed(&seed))
+        .await;
     let panic = device
         .panic(
             Category::Police,
@@ -170,6 +174,81 @@ async fn nearest_unit_of_the_right_kind_is_sent_and_the_profile_opens_for_it() {
             other => panic!("unexpected entry {other:?}"),
         }
     }
+
+    // The student asks the control room who viewed their profile: the same
+    // entries, each proven against a head signed with the pinned log key.
+    let info = c.client.get("/v1/info", None).await.unwrap();
+    let holder = sosvault::TrusteeId::from_hex(info["control_room_id"].as_str().unwrap()).unwrap();
+    let key = sosvault::DeviceKey::from_seed(&seed);
+    let query = sosvault::log::LogQuery::sign(&key, holder, Timestamp::now());
+    let body = serde_json::json!({ "query": b64.encode(query.as_bytes()) });
+    let (_, mine) = c.client.post("/v1/log/mine", None, &body).await.unwrap();
+    let head = sosvault::log::TreeHead::verify(
+        &b64.decode(mine["head"].as_str().unwrap()).unwrap(),
+        &cr.log_key().public(),
+    )
+    .unwrap();
+    let listed: Vec<u64> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["index"].as_u64().unwrap())
+        .collect();
+    let mut got = Vec::new();
+    for e in mine["entries"].as_array().unwrap() {
+        let index = e["index"].as_u64().unwrap();
+        let proof: Vec<Vec<u8>> = e["proof"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| b64.decode(h.as_str().unwrap()).unwrap())
+            .collect();
+        let entry = head
+            .body()
+            .verify_entry(
+                &b64.decode(e["entry"].as_str().unwrap()).unwrap(),
+                index,
+                &proof,
+            )
+            .unwrap();
+        assert_eq!(entry.student(), Some(device.student_id()));
+        got.push(index);
+    }
+    assert_eq!(
+        got, listed,
+        "the student sees exactly the views of their profile"
+    );
+    // The same query again is a replay; another student sees nothing of this one;
+    // a query addressed elsewhere is refused.
+    let err = c
+        .client
+        .post("/v1/log/mine", None, &body)
+        .await
+        .unwrap_err();
+    assert_eq!((err.status, err.code.as_str()), (409, "replayed"));
+    let other = sosvault::DeviceKey::generate();
+    let q = sosvault::log::LogQuery::sign(&other, holder, Timestamp::now());
+    let (_, theirs) = c
+        .client
+        .post(
+            "/v1/log/mine",
+            None,
+            &serde_json::json!({ "query": b64.encode(q.as_bytes()) }),
+        )
+        .await
+        .unwrap();
+    assert!(theirs["entries"].as_array().unwrap().is_empty());
+    let q = sosvault::log::LogQuery::sign(&key, c.info.trustees[0].id(), Timestamp::now());
+    let err = c
+        .client
+        .post(
+            "/v1/log/mine",
+            None,
+            &serde_json::json!({ "query": b64.encode(q.as_bytes()) }),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!((err.status, err.code.as_str()), (403, "wrong_log"));
 
     // The student moves; the team gets the new position.
     let moved = sosvault::Location::new(25.1450, 75.8390, 5, Timestamp::now()).unwrap();

@@ -384,6 +384,7 @@ async fn the_openapi_document_describes_every_route_and_nothing_else() {
         "GET /v1/info",
         "GET /v1/log/head",
         "GET /v1/log/proof",
+        "POST /v1/log/mine",
         "POST /v1/enroll",
         "POST /v1/panic",
         "POST /v1/location",

@@ -317,7 +317,16 @@ impl Cluster {
 
     /// A device enrolled with a profile, and the package it sent.
     pub async fn student_with_package(&self, name: &str) -> (Device, sosvault::EnrollmentPackage) {
-        let mut device = Device::new(DeviceKey::generate());
+        self.student_with_key(name, DeviceKey::generate()).await
+    }
+
+    /// A device with this key, enrolled with a profile, and the package it sent.
+    pub async fn student_with_key(
+        &self,
+        name: &str,
+        key: DeviceKey,
+    ) -> (Device, sosvault::EnrollmentPackage) {
+        let mut device = Device::new(key);
         let mut profile = Profile::new(name, "+91 98290 11223");
         profile.hostel = "Shanti Girls Hostel, room 12".into();
         profile.medical_notes = "asthma; carries an inhaler".into();
