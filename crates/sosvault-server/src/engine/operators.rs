@@ -1,0 +1,392 @@
+//! The control room: sessions, incident lists and views (each profile view
+//! logged first), false alarms, closing, and the control room's transparency log.
+
+use super::*;
+
+impl Engine {
+    /// Logs an operator in; returns a session token.
+    pub async fn login(&self, username: &str, password: &str) -> Result<(String, u64), ApiError> {
+        let hash = self
+            .inner
+            .operators
+            .iter()
+            .find(|(u, _)| u.as_bytes().ct_eq(username.as_bytes()).into())
+            .map(|(_, h)| h.clone());
+        let password = Zeroizing::new(password.to_owned());
+        let ok = tokio::task::spawn_blocking(move || {
+            crate::auth::verify_password(hash.as_deref(), &password)
+        })
+        .await
+        .unwrap_or(false);
+        if !ok {
+            return Err(ApiError::new(
+                401,
+                "bad_login",
+                "wrong username or password",
+            ));
+        }
+        let mut raw = [0u8; 32];
+        rand::Rng::fill_bytes(&mut rand::rng(), &mut raw);
+        let token = Zeroizing::new(hex::encode(raw));
+        let expires = now_ms() + self.inner.cfg.session_secs * 1000;
+        self.state().sessions.insert(
+            token_hash(&token),
+            Session {
+                username: username.to_owned(),
+                expires_at_ms: expires,
+            },
+        );
+        tracing::info!(operator = username, "operator logged in");
+        Ok((token.to_string(), expires))
+    }
+
+    /// The operator a session token belongs to.
+    pub fn operator_for_token(&self, token: &str) -> Result<OperatorId, ApiError> {
+        let h = token_hash(token);
+        let st = self.state();
+        match st.sessions.get(&h) {
+            Some(s) if s.expires_at_ms > now_ms() => Ok(OperatorId(s.username.clone())),
+            _ => Err(ApiError::unauthorized()),
+        }
+    }
+
+    /// Logs out.
+    pub fn logout(&self, token: &str) {
+        self.state().sessions.remove(&token_hash(token));
+    }
+
+    pub(super) fn summary(&self, row: &IncidentRow, st: &State) -> IncidentSummary {
+        let live = st.incidents.get(&row.id);
+        let mut flags = row.flags.clone();
+        if row.duress || live.is_some_and(|l| l.duress) {
+            flags.push("duress".into());
+        }
+        if row.false_alarm {
+            flags.push("false_alarm".into());
+        }
+        if row.stopped || live.is_some_and(|l| l.stopped) {
+            flags.push("stopped".into());
+        }
+        let unit = live
+            .and_then(|l| l.assigned.as_ref())
+            .map(|a| AssignedUnit {
+                id: a.unit.clone(),
+                name: st
+                    .units
+                    .get(&a.unit)
+                    .map(|u| u.name.clone())
+                    .unwrap_or_default(),
+                acknowledged: a.acked,
+            });
+        let profile = match live {
+            None => "forgotten",
+            Some(l) if l.vault.is_some() => "released",
+            Some(l) if l.stopped => "forgotten",
+            Some(l) if l.vault_was_opened => "expired",
+            Some(_) => "sealed",
+        };
+        IncidentSummary {
+            id: hex::encode(row.id),
+            category: row.category.clone(),
+            status: row.status.clone(),
+            created_at_ms: row.created_at_ms,
+            location: live
+                .and_then(|l| l.location)
+                .map(|(lat, lon, _)| LatLon { lat, lon }),
+            unit,
+            release: ReleaseStatus {
+                have: live.map_or(0, |l| l.release_have),
+                need: live.map_or(usize::from(self.inner.cfg.threshold), |l| l.release_need),
+                profile: profile.into(),
+            },
+            flags,
+        }
+    }
+
+    /// Recent incidents.
+    pub async fn list(&self, limit: u32) -> Result<Vec<IncidentSummary>, ApiError> {
+        let rows = self.inner.db.call(move |s| s.incidents(limit)).await?;
+        let st = self.state();
+        Ok(rows.iter().map(|r| self.summary(r, &st)).collect())
+    }
+
+    /// One incident, for an operator (any) or a unit (only its own). The
+    /// profile is included, and its view logged, while it is released.
+    pub async fn detail(&self, id: [u8; 16], viewer: Viewer) -> Result<IncidentDetail, ApiError> {
+        if let Viewer::Unit(u) = &viewer {
+            let mine = self
+                .state()
+                .incidents
+                .get(&id)
+                .and_then(|l| l.assigned.as_ref())
+                .is_some_and(|a| a.unit == u.0);
+            if !mine {
+                return Err(ApiError::not_found());
+            }
+        }
+        let row = self
+            .inner
+            .db
+            .call(move |s| s.incident(&id))
+            .await?
+            .ok_or_else(ApiError::not_found)?;
+        let timeline = self.inner.db.call(move |s| s.timeline(&id)).await?;
+        let assignments = self.inner.db.call(move |s| s.assignments(&id)).await?;
+        let enrollment = if row.status == "open" && !row.stopped {
+            let sid = row.student_id;
+            self.inner.db.call(move |s| s.enrollment(&sid)).await?
+        } else {
+            None
+        };
+        let (summary, trail, profile) = {
+            let st = self.state();
+            let summary = self.summary(&row, &st);
+            let live = st.incidents.get(&id);
+            let trail = live
+                .map(|l| {
+                    l.trail
+                        .iter()
+                        .map(|(lat, lon, _)| LatLon {
+                            lat: *lat,
+                            lon: *lon,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let profile = match (live.and_then(|l| l.vault.as_ref()), &enrollment) {
+                (Some(g), Some(e)) if g.epoch == e.epoch && g.expires_at_ms > now_ms() => g
+                    .key
+                    .open(&e.sealed_profile, sosvault::MAX_PROFILE_BYTES * 2)
+                    .ok()
+                    .and_then(|b| Profile::from_bytes(&b).ok()),
+                _ => None,
+            };
+            (summary, trail, profile)
+        };
+        if profile.is_some() {
+            let actor = match &viewer {
+                Viewer::Operator(o) => format!("operator:{}", o.0),
+                Viewer::Unit(u) => format!("unit:{}", u.0),
+            };
+            // Logged before it is shown: no log entry, no profile.
+            self.log_profile_view(id, row.student_id, &actor).await?;
+            self.inner
+                .metrics
+                .profile_views
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(incident = %short(&id), viewer = %actor, "profile viewed (logged)");
+        }
+        Ok(IncidentDetail {
+            summary,
+            trail,
+            timeline,
+            assignments: assignments
+                .into_iter()
+                .map(|a| AssignmentView {
+                    unit: a.unit_id,
+                    assigned_at_ms: a.assigned_at_ms,
+                    status: a.status,
+                })
+                .collect(),
+            profile,
+        })
+    }
+
+    /// Appends a `ProfileViewed` entry to the control room's transparency log.
+    pub(super) async fn log_profile_view(
+        &self,
+        incident: [u8; 16],
+        student: [u8; 32],
+        actor: &str,
+    ) -> Result<(), ApiError> {
+        let viewer = sosvault::log::Viewer::new(
+            actor
+                .as_bytes()
+                .iter()
+                .copied()
+                .take(sosvault::log::MAX_VIEWER_BYTES)
+                .collect::<Vec<u8>>(),
+        )
+        .ok_or_else(|| ApiError::internal("viewer id"))?;
+        let entry = LogEntry::ProfileViewed {
+            student: StudentId::from_bytes(student),
+            incident: IncidentId::from_bytes(incident),
+            viewer,
+            at: Timestamp::now(),
+        };
+        let bytes = sosvault::Container::to_bytes(&entry);
+        let leaf = entry.leaf_hash();
+        // The tree lock is held across the write, so indices are assigned in
+        // order and the tree never holds a leaf the store does not.
+        let mut log = self.inner.log.lock().await;
+        let index = log.size();
+        let (a, at) = (actor.to_owned(), now_ms());
+        self.inner
+            .db
+            .call(move |s| s.append_log(index, &bytes, &leaf, &student, &incident, &a, at))
+            .await?;
+        log.append_leaf_hash(leaf);
+        Ok(())
+    }
+
+    /// The id a device puts in a [`LogQuery`] to this control room: its
+    /// signing key hashed the way a trustee's id is.
+    pub fn log_holder_id(&self) -> sosvault::TrusteeId {
+        sosvault::TrusteeId::of_signer(self.inner.control_room.public().verifying_key())
+    }
+
+    /// A student's own entries in the control room's log (who viewed their
+    /// profile), with a fresh signed head and an inclusion proof for each.
+    pub async fn log_mine(&self, query: &[u8]) -> Result<MineAnswer, ApiError> {
+        let now = Timestamp::now();
+        let skew = self.inner.cfg.max_skew_secs;
+        let checked =
+            LogQuery::check(query, &self.log_holder_id(), now, skew).map_err(|e| match e {
+                QueryRefusal::WrongTrustee => {
+                    ApiError::new(403, "wrong_log", "the query is addressed to another log")
+                }
+                QueryRefusal::Stale => ApiError::bad_request(
+                    "stale_query",
+                    "the query's time is outside the allowed clock skew",
+                ),
+                _ => ApiError::bad_request(
+                    "malformed",
+                    "the query is malformed or its signature does not verify",
+                ),
+            })?;
+        {
+            let mut st = self.state();
+            let at = now_ms();
+            let horizon = at.saturating_sub(skew.saturating_mul(2000));
+            st.seen_queries.retain(|_, t| *t >= horizon);
+            let nonce = checked.nonce();
+            if st.seen_queries.contains_key(&nonce) {
+                return Err(ApiError::new(
+                    409,
+                    "replayed",
+                    "this query was already answered",
+                ));
+            }
+            if st.seen_queries.len() >= MAX_SEEN_QUERIES {
+                return Err(ApiError::new(
+                    429,
+                    "rate_limited",
+                    "too many log queries right now; try again in a few minutes",
+                ));
+            }
+            st.seen_queries.insert(nonce, at);
+        }
+        let student = *checked.student().as_bytes();
+        // Hold the tree while reading, so every entry is covered by the head.
+        let log = self.inner.log.lock().await;
+        let head = log.sign_head(&self.inner.log_key, now);
+        let size = head.body().size;
+        let rows = self
+            .inner
+            .db
+            .call(move |s| s.log_entries_of_student(&student, size, 1000))
+            .await?;
+        let mut entries = Vec::with_capacity(rows.len());
+        for (index, entry) in rows {
+            let proof = log
+                .inclusion_proof(index, size)
+                .map_err(|_| ApiError::internal("log proof"))?;
+            entries.push(MineEntry {
+                index,
+                leaf_hash: b64(&sosvault::log::leaf_hash(&entry)),
+                entry: b64(&entry),
+                proof: proof.iter().map(|h| b64(h)).collect(),
+            });
+        }
+        Ok(MineAnswer {
+            head: b64(head.as_bytes()),
+            entries,
+        })
+    }
+
+    /// The control room log's public key (auditors pin it).
+    pub fn log_public(&self) -> LogPublic {
+        self.inner.log_key.public()
+    }
+
+    /// A freshly signed head of the control room's transparency log.
+    pub async fn log_head(&self) -> sosvault::Signed<TreeHead> {
+        self.inner
+            .log
+            .lock()
+            .await
+            .sign_head(&self.inner.log_key, Timestamp::now())
+    }
+
+    /// The inclusion proof of entry `index` in the tree of `size` entries.
+    pub async fn log_inclusion_proof(
+        &self,
+        index: u64,
+        size: u64,
+    ) -> Result<Vec<[u8; 32]>, ApiError> {
+        self.inner
+            .log
+            .lock()
+            .await
+            .inclusion_proof(index, size)
+            .map_err(|_| ApiError::bad_request("bad_range", "no such entry in a tree of that size"))
+    }
+
+    /// The access log entries of an incident.
+    pub async fn access_log(
+        &self,
+        id: [u8; 16],
+    ) -> Result<Vec<crate::store::AccessLogEntry>, ApiError> {
+        Ok(self.inner.db.call(move |s| s.access_log(&id)).await?)
+    }
+
+    /// An operator marks a false alarm (counted against the student).
+    pub async fn false_alarm(&self, id: [u8; 16], op: &OperatorId) -> Result<(), ApiError> {
+        let row = self
+            .inner
+            .db
+            .call(move |s| s.incident(&id))
+            .await?
+            .ok_or_else(ApiError::not_found)?;
+        let marked = self.inner.db.call(move |s| s.mark_false_alarm(&id)).await?;
+        if marked {
+            let sid = row.student_id;
+            let student = self.inner.db.call(move |s| s.student(&sid)).await?;
+            let count = student.map_or(0, |s| s.false_alarms);
+            let mut detail = format!("marked false alarm by {}", op.0);
+            if count >= self.inner.cfg.repeat_offender_after {
+                detail.push_str(&format!(
+                    "; the student has {count} false alarms: flagged for review"
+                ));
+            }
+            self.timeline(id, "false_alarm", detail).await;
+            self.emit(
+                "false_alarm",
+                Some(&id),
+                None,
+                Audience::Operators,
+                json!({ "student_false_alarms": count }),
+            );
+        }
+        Ok(())
+    }
+
+    /// An operator closes an incident.
+    pub async fn operator_close(&self, id: [u8; 16], op: &OperatorId) -> Result<(), ApiError> {
+        let row = self
+            .inner
+            .db
+            .call(move |s| s.incident(&id))
+            .await?
+            .ok_or_else(ApiError::not_found)?;
+        if row.status != "open" {
+            return Err(ApiError::new(
+                409,
+                "incident_closed",
+                "the incident is already closed",
+            ));
+        }
+        self.close(id, "closed", &format!("closed by operator {}", op.0))
+            .await
+    }
+}

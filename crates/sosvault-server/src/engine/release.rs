@@ -1,0 +1,333 @@
+//! Releases: release requests to every trustee (retried while one is down),
+//! the opener, the vault key's access window.
+
+use super::*;
+
+impl Engine {
+    pub(super) async fn release(
+        &self,
+        id: [u8; 16],
+        student: [u8; 32],
+        panic: Signed<PanicEvent>,
+        key: IncidentKey,
+    ) {
+        let Some((cancel, created)) = ({
+            let st = self.state();
+            st.incidents
+                .get(&id)
+                .map(|l| (l.release_cancel.clone(), l.created_at_ms))
+        }) else {
+            return;
+        };
+        let enrollment = match self.inner.db.call(move |s| s.enrollment(&student)).await {
+            Ok(Some(e)) => e,
+            Ok(None) => {
+                self.timeline(
+                    id,
+                    "release",
+                    "no enrollment on file; the profile cannot be opened".into(),
+                )
+                .await;
+                return;
+            }
+            Err(e) => {
+                tracing::error!("reading the enrollment failed: {e}");
+                return;
+            }
+        };
+        let Ok(record) = Signed::<EnrollmentRecord>::decode(&enrollment.record) else {
+            tracing::error!(incident = %short(&id), "stored enrollment record does not decode");
+            return;
+        };
+        if record.body().epoch != panic.body().epoch {
+            self.timeline(
+                id,
+                "release",
+                "the student re-enrolled since this panic; its vault is gone".into(),
+            )
+            .await;
+            return;
+        }
+        let need = usize::from(record.body().threshold);
+        let key = Arc::new(key);
+        let incident = IncidentId::from_bytes(id);
+        let (tx, mut rx) = mpsc::channel::<(usize, Result<Vec<u8>, String>)>(16);
+        let mut names = Vec::new();
+        for (idx, slot) in record.body().trustees.iter().enumerate() {
+            let Some(client) = self
+                .inner
+                .trustees
+                .iter()
+                .find(|t| t.id() == slot.trustee)
+                .cloned()
+            else {
+                names.push("unknown trustee".to_string());
+                continue;
+            };
+            names.push(client.name().to_owned());
+            let (engine, panic, key, tx, cancel) = (
+                self.clone(),
+                panic.clone(),
+                key.clone(),
+                tx.clone(),
+                cancel.clone(),
+            );
+            self.inner.tasks.spawn(async move {
+                let mut backoff =
+                    Backoff::new(Duration::from_millis(engine.inner.cfg.max_backoff_ms));
+                let mut told = false;
+                loop {
+                    // Signed afresh for every attempt: trustees bound a request's age,
+                    // and return the same release for the same (panic, incident, recipient).
+                    let request = engine.inner.control_room.release_request(
+                        &panic,
+                        incident,
+                        &key,
+                        Timestamp::now(),
+                    );
+                    let r = tokio::select! {
+                        r = client.release(request.as_bytes()) => r,
+                        _ = cancel.cancelled() => return,
+                    };
+                    match r {
+                        Ok(bytes) => {
+                            let _ = tx.send((idx, Ok(bytes))).await;
+                            return;
+                        }
+                        Err(CallError::Refused { code, .. }) => {
+                            engine
+                                .inner
+                                .metrics
+                                .trustee_errors
+                                .fetch_add(1, Ordering::Relaxed);
+                            let _ = tx.send((idx, Err(format!("refused: {code}")))).await;
+                            return;
+                        }
+                        Err(CallError::Unavailable(why)) => {
+                            engine
+                                .inner
+                                .metrics
+                                .trustee_errors
+                                .fetch_add(1, Ordering::Relaxed);
+                            if !told {
+                                told = true;
+                                let _ = tx
+                                    .send((idx, Err(format!("unreachable ({why}); retrying"))))
+                                    .await;
+                            }
+                        }
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                        _ = cancel.cancelled() => return,
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut opener = Opener::new(&record, panic.hash(), incident, &key);
+        {
+            let mut st = self.state();
+            if let Some(l) = st.incidents.get_mut(&id) {
+                l.release_need = need;
+            }
+        }
+        self.timeline(
+            id,
+            "release",
+            format!(
+                "release requested from {} trustees ({need} needed)",
+                names.len()
+            ),
+        )
+        .await;
+        loop {
+            let msg = tokio::select! {
+                m = rx.recv() => m,
+                _ = cancel.cancelled() => return,
+            };
+            let Some((idx, result)) = msg else {
+                self.timeline(
+                    id,
+                    "release",
+                    format!("fewer than {need} trustees released; the profile stays sealed"),
+                )
+                .await;
+                return;
+            };
+            let name = names.get(idx).cloned().unwrap_or_default();
+            match result {
+                Err(why) => self.timeline(id, "release", format!("{name}: {why}")).await,
+                Ok(bytes) => match opener.add(&bytes) {
+                    Err(rejected) => {
+                        self.timeline(
+                            id,
+                            "release",
+                            format!("{name}: release rejected ({rejected})"),
+                        )
+                        .await;
+                    }
+                    Ok(progress) => {
+                        {
+                            let mut st = self.state();
+                            if let Some(l) = st.incidents.get_mut(&id) {
+                                l.release_have = progress.have;
+                            }
+                        }
+                        self.timeline(
+                            id,
+                            "release",
+                            format!(
+                                "{name} released its share ({}/{})",
+                                progress.have, progress.need
+                            ),
+                        )
+                        .await;
+                        let unit = self.assigned_unit(&id);
+                        self.emit(
+                            "release_progress",
+                            Some(&id),
+                            unit.as_deref(),
+                            match &unit {
+                                Some(u) => Audience::OperatorsAndUnit(u.clone()),
+                                None => Audience::Operators,
+                            },
+                            json!({ "have": progress.have, "need": progress.need }),
+                        );
+                        if progress.have >= progress.need {
+                            match opener.open() {
+                                Ok(vault) => {
+                                    self.install_vault(
+                                        id,
+                                        vault,
+                                        record.body().epoch,
+                                        record.body().policy.access_window_secs,
+                                        created,
+                                    )
+                                    .await;
+                                    cancel.cancel();
+                                    return;
+                                }
+                                Err(e) => {
+                                    self.timeline(
+                                        id,
+                                        "release",
+                                        format!("the vault did not open: {e}"),
+                                    )
+                                    .await;
+                                }
+                            }
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    pub(super) async fn install_vault(
+        &self,
+        id: [u8; 16],
+        vault: VaultKey,
+        epoch: u32,
+        policy_window_secs: u32,
+        created_ms: u64,
+    ) {
+        let window_ms = self
+            .inner
+            .cfg
+            .access_window_secs
+            .min(u64::from(policy_window_secs).max(1))
+            * 1000;
+        let now = now_ms();
+        let unit = {
+            let mut st = self.state();
+            let Some(live) = st.incidents.get_mut(&id) else {
+                return;
+            };
+            if live.stopped {
+                return;
+            }
+            live.vault = Some(Grant {
+                key: vault,
+                epoch,
+                expires_at_ms: now + window_ms,
+                window_ms,
+            });
+            live.vault_was_opened = true;
+            live.assigned.as_ref().map(|a| a.unit.clone())
+        };
+        let latency = now.saturating_sub(created_ms);
+        self.inner.metrics.release_latency.observe(latency);
+        self.timeline(
+            id,
+            "profile_released",
+            format!(
+                "profile opened {} after the panic; readable for {}",
+                human_ms(latency),
+                human_ms(window_ms)
+            ),
+        )
+        .await;
+        let audience = match &unit {
+            Some(u) => Audience::OperatorsAndUnit(u.clone()),
+            None => Audience::Operators,
+        };
+        self.emit(
+            "profile_available",
+            Some(&id),
+            unit.as_deref(),
+            audience,
+            json!({ "expires_at_ms": now + window_ms }),
+        );
+    }
+
+    /// Forgets vault keys whose access window has passed.
+    pub(super) async fn sweeper(&self) {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = self.inner.shutdown.cancelled() => return,
+            }
+            let now = now_ms();
+            let expired: Vec<([u8; 16], Option<String>)> = {
+                let mut st = self.state();
+                let mut out = Vec::new();
+                for (id, live) in st.incidents.iter_mut() {
+                    if live.vault.as_ref().is_some_and(|g| g.expires_at_ms <= now) {
+                        live.vault = None; // zeroized on drop
+                        out.push((*id, live.assigned.as_ref().map(|a| a.unit.clone())));
+                    }
+                }
+                out
+            };
+            for (id, unit) in expired {
+                let _ = self
+                    .inner
+                    .db
+                    .call(move |s| s.forget_incident_key(&id))
+                    .await;
+                self.timeline(
+                    id,
+                    "access_expired",
+                    "access window over: vault key forgotten; reading again needs a new panic"
+                        .into(),
+                )
+                .await;
+                let audience = match &unit {
+                    Some(u) => Audience::OperatorsAndUnit(u.clone()),
+                    None => Audience::Operators,
+                };
+                self.emit(
+                    "profile_forgotten",
+                    Some(&id),
+                    unit.as_deref(),
+                    audience,
+                    json!({ "reason": "expired" }),
+                );
+            }
+            // Expire operator sessions.
+            self.state().sessions.retain(|_, s| s.expires_at_ms > now);
+        }
+    }
+}
