@@ -35,6 +35,26 @@
 //! - Logs carry incident ids, steps and error codes; never a request body, a
 //!   location or a profile field.
 //!
+//! ## Decisions
+//!
+//! - The [`store::Store`] trait is synchronous and called on tokio's blocking
+//!   pool ([`store::Db::call`]): rusqlite is synchronous, and so is the
+//!   `postgres` crate a PostgreSQL store would use; each method is one
+//!   domain operation (one transaction where it changes several rows).
+//! - The free-unit R-tree holds points on the unit sphere in 3-D: straight-line
+//!   order there is great-circle order, so `rstar`'s nearest neighbour is the
+//!   nearest unit anywhere on Earth, with no projection.
+//! - The incident key is stored sealed (age) under `master.key` while the
+//!   incident may still need it, so a restart asks the trustees again with
+//!   the same key and gets the same releases; the vault key itself is never
+//!   stored.
+//! - Release requests are signed afresh for every attempt (trustees bound a
+//!   request's age); the trustees answer the same release for the same
+//!   panic, incident and recipient.
+//! - Profile views go into the control room's RFC 6962 log
+//!   ([`sosvault::log`]) before the profile is returned; a student can fetch
+//!   the entries about them with proofs.
+//!
 //! ## Quick start
 //!
 //! ```no_run
