@@ -14,7 +14,7 @@
 //!   a trustee is down; the [`sosvault::Opener`] checks each release and
 //!   opens the vault once `t` good shares are in.
 //!
-//! The std mutex around [`State`] is never held across an `.await`.
+//! The std mutex around the in-memory state is never held across an `.await`.
 //!
 //! This file holds the types, start-up and resume; the methods live by
 //! concern in `engine/`: `student.rs` (enroll, panic, location, cancel,
