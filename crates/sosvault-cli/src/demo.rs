@@ -84,6 +84,7 @@ struct Proc {
 
 impl Proc {
     async fn spawn(mut cmd: Command, log: &Path) -> anyhow::Result<Self> {
+        let log_path = log.to_owned();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -105,8 +106,18 @@ impl Proc {
         })
         .await
         .ok()
-        .flatten()
-        .context("the process exited before it listened")?;
+        .flatten();
+        let Some(addr) = addr else {
+            // Say why: the last lines of its log (e.g. the port is taken).
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(3).collect();
+            let why: Vec<&str> = tail.into_iter().rev().collect();
+            bail!(
+                "a child process exited before it listened ({}): {}",
+                log_path.display(),
+                why.join(" / ")
+            );
+        };
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Ok(Self {
             child: Some(child),
