@@ -122,6 +122,62 @@ async fn bad_input_and_wrong_callers_get_a_clear_4xx_and_change_nothing() {
         .unwrap();
     let err = c.client.panic(&sp).await.unwrap_err();
     assert_eq!((err.status, err.code.as_str()), (404, "unknown_student"));
+    // A stop from a device nobody enrolled.
+    let stop = stranger
+        .stop(false, &c.info.control_room, Timestamp::now())
+        .unwrap();
+    let err = c.client.stop(&stop).await.unwrap_err();
+    assert_eq!((err.status, err.code.as_str()), (404, "unknown_student"));
+    // An enrollment split among trustees this service does not use.
+    let foreign: Vec<sosvault::TrusteePublic> = (0..3)
+        .map(|_| sosvault::TrusteeKey::generate().public())
+        .collect();
+    let mut elsewhere = sosvault::Device::new(sosvault::DeviceKey::generate());
+    let e = elsewhere
+        .enroll(
+            b"{}",
+            &foreign,
+            2,
+            sosvault::Policy::default(),
+            Timestamp::now(),
+        )
+        .unwrap();
+    let err = c.client.enroll(&e.package).await.unwrap_err();
+    assert_eq!((err.status, err.code.as_str()), (400, "wrong_trustees"));
+    // ... or with another threshold.
+    let e = elsewhere
+        .enroll(
+            b"{}",
+            &c.info.trustees,
+            3,
+            sosvault::Policy::default(),
+            Timestamp::now(),
+        )
+        .unwrap();
+    let err = c.client.enroll(&e.package).await.unwrap_err();
+    assert_eq!((err.status, err.code.as_str()), (400, "wrong_trustees"));
+    let sp2 = elsewhere
+        .panic(
+            Category::Police,
+            &talwandi(),
+            &c.info.control_room,
+            Timestamp::now(),
+        )
+        .unwrap();
+    assert_eq!(
+        c.client.panic(&sp2).await.unwrap_err().status,
+        404,
+        "nothing was stored"
+    );
+    // A malformed log query.
+    let (status, v) = raw(
+        &c,
+        "/v1/log/mine",
+        None,
+        &json!({ "query": b64(b"nope") }).to_string(),
+    )
+    .await;
+    assert_eq!((status, v["error"].as_str()), (400, Some("malformed")));
     // An oversized body.
     let huge = format!("{{\"package\":\"{}\"}}", "A".repeat(3 * 1024 * 1024));
     let (status, _) = raw(&c, "/v1/enroll", None, &huge).await;
