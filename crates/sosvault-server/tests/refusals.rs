@@ -169,6 +169,27 @@ async fn bad_input_and_wrong_callers_get_a_clear_4xx_and_change_nothing() {
         404,
         "nothing was stored"
     );
+    // An older panic of the same device, sent after a newer one: a replay.
+    let mut replayer = c.student("Replayer").await;
+    let older = replayer
+        .panic(
+            Category::Police,
+            &talwandi(),
+            &c.info.control_room,
+            Timestamp::now(),
+        )
+        .unwrap();
+    let newer = replayer
+        .panic(
+            Category::Police,
+            &talwandi(),
+            &c.info.control_room,
+            Timestamp::now(),
+        )
+        .unwrap();
+    c.client.panic(&newer).await.unwrap();
+    let err = c.client.panic(&older).await.unwrap_err();
+    assert_eq!((err.status, err.code.as_str()), (409, "replayed"));
     // A malformed log query.
     let (status, v) = raw(
         &c,
@@ -417,8 +438,8 @@ async fn bad_input_and_wrong_callers_get_a_clear_4xx_and_change_nothing() {
         .unwrap();
     assert_eq!(
         list.as_array().unwrap().len(),
-        1,
-        "no incident was created by the refused calls"
+        2,
+        "no incident was created by the refused calls (two: the victim's and the replayer's newer panic)"
     );
 }
 
