@@ -568,7 +568,7 @@ async fn stop(
 
 /// Operator login (argon2id); returns a session token.
 #[utoipa::path(post, path = "/v1/operator/login", tag = "operator", request_body = LoginBody,
-    responses((status = 200, body = LoginAnswer), (status = 401, body = ErrorBody)))]
+    responses((status = 200, body = LoginAnswer), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
 async fn login(
     State(e): State<Engine>,
     JsonBody(b): JsonBody<LoginBody>,

@@ -75,6 +75,13 @@ fn human_ms(ms: u64) -> String {
     }
 }
 
+/// Wrong passwords for one login name before it is refused for a while.
+const LOGIN_FAILURES: u32 = 10;
+/// How long wrong passwords count against a name (ms).
+const LOGIN_WINDOW_MS: u64 = 10 * 60 * 1000;
+/// Most login names tracked at once (beyond, new names are not counted).
+const MAX_TRACKED_LOGINS: usize = 10_000;
+
 /// Most log-query nonces remembered at once (then queries are refused for a while).
 const MAX_SEEN_QUERIES: usize = 10_000;
 
@@ -218,6 +225,8 @@ struct State {
     sessions: HashMap<[u8; 32], Session>,
     /// Nonces of answered log queries, with when (unix ms), for replay refusal.
     seen_queries: HashMap<[u8; 16], u64>,
+    /// Wrong passwords per login name: how many, since when (unix ms).
+    login_failures: HashMap<String, (u32, u64)>,
 }
 
 /// An authenticated operator.
@@ -252,6 +261,7 @@ struct Inner {
     operators: Vec<(String, String)>,
     log: tokio::sync::Mutex<MerkleLog>,
     log_key: LogKey,
+    login_gate: tokio::sync::Semaphore,
 }
 
 /// A summary of an incident for lists.
@@ -447,6 +457,7 @@ impl Engine {
                 operators,
                 log: tokio::sync::Mutex::new(MerkleLog::new()),
                 log_key: control_room_log_key,
+                login_gate: tokio::sync::Semaphore::new(2),
             }),
         })
     }

@@ -164,3 +164,25 @@ async fn too_many_panics_are_flagged_never_dropped_and_false_alarms_flag_repeat_
         "{m}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_guessing_is_throttled_per_name() {
+    let c = Cluster::start(Options::default()).await;
+    let before = c.operator().await;
+    for _ in 0..10 {
+        let err = c.client.login(OPERATOR, "guess").await.unwrap_err();
+        assert_eq!((err.status, err.code.as_str()), (401, "bad_login"));
+    }
+    // Now even the right password is refused for this name, for a while.
+    let err = c.client.login(OPERATOR, PASSWORD).await.unwrap_err();
+    assert_eq!((err.status, err.code.as_str()), (429, "too_many_attempts"));
+    // Existing sessions are not affected; other names are not either.
+    assert!(
+        c.client
+            .get("/v1/operator/incidents", Some(&before))
+            .await
+            .is_ok()
+    );
+    let err = c.client.login("someone-else", "x").await.unwrap_err();
+    assert_eq!(err.status, 401);
+}

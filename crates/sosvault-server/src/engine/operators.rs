@@ -12,19 +12,53 @@ impl Engine {
             .iter()
             .find(|(u, _)| u.as_bytes().ct_eq(username.as_bytes()).into())
             .map(|(_, h)| h.clone());
+        // Guessing is throttled per name: after LOGIN_FAILURES wrong passwords
+        // within LOGIN_WINDOW_MS the name is refused (429) until the window
+        // passes, without even checking the password.
+        let key = username.to_lowercase();
+        let now = now_ms();
+        {
+            let mut st = self.state();
+            st.login_failures
+                .retain(|_, (_, since)| now.saturating_sub(*since) < LOGIN_WINDOW_MS);
+            if st
+                .login_failures
+                .get(&key)
+                .is_some_and(|(n, _)| *n >= LOGIN_FAILURES)
+            {
+                return Err(ApiError::new(
+                    429,
+                    "too_many_attempts",
+                    "too many wrong passwords for this name; try again in a few minutes",
+                ));
+            }
+        }
         let password = Zeroizing::new(password.to_owned());
+        // At most a few argon2 checks at once, so logins cannot starve the service.
+        let _permit = self
+            .inner
+            .login_gate
+            .acquire()
+            .await
+            .map_err(|_| ApiError::internal("login gate closed"))?;
         let ok = tokio::task::spawn_blocking(move || {
             crate::auth::verify_password(hash.as_deref(), &password)
         })
         .await
         .unwrap_or(false);
         if !ok {
+            let mut st = self.state();
+            if st.login_failures.len() < MAX_TRACKED_LOGINS || st.login_failures.contains_key(&key)
+            {
+                st.login_failures.entry(key).or_insert((0, now)).0 += 1;
+            }
             return Err(ApiError::new(
                 401,
                 "bad_login",
                 "wrong username or password",
             ));
         }
+        self.state().login_failures.remove(&key);
         let mut raw = [0u8; 32];
         rand::Rng::fill_bytes(&mut rand::rng(), &mut raw);
         let token = Zeroizing::new(hex::encode(raw));
