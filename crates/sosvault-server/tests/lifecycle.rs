@@ -291,6 +291,33 @@ async fn a_panic_during_a_trustee_outage_is_dispatched_and_opens_when_the_truste
     assert_eq!(d["release"]["profile"], "sealed");
     assert_eq!(d["unit"]["acknowledged"], true);
 
+    // An enrollment needs every trustee's receipt: with two down it fails
+    // after the retry budget, and nothing is stored.
+    let mut late = sosvault::Device::new(sosvault::DeviceKey::generate());
+    let e = late
+        .enroll(
+            &sosvault::Profile::new("Late Student", "+91 2").to_bytes(),
+            &c.info.trustees,
+            2,
+            sosvault::Policy::default(),
+            Timestamp::now(),
+        )
+        .unwrap();
+    let err = c.client.enroll(&e.package).await.unwrap_err();
+    assert_eq!(
+        (err.status, err.code.as_str()),
+        (503, "trustee_unavailable")
+    );
+    let p = late
+        .panic(
+            Category::Police,
+            &talwandi(),
+            &c.info.control_room,
+            Timestamp::now(),
+        )
+        .unwrap();
+    assert_eq!(c.client.panic(&p).await.unwrap_err().status, 404);
+
     c.trustees[1].start();
     next_event(&mut ops, 20, is("profile_available", &id)).await;
     let d = c
