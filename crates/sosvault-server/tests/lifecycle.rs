@@ -257,6 +257,10 @@ async fn a_panic_during_a_trustee_outage_is_dispatched_and_opens_when_the_truste
         .unit(&op, "Ambulance Talwandi", "medical", 25.1440, 75.8370)
         .await;
     let mut device = c.student("Farah Khan").await;
+    let mut halfway = c.student("Halfway Student").await;
+    let mut police = c
+        .unit(&op, "PCR Talwandi", "police", 25.1441, 75.8371)
+        .await;
     c.trustees[0].kill();
     c.trustees[1].kill();
     let mut ops = c.client.events("/v1/operator/events", &op).await.unwrap();
@@ -317,6 +321,40 @@ async fn a_panic_during_a_trustee_outage_is_dispatched_and_opens_when_the_truste
         )
         .unwrap();
     assert_eq!(c.client.panic(&p).await.unwrap_err().status, 404);
+
+    // A re-enrollment that failed halfway leaves the phone one epoch ahead of
+    // the service; its panic is still a real alarm: accepted, flagged, dispatched.
+    let e = halfway
+        .reenroll(
+            &sosvault::Profile::new("Halfway Student", "+91 3").to_bytes(),
+            Timestamp::now(),
+        )
+        .unwrap();
+    let err = c.client.enroll(&e.package).await.unwrap_err();
+    assert_eq!(err.status, 503);
+    let p = halfway
+        .panic(
+            Category::Police,
+            &talwandi(),
+            &c.info.control_room,
+            Timestamp::now(),
+        )
+        .unwrap();
+    assert_eq!(p.body().epoch, 2);
+    let hid = c.client.panic(&p).await.unwrap();
+    next_event(&mut police.events, 10, is("assigned", &hid)).await;
+    let hd = c
+        .client
+        .get(&format!("/v1/operator/incidents/{hid}"), Some(&op))
+        .await
+        .unwrap();
+    assert!(
+        hd["flags"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("epoch_mismatch")),
+        "{hd}"
+    );
 
     c.trustees[1].start();
     next_event(&mut ops, 20, is("profile_available", &id)).await;

@@ -43,7 +43,8 @@ impl Engine {
             self.timeline(
                 id,
                 "release",
-                "the student re-enrolled since this panic; its vault is gone".into(),
+                "the panic names another enrollment epoch than the one on file; the profile cannot be opened for it"
+                    .into(),
             )
             .await;
             return;

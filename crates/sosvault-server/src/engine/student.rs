@@ -208,13 +208,6 @@ impl Engine {
             return Ok((IncidentId::from_bytes(existing.id), false));
         }
         let body = panic.body();
-        if body.epoch != row.epoch {
-            return Err(ApiError::new(
-                409,
-                "wrong_epoch",
-                "the panic is not for the enrolled epoch",
-            ));
-        }
         if body.counter <= row.highest_counter {
             return Err(ApiError::new(
                 409,
@@ -241,6 +234,12 @@ impl Engine {
         }
         if row.false_alarms >= self.inner.cfg.repeat_offender_after {
             flags.push("repeat_offender".to_string());
+        }
+        // A panic signed by the enrolled device for another epoch (say its
+        // re-enrollment failed halfway) is still a real alarm: the team is
+        // sent; only the profile may not open (the trustees decide).
+        if body.epoch != row.epoch {
+            flags.push("epoch_mismatch".to_string());
         }
         let id = IncidentId::random();
         let key = IncidentKey::generate();
