@@ -186,3 +186,31 @@ async fn password_guessing_is_throttled_per_name() {
     let err = c.client.login("someone-else", "x").await.unwrap_err();
     assert_eq!(err.status, 401);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phone_with_a_clock_far_ahead_still_gets_a_team() {
+    let c = Cluster::start(Options::default()).await;
+    let op = c.operator().await;
+    let mut unit = c
+        .unit(&op, "PCR Talwandi", "police", 25.1440, 75.8370)
+        .await;
+    let mut device = c.student("Clock Student").await;
+    let ahead = Timestamp::now().plus(3600);
+    let p = device
+        .panic(Category::Police, &talwandi(), &c.info.control_room, ahead)
+        .unwrap();
+    let id = c.client.panic(&p).await.unwrap();
+    next_event(&mut unit.events, 10, is("assigned", &id)).await;
+    let d = c
+        .client
+        .get(&format!("/v1/operator/incidents/{id}"), Some(&op))
+        .await
+        .unwrap();
+    assert!(
+        d["flags"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("clock_ahead")),
+        "{d}"
+    );
+}
