@@ -512,7 +512,7 @@ async fn enroll(
 /// A panic: stored durably, then dispatched. The same signed panic again
 /// returns the same incident.
 #[utoipa::path(post, path = "/v1/panic", tag = "device", request_body = PanicBody,
-    responses((status = 202, body = PanicAccepted), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 410, body = ErrorBody)))]
+    responses((status = 202, body = PanicAccepted), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 410, body = ErrorBody)))]
 async fn panic(
     State(e): State<Engine>,
     JsonBody(b): JsonBody<PanicBody>,
