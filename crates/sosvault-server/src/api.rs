@@ -702,6 +702,7 @@ async fn operator_events(State(e): State<Engine>, _op: Operator) -> Response {
         }
         SseEvent::default()
             .event(ev.kind.clone())
+            .id(ev.seq.to_string())
             .json_data(&ev)
             .ok()
     });
@@ -772,6 +773,7 @@ async fn unit_events(State(e): State<Engine>, Unit(u): Unit) -> Response {
             }
             SseEvent::default()
                 .event(ev.kind.clone())
+                .id(ev.seq.to_string())
                 .json_data(&ev)
                 .ok()
         }
