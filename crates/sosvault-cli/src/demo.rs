@@ -3,8 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Display;
-use std::path::{Path, PathBuf};
-use std::process::Stdio;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,11 +15,9 @@ use sosvault::{
     ShredReceipt, Signed, Timestamp, TrusteeId,
 };
 use sosvault_server::client::{Client, ServiceInfo};
-use sosvault_server::config::{Config, OperatorConfig, TrusteeConfig};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
 use tokio::sync::mpsc::UnboundedReceiver;
 
+use crate::cluster::{Cluster, ClusterOptions};
 use crate::kota;
 
 /// Options of the demo.
@@ -40,12 +37,6 @@ pub struct DemoOptions {
 /// The fewest students the story needs.
 pub const MIN_STUDENTS: usize = 10;
 
-const TRUSTEES: [&str; 3] = [
-    "Kota Police HQ",
-    "District Legal Services Authority",
-    "Student Welfare NGO",
-];
-
 struct Narrator {
     t0: Instant,
 }
@@ -56,116 +47,6 @@ impl Narrator {
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "[{:6.2}s] {msg}", self.t0.elapsed().as_secs_f64());
         let _ = out.flush();
-    }
-}
-
-/// Finds a sibling binary of the running executable.
-fn sibling(name: &str) -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe().context("locating the sosvault binary")?;
-    let dir = exe
-        .parent()
-        .context("the sosvault binary has no directory")?;
-    for candidate in [dir.join(name), dir.join("..").join(name)] {
-        if candidate.exists() {
-            return Ok(candidate);
-        }
-    }
-    bail!(
-        "{name} not found next to {}; build the workspace first (cargo build --workspace)",
-        exe.display()
-    )
-}
-
-/// A child process that printed `listening on http://ADDR`.
-struct Proc {
-    child: Option<Child>,
-    addr: String,
-}
-
-impl Proc {
-    async fn spawn(mut cmd: Command, log: &Path) -> anyhow::Result<Self> {
-        let log_path = log.to_owned();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .with_context(|| format!("opening {}", log.display()))?;
-        cmd.stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .kill_on_drop(true);
-        let mut child = cmd.spawn().context("starting a child process")?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let addr = tokio::time::timeout(Duration::from_secs(20), async {
-            while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(a) = line.strip_prefix("listening on http://") {
-                    return Some(a.trim().to_owned());
-                }
-            }
-            None
-        })
-        .await
-        .ok()
-        .flatten();
-        let Some(addr) = addr else {
-            // Say why: the last lines of its log (e.g. the port is taken).
-            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-            let tail: Vec<&str> = text.lines().rev().take(3).collect();
-            let why: Vec<&str> = tail.into_iter().rev().collect();
-            bail!(
-                "a child process exited before it listened ({}): {}",
-                log_path.display(),
-                why.join(" / ")
-            );
-        };
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Ok(Self {
-            child: Some(child),
-            addr,
-        })
-    }
-
-    async fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill().await;
-        }
-    }
-}
-
-struct TrusteeProc {
-    name: &'static str,
-    dir: PathBuf,
-    public: String,
-    pinned: String,
-    proc: Option<Proc>,
-    addr: Option<String>,
-    bin: PathBuf,
-}
-
-impl TrusteeProc {
-    async fn start(&mut self) -> anyhow::Result<()> {
-        let mut cmd = Command::new(&self.bin);
-        cmd.args(["serve", "--config"])
-            .arg(self.dir.join("trustee.toml"))
-            .env("SOSVAULT_TRUSTEE_PINNED_CONTROL_ROOMS", &self.pinned)
-            .env("SOSVAULT_TRUSTEE_MAX_RELEASES_PER_WINDOW", "50");
-        if let Some(a) = &self.addr {
-            cmd.env("SOSVAULT_TRUSTEE_LISTEN", a);
-        }
-        let p = Proc::spawn(cmd, &self.dir.join("trustee.log")).await?;
-        self.addr = Some(p.addr.clone());
-        self.proc = Some(p);
-        Ok(())
-    }
-
-    async fn stop(&mut self) {
-        if let Some(mut p) = self.proc.take() {
-            p.kill().await;
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr.as_deref().unwrap_or("127.0.0.1:0"))
     }
 }
 
@@ -275,27 +156,9 @@ fn spawn_unit(
     });
 }
 
-fn password() -> String {
-    const WORDS: [&str; 12] = [
-        "chambal", "kota", "garh", "palace", "river", "garden", "kachori", "stone", "seven",
-        "wonders", "barrage", "city",
-    ];
-    let mut b = [0u8; 4];
-    rand::Rng::fill_bytes(&mut rand::rng(), &mut b);
-    format!(
-        "{}-{}-{}-{}",
-        WORDS[b[0] as usize % WORDS.len()],
-        WORDS[b[1] as usize % WORDS.len()],
-        WORDS[b[2] as usize % WORDS.len()],
-        u16::from_be_bytes([b[3], b[0]]) % 1000
-    )
-}
-
 /// Runs the demo.
 pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let n = Narrator { t0: Instant::now() };
-    let trustee_bin = sibling("sosvault-trustee")?;
-    let server_bin = sibling("sosvault-server")?;
     let tmp;
     let root = match &opts.dir {
         Some(d) => {
@@ -314,73 +177,21 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         root.display()
     ));
 
-    // Trustees' keys, then the control room's (the trustees pin it).
-    let mut trustees = Vec::new();
-    for (i, name) in TRUSTEES.iter().enumerate() {
-        let dir = root.join(format!("trustee-{}", i + 1));
-        let out = Command::new(&trustee_bin)
-            .args(["init", "--dir"])
-            .arg(&dir)
-            .args(["--name", name, "--listen", "127.0.0.1:0"])
-            .output()
-            .await
-            .context("sosvault-trustee init")?;
-        if !out.status.success() {
-            bail!(
-                "sosvault-trustee init failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        let public = text
-            .lines()
-            .find_map(|l| l.strip_prefix("public: "))
-            .context("sosvault-trustee init printed no public key")?
-            .trim()
-            .to_owned();
-        trustees.push(TrusteeProc {
-            name,
-            dir,
-            public,
-            pinned: String::new(),
-            proc: None,
-            addr: None,
-            bin: trustee_bin.clone(),
-        });
-    }
-    let sdir = root.join("dispatch");
-    let mut cfg = Config::new(&sdir);
-    let control_room = sosvault_server::init_keys(&cfg)?;
-    for t in &mut trustees {
-        t.pinned = control_room.to_hex();
-        t.start().await?;
-        n.say(format!("trustee \"{}\" listening on {}", t.name, t.url()));
-    }
-    let pw = password();
-    cfg.listen = opts.listen.clone();
-    cfg.ack_timeout_ms = opts.ack_timeout_ms;
-    cfg.enroll_timeout_ms = 5_000;
-    cfg.max_backoff_ms = 500;
-    for t in &trustees {
-        cfg.trustees.push(TrusteeConfig {
-            url: t.url(),
-            public: t.public.clone(),
-            name: t.name.to_owned(),
-        });
-    }
-    cfg.operators.push(OperatorConfig {
-        username: "operator".into(),
-        password_hash: sosvault_server::auth::hash_password(&pw).map_err(anyhow::Error::msg)?,
-    });
-    let config_path = sdir.join("server.toml");
-    std::fs::write(&config_path, cfg.to_toml()?)?;
-    let mut cmd = Command::new(&server_bin);
-    cmd.args(["serve", "--config"]).arg(&config_path);
-    let mut server = Proc::spawn(cmd, &sdir.join("server.log")).await?;
-    let base = format!("http://{}", server.addr);
-    n.say(format!(
-        "dispatch service listening on {base} (2 of 3 trustees open a vault)"
-    ));
+    let mut cluster = Cluster::start(
+        &root,
+        &ClusterOptions {
+            listen: opts.listen.clone(),
+            ack_timeout_ms: opts.ack_timeout_ms,
+            trustee_env: vec![(
+                "SOSVAULT_TRUSTEE_MAX_RELEASES_PER_WINDOW".into(),
+                "50".into(),
+            )],
+        },
+        |m| n.say(m),
+    )
+    .await?;
+    let pw = cluster.password.clone();
+    let base = cluster.base.clone();
     let client = Client::new(&base);
     let info = client.info().await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let op = client
@@ -544,8 +355,11 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     ));
 
     // 4. A trustee goes down; the next panic still opens.
-    trustees[2].stop().await;
-    n.say(format!("Trustee \"{}\" goes down", trustees[2].name));
+    cluster.trustees[2].stop().await;
+    n.say(format!(
+        "Trustee \"{}\" goes down",
+        cluster.trustees[2].name
+    ));
     let b = 2;
     let loc_b = offset(students[b].area, -0.0005, 0.0007)?;
     let panic_b = students[b].device.panic(
@@ -579,8 +393,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         seen["profile"]["blood_group"].as_str().unwrap_or("?"),
         seen["profile"]["medical_notes"].as_str().unwrap_or("")
     ));
-    trustees[2].start().await?;
-    n.say(format!("Trustee \"{}\" is back", trustees[2].name));
+    cluster.trustees[2].start().await?;
+    n.say(format!("Trustee \"{}\" is back", cluster.trustees[2].name));
     client
         .post(
             &format!("/v1/operator/incidents/{inc_b}/close"),
@@ -608,7 +422,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         .stop(&stop)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let names: HashMap<TrusteeId, &str> = trustees
+    let names: HashMap<TrusteeId, &str> = cluster
+        .trustees
         .iter()
         .filter_map(|t| {
             sosvault::TrusteePublic::from_hex(&t.public)
@@ -643,7 +458,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     n.say(format!(
         "A later panic from that student's old keys is refused by the service: {err}"
     ));
-    let cr = ControlRoomKey::from_secret_bytes(&std::fs::read(cfg.control_room_key_path())?)
+    let cr = ControlRoomKey::from_secret_bytes(&std::fs::read(&cluster.control_room_key)?)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let request = cr.release_request(
         &unsent,
@@ -652,7 +467,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         Timestamp::now(),
     );
     let mut refused = 0;
-    for t in &trustees {
+    for t in &cluster.trustees {
         let tc = Client::new(&t.url());
         let body = json!({ "request": base64::engine::general_purpose::STANDARD.encode(request.as_bytes()) });
         match tc.post("/v1/releases", None, &body).await {
@@ -697,10 +512,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         }
     }
     n.say("Stopping the service and the trustees");
-    server.kill().await;
-    for t in &mut trustees {
-        t.stop().await;
-    }
+    cluster.stop().await;
     Ok(())
 }
 

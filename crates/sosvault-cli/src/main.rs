@@ -9,14 +9,22 @@
 //!   `SOSVAULT_PASSWORD`): lists incidents as an operator.
 //! - `sosvault incident ID --url URL --user NAME`: one incident with its
 //!   timeline (and the profile while released; the view is logged).
+//! - `sosvault load [--students N] [--rate R] ...`: the load generator of
+//!   `docs/BENCHMARKS.md`: starts the same cluster as the demo, enrolls N
+//!   students, then fires panics at a steady rate and in a burst while teams
+//!   report their positions, and reports latencies against a bare axum
+//!   endpoint. Build with `--release` for real numbers.
 //! - `sosvault device enroll|panic|move|cancel|stop --state FILE --url URL`:
 //!   a simulated phone whose keys stay in `FILE` (mode 0600).
 
 #![forbid(unsafe_code)]
 
+mod cluster;
 mod demo;
 mod device;
 mod kota;
+mod load;
+mod plot;
 mod simulator;
 
 use anyhow::Context as _;
@@ -53,6 +61,47 @@ enum Cmd {
         /// How long a team has to acknowledge, in milliseconds.
         #[arg(long, default_value_t = 5000)]
         ack_timeout_ms: u64,
+    },
+    /// Load test: enroll students, then panics at a steady rate and in a
+    /// burst while teams report positions; latencies against a bare endpoint.
+    Load {
+        /// Students to enroll (Kota has about 200,000).
+        #[arg(long, default_value_t = 200_000)]
+        students: usize,
+        /// Enrollments in flight at once.
+        #[arg(long, default_value_t = 64)]
+        enroll_concurrency: usize,
+        /// Bytes of photo in each profile (a small JPEG is about 8 KiB).
+        #[arg(long, default_value_t = 8 * 1024)]
+        photo_bytes: usize,
+        /// Teams on duty.
+        #[arg(long, default_value_t = 500)]
+        units: usize,
+        /// Seconds between a team's position reports.
+        #[arg(long, default_value_t = 5)]
+        position_every_secs: u64,
+        /// Panics per second in the steady phase.
+        #[arg(long, default_value_t = 100)]
+        rate: u32,
+        /// Length of the steady phase in seconds.
+        #[arg(long, default_value_t = 30)]
+        steady_secs: u64,
+        /// Panics sent at once in the burst.
+        #[arg(long, default_value_t = 1000)]
+        burst: usize,
+        /// Where to write load-results.json and the SVG plots.
+        #[arg(long, default_value = "target/load")]
+        out: std::path::PathBuf,
+        /// Keep the stores in this directory (default: a temporary one).
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
+    /// The load test's floor: an axum endpoint that does nothing.
+    #[command(hide = true)]
+    LoadFloor {
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
     },
     /// List incidents (operator; password from SOSVAULT_PASSWORD).
     Incidents {
@@ -171,6 +220,40 @@ async fn main() -> anyhow::Result<()> {
             })
             .await
         }
+        Cmd::Load {
+            students,
+            enroll_concurrency,
+            photo_bytes,
+            units,
+            position_every_secs,
+            rate,
+            steady_secs,
+            burst,
+            out,
+            dir,
+        } => {
+            let r = load::run(load::LoadOptions {
+                students,
+                enroll_concurrency,
+                photo_bytes,
+                units,
+                position_every_secs,
+                rate,
+                steady_secs,
+                burst,
+                out,
+                dir,
+            })
+            .await?;
+            let lost = r.steady.lost + r.burst.lost;
+            let twice =
+                r.steady.assigned_twice + r.burst.assigned_twice + r.steady.merged + r.burst.merged;
+            if lost + twice > 0 {
+                anyhow::bail!("{lost} panics lost and {twice} assigned twice: that is a bug");
+            }
+            Ok(())
+        }
+        Cmd::LoadFloor { listen } => load::floor_server(&listen).await,
         Cmd::Incidents { url, user } => {
             let (client, token) = login(&url, &user).await?;
             let list = client

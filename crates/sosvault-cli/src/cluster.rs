@@ -1,0 +1,283 @@
+//! Three trustees and the dispatch service as child processes on loopback:
+//! the cluster both `sosvault demo` and `sosvault load` run against.
+//!
+//! The binaries are the ones built next to `sosvault` (`cargo build
+//! --workspace` for the demo, `--release` for the load generator), so what
+//! runs is exactly what a trustee or a control room would deploy.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use sosvault_server::config::{Config, OperatorConfig, TrusteeConfig};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The three trustees of the demo and the load runs, in share-index order.
+pub const TRUSTEES: [&str; 3] = [
+    "Kota Police HQ",
+    "District Legal Services Authority",
+    "Student Welfare NGO",
+];
+
+/// Finds a sibling binary of the running executable.
+pub fn sibling(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating the sosvault binary")?;
+    let dir = exe
+        .parent()
+        .context("the sosvault binary has no directory")?;
+    for candidate in [dir.join(name), dir.join("..").join(name)] {
+        if candidate.exists() {
+            return Ok(candidate);
+        }
+    }
+    bail!(
+        "{name} not found next to {}; build the workspace first (cargo build --workspace)",
+        exe.display()
+    )
+}
+
+/// A child process that printed `listening on http://ADDR`.
+pub struct Proc {
+    child: Option<Child>,
+    /// `host:port` it listens on.
+    pub addr: String,
+}
+
+impl Proc {
+    /// Starts `cmd`, its stderr appended to `log`, and waits until it listens.
+    pub async fn spawn(mut cmd: Command, log: &Path) -> anyhow::Result<Self> {
+        let log_path = log.to_owned();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .with_context(|| format!("opening {}", log.display()))?;
+        cmd.stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true);
+        let mut child = cmd.spawn().context("starting a child process")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = tokio::time::timeout(Duration::from_secs(20), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(a) = line.strip_prefix("listening on http://") {
+                    return Some(a.trim().to_owned());
+                }
+            }
+            None
+        })
+        .await
+        .ok()
+        .flatten();
+        let Some(addr) = addr else {
+            // Say why: the last lines of its log (e.g. the port is taken).
+            let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(3).collect();
+            let why: Vec<&str> = tail.into_iter().rev().collect();
+            bail!(
+                "a child process exited before it listened ({}): {}",
+                log_path.display(),
+                why.join(" / ")
+            );
+        };
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Ok(Self {
+            child: Some(child),
+            addr,
+        })
+    }
+
+    /// Kills it (SIGKILL) and reaps it.
+    pub async fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill().await;
+        }
+    }
+}
+
+/// A trustee: its directory, public identity and (while running) process.
+pub struct TrusteeProc {
+    /// Its display name.
+    pub name: &'static str,
+    dir: PathBuf,
+    /// Its public identity (hex), as `init` printed it.
+    pub public: String,
+    pinned: String,
+    proc: Option<Proc>,
+    addr: Option<String>,
+    bin: PathBuf,
+    env: Vec<(String, String)>,
+}
+
+impl TrusteeProc {
+    /// Starts it (again, on the same port if it ran before).
+    pub async fn start(&mut self) -> anyhow::Result<()> {
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(["serve", "--config"])
+            .arg(self.dir.join("trustee.toml"))
+            .env("SOSVAULT_TRUSTEE_PINNED_CONTROL_ROOMS", &self.pinned)
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        if let Some(a) = &self.addr {
+            cmd.env("SOSVAULT_TRUSTEE_LISTEN", a);
+        }
+        let p = Proc::spawn(cmd, &self.dir.join("trustee.log")).await?;
+        self.addr = Some(p.addr.clone());
+        self.proc = Some(p);
+        Ok(())
+    }
+
+    /// Stops it (SIGKILL: a trustee must survive that).
+    pub async fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill().await;
+        }
+    }
+
+    /// Its base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr.as_deref().unwrap_or("127.0.0.1:0"))
+    }
+}
+
+/// A fresh operator password, easy to type from the terminal.
+pub fn password() -> String {
+    const WORDS: [&str; 12] = [
+        "chambal", "kota", "garh", "palace", "river", "garden", "kachori", "stone", "seven",
+        "wonders", "barrage", "city",
+    ];
+    let mut b = [0u8; 4];
+    rand::Rng::fill_bytes(&mut rand::rng(), &mut b);
+    format!(
+        "{}-{}-{}-{}",
+        WORDS[b[0] as usize % WORDS.len()],
+        WORDS[b[1] as usize % WORDS.len()],
+        WORDS[b[2] as usize % WORDS.len()],
+        u16::from_be_bytes([b[3], b[0]]) % 1000
+    )
+}
+
+/// What to vary between the demo and the load runs.
+pub struct ClusterOptions {
+    /// Where the dispatch service listens (`127.0.0.1:0`: any free port).
+    pub listen: String,
+    /// How long a team has to acknowledge (ms).
+    pub ack_timeout_ms: u64,
+    /// Extra environment for each trustee (`SOSVAULT_TRUSTEE_*` overrides).
+    pub trustee_env: Vec<(String, String)>,
+}
+
+/// The running cluster.
+pub struct Cluster {
+    /// The trustees, in share-index order.
+    pub trustees: Vec<TrusteeProc>,
+    /// The dispatch service.
+    pub server: Proc,
+    /// The dispatch service's base URL.
+    pub base: String,
+    /// The password of the operator `operator`.
+    pub password: String,
+    /// The dispatch service's directory (its store and log).
+    pub server_dir: PathBuf,
+    /// The control room's key file.
+    pub control_room_key: PathBuf,
+}
+
+impl Cluster {
+    /// Makes the keys (`sosvault-trustee init`, the control room's), starts
+    /// three trustees pinning that control room, then the dispatch service;
+    /// everything under `root`. `say` hears each step in plain words.
+    pub async fn start(
+        root: &Path,
+        opts: &ClusterOptions,
+        say: impl Fn(String),
+    ) -> anyhow::Result<Self> {
+        let trustee_bin = sibling("sosvault-trustee")?;
+        let server_bin = sibling("sosvault-server")?;
+        // Trustees' keys, then the control room's (the trustees pin it).
+        let mut trustees = Vec::new();
+        for (i, name) in TRUSTEES.iter().enumerate() {
+            let dir = root.join(format!("trustee-{}", i + 1));
+            let out = Command::new(&trustee_bin)
+                .args(["init", "--dir"])
+                .arg(&dir)
+                .args(["--name", name, "--listen", "127.0.0.1:0"])
+                .output()
+                .await
+                .context("sosvault-trustee init")?;
+            if !out.status.success() {
+                bail!(
+                    "sosvault-trustee init failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+            }
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            let public = text
+                .lines()
+                .find_map(|l| l.strip_prefix("public: "))
+                .context("sosvault-trustee init printed no public key")?
+                .trim()
+                .to_owned();
+            trustees.push(TrusteeProc {
+                name,
+                dir,
+                public,
+                pinned: String::new(),
+                proc: None,
+                addr: None,
+                bin: trustee_bin.clone(),
+                env: opts.trustee_env.clone(),
+            });
+        }
+        let sdir = root.join("dispatch");
+        let mut cfg = Config::new(&sdir);
+        let control_room = sosvault_server::init_keys(&cfg)?;
+        for t in &mut trustees {
+            t.pinned = control_room.to_hex();
+            t.start().await?;
+            say(format!("trustee \"{}\" listening on {}", t.name, t.url()));
+        }
+        let pw = password();
+        cfg.listen = opts.listen.clone();
+        cfg.ack_timeout_ms = opts.ack_timeout_ms;
+        cfg.enroll_timeout_ms = 5_000;
+        cfg.max_backoff_ms = 500;
+        for t in &trustees {
+            cfg.trustees.push(TrusteeConfig {
+                url: t.url(),
+                public: t.public.clone(),
+                name: t.name.to_owned(),
+            });
+        }
+        cfg.operators.push(OperatorConfig {
+            username: "operator".into(),
+            password_hash: sosvault_server::auth::hash_password(&pw).map_err(anyhow::Error::msg)?,
+        });
+        let config_path = sdir.join("server.toml");
+        std::fs::write(&config_path, cfg.to_toml()?)?;
+        let mut cmd = Command::new(&server_bin);
+        cmd.args(["serve", "--config"]).arg(&config_path);
+        let server = Proc::spawn(cmd, &sdir.join("server.log")).await?;
+        let base = format!("http://{}", server.addr);
+        say(format!(
+            "dispatch service listening on {base} (2 of 3 trustees open a vault)"
+        ));
+        Ok(Self {
+            trustees,
+            server,
+            base,
+            password: pw,
+            control_room_key: cfg.control_room_key_path(),
+            server_dir: sdir,
+        })
+    }
+
+    /// Stops the dispatch service and the trustees.
+    pub async fn stop(&mut self) {
+        self.server.kill().await;
+        for t in &mut self.trustees {
+            t.stop().await;
+        }
+    }
+}

@@ -1,0 +1,1228 @@
+//! `sosvault load`: the service under load, measured end to end.
+//!
+//! Real HTTP on loopback against the real dispatch service and three real
+//! trustees (the binaries next to this one, so build them with `--release`).
+//! The generator plays every other party:
+//!
+//! 1. **Phones**: makes N students' enrollment packages (the phone's crypto,
+//!    timed apart: it runs on phones, not on the service), then enrolls them
+//!    all with a bounded number in flight, and reports enrollments per second
+//!    and the stores' size per student.
+//! 2. **Teams**: registers U units of the three kinds, each with its live
+//!    event stream open, each reporting its position every few seconds. A unit
+//!    acknowledges an assignment the moment it arrives.
+//! 3. **The control room**: one operator stream; once an incident's profile
+//!    is open and its team has acknowledged, the operator closes it, which
+//!    frees the team for the next incident.
+//! 4. **Panics**: open loop (each is sent at its scheduled time whatever the
+//!    previous ones are doing, so a slow answer cannot hide later latency):
+//!    first a steady rate, then a burst all at once.
+//! 5. **The floor**: the same steady rate and burst against a bare axum
+//!    endpoint that does nothing (`sosvault load-floor`, its own process).
+//!
+//! Times are taken where a person would see them: panic-to-assignment when
+//! the assignment reaches the team's stream, panic-to-open-profile when the
+//! control room's stream says the profile is open. A panic is *lost* if the
+//! service accepted it (202) and no team was ever assigned; *assigned twice*
+//! if a second team got it, or a team got a second incident while it still
+//! held one. Either makes the run fail (exit status 1).
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use base64::Engine as _;
+use serde_json::{Value, json};
+use sosvault::{Category, Container as _, Device, DeviceKey, Location, Policy, Timestamp};
+use sosvault_server::client::{Client, ServiceInfo};
+
+use crate::cluster::{Cluster, ClusterOptions, Proc, sibling};
+use crate::kota;
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    /// Students to enroll.
+    pub students: usize,
+    /// Enrollments in flight at once.
+    pub enroll_concurrency: usize,
+    /// Bytes of (incompressible) photo in each profile.
+    pub photo_bytes: usize,
+    /// Units on duty.
+    pub units: usize,
+    /// Seconds between a unit's position reports.
+    pub position_every_secs: u64,
+    /// Panics per second in the steady phase.
+    pub rate: u32,
+    /// Length of the steady phase.
+    pub steady_secs: u64,
+    /// Panics sent at once in the burst.
+    pub burst: usize,
+    /// Where the results (JSON, SVG plots) go.
+    pub out: PathBuf,
+    /// Keep the stores here instead of a temporary directory.
+    pub dir: Option<PathBuf>,
+}
+
+/// Percentiles of a set of latencies (milliseconds).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Stats {
+    /// Samples.
+    pub n: usize,
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile (needs 1,000 samples to mean much).
+    pub p999: f64,
+    /// The slowest.
+    pub max: f64,
+}
+
+impl Stats {
+    fn of(v: &[f64]) -> Self {
+        if v.is_empty() {
+            return Self::default();
+        }
+        let mut s = v.to_vec();
+        s.sort_by(f64::total_cmp);
+        // Nearest rank: the smallest value at or above the fraction.
+        let at = |p: f64| s[((p * s.len() as f64).ceil() as usize).clamp(1, s.len()) - 1];
+        Self {
+            n: s.len(),
+            p50: at(0.50),
+            p99: at(0.99),
+            p999: at(0.999),
+            max: s[s.len() - 1],
+        }
+    }
+
+    fn row(&self, what: &str) -> String {
+        format!(
+            "  {what:<34} {:>6} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+            self.n, self.p50, self.p99, self.p999, self.max
+        )
+    }
+}
+
+fn header() -> String {
+    format!(
+        "  {:<34} {:>6} {:>9} {:>9} {:>9} {:>9}",
+        "latency (ms)", "n", "p50", "p99", "p99.9", "max"
+    )
+}
+
+/// One phase of panics, measured.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct PhaseResult {
+    /// Panics sent.
+    pub sent: usize,
+    /// Answered 202 with an incident id.
+    pub accepted: usize,
+    /// Not accepted (transport error or an error status): the phone retries.
+    pub refused: usize,
+    /// Accepted but never assigned a team.
+    pub lost: usize,
+    /// Assigned to a second team, or a team given a second incident at once.
+    pub assigned_twice: usize,
+    /// Two different panics that got the same incident id.
+    pub merged: usize,
+    /// Panic sent to its 202.
+    pub accept_ms: Stats,
+    /// Panic sent to the assignment on the team's stream.
+    pub assign_ms: Stats,
+    /// Panic sent to "profile open" on the control room's stream.
+    pub open_ms: Stats,
+    /// First send to the last assignment (ms).
+    pub all_assigned_ms: f64,
+    /// Assignments per second over the phase.
+    pub throughput: f64,
+    #[serde(skip)]
+    raw_assign: Vec<f64>,
+    #[serde(skip)]
+    raw_open: Vec<f64>,
+    #[serde(skip)]
+    raw_accept: Vec<f64>,
+}
+
+/// The floor: a bare endpoint's answer times.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct FloorResult {
+    /// Steady rate.
+    pub steady_ms: Stats,
+    /// Burst.
+    pub burst_ms: Stats,
+    /// First send to the last answer of the burst (ms).
+    pub burst_all_ms: f64,
+    #[serde(skip)]
+    raw_steady: Vec<f64>,
+}
+
+/// Everything a run measured.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct LoadResult {
+    /// Whether the binaries were built with optimisations.
+    pub release_build: bool,
+    /// Students enrolled.
+    pub enrolled: usize,
+    /// Phones' packages made per second (both cores).
+    pub packages_per_sec: f64,
+    /// Enrollments per second, all trustees' receipts in.
+    pub enroll_per_sec: f64,
+    /// Enrollment latency.
+    pub enroll_ms: Stats,
+    /// Sealed profile size (bytes) of one student.
+    pub profile_bytes: usize,
+    /// Dispatch service's store per student (bytes; database and WAL).
+    pub server_bytes_per_student: f64,
+    /// Each trustee's store per student (bytes).
+    pub trustee_bytes_per_student: Vec<f64>,
+    /// Units on duty.
+    pub units: usize,
+    /// Unit position reports answered.
+    pub positions: usize,
+    /// Panics per second in the steady phase.
+    pub rate: u32,
+    /// The steady phase.
+    pub steady: PhaseResult,
+    /// The burst.
+    pub burst: PhaseResult,
+    /// The bare endpoint.
+    pub floor: FloorResult,
+}
+
+// ------------------------------------------------------------------ tracking
+
+#[derive(Default)]
+struct Incident {
+    /// Which phase and slot sent it (for the latencies).
+    slot: Option<(usize, usize)>,
+    assigned: Option<(Instant, String)>,
+    opened: Option<Instant>,
+    acked: bool,
+    closing: bool,
+    extra_units: usize,
+}
+
+#[derive(Default)]
+struct Track {
+    incidents: HashMap<String, Incident>,
+    /// The incident each unit holds now (cleared when we start closing it).
+    unit_holds: HashMap<String, String>,
+    /// Units given an incident while holding another.
+    double_booked: usize,
+}
+
+#[derive(Clone)]
+struct Shared {
+    client: Client,
+    op: String,
+    track: Arc<Mutex<Track>>,
+    positions: Arc<AtomicUsize>,
+    /// Woken whenever an incident starts closing.
+    changed: Arc<tokio::sync::Notify>,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Track> {
+        self.track.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Closes the incident once its team has acknowledged and its profile
+    /// is open (the operator is done with it), freeing the team.
+    fn maybe_close(&self, t: &mut Track, incident: &str) {
+        let Some(i) = t.incidents.get_mut(incident) else {
+            return;
+        };
+        if !(i.acked && i.opened.is_some()) || i.closing {
+            return;
+        }
+        i.closing = true;
+        self.changed.notify_waiters();
+        if let Some((_, unit)) = &i.assigned {
+            t.unit_holds.remove(unit);
+        }
+        let (client, op, id) = (self.client.clone(), self.op.clone(), incident.to_owned());
+        tokio::spawn(async move {
+            let path = format!("/v1/operator/incidents/{id}/close");
+            for attempt in 0..5u64 {
+                if client.post(&path, Some(&op), &Value::Null).await.is_ok() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+            }
+        });
+    }
+}
+
+fn say(t0: Instant, msg: impl std::fmt::Display) {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "[{:7.1}s] {msg}", t0.elapsed().as_secs_f64());
+    let _ = out.flush();
+}
+
+fn anyhow_of(e: impl std::fmt::Display) -> anyhow::Error {
+    anyhow::anyhow!("{e}")
+}
+
+/// Lets this process and its children hold many sockets: a burst of 1,000
+/// panics and 500 unit streams need more than the usual 1,024 descriptors.
+fn raise_fd_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut l = getrlimit(Resource::Nofile);
+    if let Some(max) = l.maximum {
+        l.current = Some(max.min(65_536));
+        let _ = setrlimit(Resource::Nofile, l);
+    }
+}
+
+// -------------------------------------------------------------------- phones
+
+struct Phone {
+    device: Device,
+    area: kota::Area,
+}
+
+/// Makes every student's enrollment package on all cores; returns the
+/// devices and the request bodies, ready to send.
+fn make_packages(
+    t0: Instant,
+    info: &ServiceInfo,
+    opts: &LoadOptions,
+) -> anyhow::Result<(Vec<Phone>, Vec<String>, usize)> {
+    let threads = std::thread::available_parallelism().map_or(2, usize::from);
+    let done = AtomicUsize::new(0);
+    let n = opts.students;
+    let chunks: Vec<(usize, usize)> = (0..threads)
+        .map(|k| (k * n / threads, (k + 1) * n / threads))
+        .collect();
+    let start = Instant::now();
+    let results = std::thread::scope(|s| {
+        let done = &done;
+        let handles: Vec<_> = chunks
+            .iter()
+            .map(|&(a, b)| {
+                s.spawn(
+                    move || -> anyhow::Result<(Vec<Phone>, Vec<String>, usize)> {
+                        let mut phones = Vec::with_capacity(b - a);
+                        let mut bodies = Vec::with_capacity(b - a);
+                        let mut sealed = 0;
+                        let mut photo = vec![0u8; opts.photo_bytes];
+                        for i in a..b {
+                            let (mut profile, area) = kota::student(i);
+                            if !photo.is_empty() {
+                                rand::Rng::fill_bytes(&mut rand::rng(), &mut photo);
+                                profile.photo =
+                                    format!("data:image/jpeg;base64,{}", B64.encode(&photo));
+                            }
+                            let mut device = Device::new(DeviceKey::generate());
+                            let e = device
+                                .enroll(
+                                    &profile.to_bytes(),
+                                    &info.trustees,
+                                    info.threshold,
+                                    Policy::default(),
+                                    Timestamp::now(),
+                                )
+                                .map_err(anyhow_of)?;
+                            let bytes = e.package.to_bytes();
+                            sealed = bytes.len();
+                            bodies.push(json!({ "package": B64.encode(&bytes) }).to_string());
+                            phones.push(Phone { device, area });
+                            done.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Ok((phones, bodies, sealed))
+                    },
+                )
+            })
+            .collect();
+        let mut last = Instant::now();
+        while handles.iter().any(|h| !h.is_finished()) {
+            std::thread::sleep(Duration::from_millis(100));
+            if last.elapsed() >= Duration::from_secs(5) {
+                last = Instant::now();
+                let d = done.load(Ordering::Relaxed);
+                say(
+                    t0,
+                    format!(
+                        "  phones: {d} of {n} packages made ({:.0}/s)",
+                        d as f64 / start.elapsed().as_secs_f64()
+                    ),
+                );
+            }
+        }
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .map_err(|_| anyhow::anyhow!("a package thread panicked"))?
+            })
+            .collect::<Vec<_>>()
+    });
+    let mut phones = Vec::with_capacity(n);
+    let mut bodies = Vec::with_capacity(n);
+    let mut size = 0;
+    for r in results {
+        let (p, b, s) = r?;
+        phones.extend(p);
+        bodies.extend(b);
+        size = size.max(s);
+    }
+    Ok((phones, bodies, size))
+}
+
+/// Enrolls every body with `concurrency` in flight; returns latencies (ms).
+async fn enroll_all(
+    t0: Instant,
+    base: &str,
+    bodies: Vec<String>,
+    concurrency: usize,
+) -> anyhow::Result<(Vec<f64>, f64)> {
+    let http = reqwest::Client::new();
+    let url = format!("{base}/v1/enroll");
+    let bodies = Arc::new(bodies);
+    let next = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..concurrency.max(1) {
+        let (http, url, bodies, next, done) = (
+            http.clone(),
+            url.clone(),
+            bodies.clone(),
+            next.clone(),
+            done.clone(),
+        );
+        set.spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(body) = bodies.get(i) else {
+                    return anyhow::Ok(lat);
+                };
+                let t = Instant::now();
+                let mut tries = 0;
+                loop {
+                    let r = http
+                        .post(&url)
+                        .header("content-type", "application/json")
+                        .body(body.clone())
+                        .send()
+                        .await;
+                    match r {
+                        Ok(r) if r.status().is_success() => break,
+                        Ok(r) if tries >= 5 => {
+                            let status = r.status();
+                            let text = r.text().await.unwrap_or_default();
+                            bail!("enrollment {i} refused: {status} {text}");
+                        }
+                        Err(e) if tries >= 5 => bail!("enrollment {i} failed: {e}"),
+                        _ => {
+                            tries += 1;
+                            tokio::time::sleep(Duration::from_millis(100 * tries)).await;
+                        }
+                    }
+                }
+                lat.push(t.elapsed().as_secs_f64() * 1e3);
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+    }
+    let total = bodies.len();
+    let progress = {
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let d = done.load(Ordering::Relaxed);
+                say(
+                    t0,
+                    format!(
+                        "  enrolled {d} of {total} ({:.0}/s so far)",
+                        d as f64 / start.elapsed().as_secs_f64()
+                    ),
+                );
+            }
+        })
+    };
+    let mut lat = Vec::with_capacity(total);
+    while let Some(r) = set.join_next().await {
+        match r.context("an enrollment task died")? {
+            Ok(l) => lat.extend(l),
+            Err(e) => {
+                progress.abort();
+                return Err(e);
+            }
+        }
+    }
+    progress.abort();
+    let rate = total as f64 / start.elapsed().as_secs_f64();
+    Ok((lat, rate))
+}
+
+/// Bytes of every SQLite file (database, WAL) under `dir`.
+fn store_bytes(dir: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.flatten()
+        .filter(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.ends_with(".db") || n.ends_with(".db-wal") || n.ends_with(".sqlite")
+        })
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.len())
+        .sum()
+}
+
+// --------------------------------------------------------------------- units
+
+fn unit_kind(i: usize) -> &'static str {
+    // Kota's mix: most teams are police, then ambulances, then counsellors.
+    match i % 10 {
+        0..=5 => "police",
+        6..=8 => "medical",
+        _ => "counsellor",
+    }
+}
+
+fn category(i: usize) -> Category {
+    match i % 10 {
+        0..=5 => Category::Police,
+        6..=8 => Category::Medical,
+        _ => Category::MentalHealth,
+    }
+}
+
+/// A spot near a coaching area, spread over a few hundred metres.
+fn near(area: kota::Area, i: usize) -> (f64, f64) {
+    let a = (i as f64 * 2.399_963).sin();
+    let b = (i as f64 * 1.618_034).cos();
+    (area.lat + 0.006 * a, area.lon + 0.006 * b)
+}
+
+async fn start_units(sh: &Shared, count: usize, every: Duration) -> anyhow::Result<()> {
+    for i in 0..count {
+        let area = kota::AREAS[i % kota::AREAS.len()];
+        let (lat, lon) = near(area, i + 7);
+        let (unit, token) = sh
+            .client
+            .create_unit(&sh.op, &format!("Load team {i}"), unit_kind(i), lat, lon)
+            .await
+            .map_err(anyhow_of)?;
+        let mut events = sh
+            .client
+            .events("/v1/unit/events", &token)
+            .await
+            .map_err(anyhow_of)?;
+        // Acknowledge each assignment as it arrives.
+        let s = sh.clone();
+        let (u, tok) = (unit.clone(), token.clone());
+        tokio::spawn(async move {
+            while let Some(ev) = events.recv().await {
+                if ev["kind"] != "assigned" {
+                    continue;
+                }
+                let Some(incident) = ev["incident"].as_str().map(str::to_owned) else {
+                    continue;
+                };
+                let now = Instant::now();
+                let fresh = {
+                    let mut t = s.lock();
+                    let t = &mut *t;
+                    let held = t.unit_holds.get(&u).cloned();
+                    let i = t.incidents.entry(incident.clone()).or_default();
+                    match &i.assigned {
+                        // A re-send of the same assignment (a reconnect).
+                        Some((_, unit)) if *unit == u => false,
+                        Some(_) => {
+                            i.extra_units += 1;
+                            true
+                        }
+                        None => {
+                            i.assigned = Some((now, u.clone()));
+                            true
+                        }
+                    }
+                    .then(|| {
+                        if held.as_ref().is_some_and(|h| *h != incident) {
+                            t.double_booked += 1;
+                        }
+                        t.unit_holds.insert(u.clone(), incident.clone());
+                    })
+                    .is_some()
+                };
+                if !fresh {
+                    continue;
+                }
+                let path = format!("/v1/unit/incidents/{incident}/ack");
+                if s.client.post(&path, Some(&tok), &Value::Null).await.is_ok() {
+                    let mut t = s.lock();
+                    if let Some(i) = t.incidents.get_mut(&incident) {
+                        i.acked = true;
+                    }
+                    s.maybe_close(&mut t, &incident);
+                }
+            }
+        });
+        // Position reports, staggered so they spread over the period.
+        let s = sh.clone();
+        tokio::spawn(async move {
+            let offset = every.mul_f64((i as f64 * 0.618_034).fract());
+            tokio::time::sleep(offset).await;
+            let mut tick = tokio::time::interval(every);
+            let mut k = 0usize;
+            loop {
+                tick.tick().await;
+                k += 1;
+                let (dlat, dlon) = near(area, i * 31 + k);
+                let body = json!({ "lat": dlat, "lon": dlon });
+                if s.client
+                    .post("/v1/unit/position", Some(&token), &body)
+                    .await
+                    .is_ok()
+                {
+                    s.positions.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    Ok(())
+}
+
+// ------------------------------------------------------------------- panics
+
+/// Sends `panics` (request bodies) at `at[i]` after the phase's start and
+/// waits until every accepted one is assigned, opened and closed (or the
+/// deadline passes). Returns the phase's numbers.
+async fn run_phase(
+    sh: &Shared,
+    base: &str,
+    phase: usize,
+    bodies: Vec<String>,
+    at: Vec<Duration>,
+    settle: Duration,
+) -> PhaseResult {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .build()
+        .unwrap_or_default();
+    let url = format!("{base}/v1/panic");
+    let start = tokio::time::Instant::now() + Duration::from_millis(50);
+    let mut set = tokio::task::JoinSet::new();
+    let sent_at: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; bodies.len()]));
+    for (slot, (body, when)) in bodies.into_iter().zip(at).enumerate() {
+        let (http, url, sent_at, track) =
+            (http.clone(), url.clone(), sent_at.clone(), sh.track.clone());
+        set.spawn(async move {
+            tokio::time::sleep_until(start + when).await;
+            let t = Instant::now();
+            if let Ok(mut s) = sent_at.lock() {
+                s[slot] = Some(t);
+            }
+            let r = http
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await;
+            let answered = t.elapsed().as_secs_f64() * 1e3;
+            let id = match r {
+                Ok(r) if r.status().as_u16() == 202 => r
+                    .json::<Value>()
+                    .await
+                    .ok()
+                    .and_then(|v| v["incident_id"].as_str().map(str::to_owned)),
+                _ => None,
+            };
+            if let Some(id) = &id {
+                let mut tr = track.lock().unwrap_or_else(|p| p.into_inner());
+                let i = tr.incidents.entry(id.clone()).or_default();
+                if i.slot.is_some() {
+                    // Another panic already has this incident.
+                    return (slot, Some(id.clone()), answered, true);
+                }
+                i.slot = Some((phase, slot));
+            }
+            (slot, id, answered, false)
+        });
+    }
+    let mut res = PhaseResult::default();
+    let mut ids = Vec::new();
+    while let Some(r) = set.join_next().await {
+        let Ok((_slot, id, answered, merged)) = r else {
+            res.refused += 1;
+            continue;
+        };
+        res.sent += 1;
+        match id {
+            Some(id) => {
+                res.accepted += 1;
+                res.raw_accept.push(answered);
+                if merged {
+                    res.merged += 1;
+                } else {
+                    ids.push(id);
+                }
+            }
+            None => res.refused += 1,
+        }
+    }
+    // Wait until every accepted incident is being closed (woken by each
+    // close) or the deadline passes.
+    let deadline = tokio::time::Instant::now() + settle;
+    loop {
+        let changed = sh.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let pending = {
+            let t = sh.lock();
+            ids.iter()
+                .filter(|id| t.incidents.get(*id).is_none_or(|i| !i.closing))
+                .count()
+        };
+        if pending == 0 || tokio::time::timeout_at(deadline, changed).await.is_err() {
+            break;
+        }
+    }
+    let sent_at = sent_at.lock().map(|v| v.clone()).unwrap_or_default();
+    let first = sent_at.iter().flatten().min().copied();
+    let mut t = sh.lock();
+    let mut last_assigned: Option<Instant> = None;
+    for id in &ids {
+        let Some(i) = t.incidents.get(id) else {
+            res.lost += 1;
+            continue;
+        };
+        let Some((_, slot)) = i.slot else { continue };
+        let Some(sent) = sent_at.get(slot).copied().flatten() else {
+            continue;
+        };
+        match &i.assigned {
+            Some((when, _)) => {
+                res.raw_assign
+                    .push(when.saturating_duration_since(sent).as_secs_f64() * 1e3);
+                last_assigned = Some(last_assigned.map_or(*when, |l| l.max(*when)));
+            }
+            None => res.lost += 1,
+        }
+        if let Some(o) = i.opened {
+            res.raw_open
+                .push(o.saturating_duration_since(sent).as_secs_f64() * 1e3);
+        }
+        res.assigned_twice += i.extra_units;
+    }
+    res.assigned_twice += std::mem::take(&mut t.double_booked);
+    drop(t);
+    if let (Some(f), Some(l)) = (first, last_assigned) {
+        res.all_assigned_ms = l.saturating_duration_since(f).as_secs_f64() * 1e3;
+        if res.all_assigned_ms > 0.0 {
+            res.throughput = res.raw_assign.len() as f64 / (res.all_assigned_ms / 1e3);
+        }
+    }
+    res.accept_ms = Stats::of(&res.raw_accept);
+    res.assign_ms = Stats::of(&res.raw_assign);
+    res.open_ms = Stats::of(&res.raw_open);
+    res
+}
+
+/// Signs one panic per phone in `phones` (the phone's work, done up front).
+fn sign_panics(
+    phones: &mut [Phone],
+    first: usize,
+    info: &ServiceInfo,
+) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::with_capacity(phones.len());
+    for (k, p) in phones.iter_mut().enumerate() {
+        let (lat, lon) = near(p.area, first + k);
+        let loc = Location::new(lat, lon, 10, Timestamp::now()).context("a location")?;
+        let ev = p
+            .device
+            .panic(
+                category(first + k),
+                &loc,
+                &info.control_room,
+                Timestamp::now(),
+            )
+            .map_err(anyhow_of)?;
+        out.push(json!({ "panic": B64.encode(ev.as_bytes()) }).to_string());
+    }
+    Ok(out)
+}
+
+// -------------------------------------------------------------------- floor
+
+/// `sosvault load-floor`: an axum endpoint that does nothing, the floor the
+/// real service is measured against. Prints `listening on http://ADDR`.
+pub async fn floor_server(listen: &str) -> anyhow::Result<()> {
+    use axum::routing::post;
+    let app = axum::Router::new().route(
+        "/v1/panic",
+        post(|| async {
+            (
+                axum::http::StatusCode::ACCEPTED,
+                axum::Json(json!({ "incident_id": "00000000000000000000000000000000" })),
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    println!("listening on http://{}", listener.local_addr()?);
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+async fn floor_phase(url: &str, body: &str, at: &[Duration]) -> (Vec<f64>, f64) {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .build()
+        .unwrap_or_default();
+    let start = tokio::time::Instant::now() + Duration::from_millis(50);
+    let mut set = tokio::task::JoinSet::new();
+    for when in at.iter().copied() {
+        let (http, url, body) = (http.clone(), url.to_owned(), body.to_owned());
+        set.spawn(async move {
+            tokio::time::sleep_until(start + when).await;
+            let t = Instant::now();
+            let ok = http
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().as_u16() == 202);
+            ok.then(|| (t, Instant::now()))
+        });
+    }
+    let mut lat = Vec::new();
+    let (mut first, mut last): (Option<Instant>, Option<Instant>) = (None, None);
+    while let Some(r) = set.join_next().await {
+        if let Ok(Some((s, e))) = r {
+            lat.push(e.duration_since(s).as_secs_f64() * 1e3);
+            first = Some(first.map_or(s, |f| f.min(s)));
+            last = Some(last.map_or(e, |l| l.max(e)));
+        }
+    }
+    let all = match (first, last) {
+        (Some(f), Some(l)) => l.duration_since(f).as_secs_f64() * 1e3,
+        _ => 0.0,
+    };
+    (lat, all)
+}
+
+// ---------------------------------------------------------------------- run
+
+/// Runs the load test; `Ok(result)` even when a goal is missed (the caller
+/// decides), `Err` when the run itself could not go on.
+pub async fn run(opts: LoadOptions) -> anyhow::Result<LoadResult> {
+    let t0 = Instant::now();
+    raise_fd_limit();
+    let release = !cfg!(debug_assertions);
+    if !release {
+        say(
+            t0,
+            "note: this is a debug build; for real numbers build with `cargo build --release --workspace` and run ./target/release/sosvault load",
+        );
+    }
+    std::fs::create_dir_all(&opts.out)
+        .with_context(|| format!("creating {}", opts.out.display()))?;
+    let tmp;
+    let root = match &opts.dir {
+        Some(d) => {
+            std::fs::create_dir_all(d)?;
+            d.clone()
+        }
+        None => {
+            tmp = tempfile::Builder::new()
+                .prefix("sosvault-load-")
+                .tempdir()?;
+            tmp.path().to_owned()
+        }
+    };
+    say(t0, format!("stores in {}", root.display()));
+    let mut cluster = Cluster::start(
+        &root,
+        &ClusterOptions {
+            listen: "127.0.0.1:0".into(),
+            ack_timeout_ms: 10_000,
+            trustee_env: Vec::new(),
+        },
+        |m| say(t0, m),
+    )
+    .await?;
+    let result = measure(t0, &opts, &cluster, &root, release).await;
+    cluster.stop().await;
+    result
+}
+
+async fn measure(
+    t0: Instant,
+    opts: &LoadOptions,
+    cluster: &Cluster,
+    root: &Path,
+    release: bool,
+) -> anyhow::Result<LoadResult> {
+    let base = cluster.base.clone();
+    let client = Client::new(&base);
+    let info = client.info().await.map_err(anyhow_of)?;
+    let mut r = LoadResult {
+        release_build: release,
+        units: opts.units,
+        rate: opts.rate,
+        ..LoadResult::default()
+    };
+
+    // 1. Phones.
+    say(
+        t0,
+        format!(
+            "making {} students' enrollment packages (the phones' work: seal the profile, split the key, seal 3 shares, sign)",
+            opts.students
+        ),
+    );
+    let made = Instant::now();
+    let (mut phones, bodies, size) =
+        tokio::task::block_in_place(|| make_packages(t0, &info, opts))?;
+    r.packages_per_sec = opts.students as f64 / made.elapsed().as_secs_f64();
+    r.profile_bytes = size;
+    say(
+        t0,
+        format!(
+            "  {} packages in {:.1} s ({:.0}/s); each {} bytes",
+            phones.len(),
+            made.elapsed().as_secs_f64(),
+            r.packages_per_sec,
+            size
+        ),
+    );
+
+    // 2. Enrollment.
+    say(
+        t0,
+        format!(
+            "enrolling {} students, {} at a time (each answered once all 3 trustees hold their share)",
+            opts.students, opts.enroll_concurrency
+        ),
+    );
+    let (lat, rate) = enroll_all(t0, &base, bodies, opts.enroll_concurrency).await?;
+    r.enrolled = lat.len();
+    r.enroll_per_sec = rate;
+    r.enroll_ms = Stats::of(&lat);
+    let n = r.enrolled.max(1) as f64;
+    r.server_bytes_per_student = store_bytes(&cluster.server_dir) as f64 / n;
+    r.trustee_bytes_per_student = (1..=3)
+        .map(|k| store_bytes(&root.join(format!("trustee-{k}"))) as f64 / n)
+        .collect();
+    say(
+        t0,
+        format!(
+            "  {} enrolled at {:.0} per second; p50 {:.1} ms, p99 {:.1} ms; store per student: service {} B, trustees {:?} B",
+            r.enrolled,
+            rate,
+            r.enroll_ms.p50,
+            r.enroll_ms.p99,
+            r.server_bytes_per_student.round(),
+            r.trustee_bytes_per_student
+                .iter()
+                .map(|b| b.round())
+                .collect::<Vec<_>>()
+        ),
+    );
+
+    // 3. The control room and the teams.
+    let op = client
+        .login("operator", &cluster.password)
+        .await
+        .map_err(anyhow_of)?;
+    let sh = Shared {
+        client: client.clone(),
+        op: op.clone(),
+        track: Arc::new(Mutex::new(Track::default())),
+        positions: Arc::new(AtomicUsize::new(0)),
+        changed: Arc::new(tokio::sync::Notify::new()),
+    };
+    let mut ops = client
+        .events("/v1/operator/events", &op)
+        .await
+        .map_err(anyhow_of)?;
+    {
+        let s = sh.clone();
+        tokio::spawn(async move {
+            while let Some(ev) = ops.recv().await {
+                if ev["kind"] != "profile_available" {
+                    continue;
+                }
+                let Some(id) = ev["incident"].as_str() else {
+                    continue;
+                };
+                let now = Instant::now();
+                let mut t = s.lock();
+                let i = t.incidents.entry(id.to_owned()).or_default();
+                if i.opened.is_none() {
+                    i.opened = Some(now);
+                }
+                s.maybe_close(&mut t, id);
+            }
+        });
+    }
+    say(
+        t0,
+        format!(
+            "registering {} teams (6 police : 3 medical : 1 counsellor), each on its live stream, reporting its position every {} s",
+            opts.units, opts.position_every_secs
+        ),
+    );
+    start_units(
+        &sh,
+        opts.units,
+        Duration::from_secs(opts.position_every_secs.max(1)),
+    )
+    .await?;
+
+    // 4. Panics: pick distinct students spread over the whole population.
+    let steady_n = (opts.rate as u64 * opts.steady_secs) as usize;
+    let want = steady_n + opts.burst;
+    if want > phones.len() {
+        bail!("{want} panics need as many students; enroll at least that many (--students)");
+    }
+    let stride = phones.len() / want;
+    let mut chosen: Vec<Phone> = phones
+        .drain(..)
+        .enumerate()
+        .filter(|(i, _)| i % stride.max(1) == 0)
+        .map(|(_, p)| p)
+        .take(want)
+        .collect();
+    let (steady_phones, burst_phones) = chosen.split_at_mut(steady_n);
+    let settle = Duration::from_secs(60);
+
+    say(
+        t0,
+        format!(
+            "steady: {} panics per second for {} s ({steady_n} panics), teams acknowledging, operators closing each once its profile is open",
+            opts.rate, opts.steady_secs
+        ),
+    );
+    let bodies = sign_panics(steady_phones, 0, &info)?;
+    let gap = Duration::from_secs_f64(1.0 / f64::from(opts.rate.max(1)));
+    let at: Vec<Duration> = (0..steady_n).map(|i| gap * i as u32).collect();
+    r.steady = run_phase(&sh, &base, 0, bodies, at.clone(), settle).await;
+    report_phase(t0, "steady", &r.steady);
+
+    say(t0, format!("burst: {} panics at once", opts.burst));
+    let bodies = sign_panics(burst_phones, steady_n, &info)?;
+    r.burst = run_phase(
+        &sh,
+        &base,
+        1,
+        bodies,
+        vec![Duration::ZERO; opts.burst],
+        settle,
+    )
+    .await;
+    report_phase(t0, "burst", &r.burst);
+    r.positions = sh.positions.load(Ordering::Relaxed);
+
+    // 5. The floor, in its own process like the service.
+    let mut cmd = tokio::process::Command::new(sibling("sosvault")?);
+    cmd.args(["load-floor", "--listen", "127.0.0.1:0"]);
+    let mut floor = Proc::spawn(cmd, &root.join("floor.log")).await?;
+    let url = format!("http://{}/v1/panic", floor.addr);
+    let body = json!({ "panic": B64.encode([0u8; 300]) }).to_string();
+    say(
+        t0,
+        "floor: the same rate and burst against a bare axum endpoint",
+    );
+    let (steady, _) = floor_phase(&url, &body, &at).await;
+    let (burst, all) = floor_phase(&url, &body, &vec![Duration::ZERO; opts.burst]).await;
+    floor.kill().await;
+    r.floor = FloorResult {
+        steady_ms: Stats::of(&steady),
+        burst_ms: Stats::of(&burst),
+        burst_all_ms: all,
+        raw_steady: steady,
+    };
+
+    print_report(&r, opts);
+    write_results(&r, opts)?;
+    Ok(r)
+}
+
+fn report_phase(t0: Instant, name: &str, p: &PhaseResult) {
+    say(
+        t0,
+        format!(
+            "  {name}: {} sent, {} accepted, {} assigned in {:.0} ms; lost {}, assigned twice {}",
+            p.sent,
+            p.accepted,
+            p.raw_assign.len(),
+            p.all_assigned_ms,
+            p.lost,
+            p.assigned_twice + p.merged
+        ),
+    );
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "met" } else { "MISSED" }
+}
+
+fn print_report(r: &LoadResult, opts: &LoadOptions) {
+    println!();
+    println!(
+        "Results ({} build, {} students, {} teams, {} panics/s for {} s, burst of {})",
+        if r.release_build { "release" } else { "debug" },
+        r.enrolled,
+        r.units,
+        r.rate,
+        opts.steady_secs,
+        opts.burst
+    );
+    println!(
+        "  enrollment: {:.0}/s (phones made packages at {:.0}/s); store per student: service {:.0} B, trustees {}",
+        r.enroll_per_sec,
+        r.packages_per_sec,
+        r.server_bytes_per_student,
+        r.trustee_bytes_per_student
+            .iter()
+            .map(|b| format!("{b:.0} B"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("{}", header());
+    println!("{}", r.enroll_ms.row("enroll"));
+    println!("{}", r.steady.accept_ms.row("steady: panic -> 202"));
+    println!(
+        "{}",
+        r.steady.assign_ms.row("steady: panic -> team assigned")
+    );
+    println!("{}", r.steady.open_ms.row("steady: panic -> profile open"));
+    println!("{}", r.floor.steady_ms.row("steady: bare axum (floor)"));
+    println!("{}", r.burst.accept_ms.row("burst: panic -> 202"));
+    println!("{}", r.burst.assign_ms.row("burst: panic -> team assigned"));
+    println!("{}", r.burst.open_ms.row("burst: panic -> profile open"));
+    println!("{}", r.floor.burst_ms.row("burst: bare axum (floor)"));
+    println!(
+        "  burst: all {} assigned within {:.0} ms ({:.0} assignments/s); floor answered all in {:.0} ms",
+        r.burst.raw_assign.len(),
+        r.burst.all_assigned_ms,
+        r.burst.throughput,
+        r.floor.burst_all_ms
+    );
+    let lost = r.steady.lost + r.burst.lost;
+    let twice = r.steady.assigned_twice + r.burst.assigned_twice + r.steady.merged + r.burst.merged;
+    println!(
+        "  panics lost: {lost}; assigned twice: {twice}; not accepted (the phone would retry): {}",
+        r.steady.refused + r.burst.refused
+    );
+    println!("  unit position reports answered: {}", r.positions);
+    println!();
+    println!("Goals (issue 6, at 100 panics/s on this 2-core machine):");
+    println!(
+        "  panic -> assignment p99 < 10 ms:      {:>8.2} ms  {}",
+        r.steady.assign_ms.p99,
+        verdict(r.steady.assign_ms.p99 < 10.0)
+    );
+    println!(
+        "  panic -> open profile p99 < 25 ms:    {:>8.2} ms  {}",
+        r.steady.open_ms.p99,
+        verdict(r.steady.open_ms.p99 < 25.0)
+    );
+    println!(
+        "  burst of {} fully assigned < 2 s:  {:>8.0} ms  {}",
+        opts.burst,
+        r.burst.all_assigned_ms,
+        verdict(r.burst.all_assigned_ms < 2000.0 && r.burst.raw_assign.len() == r.burst.accepted)
+    );
+    println!(
+        "  enrollment >= 2,000/s:                {:>8.0} /s  {}",
+        r.enroll_per_sec,
+        verdict(r.enroll_per_sec >= 2000.0)
+    );
+    println!(
+        "  nothing lost, nothing assigned twice: {lost} / {twice}  {}",
+        verdict(lost == 0 && twice == 0)
+    );
+}
+
+fn write_results(r: &LoadResult, opts: &LoadOptions) -> anyhow::Result<()> {
+    let json_path = opts.out.join("load-results.json");
+    std::fs::write(&json_path, serde_json::to_string_pretty(r)?)
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    let svg = opts.out.join("load-latency.svg");
+    crate::plot::latency_cdf(
+        &svg,
+        &format!(
+            "Steady {} panics/s: share of panics served within a time",
+            r.rate
+        ),
+        &[
+            ("bare axum (floor)", &r.floor.raw_steady),
+            ("panic -> 202", &r.steady.raw_accept),
+            ("panic -> team assigned", &r.steady.raw_assign),
+            ("panic -> profile open", &r.steady.raw_open),
+        ],
+    )?;
+    let svg2 = opts.out.join("load-burst.svg");
+    crate::plot::latency_cdf(
+        &svg2,
+        &format!(
+            "Burst of {}: share of panics served within a time",
+            opts.burst
+        ),
+        &[
+            ("panic -> 202", &r.burst.raw_accept),
+            ("panic -> team assigned", &r.burst.raw_assign),
+            ("panic -> profile open", &r.burst.raw_open),
+        ],
+    )?;
+    println!();
+    println!(
+        "Wrote {}, {} and {}",
+        json_path.display(),
+        svg.display(),
+        svg2.display()
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let v: Vec<f64> = (1..=1000).map(f64::from).collect();
+        let s = Stats::of(&v);
+        assert_eq!(s.n, 1000);
+        assert_eq!(s.p50, 500.0);
+        assert_eq!(s.p99, 990.0);
+        assert_eq!(s.p999, 999.0);
+        assert_eq!(s.max, 1000.0);
+        // Order of the input does not matter.
+        let mut r = v.clone();
+        r.reverse();
+        assert_eq!(Stats::of(&r).p99, 990.0);
+        // One sample is every percentile.
+        let one = Stats::of(&[7.0]);
+        assert_eq!((one.p50, one.p99, one.p999), (7.0, 7.0, 7.0));
+        assert_eq!(Stats::of(&[]).n, 0);
+    }
+
+    #[test]
+    fn the_mix_of_panics_matches_the_mix_of_teams() {
+        for i in 0..100 {
+            let kind = sosvault_server::geo::UnitKind::for_category(category(i));
+            assert_eq!(kind.as_str(), unit_kind(i));
+        }
+    }
+}
