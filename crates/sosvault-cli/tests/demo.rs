@@ -366,3 +366,82 @@ fn a_simulated_phone_on_the_command_line_enrolls_panics_moves_cancels_and_stops(
         );
     }
 }
+
+/// CI's tiny run of the load generator (the full runs are in
+/// docs/BENCHMARKS.md): the real cluster, a few hundred students, a few
+/// seconds of panics and a small burst. Speed is not judged here (this is a
+/// debug build on a shared machine); correctness is: every panic accepted,
+/// every one assigned exactly once and opened, and the results written.
+#[test]
+fn the_load_generator_runs_a_tiny_load_and_loses_nothing() {
+    build_siblings();
+    let out = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_sosvault"))
+        .args([
+            "load",
+            "--students",
+            "240",
+            "--enroll-concurrency",
+            "16",
+            "--photo-bytes",
+            "1024",
+            "--units",
+            "24",
+            "--position-every-secs",
+            "1",
+            "--rate",
+            "20",
+            "--steady-secs",
+            "2",
+            "--burst",
+            "40",
+            "--out",
+        ])
+        .arg(out.path())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "sosvault load failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    for line in [
+        "enrolling 240 students",
+        "steady: 20 panics per second for 2 s (40 panics)",
+        "burst: 40 panics at once",
+        "panics lost: 0; assigned twice: 0",
+    ] {
+        assert!(stdout.contains(line), "missing {line:?} in:\n{stdout}");
+    }
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("load-results.json")).unwrap())
+            .unwrap();
+    assert_eq!(r["enrolled"], 240);
+    for (phase, n) in [("steady", 40), ("burst", 40)] {
+        let p = &r[phase];
+        assert_eq!(p["sent"], n, "{phase}: {p}");
+        assert_eq!(p["accepted"], n, "{phase}: {p}");
+        assert_eq!(p["lost"], 0, "{phase}: {p}");
+        assert_eq!(p["assigned_twice"], 0, "{phase}: {p}");
+        assert_eq!(p["merged"], 0, "{phase}: {p}");
+        assert_eq!(p["assign_ms"]["n"], n, "{phase}: every panic assigned");
+        assert_eq!(p["open_ms"]["n"], n, "{phase}: every profile opened");
+        let (p50, p99) = (
+            p["assign_ms"]["p50"].as_f64().unwrap(),
+            p["assign_ms"]["p99"].as_f64().unwrap(),
+        );
+        assert!(0.0 < p50 && p50 <= p99, "{phase}: {p}");
+    }
+    assert!(r["server_bytes_per_student"].as_f64().unwrap() > 1024.0);
+    assert!(r["floor"]["steady_ms"]["n"] == 40 && r["floor"]["burst_ms"]["n"] == 40);
+    // Two seconds at one report per second from 24 teams, at least.
+    assert!(r["positions"].as_u64().unwrap() >= 24, "{r}");
+    for svg in ["load-latency.svg", "load-burst.svg"] {
+        let text = std::fs::read_to_string(out.path().join(svg)).unwrap();
+        assert!(
+            text.contains("panic -&gt; team assigned") || text.contains("panic -> team assigned"),
+            "{svg}"
+        );
+    }
+}
