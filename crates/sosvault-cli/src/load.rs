@@ -194,6 +194,62 @@ pub struct LoadResult {
     pub burst: PhaseResult,
     /// The bare endpoint.
     pub floor: FloorResult,
+    /// The service's own counters after both phases (`/metrics`), a cross-check of ours.
+    pub service: ServiceCounters,
+}
+
+/// The dispatch service's counters, read from its `/metrics`.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ServiceCounters {
+    /// `sosvault_panics_total`: incidents it created.
+    pub panics: u64,
+    /// `sosvault_duplicate_panics_total`: repeats answered with an existing incident.
+    pub duplicate_panics: u64,
+    /// `sosvault_assignments_total`.
+    pub assignments: u64,
+    /// `sosvault_assignment_timeouts_total`: reassignments after no acknowledgement.
+    pub assignment_timeouts: u64,
+    /// `sosvault_enrollments_total`.
+    pub enrollments: u64,
+}
+
+impl LoadResult {
+    /// Panics lost: accepted and never assigned, or accepted and unknown to
+    /// the service's own count of incidents.
+    pub fn lost(&self) -> usize {
+        let accepted = (self.steady.accepted + self.burst.accepted) as u64;
+        let unknown = accepted.saturating_sub(self.service.panics) as usize;
+        self.steady.lost + self.burst.lost + unknown
+    }
+
+    /// Panics assigned twice (or merged into one incident, or counted as more
+    /// incidents by the service than were sent).
+    pub fn twice(&self) -> usize {
+        let accepted = (self.steady.accepted + self.burst.accepted) as u64;
+        let extra = self.service.panics.saturating_sub(accepted) as usize;
+        self.steady.assigned_twice
+            + self.burst.assigned_twice
+            + self.steady.merged
+            + self.burst.merged
+            + extra
+    }
+}
+
+impl ServiceCounters {
+    fn parse(text: &str) -> Self {
+        let get = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+                .unwrap_or(0)
+        };
+        Self {
+            panics: get("sosvault_panics_total"),
+            duplicate_panics: get("sosvault_duplicate_panics_total"),
+            assignments: get("sosvault_assignments_total"),
+            assignment_timeouts: get("sosvault_assignment_timeouts_total"),
+            enrollments: get("sosvault_enrollments_total"),
+        }
+    }
 }
 
 // ------------------------------------------------------------------ tracking
@@ -1031,6 +1087,7 @@ async fn measure(
     .await;
     report_phase(t0, "burst", &r.burst);
     r.positions = sh.positions.load(Ordering::Relaxed);
+    r.service = ServiceCounters::parse(&client.get_text("/metrics").await.map_err(anyhow_of)?);
 
     // 5. The floor, in its own process like the service.
     let mut cmd = tokio::process::Command::new(sibling("sosvault")?);
@@ -1118,13 +1175,17 @@ fn print_report(r: &LoadResult, opts: &LoadOptions) {
         r.burst.throughput,
         r.floor.burst_all_ms
     );
-    let lost = r.steady.lost + r.burst.lost;
-    let twice = r.steady.assigned_twice + r.burst.assigned_twice + r.steady.merged + r.burst.merged;
+    let (lost, twice) = (r.lost(), r.twice());
     println!(
         "  panics lost: {lost}; assigned twice: {twice}; not accepted (the phone would retry): {}",
         r.steady.refused + r.burst.refused
     );
     println!("  unit position reports answered: {}", r.positions);
+    let c = &r.service;
+    println!(
+        "  the service's own counters: {} enrollments, {} incidents, {} repeats, {} assignments, {} reassignments after no acknowledgement",
+        c.enrollments, c.panics, c.duplicate_panics, c.assignments, c.assignment_timeouts
+    );
     println!();
     println!("Goals (issue 6, at 100 panics/s on this 2-core machine):");
     println!(

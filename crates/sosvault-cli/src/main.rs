@@ -245,9 +245,7 @@ async fn main() -> anyhow::Result<()> {
                 dir,
             })
             .await?;
-            let lost = r.steady.lost + r.burst.lost;
-            let twice =
-                r.steady.assigned_twice + r.burst.assigned_twice + r.steady.merged + r.burst.merged;
+            let (lost, twice) = (r.lost(), r.twice());
             if lost + twice > 0 {
                 anyhow::bail!("{lost} panics lost and {twice} assigned twice: that is a bug");
             }

@@ -433,6 +433,15 @@ fn the_load_generator_runs_a_tiny_load_and_loses_nothing() {
         );
         assert!(0.0 < p50 && p50 <= p99, "{phase}: {p}");
     }
+    // The service's own counters agree with what the generator saw.
+    assert_eq!(r["service"]["enrollments"], 240, "{r}");
+    assert_eq!(r["service"]["panics"], 80, "{r}");
+    assert_eq!(r["service"]["duplicate_panics"], 0, "{r}");
+    assert_eq!(
+        r["service"]["assignments"].as_u64().unwrap(),
+        80 + r["service"]["assignment_timeouts"].as_u64().unwrap(),
+        "one assignment per panic, plus one per reassignment: {r}"
+    );
     assert!(r["server_bytes_per_student"].as_f64().unwrap() > 1024.0);
     assert!(r["floor"]["steady_ms"]["n"] == 40 && r["floor"]["burst_ms"]["n"] == 40);
     // Two seconds at one report per second from 24 teams, at least.
