@@ -89,6 +89,11 @@ impl Proc {
         })
     }
 
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
     /// Kills it (SIGKILL) and reaps it.
     pub async fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -133,6 +138,11 @@ impl TrusteeProc {
         if let Some(mut p) = self.proc.take() {
             p.kill().await;
         }
+    }
+
+    /// Its process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().and_then(Proc::pid)
     }
 
     /// Its base URL.

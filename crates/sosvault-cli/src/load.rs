@@ -196,6 +196,81 @@ pub struct LoadResult {
     pub floor: FloorResult,
     /// The service's own counters after both phases (`/metrics`), a cross-check of ours.
     pub service: ServiceCounters,
+    /// Where the CPU went in each phase.
+    pub cpu: Vec<PhaseCpu>,
+}
+
+/// Cores each process kept busy, on average, during one phase.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct PhaseCpu {
+    /// The phase.
+    pub phase: String,
+    /// Its wall-clock length (s).
+    pub wall_secs: f64,
+    /// The dispatch service.
+    pub service: f64,
+    /// Each trustee.
+    pub trustees: Vec<f64>,
+    /// This load generator (phones, teams, control room, HTTP clients).
+    pub generator: f64,
+}
+
+/// CPU seconds (user + system) a process has used so far, from `/proc`.
+fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): state is the
+    // 3rd field of the line, utime the 14th, stime the 15th.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let f: Vec<&str> = rest.split(' ').collect();
+    let ticks = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / rustix::param::clock_ticks_per_second() as f64)
+}
+
+/// A snapshot of every process's CPU time, to diff at the end of a phase.
+struct CpuMark {
+    at: Instant,
+    pids: Vec<Option<u32>>,
+    secs: Vec<f64>,
+}
+
+impl CpuMark {
+    /// Marks now; `pids`: the service, the trustees, then this process.
+    fn now(cluster: &Cluster) -> Self {
+        let mut pids = vec![cluster.server.pid()];
+        pids.extend(cluster.trustees.iter().map(|t| t.pid()));
+        pids.push(Some(std::process::id()));
+        let secs = pids
+            .iter()
+            .map(|p| p.and_then(cpu_secs).unwrap_or(0.0))
+            .collect();
+        Self {
+            at: Instant::now(),
+            pids,
+            secs,
+        }
+    }
+
+    /// The cores each process kept busy since the mark.
+    fn phase(&self, name: &str) -> PhaseCpu {
+        let wall = self.at.elapsed().as_secs_f64().max(1e-9);
+        let cores: Vec<f64> = self
+            .pids
+            .iter()
+            .zip(&self.secs)
+            .map(|(p, before)| {
+                p.and_then(cpu_secs)
+                    .map_or(0.0, |after| (after - before).max(0.0) / wall)
+            })
+            .collect();
+        let n = cores.len();
+        PhaseCpu {
+            phase: name.to_owned(),
+            wall_secs: wall,
+            service: cores.first().copied().unwrap_or(0.0),
+            trustees: cores.get(1..n.saturating_sub(1)).unwrap_or(&[]).to_vec(),
+            generator: cores.last().copied().unwrap_or(0.0),
+        }
+    }
 }
 
 /// The dispatch service's counters, read from its `/metrics`.
@@ -969,7 +1044,9 @@ async fn measure(
             opts.students, opts.enroll_concurrency
         ),
     );
+    let mark = CpuMark::now(cluster);
     let (lat, rate) = enroll_all(t0, &base, bodies, opts.enroll_concurrency).await?;
+    r.cpu.push(mark.phase("enrollment"));
     r.enrolled = lat.len();
     r.enroll_per_sec = rate;
     r.enroll_ms = Stats::of(&lat);
@@ -1071,11 +1148,14 @@ async fn measure(
     let bodies = sign_panics(steady_phones, 0, &info)?;
     let gap = Duration::from_secs_f64(1.0 / f64::from(opts.rate.max(1)));
     let at: Vec<Duration> = (0..steady_n).map(|i| gap * i as u32).collect();
+    let mark = CpuMark::now(cluster);
     r.steady = run_phase(&sh, &base, 0, bodies, at.clone(), settle).await;
+    r.cpu.push(mark.phase("steady panics"));
     report_phase(t0, "steady", &r.steady);
 
     say(t0, format!("burst: {} panics at once", opts.burst));
     let bodies = sign_panics(burst_phones, steady_n, &info)?;
+    let mark = CpuMark::now(cluster);
     r.burst = run_phase(
         &sh,
         &base,
@@ -1085,6 +1165,7 @@ async fn measure(
         settle,
     )
     .await;
+    r.cpu.push(mark.phase("burst"));
     report_phase(t0, "burst", &r.burst);
     r.positions = sh.positions.load(Ordering::Relaxed);
     r.service = ServiceCounters::parse(&client.get_text("/metrics").await.map_err(anyhow_of)?);
@@ -1186,6 +1267,27 @@ fn print_report(r: &LoadResult, opts: &LoadOptions) {
         "  the service's own counters: {} enrollments, {} incidents, {} repeats, {} assignments, {} reassignments after no acknowledgement",
         c.enrollments, c.panics, c.duplicate_panics, c.assignments, c.assignment_timeouts
     );
+    println!(
+        "  cores kept busy on average (this machine has {}):",
+        std::thread::available_parallelism().map_or(0, usize::from)
+    );
+    println!(
+        "    {:<16} {:>8} {:>8} {:>10} {:>10} {:>10} {:>10}",
+        "phase", "wall s", "service", "trustee 1", "trustee 2", "trustee 3", "generator"
+    );
+    for c in &r.cpu {
+        let t = |i: usize| c.trustees.get(i).copied().unwrap_or(0.0);
+        println!(
+            "    {:<16} {:>8.1} {:>8.2} {:>10.2} {:>10.2} {:>10.2} {:>10.2}",
+            c.phase,
+            c.wall_secs,
+            c.service,
+            t(0),
+            t(1),
+            t(2),
+            c.generator
+        );
+    }
     println!();
     println!("Goals (issue 6, at 100 panics/s on this 2-core machine):");
     println!(
@@ -1277,6 +1379,21 @@ mod tests {
         let one = Stats::of(&[7.0]);
         assert_eq!((one.p50, one.p99, one.p999), (7.0, 7.0, 7.0));
         assert_eq!(Stats::of(&[]).n, 0);
+    }
+
+    #[test]
+    fn cpu_time_of_this_process_is_read_and_grows() {
+        let me = std::process::id();
+        let before = cpu_secs(me).unwrap();
+        // Burn a little CPU (the optimiser cannot drop a black-boxed sum).
+        let mut x = 0u64;
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_millis(60) {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(1));
+        }
+        let after = cpu_secs(me).unwrap();
+        assert!(after > before, "{before} -> {after}");
+        assert!(cpu_secs(u32::MAX).is_none(), "no such process");
     }
 
     #[test]

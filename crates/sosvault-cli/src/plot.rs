@@ -105,10 +105,14 @@ mod tests {
         assert!(svg.starts_with("<svg"));
         assert!(svg.contains("alpha") && svg.contains("beta"));
         assert!(!svg.contains("empty"));
-        assert_eq!(
-            svg.matches("<polyline").count(),
-            2 + 2,
-            "two lines and two legend marks"
-        );
+        // Series are coloured in order, skipping the empty one: the first
+        // two colours draw a line and a legend mark each, the third nothing.
+        let uses = |c: RGBColor| {
+            let hex = format!("#{:02X}{:02X}{:02X}", c.0, c.1, c.2);
+            svg.matches(&format!("stroke=\"{hex}\"")).count()
+        };
+        assert_eq!(uses(COLOURS[0]), 2, "{svg}");
+        assert_eq!(uses(COLOURS[1]), 2);
+        assert_eq!(uses(COLOURS[2]), 0);
     }
 }
