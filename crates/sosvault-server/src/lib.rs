@@ -25,8 +25,9 @@
 //!
 //! ## Invariants
 //!
-//! - A panic is committed (one SQLite transaction, fsync) before `202` is
-//!   sent; the same signed panic again returns the same incident.
+//! - A panic is committed (its SQLite transaction, or the batch holding it,
+//!   fsynced) before `202` is sent; the same signed panic again returns the
+//!   same incident.
 //! - Vault keys live only in memory, inside an open incident, until the
 //!   access window ends; they are never written anywhere. Incident keys are
 //!   stored sealed under the service's master key (`master.key`) so a restart
@@ -37,10 +38,13 @@
 //!
 //! ## Decisions
 //!
-//! - The [`store::Store`] trait is synchronous and called on tokio's blocking
-//!   pool ([`store::Db::call`]): rusqlite is synchronous, and so is the
-//!   `postgres` crate a PostgreSQL store would use; each method is one
-//!   domain operation (one transaction where it changes several rows).
+//! - The [`store::Store`] trait is synchronous: rusqlite is synchronous, and
+//!   so is the `postgres` crate a PostgreSQL store would use; each method is
+//!   one domain operation, atomic on its own. Callers queue jobs with
+//!   [`store::Db::call`]; one writer thread runs what is queued as one batch
+//!   (a savepoint per job, one commit, one fsync) and answers the jobs only
+//!   after that commit returned: group commit, so a burst of panics shares
+//!   fsyncs without anything being acknowledged before it is durable.
 //! - The free-unit R-tree holds points on the unit sphere in 3-D: straight-line
 //!   order there is great-circle order, so `rstar`'s nearest neighbour is the
 //!   nearest unit anywhere on Earth, with no projection.
@@ -162,7 +166,7 @@ impl Service {
         };
         let (cr, mk) = load_keys(&cfg)?;
         let store = SqliteStore::open(&cfg.db_path()).context("opening the database")?;
-        let db = Db::new(Arc::new(store));
+        let db = Db::new(store).context("starting the store")?;
         let listen = cfg.listen_addr()?;
         let engine = Engine::new(cfg, db, cr, mk).map_err(|e| anyhow::anyhow!("{e}"))?;
         engine

@@ -6,19 +6,40 @@
 //! unlinked from the b-tree). After a stop, the WAL is checkpointed and
 //! truncated so no old page holding a ciphertext survives in it either.
 //!
-//! One connection, serialised by a mutex; callers run store calls on tokio's
-//! blocking pool ([`Db::call`]). Every method that changes more than one row
-//! does so in one transaction.
+//! **Group commit.** Callers hand store jobs to [`Db::call`]; one writer
+//! thread owns the connection. It takes whatever is queued (up to
+//! [`MAX_BATCH`] jobs, never waiting for more), runs them in one
+//! transaction, each inside its own savepoint (a job that fails, or panics,
+//! rolls back only its own writes), commits once (one fsync for the whole
+//! batch), and only then hands every job its result. If the commit fails,
+//! every job of the batch gets an error. So nothing is acknowledged before
+//! the commit that holds it has returned, and under a burst the panics share
+//! fsyncs instead of queueing behind one each. A lone call costs what it did
+//! before: a batch of one. What cannot run inside a transaction (the WAL
+//! truncation after a stop) runs right after the commit, before the jobs
+//! that asked for it are answered. The batching lives here, behind
+//! [`GroupCommit`] (begin, savepoint, release, rollback to, commit: statements
+//! PostgreSQL has too); every [`Store`] method stays one domain operation,
+//! atomic on its own.
 
+use std::cell::Cell;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::mpsc;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
 /// A store failure (I/O, corruption). Never caused by caller input.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[error("store error: {0}")]
 pub struct StoreError(String);
+
+impl StoreError {
+    fn new(what: &str) -> Self {
+        Self(what.to_owned())
+    }
+}
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
@@ -188,7 +209,10 @@ pub enum PanicStored {
 }
 
 /// The narrow storage interface the service uses.
-pub trait Store: Send + Sync + 'static {
+///
+/// Each method is atomic on its own (its own transaction when called alone,
+/// a nested savepoint when a [`Db`] batch runs it).
+pub trait Store {
     /// A student, if known.
     fn student(&self, id: &[u8; 32]) -> StoreResult<Option<StudentRow>>;
     /// The current enrollment of a student.
@@ -311,25 +335,192 @@ pub trait Store: Send + Sync + 'static {
     fn access_log(&self, incident: &[u8; 16]) -> StoreResult<Vec<AccessLogEntry>>;
 }
 
-/// Shared handle that runs store calls on the blocking pool.
+/// What [`Db`]'s writer needs from a backend to run many jobs under one
+/// commit: the transaction and savepoint statements SQL databases share.
+///
+/// The writer calls [`begin`](Self::begin); for each job
+/// [`savepoint`](Self::savepoint), the job, then [`release`](Self::release)
+/// or, if the job failed, [`rollback_to`](Self::rollback_to); then
+/// [`commit`](Self::commit) once, and answers the jobs only after it returned.
+pub trait GroupCommit: Store + Send + 'static {
+    /// Opens the batch's transaction.
+    fn begin(&mut self) -> StoreResult<()>;
+    /// Marks where the next job starts.
+    fn savepoint(&mut self) -> StoreResult<()>;
+    /// Keeps the writes of the job since the last savepoint.
+    fn release(&mut self) -> StoreResult<()>;
+    /// Undoes the writes of the job since the last savepoint, and only those.
+    fn rollback_to(&mut self) -> StoreResult<()>;
+    /// Commits the batch: one durable write for all its jobs.
+    fn commit(&mut self) -> StoreResult<()>;
+    /// Abandons the batch after a failed commit (a no-op if nothing is open).
+    fn rollback(&mut self);
+    /// Whether the job just run left work that cannot run inside a
+    /// transaction; clears the mark. That job is answered after
+    /// [`after_commit`](Self::after_commit).
+    fn take_after_commit(&mut self) -> bool {
+        false
+    }
+    /// Runs that work, after the commit.
+    fn after_commit(&mut self) -> StoreResult<()> {
+        Ok(())
+    }
+}
+
+/// Most jobs in one batch. Under a burst a batch takes what is queued up to
+/// this many; the rest go in the next one.
+pub const MAX_BATCH: usize = 256;
+
+/// A job as it reaches the writer: run it against the store (or, if the
+/// batch could not start, hand it the error), then deliver its result once
+/// the batch's fate is known.
+type Job = Box<dyn FnOnce(Result<&dyn Store, &StoreError>) -> Ran + Send>;
+
+/// Hands a job that ran its result, given the batch's fate: committed
+/// (`None`) or not (`Some`, why).
+type Deliver = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+
+/// A job that ran: whether it succeeded (its writes are kept) and its
+/// answer, held back until the batch's fate is known.
+struct Ran {
+    ok: bool,
+    deliver: Deliver,
+}
+
+/// Shared handle to the store: queues jobs for the group-commit writer.
 #[derive(Clone)]
-pub struct Db(Arc<dyn Store>);
+pub struct Db {
+    queue: mpsc::Sender<Job>,
+}
 
 impl Db {
-    /// Wraps a store.
-    pub fn new(store: Arc<dyn Store>) -> Self {
-        Self(store)
+    /// Starts the writer thread, which owns `store` until the last handle is
+    /// dropped.
+    pub fn new<B: GroupCommit>(store: B) -> StoreResult<Self> {
+        let (queue, jobs) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name("sosvault-store".into())
+            .spawn(move || writer(store, jobs))
+            .map_err(|e| StoreError(format!("starting the store writer: {e}")))?;
+        Ok(Self { queue })
     }
 
-    /// Runs `f` against the store on the blocking pool.
-    pub async fn call<R: Send + 'static>(
+    /// Runs `f` against the store in the next batch. The result comes back
+    /// only after the commit that holds `f`'s writes has returned (an error
+    /// if it failed). `f` is queued at once, before the future is polled.
+    pub fn call<R: Send + 'static>(
         &self,
         f: impl FnOnce(&dyn Store) -> StoreResult<R> + Send + 'static,
-    ) -> StoreResult<R> {
-        let store = self.0.clone();
-        tokio::task::spawn_blocking(move || f(&*store))
-            .await
-            .map_err(|e| StoreError(format!("store task failed: {e}")))?
+    ) -> impl Future<Output = StoreResult<R>> + Send + 'static {
+        let (tx, rx) = tokio::sync::oneshot::channel::<StoreResult<R>>();
+        let job: Job = Box::new(move |store: Result<&dyn Store, &StoreError>| {
+            let result = match store {
+                Ok(s) => f(s),
+                Err(e) => Err(e.clone()),
+            };
+            Ran {
+                ok: result.is_ok(),
+                deliver: Box::new(move |failed: Option<&StoreError>| {
+                    let result = match (result, failed) {
+                        (Ok(_), Some(e)) => Err(e.clone()),
+                        (r, _) => r,
+                    };
+                    // The caller may have gone away; its job still ran.
+                    let _ = tx.send(result);
+                }),
+            }
+        });
+        let queued = self.queue.send(job).is_ok();
+        async move {
+            if !queued {
+                return Err(StoreError::new("the store writer has stopped"));
+            }
+            // A dropped sender means the job panicked (its writes were undone).
+            rx.await
+                .map_err(|_| StoreError::new("a store job failed"))?
+        }
+    }
+}
+
+/// The writer thread: batches whatever is queued, never waiting for more.
+fn writer<B: GroupCommit>(mut store: B, jobs: mpsc::Receiver<Job>) {
+    while let Ok(first) = jobs.recv() {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        run_batch(&mut store, batch);
+    }
+}
+
+/// Runs one batch: one transaction, a savepoint per job, one commit, then
+/// the answers.
+fn run_batch<B: GroupCommit>(store: &mut B, batch: Vec<Job>) {
+    if let Err(e) = store.begin() {
+        tracing::error!("store: starting a batch failed: {e}");
+        return abandon(store, Vec::new(), batch.into_iter(), &e);
+    }
+    let mut ran: Vec<(Ran, bool)> = Vec::with_capacity(batch.len());
+    let mut jobs = batch.into_iter();
+    while let Some(job) = jobs.next() {
+        if let Err(e) = store.savepoint() {
+            tracing::error!("store: opening a job's savepoint failed: {e}");
+            ran.push((job(Err(&e)), false));
+            continue;
+        }
+        // A job that panics is rolled back like one that failed; its caller
+        // sees its answer channel dropped.
+        let outcome = catch_unwind(AssertUnwindSafe(|| job(Ok(&*store as &dyn Store))));
+        let ok = matches!(&outcome, Ok(r) if r.ok);
+        let ended = if ok {
+            store.release()
+        } else {
+            store.rollback_to()
+        };
+        let after = store.take_after_commit() && ok;
+        if let Ok(r) = outcome {
+            ran.push((r, after));
+        } else {
+            tracing::error!("store: a job panicked; its writes were undone");
+        }
+        if let Err(e) = ended {
+            // The savepoint could not be closed: the batch is in an unknown
+            // state, so none of it is committed.
+            tracing::error!("store: closing a job's savepoint failed: {e}");
+            return abandon(store, ran, jobs, &e);
+        }
+    }
+    if let Err(e) = store.commit() {
+        tracing::error!("store: committing a batch of {} failed: {e}", ran.len());
+        return abandon(store, ran, std::iter::empty(), &e);
+    }
+    let after = if ran.iter().any(|(_, after)| *after) {
+        store.after_commit().err()
+    } else {
+        None
+    };
+    for (r, wanted_after) in ran {
+        (r.deliver)(if wanted_after { after.as_ref() } else { None });
+    }
+}
+
+/// Rolls the batch back and fails every job of it, run or not.
+fn abandon<B: GroupCommit>(
+    store: &mut B,
+    ran: Vec<(Ran, bool)>,
+    rest: impl Iterator<Item = Job>,
+    e: &StoreError,
+) {
+    store.rollback();
+    for (r, _) in ran {
+        (r.deliver)(Some(e));
+    }
+    for job in rest {
+        (job(Err(e)).deliver)(Some(e));
     }
 }
 
@@ -425,9 +616,27 @@ CREATE INDEX IF NOT EXISTS transparency_log_incident ON transparency_log(inciden
 CREATE INDEX IF NOT EXISTS transparency_log_student ON transparency_log(student_id, idx);
 "#;
 
-/// The SQLite store.
+/// The SQLite store: one connection. Used alone, every method is its own
+/// transaction; behind [`Db`], batches of jobs share one.
 pub struct SqliteStore {
-    conn: Mutex<Connection>,
+    conn: Connection,
+    /// A stop ran inside a batch: truncate the WAL once it is committed.
+    truncate_wal: Cell<bool>,
+}
+
+/// Runs one statement (prepared once, then from the cache).
+fn exec(c: &Connection, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    c.prepare_cached(sql)?.execute(p)
+}
+
+/// Reads one row (the statement prepared once, then from the cache).
+fn one<T>(
+    c: &Connection,
+    sql: &str,
+    p: impl rusqlite::Params,
+    f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    c.prepare_cached(sql)?.query_row(p, f)
 }
 
 fn arr<const N: usize>(v: Vec<u8>) -> rusqlite::Result<[u8; N]> {
@@ -489,22 +698,85 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        conn.set_prepared_statement_cache_capacity(128);
         Ok(Self {
-            conn: Mutex::new(conn),
+            conn,
+            truncate_wal: Cell::new(false),
         })
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
-        // A poisoned lock means a panic mid-call; SQLite rolled back any open
-        // transaction, so the connection is still consistent.
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    /// Runs `f` atomically: its own transaction when called alone, a nested
+    /// savepoint inside a batch. An error undoes what `f` wrote.
+    fn atomic<T>(&self, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+        let c = &self.conn;
+        exec(c, "SAVEPOINT op", [])?;
+        // Outside a batch, this RELEASE is the commit; if it fails the
+        // transaction is still open and must be undone too.
+        match f(c).and_then(|v| Ok(exec(c, "RELEASE op", []).map(|_| v)?)) {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                let _ = c.execute_batch("ROLLBACK TO op; RELEASE op");
+                Err(e)
+            }
+        }
+    }
+
+    /// Moves every page out of the WAL and truncates it, so no pre-delete
+    /// page with a ciphertext survives in the -wal file. Cannot run inside a
+    /// transaction.
+    fn truncate_wal_now(&self) -> StoreResult<()> {
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+}
+
+impl GroupCommit for SqliteStore {
+    fn begin(&mut self) -> StoreResult<()> {
+        exec(&self.conn, "BEGIN IMMEDIATE", [])?;
+        Ok(())
+    }
+
+    fn savepoint(&mut self) -> StoreResult<()> {
+        exec(&self.conn, "SAVEPOINT job", [])?;
+        Ok(())
+    }
+
+    fn release(&mut self) -> StoreResult<()> {
+        exec(&self.conn, "RELEASE job", [])?;
+        Ok(())
+    }
+
+    fn rollback_to(&mut self) -> StoreResult<()> {
+        self.conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+        Ok(())
+    }
+
+    fn commit(&mut self) -> StoreResult<()> {
+        exec(&self.conn, "COMMIT", [])?;
+        Ok(())
+    }
+
+    fn rollback(&mut self) {
+        if !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        self.truncate_wal.set(false);
+    }
+
+    fn take_after_commit(&mut self) -> bool {
+        self.truncate_wal.replace(false)
+    }
+
+    fn after_commit(&mut self) -> StoreResult<()> {
+        self.truncate_wal_now()
     }
 }
 
 impl Store for SqliteStore {
     fn student(&self, id: &[u8; 32]) -> StoreResult<Option<StudentRow>> {
-        let c = self.conn();
-        Ok(c.query_row(
+        let c = &self.conn;
+        Ok(one(c,
             "SELECT student_id, device_public, epoch, highest_counter, false_alarms, tombstoned_at FROM students WHERE student_id = ?1",
             params![&id[..]],
             |r| {
@@ -522,8 +794,9 @@ impl Store for SqliteStore {
     }
 
     fn enrollment(&self, id: &[u8; 32]) -> StoreResult<Option<EnrollmentRow>> {
-        let c = self.conn();
-        Ok(c.query_row(
+        let c = &self.conn;
+        Ok(one(
+            c,
             "SELECT record, sealed_profile, epoch FROM enrollments WHERE student_id = ?1",
             params![&id[..]],
             |r| {
@@ -546,31 +819,28 @@ impl Store for SqliteStore {
         sealed_profile: &[u8],
         now_ms: u64,
     ) -> StoreResult<()> {
-        let mut c = self.conn();
-        let tx = c.transaction()?;
-        tx.execute(
+        self.atomic(|c| {
+        exec(c,
             "INSERT INTO students (student_id, device_public, epoch) VALUES (?1, ?2, ?3)
              ON CONFLICT(student_id) DO UPDATE SET device_public = excluded.device_public, epoch = excluded.epoch",
             params![&student[..], &device_public[..], epoch],
         )?;
         // Delete first: with secure_delete the old epoch's ciphertext is overwritten.
-        tx.execute(
+        exec(c,
             "DELETE FROM enrollments WHERE student_id = ?1",
             params![&student[..]],
         )?;
-        tx.execute(
+        exec(c,
             "INSERT INTO enrollments (student_id, epoch, record, sealed_profile, enrolled_at) VALUES (?1, ?2, ?3, ?4, ?5)",
             params![&student[..], epoch, record, sealed_profile, now_ms as i64],
         )?;
-        tx.commit()?;
-        Ok(())
+                Ok(())
+        })
     }
 
     fn insert_panic(&self, i: &NewIncident, timeline: &str) -> StoreResult<PanicStored> {
-        let mut c = self.conn();
-        let tx = c.transaction()?;
-        let existing: Option<Vec<u8>> = tx
-            .query_row(
+        self.atomic(|c| {
+        let existing: Option<Vec<u8>> = one(c,
                 "SELECT id FROM incidents WHERE panic_hash = ?1",
                 params![&i.panic_hash[..]],
                 |r| r.get(0),
@@ -579,7 +849,7 @@ impl Store for SqliteStore {
         if let Some(id) = existing {
             return Ok(PanicStored::Existing(arr(id)?));
         }
-        tx.execute(
+        exec(c,
             "INSERT INTO incidents (id, student_id, panic_hash, panic, category, epoch, created_at_ms, status, incident_key_sealed, flags)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open', ?8, ?9)",
             params![
@@ -594,21 +864,22 @@ impl Store for SqliteStore {
                 i.flags.join(","),
             ],
         )?;
-        tx.execute(
+        exec(c,
             "UPDATE students SET highest_counter = MAX(highest_counter, ?2) WHERE student_id = ?1",
             params![&i.student_id[..], i.counter as i64],
         )?;
-        tx.execute(
+        exec(c,
             "INSERT INTO timeline (incident_id, at_ms, kind, detail) VALUES (?1, ?2, 'panic', ?3)",
             params![&i.id[..], i.created_at_ms as i64, timeline],
         )?;
-        tx.commit()?;
-        Ok(PanicStored::New)
+                Ok(PanicStored::New)
+        })
     }
 
     fn panics_since(&self, student: &[u8; 32], since_ms: u64) -> StoreResult<u32> {
-        let c = self.conn();
-        Ok(c.query_row(
+        let c = &self.conn;
+        Ok(one(
+            c,
             "SELECT COUNT(*) FROM incidents WHERE student_id = ?1 AND created_at_ms >= ?2",
             params![&student[..], since_ms as i64],
             |r| r.get(0),
@@ -616,16 +887,17 @@ impl Store for SqliteStore {
     }
 
     fn open_incidents_of(&self, student: &[u8; 32]) -> StoreResult<Vec<[u8; 16]>> {
-        let c = self.conn();
+        let c = &self.conn;
         let mut st =
-            c.prepare("SELECT id FROM incidents WHERE student_id = ?1 AND status = 'open'")?;
+            c.prepare_cached("SELECT id FROM incidents WHERE student_id = ?1 AND status = 'open'")?;
         let rows = st.query_map(params![&student[..]], |r| arr::<16>(r.get(0)?))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn incident(&self, id: &[u8; 16]) -> StoreResult<Option<IncidentRow>> {
-        let c = self.conn();
-        Ok(c.query_row(
+        let c = &self.conn;
+        Ok(one(
+            c,
             &format!("SELECT {INCIDENT_COLS} FROM incidents WHERE id = ?1"),
             params![&id[..]],
             incident_row,
@@ -634,8 +906,9 @@ impl Store for SqliteStore {
     }
 
     fn incident_by_panic(&self, panic_hash: &[u8; 32]) -> StoreResult<Option<IncidentRow>> {
-        let c = self.conn();
-        Ok(c.query_row(
+        let c = &self.conn;
+        Ok(one(
+            c,
             &format!("SELECT {INCIDENT_COLS} FROM incidents WHERE panic_hash = ?1"),
             params![&panic_hash[..]],
             incident_row,
@@ -644,8 +917,8 @@ impl Store for SqliteStore {
     }
 
     fn incidents(&self, limit: u32) -> StoreResult<Vec<IncidentRow>> {
-        let c = self.conn();
-        let mut st = c.prepare(&format!(
+        let c = &self.conn;
+        let mut st = c.prepare_cached(&format!(
             "SELECT {INCIDENT_COLS} FROM incidents ORDER BY created_at_ms DESC LIMIT ?1"
         ))?;
         let rows = st.query_map(params![limit], incident_row)?;
@@ -653,8 +926,8 @@ impl Store for SqliteStore {
     }
 
     fn open_incidents(&self) -> StoreResult<Vec<IncidentRow>> {
-        let c = self.conn();
-        let mut st = c.prepare(&format!(
+        let c = &self.conn;
+        let mut st = c.prepare_cached(&format!(
             "SELECT {INCIDENT_COLS} FROM incidents WHERE status = 'open' ORDER BY created_at_ms"
         ))?;
         let rows = st.query_map([], incident_row)?;
@@ -662,8 +935,9 @@ impl Store for SqliteStore {
     }
 
     fn bump_counter(&self, student: &[u8; 32], counter: u64) -> StoreResult<bool> {
-        let c = self.conn();
-        let n = c.execute(
+        let c = &self.conn;
+        let n = exec(
+            c,
             "UPDATE students SET highest_counter = ?2 WHERE student_id = ?1 AND highest_counter < ?2",
             params![&student[..], counter as i64],
         )?;
@@ -678,27 +952,27 @@ impl Store for SqliteStore {
         sealed: &[u8],
         now_ms: u64,
     ) -> StoreResult<bool> {
-        let mut c = self.conn();
-        let tx = c.transaction()?;
-        let n = tx.execute(
+        self.atomic(|c| {
+        let n = exec(c,
             "UPDATE students SET highest_counter = ?2 WHERE student_id = ?1 AND highest_counter < ?2",
             params![&student[..], counter as i64],
         )?;
         if n != 1 {
             return Ok(false);
         }
-        tx.execute(
+        exec(c,
             "INSERT INTO locations (incident_id, counter, sealed, received_at_ms) VALUES (?1, ?2, ?3, ?4)",
             params![&incident[..], counter as i64, sealed, now_ms as i64],
         )?;
-        tx.commit()?;
-        Ok(true)
+                Ok(true)
+        })
     }
 
     fn locations(&self, incident: &[u8; 16]) -> StoreResult<Vec<Vec<u8>>> {
-        let c = self.conn();
-        let mut st =
-            c.prepare("SELECT sealed FROM locations WHERE incident_id = ?1 ORDER BY counter")?;
+        let c = &self.conn;
+        let mut st = c.prepare_cached(
+            "SELECT sealed FROM locations WHERE incident_id = ?1 ORDER BY counter",
+        )?;
         let rows = st.query_map(params![&incident[..]], |r| r.get(0))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -710,8 +984,9 @@ impl Store for SqliteStore {
         kind: &str,
         detail: &str,
     ) -> StoreResult<()> {
-        let c = self.conn();
-        c.execute(
+        let c = &self.conn;
+        exec(
+            c,
             "INSERT INTO timeline (incident_id, at_ms, kind, detail) VALUES (?1, ?2, ?3, ?4)",
             params![&incident[..], at_ms as i64, kind, detail],
         )?;
@@ -719,8 +994,8 @@ impl Store for SqliteStore {
     }
 
     fn timeline(&self, incident: &[u8; 16]) -> StoreResult<Vec<TimelineEntry>> {
-        let c = self.conn();
-        let mut st = c.prepare(
+        let c = &self.conn;
+        let mut st = c.prepare_cached(
             "SELECT at_ms, kind, detail FROM timeline WHERE incident_id = ?1 ORDER BY seq",
         )?;
         let rows = st.query_map(params![&incident[..]], |r| {
@@ -734,8 +1009,9 @@ impl Store for SqliteStore {
     }
 
     fn close_incident(&self, incident: &[u8; 16], status: &str, now_ms: u64) -> StoreResult<()> {
-        let c = self.conn();
-        c.execute(
+        let c = &self.conn;
+        exec(
+            c,
             "UPDATE incidents SET status = ?2, closed_at_ms = ?3, incident_key_sealed = NULL WHERE id = ?1 AND status = 'open'",
             params![&incident[..], status, now_ms as i64],
         )?;
@@ -743,8 +1019,9 @@ impl Store for SqliteStore {
     }
 
     fn forget_incident_key(&self, incident: &[u8; 16]) -> StoreResult<()> {
-        let c = self.conn();
-        c.execute(
+        let c = &self.conn;
+        exec(
+            c,
             "UPDATE incidents SET incident_key_sealed = NULL WHERE id = ?1",
             params![&incident[..]],
         )?;
@@ -752,8 +1029,9 @@ impl Store for SqliteStore {
     }
 
     fn mark_duress(&self, incident: &[u8; 16]) -> StoreResult<()> {
-        let c = self.conn();
-        c.execute(
+        let c = &self.conn;
+        exec(
+            c,
             "UPDATE incidents SET duress = 1 WHERE id = ?1",
             params![&incident[..]],
         )?;
@@ -761,25 +1039,25 @@ impl Store for SqliteStore {
     }
 
     fn mark_false_alarm(&self, incident: &[u8; 16]) -> StoreResult<bool> {
-        let mut c = self.conn();
-        let tx = c.transaction()?;
-        let n = tx.execute(
+        self.atomic(|c| {
+        let n = exec(c,
             "UPDATE incidents SET false_alarm = 1 WHERE id = ?1 AND false_alarm = 0",
             params![&incident[..]],
         )?;
         if n == 1 {
-            tx.execute(
+            exec(c,
                 "UPDATE students SET false_alarms = false_alarms + 1 WHERE student_id = (SELECT student_id FROM incidents WHERE id = ?1)",
                 params![&incident[..]],
             )?;
         }
-        tx.commit()?;
-        Ok(n == 1)
+                Ok(n == 1)
+        })
     }
 
     fn create_unit(&self, unit: &UnitRow, token_hash: &[u8; 32]) -> StoreResult<()> {
-        let c = self.conn();
-        c.execute(
+        let c = &self.conn;
+        exec(
+            c,
             "INSERT INTO units (id, name, kind, token_hash, lat, lon) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
                 &unit.id,
@@ -794,8 +1072,9 @@ impl Store for SqliteStore {
     }
 
     fn unit_by_token(&self, token_hash: &[u8; 32]) -> StoreResult<Option<UnitRow>> {
-        let c = self.conn();
-        Ok(c.query_row(
+        let c = &self.conn;
+        Ok(one(
+            c,
             "SELECT id, name, kind, lat, lon FROM units WHERE token_hash = ?1",
             params![&token_hash[..]],
             unit_row,
@@ -804,15 +1083,16 @@ impl Store for SqliteStore {
     }
 
     fn units(&self) -> StoreResult<Vec<UnitRow>> {
-        let c = self.conn();
-        let mut st = c.prepare("SELECT id, name, kind, lat, lon FROM units ORDER BY id")?;
+        let c = &self.conn;
+        let mut st = c.prepare_cached("SELECT id, name, kind, lat, lon FROM units ORDER BY id")?;
         let rows = st.query_map([], unit_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn set_unit_position(&self, unit: &str, lat: f64, lon: f64, now_ms: u64) -> StoreResult<()> {
-        let c = self.conn();
-        c.execute(
+        let c = &self.conn;
+        exec(
+            c,
             "UPDATE units SET lat = ?2, lon = ?3, position_at_ms = ?4 WHERE id = ?1",
             params![unit, lat, lon, now_ms as i64],
         )?;
@@ -820,8 +1100,8 @@ impl Store for SqliteStore {
     }
 
     fn put_assignment(&self, a: &AssignmentRow) -> StoreResult<()> {
-        let c = self.conn();
-        c.execute(
+        let c = &self.conn;
+        exec(c,
             "INSERT INTO assignments (incident_id, unit_id, assigned_at_ms, status) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT(incident_id, unit_id) DO UPDATE SET status = excluded.status",
             params![&a.incident_id[..], &a.unit_id, a.assigned_at_ms as i64, &a.status],
@@ -830,8 +1110,8 @@ impl Store for SqliteStore {
     }
 
     fn assignments(&self, incident: &[u8; 16]) -> StoreResult<Vec<AssignmentRow>> {
-        let c = self.conn();
-        let mut st = c.prepare(
+        let c = &self.conn;
+        let mut st = c.prepare_cached(
             "SELECT incident_id, unit_id, assigned_at_ms, status FROM assignments WHERE incident_id = ?1 ORDER BY assigned_at_ms",
         )?;
         let rows = st.query_map(params![&incident[..]], |r| {
@@ -852,41 +1132,45 @@ impl Store for SqliteStore {
         trustees: &[[u8; 32]],
         now_ms: u64,
     ) -> StoreResult<()> {
-        let mut c = self.conn();
-        let tx = c.transaction()?;
-        tx.execute(
+        self.atomic(|c| {
+        exec(c,
             "UPDATE students SET tombstoned_at = COALESCE(tombstoned_at, ?2) WHERE student_id = ?1",
             params![&student[..], now_ms as i64],
         )?;
-        tx.execute(
+        exec(c,
             "DELETE FROM enrollments WHERE student_id = ?1",
             params![&student[..]],
         )?;
-        tx.execute(
+        exec(c,
             "DELETE FROM locations WHERE incident_id IN (SELECT id FROM incidents WHERE student_id = ?1)",
             params![&student[..]],
         )?;
-        tx.execute(
+        exec(c,
             "UPDATE incidents SET panic = NULL, incident_key_sealed = NULL, stopped = CASE WHEN status = 'open' THEN 1 ELSE stopped END WHERE student_id = ?1",
             params![&student[..]],
         )?;
         for t in trustees {
-            tx.execute(
+            exec(c,
                 "INSERT OR IGNORE INTO pending_shreds (student_id, trustee_id, stop, created_at_ms)
                  SELECT ?1, ?2, ?3, ?4 WHERE NOT EXISTS (SELECT 1 FROM shred_receipts WHERE student_id = ?1 AND trustee_id = ?2)",
                 params![&student[..], &t[..], stop, now_ms as i64],
             )?;
         }
-        tx.commit()?;
-        // Move every page out of the WAL and truncate it, so no pre-delete page
-        // with a ciphertext survives in the -wal file.
-        c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+        })?;
+        if self.conn.is_autocommit() {
+            self.truncate_wal_now()?;
+        } else {
+            // Inside a batch: the writer truncates right after the commit,
+            // before this stop is answered.
+            self.truncate_wal.set(true);
+        }
         Ok(())
     }
 
     fn pending_shreds(&self) -> StoreResult<Vec<PendingShred>> {
-        let c = self.conn();
-        let mut st = c.prepare("SELECT student_id, trustee_id, stop FROM pending_shreds")?;
+        let c = &self.conn;
+        let mut st = c.prepare_cached("SELECT student_id, trustee_id, stop FROM pending_shreds")?;
         let rows = st.query_map([], |r| {
             Ok(PendingShred {
                 student_id: arr(r.get(0)?)?,
@@ -904,24 +1188,24 @@ impl Store for SqliteStore {
         receipt: &[u8],
         now_ms: u64,
     ) -> StoreResult<()> {
-        let mut c = self.conn();
-        let tx = c.transaction()?;
-        tx.execute(
+        self.atomic(|c| {
+        exec(c,
             "INSERT OR REPLACE INTO shred_receipts (student_id, trustee_id, receipt, received_at_ms) VALUES (?1, ?2, ?3, ?4)",
             params![&student[..], &trustee[..], receipt, now_ms as i64],
         )?;
-        tx.execute(
+        exec(c,
             "DELETE FROM pending_shreds WHERE student_id = ?1 AND trustee_id = ?2",
             params![&student[..], &trustee[..]],
         )?;
-        tx.commit()?;
-        Ok(())
+                Ok(())
+        })
     }
 
     fn shred_receipts(&self, student: &[u8; 32]) -> StoreResult<Vec<([u8; 32], Vec<u8>)>> {
-        let c = self.conn();
-        let mut st =
-            c.prepare("SELECT trustee_id, receipt FROM shred_receipts WHERE student_id = ?1")?;
+        let c = &self.conn;
+        let mut st = c.prepare_cached(
+            "SELECT trustee_id, receipt FROM shred_receipts WHERE student_id = ?1",
+        )?;
         let rows = st.query_map(params![&student[..]], |r| Ok((arr(r.get(0)?)?, r.get(1)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -936,10 +1220,19 @@ impl Store for SqliteStore {
         actor: &str,
         at_ms: u64,
     ) -> StoreResult<()> {
-        let c = self.conn();
-        c.execute(
+        let c = &self.conn;
+        exec(
+            c,
             "INSERT INTO transparency_log (idx, entry, leaf_hash, student_id, incident_id, actor, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![index as i64, entry, &leaf_hash[..], &student[..], &incident[..], actor, at_ms as i64],
+            params![
+                index as i64,
+                entry,
+                &leaf_hash[..],
+                &student[..],
+                &incident[..],
+                actor,
+                at_ms as i64
+            ],
         )?;
         Ok(())
     }
@@ -950,8 +1243,8 @@ impl Store for SqliteStore {
         size: u64,
         limit: u32,
     ) -> StoreResult<Vec<(u64, Vec<u8>)>> {
-        let c = self.conn();
-        let mut st = c.prepare(
+        let c = &self.conn;
+        let mut st = c.prepare_cached(
             "SELECT idx, entry FROM
                (SELECT idx, entry FROM transparency_log WHERE student_id = ?1 AND idx < ?2 ORDER BY idx DESC LIMIT ?3)
              ORDER BY idx",
@@ -963,16 +1256,16 @@ impl Store for SqliteStore {
     }
 
     fn log_leaf_hashes(&self) -> StoreResult<Vec<[u8; 32]>> {
-        let c = self.conn();
-        let mut st = c.prepare("SELECT leaf_hash FROM transparency_log ORDER BY idx")?;
+        let c = &self.conn;
+        let mut st = c.prepare_cached("SELECT leaf_hash FROM transparency_log ORDER BY idx")?;
         let rows = st.query_map([], |r| arr::<32>(r.get(0)?))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn access_log(&self, incident: &[u8; 16]) -> StoreResult<Vec<AccessLogEntry>> {
         use base64::Engine as _;
-        let c = self.conn();
-        let mut st = c.prepare(
+        let c = &self.conn;
+        let mut st = c.prepare_cached(
             "SELECT idx, at_ms, actor, leaf_hash, entry FROM transparency_log WHERE incident_id = ?1 ORDER BY idx",
         )?;
         let rows = st.query_map(params![&incident[..]], |r| {
@@ -1062,7 +1355,7 @@ mod tests {
 mod wipe_tests {
     use super::*;
 
-    fn on_disk(dir: &Path, needle: &[u8]) -> Vec<&'static str> {
+    pub(super) fn on_disk(dir: &Path, needle: &[u8]) -> Vec<&'static str> {
         let mut out = Vec::new();
         for name in ["db", "db-wal"] {
             let b = std::fs::read(dir.join(name)).unwrap_or_default();
@@ -1088,5 +1381,207 @@ mod wipe_tests {
         // Later writes do not bring it back.
         s.add_timeline(&[1; 16], 3, "x", "y").unwrap();
         assert_eq!(on_disk(dir.path(), &secret[100..164]), Vec::<&str>::new());
+    }
+}
+
+#[cfg(test)]
+mod group_commit_tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use super::*;
+
+    /// A store whose commits are counted, and refused while `refuse` is set
+    /// (SQLite's commit hook turns the COMMIT into a rollback and an error).
+    fn store(dir: &Path) -> (SqliteStore, Arc<AtomicUsize>, Arc<AtomicBool>) {
+        let s = SqliteStore::open(&dir.join("db")).unwrap();
+        let commits = Arc::new(AtomicUsize::new(0));
+        let refuse = Arc::new(AtomicBool::new(false));
+        let (c, r) = (commits.clone(), refuse.clone());
+        s.conn.commit_hook(Some(move || {
+            if r.load(Ordering::SeqCst) {
+                return true;
+            }
+            c.fetch_add(1, Ordering::SeqCst);
+            false
+        }));
+        (s, commits, refuse)
+    }
+
+    /// Queues a job that holds the writer until the returned sender fires,
+    /// and returns once the writer is inside it: everything queued meanwhile
+    /// lands in the next batch.
+    fn hold(db: &Db) -> (mpsc::Sender<()>, impl Future<Output = StoreResult<()>>) {
+        let (open, gate) = mpsc::channel::<()>();
+        let (inside, running) = mpsc::channel::<()>();
+        let held = db.call(move |s| {
+            let _ = inside.send(());
+            let _ = gate.recv();
+            s.add_timeline(&[0; 16], 0, "gate", "held the writer")
+        });
+        running.recv().unwrap();
+        (open, held)
+    }
+
+    fn details(s: &dyn Store, incident: u8) -> StoreResult<Vec<String>> {
+        Ok(s.timeline(&[incident; 16])?
+            .into_iter()
+            .map(|e| e.detail)
+            .collect())
+    }
+
+    #[tokio::test]
+    async fn concurrent_jobs_share_one_commit_and_each_gets_its_own_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, commits, _) = store(dir.path());
+        let db = Db::new(s).unwrap();
+        let (open, held) = hold(&db);
+        let jobs: Vec<_> = (1..=200u8)
+            .map(|i| {
+                db.call(move |s| {
+                    s.add_timeline(&[i; 16], u64::from(i), "step", &format!("job {i}"))?;
+                    details(s, i)
+                })
+            })
+            .collect();
+        open.send(()).unwrap();
+        held.await.unwrap();
+        let results = futures_util::future::join_all(jobs).await;
+        for (i, r) in (1..=200u8).zip(results) {
+            assert_eq!(r.unwrap(), vec![format!("job {i}")], "job {i}");
+        }
+        // 201 jobs, 201 durable writes: the held job's batch, then one for
+        // the 200 queued behind it.
+        assert_eq!(commits.load(Ordering::SeqCst), 2);
+        let all = db
+            .call(|s| {
+                (1..=200u8)
+                    .map(|i| details(s, i))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await
+            .unwrap();
+        assert!(all.iter().all(|d| d.len() == 1));
+        // A lone call is a batch of one: one commit, as before.
+        db.call(|s| s.add_timeline(&[9; 16], 1, "x", "alone"))
+            .await
+            .unwrap();
+        assert_eq!(commits.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn a_failing_or_panicking_job_rolls_back_only_its_own_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, commits, _) = store(dir.path());
+        let db = Db::new(s).unwrap();
+        db.call(|s| s.append_log(0, b"a", &[1; 32], &[7; 32], &[1; 16], "op", 1))
+            .await
+            .unwrap();
+        let before = commits.load(Ordering::SeqCst);
+        let (open, held) = hold(&db);
+        let a = db.call(|s| s.add_timeline(&[1; 16], 1, "x", "kept a"));
+        // Writes a row, then a real SQLite error (the log index is taken).
+        let b = db.call(|s| {
+            s.add_timeline(&[2; 16], 1, "x", "undone")?;
+            s.append_log(0, b"b", &[2; 32], &[7; 32], &[2; 16], "op", 2)
+        });
+        let c = db.call(|s| s.add_timeline(&[3; 16], 1, "x", "kept c"));
+        let d = db.call(|s| -> StoreResult<()> {
+            s.add_timeline(&[4; 16], 1, "x", "undone")?;
+            panic!("a bug in a job");
+        });
+        let e = db.call(|s| s.add_timeline(&[5; 16], 1, "x", "kept e"));
+        open.send(()).unwrap();
+        held.await.unwrap();
+        a.await.unwrap();
+        assert!(b.await.unwrap_err().to_string().contains("UNIQUE"));
+        c.await.unwrap();
+        assert!(d.await.is_err());
+        e.await.unwrap();
+        assert_eq!(commits.load(Ordering::SeqCst), before + 2);
+        let seen = db
+            .call(|s| {
+                (1..=5u8)
+                    .map(|i| details(s, i))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            seen,
+            vec![
+                vec!["kept a".to_string()],
+                vec![],
+                vec!["kept c".to_string()],
+                vec![],
+                vec!["kept e".to_string()],
+            ]
+        );
+        assert_eq!(
+            db.call(|s| s.log_leaf_hashes()).await.unwrap(),
+            vec![[1; 32]]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_fails_every_job_of_the_batch_and_keeps_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _, refuse) = store(dir.path());
+        let db = Db::new(s).unwrap();
+        let (open, held) = hold(&db);
+        let jobs: Vec<_> = (1..=20u8)
+            .map(|i| db.call(move |s| s.add_timeline(&[i; 16], 1, "x", "lost")))
+            .collect();
+        let read = db.call(|s| s.units());
+        refuse.store(true, Ordering::SeqCst);
+        open.send(()).unwrap();
+        assert!(held.await.is_err(), "the held job's batch failed too");
+        for r in futures_util::future::join_all(jobs).await {
+            assert!(r.unwrap_err().to_string().contains("constraint failed"));
+        }
+        assert!(
+            read.await.is_err(),
+            "a read in a failed batch is not answered"
+        );
+        refuse.store(false, Ordering::SeqCst);
+        // The writer goes on, and nothing of the failed batch is there.
+        let seen = db
+            .call(|s| {
+                (0..=20u8)
+                    .map(|i| details(s, i))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await
+            .unwrap();
+        assert!(seen.iter().all(Vec::is_empty), "{seen:?}");
+    }
+
+    #[tokio::test]
+    async fn a_stop_in_a_batch_truncates_the_wal_before_it_is_answered() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _, _) = store(dir.path());
+        let db = Db::new(s).unwrap();
+        let secret: Vec<u8> = (0..700u32).map(|i| (i * 7 + 3) as u8 ^ 0x5a).collect();
+        let sealed = secret.clone();
+        db.call(move |s| s.put_enrollment(&[1; 32], &[2; 32], 1, b"record", &sealed, 1))
+            .await
+            .unwrap();
+        let needle = secret[100..164].to_vec();
+        assert!(!super::wipe_tests::on_disk(dir.path(), &needle).is_empty());
+        let (open, held) = hold(&db);
+        let before = db.call(|s| s.add_timeline(&[3; 16], 1, "x", "before"));
+        let stop = db.call(|s| s.apply_stop(&[1; 32], b"stop", &[[9; 32]], 2));
+        let after = db.call(|s| s.add_timeline(&[3; 16], 2, "x", "after"));
+        open.send(()).unwrap();
+        held.await.unwrap();
+        before.await.unwrap();
+        stop.await.unwrap();
+        assert_eq!(
+            super::wipe_tests::on_disk(dir.path(), &needle),
+            Vec::<&str>::new()
+        );
+        after.await.unwrap();
+        assert!(db.call(|s| s.enrollment(&[1; 32])).await.unwrap().is_none());
+        assert_eq!(db.call(|s| s.pending_shreds()).await.unwrap().len(), 1);
     }
 }
