@@ -20,7 +20,8 @@ use subtle::ConstantTimeEq;
 use tower_http::timeout::TimeoutLayer;
 use tracing::error;
 
-use crate::node::{Node, NodeError, Refused};
+use crate::group::{GroupCommit, MAX_BATCH};
+use crate::node::{Answer, Checker, Node, NodeError, Refused};
 
 /// An API error: a refusal (4xx with a code and plain words) or an internal
 /// failure (500, details only in the service's log).
@@ -147,9 +148,17 @@ pub struct Identity {
 }
 
 /// The state every handler shares.
+///
+/// State changes (`/v1/shares`, `/v1/releases`, `/v1/shreds`) are checked
+/// on the handler's own thread (signatures, opening the share: no lock) and
+/// then queued to the [`GroupCommit`] writer, which commits them in batches
+/// and answers each only once its batch is durable. Reads take the node's
+/// lock between batches.
 #[derive(Clone)]
 pub struct AppState {
     node: Arc<Mutex<Node>>,
+    checker: Checker,
+    writer: GroupCommit,
     identity: Arc<Identity>,
     auditor_tokens: Arc<Vec<[u8; 32]>>,
 }
@@ -163,9 +172,10 @@ impl core::fmt::Debug for AppState {
 }
 
 impl AppState {
-    /// Wraps a node. `auditor_tokens` are SHA-256 hashes of the bearer tokens
-    /// that may read full log entries (everyone else gets leaf hashes).
-    pub fn new(node: Node, name: String, auditor_tokens: Vec<[u8; 32]>) -> Self {
+    /// Wraps a node and starts its writer thread. `auditor_tokens` are
+    /// SHA-256 hashes of the bearer tokens that may read full log entries
+    /// (everyone else gets leaf hashes).
+    pub fn new(node: Node, name: String, auditor_tokens: Vec<[u8; 32]>) -> std::io::Result<Self> {
         let public = node.trustee().key().public();
         let identity = Identity {
             trustee_id: node.trustee().id().to_hex(),
@@ -173,11 +183,25 @@ impl AppState {
             log_public_key: node.log_key().public().to_hex(),
             name,
         };
-        Self {
-            node: Arc::new(Mutex::new(node)),
+        let checker = node.checker();
+        let node = Arc::new(Mutex::new(node));
+        let writer = GroupCommit::start(Arc::clone(&node), MAX_BATCH)?;
+        Ok(Self {
+            node,
+            checker,
+            writer,
             identity: Arc::new(identity),
             auditor_tokens: Arc::new(auditor_tokens),
-        }
+        })
+    }
+
+    /// Queues a checked request to the writer and waits until its batch is
+    /// durable.
+    async fn write(
+        &self,
+        request: Result<crate::node::Request, Refused>,
+    ) -> Result<Answer, ApiError> {
+        Ok(self.writer.submit(request?).await?)
     }
 
     /// Runs `f` on the node on a blocking thread, one call at a time.
@@ -312,9 +336,8 @@ async fn shares(
     ApiJson(req): ApiJson<SharesRequest>,
 ) -> Result<Json<SharesResponse>, ApiError> {
     let delivery = b64_field("delivery", &req.delivery)?;
-    let (receipt, repeated) = state
-        .with_node(move |n| n.accept_share(&delivery, Timestamp::now()))
-        .await?;
+    let request = state.checker.share(delivery);
+    let (receipt, repeated) = state.write(request).await?.into_share()?;
     Ok(Json(SharesResponse {
         receipt: b64(receipt.as_bytes()),
         repeated,
@@ -338,9 +361,8 @@ async fn releases(
     ApiJson(req): ApiJson<ReleasesRequest>,
 ) -> Result<Json<ReleasesResponse>, ApiError> {
     let request = b64_field("request", &req.request)?;
-    let (release, repeated) = state
-        .with_node(move |n| n.release(&request, Timestamp::now()))
-        .await?;
+    let request = state.checker.release(request, Timestamp::now());
+    let (release, repeated) = state.write(request).await?.into_release()?;
     Ok(Json(ReleasesResponse {
         release: b64(release.as_bytes()),
         repeated,
@@ -364,9 +386,8 @@ async fn shreds(
     ApiJson(req): ApiJson<ShredsRequest>,
 ) -> Result<Json<ShredsResponse>, ApiError> {
     let stop = b64_field("stop", &req.stop)?;
-    let (receipt, repeated) = state
-        .with_node(move |n| n.shred(&stop, Timestamp::now()))
-        .await?;
+    let request = state.checker.shred(stop);
+    let (receipt, repeated) = state.write(request).await?.into_shred()?;
     Ok(Json(ShredsResponse {
         receipt: b64(receipt.as_bytes()),
         repeated,

@@ -60,11 +60,13 @@
 
 pub mod api;
 pub mod config;
+pub mod group;
 pub mod node;
 pub mod seal;
 pub mod verify;
 
 pub use api::{AppState, HttpLimits, app};
 pub use config::Config;
+pub use group::GroupCommit;
 pub use node::{Node, NodeError, NodeOptions, RateLimit, Refused};
 pub use seal::{EntrySealer, MasterKey};

@@ -198,7 +198,8 @@ fn serve(config_path: &Path) -> anyhow::Result<()> {
         query_skew_secs: config.max_clock_skew_secs,
     })
     .map_err(|e| anyhow::anyhow!("cannot open the store {}: {e}", config.store.display()))?;
-    let state = AppState::new(node, config.name.clone(), config.auditor_tokens()?);
+    let state = AppState::new(node, config.name.clone(), config.auditor_tokens()?)
+        .context("cannot start the store's writer thread")?;
     let router = app(
         state,
         HttpLimits {

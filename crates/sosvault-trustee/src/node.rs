@@ -13,13 +13,14 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
 use sosvault::log::{LogEntry, LogQuery, MerkleLog, QueryRefusal, TreeHead, leaf_hash};
 use sosvault::{
-    Container, EnrollRefusal, LogKey, MessageHash, Refusal, Release, ReleaseRefusal,
-    ReleaseRequest, ShareReceipt, ShredReceipt, ShredRefusal, Signed, StudentEntry, StudentId,
-    Timestamp, Trustee,
+    CheckedDelivery, CheckedRequest, CheckedStop, Container, EnrollRefusal, IncidentId, LogKey,
+    MessageHash, Refusal, Release, ReleaseRefusal, ReleaseRequest, ShareReceipt, ShredReceipt,
+    ShredRefusal, Signed, StudentEntry, StudentId, Timestamp, Trustee,
 };
 use tracing::{error, info, warn};
 
@@ -176,16 +177,230 @@ pub struct MineAnswer {
     pub leaves: Vec<(Leaf, Vec<[u8; 32]>)>,
 }
 
+/// A state-changing request whose stateless checks are done (by a
+/// [`Checker`], outside the node's lock), ready for [`Node::apply_batch`].
+#[derive(Debug)]
+pub struct Request(RequestKind);
+
+#[derive(Debug)]
+enum RequestKind {
+    Share {
+        bytes: Vec<u8>,
+        checked: CheckedDelivery,
+    },
+    Release {
+        bytes: Vec<u8>,
+        /// A refusal of the request's stateless checks is still logged (by
+        /// the batch), naming the student when the panic inside verified.
+        checked: Result<CheckedRequest, (ReleaseRefusal, Option<StudentId>)>,
+    },
+    Shred {
+        bytes: Vec<u8>,
+        checked: CheckedStop,
+    },
+}
+
+impl Request {
+    /// Which operation this is (`share`, `release` or `shred`).
+    pub fn op(&self) -> &'static str {
+        match self.0 {
+            RequestKind::Share { .. } => "share",
+            RequestKind::Release { .. } => "release",
+            RequestKind::Shred { .. } => "shred",
+        }
+    }
+}
+
+/// The answer to a [`Request`]: its signed answer, and whether it repeats an
+/// earlier one (a retry; nothing changed).
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Answer {
+    /// To a share delivery.
+    Share {
+        /// The signed receipt.
+        receipt: Signed<ShareReceipt>,
+        /// A retry of an accepted delivery.
+        repeated: bool,
+    },
+    /// To a release request.
+    Release {
+        /// The signed release (the share sealed to the incident's key).
+        release: Signed<Release>,
+        /// A retry of a granted request.
+        repeated: bool,
+    },
+    /// To a stop.
+    Shred {
+        /// The signed receipt.
+        receipt: Signed<ShredReceipt>,
+        /// A repeated stop.
+        repeated: bool,
+    },
+}
+
+fn wrong_answer(want: &str) -> NodeError {
+    NodeError::Internal(format!("the batch answered another operation than {want}"))
+}
+
+impl Answer {
+    /// The receipt of a share delivery.
+    pub fn into_share(self) -> Result<(Signed<ShareReceipt>, bool), NodeError> {
+        match self {
+            Self::Share { receipt, repeated } => Ok((receipt, repeated)),
+            _ => Err(wrong_answer("a share delivery")),
+        }
+    }
+
+    /// The release of a release request.
+    pub fn into_release(self) -> Result<(Signed<Release>, bool), NodeError> {
+        match self {
+            Self::Release { release, repeated } => Ok((release, repeated)),
+            _ => Err(wrong_answer("a release")),
+        }
+    }
+
+    /// The receipt of a stop.
+    pub fn into_shred(self) -> Result<(Signed<ShredReceipt>, bool), NodeError> {
+        match self {
+            Self::Shred { receipt, repeated } => Ok((receipt, repeated)),
+            _ => Err(wrong_answer("a shred")),
+        }
+    }
+}
+
+/// The stateless half of every transition: envelope, signatures, opening
+/// the delivered share, a release request's pin and time. It needs no store
+/// and no lock, so the HTTP layer runs it on many requests in parallel and
+/// queues only the [`Request`]s it makes for the writer. A refusal here that
+/// the log must record (anything but a malformed message) is not returned:
+/// it travels in the [`Request`] and is logged by the batch.
+#[derive(Clone, Debug)]
+pub struct Checker {
+    trustee: Arc<Trustee>,
+}
+
+impl Checker {
+    /// Checks a share delivery (see [`Trustee::check_delivery`]).
+    pub fn share(&self, delivery: Vec<u8>) -> Result<Request, Refused> {
+        let checked = self
+            .trustee
+            .check_delivery(&delivery)
+            .map_err(|e| enroll_refused(&e))?;
+        Ok(Request(RequestKind::Share {
+            bytes: delivery,
+            checked,
+        }))
+    }
+
+    /// Checks a release request at `now` (see [`Trustee::check_request`]).
+    pub fn release(&self, request: Vec<u8>, now: Timestamp) -> Result<Request, Refused> {
+        let checked = match self.trustee.check_request(&request, now) {
+            Ok(c) => Ok(c),
+            Err(e @ ReleaseRefusal::Malformed(_)) => return Err(release_refused(&e)),
+            Err(e) => {
+                // The request's own signature verified; name the student when
+                // the panic inside verified too.
+                let student = Signed::<ReleaseRequest>::decode(&request)
+                    .ok()
+                    .map(|r| StudentId::of_device(r.body().panic.signer()));
+                Err((e, student))
+            }
+        };
+        Ok(Request(RequestKind::Release {
+            bytes: request,
+            checked,
+        }))
+    }
+
+    /// Checks a stop's envelope and signature (see [`Trustee::check_stop`]).
+    pub fn shred(&self, stop: Vec<u8>) -> Result<Request, Refused> {
+        let checked = Trustee::check_stop(&stop).map_err(|e| shred_refused(&e))?;
+        Ok(Request(RequestKind::Shred {
+            bytes: stop,
+            checked,
+        }))
+    }
+}
+
+/// The writes of the batch in progress: the next log index and the leaf
+/// hashes the tree learns once the batch commits.
+struct Batch {
+    next_index: u64,
+    hashes: Vec<[u8; 32]>,
+    purge: bool,
+}
+
+/// One request's outcome inside a batch (kept in its savepoint), and what to
+/// say about it in the service's log once the batch is durable.
+struct Applied {
+    answer: Result<Answer, Refused>,
+    note: Note,
+}
+
+impl Applied {
+    fn ok(answer: Answer, note: Note) -> Self {
+        Self {
+            answer: Ok(answer),
+            note,
+        }
+    }
+
+    fn refused(refused: Refused, note: Note) -> Self {
+        Self {
+            answer: Err(refused),
+            note,
+        }
+    }
+}
+
+/// A line for the service's log, written only after the batch committed.
+enum Note {
+    /// `op`, student, outcome.
+    Done(&'static str, StudentId, &'static str),
+    /// A release granted.
+    Released(StudentId, IncidentId),
+    /// `op`, student (if known), refusal code.
+    Refused(&'static str, Option<StudentId>, &'static str),
+}
+
+impl Note {
+    fn emit(&self) {
+        match self {
+            Self::Done(op, student, outcome) => info!(op, student = %student, outcome),
+            Self::Released(student, incident) => {
+                info!(op = "release", student = %student, incident = %incident, outcome = "released");
+            }
+            Self::Refused(op, Some(student), code) => {
+                warn!(op, student = %student, refused = code);
+            }
+            Self::Refused(op, None, code) => warn!(op, refused = code),
+        }
+    }
+}
+
+fn fail_all(count: usize, why: &str) -> Vec<Result<Answer, NodeError>> {
+    error!(
+        requests = count,
+        reason = why,
+        "a batch failed; nothing of it was stored"
+    );
+    (0..count)
+        .map(|_| Err(NodeError::Internal(why.to_owned())))
+        .collect()
+}
+
 /// The trustee's store and state machine.
 pub struct Node {
     conn: Connection,
-    trustee: Trustee,
+    trustee: Arc<Trustee>,
     log_key: LogKey,
     log: MerkleLog,
     sealer: EntrySealer,
     rate: RateLimit,
     query_skew_secs: u64,
     seen_queries: HashMap<[u8; 16], Timestamp>,
+    commits: u64,
 }
 
 impl core::fmt::Debug for Node {
@@ -307,13 +522,14 @@ impl Node {
         let log_key = opts.trustee.key().log_key();
         let mut node = Self {
             conn,
-            trustee: opts.trustee,
+            trustee: Arc::new(opts.trustee),
             log_key,
             log: MerkleLog::new(),
             sealer,
             rate: opts.rate,
             query_skew_secs: opts.query_skew_secs,
             seen_queries: HashMap::new(),
+            commits: 0,
         };
         node.reload_log()?;
         let bad = node.count_leaf_mismatches()?;
@@ -392,11 +608,8 @@ impl Node {
     fn load(&self, student: &StudentId) -> Result<Option<StudentEntry>, NodeError> {
         let sealed: Option<Vec<u8>> = self
             .conn
-            .query_row(
-                "SELECT sealed FROM entries WHERE student = ?1",
-                [student.as_bytes().as_slice()],
-                |r| r.get(0),
-            )
+            .prepare_cached("SELECT sealed FROM entries WHERE student = ?1")?
+            .query_row([student.as_bytes().as_slice()], |r| r.get(0))
             .optional()?;
         match sealed {
             None => Ok(None),
@@ -408,120 +621,158 @@ impl Node {
         }
     }
 
-    /// Writes the entry (if any), appends the log entries and records a
-    /// release time (if any), all in one transaction; then extends the tree.
-    fn commit(
+    /// The stateless checks of requests, for use outside the node (any
+    /// thread, no lock): see [`Checker`].
+    pub fn checker(&self) -> Checker {
+        Checker {
+            trustee: Arc::clone(&self.trustee),
+        }
+    }
+
+    /// How many transactions changed the store since it was opened (a batch
+    /// of [`Node::apply_batch`] is one).
+    pub fn commits(&self) -> u64 {
+        self.commits
+    }
+
+    /// Runs a batch of checked requests in one transaction, each inside its
+    /// own savepoint, commits once, and only then extends the in-memory tree
+    /// and (after a shred) purges the WAL. Answers come back in the order of
+    /// `requests`; none is valid before this returns, so a caller sends every
+    /// answer (signed receipts and releases included) only after the batch is
+    /// durable.
+    ///
+    /// A request that fails with an internal error (the store refused a
+    /// write) is rolled back to its savepoint alone: the others still commit.
+    /// A refusal is not a failure: its log entry commits with the batch. If
+    /// the transaction as a whole fails (its `BEGIN` or `COMMIT`, or a
+    /// rollback to a savepoint), every request of the batch fails and the
+    /// tree is rebuilt from the store.
+    pub fn apply_batch(
         &mut self,
-        entry: Option<&StudentEntry>,
-        leaves: &[LogEntry],
-        release: Option<(StudentId, Timestamp)>,
+        requests: Vec<Request>,
         now: Timestamp,
-    ) -> Result<(), NodeError> {
-        let result = self.commit_inner(entry, leaves, release, now);
-        match result {
-            Ok(hashes) => {
-                for h in hashes {
-                    self.log.append_leaf_hash(h);
-                }
-                Ok(())
+    ) -> Vec<Result<Answer, NodeError>> {
+        let count = requests.len();
+        if count == 0 {
+            return Vec::new();
+        }
+        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+            return fail_all(count, &format!("beginning a batch: {e}"));
+        }
+        let mut batch = Batch {
+            next_index: self.log.size(),
+            hashes: Vec::new(),
+            purge: false,
+        };
+        let mut applied: Vec<Result<Applied, NodeError>> = Vec::with_capacity(count);
+        for request in requests {
+            let mark = (batch.hashes.len(), batch.purge);
+            if let Err(e) = self.savepoint("SAVEPOINT request") {
+                return self.abort_batch(count, &format!("opening a savepoint: {e}"));
             }
-            Err(e) => {
-                // The commit may or may not have reached the disk: rebuild the
-                // tree from what the store holds so the next index is right.
-                if let Err(reload) = self.reload_log() {
-                    error!(error = %reload, "reloading the log after a failed commit");
+            let result = self.apply_one(request, now, &mut batch);
+            let closed = match &result {
+                Ok(_) => self.savepoint("RELEASE request"),
+                Err(_) => {
+                    // Undo this request's writes only.
+                    batch.hashes.truncate(mark.0);
+                    batch.next_index = self.log.size() + batch.hashes.len() as u64;
+                    batch.purge = mark.1;
+                    self.savepoint("ROLLBACK TO request")
+                        .and_then(|()| self.savepoint("RELEASE request"))
                 }
-                Err(e)
+            };
+            if let Err(e) = closed {
+                return self.abort_batch(count, &format!("closing a savepoint: {e}"));
+            }
+            if self.conn.is_autocommit() {
+                // SQLite rolled the whole transaction back on its own (I/O
+                // error, disk full): nothing of the batch is in the store.
+                return self.abort_batch(count, "the batch's transaction was rolled back");
+            }
+            applied.push(result);
+        }
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            // The commit may or may not have reached the disk: rebuild the
+            // tree from what the store holds so the next index is right.
+            if let Err(reload) = self.reload_log() {
+                error!(error = %reload, "reloading the log after a failed commit");
+            }
+            return fail_all(count, &format!("committing a batch: {e}"));
+        }
+        self.commits += 1;
+        for h in batch.hashes {
+            self.log.append_leaf_hash(h);
+        }
+        if batch.purge {
+            self.purge_wal();
+        }
+        applied
+            .into_iter()
+            .map(|a| {
+                a.and_then(|a| {
+                    a.note.emit();
+                    a.answer.map_err(NodeError::Refused)
+                })
+            })
+            .collect()
+    }
+
+    fn savepoint(&self, sql: &str) -> rusqlite::Result<()> {
+        self.conn.prepare_cached(sql)?.execute([]).map(drop)
+    }
+
+    /// Rolls the whole batch back (nothing of it is in the store, the tree
+    /// was not extended) and fails every request of it.
+    fn abort_batch(&mut self, count: usize, why: &str) -> Vec<Result<Answer, NodeError>> {
+        if !self.conn.is_autocommit()
+            && let Err(e) = self.conn.execute_batch("ROLLBACK")
+        {
+            error!(error = %e, "rolling back a failed batch");
+            if let Err(reload) = self.reload_log() {
+                error!(error = %reload, "reloading the log after a failed batch");
             }
         }
+        fail_all(count, why)
     }
 
-    fn commit_inner(
+    /// One request inside the batch's transaction. `Err` is an internal
+    /// failure: the caller rolls this request's savepoint back.
+    fn apply_one(
         &mut self,
-        entry: Option<&StudentEntry>,
-        leaves: &[LogEntry],
-        release: Option<(StudentId, Timestamp)>,
+        request: Request,
         now: Timestamp,
-    ) -> Result<Vec<[u8; 32]>, NodeError> {
-        let sealed = entry.map(|e| self.sealer.seal(e));
-        let first = self.log.size();
-        let tx = self.conn.transaction()?;
-        if let (Some(e), Some(sealed)) = (entry, sealed) {
-            tx.execute(
-                "INSERT INTO entries (student, sealed, epoch, highest_counter, holds_share, tombstone_epoch, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT(student) DO UPDATE SET sealed = excluded.sealed, epoch = excluded.epoch,
-                   highest_counter = excluded.highest_counter, holds_share = excluded.holds_share,
-                   tombstone_epoch = excluded.tombstone_epoch, updated_at = excluded.updated_at",
-                params![
-                    e.student().as_bytes().as_slice(),
-                    sealed,
-                    e.epoch(),
-                    to_i64(e.highest_counter()),
-                    e.holds_share(),
-                    e.tombstone().map(|t| t.epoch),
-                    to_i64(now.as_secs()),
-                ],
-            )?;
+        batch: &mut Batch,
+    ) -> Result<Applied, NodeError> {
+        match request.0 {
+            RequestKind::Share { bytes, checked } => self.share_in(&bytes, &checked, now, batch),
+            RequestKind::Release { bytes, checked } => self.release_in(&bytes, checked, now, batch),
+            RequestKind::Shred { bytes, checked } => self.shred_in(&bytes, &checked, now, batch),
         }
-        let mut hashes = Vec::with_capacity(leaves.len());
-        for (i, leaf) in leaves.iter().enumerate() {
-            let bytes = leaf.to_bytes();
-            let hash = leaf_hash(&bytes);
-            tx.execute(
-                "INSERT INTO log_leaves (idx, entry, leaf_hash, student) VALUES (?1, ?2, ?3, ?4)",
-                params![
-                    to_i64(first + i as u64),
-                    bytes,
-                    hash.as_slice(),
-                    leaf.student().map(|s| s.as_bytes().to_vec()),
-                ],
-            )?;
-            hashes.push(hash);
-        }
-        if let Some((student, at)) = release {
-            // Only the window matters; older release times go.
-            tx.execute(
-                "DELETE FROM releases WHERE student = ?1 AND at <= ?2",
-                params![
-                    student.as_bytes().as_slice(),
-                    to_i64(at.minus(self.rate.window_secs).as_secs())
-                ],
-            )?;
-            tx.execute(
-                "INSERT INTO releases (student, at) VALUES (?1, ?2)",
-                params![student.as_bytes().as_slice(), to_i64(at.as_secs())],
-            )?;
-        }
-        tx.commit()?;
-        Ok(hashes)
     }
 
-    /// Appends a refusal to the log (its own transaction).
-    fn log_refusal(
-        &mut self,
-        refusal: &Refusal,
-        student: Option<StudentId>,
-        request: &[u8],
-        now: Timestamp,
-    ) -> Result<(), NodeError> {
-        let entry = LogEntry::refused(refusal, student, MessageHash::of_message(request), now);
-        self.commit(None, &[entry], None, now)
-    }
-
-    /// Accepts a share delivery: the receipt, and whether it repeats an earlier one.
-    pub fn accept_share(
+    fn share_in(
         &mut self,
         delivery: &[u8],
+        checked: &CheckedDelivery,
         now: Timestamp,
-    ) -> Result<(Signed<ShareReceipt>, bool), NodeError> {
-        let student = Trustee::delivery_student(delivery).map_err(|e| enroll_refused(&e))?;
+        batch: &mut Batch,
+    ) -> Result<Applied, NodeError> {
+        let student = checked.student();
         let current = self.load(&student)?;
-        match self.trustee.accept_share(current.as_ref(), delivery, now) {
-            Ok(t) if t.repeated => {
-                info!(op = "share", student = %student, outcome = "repeated");
-                Ok((t.answer, true))
-            }
+        match self
+            .trustee
+            .accept_checked_share(current.as_ref(), checked, now)
+        {
+            Ok(t) if t.repeated => Ok(Applied::ok(
+                Answer::Share {
+                    receipt: t.answer,
+                    repeated: true,
+                },
+                Note::Done("share", student, "repeated"),
+            )),
             Ok(t) => {
                 let body = t.answer.body();
                 let leaf = LogEntry::ShareAccepted {
@@ -530,55 +781,70 @@ impl Node {
                     share_index: body.share_index,
                     at: now,
                 };
-                self.commit(Some(&t.entry), &[leaf], None, now)?;
-                info!(op = "share", student = %student, epoch = body.epoch, outcome = "accepted");
-                Ok((t.answer, false))
+                self.put_entry(&t.entry, now)?;
+                self.put_leaf(&leaf, batch)?;
+                Ok(Applied::ok(
+                    Answer::Share {
+                        receipt: t.answer,
+                        repeated: false,
+                    },
+                    Note::Done("share", student, "accepted"),
+                ))
             }
-            Err(e @ EnrollRefusal::Malformed(_)) => Err(enroll_refused(&e).into()),
+            Err(e @ EnrollRefusal::Malformed(_)) => Ok(Applied::refused(
+                enroll_refused(&e),
+                Note::Refused("share", Some(student), "malformed"),
+            )),
             Err(e) => {
                 let refused = enroll_refused(&e);
-                self.log_refusal(&Refusal::Enroll(e), Some(student), delivery, now)?;
-                warn!(op = "share", student = %student, refused = refused.code);
-                Err(refused.into())
+                let code = refused.code;
+                self.log_refusal(&Refusal::Enroll(e), Some(student), delivery, now, batch)?;
+                Ok(Applied::refused(
+                    refused,
+                    Note::Refused("share", Some(student), code),
+                ))
             }
         }
     }
 
-    /// Answers a release request: the release, and whether it repeats an earlier one.
-    pub fn release(
+    fn release_in(
         &mut self,
         request: &[u8],
+        checked: Result<CheckedRequest, (ReleaseRefusal, Option<StudentId>)>,
         now: Timestamp,
-    ) -> Result<(Signed<Release>, bool), NodeError> {
-        let checked = match self.trustee.check_request(request, now) {
+        batch: &mut Batch,
+    ) -> Result<Applied, NodeError> {
+        let checked = match checked {
             Ok(c) => c,
-            Err(e @ ReleaseRefusal::Malformed(_)) => return Err(release_refused(&e).into()),
-            Err(e) => {
-                // The request's own signature verified; name the student when
-                // the panic inside verified too.
-                let student = Signed::<ReleaseRequest>::decode(request)
-                    .ok()
-                    .map(|r| StudentId::of_device(r.body().panic.signer()));
+            Err((e, student)) => {
                 let refused = release_refused(&e);
-                self.log_refusal(&Refusal::Release(e), student, request, now)?;
-                warn!(op = "release", refused = refused.code);
-                return Err(refused.into());
+                let code = refused.code;
+                self.log_refusal(&Refusal::Release(e), student, request, now, batch)?;
+                return Ok(Applied::refused(
+                    refused,
+                    Note::Refused("release", student, code),
+                ));
             }
         };
         let student = checked.student();
         let current = self.load(&student)?;
         match self.trustee.release(current.as_ref(), &checked, now) {
-            Ok(t) if t.repeated => {
-                info!(op = "release", student = %student, outcome = "repeated");
-                Ok((t.answer, true))
-            }
+            Ok(t) if t.repeated => Ok(Applied::ok(
+                Answer::Release {
+                    release: t.answer,
+                    repeated: true,
+                },
+                Note::Done("release", student, "repeated"),
+            )),
             Ok(t) => {
                 let since = now.minus(self.rate.window_secs);
-                let recent: i64 = self.conn.query_row(
-                    "SELECT COUNT(*) FROM releases WHERE student = ?1 AND at > ?2",
-                    params![student.as_bytes().as_slice(), to_i64(since.as_secs())],
-                    |r| r.get(0),
-                )?;
+                let recent: i64 = self
+                    .conn
+                    .prepare_cached("SELECT COUNT(*) FROM releases WHERE student = ?1 AND at > ?2")?
+                    .query_row(
+                        params![student.as_bytes().as_slice(), to_i64(since.as_secs())],
+                        |r| r.get(0),
+                    )?;
                 if recent >= i64::from(self.rate.max_releases) {
                     let message = format!(
                         "rate limited: {recent} releases for this student within {} seconds (at most {})",
@@ -591,42 +857,57 @@ impl Node {
                         request_hash: MessageHash::of_message(request),
                         at: now,
                     };
-                    self.commit(None, &[leaf], None, now)?;
-                    warn!(op = "release", student = %student, refused = "rate_limited");
-                    return Err(Refused::new("rate_limited", 429, message).into());
+                    self.put_leaf(&leaf, batch)?;
+                    return Ok(Applied::refused(
+                        Refused::new("rate_limited", 429, message),
+                        Note::Refused("release", Some(student), "rate_limited"),
+                    ));
                 }
                 let body = checked.request().body();
                 let leaf = LogEntry::released(checked.panic().clone(), body.incident, now);
-                self.commit(Some(&t.entry), &[leaf], Some((student, now)), now)?;
-                info!(op = "release", student = %student, incident = %body.incident, outcome = "released");
-                Ok((t.answer, false))
+                self.put_entry(&t.entry, now)?;
+                self.put_leaf(&leaf, batch)?;
+                self.put_release(student, now)?;
+                Ok(Applied::ok(
+                    Answer::Release {
+                        release: t.answer,
+                        repeated: false,
+                    },
+                    Note::Released(student, body.incident),
+                ))
             }
             Err(ReleaseRefusal::SealFailed) => Err(NodeError::Internal(
                 "sealing a released share failed".into(),
             )),
             Err(e) => {
                 let refused = release_refused(&e);
-                self.log_refusal(&Refusal::Release(e), Some(student), request, now)?;
-                warn!(op = "release", student = %student, refused = refused.code);
-                Err(refused.into())
+                let code = refused.code;
+                self.log_refusal(&Refusal::Release(e), Some(student), request, now, batch)?;
+                Ok(Applied::refused(
+                    refused,
+                    Note::Refused("release", Some(student), code),
+                ))
             }
         }
     }
 
-    /// Shreds on a stop: the receipt, and whether it repeats an earlier one.
-    pub fn shred(
+    fn shred_in(
         &mut self,
         stop: &[u8],
+        checked: &CheckedStop,
         now: Timestamp,
-    ) -> Result<(Signed<ShredReceipt>, bool), NodeError> {
-        let checked = Trustee::check_stop(stop).map_err(|e| shred_refused(&e))?;
+        batch: &mut Batch,
+    ) -> Result<Applied, NodeError> {
         let student = checked.student();
         let current = self.load(&student)?;
-        match self.trustee.shred(current.as_ref(), &checked, now) {
-            Ok(t) if t.repeated => {
-                info!(op = "shred", student = %student, outcome = "repeated");
-                Ok((t.answer, true))
-            }
+        match self.trustee.shred(current.as_ref(), checked, now) {
+            Ok(t) if t.repeated => Ok(Applied::ok(
+                Answer::Shred {
+                    receipt: t.answer,
+                    repeated: true,
+                },
+                Note::Done("shred", student, "repeated"),
+            )),
             Ok(t) => {
                 let leaf = LogEntry::Shredded {
                     student,
@@ -634,23 +915,145 @@ impl Node {
                     stop_hash: checked.stop().hash(),
                     at: now,
                 };
-                self.commit(Some(&t.entry), &[leaf], None, now)?;
-                self.purge_wal();
-                info!(op = "shred", student = %student, outcome = "shredded");
-                Ok((t.answer, false))
+                self.put_entry(&t.entry, now)?;
+                self.put_leaf(&leaf, batch)?;
+                batch.purge = true;
+                Ok(Applied::ok(
+                    Answer::Shred {
+                        receipt: t.answer,
+                        repeated: false,
+                    },
+                    Note::Done("shred", student, "shredded"),
+                ))
             }
             Err(e) => {
                 let refused = shred_refused(&e);
-                self.log_refusal(&Refusal::Shred(e), Some(student), stop, now)?;
-                warn!(op = "shred", student = %student, refused = refused.code);
-                Err(refused.into())
+                let code = refused.code;
+                self.log_refusal(&Refusal::Shred(e), Some(student), stop, now, batch)?;
+                Ok(Applied::refused(
+                    refused,
+                    Note::Refused("shred", Some(student), code),
+                ))
             }
         }
     }
 
-    /// After a shred: copy every page into the database file and truncate the
-    /// WAL to zero bytes, so no old frame (holding the sealed share) survives
-    /// in it. `secure_delete` has already zeroed the old cell in the page.
+    /// Writes a student's entry, sealed (inside the batch's transaction).
+    fn put_entry(&self, e: &StudentEntry, now: Timestamp) -> Result<(), NodeError> {
+        let sealed = self.sealer.seal(e);
+        self.conn
+            .prepare_cached(
+                "INSERT INTO entries (student, sealed, epoch, highest_counter, holds_share, tombstone_epoch, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT(student) DO UPDATE SET sealed = excluded.sealed, epoch = excluded.epoch,
+                   highest_counter = excluded.highest_counter, holds_share = excluded.holds_share,
+                   tombstone_epoch = excluded.tombstone_epoch, updated_at = excluded.updated_at",
+            )?
+            .execute(params![
+                e.student().as_bytes().as_slice(),
+                sealed,
+                e.epoch(),
+                to_i64(e.highest_counter()),
+                e.holds_share(),
+                e.tombstone().map(|t| t.epoch),
+                to_i64(now.as_secs()),
+            ])?;
+        Ok(())
+    }
+
+    /// Appends a log entry at the batch's next index (inside its
+    /// transaction); the tree learns its hash only once the batch commits.
+    fn put_leaf(&self, leaf: &LogEntry, batch: &mut Batch) -> Result<(), NodeError> {
+        let bytes = leaf.to_bytes();
+        let hash = leaf_hash(&bytes);
+        let student = leaf.student();
+        self.conn
+            .prepare_cached(
+                "INSERT INTO log_leaves (idx, entry, leaf_hash, student) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![
+                to_i64(batch.next_index),
+                bytes,
+                hash.as_slice(),
+                student.as_ref().map(|s| s.as_bytes().as_slice()),
+            ])?;
+        batch.next_index += 1;
+        batch.hashes.push(hash);
+        Ok(())
+    }
+
+    /// Records a release time for the rate limit; older times than the
+    /// window go.
+    fn put_release(&self, student: StudentId, at: Timestamp) -> Result<(), NodeError> {
+        self.conn
+            .prepare_cached("DELETE FROM releases WHERE student = ?1 AND at <= ?2")?
+            .execute(params![
+                student.as_bytes().as_slice(),
+                to_i64(at.minus(self.rate.window_secs).as_secs())
+            ])?;
+        self.conn
+            .prepare_cached("INSERT INTO releases (student, at) VALUES (?1, ?2)")?
+            .execute(params![student.as_bytes().as_slice(), to_i64(at.as_secs())])?;
+        Ok(())
+    }
+
+    /// Appends a refusal to the log (inside the batch's transaction).
+    fn log_refusal(
+        &self,
+        refusal: &Refusal,
+        student: Option<StudentId>,
+        request: &[u8],
+        now: Timestamp,
+        batch: &mut Batch,
+    ) -> Result<(), NodeError> {
+        let entry = LogEntry::refused(refusal, student, MessageHash::of_message(request), now);
+        self.put_leaf(&entry, batch)
+    }
+
+    /// Runs one request as a batch of its own.
+    fn apply_single(&mut self, request: Request, now: Timestamp) -> Result<Answer, NodeError> {
+        self.apply_batch(vec![request], now)
+            .pop()
+            .unwrap_or_else(|| Err(NodeError::Internal("a batch lost its answer".into())))
+    }
+
+    /// Accepts a share delivery: the receipt, and whether it repeats an
+    /// earlier one. One request in a batch of its own (see [`Node::apply_batch`]).
+    pub fn accept_share(
+        &mut self,
+        delivery: &[u8],
+        now: Timestamp,
+    ) -> Result<(Signed<ShareReceipt>, bool), NodeError> {
+        let request = self.checker().share(delivery.to_vec())?;
+        self.apply_single(request, now)?.into_share()
+    }
+
+    /// Answers a release request: the release, and whether it repeats an
+    /// earlier one. One request in a batch of its own.
+    pub fn release(
+        &mut self,
+        request: &[u8],
+        now: Timestamp,
+    ) -> Result<(Signed<Release>, bool), NodeError> {
+        let request = self.checker().release(request.to_vec(), now)?;
+        self.apply_single(request, now)?.into_release()
+    }
+
+    /// Shreds on a stop: the receipt, and whether it repeats an earlier one.
+    /// One request in a batch of its own.
+    pub fn shred(
+        &mut self,
+        stop: &[u8],
+        now: Timestamp,
+    ) -> Result<(Signed<ShredReceipt>, bool), NodeError> {
+        let request = self.checker().shred(stop.to_vec())?;
+        self.apply_single(request, now)?.into_shred()
+    }
+
+    /// After a batch with a shred commits: copy every page into the database
+    /// file and truncate the WAL to zero bytes, so no old frame (holding the
+    /// sealed share) survives in it. `secure_delete` has already zeroed the
+    /// old cell in the page. (A checkpoint cannot run inside a transaction.)
     fn purge_wal(&self) {
         let result: rusqlite::Result<(i64, i64, i64)> =
             self.conn

@@ -110,8 +110,8 @@ pub use profile::{MAX_PROFILE_BYTES, Profile, ProfileError};
 pub use seal::SealError;
 pub use signed::{Container, Message, Signed};
 pub use trustee::{
-    CheckedRequest, CheckedStop, EnrollRefusal, InMemoryTrustee, Refusal, ReleaseRefusal,
-    ShredRefusal, StudentEntry, TimeLimits, Tombstone, Transition, Trustee,
+    CheckedDelivery, CheckedRequest, CheckedStop, EnrollRefusal, InMemoryTrustee, Refusal,
+    ReleaseRefusal, ShredRefusal, StudentEntry, TimeLimits, Tombstone, Transition, Trustee,
 };
 pub use wire::DecodeError;
 

@@ -7,7 +7,7 @@
 //!
 //! | input | transition | answer |
 //! | --- | --- | --- |
-//! | [`ShareDelivery`] | [`Trustee::accept_share`] | [`ShareReceipt`] |
+//! | [`ShareDelivery`] | [`Trustee::accept_share`] (or [`Trustee::check_delivery`] then [`Trustee::accept_checked_share`]) | [`ShareReceipt`] |
 //! | [`ReleaseRequest`] | [`Trustee::check_request`] then [`Trustee::release`] | [`Release`] |
 //! | [`Stop`] | [`Trustee::check_stop`] then [`Trustee::shred`] | [`ShredReceipt`] |
 //!
@@ -386,6 +386,46 @@ impl CheckedRequest {
     }
 }
 
+/// A share delivery whose envelope and record signature have been checked
+/// and whose share has been opened (or found not to open, not to be ours, or
+/// not to match its commitment). Only [`Trustee::check_delivery`] makes one.
+///
+/// It may hold the opened share, so it has no `Clone` and prints
+/// `[redacted]` for it; the share is zeroized on drop.
+pub struct CheckedDelivery {
+    delivery: ShareDelivery,
+    opened: Result<ShareValue, EnrollRefusal>,
+}
+
+impl fmt::Debug for CheckedDelivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CheckedDelivery")
+            .field("student", &self.student())
+            .field("share_index", &self.delivery.share_index)
+            .field(
+                "opened",
+                &self
+                    .opened
+                    .as_ref()
+                    .map(|_| "[redacted]")
+                    .map_err(|e| e.to_string()),
+            )
+            .finish()
+    }
+}
+
+impl CheckedDelivery {
+    /// The student the delivery is for.
+    pub fn student(&self) -> StudentId {
+        StudentId::of_device(self.delivery.record.signer())
+    }
+
+    /// The delivery.
+    pub fn delivery(&self) -> &ShareDelivery {
+        &self.delivery
+    }
+}
+
 /// A stop whose signature has been checked. Only [`Trustee::check_stop`] makes one.
 #[derive(Debug, Clone)]
 pub struct CheckedStop {
@@ -460,15 +500,71 @@ impl Trustee {
     }
 
     /// Accepts a share at enrollment, if it is ours, opens, and matches the commitment.
+    ///
+    /// The same as [`Trustee::check_delivery`] then [`Trustee::accept_checked_share`].
     pub fn accept_share(
         &self,
         current: Option<&StudentEntry>,
         delivery: &[u8],
         now: Timestamp,
     ) -> Result<Transition<ShareReceipt>, EnrollRefusal> {
-        let d = ShareDelivery::from_bytes(delivery)?;
+        let checked = self.check_delivery(delivery)?;
+        self.accept_checked_share(current, &checked, now)
+    }
+
+    /// The stateless checks of a share delivery: its envelope and record
+    /// signature (an error here is [`EnrollRefusal::Malformed`]), then whether
+    /// the share is addressed to this trustee, opens with its key and matches
+    /// the record's commitment. The outcome of the latter is kept in the
+    /// [`CheckedDelivery`] and reported by [`Trustee::accept_checked_share`]
+    /// after the checks against the student's entry, so the refusal is the one
+    /// [`Trustee::accept_share`] gives. Pure (no entry, no clock): a service
+    /// can run it in parallel, outside the lock its transitions take.
+    pub fn check_delivery(&self, delivery: &[u8]) -> Result<CheckedDelivery, EnrollRefusal> {
+        let delivery = ShareDelivery::from_bytes(delivery)?;
+        let opened = self.open_delivered_share(&delivery);
+        Ok(CheckedDelivery { delivery, opened })
+    }
+
+    fn open_delivered_share(&self, d: &ShareDelivery) -> Result<ShareValue, EnrollRefusal> {
         let record = d.record.body();
         let student = StudentId::of_device(d.record.signer());
+        let slot = record
+            .slot(d.share_index)
+            .ok_or(EnrollRefusal::NotOurShare)?;
+        if slot.trustee != self.id() {
+            return Err(EnrollRefusal::NotOurShare);
+        }
+        let plaintext = self
+            .key
+            .sealing()
+            .open(&d.sealed_share, crate::messages::MAX_SEALED_SMALL)
+            .map_err(|_| EnrollRefusal::DoesNotOpen)?;
+        let share = ShareForTrustee::from_bytes(&plaintext).map_err(|_| EnrollRefusal::Mismatch)?;
+        if share.student != student
+            || share.epoch != record.epoch
+            || share.share.index != d.share_index
+        {
+            return Err(EnrollRefusal::Mismatch);
+        }
+        if !escrow::share_matches(&student, record.epoch, &share.share, &slot.commitment) {
+            return Err(EnrollRefusal::CommitmentMismatch);
+        }
+        Ok(share.share)
+    }
+
+    /// Decides a delivery checked by this trustee's [`Trustee::check_delivery`]
+    /// against the student's entry: the transition [`Trustee::accept_share`]
+    /// makes, without decoding, verifying or opening the delivery again.
+    pub fn accept_checked_share(
+        &self,
+        current: Option<&StudentEntry>,
+        checked: &CheckedDelivery,
+        now: Timestamp,
+    ) -> Result<Transition<ShareReceipt>, EnrollRefusal> {
+        let d = &checked.delivery;
+        let record = d.record.body();
+        let student = checked.student();
         let slot = record
             .slot(d.share_index)
             .ok_or(EnrollRefusal::NotOurShare)?;
@@ -498,25 +594,16 @@ impl Trustee {
                 }
             }
         }
-        let plaintext = self
-            .key
-            .sealing()
-            .open(&d.sealed_share, crate::messages::MAX_SEALED_SMALL)
-            .map_err(|_| EnrollRefusal::DoesNotOpen)?;
-        let share = ShareForTrustee::from_bytes(&plaintext).map_err(|_| EnrollRefusal::Mismatch)?;
-        if share.student != student
-            || share.epoch != record.epoch
-            || share.share.index != d.share_index
-        {
-            return Err(EnrollRefusal::Mismatch);
-        }
-        if !escrow::share_matches(&student, record.epoch, &share.share, &slot.commitment) {
-            return Err(EnrollRefusal::CommitmentMismatch);
-        }
+        let share = checked.opened.as_ref().map_err(Clone::clone)?;
         let mut entry = current.map_or_else(|| StudentEntry::empty(student), StudentEntry::evolve);
         entry.record = Some(d.record.clone());
         entry.accepted_at = now;
-        entry.share = Some(HeldShare { value: share.share });
+        entry.share = Some(HeldShare {
+            value: ShareValue {
+                index: share.index,
+                y: share.y.clone(),
+            },
+        });
         entry.last_release = None;
         let answer = self.share_receipt(&entry, d.share_index, now)?;
         Ok(Transition {

@@ -1,0 +1,108 @@
+//! Group commit: one writer thread owns every state change.
+//!
+//! HTTP handlers check a request's signatures in parallel ([`Checker`]),
+//! then queue the checked [`Request`] here. The writer takes whatever is
+//! queued (up to [`MAX_BATCH`]; it never waits on a timer to fill a batch),
+//! runs it through [`Node::apply_batch`] (one transaction, a savepoint per
+//! request, one `COMMIT` and so one fsync for the lot) and only then hands
+//! each request its answer. Under load, batches grow by themselves: while
+//! one batch waits for its fsync, the next one queues.
+//!
+//! [`Checker`]: crate::node::Checker
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+
+use sosvault::Timestamp;
+use tokio::sync::oneshot;
+
+use crate::node::{Answer, Node, NodeError, Request};
+
+/// The most requests in one batch (one transaction).
+pub const MAX_BATCH: usize = 256;
+
+struct Job {
+    request: Request,
+    reply: oneshot::Sender<Result<Answer, NodeError>>,
+}
+
+/// The queue to the writer thread. Clones share the writer; it stops once
+/// every clone is dropped (after answering what was queued).
+#[derive(Clone, Debug)]
+pub struct GroupCommit {
+    queue: mpsc::Sender<Job>,
+}
+
+impl core::fmt::Debug for Job {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Job")
+            .field("op", &self.request.op())
+            .finish_non_exhaustive()
+    }
+}
+
+impl GroupCommit {
+    /// Starts the writer thread for `node`, with batches of at most
+    /// `max_batch` requests (at least one).
+    pub fn start(node: Arc<Mutex<Node>>, max_batch: usize) -> std::io::Result<Self> {
+        let (queue, jobs) = mpsc::channel();
+        let max_batch = max_batch.max(1);
+        std::thread::Builder::new()
+            .name("trustee-writer".into())
+            .spawn(move || write_batches(&node, &jobs, max_batch))?;
+        Ok(Self { queue })
+    }
+
+    fn enqueue(
+        &self,
+        request: Request,
+    ) -> Result<oneshot::Receiver<Result<Answer, NodeError>>, NodeError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Job { request, reply })
+            .map_err(|_| NodeError::Internal("the writer thread has stopped".into()))?;
+        Ok(answer)
+    }
+
+    /// Queues a request and waits for its answer, which comes only once the
+    /// batch holding it is durable.
+    pub async fn submit(&self, request: Request) -> Result<Answer, NodeError> {
+        self.enqueue(request)?
+            .await
+            .map_err(|_| NodeError::Internal("the writer thread dropped a request".into()))?
+    }
+
+    /// [`GroupCommit::submit`] for a thread outside an async runtime.
+    pub fn submit_blocking(&self, request: Request) -> Result<Answer, NodeError> {
+        self.enqueue(request)?
+            .blocking_recv()
+            .map_err(|_| NodeError::Internal("the writer thread dropped a request".into()))?
+    }
+}
+
+fn write_batches(node: &Mutex<Node>, jobs: &mpsc::Receiver<Job>, max_batch: usize) {
+    while let Ok(first) = jobs.recv() {
+        let mut requests = vec![first.request];
+        let mut replies = vec![first.reply];
+        while requests.len() < max_batch {
+            match jobs.try_recv() {
+                Ok(job) => {
+                    requests.push(job.request);
+                    replies.push(job.reply);
+                }
+                Err(_) => break,
+            }
+        }
+        let count = requests.len();
+        let answers = match node.lock() {
+            Ok(mut node) => node.apply_batch(requests, Timestamp::now()),
+            Err(_) => (0..count)
+                .map(|_| Err(NodeError::Internal("the node's lock is poisoned".into())))
+                .collect(),
+        };
+        for (reply, answer) in replies.into_iter().zip(answers) {
+            // The asker may have gone (a timeout): its write stands regardless.
+            let _ = reply.send(answer);
+        }
+    }
+}
