@@ -10,6 +10,7 @@
 //!
 //! [`Checker`]: crate::node::Checker
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
@@ -31,6 +32,7 @@ struct Job {
 #[derive(Clone, Debug)]
 pub struct GroupCommit {
     queue: mpsc::Sender<Job>,
+    waiting: Arc<AtomicUsize>,
 }
 
 impl core::fmt::Debug for Job {
@@ -47,10 +49,17 @@ impl GroupCommit {
     pub fn start(node: Arc<Mutex<Node>>, max_batch: usize) -> std::io::Result<Self> {
         let (queue, jobs) = mpsc::channel();
         let max_batch = max_batch.max(1);
+        let waiting = Arc::new(AtomicUsize::new(0));
+        let answered = Arc::clone(&waiting);
         std::thread::Builder::new()
             .name("trustee-writer".into())
-            .spawn(move || write_batches(&node, &jobs, max_batch))?;
-        Ok(Self { queue })
+            .spawn(move || write_batches(&node, &jobs, max_batch, &answered))?;
+        Ok(Self { queue, waiting })
+    }
+
+    /// Requests queued or in the batch being written, not yet answered.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Acquire)
     }
 
     fn enqueue(
@@ -58,9 +67,11 @@ impl GroupCommit {
         request: Request,
     ) -> Result<oneshot::Receiver<Result<Answer, NodeError>>, NodeError> {
         let (reply, answer) = oneshot::channel();
-        self.queue
-            .send(Job { request, reply })
-            .map_err(|_| NodeError::Internal("the writer thread has stopped".into()))?;
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        if self.queue.send(Job { request, reply }).is_err() {
+            self.waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(NodeError::Internal("the writer thread has stopped".into()));
+        }
         Ok(answer)
     }
 
@@ -80,7 +91,12 @@ impl GroupCommit {
     }
 }
 
-fn write_batches(node: &Mutex<Node>, jobs: &mpsc::Receiver<Job>, max_batch: usize) {
+fn write_batches(
+    node: &Mutex<Node>,
+    jobs: &mpsc::Receiver<Job>,
+    max_batch: usize,
+    waiting: &AtomicUsize,
+) {
     while let Ok(first) = jobs.recv() {
         let mut requests = vec![first.request];
         let mut replies = vec![first.reply];
@@ -104,5 +120,6 @@ fn write_batches(node: &Mutex<Node>, jobs: &mpsc::Receiver<Job>, max_batch: usiz
             // The asker may have gone (a timeout): its write stands regardless.
             let _ = reply.send(answer);
         }
+        waiting.fetch_sub(count, Ordering::AcqRel);
     }
 }
