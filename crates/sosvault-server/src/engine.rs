@@ -541,16 +541,31 @@ impl Engine {
     }
 
     async fn timeline(&self, incident: [u8; 16], kind: &'static str, detail: String) {
+        self.record(incident, kind, detail, |_| Ok(())).await;
+    }
+
+    /// Stores `also` and a timeline entry in one store job (one round trip,
+    /// both or neither), then tells whoever watches the incident.
+    async fn record(
+        &self,
+        incident: [u8; 16],
+        kind: &'static str,
+        detail: String,
+        also: impl FnOnce(&dyn crate::store::Store) -> crate::store::StoreResult<()> + Send + 'static,
+    ) {
         let at = now_ms();
         tracing::info!(incident = %short(&incident), step = kind, "{detail}");
         let d = detail.clone();
         if let Err(e) = self
             .inner
             .db
-            .call(move |s| s.add_timeline(&incident, at, kind, &d))
+            .call(move |s| {
+                also(s)?;
+                s.add_timeline(&incident, at, kind, &d)
+            })
             .await
         {
-            tracing::error!(incident = %short(&incident), "timeline write failed: {e}");
+            tracing::error!(incident = %short(&incident), step = kind, "store write failed: {e}");
         }
         let unit = self.assigned_unit(&incident);
         let audience = match unit.clone() {

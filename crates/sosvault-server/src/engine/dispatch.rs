@@ -107,14 +107,12 @@ impl Engine {
                 assigned_at_ms: assigned_at,
                 status: "pending".into(),
             };
-            if let Err(e) = self.inner.db.call(move |s| s.put_assignment(&row)).await {
-                tracing::error!("storing an assignment failed: {e}");
-            }
             self.inner
                 .metrics
                 .assignments
                 .fetch_add(1, Ordering::Relaxed);
-            self.timeline(
+            // The assignment row and its timeline entry: one store job.
+            self.record(
                 id,
                 "assigned",
                 format!(
@@ -127,6 +125,7 @@ impl Engine {
                         "; unit not connected yet"
                     }
                 ),
+                move |s| s.put_assignment(&row),
             )
             .await;
             self.send_assignment(&id, &unit, false);
@@ -148,16 +147,14 @@ impl Engine {
                 assigned_at_ms: assigned_at,
                 status: status.into(),
             };
-            if let Err(e) = self.inner.db.call(move |s| s.put_assignment(&row)).await {
-                tracing::error!("storing an assignment failed: {e}");
-            }
             if outcome {
                 let latency = now_ms().saturating_sub(assigned_at);
                 self.inner.metrics.ack_latency.observe(latency);
-                self.timeline(
+                self.record(
                     id,
                     "acknowledged",
                     format!("{name} acknowledged after {}", human_ms(latency)),
+                    move |s| s.put_assignment(&row),
                 )
                 .await;
                 self.emit(
@@ -168,6 +165,9 @@ impl Engine {
                     json!({ "name": name }),
                 );
                 return;
+            }
+            if let Err(e) = self.inner.db.call(move |s| s.put_assignment(&row)).await {
+                tracing::error!("storing an assignment failed: {e}");
             }
             self.inner
                 .metrics

@@ -176,45 +176,9 @@ impl Engine {
         let panic = Signed::<PanicEvent>::decode(bytes)
             .map_err(|e| ApiError::bad_request("malformed", &format!("panic: {e}")))?;
         let sid = *StudentId::of_device(panic.signer()).as_bytes();
-        let Some(row) = self.inner.db.call(move |s| s.student(&sid)).await? else {
-            return Err(ApiError::new(
-                404,
-                "unknown_student",
-                "no enrollment for this device",
-            ));
-        };
-        if row.tombstoned_at.is_some() {
-            return Err(ApiError::new(410, "stopped", "this student has stopped"));
-        }
-        let same_key: bool = row.device_public.ct_eq(panic.signer().as_bytes()).into();
-        if !same_key {
-            return Err(ApiError::new(
-                403,
-                "wrong_device",
-                "not the enrolled device",
-            ));
-        }
+        let signer = panic.signer().to_bytes();
         let hash = *panic.hash().as_bytes();
-        if let Some(existing) = self
-            .inner
-            .db
-            .call(move |s| s.incident_by_panic(&hash))
-            .await?
-        {
-            self.inner
-                .metrics
-                .duplicate_panics
-                .fetch_add(1, Ordering::Relaxed);
-            return Ok((IncidentId::from_bytes(existing.id), false));
-        }
         let body = panic.body();
-        if body.counter <= row.highest_counter {
-            return Err(ApiError::new(
-                409,
-                "replayed",
-                "the panic's counter is not above the last seen",
-            ));
-        }
         let now = now_ms();
         let mut flags = Vec::new();
         // A phone whose clock runs ahead still gets help; the trustees may
@@ -222,24 +186,8 @@ impl Engine {
         if body.issued_at.0.saturating_mul(1000) > now + self.inner.cfg.max_skew_secs * 1000 {
             flags.push("clock_ahead".to_string());
         }
-        let since = now.saturating_sub(self.inner.cfg.panic_rate_window_secs * 1000);
-        let recent = self
-            .inner
-            .db
-            .call(move |s| s.panics_since(&sid, since))
-            .await?;
-        if recent >= self.inner.cfg.panic_rate_limit {
-            flags.push("rate_limited".to_string());
-        }
-        if row.false_alarms >= self.inner.cfg.repeat_offender_after {
-            flags.push("repeat_offender".to_string());
-        }
-        // A panic signed by the enrolled device for another epoch (say its
-        // re-enrollment failed halfway) is still a real alarm: the team is
-        // sent; only the profile may not open (the trustees decide).
-        if body.epoch != row.epoch {
-            flags.push("epoch_mismatch".to_string());
-        }
+        // The incident key is sealed before the store job, so the writer
+        // thread does no public-key work; a refused panic wastes it.
         let id = IncidentId::random();
         let key = IncidentKey::generate();
         let sealed_key = self
@@ -247,35 +195,67 @@ impl Engine {
             .master
             .seal(&key.to_secret_bytes())
             .ok_or_else(|| ApiError::internal("sealing the incident key"))?;
-        let new = NewIncident {
-            id: *id.as_bytes(),
-            student_id: sid,
-            panic_hash: hash,
-            panic: bytes.to_vec(),
-            category: body.category.as_str().to_owned(),
-            epoch: body.epoch,
+        let check = PanicCheck {
+            sid,
+            signer,
+            hash,
             counter: body.counter,
-            created_at_ms: now,
-            incident_key_sealed: sealed_key,
-            flags: flags.clone(),
+            epoch: body.epoch,
+            category: body.category.as_str(),
+            since: now.saturating_sub(self.inner.cfg.panic_rate_window_secs * 1000),
+            rate_limit: self.inner.cfg.panic_rate_limit,
+            repeat_offender_after: self.inner.cfg.repeat_offender_after,
+            incident: NewIncident {
+                id: *id.as_bytes(),
+                student_id: sid,
+                panic_hash: hash,
+                panic: bytes.to_vec(),
+                category: body.category.as_str().to_owned(),
+                epoch: body.epoch,
+                counter: body.counter,
+                created_at_ms: now,
+                incident_key_sealed: sealed_key,
+                flags,
+            },
         };
-        let detail = if flags.is_empty() {
-            format!("panic received ({})", body.category.as_str())
-        } else {
-            format!(
-                "panic received ({}); flagged: {}",
-                body.category.as_str(),
-                flags.join(", ")
-            )
+        // The checks, the insert and the read-back are one store job: one
+        // round trip, one place in a batch, and no stop or other panic of the
+        // same student can slip in between them.
+        let stored = match self.inner.db.call(move |s| check.run(s)).await? {
+            PanicOutcome::UnknownStudent => {
+                return Err(ApiError::new(
+                    404,
+                    "unknown_student",
+                    "no enrollment for this device",
+                ));
+            }
+            PanicOutcome::Stopped => {
+                return Err(ApiError::new(410, "stopped", "this student has stopped"));
+            }
+            PanicOutcome::WrongDevice => {
+                return Err(ApiError::new(
+                    403,
+                    "wrong_device",
+                    "not the enrolled device",
+                ));
+            }
+            PanicOutcome::Replayed => {
+                return Err(ApiError::new(
+                    409,
+                    "replayed",
+                    "the panic's counter is not above the last seen",
+                ));
+            }
+            PanicOutcome::Duplicate(existing) => {
+                self.inner
+                    .metrics
+                    .duplicate_panics
+                    .fetch_add(1, Ordering::Relaxed);
+                return Ok((IncidentId::from_bytes(existing), false));
+            }
+            PanicOutcome::Stored(row) => row,
+            PanicOutcome::Vanished => return Err(ApiError::internal("incident vanished")),
         };
-        let stored = self
-            .inner
-            .db
-            .call(move |s| s.insert_panic(&new, &detail))
-            .await?;
-        if let PanicStored::Existing(existing) = stored {
-            return Ok((IncidentId::from_bytes(existing), false));
-        }
         self.inner.metrics.panics.fetch_add(1, Ordering::Relaxed);
         tracing::info!(incident = %short(id.as_bytes()), category = body.category.as_str(), "panic stored");
         let iid = *id.as_bytes();
@@ -284,12 +264,9 @@ impl Engine {
             Some(&iid),
             None,
             Audience::Operators,
-            json!({ "category": body.category.as_str(), "flags": flags }),
+            json!({ "category": body.category.as_str(), "flags": stored.flags }),
         );
-        let Some(row) = self.inner.db.call(move |s| s.incident(&iid)).await? else {
-            return Err(ApiError::internal("incident vanished"));
-        };
-        self.start_incident(row, Vec::new(), Vec::new(), false)
+        self.start_incident(*stored, Vec::new(), Vec::new(), false)
             .await;
         Ok((id, true))
     }
@@ -705,5 +682,86 @@ impl Engine {
                 }
             }
         });
+    }
+}
+
+/// What the panic's store job needs: the panic's facts, the rate-limit
+/// settings and the incident to insert if every check passes.
+struct PanicCheck {
+    sid: [u8; 32],
+    signer: [u8; 32],
+    hash: [u8; 32],
+    counter: u64,
+    epoch: u32,
+    category: &'static str,
+    since: u64,
+    rate_limit: u32,
+    repeat_offender_after: u32,
+    incident: NewIncident,
+}
+
+/// How the panic's store job ended.
+enum PanicOutcome {
+    UnknownStudent,
+    Stopped,
+    WrongDevice,
+    Replayed,
+    /// The same signed panic is already this incident.
+    Duplicate([u8; 16]),
+    /// Stored: the new incident as read back.
+    Stored(Box<IncidentRow>),
+    /// Inserted but not read back (a store bug).
+    Vanished,
+}
+
+impl PanicCheck {
+    /// Runs on the store's writer: the checks in the order the endpoint
+    /// documents them, then the insert.
+    fn run(self, s: &dyn crate::store::Store) -> crate::store::StoreResult<PanicOutcome> {
+        let Some(row) = s.student(&self.sid)? else {
+            return Ok(PanicOutcome::UnknownStudent);
+        };
+        if row.tombstoned_at.is_some() {
+            return Ok(PanicOutcome::Stopped);
+        }
+        let same_key: bool = row.device_public.ct_eq(&self.signer).into();
+        if !same_key {
+            return Ok(PanicOutcome::WrongDevice);
+        }
+        if let Some(existing) = s.incident_by_panic(&self.hash)? {
+            return Ok(PanicOutcome::Duplicate(existing.id));
+        }
+        if self.counter <= row.highest_counter {
+            return Ok(PanicOutcome::Replayed);
+        }
+        let mut new = self.incident;
+        if s.panics_since(&self.sid, self.since)? >= self.rate_limit {
+            new.flags.push("rate_limited".to_string());
+        }
+        if row.false_alarms >= self.repeat_offender_after {
+            new.flags.push("repeat_offender".to_string());
+        }
+        // A panic signed by the enrolled device for another epoch (say its
+        // re-enrollment failed halfway) is still a real alarm: the team is
+        // sent; only the profile may not open (the trustees decide).
+        if self.epoch != row.epoch {
+            new.flags.push("epoch_mismatch".to_string());
+        }
+        let detail = if new.flags.is_empty() {
+            format!("panic received ({})", self.category)
+        } else {
+            format!(
+                "panic received ({}); flagged: {}",
+                self.category,
+                new.flags.join(", ")
+            )
+        };
+        if let PanicStored::Existing(existing) = s.insert_panic(&new, &detail)? {
+            return Ok(PanicOutcome::Duplicate(existing));
+        }
+        Ok(match s.incident(&new.id)? {
+            Some(row) => PanicOutcome::Stored(Box::new(row)),
+            None => PanicOutcome::Vanished,
+        })
     }
 }
