@@ -137,9 +137,18 @@ pub enum Audience {
     Unit(String),
 }
 
-/// A live event, as sent over the SSE streams.
-#[derive(Clone, Debug, Serialize)]
-pub struct Event {
+/// A live event, as sent over the SSE streams: a cheap handle (an `Arc`) to
+/// an immutable [`EventBody`], whose fields it derefs to.
+///
+/// Every live stream (each operator, each of possibly hundreds of teams)
+/// receives every event and keeps only its own; the broadcast channel clones
+/// the event once per stream, so that clone must not copy the event.
+#[derive(Clone, Debug)]
+pub struct Event(Arc<EventBody>);
+
+/// What an [`Event`] says.
+#[derive(Debug, Serialize)]
+pub struct EventBody {
     /// Increasing sequence number.
     pub seq: u64,
     /// When (unix ms).
@@ -156,7 +165,21 @@ pub struct Event {
     audience: Audience,
 }
 
-impl Event {
+impl std::ops::Deref for Event {
+    type Target = EventBody;
+
+    fn deref(&self) -> &EventBody {
+        &self.0
+    }
+}
+
+impl Serialize for Event {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl EventBody {
     /// Whether operators see it.
     pub fn for_operators(&self) -> bool {
         !matches!(self.audience, Audience::Unit(_))
@@ -527,7 +550,7 @@ impl Engine {
         audience: Audience,
         detail: serde_json::Value,
     ) {
-        let ev = Event {
+        let ev = Event(Arc::new(EventBody {
             seq: self.inner.seq.fetch_add(1, Ordering::Relaxed),
             at_ms: now_ms(),
             kind: kind.to_owned(),
@@ -535,7 +558,7 @@ impl Engine {
             unit: unit.map(str::to_owned),
             detail,
             audience,
-        };
+        }));
         // No subscribers is fine.
         let _ = self.inner.events.send(ev);
     }
@@ -807,14 +830,16 @@ mod tests {
 
     #[test]
     fn events_reach_only_their_audience() {
-        let ev = |audience| Event {
-            seq: 0,
-            at_ms: 0,
-            kind: "x".into(),
-            incident: None,
-            unit: None,
-            detail: serde_json::Value::Null,
-            audience,
+        let ev = |audience| {
+            Event(Arc::new(EventBody {
+                seq: 0,
+                at_ms: 0,
+                kind: "x".into(),
+                incident: None,
+                unit: None,
+                detail: serde_json::Value::Null,
+                audience,
+            }))
         };
         let ops = ev(Audience::Operators);
         assert!(ops.for_operators() && !ops.for_unit("u-1"));

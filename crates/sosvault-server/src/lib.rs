@@ -206,7 +206,12 @@ impl Service {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let app = api::router(self.engine.clone()).merge(web::router());
+        // `into_make_service` turns the routes into services once; serving
+        // the bare `Router` would do it again for every connection, cloning
+        // every handler (the OpenAPI document among them) on the accept loop.
+        let app = api::router(self.engine.clone())
+            .merge(web::router())
+            .into_make_service();
         let engine = self.engine.clone();
         let shutdown = async move {
             shutdown.await;

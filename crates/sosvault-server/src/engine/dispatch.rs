@@ -37,16 +37,18 @@ impl Engine {
                     _ = cancel.cancelled() => return,
                 }
             };
+            // Listen for a freed unit before looking for one: a unit freed
+            // between the look and the wait must still wake this loop.
+            let freed = self.inner.unit_freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
             // Pick a unit and mark it busy under one lock.
             let (tx, rx) = oneshot::channel();
             let picked = {
                 let mut st = self.state();
                 let st = &mut *st;
-                let tried = st
-                    .incidents
-                    .get(&id)
-                    .map(|l| l.tried.clone())
-                    .unwrap_or_default();
+                let none = HashSet::new();
+                let tried = st.incidents.get(&id).map_or(&none, |l| &l.tried);
                 let choice = match resend.take() {
                     Some(u)
                         if !st.index.is_busy(&u)
@@ -59,7 +61,7 @@ impl Engine {
                             .unwrap_or(0.0);
                         Some((u, d))
                     }
-                    _ => st.index.nearest_free(kind, lat, lon, &tried),
+                    _ => st.index.nearest_free(kind, lat, lon, tried),
                 };
                 if let Some((u, d)) = &choice {
                     st.index.mark_busy(u);
@@ -90,7 +92,6 @@ impl Engine {
                     )
                     .await;
                 }
-                let freed = self.inner.unit_freed.notified();
                 tokio::select! {
                     _ = freed => {}
                     _ = wake.notified() => {}
@@ -312,17 +313,21 @@ impl Engine {
             .db
             .call(move |s| s.set_unit_position(&id, p.lat, p.lon, now))
             .await?;
-        let (incident, kind) = {
+        let (incident, free) = {
             let mut st = self.state();
             let Some(info) = st.units.get(&unit.0) else {
                 return Err(ApiError::unauthorized());
             };
             let (kind, incident) = (info.kind, info.current);
             st.index.set_position(&unit.0, kind, p.lat, p.lon);
-            (incident, kind)
+            (incident, !st.index.is_busy(&unit.0))
         };
-        let _ = kind;
-        self.inner.unit_freed.notify_waiters();
+        // Only a free unit's move can help an incident waiting for one; a
+        // busy unit's report (every few seconds, from every team) must not
+        // wake every waiting dispatch loop.
+        if free {
+            self.inner.unit_freed.notify_waiters();
+        }
         self.emit(
             "unit_position",
             incident.as_ref(),
