@@ -14,8 +14,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
+use std::time::Instant;
+
 use sosvault::Timestamp;
 use tokio::sync::oneshot;
+use tracing::debug;
 
 use crate::node::{Answer, Node, NodeError, Request};
 
@@ -110,6 +113,7 @@ fn write_batches(
             }
         }
         let count = requests.len();
+        let started = Instant::now();
         let answers = match node.lock() {
             Ok(mut node) => node.apply_batch(requests, Timestamp::now()),
             Err(_) => (0..count)
@@ -121,5 +125,10 @@ fn write_batches(
             let _ = reply.send(answer);
         }
         waiting.fetch_sub(count, Ordering::AcqRel);
+        debug!(
+            requests = count,
+            micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            "batch written"
+        );
     }
 }

@@ -458,6 +458,9 @@ pub struct Transition<A: crate::signed::Message + fmt::Debug> {
 /// A trustee: its keys, the control rooms it answers, its time limits.
 pub struct Trustee {
     key: TrusteeKey,
+    /// `key.id()`, computed once: deriving it rebuilds the whole public key
+    /// (an X25519 base-point multiplication), and every share delivery asks.
+    id: TrusteeId,
     pinned: Vec<ControlRoomPublic>,
     limits: TimeLimits,
 }
@@ -476,6 +479,7 @@ impl Trustee {
     /// A trustee answering release requests from the `pinned` control rooms only.
     pub fn new(key: TrusteeKey, pinned: Vec<ControlRoomPublic>, limits: TimeLimits) -> Self {
         Self {
+            id: key.id(),
             key,
             pinned,
             limits,
@@ -484,7 +488,7 @@ impl Trustee {
 
     /// This trustee's id.
     pub fn id(&self) -> TrusteeId {
-        self.key.id()
+        self.id
     }
 
     /// This trustee's keys (its log heads are signed by `key().log_key()`).
