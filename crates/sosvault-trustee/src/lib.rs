@@ -7,8 +7,34 @@
 //! records every decision in a Merkle log that anyone can verify.
 //!
 //! The decisions are the core crate's pure [`sosvault::Trustee`] state
-//! machine; this crate persists them ([`node`]), serves them over HTTP
-//! ([`api`]) and audits a trustee's log from outside ([`verify`]).
+//! machine; this crate persists them ([`node`]), commits them in batches
+//! ([`group`]), serves them over HTTP ([`api`]) and audits a trustee's log
+//! from outside ([`verify`]).
+//!
+//! ## Writes: checks in parallel, group commit
+//!
+//! A state change is split in two. Its stateless half (the envelope, every
+//! signature, opening the delivered share, a release request's pin and
+//! time) runs on the HTTP handler's own thread with no lock
+//! ([`node::Checker`]). Its stateful half queues to one writer thread
+//! ([`GroupCommit`]), which takes whatever is queued (up to
+//! [`group::MAX_BATCH`]; it never waits on a timer), applies the batch in
+//! one SQLite transaction with a savepoint per request
+//! ([`Node::apply_batch`]), commits once, and only then answers each
+//! request. So:
+//!
+//! - every acknowledged write is durable (`synchronous = FULL`), and a
+//!   SIGKILL leaves each request's change wholly in or wholly out;
+//! - a request the store refuses rolls back to its savepoint alone, the rest
+//!   of its batch commits; a refusal is not a failure (its log entry
+//!   commits with the batch);
+//! - the in-memory Merkle tree learns a batch's leaves after its commit, so a
+//!   signed head never covers a leaf that is not durable;
+//! - after a batch with a shred, the WAL is checkpointed and truncated
+//!   (outside the transaction) before anyone is answered.
+//!
+//! One fsync then covers as many requests as arrived while the last one ran:
+//! the batch grows with the load.
 //!
 //! ## Routes
 //!

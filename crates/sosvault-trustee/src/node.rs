@@ -2,14 +2,18 @@
 //! persisted in one SQLite file, with its Merkle log beside it.
 //!
 //! Every state change (the student's sealed entry, its log leaf, and for a
-//! release its rate-limit timestamp) is written in one transaction, and the
-//! in-memory tree learns the new leaf only after the commit returned: a
-//! crash leaves the old state or the new, and a signed head never covers a
-//! leaf that is not durable.
+//! release its rate-limit timestamp) is written inside one savepoint of a
+//! batch's transaction ([`Node::apply_batch`]), and the in-memory tree
+//! learns the batch's leaves only after its commit returned: a crash leaves
+//! the old state or the new, and a signed head never covers a leaf that is
+//! not durable. [`Node::accept_share`], [`Node::release`] and
+//! [`Node::shred`] are batches of one.
 //!
-//! A [`Node`] is synchronous and owns its connection; the HTTP layer keeps
-//! it behind a mutex and calls it from blocking threads, which serialises
-//! every transition (the check-then-write of a release is atomic).
+//! The stateless checks of a request ([`Checker`]) need no node and no
+//! lock. A [`Node`] is synchronous and owns its connection; the HTTP layer
+//! keeps it behind a mutex that the writer thread ([`crate::group`]) takes
+//! for a whole batch, which serialises every transition (the
+//! check-then-write of a release is atomic).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
