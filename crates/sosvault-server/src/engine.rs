@@ -85,6 +85,9 @@ const MAX_TRACKED_LOGINS: usize = 10_000;
 /// Most log-query nonces remembered at once (then queries are refused for a while).
 const MAX_SEEN_QUERIES: usize = 10_000;
 
+/// Events a live stream may fall behind before it skips some.
+const EVENT_BUFFER: usize = 1 << 16;
+
 /// Most points of a live trail kept in memory (the newest).
 const MAX_TRAIL: usize = 2_000;
 
@@ -459,7 +462,13 @@ impl Engine {
             .iter()
             .map(|o| (o.username.clone(), o.password_hash.clone()))
             .collect();
-        let (events, _) = broadcast::channel(4096);
+        // Every live stream sees every event and keeps its own; a stream
+        // more than this many events behind skips the oldest (a team could
+        // miss its assignment and be reassigned after the acknowledgement
+        // timeout). Under a burst of 1000 panics (about ten events each) a
+        // stream starved of CPU for a second fell 4096 behind; an event is an
+        // `Arc`, so a deep buffer costs a few MB.
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
         let control_room_log_key = control_room.log_key();
         Ok(Self {
             inner: Arc::new(Inner {

@@ -465,28 +465,28 @@ impl Engine {
             }
             // `live` drops here: the vault key and decrypted locations are zeroized.
         }
-        if let Some(u) = &unit {
-            let (uid, iid) = (u.clone(), id);
-            let at = now_ms();
-            self.inner
-                .db
-                .call(move |s| {
-                    s.put_assignment(&AssignmentRow {
-                        incident_id: iid,
-                        unit_id: uid,
-                        assigned_at_ms: at,
-                        status: "released".into(),
-                    })
-                })
-                .await?;
+        if unit.is_some() {
+            // Free in memory already: an incident waiting for a team may take it now.
             self.inner.unit_freed.notify_waiters();
         }
         tracing::info!(incident = %short(&id), status, "incident closed");
         let at = now_ms();
         let d = format!("{why}; keys forgotten");
+        let released = unit.clone();
+        // The released assignment and the timeline entry: one store job.
         self.inner
             .db
-            .call(move |s| s.add_timeline(&id, at, status, &d))
+            .call(move |s| {
+                if let Some(unit_id) = released {
+                    s.put_assignment(&AssignmentRow {
+                        incident_id: id,
+                        unit_id,
+                        assigned_at_ms: at,
+                        status: "released".into(),
+                    })?;
+                }
+                s.add_timeline(&id, at, status, &d)
+            })
             .await?;
         let audience = match &unit {
             Some(u) => Audience::OperatorsAndUnit(u.clone()),
