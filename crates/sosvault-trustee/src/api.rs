@@ -20,7 +20,7 @@ use subtle::ConstantTimeEq;
 use tower_http::timeout::TimeoutLayer;
 use tracing::error;
 
-use crate::group::{GroupCommit, MAX_BATCH};
+use crate::group::{GroupCommit, MAX_BATCH, WriterExit};
 use crate::node::{Answer, Checker, Node, NodeError, Refused};
 
 /// An API error: a refusal (4xx with a code and plain words) or an internal
@@ -193,6 +193,12 @@ impl AppState {
             identity: Arc::new(identity),
             auditor_tokens: Arc::new(auditor_tokens),
         })
+    }
+
+    /// A handle to wait, once the server is gone, for the writer thread to
+    /// answer what was queued and close the store.
+    pub fn writer_exit(&self) -> WriterExit {
+        self.writer.exit()
     }
 
     /// Queues a checked request to the writer and waits until its batch is

@@ -13,6 +13,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 
 use std::time::Instant;
 
@@ -36,6 +37,26 @@ struct Job {
 pub struct GroupCommit {
     queue: mpsc::Sender<Job>,
     waiting: Arc<AtomicUsize>,
+    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+/// Waits for the writer thread to end: it ends once every [`GroupCommit`]
+/// clone is gone and what they queued is answered, and it closes the store
+/// (SQLite checkpoints the WAL on close) as it ends.
+#[derive(Debug)]
+pub struct WriterExit(Arc<Mutex<Option<JoinHandle<()>>>>);
+
+impl WriterExit {
+    /// Blocks until the writer thread has ended (at once if it already has,
+    /// or if another waiter took it).
+    pub fn wait(self) {
+        let handle = self.0.lock().ok().and_then(|mut h| h.take());
+        if let Some(handle) = handle
+            && handle.join().is_err()
+        {
+            tracing::error!("the writer thread panicked");
+        }
+    }
 }
 
 impl core::fmt::Debug for Job {
@@ -54,10 +75,20 @@ impl GroupCommit {
         let max_batch = max_batch.max(1);
         let waiting = Arc::new(AtomicUsize::new(0));
         let answered = Arc::clone(&waiting);
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             .name("trustee-writer".into())
             .spawn(move || write_batches(&node, &jobs, max_batch, &answered))?;
-        Ok(Self { queue, waiting })
+        Ok(Self {
+            queue,
+            waiting,
+            thread: Arc::new(Mutex::new(Some(thread))),
+        })
+    }
+
+    /// A handle to wait for the writer thread's end with (it holds no place
+    /// in the queue, so it does not keep the writer running).
+    pub fn exit(&self) -> WriterExit {
+        WriterExit(Arc::clone(&self.thread))
     }
 
     /// Requests queued or in the batch being written, not yet answered.

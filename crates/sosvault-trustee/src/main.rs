@@ -200,6 +200,7 @@ fn serve(config_path: &Path) -> anyhow::Result<()> {
     .map_err(|e| anyhow::anyhow!("cannot open the store {}: {e}", config.store.display()))?;
     let state = AppState::new(node, config.name.clone(), config.auditor_tokens()?)
         .context("cannot start the store's writer thread")?;
+    let writer = state.writer_exit();
     let router = app(
         state,
         HttpLimits {
@@ -211,7 +212,7 @@ fn serve(config_path: &Path) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -228,7 +229,12 @@ fn serve(config_path: &Path) -> anyhow::Result<()> {
             .context("the server failed")?;
         tracing::info!("stopped");
         Ok(())
-    })
+    });
+    // Every task (and with it every handle on the writer's queue) goes with
+    // the runtime; then the writer finishes its last batch and closes the store.
+    drop(runtime);
+    writer.wait();
+    served
 }
 
 async fn shutdown() {
