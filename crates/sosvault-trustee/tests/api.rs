@@ -622,7 +622,10 @@ fn the_store_refuses_a_wrong_master_key_and_takes_the_key_from_the_environment()
     // A graceful stop lets the writer thread close the store: SQLite folds
     // the WAL into the database file and removes it.
     let wal = std::path::PathBuf::from(format!("{}-wal", t.db().display()));
-    assert!(!wal.exists(), "the WAL is left behind after a graceful stop");
+    assert!(
+        !wal.exists(),
+        "the WAL is left behind after a graceful stop"
+    );
     let master_hex = std::fs::read_to_string(t.dir().join("master.key")).unwrap();
     // A wrong key in the environment (which wins over the file): refused at startup.
     let out = std::process::Command::new(BIN)
