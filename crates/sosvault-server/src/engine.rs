@@ -231,6 +231,26 @@ struct Live {
     stopped: bool,
 }
 
+/// A team picked for a new incident inside the panic's own store job (so the
+/// assignment is durable with the panic, in the same commit).
+struct Picked {
+    unit: String,
+    name: String,
+    assigned_at_ms: u64,
+    /// Its timeline entry's text.
+    detail: String,
+}
+
+/// What the dispatch loop of a new incident starts from when its team was
+/// picked with the panic: tell that team and wait for its acknowledgement.
+struct FirstAssignment {
+    cancel: CancellationToken,
+    unit: String,
+    name: String,
+    assigned_at: u64,
+    rx: oneshot::Receiver<()>,
+}
+
 struct UnitInfo {
     name: String,
     kind: UnitKind,
@@ -652,7 +672,8 @@ impl Engine {
             let id = row.id;
             let assignments = self.inner.db.call(move |s| s.assignments(&id)).await?;
             let locations = self.inner.db.call(move |s| s.locations(&id)).await?;
-            self.start_incident(row, assignments, locations, true).await;
+            self.start_incident(row, assignments, locations, true, None)
+                .await;
         }
         let shreds = self.inner.db.call(|s| s.pending_shreds()).await?;
         for p in shreds {
@@ -672,6 +693,7 @@ impl Engine {
         assignments: Vec<AssignmentRow>,
         locations: Vec<Vec<u8>>,
         resumed: bool,
+        picked: Option<Picked>,
     ) {
         let id = row.id;
         let panic = row
@@ -735,6 +757,24 @@ impl Engine {
                 _ => {}
             }
         }
+        let mut ack_tx = None;
+        let mut first = None;
+        if let Some(p) = picked {
+            // Already marked busy (and its `current` set) when it was picked.
+            let (tx, rx) = oneshot::channel();
+            ack_tx = Some(tx);
+            assigned = Some(Assigned {
+                unit: p.unit.clone(),
+                acked: false,
+            });
+            first = Some(FirstAssignment {
+                cancel: cancel.clone(),
+                unit: p.unit,
+                name: p.name,
+                assigned_at: p.assigned_at_ms,
+                rx,
+            });
+        }
         {
             let mut st = self.state();
             if let Some(a) = &assigned {
@@ -757,7 +797,7 @@ impl Engine {
                     release_have: 0,
                     release_need: usize::from(self.inner.cfg.threshold),
                     assigned,
-                    ack_tx: None,
+                    ack_tx,
                     tried,
                     cancel: cancel.clone(),
                     release_cancel: release_cancel.clone(),
@@ -774,7 +814,7 @@ impl Engine {
         let engine = self.clone();
         self.inner
             .tasks
-            .spawn(async move { engine.dispatch(id, resend).await });
+            .spawn(async move { engine.dispatch(id, resend, first).await });
         if let (Some(panic), Some(key), false) = (panic, incident_key, row.stopped) {
             let engine = self.clone();
             self.inner

@@ -4,131 +4,136 @@
 use super::*;
 
 impl Engine {
-    pub(super) async fn dispatch(&self, id: [u8; 16], mut resend: Option<String>) {
+    /// The dispatch loop of an incident. `first`: a team already picked and
+    /// stored with the panic, to tell and wait for before looking further.
+    pub(super) async fn dispatch(
+        &self,
+        id: [u8; 16],
+        mut resend: Option<String>,
+        mut first: Option<FirstAssignment>,
+    ) {
         let ack_timeout = Duration::from_millis(self.inner.cfg.ack_timeout_ms);
         let mut said_waiting = false;
         let mut said_no_location = false;
         loop {
-            let Some((cancel, wake, kind, loc, acked)) = ({
-                let st = self.state();
-                st.incidents.get(&id).map(|l| {
-                    (
-                        l.cancel.clone(),
-                        l.wake.clone(),
-                        l.kind,
-                        l.location,
-                        l.assigned.as_ref().is_some_and(|a| a.acked),
-                    )
-                })
-            }) else {
-                return;
-            };
-            if cancel.is_cancelled() || acked {
-                return;
-            }
-            let Some((lat, lon, _)) = loc else {
-                if !said_no_location {
-                    said_no_location = true;
-                    self.timeline(id, "waiting", "no readable location yet".into())
-                        .await;
-                }
-                tokio::select! {
-                    _ = wake.notified() => continue,
-                    _ = cancel.cancelled() => return,
-                }
-            };
-            // Listen for a freed unit before looking for one: a unit freed
-            // between the look and the wait must still wake this loop.
-            let freed = self.inner.unit_freed.notified();
-            tokio::pin!(freed);
-            freed.as_mut().enable();
-            // Pick a unit and mark it busy under one lock.
-            let (tx, rx) = oneshot::channel();
-            let picked = {
-                let mut st = self.state();
-                let st = &mut *st;
-                let none = HashSet::new();
-                let tried = st.incidents.get(&id).map_or(&none, |l| &l.tried);
-                let choice = match resend.take() {
-                    Some(u)
-                        if !st.index.is_busy(&u)
-                            || st.units.get(&u).is_some_and(|i| i.current == Some(id)) =>
-                    {
-                        let d = st
-                            .index
-                            .position(&u)
-                            .map(|p| haversine_m((lat, lon), p))
-                            .unwrap_or(0.0);
-                        Some((u, d))
+            let (cancel, unit, name, assigned_at, rx) = match first.take() {
+                // Picked and stored with the panic itself: tell the team now.
+                Some(f) => (f.cancel, f.unit, f.name, f.assigned_at, f.rx),
+                None => {
+                    let Some((cancel, wake, kind, loc, acked)) = ({
+                        let st = self.state();
+                        st.incidents.get(&id).map(|l| {
+                            (
+                                l.cancel.clone(),
+                                l.wake.clone(),
+                                l.kind,
+                                l.location,
+                                l.assigned.as_ref().is_some_and(|a| a.acked),
+                            )
+                        })
+                    }) else {
+                        return;
+                    };
+                    if cancel.is_cancelled() || acked {
+                        return;
                     }
-                    _ => st.index.nearest_free(kind, lat, lon, tried),
-                };
-                if let Some((u, d)) = &choice {
-                    st.index.mark_busy(u);
-                    if let Some(info) = st.units.get_mut(u) {
-                        info.current = Some(id);
-                    }
-                    if let Some(live) = st.incidents.get_mut(&id) {
-                        live.assigned = Some(Assigned {
-                            unit: u.clone(),
-                            acked: false,
-                        });
-                        live.ack_tx = Some(tx);
-                    }
-                    let name = st.units.get(u).map(|i| i.name.clone()).unwrap_or_default();
-                    let connected = st.units.get(u).is_some_and(|i| i.connected > 0);
-                    Some((u.clone(), name, *d, connected))
-                } else {
-                    None
-                }
-            };
-            let Some((unit, name, distance, connected)) = picked else {
-                if !said_waiting {
-                    said_waiting = true;
-                    self.timeline(
+                    let Some((lat, lon, _)) = loc else {
+                        if !said_no_location {
+                            said_no_location = true;
+                            self.timeline(id, "waiting", "no readable location yet".into())
+                                .await;
+                        }
+                        tokio::select! {
+                            _ = wake.notified() => continue,
+                            _ = cancel.cancelled() => return,
+                        }
+                    };
+                    // Listen for a freed unit before looking for one: a unit freed
+                    // between the look and the wait must still wake this loop.
+                    let freed = self.inner.unit_freed.notified();
+                    tokio::pin!(freed);
+                    freed.as_mut().enable();
+                    // Pick a unit and mark it busy under one lock.
+                    let (tx, rx) = oneshot::channel();
+                    let picked = {
+                        let mut st = self.state();
+                        let st = &mut *st;
+                        let none = HashSet::new();
+                        let tried = st.incidents.get(&id).map_or(&none, |l| &l.tried);
+                        let choice = match resend.take() {
+                            Some(u)
+                                if !st.index.is_busy(&u)
+                                    || st.units.get(&u).is_some_and(|i| i.current == Some(id)) =>
+                            {
+                                let d = st
+                                    .index
+                                    .position(&u)
+                                    .map(|p| haversine_m((lat, lon), p))
+                                    .unwrap_or(0.0);
+                                Some((u, d))
+                            }
+                            _ => st.index.nearest_free(kind, lat, lon, tried),
+                        };
+                        if let Some((u, d)) = &choice {
+                            st.index.mark_busy(u);
+                            if let Some(info) = st.units.get_mut(u) {
+                                info.current = Some(id);
+                            }
+                            if let Some(live) = st.incidents.get_mut(&id) {
+                                live.assigned = Some(Assigned {
+                                    unit: u.clone(),
+                                    acked: false,
+                                });
+                                live.ack_tx = Some(tx);
+                            }
+                            let name = st.units.get(u).map(|i| i.name.clone()).unwrap_or_default();
+                            let connected = st.units.get(u).is_some_and(|i| i.connected > 0);
+                            Some((u.clone(), name, *d, connected))
+                        } else {
+                            None
+                        }
+                    };
+                    let Some((unit, name, distance, connected)) = picked else {
+                        if !said_waiting {
+                            said_waiting = true;
+                            self.timeline(
+                                id,
+                                "waiting",
+                                format!("no free {} unit; waiting for one", kind.as_str()),
+                            )
+                            .await;
+                        }
+                        tokio::select! {
+                            _ = freed => {}
+                            _ = wake.notified() => {}
+                            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
+                            _ = cancel.cancelled() => return,
+                        }
+                        continue;
+                    };
+                    said_waiting = false;
+                    let assigned_at = now_ms();
+                    let row = AssignmentRow {
+                        incident_id: id,
+                        unit_id: unit.clone(),
+                        assigned_at_ms: assigned_at,
+                        status: "pending".into(),
+                    };
+                    self.inner
+                        .metrics
+                        .assignments
+                        .fetch_add(1, Ordering::Relaxed);
+                    // The assignment row and its timeline entry: one store job.
+                    self.record(
                         id,
-                        "waiting",
-                        format!("no free {} unit; waiting for one", kind.as_str()),
+                        "assigned",
+                        assigned_detail(&name, kind, distance, connected),
+                        move |s| s.put_assignment(&row),
                     )
                     .await;
+                    (cancel, unit, name, assigned_at, rx)
                 }
-                tokio::select! {
-                    _ = freed => {}
-                    _ = wake.notified() => {}
-                    _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-                    _ = cancel.cancelled() => return,
-                }
-                continue;
             };
-            said_waiting = false;
-            let assigned_at = now_ms();
-            let row = AssignmentRow {
-                incident_id: id,
-                unit_id: unit.clone(),
-                assigned_at_ms: assigned_at,
-                status: "pending".into(),
-            };
-            self.inner
-                .metrics
-                .assignments
-                .fetch_add(1, Ordering::Relaxed);
-            // The assignment row and its timeline entry: one store job.
-            self.record(
-                id,
-                "assigned",
-                format!(
-                    "assigned to {name} ({}, {:.1} km away){}",
-                    kind.as_str(),
-                    distance / 1000.0,
-                    if connected {
-                        ""
-                    } else {
-                        "; unit not connected yet"
-                    }
-                ),
-                move |s| s.put_assignment(&row),
-            )
-            .await;
             self.send_assignment(&id, &unit, false);
             let outcome = tokio::select! {
                 // A closed incident drops the acknowledgement's sender too:
@@ -206,6 +211,51 @@ impl Engine {
             .await;
             self.inner.unit_freed.notify_waiters();
         }
+    }
+
+    /// Picks the nearest free team for a new incident and marks it busy; run
+    /// inside the panic's store job, so the assignment is stored with the
+    /// panic. Undo with [`Engine::unpick`] if the panic is not stored.
+    pub(super) fn pick_for_new(
+        &self,
+        id: [u8; 16],
+        kind: UnitKind,
+        (lat, lon): (f64, f64),
+    ) -> Option<Picked> {
+        let mut st = self.state();
+        let st = &mut *st;
+        let (unit, distance) = st.index.nearest_free(kind, lat, lon, &HashSet::new())?;
+        st.index.mark_busy(&unit);
+        let info = st.units.get_mut(&unit);
+        let connected = info.as_ref().is_some_and(|i| i.connected > 0);
+        let name = match info {
+            Some(i) => {
+                i.current = Some(id);
+                i.name.clone()
+            }
+            None => String::new(),
+        };
+        Some(Picked {
+            detail: assigned_detail(&name, kind, distance, connected),
+            unit,
+            name,
+            assigned_at_ms: now_ms(),
+        })
+    }
+
+    /// Frees a team picked by [`Engine::pick_for_new`] for a panic that was
+    /// not stored.
+    pub(super) fn unpick(&self, id: [u8; 16], unit: &str) {
+        {
+            let mut st = self.state();
+            st.index.mark_free(unit);
+            if let Some(info) = st.units.get_mut(unit)
+                && info.current == Some(id)
+            {
+                info.current = None;
+            }
+        }
+        self.inner.unit_freed.notify_waiters();
     }
 
     /// Pushes the assignment to the unit (and, unless it is a re-send to a
@@ -402,4 +452,18 @@ impl Engine {
         v.sort_by(|a, b| a.id.cmp(&b.id));
         v
     }
+}
+
+/// The timeline text of an assignment.
+fn assigned_detail(name: &str, kind: UnitKind, distance_m: f64, connected: bool) -> String {
+    format!(
+        "assigned to {name} ({}, {:.1} km away){}",
+        kind.as_str(),
+        distance_m / 1000.0,
+        if connected {
+            ""
+        } else {
+            "; unit not connected yet"
+        }
+    )
 }

@@ -92,7 +92,7 @@ impl Engine {
         let engine = self.clone();
         self.inner
             .tasks
-            .spawn(async move { engine.dispatch(id, None).await });
+            .spawn(async move { engine.dispatch(id, None, None).await });
         Ok(())
     }
 }

@@ -195,7 +195,21 @@ impl Engine {
             .master
             .seal(&key.to_secret_bytes())
             .ok_or_else(|| ApiError::internal("sealing the incident key"))?;
+        // Where the panic was sent from, if it opens: the nearest free team
+        // is picked inside the store job, so its assignment is committed with
+        // the panic and told as soon as the panic is answered.
+        let from = self
+            .inner
+            .control_room
+            .open_location(&body.sealed_location)
+            .ok()
+            .map(|l| (l.lat(), l.lon()));
+        let picked_slot: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
         let check = PanicCheck {
+            engine: self.clone(),
+            kind: UnitKind::for_category(body.category),
+            from,
+            picked: picked_slot.clone(),
             sid,
             signer,
             hash,
@@ -221,7 +235,15 @@ impl Engine {
         // The checks, the insert and the read-back are one store job: one
         // round trip, one place in a batch, and no stop or other panic of the
         // same student can slip in between them.
-        let stored = match self.inner.db.call(move |s| check.run(s)).await? {
+        let outcome = self.inner.db.call(move |s| check.run(s)).await;
+        // A team picked for a panic that is not stored (refused, a duplicate,
+        // a failed job or commit) goes back to the free pool.
+        let keep = matches!(&outcome, Ok(PanicOutcome::Stored(..)));
+        let picked_unit = picked_slot.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let (false, Some(unit)) = (keep, picked_unit) {
+            self.unpick(*id.as_bytes(), &unit);
+        }
+        let (stored, picked) = match outcome? {
             PanicOutcome::UnknownStudent => {
                 return Err(ApiError::new(
                     404,
@@ -253,7 +275,7 @@ impl Engine {
                     .fetch_add(1, Ordering::Relaxed);
                 return Ok((IncidentId::from_bytes(existing), false));
             }
-            PanicOutcome::Stored(row) => row,
+            PanicOutcome::Stored(row, picked) => (row, picked),
             PanicOutcome::Vanished => return Err(ApiError::internal("incident vanished")),
         };
         self.inner.metrics.panics.fetch_add(1, Ordering::Relaxed);
@@ -266,7 +288,21 @@ impl Engine {
             Audience::Operators,
             json!({ "category": body.category.as_str(), "flags": stored.flags }),
         );
-        self.start_incident(*stored, Vec::new(), Vec::new(), false)
+        if let Some(p) = &picked {
+            self.inner
+                .metrics
+                .assignments
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(incident = %short(&iid), step = "assigned", "{}", p.detail);
+            self.emit(
+                "timeline",
+                Some(&iid),
+                Some(&p.unit),
+                Audience::OperatorsAndUnit(p.unit.clone()),
+                json!({ "step": "assigned", "detail": p.detail }),
+            );
+        }
+        self.start_incident(*stored, Vec::new(), Vec::new(), false, picked)
             .await;
         Ok((id, true))
     }
@@ -688,6 +724,12 @@ impl Engine {
 /// What the panic's store job needs: the panic's facts, the rate-limit
 /// settings and the incident to insert if every check passes.
 struct PanicCheck {
+    engine: Engine,
+    kind: UnitKind,
+    /// Where the panic was sent from, if its location opened.
+    from: Option<(f64, f64)>,
+    /// The team picked, for the caller to free if the panic is not stored.
+    picked: Arc<Mutex<Option<String>>>,
     sid: [u8; 32],
     signer: [u8; 32],
     hash: [u8; 32],
@@ -708,8 +750,9 @@ enum PanicOutcome {
     Replayed,
     /// The same signed panic is already this incident.
     Duplicate([u8; 16]),
-    /// Stored: the new incident as read back.
-    Stored(Box<IncidentRow>),
+    /// Stored: the new incident as read back, and the team picked for it
+    /// (its assignment stored in the same job).
+    Stored(Box<IncidentRow>, Option<Picked>),
     /// Inserted but not read back (a store bug).
     Vanished,
 }
@@ -756,11 +799,26 @@ impl PanicCheck {
                 new.flags.join(", ")
             )
         };
+        let picked = self
+            .from
+            .and_then(|at| self.engine.pick_for_new(new.id, self.kind, at));
+        if let Some(p) = &picked {
+            *self.picked.lock().unwrap_or_else(|p| p.into_inner()) = Some(p.unit.clone());
+        }
         if let PanicStored::Existing(existing) = s.insert_panic(&new, &detail)? {
             return Ok(PanicOutcome::Duplicate(existing));
         }
+        if let Some(p) = &picked {
+            s.put_assignment(&AssignmentRow {
+                incident_id: new.id,
+                unit_id: p.unit.clone(),
+                assigned_at_ms: p.assigned_at_ms,
+                status: "pending".into(),
+            })?;
+            s.add_timeline(&new.id, p.assigned_at_ms, "assigned", &p.detail)?;
+        }
         Ok(match s.incident(&new.id)? {
-            Some(row) => PanicOutcome::Stored(Box::new(row)),
+            Some(row) => PanicOutcome::Stored(Box::new(row), picked),
             None => PanicOutcome::Vanished,
         })
     }
