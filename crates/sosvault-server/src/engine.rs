@@ -47,7 +47,9 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::geo::{UnitIndex, UnitKind, haversine_m};
 use crate::metrics::Metrics;
-use crate::store::{AssignmentRow, Db, IncidentRow, NewIncident, PanicStored, UnitRow};
+use crate::store::{
+    AssignmentRow, Db, EnrollmentRow, IncidentRow, NewIncident, PanicStored, UnitRow,
+};
 use crate::trustees::{Backoff, CallError, TrusteeClient};
 
 mod dispatch;
@@ -241,6 +243,14 @@ struct Picked {
     detail: String,
 }
 
+/// What a new incident starts from, prepared by the panic's store job.
+struct Fresh {
+    /// The team picked with the panic, if one was.
+    picked: Option<Picked>,
+    /// The student's enrollment, for the release.
+    enrollment: Option<EnrollmentRow>,
+}
+
 /// What the dispatch loop of a new incident starts from when its team was
 /// picked with the panic: tell that team and wait for its acknowledgement.
 struct FirstAssignment {
@@ -267,6 +277,9 @@ struct Session {
 struct State {
     incidents: HashMap<[u8; 16], Live>,
     units: HashMap<String, UnitInfo>,
+    /// Unit ids by the SHA-256 of their token, as looked up (units are never
+    /// removed), so a team's every call does not queue a store read.
+    unit_tokens: HashMap<[u8; 32], String>,
     index: UnitIndex,
     sessions: HashMap<[u8; 32], Session>,
     /// Nonces of answered log queries, with when (unix ms), for replay refusal.
@@ -672,8 +685,7 @@ impl Engine {
             let id = row.id;
             let assignments = self.inner.db.call(move |s| s.assignments(&id)).await?;
             let locations = self.inner.db.call(move |s| s.locations(&id)).await?;
-            self.start_incident(row, assignments, locations, true, None)
-                .await;
+            self.start_incident(row, assignments, locations, None).await;
         }
         let shreds = self.inner.db.call(|s| s.pending_shreds()).await?;
         for p in shreds {
@@ -692,9 +704,11 @@ impl Engine {
         row: IncidentRow,
         assignments: Vec<AssignmentRow>,
         locations: Vec<Vec<u8>>,
-        resumed: bool,
-        picked: Option<Picked>,
+        fresh: Option<Fresh>,
     ) {
+        // `None`: resumed after a restart.
+        let resumed = fresh.is_none();
+        let (picked, enrollment) = fresh.map_or((None, None), |f| (f.picked, f.enrollment));
         let id = row.id;
         let panic = row
             .panic
@@ -817,9 +831,11 @@ impl Engine {
             .spawn(async move { engine.dispatch(id, resend, first).await });
         if let (Some(panic), Some(key), false) = (panic, incident_key, row.stopped) {
             let engine = self.clone();
-            self.inner
-                .tasks
-                .spawn(async move { engine.release(id, row.student_id, panic, key).await });
+            self.inner.tasks.spawn(async move {
+                engine
+                    .release(id, row.student_id, panic, key, enrollment)
+                    .await
+            });
         }
     }
 }

@@ -725,8 +725,17 @@ impl SqliteStore {
     /// page with a ciphertext survives in the -wal file. Cannot run inside a
     /// transaction.
     fn truncate_wal_now(&self) -> StoreResult<()> {
-        self.conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        // (busy, WAL frames, frames checkpointed): busy means another
+        // connection kept the WAL from being emptied, which must not pass
+        // for a wipe.
+        let busy: i64 = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+        if busy != 0 {
+            return Err(StoreError::new(
+                "the WAL could not be checkpointed and truncated",
+            ));
+        }
         Ok(())
     }
 }
@@ -1380,6 +1389,35 @@ mod wipe_tests {
         assert_eq!(on_disk(dir.path(), &secret[100..164]), Vec::<&str>::new());
         // Later writes do not bring it back.
         s.add_timeline(&[1; 16], 3, "x", "y").unwrap();
+        assert_eq!(on_disk(dir.path(), &secret[100..164]), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn a_stop_whose_wal_cannot_be_emptied_is_an_error_not_a_silent_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("db")).unwrap();
+        let secret: Vec<u8> = (0..700u32).map(|i| (i * 11 + 5) as u8 ^ 0x3c).collect();
+        s.put_enrollment(&[1; 32], &[2; 32], 1, b"record", &secret, 1)
+            .unwrap();
+        // Another connection in the middle of a read keeps its snapshot's
+        // pages in the WAL.
+        let reader = Connection::open(dir.path().join("db")).unwrap();
+        reader.execute_batch("BEGIN").unwrap();
+        let n: i64 = reader
+            .query_row("SELECT COUNT(*) FROM enrollments", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
+        s.conn
+            .busy_timeout(std::time::Duration::from_millis(50))
+            .unwrap();
+        assert!(s.apply_stop(&[1; 32], b"stop", &[[9; 32]], 2).is_err());
+        assert!(
+            !on_disk(dir.path(), &secret[100..164]).is_empty(),
+            "the error is honest: the ciphertext is still on disk"
+        );
+        // Once the reader is gone, the stop again (as the phone retries) wipes.
+        drop(reader);
+        s.apply_stop(&[1; 32], b"stop", &[[9; 32]], 3).unwrap();
         assert_eq!(on_disk(dir.path(), &secret[100..164]), Vec::<&str>::new());
     }
 }

@@ -346,12 +346,17 @@ impl Engine {
     /// The unit a token belongs to.
     pub async fn unit_for_token(&self, token: &str) -> Result<UnitId, ApiError> {
         let h = token_hash(token);
-        self.inner
+        if let Some(id) = self.state().unit_tokens.get(&h) {
+            return Ok(UnitId(id.clone()));
+        }
+        let unit = self
+            .inner
             .db
             .call(move |s| s.unit_by_token(&h))
             .await?
-            .map(|u| UnitId(u.id))
-            .ok_or_else(ApiError::unauthorized)
+            .ok_or_else(ApiError::unauthorized)?;
+        self.state().unit_tokens.insert(h, unit.id.clone());
+        Ok(UnitId(unit.id))
     }
 
     /// A unit reports its position.

@@ -10,6 +10,7 @@ impl Engine {
         student: [u8; 32],
         panic: Signed<PanicEvent>,
         key: IncidentKey,
+        enrollment: Option<EnrollmentRow>,
     ) {
         let Some((cancel, created)) = ({
             let st = self.state();
@@ -19,7 +20,12 @@ impl Engine {
         }) else {
             return;
         };
-        let enrollment = match self.inner.db.call(move |s| s.enrollment(&student)).await {
+        // A new incident's enrollment came with its panic; after a restart it is read.
+        let enrollment = match enrollment {
+            Some(e) => Ok(Some(e)),
+            None => self.inner.db.call(move |s| s.enrollment(&student)).await,
+        };
+        let enrollment = match enrollment {
             Ok(Some(e)) => e,
             Ok(None) => {
                 self.timeline(

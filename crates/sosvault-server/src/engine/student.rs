@@ -243,7 +243,11 @@ impl Engine {
         if let (false, Some(unit)) = (keep, picked_unit) {
             self.unpick(*id.as_bytes(), &unit);
         }
-        let (stored, picked) = match outcome? {
+        let StoredPanic {
+            row,
+            picked,
+            enrollment,
+        } = match outcome? {
             PanicOutcome::UnknownStudent => {
                 return Err(ApiError::new(
                     404,
@@ -275,7 +279,7 @@ impl Engine {
                     .fetch_add(1, Ordering::Relaxed);
                 return Ok((IncidentId::from_bytes(existing), false));
             }
-            PanicOutcome::Stored(row, picked) => (row, picked),
+            PanicOutcome::Stored(stored) => *stored,
             PanicOutcome::Vanished => return Err(ApiError::internal("incident vanished")),
         };
         self.inner.metrics.panics.fetch_add(1, Ordering::Relaxed);
@@ -286,7 +290,7 @@ impl Engine {
             Some(&iid),
             None,
             Audience::Operators,
-            json!({ "category": body.category.as_str(), "flags": stored.flags }),
+            json!({ "category": body.category.as_str(), "flags": row.flags }),
         );
         if let Some(p) = &picked {
             self.inner
@@ -302,8 +306,13 @@ impl Engine {
                 json!({ "step": "assigned", "detail": p.detail }),
             );
         }
-        self.start_incident(*stored, Vec::new(), Vec::new(), false, picked)
-            .await;
+        self.start_incident(
+            row,
+            Vec::new(),
+            Vec::new(),
+            Some(Fresh { picked, enrollment }),
+        )
+        .await;
         Ok((id, true))
     }
 
@@ -742,6 +751,17 @@ struct PanicCheck {
     incident: NewIncident,
 }
 
+/// A panic the store job stored, with what the incident starts from.
+struct StoredPanic {
+    /// The new incident as read back.
+    row: IncidentRow,
+    /// The team picked for it (its assignment stored in the same job).
+    picked: Option<Picked>,
+    /// The student's enrollment, for the release (read in the same job
+    /// rather than queued again once the incident starts).
+    enrollment: Option<EnrollmentRow>,
+}
+
 /// How the panic's store job ended.
 enum PanicOutcome {
     UnknownStudent,
@@ -750,9 +770,8 @@ enum PanicOutcome {
     Replayed,
     /// The same signed panic is already this incident.
     Duplicate([u8; 16]),
-    /// Stored: the new incident as read back, and the team picked for it
-    /// (its assignment stored in the same job).
-    Stored(Box<IncidentRow>, Option<Picked>),
+    /// Stored.
+    Stored(Box<StoredPanic>),
     /// Inserted but not read back (a store bug).
     Vanished,
 }
@@ -817,9 +836,13 @@ impl PanicCheck {
             })?;
             s.add_timeline(&new.id, p.assigned_at_ms, "assigned", &p.detail)?;
         }
-        Ok(match s.incident(&new.id)? {
-            Some(row) => PanicOutcome::Stored(Box::new(row), picked),
-            None => PanicOutcome::Vanished,
-        })
+        let Some(row) = s.incident(&new.id)? else {
+            return Ok(PanicOutcome::Vanished);
+        };
+        Ok(PanicOutcome::Stored(Box::new(StoredPanic {
+            row,
+            picked,
+            enrollment: s.enrollment(&self.sid)?,
+        })))
     }
 }
