@@ -22,9 +22,11 @@ enum Op {
 }
 
 /// Kill after this many acknowledged writes.
-const KILL_AFTER: usize = 40;
-const STUDENTS: usize = 120;
-const WRITERS: usize = 4;
+const KILL_AFTER: usize = 60;
+const STUDENTS: usize = 240;
+/// Enough writers that the trustee commits several writes per batch, so the
+/// kill lands inside a batch's transaction with more than one write in it.
+const WRITERS: usize = 12;
 
 #[test]
 fn sigkill_mid_stream_loses_no_acknowledged_write_and_leaves_no_half_state() {
@@ -57,8 +59,8 @@ fn sigkill_mid_stream_loses_no_acknowledged_write_and_leaves_no_half_state() {
         );
         students.push(s.device.student_id());
     }
-    // Four writers, each with its own students, so several writes are in
-    // flight (one of them, likely, inside its commit) when the kill lands.
+    // Twelve writers, each with its own students, so several writes are in
+    // flight (a batch of them, likely, inside its commit) when the kill lands.
     // Each writer: E(a) E(b) S(a) E(c) E(d) S(c) ...
     let mut plans: Vec<Vec<Op>> = vec![Vec::new(); WRITERS];
     for (w, plan) in plans.iter_mut().enumerate() {
