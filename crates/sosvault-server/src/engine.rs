@@ -14,7 +14,14 @@
 //!   a trustee is down; the [`sosvault::Opener`] checks each release and
 //!   opens the vault once `t` good shares are in.
 //!
-//! The std mutex around the in-memory state is never held across an `.await`.
+//! A new panic is checked, stored and, when its location opens and a team of
+//! the right kind is free, given that team in one store job (one commit of
+//! the store's group commit): the team is told as soon as the phone hears
+//! "help is coming", and the assignment is already durable then.
+//!
+//! The std mutex around the in-memory state is never held across an `.await`
+//! (the panic's store job takes it briefly on the store's writer thread to
+//! pick the team; it never waits for the store while holding it).
 //!
 //! This file holds the types, start-up and resume; the methods live by
 //! concern in `engine/`: `student.rs` (enroll, panic, location, cancel,
