@@ -97,6 +97,9 @@ const MAX_SEEN_QUERIES: usize = 10_000;
 /// Events a live stream may fall behind before it skips some.
 const EVENT_BUFFER: usize = 1 << 16;
 
+/// Events one unit's own stream may fall behind before it skips some.
+const UNIT_EVENT_BUFFER: usize = 1024;
+
 /// Most points of a live trail kept in memory (the newest).
 const MAX_TRAIL: usize = 2_000;
 
@@ -317,6 +320,9 @@ struct Inner {
     trustees: Vec<TrusteeClient>,
     state: Mutex<State>,
     events: broadcast::Sender<Event>,
+    /// Per-unit channels, created when a unit subscribes (units are never
+    /// removed): a unit's stream then wakes for its own events only.
+    unit_events: Mutex<HashMap<String, broadcast::Sender<Event>>>,
     seq: AtomicU64,
     metrics: Metrics,
     shutdown: CancellationToken,
@@ -519,6 +525,7 @@ impl Engine {
                 trustees,
                 state: Mutex::new(State::default()),
                 events,
+                unit_events: Mutex::new(HashMap::new()),
                 seq: AtomicU64::new(0),
                 metrics: Metrics::default(),
                 shutdown: CancellationToken::new(),
@@ -560,9 +567,31 @@ impl Engine {
         &self.inner.trustees
     }
 
-    /// Subscribes to live events.
+    /// Subscribes to every live event (each carries its audience: filter
+    /// with [`EventBody::for_operators`] / [`EventBody::for_unit`]).
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.inner.events.subscribe()
+    }
+
+    /// Subscribes to the live events unit `unit` may see, and only those.
+    ///
+    /// With hundreds of teams connected, a stream per team on
+    /// [`Engine::subscribe`] wakes (and filters) for every event of every
+    /// incident; this one wakes for the unit's own.
+    pub fn subscribe_unit(&self, unit: &str) -> broadcast::Receiver<Event> {
+        let mut map = self
+            .inner
+            .unit_events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        match map.get(unit) {
+            Some(tx) => tx.subscribe(),
+            None => {
+                let (tx, rx) = broadcast::channel(UNIT_EVENT_BUFFER);
+                map.insert(unit.to_owned(), tx);
+                rx
+            }
+        }
     }
 
     /// Open incidents (for the gauge).
@@ -608,6 +637,17 @@ impl Engine {
             detail,
             audience,
         }));
+        if let Audience::OperatorsAndUnit(u) | Audience::Unit(u) = &ev.audience {
+            let units = self
+                .inner
+                .unit_events
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if let Some(tx) = units.get(u) {
+                // No subscribers is fine.
+                let _ = tx.send(ev.clone());
+            }
+        }
         // No subscribers is fine.
         let _ = self.inner.events.send(ev);
     }
@@ -898,6 +938,39 @@ mod tests {
         assert_eq!(human_ms(12), "12 ms");
         assert_eq!(human_ms(2_400), "2.4 s");
         assert_eq!(human_ms(45 * 60_000), "45 min");
+    }
+
+    #[tokio::test]
+    async fn a_unit_subscription_gets_its_own_events_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::SqliteStore::open(&dir.path().join("db")).unwrap();
+        let engine = Engine::new(
+            Config::new(dir.path()),
+            Db::new(store).unwrap(),
+            ControlRoomKey::generate(),
+            MasterKey::generate(),
+        )
+        .unwrap();
+        let mut mine = engine.subscribe_unit("u-1");
+        let mut all = engine.subscribe();
+        let send = |kind: &str, audience| engine.emit(kind, None, None, audience, json!({}));
+        send("ops", Audience::Operators);
+        send("other", Audience::OperatorsAndUnit("u-2".into()));
+        send("both", Audience::OperatorsAndUnit("u-1".into()));
+        send("only", Audience::Unit("u-1".into()));
+        let mut second = engine.subscribe_unit("u-1");
+        send("later", Audience::Unit("u-1".into()));
+        let got: Vec<String> = std::iter::from_fn(|| mine.try_recv().ok())
+            .map(|e| e.kind.clone())
+            .collect();
+        assert_eq!(got, ["both", "only", "later"]);
+        assert_eq!(second.try_recv().unwrap().kind, "later");
+        assert!(second.try_recv().is_err());
+        // The all-events channel still carries everything, in order.
+        let every: Vec<String> = std::iter::from_fn(|| all.try_recv().ok())
+            .map(|e| e.kind.clone())
+            .collect();
+        assert_eq!(every, ["ops", "other", "both", "only", "later"]);
     }
 
     #[test]
