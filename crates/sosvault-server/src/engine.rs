@@ -973,6 +973,74 @@ mod tests {
         assert_eq!(every, ["ops", "other", "both", "only", "later"]);
     }
 
+    #[tokio::test]
+    async fn a_team_picked_for_a_panic_whose_commit_fails_is_free_again() {
+        use sosvault::{DeviceKey, Policy, TrusteeKey};
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::SqliteStore::open(&dir.path().join("db")).unwrap();
+        let (_, refuse) = store.watch_commits();
+        let engine = Engine::new(
+            Config::new(dir.path()),
+            Db::new(store).unwrap(),
+            ControlRoomKey::generate(),
+            MasterKey::generate(),
+        )
+        .unwrap();
+        let here = LatLon {
+            lat: 25.1425,
+            lon: 75.8350,
+        };
+        let (unit, _) = engine
+            .create_unit("PCR Talwandi", UnitKind::Police, Some(here))
+            .await
+            .unwrap();
+        let mut device = sosvault::Device::new(DeviceKey::generate());
+        let trustees: Vec<_> = (0..3).map(|_| TrusteeKey::generate().public()).collect();
+        let now = Timestamp::now();
+        let e = device
+            .enroll(b"profile", &trustees, 2, Policy::default(), now)
+            .unwrap();
+        let (sid, device_public) = (*device.student_id().as_bytes(), device.public().to_bytes());
+        let record = e.package.record.as_bytes().to_vec();
+        engine
+            .inner
+            .db
+            .call(move |s| s.put_enrollment(&sid, &device_public, 1, &record, b"sealed", 1))
+            .await
+            .unwrap();
+        let at = sosvault::Location::new(here.lat, here.lon, 8, now).unwrap();
+        let panic = device
+            .panic(Category::Police, &at, &engine.control_room_public(), now)
+            .unwrap();
+
+        // The team is picked inside the panic's store job; the commit fails.
+        refuse.store(true, Ordering::SeqCst);
+        assert!(engine.panic(panic.as_bytes()).await.is_err());
+        refuse.store(false, Ordering::SeqCst);
+        let units = engine.units();
+        assert_eq!((units.len(), units[0].incident.as_deref()), (1, None));
+
+        // The phone retries: a new incident (nothing of the first was kept),
+        // and the same team, free again, is on it.
+        let (id, new) = engine.panic(panic.as_bytes()).await.unwrap();
+        assert!(new);
+        let units = engine.units();
+        assert_eq!(units[0].id, unit);
+        assert_eq!(units[0].incident, Some(id.to_hex()));
+        let rows = engine
+            .inner
+            .db
+            .call(move |s| s.assignments(id.as_bytes()))
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            (rows[0].unit_id.as_str(), rows[0].status.as_str()),
+            (unit.as_str(), "pending")
+        );
+        engine.shutdown();
+    }
+
     #[test]
     fn events_reach_only_their_audience() {
         let ev = |audience| {

@@ -1423,26 +1423,41 @@ mod wipe_tests {
 }
 
 #[cfg(test)]
-mod group_commit_tests {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-
-    use super::*;
-
-    /// A store whose commits are counted, and refused while `refuse` is set
-    /// (SQLite's commit hook turns the COMMIT into a rollback and an error).
-    fn store(dir: &Path) -> (SqliteStore, Arc<AtomicUsize>, Arc<AtomicBool>) {
-        let s = SqliteStore::open(&dir.join("db")).unwrap();
-        let commits = Arc::new(AtomicUsize::new(0));
-        let refuse = Arc::new(AtomicBool::new(false));
+impl SqliteStore {
+    /// Counts this connection's commits, and refuses them while the
+    /// returned flag is set (SQLite's commit hook turns the COMMIT into a
+    /// rollback and an error).
+    pub(crate) fn watch_commits(
+        &self,
+    ) -> (
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        use std::sync::atomic::Ordering;
+        let commits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let refuse = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (c, r) = (commits.clone(), refuse.clone());
-        s.conn.commit_hook(Some(move || {
+        self.conn.commit_hook(Some(move || {
             if r.load(Ordering::SeqCst) {
                 return true;
             }
             c.fetch_add(1, Ordering::SeqCst);
             false
         }));
+        (commits, refuse)
+    }
+}
+
+#[cfg(test)]
+mod group_commit_tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use super::*;
+
+    fn store(dir: &Path) -> (SqliteStore, Arc<AtomicUsize>, Arc<AtomicBool>) {
+        let s = SqliteStore::open(&dir.join("db")).unwrap();
+        let (commits, refuse) = s.watch_commits();
         (s, commits, refuse)
     }
 
