@@ -254,11 +254,21 @@ struct Picked {
 }
 
 /// What a new incident starts from, prepared by the panic's store job.
+///
+/// It also carries what the panic handler already decoded and opened, so
+/// none of it is done twice on the busiest path (a signature check, an
+/// X25519 open of the location, an age decryption of the incident key).
 struct Fresh {
     /// The team picked with the panic, if one was.
     picked: Option<Picked>,
     /// The student's enrollment, for the release.
     enrollment: Option<EnrollmentRow>,
+    /// The verified panic.
+    panic: Signed<PanicEvent>,
+    /// Its location, if it opened: (lat, lon, fix time).
+    fix: Option<(f64, f64, u64)>,
+    /// The incident key (stored sealed with the incident).
+    key: IncidentKey,
 }
 
 /// What the dispatch loop of a new incident starts from when its team was
@@ -755,12 +765,21 @@ impl Engine {
     ) {
         // `None`: resumed after a restart.
         let resumed = fresh.is_none();
-        let (picked, enrollment) = fresh.map_or((None, None), |f| (f.picked, f.enrollment));
+        let (picked, enrollment, fresh_panic) = match fresh {
+            Some(f) => (f.picked, f.enrollment, Some((f.panic, f.fix, f.key))),
+            None => (None, None, None),
+        };
         let id = row.id;
-        let panic = row
-            .panic
-            .as_deref()
-            .and_then(|b| Signed::<PanicEvent>::decode(b).ok());
+        let (panic, fix, fresh_key) = match fresh_panic {
+            Some((panic, fix, key)) => (Some(panic), Some(fix), Some(key)),
+            None => (
+                row.panic
+                    .as_deref()
+                    .and_then(|b| Signed::<PanicEvent>::decode(b).ok()),
+                None,
+                None,
+            ),
+        };
         let category = panic
             .as_ref()
             .map(|p| p.body().category)
@@ -768,13 +787,16 @@ impl Engine {
             .unwrap_or(Category::Police);
         let mut trail = Vec::new();
         if let Some(p) = &panic {
-            match self
-                .inner
-                .control_room
-                .open_location(&p.body().sealed_location)
-            {
-                Ok(l) => trail.push((l.lat(), l.lon(), l.fix_time.0)),
-                Err(_) => {
+            let fix = fix.unwrap_or_else(|| {
+                self.inner
+                    .control_room
+                    .open_location(&p.body().sealed_location)
+                    .ok()
+                    .map(|l| (l.lat(), l.lon(), l.fix_time.0))
+            });
+            match fix {
+                Some(f) => trail.push(f),
+                None => {
                     if !resumed {
                         self.timeline(
                             id,
@@ -792,11 +814,12 @@ impl Engine {
                 trail.push((l.lat(), l.lon(), l.fix_time.0));
             }
         }
-        let incident_key = row
-            .incident_key_sealed
-            .as_deref()
-            .and_then(|s| self.inner.master.open(s))
-            .and_then(|b| IncidentKey::from_secret_bytes(&b).ok());
+        let incident_key = fresh_key.or_else(|| {
+            row.incident_key_sealed
+                .as_deref()
+                .and_then(|s| self.inner.master.open(s))
+                .and_then(|b| IncidentKey::from_secret_bytes(&b).ok())
+        });
         let cancel = self.inner.shutdown.child_token();
         let release_cancel = cancel.child_token();
         let wake = Arc::new(Notify::new());

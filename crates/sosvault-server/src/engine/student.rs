@@ -198,17 +198,17 @@ impl Engine {
         // Where the panic was sent from, if it opens: the nearest free team
         // is picked inside the store job, so its assignment is committed with
         // the panic and told as soon as the panic is answered.
-        let from = self
+        let fix = self
             .inner
             .control_room
             .open_location(&body.sealed_location)
             .ok()
-            .map(|l| (l.lat(), l.lon()));
+            .map(|l| (l.lat(), l.lon(), l.fix_time.0));
         let picked_slot: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
         let check = PanicCheck {
             engine: self.clone(),
             kind: UnitKind::for_category(body.category),
-            from,
+            from: fix.map(|(lat, lon, _)| (lat, lon)),
             picked: picked_slot.clone(),
             sid,
             signer,
@@ -310,7 +310,13 @@ impl Engine {
             row,
             Vec::new(),
             Vec::new(),
-            Some(Fresh { picked, enrollment }),
+            Some(Fresh {
+                picked,
+                enrollment,
+                panic,
+                fix,
+                key,
+            }),
         )
         .await;
         Ok((id, true))
