@@ -759,7 +759,9 @@ async fn unit_position(
 #[utoipa::path(get, path = "/v1/unit/events", tag = "unit", security(("bearer" = [])),
     responses((status = 200, description = "server-sent events", content_type = "text/event-stream", body = String), (status = 401, body = ErrorBody)))]
 async fn unit_events(State(e): State<Engine>, Unit(u): Unit) -> Response {
-    let rx = e.subscribe();
+    // Its own channel: a team's stream never wakes for other teams' events,
+    // nor falls behind because of them.
+    let rx = e.subscribe_unit(&u.0);
     let guard = e.unit_connected(&u);
     let closing = e.streams_closing();
     let unit = u.0.clone();
