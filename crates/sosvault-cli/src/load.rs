@@ -161,6 +161,8 @@ pub struct FloorResult {
     pub burst_all_ms: f64,
     #[serde(skip)]
     raw_steady: Vec<f64>,
+    #[serde(skip)]
+    raw_burst: Vec<f64>,
 }
 
 /// Everything a run measured.
@@ -1188,6 +1190,7 @@ async fn measure(
         burst_ms: Stats::of(&burst),
         burst_all_ms: all,
         raw_steady: steady,
+        raw_burst: burst,
     };
 
     print_report(&r, opts);
@@ -1343,6 +1346,7 @@ fn write_results(r: &LoadResult, opts: &LoadOptions) -> anyhow::Result<()> {
             opts.burst
         ),
         &[
+            ("bare axum (floor)", &r.floor.raw_burst),
             ("panic -> 202", &r.burst.raw_accept),
             ("panic -> team assigned", &r.burst.raw_assign),
             ("panic -> profile open", &r.burst.raw_open),

@@ -14,27 +14,39 @@ const COLOURS: [RGBColor; 5] = [
     RGBColor(148, 103, 189),
 ];
 
+/// Milliseconds as a short axis label: "0.5", "3", "250".
+fn ms_label(x: &f64) -> String {
+    if *x >= 1.0 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.1}")
+    }
+}
+
 /// Draws, for each named series of latencies (ms), the share of samples at
 /// or below each latency (an empirical CDF) on a logarithmic time axis.
-/// Empty series are skipped.
+/// A series keeps its position's colour even when an earlier one is empty,
+/// so the same list of series colours the same way in every plot; empty
+/// series are not drawn.
 pub fn latency_cdf(path: &Path, title: &str, series: &[(&str, &[f64])]) -> anyhow::Result<()> {
-    let sorted: Vec<(&str, Vec<f64>)> = series
+    let sorted: Vec<(usize, &str, Vec<f64>)> = series
         .iter()
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(name, v)| {
+        .enumerate()
+        .filter(|(_, (_, v))| !v.is_empty())
+        .map(|(k, (name, v))| {
             let mut s: Vec<f64> = v.iter().map(|x| x.max(0.01)).collect();
             s.sort_by(f64::total_cmp);
-            (*name, s)
+            (k, *name, s)
         })
         .collect();
     let lo = sorted
         .iter()
-        .filter_map(|(_, s)| s.first())
+        .filter_map(|(_, _, s)| s.first())
         .copied()
         .fold(f64::INFINITY, f64::min);
     let hi = sorted
         .iter()
-        .filter_map(|(_, s)| s.last())
+        .filter_map(|(_, _, s)| s.last())
         .copied()
         .fold(0.0, f64::max);
     let (lo, hi) = if lo.is_finite() && hi > lo {
@@ -54,10 +66,13 @@ pub fn latency_cdf(path: &Path, title: &str, series: &[(&str, &[f64])]) -> anyho
         chart
             .configure_mesh()
             .x_desc("latency (ms, log scale)")
+            .x_labels(8)
+            .x_label_formatter(&ms_label)
+            .light_line_style(RGBColor(242, 242, 242))
             .y_desc("share of panics")
             .y_label_formatter(&|y| format!("{:.0}%", y * 100.0))
             .draw()?;
-        for (k, (name, s)) in sorted.iter().enumerate() {
+        for (k, name, s) in &sorted {
             let colour = COLOURS[k % COLOURS.len()];
             let n = s.len() as f64;
             chart
@@ -105,8 +120,8 @@ mod tests {
         assert!(svg.starts_with("<svg"));
         assert!(svg.contains("alpha") && svg.contains("beta"));
         assert!(!svg.contains("empty"));
-        // Series are coloured in order, skipping the empty one: the first
-        // two colours draw a line and a legend mark each, the third nothing.
+        // Series are coloured by position: the first two colours draw a
+        // line and a legend mark each, the empty third series nothing.
         let uses = |c: RGBColor| {
             let hex = format!("#{:02X}{:02X}{:02X}", c.0, c.1, c.2);
             svg.matches(&format!("stroke=\"{hex}\"")).count()
