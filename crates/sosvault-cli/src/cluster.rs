@@ -168,6 +168,25 @@ pub fn password() -> String {
     )
 }
 
+/// Where a run keeps its stores: `dir` if given (created if missing), else a
+/// fresh temporary directory named `prefix...`, removed when the returned
+/// guard drops.
+pub fn data_root(
+    dir: Option<&Path>,
+    prefix: &str,
+) -> anyhow::Result<(PathBuf, Option<tempfile::TempDir>)> {
+    match dir {
+        Some(d) => {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+            Ok((d.to_owned(), None))
+        }
+        None => {
+            let tmp = tempfile::Builder::new().prefix(prefix).tempdir()?;
+            Ok((tmp.path().to_owned(), Some(tmp)))
+        }
+    }
+}
+
 /// What to vary between the demo and the load runs.
 pub struct ClusterOptions {
     /// Where the dispatch service listens (`127.0.0.1:0`: any free port).

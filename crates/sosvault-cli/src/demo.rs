@@ -17,7 +17,7 @@ use sosvault::{
 use sosvault_server::client::{Client, ServiceInfo};
 use tokio::sync::mpsc::UnboundedReceiver;
 
-use crate::cluster::{Cluster, ClusterOptions};
+use crate::cluster::{Cluster, ClusterOptions, data_root};
 use crate::kota;
 
 /// Options of the demo.
@@ -159,19 +159,7 @@ fn spawn_unit(
 /// Runs the demo.
 pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let n = Narrator { t0: Instant::now() };
-    let tmp;
-    let root = match &opts.dir {
-        Some(d) => {
-            std::fs::create_dir_all(d)?;
-            d.clone()
-        }
-        None => {
-            tmp = tempfile::Builder::new()
-                .prefix("sosvault-demo-")
-                .tempdir()?;
-            tmp.path().to_owned()
-        }
-    };
+    let (root, _tmp) = data_root(opts.dir.as_deref(), "sosvault-demo-")?;
     n.say(format!(
         "sosvault demo: everything runs on loopback; data in {}",
         root.display()

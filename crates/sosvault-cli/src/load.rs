@@ -39,33 +39,43 @@ use serde_json::{Value, json};
 use sosvault::{Category, Container as _, Device, DeviceKey, Location, Policy, Timestamp};
 use sosvault_server::client::{Client, ServiceInfo};
 
-use crate::cluster::{Cluster, ClusterOptions, Proc, sibling};
+use crate::cluster::{Cluster, ClusterOptions, Proc, data_root, sibling};
 use crate::kota;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
-/// What to run.
-#[derive(Clone, Debug)]
+/// What to run (the `sosvault load` arguments).
+#[derive(Clone, Debug, clap::Args)]
 pub struct LoadOptions {
-    /// Students to enroll.
+    /// Students to enroll (Kota has about 200,000).
+    #[arg(long, default_value_t = 200_000)]
     pub students: usize,
     /// Enrollments in flight at once.
+    #[arg(long, default_value_t = 64)]
     pub enroll_concurrency: usize,
-    /// Bytes of (incompressible) photo in each profile.
+    /// Bytes of (incompressible) photo in each profile (a small JPEG is about 8 KiB).
+    #[arg(long, default_value_t = 8 * 1024)]
     pub photo_bytes: usize,
-    /// Units on duty.
+    /// Teams on duty.
+    #[arg(long, default_value_t = 500)]
     pub units: usize,
-    /// Seconds between a unit's position reports.
+    /// Seconds between a team's position reports.
+    #[arg(long, default_value_t = 5)]
     pub position_every_secs: u64,
     /// Panics per second in the steady phase.
+    #[arg(long, default_value_t = 100)]
     pub rate: u32,
-    /// Length of the steady phase.
+    /// Length of the steady phase in seconds.
+    #[arg(long, default_value_t = 30)]
     pub steady_secs: u64,
     /// Panics sent at once in the burst.
+    #[arg(long, default_value_t = 1000)]
     pub burst: usize,
-    /// Where the results (JSON, SVG plots) go.
+    /// Where to write load-results.json and the SVG plots.
+    #[arg(long, default_value = "target/load")]
     pub out: PathBuf,
-    /// Keep the stores here instead of a temporary directory.
+    /// Keep the stores in this directory (default: a temporary one).
+    #[arg(long)]
     pub dir: Option<PathBuf>,
 }
 
@@ -968,19 +978,7 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<LoadResult> {
     }
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("creating {}", opts.out.display()))?;
-    let tmp;
-    let root = match &opts.dir {
-        Some(d) => {
-            std::fs::create_dir_all(d)?;
-            d.clone()
-        }
-        None => {
-            tmp = tempfile::Builder::new()
-                .prefix("sosvault-load-")
-                .tempdir()?;
-            tmp.path().to_owned()
-        }
-    };
+    let (root, _tmp) = data_root(opts.dir.as_deref(), "sosvault-load-")?;
     say(t0, format!("stores in {}", root.display()));
     let mut cluster = Cluster::start(
         &root,

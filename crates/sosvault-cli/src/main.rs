@@ -64,38 +64,7 @@ enum Cmd {
     },
     /// Load test: enroll students, then panics at a steady rate and in a
     /// burst while teams report positions; latencies against a bare endpoint.
-    Load {
-        /// Students to enroll (Kota has about 200,000).
-        #[arg(long, default_value_t = 200_000)]
-        students: usize,
-        /// Enrollments in flight at once.
-        #[arg(long, default_value_t = 64)]
-        enroll_concurrency: usize,
-        /// Bytes of photo in each profile (a small JPEG is about 8 KiB).
-        #[arg(long, default_value_t = 8 * 1024)]
-        photo_bytes: usize,
-        /// Teams on duty.
-        #[arg(long, default_value_t = 500)]
-        units: usize,
-        /// Seconds between a team's position reports.
-        #[arg(long, default_value_t = 5)]
-        position_every_secs: u64,
-        /// Panics per second in the steady phase.
-        #[arg(long, default_value_t = 100)]
-        rate: u32,
-        /// Length of the steady phase in seconds.
-        #[arg(long, default_value_t = 30)]
-        steady_secs: u64,
-        /// Panics sent at once in the burst.
-        #[arg(long, default_value_t = 1000)]
-        burst: usize,
-        /// Where to write load-results.json and the SVG plots.
-        #[arg(long, default_value = "target/load")]
-        out: std::path::PathBuf,
-        /// Keep the stores in this directory (default: a temporary one).
-        #[arg(long)]
-        dir: Option<std::path::PathBuf>,
-    },
+    Load(load::LoadOptions),
     /// The load test's floor: an axum endpoint that does nothing.
     #[command(hide = true)]
     LoadFloor {
@@ -220,31 +189,8 @@ async fn main() -> anyhow::Result<()> {
             })
             .await
         }
-        Cmd::Load {
-            students,
-            enroll_concurrency,
-            photo_bytes,
-            units,
-            position_every_secs,
-            rate,
-            steady_secs,
-            burst,
-            out,
-            dir,
-        } => {
-            let r = load::run(load::LoadOptions {
-                students,
-                enroll_concurrency,
-                photo_bytes,
-                units,
-                position_every_secs,
-                rate,
-                steady_secs,
-                burst,
-                out,
-                dir,
-            })
-            .await?;
+        Cmd::Load(opts) => {
+            let r = load::run(opts).await?;
             let (lost, twice) = (r.lost(), r.twice());
             if lost + twice > 0 {
                 anyhow::bail!("{lost} panics lost and {twice} assigned twice: that is a bug");
