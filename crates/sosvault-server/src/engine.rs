@@ -963,17 +963,22 @@ mod tests {
         assert_eq!(human_ms(45 * 60_000), "45 min");
     }
 
-    #[tokio::test]
-    async fn a_unit_subscription_gets_its_own_events_only() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::SqliteStore::open(&dir.path().join("db")).unwrap();
-        let engine = Engine::new(
-            Config::new(dir.path()),
+    /// An engine with fresh keys over `store`, its config in `dir`.
+    fn engine_on(dir: &std::path::Path, store: crate::store::SqliteStore) -> Engine {
+        Engine::new(
+            Config::new(dir),
             Db::new(store).unwrap(),
             ControlRoomKey::generate(),
             MasterKey::generate(),
         )
-        .unwrap();
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_unit_subscription_gets_its_own_events_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::SqliteStore::open(&dir.path().join("db")).unwrap();
+        let engine = engine_on(dir.path(), store);
         let mut mine = engine.subscribe_unit("u-1");
         let mut all = engine.subscribe();
         let send = |kind: &str, audience| engine.emit(kind, None, None, audience, json!({}));
@@ -1002,13 +1007,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::SqliteStore::open(&dir.path().join("db")).unwrap();
         let (_, refuse) = store.watch_commits();
-        let engine = Engine::new(
-            Config::new(dir.path()),
-            Db::new(store).unwrap(),
-            ControlRoomKey::generate(),
-            MasterKey::generate(),
-        )
-        .unwrap();
+        let engine = engine_on(dir.path(), store);
         let here = LatLon {
             lat: 25.1425,
             lon: 75.8350,
