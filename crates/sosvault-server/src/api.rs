@@ -128,6 +128,12 @@ pub fn router_and_openapi(engine: Engine) -> (Router, utoipa::openapi::OpenApi) 
     let router = router
         .route("/openapi.json", get(move || async move { Json(doc) }))
         .layer(DefaultBodyLimit::max(MAX_BODY))
+        // Outermost: an answer given before the body was read (413, 415,
+        // 401, ...) says `Connection: close`, so no client reuses a
+        // connection hyper is about to close.
+        .layer(axum::middleware::from_fn(
+            sosvault_service::http::close_unread,
+        ))
         .with_state(engine);
     (router, api)
 }

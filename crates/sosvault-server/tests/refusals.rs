@@ -203,6 +203,30 @@ async fn bad_input_and_wrong_callers_get_a_clear_4xx_and_change_nothing() {
     let huge = format!("{{\"package\":\"{}\"}}", "A".repeat(3 * 1024 * 1024));
     let (status, _) = raw(&c, "/v1/enroll", None, &huge).await;
     assert_eq!(status, 413);
+    // On one pooled client, the request right after an answer given before
+    // the body was read goes through: the answer said `Connection: close`.
+    let pooled = reqwest::Client::new();
+    for round in 0..20 {
+        let resp = pooled
+            .post(format!("{}/v1/enroll", c.server.url()))
+            .header("content-type", "application/json")
+            .body(huge.clone())
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: the huge body was not answered: {e}"));
+        assert_eq!(resp.status().as_u16(), 413);
+        assert_eq!(
+            resp.headers().get("connection").map(|v| v.as_bytes()),
+            Some(&b"close"[..]),
+            "round {round}: a 413 must close the connection"
+        );
+        let resp = pooled
+            .get(format!("{}/v1/info", c.server.url()))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: the request after a 413 failed: {e}"));
+        assert_eq!(resp.status().as_u16(), 200);
+    }
 
     // Another student cannot move, cancel or touch this incident.
     let moved = sosvault::Location::new(25.2, 75.9, 5, Timestamp::now()).unwrap();

@@ -287,6 +287,10 @@ pub fn app(state: AppState, limits: HttpLimits) -> Router {
             limits.request_timeout,
         ))
         .layer(axum::middleware::map_response(json_for_bare_errors))
+        // Outermost, so it sees the limit's and the timeout's answers too.
+        .layer(axum::middleware::from_fn(
+            sosvault_service::http::close_unread,
+        ))
 }
 
 /// Gives the layers' own bare answers (a timeout, a wrong method) the same
