@@ -23,10 +23,10 @@ use proptest::prelude::*;
 use proptest::sample::Index;
 use sosvault::hazmat::{self, RawShare};
 use sosvault::{
-    Category, Container, ControlRoomKey, DecodeError, DeviceKey, EnrollRefusal, IncidentId,
-    IncidentKey, OpenError, PanicEvent, Refusal, Release, ReleaseRefusal, ReleaseRequest,
-    SealError, ShareDelivery, ShareRejected, ShredRefusal, Signed, StudentEntry, TimeLimits,
-    VaultRecipient,
+    CancelRefusal, Category, Container, ControlRoomKey, DecodeError, DeviceKey, EnrollRefusal,
+    IncidentId, IncidentKey, OpenError, PanicEvent, Refusal, Release, ReleaseRefusal,
+    ReleaseRequest, SealError, ShareDelivery, ShareRejected, ShredRefusal, Signed, StudentEntry,
+    TimeLimits, VaultRecipient,
 };
 
 const MAX: usize = 1 << 20;
@@ -714,6 +714,253 @@ fn p3_release_after_shred_is_refused() {
         ReleaseRefusal::Shredded
     );
     assert!(world.release(1, &incident, T0).is_ok());
+}
+
+/// Property 3, retry window: the same (panic, incident, recipient) is answered
+/// again, with the very same release, only within `retry_window_secs` of the
+/// first release; after it the repeat is `RetryExpired`, and once the
+/// trustee's expiry pass has dropped the stored release it is `Replayed`. A
+/// control room that re-signs the request (any time, any number of times, as
+/// a restarted or copied control room would) gets nothing more.
+#[test]
+fn p3_a_retry_is_answered_only_inside_its_window_and_never_after() {
+    let limits = TimeLimits::default();
+    let window = limits.retry_window_secs;
+    let mut world = World::with_limits(2, limits);
+    let mut dev = device();
+    world.enroll(&mut dev, b"p", 2, T0);
+    let incident = world.panic(&mut dev, T0);
+    let first = world.release(0, &incident, T0).unwrap();
+    let resign = |world: &World, at: sosvault::Timestamp| {
+        world
+            .control_room
+            .release_request(&incident.panic, incident.id, &incident.key, at)
+    };
+    for d in [0, 1, window / 2, window] {
+        let at = T0.plus(d);
+        let req = resign(&world, at);
+        let again = world.trustees[0].release(req.as_bytes(), at).unwrap();
+        assert_eq!(again.as_bytes(), first.as_bytes(), "retry {d} s after");
+    }
+    for d in [window + 1, window + 60, 7 * 24 * 3600] {
+        let at = T0.plus(d);
+        let req = resign(&world, at);
+        assert_eq!(
+            refusal(world.trustees[0].release(req.as_bytes(), at)),
+            ReleaseRefusal::RetryExpired,
+            "retry {d} s after"
+        );
+    }
+    // The expiry pass drops the stored release once the window has closed, not before.
+    assert_eq!(world.trustees[0].expire(T0.plus(window)), 0);
+    assert!(
+        world.trustees[0]
+            .entry(&dev.student_id())
+            .unwrap()
+            .last_release()
+            .is_some()
+    );
+    assert_eq!(world.trustees[0].expire(T0.plus(window + 1)), 1);
+    assert!(
+        world.trustees[0]
+            .entry(&dev.student_id())
+            .unwrap()
+            .last_release()
+            .is_none()
+    );
+    let at = T0.plus(window + 2);
+    let seen = incident.panic.body().counter;
+    let req = resign(&world, at);
+    assert_eq!(
+        refusal(world.trustees[0].release(req.as_bytes(), at)),
+        ReleaseRefusal::Replayed {
+            offered: seen,
+            seen
+        }
+    );
+    // The other trustee never released: the panic itself is still valid there.
+    assert!(world.release(1, &incident, T0).is_ok());
+}
+
+/// Property 3, retry window: a retry inside the window is still refused once
+/// the panic itself is older than `max_panic_age_secs`.
+#[test]
+fn p3_a_retry_never_outlives_the_panics_maximum_age() {
+    let limits = TimeLimits {
+        retry_window_secs: 600,
+        ..TimeLimits::default()
+    };
+    let mut world = World::with_limits(2, limits);
+    let mut dev = device();
+    world.enroll(&mut dev, b"p", 2, T0);
+    // Pressed just inside the maximum age, released at once.
+    let pressed = T0.minus(limits.max_panic_age_secs - 10);
+    let panic = dev
+        .panic(
+            Category::Police,
+            &here(pressed),
+            &world.control_room.public(),
+            pressed,
+        )
+        .unwrap();
+    let incident = world.incident_for(panic, T0);
+    world.release(0, &incident, T0).unwrap();
+    let in_age = T0.plus(10);
+    let req =
+        world
+            .control_room
+            .release_request(&incident.panic, incident.id, &incident.key, in_age);
+    assert!(world.trustees[0].release(req.as_bytes(), in_age).is_ok());
+    let past_age = T0.plus(11);
+    let req =
+        world
+            .control_room
+            .release_request(&incident.panic, incident.id, &incident.key, past_age);
+    assert_eq!(
+        refusal(world.trustees[0].release(req.as_bytes(), past_age)),
+        ReleaseRefusal::RetryExpired
+    );
+}
+
+/// Property 3, cancel: once a trustee took the student's cancel, it releases
+/// nothing for any panic at or below the cancel's counter (`Cancelled`), a
+/// retry of a release it gave included; a panic pressed after the cancel
+/// releases. The same cancel again gets the same receipt; an older one is
+/// `Stale`; another device's cancel is `WrongDevice`; a student it holds
+/// nothing for is `UnknownStudent`.
+#[test]
+fn p3_a_cancel_revokes_every_panic_at_or_below_its_counter() {
+    let mut world = World::new(3);
+    let mut dev = device();
+    world.enroll(&mut dev, b"p", 2, T0);
+    let older = world.panic(&mut dev, T0);
+    let incident = world.panic(&mut dev, T0);
+    world.release(0, &incident, T0).unwrap();
+    let cancel = dev
+        .cancel(
+            incident.panic.hash(),
+            false,
+            &world.control_room.public(),
+            T0.plus(5),
+        )
+        .unwrap();
+    let cancel_counter = cancel.body().counter;
+    let receipts: Vec<_> = world
+        .trustees
+        .iter_mut()
+        .map(|t| t.cancel(cancel.as_bytes(), T0.plus(5)).unwrap())
+        .collect();
+    for (t, r) in world.trustees.iter().zip(&receipts) {
+        assert_eq!(t.trustee().key().public().verifying_key(), r.signer());
+        assert_eq!(r.body().student, dev.student_id());
+        assert_eq!(r.body().cancel, cancel.hash());
+        assert_eq!(r.body().counter, cancel_counter);
+    }
+    let at = T0.plus(6);
+    let cancelled = ReleaseRefusal::Cancelled {
+        cancelled_through: cancel_counter,
+    };
+    // The retry of the release trustee 0 gave, inside its window: refused.
+    let retry = world
+        .control_room
+        .release_request(&incident.panic, incident.id, &incident.key, at);
+    assert_eq!(
+        refusal(world.trustees[0].release(retry.as_bytes(), at)),
+        cancelled
+    );
+    // Trustees that never released, a fresh incident key, an older panic: refused.
+    for (i, p) in [(1, &incident), (2, &incident), (1, &older)] {
+        let fresh = world.incident_for(p.panic.clone(), at);
+        assert_eq!(refusal(world.release(i, &fresh, at)), cancelled);
+    }
+    // The same cancel again: the same receipt. An older one: stale.
+    let again = world.trustees[1].cancel(cancel.as_bytes(), at).unwrap();
+    assert_eq!(again.as_bytes(), receipts[1].as_bytes());
+    // A newer panic releases, at every trustee.
+    let newer = world.panic(&mut dev, at);
+    world.release_all(&newer, at);
+    // A cancel of the newer panic, then the first cancel replayed: stale.
+    let second = dev
+        .cancel(newer.panic.hash(), false, &world.control_room.public(), at)
+        .unwrap();
+    world.trustees[2].cancel(second.as_bytes(), at).unwrap();
+    let stale = world.trustees[2].cancel(cancel.as_bytes(), at).unwrap_err();
+    assert_eq!(
+        stale,
+        Refusal::Cancel(CancelRefusal::Stale {
+            offered: cancel_counter,
+            cancelled_through: second.body().counter,
+        })
+    );
+    // Another device's cancel for this student cannot be made (the student id
+    // is the signer's); a cancel from a device this trustee does not know:
+    let mut elsewhere = World::new(2);
+    let mut stranger = device();
+    elsewhere.enroll(&mut stranger, b"q", 2, at);
+    let p = stranger
+        .panic(
+            Category::Police,
+            &here(at),
+            &world.control_room.public(),
+            at,
+        )
+        .unwrap();
+    let foreign = stranger
+        .cancel(p.hash(), false, &world.control_room.public(), at)
+        .unwrap();
+    assert_eq!(
+        world.trustees[0]
+            .cancel(foreign.as_bytes(), at)
+            .unwrap_err(),
+        Refusal::Cancel(CancelRefusal::UnknownStudent)
+    );
+}
+
+/// The entry keeps the cancel state across its encoding, and an entry written
+/// before cancels reached trustees (`sosvault/trustee-entry/v1`) still loads.
+#[test]
+fn the_trustee_entry_keeps_the_cancel_state_and_v1_entries_still_load() {
+    let mut world = World::new(2);
+    let mut dev = device();
+    world.enroll(&mut dev, b"p", 2, T0);
+    let incident = world.panic(&mut dev, T0);
+    let cancel = dev
+        .cancel(
+            incident.panic.hash(),
+            true,
+            &world.control_room.public(),
+            T0,
+        )
+        .unwrap();
+    world.trustees[0].cancel(cancel.as_bytes(), T0).unwrap();
+    let entry = world.trustees[0].entry(&dev.student_id()).unwrap();
+    let back = StudentEntry::from_secret_bytes(&entry.to_secret_bytes()).unwrap();
+    assert_eq!(back.cancelled_through(), cancel.body().counter);
+    assert_eq!(back.last_cancel(), entry.last_cancel());
+    assert_eq!(
+        back.to_secret_bytes().as_slice(),
+        entry.to_secret_bytes().as_slice()
+    );
+
+    let v1 = hex::decode(
+        std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/vectors/trustee_entry_v1.hex"
+        ))
+        .unwrap()
+        .trim(),
+    )
+    .unwrap();
+    let old = StudentEntry::from_secret_bytes(&v1).unwrap();
+    assert_eq!(old.cancelled_through(), 0);
+    assert!(old.last_cancel().is_none());
+    assert!(old.holds_share());
+    // Re-encoded, it is a v2 entry that loads to the same state.
+    let again = StudentEntry::from_secret_bytes(&old.to_secret_bytes()).unwrap();
+    assert_eq!(
+        again.to_secret_bytes().as_slice(),
+        old.to_secret_bytes().as_slice()
+    );
 }
 
 // ======================================================================= property 4

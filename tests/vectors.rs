@@ -38,18 +38,18 @@ use rand::rngs::StdRng;
 use sosvault::hazmat::{RawShare, combine_shares, split_secret_with_rng};
 use sosvault::messages::TrusteeSlot;
 use sosvault::{
-    Cancel, Category, Container, ControlRoomKey, ControlRoomPublic, Device, DeviceKey,
-    EnrollmentPackage, EnrollmentRecord, InMemoryTrustee, IncidentId, IncidentKey, Location,
-    LocationUpdate, Message, MessageHash, Note, Opener, PanicEvent, Policy, Profile, Release,
-    ReleaseRequest, ShareCommitment, ShareDelivery, ShareReceipt, ShredReceipt, Signed, Stop,
-    StudentEntry, StudentId, TimeLimits, Timestamp, Trustee, TrusteeId, TrusteeKey, TrusteePublic,
-    VaultKey, VaultRecipient, commitment,
+    Cancel, CancelReceipt, Category, Container, ControlRoomKey, ControlRoomPublic, Device,
+    DeviceKey, EnrollmentPackage, EnrollmentRecord, InMemoryTrustee, IncidentId, IncidentKey,
+    Location, LocationUpdate, Message, MessageHash, Note, Opener, PanicEvent, Policy, Profile,
+    Release, ReleaseRequest, ShareCommitment, ShareDelivery, ShareReceipt, ShredReceipt, Signed,
+    Stop, StudentEntry, StudentId, TimeLimits, Timestamp, Trustee, TrusteeId, TrusteeKey,
+    TrusteePublic, VaultKey, VaultRecipient, commitment,
 };
 
 // ------------------------------------------------------------------ fixed inputs
 
 /// Every vector file, by stem. (The fuzz corpus seeder reads these names.)
-const NAMES: [&str; 28] = [
+const NAMES: [&str; 29] = [
     "enrollment",
     "panic",
     "location",
@@ -58,6 +58,7 @@ const NAMES: [&str; 28] = [
     "release_request",
     "release",
     "shred_receipt",
+    "cancel_receipt",
     "share_receipt",
     "share_delivery",
     "enrollment_package",
@@ -106,6 +107,8 @@ const AT_RELEASE: u64 = T0 + 610;
 const AT_LOCATION: u64 = T0 + 630;
 /// Cancel (counter 3).
 const AT_CANCEL: u64 = T0 + 900;
+/// A trustee takes the forwarded cancel.
+const AT_REVOKE: u64 = T0 + 905;
 /// Stop (counter 4).
 const AT_STOP: u64 = T0 + 1200;
 /// Trustee 1 shreds.
@@ -590,6 +593,16 @@ fn build() -> BTreeMap<&'static str, Vec<u8>> {
     v.insert("cancel", cancel.as_bytes().to_vec());
     v.insert("stop", stop.as_bytes().to_vec());
     v.insert("shred_receipt", shred.as_bytes().to_vec());
+    let revoked = Signed::sign(
+        CancelReceipt {
+            student,
+            cancel: cancel.hash(),
+            counter: 3,
+            revoked_at: ts(AT_REVOKE),
+        },
+        &trustee_key(0),
+    );
+    v.insert("cancel_receipt", revoked.as_bytes().to_vec());
 
     // Saved state.
     v.insert("device_state", device_state(&vault.recipient()));
@@ -812,6 +825,16 @@ fn committed_messages_decode_and_verify() {
     let shred = check::<ShredReceipt>("shred_receipt", t1.verifying_key());
     assert_eq!(shred.body().stop, stop.hash());
     assert_eq!(shred.body().student, student);
+    let revoked = check::<CancelReceipt>("cancel_receipt", t1.verifying_key());
+    let cancel = Signed::<Cancel>::decode(&committed("cancel")).unwrap();
+    assert_eq!(
+        (
+            revoked.body().student,
+            revoked.body().cancel,
+            revoked.body().counter
+        ),
+        (student, cancel.hash(), cancel.body().counter)
+    );
 
     // A message of one kind never decodes as another.
     assert!(Signed::<Cancel>::decode(&committed("location")).is_err());
@@ -1006,6 +1029,14 @@ fn trustees_and_opener_agree_with_the_vectors() {
     assert_eq!(&vault.to_secret_bytes()[..], &committed("vault_key")[..]);
     let profile = vault.open(&package.sealed_profile, 1 << 20).unwrap();
     assert_eq!(&profile[..], &committed("profile")[..]);
+
+    // The cancel, forwarded, revokes the panic: its receipt is the vector, and
+    // the release is refused from then on.
+    let revoked = trustees[0]
+        .cancel(&committed("cancel"), ts(AT_REVOKE))
+        .unwrap();
+    assert_eq!(revoked.as_bytes(), &committed("cancel_receipt")[..]);
+    assert!(trustees[0].release(&request, ts(AT_REVOKE)).is_err());
 
     // The stop shreds, and the receipt is the vector.
     let receipt = trustees[0].shred(&committed("stop"), ts(AT_SHRED)).unwrap();

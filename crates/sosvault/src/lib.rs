@@ -102,16 +102,18 @@ pub use keys::{
     LogKey, LogPublic, TrusteeKey, TrusteePublic, VaultKey, VaultRecipient,
 };
 pub use messages::{
-    Cancel, Category, EnrollmentPackage, EnrollmentRecord, Location, LocationUpdate, Note,
-    PanicEvent, Policy, Release, ReleaseRequest, ShareDelivery, ShareReceipt, ShredReceipt, Stop,
+    Cancel, CancelReceipt, Category, EnrollmentPackage, EnrollmentRecord, Location, LocationUpdate,
+    Note, PanicEvent, Policy, Release, ReleaseRequest, ShareDelivery, ShareReceipt, ShredReceipt,
+    Stop,
 };
 pub use open::{OpenError, Opener, Progress, ShareRejected};
 pub use profile::{MAX_PROFILE_BYTES, Profile, ProfileError};
 pub use seal::SealError;
 pub use signed::{Container, Message, Signed};
 pub use trustee::{
-    CheckedDelivery, CheckedRequest, CheckedStop, EnrollRefusal, InMemoryTrustee, Refusal,
-    ReleaseRefusal, ShredRefusal, StudentEntry, TimeLimits, Tombstone, Transition, Trustee,
+    CancelRefusal, CheckedCancel, CheckedDelivery, CheckedRequest, CheckedStop, EnrollRefusal,
+    InMemoryTrustee, Refusal, ReleaseRefusal, ShredRefusal, StudentEntry, TimeLimits, Tombstone,
+    Transition, Trustee,
 };
 pub use wire::DecodeError;
 

@@ -2,8 +2,11 @@
 //! [`LogEntry`]s with ed25519-signed [`TreeHead`]s.
 //!
 //! Every trustee (and the control room) appends an entry for each share it
-//! accepts, each release (with the signed panic it answered), each refusal
-//! (with its reason), each shred and each view of a profile. It signs the
+//! accepts, each release and each repeat of one (naming the panic it
+//! answered by its hash), each cancel, each refusal (with its reason), each
+//! shred and each view of a profile. No entry holds anything personal: no
+//! sealed location, no category, no profile; a log kept for ever says who was
+//! released for when, not where or why. It signs the
 //! head of its tree with its [`LogKey`], a key derived apart from the one
 //! that signs releases. Anyone holding two signed heads and a consistency
 //! proof can check that the log only grew; anyone holding an entry, a head
@@ -97,9 +100,9 @@ use thiserror::Error;
 
 use crate::ids::{IncidentId, MessageHash, StudentId, Timestamp, TrusteeId, tagged_hash};
 use crate::keys::{DeviceKey, LogKey, LogPublic};
-use crate::messages::{MAX_PANIC_BYTES, PanicEvent};
-use crate::signed::{Container, Message, Signed, read_embedded, sealed::Body};
-use crate::trustee::{EnrollRefusal, Refusal, ReleaseRefusal, ShredRefusal};
+use crate::messages::PanicEvent;
+use crate::signed::{Container, Message, Signed, sealed::Body};
+use crate::trustee::{CancelRefusal, EnrollRefusal, Refusal, ReleaseRefusal, ShredRefusal};
 use crate::wire::{DecodeError, Reader, Writer};
 
 /// Length of every hash in the log (SHA-256).
@@ -715,8 +718,9 @@ pub fn check_head(head: &Signed<TreeHead>, log: &LogPublic) -> Result<(), LogErr
 pub const MAX_REASON_BYTES: usize = 200;
 /// Longest viewer id in an entry, in bytes.
 pub const MAX_VIEWER_BYTES: usize = 64;
-/// Largest encoded entry.
-pub const MAX_ENTRY_BYTES: usize = 1 + 21 + 1 + 32 + 4 + 32 + 16 + 4 + MAX_PANIC_BYTES + 8;
+/// Largest encoded entry (a refusal with the longest reason: tag, kind,
+/// student flag and id, code, reason, request hash, time).
+pub const MAX_ENTRY_BYTES: usize = 1 + 21 + 1 + 1 + 32 + 2 + 4 + MAX_REASON_BYTES + 32 + 8;
 
 /// Who looked at a profile: an opaque id of at most [`MAX_VIEWER_BYTES`] bytes
 /// (an operator id, a unit id). Checked once, here.
@@ -764,17 +768,27 @@ pub enum LogEntry {
         /// When.
         at: Timestamp,
     },
-    /// Kind 2: a share was released for `panic`, within `incident`.
+    /// Kind 6: a share of `student`'s `epoch` was released for the panic
+    /// whose hash is `panic`, within `incident`; with `repeat`, the same
+    /// release was given again inside its retry window.
     ///
-    /// On the wire the entry also carries the student, the epoch and the
-    /// panic's hash ahead of the panic's bytes, so a reader can select entries
-    /// without parsing the panic; the decoder checks that all three agree with
-    /// the embedded panic, whose signature it verifies.
+    /// The entry names the panic by its hash and counter only. (Kind 2, which
+    /// embedded the whole signed panic with its sealed location and its
+    /// category in clear, is retired: a log is kept for ever, and a stop must
+    /// leave nothing personal in it. Decoders refuse kind 2.)
     Released {
-        /// The signed panic the release answered.
-        panic: Signed<PanicEvent>,
+        /// The student.
+        student: StudentId,
+        /// The enrollment epoch released.
+        epoch: u32,
+        /// The panic's counter.
+        counter: u64,
+        /// SHA-256 of the signed panic the release answered.
+        panic: MessageHash,
         /// The control room's incident.
         incident: IncidentId,
+        /// The same release given again (a retry within its window).
+        repeat: bool,
         /// When.
         at: Timestamp,
     },
@@ -814,20 +828,43 @@ pub enum LogEntry {
         /// When.
         at: Timestamp,
     },
+    /// Kind 7: a cancel was taken: `student`'s panics up to `counter` are
+    /// released no more.
+    Cancelled {
+        /// The student.
+        student: StudentId,
+        /// The cancel's counter.
+        counter: u64,
+        /// SHA-256 of the signed cancel.
+        cancel: MessageHash,
+        /// When.
+        at: Timestamp,
+    },
 }
 
 const KIND_SHARE_ACCEPTED: u8 = 1;
-const KIND_RELEASED: u8 = 2;
 const KIND_REFUSED: u8 = 3;
 const KIND_SHREDDED: u8 = 4;
 const KIND_PROFILE_VIEWED: u8 = 5;
+const KIND_RELEASED: u8 = 6;
+const KIND_CANCELLED: u8 = 7;
 
 impl LogEntry {
-    /// A [`LogEntry::Released`] for `panic`.
-    pub fn released(panic: Signed<PanicEvent>, incident: IncidentId, at: Timestamp) -> Self {
+    /// A [`LogEntry::Released`] for `panic` (a `repeat` of an earlier release
+    /// or not): only its student, epoch, counter and hash go in.
+    pub fn released(
+        panic: &Signed<PanicEvent>,
+        incident: IncidentId,
+        repeat: bool,
+        at: Timestamp,
+    ) -> Self {
         Self::Released {
-            panic,
+            student: StudentId::of_device(panic.signer()),
+            epoch: panic.body().epoch,
+            counter: panic.body().counter,
+            panic: panic.hash(),
             incident,
+            repeat,
             at,
         }
     }
@@ -855,8 +892,9 @@ impl LogEntry {
         match self {
             Self::ShareAccepted { student, .. }
             | Self::Shredded { student, .. }
-            | Self::ProfileViewed { student, .. } => Some(*student),
-            Self::Released { panic, .. } => Some(StudentId::of_device(panic.signer())),
+            | Self::ProfileViewed { student, .. }
+            | Self::Released { student, .. }
+            | Self::Cancelled { student, .. } => Some(*student),
             Self::Refused { student, .. } => *student,
         }
     }
@@ -868,7 +906,8 @@ impl LogEntry {
             | Self::Released { at, .. }
             | Self::Refused { at, .. }
             | Self::Shredded { at, .. }
-            | Self::ProfileViewed { at, .. } => *at,
+            | Self::ProfileViewed { at, .. }
+            | Self::Cancelled { at, .. } => *at,
         }
     }
 
@@ -880,6 +919,7 @@ impl LogEntry {
             Self::Refused { .. } => "refused",
             Self::Shredded { .. } => "shredded",
             Self::ProfileViewed { .. } => "profile-viewed",
+            Self::Cancelled { .. } => "cancelled",
         }
     }
 
@@ -916,16 +956,33 @@ impl Body for LogEntry {
                 w.u64(at.0);
             }
             Self::Released {
+                student,
+                epoch,
+                counter,
                 panic,
                 incident,
+                repeat,
                 at,
             } => {
                 w.u8(KIND_RELEASED);
-                w.fixed(StudentId::of_device(panic.signer()).as_bytes());
-                w.u32(panic.body().epoch);
-                w.fixed(panic.hash().as_bytes());
+                w.fixed(student.as_bytes());
+                w.u32(*epoch);
+                w.u64(*counter);
+                w.fixed(panic.as_bytes());
                 w.fixed(incident.as_bytes());
-                w.var(panic.as_bytes());
+                w.u8(u8::from(*repeat));
+                w.u64(at.0);
+            }
+            Self::Cancelled {
+                student,
+                counter,
+                cancel,
+                at,
+            } => {
+                w.u8(KIND_CANCELLED);
+                w.fixed(student.as_bytes());
+                w.u64(*counter);
+                w.fixed(cancel.as_bytes());
                 w.u64(at.0);
             }
             Self::Refused {
@@ -997,27 +1054,21 @@ impl Body for LogEntry {
                     at: at(r)?,
                 })
             }
-            KIND_RELEASED => {
-                let student = student(r)?;
-                let epoch = epoch(r)?;
-                let panic_hash = MessageHash(r.array("panic hash")?);
-                let incident = IncidentId(r.array("incident")?);
-                let panic = read_embedded::<PanicEvent>(r, "panic", MAX_PANIC_BYTES)?;
-                if StudentId::of_device(panic.signer()) != student {
-                    return Err(DecodeError::InvalidValue("student"));
-                }
-                if panic.body().epoch != epoch {
-                    return Err(DecodeError::InvalidValue("epoch"));
-                }
-                if panic.hash() != panic_hash {
-                    return Err(DecodeError::InvalidValue("panic hash"));
-                }
-                Ok(Self::Released {
-                    panic,
-                    incident,
-                    at: at(r)?,
-                })
-            }
+            KIND_RELEASED => Ok(Self::Released {
+                student: student(r)?,
+                epoch: epoch(r)?,
+                counter: r.u64("counter")?,
+                panic: MessageHash(r.array("panic hash")?),
+                incident: IncidentId(r.array("incident")?),
+                repeat: r.bool("repeat")?,
+                at: at(r)?,
+            }),
+            KIND_CANCELLED => Ok(Self::Cancelled {
+                student: student(r)?,
+                counter: r.u64("counter")?,
+                cancel: MessageHash(r.array("cancel hash")?),
+                at: at(r)?,
+            }),
             KIND_REFUSED => {
                 let student = if r.bool("student present")? {
                     Some(student(r)?)
@@ -1066,8 +1117,9 @@ impl Container for LogEntry {
 
 /// The stable reason code of a trustee refusal, for [`LogEntry::Refused`].
 ///
-/// 100-199: share deliveries, 200-299: releases, 300-399: stops. Codes 1-99
-/// and 900-999 are left to services (rate limits, malformed HTTP, queries).
+/// 100-199: share deliveries, 200-299: releases, 300-399: stops, 400-499:
+/// cancels. Codes 1-99 and 900-999 are left to services (rate limits,
+/// malformed HTTP, queries).
 pub fn refusal_code(refusal: &Refusal) -> u16 {
     match refusal {
         Refusal::Enroll(e) => match e {
@@ -1092,11 +1144,19 @@ pub fn refusal_code(refusal: &Refusal) -> u16 {
             ReleaseRefusal::StalePanic => 209,
             ReleaseRefusal::FuturePanic => 210,
             ReleaseRefusal::SealFailed => 211,
+            ReleaseRefusal::Cancelled { .. } => 212,
+            ReleaseRefusal::RetryExpired => 213,
         },
         Refusal::Shred(e) => match e {
             ShredRefusal::Malformed(_) => 300,
             ShredRefusal::WrongDevice => 301,
             ShredRefusal::StaleStop { .. } => 302,
+        },
+        Refusal::Cancel(e) => match e {
+            CancelRefusal::Malformed(_) => 400,
+            CancelRefusal::UnknownStudent => 401,
+            CancelRefusal::WrongDevice => 402,
+            CancelRefusal::Stale { .. } => 403,
         },
     }
 }
@@ -1251,7 +1311,12 @@ mod tests {
                 share_index: 2,
                 at: NOW,
             },
-            LogEntry::released(panic_from(&device), IncidentId([4; 16]), NOW.plus(5)),
+            LogEntry::released(
+                &panic_from(&device),
+                IncidentId([4; 16]),
+                false,
+                NOW.plus(5),
+            ),
             LogEntry::refused(
                 &Refusal::Release(ReleaseRefusal::Replayed {
                     offered: 3,
@@ -1279,6 +1344,13 @@ mod tests {
                 incident: IncidentId([9; 16]),
                 viewer: Viewer::new("operator-17").unwrap(),
                 at: NOW,
+            },
+            LogEntry::released(&panic_from(&device), IncidentId([4; 16]), true, NOW.plus(6)),
+            LogEntry::Cancelled {
+                student,
+                counter: 4,
+                cancel: MessageHash([9; 32]),
+                at: NOW.plus(7),
             },
         ]
     }
@@ -1349,7 +1421,8 @@ mod tests {
         };
         // Unknown kinds.
         assert!(invalid(raw(|w| w.u8(0))));
-        assert!(invalid(raw(|w| w.u8(6))));
+        assert!(invalid(raw(|w| w.u8(2)))); // retired: the whole panic embedded
+        assert!(invalid(raw(|w| w.u8(8))));
         // Epoch 0, share index 0.
         assert!(invalid(raw(|w| {
             w.u8(KIND_SHARE_ACCEPTED);
@@ -1397,42 +1470,48 @@ mod tests {
     }
 
     #[test]
-    fn a_release_entry_must_agree_with_its_panic() {
+    fn a_release_entry_keeps_nothing_personal_of_its_panic() {
         let device = DeviceKey::from_seed(&[1; 32]);
         let panic = panic_from(&device);
-        let released = |student: [u8; 32], epoch: u32, hash: [u8; 32], panic: &[u8]| {
+        let entry = LogEntry::released(&panic, IncidentId([4; 16]), false, NOW);
+        let bytes = entry.to_bytes();
+        // Neither the signed panic nor its sealed location is in the entry.
+        let find = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+        assert!(!find(panic.as_bytes()));
+        assert!(!find(&panic.body().sealed_location));
+        assert!(!find(&panic.as_bytes()[panic.as_bytes().len() - 64..]));
+        // What is: the student, the epoch, the counter and the panic's hash.
+        match LogEntry::from_bytes(&bytes) {
+            Ok(LogEntry::Released {
+                student,
+                epoch,
+                counter,
+                panic: hash,
+                repeat: false,
+                ..
+            }) => {
+                assert_eq!(student, device.student_id());
+                assert_eq!((epoch, counter), (panic.body().epoch, panic.body().counter));
+                assert_eq!(hash, panic.hash());
+            }
+            other => panic!("{other:?}"),
+        }
+        // The repeat flag is a canonical boolean; the epoch is never 0.
+        let released = |epoch: u32, repeat: u8| {
             raw(|w| {
                 w.u8(KIND_RELEASED);
-                w.fixed(&student);
+                w.fixed(device.student_id().as_bytes());
                 w.u32(epoch);
-                w.fixed(&hash);
+                w.u64(1);
+                w.fixed(&[7; 32]);
                 w.fixed(&[4; 16]);
-                w.var(panic);
+                w.u8(repeat);
                 w.u64(0);
             })
         };
-        let s = *device.student_id().as_bytes();
-        let h = *panic.hash().as_bytes();
-        assert!(LogEntry::from_bytes(&released(s, 3, h, panic.as_bytes())).is_ok());
-        let other = *DeviceKey::from_seed(&[2; 32]).student_id().as_bytes();
-        for bad in [
-            released(other, 3, h, panic.as_bytes()),
-            released(s, 4, h, panic.as_bytes()),
-            released(s, 3, [0; 32], panic.as_bytes()),
-        ] {
-            assert!(matches!(
-                LogEntry::from_bytes(&bad),
-                Err(DecodeError::InvalidValue(_))
-            ));
-        }
-        // A forged panic inside the entry.
-        let mut forged = panic.as_bytes().to_vec();
-        let last = forged.len() - 1;
-        forged[last] ^= 1;
-        assert_eq!(
-            LogEntry::from_bytes(&released(s, 3, h, &forged)),
-            Err(DecodeError::BadInnerSignature("panic"))
-        );
+        assert!(LogEntry::from_bytes(&released(1, 1)).is_ok());
+        assert!(LogEntry::from_bytes(&released(1, 2)).is_err());
+        assert!(LogEntry::from_bytes(&released(0, 0)).is_err());
     }
 
     #[test]
@@ -1509,7 +1588,7 @@ mod tests {
         let head = log.sign_head(&key, NOW.plus(60));
         let back = TreeHead::verify(head.as_bytes(), &key.public()).unwrap();
         assert_eq!(back.body(), head.body());
-        assert_eq!(back.body().size, 6);
+        assert_eq!(back.body().size, one_of_each().len() as u64);
         assert_eq!(back.body().log_id, key.log_id());
 
         // Another log's key, and the trustee's own release key, are not this log.
@@ -1567,7 +1646,7 @@ mod tests {
         let h6 = *log.sign_head(&key, NOW).body();
 
         h0.verify_extended_by(&h6, &[] as &[[u8; 32]]).unwrap();
-        let proof = log.consistency_proof(2, 6).unwrap();
+        let proof = log.consistency_proof(2, h6.size).unwrap();
         h2.verify_extended_by(&h6, &proof).unwrap();
         assert!(h6.verify_extended_by(&h2, &proof).is_err());
         h6.verify_extended_by(&h6, &[] as &[[u8; 32]]).unwrap();
@@ -1589,13 +1668,13 @@ mod tests {
         );
 
         for (i, e) in entries.iter().enumerate() {
-            let proof = log.inclusion_proof(i as u64, 6).unwrap();
+            let proof = log.inclusion_proof(i as u64, h6.size).unwrap();
             assert_eq!(
                 h6.verify_entry(&e.to_bytes(), i as u64, &proof).unwrap(),
                 *e
             );
             assert!(
-                h6.verify_entry(&e.to_bytes(), (i as u64 + 1) % 6, &proof)
+                h6.verify_entry(&e.to_bytes(), (i as u64 + 1) % h6.size, &proof)
                     .is_err()
             );
             h6.verify_inclusion(&e.leaf_hash(), i as u64, &proof)
@@ -1787,6 +1866,50 @@ mod tests {
         let root = "5655f120e1baf803b441f3db47978c0a211836c8c3768029f181a0e9c7272f1a";
         assert_eq!(hex::encode(log.root()), root);
         assert_eq!(log.root(), node_hash(&la, &lb));
+
+        // Kinds 6 (released, a repeat) and 7 (cancelled), written out by hand.
+        let c = LogEntry::Released {
+            student,
+            epoch: 1,
+            counter: 7,
+            panic: MessageHash([0x6b; 32]),
+            incident: IncidentId([0x77; 16]),
+            repeat: true,
+            at: Timestamp(1_790_000_610),
+        };
+        let d = LogEntry::Cancelled {
+            student,
+            counter: 8,
+            cancel: MessageHash([0x3c; 32]),
+            at: Timestamp(1_790_000_900),
+        };
+        assert_eq!(
+            hex::encode(c.to_bytes()),
+            format!(
+                "{tag_hex}06{student_hex}000000010000000000000007{}{}01000000006ab13de2",
+                "6b".repeat(32),
+                "77".repeat(16)
+            )
+        );
+        assert_eq!(
+            hex::encode(d.to_bytes()),
+            format!(
+                "{tag_hex}07{student_hex}0000000000000008{}000000006ab13f04",
+                "3c".repeat(32)
+            )
+        );
+        assert_eq!(
+            hex::encode(c.leaf_hash()),
+            "23cfd98bdce20e667fc0f45fb6aebba6cf617e6dbb1c47ae9f50e5306b3c1143"
+        );
+        assert_eq!(
+            hex::encode(d.leaf_hash()),
+            "0e2e853bb9c3bf712be8c1e93a67724689b23f78ac41d688d315c65b0f51f750"
+        );
+        // Kind 2 (the whole panic embedded) is retired.
+        let mut retired = c.to_bytes();
+        retired[tag_hex.len() / 2] = 2;
+        assert!(LogEntry::from_bytes(&retired).is_err());
 
         let key = TrusteeKey::from_seed(&[0x42; 32]).log_key();
         let log_public = "39789437f195327b83c5bf463ad208f96f0d8b7156e1011373614ab7f204ecd8";

@@ -634,6 +634,46 @@ impl_message!(
     TrusteeKey
 );
 
+/// `sosvault/cancel-receipt/v1`, trustee-signed: "I will release nothing for
+/// this student's panics up to `counter`". The answer to a cancel the control
+/// room forwards: a panic pressed by mistake and cancelled is dead at every
+/// trustee that signed one, whatever the control room does afterwards.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CancelReceipt {
+    /// Whose.
+    pub student: StudentId,
+    /// The signed cancel it answers.
+    pub cancel: MessageHash,
+    /// The cancel's counter: every panic at or below it is refused from now on.
+    pub counter: u64,
+    /// When the trustee took the cancel.
+    pub revoked_at: Timestamp,
+}
+
+impl Body for CancelReceipt {
+    fn encode_body(&self, w: &mut Writer) {
+        w.fixed(self.student.as_bytes());
+        w.fixed(self.cancel.as_bytes());
+        w.u64(self.counter);
+        w.u64(self.revoked_at.0);
+    }
+
+    fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            student: StudentId(r.array("student id")?),
+            cancel: MessageHash(r.array("cancel hash")?),
+            counter: r.u64("counter")?,
+            revoked_at: read_time(r, "revoked at")?,
+        })
+    }
+}
+impl_message!(
+    CancelReceipt,
+    "sosvault/cancel-receipt/v1",
+    32 + 32 + 8 + 8,
+    TrusteeKey
+);
+
 // ------------------------------------------------------------------ containers
 
 /// `sosvault/share-delivery/v1` (unsigned container): what the dispatch service

@@ -10,14 +10,26 @@
 //! | [`ShareDelivery`] | [`Trustee::accept_share`] (or [`Trustee::check_delivery`] then [`Trustee::accept_checked_share`]) | [`ShareReceipt`] |
 //! | [`ReleaseRequest`] | [`Trustee::check_request`] then [`Trustee::release`] | [`Release`] |
 //! | [`Stop`] | [`Trustee::check_stop`] then [`Trustee::shred`] | [`ShredReceipt`] |
+//! | [`Cancel`] | [`Trustee::check_cancel`] then [`Trustee::revoke`] | [`CancelReceipt`] |
+//! | the clock | [`Trustee::expire`] (when [`Trustee::retry_deadline`] has passed) | none |
 //!
 //! A share is released only for a panic that (1) is inside a release request
 //! signed by a pinned control room and issued within the clock skew, (2) is
 //! signed by the enrolled device key, (3) is for the current epoch, (4) has a
 //! counter above every counter seen, (5) was issued no more than
 //! `max_panic_age` ago and no more than the skew ahead, and (6) is for a
-//! student who has not been shredded. The same request sent again (a retry)
-//! gets the same release back; nothing else does.
+//! student who has not been shredded, and (7) is above the counter of every
+//! cancel the student sent. The same request sent again (a retry) gets the
+//! same release back, but only within `retry_window_secs` of the first
+//! release and while the panic is younger than `max_panic_age_secs`; after
+//! that the stored release is dropped ([`Trustee::expire`]) and a repeat is
+//! refused ([`ReleaseRefusal::RetryExpired`]). Nothing else gets a release.
+//!
+//! A cancel ([`Trustee::revoke`]) raises the entry's cancelled-through
+//! counter: every panic at or below it is refused
+//! ([`ReleaseRefusal::Cancelled`]) and the stored release of a cancelled
+//! panic is dropped, so a panic pressed by mistake and cancelled cannot be
+//! released later to a fresh incident key.
 
 use core::fmt;
 
@@ -30,8 +42,8 @@ use crate::escrow;
 use crate::ids::{StudentId, Timestamp, TrusteeId};
 use crate::keys::{ControlRoomPublic, TrusteeKey};
 use crate::messages::{
-    EnrollmentRecord, MAX_RECORD_BYTES, PanicEvent, Release, ReleaseRequest, ReleasedShare,
-    ShareDelivery, ShareForTrustee, ShareReceipt, ShareValue, ShredReceipt, Stop,
+    Cancel, CancelReceipt, EnrollmentRecord, MAX_RECORD_BYTES, PanicEvent, Release, ReleaseRequest,
+    ReleasedShare, ShareDelivery, ShareForTrustee, ShareReceipt, ShareValue, ShredReceipt, Stop,
 };
 use crate::signed::{Container, Signed, read_embedded};
 use crate::wire::{DecodeError, Reader, Writer};
@@ -46,6 +58,13 @@ pub struct TimeLimits {
     /// the control room retries releases while a trustee is down, and an incident
     /// outlives a few minutes. An older panic needs a new press.
     pub max_panic_age_secs: u64,
+    /// How long after a release the same request may be answered again
+    /// (seconds), so a control room that lost the answer can ask again.
+    /// Default 300. After it, the stored release is dropped and a repeat is
+    /// refused: whoever holds a copy of the control room's data directory
+    /// cannot collect the releases again later, and nothing is answered that
+    /// is not on the log.
+    pub retry_window_secs: u64,
 }
 
 impl Default for TimeLimits {
@@ -53,6 +72,7 @@ impl Default for TimeLimits {
         Self {
             max_skew_secs: 120,
             max_panic_age_secs: 3600,
+            retry_window_secs: 300,
         }
     }
 }
@@ -139,6 +159,42 @@ pub enum ReleaseRefusal {
     /// Sealing the share failed (random source failure).
     #[error("sealing the share failed")]
     SealFailed,
+    /// The student cancelled this panic (a cancel with a counter at or above
+    /// the panic's reached this trustee).
+    #[error("the student cancelled panics up to counter {cancelled_through}")]
+    Cancelled {
+        /// The highest cancel counter seen.
+        cancelled_through: u64,
+    },
+    /// A repeat of a release whose retry window has closed (or whose panic is
+    /// now too old): a new press is needed.
+    #[error("the retry window of this release has closed")]
+    RetryExpired,
+}
+
+/// Why a cancel was refused.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum CancelRefusal {
+    /// The cancel is malformed or its signature is bad.
+    #[error("malformed cancel: {0}")]
+    Malformed(#[from] DecodeError),
+    /// This trustee holds nothing for the student.
+    #[error("no enrollment for this student")]
+    UnknownStudent,
+    /// The cancel is signed by a key other than the enrolled device key.
+    #[error("the cancel is not signed by the enrolled device")]
+    WrongDevice,
+    /// A later cancel has already been taken: this one changes nothing.
+    #[error(
+        "cancel counter {offered} is not above the cancelled-through counter {cancelled_through}"
+    )]
+    Stale {
+        /// The cancel's counter.
+        offered: u64,
+        /// The highest cancel counter seen.
+        cancelled_through: u64,
+    },
 }
 
 /// Why a stop was refused.
@@ -188,6 +244,10 @@ pub struct StudentEntry {
     highest_counter: u64,
     last_release: Option<Signed<Release>>,
     tombstone: Option<Tombstone>,
+    /// Every panic at or below this counter was cancelled (0: none).
+    cancelled_through: u64,
+    /// The receipt of the last cancel taken (repeated verbatim on a retry).
+    last_cancel: Option<Signed<CancelReceipt>>,
 }
 
 impl fmt::Debug for StudentEntry {
@@ -197,14 +257,18 @@ impl fmt::Debug for StudentEntry {
             .field("epoch", &self.epoch())
             .field("share", &self.share.as_ref().map(|_| "[redacted]"))
             .field("highest_counter", &self.highest_counter)
+            .field("cancelled_through", &self.cancelled_through)
             .field("tombstone", &self.tombstone.as_ref().map(|t| t.epoch))
             .finish_non_exhaustive()
     }
 }
 
 impl StudentEntry {
-    /// Tag of the entry's encoding.
-    pub const TAG: &'static str = "sosvault/trustee-entry/v1";
+    /// Tag of the entry's encoding. Version 2 adds the cancel state; version
+    /// 1 encodings (written before cancels reached trustees) still load, with
+    /// no cancel.
+    pub const TAG: &'static str = "sosvault/trustee-entry/v2";
+    const TAG_V1: &'static str = "sosvault/trustee-entry/v1";
 
     /// The student.
     pub fn student(&self) -> StudentId {
@@ -236,9 +300,19 @@ impl StudentEntry {
         self.tombstone.as_ref()
     }
 
-    /// The last release given, if any.
+    /// The last release given, if any (kept only for its retry window).
     pub fn last_release(&self) -> Option<&Signed<Release>> {
         self.last_release.as_ref()
+    }
+
+    /// Every panic at or below this counter was cancelled (0: none).
+    pub fn cancelled_through(&self) -> u64 {
+        self.cancelled_through
+    }
+
+    /// The receipt of the last cancel taken, if any.
+    pub fn last_cancel(&self) -> Option<&Signed<CancelReceipt>> {
+        self.last_cancel.as_ref()
     }
 
     /// The entry's encoding, share included. Seal it at rest; never log it.
@@ -266,13 +340,19 @@ impl StudentEntry {
                 w.var(t.receipt.as_bytes());
             }
         }
+        w.u64(self.cancelled_through);
+        opt_var(&mut w, self.last_cancel.as_ref().map(|r| r.as_bytes()));
         Zeroizing::new(w.into_bytes())
     }
 
-    /// Loads [`StudentEntry::to_secret_bytes`]'s encoding.
+    /// Loads [`StudentEntry::to_secret_bytes`]'s encoding (or a version 1 one).
     pub fn from_secret_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
-        r.expect_tag(Self::TAG)?;
+        let v2 = r.expect_tag(Self::TAG).is_ok();
+        if !v2 {
+            r = Reader::new(bytes);
+            r.expect_tag(Self::TAG_V1)?;
+        }
         let student = StudentId(r.array("student id")?);
         let record: Option<Signed<EnrollmentRecord>> = if r.bool("has record")? {
             Some(read_embedded(&mut r, "record", MAX_RECORD_BYTES)?)
@@ -304,6 +384,17 @@ impl StudentEntry {
         } else {
             None
         };
+        let (cancelled_through, last_cancel) = if v2 {
+            let through = r.u64("cancelled through")?;
+            let last = if r.bool("has cancel receipt")? {
+                Some(read_embedded(&mut r, "cancel receipt", 1024)?)
+            } else {
+                None
+            };
+            (through, last)
+        } else {
+            (0, None)
+        };
         r.finish()?;
         Ok(Self {
             student,
@@ -313,6 +404,8 @@ impl StudentEntry {
             highest_counter,
             last_release,
             tombstone,
+            cancelled_through,
+            last_cancel,
         })
     }
 
@@ -325,6 +418,8 @@ impl StudentEntry {
             highest_counter: 0,
             last_release: None,
             tombstone: None,
+            cancelled_through: 0,
+            last_cancel: None,
         }
     }
 
@@ -347,6 +442,8 @@ impl StudentEntry {
             highest_counter: self.highest_counter,
             last_release: self.last_release.clone(),
             tombstone: self.tombstone.clone(),
+            cancelled_through: self.cancelled_through,
+            last_cancel: self.last_cancel.clone(),
         }
     }
 }
@@ -441,6 +538,24 @@ impl CheckedStop {
     /// The signed stop.
     pub fn stop(&self) -> &Signed<Stop> {
         &self.stop
+    }
+}
+
+/// A cancel whose signature has been checked. Only [`Trustee::check_cancel`] makes one.
+#[derive(Debug, Clone)]
+pub struct CheckedCancel {
+    cancel: Signed<Cancel>,
+}
+
+impl CheckedCancel {
+    /// The student the cancel speaks for.
+    pub fn student(&self) -> StudentId {
+        StudentId::of_device(self.cancel.signer())
+    }
+
+    /// The signed cancel.
+    pub fn cancel(&self) -> &Signed<Cancel> {
+        &self.cancel
     }
 }
 
@@ -692,12 +807,24 @@ impl Trustee {
                 current: record.body().epoch,
             });
         }
+        if event.counter <= cur.cancelled_through {
+            return Err(ReleaseRefusal::Cancelled {
+                cancelled_through: cur.cancelled_through,
+            });
+        }
         let panic_hash = panic.hash();
         if let Some(last) = &cur.last_release {
             let l = last.body();
             if l.panic == panic_hash && l.incident == req.incident && l.recipient == req.recipient {
                 // The same panic, incident and recipient again: the control room is
-                // retrying. Give back the very same release.
+                // retrying. Within the retry window, and while the panic is young
+                // enough to release for, give back the very same release; after
+                // it, never again (the node drops it with `expire`).
+                let in_window = now <= l.released_at.plus(self.limits.retry_window_secs);
+                let young = event.issued_at >= now.minus(self.limits.max_panic_age_secs);
+                if !(in_window && young) {
+                    return Err(ReleaseRefusal::RetryExpired);
+                }
                 return Ok(Transition {
                     entry: cur.evolve(),
                     answer: last.clone(),
@@ -750,6 +877,100 @@ impl Trustee {
         Ok(Transition {
             entry,
             answer: release,
+            repeated: false,
+        })
+    }
+
+    /// When the retry window of the entry's stored release closes: after it,
+    /// [`Trustee::expire`] drops the release. `None` when none is stored. A
+    /// service keeps this next to the entry to find the entries to expire
+    /// without opening them.
+    pub fn retry_deadline(&self, entry: &StudentEntry) -> Option<Timestamp> {
+        entry
+            .last_release
+            .as_ref()
+            .map(|r| r.body().released_at.plus(self.limits.retry_window_secs))
+    }
+
+    /// Drops the stored release once its retry window has closed. Returns the
+    /// new entry to persist, or `None` if there is nothing to drop yet.
+    pub fn expire(&self, entry: &StudentEntry, now: Timestamp) -> Option<StudentEntry> {
+        let deadline = self.retry_deadline(entry)?;
+        if now <= deadline {
+            return None;
+        }
+        let mut next = entry.evolve();
+        next.last_release = None;
+        Some(next)
+    }
+
+    /// Checks a cancel's envelope and signature.
+    pub fn check_cancel(cancel: &[u8]) -> Result<CheckedCancel, CancelRefusal> {
+        Ok(CheckedCancel {
+            cancel: Signed::<Cancel>::decode(cancel)?,
+        })
+    }
+
+    /// Takes a cancel the control room forwards: from now on every panic at or
+    /// below the cancel's counter is refused ([`ReleaseRefusal::Cancelled`]),
+    /// and a stored release of such a panic is dropped, so its retry is
+    /// refused too. The answer is a signed [`CancelReceipt`]; the same cancel
+    /// again gets the same receipt.
+    ///
+    /// A cancel carries no time limit: an old cancel replayed only raises the
+    /// counter to a value the device has already passed.
+    pub fn revoke(
+        &self,
+        current: Option<&StudentEntry>,
+        checked: &CheckedCancel,
+        now: Timestamp,
+    ) -> Result<Transition<CancelReceipt>, CancelRefusal> {
+        let cancel = &checked.cancel;
+        let body = cancel.body();
+        let cur = current.ok_or(CancelRefusal::UnknownStudent)?;
+        let record = cur.record.as_ref().ok_or(CancelRefusal::UnknownStudent)?;
+        if cur.student != checked.student() {
+            return Err(CancelRefusal::UnknownStudent);
+        }
+        if !same_key(record.signer(), cancel.signer()) {
+            return Err(CancelRefusal::WrongDevice);
+        }
+        let cancel_hash = cancel.hash();
+        if let Some(last) = &cur.last_cancel
+            && last.body().cancel == cancel_hash
+        {
+            return Ok(Transition {
+                entry: cur.evolve(),
+                answer: last.clone(),
+                repeated: true,
+            });
+        }
+        if body.counter <= cur.cancelled_through {
+            return Err(CancelRefusal::Stale {
+                offered: body.counter,
+                cancelled_through: cur.cancelled_through,
+            });
+        }
+        let receipt = Signed::sign(
+            CancelReceipt {
+                student: cur.student,
+                cancel: cancel_hash,
+                counter: body.counter,
+                revoked_at: now,
+            },
+            &self.key,
+        );
+        let mut entry = cur.evolve();
+        entry.cancelled_through = body.counter;
+        entry.last_cancel = Some(receipt.clone());
+        // The stored release answers the panic with the highest counter
+        // released; if the cancel covers it, its retry dies with it.
+        if entry.highest_counter <= body.counter {
+            entry.last_release = None;
+        }
+        Ok(Transition {
+            entry,
+            answer: receipt,
             repeated: false,
         })
     }
@@ -838,6 +1059,9 @@ pub enum Refusal {
     /// A stop was refused.
     #[error(transparent)]
     Shred(#[from] ShredRefusal),
+    /// A cancel was refused.
+    #[error(transparent)]
+    Cancel(#[from] CancelRefusal),
 }
 
 /// A [`Trustee`] with its entries in a `HashMap`: for examples, tests and
@@ -891,6 +1115,34 @@ impl InMemoryTrustee {
             .release(self.entries.get(&student), &checked, now)?;
         self.entries.insert(student, t.entry);
         Ok(t.answer)
+    }
+
+    /// Takes a cancel (see [`Trustee::revoke`]).
+    pub fn cancel(
+        &mut self,
+        cancel: &[u8],
+        now: Timestamp,
+    ) -> Result<Signed<CancelReceipt>, Refusal> {
+        let checked = Trustee::check_cancel(cancel)?;
+        let student = checked.student();
+        let t = self
+            .trustee
+            .revoke(self.entries.get(&student), &checked, now)?;
+        self.entries.insert(student, t.entry);
+        Ok(t.answer)
+    }
+
+    /// Drops every stored release whose retry window has closed (see
+    /// [`Trustee::expire`]); returns how many were dropped.
+    pub fn expire(&mut self, now: Timestamp) -> usize {
+        let mut dropped = 0;
+        for entry in self.entries.values_mut() {
+            if let Some(next) = self.trustee.expire(entry, now) {
+                *entry = next;
+                dropped += 1;
+            }
+        }
+        dropped
     }
 
     /// Shreds on a stop (see [`Trustee::shred`]).
