@@ -149,7 +149,7 @@ pub struct Identity {
 
 /// The state every handler shares.
 ///
-/// State changes (`/v1/shares`, `/v1/releases`, `/v1/shreds`) are checked
+/// State changes (`/v1/shares`, `/v1/releases`, `/v1/shreds`, `/v1/cancels`) are checked
 /// on the handler's own thread (signatures, opening the share: no lock) and
 /// then queued to the [`GroupCommit`] writer, which commits them in batches
 /// and answers each only once its batch is durable. Reads take the node's
@@ -274,6 +274,7 @@ pub fn app(state: AppState, limits: HttpLimits) -> Router {
         .route("/v1/shares", post(shares))
         .route("/v1/releases", post(releases))
         .route("/v1/shreds", post(shreds))
+        .route("/v1/cancels", post(cancels))
         .route("/v1/log/head", get(log_head))
         .route("/v1/log/entries", get(log_entries))
         .route("/v1/log/proof/inclusion", get(inclusion))
@@ -399,6 +400,33 @@ async fn shreds(
     let request = state.checker.shred(stop);
     let (receipt, repeated) = state.write(request).await?.into_shred()?;
     Ok(Json(ShredsResponse {
+        receipt: b64(receipt.as_bytes()),
+        repeated,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CancelsRequest {
+    cancel: String,
+}
+
+#[derive(Serialize)]
+struct CancelsResponse {
+    receipt: String,
+    repeated: bool,
+}
+
+/// A cancel the control room forwards: from now on nothing is released for
+/// this student's panics up to the cancel's counter.
+async fn cancels(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<CancelsRequest>,
+) -> Result<Json<CancelsResponse>, ApiError> {
+    let cancel = b64_field("cancel", &req.cancel)?;
+    let request = state.checker.cancel(cancel);
+    let (receipt, repeated) = state.write(request).await?.into_cancel()?;
+    Ok(Json(CancelsResponse {
         receipt: b64(receipt.as_bytes()),
         repeated,
     }))

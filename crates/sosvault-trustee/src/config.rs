@@ -6,18 +6,23 @@
 //! listen = "127.0.0.1:0"
 //! store = "/var/lib/sosvault-trustee/trustee.db"
 //! trustee_key_file = "/var/lib/sosvault-trustee/trustee.key"
-//! master_key_file = "/var/lib/sosvault-trustee/master.key"
+//! master_key_file = "/var/lib/sosvault-trustee.keys/master.key"
 //! pinned_control_rooms = ["<ControlRoomPublic hex>"]
 //! max_releases_per_window = 5
 //! release_window_secs = 3600
 //! max_clock_skew_secs = 120
 //! max_panic_age_secs = 3600
+//! release_retry_window_secs = 300
 //! request_timeout_secs = 10
 //! max_body_bytes = 65536
 //! ```
 //!
 //! The master key itself never appears here: it is read from
-//! `master_key_file` or from `SOSVAULT_TRUSTEE_MASTER_KEY`.
+//! `master_key_file` or from `SOSVAULT_TRUSTEE_MASTER_KEY`. Keep that file
+//! outside the data directory (by default `init` puts it in the sibling
+//! directory `<dir>.keys/`), and never put it in a backup of the data
+//! directory: a backup together with the key it was sealed under still
+//! opens the shares of students who have since pressed stop.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -44,6 +49,8 @@ pub struct Config {
     /// The trustee's key file (`TrusteeKey` secret encoding).
     pub trustee_key_file: PathBuf,
     /// The master key file (64 hex digits); `SOSVAULT_TRUSTEE_MASTER_KEY` wins if set.
+    /// Keep it outside the store's directory and out of its backups
+    /// (`sosvault-trustee rotate-master-key` replaces it).
     #[serde(default)]
     pub master_key_file: Option<PathBuf>,
     /// The control rooms (`ControlRoomPublic` hex) whose release requests are answered.
@@ -61,6 +68,10 @@ pub struct Config {
     /// How old a panic may be when its release is asked for, in seconds.
     #[serde(default = "default_panic_age")]
     pub max_panic_age_secs: u64,
+    /// How long after a release the same request is answered again (a lost
+    /// answer), in seconds; after it the release is forgotten.
+    #[serde(default = "default_retry_window")]
+    pub release_retry_window_secs: u64,
     /// Requests taking longer are answered 408.
     #[serde(default = "default_timeout")]
     pub request_timeout_secs: u64,
@@ -92,6 +103,9 @@ fn default_skew() -> u64 {
 fn default_panic_age() -> u64 {
     TimeLimits::default().max_panic_age_secs
 }
+fn default_retry_window() -> u64 {
+    TimeLimits::default().retry_window_secs
+}
 fn default_timeout() -> u64 {
     10
 }
@@ -99,20 +113,31 @@ fn default_body() -> usize {
     64 * 1024
 }
 
+/// Where `init` puts the master key of a trustee living in `dir` unless
+/// told otherwise: `<dir>.keys/master.key`, a sibling of the data directory,
+/// so a backup of `dir` does not carry the key.
+pub fn default_master_key_file(dir: &Path) -> PathBuf {
+    let mut keys = dir.as_os_str().to_owned();
+    keys.push(".keys");
+    PathBuf::from(keys).join("master.key")
+}
+
 impl Config {
-    /// The configuration `init` writes for a trustee living in `dir`.
+    /// The configuration `init` writes for a trustee living in `dir`, with
+    /// its master key at [`default_master_key_file`].
     pub fn for_dir(dir: &Path, name: String, listen: SocketAddr) -> Self {
         Self {
             name,
             listen,
             store: dir.join("trustee.db"),
             trustee_key_file: dir.join("trustee.key"),
-            master_key_file: Some(dir.join("master.key")),
+            master_key_file: Some(default_master_key_file(dir)),
             pinned_control_rooms: Vec::new(),
             max_releases_per_window: default_max_releases(),
             release_window_secs: default_window(),
             max_clock_skew_secs: default_skew(),
             max_panic_age_secs: default_panic_age(),
+            release_retry_window_secs: default_retry_window(),
             request_timeout_secs: default_timeout(),
             max_body_bytes: default_body(),
             auditor_token_sha256: Vec::new(),
@@ -188,6 +213,9 @@ impl Config {
         if let Some(v) = var("MAX_PANIC_AGE_SECS") {
             self.max_panic_age_secs = parse("MAX_PANIC_AGE_SECS", &v)?;
         }
+        if let Some(v) = var("RELEASE_RETRY_WINDOW_SECS") {
+            self.release_retry_window_secs = parse("RELEASE_RETRY_WINDOW_SECS", &v)?;
+        }
         if let Some(v) = var("REQUEST_TIMEOUT_SECS") {
             self.request_timeout_secs = parse("REQUEST_TIMEOUT_SECS", &v)?;
         }
@@ -250,6 +278,7 @@ impl Config {
         TimeLimits {
             max_skew_secs: self.max_clock_skew_secs,
             max_panic_age_secs: self.max_panic_age_secs,
+            retry_window_secs: self.release_retry_window_secs,
         }
     }
 }
@@ -296,6 +325,14 @@ mod tests {
         );
         c.pinned_control_rooms = vec!["00".into()];
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn the_default_master_key_lives_beside_the_data_directory_not_in_it() {
+        let c = Config::for_dir(Path::new("/srv/trustee"), "t".into(), default_listen());
+        let key = c.master_key_file.unwrap();
+        assert_eq!(key, PathBuf::from("/srv/trustee.keys/master.key"));
+        assert!(!key.starts_with("/srv/trustee"));
     }
 
     #[test]

@@ -8,6 +8,10 @@
 //! each request its answer. Under load, batches grow by themselves: while
 //! one batch waits for its fsync, the next one queues.
 //!
+//! The writer also runs the trustee's one timed duty: every
+//! [`EXPIRE_EVERY`] (and once at start) it drops the stored releases whose
+//! retry window has closed ([`Node::expire`]), between batches.
+//!
 //! [`Checker`]: crate::node::Checker
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,7 +19,7 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sosvault::Timestamp;
 use tokio::sync::oneshot;
@@ -25,6 +29,11 @@ use crate::node::{Answer, Node, NodeError, Request};
 
 /// The most requests in one batch (one transaction).
 pub const MAX_BATCH: usize = 256;
+
+/// How often the writer drops releases whose retry window has closed. A
+/// closed window already refuses every repeat; this bounds how long the
+/// sealed release stays in the store after it.
+pub const EXPIRE_EVERY: Duration = Duration::from_secs(30);
 
 struct Job {
     request: Request,
@@ -131,7 +140,17 @@ fn write_batches(
     max_batch: usize,
     waiting: &AtomicUsize,
 ) {
-    while let Ok(first) = jobs.recv() {
+    let mut next_expiry = Instant::now();
+    loop {
+        if Instant::now() >= next_expiry {
+            expire(node);
+            next_expiry = Instant::now() + EXPIRE_EVERY;
+        }
+        let first = match jobs.recv_timeout(next_expiry.saturating_duration_since(Instant::now())) {
+            Ok(job) => job,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         let mut requests = vec![first.request];
         let mut replies = vec![first.reply];
         while requests.len() < max_batch {
@@ -161,5 +180,16 @@ fn write_batches(
             micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
             "batch written"
         );
+    }
+}
+
+/// One expiry pass, in the writer thread, between batches.
+fn expire(node: &Mutex<Node>) {
+    let result = match node.lock() {
+        Ok(mut node) => node.expire(Timestamp::now()),
+        Err(_) => Err(NodeError::Internal("the node's lock is poisoned".into())),
+    };
+    if let Err(e) = result {
+        tracing::error!(error = %e, "dropping expired releases failed; trying again later");
     }
 }

@@ -9,7 +9,8 @@
 //! The decisions are the core crate's pure [`sosvault::Trustee`] state
 //! machine; this crate persists them ([`node`]), commits them in batches
 //! ([`group`]), serves them over HTTP ([`api`]) and audits a trustee's log
-//! from outside ([`verify`]).
+//! from outside ([`verify`]). [`rekey`] rotates the master key the entries
+//! are sealed under, so a backup taken before a stop dies with the old key.
 //!
 //! ## Writes: checks in parallel, group commit
 //!
@@ -45,6 +46,7 @@
 //! | `POST /v1/shares` | `{"delivery": b64}` | `{"receipt": b64, "repeated": bool}` |
 //! | `POST /v1/releases` | `{"request": b64}` | `{"release": b64, "repeated": bool}` |
 //! | `POST /v1/shreds` | `{"stop": b64}` | `{"receipt": b64, "repeated": bool}` |
+//! | `POST /v1/cancels` | `{"cancel": b64}` | `{"receipt": b64, "repeated": bool}` |
 //! | `GET /v1/log/head` | | `{"head": b64}` |
 //! | `GET /v1/log/entries` | `?start=&end=` | `{"entries":[{"index","leaf_hash","entry"?}]}` |
 //! | `GET /v1/log/proof/inclusion` | `?index=&size=` | `{"proof":[b64]}` |
@@ -88,6 +90,7 @@ pub mod api;
 pub mod config;
 pub mod group;
 pub mod node;
+pub mod rekey;
 pub mod seal;
 pub mod verify;
 

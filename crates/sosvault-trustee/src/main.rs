@@ -1,4 +1,4 @@
-//! `sosvault-trustee`: `init`, `serve` and `log verify`.
+//! `sosvault-trustee`: `init`, `serve`, `rotate-master-key` and `log verify`.
 
 #![forbid(unsafe_code)]
 
@@ -12,7 +12,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use sosvault::{Trustee, TrusteeKey, TrusteePublic};
+use sosvault_trustee::config::default_master_key_file;
 use sosvault_trustee::node::{Node, NodeOptions, RateLimit};
+use sosvault_trustee::rekey::{self, Recovery, key_file_inside, next_key_file};
 use sosvault_trustee::seal::MasterKey;
 use sosvault_trustee::verify::{VerifyOptions, verify};
 use sosvault_trustee::{AppState, Config, HttpLimits, app};
@@ -29,9 +31,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Make a trustee's keys, master key and config in DIR; print its public identity.
+    /// Make a trustee's keys and config in DIR, its master key beside DIR
+    /// (`DIR.keys/master.key` unless --master-key-file says otherwise); print
+    /// its public identity.
     Init {
-        /// The directory to create the trustee in.
+        /// The directory to create the trustee in (its data directory).
         #[arg(long)]
         dir: PathBuf,
         /// A human name for the trustee.
@@ -40,9 +44,20 @@ enum Command {
         /// The address to listen on.
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
+        /// Where to write the master key (default `DIR.keys/master.key`).
+        /// Keep it out of DIR and out of every backup of DIR.
+        #[arg(long)]
+        master_key_file: Option<PathBuf>,
     },
     /// Serve the trustee's API.
     Serve {
+        /// The config file (`SOSVAULT_TRUSTEE_*` variables override its keys).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Re-seal every stored entry under a fresh master key and destroy the
+    /// old key (run it with the service stopped).
+    RotateMasterKey {
         /// The config file (`SOSVAULT_TRUSTEE_*` variables override its keys).
         #[arg(long)]
         config: PathBuf,
@@ -80,8 +95,14 @@ enum LogCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Init { dir, name, listen } => init(&dir, name, listen),
+        Command::Init {
+            dir,
+            name,
+            listen,
+            master_key_file,
+        } => init(&dir, name, listen, master_key_file),
         Command::Serve { config } => serve(&config),
+        Command::RotateMasterKey { config } => rotate_master_key(&config),
         Command::Log {
             command:
                 LogCommand::Verify {
@@ -121,19 +142,39 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init(dir: &Path, name: String, listen: SocketAddr) -> anyhow::Result<()> {
+/// The comment `init` puts at the top of `trustee.toml`.
+const CONFIG_HEADER: &str = "\
+# sosvault trustee. master_key_file must stay OUTSIDE the data directory
+# (the directory of `store`), and no backup of the data directory may ever
+# include it: a backup plus the key it was sealed under opens the shares of
+# students who have since pressed stop. Rotate the key with
+# `sosvault-trustee rotate-master-key --config <this file>` (see the README).
+
+";
+
+fn init(
+    dir: &Path,
+    name: String,
+    listen: SocketAddr,
+    master_key_file: Option<PathBuf>,
+) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create the directory {}", dir.display()))?;
     let dir = &std::fs::canonicalize(dir)
         .with_context(|| format!("cannot resolve the directory {}", dir.display()))?;
-    let config = Config::for_dir(dir, name, listen);
+    let master_key_file = match master_key_file {
+        Some(p) => std::path::absolute(&p)
+            .with_context(|| format!("cannot resolve the path {}", p.display()))?,
+        None => default_master_key_file(dir),
+    };
+    let mut config = Config::for_dir(dir, name, listen);
+    config.master_key_file = Some(master_key_file.clone());
     let config_path = dir.join("trustee.toml");
+    // Check everything before creating anything (the key's directory included).
     for p in [
         &config.trustee_key_file,
-        config
-            .master_key_file
-            .as_ref()
-            .unwrap_or(&config.trustee_key_file),
+        &master_key_file,
+        &next_key_file(&master_key_file),
         &config_path,
     ] {
         if p.exists() {
@@ -143,19 +184,121 @@ fn init(dir: &Path, name: String, listen: SocketAddr) -> anyhow::Result<()> {
             );
         }
     }
+    if key_file_inside(dir, &master_key_file) {
+        eprintln!(
+            "warning: the master key {} is inside the data directory {}: a backup of that directory \
+             would carry the key; leave out --master-key-file to keep it beside the directory instead",
+            master_key_file.display(),
+            dir.display()
+        );
+    }
+    let key_dir = master_key_file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .context("--master-key-file names no file")?;
+    make_key_dir(key_dir)?;
     let key = TrusteeKey::generate();
     let master = MasterKey::generate();
     write_new(&config.trustee_key_file, &key.to_secret_bytes(), 0o600)?;
-    if let Some(p) = &config.master_key_file {
-        write_new(p, master.to_hex_secret().as_bytes(), 0o600)?;
-    }
+    write_new(&master_key_file, master.to_hex_secret().as_bytes(), 0o600)?;
+    sync_dir(key_dir)?;
     let text = toml::to_string(&config).context("cannot encode the config")?;
-    write_new(&config_path, text.as_bytes(), 0o644)?;
+    write_new(
+        &config_path,
+        format!("{CONFIG_HEADER}{text}").as_bytes(),
+        0o644,
+    )?;
+    sync_dir(dir)?;
     let public = key.public();
     println!("public: {}", public.to_hex());
     println!("id: {}", public.id().to_hex());
     println!("log_public_key: {}", key.log_key().public().to_hex());
     println!("config: {}", config_path.display());
+    println!(
+        "master_key_file: {}   # keep it out of every backup of {}",
+        master_key_file.display(),
+        dir.display()
+    );
+    Ok(())
+}
+
+/// Creates the master key's directory (mode 0700) if it is missing; warns
+/// when an existing one is open to other users.
+fn make_key_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {
+            let mode = m.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                eprintln!(
+                    "warning: the master key's directory {} has mode {mode:o}; \
+                     make it private with `chmod 700 {}`",
+                    dir.display(),
+                    dir.display()
+                );
+            }
+            Ok(())
+        }
+        Ok(_) => bail!("{} is not a directory", dir.display()),
+        Err(_) => std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create the key directory {}", dir.display())),
+    }
+}
+
+/// fsyncs a directory, so the names just created in it are durable.
+fn sync_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot fsync the directory {}", dir.display()))
+}
+
+fn rotate_master_key(config_path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(config_path)?;
+    let key_file = config
+        .master_key_file
+        .as_deref()
+        .ok_or(rekey::RekeyError::NoKeyFile)?;
+    if let Some(data) = config.store.parent()
+        && key_file_inside(data, key_file)
+    {
+        eprintln!(
+            "warning: the master key {} is inside the data directory {}: backups of that directory \
+             carry the key, so rotating cannot make them useless; move it out (see the README)",
+            key_file.display(),
+            data.display()
+        );
+    }
+    let rotated = rekey::rotate(&config.store, key_file)?;
+    match rotated.recovery {
+        Recovery::Finished => println!(
+            "finished an earlier, interrupted rotation first (its new key is now in {})",
+            key_file.display()
+        ),
+        Recovery::Discarded => {
+            println!("destroyed an unused key left by an earlier, interrupted rotation");
+        }
+        _ => {}
+    }
+    println!(
+        "re-sealed {} entries ({} holding a share) and the key check under a new master key in {}; \
+         the old key there is overwritten",
+        rotated.entries,
+        rotated.holding_share,
+        key_file.display()
+    );
+    if !rotated.wal_truncated {
+        eprintln!(
+            "warning: the WAL checkpoint did not complete, so the WAL may still hold entries sealed \
+             under the old (now destroyed) key; run rotate-master-key again"
+        );
+    }
+    println!(
+        "destroy every other copy of the old key (key backups); backups of the store taken before \
+         now no longer open"
+    );
     Ok(())
 }
 
@@ -185,7 +328,30 @@ fn serve(config_path: &Path) -> anyhow::Result<()> {
         .init();
     let config = Config::load(config_path)?;
     let key = load_trustee_key(&config.trustee_key_file)?;
-    let master = MasterKey::load(config.master_key_file.as_deref())?;
+    let (master, opened) =
+        rekey::load_master_key(&config.store, config.master_key_file.as_deref())?;
+    match opened.recovery {
+        Recovery::Finished => tracing::warn!(
+            "finished a master key rotation that was interrupted after the store was re-sealed"
+        ),
+        Recovery::Discarded => tracing::warn!(
+            "destroyed the unused new key of a master key rotation interrupted before it re-sealed the store"
+        ),
+        _ => {}
+    }
+    if !opened.from_environment
+        && let (Some(key_file), Some(data)) =
+            (config.master_key_file.as_deref(), config.store.parent())
+        && key_file_inside(data, key_file)
+    {
+        tracing::warn!(
+            master_key_file = %key_file.display(),
+            data_dir = %data.display(),
+            "the master key file is inside the data directory, so every backup of that directory \
+             carries it: move it out (e.g. to a sibling `.keys` directory, mode 0700), update \
+             master_key_file, and keep it out of backups"
+        );
+    }
     let trustee = Trustee::new(key, config.pinned()?, config.time_limits());
     let node = Node::open(NodeOptions {
         store: config.store.clone(),
@@ -198,6 +364,8 @@ fn serve(config_path: &Path) -> anyhow::Result<()> {
         query_skew_secs: config.max_clock_skew_secs,
     })
     .map_err(|e| anyhow::anyhow!("cannot open the store {}: {e}", config.store.display()))?;
+    // The node holds the store now; a rotation is kept out by it from here.
+    drop(opened);
     let state = AppState::new(node, config.name.clone(), config.auditor_tokens()?)
         .context("cannot start the store's writer thread")?;
     let writer = state.writer_exit();
@@ -217,6 +385,9 @@ fn serve(config_path: &Path) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
+        // Handlers first: a SIGTERM right after the line below must shut
+        // down gracefully, not kill the process with the default action.
+        let shutdown = shutdown()?;
         {
             let mut out = std::io::stdout().lock();
             writeln!(out, "listening on http://{addr}")?;
@@ -224,7 +395,7 @@ fn serve(config_path: &Path) -> anyhow::Result<()> {
         }
         tracing::info!(%addr, pinned = config.pinned_control_rooms.len(), "serving");
         axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown())
+            .with_graceful_shutdown(shutdown)
             .await
             .context("the server failed")?;
         tracing::info!("stopped");
@@ -237,24 +408,18 @@ fn serve(config_path: &Path) -> anyhow::Result<()> {
     served
 }
 
-async fn shutdown() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
+/// Installs the SIGINT and SIGTERM handlers now (inside the runtime) and
+/// returns the future that completes on either.
+fn shutdown() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut int = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = int.recv() => {},
+            _ = term.recv() => {},
         }
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
+    })
 }
 
 fn log_verify(

@@ -6,8 +6,13 @@
 //! batch's transaction ([`Node::apply_batch`]), and the in-memory tree
 //! learns the batch's leaves only after its commit returned: a crash leaves
 //! the old state or the new, and a signed head never covers a leaf that is
-//! not durable. [`Node::accept_share`], [`Node::release`] and
-//! [`Node::shred`] are batches of one.
+//! not durable. [`Node::accept_share`], [`Node::release`],
+//! [`Node::cancel`], [`Node::shred`] and [`Node::expire`] are batches of one.
+//!
+//! A release is kept in its student's entry only for its retry window: the
+//! entry's `retry_until` column (not secret: the log says when the release
+//! was) tells the periodic [`Checker::expire`] request which entries to
+//! open and drop it from, without opening the others.
 //!
 //! The stateless checks of a request ([`Checker`]) need no node and no
 //! lock. A [`Node`] is synchronous and owns its connection; the HTTP layer
@@ -22,9 +27,10 @@ use std::sync::Arc;
 use rusqlite::{Connection, OptionalExtension, params};
 use sosvault::log::{LogEntry, LogQuery, MerkleLog, QueryRefusal, TreeHead, leaf_hash};
 use sosvault::{
-    CheckedDelivery, CheckedRequest, CheckedStop, Container, EnrollRefusal, IncidentId, LogKey,
-    MessageHash, Refusal, Release, ReleaseRefusal, ReleaseRequest, ShareReceipt, ShredReceipt,
-    ShredRefusal, Signed, StudentEntry, StudentId, Timestamp, Trustee,
+    CancelReceipt, CancelRefusal, CheckedCancel, CheckedDelivery, CheckedRequest, CheckedStop,
+    Container, EnrollRefusal, IncidentId, LogKey, MessageHash, Refusal, Release, ReleaseRefusal,
+    ReleaseRequest, ShareReceipt, ShredReceipt, ShredRefusal, Signed, StudentEntry, StudentId,
+    Timestamp, Trustee,
 };
 use tracing::{error, info, warn};
 
@@ -121,6 +127,20 @@ pub fn release_refused(r: &ReleaseRefusal) -> Refused {
         ReleaseRefusal::Replayed { .. } => ("replayed", 409),
         ReleaseRefusal::StalePanic => ("stale_panic", 422),
         ReleaseRefusal::FuturePanic => ("future_panic", 422),
+        ReleaseRefusal::Cancelled { .. } => ("cancelled", 409),
+        ReleaseRefusal::RetryExpired => ("retry_expired", 410),
+        _ => ("refused", 422),
+    };
+    Refused::new(code, status, r.to_string())
+}
+
+/// The API code, status and message of a cancel refusal.
+pub fn cancel_refused(r: &CancelRefusal) -> Refused {
+    let (code, status) = match r {
+        CancelRefusal::Malformed(_) => ("malformed", 400),
+        CancelRefusal::UnknownStudent => ("unknown_student", 404),
+        CancelRefusal::WrongDevice => ("wrong_device", 403),
+        CancelRefusal::Stale { .. } => ("stale_cancel", 409),
         _ => ("refused", 422),
     };
     Refused::new(code, status, r.to_string())
@@ -202,15 +222,23 @@ enum RequestKind {
         bytes: Vec<u8>,
         checked: CheckedStop,
     },
+    Cancel {
+        bytes: Vec<u8>,
+        checked: CheckedCancel,
+    },
+    /// Drop the stored releases whose retry window has closed.
+    Expire,
 }
 
 impl Request {
-    /// Which operation this is (`share`, `release` or `shred`).
+    /// Which operation this is (`share`, `release`, `shred`, `cancel` or `expire`).
     pub fn op(&self) -> &'static str {
         match self.0 {
             RequestKind::Share { .. } => "share",
             RequestKind::Release { .. } => "release",
             RequestKind::Shred { .. } => "shred",
+            RequestKind::Cancel { .. } => "cancel",
+            RequestKind::Expire => "expire",
         }
     }
 }
@@ -241,6 +269,15 @@ pub enum Answer {
         /// A repeated stop.
         repeated: bool,
     },
+    /// To a cancel.
+    Cancel {
+        /// The signed receipt.
+        receipt: Signed<CancelReceipt>,
+        /// A repeated cancel.
+        repeated: bool,
+    },
+    /// To an expiry pass: how many stored releases were dropped.
+    Expired(usize),
 }
 
 fn wrong_answer(want: &str) -> NodeError {
@@ -269,6 +306,22 @@ impl Answer {
         match self {
             Self::Shred { receipt, repeated } => Ok((receipt, repeated)),
             _ => Err(wrong_answer("a shred")),
+        }
+    }
+
+    /// The receipt of a cancel.
+    pub fn into_cancel(self) -> Result<(Signed<CancelReceipt>, bool), NodeError> {
+        match self {
+            Self::Cancel { receipt, repeated } => Ok((receipt, repeated)),
+            _ => Err(wrong_answer("a cancel")),
+        }
+    }
+
+    /// The count of an expiry pass.
+    pub fn into_expired(self) -> Result<usize, NodeError> {
+        match self {
+            Self::Expired(n) => Ok(n),
+            _ => Err(wrong_answer("an expiry pass")),
         }
     }
 }
@@ -325,6 +378,21 @@ impl Checker {
             checked,
         }))
     }
+
+    /// Checks a cancel's envelope and signature (see [`Trustee::check_cancel`]).
+    pub fn cancel(&self, cancel: Vec<u8>) -> Result<Request, Refused> {
+        let checked = Trustee::check_cancel(&cancel).map_err(|e| cancel_refused(&e))?;
+        Ok(Request(RequestKind::Cancel {
+            bytes: cancel,
+            checked,
+        }))
+    }
+
+    /// An expiry pass: drops the stored releases whose retry window has
+    /// closed (see [`Trustee::expire`]). The service queues one periodically.
+    pub fn expire(&self) -> Request {
+        Request(RequestKind::Expire)
+    }
 }
 
 /// The writes of the batch in progress: the next log index and the leaf
@@ -362,23 +430,28 @@ impl Applied {
 enum Note {
     /// `op`, student, outcome.
     Done(&'static str, StudentId, &'static str),
-    /// A release granted.
-    Released(StudentId, IncidentId),
+    /// A release granted (or, `true`, repeated).
+    Released(StudentId, IncidentId, bool),
     /// `op`, student (if known), refusal code.
     Refused(&'static str, Option<StudentId>, &'static str),
+    /// An expiry pass dropped this many stored releases.
+    Expired(usize),
 }
 
 impl Note {
     fn emit(&self) {
         match self {
             Self::Done(op, student, outcome) => info!(op, student = %student, outcome),
-            Self::Released(student, incident) => {
-                info!(op = "release", student = %student, incident = %incident, outcome = "released");
+            Self::Released(student, incident, repeated) => {
+                let outcome = if *repeated { "repeated" } else { "released" };
+                info!(op = "release", student = %student, incident = %incident, outcome);
             }
             Self::Refused(op, Some(student), code) => {
                 warn!(op, student = %student, refused = code);
             }
             Self::Refused(op, None, code) => warn!(op, refused = code),
+            Self::Expired(0) => {}
+            Self::Expired(dropped) => info!(op = "expire", dropped, "retry windows closed"),
         }
     }
 }
@@ -428,7 +501,8 @@ CREATE TABLE IF NOT EXISTS entries (
     highest_counter INTEGER NOT NULL,
     holds_share INTEGER NOT NULL,
     tombstone_epoch INTEGER,
-    updated_at INTEGER NOT NULL
+    updated_at INTEGER NOT NULL,
+    retry_until INTEGER
 ) STRICT;
 CREATE TABLE IF NOT EXISTS log_leaves (
     idx INTEGER PRIMARY KEY,
@@ -443,6 +517,25 @@ CREATE TABLE IF NOT EXISTS releases (
 ) STRICT;
 CREATE INDEX IF NOT EXISTS releases_student_at ON releases(student, at);
 ";
+
+/// Brings a store written by an older version up to [`SCHEMA`] (additive
+/// changes only; idempotent).
+fn migrate(conn: &Connection) -> Result<(), NodeError> {
+    let has_retry_until: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('entries') WHERE name = 'retry_until'")?
+        .exists([])?;
+    if !has_retry_until {
+        // Entries written before it hold no release older than this version's
+        // retry window would allow: the first expiry pass opens them all once.
+        conn.execute_batch("ALTER TABLE entries ADD COLUMN retry_until INTEGER")?;
+        conn.execute_batch("UPDATE entries SET retry_until = 0")?;
+    }
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS entries_retry_until ON entries(retry_until)
+         WHERE retry_until IS NOT NULL",
+    )?;
+    Ok(())
+}
 
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
@@ -493,6 +586,7 @@ impl Node {
     pub fn open(opts: NodeOptions) -> Result<Self, NodeError> {
         let conn = open_connection(&opts.store)?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         let sealer = EntrySealer::new(&opts.master);
         let id = opts.trustee.id();
         let stored_id: Option<Vec<u8>> = conn
@@ -754,6 +848,8 @@ impl Node {
             RequestKind::Share { bytes, checked } => self.share_in(&bytes, &checked, now, batch),
             RequestKind::Release { bytes, checked } => self.release_in(&bytes, checked, now, batch),
             RequestKind::Shred { bytes, checked } => self.shred_in(&bytes, &checked, now, batch),
+            RequestKind::Cancel { bytes, checked } => self.cancel_in(&bytes, &checked, now, batch),
+            RequestKind::Expire => self.expire_in(now),
         }
     }
 
@@ -833,14 +929,9 @@ impl Node {
         let student = checked.student();
         let current = self.load(&student)?;
         match self.trustee.release(current.as_ref(), &checked, now) {
-            Ok(t) if t.repeated => Ok(Applied::ok(
-                Answer::Release {
-                    release: t.answer,
-                    repeated: true,
-                },
-                Note::Done("release", student, "repeated"),
-            )),
             Ok(t) => {
+                // A repeat (a retry within its window) is a release too: it
+                // counts against the rate limit and has its own log entry.
                 let since = now.minus(self.rate.window_secs);
                 let recent: i64 = self
                     .conn
@@ -868,16 +959,18 @@ impl Node {
                     ));
                 }
                 let body = checked.request().body();
-                let leaf = LogEntry::released(checked.panic().clone(), body.incident, now);
-                self.put_entry(&t.entry, now)?;
+                let leaf = LogEntry::released(checked.panic(), body.incident, t.repeated, now);
+                if !t.repeated {
+                    self.put_entry(&t.entry, now)?;
+                }
                 self.put_leaf(&leaf, batch)?;
                 self.put_release(student, now)?;
                 Ok(Applied::ok(
                     Answer::Release {
                         release: t.answer,
-                        repeated: false,
+                        repeated: t.repeated,
                     },
-                    Note::Released(student, body.incident),
+                    Note::Released(student, body.incident, t.repeated),
                 ))
             }
             Err(ReleaseRefusal::SealFailed) => Err(NodeError::Internal(
@@ -942,16 +1035,105 @@ impl Node {
         }
     }
 
-    /// Writes a student's entry, sealed (inside the batch's transaction).
+    fn cancel_in(
+        &mut self,
+        cancel: &[u8],
+        checked: &CheckedCancel,
+        now: Timestamp,
+        batch: &mut Batch,
+    ) -> Result<Applied, NodeError> {
+        let student = checked.student();
+        let current = self.load(&student)?;
+        match self.trustee.revoke(current.as_ref(), checked, now) {
+            Ok(t) if t.repeated => Ok(Applied::ok(
+                Answer::Cancel {
+                    receipt: t.answer,
+                    repeated: true,
+                },
+                Note::Done("cancel", student, "repeated"),
+            )),
+            Ok(t) => {
+                let leaf = LogEntry::Cancelled {
+                    student,
+                    counter: checked.cancel().body().counter,
+                    cancel: checked.cancel().hash(),
+                    at: now,
+                };
+                self.put_entry(&t.entry, now)?;
+                self.put_leaf(&leaf, batch)?;
+                Ok(Applied::ok(
+                    Answer::Cancel {
+                        receipt: t.answer,
+                        repeated: false,
+                    },
+                    Note::Done("cancel", student, "revoked"),
+                ))
+            }
+            Err(e) => {
+                let refused = cancel_refused(&e);
+                let code = refused.code;
+                self.log_refusal(&Refusal::Cancel(e), Some(student), cancel, now, batch)?;
+                Ok(Applied::refused(
+                    refused,
+                    Note::Refused("cancel", Some(student), code),
+                ))
+            }
+        }
+    }
+
+    /// The most entries one expiry pass opens (the next pass takes the rest).
+    const EXPIRE_BATCH: i64 = 1000;
+
+    /// Drops the stored release of every entry whose retry window has closed.
+    fn expire_in(&mut self, now: Timestamp) -> Result<Applied, NodeError> {
+        let due: Vec<Vec<u8>> = self
+            .conn
+            .prepare_cached(
+                "SELECT student FROM entries WHERE retry_until IS NOT NULL AND retry_until < ?1
+                 ORDER BY retry_until LIMIT ?2",
+            )?
+            .query_map(params![to_i64(now.as_secs()), Self::EXPIRE_BATCH], |r| {
+                r.get(0)
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut dropped = 0;
+        for id in due {
+            let id: [u8; 32] = id
+                .try_into()
+                .map_err(|_| NodeError::Internal("an entry's student id is not 32 bytes".into()))?;
+            let student = StudentId::from_bytes(id);
+            let Some(entry) = self.load(&student)? else {
+                continue;
+            };
+            match self.trustee.expire(&entry, now) {
+                Some(next) => {
+                    self.put_entry(&next, now)?;
+                    dropped += 1;
+                }
+                // Not due after all (a retry window configured longer since):
+                // write the deadline the entry really has.
+                None => self.put_entry(&entry, now)?,
+            }
+        }
+        Ok(Applied::ok(
+            Answer::Expired(dropped),
+            Note::Expired(dropped),
+        ))
+    }
+
+    /// Writes a student's entry, sealed (inside the batch's transaction),
+    /// with the deadline of its stored release's retry window.
     fn put_entry(&self, e: &StudentEntry, now: Timestamp) -> Result<(), NodeError> {
         let sealed = self.sealer.seal(e);
+        let retry_until = self.trustee.retry_deadline(e).map(|t| to_i64(t.as_secs()));
         self.conn
             .prepare_cached(
-                "INSERT INTO entries (student, sealed, epoch, highest_counter, holds_share, tombstone_epoch, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                "INSERT INTO entries (student, sealed, epoch, highest_counter, holds_share, tombstone_epoch, updated_at, retry_until)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
                  ON CONFLICT(student) DO UPDATE SET sealed = excluded.sealed, epoch = excluded.epoch,
                    highest_counter = excluded.highest_counter, holds_share = excluded.holds_share,
-                   tombstone_epoch = excluded.tombstone_epoch, updated_at = excluded.updated_at",
+                   tombstone_epoch = excluded.tombstone_epoch, updated_at = excluded.updated_at,
+                   retry_until = excluded.retry_until",
             )?
             .execute(params![
                 e.student().as_bytes().as_slice(),
@@ -961,6 +1143,7 @@ impl Node {
                 e.holds_share(),
                 e.tombstone().map(|t| t.epoch),
                 to_i64(now.as_secs()),
+                retry_until,
             ])?;
         Ok(())
     }
@@ -1041,6 +1224,32 @@ impl Node {
     ) -> Result<(Signed<Release>, bool), NodeError> {
         let request = self.checker().release(request.to_vec(), now)?;
         self.apply_single(request, now)?.into_release()
+    }
+
+    /// Takes a cancel: the receipt, and whether it repeats an earlier one.
+    /// One request in a batch of its own.
+    pub fn cancel(
+        &mut self,
+        cancel: &[u8],
+        now: Timestamp,
+    ) -> Result<(Signed<CancelReceipt>, bool), NodeError> {
+        let request = self.checker().cancel(cancel.to_vec())?;
+        self.apply_single(request, now)?.into_cancel()
+    }
+
+    /// Drops the stored releases whose retry window closed before `now`;
+    /// returns how many. One request in a batch of its own.
+    pub fn expire(&mut self, now: Timestamp) -> Result<usize, NodeError> {
+        // Nothing due (the usual case): no transaction, no commit.
+        let due = self
+            .conn
+            .prepare_cached("SELECT 1 FROM entries WHERE retry_until < ?1 LIMIT 1")?
+            .exists([to_i64(now.as_secs())])?;
+        if !due {
+            return Ok(0);
+        }
+        let request = self.checker().expire();
+        self.apply_single(request, now)?.into_expired()
     }
 
     /// Shreds on a stop: the receipt, and whether it repeats an earlier one.
@@ -1191,6 +1400,7 @@ mod tests {
 
     use std::collections::HashSet;
 
+    use sosvault::Container as _;
     use sosvault::{
         Category, ControlRoomKey, Device, DeviceKey, IncidentId, IncidentKey, Location, Policy,
         TimeLimits, TrusteeKey,
@@ -1298,6 +1508,10 @@ mod tests {
             },
             ReleaseRefusal::StalePanic,
             ReleaseRefusal::FuturePanic,
+            ReleaseRefusal::Cancelled {
+                cancelled_through: 3,
+            },
+            ReleaseRefusal::RetryExpired,
         ];
         let codes: HashSet<&str> = release.iter().map(|r| release_refused(r).code).collect();
         assert_eq!(codes.len(), release.len());
@@ -1315,6 +1529,21 @@ mod tests {
         ];
         let codes: HashSet<&str> = enroll.iter().map(|r| enroll_refused(r).code).collect();
         assert_eq!(codes.len(), enroll.len());
+        let cancel = [
+            CancelRefusal::UnknownStudent,
+            CancelRefusal::WrongDevice,
+            CancelRefusal::Stale {
+                offered: 1,
+                cancelled_through: 2,
+            },
+        ];
+        let codes: HashSet<&str> = cancel.iter().map(|r| cancel_refused(r).code).collect();
+        assert_eq!(codes.len(), cancel.len());
+        assert!(
+            cancel
+                .iter()
+                .all(|r| (400..500).contains(&cancel_refused(r).status))
+        );
         for r in release
             .iter()
             .map(release_refused)
@@ -1322,5 +1551,178 @@ mod tests {
         {
             assert!((400..500).contains(&r.status), "{r:?}");
         }
+    }
+
+    /// A student enrolled at `node` (share 1) and a device to press with.
+    fn enrolled(n: &mut Node, at: Timestamp) -> Device {
+        let mut device = Device::new(DeviceKey::generate());
+        let publics = [
+            TrusteeKey::from_seed(&[1; 32]).public(),
+            TrusteeKey::generate().public(),
+        ];
+        let e = device
+            .enroll(b"profile", &publics, 2, Policy::default(), at)
+            .unwrap();
+        n.accept_share(&e.package.delivery(1).unwrap().to_bytes(), at)
+            .unwrap();
+        device
+    }
+
+    fn kinds(n: &Node) -> Vec<(&'static str, bool)> {
+        n.leaves(0, n.log_size())
+            .unwrap()
+            .iter()
+            .map(|l| match LogEntry::from_bytes(&l.entry).unwrap() {
+                LogEntry::Released { repeat, .. } => ("released", repeat),
+                e => (e.kind(), false),
+            })
+            .collect()
+    }
+
+    fn retry_until(n: &Node, student: &StudentId) -> Option<i64> {
+        n.conn
+            .query_row(
+                "SELECT retry_until FROM entries WHERE student = ?1",
+                [student.as_bytes().as_slice()],
+                |r| r.get(0),
+            )
+            .unwrap()
+    }
+
+    #[test]
+    fn a_repeat_is_logged_counts_against_the_rate_limit_and_expires_with_its_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let cr = ControlRoomKey::generate();
+        let mut n = node(dir.path(), [1; 32], &cr, &"42".repeat(32));
+        let t0 = Timestamp::now();
+        let mut device = enrolled(&mut n, t0);
+        let student = device.student_id();
+        let here = Location::new(25.0, 75.0, 5, t0).unwrap();
+        let panic = device
+            .panic(Category::Medical, &here, &cr.public(), t0)
+            .unwrap();
+        let (id, key) = (IncidentId::random(), IncidentKey::generate());
+        let at = |s: u64| t0.plus(s);
+        let first = n
+            .release(cr.release_request(&panic, id, &key, t0).as_bytes(), t0)
+            .unwrap();
+        assert!(!first.1);
+        let window = TimeLimits::default().retry_window_secs;
+        assert_eq!(
+            retry_until(&n, &student),
+            Some(i64::try_from(t0.plus(window).as_secs()).unwrap())
+        );
+        // The retry: the same release, logged as a repeat.
+        let again = n
+            .release(
+                cr.release_request(&panic, id, &key, at(5)).as_bytes(),
+                at(5),
+            )
+            .unwrap();
+        assert!(again.1);
+        assert_eq!(again.0.as_bytes(), first.0.as_bytes());
+        assert_eq!(
+            kinds(&n),
+            [
+                ("share-accepted", false),
+                ("released", false),
+                ("released", true)
+            ]
+        );
+        // It counted: the rate limit (2 per window here) refuses a third.
+        match n.release(
+            cr.release_request(&panic, id, &key, at(6)).as_bytes(),
+            at(6),
+        ) {
+            Err(NodeError::Refused(r)) => assert_eq!(r.code, "rate_limited"),
+            other => panic!("{other:?}"),
+        }
+        // Expiry before the window closes changes nothing; after, the stored
+        // release is gone and the column says so.
+        assert_eq!(n.expire(at(window)).unwrap(), 0);
+        assert!(n.load(&student).unwrap().unwrap().last_release().is_some());
+        assert_eq!(n.expire(at(window + 1)).unwrap(), 1);
+        assert!(n.load(&student).unwrap().unwrap().last_release().is_none());
+        assert_eq!(retry_until(&n, &student), None);
+        assert_eq!(n.expire(at(window + 2)).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_cancel_is_logged_refuses_its_panic_and_a_repeat_gets_the_same_receipt() {
+        let dir = tempfile::tempdir().unwrap();
+        let cr = ControlRoomKey::generate();
+        let mut n = node(dir.path(), [1; 32], &cr, &"42".repeat(32));
+        let t0 = Timestamp::now();
+        let mut device = enrolled(&mut n, t0);
+        let here = Location::new(25.0, 75.0, 5, t0).unwrap();
+        let panic = device
+            .panic(Category::Police, &here, &cr.public(), t0)
+            .unwrap();
+        let cancel = device
+            .cancel(panic.hash(), false, &cr.public(), t0)
+            .unwrap();
+        let (receipt, repeated) = n.cancel(cancel.as_bytes(), t0).unwrap();
+        assert!(!repeated);
+        assert_eq!(receipt.body().cancel, cancel.hash());
+        let (again, repeated) = n.cancel(cancel.as_bytes(), t0).unwrap();
+        assert!(repeated);
+        assert_eq!(again.as_bytes(), receipt.as_bytes());
+        let req = cr.release_request(&panic, IncidentId::random(), &IncidentKey::generate(), t0);
+        match n.release(req.as_bytes(), t0) {
+            Err(NodeError::Refused(r)) => assert_eq!((r.code, r.status), ("cancelled", 409)),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            kinds(&n),
+            [
+                ("share-accepted", false),
+                ("cancelled", false),
+                ("refused", false)
+            ]
+        );
+        // Survives a reopen (the entry is sealed with the cancel state).
+        drop(n);
+        let mut n = node(dir.path(), [1; 32], &cr, &"42".repeat(32));
+        match n.release(req.as_bytes(), t0) {
+            Err(NodeError::Refused(r)) => assert_eq!(r.code, "cancelled"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_store_written_before_retry_windows_is_migrated_and_its_releases_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let cr = ControlRoomKey::generate();
+        let t0 = Timestamp::now();
+        let student = {
+            let mut n = node(dir.path(), [1; 32], &cr, &"42".repeat(32));
+            let mut device = enrolled(&mut n, t0);
+            let here = Location::new(25.0, 75.0, 5, t0).unwrap();
+            let panic = device
+                .panic(Category::Police, &here, &cr.public(), t0)
+                .unwrap();
+            let req =
+                cr.release_request(&panic, IncidentId::random(), &IncidentKey::generate(), t0);
+            n.release(req.as_bytes(), t0).unwrap();
+            // Back to the old schema: no retry_until column.
+            n.conn
+                .execute_batch(
+                    "DROP INDEX entries_retry_until;
+                     ALTER TABLE entries DROP COLUMN retry_until;",
+                )
+                .unwrap();
+            device.student_id()
+        };
+        let mut n = node(dir.path(), [1; 32], &cr, &"42".repeat(32));
+        assert_eq!(retry_until(&n, &student), Some(0));
+        let window = TimeLimits::default().retry_window_secs;
+        // Not yet due by its own release time: rewritten with the real deadline.
+        assert_eq!(n.expire(t0).unwrap(), 0);
+        assert_eq!(
+            retry_until(&n, &student),
+            Some(i64::try_from(t0.plus(window).as_secs()).unwrap())
+        );
+        assert_eq!(n.expire(t0.plus(window + 1)).unwrap(), 1);
+        assert!(n.load(&student).unwrap().unwrap().last_release().is_none());
     }
 }

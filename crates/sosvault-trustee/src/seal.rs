@@ -84,11 +84,20 @@ impl MasterKey {
 
     /// Loads the key from [`MASTER_KEY_ENV`] if it is set, else from `file`.
     pub fn load(file: Option<&Path>) -> Result<Self, MasterKeyError> {
-        if let Some(v) = std::env::var_os(MASTER_KEY_ENV) {
-            let v = Zeroizing::new(v.into_encoded_bytes());
-            return Self::from_encoded(&v);
+        if let Some(key) = Self::from_environment() {
+            return key;
         }
-        let path = file.ok_or(MasterKeyError::Missing)?;
+        Self::from_file(file.ok_or(MasterKeyError::Missing)?)
+    }
+
+    /// The key in [`MASTER_KEY_ENV`], if that variable is set.
+    pub fn from_environment() -> Option<Result<Self, MasterKeyError>> {
+        let v = Zeroizing::new(std::env::var_os(MASTER_KEY_ENV)?.into_encoded_bytes());
+        Some(Self::from_encoded(&v))
+    }
+
+    /// Reads the key from `path` only (the environment is not consulted).
+    pub fn from_file(path: &Path) -> Result<Self, MasterKeyError> {
         let bytes = Zeroizing::new(std::fs::read(path).map_err(|source| MasterKeyError::Read {
             path: path.display().to_string(),
             source,

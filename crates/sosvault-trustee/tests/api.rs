@@ -10,8 +10,8 @@ use ed25519_dalek::Signer as _;
 use serde_json::json;
 use sosvault::log::{LogEntry, LogQuery, TreeHead, leaf_hash, refusal_code};
 use sosvault::{
-    Container, ControlRoomKey, Opener, Profile, Refusal, Release, ReleaseRefusal, ShareReceipt,
-    ShredReceipt, Signed, Timestamp, TrusteeKey, TrusteePublic,
+    CancelReceipt, Container, ControlRoomKey, Opener, Profile, Refusal, Release, ReleaseRefusal,
+    ShareReceipt, ShredReceipt, Signed, Timestamp, TrusteeKey, TrusteePublic,
 };
 
 fn third() -> TrusteePublic {
@@ -88,12 +88,22 @@ fn a_valid_panic_releases_and_two_trustees_open_the_vault() {
         assert_eq!(st, 200);
         assert_eq!(again["repeated"], true);
         assert_eq!(unb64(again["release"].as_str().unwrap()), bytes);
-        // The release is in the log with the panic it answered.
+        // The release is in the log with the hash of the panic it answered,
+        // and the retry is an entry of its own; neither holds the panic.
         let entries = r.entries();
-        assert!(
-            entries.iter().any(|e| matches!(e,
-            LogEntry::Released { panic: p, incident: inc, .. } if *p == panic && *inc == incident))
-        );
+        let released: Vec<bool> = entries
+            .iter()
+            .filter_map(|e| match e {
+                LogEntry::Released {
+                    panic: p,
+                    incident: inc,
+                    repeat,
+                    ..
+                } if *p == panic.hash() && *inc == incident => Some(*repeat),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(released, [false, true]);
     }
     let vault = opener.open().unwrap();
     let profile = Profile::from_bytes(
@@ -713,4 +723,93 @@ fn an_answer_before_the_body_is_read_closes_the_connection_and_the_next_request_
         // A request whose body was read keeps its connection.
         assert!(resp.headers().get("connection").is_none());
     }
+}
+
+/// A cancel the control room forwards revokes the panic at this trustee for
+/// good: a release of it is refused `cancelled` (also to a fresh incident key,
+/// also after a restart), every step is on the log, the same cancel again gets
+/// the same receipt, and bad cancels get a clear 4xx and change nothing.
+#[test]
+fn a_forwarded_cancel_revokes_the_panic_and_is_logged() {
+    let now = Timestamp::now();
+    let cr = ControlRoomKey::generate();
+    let t = TrusteeDir::init("revoker");
+    let r = t.start(&[&cr], &[]);
+    let mut s = Student::enroll(&[t.public.clone(), third(), third()], now);
+    assert_eq!(r.deliver(&s.delivery(1)).0, 200);
+    let panic = s.panic(&cr, now);
+    let cancel = s
+        .device
+        .cancel(panic.hash(), false, &cr.public(), now)
+        .unwrap();
+
+    // Bad cancels first: each a clear 4xx, nothing in the log.
+    let before = r.log_size();
+    let mut forged = cancel.as_bytes().to_vec();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    for (bytes, status) in [(b"nope".to_vec(), 400), (forged, 400)] {
+        let (st, v) = r.cancel(&bytes);
+        assert_eq!((st, code(&v)), (status, "malformed"));
+    }
+    assert_eq!(
+        r.post("/v1/cancels", json!({ "cancel": "%%" })).0,
+        400,
+        "not base64"
+    );
+    assert_eq!(r.post("/v1/cancels", json!({})).0, 400, "missing field");
+    assert_eq!(r.log_size(), before);
+
+    // A cancel from a student this trustee does not hold: refused and logged.
+    let mut stranger = Student::enroll(&[third(), t.public.clone(), third()], now);
+    let stranger_panic = stranger.panic(&cr, now);
+    let foreign = stranger
+        .device
+        .cancel(stranger_panic.hash(), false, &cr.public(), now)
+        .unwrap();
+    let (st, v) = r.cancel(foreign.as_bytes());
+    assert_eq!((st, code(&v)), (404, "unknown_student"));
+
+    let (st, v) = r.cancel(cancel.as_bytes());
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["repeated"], false);
+    let receipt = Signed::<CancelReceipt>::decode(&unb64(v["receipt"].as_str().unwrap())).unwrap();
+    assert_eq!(receipt.signer(), t.public.verifying_key());
+    assert_eq!(receipt.body().cancel, cancel.hash());
+    let (st, again) = r.cancel(cancel.as_bytes());
+    assert_eq!((st, again["repeated"].as_bool()), (200, Some(true)));
+    assert_eq!(again["receipt"], v["receipt"]);
+
+    let (req, _, _) = request(&cr, &panic, now);
+    let (st, v) = r.release(&req);
+    assert_eq!((st, code(&v)), (409, "cancelled"));
+    // Still so after a restart, to yet another incident key.
+    r.stop();
+    let r = t.start(&[&cr], &[]);
+    let (req, _, _) = request(&cr, &panic, Timestamp::now());
+    let (st, v) = r.release(&req);
+    assert_eq!((st, code(&v)), (409, "cancelled"));
+
+    let entries = r.entries();
+    let student = s.device.student_id();
+    let cancelled = entries
+        .iter()
+        .filter(|e| matches!(e, LogEntry::Cancelled { student: who, cancel: h, .. } if *who == student && *h == cancel.hash()))
+        .count();
+    assert_eq!(
+        cancelled, 1,
+        "one entry for the cancel, none for its repeat"
+    );
+    let refused: Vec<u16> = entries
+        .iter()
+        .filter_map(|e| match e {
+            LogEntry::Refused { code, .. } => Some(*code),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        refused,
+        [401, 212, 212],
+        "unknown student, then cancelled twice"
+    );
 }

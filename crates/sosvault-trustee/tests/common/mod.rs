@@ -34,17 +34,46 @@ pub struct TrusteeDir {
     pub tmp: tempfile::TempDir,
     pub public: TrusteePublic,
     pub id: String,
+    /// The data directory (`init --dir`).
+    pub data: PathBuf,
+    /// The master key file.
+    pub key_file: PathBuf,
 }
 
 impl TrusteeDir {
+    /// A trustee whose data directory is the temporary directory itself,
+    /// with its master key inside it (`--master-key-file DIR/master.key`,
+    /// the layout of configs written before the key moved out), so every
+    /// file of it goes with the temporary directory.
     pub fn init(name: &str) -> Self {
         let tmp = tempfile::tempdir().unwrap();
-        let out = Command::new(BIN)
-            .args(["init", "--dir"])
-            .arg(tmp.path())
-            .args(["--name", name])
-            .output()
-            .unwrap();
+        let data = tmp.path().to_owned();
+        let key_file = data.join("master.key");
+        Self::init_in(tmp, data, Some(key_file), name)
+    }
+
+    /// A trustee in the default layout: data directory `TMP/data`, master key
+    /// in the sibling `TMP/data.keys/master.key` (no `--master-key-file`).
+    pub fn init_apart(name: &str) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let data = tmp.path().join("data");
+        Self::init_in(tmp, data, None, name)
+    }
+
+    fn init_in(
+        tmp: tempfile::TempDir,
+        data: PathBuf,
+        key_file: Option<PathBuf>,
+        name: &str,
+    ) -> Self {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["init", "--dir"])
+            .arg(&data)
+            .args(["--name", name]);
+        if let Some(k) = &key_file {
+            cmd.arg("--master-key-file").arg(k);
+        }
+        let out = cmd.output().unwrap();
         assert!(out.status.success(), "init failed: {out:?}");
         let stdout = String::from_utf8(out.stdout).unwrap();
         let field = |k: &str| {
@@ -57,11 +86,67 @@ impl TrusteeDir {
         let public = TrusteePublic::from_hex(&field("public")).unwrap();
         let id = field("id");
         assert_eq!(public.id().to_hex(), id);
-        Self { tmp, public, id }
+        let key_file = key_file.unwrap_or_else(|| {
+            let mut k = data.clone().into_os_string();
+            k.push(".keys");
+            PathBuf::from(k).join("master.key")
+        });
+        let printed = field("master_key_file");
+        let printed = printed.split_whitespace().next().unwrap();
+        assert_eq!(
+            std::fs::canonicalize(printed).unwrap(),
+            std::fs::canonicalize(&key_file).unwrap(),
+            "{stdout}"
+        );
+        Self {
+            tmp,
+            public,
+            id,
+            data,
+            key_file,
+        }
     }
 
     pub fn dir(&self) -> &Path {
-        self.tmp.path()
+        &self.data
+    }
+
+    pub fn master_key_file(&self) -> &Path {
+        &self.key_file
+    }
+
+    /// The directory holding the master key file.
+    pub fn key_dir(&self) -> &Path {
+        self.key_file.parent().unwrap()
+    }
+
+    /// The trustee's current master key (read from its file).
+    pub fn master_key(&self) -> sosvault_trustee::MasterKey {
+        sosvault_trustee::MasterKey::from_file(&self.key_file).unwrap()
+    }
+
+    /// The trustee's secret key (from `DIR/trustee.key`).
+    pub fn trustee_key(&self) -> sosvault::TrusteeKey {
+        sosvault::TrusteeKey::from_secret_bytes(
+            &std::fs::read(self.dir().join("trustee.key")).unwrap(),
+        )
+        .unwrap()
+    }
+
+    /// Runs `rotate-master-key` on this trustee's config (the master key
+    /// taken from the file, never from the environment).
+    pub fn rotate(&self) -> Output {
+        Command::new(BIN)
+            .args(["rotate-master-key", "--config"])
+            .arg(self.config())
+            .env_remove("SOSVAULT_TRUSTEE_MASTER_KEY")
+            .output()
+            .unwrap()
+    }
+
+    /// What the service has written to its log so far.
+    pub fn stderr_log(&self) -> String {
+        std::fs::read_to_string(self.dir().join("stderr.log")).unwrap_or_default()
     }
 
     pub fn config(&self) -> PathBuf {
@@ -208,6 +293,10 @@ impl Running {
         self.post("/v1/shreds", json!({ "stop": b64(stop) }))
     }
 
+    pub fn cancel(&self, cancel: &[u8]) -> (u16, Value) {
+        self.post("/v1/cancels", json!({ "cancel": b64(cancel) }))
+    }
+
     /// The size of the log's current signed head.
     pub fn log_size(&self) -> u64 {
         let (s, v) = self.get("/v1/log/head");
@@ -292,6 +381,45 @@ pub fn request(
     let key = IncidentKey::generate();
     let req = cr.release_request(panic, incident, &key, now);
     (req, incident, key)
+}
+
+/// Copies the directory tree `from` into `to` (created), as a backup would.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), &target).unwrap();
+        }
+    }
+}
+
+/// The sealed entry of `student` in the store `db`, read with SQLite.
+pub fn sealed_entry(db: &Path, student: &sosvault::StudentId) -> Vec<u8> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row(
+        "SELECT sealed FROM entries WHERE student = ?1",
+        [student.as_bytes().as_slice()],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
+
+/// The key check sealed in the store `db`.
+pub fn key_check(db: &Path) -> Vec<u8> {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    conn.query_row("SELECT value FROM meta WHERE key = 'key_check'", [], |r| {
+        r.get(0)
+    })
+    .unwrap()
+}
+
+/// Whether `needle` occurs anywhere in `haystack`.
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 pub fn code(v: &Value) -> &str {
