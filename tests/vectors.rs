@@ -36,20 +36,21 @@ use std::path::PathBuf;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use sosvault::hazmat::{RawShare, combine_shares, split_secret_with_rng};
+use sosvault::manifest::{Manifest, ManifestTrustee};
 use sosvault::messages::TrusteeSlot;
 use sosvault::{
-    Cancel, CancelReceipt, Category, Container, ControlRoomKey, ControlRoomPublic, Device,
-    DeviceKey, EnrollmentPackage, EnrollmentRecord, InMemoryTrustee, IncidentId, IncidentKey,
-    Location, LocationUpdate, Message, MessageHash, Note, Opener, PanicEvent, Policy, Profile,
-    Release, ReleaseRequest, ShareCommitment, ShareDelivery, ShareReceipt, ShredReceipt, Signed,
-    Stop, StudentEntry, StudentId, TimeLimits, Timestamp, Trustee, TrusteeId, TrusteeKey,
+    AuthorityKey, Cancel, CancelReceipt, Category, Container, ControlRoomKey, ControlRoomPublic,
+    Device, DeviceKey, EnrollmentPackage, EnrollmentRecord, InMemoryTrustee, IncidentId,
+    IncidentKey, Location, LocationUpdate, Message, MessageHash, Note, Opener, PanicEvent, Policy,
+    Profile, Release, ReleaseRequest, ShareCommitment, ShareDelivery, ShareReceipt, ShredReceipt,
+    Signed, Stop, StudentEntry, StudentId, TimeLimits, Timestamp, Trustee, TrusteeId, TrusteeKey,
     TrusteePublic, VaultKey, VaultRecipient, commitment,
 };
 
 // ------------------------------------------------------------------ fixed inputs
 
 /// Every vector file, by stem. (The fuzz corpus seeder reads these names.)
-const NAMES: [&str; 29] = [
+const NAMES: [&str; 31] = [
     "enrollment",
     "panic",
     "location",
@@ -59,6 +60,8 @@ const NAMES: [&str; 29] = [
     "release",
     "shred_receipt",
     "cancel_receipt",
+    "manifest",
+    "authority_key",
     "share_receipt",
     "share_delivery",
     "enrollment_package",
@@ -88,6 +91,9 @@ const VAULT_SCALAR: [u8; 32] = [0x31; 32];
 const INCIDENT_SCALAR: [u8; 32] = [0x41; 32];
 const SPLIT_RNG_SEED: [u8; 32] = [0x51; 32];
 const INCIDENT_ID: [u8; 16] = [0x61; 16];
+const AUTHORITY_SEED: [u8; 32] = [0x71; 32];
+/// The manifest's validity: a year from T0.
+const MANIFEST_YEAR: u64 = 365 * 24 * 3600;
 
 /// The base time: 2026-09-21T12:53:20Z.
 const T0: u64 = 1_790_000_000;
@@ -141,6 +147,32 @@ fn device_key() -> DeviceKey {
 
 fn trustee_key(i: usize) -> TrusteeKey {
     TrusteeKey::from_seed(&TRUSTEE_SEEDS[i])
+}
+
+fn authority_key() -> AuthorityKey {
+    AuthorityKey::from_seed(&AUTHORITY_SEED)
+}
+
+/// The deployment manifest: the three fixed trustees, 2-of-3, the fixed control room.
+fn manifest() -> Manifest {
+    let names = ["police-hq", "oversight-office", "ngo"];
+    Manifest {
+        deployment: "kota".into(),
+        version: 1,
+        issued_at: ts(T0),
+        not_before: ts(T0),
+        not_after: ts(T0 + MANIFEST_YEAR),
+        threshold: THRESHOLD,
+        trustees: (0..3)
+            .map(|i| ManifestTrustee {
+                name: names[i].into(),
+                public: trustee_key(i).public(),
+                url: format!("https://{}.example", names[i]),
+            })
+            .collect(),
+        control_room: control_room_key().public(),
+        control_room_url: "https://dispatch.example".into(),
+    }
 }
 
 fn control_room_key() -> ControlRoomKey {
@@ -406,6 +438,13 @@ fn build() -> BTreeMap<&'static str, Vec<u8>> {
     v.insert("incident_key", incident.to_secret_bytes().to_vec());
     v.insert("trustee_public", publics[0].to_bytes());
     v.insert("control_room_public", room.public().to_bytes());
+    v.insert("authority_key", authority_key().to_secret_bytes().to_vec());
+    v.insert(
+        "manifest",
+        Signed::sign(manifest(), &authority_key())
+            .as_bytes()
+            .to_vec(),
+    );
 
     // Sealed plaintexts.
     let location_fix = location().to_bytes();
@@ -880,6 +919,30 @@ fn committed_containers_keys_and_state_round_trip() {
     // Key files of one kind are not accepted as another.
     assert!(ControlRoomKey::from_secret_bytes(&committed("trustee_key")).is_err());
     assert!(TrusteePublic::from_bytes(&committed("control_room_public")).is_err());
+
+    // The manifest verifies under the fixed authority and names the fixed parties.
+    let m = Manifest::verify(
+        &committed("manifest"),
+        &AuthorityKey::from_secret_bytes(&committed("authority_key"))
+            .unwrap()
+            .public(),
+        ts(AT_PANIC),
+    )
+    .unwrap();
+    assert_eq!(m.manifest(), &manifest());
+    assert_eq!(m.signed().as_bytes(), &committed("manifest")[..]);
+
+    // A device state written by version 1 still loads (kept, not rebuilt).
+    let v1 = hex::decode(
+        std::fs::read_to_string(vector_path("device_state_v1"))
+            .unwrap()
+            .trim(),
+    )
+    .unwrap();
+    let old = Device::from_secret_bytes(&v1).unwrap();
+    assert_eq!((old.epoch(), old.counter()), (EPOCH, 3));
+    assert_eq!(old.vault_recipient(), Some(&vault_key().recipient()));
+    assert_eq!(old.manifest(), None);
 
     let state_bytes = committed("device_state");
     let device = Device::from_secret_bytes(&state_bytes).unwrap();

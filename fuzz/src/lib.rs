@@ -20,7 +20,7 @@ use std::sync::OnceLock;
 
 use ed25519_dalek::{Signer as _, SigningKey};
 use sosvault::keys::LogKey;
-use sosvault::{Container, ControlRoomKey, DeviceKey, Message, Signed, TrusteeKey};
+use sosvault::{AuthorityKey, Container, ControlRoomKey, DeviceKey, Message, Signed, TrusteeKey};
 
 /// First byte of an input that is a message body rather than a whole envelope.
 /// No real envelope starts with it: it would announce a 255-byte tag.
@@ -38,6 +38,8 @@ pub mod seeds {
     pub const CONTROL_ROOM: [u8; 32] = [0x02; 32];
     /// A log key.
     pub const LOG: [u8; 32] = [0x06; 32];
+    /// The deployment authority.
+    pub const AUTHORITY: [u8; 32] = [0x07; 32];
 }
 
 /// A fixed device key.
@@ -62,6 +64,12 @@ pub fn control_room_key() -> &'static ControlRoomKey {
 pub fn log_key() -> &'static LogKey {
     static K: OnceLock<LogKey> = OnceLock::new();
     K.get_or_init(|| LogKey::from_seed(&seeds::LOG))
+}
+
+/// A fixed deployment authority key.
+pub fn authority_key() -> &'static AuthorityKey {
+    static K: OnceLock<AuthorityKey> = OnceLock::new();
+    K.get_or_init(|| AuthorityKey::from_seed(&seeds::AUTHORITY))
 }
 
 fn wrapper_key() -> &'static SigningKey {

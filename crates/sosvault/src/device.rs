@@ -7,6 +7,22 @@
 //! the student's plaintext (as any app would) but no key that opens what the
 //! trustees guard. (The brief lets the device hold the vault key while
 //! enrolled; nothing needs it, so we don't; see `docs/PROTOCOL.md`.)
+//!
+//! ## Enrolling to a manifest, staged
+//!
+//! An app enrolls to the trustees of a [`VerifiedManifest`] (signed by the
+//! deployment authority it pins), never to a list the service hands it:
+//! [`Device::enroll_to`] makes the package and keeps it **pending**;
+//! [`Device::confirm_enrollment`] switches to the new epoch only once every
+//! trustee's share receipt verifies under the manifest's key for that share
+//! index and names the device's own commitment. Until then the device goes
+//! on sending panics for the epoch it had, so a half-finished re-enrollment
+//! never costs a panic; a retry re-sends the very same package
+//! ([`Device::pending_enrollment`]).
+//!
+//! [`Device::enroll`] and [`Device::reenroll`] take effect at once and trust
+//! the caller's trustee list: for tests and for embedders that verify
+//! receipts themselves.
 
 use sha2::{Digest, Sha256};
 use thiserror::Error;
@@ -17,11 +33,13 @@ use crate::ids::{MessageHash, StudentId, Timestamp};
 use crate::keys::{
     ControlRoomPublic, DeviceKey, DevicePublic, TrusteePublic, VaultKey, VaultRecipient,
 };
+use crate::manifest::{ManifestError, VerifiedManifest};
 use crate::messages::{
     Cancel, Category, EnrollmentPackage, EnrollmentRecord, Location, LocationUpdate, MAX_TRUSTEES,
-    Note, PanicEvent, Policy, ShareForTrustee, Stop, TrusteeSlot,
+    Note, PanicEvent, Policy, ShareForTrustee, ShareReceipt, Stop, TrusteeSlot,
 };
 use crate::seal::SealError;
+use crate::signed::Container;
 use crate::signed::Signed;
 use crate::wire::{DecodeError, Reader, Writer};
 
@@ -47,6 +65,20 @@ pub enum DeviceError {
     /// The counter would overflow (never in practice).
     #[error("message counter exhausted")]
     CounterExhausted,
+    /// The manifest may not replace the one the device enrolled under.
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    /// There is no pending enrollment to confirm.
+    #[error("no enrollment is pending")]
+    NothingPending,
+    /// A share receipt is missing or does not prove what it must.
+    #[error("share receipt {index}: {why}")]
+    BadReceipt {
+        /// The share index (1-based) whose receipt failed.
+        index: u8,
+        /// What was wrong.
+        why: &'static str,
+    },
 }
 
 /// A student's app, as far as the protocol goes.
@@ -56,6 +88,18 @@ pub struct Device {
     counter: u64,
     stopped: bool,
     enrolled: Option<Enrolled>,
+    /// The manifest (version, hash) the current epoch was enrolled under.
+    manifest: Option<(u64, MessageHash)>,
+    pending: Option<Pending>,
+}
+
+/// An enrollment sent but not yet confirmed by every trustee's receipt.
+#[derive(Clone)]
+struct Pending {
+    epoch: u32,
+    enrolled: Enrolled,
+    manifest: (u64, MessageHash),
+    package: EnrollmentPackage,
 }
 
 #[derive(Clone)]
@@ -85,8 +129,10 @@ pub struct Enrollment {
 }
 
 impl Device {
-    /// Tag of the saved-state encoding.
-    pub const STATE_TAG: &'static str = "sosvault/device-state/v1";
+    /// Tag of the saved-state encoding (version 2 adds the manifest and the
+    /// pending enrollment; version 1 states still load).
+    pub const STATE_TAG: &'static str = "sosvault/device-state/v2";
+    const STATE_TAG_V1: &'static str = "sosvault/device-state/v1";
 
     /// A new, unenrolled device with this key.
     pub fn new(key: DeviceKey) -> Self {
@@ -96,7 +142,115 @@ impl Device {
             counter: 0,
             stopped: false,
             enrolled: None,
+            manifest: None,
+            pending: None,
         }
+    }
+
+    /// The manifest (version, hash) the current epoch was enrolled under, if
+    /// it was enrolled with [`Device::enroll_to`].
+    pub fn manifest(&self) -> Option<(u64, MessageHash)> {
+        self.manifest
+    }
+
+    /// The package of the enrollment waiting for its receipts: send it (again,
+    /// byte for byte) until [`Device::confirm_enrollment`] succeeds.
+    pub fn pending_enrollment(&self) -> Option<&EnrollmentPackage> {
+        self.pending.as_ref().map(|p| &p.package)
+    }
+
+    /// Enrolls to the trustees and threshold of `manifest`, staged: the
+    /// package is made and kept pending; the device's epoch does not change
+    /// until [`Device::confirm_enrollment`]. A manifest older than the one
+    /// the device enrolled under (or a different one of the same version) is
+    /// refused. Call it again after a new manifest, or after an incident.
+    ///
+    /// A new call while an enrollment is pending replaces it with a fresh
+    /// package under a later epoch (a trustee may already hold the pending
+    /// one); to retry the same enrollment, re-send [`Device::pending_enrollment`].
+    pub fn enroll_to(
+        &mut self,
+        manifest: &VerifiedManifest,
+        profile: &[u8],
+        policy: Policy,
+        now: Timestamp,
+    ) -> Result<Enrollment, DeviceError> {
+        if self.stopped {
+            return Err(DeviceError::Stopped);
+        }
+        if let Some(held) = self.manifest {
+            manifest.check_update(held)?;
+        }
+        let m = manifest.manifest();
+        let after = self.pending.as_ref().map_or(self.epoch, |p| p.epoch);
+        let (package, enrolled, epoch) = self.build(
+            profile,
+            &m.trustee_publics(),
+            m.threshold,
+            policy,
+            now,
+            after,
+            rand::rng(),
+        )?;
+        self.pending = Some(Pending {
+            epoch,
+            enrolled,
+            manifest: (m.version, manifest.hash()),
+            package: package.clone(),
+        });
+        Ok(Enrollment { package })
+    }
+
+    /// Confirms the pending enrollment with the trustees' share receipts, in
+    /// any order: one per share index, each signed by the manifest's trustee
+    /// for that index and naming this student, the pending epoch, the index
+    /// and the device's own commitment to the share. Only then does the device
+    /// move to the new epoch. A missing or bad receipt changes nothing.
+    pub fn confirm_enrollment(
+        &mut self,
+        receipts: &[Signed<ShareReceipt>],
+    ) -> Result<(), DeviceError> {
+        let pending = self.pending.as_ref().ok_or(DeviceError::NothingPending)?;
+        let record = pending.package.record.body();
+        let student = self.student_id();
+        for (slot_index, (slot, trustee)) in record
+            .trustees
+            .iter()
+            .zip(&pending.enrolled.trustees)
+            .enumerate()
+        {
+            let index = u8::try_from(slot_index + 1).map_err(|_| DeviceError::BadReceipt {
+                index: u8::MAX,
+                why: "too many trustees",
+            })?;
+            let receipt = receipts
+                .iter()
+                .find(|r| r.body().share_index == index)
+                .ok_or(DeviceError::BadReceipt {
+                    index,
+                    why: "missing",
+                })?;
+            let bad = |why| DeviceError::BadReceipt { index, why };
+            if !bool::from(subtle::ConstantTimeEq::ct_eq(
+                receipt.signer().as_bytes().as_slice(),
+                trustee.verifying_key().as_bytes().as_slice(),
+            )) {
+                return Err(bad("not signed by the manifest's trustee for this share"));
+            }
+            let b = receipt.body();
+            if b.student != student || b.epoch != pending.epoch {
+                return Err(bad("for another student or epoch"));
+            }
+            if b.commitment != slot.commitment {
+                return Err(bad("does not name this device's commitment"));
+            }
+        }
+        if let Some(p) = self.pending.take() {
+            self.epoch = p.epoch;
+            self.enrolled = Some(p.enrolled);
+            self.manifest = Some(p.manifest);
+        }
+        Ok(())
     }
 
     /// The student id.
@@ -170,6 +324,33 @@ impl Device {
         if self.stopped {
             return Err(DeviceError::Stopped);
         }
+        let after = self.pending.as_ref().map_or(self.epoch, |p| p.epoch);
+        let (package, enrolled, epoch) =
+            self.build(profile, trustees, threshold, policy, now, after, rng)?;
+        self.epoch = epoch;
+        self.enrolled = Some(enrolled);
+        // Enrolled outside a manifest: no manifest vouches for this epoch.
+        self.manifest = None;
+        self.pending = None;
+        Ok(Enrollment { package })
+    }
+
+    /// The package of a new epoch after `after`, and the state it would
+    /// enroll; changes nothing.
+    #[allow(clippy::too_many_arguments)]
+    fn build(
+        &self,
+        profile: &[u8],
+        trustees: &[TrusteePublic],
+        threshold: u8,
+        policy: Policy,
+        now: Timestamp,
+        after: u32,
+        rng: impl rand::CryptoRng,
+    ) -> Result<(EnrollmentPackage, Enrolled, u32), DeviceError> {
+        if self.stopped {
+            return Err(DeviceError::Stopped);
+        }
         let n = trustees.len();
         if n > MAX_TRUSTEES {
             return Err(SplitError::BadThreshold {
@@ -183,10 +364,7 @@ impl Device {
                 return Err(DeviceError::DuplicateTrustee);
             }
         }
-        let epoch = self
-            .epoch
-            .checked_add(1)
-            .ok_or(DeviceError::CounterExhausted)?;
+        let epoch = after.checked_add(1).ok_or(DeviceError::CounterExhausted)?;
         let student = self.student_id();
         let vault = VaultKey::generate();
         let shares = escrow::split(vault.scalar(), threshold as usize, n, rng)?;
@@ -219,20 +397,18 @@ impl Device {
             issued_at: now,
         };
         let record = Signed::sign(record, &self.key);
-        self.epoch = epoch;
-        self.enrolled = Some(Enrolled {
+        let enrolled = Enrolled {
             threshold,
             trustees: trustees.to_vec(),
             policy,
             vault: recipient,
-        });
-        Ok(Enrollment {
-            package: EnrollmentPackage {
-                record,
-                sealed_profile,
-                sealed_shares,
-            },
-        })
+        };
+        let package = EnrollmentPackage {
+            record,
+            sealed_profile,
+            sealed_shares,
+        };
+        Ok((package, enrolled, epoch))
     }
 
     /// Seals more of the student's data to the current vault.
@@ -318,14 +494,17 @@ impl Device {
         control_room: &ControlRoomPublic,
         now: Timestamp,
     ) -> Result<Signed<Stop>, DeviceError> {
-        if self.epoch == 0 {
+        // A pending epoch may already be held by some trustees: the stop
+        // names it, so it shreds that share too.
+        let epoch = self.pending.as_ref().map_or(self.epoch, |p| p.epoch);
+        if epoch == 0 {
             return Err(DeviceError::NotEnrolled);
         }
         let sealed_note = control_room.seal(&Note { duress }.to_bytes())?;
         let counter = self.next_counter()?;
         let stop = Signed::sign(
             Stop {
-                epoch: self.epoch,
+                epoch,
                 counter,
                 issued_at: now,
                 sealed_note,
@@ -334,6 +513,7 @@ impl Device {
         );
         self.stopped = true;
         self.enrolled = None;
+        self.pending = None;
         Ok(stop)
     }
 
@@ -349,13 +529,18 @@ impl Device {
             None => w.u8(0),
             Some(e) => {
                 w.u8(1);
-                w.u8(e.threshold);
-                w.u32(e.policy.access_window_secs);
-                w.fixed(&e.vault.to_bytes());
-                w.u8(e.trustees.len() as u8);
-                for t in &e.trustees {
-                    w.var(&t.to_bytes());
-                }
+                write_enrolled(&mut w, e);
+            }
+        }
+        write_manifest(&mut w, self.manifest);
+        match &self.pending {
+            None => w.u8(0),
+            Some(p) => {
+                w.u8(1);
+                w.u32(p.epoch);
+                write_enrolled(&mut w, &p.enrolled);
+                write_manifest(&mut w, Some(p.manifest));
+                w.var(&p.package.to_bytes());
             }
         }
         Zeroizing::new(w.into_bytes())
@@ -364,37 +549,53 @@ impl Device {
     /// Loads a state saved by [`Device::to_secret_bytes`].
     pub fn from_secret_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
-        r.expect_tag(Self::STATE_TAG)?;
+        let v2 = r.expect_tag(Self::STATE_TAG).is_ok();
+        if !v2 {
+            r = Reader::new(bytes);
+            r.expect_tag(Self::STATE_TAG_V1)?;
+        }
         let key = DeviceKey::from_secret_bytes(r.var("device key", 64)?)?;
         let epoch = r.u32("epoch")?;
         let counter = r.u64("counter")?;
         let stopped = r.bool("stopped")?;
         let enrolled = if r.bool("enrolled")? {
-            let threshold = r.u8("threshold")?;
-            let policy = Policy {
-                access_window_secs: r.u32("access window")?,
-            };
-            let vault = VaultRecipient::from_bytes(r.array("vault recipient")?);
-            let n = r.u8("trustee count")? as usize;
-            if n > MAX_TRUSTEES || (threshold as usize) > n || threshold < 2 {
-                return Err(DecodeError::InvalidValue("threshold"));
-            }
-            let mut trustees = Vec::with_capacity(n);
-            for _ in 0..n {
-                trustees.push(TrusteePublic::from_bytes(r.var("trustee", 128)?)?);
-            }
-            Some(Enrolled {
-                threshold,
-                trustees,
-                policy,
-                vault,
-            })
+            Some(read_enrolled(&mut r)?)
         } else {
             None
+        };
+        let (manifest, pending) = if v2 {
+            let manifest = read_manifest(&mut r)?;
+            let pending = if r.bool("pending")? {
+                let epoch = crate::messages::read_epoch(&mut r)?;
+                let enrolled = read_enrolled(&mut r)?;
+                let manifest =
+                    read_manifest(&mut r)?.ok_or(DecodeError::InvalidValue("pending manifest"))?;
+                let package = EnrollmentPackage::from_bytes(r.var(
+                    "pending package",
+                    crate::messages::MAX_SEALED_PROFILE + 64 * 1024,
+                )?)?;
+                if package.record.body().epoch != epoch {
+                    return Err(DecodeError::InvalidValue("pending epoch"));
+                }
+                Some(Pending {
+                    epoch,
+                    enrolled,
+                    manifest,
+                    package,
+                })
+            } else {
+                None
+            };
+            (manifest, pending)
+        } else {
+            (None, None)
         };
         r.finish()?;
         if enrolled.is_some() && epoch == 0 {
             return Err(DecodeError::InvalidValue("epoch"));
+        }
+        if pending.as_ref().is_some_and(|p| p.epoch <= epoch) {
+            return Err(DecodeError::InvalidValue("pending epoch"));
         }
         Ok(Self {
             key,
@@ -402,6 +603,60 @@ impl Device {
             counter,
             stopped,
             enrolled,
+            manifest,
+            pending,
         })
     }
+}
+
+fn write_enrolled(w: &mut Writer, e: &Enrolled) {
+    w.u8(e.threshold);
+    w.u32(e.policy.access_window_secs);
+    w.fixed(&e.vault.to_bytes());
+    // At most MAX_TRUSTEES: `build` refuses more.
+    w.u8(u8::try_from(e.trustees.len()).unwrap_or(u8::MAX));
+    for t in &e.trustees {
+        w.var(&t.to_bytes());
+    }
+}
+
+fn read_enrolled(r: &mut Reader<'_>) -> Result<Enrolled, DecodeError> {
+    let threshold = r.u8("threshold")?;
+    let policy = Policy {
+        access_window_secs: r.u32("access window")?,
+    };
+    let vault = VaultRecipient::from_bytes(r.array("vault recipient")?);
+    let n = r.u8("trustee count")? as usize;
+    if n > MAX_TRUSTEES || (threshold as usize) > n || threshold < 2 {
+        return Err(DecodeError::InvalidValue("threshold"));
+    }
+    let mut trustees = Vec::with_capacity(n);
+    for _ in 0..n {
+        trustees.push(TrusteePublic::from_bytes(r.var("trustee", 128)?)?);
+    }
+    Ok(Enrolled {
+        threshold,
+        trustees,
+        policy,
+        vault,
+    })
+}
+
+fn write_manifest(w: &mut Writer, m: Option<(u64, MessageHash)>) {
+    match m {
+        None => w.u8(0),
+        Some((version, hash)) => {
+            w.u8(1);
+            w.u64(version);
+            w.fixed(hash.as_bytes());
+        }
+    }
+}
+
+fn read_manifest(r: &mut Reader<'_>) -> Result<Option<(u64, MessageHash)>, DecodeError> {
+    if !r.bool("manifest")? {
+        return Ok(None);
+    }
+    let version = r.u64("manifest version")?;
+    Ok(Some((version, MessageHash(r.array("manifest hash")?))))
 }

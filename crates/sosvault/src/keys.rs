@@ -8,6 +8,7 @@
 //! | control room | [`ControlRoomKey`] | [`ControlRoomPublic`] | one random seed, HKDF into ed25519 + X25519 |
 //! | incident (ephemeral) | [`IncidentKey`] | [`IncidentRecipient`] | random X25519 scalar |
 //! | transparency log | [`LogKey`] | [`LogPublic`] | HKDF from the trustee / control room seed, own info string |
+//! | deployment authority (offline) | [`AuthorityKey`] | [`AuthorityPublic`] | random ed25519 seed |
 //!
 //! Secret types zeroize on drop, print `[redacted]` (with a public
 //! fingerprint where there is one) in `Debug`, implement neither `Display`
@@ -630,6 +631,109 @@ impl ControlRoomKey {
     /// release-request key).
     pub fn log_key(&self) -> LogKey {
         LogKey::derive(&self.0.seed, Self::LOG_ED25519_INFO)
+    }
+}
+
+// ---------------------------------------------------------------- deployment authority
+
+/// The deployment authority's ed25519 key: it signs the deployment manifest
+/// (`sosvault/manifest/v1`, see [`crate::manifest`]), the list of trustees,
+/// threshold and control room that every device enrolls to. It is held
+/// offline (by the body that appoints the trustees, not by whoever runs the
+/// dispatch service) and used only to sign a new manifest; the app ships its
+/// public half and trusts nothing the service says beyond what it signed.
+pub struct AuthorityKey(SigningKey);
+
+impl AuthorityKey {
+    /// Tag of the key file encoding.
+    pub const TAG: &'static str = "sosvault/authority-key/v1";
+
+    /// A fresh random authority key.
+    pub fn generate() -> Self {
+        Self(SigningKey::from_bytes(&random_secret()))
+    }
+
+    /// An authority key from a 32-byte ed25519 seed (test vectors).
+    pub fn from_seed(seed: &[u8; 32]) -> Self {
+        Self(SigningKey::from_bytes(seed))
+    }
+
+    /// The public half: what the app pins.
+    pub fn public(&self) -> AuthorityPublic {
+        AuthorityPublic(self.0.verifying_key())
+    }
+
+    /// The key file encoding (`sosvault/authority-key/v1`, then the seed). Keep it secret, offline.
+    pub fn to_secret_bytes(&self) -> Zeroizing<Vec<u8>> {
+        encode_secret(Self::TAG, self.0.as_bytes())
+    }
+
+    /// Loads a key saved by [`AuthorityKey::to_secret_bytes`].
+    pub fn from_secret_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        Ok(Self::from_seed(&*decode_secret(Self::TAG, bytes)?))
+    }
+}
+
+impl private::Sealed for AuthorityKey {}
+impl SignerKey for AuthorityKey {
+    fn signing_key(&self) -> &SigningKey {
+        &self.0
+    }
+}
+
+impl fmt::Debug for AuthorityKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "AuthorityKey([redacted], public {})",
+            short(&self.public().to_hex())
+        )
+    }
+}
+
+/// The public half of an [`AuthorityKey`]: the one key a device pins.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct AuthorityPublic(pub(crate) VerifyingKey);
+
+impl AuthorityPublic {
+    /// The ed25519 verifying key.
+    pub fn verifying_key(&self) -> &VerifyingKey {
+        &self.0
+    }
+
+    /// The 32 raw bytes of the ed25519 public key.
+    pub fn to_bytes(&self) -> [u8; 32] {
+        self.0.to_bytes()
+    }
+
+    /// Parses 32 raw bytes; refuses points that are not valid or are weak.
+    pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self, DecodeError> {
+        verifying_key(bytes, "authority public key").map(Self)
+    }
+
+    /// Lower-case hex of the 32 raw bytes: what an app build pins.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0.as_bytes())
+    }
+
+    /// Parses [`Self::to_hex`]'s form.
+    pub fn from_hex(s: &str) -> Result<Self, DecodeError> {
+        let bytes = hex::decode(s.trim()).map_err(|_| DecodeError::InvalidValue("hex"))?;
+        let bytes: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| DecodeError::InvalidValue("authority public key"))?;
+        Self::from_bytes(&bytes)
+    }
+
+    /// Constant-time comparison with a verifying key, for pinning.
+    pub fn same_key(&self, other: &VerifyingKey) -> bool {
+        self.0.as_bytes().ct_eq(other.as_bytes()).into()
+    }
+}
+
+impl fmt::Debug for AuthorityPublic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "AuthorityPublic({})", self.to_hex())
     }
 }
 

@@ -86,6 +86,7 @@ pub mod hazmat;
 mod ids;
 pub mod keys;
 pub mod log;
+pub mod manifest;
 pub mod messages;
 mod open;
 mod profile;
@@ -98,8 +99,9 @@ pub use device::{Device, DeviceError, Enrollment};
 pub use escrow::{COMMITMENT_TAG, SplitError, commitment};
 pub use ids::{IncidentId, MessageHash, ShareCommitment, StudentId, Timestamp, TrusteeId};
 pub use keys::{
-    ControlRoomKey, ControlRoomPublic, DeviceKey, DevicePublic, IncidentKey, IncidentRecipient,
-    LogKey, LogPublic, TrusteeKey, TrusteePublic, VaultKey, VaultRecipient,
+    AuthorityKey, AuthorityPublic, ControlRoomKey, ControlRoomPublic, DeviceKey, DevicePublic,
+    IncidentKey, IncidentRecipient, LogKey, LogPublic, TrusteeKey, TrusteePublic, VaultKey,
+    VaultRecipient,
 };
 pub use messages::{
     Cancel, CancelReceipt, Category, EnrollmentPackage, EnrollmentRecord, Location, LocationUpdate,

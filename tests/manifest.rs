@@ -1,0 +1,306 @@
+//! The deployment manifest as the device's trust anchor (issue 11, finding 2):
+//! the device enrolls only to the trustees a manifest signed by its pinned
+//! authority names, counts itself enrolled only once every trustee's receipt
+//! verifies, and until then goes on panicking under the epoch it had.
+//! Public API only.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{T0, World, device, here};
+use sosvault::manifest::{Manifest, ManifestError, ManifestTrustee, VerifiedManifest};
+use sosvault::{
+    AuthorityKey, Category, Container, DeviceError, Policy, ShareReceipt, Signed, Timestamp,
+    TrusteeKey, TrusteePublic,
+};
+
+const YEAR: u64 = 365 * 24 * 3600;
+
+fn manifest_for(world: &World, trustees: &[TrusteePublic], version: u64) -> Manifest {
+    Manifest {
+        deployment: "kota-test".into(),
+        version,
+        issued_at: T0,
+        not_before: T0,
+        not_after: T0.plus(YEAR),
+        threshold: 2,
+        trustees: trustees
+            .iter()
+            .enumerate()
+            .map(|(i, public)| ManifestTrustee {
+                name: format!("trustee-{i}"),
+                public: public.clone(),
+                url: format!("https://trustee-{i}.example"),
+            })
+            .collect(),
+        control_room: world.control_room.public(),
+        control_room_url: "https://dispatch.example".into(),
+    }
+}
+
+fn signed(m: Manifest, authority: &AuthorityKey) -> Vec<u8> {
+    Signed::sign(m, authority).as_bytes().to_vec()
+}
+
+/// Delivers `package`'s shares to the world's trustees; returns their receipts.
+fn deliver(world: &mut World, package: &sosvault::EnrollmentPackage) -> Vec<Signed<ShareReceipt>> {
+    world
+        .trustees
+        .iter_mut()
+        .enumerate()
+        .map(|(i, t)| {
+            let d = package.delivery(i as u8 + 1).unwrap();
+            t.accept_share(&d.to_bytes(), T0).unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn only_the_pinned_authority_in_its_validity_is_believed() {
+    let world = World::new(3);
+    let authority = AuthorityKey::generate();
+    let bytes = signed(manifest_for(&world, &world.publics(), 1), &authority);
+    let ok = Manifest::verify(&bytes, &authority.public(), T0).unwrap();
+    assert_eq!(ok.manifest().trustee_publics(), world.publics());
+    assert_eq!(
+        Manifest::verify(&bytes, &AuthorityKey::generate().public(), T0),
+        Err(ManifestError::WrongAuthority)
+    );
+    assert_eq!(
+        Manifest::verify(&bytes, &authority.public(), T0.minus(1)),
+        Err(ManifestError::NotYetValid)
+    );
+    assert_eq!(
+        Manifest::verify(&bytes, &authority.public(), T0.plus(YEAR + 1)),
+        Err(ManifestError::Expired)
+    );
+    // Every byte matters: a flipped bit anywhere is refused, never believed.
+    for at in 0..bytes.len() {
+        let mut bad = bytes.clone();
+        bad[at] ^= 0x01;
+        assert!(
+            Manifest::verify(&bad, &authority.public(), T0).is_err(),
+            "bit at {at}"
+        );
+    }
+    // A manifest naming one trustee twice, or a threshold above n, is malformed
+    // even when the authority signed it.
+    let mut twice = manifest_for(&world, &world.publics(), 1);
+    twice.trustees[1] = twice.trustees[0].clone();
+    assert!(matches!(
+        Manifest::verify(&signed(twice, &authority), &authority.public(), T0),
+        Err(ManifestError::Malformed(_))
+    ));
+    let mut high = manifest_for(&world, &world.publics(), 1);
+    high.threshold = 4;
+    assert!(matches!(
+        Manifest::verify(&signed(high, &authority), &authority.public(), T0),
+        Err(ManifestError::Malformed(_))
+    ));
+}
+
+/// The attack of finding 2: a hostile dispatch service (or anyone on the path)
+/// lists trustees of its own. The device never enrolls to them: it enrolls to
+/// the manifest's trustees, whose shares the attacker's keys cannot open, and
+/// receipts signed by the attacker's keys never confirm an enrollment.
+#[test]
+fn a_hostile_service_cannot_substitute_trustees_or_their_receipts() {
+    let mut world = World::new(3);
+    let authority = AuthorityKey::generate();
+    let manifest = Manifest::verify(
+        &signed(manifest_for(&world, &world.publics(), 1), &authority),
+        &authority.public(),
+        T0,
+    )
+    .unwrap();
+    // The attacker's own "trustees", and a manifest it signs with its own key.
+    let fake: Vec<TrusteeKey> = (0..3).map(|_| TrusteeKey::generate()).collect();
+    let fake_publics: Vec<TrusteePublic> = fake.iter().map(TrusteeKey::public).collect();
+    let forged = signed(
+        manifest_for(&world, &fake_publics, 2),
+        &AuthorityKey::generate(),
+    );
+    assert_eq!(
+        Manifest::verify(&forged, &authority.public(), T0),
+        Err(ManifestError::WrongAuthority)
+    );
+
+    let mut dev = device();
+    let package = dev
+        .enroll_to(&manifest, b"profile", Policy::default(), T0)
+        .unwrap()
+        .package;
+    // The attacker relays, and tries to open every sealed share with its keys.
+    let mut attacker = sosvault::InMemoryTrustee::new(sosvault::Trustee::new(
+        TrusteeKey::generate(),
+        vec![world.control_room.public()],
+        sosvault::TimeLimits::default(),
+    ));
+    for i in 1..=3u8 {
+        let d = package.delivery(i).unwrap();
+        assert!(attacker.accept_share(&d.to_bytes(), T0).is_err());
+    }
+    // Receipts it makes up (for the device's real commitments, signed by its
+    // own keys) do not confirm the enrollment; nothing changes.
+    let record = package.record.body();
+    let made_up: Vec<Signed<ShareReceipt>> = fake
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            Signed::sign(
+                ShareReceipt {
+                    student: dev.student_id(),
+                    epoch: record.epoch,
+                    share_index: i as u8 + 1,
+                    commitment: record.trustees[i].commitment,
+                    stored_at: T0,
+                },
+                k,
+            )
+        })
+        .collect();
+    assert!(matches!(
+        dev.confirm_enrollment(&made_up),
+        Err(DeviceError::BadReceipt { index: 1, .. })
+    ));
+    assert_eq!(dev.epoch(), 0, "not enrolled on made-up receipts");
+    // The real trustees' receipts confirm it.
+    let receipts = deliver(&mut world, &package);
+    dev.confirm_enrollment(&receipts).unwrap();
+    assert_eq!(dev.epoch(), 1);
+    assert_eq!(dev.manifest(), Some((1, manifest.hash())));
+}
+
+/// Finding 5 on the device: a re-enrollment is pending until every receipt
+/// is in; meanwhile panics go out for the epoch the trustees hold, and a
+/// missing, mixed-up or wrong receipt changes nothing.
+#[test]
+fn a_pending_reenrollment_never_costs_a_panic() {
+    let mut world = World::new(3);
+    let authority = AuthorityKey::generate();
+    let manifest = Manifest::verify(
+        &signed(manifest_for(&world, &world.publics(), 1), &authority),
+        &authority.public(),
+        T0,
+    )
+    .unwrap();
+    let mut dev = device();
+    let first = dev
+        .enroll_to(&manifest, b"one", Policy::default(), T0)
+        .unwrap()
+        .package;
+    // Not enrolled before the receipts: no panic can be made for a vault no trustee holds.
+    assert!(matches!(
+        dev.panic(
+            Category::Police,
+            &here(T0),
+            &world.control_room.public(),
+            T0
+        ),
+        Err(DeviceError::NotEnrolled)
+    ));
+    let receipts = deliver(&mut world, &first);
+    dev.confirm_enrollment(&receipts).unwrap();
+
+    // Re-enroll after an incident: pending.
+    let second = dev
+        .enroll_to(&manifest, b"two", Policy::default(), T0)
+        .unwrap()
+        .package;
+    assert_eq!(second.record.body().epoch, 2);
+    assert_eq!(dev.pending_enrollment(), Some(&second));
+    // The state survives a save and load, pending package included.
+    let saved = dev.to_secret_bytes();
+    let mut dev = sosvault::Device::from_secret_bytes(&saved).unwrap();
+    assert_eq!(dev.pending_enrollment(), Some(&second));
+    let panic = dev
+        .panic(
+            Category::Police,
+            &here(T0),
+            &world.control_room.public(),
+            T0,
+        )
+        .unwrap();
+    assert_eq!(
+        panic.body().epoch,
+        1,
+        "the panic is for the epoch the trustees hold"
+    );
+    // Only trustee 1 got the new share; the device is still on epoch 1.
+    let d = second.delivery(1).unwrap();
+    let r1 = world.trustees[0].accept_share(&d.to_bytes(), T0).unwrap();
+    assert!(matches!(
+        dev.confirm_enrollment(std::slice::from_ref(&r1)),
+        Err(DeviceError::BadReceipt {
+            index: 2,
+            why: "missing"
+        })
+    ));
+    // Receipts of the old epoch do not confirm the new one.
+    let mut mixed = receipts.clone();
+    mixed[0] = r1.clone();
+    assert!(dev.confirm_enrollment(&mixed).is_err());
+    assert_eq!(dev.epoch(), 1);
+    for (i, t) in world.trustees.iter_mut().enumerate().skip(1) {
+        let d = second.delivery(i as u8 + 1).unwrap();
+        mixed[i] = t.accept_share(&d.to_bytes(), T0).unwrap();
+    }
+    dev.confirm_enrollment(&mixed).unwrap();
+    assert_eq!(dev.epoch(), 2);
+    assert!(dev.pending_enrollment().is_none());
+    assert!(matches!(
+        dev.confirm_enrollment(&mixed),
+        Err(DeviceError::NothingPending)
+    ));
+}
+
+#[test]
+fn a_device_refuses_a_rolled_back_or_equivocating_manifest_and_follows_a_newer_one() {
+    let mut world = World::new(3);
+    let authority = AuthorityKey::generate();
+    let v2 = Manifest::verify(
+        &signed(manifest_for(&world, &world.publics(), 2), &authority),
+        &authority.public(),
+        T0,
+    )
+    .unwrap();
+    let mut dev = device();
+    let package = dev
+        .enroll_to(&v2, b"p", Policy::default(), T0)
+        .unwrap()
+        .package;
+    let receipts = deliver(&mut world, &package);
+    dev.confirm_enrollment(&receipts).unwrap();
+
+    let verify = |m: Manifest| -> VerifiedManifest {
+        Manifest::verify(&signed(m, &authority), &authority.public(), T0).unwrap()
+    };
+    let v1 = verify(manifest_for(&world, &world.publics(), 1));
+    assert!(matches!(
+        dev.enroll_to(&v1, b"p", Policy::default(), T0),
+        Err(DeviceError::Manifest(ManifestError::Rollback {
+            held: 2,
+            offered: 1
+        }))
+    ));
+    let mut other = manifest_for(&world, &world.publics(), 2);
+    other.control_room_url = "https://elsewhere.example".into();
+    assert!(matches!(
+        dev.enroll_to(&verify(other), b"p", Policy::default(), T0),
+        Err(DeviceError::Manifest(ManifestError::Equivocation(2)))
+    ));
+    assert!(
+        dev.pending_enrollment().is_none(),
+        "a refused manifest changes nothing"
+    );
+    // A trustee replaced in version 3: the device re-enrolls to the new set.
+    let mut set = world.publics();
+    set[2] = TrusteeKey::generate().public();
+    let v3 = verify(manifest_for(&world, &set, 3));
+    let package = dev
+        .enroll_to(&v3, b"p", Policy::default(), Timestamp(T0.0 + 10))
+        .unwrap()
+        .package;
+    assert_eq!(package.record.body().trustees[2].trustee, set[2].id());
+}
