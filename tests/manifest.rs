@@ -161,13 +161,13 @@ fn a_hostile_service_cannot_substitute_trustees_or_their_receipts() {
         })
         .collect();
     assert!(matches!(
-        dev.confirm_enrollment(&made_up),
+        dev.confirm_enrollment(&made_up, T0),
         Err(DeviceError::BadReceipt { index: 1, .. })
     ));
     assert_eq!(dev.epoch(), 0, "not enrolled on made-up receipts");
     // The real trustees' receipts confirm it.
     let receipts = deliver(&mut world, &package);
-    dev.confirm_enrollment(&receipts).unwrap();
+    dev.confirm_enrollment(&receipts, T0).unwrap();
     assert_eq!(dev.epoch(), 1);
     assert_eq!(dev.manifest(), Some((1, manifest.hash())));
 }
@@ -201,7 +201,7 @@ fn a_pending_reenrollment_never_costs_a_panic() {
         Err(DeviceError::NotEnrolled)
     ));
     let receipts = deliver(&mut world, &first);
-    dev.confirm_enrollment(&receipts).unwrap();
+    dev.confirm_enrollment(&receipts, T0).unwrap();
 
     // Re-enroll after an incident: pending.
     let second = dev
@@ -231,7 +231,7 @@ fn a_pending_reenrollment_never_costs_a_panic() {
     let d = second.delivery(1).unwrap();
     let r1 = world.trustees[0].accept_share(&d.to_bytes(), T0).unwrap();
     assert!(matches!(
-        dev.confirm_enrollment(std::slice::from_ref(&r1)),
+        dev.confirm_enrollment(std::slice::from_ref(&r1), T0),
         Err(DeviceError::BadReceipt {
             index: 2,
             why: "missing"
@@ -240,17 +240,17 @@ fn a_pending_reenrollment_never_costs_a_panic() {
     // Receipts of the old epoch do not confirm the new one.
     let mut mixed = receipts.clone();
     mixed[0] = r1.clone();
-    assert!(dev.confirm_enrollment(&mixed).is_err());
+    assert!(dev.confirm_enrollment(&mixed, T0).is_err());
     assert_eq!(dev.epoch(), 1);
     for (i, t) in world.trustees.iter_mut().enumerate().skip(1) {
         let d = second.delivery(i as u8 + 1).unwrap();
         mixed[i] = t.accept_share(&d.to_bytes(), T0).unwrap();
     }
-    dev.confirm_enrollment(&mixed).unwrap();
+    dev.confirm_enrollment(&mixed, T0).unwrap();
     assert_eq!(dev.epoch(), 2);
     assert!(dev.pending_enrollment().is_none());
     assert!(matches!(
-        dev.confirm_enrollment(&mixed),
+        dev.confirm_enrollment(&mixed, T0),
         Err(DeviceError::NothingPending)
     ));
 }
@@ -271,7 +271,7 @@ fn a_device_refuses_a_rolled_back_or_equivocating_manifest_and_follows_a_newer_o
         .unwrap()
         .package;
     let receipts = deliver(&mut world, &package);
-    dev.confirm_enrollment(&receipts).unwrap();
+    dev.confirm_enrollment(&receipts, T0).unwrap();
 
     let verify = |m: Manifest| -> VerifiedManifest {
         Manifest::verify(&signed(m, &authority), &authority.public(), T0).unwrap()
@@ -303,4 +303,118 @@ fn a_device_refuses_a_rolled_back_or_equivocating_manifest_and_follows_a_newer_o
         .unwrap()
         .package;
     assert_eq!(package.record.body().trustees[2].trustee, set[2].id());
+}
+
+/// Finding 5 at the trustees: a re-enrollment that reached only some trustees
+/// never makes the vault unopenable. Trustees that took the new epoch keep
+/// the committed one beside it, so a panic the device sends meanwhile (for
+/// its committed epoch) still gets t releases and opens; the device's commit
+/// of the new epoch makes them drop the older share. Without commits (the old
+/// behaviour) the same half-delivery leaves one share: nothing opens.
+#[test]
+fn a_half_delivered_reenrollment_keeps_every_panic_openable_until_the_commit() {
+    let mut world = World::new(3);
+    let authority = AuthorityKey::generate();
+    let manifest = Manifest::verify(
+        &signed(manifest_for(&world, &world.publics(), 1), &authority),
+        &authority.public(),
+        T0,
+    )
+    .unwrap();
+    let mut dev = device();
+    let first = dev
+        .enroll_to(&manifest, b"one", Policy::default(), T0)
+        .unwrap()
+        .package;
+    let receipts = deliver(&mut world, &first);
+    let commit1 = dev.confirm_enrollment(&receipts, T0).unwrap();
+    for t in &mut world.trustees {
+        assert!(t.commit(commit1.as_bytes(), T0).unwrap());
+        // The same commit again changes nothing.
+        assert!(!t.commit(commit1.as_bytes(), T0).unwrap());
+    }
+
+    // Re-enrollment: only trustees 1 and 2 of 3 take the new share.
+    let second = dev
+        .enroll_to(&manifest, b"two", Policy::default(), T0)
+        .unwrap()
+        .package;
+    let mut new_receipts = Vec::new();
+    for i in 0..2 {
+        let d = second.delivery(i as u8 + 1).unwrap();
+        new_receipts.push(world.trustees[i].accept_share(&d.to_bytes(), T0).unwrap());
+        let entry = world.trustees[i].entry(&dev.student_id()).unwrap();
+        assert_eq!((entry.epoch(), entry.previous_epoch()), (Some(2), Some(1)));
+    }
+    // A panic now is for epoch 1; trustees 1 and 2 still release its share.
+    let incident = world.panic(&mut dev, T0);
+    assert_eq!(incident.panic.body().epoch, 1);
+    let releases = [
+        world.release(0, &incident, T0).unwrap(),
+        world.release(1, &incident, T0).unwrap(),
+    ];
+    let vault = incident
+        .open_with(&first.record, &[&releases[0], &releases[1]])
+        .unwrap();
+    assert_eq!(
+        &vault.open(&first.sealed_profile, 1 << 20).unwrap()[..],
+        b"one"
+    );
+
+    // The third trustee comes back; the device confirms and commits epoch 2.
+    let d = second.delivery(3).unwrap();
+    new_receipts.push(world.trustees[2].accept_share(&d.to_bytes(), T0).unwrap());
+    let commit2 = dev.confirm_enrollment(&new_receipts, T0).unwrap();
+    // A commit the trustee does not hold a record for is refused.
+    let mut stranger = device();
+    let mut elsewhere = World::new(3);
+    let other_manifest = Manifest::verify(
+        &signed(
+            manifest_for(&elsewhere, &elsewhere.publics(), 1),
+            &authority,
+        ),
+        &authority.public(),
+        T0,
+    )
+    .unwrap();
+    let p = stranger
+        .enroll_to(&other_manifest, b"x", Policy::default(), T0)
+        .unwrap()
+        .package;
+    let r = deliver(&mut elsewhere, &p);
+    let foreign = stranger.confirm_enrollment(&r, T0).unwrap();
+    assert!(world.trustees[0].commit(foreign.as_bytes(), T0).is_err());
+    for t in &mut world.trustees {
+        t.commit(commit2.as_bytes(), T0).unwrap();
+        let entry = t.entry(&dev.student_id()).unwrap();
+        assert_eq!((entry.committed(), entry.previous_epoch()), (2, None));
+    }
+    // The older share is gone: a new incident for the epoch-1 panic gets nothing.
+    let again = world.incident_for(incident.panic.clone(), T0);
+    assert!(world.release(0, &again, T0).is_err());
+    // The new epoch opens the new profile.
+    let newer = world.panic(&mut dev, T0);
+    assert_eq!(newer.panic.body().epoch, 2);
+    let all = world.release_all(&newer, T0);
+    let vault = newer
+        .open_with(&second.record, &[&all[0], &all[2]])
+        .unwrap();
+    assert_eq!(
+        &vault.open(&second.sealed_profile, 1 << 20).unwrap()[..],
+        b"two"
+    );
+}
+
+/// Without the device's commit (an embedder using `Device::enroll`), a new
+/// share replaces the old, as before: the staging is opt-in by committing.
+#[test]
+fn without_commits_a_new_share_replaces_the_old_one() {
+    let mut world = World::new(3);
+    let mut dev = device();
+    world.enroll(&mut dev, b"one", 2, T0);
+    let e2 = dev.reenroll(b"two", T0).unwrap().package;
+    let d = e2.delivery(1).unwrap();
+    world.trustees[0].accept_share(&d.to_bytes(), T0).unwrap();
+    let entry = world.trustees[0].entry(&dev.student_id()).unwrap();
+    assert_eq!((entry.epoch(), entry.previous_epoch()), (Some(2), None));
 }

@@ -40,17 +40,17 @@ use sosvault::manifest::{Manifest, ManifestTrustee};
 use sosvault::messages::TrusteeSlot;
 use sosvault::{
     AuthorityKey, Cancel, CancelReceipt, Category, Container, ControlRoomKey, ControlRoomPublic,
-    Device, DeviceKey, EnrollmentPackage, EnrollmentRecord, InMemoryTrustee, IncidentId,
-    IncidentKey, Location, LocationUpdate, Message, MessageHash, Note, Opener, PanicEvent, Policy,
-    Profile, Release, ReleaseRequest, ShareCommitment, ShareDelivery, ShareReceipt, ShredReceipt,
-    Signed, Stop, StudentEntry, StudentId, TimeLimits, Timestamp, Trustee, TrusteeId, TrusteeKey,
-    TrusteePublic, VaultKey, VaultRecipient, commitment,
+    Device, DeviceKey, EnrollmentCommit, EnrollmentPackage, EnrollmentRecord, InMemoryTrustee,
+    IncidentId, IncidentKey, Location, LocationUpdate, Message, MessageHash, Note, Opener,
+    PanicEvent, Policy, Profile, Release, ReleaseRequest, ShareCommitment, ShareDelivery,
+    ShareReceipt, ShredReceipt, Signed, Stop, StudentEntry, StudentId, TimeLimits, Timestamp,
+    Trustee, TrusteeId, TrusteeKey, TrusteePublic, VaultKey, VaultRecipient, commitment,
 };
 
 // ------------------------------------------------------------------ fixed inputs
 
 /// Every vector file, by stem. (The fuzz corpus seeder reads these names.)
-const NAMES: [&str; 31] = [
+const NAMES: [&str; 32] = [
     "enrollment",
     "panic",
     "location",
@@ -62,6 +62,7 @@ const NAMES: [&str; 31] = [
     "cancel_receipt",
     "manifest",
     "authority_key",
+    "enrollment_commit",
     "share_receipt",
     "share_delivery",
     "enrollment_package",
@@ -642,6 +643,17 @@ fn build() -> BTreeMap<&'static str, Vec<u8>> {
         &trustee_key(0),
     );
     v.insert("cancel_receipt", revoked.as_bytes().to_vec());
+    let commit = Signed::sign(
+        EnrollmentCommit {
+            epoch: EPOCH,
+            record: Signed::<EnrollmentRecord>::decode(&v["enrollment"])
+                .unwrap()
+                .hash(),
+            issued_at: ts(AT_STORED + 1),
+        },
+        &device,
+    );
+    v.insert("enrollment_commit", commit.as_bytes().to_vec());
 
     // Saved state.
     v.insert("device_state", device_state(&vault.recipient()));
@@ -864,6 +876,9 @@ fn committed_messages_decode_and_verify() {
     let shred = check::<ShredReceipt>("shred_receipt", t1.verifying_key());
     assert_eq!(shred.body().stop, stop.hash());
     assert_eq!(shred.body().student, student);
+    let commit = check::<EnrollmentCommit>("enrollment_commit", device.verifying_key());
+    assert_eq!(commit.body().epoch, EPOCH);
+    assert_eq!(commit.body().record, record.hash());
     let revoked = check::<CancelReceipt>("cancel_receipt", t1.verifying_key());
     let cancel = Signed::<Cancel>::decode(&committed("cancel")).unwrap();
     assert_eq!(

@@ -149,7 +149,8 @@ pub struct Identity {
 
 /// The state every handler shares.
 ///
-/// State changes (`/v1/shares`, `/v1/releases`, `/v1/shreds`, `/v1/cancels`) are checked
+/// State changes (`/v1/shares`, `/v1/releases`, `/v1/shreds`, `/v1/cancels`,
+/// `/v1/commits`) are checked
 /// on the handler's own thread (signatures, opening the share: no lock) and
 /// then queued to the [`GroupCommit`] writer, which commits them in batches
 /// and answers each only once its batch is durable. Reads take the node's
@@ -275,6 +276,7 @@ pub fn app(state: AppState, limits: HttpLimits) -> Router {
         .route("/v1/releases", post(releases))
         .route("/v1/shreds", post(shreds))
         .route("/v1/cancels", post(cancels))
+        .route("/v1/commits", post(commits))
         .route("/v1/log/head", get(log_head))
         .route("/v1/log/entries", get(log_entries))
         .route("/v1/log/proof/inclusion", get(inclusion))
@@ -430,6 +432,29 @@ async fn cancels(
         receipt: b64(receipt.as_bytes()),
         repeated,
     }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CommitsRequest {
+    commit: String,
+}
+
+#[derive(Serialize)]
+struct CommitsResponse {
+    changed: bool,
+}
+
+/// The device's commit of a new epoch, forwarded by the control room: the
+/// older share kept during the re-enrollment goes.
+async fn commits(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<CommitsRequest>,
+) -> Result<Json<CommitsResponse>, ApiError> {
+    let commit = b64_field("commit", &req.commit)?;
+    let request = state.checker.commit(commit);
+    let changed = state.write(request).await?.into_commit()?;
+    Ok(Json(CommitsResponse { changed }))
 }
 
 /// `GET /v1/log/head`.

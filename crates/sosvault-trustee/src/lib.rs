@@ -47,6 +47,7 @@
 //! | `POST /v1/releases` | `{"request": b64}` | `{"release": b64, "repeated": bool}` |
 //! | `POST /v1/shreds` | `{"stop": b64}` | `{"receipt": b64, "repeated": bool}` |
 //! | `POST /v1/cancels` | `{"cancel": b64}` | `{"receipt": b64, "repeated": bool}` |
+//! | `POST /v1/commits` | `{"commit": b64}` | `{"changed": bool}` |
 //! | `GET /v1/log/head` | | `{"head": b64}` |
 //! | `GET /v1/log/entries` | `?start=&end=` | `{"entries":[{"index","leaf_hash","entry"?}]}` |
 //! | `GET /v1/log/proof/inclusion` | `?index=&size=` | `{"proof":[b64]}` |

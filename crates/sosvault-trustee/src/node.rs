@@ -27,10 +27,10 @@ use std::sync::Arc;
 use rusqlite::{Connection, OptionalExtension, params};
 use sosvault::log::{LogEntry, LogQuery, MerkleLog, QueryRefusal, TreeHead, leaf_hash};
 use sosvault::{
-    CancelReceipt, CancelRefusal, CheckedCancel, CheckedDelivery, CheckedRequest, CheckedStop,
-    Container, EnrollRefusal, IncidentId, LogKey, MessageHash, Refusal, Release, ReleaseRefusal,
-    ReleaseRequest, ShareReceipt, ShredReceipt, ShredRefusal, Signed, StudentEntry, StudentId,
-    Timestamp, Trustee,
+    CancelReceipt, CancelRefusal, CheckedCancel, CheckedCommit, CheckedDelivery, CheckedRequest,
+    CheckedStop, CommitRefusal, Container, EnrollRefusal, IncidentId, LogKey, MessageHash, Refusal,
+    Release, ReleaseRefusal, ReleaseRequest, ShareReceipt, ShredReceipt, ShredRefusal, Signed,
+    StudentEntry, StudentId, Timestamp, Trustee,
 };
 use tracing::{error, info, warn};
 
@@ -134,6 +134,18 @@ pub fn release_refused(r: &ReleaseRefusal) -> Refused {
     Refused::new(code, status, r.to_string())
 }
 
+/// The API code, status and message of an enrollment-commit refusal.
+pub fn commit_refused(r: &CommitRefusal) -> Refused {
+    let (code, status) = match r {
+        CommitRefusal::Malformed(_) => ("malformed", 400),
+        CommitRefusal::UnknownStudent => ("unknown_student", 404),
+        CommitRefusal::WrongDevice => ("wrong_device", 403),
+        CommitRefusal::UnknownRecord => ("unknown_record", 409),
+        _ => ("refused", 422),
+    };
+    Refused::new(code, status, r.to_string())
+}
+
 /// The API code, status and message of a cancel refusal.
 pub fn cancel_refused(r: &CancelRefusal) -> Refused {
     let (code, status) = match r {
@@ -226,18 +238,23 @@ enum RequestKind {
         bytes: Vec<u8>,
         checked: CheckedCancel,
     },
+    Commit {
+        bytes: Vec<u8>,
+        checked: CheckedCommit,
+    },
     /// Drop the stored releases whose retry window has closed.
     Expire,
 }
 
 impl Request {
-    /// Which operation this is (`share`, `release`, `shred`, `cancel` or `expire`).
+    /// Which operation this is (`share`, `release`, `shred`, `cancel`, `commit` or `expire`).
     pub fn op(&self) -> &'static str {
         match self.0 {
             RequestKind::Share { .. } => "share",
             RequestKind::Release { .. } => "release",
             RequestKind::Shred { .. } => "shred",
             RequestKind::Cancel { .. } => "cancel",
+            RequestKind::Commit { .. } => "commit",
             RequestKind::Expire => "expire",
         }
     }
@@ -275,6 +292,12 @@ pub enum Answer {
         receipt: Signed<CancelReceipt>,
         /// A repeated cancel.
         repeated: bool,
+    },
+    /// To an enrollment commit: whether it changed anything (`false`: a
+    /// repeat, or a late commit of an older epoch).
+    Commit {
+        /// The entry changed (the older share was dropped, or the epoch recorded).
+        changed: bool,
     },
     /// To an expiry pass: how many stored releases were dropped.
     Expired(usize),
@@ -314,6 +337,14 @@ impl Answer {
         match self {
             Self::Cancel { receipt, repeated } => Ok((receipt, repeated)),
             _ => Err(wrong_answer("a cancel")),
+        }
+    }
+
+    /// Whether an enrollment commit changed anything.
+    pub fn into_commit(self) -> Result<bool, NodeError> {
+        match self {
+            Self::Commit { changed } => Ok(changed),
+            _ => Err(wrong_answer("an enrollment commit")),
         }
     }
 
@@ -384,6 +415,15 @@ impl Checker {
         let checked = Trustee::check_cancel(&cancel).map_err(|e| cancel_refused(&e))?;
         Ok(Request(RequestKind::Cancel {
             bytes: cancel,
+            checked,
+        }))
+    }
+
+    /// Checks an enrollment commit's envelope and signature (see [`Trustee::check_commit`]).
+    pub fn commit(&self, commit: Vec<u8>) -> Result<Request, Refused> {
+        let checked = Trustee::check_commit(&commit).map_err(|e| commit_refused(&e))?;
+        Ok(Request(RequestKind::Commit {
+            bytes: commit,
             checked,
         }))
     }
@@ -849,6 +889,7 @@ impl Node {
             RequestKind::Release { bytes, checked } => self.release_in(&bytes, checked, now, batch),
             RequestKind::Shred { bytes, checked } => self.shred_in(&bytes, &checked, now, batch),
             RequestKind::Cancel { bytes, checked } => self.cancel_in(&bytes, &checked, now, batch),
+            RequestKind::Commit { bytes, checked } => self.commit_in(&bytes, &checked, now, batch),
             RequestKind::Expire => self.expire_in(now),
         }
     }
@@ -1081,6 +1122,47 @@ impl Node {
         }
     }
 
+    fn commit_in(
+        &mut self,
+        commit: &[u8],
+        checked: &CheckedCommit,
+        now: Timestamp,
+        batch: &mut Batch,
+    ) -> Result<Applied, NodeError> {
+        let student = checked.student();
+        let current = self.load(&student)?;
+        match self.trustee.commit(current.as_ref(), checked, now) {
+            Ok(None) => Ok(Applied::ok(
+                Answer::Commit { changed: false },
+                Note::Done("commit", student, "repeated"),
+            )),
+            Ok(Some(entry)) => {
+                let leaf = LogEntry::Committed {
+                    student,
+                    epoch: checked.commit().body().epoch,
+                    at: now,
+                };
+                self.put_entry(&entry, now)?;
+                self.put_leaf(&leaf, batch)?;
+                // The older share's sealed bytes must not survive in the WAL.
+                batch.purge = true;
+                Ok(Applied::ok(
+                    Answer::Commit { changed: true },
+                    Note::Done("commit", student, "committed"),
+                ))
+            }
+            Err(e) => {
+                let refused = commit_refused(&e);
+                let code = refused.code;
+                self.log_refusal(&Refusal::Commit(e), Some(student), commit, now, batch)?;
+                Ok(Applied::refused(
+                    refused,
+                    Note::Refused("commit", Some(student), code),
+                ))
+            }
+        }
+    }
+
     /// The most entries one expiry pass opens (the next pass takes the rest).
     const EXPIRE_BATCH: i64 = 1000;
 
@@ -1235,6 +1317,13 @@ impl Node {
     ) -> Result<(Signed<CancelReceipt>, bool), NodeError> {
         let request = self.checker().cancel(cancel.to_vec())?;
         self.apply_single(request, now)?.into_cancel()
+    }
+
+    /// Takes an enrollment commit: whether it changed anything. One request
+    /// in a batch of its own.
+    pub fn commit(&mut self, commit: &[u8], now: Timestamp) -> Result<bool, NodeError> {
+        let request = self.checker().commit(commit.to_vec())?;
+        self.apply_single(request, now)?.into_commit()
     }
 
     /// Drops the stored releases whose retry window closed before `now`;

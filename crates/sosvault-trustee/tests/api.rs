@@ -813,3 +813,98 @@ fn a_forwarded_cancel_revokes_the_panic_and_is_logged() {
         "unknown student, then cancelled twice"
     );
 }
+
+/// A re-enrollment is staged at the trustee: after the device committed
+/// epoch 1, the share of epoch 2 is kept beside it, a panic for epoch 1 still
+/// releases; the device's commit of epoch 2 drops the older share, and no
+/// sealed entry that held it survives in the database or its WAL.
+#[test]
+fn a_committed_share_is_kept_through_a_reenrollment_until_the_next_commit() {
+    let now = Timestamp::now();
+    let cr = ControlRoomKey::generate();
+    let t = TrusteeDir::init("stager");
+    let r = t.start(&[&cr], &[]);
+    let peers = [t.public.clone(), third(), third()];
+    let mut s = Student::enroll(&peers, now);
+    let first = s.enrollment.package.record.clone();
+    assert_eq!(r.deliver(&s.delivery(1)).0, 200);
+    // The commit of epoch 1 (as `Device::confirm_enrollment` makes it).
+    let key = s.key();
+    let commit = |epoch: u32, record: &Signed<sosvault::EnrollmentRecord>| {
+        Signed::sign(
+            sosvault::EnrollmentCommit {
+                epoch,
+                record: record.hash(),
+                issued_at: now,
+            },
+            &key,
+        )
+    };
+    let (st, v) = r.commit(commit(1, &first).as_bytes());
+    assert_eq!((st, v["changed"].as_bool()), (200, Some(true)), "{v}");
+    let (st, v) = r.commit(commit(1, &first).as_bytes());
+    assert_eq!((st, v["changed"].as_bool()), (200, Some(false)), "a repeat");
+    let student = s.device.student_id();
+    let staged_blob = |db: &std::path::Path| sealed_entry(db, &student);
+
+    // Epoch 2 arrives; epoch 1 stays answerable.
+    let second = s.device.reenroll(b"two", now).unwrap().package;
+    let d = second.delivery(1).unwrap();
+    assert_eq!(r.deliver(&d.to_bytes()).0, 200);
+    let staged = staged_blob(&t.db());
+    let old_panic = {
+        let here = sosvault::Location::new(25.14, 75.83, 10, now).unwrap();
+        // The device's state moved to epoch 2 (reenroll is immediate); sign an
+        // epoch-1 panic as a device still on epoch 1 would.
+        let p = sosvault::PanicEvent {
+            epoch: 1,
+            counter: 10,
+            issued_at: now,
+            category: sosvault::Category::Police,
+            sealed_location: cr.public().seal(&here.to_bytes()).unwrap(),
+        };
+        Signed::sign(p, &key)
+    };
+    let (req, _, _) = request(&cr, &old_panic, now);
+    let (st, v) = r.release(&req);
+    assert_eq!(st, 200, "the committed epoch still releases: {v}");
+    let released = staged_blob(&t.db());
+
+    // A commit naming a record this trustee never held: refused, logged.
+    let (st, v) = r.commit(commit(3, &first).as_bytes());
+    assert_eq!((st, code(&v)), (409, "unknown_record"));
+    // The device commits epoch 2: the older share goes.
+    let (st, v) = r.commit(commit(2, &second.record).as_bytes());
+    assert_eq!((st, v["changed"].as_bool()), (200, Some(true)), "{v}");
+    let (req, _, _) = request(&cr, &old_panic, now);
+    let (st, v) = r.release(&req);
+    assert_eq!((st, code(&v)), (409, "wrong_epoch"), "{v}");
+    // No sealed entry that held the older share is left in the files.
+    for suffix in ["", "-wal"] {
+        let p = std::path::PathBuf::from(format!("{}{suffix}", t.db().display()));
+        if let Ok(bytes) = std::fs::read(&p) {
+            for blob in [&staged, &released] {
+                for piece in blob.chunks(16).filter(|c| c.len() == 16) {
+                    assert!(
+                        !contains(&bytes, piece),
+                        "{} holds a staged entry",
+                        p.display()
+                    );
+                }
+            }
+        }
+    }
+    let kinds: Vec<&str> = r.entries().iter().map(LogEntry::kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            "share-accepted",
+            "committed",
+            "share-accepted",
+            "released",
+            "refused",
+            "committed",
+            "refused"
+        ]
+    );
+}

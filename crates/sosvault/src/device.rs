@@ -35,8 +35,9 @@ use crate::keys::{
 };
 use crate::manifest::{ManifestError, VerifiedManifest};
 use crate::messages::{
-    Cancel, Category, EnrollmentPackage, EnrollmentRecord, Location, LocationUpdate, MAX_TRUSTEES,
-    Note, PanicEvent, Policy, ShareForTrustee, ShareReceipt, Stop, TrusteeSlot,
+    Cancel, Category, EnrollmentCommit, EnrollmentPackage, EnrollmentRecord, Location,
+    LocationUpdate, MAX_TRUSTEES, Note, PanicEvent, Policy, ShareForTrustee, ShareReceipt, Stop,
+    TrusteeSlot,
 };
 use crate::seal::SealError;
 use crate::signed::Container;
@@ -206,10 +207,18 @@ impl Device {
     /// for that index and naming this student, the pending epoch, the index
     /// and the device's own commitment to the share. Only then does the device
     /// move to the new epoch. A missing or bad receipt changes nothing.
+    ///
+    /// The answer is the signed commit to send to the service, which forwards
+    /// it to every trustee: each then drops the share of the epoch the device
+    /// used before (which it kept so that no panic is refused while the
+    /// re-enrollment was pending). If it is lost, the trustees keep that older
+    /// share until the next enrollment or stop; it opens nothing the device
+    /// stores from now on.
     pub fn confirm_enrollment(
         &mut self,
         receipts: &[Signed<ShareReceipt>],
-    ) -> Result<(), DeviceError> {
+        now: Timestamp,
+    ) -> Result<Signed<EnrollmentCommit>, DeviceError> {
         let pending = self.pending.as_ref().ok_or(DeviceError::NothingPending)?;
         let record = pending.package.record.body();
         let student = self.student_id();
@@ -245,12 +254,20 @@ impl Device {
                 return Err(bad("does not name this device's commitment"));
             }
         }
+        let commit = Signed::sign(
+            EnrollmentCommit {
+                epoch: pending.epoch,
+                record: pending.package.record.hash(),
+                issued_at: now,
+            },
+            &self.key,
+        );
         if let Some(p) = self.pending.take() {
             self.epoch = p.epoch;
             self.enrolled = Some(p.enrolled);
             self.manifest = Some(p.manifest);
         }
-        Ok(())
+        Ok(commit)
     }
 
     /// The student id.
@@ -549,11 +566,15 @@ impl Device {
     /// Loads a state saved by [`Device::to_secret_bytes`].
     pub fn from_secret_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
-        let v2 = r.expect_tag(Self::STATE_TAG).is_ok();
-        if !v2 {
-            r = Reader::new(bytes);
-            r.expect_tag(Self::STATE_TAG_V1)?;
-        }
+        // The current version, else version 1; an error names the current one.
+        let v2 = match r.expect_tag(Self::STATE_TAG) {
+            Ok(()) => true,
+            Err(e) => {
+                r = Reader::new(bytes);
+                r.expect_tag(Self::STATE_TAG_V1).map_err(|_| e)?;
+                false
+            }
+        };
         let key = DeviceKey::from_secret_bytes(r.var("device key", 64)?)?;
         let epoch = r.u32("epoch")?;
         let counter = r.u64("counter")?;

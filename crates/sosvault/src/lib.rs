@@ -104,18 +104,18 @@ pub use keys::{
     VaultRecipient,
 };
 pub use messages::{
-    Cancel, CancelReceipt, Category, EnrollmentPackage, EnrollmentRecord, Location, LocationUpdate,
-    Note, PanicEvent, Policy, Release, ReleaseRequest, ShareDelivery, ShareReceipt, ShredReceipt,
-    Stop,
+    Cancel, CancelReceipt, Category, EnrollmentCommit, EnrollmentPackage, EnrollmentRecord,
+    Location, LocationUpdate, Note, PanicEvent, Policy, Release, ReleaseRequest, ShareDelivery,
+    ShareReceipt, ShredReceipt, Stop,
 };
 pub use open::{OpenError, Opener, Progress, ShareRejected};
 pub use profile::{MAX_PROFILE_BYTES, Profile, ProfileError};
 pub use seal::SealError;
 pub use signed::{Container, Message, Signed};
 pub use trustee::{
-    CancelRefusal, CheckedCancel, CheckedDelivery, CheckedRequest, CheckedStop, EnrollRefusal,
-    InMemoryTrustee, Refusal, ReleaseRefusal, ShredRefusal, StudentEntry, TimeLimits, Tombstone,
-    Transition, Trustee,
+    CancelRefusal, CheckedCancel, CheckedCommit, CheckedDelivery, CheckedRequest, CheckedStop,
+    CommitRefusal, EnrollRefusal, InMemoryTrustee, Refusal, ReleaseRefusal, ShredRefusal,
+    StudentEntry, TimeLimits, Tombstone, Transition, Trustee,
 };
 pub use wire::DecodeError;
 

@@ -102,7 +102,9 @@ use crate::ids::{IncidentId, MessageHash, StudentId, Timestamp, TrusteeId, tagge
 use crate::keys::{DeviceKey, LogKey, LogPublic};
 use crate::messages::PanicEvent;
 use crate::signed::{Container, Message, Signed, sealed::Body};
-use crate::trustee::{CancelRefusal, EnrollRefusal, Refusal, ReleaseRefusal, ShredRefusal};
+use crate::trustee::{
+    CancelRefusal, CommitRefusal, EnrollRefusal, Refusal, ReleaseRefusal, ShredRefusal,
+};
 use crate::wire::{DecodeError, Reader, Writer};
 
 /// Length of every hash in the log (SHA-256).
@@ -840,6 +842,16 @@ pub enum LogEntry {
         /// When.
         at: Timestamp,
     },
+    /// Kind 8: the device committed `epoch`: the older share kept during the
+    /// re-enrollment is gone.
+    Committed {
+        /// The student.
+        student: StudentId,
+        /// The epoch committed.
+        epoch: u32,
+        /// When.
+        at: Timestamp,
+    },
 }
 
 const KIND_SHARE_ACCEPTED: u8 = 1;
@@ -848,6 +860,7 @@ const KIND_SHREDDED: u8 = 4;
 const KIND_PROFILE_VIEWED: u8 = 5;
 const KIND_RELEASED: u8 = 6;
 const KIND_CANCELLED: u8 = 7;
+const KIND_COMMITTED: u8 = 8;
 
 impl LogEntry {
     /// A [`LogEntry::Released`] for `panic` (a `repeat` of an earlier release
@@ -894,7 +907,8 @@ impl LogEntry {
             | Self::Shredded { student, .. }
             | Self::ProfileViewed { student, .. }
             | Self::Released { student, .. }
-            | Self::Cancelled { student, .. } => Some(*student),
+            | Self::Cancelled { student, .. }
+            | Self::Committed { student, .. } => Some(*student),
             Self::Refused { student, .. } => *student,
         }
     }
@@ -907,7 +921,8 @@ impl LogEntry {
             | Self::Refused { at, .. }
             | Self::Shredded { at, .. }
             | Self::ProfileViewed { at, .. }
-            | Self::Cancelled { at, .. } => *at,
+            | Self::Cancelled { at, .. }
+            | Self::Committed { at, .. } => *at,
         }
     }
 
@@ -920,6 +935,7 @@ impl LogEntry {
             Self::Shredded { .. } => "shredded",
             Self::ProfileViewed { .. } => "profile-viewed",
             Self::Cancelled { .. } => "cancelled",
+            Self::Committed { .. } => "committed",
         }
     }
 
@@ -983,6 +999,12 @@ impl Body for LogEntry {
                 w.fixed(student.as_bytes());
                 w.u64(*counter);
                 w.fixed(cancel.as_bytes());
+                w.u64(at.0);
+            }
+            Self::Committed { student, epoch, at } => {
+                w.u8(KIND_COMMITTED);
+                w.fixed(student.as_bytes());
+                w.u32(*epoch);
                 w.u64(at.0);
             }
             Self::Refused {
@@ -1069,6 +1091,11 @@ impl Body for LogEntry {
                 cancel: MessageHash(r.array("cancel hash")?),
                 at: at(r)?,
             }),
+            KIND_COMMITTED => Ok(Self::Committed {
+                student: student(r)?,
+                epoch: epoch(r)?,
+                at: at(r)?,
+            }),
             KIND_REFUSED => {
                 let student = if r.bool("student present")? {
                     Some(student(r)?)
@@ -1118,7 +1145,7 @@ impl Container for LogEntry {
 /// The stable reason code of a trustee refusal, for [`LogEntry::Refused`].
 ///
 /// 100-199: share deliveries, 200-299: releases, 300-399: stops, 400-499:
-/// cancels. Codes 1-99 and 900-999 are left to services (rate limits,
+/// cancels, 500-599: enrollment commits. Codes 1-99 and 900-999 are left to services (rate limits,
 /// malformed HTTP, queries).
 pub fn refusal_code(refusal: &Refusal) -> u16 {
     match refusal {
@@ -1157,6 +1184,12 @@ pub fn refusal_code(refusal: &Refusal) -> u16 {
             CancelRefusal::UnknownStudent => 401,
             CancelRefusal::WrongDevice => 402,
             CancelRefusal::Stale { .. } => 403,
+        },
+        Refusal::Commit(e) => match e {
+            CommitRefusal::Malformed(_) => 500,
+            CommitRefusal::UnknownStudent => 501,
+            CommitRefusal::WrongDevice => 502,
+            CommitRefusal::UnknownRecord => 503,
         },
     }
 }
@@ -1352,6 +1385,11 @@ mod tests {
                 cancel: MessageHash([9; 32]),
                 at: NOW.plus(7),
             },
+            LogEntry::Committed {
+                student,
+                epoch: 2,
+                at: NOW.plus(8),
+            },
         ]
     }
 
@@ -1422,7 +1460,7 @@ mod tests {
         // Unknown kinds.
         assert!(invalid(raw(|w| w.u8(0))));
         assert!(invalid(raw(|w| w.u8(2)))); // retired: the whole panic embedded
-        assert!(invalid(raw(|w| w.u8(8))));
+        assert!(invalid(raw(|w| w.u8(9))));
         // Epoch 0, share index 0.
         assert!(invalid(raw(|w| {
             w.u8(KIND_SHARE_ACCEPTED);

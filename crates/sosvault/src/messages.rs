@@ -427,6 +427,46 @@ impl_message!(
     DeviceKey
 );
 
+// ------------------------------------------------------------------ enrollment commit
+
+/// `sosvault/enrollment-commit/v1`, device-signed: "every trustee's receipt for
+/// this epoch is in; I use it from now on". Until a trustee has it, it keeps
+/// the share of the last committed epoch beside the new one, so a panic the
+/// device sends for the epoch it still uses during a re-enrollment is never
+/// refused; once it has it, it drops the older share.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EnrollmentCommit {
+    /// The epoch committed.
+    pub epoch: u32,
+    /// SHA-256 of the signed enrollment record of that epoch.
+    pub record: MessageHash,
+    /// When the device made it. (No counter: a commit only lets a trustee
+    /// forget; replaying it changes nothing.)
+    pub issued_at: Timestamp,
+}
+
+impl Body for EnrollmentCommit {
+    fn encode_body(&self, w: &mut Writer) {
+        w.u32(self.epoch);
+        w.fixed(self.record.as_bytes());
+        w.u64(self.issued_at.0);
+    }
+
+    fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(Self {
+            epoch: read_epoch(r)?,
+            record: MessageHash(r.array("record hash")?),
+            issued_at: read_time(r, "issued at")?,
+        })
+    }
+}
+impl_message!(
+    EnrollmentCommit,
+    "sosvault/enrollment-commit/v1",
+    4 + 32 + 8,
+    DeviceKey
+);
+
 // ------------------------------------------------------------------ release request
 
 /// `sosvault/release-request/v1`, control-room-signed: binds a signed panic to

@@ -11,6 +11,7 @@
 //! | [`ReleaseRequest`] | [`Trustee::check_request`] then [`Trustee::release`] | [`Release`] |
 //! | [`Stop`] | [`Trustee::check_stop`] then [`Trustee::shred`] | [`ShredReceipt`] |
 //! | [`Cancel`] | [`Trustee::check_cancel`] then [`Trustee::revoke`] | [`CancelReceipt`] |
+//! | [`EnrollmentCommit`] | [`Trustee::check_commit`] then [`Trustee::commit`] | none |
 //! | the clock | [`Trustee::expire`] (when [`Trustee::retry_deadline`] has passed) | none |
 //!
 //! A share is released only for a panic that (1) is inside a release request
@@ -30,6 +31,16 @@
 //! ([`ReleaseRefusal::Cancelled`]) and the stored release of a cancelled
 //! panic is dropped, so a panic pressed by mistake and cancelled cannot be
 //! released later to a fresh incident key.
+//!
+//! A re-enrollment is staged. When a trustee takes the share of a new epoch
+//! while the student's current one is committed (the device confirmed it with
+//! an [`EnrollmentCommit`]), it keeps that committed share beside the new
+//! one and answers panics for either epoch, because the device goes on
+//! panicking under its committed epoch until it holds every trustee's
+//! receipt for the new one. The device's commit of the new epoch makes it
+//! drop the older share. A device that never commits (an embedder that
+//! enrolls with [`crate::Device::enroll`]) sees the old behaviour: the new
+//! share replaces the old.
 
 use core::fmt;
 
@@ -42,8 +53,9 @@ use crate::escrow;
 use crate::ids::{StudentId, Timestamp, TrusteeId};
 use crate::keys::{ControlRoomPublic, TrusteeKey};
 use crate::messages::{
-    Cancel, CancelReceipt, EnrollmentRecord, MAX_RECORD_BYTES, PanicEvent, Release, ReleaseRequest,
-    ReleasedShare, ShareDelivery, ShareForTrustee, ShareReceipt, ShareValue, ShredReceipt, Stop,
+    Cancel, CancelReceipt, EnrollmentCommit, EnrollmentRecord, MAX_RECORD_BYTES, PanicEvent,
+    Release, ReleaseRequest, ReleasedShare, ShareDelivery, ShareForTrustee, ShareReceipt,
+    ShareValue, ShredReceipt, Stop,
 };
 use crate::signed::{Container, Signed, read_embedded};
 use crate::wire::{DecodeError, Reader, Writer};
@@ -218,9 +230,45 @@ pub enum ShredRefusal {
     },
 }
 
+/// Why an enrollment commit was refused.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum CommitRefusal {
+    /// The commit is malformed or its signature is bad.
+    #[error("malformed enrollment commit: {0}")]
+    Malformed(#[from] DecodeError),
+    /// This trustee holds nothing for the student.
+    #[error("no enrollment for this student")]
+    UnknownStudent,
+    /// The commit is signed by a key other than the enrolled device key.
+    #[error("the commit is not signed by the enrolled device")]
+    WrongDevice,
+    /// The commit names an epoch or record this trustee does not hold.
+    #[error("the commit names an enrollment this trustee does not hold")]
+    UnknownRecord,
+}
+
 /// A share a trustee holds: secret.
 struct HeldShare {
     value: ShareValue,
+}
+
+impl HeldShare {
+    fn copy(&self) -> Self {
+        Self {
+            value: ShareValue {
+                index: self.value.index,
+                y: self.value.y.clone(),
+            },
+        }
+    }
+}
+
+/// The committed epoch's record and share, kept while a newer enrollment is
+/// not yet committed.
+struct Previous {
+    record: Signed<EnrollmentRecord>,
+    share: HeldShare,
 }
 
 /// The state of a tombstoned student: what was shredded, and the receipt.
@@ -248,6 +296,10 @@ pub struct StudentEntry {
     cancelled_through: u64,
     /// The receipt of the last cancel taken (repeated verbatim on a retry).
     last_cancel: Option<Signed<CancelReceipt>>,
+    /// The highest epoch the device committed (0: none).
+    committed: u32,
+    /// The committed epoch's share, kept while `record` is not committed yet.
+    previous: Option<Previous>,
 }
 
 impl fmt::Debug for StudentEntry {
@@ -258,6 +310,14 @@ impl fmt::Debug for StudentEntry {
             .field("share", &self.share.as_ref().map(|_| "[redacted]"))
             .field("highest_counter", &self.highest_counter)
             .field("cancelled_through", &self.cancelled_through)
+            .field("committed", &self.committed)
+            .field(
+                "previous",
+                &self
+                    .previous
+                    .as_ref()
+                    .map(|p| (p.record.body().epoch, "[redacted]")),
+            )
             .field("tombstone", &self.tombstone.as_ref().map(|t| t.epoch))
             .finish_non_exhaustive()
     }
@@ -315,6 +375,17 @@ impl StudentEntry {
         self.last_cancel.as_ref()
     }
 
+    /// The highest epoch the device committed (0: none).
+    pub fn committed(&self) -> u32 {
+        self.committed
+    }
+
+    /// The epoch of the older, committed share kept beside an uncommitted
+    /// newer one, if any.
+    pub fn previous_epoch(&self) -> Option<u32> {
+        self.previous.as_ref().map(|p| p.record.body().epoch)
+    }
+
     /// The entry's encoding, share included. Seal it at rest; never log it.
     pub fn to_secret_bytes(&self) -> Zeroizing<Vec<u8>> {
         let mut w = Writer::new();
@@ -342,17 +413,31 @@ impl StudentEntry {
         }
         w.u64(self.cancelled_through);
         opt_var(&mut w, self.last_cancel.as_ref().map(|r| r.as_bytes()));
+        w.u32(self.committed);
+        match &self.previous {
+            None => w.u8(0),
+            Some(p) => {
+                w.u8(1);
+                w.var(p.record.as_bytes());
+                w.u8(p.share.value.index);
+                w.fixed(&p.share.value.y[..]);
+            }
+        }
         Zeroizing::new(w.into_bytes())
     }
 
     /// Loads [`StudentEntry::to_secret_bytes`]'s encoding (or a version 1 one).
     pub fn from_secret_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
-        let v2 = r.expect_tag(Self::TAG).is_ok();
-        if !v2 {
-            r = Reader::new(bytes);
-            r.expect_tag(Self::TAG_V1)?;
-        }
+        // The current version, else version 1; an error names the current one.
+        let v2 = match r.expect_tag(Self::TAG) {
+            Ok(()) => true,
+            Err(e) => {
+                r = Reader::new(bytes);
+                r.expect_tag(Self::TAG_V1).map_err(|_| e)?;
+                false
+            }
+        };
         let student = StudentId(r.array("student id")?);
         let record: Option<Signed<EnrollmentRecord>> = if r.bool("has record")? {
             Some(read_embedded(&mut r, "record", MAX_RECORD_BYTES)?)
@@ -384,16 +469,30 @@ impl StudentEntry {
         } else {
             None
         };
-        let (cancelled_through, last_cancel) = if v2 {
+        let (cancelled_through, last_cancel, committed, previous) = if v2 {
             let through = r.u64("cancelled through")?;
             let last = if r.bool("has cancel receipt")? {
                 Some(read_embedded(&mut r, "cancel receipt", 1024)?)
             } else {
                 None
             };
-            (through, last)
+            let committed = r.u32("committed")?;
+            let previous = if r.bool("has previous")? {
+                Some(Previous {
+                    record: read_embedded(&mut r, "previous record", MAX_RECORD_BYTES)?,
+                    share: HeldShare {
+                        value: ShareValue {
+                            index: crate::messages::read_index(&mut r)?,
+                            y: Zeroizing::new(r.array("previous share")?),
+                        },
+                    },
+                })
+            } else {
+                None
+            };
+            (through, last, committed, previous)
         } else {
-            (0, None)
+            (0, None, 0, None)
         };
         r.finish()?;
         Ok(Self {
@@ -406,6 +505,8 @@ impl StudentEntry {
             tombstone,
             cancelled_through,
             last_cancel,
+            committed,
+            previous,
         })
     }
 
@@ -420,16 +521,13 @@ impl StudentEntry {
             tombstone: None,
             cancelled_through: 0,
             last_cancel: None,
+            committed: 0,
+            previous: None,
         }
     }
 
     fn copy_share(&self) -> Option<HeldShare> {
-        self.share.as_ref().map(|s| HeldShare {
-            value: ShareValue {
-                index: s.value.index,
-                y: s.value.y.clone(),
-            },
-        })
+        self.share.as_ref().map(HeldShare::copy)
     }
 
     /// A copy with a new share and record fields (used by transitions).
@@ -444,6 +542,11 @@ impl StudentEntry {
             tombstone: self.tombstone.clone(),
             cancelled_through: self.cancelled_through,
             last_cancel: self.last_cancel.clone(),
+            committed: self.committed,
+            previous: self.previous.as_ref().map(|p| Previous {
+                record: p.record.clone(),
+                share: p.share.copy(),
+            }),
         }
     }
 }
@@ -538,6 +641,25 @@ impl CheckedStop {
     /// The signed stop.
     pub fn stop(&self) -> &Signed<Stop> {
         &self.stop
+    }
+}
+
+/// An enrollment commit whose signature has been checked. Only
+/// [`Trustee::check_commit`] makes one.
+#[derive(Debug, Clone)]
+pub struct CheckedCommit {
+    commit: Signed<EnrollmentCommit>,
+}
+
+impl CheckedCommit {
+    /// The student the commit speaks for.
+    pub fn student(&self) -> StudentId {
+        StudentId::of_device(self.commit.signer())
+    }
+
+    /// The signed commit.
+    pub fn commit(&self) -> &Signed<EnrollmentCommit> {
+        &self.commit
     }
 }
 
@@ -715,6 +837,17 @@ impl Trustee {
         }
         let share = checked.opened.as_ref().map_err(Clone::clone)?;
         let mut entry = current.map_or_else(|| StudentEntry::empty(student), StudentEntry::evolve);
+        // Staging: a committed share stays beside the new one until the new
+        // epoch is committed in turn; an uncommitted one is simply replaced
+        // (the committed one, if any, is already kept as `previous`).
+        if let (Some(record), Some(held)) = (&entry.record, &entry.share)
+            && record.body().epoch <= entry.committed
+        {
+            entry.previous = Some(Previous {
+                record: record.clone(),
+                share: held.copy(),
+            });
+        }
         entry.record = Some(d.record.clone());
         entry.accepted_at = now;
         entry.share = Some(HeldShare {
@@ -788,10 +921,16 @@ impl Trustee {
         let panic = &req.panic;
         let event = panic.body();
         let cur = current.ok_or(ReleaseRefusal::UnknownStudent)?;
-        let record = cur.record.as_ref().ok_or(ReleaseRefusal::UnknownStudent)?;
+        let current_record = cur.record.as_ref().ok_or(ReleaseRefusal::UnknownStudent)?;
         if cur.student != checked.student() {
             return Err(ReleaseRefusal::UnknownStudent);
         }
+        // The panic's epoch picks the share: the current one, or the committed
+        // one kept while a re-enrollment is pending.
+        let (record, held) = match &cur.previous {
+            Some(p) if p.record.body().epoch == event.epoch => (&p.record, Some(&p.share)),
+            _ => (current_record, cur.share.as_ref()),
+        };
         if !bool::from(record.signer().as_bytes().ct_eq(panic.signer().as_bytes())) {
             return Err(ReleaseRefusal::WrongDevice);
         }
@@ -800,11 +939,11 @@ impl Trustee {
         {
             return Err(ReleaseRefusal::Shredded);
         }
-        let held = cur.share.as_ref().ok_or(ReleaseRefusal::Shredded)?;
+        let held = held.ok_or(ReleaseRefusal::Shredded)?;
         if event.epoch != record.body().epoch {
             return Err(ReleaseRefusal::WrongEpoch {
                 offered: event.epoch,
-                current: record.body().epoch,
+                current: current_record.body().epoch,
             });
         }
         if event.counter <= cur.cancelled_through {
@@ -975,6 +1114,62 @@ impl Trustee {
         })
     }
 
+    /// Checks an enrollment commit's envelope and signature.
+    pub fn check_commit(commit: &[u8]) -> Result<CheckedCommit, CommitRefusal> {
+        Ok(CheckedCommit {
+            commit: Signed::<EnrollmentCommit>::decode(commit)?,
+        })
+    }
+
+    /// Takes the device's commit of an epoch: once the current epoch is
+    /// committed, the older share kept beside it is dropped. Returns the new
+    /// entry to persist, or `None` if nothing changes (a repeat, or the
+    /// commit of the older epoch arriving late). A commit needs no time
+    /// limit and no counter: it only ever makes a trustee forget.
+    pub fn commit(
+        &self,
+        current: Option<&StudentEntry>,
+        checked: &CheckedCommit,
+        _now: Timestamp,
+    ) -> Result<Option<StudentEntry>, CommitRefusal> {
+        let commit = &checked.commit;
+        let body = commit.body();
+        let cur = current.ok_or(CommitRefusal::UnknownStudent)?;
+        let record = cur.record.as_ref().ok_or(CommitRefusal::UnknownStudent)?;
+        if cur.student != checked.student() {
+            return Err(CommitRefusal::UnknownStudent);
+        }
+        if !same_key(record.signer(), commit.signer()) {
+            return Err(CommitRefusal::WrongDevice);
+        }
+        let names =
+            |r: &Signed<EnrollmentRecord>| r.body().epoch == body.epoch && r.hash() == body.record;
+        if names(record) {
+            if cur.committed >= body.epoch && cur.previous.is_none() {
+                return Ok(None);
+            }
+            let mut entry = cur.evolve();
+            entry.committed = entry.committed.max(body.epoch);
+            entry.previous = None;
+            return Ok(Some(entry));
+        }
+        if let Some(p) = &cur.previous
+            && names(&p.record)
+        {
+            if cur.committed >= body.epoch {
+                return Ok(None);
+            }
+            let mut entry = cur.evolve();
+            entry.committed = body.epoch;
+            return Ok(Some(entry));
+        }
+        if body.epoch <= cur.committed {
+            // A late commit of an epoch long replaced: nothing to do.
+            return Ok(None);
+        }
+        Err(CommitRefusal::UnknownRecord)
+    }
+
     /// Checks a stop's envelope and signature.
     pub fn check_stop(stop: &[u8]) -> Result<CheckedStop, ShredRefusal> {
         Ok(CheckedStop {
@@ -1028,6 +1223,7 @@ impl Trustee {
         );
         let mut entry = current.map_or_else(|| StudentEntry::empty(student), StudentEntry::evolve);
         entry.share = None;
+        entry.previous = None;
         entry.last_release = None;
         entry.highest_counter = entry.highest_counter.max(body.counter);
         entry.tombstone = Some(Tombstone {
@@ -1062,6 +1258,9 @@ pub enum Refusal {
     /// A cancel was refused.
     #[error(transparent)]
     Cancel(#[from] CancelRefusal),
+    /// An enrollment commit was refused.
+    #[error(transparent)]
+    Commit(#[from] CommitRefusal),
 }
 
 /// A [`Trustee`] with its entries in a `HashMap`: for examples, tests and
@@ -1130,6 +1329,23 @@ impl InMemoryTrustee {
             .revoke(self.entries.get(&student), &checked, now)?;
         self.entries.insert(student, t.entry);
         Ok(t.answer)
+    }
+
+    /// Takes an enrollment commit (see [`Trustee::commit`]); `true` if it
+    /// changed the entry.
+    pub fn commit(&mut self, commit: &[u8], now: Timestamp) -> Result<bool, Refusal> {
+        let checked = Trustee::check_commit(commit)?;
+        let student = checked.student();
+        match self
+            .trustee
+            .commit(self.entries.get(&student), &checked, now)?
+        {
+            Some(entry) => {
+                self.entries.insert(student, entry);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
     }
 
     /// Drops every stored release whose retry window has closed (see

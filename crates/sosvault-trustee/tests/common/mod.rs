@@ -297,6 +297,10 @@ impl Running {
         self.post("/v1/cancels", json!({ "cancel": b64(cancel) }))
     }
 
+    pub fn commit(&self, commit: &[u8]) -> (u16, Value) {
+        self.post("/v1/commits", json!({ "commit": b64(commit) }))
+    }
+
     /// The size of the log's current signed head.
     pub fn log_size(&self) -> u64 {
         let (s, v) = self.get("/v1/log/head");
