@@ -4,12 +4,22 @@
 //! The binaries are the ones built next to `sosvault` (`cargo build
 //! --workspace` for the demo, `--release` for the load generator), so what
 //! runs is exactly what a trustee or a control room would deploy.
+//!
+//! The cluster also plays the deployment authority: once the trustees and
+//! the dispatch service listen, it signs a manifest (`sosvault/manifest/v1`)
+//! naming the three trustees (the public keys their `init` printed, their
+//! URLs) and the control room (the public key of the key file the dispatch
+//! service's `init` wrote, its URL), with an authority key kept in the data
+//! directory. The simulated phones pin that authority key and enroll to the
+//! manifest, never to what the service's `/v1/info` says.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use sosvault::manifest::ManifestTrustee;
+use sosvault::{AuthorityPublic, ControlRoomPublic, Timestamp, TrusteePublic};
 use sosvault_server::config::{Config, OperatorConfig, TrusteeConfig};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
@@ -195,6 +205,8 @@ pub struct ClusterOptions {
     pub ack_timeout_ms: u64,
     /// Extra environment for each trustee (`SOSVAULT_TRUSTEE_*` overrides).
     pub trustee_env: Vec<(String, String)>,
+    /// The deployment's name in its manifest.
+    pub deployment: String,
 }
 
 /// The running cluster.
@@ -211,6 +223,70 @@ pub struct Cluster {
     pub server_dir: PathBuf,
     /// The control room's key file.
     pub control_room_key: PathBuf,
+    /// The deployment authority's public key: what the phones pin.
+    pub authority: AuthorityPublic,
+    /// The signed manifest the phones enroll to.
+    pub manifest_path: PathBuf,
+}
+
+/// The authority key file under a run's data directory.
+pub fn authority_key_path(root: &Path) -> PathBuf {
+    root.join("authority.key")
+}
+
+/// The signed manifest under a run's data directory.
+pub fn manifest_path(root: &Path) -> PathBuf {
+    root.join("manifest.bin")
+}
+
+/// Signs the cluster's manifest with the authority key in `root` (made if
+/// missing), version 1 or one above a manifest already there; returns the
+/// authority's public key.
+fn sign_manifest(
+    root: &Path,
+    deployment: &str,
+    trustees: &[TrusteeProc],
+    control_room: &ControlRoomPublic,
+    control_room_url: &str,
+) -> anyhow::Result<AuthorityPublic> {
+    let key_path = authority_key_path(root);
+    if !key_path.exists() {
+        crate::manifest::keygen(&key_path)?;
+    }
+    let key = crate::manifest::load_authority_key(&key_path)?;
+    let out = manifest_path(root);
+    let version = if out.exists() {
+        crate::manifest::read_signed(&out)?
+            .body()
+            .version
+            .saturating_add(1)
+    } else {
+        1
+    };
+    let mut listed = Vec::with_capacity(trustees.len());
+    for t in trustees {
+        listed.push(ManifestTrustee {
+            name: t.name.to_owned(),
+            public: TrusteePublic::from_hex(&t.public).map_err(|e| {
+                anyhow::anyhow!("sosvault-trustee init printed a bad public key: {e}")
+            })?,
+            url: t.url(),
+        });
+    }
+    let draft = crate::manifest::Draft {
+        deployment: deployment.to_owned(),
+        version,
+        // A minute's grace for a phone whose clock is a little behind.
+        not_before: Timestamp::now().minus(60),
+        valid_days: 365,
+        threshold: 2,
+        trustees: listed,
+        control_room: control_room.clone(),
+        control_room_url: control_room_url.to_owned(),
+    };
+    let signed = crate::manifest::sign(&draft, &key)?;
+    crate::manifest::write_manifest(&out, &signed)?;
+    Ok(key.public())
 }
 
 impl Cluster {
@@ -292,6 +368,13 @@ impl Cluster {
         say(format!(
             "dispatch service listening on {base} (2 of 3 trustees open a vault)"
         ));
+        let authority = sign_manifest(root, &opts.deployment, &trustees, &control_room, &base)?;
+        let manifest = manifest_path(root);
+        say(format!(
+            "the deployment authority signed the manifest {} (the 3 trustees, 2 of 3, the control room); the phones pin deployment authority {}",
+            manifest.display(),
+            authority.to_hex()
+        ));
         Ok(Self {
             trustees,
             server,
@@ -299,6 +382,8 @@ impl Cluster {
             password: pw,
             control_room_key: cfg.control_room_key_path(),
             server_dir: sdir,
+            authority,
+            manifest_path: manifest,
         })
     }
 

@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use serde_json::{Value, json};
+use sosvault::manifest::VerifiedManifest;
 use sosvault::{
-    Category, ControlRoomKey, Device, DeviceKey, IncidentId, IncidentKey, Location, Policy,
-    ShredReceipt, Signed, Timestamp, TrusteeId,
+    Category, ControlRoomKey, Device, DeviceKey, IncidentId, IncidentKey, Location, ShredReceipt,
+    Signed, Timestamp, TrusteeId,
 };
-use sosvault_server::client::{Client, ServiceInfo};
+use sosvault_server::client::Client;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::cluster::{Cluster, ClusterOptions, data_root};
@@ -174,6 +175,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
                 "SOSVAULT_TRUSTEE_MAX_RELEASES_PER_WINDOW".into(),
                 "50".into(),
             )],
+            deployment: "kota-demo".into(),
         },
         |m| n.say(m),
     )
@@ -181,7 +183,12 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let pw = cluster.password.clone();
     let base = cluster.base.clone();
     let client = Client::new(&base);
-    let info = client.info().await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    // The phones' copy of the manifest, checked against the authority key
+    // they pin. Its trustees, threshold and control room are all a phone
+    // trusts; the service's `/v1/info` is not asked.
+    let manifest =
+        crate::manifest::verify_file(&cluster.manifest_path, &cluster.authority, Timestamp::now())?;
+    let control_room = manifest.manifest().control_room.clone();
     let op = client
         .login("operator", &pw)
         .await
@@ -226,12 +233,25 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     // Students.
     let started = Instant::now();
     // The story uses students 0, 2 and 5 (in three different areas).
-    let mut students = enroll_students(&client, &info, opts.students.max(MIN_STUDENTS)).await?;
+    let (mut students, unconfirmed) =
+        enroll_students(&client, &manifest, opts.students.max(MIN_STUDENTS)).await?;
     n.say(format!(
-        "{} students enrolled in {:.1} s: each profile sealed on the phone, each vault key split 2-of-3 among the trustees",
+        "{} students enrolled in {:.1} s: each profile sealed on the phone, each vault key split 2-of-3 among the manifest's trustees, each phone checked all 3 trustees' signed receipts",
         students.len(),
         started.elapsed().as_secs_f64()
     ));
+    if let Some(first) = unconfirmed.first() {
+        n.say(format!(
+            "{} phones are NOT enrolled: their receipts did not confirm the enrollment (first: {first})",
+            unconfirmed.len()
+        ));
+    }
+    if students.len() < MIN_STUDENTS {
+        bail!(
+            "only {} phones could confirm their enrollment; the story needs {MIN_STUDENTS}",
+            students.len()
+        );
+    }
 
     // 1. A panic in Talwandi.
     let a = 0;
@@ -240,7 +260,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let panic_a =
         students[a]
             .device
-            .panic(Category::Police, &loc, &info.control_room, Timestamp::now())?;
+            .panic(Category::Police, &loc, &control_room, Timestamp::now())?;
     let t_panic = Instant::now();
     let inc_a = client
         .panic(&panic_a)
@@ -288,7 +308,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         let update = students[a].device.location_update(
             panic_a.hash(),
             &here,
-            &info.control_room,
+            &control_room,
             Timestamp::now(),
         )?;
         client
@@ -319,7 +339,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let cancel =
         students[a]
             .device
-            .cancel(panic_a.hash(), false, &info.control_room, Timestamp::now())?;
+            .cancel(panic_a.hash(), false, &control_room, Timestamp::now())?;
     client
         .cancel(&cancel)
         .await
@@ -330,17 +350,22 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     .await?;
     n.say("The student presses \"I am safe\": incident closed, vault key and incident key forgotten, the team stands down");
     let profile_bytes = students[a].profile.to_bytes();
-    let again = students[a]
-        .device
-        .reenroll(&profile_bytes, Timestamp::now())?;
-    let r = client
-        .enroll(&again.package)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    n.say(format!(
-        "The phone re-enrolls under epoch {}: a fresh vault key, so the key released today opens nothing stored from now on",
-        r["epoch"]
-    ));
+    match crate::manifest::enroll_phone(
+        &client,
+        &mut students[a].device,
+        &manifest,
+        &profile_bytes,
+    )
+    .await
+    {
+        Ok(epoch) => n.say(format!(
+            "The phone re-enrolls under epoch {epoch}: a fresh vault key, so the key released today opens nothing stored from now on (the phone checked all 3 trustees' receipts)"
+        )),
+        Err(e) => n.say(format!(
+            "The phone's re-enrollment stays pending ({e}); it panics under epoch {} until the receipts confirm it",
+            students[a].device.epoch()
+        )),
+    }
 
     // 4. A trustee goes down; the next panic still opens.
     cluster.trustees[2].stop().await;
@@ -350,12 +375,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     ));
     let b = 2;
     let loc_b = offset(students[b].area, -0.0005, 0.0007)?;
-    let panic_b = students[b].device.panic(
-        Category::Medical,
-        &loc_b,
-        &info.control_room,
-        Timestamp::now(),
-    )?;
+    let panic_b =
+        students[b]
+            .device
+            .panic(Category::Medical, &loc_b, &control_room, Timestamp::now())?;
     let inc_b = client
         .panic(&panic_b)
         .await
@@ -396,28 +419,23 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     // 5. Stop.
     let c = 5;
     let loc_c = offset(students[c].area, 0.0, 0.0)?;
-    let unsent = students[c].device.panic(
-        Category::Police,
-        &loc_c,
-        &info.control_room,
-        Timestamp::now(),
-    )?;
+    let unsent =
+        students[c]
+            .device
+            .panic(Category::Police, &loc_c, &control_room, Timestamp::now())?;
     let stop = students[c]
         .device
-        .stop(false, &info.control_room, Timestamp::now())?;
+        .stop(false, &control_room, Timestamp::now())?;
     let t_stop = Instant::now();
     let answer = client
         .stop(&stop)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let names: HashMap<TrusteeId, &str> = cluster
+    let names: HashMap<TrusteeId, &str> = manifest
+        .manifest()
         .trustees
         .iter()
-        .filter_map(|t| {
-            sosvault::TrusteePublic::from_hex(&t.public)
-                .ok()
-                .map(|p| (p.id(), t.name))
-        })
+        .map(|t| (t.public.id(), t.name.as_str()))
         .collect();
     n.say(format!(
         "A student in {} presses STOP: ciphertexts deleted (SQLite secure_delete, WAL truncated), every trustee asked to shred",
@@ -475,11 +493,19 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     n.say(format!(
         "Done: {panics} panics handled. Metrics at {base}/metrics"
     ));
-    let sim = crate::simulator::start(&client, &op, &info).await?;
+    let sim = crate::simulator::start(&client, &op, &manifest).await?;
+    for why in &sim.unconfirmed {
+        n.say(format!("Simulator: {why}"));
+    }
     println!();
     println!("Control room: {base}");
     println!("Team screen: {base}/team (a team's token comes from the simulator page)");
     println!("Student simulator: {}", sim.url);
+    println!(
+        "Phone on the command line: sosvault device enroll --manifest {} --authority {} --name NAME --phone PHONE --state FILE",
+        cluster.manifest_path.display(),
+        cluster.authority.to_hex()
+    );
     println!("Login: operator / {pw}");
     println!("API: {base}/v1/operator/incidents (POST {base}/v1/operator/login first)");
 
@@ -504,50 +530,56 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Enrolls `count` phones to the manifest, each confirmed by every
+/// trustee's receipt. Returns the enrolled students, in order, and why each
+/// phone that is not enrolled failed to confirm; a phone the service did not
+/// enroll at all fails the demo.
 async fn enroll_students(
     client: &Client,
-    info: &ServiceInfo,
+    manifest: &VerifiedManifest,
     count: usize,
-) -> anyhow::Result<Vec<Student>> {
-    let info = Arc::new(info.clone());
+) -> anyhow::Result<(Vec<Student>, Vec<String>)> {
+    let manifest = Arc::new(manifest.clone());
     let mut set = tokio::task::JoinSet::new();
     let mut out: Vec<Option<Student>> = (0..count).map(|_| None).collect();
+    let mut unconfirmed = Vec::new();
     let mut next = 0usize;
     let parallel = 12;
     while next < count || !set.is_empty() {
         while next < count && set.len() < parallel {
-            let (client, info, i) = (client.clone(), info.clone(), next);
+            let (client, manifest, i) = (client.clone(), manifest.clone(), next);
             set.spawn(async move {
                 let (profile, area) = kota::student(i);
                 let mut device = Device::new(DeviceKey::generate());
-                let e = device.enroll(
+                let done = crate::manifest::enroll_phone(
+                    &client,
+                    &mut device,
+                    &manifest,
                     &profile.to_bytes(),
-                    &info.trustees,
-                    info.threshold,
-                    Policy::default(),
-                    Timestamp::now(),
-                )?;
-                client
-                    .enroll(&e.package)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("enrolling: {e}"))?;
-                anyhow::Ok((
+                )
+                .await;
+                (
                     i,
-                    Student {
+                    done.map(|_| Student {
                         device,
                         profile,
                         area,
-                    },
-                ))
+                    }),
+                )
             });
             next += 1;
         }
         if let Some(r) = set.join_next().await {
-            let (i, s) = r??;
-            out[i] = Some(s);
+            match r? {
+                (i, Ok(s)) => out[i] = Some(s),
+                (i, Err(crate::manifest::EnrollError::Unconfirmed(why))) => {
+                    unconfirmed.push(format!("phone {i}: {why}"));
+                }
+                (i, Err(e)) => bail!("enrolling phone {i}: {e}"),
+            }
         }
     }
-    Ok(out.into_iter().flatten().collect())
+    Ok((out.into_iter().flatten().collect(), unconfirmed))
 }
 
 /// Ctrl-C or SIGTERM: either way the demo stops its children before it exits.

@@ -1,29 +1,67 @@
 //! `sosvault device ...`: a simulated phone on the command line.
 //!
-//! The device's state (its signing key, epoch, counter and trustee set, as
-//! saved by [`sosvault::Device::to_secret_bytes`]) and the hash of its last
-//! panic live in a state file created with mode 0600. It is as secret as the
-//! phone's own storage: whoever holds it can panic, cancel and stop as the
-//! student.
+//! The phone enrolls to the trustees, threshold and control room of a
+//! deployment manifest signed by the authority it pins (`enroll --manifest
+//! FILE --authority HEX`), never to what the dispatch service's `/v1/info`
+//! says (issue 11, finding 2). The enrollment stays **pending** until the
+//! receipts in the service's answer prove every trustee of the manifest holds
+//! its share; a later `enroll` re-sends the pending package byte for byte.
+//! Panics, cancels and stops are sealed to the manifest's control room.
+//!
+//! The state file (mode 0600) holds, one `key: value` line each: the device
+//! state as [`sosvault::Device::to_secret_bytes`] saves it (key, epoch,
+//! counter, trustee set, the pending package), the hash of its last panic,
+//! and the signed manifest of the confirmed and of the pending enrollment. It
+//! is as secret as the phone's own storage: whoever holds it can panic,
+//! cancel and stop as the student.
 
 use std::path::Path;
 
 use anyhow::{Context as _, bail};
-use sosvault::{Category, Device, DeviceKey, Location, MessageHash, Policy, Profile, Timestamp};
+use sosvault::manifest::Manifest;
+use sosvault::{
+    Category, ControlRoomPublic, Device, DeviceError, DeviceKey, Location, MessageHash, Policy,
+    Profile, Signed, Timestamp,
+};
 use sosvault_server::client::Client;
 use zeroize::Zeroizing;
+
+use crate::manifest::{self as mf, EnrollError};
 
 /// What a device command needs.
 pub struct DeviceArgs<'a> {
     /// The state file.
     pub state: &'a Path,
-    /// The dispatch service.
-    pub url: &'a str,
+    /// The dispatch service, if given (default: the manifest's control room URL).
+    pub url: Option<&'a str>,
+}
+
+/// What `enroll` needs besides the profile.
+pub struct EnrollArgs<'a> {
+    /// The deployment manifest file.
+    pub manifest: &'a Path,
+    /// The pinned authority public key (hex).
+    pub authority: &'a str,
+    /// Make a new package even if one is pending.
+    pub fresh: bool,
 }
 
 struct State {
     device: Device,
     last_panic: Option<MessageHash>,
+    /// The signed manifest the current epoch was enrolled (and confirmed) under.
+    manifest: Option<Vec<u8>>,
+    /// The signed manifest of the pending enrollment.
+    pending_manifest: Option<Vec<u8>>,
+}
+
+fn field(path: &Path, what: &str, value: &str) -> anyhow::Result<Vec<u8>> {
+    hex::decode(value.trim()).with_context(|| {
+        format!(
+            "the state file {} is damaged ({what}); restore it from a backup",
+            path.display()
+        )
+    })
 }
 
 fn load(path: &Path) -> anyhow::Result<Option<State>> {
@@ -33,27 +71,57 @@ fn load(path: &Path) -> anyhow::Result<Option<State>> {
     let text = Zeroizing::new(
         std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?,
     );
-    let mut lines = text.lines();
-    let device_hex = lines.next().context("empty state file")?;
-    let bytes = Zeroizing::new(hex::decode(device_hex.trim()).context("state file: device")?);
-    let device =
-        Device::from_secret_bytes(&bytes).map_err(|e| anyhow::anyhow!("state file: {e}"))?;
-    let last_panic = match lines.next().map(str::trim) {
-        Some(h) if !h.is_empty() => {
-            Some(MessageHash::from_hex(h).context("state file: last panic")?)
-        }
-        _ => None,
+    let mut device_hex: Option<&str> = None;
+    let mut state = State {
+        device: Device::new(DeviceKey::generate()),
+        last_panic: None,
+        manifest: None,
+        pending_manifest: None,
     };
-    Ok(Some(State { device, last_panic }))
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() {
+            continue;
+        }
+        match line.split_once(':') {
+            Some(("device", v)) => device_hex = Some(v),
+            Some(("last_panic", v)) => {
+                state.last_panic =
+                    Some(MessageHash::from_hex(v.trim()).context("state file: the last panic")?);
+            }
+            Some(("manifest", v)) => state.manifest = Some(field(path, "manifest", v)?),
+            Some(("pending_manifest", v)) => {
+                state.pending_manifest = Some(field(path, "pending manifest", v)?);
+            }
+            Some((k, _)) => bail!(
+                "the state file {} has an unknown line {k:?}; restore it from a backup",
+                path.display()
+            ),
+            // The first format: the device on line 1, the last panic on line 2.
+            None if i == 0 => device_hex = Some(line),
+            None => state.last_panic = MessageHash::from_hex(line),
+        }
+    }
+    let device_hex = device_hex.context("empty state file")?;
+    let bytes = Zeroizing::new(field(path, "device", device_hex)?);
+    state.device =
+        Device::from_secret_bytes(&bytes).map_err(|e| anyhow::anyhow!("state file: {e}"))?;
+    Ok(Some(state))
 }
 
 fn save(path: &Path, state: &State) -> anyhow::Result<()> {
     use std::io::Write as _;
-    let mut text = Zeroizing::new(hex::encode(&*state.device.to_secret_bytes()));
+    let mut text = Zeroizing::new(String::from("device: "));
+    text.push_str(&hex::encode(&*state.device.to_secret_bytes()));
     text.push('\n');
     if let Some(h) = &state.last_panic {
-        text.push_str(&h.to_hex());
-        text.push('\n');
+        text.push_str(&format!("last_panic: {}\n", h.to_hex()));
+    }
+    if let Some(m) = &state.manifest {
+        text.push_str(&format!("manifest: {}\n", hex::encode(m)));
+    }
+    if let Some(m) = &state.pending_manifest {
+        text.push_str(&format!("pending_manifest: {}\n", hex::encode(m)));
     }
     let tmp = path.with_extension("tmp");
     let mut opts = std::fs::OpenOptions::new();
@@ -72,45 +140,146 @@ fn save(path: &Path, state: &State) -> anyhow::Result<()> {
     Ok(())
 }
 
+impl State {
+    /// The manifest panics, cancels and stops are sealed under: the one the
+    /// current epoch was confirmed under (else the pending one's, for a stop
+    /// before the first confirmation). Its dates are not checked again: an
+    /// expired manifest must never cost a panic.
+    fn manifest(&self) -> anyhow::Result<Signed<Manifest>> {
+        let bytes = self
+            .manifest
+            .as_ref()
+            .or(self.pending_manifest.as_ref())
+            .context(
+                "this phone was enrolled without a deployment manifest: enroll again with \
+                 `sosvault device enroll --manifest FILE --authority HEX ...`",
+            )?;
+        let signed = Signed::<Manifest>::decode(bytes)
+            .map_err(|e| anyhow::anyhow!("the state file's manifest is damaged: {e}"))?;
+        if self.manifest.is_some()
+            && self
+                .device
+                .manifest()
+                .is_some_and(|(_, hash)| hash != signed.hash())
+        {
+            bail!(
+                "the state file's manifest is not the one the phone enrolled under; restore it from a backup"
+            );
+        }
+        Ok(signed)
+    }
+
+    fn control_room(&self) -> anyhow::Result<ControlRoomPublic> {
+        Ok(self.manifest()?.body().control_room.clone())
+    }
+
+    fn client(&self, a: &DeviceArgs<'_>) -> anyhow::Result<Client> {
+        let url = match a.url {
+            Some(u) => u.to_owned(),
+            None => self.manifest()?.body().control_room_url.clone(),
+        };
+        Ok(Client::new(&url))
+    }
+}
+
 fn err(e: sosvault_server::client::ClientError) -> anyhow::Error {
     anyhow::anyhow!("the service answered {e}")
 }
 
-/// Enrolls (first time: a new device key) or re-enrolls under the next epoch.
-pub async fn enroll(a: DeviceArgs<'_>, profile: Profile) -> anyhow::Result<()> {
-    let client = Client::new(a.url);
-    let info = client.info().await.map_err(err)?;
+/// Enrolls (first time: a new device key) or re-enrolls under the next
+/// epoch, to the manifest's trustees; or re-sends the pending enrollment.
+pub async fn enroll(a: DeviceArgs<'_>, e: EnrollArgs<'_>, profile: Profile) -> anyhow::Result<()> {
+    let e_manifest = e.manifest;
+    let pinned = mf::parse_authority(e.authority)?;
+    let verified = mf::verify_file(e.manifest, &pinned, Timestamp::now())?;
+    let m = verified.manifest();
+    let url = a.url.unwrap_or(&m.control_room_url).to_owned();
     let mut state = load(a.state)?.unwrap_or(State {
         device: Device::new(DeviceKey::generate()),
         last_panic: None,
+        manifest: None,
+        pending_manifest: None,
     });
-    let e = if state.device.epoch() == 0 {
-        state.device.enroll(
-            &profile.to_bytes(),
-            &info.trustees,
-            info.threshold,
-            Policy::default(),
-            Timestamp::now(),
-        )?
-    } else {
-        state
-            .device
-            .reenroll(&profile.to_bytes(), Timestamp::now())?
-    };
-    // Saved before sending: a retry must not reuse the epoch.
+    let same_manifest = state.pending_manifest.as_deref() == Some(verified.signed().as_bytes());
+    match state.device.pending_enrollment() {
+        Some(p) if same_manifest && !e.fresh => println!(
+            "re-sending the pending enrollment (epoch {}) byte for byte; the profile given now \
+             goes into the next one (or use --fresh)",
+            p.record.body().epoch
+        ),
+        _ => {
+            state
+                .device
+                .enroll_to(
+                    &verified,
+                    &profile.to_bytes(),
+                    Policy::default(),
+                    Timestamp::now(),
+                )
+                .map_err(|e| match e {
+                    DeviceError::Manifest(why) => anyhow::anyhow!(
+                        "{}: {why}; enroll with the deployment's newest manifest",
+                        e_manifest.display()
+                    ),
+                    other => anyhow::anyhow!("{other}"),
+                })?;
+            state.pending_manifest = Some(verified.signed().as_bytes().to_vec());
+        }
+    }
+    let pending_epoch = state
+        .device
+        .pending_enrollment()
+        .map_or(0, |p| p.record.body().epoch);
+    // Saved before sending: a retry re-sends this very package.
     save(a.state, &state)?;
-    let answer = client.enroll(&e.package).await.map_err(err)?;
-    println!(
-        "enrolled: student {} epoch {} ({} trustee receipts)",
-        state.device.student_id(),
-        answer["epoch"],
-        answer["receipts"].as_array().map_or(0, Vec::len)
-    );
-    Ok(())
+    let client = Client::new(&url);
+    let before = state.device.epoch();
+    match mf::send_pending(&client, &mut state.device).await {
+        Ok(epoch) => {
+            state.manifest = state.pending_manifest.take();
+            save(a.state, &state)?;
+            println!(
+                "enrolled: student {} epoch {epoch} ({} trustee receipts verified against manifest {:?} version {})",
+                state.device.student_id(),
+                m.trustees.len(),
+                m.deployment,
+                m.version
+            );
+            Ok(())
+        }
+        Err(e @ (EnrollError::Send(_) | EnrollError::Unconfirmed(_))) => {
+            let now_on = if before == 0 {
+                "the phone is not enrolled yet (it cannot panic)".to_owned()
+            } else {
+                format!("the phone goes on panicking under epoch {before}")
+            };
+            bail!(
+                "{e}. Epoch {pending_epoch} stays pending (saved in {}); {now_on}. Check that {url} is \
+                 the deployment's dispatch service, then run `sosvault device enroll` again to re-send it",
+                a.state.display()
+            )
+        }
+        Err(e) => bail!("{e}"),
+    }
 }
 
 fn need(a: &DeviceArgs<'_>) -> anyhow::Result<State> {
-    load(a.state)?.context("no device state yet: run `sosvault device enroll` first")
+    load(a.state)?.context(
+        "no device state yet: run `sosvault device enroll --manifest FILE --authority HEX ...` first",
+    )
+}
+
+/// Says what to do when the device cannot panic yet.
+fn not_enrolled(state: &State, e: DeviceError) -> anyhow::Error {
+    match (e, state.device.pending_enrollment()) {
+        (DeviceError::NotEnrolled, Some(p)) => anyhow::anyhow!(
+            "the phone's first enrollment (epoch {}) is still pending: no trustee's receipt has \
+             confirmed it, so no panic could open anything. Run `sosvault device enroll` again to \
+             re-send it",
+            p.record.body().epoch
+        ),
+        (e, _) => anyhow::anyhow!("{e}"),
+    }
 }
 
 /// Presses panic.
@@ -120,14 +289,18 @@ pub async fn panic(
     lat: f64,
     lon: f64,
 ) -> anyhow::Result<()> {
-    let client = Client::new(a.url);
-    let info = client.info().await.map_err(err)?;
     let mut state = need(&a)?;
+    let control_room = state.control_room()?;
+    let client = state.client(&a)?;
     let here = Location::new(lat, lon, 10, Timestamp::now())
         .context("latitude/longitude off the globe")?;
-    let p = state
+    let p = match state
         .device
-        .panic(category, &here, &info.control_room, Timestamp::now())?;
+        .panic(category, &here, &control_room, Timestamp::now())
+    {
+        Ok(p) => p,
+        Err(e) => return Err(not_enrolled(&state, e)),
+    };
     state.last_panic = Some(p.hash());
     save(a.state, &state)?;
     let id = client.panic(&p).await.map_err(err)?;
@@ -137,9 +310,9 @@ pub async fn panic(
 
 /// Sends a live location for the last panic.
 pub async fn move_to(a: DeviceArgs<'_>, lat: f64, lon: f64) -> anyhow::Result<()> {
-    let client = Client::new(a.url);
-    let info = client.info().await.map_err(err)?;
     let mut state = need(&a)?;
+    let control_room = state.control_room()?;
+    let client = state.client(&a)?;
     let Some(panic) = state.last_panic else {
         bail!("no panic to update");
     };
@@ -147,7 +320,7 @@ pub async fn move_to(a: DeviceArgs<'_>, lat: f64, lon: f64) -> anyhow::Result<()
         .context("latitude/longitude off the globe")?;
     let u = state
         .device
-        .location_update(panic, &here, &info.control_room, Timestamp::now())?;
+        .location_update(panic, &here, &control_room, Timestamp::now())?;
     save(a.state, &state)?;
     let answer = client.location(&u).await.map_err(err)?;
     println!("location {}", answer["status"].as_str().unwrap_or("sent"));
@@ -156,15 +329,15 @@ pub async fn move_to(a: DeviceArgs<'_>, lat: f64, lon: f64) -> anyhow::Result<()
 
 /// "I am safe" (or a duress cancel).
 pub async fn cancel(a: DeviceArgs<'_>, duress: bool) -> anyhow::Result<()> {
-    let client = Client::new(a.url);
-    let info = client.info().await.map_err(err)?;
     let mut state = need(&a)?;
+    let control_room = state.control_room()?;
+    let client = state.client(&a)?;
     let Some(panic) = state.last_panic else {
         bail!("no panic to cancel");
     };
     let c = state
         .device
-        .cancel(panic, duress, &info.control_room, Timestamp::now())?;
+        .cancel(panic, duress, &control_room, Timestamp::now())?;
     save(a.state, &state)?;
     client.cancel(&c).await.map_err(err)?;
     println!("cancel received");
@@ -173,12 +346,10 @@ pub async fn cancel(a: DeviceArgs<'_>, duress: bool) -> anyhow::Result<()> {
 
 /// Stop: wipe.
 pub async fn stop(a: DeviceArgs<'_>, duress: bool) -> anyhow::Result<()> {
-    let client = Client::new(a.url);
-    let info = client.info().await.map_err(err)?;
     let mut state = need(&a)?;
-    let s = state
-        .device
-        .stop(duress, &info.control_room, Timestamp::now())?;
+    let control_room = state.control_room()?;
+    let client = state.client(&a)?;
+    let s = state.device.stop(duress, &control_room, Timestamp::now())?;
     save(a.state, &state)?;
     let answer = client.stop(&s).await.map_err(err)?;
     println!(

@@ -4,10 +4,13 @@
 //! trustees (the binaries next to this one, so build them with `--release`).
 //! The generator plays every other party:
 //!
-//! 1. **Phones**: makes N students' enrollment packages (the phone's crypto,
-//!    timed apart: it runs on phones, not on the service), then enrolls them
-//!    all with a bounded number in flight, and reports enrollments per second
-//!    and the stores' size per student.
+//! 1. **Phones**: makes N students' enrollment packages to the deployment
+//!    manifest (verified against the authority key the phones pin; the
+//!    phone's crypto, timed apart: it runs on phones, not on the service),
+//!    then enrolls them all with a bounded number in flight, each phone
+//!    confirming its enrollment with every trustee's signed receipt, and
+//!    reports enrollments per second and the stores' size per student. An
+//!    enrollment whose receipts do not confirm it fails the run.
 //! 2. **Teams**: registers U units of the three kinds, each with its live
 //!    event stream open, each reporting its position every few seconds. A unit
 //!    acknowledges an assignment the moment it arrives.
@@ -36,8 +39,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use serde_json::{Value, json};
-use sosvault::{Category, Container as _, Device, DeviceKey, Location, Policy, Timestamp};
-use sosvault_server::client::{Client, ServiceInfo};
+use sosvault::manifest::VerifiedManifest;
+use sosvault::{
+    Category, Container as _, ControlRoomPublic, Device, DeviceKey, Location, Policy, Timestamp,
+};
+use sosvault_server::client::Client;
 
 use crate::cluster::{Cluster, ClusterOptions, Proc, data_root, sibling};
 use crate::kota;
@@ -184,9 +190,10 @@ pub struct LoadResult {
     pub enrolled: usize,
     /// Phones' packages made per second (both cores).
     pub packages_per_sec: f64,
-    /// Enrollments per second, all trustees' receipts in.
+    /// Enrollments per second, all trustees' receipts in and checked by the phone.
     pub enroll_per_sec: f64,
-    /// Enrollment latency.
+    /// Enrollment latency: the request until the phone has verified the
+    /// n trustees' signed receipts and confirmed its new epoch.
     pub enroll_ms: Stats,
     /// Sealed profile size (bytes) of one student.
     pub profile_bytes: usize,
@@ -432,11 +439,12 @@ struct Phone {
     area: kota::Area,
 }
 
-/// Makes every student's enrollment package on all cores; returns the
+/// Makes every student's enrollment package to `manifest` on all cores
+/// (pending on each device until its receipts confirm it); returns the
 /// devices and the request bodies, ready to send.
 fn make_packages(
     t0: Instant,
-    info: &ServiceInfo,
+    manifest: &VerifiedManifest,
     opts: &LoadOptions,
 ) -> anyhow::Result<(Vec<Phone>, Vec<String>, usize)> {
     let threads = std::thread::available_parallelism().map_or(2, usize::from);
@@ -466,10 +474,9 @@ fn make_packages(
                             }
                             let mut device = Device::new(DeviceKey::generate());
                             let e = device
-                                .enroll(
+                                .enroll_to(
+                                    manifest,
                                     &profile.to_bytes(),
-                                    &info.trustees,
-                                    info.threshold,
                                     Policy::default(),
                                     Timestamp::now(),
                                 )
@@ -520,13 +527,31 @@ fn make_packages(
     Ok((phones, bodies, size))
 }
 
-/// Enrolls every body with `concurrency` in flight; returns latencies (ms).
+/// What [`enroll_all`] measured.
+struct Enrolled {
+    /// Latency of each confirmed enrollment (ms).
+    lat: Vec<f64>,
+    /// Confirmed enrollments per second.
+    rate: f64,
+    /// Why each enrollment whose receipts did not confirm it failed.
+    unconfirmed: Vec<String>,
+}
+
+/// Enrolls every body with `concurrency` in flight, each confirmed on its
+/// phone (`phones[i]` made `bodies[i]`) with the receipts in the answer.
+///
+/// The phone's side is in the measurement, as on a real phone: enrollment
+/// now verifies n signed share receipts (one per trustee of the manifest,
+/// against the manifest's key for that share) before the phone counts
+/// itself enrolled, so each latency runs from the request to the confirmed
+/// epoch; a receipt that does not confirm is counted, not retried.
 async fn enroll_all(
     t0: Instant,
     base: &str,
     bodies: Vec<String>,
+    phones: Arc<Vec<Mutex<Phone>>>,
     concurrency: usize,
-) -> anyhow::Result<(Vec<f64>, f64)> {
+) -> anyhow::Result<Enrolled> {
     let http = reqwest::Client::new();
     let url = format!("{base}/v1/enroll");
     let bodies = Arc::new(bodies);
@@ -535,23 +560,25 @@ async fn enroll_all(
     let start = Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..concurrency.max(1) {
-        let (http, url, bodies, next, done) = (
+        let (http, url, bodies, phones, next, done) = (
             http.clone(),
             url.clone(),
             bodies.clone(),
+            phones.clone(),
             next.clone(),
             done.clone(),
         );
         set.spawn(async move {
             let mut lat = Vec::new();
+            let mut unconfirmed = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(body) = bodies.get(i) else {
-                    return anyhow::Ok(lat);
+                    return anyhow::Ok((lat, unconfirmed));
                 };
                 let t = Instant::now();
                 let mut tries = 0;
-                loop {
+                let answer = loop {
                     let r = http
                         .post(&url)
                         .header("content-type", "application/json")
@@ -559,7 +586,9 @@ async fn enroll_all(
                         .send()
                         .await;
                     match r {
-                        Ok(r) if r.status().is_success() => break,
+                        Ok(r) if r.status().is_success() => {
+                            break r.json::<Value>().await.map_err(|e| e.to_string());
+                        }
                         Ok(r) if tries >= 5 => {
                             let status = r.status();
                             let text = r.text().await.unwrap_or_default();
@@ -571,9 +600,26 @@ async fn enroll_all(
                             tokio::time::sleep(Duration::from_millis(100 * tries)).await;
                         }
                     }
+                };
+                // The phone checks every trustee's receipt before it moves
+                // to the new epoch.
+                let confirmed = answer
+                    .and_then(|a| crate::manifest::receipts_of(&a))
+                    .and_then(|r| {
+                        let mut p = phones
+                            .get(i)
+                            .ok_or("no phone for this enrollment")?
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner());
+                        crate::manifest::confirm(&mut p.device, &r).map_err(|e| e.to_string())
+                    });
+                match confirmed {
+                    Ok(_) => {
+                        lat.push(t.elapsed().as_secs_f64() * 1e3);
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(why) => unconfirmed.push(format!("enrollment {i}: {why}")),
                 }
-                lat.push(t.elapsed().as_secs_f64() * 1e3);
-                done.fetch_add(1, Ordering::Relaxed);
             }
         });
     }
@@ -597,9 +643,13 @@ async fn enroll_all(
         })
     };
     let mut lat = Vec::with_capacity(total);
+    let mut unconfirmed = Vec::new();
     while let Some(r) = set.join_next().await {
         match r.context("an enrollment task died")? {
-            Ok(l) => lat.extend(l),
+            Ok((l, u)) => {
+                lat.extend(l);
+                unconfirmed.extend(u);
+            }
             Err(e) => {
                 progress.abort();
                 return Err(e);
@@ -607,8 +657,12 @@ async fn enroll_all(
         }
     }
     progress.abort();
-    let rate = total as f64 / start.elapsed().as_secs_f64();
-    Ok((lat, rate))
+    let rate = lat.len() as f64 / start.elapsed().as_secs_f64();
+    Ok(Enrolled {
+        lat,
+        rate,
+        unconfirmed,
+    })
 }
 
 /// Bytes of every SQLite file (database, WAL) under `dir`.
@@ -881,7 +935,7 @@ async fn run_phase(
 fn sign_panics(
     phones: &mut [Phone],
     first: usize,
-    info: &ServiceInfo,
+    control_room: &ControlRoomPublic,
 ) -> anyhow::Result<Vec<String>> {
     let mut out = Vec::with_capacity(phones.len());
     for (k, p) in phones.iter_mut().enumerate() {
@@ -889,12 +943,7 @@ fn sign_panics(
         let loc = Location::new(lat, lon, 10, Timestamp::now()).context("a location")?;
         let ev = p
             .device
-            .panic(
-                category(first + k),
-                &loc,
-                &info.control_room,
-                Timestamp::now(),
-            )
+            .panic(category(first + k), &loc, control_room, Timestamp::now())
             .map_err(anyhow_of)?;
         out.push(json!({ "panic": B64.encode(ev.as_bytes()) }).to_string());
     }
@@ -986,6 +1035,7 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<LoadResult> {
             listen: "127.0.0.1:0".into(),
             ack_timeout_ms: 10_000,
             trustee_env: Vec::new(),
+            deployment: "kota-load".into(),
         },
         |m| say(t0, m),
     )
@@ -1004,7 +1054,11 @@ async fn measure(
 ) -> anyhow::Result<LoadResult> {
     let base = cluster.base.clone();
     let client = Client::new(&base);
-    let info = client.info().await.map_err(anyhow_of)?;
+    // The phones' copy of the manifest, checked against the authority key
+    // they pin: its trustees, threshold and control room, not `/v1/info`'s.
+    let manifest =
+        crate::manifest::verify_file(&cluster.manifest_path, &cluster.authority, Timestamp::now())?;
+    let control_room = manifest.manifest().control_room.clone();
     let mut r = LoadResult {
         release_build: release,
         units: opts.units,
@@ -1021,8 +1075,8 @@ async fn measure(
         ),
     );
     let made = Instant::now();
-    let (mut phones, bodies, size) =
-        tokio::task::block_in_place(|| make_packages(t0, &info, opts))?;
+    let (phones, bodies, size) =
+        tokio::task::block_in_place(|| make_packages(t0, &manifest, opts))?;
     r.packages_per_sec = opts.students as f64 / made.elapsed().as_secs_f64();
     r.profile_bytes = size;
     say(
@@ -1040,13 +1094,31 @@ async fn measure(
     say(
         t0,
         format!(
-            "enrolling {} students, {} at a time (each answered once all 3 trustees hold their share)",
+            "enrolling {} students, {} at a time (each answered once all 3 trustees hold their share, each confirmed by the phone checking the 3 signed receipts)",
             opts.students, opts.enroll_concurrency
         ),
     );
     let mark = CpuMark::now(cluster);
-    let (lat, rate) = enroll_all(t0, &base, bodies, opts.enroll_concurrency).await?;
+    let phones = Arc::new(phones.into_iter().map(Mutex::new).collect::<Vec<_>>());
+    let Enrolled {
+        lat,
+        rate,
+        unconfirmed,
+    } = enroll_all(t0, &base, bodies, phones.clone(), opts.enroll_concurrency).await?;
     r.cpu.push(mark.phase("enrollment"));
+    if let Some(first) = unconfirmed.first() {
+        bail!(
+            "{} of {} enrollments were not confirmed by their trustees' receipts (first: {first}): \
+             a phone would not count itself enrolled; that is a bug",
+            unconfirmed.len(),
+            opts.students
+        );
+    }
+    let mut phones: Vec<Phone> = Arc::try_unwrap(phones)
+        .map_err(|_| anyhow::anyhow!("an enrollment task outlived the enrollment phase"))?
+        .into_iter()
+        .map(|p| p.into_inner().unwrap_or_else(|p| p.into_inner()))
+        .collect();
     r.enrolled = lat.len();
     r.enroll_per_sec = rate;
     r.enroll_ms = Stats::of(&lat);
@@ -1145,7 +1217,7 @@ async fn measure(
             opts.rate, opts.steady_secs
         ),
     );
-    let bodies = sign_panics(steady_phones, 0, &info)?;
+    let bodies = sign_panics(steady_phones, 0, &control_room)?;
     let gap = Duration::from_secs_f64(1.0 / f64::from(opts.rate.max(1)));
     let at: Vec<Duration> = (0..steady_n).map(|i| gap * i as u32).collect();
     let mark = CpuMark::now(cluster);
@@ -1154,7 +1226,7 @@ async fn measure(
     report_phase(t0, "steady", &r.steady);
 
     say(t0, format!("burst: {} panics at once", opts.burst));
-    let bodies = sign_panics(burst_phones, steady_n, &info)?;
+    let bodies = sign_panics(burst_phones, steady_n, &control_room)?;
     let mark = CpuMark::now(cluster);
     r.burst = run_phase(
         &sh,

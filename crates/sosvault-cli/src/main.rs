@@ -14,8 +14,12 @@
 //!   students, then fires panics at a steady rate and in a burst while teams
 //!   report their positions, and reports latencies against a bare axum
 //!   endpoint. Build with `--release` for real numbers.
-//! - `sosvault device enroll|panic|move|cancel|stop --state FILE --url URL`:
-//!   a simulated phone whose keys stay in `FILE` (mode 0600).
+//! - `sosvault device enroll|panic|move|cancel|stop --state FILE`: a
+//!   simulated phone whose keys stay in `FILE` (mode 0600). It enrolls to the
+//!   deployment manifest (`enroll --manifest FILE --authority HEX`), never to
+//!   what the dispatch service's `/v1/info` says.
+//! - `sosvault manifest keygen|make|inspect|verify`: the deployment
+//!   authority's key and the signed manifest every phone enrolls to.
 
 #![forbid(unsafe_code)]
 
@@ -24,6 +28,7 @@ mod demo;
 mod device;
 mod kota;
 mod load;
+mod manifest;
 mod plot;
 mod simulator;
 
@@ -86,11 +91,18 @@ enum Cmd {
         /// The device's state file (created by `enroll`; keep it secret).
         #[arg(long, global = true, default_value = "sosvault-device.state")]
         state: std::path::PathBuf,
-        /// The dispatch service.
-        #[arg(long, global = true, default_value = "http://127.0.0.1:8080")]
-        url: String,
+        /// The dispatch service (default: the control room URL of the
+        /// manifest the phone enrolled to).
+        #[arg(long, global = true)]
+        url: Option<String>,
         #[command(subcommand)]
         action: DeviceCmd,
+    },
+    /// The deployment manifest: the trustees, threshold and control room
+    /// phones enroll to, signed by the deployment authority's offline key.
+    Manifest {
+        #[command(subcommand)]
+        action: ManifestCmd,
     },
     /// Show one incident (operator; password from SOSVAULT_PASSWORD).
     Incident {
@@ -106,9 +118,78 @@ enum Cmd {
 }
 
 #[derive(Subcommand)]
+enum ManifestCmd {
+    /// Make a deployment authority key (keep the file offline; prints the
+    /// public key apps pin).
+    Keygen {
+        /// Where to write the key (mode 0600; an existing file is never overwritten).
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// Sign a manifest with the authority key.
+    Make {
+        /// The authority key file (`sosvault manifest keygen`).
+        #[arg(long)]
+        authority_key: std::path::PathBuf,
+        /// The deployment's name (e.g. kota-police).
+        #[arg(long)]
+        deployment: String,
+        /// The manifest's version: higher than every manifest signed for the deployment before.
+        #[arg(long)]
+        version: u64,
+        /// Days it stays valid.
+        #[arg(long, default_value_t = 365)]
+        valid_days: u64,
+        /// Valid from this time (Unix seconds; default: now).
+        #[arg(long)]
+        not_before: Option<u64>,
+        /// Trustees needed to open a vault.
+        #[arg(long)]
+        threshold: u8,
+        /// A trustee, as NAME=PUBLIC_HEX@URL (the public key its
+        /// `sosvault-trustee init` printed); repeat in share-index order.
+        #[arg(long = "trustee", required = true, value_parser = manifest::parse_trustee)]
+        trustees: Vec<sosvault::manifest::ManifestTrustee>,
+        /// The control room's public key (`sosvault-server init` printed it).
+        #[arg(long)]
+        control_room: String,
+        /// Where phones reach the control room.
+        #[arg(long)]
+        control_room_url: String,
+        /// Where to write the signed manifest.
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+    /// Print every field of a manifest, trusting nothing.
+    Inspect {
+        /// The manifest file.
+        file: std::path::PathBuf,
+    },
+    /// Exit 0 only if the manifest is signed by this authority and valid now.
+    Verify {
+        /// The manifest file.
+        file: std::path::PathBuf,
+        /// The deployment authority's public key (hex), as apps pin it.
+        #[arg(long)]
+        authority: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum DeviceCmd {
-    /// Enroll (or re-enroll under a fresh epoch) with this profile.
+    /// Enroll (or re-enroll under a fresh epoch) with this profile, to the
+    /// trustees of the manifest; a pending enrollment is re-sent as it was.
     Enroll {
+        /// The deployment manifest.
+        #[arg(long)]
+        manifest: std::path::PathBuf,
+        /// The deployment authority's public key (hex): what a real app
+        /// build pins. The manifest must be signed by it.
+        #[arg(long)]
+        authority: String,
+        /// Make a new package (a later epoch) even if one is pending.
+        #[arg(long)]
+        fresh: bool,
         /// Full name.
         #[arg(long)]
         name: String,
@@ -170,6 +251,106 @@ async fn login(url: &str, user: &str) -> anyhow::Result<(Client, String)> {
     Ok((client, token))
 }
 
+fn run_manifest(action: ManifestCmd) -> anyhow::Result<()> {
+    use sosvault::Timestamp;
+    match action {
+        ManifestCmd::Keygen { out } => {
+            let public = manifest::keygen(&out)?;
+            println!(
+                "authority key written to {} (mode 0600): keep it offline",
+                out.display()
+            );
+            println!("public: {}", public.to_hex());
+            println!(
+                "apps pin this public key; sign manifests with `sosvault manifest make --authority-key {}`",
+                out.display()
+            );
+            Ok(())
+        }
+        ManifestCmd::Make {
+            authority_key,
+            deployment,
+            version,
+            valid_days,
+            not_before,
+            threshold,
+            trustees,
+            control_room,
+            control_room_url,
+            out,
+        } => {
+            let control_room = manifest::parse_control_room(&control_room)
+                .map_err(|e| anyhow::anyhow!("--control-room: {e}"))?;
+            let key = manifest::load_authority_key(&authority_key)?;
+            let draft = manifest::Draft {
+                deployment,
+                version,
+                not_before: not_before.map_or_else(Timestamp::now, Timestamp),
+                valid_days,
+                threshold,
+                trustees,
+                control_room,
+                control_room_url,
+            };
+            let signed = manifest::sign(&draft, &key)?;
+            manifest::write_manifest(&out, &signed)?;
+            let m = signed.body();
+            println!(
+                "signed manifest {:?} version {} ({} of {} trustees) written to {}",
+                m.deployment,
+                m.version,
+                m.threshold,
+                m.trustees.len(),
+                out.display()
+            );
+            println!(
+                "valid {} to {}",
+                manifest::date(m.not_before),
+                manifest::date(m.not_after)
+            );
+            println!("hash: {}", signed.hash().to_hex());
+            println!("authority: {}", key.public().to_hex());
+            Ok(())
+        }
+        ManifestCmd::Inspect { file } => {
+            let signed = manifest::read_signed(&file)?;
+            println!(
+                "{}: NOT VERIFIED (this is what the file says; `sosvault manifest verify {} --authority HEX` says whether to trust it)",
+                file.display(),
+                file.display()
+            );
+            print!("{}", manifest::describe(&signed, Timestamp::now()));
+            Ok(())
+        }
+        ManifestCmd::Verify { file, authority } => {
+            let pinned = manifest::parse_authority(&authority)?;
+            let v = manifest::verify_file(&file, &pinned, Timestamp::now())?;
+            let m = v.manifest();
+            println!(
+                "verified: {} is manifest {:?} version {}, signed by the pinned authority {}, valid until {}",
+                file.display(),
+                m.deployment,
+                m.version,
+                pinned.to_hex(),
+                manifest::date(m.not_after)
+            );
+            println!(
+                "{} of {} trustees: {}",
+                m.threshold,
+                m.trustees.len(),
+                m.trustees
+                    .iter()
+                    .map(|t| t.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            println!("control room: {}", m.control_room_url);
+            println!("hash: {}", v.hash().to_hex());
+            Ok(())
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
@@ -222,10 +403,13 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Device { state, url, action } => {
             let a = device::DeviceArgs {
                 state: &state,
-                url: &url,
+                url: url.as_deref(),
             };
             match action {
                 DeviceCmd::Enroll {
+                    manifest,
+                    authority,
+                    fresh,
                     name,
                     phone,
                     hostel,
@@ -236,7 +420,12 @@ async fn main() -> anyhow::Result<()> {
                     p.hostel = hostel;
                     p.guardian_name = guardian;
                     p.medical_notes = medical;
-                    device::enroll(a, p).await
+                    let e = device::EnrollArgs {
+                        manifest: &manifest,
+                        authority: &authority,
+                        fresh,
+                    };
+                    device::enroll(a, e, p).await
                 }
                 DeviceCmd::Panic { category, lat, lon } => {
                     let c = sosvault::Category::ALL
@@ -250,6 +439,7 @@ async fn main() -> anyhow::Result<()> {
                 DeviceCmd::Stop { duress } => device::stop(a, duress).await,
             }
         }
+        Cmd::Manifest { action } => run_manifest(action),
         Cmd::Incident { id, url, user } => {
             let (client, token) = login(&url, &user).await?;
             let d = client

@@ -8,7 +8,14 @@
 //!
 //! The device keys never leave this process: the page only says *what* to do;
 //! this module signs with the simulated [`Device`] and sends to the dispatch
-//! service exactly as a phone would. Requests whose `Host` is not loopback are
+//! service exactly as a phone would. Each phone enrolls to the deployment
+//! manifest (verified against the pinned authority key by the demo) and
+//! counts itself enrolled only once every trustee's receipt confirms it.
+//!
+//! A panic is never held up by an enrollment (issue 11, finding 5): after an
+//! incident ends the phone re-enrolls in the background, and until the new
+//! epoch is confirmed (a failed attempt is retried with the same pending
+//! package) its panics go out at once for the epoch the trustees hold. Requests whose `Host` is not loopback are
 //! refused (a page elsewhere cannot reach it by DNS rebinding), and every
 //! action needs a JSON body (so a plain cross-site form cannot trigger one).
 
@@ -25,10 +32,12 @@ use axum::{Json, Router};
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sosvault::manifest::VerifiedManifest;
 use sosvault::{
-    Category, Device, DeviceKey, Location, MessageHash, Policy, Profile, Signed, Timestamp,
+    Category, ControlRoomPublic, Device, DeviceKey, Location, MessageHash, Policy, Profile, Signed,
+    Timestamp,
 };
-use sosvault_server::client::{Client, ServiceInfo};
+use sosvault_server::client::Client;
 use tokio::sync::Mutex;
 
 /// The PIN that cancels ("I am safe").
@@ -135,8 +144,11 @@ struct SimStudent {
     panic: Option<MessageHash>,
     incident: Option<String>,
     category: Option<Category>,
-    /// The last incident ended: enroll again (fresh epoch) before the next panic.
+    /// The last incident ended: enroll again (fresh epoch), in the
+    /// background; a panic does not wait for it.
     reenroll: bool,
+    /// A re-enrollment is on its way to the service.
+    reenrolling: bool,
 }
 
 struct Team {
@@ -148,9 +160,16 @@ struct Team {
 struct Inner {
     client: Client,
     operator: String,
-    info: ServiceInfo,
+    manifest: VerifiedManifest,
     students: Vec<Mutex<SimStudent>>,
     teams: Vec<Team>,
+}
+
+impl Inner {
+    /// Panics, cancels, locations and stops are sealed to the manifest's control room.
+    fn control_room(&self) -> &ControlRoomPublic {
+        &self.manifest.manifest().control_room
+    }
 }
 
 #[derive(Clone)]
@@ -160,6 +179,8 @@ struct Sim(Arc<Inner>);
 pub struct Simulator {
     /// The page's address (`http://127.0.0.1:PORT/`).
     pub url: String,
+    /// Why each phone that is not on the page failed to confirm its enrollment.
+    pub unconfirmed: Vec<String>,
 }
 
 fn profile_for(p: &Person, photo: &[u8]) -> Profile {
@@ -182,25 +203,30 @@ fn err(e: impl std::fmt::Display) -> anyhow::Error {
     anyhow::anyhow!("{e}")
 }
 
-/// Enrolls the simulated students, registers the teams for people to drive,
-/// and serves the simulator on `127.0.0.1:0`. `operator` is a session token.
+/// Enrolls the simulated students to `manifest` (each confirmed by every
+/// trustee's receipt; a phone that does not confirm is left off the page and
+/// reported), registers the teams for people to drive, and serves the
+/// simulator on `127.0.0.1:0`. `operator` is a session token.
 pub async fn start(
     client: &Client,
     operator: &str,
-    info: &ServiceInfo,
+    manifest: &VerifiedManifest,
 ) -> anyhow::Result<Simulator> {
     let mut students = Vec::new();
+    let mut unconfirmed = Vec::new();
     for (i, p) in PEOPLE.iter().enumerate() {
         let profile = profile_for(p, PHOTOS[i % PHOTOS.len()]);
         let mut device = Device::new(DeviceKey::generate());
-        let e = device.enroll(
-            &profile.to_bytes(),
-            &info.trustees,
-            info.threshold,
-            Policy::default(),
-            Timestamp::now(),
-        )?;
-        client.enroll(&e.package).await.map_err(err)?;
+        match crate::manifest::enroll_phone(client, &mut device, manifest, &profile.to_bytes())
+            .await
+        {
+            Ok(_) => {}
+            Err(crate::manifest::EnrollError::Unconfirmed(why)) => {
+                unconfirmed.push(format!("{}'s phone is NOT enrolled: {why}", p.name));
+                continue;
+            }
+            Err(e) => return Err(err(format!("enrolling {}'s phone: {e}", p.name))),
+        }
         students.push(Mutex::new(SimStudent {
             device,
             profile,
@@ -211,6 +237,7 @@ pub async fn start(
             incident: None,
             category: None,
             reenroll: false,
+            reenrolling: false,
         }));
     }
     let mut teams = Vec::new();
@@ -232,7 +259,7 @@ pub async fn start(
     let sim = Sim(Arc::new(Inner {
         client: client.clone(),
         operator: operator.to_owned(),
-        info: info.clone(),
+        manifest: manifest.clone(),
         students,
         teams,
     }));
@@ -249,6 +276,7 @@ pub async fn start(
     tokio::spawn(heartbeat(sim));
     Ok(Simulator {
         url: format!("http://{addr}/"),
+        unconfirmed,
     })
 }
 
@@ -281,26 +309,91 @@ fn api_error(status: StatusCode, code: &str, message: &str) -> Response {
 }
 
 /// Keeps an open incident's access window alive the way a phone does: a
-/// location update every 20 s while the student is in a panic.
+/// location update every 20 s while the student is in a panic; and retries
+/// a re-enrollment that has not been confirmed yet.
 async fn heartbeat(sim: Sim) {
     loop {
         tokio::time::sleep(Duration::from_secs(20)).await;
-        for s in &sim.0.students {
+        for (idx, s) in sim.0.students.iter().enumerate() {
             let mut s = s.lock().await;
             if s.status == Status::Panic {
                 let (lat, lon) = (s.lat, s.lon);
                 let _ = send_location(&sim, &mut s, lat, lon).await;
+            } else if s.reenroll && !s.reenrolling {
+                drop(s);
+                spawn_reenroll(&sim, idx);
             }
         }
+    }
+}
+
+/// Re-enrolls student `idx` in the background (see [`reenroll`]).
+fn spawn_reenroll(sim: &Sim, idx: usize) {
+    let sim = sim.clone();
+    tokio::spawn(async move {
+        if let Err(e) = reenroll(&sim, idx).await {
+            eprintln!("simulator: {e}");
+        }
+    });
+}
+
+/// After an incident: a fresh epoch, staged. The package is made (or the
+/// pending one taken, to re-send byte for byte) under the student's lock,
+/// sent without it, so a panic meanwhile goes out at once for the epoch the
+/// trustees hold, and confirmed with the receipts under the lock again. On
+/// any failure the enrollment stays pending and is retried later. Returns
+/// the epoch the phone uses afterwards.
+async fn reenroll(sim: &Sim, idx: usize) -> Result<u32, String> {
+    let cell = sim.0.students.get(idx).ok_or("no such student")?;
+    let package = {
+        let mut s = cell.lock().await;
+        // During an incident the service refuses an enrollment; it is
+        // retried once the incident ends.
+        if !s.reenroll || s.reenrolling || s.status != Status::Idle {
+            return Ok(s.device.epoch());
+        }
+        let package = match s.device.pending_enrollment() {
+            Some(p) => p.clone(),
+            None => {
+                let bytes = s.profile.to_bytes();
+                s.device
+                    .enroll_to(&sim.0.manifest, &bytes, Policy::default(), Timestamp::now())
+                    .map_err(|e| format!("{}: re-enrolling: {e}", s.profile.name))?
+                    .package
+            }
+        };
+        s.reenrolling = true;
+        package
+    };
+    let answer = sim.0.client.enroll(&package).await;
+    let mut s = cell.lock().await;
+    s.reenrolling = false;
+    let name = s.profile.name.clone();
+    let confirmed = answer
+        .map_err(|e| format!("the service did not enroll the phone: {e}"))
+        .and_then(|a| crate::manifest::receipts_of(&a))
+        .and_then(|r| {
+            crate::manifest::confirm(&mut s.device, &r)
+                .map_err(|e| format!("the trustees' receipts do not confirm it: {e}"))
+        });
+    match confirmed {
+        Ok(epoch) => {
+            s.reenroll = false;
+            Ok(epoch)
+        }
+        Err(why) => Err(format!(
+            "{name}'s re-enrollment stays pending ({why}); the phone panics under epoch {} meanwhile and retries",
+            s.device.epoch()
+        )),
     }
 }
 
 async fn send_location(sim: &Sim, s: &mut SimStudent, lat: f64, lon: f64) -> anyhow::Result<()> {
     let panic = s.panic.context("no panic")?;
     let here = Location::new(lat, lon, 6, Timestamp::now()).context("off the globe")?;
-    let update =
-        s.device
-            .location_update(panic, &here, &sim.0.info.control_room, Timestamp::now())?;
+    let update = s
+        .device
+        .location_update(panic, &here, sim.0.control_room(), Timestamp::now())?;
     sim.0.client.location(&update).await.map_err(err)?;
     Ok(())
 }
@@ -335,6 +428,7 @@ async fn state(State(sim): State<Sim>) -> Response {
             s.status = Status::Idle;
             s.panic = None;
             s.reenroll = true;
+            spawn_reenroll(&sim, idx);
         }
         students.push(json!({
             "idx": idx,
@@ -345,6 +439,8 @@ async fn state(State(sim): State<Sim>) -> Response {
             "status": s.status.as_str(),
             "incident": s.incident,
             "category": s.category.map(|c| c.as_str()),
+            "epoch": s.device.epoch(),
+            "reenrolling": s.device.pending_enrollment().is_some(),
             "pin": PIN,
             "duress_pin": DURESS_PIN,
         }));
@@ -399,6 +495,12 @@ async fn act(
         "stop" => stop(&sim, &mut s, &body).await,
         _ => return api_error(StatusCode::NOT_FOUND, "no_action", "no such action"),
     };
+    // The incident is over: re-enroll, in the background.
+    let reenroll = s.reenroll && !s.reenrolling && s.status == Status::Idle;
+    drop(s);
+    if reenroll {
+        spawn_reenroll(&sim, idx);
+    }
     match result {
         Ok(v) => Json(v).into_response(),
         Err(ActError(status, code)) => api_error(status, code, code),
@@ -437,20 +539,13 @@ async fn panic(sim: &Sim, s: &mut SimStudent, b: &ActBody) -> Result<Value, ActE
         "mental-health" => Category::MentalHealth,
         _ => return Err(ActError(StatusCode::BAD_REQUEST, "bad_category")),
     };
-    if s.reenroll {
-        let bytes = s.profile.to_bytes();
-        let e = s
-            .device
-            .reenroll(&bytes, Timestamp::now())
-            .map_err(failed)?;
-        sim.0.client.enroll(&e.package).await.map_err(failed)?;
-        s.reenroll = false;
-    }
+    // No re-enrollment first: a pending one goes on in the background, and
+    // this panic goes out now for the epoch the trustees hold.
     let here = Location::new(s.lat, s.lon, 8, Timestamp::now())
         .ok_or(ActError(StatusCode::BAD_REQUEST, "bad_position"))?;
     let signed: Signed<sosvault::PanicEvent> = s
         .device
-        .panic(category, &here, &sim.0.info.control_room, Timestamp::now())
+        .panic(category, &here, sim.0.control_room(), Timestamp::now())
         .map_err(failed)?;
     let id = sim.0.client.panic(&signed).await.map_err(failed)?;
     s.status = Status::Panic;
@@ -487,7 +582,7 @@ async fn cancel(sim: &Sim, s: &mut SimStudent, b: &ActBody) -> Result<Value, Act
     let panic = s.panic.ok_or(conflict("no_panic"))?;
     let signed = s
         .device
-        .cancel(panic, duress, &sim.0.info.control_room, Timestamp::now())
+        .cancel(panic, duress, sim.0.control_room(), Timestamp::now())
         .map_err(failed)?;
     sim.0.client.cancel(&signed).await.map_err(failed)?;
     s.status = Status::Idle;
@@ -504,11 +599,12 @@ async fn stop(sim: &Sim, s: &mut SimStudent, b: &ActBody) -> Result<Value, ActEr
     let duress = duress_of(b.pin.as_deref()).ok_or(ActError(StatusCode::FORBIDDEN, "wrong_pin"))?;
     let signed = s
         .device
-        .stop(duress, &sim.0.info.control_room, Timestamp::now())
+        .stop(duress, sim.0.control_room(), Timestamp::now())
         .map_err(failed)?;
     let answer = sim.0.client.stop(&signed).await.map_err(failed)?;
     s.status = Status::Stopped;
     s.panic = None;
+    s.reenroll = false;
     Ok(json!({
         "status": "stopped",
         "receipts": answer["receipts"].as_array().map_or(0, Vec::len),
@@ -542,6 +638,107 @@ mod tests {
         let mut out = String::new();
         s.read_to_string(&mut out).await.unwrap();
         out.lines().next().unwrap_or_default().to_owned()
+    }
+
+    /// Finding 5: after an incident the phone re-enrolls in the background;
+    /// while that is pending (the service failed, or its receipts did not
+    /// confirm) a panic goes out at once for the epoch the trustees hold,
+    /// and every retry re-sends the same package.
+    #[tokio::test]
+    async fn a_panic_never_waits_for_a_reenrollment() {
+        use crate::manifest::fake::{Fake, Mode};
+        use sosvault::{Container as _, PanicEvent};
+
+        let fake = Fake::start(Mode::Honest).await;
+        let client = Client::new(&fake.url);
+        let profile = profile_for(&PEOPLE[0], PHOTOS[0]);
+        let mut device = Device::new(DeviceKey::generate());
+        let epoch = crate::manifest::enroll_phone(
+            &client,
+            &mut device,
+            &fake.manifest,
+            &profile.to_bytes(),
+        )
+        .await
+        .unwrap();
+        assert_eq!(epoch, 1);
+        let sim = Sim(Arc::new(Inner {
+            client,
+            operator: String::new(),
+            manifest: fake.manifest.clone(),
+            students: vec![Mutex::new(SimStudent {
+                device,
+                profile,
+                lat: CENTRE.0,
+                lon: CENTRE.1,
+                status: Status::Idle,
+                panic: None,
+                incident: None,
+                category: None,
+                reenroll: false,
+                reenrolling: false,
+            })],
+            teams: Vec::new(),
+        }));
+        let press = ActBody {
+            category: Some("medical".into()),
+            ..ActBody::default()
+        };
+        let safe = ActBody {
+            pin: Some(PIN.into()),
+            ..ActBody::default()
+        };
+        let student = &sim.0.students[0];
+        {
+            let mut s = student.lock().await;
+            assert!(panic(&sim, &mut s, &press).await.is_ok());
+            assert!(cancel(&sim, &mut s, &safe).await.is_ok());
+            assert!(s.reenroll, "the incident is over: re-enroll");
+        }
+        // A trustee is down: the re-enrollment stays pending.
+        fake.set_mode(Mode::Unavailable);
+        let e = reenroll(&sim, 0).await.unwrap_err();
+        assert!(e.contains("stays pending"), "{e}");
+        let pending = {
+            let s = student.lock().await;
+            assert_eq!(s.device.epoch(), 1);
+            s.device.pending_enrollment().cloned().unwrap()
+        };
+        // The next panic goes out at once, under the epoch the trustees hold,
+        // sealed to the manifest's control room.
+        {
+            let mut s = student.lock().await;
+            assert!(panic(&sim, &mut s, &press).await.is_ok());
+        }
+        let panics = fake.panics();
+        assert_eq!(panics.len(), 2);
+        let p = Signed::<PanicEvent>::decode(&panics[1]).unwrap();
+        assert_eq!(p.body().epoch, 1);
+        assert!(
+            fake.control_room
+                .open_location(&p.body().sealed_location)
+                .is_ok()
+        );
+        // During the incident nothing is re-enrolled.
+        assert_eq!(reenroll(&sim, 0).await.unwrap(), 1);
+        {
+            let mut s = student.lock().await;
+            assert!(cancel(&sim, &mut s, &safe).await.is_ok());
+        }
+        // Receipts that are not the manifest's trustees' confirm nothing.
+        fake.set_mode(Mode::Hostile);
+        let e = reenroll(&sim, 0).await.unwrap_err();
+        assert!(e.contains("do not confirm"), "{e}");
+        assert_eq!(student.lock().await.device.epoch(), 1);
+        // The trustees' own receipts do.
+        fake.set_mode(Mode::Honest);
+        assert_eq!(reenroll(&sim, 0).await.unwrap(), 2);
+        let s = student.lock().await;
+        assert!(!s.reenroll && s.device.pending_enrollment().is_none());
+        // First enrollment, then three tries of one package, byte for byte.
+        let sent = fake.packages();
+        assert_eq!(sent.len(), 4);
+        assert!(sent[1..].iter().all(|b| *b == pending.to_bytes()));
     }
 
     #[tokio::test]

@@ -122,11 +122,28 @@ fn the_demo_tells_the_whole_story_and_exits_after_the_given_seconds() {
         "{listed}"
     );
 
+    // The phones pin the authority key of the demo's data directory, and
+    // its manifest (all a phone trusts) verifies under it.
+    let pinned = pinned_authority(&text);
+    let key = std::fs::read(dir.path().join("authority.key")).unwrap();
+    let key = sosvault::AuthorityKey::from_secret_bytes(&key).unwrap();
+    assert_eq!(key.public().to_hex(), pinned);
+    let manifest = std::fs::read(dir.path().join("manifest.bin")).unwrap();
+    let m =
+        sosvault::manifest::Manifest::verify(&manifest, &key.public(), sosvault::Timestamp::now())
+            .unwrap();
+    assert_eq!(
+        (m.manifest().threshold, m.manifest().trustees.len()),
+        (2, 3)
+    );
+
     // The story, in order.
     let story = [
         "listening on",
+        "the phones pin deployment authority ",
         "teams on duty across Kota",
         "300 students enrolled",
+        "each phone checked all 3 trustees' signed receipts",
         "presses PANIC (police)",
         "assigned to PCR Talwandi",
         "released its share (2/2)",
@@ -136,6 +153,7 @@ fn the_demo_tells_the_whole_story_and_exits_after_the_given_seconds() {
         "the team follows",
         "\"I am safe\": incident closed",
         "re-enrolls under epoch 2",
+        "the phone checked all 3 trustees' receipts",
         "goes down",
         "presses PANIC (medical)",
         "Two trustees were enough",
@@ -155,6 +173,7 @@ fn the_demo_tells_the_whole_story_and_exits_after_the_given_seconds() {
         at += found;
     }
     assert_eq!(text.matches("signed shred receipt").count(), 3, "{text}");
+    assert!(!text.contains("NOT enrolled"), "{text}");
     // The medical panic's steps run side by side (their order varies), between
     // the panic and the outcome.
     let medical = &text[text.find("presses PANIC (medical)").unwrap()
@@ -196,6 +215,20 @@ fn the_demo_tells_the_whole_story_and_exits_after_the_given_seconds() {
     ] {
         assert!(!log.contains(secret), "the service log contains {secret:?}");
     }
+}
+
+/// The authority key the demo says its phones pin (64 hex characters).
+fn pinned_authority(text: &str) -> String {
+    let at = text
+        .find("the phones pin deployment authority ")
+        .unwrap_or_else(|| panic!("the demo does not say which authority its phones pin:\n{text}"));
+    let hex: String = text[at..]
+        .trim_start_matches("the phones pin deployment authority ")
+        .chars()
+        .take_while(char::is_ascii_hexdigit)
+        .collect();
+    assert_eq!(hex.len(), 64, "{text}");
+    hex
 }
 
 /// `--release` when the test's own binaries were built in release mode.
@@ -249,14 +282,20 @@ fn a_simulated_phone_on_the_command_line_enrolls_panics_moves_cancels_and_stops(
         .unwrap();
     let mut reader = std::io::BufReader::new(demo.stdout.take().unwrap());
     let mut url = String::new();
+    let mut sim = String::new();
+    let mut told = String::new();
     let password = loop {
         let mut line = String::new();
         assert!(
             std::io::BufRead::read_line(&mut reader, &mut line).unwrap() > 0,
             "the demo ended early"
         );
+        told.push_str(&line);
         if let Some(u) = line.trim_end().strip_prefix("Control room: ") {
             url = u.to_owned();
+        }
+        if let Some(u) = line.trim_end().strip_prefix("Student simulator: ") {
+            sim = u.trim_end_matches('/').to_owned();
         }
         if let Some(pw) = line.trim_end().strip_prefix("Login: operator / ") {
             break pw.to_owned();
@@ -264,19 +303,28 @@ fn a_simulated_phone_on_the_command_line_enrolls_panics_moves_cancels_and_stops(
     };
     std::thread::spawn(move || for _ in std::io::BufRead::lines(reader) {});
     let state = dir.path().join("phone.state");
+    // The phone pins the authority the demo printed, and enrolls to the
+    // manifest in the demo's data directory.
+    let authority = pinned_authority(&told);
+    let manifest = dir.path().join("demo/manifest.bin");
+    let manifest = manifest.to_str().unwrap();
+    let enroll = [
+        "enroll",
+        "--manifest",
+        manifest,
+        "--authority",
+        &authority,
+        "--name",
+        "Command Line Student",
+        "--phone",
+        "+91 90000 12345",
+    ];
 
-    let out = sosvault(
-        &[
-            "enroll",
-            "--name",
-            "Command Line Student",
-            "--phone",
-            "+91 90000 12345",
-        ],
-        &state,
-        &url,
+    let out = sosvault(&enroll, &state, &url);
+    assert!(
+        out.contains("epoch 1 (3 trustee receipts verified against manifest \"kota-demo\""),
+        "{out}"
     );
-    assert!(out.contains("epoch 1 (3 trustee receipts)"), "{out}");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
@@ -325,18 +373,40 @@ fn a_simulated_phone_on_the_command_line_enrolls_panics_moves_cancels_and_stops(
     );
     assert!(sosvault(&["cancel"], &state, &url).contains("received"));
     assert_eq!(incident()["status"], "cancelled");
-    let out = sosvault(
-        &[
-            "enroll",
-            "--name",
-            "Command Line Student",
-            "--phone",
-            "+91 90000 12345",
-        ],
-        &state,
-        &url,
+    let out = sosvault(&enroll, &state, &url);
+    assert!(
+        out.contains("epoch 2 (3 trustee receipts verified"),
+        "{out}"
     );
-    assert!(out.contains("epoch 2"), "{out}");
+
+    // The simulator's phone: a panic right after an incident goes out at
+    // once (the re-enrollment runs in the background, never before a panic).
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let http = reqwest::Client::new();
+        let act = |action: &'static str, body: serde_json::Value| {
+            let (http, sim) = (http.clone(), sim.clone());
+            async move {
+                let r = http
+                    .post(format!("{sim}/demo/api/students/1/{action}"))
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status();
+                let v: serde_json::Value = r.json().await.unwrap();
+                assert!(status.is_success(), "{action}: {status} {v}");
+                v
+            }
+        };
+        let police = serde_json::json!({ "category": "police" });
+        let pin = serde_json::json!({ "pin": "2468" });
+        for _ in 0..2 {
+            let v = act("panic", police.clone()).await;
+            assert_eq!(v["status"], "help is coming", "{v}");
+            assert_eq!(act("cancel", pin.clone()).await["status"], "received");
+        }
+    });
     let out = sosvault(&["stop"], &state, &url);
     assert!(out.contains("3 signed shred receipts, 0 trustees"), "{out}");
     // The wiped phone refuses to do anything more.
