@@ -12,7 +12,7 @@
 //! | device | `POST /v1/enroll` | `{"package"}` → `{"student_id","epoch","receipts"}` |
 //! | device | `POST /v1/panic` | `{"panic"}` → 202 `{"incident_id"}` |
 //! | device | `POST /v1/location` | `{"update"}` → `{"status"}` |
-//! | device | `POST /v1/cancel` | `{"cancel"}` → `{"status":"received"}` |
+//! | device | `POST /v1/cancel` | `{"cancel"}` → `{"status":"received","receipts","pending"}` |
 //! | device | `POST /v1/stop` | `{"stop"}` → `{"status","receipts","pending"}` |
 //! | operator | `POST /v1/operator/login` | `{"username","password"}` → `{"token","expires_at_ms"}` |
 //! | operator | `POST /v1/operator/logout` | ends the session |
@@ -57,8 +57,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::engine::{
-    Engine, Enrolled, IncidentDetail, IncidentSummary, LatLon, MineAnswer, OperatorId, Stopped,
-    UnitId, UnitView, Viewer,
+    CancelReceived, Engine, Enrolled, IncidentDetail, IncidentSummary, LatLon, MineAnswer,
+    OperatorId, Stopped, UnitId, UnitView, Viewer,
 };
 use crate::error::ApiError;
 use crate::geo::UnitKind;
@@ -547,16 +547,24 @@ async fn location(
 }
 
 /// "I am safe" (a duress cancel gets the same answer and escalates).
+///
+/// The cancel is forwarded, byte for byte, to every trustee, which from then
+/// on releases nothing for the student's panics up to the cancel's counter.
+/// The answer waits a few seconds at most for the trustees' signed cancel
+/// receipts (`receipts`); `pending` counts the trustees that have not
+/// answered yet, to which the service keeps forwarding the cancel (across
+/// restarts). The same cancel again answers with the receipts stored since.
+/// A duress cancel is forwarded the same way and answered with the same
+/// fields.
 #[utoipa::path(post, path = "/v1/cancel", tag = "device", request_body = CancelBody,
-    responses((status = 200, body = StatusBody), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = CancelReceived), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 async fn cancel(
     State(e): State<Engine>,
     JsonBody(b): JsonBody<CancelBody>,
-) -> Result<Json<StatusBody>, ApiError> {
+) -> Result<Json<CancelReceived>, ApiError> {
     let bytes = decode_b64(&b.cancel, "cancel")?;
-    e.cancel(&bytes).await?;
-    // The same answer whether or not the cancel carried duress.
-    Ok(status("received"))
+    // The same fields whether or not the cancel carried duress.
+    Ok(Json(e.cancel(&bytes).await?))
 }
 
 /// Stop: wipe the student's data, shred at every trustee.

@@ -2,7 +2,7 @@
 //!
 //! State lives in two places. The [`crate::store`] holds everything that must
 //! survive a crash (incidents, timelines, assignments, sealed incident keys,
-//! pending shreds). Memory holds what must *not* survive: opened vault keys
+//! access windows, pending shreds and cancel forwards). Memory holds what must *not* survive: opened vault keys
 //! and decrypted locations, plus indexes rebuilt at start-up (the free-unit
 //! R-tree, connected units, operator sessions).
 //!
@@ -212,8 +212,21 @@ impl EventBody {
 struct Grant {
     key: VaultKey,
     epoch: u32,
+    /// The end of the incident's [`AccessWindow`] (kept equal to it).
     expires_at_ms: u64,
-    window_ms: u64,
+}
+
+/// An incident's access window, anchored on the vault's first opening and
+/// persisted with the incident (`released_at_ms`, `access_until_ms`): a
+/// restart keeps it, it never starts a new one.
+#[derive(Clone, Copy, Debug)]
+struct AccessWindow {
+    /// When it ends (unix ms), as extended by location updates.
+    until_ms: u64,
+    /// Its length: a location update extends it to `now + len_ms`.
+    len_ms: u64,
+    /// It has ended: the keys are forgotten, nothing is asked again.
+    over: bool,
 }
 
 #[derive(Clone)]
@@ -231,6 +244,8 @@ struct Live {
     trail: Vec<(f64, f64, u64)>,
     vault: Option<Grant>,
     vault_was_opened: bool,
+    /// Set at the vault's first opening (or read back after a restart).
+    window: Option<AccessWindow>,
     release_have: usize,
     release_need: usize,
     assigned: Option<Assigned>,
@@ -340,6 +355,8 @@ struct Inner {
     tasks: TaskTracker,
     unit_freed: Notify,
     shred_done: Notify,
+    /// A trustee's answer to a forwarded cancel was stored.
+    cancel_done: Notify,
     operators: Vec<(String, String)>,
     log: tokio::sync::Mutex<MerkleLog>,
     log_key: LogKey,
@@ -476,6 +493,23 @@ pub struct MineEntry {
     pub proof: Vec<String>,
 }
 
+/// The answer to a cancel: the same fields whether or not it carried duress.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CancelReceived {
+    /// Always `received`.
+    pub status: String,
+    /// The trustees' signed cancel receipts received so far (base64 of
+    /// `sosvault/cancel-receipt/v1`), each saying the trustee releases
+    /// nothing more for the student's panics up to the cancel's counter.
+    /// Check each against the trustee's pinned key, the student, the
+    /// cancel's hash and its counter.
+    pub receipts: Vec<String>,
+    /// Trustees that have not answered yet (the service keeps forwarding
+    /// the cancel, across restarts, until each answers). A trustee's final
+    /// refusal counts as an answer but gives no receipt.
+    pub pending: usize,
+}
+
 /// The result of a stop.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Stopped {
@@ -543,6 +577,7 @@ impl Engine {
                 tasks: TaskTracker::new(),
                 unit_freed: Notify::new(),
                 shred_done: Notify::new(),
+                cancel_done: Notify::new(),
                 operators,
                 log: tokio::sync::Mutex::new(MerkleLog::new()),
                 log_key: control_room_log_key,
@@ -748,6 +783,10 @@ impl Engine {
         for p in shreds {
             self.spawn_shred(p.student_id, p.trustee_id, p.stop);
         }
+        let cancels = self.inner.db.call(|s| s.pending_cancels()).await?;
+        for p in cancels {
+            self.spawn_cancel_forward(p.student_id, p.trustee_id, p.cancel);
+        }
         let engine = self.clone();
         self.inner
             .tasks
@@ -814,7 +853,25 @@ impl Engine {
                 trail.push((l.lat(), l.lon(), l.fix_time.0));
             }
         }
+        // The access window, if the vault opened before a restart: anchored
+        // on that first opening. Past its end the key is forgotten now and
+        // nothing is asked again; before it, the trustees are asked again
+        // (they repeat a release only within their retry window) and the
+        // profile stays readable only until the window's original end.
+        let window = match (row.access_until_ms, row.access_window_ms) {
+            (Some(until_ms), Some(len_ms)) => Some(AccessWindow {
+                until_ms,
+                len_ms,
+                // A stop ended it for good.
+                over: until_ms <= now_ms() || row.stopped,
+            }),
+            _ => None,
+        };
+        let window_over = window.is_some_and(|w| w.over);
         let incident_key = fresh_key.or_else(|| {
+            if window_over {
+                return None;
+            }
             row.incident_key_sealed
                 .as_deref()
                 .and_then(|s| self.inner.master.open(s))
@@ -877,7 +934,8 @@ impl Engine {
                     location: trail.last().copied(),
                     trail,
                     vault: None,
-                    vault_was_opened: false,
+                    vault_was_opened: window_over,
+                    window,
                     release_have: 0,
                     release_need: usize::from(self.inner.cfg.threshold),
                     assigned,
@@ -894,6 +952,23 @@ impl Engine {
         if resumed {
             self.timeline(id, "resumed", "service restarted; incident resumed".into())
                 .await;
+        }
+        if window_over && row.incident_key_sealed.is_some() {
+            if let Err(e) = self
+                .inner
+                .db
+                .call(move |s| s.forget_incident_key(&id))
+                .await
+            {
+                tracing::error!(incident = %short(&id), "forgetting the incident key failed: {e}");
+            }
+            self.timeline(
+                id,
+                "access_expired",
+                "access window ended while the service was down: incident key forgotten; reading again needs a new panic"
+                    .into(),
+            )
+            .await;
         }
         let engine = self.clone();
         self.inner

@@ -4,7 +4,10 @@
 //! `synchronous = FULL` (a panic is on disk before it is acknowledged) and
 //! `secure_delete = ON` (deleted ciphertexts are overwritten, not just
 //! unlinked from the b-tree). After a stop, the WAL is checkpointed and
-//! truncated so no old page holding a ciphertext survives in it either.
+//! truncated so no old page holding a ciphertext survives in it either; after
+//! an incident key is deleted (the incident closed, its access window ended),
+//! likewise, but best effort (a failure is logged, not answered: the key is
+//! already gone from the database itself).
 //!
 //! **Group commit.** Callers hand store jobs to [`Db::call`]; one writer
 //! thread owns the connection. It takes whatever is queued (up to
@@ -134,6 +137,43 @@ pub struct IncidentRow {
     pub stopped: bool,
     /// Flags.
     pub flags: Vec<String>,
+    /// When the vault first opened (unix ms): the access window is anchored
+    /// on it, across restarts. `None` until the first release.
+    pub released_at_ms: Option<u64>,
+    /// When the access window ends (unix ms), as last extended by a location
+    /// update. A restart keeps the profile only until then, and past it
+    /// asks the trustees for nothing.
+    pub access_until_ms: Option<u64>,
+    /// The window's length (ms), by which a location update extends it.
+    pub access_window_ms: Option<u64>,
+}
+
+/// The flag of an incident that a duress stop opened (no panic behind it).
+pub const DURESS_STOP: &str = "duress_stop";
+
+/// The alert a duress stop opens when the student has no open incident.
+///
+/// It is an incident row like any other (status `open`, `duress`,
+/// `stopped`, flagged [`DURESS_STOP`]), so the control room's list, timeline,
+/// live events and close work on it unchanged; only what a stop leaves
+/// behind is absent: no panic bytes, no location, no incident key.
+#[derive(Clone, Debug)]
+pub struct NewDuressAlert {
+    /// Incident id.
+    pub id: [u8; 16],
+    /// Student.
+    pub student_id: [u8; 32],
+    /// Stored where a panic's hash goes (the column is unique): derived from
+    /// the student, so a student has at most one such alert, ever.
+    pub key: [u8; 32],
+    /// Category name.
+    pub category: String,
+    /// The student's epoch at the stop.
+    pub epoch: u32,
+    /// Opened at (unix ms).
+    pub created_at_ms: u64,
+    /// Its first timeline entries: (kind, detail), in order.
+    pub timeline: Vec<(String, String)>,
 }
 
 /// One timeline entry.
@@ -182,6 +222,28 @@ pub struct PendingShred {
     pub trustee_id: [u8; 32],
     /// The signed stop.
     pub stop: Vec<u8>,
+}
+
+/// A cancel not yet answered by a trustee.
+#[derive(Clone, Debug)]
+pub struct PendingCancel {
+    /// Student.
+    pub student_id: [u8; 32],
+    /// Trustee.
+    pub trustee_id: [u8; 32],
+    /// The signed cancel, exactly as the device sent it.
+    pub cancel: Vec<u8>,
+}
+
+/// A trustee's answer to a forwarded cancel.
+#[derive(Clone, Debug)]
+pub struct CancelAnswer {
+    /// Trustee.
+    pub trustee_id: [u8; 32],
+    /// The signed cancel receipt, or empty for a final refusal.
+    pub receipt: Vec<u8>,
+    /// The refusal's code (`stale_cancel`, `unknown_student`, ...), if refused.
+    pub refusal: Option<String>,
 }
 
 /// One entry of the transparency log, as listed for an incident.
@@ -266,12 +328,31 @@ pub trait Store {
     ) -> StoreResult<()>;
     /// An incident's timeline.
     fn timeline(&self, incident: &[u8; 16]) -> StoreResult<Vec<TimelineEntry>>;
-    /// Closes an incident and forgets its incident key.
+    /// Closes an incident and forgets its incident key (then truncates the
+    /// WAL, best effort, so no older page keeps the sealed key).
     fn close_incident(&self, incident: &[u8; 16], status: &str, now_ms: u64) -> StoreResult<()>;
-    /// Forgets an incident's key (access window over).
+    /// Forgets an incident's key (access window over, a duress cancel); then
+    /// truncates the WAL, best effort, so no older page keeps it.
     fn forget_incident_key(&self, incident: &[u8; 16]) -> StoreResult<()>;
+    /// Records the vault's first opening and its access window: the first
+    /// call for an incident sets them, later calls change nothing (a restart
+    /// that opens the vault again does not move the window).
+    fn set_released(
+        &self,
+        incident: &[u8; 16],
+        released_at_ms: u64,
+        window_ms: u64,
+    ) -> StoreResult<()>;
+    /// Extends an open access window to `until_ms` (a location update); no
+    /// change if the window has ended by `now_ms` or already lasts longer.
+    fn extend_access(&self, incident: &[u8; 16], until_ms: u64, now_ms: u64) -> StoreResult<()>;
     /// Marks duress.
     fn mark_duress(&self, incident: &[u8; 16]) -> StoreResult<()>;
+    /// Opens a duress stop's alert in one transaction, with its timeline,
+    /// and returns it; `None` (and nothing written) when the student has an
+    /// open incident (the stop escalates that one) or already has the alert
+    /// (open or closed).
+    fn open_duress_alert(&self, alert: &NewDuressAlert) -> StoreResult<Option<IncidentRow>>;
     /// Marks a false alarm (and counts it against the student). False if already marked.
     fn mark_false_alarm(&self, incident: &[u8; 16]) -> StoreResult<bool>;
     /// Registers a unit.
@@ -308,6 +389,30 @@ pub trait Store {
     ) -> StoreResult<()>;
     /// Shred receipts of a student.
     fn shred_receipts(&self, student: &[u8; 32]) -> StoreResult<Vec<([u8; 32], Vec<u8>)>>;
+    /// Queues a signed cancel for every trustee that has not answered it
+    /// yet (idempotent: the same cancel again queues nothing new).
+    fn queue_cancel(
+        &self,
+        student: &[u8; 32],
+        cancel: &[u8],
+        trustees: &[[u8; 32]],
+        now_ms: u64,
+    ) -> StoreResult<()>;
+    /// Cancels not yet answered.
+    fn pending_cancels(&self) -> StoreResult<Vec<PendingCancel>>;
+    /// Records a trustee's answer to a cancel: its receipt, or (empty
+    /// receipt) its final refusal's code; the cancel is no longer pending.
+    fn finish_cancel(
+        &self,
+        cancel_hash: &[u8; 32],
+        trustee: &[u8; 32],
+        answer: &CancelAnswer,
+        now_ms: u64,
+    ) -> StoreResult<()>;
+    /// The trustees' answers to a cancel (by the hash of its signed bytes).
+    fn cancel_answers(&self, cancel_hash: &[u8; 32]) -> StoreResult<Vec<CancelAnswer>>;
+    /// Trustees a cancel is still being forwarded to.
+    fn pending_cancel_count(&self, cancel_hash: &[u8; 32]) -> StoreResult<usize>;
     /// Appends an entry to the transparency log at `index` (the caller keeps
     /// the Merkle tree and assigns indices in order).
     #[allow(clippy::too_many_arguments)]
@@ -603,6 +708,23 @@ CREATE TABLE IF NOT EXISTS shred_receipts (
     received_at_ms INTEGER NOT NULL,
     PRIMARY KEY (student_id, trustee_id)
 );
+CREATE TABLE IF NOT EXISTS pending_cancels (
+    cancel_hash BLOB NOT NULL,
+    trustee_id BLOB NOT NULL,
+    student_id BLOB NOT NULL,
+    cancel BLOB NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (cancel_hash, trustee_id)
+);
+CREATE TABLE IF NOT EXISTS cancel_receipts (
+    cancel_hash BLOB NOT NULL,
+    trustee_id BLOB NOT NULL,
+    student_id BLOB NOT NULL,
+    receipt BLOB NOT NULL,
+    refusal TEXT,
+    received_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (cancel_hash, trustee_id)
+);
 CREATE TABLE IF NOT EXISTS transparency_log (
     idx INTEGER PRIMARY KEY,
     entry BLOB NOT NULL,
@@ -622,6 +744,12 @@ pub struct SqliteStore {
     conn: Connection,
     /// A stop ran inside a batch: truncate the WAL once it is committed.
     truncate_wal: Cell<bool>,
+    /// An incident key was deleted inside a batch: truncate the WAL once it
+    /// is committed, so no older page holding the sealed key stays in the
+    /// -wal file (best effort: a failure is logged, the job still succeeds).
+    wipe_wal: Cell<bool>,
+    /// A job of the current batch needs the truncation to succeed (a stop).
+    must_truncate: Cell<bool>,
 }
 
 /// Runs one statement (prepared once, then from the cache).
@@ -656,7 +784,34 @@ fn flags_of(s: String) -> Vec<String> {
         .collect()
 }
 
-const INCIDENT_COLS: &str = "id, student_id, panic_hash, panic, category, epoch, created_at_ms, status, closed_at_ms, incident_key_sealed, duress, false_alarm, stopped, flags";
+const INCIDENT_COLS: &str = "id, student_id, panic_hash, panic, category, epoch, created_at_ms, status, closed_at_ms, incident_key_sealed, duress, false_alarm, stopped, flags, released_at_ms, access_until_ms, access_window_ms";
+
+/// Columns added after the first schema: `(table, column, type)`. A database
+/// made before them gets them at open (`ALTER TABLE ... ADD COLUMN`, NULL in
+/// every existing row).
+const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
+    ("incidents", "released_at_ms", "INTEGER"),
+    ("incidents", "access_until_ms", "INTEGER"),
+    ("incidents", "access_window_ms", "INTEGER"),
+];
+
+/// Adds the columns of [`ADDED_COLUMNS`] a database does not have yet.
+fn migrate(c: &Connection) -> StoreResult<()> {
+    for (table, column, ty) in ADDED_COLUMNS {
+        let mut st = c.prepare(&format!("PRAGMA table_info({table})"))?;
+        let have = st
+            .query_map([], |r| r.get::<_, String>(1))?
+            .collect::<Result<Vec<_>, _>>()?;
+        if !have.iter().any(|h| h == column) {
+            c.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty}"))?;
+        }
+    }
+    Ok(())
+}
+
+fn opt_u64(v: Option<i64>) -> Option<u64> {
+    v.map(|v| v as u64)
+}
 
 fn incident_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentRow> {
     Ok(IncidentRow {
@@ -674,6 +829,9 @@ fn incident_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentRow> {
         false_alarm: r.get(11)?,
         stopped: r.get(12)?,
         flags: flags_of(r.get(13)?),
+        released_at_ms: opt_u64(r.get(14)?),
+        access_until_ms: opt_u64(r.get(15)?),
+        access_window_ms: opt_u64(r.get(16)?),
     })
 }
 
@@ -698,10 +856,13 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         conn.set_prepared_statement_cache_capacity(128);
         Ok(Self {
             conn,
             truncate_wal: Cell::new(false),
+            wipe_wal: Cell::new(false),
+            must_truncate: Cell::new(false),
         })
     }
 
@@ -718,6 +879,18 @@ impl SqliteStore {
                 let _ = c.execute_batch("ROLLBACK TO op; RELEASE op");
                 Err(e)
             }
+        }
+    }
+
+    /// After an incident key was deleted: truncates the WAL now (outside a
+    /// batch) or once the batch is committed, best effort either way.
+    fn wipe_wal_soon(&self) {
+        if self.conn.is_autocommit() {
+            if let Err(e) = self.truncate_wal_now() {
+                tracing::warn!("store: truncating the WAL after deleting an incident key: {e}");
+            }
+        } else {
+            self.wipe_wal.set(true);
         }
     }
 
@@ -742,6 +915,7 @@ impl SqliteStore {
 
 impl GroupCommit for SqliteStore {
     fn begin(&mut self) -> StoreResult<()> {
+        self.must_truncate.set(false);
         exec(&self.conn, "BEGIN IMMEDIATE", [])?;
         Ok(())
     }
@@ -771,14 +945,27 @@ impl GroupCommit for SqliteStore {
             let _ = self.conn.execute_batch("ROLLBACK");
         }
         self.truncate_wal.set(false);
+        self.wipe_wal.set(false);
+        self.must_truncate.set(false);
     }
 
     fn take_after_commit(&mut self) -> bool {
-        self.truncate_wal.replace(false)
+        let must = self.truncate_wal.replace(false);
+        if must {
+            self.must_truncate.set(true);
+        }
+        let wipe = self.wipe_wal.replace(false);
+        must || wipe
     }
 
     fn after_commit(&mut self) -> StoreResult<()> {
-        self.truncate_wal_now()
+        match self.truncate_wal_now() {
+            Err(e) if !self.must_truncate.get() => {
+                tracing::warn!("store: truncating the WAL after deleting an incident key: {e}");
+                Ok(())
+            }
+            r => r,
+        }
     }
 }
 
@@ -1018,21 +1205,69 @@ impl Store for SqliteStore {
     }
 
     fn close_incident(&self, incident: &[u8; 16], status: &str, now_ms: u64) -> StoreResult<()> {
-        let c = &self.conn;
-        exec(
-            c,
-            "UPDATE incidents SET status = ?2, closed_at_ms = ?3, incident_key_sealed = NULL WHERE id = ?1 AND status = 'open'",
-            params![&incident[..], status, now_ms as i64],
-        )?;
+        let had_key = self.atomic(|c| {
+            let had_key: bool = one(
+                c,
+                "SELECT incident_key_sealed IS NOT NULL FROM incidents WHERE id = ?1 AND status = 'open'",
+                params![&incident[..]],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(false);
+            exec(
+                c,
+                "UPDATE incidents SET status = ?2, closed_at_ms = ?3, incident_key_sealed = NULL WHERE id = ?1 AND status = 'open'",
+                params![&incident[..], status, now_ms as i64],
+            )?;
+            Ok(had_key)
+        })?;
+        if had_key {
+            self.wipe_wal_soon();
+        }
         Ok(())
     }
 
     fn forget_incident_key(&self, incident: &[u8; 16]) -> StoreResult<()> {
         let c = &self.conn;
+        let n = exec(
+            c,
+            "UPDATE incidents SET incident_key_sealed = NULL WHERE id = ?1 AND incident_key_sealed IS NOT NULL",
+            params![&incident[..]],
+        )?;
+        if n > 0 {
+            self.wipe_wal_soon();
+        }
+        Ok(())
+    }
+
+    fn set_released(
+        &self,
+        incident: &[u8; 16],
+        released_at_ms: u64,
+        window_ms: u64,
+    ) -> StoreResult<()> {
+        let c = &self.conn;
         exec(
             c,
-            "UPDATE incidents SET incident_key_sealed = NULL WHERE id = ?1",
-            params![&incident[..]],
+            "UPDATE incidents SET released_at_ms = ?2, access_until_ms = ?3, access_window_ms = ?4
+             WHERE id = ?1 AND released_at_ms IS NULL",
+            params![
+                &incident[..],
+                released_at_ms as i64,
+                released_at_ms.saturating_add(window_ms) as i64,
+                window_ms as i64
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn extend_access(&self, incident: &[u8; 16], until_ms: u64, now_ms: u64) -> StoreResult<()> {
+        let c = &self.conn;
+        exec(
+            c,
+            "UPDATE incidents SET access_until_ms = ?2
+             WHERE id = ?1 AND access_until_ms > ?3 AND access_until_ms < ?2",
+            params![&incident[..], until_ms as i64, now_ms as i64],
         )?;
         Ok(())
     }
@@ -1045,6 +1280,48 @@ impl Store for SqliteStore {
             params![&incident[..]],
         )?;
         Ok(())
+    }
+
+    fn open_duress_alert(&self, a: &NewDuressAlert) -> StoreResult<Option<IncidentRow>> {
+        self.atomic(|c| {
+            let busy: i64 = one(
+                c,
+                "SELECT COUNT(*) FROM incidents WHERE panic_hash = ?1 OR (student_id = ?2 AND status = 'open')",
+                params![&a.key[..], &a.student_id[..]],
+                |r| r.get(0),
+            )?;
+            if busy > 0 {
+                return Ok(None);
+            }
+            exec(
+                c,
+                "INSERT INTO incidents (id, student_id, panic_hash, panic, category, epoch, created_at_ms, status, incident_key_sealed, duress, stopped, flags)
+                 VALUES (?1, ?2, ?3, NULL, ?4, ?5, ?6, 'open', NULL, 1, 1, ?7)",
+                params![
+                    &a.id[..],
+                    &a.student_id[..],
+                    &a.key[..],
+                    &a.category,
+                    a.epoch,
+                    a.created_at_ms as i64,
+                    DURESS_STOP,
+                ],
+            )?;
+            for (kind, detail) in &a.timeline {
+                exec(
+                    c,
+                    "INSERT INTO timeline (incident_id, at_ms, kind, detail) VALUES (?1, ?2, ?3, ?4)",
+                    params![&a.id[..], a.created_at_ms as i64, kind, detail],
+                )?;
+            }
+            Ok(one(
+                c,
+                &format!("SELECT {INCIDENT_COLS} FROM incidents WHERE id = ?1"),
+                params![&a.id[..]],
+                incident_row,
+            )
+            .optional()?)
+        })
     }
 
     fn mark_false_alarm(&self, incident: &[u8; 16]) -> StoreResult<bool> {
@@ -1219,6 +1496,100 @@ impl Store for SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    fn queue_cancel(
+        &self,
+        student: &[u8; 32],
+        cancel: &[u8],
+        trustees: &[[u8; 32]],
+        now_ms: u64,
+    ) -> StoreResult<()> {
+        let hash = sosvault::MessageHash::of_message(cancel);
+        let hash = hash.as_bytes();
+        self.atomic(|c| {
+            for t in trustees {
+                exec(
+                    c,
+                    "INSERT OR IGNORE INTO pending_cancels (cancel_hash, trustee_id, student_id, cancel, created_at_ms)
+                     SELECT ?1, ?2, ?3, ?4, ?5 WHERE NOT EXISTS
+                       (SELECT 1 FROM cancel_receipts WHERE cancel_hash = ?1 AND trustee_id = ?2)",
+                    params![&hash[..], &t[..], &student[..], cancel, now_ms as i64],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    fn pending_cancels(&self) -> StoreResult<Vec<PendingCancel>> {
+        let c = &self.conn;
+        let mut st = c.prepare_cached(
+            "SELECT student_id, trustee_id, cancel FROM pending_cancels ORDER BY created_at_ms",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok(PendingCancel {
+                student_id: arr(r.get(0)?)?,
+                trustee_id: arr(r.get(1)?)?,
+                cancel: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn finish_cancel(
+        &self,
+        cancel_hash: &[u8; 32],
+        trustee: &[u8; 32],
+        answer: &CancelAnswer,
+        now_ms: u64,
+    ) -> StoreResult<()> {
+        self.atomic(|c| {
+            exec(
+                c,
+                "INSERT OR REPLACE INTO cancel_receipts (cancel_hash, trustee_id, student_id, receipt, refusal, received_at_ms)
+                 SELECT cancel_hash, trustee_id, student_id, ?3, ?4, ?5 FROM pending_cancels
+                 WHERE cancel_hash = ?1 AND trustee_id = ?2",
+                params![
+                    &cancel_hash[..],
+                    &trustee[..],
+                    &answer.receipt,
+                    &answer.refusal,
+                    now_ms as i64
+                ],
+            )?;
+            exec(
+                c,
+                "DELETE FROM pending_cancels WHERE cancel_hash = ?1 AND trustee_id = ?2",
+                params![&cancel_hash[..], &trustee[..]],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn cancel_answers(&self, cancel_hash: &[u8; 32]) -> StoreResult<Vec<CancelAnswer>> {
+        let c = &self.conn;
+        let mut st = c.prepare_cached(
+            "SELECT trustee_id, receipt, refusal FROM cancel_receipts WHERE cancel_hash = ?1 ORDER BY trustee_id",
+        )?;
+        let rows = st.query_map(params![&cancel_hash[..]], |r| {
+            Ok(CancelAnswer {
+                trustee_id: arr(r.get(0)?)?,
+                receipt: r.get(1)?,
+                refusal: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn pending_cancel_count(&self, cancel_hash: &[u8; 32]) -> StoreResult<usize> {
+        let c = &self.conn;
+        let n: i64 = one(
+            c,
+            "SELECT COUNT(*) FROM pending_cancels WHERE cancel_hash = ?1",
+            params![&cancel_hash[..]],
+            |r| r.get(0),
+        )?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
     fn append_log(
         &self,
         index: u64,
@@ -1294,7 +1665,7 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
 
-    fn incident(id: u8, panic_hash: u8) -> NewIncident {
+    pub(super) fn incident(id: u8, panic_hash: u8) -> NewIncident {
         NewIncident {
             id: [id; 16],
             student_id: [1; 32],
@@ -1329,6 +1700,168 @@ mod tests {
         assert!(s.bump_counter(&[1; 32], 6).unwrap());
         let row = s.incident(&[3; 16]).unwrap().unwrap();
         assert_eq!(row.flags, vec!["rate_limited".to_string()]);
+    }
+
+    fn duress_alert(id: u8) -> NewDuressAlert {
+        NewDuressAlert {
+            id: [id; 16],
+            student_id: [1; 32],
+            key: [42; 32],
+            category: "police".into(),
+            epoch: 1,
+            created_at_ms: 2000,
+            timeline: vec![
+                ("duress_stop".into(), "wiped".into()),
+                ("escalated".into(), "ESCALATED".into()),
+            ],
+        }
+    }
+
+    #[test]
+    fn a_duress_alert_opens_once_and_only_without_an_open_incident() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("db")).unwrap();
+        s.put_enrollment(&[1; 32], &[2; 32], 1, b"rec", b"profile", 1)
+            .unwrap();
+        // An open incident: the stop escalates it, no alert.
+        s.insert_panic(&incident(3, 4), "x").unwrap();
+        assert!(s.open_duress_alert(&duress_alert(5)).unwrap().is_none());
+        assert!(s.incident(&[5; 16]).unwrap().is_none());
+        s.close_incident(&[3; 16], "closed", 1500).unwrap();
+
+        let row = s.open_duress_alert(&duress_alert(5)).unwrap().unwrap();
+        assert_eq!(row.id, [5; 16]);
+        assert_eq!(row.status, "open");
+        assert!(row.duress && row.stopped && !row.false_alarm);
+        assert_eq!(row.flags, vec![DURESS_STOP.to_string()]);
+        assert!(row.panic.is_none() && row.incident_key_sealed.is_none());
+        assert!(s.locations(&[5; 16]).unwrap().is_empty());
+        let steps: Vec<String> = s
+            .timeline(&[5; 16])
+            .unwrap()
+            .into_iter()
+            .map(|e| e.kind)
+            .collect();
+        assert_eq!(steps, ["duress_stop", "escalated"]);
+        assert_eq!(s.open_incidents().unwrap().len(), 1);
+
+        // Never a second one for the student: not while it is open, not
+        // after an operator closed it.
+        assert!(s.open_duress_alert(&duress_alert(6)).unwrap().is_none());
+        s.close_incident(&[5; 16], "closed", 3000).unwrap();
+        assert!(s.open_duress_alert(&duress_alert(6)).unwrap().is_none());
+        assert!(s.incident(&[6; 16]).unwrap().is_none());
+        assert!(s.timeline(&[6; 16]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn an_existing_database_gains_the_window_columns_and_keeps_its_incidents() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        {
+            // The incidents table as the first schema made it.
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE incidents (
+                    id BLOB PRIMARY KEY, student_id BLOB NOT NULL, panic_hash BLOB NOT NULL UNIQUE,
+                    panic BLOB, category TEXT NOT NULL, epoch INTEGER NOT NULL,
+                    created_at_ms INTEGER NOT NULL, status TEXT NOT NULL, closed_at_ms INTEGER,
+                    incident_key_sealed BLOB, duress INTEGER NOT NULL DEFAULT 0,
+                    false_alarm INTEGER NOT NULL DEFAULT 0, stopped INTEGER NOT NULL DEFAULT 0,
+                    flags TEXT NOT NULL DEFAULT '');
+                 INSERT INTO incidents (id, student_id, panic_hash, category, epoch, created_at_ms, status, incident_key_sealed)
+                 VALUES (x'03030303030303030303030303030303', zeroblob(32), zeroblob(32), 'police', 1, 1000, 'open', x'07');",
+            )
+            .unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        let row = s.incident(&[3; 16]).unwrap().unwrap();
+        assert_eq!(row.status, "open");
+        assert_eq!(row.incident_key_sealed, Some(vec![7]));
+        assert_eq!(
+            (
+                row.released_at_ms,
+                row.access_until_ms,
+                row.access_window_ms
+            ),
+            (None, None, None)
+        );
+        s.set_released(&[3; 16], 5_000, 1_000).unwrap();
+        drop(s);
+        // Opening again migrates nothing twice.
+        let s = SqliteStore::open(&path).unwrap();
+        let row = s.incident(&[3; 16]).unwrap().unwrap();
+        assert_eq!(row.access_until_ms, Some(6_000));
+    }
+
+    #[test]
+    fn the_access_window_is_anchored_once_and_extended_only_while_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("db")).unwrap();
+        s.put_enrollment(&[1; 32], &[2; 32], 1, b"rec", b"profile", 1)
+            .unwrap();
+        s.insert_panic(&incident(3, 4), "x").unwrap();
+        s.set_released(&[3; 16], 10_000, 3_000).unwrap();
+        // A second opening (after a restart) does not move the window.
+        s.set_released(&[3; 16], 12_000, 3_000).unwrap();
+        let row = s.incident(&[3; 16]).unwrap().unwrap();
+        assert_eq!(
+            (
+                row.released_at_ms,
+                row.access_until_ms,
+                row.access_window_ms
+            ),
+            (Some(10_000), Some(13_000), Some(3_000))
+        );
+        // A location update inside the window extends it; never shortens it.
+        s.extend_access(&[3; 16], 14_500, 11_500).unwrap();
+        s.extend_access(&[3; 16], 14_000, 11_000).unwrap();
+        assert_eq!(
+            s.incident(&[3; 16]).unwrap().unwrap().access_until_ms,
+            Some(14_500)
+        );
+        // Past its end it stays ended.
+        s.extend_access(&[3; 16], 18_000, 15_000).unwrap();
+        assert_eq!(
+            s.incident(&[3; 16]).unwrap().unwrap().access_until_ms,
+            Some(14_500)
+        );
+    }
+
+    #[test]
+    fn a_cancel_is_queued_once_per_trustee_until_each_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("db")).unwrap();
+        let cancel = b"signed cancel bytes".to_vec();
+        let hash = *sosvault::MessageHash::of_message(&cancel).as_bytes();
+        let trustees = [[10; 32], [11; 32], [12; 32]];
+        s.queue_cancel(&[1; 32], &cancel, &trustees, 100).unwrap();
+        s.queue_cancel(&[1; 32], &cancel, &trustees, 101).unwrap();
+        assert_eq!(s.pending_cancels().unwrap().len(), 3);
+        assert_eq!(s.pending_cancel_count(&hash).unwrap(), 3);
+        let receipt = CancelAnswer {
+            trustee_id: [10; 32],
+            receipt: b"receipt".to_vec(),
+            refusal: None,
+        };
+        s.finish_cancel(&hash, &[10; 32], &receipt, 200).unwrap();
+        let refused = CancelAnswer {
+            trustee_id: [11; 32],
+            receipt: Vec::new(),
+            refusal: Some("stale_cancel".into()),
+        };
+        s.finish_cancel(&hash, &[11; 32], &refused, 201).unwrap();
+        // The same cancel again: the answered trustees are not asked again.
+        s.queue_cancel(&[1; 32], &cancel, &trustees, 300).unwrap();
+        let pending = s.pending_cancels().unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].trustee_id, [12; 32]);
+        assert_eq!(pending[0].cancel, cancel);
+        let answers = s.cancel_answers(&hash).unwrap();
+        assert_eq!(answers.len(), 2);
+        assert_eq!(answers[0].receipt, b"receipt");
+        assert_eq!(answers[1].refusal.as_deref(), Some("stale_cancel"));
+        assert_eq!(s.pending_cancel_count(&hash).unwrap(), 1);
     }
 
     #[test]
@@ -1390,6 +1923,29 @@ mod wipe_tests {
         // Later writes do not bring it back.
         s.add_timeline(&[1; 16], 3, "x", "y").unwrap();
         assert_eq!(on_disk(dir.path(), &secret[100..164]), Vec::<&str>::new());
+    }
+
+    #[tokio::test]
+    async fn a_forgotten_or_closed_incident_key_is_in_neither_the_file_nor_the_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("db")).unwrap();
+        let key =
+            |seed: u32| -> Vec<u8> { (0..200u32).map(|i| (i * 13 + seed) as u8 ^ 0xa5).collect() };
+        let (k1, k2) = (key(1), key(2));
+        for (id, k) in [(1u8, &k1), (2u8, &k2)] {
+            let mut i = super::tests::incident(id, id);
+            i.incident_key_sealed = k.clone();
+            s.insert_panic(&i, "x").unwrap();
+        }
+        assert!(!on_disk(dir.path(), &k1[100..164]).is_empty());
+        // Through the group commit: the window ends for one, the other closes.
+        let db = Db::new(s).unwrap();
+        db.call(|s| s.forget_incident_key(&[1; 16])).await.unwrap();
+        assert_eq!(on_disk(dir.path(), &k1[100..164]), Vec::<&str>::new());
+        db.call(|s| s.close_incident(&[2; 16], "closed", 5))
+            .await
+            .unwrap();
+        assert_eq!(on_disk(dir.path(), &k2[100..164]), Vec::<&str>::new());
     }
 
     #[test]

@@ -7,10 +7,14 @@
 //! | `POST /v1/shares` | `{"delivery"}` | `{"receipt","repeated"}` |
 //! | `POST /v1/releases` | `{"request"}` | `{"release","repeated"}` |
 //! | `POST /v1/shreds` | `{"stop"}` | `{"receipt","repeated"}` |
+//! | `POST /v1/cancels` | `{"cancel"}` | `{"receipt","repeated"}` |
 //!
 //! A 4xx answer (`{"error": code, "message"}`) is the trustee's decision and
-//! final for that input ([`CallError::Refused`]); a 5xx answer or a
+//! final for that input ([`CallError::Refused`]), except `408` (the trustee's
+//! request timeout: the request may not have run); a 408 or 5xx answer or a
 //! connection error means "try again later" ([`CallError::Unavailable`]).
+//! A `429` (`rate_limited`) is a [`CallError::Refused`] for the caller to
+//! judge: [`CallError::is_rate_limited`].
 //! Every signed answer is checked to come from this trustee's key before it
 //! is used.
 
@@ -19,7 +23,9 @@ use std::time::Duration;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::Deserialize;
-use sosvault::{Container, ShareReceipt, ShredReceipt, Signed, TrusteeId, TrusteePublic};
+use sosvault::{
+    CancelReceipt, Container, ShareReceipt, ShredReceipt, Signed, TrusteeId, TrusteePublic,
+};
 use subtle::ConstantTimeEq;
 
 /// Why a call to a trustee did not give an answer.
@@ -43,6 +49,12 @@ impl CallError {
     /// Whether retrying later may succeed.
     pub fn is_retryable(&self) -> bool {
         matches!(self, CallError::Unavailable(_))
+    }
+
+    /// A `429`: the trustee limits how often it is asked; the same input may
+    /// be taken later.
+    pub fn is_rate_limited(&self) -> bool {
+        matches!(self, CallError::Refused { status: 429, .. })
     }
 }
 
@@ -125,7 +137,8 @@ impl TrusteeClient {
             .await
             .map_err(|e| CallError::Unavailable(describe(&e)))?;
         let status = resp.status();
-        if status.is_client_error() {
+        // 408: the trustee's own request timeout, not a decision on the input.
+        if status.is_client_error() && status.as_u16() != 408 {
             let code = resp
                 .json::<ErrorBody>()
                 .await
@@ -181,6 +194,23 @@ impl TrusteeClient {
         let bytes = self.post("/v1/shreds", "stop", stop, "receipt").await?;
         let receipt = Signed::<ShredReceipt>::decode(&bytes)
             .map_err(|_| CallError::Unavailable("malformed shred receipt".into()))?;
+        if !self.is_ours(receipt.signer()) {
+            return Err(CallError::Unavailable(
+                "receipt signed by another key".into(),
+            ));
+        }
+        Ok(receipt)
+    }
+
+    /// Forwards a student's signed cancel; returns the trustee's verified
+    /// cancel receipt (signed by this trustee's key; the caller checks the
+    /// student, the cancel's hash and its counter).
+    pub async fn cancel(&self, cancel: &[u8]) -> Result<Signed<CancelReceipt>, CallError> {
+        let bytes = self
+            .post("/v1/cancels", "cancel", cancel, "receipt")
+            .await?;
+        let receipt = Signed::<CancelReceipt>::decode(&bytes)
+            .map_err(|_| CallError::Unavailable("malformed cancel receipt".into()))?;
         if !self.is_ours(receipt.signer()) {
             return Err(CallError::Unavailable(
                 "receipt signed by another key".into(),

@@ -1,5 +1,14 @@
 //! Releases: release requests to every trustee (retried while one is down),
 //! the opener, the vault key's access window.
+//!
+//! The access window is anchored on the vault's first opening, which is
+//! stored with the incident before the key is used (`released_at_ms`,
+//! `access_until_ms`; location updates extend the stored end). A restart
+//! inside the window asks the trustees again (they repeat a release only
+//! within their retry window) and keeps the profile only until the window's
+//! stored end; a restart past it asks nothing and forgets the incident key.
+//! The incident key sealed in the store is deleted when the window ends,
+//! when the incident closes, and when the student cancels or stops.
 
 use super::*;
 
@@ -102,12 +111,22 @@ impl Engine {
                             return;
                         }
                         Err(CallError::Refused { code, .. }) => {
+                            // Final for this incident: the trustee is asked no
+                            // more. `cancelled` (the student's cancel reached
+                            // it: no panic up to that counter is released, ever)
+                            // and `retry_expired` (its retry window of the first
+                            // release has closed) never change on a retry.
                             engine
                                 .inner
                                 .metrics
                                 .trustee_errors
                                 .fetch_add(1, Ordering::Relaxed);
-                            let _ = tx.send((idx, Err(format!("refused: {code}")))).await;
+                            let why = match code.as_str() {
+                                "cancelled" => "refused: cancelled (the student cancelled this panic at the trustee); not asking again".to_owned(),
+                                "retry_expired" => "refused: retry_expired (its retry window for this release has closed); not asking again".to_owned(),
+                                _ => format!("refused: {code}"),
+                            };
+                            let _ = tx.send((idx, Err(why))).await;
                             return;
                         }
                         Err(CallError::Unavailable(why)) => {
@@ -239,14 +258,50 @@ impl Engine {
         policy_window_secs: u32,
         created_ms: u64,
     ) {
-        let window_ms = self
-            .inner
-            .cfg
-            .access_window_secs
-            .min(u64::from(policy_window_secs).max(1))
-            * 1000;
         let now = now_ms();
-        let unit = {
+        let known = {
+            let st = self.state();
+            let Some(live) = st.incidents.get(&id) else {
+                return;
+            };
+            if live.stopped {
+                return;
+            }
+            live.window
+        };
+        let window = match known {
+            // The window ended (while the trustees were asked again after a
+            // restart): the key is not used; it is zeroized on drop.
+            Some(w) if w.over || w.until_ms <= now => return,
+            // Opened again after a restart: the window of the first opening.
+            Some(w) => w,
+            None => {
+                let len_ms = self
+                    .inner
+                    .cfg
+                    .access_window_secs
+                    .min(u64::from(policy_window_secs).max(1))
+                    * 1000;
+                // The first opening anchors the window, on disk before the
+                // profile is readable: a restart can never start it again.
+                // (A failed write still opens the profile: the student's
+                // safety first; the error is logged.)
+                if let Err(e) = self
+                    .inner
+                    .db
+                    .call(move |s| s.set_released(&id, now, len_ms))
+                    .await
+                {
+                    tracing::error!(incident = %short(&id), "storing the access window failed: {e}");
+                }
+                AccessWindow {
+                    until_ms: now + len_ms,
+                    len_ms,
+                    over: false,
+                }
+            }
+        };
+        let (unit, until_ms) = {
             let mut st = self.state();
             let Some(live) = st.incidents.get_mut(&id) else {
                 return;
@@ -254,27 +309,34 @@ impl Engine {
             if live.stopped {
                 return;
             }
+            // A location update may have extended the window meanwhile.
+            let w = *live.window.get_or_insert(window);
+            if w.over {
+                return;
+            }
             live.vault = Some(Grant {
                 key: vault,
                 epoch,
-                expires_at_ms: now + window_ms,
-                window_ms,
+                expires_at_ms: w.until_ms,
             });
             live.vault_was_opened = true;
-            live.assigned.as_ref().map(|a| a.unit.clone())
+            (live.assigned.as_ref().map(|a| a.unit.clone()), w.until_ms)
         };
-        let latency = now.saturating_sub(created_ms);
-        self.inner.metrics.release_latency.observe(latency);
-        self.timeline(
-            id,
-            "profile_released",
+        let detail = if known.is_none() {
+            let latency = now.saturating_sub(created_ms);
+            self.inner.metrics.release_latency.observe(latency);
             format!(
                 "profile opened {} after the panic; readable for {}",
                 human_ms(latency),
-                human_ms(window_ms)
-            ),
-        )
-        .await;
+                human_ms(until_ms.saturating_sub(now))
+            )
+        } else {
+            format!(
+                "profile opened again after a restart; readable only until the access window of its first opening ends, in {}",
+                human_ms(until_ms.saturating_sub(now))
+            )
+        };
+        self.timeline(id, "profile_released", detail).await;
         let audience = match &unit {
             Some(u) => Audience::OperatorsAndUnit(u.clone()),
             None => Audience::Operators,
@@ -284,11 +346,13 @@ impl Engine {
             Some(&id),
             unit.as_deref(),
             audience,
-            json!({ "expires_at_ms": now + window_ms }),
+            json!({ "expires_at_ms": until_ms }),
         );
     }
 
-    /// Forgets vault keys whose access window has passed.
+    /// Ends access windows that have passed: forgets the vault key (in
+    /// memory) and the incident key (in the store), and stops asking the
+    /// trustees (a restart's collection that did not finish in time).
     pub(super) async fn sweeper(&self) {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         loop {
@@ -301,23 +365,33 @@ impl Engine {
                 let mut st = self.state();
                 let mut out = Vec::new();
                 for (id, live) in st.incidents.iter_mut() {
-                    if live.vault.as_ref().is_some_and(|g| g.expires_at_ms <= now) {
-                        live.vault = None; // zeroized on drop
-                        out.push((*id, live.assigned.as_ref().map(|a| a.unit.clone())));
+                    let Some(w) = live.window.as_mut() else {
+                        continue;
+                    };
+                    if w.over || w.until_ms > now {
+                        continue;
                     }
+                    w.over = true;
+                    live.vault = None; // zeroized on drop
+                    live.vault_was_opened = true;
+                    live.release_cancel.cancel();
+                    out.push((*id, live.assigned.as_ref().map(|a| a.unit.clone())));
                 }
                 out
             };
             for (id, unit) in expired {
-                let _ = self
+                if let Err(e) = self
                     .inner
                     .db
                     .call(move |s| s.forget_incident_key(&id))
-                    .await;
+                    .await
+                {
+                    tracing::error!(incident = %short(&id), "forgetting the incident key failed: {e}");
+                }
                 self.timeline(
                     id,
                     "access_expired",
-                    "access window over: vault key forgotten; reading again needs a new panic"
+                    "access window over: vault key and incident key forgotten; reading again needs a new panic"
                         .into(),
                 )
                 .await;

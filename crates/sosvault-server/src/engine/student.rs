@@ -2,6 +2,23 @@
 //! the shreds it starts.
 
 use super::*;
+use crate::store::{CancelAnswer, DURESS_STOP, NewDuressAlert};
+
+/// Longest a cancel's answer waits for the trustees' cancel receipts; the
+/// service keeps forwarding the cancel afterwards.
+const CANCEL_WAIT_MS: u64 = 5_000;
+
+/// Where a duress stop's alert keeps its key (in the panic-hash column):
+/// derived from the student, so a student has at most one such alert.
+/// (A stopped student never comes back: setting up again takes a new device
+/// key, hence a new student id.)
+fn duress_alert_key(student: &[u8; 32]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"sosvault-server/duress-stop-alert/v1");
+    h.update(student);
+    h.finalize().into()
+}
 
 impl Engine {
     /// Enrolls (or re-enrolls) a student: checks the package, relays each
@@ -335,7 +352,10 @@ impl Engine {
             .ok_or_else(|| ApiError::new(404, "unknown_incident", "no incident for this panic"))?;
         let sid = StudentId::of_device(signer);
         let same: bool = row.student_id.ct_eq(sid.as_bytes()).into();
-        if !same {
+        // A duress stop's alert answers to no device message: the phone that
+        // stopped (perhaps in the coercer's hands) can neither cancel nor move it.
+        let alert = row.flags.iter().any(|f| f == DURESS_STOP);
+        if !same || alert {
             // Another student's incident: answer exactly as if it did not exist.
             return Err(ApiError::new(
                 404,
@@ -373,10 +393,25 @@ impl Engine {
             body.sealed_location.clone(),
         );
         let now = now_ms();
+        // A fresh update extends an open access window, in the store too (a
+        // restart keeps the window as it stood), in the same job.
+        let extend_to = self
+            .state()
+            .incidents
+            .get(&id)
+            .and_then(|l| l.window)
+            .filter(|w| !w.over && w.until_ms > now)
+            .map(|w| now + w.len_ms);
         let stored = self
             .inner
             .db
-            .call(move |s| s.add_location(&id, &sid, counter, &sealed, now))
+            .call(move |s| {
+                let stored = s.add_location(&id, &sid, counter, &sealed, now)?;
+                if let (true, Some(until)) = (stored, extend_to) {
+                    s.extend_access(&id, until, now)?;
+                }
+                Ok(stored)
+            })
             .await?;
         if !stored {
             let sealed = body.sealed_location.clone();
@@ -401,8 +436,14 @@ impl Engine {
                 if live.trail.len() > MAX_TRAIL {
                     live.trail.drain(..live.trail.len() - MAX_TRAIL);
                 }
-                if let Some(g) = live.vault.as_mut() {
-                    g.expires_at_ms = g.expires_at_ms.max(now + g.window_ms);
+                if let Some(w) = live.window.as_mut()
+                    && !w.over
+                    && w.until_ms > now
+                {
+                    w.until_ms = w.until_ms.max(now + w.len_ms);
+                    if let Some(g) = live.vault.as_mut() {
+                        g.expires_at_ms = w.until_ms;
+                    }
                 }
                 unit = live.assigned.as_ref().map(|a| a.unit.clone());
                 wake = Some(live.wake.clone());
@@ -434,7 +475,16 @@ impl Engine {
     }
 
     /// "I am safe" (or a duress cancel, which escalates instead).
-    pub async fn cancel(&self, bytes: &[u8]) -> Result<(), ApiError> {
+    ///
+    /// The cancel is forwarded, byte for byte, to every trustee (§7.4 of
+    /// the protocol), so the panic it ends is dead there too: a pending
+    /// forward per trustee is stored in the same store job that applies the
+    /// cancel, and retried with back-off (across restarts) until that
+    /// trustee's signed cancel receipt or a final refusal. A duress cancel is
+    /// forwarded the same way and stops the release requests the same way;
+    /// only the control room's side differs (it escalates instead of
+    /// closing). The answer waits a few seconds at most for the receipts.
+    pub async fn cancel(&self, bytes: &[u8]) -> Result<CancelReceived, ApiError> {
         let cancel = Signed::<Cancel>::decode(bytes)
             .map_err(|e| ApiError::bad_request("malformed", &format!("cancel: {e}")))?;
         let body = cancel.body();
@@ -446,28 +496,94 @@ impl Engine {
             .control_room
             .open_note(&body.sealed_note)
             .map_err(|_| ApiError::bad_request("bad_note", "the note does not open"))?;
-        if row.status != "open" {
-            // A retry of a cancel that already closed the incident.
-            return Ok(());
-        }
-        let (sid, counter) = (row.student_id, body.counter);
+        let (id, sid, counter) = (row.id, row.student_id, body.counter);
+        let cancel_hash = *cancel.hash().as_bytes();
+        let open = row.status == "open";
+        let duress = note.duress;
+        let trustees: Vec<[u8; 32]> = self
+            .inner
+            .trustees
+            .iter()
+            .map(|t| *t.id().as_bytes())
+            .collect();
+        let cancel_bytes = bytes.to_vec();
+        let now = now_ms();
+        // One store job: the counter, the incident's fate and the pending
+        // forwards commit together. A retry (or a stale copy) of a cancel
+        // changes nothing and reads the answers so far. A cancel for an
+        // incident already closed (by an operator) is still forwarded: the
+        // student says the panic is over, and it must release nothing more.
         let fresh = self
             .inner
             .db
-            .call(move |s| s.bump_counter(&sid, counter))
+            .call(move |s| {
+                if !s.bump_counter(&sid, counter)? {
+                    return Ok(false);
+                }
+                if open && duress {
+                    s.mark_duress(&id)?;
+                    // Nothing is asked again for this panic (the trustees
+                    // refuse it now): the key is of no more use.
+                    s.forget_incident_key(&id)?;
+                } else if open {
+                    s.close_incident(&id, "cancelled", now)?;
+                }
+                s.queue_cancel(&sid, &cancel_bytes, &trustees, now)?;
+                Ok(true)
+            })
             .await?;
-        if !fresh {
-            // A retry (or a stale copy) of a cancel already applied: same answer, no change.
-            return Ok(());
+        if fresh {
+            // Stop asking the trustees for this panic before the cancel
+            // reaches them (a normal and a duress cancel alike): a request
+            // after a cancel would tell a trustee the difference.
+            if let Some(live) = self.state().incidents.get(&id) {
+                live.release_cancel.cancel();
+            }
+            for t in &self.inner.trustees {
+                self.spawn_cancel_forward(sid, *t.id().as_bytes(), bytes.to_vec());
+            }
+            // Failures past the store job are logged, not answered: the
+            // phone's answer must not differ between the two cases.
+            let done = if !open {
+                Ok(())
+            } else if duress {
+                self.escalate(id, "duress signalled with the cancel").await
+            } else {
+                self.close(id, "cancelled", "the student cancelled: safe")
+                    .await
+            };
+            if let Err(e) = done {
+                tracing::error!(incident = %short(&id), "applying a cancel failed: {e}");
+            }
         }
-        if note.duress {
-            self.escalate(row.id, "duress signalled with the cancel")
+        // Wait a little for the receipts; the service keeps forwarding afterwards.
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_millis(self.inner.cfg.enroll_timeout_ms.min(CANCEL_WAIT_MS));
+        loop {
+            let notified = self.inner.cancel_done.notified();
+            let (answers, pending) = self
+                .inner
+                .db
+                .call(move |s| {
+                    Ok((
+                        s.cancel_answers(&cancel_hash)?,
+                        s.pending_cancel_count(&cancel_hash)?,
+                    ))
+                })
                 .await?;
-        } else {
-            self.close(row.id, "cancelled", "the student cancelled: safe")
-                .await?;
+            if pending == 0 || tokio::time::Instant::now() >= deadline {
+                return Ok(CancelReceived {
+                    status: "received".into(),
+                    receipts: answers
+                        .iter()
+                        .filter(|a| !a.receipt.is_empty())
+                        .map(|a| b64(&a.receipt))
+                        .collect(),
+                    pending,
+                });
+            }
+            let _ = tokio::time::timeout_at(deadline, notified).await;
         }
-        Ok(())
     }
 
     pub(super) async fn escalate(&self, id: [u8; 16], why: &str) -> Result<(), ApiError> {
@@ -594,9 +710,57 @@ impl Engine {
                 .collect();
             let stop_bytes = bytes.to_vec();
             let now = now_ms();
-            self.inner
+            let duress = note.duress;
+            // A duress stop with no open incident would otherwise raise
+            // nothing: the coerced student's data is wiped and nobody hears.
+            // It opens an alert instead, as an incident row (open, `duress`,
+            // `stopped`, flagged `duress_stop`), not in a table of its own:
+            // the row needs no panic, location or key (all three are NULL
+            // after any stop anyway), and as an incident it reaches the list,
+            // timeline, live events, the page's alarm, the restart resume and
+            // the operator's close with no new path a control room could miss.
+            let alert = duress.then(|| NewDuressAlert {
+                id: *IncidentId::random().as_bytes(),
+                student_id: sid,
+                key: duress_alert_key(&sid),
+                category: Category::Police.as_str().to_owned(),
+                epoch: row.epoch,
+                created_at_ms: now,
+                timeline: vec![
+                    (
+                        DURESS_STOP.to_owned(),
+                        "DURESS: the student stopped with the duress PIN while no incident was open; \
+                         they may be under coercion. The stop wiped their data: there is no panic, \
+                         no location and no profile to open, and no team is sent automatically"
+                            .to_owned(),
+                    ),
+                    (
+                        "escalated".to_owned(),
+                        "ESCALATED: duress signalled with the stop".to_owned(),
+                    ),
+                ],
+            });
+            // One store job: the wipe, the duress marks on the open incidents
+            // and the alert (only if none is open) commit together, so a
+            // crash cannot keep the wipe and lose the alarm, and a retry
+            // (which finds the tombstone) has nothing left to raise.
+            let (open, alert) = self
+                .inner
                 .db
-                .call(move |s| s.apply_stop(&sid, &stop_bytes, &trustees, now))
+                .call(move |s| {
+                    let open = s.open_incidents_of(&sid)?;
+                    s.apply_stop(&sid, &stop_bytes, &trustees, now)?;
+                    let alert = match &alert {
+                        Some(a) => {
+                            for id in &open {
+                                s.mark_duress(id)?;
+                            }
+                            s.open_duress_alert(a)?
+                        }
+                        None => None,
+                    };
+                    Ok((open, alert))
+                })
                 .await?;
             tracing::info!(student = %short(&sid), "stop applied; ciphertexts deleted");
             // Forget every key of the student's open incidents; the team still goes.
@@ -606,6 +770,9 @@ impl Engine {
                 for (id, live) in st.incidents.iter_mut() {
                     if live.student == sid {
                         live.vault = None;
+                        if let Some(w) = live.window.as_mut() {
+                            w.over = true;
+                        }
                         live.stopped = true;
                         live.release_cancel.cancel();
                         out.push(*id);
@@ -628,9 +795,22 @@ impl Engine {
                     audience,
                     json!({ "reason": "stop" }),
                 );
-                if note.duress {
-                    self.escalate(*id, "duress signalled with the stop").await?;
+            }
+            if duress {
+                // Every open incident escalates: those live here, and any the
+                // store held at the stop that is not live (yet, or any more).
+                let mut escalate = affected.clone();
+                escalate.extend(open.iter().filter(|id| !affected.contains(id)));
+                for id in escalate {
+                    // A failure is logged, not answered: the phone's answer
+                    // must not differ from a normal stop's.
+                    if let Err(e) = self.escalate(id, "duress signalled with the stop").await {
+                        tracing::error!(incident = %short(&id), "escalating a duress stop failed: {e}");
+                    }
                 }
+            }
+            if let Some(row) = alert {
+                self.duress_alert_opened(row);
             }
             self.emit(
                 "student_stopped",
@@ -663,6 +843,61 @@ impl Engine {
             }
             let _ = tokio::time::timeout_at(deadline, notified).await;
         }
+    }
+
+    /// A duress stop's alert, just stored: makes it live like a resumed
+    /// incident (no location, so its dispatch loop waits and sends no team;
+    /// no panic, so no release) and tells the operators, as a new incident
+    /// and as an escalation: the page's alarm tone and announcement.
+    fn duress_alert_opened(&self, row: IncidentRow) {
+        let id = row.id;
+        let category = category_from_str(&row.category).unwrap_or(Category::Police);
+        let cancel = self.inner.shutdown.child_token();
+        let mut flags = row.flags.clone();
+        flags.extend(["duress".to_owned(), "stopped".to_owned()]);
+        self.state().incidents.insert(
+            id,
+            Live {
+                student: row.student_id,
+                category,
+                kind: UnitKind::for_category(category),
+                created_at_ms: row.created_at_ms,
+                location: None,
+                trail: Vec::new(),
+                vault: None,
+                vault_was_opened: false,
+                window: None,
+                release_have: 0,
+                release_need: usize::from(self.inner.cfg.threshold),
+                assigned: None,
+                ack_tx: None,
+                tried: HashSet::new(),
+                release_cancel: cancel.child_token(),
+                cancel,
+                wake: Arc::new(Notify::new()),
+                duress: true,
+                stopped: true,
+            },
+        );
+        tracing::warn!(incident = %short(&id), student = %short(&row.student_id), "duress stop with no open incident: alert opened");
+        self.emit(
+            "incident_created",
+            Some(&id),
+            None,
+            Audience::Operators,
+            json!({ "category": row.category, "flags": flags }),
+        );
+        self.emit(
+            "escalated",
+            Some(&id),
+            None,
+            Audience::Operators,
+            json!({ "reason": DURESS_STOP }),
+        );
+        let engine = self.clone();
+        self.inner
+            .tasks
+            .spawn(async move { engine.dispatch(id, None, None).await });
     }
 
     pub(super) fn spawn_shred(&self, student: [u8; 32], trustee: [u8; 32], stop: Vec<u8>) {
@@ -725,6 +960,108 @@ impl Engine {
                             return;
                         }
                         Err(e) => tracing::error!("storing a shred receipt failed: {e}"),
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        });
+    }
+
+    /// Forwards a student's signed cancel to one trustee until it answers:
+    /// a cancel receipt signed by that trustee's configured key for this
+    /// student, this cancel and its counter, or a final refusal (`429` and
+    /// anything unavailable are retried with back-off). The answer is stored
+    /// and the pending forward dropped in one store job.
+    pub(super) fn spawn_cancel_forward(
+        &self,
+        student: [u8; 32],
+        trustee: [u8; 32],
+        cancel: Vec<u8>,
+    ) {
+        let Some(client) = self
+            .inner
+            .trustees
+            .iter()
+            .find(|t| t.id().as_bytes() == &trustee)
+            .cloned()
+        else {
+            tracing::error!("pending cancel for a trustee no longer configured");
+            return;
+        };
+        let Ok(signed) = Signed::<Cancel>::decode(&cancel) else {
+            tracing::error!("a stored cancel does not decode");
+            return;
+        };
+        let (hash, counter) = (signed.hash(), signed.body().counter);
+        let engine = self.clone();
+        let shutdown = self.inner.shutdown.clone();
+        self.inner.tasks.spawn(async move {
+            let mut backoff = Backoff::new(Duration::from_millis(engine.inner.cfg.max_backoff_ms));
+            loop {
+                let answer = tokio::select! {
+                    a = client.cancel(&cancel) => a,
+                    _ = shutdown.cancelled() => return,
+                };
+                let outcome = match answer {
+                    Ok(receipt) => {
+                        let b = receipt.body();
+                        if b.student.as_bytes() == &student && b.cancel == hash && b.counter == counter {
+                            Some(CancelAnswer {
+                                trustee_id: trustee,
+                                receipt: receipt.as_bytes().to_vec(),
+                                refusal: None,
+                            })
+                        } else {
+                            tracing::warn!(trustee = client.name(), "cancel receipt does not match; asking again");
+                            None
+                        }
+                    }
+                    Err(e) if e.is_rate_limited() => {
+                        tracing::info!(trustee = client.name(), "cancel: rate limited; retrying");
+                        None
+                    }
+                    Err(CallError::Refused { code, .. }) => {
+                        // Final: `stale_cancel` (a later cancel was taken, this
+                        // one changes nothing), `unknown_student`, `wrong_device`...
+                        tracing::warn!(trustee = client.name(), code = %code, "cancel refused");
+                        Some(CancelAnswer {
+                            trustee_id: trustee,
+                            receipt: Vec::new(),
+                            refusal: Some(code),
+                        })
+                    }
+                    Err(CallError::Unavailable(why)) => {
+                        engine.inner.metrics.trustee_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(trustee = client.name(), "cancel: trustee unavailable ({why}); retrying");
+                        None
+                    }
+                };
+                if let Some(answer) = outcome {
+                    let now = now_ms();
+                    let ok = answer.refusal.is_none();
+                    let h = *hash.as_bytes();
+                    match engine
+                        .inner
+                        .db
+                        .call(move |s| s.finish_cancel(&h, &trustee, &answer, now))
+                        .await
+                    {
+                        Ok(()) => {
+                            tracing::info!(trustee = client.name(), student = %short(&student), receipt = ok, "cancel answer stored");
+                            engine.emit(
+                                "cancel_receipt",
+                                None,
+                                None,
+                                Audience::Operators,
+                                json!({ "student": hex::encode(student), "trustee": client.name(), "receipt": ok }),
+                            );
+                            engine.inner.cancel_done.notify_waiters();
+                            return;
+                        }
+                        Err(e) => tracing::error!("storing a cancel receipt failed: {e}"),
                     }
                 }
                 tokio::select! {

@@ -22,6 +22,8 @@ use sosvault_server::client::{Client, ServiceInfo};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 pub const OPERATOR: &str = "operator";
+/// The auditor bearer token every test trustee accepts (full log entries).
+pub const AUDITOR_TOKEN: &str = "server-tests-auditor-token-0123456789";
 pub const PASSWORD: &str = "kota-control-room-test";
 
 pub fn server_bin() -> PathBuf {
@@ -121,6 +123,10 @@ impl TrusteeProc {
             .arg(self.dir.join("trustee.toml"))
             .env("SOSVAULT_TRUSTEE_PINNED_CONTROL_ROOMS", &self.pinned)
             .env("SOSVAULT_TRUSTEE_MAX_RELEASES_PER_WINDOW", "100")
+            .env(
+                "SOSVAULT_TRUSTEE_AUDITOR_TOKEN_SHA256",
+                auditor_token_sha256(),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
         if let Some(addr) = &self.addr {
@@ -143,6 +149,56 @@ impl TrusteeProc {
     pub fn url(&self) -> String {
         format!("http://{}", self.addr.as_ref().unwrap())
     }
+
+    /// Every entry of the trustee's log, oldest first, read over HTTP with
+    /// the auditor token.
+    pub async fn log(&self) -> Vec<sosvault::log::LogEntry> {
+        use base64::Engine as _;
+        let b64 = |v: &Value| {
+            base64::engine::general_purpose::STANDARD
+                .decode(v.as_str().unwrap())
+                .unwrap()
+        };
+        let http = reqwest::Client::new();
+        let head: Value = http
+            .get(format!("{}/v1/log/head", self.url()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let head =
+            sosvault::Signed::<sosvault::log::TreeHead>::decode(&b64(&head["head"])).unwrap();
+        let size = head.body().size;
+        let mut out = Vec::new();
+        while (out.len() as u64) < size {
+            let resp = http
+                .get(format!(
+                    "{}/v1/log/entries?start={}&end={size}",
+                    self.url(),
+                    out.len()
+                ))
+                .bearer_auth(AUDITOR_TOKEN)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status().as_u16(), 200);
+            let v: Value = resp.json().await.unwrap();
+            for e in v["entries"].as_array().unwrap() {
+                out.push(
+                    <sosvault::log::LogEntry as sosvault::Container>::from_bytes(&b64(&e["entry"]))
+                        .unwrap(),
+                );
+            }
+        }
+        out
+    }
+}
+
+fn auditor_token_sha256() -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(AUDITOR_TOKEN.as_bytes()))
 }
 
 impl Drop for TrusteeProc {
@@ -308,6 +364,21 @@ impl Cluster {
 
     pub async fn operator(&self) -> String {
         self.client.login(OPERATOR, PASSWORD).await.unwrap()
+    }
+
+    /// The control room's key, as a thief of the data directory has it.
+    pub fn control_room_key(&self) -> sosvault::ControlRoomKey {
+        let bytes = std::fs::read(self.server.dir.join("control-room.key")).unwrap();
+        sosvault::ControlRoomKey::from_secret_bytes(&bytes).unwrap()
+    }
+
+    /// The service's database, read-only (it may be running).
+    pub fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open_with_flags(
+            self.server.dir.join("sosvault.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .unwrap()
     }
 
     /// A device enrolled with a profile.
