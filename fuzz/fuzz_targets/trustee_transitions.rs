@@ -1,7 +1,9 @@
 //! A fixed trustee (keys from seeds, one pinned control room) driven through a
 //! sequence of transitions chosen by the input: raw bytes into
 //! `accept_share` / `check_request` + `release` / `check_stop` + `shred`, and
-//! well-signed messages with fuzzed fields (epochs, counters, times, signers),
+//! well-signed messages with fuzzed fields (epochs, counters, times, signers):
+//! panics in requests, stops, cancels (`revoke`), enrollment commits
+//! (`commit`, which stage re-enrollments), and the clock (`expire`),
 //! starting with or without an enrolled entry. The trustee's store is a map
 //! from student to entry, looked up and replaced after each transition the way
 //! the trustee service does it.
@@ -9,7 +11,8 @@
 //! It must never panic, and every answer must respect the trustee's rules
 //! (`crates/sosvault/src/trustee.rs`): a share only for a fresh panic from the
 //! enrolled device of the current, unshredded epoch inside a request from the
-//! pinned control room; no share after a stop; a retry gets the same answer.
+//! pinned control room; no share after a stop; a retry gets the same answer,
+//! only inside its window; nothing at or below a cancel's counter.
 //!
 //! Input: `u8 flags` (bit 0: start enrolled), then operations until the input
 //! runs out, each `u8 op` followed by its fields (see `step`; the seeds in
@@ -22,10 +25,10 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use sosvault::{
-    Category, CheckedRequest, CheckedStop, Container, ControlRoomKey, Device, DeviceKey,
-    IncidentId, IncidentRecipient, PanicEvent, Policy, Profile, Release, ReleaseRequest,
-    ShareDelivery, ShareReceipt, ShredReceipt, Signed, Stop, StudentEntry, StudentId, TimeLimits,
-    Timestamp, Transition, Trustee, TrusteeKey,
+    Cancel, Category, CheckedRequest, CheckedStop, Container, ControlRoomKey, Device, DeviceKey,
+    EnrollmentCommit, EnrollmentRecord, IncidentId, IncidentRecipient, MessageHash, PanicEvent,
+    Policy, Profile, Release, ReleaseRequest, ShareDelivery, ShareReceipt, ShredReceipt, Signed,
+    Stop, StudentEntry, StudentId, TimeLimits, Timestamp, Transition, Trustee, TrusteeKey,
 };
 use sosvault_fuzz::{control_room_key, device_key, seeds, trustee_key};
 
@@ -39,6 +42,8 @@ struct Fixture {
     /// Share deliveries: ours for epochs 1..=3, another trustee's, a stranger's,
     /// and one with its sealed share altered.
     deliveries: Vec<Vec<u8>>,
+    /// The device's records of epochs 1..=3 (what its commits name).
+    records: Vec<Signed<EnrollmentRecord>>,
     /// The trustee's entry after accepting epoch 1.
     enrolled: Vec<u8>,
 }
@@ -65,9 +70,11 @@ fn fixture() -> &'static Fixture {
             .package;
         deliveries.push(e1.delivery(1).unwrap().to_bytes());
         deliveries.push(e1.delivery(2).unwrap().to_bytes());
+        let mut records = vec![e1.record.clone()];
         for _ in 0..2 {
             let e = device.reenroll(&profile, NOW).unwrap().package;
             deliveries.push(e.delivery(1).unwrap().to_bytes());
+            records.push(e.record.clone());
         }
         let mut stranger = Device::new(DeviceKey::from_seed(&[0x04; 32]));
         let s = stranger
@@ -90,6 +97,7 @@ fn fixture() -> &'static Fixture {
             stranger: DeviceKey::from_seed(&[0x04; 32]),
             rogue_room: ControlRoomKey::from_seed(&[0x05; 32]),
             deliveries,
+            records,
             enrolled,
         }
     })
@@ -255,19 +263,121 @@ fn step(fx: &Fixture, st: &mut State, c: &mut Cursor<'_>) {
             d.sealed_share = c.var();
             deliver(fx, st, &d.to_bytes());
         }
-        _ => {
-            // Persist and load every entry, as the service does between requests.
-            for e in st.entries.values_mut() {
-                let bytes = e.to_secret_bytes();
-                let back = StudentEntry::from_secret_bytes(&bytes).expect("a saved entry loads");
-                assert!(
-                    back.to_secret_bytes() == bytes,
-                    "the entry changed on reload"
-                );
-                *e = back;
+        _ => match c.u8() % 4 {
+            1 => cancel(fx, st, c),
+            2 => commit(fx, st, c),
+            3 => {
+                // The clock's one duty: drop releases whose retry window closed.
+                for e in st.entries.values_mut() {
+                    if let Some(next) = fx.trustee.expire(e, st.now) {
+                        assert!(next.last_release().is_none());
+                        assert!(fx.trustee.retry_deadline(e).is_some_and(|d| st.now > d));
+                        *e = next;
+                    }
+                }
             }
-        }
+            _ => reload(st),
+        },
     }
+}
+
+/// Persist and load every entry, as the service does between requests.
+fn reload(st: &mut State) {
+    for e in st.entries.values_mut() {
+        let bytes = e.to_secret_bytes();
+        let back = StudentEntry::from_secret_bytes(&bytes).expect("a saved entry loads");
+        assert!(
+            back.to_secret_bytes() == bytes,
+            "the entry changed on reload"
+        );
+        *e = back;
+    }
+}
+
+/// A well-signed cancel with a fuzzed counter, from the device or a stranger.
+fn cancel(fx: &Fixture, st: &mut State, c: &mut Cursor<'_>) {
+    let signer = if c.u8() & 1 == 0 {
+        device_key()
+    } else {
+        &fx.stranger
+    };
+    let cancel = Signed::sign(
+        Cancel {
+            panic: MessageHash::from_bytes([c.u8(); 32]),
+            counter: u64::from(c.u8()),
+            issued_at: shift(st.now, c.i16()),
+            sealed_note: c.var(),
+        },
+        signer,
+    );
+    let checked = Trustee::check_cancel(cancel.as_bytes()).unwrap();
+    let student = checked.student();
+    let prev = st.entries.get(&student);
+    let t = match fx.trustee.revoke(prev, &checked, st.now) {
+        Ok(t) => t,
+        Err(e) => return trace("revoke", &e),
+    };
+    trace("revoke", &(t.answer.body().counter, t.repeated));
+    let p = prev.expect("a cancel taken with no entry");
+    assert!(ours(fx, t.answer.signer()));
+    assert_eq!(
+        p.record().map(|r| r.signer()),
+        Some(cancel.signer()),
+        "a stranger's cancel was taken"
+    );
+    assert_eq!(t.answer.body().cancel, cancel.hash());
+    if !t.repeated {
+        assert!(cancel.body().counter > p.cancelled_through());
+        assert_eq!(t.entry.cancelled_through(), cancel.body().counter);
+    }
+    st.entries.insert(student, t.entry);
+}
+
+/// A well-signed enrollment commit of a fuzzed epoch, naming a record the
+/// trustee holds (its current or previous one) or a made-up one.
+fn commit(fx: &Fixture, st: &mut State, c: &mut Cursor<'_>) {
+    let signer = if c.u8() & 1 == 0 {
+        device_key()
+    } else {
+        &fx.stranger
+    };
+    let epoch = u32::from(c.u8() % 4).max(1);
+    let record = match c.u8() % 3 {
+        0 => fx
+            .records
+            .iter()
+            .find(|r| r.body().epoch == epoch)
+            .map(Signed::hash),
+        _ => None,
+    }
+    .unwrap_or_else(|| MessageHash::from_bytes([c.u8(); 32]));
+    let commit = Signed::sign(
+        EnrollmentCommit {
+            epoch,
+            record,
+            issued_at: shift(st.now, c.i16()),
+        },
+        signer,
+    );
+    let checked = Trustee::check_commit(commit.as_bytes()).unwrap();
+    let student = checked.student();
+    let prev = st.entries.get(&student);
+    let next = match fx.trustee.commit(prev, &checked, st.now) {
+        Ok(Some(next)) => next,
+        Ok(None) => return,
+        Err(e) => return trace("commit", &e),
+    };
+    trace("commit", &(epoch, next.previous_epoch()));
+    let p = prev.expect("a commit taken with no entry");
+    assert_eq!(p.record().map(|r| r.signer()), Some(commit.signer()));
+    assert!(next.committed() >= epoch);
+    if next.epoch() == Some(epoch) {
+        assert!(
+            next.previous_epoch().is_none(),
+            "a commit kept the older share"
+        );
+    }
+    st.entries.insert(student, next);
 }
 
 fn deliver(fx: &Fixture, st: &mut State, bytes: &[u8]) {
@@ -367,10 +477,13 @@ fn check_release(
         "a release for a panic not signed by the enrolled device"
     );
     let event = panic.body();
-    assert_eq!(
-        Some(event.epoch),
-        prev.epoch(),
+    assert!(
+        Some(event.epoch) == prev.epoch() || Some(event.epoch) == prev.previous_epoch(),
         "a release for another epoch"
+    );
+    assert!(
+        event.counter > prev.cancelled_through(),
+        "a release of a cancelled panic"
     );
     if let Some(tomb) = prev.tombstone() {
         assert!(tomb.epoch < event.epoch, "a release after a stop");
@@ -379,15 +492,23 @@ fn check_release(
     assert_eq!(body.student, prev.student());
     assert_eq!(body.epoch, event.epoch);
     assert_eq!(body.panic, panic.hash());
-    assert_eq!(
-        Some(body.share_index),
-        record.body().index_of(&fx.trustee.id())
-    );
+    if Some(event.epoch) == prev.epoch() {
+        assert_eq!(
+            Some(body.share_index),
+            record.body().index_of(&fx.trustee.id())
+        );
+    }
     if t.repeated {
         assert_eq!(
             Some(&t.answer),
             prev.last_release(),
             "a retry got a new release"
+        );
+        assert!(
+            now <= body
+                .released_at
+                .plus(TimeLimits::default().retry_window_secs),
+            "a retry answered after its window"
         );
         return;
     }
