@@ -83,7 +83,8 @@ done
 
 # ------------------------------------------------------------ containers and state
 for pair in share_delivery:share_delivery enrollment_package:enrollment_package \
-    log_entry:log_entry device_state:device_state trustee_entry:trustee_entry; do
+    log_entry:log_entry device_state:device_state trustee_entry:trustee_entry \
+    device_state:device_state_v1 trustee_entry:trustee_entry_v1; do
     target=${pair%%:*}
     name=${pair#*:}
     load "$name"

@@ -138,6 +138,37 @@ pub fn container<C: Container>(data: &[u8]) {
     }
 }
 
+/// The round-trip hook of a saved state whose older version still loads: an
+/// input in the current version re-encodes to itself; one in the older
+/// version (tag `old_tag`) is upgraded, and the upgraded bytes are stable.
+pub fn upgrading_bytes<T, E: core::fmt::Debug, B: AsRef<[u8]>>(
+    what: &str,
+    data: &[u8],
+    old_tag: &str,
+    decode: impl Fn(&[u8]) -> Result<T, E>,
+    encode: impl Fn(&T) -> B,
+) {
+    let Ok(v) = decode(data) else {
+        return;
+    };
+    let again = encode(&v);
+    let mut old = vec![old_tag.len() as u8];
+    old.extend_from_slice(old_tag.as_bytes());
+    if data.starts_with(&old) {
+        let upgraded = decode(again.as_ref())
+            .unwrap_or_else(|e| panic!("{what}: an upgraded encoding does not load: {e:?}"));
+        assert!(
+            encode(&upgraded).as_ref() == again.as_ref(),
+            "{what}: an upgraded encoding re-encodes to different bytes"
+        );
+    } else {
+        assert!(
+            again.as_ref() == data,
+            "{what}: decodes, but re-encodes to different bytes"
+        );
+    }
+}
+
 /// The round-trip hook of anything with a decode and an encode.
 pub fn bytes<T, E, B: AsRef<[u8]>>(
     what: &str,
