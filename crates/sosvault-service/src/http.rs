@@ -17,6 +17,15 @@
 //! instead of pooling it. An answer given after the whole body was read
 //! keeps the connection alive as before.
 //!
+//! And it closes the connection *gracefully* (what nginx calls a lingering
+//! close): the rest of the unread body is read and thrown away in the
+//! background, at most [`DRAIN_MAX_BYTES`] within [`DRAIN_MAX_TIME`], while
+//! the answer goes out at once. Closing a socket with unread data in it
+//! makes the kernel answer with a reset, which can reach the client before
+//! the answer does: the client would see "connection reset" where the
+//! service had answered 413. A client that sends more than the bound (or
+//! more slowly) is cut off as before.
+//!
 //! It must be the outermost layer, so it also sees the answers of the layers
 //! inside it (the body limit, the timeout):
 //!
@@ -30,9 +39,10 @@
 //! ```
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
@@ -41,29 +51,71 @@ use axum::middleware::Next;
 use axum::response::Response;
 use http_body::{Frame, SizeHint};
 
+/// The most of an unread request body read and thrown away after the answer.
+pub const DRAIN_MAX_BYTES: usize = 8 * 1024 * 1024;
+/// The longest an unread request body is read after the answer.
+pub const DRAIN_MAX_TIME: Duration = Duration::from_secs(5);
+
 /// Middleware (for [`axum::middleware::from_fn`]): answers given before the
-/// request body was read to its end say `Connection: close`. See the
-/// [module docs](self).
+/// request body was read to its end say `Connection: close`, and the rest of
+/// the body is drained in the background (bounded) so the close is
+/// graceful. See the [module docs](self). Needs a tokio runtime.
 pub async fn close_unread(request: Request, next: Next) -> Response {
     let (parts, body) = request.into_parts();
     let read = Arc::new(AtomicBool::new(http_body::Body::is_end_stream(&body)));
+    let leftover = Arc::new(Mutex::new(None));
     let tracked = Body::new(Tracked {
         inner: body,
         read: Arc::clone(&read),
+        leftover: Arc::clone(&leftover),
     });
     let mut response = next.run(Request::from_parts(parts, tracked)).await;
     if !read.load(Ordering::Acquire) {
         response
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        // The handler dropped the body unread: drain it after the answer.
+        let unread = leftover.lock().ok().and_then(|mut slot| slot.take());
+        if let Some(body) = unread {
+            tokio::spawn(drain(body));
+        }
     }
     response
 }
 
-/// A request body that records when it has been read to its end.
+/// Reads and throws away what is left of a request body, within the bounds.
+async fn drain(mut body: Body) {
+    let read_all = async {
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) =
+            std::future::poll_fn(|cx| http_body::Body::poll_frame(Pin::new(&mut body), cx)).await
+        {
+            seen = seen.saturating_add(frame.data_ref().map_or(0, Bytes::len));
+            if seen > DRAIN_MAX_BYTES {
+                break;
+            }
+        }
+    };
+    // Past the bounds the body is dropped unread: hyper closes at once.
+    let _ = tokio::time::timeout(DRAIN_MAX_TIME, read_all).await;
+}
+
+/// A request body that records when it has been read to its end, and that
+/// hands itself back (to be drained) when it is dropped before that.
 struct Tracked {
     inner: Body,
     read: Arc<AtomicBool>,
+    leftover: Arc<Mutex<Option<Body>>>,
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        if !self.read.load(Ordering::Acquire)
+            && let Ok(mut slot) = self.leftover.lock()
+        {
+            *slot = Some(std::mem::replace(&mut self.inner, Body::empty()));
+        }
+    }
 }
 
 impl http_body::Body for Tracked {
@@ -164,6 +216,34 @@ mod tests {
         let response = call("/refuse", vec![b'x'; 100]).await;
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
         assert!(closes(&response));
+    }
+
+    /// The rest of a body the handler refused unread is read after the
+    /// answer (so the close is graceful): every chunk the client still sends
+    /// is taken.
+    #[tokio::test]
+    async fn the_rest_of_an_unread_body_is_drained_after_the_answer() {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+        let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        });
+        let request = Request::post("/refuse")
+            .header(header::CONTENT_LENGTH, 64 * 1024)
+            .body(Body::from_stream(stream))
+            .unwrap();
+        let response = app().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+        assert!(closes(&response));
+        // The channel holds one chunk: each send completes only once the
+        // drain has taken the one before.
+        let send_all = async {
+            for _ in 0..64 {
+                tx.send(Ok(Bytes::from(vec![b'x'; 1024]))).await.unwrap();
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), send_all)
+            .await
+            .expect("the unread body was drained");
     }
 
     #[tokio::test]
