@@ -11,7 +11,10 @@
 //! URLs) and the control room (the public key of the key file the dispatch
 //! service's `init` wrote, its URL), with an authority key kept in the data
 //! directory. The simulated phones pin that authority key and enroll to the
-//! manifest, never to what the service's `/v1/info` says.
+//! manifest, never to what the service's `/v1/info` says. The dispatch
+//! service then serves that manifest (`manifest_file`, `GET /v1/manifest`):
+//! its URL is in the manifest, so the service is started once to learn its
+//! address, and started again, on the same address, with the manifest.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -363,15 +366,24 @@ impl Cluster {
         std::fs::write(&config_path, cfg.to_toml()?)?;
         let mut cmd = Command::new(&server_bin);
         cmd.args(["serve", "--config"]).arg(&config_path);
-        let server = Proc::spawn(cmd, &sdir.join("server.log")).await?;
+        let mut server = Proc::spawn(cmd, &sdir.join("server.log")).await?;
         let base = format!("http://{}", server.addr);
+        let authority = sign_manifest(root, &opts.deployment, &trustees, &control_room, &base)?;
+        let manifest = manifest_path(root);
+        // Again on the same address, now serving the manifest (it checks
+        // that the manifest names its own control room key).
+        server.kill().await;
+        cfg.listen = server.addr.clone();
+        cfg.manifest_file = Some(manifest.clone());
+        std::fs::write(&config_path, cfg.to_toml()?)?;
+        let mut cmd = Command::new(&server_bin);
+        cmd.args(["serve", "--config"]).arg(&config_path);
+        let server = Proc::spawn(cmd, &sdir.join("server.log")).await?;
         say(format!(
             "dispatch service listening on {base} (2 of 3 trustees open a vault)"
         ));
-        let authority = sign_manifest(root, &opts.deployment, &trustees, &control_room, &base)?;
-        let manifest = manifest_path(root);
         say(format!(
-            "the deployment authority signed the manifest {} (the 3 trustees, 2 of 3, the control room); the phones pin deployment authority {}",
+            "the deployment authority signed the manifest {} (the 3 trustees, 2 of 3, the control room), which the service serves at {base}/v1/manifest; the phones pin deployment authority {}",
             manifest.display(),
             authority.to_hex()
         ));

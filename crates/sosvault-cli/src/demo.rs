@@ -233,13 +233,19 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     // Students.
     let started = Instant::now();
     // The story uses students 0, 2 and 5 (in three different areas).
-    let (mut students, unconfirmed) =
+    let (mut students, unconfirmed, uncommitted) =
         enroll_students(&client, &manifest, opts.students.max(MIN_STUDENTS)).await?;
     n.say(format!(
-        "{} students enrolled in {:.1} s: each profile sealed on the phone, each vault key split 2-of-3 among the manifest's trustees, each phone checked all 3 trustees' signed receipts",
+        "{} students enrolled in {:.1} s: each profile sealed on the phone, each vault key split 2-of-3 among the manifest's trustees, each phone checked all 3 trustees' signed receipts and committed its epoch",
         students.len(),
         started.elapsed().as_secs_f64()
     ));
+    if let Some(first) = uncommitted.first() {
+        n.say(format!(
+            "{} enrolled phones could not deliver their enrollment commit (first: {first})",
+            uncommitted.len()
+        ));
+    }
     if let Some(first) = unconfirmed.first() {
         n.say(format!(
             "{} phones are NOT enrolled: their receipts did not confirm the enrollment (first: {first})",
@@ -358,9 +364,19 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     )
     .await
     {
-        Ok(epoch) => n.say(format!(
-            "The phone re-enrolls under epoch {epoch}: a fresh vault key, so the key released today opens nothing stored from now on (the phone checked all 3 trustees' receipts)"
-        )),
+        Ok(done) => {
+            n.say(format!(
+                "The phone re-enrolls under epoch {}: a fresh vault key, so the key released today opens nothing stored from now on (the phone checked all 3 trustees' receipts)",
+                done.epoch
+            ));
+            match &done.commit {
+                Ok(_) => n.say(format!(
+                    "The phone commits epoch {}: every trustee drops the share of the epoch before (kept until now, so no panic was refused during the re-enrollment)",
+                    done.epoch
+                )),
+                Err(_) => n.say(done.warning().unwrap_or_default()),
+            }
+        }
         Err(e) => n.say(format!(
             "The phone's re-enrollment stays pending ({e}); it panics under epoch {} until the receipts confirm it",
             students[a].device.epoch()
@@ -531,18 +547,20 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
 }
 
 /// Enrolls `count` phones to the manifest, each confirmed by every
-/// trustee's receipt. Returns the enrolled students, in order, and why each
-/// phone that is not enrolled failed to confirm; a phone the service did not
-/// enroll at all fails the demo.
+/// trustee's receipt and committed. Returns the enrolled students, in order,
+/// why each phone that is not enrolled failed to confirm, and the warning of
+/// each enrolled phone whose commit was not delivered; a phone the service
+/// did not enroll at all fails the demo.
 async fn enroll_students(
     client: &Client,
     manifest: &VerifiedManifest,
     count: usize,
-) -> anyhow::Result<(Vec<Student>, Vec<String>)> {
+) -> anyhow::Result<(Vec<Student>, Vec<String>, Vec<String>)> {
     let manifest = Arc::new(manifest.clone());
     let mut set = tokio::task::JoinSet::new();
     let mut out: Vec<Option<Student>> = (0..count).map(|_| None).collect();
     let mut unconfirmed = Vec::new();
+    let mut uncommitted = Vec::new();
     let mut next = 0usize;
     let parallel = 12;
     while next < count || !set.is_empty() {
@@ -560,10 +578,15 @@ async fn enroll_students(
                 .await;
                 (
                     i,
-                    done.map(|_| Student {
-                        device,
-                        profile,
-                        area,
+                    done.map(|c| {
+                        (
+                            Student {
+                                device,
+                                profile,
+                                area,
+                            },
+                            c.warning(),
+                        )
                     }),
                 )
             });
@@ -571,7 +594,12 @@ async fn enroll_students(
         }
         if let Some(r) = set.join_next().await {
             match r? {
-                (i, Ok(s)) => out[i] = Some(s),
+                (i, Ok((s, warning))) => {
+                    out[i] = Some(s);
+                    if let Some(w) = warning {
+                        uncommitted.push(format!("phone {i}: {w}"));
+                    }
+                }
                 (i, Err(crate::manifest::EnrollError::Unconfirmed(why))) => {
                     unconfirmed.push(format!("phone {i}: {why}"));
                 }
@@ -579,7 +607,11 @@ async fn enroll_students(
             }
         }
     }
-    Ok((out.into_iter().flatten().collect(), unconfirmed))
+    Ok((
+        out.into_iter().flatten().collect(),
+        unconfirmed,
+        uncommitted,
+    ))
 }
 
 /// Ctrl-C or SIGTERM: either way the demo stops its children before it exits.

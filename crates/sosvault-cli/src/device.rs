@@ -6,6 +6,9 @@
 //! says (issue 11, finding 2). The enrollment stays **pending** until the
 //! receipts in the service's answer prove every trustee of the manifest holds
 //! its share; a later `enroll` re-sends the pending package byte for byte.
+//! Once confirmed, the phone sends its enrollment commit; if it cannot be
+//! delivered, `enroll` still succeeds and warns (the trustees keep the share
+//! of the epoch before until the next enrollment or a stop).
 //! Panics, cancels and stops are sealed to the manifest's control room.
 //!
 //! The state file (mode 0600) holds, one `key: value` line each: the device
@@ -235,16 +238,22 @@ pub async fn enroll(a: DeviceArgs<'_>, e: EnrollArgs<'_>, profile: Profile) -> a
     let client = Client::new(&url);
     let before = state.device.epoch();
     match mf::send_pending(&client, &mut state.device).await {
-        Ok(epoch) => {
+        Ok(done) => {
             state.manifest = state.pending_manifest.take();
             save(a.state, &state)?;
             println!(
-                "enrolled: student {} epoch {epoch} ({} trustee receipts verified against manifest {:?} version {})",
+                "enrolled: student {} epoch {} ({} trustee receipts verified against manifest {:?} version {})",
                 state.device.student_id(),
+                done.epoch,
                 m.trustees.len(),
                 m.deployment,
                 m.version
             );
+            // Not an error: the phone is enrolled; only the trustees' older
+            // share lingers until the next enrollment or a stop.
+            if let Some(warning) = done.warning() {
+                eprintln!("{warning}");
+            }
             Ok(())
         }
         Err(e @ (EnrollError::Send(_) | EnrollError::Unconfirmed(_))) => {

@@ -10,7 +10,10 @@
 //!    then enrolls them all with a bounded number in flight, each phone
 //!    confirming its enrollment with every trustee's signed receipt, and
 //!    reports enrollments per second and the stores' size per student. An
-//!    enrollment whose receipts do not confirm it fails the run.
+//!    enrollment whose receipts do not confirm it fails the run. Each phone
+//!    then sends its enrollment commit (the service forwards it to every
+//!    trustee) before the worker takes the next enrollment; a commit that is
+//!    not delivered counts as an error (`commit_errors`) and fails the run.
 //! 2. **Teams**: registers U units of the three kinds, each with its live
 //!    event stream open, each reporting its position every few seconds. A unit
 //!    acknowledges an assignment the moment it arrives.
@@ -193,8 +196,12 @@ pub struct LoadResult {
     /// Enrollments per second, all trustees' receipts in and checked by the phone.
     pub enroll_per_sec: f64,
     /// Enrollment latency: the request until the phone has verified the
-    /// n trustees' signed receipts and confirmed its new epoch.
+    /// n trustees' signed receipts and confirmed its new epoch (its commit
+    /// is sent after that, outside this measure).
     pub enroll_ms: Stats,
+    /// Enrollment commits (`POST /v1/enroll/commit`) that could not be
+    /// delivered: errors.
+    pub commit_errors: usize,
     /// Sealed profile size (bytes) of one student.
     pub profile_bytes: usize,
     /// Dispatch service's store per student (bytes; database and WAL).
@@ -535,6 +542,8 @@ struct Enrolled {
     rate: f64,
     /// Why each enrollment whose receipts did not confirm it failed.
     unconfirmed: Vec<String>,
+    /// Why each confirmed enrollment's commit could not be delivered.
+    uncommitted: Vec<String>,
 }
 
 /// Enrolls every body with `concurrency` in flight, each confirmed on its
@@ -544,7 +553,9 @@ struct Enrolled {
 /// now verifies n signed share receipts (one per trustee of the manifest,
 /// against the manifest's key for that share) before the phone counts
 /// itself enrolled, so each latency runs from the request to the confirmed
-/// epoch; a receipt that does not confirm is counted, not retried.
+/// epoch; a receipt that does not confirm is counted, not retried. The
+/// phone's commit is sent next (the worker waits for its answer, as the
+/// phone does, before the next enrollment); one not delivered is counted.
 async fn enroll_all(
     t0: Instant,
     base: &str,
@@ -553,6 +564,7 @@ async fn enroll_all(
     concurrency: usize,
 ) -> anyhow::Result<Enrolled> {
     let http = reqwest::Client::new();
+    let client = Client::new(base);
     let url = format!("{base}/v1/enroll");
     let bodies = Arc::new(bodies);
     let next = Arc::new(AtomicUsize::new(0));
@@ -560,8 +572,9 @@ async fn enroll_all(
     let start = Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..concurrency.max(1) {
-        let (http, url, bodies, phones, next, done) = (
+        let (http, client, url, bodies, phones, next, done) = (
             http.clone(),
+            client.clone(),
             url.clone(),
             bodies.clone(),
             phones.clone(),
@@ -571,10 +584,11 @@ async fn enroll_all(
         set.spawn(async move {
             let mut lat = Vec::new();
             let mut unconfirmed = Vec::new();
+            let mut uncommitted = Vec::new();
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(body) = bodies.get(i) else {
-                    return anyhow::Ok((lat, unconfirmed));
+                    return anyhow::Ok((lat, unconfirmed, uncommitted));
                 };
                 let t = Instant::now();
                 let mut tries = 0;
@@ -614,9 +628,12 @@ async fn enroll_all(
                         crate::manifest::confirm(&mut p.device, &r).map_err(|e| e.to_string())
                     });
                 match confirmed {
-                    Ok(_) => {
+                    Ok((_, commit)) => {
                         lat.push(t.elapsed().as_secs_f64() * 1e3);
                         done.fetch_add(1, Ordering::Relaxed);
+                        if let Err(e) = crate::manifest::send_commit(&client, &commit).await {
+                            uncommitted.push(format!("enrollment {i}: {e}"));
+                        }
                     }
                     Err(why) => unconfirmed.push(format!("enrollment {i}: {why}")),
                 }
@@ -644,11 +661,13 @@ async fn enroll_all(
     };
     let mut lat = Vec::with_capacity(total);
     let mut unconfirmed = Vec::new();
+    let mut uncommitted = Vec::new();
     while let Some(r) = set.join_next().await {
         match r.context("an enrollment task died")? {
-            Ok((l, u)) => {
+            Ok((l, u, c)) => {
                 lat.extend(l);
                 unconfirmed.extend(u);
+                uncommitted.extend(c);
             }
             Err(e) => {
                 progress.abort();
@@ -662,6 +681,7 @@ async fn enroll_all(
         lat,
         rate,
         unconfirmed,
+        uncommitted,
     })
 }
 
@@ -1104,6 +1124,7 @@ async fn measure(
         lat,
         rate,
         unconfirmed,
+        uncommitted,
     } = enroll_all(t0, &base, bodies, phones.clone(), opts.enroll_concurrency).await?;
     r.cpu.push(mark.phase("enrollment"));
     if let Some(first) = unconfirmed.first() {
@@ -1111,6 +1132,15 @@ async fn measure(
             "{} of {} enrollments were not confirmed by their trustees' receipts (first: {first}): \
              a phone would not count itself enrolled; that is a bug",
             unconfirmed.len(),
+            opts.students
+        );
+    }
+    r.commit_errors = uncommitted.len();
+    if let Some(first) = uncommitted.first() {
+        bail!(
+            "{} of {} enrollment commits could not be delivered (first: {first}): on a healthy \
+             cluster every phone's commit reaches the service; that is an error",
+            uncommitted.len(),
             opts.students
         );
     }

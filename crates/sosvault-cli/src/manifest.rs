@@ -21,10 +21,17 @@
 //! - `verify FILE --authority HEX`: exit status 0 only if the file is a
 //!   manifest signed by that authority and valid now.
 //!
-//! The phone's side ([`send_pending`], [`receipts_of`], [`confirm`]): the
-//! package made by [`sosvault::Device::enroll_to`] stays pending until the
-//! receipts in the service's answer prove that every trustee of the manifest
-//! holds its share; until then the phone panics under the epoch it had.
+//! The phone's side ([`send_pending`], [`receipts_of`], [`confirm`],
+//! [`send_commit`]): the package made by [`sosvault::Device::enroll_to`]
+//! stays pending until the receipts in the service's answer prove that every
+//! trustee of the manifest holds its share; until then the phone panics under
+//! the epoch it had. Once confirmed, the phone sends its signed enrollment
+//! commit (`POST /v1/enroll/commit`, `PROTOCOL.md` §7.12), which the service
+//! forwards to every trustee: each then drops the share of the epoch before,
+//! which it kept so that no panic was refused while the re-enrollment was
+//! pending. A commit that is not delivered costs no protection: the trustees
+//! keep the older share until the next enrollment or a stop, and it opens
+//! nothing the phone stores from then on.
 
 use std::fmt;
 use std::path::Path;
@@ -37,8 +44,8 @@ use sosvault::manifest::{
 };
 use sosvault::messages::MAX_TRUSTEES;
 use sosvault::{
-    AuthorityKey, AuthorityPublic, ControlRoomPublic, Device, DeviceError, Policy, ShareReceipt,
-    Signed, Timestamp, TrusteePublic,
+    AuthorityKey, AuthorityPublic, ControlRoomPublic, Device, DeviceError, EnrollmentCommit,
+    Policy, ShareReceipt, Signed, Timestamp, TrusteePublic,
 };
 use sosvault_server::client::{Client, ClientError};
 use zeroize::Zeroizing;
@@ -534,40 +541,114 @@ pub fn receipts_of(answer: &Value) -> Result<Vec<Signed<ShareReceipt>>, String> 
 
 /// Confirms the device's pending enrollment with `receipts` (each must be
 /// signed by the manifest's trustee for its share and name the device's own
-/// commitment); returns the epoch the device now uses.
-pub fn confirm(device: &mut Device, receipts: &[Signed<ShareReceipt>]) -> Result<u32, DeviceError> {
-    // The core answers with the device's signed `EnrollmentCommit`
-    // (PROTOCOL.md §7.12), which the control room is to forward to every
-    // trustee so each drops the share of the epoch before. The dispatch
-    // service has no route that takes it from a phone yet, so it is not
-    // sent: until it is, no trustee stages (the new share replaces the old
-    // one there, as before the commit existed). Every phone here confirms
-    // through this function: return the commit from it once the route exists.
-    let _commit = device.confirm_enrollment(receipts, Timestamp::now())?;
-    Ok(device.epoch())
+/// commitment); returns the epoch the device now uses and its signed commit
+/// of that epoch, to send with [`send_commit`].
+pub fn confirm(
+    device: &mut Device,
+    receipts: &[Signed<ShareReceipt>],
+) -> Result<(u32, Signed<EnrollmentCommit>), DeviceError> {
+    let commit = device.confirm_enrollment(receipts, Timestamp::now())?;
+    Ok((device.epoch(), commit))
+}
+
+/// How many times [`send_commit`] tries when the service is unreachable or fails.
+const COMMIT_TRIES: u32 = 3;
+
+/// Sends the device's signed enrollment commit (`POST /v1/enroll/commit`);
+/// returns how many trustees the service is still forwarding it to (it
+/// keeps at it). An unreachable or failing (5xx) service is asked again a
+/// couple of times; a refusal is final.
+pub async fn send_commit(
+    client: &Client,
+    commit: &Signed<EnrollmentCommit>,
+) -> Result<usize, ClientError> {
+    let body = serde_json::json!({
+        "commit": base64::engine::general_purpose::STANDARD.encode(commit.as_bytes())
+    });
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match client.post("/v1/enroll/commit", None, &body).await {
+            Ok((_, v)) if v["status"] == "committed" => {
+                return Ok(v["pending"]
+                    .as_u64()
+                    .and_then(|n| usize::try_from(n).ok())
+                    .unwrap_or(0));
+            }
+            Ok((status, _)) => {
+                return Err(ClientError {
+                    status,
+                    code: "bad_answer".into(),
+                });
+            }
+            Err(e) if (e.status == 0 || e.status >= 500) && tries < COMMIT_TRIES => {
+                tokio::time::sleep(std::time::Duration::from_millis(200 * u64::from(tries))).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// What a phone tells its user when its commit could not be delivered: a
+/// warning, not an error (the phone is enrolled and protected).
+pub fn commit_warning(epoch: u32, e: &ClientError) -> String {
+    format!(
+        "warning: the phone uses epoch {epoch} now, but its enrollment commit could not be \
+         delivered to the dispatch service ({e}). Nothing is lost: the trustees (and the \
+         service) keep the share and profile of the epoch before until the next enrollment or \
+         a stop; they open nothing the phone stores from now on"
+    )
+}
+
+/// A confirmed enrollment: the epoch the phone now uses, and what became of
+/// its commit.
+#[derive(Debug)]
+pub struct Confirmed {
+    /// The epoch the phone now uses.
+    pub epoch: u32,
+    /// Trustees the service is still forwarding the commit to, or why the
+    /// commit was not delivered (see [`commit_warning`]).
+    pub commit: Result<usize, ClientError>,
+}
+
+impl Confirmed {
+    /// The warning to show if the commit was not delivered.
+    pub fn warning(&self) -> Option<String> {
+        self.commit
+            .as_ref()
+            .err()
+            .map(|e| commit_warning(self.epoch, e))
+    }
 }
 
 /// Sends the device's pending enrollment (byte for byte, so a retry is the
-/// same enrollment) and confirms it with the receipts in the answer; returns
-/// the epoch the device now uses. On an error nothing changes on the phone.
-pub async fn send_pending(client: &Client, device: &mut Device) -> Result<u32, EnrollError> {
+/// same enrollment), confirms it with the receipts in the answer and sends
+/// the commit. On an error nothing changes on the phone; a commit that is
+/// not delivered is not an error (see [`Confirmed::warning`]).
+pub async fn send_pending(client: &Client, device: &mut Device) -> Result<Confirmed, EnrollError> {
     let package = device
         .pending_enrollment()
         .cloned()
         .ok_or(EnrollError::Device(DeviceError::NothingPending))?;
     let answer = client.enroll(&package).await.map_err(EnrollError::Send)?;
     let receipts = receipts_of(&answer).map_err(EnrollError::Unconfirmed)?;
-    confirm(device, &receipts).map_err(|e| EnrollError::Unconfirmed(e.to_string()))
+    let (epoch, commit) =
+        confirm(device, &receipts).map_err(|e| EnrollError::Unconfirmed(e.to_string()))?;
+    Ok(Confirmed {
+        epoch,
+        commit: send_commit(client, &commit).await,
+    })
 }
 
 /// Enrolls `device` to `manifest` (a new pending epoch) with `profile`, sends
-/// it and confirms it: what a phone does at set-up and after an incident.
+/// it, confirms it and sends the commit: what a phone does at set-up and
+/// after an incident.
 pub async fn enroll_phone(
     client: &Client,
     device: &mut Device,
     manifest: &VerifiedManifest,
     profile: &[u8],
-) -> Result<u32, EnrollError> {
+) -> Result<Confirmed, EnrollError> {
     device
         .enroll_to(manifest, profile, Policy::default(), Timestamp::now())
         .map_err(EnrollError::Device)?;
@@ -606,6 +687,8 @@ pub(crate) mod fake {
         Hostile,
         /// 503, as when a trustee is down.
         Unavailable,
+        /// Enrolls honestly, but answers a commit with 503.
+        NoCommit,
     }
 
     pub struct Inner {
@@ -613,6 +696,7 @@ pub(crate) mod fake {
         pub trustees: Vec<InMemoryTrustee>,
         pub packages: Vec<Vec<u8>>,
         pub panics: Vec<Vec<u8>>,
+        pub commits: Vec<Vec<u8>>,
     }
 
     /// The fake service and the deployment it serves.
@@ -632,7 +716,7 @@ pub(crate) mod fake {
                     json!({ "error": "trustee_unavailable" }),
                 );
             }
-            Mode::Honest => inner
+            Mode::Honest | Mode::NoCommit => inner
                 .trustees
                 .iter_mut()
                 .enumerate()
@@ -695,6 +779,29 @@ pub(crate) mod fake {
         )
     }
 
+    /// Forwards a commit to the in-memory trustees (unless unavailable).
+    async fn commit(
+        State(s): State<Arc<Mutex<Inner>>>,
+        Json(body): Json<Value>,
+    ) -> (StatusCode, Json<Value>) {
+        let bytes = B64.decode(body["commit"].as_str().unwrap()).unwrap();
+        let mut inner = s.lock().unwrap();
+        if matches!(inner.mode, Mode::Unavailable | Mode::NoCommit) {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({ "error": "unavailable" })),
+            );
+        }
+        for t in &mut inner.trustees {
+            t.commit(&bytes, Timestamp::now()).unwrap();
+        }
+        inner.commits.push(bytes);
+        (
+            StatusCode::OK,
+            Json(json!({ "status": "committed", "pending": 0 })),
+        )
+    }
+
     async fn received() -> Json<Value> {
         Json(json!({ "status": "received" }))
     }
@@ -742,11 +849,13 @@ pub(crate) mod fake {
                 trustees,
                 packages: Vec::new(),
                 panics: Vec::new(),
+                commits: Vec::new(),
             }));
             let app = Router::new()
                 .route("/v1/enroll", post(enroll))
                 .route("/v1/panic", post(record_panic))
                 .route("/v1/cancel", post(received))
+                .route("/v1/enroll/commit", post(commit))
                 .with_state(state.clone());
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let url = format!("http://{}", listener.local_addr().unwrap());
@@ -769,6 +878,21 @@ pub(crate) mod fake {
 
         pub fn panics(&self) -> Vec<Vec<u8>> {
             self.state.lock().unwrap().panics.clone()
+        }
+
+        pub fn commits(&self) -> Vec<Vec<u8>> {
+            self.state.lock().unwrap().commits.clone()
+        }
+
+        /// The epoch each in-memory trustee holds as committed for `student`.
+        pub fn committed(&self, student: &sosvault::StudentId) -> Vec<u32> {
+            self.state
+                .lock()
+                .unwrap()
+                .trustees
+                .iter()
+                .map(|t| t.entry(student).map_or(0, |e| e.committed()))
+                .collect()
         }
     }
 }
@@ -822,8 +946,14 @@ mod tests {
             Err(EnrollError::Send(_))
         ));
         fake.set_mode(Mode::Honest);
-        assert_eq!(send_pending(&client, &mut device).await.unwrap(), 1);
+        let done = send_pending(&client, &mut device).await.unwrap();
+        assert_eq!(done.epoch, 1);
+        assert_eq!(done.commit.as_ref().unwrap(), &0);
+        assert!(done.warning().is_none());
         assert!(device.pending_enrollment().is_none());
+        // The commit reached every trustee: each holds epoch 1 as committed.
+        assert_eq!(fake.commits().len(), 1);
+        assert_eq!(fake.committed(&device.student_id()), [1, 1, 1]);
         // Every send was the same package, byte for byte.
         let sent = fake.packages();
         assert_eq!(sent.len(), 3);
@@ -831,5 +961,29 @@ mod tests {
             sent.iter()
                 .all(|p| *p == sosvault::Container::to_bytes(&pending))
         );
+    }
+
+    #[tokio::test]
+    async fn a_commit_that_cannot_be_delivered_is_a_warning_not_an_error() {
+        let fake = Fake::start(Mode::NoCommit).await;
+        let client = Client::new(&fake.url);
+        let mut device = Device::new(DeviceKey::generate());
+        let done = enroll_phone(&client, &mut device, &fake.manifest, b"profile")
+            .await
+            .unwrap();
+        assert_eq!(
+            (done.epoch, device.epoch()),
+            (1, 1),
+            "the phone is enrolled"
+        );
+        assert_eq!(done.commit.as_ref().unwrap_err().status, 503);
+        let warning = done.warning().unwrap();
+        assert!(warning.starts_with("warning:"), "{warning}");
+        assert!(
+            warning.contains("until the next enrollment or a stop"),
+            "{warning}"
+        );
+        assert!(fake.commits().is_empty());
+        assert_eq!(fake.committed(&device.student_id()), [0, 0, 0]);
     }
 }

@@ -15,7 +15,10 @@
 //! A panic is never held up by an enrollment (issue 11, finding 5): after an
 //! incident ends the phone re-enrolls in the background, and until the new
 //! epoch is confirmed (a failed attempt is retried with the same pending
-//! package) its panics go out at once for the epoch the trustees hold. Requests whose `Host` is not loopback are
+//! package) its panics go out at once for the epoch the trustees hold. Once
+//! confirmed, the phone sends its enrollment commit, so the trustees drop
+//! the share of the epoch before (a commit that is not delivered is logged,
+//! not retried: the older share opens nothing stored from then on). Requests whose `Host` is not loopback are
 //! refused (a page elsewhere cannot reach it by DNS rebinding), and every
 //! action needs a JSON body (so a plain cross-site form cannot trigger one).
 
@@ -220,7 +223,11 @@ pub async fn start(
         match crate::manifest::enroll_phone(client, &mut device, manifest, &profile.to_bytes())
             .await
         {
-            Ok(_) => {}
+            Ok(done) => {
+                if let Some(w) = done.warning() {
+                    eprintln!("simulator: {}'s phone: {w}", p.name);
+                }
+            }
             Err(crate::manifest::EnrollError::Unconfirmed(why)) => {
                 unconfirmed.push(format!("{}'s phone is NOT enrolled: {why}", p.name));
                 continue;
@@ -377,8 +384,17 @@ async fn reenroll(sim: &Sim, idx: usize) -> Result<u32, String> {
                 .map_err(|e| format!("the trustees' receipts do not confirm it: {e}"))
         });
     match confirmed {
-        Ok(epoch) => {
+        Ok((epoch, commit)) => {
             s.reenroll = false;
+            // The commit goes without the lock: a panic meanwhile goes out
+            // at once, under the new epoch.
+            drop(s);
+            if let Err(e) = crate::manifest::send_commit(&sim.0.client, &commit).await {
+                eprintln!(
+                    "simulator: {name}'s phone: {}",
+                    crate::manifest::commit_warning(epoch, &e)
+                );
+            }
             Ok(epoch)
         }
         Err(why) => Err(format!(
@@ -660,8 +676,10 @@ mod tests {
             &profile.to_bytes(),
         )
         .await
-        .unwrap();
+        .unwrap()
+        .epoch;
         assert_eq!(epoch, 1);
+        let student_id = device.student_id();
         let sim = Sim(Arc::new(Inner {
             client,
             operator: String::new(),
@@ -739,6 +757,10 @@ mod tests {
         let sent = fake.packages();
         assert_eq!(sent.len(), 4);
         assert!(sent[1..].iter().all(|b| *b == pending.to_bytes()));
+        // Each confirmed epoch was committed, so every trustee dropped the
+        // share of epoch 1 it kept while epoch 2 was pending.
+        assert_eq!(fake.commits().len(), 2);
+        assert_eq!(fake.committed(&student_id), [2, 2, 2]);
     }
 
     #[tokio::test]

@@ -6,10 +6,12 @@
 //! | anyone | `GET /metrics` | Prometheus text |
 //! | anyone | `GET /openapi.json` | this API as OpenAPI 3.1 |
 //! | anyone | `GET /v1/info` | control room public key, trustees, threshold |
+//! | anyone | `GET /v1/manifest` | `{"manifest"}`: the signed deployment manifest (404 `no_manifest` if none is configured) |
 //! | anyone | `GET /v1/log/head` | signed head of the control room's transparency log |
 //! | anyone | `GET /v1/log/proof?index=&size=` | RFC 6962 inclusion proof |
 //! | device | `POST /v1/log/mine` | `{"query"}` → the student's own entries, head and proofs |
 //! | device | `POST /v1/enroll` | `{"package"}` → `{"student_id","epoch","receipts"}` |
+//! | device | `POST /v1/enroll/commit` | `{"commit"}` → `{"status":"committed","pending"}` |
 //! | device | `POST /v1/panic` | `{"panic"}` → 202 `{"incident_id"}` |
 //! | device | `POST /v1/location` | `{"update"}` → `{"status"}` |
 //! | device | `POST /v1/cancel` | `{"cancel"}` → `{"status":"received","receipts","pending"}` |
@@ -57,8 +59,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::engine::{
-    CancelReceived, Engine, Enrolled, IncidentDetail, IncidentSummary, LatLon, MineAnswer,
-    OperatorId, Stopped, UnitId, UnitView, Viewer,
+    CancelReceived, CommitReceived, Engine, Enrolled, IncidentDetail, IncidentSummary, LatLon,
+    MineAnswer, OperatorId, Stopped, UnitId, UnitView, Viewer,
 };
 use crate::error::ApiError;
 use crate::geo::UnitKind;
@@ -101,10 +103,12 @@ pub fn router_and_openapi(engine: Engine) -> (Router, utoipa::openapi::OpenApi) 
         .routes(routes!(healthz))
         .routes(routes!(metrics))
         .routes(routes!(info))
+        .routes(routes!(manifest))
         .routes(routes!(log_head))
         .routes(routes!(log_proof))
         .routes(routes!(log_mine))
         .routes(routes!(enroll))
+        .routes(routes!(enroll_commit))
         .routes(routes!(panic))
         .routes(routes!(location))
         .routes(routes!(cancel))
@@ -281,6 +285,15 @@ pub struct InfoBody {
     pub log_public_key: String,
 }
 
+/// The deployment manifest, as the deployment authority signed it.
+#[derive(Serialize, ToSchema)]
+pub struct ManifestBody {
+    /// Base64 of the signed `sosvault/manifest/v1`. Verify it against the
+    /// deployment authority key the app pins (and refuse an older version
+    /// than the one held): the service cannot change a byte of it.
+    pub manifest: String,
+}
+
 /// The signed head of the control room's transparency log.
 #[derive(Serialize, ToSchema)]
 pub struct LogHeadBody {
@@ -320,6 +333,14 @@ pub struct ProofQuery {
 pub struct EnrollBody {
     /// Base64 of a `sosvault/enrollment-package/v1`.
     pub package: String,
+}
+
+/// `POST /v1/enroll/commit`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommitBody {
+    /// Base64 of a device-signed `sosvault/enrollment-commit/v1`.
+    pub commit: String,
 }
 
 /// `POST /v1/panic`.
@@ -455,6 +476,25 @@ async fn info(State(e): State<Engine>) -> Json<InfoBody> {
     })
 }
 
+/// The deployment manifest (`sosvault/manifest/v1`) this service was
+/// configured to serve (`manifest_file`): phones may fetch an update here,
+/// and believe it only as far as the signature of the authority they pin
+/// goes. 404 `no_manifest` when none is configured.
+#[utoipa::path(get, path = "/v1/manifest", tag = "public",
+    responses((status = 200, body = ManifestBody), (status = 404, description = "no manifest configured (`no_manifest`)", body = ErrorBody)))]
+async fn manifest(State(e): State<Engine>) -> Result<Json<ManifestBody>, ApiError> {
+    let bytes = e.manifest().ok_or_else(|| {
+        ApiError::new(
+            404,
+            "no_manifest",
+            "this service serves no deployment manifest; get it from the deployment authority",
+        )
+    })?;
+    Ok(Json(ManifestBody {
+        manifest: B64.encode(bytes),
+    }))
+}
+
 /// A freshly signed head of the control room's transparency log (profile views).
 #[utoipa::path(get, path = "/v1/log/head", tag = "public", responses((status = 200, body = LogHeadBody)))]
 async fn log_head(State(e): State<Engine>) -> Json<LogHeadBody> {
@@ -513,6 +553,35 @@ async fn enroll(
 ) -> Result<Json<Enrolled>, ApiError> {
     let bytes = decode_b64(&b.package, "package")?;
     Ok(Json(e.enroll(&bytes).await?))
+}
+
+/// The device's commit of its new epoch (every trustee's receipt checked on
+/// the phone): recorded and forwarded, byte for byte, to every trustee, each
+/// of which then drops the share of the epoch before (kept so that no panic
+/// is refused while the re-enrollment was pending); the service deletes the
+/// previous enrollment it kept likewise. The commit must name the enrollment
+/// on file (its epoch and the hash of its signed record). The answer waits a
+/// few seconds at most: `pending` counts the trustees the service is still
+/// forwarding it to (across restarts). The same commit again answers the
+/// same way and changes nothing.
+#[utoipa::path(post, path = "/v1/enroll/commit", tag = "device", request_body = CommitBody,
+    responses(
+        (status = 200, body = CommitReceived),
+        (status = 400, description = "`bad_json`, `bad_base64`, or `malformed` (the commit does not decode or its signature does not verify)", body = ErrorBody),
+        (status = 403, description = "`wrong_device`: not signed by the enrolled device key", body = ErrorBody),
+        (status = 404, description = "`unknown_student`: no enrollment for this device", body = ErrorBody),
+        (status = 409, description = "`unknown_record`: it names neither the enrollment on file nor a commit already taken", body = ErrorBody),
+        (status = 410, description = "`stopped`: the student has stopped", body = ErrorBody),
+        (status = 413, description = "`too_large`", body = ErrorBody),
+        (status = 415, description = "`bad_json`: not `application/json`", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ))]
+async fn enroll_commit(
+    State(e): State<Engine>,
+    JsonBody(b): JsonBody<CommitBody>,
+) -> Result<Json<CommitReceived>, ApiError> {
+    let bytes = decode_b64(&b.commit, "commit")?;
+    Ok(Json(e.commit(&bytes).await?))
 }
 
 /// A panic: stored durably, then dispatched. The same signed panic again
@@ -820,4 +889,278 @@ async fn unit_incident(
 ) -> Result<Json<IncidentDetail>, ApiError> {
     let id = parse_incident_id(&id)?;
     Ok(Json(e.detail(id, Viewer::Unit(u)).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use serde_json::{Value, json};
+    use sosvault::manifest::{Manifest, ManifestTrustee};
+    use sosvault::{
+        AuthorityKey, ControlRoomKey, Device, DeviceKey, EnrollmentCommit, Policy, Signed,
+        StudentId, Timestamp, TrusteeKey,
+    };
+
+    use super::*;
+    use crate::config::{Config, TrusteeConfig};
+    use crate::engine::MasterKey;
+    use crate::store::{Db, SqliteStore, Store as _};
+
+    /// A device enrolled (epoch 1) in `store`, and the commit of that epoch.
+    struct Enrolled {
+        key: DeviceKey,
+        record: Signed<sosvault::EnrollmentRecord>,
+    }
+
+    impl Enrolled {
+        fn commit(&self, epoch: u32, record: sosvault::MessageHash) -> Vec<u8> {
+            let c = EnrollmentCommit {
+                epoch,
+                record,
+                issued_at: Timestamp::now(),
+            };
+            Signed::sign(c, &self.key).as_bytes().to_vec()
+        }
+    }
+
+    fn enroll(store: &SqliteStore, trustees: &[sosvault::TrusteePublic]) -> Enrolled {
+        let key = DeviceKey::generate();
+        let mut device = Device::new(DeviceKey::from_secret_bytes(&key.to_secret_bytes()).unwrap());
+        let e = device
+            .enroll(b"profile", trustees, 2, Policy::default(), Timestamp::now())
+            .unwrap();
+        let sid = *device.student_id().as_bytes();
+        store
+            .put_enrollment(
+                &sid,
+                &device.public().to_bytes(),
+                1,
+                e.package.record.as_bytes(),
+                &e.package.sealed_profile,
+                1,
+            )
+            .unwrap();
+        Enrolled {
+            key,
+            record: e.package.record,
+        }
+    }
+
+    struct Running {
+        url: String,
+        engine: Engine,
+        _dir: tempfile::TempDir,
+    }
+
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.engine.shutdown();
+        }
+    }
+
+    /// The router on loopback over a store `seed` filled, with three
+    /// trustees nobody answers for (their forwards stay pending).
+    async fn serve(
+        manifest: Option<Signed<Manifest>>,
+        control_room: ControlRoomKey,
+        trustees: &[TrusteeKey],
+        seed: impl FnOnce(&SqliteStore),
+    ) -> Running {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::new(dir.path());
+        cfg.enroll_timeout_ms = 200;
+        cfg.trustees = trustees
+            .iter()
+            .map(|t| TrusteeConfig {
+                url: "http://127.0.0.1:1".into(),
+                public: t.public().to_hex(),
+                name: String::new(),
+            })
+            .collect();
+        let store = SqliteStore::open(&dir.path().join("db")).unwrap();
+        seed(&store);
+        let engine = Engine::with_manifest(
+            cfg,
+            Db::new(store).unwrap(),
+            control_room,
+            MasterKey::generate(),
+            manifest,
+        )
+        .unwrap();
+        let app = router(engine.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Running {
+            url,
+            engine,
+            _dir: dir,
+        }
+    }
+
+    async fn post(url: &str, body: Value) -> (u16, Value) {
+        let r = reqwest::Client::new()
+            .post(format!("{url}/v1/enroll/commit"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    async fn commit(url: &str, bytes: &[u8]) -> (u16, Value) {
+        post(url, json!({ "commit": B64.encode(bytes) })).await
+    }
+
+    fn code(v: &Value) -> &str {
+        v["error"].as_str().unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_enrollment_commit_is_checked_recorded_and_answered_the_same_again() {
+        let trustees: Vec<TrusteeKey> = (0..3).map(|_| TrusteeKey::generate()).collect();
+        let publics: Vec<_> = trustees.iter().map(TrusteeKey::public).collect();
+        let (mut good, mut stopped, mut imposter) = (None, None, None);
+        let svc = serve(None, ControlRoomKey::generate(), &trustees, |s| {
+            good = Some(enroll(s, &publics));
+            let st = enroll(s, &publics);
+            let sid = *StudentId::of_device(st.record.signer()).as_bytes();
+            s.apply_stop(&sid, b"stop", &[], 2).unwrap();
+            stopped = Some(st);
+            // A student row whose device key is not the commit's signer.
+            let im = enroll(s, &publics);
+            let sid = *StudentId::of_device(im.record.signer()).as_bytes();
+            s.put_enrollment(&sid, &[9; 32], 1, im.record.as_bytes(), b"p", 1)
+                .unwrap();
+            imposter = Some(im);
+        })
+        .await;
+        let (good, stopped, imposter) = (good.unwrap(), stopped.unwrap(), imposter.unwrap());
+        let url = &svc.url;
+
+        // Bad bodies.
+        let (st, v) = post(url, json!({ "commit": "%%%" })).await;
+        assert_eq!((st, code(&v)), (400, "bad_base64"));
+        let (st, v) = post(url, json!({ "commit": "", "extra": 1 })).await;
+        assert_eq!((st, code(&v)), (400, "bad_json"));
+        let (st, v) = commit(url, b"not a commit").await;
+        assert_eq!((st, code(&v)), (400, "malformed"));
+        let mut forged = good.commit(1, good.record.hash());
+        let last = forged.len() - 1;
+        forged[last] ^= 1;
+        let (st, v) = commit(url, &forged).await;
+        assert_eq!((st, code(&v)), (400, "malformed"), "a bad signature");
+
+        // Who signed it.
+        let stranger = Enrolled {
+            key: DeviceKey::generate(),
+            record: good.record.clone(),
+        };
+        let (st, v) = commit(url, &stranger.commit(1, good.record.hash())).await;
+        assert_eq!((st, code(&v)), (404, "unknown_student"));
+        let (st, v) = commit(url, &imposter.commit(1, imposter.record.hash())).await;
+        assert_eq!((st, code(&v)), (403, "wrong_device"));
+        let (st, v) = commit(url, &stopped.commit(1, stopped.record.hash())).await;
+        assert_eq!((st, code(&v)), (410, "stopped"));
+
+        // What it names.
+        let (st, v) = commit(url, &good.commit(2, good.record.hash())).await;
+        assert_eq!((st, code(&v)), (409, "unknown_record"), "another epoch");
+        let (st, v) = commit(url, &good.commit(1, stopped.record.hash())).await;
+        assert_eq!((st, code(&v)), (409, "unknown_record"), "another record");
+
+        // The commit of the enrollment on file: recorded; no trustee answers,
+        // so all three forwards are still pending when the short wait ends.
+        let bytes = good.commit(1, good.record.hash());
+        let (st, v) = commit(url, &bytes).await;
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(v, json!({ "status": "committed", "pending": 3 }));
+        // Again (the same bytes, or a fresh signature of the same commit).
+        assert_eq!(commit(url, &bytes).await, (200, v.clone()));
+        assert_eq!(
+            commit(url, &good.commit(1, good.record.hash())).await,
+            (200, v)
+        );
+    }
+
+    fn manifest_for(
+        control_room: sosvault::ControlRoomPublic,
+        trustees: &[TrusteeKey],
+    ) -> Signed<Manifest> {
+        let now = Timestamp::now();
+        let m = Manifest {
+            deployment: "api-test".into(),
+            version: 3,
+            issued_at: now,
+            not_before: now,
+            not_after: now.plus(3600),
+            threshold: 2,
+            trustees: trustees
+                .iter()
+                .enumerate()
+                .map(|(i, t)| ManifestTrustee {
+                    name: format!("t{i}"),
+                    public: t.public(),
+                    url: "http://127.0.0.1:1".into(),
+                })
+                .collect(),
+            control_room,
+            control_room_url: "http://127.0.0.1:8080".into(),
+        };
+        Signed::sign(m, &AuthorityKey::generate())
+    }
+
+    #[tokio::test]
+    async fn the_manifest_is_served_byte_for_byte_or_not_at_all() {
+        let trustees: Vec<TrusteeKey> = (0..3).map(|_| TrusteeKey::generate()).collect();
+        let none = serve(None, ControlRoomKey::generate(), &trustees, |_| {}).await;
+        let r = reqwest::get(format!("{}/v1/manifest", none.url))
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 404);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(code(&v), "no_manifest");
+
+        let cr = ControlRoomKey::generate();
+        let m = manifest_for(cr.public(), &trustees);
+        let some = serve(Some(m.clone()), cr, &trustees, |_| {}).await;
+        let v: Value = reqwest::get(format!("{}/v1/manifest", some.url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let bytes = B64.decode(v["manifest"].as_str().unwrap()).unwrap();
+        assert_eq!(bytes, m.as_bytes());
+    }
+
+    #[tokio::test]
+    async fn the_new_routes_and_every_answer_are_in_the_openapi_document() {
+        let trustees: Vec<TrusteeKey> = (0..3).map(|_| TrusteeKey::generate()).collect();
+        let svc = serve(None, ControlRoomKey::generate(), &trustees, |_| {}).await;
+        let doc: Value = reqwest::get(format!("{}/openapi.json", svc.url))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let statuses = |path: &str, method: &str| -> Vec<String> {
+            let mut s: Vec<String> = doc["paths"][path][method]["responses"]
+                .as_object()
+                .unwrap_or_else(|| panic!("{method} {path} is not documented"))
+                .keys()
+                .cloned()
+                .collect();
+            s.sort();
+            s
+        };
+        assert_eq!(
+            statuses("/v1/enroll/commit", "post"),
+            [
+                "200", "400", "403", "404", "409", "410", "413", "415", "500"
+            ]
+        );
+        assert_eq!(statuses("/v1/manifest", "get"), ["200", "404"]);
+    }
 }

@@ -11,6 +11,7 @@
 //! panic_rate_window_secs = 3600
 //! repeat_offender_after = 2             # false alarms before a student is flagged
 //! enroll_timeout_ms = 30000
+//! manifest_file = "manifest.bin"         # optional: served at GET /v1/manifest
 //!
 //! [[trustees]]
 //! url = "http://127.0.0.1:7001"
@@ -24,13 +25,22 @@
 //! Environment overrides: `SOSVAULT_SERVER_LISTEN`, `SOSVAULT_SERVER_DATA_DIR`,
 //! `SOSVAULT_SERVER_ACK_TIMEOUT_MS`, `SOSVAULT_SERVER_ACCESS_WINDOW_SECS`,
 //! `SOSVAULT_SERVER_ENROLL_TIMEOUT_MS`, `SOSVAULT_SERVER_PANIC_RATE_LIMIT`,
-//! `SOSVAULT_SERVER_TLS_CERT`, `SOSVAULT_SERVER_TLS_KEY`.
+//! `SOSVAULT_SERVER_TLS_CERT`, `SOSVAULT_SERVER_TLS_KEY`,
+//! `SOSVAULT_SERVER_MANIFEST_FILE`.
+//!
+//! `manifest_file`, if set, is the deployment manifest (`sosvault/manifest/v1`,
+//! signed by the deployment authority) the service serves at `GET
+//! /v1/manifest`. It is checked at start ([`Config::load_manifest`]): it must
+//! decode as a signed manifest and name this service's control room key, or
+//! the service refuses to start. A relative path in the file is relative to
+//! the file's directory (as `data_dir` is).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sosvault::TrusteePublic;
+use sosvault::manifest::Manifest;
+use sosvault::{ControlRoomPublic, Signed, TrusteePublic};
 
 /// Why the configuration could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +137,10 @@ pub struct Config {
     /// TLS private key (PEM).
     #[serde(default)]
     pub tls_key: Option<PathBuf>,
+    /// The deployment manifest to serve at `GET /v1/manifest` (the signed
+    /// bytes, as `sosvault manifest make` wrote them).
+    #[serde(default)]
+    pub manifest_file: Option<PathBuf>,
     /// The trustees, in share-index order.
     #[serde(default)]
     pub trustees: Vec<TrusteeConfig>,
@@ -187,6 +201,7 @@ impl Config {
             session_secs: default_session_secs(),
             tls_cert: None,
             tls_key: None,
+            manifest_file: None,
             trustees: Vec::new(),
             operators: Vec::new(),
         }
@@ -204,10 +219,15 @@ impl Config {
             source,
         })?;
         let mut cfg = Self::from_toml(&text)?;
-        if cfg.data_dir.is_relative()
-            && let Some(parent) = path.parent()
-        {
-            cfg.data_dir = parent.join(&cfg.data_dir);
+        if let Some(parent) = path.parent() {
+            if cfg.data_dir.is_relative() {
+                cfg.data_dir = parent.join(&cfg.data_dir);
+            }
+            if let Some(m) = cfg.manifest_file.as_mut()
+                && m.is_relative()
+            {
+                *m = parent.join(&*m);
+            }
         }
         cfg.apply_env(|k| std::env::var(k).ok())?;
         cfg.validate()?;
@@ -249,6 +269,9 @@ impl Config {
         }
         if let Some(v) = get("SOSVAULT_SERVER_TLS_KEY") {
             self.tls_key = Some(v.into());
+        }
+        if let Some(v) = get("SOSVAULT_SERVER_MANIFEST_FILE") {
+            self.manifest_file = Some(v.into());
         }
         Ok(())
     }
@@ -301,6 +324,46 @@ impl Config {
         Ok(out)
     }
 
+    /// Reads and checks `manifest_file`, if set: it must decode as a signed
+    /// deployment manifest (`sosvault/manifest/v1`; its signature verifies
+    /// under its own signer) whose control room is `own`, this service's.
+    ///
+    /// No authority is checked: the service holds no pinned authority key
+    /// and trusts nothing in the manifest; it only serves it. Phones verify
+    /// it against the authority they pin. A manifest naming another control
+    /// room would have phones seal their panics to a key this service cannot
+    /// open, so it is refused.
+    pub fn load_manifest(
+        &self,
+        own: &ControlRoomPublic,
+    ) -> Result<Option<Signed<Manifest>>, ConfigError> {
+        let Some(path) = &self.manifest_file else {
+            return Ok(None);
+        };
+        let bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let signed = Signed::<Manifest>::decode(&bytes).map_err(|e| {
+            ConfigError::Invalid(format!(
+                "manifest_file {}: not a signed deployment manifest ({e}); give the file \
+                 `sosvault manifest make` wrote, unchanged",
+                path.display()
+            ))
+        })?;
+        if signed.body().control_room != *own {
+            return Err(ConfigError::Invalid(format!(
+                "manifest_file {}: the manifest names control room {}, not this service's {}; \
+                 phones trusting it would seal their panics to another control room. Have the \
+                 deployment authority sign a manifest naming this service's key",
+                path.display(),
+                signed.body().control_room.to_hex(),
+                own.to_hex()
+            )));
+        }
+        Ok(Some(signed))
+    }
+
     /// `data_dir/sosvault.db`.
     pub fn db_path(&self) -> PathBuf {
         self.data_dir.join("sosvault.db")
@@ -351,6 +414,93 @@ mod tests {
         let back = Config::from_toml(&text).unwrap();
         assert_eq!(back.operators.len(), 1);
         assert_eq!(back.trustees.len(), 1);
+    }
+
+    fn signed_manifest(control_room: ControlRoomPublic) -> Vec<u8> {
+        use sosvault::manifest::ManifestTrustee;
+        use sosvault::{AuthorityKey, Timestamp, TrusteeKey};
+        let now = Timestamp::now();
+        let m = Manifest {
+            deployment: "test".into(),
+            version: 1,
+            issued_at: now,
+            not_before: now,
+            not_after: now.plus(3600),
+            threshold: 2,
+            trustees: (0..3)
+                .map(|i| ManifestTrustee {
+                    name: format!("t{i}"),
+                    public: TrusteeKey::generate().public(),
+                    url: format!("http://127.0.0.1:{}", 7001 + i),
+                })
+                .collect(),
+            control_room,
+            control_room_url: "http://127.0.0.1:8080".into(),
+        };
+        Signed::sign(m, &AuthorityKey::generate())
+            .as_bytes()
+            .to_vec()
+    }
+
+    #[test]
+    fn the_manifest_file_must_be_a_manifest_for_this_control_room() {
+        let dir = tempfile::tempdir().unwrap();
+        let own = sosvault::ControlRoomKey::generate().public();
+        let mut c = Config::new(dir.path());
+        assert!(c.load_manifest(&own).unwrap().is_none(), "unset: nothing");
+
+        let path = dir.path().join("manifest.bin");
+        c.manifest_file = Some(path.clone());
+        let e = c.load_manifest(&own).unwrap_err();
+        assert!(matches!(e, ConfigError::Read { .. }), "{e}");
+
+        std::fs::write(&path, b"not a manifest").unwrap();
+        let e = c.load_manifest(&own).unwrap_err().to_string();
+        assert!(e.contains("not a signed deployment manifest"), "{e}");
+
+        // A byte changed: the signature no longer verifies.
+        let mut bytes = signed_manifest(own.clone());
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        let e = c.load_manifest(&own).unwrap_err().to_string();
+        assert!(e.contains("not a signed deployment manifest"), "{e}");
+
+        let other = sosvault::ControlRoomKey::generate().public();
+        std::fs::write(&path, signed_manifest(other.clone())).unwrap();
+        let e = c.load_manifest(&own).unwrap_err().to_string();
+        assert!(e.contains("names control room"), "{e}");
+        assert!(
+            e.contains(&other.to_hex()) && e.contains(&own.to_hex()),
+            "{e}"
+        );
+
+        let good = signed_manifest(own.clone());
+        std::fs::write(&path, &good).unwrap();
+        let m = c.load_manifest(&own).unwrap().unwrap();
+        assert_eq!(m.as_bytes(), &good[..]);
+    }
+
+    #[test]
+    fn the_manifest_file_is_read_relative_to_the_config_and_from_the_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut c = Config::new("data");
+        c.trustees = (0..2)
+            .map(|_| TrusteeConfig {
+                url: "http://127.0.0.1:1".into(),
+                public: sosvault::TrusteeKey::generate().public().to_hex(),
+                name: String::new(),
+            })
+            .collect();
+        c.manifest_file = Some("manifest.bin".into());
+        let file = dir.path().join("server.toml");
+        std::fs::write(&file, c.to_toml().unwrap()).unwrap();
+        let back = Config::load(&file).unwrap();
+        assert_eq!(back.manifest_file, Some(dir.path().join("manifest.bin")));
+        let mut c = Config::new("/tmp/x");
+        c.apply_env(|k| (k == "SOSVAULT_SERVER_MANIFEST_FILE").then(|| "/etc/m.bin".into()))
+            .unwrap();
+        assert_eq!(c.manifest_file, Some(PathBuf::from("/etc/m.bin")));
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //!
 //! State lives in two places. The [`crate::store`] holds everything that must
 //! survive a crash (incidents, timelines, assignments, sealed incident keys,
-//! access windows, pending shreds and cancel forwards). Memory holds what must *not* survive: opened vault keys
+//! access windows, pending shreds, cancel and commit forwards, and the
+//! previous enrollment kept while a re-enrollment is not yet committed).
+//! Memory holds what must *not* survive: opened vault keys
 //! and decrypted locations, plus indexes rebuilt at start-up (the free-unit
 //! R-tree, connected units, operator sessions).
 //!
@@ -24,8 +26,8 @@
 //! pick the team; it never waits for the store while holding it).
 //!
 //! This file holds the types, start-up and resume; the methods live by
-//! concern in `engine/`: `student.rs` (enroll, panic, location, cancel,
-//! stop, shreds), `dispatch.rs` (assignment loop, units), `release.rs`
+//! concern in `engine/`: `student.rs` (enroll and its commit, panic,
+//! location, cancel, stop, shreds), `dispatch.rs` (assignment loop, units), `release.rs`
 //! (trustee releases, opener, access window), `operators.rs` (sessions,
 //! views, the control room's log), `reassign.rs` (an operator's reassign).
 
@@ -357,6 +359,10 @@ struct Inner {
     shred_done: Notify,
     /// A trustee's answer to a forwarded cancel was stored.
     cancel_done: Notify,
+    /// A trustee answered a forwarded enrollment commit.
+    commit_done: Notify,
+    /// The signed deployment manifest served at `GET /v1/manifest`, if any.
+    manifest: Option<Vec<u8>>,
     operators: Vec<(String, String)>,
     log: tokio::sync::Mutex<MerkleLog>,
     log_key: LogKey,
@@ -368,7 +374,8 @@ struct Inner {
 pub struct IncidentSummary {
     /// Incident id (hex).
     pub id: String,
-    /// Category (`police`, `medical`, `mental-health`).
+    /// Category (`police`, `medical`, `mental-health`); empty once the
+    /// student has pressed stop (the category is the student's data).
     pub category: String,
     /// `open`, `cancelled`, `closed`.
     pub status: String,
@@ -510,6 +517,18 @@ pub struct CancelReceived {
     pub pending: usize,
 }
 
+/// The answer to an enrollment commit.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct CommitReceived {
+    /// Always `committed`: the service recorded the commit (the same commit
+    /// again gets the same answer).
+    pub status: String,
+    /// Trustees the commit has not reached yet. The service keeps
+    /// forwarding it (across restarts) until each has taken it or finally
+    /// refused it; until then that trustee keeps the older share.
+    pub pending: usize,
+}
+
 /// The result of a stop.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Stopped {
@@ -527,12 +546,24 @@ fn b64(bytes: &[u8]) -> String {
 }
 
 impl Engine {
-    /// Builds the engine. Call [`Engine::resume`] next.
+    /// Builds the engine, serving no manifest. Call [`Engine::resume`] next.
     pub fn new(
         cfg: Config,
         db: Db,
         control_room: ControlRoomKey,
         master: MasterKey,
+    ) -> Result<Self, ApiError> {
+        Self::with_manifest(cfg, db, control_room, master, None)
+    }
+
+    /// Builds the engine, serving `manifest` at `GET /v1/manifest` (checked
+    /// by the caller: [`Config::load_manifest`]). Call [`Engine::resume`] next.
+    pub fn with_manifest(
+        cfg: Config,
+        db: Db,
+        control_room: ControlRoomKey,
+        master: MasterKey,
+        manifest: Option<Signed<sosvault::manifest::Manifest>>,
     ) -> Result<Self, ApiError> {
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
@@ -578,6 +609,8 @@ impl Engine {
                 unit_freed: Notify::new(),
                 shred_done: Notify::new(),
                 cancel_done: Notify::new(),
+                commit_done: Notify::new(),
+                manifest: manifest.map(|m| m.as_bytes().to_vec()),
                 operators,
                 log: tokio::sync::Mutex::new(MerkleLog::new()),
                 log_key: control_room_log_key,
@@ -610,6 +643,11 @@ impl Engine {
     /// The trustees.
     pub fn trustees(&self) -> &[TrusteeClient] {
         &self.inner.trustees
+    }
+
+    /// The signed deployment manifest the service serves, if configured.
+    pub fn manifest(&self) -> Option<&[u8]> {
+        self.inner.manifest.as_deref()
     }
 
     /// Subscribes to every live event (each carries its audience: filter
@@ -711,7 +749,9 @@ impl Engine {
         also: impl FnOnce(&dyn crate::store::Store) -> crate::store::StoreResult<()> + Send + 'static,
     ) {
         let at = now_ms();
-        tracing::info!(incident = %short(&incident), step = kind, "{detail}");
+        // The step's kind only: its text may name the category, a team's kind
+        // or a distance, and the service's log outlives a stop.
+        tracing::info!(incident = %short(&incident), step = kind, "timeline");
         let d = detail.clone();
         if let Err(e) = self
             .inner
@@ -747,7 +787,8 @@ impl Engine {
 
     // ------------------------------------------------------------ start-up
 
-    /// Loads units, resumes open incidents and unfinished shreds.
+    /// Loads units, resumes open incidents, unfinished shreds and the
+    /// cancels and enrollment commits not yet forwarded to every trustee.
     pub async fn resume(&self) -> Result<(), ApiError> {
         let leaves = self.inner.db.call(|s| s.log_leaf_hashes()).await?;
         *self.inner.log.lock().await = MerkleLog::from_leaf_hashes(leaves);
@@ -786,6 +827,10 @@ impl Engine {
         let cancels = self.inner.db.call(|s| s.pending_cancels()).await?;
         for p in cancels {
             self.spawn_cancel_forward(p.student_id, p.trustee_id, p.cancel);
+        }
+        let commits = self.inner.db.call(|s| s.pending_commits()).await?;
+        for p in commits {
+            self.spawn_commit_forward(p.student_id, p.epoch, p.trustee_id, p.commit);
         }
         let engine = self.clone();
         self.inner

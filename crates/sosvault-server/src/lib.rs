@@ -148,6 +148,35 @@ fn load_keys(cfg: &Config) -> anyhow::Result<(ControlRoomKey, MasterKey)> {
     Ok((cr, mk))
 }
 
+/// Warns (does not refuse) when the served manifest lists other trustees or
+/// another threshold than the service relays to: phones enrolling to it
+/// would be refused (`wrong_trustees`). Its dates are only warned about too:
+/// the service trusts nothing in it, phones check it against the authority
+/// they pin.
+fn check_manifest_matches(cfg: &Config, m: &sosvault::manifest::Manifest) {
+    let ours: Vec<_> = cfg
+        .trustee_publics()
+        .map(|p| p.iter().map(|t| t.id()).collect())
+        .unwrap_or_default();
+    let theirs: Vec<_> = m.trustees.iter().map(|t| t.public.id()).collect();
+    if ours != theirs || m.threshold != cfg.threshold {
+        tracing::warn!(
+            "the served manifest (deployment {:?}, version {}) lists other trustees or another \
+             threshold than this service's configuration; phones enrolling to it will be refused",
+            m.deployment,
+            m.version
+        );
+    }
+    if sosvault::Timestamp::now() > m.not_after {
+        tracing::warn!(
+            "the served manifest (deployment {:?}, version {}) has expired; phones refuse to \
+             enroll to it: serve the deployment's newest manifest",
+            m.deployment,
+            m.version
+        );
+    }
+}
+
 /// A running service: the engine plus a bound listener.
 pub struct Service {
     engine: Engine,
@@ -165,10 +194,17 @@ impl Service {
             _ => None,
         };
         let (cr, mk) = load_keys(&cfg)?;
+        let manifest = cfg
+            .load_manifest(&cr.public())
+            .context("refusing to start")?;
+        if let Some(m) = &manifest {
+            check_manifest_matches(&cfg, m.body());
+        }
         let store = SqliteStore::open(&cfg.db_path()).context("opening the database")?;
         let db = Db::new(store).context("starting the store")?;
         let listen = cfg.listen_addr()?;
-        let engine = Engine::new(cfg, db, cr, mk).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let engine =
+            Engine::with_manifest(cfg, db, cr, mk, manifest).map_err(|e| anyhow::anyhow!("{e}"))?;
         engine
             .resume()
             .await
@@ -239,5 +275,74 @@ impl Service {
         )
         .await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use sosvault::manifest::{Manifest, ManifestTrustee};
+    use sosvault::{AuthorityKey, ControlRoomPublic, Signed, Timestamp, TrusteeKey};
+
+    use super::*;
+    use crate::config::TrusteeConfig;
+
+    fn manifest(control_room: ControlRoomPublic) -> Vec<u8> {
+        let now = Timestamp::now();
+        let m = Manifest {
+            deployment: "start-test".into(),
+            version: 1,
+            issued_at: now,
+            not_before: now,
+            not_after: now.plus(3600),
+            threshold: 2,
+            trustees: (0..2)
+                .map(|i| ManifestTrustee {
+                    name: format!("t{i}"),
+                    public: TrusteeKey::generate().public(),
+                    url: "http://127.0.0.1:1".into(),
+                })
+                .collect(),
+            control_room,
+            control_room_url: "http://127.0.0.1:8080".into(),
+        };
+        Signed::sign(m, &AuthorityKey::generate())
+            .as_bytes()
+            .to_vec()
+    }
+
+    /// The service refuses to start with a manifest that is not one, or that
+    /// names another control room, and says why; a good one is served.
+    #[tokio::test]
+    async fn a_bad_manifest_file_keeps_the_service_from_starting() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::new(dir.path());
+        cfg.listen = "127.0.0.1:0".into();
+        cfg.trustees = (0..2)
+            .map(|_| TrusteeConfig {
+                url: "http://127.0.0.1:1".into(),
+                public: TrusteeKey::generate().public().to_hex(),
+                name: String::new(),
+            })
+            .collect();
+        let own = init_keys(&cfg).unwrap();
+        let path = dir.path().join("manifest.bin");
+        cfg.manifest_file = Some(path.clone());
+
+        std::fs::write(&path, b"garbage").unwrap();
+        let e = format!("{:#}", Service::start(cfg.clone()).await.err().unwrap());
+        assert!(e.contains("not a signed deployment manifest"), "{e}");
+
+        let other = sosvault::ControlRoomKey::generate().public();
+        std::fs::write(&path, manifest(other)).unwrap();
+        let e = format!("{:#}", Service::start(cfg.clone()).await.err().unwrap());
+        assert!(e.contains("names control room"), "{e}");
+
+        let good = manifest(own);
+        std::fs::write(&path, &good).unwrap();
+        let service = Service::start(cfg).await.unwrap();
+        assert_eq!(service.engine().manifest(), Some(&good[..]));
+        service.engine().shutdown();
     }
 }

@@ -246,6 +246,37 @@ pub struct CancelAnswer {
     pub refusal: Option<String>,
 }
 
+/// An enrollment commit not yet answered by a trustee.
+#[derive(Clone, Debug)]
+pub struct PendingCommit {
+    /// Student.
+    pub student_id: [u8; 32],
+    /// The epoch committed.
+    pub epoch: u32,
+    /// Trustee.
+    pub trustee_id: [u8; 32],
+    /// The signed commit, exactly as the device sent it.
+    pub commit: Vec<u8>,
+}
+
+/// What [`Store::commit_enrollment`] did with a device's commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitStored {
+    /// A new commit of the current enrollment: recorded, and a forward
+    /// queued for every trustee.
+    New {
+        /// The previous enrollment was deleted with it.
+        dropped_previous: bool,
+        /// The previous enrollment is kept for now: an open incident of the
+        /// student names its epoch (it goes when that incident closes).
+        kept_for_incident: bool,
+    },
+    /// The same commit was recorded before: nothing changed.
+    Repeat,
+    /// It names neither the current enrollment nor a commit on file.
+    UnknownRecord,
+}
+
 /// One entry of the transparency log, as listed for an incident.
 #[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct AccessLogEntry {
@@ -279,7 +310,19 @@ pub trait Store {
     fn student(&self, id: &[u8; 32]) -> StoreResult<Option<StudentRow>>;
     /// The current enrollment of a student.
     fn enrollment(&self, id: &[u8; 32]) -> StoreResult<Option<EnrollmentRow>>;
-    /// Stores an enrollment (replacing the previous epoch's profile).
+    /// The committed enrollment kept beside the current one while the
+    /// device has not committed the current one (see [`Store::put_enrollment`]).
+    fn previous_enrollment(&self, id: &[u8; 32]) -> StoreResult<Option<EnrollmentRow>>;
+    /// The enrollment of `epoch`: the current one, or the previous one kept
+    /// beside it; `None` if neither is of that epoch.
+    fn enrollment_of_epoch(&self, id: &[u8; 32], epoch: u32) -> StoreResult<Option<EnrollmentRow>>;
+    /// Stores an enrollment. A newer epoch replaces the current one, except
+    /// that a current one the device has committed
+    /// ([`Store::commit_enrollment`]) is kept as the *previous* enrollment
+    /// (record and sealed profile, replacing any older previous one) until
+    /// the new epoch's commit; an uncommitted current one is replaced and an
+    /// earlier previous one stays (as the trustees do, `PROTOCOL.md` §11.1).
+    /// The same epoch again (a retry) replaces it alone.
     fn put_enrollment(
         &self,
         student: &[u8; 32],
@@ -367,9 +410,11 @@ pub trait Store {
     fn put_assignment(&self, a: &AssignmentRow) -> StoreResult<()>;
     /// Assignments of an incident, oldest first.
     fn assignments(&self, incident: &[u8; 16]) -> StoreResult<Vec<AssignmentRow>>;
-    /// Applies a stop in one transaction: tombstone, delete the enrollment,
-    /// locations and panic bytes, forget incident keys, queue shreds. Then
-    /// checkpoints the WAL.
+    /// Applies a stop in one transaction: tombstone, delete the enrollment
+    /// (and a kept previous one, and the commits), locations and panic bytes,
+    /// forget incident keys, blank the incidents' category and the timeline
+    /// texts that could name it or a distance, queue shreds. Then checkpoints
+    /// the WAL.
     fn apply_stop(
         &self,
         student: &[u8; 32],
@@ -413,6 +458,37 @@ pub trait Store {
     fn cancel_answers(&self, cancel_hash: &[u8; 32]) -> StoreResult<Vec<CancelAnswer>>;
     /// Trustees a cancel is still being forwarded to.
     fn pending_cancel_count(&self, cancel_hash: &[u8; 32]) -> StoreResult<usize>;
+    /// Takes a device's enrollment commit (its signature and signer already
+    /// checked against the student's device key) in one transaction: if it
+    /// names the current enrollment (its epoch and the SHA-256 of its signed
+    /// record, `record_hash`) and is new, records it, queues a forward of
+    /// `commit` for every trustee, and deletes the previous enrollment unless
+    /// an open incident of the student names the previous epoch (then
+    /// [`Store::drop_spent_previous`] deletes it once none does); the WAL is
+    /// truncated afterwards, best effort. A commit already recorded (same
+    /// epoch and record) changes nothing.
+    fn commit_enrollment(
+        &self,
+        student: &[u8; 32],
+        epoch: u32,
+        record_hash: &[u8; 32],
+        commit: &[u8],
+        trustees: &[[u8; 32]],
+        now_ms: u64,
+    ) -> StoreResult<CommitStored>;
+    /// Whether the device committed `epoch`.
+    fn is_committed(&self, student: &[u8; 32], epoch: u32) -> StoreResult<bool>;
+    /// Deletes the previous enrollment if the current one is committed and
+    /// no open incident of the student names the previous epoch (then
+    /// truncates the WAL, best effort). True if it deleted one.
+    fn drop_spent_previous(&self, student: &[u8; 32]) -> StoreResult<bool>;
+    /// Enrollment commits not yet answered by a trustee.
+    fn pending_commits(&self) -> StoreResult<Vec<PendingCommit>>;
+    /// A trustee answered a forwarded commit (taken, or finally refused):
+    /// it is no longer pending.
+    fn finish_commit(&self, student: &[u8; 32], epoch: u32, trustee: &[u8; 32]) -> StoreResult<()>;
+    /// Trustees the commit of `epoch` is still being forwarded to.
+    fn pending_commit_count(&self, student: &[u8; 32], epoch: u32) -> StoreResult<usize>;
     /// Appends an entry to the transparency log at `index` (the caller keeps
     /// the Merkle tree and assigns indices in order).
     #[allow(clippy::too_many_arguments)]
@@ -725,6 +801,28 @@ CREATE TABLE IF NOT EXISTS cancel_receipts (
     received_at_ms INTEGER NOT NULL,
     PRIMARY KEY (cancel_hash, trustee_id)
 );
+CREATE TABLE IF NOT EXISTS previous_enrollments (
+    student_id BLOB PRIMARY KEY,
+    epoch INTEGER NOT NULL,
+    record BLOB NOT NULL,
+    sealed_profile BLOB NOT NULL,
+    enrolled_at INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS enrollment_commits (
+    student_id BLOB NOT NULL,
+    epoch INTEGER NOT NULL,
+    record_hash BLOB NOT NULL,
+    committed_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (student_id, epoch)
+);
+CREATE TABLE IF NOT EXISTS pending_commits (
+    student_id BLOB NOT NULL,
+    epoch INTEGER NOT NULL,
+    trustee_id BLOB NOT NULL,
+    commit_bytes BLOB NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (student_id, epoch, trustee_id)
+);
 CREATE TABLE IF NOT EXISTS transparency_log (
     idx INTEGER PRIMARY KEY,
     entry BLOB NOT NULL,
@@ -894,6 +992,37 @@ impl SqliteStore {
         }
     }
 
+    /// Deletes the previous enrollment if the current epoch is committed and
+    /// no open incident of the student names the previous epoch (with
+    /// `secure_delete` its pages are overwritten; the caller truncates the
+    /// WAL). True if it deleted one.
+    fn delete_spent_previous(&self, c: &Connection, student: &[u8; 32]) -> StoreResult<bool> {
+        let Some(previous) = self.previous_enrollment(student)? else {
+            return Ok(false);
+        };
+        let Some(current) = self.enrollment(student)? else {
+            return Ok(false);
+        };
+        if !self.is_committed(student, current.epoch)? {
+            return Ok(false);
+        }
+        let in_use: i64 = one(
+            c,
+            "SELECT COUNT(*) FROM incidents WHERE student_id = ?1 AND status = 'open' AND epoch = ?2",
+            params![&student[..], previous.epoch],
+            |r| r.get(0),
+        )?;
+        if in_use > 0 {
+            return Ok(false);
+        }
+        let n = exec(
+            c,
+            "DELETE FROM previous_enrollments WHERE student_id = ?1",
+            params![&student[..]],
+        )?;
+        Ok(n > 0)
+    }
+
     /// Moves every page out of the WAL and truncates it, so no pre-delete
     /// page with a ciphertext survives in the -wal file. Cannot run inside a
     /// transaction.
@@ -1006,6 +1135,30 @@ impl Store for SqliteStore {
         .optional()?)
     }
 
+    fn previous_enrollment(&self, id: &[u8; 32]) -> StoreResult<Option<EnrollmentRow>> {
+        let c = &self.conn;
+        Ok(one(
+            c,
+            "SELECT record, sealed_profile, epoch FROM previous_enrollments WHERE student_id = ?1",
+            params![&id[..]],
+            |r| {
+                Ok(EnrollmentRow {
+                    record: r.get(0)?,
+                    sealed_profile: r.get(1)?,
+                    epoch: r.get(2)?,
+                })
+            },
+        )
+        .optional()?)
+    }
+
+    fn enrollment_of_epoch(&self, id: &[u8; 32], epoch: u32) -> StoreResult<Option<EnrollmentRow>> {
+        if let Some(e) = self.enrollment(id)?.filter(|e| e.epoch == epoch) {
+            return Ok(Some(e));
+        }
+        Ok(self.previous_enrollment(id)?.filter(|e| e.epoch == epoch))
+    }
+
     fn put_enrollment(
         &self,
         student: &[u8; 32],
@@ -1016,6 +1169,30 @@ impl Store for SqliteStore {
         now_ms: u64,
     ) -> StoreResult<()> {
         self.atomic(|c| {
+        // Staging (PROTOCOL.md §11.5): a newer epoch over a committed one
+        // keeps the committed one beside it until the device commits the new
+        // one, so a panic the device still sends for it opens.
+        let current: Option<u32> = one(
+            c,
+            "SELECT epoch FROM enrollments WHERE student_id = ?1",
+            params![&student[..]],
+            |r| r.get(0),
+        )
+        .optional()?;
+        if let Some(cur) = current
+            && epoch > cur
+            && self.is_committed(student, cur)?
+        {
+            exec(c,
+                "DELETE FROM previous_enrollments WHERE student_id = ?1",
+                params![&student[..]],
+            )?;
+            exec(c,
+                "INSERT INTO previous_enrollments (student_id, epoch, record, sealed_profile, enrolled_at)
+                 SELECT student_id, epoch, record, sealed_profile, enrolled_at FROM enrollments WHERE student_id = ?1",
+                params![&student[..]],
+            )?;
+        }
         exec(c,
             "INSERT INTO students (student_id, device_public, epoch) VALUES (?1, ?2, ?3)
              ON CONFLICT(student_id) DO UPDATE SET device_public = excluded.device_public, epoch = excluded.epoch",
@@ -1427,12 +1604,37 @@ impl Store for SqliteStore {
             "DELETE FROM enrollments WHERE student_id = ?1",
             params![&student[..]],
         )?;
+        exec(c, "DELETE FROM previous_enrollments WHERE student_id = ?1", params![&student[..]])?;
+        // The commits' record hashes, and commits not yet forwarded: the stop
+        // shreds every epoch at the trustees anyway.
+        exec(c, "DELETE FROM enrollment_commits WHERE student_id = ?1", params![&student[..]])?;
+        exec(c, "DELETE FROM pending_commits WHERE student_id = ?1", params![&student[..]])?;
         exec(c,
             "DELETE FROM locations WHERE incident_id IN (SELECT id FROM incidents WHERE student_id = ?1)",
             params![&student[..]],
         )?;
+        // Nothing of the student's outlives the stop (PROTOCOL.md §17). The
+        // incident rows stay, because a team already sent still goes and
+        // dispatch answers for its teams: that there was an incident, when,
+        // its status and flags, and (in `assignments`) which team. What was
+        // the student's goes: the signed panic (its category code and sealed
+        // location), the incident key, and the category itself (`''`, shown
+        // as unknown: `mental-health` in clear says what no stop may leave).
         exec(c,
-            "UPDATE incidents SET panic = NULL, incident_key_sealed = NULL, stopped = CASE WHEN status = 'open' THEN 1 ELSE stopped END WHERE student_id = ?1",
+            "UPDATE incidents SET panic = NULL, incident_key_sealed = NULL, category = '', stopped = CASE WHEN status = 'open' THEN 1 ELSE stopped END WHERE student_id = ?1",
+            params![&student[..]],
+        )?;
+        // Likewise every timeline text that may name the category, the kind
+        // of team it calls for, or the distance to the student (`panic`,
+        // `assigned`, `waiting`, and any step not listed here). The steps
+        // kept speak of the service's own doings only: the trustees, the
+        // windows, the team's answers, the operators' actions.
+        exec(c,
+            "UPDATE timeline SET detail = 'wiped: the student pressed stop'
+             WHERE incident_id IN (SELECT id FROM incidents WHERE student_id = ?1)
+             AND kind NOT IN ('release', 'profile_released', 'access_expired', 'acknowledged',
+                 'timed_out', 'reassigned', 'resumed', 'escalated', 'stopped', 'cancelled',
+                 'closed', 'false_alarm', 'location', 'duress_stop')",
             params![&student[..]],
         )?;
         for t in trustees {
@@ -1585,6 +1787,125 @@ impl Store for SqliteStore {
             c,
             "SELECT COUNT(*) FROM pending_cancels WHERE cancel_hash = ?1",
             params![&cancel_hash[..]],
+            |r| r.get(0),
+        )?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    fn commit_enrollment(
+        &self,
+        student: &[u8; 32],
+        epoch: u32,
+        record_hash: &[u8; 32],
+        commit: &[u8],
+        trustees: &[[u8; 32]],
+        now_ms: u64,
+    ) -> StoreResult<CommitStored> {
+        let stored = self.atomic(|c| {
+            let recorded: Option<Vec<u8>> = one(
+                c,
+                "SELECT record_hash FROM enrollment_commits WHERE student_id = ?1 AND epoch = ?2",
+                params![&student[..], epoch],
+                |r| r.get(0),
+            )
+            .optional()?;
+            if let Some(h) = recorded {
+                return Ok(if h == record_hash[..] {
+                    CommitStored::Repeat
+                } else {
+                    CommitStored::UnknownRecord
+                });
+            }
+            let Some(current) = self.enrollment(student)? else {
+                return Ok(CommitStored::UnknownRecord);
+            };
+            let names_current = current.epoch == epoch
+                && sosvault::MessageHash::of_message(&current.record).as_bytes() == record_hash;
+            if !names_current {
+                return Ok(CommitStored::UnknownRecord);
+            }
+            exec(
+                c,
+                "INSERT INTO enrollment_commits (student_id, epoch, record_hash, committed_at_ms)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![&student[..], epoch, &record_hash[..], now_ms as i64],
+            )?;
+            for t in trustees {
+                exec(
+                    c,
+                    "INSERT OR IGNORE INTO pending_commits (student_id, epoch, trustee_id, commit_bytes, created_at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![&student[..], epoch, &t[..], commit, now_ms as i64],
+                )?;
+            }
+            let had_previous = self.previous_enrollment(student)?.is_some();
+            let dropped = self.delete_spent_previous(c, student)?;
+            Ok(CommitStored::New {
+                dropped_previous: dropped,
+                kept_for_incident: had_previous && !dropped,
+            })
+        })?;
+        if let CommitStored::New {
+            dropped_previous: true,
+            ..
+        } = stored
+        {
+            self.wipe_wal_soon();
+        }
+        Ok(stored)
+    }
+
+    fn is_committed(&self, student: &[u8; 32], epoch: u32) -> StoreResult<bool> {
+        let c = &self.conn;
+        let n: i64 = one(
+            c,
+            "SELECT COUNT(*) FROM enrollment_commits WHERE student_id = ?1 AND epoch = ?2",
+            params![&student[..], epoch],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    }
+
+    fn drop_spent_previous(&self, student: &[u8; 32]) -> StoreResult<bool> {
+        let dropped = self.atomic(|c| self.delete_spent_previous(c, student))?;
+        if dropped {
+            self.wipe_wal_soon();
+        }
+        Ok(dropped)
+    }
+
+    fn pending_commits(&self) -> StoreResult<Vec<PendingCommit>> {
+        let c = &self.conn;
+        let mut st = c.prepare_cached(
+            "SELECT student_id, epoch, trustee_id, commit_bytes FROM pending_commits ORDER BY created_at_ms",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok(PendingCommit {
+                student_id: arr(r.get(0)?)?,
+                epoch: r.get(1)?,
+                trustee_id: arr(r.get(2)?)?,
+                commit: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn finish_commit(&self, student: &[u8; 32], epoch: u32, trustee: &[u8; 32]) -> StoreResult<()> {
+        let c = &self.conn;
+        exec(
+            c,
+            "DELETE FROM pending_commits WHERE student_id = ?1 AND epoch = ?2 AND trustee_id = ?3",
+            params![&student[..], epoch, &trustee[..]],
+        )?;
+        Ok(())
+    }
+
+    fn pending_commit_count(&self, student: &[u8; 32], epoch: u32) -> StoreResult<usize> {
+        let c = &self.conn;
+        let n: i64 = one(
+            c,
+            "SELECT COUNT(*) FROM pending_commits WHERE student_id = ?1 AND epoch = ?2",
+            params![&student[..], epoch],
             |r| r.get(0),
         )?;
         Ok(usize::try_from(n).unwrap_or(0))
@@ -1890,6 +2211,206 @@ mod tests {
                 .is_err(),
             "an index is used once"
         );
+    }
+}
+
+#[cfg(test)]
+mod staging_tests {
+    use super::wipe_tests::on_disk;
+    use super::*;
+
+    const T: [[u8; 32]; 3] = [[10; 32], [11; 32], [12; 32]];
+    const S: [u8; 32] = [1; 32];
+
+    fn hash(record: &[u8]) -> [u8; 32] {
+        *sosvault::MessageHash::of_message(record).as_bytes()
+    }
+
+    fn secret(seed: u32) -> Vec<u8> {
+        (0..700u32).map(|i| (i * 7 + seed) as u8 ^ 0x5a).collect()
+    }
+
+    fn commit(s: &SqliteStore, epoch: u32, record: &[u8]) -> CommitStored {
+        s.commit_enrollment(&S, epoch, &hash(record), b"commit", &T, 5)
+            .unwrap()
+    }
+
+    #[test]
+    fn without_a_commit_a_new_epoch_replaces_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("db")).unwrap();
+        s.put_enrollment(&S, &[2; 32], 1, b"rec1", b"p1", 1)
+            .unwrap();
+        s.put_enrollment(&S, &[2; 32], 2, b"rec2", b"p2", 2)
+            .unwrap();
+        assert!(s.previous_enrollment(&S).unwrap().is_none());
+        assert!(s.enrollment_of_epoch(&S, 1).unwrap().is_none());
+        assert_eq!(
+            s.enrollment_of_epoch(&S, 2).unwrap().unwrap().record,
+            b"rec2"
+        );
+    }
+
+    #[test]
+    fn a_committed_enrollment_stays_beside_a_new_epoch_until_the_new_one_is_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("db")).unwrap();
+        let p1 = secret(1);
+        s.put_enrollment(&S, &[2; 32], 1, b"rec1", &p1, 1).unwrap();
+        // A commit naming another record, or another epoch, is refused.
+        assert_eq!(commit(&s, 1, b"other"), CommitStored::UnknownRecord);
+        assert_eq!(commit(&s, 2, b"rec1"), CommitStored::UnknownRecord);
+        assert!(!s.is_committed(&S, 1).unwrap());
+        assert!(s.pending_commits().unwrap().is_empty());
+
+        assert_eq!(
+            commit(&s, 1, b"rec1"),
+            CommitStored::New {
+                dropped_previous: false,
+                kept_for_incident: false
+            }
+        );
+        assert!(s.is_committed(&S, 1).unwrap());
+        assert_eq!(s.pending_commit_count(&S, 1).unwrap(), 3);
+        // The same commit again: nothing new is queued.
+        assert_eq!(commit(&s, 1, b"rec1"), CommitStored::Repeat);
+        assert_eq!(s.pending_commits().unwrap().len(), 3);
+        s.finish_commit(&S, 1, &T[0]).unwrap();
+        assert_eq!(s.pending_commit_count(&S, 1).unwrap(), 2);
+        let left: Vec<[u8; 32]> = s
+            .pending_commits()
+            .unwrap()
+            .iter()
+            .map(|p| p.trustee_id)
+            .collect();
+        assert_eq!(left, [T[1], T[2]]);
+
+        // Re-enrollment over a committed epoch: the committed one is kept.
+        s.put_enrollment(&S, &[2; 32], 2, b"rec2", b"p2", 2)
+            .unwrap();
+        assert_eq!(s.student(&S).unwrap().unwrap().epoch, 2);
+        assert_eq!(s.enrollment(&S).unwrap().unwrap().record, b"rec2");
+        let prev = s.enrollment_of_epoch(&S, 1).unwrap().unwrap();
+        assert_eq!(
+            (prev.epoch, &prev.record[..], &prev.sealed_profile[..]),
+            (1, &b"rec1"[..], &p1[..])
+        );
+        // A retry of the same epoch keeps it too.
+        s.put_enrollment(&S, &[2; 32], 2, b"rec2", b"p2", 3)
+            .unwrap();
+        assert_eq!(s.previous_enrollment(&S).unwrap().unwrap().epoch, 1);
+        // The older commit again changes nothing.
+        assert_eq!(commit(&s, 1, b"rec1"), CommitStored::Repeat);
+        assert!(!on_disk(dir.path(), &p1[100..164]).is_empty());
+
+        // The new epoch's commit deletes it, from the file and the WAL.
+        assert_eq!(
+            commit(&s, 2, b"rec2"),
+            CommitStored::New {
+                dropped_previous: true,
+                kept_for_incident: false
+            }
+        );
+        assert!(s.previous_enrollment(&S).unwrap().is_none());
+        assert!(s.enrollment_of_epoch(&S, 1).unwrap().is_none());
+        assert_eq!(on_disk(dir.path(), &p1[100..164]), Vec::<&str>::new());
+        assert_eq!(s.pending_commit_count(&S, 2).unwrap(), 3);
+
+        // Epoch 3 over committed 2 keeps 2; epoch 4 over uncommitted 3
+        // replaces 3 and leaves 2 kept (as the trustees do).
+        s.put_enrollment(&S, &[2; 32], 3, b"rec3", b"p3", 4)
+            .unwrap();
+        s.put_enrollment(&S, &[2; 32], 4, b"rec4", b"p4", 5)
+            .unwrap();
+        assert_eq!(s.previous_enrollment(&S).unwrap().unwrap().epoch, 2);
+        assert!(s.enrollment_of_epoch(&S, 3).unwrap().is_none());
+        // A commit of the replaced epoch names nothing on file.
+        assert_eq!(commit(&s, 3, b"rec3"), CommitStored::UnknownRecord);
+    }
+
+    #[test]
+    fn a_previous_enrollment_an_open_incident_uses_goes_when_it_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("db")).unwrap();
+        let p1 = secret(3);
+        s.put_enrollment(&S, &[2; 32], 1, b"rec1", &p1, 1).unwrap();
+        commit(&s, 1, b"rec1");
+        s.put_enrollment(&S, &[2; 32], 2, b"rec2", b"p2", 2)
+            .unwrap();
+        // A panic under epoch 1 (the test incident's epoch) is open.
+        s.insert_panic(&super::tests::incident(3, 4), "x").unwrap();
+        assert_eq!(
+            commit(&s, 2, b"rec2"),
+            CommitStored::New {
+                dropped_previous: false,
+                kept_for_incident: true
+            }
+        );
+        assert_eq!(s.previous_enrollment(&S).unwrap().unwrap().epoch, 1);
+        assert!(!s.drop_spent_previous(&S).unwrap(), "still in use");
+        s.close_incident(&[3; 16], "closed", 10).unwrap();
+        assert!(s.drop_spent_previous(&S).unwrap());
+        assert!(s.previous_enrollment(&S).unwrap().is_none());
+        assert_eq!(on_disk(dir.path(), &p1[100..164]), Vec::<&str>::new());
+        assert!(!s.drop_spent_previous(&S).unwrap(), "nothing left");
+    }
+
+    #[test]
+    fn a_previous_enrollment_is_not_dropped_before_the_current_one_is_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("db")).unwrap();
+        s.put_enrollment(&S, &[2; 32], 1, b"rec1", b"p1", 1)
+            .unwrap();
+        commit(&s, 1, b"rec1");
+        s.put_enrollment(&S, &[2; 32], 2, b"rec2", b"p2", 2)
+            .unwrap();
+        assert!(!s.drop_spent_previous(&S).unwrap());
+        assert_eq!(s.previous_enrollment(&S).unwrap().unwrap().epoch, 1);
+    }
+
+    #[test]
+    fn a_stop_deletes_the_previous_enrollment_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("db")).unwrap();
+        let p1 = secret(5);
+        s.put_enrollment(&S, &[2; 32], 1, b"rec1", &p1, 1).unwrap();
+        commit(&s, 1, b"rec1");
+        s.put_enrollment(&S, &[2; 32], 2, b"rec2", b"p2", 2)
+            .unwrap();
+        assert!(!on_disk(dir.path(), &p1[100..164]).is_empty());
+        s.apply_stop(&S, b"stop", &T, 3).unwrap();
+        assert!(s.previous_enrollment(&S).unwrap().is_none());
+        assert!(s.enrollment(&S).unwrap().is_none());
+        assert_eq!(on_disk(dir.path(), &p1[100..164]), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn an_existing_database_gains_the_staging_tables_and_keeps_its_enrollments() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        {
+            // The two tables as the schema before staging made them.
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE students (student_id BLOB PRIMARY KEY, device_public BLOB NOT NULL,
+                    epoch INTEGER NOT NULL, highest_counter INTEGER NOT NULL DEFAULT 0,
+                    false_alarms INTEGER NOT NULL DEFAULT 0, tombstoned_at INTEGER);
+                 CREATE TABLE enrollments (student_id BLOB PRIMARY KEY, epoch INTEGER NOT NULL,
+                    record BLOB NOT NULL, sealed_profile BLOB NOT NULL, enrolled_at INTEGER NOT NULL);
+                 INSERT INTO students (student_id, device_public, epoch)
+                    VALUES (x'0101010101010101010101010101010101010101010101010101010101010101', zeroblob(32), 1);
+                 INSERT INTO enrollments (student_id, epoch, record, sealed_profile, enrolled_at)
+                    VALUES (x'0101010101010101010101010101010101010101010101010101010101010101', 1, x'72656331', x'7031', 1);",
+            )
+            .unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.enrollment(&S).unwrap().unwrap().record, b"rec1");
+        assert!(s.previous_enrollment(&S).unwrap().is_none());
+        assert!(matches!(commit(&s, 1, b"rec1"), CommitStored::New { .. }));
+        s.put_enrollment(&S, &[0; 32], 2, b"rec2", b"p2", 2)
+            .unwrap();
+        assert_eq!(s.previous_enrollment(&S).unwrap().unwrap().epoch, 1);
     }
 }
 

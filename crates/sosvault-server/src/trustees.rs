@@ -8,6 +8,7 @@
 //! | `POST /v1/releases` | `{"request"}` | `{"release","repeated"}` |
 //! | `POST /v1/shreds` | `{"stop"}` | `{"receipt","repeated"}` |
 //! | `POST /v1/cancels` | `{"cancel"}` | `{"receipt","repeated"}` |
+//! | `POST /v1/commits` | `{"commit"}` | `{"changed"}` |
 //!
 //! A 4xx answer (`{"error": code, "message"}`) is the trustee's decision and
 //! final for that input ([`CallError::Refused`]), except `408` (the trustee's
@@ -55,6 +56,22 @@ impl CallError {
     /// be taken later.
     pub fn is_rate_limited(&self) -> bool {
         matches!(self, CallError::Refused { status: 429, .. })
+    }
+
+    /// Whether a forwarded enrollment commit should be sent again later:
+    /// anything unavailable (a connection error, `408`, `5xx`), and the
+    /// service-level refusals `413` and `429`. The trustee's decisions
+    /// (`malformed`, `unknown_student`, `wrong_device`, `unknown_record`, and
+    /// any other 4xx) are final.
+    pub fn is_retryable_commit(&self) -> bool {
+        matches!(
+            self,
+            CallError::Unavailable(_)
+                | CallError::Refused {
+                    status: 413 | 429,
+                    ..
+                }
+        )
     }
 }
 
@@ -127,6 +144,22 @@ impl TrusteeClient {
         bytes: &[u8],
         answer: &str,
     ) -> Result<Vec<u8>, CallError> {
+        let v = self.post_json(path, field, bytes).await?;
+        let s = v
+            .get(answer)
+            .and_then(|a| a.as_str())
+            .ok_or_else(|| CallError::Unavailable(format!("answer has no {answer}")))?;
+        B64.decode(s)
+            .map_err(|_| CallError::Unavailable(format!("{answer} is not base64")))
+    }
+
+    /// Posts `{field: base64(bytes)}`; returns the JSON answer of a 2xx.
+    async fn post_json(
+        &self,
+        path: &str,
+        field: &str,
+        bytes: &[u8],
+    ) -> Result<serde_json::Value, CallError> {
         let body = serde_json::json!({ field: B64.encode(bytes) });
         let resp = self
             .http
@@ -152,16 +185,9 @@ impl TrusteeClient {
         if !status.is_success() {
             return Err(CallError::Unavailable(format!("HTTP {}", status.as_u16())));
         }
-        let v: serde_json::Value = resp
-            .json()
+        resp.json()
             .await
-            .map_err(|_| CallError::Unavailable("answer is not JSON".into()))?;
-        let s = v
-            .get(answer)
-            .and_then(|a| a.as_str())
-            .ok_or_else(|| CallError::Unavailable(format!("answer has no {answer}")))?;
-        B64.decode(s)
-            .map_err(|_| CallError::Unavailable(format!("{answer} is not base64")))
+            .map_err(|_| CallError::Unavailable("answer is not JSON".into()))
     }
 
     /// Relays a share delivery; returns the trustee's verified receipt.
@@ -217,6 +243,17 @@ impl TrusteeClient {
             ));
         }
         Ok(receipt)
+    }
+
+    /// Forwards a student's signed enrollment commit (`PROTOCOL.md` §11.5);
+    /// returns whether it changed the trustee's entry (`false`: a repeat, or
+    /// a late commit of an older epoch). The trustee answers nothing signed:
+    /// its log records the commit.
+    pub async fn commit(&self, commit: &[u8]) -> Result<bool, CallError> {
+        let v = self.post_json("/v1/commits", "commit", commit).await?;
+        v.get("changed")
+            .and_then(serde_json::Value::as_bool)
+            .ok_or_else(|| CallError::Unavailable("answer has no changed".into()))
     }
 }
 

@@ -96,12 +96,13 @@ impl Engine {
                     let Some((unit, name, distance, connected)) = picked else {
                         if !said_waiting {
                             said_waiting = true;
-                            self.timeline(
-                                id,
-                                "waiting",
-                                format!("no free {} unit; waiting for one", kind.as_str()),
-                            )
-                            .await;
+                            let detail = if self.stopped(&id) {
+                                // The kind of team names the category: not after a stop.
+                                "no free unit; waiting for one".to_owned()
+                            } else {
+                                format!("no free {} unit; waiting for one", kind.as_str())
+                            };
+                            self.timeline(id, "waiting", detail).await;
                         }
                         tokio::select! {
                             _ = freed => {}
@@ -124,13 +125,15 @@ impl Engine {
                         .assignments
                         .fetch_add(1, Ordering::Relaxed);
                     // The assignment row and its timeline entry: one store job.
-                    self.record(
-                        id,
-                        "assigned",
-                        assigned_detail(&name, kind, distance, connected),
-                        move |s| s.put_assignment(&row),
-                    )
-                    .await;
+                    let detail = if self.stopped(&id) {
+                        // After a stop the timeline names neither the kind of
+                        // team (the category) nor the distance to the student.
+                        format!("assigned to {name}")
+                    } else {
+                        assigned_detail(&name, kind, distance, connected)
+                    };
+                    self.record(id, "assigned", detail, move |s| s.put_assignment(&row))
+                        .await;
                     (cancel, unit, name, assigned_at, rx)
                 }
             };
@@ -437,6 +440,11 @@ impl Engine {
             engine: self.clone(),
             unit: unit.0.clone(),
         }
+    }
+
+    /// Whether the student of this open incident has pressed stop.
+    fn stopped(&self, id: &[u8; 16]) -> bool {
+        self.state().incidents.get(id).is_some_and(|l| l.stopped)
     }
 
     /// Every unit.

@@ -167,8 +167,13 @@ impl Engine {
         let timeline = self.inner.db.call(move |s| s.timeline(&id)).await?;
         let assignments = self.inner.db.call(move |s| s.assignments(&id)).await?;
         let enrollment = if row.status == "open" && !row.stopped {
-            let sid = row.student_id;
-            self.inner.db.call(move |s| s.enrollment(&sid)).await?
+            // The enrollment of the panic's epoch: during a re-enrollment it is
+            // the committed one the service keeps beside the new one.
+            let (sid, epoch) = (row.student_id, row.epoch);
+            self.inner
+                .db
+                .call(move |s| s.enrollment_of_epoch(&sid, epoch))
+                .await?
         } else {
             None
         };

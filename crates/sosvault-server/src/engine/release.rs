@@ -1,6 +1,11 @@
 //! Releases: release requests to every trustee (retried while one is down),
 //! the opener, the vault key's access window.
 //!
+//! The opener takes the record of the panic's epoch: the current
+//! enrollment's, or that of the committed enrollment kept beside it while a
+//! re-enrollment is not committed (`student.rs`), so a panic the device still
+//! sends under its committed epoch opens with the trustees' kept shares.
+//!
 //! The access window is anchored on the vault's first opening, which is
 //! stored with the incident before the key is used (`released_at_ms`,
 //! `access_until_ms`; location updates extend the stored end). A restart
@@ -29,10 +34,22 @@ impl Engine {
         }) else {
             return;
         };
-        // A new incident's enrollment came with its panic; after a restart it is read.
+        // A new incident's enrollment came with its panic; after a restart it
+        // is read: the one of the panic's epoch (the current one, or the
+        // committed one kept beside it during a re-enrollment), else the
+        // current one (and the epochs differ, below).
+        let epoch = panic.body().epoch;
         let enrollment = match enrollment {
             Some(e) => Ok(Some(e)),
-            None => self.inner.db.call(move |s| s.enrollment(&student)).await,
+            None => {
+                self.inner
+                    .db
+                    .call(move |s| match s.enrollment_of_epoch(&student, epoch)? {
+                        Some(e) => Ok(Some(e)),
+                        None => s.enrollment(&student),
+                    })
+                    .await
+            }
         };
         let enrollment = match enrollment {
             Ok(Some(e)) => e,

@@ -1,12 +1,31 @@
-//! The student side: enroll, panic, live location, cancel (and duress), stop and
-//! the shreds it starts.
+//! The student side: enroll and commit, panic, live location, cancel (and
+//! duress), stop and the shreds it starts.
+//!
+//! **Staged re-enrollment** (issue 11, finding 5; `PROTOCOL.md` §11.5). A
+//! device moves to a new epoch only once it holds every trustee's receipt,
+//! then sends its signed commit (`POST /v1/enroll/commit`), which the
+//! service records and forwards to every trustee (durably, like a cancel).
+//! When a new epoch is stored while the student's current one is committed,
+//! the service keeps the committed enrollment (record and sealed profile)
+//! as the *previous* one, as the trustees keep the committed share: a panic
+//! the device still sends for that epoch (its re-enrollment's answer was
+//! lost, or it has not confirmed yet) is taken without the `epoch_mismatch`
+//! flag and opened with the previous record. The commit of the new epoch
+//! deletes the previous enrollment (once no open incident uses it); a stop
+//! deletes both. A device that never commits gets the old behaviour: the new
+//! enrollment replaces the old one.
 
 use super::*;
-use crate::store::{CancelAnswer, DURESS_STOP, NewDuressAlert};
+use crate::store::{CancelAnswer, CommitStored, DURESS_STOP, NewDuressAlert};
+use sosvault::EnrollmentCommit;
 
 /// Longest a cancel's answer waits for the trustees' cancel receipts; the
 /// service keeps forwarding the cancel afterwards.
 const CANCEL_WAIT_MS: u64 = 5_000;
+
+/// Longest a commit's answer waits for the trustees to take it; the service
+/// keeps forwarding it afterwards.
+const COMMIT_WAIT_MS: u64 = 5_000;
 
 /// Where a duress stop's alert keeps its key (in the panic-hash column):
 /// derived from the student, so a student has at most one such alert.
@@ -187,6 +206,121 @@ impl Engine {
         })
     }
 
+    /// An enrollment commit (`sosvault/enrollment-commit/v1`, `PROTOCOL.md`
+    /// §7.12): the device holds every trustee's receipt for the epoch it
+    /// names and uses that epoch from now on.
+    ///
+    /// Checked: the device's signature, that the student is enrolled with
+    /// that device key, not stopped, and that the commit names the current
+    /// enrollment (its epoch and the hash of its signed record). Then, in one
+    /// store job, it is recorded, a forward per trustee is queued, and the
+    /// previous enrollment kept during the re-enrollment is deleted (unless
+    /// an open incident still uses it). The exact bytes go to every
+    /// trustee's `/v1/commits`, with back-off until it takes them or finally
+    /// refuses, across restarts. The answer waits a few seconds at most;
+    /// the same commit again changes nothing and answers the same way.
+    pub async fn commit(&self, bytes: &[u8]) -> Result<CommitReceived, ApiError> {
+        let commit = Signed::<EnrollmentCommit>::decode(bytes)
+            .map_err(|e| ApiError::bad_request("malformed", &format!("enrollment commit: {e}")))?;
+        let sid = *StudentId::of_device(commit.signer()).as_bytes();
+        let signer = commit.signer().to_bytes();
+        let epoch = commit.body().epoch;
+        let record_hash = *commit.body().record.as_bytes();
+        let trustees: Vec<[u8; 32]> = self
+            .inner
+            .trustees
+            .iter()
+            .map(|t| *t.id().as_bytes())
+            .collect();
+        let commit_bytes = bytes.to_vec();
+        let now = now_ms();
+        let outcome = self
+            .inner
+            .db
+            .call(move |s| {
+                let Some(row) = s.student(&sid)? else {
+                    return Ok(CommitCheck::UnknownStudent);
+                };
+                let same_key: bool = row.device_public.ct_eq(&signer).into();
+                if !same_key {
+                    return Ok(CommitCheck::WrongDevice);
+                }
+                if row.tombstoned_at.is_some() {
+                    return Ok(CommitCheck::Stopped);
+                }
+                Ok(CommitCheck::Stored(s.commit_enrollment(
+                    &sid,
+                    epoch,
+                    &record_hash,
+                    &commit_bytes,
+                    &trustees,
+                    now,
+                )?))
+            })
+            .await?;
+        match outcome {
+            CommitCheck::UnknownStudent => {
+                return Err(ApiError::new(
+                    404,
+                    "unknown_student",
+                    "no enrollment for this device",
+                ));
+            }
+            CommitCheck::WrongDevice => {
+                return Err(ApiError::new(
+                    403,
+                    "wrong_device",
+                    "not the enrolled device",
+                ));
+            }
+            CommitCheck::Stopped => {
+                return Err(ApiError::new(410, "stopped", "this student has stopped"));
+            }
+            CommitCheck::Stored(CommitStored::UnknownRecord) => {
+                return Err(ApiError::new(
+                    409,
+                    "unknown_record",
+                    "the commit does not name the enrollment on file (its epoch and record); \
+                     send the commit of the enrollment this service answered last",
+                ));
+            }
+            CommitCheck::Stored(CommitStored::Repeat) => {}
+            CommitCheck::Stored(CommitStored::New {
+                dropped_previous,
+                kept_for_incident,
+            }) => {
+                tracing::info!(
+                    student = %short(&sid),
+                    epoch,
+                    dropped_previous,
+                    kept_for_incident,
+                    "enrollment committed; forwarding to the trustees"
+                );
+                for t in &self.inner.trustees {
+                    self.spawn_commit_forward(sid, epoch, *t.id().as_bytes(), bytes.to_vec());
+                }
+            }
+        }
+        // Wait a little for the trustees; the service keeps forwarding afterwards.
+        let deadline = tokio::time::Instant::now()
+            + Duration::from_millis(self.inner.cfg.enroll_timeout_ms.min(COMMIT_WAIT_MS));
+        loop {
+            let notified = self.inner.commit_done.notified();
+            let pending = self
+                .inner
+                .db
+                .call(move |s| s.pending_commit_count(&sid, epoch))
+                .await?;
+            if pending == 0 || tokio::time::Instant::now() >= deadline {
+                return Ok(CommitReceived {
+                    status: "committed".into(),
+                    pending,
+                });
+            }
+            let _ = tokio::time::timeout_at(deadline, notified).await;
+        }
+    }
+
     /// Stores a panic durably and starts dispatch. Returns the incident id and
     /// whether it is new (the same signed panic again returns the same id).
     pub async fn panic(&self, bytes: &[u8]) -> Result<(IncidentId, bool), ApiError> {
@@ -300,7 +434,9 @@ impl Engine {
             PanicOutcome::Vanished => return Err(ApiError::internal("incident vanished")),
         };
         self.inner.metrics.panics.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(incident = %short(id.as_bytes()), category = body.category.as_str(), "panic stored");
+        // The service's log names no category (nor any location): it is kept
+        // and copied beyond any stop.
+        tracing::info!(incident = %short(id.as_bytes()), "panic stored");
         let iid = *id.as_bytes();
         self.emit(
             "incident_created",
@@ -314,7 +450,7 @@ impl Engine {
                 .metrics
                 .assignments
                 .fetch_add(1, Ordering::Relaxed);
-            tracing::info!(incident = %short(&iid), step = "assigned", "{}", p.detail);
+            tracing::info!(incident = %short(&iid), step = "assigned", "timeline");
             self.emit(
                 "timeline",
                 Some(&iid),
@@ -614,9 +750,17 @@ impl Engine {
         why: &str,
     ) -> Result<(), ApiError> {
         let now = now_ms();
+        // A previous enrollment kept for this incident after its student
+        // committed a newer one goes with it.
         self.inner
             .db
-            .call(move |s| s.close_incident(&id, status, now))
+            .call(move |s| {
+                s.close_incident(&id, status, now)?;
+                if let Some(row) = s.incident(&id)? {
+                    s.drop_spent_previous(&row.student_id)?;
+                }
+                Ok(())
+            })
             .await?;
         let live = self.state().incidents.remove(&id);
         let mut unit = None;
@@ -1071,6 +1215,83 @@ impl Engine {
             }
         });
     }
+
+    /// Forwards a student's signed enrollment commit to one trustee until it
+    /// takes it (`200`, changed or not) or finally refuses it (`malformed`,
+    /// `unknown_student`, `wrong_device`, `unknown_record`: the trustee holds
+    /// nothing the commit could change); `408`, `413`, `429`, `5xx` and
+    /// connection errors are retried with back-off. The pending forward is
+    /// then dropped.
+    pub(super) fn spawn_commit_forward(
+        &self,
+        student: [u8; 32],
+        epoch: u32,
+        trustee: [u8; 32],
+        commit: Vec<u8>,
+    ) {
+        let Some(client) = self
+            .inner
+            .trustees
+            .iter()
+            .find(|t| t.id().as_bytes() == &trustee)
+            .cloned()
+        else {
+            tracing::error!("pending commit for a trustee no longer configured");
+            return;
+        };
+        let engine = self.clone();
+        let shutdown = self.inner.shutdown.clone();
+        self.inner.tasks.spawn(async move {
+            let mut backoff = Backoff::new(Duration::from_millis(engine.inner.cfg.max_backoff_ms));
+            loop {
+                let answer = tokio::select! {
+                    a = client.commit(&commit) => a,
+                    _ = shutdown.cancelled() => return,
+                };
+                let answered = match answer {
+                    Ok(changed) => {
+                        tracing::info!(trustee = client.name(), student = %short(&student), epoch, changed, "commit taken");
+                        true
+                    }
+                    Err(e) if e.is_retryable_commit() => {
+                        engine.inner.metrics.trustee_errors.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(trustee = client.name(), "commit: {e}; retrying");
+                        false
+                    }
+                    Err(e) => {
+                        tracing::warn!(trustee = client.name(), student = %short(&student), epoch, "commit {e}; not sending it again");
+                        true
+                    }
+                };
+                if answered {
+                    match engine
+                        .inner
+                        .db
+                        .call(move |s| s.finish_commit(&student, epoch, &trustee))
+                        .await
+                    {
+                        Ok(()) => {
+                            engine.inner.commit_done.notify_waiters();
+                            return;
+                        }
+                        Err(e) => tracing::error!("storing a commit answer failed: {e}"),
+                    }
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        });
+    }
+}
+
+/// How the commit's store job ended.
+enum CommitCheck {
+    UnknownStudent,
+    WrongDevice,
+    Stopped,
+    Stored(CommitStored),
 }
 
 /// What the panic's store job needs: the panic's facts, the rate-limit
@@ -1146,13 +1367,28 @@ impl PanicCheck {
         if row.false_alarms >= self.repeat_offender_after {
             new.flags.push("repeat_offender".to_string());
         }
+        // The enrollment the release opens with: the current one, or the
+        // committed one kept beside it while the device has not committed
+        // its re-enrollment (it panics under that epoch until it confirms).
         // A panic signed by the enrolled device for another epoch (say its
         // re-enrollment failed halfway) is still a real alarm: the team is
         // sent; only the profile may not open (the trustees decide).
-        if self.epoch != row.epoch {
-            new.flags.push("epoch_mismatch".to_string());
-        }
-        let detail = if new.flags.is_empty() {
+        let mut under_previous = false;
+        let enrollment = if self.epoch == row.epoch {
+            s.enrollment(&self.sid)?
+        } else {
+            match s.previous_enrollment(&self.sid)? {
+                Some(p) if p.epoch == self.epoch => {
+                    under_previous = true;
+                    Some(p)
+                }
+                _ => {
+                    new.flags.push("epoch_mismatch".to_string());
+                    s.enrollment(&self.sid)?
+                }
+            }
+        };
+        let mut detail = if new.flags.is_empty() {
             format!("panic received ({})", self.category)
         } else {
             format!(
@@ -1161,6 +1397,12 @@ impl PanicCheck {
                 new.flags.join(", ")
             )
         };
+        if under_previous {
+            detail.push_str(&format!(
+                "; under epoch {}, the committed enrollment kept while the device's epoch {} is not committed yet",
+                self.epoch, row.epoch
+            ));
+        }
         let picked = self
             .from
             .and_then(|at| self.engine.pick_for_new(new.id, self.kind, at));
@@ -1185,7 +1427,7 @@ impl PanicCheck {
         Ok(PanicOutcome::Stored(Box::new(StoredPanic {
             row,
             picked,
-            enrollment: s.enrollment(&self.sid)?,
+            enrollment,
         })))
     }
 }

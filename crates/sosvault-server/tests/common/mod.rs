@@ -64,6 +64,12 @@ pub fn trustee_bin() -> PathBuf {
 
 /// Reads a child's stdout until `listening on http://ADDR`; returns ADDR.
 fn wait_listening(child: &mut Child) -> String {
+    try_wait_listening(child).expect("the process exited before listening")
+}
+
+/// Reads a child's stdout until `listening on http://ADDR`; returns ADDR, or
+/// `None` if the child closed its stdout (exited) first.
+fn try_wait_listening(child: &mut Child) -> Option<String> {
     let stdout = child.stdout.take().expect("piped stdout");
     let mut lines = BufReader::new(stdout).lines();
     for line in lines.by_ref() {
@@ -72,10 +78,10 @@ fn wait_listening(child: &mut Child) -> String {
             let addr = addr.trim().to_owned();
             // Keep draining stdout so the child never blocks on a full pipe.
             std::thread::spawn(move || for _ in lines {});
-            return addr;
+            return Some(addr);
         }
     }
-    panic!("the process exited before listening");
+    None
 }
 
 pub struct TrusteeProc {
@@ -196,6 +202,34 @@ impl TrusteeProc {
     }
 }
 
+impl TrusteeProc {
+    /// [`TrusteeProc::start`] with extra environment variables, for this run
+    /// only (a later [`TrusteeProc::start`] goes back to the defaults): e.g. a
+    /// short `SOSVAULT_TRUSTEE_RELEASE_RETRY_WINDOW_SECS`.
+    pub fn start_with_env(&mut self, env: &[(&str, &str)]) {
+        assert!(self.child.is_none());
+        let mut cmd = Command::new(trustee_bin());
+        cmd.args(["serve", "--config"])
+            .arg(self.dir.join("trustee.toml"))
+            .env("SOSVAULT_TRUSTEE_PINNED_CONTROL_ROOMS", &self.pinned)
+            .env("SOSVAULT_TRUSTEE_MAX_RELEASES_PER_WINDOW", "100")
+            .env(
+                "SOSVAULT_TRUSTEE_AUDITOR_TOKEN_SHA256",
+                auditor_token_sha256(),
+            )
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        if let Some(addr) = &self.addr {
+            cmd.env("SOSVAULT_TRUSTEE_LISTEN", addr);
+        }
+        let mut child = cmd.spawn().expect("spawn trustee");
+        let addr = wait_listening(&mut child);
+        self.addr = Some(addr);
+        self.child = Some(child);
+    }
+}
+
 fn auditor_token_sha256() -> String {
     use sha2::{Digest, Sha256};
     hex::encode(Sha256::digest(AUDITOR_TOKEN.as_bytes()))
@@ -217,25 +251,49 @@ pub struct ServerProc {
 
 impl ServerProc {
     pub fn start(&mut self) {
+        self.start_with_env(&[]);
+    }
+
+    /// Starts (or restarts, on the same port) with extra environment
+    /// (`SOSVAULT_SERVER_*` overrides).
+    pub fn start_with_env(&mut self, env: &[(&str, &str)]) {
+        if let Err(why) = self.try_start_with_env(env) {
+            panic!("the server did not start: {why}");
+        }
+    }
+
+    /// Like [`ServerProc::start_with_env`], but a server that exits before
+    /// it listens is an `Err` with the end of its log (where it said why).
+    pub fn try_start_with_env(&mut self, env: &[(&str, &str)]) -> Result<(), String> {
         assert!(self.child.is_none());
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
             .unwrap();
+        let before = std::fs::metadata(&self.log).map_or(0, |m| m.len() as usize);
         let mut cmd = Command::new(server_bin());
         cmd.args(["serve", "--config"])
             .arg(&self.config)
             .env("SOSVAULT_LOG", "debug")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log));
         if let Some(addr) = &self.addr {
             cmd.env("SOSVAULT_SERVER_LISTEN", addr);
         }
         let mut child = cmd.spawn().expect("spawn server");
-        let addr = wait_listening(&mut child);
-        self.addr = Some(addr);
-        self.child = Some(child);
+        match try_wait_listening(&mut child) {
+            Some(addr) => {
+                self.addr = Some(addr);
+                self.child = Some(child);
+                Ok(())
+            }
+            None => {
+                let _ = child.wait();
+                Err(self.logs().get(before..).unwrap_or_default().to_owned())
+            }
+        }
     }
 
     /// SIGKILL, as a crash.
@@ -308,6 +366,15 @@ impl Default for Options {
 
 impl Cluster {
     pub async fn start(opts: Options) -> Self {
+        Self::start_with(opts, |_| {}).await
+    }
+
+    /// Like [`Cluster::start`], with `tweak` applied to the server's
+    /// configuration before it is written.
+    pub async fn start_with(
+        opts: Options,
+        tweak: impl FnOnce(&mut sosvault_server::config::Config),
+    ) -> Self {
         let tmp = tempfile::tempdir().unwrap();
         let mut trustees: Vec<TrusteeProc> = (0..3)
             .map(|i| {
@@ -341,6 +408,7 @@ impl Cluster {
             username: OPERATOR.into(),
             password_hash: sosvault_server::auth::hash_password(PASSWORD).unwrap(),
         });
+        tweak(&mut cfg);
         let config = sdir.join("server.toml");
         std::fs::write(&config, cfg.to_toml().unwrap()).unwrap();
         let mut server = ServerProc {
@@ -370,6 +438,51 @@ impl Cluster {
     pub fn control_room_key(&self) -> sosvault::ControlRoomKey {
         let bytes = std::fs::read(self.server.dir.join("control-room.key")).unwrap();
         sosvault::ControlRoomKey::from_secret_bytes(&bytes).unwrap()
+    }
+
+    /// A deployment manifest (version `version`, valid for a day) signed by
+    /// `authority`, naming this cluster's trustees (their `init` public keys
+    /// and URLs, in order), 2 of 3, and its control room (key and URL).
+    pub fn sign_manifest(
+        &self,
+        authority: &sosvault::AuthorityKey,
+        version: u64,
+    ) -> sosvault::Signed<sosvault::manifest::Manifest> {
+        use sosvault::manifest::{Manifest, ManifestTrustee};
+        let now = Timestamp::now();
+        let m = Manifest {
+            deployment: "server-tests".into(),
+            version,
+            issued_at: now,
+            not_before: now.minus(60),
+            not_after: now.plus(24 * 3600),
+            threshold: 2,
+            trustees: self
+                .trustees
+                .iter()
+                .enumerate()
+                .map(|(i, t)| ManifestTrustee {
+                    name: format!("trustee-{}", i + 1),
+                    public: sosvault::TrusteePublic::from_hex(&t.public).unwrap(),
+                    url: t.url(),
+                })
+                .collect(),
+            control_room: self.control_room_key().public(),
+            control_room_url: self.server.url(),
+        };
+        sosvault::Signed::sign(m, authority)
+    }
+
+    /// Sends a device's enrollment commit to `POST /v1/enroll/commit`.
+    pub async fn commit(
+        &self,
+        commit: &sosvault::Signed<sosvault::EnrollmentCommit>,
+    ) -> Result<Value, sosvault_server::client::ClientError> {
+        use base64::Engine as _;
+        let body = serde_json::json!({
+            "commit": base64::engine::general_purpose::STANDARD.encode(commit.as_bytes())
+        });
+        Ok(self.client.post("/v1/enroll/commit", None, &body).await?.1)
     }
 
     /// The service's database, read-only (it may be running).
@@ -423,6 +536,18 @@ impl Cluster {
             .unwrap();
         let events = self.client.events("/v1/unit/events", &token).await.unwrap();
         UnitHandle { id, token, events }
+    }
+}
+
+impl Cluster {
+    /// Restarts every trustee, each on its own port (the service reaches it
+    /// as before), with extra environment variables: see
+    /// [`TrusteeProc::start_with_env`].
+    pub fn restart_trustees_with_env(&mut self, env: &[(&str, &str)]) {
+        for t in &mut self.trustees {
+            t.kill();
+            t.start_with_env(env);
+        }
     }
 }
 
