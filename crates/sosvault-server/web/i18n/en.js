@@ -30,6 +30,7 @@ window.SOSVAULT_I18N.en = {
   'flag.stopped': 'Data wiped',
   'flag.rate_limited': 'Rate limited',
   'flag.repeat_offender': 'Repeat false alarms',
+  'flag.duress_stop': 'DURESS STOP',
 
   'control.title': 'Control room',
   'control.skip': 'Skip to incidents',
@@ -61,6 +62,8 @@ window.SOSVAULT_I18N.en = {
   'release.forgotten': 'Profile unavailable',
   'announce.new': 'New incident: {category}.',
   'announce.escalated': 'Incident escalated: a duress signal was received.',
+  'announce.duress_stop': 'DURESS STOP: a student stopped with the duress PIN and had no open incident. They may be under coercion.',
+  'unit.duress_stop': 'No location (wiped by the stop): no team is sent by itself',
   'announce.ack': '{team} acknowledged.',
   'toast.shred': 'Shred receipt from {trustee}.',
   'toast.stopped': 'A student pressed stop: their data is being wiped.',
@@ -112,6 +115,7 @@ window.SOSVAULT_I18N.en = {
   'profile.expired': 'The access window has ended; the key was forgotten. Reading again needs a new panic.',
   'profile.forgotten': 'Not available: the incident is over and its key was forgotten.',
   'profile.stopped': 'The student pressed stop: the profile is wiped. The team still goes to the last known location.',
+  'profile.duress_stop': 'Duress stop: the student stopped with the duress PIN and had no open incident. Their data was wiped: there is no profile and no location.',
 
   'access.heading': 'Logged profile views ({n})',
   'access.unit': 'team {name}',
@@ -128,6 +132,7 @@ window.SOSVAULT_I18N.en = {
   'step.profile_released': 'Profile released',
   'step.access_expired': 'Access expired',
   'step.escalated': 'Escalated',
+  'step.duress_stop': 'Duress stop',
   'step.false_alarm': 'False alarm',
   'step.stopped': 'Student stopped',
   'step.resumed': 'Resumed after restart',

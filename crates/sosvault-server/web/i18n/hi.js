@@ -30,6 +30,7 @@ window.SOSVAULT_I18N.hi = {
   'flag.stopped': 'डेटा मिटाया गया',
   'flag.rate_limited': 'दर सीमा पार',
   'flag.repeat_offender': 'बार-बार झूठे अलार्म',
+  'flag.duress_stop': 'दबाव में स्टॉप',
 
   'control.title': 'नियंत्रण कक्ष',
   'control.skip': 'घटनाओं पर जाएँ',
@@ -61,6 +62,8 @@ window.SOSVAULT_I18N.hi = {
   'release.forgotten': 'प्रोफ़ाइल उपलब्ध नहीं',
   'announce.new': 'नई घटना: {category}।',
   'announce.escalated': 'घटना गंभीर: दबाव का संकेत मिला।',
+  'announce.duress_stop': 'दबाव में स्टॉप: एक छात्र ने दबाव वाले पिन से स्टॉप दबाया और कोई घटना खुली नहीं थी। वह दबाव में हो सकता है।',
+  'unit.duress_stop': 'कोई स्थान नहीं (स्टॉप से मिटाया गया): कोई टीम अपने आप नहीं भेजी जाती',
   'announce.ack': '{team} ने पुष्टि की।',
   'toast.shred': '{trustee} से नष्ट करने की रसीद मिली।',
   'toast.stopped': 'एक छात्र ने स्टॉप दबाया: उनका डेटा मिटाया जा रहा है।',
@@ -112,6 +115,7 @@ window.SOSVAULT_I18N.hi = {
   'profile.expired': 'पहुँच का समय समाप्त; कुंजी भुला दी गई। दोबारा पढ़ने के लिए नया पैनिक चाहिए।',
   'profile.forgotten': 'उपलब्ध नहीं: घटना समाप्त हुई और उसकी कुंजी भुला दी गई।',
   'profile.stopped': 'छात्र ने स्टॉप दबाया: प्रोफ़ाइल मिटा दी गई। टीम फिर भी अंतिम ज्ञात स्थान पर जाएगी।',
+  'profile.duress_stop': 'दबाव में स्टॉप: छात्र ने दबाव वाले पिन से स्टॉप दबाया और कोई घटना खुली नहीं थी। उसका डेटा मिटा दिया गया: न प्रोफ़ाइल है, न स्थान।',
 
   'access.heading': 'दर्ज प्रोफ़ाइल दृश्य ({n})',
   'access.unit': 'टीम {name}',
@@ -128,6 +132,7 @@ window.SOSVAULT_I18N.hi = {
   'step.profile_released': 'प्रोफ़ाइल जारी',
   'step.access_expired': 'पहुँच समाप्त',
   'step.escalated': 'गंभीर घोषित',
+  'step.duress_stop': 'दबाव में स्टॉप',
   'step.false_alarm': 'झूठा अलार्म',
   'step.stopped': 'छात्र ने स्टॉप दबाया',
   'step.resumed': 'पुनरारंभ के बाद जारी',

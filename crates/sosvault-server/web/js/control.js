@@ -5,21 +5,6 @@
   const L = window.L;
   const { el, t, $ } = SV;
 
-  // The duress-stop alert's strings, in English until the i18n tables
-  // (web/i18n) carry them: a duress stop with no open incident opens an
-  // incident flagged `duress_stop`, with no panic, location or profile.
-  const FALLBACK = {
-    'flag.duress_stop': 'DURESS STOP',
-    'step.duress_stop': 'Duress stop',
-    'unit.duress_stop': 'No location (wiped by the stop): no team is sent by itself',
-    'profile.duress_stop': 'Duress stop: the student stopped with the duress PIN and had no open incident. Their data was wiped: there is no profile and no location.',
-    'announce.duress_stop': 'DURESS STOP: a student stopped with the duress PIN and had no open incident. They may be under coercion.',
-  };
-  /** `t`, with the English fallback above for keys the tables lack. */
-  const tt = (key, vars) => {
-    const s = t(key, vars);
-    return s === key && FALLBACK[key] ? FALLBACK[key] : s;
-  };
   const isDuressStop = (inc) => !!inc && Array.isArray(inc.flags) && inc.flags.includes('duress_stop');
 
   const TOKEN_KEY = 'sosvault.operator';
@@ -185,7 +170,7 @@
     S.fresh.add(inc.id);
     SV.alertTone();
     if (isDuressStop(inc)) {
-      SV.announce(tt('announce.duress_stop'), true);
+      SV.announce(t('announce.duress_stop'), true);
       return;
     }
     const flags = inc.flags.includes('duress') ? ' ' + t('flag.duress') + '.' : '';
@@ -261,7 +246,7 @@
           SV.alertTone();
           // A duress stop's alert escalates as it opens: same tone, its own words.
           const stopAlert = (ev.detail && ev.detail.reason === 'duress_stop') || isDuressStop(S.incidents.get(id));
-          SV.announce(stopAlert ? tt('announce.duress_stop') : t('announce.escalated'), true);
+          SV.announce(stopAlert ? t('announce.duress_stop') : t('announce.escalated'), true);
         }
         if (S.selected === id) loadDetail(id);
         refreshUnitsSoon();
@@ -301,12 +286,12 @@
     return flags
       .filter((f) => ['duress_stop', 'duress', 'false_alarm', 'stopped', 'rate_limited', 'repeat_offender'].includes(f))
       // The duress-stop chip looks like the DURESS one (red, blinking).
-      .map((f) => el('span', { class: 'chip chip-' + f.replace('_', '-') + (f === 'duress_stop' ? ' chip-duress' : '') }, tt('flag.' + f)));
+      .map((f) => el('span', { class: 'chip chip-' + f.replace('_', '-') + (f === 'duress_stop' ? ' chip-duress' : '') }, t('flag.' + f)));
   }
 
   function teamLine(inc) {
     if (!inc.unit) {
-      if (inc.status === 'open' && isDuressStop(inc)) return el('span', { class: 'team team-none' }, tt('unit.duress_stop'));
+      if (inc.status === 'open' && isDuressStop(inc)) return el('span', { class: 'team team-none' }, t('unit.duress_stop'));
       return el('span', { class: 'team team-none' }, inc.status === 'open' ? t('unit.searching') : t('unit.none'));
     }
     const ack = inc.unit.acknowledged;
@@ -646,7 +631,7 @@
       const why = isDuressStop(d) ? 'profile.duress_stop' : d.flags.includes('stopped') ? 'profile.stopped' : state === 'sealed' ? 'profile.sealed' : state === 'expired' ? 'profile.expired' : 'profile.forgotten';
       box.replaceChildren(
         el('h3', { id: 'profile-heading' }, t('profile.heading')),
-        el('p', { class: 'profile-hidden', id: 'profile-hidden' }, tt(why, { have: d.release.have, need: d.release.need })),
+        el('p', { class: 'profile-hidden', id: 'profile-hidden' }, t(why, { have: d.release.have, need: d.release.need })),
       );
     }
   }
@@ -697,7 +682,7 @@
             'li',
             { class: 'tl tl-' + e.kind },
             el('time', { datetime: new Date(e.at_ms).toISOString() }, SV.clock(e.at_ms)),
-            el('span', { class: 'tl-kind' }, tt('step.' + e.kind) === 'step.' + e.kind ? e.kind : tt('step.' + e.kind)),
+            el('span', { class: 'tl-kind' }, t('step.' + e.kind) === 'step.' + e.kind ? e.kind : t('step.' + e.kind)),
             el('span', { class: 'tl-detail', lang: 'en' }, e.detail),
           ),
         ),
