@@ -23,8 +23,8 @@ use std::path::Path;
 use anyhow::{Context as _, bail};
 use sosvault::manifest::Manifest;
 use sosvault::{
-    Category, ControlRoomPublic, Device, DeviceError, DeviceKey, Location, MessageHash, Policy,
-    Profile, Signed, Timestamp,
+    CancelReceipt, Category, ControlRoomPublic, Device, DeviceError, DeviceKey, Location,
+    MessageHash, Policy, Profile, ShredReceipt, Signed, Timestamp,
 };
 use sosvault_server::client::Client;
 use zeroize::Zeroizing;
@@ -348,9 +348,54 @@ pub async fn cancel(a: DeviceArgs<'_>, duress: bool) -> anyhow::Result<()> {
         .device
         .cancel(panic, duress, &control_room, Timestamp::now())?;
     save(a.state, &state)?;
-    client.cancel(&c).await.map_err(err)?;
-    println!("cancel received");
+    let answer = client.cancel(&c).await.map_err(err)?;
+    // The trustees' own word that the panic is dead, checked against the
+    // manifest's keys: the service's "received" alone proves nothing.
+    let manifest = state.manifest()?;
+    let counted = verified_receipts::<CancelReceipt>(&answer, &manifest, |r| {
+        r.cancel == c.hash() && r.student == state.device.student_id()
+    });
+    println!(
+        "cancel received: {counted} of {} trustees confirmed with a signed cancel receipt, {} still to answer (the service keeps forwarding)",
+        manifest.body().trustees.len(),
+        answer["pending"]
+    );
     Ok(())
+}
+
+/// How many of the answer's `receipts` are signed by distinct trustees of
+/// the manifest and say what `about` expects; the rest are ignored (a
+/// hostile service could add any bytes it likes).
+fn verified_receipts<M: sosvault::Message>(
+    answer: &serde_json::Value,
+    manifest: &Signed<Manifest>,
+    about: impl Fn(&M) -> bool,
+) -> usize {
+    use base64::Engine as _;
+    let mut seen = std::collections::HashSet::new();
+    for r in answer["receipts"].as_array().into_iter().flatten() {
+        let Some(bytes) = r
+            .as_str()
+            .and_then(|s| base64::engine::general_purpose::STANDARD.decode(s).ok())
+        else {
+            continue;
+        };
+        let Ok(receipt) = Signed::<M>::decode(&bytes) else {
+            continue;
+        };
+        let Some(trustee) = manifest
+            .body()
+            .trustees
+            .iter()
+            .position(|t| t.public.verifying_key() == receipt.signer())
+        else {
+            continue;
+        };
+        if about(receipt.body()) {
+            seen.insert(trustee);
+        }
+    }
+    seen.len()
 }
 
 /// Stop: wipe.
@@ -361,9 +406,13 @@ pub async fn stop(a: DeviceArgs<'_>, duress: bool) -> anyhow::Result<()> {
     let s = state.device.stop(duress, &control_room, Timestamp::now())?;
     save(a.state, &state)?;
     let answer = client.stop(&s).await.map_err(err)?;
+    let manifest = state.manifest()?;
+    let counted = verified_receipts::<ShredReceipt>(&answer, &manifest, |r| {
+        r.stop == s.hash() && r.student == state.device.student_id()
+    });
     println!(
-        "stopped: {} signed shred receipts, {} trustees still to answer (the service keeps asking)",
-        answer["receipts"].as_array().map_or(0, Vec::len),
+        "stopped: {counted} of {} trustees confirmed with a signed shred receipt, {} still to answer (the service keeps asking)",
+        manifest.body().trustees.len(),
         answer["pending"]
     );
     Ok(())
