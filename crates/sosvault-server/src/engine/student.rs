@@ -1044,30 +1044,77 @@ impl Engine {
             .spawn(async move { engine.dispatch(id, None, None).await });
     }
 
-    pub(super) fn spawn_shred(&self, student: [u8; 32], trustee: [u8; 32], stop: Vec<u8>) {
-        let Some(client) = self
+    /// The configured trustee with this id (a pending row may name one that
+    /// has since left the config: `what` says which kind, for the log).
+    fn trustee_client(&self, trustee: &[u8; 32], what: &str) -> Option<TrusteeClient> {
+        let client = self
             .inner
             .trustees
             .iter()
-            .find(|t| t.id().as_bytes() == &trustee)
-            .cloned()
-        else {
-            tracing::error!("pending shred for a trustee no longer configured");
+            .find(|t| t.id().as_bytes() == trustee)
+            .cloned();
+        if client.is_none() {
+            tracing::error!("pending {what} for a trustee no longer configured");
+        }
+        client
+    }
+
+    /// The one retry loop of every forward to a trustee (stops, cancels,
+    /// commits): `attempt` asks once and says what to store (`None`: ask
+    /// again after a back-off); `store` stores it and says whether it did
+    /// (`false`: ask again). Ends on shutdown; the pending row stays, and the
+    /// next start resumes it.
+    fn spawn_forward<A, F, Fut, S, SFut>(&self, mut attempt: F, mut store: S)
+    where
+        A: Send + 'static,
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Option<A>> + Send,
+        S: FnMut(A) -> SFut + Send + 'static,
+        SFut: std::future::Future<Output = bool> + Send,
+    {
+        let shutdown = self.inner.shutdown.clone();
+        let mut backoff = Backoff::new(Duration::from_millis(self.inner.cfg.max_backoff_ms));
+        self.inner.tasks.spawn(async move {
+            loop {
+                let outcome = tokio::select! {
+                    o = attempt() => o,
+                    _ = shutdown.cancelled() => return,
+                };
+                if let Some(answer) = outcome
+                    && store(answer).await
+                {
+                    return;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff.next_delay()) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        });
+    }
+
+    /// Sends a student's signed stop to one trustee until it answers with a
+    /// shred receipt for this student and stop, or refuses (final: it held
+    /// nothing, or refused; stored as an empty receipt).
+    pub(super) fn spawn_shred(&self, student: [u8; 32], trustee: [u8; 32], stop: Vec<u8>) {
+        let Some(client) = self.trustee_client(&trustee, "shred") else {
             return;
         };
-        let engine = self.clone();
-        let shutdown = self.inner.shutdown.clone();
-        self.inner.tasks.spawn(async move {
-            let mut backoff = Backoff::new(Duration::from_millis(engine.inner.cfg.max_backoff_ms));
-            let stop_hash = sosvault::MessageHash::of_message(&stop);
-            loop {
-                let outcome = match client.shred(&stop).await {
+        let stop_hash = sosvault::MessageHash::of_message(&stop);
+        let (engine, asker) = (self.clone(), client.clone());
+        let attempt = move || {
+            let (engine, client, stop) = (engine.clone(), asker.clone(), stop.clone());
+            async move {
+                match client.shred(&stop).await {
                     Ok(receipt) => {
                         let b = receipt.body();
                         if b.student.as_bytes() == &student && b.stop == stop_hash {
                             Some(receipt.as_bytes().to_vec())
                         } else {
-                            tracing::warn!(trustee = client.name(), "shred receipt does not match; asking again");
+                            tracing::warn!(
+                                trustee = client.name(),
+                                "shred receipt does not match; asking again"
+                            );
                             None
                         }
                     }
@@ -1077,41 +1124,52 @@ impl Engine {
                         Some(Vec::new())
                     }
                     Err(CallError::Unavailable(why)) => {
-                        engine.inner.metrics.trustee_errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(trustee = client.name(), "shred: trustee unavailable ({why}); retrying");
+                        engine
+                            .inner
+                            .metrics
+                            .trustee_errors
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(
+                            trustee = client.name(),
+                            "shred: trustee unavailable ({why}); retrying"
+                        );
                         None
                     }
-                };
-                if let Some(receipt) = outcome {
-                    let now = now_ms();
-                    let ok = !receipt.is_empty();
-                    match engine
-                        .inner
-                        .db
-                        .call(move |s| s.finish_shred(&student, &trustee, &receipt, now))
-                        .await
-                    {
-                        Ok(()) => {
-                            tracing::info!(trustee = client.name(), student = %short(&student), "shred receipt stored");
-                            engine.emit(
-                                "shred_receipt",
-                                None,
-                                None,
-                                Audience::Operators,
-                                json!({ "student": hex::encode(student), "trustee": client.name(), "receipt": ok }),
-                            );
-                            engine.inner.shred_done.notify_waiters();
-                            return;
-                        }
-                        Err(e) => tracing::error!("storing a shred receipt failed: {e}"),
-                    }
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff.next_delay()) => {}
-                    _ = shutdown.cancelled() => return,
                 }
             }
-        });
+        };
+        let engine = self.clone();
+        let store = move |receipt: Vec<u8>| {
+            let (engine, client) = (engine.clone(), client.clone());
+            async move {
+                let now = now_ms();
+                let ok = !receipt.is_empty();
+                match engine
+                    .inner
+                    .db
+                    .call(move |s| s.finish_shred(&student, &trustee, &receipt, now))
+                    .await
+                {
+                    Ok(()) => {
+                        tracing::info!(trustee = client.name(), student = %short(&student), "shred receipt stored");
+                        engine.emit(
+                            "shred_receipt",
+                            None,
+                            None,
+                            Audience::Operators,
+                            json!({ "student": hex::encode(student), "trustee": client.name(), "receipt": ok }),
+                        );
+                        engine.inner.shred_done.notify_waiters();
+                        true
+                    }
+                    Err(e) => {
+                        tracing::error!("storing a shred receipt failed: {e}");
+                        false
+                    }
+                }
+            }
+        };
+        self.spawn_forward(attempt, store);
     }
 
     /// Forwards a student's signed cancel to one trustee until it answers:
@@ -1125,14 +1183,7 @@ impl Engine {
         trustee: [u8; 32],
         cancel: Vec<u8>,
     ) {
-        let Some(client) = self
-            .inner
-            .trustees
-            .iter()
-            .find(|t| t.id().as_bytes() == &trustee)
-            .cloned()
-        else {
-            tracing::error!("pending cancel for a trustee no longer configured");
+        let Some(client) = self.trustee_client(&trustee, "cancel") else {
             return;
         };
         let Ok(signed) = Signed::<Cancel>::decode(&cancel) else {
@@ -1140,26 +1191,27 @@ impl Engine {
             return;
         };
         let (hash, counter) = (signed.hash(), signed.body().counter);
-        let engine = self.clone();
-        let shutdown = self.inner.shutdown.clone();
-        self.inner.tasks.spawn(async move {
-            let mut backoff = Backoff::new(Duration::from_millis(engine.inner.cfg.max_backoff_ms));
-            loop {
-                let answer = tokio::select! {
-                    a = client.cancel(&cancel) => a,
-                    _ = shutdown.cancelled() => return,
-                };
-                let outcome = match answer {
+        let (engine, asker) = (self.clone(), client.clone());
+        let attempt = move || {
+            let (engine, client, cancel) = (engine.clone(), asker.clone(), cancel.clone());
+            async move {
+                match client.cancel(&cancel).await {
                     Ok(receipt) => {
                         let b = receipt.body();
-                        if b.student.as_bytes() == &student && b.cancel == hash && b.counter == counter {
+                        if b.student.as_bytes() == &student
+                            && b.cancel == hash
+                            && b.counter == counter
+                        {
                             Some(CancelAnswer {
                                 trustee_id: trustee,
                                 receipt: receipt.as_bytes().to_vec(),
                                 refusal: None,
                             })
                         } else {
-                            tracing::warn!(trustee = client.name(), "cancel receipt does not match; asking again");
+                            tracing::warn!(
+                                trustee = client.name(),
+                                "cancel receipt does not match; asking again"
+                            );
                             None
                         }
                     }
@@ -1178,42 +1230,53 @@ impl Engine {
                         })
                     }
                     Err(CallError::Unavailable(why)) => {
-                        engine.inner.metrics.trustee_errors.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(trustee = client.name(), "cancel: trustee unavailable ({why}); retrying");
+                        engine
+                            .inner
+                            .metrics
+                            .trustee_errors
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(
+                            trustee = client.name(),
+                            "cancel: trustee unavailable ({why}); retrying"
+                        );
                         None
                     }
-                };
-                if let Some(answer) = outcome {
-                    let now = now_ms();
-                    let ok = answer.refusal.is_none();
-                    let h = *hash.as_bytes();
-                    match engine
-                        .inner
-                        .db
-                        .call(move |s| s.finish_cancel(&h, &trustee, &answer, now))
-                        .await
-                    {
-                        Ok(()) => {
-                            tracing::info!(trustee = client.name(), student = %short(&student), receipt = ok, "cancel answer stored");
-                            engine.emit(
-                                "cancel_receipt",
-                                None,
-                                None,
-                                Audience::Operators,
-                                json!({ "student": hex::encode(student), "trustee": client.name(), "receipt": ok }),
-                            );
-                            engine.inner.cancel_done.notify_waiters();
-                            return;
-                        }
-                        Err(e) => tracing::error!("storing a cancel receipt failed: {e}"),
-                    }
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff.next_delay()) => {}
-                    _ = shutdown.cancelled() => return,
                 }
             }
-        });
+        };
+        let engine = self.clone();
+        let store = move |answer: CancelAnswer| {
+            let (engine, client) = (engine.clone(), client.clone());
+            async move {
+                let now = now_ms();
+                let ok = answer.refusal.is_none();
+                let h = *hash.as_bytes();
+                match engine
+                    .inner
+                    .db
+                    .call(move |s| s.finish_cancel(&h, &trustee, &answer, now))
+                    .await
+                {
+                    Ok(()) => {
+                        tracing::info!(trustee = client.name(), student = %short(&student), receipt = ok, "cancel answer stored");
+                        engine.emit(
+                            "cancel_receipt",
+                            None,
+                            None,
+                            Audience::Operators,
+                            json!({ "student": hex::encode(student), "trustee": client.name(), "receipt": ok }),
+                        );
+                        engine.inner.cancel_done.notify_waiters();
+                        true
+                    }
+                    Err(e) => {
+                        tracing::error!("storing a cancel receipt failed: {e}");
+                        false
+                    }
+                }
+            }
+        };
+        self.spawn_forward(attempt, store);
     }
 
     /// Forwards a student's signed enrollment commit to one trustee until it
@@ -1229,60 +1292,56 @@ impl Engine {
         trustee: [u8; 32],
         commit: Vec<u8>,
     ) {
-        let Some(client) = self
-            .inner
-            .trustees
-            .iter()
-            .find(|t| t.id().as_bytes() == &trustee)
-            .cloned()
-        else {
-            tracing::error!("pending commit for a trustee no longer configured");
+        let Some(client) = self.trustee_client(&trustee, "commit") else {
             return;
         };
         let engine = self.clone();
-        let shutdown = self.inner.shutdown.clone();
-        self.inner.tasks.spawn(async move {
-            let mut backoff = Backoff::new(Duration::from_millis(engine.inner.cfg.max_backoff_ms));
-            loop {
-                let answer = tokio::select! {
-                    a = client.commit(&commit) => a,
-                    _ = shutdown.cancelled() => return,
-                };
-                let answered = match answer {
+        let attempt = move || {
+            let (engine, client, commit) = (engine.clone(), client.clone(), commit.clone());
+            async move {
+                match client.commit(&commit).await {
                     Ok(changed) => {
                         tracing::info!(trustee = client.name(), student = %short(&student), epoch, changed, "commit taken");
-                        true
+                        Some(())
                     }
                     Err(e) if e.is_retryable_commit() => {
-                        engine.inner.metrics.trustee_errors.fetch_add(1, Ordering::Relaxed);
+                        engine
+                            .inner
+                            .metrics
+                            .trustee_errors
+                            .fetch_add(1, Ordering::Relaxed);
                         tracing::info!(trustee = client.name(), "commit: {e}; retrying");
-                        false
+                        None
                     }
                     Err(e) => {
                         tracing::warn!(trustee = client.name(), student = %short(&student), epoch, "commit {e}; not sending it again");
-                        true
+                        Some(())
                     }
-                };
-                if answered {
-                    match engine
-                        .inner
-                        .db
-                        .call(move |s| s.finish_commit(&student, epoch, &trustee))
-                        .await
-                    {
-                        Ok(()) => {
-                            engine.inner.commit_done.notify_waiters();
-                            return;
-                        }
-                        Err(e) => tracing::error!("storing a commit answer failed: {e}"),
-                    }
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff.next_delay()) => {}
-                    _ = shutdown.cancelled() => return,
                 }
             }
-        });
+        };
+        let engine = self.clone();
+        let store = move |()| {
+            let engine = engine.clone();
+            async move {
+                match engine
+                    .inner
+                    .db
+                    .call(move |s| s.finish_commit(&student, epoch, &trustee))
+                    .await
+                {
+                    Ok(()) => {
+                        engine.inner.commit_done.notify_waiters();
+                        true
+                    }
+                    Err(e) => {
+                        tracing::error!("storing a commit answer failed: {e}");
+                        false
+                    }
+                }
+            }
+        };
+        self.spawn_forward(attempt, store);
     }
 }
 
