@@ -493,6 +493,55 @@ impl ControlRoomPublic {
     }
 }
 
+/// The plumbing every single ed25519 public key of the protocol shares (a
+/// log's, the deployment authority's): raw bytes, hex for config files,
+/// constant-time pinning, a `Debug` that shows the key.
+macro_rules! ed25519_public {
+    ($public:ident, $field:literal) => {
+        impl $public {
+            /// The ed25519 verifying key.
+            pub fn verifying_key(&self) -> &VerifyingKey {
+                &self.0
+            }
+
+            /// The 32 raw bytes of the ed25519 public key.
+            pub fn to_bytes(&self) -> [u8; 32] {
+                self.0.to_bytes()
+            }
+
+            /// Parses 32 raw bytes; refuses points that are not valid or are weak.
+            pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self, DecodeError> {
+                verifying_key(bytes, $field).map(Self)
+            }
+
+            /// Lower-case hex of the 32 raw bytes, for config files (and app builds).
+            pub fn to_hex(&self) -> String {
+                hex::encode(self.0.as_bytes())
+            }
+
+            /// Parses [`Self::to_hex`]'s form.
+            pub fn from_hex(s: &str) -> Result<Self, DecodeError> {
+                let bytes = hex::decode(s.trim()).map_err(|_| DecodeError::InvalidValue("hex"))?;
+                let bytes: [u8; 32] = bytes
+                    .try_into()
+                    .map_err(|_| DecodeError::InvalidValue($field))?;
+                Self::from_bytes(&bytes)
+            }
+
+            /// Constant-time comparison with a verifying key, for pinning.
+            pub fn same_key(&self, other: &VerifyingKey) -> bool {
+                self.0.as_bytes().ct_eq(other.as_bytes()).into()
+            }
+        }
+
+        impl fmt::Debug for $public {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, concat!(stringify!($public), "({})"), self.to_hex())
+            }
+        }
+    };
+}
+
 // ---------------------------------------------------------------- transparency log
 
 /// The ed25519 key that signs a party's transparency-log tree heads
@@ -566,50 +615,12 @@ impl fmt::Debug for LogKey {
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct LogPublic(pub(crate) VerifyingKey);
 
-impl LogPublic {
-    /// The ed25519 verifying key.
-    pub fn verifying_key(&self) -> &VerifyingKey {
-        &self.0
-    }
+ed25519_public!(LogPublic, "log public key");
 
+impl LogPublic {
     /// The log's id: `H("sosvault/log-id/v1", public key)`.
     pub fn log_id(&self) -> crate::log::LogId {
         crate::log::LogId::of_key(&self.0)
-    }
-
-    /// The 32 raw bytes of the ed25519 public key.
-    pub fn to_bytes(&self) -> [u8; 32] {
-        self.0.to_bytes()
-    }
-
-    /// Parses 32 raw bytes; refuses points that are not valid or are weak.
-    pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self, DecodeError> {
-        verifying_key(bytes, "log public key").map(Self)
-    }
-
-    /// Lower-case hex of the 32 raw bytes, for config files.
-    pub fn to_hex(&self) -> String {
-        hex::encode(self.0.as_bytes())
-    }
-
-    /// Parses [`Self::to_hex`]'s form.
-    pub fn from_hex(s: &str) -> Result<Self, DecodeError> {
-        let bytes = hex::decode(s.trim()).map_err(|_| DecodeError::InvalidValue("hex"))?;
-        let bytes: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| DecodeError::InvalidValue("log public key"))?;
-        Self::from_bytes(&bytes)
-    }
-
-    /// Constant-time comparison with a verifying key, for pinning.
-    pub fn same_key(&self, other: &VerifyingKey) -> bool {
-        self.0.as_bytes().ct_eq(other.as_bytes()).into()
-    }
-}
-
-impl fmt::Debug for LogPublic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "LogPublic({})", self.to_hex())
     }
 }
 
@@ -695,47 +706,7 @@ impl fmt::Debug for AuthorityKey {
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub struct AuthorityPublic(pub(crate) VerifyingKey);
 
-impl AuthorityPublic {
-    /// The ed25519 verifying key.
-    pub fn verifying_key(&self) -> &VerifyingKey {
-        &self.0
-    }
-
-    /// The 32 raw bytes of the ed25519 public key.
-    pub fn to_bytes(&self) -> [u8; 32] {
-        self.0.to_bytes()
-    }
-
-    /// Parses 32 raw bytes; refuses points that are not valid or are weak.
-    pub fn from_bytes(bytes: &[u8; 32]) -> Result<Self, DecodeError> {
-        verifying_key(bytes, "authority public key").map(Self)
-    }
-
-    /// Lower-case hex of the 32 raw bytes: what an app build pins.
-    pub fn to_hex(&self) -> String {
-        hex::encode(self.0.as_bytes())
-    }
-
-    /// Parses [`Self::to_hex`]'s form.
-    pub fn from_hex(s: &str) -> Result<Self, DecodeError> {
-        let bytes = hex::decode(s.trim()).map_err(|_| DecodeError::InvalidValue("hex"))?;
-        let bytes: [u8; 32] = bytes
-            .try_into()
-            .map_err(|_| DecodeError::InvalidValue("authority public key"))?;
-        Self::from_bytes(&bytes)
-    }
-
-    /// Constant-time comparison with a verifying key, for pinning.
-    pub fn same_key(&self, other: &VerifyingKey) -> bool {
-        self.0.as_bytes().ct_eq(other.as_bytes()).into()
-    }
-}
-
-impl fmt::Debug for AuthorityPublic {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "AuthorityPublic({})", self.to_hex())
-    }
-}
+ed25519_public!(AuthorityPublic, "authority public key");
 
 // ---------------------------------------------------------------- incident
 
