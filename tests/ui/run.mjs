@@ -58,7 +58,7 @@ function startDemo(env) {
     createInterface({ input: proc.stdout }).on('line', (line) => {
       out += line + '\n';
       let m;
-      if ((m = /^Control room: (http:\/\/\S+)/.exec(line))) found.control = m[1].replace(/\/$/, '');
+      if ((m = /^Control room: (https?:\/\/\S+)/.exec(line))) found.control = m[1].replace(/\/$/, '');
       if ((m = /^Student simulator: (http:\/\/\S+)/.exec(line))) found.sim = m[1].replace(/\/$/, '');
       if ((m = /^Login: (\S+) \/ (\S+)/.exec(line))) {
         found.user = m[1];
@@ -109,7 +109,9 @@ function trusteePids() {
 }
 
 async function newPage(options) {
-  const ctx = await browser.newContext(options);
+  // The demo serves TLS with a CA it made at start: the browser is told to
+  // accept it, as a person would after the one warning.
+  const ctx = await browser.newContext({ ignoreHTTPSErrors: true, ...options });
   // Every request from every page: loopback only. Anything else is recorded and refused.
   await ctx.route('**/*', (route) => {
     const u = new URL(route.request().url());
@@ -213,7 +215,7 @@ describe('control room, team screen and simulator against the real demo', { conc
     await sim.waitForSelector('#students button[data-student="0"]', { timeout: T });
     await axeCheck(sim, 'student simulator');
     const police = await sim.getAttribute('#teams a[data-team^="PCR"]', 'href');
-    assert.match(police, /^http:\/\/127\.0\.0\.1:\d+\/team#token=[0-9a-f]+$/);
+    assert.match(police, /^https?:\/\/127\.0\.0\.1:\d+\/team#token=[0-9a-f]+$/);
     team = await newPage({ viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2 });
     await team.goto(police);
     await team.waitForSelector('#conn.conn-on', { timeout: T });

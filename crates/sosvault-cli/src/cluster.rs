@@ -15,6 +15,11 @@
 //! service then serves that manifest (`manifest_file`, `GET /v1/manifest`):
 //! its URL is in the manifest, so the service is started once to learn its
 //! address, and started again, on the same address, with the manifest.
+//!
+//! Every file it writes for the dispatch service (its keys, `server.toml`
+//! with the operator's password hash, the metrics scrape token) and every
+//! captured log is mode 0600, the directories it creates 0700
+//! ([`sosvault_server::files`]).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -51,7 +56,7 @@ pub fn sibling(name: &str) -> anyhow::Result<PathBuf> {
     )
 }
 
-/// A child process that printed `listening on http://ADDR`.
+/// A child process that printed `listening on http[s]://ADDR`.
 pub struct Proc {
     child: Option<Child>,
     /// `host:port` it listens on.
@@ -59,14 +64,11 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Starts `cmd`, its stderr appended to `log`, and waits until it listens.
+    /// Starts `cmd`, its stderr appended to `log` (mode 0600), and waits
+    /// until it listens.
     pub async fn spawn(mut cmd: Command, log: &Path) -> anyhow::Result<Self> {
         let log_path = log.to_owned();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .with_context(|| format!("opening {}", log.display()))?;
+        let log = sosvault_server::files::open_private_append(log)?;
         cmd.stdout(Stdio::piped())
             .stderr(Stdio::from(log))
             .kill_on_drop(true);
@@ -75,7 +77,11 @@ impl Proc {
         let mut lines = BufReader::new(stdout).lines();
         let addr = tokio::time::timeout(Duration::from_secs(20), async {
             while let Ok(Some(line)) = lines.next_line().await {
-                if let Some(a) = line.strip_prefix("listening on http://") {
+                let rest = line.strip_prefix("listening on ");
+                if let Some(a) = rest.and_then(|r| {
+                    r.strip_prefix("http://")
+                        .or_else(|| r.strip_prefix("https://"))
+                }) {
                     return Some(a.trim().to_owned());
                 }
             }
@@ -158,9 +164,9 @@ impl TrusteeProc {
         self.proc.as_ref().and_then(Proc::pid)
     }
 
-    /// Its base URL.
+    /// Its base URL (it serves TLS: every trustee of the cluster does).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr.as_deref().unwrap_or("127.0.0.1:0"))
+        format!("https://{}", self.addr.as_deref().unwrap_or("127.0.0.1:0"))
     }
 }
 
@@ -190,7 +196,12 @@ pub fn data_root(
 ) -> anyhow::Result<(PathBuf, Option<tempfile::TempDir>)> {
     match dir {
         Some(d) => {
-            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+            if let Some(mode) = sosvault_server::files::create_private_dir(d)? {
+                eprintln!(
+                    "warning: {}",
+                    sosvault_server::files::loose_dir_warning(d, mode)
+                );
+            }
             Ok((d.to_owned(), None))
         }
         None => {
@@ -210,6 +221,11 @@ pub struct ClusterOptions {
     pub trustee_env: Vec<(String, String)>,
     /// The deployment's name in its manifest.
     pub deployment: String,
+    /// The dispatch service serves TLS too (with a certificate from the
+    /// run's CA), so phones and browsers reach it over `https://`. The
+    /// demo does; the load generator does not, so that it measures the
+    /// service against its plain-HTTP floor, not TLS on loopback.
+    pub dispatch_tls: bool,
 }
 
 /// The running cluster.
@@ -226,10 +242,18 @@ pub struct Cluster {
     pub server_dir: PathBuf,
     /// The control room's key file.
     pub control_room_key: PathBuf,
+    /// The file holding the scrape token for `GET /metrics` (mode 0600).
+    pub metrics_token_file: PathBuf,
     /// The deployment authority's public key: what the phones pin.
     pub authority: AuthorityPublic,
     /// The signed manifest the phones enroll to.
     pub manifest_path: PathBuf,
+    /// The run's throwaway CA certificate (PEM), which issued every
+    /// trustee's server certificate and the control room's client
+    /// certificate; what each side pins.
+    pub ca_file: PathBuf,
+    /// The control room's client certificate and key (PEM).
+    pub control_room_cert: sosvault_service::pki::Issued,
 }
 
 /// The authority key file under a run's data directory.
@@ -341,12 +365,49 @@ impl Cluster {
         let sdir = root.join("dispatch");
         let mut cfg = Config::new(&sdir);
         let control_room = sosvault_server::init_keys(&cfg)?;
+        // Every link to a trustee is TLS: a CA made now (its key never
+        // leaves this process) issues each trustee's server certificate and
+        // the control room's client certificate, the only one a trustee's
+        // write endpoints answer.
+        let pki_dir = root.join("pki");
+        if let Some(mode) = sosvault_server::files::create_private_dir(&pki_dir)? {
+            say(sosvault_server::files::loose_dir_warning(&pki_dir, mode));
+        }
+        let pki = sosvault_service::pki::Pki::new(&pki_dir, "sosvault demo CA (made at start)")?;
+        let control_room_cert = pki.client("control-room")?;
+        for (i, t) in trustees.iter_mut().enumerate() {
+            let served = pki.server(&format!("trustee-{}", i + 1), &["127.0.0.1", "localhost"])?;
+            t.env.extend([
+                (
+                    "SOSVAULT_TRUSTEE_TLS_CERT".to_owned(),
+                    served.cert.display().to_string(),
+                ),
+                (
+                    "SOSVAULT_TRUSTEE_TLS_KEY".to_owned(),
+                    served.key.display().to_string(),
+                ),
+                (
+                    "SOSVAULT_TRUSTEE_TLS_CLIENT_CA".to_owned(),
+                    pki.ca_file().display().to_string(),
+                ),
+            ]);
+        }
+        cfg.trustee_client_cert = Some(control_room_cert.cert.clone());
+        cfg.trustee_client_key = Some(control_room_cert.key.clone());
         for t in &mut trustees {
             t.pinned = control_room.to_hex();
             t.start().await?;
             say(format!("trustee \"{}\" listening on {}", t.name, t.url()));
         }
+        let metrics_token_file = cfg.default_metrics_token_path();
+        sosvault_server::init_metrics_token(&metrics_token_file)?;
+        cfg.metrics_token_file = Some(metrics_token_file.clone());
         let pw = password();
+        if opts.dispatch_tls {
+            let served = pki.server("dispatch", &["127.0.0.1", "localhost"])?;
+            cfg.tls_cert = Some(served.cert);
+            cfg.tls_key = Some(served.key);
+        }
         cfg.listen = opts.listen.clone();
         cfg.ack_timeout_ms = opts.ack_timeout_ms;
         cfg.enroll_timeout_ms = 5_000;
@@ -356,6 +417,7 @@ impl Cluster {
                 url: t.url(),
                 public: t.public.clone(),
                 name: t.name.to_owned(),
+                tls_ca: Some(pki.ca_file()),
             });
         }
         cfg.operators.push(OperatorConfig {
@@ -363,11 +425,12 @@ impl Cluster {
             password_hash: sosvault_server::auth::hash_password(&pw).map_err(anyhow::Error::msg)?,
         });
         let config_path = sdir.join("server.toml");
-        std::fs::write(&config_path, cfg.to_toml()?)?;
+        sosvault_server::files::write_private(&config_path, cfg.to_toml()?.as_bytes())?;
         let mut cmd = Command::new(&server_bin);
         cmd.args(["serve", "--config"]).arg(&config_path);
         let mut server = Proc::spawn(cmd, &sdir.join("server.log")).await?;
-        let base = format!("http://{}", server.addr);
+        let scheme = if opts.dispatch_tls { "https" } else { "http" };
+        let base = format!("{scheme}://{}", server.addr);
         let authority = sign_manifest(root, &opts.deployment, &trustees, &control_room, &base)?;
         let manifest = manifest_path(root);
         // Again on the same address, now serving the manifest (it checks
@@ -375,7 +438,7 @@ impl Cluster {
         server.kill().await;
         cfg.listen = server.addr.clone();
         cfg.manifest_file = Some(manifest.clone());
-        std::fs::write(&config_path, cfg.to_toml()?)?;
+        sosvault_server::files::write_private(&config_path, cfg.to_toml()?.as_bytes())?;
         let mut cmd = Command::new(&server_bin);
         cmd.args(["serve", "--config"]).arg(&config_path);
         let server = Proc::spawn(cmd, &sdir.join("server.log")).await?;
@@ -393,10 +456,56 @@ impl Cluster {
             base,
             password: pw,
             control_room_key: cfg.control_room_key_path(),
+            metrics_token_file,
             server_dir: sdir,
             authority,
             manifest_path: manifest,
+            ca_file: pki.ca_file(),
+            control_room_cert,
         })
+    }
+
+    /// A client for the dispatch service, pinning the run's CA when it
+    /// serves TLS.
+    pub fn service_client(&self) -> anyhow::Result<sosvault_server::client::Client> {
+        let ca = self
+            .base
+            .starts_with("https://")
+            .then_some(self.ca_file.as_path());
+        sosvault_server::client::Client::for_url(&self.base, ca)
+            .map_err(|e| anyhow::anyhow!("a client for {}: {e}", self.base))
+    }
+
+    /// A client for one trustee as the control room reaches it: pinning the
+    /// run's CA and presenting the control room's client certificate.
+    pub fn trustee_client(
+        &self,
+        t: &TrusteeProc,
+    ) -> anyhow::Result<sosvault_server::client::Client> {
+        sosvault_server::client::Client::with_tls(
+            &t.url(),
+            &self.ca_file,
+            Some((&self.control_room_cert.cert, &self.control_room_cert.key)),
+        )
+        .map_err(|e| anyhow::anyhow!("a TLS client for {}: {e}", t.name))
+    }
+
+    /// The scrape token for `GET /metrics`, read from its file.
+    pub fn metrics_token(&self) -> anyhow::Result<zeroize::Zeroizing<String>> {
+        let text = zeroize::Zeroizing::new(
+            std::fs::read_to_string(&self.metrics_token_file)
+                .with_context(|| format!("reading {}", self.metrics_token_file.display()))?,
+        );
+        Ok(zeroize::Zeroizing::new(text.trim().to_owned()))
+    }
+
+    /// The service's metrics (Prometheus text), read with the scrape token.
+    pub async fn metrics(&self) -> anyhow::Result<String> {
+        let token = self.metrics_token()?;
+        self.service_client()?
+            .get_text_auth("/metrics", Some(token.as_str()))
+            .await
+            .map_err(|e| anyhow::anyhow!("reading {}/metrics: {e}", self.base))
     }
 
     /// Stops the dispatch service and the trustees.

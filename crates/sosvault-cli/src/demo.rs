@@ -176,13 +176,14 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
                 "50".into(),
             )],
             deployment: "kota-demo".into(),
+            dispatch_tls: true,
         },
         |m| n.say(m),
     )
     .await?;
     let pw = cluster.password.clone();
     let base = cluster.base.clone();
-    let client = Client::new(&base);
+    let client = cluster.service_client()?;
     // The phones' copy of the manifest, checked against the authority key
     // they pin. Its trustees, threshold and control room are all a phone
     // trusts; the service's `/v1/info` is not asked.
@@ -490,7 +491,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     );
     let mut refused = 0;
     for t in &cluster.trustees {
-        let tc = Client::new(&t.url());
+        let tc = cluster.trustee_client(t)?;
         let body = json!({ "request": base64::engine::general_purpose::STANDARD.encode(request.as_bytes()) });
         match tc.post("/v1/releases", None, &body).await {
             Err(e) if e.code == "shredded" => refused += 1,
@@ -501,29 +502,38 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         "Even the control room's own key cannot get it back: {refused} of 3 trustees answer \"shredded\"; the student's data can no longer be decrypted by anyone"
     ));
 
-    let metrics = client.get_text("/metrics").await.unwrap_or_default();
+    let metrics = cluster.metrics().await.unwrap_or_default();
     let panics = metrics
         .lines()
         .find_map(|l| l.strip_prefix("sosvault_panics_total "))
         .unwrap_or("?");
     n.say(format!(
-        "Done: {panics} panics handled. Metrics at {base}/metrics"
+        "Done: {panics} panics handled. Metrics at {base}/metrics, for operators only: send the scrape token in {} (or an operator's session token) as a bearer token",
+        cluster.metrics_token_file.display()
     ));
     let sim = crate::simulator::start(&client, &op, &manifest).await?;
     for why in &sim.unconfirmed {
         n.say(format!("Simulator: {why}"));
     }
     println!();
+    let ca = cluster.ca_file.display();
     println!("Control room: {base}");
+    println!(
+        "TLS: every link (browsers, phones, trustees) is TLS with certificates made at start by the demo's CA {ca}; your browser warns once about it (or import it), and the sosvault commands take --ca {ca}"
+    );
     println!("Team screen: {base}/team (a team's token comes from the simulator page)");
     println!("Student simulator: {}", sim.url);
     println!(
-        "Phone on the command line: sosvault device enroll --manifest {} --authority {} --name NAME --phone PHONE --state FILE",
+        "Phone on the command line: sosvault device enroll --manifest {} --authority {} --ca {ca} --name NAME --phone PHONE --state FILE",
         cluster.manifest_path.display(),
         cluster.authority.to_hex()
     );
     println!("Login: operator / {pw}");
     println!("API: {base}/v1/operator/incidents (POST {base}/v1/operator/login first)");
+    println!(
+        "Metrics: curl --cacert {ca} -H \"Authorization: Bearer $(cat {})\" {base}/metrics",
+        cluster.metrics_token_file.display()
+    );
 
     let remaining = opts
         .seconds

@@ -37,6 +37,8 @@ pub struct DeviceArgs<'a> {
     pub state: &'a Path,
     /// The dispatch service, if given (default: the manifest's control room URL).
     pub url: Option<&'a str>,
+    /// The dispatch service's certificate or CA to trust for `https://` (`--ca`).
+    pub ca: Option<&'a Path>,
 }
 
 /// What `enroll` needs besides the profile.
@@ -181,7 +183,7 @@ impl State {
             Some(u) => u.to_owned(),
             None => self.manifest()?.body().control_room_url.clone(),
         };
-        Ok(Client::new(&url))
+        Client::for_url(&url, a.ca).map_err(|e| anyhow::anyhow!("{e}"))
     }
 }
 
@@ -235,7 +237,7 @@ pub async fn enroll(a: DeviceArgs<'_>, e: EnrollArgs<'_>, profile: Profile) -> a
         .map_or(0, |p| p.record.body().epoch);
     // Saved before sending: a retry re-sends this very package.
     save(a.state, &state)?;
-    let client = Client::new(&url);
+    let client = Client::for_url(&url, a.ca).map_err(|e| anyhow::anyhow!("{e}"))?;
     let before = state.device.epoch();
     match mf::send_pending(&client, &mut state.device).await {
         Ok(done) => {
@@ -415,5 +417,13 @@ pub async fn stop(a: DeviceArgs<'_>, duress: bool) -> anyhow::Result<()> {
         manifest.body().trustees.len(),
         answer["pending"]
     );
+    // A final refusal carries no signature: it is the service's word only.
+    for r in answer["refused"].as_array().into_iter().flatten() {
+        println!(
+            "  trustee {} refused the stop ({}), as the service reports it",
+            r["trustee"].as_str().unwrap_or("?"),
+            r["code"].as_str().unwrap_or("?")
+        );
+    }
     Ok(())
 }

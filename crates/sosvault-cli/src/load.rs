@@ -1056,6 +1056,9 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<LoadResult> {
             ack_timeout_ms: 10_000,
             trustee_env: Vec::new(),
             deployment: "kota-load".into(),
+            // Measured against a plain-HTTP floor: TLS on loopback would
+            // measure handshakes, not the service.
+            dispatch_tls: false,
         },
         |m| say(t0, m),
     )
@@ -1270,7 +1273,7 @@ async fn measure(
     r.cpu.push(mark.phase("burst"));
     report_phase(t0, "burst", &r.burst);
     r.positions = sh.positions.load(Ordering::Relaxed);
-    r.service = ServiceCounters::parse(&client.get_text("/metrics").await.map_err(anyhow_of)?);
+    r.service = ServiceCounters::parse(&cluster.metrics().await?);
 
     // 5. The floor, in its own process like the service.
     let mut cmd = tokio::process::Command::new(sibling("sosvault")?);

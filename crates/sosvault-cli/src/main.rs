@@ -43,6 +43,10 @@ use sosvault_server::client::Client;
     about = "sosvault: panic to nearest team, data sealed until then"
 )]
 struct Cli {
+    /// The dispatch service's certificate or CA (PEM) to trust for an
+    /// `https://` URL (`sosvault demo` prints its own); nothing else is trusted.
+    #[arg(long, global = true, env = "SOSVAULT_CA_FILE")]
+    ca: Option<std::path::PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -241,9 +245,13 @@ enum DeviceCmd {
     },
 }
 
-async fn login(url: &str, user: &str) -> anyhow::Result<(Client, String)> {
+async fn login(
+    url: &str,
+    user: &str,
+    ca: Option<&std::path::Path>,
+) -> anyhow::Result<(Client, String)> {
     let pw = std::env::var("SOSVAULT_PASSWORD").context("set SOSVAULT_PASSWORD")?;
-    let client = Client::new(url);
+    let client = Client::for_url(url, ca).map_err(|e| anyhow::anyhow!("{e}"))?;
     let token = client
         .login(user, &pw)
         .await
@@ -353,7 +361,9 @@ fn run_manifest(action: ManifestCmd) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    match Cli::parse().cmd {
+    let cli = Cli::parse();
+    let ca = cli.ca;
+    match cli.cmd {
         Cmd::Demo {
             seconds,
             students,
@@ -380,7 +390,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::LoadFloor { listen } => load::floor_server(&listen).await,
         Cmd::Incidents { url, user } => {
-            let (client, token) = login(&url, &user).await?;
+            let (client, token) = login(&url, &user, ca.as_deref()).await?;
             let list = client
                 .get("/v1/operator/incidents", Some(&token))
                 .await
@@ -404,6 +414,7 @@ async fn main() -> anyhow::Result<()> {
             let a = device::DeviceArgs {
                 state: &state,
                 url: url.as_deref(),
+                ca: ca.as_deref(),
             };
             match action {
                 DeviceCmd::Enroll {
@@ -441,7 +452,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::Manifest { action } => run_manifest(action),
         Cmd::Incident { id, url, user } => {
-            let (client, token) = login(&url, &user).await?;
+            let (client, token) = login(&url, &user, ca.as_deref()).await?;
             let d = client
                 .get(&format!("/v1/operator/incidents/{id}"), Some(&token))
                 .await

@@ -66,6 +66,7 @@ fn the_demo_tells_the_whole_story_and_exits_after_the_given_seconds() {
     let mut text = String::new();
     let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut listed = String::new();
+    let mut metrics_checked = false;
     loop {
         let mut line = String::new();
         if std::io::BufRead::read_line(&mut reader, &mut line).unwrap() == 0 {
@@ -79,8 +80,18 @@ fn the_demo_tells_the_whole_story_and_exits_after_the_given_seconds() {
                 .unwrap()
                 .trim()
                 .to_owned();
-            let out = Command::new(env!("CARGO_BIN_EXE_sosvault"))
+            assert!(url.starts_with("https://"), "{url}");
+            let ca = demo_ca(&text);
+            // Without the demo's CA nothing is trusted.
+            let untrusted = Command::new(env!("CARGO_BIN_EXE_sosvault"))
                 .args(["incidents", "--url", &url])
+                .env("SOSVAULT_PASSWORD", pw)
+                .env_remove("SOSVAULT_CA_FILE")
+                .output()
+                .unwrap();
+            assert!(!untrusted.status.success());
+            let out = Command::new(env!("CARGO_BIN_EXE_sosvault"))
+                .args(["incidents", "--url", &url, "--ca", &ca])
                 .env("SOSVAULT_PASSWORD", pw)
                 .output()
                 .unwrap();
@@ -91,13 +102,47 @@ fn the_demo_tells_the_whole_story_and_exits_after_the_given_seconds() {
             );
             listed = String::from_utf8_lossy(&out.stdout).into_owned();
             let bad = Command::new(env!("CARGO_BIN_EXE_sosvault"))
-                .args(["incidents", "--url", &url])
+                .args(["incidents", "--url", &url, "--ca", &ca])
                 .env("SOSVAULT_PASSWORD", "wrong")
                 .output()
                 .unwrap();
             assert!(!bad.status.success(), "a wrong password is refused");
         }
+        // The metrics are for operators only: the demo says where the scrape
+        // token is; without it the service answers 401.
+        if let Some(rest) = line.trim_end().strip_prefix("Metrics: curl --cacert ") {
+            let (ca, rest) = rest.split_once(' ').unwrap();
+            let rest = rest
+                .strip_prefix("-H \"Authorization: Bearer $(cat ")
+                .unwrap();
+            let (path, rest) = rest.split_once(")\" ").unwrap();
+            let base = rest.trim().strip_suffix("/metrics").unwrap();
+            let client =
+                sosvault_server::client::Client::with_tls(base, std::path::Path::new(ca), None)
+                    .unwrap();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let refused = rt
+                .block_on(client.get_text_auth("/metrics", None))
+                .unwrap_err();
+            assert_eq!(
+                (refused.status, refused.code.as_str()),
+                (401, "unauthorized")
+            );
+            let token = std::fs::read_to_string(path).unwrap();
+            let m = rt
+                .block_on(client.get_text_auth("/metrics", Some(token.trim())))
+                .unwrap();
+            assert!(m.contains("sosvault_panics_total "), "{m}");
+            metrics_checked = true;
+        }
     }
+    assert!(
+        metrics_checked,
+        "the demo says how to read its metrics:\n{text}"
+    );
     let out = child.wait_with_output().unwrap();
     let took = started.elapsed();
     assert!(
@@ -110,6 +155,11 @@ fn the_demo_tells_the_whole_story_and_exits_after_the_given_seconds() {
         "it served for the given seconds ({took:?})"
     );
     assert!(took < Duration::from_secs(60), "and then exited ({took:?})");
+
+    // Every file the demo wrote for the dispatch service (keys, config with
+    // the operator's password hash, metrics token, database, its log) is
+    // readable by this user only; its directory is 0700.
+    assert_private(&dir.path().join("dispatch"));
 
     // The operator command listed the story's two incidents.
     assert_eq!(listed.lines().count(), 2, "{listed}");
@@ -162,7 +212,7 @@ fn the_demo_tells_the_whole_story_and_exits_after_the_given_seconds() {
         "signed shred receipt",
         "refused by the service: stopped",
         "3 of 3 trustees answer \"shredded\"",
-        "Control room: http://127.0.0.1:",
+        "Control room: https://127.0.0.1:",
         "Login: operator / ",
     ];
     let mut at = 0;
@@ -217,6 +267,33 @@ fn the_demo_tells_the_whole_story_and_exits_after_the_given_seconds() {
     }
 }
 
+/// Asserts every file under `root` is mode 0600 and every directory 0700.
+fn assert_private(root: &Path) {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mut todo = vec![root.to_owned()];
+    let mut files = 0;
+    while let Some(dir) = todo.pop() {
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{} has mode {mode:o}", dir.display());
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                todo.push(path);
+                continue;
+            }
+            let mode = meta.permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{} has mode {mode:o}", path.display());
+            files += 1;
+        }
+    }
+    assert!(
+        files >= 6,
+        "keys, config, token, database, log under {}",
+        root.display()
+    );
+}
+
 /// The authority key the demo says its phones pin (64 hex characters).
 fn pinned_authority(text: &str) -> String {
     let at = text
@@ -244,11 +321,21 @@ fn same_profile(bin: std::path::PathBuf) -> Vec<&'static str> {
     }
 }
 
-fn sosvault(args: &[&str], state: &Path, url: &str) -> String {
+/// The demo's CA, from its "TLS:" line (the path after its last `--ca`).
+fn demo_ca(told: &str) -> String {
+    told.lines()
+        .find(|l| l.starts_with("TLS: "))
+        .and_then(|l| l.rsplit("--ca ").next())
+        .expect("the demo names its CA")
+        .trim()
+        .to_owned()
+}
+
+fn sosvault(args: &[&str], state: &Path, url: &str, ca: &str) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_sosvault"))
         .args(["device"])
         .args(args)
-        .args(["--url", url, "--state"])
+        .args(["--url", url, "--ca", ca, "--state"])
         .arg(state)
         .output()
         .unwrap();
@@ -306,6 +393,7 @@ fn a_simulated_phone_on_the_command_line_enrolls_panics_moves_cancels_and_stops(
     // The phone pins the authority the demo printed, and enrolls to the
     // manifest in the demo's data directory.
     let authority = pinned_authority(&told);
+    let ca = demo_ca(&told);
     let manifest = dir.path().join("demo/manifest.bin");
     let manifest = manifest.to_str().unwrap();
     let enroll = [
@@ -320,7 +408,7 @@ fn a_simulated_phone_on_the_command_line_enrolls_panics_moves_cancels_and_stops(
         "+91 90000 12345",
     ];
 
-    let out = sosvault(&enroll, &state, &url);
+    let out = sosvault(&enroll, &state, &url, &ca);
     assert!(
         out.contains("epoch 1 (3 trustee receipts verified against manifest \"kota-demo\""),
         "{out}"
@@ -343,6 +431,7 @@ fn a_simulated_phone_on_the_command_line_enrolls_panics_moves_cancels_and_stops(
         ],
         &state,
         &url,
+        &ca,
     );
     let id = out
         .trim()
@@ -351,7 +440,7 @@ fn a_simulated_phone_on_the_command_line_enrolls_panics_moves_cancels_and_stops(
         .to_owned();
     let incident = || {
         let out = Command::new(env!("CARGO_BIN_EXE_sosvault"))
-            .args(["incident", &id, "--url", &url])
+            .args(["incident", &id, "--url", &url, "--ca", &ca])
             .env("SOSVAULT_PASSWORD", &password)
             .output()
             .unwrap();
@@ -367,18 +456,19 @@ fn a_simulated_phone_on_the_command_line_enrolls_panics_moves_cancels_and_stops(
         sosvault(
             &["move", "--lat", "25.1430", "--lon", "75.8440"],
             &state,
-            &url
+            &url,
+            &ca
         )
         .contains("stored")
     );
     // The phone checks the trustees' cancel receipts against its manifest.
-    let out = sosvault(&["cancel"], &state, &url);
+    let out = sosvault(&["cancel"], &state, &url, &ca);
     assert!(
         out.contains("3 of 3 trustees confirmed with a signed cancel receipt"),
         "{out}"
     );
     assert_eq!(incident()["status"], "cancelled");
-    let out = sosvault(&enroll, &state, &url);
+    let out = sosvault(&enroll, &state, &url, &ca);
     assert!(
         out.contains("epoch 2 (3 trustee receipts verified"),
         "{out}"
@@ -412,7 +502,7 @@ fn a_simulated_phone_on_the_command_line_enrolls_panics_moves_cancels_and_stops(
             assert_eq!(act("cancel", pin.clone()).await["status"], "received");
         }
     });
-    let out = sosvault(&["stop"], &state, &url);
+    let out = sosvault(&["stop"], &state, &url, &ca);
     assert!(
         out.contains("3 of 3 trustees confirmed with a signed shred receipt, 0 still"),
         "{out}"
@@ -420,7 +510,8 @@ fn a_simulated_phone_on_the_command_line_enrolls_panics_moves_cancels_and_stops(
     // The wiped phone refuses to do anything more.
     let again = Command::new(env!("CARGO_BIN_EXE_sosvault"))
         .args([
-            "device", "panic", "--lat", "25.0", "--lon", "75.0", "--url", &url, "--state",
+            "device", "panic", "--lat", "25.0", "--lon", "75.0", "--url", &url, "--ca", &ca,
+            "--state",
         ])
         .arg(&state)
         .output()

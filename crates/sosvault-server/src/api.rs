@@ -3,12 +3,14 @@
 //! | who | method and path | body → answer |
 //! | --- | --- | --- |
 //! | anyone | `GET /healthz` | `ok` |
-//! | anyone | `GET /metrics` | Prometheus text |
+//! | operator or scraper | `GET /metrics` | Prometheus text; 401 without an operator session or the scrape token |
 //! | anyone | `GET /openapi.json` | this API as OpenAPI 3.1 |
 //! | anyone | `GET /v1/info` | control room public key, trustees, threshold |
 //! | anyone | `GET /v1/manifest` | `{"manifest"}`: the signed deployment manifest (404 `no_manifest` if none is configured) |
 //! | anyone | `GET /v1/log/head` | signed head of the control room's transparency log |
 //! | anyone | `GET /v1/log/proof?index=&size=` | RFC 6962 inclusion proof |
+//! | anyone | `GET /v1/log/consistency?old=&new=` | RFC 6962 consistency proof between two sizes |
+//! | anyone, operator | `GET /v1/log/entries?start=&end=` | leaf hashes; with an operator's token, the entries too |
 //! | device | `POST /v1/log/mine` | `{"query"}` → the student's own entries, head and proofs |
 //! | device | `POST /v1/enroll` | `{"package"}` → `{"student_id","epoch","receipts"}` |
 //! | device | `POST /v1/enroll/commit` | `{"commit"}` → `{"status":"committed","pending"}` |
@@ -34,9 +36,19 @@
 //! Devices authenticate by signature (every body is a device-signed message);
 //! operators and units by `Authorization: Bearer <token>`.
 //!
+//! The control room's log is audited from outside with `sosvault-server log
+//! verify` ([`crate::logverify`]): signed heads, consistency between the
+//! heads an auditor saw, the root rebuilt from `/v1/log/entries`.
+//!
 //! The OpenAPI document is generated from the handlers' annotations and the
 //! routes are registered through the same [`utoipa_axum::router::OpenApiRouter`],
-//! so a route cannot exist without being documented.
+//! so a route cannot exist without being documented. The answers the
+//! extractors give before a handler runs (400, 413 and 415 from [`JsonBody`],
+//! 400 from [`QueryParams`], 401 from [`Operator`] and [`Unit`]) are added to
+//! every operation they guard by
+//! [`sosvault_service::openapi::document_layer_answers`]; byte fields say
+//! their encoding and their limit ([`sosvault_service::openapi::base64_field`]),
+//! and a field longer than its limit is refused before it is decoded.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -52,15 +64,25 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
+use sosvault::log::{LogQuery, MAX_ENTRY_BYTES, TreeHead};
+use sosvault::manifest::Manifest;
+use sosvault::{
+    Cancel, CancelReceipt, EnrollmentCommit, EnrollmentPackage, LocationUpdate, PanicEvent,
+    ShareReceipt, ShredReceipt, Signed, Stop,
+};
+use sosvault_service::openapi::{
+    Layers, base64_field, base64_len, base64_list, document_layer_answers,
+};
 use tokio_stream::wrappers::BroadcastStream;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{Array, Object};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::engine::{
-    CancelReceived, CommitReceived, Engine, Enrolled, IncidentDetail, IncidentSummary, LatLon,
-    MineAnswer, OperatorId, Stopped, UnitId, UnitView, Viewer,
+    CancelReceived, CommitReceived, Engine, Enrolled, ForwardReport, IncidentDetail,
+    IncidentSummary, LatLon, MineAnswer, OperatorId, Stopped, UnitId, UnitView, Viewer,
 };
 use crate::error::ApiError;
 use crate::geo::UnitKind;
@@ -80,7 +102,7 @@ pub const MAX_BODY: usize = 2 * 1024 * 1024;
         (name = "device", description = "Signed messages from a student's phone"),
         (name = "operator", description = "The control room (session token)"),
         (name = "unit", description = "A team in the field (unit token)"),
-        (name = "public", description = "Health, metrics, keys and the transparency log"),
+        (name = "public", description = "Health, keys and the transparency log"),
     )
 )]
 struct ApiDoc;
@@ -92,20 +114,51 @@ impl Modify for BearerAuth {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An operator's session token (`POST /v1/operator/login`)",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "unit",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "A unit's token (given once when an operator registers the unit)",
+                    ))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "metrics_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "The scrape token in the service's `metrics_token_file` (GET /metrics only)",
+                    ))
+                    .build(),
+            ),
         );
     }
 }
 
 /// The router and the OpenAPI document generated from the same registrations.
 pub fn router_and_openapi(engine: Engine) -> (Router, utoipa::openapi::OpenApi) {
-    let (router, api) = OpenApiRouter::<Engine>::with_openapi(ApiDoc::openapi())
+    let (router, mut api) = OpenApiRouter::<Engine>::with_openapi(ApiDoc::openapi())
         .routes(routes!(healthz))
         .routes(routes!(metrics))
         .routes(routes!(info))
         .routes(routes!(manifest))
         .routes(routes!(log_head))
         .routes(routes!(log_proof))
+        .routes(routes!(log_consistency))
+        .routes(routes!(log_entries))
         .routes(routes!(log_mine))
         .routes(routes!(enroll))
         .routes(routes!(enroll_commit))
@@ -123,14 +176,26 @@ pub fn router_and_openapi(engine: Engine) -> (Router, utoipa::openapi::OpenApi) 
         .routes(routes!(reassign))
         .routes(routes!(operator_events))
         .routes(routes!(list_units, create_unit))
+        .routes(routes!(forwards))
         .routes(routes!(unit_position))
         .routes(routes!(unit_events))
         .routes(routes!(unit_ack))
         .routes(routes!(unit_incident))
         .split_for_parts();
-    let doc = api.clone();
+    // What the extractors answer before a handler runs (no timeout layer).
+    document_layer_answers(&mut api, "ErrorBody", Layers::default());
+    // Serialized once; every request gets a cheap clone of the bytes.
+    let served = axum::body::Bytes::from(sosvault_service::openapi::served(&api));
     let router = router
-        .route("/openapi.json", get(move || async move { Json(doc) }))
+        .route(
+            "/openapi.json",
+            get(move || async move {
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/json")],
+                    served,
+                )
+            }),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY))
         // Outermost: an answer given before the body was read (413, 415,
         // 401, ...) says `Connection: close`, so no client reuses a
@@ -156,23 +221,22 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<
     async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(JsonBody(v)),
-            Err(rej) => {
-                let status = rej.status().as_u16();
-                let code = if status == 413 {
-                    "too_large"
-                } else {
-                    "bad_json"
-                };
-                Err(ApiError::new(
-                    if status == 413 || status == 415 {
-                        status
-                    } else {
-                        400
-                    },
-                    code,
+            Err(rej) => Err(match rej.status().as_u16() {
+                413 => ApiError::new(
+                    413,
+                    "too_large",
+                    &format!("the body is larger than {MAX_BODY} bytes"),
+                ),
+                415 => ApiError::new(
+                    415,
+                    "unsupported_media_type",
+                    "the body must be application/json",
+                ),
+                _ => ApiError::bad_request(
+                    "bad_json",
                     "the body must be a JSON object with the documented fields",
-                ))
-            }
+                ),
+            }),
         }
     }
 }
@@ -187,11 +251,30 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Que
         Query::<T>::from_request_parts(parts, state)
             .await
             .map(|Query(v)| QueryParams(v))
-            .map_err(|_| ApiError::bad_request("bad_query", "invalid query parameters"))
+            .map_err(|e| {
+                let mut why = e.body_text();
+                // It can quote the query string: cut at a character boundary.
+                let mut end = why.len().min(200);
+                while !why.is_char_boundary(end) {
+                    end -= 1;
+                }
+                why.truncate(end);
+                ApiError::bad_request("bad_query", &format!("invalid query parameters: {why}"))
+            })
     }
 }
 
-fn decode_b64(s: &str, field: &str) -> Result<Vec<u8>, ApiError> {
+/// Decodes a base64 field of at most `max_bytes` bytes (its documented
+/// `maxLength` is [`base64_len`]`(max_bytes)`): a longer one is refused
+/// before it is decoded.
+fn decode_b64(s: &str, field: &str, max_bytes: usize) -> Result<Vec<u8>, ApiError> {
+    let max_len = base64_len(max_bytes);
+    if s.len() > max_len {
+        return Err(ApiError::bad_request(
+            "too_long",
+            &format!("{field} is longer than its limit of {max_len} base64 characters"),
+        ));
+    }
     B64.decode(s.trim())
         .map_err(|_| ApiError::bad_request("bad_base64", &format!("{field} is not base64")))
 }
@@ -221,6 +304,45 @@ impl FromRequestParts<Engine> for Operator {
     async fn from_request_parts(parts: &mut Parts, engine: &Engine) -> Result<Self, ApiError> {
         let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
         engine.operator_for_token(token).map(Operator)
+    }
+}
+
+/// An operator if the request carries credentials (extractor): without an
+/// `Authorization` header, `None`; with one that is not a live operator
+/// session's bearer token, 401 (an auditor who meant to read entries is
+/// told, not quietly given less).
+pub struct MaybeOperator(pub Option<OperatorId>);
+
+impl FromRequestParts<Engine> for MaybeOperator {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, engine: &Engine) -> Result<Self, ApiError> {
+        if !parts
+            .headers
+            .contains_key(axum::http::header::AUTHORIZATION)
+        {
+            return Ok(MaybeOperator(None));
+        }
+        Operator::from_request_parts(parts, engine)
+            .await
+            .map(|Operator(o)| MaybeOperator(Some(o)))
+    }
+}
+
+/// A caller allowed to read `/metrics` (extractor): the holder of the
+/// scrape token (compared in constant time) or a logged-in operator. Anyone
+/// else is refused with the plain 401 every operator endpoint answers.
+pub struct MetricsReader;
+
+impl FromRequestParts<Engine> for MetricsReader {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, engine: &Engine) -> Result<Self, ApiError> {
+        let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
+        if engine.metrics().is_scrape_token(token) {
+            return Ok(MetricsReader);
+        }
+        Operator::from_request_parts(parts, engine)
+            .await
+            .map(|_| MetricsReader)
     }
 }
 
@@ -291,13 +413,15 @@ pub struct ManifestBody {
     /// Base64 of the signed `sosvault/manifest/v1`. Verify it against the
     /// deployment authority key the app pins (and refuse an older version
     /// than the one held): the service cannot change a byte of it.
+    #[schema(schema_with = manifest_field)]
     pub manifest: String,
 }
 
 /// The signed head of the control room's transparency log.
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct LogHeadBody {
     /// Base64 of the signed `sosvault/tree-head/v1`.
+    #[schema(schema_with = tree_head_field)]
     pub head: String,
     /// Entries in the log.
     pub size: u64,
@@ -308,7 +432,7 @@ pub struct LogHeadBody {
 }
 
 /// An inclusion proof.
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct LogProofBody {
     /// The entry.
     pub index: u64,
@@ -320,11 +444,83 @@ pub struct LogProofBody {
 
 /// Which inclusion proof.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ProofQuery {
-    /// Entry index.
+    /// Entry index (below `size`).
+    #[serde(deserialize_with = "sosvault_service::openapi::int64")]
     pub index: u64,
-    /// Tree size (from a signed head).
+    /// Tree size (from a signed head; not beyond the log).
+    #[serde(deserialize_with = "sosvault_service::openapi::int64")]
     pub size: u64,
+}
+
+/// A consistency proof.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct LogConsistencyBody {
+    /// The older tree's size.
+    pub old: u64,
+    /// The newer tree's size.
+    pub new: u64,
+    /// The proof's hashes (hex), in RFC 6962 order (`PROOF(old, D[new])`);
+    /// empty when `old` equals `new`.
+    pub proof: Vec<String>,
+}
+
+/// Which consistency proof.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ConsistencyQuery {
+    /// The older tree's size, from a signed head seen before (not 0: every
+    /// log extends the empty one).
+    #[param(minimum = 1)]
+    #[serde(deserialize_with = "sosvault_service::openapi::int64")]
+    pub old: u64,
+    /// The newer tree's size, from a signed head (not below `old`, not
+    /// beyond the log).
+    #[param(minimum = 1)]
+    #[serde(deserialize_with = "sosvault_service::openapi::int64")]
+    pub new: u64,
+}
+
+/// The largest page `GET /v1/log/entries` answers, in leaves.
+pub const MAX_LOG_PAGE: u64 = 1000;
+
+/// Which leaves.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EntriesQuery {
+    /// The first leaf.
+    #[serde(deserialize_with = "sosvault_service::openapi::int64")]
+    pub start: u64,
+    /// One past the last leaf wanted (not before `start`). The answer stops
+    /// at the log's end and after 1000 leaves: ask again from where it
+    /// stopped.
+    #[serde(deserialize_with = "sosvault_service::openapi::int64")]
+    pub end: u64,
+}
+
+/// One leaf of the control room's log.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct LogLeaf {
+    /// Its index.
+    pub index: u64,
+    /// Its RFC 6962 leaf hash (SHA-256 of `0x00` and the entry), base64.
+    #[schema(schema_with = leaf_hash_field)]
+    pub leaf_hash: String,
+    /// The entry's bytes (`sosvault/log-entry/v1`: a profile view, naming
+    /// the student, the incident and the operator or team), base64: only
+    /// for a logged-in operator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = log_entry_field, required = false)]
+    pub entry: Option<String>,
+}
+
+/// `GET /v1/log/entries`.
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct LogEntriesBody {
+    /// The leaves, in order from `start` (fewer than asked at the log's end,
+    /// and never more than 1000).
+    pub entries: Vec<LogLeaf>,
 }
 
 /// `POST /v1/enroll`.
@@ -332,6 +528,7 @@ pub struct ProofQuery {
 #[serde(deny_unknown_fields)]
 pub struct EnrollBody {
     /// Base64 of a `sosvault/enrollment-package/v1`.
+    #[schema(schema_with = package_field)]
     pub package: String,
 }
 
@@ -340,6 +537,7 @@ pub struct EnrollBody {
 #[serde(deny_unknown_fields)]
 pub struct CommitBody {
     /// Base64 of a device-signed `sosvault/enrollment-commit/v1`.
+    #[schema(schema_with = commit_field)]
     pub commit: String,
 }
 
@@ -348,6 +546,7 @@ pub struct CommitBody {
 #[serde(deny_unknown_fields)]
 pub struct PanicBody {
     /// Base64 of a device-signed `sosvault/panic/v1`.
+    #[schema(schema_with = panic_field)]
     pub panic: String,
 }
 
@@ -367,6 +566,7 @@ pub struct PanicAccepted {
 #[serde(deny_unknown_fields)]
 pub struct LocationBody {
     /// Base64 of a device-signed `sosvault/location/v1`.
+    #[schema(schema_with = location_field)]
     pub update: String,
 }
 
@@ -375,6 +575,7 @@ pub struct LocationBody {
 #[serde(deny_unknown_fields)]
 pub struct CancelBody {
     /// Base64 of a device-signed `sosvault/cancel/v1`.
+    #[schema(schema_with = cancel_field)]
     pub cancel: String,
 }
 
@@ -383,6 +584,7 @@ pub struct CancelBody {
 #[serde(deny_unknown_fields)]
 pub struct StopBody {
     /// Base64 of a device-signed `sosvault/stop/v1`.
+    #[schema(schema_with = stop_field)]
     pub stop: String,
 }
 
@@ -391,10 +593,17 @@ pub struct StopBody {
 #[serde(deny_unknown_fields)]
 pub struct LoginBody {
     /// Operator name.
+    #[schema(max_length = 128)]
     pub username: String,
     /// Password.
+    #[schema(max_length = 1024)]
     pub password: String,
 }
+
+/// The longest username a login takes, in characters.
+pub const MAX_USERNAME_CHARS: usize = 128;
+/// The longest password a login takes, in characters.
+pub const MAX_PASSWORD_CHARS: usize = 1024;
 
 /// A session.
 #[derive(Serialize, ToSchema)]
@@ -407,23 +616,122 @@ pub struct LoginAnswer {
 
 /// Which incidents.
 #[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
-    /// At most this many, newest first (default 200, at most 1000).
+    /// At most this many, newest first (default 200; from 1 to at most 1000).
+    #[param(value_type = u32, required = false, minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
-/// `POST /v1/operator/units`.
-#[derive(Deserialize, ToSchema)]
+/// The default of `limit` in `GET /v1/operator/incidents`.
+pub const DEFAULT_LIST_LIMIT: u32 = 200;
+/// The largest `limit` in `GET /v1/operator/incidents`.
+pub const MAX_LIST_LIMIT: u32 = 1000;
+
+/// `POST /v1/operator/units`: a name and a kind, and a starting position
+/// (`lat` and `lon` together) or none. Its schema is written by hand
+/// ([`NewUnit`]'s `PartialSchema`): "both or neither" is a `oneOf`.
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewUnit {
-    /// Display name.
+    /// Display name (see [`unit_name_ok`]).
     pub name: String,
     /// `police`, `medical` or `counsellor`.
     pub kind: String,
-    /// Starting latitude.
+    /// Starting latitude (a number: `null` is refused like any other non-number).
+    #[serde(default, deserialize_with = "number")]
     pub lat: Option<f64>,
     /// Starting longitude.
+    #[serde(default, deserialize_with = "number")]
     pub lon: Option<f64>,
+}
+
+/// An optional field that, when present, must be a number (not `null`).
+fn number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    f64::deserialize(d).map(Some)
+}
+
+/// The longest unit name, in characters.
+pub const MAX_UNIT_NAME_CHARS: usize = 100;
+
+/// What [`unit_name_ok`] accepts, as the ECMA-262 pattern the schema states:
+/// no control character (Unicode `Cc`), and at least one character that is
+/// not white space.
+pub const UNIT_NAME_PATTERN: &str =
+    r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$";
+
+/// A unit name: 1 to [`MAX_UNIT_NAME_CHARS`] characters, no control
+/// character, not all white space ([`UNIT_NAME_PATTERN`]).
+pub fn unit_name_ok(name: &str) -> bool {
+    let n = name.chars().count();
+    (1..=MAX_UNIT_NAME_CHARS).contains(&n)
+        && !name.chars().any(char::is_control)
+        && !name.chars().all(char::is_whitespace)
+}
+
+impl utoipa::PartialSchema for NewUnit {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, OneOfBuilder, Type};
+        use utoipa::openapi::{Ref, RefOr};
+        let name = || {
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(MAX_UNIT_NAME_CHARS))
+            .pattern(Some(UNIT_NAME_PATTERN))
+                .description(Some(
+                    "Display name: 1 to 100 characters, not all white space, no control characters.",
+                ))
+        };
+        let degrees = |max: f64, what: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::Number)
+                .minimum(Some(-max))
+                .maximum(Some(max))
+                .description(Some(what))
+        };
+        let unit = |with_position: bool| {
+            let mut o = ObjectBuilder::new()
+                .schema_type(Type::Object)
+                .property("name", name())
+                .property("kind", RefOr::Ref(Ref::from_schema_name("UnitKind")))
+                .required("name")
+                .required("kind")
+                .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+            if with_position {
+                o = o
+                    .property("lat", degrees(90.0, "Starting latitude, degrees."))
+                    .property("lon", degrees(180.0, "Starting longitude, degrees."))
+                    .required("lat")
+                    .required("lon")
+                    .title(Some("with a starting position"));
+            } else {
+                o = o.title(Some("without a position (placed at its first report)"));
+            }
+            o
+        };
+        OneOfBuilder::new()
+            .item(unit(true))
+            .item(unit(false))
+            .description(Some(
+                "A unit to register: a name and a kind, and a starting position (`lat` and `lon` together) or none.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for NewUnit {
+    fn schemas(
+        schemas: &mut Vec<(
+            String,
+            utoipa::openapi::RefOr<utoipa::openapi::schema::Schema>,
+        )>,
+    ) {
+        schemas.push((
+            UnitKind::name().into(),
+            <UnitKind as utoipa::PartialSchema>::schema(),
+        ));
+    }
 }
 
 /// A registered unit.
@@ -435,6 +743,124 @@ pub struct UnitCreated {
     pub token: String,
 }
 
+// ------------------------------------------------------------ byte fields
+//
+// Each field that carries bytes documents its encoding and its limit: the
+// largest message of its kind the core crate decodes (`MAX_LEN`).
+
+fn manifest_field() -> Object {
+    base64_field(
+        Signed::<Manifest>::MAX_LEN,
+        "Base64 of the signed `sosvault/manifest/v1`, byte for byte as the deployment authority signed it.",
+    )
+}
+
+fn tree_head_field() -> Object {
+    base64_field(
+        Signed::<TreeHead>::MAX_LEN,
+        "Base64 of the signed `sosvault/tree-head/v1`.",
+    )
+}
+
+fn package_field() -> Object {
+    base64_field(
+        EnrollmentPackage::MAX_LEN,
+        "Base64 of a `sosvault/enrollment-package/v1`: the device-signed record, the sealed profile and one sealed share per trustee.",
+    )
+}
+
+fn commit_field() -> Object {
+    base64_field(
+        Signed::<EnrollmentCommit>::MAX_LEN,
+        "Base64 of a device-signed `sosvault/enrollment-commit/v1`.",
+    )
+}
+
+fn panic_field() -> Object {
+    base64_field(
+        Signed::<PanicEvent>::MAX_LEN,
+        "Base64 of a device-signed `sosvault/panic/v1`.",
+    )
+}
+
+fn location_field() -> Object {
+    base64_field(
+        Signed::<LocationUpdate>::MAX_LEN,
+        "Base64 of a device-signed `sosvault/location/v1`.",
+    )
+}
+
+fn cancel_field() -> Object {
+    base64_field(
+        Signed::<Cancel>::MAX_LEN,
+        "Base64 of a device-signed `sosvault/cancel/v1`.",
+    )
+}
+
+fn stop_field() -> Object {
+    base64_field(
+        Signed::<Stop>::MAX_LEN,
+        "Base64 of a device-signed `sosvault/stop/v1`.",
+    )
+}
+
+fn log_query_field() -> Object {
+    base64_field(
+        Signed::<LogQuery>::MAX_LEN,
+        "Base64 of a device-signed `sosvault/log-query/v1` addressed to `control_room_id` (from `/v1/info`).",
+    )
+}
+
+/// `Enrolled::receipts`: one share receipt per trustee.
+pub(crate) fn share_receipts_field() -> Array {
+    base64_list(
+        Signed::<ShareReceipt>::MAX_LEN,
+        sosvault::messages::MAX_TRUSTEES,
+        "One share receipt per trustee (base64 of the signed `sosvault/share-receipt/v1`).",
+    )
+}
+
+/// `CancelReceived::receipts`.
+pub(crate) fn cancel_receipts_field() -> Array {
+    base64_list(
+        Signed::<CancelReceipt>::MAX_LEN,
+        sosvault::messages::MAX_TRUSTEES,
+        "The trustees' signed cancel receipts received so far (base64 of `sosvault/cancel-receipt/v1`).",
+    )
+}
+
+/// `Stopped::receipts`.
+pub(crate) fn shred_receipts_field() -> Array {
+    base64_list(
+        Signed::<ShredReceipt>::MAX_LEN,
+        sosvault::messages::MAX_TRUSTEES,
+        "Shred receipts received so far (base64 of the signed `sosvault/shred-receipt/v1`).",
+    )
+}
+
+/// A signed head in an answer (`MineAnswer::head`).
+pub(crate) fn head_field() -> Object {
+    tree_head_field()
+}
+
+/// A log entry's bytes (`MineEntry::entry`, `AccessLogEntry::entry`).
+pub(crate) fn log_entry_field() -> Object {
+    base64_field(
+        MAX_ENTRY_BYTES,
+        "Base64 of the entry's encoding (`sosvault/log-entry/v1`).",
+    )
+}
+
+/// A leaf hash (`MineEntry::leaf_hash`).
+pub(crate) fn leaf_hash_field() -> Object {
+    base64_field(32, "Its RFC 6962 leaf hash (SHA-256), base64.")
+}
+
+/// An inclusion proof (`MineEntry::proof`): at most 64 hashes.
+pub(crate) fn proof_field() -> Array {
+    base64_list(32, 64, "Sibling hashes (SHA-256, base64), deepest first.")
+}
+
 // ------------------------------------------------------------ public
 
 /// Liveness.
@@ -443,15 +869,24 @@ async fn healthz() -> &'static str {
     "ok"
 }
 
-/// Counters and latencies in the Prometheus text format.
-#[utoipa::path(get, path = "/metrics", tag = "public", responses((status = 200, description = "Prometheus text", body = String, content_type = "text/plain")))]
-async fn metrics(State(e): State<Engine>) -> Response {
+/// Counters and latencies in the Prometheus text format, for operators only:
+/// send the scrape token of `metrics_token_file` (a Prometheus scraper) or a
+/// logged-in operator's session token as `Authorization: Bearer`. Anyone
+/// else gets the same 401, whatever the service is doing (the open-incident
+/// gauge would tell a coercer whether a cancel was a duress cancel).
+#[utoipa::path(get, path = "/metrics", tag = "operator",
+    security(("metrics_token" = []), ("bearer" = [])),
+    responses(
+        (status = 200, description = "Prometheus text", body = String, content_type = "text/plain"),
+        (status = 401, description = "`unauthorized`: no bearer token, or neither the scrape token nor a live operator session", body = ErrorBody),
+    ))]
+async fn metrics(State(e): State<Engine>, _reader: MetricsReader) -> Response {
     (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; version=0.0.4",
         )],
-        e.metrics().render(e.open_incident_count()),
+        e.metrics_text(),
     )
         .into_response()
 }
@@ -508,7 +943,11 @@ async fn log_head(State(e): State<Engine>) -> Json<LogHeadBody> {
 }
 
 /// The inclusion proof of one entry.
-#[utoipa::path(get, path = "/v1/log/proof", tag = "public", params(ProofQuery), responses((status = 200, body = LogProofBody), (status = 400, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/log/proof", tag = "public", params(ProofQuery),
+    responses(
+        (status = 200, body = LogProofBody),
+        (status = 400, description = "`bad_query`, or `bad_range`: `index` is not below `size`, or `size` is beyond the log", body = ErrorBody),
+    ))]
 async fn log_proof(
     State(e): State<Engine>,
     QueryParams(q): QueryParams<ProofQuery>,
@@ -521,24 +960,94 @@ async fn log_proof(
     }))
 }
 
+/// The RFC 6962 consistency proof between the log's first `old` and first
+/// `new` entries: with signed heads of those two sizes, an auditor checks
+/// that the log of `new` entries extends the one it saw before (nothing
+/// rewritten, nothing removed). `sosvault-server log verify` does this.
+#[utoipa::path(get, path = "/v1/log/consistency", tag = "public", params(ConsistencyQuery),
+    responses(
+        (status = 200, body = LogConsistencyBody),
+        (status = 400, description = "`bad_query`: `old` or `new` is missing or not a whole number from 0 to 2^63 - 1 (the documented int64); `bad_range`: `old` is 0, `old` is above `new`, or `new` is beyond the log", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ))]
+async fn log_consistency(
+    State(e): State<Engine>,
+    QueryParams(q): QueryParams<ConsistencyQuery>,
+) -> Result<Json<LogConsistencyBody>, ApiError> {
+    let proof = e.log_consistency_proof(q.old, q.new).await?;
+    Ok(Json(LogConsistencyBody {
+        old: q.old,
+        new: q.new,
+        proof: proof.iter().map(hex::encode).collect(),
+    }))
+}
+
+/// Leaves `[start, end)` of the control room's log, so an auditor can
+/// rebuild the signed root: their leaf hashes for anyone (they tell nothing
+/// the head's size does not), and with a logged-in operator's session token
+/// the entries too (each names a student, an incident and the operator or
+/// team that viewed the profile; an operator already reads them in each
+/// incident's access log).
+#[utoipa::path(get, path = "/v1/log/entries", tag = "public", params(EntriesQuery),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 200, body = LogEntriesBody),
+        (status = 400, description = "`bad_query`: `start` or `end` is missing or not a whole number; `bad_range`: `start` is after `end`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: an `Authorization` header that is not a live operator session's bearer token (without one, leaf hashes only)", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ))]
+async fn log_entries(
+    State(e): State<Engine>,
+    MaybeOperator(reader): MaybeOperator,
+    QueryParams(q): QueryParams<EntriesQuery>,
+) -> Result<Json<LogEntriesBody>, ApiError> {
+    if q.start > q.end {
+        return Err(ApiError::bad_request(
+            "bad_range",
+            &format!("start ({}) is after end ({})", q.start, q.end),
+        ));
+    }
+    let end = q.end.min(q.start.saturating_add(MAX_LOG_PAGE));
+    let full = reader.is_some();
+    let leaves = e.log_leaves(q.start, end).await?;
+    Ok(Json(LogEntriesBody {
+        entries: leaves
+            .into_iter()
+            .map(|(index, leaf_hash, entry)| LogLeaf {
+                index,
+                leaf_hash: B64.encode(leaf_hash),
+                entry: full.then(|| B64.encode(entry)),
+            })
+            .collect(),
+    }))
+}
+
 /// `POST /v1/log/mine`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MineBody {
     /// Base64 of a device-signed `sosvault/log-query/v1` addressed to
     /// `control_room_id` (from `/v1/info`).
+    #[schema(schema_with = log_query_field)]
     pub query: String,
 }
 
 /// The entries about the asking student (who viewed their profile), with a
 /// signed head and inclusion proofs. The student is the query's signer.
 #[utoipa::path(post, path = "/v1/log/mine", tag = "device", request_body = MineBody,
-    responses((status = 200, body = MineAnswer), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 429, body = ErrorBody)))]
+    responses(
+        (status = 200, body = MineAnswer),
+        (status = 400, description = "`bad_json`, `too_long`, `bad_base64`, `malformed` (the query does not decode or its signature does not verify), `stale_query` (its time is outside the allowed clock skew)", body = ErrorBody),
+        (status = 403, description = "`wrong_log`: the query is addressed to another log", body = ErrorBody),
+        (status = 409, description = "`replayed`: this query was answered before", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many log queries right now", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ))]
 async fn log_mine(
     State(e): State<Engine>,
     JsonBody(b): JsonBody<MineBody>,
 ) -> Result<Json<MineAnswer>, ApiError> {
-    let bytes = decode_b64(&b.query, "query")?;
+    let bytes = decode_b64(&b.query, "query", Signed::<LogQuery>::MAX_LEN)?;
     Ok(Json(e.log_mine(&bytes).await?))
 }
 
@@ -546,12 +1055,21 @@ async fn log_mine(
 
 /// Enrolls (or re-enrolls) a student; answers once every trustee holds its share.
 #[utoipa::path(post, path = "/v1/enroll", tag = "device", request_body = EnrollBody,
-    responses((status = 200, body = Enrolled), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 410, body = ErrorBody), (status = 503, body = ErrorBody)))]
+    responses(
+        (status = 200, body = Enrolled),
+        (status = 400, description = "`bad_json`, `too_long`, `bad_base64`, `malformed` (the package does not decode), `wrong_trustees` (not this deployment's trustees or threshold)", body = ErrorBody),
+        (status = 403, description = "`wrong_device`: the student is enrolled with another device key", body = ErrorBody),
+        (status = 409, description = "`stale_epoch`, `incident_open`, `trustee_refused`", body = ErrorBody),
+        (status = 410, description = "`stopped`: the student has stopped", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 502, description = "`bad_receipt`: a trustee answered with a receipt that does not verify", body = ErrorBody),
+        (status = 503, description = "`trustee_unavailable`: a trustee did not answer in time (no receipts)", body = ErrorBody),
+    ))]
 async fn enroll(
     State(e): State<Engine>,
     JsonBody(b): JsonBody<EnrollBody>,
 ) -> Result<Json<Enrolled>, ApiError> {
-    let bytes = decode_b64(&b.package, "package")?;
+    let bytes = decode_b64(&b.package, "package", EnrollmentPackage::MAX_LEN)?;
     Ok(Json(e.enroll(&bytes).await?))
 }
 
@@ -567,32 +1085,40 @@ async fn enroll(
 #[utoipa::path(post, path = "/v1/enroll/commit", tag = "device", request_body = CommitBody,
     responses(
         (status = 200, body = CommitReceived),
-        (status = 400, description = "`bad_json`, `bad_base64`, or `malformed` (the commit does not decode or its signature does not verify)", body = ErrorBody),
+        (status = 400, description = "`bad_json`, `too_long`, `bad_base64`, or `malformed` (the commit does not decode or its signature does not verify)", body = ErrorBody),
         (status = 403, description = "`wrong_device`: not signed by the enrolled device key", body = ErrorBody),
         (status = 404, description = "`unknown_student`: no enrollment for this device", body = ErrorBody),
         (status = 409, description = "`unknown_record`: it names neither the enrollment on file nor a commit already taken", body = ErrorBody),
         (status = 410, description = "`stopped`: the student has stopped", body = ErrorBody),
         (status = 413, description = "`too_large`", body = ErrorBody),
-        (status = 415, description = "`bad_json`: not `application/json`", body = ErrorBody),
+        (status = 415, description = "`unsupported_media_type`: not `application/json`", body = ErrorBody),
         (status = 500, description = "`internal`", body = ErrorBody),
     ))]
 async fn enroll_commit(
     State(e): State<Engine>,
     JsonBody(b): JsonBody<CommitBody>,
 ) -> Result<Json<CommitReceived>, ApiError> {
-    let bytes = decode_b64(&b.commit, "commit")?;
+    let bytes = decode_b64(&b.commit, "commit", Signed::<EnrollmentCommit>::MAX_LEN)?;
     Ok(Json(e.commit(&bytes).await?))
 }
 
 /// A panic: stored durably, then dispatched. The same signed panic again
 /// returns the same incident.
 #[utoipa::path(post, path = "/v1/panic", tag = "device", request_body = PanicBody,
-    responses((status = 202, body = PanicAccepted), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 410, body = ErrorBody)))]
+    responses(
+        (status = 202, body = PanicAccepted),
+        (status = 400, description = "`bad_json`, `too_long`, `bad_base64`, `malformed` (the panic does not decode or its signature does not verify)", body = ErrorBody),
+        (status = 403, description = "`wrong_device`", body = ErrorBody),
+        (status = 404, description = "`unknown_student`", body = ErrorBody),
+        (status = 409, description = "`replayed`", body = ErrorBody),
+        (status = 410, description = "`stopped`", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ))]
 async fn panic(
     State(e): State<Engine>,
     JsonBody(b): JsonBody<PanicBody>,
 ) -> Result<(StatusCode, Json<PanicAccepted>), ApiError> {
-    let bytes = decode_b64(&b.panic, "panic")?;
+    let bytes = decode_b64(&b.panic, "panic", Signed::<PanicEvent>::MAX_LEN)?;
     let (id, new) = e.panic(&bytes).await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -606,12 +1132,18 @@ async fn panic(
 
 /// A live location update during an incident.
 #[utoipa::path(post, path = "/v1/location", tag = "device", request_body = LocationBody,
-    responses((status = 200, body = StatusBody), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses(
+        (status = 200, body = StatusBody),
+        (status = 400, description = "`bad_json`, `too_long`, `bad_base64`, `malformed`, `bad_location` (the sealed location does not open)", body = ErrorBody),
+        (status = 404, description = "`unknown_incident`: no incident of this device for the panic it names", body = ErrorBody),
+        (status = 409, description = "`incident_closed`, `replayed`", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ))]
 async fn location(
     State(e): State<Engine>,
     JsonBody(b): JsonBody<LocationBody>,
 ) -> Result<Json<StatusBody>, ApiError> {
-    let bytes = decode_b64(&b.update, "update")?;
+    let bytes = decode_b64(&b.update, "update", Signed::<LocationUpdate>::MAX_LEN)?;
     Ok(status(e.location(&bytes).await?))
 }
 
@@ -626,24 +1158,36 @@ async fn location(
 /// A duress cancel is forwarded the same way and answered with the same
 /// fields.
 #[utoipa::path(post, path = "/v1/cancel", tag = "device", request_body = CancelBody,
-    responses((status = 200, body = CancelReceived), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses(
+        (status = 200, body = CancelReceived),
+        (status = 400, description = "`bad_json`, `too_long`, `bad_base64`, `malformed`, `bad_note` (the sealed note does not open)", body = ErrorBody),
+        (status = 404, description = "`unknown_incident`: no incident of this device for the panic it names", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ))]
 async fn cancel(
     State(e): State<Engine>,
     JsonBody(b): JsonBody<CancelBody>,
 ) -> Result<Json<CancelReceived>, ApiError> {
-    let bytes = decode_b64(&b.cancel, "cancel")?;
+    let bytes = decode_b64(&b.cancel, "cancel", Signed::<Cancel>::MAX_LEN)?;
     // The same fields whether or not the cancel carried duress.
     Ok(Json(e.cancel(&bytes).await?))
 }
 
 /// Stop: wipe the student's data, shred at every trustee.
 #[utoipa::path(post, path = "/v1/stop", tag = "device", request_body = StopBody,
-    responses((status = 200, body = Stopped), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses(
+        (status = 200, body = Stopped),
+        (status = 400, description = "`bad_json`, `too_long`, `bad_base64`, `malformed`, `bad_note`", body = ErrorBody),
+        (status = 403, description = "`wrong_device`", body = ErrorBody),
+        (status = 404, description = "`unknown_student`", body = ErrorBody),
+        (status = 409, description = "`stale_stop`", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ))]
 async fn stop(
     State(e): State<Engine>,
     JsonBody(b): JsonBody<StopBody>,
 ) -> Result<Json<Stopped>, ApiError> {
-    let bytes = decode_b64(&b.stop, "stop")?;
+    let bytes = decode_b64(&b.stop, "stop", Signed::<Stop>::MAX_LEN)?;
     Ok(Json(e.stop(&bytes).await?))
 }
 
@@ -651,16 +1195,23 @@ async fn stop(
 
 /// Operator login (argon2id); returns a session token.
 #[utoipa::path(post, path = "/v1/operator/login", tag = "operator", request_body = LoginBody,
-    responses((status = 200, body = LoginAnswer), (status = 401, body = ErrorBody), (status = 429, body = ErrorBody)))]
+    responses(
+        (status = 200, body = LoginAnswer),
+        (status = 400, description = "`bad_json`, or `too_long`: a username over 128 or a password over 1024 characters", body = ErrorBody),
+        (status = 401, description = "`bad_login`: wrong username or password", body = ErrorBody),
+        (status = 429, description = "`too_many_attempts`", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ))]
 async fn login(
     State(e): State<Engine>,
     JsonBody(b): JsonBody<LoginBody>,
 ) -> Result<Json<LoginAnswer>, ApiError> {
-    if b.username.len() > 128 || b.password.len() > 1024 {
-        return Err(ApiError::new(
-            401,
-            "bad_login",
-            "wrong username or password",
+    if b.username.chars().count() > MAX_USERNAME_CHARS
+        || b.password.chars().count() > MAX_PASSWORD_CHARS
+    {
+        return Err(ApiError::bad_request(
+            "too_long",
+            "a username has at most 128 characters and a password at most 1024",
         ));
     }
     let (token, expires_at_ms) = e.login(&b.username, &b.password).await?;
@@ -670,40 +1221,67 @@ async fn login(
     }))
 }
 
-/// Ends the session.
-#[utoipa::path(post, path = "/v1/operator/logout", tag = "operator", security(("bearer" = [])), responses((status = 204)))]
-async fn logout(State(e): State<Engine>, parts: RawBearer) -> StatusCode {
-    if let Some(t) = parts.0 {
-        e.logout(&t);
-    }
+/// Ends the session the token belongs to. Without a live session's token:
+/// 401, and nothing changes.
+#[utoipa::path(post, path = "/v1/operator/logout", tag = "operator", security(("bearer" = [])),
+    responses(
+        (status = 204, description = "the session is ended"),
+        (status = 401, description = "`unauthorized`: no bearer token, or not a live session's", body = ErrorBody),
+    ))]
+async fn logout(State(e): State<Engine>, session: Session) -> StatusCode {
+    e.logout(&session.token);
     StatusCode::NO_CONTENT
 }
 
-/// The raw bearer token, if any (for logout).
-pub struct RawBearer(Option<String>);
+/// A live operator session and its token (extractor, for logout).
+pub struct Session {
+    token: String,
+}
 
-impl<S: Send + Sync> FromRequestParts<S> for RawBearer {
-    type Rejection = Infallible;
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Infallible> {
-        Ok(RawBearer(bearer(parts).map(str::to_owned)))
+impl FromRequestParts<Engine> for Session {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, engine: &Engine) -> Result<Self, ApiError> {
+        let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
+        engine.operator_for_token(token)?;
+        Ok(Session {
+            token: token.to_owned(),
+        })
     }
 }
 
 /// Recent incidents, newest first.
 #[utoipa::path(get, path = "/v1/operator/incidents", tag = "operator", params(ListQuery), security(("bearer" = [])),
-    responses((status = 200, body = Vec<IncidentSummary>), (status = 401, body = ErrorBody)))]
+    responses(
+        (status = 200, body = Vec<IncidentSummary>, links(
+            ("incident" = (operation_id = "incident", parameters(("id" = "$response.body#/0/id")), description = "The newest incident's detail")),
+            ("access_log" = (operation_id = "access_log", parameters(("id" = "$response.body#/0/id")), description = "Who read the newest incident's profile")),
+            ("false_alarm" = (operation_id = "false_alarm", parameters(("id" = "$response.body#/0/id")), description = "Mark the newest incident a false alarm")),
+            ("close" = (operation_id = "close", parameters(("id" = "$response.body#/0/id")), description = "Close the newest incident")),
+            ("reassign" = (operation_id = "reassign", parameters(("id" = "$response.body#/0/id")), description = "Send the newest incident the next nearest team")),
+        )),
+        (status = 400, description = "`bad_query`, or `bad_limit`: `limit` is not from 1 to 1000", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ))]
 async fn list_incidents(
     State(e): State<Engine>,
     _op: Operator,
     QueryParams(q): QueryParams<ListQuery>,
 ) -> Result<Json<Vec<IncidentSummary>>, ApiError> {
-    Ok(Json(e.list(q.limit.unwrap_or(200).min(1000)).await?))
+    let limit = q.limit.unwrap_or(DEFAULT_LIST_LIMIT);
+    if !(1..=MAX_LIST_LIMIT).contains(&limit) {
+        return Err(ApiError::bad_request(
+            "bad_limit",
+            &format!("limit must be from 1 to {MAX_LIST_LIMIT}"),
+        ));
+    }
+    Ok(Json(e.list(limit).await?))
 }
 
 /// One incident: timeline, assignments and, while released and open, the
 /// profile (each view is logged).
-#[utoipa::path(get, path = "/v1/operator/incidents/{id}", tag = "operator", params(("id" = String, Path, description = "incident id (hex)")), security(("bearer" = [])),
-    responses((status = 200, body = IncidentDetail), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/operator/incidents/{id}", tag = "operator", params(("id" = String, Path, description = "incident id (32 hex digits; any other answers 404)", min_length = 32, max_length = 32, pattern = "^[0-9a-fA-F]{32}$")), security(("bearer" = [])),
+    responses((status = 200, body = IncidentDetail), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 500, description = "`internal`", body = ErrorBody)))]
 async fn incident(
     State(e): State<Engine>,
     Operator(op): Operator,
@@ -714,8 +1292,8 @@ async fn incident(
 }
 
 /// The transparency-log entries about an incident (who viewed the profile).
-#[utoipa::path(get, path = "/v1/operator/incidents/{id}/access-log", tag = "operator", params(("id" = String, Path, description = "incident id (hex)")), security(("bearer" = [])),
-    responses((status = 200, body = Vec<AccessLogEntry>), (status = 401, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/operator/incidents/{id}/access-log", tag = "operator", params(("id" = String, Path, description = "incident id (32 hex digits; any other answers 404)", min_length = 32, max_length = 32, pattern = "^[0-9a-fA-F]{32}$")), security(("bearer" = [])),
+    responses((status = 200, body = Vec<AccessLogEntry>), (status = 401, body = ErrorBody), (status = 404, description = "`not_found`: not an incident id", body = ErrorBody), (status = 500, description = "`internal`", body = ErrorBody)))]
 async fn access_log(
     State(e): State<Engine>,
     _op: Operator,
@@ -725,9 +1303,17 @@ async fn access_log(
     Ok(Json(e.access_log(id).await?))
 }
 
+/// Stops, cancels and enrollment commits not yet answered by a trustee, by
+/// kind and trustee (never by student), and which of them are stuck.
+#[utoipa::path(get, path = "/v1/operator/forwards", tag = "operator", security(("bearer" = [])),
+    responses((status = 200, body = ForwardReport), (status = 401, body = ErrorBody)))]
+async fn forwards(State(e): State<Engine>, _op: Operator) -> Json<ForwardReport> {
+    Json(e.forward_report())
+}
+
 /// Marks a false alarm (counted against the student; repeat offenders are flagged).
-#[utoipa::path(post, path = "/v1/operator/incidents/{id}/false-alarm", tag = "operator", params(("id" = String, Path, description = "incident id (hex)")), security(("bearer" = [])),
-    responses((status = 200, body = StatusBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/operator/incidents/{id}/false-alarm", tag = "operator", params(("id" = String, Path, description = "incident id (32 hex digits; any other answers 404)", min_length = 32, max_length = 32, pattern = "^[0-9a-fA-F]{32}$")), security(("bearer" = [])),
+    responses((status = 200, body = StatusBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 500, description = "`internal`", body = ErrorBody)))]
 async fn false_alarm(
     State(e): State<Engine>,
     Operator(op): Operator,
@@ -739,8 +1325,8 @@ async fn false_alarm(
 }
 
 /// Closes an incident: keys forgotten, unit freed and told.
-#[utoipa::path(post, path = "/v1/operator/incidents/{id}/close", tag = "operator", params(("id" = String, Path, description = "incident id (hex)")), security(("bearer" = [])),
-    responses((status = 200, body = StatusBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/operator/incidents/{id}/close", tag = "operator", params(("id" = String, Path, description = "incident id (32 hex digits; any other answers 404)", min_length = 32, max_length = 32, pattern = "^[0-9a-fA-F]{32}$")), security(("bearer" = [])),
+    responses((status = 200, body = StatusBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "`incident_closed`", body = ErrorBody), (status = 500, description = "`internal`", body = ErrorBody)))]
 async fn close(
     State(e): State<Engine>,
     Operator(op): Operator,
@@ -754,8 +1340,8 @@ async fn close(
 /// Reassigns: the acknowledged team is released (and told) and the next nearest
 /// free team is sent. Before the acknowledgement: 409 (the service reassigns by
 /// itself when the acknowledgement times out).
-#[utoipa::path(post, path = "/v1/operator/incidents/{id}/reassign", tag = "operator", params(("id" = String, Path, description = "incident id (hex)")), security(("bearer" = [])),
-    responses((status = 200, body = StatusBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/operator/incidents/{id}/reassign", tag = "operator", params(("id" = String, Path, description = "incident id (32 hex digits; any other answers 404)", min_length = 32, max_length = 32, pattern = "^[0-9a-fA-F]{32}$")), security(("bearer" = [])),
+    responses((status = 200, body = StatusBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "`incident_closed`, `no_team`, `awaiting_ack`", body = ErrorBody), (status = 500, description = "`internal`", body = ErrorBody)))]
 async fn reassign(
     State(e): State<Engine>,
     Operator(op): Operator,
@@ -794,12 +1380,23 @@ async fn operator_events(State(e): State<Engine>, _op: Operator) -> Response {
 
 /// Registers a unit; its token is returned once.
 #[utoipa::path(post, path = "/v1/operator/units", tag = "operator", request_body = NewUnit, security(("bearer" = [])),
-    responses((status = 201, body = UnitCreated), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+    responses(
+        (status = 201, body = UnitCreated),
+        (status = 400, description = "`bad_json`, `bad_name`, `bad_kind`, `bad_position` (off the globe, or only one of `lat` and `lon`)", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ))]
 async fn create_unit(
     State(e): State<Engine>,
     _op: Operator,
     JsonBody(b): JsonBody<NewUnit>,
 ) -> Result<(StatusCode, Json<UnitCreated>), ApiError> {
+    if !unit_name_ok(&b.name) {
+        return Err(ApiError::bad_request(
+            "bad_name",
+            "a unit needs a name of 1 to 100 characters, not all white space, without control characters",
+        ));
+    }
     let kind = UnitKind::parse(&b.kind).ok_or_else(|| {
         ApiError::bad_request("bad_kind", "kind must be police, medical or counsellor")
     })?;
@@ -827,8 +1424,8 @@ async fn list_units(State(e): State<Engine>, _op: Operator) -> Json<Vec<UnitView
 // ------------------------------------------------------------ unit
 
 /// The unit reports its position.
-#[utoipa::path(post, path = "/v1/unit/position", tag = "unit", request_body = LatLon, security(("bearer" = [])),
-    responses((status = 204), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/unit/position", tag = "unit", request_body = LatLon, security(("unit" = [])),
+    responses((status = 204, description = "recorded"), (status = 400, description = "`bad_json`, `bad_position`: off the globe", body = ErrorBody), (status = 401, body = ErrorBody), (status = 500, description = "`internal`", body = ErrorBody)))]
 async fn unit_position(
     State(e): State<Engine>,
     Unit(u): Unit,
@@ -839,8 +1436,8 @@ async fn unit_position(
 }
 
 /// The unit's live stream: assignments, location updates, cancellations (SSE).
-#[utoipa::path(get, path = "/v1/unit/events", tag = "unit", security(("bearer" = [])),
-    responses((status = 200, description = "server-sent events", content_type = "text/event-stream", body = String), (status = 401, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/unit/events", tag = "unit", security(("unit" = [])),
+    responses((status = 200, description = "server-sent events", content_type = "text/event-stream", body = String), (status = 401, body = ErrorBody), (status = 500, description = "`internal`", body = ErrorBody)))]
 async fn unit_events(State(e): State<Engine>, Unit(u): Unit) -> Response {
     // Its own channel: a team's stream never wakes for other teams' events,
     // nor falls behind because of them.
@@ -867,8 +1464,8 @@ async fn unit_events(State(e): State<Engine>, Unit(u): Unit) -> Response {
 }
 
 /// The unit acknowledges its assignment.
-#[utoipa::path(post, path = "/v1/unit/incidents/{id}/ack", tag = "unit", params(("id" = String, Path, description = "incident id (hex)")), security(("bearer" = [])),
-    responses((status = 200, body = StatusBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(post, path = "/v1/unit/incidents/{id}/ack", tag = "unit", params(("id" = String, Path, description = "incident id (32 hex digits; any other answers 404)", min_length = 32, max_length = 32, pattern = "^[0-9a-fA-F]{32}$")), security(("unit" = [])),
+    responses((status = 200, body = StatusBody), (status = 401, body = ErrorBody), (status = 404, description = "`not_found`: not an incident this unit is assigned to", body = ErrorBody), (status = 500, description = "`internal`", body = ErrorBody)))]
 async fn unit_ack(
     State(e): State<Engine>,
     Unit(u): Unit,
@@ -880,8 +1477,8 @@ async fn unit_ack(
 }
 
 /// The unit's assigned incident (404 for any other), with the profile while released.
-#[utoipa::path(get, path = "/v1/unit/incidents/{id}", tag = "unit", params(("id" = String, Path, description = "incident id (hex)")), security(("bearer" = [])),
-    responses((status = 200, body = IncidentDetail), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[utoipa::path(get, path = "/v1/unit/incidents/{id}", tag = "unit", params(("id" = String, Path, description = "incident id (32 hex digits; any other answers 404)", min_length = 32, max_length = 32, pattern = "^[0-9a-fA-F]{32}$")), security(("unit" = [])),
+    responses((status = 200, body = IncidentDetail), (status = 401, body = ErrorBody), (status = 404, description = "`not_found`: not an incident this unit is assigned to", body = ErrorBody), (status = 500, description = "`internal`", body = ErrorBody)))]
 async fn unit_incident(
     State(e): State<Engine>,
     Unit(u): Unit,
@@ -976,6 +1573,7 @@ mod tests {
                 url: "http://127.0.0.1:1".into(),
                 public: t.public().to_hex(),
                 name: String::new(),
+                tls_ca: None,
             })
             .collect();
         let store = SqliteStore::open(&dir.path().join("db")).unwrap();
@@ -1162,5 +1760,213 @@ mod tests {
             ]
         );
         assert_eq!(statuses("/v1/manifest", "get"), ["200", "404"]);
+    }
+
+    /// The router over a store whose log holds `n` profile views (read back
+    /// at start, as after a restart), with one operator; and the entries.
+    async fn serve_log(n: u8) -> (Running, Vec<Vec<u8>>) {
+        use sosvault::log::{LogEntry, Viewer as LogViewer};
+        let entries: Vec<Vec<u8>> = (0..n)
+            .map(|i| {
+                sosvault::Container::to_bytes(&LogEntry::ProfileViewed {
+                    student: StudentId::from_bytes([i; 32]),
+                    incident: sosvault::IncidentId::from_bytes([i; 16]),
+                    viewer: LogViewer::new(b"operator:asha".to_vec()).unwrap(),
+                    at: Timestamp(1_790_000_000 + u64::from(i)),
+                })
+            })
+            .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::new(dir.path());
+        cfg.operators.push(crate::config::OperatorConfig {
+            username: "asha".into(),
+            password_hash: crate::auth::hash_password("a long passphrase").unwrap(),
+        });
+        let store = SqliteStore::open(&dir.path().join("db")).unwrap();
+        for (i, e) in entries.iter().enumerate() {
+            let leaf = sosvault::log::leaf_hash(e);
+            store
+                .append_log(i as u64, e, &leaf, &[1; 32], &[1; 16], "operator:asha", 1)
+                .unwrap();
+        }
+        let engine = Engine::with_manifest(
+            cfg,
+            Db::new(store).unwrap(),
+            ControlRoomKey::generate(),
+            MasterKey::generate(),
+            None,
+        )
+        .unwrap();
+        engine.resume().await.unwrap();
+        let app = router(engine.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (
+            Running {
+                url,
+                engine,
+                _dir: dir,
+            },
+            entries,
+        )
+    }
+
+    async fn get(url: &str, token: Option<&str>) -> (u16, Value) {
+        let mut req = reqwest::Client::new().get(url);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let r = req.send().await.unwrap();
+        (r.status().as_u16(), r.json().await.unwrap())
+    }
+
+    #[tokio::test]
+    async fn consistency_proofs_verify_and_bad_sizes_get_a_clear_400() {
+        let (svc, entries) = serve_log(5).await;
+        let tree = sosvault::log::MerkleLog::from_leaf_hashes(
+            entries.iter().map(|e| sosvault::log::leaf_hash(e)),
+        );
+        let proof = |v: &Value| -> Vec<Vec<u8>> {
+            v["proof"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|h| hex::decode(h.as_str().unwrap()).unwrap())
+                .collect()
+        };
+        for old in 1..=5u64 {
+            for new in old..=5 {
+                let (st, v) = get(
+                    &format!("{}/v1/log/consistency?old={old}&new={new}", svc.url),
+                    None,
+                )
+                .await;
+                assert_eq!(st, 200, "{v}");
+                assert_eq!(
+                    (v["old"].as_u64(), v["new"].as_u64()),
+                    (Some(old), Some(new))
+                );
+                sosvault::log::verify_consistency(
+                    old,
+                    new,
+                    &tree.root_at(old).unwrap(),
+                    &tree.root_at(new).unwrap(),
+                    &proof(&v),
+                )
+                .unwrap();
+            }
+        }
+        // Each bad size is refused with what is wrong with it.
+        for (query, want, words) in [
+            ("old=0&new=3", "bad_range", "at least 1"),
+            ("old=4&new=3", "bad_range", "old (4) is above new (3)"),
+            (
+                "old=2&new=6",
+                "bad_range",
+                "beyond the log, which has 5 entries",
+            ),
+            (
+                "old=1&new=9223372036854775807",
+                "bad_range",
+                "beyond the log",
+            ),
+            (
+                "old=1&new=9223372036854775808",
+                "bad_query",
+                "above the largest int64",
+            ),
+            ("old=x&new=3", "bad_query", "old"),
+            ("old=1&new=-3", "bad_query", "new"),
+            ("old=1&new=18446744073709551616", "bad_query", "new"),
+            ("old=1.5&new=3", "bad_query", "old"),
+            ("old=1", "bad_query", "new"),
+            ("", "bad_query", "invalid query parameters"),
+        ] {
+            let (st, v) = get(&format!("{}/v1/log/consistency?{query}", svc.url), None).await;
+            assert_eq!((st, code(&v)), (400, want), "{query}: {v}");
+            let message = v["message"].as_str().unwrap();
+            assert!(message.contains(words), "{query}: {message}");
+        }
+    }
+
+    #[tokio::test]
+    async fn leaves_are_public_entries_are_for_operators_and_bad_ranges_are_refused() {
+        let (svc, entries) = serve_log(5).await;
+        let url = |q: &str| format!("{}/v1/log/entries?{q}", svc.url);
+        // Anyone: the leaf hashes, from `start`, stopping at the log's end.
+        let (st, v) = get(&url("start=1&end=99"), None).await;
+        assert_eq!(st, 200, "{v}");
+        let leaves = v["entries"].as_array().unwrap();
+        assert_eq!(leaves.len(), 4);
+        for (i, l) in leaves.iter().enumerate() {
+            assert_eq!(l["index"].as_u64(), Some(i as u64 + 1));
+            let hash = B64.decode(l["leaf_hash"].as_str().unwrap()).unwrap();
+            assert_eq!(hash, sosvault::log::leaf_hash(&entries[i + 1]));
+            assert!(l.get("entry").is_none(), "no entry without credentials");
+        }
+        assert_eq!(
+            get(&url("start=5&end=9"), None).await.1["entries"],
+            json!([])
+        );
+        assert_eq!(
+            get(&url("start=3&end=3"), None).await.1["entries"],
+            json!([])
+        );
+        // A logged-in operator: the entries too.
+        let r = reqwest::Client::new()
+            .post(format!("{}/v1/operator/login", svc.url))
+            .json(&json!({ "username": "asha", "password": "a long passphrase" }))
+            .send()
+            .await
+            .unwrap();
+        let token = r.json::<Value>().await.unwrap()["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let (st, v) = get(&url("start=0&end=5"), Some(&token)).await;
+        assert_eq!(st, 200, "{v}");
+        for (i, l) in v["entries"].as_array().unwrap().iter().enumerate() {
+            assert_eq!(
+                B64.decode(l["entry"].as_str().unwrap()).unwrap(),
+                entries[i]
+            );
+        }
+        // Credentials that are not an operator's are refused, not ignored.
+        let (st, v) = get(&url("start=0&end=5"), Some("not-a-session")).await;
+        assert_eq!((st, code(&v)), (401, "unauthorized"));
+        // Bad ranges and queries.
+        for (query, want) in [
+            ("start=3&end=2", "bad_range"),
+            ("start=-1&end=2", "bad_query"),
+            ("start=0", "bad_query"),
+            ("start=a&end=2", "bad_query"),
+        ] {
+            let (st, v) = get(&url(query), None).await;
+            assert_eq!((st, code(&v)), (400, want), "{query}: {v}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_log_routes_document_every_answer() {
+        let (svc, _) = serve_log(0).await;
+        let (_, doc) = get(&format!("{}/openapi.json", svc.url), None).await;
+        let statuses = |path: &str| -> Vec<String> {
+            let mut s: Vec<String> = doc["paths"][path]["get"]["responses"]
+                .as_object()
+                .unwrap_or_else(|| panic!("GET {path} is not documented"))
+                .keys()
+                .cloned()
+                .collect();
+            s.sort();
+            s
+        };
+        assert_eq!(statuses("/v1/log/consistency"), ["200", "400", "500"]);
+        assert_eq!(statuses("/v1/log/entries"), ["200", "400", "401", "500"]);
+        // The empty log: nothing is consistent with it, and no leaves.
+        let (st, v) = get(&format!("{}/v1/log/consistency?old=1&new=1", svc.url), None).await;
+        assert_eq!((st, code(&v)), (400, "bad_range"));
+        let (st, v) = get(&format!("{}/v1/log/entries?start=0&end=10", svc.url), None).await;
+        assert_eq!((st, v), (200, json!({ "entries": [] })));
     }
 }

@@ -61,6 +61,36 @@ impl Client {
         }
     }
 
+    /// A client for the service at an `https://` `base` that trusts only the
+    /// certificates of `pinned` (PEM: the service's certificate or its CA)
+    /// and presents `identity` (certificate and key PEM files) if given.
+    pub fn with_tls(
+        base: &str,
+        pinned: &std::path::Path,
+        identity: Option<(&std::path::Path, &std::path::Path)>,
+    ) -> Result<Self, String> {
+        let tls =
+            sosvault_service::tls::client_config(pinned, identity).map_err(|e| e.to_string())?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            .use_preconfigured_tls(tls)
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+        })
+    }
+
+    /// [`Client::with_tls`] pinning `ca` if given, else [`Client::new`]
+    /// (an `https://` base then fails: nothing is trusted without a pin).
+    pub fn for_url(base: &str, ca: Option<&std::path::Path>) -> Result<Self, String> {
+        match ca {
+            Some(ca) => Self::with_tls(base, ca, None),
+            None => Ok(Self::new(base)),
+        }
+    }
+
     /// The base URL.
     pub fn base(&self) -> &str {
         &self.base
@@ -95,19 +125,34 @@ impl Client {
         Ok(Self::answer(req.send().await.map_err(transport)?).await?.1)
     }
 
-    /// `GET path` as text (e.g. `/metrics`).
+    /// `GET path` as text, without credentials.
     pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
-        let resp = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await
-            .map_err(transport)?;
+        self.get_text_auth(path, None).await
+    }
+
+    /// `GET path` as text with an optional bearer token (e.g. `/metrics`,
+    /// with the scrape token or an operator's session token). A refusal's
+    /// code is the service's JSON `error` (`unauthorized`), else `http`.
+    pub async fn get_text_auth(
+        &self,
+        path: &str,
+        token: Option<&str>,
+    ) -> Result<String, ClientError> {
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        let resp = req.send().await.map_err(transport)?;
         let status = resp.status().as_u16();
         if status >= 400 {
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
             return Err(ClientError {
                 status,
-                code: "http".into(),
+                code: body
+                    .get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or("http")
+                    .to_owned(),
             });
         }
         resp.text().await.map_err(transport)

@@ -12,6 +12,7 @@
 //! repeat_offender_after = 2             # false alarms before a student is flagged
 //! enroll_timeout_ms = 30000
 //! manifest_file = "manifest.bin"         # optional: served at GET /v1/manifest
+//! metrics_token_file = "metrics.token"   # optional: the scrape token for GET /metrics (mode 0600)
 //!
 //! [[trustees]]
 //! url = "http://127.0.0.1:7001"
@@ -26,7 +27,7 @@
 //! `SOSVAULT_SERVER_ACK_TIMEOUT_MS`, `SOSVAULT_SERVER_ACCESS_WINDOW_SECS`,
 //! `SOSVAULT_SERVER_ENROLL_TIMEOUT_MS`, `SOSVAULT_SERVER_PANIC_RATE_LIMIT`,
 //! `SOSVAULT_SERVER_TLS_CERT`, `SOSVAULT_SERVER_TLS_KEY`,
-//! `SOSVAULT_SERVER_MANIFEST_FILE`.
+//! `SOSVAULT_SERVER_MANIFEST_FILE`, `SOSVAULT_SERVER_METRICS_TOKEN_FILE`.
 //!
 //! `manifest_file`, if set, is the deployment manifest (`sosvault/manifest/v1`,
 //! signed by the deployment authority) the service serves at `GET
@@ -34,6 +35,13 @@
 //! decode as a signed manifest and name this service's control room key, or
 //! the service refuses to start. A relative path in the file is relative to
 //! the file's directory (as `data_dir` is).
+//!
+//! `metrics_token_file`, if set, holds the bearer token a Prometheus scraper
+//! sends to read `GET /metrics` (one word of at least 32 characters;
+//! `sosvault-server init` writes one). Logged-in operators may read the
+//! metrics with their session token either way; nobody else may. The file
+//! must be mode 0600 (the service refuses to start otherwise) and is relative
+//! to the configuration file's directory when relative.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -72,6 +80,45 @@ pub struct TrusteeConfig {
     /// A display name (optional).
     #[serde(default)]
     pub name: String,
+    /// The trustee's TLS certificate, or the CA that issued it (PEM): the
+    /// only certificate(s) trusted for an `https://` URL (no system roots).
+    /// Required for `https://`; a plain `http://` URL must be loopback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<PathBuf>,
+}
+
+impl TrusteeConfig {
+    /// Checks the URL's transport: `https://` with a pinned `tls_ca` (and
+    /// the control room's client certificate, which the trustee's write
+    /// endpoints require), or `http://` on loopback only.
+    pub fn check_transport(&self, have_client_cert: bool) -> Result<(), ConfigError> {
+        let name = if self.name.is_empty() {
+            &self.url
+        } else {
+            &self.name
+        };
+        let url = reqwest::Url::parse(&self.url).map_err(|_| {
+            ConfigError::Invalid(format!("trustee {name}: url {:?} is not a URL", self.url))
+        })?;
+        let host = url.host_str().unwrap_or("");
+        match url.scheme() {
+            "https" if self.tls_ca.is_none() => Err(ConfigError::Invalid(format!(
+                "trustee {name}: an https:// trustee needs tls_ca, its certificate or CA (PEM), pinned"
+            ))),
+            "https" if !have_client_cert => Err(ConfigError::Invalid(format!(
+                "trustee {name}: set trustee_client_cert and trustee_client_key, the control room's \
+                 client certificate: the trustee's write endpoints answer only the certificates it pins"
+            ))),
+            "https" => Ok(()),
+            "http" if sosvault_service::tls::is_loopback_host(host) => Ok(()),
+            "http" => Err(ConfigError::Invalid(format!(
+                "trustee {name}: plain http:// is for loopback only; use https:// with tls_ca"
+            ))),
+            other => Err(ConfigError::Invalid(format!(
+                "trustee {name}: url scheme {other:?} (use https://)"
+            ))),
+        }
+    }
 }
 
 /// One control-room operator.
@@ -125,6 +172,11 @@ pub struct Config {
     /// Longest back-off between retries to a trustee (milliseconds).
     #[serde(default = "default_max_backoff_ms")]
     pub max_backoff_ms: u64,
+    /// A stop, cancel or commit a trustee has not answered after this long
+    /// (seconds), and whose last attempt failed, is *stuck*: shown on the
+    /// control room page and in `/metrics`. It is still asked, for ever.
+    #[serde(default = "default_forward_stuck_after_secs")]
+    pub forward_stuck_after_secs: u64,
     /// How far a device's clock may be ahead of ours (seconds).
     #[serde(default = "default_max_skew_secs")]
     pub max_skew_secs: u64,
@@ -137,10 +189,22 @@ pub struct Config {
     /// TLS private key (PEM).
     #[serde(default)]
     pub tls_key: Option<PathBuf>,
+    /// The control room's TLS client certificate chain (PEM), presented to
+    /// every `https://` trustee: a trustee's write endpoints answer only
+    /// the client certificates it pins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trustee_client_cert: Option<PathBuf>,
+    /// The private key of `trustee_client_cert` (PEM, mode 0600).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trustee_client_key: Option<PathBuf>,
     /// The deployment manifest to serve at `GET /v1/manifest` (the signed
     /// bytes, as `sosvault manifest make` wrote them).
     #[serde(default)]
     pub manifest_file: Option<PathBuf>,
+    /// The file holding the bearer token that may read `GET /metrics`
+    /// besides operators' sessions (mode 0600; see the module docs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics_token_file: Option<PathBuf>,
     /// The trustees, in share-index order.
     #[serde(default)]
     pub trustees: Vec<TrusteeConfig>,
@@ -173,6 +237,9 @@ fn default_repeat_offender_after() -> u32 {
 fn default_enroll_timeout_ms() -> u64 {
     30_000
 }
+fn default_forward_stuck_after_secs() -> u64 {
+    60
+}
 fn default_max_backoff_ms() -> u64 {
     2_000
 }
@@ -197,11 +264,15 @@ impl Config {
             repeat_offender_after: default_repeat_offender_after(),
             enroll_timeout_ms: default_enroll_timeout_ms(),
             max_backoff_ms: default_max_backoff_ms(),
+            forward_stuck_after_secs: default_forward_stuck_after_secs(),
             max_skew_secs: default_max_skew_secs(),
             session_secs: default_session_secs(),
             tls_cert: None,
             tls_key: None,
+            trustee_client_cert: None,
+            trustee_client_key: None,
             manifest_file: None,
+            metrics_token_file: None,
             trustees: Vec::new(),
             operators: Vec::new(),
         }
@@ -223,10 +294,13 @@ impl Config {
             if cfg.data_dir.is_relative() {
                 cfg.data_dir = parent.join(&cfg.data_dir);
             }
-            if let Some(m) = cfg.manifest_file.as_mut()
-                && m.is_relative()
+            for file in [cfg.manifest_file.as_mut(), cfg.metrics_token_file.as_mut()]
+                .into_iter()
+                .flatten()
             {
-                *m = parent.join(&*m);
+                if file.is_relative() {
+                    *file = parent.join(&*file);
+                }
             }
         }
         cfg.apply_env(|k| std::env::var(k).ok())?;
@@ -264,14 +338,26 @@ impl Config {
         if let Some(v) = get("SOSVAULT_SERVER_PANIC_RATE_LIMIT") {
             self.panic_rate_limit = num("SOSVAULT_SERVER_PANIC_RATE_LIMIT", v)?;
         }
+        if let Some(v) = get("SOSVAULT_SERVER_FORWARD_STUCK_AFTER_SECS") {
+            self.forward_stuck_after_secs = num("SOSVAULT_SERVER_FORWARD_STUCK_AFTER_SECS", v)?;
+        }
         if let Some(v) = get("SOSVAULT_SERVER_TLS_CERT") {
             self.tls_cert = Some(v.into());
         }
         if let Some(v) = get("SOSVAULT_SERVER_TLS_KEY") {
             self.tls_key = Some(v.into());
         }
+        if let Some(v) = get("SOSVAULT_SERVER_TRUSTEE_CLIENT_CERT") {
+            self.trustee_client_cert = Some(v.into());
+        }
+        if let Some(v) = get("SOSVAULT_SERVER_TRUSTEE_CLIENT_KEY") {
+            self.trustee_client_key = Some(v.into());
+        }
         if let Some(v) = get("SOSVAULT_SERVER_MANIFEST_FILE") {
             self.manifest_file = Some(v.into());
+        }
+        if let Some(v) = get("SOSVAULT_SERVER_METRICS_TOKEN_FILE") {
+            self.metrics_token_file = Some(v.into());
         }
         Ok(())
     }
@@ -296,6 +382,15 @@ impl Config {
             return Err(ConfigError::Invalid(
                 "TLS needs both tls_cert and tls_key".into(),
             ));
+        }
+        if self.trustee_client_cert.is_some() != self.trustee_client_key.is_some() {
+            return Err(ConfigError::Invalid(
+                "the trustee client certificate needs both trustee_client_cert and trustee_client_key"
+                    .into(),
+            ));
+        }
+        for t in &self.trustees {
+            t.check_transport(self.trustee_client_cert.is_some())?;
         }
         Ok(())
     }
@@ -378,6 +473,12 @@ impl Config {
     pub fn master_key_path(&self) -> PathBuf {
         self.data_dir.join("master.key")
     }
+
+    /// `data_dir/metrics.token`: where `sosvault-server init` writes the
+    /// scrape token it names in `metrics_token_file`.
+    pub fn default_metrics_token_path(&self) -> PathBuf {
+        self.data_dir.join("metrics.token")
+    }
 }
 
 #[cfg(test)]
@@ -408,6 +509,7 @@ mod tests {
             url: "http://127.0.0.1:1".into(),
             public: sosvault::TrusteeKey::generate().public().to_hex(),
             name: String::new(),
+            tls_ca: None,
         });
         let mut text = c.to_toml().unwrap();
         text.push_str("\n[[operators]]\nusername = \"op\"\npassword_hash = \"x\"\n");
@@ -490,6 +592,7 @@ mod tests {
                 url: "http://127.0.0.1:1".into(),
                 public: sosvault::TrusteeKey::generate().public().to_hex(),
                 name: String::new(),
+                tls_ca: None,
             })
             .collect();
         c.manifest_file = Some("manifest.bin".into());
@@ -497,6 +600,14 @@ mod tests {
         std::fs::write(&file, c.to_toml().unwrap()).unwrap();
         let back = Config::load(&file).unwrap();
         assert_eq!(back.manifest_file, Some(dir.path().join("manifest.bin")));
+        assert_eq!(back.metrics_token_file, None, "not set: not written");
+        c.metrics_token_file = Some("metrics.token".into());
+        std::fs::write(&file, c.to_toml().unwrap()).unwrap();
+        let back = Config::load(&file).unwrap();
+        assert_eq!(
+            back.metrics_token_file,
+            Some(dir.path().join("metrics.token"))
+        );
         let mut c = Config::new("/tmp/x");
         c.apply_env(|k| (k == "SOSVAULT_SERVER_MANIFEST_FILE").then(|| "/etc/m.bin".into()))
             .unwrap();
@@ -512,6 +623,7 @@ mod tests {
                 url: "http://127.0.0.1:1".into(),
                 public: sosvault::TrusteeKey::generate().public().to_hex(),
                 name: String::new(),
+                tls_ca: None,
             });
         }
         c.validate().unwrap();

@@ -61,7 +61,10 @@ use crate::store::{
 };
 use crate::trustees::{Backoff, CallError, TrusteeClient};
 
+pub use forward::{ForwardKind, ForwardReport, ForwardSummary};
+
 mod dispatch;
+mod forward;
 mod operators;
 mod reassign;
 mod release;
@@ -361,6 +364,8 @@ struct Inner {
     cancel_done: Notify,
     /// A trustee answered a forwarded enrollment commit.
     commit_done: Notify,
+    /// Stops, cancels and commits in flight to the trustees.
+    forwards: forward::Forwards,
     /// The signed deployment manifest served at `GET /v1/manifest`, if any.
     manifest: Option<Vec<u8>>,
     operators: Vec<(String, String)>,
@@ -395,8 +400,10 @@ pub struct IncidentSummary {
 #[derive(Clone, Copy, Debug, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct LatLon {
     /// Latitude, degrees.
+    #[schema(minimum = -90, maximum = 90)]
     pub lat: f64,
     /// Longitude, degrees.
+    #[schema(minimum = -180, maximum = 180)]
     pub lon: f64,
 }
 
@@ -475,6 +482,7 @@ pub struct Enrolled {
     /// Epoch.
     pub epoch: u32,
     /// One share receipt per trustee (base64 of the signed bytes).
+    #[schema(schema_with = crate::api::share_receipts_field)]
     pub receipts: Vec<String>,
 }
 
@@ -482,6 +490,7 @@ pub struct Enrolled {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct MineAnswer {
     /// The signed head (base64 of `sosvault/tree-head/v1`) the proofs are against.
+    #[schema(schema_with = crate::api::head_field)]
     pub head: String,
     /// The entries, oldest first.
     pub entries: Vec<MineEntry>,
@@ -493,10 +502,13 @@ pub struct MineEntry {
     /// Its index.
     pub index: u64,
     /// Its RFC 6962 leaf hash (base64).
+    #[schema(schema_with = crate::api::leaf_hash_field)]
     pub leaf_hash: String,
     /// Its encoding (base64 of `sosvault/log-entry/v1`).
+    #[schema(schema_with = crate::api::log_entry_field)]
     pub entry: String,
     /// Sibling hashes (base64), deepest first.
+    #[schema(schema_with = crate::api::proof_field)]
     pub proof: Vec<String>,
 }
 
@@ -510,6 +522,7 @@ pub struct CancelReceived {
     /// nothing more for the student's panics up to the cancel's counter.
     /// Check each against the trustee's pinned key, the student, the
     /// cancel's hash and its counter.
+    #[schema(schema_with = crate::api::cancel_receipts_field)]
     pub receipts: Vec<String>,
     /// Trustees that have not answered yet (the service keeps forwarding
     /// the cancel, across restarts, until each answers). A trustee's final
@@ -535,9 +548,23 @@ pub struct Stopped {
     /// Always `stopped`.
     pub status: String,
     /// Shred receipts received so far (base64 of the signed bytes).
+    #[schema(schema_with = crate::api::shred_receipts_field)]
     pub receipts: Vec<String>,
-    /// Trustees that have not answered yet (the service keeps asking).
+    /// Trustees that finally refused the stop (their code, e.g. `stale_stop`).
+    pub refused: Vec<StopRefusal>,
+    /// Trustees that have not answered yet (the service keeps asking). The
+    /// stop is complete when this is 0: every trustee gave a receipt or a
+    /// final refusal.
     pub pending: usize,
+}
+
+/// A trustee's final refusal of a stop.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct StopRefusal {
+    /// The trustee id, hex.
+    pub trustee: String,
+    /// Its refusal code.
+    pub code: String,
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -565,10 +592,6 @@ impl Engine {
         master: MasterKey,
         manifest: Option<Signed<sosvault::manifest::Manifest>>,
     ) -> Result<Self, ApiError> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(3))
-            .build()
-            .map_err(|_| ApiError::internal("http client"))?;
         let publics = cfg
             .trustee_publics()
             .map_err(|e| ApiError::internal(&e.to_string()))?;
@@ -576,8 +599,12 @@ impl Engine {
             .trustees
             .iter()
             .zip(publics)
-            .map(|(t, p)| TrusteeClient::new(http.clone(), &t.url, p, &t.name))
-            .collect();
+            .map(|(t, p)| {
+                let http = crate::trustees::http_client(t, &cfg)
+                    .map_err(|e| ApiError::internal(&format!("trustee {}: {e}", t.url)))?;
+                Ok(TrusteeClient::new(http, &t.url, p, &t.name))
+            })
+            .collect::<Result<_, ApiError>>()?;
         let operators = cfg
             .operators
             .iter()
@@ -610,6 +637,7 @@ impl Engine {
                 shred_done: Notify::new(),
                 cancel_done: Notify::new(),
                 commit_done: Notify::new(),
+                forwards: forward::Forwards::default(),
                 manifest: manifest.map(|m| m.as_bytes().to_vec()),
                 operators,
                 log: tokio::sync::Mutex::new(MerkleLog::new()),
@@ -633,6 +661,14 @@ impl Engine {
     /// The metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// Everything `/metrics` serves, in the Prometheus text format: the
+    /// counters, the open-incident gauge and the forwards' gauges.
+    pub fn metrics_text(&self) -> String {
+        let mut out = self.inner.metrics.render(self.open_incident_count());
+        self.inner.forwards.render(now_ms(), &mut out);
+        out
     }
 
     /// The control room's public keys.
@@ -822,15 +858,21 @@ impl Engine {
         }
         let shreds = self.inner.db.call(|s| s.pending_shreds()).await?;
         for p in shreds {
-            self.spawn_shred(p.student_id, p.trustee_id, p.stop);
+            self.spawn_shred(p.student_id, p.trustee_id, p.stop, p.created_at_ms);
         }
         let cancels = self.inner.db.call(|s| s.pending_cancels()).await?;
         for p in cancels {
-            self.spawn_cancel_forward(p.student_id, p.trustee_id, p.cancel);
+            self.spawn_cancel_forward(p.student_id, p.trustee_id, p.cancel, p.created_at_ms);
         }
         let commits = self.inner.db.call(|s| s.pending_commits()).await?;
         for p in commits {
-            self.spawn_commit_forward(p.student_id, p.epoch, p.trustee_id, p.commit);
+            self.spawn_commit_forward(
+                p.student_id,
+                p.epoch,
+                p.trustee_id,
+                p.commit,
+                p.created_at_ms,
+            );
         }
         let engine = self.clone();
         self.inner

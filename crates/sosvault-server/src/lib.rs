@@ -20,6 +20,11 @@
 //! - [`api`]: the axum router and its OpenAPI document (`/openapi.json`);
 //!   [`error`]: one JSON error type; [`tls`]: optional rustls listener.
 //! - [`web`]: the control room and team pages, embedded at build time.
+//! - [`files`]: every file written 0600, every directory 0700; loose keys
+//!   refused, a loose database tightened.
+//! - [`logverify`]: `sosvault-server log verify`, an auditor's check of the
+//!   control room's log from outside (on [`sosvault_service::logverify`],
+//!   shared with the trustee's).
 //! - [`client`]: a typed HTTP client for devices, units and operators (used
 //!   by the CLI, the demo and the tests).
 //!
@@ -80,12 +85,16 @@ pub mod client;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod files;
 pub mod geo;
+pub mod logverify;
 pub mod metrics;
 pub mod store;
-pub mod tls;
 pub mod trustees;
 pub mod web;
+
+/// TLS for the listener and the trustee client (shared with the trustee service).
+pub use sosvault_service::tls;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -99,43 +108,41 @@ use crate::config::Config;
 use crate::engine::{Engine, MasterKey};
 use crate::store::{Db, SqliteStore};
 
-/// Writes `bytes` to `path` readable by the owner only, refusing to overwrite.
-fn write_secret(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        opts.mode(0o600);
-    }
-    let mut f = opts
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    Ok(())
-}
-
-/// Creates `control-room.key` and `master.key` in the data directory (if
-/// missing) and returns the control room's public keys.
+/// Creates the data directory (mode 0700) and `control-room.key` and
+/// `master.key` in it (mode 0600), if missing, and returns the control
+/// room's public keys. Existing keys are kept, and refused if other users
+/// can read them ([`files::check_key_file`]).
 pub fn init_keys(cfg: &Config) -> anyhow::Result<sosvault::ControlRoomPublic> {
-    std::fs::create_dir_all(&cfg.data_dir)
-        .with_context(|| format!("creating {}", cfg.data_dir.display()))?;
+    if let Some(mode) = files::create_private_dir(&cfg.data_dir)? {
+        tracing::warn!("{}", files::loose_dir_warning(&cfg.data_dir, mode));
+    }
     let cr_path = cfg.control_room_key_path();
     if !cr_path.exists() {
         let key = ControlRoomKey::generate();
-        write_secret(&cr_path, &key.to_secret_bytes())?;
+        files::write_new_private(&cr_path, &key.to_secret_bytes())?;
     }
     let mk_path = cfg.master_key_path();
     if !mk_path.exists() {
         let key = MasterKey::generate();
-        write_secret(&mk_path, key.to_secret_string().as_bytes())?;
+        files::write_new_private(&mk_path, key.to_secret_string().as_bytes())?;
     }
     Ok(load_keys(cfg)?.0.public())
 }
 
+/// Writes a fresh scrape token for `GET /metrics` to `path` (mode 0600) if
+/// there is none; an existing one is kept, and refused if other users can
+/// read it. Name it in `metrics_token_file`.
+pub fn init_metrics_token(path: &Path) -> anyhow::Result<()> {
+    if path.exists() {
+        metrics::ScrapeToken::load(path)?;
+        return Ok(());
+    }
+    files::write_new_private(path, metrics::ScrapeToken::generate().as_bytes())
+}
+
 fn load_keys(cfg: &Config) -> anyhow::Result<(ControlRoomKey, MasterKey)> {
+    files::check_key_file(&cfg.control_room_key_path(), "the control room key")?;
+    files::check_key_file(&cfg.master_key_path(), "the master key")?;
     let cr = Zeroizing::new(
         std::fs::read(cfg.control_room_key_path()).context("reading control-room.key")?,
     );
@@ -187,12 +194,32 @@ pub struct Service {
 
 impl Service {
     /// Opens the store, loads keys, resumes open incidents and binds the listener.
+    ///
+    /// Refuses to start when a key (the control room's, the master key, the
+    /// TLS keys, the metrics token) is readable by other users; makes the
+    /// database and its `-wal`/`-shm` files 0600 (a new one is created so)
+    /// and warns when they were not.
     pub async fn start(cfg: Config) -> anyhow::Result<Self> {
         cfg.validate()?;
+        if let Some(mode) = files::mode_of(&cfg.data_dir).filter(|m| files::is_loose(*m)) {
+            tracing::warn!("{}", files::loose_dir_warning(&cfg.data_dir, mode));
+        }
         let tls = match (&cfg.tls_cert, &cfg.tls_key) {
-            (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+            (Some(cert), Some(key)) => {
+                files::check_key_file(key, "the TLS key")?;
+                Some(tls::server_config(cert, key, None)?)
+            }
             _ => None,
         };
+        if let Some(key) = &cfg.trustee_client_key {
+            files::check_key_file(key, "the trustee client key")?;
+        }
+        let scrape_token = cfg
+            .metrics_token_file
+            .as_deref()
+            .map(metrics::ScrapeToken::load)
+            .transpose()
+            .context("refusing to start")?;
         let (cr, mk) = load_keys(&cfg)?;
         let manifest = cfg
             .load_manifest(&cr.public())
@@ -200,11 +227,21 @@ impl Service {
         if let Some(m) = &manifest {
             check_manifest_matches(&cfg, m.body());
         }
+        for (path, mode) in files::prepare_database(&cfg.db_path())? {
+            tracing::warn!(
+                "{} had mode {mode:o} (other users could read it); made it 0600",
+                path.display()
+            );
+        }
         let store = SqliteStore::open(&cfg.db_path()).context("opening the database")?;
         let db = Db::new(store).context("starting the store")?;
         let listen = cfg.listen_addr()?;
         let engine =
             Engine::with_manifest(cfg, db, cr, mk, manifest).map_err(|e| anyhow::anyhow!("{e}"))?;
+        if let Some(token) = scrape_token {
+            // A fresh engine holds no token yet: this cannot be refused.
+            let _ = engine.metrics().set_scrape_token(token);
+        }
         engine
             .resume()
             .await
@@ -324,6 +361,7 @@ mod tests {
                 url: "http://127.0.0.1:1".into(),
                 public: TrusteeKey::generate().public().to_hex(),
                 name: String::new(),
+                tls_ca: None,
             })
             .collect();
         let own = init_keys(&cfg).unwrap();

@@ -1,12 +1,18 @@
 //! `sosvault-server`: the dispatch service's binary.
 //!
 //! - `sosvault-server init --dir DIR --trustee URL=PUBLICHEX ... [--listen ADDR]`
-//!   creates the control room key, the master key and `DIR/server.toml`, and
-//!   prints the control room's public key (trustees pin it).
+//!   creates the control room key, the master key, the metrics scrape token
+//!   and `DIR/server.toml` (every file 0600, `DIR` 0700), and prints the
+//!   control room's public key (trustees pin it).
 //! - `sosvault-server serve --config FILE` runs the service; once bound it
 //!   prints `listening on http://IP:PORT` on stdout.
 //! - `sosvault-server hash-password` reads a password on stdin and prints its
 //!   argon2 hash for the `[[operators]]` table.
+//! - `sosvault-server log verify --url URL [--log-public HEX] [--state FILE]
+//!   [--ca FILE] [--token-file FILE]` checks the control room's transparency
+//!   log from outside, as an auditor ([`sosvault_server::logverify`]); it
+//!   exits non-zero, saying what is wrong, if the log forked, shrank or was
+//!   rewritten.
 
 #![forbid(unsafe_code)]
 
@@ -54,6 +60,41 @@ enum Cmd {
     },
     /// Hash a password (read from stdin) for an operator entry.
     HashPassword,
+    /// The control room's transparency log (every profile view).
+    Log {
+        #[command(subcommand)]
+        cmd: LogCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum LogCmd {
+    /// Check the control room's log from outside, as an auditor: the signed
+    /// head, its consistency with the head the last run saw (a fork, a
+    /// shrunken or a rewritten log fails), the root rebuilt from every leaf.
+    Verify {
+        /// The service's base URL.
+        #[arg(long)]
+        url: String,
+        /// The log's public key (hex: `log_public_key` in `/v1/info`, from
+        /// the operator out of band), to pin. Without it, the key of the first
+        /// run is remembered in --state.
+        #[arg(long)]
+        log_public: Option<String>,
+        /// Where to keep the last verified head between runs: without it a
+        /// rewritten history cannot be told from an honest one.
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// For an `https://` URL: a PEM file with the service's TLS
+        /// certificate or the CA that issued it, the only one trusted.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// A file holding an operator's session token, to read and check
+        /// every entry's bytes too (`SOSVAULT_OPERATOR_TOKEN` works too);
+        /// without one, leaf hashes only.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+    },
 }
 
 fn init_tracing() {
@@ -76,7 +117,12 @@ async fn main() -> anyhow::Result<()> {
             trustees,
             threshold,
         } => {
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            if let Some(mode) = sosvault_server::files::create_private_dir(&dir)? {
+                eprintln!(
+                    "warning: {}",
+                    sosvault_server::files::loose_dir_warning(&dir, mode)
+                );
+            }
             // Absolute, so the config works from any working directory.
             let dir = std::fs::canonicalize(&dir)
                 .with_context(|| format!("resolving {}", dir.display()))?;
@@ -91,20 +137,35 @@ async fn main() -> anyhow::Result<()> {
                     url: url.to_owned(),
                     public: public.to_owned(),
                     name: String::new(),
+                    tls_ca: None,
                 });
             }
-            let public = sosvault_server::init_keys(&cfg)?;
             let path = dir.join("server.toml");
             if path.exists() {
                 bail!("{} exists; not overwriting", path.display());
             }
-            std::fs::write(&path, cfg.to_toml()?)
-                .with_context(|| format!("writing {}", path.display()))?;
+            let public = sosvault_server::init_keys(&cfg)?;
+            let token = cfg.default_metrics_token_path();
+            sosvault_server::init_metrics_token(&token)?;
+            cfg.metrics_token_file = Some(token.clone());
+            // 0600: it will hold the operators' password hashes.
+            sosvault_server::files::write_new_private(&path, cfg.to_toml()?.as_bytes())?;
             println!("control_room_public: {}", public.to_hex());
             println!("config: {}", path.display());
+            println!("metrics_token_file: {}", token.display());
         }
         Cmd::Serve { config } => {
             init_tracing();
+            if let Some(mode) = sosvault_server::files::mode_of(&config)
+                .filter(|m| sosvault_server::files::is_loose(*m))
+            {
+                tracing::warn!(
+                    "the configuration {} has mode {mode:o}: other users can read the operators' \
+                     password hashes in it; make it private with `chmod 600 {}`",
+                    config.display(),
+                    config.display()
+                );
+            }
             let cfg = Config::load(&config)?;
             let service = Service::start(cfg).await?;
             println!(
@@ -130,6 +191,43 @@ async fn main() -> anyhow::Result<()> {
                 "{}",
                 sosvault_server::auth::hash_password(pw).map_err(anyhow::Error::msg)?
             );
+        }
+        Cmd::Log {
+            cmd:
+                LogCmd::Verify {
+                    url,
+                    log_public,
+                    state,
+                    ca,
+                    token_file,
+                },
+        } => {
+            let log_public = log_public
+                .map(|h| sosvault::LogPublic::from_hex(h.trim()))
+                .transpose()
+                .map_err(|_| {
+                    anyhow::anyhow!(
+                        "--log-public is not a log public key (64 hex digits: `log_public_key` in /v1/info)"
+                    )
+                })?;
+            let token = match token_file {
+                Some(p) => Some(
+                    std::fs::read_to_string(&p)
+                        .with_context(|| format!("cannot read the token file {}", p.display()))?
+                        .trim()
+                        .to_owned(),
+                ),
+                None => std::env::var("SOSVAULT_OPERATOR_TOKEN").ok(),
+            };
+            let opts = sosvault_server::logverify::VerifyOptions {
+                url,
+                log_public,
+                state,
+                ca,
+                token,
+            };
+            let report = sosvault_server::logverify::verify(&opts).await?;
+            println!("{}", report.summary());
         }
     }
     Ok(())

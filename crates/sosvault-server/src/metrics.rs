@@ -1,7 +1,87 @@
-//! Counters exported at `/metrics` in the Prometheus text format.
+//! Counters exported at `/metrics` in the Prometheus text format, and who
+//! may read them.
+//!
+//! `/metrics` answers only to an operator: a logged-in operator's session
+//! token, or the scrape token of `metrics_token_file` (for Prometheus:
+//! `authorization: { credentials_file: ... }`). The gauges would tell a
+//! coercer too much: the open-incident gauge after a cancel says whether it
+//! was a duress cancel (which keeps the incident open, silently).
 
 use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use anyhow::{Context as _, bail};
+use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq as _;
+use zeroize::Zeroizing;
+
+/// Fewest characters a scrape token may have (a generated one has 64).
+pub const MIN_TOKEN_CHARS: usize = 32;
+
+/// The bearer token a Prometheus scraper sends to read `/metrics`. Only its
+/// SHA-256 is kept (zeroized on drop), and a presented token is compared
+/// with it in constant time, whatever its length.
+pub struct ScrapeToken {
+    digest: Zeroizing<[u8; 32]>,
+}
+
+impl std::fmt::Debug for ScrapeToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ScrapeToken([redacted])")
+    }
+}
+
+impl ScrapeToken {
+    /// A fresh token: 32 random bytes in hex (the text of a token file).
+    pub fn generate() -> Zeroizing<String> {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut bytes = Zeroizing::new([0u8; 32]);
+        rand::Rng::fill_bytes(&mut rand::rng(), bytes.as_mut_slice());
+        // Sized up front, so no reallocation leaves a copy behind.
+        let mut text = Zeroizing::new(String::with_capacity(65));
+        for b in bytes.iter() {
+            text.push(char::from(HEX[usize::from(b >> 4)]));
+            text.push(char::from(HEX[usize::from(b & 0xf)]));
+        }
+        text.push('\n');
+        text
+    }
+
+    /// The token in `text` (surrounding white space ignored); refuses one
+    /// shorter than [`MIN_TOKEN_CHARS`] or with inner white space.
+    pub fn from_secret(text: &str) -> anyhow::Result<Self> {
+        let token = text.trim();
+        if token.chars().count() < MIN_TOKEN_CHARS || token.chars().any(char::is_whitespace) {
+            bail!(
+                "a metrics token must be one word of at least {MIN_TOKEN_CHARS} characters; \
+                 make one with `openssl rand -hex 32`"
+            );
+        }
+        Ok(Self {
+            digest: Zeroizing::new(Sha256::digest(token.as_bytes()).into()),
+        })
+    }
+
+    /// Reads the token file (`metrics_token_file`). It must be readable by
+    /// the service's user only (mode 0600), as a key must.
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        crate::files::check_key_file(path, "the metrics token file")?;
+        let text = Zeroizing::new(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading the metrics token file {}", path.display()))?,
+        );
+        Self::from_secret(&text)
+            .with_context(|| format!("the metrics token file {}", path.display()))
+    }
+
+    /// Whether `presented` is this token (constant time).
+    pub fn matches(&self, presented: &str) -> bool {
+        let d: [u8; 32] = Sha256::digest(presented.trim().as_bytes()).into();
+        d.as_slice().ct_eq(self.digest.as_slice()).into()
+    }
+}
 
 /// A latency summary: count and sum in milliseconds, plus fixed buckets.
 #[derive(Default, Debug)]
@@ -68,9 +148,23 @@ pub struct Metrics {
     pub ack_latency: Latency,
     /// Panic to opened vault.
     pub release_latency: Latency,
+    /// The scrape token, if `metrics_token_file` is set.
+    scrape_token: OnceLock<ScrapeToken>,
 }
 
 impl Metrics {
+    /// Sets the scrape token (once; a second token is handed back).
+    pub fn set_scrape_token(&self, token: ScrapeToken) -> Result<(), ScrapeToken> {
+        self.scrape_token.set(token)
+    }
+
+    /// Whether `presented` is the scrape token (false when none is set).
+    pub fn is_scrape_token(&self, presented: &str) -> bool {
+        self.scrape_token
+            .get()
+            .is_some_and(|t| t.matches(presented))
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self, open_incidents: usize) -> String {
         let mut out = String::new();
@@ -133,5 +227,48 @@ impl Metrics {
             &mut out,
         );
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_scrape_token_matches_only_itself_and_never_prints() {
+        let text = ScrapeToken::generate();
+        assert_eq!(text.trim().len(), 64);
+        let token = ScrapeToken::from_secret(&text).unwrap();
+        assert!(token.matches(text.trim()));
+        assert!(!token.matches(""));
+        assert!(!token.matches(&text.trim()[..63]));
+        assert!(!token.matches(&format!("{}0", text.trim())));
+        assert_eq!(format!("{token:?}"), "ScrapeToken([redacted])");
+        assert!(ScrapeToken::from_secret("short").is_err());
+        assert!(ScrapeToken::from_secret(&"a b".repeat(20)).is_err());
+
+        let m = Metrics::default();
+        assert!(
+            !m.is_scrape_token(text.trim()),
+            "no token set: nothing matches"
+        );
+        m.set_scrape_token(token).unwrap();
+        assert!(m.is_scrape_token(text.trim()));
+        assert!(!m.is_scrape_token("0".repeat(64).as_str()));
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_token_file_others_can_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("metrics.token");
+        crate::files::write_new_private(&path, ScrapeToken::generate().as_bytes()).unwrap();
+        ScrapeToken::load(&path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = format!("{:#}", ScrapeToken::load(&path).unwrap_err());
+        assert!(e.contains("chmod 600"), "{e}");
     }
 }

@@ -222,6 +222,8 @@ pub struct PendingShred {
     pub trustee_id: [u8; 32],
     /// The signed stop.
     pub stop: Vec<u8>,
+    /// When the stop was taken (ms).
+    pub created_at_ms: u64,
 }
 
 /// A cancel not yet answered by a trustee.
@@ -233,16 +235,18 @@ pub struct PendingCancel {
     pub trustee_id: [u8; 32],
     /// The signed cancel, exactly as the device sent it.
     pub cancel: Vec<u8>,
+    /// When the cancel was taken (ms).
+    pub created_at_ms: u64,
 }
 
-/// A trustee's answer to a forwarded cancel.
+/// A trustee's final answer to a forwarded stop or cancel.
 #[derive(Clone, Debug)]
-pub struct CancelAnswer {
+pub struct TrusteeAnswer {
     /// Trustee.
     pub trustee_id: [u8; 32],
-    /// The signed cancel receipt, or empty for a final refusal.
+    /// The signed receipt, or empty for a final refusal.
     pub receipt: Vec<u8>,
-    /// The refusal's code (`stale_cancel`, `unknown_student`, ...), if refused.
+    /// The final refusal's code (`stale_cancel`, `stale_stop`, ...), if refused.
     pub refusal: Option<String>,
 }
 
@@ -257,6 +261,8 @@ pub struct PendingCommit {
     pub trustee_id: [u8; 32],
     /// The signed commit, exactly as the device sent it.
     pub commit: Vec<u8>,
+    /// When the commit was taken (ms).
+    pub created_at_ms: u64,
 }
 
 /// What [`Store::commit_enrollment`] did with a device's commit.
@@ -277,6 +283,10 @@ pub enum CommitStored {
     UnknownRecord,
 }
 
+/// One leaf of the transparency log as stored: its index, its RFC 6962 leaf
+/// hash and the entry's bytes.
+pub type LogLeafRow = (u64, [u8; 32], Vec<u8>);
+
 /// One entry of the transparency log, as listed for an incident.
 #[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct AccessLogEntry {
@@ -289,6 +299,7 @@ pub struct AccessLogEntry {
     /// Hex of the RFC 6962 leaf hash.
     pub leaf_hash: String,
     /// Base64 of the entry's encoding (`sosvault/log-entry/v1`).
+    #[schema(schema_with = crate::api::log_entry_field)]
     pub entry: String,
 }
 
@@ -424,16 +435,16 @@ pub trait Store {
     ) -> StoreResult<()>;
     /// Shreds not yet confirmed.
     fn pending_shreds(&self) -> StoreResult<Vec<PendingShred>>;
-    /// Records a trustee's answer to a shred (receipt bytes, or empty if it held nothing).
+    /// Records a trustee's final answer to a stop (a shred receipt, or a
+    /// final refusal) and drops the pending forward, in one transaction.
     fn finish_shred(
         &self,
         student: &[u8; 32],
-        trustee: &[u8; 32],
-        receipt: &[u8],
+        answer: &TrusteeAnswer,
         now_ms: u64,
     ) -> StoreResult<()>;
-    /// Shred receipts of a student.
-    fn shred_receipts(&self, student: &[u8; 32]) -> StoreResult<Vec<([u8; 32], Vec<u8>)>>;
+    /// The trustees' final answers to a student's stop.
+    fn shred_receipts(&self, student: &[u8; 32]) -> StoreResult<Vec<TrusteeAnswer>>;
     /// Queues a signed cancel for every trustee that has not answered it
     /// yet (idempotent: the same cancel again queues nothing new).
     fn queue_cancel(
@@ -451,11 +462,11 @@ pub trait Store {
         &self,
         cancel_hash: &[u8; 32],
         trustee: &[u8; 32],
-        answer: &CancelAnswer,
+        answer: &TrusteeAnswer,
         now_ms: u64,
     ) -> StoreResult<()>;
     /// The trustees' answers to a cancel (by the hash of its signed bytes).
-    fn cancel_answers(&self, cancel_hash: &[u8; 32]) -> StoreResult<Vec<CancelAnswer>>;
+    fn cancel_answers(&self, cancel_hash: &[u8; 32]) -> StoreResult<Vec<TrusteeAnswer>>;
     /// Trustees a cancel is still being forwarded to.
     fn pending_cancel_count(&self, cancel_hash: &[u8; 32]) -> StoreResult<usize>;
     /// Takes a device's enrollment commit (its signature and signer already
@@ -512,6 +523,8 @@ pub trait Store {
     ) -> StoreResult<Vec<(u64, Vec<u8>)>>;
     /// Every leaf hash of the transparency log, in order.
     fn log_leaf_hashes(&self) -> StoreResult<Vec<[u8; 32]>>;
+    /// The leaves `[start, end)` of the transparency log, in order, as stored.
+    fn log_leaves(&self, start: u64, end: u64) -> StoreResult<Vec<LogLeafRow>>;
     /// The transparency-log entries about an incident.
     fn access_log(&self, incident: &[u8; 16]) -> StoreResult<Vec<AccessLogEntry>>;
 }
@@ -891,6 +904,7 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("incidents", "released_at_ms", "INTEGER"),
     ("incidents", "access_until_ms", "INTEGER"),
     ("incidents", "access_window_ms", "INTEGER"),
+    ("shred_receipts", "refusal", "TEXT"),
 ];
 
 /// Adds the columns of [`ADDED_COLUMNS`] a database does not have yet.
@@ -1658,12 +1672,15 @@ impl Store for SqliteStore {
 
     fn pending_shreds(&self) -> StoreResult<Vec<PendingShred>> {
         let c = &self.conn;
-        let mut st = c.prepare_cached("SELECT student_id, trustee_id, stop FROM pending_shreds")?;
+        let mut st = c.prepare_cached(
+            "SELECT student_id, trustee_id, stop, created_at_ms FROM pending_shreds ORDER BY created_at_ms",
+        )?;
         let rows = st.query_map([], |r| {
             Ok(PendingShred {
                 student_id: arr(r.get(0)?)?,
                 trustee_id: arr(r.get(1)?)?,
                 stop: r.get(2)?,
+                created_at_ms: r.get::<_, i64>(3)? as u64,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -1672,29 +1689,43 @@ impl Store for SqliteStore {
     fn finish_shred(
         &self,
         student: &[u8; 32],
-        trustee: &[u8; 32],
-        receipt: &[u8],
+        answer: &TrusteeAnswer,
         now_ms: u64,
     ) -> StoreResult<()> {
+        let trustee = &answer.trustee_id;
         self.atomic(|c| {
-        exec(c,
-            "INSERT OR REPLACE INTO shred_receipts (student_id, trustee_id, receipt, received_at_ms) VALUES (?1, ?2, ?3, ?4)",
-            params![&student[..], &trustee[..], receipt, now_ms as i64],
-        )?;
-        exec(c,
-            "DELETE FROM pending_shreds WHERE student_id = ?1 AND trustee_id = ?2",
-            params![&student[..], &trustee[..]],
-        )?;
-                Ok(())
+            exec(
+                c,
+                "INSERT OR REPLACE INTO shred_receipts (student_id, trustee_id, receipt, refusal, received_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    &student[..],
+                    &trustee[..],
+                    &answer.receipt,
+                    &answer.refusal,
+                    now_ms as i64
+                ],
+            )?;
+            exec(
+                c,
+                "DELETE FROM pending_shreds WHERE student_id = ?1 AND trustee_id = ?2",
+                params![&student[..], &trustee[..]],
+            )?;
+            Ok(())
         })
     }
 
-    fn shred_receipts(&self, student: &[u8; 32]) -> StoreResult<Vec<([u8; 32], Vec<u8>)>> {
+    fn shred_receipts(&self, student: &[u8; 32]) -> StoreResult<Vec<TrusteeAnswer>> {
         let c = &self.conn;
         let mut st = c.prepare_cached(
-            "SELECT trustee_id, receipt FROM shred_receipts WHERE student_id = ?1",
+            "SELECT trustee_id, receipt, refusal FROM shred_receipts WHERE student_id = ?1 ORDER BY trustee_id",
         )?;
-        let rows = st.query_map(params![&student[..]], |r| Ok((arr(r.get(0)?)?, r.get(1)?)))?;
+        let rows = st.query_map(params![&student[..]], |r| {
+            Ok(TrusteeAnswer {
+                trustee_id: arr(r.get(0)?)?,
+                receipt: r.get(1)?,
+                refusal: r.get(2)?,
+            })
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -1724,13 +1755,14 @@ impl Store for SqliteStore {
     fn pending_cancels(&self) -> StoreResult<Vec<PendingCancel>> {
         let c = &self.conn;
         let mut st = c.prepare_cached(
-            "SELECT student_id, trustee_id, cancel FROM pending_cancels ORDER BY created_at_ms",
+            "SELECT student_id, trustee_id, cancel, created_at_ms FROM pending_cancels ORDER BY created_at_ms",
         )?;
         let rows = st.query_map([], |r| {
             Ok(PendingCancel {
                 student_id: arr(r.get(0)?)?,
                 trustee_id: arr(r.get(1)?)?,
                 cancel: r.get(2)?,
+                created_at_ms: r.get::<_, i64>(3)? as u64,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -1740,7 +1772,7 @@ impl Store for SqliteStore {
         &self,
         cancel_hash: &[u8; 32],
         trustee: &[u8; 32],
-        answer: &CancelAnswer,
+        answer: &TrusteeAnswer,
         now_ms: u64,
     ) -> StoreResult<()> {
         self.atomic(|c| {
@@ -1766,13 +1798,13 @@ impl Store for SqliteStore {
         })
     }
 
-    fn cancel_answers(&self, cancel_hash: &[u8; 32]) -> StoreResult<Vec<CancelAnswer>> {
+    fn cancel_answers(&self, cancel_hash: &[u8; 32]) -> StoreResult<Vec<TrusteeAnswer>> {
         let c = &self.conn;
         let mut st = c.prepare_cached(
             "SELECT trustee_id, receipt, refusal FROM cancel_receipts WHERE cancel_hash = ?1 ORDER BY trustee_id",
         )?;
         let rows = st.query_map(params![&cancel_hash[..]], |r| {
-            Ok(CancelAnswer {
+            Ok(TrusteeAnswer {
                 trustee_id: arr(r.get(0)?)?,
                 receipt: r.get(1)?,
                 refusal: r.get(2)?,
@@ -1877,7 +1909,7 @@ impl Store for SqliteStore {
     fn pending_commits(&self) -> StoreResult<Vec<PendingCommit>> {
         let c = &self.conn;
         let mut st = c.prepare_cached(
-            "SELECT student_id, epoch, trustee_id, commit_bytes FROM pending_commits ORDER BY created_at_ms",
+            "SELECT student_id, epoch, trustee_id, commit_bytes, created_at_ms FROM pending_commits ORDER BY created_at_ms",
         )?;
         let rows = st.query_map([], |r| {
             Ok(PendingCommit {
@@ -1885,6 +1917,7 @@ impl Store for SqliteStore {
                 epoch: r.get(1)?,
                 trustee_id: arr(r.get(2)?)?,
                 commit: r.get(3)?,
+                created_at_ms: r.get::<_, i64>(4)? as u64,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -1960,6 +1993,18 @@ impl Store for SqliteStore {
         let c = &self.conn;
         let mut st = c.prepare_cached("SELECT leaf_hash FROM transparency_log ORDER BY idx")?;
         let rows = st.query_map([], |r| arr::<32>(r.get(0)?))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn log_leaves(&self, start: u64, end: u64) -> StoreResult<Vec<LogLeafRow>> {
+        let c = &self.conn;
+        let mut st = c.prepare_cached(
+            "SELECT idx, leaf_hash, entry FROM transparency_log WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
+        )?;
+        let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let rows = st.query_map(params![clamp(start), clamp(end)], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, arr::<32>(r.get(1)?)?, r.get(2)?))
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
@@ -2160,13 +2205,13 @@ mod tests {
         s.queue_cancel(&[1; 32], &cancel, &trustees, 101).unwrap();
         assert_eq!(s.pending_cancels().unwrap().len(), 3);
         assert_eq!(s.pending_cancel_count(&hash).unwrap(), 3);
-        let receipt = CancelAnswer {
+        let receipt = TrusteeAnswer {
             trustee_id: [10; 32],
             receipt: b"receipt".to_vec(),
             refusal: None,
         };
         s.finish_cancel(&hash, &[10; 32], &receipt, 200).unwrap();
-        let refused = CancelAnswer {
+        let refused = TrusteeAnswer {
             trustee_id: [11; 32],
             receipt: Vec::new(),
             refusal: Some("stale_cancel".into()),
@@ -2204,6 +2249,12 @@ mod tests {
             "beyond the size"
         );
         assert_eq!(s.log_leaf_hashes().unwrap(), vec![[1; 32], [2; 32]]);
+        assert_eq!(
+            s.log_leaves(1, 5).unwrap(),
+            vec![(1, [2; 32], b"b".to_vec())],
+            "from start, stopping at the log's end"
+        );
+        assert!(s.log_leaves(2, u64::MAX).unwrap().is_empty());
         let mine = s.access_log(&[2; 16]).unwrap();
         assert_eq!((mine.len(), mine[0].index), (1, 1));
         assert!(

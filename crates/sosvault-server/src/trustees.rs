@@ -10,12 +10,14 @@
 //! | `POST /v1/cancels` | `{"cancel"}` | `{"receipt","repeated"}` |
 //! | `POST /v1/commits` | `{"commit"}` | `{"changed"}` |
 //!
-//! A 4xx answer (`{"error": code, "message"}`) is the trustee's decision and
-//! final for that input ([`CallError::Refused`]), except `408` (the trustee's
-//! request timeout: the request may not have run); a 408 or 5xx answer or a
-//! connection error means "try again later" ([`CallError::Unavailable`]).
-//! A `429` (`rate_limited`) is a [`CallError::Refused`] for the caller to
-//! judge: [`CallError::is_rate_limited`].
+//! Only a **closed list of final refusals** ends a call for good
+//! ([`CallError::Refused`]): an answer whose status and JSON error code are
+//! one of the trustee's documented decisions on that kind of input
+//! ([`SHARE_FINAL`], [`RELEASE_FINAL`], [`SHRED_FINAL`], [`CANCEL_FINAL`],
+//! [`COMMIT_FINAL`]). Everything else is [`CallError::Unavailable`], "ask
+//! again later": a timeout, a reset connection, `408`, `429`, `413`, any
+//! `5xx`, a proxy's HTML page, a 4xx with a code not on the list, a garbled
+//! answer. A `Retry-After` is kept for the back-off ([`CallError::retry_after`]).
 //! Every signed answer is checked to come from this trustee's key before it
 //! is used.
 
@@ -33,51 +35,190 @@ use subtle::ConstantTimeEq;
 #[derive(Clone, Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum CallError {
-    /// The trustee refused (4xx); retrying the same input will not help.
+    /// The trustee's final decision on this input, from the call's closed
+    /// list: retrying the same input will not change it.
     #[error("refused ({code})")]
     Refused {
         /// HTTP status.
         status: u16,
-        /// The trustee's error code (e.g. `shredded`, `replayed`).
+        /// The trustee's error code (e.g. `stale_stop`, `cancelled`).
         code: String,
     },
-    /// The trustee is unreachable or failed (5xx, timeout, bad answer); retry later.
-    #[error("unavailable: {0}")]
-    Unavailable(String),
+    /// Anything else: the trustee (or something in front of it) did not
+    /// decide. Ask again after a back-off, no sooner than `retry_after`.
+    #[error("unavailable: {why}")]
+    Unavailable {
+        /// What happened, for the log and the control room page.
+        why: String,
+        /// The answer's `Retry-After`, if it had one (capped by the caller).
+        retry_after: Option<Duration>,
+    },
 }
 
 impl CallError {
+    fn unavailable(why: impl Into<String>) -> Self {
+        Self::Unavailable {
+            why: why.into(),
+            retry_after: None,
+        }
+    }
+
     /// Whether retrying later may succeed.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, CallError::Unavailable(_))
+        matches!(self, CallError::Unavailable { .. })
     }
 
-    /// A `429`: the trustee limits how often it is asked; the same input may
-    /// be taken later.
-    pub fn is_rate_limited(&self) -> bool {
-        matches!(self, CallError::Refused { status: 429, .. })
+    /// How long the trustee asked to be left alone, if it said.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            CallError::Unavailable { retry_after, .. } => *retry_after,
+            CallError::Refused { .. } => None,
+        }
     }
+}
 
-    /// Whether a forwarded enrollment commit should be sent again later:
-    /// anything unavailable (a connection error, `408`, `5xx`), and the
-    /// service-level refusals `413` and `429`. The trustee's decisions
-    /// (`malformed`, `unknown_student`, `wrong_device`, `unknown_record`, and
-    /// any other 4xx) are final.
-    pub fn is_retryable_commit(&self) -> bool {
-        matches!(
-            self,
-            CallError::Unavailable(_)
-                | CallError::Refused {
-                    status: 413 | 429,
-                    ..
-                }
-        )
+/// The trustee's final refusals of a share delivery (`POST /v1/shares`):
+/// `(status, code)`, as `sosvault-trustee` answers them.
+pub const SHARE_FINAL: &[(u16, &str)] = &[
+    (400, "malformed"),
+    (422, "not_our_share"),
+    (422, "does_not_open"),
+    (422, "mismatch"),
+    (422, "commitment_mismatch"),
+    (409, "stale_epoch"),
+    (410, "shredded"),
+    (422, "refused"),
+];
+
+/// The trustee's final refusals of a release request (`POST /v1/releases`).
+/// Not on it: `stale_request` (the next attempt is signed afresh) and
+/// `future_panic` (the trustee's clock will catch up).
+pub const RELEASE_FINAL: &[(u16, &str)] = &[
+    (400, "malformed"),
+    (403, "unpinned_control_room"),
+    (403, "forged_panic"),
+    (404, "unknown_student"),
+    (403, "wrong_device"),
+    (409, "wrong_epoch"),
+    (410, "shredded"),
+    (409, "replayed"),
+    (422, "stale_panic"),
+    (409, "cancelled"),
+    (410, "retry_expired"),
+    (422, "refused"),
+];
+
+/// The trustee's final refusals of a stop (`POST /v1/shreds`). A trustee
+/// that holds nothing for the student answers a receipt, not a refusal.
+pub const SHRED_FINAL: &[(u16, &str)] = &[
+    (400, "malformed"),
+    (403, "wrong_device"),
+    (409, "stale_stop"),
+    (422, "refused"),
+];
+
+/// The trustee's final refusals of a cancel (`POST /v1/cancels`).
+pub const CANCEL_FINAL: &[(u16, &str)] = &[
+    (400, "malformed"),
+    (404, "unknown_student"),
+    (403, "wrong_device"),
+    (409, "stale_cancel"),
+    (422, "refused"),
+];
+
+/// The trustee's final refusals of an enrollment commit (`POST /v1/commits`).
+pub const COMMIT_FINAL: &[(u16, &str)] = &[
+    (400, "malformed"),
+    (404, "unknown_student"),
+    (403, "wrong_device"),
+    (409, "unknown_record"),
+    (422, "refused"),
+];
+
+/// How long one call may take, connection to the answer's last byte. The
+/// trustee's own request timeout is shorter (its `request_timeout_secs`, 5 s by default, at most 9), so
+/// a slow trustee answers `408` before this client gives up on it.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The largest successful answer read (a release or receipt is a few KiB).
+const MAX_ANSWER: usize = 256 * 1024;
+
+/// How much of a refusal's body is read to find its JSON error code.
+const MAX_ERROR_ANSWER: usize = 4 * 1024;
+
+/// The longest `Retry-After` taken into account.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(300);
+
+/// Sorts a non-2xx answer: a final refusal if `(status, code)` is on
+/// `finals`, otherwise "ask again later". `body` is at most the first
+/// bytes of the answer.
+fn classify(
+    status: u16,
+    body: &[u8],
+    retry_after: Option<Duration>,
+    finals: &[(u16, &str)],
+) -> CallError {
+    let code = serde_json::from_slice::<ErrorBody>(body)
+        .ok()
+        .map(|b| b.error);
+    match code {
+        Some(code) if finals.iter().any(|(s, c)| *s == status && *c == code) => {
+            CallError::Refused { status, code }
+        }
+        Some(code) => CallError::Unavailable {
+            why: format!("HTTP {status} ({code})"),
+            retry_after,
+        },
+        None => CallError::Unavailable {
+            why: format!("HTTP {status}, not the trustee's JSON error"),
+            retry_after,
+        },
     }
+}
+
+/// A `Retry-After` in seconds (the HTTP-date form is not used by the
+/// trustee and is ignored), capped at [`MAX_RETRY_AFTER`].
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let secs: u64 = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
 }
 
 #[derive(Deserialize)]
 struct ErrorBody {
     error: String,
+}
+
+/// The HTTP client for one trustee: for an `https://` URL, rustls trusting
+/// only the trustee's pinned certificate or CA (`tls_ca`, no system roots)
+/// and presenting the control room's client certificate; plain HTTP only
+/// for a loopback URL ([`crate::config::TrusteeConfig::check_transport`]).
+pub fn http_client(
+    trustee: &crate::config::TrusteeConfig,
+    cfg: &crate::config::Config,
+) -> Result<reqwest::Client, String> {
+    trustee
+        .check_transport(cfg.trustee_client_cert.is_some())
+        .map_err(|e| e.to_string())?;
+    let builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(3));
+    let builder = match &trustee.tls_ca {
+        Some(ca) if trustee.url.starts_with("https://") => {
+            let identity = cfg
+                .trustee_client_cert
+                .as_deref()
+                .zip(cfg.trustee_client_key.as_deref());
+            let tls =
+                sosvault_service::tls::client_config(ca, identity).map_err(|e| e.to_string())?;
+            builder.use_preconfigured_tls(tls).https_only(true)
+        }
+        _ => builder,
+    };
+    builder.build().map_err(|e| e.to_string())
 }
 
 /// One trustee, as the dispatch service talks to it.
@@ -143,51 +284,70 @@ impl TrusteeClient {
         field: &str,
         bytes: &[u8],
         answer: &str,
+        finals: &[(u16, &str)],
     ) -> Result<Vec<u8>, CallError> {
-        let v = self.post_json(path, field, bytes).await?;
+        let v = self.post_json(path, field, bytes, finals).await?;
         let s = v
             .get(answer)
             .and_then(|a| a.as_str())
-            .ok_or_else(|| CallError::Unavailable(format!("answer has no {answer}")))?;
+            .ok_or_else(|| CallError::unavailable(format!("answer has no {answer}")))?;
         B64.decode(s)
-            .map_err(|_| CallError::Unavailable(format!("{answer} is not base64")))
+            .map_err(|_| CallError::unavailable(format!("{answer} is not base64")))
     }
 
-    /// Posts `{field: base64(bytes)}`; returns the JSON answer of a 2xx.
+    /// Posts `{field: base64(bytes)}`; returns the JSON answer of a 2xx, or
+    /// sorts any other answer with [`classify`].
     async fn post_json(
         &self,
         path: &str,
         field: &str,
         bytes: &[u8],
+        finals: &[(u16, &str)],
     ) -> Result<serde_json::Value, CallError> {
         let body = serde_json::json!({ field: B64.encode(bytes) });
-        let resp = self
+        let mut resp = self
             .http
             .post(format!("{}{}", self.base, path))
-            .timeout(Duration::from_secs(10))
+            .timeout(CALL_TIMEOUT)
             .json(&body)
             .send()
             .await
-            .map_err(|e| CallError::Unavailable(describe(&e)))?;
+            .map_err(|e| CallError::unavailable(describe(&e)))?;
         let status = resp.status();
-        // 408: the trustee's own request timeout, not a decision on the input.
-        if status.is_client_error() && status.as_u16() != 408 {
-            let code = resp
-                .json::<ErrorBody>()
-                .await
-                .map(|b| b.error)
-                .unwrap_or_else(|_| "unknown".into());
-            return Err(CallError::Refused {
-                status: status.as_u16(),
-                code,
-            });
+        let limit = if status.is_success() {
+            MAX_ANSWER
+        } else {
+            MAX_ERROR_ANSWER
+        };
+        // Read at most `limit` bytes: an answer is small, a proxy's page may not be.
+        let mut answer = Vec::new();
+        loop {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => {
+                    if answer.len() + chunk.len() > limit {
+                        if status.is_success() {
+                            return Err(CallError::unavailable("answer too large"));
+                        }
+                        break;
+                    }
+                    answer.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) if status.is_success() => {
+                    return Err(CallError::unavailable(describe(&e)));
+                }
+                Err(_) => break,
+            }
         }
         if !status.is_success() {
-            return Err(CallError::Unavailable(format!("HTTP {}", status.as_u16())));
+            return Err(classify(
+                status.as_u16(),
+                &answer,
+                retry_after(resp.headers()),
+                finals,
+            ));
         }
-        resp.json()
-            .await
-            .map_err(|_| CallError::Unavailable("answer is not JSON".into()))
+        serde_json::from_slice(&answer).map_err(|_| CallError::unavailable("answer is not JSON"))
     }
 
     /// Relays a share delivery; returns the trustee's verified receipt.
@@ -196,14 +356,18 @@ impl TrusteeClient {
         delivery: &sosvault::ShareDelivery,
     ) -> Result<Signed<ShareReceipt>, CallError> {
         let bytes = self
-            .post("/v1/shares", "delivery", &delivery.to_bytes(), "receipt")
+            .post(
+                "/v1/shares",
+                "delivery",
+                &delivery.to_bytes(),
+                "receipt",
+                SHARE_FINAL,
+            )
             .await?;
         let receipt = Signed::<ShareReceipt>::decode(&bytes)
-            .map_err(|_| CallError::Unavailable("malformed share receipt".into()))?;
+            .map_err(|_| CallError::unavailable("malformed share receipt"))?;
         if !self.is_ours(receipt.signer()) {
-            return Err(CallError::Unavailable(
-                "receipt signed by another key".into(),
-            ));
+            return Err(CallError::unavailable("receipt signed by another key"));
         }
         Ok(receipt)
     }
@@ -211,19 +375,19 @@ impl TrusteeClient {
     /// Sends a signed release request; returns the release bytes (the
     /// [`sosvault::Opener`] checks them).
     pub async fn release(&self, request: &[u8]) -> Result<Vec<u8>, CallError> {
-        self.post("/v1/releases", "request", request, "release")
+        self.post("/v1/releases", "request", request, "release", RELEASE_FINAL)
             .await
     }
 
     /// Sends a signed stop; returns the trustee's verified shred receipt.
     pub async fn shred(&self, stop: &[u8]) -> Result<Signed<ShredReceipt>, CallError> {
-        let bytes = self.post("/v1/shreds", "stop", stop, "receipt").await?;
+        let bytes = self
+            .post("/v1/shreds", "stop", stop, "receipt", SHRED_FINAL)
+            .await?;
         let receipt = Signed::<ShredReceipt>::decode(&bytes)
-            .map_err(|_| CallError::Unavailable("malformed shred receipt".into()))?;
+            .map_err(|_| CallError::unavailable("malformed shred receipt"))?;
         if !self.is_ours(receipt.signer()) {
-            return Err(CallError::Unavailable(
-                "receipt signed by another key".into(),
-            ));
+            return Err(CallError::unavailable("receipt signed by another key"));
         }
         Ok(receipt)
     }
@@ -233,14 +397,12 @@ impl TrusteeClient {
     /// student, the cancel's hash and its counter).
     pub async fn cancel(&self, cancel: &[u8]) -> Result<Signed<CancelReceipt>, CallError> {
         let bytes = self
-            .post("/v1/cancels", "cancel", cancel, "receipt")
+            .post("/v1/cancels", "cancel", cancel, "receipt", CANCEL_FINAL)
             .await?;
         let receipt = Signed::<CancelReceipt>::decode(&bytes)
-            .map_err(|_| CallError::Unavailable("malformed cancel receipt".into()))?;
+            .map_err(|_| CallError::unavailable("malformed cancel receipt"))?;
         if !self.is_ours(receipt.signer()) {
-            return Err(CallError::Unavailable(
-                "receipt signed by another key".into(),
-            ));
+            return Err(CallError::unavailable("receipt signed by another key"));
         }
         Ok(receipt)
     }
@@ -250,24 +412,44 @@ impl TrusteeClient {
     /// a late commit of an older epoch). The trustee answers nothing signed:
     /// its log records the commit.
     pub async fn commit(&self, commit: &[u8]) -> Result<bool, CallError> {
-        let v = self.post_json("/v1/commits", "commit", commit).await?;
+        let v = self
+            .post_json("/v1/commits", "commit", commit, COMMIT_FINAL)
+            .await?;
         v.get("changed")
             .and_then(serde_json::Value::as_bool)
-            .ok_or_else(|| CallError::Unavailable("answer has no changed".into()))
+            .ok_or_else(|| CallError::unavailable("answer has no changed"))
     }
 }
 
+/// A transport error in a few words, with its innermost cause (a refused
+/// connection, a certificate that is not the pinned one, a reset) for the
+/// log and the control room page.
 fn describe(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        "timeout".into()
+    let what = if e.is_timeout() {
+        "timeout"
     } else if e.is_connect() {
-        "connection refused".into()
+        "cannot connect"
     } else {
-        "request failed".into()
+        "request failed"
+    };
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(next) = cause.source() {
+        cause = next;
+    }
+    let mut why = cause.to_string();
+    // Cut at a character boundary: the cause may not be ASCII.
+    let end = why.floor_char_boundary(160);
+    why.truncate(end);
+    if why.is_empty() || e.is_timeout() {
+        what.to_owned()
+    } else {
+        format!("{what}: {why}")
     }
 }
 
-/// Exponential back-off: 100 ms doubling up to `max`.
+/// Exponential back-off with jitter: 100 ms doubling up to `max`, each
+/// delay drawn from its upper half, so that forwards queued while a trustee
+/// was down do not all come back in the same instant.
 #[derive(Clone, Copy, Debug)]
 pub struct Backoff {
     next: Duration,
@@ -285,8 +467,93 @@ impl Backoff {
 
     /// The delay before the next attempt.
     pub fn next_delay(&mut self) -> Duration {
+        use rand::RngExt as _;
         let d = self.next;
         self.next = (self.next * 2).min(self.max);
-        d
+        let ms = u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(rand::rng().random_range(ms / 2..=ms))
+    }
+
+    /// The delay after `error`: the next back-off, or the trustee's
+    /// `Retry-After` if that is longer.
+    pub fn after(&mut self, error: &CallError) -> Duration {
+        let d = self.next_delay();
+        error.retry_after().map_or(d, |r| r.max(d))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_closed_list_is_final() {
+        let body = br#"{"error":"stale_stop","message":"x"}"#;
+        assert!(matches!(
+            classify(409, body, None, SHRED_FINAL),
+            CallError::Refused { status: 409, ref code } if code == "stale_stop"
+        ));
+        // The same code with another status, or another call's code: not final.
+        assert!(classify(422, body, None, SHRED_FINAL).is_retryable());
+        assert!(classify(409, br#"{"error":"stale_cancel"}"#, None, SHRED_FINAL).is_retryable());
+        // What a proxy or an overloaded trustee answers: never final.
+        for status in [408, 413, 429, 500, 502, 503, 504] {
+            let e = classify(status, br#"{"error":"rate_limited"}"#, None, SHRED_FINAL);
+            assert!(e.is_retryable(), "{status}");
+        }
+        let html = b"<html><body>403 Forbidden</body></html>";
+        assert!(classify(403, html, None, RELEASE_FINAL).is_retryable());
+        assert!(classify(400, b"", None, COMMIT_FINAL).is_retryable());
+    }
+
+    #[test]
+    fn every_final_code_is_a_trustee_decision_not_a_service_answer() {
+        for list in [
+            SHARE_FINAL,
+            RELEASE_FINAL,
+            SHRED_FINAL,
+            CANCEL_FINAL,
+            COMMIT_FINAL,
+        ] {
+            for (status, code) in list {
+                assert!((400..500).contains(status), "{code}");
+                assert!(![408, 413, 415, 429].contains(status), "{code}");
+                assert!(
+                    ![
+                        "rate_limited",
+                        "timeout",
+                        "payload_too_large",
+                        "unauthorized"
+                    ]
+                    .contains(code)
+                );
+            }
+        }
+        assert!(!RELEASE_FINAL.iter().any(|(_, c)| *c == "stale_request"));
+        assert!(!RELEASE_FINAL.iter().any(|(_, c)| *c == "future_panic"));
+    }
+
+    #[test]
+    fn retry_after_is_kept_and_capped() {
+        let e = classify(429, b"{}", Some(Duration::from_secs(7)), CANCEL_FINAL);
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(7)));
+        let mut h = reqwest::header::HeaderMap::new();
+        h.insert(reqwest::header::RETRY_AFTER, "86400".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(MAX_RETRY_AFTER));
+        h.insert(reqwest::header::RETRY_AFTER, "soon".parse().unwrap());
+        assert_eq!(retry_after(&h), None);
+        let mut b = Backoff::new(Duration::from_secs(2));
+        assert!(b.after(&e) >= Duration::from_secs(7));
+    }
+
+    #[test]
+    fn backoff_grows_to_its_cap_with_jitter() {
+        let mut b = Backoff::new(Duration::from_millis(800));
+        let delays: Vec<_> = (0..8).map(|_| b.next_delay().as_millis()).collect();
+        assert!((50..=100).contains(&delays[0]), "{delays:?}");
+        assert!(
+            delays[5..].iter().all(|d| (400..=800).contains(d)),
+            "{delays:?}"
+        );
     }
 }

@@ -382,3 +382,96 @@ async fn a_duress_stop_with_an_open_incident_escalates_it_and_opens_no_alert() {
         "{f:?}"
     );
 }
+
+/// `POST /v1/location`, read raw: status and body bytes.
+async fn post_location(c: &Cluster, update: &Signed<sosvault::LocationUpdate>) -> (u16, String) {
+    let resp = reqwest::Client::new()
+        .post(format!("{}/v1/location", c.server.url()))
+        .json(&json!({ "update": B64.encode(update.as_bytes()) }))
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.text().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_cancel_the_phones_location_answers_do_not_tell_a_duress_cancel() {
+    // A coercer holding the phone sends one more location after the cancel
+    // and reads the answer. Found while making the metrics private (issue 12):
+    // a normal cancel answered 409 `incident_closed`, a duress one 200.
+    let c = Cluster::start(Options::default()).await;
+    let op = c.operator().await;
+    let mut normal = c.student("Safe Student").await;
+    let mut coerced = c.student("Coerced Student").await;
+    let mut answers = Vec::new();
+    let mut ids = Vec::new();
+    for (device, duress) in [(&mut normal, false), (&mut coerced, true)] {
+        let panic = device
+            .panic(
+                Category::Police,
+                &talwandi(),
+                &c.info.control_room,
+                Timestamp::now(),
+            )
+            .unwrap();
+        let id = c.client.panic(&panic).await.unwrap();
+        let cancel = device
+            .cancel(panic.hash(), duress, &c.info.control_room, Timestamp::now())
+            .unwrap();
+        c.client.cancel(&cancel).await.unwrap();
+        let moved = device
+            .location_update(
+                panic.hash(),
+                &talwandi(),
+                &c.info.control_room,
+                Timestamp::now(),
+            )
+            .unwrap();
+        answers.push(post_location(&c, &moved).await);
+        ids.push((id, panic.hash()));
+    }
+    assert_eq!(answers[0], answers[1], "the answers differ: {answers:?}");
+    assert_eq!(answers[0].0, 200, "{answers:?}");
+
+    // The normally cancelled incident stores nothing more; the duress one
+    // keeps following the student.
+    let trail = |id: String| {
+        let (c, op) = (&c, &op);
+        async move {
+            let d = c
+                .client
+                .get(&format!("/v1/operator/incidents/{id}"), Some(op))
+                .await
+                .unwrap();
+            (
+                d["status"].as_str().unwrap_or("").to_owned(),
+                d["trail"].as_array().map_or(0, Vec::len),
+            )
+        }
+    };
+    let (status, points) = trail(ids[0].0.clone()).await;
+    // (A cancel forgets the trail, and the late update adds nothing.)
+    assert_eq!((status.as_str(), points), ("cancelled", 0), "normal cancel");
+    let (status, points) = trail(ids[1].0.clone()).await;
+    assert_eq!((status.as_str(), points), ("open", 2), "duress cancel");
+
+    // Once an operator closes the duress incident, the phone still hears `stored`.
+    let id = &ids[1].0;
+    c.client
+        .post(
+            &format!("/v1/operator/incidents/{id}/close"),
+            Some(&op),
+            &Value::Null,
+        )
+        .await
+        .unwrap();
+    let moved = coerced
+        .location_update(
+            ids[1].1,
+            &talwandi(),
+            &c.info.control_room,
+            Timestamp::now(),
+        )
+        .unwrap();
+    assert_eq!(post_location(&c, &moved).await, answers[0]);
+}

@@ -155,8 +155,8 @@ async fn too_many_panics_are_flagged_never_dropped_and_false_alarms_flag_repeat_
         .unwrap_err();
     assert_eq!((err.status, err.code.as_str()), (409, "incident_closed"));
 
-    // The metrics count them.
-    let m = c.client.get_text("/metrics").await.unwrap();
+    // The metrics count them (for an operator).
+    let m = c.client.get_text_auth("/metrics", Some(&op)).await.unwrap();
     assert!(m.contains("sosvault_panics_total 5"), "{m}");
     assert!(m.contains("sosvault_open_incidents 4"), "{m}");
     assert!(

@@ -15,6 +15,12 @@ async fn the_service_answers_over_tls_and_refuses_plain_http() {
     let (cert_pem, key_pem) = (ck.cert.pem(), ck.signing_key.serialize_pem());
     std::fs::write(dir.path().join("cert.pem"), &cert_pem).unwrap();
     std::fs::write(dir.path().join("key.pem"), &key_pem).unwrap();
+    // A key others can read is refused at start.
+    std::fs::set_permissions(
+        dir.path().join("key.pem"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
 
     let mut cfg = sosvault_server::config::Config::new(dir.path().join("data"));
     sosvault_server::init_keys(&cfg).unwrap();
@@ -26,6 +32,7 @@ async fn the_service_answers_over_tls_and_refuses_plain_http() {
             url: "http://127.0.0.1:9".into(),
             public: sosvault::TrusteeKey::generate().public().to_hex(),
             name: String::new(),
+            tls_ca: None,
         });
     }
     let config = dir.path().join("server.toml");

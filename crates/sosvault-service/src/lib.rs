@@ -7,7 +7,15 @@
 //! | module | what it holds |
 //! | --- | --- |
 //! | [`http`] | [`http::close_unread`]: `Connection: close` on any answer given before the request body was read |
+//! | [`pki`] | a throwaway CA: the demo's and the tests' certificates, made at start |
+//! | [`tls`] | rustls for both services: the listener (optional client certificates, [`tls::Peer`] as `ConnectInfo`) and the pinned client configuration |
+//! | [`logverify`] | `log verify`, both services' auditor command: the log key pinned or remembered, the signed head, consistency with the last verified head (a fork, a shrunken or rewritten log fails), every leaf and inclusion proof, the state file |
+//! | [`openapi`] | byte fields with their encoding and limit, the answers layers give documented on every operation, and [`openapi::check_document`]: the promises each served document keeps |
 
 #![forbid(unsafe_code)]
 
 pub mod http;
+pub mod logverify;
+pub mod openapi;
+pub mod pki;
+pub mod tls;

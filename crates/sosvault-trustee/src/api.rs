@@ -1,5 +1,15 @@
 //! The HTTP API (JSON, versioned under `/v1`, binary fields in standard
 //! padded base64). See the crate docs for the table of routes.
+//!
+//! The OpenAPI document (`GET /openapi.json`) is generated from the
+//! handlers' annotations, and the routes are registered through the same
+//! [`utoipa_axum::router::OpenApiRouter`], so a route cannot exist without
+//! being documented. The answers the layers give (408 from the timeout, 413
+//! from the body limit, 415 and 400 from [`ApiJson`], 401 from an auditor
+//! token that is not valid) are added to every operation they guard by
+//! [`sosvault_service::openapi::document_layer_answers`]; byte fields say
+//! their encoding and their limit ([`sosvault_service::openapi::base64_field`]),
+//! and a field longer than its limit is refused before it is decoded.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -8,17 +18,29 @@ use axum::extract::rejection::QueryRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use sosvault::Timestamp;
+use sosvault::log::{LogQuery, MAX_ENTRY_BYTES, TreeHead};
+use sosvault::{
+    Cancel, CancelReceipt, EnrollmentCommit, Release, ReleaseRequest, ShareDelivery, ShareReceipt,
+    ShredReceipt, Signed, Stop, Timestamp,
+};
+use sosvault_service::openapi::{
+    Layers, base64_field, base64_len, base64_list, document_layer_answers, int64,
+};
 use subtle::ConstantTimeEq;
 use tower_http::timeout::TimeoutLayer;
 use tracing::error;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{Array, Object};
+use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::group::{GroupCommit, MAX_BATCH, WriterExit};
 use crate::node::{Answer, Checker, Node, NodeError, Refused};
@@ -51,9 +73,14 @@ impl From<NodeError> for ApiError {
     }
 }
 
-#[derive(Serialize)]
+/// The body of every refusal (4xx) and internal failure (500).
+#[derive(Serialize, ToSchema)]
 struct ErrorBody<'a> {
+    /// A stable code (`malformed`, `replayed`, `unauthorized`, `timeout`, ...;
+    /// `internal` for a 500).
     error: &'a str,
+    /// Plain words, never a secret (absent on a 500: the detail is only in
+    /// the service's log).
     #[serde(skip_serializing_if = "Option::is_none")]
     message: Option<&'a str>,
 }
@@ -117,14 +144,30 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
                 }
             })?;
         serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| {
+            // serde's message can quote the body (an unknown field's name):
+            // cut it at a character boundary, never inside one.
             let mut msg = format!("the body is not the expected JSON: {e}");
-            msg.truncate(300);
+            let mut end = msg.len().min(300);
+            while !msg.is_char_boundary(end) {
+                end -= 1;
+            }
+            msg.truncate(end);
             Refused::malformed(msg).into()
         })
     }
 }
 
-fn b64_field(name: &str, value: &str) -> Result<Vec<u8>, ApiError> {
+/// Decodes a base64 field of at most `max_bytes` bytes (its documented
+/// `maxLength` is [`base64_len`]`(max_bytes)`): a longer one is refused
+/// before it is decoded.
+fn b64_field(name: &str, value: &str, max_bytes: usize) -> Result<Vec<u8>, ApiError> {
+    let max_len = base64_len(max_bytes);
+    if value.len() > max_len {
+        return Err(Refused::malformed(format!(
+            "field `{name}` is longer than its limit of {max_len} base64 characters"
+        ))
+        .into());
+    }
     B64.decode(value).map_err(|_| {
         Refused::malformed(format!("field `{name}` is not standard padded base64")).into()
     })
@@ -135,7 +178,7 @@ fn b64(bytes: &[u8]) -> String {
 }
 
 /// What `/v1/identity` says about this trustee.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
 pub struct Identity {
     /// The trustee id, hex.
     pub trustee_id: String,
@@ -266,22 +309,106 @@ pub struct HttpLimits {
     pub request_timeout: Duration,
 }
 
-/// The router, with its body limit and timeout layers.
-pub fn app(state: AppState, limits: HttpLimits) -> Router {
-    Router::new()
-        .route("/healthz", get(health))
-        .route("/v1/health", get(health))
-        .route("/v1/identity", get(identity))
-        .route("/v1/shares", post(shares))
-        .route("/v1/releases", post(releases))
-        .route("/v1/shreds", post(shreds))
-        .route("/v1/cancels", post(cancels))
-        .route("/v1/commits", post(commits))
-        .route("/v1/log/head", get(log_head))
-        .route("/v1/log/entries", get(log_entries))
-        .route("/v1/log/proof/inclusion", get(inclusion))
-        .route("/v1/log/proof/consistency", get(consistency))
-        .route("/v1/log/mine", post(mine))
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "sosvault trustee",
+        description = "Holds one key share per student, sealed at rest; releases it only for a valid panic inside a release request signed by a pinned control room; shreds it on stop; logs every decision in a verifiable Merkle log. Binary fields are standard padded base64."
+    ),
+    modifiers(&AuditorAuth),
+    tags(
+        (name = "public", description = "Health and identity"),
+        (name = "control room", description = "What the dispatch service forwards: share deliveries, release requests, stops, cancels, enrollment commits (device- or control-room-signed messages)"),
+        (name = "log", description = "The trustee's transparency log"),
+    )
+)]
+struct ApiDoc;
+
+/// The auditors' bearer token (`auditor_token_sha256` in the config), and
+/// the control room's TLS client certificate the write endpoints' gate asks
+/// for ([`crate::gate`]).
+struct AuditorAuth;
+
+impl Modify for AuditorAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "control_room",
+            SecurityScheme::MutualTls {
+                description: Some(
+                    "A pinned control room's TLS client certificate (`tls_client_ca`). Over TLS the \
+                     write endpoints answer nothing else (401 `client_certificate_required`); a \
+                     trustee on plain HTTP, which it allows on loopback only, asks for none."
+                        .into(),
+                ),
+                extensions: None,
+            },
+        );
+        components.add_security_scheme(
+            "auditor",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .description(Some(
+                        "An auditor's token (its SHA-256 is in `auditor_token_sha256`): full log entries",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
+
+/// The router, with its body limit and timeout layers, serving its OpenAPI
+/// document at `GET /openapi.json`.
+///
+/// `gate` decides who may call the write endpoints ([`crate::gate`]).
+pub fn app(state: AppState, limits: HttpLimits, gate: Arc<crate::gate::Gate>) -> Router {
+    let (router, _) = app_and_openapi(state, limits);
+    gate_writes(router, gate)
+}
+
+/// Puts the write endpoints' [`crate::gate`] outside everything else but
+/// the lingering close of [`sosvault_service::http::close_unread`], which is
+/// outermost so that it sees every answer given before the body was read
+/// (the gate's, the limit's, the timeout's): such a connection is closed,
+/// never reused with an unread body in it.
+fn gate_writes(router: Router, gate: Arc<crate::gate::Gate>) -> Router {
+    router
+        .layer(axum::middleware::from_fn_with_state(
+            gate,
+            crate::gate::check,
+        ))
+        .layer(axum::middleware::from_fn(
+            sosvault_service::http::close_unread,
+        ))
+}
+
+/// [`app`] and the OpenAPI document generated from the same registrations.
+pub fn app_and_openapi(state: AppState, limits: HttpLimits) -> (Router, utoipa::openapi::OpenApi) {
+    let (router, mut doc) = OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(health))
+        .routes(routes!(identity))
+        .routes(routes!(shares))
+        .routes(routes!(releases))
+        .routes(routes!(shreds))
+        .routes(routes!(cancels))
+        .routes(routes!(commits))
+        .routes(routes!(log_head))
+        .routes(routes!(log_entries))
+        .routes(routes!(inclusion))
+        .routes(routes!(consistency))
+        .routes(routes!(mine))
+        .split_for_parts();
+    // Every operation sits behind the timeout, the body limit and ApiJson.
+    document_layer_answers(&mut doc, "ErrorBody", Layers { timeout: true });
+    // Serialized once; every request gets a cheap clone of the bytes.
+    let served = axum::body::Bytes::from(sosvault_service::openapi::served(&doc));
+    let router = router
+        .route(
+            "/openapi.json",
+            get(move || async move { ([(header::CONTENT_TYPE, "application/json")], served) }),
+        )
         .fallback(not_found)
         .with_state(state)
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
@@ -289,15 +416,12 @@ pub fn app(state: AppState, limits: HttpLimits) -> Router {
             StatusCode::REQUEST_TIMEOUT,
             limits.request_timeout,
         ))
-        .layer(axum::middleware::map_response(json_for_bare_errors))
-        // Outermost, so it sees the limit's and the timeout's answers too.
-        .layer(axum::middleware::from_fn(
-            sosvault_service::http::close_unread,
-        ))
+        .layer(axum::middleware::map_response(json_for_bare_errors));
+    (router, doc)
 }
 
 /// Gives the layers' own bare answers (a timeout, a wrong method) the same
-/// JSON error body as every other refusal.
+/// JSON error body as every other refusal. A 405 keeps its `Allow` header.
 async fn json_for_bare_errors(resp: Response) -> Response {
     let bare = resp.headers().get(header::CONTENT_TYPE).is_none();
     match resp.status() {
@@ -305,12 +429,19 @@ async fn json_for_bare_errors(resp: Response) -> Response {
             ApiError::from(Refused::new("timeout", 408, "the request took too long"))
                 .into_response()
         }
-        StatusCode::METHOD_NOT_ALLOWED if bare => ApiError::from(Refused::new(
-            "method_not_allowed",
-            405,
-            "this route does not take that method",
-        ))
-        .into_response(),
+        StatusCode::METHOD_NOT_ALLOWED if bare => {
+            let allow = resp.headers().get(header::ALLOW).cloned();
+            let mut json = ApiError::from(Refused::new(
+                "method_not_allowed",
+                405,
+                "this route does not take that method",
+            ))
+            .into_response();
+            if let Some(allow) = allow {
+                json.headers_mut().insert(header::ALLOW, allow);
+            }
+            json
+        }
         _ => resp,
     }
 }
@@ -319,36 +450,79 @@ async fn not_found() -> ApiError {
     Refused::new("not_found", 404, "no such route").into()
 }
 
-#[derive(Serialize)]
+/// A status word.
+#[derive(Serialize, ToSchema)]
 struct Status {
+    /// `ok`.
     status: &'static str,
 }
 
+/// Liveness.
+#[utoipa::path(get, path = "/healthz", tag = "public", responses((status = 200, body = Status)))]
+async fn healthz() -> Json<Status> {
+    Json(Status { status: "ok" })
+}
+
+/// Liveness (the same as `/healthz`).
+#[utoipa::path(get, path = "/v1/health", tag = "public", responses((status = 200, body = Status)))]
 async fn health() -> Json<Status> {
     Json(Status { status: "ok" })
 }
 
+/// The trustee's id, public keys, log key and name.
+#[utoipa::path(get, path = "/v1/identity", tag = "public", responses((status = 200, body = Identity)))]
 async fn identity(State(state): State<AppState>) -> Json<Identity> {
     Json((*state.identity).clone())
 }
 
-#[derive(Deserialize)]
+fn delivery_field() -> Object {
+    base64_field(
+        ShareDelivery::MAX_LEN,
+        "Base64 of a `sosvault/share-delivery/v1`: the device-signed enrollment record and this trustee's share, sealed to it.",
+    )
+}
+
+fn share_receipt_field() -> Object {
+    base64_field(
+        Signed::<ShareReceipt>::MAX_LEN,
+        "Base64 of the trustee-signed `sosvault/share-receipt/v1`.",
+    )
+}
+
+/// `POST /v1/shares`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SharesRequest {
+    #[schema(schema_with = delivery_field)]
     delivery: String,
 }
 
-#[derive(Serialize)]
+/// A share accepted (or accepted before).
+#[derive(Serialize, ToSchema)]
 struct SharesResponse {
+    #[schema(schema_with = share_receipt_field)]
     receipt: String,
+    /// True when this delivery was accepted before (the same receipt, nothing logged again).
     repeated: bool,
 }
 
+/// Accepts an enrollment share: opened, checked against the record's
+/// commitment, sealed at rest, logged; answered with a signed receipt.
+#[utoipa::path(post, path = "/v1/shares", tag = "control room", request_body = SharesRequest, security(("control_room" = [])),
+    responses(
+        (status = 200, body = SharesResponse),
+        (status = 400, description = "`malformed`: the body, a field, or the delivery does not decode", body = ErrorBody),
+        (status = 401, description = "`client_certificate_required`: over TLS, the connection did not present a pinned control room's client certificate (answered before the body is read; counted, not logged)", body = ErrorBody),
+        (status = 409, description = "`stale_epoch`: an older epoch than the one held", body = ErrorBody),
+        (status = 410, description = "`shredded`: the student has stopped", body = ErrorBody),
+        (status = 422, description = "`not_our_share`, `does_not_open`, `mismatch`, `commitment_mismatch`, `refused`", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ))]
 async fn shares(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<SharesRequest>,
 ) -> Result<Json<SharesResponse>, ApiError> {
-    let delivery = b64_field("delivery", &req.delivery)?;
+    let delivery = b64_field("delivery", &req.delivery, ShareDelivery::MAX_LEN)?;
     let request = state.checker.share(delivery);
     let (receipt, repeated) = state.write(request).await?.into_share()?;
     Ok(Json(SharesResponse {
@@ -357,23 +531,57 @@ async fn shares(
     }))
 }
 
-#[derive(Deserialize)]
+fn release_request_field() -> Object {
+    base64_field(
+        Signed::<ReleaseRequest>::MAX_LEN,
+        "Base64 of a control-room-signed `sosvault/release-request/v1` (the student's signed panic inside).",
+    )
+}
+
+fn release_field() -> Object {
+    base64_field(
+        Signed::<Release>::MAX_LEN,
+        "Base64 of the trustee-signed `sosvault/release/v1`: the share sealed to the incident's key.",
+    )
+}
+
+/// `POST /v1/releases`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ReleasesRequest {
+    #[schema(schema_with = release_request_field)]
     request: String,
 }
 
-#[derive(Serialize)]
+/// A release.
+#[derive(Serialize, ToSchema)]
 struct ReleasesResponse {
+    #[schema(schema_with = release_field)]
     release: String,
+    /// True when this request was answered before (within the retry window).
     repeated: bool,
 }
 
+/// Releases the student's share for a valid panic, to the incident's key.
+/// Every decision, a refusal too, is a log entry.
+#[utoipa::path(post, path = "/v1/releases", tag = "control room", request_body = ReleasesRequest, security(("control_room" = [])),
+    responses(
+        (status = 200, body = ReleasesResponse),
+        (status = 400, description = "`malformed`", body = ErrorBody),
+        (status = 401, description = "`client_certificate_required`: over TLS, the connection did not present a pinned control room's client certificate (answered before the body is read; counted, not logged)", body = ErrorBody),
+        (status = 403, description = "`unpinned_control_room`, `forged_panic`, `wrong_device`", body = ErrorBody),
+        (status = 404, description = "`unknown_student`", body = ErrorBody),
+        (status = 409, description = "`wrong_epoch`, `replayed`, `cancelled`", body = ErrorBody),
+        (status = 410, description = "`shredded`, `retry_expired`", body = ErrorBody),
+        (status = 422, description = "`stale_request`, `stale_panic`, `future_panic`, `refused`", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many releases for this student in the window", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ))]
 async fn releases(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<ReleasesRequest>,
 ) -> Result<Json<ReleasesResponse>, ApiError> {
-    let request = b64_field("request", &req.request)?;
+    let request = b64_field("request", &req.request, Signed::<ReleaseRequest>::MAX_LEN)?;
     let request = state.checker.release(request, Timestamp::now());
     let (release, repeated) = state.write(request).await?.into_release()?;
     Ok(Json(ReleasesResponse {
@@ -382,23 +590,54 @@ async fn releases(
     }))
 }
 
-#[derive(Deserialize)]
+fn stop_field() -> Object {
+    base64_field(
+        Signed::<Stop>::MAX_LEN,
+        "Base64 of a device-signed `sosvault/stop/v1`.",
+    )
+}
+
+fn shred_receipt_field() -> Object {
+    base64_field(
+        Signed::<ShredReceipt>::MAX_LEN,
+        "Base64 of the trustee-signed `sosvault/shred-receipt/v1`.",
+    )
+}
+
+/// `POST /v1/shreds`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ShredsRequest {
+    #[schema(schema_with = stop_field)]
     stop: String,
 }
 
-#[derive(Serialize)]
+/// A shred receipt.
+#[derive(Serialize, ToSchema)]
 struct ShredsResponse {
+    #[schema(schema_with = shred_receipt_field)]
     receipt: String,
+    /// True when this stop was applied before (the same receipt).
     repeated: bool,
 }
 
+/// Shreds the student's share on their stop; answers the same signed
+/// receipt on every repeat.
+#[utoipa::path(post, path = "/v1/shreds", tag = "control room", request_body = ShredsRequest, security(("control_room" = [])),
+    responses(
+        (status = 200, body = ShredsResponse),
+        (status = 400, description = "`malformed`", body = ErrorBody),
+        (status = 401, description = "`client_certificate_required`: over TLS, the connection did not present a pinned control room's client certificate (answered before the body is read; counted, not logged)", body = ErrorBody),
+        (status = 403, description = "`wrong_device`", body = ErrorBody),
+        (status = 409, description = "`stale_stop`", body = ErrorBody),
+        (status = 422, description = "`refused`", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ))]
 async fn shreds(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<ShredsRequest>,
 ) -> Result<Json<ShredsResponse>, ApiError> {
-    let stop = b64_field("stop", &req.stop)?;
+    let stop = b64_field("stop", &req.stop, Signed::<Stop>::MAX_LEN)?;
     let request = state.checker.shred(stop);
     let (receipt, repeated) = state.write(request).await?.into_shred()?;
     Ok(Json(ShredsResponse {
@@ -407,25 +646,55 @@ async fn shreds(
     }))
 }
 
-#[derive(Deserialize)]
+fn cancel_field() -> Object {
+    base64_field(
+        Signed::<Cancel>::MAX_LEN,
+        "Base64 of a device-signed `sosvault/cancel/v1`.",
+    )
+}
+
+fn cancel_receipt_field() -> Object {
+    base64_field(
+        Signed::<CancelReceipt>::MAX_LEN,
+        "Base64 of the trustee-signed `sosvault/cancel-receipt/v1`.",
+    )
+}
+
+/// `POST /v1/cancels`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CancelsRequest {
+    #[schema(schema_with = cancel_field)]
     cancel: String,
 }
 
-#[derive(Serialize)]
+/// A cancel receipt.
+#[derive(Serialize, ToSchema)]
 struct CancelsResponse {
+    #[schema(schema_with = cancel_receipt_field)]
     receipt: String,
+    /// True when this cancel was applied before (the same receipt).
     repeated: bool,
 }
 
 /// A cancel the control room forwards: from now on nothing is released for
 /// this student's panics up to the cancel's counter.
+#[utoipa::path(post, path = "/v1/cancels", tag = "control room", request_body = CancelsRequest, security(("control_room" = [])),
+    responses(
+        (status = 200, body = CancelsResponse),
+        (status = 400, description = "`malformed`", body = ErrorBody),
+        (status = 401, description = "`client_certificate_required`: over TLS, the connection did not present a pinned control room's client certificate (answered before the body is read; counted, not logged)", body = ErrorBody),
+        (status = 403, description = "`wrong_device`", body = ErrorBody),
+        (status = 404, description = "`unknown_student`", body = ErrorBody),
+        (status = 409, description = "`stale_cancel`", body = ErrorBody),
+        (status = 422, description = "`refused`", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ))]
 async fn cancels(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CancelsRequest>,
 ) -> Result<Json<CancelsResponse>, ApiError> {
-    let cancel = b64_field("cancel", &req.cancel)?;
+    let cancel = b64_field("cancel", &req.cancel, Signed::<Cancel>::MAX_LEN)?;
     let request = state.checker.cancel(cancel);
     let (receipt, repeated) = state.write(request).await?.into_cancel()?;
     Ok(Json(CancelsResponse {
@@ -434,37 +703,90 @@ async fn cancels(
     }))
 }
 
-#[derive(Deserialize)]
+fn commit_field() -> Object {
+    base64_field(
+        Signed::<EnrollmentCommit>::MAX_LEN,
+        "Base64 of a device-signed `sosvault/enrollment-commit/v1`.",
+    )
+}
+
+/// `POST /v1/commits`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CommitsRequest {
+    #[schema(schema_with = commit_field)]
     commit: String,
 }
 
-#[derive(Serialize)]
+/// What a commit changed.
+#[derive(Serialize, ToSchema)]
 struct CommitsResponse {
+    /// False when this commit was taken before (nothing changed).
     changed: bool,
 }
 
 /// The device's commit of a new epoch, forwarded by the control room: the
 /// older share kept during the re-enrollment goes.
+#[utoipa::path(post, path = "/v1/commits", tag = "control room", request_body = CommitsRequest, security(("control_room" = [])),
+    responses(
+        (status = 200, body = CommitsResponse),
+        (status = 400, description = "`malformed`", body = ErrorBody),
+        (status = 401, description = "`client_certificate_required`: over TLS, the connection did not present a pinned control room's client certificate (answered before the body is read; counted, not logged)", body = ErrorBody),
+        (status = 403, description = "`wrong_device`", body = ErrorBody),
+        (status = 404, description = "`unknown_student`", body = ErrorBody),
+        (status = 409, description = "`unknown_record`", body = ErrorBody),
+        (status = 422, description = "`refused`", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ))]
 async fn commits(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<CommitsRequest>,
 ) -> Result<Json<CommitsResponse>, ApiError> {
-    let commit = b64_field("commit", &req.commit)?;
+    let commit = b64_field("commit", &req.commit, Signed::<EnrollmentCommit>::MAX_LEN)?;
     let request = state.checker.commit(commit);
     let changed = state.write(request).await?.into_commit()?;
     Ok(Json(CommitsResponse { changed }))
 }
 
+fn head_field() -> Object {
+    base64_field(
+        Signed::<TreeHead>::MAX_LEN,
+        "Base64 of the signed `sosvault/tree-head/v1` (signed with the log key).",
+    )
+}
+
+fn hash_field() -> Object {
+    base64_field(32, "A SHA-256 hash, base64.")
+}
+
+/// A proof: at most 64 hashes (a tree of up to 2^64 leaves).
+fn proof_field() -> Array {
+    base64_list(
+        32,
+        64,
+        "The proof's hashes (SHA-256), base64, in RFC 6962 order.",
+    )
+}
+
+fn entry_field() -> Object {
+    base64_field(
+        MAX_ENTRY_BYTES,
+        "The entry's bytes (`sosvault/log-entry/v1`), base64: only for an auditor (or, in `/v1/log/mine`, the student the entry is about).",
+    )
+}
+
 /// `GET /v1/log/head`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeadResponse {
     /// The signed tree head (`Signed<TreeHead>`), base64.
+    #[schema(schema_with = head_field)]
     pub head: String,
 }
 
+/// A freshly signed head of the log.
+#[utoipa::path(get, path = "/v1/log/head", tag = "log",
+    responses((status = 200, body = HeadResponse), (status = 500, description = "`internal`", body = ErrorBody)))]
 async fn log_head(State(state): State<AppState>) -> Result<Json<HeadResponse>, ApiError> {
     let head = state
         .with_node(|n| Ok(n.signed_head(Timestamp::now())))
@@ -480,38 +802,58 @@ fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     })
 }
 
-#[derive(Deserialize)]
+/// Which leaves.
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct EntriesQuery {
+    /// The first leaf.
+    #[serde(deserialize_with = "int64")]
     start: u64,
+    /// One past the last leaf (clamped to the log's size and to `start` +
+    /// 1000); not before `start`.
+    #[serde(deserialize_with = "int64")]
     end: u64,
 }
 
 /// One leaf in `GET /v1/log/entries`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LeafJson {
     /// The leaf's index.
     pub index: u64,
     /// Its RFC 6962 leaf hash, base64.
+    #[schema(schema_with = hash_field)]
     pub leaf_hash: String,
     /// The entry's bytes, base64: only for an auditor (or, in `/v1/log/mine`,
     /// the student the entry is about).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = entry_field, required = false)]
     pub entry: Option<String>,
     /// Its inclusion proof in the answer's head (in `/v1/log/mine` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = proof_field, required = false)]
     pub proof: Option<Vec<String>>,
 }
 
 /// `GET /v1/log/entries`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EntriesResponse {
     /// The leaves, in order (at most 1000; fewer at the log's end).
     pub entries: Vec<LeafJson>,
 }
 
+/// Leaves `[start, end)`: leaf hashes for anyone, the entries' bytes too for
+/// an auditor's token.
+#[utoipa::path(get, path = "/v1/log/entries", tag = "log", params(EntriesQuery),
+    security((), ("auditor" = [])),
+    responses(
+        (status = 200, body = EntriesResponse),
+        (status = 400, description = "`malformed`: the query string is not valid, or `start` is after `end`", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: an `Authorization` header that is not a valid auditor token", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ))]
 async fn log_entries(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -536,21 +878,35 @@ async fn log_entries(
     }))
 }
 
-#[derive(Deserialize)]
+/// Which inclusion proof.
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct InclusionQuery {
+    /// The leaf (below `size`).
+    #[serde(deserialize_with = "int64")]
     index: u64,
+    /// The tree size (from a signed head; not beyond the log).
+    #[serde(deserialize_with = "int64")]
     size: u64,
 }
 
 /// `GET /v1/log/proof/inclusion` and `/consistency`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProofResponse {
     /// The proof's hashes, base64, in RFC 6962 order.
+    #[schema(schema_with = proof_field)]
     pub proof: Vec<String>,
 }
 
+/// The inclusion proof of one leaf in the tree of `size` leaves.
+#[utoipa::path(get, path = "/v1/log/proof/inclusion", tag = "log", params(InclusionQuery),
+    responses(
+        (status = 200, body = ProofResponse),
+        (status = 400, description = "`malformed`: the query string is not valid, the tree is empty, `index` is not below `size`, or `size` is beyond the log", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ))]
 async fn inclusion(
     State(state): State<AppState>,
     q: Result<Query<InclusionQuery>, QueryRejection>,
@@ -564,13 +920,26 @@ async fn inclusion(
     }))
 }
 
-#[derive(Deserialize)]
+/// Which consistency proof.
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct ConsistencyQuery {
+    /// The older tree's size (at least 1).
+    #[serde(deserialize_with = "int64")]
     old: u64,
+    /// The newer tree's size (not below `old`, not beyond the log).
+    #[serde(deserialize_with = "int64")]
     new: u64,
 }
 
+/// The consistency proof between the trees of `old` and `new` leaves.
+#[utoipa::path(get, path = "/v1/log/proof/consistency", tag = "log", params(ConsistencyQuery),
+    responses(
+        (status = 200, body = ProofResponse),
+        (status = 400, description = "`malformed`: the query string is not valid, `old` is 0 or above `new`, or `new` is beyond the log", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ))]
 async fn consistency(
     State(state): State<AppState>,
     q: Result<Query<ConsistencyQuery>, QueryRejection>,
@@ -584,27 +953,49 @@ async fn consistency(
     }))
 }
 
-#[derive(Deserialize)]
+fn log_query_field() -> Object {
+    base64_field(
+        Signed::<LogQuery>::MAX_LEN,
+        "Base64 of a device-signed `sosvault/log-query/v1` addressed to this trustee.",
+    )
+}
+
+/// `POST /v1/log/mine`.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct MineRequest {
+    #[schema(schema_with = log_query_field)]
     query: String,
 }
 
 /// `POST /v1/log/mine`.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MineResponse {
     /// The signed head the proofs are against, base64.
+    #[schema(schema_with = head_field)]
     pub head: String,
     /// The entries about the asking student, with their inclusion proofs.
     pub entries: Vec<LeafJson>,
 }
 
+/// A student's own entries (the query's signer), each with its inclusion
+/// proof in a fresh signed head. Each query is answered once.
+#[utoipa::path(post, path = "/v1/log/mine", tag = "log", request_body = MineRequest,
+    responses(
+        (status = 200, body = MineResponse),
+        (status = 400, description = "`malformed`", body = ErrorBody),
+        (status = 403, description = "`wrong_trustee`: the query is for another trustee", body = ErrorBody),
+        (status = 409, description = "`replayed`: this query was answered before", body = ErrorBody),
+        (status = 422, description = "`stale_request`: the query's time is outside the allowed clock skew", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many queries right now", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ))]
 async fn mine(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<MineRequest>,
 ) -> Result<Json<MineResponse>, ApiError> {
-    let query = b64_field("query", &req.query)?;
+    let query = b64_field("query", &req.query, Signed::<LogQuery>::MAX_LEN)?;
     let answer = state
         .with_node(move |n| n.mine(&query, Timestamp::now()))
         .await?;

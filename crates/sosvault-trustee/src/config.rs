@@ -13,7 +13,7 @@
 //! max_clock_skew_secs = 120
 //! max_panic_age_secs = 3600
 //! release_retry_window_secs = 300
-//! request_timeout_secs = 10
+//! request_timeout_secs = 5
 //! max_body_bytes = 65536
 //! ```
 //!
@@ -72,7 +72,9 @@ pub struct Config {
     /// answer), in seconds; after it the release is forgotten.
     #[serde(default = "default_retry_window")]
     pub release_retry_window_secs: u64,
-    /// Requests taking longer are answered 408.
+    /// Requests taking longer are answered 408. Keep it below the dispatch
+    /// service's 10 s call timeout, so a slow request is answered (and
+    /// retried) rather than cut off mid-answer. At most 9.
     #[serde(default = "default_timeout")]
     pub request_timeout_secs: u64,
     /// Largest request body, in bytes.
@@ -83,6 +85,20 @@ pub struct Config {
     /// its own entries through a device-signed query.
     #[serde(default)]
     pub auditor_token_sha256: Vec<String>,
+    /// This trustee's TLS certificate chain (PEM). With `tls_key` and
+    /// `tls_client_ca` the listener speaks only TLS, and the write endpoints
+    /// take only pinned control rooms. Without TLS, `listen` must be a
+    /// loopback address (tests and a single-machine demo).
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `tls_cert` (PEM, mode 0600).
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
+    /// The pinned control rooms' TLS client certificates, or the CA that
+    /// issues them (PEM): the only callers of `POST /v1/shares`,
+    /// `/v1/releases`, `/v1/shreds`, `/v1/cancels` and `/v1/commits`.
+    #[serde(default)]
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 fn default_name() -> String {
@@ -107,7 +123,7 @@ fn default_retry_window() -> u64 {
     TimeLimits::default().retry_window_secs
 }
 fn default_timeout() -> u64 {
-    10
+    5
 }
 fn default_body() -> usize {
     64 * 1024
@@ -141,6 +157,9 @@ impl Config {
             request_timeout_secs: default_timeout(),
             max_body_bytes: default_body(),
             auditor_token_sha256: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
         }
     }
 
@@ -225,6 +244,15 @@ impl Config {
         if let Some(v) = var("AUDITOR_TOKEN_SHA256") {
             self.auditor_token_sha256 = split_list(&v);
         }
+        if let Some(v) = var("TLS_CERT") {
+            self.tls_cert = Some(v.into());
+        }
+        if let Some(v) = var("TLS_KEY") {
+            self.tls_key = Some(v.into());
+        }
+        if let Some(v) = var("TLS_CLIENT_CA") {
+            self.tls_client_ca = Some(v.into());
+        }
         Ok(())
     }
 
@@ -238,13 +266,36 @@ impl Config {
         if self.release_window_secs == 0 {
             bail!("release_window_secs must be at least 1");
         }
-        if self.request_timeout_secs == 0 {
-            bail!("request_timeout_secs must be at least 1");
+        if !(1..=9).contains(&self.request_timeout_secs) {
+            bail!(
+                "request_timeout_secs must be from 1 to 9 (the dispatch service gives a call 10 s; \
+                 a trustee must answer 408 before that)"
+            );
         }
         if self.max_body_bytes < 1024 {
             bail!("max_body_bytes must be at least 1024");
         }
+        self.tls()?;
         Ok(())
+    }
+
+    /// The TLS files, if TLS is on: `(cert, key, client CA)`. All three or
+    /// none; none only on a loopback address.
+    pub fn tls(&self) -> anyhow::Result<Option<(&Path, &Path, &Path)>> {
+        match (&self.tls_cert, &self.tls_key, &self.tls_client_ca) {
+            (Some(c), Some(k), Some(ca)) => Ok(Some((c, k, ca))),
+            (None, None, None) if self.listen.ip().is_loopback() => Ok(None),
+            (None, None, None) => bail!(
+                "listen = {} is not a loopback address: serve TLS there (set tls_cert, tls_key, \
+                 and tls_client_ca, the control room's client certificate or CA); plain HTTP \
+                 is for loopback only",
+                self.listen
+            ),
+            _ => bail!(
+                "TLS needs tls_cert, tls_key and tls_client_ca together (tls_client_ca: the \
+                 control room's client certificate or CA, the only caller of the write endpoints)"
+            ),
+        }
     }
 
     /// The pinned control rooms, parsed.

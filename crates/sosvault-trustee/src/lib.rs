@@ -53,6 +53,7 @@
 //! | `GET /v1/log/proof/inclusion` | `?index=&size=` | `{"proof":[b64]}` |
 //! | `GET /v1/log/proof/consistency` | `?old=&new=` | `{"proof":[b64]}` |
 //! | `POST /v1/log/mine` | `{"query": b64}` | `{"head", "entries":[{"index","leaf_hash","entry","proof"}]}` |
+//! | `GET /openapi.json` | | this API as OpenAPI 3.1, generated from the handlers ([`api`]) |
 //!
 //! Errors are `{"error": "<code>", "message": "<plain words>"}` with a 4xx
 //! status, or `{"error": "internal"}` with a 500 whose detail is only in the
@@ -89,6 +90,7 @@
 
 pub mod api;
 pub mod config;
+pub mod gate;
 pub mod group;
 pub mod node;
 pub mod rekey;

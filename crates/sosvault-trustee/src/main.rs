@@ -12,7 +12,9 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use sosvault::{Trustee, TrusteeKey, TrusteePublic};
+use sosvault_service::tls::{Peer, TlsListener};
 use sosvault_trustee::config::default_master_key_file;
+use sosvault_trustee::gate::Gate;
 use sosvault_trustee::node::{Node, NodeOptions, RateLimit};
 use sosvault_trustee::rekey::{self, Recovery, key_file_inside, next_key_file};
 use sosvault_trustee::seal::MasterKey;
@@ -89,6 +91,10 @@ enum LogCommand {
         /// `SOSVAULT_AUDITOR_TOKEN` works too.
         #[arg(long)]
         auditor_token_file: Option<PathBuf>,
+        /// For an `https://` URL: a PEM file with the trustee's TLS
+        /// certificate or the CA that issued it, the only one trusted.
+        #[arg(long)]
+        ca: Option<PathBuf>,
     },
 }
 
@@ -111,6 +117,7 @@ fn main() -> ExitCode {
                     log_public_key,
                     state,
                     auditor_token_file,
+                    ca,
                 },
         } => log_verify(
             url,
@@ -118,6 +125,7 @@ fn main() -> ExitCode {
             log_public_key,
             state,
             auditor_token_file,
+            ca,
         ),
     };
     match result {
@@ -369,13 +377,29 @@ fn serve(config_path: &Path) -> anyhow::Result<()> {
     let state = AppState::new(node, config.name.clone(), config.auditor_tokens()?)
         .context("cannot start the store's writer thread")?;
     let writer = state.writer_exit();
+    let tls = match config.tls()? {
+        Some((cert, key, client_ca)) => Some(
+            sosvault_service::tls::server_config(cert, key, Some(client_ca))
+                .context("cannot set up TLS")?,
+        ),
+        None => None,
+    };
+    // Over TLS the write endpoints answer only pinned control rooms; plain
+    // HTTP is loopback only (checked by the config) and stays open.
+    let gate = if tls.is_some() {
+        Gate::control_rooms_only()
+    } else {
+        Gate::open()
+    };
     let router = app(
         state,
         HttpLimits {
             max_body_bytes: config.max_body_bytes,
             request_timeout: Duration::from_secs(config.request_timeout_secs),
         },
-    );
+        gate.clone(),
+    )
+    .into_make_service_with_connect_info::<Peer>();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -388,16 +412,28 @@ fn serve(config_path: &Path) -> anyhow::Result<()> {
         // Handlers first: a SIGTERM right after the line below must shut
         // down gracefully, not kill the process with the default action.
         let shutdown = shutdown()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         {
             let mut out = std::io::stdout().lock();
-            writeln!(out, "listening on http://{addr}")?;
+            writeln!(out, "listening on {scheme}://{addr}")?;
             out.flush()?;
         }
-        tracing::info!(%addr, pinned = config.pinned_control_rooms.len(), "serving");
-        axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .context("the server failed")?;
+        tracing::info!(%addr, scheme, pinned = config.pinned_control_rooms.len(), "serving");
+        tokio::spawn(gate.summarise());
+        match tls {
+            Some(tls) => {
+                let listener = TlsListener::new(listener, tls)?;
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+            None => {
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(shutdown)
+                    .await
+            }
+        }
+        .context("the server failed")?;
         tracing::info!("stopped");
         Ok(())
     });
@@ -428,6 +464,7 @@ fn log_verify(
     log_public_key: Option<String>,
     state: Option<PathBuf>,
     auditor_token_file: Option<PathBuf>,
+    ca: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let trustee_public = trustee_public
         .map(|h| TrusteePublic::from_hex(&h))
@@ -452,25 +489,13 @@ fn log_verify(
         log_public,
         state,
         auditor_token,
+        ca,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
     let report = runtime.block_on(verify(&opts))?;
-    let mut line = format!(
-        "ok: log of {} entries, root {}, signature verified, every entry included",
-        report.size, report.root
-    );
-    if report.full_entries {
-        line.push_str(", every entry matches its leaf hash");
-    }
-    match report.previous_size {
-        Some(p) => line.push_str(&format!(
-            ", consistent with the head of {p} entries seen before"
-        )),
-        None => line.push_str(", no earlier head to compare"),
-    }
-    println!("{line}");
+    println!("{}", report.summary());
     Ok(())
 }

@@ -2,7 +2,7 @@
 //!
 //! 1. Fetch `/v1/identity`; if a trustee public key is pinned (on the command
 //!    line, or in the state file from an earlier run) it must match, and the
-//!    log key must be the one seen before.
+//!    log key must be the one pinned or seen before.
 //! 2. Fetch the signed head and verify its signature under the log key.
 //! 3. If the state file holds an earlier head: the new head must not be
 //!    smaller, a head of the same size must have the same root (else the
@@ -14,18 +14,29 @@
 //!    verify the served inclusion proof of every leaf against the head.
 //! 5. Save the new head in the state file (written to a temporary file and
 //!    renamed, so a crash leaves the old state or the new).
+//!
+//! Steps 1 (the log key), 2 to 4 and the state file are the dispatch
+//! service's `log verify` too: they live in [`sosvault_service::logverify`];
+//! this module says how a trustee serves its log ([`LogSource`]) and adds the
+//! trustee's own identity.
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::PathBuf;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{anyhow, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
-use sosvault::log::{LogEntry, MerkleLog, TreeHead, leaf_hash};
-use sosvault::{Container, LogPublic, Signed, TrusteePublic};
+use sosvault::{LogPublic, TrusteePublic};
+use sosvault_service::logverify::{
+    Http, Leaf, LogSource, Names, base64, check, hash_base64, hashes_base64, pin_log_key,
+    read_state, write_state,
+};
 
 use crate::api::{EntriesResponse, HeadResponse, Identity, ProofResponse};
+
+pub use sosvault_service::logverify::Report as VerifyReport;
+
+const WHO: &str = "the trustee";
 
 /// What `log verify` is given.
 #[derive(Debug, Clone)]
@@ -41,19 +52,9 @@ pub struct VerifyOptions {
     pub state: Option<PathBuf>,
     /// A bearer token that lets the auditor read full entries.
     pub auditor_token: Option<String>,
-}
-
-/// What a successful check saw.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VerifyReport {
-    /// The verified head's size.
-    pub size: u64,
-    /// Its root, hex.
-    pub root: String,
-    /// The size of the earlier head it was proven consistent with.
-    pub previous_size: Option<u64>,
-    /// Whether entry bytes (not only leaf hashes) were checked.
-    pub full_entries: bool,
+    /// For an `https://` URL: a PEM file with the trustee's certificate or
+    /// the CA that issued it, the only one trusted.
+    pub ca: Option<PathBuf>,
 }
 
 /// The state file: what the auditor saw last time.
@@ -65,86 +66,55 @@ struct AuditState {
     head: String,
 }
 
-struct Client {
-    http: reqwest::Client,
-    base: String,
-    token: Option<String>,
-}
+/// A trustee's log routes.
+struct Trustee(Http);
 
-impl Client {
-    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
-        let url = format!("{}{path}", self.base);
-        let mut req = self.http.get(&url);
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
-        let resp = req
-            .send()
-            .await
-            .with_context(|| format!("cannot reach the trustee at {url}"))?;
-        let status = resp.status();
-        let body = resp
-            .bytes()
-            .await
-            .with_context(|| format!("cannot read the answer of {url}"))?;
-        if !status.is_success() {
-            let text = String::from_utf8_lossy(&body);
-            bail!(
-                "the trustee answered {status} to {path}: {}",
-                text.chars().take(300).collect::<String>()
-            );
-        }
-        serde_json::from_slice(&body)
-            .with_context(|| format!("the trustee's answer to {path} is not the expected JSON"))
+impl LogSource for Trustee {
+    async fn consistency_proof(&self, old: u64, new: u64) -> anyhow::Result<Vec<[u8; 32]>> {
+        let p: ProofResponse = self
+            .0
+            .get(&format!("/v1/log/proof/consistency?old={old}&new={new}"))
+            .await?;
+        hashes_base64(WHO, "a consistency proof", &p.proof)
     }
-}
 
-fn unb64(what: &str, s: &str) -> anyhow::Result<Vec<u8>> {
-    B64.decode(s)
-        .map_err(|_| anyhow!("the trustee sent {what} that is not base64"))
-}
-
-fn hashes(what: &str, v: &[String]) -> anyhow::Result<Vec<[u8; 32]>> {
-    v.iter()
-        .map(|h| {
-            unb64(what, h)?
-                .try_into()
-                .map_err(|_| anyhow!("the trustee sent {what} with a hash that is not 32 bytes"))
-        })
-        .collect()
-}
-
-fn read_state(path: &Path) -> anyhow::Result<Option<AuditState>> {
-    match std::fs::read(path) {
-        Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
-            format!("the state file {} is not valid", path.display())
-        })?)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e).with_context(|| format!("cannot read the state file {}", path.display())),
+    async fn leaves(&self, start: u64, end: u64) -> anyhow::Result<Vec<Leaf>> {
+        let page: EntriesResponse = self
+            .0
+            .get(&format!("/v1/log/entries?start={start}&end={end}"))
+            .await?;
+        page.entries
+            .into_iter()
+            .map(|l| {
+                Ok(Leaf {
+                    index: l.index,
+                    leaf_hash: hash_base64(WHO, "a leaf hash", &l.leaf_hash)?,
+                    entry: l.entry.map(|e| base64(WHO, "an entry", &e)).transpose()?,
+                })
+            })
+            .collect()
     }
-}
 
-fn write_state(path: &Path, state: &AuditState) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let bytes = serde_json::to_vec_pretty(state)?;
-    std::fs::write(&tmp, bytes)
-        .with_context(|| format!("cannot write the state file {}", tmp.display()))?;
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("cannot write the state file {}", path.display()))?;
-    Ok(())
+    async fn inclusion_proof(&self, index: u64, size: u64) -> anyhow::Result<Vec<[u8; 32]>> {
+        let p: ProofResponse = self
+            .0
+            .get(&format!(
+                "/v1/log/proof/inclusion?index={index}&size={size}"
+            ))
+            .await?;
+        hashes_base64(WHO, "an inclusion proof", &p.proof)
+    }
 }
 
 /// Runs the whole check; `Err` carries a plain-words reason.
 pub async fn verify(opts: &VerifyOptions) -> anyhow::Result<VerifyReport> {
-    let client = Client {
-        http: reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .context("cannot build the HTTP client")?,
-        base: opts.url.trim_end_matches('/').to_owned(),
-        token: opts.auditor_token.clone(),
-    };
-    let identity: Identity = client.get("/v1/identity").await?;
+    let http = Http::new(
+        &opts.url,
+        opts.ca.as_deref(),
+        opts.auditor_token.clone(),
+        WHO,
+    )?;
+    let identity: Identity = http.get("/v1/identity").await?;
     let served_public = TrusteePublic::from_hex(&identity.public)
         .map_err(|_| anyhow!("the trustee's public key in /v1/identity is not valid"))?;
     if let Some(pinned) = &opts.trustee_public
@@ -157,137 +127,41 @@ pub async fn verify(opts: &VerifyOptions) -> anyhow::Result<VerifyReport> {
     }
     let log_public = LogPublic::from_hex(&identity.log_public_key)
         .map_err(|_| anyhow!("the trustee's log key in /v1/identity is not valid"))?;
-    if let Some(pinned) = &opts.log_public
-        && pinned.to_bytes() != log_public.to_bytes()
-    {
-        bail!(
-            "the trustee at {} signs its log with another key than the one pinned with --log-public-key",
-            opts.url
-        );
-    }
 
-    let previous = match &opts.state {
+    let previous: Option<AuditState> = match &opts.state {
         Some(p) => read_state(p)?,
         None => None,
     };
-    if let Some(prev) = &previous {
-        if prev.trustee_public != identity.public {
-            bail!("the trustee's public key changed since the last check");
-        }
-        if prev.log_public_key != identity.log_public_key {
-            bail!("the trustee's log key changed since the last check");
-        }
+    if let Some(prev) = &previous
+        && prev.trustee_public != identity.public
+    {
+        bail!("the trustee's public key changed since the last check");
     }
+    pin_log_key(
+        &log_public,
+        opts.log_public.as_ref(),
+        previous.as_ref().map(|p| p.log_public_key.as_str()),
+        Names {
+            who: WHO,
+            url: &opts.url,
+            pin_flag: "--log-public-key",
+        },
+    )?;
 
-    let head: HeadResponse = client.get("/v1/log/head").await?;
-    let head_bytes = unb64("a head", &head.head)?;
-    let head = TreeHead::verify(&head_bytes, &log_public)
-        .map_err(|e| anyhow!("the signed tree head does not verify: {e}"))?;
-    let h = *head.body();
-
-    let mut previous_size = None;
-    if let Some(prev) = &previous {
-        let old_bytes = unb64("a head", &prev.head)?;
-        let old: Signed<TreeHead> = TreeHead::verify(&old_bytes, &log_public)
-            .map_err(|e| anyhow!("the head in the state file does not verify: {e}"))?;
-        let o = *old.body();
-        if o.size > h.size {
-            bail!(
-                "the log shrank from {} to {} entries since the last check: history was rewritten",
-                o.size,
-                h.size
-            );
-        }
-        if o.size == h.size && o.root != h.root {
-            bail!(
-                "fork: the trustee signed two different heads of size {} (roots {} and {})",
-                h.size,
-                hex::encode(o.root),
-                hex::encode(h.root)
-            );
-        }
-        let proof = if o.size > 0 && o.size < h.size {
-            let p: ProofResponse = client
-                .get(&format!(
-                    "/v1/log/proof/consistency?old={}&new={}",
-                    o.size, h.size
-                ))
-                .await?;
-            hashes("a consistency proof", &p.proof)?
-        } else {
-            Vec::new()
-        };
-        o.verify_extended_by(&h, &proof).map_err(|e| {
-            anyhow!(
-                "the log of {} entries does not extend the head of {} entries seen before ({e}): history was rewritten or forked",
-                h.size,
-                o.size
-            )
-        })?;
-        previous_size = Some(o.size);
-    }
-
-    // Every leaf of the head.
-    let mut leaf_hashes: Vec<[u8; 32]> = Vec::new();
-    let mut full_entries = client.token.is_some();
-    while (leaf_hashes.len() as u64) < h.size {
-        let start = leaf_hashes.len() as u64;
-        let page: EntriesResponse = client
-            .get(&format!("/v1/log/entries?start={start}&end={}", h.size))
-            .await?;
-        if page.entries.is_empty() {
-            bail!(
-                "the trustee served {start} entries for a signed head of {} entries",
-                h.size
-            );
-        }
-        for leaf in page.entries {
-            let index = leaf_hashes.len() as u64;
-            if leaf.index != index {
-                bail!(
-                    "the trustee served entry {} where entry {index} belongs",
-                    leaf.index
-                );
-            }
-            let hash: [u8; 32] = unb64("a leaf hash", &leaf.leaf_hash)?
-                .try_into()
-                .map_err(|_| anyhow!("the leaf hash of entry {index} is not 32 bytes"))?;
-            match &leaf.entry {
-                Some(entry) => {
-                    let bytes = unb64("an entry", entry)?;
-                    if leaf_hash(&bytes) != hash {
-                        bail!("entry {index} does not match its leaf hash: it was tampered with");
-                    }
-                    LogEntry::from_bytes(&bytes).map_err(|e| {
-                        anyhow!(
-                            "entry {index} is not a valid log entry ({e}): it was tampered with"
-                        )
-                    })?;
-                }
-                None => full_entries = false,
-            }
-            leaf_hashes.push(hash);
-        }
-    }
-    let rebuilt = MerkleLog::from_leaf_hashes(leaf_hashes.iter().copied());
-    if rebuilt.root() != h.root {
-        bail!(
-            "the {} entries served do not add up to the signed root: the log was tampered with",
-            h.size
-        );
-    }
-    for (index, hash) in leaf_hashes.iter().enumerate() {
-        let p: ProofResponse = client
-            .get(&format!(
-                "/v1/log/proof/inclusion?index={index}&size={}",
-                h.size
-            ))
-            .await?;
-        let proof = hashes("an inclusion proof", &p.proof)?;
-        h.verify_inclusion(hash, index as u64, &proof).map_err(|e| {
-            anyhow!("the inclusion proof of entry {index} does not verify against the signed head ({e})")
-        })?;
-    }
+    let head: HeadResponse = http.get("/v1/log/head").await?;
+    let head_bytes = base64(WHO, "a head", &head.head)?;
+    let old_bytes = previous
+        .as_ref()
+        .map(|p| base64("the state file", "a head", &p.head))
+        .transpose()?;
+    let (_, report) = check(
+        &Trustee(http),
+        WHO,
+        &head_bytes,
+        &log_public,
+        old_bytes.as_deref(),
+    )
+    .await?;
 
     if let Some(path) = &opts.state {
         write_state(
@@ -299,10 +173,5 @@ pub async fn verify(opts: &VerifyOptions) -> anyhow::Result<VerifyReport> {
             },
         )?;
     }
-    Ok(VerifyReport {
-        size: h.size,
-        root: hex::encode(h.root),
-        previous_size,
-        full_entries,
-    })
+    Ok(report)
 }

@@ -749,6 +749,14 @@ impl Container for ShareDelivery {
     const TAG: &'static str = "sosvault/share-delivery/v1";
 }
 
+impl ShareDelivery {
+    /// The longest encoding [`Container::from_bytes`] can accept: the tag,
+    /// the record at [`MAX_RECORD_BYTES`], the index and a sealed share at
+    /// [`MAX_SEALED_SMALL`].
+    pub const MAX_LEN: usize =
+        1 + <Self as Container>::TAG.len() + 4 + MAX_RECORD_BYTES + 1 + 4 + MAX_SEALED_SMALL;
+}
+
 /// `sosvault/enrollment-package/v1` (unsigned container): everything a device
 /// sends to enroll: the signed record, the sealed profile and one sealed share
 /// per trustee, in index order.
@@ -815,6 +823,21 @@ impl Body for EnrollmentPackage {
 }
 impl Container for EnrollmentPackage {
     const TAG: &'static str = "sosvault/enrollment-package/v1";
+}
+
+impl EnrollmentPackage {
+    /// The longest encoding [`Container::from_bytes`] can accept: the tag,
+    /// the record at [`MAX_RECORD_BYTES`], the sealed profile at
+    /// [`MAX_SEALED_PROFILE`] and [`MAX_TRUSTEES`] sealed shares at
+    /// [`MAX_SEALED_SMALL`].
+    pub const MAX_LEN: usize = 1
+        + <Self as Container>::TAG.len()
+        + 4
+        + MAX_RECORD_BYTES
+        + 4
+        + MAX_SEALED_PROFILE
+        + 1
+        + MAX_TRUSTEES * (4 + MAX_SEALED_SMALL);
 }
 
 // ------------------------------------------------------------------ sealed plaintexts
@@ -1041,6 +1064,45 @@ pub type SignedShareReceipt = Signed<ShareReceipt>;
 mod tests {
     use super::*;
     use crate::{Device, DeviceKey, IncidentKey, TimeLimits, Trustee, TrusteeKey};
+
+    /// `MAX_LEN` is what an API documents as a message field's limit: a
+    /// message of fixed size encodes to exactly it, real ones fit, and one
+    /// byte more never decodes.
+    #[test]
+    fn max_len_bounds_every_encoding() {
+        let now = Timestamp(1_790_000_000);
+        let key = DeviceKey::generate();
+        let commit = Signed::sign(
+            EnrollmentCommit {
+                epoch: 1,
+                record: MessageHash([7; 32]),
+                issued_at: now,
+            },
+            &key,
+        );
+        assert_eq!(commit.as_bytes().len(), Signed::<EnrollmentCommit>::MAX_LEN);
+        let mut longer = commit.as_bytes().to_vec();
+        longer.push(0);
+        assert!(Signed::<EnrollmentCommit>::decode(&longer).is_err());
+
+        let trustees = [
+            TrusteeKey::generate().public(),
+            TrusteeKey::generate().public(),
+        ];
+        let mut device = Device::new(key);
+        let e = device
+            .enroll(b"{}", &trustees, 2, Policy::default(), now)
+            .unwrap();
+        assert!(e.package.to_bytes().len() <= EnrollmentPackage::MAX_LEN);
+        let delivery = e.package.delivery(1).unwrap();
+        assert!(delivery.to_bytes().len() <= ShareDelivery::MAX_LEN);
+        let room = ControlRoomKey::generate();
+        let here = Location::new(25.1425, 75.835, 10, now).unwrap();
+        let panic = device
+            .panic(Category::Police, &here, &room.public(), now)
+            .unwrap();
+        assert!(panic.as_bytes().len() <= Signed::<PanicEvent>::MAX_LEN);
+    }
 
     #[test]
     fn a_release_request_with_a_low_order_recipient_is_malformed() {

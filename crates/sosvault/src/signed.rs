@@ -57,6 +57,11 @@ pub struct Signed<M> {
 }
 
 impl<M: Message> Signed<M> {
+    /// The longest encoding [`Signed::decode`] can accept: the tag, the
+    /// signer, the body at its [`Message::MAX_BODY`] and the signature. An
+    /// API states it as the limit of the field that carries this message.
+    pub const MAX_LEN: usize = 1 + M::TAG.len() + 32 + 4 + M::MAX_BODY + SIG_LEN;
+
     /// Signs `body` with `key`.
     pub fn sign(body: M, key: &M::Signer) -> Self {
         let signing = key.signing_key();

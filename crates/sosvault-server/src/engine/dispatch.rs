@@ -300,10 +300,10 @@ impl Engine {
         kind: UnitKind,
         position: Option<LatLon>,
     ) -> Result<(String, String), ApiError> {
-        if name.trim().is_empty() || name.len() > 100 {
+        if !crate::api::unit_name_ok(name) {
             return Err(ApiError::bad_request(
                 "bad_name",
-                "a unit needs a name of 1 to 100 characters",
+                "a unit needs a name of 1 to 100 characters, not all white space, without control characters",
             ));
         }
         if let Some(p) = position {

@@ -371,6 +371,57 @@ impl Engine {
             .map_err(|_| ApiError::bad_request("bad_range", "no such entry in a tree of that size"))
     }
 
+    /// The consistency proof between the trees of the log's first `old` and
+    /// first `new` entries (RFC 6962 `PROOF(old, D[new])`): with signed heads
+    /// of those sizes, an auditor proves that nothing before `old` changed.
+    pub async fn log_consistency_proof(
+        &self,
+        old: u64,
+        new: u64,
+    ) -> Result<Vec<[u8; 32]>, ApiError> {
+        let log = self.inner.log.lock().await;
+        let size = log.size();
+        let bad = |m: &str| ApiError::bad_request("bad_range", m);
+        if old == 0 {
+            return Err(bad(
+                "old must be at least 1: every log extends the empty one, so there is nothing to prove",
+            ));
+        }
+        if old > new {
+            return Err(bad(&format!(
+                "old ({old}) is above new ({new}): a consistency proof goes from an older head's size to a newer one's"
+            )));
+        }
+        if new > size {
+            return Err(bad(&format!(
+                "new ({new}) is beyond the log, which has {size} entries: use the size of a signed head (GET /v1/log/head)"
+            )));
+        }
+        log.consistency_proof(old, new)
+            .map_err(|e| ApiError::internal(&format!("log consistency proof: {e}")))
+    }
+
+    /// The leaves `[start, end)` of the log as stored (`end` is clamped to
+    /// the log's size): index, leaf hash, entry bytes.
+    pub async fn log_leaves(
+        &self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<crate::store::LogLeafRow>, ApiError> {
+        // Every row below the tree's size is committed: an entry is stored
+        // before the tree takes its leaf.
+        let size = self.inner.log.lock().await.size();
+        let end = end.min(size);
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .inner
+            .db
+            .call(move |s| s.log_leaves(start, end))
+            .await?)
+    }
+
     /// The access log entries of an incident.
     pub async fn access_log(
         &self,

@@ -109,6 +109,7 @@ impl Engine {
                 let mut backoff =
                     Backoff::new(Duration::from_millis(engine.inner.cfg.max_backoff_ms));
                 let mut told = false;
+                let mut delay;
                 loop {
                     // Signed afresh for every attempt: trustees bound a request's age,
                     // and return the same release for the same (panic, incident, recipient).
@@ -146,7 +147,10 @@ impl Engine {
                             let _ = tx.send((idx, Err(why))).await;
                             return;
                         }
-                        Err(CallError::Unavailable(why)) => {
+                        Err(e) => {
+                            // Anything not on the closed list of final
+                            // refusals (crate::trustees::RELEASE_FINAL): a
+                            // timeout, 408, 429, 5xx, a proxy's page...
                             engine
                                 .inner
                                 .metrics
@@ -154,14 +158,21 @@ impl Engine {
                                 .fetch_add(1, Ordering::Relaxed);
                             if !told {
                                 told = true;
-                                let _ = tx
-                                    .send((idx, Err(format!("unreachable ({why}); retrying"))))
-                                    .await;
+                                let said = match &e {
+                                    CallError::Unavailable { why, .. }
+                                        if why.starts_with("cannot connect") =>
+                                    {
+                                        format!("unreachable ({why}); asking again")
+                                    }
+                                    _ => format!("no answer yet ({e}); asking again"),
+                                };
+                                let _ = tx.send((idx, Err(said))).await;
                             }
+                            delay = backoff.after(&e);
                         }
                     }
                     tokio::select! {
-                        _ = tokio::time::sleep(backoff.next_delay()) => {}
+                        _ = tokio::time::sleep(delay) => {}
                         _ = cancel.cancelled() => return,
                     }
                 }

@@ -16,7 +16,7 @@
 //! enrollment replaces the old one.
 
 use super::*;
-use crate::store::{CancelAnswer, CommitStored, DURESS_STOP, NewDuressAlert};
+use crate::store::{CommitStored, DURESS_STOP, NewDuressAlert};
 use sosvault::EnrollmentCommit;
 
 /// Longest a cancel's answer waits for the trustees' cancel receipts; the
@@ -158,13 +158,13 @@ impl Engine {
                                 &format!("{} refused the share: {code}", client.name()),
                             ));
                         }
-                        Err(CallError::Unavailable(_)) => {
+                        Err(e) => {
                             metrics
                                 .inner
                                 .metrics
                                 .trustee_errors
                                 .fetch_add(1, Ordering::Relaxed);
-                            let d = backoff.next_delay();
+                            let d = backoff.after(&e);
                             if tokio::time::Instant::now() + d > deadline {
                                 return Err(ApiError::new(
                                     503,
@@ -297,7 +297,13 @@ impl Engine {
                     "enrollment committed; forwarding to the trustees"
                 );
                 for t in &self.inner.trustees {
-                    self.spawn_commit_forward(sid, epoch, *t.id().as_bytes(), bytes.to_vec());
+                    self.spawn_commit_forward(
+                        sid,
+                        epoch,
+                        *t.id().as_bytes(),
+                        bytes.to_vec(),
+                        now_ms(),
+                    );
                 }
             }
         }
@@ -511,6 +517,15 @@ impl Engine {
             .incident_for_device(*body.panic.as_bytes(), update.signer())
             .await?;
         if row.status != "open" {
+            // After the student's own cancel, a normal one (`cancelled`) or a
+            // duress one (the incident stays open, flagged, until an operator
+            // closes it), the phone hears what it heard before: `stored`.
+            // Otherwise a coercer holding the phone could tell the two apart
+            // by sending one more location. Nothing is stored for a closed
+            // incident.
+            if row.status == "cancelled" || row.duress {
+                return Ok("stored");
+            }
             return Err(ApiError::new(
                 409,
                 "incident_closed",
@@ -676,7 +691,7 @@ impl Engine {
                 live.release_cancel.cancel();
             }
             for t in &self.inner.trustees {
-                self.spawn_cancel_forward(sid, *t.id().as_bytes(), bytes.to_vec());
+                self.spawn_cancel_forward(sid, *t.id().as_bytes(), bytes.to_vec(), now_ms());
             }
             // Failures past the store job are logged, not answered: the
             // phone's answer must not differ between the two cases.
@@ -964,7 +979,7 @@ impl Engine {
                 json!({ "student": hex::encode(sid) }),
             );
             for t in &self.inner.trustees {
-                self.spawn_shred(sid, *t.id().as_bytes(), bytes.to_vec());
+                self.spawn_shred(sid, *t.id().as_bytes(), bytes.to_vec(), now_ms());
             }
         }
         // Wait a little for the receipts; the service keeps asking afterwards.
@@ -972,15 +987,22 @@ impl Engine {
             + Duration::from_millis(self.inner.cfg.enroll_timeout_ms.min(10_000));
         loop {
             let notified = self.inner.shred_done.notified();
-            let receipts = self.inner.db.call(move |s| s.shred_receipts(&sid)).await?;
-            let pending = self.inner.trustees.len().saturating_sub(receipts.len());
+            let answers = self.inner.db.call(move |s| s.shred_receipts(&sid)).await?;
+            let pending = self.inner.trustees.len().saturating_sub(answers.len());
             if pending == 0 || tokio::time::Instant::now() >= deadline {
+                // (An empty receipt with no code: a refusal stored before codes were.)
+                let (receipts, refused): (Vec<_>, Vec<_>) = answers
+                    .into_iter()
+                    .partition(|a| a.refusal.is_none() && !a.receipt.is_empty());
                 return Ok(Stopped {
                     status: "stopped".into(),
-                    receipts: receipts
-                        .iter()
-                        .filter(|(_, r)| !r.is_empty())
-                        .map(|(_, r)| b64(r))
+                    receipts: receipts.iter().map(|a| b64(&a.receipt)).collect(),
+                    refused: refused
+                        .into_iter()
+                        .map(|a| StopRefusal {
+                            trustee: hex::encode(a.trustee_id),
+                            code: a.refusal.unwrap_or_else(|| "refused".into()),
+                        })
                         .collect(),
                     pending,
                 });
@@ -1042,306 +1064,6 @@ impl Engine {
         self.inner
             .tasks
             .spawn(async move { engine.dispatch(id, None, None).await });
-    }
-
-    /// The configured trustee with this id (a pending row may name one that
-    /// has since left the config: `what` says which kind, for the log).
-    fn trustee_client(&self, trustee: &[u8; 32], what: &str) -> Option<TrusteeClient> {
-        let client = self
-            .inner
-            .trustees
-            .iter()
-            .find(|t| t.id().as_bytes() == trustee)
-            .cloned();
-        if client.is_none() {
-            tracing::error!("pending {what} for a trustee no longer configured");
-        }
-        client
-    }
-
-    /// The one retry loop of every forward to a trustee (stops, cancels,
-    /// commits): `attempt` asks once and says what to store (`None`: ask
-    /// again after a back-off); `store` stores it and says whether it did
-    /// (`false`: ask again). Ends on shutdown; the pending row stays, and the
-    /// next start resumes it.
-    fn spawn_forward<A, F, Fut, S, SFut>(&self, mut attempt: F, mut store: S)
-    where
-        A: Send + 'static,
-        F: FnMut() -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = Option<A>> + Send,
-        S: FnMut(A) -> SFut + Send + 'static,
-        SFut: std::future::Future<Output = bool> + Send,
-    {
-        let shutdown = self.inner.shutdown.clone();
-        let mut backoff = Backoff::new(Duration::from_millis(self.inner.cfg.max_backoff_ms));
-        self.inner.tasks.spawn(async move {
-            loop {
-                let outcome = tokio::select! {
-                    o = attempt() => o,
-                    _ = shutdown.cancelled() => return,
-                };
-                if let Some(answer) = outcome
-                    && store(answer).await
-                {
-                    return;
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff.next_delay()) => {}
-                    _ = shutdown.cancelled() => return,
-                }
-            }
-        });
-    }
-
-    /// Sends a student's signed stop to one trustee until it answers with a
-    /// shred receipt for this student and stop, or refuses (final: it held
-    /// nothing, or refused; stored as an empty receipt).
-    pub(super) fn spawn_shred(&self, student: [u8; 32], trustee: [u8; 32], stop: Vec<u8>) {
-        let Some(client) = self.trustee_client(&trustee, "shred") else {
-            return;
-        };
-        let stop_hash = sosvault::MessageHash::of_message(&stop);
-        let (engine, asker) = (self.clone(), client.clone());
-        let attempt = move || {
-            let (engine, client, stop) = (engine.clone(), asker.clone(), stop.clone());
-            async move {
-                match client.shred(&stop).await {
-                    Ok(receipt) => {
-                        let b = receipt.body();
-                        if b.student.as_bytes() == &student && b.stop == stop_hash {
-                            Some(receipt.as_bytes().to_vec())
-                        } else {
-                            tracing::warn!(
-                                trustee = client.name(),
-                                "shred receipt does not match; asking again"
-                            );
-                            None
-                        }
-                    }
-                    Err(CallError::Refused { code, .. }) => {
-                        // The trustee's final answer: it held nothing (unknown_student) or refused.
-                        tracing::warn!(trustee = client.name(), code = %code, "shred refused");
-                        Some(Vec::new())
-                    }
-                    Err(CallError::Unavailable(why)) => {
-                        engine
-                            .inner
-                            .metrics
-                            .trustee_errors
-                            .fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(
-                            trustee = client.name(),
-                            "shred: trustee unavailable ({why}); retrying"
-                        );
-                        None
-                    }
-                }
-            }
-        };
-        let engine = self.clone();
-        let store = move |receipt: Vec<u8>| {
-            let (engine, client) = (engine.clone(), client.clone());
-            async move {
-                let now = now_ms();
-                let ok = !receipt.is_empty();
-                match engine
-                    .inner
-                    .db
-                    .call(move |s| s.finish_shred(&student, &trustee, &receipt, now))
-                    .await
-                {
-                    Ok(()) => {
-                        tracing::info!(trustee = client.name(), student = %short(&student), "shred receipt stored");
-                        engine.emit(
-                            "shred_receipt",
-                            None,
-                            None,
-                            Audience::Operators,
-                            json!({ "student": hex::encode(student), "trustee": client.name(), "receipt": ok }),
-                        );
-                        engine.inner.shred_done.notify_waiters();
-                        true
-                    }
-                    Err(e) => {
-                        tracing::error!("storing a shred receipt failed: {e}");
-                        false
-                    }
-                }
-            }
-        };
-        self.spawn_forward(attempt, store);
-    }
-
-    /// Forwards a student's signed cancel to one trustee until it answers:
-    /// a cancel receipt signed by that trustee's configured key for this
-    /// student, this cancel and its counter, or a final refusal (`429` and
-    /// anything unavailable are retried with back-off). The answer is stored
-    /// and the pending forward dropped in one store job.
-    pub(super) fn spawn_cancel_forward(
-        &self,
-        student: [u8; 32],
-        trustee: [u8; 32],
-        cancel: Vec<u8>,
-    ) {
-        let Some(client) = self.trustee_client(&trustee, "cancel") else {
-            return;
-        };
-        let Ok(signed) = Signed::<Cancel>::decode(&cancel) else {
-            tracing::error!("a stored cancel does not decode");
-            return;
-        };
-        let (hash, counter) = (signed.hash(), signed.body().counter);
-        let (engine, asker) = (self.clone(), client.clone());
-        let attempt = move || {
-            let (engine, client, cancel) = (engine.clone(), asker.clone(), cancel.clone());
-            async move {
-                match client.cancel(&cancel).await {
-                    Ok(receipt) => {
-                        let b = receipt.body();
-                        if b.student.as_bytes() == &student
-                            && b.cancel == hash
-                            && b.counter == counter
-                        {
-                            Some(CancelAnswer {
-                                trustee_id: trustee,
-                                receipt: receipt.as_bytes().to_vec(),
-                                refusal: None,
-                            })
-                        } else {
-                            tracing::warn!(
-                                trustee = client.name(),
-                                "cancel receipt does not match; asking again"
-                            );
-                            None
-                        }
-                    }
-                    Err(e) if e.is_rate_limited() => {
-                        tracing::info!(trustee = client.name(), "cancel: rate limited; retrying");
-                        None
-                    }
-                    Err(CallError::Refused { code, .. }) => {
-                        // Final: `stale_cancel` (a later cancel was taken, this
-                        // one changes nothing), `unknown_student`, `wrong_device`...
-                        tracing::warn!(trustee = client.name(), code = %code, "cancel refused");
-                        Some(CancelAnswer {
-                            trustee_id: trustee,
-                            receipt: Vec::new(),
-                            refusal: Some(code),
-                        })
-                    }
-                    Err(CallError::Unavailable(why)) => {
-                        engine
-                            .inner
-                            .metrics
-                            .trustee_errors
-                            .fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(
-                            trustee = client.name(),
-                            "cancel: trustee unavailable ({why}); retrying"
-                        );
-                        None
-                    }
-                }
-            }
-        };
-        let engine = self.clone();
-        let store = move |answer: CancelAnswer| {
-            let (engine, client) = (engine.clone(), client.clone());
-            async move {
-                let now = now_ms();
-                let ok = answer.refusal.is_none();
-                let h = *hash.as_bytes();
-                match engine
-                    .inner
-                    .db
-                    .call(move |s| s.finish_cancel(&h, &trustee, &answer, now))
-                    .await
-                {
-                    Ok(()) => {
-                        tracing::info!(trustee = client.name(), student = %short(&student), receipt = ok, "cancel answer stored");
-                        engine.emit(
-                            "cancel_receipt",
-                            None,
-                            None,
-                            Audience::Operators,
-                            json!({ "student": hex::encode(student), "trustee": client.name(), "receipt": ok }),
-                        );
-                        engine.inner.cancel_done.notify_waiters();
-                        true
-                    }
-                    Err(e) => {
-                        tracing::error!("storing a cancel receipt failed: {e}");
-                        false
-                    }
-                }
-            }
-        };
-        self.spawn_forward(attempt, store);
-    }
-
-    /// Forwards a student's signed enrollment commit to one trustee until it
-    /// takes it (`200`, changed or not) or finally refuses it (`malformed`,
-    /// `unknown_student`, `wrong_device`, `unknown_record`: the trustee holds
-    /// nothing the commit could change); `408`, `413`, `429`, `5xx` and
-    /// connection errors are retried with back-off. The pending forward is
-    /// then dropped.
-    pub(super) fn spawn_commit_forward(
-        &self,
-        student: [u8; 32],
-        epoch: u32,
-        trustee: [u8; 32],
-        commit: Vec<u8>,
-    ) {
-        let Some(client) = self.trustee_client(&trustee, "commit") else {
-            return;
-        };
-        let engine = self.clone();
-        let attempt = move || {
-            let (engine, client, commit) = (engine.clone(), client.clone(), commit.clone());
-            async move {
-                match client.commit(&commit).await {
-                    Ok(changed) => {
-                        tracing::info!(trustee = client.name(), student = %short(&student), epoch, changed, "commit taken");
-                        Some(())
-                    }
-                    Err(e) if e.is_retryable_commit() => {
-                        engine
-                            .inner
-                            .metrics
-                            .trustee_errors
-                            .fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(trustee = client.name(), "commit: {e}; retrying");
-                        None
-                    }
-                    Err(e) => {
-                        tracing::warn!(trustee = client.name(), student = %short(&student), epoch, "commit {e}; not sending it again");
-                        Some(())
-                    }
-                }
-            }
-        };
-        let engine = self.clone();
-        let store = move |()| {
-            let engine = engine.clone();
-            async move {
-                match engine
-                    .inner
-                    .db
-                    .call(move |s| s.finish_commit(&student, epoch, &trustee))
-                    .await
-                {
-                    Ok(()) => {
-                        engine.inner.commit_done.notify_waiters();
-                        true
-                    }
-                    Err(e) => {
-                        tracing::error!("storing a commit answer failed: {e}");
-                        false
-                    }
-                }
-            }
-        };
-        self.spawn_forward(attempt, store);
     }
 }
 

@@ -10,6 +10,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod faulty;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -62,19 +64,23 @@ pub fn trustee_bin() -> PathBuf {
     .clone()
 }
 
-/// Reads a child's stdout until `listening on http://ADDR`; returns ADDR.
+/// Reads a child's stdout until `listening on http[s]://ADDR`; returns ADDR.
 fn wait_listening(child: &mut Child) -> String {
     try_wait_listening(child).expect("the process exited before listening")
 }
 
-/// Reads a child's stdout until `listening on http://ADDR`; returns ADDR, or
-/// `None` if the child closed its stdout (exited) first.
+/// Reads a child's stdout until `listening on http[s]://ADDR`; returns ADDR,
+/// or `None` if the child closed its stdout (exited) first.
 fn try_wait_listening(child: &mut Child) -> Option<String> {
     let stdout = child.stdout.take().expect("piped stdout");
     let mut lines = BufReader::new(stdout).lines();
     for line in lines.by_ref() {
         let line = line.expect("reading stdout");
-        if let Some(addr) = line.strip_prefix("listening on http://") {
+        let rest = line.strip_prefix("listening on ");
+        if let Some(addr) = rest.and_then(|r| {
+            r.strip_prefix("http://")
+                .or_else(|| r.strip_prefix("https://"))
+        }) {
             let addr = addr.trim().to_owned();
             // Keep draining stdout so the child never blocks on a full pipe.
             std::thread::spawn(move || for _ in lines {});
@@ -90,6 +96,10 @@ pub struct TrusteeProc {
     pub addr: Option<String>,
     child: Option<Child>,
     pinned: String,
+    /// `SOSVAULT_TRUSTEE_TLS_*` when the cluster runs over TLS.
+    tls_env: Vec<(String, String)>,
+    /// How the test reads this trustee (TLS-pinned when it serves TLS).
+    http: reqwest::Client,
 }
 
 impl TrusteeProc {
@@ -118,6 +128,8 @@ impl TrusteeProc {
             addr: None,
             child: None,
             pinned: String::new(),
+            tls_env: Vec::new(),
+            http: reqwest::Client::new(),
         }
     }
 
@@ -133,6 +145,7 @@ impl TrusteeProc {
                 "SOSVAULT_TRUSTEE_AUDITOR_TOKEN_SHA256",
                 auditor_token_sha256(),
             )
+            .envs(self.tls_env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
         if let Some(addr) = &self.addr {
@@ -153,19 +166,28 @@ impl TrusteeProc {
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr.as_ref().unwrap())
+        let scheme = if self.tls_env.is_empty() {
+            "http"
+        } else {
+            "https"
+        };
+        format!("{scheme}://{}", self.addr.as_ref().unwrap())
     }
 
     /// Every entry of the trustee's log, oldest first, read over HTTP with
     /// the auditor token.
     pub async fn log(&self) -> Vec<sosvault::log::LogEntry> {
+        self.log_with(&self.http).await
+    }
+
+    /// [`TrusteeProc::log`], read with `http` (e.g. one pinning another certificate).
+    pub async fn log_with(&self, http: &reqwest::Client) -> Vec<sosvault::log::LogEntry> {
         use base64::Engine as _;
         let b64 = |v: &Value| {
             base64::engine::general_purpose::STANDARD
                 .decode(v.as_str().unwrap())
                 .unwrap()
         };
-        let http = reqwest::Client::new();
         let head: Value = http
             .get(format!("{}/v1/log/head", self.url()))
             .send()
@@ -217,6 +239,7 @@ impl TrusteeProc {
                 "SOSVAULT_TRUSTEE_AUDITOR_TOKEN_SHA256",
                 auditor_token_sha256(),
             )
+            .envs(self.tls_env.iter().map(|(k, v)| (k, v)))
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
@@ -353,6 +376,9 @@ pub struct Cluster {
 pub struct Options {
     pub ack_timeout_ms: u64,
     pub access_window_secs: u64,
+    /// Every trustee serves TLS and takes writes only with the control
+    /// room's client certificate; the service pins the deployment's CA.
+    pub tls: bool,
 }
 
 impl Default for Options {
@@ -360,6 +386,7 @@ impl Default for Options {
         Self {
             ack_timeout_ms: 10_000,
             access_window_secs: 2700,
+            tls: false,
         }
     }
 }
@@ -388,6 +415,40 @@ impl Cluster {
         let sdir = tmp.path().join("server");
         let mut cfg = sosvault_server::config::Config::new(&sdir);
         let cr = sosvault_server::init_keys(&cfg).unwrap();
+        if opts.tls {
+            // One throwaway CA for the test deployment: the trustees' server
+            // certificates and the control room's client certificate.
+            let pki_dir = tmp.path().join("pki");
+            std::fs::create_dir(&pki_dir).unwrap();
+            let pki = sosvault_service::pki::Pki::new(&pki_dir, "test deployment CA").unwrap();
+            let client = pki.client("control-room").unwrap();
+            let tls = sosvault_service::tls::client_config(&pki.ca_file(), None).unwrap();
+            for (i, t) in trustees.iter_mut().enumerate() {
+                let served = pki
+                    .server(&format!("trustee-{}", i + 1), &["127.0.0.1", "localhost"])
+                    .unwrap();
+                t.tls_env = vec![
+                    (
+                        "SOSVAULT_TRUSTEE_TLS_CERT".into(),
+                        served.cert.display().to_string(),
+                    ),
+                    (
+                        "SOSVAULT_TRUSTEE_TLS_KEY".into(),
+                        served.key.display().to_string(),
+                    ),
+                    (
+                        "SOSVAULT_TRUSTEE_TLS_CLIENT_CA".into(),
+                        pki.ca_file().display().to_string(),
+                    ),
+                ];
+                t.http = reqwest::Client::builder()
+                    .use_preconfigured_tls(tls.clone())
+                    .build()
+                    .unwrap();
+            }
+            cfg.trustee_client_cert = Some(client.cert);
+            cfg.trustee_client_key = Some(client.key);
+        }
         for t in &mut trustees {
             t.pinned = cr.to_hex();
             t.start();
@@ -402,6 +463,7 @@ impl Cluster {
                 url: t.url(),
                 public: t.public.clone(),
                 name: format!("trustee-{}", i + 1),
+                tls_ca: opts.tls.then(|| tmp.path().join("pki").join("ca.pem")),
             });
         }
         cfg.operators.push(sosvault_server::config::OperatorConfig {

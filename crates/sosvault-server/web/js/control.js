@@ -25,6 +25,7 @@
     markers: new Map(), // incident id -> marker
     unitMarkers: new Map(),
     trailLine: null,
+    forwards: null, // GET /v1/operator/forwards: what the trustees have not confirmed
   };
   window.SV_CONTROL = S; // for debugging and the browser tests
 
@@ -99,6 +100,7 @@
       open: () => {
         refreshList();
         refreshUnits();
+        refreshForwards();
         if (S.selected) loadDetail(S.selected);
       },
       state: setConn,
@@ -152,6 +154,32 @@
       unitsTimer = null;
       refreshUnits();
     }, 200);
+  }
+
+  // Stops, cancels and commits a trustee has not confirmed for too long.
+  async function refreshForwards() {
+    try {
+      S.forwards = await call('/v1/operator/forwards');
+    } catch (_) {
+      return;
+    }
+    renderForwards();
+  }
+
+  function renderForwards() {
+    const box = $('#forwards-banner');
+    const stuck = ((S.forwards && S.forwards.groups) || []).filter((g) => g.stuck > 0);
+    box.hidden = stuck.length === 0;
+    box.replaceChildren();
+    if (!stuck.length) return;
+    box.append(el('strong', {}, t('forwards.heading')));
+    for (const g of stuck) {
+      const minutes = Math.max(1, Math.round((Date.now() - g.oldest_since_ms) / 60000));
+      const line = el('p', { class: 'forward-' + g.kind, 'data-trustee': g.trustee },
+        t('forwards.' + g.kind, { trustee: g.trustee, count: g.stuck, minutes }));
+      if (g.last_error) line.append(' ', t('forwards.last', { error: g.last_error }));
+      box.append(line);
+    }
   }
 
   async function refreshUnits() {
@@ -268,6 +296,10 @@
         break;
       case 'student_stopped':
         SV.toast(t('toast.stopped'));
+        break;
+      case 'forwards':
+        S.forwards = ev.detail;
+        renderForwards();
         break;
       default:
         if (id) refreshListSoon();
@@ -709,6 +741,7 @@
     );
     document.addEventListener('sv-lang', () => {
       renderList();
+      renderForwards();
       if (S.detail) renderDetail();
       renderMarkers();
       setConn($('#conn').classList.contains('conn-on') ? 'live' : 'reconnecting');

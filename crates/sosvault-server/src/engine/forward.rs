@@ -1,0 +1,584 @@
+//! Forwards that must finish: a student's stop (the shred), cancel and
+//! enrollment commit, each carried to every trustee until that trustee
+//! gives its final answer.
+//!
+//! **The contract** (issue 12). A forward ends only with a receipt signed
+//! by the trustee's configured key for exactly this input, or with one of
+//! the trustee's final refusals for that kind of input (the closed lists in
+//! [`crate::trustees`]). Everything else (a timeout, a reset connection,
+//! `408`, `429`, `5xx`, a proxy's page, a receipt that does not match) is
+//! asked again with a jittered back-off, no sooner than the trustee's
+//! `Retry-After`, for as long as it takes. The pending row stays in the
+//! store until the final answer is stored in the same transaction that
+//! drops it, so a restart resumes every forward ([`Engine::resume`]).
+//!
+//! **Stuck forwards are visible.** Every forward in flight is in a registry
+//! ([`Forwards`]); one that has failed and been pending longer than
+//! `forward_stuck_after_secs` is *stuck*: the control room sees it (the
+//! `forwards` event and `GET /v1/operator/forwards`, by kind and trustee,
+//! never by student) and so does `/metrics`.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::json;
+use sosvault::{Cancel, Signed};
+
+use super::{Audience, Engine, now_ms, short};
+use crate::store::{StoreError, TrusteeAnswer};
+use crate::trustees::{Backoff, CallError, TrusteeClient};
+
+/// What a forward carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ForwardKind {
+    /// A student's stop: the trustee shreds its share.
+    Stop,
+    /// A student's cancel: the trustee refuses the panic's release.
+    Cancel,
+    /// A device's enrollment commit: the trustee drops the previous share.
+    Commit,
+}
+
+impl ForwardKind {
+    /// Every kind, in the order reports list them.
+    pub const ALL: [ForwardKind; 3] = [ForwardKind::Stop, ForwardKind::Cancel, ForwardKind::Commit];
+
+    /// The kind's name in events, metrics and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForwardKind::Stop => "stop",
+            ForwardKind::Cancel => "cancel",
+            ForwardKind::Commit => "commit",
+        }
+    }
+}
+
+/// One forward in flight.
+#[derive(Clone, Debug)]
+struct InFlight {
+    kind: ForwardKind,
+    trustee: String,
+    since_ms: u64,
+    attempts: u32,
+    last_error: Option<String>,
+    stuck: bool,
+}
+
+/// The forwards in flight, by a number given at spawn.
+#[derive(Debug, Default)]
+pub struct Forwards {
+    next: std::sync::atomic::AtomicU64,
+    live: Mutex<BTreeMap<u64, InFlight>>,
+}
+
+/// Forwards of one kind to one trustee not yet answered, as the control
+/// room sees them: counts and the last failure, no student.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct ForwardSummary {
+    /// What is being forwarded.
+    pub kind: ForwardKind,
+    /// The trustee's display name.
+    pub trustee: String,
+    /// Forwards not yet answered.
+    pub pending: usize,
+    /// Of those, the ones failing for longer than `forward_stuck_after_secs`.
+    pub stuck: usize,
+    /// When the oldest was taken (ms since the epoch).
+    pub oldest_since_ms: u64,
+    /// Attempts made for the oldest failing one.
+    pub attempts: u32,
+    /// The last failure seen ("HTTP 503, not the trustee's JSON error", "timeout"...).
+    pub last_error: Option<String>,
+}
+
+/// `GET /v1/operator/forwards` and the `forwards` event.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+pub struct ForwardReport {
+    /// After how long a failing forward counts as stuck (seconds).
+    pub stuck_after_secs: u64,
+    /// By kind and trustee; only groups with something pending.
+    pub groups: Vec<ForwardSummary>,
+}
+
+impl Forwards {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, InFlight>> {
+        self.live.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn start(&self, kind: ForwardKind, trustee: &str, since_ms: u64) -> u64 {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        self.lock().insert(
+            id,
+            InFlight {
+                kind,
+                trustee: trustee.to_owned(),
+                since_ms,
+                attempts: 0,
+                last_error: None,
+                stuck: false,
+            },
+        );
+        id
+    }
+
+    /// Records a failed attempt; true if this made the forward stuck.
+    fn failed(&self, id: u64, why: String, now_ms: u64, stuck_after_ms: u64) -> bool {
+        let mut live = self.lock();
+        let Some(f) = live.get_mut(&id) else {
+            return false;
+        };
+        f.attempts = f.attempts.saturating_add(1);
+        f.last_error = Some(why);
+        let newly = !f.stuck && now_ms.saturating_sub(f.since_ms) >= stuck_after_ms;
+        f.stuck |= newly;
+        newly
+    }
+
+    /// Drops a finished forward; true if it was stuck.
+    fn finished(&self, id: u64) -> bool {
+        self.lock().remove(&id).is_some_and(|f| f.stuck)
+    }
+
+    /// Pending forwards by kind and trustee.
+    pub fn summary(&self) -> Vec<ForwardSummary> {
+        let live = self.lock();
+        let mut oldest_first: Vec<&InFlight> = live.values().collect();
+        oldest_first.sort_by_key(|f| f.since_ms);
+        let mut groups: BTreeMap<(ForwardKind, &str), ForwardSummary> = BTreeMap::new();
+        for f in oldest_first {
+            let g = groups
+                .entry((f.kind, f.trustee.as_str()))
+                .or_insert_with(|| ForwardSummary {
+                    kind: f.kind,
+                    trustee: f.trustee.clone(),
+                    pending: 0,
+                    stuck: 0,
+                    oldest_since_ms: f.since_ms,
+                    attempts: 0,
+                    last_error: None,
+                });
+            g.pending += 1;
+            g.stuck += usize::from(f.stuck);
+            if g.last_error.is_none() && f.last_error.is_some() {
+                // The oldest one that has failed speaks for the group.
+                g.attempts = f.attempts;
+                g.last_error.clone_from(&f.last_error);
+            }
+        }
+        groups.into_values().collect()
+    }
+
+    /// The forwards' gauges in the Prometheus text format.
+    pub fn render(&self, now_ms: u64, out: &mut String) {
+        use std::fmt::Write as _;
+        let live = self.lock();
+        let gauges: [(&str, &str); 3] = [
+            (
+                "sosvault_forwards_pending",
+                "Stops, cancels and commits not yet answered by a trustee.",
+            ),
+            (
+                "sosvault_forwards_stuck",
+                "Of those, the ones failing for longer than forward_stuck_after_secs.",
+            ),
+            (
+                "sosvault_forward_oldest_pending_seconds",
+                "Age of the oldest forward not yet answered.",
+            ),
+        ];
+        for (name, help) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} gauge");
+            for kind in ForwardKind::ALL {
+                let of_kind = live.values().filter(|f| f.kind == kind);
+                let value = match name {
+                    "sosvault_forwards_pending" => of_kind.count() as u64,
+                    "sosvault_forwards_stuck" => of_kind.filter(|f| f.stuck).count() as u64,
+                    _ => of_kind
+                        .map(|f| now_ms.saturating_sub(f.since_ms) / 1000)
+                        .max()
+                        .unwrap_or(0),
+                };
+                let _ = writeln!(out, "{name}{{kind=\"{}\"}} {value}", kind.as_str());
+            }
+        }
+    }
+}
+
+/// What one attempt came to: the final answer to store, or why to ask again.
+type Attempt<A> = Result<A, CallError>;
+
+/// A stop's or cancel's final answer from one trustee: its receipt, if it
+/// is for this very input (`ours`: the student, the message's hash...), or
+/// its final refusal; anything else is asked again.
+fn final_answer<R: sosvault::Message>(
+    trustee: [u8; 32],
+    kind: ForwardKind,
+    client: &TrusteeClient,
+    answer: Result<Signed<R>, CallError>,
+    ours: impl FnOnce(&R) -> bool,
+) -> Attempt<TrusteeAnswer> {
+    match answer {
+        Ok(receipt) if ours(receipt.body()) => Ok(TrusteeAnswer {
+            trustee_id: trustee,
+            receipt: receipt.as_bytes().to_vec(),
+            refusal: None,
+        }),
+        Ok(_) => Err(CallError::Unavailable {
+            why: format!("a receipt for another {}", kind.as_str()),
+            retry_after: None,
+        }),
+        Err(CallError::Refused { code, .. }) => {
+            tracing::warn!(trustee = client.name(), kind = kind.as_str(), code = %code, "finally refused");
+            Ok(TrusteeAnswer {
+                trustee_id: trustee,
+                receipt: Vec::new(),
+                refusal: Some(code),
+            })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+impl Engine {
+    /// The forwards report for the control room.
+    pub fn forward_report(&self) -> ForwardReport {
+        ForwardReport {
+            stuck_after_secs: self.inner.cfg.forward_stuck_after_secs,
+            groups: self.inner.forwards.summary(),
+        }
+    }
+
+    fn forwards_changed(&self) {
+        let report = self.forward_report();
+        self.emit(
+            "forwards",
+            None,
+            None,
+            Audience::Operators,
+            serde_json::to_value(report).unwrap_or_default(),
+        );
+    }
+
+    /// After a stop's or cancel's final answer was stored (or not): the
+    /// operators' event and the waiting answer woken; `false` asks again.
+    fn answer_stored(
+        &self,
+        kind: ForwardKind,
+        stored: Result<(), StoreError>,
+        student: &[u8; 32],
+        trustee: &str,
+        receipt: bool,
+    ) -> bool {
+        if let Err(e) = stored {
+            tracing::error!(
+                kind = kind.as_str(),
+                "storing a trustee's answer failed: {e}"
+            );
+            return false;
+        }
+        tracing::info!(kind = kind.as_str(), trustee, student = %short(student), receipt, "answer stored");
+        let (event, done) = match kind {
+            ForwardKind::Cancel => ("cancel_receipt", &self.inner.cancel_done),
+            _ => ("shred_receipt", &self.inner.shred_done),
+        };
+        self.emit(
+            event,
+            None,
+            None,
+            Audience::Operators,
+            json!({ "student": hex::encode(student), "trustee": trustee, "receipt": receipt }),
+        );
+        done.notify_waiters();
+        true
+    }
+
+    /// The configured trustee with this id (a pending row may name one that
+    /// has since left the config: `what` says which kind, for the log).
+    fn trustee_client(&self, trustee: &[u8; 32], what: ForwardKind) -> Option<TrusteeClient> {
+        let client = self
+            .inner
+            .trustees
+            .iter()
+            .find(|t| t.id().as_bytes() == trustee)
+            .cloned();
+        if client.is_none() {
+            tracing::error!(
+                kind = what.as_str(),
+                "pending forward for a trustee no longer configured"
+            );
+        }
+        client
+    }
+
+    /// The one retry loop of every forward to a trustee: `attempt` asks once
+    /// and gives the final answer, or the error to retry after; `store`
+    /// stores the answer and says whether it did (`false`: ask again).
+    /// Ends on shutdown; the pending row stays, and the next start resumes it.
+    fn spawn_forward<A, F, Fut, S, SFut>(
+        &self,
+        kind: ForwardKind,
+        client: &TrusteeClient,
+        since_ms: u64,
+        mut attempt: F,
+        mut store: S,
+    ) where
+        A: Send + 'static,
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = Attempt<A>> + Send,
+        S: FnMut(A) -> SFut + Send + 'static,
+        SFut: std::future::Future<Output = bool> + Send,
+    {
+        let engine = self.clone();
+        let trustee = client.name().to_owned();
+        let id = self.inner.forwards.start(kind, &trustee, since_ms);
+        let shutdown = self.inner.shutdown.clone();
+        let stuck_after_ms = self.inner.cfg.forward_stuck_after_secs.saturating_mul(1000);
+        let mut backoff = Backoff::new(Duration::from_millis(self.inner.cfg.max_backoff_ms));
+        self.inner.tasks.spawn(async move {
+            loop {
+                let outcome = tokio::select! {
+                    o = attempt() => o,
+                    _ = shutdown.cancelled() => return,
+                };
+                let delay = match outcome {
+                    Ok(answer) => {
+                        if store(answer).await {
+                            if engine.inner.forwards.finished(id) {
+                                tracing::info!(
+                                    kind = kind.as_str(),
+                                    trustee,
+                                    "stuck forward answered"
+                                );
+                                engine.forwards_changed();
+                            }
+                            return;
+                        }
+                        backoff.next_delay()
+                    }
+                    Err(e) => {
+                        engine
+                            .inner
+                            .metrics
+                            .trustee_errors
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(kind = kind.as_str(), trustee, "{e}; asking again");
+                        let why = match &e {
+                            CallError::Unavailable { why, .. } => why.clone(),
+                            other => other.to_string(),
+                        };
+                        if engine
+                            .inner
+                            .forwards
+                            .failed(id, why, now_ms(), stuck_after_ms)
+                        {
+                            tracing::warn!(kind = kind.as_str(), trustee, "forward stuck: {e}");
+                            engine.forwards_changed();
+                        }
+                        backoff.after(&e)
+                    }
+                };
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = shutdown.cancelled() => return,
+                }
+            }
+        });
+    }
+
+    /// Sends a student's signed stop to one trustee until it answers with a
+    /// shred receipt for this student and stop, or a final refusal
+    /// ([`crate::trustees::SHRED_FINAL`]; stored with its code).
+    pub(super) fn spawn_shred(
+        &self,
+        student: [u8; 32],
+        trustee: [u8; 32],
+        stop: Vec<u8>,
+        since_ms: u64,
+    ) {
+        let Some(client) = self.trustee_client(&trustee, ForwardKind::Stop) else {
+            return;
+        };
+        let stop_hash = sosvault::MessageHash::of_message(&stop);
+        let asker = client.clone();
+        let attempt = move || {
+            let (client, stop) = (asker.clone(), stop.clone());
+            async move {
+                let answer = client.shred(&stop).await;
+                final_answer(trustee, ForwardKind::Stop, &client, answer, |b| {
+                    b.student.as_bytes() == &student && b.stop == stop_hash
+                })
+            }
+        };
+        let engine = self.clone();
+        let name = client.name().to_owned();
+        let store = move |answer: TrusteeAnswer| {
+            let (engine, name) = (engine.clone(), name.clone());
+            async move {
+                let ok = answer.refusal.is_none();
+                let stored = engine
+                    .inner
+                    .db
+                    .call(move |s| s.finish_shred(&student, &answer, now_ms()))
+                    .await;
+                engine.answer_stored(ForwardKind::Stop, stored, &student, &name, ok)
+            }
+        };
+        self.spawn_forward(ForwardKind::Stop, &client, since_ms, attempt, store);
+    }
+
+    /// Forwards a student's signed cancel to one trustee until it answers:
+    /// a cancel receipt signed by that trustee's configured key for this
+    /// student, this cancel and its counter, or a final refusal
+    /// ([`crate::trustees::CANCEL_FINAL`]). The answer is stored and the
+    /// pending forward dropped in one store job.
+    pub(super) fn spawn_cancel_forward(
+        &self,
+        student: [u8; 32],
+        trustee: [u8; 32],
+        cancel: Vec<u8>,
+        since_ms: u64,
+    ) {
+        let Some(client) = self.trustee_client(&trustee, ForwardKind::Cancel) else {
+            return;
+        };
+        let Ok(signed) = Signed::<Cancel>::decode(&cancel) else {
+            tracing::error!("a stored cancel does not decode");
+            return;
+        };
+        let (hash, counter) = (signed.hash(), signed.body().counter);
+        let asker = client.clone();
+        let attempt = move || {
+            let (client, cancel) = (asker.clone(), cancel.clone());
+            async move {
+                // Final refusals: `stale_cancel` (a later cancel was taken,
+                // this one changes nothing), `unknown_student`, `wrong_device`...
+                let answer = client.cancel(&cancel).await;
+                final_answer(trustee, ForwardKind::Cancel, &client, answer, |b| {
+                    b.student.as_bytes() == &student && b.cancel == hash && b.counter == counter
+                })
+            }
+        };
+        let engine = self.clone();
+        let name = client.name().to_owned();
+        let store = move |answer: TrusteeAnswer| {
+            let (engine, name) = (engine.clone(), name.clone());
+            async move {
+                let ok = answer.refusal.is_none();
+                let h = *hash.as_bytes();
+                let stored = engine
+                    .inner
+                    .db
+                    .call(move |s| s.finish_cancel(&h, &trustee, &answer, now_ms()))
+                    .await;
+                engine.answer_stored(ForwardKind::Cancel, stored, &student, &name, ok)
+            }
+        };
+        self.spawn_forward(ForwardKind::Cancel, &client, since_ms, attempt, store);
+    }
+
+    /// Forwards a student's signed enrollment commit to one trustee until it
+    /// takes it (`200`, changed or not) or finally refuses it
+    /// ([`crate::trustees::COMMIT_FINAL`]: the trustee holds nothing the
+    /// commit could change). The pending forward is then dropped.
+    pub(super) fn spawn_commit_forward(
+        &self,
+        student: [u8; 32],
+        epoch: u32,
+        trustee: [u8; 32],
+        commit: Vec<u8>,
+        since_ms: u64,
+    ) {
+        let Some(client) = self.trustee_client(&trustee, ForwardKind::Commit) else {
+            return;
+        };
+        let asker = client.clone();
+        let attempt = move || {
+            let (client, commit) = (asker.clone(), commit.clone());
+            async move {
+                match client.commit(&commit).await {
+                    Ok(changed) => {
+                        tracing::info!(trustee = client.name(), student = %short(&student), epoch, changed, "commit taken");
+                        Ok(())
+                    }
+                    Err(CallError::Refused { code, .. }) => {
+                        tracing::warn!(trustee = client.name(), student = %short(&student), epoch, code = %code, "commit finally refused; not sending it again");
+                        Ok(())
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+        };
+        let engine = self.clone();
+        let store = move |()| {
+            let engine = engine.clone();
+            async move {
+                match engine
+                    .inner
+                    .db
+                    .call(move |s| s.finish_commit(&student, epoch, &trustee))
+                    .await
+                {
+                    Ok(()) => {
+                        engine.inner.commit_done.notify_waiters();
+                        true
+                    }
+                    Err(e) => {
+                        tracing::error!("storing a commit answer failed: {e}");
+                        false
+                    }
+                }
+            }
+        };
+        self.spawn_forward(ForwardKind::Commit, &client, since_ms, attempt, store);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forward_is_stuck_once_it_has_failed_past_the_bound_and_not_before() {
+        let f = Forwards::default();
+        let a = f.start(ForwardKind::Stop, "trustee-b", 1_000);
+        let b = f.start(ForwardKind::Stop, "trustee-b", 5_000);
+        let c = f.start(ForwardKind::Cancel, "trustee-a", 1_000);
+        // Pending but never failed: not stuck, however old.
+        assert!(!f.failed(a, "HTTP 503".into(), 30_000, 60_000));
+        assert!(f.failed(a, "HTTP 429 (rate_limited)".into(), 61_000, 60_000));
+        // Once: the second failure does not announce it again.
+        assert!(!f.failed(a, "timeout".into(), 62_000, 60_000));
+        assert!(!f.failed(b, "timeout".into(), 62_000, 60_000));
+        let s = f.summary();
+        assert_eq!(s.len(), 2);
+        let stops = s.iter().find(|g| g.kind == ForwardKind::Stop).unwrap();
+        assert_eq!((stops.pending, stops.stuck), (2, 1));
+        assert_eq!(stops.oldest_since_ms, 1_000);
+        assert_eq!(stops.attempts, 3);
+        assert_eq!(stops.last_error.as_deref(), Some("timeout"));
+        let mut text = String::new();
+        f.render(121_000, &mut text);
+        assert!(
+            text.contains("sosvault_forwards_pending{kind=\"stop\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sosvault_forwards_stuck{kind=\"stop\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sosvault_forwards_stuck{kind=\"cancel\"} 0"),
+            "{text}"
+        );
+        assert!(text.contains("sosvault_forward_oldest_pending_seconds{kind=\"cancel\"} 120"));
+        assert!(f.finished(a));
+        assert!(!f.finished(b));
+        assert!(!f.finished(c));
+        assert!(f.summary().is_empty());
+    }
+}

@@ -1,0 +1,196 @@
+//! Stops and releases that always finish (issue 12): trustee 3 sits behind
+//! a reverse proxy that, for a while, answers `408`, `429`, `503`, HTML
+//! pages and cut-off answers instead of the trustee. None of those ends a
+//! stop or a release; only a receipt or one of the trustee's final
+//! refusals does. A stuck stop shows on the control room's forwards report
+//! and in `/metrics`, survives a crash of the dispatch service, and
+//! finishes, with a real shred at the trustee, once the proxy heals.
+//!
+//! Before issue 12 each of those answers was a final "refused": the stop
+//! stored an empty receipt and reported `pending: 0` while trustee 3 still
+//! held the share, and the release asked that trustee no more.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::faulty::{FAULTS, FaultyProxy};
+use common::*;
+use serde_json::Value;
+use sosvault::log::LogEntry;
+use sosvault::{Category, StudentId, Timestamp};
+
+/// Every fault the proxy gives, each at least once.
+fn every_fault(seen: &std::collections::BTreeMap<&'static str, usize>) -> bool {
+    FAULTS.iter().all(|f| seen.get(f).copied().unwrap_or(0) > 0)
+}
+
+async fn cluster_with_proxy() -> (Cluster, FaultyProxy) {
+    let proxy = FaultyProxy::start().await;
+    let p = proxy.clone();
+    let c = Cluster::start_with(Options::default(), move |cfg| {
+        p.set_upstream(&cfg.trustees[2].url);
+        cfg.trustees[2].url = p.url.clone();
+        cfg.forward_stuck_after_secs = 1;
+    })
+    .await;
+    (c, proxy)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_behind_a_failing_proxy_is_stuck_visibly_survives_a_crash_and_finishes() {
+    let (mut c, proxy) = cluster_with_proxy().await;
+    let op = c.operator().await;
+    let mut ops = c.client.events("/v1/operator/events", &op).await.unwrap();
+    let mut device = c.student("Meera Joshi").await;
+    let student = device.student_id();
+
+    proxy.break_path("/v1/shreds");
+    let stop = device
+        .stop(false, &c.info.control_room, Timestamp::now())
+        .unwrap();
+    let answer = c.client.stop(&stop).await.unwrap();
+    // Not complete: trustee 3 has given neither a receipt nor a final refusal.
+    assert_eq!(answer["receipts"].as_array().unwrap().len(), 2, "{answer}");
+    assert_eq!(answer["refused"].as_array().unwrap().len(), 0, "{answer}");
+    assert_eq!(answer["pending"], 1, "{answer}");
+
+    // Every kind of non-answer was met, and none ended the stop.
+    proxy.wait_until("/v1/shreds", 30, every_fault).await;
+    // The control room sees it stuck: by trustee and kind, not by student.
+    let ev = next_event(&mut ops, 20, |e| {
+        e["kind"] == "forwards"
+            && e["detail"]["groups"]
+                .as_array()
+                .is_some_and(|g| g.iter().any(|g| g["kind"] == "stop" && g["stuck"] == 1))
+    })
+    .await;
+    let group = &ev["detail"]["groups"][0];
+    assert_eq!(group["trustee"], "trustee-3", "{ev}");
+    assert!(group["last_error"].as_str().is_some(), "{ev}");
+    assert!(!ev.to_string().contains(&student.to_hex()), "{ev}");
+    let report = c
+        .client
+        .get("/v1/operator/forwards", Some(&op))
+        .await
+        .unwrap();
+    assert_eq!(report["groups"][0]["kind"], "stop", "{report}");
+    assert_eq!(report["groups"][0]["stuck"], 1, "{report}");
+    let metrics = metrics_text(&c, &op).await;
+    assert!(
+        metrics.contains("sosvault_forwards_stuck{kind=\"stop\"} 1"),
+        "{metrics}"
+    );
+    // The other trustees have shredded; trustee 3 has not.
+    assert!(shredded(&c.trustees[0], &student).await);
+    assert!(!shredded(&c.trustees[2], &student).await);
+
+    // A crash while it is stuck: the pending stop is asked again after the restart.
+    c.server.kill();
+    let before: usize = proxy.seen("/v1/shreds").values().sum();
+    c.server.start();
+    proxy
+        .wait_until("/v1/shreds", 30, |s| s.values().sum::<usize>() > before)
+        .await;
+    let op = c.operator().await;
+    let mut ops = c.client.events("/v1/operator/events", &op).await.unwrap();
+    let again = c.client.stop(&stop).await.unwrap();
+    assert_eq!(again["pending"], 1, "{again}");
+
+    // The proxy heals: the third receipt comes, the trustee has shredded,
+    // and the stuck report clears.
+    proxy.heal();
+    loop {
+        let answer = c.client.stop(&stop).await.unwrap();
+        if answer["pending"] == 0 {
+            assert_eq!(answer["receipts"].as_array().unwrap().len(), 3, "{answer}");
+            assert_eq!(answer["refused"].as_array().unwrap().len(), 0);
+            break;
+        }
+        next_event(&mut ops, 30, |e| e["kind"] == "shred_receipt").await;
+    }
+    assert!(shredded(&c.trustees[2], &student).await);
+    let report = c
+        .client
+        .get("/v1/operator/forwards", Some(&op))
+        .await
+        .unwrap();
+    assert_eq!(report["groups"], Value::Array(vec![]), "{report}");
+    assert!(
+        metrics_text(&c, &op)
+            .await
+            .contains("sosvault_forwards_stuck{kind=\"stop\"} 0")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_that_needs_the_trustee_behind_a_failing_proxy_opens_once_it_heals() {
+    let (mut c, proxy) = cluster_with_proxy().await;
+    let op = c.operator().await;
+    let mut ops = c.client.events("/v1/operator/events", &op).await.unwrap();
+    let mut device = c.student("Ira Mehta").await;
+
+    // Trustee 2 is down and trustee 3's proxy fails: 2-of-3 needs trustee 3.
+    c.trustees[1].kill();
+    proxy.break_path("/v1/releases");
+    let panic = device
+        .panic(
+            Category::Police,
+            &talwandi(),
+            &c.info.control_room,
+            Timestamp::now(),
+        )
+        .unwrap();
+    let id = c.client.panic(&panic).await.unwrap();
+    proxy.wait_until("/v1/releases", 60, every_fault).await;
+    let detail = c
+        .client
+        .get(&format!("/v1/operator/incidents/{id}"), Some(&op))
+        .await
+        .unwrap();
+    assert_eq!(detail["release"]["profile"], "sealed", "{detail}");
+    let said: Vec<String> = detail["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["detail"].as_str().unwrap_or("").to_owned())
+        .collect();
+    assert!(
+        said.iter()
+            .any(|d| d.contains("trustee-3") && d.contains("asking again")),
+        "{said:?}"
+    );
+    assert!(
+        !said.iter().any(|d| d.contains("trustee-3: refused")),
+        "{said:?}"
+    );
+
+    proxy.heal();
+    next_event(&mut ops, 30, is("profile_available", &id)).await;
+    let detail = c
+        .client
+        .get(&format!("/v1/operator/incidents/{id}"), Some(&op))
+        .await
+        .unwrap();
+    assert_eq!(detail["profile"]["name"], "Ira Mehta", "{detail}");
+}
+
+/// Whether the trustee's log has a shred of `student`.
+async fn shredded(t: &TrusteeProc, student: &StudentId) -> bool {
+    t.log()
+        .await
+        .iter()
+        .any(|e| matches!(e, LogEntry::Shredded { student: s, .. } if s == student))
+}
+
+/// `/metrics`, read as an operator.
+async fn metrics_text(c: &Cluster, op: &str) -> String {
+    let resp = reqwest::Client::new()
+        .get(format!("{}/metrics", c.server.url()))
+        .bearer_auth(op)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    resp.text().await.unwrap()
+}

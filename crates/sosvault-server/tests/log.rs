@@ -1,0 +1,493 @@
+//! `sosvault-server log verify` as an auditor runs it against the real
+//! service: it follows the control room's log of profile views as it grows
+//! across runs (its state file remembering the last verified head), and
+//! catches a tampered entry, a rewritten history, a forked head and a
+//! shrunken log. The dishonest operator is simulated the way a real one
+//! would do it: with the data directory, editing or rolling back the SQLite
+//! `transparency_log` table of the stopped service and starting it again
+//! (the service rebuilds its tree from the stored leaf hashes and signs
+//! heads over whatever it finds).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use common::*;
+use sosvault::log::{MerkleLog, TreeHead, leaf_hash, verify_consistency, verify_inclusion};
+use sosvault::{Category, LogPublic, Timestamp};
+
+/// Runs `log verify` against the cluster's service.
+fn log_verify(c: &Cluster, state: Option<&Path>, token: Option<&str>, extra: &[&str]) -> Output {
+    let mut cmd = Command::new(server_bin());
+    cmd.args(["log", "verify", "--url", &c.server.url()])
+        .args(extra);
+    if let Some(s) = state {
+        cmd.arg("--state").arg(s);
+    }
+    match token {
+        Some(t) => cmd.env("SOSVAULT_OPERATOR_TOKEN", t),
+        None => cmd.env_remove("SOSVAULT_OPERATOR_TOKEN"),
+    };
+    cmd.output().unwrap()
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "log verify failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn fails(out: &Output, words: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "log verify passed, expected {words:?}: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(stderr.contains(words), "expected {words:?} in: {stderr}");
+}
+
+/// A new student panics; returns the incident once its profile is
+/// released and the operator has read it: exactly one logged view.
+async fn released(c: &Cluster, op: &str, name: &str) -> String {
+    let mut device = c.student(name).await;
+    let mut ops = c.client.events("/v1/operator/events", op).await.unwrap();
+    let panic = device
+        .panic(
+            Category::Police,
+            &talwandi(),
+            &c.info.control_room,
+            Timestamp::now(),
+        )
+        .unwrap();
+    let id = c.client.panic(&panic).await.unwrap();
+    loop {
+        let d = c
+            .client
+            .get(&format!("/v1/operator/incidents/{id}"), Some(op))
+            .await
+            .unwrap();
+        if d["profile"]["name"] == name {
+            return id;
+        }
+        next_event(&mut ops, 20, |e| e["incident"] == id.as_str()).await;
+    }
+}
+
+/// The operator reads the released profile `n` more times: `n` log entries.
+async fn view(c: &Cluster, op: &str, id: &str, n: usize) {
+    for _ in 0..n {
+        let d = c
+            .client
+            .get(&format!("/v1/operator/incidents/{id}"), Some(op))
+            .await
+            .unwrap();
+        assert!(d["profile"].is_object(), "the profile is released: {d}");
+    }
+}
+
+async fn log_size(c: &Cluster) -> u64 {
+    c.client.get("/v1/log/head", None).await.unwrap()["size"]
+        .as_u64()
+        .unwrap()
+}
+
+fn db(c: &Cluster) -> PathBuf {
+    c.server.dir.join("sosvault.db")
+}
+
+fn db_files(db: &Path) -> Vec<PathBuf> {
+    ["", "-wal", "-shm"]
+        .iter()
+        .map(|s| PathBuf::from(format!("{}{s}", db.display())))
+        .collect()
+}
+
+fn snapshot(db: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for (i, f) in db_files(db).iter().enumerate() {
+        let dst = to.join(i.to_string());
+        let _ = std::fs::remove_file(&dst);
+        if f.exists() {
+            std::fs::copy(f, dst).unwrap();
+        }
+    }
+}
+
+fn restore(db: &Path, from: &Path) {
+    for (i, f) in db_files(db).iter().enumerate() {
+        let _ = std::fs::remove_file(f);
+        let src = from.join(i.to_string());
+        if src.exists() {
+            std::fs::copy(src, f).unwrap();
+        }
+    }
+}
+
+/// Edits the stopped service's database.
+fn edit(db: &Path, f: impl FnOnce(&rusqlite::Connection)) {
+    let c = rusqlite::Connection::open(db).unwrap();
+    f(&c);
+    c.close().unwrap();
+}
+
+/// Flips the last byte (the time) of entry `idx`; with `rehash`, stores its
+/// new leaf hash too (a self-consistent log with another past).
+fn rewrite_entry(db: &Path, idx: i64, rehash: bool) {
+    edit(db, |c| {
+        let mut e: Vec<u8> = c
+            .query_row(
+                "SELECT entry FROM transparency_log WHERE idx = ?1",
+                [idx],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let last = e.len() - 1;
+        e[last] ^= 0x01;
+        if rehash {
+            c.execute(
+                "UPDATE transparency_log SET entry = ?1, leaf_hash = ?2 WHERE idx = ?3",
+                rusqlite::params![e, leaf_hash(&e).to_vec(), idx],
+            )
+            .unwrap();
+        } else {
+            c.execute(
+                "UPDATE transparency_log SET entry = ?1 WHERE idx = ?2",
+                rusqlite::params![e, idx],
+            )
+            .unwrap();
+        }
+    });
+}
+
+fn hashes(v: &serde_json::Value, field: &str, decode: fn(&str) -> Vec<u8>) -> Vec<Vec<u8>> {
+    v[field]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| decode(h.as_str().unwrap()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_honest_control_room_log_verifies_as_it_grows_across_runs() {
+    let c = Cluster::start(Options::default()).await;
+    let state = c.tmp.path().join("audit.json");
+    let info = c.client.get("/v1/info", None).await.unwrap();
+    let log_public = info["log_public_key"].as_str().unwrap().to_owned();
+
+    // The empty log verifies, and the auditor remembers it and its key.
+    let out = ok(&log_verify(&c, Some(&state), None, &[]));
+    assert!(
+        out.contains("log of 0 entries") && out.contains("no earlier head"),
+        "{out}"
+    );
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    assert_eq!(saved["log_public_key"], log_public.as_str());
+
+    // Three views; an auditor with an operator's token checks the entries too.
+    let op = c.operator().await;
+    let id = released(&c, &op, "Asha Verma").await;
+    view(&c, &op, &id, 2).await;
+    let out = ok(&log_verify(&c, Some(&state), Some(&op), &[]));
+    assert!(
+        out.contains("log of 3 entries")
+            && out.contains("every entry matches its leaf hash")
+            && out.contains("consistent with the head of 0 entries"),
+        "{out}"
+    );
+    // Two more, from another incident; leaf hashes only this time.
+    let other = released(&c, &op, "Meera Iyer").await;
+    view(&c, &op, &other, 1).await;
+    let out = ok(&log_verify(&c, Some(&state), None, &[]));
+    assert!(
+        out.contains("log of 5 entries")
+            && out.contains("consistent with the head of 3 entries")
+            && !out.contains("every entry matches"),
+        "{out}"
+    );
+    // The same size again: the same root, still fine.
+    let out = ok(&log_verify(&c, Some(&state), None, &[]));
+    assert!(
+        out.contains("consistent with the head of 5 entries"),
+        "{out}"
+    );
+
+    // The served proofs check out for every pair of sizes, against the
+    // roots of the leaves the service serves.
+    let head = c.client.get("/v1/log/head", None).await.unwrap();
+    let key = LogPublic::from_hex(&log_public).unwrap();
+    let head =
+        TreeHead::verify(&B64.decode(head["head"].as_str().unwrap()).unwrap(), &key).unwrap();
+    let size = head.body().size;
+    assert_eq!(size, 5);
+    let leaves = c
+        .client
+        .get(&format!("/v1/log/entries?start=0&end={size}"), None)
+        .await
+        .unwrap();
+    let leaves: Vec<[u8; 32]> = leaves["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            B64.decode(l["leaf_hash"].as_str().unwrap())
+                .unwrap()
+                .try_into()
+                .unwrap()
+        })
+        .collect();
+    let tree = MerkleLog::from_leaf_hashes(leaves.iter().copied());
+    assert_eq!(tree.root(), head.body().root);
+    let unhex = |s: &str| hex::decode(s).unwrap();
+    for new in 1..=size {
+        for old in 1..=new {
+            let p = c
+                .client
+                .get(&format!("/v1/log/consistency?old={old}&new={new}"), None)
+                .await
+                .unwrap();
+            verify_consistency(
+                old,
+                new,
+                &tree.root_at(old).unwrap(),
+                &tree.root_at(new).unwrap(),
+                &hashes(&p, "proof", unhex),
+            )
+            .unwrap();
+        }
+        let i = new - 1;
+        let p = c
+            .client
+            .get(&format!("/v1/log/proof?index={i}&size={new}"), None)
+            .await
+            .unwrap();
+        verify_inclusion(
+            &leaves[i as usize],
+            i,
+            new,
+            &hashes(&p, "proof", unhex),
+            &tree.root_at(new).unwrap(),
+        )
+        .unwrap();
+    }
+
+    // The pinned key: the right one verifies, another is refused.
+    ok(&log_verify(&c, None, None, &["--log-public", &log_public]));
+    let stranger = sosvault::ControlRoomKey::generate()
+        .log_key()
+        .public()
+        .to_hex();
+    fails(
+        &log_verify(&c, None, None, &["--log-public", &stranger]),
+        "another key than the one pinned with --log-public",
+    );
+    // A state file remembering another key: the key was replaced.
+    let mut saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    saved["log_public_key"] = stranger.clone().into();
+    let replaced = c.tmp.path().join("replaced.json");
+    std::fs::write(&replaced, serde_json::to_vec(&saved).unwrap()).unwrap();
+    fails(
+        &log_verify(&c, Some(&replaced), None, &[]),
+        "log key changed since the last check",
+    );
+    // A token that is not a live session's is refused, not ignored.
+    fails(&log_verify(&c, None, Some("not-a-session"), &[]), "401");
+    // A pin for a plain http URL is a mistake, said as such.
+    fails(
+        &log_verify(&c, None, None, &["--ca", "/nonexistent/ca.pem"]),
+        "not an https:// URL",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tampered_or_rewritten_control_room_log_is_detected() {
+    let mut c = Cluster::start(Options::default()).await;
+    let state = c.tmp.path().join("audit.json");
+    let op = c.operator().await;
+    let id = released(&c, &op, "Asha Verma").await;
+    view(&c, &op, &id, 2).await;
+    ok(&log_verify(&c, Some(&state), Some(&op), &[]));
+
+    // The operator edits entry 1 (who viewed, and when) but not its leaf hash.
+    c.server.kill();
+    rewrite_entry(&db(&c), 1, false);
+    c.server.start();
+    let op = c.operator().await;
+    // The leaf hashes, and so the heads, are unchanged: an auditor without
+    // the entries cannot tell; one reading them can.
+    ok(&log_verify(&c, Some(&state), None, &[]));
+    fails(
+        &log_verify(&c, Some(&state), Some(&op), &[]),
+        "entry 1 does not match its leaf hash",
+    );
+
+    // The operator rewrites entry 0 and its leaf hash: a self-consistent log
+    // with a different past, which the service signs after a restart.
+    c.server.kill();
+    rewrite_entry(&db(&c), 1, false); // entry 1 back as it was
+    rewrite_entry(&db(&c), 0, true);
+    c.server.start();
+    let op = c.operator().await;
+    // A fresh auditor with no memory cannot tell...
+    ok(&log_verify(&c, None, Some(&op), &[]));
+    // ...one that remembers the head it verified can: a second head of the
+    // same size...
+    fails(
+        &log_verify(&c, Some(&state), Some(&op), &[]),
+        "fork: the dispatch service signed two different heads of size 3",
+    );
+    // ...and, once the log grows, a log that does not extend it.
+    released(&c, &op, "Meera Iyer").await;
+    assert_eq!(log_size(&c).await, 4);
+    fails(
+        &log_verify(&c, Some(&state), Some(&op), &[]),
+        "history was rewritten",
+    );
+    // A failed check keeps the evidence: the state still holds the head of 3.
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    let key = LogPublic::from_hex(saved["log_public_key"].as_str().unwrap()).unwrap();
+    let kept =
+        TreeHead::verify(&B64.decode(saved["head"].as_str().unwrap()).unwrap(), &key).unwrap();
+    assert_eq!(kept.body().size, 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forked_or_shrunken_control_room_log_is_detected() {
+    let mut c = Cluster::start(Options::default()).await;
+    let state = c.tmp.path().join("audit.json");
+    let snap = c.tmp.path().join("snapshot");
+    let op = c.operator().await;
+    let id = released(&c, &op, "Asha Verma").await;
+    view(&c, &op, &id, 1).await;
+    c.server.kill();
+    snapshot(&db(&c), &snap);
+
+    // Branch one: two more views; the auditor sees and remembers it.
+    c.server.start();
+    let op = c.operator().await;
+    released(&c, &op, "Meera Iyer").await;
+    released(&c, &op, "Kavya Rao").await;
+    let seen = log_size(&c).await;
+    assert_eq!(seen, 4);
+    ok(&log_verify(&c, Some(&state), None, &[]));
+    c.server.kill();
+
+    // The operator rolls the database back: the log shrank.
+    restore(&db(&c), &snap);
+    c.server.start();
+    assert_eq!(log_size(&c).await, 2);
+    fails(&log_verify(&c, Some(&state), None, &[]), "the log shrank");
+
+    // Branch two from the same point, to the same size: a fork.
+    let op = c.operator().await;
+    released(&c, &op, "Ira Sen").await;
+    released(&c, &op, "Noor Khan").await;
+    assert_eq!(log_size(&c).await, seen);
+    fails(&log_verify(&c, Some(&state), None, &[]), "fork");
+
+    // And once it grows past the seen head, it still does not extend it.
+    released(&c, &op, "Tara Das").await;
+    fails(
+        &log_verify(&c, Some(&state), None, &[]),
+        "does not extend the head of 4 entries",
+    );
+}
+
+/// A service on its own (no trustee answers; its log is empty) listening
+/// with TLS under `cert`.
+struct TlsService {
+    child: std::process::Child,
+    url: String,
+}
+
+impl Drop for TlsService {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tls_service(dir: &Path) -> TlsService {
+    use std::io::BufRead as _;
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    std::fs::write(dir.join("cert.pem"), ck.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
+    std::fs::set_permissions(
+        dir.join("key.pem"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    let mut cfg = sosvault_server::config::Config::new(dir.join("data"));
+    sosvault_server::init_keys(&cfg).unwrap();
+    cfg.listen = "127.0.0.1:0".into();
+    cfg.tls_cert = Some(dir.join("cert.pem"));
+    cfg.tls_key = Some(dir.join("key.pem"));
+    for _ in 0..3 {
+        cfg.trustees.push(sosvault_server::config::TrusteeConfig {
+            url: "http://127.0.0.1:9".into(),
+            public: sosvault::TrusteeKey::generate().public().to_hex(),
+            name: String::new(),
+            tls_ca: None,
+        });
+    }
+    let config = dir.join("server.toml");
+    std::fs::write(&config, cfg.to_toml().unwrap()).unwrap();
+    let mut child = Command::new(server_bin())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let port = loop {
+        let line = lines.next().expect("a listening line").unwrap();
+        if let Some(a) = line.strip_prefix("listening on https://") {
+            break a.trim().rsplit(':').next().unwrap().to_owned();
+        }
+    };
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    TlsService {
+        child,
+        url: format!("https://localhost:{port}"),
+    }
+}
+
+#[test]
+fn over_https_log_verify_trusts_only_the_pinned_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let svc = tls_service(dir.path());
+    let run = |ca: Option<&Path>| {
+        let mut cmd = Command::new(server_bin());
+        cmd.args(["log", "verify", "--url", &svc.url])
+            .arg("--state")
+            .arg(dir.path().join("audit.json"))
+            .env_remove("SOSVAULT_OPERATOR_TOKEN");
+        if let Some(ca) = ca {
+            cmd.arg("--ca").arg(ca);
+        }
+        cmd.output().unwrap()
+    };
+    // The service's own certificate, pinned: verified.
+    let out = ok(&run(Some(&dir.path().join("cert.pem"))));
+    assert!(out.contains("log of 0 entries"), "{out}");
+    // Nothing pinned: no system root vouches for it, and the error says what to do.
+    fails(&run(None), "--ca FILE");
+    // Another certificate pinned (an impostor at that address would hold none
+    // other): refused.
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let other_pem = dir.path().join("other.pem");
+    std::fs::write(&other_pem, other.cert.pem()).unwrap();
+    fails(&run(Some(&other_pem)), "cannot reach the dispatch service");
+}

@@ -1,0 +1,595 @@
+//! `log verify`: an auditor's check of a service's transparency log from
+//! outside, shared by `sosvault-trustee log verify` and `sosvault-server log
+//! verify`.
+//!
+//! The two services serve their logs under different routes and encodings;
+//! each command says how to read its service's log by implementing
+//! [`LogSource`]. Everything else is the same and lives here:
+//!
+//! 1. [`pin_log_key`]: the log key the service names must be the one pinned
+//!    on the command line, and the one remembered in the state file from an
+//!    earlier run (trust on first use when neither is there).
+//! 2. [`check`]: the signed head verifies under that key. Against the head
+//!    remembered from the last run: the log did not shrink, a head of the
+//!    same size has the same root (else the log forked), and the served
+//!    consistency proof from the old head to the new one verifies (else its
+//!    history was rewritten). Then every leaf of the head: each entry that is
+//!    served (to a caller allowed to read entries) hashes to its leaf hash and
+//!    decodes as a log entry; the root rebuilt from the leaf hashes is the
+//!    signed root; and the served inclusion proof of every leaf verifies.
+//! 3. [`read_state`] and [`write_state`]: the state file, JSON, written to a
+//!    temporary file and renamed, so a crash leaves the old state or the new.
+//!    A failed check never writes it: it keeps the head that proves what the
+//!    service signed before.
+//! 4. [`Http`]: JSON `GET`s with plain-words errors, over TLS trusting only
+//!    a pinned certificate or CA ([`crate::tls::client_config`]) when given
+//!    one.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow, bail};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sosvault::log::{LogEntry, MerkleLog, TreeHead, leaf_hash};
+use sosvault::{Container as _, LogPublic, Signed};
+
+/// One leaf of a log, as a service serves it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Leaf {
+    /// Its index.
+    pub index: u64,
+    /// Its RFC 6962 leaf hash.
+    pub leaf_hash: [u8; 32],
+    /// The entry's bytes, when the service serves them to this caller.
+    pub entry: Option<Vec<u8>>,
+}
+
+/// How one service serves its log: each `log verify` command implements it
+/// over its service's routes.
+pub trait LogSource {
+    /// The consistency proof between the trees of `old` and `new` leaves
+    /// (`1 <= old < new`).
+    fn consistency_proof(
+        &self,
+        old: u64,
+        new: u64,
+    ) -> impl Future<Output = anyhow::Result<Vec<[u8; 32]>>>;
+    /// Leaves from `start` on, before `end`, in order: a page (the service
+    /// may stop early, but serves at least one leaf when `start < end`).
+    fn leaves(&self, start: u64, end: u64) -> impl Future<Output = anyhow::Result<Vec<Leaf>>>;
+    /// The inclusion proof of leaf `index` in the tree of `size` leaves.
+    fn inclusion_proof(
+        &self,
+        index: u64,
+        size: u64,
+    ) -> impl Future<Output = anyhow::Result<Vec<[u8; 32]>>>;
+}
+
+/// What a successful check saw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Report {
+    /// The verified head's size.
+    pub size: u64,
+    /// Its root, hex.
+    pub root: String,
+    /// The size of the earlier head it was proven consistent with.
+    pub previous_size: Option<u64>,
+    /// Whether entry bytes (not only leaf hashes) were checked.
+    pub full_entries: bool,
+}
+
+impl Report {
+    /// The line `log verify` prints on success.
+    pub fn summary(&self) -> String {
+        let mut line = format!(
+            "ok: log of {} entries, root {}, signature verified, every entry included",
+            self.size, self.root
+        );
+        if self.full_entries {
+            line.push_str(", every entry matches its leaf hash");
+        }
+        match self.previous_size {
+            Some(p) => line.push_str(&format!(
+                ", consistent with the head of {p} entries seen before"
+            )),
+            None => line.push_str(", no earlier head to compare"),
+        }
+        line
+    }
+}
+
+/// How messages name what is checked.
+#[derive(Clone, Copy, Debug)]
+pub struct Names<'a> {
+    /// The service, as a sentence's subject: `the trustee`, `the dispatch service`.
+    pub who: &'a str,
+    /// Its URL.
+    pub url: &'a str,
+    /// The command-line flag that pins the log key: `--log-public-key`.
+    pub pin_flag: &'a str,
+}
+
+/// Checks the log key the service names (`served`) against the one pinned on
+/// the command line and the one remembered in the state file.
+pub fn pin_log_key(
+    served: &LogPublic,
+    pinned: Option<&LogPublic>,
+    remembered: Option<&str>,
+    names: Names<'_>,
+) -> anyhow::Result<()> {
+    let Names { who, url, pin_flag } = names;
+    if let Some(pinned) = pinned
+        && pinned.to_bytes() != served.to_bytes()
+    {
+        bail!(
+            "{who} at {url} signs its log with another key than the one pinned with {pin_flag} \
+             ({}, not {}): this is not the log you meant to audit, or its key was replaced",
+            served.to_hex(),
+            pinned.to_hex()
+        );
+    }
+    if let Some(remembered) = remembered
+        && !remembered.eq_ignore_ascii_case(&served.to_hex())
+    {
+        bail!(
+            "{who}'s log key changed since the last check ({}, remembered {remembered}): a \
+             replaced key can sign any history. If the change was announced, pin the new key \
+             with {pin_flag} and start a new state file; keep the old one as evidence",
+            served.to_hex()
+        );
+    }
+    Ok(())
+}
+
+/// Verifies the signed head `head` (its bytes as served) under `log`, its
+/// extension of the `previous` head (bytes, from the state file) if any, and
+/// every leaf `source` serves for it.
+pub async fn check<S: LogSource>(
+    source: &S,
+    who: &str,
+    head: &[u8],
+    log: &LogPublic,
+    previous: Option<&[u8]>,
+) -> anyhow::Result<(Signed<TreeHead>, Report)> {
+    let signed = TreeHead::verify(head, log).map_err(|e| {
+        anyhow!("the signed tree head {who} served does not verify under its log key ({e})")
+    })?;
+    let h = *signed.body();
+
+    let mut previous_size = None;
+    if let Some(old_bytes) = previous {
+        let old = TreeHead::verify(old_bytes, log).map_err(|e| {
+            anyhow!(
+                "the head in the state file does not verify under the log key ({e}): the state \
+                 file is damaged or belongs to another log"
+            )
+        })?;
+        let o = *old.body();
+        if o.size > h.size {
+            bail!(
+                "the log shrank from {} to {} entries since the last check: history was \
+                 rewritten. The state file keeps the signed head of {} entries as evidence",
+                o.size,
+                h.size,
+                o.size
+            );
+        }
+        if o.size == h.size && o.root != h.root {
+            bail!(
+                "fork: {who} signed two different heads of size {} (roots {} and {}). The state \
+                 file keeps the earlier one as evidence",
+                h.size,
+                hex::encode(o.root),
+                hex::encode(h.root)
+            );
+        }
+        let proof = if o.size > 0 && o.size < h.size {
+            source.consistency_proof(o.size, h.size).await?
+        } else {
+            Vec::new()
+        };
+        o.verify_extended_by(&h, &proof).map_err(|e| {
+            anyhow!(
+                "the log of {} entries does not extend the head of {} entries seen before ({e}): \
+                 history was rewritten or forked. The state file keeps the signed head of {} \
+                 entries as evidence",
+                h.size,
+                o.size,
+                o.size
+            )
+        })?;
+        previous_size = Some(o.size);
+    }
+
+    // Every leaf of the head.
+    let mut hashes: Vec<[u8; 32]> = Vec::new();
+    let mut full_entries = true;
+    while (hashes.len() as u64) < h.size {
+        let start = hashes.len() as u64;
+        let page = source.leaves(start, h.size).await?;
+        if page.is_empty() {
+            bail!(
+                "{who} served {start} entries for a signed head of {} entries",
+                h.size
+            );
+        }
+        for leaf in page {
+            let index = hashes.len() as u64;
+            if index >= h.size {
+                bail!(
+                    "{who} served more entries than its signed head of {} entries",
+                    h.size
+                );
+            }
+            if leaf.index != index {
+                bail!(
+                    "{who} served entry {} where entry {index} belongs",
+                    leaf.index
+                );
+            }
+            match &leaf.entry {
+                Some(bytes) => {
+                    if leaf_hash(bytes) != leaf.leaf_hash {
+                        bail!("entry {index} does not match its leaf hash: it was tampered with");
+                    }
+                    LogEntry::from_bytes(bytes).map_err(|e| {
+                        anyhow!(
+                            "entry {index} is not a valid log entry ({e}): it was tampered with"
+                        )
+                    })?;
+                }
+                None => full_entries = false,
+            }
+            hashes.push(leaf.leaf_hash);
+        }
+    }
+    let rebuilt = MerkleLog::from_leaf_hashes(hashes.iter().copied());
+    if rebuilt.root() != h.root {
+        bail!(
+            "the {} entries {who} served do not add up to its signed root: the log was tampered \
+             with",
+            h.size
+        );
+    }
+    for (index, hash) in hashes.iter().enumerate() {
+        let proof = source.inclusion_proof(index as u64, h.size).await?;
+        h.verify_inclusion(hash, index as u64, &proof)
+            .map_err(|e| {
+                anyhow!(
+                    "the inclusion proof of entry {index} does not verify against the signed head \
+                 ({e}): {who} serves proofs of another tree"
+                )
+            })?;
+    }
+
+    let report = Report {
+        size: h.size,
+        root: hex::encode(h.root),
+        previous_size,
+        // Nothing was checked of an empty log's entries.
+        full_entries: full_entries && h.size > 0,
+    };
+    Ok((signed, report))
+}
+
+/// Reads the state file; `None` if there is none yet.
+pub fn read_state<T: DeserializeOwned>(path: &Path) -> anyhow::Result<Option<T>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "the state file {} is not valid: restore it from a backup, or start a new one \
+                 elsewhere (a new state file remembers nothing, so it cannot detect a rewrite)",
+                path.display()
+            )
+        })?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("cannot read the state file {}", path.display())),
+    }
+}
+
+/// Writes the state file: to a temporary file beside it, then renamed over it.
+pub fn write_state<T: Serialize>(path: &Path, state: &T) -> anyhow::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let bytes = serde_json::to_vec_pretty(state)?;
+    std::fs::write(&tmp, bytes)
+        .with_context(|| format!("cannot write the state file {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("cannot write the state file {}", path.display()))?;
+    Ok(())
+}
+
+/// A JSON client for one service, for `log verify`.
+#[derive(Debug)]
+pub struct Http {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+    who: String,
+    pinned: bool,
+}
+
+impl Http {
+    /// A client for the service at `url`. With `ca` (a PEM file: the
+    /// service's certificate or the CA that issued it) the URL must be
+    /// `https://` and only that pin is trusted. `token` goes with every
+    /// request as `Authorization: Bearer`.
+    pub fn new(
+        url: &str,
+        ca: Option<&Path>,
+        token: Option<String>,
+        who: &str,
+    ) -> anyhow::Result<Self> {
+        let https = url
+            .get(..8)
+            .is_some_and(|s| s.eq_ignore_ascii_case("https://"));
+        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
+        if let Some(ca) = ca {
+            if !https {
+                bail!(
+                    "--ca pins a TLS certificate, but {url} is not an https:// URL: give the \
+                     service's https:// address, or drop --ca"
+                );
+            }
+            let tls = crate::tls::client_config(ca, None).with_context(|| {
+                format!("cannot use {} as the pinned certificate", ca.display())
+            })?;
+            builder = builder.use_preconfigured_tls(tls).https_only(true);
+        }
+        Ok(Self {
+            http: builder.build().context("cannot build the HTTP client")?,
+            base: url.trim_end_matches('/').to_owned(),
+            token,
+            who: who.to_owned(),
+            pinned: ca.is_some() || !https,
+        })
+    }
+
+    /// `GET path`, its JSON answer as `T`.
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let who = &self.who;
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.get(&url);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
+        let resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                let hint = if self.pinned {
+                    ""
+                } else {
+                    " (if its certificate is not from a CA this machine trusts, pin it or its CA \
+                     with --ca FILE)"
+                };
+                return Err(
+                    anyhow::Error::new(e).context(format!("cannot reach {who} at {url}{hint}"))
+                );
+            }
+        };
+        let status = resp.status();
+        let body = resp
+            .bytes()
+            .await
+            .with_context(|| format!("cannot read the answer of {url}"))?;
+        if !status.is_success() {
+            let text = String::from_utf8_lossy(&body);
+            bail!(
+                "{who} answered {status} to {path}: {}",
+                text.chars().take(300).collect::<String>()
+            );
+        }
+        serde_json::from_slice(&body)
+            .with_context(|| format!("{who}'s answer to {path} is not the expected JSON"))
+    }
+}
+
+/// Decodes a base64 field of an answer.
+pub fn base64(who: &str, what: &str, s: &str) -> anyhow::Result<Vec<u8>> {
+    B64.decode(s)
+        .map_err(|_| anyhow!("{who} sent {what} that is not base64"))
+}
+
+/// Decodes a base64 hash.
+pub fn hash_base64(who: &str, what: &str, s: &str) -> anyhow::Result<[u8; 32]> {
+    base64(who, what, s)?
+        .try_into()
+        .map_err(|_| anyhow!("{who} sent {what} that is not 32 bytes"))
+}
+
+/// Decodes a list of base64 hashes (a proof).
+pub fn hashes_base64(who: &str, what: &str, v: &[String]) -> anyhow::Result<Vec<[u8; 32]>> {
+    v.iter().map(|h| hash_base64(who, what, h)).collect()
+}
+
+/// Decodes a list of hex hashes (a proof).
+pub fn hashes_hex(who: &str, what: &str, v: &[String]) -> anyhow::Result<Vec<[u8; 32]>> {
+    v.iter()
+        .map(|h| {
+            hex::decode(h)
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or_else(|| anyhow!("{who} sent {what} with a hash that is not 32 bytes of hex"))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use super::*;
+    use sosvault::keys::LogKey;
+    use sosvault::log::LogEntry;
+    use sosvault::{IncidentId, StudentId, Timestamp};
+
+    /// A log served from memory, with knobs for the lies a service may tell.
+    struct Fake {
+        tree: MerkleLog,
+        entries: Vec<Vec<u8>>,
+        with_entries: bool,
+    }
+
+    fn entry(i: u8) -> Vec<u8> {
+        LogEntry::ProfileViewed {
+            student: StudentId::from_bytes([i; 32]),
+            incident: IncidentId::from_bytes([i; 16]),
+            viewer: sosvault::log::Viewer::new(b"operator:asha".to_vec()).unwrap(),
+            at: Timestamp(1_790_000_000 + u64::from(i)),
+        }
+        .to_bytes()
+    }
+
+    impl Fake {
+        fn new(n: u8, with_entries: bool) -> Self {
+            let entries: Vec<Vec<u8>> = (0..n).map(entry).collect();
+            Self {
+                tree: MerkleLog::from_leaf_hashes(entries.iter().map(|e| leaf_hash(e))),
+                entries,
+                with_entries,
+            }
+        }
+    }
+
+    impl LogSource for Fake {
+        async fn consistency_proof(&self, old: u64, new: u64) -> anyhow::Result<Vec<[u8; 32]>> {
+            Ok(self.tree.consistency_proof(old, new)?)
+        }
+        async fn leaves(&self, start: u64, end: u64) -> anyhow::Result<Vec<Leaf>> {
+            // Pages of two, to walk the paging.
+            Ok((start..end.min(start + 2))
+                .map(|i| Leaf {
+                    index: i,
+                    leaf_hash: self.tree.leaf_hash(i).unwrap(),
+                    entry: self.with_entries.then(|| self.entries[i as usize].clone()),
+                })
+                .collect())
+        }
+        async fn inclusion_proof(&self, index: u64, size: u64) -> anyhow::Result<Vec<[u8; 32]>> {
+            Ok(self.tree.inclusion_proof(index, size)?)
+        }
+    }
+
+    fn run<T>(f: impl Future<Output = T>) -> T {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    fn head(f: &Fake, key: &LogKey) -> Vec<u8> {
+        f.tree.sign_head(key, Timestamp(1)).as_bytes().to_vec()
+    }
+
+    #[test]
+    fn an_honest_log_checks_and_a_grown_one_extends_it() {
+        let key = LogKey::generate();
+        let small = Fake::new(3, true);
+        let first = head(&small, &key);
+        let (_, r) = run(check(&small, "the service", &first, &key.public(), None)).unwrap();
+        assert_eq!((r.size, r.previous_size, r.full_entries), (3, None, true));
+        let big = Fake::new(7, false);
+        let (_, r) = run(check(
+            &big,
+            "the service",
+            &head(&big, &key),
+            &key.public(),
+            Some(&first),
+        ))
+        .unwrap();
+        assert_eq!(
+            (r.size, r.previous_size, r.full_entries),
+            (7, Some(3), false)
+        );
+        assert!(
+            r.summary()
+                .contains("consistent with the head of 3 entries")
+        );
+    }
+
+    #[test]
+    fn every_lie_is_named() {
+        let key = LogKey::generate();
+        let honest = Fake::new(5, true);
+        let seen = head(&honest, &key);
+        let err = |f: &Fake, h: &[u8], prev: Option<&[u8]>| {
+            run(check(f, "the service", h, &key.public(), prev))
+                .unwrap_err()
+                .to_string()
+        };
+        // Another key signed the head.
+        let other = LogKey::generate();
+        assert!(err(&honest, &head(&honest, &other), None).contains("does not verify"));
+        // Shrunk, forked, rewritten.
+        let shrunk = Fake::new(4, true);
+        assert!(err(&shrunk, &head(&shrunk, &key), Some(&seen)).contains("the log shrank"));
+        let mut forked = Fake::new(5, true);
+        forked.entries[0] = entry(99);
+        forked.tree = MerkleLog::from_leaf_hashes(forked.entries.iter().map(|e| leaf_hash(e)));
+        assert!(err(&forked, &head(&forked, &key), Some(&seen)).contains("fork"));
+        let mut rewritten = Fake::new(6, true);
+        rewritten.entries[0] = entry(99);
+        rewritten.tree =
+            MerkleLog::from_leaf_hashes(rewritten.entries.iter().map(|e| leaf_hash(e)));
+        assert!(err(&rewritten, &head(&rewritten, &key), Some(&seen)).contains("does not extend"));
+        // An entry that is not the one hashed into the tree.
+        let mut tampered = Fake::new(5, true);
+        tampered.entries[2] = entry(42);
+        assert!(
+            err(&tampered, &head(&tampered, &key), None)
+                .contains("entry 2 does not match its leaf hash")
+        );
+        // Leaves that do not make the signed root.
+        let liar = Fake::new(5, true);
+        let mut other_tree = Fake::new(5, true);
+        other_tree.entries[4] = entry(77);
+        other_tree.tree =
+            MerkleLog::from_leaf_hashes(other_tree.entries.iter().map(|e| leaf_hash(e)));
+        assert!(err(&liar, &head(&other_tree, &key), None).contains("do not add up"));
+    }
+
+    #[test]
+    fn a_replaced_or_unpinned_key_is_refused() {
+        let names = Names {
+            who: "the service",
+            url: "http://x",
+            pin_flag: "--log-public",
+        };
+        let (a, b) = (LogKey::generate().public(), LogKey::generate().public());
+        assert!(pin_log_key(&a, Some(&a), Some(&a.to_hex()), names).is_ok());
+        assert!(pin_log_key(&a, None, None, names).is_ok());
+        let e = pin_log_key(&a, Some(&b), None, names).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("another key than the one pinned with --log-public")
+        );
+        let e = pin_log_key(&a, None, Some(&b.to_hex()), names).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("log key changed since the last check")
+        );
+    }
+
+    #[test]
+    fn the_state_file_round_trips_and_a_bad_one_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("audit.json");
+        assert!(read_state::<Vec<u8>>(&path).unwrap().is_none());
+        write_state(&path, &vec![1u8, 2]).unwrap();
+        assert_eq!(read_state::<Vec<u8>>(&path).unwrap(), Some(vec![1, 2]));
+        std::fs::write(&path, b"{").unwrap();
+        let e = read_state::<Vec<u8>>(&path).unwrap_err();
+        assert!(format!("{e:#}").contains("is not valid"));
+    }
+
+    #[test]
+    fn a_pin_needs_https() {
+        let e = Http::new("http://127.0.0.1:1", Some(Path::new("ca.pem")), None, "x").unwrap_err();
+        assert!(e.to_string().contains("not an https:// URL"));
+    }
+}

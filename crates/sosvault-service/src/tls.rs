@@ -1,0 +1,268 @@
+//! TLS for both services (rustls with the ring provider, no system
+//! OpenSSL, no system roots): the listener, its optional client
+//! certificates, and the pinned client configuration.
+//!
+//! - [`server_config`] loads a certificate chain and key. With a *client
+//!   CA* file, a client may present a certificate, which must then chain to
+//!   one in that file (a CA, or the pinned client certificate itself);
+//!   a client that presents none still connects (public reads need no
+//!   certificate), and [`Peer::client`] says which it was.
+//! - [`TlsListener`] accepts TLS connections for `axum::serve`, each
+//!   handshake in its own task, bounded by a timeout, so a slow or silent
+//!   client holds up nobody.
+//! - [`Peer`] is the connection's `ConnectInfo`: its address and, over TLS,
+//!   the SHA-256 of the verified client certificate. A plain TCP listener
+//!   gives a [`Peer`] with no client.
+//! - [`client_config`] trusts only the certificates of one PEM file (the
+//!   peer's own certificate, or the CA that issued it: a pin, not the web's
+//!   roots) and presents a client certificate if given one.
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()])?;
+//! std::fs::write(dir.path().join("cert.pem"), ck.cert.pem())?;
+//! std::fs::write(dir.path().join("key.pem"), ck.signing_key.serialize_pem())?;
+//! let server = sosvault_service::tls::server_config(
+//!     &dir.path().join("cert.pem"),
+//!     &dir.path().join("key.pem"),
+//!     None,
+//! )?;
+//! assert!(server.alpn_protocols.is_empty());
+//! // A client that pins exactly this certificate:
+//! let client = sosvault_service::tls::client_config(&dir.path().join("cert.pem"), None)?;
+//! assert!(!client.client_auth_cert_resolver.has_certs());
+//! # Ok(()) }
+//! ```
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::connect_info::Connected;
+use axum::serve::IncomingStream;
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use sha2::{Digest as _, Sha256};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::server::WebPkiClientVerifier;
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
+use tokio_rustls::server::TlsStream;
+
+/// How long a TLS handshake may take before the connection is dropped.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why TLS could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// The certificate file could not be read or holds no certificate.
+    #[error("TLS certificate file {0}: unreadable or holds no PEM certificate")]
+    Certificate(String),
+    /// The key file could not be read or holds no private key.
+    #[error("TLS key file {0}: unreadable or not a PEM private key")]
+    Key(String),
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Config(String),
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Every certificate in a PEM file (at least one).
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let bad = || TlsError::Certificate(path.display().to_string());
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+        .map_err(|_| bad())?
+        .collect::<Result<_, _>>()
+        .map_err(|_| bad())?;
+    if certs.is_empty() {
+        return Err(bad());
+    }
+    Ok(certs)
+}
+
+/// The private key of a PEM file.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|_| TlsError::Key(path.display().to_string()))
+}
+
+/// A root store holding exactly the certificates of `pem`.
+fn roots(pem: &Path) -> Result<RootCertStore, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in load_certs(pem)? {
+        roots
+            .add(cert)
+            .map_err(|e| TlsError::Config(format!("{}: {e}", pem.display())))?;
+    }
+    Ok(roots)
+}
+
+/// A server configuration from PEM files. With `client_ca`, a client may
+/// present a certificate chaining to one in that file (checked in the
+/// handshake: any other certificate fails it); presenting none is allowed.
+pub fn server_config(
+    cert: &Path,
+    key: &Path,
+    client_ca: Option<&Path>,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let certs = load_certs(cert)?;
+    let key = load_key(key)?;
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    let builder = match client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let verifier =
+                WebPkiClientVerifier::builder_with_provider(Arc::new(roots(ca)?), provider())
+                    .allow_unauthenticated()
+                    .build()
+                    .map_err(|e| TlsError::Config(e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    Ok(Arc::new(config))
+}
+
+/// A client configuration that trusts only the certificates in `pinned`
+/// (the peer's certificate or its CA), presenting `identity` (certificate
+/// chain and key PEM files) when the server asks for one.
+pub fn client_config(
+    pinned: &Path,
+    identity: Option<(&Path, &Path)>,
+) -> Result<ClientConfig, TlsError> {
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_root_certificates(roots(pinned)?);
+    match identity {
+        None => Ok(builder.with_no_client_auth()),
+        Some((cert, key)) => builder
+            .with_client_auth_cert(load_certs(cert)?, load_key(key)?)
+            .map_err(|e| TlsError::Config(e.to_string())),
+    }
+}
+
+/// Who is on the other end of a connection (axum `ConnectInfo`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// The remote address.
+    pub addr: SocketAddr,
+    /// SHA-256 of the client certificate the TLS handshake verified, if the
+    /// client presented one.
+    pub client: Option<[u8; 32]>,
+}
+
+impl Connected<IncomingStream<'_, TlsListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Self {
+        let (_, conn) = stream.io().get_ref();
+        Peer {
+            addr: *stream.remote_addr(),
+            client: conn
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .map(|c| Sha256::digest(c.as_ref()).into()),
+        }
+    }
+}
+
+impl Connected<IncomingStream<'_, TcpListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, TcpListener>) -> Self {
+        Peer {
+            addr: *stream.remote_addr(),
+            client: None,
+        }
+    }
+}
+
+/// A listener that yields TLS streams (for `axum::serve`).
+pub struct TlsListener {
+    rx: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local: SocketAddr,
+}
+
+impl TlsListener {
+    /// Wraps a bound TCP listener.
+    pub fn new(tcp: TcpListener, config: Arc<ServerConfig>) -> std::io::Result<Self> {
+        let local = tcp.local_addr()?;
+        let acceptor = TlsAcceptor::from(config);
+        let (tx, rx) = mpsc::channel(64);
+        tokio::spawn(async move {
+            loop {
+                let (stream, peer) = match tcp.accept().await {
+                    Ok(c) => c,
+                    Err(e) => {
+                        // Out of file descriptors, most likely: let some close.
+                        tracing::debug!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                if tx.is_closed() {
+                    return;
+                }
+                let (acceptor, conn_tx) = (acceptor.clone(), tx.clone());
+                tokio::spawn(async move {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(tls)) => {
+                            let _ = conn_tx.send((tls, peer)).await;
+                        }
+                        _ => tracing::debug!(%peer, "TLS handshake failed or timed out"),
+                    }
+                });
+            }
+        });
+        Ok(Self { rx, local })
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.rx.recv().await {
+            Some(c) => c,
+            // The accept loop only ends when this listener is dropped.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<Self::Addr> {
+        Ok(self.local)
+    }
+}
+
+/// Whether `host` (a URL's host or a listen address's IP) is this machine's
+/// loopback: the only place plain HTTP is allowed between the services.
+pub fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_loopback_is_loopback() {
+        for h in ["127.0.0.1", "localhost", "[::1]", "::1", "127.8.9.10"] {
+            assert!(is_loopback_host(h), "{h}");
+        }
+        for h in ["10.0.0.1", "trustee.example", "0.0.0.0", "[::]", ""] {
+            assert!(!is_loopback_host(h), "{h}");
+        }
+    }
+}
