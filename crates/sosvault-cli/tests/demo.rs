@@ -90,6 +90,10 @@ fn the_demo_tells_the_whole_story_and_exits_after_the_given_seconds() {
                 .output()
                 .unwrap();
             assert!(!untrusted.status.success());
+            assert!(
+                String::from_utf8_lossy(&untrusted.stderr).contains("--ca"),
+                "the refusal says what to pass"
+            );
             let out = Command::new(env!("CARGO_BIN_EXE_sosvault"))
                 .args(["incidents", "--url", &url, "--ca", &ca])
                 .env("SOSVAULT_PASSWORD", pw)

@@ -82,11 +82,16 @@ impl Client {
         })
     }
 
-    /// [`Client::with_tls`] pinning `ca` if given, else [`Client::new`]
-    /// (an `https://` base then fails: nothing is trusted without a pin).
+    /// [`Client::with_tls`] pinning `ca` if given, else [`Client::new`].
+    /// An `https://` base without a pin is refused here, saying what to
+    /// pass: nothing is trusted without one (no system roots).
     pub fn for_url(base: &str, ca: Option<&std::path::Path>) -> Result<Self, String> {
         match ca {
             Some(ca) => Self::with_tls(base, ca, None),
+            None if base.starts_with("https://") => Err(format!(
+                "{base} serves TLS: pass --ca FILE (or set SOSVAULT_CA_FILE), the service's \
+                 certificate or the CA that issued it; `sosvault demo` prints its own"
+            )),
             None => Ok(Self::new(base)),
         }
     }

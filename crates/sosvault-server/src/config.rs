@@ -503,6 +503,49 @@ mod tests {
     }
 
     #[test]
+    fn a_trustee_url_is_https_with_a_pin_or_http_on_loopback() {
+        let t = |url: &str, ca: bool| TrusteeConfig {
+            url: url.into(),
+            public: String::new(),
+            name: "t".into(),
+            tls_ca: ca.then(|| "ca.pem".into()),
+        };
+        assert!(
+            t("http://127.0.0.1:7001", false)
+                .check_transport(false)
+                .is_ok()
+        );
+        assert!(
+            t("http://localhost:7001", false)
+                .check_transport(false)
+                .is_ok()
+        );
+        let e = t("http://10.0.0.5:7001", false)
+            .check_transport(true)
+            .unwrap_err();
+        assert!(e.to_string().contains("loopback"), "{e}");
+        let e = t("https://trustee.example", false)
+            .check_transport(true)
+            .unwrap_err();
+        assert!(e.to_string().contains("tls_ca"), "{e}");
+        let e = t("https://trustee.example", true)
+            .check_transport(false)
+            .unwrap_err();
+        assert!(e.to_string().contains("trustee_client_cert"), "{e}");
+        assert!(
+            t("https://trustee.example", true)
+                .check_transport(true)
+                .is_ok()
+        );
+        assert!(
+            t("ftp://trustee.example", true)
+                .check_transport(true)
+                .is_err()
+        );
+        assert!(t("not a url", true).check_transport(true).is_err());
+    }
+
+    #[test]
     fn operators_can_be_appended_to_a_generated_file() {
         let mut c = Config::new("/tmp/x");
         c.trustees.push(TrusteeConfig {

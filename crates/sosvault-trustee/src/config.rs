@@ -31,6 +31,11 @@ use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use sosvault::{ControlRoomPublic, TimeLimits};
 
+/// The longest request timeout a trustee uses: below the dispatch
+/// service's 10 s call timeout, so a slow request is answered `408` (and
+/// asked again) rather than cut off mid-answer.
+pub const MAX_REQUEST_TIMEOUT_SECS: u64 = 9;
+
 /// Prefix of every environment override.
 pub const ENV_PREFIX: &str = "SOSVAULT_TRUSTEE_";
 
@@ -266,17 +271,21 @@ impl Config {
         if self.release_window_secs == 0 {
             bail!("release_window_secs must be at least 1");
         }
-        if !(1..=9).contains(&self.request_timeout_secs) {
-            bail!(
-                "request_timeout_secs must be from 1 to 9 (the dispatch service gives a call 10 s; \
-                 a trustee must answer 408 before that)"
-            );
+        if self.request_timeout_secs == 0 {
+            bail!("request_timeout_secs must be at least 1");
         }
         if self.max_body_bytes < 1024 {
             bail!("max_body_bytes must be at least 1024");
         }
         self.tls()?;
         Ok(())
+    }
+
+    /// The request timeout in effect: `request_timeout_secs`, at most
+    /// [`MAX_REQUEST_TIMEOUT_SECS`] (a config written before that bound, with
+    /// 10, still starts; `serve` warns).
+    pub fn request_timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.request_timeout_secs.min(MAX_REQUEST_TIMEOUT_SECS))
     }
 
     /// The TLS files, if TLS is on: `(cert, key, client CA)`. All three or
@@ -376,6 +385,32 @@ mod tests {
         );
         c.pinned_control_rooms = vec!["00".into()];
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn the_request_timeout_stays_below_the_dispatch_services_and_an_old_config_still_starts() {
+        let mut c = Config::for_dir(Path::new("/tmp/x"), "t".into(), default_listen());
+        assert_eq!(c.request_timeout().as_secs(), 5);
+        // What `init` wrote before the bound: accepted, used as 9 s.
+        c.request_timeout_secs = 10;
+        c.validate().unwrap();
+        assert_eq!(c.request_timeout().as_secs(), MAX_REQUEST_TIMEOUT_SECS);
+        c.request_timeout_secs = 0;
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn tls_is_all_three_files_or_none_and_none_only_on_loopback() {
+        let mut c = Config::for_dir(Path::new("/tmp/x"), "t".into(), default_listen());
+        assert!(c.tls().unwrap().is_none());
+        c.listen = "0.0.0.0:7400".parse().unwrap();
+        let e = c.tls().unwrap_err().to_string();
+        assert!(e.contains("tls_cert") && e.contains("loopback"), "{e}");
+        c.tls_cert = Some("c.pem".into());
+        c.tls_key = Some("k.pem".into());
+        assert!(c.tls().unwrap_err().to_string().contains("tls_client_ca"));
+        c.tls_client_ca = Some("ca.pem".into());
+        assert!(c.tls().unwrap().is_some());
     }
 
     #[test]

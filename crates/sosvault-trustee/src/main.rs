@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -377,6 +376,13 @@ fn serve(config_path: &Path) -> anyhow::Result<()> {
     let state = AppState::new(node, config.name.clone(), config.auditor_tokens()?)
         .context("cannot start the store's writer thread")?;
     let writer = state.writer_exit();
+    if config.request_timeout_secs > sosvault_trustee::config::MAX_REQUEST_TIMEOUT_SECS {
+        tracing::warn!(
+            request_timeout_secs = config.request_timeout_secs,
+            "request_timeout_secs must stay below the dispatch service's 10 s call timeout; using {} s (set it to 5 to silence this)",
+            sosvault_trustee::config::MAX_REQUEST_TIMEOUT_SECS
+        );
+    }
     let tls = match config.tls()? {
         Some((cert, key, client_ca)) => Some(
             sosvault_service::tls::server_config(cert, key, Some(client_ca))
@@ -395,7 +401,7 @@ fn serve(config_path: &Path) -> anyhow::Result<()> {
         state,
         HttpLimits {
             max_body_bytes: config.max_body_bytes,
-            request_timeout: Duration::from_secs(config.request_timeout_secs),
+            request_timeout: config.request_timeout(),
         },
         gate.clone(),
     )
