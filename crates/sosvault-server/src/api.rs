@@ -1228,9 +1228,9 @@ async fn login(
         (status = 204, description = "the session is ended"),
         (status = 401, description = "`unauthorized`: no bearer token, or not a live session's", body = ErrorBody),
     ))]
-async fn logout(State(e): State<Engine>, session: Session) -> StatusCode {
-    e.logout(&session.token);
-    StatusCode::NO_CONTENT
+async fn logout(State(e): State<Engine>, session: Session) -> Result<StatusCode, ApiError> {
+    e.logout(&session.token).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// A live operator session and its token (extractor, for logout).
@@ -1360,10 +1360,23 @@ fn sse_of(
 
 /// Live events for the control room (SSE; each `data` is an event JSON).
 #[utoipa::path(get, path = "/v1/operator/events", tag = "operator", security(("bearer" = [])),
-    responses((status = 200, description = "server-sent events", content_type = "text/event-stream", body = String), (status = 401, body = ErrorBody)))]
-async fn operator_events(State(e): State<Engine>, _op: Operator) -> Response {
+    responses((status = 200, description = "server-sent events; the stream ends at logout and at the session's end", content_type = "text/event-stream", body = String), (status = 401, body = ErrorBody)))]
+async fn operator_events(State(e): State<Engine>, session: Session) -> Response {
     let rx = e.subscribe();
-    let closing = e.streams_closing();
+    // The stream ends with its session: at logout, at the session's end,
+    // and when the service stops.
+    let Some((logged_out, until_ms)) = e.session_end(&session.token) else {
+        return ApiError::unauthorized().into_response();
+    };
+    let shutdown = e.streams_closing();
+    let left = std::time::Duration::from_millis(until_ms.saturating_sub(crate::engine::now_ms()));
+    let end = async move {
+        tokio::select! {
+            _ = logged_out.cancelled_owned() => {}
+            _ = shutdown.cancelled_owned() => {}
+            _ = tokio::time::sleep(left) => {}
+        }
+    };
     let stream = BroadcastStream::new(rx).filter_map(|ev| async move {
         let ev = ev.ok()?;
         if !ev.for_operators() {
@@ -1375,7 +1388,7 @@ async fn operator_events(State(e): State<Engine>, _op: Operator) -> Response {
             .json_data(&ev)
             .ok()
     });
-    sse_of(stream.take_until(closing.cancelled_owned())).into_response()
+    sse_of(stream.take_until(end)).into_response()
 }
 
 /// Registers a unit; its token is returned once.

@@ -308,9 +308,14 @@ struct UnitInfo {
     current: Option<[u8; 16]>,
 }
 
+/// An operator session, kept in memory by the SHA-256 of its token and in
+/// the store (`operator_sessions`, the hash only) so that it survives a
+/// restart.
 struct Session {
     username: String,
     expires_at_ms: u64,
+    /// Cancelled on logout: the session's live streams end with it.
+    closed: CancellationToken,
 }
 
 #[derive(Default)]
@@ -855,6 +860,21 @@ impl Engine {
             let assignments = self.inner.db.call(move |s| s.assignments(&id)).await?;
             let locations = self.inner.db.call(move |s| s.locations(&id)).await?;
             self.start_incident(row, assignments, locations, None).await;
+        }
+        let now = now_ms();
+        let sessions = self.inner.db.call(move |s| s.live_sessions(now)).await?;
+        {
+            let mut st = self.state();
+            for (hash, username, expires_at_ms) in sessions {
+                st.sessions.insert(
+                    hash,
+                    Session {
+                        username,
+                        expires_at_ms,
+                        closed: self.inner.streams.child_token(),
+                    },
+                );
+            }
         }
         let shreds = self.inner.db.call(|s| s.pending_shreds()).await?;
         for p in shreds {

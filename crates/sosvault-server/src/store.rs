@@ -523,6 +523,18 @@ pub trait Store {
     ) -> StoreResult<Vec<(u64, Vec<u8>)>>;
     /// Every leaf hash of the transparency log, in order.
     fn log_leaf_hashes(&self) -> StoreResult<Vec<[u8; 32]>>;
+    /// Keeps an operator session: the SHA-256 of its token (never the
+    /// token), its operator and its end.
+    fn save_session(
+        &self,
+        token_hash: &[u8; 32],
+        username: &str,
+        expires_at_ms: u64,
+    ) -> StoreResult<()>;
+    /// Ends a session (logout).
+    fn delete_session(&self, token_hash: &[u8; 32]) -> StoreResult<()>;
+    /// Deletes the sessions ended by `now_ms` and returns the others.
+    fn live_sessions(&self, now_ms: u64) -> StoreResult<Vec<([u8; 32], String, u64)>>;
     /// The leaves `[start, end)` of the transparency log, in order, as stored.
     fn log_leaves(&self, start: u64, end: u64) -> StoreResult<Vec<LogLeafRow>>;
     /// The transparency-log entries about an incident.
@@ -835,6 +847,11 @@ CREATE TABLE IF NOT EXISTS pending_commits (
     commit_bytes BLOB NOT NULL,
     created_at_ms INTEGER NOT NULL,
     PRIMARY KEY (student_id, epoch, trustee_id)
+);
+CREATE TABLE IF NOT EXISTS operator_sessions (
+    token_hash BLOB PRIMARY KEY,
+    username TEXT NOT NULL,
+    expires_at_ms INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS transparency_log (
     idx INTEGER PRIMARY KEY,
@@ -1985,6 +2002,44 @@ impl Store for SqliteStore {
         )?;
         let rows = st.query_map(params![&student[..], size as i64, limit], |r| {
             Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn save_session(
+        &self,
+        token_hash: &[u8; 32],
+        username: &str,
+        expires_at_ms: u64,
+    ) -> StoreResult<()> {
+        exec(
+            &self.conn,
+            "INSERT OR REPLACE INTO operator_sessions (token_hash, username, expires_at_ms) VALUES (?1, ?2, ?3)",
+            params![&token_hash[..], username, expires_at_ms as i64],
+        )?;
+        Ok(())
+    }
+
+    fn delete_session(&self, token_hash: &[u8; 32]) -> StoreResult<()> {
+        exec(
+            &self.conn,
+            "DELETE FROM operator_sessions WHERE token_hash = ?1",
+            params![&token_hash[..]],
+        )?;
+        Ok(())
+    }
+
+    fn live_sessions(&self, now_ms: u64) -> StoreResult<Vec<([u8; 32], String, u64)>> {
+        exec(
+            &self.conn,
+            "DELETE FROM operator_sessions WHERE expires_at_ms <= ?1",
+            params![now_ms as i64],
+        )?;
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT token_hash, username, expires_at_ms FROM operator_sessions")?;
+        let rows = st.query_map([], |r| {
+            Ok((arr(r.get(0)?)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }

@@ -63,11 +63,22 @@ impl Engine {
         rand::Rng::fill_bytes(&mut rand::rng(), &mut raw);
         let token = Zeroizing::new(hex::encode(raw));
         let expires = now_ms() + self.inner.cfg.session_secs * 1000;
-        self.state().sessions.insert(
-            token_hash(&token),
+        let hash = token_hash(&token);
+        // Durable before the token is handed out: a restart keeps the session.
+        let name = username.to_owned();
+        self.inner
+            .db
+            .call(move |s| s.save_session(&hash, &name, expires))
+            .await?;
+        let mut st = self.state();
+        let now = now_ms();
+        st.sessions.retain(|_, s| s.expires_at_ms > now);
+        st.sessions.insert(
+            hash,
             Session {
                 username: username.to_owned(),
                 expires_at_ms: expires,
+                closed: self.inner.streams.child_token(),
             },
         );
         tracing::info!(operator = username, "operator logged in");
@@ -84,9 +95,26 @@ impl Engine {
         }
     }
 
-    /// Logs out.
-    pub fn logout(&self, token: &str) {
-        self.state().sessions.remove(&token_hash(token));
+    /// Logs out: the session is gone from memory and the store, and its
+    /// live streams end.
+    pub async fn logout(&self, token: &str) -> Result<(), ApiError> {
+        let hash = token_hash(token);
+        if let Some(s) = self.state().sessions.remove(&hash) {
+            s.closed.cancel();
+        }
+        self.inner.db.call(move |s| s.delete_session(&hash)).await?;
+        Ok(())
+    }
+
+    /// When a live session's streams must end: a token cancelled on logout
+    /// (or shutdown), and the session's end (ms). `None` for a token that is
+    /// not a live session's.
+    pub fn session_end(&self, token: &str) -> Option<(CancellationToken, u64)> {
+        let st = self.state();
+        st.sessions
+            .get(&token_hash(token))
+            .filter(|s| s.expires_at_ms > now_ms())
+            .map(|s| (s.closed.clone(), s.expires_at_ms))
     }
 
     pub(super) fn summary(&self, row: &IncidentRow, st: &State) -> IncidentSummary {

@@ -1,0 +1,96 @@
+//! Operator sessions (issue 12): kept as the SHA-256 of their token in the
+//! store, so a restart of the service does not log the control room out;
+//! a live stream ends with its session, at logout and at the session's end,
+//! instead of outliving it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+/// Waits (bounded) until an event stream ends; fails if it keeps going.
+async fn ended(rx: &mut tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>, secs: u64) {
+    let drained = async { while rx.recv().await.is_some() {} };
+    tokio::time::timeout(Duration::from_secs(secs), drained)
+        .await
+        .expect("the stream outlived its session");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_survives_a_restart_and_logout_ends_it_and_its_live_stream() {
+    let mut c = Cluster::start(Options::default()).await;
+    let op = c.operator().await;
+    // The store holds the token's hash, never the token.
+    let stored: Vec<Vec<u8>> = {
+        let db = c.db();
+        let mut st = db
+            .prepare("SELECT token_hash FROM operator_sessions")
+            .unwrap();
+        st.query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert_eq!(stored.len(), 1);
+    assert_ne!(stored[0], op.as_bytes());
+    let files: Vec<u8> = ["sosvault.db", "sosvault.db-wal"]
+        .iter()
+        .filter_map(|f| std::fs::read(c.server.dir.join(f)).ok())
+        .flatten()
+        .collect();
+    assert!(
+        !files.windows(op.len()).any(|w| w == op.as_bytes()),
+        "the token is in the database"
+    );
+
+    // A crash and a restart: the control room stays logged in.
+    c.server.kill();
+    c.server.start();
+    c.client
+        .get("/v1/operator/incidents", Some(&op))
+        .await
+        .expect("the session survives the restart");
+
+    // Logout ends the session's live stream, at once.
+    let mut events = c.client.events("/v1/operator/events", &op).await.unwrap();
+    let (status, _) = c
+        .client
+        .post("/v1/operator/logout", Some(&op), &serde_json::Value::Null)
+        .await
+        .unwrap();
+    assert_eq!(status, 204);
+    ended(&mut events, 10).await;
+    let err = c
+        .client
+        .get("/v1/operator/incidents", Some(&op))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status, 401);
+    // And stays ended after another restart.
+    c.server.kill();
+    c.server.start();
+    let err = c
+        .client
+        .get("/v1/operator/incidents", Some(&op))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status, 401);
+    assert!(c.client.events("/v1/operator/events", &op).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_live_stream_ends_when_its_session_does() {
+    let c = Cluster::start_with(Options::default(), |cfg| cfg.session_secs = 2).await;
+    let op = c.operator().await;
+    let mut events = c.client.events("/v1/operator/events", &op).await.unwrap();
+    ended(&mut events, 15).await;
+    let err = c
+        .client
+        .get("/v1/operator/incidents", Some(&op))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status, 401);
+}
