@@ -296,6 +296,23 @@ fn bearer(parts: &Parts) -> Option<&str> {
         .map(str::trim)
 }
 
+/// The peer's IP address (extractor), from the connection; the login
+/// throttle counts per source. In-process tests have no connection: they
+/// are one source, loopback.
+pub struct Source(pub std::net::IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for Source {
+    type Rejection = std::convert::Infallible;
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Source(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<crate::tls::Peer>>()
+                .map_or(std::net::IpAddr::from([127, 0, 0, 1]), |c| c.0.addr.ip()),
+        ))
+    }
+}
+
 /// An authenticated operator (extractor).
 pub struct Operator(pub OperatorId);
 
@@ -1199,11 +1216,13 @@ async fn stop(
         (status = 200, body = LoginAnswer),
         (status = 400, description = "`bad_json`, or `too_long`: a username over 128 or a password over 1024 characters", body = ErrorBody),
         (status = 401, description = "`bad_login`: wrong username or password", body = ErrorBody),
-        (status = 429, description = "`too_many_attempts`", body = ErrorBody),
+        (status = 429, description = "`too_many_attempts`: this source or name is in its back-off after wrong passwords (or has a login in flight); `Retry-After` says when to try again", body = ErrorBody),
         (status = 500, description = "`internal`", body = ErrorBody),
+        (status = 503, description = "`busy`: too many logins waiting for a password check; `Retry-After` says when to try again", body = ErrorBody),
     ))]
 async fn login(
     State(e): State<Engine>,
+    Source(source): Source,
     JsonBody(b): JsonBody<LoginBody>,
 ) -> Result<Json<LoginAnswer>, ApiError> {
     if b.username.chars().count() > MAX_USERNAME_CHARS
@@ -1214,7 +1233,7 @@ async fn login(
             "a username has at most 128 characters and a password at most 1024",
         ));
     }
-    let (token, expires_at_ms) = e.login(&b.username, &b.password).await?;
+    let (token, expires_at_ms) = e.login(&b.username, &b.password, source).await?;
     Ok(Json(LoginAnswer {
         token,
         expires_at_ms,

@@ -89,12 +89,8 @@ fn human_ms(ms: u64) -> String {
     }
 }
 
-/// Wrong passwords for one login name before it is refused for a while.
-const LOGIN_FAILURES: u32 = 10;
-/// How long wrong passwords count against a name (ms).
-const LOGIN_WINDOW_MS: u64 = 10 * 60 * 1000;
-/// Most login names tracked at once (beyond, new names are not counted).
-const MAX_TRACKED_LOGINS: usize = 10_000;
+/// Logins waiting for an argon2 slot at most; beyond, `503` with `Retry-After`.
+const MAX_LOGINS_WAITING: usize = 32;
 
 /// Most log-query nonces remembered at once (then queries are refused for a while).
 const MAX_SEEN_QUERIES: usize = 10_000;
@@ -330,7 +326,10 @@ struct State {
     /// Nonces of answered log queries, with when (unix ms), for replay refusal.
     seen_queries: HashMap<[u8; 16], u64>,
     /// Wrong passwords per login name: how many, since when (unix ms).
-    login_failures: HashMap<String, (u32, u64)>,
+    /// Wrong passwords per source and per name ([`crate::throttle`]).
+    throttle: crate::throttle::Throttle,
+    /// Sources with a login in flight (one each).
+    logins_in_flight: HashSet<std::net::IpAddr>,
 }
 
 /// An authenticated operator.
@@ -377,6 +376,8 @@ struct Inner {
     log: tokio::sync::Mutex<MerkleLog>,
     log_key: LogKey,
     login_gate: tokio::sync::Semaphore,
+    /// Logins waiting for `login_gate`.
+    logins_waiting: std::sync::atomic::AtomicUsize,
 }
 
 /// A summary of an incident for lists.
@@ -648,6 +649,7 @@ impl Engine {
                 log: tokio::sync::Mutex::new(MerkleLog::new()),
                 log_key: control_room_log_key,
                 login_gate: tokio::sync::Semaphore::new(2),
+                logins_waiting: std::sync::atomic::AtomicUsize::new(0),
             }),
         })
     }

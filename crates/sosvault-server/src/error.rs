@@ -14,6 +14,8 @@ pub struct ApiError {
     status: u16,
     code: String,
     message: String,
+    /// Seconds for a `Retry-After` header (429, 503).
+    retry_after_secs: Option<u64>,
 }
 
 impl ApiError {
@@ -23,6 +25,29 @@ impl ApiError {
             status,
             code: code.to_owned(),
             message: message.to_owned(),
+            retry_after_secs: None,
+        }
+    }
+
+    /// 429 `too_many_attempts`: a login throttled for `wait_ms` more
+    /// milliseconds, said in `Retry-After` (whole seconds, rounded up).
+    pub fn too_many_attempts(wait_ms: u64) -> Self {
+        let secs = wait_ms.div_ceil(1000).max(1);
+        Self {
+            retry_after_secs: Some(secs),
+            ..Self::new(
+                429,
+                "too_many_attempts",
+                &format!("too many wrong passwords; try again in {secs} s"),
+            )
+        }
+    }
+
+    /// 503 `busy`: too many logins waiting; try again in `secs`.
+    pub fn busy(secs: u64) -> Self {
+        Self {
+            retry_after_secs: Some(secs),
+            ..Self::new(503, "busy", "too many logins at once; try again shortly")
         }
     }
 
@@ -75,10 +100,17 @@ impl From<StoreError> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (
+        let mut resp = (
             status,
             Json(serde_json::json!({ "error": self.code, "message": self.message })),
         )
-            .into_response()
+            .into_response();
+        if let Some(secs) = self.retry_after_secs {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(secs),
+            );
+        }
+        resp
     }
 }

@@ -90,6 +90,7 @@ pub mod geo;
 pub mod logverify;
 pub mod metrics;
 pub mod store;
+pub mod throttle;
 pub mod trustees;
 pub mod web;
 
@@ -284,7 +285,7 @@ impl Service {
         // every handler (the OpenAPI document among them) on the accept loop.
         let app = api::router(self.engine.clone())
             .merge(web::router())
-            .into_make_service();
+            .into_make_service_with_connect_info::<tls::Peer>();
         let engine = self.engine.clone();
         let shutdown = async move {
             shutdown.await;

@@ -3,62 +3,77 @@
 
 use super::*;
 
+/// A source's login in flight; dropping it frees the source's slot.
+struct InFlight<'a> {
+    engine: &'a Engine,
+    source: std::net::IpAddr,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.engine.state().logins_in_flight.remove(&self.source);
+    }
+}
+
 impl Engine {
-    /// Logs an operator in; returns a session token.
-    pub async fn login(&self, username: &str, password: &str) -> Result<(String, u64), ApiError> {
+    /// Logs an operator in from `source`; returns a session token.
+    ///
+    /// Throttled ([`crate::throttle`]): a source or name in its back-off is
+    /// answered `429 too_many_attempts` with the wait, without an argon2
+    /// check; a source has at most one login in flight; at most
+    /// `MAX_LOGINS_WAITING` wait for the two argon2 slots (then `503 busy`).
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        source: std::net::IpAddr,
+    ) -> Result<(String, u64), ApiError> {
         let hash = self
             .inner
             .operators
             .iter()
             .find(|(u, _)| u.as_bytes().ct_eq(username.as_bytes()).into())
             .map(|(_, h)| h.clone());
-        // Guessing is throttled per name: after LOGIN_FAILURES wrong passwords
-        // within LOGIN_WINDOW_MS the name is refused (429) until the window
-        // passes, without even checking the password.
-        let key = username.to_lowercase();
-        let now = now_ms();
         {
             let mut st = self.state();
-            st.login_failures
-                .retain(|_, (_, since)| now.saturating_sub(*since) < LOGIN_WINDOW_MS);
-            if st
-                .login_failures
-                .get(&key)
-                .is_some_and(|(n, _)| *n >= LOGIN_FAILURES)
+            if let crate::throttle::Verdict::Wait { retry_after_ms } =
+                st.throttle.check(source, username, now_ms())
             {
-                return Err(ApiError::new(
-                    429,
-                    "too_many_attempts",
-                    "too many wrong passwords for this name; try again in a few minutes",
-                ));
+                return Err(ApiError::too_many_attempts(retry_after_ms));
+            }
+            if !st.logins_in_flight.insert(source) {
+                return Err(ApiError::too_many_attempts(1000));
             }
         }
+        // The source's slot is given back however this ends.
+        let _in_flight = InFlight {
+            engine: self,
+            source,
+        };
         let password = Zeroizing::new(password.to_owned());
-        // At most a few argon2 checks at once, so logins cannot starve the service.
-        let _permit = self
-            .inner
-            .login_gate
-            .acquire()
-            .await
-            .map_err(|_| ApiError::internal("login gate closed"))?;
+        // At most a few argon2 checks at once, and a bounded queue for them:
+        // a flood is told to come back, not queued for ever in front of others.
+        if self.inner.logins_waiting.fetch_add(1, Ordering::AcqRel) >= MAX_LOGINS_WAITING {
+            self.inner.logins_waiting.fetch_sub(1, Ordering::AcqRel);
+            return Err(ApiError::busy(1));
+        }
+        let permit = self.inner.login_gate.acquire().await;
+        self.inner.logins_waiting.fetch_sub(1, Ordering::AcqRel);
+        let _permit = permit.map_err(|_| ApiError::internal("login gate closed"))?;
         let ok = tokio::task::spawn_blocking(move || {
             crate::auth::verify_password(hash.as_deref(), &password)
         })
         .await
         .unwrap_or(false);
         if !ok {
-            let mut st = self.state();
-            if st.login_failures.len() < MAX_TRACKED_LOGINS || st.login_failures.contains_key(&key)
-            {
-                st.login_failures.entry(key).or_insert((0, now)).0 += 1;
-            }
+            self.state().throttle.failed(source, username, now_ms());
             return Err(ApiError::new(
                 401,
                 "bad_login",
                 "wrong username or password",
             ));
         }
-        self.state().login_failures.remove(&key);
+        self.state().throttle.succeeded(source, username);
         let mut raw = [0u8; 32];
         rand::Rng::fill_bytes(&mut rand::rng(), &mut raw);
         let token = Zeroizing::new(hex::encode(raw));
