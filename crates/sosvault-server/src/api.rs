@@ -70,9 +70,7 @@ use sosvault::{
     Cancel, CancelReceipt, EnrollmentCommit, EnrollmentPackage, LocationUpdate, PanicEvent,
     ShareReceipt, ShredReceipt, Signed, Stop,
 };
-use sosvault_service::openapi::{
-    Layers, base64_field, base64_len, base64_list, document_layer_answers,
-};
+use sosvault_service::openapi::{Layers, base64_len, base64_list, document_layer_answers};
 use tokio_stream::wrappers::BroadcastStream;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Array, Object};
@@ -765,67 +763,20 @@ pub struct UnitCreated {
 // Each field that carries bytes documents its encoding and its limit: the
 // largest message of its kind the core crate decodes (`MAX_LEN`).
 
-fn manifest_field() -> Object {
-    base64_field(
-        Signed::<Manifest>::MAX_LEN,
-        "Base64 of the signed `sosvault/manifest/v1`, byte for byte as the deployment authority signed it.",
-    )
-}
-
-fn tree_head_field() -> Object {
-    base64_field(
-        Signed::<TreeHead>::MAX_LEN,
-        "Base64 of the signed `sosvault/tree-head/v1`.",
-    )
-}
-
-fn package_field() -> Object {
-    base64_field(
-        EnrollmentPackage::MAX_LEN,
-        "Base64 of a `sosvault/enrollment-package/v1`: the device-signed record, the sealed profile and one sealed share per trustee.",
-    )
-}
-
-fn commit_field() -> Object {
-    base64_field(
-        Signed::<EnrollmentCommit>::MAX_LEN,
-        "Base64 of a device-signed `sosvault/enrollment-commit/v1`.",
-    )
-}
-
-fn panic_field() -> Object {
-    base64_field(
-        Signed::<PanicEvent>::MAX_LEN,
-        "Base64 of a device-signed `sosvault/panic/v1`.",
-    )
-}
-
-fn location_field() -> Object {
-    base64_field(
-        Signed::<LocationUpdate>::MAX_LEN,
-        "Base64 of a device-signed `sosvault/location/v1`.",
-    )
-}
-
-fn cancel_field() -> Object {
-    base64_field(
-        Signed::<Cancel>::MAX_LEN,
-        "Base64 of a device-signed `sosvault/cancel/v1`.",
-    )
-}
-
-fn stop_field() -> Object {
-    base64_field(
-        Signed::<Stop>::MAX_LEN,
-        "Base64 of a device-signed `sosvault/stop/v1`.",
-    )
-}
-
-fn log_query_field() -> Object {
-    base64_field(
-        Signed::<LogQuery>::MAX_LEN,
-        "Base64 of a device-signed `sosvault/log-query/v1` addressed to `control_room_id` (from `/v1/info`).",
-    )
+sosvault_service::base64_fields! {
+    manifest_field: Signed::<Manifest>::MAX_LEN, "Base64 of the signed `sosvault/manifest/v1`, byte for byte as the deployment authority signed it.";
+    tree_head_field: Signed::<TreeHead>::MAX_LEN, "Base64 of the signed `sosvault/tree-head/v1`.";
+    package_field: EnrollmentPackage::MAX_LEN, "Base64 of a `sosvault/enrollment-package/v1`: the device-signed record, the sealed profile and one sealed share per trustee.";
+    commit_field: Signed::<EnrollmentCommit>::MAX_LEN, "Base64 of a device-signed `sosvault/enrollment-commit/v1`.";
+    panic_field: Signed::<PanicEvent>::MAX_LEN, "Base64 of a device-signed `sosvault/panic/v1`.";
+    location_field: Signed::<LocationUpdate>::MAX_LEN, "Base64 of a device-signed `sosvault/location/v1`.";
+    cancel_field: Signed::<Cancel>::MAX_LEN, "Base64 of a device-signed `sosvault/cancel/v1`.";
+    stop_field: Signed::<Stop>::MAX_LEN, "Base64 of a device-signed `sosvault/stop/v1`.";
+    log_query_field: Signed::<LogQuery>::MAX_LEN, "Base64 of a device-signed `sosvault/log-query/v1` addressed to `control_room_id` (from `/v1/info`).";
+    // A log entry's bytes (`MineEntry::entry`, `AccessLogEntry::entry`).
+    pub(crate) log_entry_field: MAX_ENTRY_BYTES, "Base64 of the entry's encoding (`sosvault/log-entry/v1`).";
+    // A leaf hash (`MineEntry::leaf_hash`).
+    pub(crate) leaf_hash_field: 32, "Its RFC 6962 leaf hash (SHA-256), base64.";
 }
 
 /// `Enrolled::receipts`: one share receipt per trustee.
@@ -858,19 +809,6 @@ pub(crate) fn shred_receipts_field() -> Array {
 /// A signed head in an answer (`MineAnswer::head`).
 pub(crate) fn head_field() -> Object {
     tree_head_field()
-}
-
-/// A log entry's bytes (`MineEntry::entry`, `AccessLogEntry::entry`).
-pub(crate) fn log_entry_field() -> Object {
-    base64_field(
-        MAX_ENTRY_BYTES,
-        "Base64 of the entry's encoding (`sosvault/log-entry/v1`).",
-    )
-}
-
-/// A leaf hash (`MineEntry::leaf_hash`).
-pub(crate) fn leaf_hash_field() -> Object {
-    base64_field(32, "Its RFC 6962 leaf hash (SHA-256), base64.")
 }
 
 /// An inclusion proof (`MineEntry::proof`): at most 64 hashes.

@@ -26,9 +26,14 @@ struct Answer {
 
 /// `POST /v1/stop`, read raw (not through the client's JSON parsing).
 async fn post_stop(c: &Cluster, stop: &Signed<Stop>) -> Answer {
+    post_raw(c, "/v1/stop", "stop", stop.as_bytes()).await
+}
+
+/// `POST path` with `{field: base64(bytes)}`, the answer read raw.
+async fn post_raw(c: &Cluster, path: &str, field: &str, bytes: &[u8]) -> Answer {
     let resp = reqwest::Client::new()
-        .post(format!("{}/v1/stop", c.server.url()))
-        .json(&json!({ "stop": B64.encode(stop.as_bytes()) }))
+        .post(format!("{}{path}", c.server.url()))
+        .json(&json!({ field: B64.encode(bytes) }))
         .send()
         .await
         .unwrap();
@@ -383,15 +388,13 @@ async fn a_duress_stop_with_an_open_incident_escalates_it_and_opens_no_alert() {
     );
 }
 
-/// `POST /v1/location`, read raw: status and body bytes.
-async fn post_location(c: &Cluster, update: &Signed<sosvault::LocationUpdate>) -> (u16, String) {
-    let resp = reqwest::Client::new()
-        .post(format!("{}/v1/location", c.server.url()))
-        .json(&json!({ "update": B64.encode(update.as_bytes()) }))
-        .send()
-        .await
-        .unwrap();
-    (resp.status().as_u16(), resp.text().await.unwrap())
+/// `POST /v1/location`, read raw: status, content type and body bytes.
+async fn post_location(
+    c: &Cluster,
+    update: &Signed<sosvault::LocationUpdate>,
+) -> (u16, String, String) {
+    let a = post_raw(c, "/v1/location", "update", update.as_bytes()).await;
+    (a.status, a.content_type, a.body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -98,6 +98,20 @@ pub fn base64_field(max_bytes: usize, description: &str) -> Object {
         .build()
 }
 
+/// Declares one schema function per byte field (utoipa's `schema_with`
+/// takes a function): `[vis] name: max_bytes, "description";` becomes
+/// `fn name() -> Object { base64_field(max_bytes, "description") }`.
+#[macro_export]
+macro_rules! base64_fields {
+    ($($vis:vis $name:ident: $max:expr, $description:expr;)*) => {
+        $(
+            $vis fn $name() -> ::utoipa::openapi::Object {
+                $crate::openapi::base64_field($max, $description)
+            }
+        )*
+    };
+}
+
 /// The schema of a list of at most `max_items` such fields, each of at most
 /// `max_bytes` bytes: `items` is a [`base64_field`].
 pub fn base64_list(max_bytes: usize, max_items: usize, description: &str) -> Array {

@@ -30,14 +30,12 @@ use sosvault::{
     Cancel, CancelReceipt, EnrollmentCommit, Release, ReleaseRequest, ShareDelivery, ShareReceipt,
     ShredReceipt, Signed, Stop, Timestamp,
 };
-use sosvault_service::openapi::{
-    Layers, base64_field, base64_len, base64_list, document_layer_answers, int64,
-};
+use sosvault_service::openapi::{Layers, base64_len, base64_list, document_layer_answers, int64};
 use subtle::ConstantTimeEq;
 use tower_http::timeout::TimeoutLayer;
 use tracing::error;
+use utoipa::openapi::Array;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{Array, Object};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -475,18 +473,22 @@ async fn identity(State(state): State<AppState>) -> Json<Identity> {
     Json((*state.identity).clone())
 }
 
-fn delivery_field() -> Object {
-    base64_field(
-        ShareDelivery::MAX_LEN,
-        "Base64 of a `sosvault/share-delivery/v1`: the device-signed enrollment record and this trustee's share, sealed to it.",
-    )
-}
-
-fn share_receipt_field() -> Object {
-    base64_field(
-        Signed::<ShareReceipt>::MAX_LEN,
-        "Base64 of the trustee-signed `sosvault/share-receipt/v1`.",
-    )
+// The byte fields: each a base64 string of at most its message's largest
+// encoding (`sosvault_service::openapi::base64_field`).
+sosvault_service::base64_fields! {
+    delivery_field: ShareDelivery::MAX_LEN, "Base64 of a `sosvault/share-delivery/v1`: the device-signed enrollment record and this trustee's share, sealed to it.";
+    share_receipt_field: Signed::<ShareReceipt>::MAX_LEN, "Base64 of the trustee-signed `sosvault/share-receipt/v1`.";
+    release_request_field: Signed::<ReleaseRequest>::MAX_LEN, "Base64 of a control-room-signed `sosvault/release-request/v1` (the student's signed panic inside).";
+    release_field: Signed::<Release>::MAX_LEN, "Base64 of the trustee-signed `sosvault/release/v1`: the share sealed to the incident's key.";
+    stop_field: Signed::<Stop>::MAX_LEN, "Base64 of a device-signed `sosvault/stop/v1`.";
+    shred_receipt_field: Signed::<ShredReceipt>::MAX_LEN, "Base64 of the trustee-signed `sosvault/shred-receipt/v1`.";
+    cancel_field: Signed::<Cancel>::MAX_LEN, "Base64 of a device-signed `sosvault/cancel/v1`.";
+    cancel_receipt_field: Signed::<CancelReceipt>::MAX_LEN, "Base64 of the trustee-signed `sosvault/cancel-receipt/v1`.";
+    commit_field: Signed::<EnrollmentCommit>::MAX_LEN, "Base64 of a device-signed `sosvault/enrollment-commit/v1`.";
+    head_field: Signed::<TreeHead>::MAX_LEN, "Base64 of the signed `sosvault/tree-head/v1` (signed with the log key).";
+    hash_field: 32, "A SHA-256 hash, base64.";
+    entry_field: MAX_ENTRY_BYTES, "The entry's bytes (`sosvault/log-entry/v1`), base64: only for an auditor (or, in `/v1/log/mine`, the student the entry is about).";
+    log_query_field: Signed::<LogQuery>::MAX_LEN, "Base64 of a device-signed `sosvault/log-query/v1` addressed to this trustee.";
 }
 
 /// `POST /v1/shares`.
@@ -529,20 +531,6 @@ async fn shares(
         receipt: b64(receipt.as_bytes()),
         repeated,
     }))
-}
-
-fn release_request_field() -> Object {
-    base64_field(
-        Signed::<ReleaseRequest>::MAX_LEN,
-        "Base64 of a control-room-signed `sosvault/release-request/v1` (the student's signed panic inside).",
-    )
-}
-
-fn release_field() -> Object {
-    base64_field(
-        Signed::<Release>::MAX_LEN,
-        "Base64 of the trustee-signed `sosvault/release/v1`: the share sealed to the incident's key.",
-    )
 }
 
 /// `POST /v1/releases`.
@@ -590,20 +578,6 @@ async fn releases(
     }))
 }
 
-fn stop_field() -> Object {
-    base64_field(
-        Signed::<Stop>::MAX_LEN,
-        "Base64 of a device-signed `sosvault/stop/v1`.",
-    )
-}
-
-fn shred_receipt_field() -> Object {
-    base64_field(
-        Signed::<ShredReceipt>::MAX_LEN,
-        "Base64 of the trustee-signed `sosvault/shred-receipt/v1`.",
-    )
-}
-
 /// `POST /v1/shreds`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -644,20 +618,6 @@ async fn shreds(
         receipt: b64(receipt.as_bytes()),
         repeated,
     }))
-}
-
-fn cancel_field() -> Object {
-    base64_field(
-        Signed::<Cancel>::MAX_LEN,
-        "Base64 of a device-signed `sosvault/cancel/v1`.",
-    )
-}
-
-fn cancel_receipt_field() -> Object {
-    base64_field(
-        Signed::<CancelReceipt>::MAX_LEN,
-        "Base64 of the trustee-signed `sosvault/cancel-receipt/v1`.",
-    )
 }
 
 /// `POST /v1/cancels`.
@@ -703,13 +663,6 @@ async fn cancels(
     }))
 }
 
-fn commit_field() -> Object {
-    base64_field(
-        Signed::<EnrollmentCommit>::MAX_LEN,
-        "Base64 of a device-signed `sosvault/enrollment-commit/v1`.",
-    )
-}
-
 /// `POST /v1/commits`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -748,30 +701,12 @@ async fn commits(
     Ok(Json(CommitsResponse { changed }))
 }
 
-fn head_field() -> Object {
-    base64_field(
-        Signed::<TreeHead>::MAX_LEN,
-        "Base64 of the signed `sosvault/tree-head/v1` (signed with the log key).",
-    )
-}
-
-fn hash_field() -> Object {
-    base64_field(32, "A SHA-256 hash, base64.")
-}
-
 /// A proof: at most 64 hashes (a tree of up to 2^64 leaves).
 fn proof_field() -> Array {
     base64_list(
         32,
         64,
         "The proof's hashes (SHA-256), base64, in RFC 6962 order.",
-    )
-}
-
-fn entry_field() -> Object {
-    base64_field(
-        MAX_ENTRY_BYTES,
-        "The entry's bytes (`sosvault/log-entry/v1`), base64: only for an auditor (or, in `/v1/log/mine`, the student the entry is about).",
     )
 }
 
@@ -951,13 +886,6 @@ async fn consistency(
     Ok(Json(ProofResponse {
         proof: proof.iter().map(|h| b64(h)).collect(),
     }))
-}
-
-fn log_query_field() -> Object {
-    base64_field(
-        Signed::<LogQuery>::MAX_LEN,
-        "Base64 of a device-signed `sosvault/log-query/v1` addressed to this trustee.",
-    )
 }
 
 /// `POST /v1/log/mine`.

@@ -23,6 +23,8 @@ use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use tokio::sync::Notify;
+
 use serde::Serialize;
 use serde_json::json;
 use sosvault::{Cancel, Signed};
@@ -265,10 +267,11 @@ impl Engine {
     }
 
     /// After a stop's or cancel's final answer was stored (or not): the
-    /// operators' event and the waiting answer woken; `false` asks again.
+    /// operators' `event` and the answer waiting on `done` woken; `false`
+    /// asks again.
     fn answer_stored(
         &self,
-        kind: ForwardKind,
+        (kind, event, done): (ForwardKind, &str, &Notify),
         stored: Result<(), StoreError>,
         student: &[u8; 32],
         trustee: &str,
@@ -282,10 +285,6 @@ impl Engine {
             return false;
         }
         tracing::info!(kind = kind.as_str(), trustee, student = %short(student), receipt, "answer stored");
-        let (event, done) = match kind {
-            ForwardKind::Cancel => ("cancel_receipt", &self.inner.cancel_done),
-            _ => ("shred_receipt", &self.inner.shred_done),
-        };
         self.emit(
             event,
             None,
@@ -425,7 +424,8 @@ impl Engine {
                     .db
                     .call(move |s| s.finish_shred(&student, &answer, now_ms()))
                     .await;
-                engine.answer_stored(ForwardKind::Stop, stored, &student, &name, ok)
+                let stop = (ForwardKind::Stop, "shred_receipt", &engine.inner.shred_done);
+                engine.answer_stored(stop, stored, &student, &name, ok)
             }
         };
         self.spawn_forward(ForwardKind::Stop, &client, since_ms, attempt, store);
@@ -475,7 +475,12 @@ impl Engine {
                     .db
                     .call(move |s| s.finish_cancel(&h, &trustee, &answer, now_ms()))
                     .await;
-                engine.answer_stored(ForwardKind::Cancel, stored, &student, &name, ok)
+                let cancel = (
+                    ForwardKind::Cancel,
+                    "cancel_receipt",
+                    &engine.inner.cancel_done,
+                );
+                engine.answer_stored(cancel, stored, &student, &name, ok)
             }
         };
         self.spawn_forward(ForwardKind::Cancel, &client, since_ms, attempt, store);

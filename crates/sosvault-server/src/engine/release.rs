@@ -158,15 +158,7 @@ impl Engine {
                                 .fetch_add(1, Ordering::Relaxed);
                             if !told {
                                 told = true;
-                                let said = match &e {
-                                    CallError::Unavailable { why, .. }
-                                        if why.starts_with("cannot connect") =>
-                                    {
-                                        format!("unreachable ({why}); asking again")
-                                    }
-                                    _ => format!("no answer yet ({e}); asking again"),
-                                };
-                                let _ = tx.send((idx, Err(said))).await;
+                                let _ = tx.send((idx, Err(not_yet(&e)))).await;
                             }
                             delay = backoff.after(&e);
                         }
@@ -438,5 +430,15 @@ impl Engine {
             // Expire operator sessions.
             self.state().sessions.retain(|_, s| s.expires_at_ms > now);
         }
+    }
+}
+
+/// The timeline's words for a trustee that has not answered yet.
+fn not_yet(e: &CallError) -> String {
+    match e {
+        CallError::Unavailable { why, .. } if why.starts_with("cannot connect") => {
+            format!("unreachable ({why}); asking again")
+        }
+        _ => format!("no answer yet ({e}); asking again"),
     }
 }
