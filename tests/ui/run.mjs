@@ -7,8 +7,12 @@
 //
 //     node --test tests/ui/
 //
-// Knobs: SOSVAULT_BIN (default target/debug/sosvault), CHROMIUM (default
-// /usr/bin/chromium), SCREENSHOTS (default docs/screenshots; "0" to skip).
+// The demo's operator is a supervisor; the role tests add a dispatcher and an
+// auditor with `sosvault-server operator add`, as an administrator would.
+//
+// Knobs: SOSVAULT_BIN (default target/debug/sosvault), SOSVAULT_SERVER_BIN
+// (default: sosvault-server beside it), CHROMIUM (default /usr/bin/chromium),
+// SCREENSHOTS (default docs/screenshots; "0" to skip).
 
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -23,6 +27,7 @@ import { chromium } from 'playwright-core';
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(HERE, '../..');
 const BIN = process.env.SOSVAULT_BIN || join(ROOT, 'target/debug/sosvault');
+const SERVER_BIN = process.env.SOSVAULT_SERVER_BIN || join(dirname(BIN), 'sosvault-server');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const SHOTS = process.env.SCREENSHOTS === '0' ? null : resolve(ROOT, process.env.SCREENSHOTS || 'docs/screenshots');
 const AXE = readFileSync(join(HERE, 'node_modules/axe-core/axe.min.js'), 'utf8');
@@ -34,7 +39,7 @@ const pageErrors = []; // uncaught errors in the pages
 
 let demo; // the demo process
 let browser;
-let urls; // {control, sim, password}
+let urls; // {control, sim, user, password, root}
 let control, team, sim; // pages
 let incident; // id of the incident under test
 let trustees = []; // pids of the demo's trustee processes
@@ -58,18 +63,39 @@ function startDemo(env) {
     createInterface({ input: proc.stdout }).on('line', (line) => {
       out += line + '\n';
       let m;
+      if (!found.root && (m = /data in (.+)$/.exec(line))) found.root = m[1];
       if ((m = /^Control room: (https?:\/\/\S+)/.exec(line))) found.control = m[1].replace(/\/$/, '');
       if ((m = /^Student simulator: (http:\/\/\S+)/.exec(line))) found.sim = m[1].replace(/\/$/, '');
       if ((m = /^Login: (\S+) \/ (\S+)/.exec(line))) {
         found.user = m[1];
         found.password = m[2];
       }
-      if (found.control && found.sim && found.password && !done) {
+      if (found.control && found.sim && found.password && found.root && !done) {
         done = true;
         clearTimeout(timer);
         resolveStart({ proc, urls: found });
       }
     });
+  });
+}
+
+/**
+ * Adds an operator account to the demo's dispatch service, as an administrator
+ * does: `sosvault-server operator --config <server.toml> add NAME --role ROLE`,
+ * the password on stdin. The running service takes it at the next login.
+ */
+function addOperator(root, name, role, password) {
+  return new Promise((resolveAdd, reject) => {
+    const proc = spawn(SERVER_BIN, ['operator', '--config', join(root, 'dispatch', 'server.toml'), 'add', name, '--role', role], {
+      cwd: ROOT,
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    let out = '';
+    proc.stdout.on('data', (d) => (out += d));
+    proc.stderr.on('data', (d) => (out += d));
+    proc.on('error', reject);
+    proc.on('exit', (code) => (code === 0 ? resolveAdd(out) : reject(new Error(`operator add ${name} (${role}) exited ${code}:\n${out}`))));
+    proc.stdin.end(password + '\n');
   });
 }
 
@@ -264,9 +290,18 @@ describe('control room, team screen and simulator against the real demo', { conc
   });
 
   it('the profile is hidden before the trustees release it and shown after, on both screens', async () => {
+    // Nobody handles a new incident; the operator (a supervisor) takes it, and so reads its profile.
+    assert.equal(await control.textContent(`${item(incident)} .handler`), 'Unclaimed');
     await control.click(item(incident));
     await control.waitForSelector('#profile-hidden', { timeout: T });
     assert.match(await control.textContent('#profile-hidden'), /Sealed/);
+    assert.equal(await control.textContent('#claim-status'), 'Nobody handles this incident yet.');
+    await control.click('#act-claim');
+    await control.waitForSelector('#claim-status[data-handler="operator"]', { timeout: T });
+    assert.equal(await control.textContent('#claim-status'), 'You handle this incident.');
+    assert.equal(await control.$('#act-claim'), null, 'nothing left to take');
+    await control.waitForSelector(`${item(incident)} .handler-me`, { timeout: T });
+    await control.waitForFunction(() => /Taken or handed over/.test(document.querySelector('#timeline').textContent), null, { timeout: T });
     assert.equal(await control.$('#profile-fields'), null, 'no profile fields before release');
     assert.equal(await team.$('#profile-fields'), null);
     assert.match(await team.textContent('#profile-hidden'), /sealed/i);
@@ -331,6 +366,9 @@ describe('control room, team screen and simulator against the real demo', { conc
     await control.click('[data-lang-switch="hi"]');
     assert.equal(await control.textContent('#list-heading'), 'घटनाएँ');
     assert.equal(await control.textContent('#act-close'), 'घटना बंद करें');
+    assert.equal(await control.textContent('#who-role'), 'पर्यवेक्षक');
+    assert.equal(await control.textContent('#claim-status'), 'यह घटना आपके पास है।');
+    assert.equal(await control.textContent(`${item(incident)} .handler`), 'आपके पास');
     assert.equal(await control.getAttribute('html', 'lang'), 'hi');
     assert.match(await control.textContent(item(incident)), /पुलिस/);
     await team.tap('[data-lang-switch="hi"]');
@@ -449,6 +487,225 @@ describe('control room, team screen and simulator against the real demo', { conc
     assert.match(await control.textContent(item(id2)), /DURESS/);
     await team.waitForSelector('#job-flags .chip-duress', { timeout: T });
     assert.ok(await team.isHidden('#job-ended'), 'the team keeps going');
+  });
+
+  // ---------------------------------------------------------------- roles
+  // A dispatcher and an auditor beside the demo's supervisor ("operator").
+  const DISPATCHER = 'asha';
+  const AUDITOR = 'lekha';
+  const ROLE_PASSWORD = 'a long test password';
+  const REASON = 'The guardian called the control room about this student';
+  let disp; // the dispatcher's control room
+  let roleIncident; // the incident the role tests share
+  let roleStudent; // its student's name
+
+  /** A panic from the simulator's student `n`; resolves with the incident id. */
+  async function panicFrom(n, category) {
+    await sim.click(`#students button[data-student="${n}"]`);
+    await sim.selectOption('#category', category);
+    await sim.click('#panic');
+    const id = await sim.waitForFunction((i) => window.SV_SIM.state.students[i].incident, n, { timeout: T });
+    return id.jsonValue();
+  }
+
+  it('a dispatcher sees "take this incident" and no profile, takes it, then reads the profile', async () => {
+    await addOperator(urls.root, DISPATCHER, 'dispatcher', ROLE_PASSWORD);
+    await addOperator(urls.root, AUDITOR, 'auditor', ROLE_PASSWORD);
+    disp = await newPage({ viewport: { width: 1440, height: 900 } });
+    await signIn(disp, { control: urls.control, user: DISPATCHER, password: ROLE_PASSWORD });
+    assert.equal(await disp.textContent('#who-role'), 'Dispatcher');
+    assert.match(await disp.textContent('#who'), new RegExp('^' + DISPATCHER));
+    assert.equal(await disp.evaluate(() => sessionStorage.getItem('sosvault.operator.role')), 'dispatcher');
+    assert.ok(await disp.isHidden('#static-bar'), 'live: no refresh button');
+
+    roleIncident = await panicFrom(2, 'medical');
+    roleStudent = await sim.evaluate(() => window.SV_SIM.state.students[2].name);
+    // Once the trustees have released it, the profile is readable by whoever handles the incident: nobody yet.
+    await disp.waitForSelector(`${item(roleIncident)} .release-released`, { timeout: 30_000 });
+    assert.equal(await disp.textContent(`${item(roleIncident)} .handler`), 'Unclaimed');
+    await disp.click(item(roleIncident));
+    await disp.waitForSelector('#profile-hidden[data-access="not_handler"]', { timeout: T });
+    assert.equal(await disp.textContent('#profile-hidden'), 'Take this incident to read the profile.');
+    assert.equal(await disp.$('#profile-fields'), null, 'no profile before taking the incident');
+    assert.equal(await disp.$('#handover'), null, 'a dispatcher hands nothing over');
+    // What they may not do yet is disabled, and says why (as a tooltip and in words beside it).
+    for (const b of ['#act-reassign', '#act-false-alarm', '#act-close']) {
+      assert.ok(await disp.isDisabled(b), `${b} is disabled`);
+      assert.equal(await disp.getAttribute(b, 'title'), 'Take this incident first to act on it.');
+    }
+    assert.equal(await disp.textContent('#actions-note'), 'Take this incident first to act on it.');
+    await axeCheck(disp, 'control room (dispatcher, incident not taken)');
+
+    // Taken from the keyboard.
+    await disp.focus('#act-claim');
+    await disp.keyboard.press('Enter');
+    await disp.waitForSelector('#profile-fields', { timeout: T });
+    assert.match(await disp.textContent('#profile-fields'), new RegExp(roleStudent));
+    assert.equal(await disp.getAttribute('.logged-banner', 'data-access'), 'shown');
+    await disp.waitForFunction(() => document.activeElement && document.activeElement.id === 'claim-status', null, { timeout: T });
+    assert.equal(await disp.textContent('#claim-status'), 'You handle this incident.');
+    assert.equal(await disp.$('#act-claim'), null, 'nothing left to take');
+    assert.ok(!(await disp.isDisabled('#act-close')), 'the handler may act');
+    assert.ok(await disp.isHidden('#actions-note'));
+    await disp.waitForSelector(`${item(roleIncident)} .handler-me`, { timeout: T });
+    await disp.waitForFunction((n) => document.querySelector('#access-log').textContent.includes('operator ' + n), DISPATCHER, { timeout: T });
+    // The supervisor's room follows the live `claimed` event.
+    await control.waitForFunction(
+      ([sel, n]) => document.querySelector(sel + ' .handler') && document.querySelector(sel + ' .handler').textContent === 'Handled by ' + n,
+      [item(roleIncident), DISPATCHER],
+      { timeout: T },
+    );
+    await axeCheck(disp, 'control room (dispatcher, own incident with profile)');
+  });
+
+  it('a supervisor who does not handle the incident gives a reason, then sees the profile', async () => {
+    await control.click(item(roleIncident));
+    await control.waitForSelector('#reason-form', { timeout: T });
+    assert.equal(await control.getAttribute('#profile-hidden', 'data-access'), 'reason_required');
+    assert.equal(await control.$('#profile-fields'), null, 'no profile without a reason');
+    assert.match(await control.textContent('#reason-help'), /transparency log, where the student sees it/);
+    assert.equal(await control.textContent('#claim-status'), `Handled by ${DISPATCHER}.`);
+    assert.ok(await control.isVisible('#act-claim'), 'a supervisor may take it from the dispatcher');
+    assert.ok(await control.isVisible('#handover summary'), 'or hand it over');
+    assert.ok(!(await control.isDisabled('#act-close')), 'and may act on it');
+    await axeCheck(control, 'control room (supervisor, reason form)');
+
+    // Too short: said beside the field, and nothing is sent.
+    await control.fill('#reason-input', 'because');
+    await control.press('#reason-input', 'Enter');
+    await control.waitForFunction(() => /at least 8/.test(document.querySelector('#reason-error').textContent), null, { timeout: T });
+    assert.equal(await control.getAttribute('#reason-input', 'aria-invalid'), 'true');
+    assert.equal(await control.$('#profile-fields'), null);
+    // Hindi: the form relabels and what was typed stays.
+    await control.click('[data-lang-switch="hi"]');
+    try {
+      assert.equal(await control.textContent('label[for="reason-input"]'), 'कारण (8 से 200 अक्षर)');
+      assert.equal(await control.inputValue('#reason-input'), 'because');
+      await axeCheck(control, 'control room in Hindi (supervisor, reason form)');
+    } finally {
+      await control.click('[data-lang-switch="en"]');
+    }
+
+    await control.fill('#reason-input', REASON);
+    await control.press('#reason-input', 'Enter');
+    await control.waitForSelector('#profile-fields', { timeout: T });
+    assert.match(await control.textContent('#profile-fields'), new RegExp(roleStudent));
+    assert.equal(await control.getAttribute('.logged-banner', 'data-access'), 'shown_with_reason');
+    assert.match(await control.textContent('.logged-banner'), /with your reason; the student sees both/);
+    // Logged with the reason, under the supervisor's name ...
+    await control.waitForFunction(
+      (r) => [...document.querySelectorAll('#access-log li')].some((li) => li.textContent.includes('operator operator') && li.textContent.includes(r)),
+      REASON,
+      { timeout: T },
+    );
+    // ... and kept nowhere by the page once that request is done.
+    assert.equal(await control.$('#reason-input'), null);
+    const kept = await control.evaluate(
+      (r) => [JSON.stringify(sessionStorage), JSON.stringify(localStorage), JSON.stringify(window.SV_CONTROL.detail), location.href].filter((x) => x.includes(r)).length,
+      REASON,
+    );
+    assert.equal(kept, 0, 'the reason is in no storage, state or address');
+    await axeCheck(control, 'control room (supervisor, profile read with a reason)');
+  });
+
+  it('a supervisor takes the incident and hands it back; a dispatcher acting on a stale view is told why not', async () => {
+    // The supervisor takes it: the dispatcher's page follows the live event.
+    await control.click('#act-claim');
+    await control.waitForSelector('#claim-status[data-handler="operator"]', { timeout: T });
+    await disp.waitForSelector('#profile-hidden[data-access="not_handler"]', { timeout: T });
+    assert.equal(await disp.textContent('#profile-hidden'), 'Handled by operator: only they or a supervisor can read the profile.');
+    assert.equal(await disp.$('#profile-fields'), null, 'the profile left the dispatcher\'s screen');
+    assert.equal(await disp.$('#act-claim'), null, 'a dispatcher cannot take it from another operator');
+    assert.ok(await disp.isDisabled('#act-close'));
+    assert.equal(await disp.getAttribute('#act-close', 'title'), 'Handled by operator: only they or a supervisor can act on it.');
+
+    // "Hand over to…", from the keyboard: an unknown name is refused beside the field.
+    await control.focus('#handover summary');
+    await control.keyboard.press('Enter');
+    await control.waitForSelector('#handover[open] #handover-name', { timeout: T });
+    await control.fill('#handover-name', 'nobody-by-that-name');
+    await control.press('#handover-name', 'Enter');
+    await control.waitForFunction(() => document.querySelector('#handover-error').textContent.length > 0, null, { timeout: T });
+    assert.equal(await control.textContent('#handover-error'), 'nobody-by-that-name is not an enabled dispatcher or supervisor.');
+    await control.fill('#handover-name', DISPATCHER);
+    await control.press('#handover-name', 'Enter');
+    await control.waitForSelector(`#claim-status[data-handler="${DISPATCHER}"]`, { timeout: T });
+    await disp.waitForSelector('#profile-fields', { timeout: T });
+    await disp.waitForFunction(() => [...document.querySelectorAll('.toast')].some((e) => /An incident was handed to you: Medical/.test(e.textContent)), null, { timeout: T });
+    assert.ok(!(await disp.isDisabled('#act-close')));
+
+    // The dispatcher's view goes stale (its live stream drops) while the supervisor takes the incident back ...
+    await disp.evaluate(() => window.SV_CONTROL.stream.close());
+    await control.click('#act-claim');
+    await control.waitForSelector('#claim-status[data-handler="operator"]', { timeout: T });
+    // ... so the service refuses the dispatcher's action, and the page shows its words, not a generic error.
+    await disp.click('#act-false-alarm');
+    await disp.waitForSelector('#confirm[open]', { timeout: T });
+    await disp.click('#confirm-ok');
+    await disp.waitForFunction(
+      () => [...document.querySelectorAll('.toast-error')].some((e) => e.textContent === 'Not allowed: the incident is handled by operator: only they or a supervisor may act on it'),
+      null,
+      { timeout: T },
+    );
+    // The view catches up: nothing was marked, and the actions are off.
+    await disp.waitForSelector('#act-false-alarm[disabled]', { timeout: T });
+    assert.equal(await disp.$('#detail .chip-false-alarm'), null);
+    assert.equal(await disp.textContent('#claim-status'), 'Handled by operator.');
+  });
+
+  it('an auditor sees no locations, no profile and no live stream; a refresh brings new incidents', async () => {
+    const aud = await newPage({ viewport: { width: 1440, height: 900 } });
+    const asked = [];
+    aud.on('request', (r) => asked.push(new URL(r.url()).pathname));
+    await aud.goto(urls.control + '/');
+    await aud.fill('#login-user', AUDITOR);
+    await aud.fill('#login-pass', ROLE_PASSWORD);
+    await aud.press('#login-pass', 'Enter');
+    await aud.waitForSelector(item(roleIncident), { timeout: T });
+    assert.equal(await aud.textContent('#who-role'), 'Auditor');
+    await aud.waitForSelector('#conn.conn-static', { timeout: T });
+    assert.equal(await aud.textContent('#conn'), 'Not live');
+    assert.match(await aud.textContent('#static-note'), /auditors get no live stream/);
+    // No map, so no incident or team on one; and no location in what the page holds.
+    assert.ok(await aud.isHidden('#map-pane'), 'no map');
+    assert.equal(await aud.$('.mk-incident'), null);
+    assert.equal(await aud.$('.mk-team'), null);
+    assert.ok(await aud.evaluate(() => [...window.SV_CONTROL.incidents.values()].every((i) => !i.location)), 'no locations');
+    assert.equal(await aud.textContent(`${item(roleIncident)} .handler`), 'Handled by operator');
+
+    await aud.click(item(roleIncident));
+    await aud.waitForSelector('#profile-hidden[data-access="not_for_role"]', { timeout: T });
+    assert.equal(await aud.textContent('#profile-hidden'), 'Auditors do not see profiles.');
+    assert.equal(await aud.$('#profile-fields'), null);
+    assert.equal(await aud.textContent('#detail-location'), 'Not shown to auditors');
+    assert.equal(await aud.evaluate(() => window.SV_CONTROL.detail.trail.length), 0, 'no trail');
+    assert.ok(await aud.isHidden('#actions'), 'no actions');
+    assert.equal(await aud.$('#act-claim'), null);
+    assert.equal(await aud.$('#handover'), null);
+    assert.equal(await aud.textContent('#claim-status'), 'Handled by operator.');
+    // The access log is theirs to read, the supervisor's reason included.
+    await aud.waitForFunction((r) => document.querySelector('#access-log').textContent.includes(r), REASON, { timeout: T });
+    await axeCheck(aud, 'control room (auditor)');
+
+    // Not live: a new panic is in the live rooms at once, in the auditor's after Refresh.
+    const next = await panicFrom(3, 'police');
+    await control.waitForSelector(item(next), { timeout: T });
+    assert.equal(await aud.$(item(next)), null, 'no live update for an auditor');
+    await aud.click('#refresh');
+    await aud.waitForSelector(item(next), { timeout: T });
+    assert.equal(await aud.$('.mk-incident'), null);
+    assert.ok(!asked.includes('/v1/operator/events'), 'the live stream was never asked for');
+    assert.ok(!asked.includes('/v1/operator/units'), 'nor the teams');
+
+    await aud.click('[data-lang-switch="hi"]');
+    try {
+      assert.equal(await aud.textContent('#who-role'), 'ऑडिटर');
+      assert.equal(await aud.textContent('#profile-hidden'), 'ऑडिटर प्रोफ़ाइल नहीं देखते।');
+      assert.equal(await aud.textContent('#refresh'), 'ताज़ा करें');
+      await axeCheck(aud, 'control room in Hindi (auditor)');
+    } finally {
+      await aud.click('[data-lang-switch="en"]');
+    }
   });
 
   it('no page sent a request off loopback, and no page threw', () => {

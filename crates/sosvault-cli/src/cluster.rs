@@ -423,6 +423,8 @@ impl Cluster {
         cfg.operators.push(OperatorConfig {
             username: "operator".into(),
             password_hash: sosvault_server::auth::hash_password(&pw).map_err(anyhow::Error::msg)?,
+            // A supervisor: the demo and the load runs register teams.
+            role: sosvault_server::access::Role::Supervisor,
         });
         let config_path = sdir.join("server.toml");
         sosvault_server::files::write_private(&config_path, cfg.to_toml()?.as_bytes())?;

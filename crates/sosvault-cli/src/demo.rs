@@ -279,6 +279,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         t_panic.elapsed().as_millis(),
         &inc_a[..8]
     ));
+    // The operator takes the incident: its handler reads the profile once
+    // it is released (the step is narrated with the timeline below).
+    crate::claim(&client, &op, &inc_a, None).await?;
     let (mut acked, mut opened) = (false, false);
     ops.follow(&n, &inc_a, |s| {
         acked |= s == "acknowledged";
@@ -405,6 +408,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         students[b].area.name,
         &inc_b[..8]
     ));
+    crate::claim(&client, &op, &inc_b, None).await?;
     let (mut acked, mut opened) = (false, false);
     ops.follow(&n, &inc_b, |s| {
         acked |= s == "acknowledged";
@@ -529,6 +533,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         cluster.authority.to_hex()
     );
     println!("Login: operator / {pw}");
+    println!(
+        "The operator is a supervisor: claim an incident to read its profile (sosvault claim ID), or open another's with a reason (sosvault incident ID --reason TEXT), which the student sees"
+    );
     println!("API: {base}/v1/operator/incidents (POST {base}/v1/operator/login first)");
     println!(
         "Metrics: curl --cacert {ca} -H \"Authorization: Bearer $(cat {})\" {base}/metrics",

@@ -7,8 +7,15 @@
 //!   outage and a stop, printing what happens with timings.
 //! - `sosvault incidents --url URL --user NAME` (password from
 //!   `SOSVAULT_PASSWORD`): lists incidents as an operator.
-//! - `sosvault incident ID --url URL --user NAME`: one incident with its
-//!   timeline (and the profile while released; the view is logged).
+//! - `sosvault incident ID --url URL --user NAME [--reason TEXT]`: one
+//!   incident with its timeline, and the profile while released if the
+//!   operator may read it (`profile_access` says; each view is logged): the
+//!   operator handles the incident, or is a supervisor who gives a reason
+//!   (it goes on the control room's transparency log, where the student
+//!   sees it).
+//! - `sosvault claim ID --url URL --user NAME [--to NAME]`: takes an
+//!   incident (a dispatcher: only one nobody handles), or, a supervisor,
+//!   hands it to another operator; the handler reads its profile.
 //! - `sosvault load [--students N] [--rate R] ...`: the load generator of
 //!   `docs/BENCHMARKS.md`: starts the same cluster as the demo, enrolls N
 //!   students, then fires panics at a steady rate and in a burst while teams
@@ -108,7 +115,8 @@ enum Cmd {
         #[command(subcommand)]
         action: ManifestCmd,
     },
-    /// Show one incident (operator; password from SOSVAULT_PASSWORD).
+    /// Show one incident (operator; password from SOSVAULT_PASSWORD). The
+    /// profile is shown to the operator who handles it (`sosvault claim`).
     Incident {
         /// Incident id (hex).
         id: String,
@@ -118,6 +126,28 @@ enum Cmd {
         /// Operator name.
         #[arg(long, default_value = "operator")]
         user: String,
+        /// A supervisor only: why you open the profile of an incident you
+        /// do not handle (8 to 200 bytes). It goes on the control room's
+        /// transparency log, where the student sees it.
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// Take an incident, so you handle it and read its profile once
+    /// released (operator; password from SOSVAULT_PASSWORD). A dispatcher
+    /// takes only an incident nobody handles.
+    Claim {
+        /// Incident id (hex).
+        id: String,
+        /// The dispatch service.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        url: String,
+        /// Operator name.
+        #[arg(long, default_value = "operator")]
+        user: String,
+        /// A supervisor only: hand the incident to this dispatcher or
+        /// supervisor instead of taking it.
+        #[arg(long)]
+        to: Option<String>,
     },
 }
 
@@ -259,6 +289,43 @@ async fn login(
     Ok((client, token))
 }
 
+/// `POST /v1/operator/incidents/{id}/claim` with the session `token` (and
+/// `?to=`, a supervisor's handover); returns who handles the incident now.
+pub(crate) async fn claim(
+    client: &Client,
+    token: &str,
+    incident: &str,
+    to: Option<&str>,
+) -> anyhow::Result<String> {
+    let mut path = format!("/v1/operator/incidents/{incident}/claim");
+    if let Some(to) = to {
+        path.push_str(&format!("?to={}", query_value(to)));
+    }
+    let (_, v) = client
+        .post(&path, Some(token), &serde_json::Value::Null)
+        .await
+        .map_err(|e| anyhow::anyhow!("claiming {incident}: {e}"))?;
+    v["handler"]
+        .as_str()
+        .map(str::to_owned)
+        .context("the claim's answer names no handler")
+}
+
+/// `value` percent-encoded for a URL's query: every byte but the
+/// unreserved characters of RFC 3986 (a space is `%20`).
+fn query_value(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 fn run_manifest(action: ManifestCmd) -> anyhow::Result<()> {
     use sosvault::Timestamp;
     match action {
@@ -397,11 +464,12 @@ async fn main() -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             for i in list.as_array().cloned().unwrap_or_default() {
                 println!(
-                    "{}  {:<13} {:<9} unit={} release={}/{} {} flags={}",
+                    "{}  {:<13} {:<9} unit={} handler={} release={}/{} {} flags={}",
                     i["id"].as_str().unwrap_or("?"),
                     i["category"].as_str().unwrap_or("?"),
                     i["status"].as_str().unwrap_or("?"),
                     i["unit"]["name"].as_str().unwrap_or("-"),
+                    i["handler"].as_str().unwrap_or("-"),
                     i["release"]["have"],
                     i["release"]["need"],
                     i["release"]["profile"].as_str().unwrap_or("?"),
@@ -451,14 +519,49 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Cmd::Manifest { action } => run_manifest(action),
-        Cmd::Incident { id, url, user } => {
+        Cmd::Incident {
+            id,
+            url,
+            user,
+            reason,
+        } => {
             let (client, token) = login(&url, &user, ca.as_deref()).await?;
+            let mut path = format!("/v1/operator/incidents/{id}");
+            if let Some(r) = &reason {
+                path.push_str(&format!("?reason={}", query_value(r)));
+            }
             let d = client
-                .get(&format!("/v1/operator/incidents/{id}"), Some(&token))
+                .get(&path, Some(&token))
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("{}", serde_json::to_string_pretty(&d)?);
             Ok(())
         }
+        Cmd::Claim { id, url, user, to } => {
+            let (client, token) = login(&url, &user, ca.as_deref()).await?;
+            let handler = claim(&client, &token, &id, to.as_deref()).await?;
+            println!("incident {id} is handled by {handler}");
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::query_value;
+
+    #[test]
+    fn a_query_value_is_percent_encoded_but_for_the_unreserved_characters() {
+        assert_eq!(
+            query_value("night-shift_handover.1~"),
+            "night-shift_handover.1~"
+        );
+        assert_eq!(
+            query_value("mother called & asked?"),
+            "mother%20called%20%26%20asked%3F"
+        );
+        assert_eq!(query_value("a+b=c#d/e%"), "a%2Bb%3Dc%23d%2Fe%25");
+        // UTF-8, byte by byte.
+        assert_eq!(query_value("é"), "%C3%A9");
     }
 }

@@ -442,20 +442,56 @@ fn a_simulated_phone_on_the_command_line_enrolls_panics_moves_cancels_and_stops(
         .strip_prefix("help is coming: incident ")
         .unwrap()
         .to_owned();
-    let incident = || {
-        let out = Command::new(env!("CARGO_BIN_EXE_sosvault"))
-            .args(["incident", &id, "--url", &url, "--ca", &ca])
+    // An operator command about this incident, as the demo's operator.
+    let operator = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_sosvault"))
+            .args(args)
+            .args(["--url", &url, "--ca", &ca])
             .env("SOSVAULT_PASSWORD", &password)
             .output()
-            .unwrap();
-        assert!(out.status.success());
+            .unwrap()
+    };
+    let incident_with = |extra: &[&str]| {
+        let out = operator(&[&["incident", id.as_str()], extra].concat());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
     };
+    let incident = || incident_with(&[]);
     let d = incident();
     assert_eq!(
         (d["category"].as_str(), d["status"].as_str()),
         (Some("medical"), Some("open"))
     );
+    // The demo's operator is a supervisor who does not handle it yet: the
+    // profile needs a reason (a too short one is refused), or a claim.
+    assert_eq!(d["profile_access"], "reason_required", "{d}");
+    assert!(d["profile"].is_null(), "{d}");
+    let short = operator(&["incident", &id, "--reason", "why"]);
+    assert!(!short.status.success());
+    assert!(
+        String::from_utf8_lossy(&short.stderr).contains("bad_reason"),
+        "{}",
+        String::from_utf8_lossy(&short.stderr)
+    );
+    let d = incident_with(&["--reason", "checking the medical notes & allergies"]);
+    assert_eq!(d["profile_access"], "shown_with_reason", "{d}");
+    let out = operator(&["claim", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("incident {id} is handled by operator")
+    );
+    let d = incident();
+    assert_eq!(d["profile_access"], "shown", "{d}");
+    assert_eq!(d["handler"], "operator", "{d}");
     assert!(
         sosvault(
             &["move", "--lat", "25.1430", "--lon", "75.8440"],

@@ -172,6 +172,9 @@ pub fn router_and_openapi(engine: Engine) -> (Router, utoipa::openapi::OpenApi) 
         .routes(routes!(false_alarm))
         .routes(routes!(close))
         .routes(routes!(reassign))
+        .routes(routes!(claim))
+        .routes(routes!(rotate_unit_token))
+        .routes(routes!(revoke_unit))
         .routes(routes!(operator_events))
         .routes(routes!(list_units, create_unit))
         .routes(routes!(forwards))
@@ -627,6 +630,8 @@ pub struct LoginAnswer {
     pub token: String,
     /// Expiry (unix ms).
     pub expires_at_ms: u64,
+    /// The operator's role: `dispatcher`, `supervisor` or `auditor`.
+    pub role: crate::access::Role,
 }
 
 /// Which incidents.
@@ -777,6 +782,8 @@ sosvault_service::base64_fields! {
     pub(crate) log_entry_field: MAX_ENTRY_BYTES, "Base64 of the entry's encoding (`sosvault/log-entry/v1`).";
     // A leaf hash (`MineEntry::leaf_hash`).
     pub(crate) leaf_hash_field: 32, "Its RFC 6962 leaf hash (SHA-256), base64.";
+    // The nonce of a reason's commitment (`MineEntry::reason_nonce`).
+    pub(crate) reason_nonce_field: 16, "The nonce of the reason's commitment, base64 of 16 bytes.";
 }
 
 /// `Enrolled::receipts`: one share receipt per trustee.
@@ -1171,10 +1178,11 @@ async fn login(
             "a username has at most 128 characters and a password at most 1024",
         ));
     }
-    let (token, expires_at_ms) = e.login(&b.username, &b.password, source).await?;
+    let (token, expires_at_ms, role) = e.login(&b.username, &b.password, source).await?;
     Ok(Json(LoginAnswer {
         token,
         expires_at_ms,
+        role,
     }))
 }
 
@@ -1190,18 +1198,21 @@ async fn logout(State(e): State<Engine>, session: Session) -> Result<StatusCode,
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// A live operator session and its token (extractor, for logout).
+/// A live operator session, its operator and its token (extractor, for
+/// logout and the live stream).
 pub struct Session {
     token: String,
+    op: OperatorId,
 }
 
 impl FromRequestParts<Engine> for Session {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, engine: &Engine) -> Result<Self, ApiError> {
         let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
-        engine.operator_for_token(token)?;
+        let op = engine.operator_for_token(token)?;
         Ok(Session {
             token: token.to_owned(),
+            op,
         })
     }
 }
@@ -1222,7 +1233,7 @@ impl FromRequestParts<Engine> for Session {
     ))]
 async fn list_incidents(
     State(e): State<Engine>,
-    _op: Operator,
+    Operator(op): Operator,
     QueryParams(q): QueryParams<ListQuery>,
 ) -> Result<Json<Vec<IncidentSummary>>, ApiError> {
     let limit = q.limit.unwrap_or(DEFAULT_LIST_LIMIT);
@@ -1232,20 +1243,85 @@ async fn list_incidents(
             &format!("limit must be from 1 to {MAX_LIST_LIMIT}"),
         ));
     }
-    Ok(Json(e.list(limit).await?))
+    Ok(Json(e.list(limit, &op).await?))
+}
+
+/// The reason a supervisor gives to open the profile of an incident they do
+/// not handle.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ReasonQuery {
+    /// Why (8 to 200 bytes of text): it goes on the control room's
+    /// transparency log, where the student sees it, until their stop.
+    #[param(min_length = 8, max_length = 200)]
+    pub reason: Option<String>,
 }
 
 /// One incident: timeline, assignments and, while released and open, the
-/// profile (each view is logged).
-#[utoipa::path(get, path = "/v1/operator/incidents/{id}", tag = "operator", params(("id" = String, Path, description = "incident id (32 hex digits; any other answers 404)", min_length = 32, max_length = 32, pattern = "^[0-9a-fA-F]{32}$")), security(("bearer" = [])),
-    responses((status = 200, body = IncidentDetail), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 500, description = "`internal`", body = ErrorBody)))]
+/// profile to whoever may read it (`profile_access` says; each view is
+/// logged). An auditor sees neither the location nor the trail.
+#[utoipa::path(get, path = "/v1/operator/incidents/{id}", tag = "operator", params(("id" = String, Path, description = "incident id (32 hex digits; any other answers 404)", min_length = 32, max_length = 32, pattern = "^[0-9a-fA-F]{32}$"), ReasonQuery), security(("bearer" = [])),
+    responses((status = 200, body = IncidentDetail), (status = 400, description = "`bad_query`, `bad_reason`: not 8 to 200 bytes of text without control characters", body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 500, description = "`internal`", body = ErrorBody)))]
 async fn incident(
     State(e): State<Engine>,
     Operator(op): Operator,
     Path(id): Path<String>,
+    QueryParams(q): QueryParams<ReasonQuery>,
 ) -> Result<Json<IncidentDetail>, ApiError> {
     let id = parse_incident_id(&id)?;
-    Ok(Json(e.detail(id, Viewer::Operator(op)).await?))
+    let reason = q
+        .reason
+        .map(|r| {
+            crate::access::Reason::new(&r).ok_or_else(|| {
+                ApiError::bad_request(
+                    "bad_reason",
+                    "a reason is 8 to 200 bytes of text without control characters",
+                )
+            })
+        })
+        .transpose()?;
+    Ok(Json(e.detail(id, Viewer::Operator(op, reason)).await?))
+}
+
+/// Who a supervisor hands an incident to.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ClaimQuery {
+    /// A supervisor only: hand the incident to this dispatcher or
+    /// supervisor instead of taking it.
+    #[param(min_length = 1, max_length = 64)]
+    pub to: Option<String>,
+}
+
+/// The handler of an incident.
+#[derive(Serialize, ToSchema)]
+pub struct Claimed {
+    /// Who handles the incident now.
+    pub handler: String,
+}
+
+/// Takes an incident (a dispatcher: only one nobody handles), or hands it
+/// over (a supervisor, with `?to=`). The handler reads the profile once it
+/// is released and acts on the incident.
+#[utoipa::path(post, path = "/v1/operator/incidents/{id}/claim", tag = "operator", params(("id" = String, Path, description = "incident id (32 hex digits; any other answers 404)", min_length = 32, max_length = 32, pattern = "^[0-9a-fA-F]{32}$"), ClaimQuery), security(("bearer" = [])),
+    responses(
+        (status = 200, body = Claimed),
+        (status = 400, description = "`bad_query`, `bad_operator`: `to` is no enabled dispatcher or supervisor", body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "`forbidden_for_role`: an auditor, or a dispatcher naming someone else", body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "`claimed`: another operator handles it; `incident_closed`", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ))]
+async fn claim(
+    State(e): State<Engine>,
+    Operator(op): Operator,
+    Path(id): Path<String>,
+    QueryParams(q): QueryParams<ClaimQuery>,
+) -> Result<Json<Claimed>, ApiError> {
+    let id = parse_incident_id(&id)?;
+    let handler = e.claim(id, &op, q.to.as_deref()).await?;
+    Ok(Json(Claimed { handler }))
 }
 
 /// The transparency-log entries about an incident (who viewed the profile).
@@ -1270,7 +1346,7 @@ async fn forwards(State(e): State<Engine>, _op: Operator) -> Json<ForwardReport>
 
 /// Marks a false alarm (counted against the student; repeat offenders are flagged).
 #[utoipa::path(post, path = "/v1/operator/incidents/{id}/false-alarm", tag = "operator", params(("id" = String, Path, description = "incident id (32 hex digits; any other answers 404)", min_length = 32, max_length = 32, pattern = "^[0-9a-fA-F]{32}$")), security(("bearer" = [])),
-    responses((status = 200, body = StatusBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 500, description = "`internal`", body = ErrorBody)))]
+    responses((status = 200, body = StatusBody), (status = 401, body = ErrorBody), (status = 403, description = "`not_your_incident`: a dispatcher acting on an incident they do not handle (claim it first); `forbidden_for_role`: an auditor", body = ErrorBody), (status = 404, body = ErrorBody), (status = 500, description = "`internal`", body = ErrorBody)))]
 async fn false_alarm(
     State(e): State<Engine>,
     Operator(op): Operator,
@@ -1283,7 +1359,7 @@ async fn false_alarm(
 
 /// Closes an incident: keys forgotten, unit freed and told.
 #[utoipa::path(post, path = "/v1/operator/incidents/{id}/close", tag = "operator", params(("id" = String, Path, description = "incident id (32 hex digits; any other answers 404)", min_length = 32, max_length = 32, pattern = "^[0-9a-fA-F]{32}$")), security(("bearer" = [])),
-    responses((status = 200, body = StatusBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "`incident_closed`", body = ErrorBody), (status = 500, description = "`internal`", body = ErrorBody)))]
+    responses((status = 200, body = StatusBody), (status = 401, body = ErrorBody), (status = 403, description = "`not_your_incident`: a dispatcher acting on an incident they do not handle (claim it first); `forbidden_for_role`: an auditor", body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "`incident_closed`", body = ErrorBody), (status = 500, description = "`internal`", body = ErrorBody)))]
 async fn close(
     State(e): State<Engine>,
     Operator(op): Operator,
@@ -1298,7 +1374,7 @@ async fn close(
 /// free team is sent. Before the acknowledgement: 409 (the service reassigns by
 /// itself when the acknowledgement times out).
 #[utoipa::path(post, path = "/v1/operator/incidents/{id}/reassign", tag = "operator", params(("id" = String, Path, description = "incident id (32 hex digits; any other answers 404)", min_length = 32, max_length = 32, pattern = "^[0-9a-fA-F]{32}$")), security(("bearer" = [])),
-    responses((status = 200, body = StatusBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "`incident_closed`, `no_team`, `awaiting_ack`", body = ErrorBody), (status = 500, description = "`internal`", body = ErrorBody)))]
+    responses((status = 200, body = StatusBody), (status = 401, body = ErrorBody), (status = 403, description = "`not_your_incident`: a dispatcher acting on an incident they do not handle (claim it first); `forbidden_for_role`: an auditor", body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "`incident_closed`, `no_team`, `awaiting_ack`", body = ErrorBody), (status = 500, description = "`internal`", body = ErrorBody)))]
 async fn reassign(
     State(e): State<Engine>,
     Operator(op): Operator,
@@ -1317,8 +1393,12 @@ fn sse_of(
 
 /// Live events for the control room (SSE; each `data` is an event JSON).
 #[utoipa::path(get, path = "/v1/operator/events", tag = "operator", security(("bearer" = [])),
-    responses((status = 200, description = "server-sent events; the stream ends at logout and at the session's end", content_type = "text/event-stream", body = String), (status = 401, body = ErrorBody)))]
+    responses((status = 200, description = "server-sent events; the stream ends at logout and at the session's end", content_type = "text/event-stream", body = String), (status = 401, body = ErrorBody), (status = 403, description = "`forbidden_for_role`: an auditor (the stream carries locations)", body = ErrorBody)))]
 async fn operator_events(State(e): State<Engine>, session: Session) -> Response {
+    // The stream carries locations: not for auditors.
+    if let Err(err) = e.authorize(&session.op, crate::access::Action::Watch) {
+        return err.into_response();
+    }
     let rx = e.subscribe();
     // The stream ends with its session: at logout, at the session's end,
     // and when the service stops.
@@ -1354,13 +1434,15 @@ async fn operator_events(State(e): State<Engine>, session: Session) -> Response 
         (status = 201, body = UnitCreated),
         (status = 400, description = "`bad_json`, `bad_name`, `bad_kind`, `bad_position` (off the globe, or only one of `lat` and `lon`)", body = ErrorBody),
         (status = 401, body = ErrorBody),
+        (status = 403, description = "`forbidden_for_role`: not a supervisor", body = ErrorBody),
         (status = 500, description = "`internal`", body = ErrorBody),
     ))]
 async fn create_unit(
     State(e): State<Engine>,
-    _op: Operator,
+    Operator(op): Operator,
     JsonBody(b): JsonBody<NewUnit>,
 ) -> Result<(StatusCode, Json<UnitCreated>), ApiError> {
+    e.authorize(&op, crate::access::Action::ManageUnits)?;
     if !unit_name_ok(&b.name) {
         return Err(ApiError::bad_request(
             "bad_name",
@@ -1386,9 +1468,54 @@ async fn create_unit(
 
 /// Every unit, with its position and current incident.
 #[utoipa::path(get, path = "/v1/operator/units", tag = "operator", security(("bearer" = [])),
-    responses((status = 200, body = Vec<UnitView>), (status = 401, body = ErrorBody)))]
-async fn list_units(State(e): State<Engine>, _op: Operator) -> Json<Vec<UnitView>> {
-    Json(e.units())
+    responses((status = 200, body = Vec<UnitView>), (status = 401, body = ErrorBody), (status = 403, description = "`forbidden_for_role`: an auditor (positions are locations)", body = ErrorBody)))]
+async fn list_units(
+    State(e): State<Engine>,
+    Operator(op): Operator,
+) -> Result<Json<Vec<UnitView>>, ApiError> {
+    e.authorize(&op, crate::access::Action::ListUnits)?;
+    Ok(Json(e.units()))
+}
+
+/// Gives a unit a new token (returned once): the old one opens nothing from
+/// now on, and the streams opened with it end. A supervisor only.
+#[utoipa::path(post, path = "/v1/operator/units/{id}/token", tag = "operator", params(("id" = String, Path, description = "unit id", max_length = 64)), security(("bearer" = [])),
+    responses(
+        (status = 200, body = UnitCreated),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "`forbidden_for_role`: not a supervisor", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such unit, or revoked", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ))]
+async fn rotate_unit_token(
+    State(e): State<Engine>,
+    Operator(op): Operator,
+    Path(id): Path<String>,
+) -> Result<Json<UnitCreated>, ApiError> {
+    e.authorize(&op, crate::access::Action::ManageUnits)?;
+    let token = e.rotate_unit_token(&id).await?;
+    Ok(Json(UnitCreated { unit_id: id, token }))
+}
+
+/// Revokes a unit (a lost or stolen phone): its token opens nothing, its
+/// streams end, it is never dispatched again, and an incident it had
+/// acknowledged gets the next nearest team. A supervisor only.
+#[utoipa::path(delete, path = "/v1/operator/units/{id}", tag = "operator", params(("id" = String, Path, description = "unit id", max_length = 64)), security(("bearer" = [])),
+    responses(
+        (status = 204, description = "revoked"),
+        (status = 401, body = ErrorBody),
+        (status = 403, description = "`forbidden_for_role`: not a supervisor", body = ErrorBody),
+        (status = 404, description = "`not_found`: no such unit, or already revoked", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ))]
+async fn revoke_unit(
+    State(e): State<Engine>,
+    Operator(op): Operator,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    e.authorize(&op, crate::access::Action::ManageUnits)?;
+    e.revoke_unit(&id, &op).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 // ------------------------------------------------------------ unit
@@ -1413,7 +1540,8 @@ async fn unit_events(State(e): State<Engine>, Unit(u): Unit) -> Response {
     // nor falls behind because of them.
     let rx = e.subscribe_unit(&u.0);
     let guard = e.unit_connected(&u);
-    let closing = e.streams_closing();
+    // Ends when the service stops, or the unit's token is rotated or revoked.
+    let closing = e.unit_stream_end(&u.0);
     let unit = u.0.clone();
     let stream = BroadcastStream::new(rx).filter_map(move |ev| {
         let _keep = &guard;
@@ -1751,12 +1879,22 @@ mod tests {
         cfg.operators.push(crate::config::OperatorConfig {
             username: "asha".into(),
             password_hash: crate::auth::hash_password("a long passphrase").unwrap(),
+            role: crate::access::Role::Auditor,
         });
         let store = SqliteStore::open(&dir.path().join("db")).unwrap();
         for (i, e) in entries.iter().enumerate() {
             let leaf = sosvault::log::leaf_hash(e);
             store
-                .append_log(i as u64, e, &leaf, &[1; 32], &[1; 16], "operator:asha", 1)
+                .append_log(
+                    i as u64,
+                    e,
+                    &leaf,
+                    &[1; 32],
+                    &[1; 16],
+                    "operator:asha",
+                    None,
+                    1,
+                )
                 .unwrap();
         }
         let engine = Engine::with_manifest(

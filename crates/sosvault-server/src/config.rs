@@ -128,6 +128,14 @@ pub struct OperatorConfig {
     pub username: String,
     /// argon2 PHC string (`sosvault-server hash-password`).
     pub password_hash: String,
+    /// The role the account is created with (`dispatcher` when absent: the
+    /// least that runs the control room).
+    #[serde(default = "default_role")]
+    pub role: crate::access::Role,
+}
+
+fn default_role() -> crate::access::Role {
+    crate::access::Role::Dispatcher
 }
 
 impl std::fmt::Debug for OperatorConfig {
@@ -135,6 +143,7 @@ impl std::fmt::Debug for OperatorConfig {
         f.debug_struct("OperatorConfig")
             .field("username", &self.username)
             .field("password_hash", &"[redacted]")
+            .field("role", &self.role)
             .finish()
     }
 }

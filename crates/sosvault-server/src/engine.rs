@@ -61,8 +61,10 @@ use crate::store::{
 };
 use crate::trustees::{Backoff, CallError, TrusteeClient};
 
+pub use access::ACCOUNT_POLL;
 pub use forward::{ForwardKind, ForwardReport, ForwardSummary};
 
+mod access;
 mod dispatch;
 mod forward;
 mod operators;
@@ -302,6 +304,9 @@ struct UnitInfo {
     kind: UnitKind,
     connected: usize,
     current: Option<[u8; 16]>,
+    /// Cancelled when the unit's token is rotated or revoked: the streams
+    /// opened with the old token end.
+    closed: CancellationToken,
 }
 
 /// An operator session, kept in memory by the SHA-256 of its token and in
@@ -309,6 +314,9 @@ struct UnitInfo {
 /// restart.
 struct Session {
     username: String,
+    /// The account's role when the session began (any change to the
+    /// account ends its sessions, so it cannot go stale).
+    role: crate::access::Role,
     expires_at_ms: u64,
     /// Cancelled on logout: the session's live streams end with it.
     closed: CancellationToken,
@@ -332,9 +340,14 @@ struct State {
     logins_in_flight: HashSet<std::net::IpAddr>,
 }
 
-/// An authenticated operator.
+/// An authenticated operator: their name and role.
 #[derive(Clone, Debug)]
-pub struct OperatorId(pub String);
+pub struct OperatorId {
+    /// The login name.
+    pub name: String,
+    /// The role.
+    pub role: crate::access::Role,
+}
 
 /// An authenticated unit.
 #[derive(Clone, Debug)]
@@ -372,7 +385,6 @@ struct Inner {
     forwards: forward::Forwards,
     /// The signed deployment manifest served at `GET /v1/manifest`, if any.
     manifest: Option<Vec<u8>>,
-    operators: Vec<(String, String)>,
     log: tokio::sync::Mutex<MerkleLog>,
     log_key: LogKey,
     login_gate: tokio::sync::Semaphore,
@@ -400,6 +412,8 @@ pub struct IncidentSummary {
     pub release: ReleaseStatus,
     /// Flags: `duress`, `false_alarm`, `stopped`, `rate_limited`, `repeat_offender`.
     pub flags: Vec<String>,
+    /// The operator handling the incident (who claimed it), if any.
+    pub handler: Option<String>,
 }
 
 /// A position.
@@ -450,6 +464,12 @@ pub struct IncidentDetail {
     /// The profile, while released and open; its view is logged.
     #[schema(value_type = Option<Object>)]
     pub profile: Option<Profile>,
+    /// Whether this viewer may see the profile (while it is released), and
+    /// why not: `shown`, `shown_with_reason`, `reason_required` (a
+    /// supervisor who does not handle the incident: ask again with
+    /// `?reason=`), `not_handler` (a dispatcher: claim the incident first),
+    /// `not_for_role` (an auditor).
+    pub profile_access: crate::access::ProfileAccess,
 }
 
 /// An assignment as shown.
@@ -516,6 +536,15 @@ pub struct MineEntry {
     /// Sibling hashes (base64), deepest first.
     #[schema(schema_with = crate::api::proof_field)]
     pub proof: Vec<String>,
+    /// For a profile viewed with a reason (kind 9): the reason the
+    /// supervisor gave, whose salted hash the entry holds (absent after a stop).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The reason's nonce (base64 of 16 bytes): the device checks
+    /// `view_reason_commitment(nonce, reason)` against the entry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::api::reason_nonce_field)]
+    pub reason_nonce: Option<String>,
 }
 
 /// The answer to a cancel: the same fields whether or not it carried duress.
@@ -611,11 +640,6 @@ impl Engine {
                 Ok(TrusteeClient::new(http, &t.url, p, &t.name))
             })
             .collect::<Result<_, ApiError>>()?;
-        let operators = cfg
-            .operators
-            .iter()
-            .map(|o| (o.username.clone(), o.password_hash.clone()))
-            .collect();
         // Every live stream sees every event and keeps its own; a stream
         // more than this many events behind skips the oldest (a team could
         // miss its assignment and be reassigned after the acknowledgement
@@ -645,7 +669,6 @@ impl Engine {
                 commit_done: Notify::new(),
                 forwards: forward::Forwards::default(),
                 manifest: manifest.map(|m| m.as_bytes().to_vec()),
-                operators,
                 log: tokio::sync::Mutex::new(MerkleLog::new()),
                 log_key: control_room_log_key,
                 login_gate: tokio::sync::Semaphore::new(2),
@@ -852,6 +875,7 @@ impl Engine {
                         kind,
                         connected: 0,
                         current: None,
+                        closed: self.inner.streams.child_token(),
                     },
                 );
             }
@@ -863,21 +887,12 @@ impl Engine {
             let locations = self.inner.db.call(move |s| s.locations(&id)).await?;
             self.start_incident(row, assignments, locations, None).await;
         }
-        let now = now_ms();
-        let sessions = self.inner.db.call(move |s| s.live_sessions(now)).await?;
-        {
-            let mut st = self.state();
-            for (hash, username, expires_at_ms) in sessions {
-                st.sessions.insert(
-                    hash,
-                    Session {
-                        username,
-                        expires_at_ms,
-                        closed: self.inner.streams.child_token(),
-                    },
-                );
-            }
-        }
+        self.seed_accounts().await?;
+        // The version first: a change made while the sessions are read is
+        // seen by the watch.
+        let version = self.inner.db.call(|s| s.data_version()).await?;
+        self.sync_sessions().await?;
+        self.spawn_account_watch(version);
         let shreds = self.inner.db.call(|s| s.pending_shreds()).await?;
         for p in shreds {
             self.spawn_shred(p.student_id, p.trustee_id, p.stop, p.created_at_ms);
@@ -1097,8 +1112,8 @@ impl Engine {
 /// Who is looking at an incident.
 #[derive(Clone, Debug)]
 pub enum Viewer {
-    /// An operator.
-    Operator(OperatorId),
+    /// An operator, with the reason they gave to open the profile, if any.
+    Operator(OperatorId, Option<crate::access::Reason>),
     /// A unit.
     Unit(UnitId),
 }

@@ -132,6 +132,13 @@ impl UnitIndex {
         }
     }
 
+    /// Forgets a unit (revoked): it is never picked again.
+    pub fn remove(&mut self, unit: &str) {
+        self.remove_from_tree(unit);
+        self.positions.remove(unit);
+        self.busy.remove(unit);
+    }
+
     /// A unit's last position.
     pub fn position(&self, unit: &str) -> Option<(f64, f64)> {
         self.positions.get(unit).map(|(_, p)| *p)

@@ -79,6 +79,8 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod access;
+pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod client;

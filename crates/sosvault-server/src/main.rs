@@ -8,6 +8,10 @@
 //!   prints `listening on http://IP:PORT` on stdout.
 //! - `sosvault-server hash-password` reads a password on stdin and prints its
 //!   argon2 hash for the `[[operators]]` table.
+//! - `sosvault-server operator add|list|disable|enable|reset-password|role
+//!   --config FILE ...` manages the operator accounts in the database, beside
+//!   a running service or not ([`sosvault_server::admin`]); passwords are read
+//!   on stdin.
 //! - `sosvault-server log verify --url URL [--log-public HEX] [--state FILE]
 //!   [--ca FILE] [--token-file FILE]` checks the control room's transparency
 //!   log from outside, as an auditor ([`sosvault_server::logverify`]); it
@@ -60,10 +64,59 @@ enum Cmd {
     },
     /// Hash a password (read from stdin) for an operator entry.
     HashPassword,
+    /// Operator accounts (in the database; a running service sees a change
+    /// within a second, and a changed account's sessions end).
+    Operator {
+        /// The service's configuration file (for the database's path).
+        #[arg(long)]
+        config: PathBuf,
+        #[command(subcommand)]
+        cmd: OperatorCmd,
+    },
     /// The control room's transparency log (every profile view).
     Log {
         #[command(subcommand)]
         cmd: LogCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum OperatorCmd {
+    /// Add an account; its password is read from stdin (one line, at least
+    /// 12 characters).
+    Add {
+        /// The login name.
+        name: String,
+        /// `dispatcher` (reads the profiles of the incidents they handle),
+        /// `supervisor` (any, with a reason that is logged; manages teams) or
+        /// `auditor` (logs only, never a location or a profile).
+        #[arg(long)]
+        role: String,
+    },
+    /// List the accounts: name, role, enabled or disabled.
+    List,
+    /// Disable an account: it cannot log in, and its sessions and live
+    /// streams end.
+    Disable {
+        /// The login name.
+        name: String,
+    },
+    /// Enable a disabled account again.
+    Enable {
+        /// The login name.
+        name: String,
+    },
+    /// Set a new password (read from stdin); the account's sessions end.
+    ResetPassword {
+        /// The login name.
+        name: String,
+    },
+    /// Change an account's role; its sessions end.
+    Role {
+        /// The login name.
+        name: String,
+        /// `dispatcher`, `supervisor` or `auditor`.
+        role: String,
     },
 }
 
@@ -181,17 +234,13 @@ async fn main() -> anyhow::Result<()> {
                 .await?;
         }
         Cmd::HashPassword => {
-            let mut line = String::new();
-            std::io::stdin().lock().read_line(&mut line)?;
-            let pw = line.trim_end_matches(['\n', '\r']);
-            if pw.is_empty() {
-                bail!("empty password");
-            }
+            let pw = read_password()?;
             println!(
                 "{}",
-                sosvault_server::auth::hash_password(pw).map_err(anyhow::Error::msg)?
+                sosvault_server::auth::hash_password(&pw).map_err(anyhow::Error::msg)?
             );
         }
+        Cmd::Operator { config, cmd } => operator(&Config::load(&config)?, cmd)?,
         Cmd::Log {
             cmd:
                 LogCmd::Verify {
@@ -228,6 +277,61 @@ async fn main() -> anyhow::Result<()> {
             };
             let report = sosvault_server::logverify::verify(&opts).await?;
             println!("{}", report.summary());
+        }
+    }
+    Ok(())
+}
+
+/// One line of stdin, without its line end: a password.
+fn read_password() -> anyhow::Result<zeroize::Zeroizing<String>> {
+    let mut line = zeroize::Zeroizing::new(String::new());
+    std::io::stdin().lock().read_line(&mut line)?;
+    let pw = zeroize::Zeroizing::new(line.trim_end_matches(['\n', '\r']).to_owned());
+    if pw.is_empty() {
+        bail!(
+            "empty password: write it on stdin, e.g. `read -rs PW; printf '%s\\n' \"$PW\" | ...`"
+        );
+    }
+    Ok(pw)
+}
+
+fn parse_role(role: &str) -> anyhow::Result<sosvault_server::access::Role> {
+    sosvault_server::access::Role::parse(role)
+        .ok_or_else(|| anyhow::anyhow!("no role {role:?}: dispatcher, supervisor or auditor"))
+}
+
+fn operator(cfg: &Config, cmd: OperatorCmd) -> anyhow::Result<()> {
+    use sosvault_server::admin;
+    use sosvault_server::store::AccountChange;
+    let store = admin::open(cfg)?;
+    match cmd {
+        OperatorCmd::Add { name, role } => {
+            let role = parse_role(&role)?;
+            admin::add(&store, &name, role, &read_password()?)?;
+            println!("added {name} ({role})");
+        }
+        OperatorCmd::List => {
+            for line in admin::list(&store)? {
+                println!("{line}");
+            }
+        }
+        OperatorCmd::Disable { name } => {
+            admin::change(&store, &name, AccountChange::Disabled(true))?;
+            println!("disabled {name}; their sessions are ended");
+        }
+        OperatorCmd::Enable { name } => {
+            admin::change(&store, &name, AccountChange::Disabled(false))?;
+            println!("enabled {name}");
+        }
+        OperatorCmd::ResetPassword { name } => {
+            let pw = read_password()?;
+            admin::reset_password(&store, &name, &pw)?;
+            println!("new password set for {name}; their sessions are ended");
+        }
+        OperatorCmd::Role { name, role } => {
+            let role = parse_role(&role)?;
+            admin::change(&store, &name, AccountChange::Role(role))?;
+            println!("{name} is now a {role}; their sessions are ended");
         }
     }
     Ok(())

@@ -33,6 +33,9 @@ use std::sync::mpsc;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
+mod access;
+pub use access::{AccessStore, AccountChange, AccountRow};
+
 /// A store failure (I/O, corruption). Never caused by caller input.
 #[derive(Clone, Debug, thiserror::Error)]
 #[error("store error: {0}")]
@@ -52,6 +55,45 @@ impl From<rusqlite::Error> for StoreError {
 
 /// Store result.
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The reason a supervisor gave to open a profile, and the nonce of its
+/// commitment in the log entry ([`sosvault::log::view_reason_commitment`]).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ViewReason {
+    /// The text.
+    pub text: String,
+    /// The commitment's nonce.
+    pub nonce: [u8; 16],
+}
+
+impl std::fmt::Debug for ViewReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ViewReason([redacted])")
+    }
+}
+
+/// A log entry about a student, as `/v1/log/mine` answers it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StudentLogRow {
+    /// Its index in the log.
+    pub index: u64,
+    /// The entry's bytes.
+    pub entry: Vec<u8>,
+    /// The reason a supervisor gave, for a kind-9 entry (until the stop).
+    pub reason: Option<ViewReason>,
+}
+
+fn view_reason(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Option<ViewReason>> {
+    let text: Option<String> = r.get(at)?;
+    let nonce: Option<Vec<u8>> = r.get(at + 1)?;
+    Ok(match (text, nonce) {
+        (Some(text), Some(nonce)) => Some(ViewReason {
+            text,
+            nonce: arr(nonce)?,
+        }),
+        _ => None,
+    })
+}
 
 /// What the service knows of a student.
 #[derive(Clone, Debug)]
@@ -146,6 +188,9 @@ pub struct IncidentRow {
     pub access_until_ms: Option<u64>,
     /// The window's length (ms), by which a location update extends it.
     pub access_window_ms: Option<u64>,
+    /// The operator handling the incident (who claimed it, or to whom a
+    /// supervisor handed it), if any.
+    pub handler: Option<String>,
 }
 
 /// The flag of an incident that a duress stop opened (no panic behind it).
@@ -296,6 +341,10 @@ pub struct AccessLogEntry {
     pub at_ms: u64,
     /// Who (`operator:<name>` or `unit:<id>`).
     pub actor: String,
+    /// The reason a supervisor gave to open a profile of an incident they
+    /// did not handle (gone after the student's stop; the entry keeps its
+    /// salted hash).
+    pub reason: Option<String>,
     /// Hex of the RFC 6962 leaf hash.
     pub leaf_hash: String,
     /// Base64 of the entry's encoding (`sosvault/log-entry/v1`).
@@ -316,7 +365,7 @@ pub enum PanicStored {
 ///
 /// Each method is atomic on its own (its own transaction when called alone,
 /// a nested savepoint when a [`Db`] batch runs it).
-pub trait Store {
+pub trait Store: AccessStore {
     /// A student, if known.
     fn student(&self, id: &[u8; 32]) -> StoreResult<Option<StudentRow>>;
     /// The current enrollment of a student.
@@ -511,6 +560,7 @@ pub trait Store {
         student: &[u8; 32],
         incident: &[u8; 16],
         actor: &str,
+        reason: Option<&ViewReason>,
         at_ms: u64,
     ) -> StoreResult<()>;
     /// The entries about a student among the first `size` of the log:
@@ -520,7 +570,7 @@ pub trait Store {
         student: &[u8; 32],
         size: u64,
         limit: u32,
-    ) -> StoreResult<Vec<(u64, Vec<u8>)>>;
+    ) -> StoreResult<Vec<StudentLogRow>>;
     /// Every leaf hash of the transparency log, in order.
     fn log_leaf_hashes(&self) -> StoreResult<Vec<[u8; 32]>>;
     /// Keeps an operator session: the SHA-256 of its token (never the
@@ -912,7 +962,7 @@ fn flags_of(s: String) -> Vec<String> {
         .collect()
 }
 
-const INCIDENT_COLS: &str = "id, student_id, panic_hash, panic, category, epoch, created_at_ms, status, closed_at_ms, incident_key_sealed, duress, false_alarm, stopped, flags, released_at_ms, access_until_ms, access_window_ms";
+const INCIDENT_COLS: &str = "id, student_id, panic_hash, panic, category, epoch, created_at_ms, status, closed_at_ms, incident_key_sealed, duress, false_alarm, stopped, flags, released_at_ms, access_until_ms, access_window_ms, handler";
 
 /// Columns added after the first schema: `(table, column, type)`. A database
 /// made before them gets them at open (`ALTER TABLE ... ADD COLUMN`, NULL in
@@ -922,6 +972,10 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("incidents", "access_until_ms", "INTEGER"),
     ("incidents", "access_window_ms", "INTEGER"),
     ("shred_receipts", "refusal", "TEXT"),
+    ("incidents", "handler", "TEXT"),
+    ("units", "revoked_at_ms", "INTEGER"),
+    ("transparency_log", "reason", "TEXT"),
+    ("transparency_log", "reason_nonce", "BLOB"),
 ];
 
 /// Adds the columns of [`ADDED_COLUMNS`] a database does not have yet.
@@ -961,6 +1015,7 @@ fn incident_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentRow> {
         released_at_ms: opt_u64(r.get(14)?),
         access_until_ms: opt_u64(r.get(15)?),
         access_window_ms: opt_u64(r.get(16)?),
+        handler: r.get(17)?,
     })
 }
 
@@ -985,6 +1040,7 @@ impl SqliteStore {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(access::SCHEMA)?;
         migrate(&conn)?;
         conn.set_prepared_statement_cache_capacity(128);
         Ok(Self {
@@ -1126,6 +1182,41 @@ impl GroupCommit for SqliteStore {
             }
             r => r,
         }
+    }
+}
+
+impl AccessStore for SqliteStore {
+    fn account(&self, username: &str) -> StoreResult<Option<AccountRow>> {
+        access::account(&self.conn, username)
+    }
+    fn accounts(&self) -> StoreResult<Vec<AccountRow>> {
+        access::accounts(&self.conn)
+    }
+    fn add_account(&self, row: &AccountRow) -> StoreResult<bool> {
+        access::add_account(&self.conn, row)
+    }
+    fn change_account(
+        &self,
+        username: &str,
+        change: &AccountChange,
+        now_ms: u64,
+    ) -> StoreResult<bool> {
+        self.atomic(|c| access::change_account(c, username, change, now_ms))
+    }
+    fn data_version(&self) -> StoreResult<i64> {
+        access::data_version(&self.conn)
+    }
+    fn handler(&self, incident: &[u8; 16]) -> StoreResult<Option<String>> {
+        access::handler(&self.conn, incident)
+    }
+    fn set_handler(&self, incident: &[u8; 16], from: Option<&str>, to: &str) -> StoreResult<bool> {
+        access::set_handler(&self.conn, incident, from, to)
+    }
+    fn set_unit_token(&self, unit: &str, token_hash: &[u8; 32]) -> StoreResult<bool> {
+        access::set_unit_token(&self.conn, unit, token_hash)
+    }
+    fn revoke_unit(&self, unit: &str, now_ms: u64) -> StoreResult<bool> {
+        access::revoke_unit(&self.conn, unit, now_ms)
     }
 }
 
@@ -1569,7 +1660,7 @@ impl Store for SqliteStore {
         let c = &self.conn;
         Ok(one(
             c,
-            "SELECT id, name, kind, lat, lon FROM units WHERE token_hash = ?1",
+            "SELECT id, name, kind, lat, lon FROM units WHERE token_hash = ?1 AND revoked_at_ms IS NULL",
             params![&token_hash[..]],
             unit_row,
         )
@@ -1578,7 +1669,9 @@ impl Store for SqliteStore {
 
     fn units(&self) -> StoreResult<Vec<UnitRow>> {
         let c = &self.conn;
-        let mut st = c.prepare_cached("SELECT id, name, kind, lat, lon FROM units ORDER BY id")?;
+        let mut st = c.prepare_cached(
+            "SELECT id, name, kind, lat, lon FROM units WHERE revoked_at_ms IS NULL ORDER BY id",
+        )?;
         let rows = st.query_map([], unit_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -1642,6 +1735,12 @@ impl Store for SqliteStore {
         exec(c, "DELETE FROM pending_commits WHERE student_id = ?1", params![&student[..]])?;
         exec(c,
             "DELETE FROM locations WHERE incident_id IN (SELECT id FROM incidents WHERE student_id = ?1)",
+            params![&student[..]],
+        )?;
+        // The reasons supervisors gave to open the profile are free text
+        // about the student; the log entries keep only their salted hashes.
+        exec(c,
+            "UPDATE transparency_log SET reason = NULL, reason_nonce = NULL WHERE student_id = ?1",
             params![&student[..]],
         )?;
         // Nothing of the student's outlives the stop (PROTOCOL.md §17). The
@@ -1969,12 +2068,13 @@ impl Store for SqliteStore {
         student: &[u8; 32],
         incident: &[u8; 16],
         actor: &str,
+        reason: Option<&ViewReason>,
         at_ms: u64,
     ) -> StoreResult<()> {
         let c = &self.conn;
         exec(
             c,
-            "INSERT INTO transparency_log (idx, entry, leaf_hash, student_id, incident_id, actor, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            "INSERT INTO transparency_log (idx, entry, leaf_hash, student_id, incident_id, actor, at_ms, reason, reason_nonce) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 index as i64,
                 entry,
@@ -1982,7 +2082,9 @@ impl Store for SqliteStore {
                 &student[..],
                 &incident[..],
                 actor,
-                at_ms as i64
+                at_ms as i64,
+                reason.map(|r| r.text.as_str()),
+                reason.map(|r| &r.nonce[..])
             ],
         )?;
         Ok(())
@@ -1993,15 +2095,19 @@ impl Store for SqliteStore {
         student: &[u8; 32],
         size: u64,
         limit: u32,
-    ) -> StoreResult<Vec<(u64, Vec<u8>)>> {
+    ) -> StoreResult<Vec<StudentLogRow>> {
         let c = &self.conn;
         let mut st = c.prepare_cached(
-            "SELECT idx, entry FROM
-               (SELECT idx, entry FROM transparency_log WHERE student_id = ?1 AND idx < ?2 ORDER BY idx DESC LIMIT ?3)
+            "SELECT idx, entry, reason, reason_nonce FROM
+               (SELECT idx, entry, reason, reason_nonce FROM transparency_log WHERE student_id = ?1 AND idx < ?2 ORDER BY idx DESC LIMIT ?3)
              ORDER BY idx",
         )?;
         let rows = st.query_map(params![&student[..], size as i64, limit], |r| {
-            Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+            Ok(StudentLogRow {
+                index: r.get::<_, i64>(0)? as u64,
+                entry: r.get(1)?,
+                reason: view_reason(r, 2)?,
+            })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -2067,13 +2173,14 @@ impl Store for SqliteStore {
         use base64::Engine as _;
         let c = &self.conn;
         let mut st = c.prepare_cached(
-            "SELECT idx, at_ms, actor, leaf_hash, entry FROM transparency_log WHERE incident_id = ?1 ORDER BY idx",
+            "SELECT idx, at_ms, actor, leaf_hash, entry, reason FROM transparency_log WHERE incident_id = ?1 ORDER BY idx",
         )?;
         let rows = st.query_map(params![&incident[..]], |r| {
             Ok(AccessLogEntry {
                 index: r.get::<_, i64>(0)? as u64,
                 at_ms: r.get::<_, i64>(1)? as u64,
                 actor: r.get(2)?,
+                reason: r.get(5)?,
                 leaf_hash: hex::encode(r.get::<_, Vec<u8>>(3)?),
                 entry: base64::engine::general_purpose::STANDARD.encode(r.get::<_, Vec<u8>>(4)?),
             })
@@ -2287,15 +2394,46 @@ mod tests {
 
     #[test]
     fn transparency_log_rows_come_back_in_order() {
+        let row = |index, entry: &[u8], reason| StudentLogRow {
+            index,
+            entry: entry.to_vec(),
+            reason,
+        };
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStore::open(&dir.path().join("db")).unwrap();
-        s.append_log(0, b"a", &[1; 32], &[7; 32], &[1; 16], "operator:op", 1)
-            .unwrap();
-        s.append_log(1, b"b", &[2; 32], &[8; 32], &[2; 16], "unit:u-1", 2)
-            .unwrap();
+        s.append_log(
+            0,
+            b"a",
+            &[1; 32],
+            &[7; 32],
+            &[1; 16],
+            "operator:op",
+            None,
+            1,
+        )
+        .unwrap();
+        let why = ViewReason {
+            text: "night-shift handover".into(),
+            nonce: [5; 16],
+        };
+        s.append_log(
+            1,
+            b"b",
+            &[2; 32],
+            &[8; 32],
+            &[2; 16],
+            "unit:u-1",
+            Some(&why),
+            2,
+        )
+        .unwrap();
         assert_eq!(
             s.log_entries_of_student(&[7; 32], 2, 10).unwrap(),
-            vec![(0, b"a".to_vec())]
+            vec![row(0, b"a", None)]
+        );
+        assert_eq!(
+            s.log_entries_of_student(&[8; 32], 2, 10).unwrap(),
+            vec![row(1, b"b", Some(why.clone()))]
         );
         assert!(
             s.log_entries_of_student(&[8; 32], 1, 10)
@@ -2312,11 +2450,19 @@ mod tests {
         assert!(s.log_leaves(2, u64::MAX).unwrap().is_empty());
         let mine = s.access_log(&[2; 16]).unwrap();
         assert_eq!((mine.len(), mine[0].index), (1, 1));
+        assert_eq!(mine[0].reason.as_deref(), Some("night-shift handover"));
         assert!(
-            s.append_log(1, b"c", &[3; 32], &[8; 32], &[2; 16], "x", 3)
+            s.append_log(1, b"c", &[3; 32], &[8; 32], &[2; 16], "x", None, 3)
                 .is_err(),
             "an index is used once"
         );
+        // A stop leaves the entry and its commitment, never the text.
+        s.apply_stop(&[8; 32], b"stop", &[], 9).unwrap();
+        assert_eq!(
+            s.log_entries_of_student(&[8; 32], 2, 10).unwrap(),
+            vec![row(1, b"b", None)]
+        );
+        assert_eq!(s.access_log(&[2; 16]).unwrap()[0].reason, None);
     }
 }
 
@@ -2710,7 +2856,7 @@ mod group_commit_tests {
         let dir = tempfile::tempdir().unwrap();
         let (s, commits, _) = store(dir.path());
         let db = Db::new(s).unwrap();
-        db.call(|s| s.append_log(0, b"a", &[1; 32], &[7; 32], &[1; 16], "op", 1))
+        db.call(|s| s.append_log(0, b"a", &[1; 32], &[7; 32], &[1; 16], "op", None, 1))
             .await
             .unwrap();
         let before = commits.load(Ordering::SeqCst);
@@ -2719,7 +2865,7 @@ mod group_commit_tests {
         // Writes a row, then a real SQLite error (the log index is taken).
         let b = db.call(|s| {
             s.add_timeline(&[2; 16], 1, "x", "undone")?;
-            s.append_log(0, b"b", &[2; 32], &[7; 32], &[2; 16], "op", 2)
+            s.append_log(0, b"b", &[2; 32], &[7; 32], &[2; 16], "op", None, 2)
         });
         let c = db.call(|s| s.add_timeline(&[3; 16], 1, "x", "kept c"));
         let d = db.call(|s| -> StoreResult<()> {

@@ -41,6 +41,8 @@ async fn nearest_unit_of_the_right_kind_is_sent_and_the_profile_opens_for_it() {
     let id = c.client.panic(&panic).await.unwrap();
     // The phone retries on a bad network: same incident, never a second one.
     assert_eq!(c.client.panic(&panic).await.unwrap(), id);
+    // The operator takes the incident: it reads the profile once released.
+    c.claim(&op, &id).await;
 
     let ev = next_event(&mut near.events, 10, is("assigned", &id)).await;
     assert_eq!(ev["detail"]["category"], "police");
@@ -281,6 +283,8 @@ async fn nearest_unit_of_the_right_kind_is_sent_and_the_profile_opens_for_it() {
         .await
         .unwrap();
     assert_eq!(detail["status"], "cancelled");
+    // Still the handler: the profile is gone because of the cancel.
+    assert_eq!(detail["profile_access"], "shown");
     assert!(detail["profile"].is_null());
     assert_eq!(
         c.client

@@ -142,6 +142,7 @@ async fn a_release_that_needs_the_trustee_behind_a_failing_proxy_opens_once_it_h
         )
         .unwrap();
     let id = c.client.panic(&panic).await.unwrap();
+    c.claim(&op, &id).await;
     proxy.wait_until("/v1/releases", 60, every_fault).await;
     let detail = c
         .client

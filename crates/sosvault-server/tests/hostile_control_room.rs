@@ -708,6 +708,8 @@ async fn panic_move_and_stop(c: &Cluster) -> Stopped {
         )
         .unwrap();
     let id = c.client.panic(&panic).await.unwrap();
+    // The operator takes the incident, to read the profile once released.
+    c.claim(&op, &id).await;
     next_event(&mut unit.events, 10, is("assigned", &id)).await;
     c.client
         .post(
@@ -1048,6 +1050,8 @@ async fn after_a_stop_no_copy_holds_the_location_the_category_or_the_profile() {
         .unwrap();
     assert_eq!(d["status"], "open");
     assert_eq!(d["unit"]["id"], s.unit_id.as_str(), "the team still goes");
+    // The operator still handles it: the profile is gone because of the stop.
+    assert_eq!(d["profile_access"], "shown");
     assert!(d["profile"].is_null());
     let shown = d["category"].as_str().unwrap();
     assert!(

@@ -56,6 +56,8 @@ async fn stop_wipes_ciphertexts_shreds_at_every_trustee_and_the_team_still_goes(
         )
         .unwrap();
     let id = c.client.panic(&panic).await.unwrap();
+    // The operator takes the incident, to read the profile once released.
+    c.claim(&op, &id).await;
     next_event(&mut unit.events, 10, is("assigned", &id)).await;
     c.client
         .post(
@@ -111,6 +113,8 @@ async fn stop_wipes_ciphertexts_shreds_at_every_trustee_and_the_team_still_goes(
         .await
         .unwrap();
     assert_eq!(d["status"], "open");
+    // Still the handler: the profile is gone because of the stop.
+    assert_eq!(d["profile_access"], "shown");
     assert!(d["profile"].is_null());
     assert!(d["flags"].as_array().unwrap().contains(&json!("stopped")));
     assert_eq!(d["unit"]["id"], unit.id.as_str());
@@ -179,6 +183,8 @@ async fn a_killed_service_resumes_open_incidents_and_unfinished_shreds() {
         )
         .unwrap();
     let id = c.client.panic(&panic).await.unwrap();
+    // The operator takes the incident (kept across the crash below).
+    c.claim(&op, &id).await;
     next_event(&mut unit.events, 10, is("assigned", &id)).await;
 
     // A stop while trustee 3 is down: two receipts now, the third pending.
@@ -273,6 +279,8 @@ async fn a_panic_during_a_trustee_outage_is_dispatched_and_opens_when_the_truste
         )
         .unwrap();
     let id = c.client.panic(&panic).await.unwrap();
+    // The operator takes the incident, to read the profile once released.
+    c.claim(&op, &id).await;
     // The team is sent at once.
     next_event(&mut unit.events, 10, is("assigned", &id)).await;
     c.client
@@ -291,6 +299,7 @@ async fn a_panic_during_a_trustee_outage_is_dispatched_and_opens_when_the_truste
         .get(&format!("/v1/operator/incidents/{id}"), Some(&op))
         .await
         .unwrap();
+    assert_eq!(d["profile_access"], "shown");
     assert!(d["profile"].is_null(), "one share must not open the vault");
     assert_eq!(d["release"]["profile"], "sealed");
     assert_eq!(d["unit"]["acknowledged"], true);

@@ -69,6 +69,8 @@ async fn released(c: &Cluster, op: &str, name: &str) -> String {
         )
         .unwrap();
     let id = c.client.panic(&panic).await.unwrap();
+    // The operator takes the incident, to read the profile once released.
+    c.claim(op, &id).await;
     loop {
         let d = c
             .client

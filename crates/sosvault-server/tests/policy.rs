@@ -28,6 +28,8 @@ async fn the_vault_key_lives_only_for_the_access_window_and_location_updates_ext
         )
         .unwrap();
     let id = c.client.panic(&panic).await.unwrap();
+    // The operator takes the incident, to read the profile once released.
+    c.claim(&op, &id).await;
     next_event(&mut ops, 20, is("profile_available", &id)).await;
 
     // Live updates every 700 ms keep it open past the 3 s window.
@@ -57,6 +59,7 @@ async fn the_vault_key_lives_only_for_the_access_window_and_location_updates_ext
         .get(&format!("/v1/operator/incidents/{id}"), Some(&op))
         .await
         .unwrap();
+    assert_eq!(d["profile_access"], "shown");
     assert!(d["profile"].is_null());
     assert_eq!(d["release"]["profile"], "expired");
     assert_eq!(d["status"], "open", "the incident itself stays open");

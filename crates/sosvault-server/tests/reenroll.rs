@@ -244,6 +244,7 @@ async fn a_reenrollment_never_costs_a_panic_and_its_commit_ends_the_overlap() {
     let p1 = panic_now(&mut device, &control_room);
     assert_eq!(p1.body().epoch, 1);
     let id1 = c.client.panic(&p1).await.unwrap();
+    c.claim(&op, &id1).await;
     next_event(&mut police.events, 10, is("assigned", &id1)).await;
     next_event(&mut ops, 20, is("profile_available", &id1)).await;
     let d = detail(&c, &op, &id1).await;
@@ -330,6 +331,7 @@ async fn a_reenrollment_never_costs_a_panic_and_its_commit_ends_the_overlap() {
     let p3 = panic_now(&mut device, &control_room);
     assert_eq!(p3.body().epoch, 2);
     let id3 = c.client.panic(&p3).await.unwrap();
+    c.claim(&op, &id3).await;
     next_event(&mut police.events, 10, is("assigned", &id3)).await;
     next_event(&mut ops, 20, is("profile_available", &id3)).await;
     let d = detail(&c, &op, &id3).await;
@@ -384,6 +386,8 @@ async fn without_the_commit_a_failed_reenrollment_costs_the_panic_its_profile() 
     let p = panic_now(&mut device, &control_room);
     assert_eq!(p.body().epoch, 1);
     let id = c.client.panic(&p).await.unwrap();
+    // The operator takes the incident: it would read the profile, were it released.
+    c.claim(&op, &id).await;
     next_event(&mut police.events, 10, is("assigned", &id)).await;
     // Both refusals, in either order.
     let mut refused_by = Vec::new();
@@ -407,6 +411,7 @@ async fn without_the_commit_a_failed_reenrollment_costs_the_panic_its_profile() 
         ]
     );
     let d = detail(&c, &op, &id).await;
+    assert_eq!(d["profile_access"], "shown");
     assert!(d["profile"].is_null(), "{d}");
     assert_eq!(d["release"]["have"], 0);
 }

@@ -272,6 +272,8 @@ async fn bad_input_and_wrong_callers_get_a_clear_4xx_and_change_nothing() {
         for path in [
             format!("/v1/operator/incidents/{id}/close"),
             format!("/v1/operator/incidents/{id}/false-alarm"),
+            format!("/v1/operator/incidents/{id}/claim"),
+            format!("/v1/operator/units/{}/token", other_unit.id),
         ] {
             assert_eq!(
                 c.client
@@ -504,10 +506,13 @@ async fn the_openapi_document_describes_every_route_and_nothing_else() {
         "POST /v1/operator/incidents/{id}/false-alarm",
         "POST /v1/operator/incidents/{id}/close",
         "POST /v1/operator/incidents/{id}/reassign",
+        "POST /v1/operator/incidents/{id}/claim",
         "GET /v1/operator/events",
         "GET /v1/operator/units",
         "GET /v1/operator/forwards",
         "POST /v1/operator/units",
+        "POST /v1/operator/units/{id}/token",
+        "DELETE /v1/operator/units/{id}",
         "POST /v1/unit/position",
         "GET /v1/unit/events",
         "POST /v1/unit/incidents/{id}/ack",

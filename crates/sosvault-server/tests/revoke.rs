@@ -155,10 +155,12 @@ fn incident_key_from_a_copy(c: &Cluster, id: &str) -> (IncidentKey, Vec<u8>) {
     (key, sealed)
 }
 
-/// A device's panic, sent; waits until its profile opened. Returns the panic
-/// and the incident id.
+/// A device's panic, sent and claimed by the operator with session `op` (so
+/// it reads the profile); waits until its profile opened. Returns the panic,
+/// the incident id and the `profile_available` event.
 async fn panic_and_open(
     c: &Cluster,
+    op: &str,
     ops: &mut tokio::sync::mpsc::UnboundedReceiver<Value>,
     device: &mut Device,
 ) -> (Signed<PanicEvent>, String, Value) {
@@ -171,6 +173,7 @@ async fn panic_and_open(
         )
         .unwrap();
     let id = c.client.panic(&panic).await.unwrap();
+    c.claim(op, &id).await;
     let ev = next_event(ops, 20, is("profile_available", &id)).await;
     (panic, id, ev)
 }
@@ -188,7 +191,7 @@ async fn a_cancel_reaches_every_trustee_and_the_control_rooms_own_key_then_gets_
     // "I am safe", after the profile opened.
     let mut device = c.student("Meera Iyer").await;
     let student = device.student_id();
-    let (panic, id, _) = panic_and_open(&c, &mut ops, &mut device).await;
+    let (panic, id, _) = panic_and_open(&c, &op, &mut ops, &mut device).await;
     // A thief copies the data directory while the incident is open.
     let (copied_key, sealed_key) = incident_key_from_a_copy(&c, &id);
     let cancel = device
@@ -251,7 +254,7 @@ async fn a_cancel_reaches_every_trustee_and_the_control_rooms_own_key_then_gets_
     // fields; the control room escalates, and still reads what it holds.
     let mut coerced = c.student("Farah Khan").await;
     let coerced_id = coerced.student_id();
-    let (duress_panic, duress_id, _) = panic_and_open(&c, &mut ops, &mut coerced).await;
+    let (duress_panic, duress_id, _) = panic_and_open(&c, &op, &mut ops, &mut coerced).await;
     let duress = coerced
         .cancel(
             duress_panic.hash(),
@@ -325,7 +328,7 @@ async fn a_cancel_reaches_a_trustee_that_was_down_after_the_service_restarted() 
 
     // Trustee 3 goes down; two shares still open the profile.
     c.trustees[2].kill();
-    let (panic, _, _) = panic_and_open(&c, &mut ops, &mut device).await;
+    let (panic, _, _) = panic_and_open(&c, &op, &mut ops, &mut device).await;
     let cancel = device
         .cancel(panic.hash(), false, &c.info.control_room, Timestamp::now())
         .unwrap();
@@ -410,7 +413,7 @@ async fn a_restart_never_extends_the_access_window_of_the_first_release() {
     let op = c.operator().await;
     let mut ops = c.client.events("/v1/operator/events", &op).await.unwrap();
     let mut device = c.student("Window Student").await;
-    let (_, id, first) = panic_and_open(&c, &mut ops, &mut device).await;
+    let (_, id, first) = panic_and_open(&c, &op, &mut ops, &mut device).await;
     let first_end = first["detail"]["expires_at_ms"].as_u64().unwrap();
     let (released_at, until, key) = stored_window(&c, &id);
     let released_at = released_at.expect("the first release's time is stored");
@@ -491,6 +494,7 @@ async fn a_restart_never_extends_the_access_window_of_the_first_release() {
         .get(&format!("/v1/operator/incidents/{id}"), Some(&op))
         .await
         .unwrap();
+    assert_eq!(d["profile_access"], "shown");
     assert!(d["profile"].is_null());
     assert_eq!(d["release"]["profile"], "expired");
     assert_eq!(d["status"], "open", "the incident itself stays open");

@@ -720,9 +720,38 @@ pub fn check_head(head: &Signed<TreeHead>, log: &LogPublic) -> Result<(), LogErr
 pub const MAX_REASON_BYTES: usize = 200;
 /// Longest viewer id in an entry, in bytes.
 pub const MAX_VIEWER_BYTES: usize = 64;
-/// Largest encoded entry (a refusal with the longest reason: tag, kind,
-/// student flag and id, code, reason, request hash, time).
-pub const MAX_ENTRY_BYTES: usize = 1 + 21 + 1 + 1 + 32 + 2 + 4 + MAX_REASON_BYTES + 32 + 8;
+/// Longest reason a supervisor gives for opening a profile, in bytes.
+pub const MAX_VIEW_REASON_BYTES: usize = 200;
+/// Largest encoded entry: a refusal with the longest reason (tag, kind,
+/// student flag and id, code, reason, request hash, time) or a reasoned
+/// profile view with the longest viewer (tag, kind, student, incident,
+/// viewer, commitment, time), whichever is larger.
+pub const MAX_ENTRY_BYTES: usize = {
+    let refused = 1 + 21 + 1 + 1 + 32 + 2 + 4 + MAX_REASON_BYTES + 32 + 8;
+    let reasoned = 1 + 21 + 1 + 32 + 16 + 4 + MAX_VIEWER_BYTES + 32 + 8;
+    if refused > reasoned {
+        refused
+    } else {
+        reasoned
+    }
+};
+
+/// The commitment a [`LogEntry::ProfileViewedWithReason`] holds to the
+/// reason a supervisor gave: `H("sosvault/view-reason/v1", nonce, reason)`.
+///
+/// The log is kept for ever and a stop must leave nothing personal in it,
+/// but a reason is free text and may name the student's circumstances. So
+/// the entry holds only this salted hash; the text and its 16-byte nonce
+/// are kept beside the entry by the control room, shown to the student
+/// with the entry (who checks them against it with this function), and
+/// deleted on stop. The nonce keeps a short, guessable reason from being
+/// found by hashing guesses.
+pub fn view_reason_commitment(nonce: &[u8; 16], reason: &str) -> MessageHash {
+    MessageHash(tagged_hash(
+        "sosvault/view-reason/v1",
+        &[nonce, reason.as_bytes()],
+    ))
+}
 
 /// Who looked at a profile: an opaque id of at most [`MAX_VIEWER_BYTES`] bytes
 /// (an operator id, a unit id). Checked once, here.
@@ -830,6 +859,21 @@ pub enum LogEntry {
         /// When.
         at: Timestamp,
     },
+    /// Kind 9: `viewer` opened `student`'s profile within `incident`
+    /// without handling the incident (a supervisor), after giving a reason;
+    /// `reason` commits to it ([`view_reason_commitment`]).
+    ProfileViewedWithReason {
+        /// The student.
+        student: StudentId,
+        /// The incident that allowed it.
+        incident: IncidentId,
+        /// Who looked.
+        viewer: Viewer,
+        /// The salted hash of the reason given.
+        reason: MessageHash,
+        /// When.
+        at: Timestamp,
+    },
     /// Kind 7: a cancel was taken: `student`'s panics up to `counter` are
     /// released no more.
     Cancelled {
@@ -861,6 +905,7 @@ const KIND_PROFILE_VIEWED: u8 = 5;
 const KIND_RELEASED: u8 = 6;
 const KIND_CANCELLED: u8 = 7;
 const KIND_COMMITTED: u8 = 8;
+const KIND_PROFILE_VIEWED_WITH_REASON: u8 = 9;
 
 impl LogEntry {
     /// A [`LogEntry::Released`] for `panic` (a `repeat` of an earlier release
@@ -906,6 +951,7 @@ impl LogEntry {
             Self::ShareAccepted { student, .. }
             | Self::Shredded { student, .. }
             | Self::ProfileViewed { student, .. }
+            | Self::ProfileViewedWithReason { student, .. }
             | Self::Released { student, .. }
             | Self::Cancelled { student, .. }
             | Self::Committed { student, .. } => Some(*student),
@@ -921,6 +967,7 @@ impl LogEntry {
             | Self::Refused { at, .. }
             | Self::Shredded { at, .. }
             | Self::ProfileViewed { at, .. }
+            | Self::ProfileViewedWithReason { at, .. }
             | Self::Cancelled { at, .. }
             | Self::Committed { at, .. } => *at,
         }
@@ -934,6 +981,7 @@ impl LogEntry {
             Self::Refused { .. } => "refused",
             Self::Shredded { .. } => "shredded",
             Self::ProfileViewed { .. } => "profile-viewed",
+            Self::ProfileViewedWithReason { .. } => "profile-viewed-with-reason",
             Self::Cancelled { .. } => "cancelled",
             Self::Committed { .. } => "committed",
         }
@@ -1051,6 +1099,20 @@ impl Body for LogEntry {
                 w.var(viewer.as_bytes());
                 w.u64(at.0);
             }
+            Self::ProfileViewedWithReason {
+                student,
+                incident,
+                viewer,
+                reason,
+                at,
+            } => {
+                w.u8(KIND_PROFILE_VIEWED_WITH_REASON);
+                w.fixed(student.as_bytes());
+                w.fixed(incident.as_bytes());
+                w.var(viewer.as_bytes());
+                w.fixed(reason.as_bytes());
+                w.u64(at.0);
+            }
         }
     }
 
@@ -1130,6 +1192,20 @@ impl Body for LogEntry {
                     student,
                     incident,
                     viewer,
+                    at: at(r)?,
+                })
+            }
+            KIND_PROFILE_VIEWED_WITH_REASON => {
+                let student = student(r)?;
+                let incident = IncidentId(r.array("incident")?);
+                let viewer = Viewer::new(r.var("viewer", MAX_VIEWER_BYTES)?)
+                    .ok_or(DecodeError::InvalidValue("viewer"))?;
+                let reason = MessageHash(r.array("reason commitment")?);
+                Ok(Self::ProfileViewedWithReason {
+                    student,
+                    incident,
+                    viewer,
+                    reason,
                     at: at(r)?,
                 })
             }
@@ -1378,6 +1454,13 @@ mod tests {
                 viewer: Viewer::new("operator-17").unwrap(),
                 at: NOW,
             },
+            LogEntry::ProfileViewedWithReason {
+                student,
+                incident: IncidentId([9; 16]),
+                viewer: Viewer::new("operator:asha").unwrap(),
+                reason: view_reason_commitment(&[5; 16], "night-shift handover"),
+                at: NOW.plus(1),
+            },
             LogEntry::released(&panic_from(&device), IncidentId([4; 16]), true, NOW.plus(6)),
             LogEntry::Cancelled {
                 student,
@@ -1450,6 +1533,31 @@ mod tests {
     }
 
     #[test]
+    fn a_reason_commitment_binds_the_text_and_hides_it_behind_its_nonce() {
+        let nonce = [3u8; 16];
+        let c = view_reason_commitment(&nonce, "night-shift handover");
+        assert_eq!(c, view_reason_commitment(&nonce, "night-shift handover"));
+        assert_ne!(c, view_reason_commitment(&nonce, "night-shift handover."));
+        assert_ne!(
+            c,
+            view_reason_commitment(&[4u8; 16], "night-shift handover")
+        );
+        // Nothing of the text is in the entry: only the commitment.
+        let entry = LogEntry::ProfileViewedWithReason {
+            student: StudentId([1; 32]),
+            incident: IncidentId([2; 16]),
+            viewer: Viewer::new("supervisor:ravi").unwrap(),
+            reason: c,
+            at: Timestamp(7),
+        };
+        let bytes = entry.to_bytes();
+        assert!(!bytes.windows(5).any(|w| w == b"night"));
+        assert!(bytes.len() <= MAX_ENTRY_BYTES);
+        assert_eq!(LogEntry::from_bytes(&bytes).unwrap(), entry);
+        assert_eq!(entry.kind(), "profile-viewed-with-reason");
+    }
+
+    #[test]
     fn non_canonical_fields_are_rejected() {
         let invalid = |bytes: Vec<u8>| {
             matches!(
@@ -1460,7 +1568,7 @@ mod tests {
         // Unknown kinds.
         assert!(invalid(raw(|w| w.u8(0))));
         assert!(invalid(raw(|w| w.u8(2)))); // retired: the whole panic embedded
-        assert!(invalid(raw(|w| w.u8(9))));
+        assert!(invalid(raw(|w| w.u8(10))));
         // Epoch 0, share index 0.
         assert!(invalid(raw(|w| {
             w.u8(KIND_SHARE_ACCEPTED);
@@ -1812,16 +1920,32 @@ mod tests {
                 }
             ),
             (
-                student,
+                student.clone(),
                 any::<[u8; 16]>(),
                 proptest::collection::vec(any::<u8>(), 1..=MAX_VIEWER_BYTES),
-                at
+                at.clone()
             )
                 .prop_map(|(student, incident, viewer, at)| LogEntry::ProfileViewed {
                     student,
                     incident: IncidentId(incident),
                     viewer: Viewer(viewer),
                     at,
+                }),
+            (
+                student,
+                any::<[u8; 16]>(),
+                proptest::collection::vec(any::<u8>(), 1..=MAX_VIEWER_BYTES),
+                any::<[u8; 32]>(),
+                at
+            )
+                .prop_map(|(student, incident, viewer, reason, at)| {
+                    LogEntry::ProfileViewedWithReason {
+                        student,
+                        incident: IncidentId(incident),
+                        viewer: Viewer(viewer),
+                        reason: MessageHash(reason),
+                        at,
+                    }
                 }),
         ]
     }

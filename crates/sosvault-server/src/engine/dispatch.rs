@@ -339,6 +339,7 @@ impl Engine {
                     kind,
                     connected: 0,
                     current: None,
+                    closed: self.inner.streams.child_token(),
                 },
             );
         }

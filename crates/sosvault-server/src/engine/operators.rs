@@ -27,13 +27,7 @@ impl Engine {
         username: &str,
         password: &str,
         source: std::net::IpAddr,
-    ) -> Result<(String, u64), ApiError> {
-        let hash = self
-            .inner
-            .operators
-            .iter()
-            .find(|(u, _)| u.as_bytes().ct_eq(username.as_bytes()).into())
-            .map(|(_, h)| h.clone());
+    ) -> Result<(String, u64, crate::access::Role), ApiError> {
         {
             let mut st = self.state();
             if let crate::throttle::Verdict::Wait { retry_after_ms } =
@@ -50,6 +44,19 @@ impl Engine {
             engine: self,
             source,
         };
+        // Read when the check runs, not cached: a password reset or a
+        // disable by the `operator` command counts from its next login.
+        // A disabled or unknown account is checked against a dummy hash, so
+        // the timing says nothing of which names exist.
+        let name = username.to_owned();
+        let account = self
+            .inner
+            .db
+            .call(move |s| s.account(&name))
+            .await?
+            .filter(|a| !a.disabled);
+        let role = account.as_ref().map(|a| a.role);
+        let hash = account.map(|a| a.password_hash);
         let password = Zeroizing::new(password.to_owned());
         // At most a few argon2 checks at once, and a bounded queue for them:
         // a flood is told to come back, not queued for ever in front of others.
@@ -65,14 +72,14 @@ impl Engine {
         })
         .await
         .unwrap_or(false);
-        if !ok {
+        let Some(role) = role.filter(|_| ok) else {
             self.state().throttle.failed(source, username, now_ms());
             return Err(ApiError::new(
                 401,
                 "bad_login",
                 "wrong username or password",
             ));
-        }
+        };
         self.state().throttle.succeeded(source, username);
         let mut raw = [0u8; 32];
         rand::Rng::fill_bytes(&mut rand::rng(), &mut raw);
@@ -92,12 +99,13 @@ impl Engine {
             hash,
             Session {
                 username: username.to_owned(),
+                role,
                 expires_at_ms: expires,
                 closed: self.inner.streams.child_token(),
             },
         );
-        tracing::info!(operator = username, "operator logged in");
-        Ok((token.to_string(), expires))
+        tracing::info!(operator = username, %role, "operator logged in");
+        Ok((token.to_string(), expires, role))
     }
 
     /// The operator a session token belongs to.
@@ -105,7 +113,10 @@ impl Engine {
         let h = token_hash(token);
         let st = self.state();
         match st.sessions.get(&h) {
-            Some(s) if s.expires_at_ms > now_ms() => Ok(OperatorId(s.username.clone())),
+            Some(s) if s.expires_at_ms > now_ms() => Ok(OperatorId {
+                name: s.username.clone(),
+                role: s.role,
+            }),
             _ => Err(ApiError::unauthorized()),
         }
     }
@@ -177,19 +188,37 @@ impl Engine {
                 profile: profile.into(),
             },
             flags,
+            handler: row.handler.clone(),
         }
     }
 
-    /// Recent incidents.
-    pub async fn list(&self, limit: u32) -> Result<Vec<IncidentSummary>, ApiError> {
+    /// Recent incidents, as `op` may see them (an auditor: no locations).
+    pub async fn list(
+        &self,
+        limit: u32,
+        op: &OperatorId,
+    ) -> Result<Vec<IncidentSummary>, ApiError> {
+        self.authorize(op, crate::access::Action::ReadIncidents)?;
         let rows = self.inner.db.call(move |s| s.incidents(limit)).await?;
         let st = self.state();
-        Ok(rows.iter().map(|r| self.summary(r, &st)).collect())
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let mut s = self.summary(r, &st);
+                if !op.role.sees_locations() {
+                    s.location = None;
+                }
+                s
+            })
+            .collect())
     }
 
     /// One incident, for an operator (any) or a unit (only its own). The
     /// profile is included, and its view logged, while it is released.
     pub async fn detail(&self, id: [u8; 16], viewer: Viewer) -> Result<IncidentDetail, ApiError> {
+        if let Viewer::Operator(op, _) = &viewer {
+            self.authorize(op, crate::access::Action::ReadIncidents)?;
+        }
         if let Viewer::Unit(u) = &viewer {
             let mine = self
                 .state()
@@ -207,9 +236,23 @@ impl Engine {
             .call(move |s| s.incident(&id))
             .await?
             .ok_or_else(ApiError::not_found)?;
+        let access = match &viewer {
+            Viewer::Operator(op, reason) => crate::access::profile_access(
+                op.role,
+                &op.name,
+                row.handler.as_deref(),
+                reason.as_ref(),
+            ),
+            // A unit sees the profile of the incident it is sent to.
+            Viewer::Unit(_) => crate::access::ProfileAccess::Shown,
+        };
+        let sees_locations = match &viewer {
+            Viewer::Operator(op, _) => op.role.sees_locations(),
+            Viewer::Unit(_) => true,
+        };
         let timeline = self.inner.db.call(move |s| s.timeline(&id)).await?;
         let assignments = self.inner.db.call(move |s| s.assignments(&id)).await?;
-        let enrollment = if row.status == "open" && !row.stopped {
+        let enrollment = if row.status == "open" && !row.stopped && access.shown() {
             // The enrollment of the panic's epoch: during a re-enrollment it is
             // the committed one the service keeps beside the new one.
             let (sid, epoch) = (row.student_id, row.epoch);
@@ -222,8 +265,11 @@ impl Engine {
         };
         let (summary, trail, profile) = {
             let st = self.state();
-            let summary = self.summary(&row, &st);
-            let live = st.incidents.get(&id);
+            let mut summary = self.summary(&row, &st);
+            if !sees_locations {
+                summary.location = None;
+            }
+            let live = st.incidents.get(&id).filter(|_| sees_locations);
             let trail = live
                 .map(|l| {
                     l.trail
@@ -235,6 +281,7 @@ impl Engine {
                         .collect()
                 })
                 .unwrap_or_default();
+            let live = st.incidents.get(&id);
             let profile = match (live.and_then(|l| l.vault.as_ref()), &enrollment) {
                 (Some(g), Some(e)) if g.epoch == e.epoch && g.expires_at_ms > now_ms() => g
                     .key
@@ -246,12 +293,18 @@ impl Engine {
             (summary, trail, profile)
         };
         if profile.is_some() {
-            let actor = match &viewer {
-                Viewer::Operator(o) => format!("operator:{}", o.0),
-                Viewer::Unit(u) => format!("unit:{}", u.0),
+            let (actor, reason) = match &viewer {
+                Viewer::Operator(o, reason) => (
+                    format!("operator:{}", o.name),
+                    reason
+                        .as_ref()
+                        .filter(|_| access == crate::access::ProfileAccess::ShownWithReason),
+                ),
+                Viewer::Unit(u) => (format!("unit:{}", u.0), None),
             };
             // Logged before it is shown: no log entry, no profile.
-            self.log_profile_view(id, row.student_id, &actor).await?;
+            self.log_profile_view(id, row.student_id, &actor, reason)
+                .await?;
             self.inner
                 .metrics
                 .profile_views
@@ -271,6 +324,7 @@ impl Engine {
                 })
                 .collect(),
             profile,
+            profile_access: access,
         })
     }
 
@@ -280,6 +334,7 @@ impl Engine {
         incident: [u8; 16],
         student: [u8; 32],
         actor: &str,
+        reason: Option<&crate::access::Reason>,
     ) -> Result<(), ApiError> {
         let viewer = sosvault::log::Viewer::new(
             actor
@@ -290,11 +345,33 @@ impl Engine {
                 .collect::<Vec<u8>>(),
         )
         .ok_or_else(|| ApiError::internal("viewer id"))?;
-        let entry = LogEntry::ProfileViewed {
-            student: StudentId::from_bytes(student),
-            incident: IncidentId::from_bytes(incident),
-            viewer,
-            at: Timestamp::now(),
+        let reason = reason.map(|r| {
+            let mut nonce = [0u8; 16];
+            rand::Rng::fill_bytes(&mut rand::rng(), &mut nonce);
+            crate::store::ViewReason {
+                text: r.as_str().to_owned(),
+                nonce,
+            }
+        });
+        let (student_id, incident_id, at) = (
+            StudentId::from_bytes(student),
+            IncidentId::from_bytes(incident),
+            Timestamp::now(),
+        );
+        let entry = match &reason {
+            None => LogEntry::ProfileViewed {
+                student: student_id,
+                incident: incident_id,
+                viewer,
+                at,
+            },
+            Some(r) => LogEntry::ProfileViewedWithReason {
+                student: student_id,
+                incident: incident_id,
+                viewer,
+                reason: sosvault::log::view_reason_commitment(&r.nonce, &r.text),
+                at,
+            },
         };
         let bytes = sosvault::Container::to_bytes(&entry);
         let leaf = entry.leaf_hash();
@@ -305,7 +382,18 @@ impl Engine {
         let (a, at) = (actor.to_owned(), now_ms());
         self.inner
             .db
-            .call(move |s| s.append_log(index, &bytes, &leaf, &student, &incident, &a, at))
+            .call(move |s| {
+                s.append_log(
+                    index,
+                    &bytes,
+                    &leaf,
+                    &student,
+                    &incident,
+                    &a,
+                    reason.as_ref(),
+                    at,
+                )
+            })
             .await?;
         log.append_leaf_hash(leaf);
         Ok(())
@@ -369,7 +457,12 @@ impl Engine {
             .call(move |s| s.log_entries_of_student(&student, size, 1000))
             .await?;
         let mut entries = Vec::with_capacity(rows.len());
-        for (index, entry) in rows {
+        for crate::store::StudentLogRow {
+            index,
+            entry,
+            reason,
+        } in rows
+        {
             let proof = log
                 .inclusion_proof(index, size)
                 .map_err(|_| ApiError::internal("log proof"))?;
@@ -378,6 +471,8 @@ impl Engine {
                 leaf_hash: b64(&sosvault::log::leaf_hash(&entry)),
                 entry: b64(&entry),
                 proof: proof.iter().map(|h| b64(h)).collect(),
+                reason: reason.as_ref().map(|r| r.text.clone()),
+                reason_nonce: reason.as_ref().map(|r| b64(&r.nonce)),
             });
         }
         Ok(MineAnswer {
@@ -475,18 +570,13 @@ impl Engine {
 
     /// An operator marks a false alarm (counted against the student).
     pub async fn false_alarm(&self, id: [u8; 16], op: &OperatorId) -> Result<(), ApiError> {
-        let row = self
-            .inner
-            .db
-            .call(move |s| s.incident(&id))
-            .await?
-            .ok_or_else(ApiError::not_found)?;
+        let row = self.incident_to_act_on(id, op).await?;
         let marked = self.inner.db.call(move |s| s.mark_false_alarm(&id)).await?;
         if marked {
             let sid = row.student_id;
             let student = self.inner.db.call(move |s| s.student(&sid)).await?;
             let count = student.map_or(0, |s| s.false_alarms);
-            let mut detail = format!("marked false alarm by {}", op.0);
+            let mut detail = format!("marked false alarm by {}", op.name);
             if count >= self.inner.cfg.repeat_offender_after {
                 detail.push_str(&format!(
                     "; the student has {count} false alarms: flagged for review"
@@ -506,12 +596,7 @@ impl Engine {
 
     /// An operator closes an incident.
     pub async fn operator_close(&self, id: [u8; 16], op: &OperatorId) -> Result<(), ApiError> {
-        let row = self
-            .inner
-            .db
-            .call(move |s| s.incident(&id))
-            .await?
-            .ok_or_else(ApiError::not_found)?;
+        let row = self.incident_to_act_on(id, op).await?;
         if row.status != "open" {
             return Err(ApiError::new(
                 409,
@@ -519,7 +604,7 @@ impl Engine {
                 "the incident is already closed",
             ));
         }
-        self.close(id, "closed", &format!("closed by operator {}", op.0))
+        self.close(id, "closed", &format!("closed by {} {}", op.role, op.name))
             .await
     }
 }

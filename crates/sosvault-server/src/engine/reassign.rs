@@ -16,10 +16,10 @@ impl Engine {
     /// Releases the incident's acknowledged team (it is told, and not chosen
     /// again for this incident) and dispatches the next nearest free team.
     pub async fn reassign(&self, id: [u8; 16], op: &OperatorId) -> Result<(), ApiError> {
-        let (unit, name) = {
-            let mut st = self.state();
-            let st = &mut *st;
-            let Some(live) = st.incidents.get_mut(&id) else {
+        self.incident_to_act_on(id, op).await?;
+        {
+            let st = self.state();
+            let Some(live) = st.incidents.get(&id) else {
                 return Err(ApiError::new(
                     409,
                     "incident_closed",
@@ -43,8 +43,23 @@ impl Engine {
                 }
                 Some(_) => {}
             }
+        }
+        self.withdraw_team(id, format!("released by {} {}", op.role, op.name))
+            .await
+    }
+
+    /// Takes the team off an incident (it is told, and not chosen again for
+    /// this incident) and dispatches the next nearest free team; `why` goes
+    /// on the timeline after the team's name.
+    pub(super) async fn withdraw_team(&self, id: [u8; 16], why: String) -> Result<(), ApiError> {
+        let (unit, name) = {
+            let mut st = self.state();
+            let st = &mut *st;
+            let Some(live) = st.incidents.get_mut(&id) else {
+                return Ok(());
+            };
             let Some(a) = live.assigned.take() else {
-                return Err(ApiError::internal("assignment vanished"));
+                return Ok(());
             };
             live.ack_tx = None;
             live.tried.insert(a.unit.clone());
@@ -82,10 +97,7 @@ impl Engine {
         self.timeline(
             id,
             "reassigned",
-            format!(
-                "{name} released by operator {}; sending the next nearest free team",
-                op.0
-            ),
+            format!("{name} {why}; sending the next nearest free team"),
         )
         .await;
         self.inner.unit_freed.notify_waiters();

@@ -469,6 +469,8 @@ impl Cluster {
         cfg.operators.push(sosvault_server::config::OperatorConfig {
             username: OPERATOR.into(),
             password_hash: sosvault_server::auth::hash_password(PASSWORD).unwrap(),
+            // A supervisor: the tests register teams.
+            role: sosvault_server::access::Role::Supervisor,
         });
         tweak(&mut cfg);
         let config = sdir.join("server.toml");
@@ -494,6 +496,23 @@ impl Cluster {
 
     pub async fn operator(&self) -> String {
         self.client.login(OPERATOR, PASSWORD).await.unwrap()
+    }
+
+    /// The operator with session `token` claims `incident` (so it handles
+    /// it and reads its profile once released); asserts 200 and that the
+    /// operator now handles it.
+    pub async fn claim(&self, token: &str, incident: &str) {
+        let (status, v) = self
+            .client
+            .post(
+                &format!("/v1/operator/incidents/{incident}/claim"),
+                Some(token),
+                &Value::Null,
+            )
+            .await
+            .unwrap();
+        assert_eq!(status, 200, "{v}");
+        assert_eq!(v["handler"], OPERATOR, "{v}");
     }
 
     /// The control room's key, as a thief of the data directory has it.

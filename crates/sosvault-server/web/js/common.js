@@ -124,7 +124,8 @@
    * A live SSE stream read with `fetch` (EventSource cannot send a bearer token).
    * Calls `handlers.event(ev)` with each event's JSON, `handlers.state('live'|'reconnecting')`,
    * `handlers.open()` after every (re)connection (the page re-syncs then) and
-   * `handlers.unauthorized()` on 401. Reconnects with back-off. Returns `{close()}`.
+   * `handlers.unauthorized()` on 401, `handlers.forbidden()` on 403 (both end the
+   * stream). Reconnects with back-off. Returns `{close()}`.
    */
   SV.stream = function (path, token, handlers) {
     let stopped = false;
@@ -140,6 +141,12 @@
       if (resp.status === 401) {
         stopped = true;
         if (handlers.unauthorized) handlers.unauthorized();
+        return;
+      }
+      if (resp.status === 403) {
+        // The role may not watch (an auditor): asking again will not change that.
+        stopped = true;
+        if (handlers.forbidden) handlers.forbidden();
         return;
       }
       if (!resp.ok || !resp.body) throw new Error('stream ' + resp.status);
@@ -294,9 +301,11 @@
   SV.toast = function (text, kind) {
     let box = document.getElementById('sv-toasts');
     if (!box) {
-      box = SV.el('div', { id: 'sv-toasts', class: 'toasts' });
+      // A named region: its text is announced through the live region below, not twice.
+      box = SV.el('div', { id: 'sv-toasts', class: 'toasts', role: 'region' });
       document.body.append(box);
     }
+    box.setAttribute('aria-label', SV.t('toast.label'));
     const t = SV.el('div', { class: 'toast toast-' + (kind || 'info') }, text);
     box.append(t);
     setTimeout(() => t.remove(), 6000);

@@ -8,9 +8,16 @@
   const isDuressStop = (inc) => !!inc && Array.isArray(inc.flags) && inc.flags.includes('duress_stop');
 
   const TOKEN_KEY = 'sosvault.operator';
+  // What each role may do is the service's rule (src/access.rs); the page only
+  // spares the operator buttons that would be refused.
+  const ROLES = ['dispatcher', 'supervisor', 'auditor'];
   const S = {
     token: sessionStorage.getItem(TOKEN_KEY),
     user: sessionStorage.getItem(TOKEN_KEY + '.user') || '',
+    role: sessionStorage.getItem(TOKEN_KEY + '.role'),
+    conn: null, // 'live', 'reconnecting' or 'static' (no live stream: an auditor)
+    claiming: null, // the incident this page is claiming (its own `claimed` event is no news)
+    refreshedAt: null, // when the list was last fetched, without a live stream
     incidents: new Map(), // id -> summary
     order: [], // ids, newest first
     units: new Map(), // id -> unit view
@@ -29,12 +36,30 @@
   };
   window.SV_CONTROL = S; // for debugging and the browser tests
 
+  const isAuditor = () => S.role === 'auditor';
+  const isSupervisor = () => S.role === 'supervisor';
+  /** Whether the role watches the live stream and the map (it carries locations). */
+  const watches = () => S.role === 'dispatcher' || S.role === 'supervisor';
+
+  /** Whether this operator may mark, close or reassign `inc`. */
+  function mayAct(inc) {
+    if (isSupervisor()) return true;
+    return S.role === 'dispatcher' && inc.handler === S.user;
+  }
+
+  /** Whether this operator may take `inc`: a dispatcher one nobody handles, a supervisor one they do not handle. */
+  function mayClaim(inc) {
+    if (inc.status !== 'open') return false;
+    if (isSupervisor()) return inc.handler !== S.user;
+    return S.role === 'dispatcher' && !inc.handler;
+  }
+
   // ------------------------------------------------------------ sign-in
   function showLogin(message) {
     $('#room').hidden = true;
     $('#logout').hidden = true;
     $('#login-view').hidden = false;
-    $('#who').textContent = '';
+    renderWho();
     $('#login-error').textContent = message || '';
     $('#login-user').focus();
   }
@@ -49,8 +74,11 @@
       const r = await SV.api('/v1/operator/login', { body: { username, password } });
       S.token = r.token;
       S.user = username;
+      // A role this page does not know gets the least: the auditor's view.
+      S.role = ROLES.includes(r.role) ? r.role : 'auditor';
       sessionStorage.setItem(TOKEN_KEY, r.token);
       sessionStorage.setItem(TOKEN_KEY + '.user', username);
+      sessionStorage.setItem(TOKEN_KEY + '.role', S.role);
       $('#login-pass').value = '';
       start();
     } catch (e) {
@@ -71,49 +99,142 @@
     if (S.stream) S.stream.close();
     S.stream = null;
     S.token = null;
+    S.role = null;
+    S.conn = null;
     sessionStorage.removeItem(TOKEN_KEY);
+    sessionStorage.removeItem(TOKEN_KEY + '.role');
+    clearRoom();
     showLogin(message || t('login.expired'));
   }
 
+  /** Forgets what the last session saw: the next operator in this tab may have another role. */
+  function clearRoom() {
+    S.incidents.clear();
+    S.order = [];
+    S.units.clear();
+    S.fresh.clear();
+    S.trails.clear();
+    S.known = null;
+    S.selected = null;
+    S.detail = null;
+    S.forwards = null;
+    S.refreshedAt = null;
+    for (const m of S.markers.values()) m.remove();
+    S.markers.clear();
+    for (const m of S.unitMarkers.values()) m.remove();
+    S.unitMarkers.clear();
+    if (S.trailLine) S.trailLine.setLatLngs([]);
+    renderList();
+    renderForwards();
+    $('#detail').replaceChildren(
+      el(
+        'div',
+        { class: 'detail-empty' },
+        el('h2', { id: 'detail-heading', 'data-i18n': 'detail.none_heading' }, t('detail.none_heading')),
+        el('p', { class: 'muted', 'data-i18n': 'detail.none' }, t('detail.none')),
+      ),
+    );
+    delete $('#detail').dataset.incident;
+  }
+
   async function call(path, opts) {
+    const token = S.token;
+    let r;
     try {
-      return await SV.api(path, Object.assign({ token: S.token }, opts || {}));
+      r = await SV.api(path, Object.assign({ token }, opts || {}));
     } catch (e) {
-      if (e.status === 401) expired();
+      if (e.status === 401 && token && token === S.token) expired();
       throw e;
     }
+    // Signed out (or in as someone else) meanwhile: the answer is not for this session.
+    if (token !== S.token) throw new SV.ApiError(0, 'signed_out');
+    return r;
+  }
+
+  /** The words for a refused request: the service's own for a refusal (403, 409, 400), else its code. */
+  function refusal(e) {
+    const own = e.message && e.message !== e.code ? e.message : null;
+    if (e.status === 403 && own) return t('error.forbidden', { message: own });
+    if ((e.status === 409 || e.status === 400) && own) return t('error.refused', { message: own });
+    return t('error.action', { code: e.code });
+  }
+
+  const quiet = (e) => e.status === 401 || e.code === 'signed_out';
+
+  /** The user's name and role, beside the clock. */
+  function renderWho() {
+    const who = $('#who');
+    if (!S.token || !S.role) {
+      who.replaceChildren();
+      return;
+    }
+    who.replaceChildren(
+      el('span', { class: 'who-name' }, S.user),
+      ' ',
+      el('span', { class: 'role-chip role-' + S.role, id: 'who-role', dataset: { role: S.role } }, t('role.' + S.role)),
+    );
   }
 
   // ------------------------------------------------------------ start
   function start() {
+    if (!ROLES.includes(S.role)) {
+      // A session from before roles (or a tampered one): its role is unknown here.
+      SV.api('/v1/operator/logout', { method: 'POST', token: S.token }).catch(() => {});
+      expired(t('login.again'));
+      return;
+    }
     $('#login-view').hidden = true;
     $('#room').hidden = false;
     $('#logout').hidden = false;
-    $('#who').textContent = S.user;
-    if (!S.map) {
-      S.map = SV.makeMap($('#map'));
+    renderWho();
+    const watch = watches();
+    // An auditor sees no location: no map, no teams, no live stream.
+    $('#room').classList.toggle('room-nomap', !watch);
+    $('#map-pane').hidden = !watch;
+    $('#static-bar').hidden = watch;
+    if (watch) {
+      if (!S.map) S.map = SV.makeMap($('#map'));
+      setTimeout(() => S.map.invalidateSize(), 0);
     }
-    setTimeout(() => S.map.invalidateSize(), 0);
     S.known = null;
-    S.stream = SV.stream('/v1/operator/events', S.token, {
-      event: onEvent,
-      open: () => {
-        refreshList();
-        refreshUnits();
-        refreshForwards();
-        if (S.selected) loadDetail(S.selected);
-      },
-      state: setConn,
-      unauthorized: () => expired(),
-    });
+    if (watch) {
+      S.stream = SV.stream('/v1/operator/events', S.token, {
+        event: onEvent,
+        open: resync,
+        state: setConn,
+        unauthorized: () => expired(),
+        forbidden: startStatic,
+      });
+    } else startStatic();
     $('#incident-list').focus();
+  }
+
+  /** Everything again from the service (after a (re)connection, or the refresh button). */
+  function resync() {
+    refreshList();
+    if (watches()) refreshUnits();
+    refreshForwards();
+    if (S.selected) loadDetail(S.selected);
+  }
+
+  /** No live stream: the list is as of the last refresh. */
+  function startStatic() {
+    S.stream = null;
+    setConn('static');
+    resync();
   }
 
   function setConn(state) {
     const c = $('#conn');
-    c.className = 'conn ' + (state === 'live' ? 'conn-on' : 'conn-off');
-    c.dataset.i18n = state === 'live' ? 'conn.live' : 'conn.reconnecting';
+    S.conn = state;
+    c.className = 'conn ' + (state === 'live' ? 'conn-on' : state === 'static' ? 'conn-static' : 'conn-off');
+    c.dataset.i18n = 'conn.' + state;
     c.textContent = t(c.dataset.i18n);
+  }
+
+  function renderStaticNote() {
+    const note = $('#static-note');
+    note.textContent = S.refreshedAt ? t('control.static_note', { time: SV.clock(S.refreshedAt) }) : t('control.static_note_none');
   }
 
   // ------------------------------------------------------------ data
@@ -145,6 +266,10 @@
     renderList();
     renderMarkers();
     if (S.selected && S.detail) renderDetailHeader();
+    if (S.conn === 'static') {
+      S.refreshedAt = Date.now();
+      renderStaticNote();
+    }
   }
 
   let unitsTimer = null;
@@ -183,6 +308,7 @@
   }
 
   async function refreshUnits() {
+    if (!watches()) return; // positions are locations: not for an auditor
     let units;
     try {
       units = await call('/v1/operator/units');
@@ -220,6 +346,7 @@
             unit: null,
             release: { have: 0, need: 0, profile: 'sealed' },
             flags: ev.detail.flags || [],
+            handler: null,
           };
           S.incidents.set(id, inc);
           S.order.unshift(id);
@@ -291,6 +418,24 @@
       case 'release_progress':
         refreshListSoon();
         break;
+      case 'claimed': {
+        const inc = S.incidents.get(id);
+        const handler = (ev.detail && ev.detail.handler) || null;
+        const before = inc ? inc.handler : undefined;
+        if (inc) inc.handler = handler;
+        renderList();
+        if (handler === S.user && before !== S.user && S.claiming !== id) {
+          // A supervisor handed it over: say so, as for a new incident (without the tone).
+          SV.toast(t('toast.handed_you', { category: inc ? t(SV.categoryKey(inc.category)) : '' }));
+        }
+        // Who may read the profile and act has changed (unless this page's own claim reloads it).
+        if (S.selected === id && S.claiming !== id && S.detail && S.detail.id === id && (S.detail.handler || null) !== handler) loadDetail(id);
+        refreshListSoon();
+        break;
+      }
+      case 'unit_revoked':
+        refreshUnitsSoon();
+        break;
       case 'shred_receipt':
         SV.toast(t('toast.shred', { trustee: ev.detail.trustee }));
         break;
@@ -333,6 +478,17 @@
       el('span', { class: 'team-name' }, inc.unit.name || inc.unit.id),
       ' · ',
       el('span', { class: 'ack-state', dataset: { ack: String(ack) } }, ack ? t('unit.acked') : t('unit.waiting_ack')),
+    );
+  }
+
+  /** Who handles the incident: "Unclaimed", "Handled by you", "Handled by {name}". */
+  function handlerLine(inc) {
+    const h = inc.handler || null;
+    const cls = h ? (h === S.user ? 'handler-me' : 'handler-other') : 'handler-none';
+    return el(
+      'span',
+      { class: 'handler ' + cls, dataset: { handler: h || '' } },
+      h ? (h === S.user ? t('handler.you') : t('handler.by', { name: h })) : t('handler.unclaimed'),
     );
   }
 
@@ -379,6 +535,7 @@
               el('span', { class: 'since', dataset: { since: inc.created_at_ms } }, SV.since(inc.created_at_ms)),
             ),
             el('span', { class: 'incident-mid' }, teamLine(inc)),
+            el('span', { class: 'incident-handler' }, handlerLine(inc)),
             el('span', { class: 'incident-bottom' }, releaseLine(inc), ...flagChips(inc.flags)),
             inc.status !== 'open' ? el('span', { class: 'status-tag' }, t('status.' + inc.status)) : null,
           ),
@@ -495,30 +652,79 @@
     try {
       d = await call('/v1/operator/incidents/' + id);
     } catch (e) {
-      if (e.status !== 401) SV.toast(t('error.load'), 'error');
+      if (!quiet(e)) SV.toast(t('error.load'), 'error');
       return;
     }
     if (S.selected !== id) return;
-    S.detail = d;
-    S.incidents.set(id, Object.assign({}, S.incidents.get(id) || {}, summaryOf(d)));
-    renderDetail();
-    renderTrail();
-    loadAccessLog(id);
+    showDetail(d);
     if (focus) $('#detail-heading').focus();
   }
 
+  function showDetail(d) {
+    const prev = S.detail;
+    // A profile a supervisor opened with a reason stays on screen while it is
+    // released and the incident open: a refetch, without the reason (which is
+    // not kept), would otherwise take it away at the next live event.
+    if (
+      !d.profile &&
+      d.profile_access === 'reason_required' &&
+      prev &&
+      prev.id === d.id &&
+      prev.profile &&
+      prev.profile_access === 'shown_with_reason' &&
+      d.status === 'open' &&
+      d.release.profile === 'released' &&
+      !d.flags.includes('stopped')
+    ) {
+      d.profile = prev.profile;
+      d.profile_access = 'shown_with_reason';
+    }
+    S.detail = d;
+    S.incidents.set(d.id, Object.assign({}, S.incidents.get(d.id) || {}, summaryOf(d)));
+    renderDetail();
+    renderTrail();
+    loadAccessLog(d.id);
+  }
+
   function summaryOf(d) {
-    const { id, category, status, created_at_ms, location, unit, release, flags } = d;
-    return { id, category, status, created_at_ms, location, unit, release, flags };
+    const { id, category, status, created_at_ms, location, unit, release, flags, handler } = d;
+    return { id, category, status, created_at_ms, location, unit, release, flags, handler: handler || null };
+  }
+
+  /** What the operator was typing in this incident's view, and where the focus was. */
+  function captureTyping(id) {
+    const pane = $('#detail');
+    if (pane.dataset.incident !== id) return null;
+    const a = document.activeElement;
+    return {
+      reason: $('#reason-input') ? $('#reason-input').value : '',
+      handover: $('#handover-name') ? $('#handover-name').value : '',
+      handoverOpen: !!($('#handover') && $('#handover').open),
+      focus: a && a !== pane && pane.contains(a) && a.id ? a.id : null,
+    };
+  }
+
+  /** Puts it back after the view of the same incident was drawn again. */
+  function restoreTyping(k) {
+    if (!k) return;
+    if (k.reason && $('#reason-input')) $('#reason-input').value = k.reason;
+    if (k.handover && $('#handover-name')) $('#handover-name').value = k.handover;
+    if (k.handoverOpen && $('#handover')) $('#handover').open = true;
+    const f = k.focus && document.getElementById(k.focus);
+    if (f && !f.disabled) f.focus();
   }
 
   function renderDetail() {
     const d = S.detail;
     const pane = $('#detail');
+    const typing = captureTyping(d.id);
+    pane.dataset.incident = d.id;
     pane.replaceChildren(
       el('div', { class: 'detail-head', id: 'detail-head' }),
       el('dl', { class: 'facts', id: 'facts' }),
+      el('div', { class: 'claim-box', id: 'claim' }),
       el('div', { class: 'actions', id: 'actions' }),
+      el('p', { class: 'actions-note', id: 'actions-note', hidden: true }),
       el('section', { class: 'profile-box', id: 'profile', 'aria-labelledby': 'profile-heading' }),
       el('section', { class: 'access-box', id: 'access-log', 'aria-labelledby': 'access-heading' }),
       el(
@@ -531,6 +737,7 @@
     renderDetailHeader();
     renderProfile(d);
     renderTimeline();
+    restoreTyping(typing);
   }
 
   function renderDetailHeader() {
@@ -547,6 +754,7 @@
       el('div', { class: 'head-chips' }, el('span', { class: 'chip chip-status-' + inc.status }, t('status.' + inc.status)), ...flagChips(inc.flags)),
     );
     renderFacts();
+    renderClaim();
     renderActions();
   }
 
@@ -556,6 +764,7 @@
     const inc = S.incidents.get(d.id) || d;
     const loc = inc.location || d.location;
     let dist = null;
+    const hidden = !watches() ? t('detail.not_for_role') : null;
     if (inc.unit && loc) {
       const u = S.units.get(inc.unit.id);
       if (u && u.position) dist = SV.haversine(u.position, loc);
@@ -565,34 +774,151 @@
       ...row('detail.since', SV.since(inc.created_at_ms), { dataset: { since: inc.created_at_ms } }),
       ...row('detail.started', SV.clock(inc.created_at_ms)),
       ...row('detail.team', teamLine(inc), { id: 'detail-team' }),
-      ...row('detail.team_distance', dist === null ? t('unknown') : SV.distance(dist)),
+      ...row('detail.team_distance', hidden || (dist === null ? t('unknown') : SV.distance(dist))),
       ...row('detail.release', releaseLine(inc), { id: 'detail-release' }),
-      ...row('detail.location', SV.coords(loc), { id: 'detail-location' }),
+      ...row('detail.location', hidden || SV.coords(loc), { id: 'detail-location' }),
     );
+  }
+
+  /** Who handles the incident, and (by role) "Take this incident" and "Hand over to…". */
+  function renderClaim() {
+    const d = S.detail;
+    const box = $('#claim');
+    if (!d || !box) return;
+    const inc = S.incidents.get(d.id) || d;
+    const h = inc.handler || null;
+    // Drawn again only when something it shows changed: a list refresh must not wipe a name being typed.
+    const key = [d.id, h, inc.status, S.role, SV.lang].join('|');
+    if (box.dataset.key === key) return;
+    const typing = captureTyping(d.id);
+    box.dataset.key = key;
+    const parts = [
+      el(
+        'p',
+        { class: 'claim-status', id: 'claim-status', tabindex: '-1', dataset: { handler: h || '' } },
+        h ? (h === S.user ? t('claim.you') : t('claim.by', { name: h })) : t('claim.nobody'),
+      ),
+    ];
+    if (mayClaim(inc)) {
+      parts.push(el('button', { type: 'button', class: 'btn btn-primary', id: 'act-claim', onclick: () => claim() }, t('claim.take')));
+    }
+    if (isSupervisor() && inc.status === 'open') {
+      const input = el('input', { id: 'handover-name', name: 'to', autocomplete: 'off', spellcheck: 'false', maxlength: '64', 'aria-describedby': 'handover-error' });
+      parts.push(
+        el(
+          'details',
+          { class: 'handover', id: 'handover' },
+          el('summary', {}, t('claim.handover')),
+          el(
+            'form',
+            {
+              class: 'handover-form',
+              novalidate: true,
+              onsubmit: (e) => {
+                e.preventDefault();
+                claim(input.value.trim());
+              },
+            },
+            el('label', { for: 'handover-name' }, t('claim.handover_label')),
+            el('div', { class: 'handover-row' }, input, el('button', { type: 'submit', class: 'btn btn-secondary', id: 'act-handover' }, t('claim.handover_submit'))),
+            el('p', { class: 'form-error', id: 'handover-error', role: 'alert' }),
+          ),
+        ),
+      );
+    }
+    box.replaceChildren(...parts);
+    restoreTyping(typing);
+  }
+
+  /** Takes the selected incident, or (a supervisor, `to` given) hands it to `to`. */
+  async function claim(to) {
+    const id = S.selected;
+    if (!id) return;
+    if (to !== undefined && !to) {
+      $('#handover-error').textContent = t('claim.handover_empty');
+      $('#handover-name').focus();
+      return;
+    }
+    // Until the view is reloaded below, the live `claimed` event of this claim is no news
+    // (and a second reload would log a second profile view).
+    S.claiming = id;
+    try {
+      try {
+        const r = await call('/v1/operator/incidents/' + id + '/claim' + (to ? '?to=' + encodeURIComponent(to) : ''), { method: 'POST' });
+        const inc = S.incidents.get(id);
+        if (inc) inc.handler = r.handler;
+        SV.toast(r.handler === S.user ? t('done.claim') : t('done.handover', { name: r.handler }));
+      } catch (e) {
+        if (quiet(e)) return;
+        if (to && e.status === 400 && $('#handover-error')) {
+          // No such dispatcher or supervisor: said beside the name, which stays to be corrected.
+          $('#handover-error').textContent = e.code === 'bad_operator' ? t('claim.handover_unknown', { name: to }) : refusal(e);
+          $('#handover-name').focus();
+          return;
+        }
+        // Someone else took it meanwhile (409), or the role may not (403): the service's words.
+        SV.toast(refusal(e), 'error');
+      }
+      if (S.selected !== id) return;
+      await loadDetail(id);
+      refreshList();
+      if (S.selected === id && $('#claim-status')) $('#claim-status').focus();
+    } finally {
+      S.claiming = null;
+    }
   }
 
   function renderActions() {
     const d = S.detail;
+    const box = $('#actions');
+    if (!d || !box) return;
     const inc = S.incidents.get(d.id) || d;
+    const note = $('#actions-note');
+    if (isAuditor()) {
+      // An auditor never acts: no buttons at all.
+      box.hidden = true;
+      box.replaceChildren();
+      note.hidden = true;
+      return;
+    }
     const open = inc.status === 'open';
     const marked = inc.flags.includes('false_alarm');
-    $('#actions').replaceChildren(
+    const allowed = mayAct(inc);
+    const why = allowed
+      ? null
+      : inc.handler
+        ? t('action.not_yours', { name: inc.handler })
+        : open
+          ? t('action.claim_first')
+          : t('action.only_supervisor');
+    const focused = document.activeElement && box.contains(document.activeElement) ? document.activeElement.id : null;
+    const deny = why ? { title: why, 'aria-describedby': 'actions-note' } : {};
+    box.replaceChildren(
       el(
         'button',
-        {
-          type: 'button',
-          class: 'btn btn-secondary',
-          id: 'act-reassign',
-          // Before the acknowledgement the service reassigns by itself on timeout.
-          disabled: !(open && inc.unit && inc.unit.acknowledged),
-          title: t('action.reassign_hint'),
-          onclick: () => act('reassign'),
-        },
+        Object.assign(
+          {
+            type: 'button',
+            class: 'btn btn-secondary',
+            id: 'act-reassign',
+            // Before the acknowledgement the service reassigns by itself on timeout.
+            disabled: !allowed || !(open && inc.unit && inc.unit.acknowledged),
+            title: t('action.reassign_hint'),
+            onclick: () => act('reassign'),
+          },
+          deny,
+        ),
         t('action.reassign'),
       ),
-      el('button', { type: 'button', class: 'btn btn-warn', id: 'act-false-alarm', disabled: marked, onclick: () => act('false-alarm') }, marked ? t('action.false_alarm_done') : t('action.false_alarm')),
-      el('button', { type: 'button', class: 'btn btn-danger', id: 'act-close', disabled: !open, onclick: () => act('close') }, t('action.close')),
+      el('button', Object.assign({ type: 'button', class: 'btn btn-warn', id: 'act-false-alarm', disabled: !allowed || marked, onclick: () => act('false-alarm') }, deny), marked ? t('action.false_alarm_done') : t('action.false_alarm')),
+      el('button', Object.assign({ type: 'button', class: 'btn btn-danger', id: 'act-close', disabled: !allowed || !open, onclick: () => act('close') }, deny), t('action.close')),
     );
+    box.hidden = false;
+    // Disabled buttons take no focus and show no tooltip to a keyboard: the reason is written out too.
+    note.textContent = why || '';
+    note.hidden = !why;
+    const f = focused && document.getElementById(focused);
+    if (f && !f.disabled) f.focus();
   }
 
   function confirmDialog(title, text, okLabel) {
@@ -620,7 +946,9 @@
       await call('/v1/operator/incidents/' + id + '/' + action, { method: 'POST', body: {} });
       SV.toast(t('done.' + action));
     } catch (e) {
-      SV.toast(t('error.action', { code: e.code }), 'error');
+      if (quiet(e)) return;
+      // A 403 says why in the service's words (say, another operator took the incident meanwhile).
+      SV.toast(refusal(e), 'error');
     }
     await loadDetail(id);
     refreshList();
@@ -633,13 +961,15 @@
     const box = $('#profile');
     const p = d.profile;
     const state = d.release.profile;
+    const access = d.profile_access;
     if (p) {
       const photo = SV.safePhoto(p.photo);
       const field = (k, v) => (v ? [el('dt', {}, t(k)), el('dd', {}, v)] : []);
+      const logged = access === 'shown_with_reason' ? 'profile.logged_reason_text' : 'profile.logged_text';
       box.className = 'profile-box profile-open';
       box.replaceChildren(
-        el('h3', { id: 'profile-heading' }, t('profile.heading')),
-        el('p', { class: 'logged-banner', role: 'note' }, el('strong', {}, t('profile.logged_title')), ' ', t('profile.logged_text', { user: S.user })),
+        el('h3', { id: 'profile-heading', tabindex: '-1' }, t('profile.heading')),
+        el('p', { class: 'logged-banner', role: 'note', dataset: { access } }, el('strong', {}, t('profile.logged_title')), ' ', t(logged, { user: S.user })),
         el(
           'div',
           { class: 'profile-body' },
@@ -660,12 +990,95 @@
       );
     } else {
       box.className = 'profile-box profile-closed';
-      const why = isDuressStop(d) ? 'profile.duress_stop' : d.flags.includes('stopped') ? 'profile.stopped' : state === 'sealed' ? 'profile.sealed' : state === 'expired' ? 'profile.expired' : 'profile.forgotten';
-      box.replaceChildren(
-        el('h3', { id: 'profile-heading' }, t('profile.heading')),
-        el('p', { class: 'profile-hidden', id: 'profile-hidden' }, t(why, { have: d.release.have, need: d.release.need })),
-      );
+      const heading = el('h3', { id: 'profile-heading', tabindex: '-1' }, t('profile.heading'));
+      const hidden = (text) => el('p', { class: 'profile-hidden', id: 'profile-hidden', dataset: { access } }, text);
+      // Readable now by someone: whether this operator may is the service's answer.
+      const readable = state === 'released' && d.status === 'open' && !d.flags.includes('stopped');
+      if (access === 'not_for_role') {
+        box.replaceChildren(heading, hidden(t('profile.not_for_role')));
+      } else if (readable && access === 'reason_required') {
+        box.replaceChildren(heading, ...reasonForm(d.id));
+      } else if (readable && access === 'not_handler') {
+        const other = d.handler && d.handler !== S.user;
+        box.replaceChildren(heading, hidden(other ? t('profile.not_handler_other', { name: d.handler }) : t('profile.not_handler')));
+      } else {
+        const why = isDuressStop(d) ? 'profile.duress_stop' : d.flags.includes('stopped') ? 'profile.stopped' : state === 'sealed' ? 'profile.sealed' : state === 'expired' ? 'profile.expired' : 'profile.forgotten';
+        const text = [t(why, { have: d.release.have, need: d.release.need })];
+        if (state === 'sealed' && access === 'not_handler' && !d.handler) text.push(t('profile.sealed_claim'));
+        box.replaceChildren(heading, hidden(text.join(' ')));
+      }
     }
+  }
+
+  /** A supervisor's reason to open the profile of an incident they do not handle. */
+  function reasonForm(id) {
+    const input = el('input', {
+      id: 'reason-input',
+      name: 'reason',
+      autocomplete: 'off',
+      required: true,
+      'aria-describedby': 'reason-help reason-error',
+    });
+    return [
+      el('p', { class: 'profile-hidden', id: 'profile-hidden', dataset: { access: 'reason_required' } }, t('profile.reason_required')),
+      el(
+        'form',
+        {
+          class: 'reason-form',
+          id: 'reason-form',
+          novalidate: true,
+          onsubmit: (e) => {
+            e.preventDefault();
+            readWithReason(id);
+          },
+        },
+        el('label', { for: 'reason-input' }, t('profile.reason_label')),
+        input,
+        el('p', { class: 'small muted', id: 'reason-help' }, t('profile.reason_help')),
+        el('p', { class: 'form-error', id: 'reason-error', role: 'alert' }),
+        el('button', { type: 'submit', class: 'btn btn-warn', id: 'reason-submit' }, t('profile.reason_submit')),
+      ),
+    ];
+  }
+
+  /** What is wrong with a reason, as the service checks it (8 to 200 bytes, trimmed, no control characters). */
+  function reasonProblem(reason) {
+    const bytes = new TextEncoder().encode(reason).length;
+    if (bytes < 8) return 'profile.reason_short';
+    if (bytes > 200) return 'profile.reason_long';
+    if (/[\u0000-\u001f\u007f-\u009f]/.test(reason)) return 'profile.reason_control';
+    return null;
+  }
+
+  /** Fetches the incident again with the reason: the view is logged with it. The reason goes with this one request only. */
+  async function readWithReason(id) {
+    const input = $('#reason-input');
+    const error = $('#reason-error');
+    if (!input || S.selected !== id) return;
+    const problem = reasonProblem(input.value.trim());
+    if (problem) {
+      error.textContent = t(problem);
+      input.setAttribute('aria-invalid', 'true');
+      input.focus();
+      return;
+    }
+    error.textContent = '';
+    input.removeAttribute('aria-invalid');
+    $('#reason-submit').disabled = true;
+    let d;
+    try {
+      d = await call('/v1/operator/incidents/' + id + '?reason=' + encodeURIComponent(input.value.trim()));
+    } catch (e) {
+      if (quiet(e) || S.selected !== id || !$('#reason-form')) return;
+      $('#reason-submit').disabled = false;
+      $('#reason-error').textContent = e.status === 400 ? refusal(e) : t('error.load');
+      $('#reason-input').focus();
+      return;
+    }
+    if (S.selected !== id) return;
+    showDetail(d);
+    const target = d.profile ? $('#profile-heading') : $('#reason-input') || $('#profile-heading');
+    if (target) target.focus();
   }
 
   /** Who has viewed this incident's profile (the service's transparency log). */
@@ -695,7 +1108,17 @@
             ...entries
               .slice(-8)
               .reverse()
-              .map((e) => el('li', {}, el('time', { datetime: new Date(e.at_ms).toISOString() }, SV.clock(e.at_ms)), ' ', who(e.actor), el('span', { class: 'muted' }, ' · #' + e.index))),
+              .map((e) =>
+                el(
+                  'li',
+                  {},
+                  el('time', { datetime: new Date(e.at_ms).toISOString() }, SV.clock(e.at_ms)),
+                  ' ',
+                  who(e.actor),
+                  el('span', { class: 'muted' }, ' · #' + e.index),
+                  e.reason ? el('span', { class: 'access-reason' }, ' · ', t('access.reason'), ' ', el('q', {}, e.reason)) : null,
+                ),
+              ),
           )
         : el('p', { class: 'muted' }, t('access.none')),
     );
@@ -739,12 +1162,18 @@
         renderList();
       }),
     );
+    $('#refresh').addEventListener('click', resync);
     document.addEventListener('sv-lang', () => {
+      renderWho();
       renderList();
       renderForwards();
-      if (S.detail) renderDetail();
+      if (S.detail) {
+        renderDetail();
+        loadAccessLog(S.detail.id);
+      }
       renderMarkers();
-      setConn($('#conn').classList.contains('conn-on') ? 'live' : 'reconnecting');
+      if (S.conn) setConn(S.conn);
+      if (S.conn === 'static') renderStaticNote();
     });
     // Any key or click unlocks sound after a reload (browsers need a gesture).
     document.addEventListener('pointerdown', SV.unlockSound);

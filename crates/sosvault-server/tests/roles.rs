@@ -1,0 +1,476 @@
+//! Operators with roles (issue 12), against the real services: accounts made
+//! with `sosvault-server operator`, a dispatcher who reads only the profiles
+//! of the incidents they handle, a supervisor who reads another's only with a
+//! reason that goes on the log (committed to by a salted hash, the text
+//! handed only to the student and gone at their stop), an auditor who never
+//! sees a location or a profile, and accounts and unit tokens that stop
+//! working, streams and all, the moment they are changed.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as b64;
+use common::*;
+use serde_json::Value;
+use sosvault::log::{LogEntry, LogQuery, TreeHead, view_reason_commitment};
+use sosvault::{Category, DeviceKey, Timestamp};
+
+const DISPATCHER_PW: &str = "dispatcher passphrase 1";
+
+/// `sosvault-server operator --config ... ARGS`, the password (if any) on stdin.
+fn operator_cmd(c: &Cluster, args: &[&str], password: Option<&str>) -> String {
+    let mut child = Command::new(server_bin())
+        .arg("operator")
+        .arg("--config")
+        .arg(&c.server.config)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    if let Some(pw) = password {
+        writeln!(stdin, "{pw}").unwrap();
+    }
+    drop(stdin);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "operator {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Adds an account with the CLI and logs it in.
+async fn account(c: &Cluster, name: &str, role: &str) -> String {
+    operator_cmd(c, &["add", name, "--role", role], Some(DISPATCHER_PW));
+    c.client.login(name, DISPATCHER_PW).await.unwrap()
+}
+
+/// Polls (bounded) until `f` holds: for changes another process makes,
+/// which the service notices within a second.
+async fn within<F: std::future::Future<Output = bool>>(secs: u64, mut f: impl FnMut() -> F) {
+    let end = Instant::now() + Duration::from_secs(secs);
+    while !f().await {
+        assert!(Instant::now() < end, "not within {secs} s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Waits (bounded) until the service refuses `token`: the change was made
+/// by another process, which the service notices within a second.
+async fn logged_out(c: &Cluster, token: &str) {
+    within(5, || async {
+        c.client
+            .get("/v1/operator/incidents", Some(token))
+            .await
+            .err()
+            .map(|e| e.status)
+            == Some(401)
+    })
+    .await;
+}
+
+async fn login_status(c: &Cluster, name: &str, password: &str) -> u16 {
+    c.client
+        .login(name, password)
+        .await
+        .err()
+        .map_or(200, |e| e.status)
+}
+
+async fn ended(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Value>, secs: u64) {
+    let drained = async { while rx.recv().await.is_some() {} };
+    tokio::time::timeout(Duration::from_secs(secs), drained)
+        .await
+        .expect("the stream outlived the change");
+}
+
+async fn status_of(c: &Cluster, method: &str, path: &str, token: &str) -> (u16, Value) {
+    let r = match method {
+        "GET" => c.client.get(path, Some(token)).await,
+        _ => c
+            .client
+            .post(path, Some(token), &Value::Null)
+            .await
+            .map(|(_, v)| v),
+    };
+    match r {
+        Ok(v) => (200, v),
+        Err(e) => (e.status, serde_json::json!({ "error": e.code })),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_role_sees_what_it_may_and_a_supervisor_s_reason_is_logged_for_the_student() {
+    let c = Cluster::start(Options::default()).await;
+    let sup = c.operator().await; // the harness's operator: a supervisor
+    let asha = account(&c, "asha", "dispatcher").await;
+    let ravi = account(&c, "ravi", "dispatcher").await;
+    let lekha = account(&c, "lekha", "auditor").await;
+    let listed = operator_cmd(&c, &["list"], None);
+    assert!(listed.contains("asha\tdispatcher\tenabled"), "{listed}");
+    assert!(listed.contains("lekha\tauditor\tenabled"), "{listed}");
+
+    // Only a supervisor registers teams.
+    assert_eq!(
+        c.client
+            .create_unit(&asha, "PCR 2", "police", 25.14, 75.83)
+            .await
+            .unwrap_err()
+            .status,
+        403
+    );
+    let mut team = c
+        .unit(&sup, "PCR Talwandi", "police", 25.1440, 75.8370)
+        .await;
+    let mut ops = c.client.events("/v1/operator/events", &sup).await.unwrap();
+
+    let seed = [21u8; 32];
+    let (mut device, _) = c
+        .student_with_key("Asha Verma", DeviceKey::from_seed(&seed))
+        .await;
+    let panic = device
+        .panic(
+            Category::Police,
+            &talwandi(),
+            &c.info.control_room,
+            Timestamp::now(),
+        )
+        .unwrap();
+    let id = c.client.panic(&panic).await.unwrap();
+    next_event(&mut team.events, 10, is("assigned", &id)).await;
+    c.client
+        .post(
+            &format!("/v1/unit/incidents/{id}/ack"),
+            Some(&team.token),
+            &Value::Null,
+        )
+        .await
+        .unwrap();
+    next_event(&mut ops, 20, is("profile_available", &id)).await;
+    let path = format!("/v1/operator/incidents/{id}");
+
+    // Released, but nobody handles it: no dispatcher reads the profile.
+    let (st, d) = status_of(&c, "GET", &path, &asha).await;
+    assert_eq!(st, 200);
+    assert!(d["profile"].is_null());
+    assert_eq!(d["profile_access"], "not_handler");
+    assert!(d["location"].is_object(), "a dispatcher sees where");
+    // Nor acts on it.
+    let (st, v) = status_of(&c, "POST", &format!("{path}/close"), &asha).await;
+    assert_eq!((st, v["error"].as_str()), (403, Some("not_your_incident")));
+
+    // Asha takes it; Ravi cannot take it from her, nor read or act on it.
+    let (st, v) = status_of(&c, "POST", &format!("{path}/claim"), &asha).await;
+    assert_eq!((st, v["handler"].as_str()), (200, Some("asha")));
+    let (st, v) = status_of(&c, "POST", &format!("{path}/claim"), &ravi).await;
+    assert_eq!((st, v["error"].as_str()), (409, Some("claimed")));
+    let (st, v) = status_of(&c, "POST", &format!("{path}/claim?to=ravi"), &ravi).await;
+    assert_eq!((st, v["error"].as_str()), (409, Some("claimed")));
+    let (_, d) = status_of(&c, "GET", &path, &ravi).await;
+    assert!(d["profile"].is_null());
+    let (st, _) = status_of(&c, "POST", &format!("{path}/false-alarm"), &ravi).await;
+    assert_eq!(st, 403);
+    // Asha reads it (logged as a plain view).
+    let (_, d) = status_of(&c, "GET", &path, &asha).await;
+    assert_eq!(d["profile"]["name"], "Asha Verma");
+    assert_eq!(d["profile_access"], "shown");
+    assert_eq!(d["handler"], "asha");
+
+    // The supervisor does not handle it: a reason first, and a bad one is refused.
+    let (_, d) = status_of(&c, "GET", &path, &sup).await;
+    assert!(d["profile"].is_null());
+    assert_eq!(d["profile_access"], "reason_required");
+    let (st, v) = status_of(&c, "GET", &format!("{path}?reason=why"), &sup).await;
+    assert_eq!((st, v["error"].as_str()), (400, Some("bad_reason")));
+    let reason = "handover check for the night shift";
+    let (_, d) = status_of(
+        &c,
+        "GET",
+        &format!("{path}?reason={}", reason.replace(' ', "%20")),
+        &sup,
+    )
+    .await;
+    assert_eq!(d["profile"]["name"], "Asha Verma");
+    assert_eq!(d["profile_access"], "shown_with_reason");
+
+    // The auditor: no location, no trail, no profile, no stream, no teams;
+    // the access log, with the reason, yes.
+    let (_, d) = status_of(
+        &c,
+        "GET",
+        &format!("{path}?reason={}", reason.replace(' ', "%20")),
+        &lekha,
+    )
+    .await;
+    assert!(d["profile"].is_null() && d["location"].is_null());
+    assert_eq!(d["trail"].as_array().unwrap().len(), 0);
+    assert_eq!(d["profile_access"], "not_for_role");
+    let (_, list) = status_of(&c, "GET", "/v1/operator/incidents", &lekha).await;
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["location"].is_null())
+    );
+    assert_eq!(
+        c.client
+            .events("/v1/operator/events", &lekha)
+            .await
+            .err()
+            .map(|e| e.status),
+        Some(403)
+    );
+    assert_eq!(
+        status_of(&c, "GET", "/v1/operator/units", &lekha).await.0,
+        403
+    );
+    assert_eq!(
+        status_of(&c, "POST", &format!("{path}/claim"), &lekha)
+            .await
+            .0,
+        403
+    );
+    let (_, log) = status_of(&c, "GET", &format!("{path}/access-log"), &lekha).await;
+    let log = log.as_array().unwrap();
+    let actors: Vec<(&str, Option<&str>)> = log
+        .iter()
+        .map(|e| (e["actor"].as_str().unwrap(), e["reason"].as_str()))
+        .collect();
+    assert!(actors.contains(&("operator:asha", None)), "{actors:?}");
+    assert!(
+        actors.contains(&("operator:operator", Some(reason))),
+        "{actors:?}"
+    );
+    // The entry itself holds no text: only the salted commitment.
+    let reasoned = log.iter().find(|e| !e["reason"].is_null()).unwrap();
+    let entry = b64.decode(reasoned["entry"].as_str().unwrap()).unwrap();
+    assert!(!entry.windows(8).any(|w| w == &reason.as_bytes()[..8]));
+
+    // The student sees who read the profile, and why, and checks the reason
+    // against the entry's commitment under a head signed by the pinned key.
+    let info = c.client.get("/v1/info", None).await.unwrap();
+    let holder = sosvault::TrusteeId::from_hex(info["control_room_id"].as_str().unwrap()).unwrap();
+    let mine = |key: &DeviceKey| {
+        let q = LogQuery::sign(key, holder, Timestamp::now());
+        serde_json::json!({ "query": b64.encode(q.as_bytes()) })
+    };
+    let key = DeviceKey::from_seed(&seed);
+    let (_, m) = c
+        .client
+        .post("/v1/log/mine", None, &mine(&key))
+        .await
+        .unwrap();
+    let head = TreeHead::verify(
+        &b64.decode(m["head"].as_str().unwrap()).unwrap(),
+        &c.control_room_key().log_key().public(),
+    )
+    .unwrap();
+    let mut seen_reason = false;
+    for e in m["entries"].as_array().unwrap() {
+        let proof: Vec<Vec<u8>> = e["proof"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| b64.decode(h.as_str().unwrap()).unwrap())
+            .collect();
+        let entry = head
+            .body()
+            .verify_entry(
+                &b64.decode(e["entry"].as_str().unwrap()).unwrap(),
+                e["index"].as_u64().unwrap(),
+                &proof,
+            )
+            .unwrap();
+        if let LogEntry::ProfileViewedWithReason {
+            reason: commitment,
+            viewer,
+            ..
+        } = entry
+        {
+            let nonce: [u8; 16] = b64
+                .decode(e["reason_nonce"].as_str().unwrap())
+                .unwrap()
+                .try_into()
+                .unwrap();
+            let text = e["reason"].as_str().unwrap();
+            assert_eq!(text, reason);
+            assert_eq!(view_reason_commitment(&nonce, text), commitment);
+            assert_eq!(viewer.as_bytes(), b"operator:operator");
+            seen_reason = true;
+        }
+    }
+    assert!(seen_reason, "the reasoned view is in the student's answer");
+
+    // A supervisor hands the incident to Ravi: now he reads it and Asha does not.
+    let (st, v) = status_of(&c, "POST", &format!("{path}/claim?to=ravi"), &sup).await;
+    assert_eq!((st, v["handler"].as_str()), (200, Some("ravi")));
+    assert_eq!(
+        status_of(&c, "GET", &path, &ravi).await.1["profile_access"],
+        "shown"
+    );
+    assert_eq!(
+        status_of(&c, "GET", &path, &asha).await.1["profile_access"],
+        "not_handler"
+    );
+    // Handing to an auditor or nobody is refused.
+    let (st, v) = status_of(&c, "POST", &format!("{path}/claim?to=lekha"), &sup).await;
+    assert_eq!((st, v["error"].as_str()), (400, Some("bad_operator")));
+
+    // The student's stop: the reason's text is gone, the commitment stays.
+    let stop = device
+        .stop(false, &c.info.control_room, Timestamp::now())
+        .unwrap();
+    c.client.stop(&stop).await.unwrap();
+    let (_, log) = status_of(&c, "GET", &format!("{path}/access-log"), &lekha).await;
+    assert!(
+        log.as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["reason"].is_null())
+    );
+    let db = c.db();
+    let texts: i64 = db
+        .query_row(
+            "SELECT COUNT(*) FROM transparency_log WHERE reason IS NOT NULL OR reason_nonce IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(texts, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disabled_account_or_a_changed_password_ends_its_sessions_and_streams_at_once() {
+    let c = Cluster::start(Options::default()).await;
+    let asha = account(&c, "asha", "dispatcher").await;
+    let mut events = c.client.events("/v1/operator/events", &asha).await.unwrap();
+
+    // Disabled from another process, beside the running service.
+    let out = operator_cmd(&c, &["disable", "asha"], None);
+    assert!(out.contains("disabled asha"), "{out}");
+    ended(&mut events, 5).await;
+    logged_out(&c, &asha).await;
+    assert_eq!(
+        login_status(&c, "asha", DISPATCHER_PW).await,
+        401,
+        "a disabled account cannot log in"
+    );
+    operator_cmd(&c, &["enable", "asha"], None);
+    let again = c.client.login("asha", DISPATCHER_PW).await.unwrap();
+
+    // A password reset: the old password and the old sessions stop working.
+    let new_pw = "a brand new passphrase";
+    operator_cmd(&c, &["reset-password", "asha"], Some(new_pw));
+    logged_out(&c, &again).await;
+    assert_eq!(login_status(&c, "asha", DISPATCHER_PW).await, 401);
+    let third = c.client.login("asha", new_pw).await.unwrap();
+    // A role change too; the new session has the new role.
+    operator_cmd(&c, &["role", "asha", "auditor"], None);
+    logged_out(&c, &third).await;
+    let auditor = c.client.login("asha", new_pw).await.unwrap();
+    assert_eq!(
+        c.client
+            .events("/v1/operator/events", &auditor)
+            .await
+            .err()
+            .map(|e| e.status),
+        Some(403)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_or_revoked_unit_token_opens_nothing_and_its_stream_ends() {
+    let c = Cluster::start(Options::default()).await;
+    let sup = c.operator().await;
+    let asha = account(&c, "asha", "dispatcher").await;
+    let mut team = c
+        .unit(&sup, "PCR Talwandi", "police", 25.1440, 75.8370)
+        .await;
+    let pos = serde_json::json!({ "lat": 25.145, "lon": 75.838 });
+
+    // Only a supervisor rotates or revokes.
+    let rotate = format!("/v1/operator/units/{}/token", team.id);
+    assert_eq!(status_of(&c, "POST", &rotate, &asha).await.0, 403);
+    let (st, v) = status_of(&c, "POST", &rotate, &sup).await;
+    assert_eq!(st, 200);
+    let fresh = v["token"].as_str().unwrap().to_owned();
+    assert_ne!(fresh, team.token);
+    // The old token's stream ends, and the old token opens nothing.
+    ended(&mut team.events, 5).await;
+    assert_eq!(
+        c.client
+            .post("/v1/unit/position", Some(&team.token), &pos)
+            .await
+            .unwrap_err()
+            .status,
+        401
+    );
+    c.client
+        .post("/v1/unit/position", Some(&fresh), &pos)
+        .await
+        .unwrap();
+    let mut events = c.client.events("/v1/unit/events", &fresh).await.unwrap();
+
+    // Revoked (a stolen phone): the new token dies too, the stream ends, the
+    // team is gone from the list and is never sent.
+    let client = reqwest::Client::new();
+    let r = client
+        .delete(format!("{}/v1/operator/units/{}", c.client.base(), team.id))
+        .bearer_auth(&sup)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    ended(&mut events, 5).await;
+    assert_eq!(
+        c.client
+            .post("/v1/unit/position", Some(&fresh), &pos)
+            .await
+            .unwrap_err()
+            .status,
+        401
+    );
+    let (_, units) = status_of(&c, "GET", "/v1/operator/units", &sup).await;
+    assert!(
+        units
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|u| u["id"] != team.id.as_str())
+    );
+    let r = client
+        .delete(format!("{}/v1/operator/units/{}", c.client.base(), team.id))
+        .bearer_auth(&sup)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 404, "revoked once");
+
+    // A panic now finds no team: the revoked one is not assigned.
+    let mut ops = c.client.events("/v1/operator/events", &sup).await.unwrap();
+    let mut device = c.student("Asha Verma").await;
+    let panic = device
+        .panic(
+            Category::Police,
+            &talwandi(),
+            &c.info.control_room,
+            Timestamp::now(),
+        )
+        .unwrap();
+    let id = c.client.panic(&panic).await.unwrap();
+    let ev = next_event(&mut ops, 10, |e| {
+        e["incident"] == id.as_str() && (e["kind"] == "assigned" || timeline_step(e, "waiting"))
+    })
+    .await;
+    assert!(timeline_step(&ev, "waiting"), "{ev}");
+}
