@@ -19,6 +19,9 @@
 use std::sync::OnceLock;
 
 use ed25519_dalek::{Signer as _, SigningKey};
+use sosvault::checkpoint::{
+    AddCheckpoint, Checkpoint, KeyName, LogVerifier, Note, Witness, WitnessState, add_checkpoint,
+};
 use sosvault::keys::LogKey;
 use sosvault::{AuthorityKey, Container, ControlRoomKey, DeviceKey, Message, Signed, TrusteeKey};
 
@@ -40,6 +43,8 @@ pub mod seeds {
     pub const LOG: [u8; 32] = [0x06; 32];
     /// The deployment authority.
     pub const AUTHORITY: [u8; 32] = [0x07; 32];
+    /// A witness's key.
+    pub const WITNESS: [u8; 32] = [0x08; 32];
 }
 
 /// A fixed device key.
@@ -182,4 +187,72 @@ pub fn bytes<T, E, B: AsRef<[u8]>>(
             "{what}: decodes, but re-encodes to different bytes"
         );
     }
+}
+
+/// The witness's input: an `add-checkpoint` body (`AddCheckpoint::parse`) or
+/// a signed note (`Note::parse`), each with the round-trip hook; then the
+/// witness's whole decision ([`add_checkpoint`]) on it, which must not panic,
+/// for a witness following [`log_key`]'s log under its default origin and
+/// holding a checkpoint of size 1.
+///
+/// A fuzzed note almost never carries a valid signature, so an input that
+/// starts with [`BODY_MODE`] is a request whose checkpoint text (after the
+/// first blank line) is signed here with [`log_key`] under the log's origin
+/// before it is decided on: the decision past the signature is reached.
+pub fn witness_request(data: &[u8]) {
+    bytes("add-checkpoint request", data, AddCheckpoint::parse, |r| {
+        r.to_bytes()
+    });
+    bytes("signed note", data, Note::parse, |n| {
+        n.to_text().into_bytes()
+    });
+    let log = LogVerifier::for_key(log_key().public());
+    let stored = WitnessState {
+        size: 1,
+        root: [0x11; 32],
+    };
+    let body = match data.split_first() {
+        Some((&BODY_MODE, rest)) => match signed_request(rest, &log) {
+            Some(body) => body,
+            None => return,
+        },
+        _ => data.to_vec(),
+    };
+    let decided = add_checkpoint(
+        Some(&stored),
+        &body,
+        |o| (o == log.name().as_str()).then_some(&log),
+        witness(),
+        sosvault::Timestamp(1_790_000_000),
+    );
+    if let Ok(c) = decided {
+        // What it cosigned verifies under its verifier key.
+        let text = Checkpoint {
+            origin: log.name().clone(),
+            size: c.state.size,
+            root: c.state.root,
+        }
+        .body();
+        assert!(witness().verifier().verify(&text, &c.cosignature).is_some());
+    }
+}
+
+fn witness() -> &'static Witness {
+    static W: OnceLock<Witness> = OnceLock::new();
+    W.get_or_init(|| {
+        let name = KeyName::new("fuzz.example/witness").expect("a valid name");
+        Witness::new(name, LogKey::from_seed(&seeds::WITNESS))
+    })
+}
+
+/// `head` (old size and proof lines), a blank line, a checkpoint text: the
+/// text, its origin replaced by the log's, signed by [`log_key`].
+fn signed_request(data: &[u8], log: &LogVerifier) -> Option<Vec<u8>> {
+    let split = data.windows(2).position(|w| w == b"\n\n")?;
+    let text = core::str::from_utf8(&data[split + 2..]).ok()?;
+    let mut checkpoint = Checkpoint::parse_body(text).ok()?;
+    checkpoint.origin = log.name().clone();
+    let mut body = data[..split + 2].to_vec();
+    body.extend_from_slice(checkpoint.sign(log_key()).to_text().as_bytes());
+    Some(body)
 }

@@ -24,6 +24,12 @@
 //! 4. [`Http`]: JSON `GET`s with plain-words errors, over TLS trusting only
 //!    a pinned certificate or CA ([`crate::tls::client_config`]) when given
 //!    one.
+//! 5. [`check_witnessed`] (`log verify --witness ... --quorum K`): the
+//!    service's checkpoint (`sosvault::checkpoint`) carries the log's
+//!    signature and cosignatures from at least `K` distinct trusted
+//!    witnesses, and lies on the history of the signed head checked in 2
+//!    (same size, same root; else a consistency proof between them). A log
+//!    that shows its witnesses one history and this auditor another fails.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -34,6 +40,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use sosvault::checkpoint::{CheckpointError, Note, WitnessPolicy, WitnessVerifier};
 use sosvault::log::{LogEntry, MerkleLog, TreeHead, leaf_hash};
 use sosvault::{Container as _, LogPublic, Signed};
 
@@ -352,6 +359,20 @@ impl Http {
 
     /// `GET path`, its JSON answer as `T`.
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let body = self.fetch(path, None).await?;
+        serde_json::from_slice(&body)
+            .with_context(|| format!("{}'s answer to {path} is not the expected JSON", self.who))
+    }
+
+    /// `GET path`, its answer's bytes (a text such as a signed note), at most
+    /// `max` of them.
+    pub async fn get_bytes(&self, path: &str, max: usize) -> anyhow::Result<Vec<u8>> {
+        self.fetch(path, Some(max)).await
+    }
+
+    /// `GET path`: a success's body (at most `max` bytes when given), or a
+    /// plain-words error naming the service, the status and the answer.
+    async fn fetch(&self, path: &str, max: Option<usize>) -> anyhow::Result<Vec<u8>> {
         let who = &self.who;
         let url = format!("{}{path}", self.base);
         let mut req = self.http.get(&url);
@@ -373,10 +394,22 @@ impl Http {
             }
         };
         let status = resp.status();
-        let body = resp
-            .bytes()
+        // Read chunk by chunk, so a bounded answer is cut off at its bound
+        // rather than read whole first.
+        let mut resp = resp;
+        let mut body = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
             .await
-            .with_context(|| format!("cannot read the answer of {url}"))?;
+            .with_context(|| format!("cannot read the answer of {url}"))?
+        {
+            body.extend_from_slice(&chunk);
+            if let Some(max) = max
+                && body.len() > max
+            {
+                bail!("{who}'s answer to {path} is larger than {max} bytes");
+            }
+        }
         if !status.is_success() {
             let text = String::from_utf8_lossy(&body);
             bail!(
@@ -384,9 +417,124 @@ impl Http {
                 text.chars().take(300).collect::<String>()
             );
         }
-        serde_json::from_slice(&body)
-            .with_context(|| format!("{who}'s answer to {path} is not the expected JSON"))
+        Ok(body)
     }
+}
+
+/// Parses `--witness` verifier keys (`<name>+<key id>+<base64(0x04 || key)>`).
+pub fn parse_witnesses(vkeys: &[String]) -> anyhow::Result<Vec<WitnessVerifier>> {
+    vkeys
+        .iter()
+        .map(|v| {
+            v.trim().parse::<WitnessVerifier>().map_err(|e| {
+                anyhow!(
+                    "--witness {v:?} is not a witness's verifier key (<name>+<key id>+<base64 of \
+                     0x04 and the key>): {e}"
+                )
+            })
+        })
+        .collect()
+}
+
+/// What a witnessed check saw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WitnessReport {
+    /// The witnessed checkpoint's size.
+    pub size: u64,
+    /// The trusted witnesses whose cosignature verified.
+    pub cosigners: Vec<String>,
+    /// How many were needed.
+    pub quorum: usize,
+    /// How many witnesses are trusted.
+    pub trusted: usize,
+    /// The size of the signed head it was checked against.
+    pub head_size: u64,
+}
+
+impl WitnessReport {
+    /// The line `log verify` prints for it.
+    pub fn summary(&self) -> String {
+        format!(
+            "ok: checkpoint of {} entries cosigned by {} of {} trusted witnesses ({}; quorum {}), \
+             on the same history as the signed head of {} entries",
+            self.size,
+            self.cosigners.len(),
+            self.trusted,
+            self.cosigners.join(", "),
+            self.quorum,
+            self.head_size
+        )
+    }
+}
+
+/// Checks a served checkpoint note against `policy` (the log's signature
+/// under its pinned origin, and a quorum of distinct trusted witnesses'
+/// cosignatures: [`WitnessPolicy::verify`]), then that it lies on the
+/// history of `head`, a signed head already verified: the same size needs
+/// the same root; otherwise the served consistency proof between the two
+/// sizes must verify. A log showing its witnesses one history and its
+/// auditors another fails here.
+pub async fn check_witnessed<S: LogSource>(
+    source: &S,
+    who: &str,
+    note: &[u8],
+    policy: &WitnessPolicy,
+    head: &TreeHead,
+) -> anyhow::Result<WitnessReport> {
+    let note = Note::parse(note)
+        .map_err(|e| anyhow!("the checkpoint {who} served is not a signed note ({e})"))?;
+    let witnessed = policy.verify(&note).map_err(|e| match e {
+        CheckpointError::NoQuorum { have, need } => anyhow!(
+            "the checkpoint {who} served carries {have} valid cosignatures of the trusted \
+             witnesses, {need} needed: it is not witnessed (its witnesses have not cosigned it \
+             yet, or were not asked)"
+        ),
+        e => anyhow!("the checkpoint {who} served is not acceptable: {e}"),
+    })?;
+    let cp = witnessed.checkpoint();
+    let (small, big) = if cp.size <= head.size {
+        ((cp.size, cp.root), (head.size, head.root))
+    } else {
+        ((head.size, head.root), (cp.size, cp.root))
+    };
+    if small.0 == big.0 {
+        if small.1 != big.1 {
+            bail!(
+                "fork: the witnessed checkpoint and the signed head {who} served both have {} \
+                 entries but different roots ({} and {}): its witnesses saw another history than \
+                 this auditor",
+                cp.size,
+                hex::encode(cp.root),
+                hex::encode(head.root)
+            );
+        }
+    } else if small.0 == 0 {
+        if small.1 != sosvault::log::empty_root() {
+            bail!("a tree of 0 entries {who} signed does not have the empty tree's root");
+        }
+    } else {
+        let proof = source.consistency_proof(small.0, big.0).await?;
+        sosvault::log::verify_consistency(small.0, big.0, &small.1, &big.1, &proof).map_err(|e| {
+            anyhow!(
+                "the witnessed checkpoint of {} entries and the signed head of {} entries {who} \
+                 served are not on one history ({e}): its witnesses saw another history than \
+                 this auditor",
+                cp.size,
+                head.size
+            )
+        })?;
+    }
+    Ok(WitnessReport {
+        size: cp.size,
+        cosigners: witnessed
+            .cosigners()
+            .iter()
+            .map(|c| c.name.to_string())
+            .collect(),
+        quorum: policy.quorum(),
+        trusted: policy.witnesses().len(),
+        head_size: head.size,
+    })
 }
 
 /// Decodes a base64 field of an answer.
@@ -551,6 +699,68 @@ mod tests {
         other_tree.tree =
             MerkleLog::from_leaf_hashes(other_tree.entries.iter().map(|e| leaf_hash(e)));
         assert!(err(&liar, &head(&other_tree, &key), None).contains("do not add up"));
+    }
+
+    #[test]
+    fn a_witnessed_checkpoint_must_have_its_quorum_and_lie_on_the_heads_history() {
+        use sosvault::checkpoint::{Checkpoint, KeyName, LogVerifier, Witness, WitnessPolicy};
+
+        let key = LogKey::generate();
+        let log = LogVerifier::for_key(key.public());
+        let witnesses: Vec<Witness> = ["a.example/w", "b.example/w"]
+            .iter()
+            .map(|n| Witness::new(KeyName::new(*n).unwrap(), LogKey::generate()))
+            .collect();
+        let policy = WitnessPolicy::new(
+            log.clone(),
+            witnesses.iter().map(Witness::verifier).collect(),
+            2,
+        )
+        .unwrap();
+        // A checkpoint of `f`'s first `size` leaves, cosigned by `by` witnesses.
+        let note = |f: &Fake, size: u64, by: usize| {
+            let cp = Checkpoint {
+                origin: log.name().clone(),
+                size,
+                root: f.tree.root_at(size).unwrap(),
+            };
+            let lines = witnesses[..by].iter().map(|w| w.cosign(&cp, Timestamp(7)));
+            cp.sign(&key)
+                .with_signatures(lines)
+                .unwrap()
+                .to_text()
+                .into_bytes()
+        };
+        let honest = Fake::new(6, false);
+        let head = *honest.tree.sign_head(&key, Timestamp(1)).body();
+        let go = |f: &Fake, n: &[u8]| run(check_witnessed(f, "the service", n, &policy, &head));
+        // The same size as the head, an older one, a newer one than the head.
+        for size in [6, 4, 1] {
+            let r = go(&honest, &note(&honest, size, 2)).unwrap();
+            assert_eq!((r.size, r.cosigners.len(), r.head_size), (size, 2, 6));
+        }
+        let bigger = Fake::new(9, false);
+        assert_eq!(go(&bigger, &note(&bigger, 9, 2)).unwrap().size, 9);
+        assert!(
+            go(&honest, &note(&honest, 4, 2))
+                .unwrap()
+                .summary()
+                .contains("cosigned by 2 of 2 trusted witnesses")
+        );
+        // One cosignature of two needed.
+        let e = go(&honest, &note(&honest, 6, 1)).unwrap_err().to_string();
+        assert!(e.contains("1 valid cosignatures"), "{e}");
+        // The witnesses saw another history: same size, another root; and an
+        // older size whose root is not on the head's history.
+        let mut other = Fake::new(6, false);
+        other.entries[0] = entry(99);
+        other.tree = MerkleLog::from_leaf_hashes(other.entries.iter().map(|e| leaf_hash(e)));
+        let e = go(&honest, &note(&other, 6, 2)).unwrap_err().to_string();
+        assert!(e.starts_with("fork"), "{e}");
+        let e = go(&honest, &note(&other, 4, 2)).unwrap_err().to_string();
+        assert!(e.contains("not on one history"), "{e}");
+        // Not a note at all.
+        assert!(go(&honest, b"junk").is_err());
     }
 
     #[test]

@@ -133,8 +133,8 @@ pub struct Layers {
 /// Adds to every operation the answers its extractors and the service's
 /// layers can give, where its annotation did not document them already:
 ///
-/// - a JSON request body: 400 (not the documented JSON), 413 (over the body
-///   limit), 415 (not `application/json`);
+/// - a request body: 400 (not the documented JSON or text), 413 (over the
+///   body limit), and for a JSON body 415 (not `application/json`);
 /// - query parameters: 400 (missing or not valid);
 /// - a security requirement: 401 (missing or invalid credentials; for an
 ///   optional one, credentials that were given and are not valid);
@@ -175,7 +175,7 @@ pub fn document_layer_answers(doc: &mut OpenApi, error_schema: &str, layers: Lay
 
 fn layer_answers(op: &Operation, layers: Layers) -> Vec<(&'static str, &'static str)> {
     let mut out = Vec::new();
-    if op.request_body.is_some() {
+    if let Some(body) = &op.request_body {
         out.push((
             "400",
             "`bad_json` / `malformed`: the body is not the documented JSON, or a field is not valid",
@@ -184,7 +184,10 @@ fn layer_answers(op: &Operation, layers: Layers) -> Vec<(&'static str, &'static 
             "413",
             "the body is larger than the service's body limit (answered before it is read)",
         ));
-        out.push(("415", "the body is not `application/json`"));
+        // A text body (a C2SP protocol's) is read whatever its type says.
+        if body.content.contains_key("application/json") {
+            out.push(("415", "the body is not `application/json`"));
+        }
     }
     let has_query = op
         .parameters
@@ -224,8 +227,9 @@ pub struct Promises<'a> {
 ///
 /// - every operation documents at least one answer, and every answer is a
 ///   three-digit status;
-/// - an operation with a request body takes `application/json` and documents
-///   400, 413 and 415;
+/// - an operation with a request body takes `application/json` (and documents
+///   400, 413 and 415) or `text/plain` (a C2SP protocol's text, read whatever
+///   its content type: 400 and 413);
 /// - an operation with query parameters documents 400, and every path
 ///   parameter is in its path;
 /// - an operation with a security requirement documents 401, and the
@@ -328,14 +332,19 @@ fn check_operation(
         .map(|s| (*s, "every operation"))
         .collect();
     if let Some(body) = op.get("requestBody") {
-        if body.pointer("/content/application~1json").is_none() {
-            problems.push(format!("{at}: its body is not application/json"));
+        let json = body.pointer("/content/application~1json").is_some();
+        if !json && body.pointer("/content/text~1plain").is_none() {
+            problems.push(format!(
+                "{at}: its body is neither application/json nor text/plain"
+            ));
         }
         must.extend([
-            ("400", "it takes a JSON body"),
+            ("400", "it takes a body that may not parse"),
             ("413", "it takes a body (the body limit)"),
-            ("415", "it takes a JSON body (the content type)"),
         ]);
+        if json {
+            must.push(("415", "it takes a JSON body (the content type)"));
+        }
     }
     let params = op
         .get("parameters")
@@ -511,6 +520,10 @@ mod tests {
                             "schema": {"type": "integer", "maximum": 1000}}],
                         "security": [{}, {"token": []}],
                         "responses": {"200": {}, "400": {}, "401": {}, "408": {}}
+                    },
+                    "put": {
+                        "requestBody": {"content": {"text/plain": {"schema": {"type": "string"}}}},
+                        "responses": {"200": {}, "400": {}, "408": {}, "413": {}}
                     }
                 }
             },
@@ -527,8 +540,12 @@ mod tests {
         let doc = json!({
             "paths": {
                 "/v1/things": {
+                    "put": {
+                        "requestBody": {"content": {"application/xml": {}}},
+                        "responses": {"200": {}, "400": {}, "408": {}, "413": {}}
+                    },
                     "post": {
-                        "requestBody": {"content": {"text/plain": {"schema": {
+                        "requestBody": {"content": {"application/json": {"schema": {
                             "type": "object", "properties": {
                                 "thing": {"type": "string", "description": "Base64 of it."},
                                 "other": {"type": "string", "format": "byte"}}}}}},
@@ -555,7 +572,7 @@ mod tests {
         let text = problems.join("\n");
         for needle in [
             "POST /v1/things: answer \"default\" is not a status",
-            "POST /v1/things: its body is not application/json",
+            "PUT /v1/things: its body is neither application/json nor text/plain",
             "POST /v1/things: does not document 400",
             "POST /v1/things: does not document 413",
             "POST /v1/things: does not document 415",
@@ -610,14 +627,24 @@ mod tests {
         use utoipa::openapi::request_body::RequestBodyBuilder;
         use utoipa::openapi::{OpenApiBuilder, PathsBuilder};
 
+        let body = |ct: &str| {
+            RequestBodyBuilder::new()
+                .content(ct, utoipa::openapi::ContentBuilder::new().build())
+                .build()
+        };
         let op = OperationBuilder::new()
-            .request_body(Some(RequestBodyBuilder::new().build()))
+            .request_body(Some(body("application/json")))
             .response("400", ResponseBuilder::new().description("ours"))
+            .build();
+        // A text body (a C2SP protocol's) is read whatever its type: no 415.
+        let text = OperationBuilder::new()
+            .request_body(Some(body("text/plain")))
             .build();
         let mut doc = OpenApiBuilder::new()
             .paths(
                 PathsBuilder::new()
                     .path("/v1/x", PathItem::new(HttpMethod::Post, op))
+                    .path("/v1/text", PathItem::new(HttpMethod::Post, text))
                     .build(),
             )
             .build();
@@ -632,5 +659,8 @@ mod tests {
             );
         }
         assert!(r.get("401").is_none());
+        let t = &v["paths"]["/v1/text"]["post"]["responses"];
+        assert!(t.get("400").is_some() && t.get("413").is_some());
+        assert!(t.get("415").is_none());
     }
 }

@@ -25,6 +25,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use sosvault::checkpoint::{Checkpoint, MAX_NOTE_BYTES, MAX_REQUEST_BYTES, Note, WitnessRefusal};
 use sosvault::log::{LogQuery, MAX_ENTRY_BYTES, TreeHead};
 use sosvault::{
     Cancel, CancelReceipt, EnrollmentCommit, Release, ReleaseRequest, ShareDelivery, ShareReceipt,
@@ -42,6 +43,7 @@ use utoipa_axum::routes;
 
 use crate::group::{GroupCommit, MAX_BATCH, WriterExit};
 use crate::node::{Answer, Checker, Node, NodeError, Refused};
+use crate::witness::{self, Witnessing};
 
 /// An API error: a refusal (4xx with a code and plain words) or an internal
 /// failure (500, details only in the service's log).
@@ -186,6 +188,19 @@ pub struct Identity {
     pub log_public_key: String,
     /// The configured name.
     pub name: String,
+    /// The origin of the log's checkpoints (`GET /v1/log/checkpoint`).
+    #[serde(default)]
+    pub checkpoint_origin: String,
+    /// The log's verifier key (`<origin>+<key id>+<type and key>`, as
+    /// c2sp.org/signed-note writes it): what a witness of this log puts in
+    /// its `witness_logs`.
+    #[serde(default)]
+    pub log_vkey: String,
+    /// This trustee's verifier key as a witness (`<name>+<key id>+<type and
+    /// key>`): what another trustee puts in its `witnesses`, and an auditor
+    /// passes to `log verify --witness`.
+    #[serde(default)]
+    pub witness_vkey: String,
 }
 
 /// The state every handler shares.
@@ -203,6 +218,7 @@ pub struct AppState {
     writer: GroupCommit,
     identity: Arc<Identity>,
     auditor_tokens: Arc<Vec<[u8; 32]>>,
+    witnessing: Arc<Witnessing>,
 }
 
 impl core::fmt::Debug for AppState {
@@ -219,11 +235,15 @@ impl AppState {
     /// (everyone else gets leaf hashes).
     pub fn new(node: Node, name: String, auditor_tokens: Vec<[u8; 32]>) -> std::io::Result<Self> {
         let public = node.trustee().key().public();
+        let witnessing = Witnessing::defaults(node.trustee().key());
         let identity = Identity {
             trustee_id: node.trustee().id().to_hex(),
             public: public.to_hex(),
             log_public_key: node.log_key().public().to_hex(),
             name,
+            checkpoint_origin: String::new(),
+            log_vkey: String::new(),
+            witness_vkey: String::new(),
         };
         let checker = node.checker();
         let node = Arc::new(Mutex::new(node));
@@ -234,7 +254,31 @@ impl AppState {
             writer,
             identity: Arc::new(identity),
             auditor_tokens: Arc::new(auditor_tokens),
-        })
+            witnessing: Arc::new(witnessing),
+        }
+        .with_witnessing_identity())
+    }
+
+    /// This state with `witnessing` (the checkpoint origin, the witness's
+    /// name, the logs it witnesses, the witnesses of its log) in place of
+    /// the defaults [`AppState::new`] starts with.
+    pub fn with_witnessing(mut self, witnessing: Witnessing) -> Self {
+        self.witnessing = Arc::new(witnessing);
+        self.with_witnessing_identity()
+    }
+
+    fn with_witnessing_identity(mut self) -> Self {
+        let mut identity = (*self.identity).clone();
+        identity.checkpoint_origin = self.witnessing.own().name().to_string();
+        identity.log_vkey = self.witnessing.own().to_string();
+        identity.witness_vkey = self.witnessing.witness_verifier().to_string();
+        self.identity = Arc::new(identity);
+        self
+    }
+
+    /// What the witnessing side holds (for the refusals' summary).
+    pub fn witnessing(&self) -> Arc<Witnessing> {
+        Arc::clone(&self.witnessing)
     }
 
     /// A handle to wait, once the server is gone, for the writer thread to
@@ -318,6 +362,7 @@ pub struct HttpLimits {
         (name = "public", description = "Health and identity"),
         (name = "control room", description = "What the dispatch service forwards: share deliveries, release requests, stops, cancels, enrollment commits (device- or control-room-signed messages)"),
         (name = "log", description = "The trustee's transparency log"),
+        (name = "witness", description = "The trustee as a witness of other logs (c2sp.org/tlog-witness): it cosigns a checkpoint only if it is consistent with the last one it cosigned"),
     )
 )]
 struct ApiDoc;
@@ -397,9 +442,13 @@ pub fn app_and_openapi(state: AppState, limits: HttpLimits) -> (Router, utoipa::
         .routes(routes!(inclusion))
         .routes(routes!(consistency))
         .routes(routes!(mine))
+        .routes(routes!(log_checkpoint))
+        .routes(routes!(cosignatures))
+        .routes(routes!(add_checkpoint))
         .split_for_parts();
     // Every operation sits behind the timeout, the body limit and ApiJson.
     document_layer_answers(&mut doc, "ErrorBody", Layers { timeout: true });
+    document_add_checkpoint_body(&mut doc);
     // Serialized once; every request gets a cheap clone of the bytes.
     let served = axum::body::Bytes::from(sosvault_service::openapi::served(&doc));
     let router = router
@@ -940,4 +989,219 @@ async fn mine(
             })
             .collect(),
     }))
+}
+
+// ------------------------------------------------------------------ witnessed checkpoints
+
+/// The media type of a note or a cosignature line.
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// The media type of tlog-witness's 409 answer: the size the witness holds.
+const TLOG_SIZE: &str = "text/x.tlog.size";
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response {
+    (status, [(header::CONTENT_TYPE, content_type)], body).into_response()
+}
+
+/// Which checkpoint.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct CheckpointQuery {
+    /// `true`: the log as it is now, with the cosignatures held for it
+    /// (usually none; what a relay sends to the witnesses). Absent or
+    /// `false`: the kept checkpoint with the most cosignatures (the larger on
+    /// a tie), or the log as it is now when none is held.
+    #[serde(default)]
+    latest: bool,
+}
+
+/// The log's head as a C2SP checkpoint (`c2sp.org/tlog-checkpoint`), signed
+/// with the log key under the trustee's origin, with every witness's
+/// cosignature the trustee holds for it.
+#[utoipa::path(get, path = "/v1/log/checkpoint", tag = "log", params(CheckpointQuery),
+    responses(
+        (status = 200, description = "The checkpoint as a signed note (c2sp.org/signed-note): the origin, the size and the root (three lines), a blank line, the log key's signature under the origin, then the cosignatures held for it", body = String, content_type = "text/plain"),
+        (status = 400, description = "`malformed`: the query string is not valid", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ))]
+async fn log_checkpoint(
+    State(state): State<AppState>,
+    q: Result<Query<CheckpointQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let q = query(q)?;
+    let w = state.witnessing();
+    let note = state
+        .with_node(move |n| witness::checkpoint(n, &w, q.latest))
+        .await?;
+    Ok(text(StatusCode::OK, TEXT, note.to_text()))
+}
+
+/// `POST /v1/log/cosignatures`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+struct CosignaturesRequest {
+    /// One of this trustee's checkpoints as a signed note (as `GET
+    /// /v1/log/checkpoint` serves it), with witnesses' cosignature lines
+    /// after the log's own signature.
+    #[schema(max_length = 16384)]
+    note: String,
+}
+
+const _: () = assert!(MAX_NOTE_BYTES == 16384);
+
+/// What was kept.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CosignaturesResponse {
+    /// The checkpoint's size.
+    pub size: u64,
+    /// The configured witnesses (`witnesses`) whose cosignature verified and is kept.
+    pub kept: Vec<String>,
+    /// Lines from configured witnesses that did not verify (dropped).
+    pub refused: usize,
+}
+
+/// Witnesses' cosignatures of one of this log's checkpoints, relayed by the
+/// control room: each is checked against the configured witnesses before
+/// it is kept, and served with the checkpoint from then on.
+#[utoipa::path(post, path = "/v1/log/cosignatures", tag = "control room", request_body = CosignaturesRequest, security(("control_room" = [])),
+    responses(
+        (status = 200, body = CosignaturesResponse),
+        (status = 400, description = "`malformed`: the body, or the note does not parse", body = ErrorBody),
+        (status = 401, description = "`client_certificate_required`: over TLS, the connection did not present a pinned control room's client certificate (answered before the body is read; counted, not logged)", body = ErrorBody),
+        (status = 409, description = "`stale_checkpoint`: cosignatures are kept for the 8 newest checkpoints cosigned, and this one is older", body = ErrorBody),
+        (status = 422, description = "`not_our_checkpoint`: the note carries no valid signature of this log's key under its origin, or its root is not this log's at its size", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ))]
+async fn cosignatures(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<CosignaturesRequest>,
+) -> Result<Json<CosignaturesResponse>, ApiError> {
+    if req.note.len() > MAX_NOTE_BYTES {
+        return Err(Refused::malformed(format!(
+            "field `note` is longer than its limit of {MAX_NOTE_BYTES} bytes"
+        ))
+        .into());
+    }
+    let note = Note::parse(req.note.as_bytes())
+        .map_err(|e| Refused::malformed(format!("the note does not parse: {e}")))?;
+    let w = state.witnessing();
+    let kept = state
+        .with_node(move |n| witness::keep_cosignatures(n, &w, note))
+        .await?;
+    Ok(Json(CosignaturesResponse {
+        size: kept.size,
+        kept: kept.kept,
+        refused: kept.refused,
+    }))
+}
+
+/// The answer to a refused `add-checkpoint`: tlog-witness's 409 carries
+/// the size held, as `text/x.tlog.size`; every other refusal is the JSON
+/// error body with its status.
+fn witness_refusal(r: WitnessRefusal) -> Response {
+    match r {
+        WitnessRefusal::Conflict { stored } => {
+            text(StatusCode::CONFLICT, TLOG_SIZE, format!("{stored}\n"))
+        }
+        r => ApiError::from(Refused::new(r.code(), r.status(), r.to_string())).into_response(),
+    }
+}
+
+/// `add-checkpoint` (c2sp.org/tlog-witness): cosigns a checkpoint of a log
+/// this trustee witnesses (`witness_logs`), only if it is consistent with
+/// the last one it cosigned for that log. Open to anyone: the log's own
+/// signature is checked before the store is touched, and a refusal writes
+/// nothing (it is counted and summarised once a minute).
+#[utoipa::path(post, path = "/v1/witness/add-checkpoint", tag = "witness",
+    request_body(content = String, content_type = "text/plain", description = "`old <size>`, the consistency proof (one hash per line), a blank line, the checkpoint as a signed note"),
+    responses(
+        (status = 200, description = "The cosignature (c2sp.org/tlog-cosignature, `cosignature/v1`): one signed-note line, `— <witness name> ...`, and a newline", body = String, content_type = "text/plain"),
+        (status = 400, description = "`malformed`: not an add-checkpoint request; `old_size_above_size`: the old size is above the checkpoint's", body = ErrorBody),
+        (status = 403, description = "`bad_signature`: no valid signature of the log's key, or a bad one", body = ErrorBody),
+        (status = 404, description = "`unknown_log`: the checkpoint's origin is not a log this trustee witnesses", body = ErrorBody),
+        (status = 409, description = "The old size is not the size of the last checkpoint this witness cosigned for the log (0 if none): the body is that size, in decimal, and a newline", body = String, content_type = "text/x.tlog.size"),
+        (status = 413, description = "`payload_too_large`: the body is larger than an add-checkpoint request may be", body = ErrorBody),
+        (status = 422, description = "`fork` (the size cosigned before, another root), `inconsistent` (the consistency proof does not verify), `proof_not_empty` (a proof from the empty tree), `empty_tree_root` (size 0 with another root)", body = ErrorBody),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ))]
+async fn add_checkpoint(
+    State(state): State<AppState>,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    let too_large = || {
+        Refused::new(
+            "payload_too_large",
+            413,
+            "the body is larger than an add-checkpoint request may be",
+        )
+    };
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            too_large()
+        } else {
+            Refused::malformed("the body could not be read")
+        }
+    })?;
+    if body.len() > MAX_REQUEST_BYTES {
+        return Err(too_large().into());
+    }
+    let w = state.witnessing();
+    let checked = match w.check(&body) {
+        Ok(c) => c,
+        Err(r) => {
+            w.refused().add();
+            return Ok(witness_refusal(r));
+        }
+    };
+    let decision = state
+        .with_node(move |n| witness::add_checkpoint(n, &w, &checked, Timestamp::now()))
+        .await?;
+    Ok(match decision {
+        Ok(line) => text(StatusCode::OK, TEXT, line.to_line()),
+        Err(r) => witness_refusal(r),
+    })
+}
+
+/// Gives `add-checkpoint`'s text body its limit and an example (a valid
+/// request for a log this trustee does not witness: an example log's empty
+/// checkpoint, from size 0).
+fn document_add_checkpoint_body(doc: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+    let Some(body) = doc
+        .paths
+        .paths
+        .get_mut("/v1/witness/add-checkpoint")
+        .and_then(|p| p.post.as_mut())
+        .and_then(|op| op.request_body.as_mut())
+    else {
+        return;
+    };
+    let example_log = sosvault::LogKey::from_seed(&[0x42; 32]);
+    let example = sosvault::checkpoint::AddCheckpoint {
+        old_size: 0,
+        proof: Vec::new(),
+        note: Checkpoint {
+            origin: Checkpoint::default_origin(&example_log.log_id()),
+            size: 0,
+            root: sosvault::log::empty_root(),
+        }
+        .sign(&example_log),
+    };
+    for content in body.content.values_mut() {
+        content.schema = Some(RefOr::T(Schema::Object(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .max_length(Some(MAX_REQUEST_BYTES))
+                .description(Some(
+                    "An add-checkpoint request body (c2sp.org/tlog-witness), UTF-8 text",
+                ))
+                .build(),
+        )));
+        content.example = Some(serde_json::Value::String(
+            String::from_utf8_lossy(&example.to_bytes()).into_owned(),
+        ));
+    }
 }

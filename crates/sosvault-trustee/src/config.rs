@@ -15,6 +15,11 @@
 //! release_retry_window_secs = 300
 //! request_timeout_secs = 5
 //! max_body_bytes = 65536
+//! # Witnessed checkpoints (all optional):
+//! log_origin = "sosvault.log/<log id hex>"          # the default
+//! witness_name = "sosvault.witness/<log id hex>"    # the default
+//! witness_logs = ["<origin>+<key id>+<base64>"]     # logs this trustee witnesses
+//! witnesses = ["<name>+<key id>+<base64>"]          # witnesses of this trustee's log
 //! ```
 //!
 //! The master key itself never appears here: it is read from
@@ -29,7 +34,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
-use sosvault::{ControlRoomPublic, TimeLimits};
+use sosvault::checkpoint::{Checkpoint, KeyName, LogVerifier, Witness, WitnessVerifier};
+use sosvault::{ControlRoomPublic, LogPublic, TimeLimits};
 
 /// The longest request timeout a trustee uses: below the dispatch
 /// service's 10 s call timeout, so a slow request is answered `408` (and
@@ -104,6 +110,25 @@ pub struct Config {
     /// `/v1/releases`, `/v1/shreds`, `/v1/cancels` and `/v1/commits`.
     #[serde(default)]
     pub tls_client_ca: Option<PathBuf>,
+    /// The origin of this trustee's checkpoints (`GET /v1/log/checkpoint`),
+    /// also the key name of their signature. Default:
+    /// `sosvault.log/<log id hex>`, which names this trustee's log key alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_origin: Option<String>,
+    /// The name this trustee cosigns under as a witness. Default:
+    /// `sosvault.witness/<log id hex>` (its witness key is its log key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub witness_name: Option<String>,
+    /// The logs this trustee witnesses (`POST /v1/witness/add-checkpoint`):
+    /// each log's verifier key, `<origin>+<key id>+<base64(0x01 || key)>`
+    /// (the other trustees' and the control room's `log_vkey`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub witness_logs: Vec<String>,
+    /// The witnesses of this trustee's own log: each one's verifier key,
+    /// `<name>+<key id>+<base64(0x04 || key)>` (the other trustees'
+    /// `witness_vkey`). Only their cosignatures are kept and served.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub witnesses: Vec<String>,
 }
 
 fn default_name() -> String {
@@ -165,6 +190,10 @@ impl Config {
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
+            log_origin: None,
+            witness_name: None,
+            witness_logs: Vec::new(),
+            witnesses: Vec::new(),
         }
     }
 
@@ -258,6 +287,18 @@ impl Config {
         if let Some(v) = var("TLS_CLIENT_CA") {
             self.tls_client_ca = Some(v.into());
         }
+        if let Some(v) = var("LOG_ORIGIN") {
+            self.log_origin = Some(v);
+        }
+        if let Some(v) = var("WITNESS_NAME") {
+            self.witness_name = Some(v);
+        }
+        if let Some(v) = var("WITNESS_LOGS") {
+            self.witness_logs = split_list(&v);
+        }
+        if let Some(v) = var("WITNESSES") {
+            self.witnesses = split_list(&v);
+        }
         Ok(())
     }
 
@@ -278,7 +319,60 @@ impl Config {
             bail!("max_body_bytes must be at least 1024");
         }
         self.tls()?;
+        self.witness_logs()?;
+        self.witnesses()?;
+        for (what, name) in [
+            ("log_origin", &self.log_origin),
+            ("witness_name", &self.witness_name),
+        ] {
+            if let Some(n) = name {
+                KeyName::new(n.as_str()).map_err(|_| {
+                    anyhow::anyhow!(
+                        "{what} {n:?} is not a valid name: 1 to 256 bytes, no space, no `+`"
+                    )
+                })?;
+            }
+        }
         Ok(())
+    }
+
+    /// This trustee's checkpoint origin: `log_origin`, or the default of
+    /// its log key ([`Checkpoint::default_origin`]).
+    pub fn log_origin(&self, log: &LogPublic) -> anyhow::Result<KeyName> {
+        match &self.log_origin {
+            Some(o) => KeyName::new(o.as_str())
+                .map_err(|_| anyhow::anyhow!("log_origin {o:?} is not a valid name")),
+            None => Ok(Checkpoint::default_origin(&log.log_id())),
+        }
+    }
+
+    /// The name this trustee cosigns under: `witness_name`, or the default
+    /// of its key ([`Witness::default_name`]).
+    pub fn witness_name(&self, log: &LogPublic) -> anyhow::Result<KeyName> {
+        match &self.witness_name {
+            Some(n) => KeyName::new(n.as_str())
+                .map_err(|_| anyhow::anyhow!("witness_name {n:?} is not a valid name")),
+            None => Ok(Witness::default_name(log)),
+        }
+    }
+
+    /// The logs this trustee witnesses, parsed; no origin or key twice (one
+    /// key under two origins would let a log keep two histories here).
+    pub fn witness_logs(&self) -> anyhow::Result<Vec<LogVerifier>> {
+        vkeys(
+            &self.witness_logs,
+            "witness_logs",
+            "a log's",
+            0x01,
+            |a: &LogVerifier, b: &LogVerifier| a.name() == b.name() || a.public() == b.public(),
+        )
+    }
+
+    /// The witnesses of this trustee's log, parsed; no key or name twice.
+    pub fn witnesses(&self) -> anyhow::Result<Vec<WitnessVerifier>> {
+        vkeys::<WitnessVerifier>(&self.witnesses, "witnesses", "a witness's", 0x04, |a, b| {
+            a.name() == b.name() || a.public() == b.public()
+        })
     }
 
     /// The request timeout in effect: `request_timeout_secs`, at most
@@ -341,6 +435,37 @@ impl Config {
             retry_window_secs: self.release_retry_window_secs,
         }
     }
+}
+
+/// Parses the verifier keys of `key` (whose signature type is `sig_type`),
+/// refusing one that is not `whose` verifier key and two that are `same`.
+fn vkeys<T>(
+    list: &[String],
+    key: &str,
+    whose: &str,
+    sig_type: u8,
+    same: impl Fn(&T, &T) -> bool,
+) -> anyhow::Result<Vec<T>>
+where
+    T: std::str::FromStr<Err = sosvault::checkpoint::NoteError> + std::fmt::Display,
+{
+    let parsed = list
+        .iter()
+        .map(|v| {
+            v.trim().parse::<T>().map_err(|e| {
+                anyhow::anyhow!(
+                    "{key}: {v:?} is not {whose} verifier key (<name>+<key id>+<base64 of \
+                     {sig_type:#04x} and the key>): {e}"
+                )
+            })
+        })
+        .collect::<anyhow::Result<Vec<T>>>()?;
+    for (i, a) in parsed.iter().enumerate() {
+        if parsed[..i].iter().any(|b| same(a, b)) {
+            bail!("{key}: {a} is listed twice (by name or key)");
+        }
+    }
+    Ok(parsed)
 }
 
 fn split_list(v: &str) -> Vec<String> {
@@ -419,6 +544,53 @@ mod tests {
         let key = c.master_key_file.unwrap();
         assert_eq!(key, PathBuf::from("/srv/trustee.keys/master.key"));
         assert!(!key.starts_with("/srv/trustee"));
+    }
+
+    #[test]
+    fn witnessing_keys_parse_default_and_refuse_what_is_not_a_vkey() {
+        use sosvault::checkpoint::{LogVerifier, Witness, WitnessVerifier};
+        let mut c = Config::for_dir(Path::new("/tmp/x"), "t".into(), default_listen());
+        let own = sosvault::TrusteeKey::generate().log_key().public();
+        // The defaults: names derived from the log key, nothing witnessed.
+        assert_eq!(
+            c.log_origin(&own).unwrap(),
+            Checkpoint::default_origin(&own.log_id())
+        );
+        assert_eq!(c.witness_name(&own).unwrap(), Witness::default_name(&own));
+        assert!(c.witness_logs().unwrap().is_empty() && c.witnesses().unwrap().is_empty());
+        // From the environment, comma-separated.
+        let other = sosvault::TrusteeKey::generate().log_key().public();
+        let log = LogVerifier::for_key(other).to_string();
+        let w = WitnessVerifier::new(Witness::default_name(&other), other).to_string();
+        c.apply_env(|k| match k {
+            "SOSVAULT_TRUSTEE_WITNESS_LOGS" => Some(log.clone()),
+            "SOSVAULT_TRUSTEE_WITNESSES" => Some(format!("{w} ,")),
+            "SOSVAULT_TRUSTEE_LOG_ORIGIN" => Some("kota.example/police-hq".into()),
+            _ => None,
+        })
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.witness_logs().unwrap()[0].to_string(), log);
+        assert_eq!(c.witnesses().unwrap()[0].to_string(), w);
+        assert_eq!(
+            c.log_origin(&own).unwrap().as_str(),
+            "kota.example/police-hq"
+        );
+        let text = toml::to_string(&c).unwrap();
+        assert_eq!(
+            toml::from_str::<Config>(&text).unwrap().witnesses,
+            c.witnesses
+        );
+        // A witness's vkey is not a log's, twice is refused, a space is no name.
+        let mut bad = c.clone();
+        bad.witness_logs = vec![w.clone()];
+        assert!(bad.validate().is_err());
+        let mut bad = c.clone();
+        bad.witnesses = vec![w.clone(), w.clone()];
+        assert!(bad.validate().unwrap_err().to_string().contains("twice"));
+        let mut bad = c;
+        bad.log_origin = Some("kota example".into());
+        assert!(bad.validate().is_err());
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! Over TLS (`tls_cert`, `tls_key`, `tls_client_ca`), `POST /v1/shares`,
 //! `/v1/releases`, `/v1/shreds`, `/v1/cancels` and `/v1/commits` answer only
 //! a connection whose TLS handshake verified a client certificate against
-//! `tls_client_ca`: a pinned control room. Anyone else gets `401
+//! `tls_client_ca`: a pinned control room; so does `POST /v1/log/cosignatures`,
+//! the control room relaying witnesses' cosignatures. Anyone else gets `401
 //! client_certificate_required` before the body is read, and nothing of it
 //! reaches the node or its log. Those refusals are counted and summarised
 //! in the service's log once a minute, never each kept for ever as a log
@@ -36,24 +37,59 @@ use sosvault_service::tls::Peer;
 use crate::api::ApiError;
 use crate::node::Refused;
 
-/// The paths that change a trustee's state.
-pub const WRITE_PATHS: [&str; 5] = [
+/// The paths that change a trustee's state at a control room's request.
+/// (`POST /v1/witness/add-checkpoint` is not one: anyone may ask a witness,
+/// which checks the log's own signature and writes nothing on a refusal.)
+pub const WRITE_PATHS: [&str; 6] = [
     "/v1/shares",
     "/v1/releases",
     "/v1/shreds",
     "/v1/cancels",
     "/v1/commits",
+    "/v1/log/cosignatures",
 ];
 
 /// How often refused strangers are summarised in the service's log.
 pub const SUMMARY_EVERY: Duration = Duration::from_secs(60);
+
+/// A count of refused requests, summarised in the service's log every
+/// [`SUMMARY_EVERY`] instead of one line (or one log leaf) each: a stranger
+/// cannot fill the disk with them.
+#[derive(Debug, Default)]
+pub struct Tally(AtomicU64);
+
+impl Tally {
+    /// Counts one refusal.
+    pub fn add(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Refusals since the last summary (and resets the count).
+    pub fn take(&self) -> u64 {
+        self.0.swap(0, Ordering::Relaxed)
+    }
+
+    /// Logs `what` with the count every [`SUMMARY_EVERY`] in which there was
+    /// a refusal, for ever.
+    pub async fn summarise(&self, what: &'static str) {
+        let mut every = tokio::time::interval(SUMMARY_EVERY);
+        every.tick().await;
+        loop {
+            every.tick().await;
+            let n = self.take();
+            if n > 0 {
+                tracing::warn!(refused = n, "{what}");
+            }
+        }
+    }
+}
 
 /// The write endpoints' gate.
 #[derive(Debug)]
 pub struct Gate {
     /// Whether a verified client certificate is required.
     require_client: bool,
-    refused: AtomicU64,
+    refused: Tally,
 }
 
 impl Gate {
@@ -61,7 +97,7 @@ impl Gate {
     pub fn control_rooms_only() -> Arc<Self> {
         Arc::new(Self {
             require_client: true,
-            refused: AtomicU64::new(0),
+            refused: Tally::default(),
         })
     }
 
@@ -69,29 +105,22 @@ impl Gate {
     pub fn open() -> Arc<Self> {
         Arc::new(Self {
             require_client: false,
-            refused: AtomicU64::new(0),
+            refused: Tally::default(),
         })
     }
 
     /// Requests refused since the last summary (and resets the count).
     pub fn take_refused(&self) -> u64 {
-        self.refused.swap(0, Ordering::Relaxed)
+        self.refused.take()
     }
 
     /// Logs a summary of refused strangers every [`SUMMARY_EVERY`], for ever.
     pub async fn summarise(self: Arc<Self>) {
-        let mut every = tokio::time::interval(SUMMARY_EVERY);
-        every.tick().await;
-        loop {
-            every.tick().await;
-            let n = self.take_refused();
-            if n > 0 {
-                tracing::warn!(
-                    refused = n,
-                    "write requests without a pinned control room's client certificate refused in the last minute"
-                );
-            }
-        }
+        self.refused
+            .summarise(
+                "write requests without a pinned control room's client certificate refused in the last minute",
+            )
+            .await;
     }
 }
 
@@ -107,7 +136,7 @@ pub async fn check(State(gate): State<Arc<Gate>>, req: Request, next: Next) -> R
             .get::<ConnectInfo<Peer>>()
             .is_some_and(|ConnectInfo(peer)| peer.client.is_some());
         if !verified {
-            gate.refused.fetch_add(1, Ordering::Relaxed);
+            gate.refused.add();
             return ApiError::from(Refused::new(
                 "client_certificate_required",
                 401,

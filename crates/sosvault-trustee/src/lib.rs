@@ -9,7 +9,8 @@
 //! The decisions are the core crate's pure [`sosvault::Trustee`] state
 //! machine; this crate persists them ([`node`]), commits them in batches
 //! ([`group`]), serves them over HTTP ([`api`]) and audits a trustee's log
-//! from outside ([`verify`]). [`rekey`] rotates the master key the entries
+//! from outside ([`verify`]). [`witness`] publishes its log's checkpoints
+//! with witnesses' cosignatures and witnesses other logs. [`rekey`] rotates the master key the entries
 //! are sealed under, so a backup taken before a stop dies with the old key.
 //!
 //! ## Writes: checks in parallel, group commit
@@ -53,6 +54,9 @@
 //! | `GET /v1/log/proof/inclusion` | `?index=&size=` | `{"proof":[b64]}` |
 //! | `GET /v1/log/proof/consistency` | `?old=&new=` | `{"proof":[b64]}` |
 //! | `POST /v1/log/mine` | `{"query": b64}` | `{"head", "entries":[{"index","leaf_hash","entry","proof"}]}` |
+//! | `GET /v1/log/checkpoint` | `?latest=` | the log's C2SP checkpoint, signed, with the cosignatures held ([`witness`]; `text/plain`) |
+//! | `POST /v1/log/cosignatures` | `{"note": text}` | `{"size","kept":[name],"refused"}` (control room only) |
+//! | `POST /v1/witness/add-checkpoint` | c2sp.org/tlog-witness text | a cosignature line (`text/plain`), or 409 with the size held (`text/x.tlog.size`) |
 //! | `GET /openapi.json` | | this API as OpenAPI 3.1, generated from the handlers ([`api`]) |
 //!
 //! Errors are `{"error": "<code>", "message": "<plain words>"}` with a 4xx
@@ -96,6 +100,7 @@ pub mod node;
 pub mod rekey;
 pub mod seal;
 pub mod verify;
+pub mod witness;
 
 pub use api::{AppState, HttpLimits, app};
 pub use config::Config;

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+use sosvault::checkpoint::KeyName;
 use sosvault::{Trustee, TrusteeKey, TrusteePublic};
 use sosvault_service::tls::{Peer, TlsListener};
 use sosvault_trustee::config::default_master_key_file;
@@ -18,6 +19,7 @@ use sosvault_trustee::node::{Node, NodeOptions, RateLimit};
 use sosvault_trustee::rekey::{self, Recovery, key_file_inside, next_key_file};
 use sosvault_trustee::seal::MasterKey;
 use sosvault_trustee::verify::{VerifyOptions, verify};
+use sosvault_trustee::witness::Witnessing;
 use sosvault_trustee::{AppState, Config, HttpLimits, app};
 use zeroize::Zeroizing;
 
@@ -94,6 +96,19 @@ enum LogCommand {
         /// certificate or the CA that issued it, the only one trusted.
         #[arg(long)]
         ca: Option<PathBuf>,
+        /// A witness of the trustee's log, by its verifier key
+        /// (`<name>+<key id>+<base64>`, another trustee's `witness_vkey`);
+        /// repeat it for each. With it, `GET /v1/log/checkpoint` must carry
+        /// `--quorum` of their cosignatures and lie on the signed head's history.
+        #[arg(long = "witness", value_name = "VKEY")]
+        witnesses: Vec<String>,
+        /// How many of the `--witness`es must have cosigned (default: all).
+        #[arg(long)]
+        quorum: Option<usize>,
+        /// The log's checkpoint origin, if the trustee set `log_origin`
+        /// (default `sosvault.log/<log id hex>`).
+        #[arg(long)]
+        origin: Option<String>,
     },
 }
 
@@ -117,14 +132,23 @@ fn main() -> ExitCode {
                     state,
                     auditor_token_file,
                     ca,
+                    witnesses,
+                    quorum,
+                    origin,
                 },
         } => log_verify(
-            url,
+            VerifyOptions {
+                url,
+                state,
+                ca,
+                quorum,
+                ..VerifyOptions::default()
+            },
             trustee_public,
             log_public_key,
-            state,
             auditor_token_file,
-            ca,
+            &witnesses,
+            origin,
         ),
     };
     match result {
@@ -217,9 +241,18 @@ fn init(
     )?;
     sync_dir(dir)?;
     let public = key.public();
+    let witnessing = Witnessing::defaults(&key);
     println!("public: {}", public.to_hex());
     println!("id: {}", public.id().to_hex());
     println!("log_public_key: {}", key.log_key().public().to_hex());
+    println!(
+        "log_vkey: {}   # for the witnesses of this log (their witness_logs)",
+        witnessing.own()
+    );
+    println!(
+        "witness_vkey: {}   # for the logs this trustee witnesses (their witnesses)",
+        witnessing.witness_verifier()
+    );
     println!("config: {}", config_path.display());
     println!(
         "master_key_file: {}   # keep it out of every backup of {}",
@@ -359,6 +392,14 @@ fn serve(config_path: &Path) -> anyhow::Result<()> {
              master_key_file, and keep it out of backups"
         );
     }
+    let log_public = key.log_key().public();
+    let witnessing = Witnessing::new(
+        &key,
+        config.log_origin(&log_public)?,
+        config.witness_name(&log_public)?,
+        config.witness_logs()?,
+        config.witnesses()?,
+    )?;
     let trustee = Trustee::new(key, config.pinned()?, config.time_limits());
     let node = Node::open(NodeOptions {
         store: config.store.clone(),
@@ -374,7 +415,9 @@ fn serve(config_path: &Path) -> anyhow::Result<()> {
     // The node holds the store now; a rotation is kept out by it from here.
     drop(opened);
     let state = AppState::new(node, config.name.clone(), config.auditor_tokens()?)
-        .context("cannot start the store's writer thread")?;
+        .context("cannot start the store's writer thread")?
+        .with_witnessing(witnessing);
+    let witnessing = state.witnessing();
     let writer = state.writer_exit();
     if config.request_timeout_secs > sosvault_trustee::config::MAX_REQUEST_TIMEOUT_SECS {
         tracing::warn!(
@@ -426,6 +469,14 @@ fn serve(config_path: &Path) -> anyhow::Result<()> {
         }
         tracing::info!(%addr, scheme, pinned = config.pinned_control_rooms.len(), "serving");
         tokio::spawn(gate.summarise());
+        tokio::spawn(async move {
+            witnessing
+                .refused()
+                .summarise(
+                    "add-checkpoint requests refused in the last minute (nothing of them was stored)",
+                )
+                .await;
+        });
         match tls {
             Some(tls) => {
                 let listener = TlsListener::new(listener, tls)?;
@@ -465,22 +516,22 @@ fn shutdown() -> anyhow::Result<impl std::future::Future<Output = ()>> {
 }
 
 fn log_verify(
-    url: String,
+    mut opts: VerifyOptions,
     trustee_public: Option<String>,
     log_public_key: Option<String>,
-    state: Option<PathBuf>,
     auditor_token_file: Option<PathBuf>,
-    ca: Option<PathBuf>,
+    witnesses: &[String],
+    origin: Option<String>,
 ) -> anyhow::Result<()> {
-    let trustee_public = trustee_public
+    opts.trustee_public = trustee_public
         .map(|h| TrusteePublic::from_hex(&h))
         .transpose()
         .map_err(|_| anyhow::anyhow!("--trustee-public is not a trustee public key"))?;
-    let log_public = log_public_key
+    opts.log_public = log_public_key
         .map(|h| sosvault::LogPublic::from_hex(&h))
         .transpose()
         .map_err(|_| anyhow::anyhow!("--log-public-key is not a log public key"))?;
-    let auditor_token = match auditor_token_file {
+    opts.auditor_token = match auditor_token_file {
         Some(p) => Some(
             std::fs::read_to_string(&p)
                 .with_context(|| format!("cannot read {}", p.display()))?
@@ -489,14 +540,13 @@ fn log_verify(
         ),
         None => std::env::var("SOSVAULT_AUDITOR_TOKEN").ok(),
     };
-    let opts = VerifyOptions {
-        url,
-        trustee_public,
-        log_public,
-        state,
-        auditor_token,
-        ca,
-    };
+    opts.witnesses = sosvault_service::logverify::parse_witnesses(witnesses)?;
+    opts.origin = origin
+        .map(|o| {
+            KeyName::new(o.as_str())
+                .map_err(|_| anyhow::anyhow!("--origin {o:?} is not a valid origin"))
+        })
+        .transpose()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -556,6 +556,20 @@ CREATE TABLE IF NOT EXISTS releases (
     at INTEGER NOT NULL
 ) STRICT;
 CREATE INDEX IF NOT EXISTS releases_student_at ON releases(student, at);
+CREATE TABLE IF NOT EXISTS witnessed_logs (
+    origin TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    root BLOB NOT NULL,
+    updated_at INTEGER NOT NULL
+) STRICT;
+CREATE TABLE IF NOT EXISTS cosignatures (
+    size INTEGER NOT NULL,
+    root BLOB NOT NULL,
+    witness BLOB NOT NULL,
+    line TEXT NOT NULL,
+    timestamp INTEGER NOT NULL,
+    PRIMARY KEY (size, witness)
+) STRICT;
 ";
 
 /// Brings a store written by an older version up to [`SCHEMA`] (additive
@@ -741,6 +755,17 @@ impl Node {
     /// The number of log entries.
     pub fn log_size(&self) -> u64 {
         self.log.size()
+    }
+
+    /// The root of the log's first `size` entries (`None` beyond the log).
+    pub fn root_at(&self, size: u64) -> Option<[u8; 32]> {
+        self.log.root_at(size).ok()
+    }
+
+    /// The store's connection, for the witness's tables ([`crate::witness`]):
+    /// the node's lock serialises it with every batch.
+    pub(crate) fn connection(&self) -> &Connection {
+        &self.conn
     }
 
     fn load(&self, student: &StudentId) -> Result<Option<StudentEntry>, NodeError> {

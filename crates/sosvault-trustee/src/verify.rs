@@ -12,10 +12,15 @@
 //!    entry hashes to its leaf hash and decodes as a log entry. Rebuild the
 //!    root from the leaf hashes and compare it with the signed root, and
 //!    verify the served inclusion proof of every leaf against the head.
-//! 5. Save the new head in the state file (written to a temporary file and
-//!    renamed, so a crash leaves the old state or the new).
+//! 5. With `--witness` (and `--quorum`): fetch `/v1/log/checkpoint` and
+//!    require the log's signature under its origin, `quorum` cosignatures of
+//!    distinct given witnesses, and that the checkpoint lies on the history
+//!    of the head verified in 2.
+//! 6. Save the new head in the state file (written to a temporary file and
+//!    renamed, so a crash leaves the old state or the new). A failed check
+//!    writes nothing.
 //!
-//! Steps 1 (the log key), 2 to 4 and the state file are the dispatch
+//! Steps 1 (the log key), 2 to 5 and the state file are the dispatch
 //! service's `log verify` too: they live in [`sosvault_service::logverify`];
 //! this module says how a trustee serves its log ([`LogSource`]) and adds the
 //! trustee's own identity.
@@ -26,10 +31,13 @@ use anyhow::{anyhow, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
+use sosvault::checkpoint::{
+    Checkpoint, KeyName, LogVerifier, MAX_NOTE_BYTES, WitnessPolicy, WitnessVerifier,
+};
 use sosvault::{LogPublic, TrusteePublic};
 use sosvault_service::logverify::{
-    Http, Leaf, LogSource, Names, base64, check, hash_base64, hashes_base64, pin_log_key,
-    read_state, write_state,
+    Http, Leaf, LogSource, Names, WitnessReport, base64, check, check_witnessed, hash_base64,
+    hashes_base64, pin_log_key, read_state, write_state,
 };
 
 use crate::api::{EntriesResponse, HeadResponse, Identity, ProofResponse};
@@ -39,7 +47,7 @@ pub use sosvault_service::logverify::Report as VerifyReport;
 const WHO: &str = "the trustee";
 
 /// What `log verify` is given.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct VerifyOptions {
     /// The trustee's base URL (`http://127.0.0.1:8080`).
     pub url: String,
@@ -55,6 +63,34 @@ pub struct VerifyOptions {
     /// For an `https://` URL: a PEM file with the trustee's certificate or
     /// the CA that issued it, the only one trusted.
     pub ca: Option<PathBuf>,
+    /// The witnesses of the trustee's log the auditor trusts. When any is
+    /// given, the served checkpoint must carry `quorum` of their
+    /// cosignatures and lie on the signed head's history.
+    pub witnesses: Vec<WitnessVerifier>,
+    /// How many of `witnesses` must have cosigned (default: all of them).
+    pub quorum: Option<usize>,
+    /// The log's checkpoint origin (default: `sosvault.log/<log id hex>`).
+    pub origin: Option<KeyName>,
+}
+
+/// What a successful `log verify` saw: the log, and its witnessed
+/// checkpoint when witnesses were given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// The log's check.
+    pub log: VerifyReport,
+    /// The witnessed checkpoint's check.
+    pub witnessed: Option<WitnessReport>,
+}
+
+impl Verified {
+    /// The lines `log verify` prints on success.
+    pub fn summary(&self) -> String {
+        match &self.witnessed {
+            Some(w) => format!("{}\n{}", self.log.summary(), w.summary()),
+            None => self.log.summary(),
+        }
+    }
 }
 
 /// The state file: what the auditor saw last time.
@@ -107,7 +143,7 @@ impl LogSource for Trustee {
 }
 
 /// Runs the whole check; `Err` carries a plain-words reason.
-pub async fn verify(opts: &VerifyOptions) -> anyhow::Result<VerifyReport> {
+pub async fn verify(opts: &VerifyOptions) -> anyhow::Result<Verified> {
     let http = Http::new(
         &opts.url,
         opts.ca.as_deref(),
@@ -154,14 +190,36 @@ pub async fn verify(opts: &VerifyOptions) -> anyhow::Result<VerifyReport> {
         .as_ref()
         .map(|p| base64("the state file", "a head", &p.head))
         .transpose()?;
-    let (_, report) = check(
-        &Trustee(http),
-        WHO,
-        &head_bytes,
-        &log_public,
-        old_bytes.as_deref(),
-    )
-    .await?;
+    let policy = if opts.witnesses.is_empty() && opts.quorum.is_none() {
+        None
+    } else {
+        let origin = opts
+            .origin
+            .clone()
+            .unwrap_or_else(|| Checkpoint::default_origin(&log_public.log_id()));
+        let quorum = opts.quorum.unwrap_or(opts.witnesses.len());
+        Some(
+            WitnessPolicy::new(
+                LogVerifier::new(origin, log_public),
+                opts.witnesses.clone(),
+                quorum,
+            )
+            .map_err(|e| anyhow!("--witness and --quorum: {e}"))?,
+        )
+    };
+    let source = Trustee(http);
+    let (signed, report) =
+        check(&source, WHO, &head_bytes, &log_public, old_bytes.as_deref()).await?;
+    let witnessed = match &policy {
+        Some(policy) => {
+            let note = source
+                .0
+                .get_bytes("/v1/log/checkpoint", MAX_NOTE_BYTES)
+                .await?;
+            Some(check_witnessed(&source, WHO, &note, policy, signed.body()).await?)
+        }
+        None => None,
+    };
 
     if let Some(path) = &opts.state {
         write_state(
@@ -173,5 +231,8 @@ pub async fn verify(opts: &VerifyOptions) -> anyhow::Result<VerifyReport> {
             },
         )?;
     }
-    Ok(report)
+    Ok(Verified {
+        log: report,
+        witnessed,
+    })
 }

@@ -8,7 +8,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use common::*;
 use serde_json::json;
@@ -39,24 +38,6 @@ fn activity(r: &Running, t: &TrusteeDir, cr: &ControlRoomKey, n: usize) -> Vec<S
     let (req, _, _) = request(cr, &panic, now);
     assert_eq!(r.release(&req).0, 409);
     students
-}
-
-fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "log verify failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
-}
-
-fn fails(out: &Output, words: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "log verify passed, expected {words:?}"
-    );
-    assert!(stderr.contains(words), "expected {words:?} in: {stderr}");
 }
 
 fn db_files(db: &Path) -> Vec<PathBuf> {

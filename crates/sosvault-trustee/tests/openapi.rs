@@ -60,6 +60,9 @@ fn the_document_describes_every_route_and_keeps_its_promises() {
         "GET /v1/log/proof/inclusion",
         "GET /v1/log/proof/consistency",
         "POST /v1/log/mine",
+        "GET /v1/log/checkpoint",
+        "POST /v1/log/cosignatures",
+        "POST /v1/witness/add-checkpoint",
     ];
     expected.sort();
     assert_eq!(ops, expected);
@@ -94,6 +97,7 @@ fn the_document_describes_every_route_and_keeps_its_promises() {
         "/v1/shreds",
         "/v1/cancels",
         "/v1/commits",
+        "/v1/log/cosignatures",
     ] {
         assert_eq!(
             doc["paths"][path]["post"]["security"],
@@ -101,6 +105,23 @@ fn the_document_describes_every_route_and_keeps_its_promises() {
             "{path}"
         );
     }
+    // The witness's add-checkpoint takes C2SP's text, within its limit, and
+    // says how each answer comes: the cosignature line as text, the 409 as
+    // tlog-witness's `text/x.tlog.size`; it asks for no credentials.
+    let add = &doc["paths"]["/v1/witness/add-checkpoint"]["post"];
+    let body = &add["requestBody"]["content"]["text/plain"];
+    assert_eq!(
+        body["schema"]["maxLength"],
+        sosvault::checkpoint::MAX_REQUEST_BYTES
+    );
+    assert!(body["example"].as_str().unwrap().starts_with("old 0\n\n"));
+    assert!(add["responses"]["200"]["content"]["text/plain"].is_object());
+    assert!(add["responses"]["409"]["content"]["text/x.tlog.size"].is_object());
+    assert!(add.get("security").is_none());
+    assert!(
+        doc["paths"]["/v1/log/checkpoint"]["get"]["responses"]["200"]["content"]["text/plain"]
+            .is_object()
+    );
     // The auditor's token is optional on the entries (leaf hashes for anyone).
     assert_eq!(
         doc["paths"]["/v1/log/entries"]["get"]["security"],
@@ -122,6 +143,7 @@ fn the_layers_answers_are_the_documented_ones() {
         "/v1/cancels",
         "/v1/commits",
         "/v1/log/mine",
+        "/v1/log/cosignatures",
     ] {
         let statuses = documented(&doc, "post", path);
         // Another content type: 415, before the body is read.
@@ -164,6 +186,31 @@ fn the_layers_answers_are_the_documented_ones() {
                 .contains("longer than its limit"),
             "{path}: {v}"
         );
+    }
+    // The witness's text body: junk is the documented 400, a body over its
+    // limit the documented 413, whatever the content type; the example the
+    // document gives is a valid request for a log this trustee does not
+    // witness (404). None of it is a leaf.
+    let add_statuses = documented(&doc, "post", "/v1/witness/add-checkpoint");
+    let example =
+        doc["paths"]["/v1/witness/add-checkpoint"]["post"]["requestBody"]["content"]["text/plain"]
+            ["example"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    for (ct, body, want) in [
+        ("text/plain", b"old 0\n\njunk".to_vec(), 400),
+        ("application/json", b"{}".to_vec(), 400),
+        (
+            "text/plain",
+            vec![b'x'; sosvault::checkpoint::MAX_REQUEST_BYTES + 1],
+            413,
+        ),
+        ("text/plain", example.into_bytes(), 404),
+    ] {
+        let (s, v) = r.post_raw("/v1/witness/add-checkpoint", ct, body);
+        assert_eq!(s, want, "{v}");
+        assert!(add_statuses.contains(&s), "{s} is not documented");
     }
     // An unknown field whose name is long and not ASCII: the message quoting
     // it is cut at a character boundary (it once panicked the handler, and

@@ -87,11 +87,21 @@ fn over_tls_only_a_pinned_control_room_may_write_and_a_stranger_leaves_nothing()
         ("/v1/shreds", "stop"),
         ("/v1/cancels", "cancel"),
         ("/v1/commits", "commit"),
+        ("/v1/log/cosignatures", "note"),
     ] {
         let (status, body) = running.post(path, json!({ field: "AAAA" }));
         assert_eq!(status, 401, "{path}: {body}");
         assert_eq!(body["error"], "client_certificate_required", "{path}");
     }
+    // The witness's add-checkpoint is open to anyone (it checks the log's
+    // own signature): a stranger's junk is judged, not turned away, and
+    // leaves nothing either.
+    let (status, body) = running.post_raw(
+        "/v1/witness/add-checkpoint",
+        "text/plain",
+        b"old 0\n\nnot a note".to_vec(),
+    );
+    assert_eq!((status, code(&body)), (400, "malformed"), "{body}");
     assert_eq!(
         running.log_size(),
         size,

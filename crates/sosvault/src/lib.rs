@@ -72,6 +72,8 @@
 //! - [`Trustee`]: the pure state machine a trustee service persists.
 //! - [`Opener`]: the control room's combiner.
 //! - [`log`]: the RFC 6962 transparency log every party verifies.
+//! - [`checkpoint`]: its heads as C2SP checkpoints, cosigned by witnesses
+//!   that refuse a fork.
 //!
 //! The wire format, key derivations and test vectors are specified in
 //! `docs/PROTOCOL.md`; the threat model is in `SECURITY.md`.
@@ -79,6 +81,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod checkpoint;
 mod control_room;
 mod device;
 mod escrow;

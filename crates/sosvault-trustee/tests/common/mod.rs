@@ -429,3 +429,23 @@ pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 pub fn code(v: &Value) -> &str {
     v["error"].as_str().unwrap_or("<none>")
 }
+
+/// `log verify`'s output when it passed (its stdout); fails the test otherwise.
+pub fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "log verify failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+/// Asserts `log verify` failed, saying `words`.
+pub fn fails(out: &Output, words: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "log verify passed, expected {words:?}"
+    );
+    assert!(stderr.contains(words), "expected {words:?} in: {stderr}");
+}
