@@ -11,15 +11,24 @@
 #
 # Every check (`--checks all`), every phase (examples, coverage, fuzzing and
 # the stateful phase: `--phases` is left at its default, all four), at most
-# SCHEMATHESIS_MAX_EXAMPLES cases per operation (default 100): about a
-# minute for both services on the 2-core machine. Exits non-zero on any
-# failure. The seed is random and printed; SCHEMATHESIS_SEED pins it (to
-# replay a failure).
+# SCHEMATHESIS_MAX_EXAMPLES cases per operation (default 100; 10 for the
+# trustee's stranger, below): about two and a half minutes for both
+# services on the 2-core machine, two of them the dispatch service's. Exits
+# non-zero on any failure. The seed is random and printed;
+# SCHEMATHESIS_SEED pins it (to replay a failure).
 #
 # TLS: a `run` line takes the https URL and `--tls-verify "$CA"` (and
 # `--request-cert "$CERT" --request-cert-key "$KEY"` for a trustee that asks
-# for a client certificate), one line each, in `main` below. The demo serves
-# TLS with a CA it makes at start: the dispatch service is fuzzed over it.
+# for a client certificate), one line each, in `main` below. Both services
+# are fuzzed over TLS with the certificates `sosvault demo` makes at start
+# (a CA whose key never leaves the demo; under its directory, `pki/`): the
+# dispatch service as the demo runs it, and a trustee of our own as a
+# deployment runs one, its write endpoints behind the gate
+# (crates/sosvault-trustee/src/gate.rs). That trustee is fuzzed twice: as
+# the pinned control room reaches it (its client certificate), every
+# operation; and as a stranger (none), its write endpoints only, where
+# every request must be answered 401 `client_certificate_required`
+# (.ci/schemathesis/trustee-stranger.toml).
 #
 # What each service's file in .ci/schemathesis/ changes, and why, is written
 # in it. In short: no check is turned off. For operations whose body is a
@@ -126,29 +135,46 @@ main() {
     WORK=$(mktemp -d)
     trap cleanup EXIT
 
-    # A trustee of its own: its write endpoints refuse everything (no control
-    # room is pinned), which is what a stranger gets.
+    # The dispatch service as the demo runs it: three trustees, a manifest,
+    # students, units and incidents; it prints its address and a login. Its
+    # directory is ours (`--dir`), so its certificates are found in pki/.
+    "$BIN_DIR/sosvault" demo --listen 127.0.0.1:0 --students 10 --seconds 1800 \
+        --dir "$WORK/demo" >"$WORK/demo.out" 2>"$WORK/demo.out.err" &
+    PIDS+=($!)
+
+    # A trustee of our own, over TLS with the demo's certificates: it
+    # serves the demo's certificate `trustee-1` (127.0.0.1 and localhost)
+    # and takes on its write endpoints only client certificates issued by
+    # the demo's CA, which the control room's `control-room` is. Why not
+    # fuzz one of the demo's trustees instead: they serve the demo's story
+    # while we fuzz (its log grows under the fuzzer, one of them is stopped
+    # and started again, releases count against its rate limit), so a
+    # failure there could be the story's; this one is touched by the fuzzer
+    # alone and started with the same config as before, TLS added by the
+    # environment overrides (`SOSVAULT_TRUSTEE_TLS_*`) as the demo adds it
+    # to its own. No control room is pinned: the fuzzer cannot sign as one,
+    # so the signed bodies behind the gate are refused either way.
+    # The demo writes pki/ before it starts its first trustee, so its line
+    # `trustee "..." listening on` says the files are complete.
     "$BIN_DIR/sosvault-trustee" init --dir "$WORK/trustee" --name schemathesis \
         --listen 127.0.0.1:0 >"$WORK/trustee.init"
-    "$BIN_DIR/sosvault-trustee" serve --config "$WORK/trustee/trustee.toml" \
+    wait_for "$WORK/demo.out" 'trustee "[^"]+" listening on' >/dev/null
+    local pki=$WORK/demo/pki
+    SOSVAULT_TRUSTEE_TLS_CERT=$pki/trustee-1.pem \
+        SOSVAULT_TRUSTEE_TLS_KEY=$pki/trustee-1.key \
+        SOSVAULT_TRUSTEE_TLS_CLIENT_CA=$pki/ca.pem \
+        "$BIN_DIR/sosvault-trustee" serve --config "$WORK/trustee/trustee.toml" \
         >"$WORK/trustee.out" 2>"$WORK/trustee.out.err" &
     PIDS+=($!)
 
-    # The dispatch service as the demo runs it: three trustees, a manifest,
-    # students, units and incidents; it prints its address and a login.
-    "$BIN_DIR/sosvault" demo --listen 127.0.0.1:0 --students 10 --seconds 1800 \
-        >"$WORK/demo.out" 2>"$WORK/demo.out.err" &
-    PIDS+=($!)
-
-    local trustee dispatch password ca=
-    trustee=$(wait_for "$WORK/trustee.out" 'listening on https?://[^ ]+' | awk '{print $3}')
+    local trustee dispatch password ca=$pki/ca.pem
+    trustee=$(wait_for "$WORK/trustee.out" 'listening on https://[^ ]+' | awk '{print $3}')
     dispatch=$(wait_for "$WORK/demo.out" '^Control room: https?://[^ ]+' | awk '{print $3}')
     password=$(wait_for "$WORK/demo.out" '^Login: operator / [^ ]+' | awk '{print $4}')
-    # The demo serves TLS with certificates from a CA it makes at start, and
-    # prints that CA as the `--ca` of its command lines.
+    # The demo serves the dispatch service over TLS too, with a certificate
+    # from the same CA.
     local dispatch_tls=()
     if [[ $dispatch == https://* ]]; then
-        ca=$(wait_for "$WORK/demo.out" '--ca [^ ]+' | awk '{print $2}')
         dispatch_tls=(--tls-verify "$ca")
     fi
 
@@ -174,12 +200,54 @@ EOF
     export SOSVAULT_OPERATOR_TOKEN=${tokens% *}
     export SOSVAULT_UNIT_TOKEN=${tokens#* }
 
-    # The trustee on plain HTTP (it allows that on loopback only), so its
-    # write endpoints are open and fuzzed to the end; over TLS, add its CA
-    # (`--tls-verify`) and a control room's client certificate
-    # (`--request-cert`, `--request-cert-key`) to its line.
+    # A stranger's requests to the write endpoints: each answered 401
+    # `client_certificate_required`, which the document says for each (the
+    # operations it marks with the security scheme `control_room`, the same
+    # it tags `control room`, which the stranger's run below picks).
     local failed=0
-    run trustee "$trustee" || failed=1
+    "$VENV/bin/python" - "$trustee" "$ca" <<'EOF' || failed=1
+import sys
+import requests
+
+url, ca = sys.argv[1], sys.argv[2]
+doc = requests.get(url + "/openapi.json", timeout=30, verify=ca).json()
+gated = [path for path, item in doc["paths"].items()
+         if {"control_room": []} in item.get("post", {}).get("security", [])]
+tagged = [path for path, item in doc["paths"].items()
+          if "control room" in item.get("post", {}).get("tags", [])]
+bad = [] if gated else ["no operation of the document asks for the control room's certificate"]
+if tagged != gated:
+    bad.append(f"tagged `control room`: {tagged}, but asking for its certificate: {gated}")
+for path in gated:
+    said = doc["paths"][path]["post"]["responses"].get("401", {}).get("description", "")
+    if "client_certificate_required" not in said:
+        bad.append(f"POST {path}: the document does not say 401 client_certificate_required")
+    r = requests.post(url + path, json={}, timeout=30, verify=ca)
+    got = (r.status_code, r.json().get("error"))
+    if got != (401, "client_certificate_required"):
+        bad.append(f"POST {path} without a client certificate: {got}")
+for b in bad:
+    print(b, file=sys.stderr)
+print(f"{len(gated)} write endpoints refuse a stranger 401 client_certificate_required, as documented")
+sys.exit(1 if bad else 0)
+EOF
+    # The trustee as the pinned control room reaches it: its CA and the
+    # control room's client certificate, so every operation is fuzzed to the
+    # end, the write endpoints behind the gate too (trustee.toml counts a
+    # 401 there as a failure: the gate refused the control room).
+    run trustee "$trustee" --tls-verify "$ca" \
+        --request-cert "$pki/control-room.pem" --request-cert-key "$pki/control-room.key" ||
+        failed=1
+    # And as a stranger, without a certificate: the write endpoints only
+    # (tagged `control room` in the document), each request answered 401
+    # before its body is read, whatever the body (trustee-stranger.toml).
+    # The gate looks at the method and the path, never the body, so the
+    # coverage phase (every documented answer, bodies of each wrong kind)
+    # and 10 random bodies per operation say all there is to say, in a few
+    # seconds; `--max-examples` given again here wins over run's. No
+    # stateful phase: no link leads from one write endpoint to another.
+    run trustee-stranger "$trustee" --tls-verify "$ca" --include-tag "control room" \
+        --phases examples,coverage,fuzzing --max-examples 10 || failed=1
     run dispatch "$dispatch" "${dispatch_tls[@]}" --exclude-path /v1/operator/logout || failed=1
     # Logout alone: no link leads to or from it, so there is no stateful
     # phase to run for it (schemathesis calls that an error); the stateful

@@ -128,6 +128,11 @@ pub struct TrusteeProc {
     dir: PathBuf,
     /// Its public identity (hex), as `init` printed it.
     pub public: String,
+    /// Its log's verifier key (`log_vkey`, as `init` printed it).
+    pub log_vkey: String,
+    /// Its verifier key as a witness (`witness_vkey`): what an auditor
+    /// passes to `log verify --witness`.
+    pub witness_vkey: String,
     pinned: String,
     proc: Option<Proc>,
     addr: Option<String>,
@@ -345,16 +350,19 @@ impl Cluster {
                 );
             }
             let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            let public = text
-                .lines()
-                .find_map(|l| l.strip_prefix("public: "))
-                .context("sosvault-trustee init printed no public key")?
-                .trim()
-                .to_owned();
+            let line = |prefix: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(prefix))
+                    .and_then(|l| l.split_whitespace().next())
+                    .map(str::to_owned)
+                    .with_context(|| format!("sosvault-trustee init printed no {prefix}line"))
+            };
             trustees.push(TrusteeProc {
                 name,
                 dir,
-                public,
+                public: line("public: ")?,
+                log_vkey: line("log_vkey: ")?,
+                witness_vkey: line("witness_vkey: ")?,
                 pinned: String::new(),
                 proc: None,
                 addr: None,
@@ -365,6 +373,28 @@ impl Cluster {
         let sdir = root.join("dispatch");
         let mut cfg = Config::new(&sdir);
         let control_room = sosvault_server::init_keys(&cfg)?;
+        // The trustees witness each other's logs and the control room's.
+        let control_room_log = sosvault_server::log_vkey(&cfg)?;
+        let vkeys: Vec<(String, String)> = trustees
+            .iter()
+            .map(|t| (t.log_vkey.clone(), t.witness_vkey.clone()))
+            .collect();
+        for (i, t) in trustees.iter_mut().enumerate() {
+            let others: Vec<&(String, String)> = vkeys
+                .iter()
+                .enumerate()
+                .filter(|(j, _)| *j != i)
+                .map(|(_, v)| v)
+                .collect();
+            let logs: Vec<&str> = std::iter::once(control_room_log.as_str())
+                .chain(others.iter().map(|v| v.0.as_str()))
+                .collect();
+            let witnesses: Vec<&str> = others.iter().map(|v| v.1.as_str()).collect();
+            t.env.extend([
+                ("SOSVAULT_TRUSTEE_WITNESS_LOGS".to_owned(), logs.join(",")),
+                ("SOSVAULT_TRUSTEE_WITNESSES".to_owned(), witnesses.join(",")),
+            ]);
+        }
         // Every link to a trustee is TLS: a CA made now (its key never
         // leaves this process) issues each trustee's server certificate and
         // the control room's client certificate, the only one a trustee's
@@ -412,6 +442,9 @@ impl Cluster {
         cfg.ack_timeout_ms = opts.ack_timeout_ms;
         cfg.enroll_timeout_ms = 5_000;
         cfg.max_backoff_ms = 500;
+        // Witnessed often: the demo's auditor sees its checkpoints cosigned
+        // within a couple of seconds.
+        cfg.witness_interval_ms = 2_000;
         for t in &trustees {
             cfg.trustees.push(TrusteeConfig {
                 url: t.url(),

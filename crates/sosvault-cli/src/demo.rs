@@ -537,6 +537,14 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         "The operator is a supervisor: claim an incident to read its profile (sosvault claim ID), or open another's with a reason (sosvault incident ID --reason TEXT), which the student sees"
     );
     println!("API: {base}/v1/operator/incidents (POST {base}/v1/operator/login first)");
+    let witnesses: String = cluster
+        .trustees
+        .iter()
+        .map(|t| format!(" --witness {}", t.witness_vkey))
+        .collect();
+    println!(
+        "Audit the control room's log, witnessed by the 3 trustees: sosvault-server log verify --url {base} --ca {ca}{witnesses}"
+    );
     println!(
         "Metrics: curl --cacert {ca} -H \"Authorization: Bearer $(cat {})\" {base}/metrics",
         cluster.metrics_token_file.display()

@@ -67,6 +67,7 @@ fn the_demo_tells_the_whole_story_and_exits_after_the_given_seconds() {
     let mut reader = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut listed = String::new();
     let mut metrics_checked = false;
+    let mut witnessed_checked = false;
     loop {
         let mut line = String::new();
         if std::io::BufRead::read_line(&mut reader, &mut line).unwrap() == 0 {
@@ -112,6 +113,27 @@ fn the_demo_tells_the_whole_story_and_exits_after_the_given_seconds() {
                 .unwrap();
             assert!(!bad.status.success(), "a wrong password is refused");
         }
+        // The control room's log, witnessed by the trustees: the printed
+        // audit command passes (the log's checkpoint carries all three
+        // cosignatures, on the history of its signed head).
+        if let Some(args) = line.trim_end().strip_prefix(
+            "Audit the control room's log, witnessed by the 3 trustees: sosvault-server ",
+        ) {
+            let server = std::path::Path::new(env!("CARGO_BIN_EXE_sosvault"))
+                .with_file_name("sosvault-server");
+            let out = Command::new(server)
+                .args(args.split_whitespace())
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let said = String::from_utf8_lossy(&out.stdout);
+            assert!(said.contains("cosigned by 3 of 3"), "{said}");
+            witnessed_checked = true;
+        }
         // The metrics are for operators only: the demo says where the scrape
         // token is; without it the service answers 401.
         if let Some(rest) = line.trim_end().strip_prefix("Metrics: curl --cacert ") {
@@ -146,6 +168,10 @@ fn the_demo_tells_the_whole_story_and_exits_after_the_given_seconds() {
     assert!(
         metrics_checked,
         "the demo says how to read its metrics:\n{text}"
+    );
+    assert!(
+        witnessed_checked,
+        "the demo says how to audit its witnessed log:\n{text}"
     );
     let out = child.wait_with_output().unwrap();
     let took = started.elapsed();

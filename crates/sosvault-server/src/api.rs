@@ -154,6 +154,7 @@ pub fn router_and_openapi(engine: Engine) -> (Router, utoipa::openapi::OpenApi) 
         .routes(routes!(info))
         .routes(routes!(manifest))
         .routes(routes!(log_head))
+        .routes(routes!(log_checkpoint))
         .routes(routes!(log_proof))
         .routes(routes!(log_consistency))
         .routes(routes!(log_entries))
@@ -423,6 +424,10 @@ pub struct InfoBody {
     pub control_room_id: String,
     /// The control room's log key (hex): verifies its signed tree heads.
     pub log_public_key: String,
+    /// The control room log's verifier key (`<origin>+<key id>+<type and
+    /// key>`, as c2sp.org/signed-note writes it): verifies its checkpoints
+    /// (`GET /v1/log/checkpoint`); each trustee lists it in `witness_logs`.
+    pub log_vkey: String,
 }
 
 /// The deployment manifest, as the deployment authority signed it.
@@ -870,6 +875,7 @@ async fn info(State(e): State<Engine>) -> Json<InfoBody> {
             .collect(),
         control_room_id: e.log_holder_id().to_hex(),
         log_public_key: e.log_public().to_hex(),
+        log_vkey: e.log_vkey(),
     })
 }
 
@@ -902,6 +908,28 @@ async fn log_head(State(e): State<Engine>) -> Json<LogHeadBody> {
         root: hex::encode(head.body().root),
         log_public_key: e.log_public().to_hex(),
     })
+}
+
+/// The control room log's checkpoint (c2sp.org/tlog-checkpoint) as a signed
+/// note: the newest one its witnesses (the trustees) cosigned, with their
+/// cosignatures, or, before any is, the current head with the log's
+/// signature only. `sosvault-server log verify --witness ... --quorum K`
+/// checks it.
+#[utoipa::path(get, path = "/v1/log/checkpoint", tag = "public",
+    responses(
+        (status = 200, description = "The checkpoint as a signed note: the origin, the size and the root (three lines), a blank line, the log key's signature under the origin, then the witnesses' cosignatures", body = String, content_type = "text/plain"),
+        (status = 500, description = "`internal`", body = ErrorBody),
+    ))]
+async fn log_checkpoint(State(e): State<Engine>) -> Result<Response, ApiError> {
+    let note = e.log_checkpoint().await?;
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
+        note.to_text(),
+    )
+        .into_response())
 }
 
 /// The inclusion proof of one entry.

@@ -186,6 +186,16 @@ pub struct Config {
     /// control room page and in `/metrics`. It is still asked, for ever.
     #[serde(default = "default_forward_stuck_after_secs")]
     pub forward_stuck_after_secs: u64,
+    /// How often the control room relays every log's newest checkpoint to
+    /// the trustees' witnesses and their cosignatures back (milliseconds;
+    /// 0: never, and nothing is witnessed).
+    #[serde(default = "default_witness_interval_ms")]
+    pub witness_interval_ms: u64,
+    /// The origin of the control room log's checkpoints (`GET
+    /// /v1/log/checkpoint`); by default `sosvault.log/<log id hex>`. The
+    /// trustees witness the log under this name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_origin: Option<String>,
     /// How far a device's clock may be ahead of ours (seconds).
     #[serde(default = "default_max_skew_secs")]
     pub max_skew_secs: u64,
@@ -249,6 +259,9 @@ fn default_enroll_timeout_ms() -> u64 {
 fn default_forward_stuck_after_secs() -> u64 {
     60
 }
+fn default_witness_interval_ms() -> u64 {
+    10_000
+}
 fn default_max_backoff_ms() -> u64 {
     2_000
 }
@@ -274,6 +287,8 @@ impl Config {
             enroll_timeout_ms: default_enroll_timeout_ms(),
             max_backoff_ms: default_max_backoff_ms(),
             forward_stuck_after_secs: default_forward_stuck_after_secs(),
+            witness_interval_ms: default_witness_interval_ms(),
+            log_origin: None,
             max_skew_secs: default_max_skew_secs(),
             session_secs: default_session_secs(),
             tls_cert: None,
@@ -350,6 +365,12 @@ impl Config {
         if let Some(v) = get("SOSVAULT_SERVER_FORWARD_STUCK_AFTER_SECS") {
             self.forward_stuck_after_secs = num("SOSVAULT_SERVER_FORWARD_STUCK_AFTER_SECS", v)?;
         }
+        if let Some(v) = get("SOSVAULT_SERVER_WITNESS_INTERVAL_MS") {
+            self.witness_interval_ms = num("SOSVAULT_SERVER_WITNESS_INTERVAL_MS", v)?;
+        }
+        if let Some(v) = get("SOSVAULT_SERVER_LOG_ORIGIN") {
+            self.log_origin = Some(v);
+        }
         if let Some(v) = get("SOSVAULT_SERVER_TLS_CERT") {
             self.tls_cert = Some(v.into());
         }
@@ -382,6 +403,14 @@ impl Config {
             )));
         }
         self.trustee_publics()?;
+        if let Some(o) = &self.log_origin
+            && sosvault::checkpoint::KeyName::new(o.clone()).is_err()
+        {
+            return Err(ConfigError::Invalid(format!(
+                "log_origin {o:?} is not a note key name: 1 to 256 bytes, no spaces or '+' \
+                 (e.g. \"kota.police.example/control-room\")"
+            )));
+        }
         if self.ack_timeout_ms == 0 || self.access_window_secs == 0 {
             return Err(ConfigError::Invalid(
                 "timeouts and windows must be positive".into(),

@@ -71,6 +71,7 @@ mod operators;
 mod reassign;
 mod release;
 mod student;
+mod witness;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
@@ -387,6 +388,8 @@ struct Inner {
     manifest: Option<Vec<u8>>,
     log: tokio::sync::Mutex<MerkleLog>,
     log_key: LogKey,
+    /// The witness relay's memory and the newest witnessed checkpoint.
+    relay: tokio::sync::Mutex<witness::Relay>,
     login_gate: tokio::sync::Semaphore,
     /// Logins waiting for `login_gate`.
     logins_waiting: std::sync::atomic::AtomicUsize,
@@ -520,6 +523,18 @@ pub struct MineAnswer {
     pub head: String,
     /// The entries, oldest first.
     pub entries: Vec<MineEntry>,
+    /// The newest checkpoint of the log its witnesses (the trustees)
+    /// cosigned, as a C2SP signed note with their cosignatures; absent until
+    /// one is witnessed. A device accepts `head` only if this checkpoint has
+    /// the quorum of the witnesses it pins and `head` extends it
+    /// (`checkpoint_proof`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<String>,
+    /// The consistency proof (base64 hashes) from the checkpoint's size to
+    /// the head's (empty when they are equal).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::api::proof_field)]
+    pub checkpoint_proof: Option<Vec<String>>,
 }
 
 /// One log entry with its inclusion proof.
@@ -671,6 +686,7 @@ impl Engine {
                 manifest: manifest.map(|m| m.as_bytes().to_vec()),
                 log: tokio::sync::Mutex::new(MerkleLog::new()),
                 log_key: control_room_log_key,
+                relay: tokio::sync::Mutex::new(witness::Relay::default()),
                 login_gate: tokio::sync::Semaphore::new(2),
                 logins_waiting: std::sync::atomic::AtomicUsize::new(0),
             }),
@@ -893,6 +909,7 @@ impl Engine {
         let version = self.inner.db.call(|s| s.data_version()).await?;
         self.sync_sessions().await?;
         self.spawn_account_watch(version);
+        self.spawn_witness_relay();
         let shreds = self.inner.db.call(|s| s.pending_shreds()).await?;
         for p in shreds {
             self.spawn_shred(p.student_id, p.trustee_id, p.stop, p.created_at_ms);

@@ -132,6 +132,18 @@ pub fn init_keys(cfg: &Config) -> anyhow::Result<sosvault::ControlRoomPublic> {
     Ok(load_keys(cfg)?.0.public())
 }
 
+/// The control room log's verifier key (`<origin>+<key id>+<base64>`), for
+/// each trustee's `witness_logs`: under `log_origin`, or the default origin.
+pub fn log_vkey(cfg: &Config) -> anyhow::Result<String> {
+    let log = load_keys(cfg)?.0.log_key().public();
+    let origin = match &cfg.log_origin {
+        Some(o) => sosvault::checkpoint::KeyName::new(o.clone())
+            .map_err(|e| anyhow::anyhow!("log_origin: {e}"))?,
+        None => sosvault::checkpoint::Checkpoint::default_origin(&log.log_id()),
+    };
+    Ok(sosvault::checkpoint::LogVerifier::new(origin, log).to_string())
+}
+
 /// Writes a fresh scrape token for `GET /metrics` to `path` (mode 0600) if
 /// there is none; an existing one is kept, and refused if other users can
 /// read it. Name it in `metrics_token_file`.

@@ -29,9 +29,11 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
 use sosvault::LogPublic;
+pub use sosvault_service::logverify::Verified;
+pub use sosvault_service::logverify::WitnessOptions;
 use sosvault_service::logverify::{
-    Http, Leaf, LogSource, Names, Report, base64, check, hash_base64, hashes_hex, pin_log_key,
-    read_state, write_state,
+    Http, Leaf, LogSource, Names, base64, hash_base64, hashes_hex, pin_log_key, read_state,
+    verify_served, write_state,
 };
 
 use crate::api::{LogConsistencyBody, LogEntriesBody, LogHeadBody, LogProofBody};
@@ -55,6 +57,11 @@ pub struct VerifyOptions {
     /// An operator's session token: the entries' bytes are read and checked
     /// too (without it, the leaf hashes only).
     pub token: Option<String>,
+    /// The witnesses of the control room's log the auditor trusts (the
+    /// trustees' `witness_vkey`s), the quorum and the log's origin. With
+    /// witnesses, the served checkpoint must carry the quorum of their
+    /// cosignatures and lie on the signed head's history.
+    pub witnesses: WitnessOptions,
 }
 
 /// The state file: what the auditor saw last time.
@@ -114,7 +121,7 @@ impl LogSource for Dispatch {
 }
 
 /// Runs the whole check; `Err` carries a plain-words reason.
-pub async fn verify(opts: &VerifyOptions) -> anyhow::Result<Report> {
+pub async fn verify(opts: &VerifyOptions) -> anyhow::Result<Verified> {
     let http = Http::new(&opts.url, opts.ca.as_deref(), opts.token.clone(), WHO)?;
     let head: LogHeadBody = http.get("/v1/log/head").await?;
     let log_public = LogPublic::from_hex(&head.log_public_key)
@@ -133,17 +140,15 @@ pub async fn verify(opts: &VerifyOptions) -> anyhow::Result<Report> {
             pin_flag: "--log-public",
         },
     )?;
-    let head_bytes = base64(WHO, "a head", &head.head)?;
-    let old_bytes = previous
-        .as_ref()
-        .map(|p| base64("the state file", "a head", &p.head))
-        .transpose()?;
-    let (_, report) = check(
-        &Dispatch(http),
+    let source = Dispatch(http);
+    let (head_bytes, verified) = verify_served(
+        &source,
+        &source.0,
         WHO,
-        &head_bytes,
+        &head.head,
+        previous.as_ref().map(|p| p.head.as_str()),
         &log_public,
-        old_bytes.as_deref(),
+        &opts.witnesses,
     )
     .await?;
     if let Some(path) = &opts.state {
@@ -155,5 +160,5 @@ pub async fn verify(opts: &VerifyOptions) -> anyhow::Result<Report> {
             },
         )?;
     }
-    Ok(report)
+    Ok(verified)
 }

@@ -147,6 +147,19 @@ enum LogCmd {
         /// without one, leaf hashes only.
         #[arg(long)]
         token_file: Option<PathBuf>,
+        /// A witness of the control room's log, by its verifier key (a
+        /// trustee's `witness_vkey`, `<name>+<key id>+<base64>`); repeat.
+        /// With any, `GET /v1/log/checkpoint` must carry `--quorum` of their
+        /// cosignatures and lie on the signed head's history.
+        #[arg(long = "witness", value_name = "VKEY")]
+        witnesses: Vec<String>,
+        /// How many of the `--witness`es must have cosigned (default: all).
+        #[arg(long)]
+        quorum: Option<usize>,
+        /// The log's checkpoint origin, if the service sets `log_origin`
+        /// (default: `sosvault.log/<log id hex>`).
+        #[arg(long)]
+        origin: Option<String>,
     },
 }
 
@@ -204,6 +217,10 @@ async fn main() -> anyhow::Result<()> {
             // 0600: it will hold the operators' password hashes.
             sosvault_server::files::write_new_private(&path, cfg.to_toml()?.as_bytes())?;
             println!("control_room_public: {}", public.to_hex());
+            println!(
+                "log_vkey: {}   # for every trustee's witness_logs",
+                sosvault_server::log_vkey(&cfg)?
+            );
             println!("config: {}", path.display());
             println!("metrics_token_file: {}", token.display());
         }
@@ -249,8 +266,27 @@ async fn main() -> anyhow::Result<()> {
                     state,
                     ca,
                     token_file,
+                    witnesses,
+                    quorum,
+                    origin,
                 },
         } => {
+            let witnesses = witnesses
+                .iter()
+                .map(|w| {
+                    w.parse::<sosvault::checkpoint::WitnessVerifier>()
+                        .map_err(|e| {
+                            anyhow::anyhow!(
+                                "--witness {w:?} is not a witness verifier key (a trustee's \
+                             witness_vkey, `<name>+<key id>+<base64>`): {e:?}"
+                            )
+                        })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let origin = origin
+                .map(sosvault::checkpoint::KeyName::new)
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--origin: {e:?}"))?;
             let log_public = log_public
                 .map(|h| sosvault::LogPublic::from_hex(h.trim()))
                 .transpose()
@@ -274,6 +310,11 @@ async fn main() -> anyhow::Result<()> {
                 state,
                 ca,
                 token,
+                witnesses: sosvault_server::logverify::WitnessOptions {
+                    witnesses,
+                    quorum,
+                    origin,
+                },
             };
             let report = sosvault_server::logverify::verify(&opts).await?;
             println!("{}", report.summary());

@@ -240,6 +240,17 @@ impl std::fmt::Debug for TrusteeClient {
 }
 
 impl TrusteeClient {
+    /// The HTTP client (TLS pinned to this trustee, with the control
+    /// room's client certificate).
+    pub(crate) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// The trustee's base URL.
+    pub(crate) fn base(&self) -> &str {
+        &self.base
+    }
+
     /// A client for the trustee at `base` (e.g. `http://127.0.0.1:7001`).
     pub fn new(http: reqwest::Client, base: &str, public: TrusteePublic, name: &str) -> Self {
         let name = if name.is_empty() {

@@ -493,3 +493,174 @@ fn over_https_log_verify_trusts_only_the_pinned_certificate() {
     std::fs::write(&other_pem, other.cert.pem()).unwrap();
     fails(&run(Some(&other_pem)), "cannot reach the dispatch service");
 }
+
+/// Polls (bounded) until the served checkpoint carries `n` cosignature
+/// lines for a tree of `size` entries; returns the note's text.
+async fn witnessed(c: &Cluster, size: u64, n: usize) -> String {
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let text = reqwest::get(format!("{}/v1/log/checkpoint", c.server.url()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let note = sosvault::checkpoint::Note::parse(text.as_bytes()).unwrap();
+        let cp = sosvault::checkpoint::Checkpoint::parse_body(note.text()).unwrap();
+        if cp.size == size && note.signatures().len() == 1 + n {
+            return text;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "not witnessed in 20 s: {text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_trustee_witnesses_the_control_room_log_and_a_fork_is_never_cosigned() {
+    use sosvault::checkpoint::{
+        AddCheckpoint, Checkpoint, LogVerifier, Note, WitnessPolicy, WitnessVerifier,
+    };
+    let c = Cluster::start_with(Options::default(), |cfg| cfg.witness_interval_ms = 200).await;
+    let op = c.operator().await;
+    let id = released(&c, &op, "Asha Verma").await;
+    view(&c, &op, &id, 2).await;
+    let size = log_size(&c).await;
+    assert_eq!(size, 3);
+
+    // The relay took the checkpoint to every trustee: three cosignatures.
+    let text = witnessed(&c, size, 3).await;
+    let witnesses: Vec<WitnessVerifier> = c
+        .trustees
+        .iter()
+        .map(|t| t.witness_vkey.parse().unwrap())
+        .collect();
+    let info = c.client.get("/v1/info", None).await.unwrap();
+    let log: LogVerifier = info["log_vkey"].as_str().unwrap().parse().unwrap();
+    let all = WitnessPolicy::new(log.clone(), witnesses.clone(), 3).unwrap();
+    let w = all.verify(&Note::parse(text.as_bytes()).unwrap()).unwrap();
+    assert_eq!(w.checkpoint().size, size);
+
+    // An auditor requires them: all three, then a quorum; a stranger's key
+    // does not count.
+    let vkeys: Vec<String> = c.trustees.iter().map(|t| t.witness_vkey.clone()).collect();
+    let mut args = Vec::new();
+    for v in &vkeys {
+        args.extend(["--witness", v.as_str()]);
+    }
+    let out = ok(&log_verify(&c, None, None, &args));
+    assert!(out.contains("cosigned by 3 of 3"), "{out}");
+    let stranger = sosvault::checkpoint::Witness::new(
+        sosvault::checkpoint::KeyName::new("stranger.example").unwrap(),
+        sosvault::LogKey::generate(),
+    )
+    .verifier()
+    .to_string();
+    fails(
+        &log_verify(
+            &c,
+            None,
+            None,
+            &[
+                "--witness",
+                &stranger,
+                "--witness",
+                &vkeys[0],
+                "--quorum",
+                "2",
+            ],
+        ),
+        "1 valid cosignatures",
+    );
+
+    // Each trustee's own log is witnessed by the two others.
+    for (i, t) in c.trustees.iter().enumerate() {
+        let others: Vec<WitnessVerifier> = witnesses
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, w)| w.clone())
+            .collect();
+        let policy = WitnessPolicy::new(t.log_vkey.parse().unwrap(), others, 2).unwrap();
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let body = reqwest::get(format!("{}/v1/log/checkpoint", t.url()))
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            if policy.verify(&Note::parse(&body).unwrap()).is_ok() {
+                break;
+            }
+            assert!(std::time::Instant::now() < end, "trustee {i} not witnessed");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    // The student's answer carries the witnessed checkpoint, and the head
+    // it proves entries against extends it.
+    let cr = c.control_room_key();
+    let holder = sosvault::TrusteeId::from_hex(info["control_room_id"].as_str().unwrap()).unwrap();
+    let key = sosvault::DeviceKey::from_seed(&[33; 32]);
+    c.student_with_key("Ravi Meena", sosvault::DeviceKey::from_seed(&[33; 32]))
+        .await;
+    let q = sosvault::log::LogQuery::sign(&key, holder, Timestamp::now());
+    let body = serde_json::json!({ "query": B64.encode(q.as_bytes()) });
+    let (_, mine) = c.client.post("/v1/log/mine", None, &body).await.unwrap();
+    let head = TreeHead::verify(
+        &B64.decode(mine["head"].as_str().unwrap()).unwrap(),
+        &cr.log_key().public(),
+    )
+    .unwrap();
+    let note = Note::parse(mine["checkpoint"].as_str().unwrap().as_bytes()).unwrap();
+    let cp = all.verify(&note).unwrap();
+    let proof: Vec<Vec<u8>> = mine["checkpoint_proof"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| B64.decode(h.as_str().unwrap()).unwrap())
+        .collect();
+    if cp.checkpoint().size == head.body().size {
+        assert_eq!(cp.checkpoint().root, head.body().root);
+    } else {
+        verify_consistency(
+            cp.checkpoint().size,
+            head.body().size,
+            &cp.checkpoint().root,
+            &head.body().root,
+            &proof,
+        )
+        .unwrap();
+    }
+
+    // The attacker who holds the dispatch data directory signs another
+    // history of the same size with the log's own key: no witness cosigns it.
+    let mut forged = MerkleLog::new();
+    for i in 0..size {
+        forged.append_leaf_hash(leaf_hash(&[i as u8, 0xff]));
+    }
+    let head = forged.head(cr.log_key().public().log_id(), Timestamp::now());
+    let note = Checkpoint::of_head(log.name().clone(), &head).sign(&cr.log_key());
+    let req = AddCheckpoint {
+        old_size: size,
+        proof: Vec::new(),
+        note,
+    };
+    for t in &c.trustees {
+        let r = reqwest::Client::new()
+            .post(format!("{}/v1/witness/add-checkpoint", t.url()))
+            .header("content-type", "text/plain")
+            .body(req.to_bytes())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 422, "a fork cosigned");
+        let v: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(v["error"], "fork");
+    }
+    // And the auditor still sees the one witnessed history.
+    ok(&log_verify(&c, None, None, &args));
+}

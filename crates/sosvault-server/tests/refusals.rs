@@ -487,6 +487,7 @@ async fn the_openapi_document_describes_every_route_and_nothing_else() {
         "GET /metrics",
         "GET /v1/info",
         "GET /v1/log/head",
+        "GET /v1/log/checkpoint",
         "GET /v1/log/proof",
         "GET /v1/log/consistency",
         "GET /v1/log/entries",

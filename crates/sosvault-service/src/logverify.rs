@@ -40,7 +40,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sosvault::checkpoint::{CheckpointError, Note, WitnessPolicy, WitnessVerifier};
+use sosvault::checkpoint::{
+    Checkpoint, CheckpointError, KeyName, LogVerifier, MAX_NOTE_BYTES, Note, WitnessPolicy,
+    WitnessVerifier,
+};
 use sosvault::log::{LogEntry, MerkleLog, TreeHead, leaf_hash};
 use sosvault::{Container as _, LogPublic, Signed};
 
@@ -449,6 +452,108 @@ pub struct WitnessReport {
     pub trusted: usize,
     /// The size of the signed head it was checked against.
     pub head_size: u64,
+}
+
+/// What a successful `log verify` saw: the log, and its witnessed
+/// checkpoint when witnesses were given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// The log's check.
+    pub log: Report,
+    /// The witnessed checkpoint's check.
+    pub witnessed: Option<WitnessReport>,
+}
+
+impl Verified {
+    /// The lines `log verify` prints on success.
+    pub fn summary(&self) -> String {
+        match &self.witnessed {
+            Some(w) => format!("{}\n{}", self.log.summary(), w.summary()),
+            None => self.log.summary(),
+        }
+    }
+}
+
+/// The policy of `log verify --witness ... --quorum K` for the log signing
+/// with `log` under `origin` (by default `sosvault.log/<log id hex>`):
+/// `None` without witnesses or quorum; the quorum is all the witnesses when
+/// not given.
+pub fn witness_policy(
+    log: LogPublic,
+    origin: Option<KeyName>,
+    witnesses: &[WitnessVerifier],
+    quorum: Option<usize>,
+) -> anyhow::Result<Option<WitnessPolicy>> {
+    if witnesses.is_empty() && quorum.is_none() {
+        return Ok(None);
+    }
+    let origin = origin.unwrap_or_else(|| Checkpoint::default_origin(&log.log_id()));
+    let quorum = quorum.unwrap_or(witnesses.len());
+    WitnessPolicy::new(LogVerifier::new(origin, log), witnesses.to_vec(), quorum)
+        .map(Some)
+        .map_err(|e| anyhow!("--witness and --quorum: {e}"))
+}
+
+/// What an auditor asked of a log's witnesses (`--witness`, `--quorum`,
+/// `--origin`).
+#[derive(Clone, Debug, Default)]
+pub struct WitnessOptions {
+    /// The trusted witnesses.
+    pub witnesses: Vec<WitnessVerifier>,
+    /// How many must have cosigned (default: all).
+    pub quorum: Option<usize>,
+    /// The log's checkpoint origin (default: `sosvault.log/<log id hex>`).
+    pub origin: Option<KeyName>,
+}
+
+/// The whole check of `log verify` once the head is fetched and its key
+/// pinned: [`check`] the served head (base64) against the state file's
+/// (base64, if any), then, with witnesses, [`fetch_witnessed`]. Returns the
+/// head's bytes, for the state file, and what was verified.
+pub async fn verify_served<S: LogSource>(
+    source: &S,
+    http: &Http,
+    who: &str,
+    head: &str,
+    previous: Option<&str>,
+    log: &LogPublic,
+    witnesses: &WitnessOptions,
+) -> anyhow::Result<(Vec<u8>, Verified)> {
+    let head_bytes = base64(who, "a head", head)?;
+    let old_bytes = previous
+        .map(|p| base64("the state file", "a head", p))
+        .transpose()?;
+    let policy = witness_policy(
+        *log,
+        witnesses.origin.clone(),
+        &witnesses.witnesses,
+        witnesses.quorum,
+    )?;
+    let (signed, report) = check(source, who, &head_bytes, log, old_bytes.as_deref()).await?;
+    let witnessed = match &policy {
+        Some(p) => Some(fetch_witnessed(source, http, who, p, signed.body()).await?),
+        None => None,
+    };
+    Ok((
+        head_bytes,
+        Verified {
+            log: report,
+            witnessed,
+        },
+    ))
+}
+
+/// Fetches the service's `GET /v1/log/checkpoint` and checks it with
+/// [`check_witnessed`] against `head`.
+pub async fn fetch_witnessed<S: LogSource>(
+    source: &S,
+    http: &Http,
+    who: &str,
+    policy: &WitnessPolicy,
+    head: &TreeHead,
+) -> anyhow::Result<WitnessReport> {
+    let note = http.get_bytes("/v1/log/checkpoint", MAX_NOTE_BYTES).await?;
+    check_witnessed(source, who, &note, policy, head).await
 }
 
 impl WitnessReport {

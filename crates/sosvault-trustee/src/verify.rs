@@ -31,13 +31,11 @@ use anyhow::{anyhow, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
-use sosvault::checkpoint::{
-    Checkpoint, KeyName, LogVerifier, MAX_NOTE_BYTES, WitnessPolicy, WitnessVerifier,
-};
+use sosvault::checkpoint::{KeyName, WitnessVerifier};
 use sosvault::{LogPublic, TrusteePublic};
 use sosvault_service::logverify::{
-    Http, Leaf, LogSource, Names, WitnessReport, base64, check, check_witnessed, hash_base64,
-    hashes_base64, pin_log_key, read_state, write_state,
+    Http, Leaf, LogSource, Names, WitnessOptions, base64, hash_base64, hashes_base64, pin_log_key,
+    read_state, verify_served, write_state,
 };
 
 use crate::api::{EntriesResponse, HeadResponse, Identity, ProofResponse};
@@ -73,25 +71,7 @@ pub struct VerifyOptions {
     pub origin: Option<KeyName>,
 }
 
-/// What a successful `log verify` saw: the log, and its witnessed
-/// checkpoint when witnesses were given.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Verified {
-    /// The log's check.
-    pub log: VerifyReport,
-    /// The witnessed checkpoint's check.
-    pub witnessed: Option<WitnessReport>,
-}
-
-impl Verified {
-    /// The lines `log verify` prints on success.
-    pub fn summary(&self) -> String {
-        match &self.witnessed {
-            Some(w) => format!("{}\n{}", self.log.summary(), w.summary()),
-            None => self.log.summary(),
-        }
-    }
-}
+pub use sosvault_service::logverify::Verified;
 
 /// The state file: what the auditor saw last time.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -185,41 +165,22 @@ pub async fn verify(opts: &VerifyOptions) -> anyhow::Result<Verified> {
     )?;
 
     let head: HeadResponse = http.get("/v1/log/head").await?;
-    let head_bytes = base64(WHO, "a head", &head.head)?;
-    let old_bytes = previous
-        .as_ref()
-        .map(|p| base64("the state file", "a head", &p.head))
-        .transpose()?;
-    let policy = if opts.witnesses.is_empty() && opts.quorum.is_none() {
-        None
-    } else {
-        let origin = opts
-            .origin
-            .clone()
-            .unwrap_or_else(|| Checkpoint::default_origin(&log_public.log_id()));
-        let quorum = opts.quorum.unwrap_or(opts.witnesses.len());
-        Some(
-            WitnessPolicy::new(
-                LogVerifier::new(origin, log_public),
-                opts.witnesses.clone(),
-                quorum,
-            )
-            .map_err(|e| anyhow!("--witness and --quorum: {e}"))?,
-        )
-    };
     let source = Trustee(http);
-    let (signed, report) =
-        check(&source, WHO, &head_bytes, &log_public, old_bytes.as_deref()).await?;
-    let witnessed = match &policy {
-        Some(policy) => {
-            let note = source
-                .0
-                .get_bytes("/v1/log/checkpoint", MAX_NOTE_BYTES)
-                .await?;
-            Some(check_witnessed(&source, WHO, &note, policy, signed.body()).await?)
-        }
-        None => None,
+    let witnesses = WitnessOptions {
+        witnesses: opts.witnesses.clone(),
+        quorum: opts.quorum,
+        origin: opts.origin.clone(),
     };
+    let (head_bytes, verified) = verify_served(
+        &source,
+        &source.0,
+        WHO,
+        &head.head,
+        previous.as_ref().map(|p| p.head.as_str()),
+        &log_public,
+        &witnesses,
+    )
+    .await?;
 
     if let Some(path) = &opts.state {
         write_state(
@@ -231,8 +192,5 @@ pub async fn verify(opts: &VerifyOptions) -> anyhow::Result<Verified> {
             },
         )?;
     }
-    Ok(Verified {
-        log: report,
-        witnessed,
-    })
+    Ok(verified)
 }

@@ -1982,6 +1982,22 @@ mod tests {
         }
     }
 
+    /// The reason commitment R and entry E (kind 9) of `docs/PROTOCOL.md`,
+    /// "Log test vectors": the student of device seed `01` × 32, incident
+    /// `77` × 16, viewer `operator:ravi`, nonce `5e` × 16, reason
+    /// `night-shift handover`, at 1790000620.
+    fn entry_e() -> (MessageHash, LogEntry) {
+        let r = view_reason_commitment(&[0x5e; 16], "night-shift handover");
+        let e = LogEntry::ProfileViewedWithReason {
+            student: DeviceKey::from_seed(&[1; 32]).student_id(),
+            incident: IncidentId([0x77; 16]),
+            viewer: Viewer::new("operator:ravi").unwrap(),
+            reason: r,
+            at: Timestamp(1_790_000_620),
+        };
+        (r, e)
+    }
+
     /// Fixed vectors, also listed in `docs/PROTOCOL.md` ("Transparency log").
     #[test]
     fn known_answers() {
@@ -2068,6 +2084,32 @@ mod tests {
             hex::encode(d.leaf_hash()),
             "0e2e853bb9c3bf712be8c1e93a67724689b23f78ac41d688d315c65b0f51f750"
         );
+        // Kind 9 (profile viewed with a reason) and the commitment to its
+        // reason, the tagged hash of §6.1 written out on plain SHA-256.
+        let (r, e) = entry_e();
+        let r_hex = "30ed64a9cb4687434bbff326a54834bb23711e11f46f7bba40c1dd1cb356cad2";
+        assert_eq!(r.to_hex(), r_hex);
+        let written_out: [u8; 32] = Sha256::new()
+            .chain_update([23])
+            .chain_update(b"sosvault/view-reason/v1")
+            .chain_update([0x5e; 16])
+            .chain_update(b"night-shift handover")
+            .finalize()
+            .into();
+        assert_eq!(*r.as_bytes(), written_out);
+        assert_eq!(
+            hex::encode(e.to_bytes()),
+            format!(
+                "{tag_hex}09{student_hex}{}0000000d{}{r_hex}000000006ab13dec",
+                "77".repeat(16),
+                "6f70657261746f723a72617669"
+            )
+        );
+        assert_eq!(
+            hex::encode(e.leaf_hash()),
+            "906bbcf5632517574a03508a81461aa3f2b3c565e43644775784db47c99ff5aa"
+        );
+        assert_eq!(LogEntry::from_bytes(&e.to_bytes()).unwrap(), e);
         // Kind 2 (the whole panic embedded) is retired.
         let mut retired = c.to_bytes();
         retired[tag_hex.len() / 2] = 2;
@@ -2108,6 +2150,53 @@ mod tests {
                 "9d61d5c1ddb0b84e09264edb24272f5022b9b63ad562203a63de89ff5a02be8f\
                  b9e7044ab404a25ca9296d89ccf528e38f1e0450b5f2f33e5834aa7c85119700"
             )
+        );
+    }
+
+    /// The rows of R and E in `docs/PROTOCOL.md`, "Log test vectors", as
+    /// this code makes them: the entry's bytes are cut into its fields (each
+    /// where the kind's row of "Entries" puts it) and written out.
+    fn entry_e_rows() -> String {
+        let (r, e) = entry_e();
+        let bytes = e.to_bytes();
+        let (tag_and_kind, rest) = bytes.split_at(1 + LogEntry::TAG.len() + 1);
+        let (student, rest) = rest.split_at(32);
+        let (incident, rest) = rest.split_at(16);
+        let (len, rest) = rest.split_at(4);
+        let viewer_len = u32::from_be_bytes(len.try_into().unwrap()) as usize;
+        let (viewer, rest) = rest.split_at(viewer_len);
+        let (commitment, at) = rest.split_at(32);
+        assert_eq!(
+            student,
+            DeviceKey::from_seed(&[1; 32]).student_id().as_bytes()
+        );
+        assert_eq!(incident, [0x77; 16]);
+        assert_eq!(viewer, b"operator:ravi");
+        assert_eq!(commitment, r.as_bytes());
+        assert_eq!(at.len(), 8);
+        format!(
+            "| reason commitment R: nonce `5e` × 16, reason `night-shift handover` | `{}` |\n\
+             | entry E: profile viewed with a reason, incident `77` × 16, viewer `operator:ravi`, \
+             reason R, at 1790000620 | `{}` ‖ student ‖ `77` × 16 ‖ `{}` `{}` ‖ R ‖ `{}` |\n\
+             | leaf hash E | `{}` |\n",
+            r.to_hex(),
+            hex::encode(tag_and_kind),
+            hex::encode(len),
+            hex::encode(viewer),
+            hex::encode(at),
+            hex::encode(e.leaf_hash()),
+        )
+    }
+
+    /// `docs/PROTOCOL.md` holds the kind-9 vectors this code makes; on a
+    /// deliberate change of format, paste the rows this test prints.
+    #[test]
+    fn the_protocol_document_holds_the_kind_9_vectors() {
+        let doc = include_str!("../../../docs/PROTOCOL.md");
+        let rows = entry_e_rows();
+        assert!(
+            doc.contains(&rows),
+            "docs/PROTOCOL.md, \"Log test vectors\", must hold these rows:\n\n{rows}"
         );
     }
 }

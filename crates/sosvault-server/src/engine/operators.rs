@@ -475,9 +475,14 @@ impl Engine {
                 reason_nonce: reason.as_ref().map(|r| b64(&r.nonce)),
             });
         }
+        let witnessed = self.mine_checkpoint(&log, size).await?;
         Ok(MineAnswer {
             head: b64(head.as_bytes()),
             entries,
+            checkpoint_proof: witnessed
+                .as_ref()
+                .map(|(_, p)| p.iter().map(|h| b64(h)).collect()),
+            checkpoint: witnessed.map(|(note, _)| note),
         })
     }
 

@@ -98,6 +98,13 @@ pub struct TrusteeProc {
     pinned: String,
     /// `SOSVAULT_TRUSTEE_TLS_*` when the cluster runs over TLS.
     tls_env: Vec<(String, String)>,
+    /// `SOSVAULT_TRUSTEE_WITNESS_LOGS` and `_WITNESSES`: the trustee
+    /// witnesses the control room's log and the other trustees'.
+    witness_env: Vec<(String, String)>,
+    /// Its log's verifier key (for the others' `witness_logs`).
+    pub log_vkey: String,
+    /// Its verifier key as a witness (for the others' `witnesses`).
+    pub witness_vkey: String,
     /// How the test reads this trustee (TLS-pinned when it serves TLS).
     http: reqwest::Client,
 }
@@ -116,12 +123,17 @@ impl TrusteeProc {
             String::from_utf8_lossy(&out.stderr)
         );
         let text = String::from_utf8(out.stdout).unwrap();
-        let public = text
-            .lines()
-            .find_map(|l| l.strip_prefix("public: "))
-            .expect("public line")
-            .trim()
-            .to_owned();
+        let line = |prefix: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(prefix))
+                .unwrap_or_else(|| panic!("no {prefix} line"))
+                .split_whitespace()
+                .next()
+                .unwrap()
+                .to_owned()
+        };
+        let public = line("public: ");
+        let (log_vkey, witness_vkey) = (line("log_vkey: "), line("witness_vkey: "));
         Self {
             dir: dir.to_owned(),
             public,
@@ -129,32 +141,16 @@ impl TrusteeProc {
             child: None,
             pinned: String::new(),
             tls_env: Vec::new(),
+            witness_env: Vec::new(),
+            log_vkey,
+            witness_vkey,
             http: reqwest::Client::new(),
         }
     }
 
     /// Starts (or restarts, on the same port) the trustee.
     pub fn start(&mut self) {
-        assert!(self.child.is_none());
-        let mut cmd = Command::new(trustee_bin());
-        cmd.args(["serve", "--config"])
-            .arg(self.dir.join("trustee.toml"))
-            .env("SOSVAULT_TRUSTEE_PINNED_CONTROL_ROOMS", &self.pinned)
-            .env("SOSVAULT_TRUSTEE_MAX_RELEASES_PER_WINDOW", "100")
-            .env(
-                "SOSVAULT_TRUSTEE_AUDITOR_TOKEN_SHA256",
-                auditor_token_sha256(),
-            )
-            .envs(self.tls_env.iter().map(|(k, v)| (k, v)))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        if let Some(addr) = &self.addr {
-            cmd.env("SOSVAULT_TRUSTEE_LISTEN", addr);
-        }
-        let mut child = cmd.spawn().expect("spawn trustee");
-        let addr = wait_listening(&mut child);
-        self.addr = Some(addr);
-        self.child = Some(child);
+        self.start_with_env(&[]);
     }
 
     /// Kills the trustee (SIGKILL).
@@ -240,6 +236,7 @@ impl TrusteeProc {
                 auditor_token_sha256(),
             )
             .envs(self.tls_env.iter().map(|(k, v)| (k, v)))
+            .envs(self.witness_env.iter().map(|(k, v)| (k, v)))
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
@@ -415,6 +412,23 @@ impl Cluster {
         let sdir = tmp.path().join("server");
         let mut cfg = sosvault_server::config::Config::new(&sdir);
         let cr = sosvault_server::init_keys(&cfg).unwrap();
+        // Each trustee witnesses the control room's log and the others'.
+        let cr_log = sosvault_server::log_vkey(&cfg).unwrap();
+        let vkeys: Vec<(String, String)> = trustees
+            .iter()
+            .map(|t| (t.log_vkey.clone(), t.witness_vkey.clone()))
+            .collect();
+        for (i, t) in trustees.iter_mut().enumerate() {
+            let others = vkeys.iter().enumerate().filter(|(j, _)| *j != i);
+            let logs: Vec<&str> = std::iter::once(cr_log.as_str())
+                .chain(others.clone().map(|(_, v)| v.0.as_str()))
+                .collect();
+            let witnesses: Vec<&str> = others.map(|(_, v)| v.1.as_str()).collect();
+            t.witness_env = vec![
+                ("SOSVAULT_TRUSTEE_WITNESS_LOGS".into(), logs.join(",")),
+                ("SOSVAULT_TRUSTEE_WITNESSES".into(), witnesses.join(",")),
+            ];
+        }
         if opts.tls {
             // One throwaway CA for the test deployment: the trustees' server
             // certificates and the control room's client certificate.
