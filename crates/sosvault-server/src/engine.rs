@@ -318,6 +318,9 @@ struct Session {
     /// The account's role when the session began (any change to the
     /// account ends its sessions, so it cannot go stale).
     role: crate::access::Role,
+    /// When the service took the session in (unix ms): a sync that read
+    /// the store before then does not know it yet, and must not end it.
+    known_since_ms: u64,
     expires_at_ms: u64,
     /// Cancelled on logout: the session's live streams end with it.
     closed: CancellationToken,

@@ -954,6 +954,15 @@ pub struct MineResponse {
     pub head: String,
     /// The entries about the asking student, with their inclusion proofs.
     pub entries: Vec<LeafJson>,
+    /// The log's checkpoint with the most cosignatures of its witnesses (the
+    /// other trustees), as a signed note (`GET /v1/log/checkpoint`): the
+    /// device believes `head` only if this has the quorum of the witnesses
+    /// it pins and `head` extends it (`checkpoint_proof`).
+    pub checkpoint: String,
+    /// The consistency proof (base64 hashes) from the checkpoint's size to
+    /// the head's (empty when they are equal).
+    #[schema(schema_with = proof_field)]
+    pub checkpoint_proof: Vec<String>,
 }
 
 /// A student's own entries (the query's signer), each with its inclusion
@@ -973,11 +982,28 @@ async fn mine(
     ApiJson(req): ApiJson<MineRequest>,
 ) -> Result<Json<MineResponse>, ApiError> {
     let query = b64_field("query", &req.query, Signed::<LogQuery>::MAX_LEN)?;
-    let answer = state
-        .with_node(move |n| n.mine(&query, Timestamp::now()))
+    let w = state.witnessing();
+    let (answer, checkpoint, checkpoint_proof) = state
+        .with_node(move |n| {
+            let answer = n.mine(&query, Timestamp::now())?;
+            // Under the same lock as the head: the checkpoint is never ahead of it.
+            let note = witness::checkpoint(n, &w, false)?;
+            let size = answer.head.body().size;
+            let at = sosvault::checkpoint::Checkpoint::parse_body(note.text())
+                .map_err(|e| NodeError::Internal(format!("own checkpoint: {e}")))?
+                .size;
+            let proof = if at == 0 || at >= size {
+                Vec::new()
+            } else {
+                n.consistency_proof(at, size)?
+            };
+            Ok((answer, note, proof))
+        })
         .await?;
     Ok(Json(MineResponse {
         head: b64(answer.head.as_bytes()),
+        checkpoint: checkpoint.to_text(),
+        checkpoint_proof: checkpoint_proof.iter().map(|h| b64(h)).collect(),
         entries: answer
             .leaves
             .into_iter()

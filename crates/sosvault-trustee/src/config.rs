@@ -220,7 +220,15 @@ impl Config {
         };
         fix(&mut self.store);
         fix(&mut self.trustee_key_file);
-        if let Some(p) = self.master_key_file.as_mut() {
+        for p in [
+            self.master_key_file.as_mut(),
+            self.tls_cert.as_mut(),
+            self.tls_key.as_mut(),
+            self.tls_client_ca.as_mut(),
+        ]
+        .into_iter()
+        .flatten()
+        {
             fix(p);
         }
     }
@@ -481,6 +489,29 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use super::*;
+
+    #[test]
+    fn tls_files_are_relative_to_the_config_file_like_the_keys() {
+        let mut c = Config::for_dir(Path::new(""), "t".into(), default_listen());
+        c.store = "store.db".into();
+        c.tls_cert = Some("tls/cert.pem".into());
+        c.tls_key = Some("/etc/sosvault/key.pem".into());
+        c.tls_client_ca = Some("ca.pem".into());
+        c.resolve_relative_to(Path::new("/srv/t1"));
+        assert_eq!(
+            c.tls_cert.as_deref(),
+            Some(Path::new("/srv/t1/tls/cert.pem"))
+        );
+        assert_eq!(
+            c.tls_key.as_deref(),
+            Some(Path::new("/etc/sosvault/key.pem"))
+        );
+        assert_eq!(
+            c.tls_client_ca.as_deref(),
+            Some(Path::new("/srv/t1/ca.pem"))
+        );
+        assert_eq!(c.store, Path::new("/srv/t1/store.db"));
+    }
 
     #[test]
     fn env_overrides_file_values() {

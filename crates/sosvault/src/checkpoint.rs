@@ -209,6 +209,12 @@ pub enum CheckpointError {
         /// The quorum.
         need: usize,
     },
+    /// A signed head does not extend the witnessed checkpoint: another log,
+    /// a smaller tree, another root at the same size, or a consistency
+    /// proof that does not verify. The log showed its witnesses one history
+    /// and this reader another.
+    #[error("the signed head does not extend the witnessed checkpoint: {0}")]
+    NotOnHistory(&'static str),
 }
 
 /// Why a [`WitnessPolicy`] cannot be made.
@@ -930,6 +936,49 @@ impl WitnessPolicy {
             })
             .collect();
         Ok(WitnessedCheckpoint { signed, cosigners })
+    }
+}
+
+impl WitnessPolicy {
+    /// What a reader of a log answer (a student's `/v1/log/mine`) does with
+    /// it: believes `head`, a signed head already verified under the log's
+    /// key, only if `note` carries this policy's quorum ([`Self::verify`])
+    /// and `head` extends the witnessed checkpoint: the same root at the same
+    /// size, or, for a larger head, `proof`, the consistency proof from the
+    /// checkpoint's size to the head's. A head smaller than the checkpoint is
+    /// refused: the answer must cover at least what the witnesses saw.
+    pub fn verify_head<P: AsRef<[u8]>>(
+        &self,
+        note: &Note,
+        head: &TreeHead,
+        proof: &[P],
+    ) -> Result<WitnessedCheckpoint, CheckpointError> {
+        let witnessed = self.verify(note)?;
+        let cp = witnessed.checkpoint();
+        if head.log_id != self.log.public().log_id() {
+            return Err(CheckpointError::NotOnHistory("the head is another log's"));
+        }
+        if head.size < cp.size {
+            return Err(CheckpointError::NotOnHistory(
+                "the head is smaller than the witnessed checkpoint",
+            ));
+        }
+        if head.size == cp.size {
+            return if head.root == cp.root {
+                Ok(witnessed)
+            } else {
+                Err(CheckpointError::NotOnHistory(
+                    "another root at the witnessed size (a fork)",
+                ))
+            };
+        }
+        if cp.size == 0 {
+            // Every tree extends the empty one.
+            return Ok(witnessed);
+        }
+        crate::log::verify_consistency(cp.size, head.size, &cp.root, &head.root, proof)
+            .map_err(|_| CheckpointError::NotOnHistory("the consistency proof does not verify"))?;
+        Ok(witnessed)
     }
 }
 

@@ -98,6 +98,8 @@ impl Engine {
     /// `operator` command) ends, with its live streams; one it has and
     /// memory does not (at start) is taken in, with its account's role.
     pub(super) async fn sync_sessions(&self) -> Result<(), ApiError> {
+        // Read before the store: a login that saved its session after this
+        // is not in what the store answers, and is kept.
         let now = now_ms();
         let (sessions, accounts) = self
             .inner
@@ -107,7 +109,7 @@ impl Engine {
         let mut st = self.state();
         let live: std::collections::HashSet<[u8; 32]> = sessions.iter().map(|s| s.0).collect();
         st.sessions.retain(|hash, s| {
-            let keep = live.contains(hash);
+            let keep = live.contains(hash) || s.known_since_ms >= now;
             if !keep {
                 s.closed.cancel();
                 tracing::info!(operator = %s.username, "operator session ended: the account changed");
@@ -129,6 +131,7 @@ impl Engine {
                 Session {
                     username,
                     role: account.role,
+                    known_since_ms: now,
                     expires_at_ms,
                     closed: self.inner.streams.child_token(),
                 },

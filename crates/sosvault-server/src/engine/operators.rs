@@ -100,6 +100,7 @@ impl Engine {
             Session {
                 username: username.to_owned(),
                 role,
+                known_since_ms: now,
                 expires_at_ms: expires,
                 closed: self.inner.streams.child_token(),
             },

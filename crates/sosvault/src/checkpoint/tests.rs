@@ -555,6 +555,80 @@ fn every_refusal_has_its_status() {
 /// size with another root, and a longer rewritten history whose proof from
 /// the cosigned head cannot verify. Neither is cosigned.
 #[test]
+fn a_reader_believes_a_head_only_on_the_witnessed_history() {
+    let key = log_key(1);
+    let log = tree(9, 0);
+    let cp = checkpoint(&log, 5, &key);
+    let w = [witness(2, "w2.example"), witness(3, "w3.example")];
+    let note = cp
+        .sign(&key)
+        .with_signatures(w.iter().map(|w| w.cosign(&cp, T)))
+        .unwrap();
+    let policy = WitnessPolicy::new(
+        LogVerifier::new(cp.origin.clone(), key.public()),
+        w.iter().map(Witness::verifier).collect(),
+        2,
+    )
+    .unwrap();
+    let id = key.public().log_id();
+    let none: [[u8; 32]; 0] = [];
+    // The same head, and a larger one with its consistency proof.
+    assert!(
+        policy
+            .verify_head(
+                &note,
+                &log.head(id, T),
+                &log.consistency_proof(5, 9).unwrap()
+            )
+            .is_ok()
+    );
+    let mut same = MerkleLog::new();
+    for i in 0..5 {
+        same.append(&entry(i));
+    }
+    assert!(policy.verify_head(&note, &same.head(id, T), &none).is_ok());
+    // Another history: at the same size, and larger with any proof.
+    let other = tree(9, 1);
+    let fork = tree(5, 1);
+    let refused = |head: &crate::log::TreeHead, proof: &[[u8; 32]]| {
+        matches!(
+            policy.verify_head(&note, head, proof),
+            Err(CheckpointError::NotOnHistory(_))
+        )
+    };
+    assert!(refused(&fork.head(id, T), &none));
+    assert!(refused(
+        &other.head(id, T),
+        &other.consistency_proof(5, 9).unwrap()
+    ));
+    assert!(
+        refused(&log.head(id, T), &none),
+        "a larger head without its proof"
+    );
+    // A head smaller than what the witnesses saw, or another log's.
+    let mut small = MerkleLog::new();
+    small.append(&entry(0));
+    assert!(refused(&small.head(id, T), &none));
+    assert!(refused(
+        &log.head(log_key(9).public().log_id(), T),
+        &log.consistency_proof(5, 9).unwrap()
+    ));
+    // Without the quorum nothing is believed, whatever the head.
+    let thin = cp
+        .sign(&key)
+        .with_signatures([w[0].cosign(&cp, T)])
+        .unwrap();
+    assert!(matches!(
+        policy.verify_head(
+            &thin,
+            &log.head(id, T),
+            &log.consistency_proof(5, 9).unwrap()
+        ),
+        Err(CheckpointError::NoQuorum { have: 1, need: 2 })
+    ));
+}
+
+#[test]
 fn a_fork_signed_with_the_logs_own_key_is_never_cosigned() {
     let key = log_key(1);
     let v = LogVerifier::for_key(key.public());
