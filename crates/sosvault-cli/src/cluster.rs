@@ -231,6 +231,11 @@ pub struct ClusterOptions {
     /// demo does; the load generator does not, so that it measures the
     /// service against its plain-HTTP floor, not TLS on loopback.
     pub dispatch_tls: bool,
+    /// How often the control room relays checkpoints to the trustees'
+    /// witnesses (ms): the demo often, so its auditor sees them cosigned
+    /// within seconds; the load generator at the service's default, since
+    /// each round is a few fsyncs at every trustee (docs/BENCHMARKS.md).
+    pub witness_interval_ms: u64,
 }
 
 /// The running cluster.
@@ -442,9 +447,7 @@ impl Cluster {
         cfg.ack_timeout_ms = opts.ack_timeout_ms;
         cfg.enroll_timeout_ms = 5_000;
         cfg.max_backoff_ms = 500;
-        // Witnessed often: the demo's auditor sees its checkpoints cosigned
-        // within a couple of seconds.
-        cfg.witness_interval_ms = 2_000;
+        cfg.witness_interval_ms = opts.witness_interval_ms;
         for t in &trustees {
             cfg.trustees.push(TrusteeConfig {
                 url: t.url(),

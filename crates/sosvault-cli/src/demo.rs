@@ -177,6 +177,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
             )],
             deployment: "kota-demo".into(),
             dispatch_tls: true,
+            // Witnessed often: the demo's auditor sees its checkpoints
+            // cosigned within a couple of seconds.
+            witness_interval_ms: 2_000,
         },
         |m| n.say(m),
     )

@@ -1059,6 +1059,7 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<LoadResult> {
             // Measured against a plain-HTTP floor: TLS on loopback would
             // measure handshakes, not the service.
             dispatch_tls: false,
+            witness_interval_ms: sosvault_server::config::Config::new(&root).witness_interval_ms,
         },
         |m| say(t0, m),
     )
