@@ -87,13 +87,6 @@ async fn login_status(c: &Cluster, name: &str, password: &str) -> u16 {
         .map_or(200, |e| e.status)
 }
 
-async fn ended(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Value>, secs: u64) {
-    let drained = async { while rx.recv().await.is_some() {} };
-    tokio::time::timeout(Duration::from_secs(secs), drained)
-        .await
-        .expect("the stream outlived the change");
-}
-
 async fn status_of(c: &Cluster, method: &str, path: &str, token: &str) -> (u16, Value) {
     let r = match method {
         "GET" => c.client.get(path, Some(token)).await,

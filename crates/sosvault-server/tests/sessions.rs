@@ -7,17 +7,7 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
-
-/// Waits (bounded) until an event stream ends; fails if it keeps going.
-async fn ended(rx: &mut tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>, secs: u64) {
-    let drained = async { while rx.recv().await.is_some() {} };
-    tokio::time::timeout(Duration::from_secs(secs), drained)
-        .await
-        .expect("the stream outlived its session");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_survives_a_restart_and_logout_ends_it_and_its_live_stream() {

@@ -36,7 +36,7 @@ const MAX_ANSWER: usize = sosvault::checkpoint::MAX_NOTE_BYTES + 4096;
 #[derive(Default)]
 pub(super) struct Relay {
     /// For each (log, witness): the size the witness cosigned last.
-    cosigned: HashMap<(usize, usize), u64>,
+    cosigned: HashMap<(Log, usize), u64>,
     /// Each trustee's witness verifier key, from its identity.
     witnesses: HashMap<usize, WitnessVerifier>,
     /// The control room's witnessed checkpoint: of those cosigned, the one
@@ -49,15 +49,6 @@ pub(super) struct Relay {
 enum Log {
     ControlRoom,
     Trustee(usize),
-}
-
-impl Log {
-    fn key(self, n: usize) -> usize {
-        match self {
-            Log::ControlRoom => n,
-            Log::Trustee(i) => i,
-        }
-    }
 }
 
 fn unavailable(what: impl std::fmt::Display) -> ApiError {
@@ -278,10 +269,9 @@ impl Engine {
         note: &Note,
         cp: &Checkpoint,
     ) -> Result<Option<NoteSignature>, ApiError> {
-        let n = self.inner.trustees.len();
         let witness = &self.inner.trustees[w];
         let verifier = self.witness_verifier(w).await?;
-        let key = (log.key(n), w);
+        let key = (log, w);
         let mut old = self.inner.relay.lock().await.cosigned.get(&key).copied();
         // Twice at most: a 409 tells the size the witness holds (after a
         // restart of either side), then the request is made from it.

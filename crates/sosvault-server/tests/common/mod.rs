@@ -652,6 +652,15 @@ pub struct UnitHandle {
     pub events: UnboundedReceiver<Value>,
 }
 
+/// Waits (bounded) until an event stream ends (its session, token or
+/// account was ended); fails if it keeps going.
+pub async fn ended(rx: &mut UnboundedReceiver<Value>, secs: u64) {
+    let drained = async { while rx.recv().await.is_some() {} };
+    tokio::time::timeout(Duration::from_secs(secs), drained)
+        .await
+        .expect("the stream outlived the session, token or account that opened it");
+}
+
 /// Waits (bounded) for an event matching `pred` on a stream.
 pub async fn next_event(
     rx: &mut UnboundedReceiver<Value>,
