@@ -186,7 +186,11 @@ const item = (id) => `#incident-list button[data-incident="${id}"]`;
 
 describe('control room, team screen and simulator against the real demo', { concurrency: false }, () => {
   before(async () => {
-    ({ proc: demo, urls } = await startDemo());
+    // The overdue alarm after 12 s instead of 30, and teams given 20 s to
+    // acknowledge (so that a team that does not answer makes an incident
+    // overdue before the service sends another): the alarm test takes
+    // seconds, and no other test waits that long for a tap.
+    ({ proc: demo, urls } = await startDemo({ SOSVAULT_SERVER_OVERDUE_AFTER_MS: '12000', SOSVAULT_SERVER_ACK_TIMEOUT_MS: '20000' }));
     browser = await chromium.launch({
       executablePath: CHROMIUM,
       args: [
@@ -489,6 +493,50 @@ describe('control room, team screen and simulator against the real demo', { conc
     assert.ok(await team.isHidden('#job-ended'), 'the team keeps going');
   });
 
+  it('an incident no team acknowledges sounds the overdue alarm; a team sent by hand ends it', async () => {
+    // Free the simulator's police team (still on the duress incident), from the keyboard-less path.
+    const open = await sim.evaluate(() => window.SV_SIM.state.students[1].incident);
+    await control.click(item(open));
+    await control.click('#act-close');
+    await control.waitForSelector('#confirm[open]', { timeout: T });
+    await control.click('#confirm-ok');
+    await team.waitForSelector('#job-ended:not([hidden])', { timeout: T });
+
+    // A panic the nearest team (this screen) does not acknowledge.
+    const before = await control.evaluate(() => window.SV.tonesPlayed || 0);
+    await sim.click('#students button[data-student="3"]');
+    await sim.selectOption('#category', 'police');
+    await sim.click('#panic');
+    const id3 = await (await sim.waitForFunction(() => window.SV_SIM.state.students[3].incident, null, { timeout: T })).jsonValue();
+    await team.waitForFunction((id) => window.SV_TEAM.job && window.SV_TEAM.job.id === id && !window.SV_TEAM.job.ended, id3, { timeout: T });
+    await control.waitForSelector(`${item(id3)} .chip-overdue`, { timeout: 30_000 });
+    await control.waitForFunction(() => /Overdue/.test(document.querySelector('#sv-alert').textContent), null, { timeout: T });
+    assert.ok((await control.evaluate(() => window.SV.tonesPlayed || 0)) > before, 'the alarm tone was played');
+    assert.match(await control.textContent(item(id3)), /NO TEAM YET/);
+
+    // The operator picks a free team (nearest first, any kind) and sends it.
+    await control.click(item(id3));
+    await control.waitForSelector('#assign-unit:not([disabled])', { timeout: T });
+    const options = await control.$$eval('#assign-unit option', (os) => os.map((o) => ({ value: o.value, text: o.textContent })));
+    assert.ok(options.length >= 2, 'free teams are offered');
+    assert.ok(!options.some((o) => o.text.startsWith('PCR Talwandi 2')), 'the busy team is not offered');
+    const pick = options.find((o) => o.text.startsWith('PCR '));
+    assert.ok(pick, 'a free police team: ' + JSON.stringify(options));
+    await control.selectOption('#assign-unit', pick.value);
+    await control.click('#act-assign');
+    // The team that did not answer is told it is off; the one sent (a demo team) acknowledges; the alarm ends.
+    await team.waitForSelector('#job-ended:not([hidden])', { timeout: T });
+    await control.waitForSelector(`${item(id3)} .ack-state[data-ack="true"]`, { timeout: T });
+    await control.waitForSelector(`${item(id3)} .chip-overdue`, { state: 'detached', timeout: T });
+    assert.match(await control.textContent('#timeline'), /OVERDUE: no team has acknowledged/);
+    assert.match(await control.textContent('#timeline'), /by supervisor operator, replacing PCR Talwandi 2/);
+    await axeCheck(control, 'control room (team sent by hand)');
+    // The student cancels (the right PIN): the phone is free for the tests that follow.
+    await sim.fill('#pin', '2468');
+    await sim.click('#cancel');
+    await sim.waitForSelector('#phone-status.status-idle', { timeout: T });
+  });
+
   // ---------------------------------------------------------------- roles
   // A dispatcher and an auditor beside the demo's supervisor ("operator").
   const DISPATCHER = 'asha';
@@ -499,12 +547,20 @@ describe('control room, team screen and simulator against the real demo', { conc
   let roleIncident; // the incident the role tests share
   let roleStudent; // its student's name
 
-  /** A panic from the simulator's student `n`; resolves with the incident id. */
+  /** A panic from the simulator's student `n`; resolves with the (new) incident id. */
   async function panicFrom(n, category) {
+    const before = await sim.evaluate((i) => window.SV_SIM.state.students[i].incident || null, n);
     await sim.click(`#students button[data-student="${n}"]`);
     await sim.selectOption('#category', category);
     await sim.click('#panic');
-    const id = await sim.waitForFunction((i) => window.SV_SIM.state.students[i].incident, n, { timeout: T });
+    const id = await sim.waitForFunction(
+      ([i, old]) => {
+        const now = window.SV_SIM.state.students[i].incident;
+        return now && now !== old && now;
+      },
+      [n, before],
+      { timeout: T },
+    );
     return id.jsonValue();
   }
 

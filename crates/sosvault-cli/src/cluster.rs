@@ -236,6 +236,12 @@ pub struct ClusterOptions {
     /// within seconds; the load generator at the service's default, since
     /// each round is a few fsyncs at every trustee (docs/BENCHMARKS.md).
     pub witness_interval_ms: u64,
+    /// A team whose last position is older than this (ms) is not sent:
+    /// the load generator's teams report every few seconds (the service's
+    /// default holds); the demo's stand still between incidents, and the
+    /// simulator's are driven by a person who may not share a position,
+    /// so the demo sets hours.
+    pub stale_position_ms: u64,
 }
 
 /// The running cluster.
@@ -448,6 +454,7 @@ impl Cluster {
         cfg.enroll_timeout_ms = 5_000;
         cfg.max_backoff_ms = 500;
         cfg.witness_interval_ms = opts.witness_interval_ms;
+        cfg.stale_position_ms = opts.stale_position_ms;
         for t in &trustees {
             cfg.trustees.push(TrusteeConfig {
                 url: t.url(),

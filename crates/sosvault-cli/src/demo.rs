@@ -180,6 +180,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
             // Witnessed often: the demo's auditor sees its checkpoints
             // cosigned within a couple of seconds.
             witness_interval_ms: 2_000,
+            // Its teams stand still between incidents and report no
+            // position then: not stale for the length of any demo.
+            stale_position_ms: 12 * 3_600_000,
         },
         |m| n.say(m),
     )

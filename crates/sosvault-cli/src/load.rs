@@ -1060,6 +1060,7 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<LoadResult> {
             // measure handshakes, not the service.
             dispatch_tls: false,
             witness_interval_ms: sosvault_server::config::Config::new(&root).witness_interval_ms,
+            stale_position_ms: sosvault_server::config::Config::new(&root).stale_position_ms,
         },
         |m| say(t0, m),
     )

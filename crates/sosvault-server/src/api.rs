@@ -26,6 +26,7 @@
 //! | operator | `POST /v1/operator/incidents/{id}/false-alarm` | |
 //! | operator | `POST /v1/operator/incidents/{id}/close` | |
 //! | operator | `POST /v1/operator/incidents/{id}/reassign` | next nearest team (after an ack) |
+//! | operator | `POST /v1/operator/incidents/{id}/assign` | send a chosen free team, by hand |
 //! | operator | `GET /v1/operator/events` | SSE stream |
 //! | operator | `GET/POST /v1/operator/units` | list / register (returns the unit token once) |
 //! | unit | `POST /v1/unit/position` | `{"lat","lon"}` |
@@ -173,6 +174,7 @@ pub fn router_and_openapi(engine: Engine) -> (Router, utoipa::openapi::OpenApi) 
         .routes(routes!(false_alarm))
         .routes(routes!(close))
         .routes(routes!(reassign))
+        .routes(routes!(assign))
         .routes(routes!(claim))
         .routes(routes!(rotate_unit_token))
         .routes(routes!(revoke_unit))
@@ -1254,6 +1256,7 @@ impl FromRequestParts<Engine> for Session {
             ("false_alarm" = (operation_id = "false_alarm", parameters(("id" = "$response.body#/0/id")), description = "Mark the newest incident a false alarm")),
             ("close" = (operation_id = "close", parameters(("id" = "$response.body#/0/id")), description = "Close the newest incident")),
             ("reassign" = (operation_id = "reassign", parameters(("id" = "$response.body#/0/id")), description = "Send the newest incident the next nearest team")),
+            ("assign" = (operation_id = "assign", parameters(("id" = "$response.body#/0/id")), description = "Send the newest incident a chosen team")),
         )),
         (status = 400, description = "`bad_query`, or `bad_limit`: `limit` is not from 1 to 1000", body = ErrorBody),
         (status = 401, body = ErrorBody),
@@ -1411,6 +1414,31 @@ async fn reassign(
     let id = parse_incident_id(&id)?;
     e.reassign(id, &op).await?;
     Ok(status("reassigning"))
+}
+
+/// The team an operator sends by hand.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AssignTeam {
+    /// The team's id (`u-` and 12 hex digits), as `GET /v1/operator/units` lists it.
+    #[schema(min_length = 1, max_length = 64)]
+    pub unit: String,
+}
+
+/// Sends a chosen team by hand: any free team, of any kind, connected or
+/// not (the operator may reach it by radio). The team on the incident, if
+/// any, is taken off and told.
+#[utoipa::path(post, path = "/v1/operator/incidents/{id}/assign", tag = "operator", params(("id" = String, Path, description = "incident id (32 hex digits; any other answers 404)", min_length = 32, max_length = 32, pattern = "^[0-9a-fA-F]{32}$")), request_body = AssignTeam, security(("bearer" = [])),
+    responses((status = 200, body = StatusBody), (status = 401, body = ErrorBody), (status = 403, description = "`not_your_incident`: a dispatcher acting on an incident they do not handle (claim it first); `forbidden_for_role`: an auditor", body = ErrorBody), (status = 404, description = "no such incident, or `unknown_team`", body = ErrorBody), (status = 409, description = "`incident_closed`, `team_busy` (on another incident), `already_assigned` (on this one)", body = ErrorBody), (status = 500, description = "`internal`", body = ErrorBody)))]
+async fn assign(
+    State(e): State<Engine>,
+    Operator(op): Operator,
+    Path(id): Path<String>,
+    JsonBody(b): JsonBody<AssignTeam>,
+) -> Result<Json<StatusBody>, ApiError> {
+    let id = parse_incident_id(&id)?;
+    e.assign_by_hand(id, &b.unit, &op).await?;
+    Ok(status("assigned"))
 }
 
 fn sse_of(

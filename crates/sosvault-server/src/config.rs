@@ -6,6 +6,9 @@
 //! data_dir = "/var/lib/sosvault"       # control-room.key, master.key, sosvault.db
 //! threshold = 2
 //! ack_timeout_ms = 5000
+//! stale_position_ms = 900000           # teams not heard from for 15 min are not sent
+//! fallback_after_ms = 20000            # then the nearest team of another kind is sent
+//! overdue_after_ms = 30000             # no acknowledged team by then: the alarm sounds
 //! access_window_secs = 2700
 //! panic_rate_limit = 3                  # panics per device per rate window before flagging
 //! panic_rate_window_secs = 3600
@@ -24,7 +27,9 @@
 //! ```
 //!
 //! Environment overrides: `SOSVAULT_SERVER_LISTEN`, `SOSVAULT_SERVER_DATA_DIR`,
-//! `SOSVAULT_SERVER_ACK_TIMEOUT_MS`, `SOSVAULT_SERVER_ACCESS_WINDOW_SECS`,
+//! `SOSVAULT_SERVER_ACK_TIMEOUT_MS`, `SOSVAULT_SERVER_STALE_POSITION_MS`,
+//! `SOSVAULT_SERVER_FALLBACK_AFTER_MS`, `SOSVAULT_SERVER_OVERDUE_AFTER_MS`,
+//! `SOSVAULT_SERVER_ACCESS_WINDOW_SECS`,
 //! `SOSVAULT_SERVER_ENROLL_TIMEOUT_MS`, `SOSVAULT_SERVER_PANIC_RATE_LIMIT`,
 //! `SOSVAULT_SERVER_TLS_CERT`, `SOSVAULT_SERVER_TLS_KEY`,
 //! `SOSVAULT_SERVER_MANIFEST_FILE`, `SOSVAULT_SERVER_METRICS_TOKEN_FILE`.
@@ -163,6 +168,19 @@ pub struct Config {
     /// How long a unit has to acknowledge an assignment, in milliseconds.
     #[serde(default = "default_ack_timeout_ms")]
     pub ack_timeout_ms: u64,
+    /// A team whose last position is older than this (milliseconds) is not
+    /// sent: nobody knows where it is.
+    #[serde(default = "default_stale_position_ms")]
+    pub stale_position_ms: u64,
+    /// How long an incident waits for a free team of the kind its category
+    /// needs before the nearest free team of another kind is sent and the
+    /// operators told (milliseconds).
+    #[serde(default = "default_fallback_after_ms")]
+    pub fallback_after_ms: u64,
+    /// An incident with no acknowledged team this long after its panic
+    /// (milliseconds) raises the overdue alarm on the control room page.
+    #[serde(default = "default_overdue_after_ms")]
+    pub overdue_after_ms: u64,
     /// Longest time a released vault key stays in memory without location updates (seconds).
     #[serde(default = "default_access_window_secs")]
     pub access_window_secs: u64,
@@ -241,6 +259,15 @@ fn default_threshold() -> u8 {
 fn default_ack_timeout_ms() -> u64 {
     30_000
 }
+fn default_stale_position_ms() -> u64 {
+    15 * 60_000
+}
+fn default_fallback_after_ms() -> u64 {
+    20_000
+}
+fn default_overdue_after_ms() -> u64 {
+    30_000
+}
 fn default_access_window_secs() -> u64 {
     45 * 60
 }
@@ -273,6 +300,16 @@ fn default_session_secs() -> u64 {
 }
 
 impl Config {
+    /// The dispatch rules this configuration sets.
+    pub fn dispatch_rules(&self) -> crate::engine::Rules {
+        crate::engine::Rules {
+            ack_timeout_ms: self.ack_timeout_ms,
+            stale_position_ms: self.stale_position_ms,
+            fallback_after_ms: self.fallback_after_ms,
+            overdue_after_ms: self.overdue_after_ms,
+        }
+    }
+
     /// A configuration with defaults for everything but the data directory.
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
@@ -280,6 +317,9 @@ impl Config {
             data_dir: data_dir.into(),
             threshold: default_threshold(),
             ack_timeout_ms: default_ack_timeout_ms(),
+            stale_position_ms: default_stale_position_ms(),
+            fallback_after_ms: default_fallback_after_ms(),
+            overdue_after_ms: default_overdue_after_ms(),
             access_window_secs: default_access_window_secs(),
             panic_rate_limit: default_panic_rate_limit(),
             panic_rate_window_secs: default_panic_rate_window_secs(),
@@ -353,6 +393,15 @@ impl Config {
         if let Some(v) = get("SOSVAULT_SERVER_ACK_TIMEOUT_MS") {
             self.ack_timeout_ms = num("SOSVAULT_SERVER_ACK_TIMEOUT_MS", v)?;
         }
+        if let Some(v) = get("SOSVAULT_SERVER_STALE_POSITION_MS") {
+            self.stale_position_ms = num("SOSVAULT_SERVER_STALE_POSITION_MS", v)?;
+        }
+        if let Some(v) = get("SOSVAULT_SERVER_FALLBACK_AFTER_MS") {
+            self.fallback_after_ms = num("SOSVAULT_SERVER_FALLBACK_AFTER_MS", v)?;
+        }
+        if let Some(v) = get("SOSVAULT_SERVER_OVERDUE_AFTER_MS") {
+            self.overdue_after_ms = num("SOSVAULT_SERVER_OVERDUE_AFTER_MS", v)?;
+        }
         if let Some(v) = get("SOSVAULT_SERVER_ACCESS_WINDOW_SECS") {
             self.access_window_secs = num("SOSVAULT_SERVER_ACCESS_WINDOW_SECS", v)?;
         }
@@ -411,7 +460,11 @@ impl Config {
                  (e.g. \"kota.police.example/control-room\")"
             )));
         }
-        if self.ack_timeout_ms == 0 || self.access_window_secs == 0 {
+        if self.ack_timeout_ms == 0
+            || self.access_window_secs == 0
+            || self.stale_position_ms == 0
+            || self.overdue_after_ms == 0
+        {
             return Err(ConfigError::Invalid(
                 "timeouts and windows must be positive".into(),
             ));

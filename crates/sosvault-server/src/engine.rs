@@ -44,7 +44,7 @@ use sosvault::{
     LocationUpdate, Opener, PanicEvent, Profile, Signed, Stop, StudentId, Timestamp, VaultKey,
 };
 use subtle::ConstantTimeEq;
-use tokio::sync::{Notify, broadcast, mpsc, oneshot};
+use tokio::sync::{Notify, broadcast, mpsc};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use zeroize::Zeroizing;
@@ -54,17 +54,17 @@ use sosvault::log::{LogEntry, LogQuery, MerkleLog, QueryRefusal, TreeHead};
 
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::geo::{UnitIndex, UnitKind, haversine_m};
+use crate::geo::{UnitKind, haversine_m};
 use crate::metrics::Metrics;
-use crate::store::{
-    AssignmentRow, Db, EnrollmentRow, IncidentRow, NewIncident, PanicStored, UnitRow,
-};
+use crate::store::{AssignmentRow, Db, EnrollmentRow, IncidentRow, NewIncident, PanicStored};
 use crate::trustees::{Backoff, CallError, TrusteeClient};
 
 pub use access::ACCOUNT_POLL;
+pub use board::{Board, Rules};
 pub use forward::{ForwardKind, ForwardReport, ForwardSummary};
 
 mod access;
+mod board;
 mod dispatch;
 mod forward;
 mod operators;
@@ -233,16 +233,9 @@ struct AccessWindow {
     over: bool,
 }
 
-#[derive(Clone)]
-struct Assigned {
-    unit: String,
-    acked: bool,
-}
-
 struct Live {
     student: [u8; 32],
     category: Category,
-    kind: UnitKind,
     created_at_ms: u64,
     location: Option<(f64, f64, u64)>,
     trail: Vec<(f64, f64, u64)>,
@@ -252,9 +245,6 @@ struct Live {
     window: Option<AccessWindow>,
     release_have: usize,
     release_need: usize,
-    assigned: Option<Assigned>,
-    ack_tx: Option<oneshot::Sender<()>>,
-    tried: HashSet<String>,
     cancel: CancellationToken,
     release_cancel: CancellationToken,
     wake: Arc<Notify>,
@@ -266,7 +256,6 @@ struct Live {
 /// assignment is durable with the panic, in the same commit).
 struct Picked {
     unit: String,
-    name: String,
     assigned_at_ms: u64,
     /// Its timeline entry's text.
     detail: String,
@@ -290,21 +279,9 @@ struct Fresh {
     key: IncidentKey,
 }
 
-/// What the dispatch loop of a new incident starts from when its team was
-/// picked with the panic: tell that team and wait for its acknowledgement.
-struct FirstAssignment {
-    cancel: CancellationToken,
-    unit: String,
-    name: String,
-    assigned_at: u64,
-    rx: oneshot::Receiver<()>,
-}
-
+/// A team's stream ending (its name, kind, position and incident are on
+/// the [`Board`]).
 struct UnitInfo {
-    name: String,
-    kind: UnitKind,
-    connected: usize,
-    current: Option<[u8; 16]>,
     /// Cancelled when the unit's token is rotated or revoked: the streams
     /// opened with the old token end.
     closed: CancellationToken,
@@ -333,7 +310,9 @@ struct State {
     /// Unit ids by the SHA-256 of their token, as looked up (units are never
     /// removed), so a team's every call does not queue a store read.
     unit_tokens: HashMap<[u8; 32], String>,
-    index: UnitIndex,
+    /// Who goes where: teams, their positions, and the open incidents'
+    /// assignments.
+    board: Board,
     sessions: HashMap<[u8; 32], Session>,
     /// Nonces of answered log queries, with when (unix ms), for replay refusal.
     seen_queries: HashMap<[u8; 16], u64>,
@@ -666,6 +645,7 @@ impl Engine {
         // `Arc`, so a deep buffer costs a few MB.
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let control_room_log_key = control_room.log_key();
+        let rules = cfg.dispatch_rules();
         Ok(Self {
             inner: Arc::new(Inner {
                 cfg,
@@ -673,7 +653,10 @@ impl Engine {
                 control_room,
                 master,
                 trustees,
-                state: Mutex::new(State::default()),
+                state: Mutex::new(State {
+                    board: Board::new(rules),
+                    ..State::default()
+                }),
                 events,
                 unit_events: Mutex::new(HashMap::new()),
                 seq: AtomicU64::new(0),
@@ -865,9 +848,9 @@ impl Engine {
 
     fn assigned_unit(&self, incident: &[u8; 16]) -> Option<String> {
         self.state()
-            .incidents
-            .get(incident)
-            .and_then(|l| l.assigned.as_ref().map(|a| a.unit.clone()))
+            .board
+            .assignment(IncidentId::from_bytes(*incident))
+            .map(|a| a.unit.clone())
     }
 
     // ------------------------------------------------------------ start-up
@@ -884,16 +867,14 @@ impl Engine {
                 let Some(kind) = UnitKind::parse(&u.kind) else {
                     continue;
                 };
-                if let Some((lat, lon)) = u.position {
-                    st.index.set_position(&u.id, kind, lat, lon);
-                }
+                let at = u
+                    .position
+                    .zip(u.position_at_ms)
+                    .map(|((lat, lon), t)| (lat, lon, t));
+                st.board.add_team(&u.id, &u.name, kind, at);
                 st.units.insert(
                     u.id.clone(),
                     UnitInfo {
-                        name: u.name,
-                        kind,
-                        connected: 0,
-                        current: None,
                         closed: self.inner.streams.child_token(),
                     },
                 );
@@ -1024,48 +1005,24 @@ impl Engine {
         let cancel = self.inner.shutdown.child_token();
         let release_cancel = cancel.child_token();
         let wake = Arc::new(Notify::new());
-        let mut resend = None;
-        let mut tried = HashSet::new();
-        let mut assigned = None;
-        for a in &assignments {
-            match a.status.as_str() {
-                "pending" => resend = Some(a.unit_id.clone()),
-                "acknowledged" => {
-                    assigned = Some(Assigned {
-                        unit: a.unit_id.clone(),
-                        acked: true,
-                    })
-                }
-                "timed_out" => {
-                    tried.insert(a.unit_id.clone());
-                }
-                _ => {}
-            }
-        }
-        let mut ack_tx = None;
-        let mut first = None;
-        if let Some(p) = picked {
-            // Already marked busy (and its `current` set) when it was picked.
-            let (tx, rx) = oneshot::channel();
-            ack_tx = Some(tx);
-            assigned = Some(Assigned {
-                unit: p.unit.clone(),
-                acked: false,
-            });
-            first = Some(FirstAssignment {
-                cancel: cancel.clone(),
-                unit: p.unit,
-                name: p.name,
-                assigned_at: p.assigned_at_ms,
-                rx,
-            });
-        }
+        let kind = UnitKind::for_category(category);
         {
             let mut st = self.state();
-            if let Some(a) = &assigned {
-                st.index.mark_busy(&a.unit);
-                if let Some(u) = st.units.get_mut(&a.unit) {
-                    u.current = Some(id);
+            // A new incident whose location opened is on the board already,
+            // with the team picked with the panic, if any.
+            let iid = IncidentId::from_bytes(id);
+            let at = trail.last().map(|&(lat, lon, _)| (lat, lon));
+            st.board.open(iid, kind, at, row.created_at_ms);
+            for a in &assignments {
+                match a.status.as_str() {
+                    "pending" => st.board.restore_pending(iid, &a.unit_id),
+                    "acknowledged" => {
+                        st.board
+                            .restore_acknowledged(iid, &a.unit_id, a.assigned_at_ms)
+                    }
+                    "released" => st.board.restore_released(iid, &a.unit_id),
+                    // Timed out: to the back of the queue.
+                    _ => st.board.restore_declined(iid, &a.unit_id),
                 }
             }
             st.incidents.insert(
@@ -1073,7 +1030,6 @@ impl Engine {
                 Live {
                     student: row.student_id,
                     category,
-                    kind: UnitKind::for_category(category),
                     created_at_ms: row.created_at_ms,
                     location: trail.last().copied(),
                     trail,
@@ -1082,9 +1038,6 @@ impl Engine {
                     window,
                     release_have: 0,
                     release_need: usize::from(self.inner.cfg.threshold),
-                    assigned,
-                    ack_tx,
-                    tried,
                     cancel: cancel.clone(),
                     release_cancel: release_cancel.clone(),
                     wake: wake.clone(),
@@ -1114,10 +1067,15 @@ impl Engine {
             )
             .await;
         }
+        // The team picked with the panic is told now (its assignment was
+        // stored with the panic).
+        if let Some(p) = picked {
+            self.send_assignment(&id, &p.unit, false);
+        }
         let engine = self.clone();
         self.inner
             .tasks
-            .spawn(async move { engine.dispatch(id, resend, first).await });
+            .spawn(async move { engine.dispatch(id).await });
         if let (Some(panic), Some(key), false) = (panic, incident_key, row.stopped) {
             let engine = self.clone();
             self.inner.tasks.spawn(async move {
@@ -1146,9 +1104,7 @@ pub struct UnitConnection {
 
 impl Drop for UnitConnection {
     fn drop(&mut self) {
-        if let Some(u) = self.engine.state().units.get_mut(&self.unit) {
-            u.connected = u.connected.saturating_sub(1);
-        }
+        self.engine.state().board.team_disconnected(&self.unit);
     }
 }
 
@@ -1235,6 +1191,8 @@ mod tests {
             .create_unit("PCR Talwandi", UnitKind::Police, Some(here))
             .await
             .unwrap();
+        // On its live stream: only a team that can be told is picked.
+        let _stream = engine.unit_connected(&UnitId(unit.clone()));
         let mut device = sosvault::Device::new(DeviceKey::generate());
         let trustees: Vec<_> = (0..3).map(|_| TrusteeKey::generate().public()).collect();
         let now = Timestamp::now();

@@ -187,6 +187,25 @@ impl UnitIndex {
             })
     }
 
+    /// The free units of `kind`, nearest to `(lat, lon)` first, with their
+    /// great-circle distances in metres.
+    pub fn free_by_distance(
+        &self,
+        kind: UnitKind,
+        lat: f64,
+        lon: f64,
+    ) -> impl Iterator<Item = (&str, f64)> + '_ {
+        let q = to_xyz(lat, lon);
+        self.trees
+            .get(&kind)
+            .into_iter()
+            .flat_map(move |tree| tree.nearest_neighbor_iter(&q))
+            .filter_map(move |e| {
+                let pos = self.position(&e.unit)?;
+                Some((e.unit.as_str(), haversine_m((lat, lon), pos)))
+            })
+    }
+
     /// Free units of a kind.
     pub fn free_count(&self, kind: UnitKind) -> usize {
         self.trees.get(&kind).map_or(0, |t| t.size())

@@ -140,6 +140,10 @@ pub struct Metrics {
     pub assignments: AtomicU64,
     /// Assignments not acknowledged in time.
     pub assignment_timeouts: AtomicU64,
+    /// Teams of another kind sent after the fallback wait.
+    pub fallback_assignments: AtomicU64,
+    /// Incidents that raised the overdue alarm.
+    pub overdue: AtomicU64,
     /// Failed or refused calls to trustees.
     pub trustee_errors: AtomicU64,
     /// Profile views (each logged).
@@ -168,7 +172,7 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self, open_incidents: usize) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 7] = [
+        let counters: [(&str, &str, &AtomicU64); 9] = [
             (
                 "sosvault_panics_total",
                 "Panics stored as new incidents.",
@@ -193,6 +197,16 @@ impl Metrics {
                 "sosvault_assignment_timeouts_total",
                 "Assignments not acknowledged in time.",
                 &self.assignment_timeouts,
+            ),
+            (
+                "sosvault_fallback_assignments_total",
+                "Teams of another kind sent after no team of the right kind was free in time.",
+                &self.fallback_assignments,
+            ),
+            (
+                "sosvault_overdue_incidents_total",
+                "Incidents with no acknowledged team in time (the control room's alarm).",
+                &self.overdue,
             ),
             (
                 "sosvault_trustee_errors_total",

@@ -243,6 +243,8 @@ pub struct UnitRow {
     pub kind: String,
     /// Last reported position.
     pub position: Option<(f64, f64)>,
+    /// When it was reported (unix ms; at registration for the first).
+    pub position_at_ms: Option<u64>,
 }
 
 /// An assignment of a unit to an incident.
@@ -1022,11 +1024,13 @@ fn incident_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentRow> {
 fn unit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UnitRow> {
     let lat: Option<f64> = r.get(3)?;
     let lon: Option<f64> = r.get(4)?;
+    let at: Option<i64> = r.get(5)?;
     Ok(UnitRow {
         id: r.get(0)?,
         name: r.get(1)?,
         kind: r.get(2)?,
         position: lat.zip(lon),
+        position_at_ms: at.and_then(|t| u64::try_from(t).ok()),
     })
 }
 
@@ -1643,14 +1647,16 @@ impl Store for SqliteStore {
         let c = &self.conn;
         exec(
             c,
-            "INSERT INTO units (id, name, kind, token_hash, lat, lon) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO units (id, name, kind, token_hash, lat, lon, position_at_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![
                 &unit.id,
                 &unit.name,
                 &unit.kind,
                 &token_hash[..],
                 unit.position.map(|p| p.0),
-                unit.position.map(|p| p.1)
+                unit.position.map(|p| p.1),
+                unit.position_at_ms.map(|t| t as i64)
             ],
         )?;
         Ok(())
@@ -1660,7 +1666,7 @@ impl Store for SqliteStore {
         let c = &self.conn;
         Ok(one(
             c,
-            "SELECT id, name, kind, lat, lon FROM units WHERE token_hash = ?1 AND revoked_at_ms IS NULL",
+            "SELECT id, name, kind, lat, lon, position_at_ms FROM units WHERE token_hash = ?1 AND revoked_at_ms IS NULL",
             params![&token_hash[..]],
             unit_row,
         )
@@ -1670,7 +1676,7 @@ impl Store for SqliteStore {
     fn units(&self) -> StoreResult<Vec<UnitRow>> {
         let c = &self.conn;
         let mut st = c.prepare_cached(
-            "SELECT id, name, kind, lat, lon FROM units WHERE revoked_at_ms IS NULL ORDER BY id",
+            "SELECT id, name, kind, lat, lon, position_at_ms FROM units WHERE revoked_at_ms IS NULL ORDER BY id",
         )?;
         let rows = st.query_map([], unit_row)?;
         Ok(rows.collect::<Result<_, _>>()?)

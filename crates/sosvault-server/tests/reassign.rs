@@ -156,3 +156,180 @@ async fn reassign_releases_the_acknowledged_team_and_sends_the_next_nearest() {
         .unwrap_err();
     assert_eq!((err.status, err.code.as_str()), (409, "incident_closed"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_team_of_the_right_kind_sends_another_kind_an_overdue_incident_alarms_and_a_team_goes_by_hand()
+ {
+    let c = Cluster::start_with(
+        Options {
+            ack_timeout_ms: 30_000,
+            ..Options::default()
+        },
+        |cfg| {
+            cfg.fallback_after_ms = 1_500;
+            cfg.overdue_after_ms = 3_000;
+        },
+    )
+    .await;
+    let op = c.operator().await;
+    let mut ops = c.client.events("/v1/operator/events", &op).await.unwrap();
+    // No counsellor on duty: a police team near, an ambulance further away.
+    let mut police = c
+        .unit(&op, "PCR Talwandi", "police", 25.1440, 75.8370)
+        .await;
+    let mut ambulance = c
+        .unit(&op, "Ambulance Vigyan Nagar", "medical", 25.1570, 75.8560)
+        .await;
+    let mut device = c.student("Asha Verma").await;
+    let panic = device
+        .panic(
+            Category::MentalHealth,
+            &talwandi(),
+            &c.info.control_room,
+            Timestamp::now(),
+        )
+        .unwrap();
+    let id = c.client.panic(&panic).await.unwrap();
+
+    // Waiting for a counsellor, then the nearest team of another kind, and the timeline says why.
+    let ev = next_event(&mut ops, 10, |e| {
+        e["incident"] == id.as_str() && timeline_step(e, "waiting")
+    })
+    .await;
+    assert_eq!(
+        ev["detail"]["detail"],
+        "no free counsellor unit; waiting for one"
+    );
+    let ev = next_event(&mut ops, 10, |e| {
+        e["incident"] == id.as_str() && timeline_step(e, "assigned")
+    })
+    .await;
+    let detail = ev["detail"]["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("no free counsellor team for 1.5 s: assigned to PCR Talwandi (police, ")
+            && detail.ends_with("the nearest free team of another kind"),
+        "{detail}"
+    );
+    next_event(&mut police.events, 10, is("assigned", &id)).await;
+
+    // Nobody acknowledges: the overdue alarm, once, on the list too.
+    let ev = next_event(&mut ops, 10, is("overdue", &id)).await;
+    assert!(ev["detail"]["waited_ms"].as_u64().unwrap() >= 3_000, "{ev}");
+    let d = c
+        .client
+        .get(&format!("/v1/operator/incidents/{id}"), Some(&op))
+        .await
+        .unwrap();
+    assert!(
+        d["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "overdue"),
+        "{d}"
+    );
+
+    // By hand: the wrong requests change nothing.
+    let path = format!("/v1/operator/incidents/{id}/assign");
+    let body = |u: &str| serde_json::json!({ "unit": u });
+    let err = c
+        .client
+        .post(&path, None, &body(&ambulance.id))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status, 401);
+    let err = c
+        .client
+        .post(&path, Some(&op), &body("u-000000000000"))
+        .await
+        .unwrap_err();
+    assert_eq!((err.status, err.code.as_str()), (404, "unknown_team"));
+    let err = c
+        .client
+        .post(&path, Some(&op), &body(&police.id))
+        .await
+        .unwrap_err();
+    assert_eq!((err.status, err.code.as_str()), (409, "already_assigned"));
+    let err = c
+        .client
+        .post(&path, Some(&op), &serde_json::json!({ "team": "x" }))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status, 400);
+    let d = c
+        .client
+        .get(&format!("/v1/operator/incidents/{id}"), Some(&op))
+        .await
+        .unwrap();
+    assert_eq!(d["unit"]["id"], police.id.as_str(), "still the police team");
+
+    // The ambulance, sent by hand: the police team is told it is off.
+    let (status, v) = c
+        .client
+        .post(&path, Some(&op), &body(&ambulance.id))
+        .await
+        .unwrap();
+    assert_eq!((status, v["status"].as_str()), (200, Some("assigned")));
+    next_event(&mut police.events, 10, is("assignment_withdrawn", &id)).await;
+    next_event(&mut ambulance.events, 10, is("assigned", &id)).await;
+    c.client
+        .post(
+            &format!("/v1/unit/incidents/{id}/ack"),
+            Some(&ambulance.token),
+            &Value::Null,
+        )
+        .await
+        .unwrap();
+    next_event(&mut ops, 10, is("acknowledged", &id)).await;
+    let d = c
+        .client
+        .get(&format!("/v1/operator/incidents/{id}"), Some(&op))
+        .await
+        .unwrap();
+    assert_eq!(d["unit"]["id"], ambulance.id.as_str());
+    assert!(
+        !d["flags"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f == "overdue"),
+        "acknowledged: the alarm is over: {d}"
+    );
+    let texts: Vec<&str> = d["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["detail"].as_str())
+        .collect();
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.starts_with("OVERDUE: no team has acknowledged")),
+        "{texts:?}"
+    );
+    assert!(
+        texts
+            .iter()
+            .any(|t| t.ends_with(", by supervisor operator, replacing PCR Talwandi")),
+        "{texts:?}"
+    );
+
+    // A team on another incident is not taken from it by hand.
+    let mut other = c.student("Ravi Meena").await;
+    let panic = other
+        .panic(
+            Category::Police,
+            &talwandi(),
+            &c.info.control_room,
+            Timestamp::now(),
+        )
+        .unwrap();
+    let id2 = c.client.panic(&panic).await.unwrap();
+    next_event(&mut police.events, 10, is("assigned", &id2)).await;
+    let err = c
+        .client
+        .post(&path, Some(&op), &body(&police.id))
+        .await
+        .unwrap_err();
+    assert_eq!((err.status, err.code.as_str()), (409, "team_busy"));
+}

@@ -507,6 +507,7 @@ async fn the_openapi_document_describes_every_route_and_nothing_else() {
         "POST /v1/operator/incidents/{id}/false-alarm",
         "POST /v1/operator/incidents/{id}/close",
         "POST /v1/operator/incidents/{id}/reassign",
+        "POST /v1/operator/incidents/{id}/assign",
         "POST /v1/operator/incidents/{id}/claim",
         "GET /v1/operator/events",
         "GET /v1/operator/units",

@@ -268,16 +268,15 @@ impl Engine {
     }
 
     /// Revokes a unit: its token opens nothing, its streams end, it is
-    /// never dispatched again. A team that had acknowledged an incident is
-    /// taken off it and the next nearest team sent; one that had not is
-    /// reassigned when its acknowledgement times out (it can no longer
-    /// acknowledge).
+    /// never dispatched again. A team on an incident is taken off it (it
+    /// can no longer acknowledge nor be told) and the next nearest team
+    /// sent.
     pub async fn revoke_unit(&self, unit: &str, op: &OperatorId) -> Result<(), ApiError> {
         let (id, now) = (unit.to_owned(), now_ms());
         if !self.inner.db.call(move |s| s.revoke_unit(&id, now)).await? {
             return Err(ApiError::not_found());
         }
-        let acked_incident = self.forget_unit_tokens(unit, true);
+        let on = self.forget_unit_tokens(unit, true);
         tracing::info!(unit, operator = %op.name, "unit revoked");
         self.emit(
             "unit_revoked",
@@ -286,37 +285,33 @@ impl Engine {
             Audience::Operators,
             json!({}),
         );
-        if let Some(incident) = acked_incident {
-            self.withdraw_team(incident, format!("team revoked by {} {}", op.role, op.name))
-                .await?;
+        if let Some((incident, team)) = on {
+            let why = format!("team revoked by {} {}", op.role, op.name);
+            self.taken_off(*incident.as_bytes(), &team, "revoked", &why)
+                .await;
         }
         Ok(())
     }
 
     /// Drops the cached token lookups of `unit` and ends its streams; with
     /// `remove`, forgets the unit (never picked again). Returns the
-    /// incident the unit had acknowledged, if any.
-    fn forget_unit_tokens(&self, unit: &str, remove: bool) -> Option<[u8; 16]> {
+    /// incident the unit was on, if any (it is off it now).
+    fn forget_unit_tokens(
+        &self,
+        unit: &str,
+        remove: bool,
+    ) -> Option<(sosvault::IncidentId, super::board::Withdrawn)> {
         let mut st = self.state();
         st.unit_tokens.retain(|_, u| u != unit);
-        let current = st.units.get(unit).and_then(|u| {
-            u.closed.cancel();
-            u.current
-        });
         if let Some(u) = st.units.get_mut(unit) {
+            u.closed.cancel();
             u.closed = self.inner.streams.child_token();
         }
         if !remove {
             return None;
         }
-        st.index.remove(unit);
         st.units.remove(unit);
-        current.filter(|id| {
-            st.incidents
-                .get(id)
-                .and_then(|l| l.assigned.as_ref())
-                .is_some_and(|a| a.unit == unit && a.acked)
-        })
+        st.board.remove_team(unit)
     }
 
     /// When a unit's stream must end: the service stops, or the unit's

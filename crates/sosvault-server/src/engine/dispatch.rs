@@ -1,219 +1,255 @@
-//! Dispatch: the nearest free unit of the right kind, the push over SSE, the
-//! acknowledgement timeout and reassignment; the units' own calls.
+//! Dispatch's async shell: it asks the [`Board`](super::board::Board) what
+//! to do for an incident and does it (stores the assignment, tells the team
+//! and the operators, writes the timeline), then waits for whatever can
+//! change the answer. The decisions themselves (which team, when a team has
+//! timed out, when to send another kind, when an incident is overdue) are
+//! the board's, and pure. Also the teams' own calls.
 
-use super::*;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::json;
+use sosvault::IncidentId;
+use zeroize::Zeroizing;
+
+use super::board::{ByHandRefusal, How, Sent, Step, Waiting, Withdrawn};
+use super::{
+    ApiError, Audience, Engine, LatLon, OperatorId, UnitConnection, UnitId, UnitInfo, UnitView,
+    check_position, human_ms, now_ms, token_hash,
+};
+use crate::geo::{UnitKind, haversine_m};
+use crate::store::{AssignmentRow, UnitRow};
+
+/// How often an incident waiting for a free team looks again even when
+/// nothing woke it: a team's eligibility also changes with time.
+const RECHECK: Duration = Duration::from_secs(2);
 
 impl Engine {
-    /// The dispatch loop of an incident. `first`: a team already picked and
-    /// stored with the panic, to tell and wait for before looking further.
-    pub(super) async fn dispatch(
+    /// The dispatch loop of an incident, for as long as it is open: ask the
+    /// board, do what it says, wait for a change.
+    pub(super) async fn dispatch(&self, id: [u8; 16]) {
+        let iid = IncidentId::from_bytes(id);
+        let Some((cancel, wake)) = ({
+            let st = self.state();
+            st.incidents
+                .get(&id)
+                .map(|l| (l.cancel.clone(), l.wake.clone()))
+        }) else {
+            return;
+        };
+        // The last wait announced on the timeline (each is said once).
+        let mut said: Option<Waiting> = None;
+        while !cancel.is_cancelled() {
+            // Listen for a freed team before looking: a team freed between
+            // the look and the wait must still end the wait.
+            let freed = self.inner.unit_freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
+            let now = now_ms();
+            let step = self.state().board.step(iid, now);
+            match step {
+                Step::Gone => return,
+                Step::Overdue { waited_ms } => self.overdue(id, waited_ms).await,
+                Step::Sent(sent) => {
+                    said = None;
+                    self.sent(id, sent).await;
+                }
+                Step::TimedOut { unit, name, at_ms } => {
+                    self.timed_out(id, unit, name, at_ms).await;
+                }
+                Step::Acknowledged {
+                    unit,
+                    name,
+                    at_ms,
+                    latency_ms,
+                } => self.acknowledged(id, unit, name, at_ms, latency_ms).await,
+                Step::Wait { why, until } => {
+                    if said.as_ref() != Some(&why) {
+                        self.announce(id, &why).await;
+                        said = Some(why.clone());
+                    }
+                    let for_team = matches!(why, Waiting::FreeTeam { .. });
+                    let mut deadline = until.map(|u| Duration::from_millis(u.saturating_sub(now)));
+                    if for_team {
+                        deadline = Some(deadline.map_or(RECHECK, |d| d.min(RECHECK)));
+                    }
+                    let sleep = async {
+                        match deadline {
+                            Some(d) => tokio::time::sleep(d).await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        _ = &mut freed, if for_team => {}
+                        _ = wake.notified() => {}
+                        _ = sleep => {}
+                        _ = cancel.cancelled() => return,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Says on the timeline what an incident waits for (waiting for an
+    /// acknowledgement, or for nothing, is not news).
+    async fn announce(&self, id: [u8; 16], why: &Waiting) {
+        let detail = match why {
+            Waiting::Location => "no readable location yet".to_owned(),
+            // The kind of team names the category: not after a stop.
+            Waiting::FreeTeam { .. } if self.stopped(&id) => {
+                "no free unit; waiting for one".to_owned()
+            }
+            Waiting::FreeTeam { kind } => {
+                format!("no free {} unit; waiting for one", kind.as_str())
+            }
+            Waiting::Ack { .. } | Waiting::Nothing => return,
+        };
+        self.timeline(id, "waiting", detail).await;
+    }
+
+    /// A team was sent: the assignment row and its timeline entry in one
+    /// store job, then the team and the operators are told.
+    async fn sent(&self, id: [u8; 16], s: Sent) {
+        self.count_assignment(&s);
+        let row = AssignmentRow {
+            incident_id: id,
+            unit_id: s.unit.clone(),
+            assigned_at_ms: s.at_ms,
+            status: "pending".into(),
+        };
+        let detail = self.sent_detail(id, &s);
+        self.record(id, "assigned", detail, move |st| st.put_assignment(&row))
+            .await;
+        self.send_assignment(&id, &s.unit, false);
+    }
+
+    fn count_assignment(&self, s: &Sent) {
+        let m = &self.inner.metrics;
+        m.assignments.fetch_add(1, Ordering::Relaxed);
+        if matches!(s.how, How::Fallback { .. }) {
+            m.fallback_assignments.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The timeline text of a team sent.
+    fn sent_detail(&self, id: [u8; 16], s: &Sent) -> String {
+        // After a stop the timeline names neither the kind of team (the
+        // category) nor the distance to the student.
+        if self.stopped(&id) {
+            return match &s.how {
+                How::ByHand { by } => format!("assigned to {} by {by}", s.name),
+                _ => format!("assigned to {}", s.name),
+            };
+        }
+        let team = assigned_detail(&s.name, s.kind, s.distance_m, s.connected);
+        match &s.how {
+            How::Nearest | How::Resent => team,
+            How::Fallback { wanted } => format!(
+                "no free {} team for {}: {team}, the nearest free team of another kind",
+                wanted.as_str(),
+                human_ms(self.inner.cfg.fallback_after_ms)
+            ),
+            How::ByHand { by } => match &s.replaced {
+                Some(old) => format!("{team}, by {by}, replacing {}", self.unit_name(old)),
+                None => format!("{team}, by {by}"),
+            },
+        }
+    }
+
+    fn unit_name(&self, unit: &str) -> String {
+        self.state()
+            .board
+            .team(unit)
+            .map_or_else(|| unit.to_owned(), |t| t.name.clone())
+    }
+
+    /// The team did not acknowledge in time; the board has freed it.
+    async fn timed_out(&self, id: [u8; 16], unit: String, name: String, at_ms: u64) {
+        let row = AssignmentRow {
+            incident_id: id,
+            unit_id: unit.clone(),
+            assigned_at_ms: at_ms,
+            status: "timed_out".into(),
+        };
+        if let Err(e) = self.inner.db.call(move |s| s.put_assignment(&row)).await {
+            tracing::error!("storing an assignment failed: {e}");
+        }
+        self.inner
+            .metrics
+            .assignment_timeouts
+            .fetch_add(1, Ordering::Relaxed);
+        self.emit(
+            "assignment_withdrawn",
+            Some(&id),
+            Some(&unit),
+            Audience::OperatorsAndUnit(unit.clone()),
+            json!({}),
+        );
+        self.timeline(
+            id,
+            "timed_out",
+            format!(
+                "{name} did not acknowledge within {:.1} s; reassigning",
+                self.inner.cfg.ack_timeout_ms as f64 / 1000.0
+            ),
+        )
+        .await;
+        self.inner.unit_freed.notify_waiters();
+    }
+
+    /// The team acknowledged (the board has it already): stored, told.
+    async fn acknowledged(
         &self,
         id: [u8; 16],
-        mut resend: Option<String>,
-        mut first: Option<FirstAssignment>,
+        unit: String,
+        name: String,
+        at_ms: u64,
+        latency_ms: u64,
     ) {
-        let ack_timeout = Duration::from_millis(self.inner.cfg.ack_timeout_ms);
-        let mut said_waiting = false;
-        let mut said_no_location = false;
-        loop {
-            let (cancel, unit, name, assigned_at, rx) = match first.take() {
-                // Picked and stored with the panic itself: tell the team now.
-                Some(f) => (f.cancel, f.unit, f.name, f.assigned_at, f.rx),
-                None => {
-                    let Some((cancel, wake, kind, loc, acked)) = ({
-                        let st = self.state();
-                        st.incidents.get(&id).map(|l| {
-                            (
-                                l.cancel.clone(),
-                                l.wake.clone(),
-                                l.kind,
-                                l.location,
-                                l.assigned.as_ref().is_some_and(|a| a.acked),
-                            )
-                        })
-                    }) else {
-                        return;
-                    };
-                    if cancel.is_cancelled() || acked {
-                        return;
-                    }
-                    let Some((lat, lon, _)) = loc else {
-                        if !said_no_location {
-                            said_no_location = true;
-                            self.timeline(id, "waiting", "no readable location yet".into())
-                                .await;
-                        }
-                        tokio::select! {
-                            _ = wake.notified() => continue,
-                            _ = cancel.cancelled() => return,
-                        }
-                    };
-                    // Listen for a freed unit before looking for one: a unit freed
-                    // between the look and the wait must still wake this loop.
-                    let freed = self.inner.unit_freed.notified();
-                    tokio::pin!(freed);
-                    freed.as_mut().enable();
-                    // Pick a unit and mark it busy under one lock.
-                    let (tx, rx) = oneshot::channel();
-                    let picked = {
-                        let mut st = self.state();
-                        let st = &mut *st;
-                        let none = HashSet::new();
-                        let tried = st.incidents.get(&id).map_or(&none, |l| &l.tried);
-                        let choice = match resend.take() {
-                            Some(u)
-                                if !st.index.is_busy(&u)
-                                    || st.units.get(&u).is_some_and(|i| i.current == Some(id)) =>
-                            {
-                                let d = st
-                                    .index
-                                    .position(&u)
-                                    .map(|p| haversine_m((lat, lon), p))
-                                    .unwrap_or(0.0);
-                                Some((u, d))
-                            }
-                            _ => st.index.nearest_free(kind, lat, lon, tried),
-                        };
-                        if let Some((u, d)) = &choice {
-                            st.index.mark_busy(u);
-                            if let Some(info) = st.units.get_mut(u) {
-                                info.current = Some(id);
-                            }
-                            if let Some(live) = st.incidents.get_mut(&id) {
-                                live.assigned = Some(Assigned {
-                                    unit: u.clone(),
-                                    acked: false,
-                                });
-                                live.ack_tx = Some(tx);
-                            }
-                            let name = st.units.get(u).map(|i| i.name.clone()).unwrap_or_default();
-                            let connected = st.units.get(u).is_some_and(|i| i.connected > 0);
-                            Some((u.clone(), name, *d, connected))
-                        } else {
-                            None
-                        }
-                    };
-                    let Some((unit, name, distance, connected)) = picked else {
-                        if !said_waiting {
-                            said_waiting = true;
-                            let detail = if self.stopped(&id) {
-                                // The kind of team names the category: not after a stop.
-                                "no free unit; waiting for one".to_owned()
-                            } else {
-                                format!("no free {} unit; waiting for one", kind.as_str())
-                            };
-                            self.timeline(id, "waiting", detail).await;
-                        }
-                        tokio::select! {
-                            _ = freed => {}
-                            _ = wake.notified() => {}
-                            _ = tokio::time::sleep(Duration::from_secs(2)) => {}
-                            _ = cancel.cancelled() => return,
-                        }
-                        continue;
-                    };
-                    said_waiting = false;
-                    let assigned_at = now_ms();
-                    let row = AssignmentRow {
-                        incident_id: id,
-                        unit_id: unit.clone(),
-                        assigned_at_ms: assigned_at,
-                        status: "pending".into(),
-                    };
-                    self.inner
-                        .metrics
-                        .assignments
-                        .fetch_add(1, Ordering::Relaxed);
-                    // The assignment row and its timeline entry: one store job.
-                    let detail = if self.stopped(&id) {
-                        // After a stop the timeline names neither the kind of
-                        // team (the category) nor the distance to the student.
-                        format!("assigned to {name}")
-                    } else {
-                        assigned_detail(&name, kind, distance, connected)
-                    };
-                    self.record(id, "assigned", detail, move |s| s.put_assignment(&row))
-                        .await;
-                    (cancel, unit, name, assigned_at, rx)
-                }
-            };
-            self.send_assignment(&id, &unit, false);
-            let outcome = tokio::select! {
-                // A closed incident drops the acknowledgement's sender too:
-                // look at the cancellation first, so that is not a timeout.
-                biased;
-                _ = cancel.cancelled() => return,
-                r = rx => r.is_ok(),
-                _ = tokio::time::sleep(ack_timeout) => false,
-            };
-            if cancel.is_cancelled() {
-                return;
-            }
-            let status = if outcome { "acknowledged" } else { "timed_out" };
-            let row = AssignmentRow {
-                incident_id: id,
-                unit_id: unit.clone(),
-                assigned_at_ms: assigned_at,
-                status: status.into(),
-            };
-            if outcome {
-                let latency = now_ms().saturating_sub(assigned_at);
-                self.inner.metrics.ack_latency.observe(latency);
-                self.record(
-                    id,
-                    "acknowledged",
-                    format!("{name} acknowledged after {}", human_ms(latency)),
-                    move |s| s.put_assignment(&row),
-                )
-                .await;
-                self.emit(
-                    "acknowledged",
-                    Some(&id),
-                    Some(&unit),
-                    Audience::OperatorsAndUnit(unit.clone()),
-                    json!({ "name": name }),
-                );
-                return;
-            }
-            if let Err(e) = self.inner.db.call(move |s| s.put_assignment(&row)).await {
-                tracing::error!("storing an assignment failed: {e}");
-            }
-            self.inner
-                .metrics
-                .assignment_timeouts
-                .fetch_add(1, Ordering::Relaxed);
-            {
-                let mut st = self.state();
-                st.index.mark_free(&unit);
-                if let Some(info) = st.units.get_mut(&unit)
-                    && info.current == Some(id)
-                {
-                    info.current = None;
-                }
-                if let Some(live) = st.incidents.get_mut(&id) {
-                    live.assigned = None;
-                    live.ack_tx = None;
-                    live.tried.insert(unit.clone());
-                }
-            }
-            self.emit(
-                "assignment_withdrawn",
-                Some(&id),
-                Some(&unit),
-                Audience::OperatorsAndUnit(unit.clone()),
-                json!({}),
-            );
-            self.timeline(
-                id,
-                "timed_out",
-                format!(
-                    "{name} did not acknowledge within {:.1} s; reassigning",
-                    ack_timeout.as_secs_f64()
-                ),
-            )
-            .await;
-            self.inner.unit_freed.notify_waiters();
-        }
+        self.inner.metrics.ack_latency.observe(latency_ms);
+        let row = AssignmentRow {
+            incident_id: id,
+            unit_id: unit.clone(),
+            assigned_at_ms: at_ms,
+            status: "acknowledged".into(),
+        };
+        self.record(
+            id,
+            "acknowledged",
+            format!("{name} acknowledged after {}", human_ms(latency_ms)),
+            move |s| s.put_assignment(&row),
+        )
+        .await;
+        self.emit(
+            "acknowledged",
+            Some(&id),
+            Some(&unit),
+            Audience::OperatorsAndUnit(unit.clone()),
+            json!({ "name": name }),
+        );
+    }
+
+    /// No team has acknowledged long after the panic: the control room's
+    /// alarm (once per incident).
+    async fn overdue(&self, id: [u8; 16], waited_ms: u64) {
+        tracing::warn!(incident = %super::short(&id), "incident overdue");
+        self.inner.metrics.overdue.fetch_add(1, Ordering::Relaxed);
+        self.timeline(
+            id,
+            "overdue",
+            format!(
+                "OVERDUE: no team has acknowledged {} after the panic",
+                human_ms(waited_ms)
+            ),
+        )
+        .await;
+        self.emit(
+            "overdue",
+            Some(&id),
+            None,
+            Audience::Operators,
+            json!({ "waited_ms": waited_ms }),
+        );
     }
 
     /// Picks the nearest free team for a new incident and marks it busy; run
@@ -223,42 +259,117 @@ impl Engine {
         &self,
         id: [u8; 16],
         kind: UnitKind,
-        (lat, lon): (f64, f64),
-    ) -> Option<Picked> {
+        at: (f64, f64),
+    ) -> Option<super::Picked> {
+        let now = now_ms();
+        let iid = IncidentId::from_bytes(id);
         let mut st = self.state();
-        let st = &mut *st;
-        let (unit, distance) = st.index.nearest_free(kind, lat, lon, &HashSet::new())?;
-        st.index.mark_busy(&unit);
-        let info = st.units.get_mut(&unit);
-        let connected = info.as_ref().is_some_and(|i| i.connected > 0);
-        let name = match info {
-            Some(i) => {
-                i.current = Some(id);
-                i.name.clone()
-            }
-            None => String::new(),
+        st.board.open(iid, kind, Some(at), now);
+        let Step::Sent(s) = st.board.step(iid, now) else {
+            return None;
         };
-        Some(Picked {
-            detail: assigned_detail(&name, kind, distance, connected),
-            unit,
-            name,
-            assigned_at_ms: now_ms(),
+        Some(super::Picked {
+            detail: assigned_detail(&s.name, s.kind, s.distance_m, s.connected),
+            unit: s.unit,
+            assigned_at_ms: s.at_ms,
         })
     }
 
-    /// Frees a team picked by [`Engine::pick_for_new`] for a panic that was
-    /// not stored.
-    pub(super) fn unpick(&self, id: [u8; 16], unit: &str) {
-        {
-            let mut st = self.state();
-            st.index.mark_free(unit);
-            if let Some(info) = st.units.get_mut(unit)
-                && info.current == Some(id)
-            {
-                info.current = None;
-            }
+    /// Takes off the board an incident opened by [`Engine::pick_for_new`]
+    /// whose panic was not stored (its team, if one was picked, is free).
+    pub(super) fn unpick(&self, id: [u8; 16]) {
+        let freed = self.state().board.close(IncidentId::from_bytes(id));
+        if freed.is_some() {
+            self.inner.unit_freed.notify_waiters();
         }
+    }
+
+    /// An operator sends a team by hand: any free team, of any kind. The
+    /// team on the incident before, if any, is taken off and told.
+    pub async fn assign_by_hand(
+        &self,
+        id: [u8; 16],
+        unit: &str,
+        op: &OperatorId,
+    ) -> Result<(), ApiError> {
+        self.incident_to_act_on(id, op).await?;
+        let by = format!("{} {}", op.role, op.name);
+        let sent = self
+            .state()
+            .board
+            .assign_by_hand(IncidentId::from_bytes(id), unit, &by, now_ms())
+            .map_err(|r| match r {
+                ByHandRefusal::NoIncident => {
+                    ApiError::new(409, "incident_closed", "the incident is not open")
+                }
+                ByHandRefusal::UnknownTeam => ApiError::new(404, "unknown_team", "no such team"),
+                ByHandRefusal::TeamBusy => ApiError::new(
+                    409,
+                    "team_busy",
+                    "that team is on another incident; free it first",
+                ),
+                ByHandRefusal::AlreadyOnIt => ApiError::new(
+                    409,
+                    "already_assigned",
+                    "that team is already on this incident",
+                ),
+            })?;
+        if let Some(old) = &sent.replaced {
+            self.tell_withdrawn(id, old, "replaced").await;
+        }
+        self.sent(id, sent).await;
+        self.wake(id);
+        Ok(())
+    }
+
+    /// Stores and tells that `unit` is off incident `id` (freed already on
+    /// the board).
+    pub(super) async fn tell_withdrawn(&self, id: [u8; 16], unit: &str, reason: &str) {
+        let (uid, at) = (unit.to_owned(), now_ms());
+        if let Err(e) = self
+            .inner
+            .db
+            .call(move |s| {
+                s.put_assignment(&AssignmentRow {
+                    incident_id: id,
+                    unit_id: uid,
+                    assigned_at_ms: at,
+                    status: "released".into(),
+                })
+            })
+            .await
+        {
+            tracing::error!("storing an assignment failed: {e}");
+        }
+        self.emit(
+            "assignment_withdrawn",
+            Some(&id),
+            Some(unit),
+            Audience::OperatorsAndUnit(unit.to_owned()),
+            json!({ "reason": reason }),
+        );
         self.inner.unit_freed.notify_waiters();
+    }
+
+    /// A team the board took off an incident for an operator (a reassign, a
+    /// revoked token): stored, told, on the timeline, and the incident's
+    /// loop woken to send the next.
+    pub(super) async fn taken_off(&self, id: [u8; 16], w: &Withdrawn, reason: &str, why: &str) {
+        self.tell_withdrawn(id, &w.unit, reason).await;
+        self.timeline(
+            id,
+            "reassigned",
+            format!("{} {why}; sending the next nearest free team", w.name),
+        )
+        .await;
+        self.wake(id);
+    }
+
+    /// Wakes an incident's dispatch loop (the board changed for it).
+    pub(super) fn wake(&self, id: [u8; 16]) {
+        if let Some(l) = self.state().incidents.get(&id) {
+            l.wake.notify_one();
+        }
     }
 
     /// Pushes the assignment to the unit (and, unless it is a re-send to a
@@ -269,18 +380,22 @@ impl Engine {
             let Some(live) = st.incidents.get(id) else {
                 return;
             };
-            let distance = match (live.location, st.index.position(unit)) {
+            let distance = match (live.location, st.board.position(unit)) {
                 (Some((lat, lon, _)), Some(p)) => Some(haversine_m((lat, lon), p).round()),
                 _ => None,
             };
+            let acked = st
+                .board
+                .assignment(IncidentId::from_bytes(*id))
+                .is_some_and(|a| a.unit == unit && a.acked());
             json!({
                 "category": live.category.as_str(),
                 "location": live.location.map(|(lat, lon, _)| LatLon { lat, lon }),
                 "distance_m": distance,
-                "name": st.units.get(unit).map(|u| u.name.clone()),
+                "name": st.board.team(unit).map(|u| u.name.clone()),
                 "ack_timeout_ms": self.inner.cfg.ack_timeout_ms,
                 "duress": live.duress,
-                "acknowledged": live.assigned.as_ref().is_some_and(|a| a.unit == unit && a.acked),
+                "acknowledged": acked,
             })
         };
         let audience = if resend {
@@ -316,11 +431,13 @@ impl Engine {
         let mut idb = [0u8; 6];
         rand::Rng::fill_bytes(&mut rand::rng(), &mut idb);
         let id = format!("u-{}", hex::encode(idb));
+        let now = now_ms();
         let row = UnitRow {
             id: id.clone(),
             name: name.trim().to_owned(),
             kind: kind.as_str().to_owned(),
             position: position.map(|p| (p.lat, p.lon)),
+            position_at_ms: position.map(|_| now),
         };
         let r = row.clone();
         self.inner
@@ -329,16 +446,11 @@ impl Engine {
             .await?;
         {
             let mut st = self.state();
-            if let Some(p) = position {
-                st.index.set_position(&id, kind, p.lat, p.lon);
-            }
+            let at = position.map(|p| (p.lat, p.lon, now));
+            st.board.add_team(&id, &row.name, kind, at);
             st.units.insert(
                 id.clone(),
                 UnitInfo {
-                    name: row.name.clone(),
-                    kind,
-                    connected: 0,
-                    current: None,
                     closed: self.inner.streams.child_token(),
                 },
             );
@@ -372,15 +484,12 @@ impl Engine {
             .db
             .call(move |s| s.set_unit_position(&id, p.lat, p.lon, now))
             .await?;
-        let (incident, free) = {
-            let mut st = self.state();
-            let Some(info) = st.units.get(&unit.0) else {
-                return Err(ApiError::unauthorized());
-            };
-            let (kind, incident) = (info.kind, info.current);
-            st.index.set_position(&unit.0, kind, p.lat, p.lon);
-            (incident, !st.index.is_busy(&unit.0))
-        };
+        let (incident, free) = self
+            .state()
+            .board
+            .team_moved(&unit.0, (p.lat, p.lon), now)
+            .ok_or_else(ApiError::unauthorized)?;
+        let incident = incident.map(|i| *i.as_bytes());
         // Only a free unit's move can help an incident waiting for one; a
         // busy unit's report (every few seconds, from every team) must not
         // wake every waiting dispatch loop.
@@ -399,43 +508,31 @@ impl Engine {
 
     /// A unit acknowledges its assignment.
     pub fn acknowledge(&self, unit: &UnitId, incident: [u8; 16]) -> Result<(), ApiError> {
-        let mut st = self.state();
-        let Some(live) = st.incidents.get_mut(&incident) else {
-            return Err(ApiError::not_found());
-        };
-        match &mut live.assigned {
-            Some(a) if a.unit == unit.0 => {
-                if a.acked {
-                    return Ok(());
-                }
-                a.acked = true;
-                if let Some(tx) = live.ack_tx.take() {
-                    let _ = tx.send(());
-                }
-                Ok(())
-            }
-            _ => Err(ApiError::not_found()),
+        let first = self
+            .state()
+            .board
+            .acknowledge(&unit.0, IncidentId::from_bytes(incident), now_ms())
+            .map_err(|()| ApiError::not_found())?;
+        if first {
+            self.wake(incident);
         }
+        Ok(())
     }
 
     /// Marks a unit's stream connected; returns a guard that disconnects on drop.
     /// Re-sends a pending assignment.
     pub fn unit_connected(&self, unit: &UnitId) -> UnitConnection {
-        let pending = {
+        let (pending, free) = {
             let mut st = self.state();
-            let current = st.units.get_mut(&unit.0).map(|u| {
-                u.connected += 1;
-                u.current
-            });
-            current.flatten().filter(|id| {
-                st.incidents
-                    .get(id)
-                    .and_then(|l| l.assigned.as_ref())
-                    .is_some_and(|a| a.unit == unit.0)
-            })
+            let pending = st.board.team_connected(&unit.0);
+            let free = st.board.team(&unit.0).is_some_and(|t| t.incident.is_none());
+            (pending, free)
         };
-        if let Some(id) = pending {
-            self.send_assignment(&id, &unit.0, true);
+        match pending {
+            Some(id) => self.send_assignment(id.as_bytes(), &unit.0, true),
+            // A free team that can now be told may be what an incident waits for.
+            None if free => self.inner.unit_freed.notify_waiters(),
+            None => {}
         }
         UnitConnection {
             engine: self.clone(),
@@ -452,15 +549,15 @@ impl Engine {
     pub fn units(&self) -> Vec<UnitView> {
         let st = self.state();
         let mut v: Vec<UnitView> = st
-            .units
-            .iter()
-            .map(|(id, u)| UnitView {
-                id: id.clone(),
+            .board
+            .teams()
+            .map(|(id, u, position)| UnitView {
+                id: id.to_owned(),
                 name: u.name.clone(),
                 kind: u.kind,
-                position: st.index.position(id).map(|(lat, lon)| LatLon { lat, lon }),
-                connected: u.connected > 0,
-                incident: u.current.map(hex::encode),
+                position: position.map(|(lat, lon)| LatLon { lat, lon }),
+                connected: u.streams > 0,
+                incident: u.incident.map(|i| i.to_hex()),
             })
             .collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
@@ -469,11 +566,14 @@ impl Engine {
 }
 
 /// The timeline text of an assignment.
-fn assigned_detail(name: &str, kind: UnitKind, distance_m: f64, connected: bool) -> String {
+fn assigned_detail(name: &str, kind: UnitKind, distance_m: Option<f64>, connected: bool) -> String {
+    let away = match distance_m {
+        Some(d) => format!("{:.1} km away", d / 1000.0),
+        None => "distance unknown".to_owned(),
+    };
     format!(
-        "assigned to {name} ({}, {:.1} km away){}",
+        "assigned to {name} ({}, {away}){}",
         kind.as_str(),
-        distance_m / 1000.0,
         if connected {
             ""
         } else {

@@ -156,16 +156,20 @@ impl Engine {
         if row.stopped || live.is_some_and(|l| l.stopped) {
             flags.push("stopped".into());
         }
+        let iid = IncidentId::from_bytes(row.id);
+        if live.is_some() && st.board.overdue(iid) {
+            flags.push("overdue".into());
+        }
         let unit = live
-            .and_then(|l| l.assigned.as_ref())
+            .and_then(|_| st.board.assignment(iid))
             .map(|a| AssignedUnit {
                 id: a.unit.clone(),
                 name: st
-                    .units
-                    .get(&a.unit)
+                    .board
+                    .team(&a.unit)
                     .map(|u| u.name.clone())
                     .unwrap_or_default(),
-                acknowledged: a.acked,
+                acknowledged: a.acked(),
             });
         let profile = match live {
             None => "forgotten",
@@ -223,9 +227,8 @@ impl Engine {
         if let Viewer::Unit(u) = &viewer {
             let mine = self
                 .state()
-                .incidents
-                .get(&id)
-                .and_then(|l| l.assigned.as_ref())
+                .board
+                .assignment(IncidentId::from_bytes(id))
                 .is_some_and(|a| a.unit == u.0);
             if !mine {
                 return Err(ApiError::not_found());

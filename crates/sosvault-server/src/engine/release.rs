@@ -340,7 +340,11 @@ impl Engine {
                 expires_at_ms: w.until_ms,
             });
             live.vault_was_opened = true;
-            (live.assigned.as_ref().map(|a| a.unit.clone()), w.until_ms)
+            let unit = st
+                .board
+                .assignment(IncidentId::from_bytes(id))
+                .map(|a| a.unit.clone());
+            (unit, w.until_ms)
         };
         let detail = if known.is_none() {
             let latency = now.saturating_sub(created_ms);
@@ -383,6 +387,7 @@ impl Engine {
             let now = now_ms();
             let expired: Vec<([u8; 16], Option<String>)> = {
                 let mut st = self.state();
+                let st = &mut *st;
                 let mut out = Vec::new();
                 for (id, live) in st.incidents.iter_mut() {
                     let Some(w) = live.window.as_mut() else {
@@ -395,7 +400,8 @@ impl Engine {
                     live.vault = None; // zeroized on drop
                     live.vault_was_opened = true;
                     live.release_cancel.cancel();
-                    out.push((*id, live.assigned.as_ref().map(|a| a.unit.clone())));
+                    let unit = st.board.assignment(IncidentId::from_bytes(*id));
+                    out.push((*id, unit.map(|a| a.unit.clone())));
                 }
                 out
             };

@@ -361,12 +361,10 @@ impl Engine {
             .open_location(&body.sealed_location)
             .ok()
             .map(|l| (l.lat(), l.lon(), l.fix_time.0));
-        let picked_slot: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
         let check = PanicCheck {
             engine: self.clone(),
             kind: UnitKind::for_category(body.category),
             from: fix.map(|(lat, lon, _)| (lat, lon)),
-            picked: picked_slot.clone(),
             sid,
             signer,
             hash,
@@ -393,12 +391,11 @@ impl Engine {
         // round trip, one place in a batch, and no stop or other panic of the
         // same student can slip in between them.
         let outcome = self.inner.db.call(move |s| check.run(s)).await;
-        // A team picked for a panic that is not stored (refused, a duplicate,
-        // a failed job or commit) goes back to the free pool.
+        // A panic that is not stored (refused, a duplicate, a failed job or
+        // commit) leaves the board, and the team picked for it is free.
         let keep = matches!(&outcome, Ok(PanicOutcome::Stored(..)));
-        let picked_unit = picked_slot.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let (false, Some(unit)) = (keep, picked_unit) {
-            self.unpick(*id.as_bytes(), &unit);
+        if !keep {
+            self.unpick(*id.as_bytes());
         }
         let StoredPanic {
             row,
@@ -596,11 +593,15 @@ impl Engine {
                         g.expires_at_ms = w.until_ms;
                     }
                 }
-                unit = live.assigned.as_ref().map(|a| a.unit.clone());
                 wake = Some(live.wake.clone());
             }
+            if wake.is_some() {
+                let iid = IncidentId::from_bytes(id);
+                st.board.locate(iid, (loc.lat(), loc.lon()));
+                unit = st.board.assignment(iid).map(|a| a.unit.clone());
+            }
             if let Some(u) = &unit {
-                unit_pos = st.index.position(u);
+                unit_pos = st.board.position(u);
             }
             (
                 unit,
@@ -741,10 +742,9 @@ impl Engine {
         self.inner.db.call(move |s| s.mark_duress(&id)).await?;
         let unit = {
             let mut st = self.state();
-            st.incidents.get_mut(&id).and_then(|l| {
-                l.duress = true;
-                l.assigned.as_ref().map(|a| a.unit.clone())
-            })
+            let on = st.incidents.get_mut(&id).map(|l| l.duress = true);
+            on.and_then(|()| st.board.assignment(IncidentId::from_bytes(id)))
+                .map(|a| a.unit.clone())
         };
         tracing::warn!(incident = %short(&id), "incident escalated");
         self.timeline(id, "escalated", format!("ESCALATED: {why}"))
@@ -777,18 +777,13 @@ impl Engine {
                 Ok(())
             })
             .await?;
-        let live = self.state().incidents.remove(&id);
-        let mut unit = None;
+        let (live, unit) = {
+            let mut st = self.state();
+            let unit = st.board.close(IncidentId::from_bytes(id));
+            (st.incidents.remove(&id), unit)
+        };
         if let Some(live) = live {
             live.cancel.cancel();
-            if let Some(a) = &live.assigned {
-                unit = Some(a.unit.clone());
-                let mut st = self.state();
-                st.index.mark_free(&a.unit);
-                if let Some(u) = st.units.get_mut(&a.unit) {
-                    u.current = None;
-                }
-            }
             // `live` drops here: the vault key and decrypted locations are zeroized.
         }
         if unit.is_some() {
@@ -1021,12 +1016,18 @@ impl Engine {
         let cancel = self.inner.shutdown.child_token();
         let mut flags = row.flags.clone();
         flags.extend(["duress".to_owned(), "stopped".to_owned()]);
-        self.state().incidents.insert(
+        let mut st = self.state();
+        st.board.open(
+            IncidentId::from_bytes(id),
+            UnitKind::for_category(category),
+            None,
+            row.created_at_ms,
+        );
+        st.incidents.insert(
             id,
             Live {
                 student: row.student_id,
                 category,
-                kind: UnitKind::for_category(category),
                 created_at_ms: row.created_at_ms,
                 location: None,
                 trail: Vec::new(),
@@ -1035,9 +1036,6 @@ impl Engine {
                 window: None,
                 release_have: 0,
                 release_need: usize::from(self.inner.cfg.threshold),
-                assigned: None,
-                ack_tx: None,
-                tried: HashSet::new(),
                 release_cancel: cancel.child_token(),
                 cancel,
                 wake: Arc::new(Notify::new()),
@@ -1045,6 +1043,7 @@ impl Engine {
                 stopped: true,
             },
         );
+        drop(st);
         tracing::warn!(incident = %short(&id), student = %short(&row.student_id), "duress stop with no open incident: alert opened");
         self.emit(
             "incident_created",
@@ -1063,7 +1062,7 @@ impl Engine {
         let engine = self.clone();
         self.inner
             .tasks
-            .spawn(async move { engine.dispatch(id, None, None).await });
+            .spawn(async move { engine.dispatch(id).await });
     }
 }
 
@@ -1082,8 +1081,6 @@ struct PanicCheck {
     kind: UnitKind,
     /// Where the panic was sent from, if its location opened.
     from: Option<(f64, f64)>,
-    /// The team picked, for the caller to free if the panic is not stored.
-    picked: Arc<Mutex<Option<String>>>,
     sid: [u8; 32],
     signer: [u8; 32],
     hash: [u8; 32],
@@ -1187,9 +1184,6 @@ impl PanicCheck {
         let picked = self
             .from
             .and_then(|at| self.engine.pick_for_new(new.id, self.kind, at));
-        if let Some(p) = &picked {
-            *self.picked.lock().unwrap_or_else(|p| p.into_inner()) = Some(p.unit.clone());
-        }
         if let PanicStored::Existing(existing) = s.insert_panic(&new, &detail)? {
             return Ok(PanicOutcome::Duplicate(existing));
         }

@@ -406,6 +406,13 @@
         if (S.selected === id) loadDetail(id);
         refreshUnitsSoon();
         break;
+      case 'overdue':
+        // No team has acknowledged long after the panic: the alarm.
+        refreshListSoon();
+        SV.alertTone();
+        SV.announce(t('announce.overdue'), true);
+        if (S.selected === id) loadDetail(id);
+        break;
       case 'assigned':
       case 'acknowledged':
       case 'assignment_withdrawn':
@@ -461,7 +468,7 @@
 
   function flagChips(flags) {
     return flags
-      .filter((f) => ['duress_stop', 'duress', 'false_alarm', 'stopped', 'rate_limited', 'repeat_offender'].includes(f))
+      .filter((f) => ['duress_stop', 'duress', 'overdue', 'false_alarm', 'stopped', 'rate_limited', 'repeat_offender'].includes(f))
       // The duress-stop chip looks like the DURESS one (red, blinking).
       .map((f) => el('span', { class: 'chip chip-' + f.replace('_', '-') + (f === 'duress_stop' ? ' chip-duress' : '') }, t('flag.' + f)));
   }
@@ -910,6 +917,7 @@
         ),
         t('action.reassign'),
       ),
+      assignControl(inc, open && allowed, deny),
       el('button', Object.assign({ type: 'button', class: 'btn btn-warn', id: 'act-false-alarm', disabled: !allowed || marked, onclick: () => act('false-alarm') }, deny), marked ? t('action.false_alarm_done') : t('action.false_alarm')),
       el('button', Object.assign({ type: 'button', class: 'btn btn-danger', id: 'act-close', disabled: !allowed || !open, onclick: () => act('close') }, deny), t('action.close')),
     );
@@ -919,6 +927,49 @@
     note.hidden = !why;
     const f = focused && document.getElementById(focused);
     if (f && !f.disabled) f.focus();
+  }
+
+  /** A picker of free teams (any kind, nearest first) and a button that sends the chosen one by hand. */
+  function assignControl(inc, enabled, deny) {
+    const here = inc.location;
+    const dist = (u) => (here && u.position ? SV.haversine(here, u.position) : Infinity);
+    const free = [...S.units.values()].filter((u) => !u.incident).sort((a, b) => dist(a) - dist(b));
+    const select = el(
+      'select',
+      { id: 'assign-unit', 'aria-label': t('action.assign_pick'), disabled: !enabled || free.length === 0 },
+      free.length
+        ? free.map((u) => {
+            const d = dist(u);
+            const away = Number.isFinite(d) ? ', ' + SV.distance(d) : '';
+            const off = u.connected ? '' : ', ' + t('unit.offline');
+            return el('option', { value: u.id }, u.name + ' (' + t('kind.' + u.kind) + away + off + ')');
+          })
+        : [el('option', { value: '' }, t('action.assign_none'))],
+    );
+    const button = el(
+      'button',
+      Object.assign(
+        { type: 'button', class: 'btn btn-secondary', id: 'act-assign', disabled: !enabled || free.length === 0, title: t('action.assign_hint'), onclick: () => assign(select.value) },
+        deny,
+      ),
+      t('action.assign'),
+    );
+    return el('span', { class: 'assign-by-hand' }, select, button);
+  }
+
+  async function assign(unit) {
+    const id = S.selected;
+    if (!id || !unit) return;
+    try {
+      await call('/v1/operator/incidents/' + id + '/assign', { method: 'POST', body: { unit } });
+      SV.toast(t('done.assign'));
+    } catch (e) {
+      if (quiet(e)) return;
+      SV.toast(refusal(e), 'error');
+    }
+    await loadDetail(id);
+    refreshList();
+    refreshUnitsSoon();
   }
 
   function confirmDialog(title, text, okLabel) {

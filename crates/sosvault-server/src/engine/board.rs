@@ -1,0 +1,1182 @@
+//! The dispatch board: which team goes to which incident, decided by a pure
+//! state machine.
+//!
+//! Like [`sosvault::Trustee`] in the core, the board is synchronous and
+//! clock-free: every decision is a function of (board, input, `now`), and
+//! nothing here does I/O, takes a lock or spawns a task. The engine's async
+//! shell (`engine/dispatch.rs`) feeds it what happened (a team moved,
+//! connected, acknowledged; an incident opened, got a location, closed) and
+//! carries out what [`Board::step`] answers: store and tell a team, take a
+//! team off, write the timeline, raise the alarm.
+//!
+//! # The rules
+//!
+//! - A team is picked only if it is free, has a live stream open (it can be
+//!   told) and reported its position within [`Rules::stale_position_ms`].
+//! - The nearest such team of the kind the category needs is sent first.
+//! - A team that does not acknowledge within [`Rules::ack_timeout_ms`] is
+//!   taken off and goes to the back of the incident's queue, not out of it:
+//!   once no team that has not yet declined is left, the teams that did are
+//!   tried again, the earliest first.
+//! - After [`Rules::fallback_after_ms`] with no team of the right kind to
+//!   send, the nearest eligible team of another kind is sent (police for a
+//!   counsellor case, say), and the shell tells the operators.
+//! - A team an operator takes off an incident ([`Board::withdraw`]) is not
+//!   sent back to it by itself: the operator said "not this team".
+//! - An operator may send any free team by hand ([`Board::assign_by_hand`]).
+//! - An incident without an acknowledged team [`Rules::overdue_after_ms`]
+//!   after its panic is *overdue*, once: the control room is alerted.
+//!
+//! # Invariants
+//!
+//! Kept by every method, checked by the property tests below:
+//! a team is on at most one incident; an incident has at most one team;
+//! the team an incident holds names that incident back; a team is busy in
+//! the index exactly when it holds an incident.
+
+use std::collections::{HashMap, VecDeque};
+
+use sosvault::IncidentId;
+
+use crate::geo::{UnitIndex, UnitKind, haversine_m};
+
+/// The rules of dispatch, from the configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rules {
+    /// How long a sent team has to acknowledge.
+    pub ack_timeout_ms: u64,
+    /// A team whose last position is older than this is not picked.
+    pub stale_position_ms: u64,
+    /// How long an incident waits for a team of the right kind before the
+    /// nearest team of another kind is sent.
+    pub fallback_after_ms: u64,
+    /// How long after its panic an incident without an acknowledged team
+    /// raises the alarm.
+    pub overdue_after_ms: u64,
+}
+
+/// How a team came to be sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum How {
+    /// The nearest eligible team of the right kind.
+    Nearest,
+    /// No team of the `wanted` kind could be sent in time: the nearest
+    /// eligible team of another kind.
+    Fallback {
+        /// The kind the category needs.
+        wanted: UnitKind,
+    },
+    /// Sent by an operator.
+    ByHand {
+        /// Who sent it (`role name`).
+        by: String,
+    },
+    /// Sent before a restart and not acknowledged: told again.
+    Resent,
+}
+
+/// A team sent to an incident.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Assignment {
+    /// The team.
+    pub unit: String,
+    /// When it was sent (unix ms).
+    pub at_ms: u64,
+    /// How it was chosen.
+    pub how: How,
+    /// When it acknowledged (unix ms), if it has.
+    pub acked_at_ms: Option<u64>,
+    /// Whether the shell has recorded the acknowledgement.
+    ack_recorded: bool,
+}
+
+impl Assignment {
+    /// Whether the team has acknowledged.
+    pub fn acked(&self) -> bool {
+        self.acked_at_ms.is_some()
+    }
+}
+
+/// A team on the board.
+#[derive(Clone, Debug)]
+pub struct Team {
+    /// Its name.
+    pub name: String,
+    /// Its kind.
+    pub kind: UnitKind,
+    /// When it last reported its position (unix ms), if it ever did.
+    pub position_at_ms: Option<u64>,
+    /// Its live streams open now.
+    pub streams: usize,
+    /// The incident it is on.
+    pub incident: Option<IncidentId>,
+}
+
+/// An incident on the board (only what dispatch needs).
+#[derive(Clone, Debug)]
+struct Case {
+    kind: UnitKind,
+    location: Option<(f64, f64)>,
+    opened_at_ms: u64,
+    team: Option<Assignment>,
+    /// Teams that timed out, the earliest first: tried again once no
+    /// other team is left.
+    declined: VecDeque<String>,
+    /// Teams an operator took off: never sent back by the board.
+    released: Vec<String>,
+    /// A team sent before a restart, to tell again first.
+    resend: Option<String>,
+    /// Since when no team of the right kind could be sent.
+    waiting_since_ms: Option<u64>,
+    overdue: bool,
+}
+
+/// A team just sent: the shell stores the assignment and tells the team.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sent {
+    /// The team.
+    pub unit: String,
+    /// Its name.
+    pub name: String,
+    /// Its kind (another than the category's on a fallback).
+    pub kind: UnitKind,
+    /// How far it is from the student, if both positions are known.
+    pub distance_m: Option<f64>,
+    /// Whether it has a live stream open.
+    pub connected: bool,
+    /// How it was chosen.
+    pub how: How,
+    /// When (unix ms).
+    pub at_ms: u64,
+    /// The team it replaces (by hand only), now free.
+    pub replaced: Option<String>,
+}
+
+/// What an incident waits for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Waiting {
+    /// A readable location.
+    Location,
+    /// A free team (of `kind`, or, after the fallback wait, of any kind).
+    FreeTeam {
+        /// The kind the category needs.
+        kind: UnitKind,
+    },
+    /// The sent team's acknowledgement.
+    Ack {
+        /// The team.
+        unit: String,
+    },
+    /// Nothing: an acknowledged team is on it.
+    Nothing,
+}
+
+/// The next thing to do for an incident, as [`Board::step`] decides it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    /// The incident is not on the board (closed): nothing more to do.
+    Gone,
+    /// No acknowledged team `overdue_after_ms` after the panic: alert the
+    /// control room (answered once per incident).
+    Overdue {
+        /// How long since the panic.
+        waited_ms: u64,
+    },
+    /// A team was sent: store it and tell it.
+    Sent(Sent),
+    /// The sent team did not acknowledge in time: it is off the incident
+    /// and at the back of its queue.
+    TimedOut {
+        /// The team.
+        unit: String,
+        /// Its name.
+        name: String,
+        /// When it was sent (unix ms).
+        at_ms: u64,
+    },
+    /// The sent team acknowledged: record it (answered once).
+    Acknowledged {
+        /// The team.
+        unit: String,
+        /// Its name.
+        name: String,
+        /// When it was sent (unix ms).
+        at_ms: u64,
+        /// From sending to acknowledgement.
+        latency_ms: u64,
+    },
+    /// Wait for a change (a wake-up), at most until `until` (unix ms).
+    Wait {
+        /// What for.
+        why: Waiting,
+        /// When to step again even without a wake-up.
+        until: Option<u64>,
+    },
+}
+
+/// Why an operator's team was not sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ByHandRefusal {
+    /// The incident is not open.
+    #[error("the incident is not open")]
+    NoIncident,
+    /// No such team.
+    #[error("no such team")]
+    UnknownTeam,
+    /// The team is on another incident.
+    #[error("the team is on another incident")]
+    TeamBusy,
+    /// The team is already on this incident.
+    #[error("the team is already on this incident")]
+    AlreadyOnIt,
+}
+
+/// A team taken off an incident by [`Board::withdraw`] or [`Board::remove_team`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Withdrawn {
+    /// The team.
+    pub unit: String,
+    /// Its name.
+    pub name: String,
+    /// Whether it had acknowledged.
+    pub acked: bool,
+}
+
+/// The dispatch board. See the [module documentation](self).
+#[derive(Default)]
+pub struct Board {
+    rules: Option<Rules>,
+    index: UnitIndex,
+    teams: HashMap<String, Team>,
+    cases: HashMap<IncidentId, Case>,
+}
+
+/// The rules when none are given: the service's defaults.
+pub const DEFAULT_RULES: Rules = Rules {
+    ack_timeout_ms: 5_000,
+    stale_position_ms: 15 * 60_000,
+    fallback_after_ms: 20_000,
+    overdue_after_ms: 30_000,
+};
+
+impl Board {
+    /// An empty board with these rules.
+    pub fn new(rules: Rules) -> Self {
+        Self {
+            rules: Some(rules),
+            ..Self::default()
+        }
+    }
+
+    /// The rules.
+    pub fn rules(&self) -> Rules {
+        self.rules.unwrap_or(DEFAULT_RULES)
+    }
+
+    // ------------------------------------------------------------ teams
+
+    /// Puts a team on the board (registered, or loaded at start), free.
+    /// `position`: its last position and when it was reported.
+    pub fn add_team(
+        &mut self,
+        unit: &str,
+        name: &str,
+        kind: UnitKind,
+        position: Option<(f64, f64, u64)>,
+    ) {
+        if let Some((lat, lon, _)) = position {
+            self.index.set_position(unit, kind, lat, lon);
+        }
+        self.teams.insert(
+            unit.to_owned(),
+            Team {
+                name: name.to_owned(),
+                kind,
+                position_at_ms: position.map(|(_, _, at)| at),
+                streams: 0,
+                incident: None,
+            },
+        );
+    }
+
+    /// Takes a team off the board for good (its token was revoked). Returns
+    /// the incident it was on, and whether it had acknowledged.
+    pub fn remove_team(&mut self, unit: &str) -> Option<(IncidentId, Withdrawn)> {
+        let team = self.teams.remove(unit)?;
+        self.index.remove(unit);
+        let id = team.incident?;
+        let case = self.cases.get_mut(&id)?;
+        let a = case.team.take_if(|a| a.unit == unit)?;
+        case.declined.retain(|u| u != unit);
+        Some((
+            id,
+            Withdrawn {
+                unit: a.unit,
+                name: team.name,
+                acked: a.acked_at_ms.is_some(),
+            },
+        ))
+    }
+
+    /// A team reported its position at `now`. Returns the incident it is
+    /// on (if any) and whether it is free, or `None` for an unknown team.
+    pub fn team_moved(
+        &mut self,
+        unit: &str,
+        (lat, lon): (f64, f64),
+        now: u64,
+    ) -> Option<(Option<IncidentId>, bool)> {
+        let team = self.teams.get_mut(unit)?;
+        team.position_at_ms = Some(now);
+        self.index.set_position(unit, team.kind, lat, lon);
+        Some((team.incident, team.incident.is_none()))
+    }
+
+    /// A team opened a live stream. Returns the incident whose assignment
+    /// it should be told again, if any.
+    pub fn team_connected(&mut self, unit: &str) -> Option<IncidentId> {
+        let team = self.teams.get_mut(unit)?;
+        team.streams += 1;
+        let id = team.incident?;
+        let case = self.cases.get(&id)?;
+        case.team
+            .as_ref()
+            .is_some_and(|a| a.unit == unit)
+            .then_some(id)
+    }
+
+    /// A team's live stream closed.
+    pub fn team_disconnected(&mut self, unit: &str) {
+        if let Some(t) = self.teams.get_mut(unit) {
+            t.streams = t.streams.saturating_sub(1);
+        }
+    }
+
+    /// A team.
+    pub fn team(&self, unit: &str) -> Option<&Team> {
+        self.teams.get(unit)
+    }
+
+    /// Every team, with its last position.
+    pub fn teams(&self) -> impl Iterator<Item = (&str, &Team, Option<(f64, f64)>)> {
+        self.teams
+            .iter()
+            .map(|(u, t)| (u.as_str(), t, self.index.position(u)))
+    }
+
+    /// A team's last position.
+    pub fn position(&self, unit: &str) -> Option<(f64, f64)> {
+        self.index.position(unit)
+    }
+
+    /// Whether a team may be picked now: it can be told, and its position
+    /// is fresh.
+    pub fn eligible(&self, unit: &str, now: u64) -> bool {
+        let rules = self.rules();
+        self.teams.get(unit).is_some_and(|t| {
+            t.streams > 0
+                && t.position_at_ms
+                    .is_some_and(|at| now.saturating_sub(at) <= rules.stale_position_ms)
+        })
+    }
+
+    // ------------------------------------------------------------ incidents
+
+    /// Puts an incident on the board (kept as it is if already there).
+    pub fn open(&mut self, id: IncidentId, kind: UnitKind, location: Option<(f64, f64)>, now: u64) {
+        self.cases.entry(id).or_insert(Case {
+            kind,
+            location,
+            opened_at_ms: now,
+            team: None,
+            declined: VecDeque::new(),
+            released: Vec::new(),
+            resend: None,
+            waiting_since_ms: None,
+            overdue: false,
+        });
+    }
+
+    /// The student's newest location.
+    pub fn locate(&mut self, id: IncidentId, (lat, lon): (f64, f64)) {
+        if let Some(c) = self.cases.get_mut(&id) {
+            c.location = Some((lat, lon));
+        }
+    }
+
+    /// Takes an incident off the board. Returns its team, now free.
+    pub fn close(&mut self, id: IncidentId) -> Option<String> {
+        let case = self.cases.remove(&id)?;
+        let a = case.team?;
+        self.free(id, &a.unit);
+        Some(a.unit)
+    }
+
+    /// The team on an incident.
+    pub fn assignment(&self, id: IncidentId) -> Option<&Assignment> {
+        self.cases.get(&id)?.team.as_ref()
+    }
+
+    /// Whether an incident has raised the overdue alarm and still has no
+    /// acknowledged team.
+    pub fn overdue(&self, id: IncidentId) -> bool {
+        self.cases
+            .get(&id)
+            .is_some_and(|c| c.overdue && !c.team.as_ref().is_some_and(Assignment::acked))
+    }
+
+    // ------------------------------------------------------------ restart
+
+    /// After a restart: `unit` had acknowledged incident `id` at `at_ms`.
+    pub fn restore_acknowledged(&mut self, id: IncidentId, unit: &str, at_ms: u64) {
+        let Some(case) = self.cases.get_mut(&id) else {
+            return;
+        };
+        case.team = Some(Assignment {
+            unit: unit.to_owned(),
+            at_ms,
+            how: How::Nearest,
+            acked_at_ms: Some(at_ms),
+            ack_recorded: true,
+        });
+        self.index.mark_busy(unit);
+        if let Some(t) = self.teams.get_mut(unit) {
+            t.incident = Some(id);
+        }
+    }
+
+    /// After a restart: `unit` was sent to `id` and had not acknowledged;
+    /// it is sent again first (if still free).
+    pub fn restore_pending(&mut self, id: IncidentId, unit: &str) {
+        if let Some(case) = self.cases.get_mut(&id) {
+            case.resend = Some(unit.to_owned());
+        }
+    }
+
+    /// After a restart: `unit` timed out on `id` (to the back of its queue).
+    pub fn restore_declined(&mut self, id: IncidentId, unit: &str) {
+        if let Some(case) = self.cases.get_mut(&id) {
+            case.declined.retain(|u| u != unit);
+            case.declined.push_back(unit.to_owned());
+        }
+    }
+
+    /// After a restart: an operator had taken `unit` off `id`.
+    pub fn restore_released(&mut self, id: IncidentId, unit: &str) {
+        if let Some(case) = self.cases.get_mut(&id) {
+            case.declined.retain(|u| u != unit);
+            if !case.released.iter().any(|u| u == unit) {
+                case.released.push(unit.to_owned());
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ decisions
+
+    /// What to do next for incident `id` at `now`: the dispatch loop's one
+    /// decision. Sending a team, taking off one that timed out and raising
+    /// the alarm change the board; waiting does not.
+    pub fn step(&mut self, id: IncidentId, now: u64) -> Step {
+        let rules = self.rules();
+        let Some(case) = self.cases.get_mut(&id) else {
+            return Step::Gone;
+        };
+        let acked = case.team.as_ref().is_some_and(Assignment::acked);
+        let overdue_at = case.opened_at_ms.saturating_add(rules.overdue_after_ms);
+        if !case.overdue && !acked && now >= overdue_at {
+            case.overdue = true;
+            return Step::Overdue {
+                waited_ms: now.saturating_sub(case.opened_at_ms),
+            };
+        }
+        let alarm = (!case.overdue).then_some(overdue_at);
+        if let Some(a) = case.team.as_mut() {
+            if let Some(acked_at) = a.acked_at_ms {
+                if a.ack_recorded {
+                    return Step::Wait {
+                        why: Waiting::Nothing,
+                        until: None,
+                    };
+                }
+                a.ack_recorded = true;
+                let (unit, at_ms) = (a.unit.clone(), a.at_ms);
+                let name = self.name(&unit);
+                return Step::Acknowledged {
+                    unit,
+                    name,
+                    at_ms,
+                    latency_ms: acked_at.saturating_sub(at_ms),
+                };
+            }
+            let deadline = a.at_ms.saturating_add(rules.ack_timeout_ms);
+            if now < deadline {
+                return Step::Wait {
+                    why: Waiting::Ack {
+                        unit: a.unit.clone(),
+                    },
+                    until: Some(alarm.map_or(deadline, |o| o.min(deadline))),
+                };
+            }
+            let (unit, at_ms) = (a.unit.clone(), a.at_ms);
+            case.team = None;
+            case.declined.retain(|u| *u != unit);
+            case.declined.push_back(unit.clone());
+            self.free(id, &unit);
+            let name = self.name(&unit);
+            return Step::TimedOut { unit, name, at_ms };
+        }
+        self.pick(id, now, alarm)
+    }
+
+    /// Sends the best team to an incident without one, or says what it
+    /// waits for.
+    fn pick(&mut self, id: IncidentId, now: u64, alarm: Option<u64>) -> Step {
+        let rules = self.rules();
+        let Some(case) = self.cases.get(&id) else {
+            return Step::Gone;
+        };
+        let Some(at) = case.location else {
+            return Step::Wait {
+                why: Waiting::Location,
+                until: alarm,
+            };
+        };
+        let kind = case.kind;
+        // A team sent before a restart is told again first, if still free.
+        if let Some(u) = case.resend.clone()
+            && self.teams.contains_key(&u)
+            && !self.index.is_busy(&u)
+        {
+            return self.send(id, &u, How::Resent, now);
+        }
+        if let Some(u) = self.choose(case, kind, at, now) {
+            return self.send(id, &u, How::Nearest, now);
+        }
+        let waiting_since = match self.cases.get_mut(&id) {
+            Some(c) => *c.waiting_since_ms.get_or_insert(now),
+            None => return Step::Gone,
+        };
+        let fallback_at = waiting_since.saturating_add(rules.fallback_after_ms);
+        if now >= fallback_at
+            && let Some(case) = self.cases.get(&id)
+            && let Some(u) = self.choose_other_kind(case, kind, at, now)
+        {
+            return self.send(id, &u, How::Fallback { wanted: kind }, now);
+        }
+        let until = [alarm, (now < fallback_at).then_some(fallback_at)]
+            .into_iter()
+            .flatten()
+            .min();
+        Step::Wait {
+            why: Waiting::FreeTeam { kind },
+            until,
+        }
+    }
+
+    /// The eligible free team of `kind` to send: the nearest that has not
+    /// declined this incident, else those that did, the earliest first;
+    /// never one an operator took off it.
+    fn choose(
+        &self,
+        case: &Case,
+        kind: UnitKind,
+        (lat, lon): (f64, f64),
+        now: u64,
+    ) -> Option<String> {
+        let fresh = self
+            .index
+            .free_by_distance(kind, lat, lon)
+            .find(|(u, _)| {
+                self.eligible(u, now)
+                    && !case.declined.iter().any(|d| d == u)
+                    && !case.released.iter().any(|r| r == u)
+            })
+            .map(|(u, _)| u.to_owned());
+        fresh.or_else(|| {
+            case.declined
+                .iter()
+                .find(|u| {
+                    self.teams.get(u.as_str()).is_some_and(|t| t.kind == kind)
+                        && !self.index.is_busy(u)
+                        && self.eligible(u, now)
+                })
+                .cloned()
+        })
+    }
+
+    /// The nearest eligible free team of any kind but `kind`.
+    fn choose_other_kind(
+        &self,
+        case: &Case,
+        kind: UnitKind,
+        at: (f64, f64),
+        now: u64,
+    ) -> Option<String> {
+        [UnitKind::Police, UnitKind::Medical, UnitKind::Counsellor]
+            .into_iter()
+            .filter(|k| *k != kind)
+            .filter_map(|k| {
+                let u = self.choose(case, k, at, now)?;
+                let d = self.index.position(&u).map(|p| haversine_m(at, p))?;
+                Some((u, d))
+            })
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(u, _)| u)
+    }
+
+    /// Puts `unit` on incident `id` (both known; the unit free or on `id`).
+    fn send(&mut self, id: IncidentId, unit: &str, how: How, now: u64) -> Step {
+        let Some(case) = self.cases.get_mut(&id) else {
+            return Step::Gone;
+        };
+        case.waiting_since_ms = None;
+        case.resend = None;
+        case.declined.retain(|u| u != unit);
+        case.released.retain(|u| u != unit);
+        case.team = Some(Assignment {
+            unit: unit.to_owned(),
+            at_ms: now,
+            how: how.clone(),
+            acked_at_ms: None,
+            ack_recorded: false,
+        });
+        let location = case.location;
+        self.index.mark_busy(unit);
+        let (name, kind, connected) = match self.teams.get_mut(unit) {
+            Some(t) => {
+                t.incident = Some(id);
+                (t.name.clone(), t.kind, t.streams > 0)
+            }
+            None => (unit.to_owned(), UnitKind::Police, false),
+        };
+        let distance_m = location
+            .zip(self.index.position(unit))
+            .map(|(a, b)| haversine_m(a, b));
+        Step::Sent(Sent {
+            unit: unit.to_owned(),
+            name,
+            kind,
+            distance_m,
+            connected,
+            how,
+            at_ms: now,
+            replaced: None,
+        })
+    }
+
+    /// Marks `unit` free, and off incident `id`.
+    fn free(&mut self, id: IncidentId, unit: &str) {
+        self.index.mark_free(unit);
+        if let Some(t) = self.teams.get_mut(unit)
+            && t.incident == Some(id)
+        {
+            t.incident = None;
+        }
+    }
+
+    fn name(&self, unit: &str) -> String {
+        self.teams
+            .get(unit)
+            .map_or_else(|| unit.to_owned(), |t| t.name.clone())
+    }
+
+    // ------------------------------------------------------------ inputs
+
+    /// Team `unit` acknowledges incident `id` at `now`. `Ok(true)` the
+    /// first time, `Ok(false)` again; `Err(())` if the team is not on it.
+    #[allow(clippy::result_unit_err)]
+    pub fn acknowledge(&mut self, unit: &str, id: IncidentId, now: u64) -> Result<bool, ()> {
+        let a = self
+            .cases
+            .get_mut(&id)
+            .and_then(|c| c.team.as_mut())
+            .filter(|a| a.unit == unit)
+            .ok_or(())?;
+        if a.acked_at_ms.is_some() {
+            return Ok(false);
+        }
+        a.acked_at_ms = Some(now);
+        Ok(true)
+    }
+
+    /// An operator takes the team off incident `id`: it is free, and not
+    /// sent back to this incident but by hand.
+    pub fn withdraw(&mut self, id: IncidentId) -> Option<Withdrawn> {
+        let case = self.cases.get_mut(&id)?;
+        let a = case.team.take()?;
+        case.declined.retain(|u| *u != a.unit);
+        case.released.push(a.unit.clone());
+        self.free(id, &a.unit);
+        Some(Withdrawn {
+            name: self.name(&a.unit),
+            acked: a.acked(),
+            unit: a.unit,
+        })
+    }
+
+    /// An operator sends team `unit` to incident `id`: any free team, of
+    /// any kind, connected or not (the operator may reach it by radio).
+    /// The team on the incident before, if any, is taken off (free, and
+    /// not sent back but by hand).
+    pub fn assign_by_hand(
+        &mut self,
+        id: IncidentId,
+        unit: &str,
+        by: &str,
+        now: u64,
+    ) -> Result<Sent, ByHandRefusal> {
+        let case = self.cases.get(&id).ok_or(ByHandRefusal::NoIncident)?;
+        let team = self.teams.get(unit).ok_or(ByHandRefusal::UnknownTeam)?;
+        if case.team.as_ref().is_some_and(|a| a.unit == unit) {
+            return Err(ByHandRefusal::AlreadyOnIt);
+        }
+        if team.incident.is_some() || self.index.is_busy(unit) {
+            return Err(ByHandRefusal::TeamBusy);
+        }
+        let replaced = self.withdraw(id).map(|w| w.unit);
+        match self.send(id, unit, How::ByHand { by: by.to_owned() }, now) {
+            Step::Sent(mut s) => {
+                s.replaced = replaced;
+                Ok(s)
+            }
+            _ => Err(ByHandRefusal::NoIncident),
+        }
+    }
+
+    /// Checks the invariants (tests).
+    #[cfg(test)]
+    fn check(&self) {
+        for (id, c) in &self.cases {
+            if let Some(a) = &c.team {
+                if let Some(t) = self.teams.get(&a.unit) {
+                    assert_eq!(t.incident, Some(*id), "{} names another incident", a.unit);
+                }
+                assert!(
+                    self.index.is_busy(&a.unit),
+                    "{} is on {id} but free",
+                    a.unit
+                );
+            }
+        }
+        for (u, t) in &self.teams {
+            match t.incident {
+                Some(id) => {
+                    let on = self.cases.get(&id).and_then(|c| c.team.as_ref());
+                    assert_eq!(on.map(|a| a.unit.as_str()), Some(u.as_str()));
+                    assert!(self.index.is_busy(u));
+                }
+                None => assert!(!self.index.is_busy(u), "{u} is busy with nothing"),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::{Board, ByHandRefusal, How, Rules, Sent, Step, Waiting};
+    use crate::geo::UnitKind;
+    use sosvault::IncidentId;
+
+    const RULES: Rules = Rules {
+        ack_timeout_ms: 5_000,
+        stale_position_ms: 60_000,
+        fallback_after_ms: 20_000,
+        overdue_after_ms: 30_000,
+    };
+    /// Talwandi, Kota.
+    const AT: (f64, f64) = (25.1433, 75.8436);
+
+    fn id(n: u8) -> IncidentId {
+        IncidentId::from_bytes([n; 16])
+    }
+
+    /// A board with connected teams at `AT` plus `km_north` kilometres.
+    fn board(teams: &[(&str, UnitKind, f64)]) -> Board {
+        let mut b = Board::new(RULES);
+        for (u, kind, km) in teams {
+            b.add_team(
+                u,
+                &format!("team {u}"),
+                *kind,
+                Some((AT.0 + km / 111.0, AT.1, 0)),
+            );
+            b.team_connected(u);
+        }
+        b
+    }
+
+    fn sent(step: Step) -> Sent {
+        match step {
+            Step::Sent(s) => s,
+            other => panic!("expected a team sent, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_nearest_eligible_team_of_the_right_kind_is_sent() {
+        let mut b = board(&[
+            ("far", UnitKind::Police, 5.0),
+            ("near", UnitKind::Police, 1.0),
+            ("medic", UnitKind::Medical, 0.1),
+        ]);
+        b.open(id(1), UnitKind::Police, Some(AT), 0);
+        let s = sent(b.step(id(1), 10));
+        assert_eq!((s.unit.as_str(), s.how), ("near", How::Nearest));
+        assert!((s.distance_m.unwrap() - 1_000.0).abs() < 20.0);
+        assert_eq!(
+            b.step(id(1), 11),
+            Step::Wait {
+                why: Waiting::Ack {
+                    unit: "near".into()
+                },
+                until: Some(5_010)
+            }
+        );
+        b.check();
+    }
+
+    #[test]
+    fn a_team_that_times_out_goes_to_the_back_of_the_queue_not_out_of_it() {
+        let mut b = board(&[("a", UnitKind::Police, 1.0), ("b", UnitKind::Police, 2.0)]);
+        b.open(id(1), UnitKind::Police, Some(AT), 0);
+        assert_eq!(sent(b.step(id(1), 0)).unit, "a");
+        assert!(matches!(b.step(id(1), 5_000), Step::TimedOut { ref unit, .. } if unit == "a"));
+        assert_eq!(sent(b.step(id(1), 5_000)).unit, "b");
+        assert!(matches!(b.step(id(1), 10_000), Step::TimedOut { ref unit, .. } if unit == "b"));
+        // Both declined: tried again, the earliest first.
+        assert_eq!(sent(b.step(id(1), 10_000)).unit, "a");
+        assert!(matches!(b.step(id(1), 15_000), Step::TimedOut { .. }));
+        assert_eq!(sent(b.step(id(1), 15_000)).unit, "b");
+        b.check();
+        // A single team is tried again and again, never dropped.
+        let mut one = board(&[("solo", UnitKind::Police, 1.0)]);
+        one.open(id(2), UnitKind::Police, Some(AT), 0);
+        for round in 0..4u64 {
+            assert_eq!(sent(one.step(id(2), round * 5_000)).unit, "solo");
+            assert!(matches!(
+                one.step(id(2), (round + 1) * 5_000),
+                Step::TimedOut { .. }
+            ));
+        }
+    }
+
+    #[test]
+    fn teams_without_a_stream_or_with_an_old_position_are_skipped() {
+        let mut b = board(&[
+            ("stale", UnitKind::Police, 0.5),
+            ("fresh", UnitKind::Police, 3.0),
+        ]);
+        b.add_team(
+            "offline",
+            "team offline",
+            UnitKind::Police,
+            Some((AT.0, AT.1, 0)),
+        );
+        b.team_moved("fresh", (AT.0 + 0.03, AT.1), 100_000);
+        b.open(id(1), UnitKind::Police, Some(AT), 100_000);
+        // `stale` last reported at 0, older than 60 s; `offline` has no stream.
+        assert_eq!(sent(b.step(id(1), 100_000)).unit, "fresh");
+        // Once it reports again it is eligible.
+        b.team_moved("stale", (AT.0, AT.1), 100_001);
+        b.open(id(2), UnitKind::Police, Some(AT), 100_001);
+        assert_eq!(sent(b.step(id(2), 100_001)).unit, "stale");
+        // A stream opened makes `offline` eligible (its position is fresh).
+        b.team_moved("offline", AT, 100_002);
+        b.open(id(3), UnitKind::Police, Some(AT), 100_002);
+        assert!(matches!(b.step(id(3), 100_002), Step::Wait { .. }));
+        b.team_connected("offline");
+        assert_eq!(sent(b.step(id(3), 100_003)).unit, "offline");
+        b.check();
+    }
+
+    #[test]
+    fn after_the_fallback_wait_the_nearest_team_of_another_kind_is_sent() {
+        let mut b = board(&[
+            ("police-far", UnitKind::Police, 4.0),
+            ("medic-near", UnitKind::Medical, 2.0),
+        ]);
+        b.open(id(1), UnitKind::Counsellor, Some(AT), 0);
+        assert_eq!(
+            b.step(id(1), 0),
+            Step::Wait {
+                why: Waiting::FreeTeam {
+                    kind: UnitKind::Counsellor
+                },
+                until: Some(20_000)
+            }
+        );
+        assert!(matches!(b.step(id(1), 19_999), Step::Wait { .. }));
+        let s = sent(b.step(id(1), 20_000));
+        assert_eq!(s.unit, "medic-near");
+        assert_eq!(s.kind, UnitKind::Medical);
+        assert_eq!(
+            s.how,
+            How::Fallback {
+                wanted: UnitKind::Counsellor
+            }
+        );
+        b.check();
+    }
+
+    #[test]
+    fn an_operator_sends_any_free_team_by_hand_and_the_old_one_is_freed() {
+        let mut b = board(&[("a", UnitKind::Police, 1.0), ("m", UnitKind::Medical, 3.0)]);
+        b.add_team("radio", "team radio", UnitKind::Police, None);
+        b.open(id(1), UnitKind::Police, Some(AT), 0);
+        b.open(id(2), UnitKind::Police, Some(AT), 0);
+        assert_eq!(sent(b.step(id(1), 0)).unit, "a");
+        assert_eq!(
+            b.assign_by_hand(id(2), "a", "supervisor sunil", 1),
+            Err(ByHandRefusal::TeamBusy)
+        );
+        assert_eq!(
+            b.assign_by_hand(id(1), "a", "supervisor sunil", 1),
+            Err(ByHandRefusal::AlreadyOnIt)
+        );
+        assert_eq!(
+            b.assign_by_hand(id(9), "m", "supervisor sunil", 1),
+            Err(ByHandRefusal::NoIncident)
+        );
+        assert_eq!(
+            b.assign_by_hand(id(1), "nobody", "supervisor sunil", 1),
+            Err(ByHandRefusal::UnknownTeam)
+        );
+        let s = b.assign_by_hand(id(1), "m", "supervisor sunil", 2).unwrap();
+        assert_eq!((s.unit.as_str(), s.replaced.as_deref()), ("m", Some("a")));
+        // Not connected, no position: still the operator's to send.
+        let s = b
+            .assign_by_hand(id(2), "radio", "supervisor sunil", 3)
+            .unwrap();
+        assert!(!s.connected && s.distance_m.is_none());
+        assert!(b.team("a").unwrap().incident.is_none());
+        b.check();
+    }
+
+    #[test]
+    fn an_incident_without_an_acknowledged_team_is_overdue_once() {
+        let mut b = board(&[("a", UnitKind::Police, 1.0)]);
+        b.open(id(1), UnitKind::Police, Some(AT), 1_000);
+        assert_eq!(sent(b.step(id(1), 1_000)).unit, "a");
+        assert!(matches!(b.step(id(1), 6_000), Step::TimedOut { .. }));
+        assert_eq!(sent(b.step(id(1), 6_000)).unit, "a");
+        assert_eq!(
+            b.step(id(1), 6_001),
+            Step::Wait {
+                why: Waiting::Ack { unit: "a".into() },
+                until: Some(11_000)
+            }
+        );
+        // The wait for an acknowledgement ends at the alarm if it comes first.
+        assert!(matches!(b.step(id(1), 11_000), Step::TimedOut { .. }));
+        assert_eq!(sent(b.step(id(1), 29_000)).unit, "a");
+        assert_eq!(
+            b.step(id(1), 29_001),
+            Step::Wait {
+                why: Waiting::Ack { unit: "a".into() },
+                until: Some(31_000)
+            }
+        );
+        assert_eq!(b.step(id(1), 31_000), Step::Overdue { waited_ms: 30_000 });
+        let mut b = board(&[("a", UnitKind::Police, 1.0)]);
+        b.open(id(1), UnitKind::Police, None, 1_000);
+        assert_eq!(
+            b.step(id(1), 2_000),
+            Step::Wait {
+                why: Waiting::Location,
+                until: Some(31_000)
+            }
+        );
+        assert_eq!(b.step(id(1), 31_000), Step::Overdue { waited_ms: 30_000 });
+        assert!(b.overdue(id(1)));
+        assert_eq!(
+            b.step(id(1), 31_001),
+            Step::Wait {
+                why: Waiting::Location,
+                until: None
+            }
+        );
+        b.locate(id(1), AT);
+        assert_eq!(sent(b.step(id(1), 31_002)).unit, "a");
+        assert_eq!(b.acknowledge("a", id(1), 32_000), Ok(true));
+        assert_eq!(b.acknowledge("a", id(1), 32_001), Ok(false));
+        assert_eq!(b.acknowledge("b", id(1), 32_001), Err(()));
+        assert!(!b.overdue(id(1)), "acknowledged: the alarm is over");
+        assert_eq!(
+            b.step(id(1), 32_002),
+            Step::Acknowledged {
+                unit: "a".into(),
+                name: "team a".into(),
+                at_ms: 31_002,
+                latency_ms: 998
+            }
+        );
+        assert_eq!(
+            b.step(id(1), 32_003),
+            Step::Wait {
+                why: Waiting::Nothing,
+                until: None
+            }
+        );
+        // An acknowledged incident is never overdue.
+        let mut b = board(&[("a", UnitKind::Police, 1.0)]);
+        b.open(id(1), UnitKind::Police, Some(AT), 0);
+        sent(b.step(id(1), 0));
+        b.acknowledge("a", id(1), 1).unwrap();
+        b.step(id(1), 2);
+        assert_eq!(
+            b.step(id(1), 100_000),
+            Step::Wait {
+                why: Waiting::Nothing,
+                until: None
+            }
+        );
+    }
+
+    #[test]
+    fn a_restart_resends_a_pending_team_and_keeps_the_acknowledged_and_declined() {
+        let mut b = board(&[
+            ("acked", UnitKind::Police, 0.1),
+            ("pending", UnitKind::Police, 3.0),
+            ("declined", UnitKind::Police, 0.2),
+            ("next", UnitKind::Police, 1.0),
+        ]);
+        b.open(id(1), UnitKind::Police, Some(AT), 0);
+        b.restore_acknowledged(id(1), "acked", 0);
+        b.open(id(2), UnitKind::Police, Some(AT), 0);
+        b.restore_pending(id(2), "pending");
+        b.restore_declined(id(2), "declined");
+        assert!(b.assignment(id(1)).unwrap().acked());
+        assert!(matches!(
+            b.step(id(1), 1),
+            Step::Wait {
+                why: Waiting::Nothing,
+                ..
+            }
+        ));
+        let s = sent(b.step(id(2), 1));
+        assert_eq!((s.unit.as_str(), s.how), ("pending", How::Resent));
+        assert!(matches!(b.step(id(2), 5_001), Step::TimedOut { .. }));
+        // Then the nearest that has not declined.
+        assert_eq!(sent(b.step(id(2), 5_001)).unit, "next");
+        b.check();
+    }
+
+    #[test]
+    fn a_removed_or_withdrawn_team_leaves_the_incident_and_close_frees_it() {
+        let mut b = board(&[("a", UnitKind::Police, 1.0), ("b", UnitKind::Police, 2.0)]);
+        b.open(id(1), UnitKind::Police, Some(AT), 0);
+        sent(b.step(id(1), 0));
+        b.acknowledge("a", id(1), 1).unwrap();
+        let w = b.withdraw(id(1)).unwrap();
+        assert!(w.acked && w.unit == "a");
+        assert_eq!(sent(b.step(id(1), 2)).unit, "b");
+        let (incident, w) = b.remove_team("b").unwrap();
+        assert_eq!((incident, w.acked), (id(1), false));
+        assert!(b.team("b").is_none());
+        // The operator took `a` off: the board does not send it back...
+        assert!(matches!(
+            b.step(id(1), 3),
+            Step::Wait {
+                why: Waiting::FreeTeam { .. },
+                ..
+            }
+        ));
+        // ... not even after the fallback wait (it is the operator's call) ...
+        assert!(matches!(b.step(id(1), 30_000), Step::Overdue { .. }));
+        assert!(matches!(b.step(id(1), 30_001), Step::Wait { .. }));
+        // ... but the operator may.
+        assert_eq!(
+            b.assign_by_hand(id(1), "a", "op", 30_002).unwrap().unit,
+            "a"
+        );
+        assert_eq!(b.close(id(1)).as_deref(), Some("a"));
+        assert!(b.team("a").unwrap().incident.is_none());
+        assert_eq!(b.step(id(1), 30_003), Step::Gone);
+        b.check();
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Step(u8),
+        Ack(u8, u8),
+        Move(u8, i8),
+        Connect(u8),
+        Disconnect(u8),
+        Withdraw(u8),
+        ByHand(u8, u8),
+        Close(u8),
+        Open(u8, u8),
+        Remove(u8),
+        Wait(u16),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0..4u8).prop_map(Op::Step),
+            2 => (0..6u8, 0..4u8).prop_map(|(u, i)| Op::Ack(u, i)),
+            1 => (0..6u8, any::<i8>()).prop_map(|(u, d)| Op::Move(u, d)),
+            1 => (0..6u8).prop_map(Op::Connect),
+            1 => (0..6u8).prop_map(Op::Disconnect),
+            1 => (0..4u8).prop_map(Op::Withdraw),
+            1 => (0..4u8, 0..6u8).prop_map(|(i, u)| Op::ByHand(i, u)),
+            1 => (0..4u8).prop_map(Op::Close),
+            1 => (0..4u8, 0..3u8).prop_map(|(i, k)| Op::Open(i, k)),
+            1 => (0..6u8).prop_map(Op::Remove),
+            2 => (0..20_000u16).prop_map(Op::Wait),
+        ]
+    }
+
+    const KINDS: [UnitKind; 3] = [UnitKind::Police, UnitKind::Medical, UnitKind::Counsellor];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever happens, the invariants hold; and an incident with a
+        /// location and no team is never left waiting while an eligible
+        /// free team of its kind exists (one the operator has not taken
+        /// off it).
+        #[test]
+        fn the_board_keeps_its_invariants_and_never_stalls(ops in proptest::collection::vec(op(), 1..120)) {
+            let mut b = Board::new(RULES);
+            for u in 0..6u8 {
+                let name = format!("u{u}");
+                b.add_team(&name, &name, KINDS[usize::from(u % 3)], Some((AT.0 + f64::from(u) / 100.0, AT.1, 0)));
+                b.team_connected(&name);
+            }
+            let mut now = 0u64;
+            for op in ops {
+                match op {
+                    Op::Step(i) => {
+                        let step = b.step(id(i), now);
+                        if let Step::Wait { why: Waiting::FreeTeam { kind }, .. } = step {
+                            // Free, eligible, of the kind, and not taken off it by an operator.
+                            let released = &b.cases[&id(i)].released;
+                            let free = b.teams().any(|(u, t, _)| {
+                                t.kind == kind
+                                    && t.incident.is_none()
+                                    && b.eligible(u, now)
+                                    && !released.iter().any(|r| r == u)
+                            });
+                            prop_assert!(!free, "waiting for a {kind:?} team while one is free");
+                        }
+                    }
+                    Op::Ack(u, i) => { let _ = b.acknowledge(&format!("u{u}"), id(i), now); }
+                    Op::Move(u, d) => {
+                        let _ = b.team_moved(&format!("u{u}"), (AT.0 + f64::from(d) / 1000.0, AT.1), now);
+                    }
+                    Op::Connect(u) => { b.team_connected(&format!("u{u}")); }
+                    Op::Disconnect(u) => b.team_disconnected(&format!("u{u}")),
+                    Op::Withdraw(i) => { b.withdraw(id(i)); }
+                    Op::ByHand(i, u) => { let _ = b.assign_by_hand(id(i), &format!("u{u}"), "op", now); }
+                    Op::Close(i) => { b.close(id(i)); }
+                    Op::Open(i, k) => b.open(id(i), KINDS[usize::from(k)], Some(AT), now),
+                    Op::Remove(u) => { b.remove_team(&format!("u{u}")); }
+                    Op::Wait(ms) => now += u64::from(ms),
+                }
+                b.check();
+            }
+        }
+    }
+}
