@@ -1476,7 +1476,7 @@ async fn operator_events(State(e): State<Engine>, session: Session) -> Response 
             return None;
         }
         SseEvent::default()
-            .event(ev.kind.clone())
+            .event(ev.kind.as_str())
             .id(ev.seq.to_string())
             .json_data(&ev)
             .ok()
@@ -1608,7 +1608,7 @@ async fn unit_events(State(e): State<Engine>, Unit(u): Unit) -> Response {
                 return None;
             }
             SseEvent::default()
-                .event(ev.kind.clone())
+                .event(ev.kind.as_str())
                 .id(ev.seq.to_string())
                 .json_data(&ev)
                 .ok()

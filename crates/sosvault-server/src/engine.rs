@@ -34,30 +34,27 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
 
 use age::secrecy::ExposeSecret;
 use serde::Serialize;
 use serde_json::json;
 use sosvault::{
-    Cancel, Category, ControlRoomKey, EnrollmentPackage, EnrollmentRecord, IncidentId, IncidentKey,
-    LocationUpdate, Opener, PanicEvent, Profile, Signed, Stop, StudentId, Timestamp, VaultKey,
+    Category, ControlRoomKey, IncidentId, IncidentKey, PanicEvent, Profile, Signed, VaultKey,
 };
-use subtle::ConstantTimeEq;
-use tokio::sync::{Notify, broadcast, mpsc};
+use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use zeroize::Zeroizing;
 
-use sosvault::keys::{LogKey, LogPublic};
-use sosvault::log::{LogEntry, LogQuery, MerkleLog, QueryRefusal, TreeHead};
+use sosvault::keys::LogKey;
+use sosvault::log::MerkleLog;
 
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::geo::{UnitKind, haversine_m};
+use crate::geo::UnitKind;
 use crate::metrics::Metrics;
-use crate::store::{AssignmentRow, Db, EnrollmentRow, IncidentRow, NewIncident, PanicStored};
-use crate::trustees::{Backoff, CallError, TrusteeClient};
+use crate::store::{AssignmentRow, Db, EnrollmentRow, IncidentRow};
+use crate::trustees::TrusteeClient;
 
 pub use access::ACCOUNT_POLL;
 pub use board::{Board, Rules};
@@ -156,6 +153,89 @@ pub enum Audience {
     Unit(String),
 }
 
+/// What an [`Event`] says happened: its SSE event name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// A new incident (a panic, or a duress stop's alert).
+    IncidentCreated,
+    /// A team was sent to an incident.
+    Assigned,
+    /// The team acknowledged.
+    Acknowledged,
+    /// A team is off an incident (timed out, reassigned, replaced, revoked).
+    AssignmentWithdrawn,
+    /// An operator took an incident, or handed it over.
+    Claimed,
+    /// A duress signal: the incident is escalated.
+    Escalated,
+    /// An operator marked the incident a false alarm.
+    FalseAlarm,
+    /// Stops, cancels and commits still in flight to the trustees.
+    Forwards,
+    /// A new location of the student.
+    Location,
+    /// No team has acknowledged long after the panic: the alarm.
+    Overdue,
+    /// The trustees released: the profile is readable.
+    ProfileAvailable,
+    /// The vault key was forgotten (window over, stop, close).
+    ProfileForgotten,
+    /// A trustee answered a release request.
+    ReleaseProgress,
+    /// A student pressed stop.
+    StudentStopped,
+    /// A timeline entry of an incident.
+    Timeline,
+    /// A team reported its position.
+    UnitPosition,
+    /// A team's token was revoked.
+    UnitRevoked,
+    /// An operator closed the incident.
+    Closed,
+    /// The student cancelled.
+    Cancelled,
+    /// A trustee answered a forwarded stop.
+    ShredReceipt,
+    /// A trustee answered a forwarded cancel.
+    CancelReceipt,
+}
+
+impl EventKind {
+    /// The name on the wire (`incident_created`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::IncidentCreated => "incident_created",
+            EventKind::Assigned => "assigned",
+            EventKind::Acknowledged => "acknowledged",
+            EventKind::AssignmentWithdrawn => "assignment_withdrawn",
+            EventKind::Claimed => "claimed",
+            EventKind::Escalated => "escalated",
+            EventKind::FalseAlarm => "false_alarm",
+            EventKind::Forwards => "forwards",
+            EventKind::Location => "location",
+            EventKind::Overdue => "overdue",
+            EventKind::ProfileAvailable => "profile_available",
+            EventKind::ProfileForgotten => "profile_forgotten",
+            EventKind::ReleaseProgress => "release_progress",
+            EventKind::StudentStopped => "student_stopped",
+            EventKind::Timeline => "timeline",
+            EventKind::UnitPosition => "unit_position",
+            EventKind::UnitRevoked => "unit_revoked",
+            EventKind::Closed => "closed",
+            EventKind::Cancelled => "cancelled",
+            EventKind::ShredReceipt => "shred_receipt",
+            EventKind::CancelReceipt => "cancel_receipt",
+        }
+    }
+}
+
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A live event, as sent over the SSE streams: a cheap handle (an `Arc`) to
 /// an immutable [`EventBody`], whose fields it derefs to.
 ///
@@ -172,8 +252,8 @@ pub struct EventBody {
     pub seq: u64,
     /// When (unix ms).
     pub at_ms: u64,
-    /// What happened (`incident_created`, `assigned`, `acknowledged`, ...).
-    pub kind: String,
+    /// What happened.
+    pub kind: EventKind,
     /// The incident (hex), if any.
     pub incident: Option<String>,
     /// The unit, if any.
@@ -773,7 +853,7 @@ impl Engine {
 
     fn emit(
         &self,
-        kind: &str,
+        kind: EventKind,
         incident: Option<&[u8; 16]>,
         unit: Option<&str>,
         audience: Audience,
@@ -782,7 +862,7 @@ impl Engine {
         let ev = Event(Arc::new(EventBody {
             seq: self.inner.seq.fetch_add(1, Ordering::Relaxed),
             at_ms: now_ms(),
-            kind: kind.to_owned(),
+            kind,
             incident: incident.map(hex::encode),
             unit: unit.map(str::to_owned),
             detail,
@@ -838,7 +918,7 @@ impl Engine {
             None => Audience::Operators,
         };
         self.emit(
-            "timeline",
+            EventKind::Timeline,
             Some(&incident),
             unit.as_deref(),
             audience,
@@ -1129,6 +1209,10 @@ fn category_from_str(s: &str) -> Option<Category> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::Ordering;
+
+    use sosvault::Timestamp;
+
     use super::*;
 
     #[test]
@@ -1156,24 +1240,34 @@ mod tests {
         let engine = engine_on(dir.path(), store);
         let mut mine = engine.subscribe_unit("u-1");
         let mut all = engine.subscribe();
-        let send = |kind: &str, audience| engine.emit(kind, None, None, audience, json!({}));
-        send("ops", Audience::Operators);
-        send("other", Audience::OperatorsAndUnit("u-2".into()));
-        send("both", Audience::OperatorsAndUnit("u-1".into()));
-        send("only", Audience::Unit("u-1".into()));
+        let send = |kind, audience| engine.emit(kind, None, None, audience, json!({}));
+        use EventKind::{Acknowledged, Assigned, AssignmentWithdrawn, IncidentCreated, Timeline};
+        send(IncidentCreated, Audience::Operators);
+        send(Assigned, Audience::OperatorsAndUnit("u-2".into()));
+        send(Acknowledged, Audience::OperatorsAndUnit("u-1".into()));
+        send(AssignmentWithdrawn, Audience::Unit("u-1".into()));
         let mut second = engine.subscribe_unit("u-1");
-        send("later", Audience::Unit("u-1".into()));
-        let got: Vec<String> = std::iter::from_fn(|| mine.try_recv().ok())
-            .map(|e| e.kind.clone())
+        send(Timeline, Audience::Unit("u-1".into()));
+        let got: Vec<EventKind> = std::iter::from_fn(|| mine.try_recv().ok())
+            .map(|e| e.kind)
             .collect();
-        assert_eq!(got, ["both", "only", "later"]);
-        assert_eq!(second.try_recv().unwrap().kind, "later");
+        assert_eq!(got, [Acknowledged, AssignmentWithdrawn, Timeline]);
+        assert_eq!(second.try_recv().unwrap().kind, Timeline);
         assert!(second.try_recv().is_err());
         // The all-events channel still carries everything, in order.
-        let every: Vec<String> = std::iter::from_fn(|| all.try_recv().ok())
-            .map(|e| e.kind.clone())
+        let every: Vec<EventKind> = std::iter::from_fn(|| all.try_recv().ok())
+            .map(|e| e.kind)
             .collect();
-        assert_eq!(every, ["ops", "other", "both", "only", "later"]);
+        assert_eq!(
+            every,
+            [
+                IncidentCreated,
+                Assigned,
+                Acknowledged,
+                AssignmentWithdrawn,
+                Timeline
+            ]
+        );
     }
 
     #[tokio::test]
@@ -1246,7 +1340,7 @@ mod tests {
             Event(Arc::new(EventBody {
                 seq: 0,
                 at_ms: 0,
-                kind: "x".into(),
+                kind: EventKind::Timeline,
                 incident: None,
                 unit: None,
                 detail: serde_json::Value::Null,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use super::{Audience, Engine, OperatorId, Session, now_ms, token_hash};
+use super::{Audience, Engine, EventKind, OperatorId, Session, now_ms, token_hash};
 use crate::access::{self, Action, Claim, ClaimRefused, Denied};
 use crate::error::ApiError;
 use crate::store::AccountRow;
@@ -237,7 +237,7 @@ impl Engine {
         };
         self.timeline(id, "claimed", detail).await;
         self.emit(
-            "claimed",
+            EventKind::Claimed,
             Some(&id),
             None,
             Audience::Operators,
@@ -279,7 +279,7 @@ impl Engine {
         let on = self.forget_unit_tokens(unit, true);
         tracing::info!(unit, operator = %op.name, "unit revoked");
         self.emit(
-            "unit_revoked",
+            EventKind::UnitRevoked,
             None,
             Some(unit),
             Audience::Operators,

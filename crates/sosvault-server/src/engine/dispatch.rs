@@ -14,8 +14,8 @@ use zeroize::Zeroizing;
 
 use super::board::{ByHandRefusal, How, Sent, Step, Waiting, Withdrawn};
 use super::{
-    ApiError, Audience, Engine, LatLon, OperatorId, UnitConnection, UnitId, UnitInfo, UnitView,
-    check_position, human_ms, now_ms, token_hash,
+    ApiError, Audience, Engine, EventKind, LatLon, OperatorId, UnitConnection, UnitId, UnitInfo,
+    UnitView, check_position, human_ms, now_ms, token_hash,
 };
 use crate::geo::{UnitKind, haversine_m};
 use crate::store::{AssignmentRow, UnitRow};
@@ -179,7 +179,7 @@ impl Engine {
             .assignment_timeouts
             .fetch_add(1, Ordering::Relaxed);
         self.emit(
-            "assignment_withdrawn",
+            EventKind::AssignmentWithdrawn,
             Some(&id),
             Some(&unit),
             Audience::OperatorsAndUnit(unit.clone()),
@@ -221,7 +221,7 @@ impl Engine {
         )
         .await;
         self.emit(
-            "acknowledged",
+            EventKind::Acknowledged,
             Some(&id),
             Some(&unit),
             Audience::OperatorsAndUnit(unit.clone()),
@@ -244,7 +244,7 @@ impl Engine {
         )
         .await;
         self.emit(
-            "overdue",
+            EventKind::Overdue,
             Some(&id),
             None,
             Audience::Operators,
@@ -342,7 +342,7 @@ impl Engine {
             tracing::error!("storing an assignment failed: {e}");
         }
         self.emit(
-            "assignment_withdrawn",
+            EventKind::AssignmentWithdrawn,
             Some(&id),
             Some(unit),
             Audience::OperatorsAndUnit(unit.to_owned()),
@@ -403,7 +403,7 @@ impl Engine {
         } else {
             Audience::OperatorsAndUnit(unit.to_owned())
         };
-        self.emit("assigned", Some(id), Some(unit), audience, detail);
+        self.emit(EventKind::Assigned, Some(id), Some(unit), audience, detail);
     }
 
     // ------------------------------------------------------------ units
@@ -497,7 +497,7 @@ impl Engine {
             self.inner.unit_freed.notify_waiters();
         }
         self.emit(
-            "unit_position",
+            EventKind::UnitPosition,
             incident.as_ref(),
             Some(&unit.0),
             Audience::Operators,

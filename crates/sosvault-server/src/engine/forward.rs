@@ -29,7 +29,7 @@ use serde::Serialize;
 use serde_json::json;
 use sosvault::{Cancel, Signed};
 
-use super::{Audience, Engine, now_ms, short};
+use super::{Audience, Engine, EventKind, now_ms, short};
 use crate::store::{StoreError, TrusteeAnswer};
 use crate::trustees::{Backoff, CallError, TrusteeClient};
 
@@ -258,7 +258,7 @@ impl Engine {
     fn forwards_changed(&self) {
         let report = self.forward_report();
         self.emit(
-            "forwards",
+            EventKind::Forwards,
             None,
             None,
             Audience::Operators,
@@ -271,7 +271,7 @@ impl Engine {
     /// asks again.
     fn answer_stored(
         &self,
-        (kind, event, done): (ForwardKind, &str, &Notify),
+        (kind, event, done): (ForwardKind, EventKind, &Notify),
         stored: Result<(), StoreError>,
         student: &[u8; 32],
         trustee: &str,
@@ -424,7 +424,11 @@ impl Engine {
                     .db
                     .call(move |s| s.finish_shred(&student, &answer, now_ms()))
                     .await;
-                let stop = (ForwardKind::Stop, "shred_receipt", &engine.inner.shred_done);
+                let stop = (
+                    ForwardKind::Stop,
+                    EventKind::ShredReceipt,
+                    &engine.inner.shred_done,
+                );
                 engine.answer_stored(stop, stored, &student, &name, ok)
             }
         };
@@ -477,7 +481,7 @@ impl Engine {
                     .await;
                 let cancel = (
                     ForwardKind::Cancel,
-                    "cancel_receipt",
+                    EventKind::CancelReceipt,
                     &engine.inner.cancel_done,
                 );
                 engine.answer_stored(cancel, stored, &student, &name, ok)

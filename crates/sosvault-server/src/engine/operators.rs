@@ -1,8 +1,22 @@
 //! The control room: sessions, incident lists and views (each profile view
 //! logged first), false alarms, closing, and the control room's transparency log.
 
-use super::*;
+use std::sync::atomic::Ordering;
 
+use serde_json::json;
+use sosvault::keys::LogPublic;
+use sosvault::log::{LogEntry, LogQuery, QueryRefusal, TreeHead};
+use sosvault::{IncidentId, Profile, StudentId, Timestamp};
+use tokio_util::sync::CancellationToken;
+use zeroize::Zeroizing;
+
+use super::{
+    AssignedUnit, AssignmentView, Audience, Engine, EventKind, IncidentDetail, IncidentSummary,
+    LatLon, MAX_LOGINS_WAITING, MAX_SEEN_QUERIES, MineAnswer, MineEntry, OperatorId, ReleaseStatus,
+    Session, State, Viewer, b64, now_ms, short, token_hash,
+};
+use crate::error::ApiError;
+use crate::store::IncidentRow;
 /// A source's login in flight; dropping it frees the source's slot.
 struct InFlight<'a> {
     engine: &'a Engine,
@@ -593,7 +607,7 @@ impl Engine {
             }
             self.timeline(id, "false_alarm", detail).await;
             self.emit(
-                "false_alarm",
+                EventKind::FalseAlarm,
                 Some(&id),
                 None,
                 Audience::Operators,

@@ -15,8 +15,19 @@
 //! The incident key sealed in the store is deleted when the window ends,
 //! when the incident closes, and when the student cancels or stops.
 
-use super::*;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
+use serde_json::json;
+use sosvault::{
+    EnrollmentRecord, IncidentId, IncidentKey, Opener, PanicEvent, Signed, Timestamp, VaultKey,
+};
+use tokio::sync::mpsc;
+
+use super::{AccessWindow, Audience, Engine, EventKind, Grant, human_ms, now_ms, short};
+use crate::store::EnrollmentRow;
+use crate::trustees::{Backoff, CallError};
 impl Engine {
     pub(super) async fn release(
         &self,
@@ -231,7 +242,7 @@ impl Engine {
                         .await;
                         let unit = self.assigned_unit(&id);
                         self.emit(
-                            "release_progress",
+                            EventKind::ReleaseProgress,
                             Some(&id),
                             unit.as_deref(),
                             match &unit {
@@ -366,7 +377,7 @@ impl Engine {
             None => Audience::Operators,
         };
         self.emit(
-            "profile_available",
+            EventKind::ProfileAvailable,
             Some(&id),
             unit.as_deref(),
             audience,
@@ -426,7 +437,7 @@ impl Engine {
                     None => Audience::Operators,
                 };
                 self.emit(
-                    "profile_forgotten",
+                    EventKind::ProfileForgotten,
                     Some(&id),
                     unit.as_deref(),
                     audience,

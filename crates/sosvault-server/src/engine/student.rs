@@ -15,9 +15,29 @@
 //! deletes both. A device that never commits gets the old behaviour: the new
 //! enrollment replaces the old one.
 
-use super::*;
-use crate::store::{CommitStored, DURESS_STOP, NewDuressAlert};
-use sosvault::EnrollmentCommit;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use serde_json::json;
+use sosvault::{
+    Cancel, Category, EnrollmentCommit, EnrollmentPackage, IncidentId, IncidentKey, LocationUpdate,
+    PanicEvent, Signed, Stop, StudentId,
+};
+use subtle::ConstantTimeEq;
+use tokio::sync::Notify;
+
+use super::{
+    Audience, CancelReceived, CommitReceived, Engine, Enrolled, EventKind, Fresh, Live, MAX_TRAIL,
+    Picked, StopRefusal, Stopped, b64, category_from_str, now_ms, short,
+};
+use crate::error::ApiError;
+use crate::geo::{UnitKind, haversine_m};
+use crate::store::{
+    AssignmentRow, CommitStored, DURESS_STOP, EnrollmentRow, IncidentRow, NewDuressAlert,
+    NewIncident, PanicStored,
+};
+use crate::trustees::{Backoff, CallError};
 
 /// Longest a cancel's answer waits for the trustees' cancel receipts; the
 /// service keeps forwarding the cancel afterwards.
@@ -442,7 +462,7 @@ impl Engine {
         tracing::info!(incident = %short(id.as_bytes()), "panic stored");
         let iid = *id.as_bytes();
         self.emit(
-            "incident_created",
+            EventKind::IncidentCreated,
             Some(&iid),
             None,
             Audience::Operators,
@@ -455,7 +475,7 @@ impl Engine {
                 .fetch_add(1, Ordering::Relaxed);
             tracing::info!(incident = %short(&iid), step = "assigned", "timeline");
             self.emit(
-                "timeline",
+                EventKind::Timeline,
                 Some(&iid),
                 Some(&p.unit),
                 Audience::OperatorsAndUnit(p.unit.clone()),
@@ -617,7 +637,7 @@ impl Engine {
             None => Audience::Operators,
         };
         self.emit(
-            "location",
+            EventKind::Location,
             Some(&id),
             unit.as_deref(),
             audience,
@@ -753,7 +773,13 @@ impl Engine {
             Some(u) => Audience::OperatorsAndUnit(u.clone()),
             None => Audience::Operators,
         };
-        self.emit("escalated", Some(&id), unit.as_deref(), audience, json!({}));
+        self.emit(
+            EventKind::Escalated,
+            Some(&id),
+            unit.as_deref(),
+            audience,
+            json!({}),
+        );
         Ok(())
     }
 
@@ -813,8 +839,13 @@ impl Engine {
             Some(u) => Audience::OperatorsAndUnit(u.clone()),
             None => Audience::Operators,
         };
+        let kind = if status == "cancelled" {
+            EventKind::Cancelled
+        } else {
+            EventKind::Closed
+        };
         self.emit(
-            status,
+            kind,
             Some(&id),
             unit.as_deref(),
             audience,
@@ -943,7 +974,7 @@ impl Engine {
                     None => Audience::Operators,
                 };
                 self.emit(
-                    "profile_forgotten",
+                    EventKind::ProfileForgotten,
                     Some(id),
                     unit.as_deref(),
                     audience,
@@ -967,7 +998,7 @@ impl Engine {
                 self.duress_alert_opened(row);
             }
             self.emit(
-                "student_stopped",
+                EventKind::StudentStopped,
                 None,
                 None,
                 Audience::Operators,
@@ -1046,14 +1077,14 @@ impl Engine {
         drop(st);
         tracing::warn!(incident = %short(&id), student = %short(&row.student_id), "duress stop with no open incident: alert opened");
         self.emit(
-            "incident_created",
+            EventKind::IncidentCreated,
             Some(&id),
             None,
             Audience::Operators,
             json!({ "category": row.category, "flags": flags }),
         );
         self.emit(
-            "escalated",
+            EventKind::Escalated,
             Some(&id),
             None,
             Audience::Operators,
