@@ -36,20 +36,34 @@ use rusqlite::{Connection, OptionalExtension, params};
 mod access;
 pub use access::{AccessStore, AccountChange, AccountRow};
 
-/// A store failure (I/O, corruption). Never caused by caller input.
-#[derive(Clone, Debug, thiserror::Error)]
-#[error("store error: {0}")]
-pub struct StoreError(String);
-
-impl StoreError {
-    fn new(what: &str) -> Self {
-        Self(what.to_owned())
-    }
+/// A store failure. Never caused by caller input: a caller's bad input is
+/// refused before it reaches the store.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// SQLite failed (I/O, a full disk, corruption, a broken constraint);
+    /// its message (`rusqlite::Error` is not `Clone`, and one failed commit
+    /// is reported to every job of its batch).
+    #[error("store error: {0}")]
+    Sqlite(String),
+    /// The writer thread could not be started.
+    #[error("store error: starting the store writer: {0}")]
+    WriterStart(String),
+    /// The writer thread has stopped: nothing more can be stored.
+    #[error("store error: the store writer has stopped")]
+    WriterStopped,
+    /// A job panicked; its writes were undone with its savepoint.
+    #[error("store error: a store job failed")]
+    JobFailed,
+    /// After a wipe, the WAL could not be emptied (another connection kept
+    /// it): the wipe is not done, and must not be reported done.
+    #[error("store error: the WAL could not be checkpointed and truncated")]
+    WalNotEmptied,
 }
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        Self(e.to_string())
+        Self::Sqlite(e.to_string())
     }
 }
 
@@ -659,7 +673,7 @@ impl Db {
         std::thread::Builder::new()
             .name("sosvault-store".into())
             .spawn(move || writer(store, jobs))
-            .map_err(|e| StoreError(format!("starting the store writer: {e}")))?;
+            .map_err(|e| StoreError::WriterStart(e.to_string()))?;
         Ok(Self { queue })
     }
 
@@ -691,11 +705,10 @@ impl Db {
         let queued = self.queue.send(job).is_ok();
         async move {
             if !queued {
-                return Err(StoreError::new("the store writer has stopped"));
+                return Err(StoreError::WriterStopped);
             }
             // A dropped sender means the job panicked (its writes were undone).
-            rx.await
-                .map_err(|_| StoreError::new("a store job failed"))?
+            rx.await.map_err(|_| StoreError::JobFailed)?
         }
     }
 }
@@ -1125,9 +1138,7 @@ impl SqliteStore {
             .conn
             .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
         if busy != 0 {
-            return Err(StoreError::new(
-                "the WAL could not be checkpointed and truncated",
-            ));
+            return Err(StoreError::WalNotEmptied);
         }
         Ok(())
     }
