@@ -28,7 +28,15 @@ use tokio::sync::mpsc;
 use super::{AccessWindow, Audience, Engine, EventKind, Grant, human_ms, now_ms, short};
 use crate::store::EnrollmentRow;
 use crate::trustees::{Backoff, CallError};
+/// What a trustee's release task sends back: its index in the record, and
+/// the release's bytes or why there is none (yet).
+type TrusteeAnswer = (usize, Result<Vec<u8>, String>);
+
 impl Engine {
+    /// Collects the release of an incident: a request to every trustee of
+    /// the panic's enrollment (each retried until a release or a final
+    /// refusal), every release checked by the [`Opener`], the vault opened
+    /// once `t` good shares are in.
     pub(super) async fn release(
         &self,
         id: [u8; 16],
@@ -45,57 +53,13 @@ impl Engine {
         }) else {
             return;
         };
-        // A new incident's enrollment came with its panic; after a restart it
-        // is read: the one of the panic's epoch (the current one, or the
-        // committed one kept beside it during a re-enrollment), else the
-        // current one (and the epochs differ, below).
-        let epoch = panic.body().epoch;
-        let enrollment = match enrollment {
-            Some(e) => Ok(Some(e)),
-            None => {
-                self.inner
-                    .db
-                    .call(move |s| match s.enrollment_of_epoch(&student, epoch)? {
-                        Some(e) => Ok(Some(e)),
-                        None => s.enrollment(&student),
-                    })
-                    .await
-            }
-        };
-        let enrollment = match enrollment {
-            Ok(Some(e)) => e,
-            Ok(None) => {
-                self.timeline(
-                    id,
-                    "release",
-                    "no enrollment on file; the profile cannot be opened".into(),
-                )
-                .await;
-                return;
-            }
-            Err(e) => {
-                tracing::error!("reading the enrollment failed: {e}");
-                return;
-            }
-        };
-        let Ok(record) = Signed::<EnrollmentRecord>::decode(&enrollment.record) else {
-            tracing::error!(incident = %short(&id), "stored enrollment record does not decode");
+        let Some(record) = self.release_record(id, student, &panic, enrollment).await else {
             return;
         };
-        if record.body().epoch != panic.body().epoch {
-            self.timeline(
-                id,
-                "release",
-                "the panic names another enrollment epoch than the one on file; the profile cannot be opened for it"
-                    .into(),
-            )
-            .await;
-            return;
-        }
         let need = usize::from(record.body().threshold);
         let key = Arc::new(key);
         let incident = IncidentId::from_bytes(id);
-        let (tx, mut rx) = mpsc::channel::<(usize, Result<Vec<u8>, String>)>(16);
+        let (tx, mut rx) = mpsc::channel::<TrusteeAnswer>(16);
         let mut names = Vec::new();
         for (idx, slot) in record.body().trustees.iter().enumerate() {
             let Some(client) = self
@@ -117,77 +81,16 @@ impl Engine {
                 cancel.clone(),
             );
             self.inner.tasks.spawn(async move {
-                let mut backoff =
-                    Backoff::new(Duration::from_millis(engine.inner.cfg.max_backoff_ms));
-                let mut told = false;
-                let mut delay;
-                loop {
-                    // Signed afresh for every attempt: trustees bound a request's age,
-                    // and return the same release for the same (panic, incident, recipient).
-                    let request = engine.inner.control_room.release_request(
-                        &panic,
-                        incident,
-                        &key,
-                        Timestamp::now(),
-                    );
-                    let r = tokio::select! {
-                        r = client.release(request.as_bytes()) => r,
-                        _ = cancel.cancelled() => return,
-                    };
-                    match r {
-                        Ok(bytes) => {
-                            let _ = tx.send((idx, Ok(bytes))).await;
-                            return;
-                        }
-                        Err(CallError::Refused { code, .. }) => {
-                            // Final for this incident: the trustee is asked no
-                            // more. `cancelled` (the student's cancel reached
-                            // it: no panic up to that counter is released, ever)
-                            // and `retry_expired` (its retry window of the first
-                            // release has closed) never change on a retry.
-                            engine
-                                .inner
-                                .metrics
-                                .trustee_errors
-                                .fetch_add(1, Ordering::Relaxed);
-                            let why = match code.as_str() {
-                                "cancelled" => "refused: cancelled (the student cancelled this panic at the trustee); not asking again".to_owned(),
-                                "retry_expired" => "refused: retry_expired (its retry window for this release has closed); not asking again".to_owned(),
-                                _ => format!("refused: {code}"),
-                            };
-                            let _ = tx.send((idx, Err(why))).await;
-                            return;
-                        }
-                        Err(e) => {
-                            // Anything not on the closed list of final
-                            // refusals (crate::trustees::RELEASE_FINAL): a
-                            // timeout, 408, 429, 5xx, a proxy's page...
-                            engine
-                                .inner
-                                .metrics
-                                .trustee_errors
-                                .fetch_add(1, Ordering::Relaxed);
-                            if !told {
-                                told = true;
-                                let _ = tx.send((idx, Err(not_yet(&e)))).await;
-                            }
-                            delay = backoff.after(&e);
-                        }
-                    }
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = cancel.cancelled() => return,
-                    }
-                }
+                let answers = (idx, tx);
+                engine
+                    .ask_trustee(&client, &panic, incident, &key, answers, &cancel)
+                    .await;
             });
         }
         drop(tx);
         let mut opener = Opener::new(&record, panic.hash(), incident, &key);
-        {
-            let mut st = self.state();
-            if let Some(l) = st.incidents.get_mut(&id) {
-                l.release_need = need;
-            }
+        if let Some(l) = self.state().incidents.get_mut(&id) {
+            l.release_need = need;
         }
         self.timeline(
             id,
@@ -213,70 +116,211 @@ impl Engine {
                 return;
             };
             let name = names.get(idx).cloned().unwrap_or_default();
-            match result {
-                Err(why) => self.timeline(id, "release", format!("{name}: {why}")).await,
-                Ok(bytes) => match opener.add(&bytes) {
-                    Err(rejected) => {
-                        self.timeline(
-                            id,
-                            "release",
-                            format!("{name}: release rejected ({rejected})"),
-                        )
-                        .await;
-                    }
-                    Ok(progress) => {
-                        {
-                            let mut st = self.state();
-                            if let Some(l) = st.incidents.get_mut(&id) {
-                                l.release_have = progress.have;
-                            }
-                        }
-                        self.timeline(
-                            id,
-                            "release",
-                            format!(
-                                "{name} released its share ({}/{})",
-                                progress.have, progress.need
-                            ),
-                        )
-                        .await;
-                        let unit = self.assigned_unit(&id);
-                        self.emit(
-                            EventKind::ReleaseProgress,
-                            Some(&id),
-                            unit.as_deref(),
-                            match &unit {
-                                Some(u) => Audience::OperatorsAndUnit(u.clone()),
-                                None => Audience::Operators,
-                            },
-                            json!({ "have": progress.have, "need": progress.need }),
-                        );
-                        if progress.have >= progress.need {
-                            match opener.open() {
-                                Ok(vault) => {
-                                    self.install_vault(
-                                        id,
-                                        vault,
-                                        record.body().epoch,
-                                        record.body().policy.access_window_secs,
-                                        created,
-                                    )
-                                    .await;
-                                    cancel.cancel();
-                                    return;
-                                }
-                                Err(e) => {
-                                    self.timeline(
-                                        id,
-                                        "release",
-                                        format!("the vault did not open: {e}"),
-                                    )
-                                    .await;
-                                }
-                            }
-                        }
-                    }
-                },
+            let bytes = match result {
+                Ok(bytes) => bytes,
+                Err(why) => {
+                    self.timeline(id, "release", format!("{name}: {why}")).await;
+                    continue;
+                }
+            };
+            if self.take_release(id, &name, &bytes, &mut opener).await
+                && let Some(vault) = self.open_vault(id, &opener).await
+            {
+                let policy = &record.body().policy;
+                self.install_vault(
+                    id,
+                    vault,
+                    record.body().epoch,
+                    policy.access_window_secs,
+                    created,
+                )
+                .await;
+                cancel.cancel();
+                return;
+            }
+        }
+    }
+
+    /// The enrollment record a panic is opened with: the new incident's,
+    /// which came with its panic, or (after a restart) the one of the
+    /// panic's epoch read back (the current one, or the committed one kept
+    /// beside it during a re-enrollment), else the current one. `None`,
+    /// said on the timeline, when none is on file or its epoch is not the
+    /// panic's.
+    async fn release_record(
+        &self,
+        id: [u8; 16],
+        student: [u8; 32],
+        panic: &Signed<PanicEvent>,
+        enrollment: Option<EnrollmentRow>,
+    ) -> Option<Signed<EnrollmentRecord>> {
+        let epoch = panic.body().epoch;
+        let enrollment = match enrollment {
+            Some(e) => Ok(Some(e)),
+            None => {
+                self.inner
+                    .db
+                    .call(move |s| match s.enrollment_of_epoch(&student, epoch)? {
+                        Some(e) => Ok(Some(e)),
+                        None => s.enrollment(&student),
+                    })
+                    .await
+            }
+        };
+        let enrollment = match enrollment {
+            Ok(Some(e)) => e,
+            Ok(None) => {
+                self.timeline(
+                    id,
+                    "release",
+                    "no enrollment on file; the profile cannot be opened".into(),
+                )
+                .await;
+                return None;
+            }
+            Err(e) => {
+                tracing::error!("reading the enrollment failed: {e}");
+                return None;
+            }
+        };
+        let Ok(record) = Signed::<EnrollmentRecord>::decode(&enrollment.record) else {
+            tracing::error!(incident = %short(&id), "stored enrollment record does not decode");
+            return None;
+        };
+        if record.body().epoch != epoch {
+            self.timeline(
+                id,
+                "release",
+                "the panic names another enrollment epoch than the one on file; the profile cannot be opened for it"
+                    .into(),
+            )
+            .await;
+            return None;
+        }
+        Some(record)
+    }
+
+    /// Asks one trustee for its release until it answers one or a final
+    /// refusal, with back-off; the first failure and the final answer go
+    /// to `answers`. Ends early when `cancel` fires.
+    async fn ask_trustee(
+        &self,
+        client: &crate::trustees::TrusteeClient,
+        panic: &Signed<PanicEvent>,
+        incident: IncidentId,
+        key: &IncidentKey,
+        (idx, answers): (usize, mpsc::Sender<TrusteeAnswer>),
+        cancel: &tokio_util::sync::CancellationToken,
+    ) {
+        let mut backoff = Backoff::new(Duration::from_millis(self.inner.cfg.max_backoff_ms));
+        let mut told = false;
+        loop {
+            // Signed afresh for every attempt: trustees bound a request's age,
+            // and return the same release for the same (panic, incident, recipient).
+            let request =
+                self.inner
+                    .control_room
+                    .release_request(panic, incident, key, Timestamp::now());
+            let r = tokio::select! {
+                r = client.release(request.as_bytes()) => r,
+                _ = cancel.cancelled() => return,
+            };
+            let e = match r {
+                Ok(bytes) => {
+                    let _ = answers.send((idx, Ok(bytes))).await;
+                    return;
+                }
+                Err(e) => e,
+            };
+            self.inner
+                .metrics
+                .trustee_errors
+                .fetch_add(1, Ordering::Relaxed);
+            if let CallError::Refused { code, .. } = &e {
+                // Final for this incident: the trustee is asked no more.
+                // `cancelled` (the student's cancel reached it: no panic up
+                // to that counter is released, ever) and `retry_expired`
+                // (its retry window of the first release has closed) never
+                // change on a retry.
+                let why = match code.as_str() {
+                    "cancelled" => "refused: cancelled (the student cancelled this panic at the trustee); not asking again".to_owned(),
+                    "retry_expired" => "refused: retry_expired (its retry window for this release has closed); not asking again".to_owned(),
+                    _ => format!("refused: {code}"),
+                };
+                let _ = answers.send((idx, Err(why))).await;
+                return;
+            }
+            // Anything not on the closed list of final refusals
+            // (crate::trustees::RELEASE_FINAL): a timeout, 408, 429, 5xx, a
+            // proxy's page...
+            if !told {
+                told = true;
+                let _ = answers.send((idx, Err(not_yet(&e)))).await;
+            }
+            let delay = backoff.after(&e);
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = cancel.cancelled() => return,
+            }
+        }
+    }
+
+    /// Gives a trustee's release to the opener and says so on the timeline
+    /// and to the operators. Whether `t` good releases are in.
+    async fn take_release(
+        &self,
+        id: [u8; 16],
+        name: &str,
+        bytes: &[u8],
+        opener: &mut Opener<'_>,
+    ) -> bool {
+        let progress = match opener.add(bytes) {
+            Ok(progress) => progress,
+            Err(rejected) => {
+                self.timeline(
+                    id,
+                    "release",
+                    format!("{name}: release rejected ({rejected})"),
+                )
+                .await;
+                return false;
+            }
+        };
+        if let Some(l) = self.state().incidents.get_mut(&id) {
+            l.release_have = progress.have;
+        }
+        self.timeline(
+            id,
+            "release",
+            format!(
+                "{name} released its share ({}/{})",
+                progress.have, progress.need
+            ),
+        )
+        .await;
+        let unit = self.assigned_unit(&id);
+        self.emit(
+            EventKind::ReleaseProgress,
+            Some(&id),
+            unit.as_deref(),
+            match &unit {
+                Some(u) => Audience::OperatorsAndUnit(u.clone()),
+                None => Audience::Operators,
+            },
+            json!({ "have": progress.have, "need": progress.need }),
+        );
+        progress.have >= progress.need
+    }
+
+    /// Rebuilds the vault key from the releases in; a failure is said on
+    /// the timeline (and more releases may still open it).
+    async fn open_vault(&self, id: [u8; 16], opener: &Opener<'_>) -> Option<VaultKey> {
+        match opener.open() {
+            Ok(vault) => Some(vault),
+            Err(e) => {
+                self.timeline(id, "release", format!("the vault did not open: {e}"))
+                    .await;
+                None
             }
         }
     }
