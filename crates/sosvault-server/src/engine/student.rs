@@ -879,6 +879,7 @@ impl Engine {
             .control_room
             .open_note(&stop.body().sealed_note)
             .map_err(|_| ApiError::bad_request("bad_note", "the note does not open"))?;
+        // A repeat (the student is tombstoned already) only collects the answers.
         if row.tombstoned_at.is_none() {
             if stop.body().epoch < row.epoch {
                 return Err(ApiError::new(
@@ -887,127 +888,154 @@ impl Engine {
                     "the stop names an older epoch",
                 ));
             }
-            let trustees: Vec<[u8; 32]> = self
-                .inner
-                .trustees
-                .iter()
-                .map(|t| *t.id().as_bytes())
-                .collect();
-            let stop_bytes = bytes.to_vec();
-            let now = now_ms();
-            let duress = note.duress;
-            // A duress stop with no open incident would otherwise raise
-            // nothing: the coerced student's data is wiped and nobody hears.
-            // It opens an alert instead, as an incident row (open, `duress`,
-            // `stopped`, flagged `duress_stop`), not in a table of its own:
-            // the row needs no panic, location or key (all three are NULL
-            // after any stop anyway), and as an incident it reaches the list,
-            // timeline, live events, the page's alarm, the restart resume and
-            // the operator's close with no new path a control room could miss.
-            let alert = duress.then(|| NewDuressAlert {
-                id: *IncidentId::random().as_bytes(),
-                student_id: sid,
-                key: duress_alert_key(&sid),
-                category: Category::Police.as_str().to_owned(),
-                epoch: row.epoch,
-                created_at_ms: now,
-                timeline: vec![
-                    (
-                        DURESS_STOP.to_owned(),
-                        "DURESS: the student stopped with the duress PIN while no incident was open; \
-                         they may be under coercion. The stop wiped their data: there is no panic, \
-                         no location and no profile to open, and no team is sent automatically"
-                            .to_owned(),
-                    ),
-                    (
-                        "escalated".to_owned(),
-                        "ESCALATED: duress signalled with the stop".to_owned(),
-                    ),
-                ],
-            });
-            // One store job: the wipe, the duress marks on the open incidents
-            // and the alert (only if none is open) commit together, so a
-            // crash cannot keep the wipe and lose the alarm, and a retry
-            // (which finds the tombstone) has nothing left to raise.
-            let (open, alert) = self
-                .inner
-                .db
-                .call(move |s| {
-                    let open = s.open_incidents_of(&sid)?;
-                    s.apply_stop(&sid, &stop_bytes, &trustees, now)?;
-                    let alert = match &alert {
-                        Some(a) => {
-                            for id in &open {
-                                s.mark_duress(id)?;
-                            }
-                            s.open_duress_alert(a)?
+            self.apply_stop(sid, row.epoch, bytes, note.duress).await?;
+        }
+        self.stop_answer(sid).await
+    }
+
+    /// A new stop, checked: the wipe (and a duress stop's alarm) in one
+    /// store job, every key of the student's open incidents forgotten (the
+    /// team still goes), the operators told, a shred sent to every trustee.
+    async fn apply_stop(
+        &self,
+        sid: [u8; 32],
+        epoch: u32,
+        bytes: &[u8],
+        duress: bool,
+    ) -> Result<(), ApiError> {
+        let trustees: Vec<[u8; 32]> = self
+            .inner
+            .trustees
+            .iter()
+            .map(|t| *t.id().as_bytes())
+            .collect();
+        let stop_bytes = bytes.to_vec();
+        let now = now_ms();
+        // A duress stop with no open incident would otherwise raise
+        // nothing: the coerced student's data is wiped and nobody hears.
+        // It opens an alert instead, as an incident row (open, `duress`,
+        // `stopped`, flagged `duress_stop`), not in a table of its own:
+        // the row needs no panic, location or key (all three are NULL
+        // after any stop anyway), and as an incident it reaches the list,
+        // timeline, live events, the page's alarm, the restart resume and
+        // the operator's close with no new path a control room could miss.
+        let alert = duress.then(|| NewDuressAlert {
+            id: *IncidentId::random().as_bytes(),
+            student_id: sid,
+            key: duress_alert_key(&sid),
+            category: Category::Police.as_str().to_owned(),
+            epoch,
+            created_at_ms: now,
+            timeline: vec![
+                (
+                    DURESS_STOP.to_owned(),
+                    "DURESS: the student stopped with the duress PIN while no incident was open; \
+                     they may be under coercion. The stop wiped their data: there is no panic, \
+                     no location and no profile to open, and no team is sent automatically"
+                        .to_owned(),
+                ),
+                (
+                    "escalated".to_owned(),
+                    "ESCALATED: duress signalled with the stop".to_owned(),
+                ),
+            ],
+        });
+        // One store job: the wipe, the duress marks on the open incidents
+        // and the alert (only if none is open) commit together, so a
+        // crash cannot keep the wipe and lose the alarm, and a retry
+        // (which finds the tombstone) has nothing left to raise.
+        let (open, alert) = self
+            .inner
+            .db
+            .call(move |s| {
+                let open = s.open_incidents_of(&sid)?;
+                s.apply_stop(&sid, &stop_bytes, &trustees, now)?;
+                let alert = match &alert {
+                    Some(a) => {
+                        for id in &open {
+                            s.mark_duress(id)?;
                         }
-                        None => None,
-                    };
-                    Ok((open, alert))
-                })
-                .await?;
-            tracing::info!(student = %short(&sid), "stop applied; ciphertexts deleted");
-            // Forget every key of the student's open incidents; the team still goes.
-            let affected: Vec<[u8; 16]> = {
-                let mut st = self.state();
-                let mut out = Vec::new();
-                for (id, live) in st.incidents.iter_mut() {
-                    if live.student == sid {
-                        live.vault = None;
-                        if let Some(w) = live.window.as_mut() {
-                            w.over = true;
-                        }
-                        live.stopped = true;
-                        live.release_cancel.cancel();
-                        out.push(*id);
+                        s.open_duress_alert(a)?
                     }
-                }
-                out
-            };
-            for id in &affected {
-                self.timeline(*id, "stopped", "the student pressed stop: data wiped, keys forgotten; the team still goes to the last known location".into())
-                    .await;
-                let unit = self.assigned_unit(id);
-                let audience = match &unit {
-                    Some(u) => Audience::OperatorsAndUnit(u.clone()),
-                    None => Audience::Operators,
+                    None => None,
                 };
-                self.emit(
-                    EventKind::ProfileForgotten,
-                    Some(id),
-                    unit.as_deref(),
-                    audience,
-                    json!({ "reason": "stop" }),
-                );
-            }
-            if duress {
-                // Every open incident escalates: those live here, and any the
-                // store held at the stop that is not live (yet, or any more).
-                let mut escalate = affected.clone();
-                escalate.extend(open.iter().filter(|id| !affected.contains(id)));
-                for id in escalate {
-                    // A failure is logged, not answered: the phone's answer
-                    // must not differ from a normal stop's.
-                    if let Err(e) = self.escalate(id, "duress signalled with the stop").await {
-                        tracing::error!(incident = %short(&id), "escalating a duress stop failed: {e}");
-                    }
+                Ok((open, alert))
+            })
+            .await?;
+        tracing::info!(student = %short(&sid), "stop applied; ciphertexts deleted");
+        let affected = self.forget_student_keys(sid).await;
+        if duress {
+            // Every open incident escalates: those live here, and any the
+            // store held at the stop that is not live (yet, or any more).
+            let mut escalate = affected.clone();
+            escalate.extend(open.iter().filter(|id| !affected.contains(id)));
+            for id in escalate {
+                // A failure is logged, not answered: the phone's answer
+                // must not differ from a normal stop's.
+                if let Err(e) = self.escalate(id, "duress signalled with the stop").await {
+                    tracing::error!(incident = %short(&id), "escalating a duress stop failed: {e}");
                 }
-            }
-            if let Some(row) = alert {
-                self.duress_alert_opened(row);
-            }
-            self.emit(
-                EventKind::StudentStopped,
-                None,
-                None,
-                Audience::Operators,
-                json!({ "student": hex::encode(sid) }),
-            );
-            for t in &self.inner.trustees {
-                self.spawn_shred(sid, *t.id().as_bytes(), bytes.to_vec(), now_ms());
             }
         }
+        if let Some(row) = alert {
+            self.duress_alert_opened(row);
+        }
+        self.emit(
+            EventKind::StudentStopped,
+            None,
+            None,
+            Audience::Operators,
+            json!({ "student": hex::encode(sid) }),
+        );
+        for t in &self.inner.trustees {
+            self.spawn_shred(sid, *t.id().as_bytes(), bytes.to_vec(), now_ms());
+        }
+        Ok(())
+    }
+
+    /// After a stop: forgets every key of the student's open incidents (the
+    /// team still goes to the last known location) and tells the operators
+    /// and teams. Returns those incidents.
+    async fn forget_student_keys(&self, sid: [u8; 32]) -> Vec<[u8; 16]> {
+        let affected: Vec<[u8; 16]> = {
+            let mut st = self.state();
+            let mut out = Vec::new();
+            for (id, live) in st.incidents.iter_mut() {
+                if live.student == sid {
+                    live.vault = None;
+                    if let Some(w) = live.window.as_mut() {
+                        w.over = true;
+                    }
+                    live.stopped = true;
+                    live.release_cancel.cancel();
+                    out.push(*id);
+                }
+            }
+            out
+        };
+        for id in &affected {
+            self.timeline(*id, "stopped", "the student pressed stop: data wiped, keys forgotten; the team still goes to the last known location".into())
+                .await;
+            let unit = self.assigned_unit(id);
+            let audience = match &unit {
+                Some(u) => Audience::OperatorsAndUnit(u.clone()),
+                None => Audience::Operators,
+            };
+            self.emit(
+                EventKind::ProfileForgotten,
+                Some(id),
+                unit.as_deref(),
+                audience,
+                json!({ "reason": "stop" }),
+            );
+        }
+        affected
+    }
+
+    /// The answer to a stop: the trustees' receipts and refusals stored so
+    /// far, after waiting a little for the missing ones (the service keeps
+    /// asking afterwards).
+    async fn stop_answer(&self, sid: [u8; 32]) -> Result<Stopped, ApiError> {
         // Wait a little for the receipts; the service keeps asking afterwards.
         let deadline = tokio::time::Instant::now()
             + Duration::from_millis(self.inner.cfg.enroll_timeout_ms.min(10_000));
