@@ -926,6 +926,15 @@ impl Engine {
         );
     }
 
+    /// The ids of the configured trustees.
+    fn trustee_ids(&self) -> Vec<[u8; 32]> {
+        self.inner
+            .trustees
+            .iter()
+            .map(|t| *t.id().as_bytes())
+            .collect()
+    }
+
     fn assigned_unit(&self, incident: &[u8; 16]) -> Option<String> {
         self.state()
             .board

@@ -246,12 +246,7 @@ impl Engine {
         let signer = commit.signer().to_bytes();
         let epoch = commit.body().epoch;
         let record_hash = *commit.body().record.as_bytes();
-        let trustees: Vec<[u8; 32]> = self
-            .inner
-            .trustees
-            .iter()
-            .map(|t| *t.id().as_bytes())
-            .collect();
+        let trustees = self.trustee_ids();
         let commit_bytes = bytes.to_vec();
         let now = now_ms();
         let outcome = self
@@ -672,12 +667,7 @@ impl Engine {
         let cancel_hash = *cancel.hash().as_bytes();
         let open = row.status == "open";
         let duress = note.duress;
-        let trustees: Vec<[u8; 32]> = self
-            .inner
-            .trustees
-            .iter()
-            .map(|t| *t.id().as_bytes())
-            .collect();
+        let trustees = self.trustee_ids();
         let cancel_bytes = bytes.to_vec();
         let now = now_ms();
         // One store job: the counter, the incident's fate and the pending
@@ -903,12 +893,7 @@ impl Engine {
         bytes: &[u8],
         duress: bool,
     ) -> Result<(), ApiError> {
-        let trustees: Vec<[u8; 32]> = self
-            .inner
-            .trustees
-            .iter()
-            .map(|t| *t.id().as_bytes())
-            .collect();
+        let trustees = self.trustee_ids();
         let stop_bytes = bytes.to_vec();
         let now = now_ms();
         // A duress stop with no open incident would otherwise raise
