@@ -1038,49 +1038,10 @@ impl Engine {
             .map(|p| p.body().category)
             .or_else(|| category_from_str(&row.category))
             .unwrap_or(Category::Police);
-        let mut trail = Vec::new();
-        if let Some(p) = &panic {
-            let fix = fix.unwrap_or_else(|| {
-                self.inner
-                    .control_room
-                    .open_location(&p.body().sealed_location)
-                    .ok()
-                    .map(|l| (l.lat(), l.lon(), l.fix_time.0))
-            });
-            match fix {
-                Some(f) => trail.push(f),
-                None => {
-                    if !resumed {
-                        self.timeline(
-                            id,
-                            "location",
-                            "the panic's location does not open; waiting for a location update"
-                                .into(),
-                        )
-                        .await;
-                    }
-                }
-            }
-        }
-        for sealed in &locations {
-            if let Ok(l) = self.inner.control_room.open_location(sealed) {
-                trail.push((l.lat(), l.lon(), l.fix_time.0));
-            }
-        }
-        // The access window, if the vault opened before a restart: anchored
-        // on that first opening. Past its end the key is forgotten now and
-        // nothing is asked again; before it, the trustees are asked again
-        // (they repeat a release only within their retry window) and the
-        // profile stays readable only until the window's original end.
-        let window = match (row.access_until_ms, row.access_window_ms) {
-            (Some(until_ms), Some(len_ms)) => Some(AccessWindow {
-                until_ms,
-                len_ms,
-                // A stop ended it for good.
-                over: until_ms <= now_ms() || row.stopped,
-            }),
-            _ => None,
-        };
+        let trail = self
+            .trail_of(id, panic.as_ref(), fix, &locations, resumed)
+            .await;
+        let window = stored_window(&row, now_ms());
         let window_over = window.is_some_and(|w| w.over);
         let incident_key = fresh_key.or_else(|| {
             if window_over {
@@ -1097,23 +1058,8 @@ impl Engine {
         let kind = UnitKind::for_category(category);
         {
             let mut st = self.state();
-            // A new incident whose location opened is on the board already,
-            // with the team picked with the panic, if any.
-            let iid = IncidentId::from_bytes(id);
             let at = trail.last().map(|&(lat, lon, _)| (lat, lon));
-            st.board.open(iid, kind, at, row.created_at_ms);
-            for a in &assignments {
-                match a.status.as_str() {
-                    "pending" => st.board.restore_pending(iid, &a.unit_id),
-                    "acknowledged" => {
-                        st.board
-                            .restore_acknowledged(iid, &a.unit_id, a.assigned_at_ms)
-                    }
-                    "released" => st.board.restore_released(iid, &a.unit_id),
-                    // Timed out: to the back of the queue.
-                    _ => st.board.restore_declined(iid, &a.unit_id),
-                }
-            }
+            put_on_board(&mut st.board, &row, kind, at, &assignments);
             st.incidents.insert(
                 id,
                 Live {
@@ -1140,21 +1086,7 @@ impl Engine {
                 .await;
         }
         if window_over && row.incident_key_sealed.is_some() {
-            if let Err(e) = self
-                .inner
-                .db
-                .call(move |s| s.forget_incident_key(&id))
-                .await
-            {
-                tracing::error!(incident = %short(&id), "forgetting the incident key failed: {e}");
-            }
-            self.timeline(
-                id,
-                "access_expired",
-                "access window ended while the service was down: incident key forgotten; reading again needs a new panic"
-                    .into(),
-            )
-            .await;
+            self.forget_key_after_downtime(id).await;
         }
         // The team picked with the panic is told now (its assignment was
         // stored with the panic).
@@ -1172,6 +1104,109 @@ impl Engine {
                     .release(id, row.student_id, panic, key, enrollment)
                     .await
             });
+        }
+    }
+}
+
+impl Engine {
+    /// An incident's trail: the panic's own fix (`fix`: already opened
+    /// for a new panic, `None` to open it here) and the stored updates,
+    /// oldest first. A new panic whose location does not open says so on
+    /// the timeline.
+    async fn trail_of(
+        &self,
+        id: [u8; 16],
+        panic: Option<&Signed<PanicEvent>>,
+        fix: Option<Option<(f64, f64, u64)>>,
+        locations: &[Vec<u8>],
+        resumed: bool,
+    ) -> Vec<(f64, f64, u64)> {
+        let mut trail = Vec::new();
+        if let Some(p) = panic {
+            let fix = fix.unwrap_or_else(|| {
+                self.inner
+                    .control_room
+                    .open_location(&p.body().sealed_location)
+                    .ok()
+                    .map(|l| (l.lat(), l.lon(), l.fix_time.0))
+            });
+            match fix {
+                Some(f) => trail.push(f),
+                None if !resumed => {
+                    self.timeline(
+                        id,
+                        "location",
+                        "the panic's location does not open; waiting for a location update".into(),
+                    )
+                    .await;
+                }
+                None => {}
+            }
+        }
+        for sealed in locations {
+            if let Ok(l) = self.inner.control_room.open_location(sealed) {
+                trail.push((l.lat(), l.lon(), l.fix_time.0));
+            }
+        }
+        trail
+    }
+
+    /// The access window ended while the service was down: the sealed
+    /// incident key is deleted, and the timeline says so.
+    async fn forget_key_after_downtime(&self, id: [u8; 16]) {
+        if let Err(e) = self
+            .inner
+            .db
+            .call(move |s| s.forget_incident_key(&id))
+            .await
+        {
+            tracing::error!(incident = %short(&id), "forgetting the incident key failed: {e}");
+        }
+        self.timeline(
+            id,
+            "access_expired",
+            "access window ended while the service was down: incident key forgotten; reading again needs a new panic"
+                .into(),
+        )
+        .await;
+    }
+}
+
+/// The access window stored with an incident, if the vault opened before a
+/// restart: anchored on that first opening. Past its end (or after a stop)
+/// it is over: the key is forgotten and nothing is asked again; before it,
+/// the trustees are asked again (they repeat a release only within their
+/// retry window) and the profile stays readable only until its stored end.
+fn stored_window(row: &IncidentRow, now: u64) -> Option<AccessWindow> {
+    match (row.access_until_ms, row.access_window_ms) {
+        (Some(until_ms), Some(len_ms)) => Some(AccessWindow {
+            until_ms,
+            len_ms,
+            over: until_ms <= now || row.stopped,
+        }),
+        _ => None,
+    }
+}
+
+/// Puts an incident on the board with its stored assignments (after a
+/// restart). A new incident whose location opened is there already, with
+/// the team picked with its panic, if any: kept as it is.
+fn put_on_board(
+    board: &mut Board,
+    row: &IncidentRow,
+    kind: UnitKind,
+    at: Option<(f64, f64)>,
+    assignments: &[AssignmentRow],
+) {
+    let iid = IncidentId::from_bytes(row.id);
+    board.open(iid, kind, at, row.created_at_ms);
+    for a in assignments {
+        match a.status.as_str() {
+            "pending" => board.restore_pending(iid, &a.unit_id),
+            "acknowledged" => board.restore_acknowledged(iid, &a.unit_id, a.assigned_at_ms),
+            "released" => board.restore_released(iid, &a.unit_id),
+            // Timed out: to the back of the queue.
+            _ => board.restore_declined(iid, &a.unit_id),
         }
     }
 }
