@@ -1086,7 +1086,11 @@ impl Engine {
                 .await;
         }
         if window_over && row.incident_key_sealed.is_some() {
-            self.forget_key_after_downtime(id).await;
+            self.key_expired(
+                id,
+                "access window ended while the service was down: incident key forgotten; reading again needs a new panic",
+            )
+            .await;
         }
         // The team picked with the panic is told now (its assignment was
         // stored with the panic).
@@ -1151,9 +1155,9 @@ impl Engine {
         trail
     }
 
-    /// The access window ended while the service was down: the sealed
-    /// incident key is deleted, and the timeline says so.
-    async fn forget_key_after_downtime(&self, id: [u8; 16]) {
+    /// An incident's access window is over: its sealed incident key is
+    /// deleted from the store, and the timeline says so in `words`.
+    async fn key_expired(&self, id: [u8; 16], words: &str) {
         if let Err(e) = self
             .inner
             .db
@@ -1162,13 +1166,7 @@ impl Engine {
         {
             tracing::error!(incident = %short(&id), "forgetting the incident key failed: {e}");
         }
-        self.timeline(
-            id,
-            "access_expired",
-            "access window ended while the service was down: incident key forgotten; reading again needs a new panic"
-                .into(),
-        )
-        .await;
+        self.timeline(id, "access_expired", words.to_owned()).await;
     }
 }
 

@@ -461,19 +461,9 @@ impl Engine {
                 out
             };
             for (id, unit) in expired {
-                if let Err(e) = self
-                    .inner
-                    .db
-                    .call(move |s| s.forget_incident_key(&id))
-                    .await
-                {
-                    tracing::error!(incident = %short(&id), "forgetting the incident key failed: {e}");
-                }
-                self.timeline(
+                self.key_expired(
                     id,
-                    "access_expired",
-                    "access window over: vault key and incident key forgotten; reading again needs a new panic"
-                        .into(),
+                    "access window over: vault key and incident key forgotten; reading again needs a new panic",
                 )
                 .await;
                 let audience = match &unit {
