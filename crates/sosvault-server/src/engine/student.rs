@@ -70,6 +70,66 @@ impl Engine {
         let student = StudentId::of_device(package.record.signer());
         let sid = *student.as_bytes();
         let n = self.inner.trustees.len();
+        self.check_enrollment(&package, &record).await?;
+        // Relay every share; all n must be stored before we answer.
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(self.inner.cfg.enroll_timeout_ms);
+        let mut futs = Vec::new();
+        for (i, slot) in record.trustees.iter().enumerate() {
+            let Some(client) = self
+                .inner
+                .trustees
+                .iter()
+                .find(|t| t.id() == slot.trustee)
+                .cloned()
+            else {
+                return Err(ApiError::internal("trustee lookup"));
+            };
+            let Some(delivery) = package.delivery(i as u8 + 1) else {
+                return Err(ApiError::internal("delivery"));
+            };
+            let expected = (student, record.epoch, i as u8 + 1, slot.commitment);
+            futs.push(self.relay_share(client, delivery, expected, deadline));
+        }
+        let results = futures_util::future::join_all(futs).await;
+        let mut receipts = Vec::with_capacity(n);
+        for r in results {
+            receipts.push(b64(r?.as_bytes()));
+        }
+        let device = package.record.signer().to_bytes();
+        let record_bytes = package.record.as_bytes().to_vec();
+        let sealed_profile = package.sealed_profile;
+        let epoch = record.epoch;
+        let now = now_ms();
+        self.inner
+            .db
+            .call(move |s| {
+                s.put_enrollment(&sid, &device, epoch, &record_bytes, &sealed_profile, now)
+            })
+            .await?;
+        self.inner
+            .metrics
+            .enrollments
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::info!(student = %short(&sid), epoch, "enrolled");
+        Ok(Enrolled {
+            student_id: student.to_hex(),
+            epoch,
+            receipts,
+        })
+    }
+
+    /// The checks of an enrollment package before any share is relayed:
+    /// this service's trustees and threshold, and for a student already
+    /// enrolled: not stopped, the same device, a newer epoch (or the very
+    /// enrollment stored, again), no open incident.
+    async fn check_enrollment(
+        &self,
+        package: &EnrollmentPackage,
+        record: &sosvault::EnrollmentRecord,
+    ) -> Result<(), ApiError> {
+        let sid = *StudentId::of_device(package.record.signer()).as_bytes();
+        let n = self.inner.trustees.len();
         if record.trustees.len() != n
             || usize::from(record.threshold) != usize::from(self.inner.cfg.threshold)
         {
@@ -131,99 +191,61 @@ impl Engine {
                 ));
             }
         }
-        // Relay every share; all n must be stored before we answer.
-        let deadline =
-            tokio::time::Instant::now() + Duration::from_millis(self.inner.cfg.enroll_timeout_ms);
-        let mut futs = Vec::new();
-        for (i, slot) in record.trustees.iter().enumerate() {
-            let Some(client) = self
-                .inner
-                .trustees
-                .iter()
-                .find(|t| t.id() == slot.trustee)
-                .cloned()
-            else {
-                return Err(ApiError::internal("trustee lookup"));
-            };
-            let Some(delivery) = package.delivery(i as u8 + 1) else {
-                return Err(ApiError::internal("delivery"));
-            };
-            let max_backoff = Duration::from_millis(self.inner.cfg.max_backoff_ms);
-            let metrics = self.clone();
-            let commitment = slot.commitment;
-            let epoch = record.epoch;
-            futs.push(async move {
-                let mut backoff = Backoff::new(max_backoff);
-                loop {
-                    match client.deliver_share(&delivery).await {
-                        Ok(r) => {
-                            let b = r.body();
-                            if b.student == student
-                                && b.epoch == epoch
-                                && b.share_index == i as u8 + 1
-                                && b.commitment == commitment
-                            {
-                                return Ok(r);
-                            }
-                            return Err(ApiError::new(
-                                502,
-                                "bad_receipt",
-                                "a trustee's receipt does not match",
-                            ));
-                        }
-                        Err(CallError::Refused { code, .. }) => {
-                            return Err(ApiError::new(
-                                409,
-                                "trustee_refused",
-                                &format!("{} refused the share: {code}", client.name()),
-                            ));
-                        }
-                        Err(e) => {
-                            metrics
-                                .inner
-                                .metrics
-                                .trustee_errors
-                                .fetch_add(1, Ordering::Relaxed);
-                            let d = backoff.after(&e);
-                            if tokio::time::Instant::now() + d > deadline {
-                                return Err(ApiError::new(
-                                    503,
-                                    "trustee_unavailable",
-                                    &format!("{} did not answer; try again later", client.name()),
-                                ));
-                            }
-                            tokio::time::sleep(d).await;
-                        }
+        Ok(())
+    }
+
+    /// Relays one share to its trustee, with back-off until `deadline`,
+    /// and checks the receipt names what was sent: (student, epoch, share
+    /// index, commitment).
+    async fn relay_share(
+        &self,
+        client: crate::trustees::TrusteeClient,
+        delivery: sosvault::ShareDelivery,
+        expected: (StudentId, u32, u8, sosvault::ShareCommitment),
+        deadline: tokio::time::Instant,
+    ) -> Result<Signed<sosvault::ShareReceipt>, ApiError> {
+        let (student, epoch, index, commitment) = expected;
+        let mut backoff = Backoff::new(Duration::from_millis(self.inner.cfg.max_backoff_ms));
+        loop {
+            let e = match client.deliver_share(&delivery).await {
+                Ok(r) => {
+                    let b = r.body();
+                    if b.student == student
+                        && b.epoch == epoch
+                        && b.share_index == index
+                        && b.commitment == commitment
+                    {
+                        return Ok(r);
                     }
+                    return Err(ApiError::new(
+                        502,
+                        "bad_receipt",
+                        "a trustee's receipt does not match",
+                    ));
                 }
-            });
+                Err(CallError::Refused { code, .. }) => {
+                    return Err(ApiError::new(
+                        409,
+                        "trustee_refused",
+                        &format!("{} refused the share: {code}", client.name()),
+                    ));
+                }
+                Err(e) => e,
+            };
+            self.inner
+                .metrics
+                .trustee_errors
+                .fetch_add(1, Ordering::Relaxed);
+            let d = backoff.after(&e);
+            if tokio::time::Instant::now() + d > deadline {
+                return Err(ApiError::new(
+                    503,
+                    "trustee_unavailable",
+                    &format!("{} did not answer; try again later", client.name()),
+                ));
+            }
+            tokio::time::sleep(d).await;
         }
-        let results = futures_util::future::join_all(futs).await;
-        let mut receipts = Vec::with_capacity(n);
-        for r in results {
-            receipts.push(b64(r?.as_bytes()));
-        }
-        let device = package.record.signer().to_bytes();
-        let record_bytes = package.record.as_bytes().to_vec();
-        let sealed_profile = package.sealed_profile;
-        let epoch = record.epoch;
-        let now = now_ms();
-        self.inner
-            .db
-            .call(move |s| {
-                s.put_enrollment(&sid, &device, epoch, &record_bytes, &sealed_profile, now)
-            })
-            .await?;
-        self.inner
-            .metrics
-            .enrollments
-            .fetch_add(1, Ordering::Relaxed);
-        tracing::info!(student = %short(&sid), epoch, "enrolled");
-        Ok(Enrolled {
-            student_id: student.to_hex(),
-            epoch,
-            receipts,
-        })
     }
 
     /// An enrollment commit (`sosvault/enrollment-commit/v1`, `PROTOCOL.md`
