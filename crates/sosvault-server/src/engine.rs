@@ -926,6 +926,11 @@ impl Engine {
         );
     }
 
+    /// The client of the configured trustee with this id.
+    fn trustee(&self, id: &sosvault::TrusteeId) -> Option<TrusteeClient> {
+        self.inner.trustees.iter().find(|t| t.id() == *id).cloned()
+    }
+
     /// The ids of the configured trustees.
     fn trustee_ids(&self) -> Vec<[u8; 32]> {
         self.inner

@@ -62,13 +62,7 @@ impl Engine {
         let (tx, mut rx) = mpsc::channel::<TrusteeAnswer>(16);
         let mut names = Vec::new();
         for (idx, slot) in record.body().trustees.iter().enumerate() {
-            let Some(client) = self
-                .inner
-                .trustees
-                .iter()
-                .find(|t| t.id() == slot.trustee)
-                .cloned()
-            else {
+            let Some(client) = self.trustee(&slot.trustee) else {
                 names.push("unknown trustee".to_string());
                 continue;
             };

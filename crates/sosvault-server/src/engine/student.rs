@@ -76,13 +76,7 @@ impl Engine {
             tokio::time::Instant::now() + Duration::from_millis(self.inner.cfg.enroll_timeout_ms);
         let mut futs = Vec::new();
         for (i, slot) in record.trustees.iter().enumerate() {
-            let Some(client) = self
-                .inner
-                .trustees
-                .iter()
-                .find(|t| t.id() == slot.trustee)
-                .cloned()
-            else {
+            let Some(client) = self.trustee(&slot.trustee) else {
                 return Err(ApiError::internal("trustee lookup"));
             };
             let Some(delivery) = package.delivery(i as u8 + 1) else {
