@@ -1107,13 +1107,23 @@ impl Engine {
             .tasks
             .spawn(async move { engine.dispatch(id).await });
         if let (Some(panic), Some(key), false) = (panic, incident_key, row.stopped) {
-            let engine = self.clone();
-            self.inner.tasks.spawn(async move {
-                engine
-                    .release(id, row.student_id, panic, key, enrollment)
-                    .await
-            });
+            self.spawn_release(id, row.student_id, panic, key, enrollment);
         }
+    }
+
+    /// Starts collecting an incident's release (see `engine/release.rs`).
+    fn spawn_release(
+        &self,
+        id: [u8; 16],
+        student: [u8; 32],
+        panic: Signed<PanicEvent>,
+        key: IncidentKey,
+        enrollment: Option<EnrollmentRow>,
+    ) {
+        let engine = self.clone();
+        self.inner
+            .tasks
+            .spawn(async move { engine.release(id, student, panic, key, enrollment).await });
     }
 }
 
