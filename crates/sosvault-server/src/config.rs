@@ -257,16 +257,16 @@ fn default_threshold() -> u8 {
     2
 }
 fn default_ack_timeout_ms() -> u64 {
-    30_000
+    crate::engine::Rules::DEFAULT.ack_timeout_ms
 }
 fn default_stale_position_ms() -> u64 {
-    15 * 60_000
+    crate::engine::Rules::DEFAULT.stale_position_ms
 }
 fn default_fallback_after_ms() -> u64 {
-    20_000
+    crate::engine::Rules::DEFAULT.fallback_after_ms
 }
 fn default_overdue_after_ms() -> u64 {
-    30_000
+    crate::engine::Rules::DEFAULT.overdue_after_ms
 }
 fn default_access_window_secs() -> u64 {
     45 * 60

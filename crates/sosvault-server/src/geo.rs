@@ -168,25 +168,6 @@ impl UnitIndex {
         self.busy.contains(unit)
     }
 
-    /// The nearest free unit of `kind` to `(lat, lon)` not in `exclude`, with
-    /// its great-circle distance in metres.
-    pub fn nearest_free(
-        &self,
-        kind: UnitKind,
-        lat: f64,
-        lon: f64,
-        exclude: &HashSet<String>,
-    ) -> Option<(String, f64)> {
-        let tree = self.trees.get(&kind)?;
-        let q = to_xyz(lat, lon);
-        tree.nearest_neighbor_iter(&q)
-            .find(|e| !exclude.contains(&e.unit))
-            .and_then(|e| {
-                let pos = self.position(&e.unit)?;
-                Some((e.unit.clone(), haversine_m((lat, lon), pos)))
-            })
-    }
-
     /// The free units of `kind`, nearest to `(lat, lon)` first, with their
     /// great-circle distances in metres.
     pub fn free_by_distance(
@@ -205,11 +186,6 @@ impl UnitIndex {
                 Some((e.unit.as_str(), haversine_m((lat, lon), pos)))
             })
     }
-
-    /// Free units of a kind.
-    pub fn free_count(&self, kind: UnitKind) -> usize {
-        self.trees.get(&kind).map_or(0, |t| t.size())
-    }
 }
 
 #[cfg(test)]
@@ -224,6 +200,19 @@ mod tests {
         assert!(haversine_m((0.0, 179.9), (0.0, -179.9)) < 23_000.0);
     }
 
+    /// The nearest free unit of `kind` not in `exclude`.
+    fn nearest(
+        idx: &UnitIndex,
+        kind: UnitKind,
+        lat: f64,
+        lon: f64,
+        exclude: &HashSet<String>,
+    ) -> Option<(String, f64)> {
+        idx.free_by_distance(kind, lat, lon)
+            .find(|(u, _)| !exclude.contains(*u))
+            .map(|(u, d)| (u.to_owned(), d))
+    }
+
     #[test]
     fn nearest_of_the_right_kind_skipping_busy_and_excluded() {
         let mut idx = UnitIndex::new();
@@ -231,14 +220,12 @@ mod tests {
         idx.set_position("p-near", UnitKind::Police, 25.145, 75.84);
         idx.set_position("m-nearest", UnitKind::Medical, 25.1433, 75.8436);
         let none = HashSet::new();
-        let (u, d) = idx
-            .nearest_free(UnitKind::Police, 25.1433, 75.8436, &none)
-            .unwrap();
+        let (u, d) = nearest(&idx, UnitKind::Police, 25.1433, 75.8436, &none).unwrap();
         assert_eq!(u, "p-near");
         assert!(d < 1_000.0);
         idx.mark_busy("p-near");
         assert_eq!(
-            idx.nearest_free(UnitKind::Police, 25.1433, 75.8436, &none)
+            nearest(&idx, UnitKind::Police, 25.1433, 75.8436, &none)
                 .unwrap()
                 .0,
             "p-far"
@@ -246,7 +233,7 @@ mod tests {
         idx.mark_free("p-near");
         let ex: HashSet<String> = ["p-near".to_string()].into();
         assert_eq!(
-            idx.nearest_free(UnitKind::Police, 25.1433, 75.8436, &ex)
+            nearest(&idx, UnitKind::Police, 25.1433, 75.8436, &ex)
                 .unwrap()
                 .0,
             "p-far"
@@ -254,15 +241,12 @@ mod tests {
         // Moving a free unit moves it in the tree.
         idx.set_position("p-far", UnitKind::Police, 25.1434, 75.8437);
         assert_eq!(
-            idx.nearest_free(UnitKind::Police, 25.1433, 75.8436, &none)
+            nearest(&idx, UnitKind::Police, 25.1433, 75.8436, &none)
                 .unwrap()
                 .0,
             "p-far"
         );
-        assert!(
-            idx.nearest_free(UnitKind::Counsellor, 25.0, 75.0, &none)
-                .is_none()
-        );
+        assert!(nearest(&idx, UnitKind::Counsellor, 25.0, 75.0, &none).is_none());
     }
 
     #[test]
@@ -273,7 +257,7 @@ mod tests {
         idx.set_position("west", UnitKind::Police, 0.0, -170.0);
         let none = HashSet::new();
         assert_eq!(
-            idx.nearest_free(UnitKind::Police, 0.0, -179.9, &none)
+            nearest(&idx, UnitKind::Police, 0.0, -179.9, &none)
                 .unwrap()
                 .0,
             "east"

@@ -61,14 +61,7 @@ async fn nearest_unit_of_the_right_kind_is_sent_and_the_profile_opens_for_it() {
             .unwrap_err();
         assert_eq!(err.status, 404);
     }
-    c.client
-        .post(
-            &format!("/v1/unit/incidents/{id}/ack"),
-            Some(&near.token),
-            &Value::Null,
-        )
-        .await
-        .unwrap();
+    c.ack(&near, &id).await;
     // Both happen, in either order: the release runs beside the dispatch.
     let (mut acked, mut released) = (false, false);
     while !(acked && released) {
@@ -359,14 +352,7 @@ async fn an_unacknowledged_assignment_moves_to_the_next_nearest() {
     next_event(&mut silent.events, 10, is("assigned", &id)).await;
     next_event(&mut silent.events, 10, is("assignment_withdrawn", &id)).await;
     next_event(&mut next.events, 10, is("assigned", &id)).await;
-    c.client
-        .post(
-            &format!("/v1/unit/incidents/{id}/ack"),
-            Some(&next.token),
-            &Value::Null,
-        )
-        .await
-        .unwrap();
+    c.ack(&next, &id).await;
     // The withdrawn unit can no longer acknowledge or read it.
     assert_eq!(
         c.client

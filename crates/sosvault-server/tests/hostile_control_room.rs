@@ -711,14 +711,7 @@ async fn panic_move_and_stop(c: &Cluster) -> Stopped {
     // The operator takes the incident, to read the profile once released.
     c.claim(&op, &id).await;
     next_event(&mut unit.events, 10, is("assigned", &id)).await;
-    c.client
-        .post(
-            &format!("/v1/unit/incidents/{id}/ack"),
-            Some(&unit.token),
-            &Value::Null,
-        )
-        .await
-        .unwrap();
+    c.ack(&unit, &id).await;
     // The profile opened and the team acknowledged (in either order): the
     // team is on its way before the stop.
     let (mut opened, mut acked) = (false, false);

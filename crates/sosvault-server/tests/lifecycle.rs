@@ -59,14 +59,7 @@ async fn stop_wipes_ciphertexts_shreds_at_every_trustee_and_the_team_still_goes(
     // The operator takes the incident, to read the profile once released.
     c.claim(&op, &id).await;
     next_event(&mut unit.events, 10, is("assigned", &id)).await;
-    c.client
-        .post(
-            &format!("/v1/unit/incidents/{id}/ack"),
-            Some(&unit.token),
-            &Value::Null,
-        )
-        .await
-        .unwrap();
+    c.ack(&unit, &id).await;
     let mut ops = c.client.events("/v1/operator/events", &op).await.unwrap();
     loop {
         let d = c
@@ -209,14 +202,7 @@ async fn a_killed_service_resumes_open_incidents_and_unfinished_shreds() {
         .await
         .unwrap();
     next_event(&mut events, 10, is("assigned", &id)).await;
-    c.client
-        .post(
-            &format!("/v1/unit/incidents/{id}/ack"),
-            Some(&unit.token),
-            &Value::Null,
-        )
-        .await
-        .unwrap();
+    c.ack(&unit, &id).await;
 
     // The vault key died with the process; the service asks again with the
     // same incident key, and the profile opens.
@@ -283,14 +269,7 @@ async fn a_panic_during_a_trustee_outage_is_dispatched_and_opens_when_the_truste
     c.claim(&op, &id).await;
     // The team is sent at once.
     next_event(&mut unit.events, 10, is("assigned", &id)).await;
-    c.client
-        .post(
-            &format!("/v1/unit/incidents/{id}/ack"),
-            Some(&unit.token),
-            &Value::Null,
-        )
-        .await
-        .unwrap();
+    c.ack(&unit, &id).await;
     // One share is in; the other two trustees are unreachable.
     let ev = next_event(&mut ops, 10, is("release_progress", &id)).await;
     assert_eq!(ev["detail"]["have"], 1);

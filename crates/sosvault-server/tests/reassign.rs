@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use serde_json::Value;
-use sosvault::{Category, Timestamp};
+use sosvault::Category;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reassign_releases_the_acknowledged_team_and_sends_the_next_nearest() {
@@ -22,15 +22,7 @@ async fn reassign_releases_the_acknowledged_team_and_sends_the_next_nearest() {
         .unit(&op, "PCR Vigyan Nagar", "police", 25.1570, 75.8560)
         .await;
     let mut device = c.student("Asha Verma").await;
-    let panic = device
-        .panic(
-            Category::Police,
-            &talwandi(),
-            &c.info.control_room,
-            Timestamp::now(),
-        )
-        .unwrap();
-    let id = c.client.panic(&panic).await.unwrap();
+    let id = c.panic_at_talwandi(&mut device, Category::Police).await;
     next_event(&mut near.events, 10, is("assigned", &id)).await;
     let path = format!("/v1/operator/incidents/{id}/reassign");
 
@@ -61,22 +53,11 @@ async fn reassign_releases_the_acknowledged_team_and_sends_the_next_nearest() {
         .await
         .unwrap_err();
     assert_eq!((err.status, err.code.as_str()), (409, "awaiting_ack"));
-    let d = c
-        .client
-        .get(&format!("/v1/operator/incidents/{id}"), Some(&op))
-        .await
-        .unwrap();
+    let d = c.incident(&op, &id).await;
     assert_eq!(d["unit"]["id"], near.id.as_str(), "still the near team");
 
     // Acknowledged: reassign releases it and sends the far team.
-    c.client
-        .post(
-            &format!("/v1/unit/incidents/{id}/ack"),
-            Some(&near.token),
-            &Value::Null,
-        )
-        .await
-        .unwrap();
+    c.ack(&near, &id).await;
     next_event(&mut near.events, 10, is("acknowledged", &id)).await;
     let (status, body) = c.client.post(&path, Some(&op), &Value::Null).await.unwrap();
     assert_eq!(
@@ -94,20 +75,9 @@ async fn reassign_releases_the_acknowledged_team_and_sends_the_next_nearest() {
         err.status, 404,
         "the released team no longer sees the incident"
     );
-    c.client
-        .post(
-            &format!("/v1/unit/incidents/{id}/ack"),
-            Some(&far.token),
-            &Value::Null,
-        )
-        .await
-        .unwrap();
+    c.ack(&far, &id).await;
     next_event(&mut far.events, 10, is("acknowledged", &id)).await;
-    let d = c
-        .client
-        .get(&format!("/v1/operator/incidents/{id}"), Some(&op))
-        .await
-        .unwrap();
+    let d = c.incident(&op, &id).await;
     assert_eq!(d["unit"]["id"], far.id.as_str());
     assert_eq!(d["unit"]["acknowledged"], true);
     let steps: Vec<&str> = d["timeline"]
@@ -133,11 +103,7 @@ async fn reassign_releases_the_acknowledged_team_and_sends_the_next_nearest() {
     // released from this incident, is not sent back; the incident waits.
     c.client.post(&path, Some(&op), &Value::Null).await.unwrap();
     next_event(&mut far.events, 10, is("assignment_withdrawn", &id)).await;
-    let d = c
-        .client
-        .get(&format!("/v1/operator/incidents/{id}"), Some(&op))
-        .await
-        .unwrap();
+    let d = c.incident(&op, &id).await;
     assert!(d["unit"].is_null(), "no team: {}", d["unit"]);
 
     // A closed incident cannot be reassigned.
@@ -181,15 +147,9 @@ async fn no_team_of_the_right_kind_sends_another_kind_an_overdue_incident_alarms
         .unit(&op, "Ambulance Vigyan Nagar", "medical", 25.1570, 75.8560)
         .await;
     let mut device = c.student("Asha Verma").await;
-    let panic = device
-        .panic(
-            Category::MentalHealth,
-            &talwandi(),
-            &c.info.control_room,
-            Timestamp::now(),
-        )
-        .unwrap();
-    let id = c.client.panic(&panic).await.unwrap();
+    let id = c
+        .panic_at_talwandi(&mut device, Category::MentalHealth)
+        .await;
 
     // Waiting for a counsellor, then the nearest team of another kind, and the timeline says why.
     let ev = next_event(&mut ops, 10, |e| {
@@ -215,19 +175,8 @@ async fn no_team_of_the_right_kind_sends_another_kind_an_overdue_incident_alarms
     // Nobody acknowledges: the overdue alarm, once, on the list too.
     let ev = next_event(&mut ops, 10, is("overdue", &id)).await;
     assert!(ev["detail"]["waited_ms"].as_u64().unwrap() >= 3_000, "{ev}");
-    let d = c
-        .client
-        .get(&format!("/v1/operator/incidents/{id}"), Some(&op))
-        .await
-        .unwrap();
-    assert!(
-        d["flags"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|f| f == "overdue"),
-        "{d}"
-    );
+    let d = c.incident(&op, &id).await;
+    assert!(has_flag(&d, "overdue"), "{d}");
 
     // By hand: the wrong requests change nothing.
     let path = format!("/v1/operator/incidents/{id}/assign");
@@ -256,11 +205,7 @@ async fn no_team_of_the_right_kind_sends_another_kind_an_overdue_incident_alarms
         .await
         .unwrap_err();
     assert_eq!(err.status, 400);
-    let d = c
-        .client
-        .get(&format!("/v1/operator/incidents/{id}"), Some(&op))
-        .await
-        .unwrap();
+    let d = c.incident(&op, &id).await;
     assert_eq!(d["unit"]["id"], police.id.as_str(), "still the police team");
 
     // The ambulance, sent by hand: the police team is told it is off.
@@ -272,27 +217,12 @@ async fn no_team_of_the_right_kind_sends_another_kind_an_overdue_incident_alarms
     assert_eq!((status, v["status"].as_str()), (200, Some("assigned")));
     next_event(&mut police.events, 10, is("assignment_withdrawn", &id)).await;
     next_event(&mut ambulance.events, 10, is("assigned", &id)).await;
-    c.client
-        .post(
-            &format!("/v1/unit/incidents/{id}/ack"),
-            Some(&ambulance.token),
-            &Value::Null,
-        )
-        .await
-        .unwrap();
+    c.ack(&ambulance, &id).await;
     next_event(&mut ops, 10, is("acknowledged", &id)).await;
-    let d = c
-        .client
-        .get(&format!("/v1/operator/incidents/{id}"), Some(&op))
-        .await
-        .unwrap();
+    let d = c.incident(&op, &id).await;
     assert_eq!(d["unit"]["id"], ambulance.id.as_str());
     assert!(
-        !d["flags"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|f| f == "overdue"),
+        !has_flag(&d, "overdue"),
         "acknowledged: the alarm is over: {d}"
     );
     let texts: Vec<&str> = d["timeline"]
@@ -316,15 +246,7 @@ async fn no_team_of_the_right_kind_sends_another_kind_an_overdue_incident_alarms
 
     // A team on another incident is not taken from it by hand.
     let mut other = c.student("Ravi Meena").await;
-    let panic = other
-        .panic(
-            Category::Police,
-            &talwandi(),
-            &c.info.control_room,
-            Timestamp::now(),
-        )
-        .unwrap();
-    let id2 = c.client.panic(&panic).await.unwrap();
+    let id2 = c.panic_at_talwandi(&mut other, Category::Police).await;
     next_event(&mut police.events, 10, is("assigned", &id2)).await;
     let err = c
         .client

@@ -141,14 +141,7 @@ async fn each_role_sees_what_it_may_and_a_supervisor_s_reason_is_logged_for_the_
         .unwrap();
     let id = c.client.panic(&panic).await.unwrap();
     next_event(&mut team.events, 10, is("assigned", &id)).await;
-    c.client
-        .post(
-            &format!("/v1/unit/incidents/{id}/ack"),
-            Some(&team.token),
-            &Value::Null,
-        )
-        .await
-        .unwrap();
+    c.ack(&team, &id).await;
     next_event(&mut ops, 20, is("profile_available", &id)).await;
     let path = format!("/v1/operator/incidents/{id}");
 

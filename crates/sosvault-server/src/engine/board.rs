@@ -242,35 +242,39 @@ pub struct Withdrawn {
     pub acked: bool,
 }
 
+impl Rules {
+    /// The service's defaults (the configuration's, when it sets none).
+    pub const DEFAULT: Rules = Rules {
+        ack_timeout_ms: 30_000,
+        stale_position_ms: 15 * 60_000,
+        fallback_after_ms: 20_000,
+        overdue_after_ms: 30_000,
+    };
+}
+
 /// The dispatch board. See the [module documentation](self).
-#[derive(Default)]
 pub struct Board {
-    rules: Option<Rules>,
+    rules: Rules,
     index: UnitIndex,
     teams: HashMap<String, Team>,
     cases: HashMap<IncidentId, Case>,
 }
 
-/// The rules when none are given: the service's defaults.
-pub const DEFAULT_RULES: Rules = Rules {
-    ack_timeout_ms: 5_000,
-    stale_position_ms: 15 * 60_000,
-    fallback_after_ms: 20_000,
-    overdue_after_ms: 30_000,
-};
+impl Default for Board {
+    fn default() -> Self {
+        Self::new(Rules::DEFAULT)
+    }
+}
 
 impl Board {
     /// An empty board with these rules.
     pub fn new(rules: Rules) -> Self {
         Self {
-            rules: Some(rules),
-            ..Self::default()
+            rules,
+            index: UnitIndex::new(),
+            teams: HashMap::new(),
+            cases: HashMap::new(),
         }
-    }
-
-    /// The rules.
-    pub fn rules(&self) -> Rules {
-        self.rules.unwrap_or(DEFAULT_RULES)
     }
 
     // ------------------------------------------------------------ teams
@@ -372,7 +376,7 @@ impl Board {
     /// Whether a team may be picked now: it can be told, and its position
     /// is fresh.
     pub fn eligible(&self, unit: &str, now: u64) -> bool {
-        let rules = self.rules();
+        let rules = self.rules;
         self.teams.get(unit).is_some_and(|t| {
             t.streams > 0
                 && t.position_at_ms
@@ -477,7 +481,7 @@ impl Board {
     /// decision. Sending a team, taking off one that timed out and raising
     /// the alarm change the board; waiting does not.
     pub fn step(&mut self, id: IncidentId, now: u64) -> Step {
-        let rules = self.rules();
+        let rules = self.rules;
         let Some(case) = self.cases.get_mut(&id) else {
             return Step::Gone;
         };
@@ -531,7 +535,7 @@ impl Board {
     /// Sends the best team to an incident without one, or says what it
     /// waits for.
     fn pick(&mut self, id: IncidentId, now: u64, alarm: Option<u64>) -> Step {
-        let rules = self.rules();
+        let rules = self.rules;
         let Some(case) = self.cases.get(&id) else {
             return Step::Gone;
         };
@@ -541,16 +545,19 @@ impl Board {
                 until: alarm,
             };
         };
-        let kind = case.kind;
+        let (kind, resend) = (case.kind, case.resend.clone());
         // A team sent before a restart is told again first, if still free.
-        if let Some(u) = case.resend.clone()
-            && self.teams.contains_key(&u)
-            && !self.index.is_busy(&u)
+        if let Some(u) = resend
+            && self.teams.get(&u).is_some_and(|t| t.incident.is_none())
+            && let Some(s) = self.send(id, &u, How::Resent, now)
         {
-            return self.send(id, &u, How::Resent, now);
+            return Step::Sent(s);
         }
-        if let Some(u) = self.choose(case, kind, at, now) {
-            return self.send(id, &u, How::Nearest, now);
+        if let Some(case) = self.cases.get(&id)
+            && let Some(u) = self.choose(case, kind, at, now)
+            && let Some(s) = self.send(id, &u, How::Nearest, now)
+        {
+            return Step::Sent(s);
         }
         let waiting_since = match self.cases.get_mut(&id) {
             Some(c) => *c.waiting_since_ms.get_or_insert(now),
@@ -560,8 +567,9 @@ impl Board {
         if now >= fallback_at
             && let Some(case) = self.cases.get(&id)
             && let Some(u) = self.choose_other_kind(case, kind, at, now)
+            && let Some(s) = self.send(id, &u, How::Fallback { wanted: kind }, now)
         {
-            return self.send(id, &u, How::Fallback { wanted: kind }, now);
+            return Step::Sent(s);
         }
         let until = [alarm, (now < fallback_at).then_some(fallback_at)]
             .into_iter()
@@ -596,8 +604,9 @@ impl Board {
             case.declined
                 .iter()
                 .find(|u| {
-                    self.teams.get(u.as_str()).is_some_and(|t| t.kind == kind)
-                        && !self.index.is_busy(u)
+                    self.teams
+                        .get(u.as_str())
+                        .is_some_and(|t| t.kind == kind && t.incident.is_none())
                         && self.eligible(u, now)
                 })
                 .cloned()
@@ -624,11 +633,13 @@ impl Board {
             .map(|(u, _)| u)
     }
 
-    /// Puts `unit` on incident `id` (both known; the unit free or on `id`).
-    fn send(&mut self, id: IncidentId, unit: &str, how: How, now: u64) -> Step {
-        let Some(case) = self.cases.get_mut(&id) else {
-            return Step::Gone;
-        };
+    /// Puts the free team `unit` on incident `id`; `None` (and nothing
+    /// changed) if either is not on the board.
+    fn send(&mut self, id: IncidentId, unit: &str, how: How, now: u64) -> Option<Sent> {
+        let team = self.teams.get_mut(unit)?;
+        let case = self.cases.get_mut(&id)?;
+        team.incident = Some(id);
+        let (name, kind, connected) = (team.name.clone(), team.kind, team.streams > 0);
         case.waiting_since_ms = None;
         case.resend = None;
         case.declined.retain(|u| u != unit);
@@ -642,17 +653,10 @@ impl Board {
         });
         let location = case.location;
         self.index.mark_busy(unit);
-        let (name, kind, connected) = match self.teams.get_mut(unit) {
-            Some(t) => {
-                t.incident = Some(id);
-                (t.name.clone(), t.kind, t.streams > 0)
-            }
-            None => (unit.to_owned(), UnitKind::Police, false),
-        };
         let distance_m = location
             .zip(self.index.position(unit))
             .map(|(a, b)| haversine_m(a, b));
-        Step::Sent(Sent {
+        Some(Sent {
             unit: unit.to_owned(),
             name,
             kind,
@@ -730,17 +734,15 @@ impl Board {
         if case.team.as_ref().is_some_and(|a| a.unit == unit) {
             return Err(ByHandRefusal::AlreadyOnIt);
         }
-        if team.incident.is_some() || self.index.is_busy(unit) {
+        if team.incident.is_some() {
             return Err(ByHandRefusal::TeamBusy);
         }
         let replaced = self.withdraw(id).map(|w| w.unit);
-        match self.send(id, unit, How::ByHand { by: by.to_owned() }, now) {
-            Step::Sent(mut s) => {
-                s.replaced = replaced;
-                Ok(s)
-            }
-            _ => Err(ByHandRefusal::NoIncident),
-        }
+        let mut s = self
+            .send(id, unit, How::ByHand { by: by.to_owned() }, now)
+            .ok_or(ByHandRefusal::NoIncident)?;
+        s.replaced = replaced;
+        Ok(s)
     }
 
     /// Checks the invariants (tests).

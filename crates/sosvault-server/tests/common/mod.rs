@@ -638,6 +638,43 @@ impl Cluster {
     /// Restarts every trustee, each on its own port (the service reaches it
     /// as before), with extra environment variables: see
     /// [`TrusteeProc::start_with_env`].
+    /// A panic of `category` from `device` at Talwandi, now; the incident id.
+    pub async fn panic_at_talwandi(
+        &self,
+        device: &mut Device,
+        category: sosvault::Category,
+    ) -> String {
+        let panic = device
+            .panic(
+                category,
+                &talwandi(),
+                &self.info.control_room,
+                Timestamp::now(),
+            )
+            .unwrap();
+        self.client.panic(&panic).await.unwrap()
+    }
+
+    /// An incident as operator `op` sees it (`GET /v1/operator/incidents/{id}`).
+    pub async fn incident(&self, op: &str, id: &str) -> Value {
+        self.client
+            .get(&format!("/v1/operator/incidents/{id}"), Some(op))
+            .await
+            .unwrap()
+    }
+
+    /// Team `unit` acknowledges incident `id`.
+    pub async fn ack(&self, unit: &UnitHandle, id: &str) {
+        self.client
+            .post(
+                &format!("/v1/unit/incidents/{id}/ack"),
+                Some(&unit.token),
+                &Value::Null,
+            )
+            .await
+            .unwrap();
+    }
+
     pub fn restart_trustees_with_env(&mut self, env: &[(&str, &str)]) {
         for t in &mut self.trustees {
             t.kill();
@@ -683,6 +720,13 @@ pub async fn next_event(
 pub fn is(kind: &'static str, incident: &str) -> impl Fn(&Value) -> bool {
     let incident = incident.to_owned();
     move |ev| ev["kind"] == kind && ev["incident"] == incident.as_str()
+}
+
+/// Whether an incident's detail or summary carries `flag`.
+pub fn has_flag(incident: &Value, flag: &str) -> bool {
+    incident["flags"]
+        .as_array()
+        .is_some_and(|f| f.iter().any(|x| x == flag))
 }
 
 pub fn timeline_step(ev: &Value, step: &str) -> bool {
