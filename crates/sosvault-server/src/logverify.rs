@@ -22,57 +22,22 @@
 //! [`sosvault_service::logverify`]; this module says how the dispatch service
 //! serves its log.
 
-use std::path::PathBuf;
-
 use anyhow::anyhow;
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
-use serde::{Deserialize, Serialize};
 use sosvault::LogPublic;
 pub use sosvault_service::logverify::Verified;
 pub use sosvault_service::logverify::WitnessOptions;
 use sosvault_service::logverify::{
-    Http, Leaf, LogSource, Names, base64, hash_base64, hashes_hex, pin_log_key, read_state,
-    verify_served, write_state,
+    AuditedHead, HashEncoding, Http, Leaf, LogSource, fetch_checkpoint, fetch_leaves, fetch_proof,
+    hashes_hex,
 };
 
-use crate::api::{LogConsistencyBody, LogEntriesBody, LogHeadBody, LogProofBody};
+use crate::api::{LogConsistencyBody, LogHeadBody};
 
 const WHO: &str = "the dispatch service";
 
-/// What `log verify` is given.
-#[derive(Debug, Clone)]
-pub struct VerifyOptions {
-    /// The service's base URL (`https://dispatch.example:8080`).
-    pub url: String,
-    /// The log's public key, if the auditor pins it (`log_public_key` of
-    /// `/v1/info`, obtained out of band); otherwise the first run's is
-    /// remembered in the state file.
-    pub log_public: Option<LogPublic>,
-    /// Where the last verified head is kept between runs.
-    pub state: Option<PathBuf>,
-    /// For an `https://` URL: a PEM file with the service's TLS certificate
-    /// or the CA that issued it, the only one trusted.
-    pub ca: Option<PathBuf>,
-    /// An operator's session token: the entries' bytes are read and checked
-    /// too (without it, the leaf hashes only).
-    pub token: Option<String>,
-    /// The witnesses of the control room's log the auditor trusts (the
-    /// trustees' `witness_vkey`s), the quorum and the log's origin. With
-    /// witnesses, the served checkpoint must carry the quorum of their
-    /// cosignatures and lie on the signed head's history.
-    pub witnesses: WitnessOptions,
-}
-
-/// The state file: what the auditor saw last time.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct AuditState {
-    /// The log key (hex) the heads verified under.
-    log_public_key: String,
-    /// The last verified signed head, base64.
-    head: String,
-}
+/// What `log verify` is given: the service's URL, the auditor's pins, state
+/// file, operator token and witnesses.
+pub use sosvault_service::logverify::LogAudit as VerifyOptions;
 
 /// The dispatch service's log routes.
 struct Dispatch(Http);
@@ -95,70 +60,30 @@ impl LogSource for Dispatch {
     }
 
     async fn leaves(&self, start: u64, end: u64) -> anyhow::Result<Vec<Leaf>> {
-        let page: LogEntriesBody = self
-            .0
-            .get(&format!("/v1/log/entries?start={start}&end={end}"))
-            .await?;
-        page.entries
-            .into_iter()
-            .map(|l| {
-                Ok(Leaf {
-                    index: l.index,
-                    leaf_hash: hash_base64(WHO, "a leaf hash", &l.leaf_hash)?,
-                    entry: l.entry.map(|e| base64(WHO, "an entry", &e)).transpose()?,
-                })
-            })
-            .collect()
+        fetch_leaves(&self.0, WHO, start, end).await
     }
 
     async fn inclusion_proof(&self, index: u64, size: u64) -> anyhow::Result<Vec<[u8; 32]>> {
-        let p: LogProofBody = self
-            .0
-            .get(&format!("/v1/log/proof?index={index}&size={size}"))
-            .await?;
-        hashes_hex(WHO, "an inclusion proof", &p.proof)
+        let path = format!("/v1/log/proof?index={index}&size={size}");
+        fetch_proof(&self.0, WHO, "an inclusion proof", &path, HashEncoding::Hex).await
+    }
+
+    async fn checkpoint(&self) -> anyhow::Result<Vec<u8>> {
+        fetch_checkpoint(&self.0).await
     }
 }
 
 /// Runs the whole check; `Err` carries a plain-words reason.
 pub async fn verify(opts: &VerifyOptions) -> anyhow::Result<Verified> {
-    let http = Http::new(&opts.url, opts.ca.as_deref(), opts.token.clone(), WHO)?;
+    let http = opts.http(WHO)?;
     let head: LogHeadBody = http.get("/v1/log/head").await?;
     let log_public = LogPublic::from_hex(&head.log_public_key)
         .map_err(|_| anyhow!("the log key {WHO} names in /v1/log/head is not a log key"))?;
-    let previous: Option<AuditState> = match &opts.state {
-        Some(p) => read_state(p)?,
-        None => None,
-    };
-    pin_log_key(
-        &log_public,
-        opts.log_public.as_ref(),
-        previous.as_ref().map(|p| p.log_public_key.as_str()),
-        Names {
-            who: WHO,
-            url: &opts.url,
-            pin_flag: "--log-public",
-        },
-    )?;
+    let previous: Option<AuditedHead> = opts.previous()?;
     let source = Dispatch(http);
-    let (head_bytes, verified) = verify_served(
-        &source,
-        &source.0,
-        WHO,
-        &head.head,
-        previous.as_ref().map(|p| p.head.as_str()),
-        &log_public,
-        &opts.witnesses,
-    )
-    .await?;
-    if let Some(path) = &opts.state {
-        write_state(
-            path,
-            &AuditState {
-                log_public_key: log_public.to_hex(),
-                head: B64.encode(&head_bytes),
-            },
-        )?;
-    }
+    let (pin, served) = ((WHO, "--log-public"), (&log_public, head.head.as_str()));
+    let remembered = previous.as_ref();
+    let (state, verified) = opts.verify_log(&source, pin, served, remembered).await?;
+    opts.save(&state)?;
     Ok(verified)
 }

@@ -38,8 +38,8 @@ use std::time::Duration;
 use anyhow::{Context as _, anyhow, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use sosvault::checkpoint::{
     Checkpoint, CheckpointError, KeyName, LogVerifier, MAX_NOTE_BYTES, Note, WitnessPolicy,
     WitnessVerifier,
@@ -77,6 +77,9 @@ pub trait LogSource {
         index: u64,
         size: u64,
     ) -> impl Future<Output = anyhow::Result<Vec<[u8; 32]>>>;
+    /// The served witnessed checkpoint (`GET /v1/log/checkpoint`): a signed
+    /// note, at most [`MAX_NOTE_BYTES`].
+    fn checkpoint(&self) -> impl Future<Output = anyhow::Result<Vec<u8>>>;
 }
 
 /// What a successful check saw.
@@ -506,13 +509,109 @@ pub struct WitnessOptions {
     pub origin: Option<KeyName>,
 }
 
+/// What a state file remembers of a log: the key its heads verified under
+/// and the last verified head.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct AuditedHead {
+    /// The log key (hex) the heads verified under.
+    pub log_public_key: String,
+    /// The last verified signed head, base64.
+    pub head: String,
+}
+
+/// What an auditor gives both `log verify` commands: where the log is, what
+/// they pin, their state file and their witnesses.
+#[derive(Clone, Debug, Default)]
+pub struct LogAudit {
+    /// The service's base URL (`https://dispatch.example:8080`).
+    pub url: String,
+    /// The log's public key, if the auditor pins it (obtained out of band);
+    /// otherwise the first run's is remembered in the state file.
+    pub log_public: Option<LogPublic>,
+    /// Where the last verified head is kept between runs.
+    pub state: Option<PathBuf>,
+    /// For an `https://` URL: a PEM file with the service's TLS certificate
+    /// or the CA that issued it, the only one trusted.
+    pub ca: Option<PathBuf>,
+    /// A bearer token that lets the auditor read the entries' bytes too
+    /// (without it, the leaf hashes only): an operator's session at the
+    /// dispatch service, the auditor token at a trustee.
+    pub token: Option<String>,
+    /// The witnesses of the log the auditor trusts, the quorum and the log's
+    /// origin. With witnesses, the served checkpoint must carry the quorum of
+    /// their cosignatures and lie on the signed head's history.
+    pub witnesses: WitnessOptions,
+}
+
+impl LogAudit {
+    /// The client for the audited service; `who` names it in errors.
+    pub fn http(&self, who: &str) -> anyhow::Result<Http> {
+        Http::new(&self.url, self.ca.as_deref(), self.token.clone(), who)
+    }
+
+    /// The state file's content from the last run; `None` without a state
+    /// file or before the first run.
+    pub fn previous<T: DeserializeOwned>(&self) -> anyhow::Result<Option<T>> {
+        Ok(match &self.state {
+            Some(path) => read_state(path)?,
+            None => None,
+        })
+    }
+
+    /// Pins the log key the service serves ([`pin_log_key`]: against the
+    /// pinned one and the state file's), then verifies the served head
+    /// (base64) and all it stands for ([`verify_served`]) from the state
+    /// file's head. `who` names the service and `pin_flag` the flag that pins
+    /// its log key, in errors. Returns the state to save.
+    pub async fn verify_log<S: LogSource>(
+        &self,
+        source: &S,
+        (who, pin_flag): (&str, &str),
+        (served_key, head): (&LogPublic, &str),
+        previous: Option<&AuditedHead>,
+    ) -> anyhow::Result<(AuditedHead, Verified)> {
+        let names = Names {
+            who,
+            url: &self.url,
+            pin_flag,
+        };
+        pin_log_key(
+            served_key,
+            self.log_public.as_ref(),
+            previous.map(|p| p.log_public_key.as_str()),
+            names,
+        )?;
+        let (head_bytes, verified) = verify_served(
+            source,
+            who,
+            head,
+            previous.map(|p| p.head.as_str()),
+            served_key,
+            &self.witnesses,
+        )
+        .await?;
+        let state = AuditedHead {
+            log_public_key: served_key.to_hex(),
+            head: B64.encode(head_bytes),
+        };
+        Ok((state, verified))
+    }
+
+    /// Saves the new state, if the auditor keeps a state file.
+    pub fn save<T: Serialize>(&self, state: &T) -> anyhow::Result<()> {
+        match &self.state {
+            Some(path) => write_state(path, state),
+            None => Ok(()),
+        }
+    }
+}
+
 /// The whole check of `log verify` once the head is fetched and its key
 /// pinned: [`check`] the served head (base64) against the state file's
 /// (base64, if any), then, with witnesses, [`fetch_witnessed`]. Returns the
 /// head's bytes, for the state file, and what was verified.
 pub async fn verify_served<S: LogSource>(
     source: &S,
-    http: &Http,
     who: &str,
     head: &str,
     previous: Option<&str>,
@@ -531,7 +630,7 @@ pub async fn verify_served<S: LogSource>(
     )?;
     let (signed, report) = check(source, who, &head_bytes, log, old_bytes.as_deref()).await?;
     let witnessed = match &policy {
-        Some(p) => Some(fetch_witnessed(source, http, who, p, signed.body()).await?),
+        Some(p) => Some(fetch_witnessed(source, who, p, signed.body()).await?),
         None => None,
     };
     Ok((
@@ -547,12 +646,11 @@ pub async fn verify_served<S: LogSource>(
 /// [`check_witnessed`] against `head`.
 pub async fn fetch_witnessed<S: LogSource>(
     source: &S,
-    http: &Http,
     who: &str,
     policy: &WitnessPolicy,
     head: &TreeHead,
 ) -> anyhow::Result<WitnessReport> {
-    let note = http.get_bytes("/v1/log/checkpoint", MAX_NOTE_BYTES).await?;
+    let note = source.checkpoint().await?;
     check_witnessed(source, who, &note, policy, head).await
 }
 
@@ -642,6 +740,82 @@ pub async fn check_witnessed<S: LogSource>(
     })
 }
 
+/// One leaf as both services serve it in `GET /v1/log/entries` (extra fields,
+/// such as a trustee's proofs in `/v1/log/mine`, are ignored).
+#[derive(Deserialize)]
+struct LeafWire {
+    index: u64,
+    leaf_hash: String,
+    #[serde(default)]
+    entry: Option<String>,
+}
+
+/// A page of `GET /v1/log/entries`.
+#[derive(Deserialize)]
+struct EntriesWire {
+    entries: Vec<LeafWire>,
+}
+
+/// Leaves `[start, end)` from the `GET /v1/log/entries` route both services
+/// serve, decoded: the shared body of [`LogSource::leaves`].
+pub async fn fetch_leaves(
+    http: &Http,
+    who: &str,
+    start: u64,
+    end: u64,
+) -> anyhow::Result<Vec<Leaf>> {
+    let page: EntriesWire = http
+        .get(&format!("/v1/log/entries?start={start}&end={end}"))
+        .await?;
+    page.entries
+        .into_iter()
+        .map(|l| {
+            Ok(Leaf {
+                index: l.index,
+                leaf_hash: hash_base64(who, "a leaf hash", &l.leaf_hash)?,
+                entry: l.entry.map(|e| base64(who, "an entry", &e)).transpose()?,
+            })
+        })
+        .collect()
+}
+
+/// How a service writes the hashes of its proofs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HashEncoding {
+    /// Lower-case hex (the dispatch service).
+    Hex,
+    /// Standard base64 (a trustee).
+    Base64,
+}
+
+/// The served witnessed checkpoint: the shared body of
+/// [`LogSource::checkpoint`].
+pub async fn fetch_checkpoint(http: &Http) -> anyhow::Result<Vec<u8>> {
+    http.get_bytes("/v1/log/checkpoint", MAX_NOTE_BYTES).await
+}
+
+/// An answer that carries a proof.
+#[derive(Deserialize)]
+struct ProofWire {
+    proof: Vec<String>,
+}
+
+/// The proof (`what`: "an inclusion proof") the service answers at `path`,
+/// decoded.
+pub async fn fetch_proof(
+    http: &Http,
+    who: &str,
+    what: &str,
+    path: &str,
+    encoding: HashEncoding,
+) -> anyhow::Result<Vec<[u8; 32]>> {
+    let p: ProofWire = http.get(path).await?;
+    match encoding {
+        HashEncoding::Hex => hashes_hex(who, what, &p.proof),
+        HashEncoding::Base64 => hashes_base64(who, what, &p.proof),
+    }
+}
+
 /// Decodes a base64 field of an answer.
 pub fn base64(who: &str, what: &str, s: &str) -> anyhow::Result<Vec<u8>> {
     B64.decode(s)
@@ -725,6 +899,9 @@ mod tests {
         }
         async fn inclusion_proof(&self, index: u64, size: u64) -> anyhow::Result<Vec<[u8; 32]>> {
             Ok(self.tree.inclusion_proof(index, size)?)
+        }
+        async fn checkpoint(&self) -> anyhow::Result<Vec<u8>> {
+            anyhow::bail!("this fake serves no checkpoint")
         }
     }
 

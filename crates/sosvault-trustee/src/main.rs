@@ -12,6 +12,7 @@ use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use sosvault::checkpoint::KeyName;
 use sosvault::{Trustee, TrusteeKey, TrusteePublic};
+use sosvault_service::logverify::{LogAudit, WitnessOptions};
 use sosvault_service::tls::{Peer, TlsListener};
 use sosvault_trustee::config::default_master_key_file;
 use sosvault_trustee::gate::Gate;
@@ -137,13 +138,13 @@ fn main() -> ExitCode {
                     origin,
                 },
         } => log_verify(
-            VerifyOptions {
+            LogAudit {
                 url,
                 state,
                 ca,
-                quorum,
-                ..VerifyOptions::default()
+                ..LogAudit::default()
             },
+            quorum,
             trustee_public,
             log_public_key,
             auditor_token_file,
@@ -516,22 +517,23 @@ fn shutdown() -> anyhow::Result<impl std::future::Future<Output = ()>> {
 }
 
 fn log_verify(
-    mut opts: VerifyOptions,
+    mut log: LogAudit,
+    quorum: Option<usize>,
     trustee_public: Option<String>,
     log_public_key: Option<String>,
     auditor_token_file: Option<PathBuf>,
     witnesses: &[String],
     origin: Option<String>,
 ) -> anyhow::Result<()> {
-    opts.trustee_public = trustee_public
+    let trustee_public = trustee_public
         .map(|h| TrusteePublic::from_hex(&h))
         .transpose()
         .map_err(|_| anyhow::anyhow!("--trustee-public is not a trustee public key"))?;
-    opts.log_public = log_public_key
+    log.log_public = log_public_key
         .map(|h| sosvault::LogPublic::from_hex(&h))
         .transpose()
         .map_err(|_| anyhow::anyhow!("--log-public-key is not a log public key"))?;
-    opts.auditor_token = match auditor_token_file {
+    log.token = match auditor_token_file {
         Some(p) => Some(
             std::fs::read_to_string(&p)
                 .with_context(|| format!("cannot read {}", p.display()))?
@@ -540,13 +542,20 @@ fn log_verify(
         ),
         None => std::env::var("SOSVAULT_AUDITOR_TOKEN").ok(),
     };
-    opts.witnesses = sosvault_service::logverify::parse_witnesses(witnesses)?;
-    opts.origin = origin
-        .map(|o| {
-            KeyName::new(o.as_str())
-                .map_err(|_| anyhow::anyhow!("--origin {o:?} is not a valid origin"))
-        })
-        .transpose()?;
+    log.witnesses = WitnessOptions {
+        witnesses: sosvault_service::logverify::parse_witnesses(witnesses)?,
+        quorum,
+        origin: origin
+            .map(|o| {
+                KeyName::new(o.as_str())
+                    .map_err(|_| anyhow::anyhow!("--origin {o:?} is not a valid origin"))
+            })
+            .transpose()?,
+    };
+    let opts = VerifyOptions {
+        log,
+        trustee_public,
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

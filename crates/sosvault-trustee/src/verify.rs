@@ -25,61 +25,41 @@
 //! this module says how a trustee serves its log ([`LogSource`]) and adds the
 //! trustee's own identity.
 
-use std::path::PathBuf;
-
 use anyhow::{anyhow, bail};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD as B64;
 use serde::{Deserialize, Serialize};
-use sosvault::checkpoint::{KeyName, WitnessVerifier};
 use sosvault::{LogPublic, TrusteePublic};
 use sosvault_service::logverify::{
-    Http, Leaf, LogSource, Names, WitnessOptions, base64, hash_base64, hashes_base64, pin_log_key,
-    read_state, verify_served, write_state,
+    AuditedHead, HashEncoding, Http, Leaf, LogAudit, LogSource, fetch_checkpoint, fetch_leaves,
+    fetch_proof,
 };
 
-use crate::api::{EntriesResponse, HeadResponse, Identity, ProofResponse};
+use crate::api::{HeadResponse, Identity};
 
 pub use sosvault_service::logverify::Report as VerifyReport;
 
 const WHO: &str = "the trustee";
 
-/// What `log verify` is given.
+/// What `log verify` is given: what every log audit is given, and the
+/// trustee's own public key if the auditor pins it.
 #[derive(Debug, Clone, Default)]
 pub struct VerifyOptions {
-    /// The trustee's base URL (`http://127.0.0.1:8080`).
-    pub url: String,
+    /// The trustee's URL, the auditor's pins, state file, auditor token and
+    /// witnesses.
+    pub log: LogAudit,
     /// The trustee's public keys, if the auditor pins them.
     pub trustee_public: Option<TrusteePublic>,
-    /// The log's public key, if the auditor pins it (from `init`'s output,
-    /// out of band); otherwise the first run's is remembered in the state.
-    pub log_public: Option<LogPublic>,
-    /// Where the last verified head is kept between runs.
-    pub state: Option<PathBuf>,
-    /// A bearer token that lets the auditor read full entries.
-    pub auditor_token: Option<String>,
-    /// For an `https://` URL: a PEM file with the trustee's certificate or
-    /// the CA that issued it, the only one trusted.
-    pub ca: Option<PathBuf>,
-    /// The witnesses of the trustee's log the auditor trusts. When any is
-    /// given, the served checkpoint must carry `quorum` of their
-    /// cosignatures and lie on the signed head's history.
-    pub witnesses: Vec<WitnessVerifier>,
-    /// How many of `witnesses` must have cosigned (default: all of them).
-    pub quorum: Option<usize>,
-    /// The log's checkpoint origin (default: `sosvault.log/<log id hex>`).
-    pub origin: Option<KeyName>,
 }
 
 pub use sosvault_service::logverify::Verified;
 
 /// The state file: what the auditor saw last time.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 struct AuditState {
+    /// The trustee's public key (hex).
     trustee_public: String,
-    log_public_key: String,
-    head: String,
+    /// Its log's key and last verified head.
+    #[serde(flatten)]
+    log: AuditedHead,
 }
 
 /// A trustee's log routes.
@@ -87,49 +67,30 @@ struct Trustee(Http);
 
 impl LogSource for Trustee {
     async fn consistency_proof(&self, old: u64, new: u64) -> anyhow::Result<Vec<[u8; 32]>> {
-        let p: ProofResponse = self
-            .0
-            .get(&format!("/v1/log/proof/consistency?old={old}&new={new}"))
-            .await?;
-        hashes_base64(WHO, "a consistency proof", &p.proof)
+        let path = format!("/v1/log/proof/consistency?old={old}&new={new}");
+        let what = "a consistency proof";
+        fetch_proof(&self.0, WHO, what, &path, HashEncoding::Base64).await
     }
 
     async fn leaves(&self, start: u64, end: u64) -> anyhow::Result<Vec<Leaf>> {
-        let page: EntriesResponse = self
-            .0
-            .get(&format!("/v1/log/entries?start={start}&end={end}"))
-            .await?;
-        page.entries
-            .into_iter()
-            .map(|l| {
-                Ok(Leaf {
-                    index: l.index,
-                    leaf_hash: hash_base64(WHO, "a leaf hash", &l.leaf_hash)?,
-                    entry: l.entry.map(|e| base64(WHO, "an entry", &e)).transpose()?,
-                })
-            })
-            .collect()
+        fetch_leaves(&self.0, WHO, start, end).await
     }
 
     async fn inclusion_proof(&self, index: u64, size: u64) -> anyhow::Result<Vec<[u8; 32]>> {
-        let p: ProofResponse = self
-            .0
-            .get(&format!(
-                "/v1/log/proof/inclusion?index={index}&size={size}"
-            ))
-            .await?;
-        hashes_base64(WHO, "an inclusion proof", &p.proof)
+        let path = format!("/v1/log/proof/inclusion?index={index}&size={size}");
+        let what = "an inclusion proof";
+        fetch_proof(&self.0, WHO, what, &path, HashEncoding::Base64).await
+    }
+
+    async fn checkpoint(&self) -> anyhow::Result<Vec<u8>> {
+        fetch_checkpoint(&self.0).await
     }
 }
 
 /// Runs the whole check; `Err` carries a plain-words reason.
 pub async fn verify(opts: &VerifyOptions) -> anyhow::Result<Verified> {
-    let http = Http::new(
-        &opts.url,
-        opts.ca.as_deref(),
-        opts.auditor_token.clone(),
-        WHO,
-    )?;
+    let audit = &opts.log;
+    let http = audit.http(WHO)?;
     let identity: Identity = http.get("/v1/identity").await?;
     let served_public = TrusteePublic::from_hex(&identity.public)
         .map_err(|_| anyhow!("the trustee's public key in /v1/identity is not valid"))?;
@@ -138,59 +99,25 @@ pub async fn verify(opts: &VerifyOptions) -> anyhow::Result<Verified> {
     {
         bail!(
             "the trustee at {} is not the trustee pinned with --trustee-public",
-            opts.url
+            audit.url
         );
     }
     let log_public = LogPublic::from_hex(&identity.log_public_key)
         .map_err(|_| anyhow!("the trustee's log key in /v1/identity is not valid"))?;
-
-    let previous: Option<AuditState> = match &opts.state {
-        Some(p) => read_state(p)?,
-        None => None,
-    };
+    let previous: Option<AuditState> = audit.previous()?;
     if let Some(prev) = &previous
         && prev.trustee_public != identity.public
     {
         bail!("the trustee's public key changed since the last check");
     }
-    pin_log_key(
-        &log_public,
-        opts.log_public.as_ref(),
-        previous.as_ref().map(|p| p.log_public_key.as_str()),
-        Names {
-            who: WHO,
-            url: &opts.url,
-            pin_flag: "--log-public-key",
-        },
-    )?;
-
     let head: HeadResponse = http.get("/v1/log/head").await?;
     let source = Trustee(http);
-    let witnesses = WitnessOptions {
-        witnesses: opts.witnesses.clone(),
-        quorum: opts.quorum,
-        origin: opts.origin.clone(),
-    };
-    let (head_bytes, verified) = verify_served(
-        &source,
-        &source.0,
-        WHO,
-        &head.head,
-        previous.as_ref().map(|p| p.head.as_str()),
-        &log_public,
-        &witnesses,
-    )
-    .await?;
-
-    if let Some(path) = &opts.state {
-        write_state(
-            path,
-            &AuditState {
-                trustee_public: identity.public.clone(),
-                log_public_key: identity.log_public_key.clone(),
-                head: B64.encode(&head_bytes),
-            },
-        )?;
-    }
+    let (pin, served) = ((WHO, "--log-public-key"), (&log_public, head.head.as_str()));
+    let remembered = previous.as_ref().map(|p| &p.log);
+    let (log, verified) = audit.verify_log(&source, pin, served, remembered).await?;
+    audit.save(&AuditState {
+        trustee_public: identity.public.clone(),
+        log,
+    })?;
     Ok(verified)
 }
