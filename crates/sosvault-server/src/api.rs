@@ -73,7 +73,6 @@ use sosvault::{
 };
 use sosvault_service::openapi::{Layers, base64_len, base64_list, document_layer_answers};
 use tokio_stream::wrappers::BroadcastStream;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Array, Object};
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -110,40 +109,22 @@ struct BearerAuth;
 
 impl Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .description(Some(
-                        "An operator's session token (`POST /v1/operator/login`)",
-                    ))
-                    .build(),
+        for (name, what) in [
+            (
+                "bearer",
+                "An operator's session token (`POST /v1/operator/login`)",
             ),
-        );
-        components.add_security_scheme(
-            "unit",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .description(Some(
-                        "A unit's token (given once when an operator registers the unit)",
-                    ))
-                    .build(),
+            (
+                "unit",
+                "A unit's token (given once when an operator registers the unit)",
             ),
-        );
-        components.add_security_scheme(
-            "metrics_token",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .description(Some(
-                        "The scrape token in the service's `metrics_token_file` (GET /metrics only)",
-                    ))
-                    .build(),
+            (
+                "metrics_token",
+                "The scrape token in the service's `metrics_token_file` (GET /metrics only)",
             ),
-        );
+        ] {
+            sosvault_service::openapi::add_bearer(openapi, name, what);
+        }
     }
 }
 

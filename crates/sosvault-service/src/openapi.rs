@@ -65,6 +65,19 @@ fn fix_links(v: &mut Value) {
     }
 }
 
+/// Documents a bearer-token security scheme `name` (what the token is, in
+/// `description`) in `doc`'s components.
+pub fn add_bearer(doc: &mut OpenApi, name: &str, description: &str) {
+    use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+    let scheme = HttpBuilder::new()
+        .scheme(HttpAuthScheme::Bearer)
+        .description(Some(description))
+        .build();
+    doc.components
+        .get_or_insert_with(Default::default)
+        .add_security_scheme(name, SecurityScheme::Http(scheme));
+}
+
 /// Deserializes a `u64` field (a query parameter: a log index or size) as
 /// the document states it: utoipa documents a `u64` as `format: int64`,
 /// `minimum: 0`, so a value above `i64::MAX` is refused like any other value

@@ -36,7 +36,7 @@ use subtle::ConstantTimeEq;
 use tower_http::timeout::TimeoutLayer;
 use tracing::error;
 use utoipa::openapi::Array;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::SecurityScheme;
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -387,16 +387,10 @@ impl Modify for AuditorAuth {
                 extensions: None,
             },
         );
-        components.add_security_scheme(
+        sosvault_service::openapi::add_bearer(
+            openapi,
             "auditor",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .description(Some(
-                        "An auditor's token (its SHA-256 is in `auditor_token_sha256`): full log entries",
-                    ))
-                    .build(),
-            ),
+            "An auditor's token (its SHA-256 is in `auditor_token_sha256`): full log entries",
         );
     }
 }
