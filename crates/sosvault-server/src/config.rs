@@ -48,6 +48,7 @@
 //! must be mode 0600 (the service refuses to start otherwise) and is relative
 //! to the configuration file's directory when relative.
 
+use sosvault_service::config::{Env, EnvError};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -379,64 +380,37 @@ impl Config {
 
     /// Applies `SOSVAULT_SERVER_*` overrides read through `get`.
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        fn num<T: std::str::FromStr>(key: &str, v: String) -> Result<T, ConfigError> {
-            v.trim()
-                .parse()
-                .map_err(|_| ConfigError::Invalid(format!("{key} is not a number")))
+        let env = Env::new("SOSVAULT_SERVER_", get);
+        let invalid = |e: EnvError| ConfigError::Invalid(e.to_string());
+        env.string("LISTEN", &mut self.listen);
+        env.path("DATA_DIR", &mut self.data_dir);
+        for (key, field) in [
+            ("ACK_TIMEOUT_MS", &mut self.ack_timeout_ms),
+            ("STALE_POSITION_MS", &mut self.stale_position_ms),
+            ("FALLBACK_AFTER_MS", &mut self.fallback_after_ms),
+            ("OVERDUE_AFTER_MS", &mut self.overdue_after_ms),
+            ("ACCESS_WINDOW_SECS", &mut self.access_window_secs),
+            ("ENROLL_TIMEOUT_MS", &mut self.enroll_timeout_ms),
+            (
+                "FORWARD_STUCK_AFTER_SECS",
+                &mut self.forward_stuck_after_secs,
+            ),
+            ("WITNESS_INTERVAL_MS", &mut self.witness_interval_ms),
+        ] {
+            env.parse(key, field).map_err(invalid)?;
         }
-        if let Some(v) = get("SOSVAULT_SERVER_LISTEN") {
-            self.listen = v;
-        }
-        if let Some(v) = get("SOSVAULT_SERVER_DATA_DIR") {
-            self.data_dir = v.into();
-        }
-        if let Some(v) = get("SOSVAULT_SERVER_ACK_TIMEOUT_MS") {
-            self.ack_timeout_ms = num("SOSVAULT_SERVER_ACK_TIMEOUT_MS", v)?;
-        }
-        if let Some(v) = get("SOSVAULT_SERVER_STALE_POSITION_MS") {
-            self.stale_position_ms = num("SOSVAULT_SERVER_STALE_POSITION_MS", v)?;
-        }
-        if let Some(v) = get("SOSVAULT_SERVER_FALLBACK_AFTER_MS") {
-            self.fallback_after_ms = num("SOSVAULT_SERVER_FALLBACK_AFTER_MS", v)?;
-        }
-        if let Some(v) = get("SOSVAULT_SERVER_OVERDUE_AFTER_MS") {
-            self.overdue_after_ms = num("SOSVAULT_SERVER_OVERDUE_AFTER_MS", v)?;
-        }
-        if let Some(v) = get("SOSVAULT_SERVER_ACCESS_WINDOW_SECS") {
-            self.access_window_secs = num("SOSVAULT_SERVER_ACCESS_WINDOW_SECS", v)?;
-        }
-        if let Some(v) = get("SOSVAULT_SERVER_ENROLL_TIMEOUT_MS") {
-            self.enroll_timeout_ms = num("SOSVAULT_SERVER_ENROLL_TIMEOUT_MS", v)?;
-        }
-        if let Some(v) = get("SOSVAULT_SERVER_PANIC_RATE_LIMIT") {
-            self.panic_rate_limit = num("SOSVAULT_SERVER_PANIC_RATE_LIMIT", v)?;
-        }
-        if let Some(v) = get("SOSVAULT_SERVER_FORWARD_STUCK_AFTER_SECS") {
-            self.forward_stuck_after_secs = num("SOSVAULT_SERVER_FORWARD_STUCK_AFTER_SECS", v)?;
-        }
-        if let Some(v) = get("SOSVAULT_SERVER_WITNESS_INTERVAL_MS") {
-            self.witness_interval_ms = num("SOSVAULT_SERVER_WITNESS_INTERVAL_MS", v)?;
-        }
-        if let Some(v) = get("SOSVAULT_SERVER_LOG_ORIGIN") {
-            self.log_origin = Some(v);
-        }
-        if let Some(v) = get("SOSVAULT_SERVER_TLS_CERT") {
-            self.tls_cert = Some(v.into());
-        }
-        if let Some(v) = get("SOSVAULT_SERVER_TLS_KEY") {
-            self.tls_key = Some(v.into());
-        }
-        if let Some(v) = get("SOSVAULT_SERVER_TRUSTEE_CLIENT_CERT") {
-            self.trustee_client_cert = Some(v.into());
-        }
-        if let Some(v) = get("SOSVAULT_SERVER_TRUSTEE_CLIENT_KEY") {
-            self.trustee_client_key = Some(v.into());
-        }
-        if let Some(v) = get("SOSVAULT_SERVER_MANIFEST_FILE") {
-            self.manifest_file = Some(v.into());
-        }
-        if let Some(v) = get("SOSVAULT_SERVER_METRICS_TOKEN_FILE") {
-            self.metrics_token_file = Some(v.into());
+        env.parse("PANIC_RATE_LIMIT", &mut self.panic_rate_limit)
+            .map_err(invalid)?;
+        env.opt_string("LOG_ORIGIN", &mut self.log_origin);
+        for (key, field) in [
+            ("TLS_CERT", &mut self.tls_cert),
+            ("TLS_KEY", &mut self.tls_key),
+            ("TRUSTEE_CLIENT_CERT", &mut self.trustee_client_cert),
+            ("TRUSTEE_CLIENT_KEY", &mut self.trustee_client_key),
+            ("MANIFEST_FILE", &mut self.manifest_file),
+            ("METRICS_TOKEN_FILE", &mut self.metrics_token_file),
+        ] {
+            env.opt_path(key, field);
         }
         Ok(())
     }

@@ -6,6 +6,7 @@
 //!
 //! | module | what it holds |
 //! | --- | --- |
+//! | [`config`] | [`config::Env`]: environment overrides of a service's settings, `<PREFIX><KEY>`, with an error that names the variable |
 //! | [`http`] | [`http::close_unread`]: `Connection: close` on any answer given before the request body was read |
 //! | [`pki`] | a throwaway CA: the demo's and the tests' certificates, made at start |
 //! | [`tls`] | rustls for both services: the listener (optional client certificates, [`tls::Peer`] as `ConnectInfo`) and the pinned client configuration |
@@ -14,6 +15,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod config;
 pub mod http;
 pub mod logverify;
 pub mod openapi;

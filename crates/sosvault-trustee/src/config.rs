@@ -29,6 +29,7 @@
 //! directory: a backup together with the key it was sealed under still
 //! opens the shares of students who have since pressed stop.
 
+use sosvault_service::config::Env;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -235,77 +236,42 @@ impl Config {
 
     /// Applies `SOSVAULT_TRUSTEE_*` overrides read through `get`.
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
-        let var = |key: &str| get(&format!("{ENV_PREFIX}{key}"));
-        fn parse<T: std::str::FromStr>(key: &str, v: &str) -> anyhow::Result<T>
-        where
-            T::Err: std::fmt::Display,
-        {
-            v.trim()
-                .parse()
-                .map_err(|e| anyhow::anyhow!("{ENV_PREFIX}{key}: {e}"))
+        let env = Env::new(ENV_PREFIX, get);
+        env.string("NAME", &mut self.name);
+        env.parse("LISTEN", &mut self.listen)?;
+        env.path("STORE", &mut self.store);
+        env.path("TRUSTEE_KEY_FILE", &mut self.trustee_key_file);
+        env.parse("MAX_RELEASES_PER_WINDOW", &mut self.max_releases_per_window)?;
+        for (key, field) in [
+            ("RELEASE_WINDOW_SECS", &mut self.release_window_secs),
+            ("MAX_CLOCK_SKEW_SECS", &mut self.max_clock_skew_secs),
+            ("MAX_PANIC_AGE_SECS", &mut self.max_panic_age_secs),
+            (
+                "RELEASE_RETRY_WINDOW_SECS",
+                &mut self.release_retry_window_secs,
+            ),
+            ("REQUEST_TIMEOUT_SECS", &mut self.request_timeout_secs),
+        ] {
+            env.parse(key, field)?;
         }
-        if let Some(v) = var("NAME") {
-            self.name = v;
+        env.parse("MAX_BODY_BYTES", &mut self.max_body_bytes)?;
+        for (key, field) in [
+            ("MASTER_KEY_FILE", &mut self.master_key_file),
+            ("TLS_CERT", &mut self.tls_cert),
+            ("TLS_KEY", &mut self.tls_key),
+            ("TLS_CLIENT_CA", &mut self.tls_client_ca),
+        ] {
+            env.opt_path(key, field);
         }
-        if let Some(v) = var("LISTEN") {
-            self.listen = parse("LISTEN", &v)?;
-        }
-        if let Some(v) = var("STORE") {
-            self.store = v.into();
-        }
-        if let Some(v) = var("TRUSTEE_KEY_FILE") {
-            self.trustee_key_file = v.into();
-        }
-        if let Some(v) = var("MASTER_KEY_FILE") {
-            self.master_key_file = Some(v.into());
-        }
-        if let Some(v) = var("PINNED_CONTROL_ROOMS") {
-            self.pinned_control_rooms = split_list(&v);
-        }
-        if let Some(v) = var("MAX_RELEASES_PER_WINDOW") {
-            self.max_releases_per_window = parse("MAX_RELEASES_PER_WINDOW", &v)?;
-        }
-        if let Some(v) = var("RELEASE_WINDOW_SECS") {
-            self.release_window_secs = parse("RELEASE_WINDOW_SECS", &v)?;
-        }
-        if let Some(v) = var("MAX_CLOCK_SKEW_SECS") {
-            self.max_clock_skew_secs = parse("MAX_CLOCK_SKEW_SECS", &v)?;
-        }
-        if let Some(v) = var("MAX_PANIC_AGE_SECS") {
-            self.max_panic_age_secs = parse("MAX_PANIC_AGE_SECS", &v)?;
-        }
-        if let Some(v) = var("RELEASE_RETRY_WINDOW_SECS") {
-            self.release_retry_window_secs = parse("RELEASE_RETRY_WINDOW_SECS", &v)?;
-        }
-        if let Some(v) = var("REQUEST_TIMEOUT_SECS") {
-            self.request_timeout_secs = parse("REQUEST_TIMEOUT_SECS", &v)?;
-        }
-        if let Some(v) = var("MAX_BODY_BYTES") {
-            self.max_body_bytes = parse("MAX_BODY_BYTES", &v)?;
-        }
-        if let Some(v) = var("AUDITOR_TOKEN_SHA256") {
-            self.auditor_token_sha256 = split_list(&v);
-        }
-        if let Some(v) = var("TLS_CERT") {
-            self.tls_cert = Some(v.into());
-        }
-        if let Some(v) = var("TLS_KEY") {
-            self.tls_key = Some(v.into());
-        }
-        if let Some(v) = var("TLS_CLIENT_CA") {
-            self.tls_client_ca = Some(v.into());
-        }
-        if let Some(v) = var("LOG_ORIGIN") {
-            self.log_origin = Some(v);
-        }
-        if let Some(v) = var("WITNESS_NAME") {
-            self.witness_name = Some(v);
-        }
-        if let Some(v) = var("WITNESS_LOGS") {
-            self.witness_logs = split_list(&v);
-        }
-        if let Some(v) = var("WITNESSES") {
-            self.witnesses = split_list(&v);
+        env.opt_string("LOG_ORIGIN", &mut self.log_origin);
+        env.opt_string("WITNESS_NAME", &mut self.witness_name);
+        for (key, field) in [
+            ("PINNED_CONTROL_ROOMS", &mut self.pinned_control_rooms),
+            ("AUDITOR_TOKEN_SHA256", &mut self.auditor_token_sha256),
+            ("WITNESS_LOGS", &mut self.witness_logs),
+            ("WITNESSES", &mut self.witnesses),
+        ] {
+            env.list(key, field);
         }
         Ok(())
     }
@@ -474,14 +440,6 @@ where
         }
     }
     Ok(parsed)
-}
-
-fn split_list(v: &str) -> Vec<String> {
-    v.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
 }
 
 #[cfg(test)]
