@@ -361,6 +361,8 @@ impl Engine {
     /// Stores a panic durably and starts dispatch. Returns the incident id and
     /// whether it is new (the same signed panic again returns the same id).
     pub async fn panic(&self, bytes: &[u8]) -> Result<(IncidentId, bool), ApiError> {
+        // Until this panic is answered, releases and relays wait (intake.rs).
+        let _busy = self.inner.intake.enter();
         let panic = Signed::<PanicEvent>::decode(bytes)
             .map_err(|e| ApiError::bad_request("malformed", &format!("panic: {e}")))?;
         let sid = *StudentId::of_device(panic.signer()).as_bytes();

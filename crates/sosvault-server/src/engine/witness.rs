@@ -37,11 +37,29 @@ const MAX_ANSWER: usize = sosvault::checkpoint::MAX_NOTE_BYTES + 4096;
 pub(super) struct Relay {
     /// For each (log, witness): the size the witness cosigned last.
     cosigned: HashMap<(Log, usize), u64>,
+    /// For each log: the size every witness last cosigned in one round, and
+    /// when. A log that has not grown since is not relayed again until its
+    /// cosignatures are [`REFRESH_MS`] old: each cosigning is an fsync at
+    /// the witness, and re-cosigning an unchanged log buys freshness alone.
+    settled: HashMap<Log, (u64, u64)>,
     /// Each trustee's witness verifier key, from its identity.
     witnesses: HashMap<usize, WitnessVerifier>,
     /// The control room's witnessed checkpoint: of those cosigned, the one
     /// with the most cosignatures (the newest on a tie), with them.
     pub(super) witnessed: Option<Note>,
+}
+
+/// An unchanged log's cosignatures are renewed this often (ms).
+pub(super) const REFRESH_MS: u64 = 5 * 60 * 1000;
+
+impl Relay {
+    /// Whether `log` at `size` was cosigned by every witness less than
+    /// [`REFRESH_MS`] before `now_ms`, so this round can pass it by.
+    fn settled(&self, log: Log, size: u64, now_ms: u64) -> bool {
+        self.settled
+            .get(&log)
+            .is_some_and(|&(s, at)| s == size && now_ms.saturating_sub(at) < REFRESH_MS)
+    }
 }
 
 /// A log the relay carries: the control room's, or trustee `i`'s.
@@ -168,6 +186,9 @@ impl Engine {
         let stop = self.inner.shutdown.clone();
         self.inner.tasks.spawn(async move {
             loop {
+                // Witness writes are fsyncs at every trustee: never while
+                // panics are being answered (intake.rs).
+                engine.inner.intake.idle(super::intake::MAX_DEFER).await;
                 engine.relay_round().await;
                 tokio::select! {
                     _ = stop.cancelled() => return,
@@ -199,7 +220,12 @@ impl Engine {
         };
         let cp = Checkpoint::parse_body(note.text())
             .map_err(|e| unavailable(format!("a checkpoint that does not parse: {e}")))?;
+        let now = super::now_ms();
+        if self.inner.relay.lock().await.settled(log, cp.size, now) {
+            return Ok(());
+        }
         let mut gathered = Vec::new();
+        let mut all = true;
         for w in 0..n {
             if log == Log::Trustee(w) {
                 continue;
@@ -207,10 +233,16 @@ impl Engine {
             match self.cosign_by(log, w, &note, &cp).await {
                 Ok(Some(line)) => gathered.push(line),
                 Ok(None) => {}
-                Err(e) => tracing::debug!(?log, witness = w, error = ?e, "not cosigned"),
+                Err(e) => {
+                    all = false;
+                    tracing::debug!(?log, witness = w, error = ?e, "not cosigned");
+                }
             }
         }
         if gathered.is_empty() {
+            if all {
+                self.settle(log, cp.size, now).await;
+            }
             return Ok(());
         }
         // Only the log's own signature, then the cosignatures: a trustee's
@@ -257,7 +289,20 @@ impl Engine {
                 }
             }
         }
+        if all {
+            self.settle(log, cp.size, now).await;
+        }
         Ok(())
+    }
+
+    /// Every witness has cosigned `log` at `size` (or had already).
+    async fn settle(&self, log: Log, size: u64, now_ms: u64) {
+        self.inner
+            .relay
+            .lock()
+            .await
+            .settled
+            .insert(log, (size, now_ms));
     }
 
     /// Asks witness `w` to cosign `log`'s checkpoint; its verified
