@@ -125,7 +125,7 @@ profile='{"v":1,"name":"Asha","phone":"+91 90000 00000","hostel":"Shanti, room 1
 seed sealed_plaintexts made-profile "$(printf '%s' "$profile" | od -An -tx1 | tr -d ' \n')"
 
 # ------------------------------------------------------------ log entries, heads, queries
-# No vectors yet: build one entry of each kind (layouts in crates/sosvault/src/log.rs).
+# No vectors yet: build one entry of each kind (layouts in crates/sosvault/src/log/).
 rep() { printf "$1%.0s" $(seq 1 "$2"); } # rep HEX COUNT: HEX repeated
 sha256_hex() {                          # sha256_hex HEX: SHA-256 of those bytes
     local tmp

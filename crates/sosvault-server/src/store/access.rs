@@ -11,7 +11,8 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::{StoreResult, exec, one};
+use super::StoreResult;
+use super::sqlite::{exec, one};
 use crate::access::Role;
 
 /// The tables of this module (created at open, after the main schema).

@@ -1,0 +1,169 @@
+//! The panics: signed up front, sent open loop at their scheduled times, and
+//! followed until each is assigned, opened and closed.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use base64::Engine as _;
+use serde_json::{Value, json};
+use sosvault::{ControlRoomPublic, Location, Timestamp};
+
+use super::phones::Phone;
+use super::stats::{PhaseResult, Stats};
+use super::track::Shared;
+use super::units::{category, near};
+use super::{B64, anyhow_of};
+
+/// Sends `panics` (request bodies) at `at[i]` after the phase's start and
+/// waits until every accepted one is assigned, opened and closed (or the
+/// deadline passes). Returns the phase's numbers.
+pub(super) async fn run_phase(
+    sh: &Shared,
+    base: &str,
+    phase: usize,
+    bodies: Vec<String>,
+    at: Vec<Duration>,
+    settle: Duration,
+) -> PhaseResult {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(1024)
+        .build()
+        .unwrap_or_default();
+    let url = format!("{base}/v1/panic");
+    let start = tokio::time::Instant::now() + Duration::from_millis(50);
+    let mut set = tokio::task::JoinSet::new();
+    let sent_at: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; bodies.len()]));
+    for (slot, (body, when)) in bodies.into_iter().zip(at).enumerate() {
+        let (http, url, sent_at, track) =
+            (http.clone(), url.clone(), sent_at.clone(), sh.track.clone());
+        set.spawn(async move {
+            tokio::time::sleep_until(start + when).await;
+            let t = Instant::now();
+            if let Ok(mut s) = sent_at.lock() {
+                s[slot] = Some(t);
+            }
+            let r = http
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await;
+            let answered = t.elapsed().as_secs_f64() * 1e3;
+            let id = match r {
+                Ok(r) if r.status().as_u16() == 202 => r
+                    .json::<Value>()
+                    .await
+                    .ok()
+                    .and_then(|v| v["incident_id"].as_str().map(str::to_owned)),
+                _ => None,
+            };
+            if let Some(id) = &id {
+                let mut tr = track.lock().unwrap_or_else(|p| p.into_inner());
+                let i = tr.incidents.entry(id.clone()).or_default();
+                if i.slot.is_some() {
+                    // Another panic already has this incident.
+                    return (slot, Some(id.clone()), answered, true);
+                }
+                i.slot = Some((phase, slot));
+            }
+            (slot, id, answered, false)
+        });
+    }
+    let mut res = PhaseResult::default();
+    let mut ids = Vec::new();
+    while let Some(r) = set.join_next().await {
+        let Ok((_slot, id, answered, merged)) = r else {
+            res.refused += 1;
+            continue;
+        };
+        res.sent += 1;
+        match id {
+            Some(id) => {
+                res.accepted += 1;
+                res.raw_accept.push(answered);
+                if merged {
+                    res.merged += 1;
+                } else {
+                    ids.push(id);
+                }
+            }
+            None => res.refused += 1,
+        }
+    }
+    // Wait until every accepted incident is being closed (woken by each
+    // close) or the deadline passes.
+    let deadline = tokio::time::Instant::now() + settle;
+    loop {
+        let changed = sh.changed.notified();
+        tokio::pin!(changed);
+        changed.as_mut().enable();
+        let pending = {
+            let t = sh.lock();
+            ids.iter()
+                .filter(|id| t.incidents.get(*id).is_none_or(|i| !i.closing))
+                .count()
+        };
+        if pending == 0 || tokio::time::timeout_at(deadline, changed).await.is_err() {
+            break;
+        }
+    }
+    let sent_at = sent_at.lock().map(|v| v.clone()).unwrap_or_default();
+    let first = sent_at.iter().flatten().min().copied();
+    let mut t = sh.lock();
+    let mut last_assigned: Option<Instant> = None;
+    for id in &ids {
+        let Some(i) = t.incidents.get(id) else {
+            res.lost += 1;
+            continue;
+        };
+        let Some((_, slot)) = i.slot else { continue };
+        let Some(sent) = sent_at.get(slot).copied().flatten() else {
+            continue;
+        };
+        match &i.assigned {
+            Some((when, _)) => {
+                res.raw_assign
+                    .push(when.saturating_duration_since(sent).as_secs_f64() * 1e3);
+                last_assigned = Some(last_assigned.map_or(*when, |l| l.max(*when)));
+            }
+            None => res.lost += 1,
+        }
+        if let Some(o) = i.opened {
+            res.raw_open
+                .push(o.saturating_duration_since(sent).as_secs_f64() * 1e3);
+        }
+        res.assigned_twice += i.extra_units;
+    }
+    res.assigned_twice += std::mem::take(&mut t.double_booked);
+    drop(t);
+    if let (Some(f), Some(l)) = (first, last_assigned) {
+        res.all_assigned_ms = l.saturating_duration_since(f).as_secs_f64() * 1e3;
+        if res.all_assigned_ms > 0.0 {
+            res.throughput = res.raw_assign.len() as f64 / (res.all_assigned_ms / 1e3);
+        }
+    }
+    res.accept_ms = Stats::of(&res.raw_accept);
+    res.assign_ms = Stats::of(&res.raw_assign);
+    res.open_ms = Stats::of(&res.raw_open);
+    res
+}
+
+/// Signs one panic per phone in `phones` (the phone's work, done up front).
+pub(super) fn sign_panics(
+    phones: &mut [Phone],
+    first: usize,
+    control_room: &ControlRoomPublic,
+) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::with_capacity(phones.len());
+    for (k, p) in phones.iter_mut().enumerate() {
+        let (lat, lon) = near(p.area, first + k);
+        let loc = Location::new(lat, lon, 10, Timestamp::now()).context("a location")?;
+        let ev = p
+            .device
+            .panic(category(first + k), &loc, control_room, Timestamp::now())
+            .map_err(anyhow_of)?;
+        out.push(json!({ "panic": B64.encode(ev.as_bytes()) }).to_string());
+    }
+    Ok(out)
+}

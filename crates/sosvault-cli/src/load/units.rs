@@ -1,0 +1,138 @@
+//! The teams: units of the three kinds registered near the coaching areas, each
+//! acknowledging its assignments on its live stream and reporting its position.
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sosvault::Category;
+
+use super::anyhow_of;
+use super::track::Shared;
+use crate::kota;
+
+fn unit_kind(i: usize) -> &'static str {
+    // Kota's mix: most teams are police, then ambulances, then counsellors.
+    match i % 10 {
+        0..=5 => "police",
+        6..=8 => "medical",
+        _ => "counsellor",
+    }
+}
+
+pub(super) fn category(i: usize) -> Category {
+    match i % 10 {
+        0..=5 => Category::Police,
+        6..=8 => Category::Medical,
+        _ => Category::MentalHealth,
+    }
+}
+
+/// A spot near a coaching area, spread over a few hundred metres.
+pub(super) fn near(area: kota::Area, i: usize) -> (f64, f64) {
+    let a = (i as f64 * 2.399_963).sin();
+    let b = (i as f64 * 1.618_034).cos();
+    (area.lat + 0.006 * a, area.lon + 0.006 * b)
+}
+
+pub(super) async fn start_units(sh: &Shared, count: usize, every: Duration) -> anyhow::Result<()> {
+    for i in 0..count {
+        let area = kota::AREAS[i % kota::AREAS.len()];
+        let (lat, lon) = near(area, i + 7);
+        let (unit, token) = sh
+            .client
+            .create_unit(&sh.op, &format!("Load team {i}"), unit_kind(i), lat, lon)
+            .await
+            .map_err(anyhow_of)?;
+        let mut events = sh
+            .client
+            .events("/v1/unit/events", &token)
+            .await
+            .map_err(anyhow_of)?;
+        // Acknowledge each assignment as it arrives.
+        let s = sh.clone();
+        let (u, tok) = (unit.clone(), token.clone());
+        tokio::spawn(async move {
+            while let Some(ev) = events.recv().await {
+                if ev["kind"] != "assigned" {
+                    continue;
+                }
+                let Some(incident) = ev["incident"].as_str().map(str::to_owned) else {
+                    continue;
+                };
+                let now = Instant::now();
+                let fresh = {
+                    let mut t = s.lock();
+                    let t = &mut *t;
+                    let held = t.unit_holds.get(&u).cloned();
+                    let i = t.incidents.entry(incident.clone()).or_default();
+                    match &i.assigned {
+                        // A re-send of the same assignment (a reconnect).
+                        Some((_, unit)) if *unit == u => false,
+                        Some(_) => {
+                            i.extra_units += 1;
+                            true
+                        }
+                        None => {
+                            i.assigned = Some((now, u.clone()));
+                            true
+                        }
+                    }
+                    .then(|| {
+                        if held.as_ref().is_some_and(|h| *h != incident) {
+                            t.double_booked += 1;
+                        }
+                        t.unit_holds.insert(u.clone(), incident.clone());
+                    })
+                    .is_some()
+                };
+                if !fresh {
+                    continue;
+                }
+                let path = format!("/v1/unit/incidents/{incident}/ack");
+                if s.client.post(&path, Some(&tok), &Value::Null).await.is_ok() {
+                    let mut t = s.lock();
+                    if let Some(i) = t.incidents.get_mut(&incident) {
+                        i.acked = true;
+                    }
+                    s.maybe_close(&mut t, &incident);
+                }
+            }
+        });
+        // Position reports, staggered so they spread over the period.
+        let s = sh.clone();
+        tokio::spawn(async move {
+            let offset = every.mul_f64((i as f64 * 0.618_034).fract());
+            tokio::time::sleep(offset).await;
+            let mut tick = tokio::time::interval(every);
+            let mut k = 0usize;
+            loop {
+                tick.tick().await;
+                k += 1;
+                let (dlat, dlon) = near(area, i * 31 + k);
+                let body = json!({ "lat": dlat, "lon": dlon });
+                if s.client
+                    .post("/v1/unit/position", Some(&token), &body)
+                    .await
+                    .is_ok()
+                {
+                    s.positions.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{category, unit_kind};
+
+    #[test]
+    fn the_mix_of_panics_matches_the_mix_of_teams() {
+        for i in 0..100 {
+            let kind = sosvault_server::geo::UnitKind::for_category(category(i));
+            assert_eq!(kind.as_str(), unit_kind(i));
+        }
+    }
+}

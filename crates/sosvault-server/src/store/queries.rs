@@ -1,0 +1,983 @@
+//! The SQLite implementation of [`Store`]: each domain operation's SQL
+//! (students and enrollments, incidents, units, stops and forwards, the log).
+
+use rusqlite::{OptionalExtension, params};
+
+use super::sqlite::{INCIDENT_COLS, arr, exec, incident_row, one, unit_row, view_reason};
+use super::{
+    AccessLogEntry, AssignmentRow, CommitStored, DURESS_STOP, EnrollmentRow, IncidentRow,
+    LogLeafRow, NewDuressAlert, NewIncident, PanicStored, PendingCancel, PendingCommit,
+    PendingShred, SqliteStore, Store, StoreResult, StudentLogRow, StudentRow, TimelineEntry,
+    TrusteeAnswer, UnitRow, ViewReason,
+};
+
+impl Store for SqliteStore {
+    fn student(&self, id: &[u8; 32]) -> StoreResult<Option<StudentRow>> {
+        let c = &self.conn;
+        Ok(one(c,
+            "SELECT student_id, device_public, epoch, highest_counter, false_alarms, tombstoned_at FROM students WHERE student_id = ?1",
+            params![&id[..]],
+            |r| {
+                Ok(StudentRow {
+                    student_id: arr(r.get(0)?)?,
+                    device_public: arr(r.get(1)?)?,
+                    epoch: r.get(2)?,
+                    highest_counter: r.get::<_, i64>(3)? as u64,
+                    false_alarms: r.get(4)?,
+                    tombstoned_at: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
+                })
+            },
+        )
+        .optional()?)
+    }
+
+    fn enrollment(&self, id: &[u8; 32]) -> StoreResult<Option<EnrollmentRow>> {
+        let c = &self.conn;
+        Ok(one(
+            c,
+            "SELECT record, sealed_profile, epoch FROM enrollments WHERE student_id = ?1",
+            params![&id[..]],
+            |r| {
+                Ok(EnrollmentRow {
+                    record: r.get(0)?,
+                    sealed_profile: r.get(1)?,
+                    epoch: r.get(2)?,
+                })
+            },
+        )
+        .optional()?)
+    }
+
+    fn previous_enrollment(&self, id: &[u8; 32]) -> StoreResult<Option<EnrollmentRow>> {
+        let c = &self.conn;
+        Ok(one(
+            c,
+            "SELECT record, sealed_profile, epoch FROM previous_enrollments WHERE student_id = ?1",
+            params![&id[..]],
+            |r| {
+                Ok(EnrollmentRow {
+                    record: r.get(0)?,
+                    sealed_profile: r.get(1)?,
+                    epoch: r.get(2)?,
+                })
+            },
+        )
+        .optional()?)
+    }
+
+    fn enrollment_of_epoch(&self, id: &[u8; 32], epoch: u32) -> StoreResult<Option<EnrollmentRow>> {
+        if let Some(e) = self.enrollment(id)?.filter(|e| e.epoch == epoch) {
+            return Ok(Some(e));
+        }
+        Ok(self.previous_enrollment(id)?.filter(|e| e.epoch == epoch))
+    }
+
+    fn put_enrollment(
+        &self,
+        student: &[u8; 32],
+        device_public: &[u8; 32],
+        epoch: u32,
+        record: &[u8],
+        sealed_profile: &[u8],
+        now_ms: u64,
+    ) -> StoreResult<()> {
+        self.atomic(|c| {
+        // Staging (PROTOCOL.md §11.5): a newer epoch over a committed one
+        // keeps the committed one beside it until the device commits the new
+        // one, so a panic the device still sends for it opens.
+        let current: Option<u32> = one(
+            c,
+            "SELECT epoch FROM enrollments WHERE student_id = ?1",
+            params![&student[..]],
+            |r| r.get(0),
+        )
+        .optional()?;
+        if let Some(cur) = current
+            && epoch > cur
+            && self.is_committed(student, cur)?
+        {
+            exec(c,
+                "DELETE FROM previous_enrollments WHERE student_id = ?1",
+                params![&student[..]],
+            )?;
+            exec(c,
+                "INSERT INTO previous_enrollments (student_id, epoch, record, sealed_profile, enrolled_at)
+                 SELECT student_id, epoch, record, sealed_profile, enrolled_at FROM enrollments WHERE student_id = ?1",
+                params![&student[..]],
+            )?;
+        }
+        exec(c,
+            "INSERT INTO students (student_id, device_public, epoch) VALUES (?1, ?2, ?3)
+             ON CONFLICT(student_id) DO UPDATE SET device_public = excluded.device_public, epoch = excluded.epoch",
+            params![&student[..], &device_public[..], epoch],
+        )?;
+        // Delete first: with secure_delete the old epoch's ciphertext is overwritten.
+        exec(c,
+            "DELETE FROM enrollments WHERE student_id = ?1",
+            params![&student[..]],
+        )?;
+        exec(c,
+            "INSERT INTO enrollments (student_id, epoch, record, sealed_profile, enrolled_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![&student[..], epoch, record, sealed_profile, now_ms as i64],
+        )?;
+                Ok(())
+        })
+    }
+
+    fn insert_panic(&self, i: &NewIncident, timeline: &str) -> StoreResult<PanicStored> {
+        self.atomic(|c| {
+        let existing: Option<Vec<u8>> = one(c,
+                "SELECT id FROM incidents WHERE panic_hash = ?1",
+                params![&i.panic_hash[..]],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(id) = existing {
+            return Ok(PanicStored::Existing(arr(id)?));
+        }
+        exec(c,
+            "INSERT INTO incidents (id, student_id, panic_hash, panic, category, epoch, created_at_ms, status, incident_key_sealed, flags)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open', ?8, ?9)",
+            params![
+                &i.id[..],
+                &i.student_id[..],
+                &i.panic_hash[..],
+                &i.panic,
+                &i.category,
+                i.epoch,
+                i.created_at_ms as i64,
+                &i.incident_key_sealed,
+                i.flags.join(","),
+            ],
+        )?;
+        exec(c,
+            "UPDATE students SET highest_counter = MAX(highest_counter, ?2) WHERE student_id = ?1",
+            params![&i.student_id[..], i.counter as i64],
+        )?;
+        exec(c,
+            "INSERT INTO timeline (incident_id, at_ms, kind, detail) VALUES (?1, ?2, 'panic', ?3)",
+            params![&i.id[..], i.created_at_ms as i64, timeline],
+        )?;
+                Ok(PanicStored::New)
+        })
+    }
+
+    fn panics_since(&self, student: &[u8; 32], since_ms: u64) -> StoreResult<u32> {
+        let c = &self.conn;
+        Ok(one(
+            c,
+            "SELECT COUNT(*) FROM incidents WHERE student_id = ?1 AND created_at_ms >= ?2",
+            params![&student[..], since_ms as i64],
+            |r| r.get(0),
+        )?)
+    }
+
+    fn open_incidents_of(&self, student: &[u8; 32]) -> StoreResult<Vec<[u8; 16]>> {
+        let c = &self.conn;
+        let mut st =
+            c.prepare_cached("SELECT id FROM incidents WHERE student_id = ?1 AND status = 'open'")?;
+        let rows = st.query_map(params![&student[..]], |r| arr::<16>(r.get(0)?))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn incident(&self, id: &[u8; 16]) -> StoreResult<Option<IncidentRow>> {
+        let c = &self.conn;
+        Ok(one(
+            c,
+            &format!("SELECT {INCIDENT_COLS} FROM incidents WHERE id = ?1"),
+            params![&id[..]],
+            incident_row,
+        )
+        .optional()?)
+    }
+
+    fn incident_by_panic(&self, panic_hash: &[u8; 32]) -> StoreResult<Option<IncidentRow>> {
+        let c = &self.conn;
+        Ok(one(
+            c,
+            &format!("SELECT {INCIDENT_COLS} FROM incidents WHERE panic_hash = ?1"),
+            params![&panic_hash[..]],
+            incident_row,
+        )
+        .optional()?)
+    }
+
+    fn incidents(&self, limit: u32) -> StoreResult<Vec<IncidentRow>> {
+        let c = &self.conn;
+        let mut st = c.prepare_cached(&format!(
+            "SELECT {INCIDENT_COLS} FROM incidents ORDER BY created_at_ms DESC LIMIT ?1"
+        ))?;
+        let rows = st.query_map(params![limit], incident_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn open_incidents(&self) -> StoreResult<Vec<IncidentRow>> {
+        let c = &self.conn;
+        let mut st = c.prepare_cached(&format!(
+            "SELECT {INCIDENT_COLS} FROM incidents WHERE status = 'open' ORDER BY created_at_ms"
+        ))?;
+        let rows = st.query_map([], incident_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn bump_counter(&self, student: &[u8; 32], counter: u64) -> StoreResult<bool> {
+        let c = &self.conn;
+        let n = exec(
+            c,
+            "UPDATE students SET highest_counter = ?2 WHERE student_id = ?1 AND highest_counter < ?2",
+            params![&student[..], counter as i64],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn add_location(
+        &self,
+        incident: &[u8; 16],
+        student: &[u8; 32],
+        counter: u64,
+        sealed: &[u8],
+        now_ms: u64,
+    ) -> StoreResult<bool> {
+        self.atomic(|c| {
+        let n = exec(c,
+            "UPDATE students SET highest_counter = ?2 WHERE student_id = ?1 AND highest_counter < ?2",
+            params![&student[..], counter as i64],
+        )?;
+        if n != 1 {
+            return Ok(false);
+        }
+        exec(c,
+            "INSERT INTO locations (incident_id, counter, sealed, received_at_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![&incident[..], counter as i64, sealed, now_ms as i64],
+        )?;
+                Ok(true)
+        })
+    }
+
+    fn locations(&self, incident: &[u8; 16]) -> StoreResult<Vec<Vec<u8>>> {
+        let c = &self.conn;
+        let mut st = c.prepare_cached(
+            "SELECT sealed FROM locations WHERE incident_id = ?1 ORDER BY counter",
+        )?;
+        let rows = st.query_map(params![&incident[..]], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn add_timeline(
+        &self,
+        incident: &[u8; 16],
+        at_ms: u64,
+        kind: &str,
+        detail: &str,
+    ) -> StoreResult<()> {
+        let c = &self.conn;
+        exec(
+            c,
+            "INSERT INTO timeline (incident_id, at_ms, kind, detail) VALUES (?1, ?2, ?3, ?4)",
+            params![&incident[..], at_ms as i64, kind, detail],
+        )?;
+        Ok(())
+    }
+
+    fn timeline(&self, incident: &[u8; 16]) -> StoreResult<Vec<TimelineEntry>> {
+        let c = &self.conn;
+        let mut st = c.prepare_cached(
+            "SELECT at_ms, kind, detail FROM timeline WHERE incident_id = ?1 ORDER BY seq",
+        )?;
+        let rows = st.query_map(params![&incident[..]], |r| {
+            Ok(TimelineEntry {
+                at_ms: r.get::<_, i64>(0)? as u64,
+                kind: r.get(1)?,
+                detail: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn close_incident(&self, incident: &[u8; 16], status: &str, now_ms: u64) -> StoreResult<()> {
+        let had_key = self.atomic(|c| {
+            let had_key: bool = one(
+                c,
+                "SELECT incident_key_sealed IS NOT NULL FROM incidents WHERE id = ?1 AND status = 'open'",
+                params![&incident[..]],
+                |r| r.get(0),
+            )
+            .optional()?
+            .unwrap_or(false);
+            exec(
+                c,
+                "UPDATE incidents SET status = ?2, closed_at_ms = ?3, incident_key_sealed = NULL WHERE id = ?1 AND status = 'open'",
+                params![&incident[..], status, now_ms as i64],
+            )?;
+            Ok(had_key)
+        })?;
+        if had_key {
+            self.wipe_wal_soon();
+        }
+        Ok(())
+    }
+
+    fn forget_incident_key(&self, incident: &[u8; 16]) -> StoreResult<()> {
+        let c = &self.conn;
+        let n = exec(
+            c,
+            "UPDATE incidents SET incident_key_sealed = NULL WHERE id = ?1 AND incident_key_sealed IS NOT NULL",
+            params![&incident[..]],
+        )?;
+        if n > 0 {
+            self.wipe_wal_soon();
+        }
+        Ok(())
+    }
+
+    fn set_released(
+        &self,
+        incident: &[u8; 16],
+        released_at_ms: u64,
+        window_ms: u64,
+    ) -> StoreResult<()> {
+        let c = &self.conn;
+        exec(
+            c,
+            "UPDATE incidents SET released_at_ms = ?2, access_until_ms = ?3, access_window_ms = ?4
+             WHERE id = ?1 AND released_at_ms IS NULL",
+            params![
+                &incident[..],
+                released_at_ms as i64,
+                released_at_ms.saturating_add(window_ms) as i64,
+                window_ms as i64
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn extend_access(&self, incident: &[u8; 16], until_ms: u64, now_ms: u64) -> StoreResult<()> {
+        let c = &self.conn;
+        exec(
+            c,
+            "UPDATE incidents SET access_until_ms = ?2
+             WHERE id = ?1 AND access_until_ms > ?3 AND access_until_ms < ?2",
+            params![&incident[..], until_ms as i64, now_ms as i64],
+        )?;
+        Ok(())
+    }
+
+    fn mark_duress(&self, incident: &[u8; 16]) -> StoreResult<()> {
+        let c = &self.conn;
+        exec(
+            c,
+            "UPDATE incidents SET duress = 1 WHERE id = ?1",
+            params![&incident[..]],
+        )?;
+        Ok(())
+    }
+
+    fn open_duress_alert(&self, a: &NewDuressAlert) -> StoreResult<Option<IncidentRow>> {
+        self.atomic(|c| {
+            let busy: i64 = one(
+                c,
+                "SELECT COUNT(*) FROM incidents WHERE panic_hash = ?1 OR (student_id = ?2 AND status = 'open')",
+                params![&a.key[..], &a.student_id[..]],
+                |r| r.get(0),
+            )?;
+            if busy > 0 {
+                return Ok(None);
+            }
+            exec(
+                c,
+                "INSERT INTO incidents (id, student_id, panic_hash, panic, category, epoch, created_at_ms, status, incident_key_sealed, duress, stopped, flags)
+                 VALUES (?1, ?2, ?3, NULL, ?4, ?5, ?6, 'open', NULL, 1, 1, ?7)",
+                params![
+                    &a.id[..],
+                    &a.student_id[..],
+                    &a.key[..],
+                    &a.category,
+                    a.epoch,
+                    a.created_at_ms as i64,
+                    DURESS_STOP,
+                ],
+            )?;
+            for (kind, detail) in &a.timeline {
+                exec(
+                    c,
+                    "INSERT INTO timeline (incident_id, at_ms, kind, detail) VALUES (?1, ?2, ?3, ?4)",
+                    params![&a.id[..], a.created_at_ms as i64, kind, detail],
+                )?;
+            }
+            Ok(one(
+                c,
+                &format!("SELECT {INCIDENT_COLS} FROM incidents WHERE id = ?1"),
+                params![&a.id[..]],
+                incident_row,
+            )
+            .optional()?)
+        })
+    }
+
+    fn mark_false_alarm(&self, incident: &[u8; 16]) -> StoreResult<bool> {
+        self.atomic(|c| {
+        let n = exec(c,
+            "UPDATE incidents SET false_alarm = 1 WHERE id = ?1 AND false_alarm = 0",
+            params![&incident[..]],
+        )?;
+        if n == 1 {
+            exec(c,
+                "UPDATE students SET false_alarms = false_alarms + 1 WHERE student_id = (SELECT student_id FROM incidents WHERE id = ?1)",
+                params![&incident[..]],
+            )?;
+        }
+                Ok(n == 1)
+        })
+    }
+
+    fn create_unit(&self, unit: &UnitRow, token_hash: &[u8; 32]) -> StoreResult<()> {
+        let c = &self.conn;
+        exec(
+            c,
+            "INSERT INTO units (id, name, kind, token_hash, lat, lon, position_at_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                &unit.id,
+                &unit.name,
+                &unit.kind,
+                &token_hash[..],
+                unit.position.map(|p| p.0),
+                unit.position.map(|p| p.1),
+                unit.position_at_ms.map(|t| t as i64)
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn unit_by_token(&self, token_hash: &[u8; 32]) -> StoreResult<Option<UnitRow>> {
+        let c = &self.conn;
+        Ok(one(
+            c,
+            "SELECT id, name, kind, lat, lon, position_at_ms FROM units WHERE token_hash = ?1 AND revoked_at_ms IS NULL",
+            params![&token_hash[..]],
+            unit_row,
+        )
+        .optional()?)
+    }
+
+    fn units(&self) -> StoreResult<Vec<UnitRow>> {
+        let c = &self.conn;
+        let mut st = c.prepare_cached(
+            "SELECT id, name, kind, lat, lon, position_at_ms FROM units WHERE revoked_at_ms IS NULL ORDER BY id",
+        )?;
+        let rows = st.query_map([], unit_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn set_unit_position(&self, unit: &str, lat: f64, lon: f64, now_ms: u64) -> StoreResult<()> {
+        let c = &self.conn;
+        exec(
+            c,
+            "UPDATE units SET lat = ?2, lon = ?3, position_at_ms = ?4 WHERE id = ?1",
+            params![unit, lat, lon, now_ms as i64],
+        )?;
+        Ok(())
+    }
+
+    fn put_assignment(&self, a: &AssignmentRow) -> StoreResult<()> {
+        let c = &self.conn;
+        exec(c,
+            "INSERT INTO assignments (incident_id, unit_id, assigned_at_ms, status) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(incident_id, unit_id) DO UPDATE SET status = excluded.status",
+            params![&a.incident_id[..], &a.unit_id, a.assigned_at_ms as i64, &a.status],
+        )?;
+        Ok(())
+    }
+
+    fn assignments(&self, incident: &[u8; 16]) -> StoreResult<Vec<AssignmentRow>> {
+        let c = &self.conn;
+        let mut st = c.prepare_cached(
+            "SELECT incident_id, unit_id, assigned_at_ms, status FROM assignments WHERE incident_id = ?1 ORDER BY assigned_at_ms",
+        )?;
+        let rows = st.query_map(params![&incident[..]], |r| {
+            Ok(AssignmentRow {
+                incident_id: arr(r.get(0)?)?,
+                unit_id: r.get(1)?,
+                assigned_at_ms: r.get::<_, i64>(2)? as u64,
+                status: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn apply_stop(
+        &self,
+        student: &[u8; 32],
+        stop: &[u8],
+        trustees: &[[u8; 32]],
+        now_ms: u64,
+    ) -> StoreResult<()> {
+        self.atomic(|c| {
+        exec(c,
+            "UPDATE students SET tombstoned_at = COALESCE(tombstoned_at, ?2) WHERE student_id = ?1",
+            params![&student[..], now_ms as i64],
+        )?;
+        exec(c,
+            "DELETE FROM enrollments WHERE student_id = ?1",
+            params![&student[..]],
+        )?;
+        exec(c, "DELETE FROM previous_enrollments WHERE student_id = ?1", params![&student[..]])?;
+        // The commits' record hashes, and commits not yet forwarded: the stop
+        // shreds every epoch at the trustees anyway.
+        exec(c, "DELETE FROM enrollment_commits WHERE student_id = ?1", params![&student[..]])?;
+        exec(c, "DELETE FROM pending_commits WHERE student_id = ?1", params![&student[..]])?;
+        exec(c,
+            "DELETE FROM locations WHERE incident_id IN (SELECT id FROM incidents WHERE student_id = ?1)",
+            params![&student[..]],
+        )?;
+        // The reasons supervisors gave to open the profile are free text
+        // about the student; the log entries keep only their salted hashes.
+        exec(c,
+            "UPDATE transparency_log SET reason = NULL, reason_nonce = NULL WHERE student_id = ?1",
+            params![&student[..]],
+        )?;
+        // Nothing of the student's outlives the stop (PROTOCOL.md §17). The
+        // incident rows stay, because a team already sent still goes and
+        // dispatch answers for its teams: that there was an incident, when,
+        // its status and flags, and (in `assignments`) which team. What was
+        // the student's goes: the signed panic (its category code and sealed
+        // location), the incident key, and the category itself (`''`, shown
+        // as unknown: `mental-health` in clear says what no stop may leave).
+        exec(c,
+            "UPDATE incidents SET panic = NULL, incident_key_sealed = NULL, category = '', stopped = CASE WHEN status = 'open' THEN 1 ELSE stopped END WHERE student_id = ?1",
+            params![&student[..]],
+        )?;
+        // Likewise every timeline text that may name the category, the kind
+        // of team it calls for, or the distance to the student (`panic`,
+        // `assigned`, `waiting`, and any step not listed here). The steps
+        // kept speak of the service's own doings only: the trustees, the
+        // windows, the team's answers, the operators' actions.
+        exec(c,
+            "UPDATE timeline SET detail = 'wiped: the student pressed stop'
+             WHERE incident_id IN (SELECT id FROM incidents WHERE student_id = ?1)
+             AND kind NOT IN ('release', 'profile_released', 'access_expired', 'acknowledged',
+                 'timed_out', 'reassigned', 'resumed', 'escalated', 'stopped', 'cancelled',
+                 'closed', 'false_alarm', 'location', 'duress_stop')",
+            params![&student[..]],
+        )?;
+        for t in trustees {
+            exec(c,
+                "INSERT OR IGNORE INTO pending_shreds (student_id, trustee_id, stop, created_at_ms)
+                 SELECT ?1, ?2, ?3, ?4 WHERE NOT EXISTS (SELECT 1 FROM shred_receipts WHERE student_id = ?1 AND trustee_id = ?2)",
+                params![&student[..], &t[..], stop, now_ms as i64],
+            )?;
+        }
+        Ok(())
+        })?;
+        if self.conn.is_autocommit() {
+            self.truncate_wal_now()?;
+        } else {
+            // Inside a batch: the writer truncates right after the commit,
+            // before this stop is answered.
+            self.truncate_wal.set(true);
+        }
+        Ok(())
+    }
+
+    fn pending_shreds(&self) -> StoreResult<Vec<PendingShred>> {
+        let c = &self.conn;
+        let mut st = c.prepare_cached(
+            "SELECT student_id, trustee_id, stop, created_at_ms FROM pending_shreds ORDER BY created_at_ms",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok(PendingShred {
+                student_id: arr(r.get(0)?)?,
+                trustee_id: arr(r.get(1)?)?,
+                stop: r.get(2)?,
+                created_at_ms: r.get::<_, i64>(3)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn finish_shred(
+        &self,
+        student: &[u8; 32],
+        answer: &TrusteeAnswer,
+        now_ms: u64,
+    ) -> StoreResult<()> {
+        let trustee = &answer.trustee_id;
+        self.atomic(|c| {
+            exec(
+                c,
+                "INSERT OR REPLACE INTO shred_receipts (student_id, trustee_id, receipt, refusal, received_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    &student[..],
+                    &trustee[..],
+                    &answer.receipt,
+                    &answer.refusal,
+                    now_ms as i64
+                ],
+            )?;
+            exec(
+                c,
+                "DELETE FROM pending_shreds WHERE student_id = ?1 AND trustee_id = ?2",
+                params![&student[..], &trustee[..]],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn shred_receipts(&self, student: &[u8; 32]) -> StoreResult<Vec<TrusteeAnswer>> {
+        let c = &self.conn;
+        let mut st = c.prepare_cached(
+            "SELECT trustee_id, receipt, refusal FROM shred_receipts WHERE student_id = ?1 ORDER BY trustee_id",
+        )?;
+        let rows = st.query_map(params![&student[..]], |r| {
+            Ok(TrusteeAnswer {
+                trustee_id: arr(r.get(0)?)?,
+                receipt: r.get(1)?,
+                refusal: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn queue_cancel(
+        &self,
+        student: &[u8; 32],
+        cancel: &[u8],
+        trustees: &[[u8; 32]],
+        now_ms: u64,
+    ) -> StoreResult<()> {
+        let hash = sosvault::MessageHash::of_message(cancel);
+        let hash = hash.as_bytes();
+        self.atomic(|c| {
+            for t in trustees {
+                exec(
+                    c,
+                    "INSERT OR IGNORE INTO pending_cancels (cancel_hash, trustee_id, student_id, cancel, created_at_ms)
+                     SELECT ?1, ?2, ?3, ?4, ?5 WHERE NOT EXISTS
+                       (SELECT 1 FROM cancel_receipts WHERE cancel_hash = ?1 AND trustee_id = ?2)",
+                    params![&hash[..], &t[..], &student[..], cancel, now_ms as i64],
+                )?;
+            }
+            Ok(())
+        })
+    }
+
+    fn pending_cancels(&self) -> StoreResult<Vec<PendingCancel>> {
+        let c = &self.conn;
+        let mut st = c.prepare_cached(
+            "SELECT student_id, trustee_id, cancel, created_at_ms FROM pending_cancels ORDER BY created_at_ms",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok(PendingCancel {
+                student_id: arr(r.get(0)?)?,
+                trustee_id: arr(r.get(1)?)?,
+                cancel: r.get(2)?,
+                created_at_ms: r.get::<_, i64>(3)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn finish_cancel(
+        &self,
+        cancel_hash: &[u8; 32],
+        trustee: &[u8; 32],
+        answer: &TrusteeAnswer,
+        now_ms: u64,
+    ) -> StoreResult<()> {
+        self.atomic(|c| {
+            exec(
+                c,
+                "INSERT OR REPLACE INTO cancel_receipts (cancel_hash, trustee_id, student_id, receipt, refusal, received_at_ms)
+                 SELECT cancel_hash, trustee_id, student_id, ?3, ?4, ?5 FROM pending_cancels
+                 WHERE cancel_hash = ?1 AND trustee_id = ?2",
+                params![
+                    &cancel_hash[..],
+                    &trustee[..],
+                    &answer.receipt,
+                    &answer.refusal,
+                    now_ms as i64
+                ],
+            )?;
+            exec(
+                c,
+                "DELETE FROM pending_cancels WHERE cancel_hash = ?1 AND trustee_id = ?2",
+                params![&cancel_hash[..], &trustee[..]],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn cancel_answers(&self, cancel_hash: &[u8; 32]) -> StoreResult<Vec<TrusteeAnswer>> {
+        let c = &self.conn;
+        let mut st = c.prepare_cached(
+            "SELECT trustee_id, receipt, refusal FROM cancel_receipts WHERE cancel_hash = ?1 ORDER BY trustee_id",
+        )?;
+        let rows = st.query_map(params![&cancel_hash[..]], |r| {
+            Ok(TrusteeAnswer {
+                trustee_id: arr(r.get(0)?)?,
+                receipt: r.get(1)?,
+                refusal: r.get(2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn pending_cancel_count(&self, cancel_hash: &[u8; 32]) -> StoreResult<usize> {
+        let c = &self.conn;
+        let n: i64 = one(
+            c,
+            "SELECT COUNT(*) FROM pending_cancels WHERE cancel_hash = ?1",
+            params![&cancel_hash[..]],
+            |r| r.get(0),
+        )?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    fn commit_enrollment(
+        &self,
+        student: &[u8; 32],
+        epoch: u32,
+        record_hash: &[u8; 32],
+        commit: &[u8],
+        trustees: &[[u8; 32]],
+        now_ms: u64,
+    ) -> StoreResult<CommitStored> {
+        let stored = self.atomic(|c| {
+            let recorded: Option<Vec<u8>> = one(
+                c,
+                "SELECT record_hash FROM enrollment_commits WHERE student_id = ?1 AND epoch = ?2",
+                params![&student[..], epoch],
+                |r| r.get(0),
+            )
+            .optional()?;
+            if let Some(h) = recorded {
+                return Ok(if h == record_hash[..] {
+                    CommitStored::Repeat
+                } else {
+                    CommitStored::UnknownRecord
+                });
+            }
+            let Some(current) = self.enrollment(student)? else {
+                return Ok(CommitStored::UnknownRecord);
+            };
+            let names_current = current.epoch == epoch
+                && sosvault::MessageHash::of_message(&current.record).as_bytes() == record_hash;
+            if !names_current {
+                return Ok(CommitStored::UnknownRecord);
+            }
+            exec(
+                c,
+                "INSERT INTO enrollment_commits (student_id, epoch, record_hash, committed_at_ms)
+                 VALUES (?1, ?2, ?3, ?4)",
+                params![&student[..], epoch, &record_hash[..], now_ms as i64],
+            )?;
+            for t in trustees {
+                exec(
+                    c,
+                    "INSERT OR IGNORE INTO pending_commits (student_id, epoch, trustee_id, commit_bytes, created_at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![&student[..], epoch, &t[..], commit, now_ms as i64],
+                )?;
+            }
+            let had_previous = self.previous_enrollment(student)?.is_some();
+            let dropped = self.delete_spent_previous(c, student)?;
+            Ok(CommitStored::New {
+                dropped_previous: dropped,
+                kept_for_incident: had_previous && !dropped,
+            })
+        })?;
+        if let CommitStored::New {
+            dropped_previous: true,
+            ..
+        } = stored
+        {
+            self.wipe_wal_soon();
+        }
+        Ok(stored)
+    }
+
+    fn is_committed(&self, student: &[u8; 32], epoch: u32) -> StoreResult<bool> {
+        let c = &self.conn;
+        let n: i64 = one(
+            c,
+            "SELECT COUNT(*) FROM enrollment_commits WHERE student_id = ?1 AND epoch = ?2",
+            params![&student[..], epoch],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    }
+
+    fn drop_spent_previous(&self, student: &[u8; 32]) -> StoreResult<bool> {
+        let dropped = self.atomic(|c| self.delete_spent_previous(c, student))?;
+        if dropped {
+            self.wipe_wal_soon();
+        }
+        Ok(dropped)
+    }
+
+    fn pending_commits(&self) -> StoreResult<Vec<PendingCommit>> {
+        let c = &self.conn;
+        let mut st = c.prepare_cached(
+            "SELECT student_id, epoch, trustee_id, commit_bytes, created_at_ms FROM pending_commits ORDER BY created_at_ms",
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok(PendingCommit {
+                student_id: arr(r.get(0)?)?,
+                epoch: r.get(1)?,
+                trustee_id: arr(r.get(2)?)?,
+                commit: r.get(3)?,
+                created_at_ms: r.get::<_, i64>(4)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn finish_commit(&self, student: &[u8; 32], epoch: u32, trustee: &[u8; 32]) -> StoreResult<()> {
+        let c = &self.conn;
+        exec(
+            c,
+            "DELETE FROM pending_commits WHERE student_id = ?1 AND epoch = ?2 AND trustee_id = ?3",
+            params![&student[..], epoch, &trustee[..]],
+        )?;
+        Ok(())
+    }
+
+    fn pending_commit_count(&self, student: &[u8; 32], epoch: u32) -> StoreResult<usize> {
+        let c = &self.conn;
+        let n: i64 = one(
+            c,
+            "SELECT COUNT(*) FROM pending_commits WHERE student_id = ?1 AND epoch = ?2",
+            params![&student[..], epoch],
+            |r| r.get(0),
+        )?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    fn append_log(
+        &self,
+        index: u64,
+        entry: &[u8],
+        leaf_hash: &[u8; 32],
+        student: &[u8; 32],
+        incident: &[u8; 16],
+        actor: &str,
+        reason: Option<&ViewReason>,
+        at_ms: u64,
+    ) -> StoreResult<()> {
+        let c = &self.conn;
+        exec(
+            c,
+            "INSERT INTO transparency_log (idx, entry, leaf_hash, student_id, incident_id, actor, at_ms, reason, reason_nonce) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                index as i64,
+                entry,
+                &leaf_hash[..],
+                &student[..],
+                &incident[..],
+                actor,
+                at_ms as i64,
+                reason.map(|r| r.text.as_str()),
+                reason.map(|r| &r.nonce[..])
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn log_entries_of_student(
+        &self,
+        student: &[u8; 32],
+        size: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<StudentLogRow>> {
+        let c = &self.conn;
+        let mut st = c.prepare_cached(
+            "SELECT idx, entry, reason, reason_nonce FROM
+               (SELECT idx, entry, reason, reason_nonce FROM transparency_log WHERE student_id = ?1 AND idx < ?2 ORDER BY idx DESC LIMIT ?3)
+             ORDER BY idx",
+        )?;
+        let rows = st.query_map(params![&student[..], size as i64, limit], |r| {
+            Ok(StudentLogRow {
+                index: r.get::<_, i64>(0)? as u64,
+                entry: r.get(1)?,
+                reason: view_reason(r, 2)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn save_session(
+        &self,
+        token_hash: &[u8; 32],
+        username: &str,
+        expires_at_ms: u64,
+    ) -> StoreResult<()> {
+        exec(
+            &self.conn,
+            "INSERT OR REPLACE INTO operator_sessions (token_hash, username, expires_at_ms) VALUES (?1, ?2, ?3)",
+            params![&token_hash[..], username, expires_at_ms as i64],
+        )?;
+        Ok(())
+    }
+
+    fn delete_session(&self, token_hash: &[u8; 32]) -> StoreResult<()> {
+        exec(
+            &self.conn,
+            "DELETE FROM operator_sessions WHERE token_hash = ?1",
+            params![&token_hash[..]],
+        )?;
+        Ok(())
+    }
+
+    fn live_sessions(&self, now_ms: u64) -> StoreResult<Vec<([u8; 32], String, u64)>> {
+        exec(
+            &self.conn,
+            "DELETE FROM operator_sessions WHERE expires_at_ms <= ?1",
+            params![now_ms as i64],
+        )?;
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT token_hash, username, expires_at_ms FROM operator_sessions")?;
+        let rows = st.query_map([], |r| {
+            Ok((arr(r.get(0)?)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn log_leaf_hashes(&self) -> StoreResult<Vec<[u8; 32]>> {
+        let c = &self.conn;
+        let mut st = c.prepare_cached("SELECT leaf_hash FROM transparency_log ORDER BY idx")?;
+        let rows = st.query_map([], |r| arr::<32>(r.get(0)?))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn log_leaves(&self, start: u64, end: u64) -> StoreResult<Vec<LogLeafRow>> {
+        let c = &self.conn;
+        let mut st = c.prepare_cached(
+            "SELECT idx, leaf_hash, entry FROM transparency_log WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
+        )?;
+        let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        let rows = st.query_map(params![clamp(start), clamp(end)], |r| {
+            Ok((r.get::<_, i64>(0)? as u64, arr::<32>(r.get(1)?)?, r.get(2)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn access_log(&self, incident: &[u8; 16]) -> StoreResult<Vec<AccessLogEntry>> {
+        use base64::Engine as _;
+        let c = &self.conn;
+        let mut st = c.prepare_cached(
+            "SELECT idx, at_ms, actor, leaf_hash, entry, reason FROM transparency_log WHERE incident_id = ?1 ORDER BY idx",
+        )?;
+        let rows = st.query_map(params![&incident[..]], |r| {
+            Ok(AccessLogEntry {
+                index: r.get::<_, i64>(0)? as u64,
+                at_ms: r.get::<_, i64>(1)? as u64,
+                actor: r.get(2)?,
+                reason: r.get(5)?,
+                leaf_hash: hex::encode(r.get::<_, Vec<u8>>(3)?),
+                entry: base64::engine::general_purpose::STANDARD.encode(r.get::<_, Vec<u8>>(4)?),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}

@@ -1,0 +1,297 @@
+//! The rows the store takes and hands back: students and enrollments,
+//! incidents and their timeline, units, forwards to the trustees, the log.
+
+/// The reason a supervisor gave to open a profile, and the nonce of its
+/// commitment in the log entry ([`sosvault::log::view_reason_commitment`]).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ViewReason {
+    /// The text.
+    pub text: String,
+    /// The commitment's nonce.
+    pub nonce: [u8; 16],
+}
+
+impl std::fmt::Debug for ViewReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ViewReason([redacted])")
+    }
+}
+
+/// A log entry about a student, as `/v1/log/mine` answers it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StudentLogRow {
+    /// Its index in the log.
+    pub index: u64,
+    /// The entry's bytes.
+    pub entry: Vec<u8>,
+    /// The reason a supervisor gave, for a kind-9 entry (until the stop).
+    pub reason: Option<ViewReason>,
+}
+
+/// What the service knows of a student.
+#[derive(Clone, Debug)]
+pub struct StudentRow {
+    /// Student id (32 bytes).
+    pub student_id: [u8; 32],
+    /// The enrolled device's ed25519 key.
+    pub device_public: [u8; 32],
+    /// Current epoch.
+    pub epoch: u32,
+    /// Highest device counter seen on any message.
+    pub highest_counter: u64,
+    /// Operator-marked false alarms.
+    pub false_alarms: u32,
+    /// When the student stopped (tombstone), if they did.
+    pub tombstoned_at: Option<u64>,
+}
+
+/// The current enrollment of a student.
+#[derive(Clone)]
+pub struct EnrollmentRow {
+    /// The device-signed record bytes.
+    pub record: Vec<u8>,
+    /// The sealed profile.
+    pub sealed_profile: Vec<u8>,
+    /// The epoch.
+    pub epoch: u32,
+}
+
+/// A new incident, as the panic endpoint stores it.
+#[derive(Clone, Debug)]
+pub struct NewIncident {
+    /// Incident id.
+    pub id: [u8; 16],
+    /// Student.
+    pub student_id: [u8; 32],
+    /// SHA-256 of the signed panic.
+    pub panic_hash: [u8; 32],
+    /// The signed panic's bytes.
+    pub panic: Vec<u8>,
+    /// Category name.
+    pub category: String,
+    /// Epoch of the panic.
+    pub epoch: u32,
+    /// Device counter of the panic.
+    pub counter: u64,
+    /// Received at (unix ms).
+    pub created_at_ms: u64,
+    /// The incident key sealed under the master key.
+    pub incident_key_sealed: Vec<u8>,
+    /// Flags (e.g. `rate_limited`, `repeat_offender`).
+    pub flags: Vec<String>,
+}
+
+/// An incident as stored.
+#[derive(Clone, Debug)]
+pub struct IncidentRow {
+    /// Incident id.
+    pub id: [u8; 16],
+    /// Student.
+    pub student_id: [u8; 32],
+    /// Panic hash.
+    pub panic_hash: [u8; 32],
+    /// Signed panic bytes (removed after a stop).
+    pub panic: Option<Vec<u8>>,
+    /// Category.
+    pub category: String,
+    /// Epoch.
+    pub epoch: u32,
+    /// Received at (unix ms).
+    pub created_at_ms: u64,
+    /// `open`, `cancelled`, `closed`.
+    pub status: String,
+    /// Closed at (unix ms).
+    pub closed_at_ms: Option<u64>,
+    /// The sealed incident key, while it may still be used.
+    pub incident_key_sealed: Option<Vec<u8>>,
+    /// Duress signalled.
+    pub duress: bool,
+    /// Marked false alarm by an operator.
+    pub false_alarm: bool,
+    /// The student stopped during the incident.
+    pub stopped: bool,
+    /// Flags.
+    pub flags: Vec<String>,
+    /// When the vault first opened (unix ms): the access window is anchored
+    /// on it, across restarts. `None` until the first release.
+    pub released_at_ms: Option<u64>,
+    /// When the access window ends (unix ms), as last extended by a location
+    /// update. A restart keeps the profile only until then, and past it
+    /// asks the trustees for nothing.
+    pub access_until_ms: Option<u64>,
+    /// The window's length (ms), by which a location update extends it.
+    pub access_window_ms: Option<u64>,
+    /// The operator handling the incident (who claimed it, or to whom a
+    /// supervisor handed it), if any.
+    pub handler: Option<String>,
+}
+
+/// The flag of an incident that a duress stop opened (no panic behind it).
+pub const DURESS_STOP: &str = "duress_stop";
+
+/// The alert a duress stop opens when the student has no open incident.
+///
+/// It is an incident row like any other (status `open`, `duress`,
+/// `stopped`, flagged [`DURESS_STOP`]), so the control room's list, timeline,
+/// live events and close work on it unchanged; only what a stop leaves
+/// behind is absent: no panic bytes, no location, no incident key.
+#[derive(Clone, Debug)]
+pub struct NewDuressAlert {
+    /// Incident id.
+    pub id: [u8; 16],
+    /// Student.
+    pub student_id: [u8; 32],
+    /// Stored where a panic's hash goes (the column is unique): derived from
+    /// the student, so a student has at most one such alert, ever.
+    pub key: [u8; 32],
+    /// Category name.
+    pub category: String,
+    /// The student's epoch at the stop.
+    pub epoch: u32,
+    /// Opened at (unix ms).
+    pub created_at_ms: u64,
+    /// Its first timeline entries: (kind, detail), in order.
+    pub timeline: Vec<(String, String)>,
+}
+
+/// One timeline entry.
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct TimelineEntry {
+    /// When (unix ms).
+    pub at_ms: u64,
+    /// What kind of step.
+    pub kind: String,
+    /// Plain-words detail (never personal data).
+    pub detail: String,
+}
+
+/// A unit (team).
+#[derive(Clone, Debug)]
+pub struct UnitRow {
+    /// Unit id.
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// `police`, `medical`, `counsellor`.
+    pub kind: String,
+    /// Last reported position.
+    pub position: Option<(f64, f64)>,
+    /// When it was reported (unix ms; at registration for the first).
+    pub position_at_ms: Option<u64>,
+}
+
+/// An assignment of a unit to an incident.
+#[derive(Clone, Debug)]
+pub struct AssignmentRow {
+    /// Incident.
+    pub incident_id: [u8; 16],
+    /// Unit.
+    pub unit_id: String,
+    /// Assigned at (unix ms).
+    pub assigned_at_ms: u64,
+    /// `pending`, `acknowledged`, `timed_out`, `released`.
+    pub status: String,
+}
+
+/// A shred not yet confirmed by a trustee.
+#[derive(Clone, Debug)]
+pub struct PendingShred {
+    /// Student.
+    pub student_id: [u8; 32],
+    /// Trustee.
+    pub trustee_id: [u8; 32],
+    /// The signed stop.
+    pub stop: Vec<u8>,
+    /// When the stop was taken (ms).
+    pub created_at_ms: u64,
+}
+
+/// A cancel not yet answered by a trustee.
+#[derive(Clone, Debug)]
+pub struct PendingCancel {
+    /// Student.
+    pub student_id: [u8; 32],
+    /// Trustee.
+    pub trustee_id: [u8; 32],
+    /// The signed cancel, exactly as the device sent it.
+    pub cancel: Vec<u8>,
+    /// When the cancel was taken (ms).
+    pub created_at_ms: u64,
+}
+
+/// A trustee's final answer to a forwarded stop or cancel.
+#[derive(Clone, Debug)]
+pub struct TrusteeAnswer {
+    /// Trustee.
+    pub trustee_id: [u8; 32],
+    /// The signed receipt, or empty for a final refusal.
+    pub receipt: Vec<u8>,
+    /// The final refusal's code (`stale_cancel`, `stale_stop`, ...), if refused.
+    pub refusal: Option<String>,
+}
+
+/// An enrollment commit not yet answered by a trustee.
+#[derive(Clone, Debug)]
+pub struct PendingCommit {
+    /// Student.
+    pub student_id: [u8; 32],
+    /// The epoch committed.
+    pub epoch: u32,
+    /// Trustee.
+    pub trustee_id: [u8; 32],
+    /// The signed commit, exactly as the device sent it.
+    pub commit: Vec<u8>,
+    /// When the commit was taken (ms).
+    pub created_at_ms: u64,
+}
+
+/// What [`Store::commit_enrollment`](super::Store::commit_enrollment) did with a device's commit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CommitStored {
+    /// A new commit of the current enrollment: recorded, and a forward
+    /// queued for every trustee.
+    New {
+        /// The previous enrollment was deleted with it.
+        dropped_previous: bool,
+        /// The previous enrollment is kept for now: an open incident of the
+        /// student names its epoch (it goes when that incident closes).
+        kept_for_incident: bool,
+    },
+    /// The same commit was recorded before: nothing changed.
+    Repeat,
+    /// It names neither the current enrollment nor a commit on file.
+    UnknownRecord,
+}
+
+/// One leaf of the transparency log as stored: its index, its RFC 6962 leaf
+/// hash and the entry's bytes.
+pub type LogLeafRow = (u64, [u8; 32], Vec<u8>);
+
+/// One entry of the transparency log, as listed for an incident.
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct AccessLogEntry {
+    /// Index in the log (leaf number).
+    pub index: u64,
+    /// When (unix ms).
+    pub at_ms: u64,
+    /// Who (`operator:<name>` or `unit:<id>`).
+    pub actor: String,
+    /// The reason a supervisor gave to open a profile of an incident they
+    /// did not handle (gone after the student's stop; the entry keeps its
+    /// salted hash).
+    pub reason: Option<String>,
+    /// Hex of the RFC 6962 leaf hash.
+    pub leaf_hash: String,
+    /// Base64 of the entry's encoding (`sosvault/log-entry/v1`).
+    #[schema(schema_with = crate::api::log_entry_field)]
+    pub entry: String,
+}
+
+/// Outcome of storing a panic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PanicStored {
+    /// A new incident.
+    New,
+    /// The same panic was stored before, as this incident.
+    Existing([u8; 16]),
+}

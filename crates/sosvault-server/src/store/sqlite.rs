@@ -1,0 +1,336 @@
+//! [`SqliteStore`]: one connection (WAL, `synchronous = FULL`, `secure_delete`),
+//! its transactions and savepoints, the WAL wipes, and the helpers the queries share.
+
+use std::cell::Cell;
+use std::path::Path;
+
+use rusqlite::{Connection, params};
+
+use super::access::{self, AccessStore, AccountChange, AccountRow};
+use super::schema::{SCHEMA, migrate};
+use super::writer::GroupCommit;
+use super::{IncidentRow, Store, StoreError, StoreResult, UnitRow, ViewReason};
+
+/// The SQLite store: one connection. Used alone, every method is its own
+/// transaction; behind [`Db`](super::Db), batches of jobs share one.
+pub struct SqliteStore {
+    pub(super) conn: Connection,
+    /// A stop ran inside a batch: truncate the WAL once it is committed.
+    pub(super) truncate_wal: Cell<bool>,
+    /// An incident key was deleted inside a batch: truncate the WAL once it
+    /// is committed, so no older page holding the sealed key stays in the
+    /// -wal file (best effort: a failure is logged, the job still succeeds).
+    wipe_wal: Cell<bool>,
+    /// A job of the current batch needs the truncation to succeed (a stop).
+    must_truncate: Cell<bool>,
+}
+
+/// Runs one statement (prepared once, then from the cache).
+pub(super) fn exec(c: &Connection, sql: &str, p: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    c.prepare_cached(sql)?.execute(p)
+}
+
+/// Reads one row (the statement prepared once, then from the cache).
+pub(super) fn one<T>(
+    c: &Connection,
+    sql: &str,
+    p: impl rusqlite::Params,
+    f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    c.prepare_cached(sql)?.query_row(p, f)
+}
+
+pub(super) fn arr<const N: usize>(v: Vec<u8>) -> rusqlite::Result<[u8; N]> {
+    v.try_into().map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Blob,
+            "wrong blob length".into(),
+        )
+    })
+}
+
+fn flags_of(s: String) -> Vec<String> {
+    s.split(',')
+        .filter(|f| !f.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+pub(super) const INCIDENT_COLS: &str = "id, student_id, panic_hash, panic, category, epoch, created_at_ms, status, closed_at_ms, incident_key_sealed, duress, false_alarm, stopped, flags, released_at_ms, access_until_ms, access_window_ms, handler";
+
+pub(super) fn view_reason(
+    r: &rusqlite::Row<'_>,
+    at: usize,
+) -> rusqlite::Result<Option<ViewReason>> {
+    let text: Option<String> = r.get(at)?;
+    let nonce: Option<Vec<u8>> = r.get(at + 1)?;
+    Ok(match (text, nonce) {
+        (Some(text), Some(nonce)) => Some(ViewReason {
+            text,
+            nonce: arr(nonce)?,
+        }),
+        _ => None,
+    })
+}
+
+fn opt_u64(v: Option<i64>) -> Option<u64> {
+    v.map(|v| v as u64)
+}
+
+pub(super) fn incident_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentRow> {
+    Ok(IncidentRow {
+        id: arr(r.get(0)?)?,
+        student_id: arr(r.get(1)?)?,
+        panic_hash: arr(r.get(2)?)?,
+        panic: r.get(3)?,
+        category: r.get(4)?,
+        epoch: r.get(5)?,
+        created_at_ms: r.get::<_, i64>(6)? as u64,
+        status: r.get(7)?,
+        closed_at_ms: r.get::<_, Option<i64>>(8)?.map(|v| v as u64),
+        incident_key_sealed: r.get(9)?,
+        duress: r.get(10)?,
+        false_alarm: r.get(11)?,
+        stopped: r.get(12)?,
+        flags: flags_of(r.get(13)?),
+        released_at_ms: opt_u64(r.get(14)?),
+        access_until_ms: opt_u64(r.get(15)?),
+        access_window_ms: opt_u64(r.get(16)?),
+        handler: r.get(17)?,
+    })
+}
+
+pub(super) fn unit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UnitRow> {
+    let lat: Option<f64> = r.get(3)?;
+    let lon: Option<f64> = r.get(4)?;
+    let at: Option<i64> = r.get(5)?;
+    Ok(UnitRow {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        kind: r.get(2)?,
+        position: lat.zip(lon),
+        position_at_ms: at.and_then(|t| u64::try_from(t).ok()),
+    })
+}
+
+impl SqliteStore {
+    /// Opens (or creates) the database file.
+    pub fn open(path: &Path) -> StoreResult<Self> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "secure_delete", "ON")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(access::SCHEMA)?;
+        migrate(&conn)?;
+        conn.set_prepared_statement_cache_capacity(128);
+        Ok(Self {
+            conn,
+            truncate_wal: Cell::new(false),
+            wipe_wal: Cell::new(false),
+            must_truncate: Cell::new(false),
+        })
+    }
+
+    /// Runs `f` atomically: its own transaction when called alone, a nested
+    /// savepoint inside a batch. An error undoes what `f` wrote.
+    pub(super) fn atomic<T>(
+        &self,
+        f: impl FnOnce(&Connection) -> StoreResult<T>,
+    ) -> StoreResult<T> {
+        let c = &self.conn;
+        exec(c, "SAVEPOINT op", [])?;
+        // Outside a batch, this RELEASE is the commit; if it fails the
+        // transaction is still open and must be undone too.
+        match f(c).and_then(|v| Ok(exec(c, "RELEASE op", []).map(|_| v)?)) {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                let _ = c.execute_batch("ROLLBACK TO op; RELEASE op");
+                Err(e)
+            }
+        }
+    }
+
+    /// After an incident key was deleted: truncates the WAL now (outside a
+    /// batch) or once the batch is committed, best effort either way.
+    pub(super) fn wipe_wal_soon(&self) {
+        if self.conn.is_autocommit() {
+            if let Err(e) = self.truncate_wal_now() {
+                tracing::warn!("store: truncating the WAL after deleting an incident key: {e}");
+            }
+        } else {
+            self.wipe_wal.set(true);
+        }
+    }
+
+    /// Deletes the previous enrollment if the current epoch is committed and
+    /// no open incident of the student names the previous epoch (with
+    /// `secure_delete` its pages are overwritten; the caller truncates the
+    /// WAL). True if it deleted one.
+    pub(super) fn delete_spent_previous(
+        &self,
+        c: &Connection,
+        student: &[u8; 32],
+    ) -> StoreResult<bool> {
+        let Some(previous) = self.previous_enrollment(student)? else {
+            return Ok(false);
+        };
+        let Some(current) = self.enrollment(student)? else {
+            return Ok(false);
+        };
+        if !self.is_committed(student, current.epoch)? {
+            return Ok(false);
+        }
+        let in_use: i64 = one(
+            c,
+            "SELECT COUNT(*) FROM incidents WHERE student_id = ?1 AND status = 'open' AND epoch = ?2",
+            params![&student[..], previous.epoch],
+            |r| r.get(0),
+        )?;
+        if in_use > 0 {
+            return Ok(false);
+        }
+        let n = exec(
+            c,
+            "DELETE FROM previous_enrollments WHERE student_id = ?1",
+            params![&student[..]],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Moves every page out of the WAL and truncates it, so no pre-delete
+    /// page with a ciphertext survives in the -wal file. Cannot run inside a
+    /// transaction.
+    pub(super) fn truncate_wal_now(&self) -> StoreResult<()> {
+        // (busy, WAL frames, frames checkpointed): busy means another
+        // connection kept the WAL from being emptied, which must not pass
+        // for a wipe.
+        let busy: i64 = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+        if busy != 0 {
+            return Err(StoreError::WalNotEmptied);
+        }
+        Ok(())
+    }
+}
+
+impl GroupCommit for SqliteStore {
+    fn begin(&mut self) -> StoreResult<()> {
+        self.must_truncate.set(false);
+        exec(&self.conn, "BEGIN IMMEDIATE", [])?;
+        Ok(())
+    }
+
+    fn savepoint(&mut self) -> StoreResult<()> {
+        exec(&self.conn, "SAVEPOINT job", [])?;
+        Ok(())
+    }
+
+    fn release(&mut self) -> StoreResult<()> {
+        exec(&self.conn, "RELEASE job", [])?;
+        Ok(())
+    }
+
+    fn rollback_to(&mut self) -> StoreResult<()> {
+        self.conn.execute_batch("ROLLBACK TO job; RELEASE job")?;
+        Ok(())
+    }
+
+    fn commit(&mut self) -> StoreResult<()> {
+        exec(&self.conn, "COMMIT", [])?;
+        Ok(())
+    }
+
+    fn rollback(&mut self) {
+        if !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+        self.truncate_wal.set(false);
+        self.wipe_wal.set(false);
+        self.must_truncate.set(false);
+    }
+
+    fn take_after_commit(&mut self) -> bool {
+        let must = self.truncate_wal.replace(false);
+        if must {
+            self.must_truncate.set(true);
+        }
+        let wipe = self.wipe_wal.replace(false);
+        must || wipe
+    }
+
+    fn after_commit(&mut self) -> StoreResult<()> {
+        match self.truncate_wal_now() {
+            Err(e) if !self.must_truncate.get() => {
+                tracing::warn!("store: truncating the WAL after deleting an incident key: {e}");
+                Ok(())
+            }
+            r => r,
+        }
+    }
+}
+
+impl AccessStore for SqliteStore {
+    fn account(&self, username: &str) -> StoreResult<Option<AccountRow>> {
+        access::account(&self.conn, username)
+    }
+    fn accounts(&self) -> StoreResult<Vec<AccountRow>> {
+        access::accounts(&self.conn)
+    }
+    fn add_account(&self, row: &AccountRow) -> StoreResult<bool> {
+        access::add_account(&self.conn, row)
+    }
+    fn change_account(
+        &self,
+        username: &str,
+        change: &AccountChange,
+        now_ms: u64,
+    ) -> StoreResult<bool> {
+        self.atomic(|c| access::change_account(c, username, change, now_ms))
+    }
+    fn data_version(&self) -> StoreResult<i64> {
+        access::data_version(&self.conn)
+    }
+    fn handler(&self, incident: &[u8; 16]) -> StoreResult<Option<String>> {
+        access::handler(&self.conn, incident)
+    }
+    fn set_handler(&self, incident: &[u8; 16], from: Option<&str>, to: &str) -> StoreResult<bool> {
+        access::set_handler(&self.conn, incident, from, to)
+    }
+    fn set_unit_token(&self, unit: &str, token_hash: &[u8; 32]) -> StoreResult<bool> {
+        access::set_unit_token(&self.conn, unit, token_hash)
+    }
+    fn revoke_unit(&self, unit: &str, now_ms: u64) -> StoreResult<bool> {
+        access::revoke_unit(&self.conn, unit, now_ms)
+    }
+}
+
+#[cfg(test)]
+impl SqliteStore {
+    /// Counts this connection's commits, and refuses them while the
+    /// returned flag is set (SQLite's commit hook turns the COMMIT into a
+    /// rollback and an error).
+    pub(crate) fn watch_commits(
+        &self,
+    ) -> (
+        std::sync::Arc<std::sync::atomic::AtomicUsize>,
+        std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) {
+        use std::sync::atomic::Ordering;
+        let commits = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let refuse = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (c, r) = (commits.clone(), refuse.clone());
+        self.conn.commit_hook(Some(move || {
+            if r.load(Ordering::SeqCst) {
+                return true;
+            }
+            c.fetch_add(1, Ordering::SeqCst);
+            false
+        }));
+        (commits, refuse)
+    }
+}

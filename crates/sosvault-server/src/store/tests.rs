@@ -1,0 +1,571 @@
+//! Tests of the SQLite store's operations: panics, duress alerts, the access
+//! window, cancels, the log, staged re-enrollment, and what a wipe leaves on disk.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use super::{
+    DURESS_STOP, NewDuressAlert, NewIncident, PanicStored, SqliteStore, Store, StudentLogRow,
+    TrusteeAnswer, ViewReason,
+};
+
+pub(super) fn incident(id: u8, panic_hash: u8) -> NewIncident {
+    NewIncident {
+        id: [id; 16],
+        student_id: [1; 32],
+        panic_hash: [panic_hash; 32],
+        panic: vec![9; 10],
+        category: "police".into(),
+        epoch: 1,
+        counter: 5,
+        created_at_ms: 1000,
+        incident_key_sealed: vec![7; 8],
+        flags: vec!["rate_limited".into()],
+    }
+}
+
+#[test]
+fn panic_is_stored_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(&dir.path().join("db")).unwrap();
+    s.put_enrollment(&[1; 32], &[2; 32], 1, b"rec", b"profile", 1)
+        .unwrap();
+    assert_eq!(
+        s.insert_panic(&incident(3, 4), "x").unwrap(),
+        PanicStored::New
+    );
+    assert_eq!(
+        s.insert_panic(&incident(5, 4), "x").unwrap(),
+        PanicStored::Existing([3; 16])
+    );
+    assert_eq!(s.open_incidents().unwrap().len(), 1);
+    assert_eq!(s.student(&[1; 32]).unwrap().unwrap().highest_counter, 5);
+    assert!(!s.bump_counter(&[1; 32], 5).unwrap());
+    assert!(s.bump_counter(&[1; 32], 6).unwrap());
+    let row = s.incident(&[3; 16]).unwrap().unwrap();
+    assert_eq!(row.flags, vec!["rate_limited".to_string()]);
+}
+
+fn duress_alert(id: u8) -> NewDuressAlert {
+    NewDuressAlert {
+        id: [id; 16],
+        student_id: [1; 32],
+        key: [42; 32],
+        category: "police".into(),
+        epoch: 1,
+        created_at_ms: 2000,
+        timeline: vec![
+            ("duress_stop".into(), "wiped".into()),
+            ("escalated".into(), "ESCALATED".into()),
+        ],
+    }
+}
+
+#[test]
+fn a_duress_alert_opens_once_and_only_without_an_open_incident() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(&dir.path().join("db")).unwrap();
+    s.put_enrollment(&[1; 32], &[2; 32], 1, b"rec", b"profile", 1)
+        .unwrap();
+    // An open incident: the stop escalates it, no alert.
+    s.insert_panic(&incident(3, 4), "x").unwrap();
+    assert!(s.open_duress_alert(&duress_alert(5)).unwrap().is_none());
+    assert!(s.incident(&[5; 16]).unwrap().is_none());
+    s.close_incident(&[3; 16], "closed", 1500).unwrap();
+
+    let row = s.open_duress_alert(&duress_alert(5)).unwrap().unwrap();
+    assert_eq!(row.id, [5; 16]);
+    assert_eq!(row.status, "open");
+    assert!(row.duress && row.stopped && !row.false_alarm);
+    assert_eq!(row.flags, vec![DURESS_STOP.to_string()]);
+    assert!(row.panic.is_none() && row.incident_key_sealed.is_none());
+    assert!(s.locations(&[5; 16]).unwrap().is_empty());
+    let steps: Vec<String> = s
+        .timeline(&[5; 16])
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(steps, ["duress_stop", "escalated"]);
+    assert_eq!(s.open_incidents().unwrap().len(), 1);
+
+    // Never a second one for the student: not while it is open, not
+    // after an operator closed it.
+    assert!(s.open_duress_alert(&duress_alert(6)).unwrap().is_none());
+    s.close_incident(&[5; 16], "closed", 3000).unwrap();
+    assert!(s.open_duress_alert(&duress_alert(6)).unwrap().is_none());
+    assert!(s.incident(&[6; 16]).unwrap().is_none());
+    assert!(s.timeline(&[6; 16]).unwrap().is_empty());
+}
+
+#[test]
+fn an_existing_database_gains_the_window_columns_and_keeps_its_incidents() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    {
+        // The incidents table as the first schema made it.
+        let c = Connection::open(&path).unwrap();
+        c.execute_batch(
+            "CREATE TABLE incidents (
+                id BLOB PRIMARY KEY, student_id BLOB NOT NULL, panic_hash BLOB NOT NULL UNIQUE,
+                panic BLOB, category TEXT NOT NULL, epoch INTEGER NOT NULL,
+                created_at_ms INTEGER NOT NULL, status TEXT NOT NULL, closed_at_ms INTEGER,
+                incident_key_sealed BLOB, duress INTEGER NOT NULL DEFAULT 0,
+                false_alarm INTEGER NOT NULL DEFAULT 0, stopped INTEGER NOT NULL DEFAULT 0,
+                flags TEXT NOT NULL DEFAULT '');
+             INSERT INTO incidents (id, student_id, panic_hash, category, epoch, created_at_ms, status, incident_key_sealed)
+             VALUES (x'03030303030303030303030303030303', zeroblob(32), zeroblob(32), 'police', 1, 1000, 'open', x'07');",
+        )
+        .unwrap();
+    }
+    let s = SqliteStore::open(&path).unwrap();
+    let row = s.incident(&[3; 16]).unwrap().unwrap();
+    assert_eq!(row.status, "open");
+    assert_eq!(row.incident_key_sealed, Some(vec![7]));
+    assert_eq!(
+        (
+            row.released_at_ms,
+            row.access_until_ms,
+            row.access_window_ms
+        ),
+        (None, None, None)
+    );
+    s.set_released(&[3; 16], 5_000, 1_000).unwrap();
+    drop(s);
+    // Opening again migrates nothing twice.
+    let s = SqliteStore::open(&path).unwrap();
+    let row = s.incident(&[3; 16]).unwrap().unwrap();
+    assert_eq!(row.access_until_ms, Some(6_000));
+}
+
+#[test]
+fn the_access_window_is_anchored_once_and_extended_only_while_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(&dir.path().join("db")).unwrap();
+    s.put_enrollment(&[1; 32], &[2; 32], 1, b"rec", b"profile", 1)
+        .unwrap();
+    s.insert_panic(&incident(3, 4), "x").unwrap();
+    s.set_released(&[3; 16], 10_000, 3_000).unwrap();
+    // A second opening (after a restart) does not move the window.
+    s.set_released(&[3; 16], 12_000, 3_000).unwrap();
+    let row = s.incident(&[3; 16]).unwrap().unwrap();
+    assert_eq!(
+        (
+            row.released_at_ms,
+            row.access_until_ms,
+            row.access_window_ms
+        ),
+        (Some(10_000), Some(13_000), Some(3_000))
+    );
+    // A location update inside the window extends it; never shortens it.
+    s.extend_access(&[3; 16], 14_500, 11_500).unwrap();
+    s.extend_access(&[3; 16], 14_000, 11_000).unwrap();
+    assert_eq!(
+        s.incident(&[3; 16]).unwrap().unwrap().access_until_ms,
+        Some(14_500)
+    );
+    // Past its end it stays ended.
+    s.extend_access(&[3; 16], 18_000, 15_000).unwrap();
+    assert_eq!(
+        s.incident(&[3; 16]).unwrap().unwrap().access_until_ms,
+        Some(14_500)
+    );
+}
+
+#[test]
+fn a_cancel_is_queued_once_per_trustee_until_each_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(&dir.path().join("db")).unwrap();
+    let cancel = b"signed cancel bytes".to_vec();
+    let hash = *sosvault::MessageHash::of_message(&cancel).as_bytes();
+    let trustees = [[10; 32], [11; 32], [12; 32]];
+    s.queue_cancel(&[1; 32], &cancel, &trustees, 100).unwrap();
+    s.queue_cancel(&[1; 32], &cancel, &trustees, 101).unwrap();
+    assert_eq!(s.pending_cancels().unwrap().len(), 3);
+    assert_eq!(s.pending_cancel_count(&hash).unwrap(), 3);
+    let receipt = TrusteeAnswer {
+        trustee_id: [10; 32],
+        receipt: b"receipt".to_vec(),
+        refusal: None,
+    };
+    s.finish_cancel(&hash, &[10; 32], &receipt, 200).unwrap();
+    let refused = TrusteeAnswer {
+        trustee_id: [11; 32],
+        receipt: Vec::new(),
+        refusal: Some("stale_cancel".into()),
+    };
+    s.finish_cancel(&hash, &[11; 32], &refused, 201).unwrap();
+    // The same cancel again: the answered trustees are not asked again.
+    s.queue_cancel(&[1; 32], &cancel, &trustees, 300).unwrap();
+    let pending = s.pending_cancels().unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].trustee_id, [12; 32]);
+    assert_eq!(pending[0].cancel, cancel);
+    let answers = s.cancel_answers(&hash).unwrap();
+    assert_eq!(answers.len(), 2);
+    assert_eq!(answers[0].receipt, b"receipt");
+    assert_eq!(answers[1].refusal.as_deref(), Some("stale_cancel"));
+    assert_eq!(s.pending_cancel_count(&hash).unwrap(), 1);
+}
+
+#[test]
+fn transparency_log_rows_come_back_in_order() {
+    let row = |index, entry: &[u8], reason| StudentLogRow {
+        index,
+        entry: entry.to_vec(),
+        reason,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(&dir.path().join("db")).unwrap();
+    s.append_log(
+        0,
+        b"a",
+        &[1; 32],
+        &[7; 32],
+        &[1; 16],
+        "operator:op",
+        None,
+        1,
+    )
+    .unwrap();
+    let why = ViewReason {
+        text: "night-shift handover".into(),
+        nonce: [5; 16],
+    };
+    s.append_log(
+        1,
+        b"b",
+        &[2; 32],
+        &[8; 32],
+        &[2; 16],
+        "unit:u-1",
+        Some(&why),
+        2,
+    )
+    .unwrap();
+    assert_eq!(
+        s.log_entries_of_student(&[7; 32], 2, 10).unwrap(),
+        vec![row(0, b"a", None)]
+    );
+    assert_eq!(
+        s.log_entries_of_student(&[8; 32], 2, 10).unwrap(),
+        vec![row(1, b"b", Some(why.clone()))]
+    );
+    assert!(
+        s.log_entries_of_student(&[8; 32], 1, 10)
+            .unwrap()
+            .is_empty(),
+        "beyond the size"
+    );
+    assert_eq!(s.log_leaf_hashes().unwrap(), vec![[1; 32], [2; 32]]);
+    assert_eq!(
+        s.log_leaves(1, 5).unwrap(),
+        vec![(1, [2; 32], b"b".to_vec())],
+        "from start, stopping at the log's end"
+    );
+    assert!(s.log_leaves(2, u64::MAX).unwrap().is_empty());
+    let mine = s.access_log(&[2; 16]).unwrap();
+    assert_eq!((mine.len(), mine[0].index), (1, 1));
+    assert_eq!(mine[0].reason.as_deref(), Some("night-shift handover"));
+    assert!(
+        s.append_log(1, b"c", &[3; 32], &[8; 32], &[2; 16], "x", None, 3)
+            .is_err(),
+        "an index is used once"
+    );
+    // A stop leaves the entry and its commitment, never the text.
+    s.apply_stop(&[8; 32], b"stop", &[], 9).unwrap();
+    assert_eq!(
+        s.log_entries_of_student(&[8; 32], 2, 10).unwrap(),
+        vec![row(1, b"b", None)]
+    );
+    assert_eq!(s.access_log(&[2; 16]).unwrap()[0].reason, None);
+}
+
+pub(super) fn on_disk(dir: &Path, needle: &[u8]) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    for name in ["db", "db-wal"] {
+        let b = std::fs::read(dir.join(name)).unwrap_or_default();
+        if b.windows(needle.len()).any(|w| w == needle) {
+            out.push(if name == "db" { "db" } else { "wal" });
+        }
+    }
+    out
+}
+
+mod staging {
+    use rusqlite::Connection;
+
+    use super::{incident, on_disk};
+    use crate::store::{CommitStored, SqliteStore, Store};
+
+    const T: [[u8; 32]; 3] = [[10; 32], [11; 32], [12; 32]];
+    const S: [u8; 32] = [1; 32];
+
+    fn hash(record: &[u8]) -> [u8; 32] {
+        *sosvault::MessageHash::of_message(record).as_bytes()
+    }
+
+    fn secret(seed: u32) -> Vec<u8> {
+        (0..700u32).map(|i| (i * 7 + seed) as u8 ^ 0x5a).collect()
+    }
+
+    fn commit(s: &SqliteStore, epoch: u32, record: &[u8]) -> CommitStored {
+        s.commit_enrollment(&S, epoch, &hash(record), b"commit", &T, 5)
+            .unwrap()
+    }
+
+    #[test]
+    fn without_a_commit_a_new_epoch_replaces_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("db")).unwrap();
+        s.put_enrollment(&S, &[2; 32], 1, b"rec1", b"p1", 1)
+            .unwrap();
+        s.put_enrollment(&S, &[2; 32], 2, b"rec2", b"p2", 2)
+            .unwrap();
+        assert!(s.previous_enrollment(&S).unwrap().is_none());
+        assert!(s.enrollment_of_epoch(&S, 1).unwrap().is_none());
+        assert_eq!(
+            s.enrollment_of_epoch(&S, 2).unwrap().unwrap().record,
+            b"rec2"
+        );
+    }
+
+    #[test]
+    fn a_committed_enrollment_stays_beside_a_new_epoch_until_the_new_one_is_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("db")).unwrap();
+        let p1 = secret(1);
+        s.put_enrollment(&S, &[2; 32], 1, b"rec1", &p1, 1).unwrap();
+        // A commit naming another record, or another epoch, is refused.
+        assert_eq!(commit(&s, 1, b"other"), CommitStored::UnknownRecord);
+        assert_eq!(commit(&s, 2, b"rec1"), CommitStored::UnknownRecord);
+        assert!(!s.is_committed(&S, 1).unwrap());
+        assert!(s.pending_commits().unwrap().is_empty());
+
+        assert_eq!(
+            commit(&s, 1, b"rec1"),
+            CommitStored::New {
+                dropped_previous: false,
+                kept_for_incident: false
+            }
+        );
+        assert!(s.is_committed(&S, 1).unwrap());
+        assert_eq!(s.pending_commit_count(&S, 1).unwrap(), 3);
+        // The same commit again: nothing new is queued.
+        assert_eq!(commit(&s, 1, b"rec1"), CommitStored::Repeat);
+        assert_eq!(s.pending_commits().unwrap().len(), 3);
+        s.finish_commit(&S, 1, &T[0]).unwrap();
+        assert_eq!(s.pending_commit_count(&S, 1).unwrap(), 2);
+        let left: Vec<[u8; 32]> = s
+            .pending_commits()
+            .unwrap()
+            .iter()
+            .map(|p| p.trustee_id)
+            .collect();
+        assert_eq!(left, [T[1], T[2]]);
+
+        // Re-enrollment over a committed epoch: the committed one is kept.
+        s.put_enrollment(&S, &[2; 32], 2, b"rec2", b"p2", 2)
+            .unwrap();
+        assert_eq!(s.student(&S).unwrap().unwrap().epoch, 2);
+        assert_eq!(s.enrollment(&S).unwrap().unwrap().record, b"rec2");
+        let prev = s.enrollment_of_epoch(&S, 1).unwrap().unwrap();
+        assert_eq!(
+            (prev.epoch, &prev.record[..], &prev.sealed_profile[..]),
+            (1, &b"rec1"[..], &p1[..])
+        );
+        // A retry of the same epoch keeps it too.
+        s.put_enrollment(&S, &[2; 32], 2, b"rec2", b"p2", 3)
+            .unwrap();
+        assert_eq!(s.previous_enrollment(&S).unwrap().unwrap().epoch, 1);
+        // The older commit again changes nothing.
+        assert_eq!(commit(&s, 1, b"rec1"), CommitStored::Repeat);
+        assert!(!on_disk(dir.path(), &p1[100..164]).is_empty());
+
+        // The new epoch's commit deletes it, from the file and the WAL.
+        assert_eq!(
+            commit(&s, 2, b"rec2"),
+            CommitStored::New {
+                dropped_previous: true,
+                kept_for_incident: false
+            }
+        );
+        assert!(s.previous_enrollment(&S).unwrap().is_none());
+        assert!(s.enrollment_of_epoch(&S, 1).unwrap().is_none());
+        assert_eq!(on_disk(dir.path(), &p1[100..164]), Vec::<&str>::new());
+        assert_eq!(s.pending_commit_count(&S, 2).unwrap(), 3);
+
+        // Epoch 3 over committed 2 keeps 2; epoch 4 over uncommitted 3
+        // replaces 3 and leaves 2 kept (as the trustees do).
+        s.put_enrollment(&S, &[2; 32], 3, b"rec3", b"p3", 4)
+            .unwrap();
+        s.put_enrollment(&S, &[2; 32], 4, b"rec4", b"p4", 5)
+            .unwrap();
+        assert_eq!(s.previous_enrollment(&S).unwrap().unwrap().epoch, 2);
+        assert!(s.enrollment_of_epoch(&S, 3).unwrap().is_none());
+        // A commit of the replaced epoch names nothing on file.
+        assert_eq!(commit(&s, 3, b"rec3"), CommitStored::UnknownRecord);
+    }
+
+    #[test]
+    fn a_previous_enrollment_an_open_incident_uses_goes_when_it_closes() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("db")).unwrap();
+        let p1 = secret(3);
+        s.put_enrollment(&S, &[2; 32], 1, b"rec1", &p1, 1).unwrap();
+        commit(&s, 1, b"rec1");
+        s.put_enrollment(&S, &[2; 32], 2, b"rec2", b"p2", 2)
+            .unwrap();
+        // A panic under epoch 1 (the test incident's epoch) is open.
+        s.insert_panic(&incident(3, 4), "x").unwrap();
+        assert_eq!(
+            commit(&s, 2, b"rec2"),
+            CommitStored::New {
+                dropped_previous: false,
+                kept_for_incident: true
+            }
+        );
+        assert_eq!(s.previous_enrollment(&S).unwrap().unwrap().epoch, 1);
+        assert!(!s.drop_spent_previous(&S).unwrap(), "still in use");
+        s.close_incident(&[3; 16], "closed", 10).unwrap();
+        assert!(s.drop_spent_previous(&S).unwrap());
+        assert!(s.previous_enrollment(&S).unwrap().is_none());
+        assert_eq!(on_disk(dir.path(), &p1[100..164]), Vec::<&str>::new());
+        assert!(!s.drop_spent_previous(&S).unwrap(), "nothing left");
+    }
+
+    #[test]
+    fn a_previous_enrollment_is_not_dropped_before_the_current_one_is_committed() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("db")).unwrap();
+        s.put_enrollment(&S, &[2; 32], 1, b"rec1", b"p1", 1)
+            .unwrap();
+        commit(&s, 1, b"rec1");
+        s.put_enrollment(&S, &[2; 32], 2, b"rec2", b"p2", 2)
+            .unwrap();
+        assert!(!s.drop_spent_previous(&S).unwrap());
+        assert_eq!(s.previous_enrollment(&S).unwrap().unwrap().epoch, 1);
+    }
+
+    #[test]
+    fn a_stop_deletes_the_previous_enrollment_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("db")).unwrap();
+        let p1 = secret(5);
+        s.put_enrollment(&S, &[2; 32], 1, b"rec1", &p1, 1).unwrap();
+        commit(&s, 1, b"rec1");
+        s.put_enrollment(&S, &[2; 32], 2, b"rec2", b"p2", 2)
+            .unwrap();
+        assert!(!on_disk(dir.path(), &p1[100..164]).is_empty());
+        s.apply_stop(&S, b"stop", &T, 3).unwrap();
+        assert!(s.previous_enrollment(&S).unwrap().is_none());
+        assert!(s.enrollment(&S).unwrap().is_none());
+        assert_eq!(on_disk(dir.path(), &p1[100..164]), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn an_existing_database_gains_the_staging_tables_and_keeps_its_enrollments() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        {
+            // The two tables as the schema before staging made them.
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE students (student_id BLOB PRIMARY KEY, device_public BLOB NOT NULL,
+                    epoch INTEGER NOT NULL, highest_counter INTEGER NOT NULL DEFAULT 0,
+                    false_alarms INTEGER NOT NULL DEFAULT 0, tombstoned_at INTEGER);
+                 CREATE TABLE enrollments (student_id BLOB PRIMARY KEY, epoch INTEGER NOT NULL,
+                    record BLOB NOT NULL, sealed_profile BLOB NOT NULL, enrolled_at INTEGER NOT NULL);
+                 INSERT INTO students (student_id, device_public, epoch)
+                    VALUES (x'0101010101010101010101010101010101010101010101010101010101010101', zeroblob(32), 1);
+                 INSERT INTO enrollments (student_id, epoch, record, sealed_profile, enrolled_at)
+                    VALUES (x'0101010101010101010101010101010101010101010101010101010101010101', 1, x'72656331', x'7031', 1);",
+            )
+            .unwrap();
+        }
+        let s = SqliteStore::open(&path).unwrap();
+        assert_eq!(s.enrollment(&S).unwrap().unwrap().record, b"rec1");
+        assert!(s.previous_enrollment(&S).unwrap().is_none());
+        assert!(matches!(commit(&s, 1, b"rec1"), CommitStored::New { .. }));
+        s.put_enrollment(&S, &[0; 32], 2, b"rec2", b"p2", 2)
+            .unwrap();
+        assert_eq!(s.previous_enrollment(&S).unwrap().unwrap().epoch, 1);
+    }
+}
+
+mod wipe {
+    use rusqlite::Connection;
+
+    use super::{incident, on_disk};
+    use crate::store::{Db, SqliteStore, Store};
+
+    #[test]
+    fn stop_leaves_no_ciphertext_in_the_file_or_the_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("db")).unwrap();
+        let secret: Vec<u8> = (0..700u32).map(|i| (i * 7 + 3) as u8 ^ 0x5a).collect();
+        s.put_enrollment(&[1; 32], &[2; 32], 1, b"record", &secret, 1)
+            .unwrap();
+        s.put_enrollment(&[3; 32], &[4; 32], 1, b"record", b"other", 1)
+            .unwrap();
+        assert!(!on_disk(dir.path(), &secret[100..164]).is_empty());
+        s.apply_stop(&[1; 32], b"stop", &[[9; 32]], 2).unwrap();
+        assert_eq!(on_disk(dir.path(), &secret[100..164]), Vec::<&str>::new());
+        // Later writes do not bring it back.
+        s.add_timeline(&[1; 16], 3, "x", "y").unwrap();
+        assert_eq!(on_disk(dir.path(), &secret[100..164]), Vec::<&str>::new());
+    }
+
+    #[tokio::test]
+    async fn a_forgotten_or_closed_incident_key_is_in_neither_the_file_nor_the_wal() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("db")).unwrap();
+        let key =
+            |seed: u32| -> Vec<u8> { (0..200u32).map(|i| (i * 13 + seed) as u8 ^ 0xa5).collect() };
+        let (k1, k2) = (key(1), key(2));
+        for (id, k) in [(1u8, &k1), (2u8, &k2)] {
+            let mut i = incident(id, id);
+            i.incident_key_sealed = k.clone();
+            s.insert_panic(&i, "x").unwrap();
+        }
+        assert!(!on_disk(dir.path(), &k1[100..164]).is_empty());
+        // Through the group commit: the window ends for one, the other closes.
+        let db = Db::new(s).unwrap();
+        db.call(|s| s.forget_incident_key(&[1; 16])).await.unwrap();
+        assert_eq!(on_disk(dir.path(), &k1[100..164]), Vec::<&str>::new());
+        db.call(|s| s.close_incident(&[2; 16], "closed", 5))
+            .await
+            .unwrap();
+        assert_eq!(on_disk(dir.path(), &k2[100..164]), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn a_stop_whose_wal_cannot_be_emptied_is_an_error_not_a_silent_pass() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("db")).unwrap();
+        let secret: Vec<u8> = (0..700u32).map(|i| (i * 11 + 5) as u8 ^ 0x3c).collect();
+        s.put_enrollment(&[1; 32], &[2; 32], 1, b"record", &secret, 1)
+            .unwrap();
+        // Another connection in the middle of a read keeps its snapshot's
+        // pages in the WAL.
+        let reader = Connection::open(dir.path().join("db")).unwrap();
+        reader.execute_batch("BEGIN").unwrap();
+        let n: i64 = reader
+            .query_row("SELECT COUNT(*) FROM enrollments", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
+        s.conn
+            .busy_timeout(std::time::Duration::from_millis(50))
+            .unwrap();
+        assert!(s.apply_stop(&[1; 32], b"stop", &[[9; 32]], 2).is_err());
+        assert!(
+            !on_disk(dir.path(), &secret[100..164]).is_empty(),
+            "the error is honest: the ciphertext is still on disk"
+        );
+        // Once the reader is gone, the stop again (as the phone retries) wipes.
+        drop(reader);
+        s.apply_stop(&[1; 32], b"stop", &[[9; 32]], 3).unwrap();
+        assert_eq!(on_disk(dir.path(), &secret[100..164]), Vec::<&str>::new());
+    }
+}

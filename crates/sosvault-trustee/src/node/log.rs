@@ -1,0 +1,145 @@
+//! The log as served: signed heads, pages of leaves, inclusion and consistency
+//! proofs, and a student's own entries with their proofs.
+
+use rusqlite::params;
+use sosvault::log::{LogQuery, QueryRefusal, TreeHead};
+use sosvault::{Signed, Timestamp};
+use tracing::info;
+
+use super::{Node, NodeError, Refused, to_i64};
+
+/// The largest page of `/v1/log/entries`.
+pub const MAX_PAGE: u64 = 1000;
+/// The most entries one student query returns (the newest).
+pub const MAX_MINE: u64 = 1000;
+/// The most query nonces remembered at once (within the freshness window).
+pub const MAX_SEEN_QUERIES: usize = 100_000;
+
+/// One leaf as served: its index, leaf hash and (when asked for) entry bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Leaf {
+    /// The leaf's index.
+    pub index: u64,
+    /// Its RFC 6962 leaf hash as stored.
+    pub leaf_hash: [u8; 32],
+    /// The entry's bytes as stored.
+    pub entry: Vec<u8>,
+}
+
+/// The answer to a student's log query.
+#[derive(Clone, Debug)]
+pub struct MineAnswer {
+    /// The head every proof is against.
+    pub head: Signed<TreeHead>,
+    /// The student's leaves, each with its inclusion proof in `head`.
+    pub leaves: Vec<(Leaf, Vec<[u8; 32]>)>,
+}
+impl Node {
+    /// The head of the log as it is now, signed with the log key.
+    pub fn signed_head(&self, now: Timestamp) -> Signed<TreeHead> {
+        self.log.sign_head(&self.log_key, now)
+    }
+
+    /// Leaves `[start, end)` (end clamped to the log's size, at most [`MAX_PAGE`]).
+    pub fn leaves(&self, start: u64, end: u64) -> Result<Vec<Leaf>, NodeError> {
+        let end = end.min(self.log.size()).min(start.saturating_add(MAX_PAGE));
+        if start >= end {
+            return Ok(Vec::new());
+        }
+        let mut stmt = self.conn.prepare(
+            "SELECT idx, entry, leaf_hash FROM log_leaves WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
+        )?;
+        let rows = stmt.query_map(params![to_i64(start), to_i64(end)], row_to_leaf)?;
+        rows.map(|r| r.map_err(NodeError::from).and_then(|l| l))
+            .collect()
+    }
+
+    /// The inclusion proof of leaf `index` in the tree of `size` leaves.
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<[u8; 32]>, Refused> {
+        self.log
+            .inclusion_proof(index, size)
+            .map_err(|e| Refused::malformed(e.to_string()))
+    }
+
+    /// The consistency proof between the trees of `old` and `new` leaves.
+    pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<[u8; 32]>, Refused> {
+        self.log
+            .consistency_proof(old, new)
+            .map_err(|e| Refused::malformed(e.to_string()))
+    }
+
+    /// Answers a student's device-signed query with the entries about that
+    /// student, each with its inclusion proof in a fresh signed head.
+    pub fn mine(&mut self, query: &[u8], now: Timestamp) -> Result<MineAnswer, NodeError> {
+        let checked = LogQuery::check(query, &self.trustee.id(), now, self.query_skew_secs)
+            .map_err(|e| match e {
+                QueryRefusal::WrongTrustee => {
+                    Refused::new("wrong_trustee", 403, "the query is for another trustee")
+                }
+                QueryRefusal::Stale => Refused::new(
+                    "stale_request",
+                    422,
+                    "the query's time is outside the allowed clock skew",
+                ),
+                e => Refused::malformed(e.to_string()),
+            })?;
+        let horizon = now.minus(self.query_skew_secs.saturating_mul(2));
+        self.seen_queries.retain(|_, at| *at >= horizon);
+        let nonce = checked.nonce();
+        if self.seen_queries.contains_key(&nonce) {
+            return Err(Refused::new("replayed", 409, "this query was already answered").into());
+        }
+        if self.seen_queries.len() >= MAX_SEEN_QUERIES {
+            return Err(Refused::new(
+                "rate_limited",
+                429,
+                "too many log queries right now; try again in a few minutes",
+            )
+            .into());
+        }
+        self.seen_queries
+            .insert(nonce, checked.query().body().issued_at.max(now));
+        let student = checked.student();
+        let head = self.signed_head(now);
+        let size = head.body().size;
+        let mut stmt = self.conn.prepare(
+            "SELECT idx, entry, leaf_hash FROM
+               (SELECT idx, entry, leaf_hash FROM log_leaves WHERE student = ?1 AND idx < ?2
+                ORDER BY idx DESC LIMIT ?3)
+             ORDER BY idx",
+        )?;
+        let rows = stmt.query_map(
+            params![
+                student.as_bytes().as_slice(),
+                to_i64(size),
+                to_i64(MAX_MINE)
+            ],
+            row_to_leaf,
+        )?;
+        let mut leaves = Vec::new();
+        for leaf in rows {
+            let leaf = leaf??;
+            let proof = self
+                .log
+                .inclusion_proof(leaf.index, size)
+                .map_err(|e| NodeError::Internal(format!("inclusion proof: {e}")))?;
+            leaves.push((leaf, proof));
+        }
+        info!(op = "log-query", student = %student, entries = leaves.len());
+        Ok(MineAnswer { head, leaves })
+    }
+}
+
+fn row_to_leaf(row: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Leaf, NodeError>> {
+    let idx: i64 = row.get(0)?;
+    let entry: Vec<u8> = row.get(1)?;
+    let hash: Vec<u8> = row.get(2)?;
+    Ok(match (u64::try_from(idx), <[u8; 32]>::try_from(hash)) {
+        (Ok(index), Ok(leaf_hash)) => Ok(Leaf {
+            index,
+            leaf_hash,
+            entry,
+        }),
+        _ => Err(NodeError::Internal(format!("leaf {idx} is malformed"))),
+    })
+}

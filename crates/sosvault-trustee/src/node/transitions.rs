@@ -1,0 +1,402 @@
+//! Each request's transition inside a batch: the core `Trustee`'s decision,
+//! the sealed entry, the log leaf, the rate limit, the expiry of stored releases.
+
+use rusqlite::params;
+use sosvault::log::{LogEntry, leaf_hash};
+use sosvault::{
+    CheckedCancel, CheckedCommit, CheckedDelivery, CheckedRequest, CheckedStop, Container,
+    EnrollRefusal, MessageHash, Refusal, ReleaseRefusal, StudentEntry, StudentId, Timestamp,
+};
+
+use super::batch::{Applied, Batch, Note};
+use super::{
+    Answer, CODE_RATE_LIMITED, Node, NodeError, Refused, cancel_refused, commit_refused,
+    enroll_refused, release_refused, shred_refused, to_i64,
+};
+
+impl Node {
+    pub(super) fn share_in(
+        &mut self,
+        delivery: &[u8],
+        checked: &CheckedDelivery,
+        now: Timestamp,
+        batch: &mut Batch,
+    ) -> Result<Applied, NodeError> {
+        let student = checked.student();
+        let current = self.load(&student)?;
+        match self
+            .trustee
+            .accept_checked_share(current.as_ref(), checked, now)
+        {
+            Ok(t) if t.repeated => Ok(Applied::ok(
+                Answer::Share {
+                    receipt: t.answer,
+                    repeated: true,
+                },
+                Note::Done("share", student, "repeated"),
+            )),
+            Ok(t) => {
+                let body = t.answer.body();
+                let leaf = LogEntry::ShareAccepted {
+                    student,
+                    epoch: body.epoch,
+                    share_index: body.share_index,
+                    at: now,
+                };
+                self.put_entry(&t.entry, now)?;
+                self.put_leaf(&leaf, batch)?;
+                Ok(Applied::ok(
+                    Answer::Share {
+                        receipt: t.answer,
+                        repeated: false,
+                    },
+                    Note::Done("share", student, "accepted"),
+                ))
+            }
+            Err(e @ EnrollRefusal::Malformed(_)) => Ok(Applied::refused(
+                enroll_refused(&e),
+                Note::Refused("share", Some(student), "malformed"),
+            )),
+            Err(e) => {
+                let refused = enroll_refused(&e);
+                let code = refused.code;
+                self.log_refusal(&Refusal::Enroll(e), Some(student), delivery, now, batch)?;
+                Ok(Applied::refused(
+                    refused,
+                    Note::Refused("share", Some(student), code),
+                ))
+            }
+        }
+    }
+
+    pub(super) fn release_in(
+        &mut self,
+        request: &[u8],
+        checked: Result<CheckedRequest, (ReleaseRefusal, Option<StudentId>)>,
+        now: Timestamp,
+        batch: &mut Batch,
+    ) -> Result<Applied, NodeError> {
+        let checked = match checked {
+            Ok(c) => c,
+            Err((e, student)) => {
+                let refused = release_refused(&e);
+                let code = refused.code;
+                self.log_refusal(&Refusal::Release(e), student, request, now, batch)?;
+                return Ok(Applied::refused(
+                    refused,
+                    Note::Refused("release", student, code),
+                ));
+            }
+        };
+        let student = checked.student();
+        let current = self.load(&student)?;
+        match self.trustee.release(current.as_ref(), &checked, now) {
+            Ok(t) => {
+                // A repeat (a retry within its window) is a release too: it
+                // counts against the rate limit and has its own log entry.
+                let since = now.minus(self.rate.window_secs);
+                let recent: i64 = self
+                    .conn
+                    .prepare_cached("SELECT COUNT(*) FROM releases WHERE student = ?1 AND at > ?2")?
+                    .query_row(
+                        params![student.as_bytes().as_slice(), to_i64(since.as_secs())],
+                        |r| r.get(0),
+                    )?;
+                if recent >= i64::from(self.rate.max_releases) {
+                    let message = format!(
+                        "rate limited: {recent} releases for this student within {} seconds (at most {})",
+                        self.rate.window_secs, self.rate.max_releases
+                    );
+                    let leaf = LogEntry::Refused {
+                        student: Some(student),
+                        code: CODE_RATE_LIMITED,
+                        reason: message.clone(),
+                        request_hash: MessageHash::of_message(request),
+                        at: now,
+                    };
+                    self.put_leaf(&leaf, batch)?;
+                    return Ok(Applied::refused(
+                        Refused::new("rate_limited", 429, message),
+                        Note::Refused("release", Some(student), "rate_limited"),
+                    ));
+                }
+                let body = checked.request().body();
+                let leaf = LogEntry::released(checked.panic(), body.incident, t.repeated, now);
+                if !t.repeated {
+                    self.put_entry(&t.entry, now)?;
+                }
+                self.put_leaf(&leaf, batch)?;
+                self.put_release(student, now)?;
+                Ok(Applied::ok(
+                    Answer::Release {
+                        release: t.answer,
+                        repeated: t.repeated,
+                    },
+                    Note::Released(student, body.incident, t.repeated),
+                ))
+            }
+            Err(ReleaseRefusal::SealFailed) => Err(NodeError::Internal(
+                "sealing a released share failed".into(),
+            )),
+            Err(e) => {
+                let refused = release_refused(&e);
+                let code = refused.code;
+                self.log_refusal(&Refusal::Release(e), Some(student), request, now, batch)?;
+                Ok(Applied::refused(
+                    refused,
+                    Note::Refused("release", Some(student), code),
+                ))
+            }
+        }
+    }
+
+    pub(super) fn shred_in(
+        &mut self,
+        stop: &[u8],
+        checked: &CheckedStop,
+        now: Timestamp,
+        batch: &mut Batch,
+    ) -> Result<Applied, NodeError> {
+        let student = checked.student();
+        let current = self.load(&student)?;
+        match self.trustee.shred(current.as_ref(), checked, now) {
+            Ok(t) if t.repeated => Ok(Applied::ok(
+                Answer::Shred {
+                    receipt: t.answer,
+                    repeated: true,
+                },
+                Note::Done("shred", student, "repeated"),
+            )),
+            Ok(t) => {
+                let leaf = LogEntry::Shredded {
+                    student,
+                    epoch: checked.stop().body().epoch,
+                    stop_hash: checked.stop().hash(),
+                    at: now,
+                };
+                self.put_entry(&t.entry, now)?;
+                self.put_leaf(&leaf, batch)?;
+                batch.purge = true;
+                Ok(Applied::ok(
+                    Answer::Shred {
+                        receipt: t.answer,
+                        repeated: false,
+                    },
+                    Note::Done("shred", student, "shredded"),
+                ))
+            }
+            Err(e) => {
+                let refused = shred_refused(&e);
+                let code = refused.code;
+                self.log_refusal(&Refusal::Shred(e), Some(student), stop, now, batch)?;
+                Ok(Applied::refused(
+                    refused,
+                    Note::Refused("shred", Some(student), code),
+                ))
+            }
+        }
+    }
+
+    pub(super) fn cancel_in(
+        &mut self,
+        cancel: &[u8],
+        checked: &CheckedCancel,
+        now: Timestamp,
+        batch: &mut Batch,
+    ) -> Result<Applied, NodeError> {
+        let student = checked.student();
+        let current = self.load(&student)?;
+        match self.trustee.revoke(current.as_ref(), checked, now) {
+            Ok(t) if t.repeated => Ok(Applied::ok(
+                Answer::Cancel {
+                    receipt: t.answer,
+                    repeated: true,
+                },
+                Note::Done("cancel", student, "repeated"),
+            )),
+            Ok(t) => {
+                let leaf = LogEntry::Cancelled {
+                    student,
+                    counter: checked.cancel().body().counter,
+                    cancel: checked.cancel().hash(),
+                    at: now,
+                };
+                self.put_entry(&t.entry, now)?;
+                self.put_leaf(&leaf, batch)?;
+                Ok(Applied::ok(
+                    Answer::Cancel {
+                        receipt: t.answer,
+                        repeated: false,
+                    },
+                    Note::Done("cancel", student, "revoked"),
+                ))
+            }
+            Err(e) => {
+                let refused = cancel_refused(&e);
+                let code = refused.code;
+                self.log_refusal(&Refusal::Cancel(e), Some(student), cancel, now, batch)?;
+                Ok(Applied::refused(
+                    refused,
+                    Note::Refused("cancel", Some(student), code),
+                ))
+            }
+        }
+    }
+
+    pub(super) fn commit_in(
+        &mut self,
+        commit: &[u8],
+        checked: &CheckedCommit,
+        now: Timestamp,
+        batch: &mut Batch,
+    ) -> Result<Applied, NodeError> {
+        let student = checked.student();
+        let current = self.load(&student)?;
+        match self.trustee.commit(current.as_ref(), checked, now) {
+            Ok(None) => Ok(Applied::ok(
+                Answer::Commit { changed: false },
+                Note::Done("commit", student, "repeated"),
+            )),
+            Ok(Some(entry)) => {
+                let leaf = LogEntry::Committed {
+                    student,
+                    epoch: checked.commit().body().epoch,
+                    at: now,
+                };
+                self.put_entry(&entry, now)?;
+                self.put_leaf(&leaf, batch)?;
+                // The older share's sealed bytes must not survive in the WAL.
+                batch.purge = true;
+                Ok(Applied::ok(
+                    Answer::Commit { changed: true },
+                    Note::Done("commit", student, "committed"),
+                ))
+            }
+            Err(e) => {
+                let refused = commit_refused(&e);
+                let code = refused.code;
+                self.log_refusal(&Refusal::Commit(e), Some(student), commit, now, batch)?;
+                Ok(Applied::refused(
+                    refused,
+                    Note::Refused("commit", Some(student), code),
+                ))
+            }
+        }
+    }
+
+    /// The most entries one expiry pass opens (the next pass takes the rest).
+    const EXPIRE_BATCH: i64 = 1000;
+
+    /// Drops the stored release of every entry whose retry window has closed.
+    pub(super) fn expire_in(&mut self, now: Timestamp) -> Result<Applied, NodeError> {
+        let due: Vec<Vec<u8>> = self
+            .conn
+            .prepare_cached(
+                "SELECT student FROM entries WHERE retry_until IS NOT NULL AND retry_until < ?1
+                 ORDER BY retry_until LIMIT ?2",
+            )?
+            .query_map(params![to_i64(now.as_secs()), Self::EXPIRE_BATCH], |r| {
+                r.get(0)
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut dropped = 0;
+        for id in due {
+            let id: [u8; 32] = id
+                .try_into()
+                .map_err(|_| NodeError::Internal("an entry's student id is not 32 bytes".into()))?;
+            let student = StudentId::from_bytes(id);
+            let Some(entry) = self.load(&student)? else {
+                continue;
+            };
+            match self.trustee.expire(&entry, now) {
+                Some(next) => {
+                    self.put_entry(&next, now)?;
+                    dropped += 1;
+                }
+                // Not due after all (a retry window configured longer since):
+                // write the deadline the entry really has.
+                None => self.put_entry(&entry, now)?,
+            }
+        }
+        Ok(Applied::ok(
+            Answer::Expired(dropped),
+            Note::Expired(dropped),
+        ))
+    }
+
+    /// Writes a student's entry, sealed (inside the batch's transaction),
+    /// with the deadline of its stored release's retry window.
+    fn put_entry(&self, e: &StudentEntry, now: Timestamp) -> Result<(), NodeError> {
+        let sealed = self.sealer.seal(e);
+        let retry_until = self.trustee.retry_deadline(e).map(|t| to_i64(t.as_secs()));
+        self.conn
+            .prepare_cached(
+                "INSERT INTO entries (student, sealed, epoch, highest_counter, holds_share, tombstone_epoch, updated_at, retry_until)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT(student) DO UPDATE SET sealed = excluded.sealed, epoch = excluded.epoch,
+                   highest_counter = excluded.highest_counter, holds_share = excluded.holds_share,
+                   tombstone_epoch = excluded.tombstone_epoch, updated_at = excluded.updated_at,
+                   retry_until = excluded.retry_until",
+            )?
+            .execute(params![
+                e.student().as_bytes().as_slice(),
+                sealed,
+                e.epoch(),
+                to_i64(e.highest_counter()),
+                e.holds_share(),
+                e.tombstone().map(|t| t.epoch),
+                to_i64(now.as_secs()),
+                retry_until,
+            ])?;
+        Ok(())
+    }
+
+    /// Appends a log entry at the batch's next index (inside its
+    /// transaction); the tree learns its hash only once the batch commits.
+    fn put_leaf(&self, leaf: &LogEntry, batch: &mut Batch) -> Result<(), NodeError> {
+        let bytes = leaf.to_bytes();
+        let hash = leaf_hash(&bytes);
+        let student = leaf.student();
+        self.conn
+            .prepare_cached(
+                "INSERT INTO log_leaves (idx, entry, leaf_hash, student) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![
+                to_i64(batch.next_index),
+                bytes,
+                hash.as_slice(),
+                student.as_ref().map(|s| s.as_bytes().as_slice()),
+            ])?;
+        batch.next_index += 1;
+        batch.hashes.push(hash);
+        Ok(())
+    }
+
+    /// Records a release time for the rate limit; older times than the
+    /// window go.
+    fn put_release(&self, student: StudentId, at: Timestamp) -> Result<(), NodeError> {
+        self.conn
+            .prepare_cached("DELETE FROM releases WHERE student = ?1 AND at <= ?2")?
+            .execute(params![
+                student.as_bytes().as_slice(),
+                to_i64(at.minus(self.rate.window_secs).as_secs())
+            ])?;
+        self.conn
+            .prepare_cached("INSERT INTO releases (student, at) VALUES (?1, ?2)")?
+            .execute(params![student.as_bytes().as_slice(), to_i64(at.as_secs())])?;
+        Ok(())
+    }
+
+    /// Appends a refusal to the log (inside the batch's transaction).
+    fn log_refusal(
+        &self,
+        refusal: &Refusal,
+        student: Option<StudentId>,
+        request: &[u8],
+        now: Timestamp,
+        batch: &mut Batch,
+    ) -> Result<(), NodeError> {
+        let entry = LogEntry::refused(refusal, student, MessageHash::of_message(request), now);
+        self.put_leaf(&entry, batch)
+    }
+}
