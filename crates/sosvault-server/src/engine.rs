@@ -64,6 +64,7 @@ mod access;
 mod board;
 mod dispatch;
 mod forward;
+mod intake;
 mod operators;
 mod reassign;
 mod release;
@@ -453,6 +454,8 @@ struct Inner {
     /// The witness relay's memory and the newest witnessed checkpoint.
     relay: tokio::sync::Mutex<witness::Relay>,
     login_gate: tokio::sync::Semaphore,
+    /// Panics being accepted: releases and the witness relay wait for them.
+    intake: intake::Intake,
     /// Logins waiting for `login_gate`.
     logins_waiting: std::sync::atomic::AtomicUsize,
 }
@@ -754,6 +757,7 @@ impl Engine {
                 log_key: control_room_log_key,
                 relay: tokio::sync::Mutex::new(witness::Relay::default()),
                 login_gate: tokio::sync::Semaphore::new(2),
+                intake: intake::Intake::default(),
                 logins_waiting: std::sync::atomic::AtomicUsize::new(0),
             }),
         })
@@ -1121,9 +1125,12 @@ impl Engine {
         enrollment: Option<EnrollmentRow>,
     ) {
         let engine = self.clone();
-        self.inner
-            .tasks
-            .spawn(async move { engine.release(id, student, panic, key, enrollment).await });
+        self.inner.tasks.spawn(async move {
+            // The panic first: no trustee is asked (nor its CPU and disk
+            // taken) while other panics are still being answered.
+            engine.inner.intake.idle(intake::MAX_DEFER).await;
+            engine.release(id, student, panic, key, enrollment).await
+        });
     }
 }
 
