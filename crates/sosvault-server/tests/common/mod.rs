@@ -10,6 +10,7 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod cargo_build;
 pub mod faulty;
 
 use std::io::{BufRead, BufReader};
@@ -22,6 +23,8 @@ use serde_json::Value;
 use sosvault::{Device, DeviceKey, Policy, Profile, Timestamp};
 use sosvault_server::client::{Client, ServiceInfo};
 use tokio::sync::mpsc::UnboundedReceiver;
+
+use cargo_build::cargo_build;
 
 pub const OPERATOR: &str = "operator";
 /// The auditor bearer token every test trustee accepts (full log entries).
@@ -39,24 +42,10 @@ pub fn trustee_bin() -> PathBuf {
         if let Ok(p) = std::env::var("SOSVAULT_TRUSTEE_BIN") {
             return PathBuf::from(p);
         }
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "sosvault-trustee",
-                "--bin",
-                "sosvault-trustee",
-                "--manifest-path",
-            ])
-            .arg(&manifest)
-            // Build into the same profile directory as this test's binaries.
-            .args(same_profile(server_bin()))
-            .status()
-            .expect("running cargo build for the trustee");
-        assert!(status.success(), "building sosvault-trustee failed");
+        cargo_build(
+            &["-p", "sosvault-trustee", "--bin", "sosvault-trustee"],
+            server_bin(),
+        );
         let bin = server_bin().with_file_name("sosvault-trustee");
         assert!(bin.exists(), "no trustee binary at {}", bin.display());
         bin
@@ -742,18 +731,5 @@ impl Drop for Cluster {
         if std::thread::panicking() {
             eprintln!("---- server log ----\n{}", self.server.logs());
         }
-    }
-}
-
-/// `--release` when the test's own binaries were built in release mode.
-fn same_profile(bin: std::path::PathBuf) -> Vec<&'static str> {
-    let profile = bin
-        .parent()
-        .and_then(|d| d.file_name())
-        .and_then(|n| n.to_str());
-    if profile == Some("release") {
-        vec!["--release"]
-    } else {
-        Vec::new()
     }
 }
