@@ -17,7 +17,7 @@ use std::process::{Command, Output};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use common::store_files::{edit, restore, snapshot};
+use common::store_files::{restore, rewrite_entry, snapshot};
 use common::*;
 use sosvault::log::{MerkleLog, TreeHead, leaf_hash, verify_consistency, verify_inclusion};
 use sosvault::{Category, LogPublic, Timestamp};
@@ -85,35 +85,6 @@ async fn log_size(c: &Cluster) -> u64 {
 
 fn db(c: &Cluster) -> PathBuf {
     c.server.dir.join("sosvault.db")
-}
-
-/// Flips the last byte (the time) of entry `idx`; with `rehash`, stores its
-/// new leaf hash too (a self-consistent log with another past).
-fn rewrite_entry(db: &Path, idx: i64, rehash: bool) {
-    edit(db, |c| {
-        let mut e: Vec<u8> = c
-            .query_row(
-                "SELECT entry FROM transparency_log WHERE idx = ?1",
-                [idx],
-                |r| r.get(0),
-            )
-            .unwrap();
-        let last = e.len() - 1;
-        e[last] ^= 0x01;
-        if rehash {
-            c.execute(
-                "UPDATE transparency_log SET entry = ?1, leaf_hash = ?2 WHERE idx = ?3",
-                rusqlite::params![e, leaf_hash(&e).to_vec(), idx],
-            )
-            .unwrap();
-        } else {
-            c.execute(
-                "UPDATE transparency_log SET entry = ?1 WHERE idx = ?2",
-                rusqlite::params![e, idx],
-            )
-            .unwrap();
-        }
-    });
 }
 
 /// The hex `proof` the service serves at `path` (an inclusion or consistency proof).
@@ -248,7 +219,7 @@ async fn a_tampered_or_rewritten_control_room_log_is_detected() {
 
     // The operator edits entry 1 (who viewed, and when) but not its leaf hash.
     c.server.kill();
-    rewrite_entry(&db(&c), 1, false);
+    rewrite_entry(&db(&c), "transparency_log", 1, false);
     c.server.start();
     let op = c.operator().await;
     // The leaf hashes, and so the heads, are unchanged: an auditor without
@@ -262,8 +233,8 @@ async fn a_tampered_or_rewritten_control_room_log_is_detected() {
     // The operator rewrites entry 0 and its leaf hash: a self-consistent log
     // with a different past, which the service signs after a restart.
     c.server.kill();
-    rewrite_entry(&db(&c), 1, false); // entry 1 back as it was
-    rewrite_entry(&db(&c), 0, true);
+    rewrite_entry(&db(&c), "transparency_log", 1, false); // entry 1 back as it was
+    rewrite_entry(&db(&c), "transparency_log", 0, true);
     c.server.start();
     let op = c.operator().await;
     // A fresh auditor with no memory cannot tell...

@@ -8,6 +8,7 @@
 
 mod common;
 
+use common::openapi_doc::documented;
 use common::*;
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -20,16 +21,6 @@ async fn document(c: &Cluster) -> Value {
         .json()
         .await
         .unwrap()
-}
-
-/// The statuses `method path` documents.
-fn documented(doc: &Value, method: &str, path: &str) -> Vec<u16> {
-    doc["paths"][path][method]["responses"]
-        .as_object()
-        .unwrap_or_else(|| panic!("{method} {path} is not documented"))
-        .keys()
-        .map(|k| k.parse().unwrap())
-        .collect()
 }
 
 /// `method path` with `token`, no content type, no body: the status and the JSON answer.

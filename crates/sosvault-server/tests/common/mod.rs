@@ -12,6 +12,7 @@
 
 pub mod cargo_build;
 pub mod faulty;
+pub mod openapi_doc;
 pub mod store_files;
 
 use std::io::{BufRead, BufReader};

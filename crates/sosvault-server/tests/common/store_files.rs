@@ -46,3 +46,34 @@ pub fn edit(db: &Path, f: impl FnOnce(&rusqlite::Connection)) {
     f(&c);
     c.close().unwrap();
 }
+
+/// Flips the last byte (the time) of entry `idx` of the log table `table`;
+/// with `rehash`, stores its new leaf hash too (a self-consistent log with
+/// another past).
+pub fn rewrite_entry(db: &Path, table: &str, idx: i64, rehash: bool) {
+    edit(db, |c| {
+        let mut e: Vec<u8> = c
+            .query_row(
+                &format!("SELECT entry FROM {table} WHERE idx = ?1"),
+                [idx],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let last = e.len() - 1;
+        e[last] ^= 0x01;
+        if rehash {
+            let h = sosvault::log::leaf_hash(&e).to_vec();
+            c.execute(
+                &format!("UPDATE {table} SET entry = ?1, leaf_hash = ?2 WHERE idx = ?3"),
+                rusqlite::params![e, h, idx],
+            )
+            .unwrap();
+        } else {
+            c.execute(
+                &format!("UPDATE {table} SET entry = ?1 WHERE idx = ?2"),
+                rusqlite::params![e, idx],
+            )
+            .unwrap();
+        }
+    });
+}
