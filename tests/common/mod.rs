@@ -8,6 +8,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod receipts;
+
 use ed25519_dalek::{Signer as _, SigningKey};
 use hkdf::Hkdf;
 use sha2::Sha256;
@@ -100,17 +102,23 @@ impl World {
         }
     }
 
-    /// The device presses panic at `now`; the control room opens an incident and
-    /// signs a release request at `now`.
-    pub fn panic(&self, device: &mut Device, now: Timestamp) -> Incident {
-        let panic = device
+    /// The device presses panic at `now` (police, in Kota): the signed panic,
+    /// before any incident.
+    pub fn signed_panic(&self, device: &mut Device, now: Timestamp) -> Signed<PanicEvent> {
+        device
             .panic(
                 Category::Police,
                 &here(now),
                 &self.control_room.public(),
                 now,
             )
-            .expect("panic");
+            .expect("panic")
+    }
+
+    /// The device presses panic at `now`; the control room opens an incident and
+    /// signs a release request at `now`.
+    pub fn panic(&self, device: &mut Device, now: Timestamp) -> Incident {
+        let panic = self.signed_panic(device, now);
         self.incident_for(panic, now)
     }
 
@@ -178,6 +186,15 @@ impl Incident {
         }
         opener.open()
     }
+}
+
+/// `n` trustees and a fresh device enrolled `t`-of-n with `profile` at
+/// [`T0`], every share delivered: the world, the device and its package.
+pub fn enrolled(n: usize, profile: &[u8], t: u8) -> (World, Device, EnrollmentPackage) {
+    let mut world = World::new(n);
+    let mut dev = device();
+    let package = world.enroll(&mut dev, profile, t, T0);
+    (world, dev, package)
 }
 
 /// A fix in Kota.

@@ -38,6 +38,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "../../../tests/common/receipts.rs"]
+mod receipts;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
@@ -45,6 +47,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use common::*;
+use receipts::made_up_receipts;
 use serde_json::{Value, json};
 use sosvault::log::{LogEntry, refusal_code};
 use sosvault::manifest::{Manifest, ManifestError, ManifestTrustee};
@@ -1144,23 +1147,7 @@ async fn a_device_enrolled_to_a_manifest_refuses_receipts_of_substituted_trustee
 
     // The operator substitutes receipts signed by its own keys, for the
     // device's real commitments: refused, and the device stays unenrolled.
-    let record = package.record.body();
-    let made_up: Vec<Signed<ShareReceipt>> = fake
-        .iter()
-        .enumerate()
-        .map(|(i, k)| {
-            Signed::sign(
-                ShareReceipt {
-                    student: device.student_id(),
-                    epoch: record.epoch,
-                    share_index: i as u8 + 1,
-                    commitment: record.trustees[i].commitment,
-                    stored_at: now,
-                },
-                k,
-            )
-        })
-        .collect();
+    let made_up = made_up_receipts(&fake, device.student_id(), &package, now);
     assert!(matches!(
         device.confirm_enrollment(&made_up, now),
         Err(DeviceError::BadReceipt { index: 1, .. })
