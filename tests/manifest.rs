@@ -8,12 +8,12 @@
 
 mod common;
 
-use common::receipts::made_up_receipts;
+use common::receipts::{made_up_receipts, receipts_of};
 use common::{T0, World, device, enrolled, here};
 use sosvault::manifest::{Manifest, ManifestError, ManifestTrustee, VerifiedManifest};
 use sosvault::{
-    AuthorityKey, Category, Container, DeviceError, Policy, ShareReceipt, Signed, Timestamp,
-    TrusteeKey, TrusteePublic,
+    AuthorityKey, Category, Container, DeviceError, Policy, Signed, Timestamp, TrusteeKey,
+    TrusteePublic,
 };
 
 const YEAR: u64 = 365 * 24 * 3600;
@@ -84,22 +84,9 @@ fn confirmed(
     Signed<sosvault::EnrollmentCommit>,
 ) {
     let package = enroll_to(dev, manifest, profile);
-    let receipts = deliver(world, &package);
+    let receipts = receipts_of(&mut world.trustees, &package, T0);
     let commit = dev.confirm_enrollment(&receipts, T0).unwrap();
     (package, commit)
-}
-
-/// Delivers `package`'s shares to the world's trustees; returns their receipts.
-fn deliver(world: &mut World, package: &sosvault::EnrollmentPackage) -> Vec<Signed<ShareReceipt>> {
-    world
-        .trustees
-        .iter_mut()
-        .enumerate()
-        .map(|(i, t)| {
-            let d = package.delivery(i as u8 + 1).unwrap();
-            t.accept_share(&d.to_bytes(), T0).unwrap()
-        })
-        .collect()
 }
 
 #[test]
@@ -185,7 +172,7 @@ fn a_hostile_service_cannot_substitute_trustees_or_their_receipts() {
     ));
     assert_eq!(dev.epoch(), 0, "not enrolled on made-up receipts");
     // The real trustees' receipts confirm it.
-    let receipts = deliver(&mut world, &package);
+    let receipts = receipts_of(&mut world.trustees, &package, T0);
     dev.confirm_enrollment(&receipts, T0).unwrap();
     assert_eq!(dev.epoch(), 1);
     assert_eq!(dev.manifest(), Some((1, manifest.hash())));
@@ -208,7 +195,7 @@ fn a_pending_reenrollment_never_costs_a_panic() {
         ),
         Err(DeviceError::NotEnrolled)
     ));
-    let receipts = deliver(&mut world, &first);
+    let receipts = receipts_of(&mut world.trustees, &first, T0);
     dev.confirm_enrollment(&receipts, T0).unwrap();
 
     // Re-enroll after an incident: pending.
@@ -322,13 +309,8 @@ fn a_half_delivered_reenrollment_keeps_every_panic_openable_until_the_commit() {
         world.release(0, &incident, T0).unwrap(),
         world.release(1, &incident, T0).unwrap(),
     ];
-    let vault = incident
-        .open_with(&first.record, &[&releases[0], &releases[1]])
-        .unwrap();
-    assert_eq!(
-        &vault.open(&first.sealed_profile, 1 << 20).unwrap()[..],
-        b"one"
-    );
+    let opened = incident.open_profile(&first, &[&releases[0], &releases[1]]);
+    assert_eq!(opened, b"one");
 
     // The third trustee comes back; the device confirms and commits epoch 2.
     let d = second.delivery(3).unwrap();
@@ -352,13 +334,7 @@ fn a_half_delivered_reenrollment_keeps_every_panic_openable_until_the_commit() {
     let newer = world.panic(&mut dev, T0);
     assert_eq!(newer.panic.body().epoch, 2);
     let all = world.release_all(&newer, T0);
-    let vault = newer
-        .open_with(&second.record, &[&all[0], &all[2]])
-        .unwrap();
-    assert_eq!(
-        &vault.open(&second.sealed_profile, 1 << 20).unwrap()[..],
-        b"two"
-    );
+    assert_eq!(newer.open_profile(&second, &[&all[0], &all[2]]), b"two");
 }
 
 /// Without the device's commit (an embedder using `Device::enroll`), a new

@@ -16,8 +16,8 @@ mod common;
 
 use common::{
     Incident, T0, World, body_offset, control_room_identity, control_room_signing_key, device,
-    enrolled, envelope, flip, here, identity_from_scalar, incident_identity, request_body, tagged,
-    trustee_identity,
+    enrolled, enrolled_under, envelope, flip, here, identity_from_scalar, incident_identity,
+    request_body, tagged, trustee_identity,
 };
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -137,8 +137,7 @@ proptest! {
         let releases = world.release_all(&incident, T0);
         for set in subsets(n, t) {
             let picked: Vec<_> = set.iter().map(|&i| &releases[i]).collect();
-            let vault = incident.open_with(&package.record, &picked).unwrap();
-            let opened = vault.open(&package.sealed_profile, MAX).unwrap();
+            let opened = incident.open_profile(&package, &picked);
             prop_assert_eq!(&opened[..], &profile[..], "subset {:?}", set);
         }
         for set in subsets(n, t - 1) {
@@ -290,8 +289,7 @@ proptest! {
     /// one more trustee's share does rebuild the vault key.
     #[test]
     fn p1_dispatch_database_control_room_key_and_t_minus_1_trustees_open_nothing(
-        (t, n) in t_n(),
-        seed in any::<Index>(),
+        (t, n) in t_n(), seed in any::<Index>(),
     ) {
         let (world, mut dev, package) = enrolled(n, b"{\"name\":\"Asha\"}", t as u8);
         let incident = world.panic(&mut dev, T0);
@@ -460,10 +458,8 @@ proptest! {
     #[test]
     fn p3_stale_panic_is_refused(extra in 1u64..10_000_000) {
         let limits = TimeLimits::default();
-        let mut world = World::with_limits(2, limits);
-        let mut dev = device();
-        world.enroll(&mut dev, b"p", 2, T0);
-        let panic = dev.panic(Category::Police, &here(T0), &world.control_room.public(), T0).unwrap();
+        let (mut world, mut dev, _) = enrolled_under(limits, 2, b"p", 2);
+        let panic = world.signed_panic(&mut dev, T0);
         // One second past the limit, and `extra` seconds past it.
         for past in [1, extra] {
             let late = T0.plus(limits.max_panic_age_secs + past);
@@ -480,9 +476,7 @@ proptest! {
     #[test]
     fn p3_future_panic_is_refused(extra in 1u64..10_000_000) {
         let limits = TimeLimits::default();
-        let mut world = World::with_limits(2, limits);
-        let mut dev = device();
-        world.enroll(&mut dev, b"p", 2, T0);
+        let (mut world, mut dev, _) = enrolled_under(limits, 2, b"p", 2);
         // One second past the skew, and `extra` seconds past it.
         for past in [1, extra] {
             let ahead = T0.plus(limits.max_skew_secs + past);
@@ -503,7 +497,7 @@ proptest! {
     #[test]
     fn p3_forged_panic_is_refused(sig_bit in 0usize..512, body_bit in any::<Index>()) {
         let (mut world, mut dev, _) = enrolled(2, b"p", 2);
-        let panic = dev.panic(Category::Police, &here(T0), &world.control_room.public(), T0).unwrap();
+        let panic = world.signed_panic(&mut dev, T0);
         let incident = world.incident_for(panic.clone(), T0);
         let sk = control_room_signing_key(&world.control_room);
         let honest = envelope::<ReleaseRequest>(
@@ -538,10 +532,8 @@ proptest! {
     fn p3_unpinned_or_stale_request_is_refused(off in 121u64..10_000_000) {
         let limits = TimeLimits::default();
         prop_assert!(off > limits.max_skew_secs);
-        let mut world = World::with_limits(2, limits);
-        let mut dev = device();
-        world.enroll(&mut dev, b"p", 2, T0);
-        let panic = dev.panic(Category::Police, &here(T0), &world.control_room.public(), T0).unwrap();
+        let (mut world, mut dev, _) = enrolled_under(limits, 2, b"p", 2);
+        let panic = world.signed_panic(&mut dev, T0);
         let key = IncidentKey::generate();
         let rogue = ControlRoomKey::generate().release_request(&panic, IncidentId::random(), &key, T0);
         prop_assert_eq!(
@@ -712,9 +704,7 @@ fn p3_release_after_shred_is_refused() {
 fn p3_a_retry_is_answered_only_inside_its_window_and_never_after() {
     let limits = TimeLimits::default();
     let window = limits.retry_window_secs;
-    let mut world = World::with_limits(2, limits);
-    let mut dev = device();
-    world.enroll(&mut dev, b"p", 2, T0);
+    let (mut world, mut dev, _) = enrolled_under(limits, 2, b"p", 2);
     let incident = world.panic(&mut dev, T0);
     let first = world.release(0, &incident, T0).unwrap();
     let resign = |world: &World, at: sosvault::Timestamp| {
@@ -738,22 +728,18 @@ fn p3_a_retry_is_answered_only_inside_its_window_and_never_after() {
         );
     }
     // The expiry pass drops the stored release once the window has closed, not before.
-    assert_eq!(world.trustees[0].expire(T0.plus(window)), 0);
-    assert!(
-        world.trustees[0]
-            .entry(&dev.student_id())
+    let student = dev.student_id();
+    let keeps_release = |w: &World| {
+        w.trustees[0]
+            .entry(&student)
             .unwrap()
             .last_release()
             .is_some()
-    );
+    };
+    assert_eq!(world.trustees[0].expire(T0.plus(window)), 0);
+    assert!(keeps_release(&world));
     assert_eq!(world.trustees[0].expire(T0.plus(window + 1)), 1);
-    assert!(
-        world.trustees[0]
-            .entry(&dev.student_id())
-            .unwrap()
-            .last_release()
-            .is_none()
-    );
+    assert!(!keeps_release(&world));
     let at = T0.plus(window + 2);
     let seen = incident.panic.body().counter;
     let req = resign(&world, at);
@@ -776,19 +762,10 @@ fn p3_a_retry_never_outlives_the_panics_maximum_age() {
         retry_window_secs: 600,
         ..TimeLimits::default()
     };
-    let mut world = World::with_limits(2, limits);
-    let mut dev = device();
-    world.enroll(&mut dev, b"p", 2, T0);
+    let (mut world, mut dev, _) = enrolled_under(limits, 2, b"p", 2);
     // Pressed just inside the maximum age, released at once.
     let pressed = T0.minus(limits.max_panic_age_secs - 10);
-    let panic = dev
-        .panic(
-            Category::Police,
-            &here(pressed),
-            &world.control_room.public(),
-            pressed,
-        )
-        .unwrap();
+    let panic = world.signed_panic(&mut dev, pressed);
     let incident = world.incident_for(panic, T0);
     world.release(0, &incident, T0).unwrap();
     let in_age = T0.plus(10);
@@ -881,14 +858,7 @@ fn p3_a_cancel_revokes_every_panic_at_or_below_its_counter() {
     let mut elsewhere = World::new(2);
     let mut stranger = device();
     elsewhere.enroll(&mut stranger, b"q", 2, at);
-    let p = stranger
-        .panic(
-            Category::Police,
-            &here(at),
-            &world.control_room.public(),
-            at,
-        )
-        .unwrap();
+    let p = world.signed_panic(&mut stranger, at);
     let foreign = stranger
         .cancel(p.hash(), false, &world.control_room.public(), at)
         .unwrap();
@@ -1359,13 +1329,8 @@ fn p5_a_replayed_stop_does_not_shred_a_new_epoch() {
     let _ = world.signed_panic(&mut restored, T0);
     let incident = world.panic(&mut restored, T0.plus(30));
     let releases = world.release_all(&incident, T0.plus(30));
-    let vault = incident
-        .open_with(&package.record, &[&releases[0], &releases[1]])
-        .unwrap();
-    assert_eq!(
-        &vault.open(&package.sealed_profile, MAX).unwrap()[..],
-        b"v2"
-    );
+    let opened = incident.open_profile(&package, &[&releases[0], &releases[1]]);
+    assert_eq!(opened, b"v2");
 }
 
 // ======================================================================= property 6
