@@ -59,6 +59,7 @@ use sosvault::{
 };
 use sosvault_server::client::Client;
 use sosvault_server::geo::UnitKind;
+use tokio::sync::mpsc::UnboundedReceiver;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -448,20 +449,29 @@ fn released_for(
     })
 }
 
-/// A panic of `category` from `at`, sent; waits until the profile opened.
+/// A police panic at Talwandi from `device`, sent; waits (on `ops`) until
+/// the profile opened. The panic and the incident id.
 async fn panic_and_open(
     c: &Cluster,
-    ops: &mut tokio::sync::mpsc::UnboundedReceiver<Value>,
+    ops: &mut UnboundedReceiver<Value>,
     device: &mut Device,
-    category: Category,
-    at: &Location,
 ) -> (Signed<PanicEvent>, String) {
-    let panic = device
-        .panic(category, at, &c.info.control_room, Timestamp::now())
-        .unwrap();
+    let panic = c.talwandi_panic(device, Category::Police);
     let id = c.client.panic(&panic).await.unwrap();
     next_event(ops, 20, is("profile_available", &id)).await;
     (panic, id)
+}
+
+/// A new student `name` whose [`panic_and_open`] opened: the device, the
+/// panic and the incident id.
+async fn student_panicked(
+    c: &Cluster,
+    ops: &mut UnboundedReceiver<Value>,
+    name: &str,
+) -> (Device, Signed<PanicEvent>, String) {
+    let mut device = c.student(name).await;
+    let (panic, id) = panic_and_open(c, ops, &mut device).await;
+    (device, panic, id)
 }
 
 fn fix(lat: f64, lon: f64) -> Location {
@@ -488,8 +498,7 @@ async fn a_copy_of_the_data_directory_gets_no_release_again_after_the_retry_wind
     // release (with all three up, the third may or may not have answered
     // when the vault opened).
     c.trustees[2].kill();
-    let (panic, id) =
-        panic_and_open(&c, &mut ops, &mut device, Category::Police, &talwandi()).await;
+    let (panic, id) = panic_and_open(&c, &mut ops, &mut device).await;
     let incident = IncidentId::from_hex(&id).unwrap();
 
     // The attacker copies the data directory after the releases, while the
@@ -572,10 +581,8 @@ async fn a_copy_of_the_data_directory_gets_no_release_again_after_the_retry_wind
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_forwarded_cancel_no_trustee_releases_for_the_panic() {
     let (c, _, mut ops) = Cluster::watched(Options::default()).await;
-    let mut device = c.student("Kavya Menon").await;
+    let (mut device, panic, id) = student_panicked(&c, &mut ops, "Kavya Menon").await;
     let student = device.student_id();
-    let (panic, id) =
-        panic_and_open(&c, &mut ops, &mut device, Category::Police, &talwandi()).await;
     // A copy taken while the incident is open: its panic and its key.
     let copy = copy_dir(&c.server.dir);
     let (copied_panic, key) = copy.open_incident(&id);
@@ -608,16 +615,14 @@ async fn an_older_panic_gets_no_release_once_a_later_one_was_released() {
     // A first panic; the attacker copies its incident while it is open. The
     // operator then closes it (a close is not a cancel: nothing goes to the
     // trustees).
-    let (first, first_id) =
-        panic_and_open(&c, &mut ops, &mut device, Category::Police, &talwandi()).await;
+    let (first, first_id) = panic_and_open(&c, &mut ops, &mut device).await;
     let copy = copy_dir(&c.server.dir);
     let (old_panic, old_key) = copy.open_incident(&first_id);
     assert_eq!(old_panic.as_bytes(), first.as_bytes());
     c.close(&op, &first_id).await;
 
     // A later panic, released.
-    let (second, second_id) =
-        panic_and_open(&c, &mut ops, &mut device, Category::Police, &talwandi()).await;
+    let (second, second_id) = panic_and_open(&c, &mut ops, &mut device).await;
     assert!(second.body().counter > old_panic.body().counter);
     let second_incident = IncidentId::from_hex(&second_id).unwrap();
     let mut released = Vec::new();
@@ -966,14 +971,12 @@ async fn after_a_stop_no_copy_holds_the_location_the_category_or_the_profile() {
         !Category::ALL.iter().any(|c| c.as_str() == cat),
         "the incident row still names its category: {cat}"
     );
-    let locations: i64 = db
-        .query_row(
-            "SELECT COUNT(*) FROM locations WHERE incident_id = ?1",
-            [&iid],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(locations, 0);
+    // The rows of `table` about the incident.
+    let rows_of = |table: &str| -> i64 {
+        let sql = format!("SELECT COUNT(*) FROM {table} WHERE incident_id = ?1");
+        db.query_row(&sql, [&iid], |r| r.get(0)).unwrap()
+    };
+    assert_eq!(rows_of("locations"), 0);
     let mut st = db
         .prepare("SELECT kind, detail FROM timeline WHERE incident_id = ?1 ORDER BY seq")
         .unwrap();
@@ -989,13 +992,7 @@ async fn after_a_stop_no_copy_holds_the_location_the_category_or_the_profile() {
             "timeline `{k}` still says: {detail}"
         );
     }
-    let views: i64 = db
-        .query_row(
-            "SELECT COUNT(*) FROM transparency_log WHERE incident_id = ?1",
-            [&iid],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let views = rows_of("transparency_log");
     assert_eq!(
         views, 1,
         "the view stays on the log (with nothing personal)"

@@ -37,13 +37,10 @@ fn log_verify(c: &Cluster, state: Option<&Path>, token: Option<&str>, extra: &[&
     cmd.output().unwrap()
 }
 
+/// `log verify`'s output when it passed.
+#[track_caller]
 fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "log verify failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
+    stdout_of(out, "log verify failed")
 }
 
 fn fails(out: &Output, words: &str) {
@@ -330,6 +327,18 @@ fn over_https_log_verify_trusts_only_the_pinned_certificate() {
     fails(&run(Some(&other_pem)), "cannot reach the dispatch service");
 }
 
+/// The policy for trustee `i`'s log `log`: cosigned by both other trustees
+/// (of `witnesses`, every trustee's witness key in order).
+fn cosigned_by_the_others(
+    witnesses: &[sosvault::checkpoint::WitnessVerifier],
+    i: usize,
+    log: sosvault::checkpoint::LogVerifier,
+) -> sosvault::checkpoint::WitnessPolicy {
+    let others = witnesses.iter().enumerate().filter(|(j, _)| *j != i);
+    let others = others.map(|(_, w)| w.clone()).collect();
+    sosvault::checkpoint::WitnessPolicy::new(log, others, 2).unwrap()
+}
+
 /// Polls (bounded) until the served checkpoint carries `n` cosignature
 /// lines for a tree of `size` entries; returns the note's text.
 async fn witnessed(c: &Cluster, size: u64, n: usize) -> String {
@@ -413,13 +422,7 @@ async fn every_trustee_witnesses_the_control_room_log_and_a_fork_is_never_cosign
 
     // Each trustee's own log is witnessed by the two others.
     for (i, t) in c.trustees.iter().enumerate() {
-        let others: Vec<WitnessVerifier> = witnesses
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .map(|(_, w)| w.clone())
-            .collect();
-        let policy = WitnessPolicy::new(t.log_vkey.parse().unwrap(), others, 2).unwrap();
+        let policy = cosigned_by_the_others(&witnesses, i, t.log_vkey.parse().unwrap());
         let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
             let body = reqwest::get(format!("{}/v1/log/checkpoint", t.url()))
@@ -473,13 +476,7 @@ async fn every_trustee_witnesses_the_control_room_log_and_a_fork_is_never_cosign
             log_key.public(),
         )
         .unwrap();
-        let others: Vec<WitnessVerifier> = witnesses
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .map(|(_, w)| w.clone())
-            .collect();
-        let policy = WitnessPolicy::new(log_key, others, 2).unwrap();
+        let policy = cosigned_by_the_others(&witnesses, i, log_key);
         let note = Note::parse(answer["checkpoint"].as_str().unwrap().as_bytes()).unwrap();
         policy
             .verify_head(&note, head.body(), &proof(&answer["checkpoint_proof"]))

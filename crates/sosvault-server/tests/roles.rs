@@ -41,12 +41,7 @@ fn operator_cmd(c: &Cluster, args: &[&str], password: Option<&str>) -> String {
     }
     drop(stdin);
     let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "operator {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    stdout_of(&out, &format!("operator {args:?}"))
 }
 
 /// Adds an account with the CLI and logs it in.

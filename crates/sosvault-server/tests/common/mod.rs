@@ -55,6 +55,18 @@ pub fn trustee_bin() -> PathBuf {
     .clone()
 }
 
+/// The stdout of a run that must have succeeded; else the failure names
+/// `what` and shows the run's stderr.
+#[track_caller]
+pub fn stdout_of(out: &std::process::Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
 /// Reads a child's stdout until `listening on http[s]://ADDR`; returns ADDR.
 fn wait_listening(child: &mut Child) -> String {
     try_wait_listening(child).expect("the process exited before listening")
@@ -108,12 +120,7 @@ impl TrusteeProc {
             .args(["--name", name, "--listen", "127.0.0.1:0"])
             .output()
             .expect("trustee init");
-        assert!(
-            out.status.success(),
-            "trustee init: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8(out.stdout).unwrap();
+        let text = stdout_of(&out, "trustee init");
         let line = |prefix: &str| {
             text.lines()
                 .find_map(|l| l.strip_prefix(prefix))
