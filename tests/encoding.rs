@@ -187,171 +187,62 @@ fn codecs(f: &Fixture) -> Vec<Codec> {
         bytes,
         decode,
     };
-    vec![
-        s(
-            "EnrollmentRecord",
-            EnrollmentRecord::TAG,
-            f.record.as_bytes(),
-            signed::<EnrollmentRecord>,
-        ),
-        s(
-            "PanicEvent",
-            PanicEvent::TAG,
-            f.panic.as_bytes(),
-            signed::<PanicEvent>,
-        ),
-        s(
-            "LocationUpdate",
-            LocationUpdate::TAG,
-            f.location.as_bytes(),
-            signed::<LocationUpdate>,
-        ),
-        s("Cancel", Cancel::TAG, f.cancel.as_bytes(), signed::<Cancel>),
-        s("Stop", Stop::TAG, f.stop.as_bytes(), signed::<Stop>),
-        s(
-            "ReleaseRequest",
-            ReleaseRequest::TAG,
-            f.request.as_bytes(),
-            signed::<ReleaseRequest>,
-        ),
-        s(
-            "Release",
-            Release::TAG,
-            f.release.as_bytes(),
-            signed::<Release>,
-        ),
-        s(
-            "ShredReceipt",
-            ShredReceipt::TAG,
-            f.shred_receipt.as_bytes(),
-            signed::<ShredReceipt>,
-        ),
-        s(
-            "ShareReceipt",
-            ShareReceipt::TAG,
-            f.share_receipt.as_bytes(),
-            signed::<ShareReceipt>,
-        ),
-        s(
-            "CancelReceipt",
-            CancelReceipt::TAG,
-            f.cancel_receipt.as_bytes(),
-            signed::<CancelReceipt>,
-        ),
-        s(
-            "EnrollmentCommit",
-            EnrollmentCommit::TAG,
-            f.commit.as_bytes(),
-            signed::<EnrollmentCommit>,
-        ),
-        s(
-            "Manifest",
-            Manifest::TAG,
-            f.manifest.as_bytes(),
-            signed::<Manifest>,
-        ),
-        u(
-            "ShareDelivery",
-            <ShareDelivery as Container>::TAG,
-            f.delivery.to_bytes(),
-            container::<ShareDelivery>,
-        ),
-        u(
-            "EnrollmentPackage",
-            <EnrollmentPackage as Container>::TAG,
-            f.package.to_bytes(),
-            container::<EnrollmentPackage>,
-        ),
-        u(
-            "DeviceKey",
-            DeviceKey::TAG,
-            DeviceKey::generate().to_secret_bytes().to_vec(),
-            |b| DeviceKey::from_secret_bytes(b).map(|k| Some(k.to_secret_bytes().to_vec())),
-        ),
-        u(
-            "VaultKey",
-            VaultKey::TAG,
-            VaultKey::generate().to_secret_bytes().to_vec(),
-            |b| VaultKey::from_secret_bytes(b).map(|k| Some(k.to_secret_bytes().to_vec())),
-        ),
-        u(
-            "TrusteeKey",
-            TrusteeKey::TAG,
-            TrusteeKey::generate().to_secret_bytes().to_vec(),
-            |b| TrusteeKey::from_secret_bytes(b).map(|k| Some(k.to_secret_bytes().to_vec())),
-        ),
-        u(
-            "ControlRoomKey",
-            ControlRoomKey::TAG,
-            ControlRoomKey::generate().to_secret_bytes().to_vec(),
-            |b| ControlRoomKey::from_secret_bytes(b).map(|k| Some(k.to_secret_bytes().to_vec())),
-        ),
-        u(
-            "IncidentKey",
-            IncidentKey::TAG,
-            IncidentKey::generate().to_secret_bytes().to_vec(),
-            |b| IncidentKey::from_secret_bytes(b).map(|k| Some(k.to_secret_bytes().to_vec())),
-        ),
-        u(
-            "LogKey",
-            LogKey::TAG,
-            LogKey::generate().to_secret_bytes().to_vec(),
-            |b| LogKey::from_secret_bytes(b).map(|k| Some(k.to_secret_bytes().to_vec())),
-        ),
-        u(
-            "TrusteePublic",
-            TrusteePublic::TAG,
-            f.world.trustees[1].trustee().key().public().to_bytes(),
-            |b| TrusteePublic::from_bytes(b).map(|k| Some(k.to_bytes())),
-        ),
-        u(
-            "ControlRoomPublic",
-            ControlRoomPublic::TAG,
-            f.world.control_room.public().to_bytes(),
-            |b| ControlRoomPublic::from_bytes(b).map(|k| Some(k.to_bytes())),
-        ),
-        u(
-            "Device (enrolled)",
-            Device::STATE_TAG,
-            f.device_state.clone(),
-            |b| Device::from_secret_bytes(b).map(|d| Some(d.to_secret_bytes().to_vec())),
-        ),
-        u(
-            "Device (new)",
-            Device::STATE_TAG,
-            Device::new(DeviceKey::generate())
-                .to_secret_bytes()
-                .to_vec(),
-            |b| Device::from_secret_bytes(b).map(|d| Some(d.to_secret_bytes().to_vec())),
-        ),
-        u(
-            "StudentEntry (live)",
-            StudentEntry::TAG,
-            f.entry_live.clone(),
-            |b| StudentEntry::from_secret_bytes(b).map(|e| Some(e.to_secret_bytes().to_vec())),
-        ),
-        u(
-            "StudentEntry (tombstoned)",
-            StudentEntry::TAG,
-            f.entry_tombstoned.clone(),
-            |b| StudentEntry::from_secret_bytes(b).map(|e| Some(e.to_secret_bytes().to_vec())),
-        ),
-        u("Location", Location::TAG, here(T0).to_bytes(), |b| {
-            Location::from_bytes(b).map(|l| Some(l.to_bytes()))
-        }),
-        u(
-            "Note (duress)",
-            Note::TAG,
-            Note { duress: true }.to_bytes(),
-            |b| Note::from_bytes(b).map(|n| Some(n.to_bytes())),
-        ),
-        u(
-            "Note (no duress)",
-            Note::TAG,
-            Note { duress: false }.to_bytes(),
-            |b| Note::from_bytes(b).map(|n| Some(n.to_bytes())),
-        ),
-    ]
+    // Each signed message of the fixture, named as its type.
+    macro_rules! signed {
+        ($($m:ident: $field:ident),+) => {
+            [$(s(stringify!($m), $m::TAG, f.$field.as_bytes(), signed::<$m>)),+]
+        };
+    }
+    // Each container of the fixture, named as its type.
+    macro_rules! containers {
+        ($($c:ident: $field:ident),+) => {
+            [$(u(stringify!($c), <$c as Container>::TAG, f.$field.to_bytes(), container::<$c>)),+]
+        };
+    }
+    // A fresh key of each type, read back from its secret file.
+    macro_rules! keys {
+        ($($k:ident)+) => {
+            [$(u(stringify!($k), $k::TAG, $k::generate().to_secret_bytes().to_vec(), |b| {
+                $k::from_secret_bytes(b).map(|k| Some(k.to_secret_bytes().to_vec()))
+            })),+]
+        };
+    }
+    let mut all = Vec::new();
+    all.extend(signed!(
+        EnrollmentRecord: record, PanicEvent: panic, LocationUpdate: location, Cancel: cancel,
+        Stop: stop, ReleaseRequest: request, Release: release, ShredReceipt: shred_receipt,
+        ShareReceipt: share_receipt, CancelReceipt: cancel_receipt,
+        EnrollmentCommit: commit, Manifest: manifest
+    ));
+    all.extend(containers!(ShareDelivery: delivery, EnrollmentPackage: package));
+    all.extend(keys!(DeviceKey VaultKey TrusteeKey ControlRoomKey IncidentKey LogKey));
+    let public = |b: &[u8]| TrusteePublic::from_bytes(b).map(|k| Some(k.to_bytes()));
+    let room = |b: &[u8]| ControlRoomPublic::from_bytes(b).map(|k| Some(k.to_bytes()));
+    let device =
+        |b: &[u8]| Device::from_secret_bytes(b).map(|d| Some(d.to_secret_bytes().to_vec()));
+    let entry =
+        |b: &[u8]| StudentEntry::from_secret_bytes(b).map(|e| Some(e.to_secret_bytes().to_vec()));
+    let location = |b: &[u8]| Location::from_bytes(b).map(|l| Some(l.to_bytes()));
+    let note = |b: &[u8]| Note::from_bytes(b).map(|n| Some(n.to_bytes()));
+    let trustee_public = f.world.trustees[1].trustee().key().public().to_bytes();
+    let new_device = Device::new(DeviceKey::generate())
+        .to_secret_bytes()
+        .to_vec();
+    // One sample a line: name, tag, bytes, decoder.
+    #[rustfmt::skip]
+    let rest = [
+        u("TrusteePublic", TrusteePublic::TAG, trustee_public, public),
+        u("ControlRoomPublic", ControlRoomPublic::TAG, f.world.control_room.public().to_bytes(), room),
+        u("Device (enrolled)", Device::STATE_TAG, f.device_state.clone(), device),
+        u("Device (new)", Device::STATE_TAG, new_device, device),
+        u("StudentEntry (live)", StudentEntry::TAG, f.entry_live.clone(), entry),
+        u("StudentEntry (tombstoned)", StudentEntry::TAG, f.entry_tombstoned.clone(), entry),
+        u("Location", Location::TAG, here(T0).to_bytes(), location),
+        u("Note (duress)", Note::TAG, Note { duress: true }.to_bytes(), note),
+        u("Note (no duress)", Note::TAG, Note { duress: false }.to_bytes(), note),
+    ];
+    all.extend(rest);
+    all
 }
 
 /// Decodes, re-signs the decoded body with the signer's key, compares.
@@ -397,27 +288,31 @@ fn every_decoder_round_trips() {
         f.package
     );
 
+    // Every secret key comes back from its file with the same public half.
+    macro_rules! reloaded {
+        ($k:ident: $key:expr) => {
+            $k::from_secret_bytes(&$key.to_secret_bytes()).unwrap()
+        };
+    }
     let dk = DeviceKey::generate();
-    let back = DeviceKey::from_secret_bytes(&dk.to_secret_bytes()).unwrap();
-    assert_eq!(back.public(), dk.public());
+    assert_eq!(reloaded!(DeviceKey: dk).public(), dk.public());
     let vk = VaultKey::generate();
-    let back = VaultKey::from_secret_bytes(&vk.to_secret_bytes()).unwrap();
+    let back = reloaded!(VaultKey: vk);
     assert_eq!(back.recipient(), vk.recipient());
     let sealed = vk.recipient().seal(b"x").unwrap();
     assert_eq!(&back.open(&sealed, 4096).unwrap()[..], b"x");
     let tk = TrusteeKey::generate();
-    let back = TrusteeKey::from_secret_bytes(&tk.to_secret_bytes()).unwrap();
+    let back = reloaded!(TrusteeKey: tk);
     assert_eq!(back.public(), tk.public());
     assert_eq!(back.log_key().public(), tk.log_key().public());
-    let ck = ControlRoomKey::generate();
-    let back = ControlRoomKey::from_secret_bytes(&ck.to_secret_bytes()).unwrap();
-    assert_eq!(back.public(), ck.public());
-    let ik = IncidentKey::generate();
-    let back = IncidentKey::from_secret_bytes(&ik.to_secret_bytes()).unwrap();
-    assert_eq!(back.recipient(), ik.recipient());
-    let lk = LogKey::generate();
-    let back = LogKey::from_secret_bytes(&lk.to_secret_bytes()).unwrap();
-    assert_eq!(back.public(), lk.public());
+    let (ck, ik, lk) = (
+        ControlRoomKey::generate(),
+        IncidentKey::generate(),
+        LogKey::generate(),
+    );
+    assert_eq!(reloaded!(ControlRoomKey: ck).public(), ck.public());
+    assert_eq!(reloaded!(IncidentKey: ik).recipient(), ik.recipient());
+    assert_eq!(reloaded!(LogKey: lk).public(), lk.public());
 
     let tp = tk.public();
     assert_eq!(TrusteePublic::from_bytes(&tp.to_bytes()).unwrap(), tp);

@@ -8,11 +8,12 @@
 
 mod common;
 
-use common::{T0, World, device, here};
+use common::receipts::{made_up_receipts, receipts_of};
+use common::{T0, World, device, enrolled, here};
 use sosvault::manifest::{Manifest, ManifestError, ManifestTrustee, VerifiedManifest};
 use sosvault::{
-    AuthorityKey, Category, Container, DeviceError, Policy, ShareReceipt, Signed, Timestamp,
-    TrusteeKey, TrusteePublic,
+    AuthorityKey, Category, Container, DeviceError, Policy, Signed, Timestamp, TrusteeKey,
+    TrusteePublic,
 };
 
 const YEAR: u64 = 365 * 24 * 3600;
@@ -43,17 +44,49 @@ fn signed(m: Manifest, authority: &AuthorityKey) -> Vec<u8> {
     Signed::sign(m, authority).as_bytes().to_vec()
 }
 
-/// Delivers `package`'s shares to the world's trustees; returns their receipts.
-fn deliver(world: &mut World, package: &sosvault::EnrollmentPackage) -> Vec<Signed<ShareReceipt>> {
-    world
-        .trustees
-        .iter_mut()
-        .enumerate()
-        .map(|(i, t)| {
-            let d = package.delivery(i as u8 + 1).unwrap();
-            t.accept_share(&d.to_bytes(), T0).unwrap()
-        })
-        .collect()
+/// `world`'s own manifest (its trustees, version `version`) signed by
+/// `authority`, as a device pinning `authority` verifies it.
+fn verified(world: &World, version: u64, authority: &AuthorityKey) -> VerifiedManifest {
+    let bytes = signed(manifest_for(world, &world.publics(), version), authority);
+    Manifest::verify(&bytes, &authority.public(), T0).unwrap()
+}
+
+/// `dev` enrolls to `manifest` with `profile` at [`T0`] (pending until
+/// confirmed); the package.
+fn enroll_to(
+    dev: &mut sosvault::Device,
+    manifest: &VerifiedManifest,
+    profile: &[u8],
+) -> sosvault::EnrollmentPackage {
+    let e = dev.enroll_to(manifest, profile, Policy::default(), T0);
+    e.unwrap().package
+}
+
+/// Three trustees, a deployment authority, the manifest of them it signed
+/// (version `version`) as a device pinning it verifies it, and a fresh device.
+fn pinned(version: u64) -> (World, AuthorityKey, VerifiedManifest, sosvault::Device) {
+    let world = World::new(3);
+    let authority = AuthorityKey::generate();
+    let manifest = verified(&world, version, &authority);
+    (world, authority, manifest, device())
+}
+
+/// `dev` enrolls to `manifest` with `profile`, `world`'s trustees take the
+/// shares, and the device confirms with their receipts: the package and the
+/// commit.
+fn confirmed(
+    world: &mut World,
+    dev: &mut sosvault::Device,
+    manifest: &VerifiedManifest,
+    profile: &[u8],
+) -> (
+    sosvault::EnrollmentPackage,
+    Signed<sosvault::EnrollmentCommit>,
+) {
+    let package = enroll_to(dev, manifest, profile);
+    let receipts = receipts_of(&mut world.trustees, &package, T0);
+    let commit = dev.confirm_enrollment(&receipts, T0).unwrap();
+    (package, commit)
 }
 
 #[test]
@@ -106,14 +139,7 @@ fn only_the_pinned_authority_in_its_validity_is_believed() {
 /// receipts signed by the attacker's keys never confirm an enrollment.
 #[test]
 fn a_hostile_service_cannot_substitute_trustees_or_their_receipts() {
-    let mut world = World::new(3);
-    let authority = AuthorityKey::generate();
-    let manifest = Manifest::verify(
-        &signed(manifest_for(&world, &world.publics(), 1), &authority),
-        &authority.public(),
-        T0,
-    )
-    .unwrap();
+    let (mut world, authority, manifest, mut dev) = pinned(1);
     // The attacker's own "trustees", and a manifest it signs with its own key.
     let fake: Vec<TrusteeKey> = (0..3).map(|_| TrusteeKey::generate()).collect();
     let fake_publics: Vec<TrusteePublic> = fake.iter().map(TrusteeKey::public).collect();
@@ -126,11 +152,7 @@ fn a_hostile_service_cannot_substitute_trustees_or_their_receipts() {
         Err(ManifestError::WrongAuthority)
     );
 
-    let mut dev = device();
-    let package = dev
-        .enroll_to(&manifest, b"profile", Policy::default(), T0)
-        .unwrap()
-        .package;
+    let package = enroll_to(&mut dev, &manifest, b"profile");
     // The attacker relays, and tries to open every sealed share with its keys.
     let mut attacker = sosvault::InMemoryTrustee::new(sosvault::Trustee::new(
         TrusteeKey::generate(),
@@ -143,30 +165,14 @@ fn a_hostile_service_cannot_substitute_trustees_or_their_receipts() {
     }
     // Receipts it makes up (for the device's real commitments, signed by its
     // own keys) do not confirm the enrollment; nothing changes.
-    let record = package.record.body();
-    let made_up: Vec<Signed<ShareReceipt>> = fake
-        .iter()
-        .enumerate()
-        .map(|(i, k)| {
-            Signed::sign(
-                ShareReceipt {
-                    student: dev.student_id(),
-                    epoch: record.epoch,
-                    share_index: i as u8 + 1,
-                    commitment: record.trustees[i].commitment,
-                    stored_at: T0,
-                },
-                k,
-            )
-        })
-        .collect();
+    let made_up = made_up_receipts(&fake, dev.student_id(), &package, T0);
     assert!(matches!(
         dev.confirm_enrollment(&made_up, T0),
         Err(DeviceError::BadReceipt { index: 1, .. })
     ));
     assert_eq!(dev.epoch(), 0, "not enrolled on made-up receipts");
     // The real trustees' receipts confirm it.
-    let receipts = deliver(&mut world, &package);
+    let receipts = receipts_of(&mut world.trustees, &package, T0);
     dev.confirm_enrollment(&receipts, T0).unwrap();
     assert_eq!(dev.epoch(), 1);
     assert_eq!(dev.manifest(), Some((1, manifest.hash())));
@@ -177,19 +183,8 @@ fn a_hostile_service_cannot_substitute_trustees_or_their_receipts() {
 /// missing, mixed-up or wrong receipt changes nothing.
 #[test]
 fn a_pending_reenrollment_never_costs_a_panic() {
-    let mut world = World::new(3);
-    let authority = AuthorityKey::generate();
-    let manifest = Manifest::verify(
-        &signed(manifest_for(&world, &world.publics(), 1), &authority),
-        &authority.public(),
-        T0,
-    )
-    .unwrap();
-    let mut dev = device();
-    let first = dev
-        .enroll_to(&manifest, b"one", Policy::default(), T0)
-        .unwrap()
-        .package;
+    let (mut world, _, manifest, mut dev) = pinned(1);
+    let first = enroll_to(&mut dev, &manifest, b"one");
     // Not enrolled before the receipts: no panic can be made for a vault no trustee holds.
     assert!(matches!(
         dev.panic(
@@ -200,28 +195,18 @@ fn a_pending_reenrollment_never_costs_a_panic() {
         ),
         Err(DeviceError::NotEnrolled)
     ));
-    let receipts = deliver(&mut world, &first);
+    let receipts = receipts_of(&mut world.trustees, &first, T0);
     dev.confirm_enrollment(&receipts, T0).unwrap();
 
     // Re-enroll after an incident: pending.
-    let second = dev
-        .enroll_to(&manifest, b"two", Policy::default(), T0)
-        .unwrap()
-        .package;
+    let second = enroll_to(&mut dev, &manifest, b"two");
     assert_eq!(second.record.body().epoch, 2);
     assert_eq!(dev.pending_enrollment(), Some(&second));
     // The state survives a save and load, pending package included.
     let saved = dev.to_secret_bytes();
     let mut dev = sosvault::Device::from_secret_bytes(&saved).unwrap();
     assert_eq!(dev.pending_enrollment(), Some(&second));
-    let panic = dev
-        .panic(
-            Category::Police,
-            &here(T0),
-            &world.control_room.public(),
-            T0,
-        )
-        .unwrap();
+    let panic = world.signed_panic(&mut dev, T0);
     assert_eq!(
         panic.body().epoch,
         1,
@@ -257,21 +242,8 @@ fn a_pending_reenrollment_never_costs_a_panic() {
 
 #[test]
 fn a_device_refuses_a_rolled_back_or_equivocating_manifest_and_follows_a_newer_one() {
-    let mut world = World::new(3);
-    let authority = AuthorityKey::generate();
-    let v2 = Manifest::verify(
-        &signed(manifest_for(&world, &world.publics(), 2), &authority),
-        &authority.public(),
-        T0,
-    )
-    .unwrap();
-    let mut dev = device();
-    let package = dev
-        .enroll_to(&v2, b"p", Policy::default(), T0)
-        .unwrap()
-        .package;
-    let receipts = deliver(&mut world, &package);
-    dev.confirm_enrollment(&receipts, T0).unwrap();
+    let (mut world, authority, v2, mut dev) = pinned(2);
+    confirmed(&mut world, &mut dev, &v2, b"p");
 
     let verify = |m: Manifest| -> VerifiedManifest {
         Manifest::verify(&signed(m, &authority), &authority.public(), T0).unwrap()
@@ -313,21 +285,8 @@ fn a_device_refuses_a_rolled_back_or_equivocating_manifest_and_follows_a_newer_o
 /// behaviour) the same half-delivery leaves one share: nothing opens.
 #[test]
 fn a_half_delivered_reenrollment_keeps_every_panic_openable_until_the_commit() {
-    let mut world = World::new(3);
-    let authority = AuthorityKey::generate();
-    let manifest = Manifest::verify(
-        &signed(manifest_for(&world, &world.publics(), 1), &authority),
-        &authority.public(),
-        T0,
-    )
-    .unwrap();
-    let mut dev = device();
-    let first = dev
-        .enroll_to(&manifest, b"one", Policy::default(), T0)
-        .unwrap()
-        .package;
-    let receipts = deliver(&mut world, &first);
-    let commit1 = dev.confirm_enrollment(&receipts, T0).unwrap();
+    let (mut world, authority, manifest, mut dev) = pinned(1);
+    let (first, commit1) = confirmed(&mut world, &mut dev, &manifest, b"one");
     for t in &mut world.trustees {
         assert!(t.commit(commit1.as_bytes(), T0).unwrap());
         // The same commit again changes nothing.
@@ -335,10 +294,7 @@ fn a_half_delivered_reenrollment_keeps_every_panic_openable_until_the_commit() {
     }
 
     // Re-enrollment: only trustees 1 and 2 of 3 take the new share.
-    let second = dev
-        .enroll_to(&manifest, b"two", Policy::default(), T0)
-        .unwrap()
-        .package;
+    let second = enroll_to(&mut dev, &manifest, b"two");
     let mut new_receipts = Vec::new();
     for i in 0..2 {
         let d = second.delivery(i as u8 + 1).unwrap();
@@ -353,13 +309,8 @@ fn a_half_delivered_reenrollment_keeps_every_panic_openable_until_the_commit() {
         world.release(0, &incident, T0).unwrap(),
         world.release(1, &incident, T0).unwrap(),
     ];
-    let vault = incident
-        .open_with(&first.record, &[&releases[0], &releases[1]])
-        .unwrap();
-    assert_eq!(
-        &vault.open(&first.sealed_profile, 1 << 20).unwrap()[..],
-        b"one"
-    );
+    let opened = incident.open_profile(&first, &[&releases[0], &releases[1]]);
+    assert_eq!(opened, b"one");
 
     // The third trustee comes back; the device confirms and commits epoch 2.
     let d = second.delivery(3).unwrap();
@@ -368,21 +319,8 @@ fn a_half_delivered_reenrollment_keeps_every_panic_openable_until_the_commit() {
     // A commit the trustee does not hold a record for is refused.
     let mut stranger = device();
     let mut elsewhere = World::new(3);
-    let other_manifest = Manifest::verify(
-        &signed(
-            manifest_for(&elsewhere, &elsewhere.publics(), 1),
-            &authority,
-        ),
-        &authority.public(),
-        T0,
-    )
-    .unwrap();
-    let p = stranger
-        .enroll_to(&other_manifest, b"x", Policy::default(), T0)
-        .unwrap()
-        .package;
-    let r = deliver(&mut elsewhere, &p);
-    let foreign = stranger.confirm_enrollment(&r, T0).unwrap();
+    let other_manifest = verified(&elsewhere, 1, &authority);
+    let (_, foreign) = confirmed(&mut elsewhere, &mut stranger, &other_manifest, b"x");
     assert!(world.trustees[0].commit(foreign.as_bytes(), T0).is_err());
     for t in &mut world.trustees {
         t.commit(commit2.as_bytes(), T0).unwrap();
@@ -396,22 +334,14 @@ fn a_half_delivered_reenrollment_keeps_every_panic_openable_until_the_commit() {
     let newer = world.panic(&mut dev, T0);
     assert_eq!(newer.panic.body().epoch, 2);
     let all = world.release_all(&newer, T0);
-    let vault = newer
-        .open_with(&second.record, &[&all[0], &all[2]])
-        .unwrap();
-    assert_eq!(
-        &vault.open(&second.sealed_profile, 1 << 20).unwrap()[..],
-        b"two"
-    );
+    assert_eq!(newer.open_profile(&second, &[&all[0], &all[2]]), b"two");
 }
 
 /// Without the device's commit (an embedder using `Device::enroll`), a new
 /// share replaces the old, as before: the staging is opt-in by committing.
 #[test]
 fn without_commits_a_new_share_replaces_the_old_one() {
-    let mut world = World::new(3);
-    let mut dev = device();
-    world.enroll(&mut dev, b"one", 2, T0);
+    let (mut world, mut dev, _) = enrolled(3, b"one", 2);
     let e2 = dev.reenroll(b"two", T0).unwrap().package;
     let d = e2.delivery(1).unwrap();
     world.trustees[0].accept_share(&d.to_bytes(), T0).unwrap();

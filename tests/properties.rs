@@ -16,8 +16,8 @@ mod common;
 
 use common::{
     Incident, T0, World, body_offset, control_room_identity, control_room_signing_key, device,
-    envelope, flip, here, identity_from_scalar, incident_identity, request_body, tagged,
-    trustee_identity,
+    enrolled, enrolled_under, envelope, flip, here, identity_from_scalar, incident_identity,
+    request_body, tagged, trustee_identity,
 };
 use proptest::prelude::*;
 use proptest::sample::Index;
@@ -30,6 +30,13 @@ use sosvault::{
 };
 
 const MAX: usize = 1 << 20;
+
+/// The profile `package` sealed, opened with the vault key `opener` rebuilt
+/// (it must have enough releases).
+fn opened_profile(opener: &sosvault::Opener, package: &sosvault::EnrollmentPackage) -> Vec<u8> {
+    let vault = opener.open().unwrap();
+    vault.open(&package.sealed_profile, MAX).unwrap().to_vec()
+}
 
 fn cfg(cases: u32) -> ProptestConfig {
     ProptestConfig {
@@ -125,15 +132,12 @@ proptest! {
         (t, n) in t_n(),
         profile in proptest::collection::vec(any::<u8>(), 0..600),
     ) {
-        let mut world = World::new(n);
-        let mut dev = device();
-        let package = world.enroll(&mut dev, &profile, t as u8, T0);
+        let (mut world, mut dev, package) = enrolled(n, &profile, t as u8);
         let incident = world.panic(&mut dev, T0);
         let releases = world.release_all(&incident, T0);
         for set in subsets(n, t) {
             let picked: Vec<_> = set.iter().map(|&i| &releases[i]).collect();
-            let vault = incident.open_with(&package.record, &picked).unwrap();
-            let opened = vault.open(&package.sealed_profile, MAX).unwrap();
+            let opened = incident.open_profile(&package, &picked);
             prop_assert_eq!(&opened[..], &profile[..], "subset {:?}", set);
         }
         for set in subsets(n, t - 1) {
@@ -214,17 +218,8 @@ fn p1_hazmat_refuses_bad_parameters_and_unusable_shares() {
 /// room, no trustee releases anything, and no trustee's state moves.
 #[test]
 fn p1_without_a_valid_panic_no_trustee_releases() {
-    let mut world = World::new(3);
-    let mut dev = device();
-    world.enroll(&mut dev, b"profile", 2, T0);
-    let panic = dev
-        .panic(
-            Category::Police,
-            &here(T0),
-            &world.control_room.public(),
-            T0,
-        )
-        .unwrap();
+    let (mut world, mut dev, _) = enrolled(3, b"profile", 2);
+    let panic = world.signed_panic(&mut dev, T0);
     let student = dev.student_id();
 
     // A control room the trustees do not pin, with a real panic.
@@ -294,12 +289,9 @@ proptest! {
     /// one more trustee's share does rebuild the vault key.
     #[test]
     fn p1_dispatch_database_control_room_key_and_t_minus_1_trustees_open_nothing(
-        (t, n) in t_n(),
-        seed in any::<Index>(),
+        (t, n) in t_n(), seed in any::<Index>(),
     ) {
-        let mut world = World::new(n);
-        let mut dev = device();
-        let package = world.enroll(&mut dev, b"{\"name\":\"Asha\"}", t as u8, T0);
+        let (world, mut dev, package) = enrolled(n, b"{\"name\":\"Asha\"}", t as u8);
         let incident = world.panic(&mut dev, T0);
         let cr = control_room_identity(&world.control_room);
 
@@ -423,9 +415,7 @@ proptest! {
         k in 2usize..6,
         j in any::<Index>(),
     ) {
-        let mut world = World::new(2);
-        let mut dev = device();
-        world.enroll(&mut dev, b"p", 2, T0);
+        let (mut world, mut dev, _) = enrolled(2, b"p", 2);
         let panics: Vec<Signed<PanicEvent>> = (0..k)
             .map(|_| dev.panic(Category::Medical, &here(T0), &world.control_room.public(), T0).unwrap())
             .collect();
@@ -468,10 +458,8 @@ proptest! {
     #[test]
     fn p3_stale_panic_is_refused(extra in 1u64..10_000_000) {
         let limits = TimeLimits::default();
-        let mut world = World::with_limits(2, limits);
-        let mut dev = device();
-        world.enroll(&mut dev, b"p", 2, T0);
-        let panic = dev.panic(Category::Police, &here(T0), &world.control_room.public(), T0).unwrap();
+        let (mut world, mut dev, _) = enrolled_under(limits, 2, b"p", 2);
+        let panic = world.signed_panic(&mut dev, T0);
         // One second past the limit, and `extra` seconds past it.
         for past in [1, extra] {
             let late = T0.plus(limits.max_panic_age_secs + past);
@@ -488,9 +476,7 @@ proptest! {
     #[test]
     fn p3_future_panic_is_refused(extra in 1u64..10_000_000) {
         let limits = TimeLimits::default();
-        let mut world = World::with_limits(2, limits);
-        let mut dev = device();
-        world.enroll(&mut dev, b"p", 2, T0);
+        let (mut world, mut dev, _) = enrolled_under(limits, 2, b"p", 2);
         // One second past the skew, and `extra` seconds past it.
         for past in [1, extra] {
             let ahead = T0.plus(limits.max_skew_secs + past);
@@ -510,10 +496,8 @@ proptest! {
     /// library's own request, so only the flipped bit differs.
     #[test]
     fn p3_forged_panic_is_refused(sig_bit in 0usize..512, body_bit in any::<Index>()) {
-        let mut world = World::new(2);
-        let mut dev = device();
-        world.enroll(&mut dev, b"p", 2, T0);
-        let panic = dev.panic(Category::Police, &here(T0), &world.control_room.public(), T0).unwrap();
+        let (mut world, mut dev, _) = enrolled(2, b"p", 2);
+        let panic = world.signed_panic(&mut dev, T0);
         let incident = world.incident_for(panic.clone(), T0);
         let sk = control_room_signing_key(&world.control_room);
         let honest = envelope::<ReleaseRequest>(
@@ -548,10 +532,8 @@ proptest! {
     fn p3_unpinned_or_stale_request_is_refused(off in 121u64..10_000_000) {
         let limits = TimeLimits::default();
         prop_assert!(off > limits.max_skew_secs);
-        let mut world = World::with_limits(2, limits);
-        let mut dev = device();
-        world.enroll(&mut dev, b"p", 2, T0);
-        let panic = dev.panic(Category::Police, &here(T0), &world.control_room.public(), T0).unwrap();
+        let (mut world, mut dev, _) = enrolled_under(limits, 2, b"p", 2);
+        let panic = world.signed_panic(&mut dev, T0);
         let key = IncidentKey::generate();
         let rogue = ControlRoomKey::generate().release_request(&panic, IncidentId::random(), &key, T0);
         prop_assert_eq!(
@@ -681,9 +663,7 @@ fn p3_panic_not_signed_by_the_enrolled_device_is_wrong_device() {
 /// is `WrongEpoch`; a panic for epoch 2 releases.
 #[test]
 fn p3_panic_for_an_old_epoch_is_refused() {
-    let mut world = World::new(2);
-    let mut dev = device();
-    world.enroll(&mut dev, b"v1", 2, T0);
+    let (mut world, mut dev, _) = enrolled(2, b"v1", 2);
     let old = world.panic(&mut dev, T0);
     world.reenroll(&mut dev, b"v2", T0);
     assert_eq!(dev.epoch(), 2);
@@ -703,9 +683,7 @@ fn p3_panic_for_an_old_epoch_is_refused() {
 /// still answers, so the panic itself was valid).
 #[test]
 fn p3_release_after_shred_is_refused() {
-    let mut world = World::new(2);
-    let mut dev = device();
-    world.enroll(&mut dev, b"p", 2, T0);
+    let (mut world, mut dev, _) = enrolled(2, b"p", 2);
     let incident = world.panic(&mut dev, T0);
     let stop = dev.stop(false, &world.control_room.public(), T0).unwrap();
     world.trustees[0].shred(stop.as_bytes(), T0).unwrap();
@@ -726,9 +704,7 @@ fn p3_release_after_shred_is_refused() {
 fn p3_a_retry_is_answered_only_inside_its_window_and_never_after() {
     let limits = TimeLimits::default();
     let window = limits.retry_window_secs;
-    let mut world = World::with_limits(2, limits);
-    let mut dev = device();
-    world.enroll(&mut dev, b"p", 2, T0);
+    let (mut world, mut dev, _) = enrolled_under(limits, 2, b"p", 2);
     let incident = world.panic(&mut dev, T0);
     let first = world.release(0, &incident, T0).unwrap();
     let resign = |world: &World, at: sosvault::Timestamp| {
@@ -752,22 +728,18 @@ fn p3_a_retry_is_answered_only_inside_its_window_and_never_after() {
         );
     }
     // The expiry pass drops the stored release once the window has closed, not before.
-    assert_eq!(world.trustees[0].expire(T0.plus(window)), 0);
-    assert!(
-        world.trustees[0]
-            .entry(&dev.student_id())
+    let student = dev.student_id();
+    let keeps_release = |w: &World| {
+        w.trustees[0]
+            .entry(&student)
             .unwrap()
             .last_release()
             .is_some()
-    );
+    };
+    assert_eq!(world.trustees[0].expire(T0.plus(window)), 0);
+    assert!(keeps_release(&world));
     assert_eq!(world.trustees[0].expire(T0.plus(window + 1)), 1);
-    assert!(
-        world.trustees[0]
-            .entry(&dev.student_id())
-            .unwrap()
-            .last_release()
-            .is_none()
-    );
+    assert!(!keeps_release(&world));
     let at = T0.plus(window + 2);
     let seen = incident.panic.body().counter;
     let req = resign(&world, at);
@@ -790,19 +762,10 @@ fn p3_a_retry_never_outlives_the_panics_maximum_age() {
         retry_window_secs: 600,
         ..TimeLimits::default()
     };
-    let mut world = World::with_limits(2, limits);
-    let mut dev = device();
-    world.enroll(&mut dev, b"p", 2, T0);
+    let (mut world, mut dev, _) = enrolled_under(limits, 2, b"p", 2);
     // Pressed just inside the maximum age, released at once.
     let pressed = T0.minus(limits.max_panic_age_secs - 10);
-    let panic = dev
-        .panic(
-            Category::Police,
-            &here(pressed),
-            &world.control_room.public(),
-            pressed,
-        )
-        .unwrap();
+    let panic = world.signed_panic(&mut dev, pressed);
     let incident = world.incident_for(panic, T0);
     world.release(0, &incident, T0).unwrap();
     let in_age = T0.plus(10);
@@ -830,9 +793,7 @@ fn p3_a_retry_never_outlives_the_panics_maximum_age() {
 /// nothing for is `UnknownStudent`.
 #[test]
 fn p3_a_cancel_revokes_every_panic_at_or_below_its_counter() {
-    let mut world = World::new(3);
-    let mut dev = device();
-    world.enroll(&mut dev, b"p", 2, T0);
+    let (mut world, mut dev, _) = enrolled(3, b"p", 2);
     let older = world.panic(&mut dev, T0);
     let incident = world.panic(&mut dev, T0);
     world.release(0, &incident, T0).unwrap();
@@ -897,14 +858,7 @@ fn p3_a_cancel_revokes_every_panic_at_or_below_its_counter() {
     let mut elsewhere = World::new(2);
     let mut stranger = device();
     elsewhere.enroll(&mut stranger, b"q", 2, at);
-    let p = stranger
-        .panic(
-            Category::Police,
-            &here(at),
-            &world.control_room.public(),
-            at,
-        )
-        .unwrap();
+    let p = world.signed_panic(&mut stranger, at);
     let foreign = stranger
         .cancel(p.hash(), false, &world.control_room.public(), at)
         .unwrap();
@@ -920,9 +874,7 @@ fn p3_a_cancel_revokes_every_panic_at_or_below_its_counter() {
 /// before cancels reached trustees (`sosvault/trustee-entry/v1`) still loads.
 #[test]
 fn the_trustee_entry_keeps_the_cancel_state_and_v1_entries_still_load() {
-    let mut world = World::new(2);
-    let mut dev = device();
-    world.enroll(&mut dev, b"p", 2, T0);
+    let (mut world, mut dev, _) = enrolled(2, b"p", 2);
     let incident = world.panic(&mut dev, T0);
     let cancel = dev
         .cancel(
@@ -1075,9 +1027,7 @@ proptest! {
         kinds in proptest::collection::vec(any::<Index>(), 5),
         bit in 0usize..100_000,
     ) {
-        let mut world = World::new(n);
-        let mut dev = device();
-        let package = world.enroll(&mut dev, b"profile bytes", t as u8, T0);
+        let (mut world, mut dev, package) = enrolled(n, b"profile bytes", t as u8);
         let incident = world.panic(&mut dev, T0);
         let releases = world.release_all(&incident, T0);
         let rogues = pick(n, n - t, &seed);
@@ -1100,9 +1050,7 @@ proptest! {
     /// signature. The other releases still open the vault.
     #[test]
     fn p4_any_bit_flip_of_a_release_on_the_wire_is_rejected(bit in any::<Index>()) {
-        let mut world = World::new(3);
-        let mut dev = device();
-        let package = world.enroll(&mut dev, b"p", 2, T0);
+        let (mut world, mut dev, package) = enrolled(3, b"p", 2);
         let incident = world.panic(&mut dev, T0);
         let releases = world.release_all(&incident, T0);
         let bytes = releases[0].as_bytes();
@@ -1116,7 +1064,7 @@ proptest! {
         prop_assert_eq!(opener.have(), 0);
         prop_assert!(opener.add(releases[1].as_bytes()).is_ok());
         prop_assert!(opener.add(releases[2].as_bytes()).is_ok());
-        prop_assert_eq!(&opener.open().unwrap().open(&package.sealed_profile, MAX).unwrap()[..], b"p");
+        prop_assert_eq!(opened_profile(&opener, &package), b"p");
     }
 }
 
@@ -1126,9 +1074,7 @@ proptest! {
 /// commitment: `CommitmentMismatch`. The same release twice is `Duplicate`.
 #[test]
 fn p4_a_correctly_signed_release_of_a_corrupted_share_fails_its_commitment() {
-    let mut world = World::new(3);
-    let mut dev = device();
-    let package = world.enroll(&mut dev, b"p", 2, T0);
+    let (mut world, mut dev, package) = enrolled(3, b"p", 2);
     let incident = world.panic(&mut dev, T0);
     let t0 = &world.trustees[0];
     let entry = t0.entry(&dev.student_id()).unwrap().to_secret_bytes();
@@ -1163,14 +1109,7 @@ fn p4_a_correctly_signed_release_of_a_corrupted_share_fails_its_commitment() {
         Some(ShareRejected::Duplicate(2))
     );
     assert!(opener.add(r3.as_bytes()).is_ok());
-    assert_eq!(
-        &opener
-            .open()
-            .unwrap()
-            .open(&package.sealed_profile, MAX)
-            .unwrap()[..],
-        b"p"
-    );
+    assert_eq!(opened_profile(&opener, &package), b"p");
 }
 
 /// Property 4: an honest trustee's release for another incident of the same
@@ -1178,9 +1117,7 @@ fn p4_a_correctly_signed_release_of_a_corrupted_share_fails_its_commitment() {
 /// incident's opener, and does not count towards the threshold.
 #[test]
 fn p4_a_release_for_another_incident_is_rejected() {
-    let mut world = World::new(3);
-    let mut dev = device();
-    let package = world.enroll(&mut dev, b"p", 2, T0);
+    let (mut world, mut dev, package) = enrolled(3, b"p", 2);
     let first = world.panic(&mut dev, T0);
     let first_releases = world.release_all(&first, T0);
     let second = world.panic(&mut dev, T0.plus(30));
@@ -1195,14 +1132,7 @@ fn p4_a_release_for_another_incident_is_rejected() {
     let second_releases = world.release_all(&second, T0.plus(30));
     assert!(opener.add(second_releases[2].as_bytes()).is_ok());
     assert!(opener.add(second_releases[0].as_bytes()).is_ok());
-    assert_eq!(
-        &opener
-            .open()
-            .unwrap()
-            .open(&package.sealed_profile, MAX)
-            .unwrap()[..],
-        b"p"
-    );
+    assert_eq!(opened_profile(&opener, &package), b"p");
 }
 
 /// Property 4 at enrollment: a trustee never stores a bad share. A delivery
@@ -1280,9 +1210,7 @@ proptest! {
     /// back from an outage shred too.
     #[test]
     fn p5_after_n_minus_t_plus_1_shreds_nothing_opens((t, n) in t_n(), seed in any::<Index>()) {
-        let mut world = World::new(n);
-        let mut dev = device();
-        let package = world.enroll(&mut dev, b"p", t as u8, T0);
+        let (mut world, mut dev, package) = enrolled(n, b"p", t as u8);
         let student = dev.student_id();
         let incident = world.panic(&mut dev, T0);
         let before: Vec<[u8; 32]> = world
@@ -1335,9 +1263,7 @@ proptest! {
 /// gets byte-identical receipts and is marked `repeated`.
 #[test]
 fn p5_shred_is_idempotent() {
-    let mut world = World::new(3);
-    let mut dev = device();
-    world.enroll(&mut dev, b"p", 2, T0);
+    let (mut world, mut dev, _) = enrolled(3, b"p", 2);
     let stop = dev.stop(false, &world.control_room.public(), T0).unwrap();
     for tr in &mut world.trustees {
         let first = tr.shred(stop.as_bytes(), T0).unwrap();
@@ -1365,9 +1291,7 @@ fn p5_shred_is_idempotent() {
 /// backup taken before the stop: that is the scenario.)
 #[test]
 fn p5_a_replayed_stop_does_not_shred_a_new_epoch() {
-    let mut world = World::new(2);
-    let mut dev = device();
-    world.enroll(&mut dev, b"v1", 2, T0);
+    let (mut world, mut dev, _) = enrolled(2, b"v1", 2);
     let backup = dev.to_secret_bytes();
     let stop = dev.stop(false, &world.control_room.public(), T0).unwrap();
     let receipt = world.trustees[0].shred(stop.as_bytes(), T0).unwrap();
@@ -1402,23 +1326,11 @@ fn p5_a_replayed_stop_does_not_shred_a_new_epoch() {
 
     // The restored device's next counter equals the stop's, which trustee 1 saw
     // as shredded: burn one, then panic.
-    let _ = restored
-        .panic(
-            Category::Police,
-            &here(T0),
-            &world.control_room.public(),
-            T0,
-        )
-        .unwrap();
+    let _ = world.signed_panic(&mut restored, T0);
     let incident = world.panic(&mut restored, T0.plus(30));
     let releases = world.release_all(&incident, T0.plus(30));
-    let vault = incident
-        .open_with(&package.record, &[&releases[0], &releases[1]])
-        .unwrap();
-    assert_eq!(
-        &vault.open(&package.sealed_profile, MAX).unwrap()[..],
-        b"v2"
-    );
+    let opened = incident.open_profile(&package, &[&releases[0], &releases[1]]);
+    assert_eq!(opened, b"v2");
 }
 
 // ======================================================================= property 6
@@ -1433,9 +1345,7 @@ proptest! {
     /// for epoch 2.
     #[test]
     fn p6_a_released_key_does_not_open_the_next_epoch((t, n) in t_n()) {
-        let mut world = World::new(n);
-        let mut dev = device();
-        let v1 = world.enroll(&mut dev, b"profile v1", t as u8, T0);
+        let (mut world, mut dev, v1) = enrolled(n, b"profile v1", t as u8);
         let inc1 = world.panic(&mut dev, T0);
         let rel1 = world.release_all(&inc1, T0);
         let picked: Vec<_> = rel1.iter().take(t).collect();

@@ -1120,23 +1120,19 @@ fn trustees_and_opener_agree_with_the_vectors() {
     let receipt = trustees[0].shred(&committed("stop"), ts(AT_SHRED)).unwrap();
     assert_eq!(receipt.as_bytes(), &committed("shred_receipt")[..]);
     // The device counters carried by the vectors only grow.
+    macro_rules! counter {
+        ($m:ty, $name:literal) => {
+            Signed::<$m>::decode(&committed($name))
+                .unwrap()
+                .body()
+                .counter
+        };
+    }
     let counters = [
-        Signed::<PanicEvent>::decode(&committed("panic"))
-            .unwrap()
-            .body()
-            .counter,
-        Signed::<LocationUpdate>::decode(&committed("location"))
-            .unwrap()
-            .body()
-            .counter,
-        Signed::<Cancel>::decode(&committed("cancel"))
-            .unwrap()
-            .body()
-            .counter,
-        Signed::<Stop>::decode(&committed("stop"))
-            .unwrap()
-            .body()
-            .counter,
+        counter!(PanicEvent, "panic"),
+        counter!(LocationUpdate, "location"),
+        counter!(Cancel, "cancel"),
+        counter!(Stop, "stop"),
     ];
     assert_eq!(counters, [1, 2, 3, 4]);
 }

@@ -8,6 +8,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod receipts;
+
 use ed25519_dalek::{Signer as _, SigningKey};
 use hkdf::Hkdf;
 use sha2::Sha256;
@@ -100,17 +102,23 @@ impl World {
         }
     }
 
-    /// The device presses panic at `now`; the control room opens an incident and
-    /// signs a release request at `now`.
-    pub fn panic(&self, device: &mut Device, now: Timestamp) -> Incident {
-        let panic = device
+    /// The device presses panic at `now` (police, in Kota): the signed panic,
+    /// before any incident.
+    pub fn signed_panic(&self, device: &mut Device, now: Timestamp) -> Signed<PanicEvent> {
+        device
             .panic(
                 Category::Police,
                 &here(now),
                 &self.control_room.public(),
                 now,
             )
-            .expect("panic");
+            .expect("panic")
+    }
+
+    /// The device presses panic at `now`; the control room opens an incident and
+    /// signs a release request at `now`.
+    pub fn panic(&self, device: &mut Device, now: Timestamp) -> Incident {
+        let panic = self.signed_panic(device, now);
         self.incident_for(panic, now)
     }
 
@@ -164,6 +172,20 @@ impl Incident {
         Opener::new(record, self.panic.hash(), self.id, &self.key)
     }
 
+    /// The profile `package` sealed, opened with the vault key `releases`
+    /// rebuild (each must be accepted, and they must be enough).
+    pub fn open_profile(
+        &self,
+        package: &EnrollmentPackage,
+        releases: &[&Signed<Release>],
+    ) -> Vec<u8> {
+        let vault = self.open_with(&package.record, releases).expect("open");
+        vault
+            .open(&package.sealed_profile, 1 << 20)
+            .expect("the vault opens the profile")
+            .to_vec()
+    }
+
     /// Feeds `releases` (each must be accepted) and tries to open.
     pub fn open_with(
         &self,
@@ -178,6 +200,25 @@ impl Incident {
         }
         opener.open()
     }
+}
+
+/// `n` trustees and a fresh device enrolled `t`-of-n with `profile` at
+/// [`T0`], every share delivered: the world, the device and its package.
+pub fn enrolled(n: usize, profile: &[u8], t: u8) -> (World, Device, EnrollmentPackage) {
+    enrolled_under(TimeLimits::default(), n, profile, t)
+}
+
+/// [`enrolled`], the trustees keeping `limits`.
+pub fn enrolled_under(
+    limits: TimeLimits,
+    n: usize,
+    profile: &[u8],
+    t: u8,
+) -> (World, Device, EnrollmentPackage) {
+    let mut world = World::with_limits(n, limits);
+    let mut dev = device();
+    let package = world.enroll(&mut dev, profile, t, T0);
+    (world, dev, package)
 }
 
 /// A fix in Kota.
@@ -220,17 +261,25 @@ fn hkdf_32(seed: &[u8; 32], info: &str) -> [u8; 32] {
     out
 }
 
+/// The X25519 sealing identity of `$key`, a `$ty`, derived from its key file
+/// as the protocol specifies; checked against its published recipient.
+macro_rules! sealing_identity {
+    ($ty:ident, $key:expr, $whose:literal) => {{
+        let seed = seed_of(&$key.to_secret_bytes(), $ty::TAG);
+        let id = identity_from_scalar(&hkdf_32(&seed, $ty::X25519_INFO));
+        assert_eq!(
+            id.recipient().to_age_string(),
+            $key.public().to_age_string(),
+            concat!("derived ", $whose, " real sealing key")
+        );
+        id
+    }};
+}
+
 /// The control room's X25519 sealing identity, derived from its key file as the
 /// protocol specifies. Checked against its published recipient.
 pub fn control_room_identity(cr: &ControlRoomKey) -> VaultKey {
-    let seed = seed_of(&cr.to_secret_bytes(), ControlRoomKey::TAG);
-    let id = identity_from_scalar(&hkdf_32(&seed, ControlRoomKey::X25519_INFO));
-    assert_eq!(
-        id.recipient().to_age_string(),
-        cr.public().to_age_string(),
-        "derived the control room's real sealing key"
-    );
-    id
+    sealing_identity!(ControlRoomKey, cr, "the control room's")
 }
 
 /// The control room's ed25519 request-signing key. Checked against its public key.
@@ -243,14 +292,7 @@ pub fn control_room_signing_key(cr: &ControlRoomKey) -> SigningKey {
 
 /// A trustee's X25519 sealing identity. Checked against its published recipient.
 pub fn trustee_identity(key: &TrusteeKey) -> VaultKey {
-    let seed = seed_of(&key.to_secret_bytes(), TrusteeKey::TAG);
-    let id = identity_from_scalar(&hkdf_32(&seed, TrusteeKey::X25519_INFO));
-    assert_eq!(
-        id.recipient().to_age_string(),
-        key.public().to_age_string(),
-        "derived the trustee's real sealing key"
-    );
-    id
+    sealing_identity!(TrusteeKey, key, "the trustee's")
 }
 
 /// The incident key as an identity that opens what is sealed to its recipient.

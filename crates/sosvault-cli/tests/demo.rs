@@ -6,40 +6,23 @@
 //! sosvault-server --bins` (a no-op when they are up to date).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../sosvault-server/tests/common/cargo_build.rs"]
+mod cargo_build;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use cargo_build::cargo_build;
+
 fn build_siblings() {
     static BUILT: std::sync::Once = std::sync::Once::new();
-    BUILT.call_once(build_siblings_now);
-}
-
-fn build_siblings_now() {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "sosvault-trustee",
-            "-p",
-            "sosvault-server",
-            "--bins",
-            "--manifest-path",
-        ])
-        .arg(&manifest)
-        // Build into the same profile directory as this test's binaries.
-        .args(same_profile(std::path::PathBuf::from(env!(
-            "CARGO_BIN_EXE_sosvault"
-        ))))
-        .status()
-        .unwrap();
-    assert!(
-        status.success(),
-        "building the trustee and server binaries failed"
-    );
+    BUILT.call_once(|| {
+        cargo_build(
+            &["-p", "sosvault-trustee", "-p", "sosvault-server", "--bins"],
+            std::path::PathBuf::from(env!("CARGO_BIN_EXE_sosvault")),
+        )
+    });
 }
 
 #[test]
@@ -100,12 +83,7 @@ fn the_demo_tells_the_whole_story_and_exits_after_the_given_seconds() {
                 .env("SOSVAULT_PASSWORD", pw)
                 .output()
                 .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            listed = String::from_utf8_lossy(&out.stdout).into_owned();
+            listed = succeeded(&out);
             let bad = Command::new(env!("CARGO_BIN_EXE_sosvault"))
                 .args(["incidents", "--url", &url, "--ca", &ca])
                 .env("SOSVAULT_PASSWORD", "wrong")
@@ -125,12 +103,7 @@ fn the_demo_tells_the_whole_story_and_exits_after_the_given_seconds() {
                 .args(args.split_whitespace())
                 .output()
                 .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let said = String::from_utf8_lossy(&out.stdout);
+            let said = succeeded(&out);
             assert!(said.contains("cosigned by 3 of 3"), "{said}");
             witnessed_checked = true;
         }
@@ -338,19 +311,6 @@ fn pinned_authority(text: &str) -> String {
     hex
 }
 
-/// `--release` when the test's own binaries were built in release mode.
-fn same_profile(bin: std::path::PathBuf) -> Vec<&'static str> {
-    let profile = bin
-        .parent()
-        .and_then(|d| d.file_name())
-        .and_then(|n| n.to_str());
-    if profile == Some("release") {
-        vec!["--release"]
-    } else {
-        Vec::new()
-    }
-}
-
 /// The demo's CA, from its "TLS:" line (the path after its last `--ca`).
 fn demo_ca(told: &str) -> String {
     told.lines()
@@ -359,6 +319,17 @@ fn demo_ca(told: &str) -> String {
         .expect("the demo names its CA")
         .trim()
         .to_owned()
+}
+
+/// The stdout of a command that must have succeeded (its stderr says why not).
+#[track_caller]
+fn succeeded(out: &std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn sosvault(args: &[&str], state: &Path, url: &str, ca: &str) -> String {
@@ -479,11 +450,7 @@ fn a_simulated_phone_on_the_command_line_enrolls_panics_moves_cancels_and_stops(
     };
     let incident_with = |extra: &[&str]| {
         let out = operator(&[&["incident", id.as_str()], extra].concat());
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        succeeded(&out);
         serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
     };
     let incident = || incident_with(&[]);
@@ -506,13 +473,9 @@ fn a_simulated_phone_on_the_command_line_enrolls_panics_moves_cancels_and_stops(
     let d = incident_with(&["--reason", "checking the medical notes & allergies"]);
     assert_eq!(d["profile_access"], "shown_with_reason", "{d}");
     let out = operator(&["claim", &id]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let stdout = succeeded(&out);
     assert_eq!(
-        String::from_utf8_lossy(&out.stdout).trim(),
+        stdout.trim(),
         format!("incident {id} is handled by operator")
     );
     let d = incident();

@@ -7,6 +7,9 @@
 //! (hostile, the attack of issue 11 finding 2), or is unavailable.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../../tests/common/receipts.rs"]
+mod receipts;
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::sync::{Arc, Mutex};
@@ -16,6 +19,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
+use receipts::{made_up_receipts, receipts_of};
 use serde_json::{Value, json};
 use sosvault::manifest::Manifest;
 use sosvault::{
@@ -232,20 +236,18 @@ fn a_wrong_authority_an_expired_or_an_altered_manifest_fails_clearly() {
     let why = fails(&["manifest", "verify", path(&out), "--authority", "zz12"]);
     assert!(why.contains("64 hex characters"), "{why}");
 
+    // A manifest at `to` valid (for 365 days) from `from`, made as above.
+    let valid_from = |to: &Path, from: &str| {
+        let args = ["--version", "1", "--not-before", from];
+        d.make(&key, to, "https://dispatch.example", &args)
+            .status
+            .success()
+    };
     // Expired: valid for 365 days from 400 days ago.
     let now = Timestamp::now().as_secs();
     let old = dir.path().join("old.bin");
     let from = (now - 400 * DAY).to_string();
-    assert!(
-        d.make(
-            &key,
-            &old,
-            "https://dispatch.example",
-            &["--version", "1", "--not-before", &from]
-        )
-        .status
-        .success()
-    );
+    assert!(valid_from(&old, &from));
     let why = fails(&["manifest", "verify", path(&old), "--authority", &authority]);
     assert!(
         why.contains("expired on") && why.contains("sign a new one"),
@@ -256,16 +258,7 @@ fn a_wrong_authority_an_expired_or_an_altered_manifest_fails_clearly() {
     // Not valid yet.
     let soon = dir.path().join("soon.bin");
     let from = (now + 10 * DAY).to_string();
-    assert!(
-        d.make(
-            &key,
-            &soon,
-            "https://dispatch.example",
-            &["--version", "1", "--not-before", &from]
-        )
-        .status
-        .success()
-    );
+    assert!(valid_from(&soon, &from));
     let why = fails(&["manifest", "verify", path(&soon), "--authority", &authority]);
     assert!(why.contains("not valid yet"), "{why}");
 
@@ -403,35 +396,10 @@ async fn enroll(State(s): State<Shared>, Json(body): Json<Value>) -> (StatusCode
                 Json(json!({ "error": "trustee_unavailable" })),
             );
         }
-        Mode::Honest => st
-            .trustees
-            .iter_mut()
-            .enumerate()
-            .map(|(i, t)| {
-                let d = package.delivery(i as u8 + 1).unwrap();
-                t.accept_share(&d.to_bytes(), Timestamp::now()).unwrap()
-            })
-            .collect(),
+        Mode::Honest => receipts_of(&mut st.trustees, &package, Timestamp::now()),
         // Receipts for the device's real commitments, signed by the keys
         // the hostile service lists as trustees.
-        Mode::Hostile => st
-            .attacker
-            .iter()
-            .zip(&record.trustees)
-            .enumerate()
-            .map(|(i, (k, slot))| {
-                Signed::sign(
-                    ShareReceipt {
-                        student,
-                        epoch: record.epoch,
-                        share_index: i as u8 + 1,
-                        commitment: slot.commitment,
-                        stored_at: Timestamp::now(),
-                    },
-                    k,
-                )
-            })
-            .collect(),
+        Mode::Hostile => made_up_receipts(&st.attacker, student, &package, Timestamp::now()),
     };
     (
         StatusCode::OK,

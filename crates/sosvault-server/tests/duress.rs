@@ -11,18 +11,10 @@ use std::time::Duration;
 use base64::Engine as _;
 use common::*;
 use serde_json::{Value, json};
-use sosvault::{Category, Device, MessageHash, Signed, Stop, Timestamp};
+use sosvault::{Category, Device, MessageHash, Signed, Stop};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
-
-/// The answer to a stop as it travels: status, content type, body bytes.
-#[derive(Debug)]
-struct Answer {
-    status: u16,
-    content_type: String,
-    body: String,
-}
 
 /// `POST /v1/stop`, read raw (not through the client's JSON parsing).
 async fn post_stop(c: &Cluster, stop: &Signed<Stop>) -> Answer {
@@ -31,24 +23,10 @@ async fn post_stop(c: &Cluster, stop: &Signed<Stop>) -> Answer {
 
 /// `POST path` with `{field: base64(bytes)}`, the answer read raw.
 async fn post_raw(c: &Cluster, path: &str, field: &str, bytes: &[u8]) -> Answer {
-    let resp = reqwest::Client::new()
+    let req = reqwest::Client::new()
         .post(format!("{}{path}", c.server.url()))
-        .json(&json!({ field: B64.encode(bytes) }))
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let content_type = resp
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    let body = resp.text().await.unwrap();
-    Answer {
-        status,
-        content_type,
-        body,
-    }
+        .json(&json!({ field: B64.encode(bytes) }));
+    Answer::of(req).await
 }
 
 /// What of an answer does not depend on which student stopped: the bytes
@@ -110,15 +88,6 @@ async fn incidents(c: &Cluster, op: &str) -> Vec<Value> {
     list.as_array().unwrap().clone()
 }
 
-fn flags(v: &Value) -> Vec<&str> {
-    v["flags"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f.as_str().unwrap())
-        .collect()
-}
-
 /// The key the service files a student's duress alert under (in the place of
 /// a panic's hash). The code is public, so a device can compute it too: it
 /// must still not be able to name the alert.
@@ -132,9 +101,7 @@ fn alert_key(device: &Device) -> MessageHash {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_duress_stop_with_no_open_incident_alerts_the_operators_and_a_normal_stop_does_not() {
-    let c = Cluster::start(Options::default()).await;
-    let op = c.operator().await;
-    let mut events = c.client.events("/v1/operator/events", &op).await.unwrap();
+    let (c, op, mut events) = Cluster::watched(Options::default()).await;
     let mut calm = c.student("Calm Student").await;
     let mut coerced = c.student("Coerced Student").await;
     let mut third = c.student("Third Student").await;
@@ -142,9 +109,7 @@ async fn a_duress_stop_with_no_open_incident_alerts_the_operators_and_a_normal_s
     let before = coerced.to_secret_bytes();
 
     // A normal stop with no open incident: the data goes, no alarm.
-    let normal = calm
-        .stop(false, &c.info.control_room, Timestamp::now())
-        .unwrap();
+    let normal = c.signed_stop(&mut calm, false);
     let normal_answer = post_stop(&c, &normal).await;
     assert_eq!(normal_answer.status, 200, "{normal_answer:?}");
     let v: Value = serde_json::from_str(&normal_answer.body).unwrap();
@@ -162,9 +127,7 @@ async fn a_duress_stop_with_no_open_incident_alerts_the_operators_and_a_normal_s
 
     // A duress stop with no open incident: the same answer, byte for byte
     // but for the receipts' contents.
-    let duress = coerced
-        .stop(true, &c.info.control_room, Timestamp::now())
-        .unwrap();
+    let duress = c.signed_stop(&mut coerced, true);
     let duress_answer = post_stop(&c, &duress).await;
     assert_eq!(
         shape(&duress_answer),
@@ -208,11 +171,7 @@ async fn a_duress_stop_with_no_open_incident_alerts_the_operators_and_a_normal_s
     assert_eq!(alert["release"]["profile"], "forgotten");
 
     // The incident view says what happened and what is missing.
-    let d = c
-        .client
-        .get(&format!("/v1/operator/incidents/{id}"), Some(&op))
-        .await
-        .unwrap();
+    let d = c.incident(&op, &id).await;
     // The handler may read the profile: there is none to read.
     assert_eq!(d["profile_access"], "shown");
     assert_eq!(d["profile"], Value::Null);
@@ -243,36 +202,16 @@ async fn a_duress_stop_with_no_open_incident_alerts_the_operators_and_a_normal_s
     // answers as if it did not exist) and a newly signed duress stop raises
     // no second one.
     let mut copy = Device::from_secret_bytes(&before).unwrap();
-    let cancel = copy
-        .cancel(
-            alert_key(&coerced),
-            false,
-            &c.info.control_room,
-            Timestamp::now(),
-        )
-        .unwrap();
-    let err = c.client.cancel(&cancel).await.unwrap_err();
-    assert_eq!((err.status, err.code.as_str()), (404, "unknown_incident"));
-    let moved = copy
-        .location_update(
-            alert_key(&coerced),
-            &talwandi(),
-            &c.info.control_room,
-            Timestamp::now(),
-        )
-        .unwrap();
-    let err = c.client.location(&moved).await.unwrap_err();
-    assert_eq!((err.status, err.code.as_str()), (404, "unknown_incident"));
-    let second = copy
-        .stop(true, &c.info.control_room, Timestamp::now())
-        .unwrap();
+    let cancel = c.signed_cancel(&mut copy, alert_key(&coerced), false);
+    assert_refused(c.client.cancel(&cancel).await, 404, "unknown_incident");
+    let moved = c.signed_location(&mut copy, alert_key(&coerced), &talwandi());
+    assert_refused(c.client.location(&moved).await, 404, "unknown_incident");
+    let second = c.signed_stop(&mut copy, true);
     assert_eq!(shape(&post_stop(&c, &second).await), shape(&normal_answer));
 
     // Everything above is answered; another student's stop marks the point
     // in the stream by which any alarm from it would have arrived.
-    let last = third
-        .stop(false, &c.info.control_room, Timestamp::now())
-        .unwrap();
+    let last = c.signed_stop(&mut third, false);
     assert_eq!(shape(&post_stop(&c, &last).await), shape(&normal_answer));
     let seen = events_until(&mut events, 20, stopped(&third)).await;
     assert!(alarms(&seen).is_empty(), "a retry raised {seen:?}");
@@ -283,12 +222,9 @@ async fn a_duress_stop_with_no_open_incident_alerts_the_operators_and_a_normal_s
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_duress_alert_survives_a_restart_and_an_operator_closes_it_for_good() {
-    let mut c = Cluster::start(Options::default()).await;
-    let op = c.operator().await;
+    let (mut c, op) = Cluster::with_operator(Options::default()).await;
     let mut coerced = c.student("Coerced Student").await;
-    let duress = coerced
-        .stop(true, &c.info.control_room, Timestamp::now())
-        .unwrap();
+    let duress = c.signed_stop(&mut coerced, true);
     let answer = c.client.stop(&duress).await.unwrap();
     assert_eq!(answer["status"], "stopped");
     // Stored before the phone was answered.
@@ -300,24 +236,15 @@ async fn a_duress_alert_survives_a_restart_and_an_operator_closes_it_for_good() 
     c.server.kill();
     c.server.start();
     let op = c.operator().await;
-    let mut events = c.client.events("/v1/operator/events", &op).await.unwrap();
+    let mut events = c.operator_events(&op).await;
     let list = incidents(&c, &op).await;
     assert_eq!(list.len(), 1, "{list:?}");
     assert_eq!(list[0]["id"], id.as_str());
     assert_eq!(list[0]["status"], "open");
     let f = flags(&list[0]);
     assert!(f.contains(&"duress") && f.contains(&"duress_stop"), "{f:?}");
-    let d = c
-        .client
-        .get(&format!("/v1/operator/incidents/{id}"), Some(&op))
-        .await
-        .unwrap();
-    let kinds: Vec<&str> = d["timeline"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["kind"].as_str().unwrap())
-        .collect();
+    let d = c.incident(&op, &id).await;
+    let kinds = timeline_kinds(&d);
     assert!(
         kinds.contains(&"duress_stop")
             && kinds.contains(&"escalated")
@@ -350,22 +277,10 @@ async fn a_duress_alert_survives_a_restart_and_an_operator_closes_it_for_good() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_duress_stop_with_an_open_incident_escalates_it_and_opens_no_alert() {
-    let c = Cluster::start(Options::default()).await;
-    let op = c.operator().await;
-    let mut events = c.client.events("/v1/operator/events", &op).await.unwrap();
+    let (c, op, mut events) = Cluster::watched(Options::default()).await;
     let mut coerced = c.student("Coerced Student").await;
-    let panic = coerced
-        .panic(
-            Category::Police,
-            &talwandi(),
-            &c.info.control_room,
-            Timestamp::now(),
-        )
-        .unwrap();
-    let id = c.client.panic(&panic).await.unwrap();
-    let duress = coerced
-        .stop(true, &c.info.control_room, Timestamp::now())
-        .unwrap();
+    let id = c.panic_at_talwandi(&mut coerced, Category::Police).await;
+    let duress = c.signed_stop(&mut coerced, true);
     let answer = c.client.stop(&duress).await.unwrap();
     assert_eq!(answer["status"], "stopped");
 
@@ -406,34 +321,17 @@ async fn after_a_cancel_the_phones_location_answers_do_not_tell_a_duress_cancel(
     // A coercer holding the phone sends one more location after the cancel
     // and reads the answer. Found while making the metrics private (issue 12):
     // a normal cancel answered 409 `incident_closed`, a duress one 200.
-    let c = Cluster::start(Options::default()).await;
-    let op = c.operator().await;
+    let (c, op) = Cluster::with_operator(Options::default()).await;
     let mut normal = c.student("Safe Student").await;
     let mut coerced = c.student("Coerced Student").await;
     let mut answers = Vec::new();
     let mut ids = Vec::new();
     for (device, duress) in [(&mut normal, false), (&mut coerced, true)] {
-        let panic = device
-            .panic(
-                Category::Police,
-                &talwandi(),
-                &c.info.control_room,
-                Timestamp::now(),
-            )
-            .unwrap();
+        let panic = c.talwandi_panic(device, Category::Police);
         let id = c.client.panic(&panic).await.unwrap();
-        let cancel = device
-            .cancel(panic.hash(), duress, &c.info.control_room, Timestamp::now())
-            .unwrap();
+        let cancel = c.signed_cancel(device, panic.hash(), duress);
         c.client.cancel(&cancel).await.unwrap();
-        let moved = device
-            .location_update(
-                panic.hash(),
-                &talwandi(),
-                &c.info.control_room,
-                Timestamp::now(),
-            )
-            .unwrap();
+        let moved = c.signed_location(device, panic.hash(), &talwandi());
         answers.push(post_location(&c, &moved).await);
         ids.push((id, panic.hash()));
     }
@@ -445,11 +343,7 @@ async fn after_a_cancel_the_phones_location_answers_do_not_tell_a_duress_cancel(
     let trail = |id: String| {
         let (c, op) = (&c, &op);
         async move {
-            let d = c
-                .client
-                .get(&format!("/v1/operator/incidents/{id}"), Some(op))
-                .await
-                .unwrap();
+            let d = c.incident(op, &id).await;
             (
                 d["status"].as_str().unwrap_or("").to_owned(),
                 d["trail"].as_array().map_or(0, Vec::len),
@@ -464,21 +358,7 @@ async fn after_a_cancel_the_phones_location_answers_do_not_tell_a_duress_cancel(
 
     // Once an operator closes the duress incident, the phone still hears `stored`.
     let id = &ids[1].0;
-    c.client
-        .post(
-            &format!("/v1/operator/incidents/{id}/close"),
-            Some(&op),
-            &Value::Null,
-        )
-        .await
-        .unwrap();
-    let moved = coerced
-        .location_update(
-            ids[1].1,
-            &talwandi(),
-            &c.info.control_room,
-            Timestamp::now(),
-        )
-        .unwrap();
+    c.close(&op, id).await;
+    let moved = c.signed_location(&mut coerced, ids[1].1, &talwandi());
     assert_eq!(post_location(&c, &moved).await, answers[0]);
 }

@@ -18,37 +18,36 @@ use common::faulty::{FAULTS, FaultyProxy};
 use common::*;
 use serde_json::Value;
 use sosvault::log::LogEntry;
-use sosvault::{Category, StudentId, Timestamp};
+use sosvault::{Category, StudentId};
+use tokio::sync::mpsc::UnboundedReceiver;
 
 /// Every fault the proxy gives, each at least once.
 fn every_fault(seen: &std::collections::BTreeMap<&'static str, usize>) -> bool {
     FAULTS.iter().all(|f| seen.get(f).copied().unwrap_or(0) > 0)
 }
 
-async fn cluster_with_proxy() -> (Cluster, FaultyProxy) {
+/// A cluster whose trustee 3 sits behind a [`FaultyProxy`], forwards stuck
+/// after a second; its operator's session and live stream, and the proxy.
+async fn cluster_with_proxy() -> (Cluster, String, UnboundedReceiver<Value>, FaultyProxy) {
     let proxy = FaultyProxy::start().await;
     let p = proxy.clone();
-    let c = Cluster::start_with(Options::default(), move |cfg| {
+    let (c, op, ops) = Cluster::watched_with(Options::default(), move |cfg| {
         p.set_upstream(&cfg.trustees[2].url);
         cfg.trustees[2].url = p.url.clone();
         cfg.forward_stuck_after_secs = 1;
     })
     .await;
-    (c, proxy)
+    (c, op, ops, proxy)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_behind_a_failing_proxy_is_stuck_visibly_survives_a_crash_and_finishes() {
-    let (mut c, proxy) = cluster_with_proxy().await;
-    let op = c.operator().await;
-    let mut ops = c.client.events("/v1/operator/events", &op).await.unwrap();
+    let (mut c, op, mut ops, proxy) = cluster_with_proxy().await;
     let mut device = c.student("Meera Joshi").await;
     let student = device.student_id();
 
     proxy.break_path("/v1/shreds");
-    let stop = device
-        .stop(false, &c.info.control_room, Timestamp::now())
-        .unwrap();
+    let stop = c.signed_stop(&mut device, false);
     let answer = c.client.stop(&stop).await.unwrap();
     // Not complete: trustee 3 has given neither a receipt nor a final refusal.
     assert_eq!(answer["receipts"].as_array().unwrap().len(), 2, "{answer}");
@@ -58,22 +57,12 @@ async fn a_stop_behind_a_failing_proxy_is_stuck_visibly_survives_a_crash_and_fin
     // Every kind of non-answer was met, and none ended the stop.
     proxy.wait_until("/v1/shreds", 30, every_fault).await;
     // The control room sees it stuck: by trustee and kind, not by student.
-    let ev = next_event(&mut ops, 20, |e| {
-        e["kind"] == "forwards"
-            && e["detail"]["groups"]
-                .as_array()
-                .is_some_and(|g| g.iter().any(|g| g["kind"] == "stop" && g["stuck"] == 1))
-    })
-    .await;
+    let ev = next_event(&mut ops, 20, |e| stuck_report(e, Some("stop"))).await;
     let group = &ev["detail"]["groups"][0];
     assert_eq!(group["trustee"], "trustee-3", "{ev}");
     assert!(group["last_error"].as_str().is_some(), "{ev}");
     assert!(!ev.to_string().contains(&student.to_hex()), "{ev}");
-    let report = c
-        .client
-        .get("/v1/operator/forwards", Some(&op))
-        .await
-        .unwrap();
+    let report = forwards(&c, &op).await;
     assert_eq!(report["groups"][0]["kind"], "stop", "{report}");
     assert_eq!(report["groups"][0]["stuck"], 1, "{report}");
     let metrics = metrics_text(&c, &op).await;
@@ -93,28 +82,18 @@ async fn a_stop_behind_a_failing_proxy_is_stuck_visibly_survives_a_crash_and_fin
         .wait_until("/v1/shreds", 30, |s| s.values().sum::<usize>() > before)
         .await;
     let op = c.operator().await;
-    let mut ops = c.client.events("/v1/operator/events", &op).await.unwrap();
+    let mut ops = c.operator_events(&op).await;
     let again = c.client.stop(&stop).await.unwrap();
     assert_eq!(again["pending"], 1, "{again}");
 
     // The proxy heals: the third receipt comes, the trustee has shredded,
     // and the stuck report clears.
     proxy.heal();
-    loop {
-        let answer = c.client.stop(&stop).await.unwrap();
-        if answer["pending"] == 0 {
-            assert_eq!(answer["receipts"].as_array().unwrap().len(), 3, "{answer}");
-            assert_eq!(answer["refused"].as_array().unwrap().len(), 0);
-            break;
-        }
-        next_event(&mut ops, 30, |e| e["kind"] == "shred_receipt").await;
-    }
+    let answer = c.stop_until_done(&stop, &mut ops, 30).await;
+    assert_eq!(answer["receipts"].as_array().unwrap().len(), 3, "{answer}");
+    assert_eq!(answer["refused"].as_array().unwrap().len(), 0);
     assert!(shredded(&c.trustees[2], &student).await);
-    let report = c
-        .client
-        .get("/v1/operator/forwards", Some(&op))
-        .await
-        .unwrap();
+    let report = forwards(&c, &op).await;
     assert_eq!(report["groups"], Value::Array(vec![]), "{report}");
     assert!(
         metrics_text(&c, &op)
@@ -125,30 +104,16 @@ async fn a_stop_behind_a_failing_proxy_is_stuck_visibly_survives_a_crash_and_fin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_release_that_needs_the_trustee_behind_a_failing_proxy_opens_once_it_heals() {
-    let (mut c, proxy) = cluster_with_proxy().await;
-    let op = c.operator().await;
-    let mut ops = c.client.events("/v1/operator/events", &op).await.unwrap();
+    let (mut c, op, mut ops, proxy) = cluster_with_proxy().await;
     let mut device = c.student("Ira Mehta").await;
 
     // Trustee 2 is down and trustee 3's proxy fails: 2-of-3 needs trustee 3.
     c.trustees[1].kill();
     proxy.break_path("/v1/releases");
-    let panic = device
-        .panic(
-            Category::Police,
-            &talwandi(),
-            &c.info.control_room,
-            Timestamp::now(),
-        )
-        .unwrap();
-    let id = c.client.panic(&panic).await.unwrap();
+    let id = c.panic_at_talwandi(&mut device, Category::Police).await;
     c.claim(&op, &id).await;
     proxy.wait_until("/v1/releases", 60, every_fault).await;
-    let detail = c
-        .client
-        .get(&format!("/v1/operator/incidents/{id}"), Some(&op))
-        .await
-        .unwrap();
+    let detail = c.incident(&op, &id).await;
     assert_eq!(detail["release"]["profile"], "sealed", "{detail}");
     let said: Vec<String> = detail["timeline"]
         .as_array()
@@ -168,11 +133,7 @@ async fn a_release_that_needs_the_trustee_behind_a_failing_proxy_opens_once_it_h
 
     proxy.heal();
     next_event(&mut ops, 30, is("profile_available", &id)).await;
-    let detail = c
-        .client
-        .get(&format!("/v1/operator/incidents/{id}"), Some(&op))
-        .await
-        .unwrap();
+    let detail = c.incident(&op, &id).await;
     assert_eq!(detail["profile"]["name"], "Ira Mehta", "{detail}");
 }
 
@@ -182,6 +143,12 @@ async fn shredded(t: &TrusteeProc, student: &StudentId) -> bool {
         .await
         .iter()
         .any(|e| matches!(e, LogEntry::Shredded { student: s, .. } if s == student))
+}
+
+/// The control room's forwards report, read as operator `op`.
+async fn forwards(c: &Cluster, op: &str) -> Value {
+    let report = c.client.get("/v1/operator/forwards", Some(op)).await;
+    report.expect("the forwards report")
 }
 
 /// `/metrics`, read as an operator.

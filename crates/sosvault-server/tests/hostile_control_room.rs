@@ -38,6 +38,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
+#[path = "../../../tests/common/receipts.rs"]
+mod receipts;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
@@ -45,6 +47,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use common::*;
+use receipts::made_up_receipts;
 use serde_json::{Value, json};
 use sosvault::log::{LogEntry, refusal_code};
 use sosvault::manifest::{Manifest, ManifestError, ManifestTrustee};
@@ -56,6 +59,7 @@ use sosvault::{
 };
 use sosvault_server::client::Client;
 use sosvault_server::geo::UnitKind;
+use tokio::sync::mpsc::UnboundedReceiver;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -180,6 +184,35 @@ impl DirCopy {
             IncidentKey::from_secret_bytes(&bytes).unwrap()
         });
         (panic, key)
+    }
+
+    /// An incident open when the copy was taken: its signed panic and its
+    /// incident key (unsealed with the copy's `master.key`).
+    fn open_incident(&self, id: &str) -> (Signed<PanicEvent>, IncidentKey) {
+        let (panic, key) = self.incident(id);
+        let panic = panic.expect("the copy holds the open incident's panic");
+        let key =
+            key.expect("the copy holds the open incident's sealed key, and master.key unseals it");
+        (panic, key)
+    }
+
+    /// A thief's two release requests for `panic`, signed now with the copy's
+    /// control room key: the very request the control room made (the same
+    /// panic, `incident` and recipient, its `key`), and the same panic bound
+    /// to a fresh incident key of the thief's.
+    fn thiefs_requests(
+        &self,
+        panic: &Signed<PanicEvent>,
+        incident: IncidentId,
+        key: &IncidentKey,
+    ) -> [Signed<ReleaseRequest>; 2] {
+        let cr = self.control_room_key();
+        let original = cr.release_request(panic, incident, key, Timestamp::now());
+        let (other, other_key) = (IncidentId::random(), IncidentKey::generate());
+        [
+            original,
+            cr.release_request(panic, other, &other_key, Timestamp::now()),
+        ]
     }
 
     /// A student's enrollment record, as the copy holds it.
@@ -416,20 +449,29 @@ fn released_for(
     })
 }
 
-/// A panic of `category` from `at`, sent; waits until the profile opened.
+/// A police panic at Talwandi from `device`, sent; waits (on `ops`) until
+/// the profile opened. The panic and the incident id.
 async fn panic_and_open(
     c: &Cluster,
-    ops: &mut tokio::sync::mpsc::UnboundedReceiver<Value>,
+    ops: &mut UnboundedReceiver<Value>,
     device: &mut Device,
-    category: Category,
-    at: &Location,
 ) -> (Signed<PanicEvent>, String) {
-    let panic = device
-        .panic(category, at, &c.info.control_room, Timestamp::now())
-        .unwrap();
+    let panic = c.talwandi_panic(device, Category::Police);
     let id = c.client.panic(&panic).await.unwrap();
     next_event(ops, 20, is("profile_available", &id)).await;
     (panic, id)
+}
+
+/// A new student `name` whose [`panic_and_open`] opened: the device, the
+/// panic and the incident id.
+async fn student_panicked(
+    c: &Cluster,
+    ops: &mut UnboundedReceiver<Value>,
+    name: &str,
+) -> (Device, Signed<PanicEvent>, String) {
+    let mut device = c.student(name).await;
+    let (panic, id) = panic_and_open(c, ops, &mut device).await;
+    (device, panic, id)
 }
 
 fn fix(lat: f64, lon: f64) -> Location {
@@ -448,7 +490,7 @@ async fn a_copy_of_the_data_directory_gets_no_release_again_after_the_retry_wind
     // `retry_expired`; after the pass, `replayed` (both PROTOCOL §11.2).
     let expiry_pass_at = Instant::now() + Duration::from_secs(25);
     let op = c.operator().await;
-    let mut ops = c.client.events("/v1/operator/events", &op).await.unwrap();
+    let mut ops = c.operator_events(&op).await;
     let mut device = c.student("Asha Verma").await;
     let student = device.student_id();
 
@@ -456,8 +498,7 @@ async fn a_copy_of_the_data_directory_gets_no_release_again_after_the_retry_wind
     // release (with all three up, the third may or may not have answered
     // when the vault opened).
     c.trustees[2].kill();
-    let (panic, id) =
-        panic_and_open(&c, &mut ops, &mut device, Category::Police, &talwandi()).await;
+    let (panic, id) = panic_and_open(&c, &mut ops, &mut device).await;
     let incident = IncidentId::from_hex(&id).unwrap();
 
     // The attacker copies the data directory after the releases, while the
@@ -465,12 +506,8 @@ async fn a_copy_of_the_data_directory_gets_no_release_again_after_the_retry_wind
     // sealed key (kept for the access window, to ask again after a restart),
     // and the master key that unseals it.
     let copy = copy_dir(&c.server.dir);
-    let (copied_panic, copied_key) = copy.incident(&id);
-    let copied_panic = copied_panic.expect("the copy holds the open incident's panic");
+    let (copied_panic, key) = copy.open_incident(&id);
     assert_eq!(copied_panic.as_bytes(), panic.as_bytes());
-    let key = copied_key
-        .expect("the copy holds the open incident's sealed key, and master.key unseals it");
-    let cr = copy.control_room_key();
 
     let mut released_at = 0;
     for t in &c.trustees[..2] {
@@ -489,13 +526,7 @@ async fn a_copy_of_the_data_directory_gets_no_release_again_after_the_retry_wind
     // The very request the control room made (same panic, incident and
     // recipient), signed again with the copy's control room key; and the
     // same panic bound to a fresh incident key of the attacker's.
-    let original = cr.release_request(&copied_panic, incident, &key, Timestamp::now());
-    let fresh = cr.release_request(
-        &copied_panic,
-        IncidentId::random(),
-        &IncidentKey::generate(),
-        Timestamp::now(),
-    );
+    let [original, fresh] = copy.thiefs_requests(&copied_panic, incident, &key);
     let pass_may_have_run = Instant::now() >= expiry_pass_at;
     for t in &c.trustees[..2] {
         let (code, logged) = refused_and_logged(t, &original, student).await;
@@ -549,21 +580,14 @@ async fn a_copy_of_the_data_directory_gets_no_release_again_after_the_retry_wind
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_forwarded_cancel_no_trustee_releases_for_the_panic() {
-    let c = Cluster::start(Options::default()).await;
-    let op = c.operator().await;
-    let mut ops = c.client.events("/v1/operator/events", &op).await.unwrap();
-    let mut device = c.student("Kavya Menon").await;
+    let (c, _, mut ops) = Cluster::watched(Options::default()).await;
+    let (mut device, panic, id) = student_panicked(&c, &mut ops, "Kavya Menon").await;
     let student = device.student_id();
-    let (panic, id) =
-        panic_and_open(&c, &mut ops, &mut device, Category::Police, &talwandi()).await;
     // A copy taken while the incident is open: its panic and its key.
     let copy = copy_dir(&c.server.dir);
-    let (copied_panic, key) = copy.incident(&id);
-    let (copied_panic, key) = (copied_panic.unwrap(), key.unwrap());
+    let (copied_panic, key) = copy.open_incident(&id);
 
-    let cancel = device
-        .cancel(panic.hash(), false, &c.info.control_room, Timestamp::now())
-        .unwrap();
+    let cancel = c.signed_cancel(&mut device, panic.hash(), false);
     let answer = c.client.cancel(&cancel).await.unwrap();
     assert_eq!(answer["pending"], 0, "{answer}");
     assert_eq!(answer["receipts"].as_array().unwrap().len(), 3);
@@ -571,18 +595,8 @@ async fn after_a_forwarded_cancel_no_trustee_releases_for_the_panic() {
     // Inside the trustees' retry window (300 s here): the cancel is checked
     // before the retry path, so even the very request the trustees answered
     // gets nothing; nor does a fresh incident key.
-    let cr = copy.control_room_key();
     let incident = IncidentId::from_hex(&id).unwrap();
-    let requests = [
-        cr.release_request(&copied_panic, incident, &key, Timestamp::now()),
-        cr.release_request(
-            &copied_panic,
-            IncidentId::random(),
-            &IncidentKey::generate(),
-            Timestamp::now(),
-        ),
-    ];
-    for request in &requests {
+    for request in &copy.thiefs_requests(&copied_panic, incident, &key) {
         for t in &c.trustees {
             let (code, logged) = refused_and_logged(t, request, student).await;
             assert_eq!((code.as_str(), logged), cancelled());
@@ -594,33 +608,21 @@ async fn after_a_forwarded_cancel_no_trustee_releases_for_the_panic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_older_panic_gets_no_release_once_a_later_one_was_released() {
-    let c = Cluster::start(Options::default()).await;
-    let op = c.operator().await;
-    let mut ops = c.client.events("/v1/operator/events", &op).await.unwrap();
+    let (c, op, mut ops) = Cluster::watched(Options::default()).await;
     let mut device = c.student("Ritika Sharma").await;
     let student = device.student_id();
 
     // A first panic; the attacker copies its incident while it is open. The
     // operator then closes it (a close is not a cancel: nothing goes to the
     // trustees).
-    let (first, first_id) =
-        panic_and_open(&c, &mut ops, &mut device, Category::Police, &talwandi()).await;
+    let (first, first_id) = panic_and_open(&c, &mut ops, &mut device).await;
     let copy = copy_dir(&c.server.dir);
-    let (old_panic, old_key) = copy.incident(&first_id);
-    let (old_panic, old_key) = (old_panic.unwrap(), old_key.unwrap());
+    let (old_panic, old_key) = copy.open_incident(&first_id);
     assert_eq!(old_panic.as_bytes(), first.as_bytes());
-    c.client
-        .post(
-            &format!("/v1/operator/incidents/{first_id}/close"),
-            Some(&op),
-            &Value::Null,
-        )
-        .await
-        .unwrap();
+    c.close(&op, &first_id).await;
 
     // A later panic, released.
-    let (second, second_id) =
-        panic_and_open(&c, &mut ops, &mut device, Category::Police, &talwandi()).await;
+    let (second, second_id) = panic_and_open(&c, &mut ops, &mut device).await;
     assert!(second.body().counter > old_panic.body().counter);
     let second_incident = IncidentId::from_hex(&second_id).unwrap();
     let mut released = Vec::new();
@@ -639,22 +641,8 @@ async fn an_older_panic_gets_no_release_once_a_later_one_was_released() {
     // trustee that released the later one refuses. (One that did not may
     // still be inside its retry window of the first release, which attack 1
     // is about.)
-    let cr = copy.control_room_key();
-    let requests = [
-        cr.release_request(
-            &old_panic,
-            IncidentId::from_hex(&first_id).unwrap(),
-            &old_key,
-            Timestamp::now(),
-        ),
-        cr.release_request(
-            &old_panic,
-            IncidentId::random(),
-            &IncidentKey::generate(),
-            Timestamp::now(),
-        ),
-    ];
-    for request in &requests {
+    let first_incident = IncidentId::from_hex(&first_id).unwrap();
+    for request in &copy.thiefs_requests(&old_panic, first_incident, &old_key) {
         for t in &released {
             let (code, logged) = refused_and_logged(t, request, student).await;
             assert_eq!((code.as_str(), logged), replayed());
@@ -684,7 +672,7 @@ const NAME: &str = "Meera Iyer";
 
 async fn panic_move_and_stop(c: &Cluster) -> Stopped {
     let op = c.operator().await;
-    let mut ops = c.client.events("/v1/operator/events", &op).await.unwrap();
+    let mut ops = c.operator_events(&op).await;
     // A team whose name does not say its kind: that it is a counsellor team
     // is in the units table (which team went is kept), not in the incident.
     let mut unit = c
@@ -722,18 +710,12 @@ async fn panic_move_and_stop(c: &Cluster) -> Stopped {
     }
     // The operator reads the profile: the view goes on the control room's
     // log, which is kept for ever.
-    let d = c
-        .client
-        .get(&format!("/v1/operator/incidents/{id}"), Some(&op))
-        .await
-        .unwrap();
+    let d = c.incident(&op, &id).await;
     assert_eq!(d["profile"]["name"], NAME);
     // The student moves.
     let mut updates = Vec::new();
     for f in &fixes[1..] {
-        let u = device
-            .location_update(panic.hash(), f, &c.info.control_room, Timestamp::now())
-            .unwrap();
+        let u = c.signed_location(&mut device, panic.hash(), f);
         c.client.location(&u).await.unwrap();
         // Its live event (where the student is, for the operators and the
         // team) is in before the stop, so every event read after the stop
@@ -743,9 +725,7 @@ async fn panic_move_and_stop(c: &Cluster) -> Stopped {
     }
     let before = copy_dir(&c.server.dir);
 
-    let stop = device
-        .stop(false, &c.info.control_room, Timestamp::now())
-        .unwrap();
+    let stop = c.signed_stop(&mut device, false);
     let answer = c.client.stop(&stop).await.unwrap();
     assert_eq!(answer["pending"], 0, "{answer}");
     assert_eq!(answer["receipts"].as_array().unwrap().len(), 3);
@@ -991,14 +971,12 @@ async fn after_a_stop_no_copy_holds_the_location_the_category_or_the_profile() {
         !Category::ALL.iter().any(|c| c.as_str() == cat),
         "the incident row still names its category: {cat}"
     );
-    let locations: i64 = db
-        .query_row(
-            "SELECT COUNT(*) FROM locations WHERE incident_id = ?1",
-            [&iid],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(locations, 0);
+    // The rows of `table` about the incident.
+    let rows_of = |table: &str| -> i64 {
+        let sql = format!("SELECT COUNT(*) FROM {table} WHERE incident_id = ?1");
+        db.query_row(&sql, [&iid], |r| r.get(0)).unwrap()
+    };
+    assert_eq!(rows_of("locations"), 0);
     let mut st = db
         .prepare("SELECT kind, detail FROM timeline WHERE incident_id = ?1 ORDER BY seq")
         .unwrap();
@@ -1014,13 +992,7 @@ async fn after_a_stop_no_copy_holds_the_location_the_category_or_the_profile() {
             "timeline `{k}` still says: {detail}"
         );
     }
-    let views: i64 = db
-        .query_row(
-            "SELECT COUNT(*) FROM transparency_log WHERE incident_id = ?1",
-            [&iid],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let views = rows_of("transparency_log");
     assert_eq!(
         views, 1,
         "the view stays on the log (with nothing personal)"
@@ -1172,23 +1144,7 @@ async fn a_device_enrolled_to_a_manifest_refuses_receipts_of_substituted_trustee
 
     // The operator substitutes receipts signed by its own keys, for the
     // device's real commitments: refused, and the device stays unenrolled.
-    let record = package.record.body();
-    let made_up: Vec<Signed<ShareReceipt>> = fake
-        .iter()
-        .enumerate()
-        .map(|(i, k)| {
-            Signed::sign(
-                ShareReceipt {
-                    student: device.student_id(),
-                    epoch: record.epoch,
-                    share_index: i as u8 + 1,
-                    commitment: record.trustees[i].commitment,
-                    stored_at: now,
-                },
-                k,
-            )
-        })
-        .collect();
+    let made_up = made_up_receipts(&fake, device.student_id(), &package, now);
     assert!(matches!(
         device.confirm_enrollment(&made_up, now),
         Err(DeviceError::BadReceipt { index: 1, .. })

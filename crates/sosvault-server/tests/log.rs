@@ -17,6 +17,7 @@ use std::process::{Command, Output};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
+use common::store_files::{restore, rewrite_entry, snapshot};
 use common::*;
 use sosvault::log::{MerkleLog, TreeHead, leaf_hash, verify_consistency, verify_inclusion};
 use sosvault::{Category, LogPublic, Timestamp};
@@ -36,13 +37,10 @@ fn log_verify(c: &Cluster, state: Option<&Path>, token: Option<&str>, extra: &[&
     cmd.output().unwrap()
 }
 
+/// `log verify`'s output when it passed.
+#[track_caller]
 fn ok(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "log verify failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
+    stdout_of(out, "log verify failed")
 }
 
 fn fails(out: &Output, words: &str) {
@@ -59,39 +57,19 @@ fn fails(out: &Output, words: &str) {
 /// released and the operator has read it: exactly one logged view.
 async fn released(c: &Cluster, op: &str, name: &str) -> String {
     let mut device = c.student(name).await;
-    let mut ops = c.client.events("/v1/operator/events", op).await.unwrap();
-    let panic = device
-        .panic(
-            Category::Police,
-            &talwandi(),
-            &c.info.control_room,
-            Timestamp::now(),
-        )
-        .unwrap();
-    let id = c.client.panic(&panic).await.unwrap();
+    let mut ops = c.operator_events(op).await;
+    let id = c.panic_at_talwandi(&mut device, Category::Police).await;
     // The operator takes the incident, to read the profile once released.
     c.claim(op, &id).await;
-    loop {
-        let d = c
-            .client
-            .get(&format!("/v1/operator/incidents/{id}"), Some(op))
-            .await
-            .unwrap();
-        if d["profile"]["name"] == name {
-            return id;
-        }
-        next_event(&mut ops, 20, |e| e["incident"] == id.as_str()).await;
-    }
+    c.incident_once(op, &mut ops, 20, &id, |d| d["profile"]["name"] == name)
+        .await;
+    id
 }
 
 /// The operator reads the released profile `n` more times: `n` log entries.
 async fn view(c: &Cluster, op: &str, id: &str, n: usize) {
     for _ in 0..n {
-        let d = c
-            .client
-            .get(&format!("/v1/operator/incidents/{id}"), Some(op))
-            .await
-            .unwrap();
+        let d = c.incident(op, id).await;
         assert!(d["profile"].is_object(), "the profile is released: {d}");
     }
 }
@@ -106,76 +84,14 @@ fn db(c: &Cluster) -> PathBuf {
     c.server.dir.join("sosvault.db")
 }
 
-fn db_files(db: &Path) -> Vec<PathBuf> {
-    ["", "-wal", "-shm"]
-        .iter()
-        .map(|s| PathBuf::from(format!("{}{s}", db.display())))
-        .collect()
-}
-
-fn snapshot(db: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for (i, f) in db_files(db).iter().enumerate() {
-        let dst = to.join(i.to_string());
-        let _ = std::fs::remove_file(&dst);
-        if f.exists() {
-            std::fs::copy(f, dst).unwrap();
-        }
-    }
-}
-
-fn restore(db: &Path, from: &Path) {
-    for (i, f) in db_files(db).iter().enumerate() {
-        let _ = std::fs::remove_file(f);
-        let src = from.join(i.to_string());
-        if src.exists() {
-            std::fs::copy(src, f).unwrap();
-        }
-    }
-}
-
-/// Edits the stopped service's database.
-fn edit(db: &Path, f: impl FnOnce(&rusqlite::Connection)) {
-    let c = rusqlite::Connection::open(db).unwrap();
-    f(&c);
-    c.close().unwrap();
-}
-
-/// Flips the last byte (the time) of entry `idx`; with `rehash`, stores its
-/// new leaf hash too (a self-consistent log with another past).
-fn rewrite_entry(db: &Path, idx: i64, rehash: bool) {
-    edit(db, |c| {
-        let mut e: Vec<u8> = c
-            .query_row(
-                "SELECT entry FROM transparency_log WHERE idx = ?1",
-                [idx],
-                |r| r.get(0),
-            )
-            .unwrap();
-        let last = e.len() - 1;
-        e[last] ^= 0x01;
-        if rehash {
-            c.execute(
-                "UPDATE transparency_log SET entry = ?1, leaf_hash = ?2 WHERE idx = ?3",
-                rusqlite::params![e, leaf_hash(&e).to_vec(), idx],
-            )
-            .unwrap();
-        } else {
-            c.execute(
-                "UPDATE transparency_log SET entry = ?1 WHERE idx = ?2",
-                rusqlite::params![e, idx],
-            )
-            .unwrap();
-        }
-    });
-}
-
-fn hashes(v: &serde_json::Value, field: &str, decode: fn(&str) -> Vec<u8>) -> Vec<Vec<u8>> {
-    v[field]
+/// The hex `proof` the service serves at `path` (an inclusion or consistency proof).
+async fn served_proof(c: &Cluster, path: &str) -> Vec<Vec<u8>> {
+    let p = c.client.get(path, None).await.unwrap();
+    p["proof"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|h| decode(h.as_str().unwrap()))
+        .map(|h| hex::decode(h.as_str().unwrap()).unwrap())
         .collect()
 }
 
@@ -249,37 +165,15 @@ async fn an_honest_control_room_log_verifies_as_it_grows_across_runs() {
         .collect();
     let tree = MerkleLog::from_leaf_hashes(leaves.iter().copied());
     assert_eq!(tree.root(), head.body().root);
-    let unhex = |s: &str| hex::decode(s).unwrap();
     for new in 1..=size {
+        let root = tree.root_at(new).unwrap();
         for old in 1..=new {
-            let p = c
-                .client
-                .get(&format!("/v1/log/consistency?old={old}&new={new}"), None)
-                .await
-                .unwrap();
-            verify_consistency(
-                old,
-                new,
-                &tree.root_at(old).unwrap(),
-                &tree.root_at(new).unwrap(),
-                &hashes(&p, "proof", unhex),
-            )
-            .unwrap();
+            let proof = served_proof(&c, &format!("/v1/log/consistency?old={old}&new={new}")).await;
+            verify_consistency(old, new, &tree.root_at(old).unwrap(), &root, &proof).unwrap();
         }
         let i = new - 1;
-        let p = c
-            .client
-            .get(&format!("/v1/log/proof?index={i}&size={new}"), None)
-            .await
-            .unwrap();
-        verify_inclusion(
-            &leaves[i as usize],
-            i,
-            new,
-            &hashes(&p, "proof", unhex),
-            &tree.root_at(new).unwrap(),
-        )
-        .unwrap();
+        let proof = served_proof(&c, &format!("/v1/log/proof?index={i}&size={new}")).await;
+        verify_inclusion(&leaves[i as usize], i, new, &proof, &root).unwrap();
     }
 
     // The pinned key: the right one verifies, another is refused.
@@ -322,7 +216,7 @@ async fn a_tampered_or_rewritten_control_room_log_is_detected() {
 
     // The operator edits entry 1 (who viewed, and when) but not its leaf hash.
     c.server.kill();
-    rewrite_entry(&db(&c), 1, false);
+    rewrite_entry(&db(&c), "transparency_log", 1, false);
     c.server.start();
     let op = c.operator().await;
     // The leaf hashes, and so the heads, are unchanged: an auditor without
@@ -336,8 +230,8 @@ async fn a_tampered_or_rewritten_control_room_log_is_detected() {
     // The operator rewrites entry 0 and its leaf hash: a self-consistent log
     // with a different past, which the service signs after a restart.
     c.server.kill();
-    rewrite_entry(&db(&c), 1, false); // entry 1 back as it was
-    rewrite_entry(&db(&c), 0, true);
+    rewrite_entry(&db(&c), "transparency_log", 1, false); // entry 1 back as it was
+    rewrite_entry(&db(&c), "transparency_log", 0, true);
     c.server.start();
     let op = c.operator().await;
     // A fresh auditor with no memory cannot tell...
@@ -405,74 +299,13 @@ async fn a_forked_or_shrunken_control_room_log_is_detected() {
     );
 }
 
-/// A service on its own (no trustee answers; its log is empty) listening
-/// with TLS under `cert`.
-struct TlsService {
-    child: std::process::Child,
-    url: String,
-}
-
-impl Drop for TlsService {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn tls_service(dir: &Path) -> TlsService {
-    use std::io::BufRead as _;
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
-    std::fs::write(dir.join("cert.pem"), ck.cert.pem()).unwrap();
-    std::fs::write(dir.join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
-    std::fs::set_permissions(
-        dir.join("key.pem"),
-        std::os::unix::fs::PermissionsExt::from_mode(0o600),
-    )
-    .unwrap();
-    let mut cfg = sosvault_server::config::Config::new(dir.join("data"));
-    sosvault_server::init_keys(&cfg).unwrap();
-    cfg.listen = "127.0.0.1:0".into();
-    cfg.tls_cert = Some(dir.join("cert.pem"));
-    cfg.tls_key = Some(dir.join("key.pem"));
-    for _ in 0..3 {
-        cfg.trustees.push(sosvault_server::config::TrusteeConfig {
-            url: "http://127.0.0.1:9".into(),
-            public: sosvault::TrusteeKey::generate().public().to_hex(),
-            name: String::new(),
-            tls_ca: None,
-        });
-    }
-    let config = dir.join("server.toml");
-    std::fs::write(&config, cfg.to_toml().unwrap()).unwrap();
-    let mut child = Command::new(server_bin())
-        .args(["serve", "--config"])
-        .arg(&config)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let port = loop {
-        let line = lines.next().expect("a listening line").unwrap();
-        if let Some(a) = line.strip_prefix("listening on https://") {
-            break a.trim().rsplit(':').next().unwrap().to_owned();
-        }
-    };
-    // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    TlsService {
-        child,
-        url: format!("https://localhost:{port}"),
-    }
-}
-
 #[test]
 fn over_https_log_verify_trusts_only_the_pinned_certificate() {
     let dir = tempfile::tempdir().unwrap();
-    let svc = tls_service(dir.path());
+    let svc = TlsService::start(dir.path());
     let run = |ca: Option<&Path>| {
         let mut cmd = Command::new(server_bin());
-        cmd.args(["log", "verify", "--url", &svc.url])
+        cmd.args(["log", "verify", "--url", &svc.url()])
             .arg("--state")
             .arg(dir.path().join("audit.json"))
             .env_remove("SOSVAULT_OPERATOR_TOKEN");
@@ -492,6 +325,18 @@ fn over_https_log_verify_trusts_only_the_pinned_certificate() {
     let other_pem = dir.path().join("other.pem");
     std::fs::write(&other_pem, other.cert.pem()).unwrap();
     fails(&run(Some(&other_pem)), "cannot reach the dispatch service");
+}
+
+/// The policy for trustee `i`'s log `log`: cosigned by both other trustees
+/// (of `witnesses`, every trustee's witness key in order).
+fn cosigned_by_the_others(
+    witnesses: &[sosvault::checkpoint::WitnessVerifier],
+    i: usize,
+    log: sosvault::checkpoint::LogVerifier,
+) -> sosvault::checkpoint::WitnessPolicy {
+    let others = witnesses.iter().enumerate().filter(|(j, _)| *j != i);
+    let others = others.map(|(_, w)| w.clone()).collect();
+    sosvault::checkpoint::WitnessPolicy::new(log, others, 2).unwrap()
 }
 
 /// Polls (bounded) until the served checkpoint carries `n` cosignature
@@ -577,13 +422,7 @@ async fn every_trustee_witnesses_the_control_room_log_and_a_fork_is_never_cosign
 
     // Each trustee's own log is witnessed by the two others.
     for (i, t) in c.trustees.iter().enumerate() {
-        let others: Vec<WitnessVerifier> = witnesses
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .map(|(_, w)| w.clone())
-            .collect();
-        let policy = WitnessPolicy::new(t.log_vkey.parse().unwrap(), others, 2).unwrap();
+        let policy = cosigned_by_the_others(&witnesses, i, t.log_vkey.parse().unwrap());
         let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
         loop {
             let body = reqwest::get(format!("{}/v1/log/checkpoint", t.url()))
@@ -603,12 +442,10 @@ async fn every_trustee_witnesses_the_control_room_log_and_a_fork_is_never_cosign
     // The student's answer carries the witnessed checkpoint, and the head
     // it proves entries against extends it.
     let cr = c.control_room_key();
-    let holder = sosvault::TrusteeId::from_hex(info["control_room_id"].as_str().unwrap()).unwrap();
     let key = sosvault::DeviceKey::from_seed(&[33; 32]);
     c.student_with_key("Ravi Meena", sosvault::DeviceKey::from_seed(&[33; 32]))
         .await;
-    let q = sosvault::log::LogQuery::sign(&key, holder, Timestamp::now());
-    let body = serde_json::json!({ "query": B64.encode(q.as_bytes()) });
+    let body = log_query(&key, c.log_holder().await);
     let (_, mine) = c.client.post("/v1/log/mine", None, &body).await.unwrap();
     let head = TreeHead::verify(
         &B64.decode(mine["head"].as_str().unwrap()).unwrap(),
@@ -630,29 +467,16 @@ async fn every_trustee_witnesses_the_control_room_log_and_a_fork_is_never_cosign
     // checkpoint, cosigned by the two other trustees, on its head's history.
     for (i, t) in c.trustees.iter().enumerate() {
         let public = sosvault::TrusteePublic::from_hex(&t.public).unwrap();
-        let q = sosvault::log::LogQuery::sign(&key, public.id(), Timestamp::now());
-        let answer: serde_json::Value = reqwest::Client::new()
-            .post(format!("{}/v1/log/mine", t.url()))
-            .json(&serde_json::json!({ "query": B64.encode(q.as_bytes()) }))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let trustee = sosvault_server::client::Client::new(&t.url());
+        let query = log_query(&key, public.id());
+        let (_, answer) = trustee.post("/v1/log/mine", None, &query).await.unwrap();
         let log_key: LogVerifier = t.log_vkey.parse().unwrap();
         let head = TreeHead::verify(
             &B64.decode(answer["head"].as_str().unwrap()).unwrap(),
             log_key.public(),
         )
         .unwrap();
-        let others: Vec<WitnessVerifier> = witnesses
-            .iter()
-            .enumerate()
-            .filter(|(j, _)| *j != i)
-            .map(|(_, w)| w.clone())
-            .collect();
-        let policy = WitnessPolicy::new(log_key, others, 2).unwrap();
+        let policy = cosigned_by_the_others(&witnesses, i, log_key);
         let note = Note::parse(answer["checkpoint"].as_str().unwrap().as_bytes()).unwrap();
         policy
             .verify_head(&note, head.body(), &proof(&answer["checkpoint_proof"]))

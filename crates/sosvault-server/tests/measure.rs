@@ -9,8 +9,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use serde_json::Value;
-use sosvault::{Category, Timestamp};
+use sosvault::Category;
 
 fn pct(mut v: Vec<Duration>, p: f64) -> Duration {
     v.sort();
@@ -20,9 +19,7 @@ fn pct(mut v: Vec<Duration>, p: f64) -> Duration {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "measurement, run on demand"]
 async fn measure_enroll_panic_and_release_latency() {
-    let c = Cluster::start(Options::default()).await;
-    let op = c.operator().await;
-    let mut ops = c.client.events("/v1/operator/events", &op).await.unwrap();
+    let (c, op, mut ops) = Cluster::watched(Options::default()).await;
     let n = 100;
     let mut enroll = Vec::new();
     let mut devices = Vec::new();
@@ -34,28 +31,14 @@ async fn measure_enroll_panic_and_release_latency() {
     let mut panic = Vec::new();
     let mut open = Vec::new();
     for d in devices.iter_mut() {
-        let p = d
-            .panic(
-                Category::Police,
-                &talwandi(),
-                &c.info.control_room,
-                Timestamp::now(),
-            )
-            .unwrap();
+        let p = c.talwandi_panic(d, Category::Police);
         let t = Instant::now();
         let id = c.client.panic(&p).await.unwrap();
         panic.push(t.elapsed());
         next_event(&mut ops, 20, is("profile_available", &id)).await;
         open.push(t.elapsed());
         // Close it so the trustees' per-student limits and our units stay clear.
-        c.client
-            .post(
-                &format!("/v1/operator/incidents/{id}/close"),
-                Some(&op),
-                &Value::Null,
-            )
-            .await
-            .unwrap();
+        c.close(&op, &id).await;
     }
     println!(
         "enroll (device crypto + 3 trustee receipts + store), n={n}: p50 {:?} p95 {:?}",

@@ -8,33 +8,15 @@
 mod common;
 
 use common::*;
-use sosvault::{Category, Timestamp};
+use sosvault::Category;
 
-/// An answer as it travels: status, content type, body.
-#[derive(Debug, PartialEq, Eq)]
-struct Answer {
-    status: u16,
-    content_type: String,
-    body: String,
-}
-
+/// `GET url` with this `Authorization` header, if any; the answer raw.
 async fn get(url: &str, authorization: Option<&str>) -> Answer {
     let mut req = reqwest::Client::new().get(url);
     if let Some(a) = authorization {
         req = req.header("authorization", a);
     }
-    let resp = req.send().await.unwrap();
-    let status = resp.status().as_u16();
-    let content_type = resp
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
-    Answer {
-        status,
-        content_type,
-        body: resp.text().await.unwrap(),
-    }
+    Answer::of(req).await
 }
 
 /// Every way of asking without the right credentials.
@@ -92,18 +74,9 @@ async fn metrics_answer_only_the_scrape_token_or_an_operator_and_refuse_everyone
     // A student panics and cancels under duress: the incident stays open,
     // silently. Strangers still get the very same answer.
     let mut coerced = c.student("Coerced Student").await;
-    let panic = coerced
-        .panic(
-            Category::Police,
-            &talwandi(),
-            &c.info.control_room,
-            Timestamp::now(),
-        )
-        .unwrap();
+    let panic = c.talwandi_panic(&mut coerced, Category::Police);
     c.client.panic(&panic).await.unwrap();
-    let duress = coerced
-        .cancel(panic.hash(), true, &c.info.control_room, Timestamp::now())
-        .unwrap();
+    let duress = c.signed_cancel(&mut coerced, panic.hash(), true);
     assert_eq!(
         c.client.cancel(&duress).await.unwrap()["status"],
         "received"
@@ -121,20 +94,16 @@ async fn metrics_answer_only_the_scrape_token_or_an_operator_and_refuse_everyone
     let seen = c.client.get_text_auth("/metrics", Some(&op)).await.unwrap();
     assert!(seen.contains("sosvault_open_incidents 1"), "{seen}");
     // A logged-out session is dead here too.
-    c.client
-        .post("/v1/operator/logout", Some(&op), &serde_json::Value::Null)
-        .await
-        .unwrap();
+    c.logout(&op).await;
     assert_eq!(get(&url, Some(&format!("Bearer {op}"))).await, unauthorized);
     // A unit's token is no operator's.
     let op = c.operator().await;
     let unit = c.unit(&op, "PCR 1", "police", 25.14, 75.83).await;
-    let err = c
-        .client
-        .get_text_auth("/metrics", Some(&unit.token))
-        .await
-        .unwrap_err();
-    assert_eq!((err.status, err.code.as_str()), (401, "unauthorized"));
+    assert_refused(
+        c.client.get_text_auth("/metrics", Some(&unit.token)).await,
+        401,
+        "unauthorized",
+    );
 
     // The token is never in the service's log.
     assert!(!c.server.logs().contains(token), "the log holds the token");
@@ -144,14 +113,18 @@ async fn metrics_answer_only_the_scrape_token_or_an_operator_and_refuse_everyone
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_a_token_file_only_operators_read_the_metrics() {
     let c = Cluster::start(Options::default()).await;
-    let err = c.client.get_text_auth("/metrics", None).await.unwrap_err();
-    assert_eq!((err.status, err.code.as_str()), (401, "unauthorized"));
-    let err = c
-        .client
-        .get_text_auth("/metrics", Some(&"0".repeat(64)))
-        .await
-        .unwrap_err();
-    assert_eq!((err.status, err.code.as_str()), (401, "unauthorized"));
+    assert_refused(
+        c.client.get_text_auth("/metrics", None).await,
+        401,
+        "unauthorized",
+    );
+    assert_refused(
+        c.client
+            .get_text_auth("/metrics", Some(&"0".repeat(64)))
+            .await,
+        401,
+        "unauthorized",
+    );
     let op = c.operator().await;
     let m = c.client.get_text_auth("/metrics", Some(&op)).await.unwrap();
     assert!(m.contains("sosvault_open_incidents 0"), "{m}");

@@ -8,7 +8,9 @@
 
 mod common;
 
+use common::openapi_doc::documented;
 use common::*;
+use reqwest::Method;
 use serde_json::{Value, json};
 use sosvault_service::openapi::{Promises, base64_len, check_document};
 
@@ -21,19 +23,15 @@ async fn document(c: &Cluster) -> Value {
         .unwrap()
 }
 
-/// The statuses `method path` documents.
-fn documented(doc: &Value, method: &str, path: &str) -> Vec<u16> {
-    doc["paths"][path][method]["responses"]
-        .as_object()
-        .unwrap_or_else(|| panic!("{method} {path} is not documented"))
-        .keys()
-        .map(|k| k.parse().unwrap())
-        .collect()
+/// `method path` with `token`, no content type, no body: the status and the JSON answer.
+async fn send_empty(c: &Cluster, method: Method, path: &str, token: Option<&str>) -> (u16, Value) {
+    send(c, method, path, token, None, Vec::new()).await
 }
 
+/// `method path` with `token`, `content_type` and `body`: the status and the JSON answer.
 async fn send(
     c: &Cluster,
-    method: reqwest::Method,
+    method: Method,
     path: &str,
     token: Option<&str>,
     content_type: Option<&str>,
@@ -53,11 +51,8 @@ async fn send(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_document_keeps_its_promises_and_the_service_answers_as_documented() {
-    let c = Cluster::start(Options::default()).await;
-    let op = c.operator().await;
-    let unit = c
-        .unit(&op, "PCR Talwandi", "police", 25.1440, 75.8370)
-        .await;
+    let (c, op) = Cluster::with_operator(Options::default()).await;
+    let unit = c.pcr_talwandi(&op).await;
     let doc = document(&c).await;
 
     // The promises every served document keeps: JSON bodies document 400,
@@ -100,43 +95,25 @@ async fn the_document_keeps_its_promises_and_the_service_answers_as_documented()
         // the body is read, and the body is what is checked here.
         let path = path.replace("{id}", &"0".repeat(32));
         let statuses = documented(&doc, "post", item_path(&paths, &path));
-        let (s, v) = send(
-            &c,
-            reqwest::Method::POST,
-            &path,
-            token,
-            Some("text/plain"),
-            b"{}".to_vec(),
-        )
-        .await;
-        assert_eq!(
-            (s, v["error"].as_str()),
-            (415, Some("unsupported_media_type")),
-            "{path}"
-        );
-        assert!(statuses.contains(&s), "{path}: {s} undocumented");
-        let (s, v) = send(
-            &c,
-            reqwest::Method::POST,
-            &path,
-            token,
-            Some("application/json"),
-            vec![b' '; 2 * 1024 * 1024 + 1],
-        )
-        .await;
-        assert_eq!((s, v["error"].as_str()), (413, Some("too_large")), "{path}");
-        assert!(statuses.contains(&s), "{path}: {s} undocumented");
-        let (s, v) = send(
-            &c,
-            reqwest::Method::POST,
-            &path,
-            token,
-            Some("application/json"),
-            br#"{"not": "a field"}"#.to_vec(),
-        )
-        .await;
-        assert_eq!((s, v["error"].as_str()), (400, Some("bad_json")), "{path}");
-        assert!(statuses.contains(&s), "{path}: {s} undocumented");
+        for (content_type, body, status, code) in [
+            ("text/plain", b"{}".to_vec(), 415, "unsupported_media_type"),
+            (
+                "application/json",
+                vec![b' '; 2 * 1024 * 1024 + 1],
+                413,
+                "too_large",
+            ),
+            (
+                "application/json",
+                br#"{"not": "a field"}"#.to_vec(),
+                400,
+                "bad_json",
+            ),
+        ] {
+            let (s, v) = send(&c, Method::POST, &path, token, Some(content_type), body).await;
+            assert_eq!((s, v["error"].as_str()), (status, Some(code)), "{path}");
+            assert!(statuses.contains(&s), "{path}: {s} undocumented");
+        }
         tried += 1;
     }
     assert!(tried >= 10, "only {tried} JSON operations");
@@ -146,7 +123,7 @@ async fn the_document_keeps_its_promises_and_the_service_answers_as_documented()
     let max = panic["maxLength"].as_u64().unwrap() as usize;
     let (s, v) = send(
         &c,
-        reqwest::Method::POST,
+        Method::POST,
         "/v1/panic",
         None,
         Some("application/json"),
@@ -168,8 +145,7 @@ fn item_path<'a>(paths: &'a serde_json::Map<String, Value>, concrete: &str) -> &
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_limit_over_the_documented_maximum_is_refused_and_changes_nothing() {
-    let c = Cluster::start(Options::default()).await;
-    let op = c.operator().await;
+    let (c, op) = Cluster::with_operator(Options::default()).await;
     let doc = document(&c).await;
     let param = doc["paths"]["/v1/operator/incidents"]["get"]["parameters"]
         .as_array()
@@ -186,13 +162,11 @@ async fn a_limit_over_the_documented_maximum_is_refused_and_changes_nothing() {
         let c = &c;
         let op = op.clone();
         async move {
-            send(
+            send_empty(
                 c,
-                reqwest::Method::GET,
+                Method::GET,
                 &format!("/v1/operator/incidents{q}"),
                 Some(&op),
-                None,
-                Vec::new(),
             )
             .await
         }
@@ -215,13 +189,11 @@ async fn a_limit_over_the_documented_maximum_is_refused_and_changes_nothing() {
     assert_eq!((s, v["error"].as_str()), (400, Some("bad_limit")));
     assert!(v["message"].as_str().unwrap().contains("1000"), "{v}");
     // A log index the document's int64 cannot hold: refused as it says.
-    let (s, v) = send(
+    let (s, v) = send_empty(
         &c,
-        reqwest::Method::GET,
+        Method::GET,
         "/v1/log/proof?index=9223372036854775808&size=9223372036854775808",
         None,
-        None,
-        Vec::new(),
     )
     .await;
     assert_eq!((s, v["error"].as_str()), (400, Some("bad_query")), "{v}");
@@ -234,39 +206,21 @@ async fn a_limit_over_the_documented_maximum_is_refused_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logout_without_a_live_session_is_refused_and_ends_nothing() {
-    let c = Cluster::start(Options::default()).await;
-    let op = c.operator().await;
+    let (c, op) = Cluster::with_operator(Options::default()).await;
     let other = c.operator().await;
     let unit = c.unit(&op, "PCR Kunhadi", "police", 25.19, 75.83).await;
     let doc = document(&c).await;
     assert!(documented(&doc, "post", "/v1/operator/logout").contains(&401));
     let logout = |token: Option<String>| {
         let c = &c;
-        async move {
-            send(
-                c,
-                reqwest::Method::POST,
-                "/v1/operator/logout",
-                token.as_deref(),
-                None,
-                Vec::new(),
-            )
-            .await
-        }
+        async move { send_empty(c, Method::POST, "/v1/operator/logout", token.as_deref()).await }
     };
     let incidents = |token: String| {
         let c = &c;
         async move {
-            send(
-                c,
-                reqwest::Method::GET,
-                "/v1/operator/incidents",
-                Some(&token),
-                None,
-                Vec::new(),
-            )
-            .await
-            .0
+            send_empty(c, Method::GET, "/v1/operator/incidents", Some(&token))
+                .await
+                .0
         }
     };
     // No token, a made-up one, a unit's: 401, and the session still works.

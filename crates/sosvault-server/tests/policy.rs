@@ -11,22 +11,9 @@ use sosvault::{Category, Timestamp};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_vault_key_lives_only_for_the_access_window_and_location_updates_extend_it() {
-    let c = Cluster::start(Options {
-        access_window_secs: 3,
-        ..Options::default()
-    })
-    .await;
-    let op = c.operator().await;
-    let mut ops = c.client.events("/v1/operator/events", &op).await.unwrap();
+    let (c, op, mut ops) = Cluster::watched(Options::access_window_secs(3)).await;
     let mut device = c.student("Window Student").await;
-    let panic = device
-        .panic(
-            Category::Police,
-            &talwandi(),
-            &c.info.control_room,
-            Timestamp::now(),
-        )
-        .unwrap();
+    let panic = c.talwandi_panic(&mut device, Category::Police);
     let id = c.client.panic(&panic).await.unwrap();
     // The operator takes the incident, to read the profile once released.
     c.claim(&op, &id).await;
@@ -36,16 +23,10 @@ async fn the_vault_key_lives_only_for_the_access_window_and_location_updates_ext
     for _ in 0..6 {
         tokio::time::sleep(Duration::from_millis(700)).await;
         let here = talwandi();
-        let u = device
-            .location_update(panic.hash(), &here, &c.info.control_room, Timestamp::now())
-            .unwrap();
+        let u = c.signed_location(&mut device, panic.hash(), &here);
         c.client.location(&u).await.unwrap();
     }
-    let d = c
-        .client
-        .get(&format!("/v1/operator/incidents/{id}"), Some(&op))
-        .await
-        .unwrap();
+    let d = c.incident(&op, &id).await;
     assert_eq!(
         d["profile"]["name"], "Window Student",
         "4.2 s after opening, still readable"
@@ -54,58 +35,23 @@ async fn the_vault_key_lives_only_for_the_access_window_and_location_updates_ext
     // Then the updates stop: the key is forgotten, reading needs a new panic.
     let ev = next_event(&mut ops, 10, is("profile_forgotten", &id)).await;
     assert_eq!(ev["detail"]["reason"], "expired");
-    let d = c
-        .client
-        .get(&format!("/v1/operator/incidents/{id}"), Some(&op))
-        .await
-        .unwrap();
-    assert_eq!(d["profile_access"], "shown");
-    assert!(d["profile"].is_null());
-    assert_eq!(d["release"]["profile"], "expired");
-    assert_eq!(d["status"], "open", "the incident itself stays open");
+    assert_profile_expired(&c.incident(&op, &id).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn too_many_panics_are_flagged_never_dropped_and_false_alarms_flag_repeat_offenders() {
-    let c = Cluster::start(Options::default()).await;
-    let op = c.operator().await;
+    let (c, op) = Cluster::with_operator(Options::default()).await;
     let mut device = c.student("Prankster").await;
     let mut ids = Vec::new();
     for _ in 0..4 {
-        let p = device
-            .panic(
-                Category::Police,
-                &talwandi(),
-                &c.info.control_room,
-                Timestamp::now(),
-            )
-            .unwrap();
-        ids.push(c.client.panic(&p).await.unwrap());
+        ids.push(c.panic_at_talwandi(&mut device, Category::Police).await);
     }
-    let flags = |v: &Value| -> Vec<String> {
-        v["flags"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|f| f.as_str().unwrap().to_owned())
-            .collect()
-    };
-    let get = |id: String| {
-        let c = &c;
-        let op = op.clone();
-        async move {
-            c.client
-                .get(&format!("/v1/operator/incidents/{id}"), Some(&op))
-                .await
-                .unwrap()
-        }
-    };
     // Four incidents: none dropped; the fourth (over 3 per hour) is flagged.
     for (i, id) in ids.iter().enumerate() {
-        let d = get(id.clone()).await;
+        let d = c.incident(&op, id).await;
         assert_eq!(d["status"], "open");
         assert_eq!(
-            flags(&d).contains(&"rate_limited".to_string()),
+            has_flag(&d, "rate_limited"),
             i == 3,
             "incident {i}: {:?}",
             flags(&d)
@@ -113,50 +59,23 @@ async fn too_many_panics_are_flagged_never_dropped_and_false_alarms_flag_repeat_
     }
     // Two false alarms, then the next panic carries the repeat-offender flag.
     for id in &ids[..2] {
-        let (status, v) = c
-            .client
-            .post(
-                &format!("/v1/operator/incidents/{id}/false-alarm"),
-                Some(&op),
-                &Value::Null,
-            )
-            .await
-            .unwrap();
-        assert_eq!((status, v), (200, json!({ "status": "marked" })));
+        let answer = c.operator_action(&op, id, "false-alarm").await.unwrap();
+        assert_eq!(answer, (200, json!({ "status": "marked" })));
     }
-    assert!(flags(&get(ids[0].clone()).await).contains(&"false_alarm".to_string()));
-    let p = device
-        .panic(
-            Category::Police,
-            &talwandi(),
-            &c.info.control_room,
-            Timestamp::now(),
-        )
-        .unwrap();
-    let id = c.client.panic(&p).await.unwrap();
-    let f = flags(&get(id.clone()).await);
-    assert!(f.contains(&"repeat_offender".to_string()), "{f:?}");
-    assert!(f.contains(&"rate_limited".to_string()), "{f:?}");
+    assert!(has_flag(&c.incident(&op, &ids[0]).await, "false_alarm"));
+    let id = c.panic_at_talwandi(&mut device, Category::Police).await;
+    let d = c.incident(&op, &id).await;
+    let f = flags(&d);
+    assert!(f.contains(&"repeat_offender"), "{f:?}");
+    assert!(f.contains(&"rate_limited"), "{f:?}");
 
     // An operator closes one; closing again is a clear 409.
-    c.client
-        .post(
-            &format!("/v1/operator/incidents/{id}/close"),
-            Some(&op),
-            &Value::Null,
-        )
-        .await
-        .unwrap();
-    let err = c
-        .client
-        .post(
-            &format!("/v1/operator/incidents/{id}/close"),
-            Some(&op),
-            &Value::Null,
-        )
-        .await
-        .unwrap_err();
-    assert_eq!((err.status, err.code.as_str()), (409, "incident_closed"));
+    c.close(&op, &id).await;
+    assert_refused(
+        c.operator_action(&op, &id, "close").await,
+        409,
+        "incident_closed",
+    );
 
     // The metrics count them (for an operator).
     let m = c.client.get_text_auth("/metrics", Some(&op)).await.unwrap();
@@ -174,8 +93,7 @@ async fn password_guessing_backs_off_and_says_when_to_come_back_but_never_locks_
     let before = c.operator().await;
     // A few mistakes are free; the one after them starts a back-off.
     for _ in 0..4 {
-        let err = c.client.login(OPERATOR, "guess").await.unwrap_err();
-        assert_eq!((err.status, err.code.as_str()), (401, "bad_login"));
+        assert_refused(c.client.login(OPERATOR, "guess").await, 401, "bad_login");
     }
     // During it even the right password is not checked, and the answer
     // says when to come back.
@@ -198,12 +116,7 @@ async fn password_guessing_backs_off_and_says_when_to_come_back_but_never_locks_
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"], "too_many_attempts");
     // Existing sessions are not affected.
-    assert!(
-        c.client
-            .get("/v1/operator/incidents", Some(&before))
-            .await
-            .is_ok()
-    );
+    assert_eq!(c.session_status(&before).await, 200);
     // Back-off, not lock-out: once the wait is over the operator gets in.
     // (The wait is the behaviour under test, not a synchronisation.)
     tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
@@ -213,11 +126,8 @@ async fn password_guessing_backs_off_and_says_when_to_come_back_but_never_locks_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_phone_with_a_clock_far_ahead_still_gets_a_team() {
-    let c = Cluster::start(Options::default()).await;
-    let op = c.operator().await;
-    let mut unit = c
-        .unit(&op, "PCR Talwandi", "police", 25.1440, 75.8370)
-        .await;
+    let (c, op) = Cluster::with_operator(Options::default()).await;
+    let mut unit = c.pcr_talwandi(&op).await;
     let mut device = c.student("Clock Student").await;
     let ahead = Timestamp::now().plus(3600);
     let p = device
@@ -225,16 +135,6 @@ async fn a_phone_with_a_clock_far_ahead_still_gets_a_team() {
         .unwrap();
     let id = c.client.panic(&p).await.unwrap();
     next_event(&mut unit.events, 10, is("assigned", &id)).await;
-    let d = c
-        .client
-        .get(&format!("/v1/operator/incidents/{id}"), Some(&op))
-        .await
-        .unwrap();
-    assert!(
-        d["flags"]
-            .as_array()
-            .unwrap()
-            .contains(&json!("clock_ahead")),
-        "{d}"
-    );
+    let d = c.incident(&op, &id).await;
+    assert!(has_flag(&d, "clock_ahead"), "{d}");
 }

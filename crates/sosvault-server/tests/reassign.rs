@@ -4,20 +4,12 @@
 mod common;
 
 use common::*;
-use serde_json::Value;
 use sosvault::Category;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reassign_releases_the_acknowledged_team_and_sends_the_next_nearest() {
-    let c = Cluster::start(Options {
-        ack_timeout_ms: 20_000,
-        ..Options::default()
-    })
-    .await;
-    let op = c.operator().await;
-    let mut near = c
-        .unit(&op, "PCR Talwandi", "police", 25.1440, 75.8370)
-        .await;
+    let (c, op) = Cluster::with_operator(Options::ack_timeout_ms(20_000)).await;
+    let mut near = c.pcr_talwandi(&op).await;
     let mut far = c
         .unit(&op, "PCR Vigyan Nagar", "police", 25.1570, 75.8560)
         .await;
@@ -26,51 +18,34 @@ async fn reassign_releases_the_acknowledged_team_and_sends_the_next_nearest() {
     next_event(&mut near.events, 10, is("assigned", &id)).await;
     let path = format!("/v1/operator/incidents/{id}/reassign");
 
-    // The wrong callers: nobody, a unit, a bad id. Nothing changes.
-    let err = c.client.post(&path, None, &Value::Null).await.unwrap_err();
-    assert_eq!((err.status, err.code.as_str()), (401, "unauthorized"));
-    let err = c
-        .client
-        .post(&path, Some(&near.token), &Value::Null)
-        .await
-        .unwrap_err();
-    assert_eq!(err.status, 401, "a unit token is not an operator session");
-    let err = c
-        .client
-        .post(
-            "/v1/operator/incidents/not-hex/reassign",
-            Some(&op),
-            &Value::Null,
-        )
-        .await
-        .unwrap_err();
-    assert_eq!(err.status, 404);
-
-    // Before the acknowledgement the dispatch loop owns the assignment.
-    let err = c
-        .client
-        .post(&path, Some(&op), &Value::Null)
-        .await
-        .unwrap_err();
-    assert_eq!((err.status, err.code.as_str()), (409, "awaiting_ack"));
+    // The wrong callers: nobody, a unit (its token is not an operator
+    // session), a bad id. Nothing changes. And before the acknowledgement
+    // the dispatch loop owns the assignment.
+    let as_op = Some(op.as_str());
+    refused_as_told(
+        &c,
+        [
+            post(&path, None, NULL, 401).code("unauthorized"),
+            post(&path, Some(&near.token), NULL, 401),
+            post("/v1/operator/incidents/not-hex/reassign", as_op, NULL, 404),
+            post(&path, as_op, NULL, 409).code("awaiting_ack"),
+        ],
+    )
+    .await;
     let d = c.incident(&op, &id).await;
     assert_eq!(d["unit"]["id"], near.id.as_str(), "still the near team");
 
     // Acknowledged: reassign releases it and sends the far team.
     c.ack(&near, &id).await;
     next_event(&mut near.events, 10, is("acknowledged", &id)).await;
-    let (status, body) = c.client.post(&path, Some(&op), &Value::Null).await.unwrap();
+    let (status, body) = c.operator_action(&op, &id, "reassign").await.unwrap();
     assert_eq!(
         (status, body["status"].as_str()),
         (200, Some("reassigning"))
     );
     next_event(&mut near.events, 10, is("assignment_withdrawn", &id)).await;
     next_event(&mut far.events, 10, is("assigned", &id)).await;
-    let err = c
-        .client
-        .get(&format!("/v1/unit/incidents/{id}"), Some(&near.token))
-        .await
-        .unwrap_err();
+    let err = c.unit_incident(&near.token, &id).await.unwrap_err();
     assert_eq!(
         err.status, 404,
         "the released team no longer sees the incident"
@@ -80,12 +55,7 @@ async fn reassign_releases_the_acknowledged_team_and_sends_the_next_nearest() {
     let d = c.incident(&op, &id).await;
     assert_eq!(d["unit"]["id"], far.id.as_str());
     assert_eq!(d["unit"]["acknowledged"], true);
-    let steps: Vec<&str> = d["timeline"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|t| t["kind"].as_str())
-        .collect();
+    let steps = timeline_kinds(&d);
     assert!(steps.contains(&"reassigned"), "on the timeline: {steps:?}");
     let units = c.client.get("/v1/operator/units", Some(&op)).await.unwrap();
     let near_view = units
@@ -101,48 +71,27 @@ async fn reassign_releases_the_acknowledged_team_and_sends_the_next_nearest() {
 
     // Reassigned again with no other free team: the near team, already
     // released from this incident, is not sent back; the incident waits.
-    c.client.post(&path, Some(&op), &Value::Null).await.unwrap();
+    c.operator_action(&op, &id, "reassign").await.unwrap();
     next_event(&mut far.events, 10, is("assignment_withdrawn", &id)).await;
     let d = c.incident(&op, &id).await;
     assert!(d["unit"].is_null(), "no team: {}", d["unit"]);
 
     // A closed incident cannot be reassigned.
-    c.client
-        .post(
-            &format!("/v1/operator/incidents/{id}/close"),
-            Some(&op),
-            &Value::Null,
-        )
-        .await
-        .unwrap();
-    let err = c
-        .client
-        .post(&path, Some(&op), &Value::Null)
-        .await
-        .unwrap_err();
-    assert_eq!((err.status, err.code.as_str()), (409, "incident_closed"));
+    c.close(&op, &id).await;
+    let again = c.operator_action(&op, &id, "reassign").await;
+    assert_refused(again, 409, "incident_closed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_team_of_the_right_kind_sends_another_kind_an_overdue_incident_alarms_and_a_team_goes_by_hand()
  {
-    let c = Cluster::start_with(
-        Options {
-            ack_timeout_ms: 30_000,
-            ..Options::default()
-        },
-        |cfg| {
-            cfg.fallback_after_ms = 1_500;
-            cfg.overdue_after_ms = 3_000;
-        },
-    )
+    let (c, op, mut ops) = Cluster::watched_with(Options::ack_timeout_ms(30_000), |cfg| {
+        cfg.fallback_after_ms = 1_500;
+        cfg.overdue_after_ms = 3_000;
+    })
     .await;
-    let op = c.operator().await;
-    let mut ops = c.client.events("/v1/operator/events", &op).await.unwrap();
     // No counsellor on duty: a police team near, an ambulance further away.
-    let mut police = c
-        .unit(&op, "PCR Talwandi", "police", 25.1440, 75.8370)
-        .await;
+    let mut police = c.pcr_talwandi(&op).await;
     let mut ambulance = c
         .unit(&op, "Ambulance Vigyan Nagar", "medical", 25.1570, 75.8560)
         .await;
@@ -181,30 +130,17 @@ async fn no_team_of_the_right_kind_sends_another_kind_an_overdue_incident_alarms
     // By hand: the wrong requests change nothing.
     let path = format!("/v1/operator/incidents/{id}/assign");
     let body = |u: &str| serde_json::json!({ "unit": u });
-    let err = c
-        .client
-        .post(&path, None, &body(&ambulance.id))
-        .await
-        .unwrap_err();
-    assert_eq!(err.status, 401);
-    let err = c
-        .client
-        .post(&path, Some(&op), &body("u-000000000000"))
-        .await
-        .unwrap_err();
-    assert_eq!((err.status, err.code.as_str()), (404, "unknown_team"));
-    let err = c
-        .client
-        .post(&path, Some(&op), &body(&police.id))
-        .await
-        .unwrap_err();
-    assert_eq!((err.status, err.code.as_str()), (409, "already_assigned"));
-    let err = c
-        .client
-        .post(&path, Some(&op), &serde_json::json!({ "team": "x" }))
-        .await
-        .unwrap_err();
-    assert_eq!(err.status, 400);
+    let as_op = Some(op.as_str());
+    refused_as_told(
+        &c,
+        [
+            post(&path, None, body(&ambulance.id), 401),
+            post(&path, as_op, body("u-000000000000"), 404).code("unknown_team"),
+            post(&path, as_op, body(&police.id), 409).code("already_assigned"),
+            post(&path, as_op, serde_json::json!({ "team": "x" }), 400),
+        ],
+    )
+    .await;
     let d = c.incident(&op, &id).await;
     assert_eq!(d["unit"]["id"], police.id.as_str(), "still the police team");
 
@@ -248,10 +184,6 @@ async fn no_team_of_the_right_kind_sends_another_kind_an_overdue_incident_alarms
     let mut other = c.student("Ravi Meena").await;
     let id2 = c.panic_at_talwandi(&mut other, Category::Police).await;
     next_event(&mut police.events, 10, is("assigned", &id2)).await;
-    let err = c
-        .client
-        .post(&path, Some(&op), &body(&police.id))
-        .await
-        .unwrap_err();
-    assert_eq!((err.status, err.code.as_str()), (409, "team_busy"));
+    let busy = c.client.post(&path, as_op, &body(&police.id)).await;
+    assert_refused(busy, 409, "team_busy");
 }

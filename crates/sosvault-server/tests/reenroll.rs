@@ -21,6 +21,7 @@ use sosvault::{
     AuthorityKey, Category, ControlRoomPublic, Device, DeviceKey, EnrollmentPackage, IncidentId,
     IncidentKey, PanicEvent, Policy, Profile, ShareReceipt, Signed, StudentId, Timestamp,
 };
+use tokio::sync::mpsc::UnboundedReceiver;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -104,14 +105,7 @@ async fn enroll_and_confirm(
     manifest: &VerifiedManifest,
     name: &str,
 ) -> Signed<sosvault::EnrollmentCommit> {
-    device
-        .enroll_to(
-            manifest,
-            &profile(name),
-            Policy::default(),
-            Timestamp::now(),
-        )
-        .unwrap();
+    enroll_to(device, manifest, name);
     let answer = c
         .client
         .enroll(device.pending_enrollment().unwrap())
@@ -120,6 +114,55 @@ async fn enroll_and_confirm(
     device
         .confirm_enrollment(&receipts(&answer), Timestamp::now())
         .unwrap()
+}
+
+/// `device` enrolls to `manifest` with `name`'s profile, now: pending
+/// until every trustee's receipt confirms it.
+fn enroll_to(device: &mut Device, manifest: &VerifiedManifest, name: &str) {
+    device
+        .enroll_to(
+            manifest,
+            &profile(name),
+            Policy::default(),
+            Timestamp::now(),
+        )
+        .expect("the device enrolls to the manifest");
+}
+
+/// A cluster whose enrollment relay waits [`ENROLL_TIMEOUT_MS`] for a trustee.
+async fn cluster() -> Cluster {
+    Cluster::start_with(Options::default(), |cfg| {
+        cfg.enroll_timeout_ms = ENROLL_TIMEOUT_MS
+    })
+    .await
+}
+
+/// A manifest naming `c` (version 1), signed by a fresh authority, as a
+/// phone that pins that authority verifies it.
+fn verified_manifest(c: &Cluster) -> VerifiedManifest {
+    let authority = AuthorityKey::generate();
+    let signed = c.sign_manifest(&authority, 1);
+    Manifest::verify(signed.as_bytes(), &authority.public(), Timestamp::now()).unwrap()
+}
+
+/// Sends `panic` (claimed by the operator `op` if `claim`); waits until
+/// `team` is sent and the profile opened (on `ops`). The incident's id and
+/// its detail as `op` sees it.
+async fn sent_and_opened(
+    c: &Cluster,
+    (op, ops): (&str, &mut UnboundedReceiver<Value>),
+    team: &mut UnitHandle,
+    panic: &Signed<PanicEvent>,
+    claim: bool,
+) -> (String, Value) {
+    let id = c.client.panic(panic).await.unwrap();
+    if claim {
+        c.claim(op, &id).await;
+    }
+    next_event(&mut team.events, 10, is("assigned", &id)).await;
+    next_event(ops, 20, is("profile_available", &id)).await;
+    let detail = c.incident(op, &id).await;
+    (id, detail)
 }
 
 fn panic_now(device: &mut Device, control_room: &ControlRoomPublic) -> Signed<PanicEvent> {
@@ -131,33 +174,6 @@ fn panic_now(device: &mut Device, control_room: &ControlRoomPublic) -> Signed<Pa
             Timestamp::now(),
         )
         .unwrap()
-}
-
-async fn detail(c: &Cluster, op: &str, id: &str) -> Value {
-    c.client
-        .get(&format!("/v1/operator/incidents/{id}"), Some(op))
-        .await
-        .unwrap()
-}
-
-async fn close(c: &Cluster, op: &str, id: &str) {
-    c.client
-        .post(
-            &format!("/v1/operator/incidents/{id}/close"),
-            Some(op),
-            &Value::Null,
-        )
-        .await
-        .unwrap();
-}
-
-fn flags(d: &Value) -> Vec<String> {
-    d["flags"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f.as_str().unwrap().to_owned())
-        .collect()
 }
 
 fn timeline(d: &Value) -> Vec<String> {
@@ -181,10 +197,7 @@ fn has(lines: &[String], needle: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reenrollment_never_costs_a_panic_and_its_commit_ends_the_overlap() {
-    let mut c = Cluster::start_with(Options::default(), |cfg| {
-        cfg.enroll_timeout_ms = ENROLL_TIMEOUT_MS
-    })
-    .await;
+    let mut c = cluster().await;
     let authority = AuthorityKey::generate();
     let signed = c.sign_manifest(&authority, 1);
     serve_manifest(&mut c, signed.as_bytes());
@@ -193,10 +206,8 @@ async fn a_reenrollment_never_costs_a_panic_and_its_commit_ends_the_overlap() {
     let control_room = manifest.manifest().control_room.clone();
 
     let op = c.operator().await;
-    let mut ops = c.client.events("/v1/operator/events", &op).await.unwrap();
-    let mut police = c
-        .unit(&op, "PCR Talwandi", "police", 25.1440, 75.8370)
-        .await;
+    let mut ops = c.operator_events(&op).await;
+    let mut police = c.pcr_talwandi(&op).await;
 
     // Epoch 1: confirmed by every trustee's receipt, then committed; every
     // trustee logs the commit before the service answers.
@@ -221,20 +232,9 @@ async fn a_reenrollment_never_costs_a_panic_and_its_commit_ends_the_overlap() {
     // over. Nothing is stored; the phone keeps epoch 2 pending and stays on
     // epoch 1. Trustees 1 and 2 took epoch 2 and keep the committed epoch 1.
     c.trustees[2].kill();
-    device
-        .enroll_to(
-            &manifest,
-            &profile("Nisha Rathore, epoch 2"),
-            Policy::default(),
-            Timestamp::now(),
-        )
-        .unwrap();
+    enroll_to(&mut device, &manifest, "Nisha Rathore, epoch 2");
     let pending: EnrollmentPackage = device.pending_enrollment().cloned().unwrap();
-    let refused = c.client.enroll(&pending).await.unwrap_err();
-    assert_eq!(
-        (refused.status, refused.code.as_str()),
-        (503, "trustee_unavailable")
-    );
+    assert_refused(c.client.enroll(&pending).await, 503, "trustee_unavailable");
     assert_eq!(device.epoch(), 1);
     assert_eq!(stored_epochs(&c, sid), (Some(1), None));
 
@@ -243,13 +243,9 @@ async fn a_reenrollment_never_costs_a_panic_and_its_commit_ends_the_overlap() {
     // with trustee 3 down nothing opened).
     let p1 = panic_now(&mut device, &control_room);
     assert_eq!(p1.body().epoch, 1);
-    let id1 = c.client.panic(&p1).await.unwrap();
-    c.claim(&op, &id1).await;
-    next_event(&mut police.events, 10, is("assigned", &id1)).await;
-    next_event(&mut ops, 20, is("profile_available", &id1)).await;
-    let d = detail(&c, &op, &id1).await;
+    let (id1, d) = sent_and_opened(&c, (&op, &mut ops), &mut police, &p1, true).await;
     assert_eq!(d["profile"]["name"], "Nisha Rathore");
-    assert!(!flags(&d).contains(&"epoch_mismatch".to_owned()), "{d}");
+    assert!(!has_flag(&d, "epoch_mismatch"), "{d}");
     let steps = timeline(&d);
     for name in ["trustee-1", "trustee-2"] {
         assert!(
@@ -257,7 +253,7 @@ async fn a_reenrollment_never_costs_a_panic_and_its_commit_ends_the_overlap() {
             "{steps:?}"
         );
     }
-    close(&c, &op, &id1).await;
+    c.close(&op, &id1).await;
 
     // Trustee 3 is back; the phone re-sends its pending package byte for
     // byte: now all three receipts come back, and the service stores epoch
@@ -274,11 +270,8 @@ async fn a_reenrollment_never_costs_a_panic_and_its_commit_ends_the_overlap() {
     // refused to open it: "another enrollment epoch than the one on file".)
     let p2 = panic_now(&mut device, &control_room);
     assert_eq!(p2.body().epoch, 1);
-    let id2 = c.client.panic(&p2).await.unwrap();
-    next_event(&mut police.events, 10, is("assigned", &id2)).await;
-    next_event(&mut ops, 20, is("profile_available", &id2)).await;
-    let d = detail(&c, &op, &id2).await;
-    assert!(!flags(&d).contains(&"epoch_mismatch".to_owned()), "{d}");
+    let (id2, d) = sent_and_opened(&c, (&op, &mut ops), &mut police, &p2, false).await;
+    assert!(!has_flag(&d, "epoch_mismatch"), "{d}");
     let steps = timeline(&d);
     assert!(
         has(&steps, "under epoch 1, the committed enrollment kept"),
@@ -289,7 +282,7 @@ async fn a_reenrollment_never_costs_a_panic_and_its_commit_ends_the_overlap() {
     // the sealed profile of the *current* enrollment, so it shows no profile
     // for this incident until it reads the one of the incident's epoch,
     // `Store::enrollment_of_epoch`.)
-    close(&c, &op, &id2).await;
+    c.close(&op, &id2).await;
 
     // The phone confirms epoch 2 with the receipts and commits it: every
     // trustee drops its epoch-1 share, and the service its epoch-1
@@ -330,11 +323,7 @@ async fn a_reenrollment_never_costs_a_panic_and_its_commit_ends_the_overlap() {
     // A panic for epoch 2 opens the new profile.
     let p3 = panic_now(&mut device, &control_room);
     assert_eq!(p3.body().epoch, 2);
-    let id3 = c.client.panic(&p3).await.unwrap();
-    c.claim(&op, &id3).await;
-    next_event(&mut police.events, 10, is("assigned", &id3)).await;
-    next_event(&mut ops, 20, is("profile_available", &id3)).await;
-    let d = detail(&c, &op, &id3).await;
+    let (_, d) = sent_and_opened(&c, (&op, &mut ops), &mut police, &p3, true).await;
     assert_eq!(d["profile"]["name"], "Nisha Rathore, epoch 2");
     assert!(flags(&d).is_empty(), "{d}");
 }
@@ -346,36 +335,18 @@ async fn a_reenrollment_never_costs_a_panic_and_its_commit_ends_the_overlap() {
 /// and nothing opens; the team is still sent. This is what the commit buys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_the_commit_a_failed_reenrollment_costs_the_panic_its_profile() {
-    let mut c = Cluster::start_with(Options::default(), |cfg| {
-        cfg.enroll_timeout_ms = ENROLL_TIMEOUT_MS
-    })
-    .await;
-    let authority = AuthorityKey::generate();
-    let manifest = Manifest::verify(
-        c.sign_manifest(&authority, 1).as_bytes(),
-        &authority.public(),
-        Timestamp::now(),
-    )
-    .unwrap();
+    let mut c = cluster().await;
+    let manifest = verified_manifest(&c);
     let control_room = manifest.manifest().control_room.clone();
     let op = c.operator().await;
-    let mut ops = c.client.events("/v1/operator/events", &op).await.unwrap();
-    let mut police = c
-        .unit(&op, "PCR Talwandi", "police", 25.1440, 75.8370)
-        .await;
+    let mut ops = c.operator_events(&op).await;
+    let mut police = c.pcr_talwandi(&op).await;
     let mut device = Device::new(DeviceKey::generate());
     // Confirmed, but the commit is never sent.
     let _unsent = enroll_and_confirm(&c, &mut device, &manifest, "Meher Gill").await;
 
     c.trustees[2].kill();
-    device
-        .enroll_to(
-            &manifest,
-            &profile("Meher Gill, epoch 2"),
-            Policy::default(),
-            Timestamp::now(),
-        )
-        .unwrap();
+    enroll_to(&mut device, &manifest, "Meher Gill, epoch 2");
     let refused = c
         .client
         .enroll(device.pending_enrollment().unwrap())
@@ -410,7 +381,7 @@ async fn without_the_commit_a_failed_reenrollment_costs_the_panic_its_profile() 
             "trustee-2: refused: wrong_epoch"
         ]
     );
-    let d = detail(&c, &op, &id).await;
+    let d = c.incident(&op, &id).await;
     assert_eq!(d["profile_access"], "shown");
     assert!(d["profile"].is_null(), "{d}");
     assert_eq!(d["release"]["have"], 0);
@@ -420,17 +391,8 @@ async fn without_the_commit_a_failed_reenrollment_costs_the_panic_its_profile() 
 /// store and is forwarded after the service restarts.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_a_trustee_missed_is_forwarded_after_a_restart() {
-    let mut c = Cluster::start_with(Options::default(), |cfg| {
-        cfg.enroll_timeout_ms = ENROLL_TIMEOUT_MS
-    })
-    .await;
-    let authority = AuthorityKey::generate();
-    let manifest = Manifest::verify(
-        c.sign_manifest(&authority, 1).as_bytes(),
-        &authority.public(),
-        Timestamp::now(),
-    )
-    .unwrap();
+    let mut c = cluster().await;
+    let manifest = verified_manifest(&c);
     let mut device = Device::new(DeviceKey::generate());
     let sid = device.student_id();
     let commit = enroll_and_confirm(&c, &mut device, &manifest, "Ira Menon").await;
@@ -462,27 +424,14 @@ async fn a_commit_a_trustee_missed_is_forwarded_after_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_deletes_the_kept_enrollment_too() {
     let c = Cluster::start(Options::default()).await;
-    let authority = AuthorityKey::generate();
-    let manifest = Manifest::verify(
-        c.sign_manifest(&authority, 1).as_bytes(),
-        &authority.public(),
-        Timestamp::now(),
-    )
-    .unwrap();
+    let manifest = verified_manifest(&c);
     let control_room = manifest.manifest().control_room.clone();
     let mut device = Device::new(DeviceKey::generate());
     let sid = device.student_id();
     let commit = enroll_and_confirm(&c, &mut device, &manifest, "Zoya Qureshi").await;
     c.commit(&commit).await.unwrap();
     // Epoch 2 stored, not committed: epoch 1 is kept.
-    device
-        .enroll_to(
-            &manifest,
-            &profile("Zoya Qureshi, epoch 2"),
-            Policy::default(),
-            Timestamp::now(),
-        )
-        .unwrap();
+    enroll_to(&mut device, &manifest, "Zoya Qureshi, epoch 2");
     c.client
         .enroll(device.pending_enrollment().unwrap())
         .await
@@ -517,6 +466,5 @@ async fn the_service_refuses_a_manifest_that_is_not_its_own() {
 
     // Without it the service answers 404 `no_manifest`.
     c.server.start();
-    let e = c.client.get("/v1/manifest", None).await.unwrap_err();
-    assert_eq!((e.status, e.code.as_str()), (404, "no_manifest"));
+    assert_refused(c.client.get("/v1/manifest", None).await, 404, "no_manifest");
 }

@@ -12,44 +12,48 @@ fn b64(b: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(b)
 }
 
-async fn raw(c: &Cluster, path: &str, token: Option<&str>, body: &str) -> (u16, Value) {
-    let mut req = reqwest::Client::new()
+/// `POST path` with `body` as JSON, no credentials: the status and the JSON answer.
+async fn raw(c: &Cluster, path: &str, body: impl std::fmt::Display) -> (u16, Value) {
+    let resp = reqwest::Client::new()
         .post(format!("{}{path}", c.server.url()))
         .header("content-type", "application/json")
-        .body(body.to_owned());
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    let resp = req.send().await.unwrap();
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
     let status = resp.status().as_u16();
     (status, resp.json().await.unwrap_or(Value::Null))
 }
 
+/// `device` enrolls (profile `{}`) `threshold`-of-n to `trustees`; the package, not sent.
+fn enrollment(
+    device: &mut sosvault::Device,
+    trustees: &[sosvault::TrusteePublic],
+    threshold: u8,
+) -> sosvault::EnrollmentPackage {
+    device
+        .enroll(
+            b"{}",
+            trustees,
+            threshold,
+            sosvault::Policy::default(),
+            Timestamp::now(),
+        )
+        .expect("the device enrolls")
+        .package
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_and_wrong_callers_get_a_clear_4xx_and_change_nothing() {
-    let c = Cluster::start(Options::default()).await;
-    let op = c.operator().await;
-    let mut unit = c
-        .unit(&op, "PCR Talwandi", "police", 25.1440, 75.8370)
-        .await;
+    let (c, op) = Cluster::with_operator(Options::default()).await;
+    let mut unit = c.pcr_talwandi(&op).await;
     let other_unit = c.unit(&op, "PCR Kunhadi", "police", 25.1900, 75.8300).await;
     let mut victim = c.student("Victim").await;
     let mut other = c.student("Other").await;
-    let panic = victim
-        .panic(
-            Category::Police,
-            &talwandi(),
-            &c.info.control_room,
-            Timestamp::now(),
-        )
-        .unwrap();
+    let panic = c.talwandi_panic(&mut victim, Category::Police);
     let id = c.client.panic(&panic).await.unwrap();
     next_event(&mut unit.events, 10, is("assigned", &id)).await;
-    let before = c
-        .client
-        .get(&format!("/v1/operator/incidents/{id}"), Some(&op))
-        .await
-        .unwrap();
+    let before = c.incident(&op, &id).await;
 
     // Malformed bodies on every device endpoint.
     for path in [
@@ -73,19 +77,13 @@ async fn bad_input_and_wrong_callers_get_a_clear_4xx_and_change_nothing() {
             json!({ field: b64(b"garbage bytes") }).to_string(),
             json!({ field: b64(panic.as_bytes()), "extra": 1 }).to_string(),
         ] {
-            let (status, v) = raw(&c, path, None, &body).await;
+            let (status, v) = raw(&c, path, &body).await;
             assert_eq!(status, 400, "{path} {body}: {v}");
             assert!(v["error"].is_string(), "{path}: JSON error body");
         }
         // The wrong message type in the right field: refused by its tag.
         if path != "/v1/panic" && path != "/v1/enroll" {
-            let (status, _) = raw(
-                &c,
-                path,
-                None,
-                &json!({ field: b64(panic.as_bytes()) }).to_string(),
-            )
-            .await;
+            let (status, _) = raw(&c, path, json!({ field: b64(panic.as_bytes()) })).await;
             assert_eq!(status, 400, "{path} with a panic inside");
         }
     }
@@ -93,77 +91,27 @@ async fn bad_input_and_wrong_callers_get_a_clear_4xx_and_change_nothing() {
     let mut tampered = panic.as_bytes().to_vec();
     let last = tampered.len() - 1;
     tampered[last] ^= 1;
-    let (status, v) = raw(
-        &c,
-        "/v1/panic",
-        None,
-        &json!({ "panic": b64(&tampered) }).to_string(),
-    )
-    .await;
+    let (status, v) = raw(&c, "/v1/panic", json!({ "panic": b64(&tampered) })).await;
     assert_eq!((status, v["error"].as_str()), (400, Some("malformed")));
     // A panic from a device nobody enrolled.
     let mut stranger = sosvault::Device::new(sosvault::DeviceKey::generate());
-    stranger
-        .enroll(
-            b"{}",
-            &c.info.trustees,
-            2,
-            sosvault::Policy::default(),
-            Timestamp::now(),
-        )
-        .unwrap();
-    let sp = stranger
-        .panic(
-            Category::Police,
-            &talwandi(),
-            &c.info.control_room,
-            Timestamp::now(),
-        )
-        .unwrap();
-    let err = c.client.panic(&sp).await.unwrap_err();
-    assert_eq!((err.status, err.code.as_str()), (404, "unknown_student"));
+    enrollment(&mut stranger, &c.info.trustees, 2);
+    let sp = c.talwandi_panic(&mut stranger, Category::Police);
+    assert_refused(c.client.panic(&sp).await, 404, "unknown_student");
     // A stop from a device nobody enrolled.
-    let stop = stranger
-        .stop(false, &c.info.control_room, Timestamp::now())
-        .unwrap();
-    let err = c.client.stop(&stop).await.unwrap_err();
-    assert_eq!((err.status, err.code.as_str()), (404, "unknown_student"));
+    let stop = c.signed_stop(&mut stranger, false);
+    assert_refused(c.client.stop(&stop).await, 404, "unknown_student");
     // An enrollment split among trustees this service does not use.
     let foreign: Vec<sosvault::TrusteePublic> = (0..3)
         .map(|_| sosvault::TrusteeKey::generate().public())
         .collect();
     let mut elsewhere = sosvault::Device::new(sosvault::DeviceKey::generate());
-    let e = elsewhere
-        .enroll(
-            b"{}",
-            &foreign,
-            2,
-            sosvault::Policy::default(),
-            Timestamp::now(),
-        )
-        .unwrap();
-    let err = c.client.enroll(&e.package).await.unwrap_err();
-    assert_eq!((err.status, err.code.as_str()), (400, "wrong_trustees"));
+    let e = enrollment(&mut elsewhere, &foreign, 2);
+    assert_refused(c.client.enroll(&e).await, 400, "wrong_trustees");
     // ... or with another threshold.
-    let e = elsewhere
-        .enroll(
-            b"{}",
-            &c.info.trustees,
-            3,
-            sosvault::Policy::default(),
-            Timestamp::now(),
-        )
-        .unwrap();
-    let err = c.client.enroll(&e.package).await.unwrap_err();
-    assert_eq!((err.status, err.code.as_str()), (400, "wrong_trustees"));
-    let sp2 = elsewhere
-        .panic(
-            Category::Police,
-            &talwandi(),
-            &c.info.control_room,
-            Timestamp::now(),
-        )
-        .unwrap();
+    let e = enrollment(&mut elsewhere, &c.info.trustees, 3);
+    assert_refused(c.client.enroll(&e).await, 400, "wrong_trustees");
+    let sp2 = c.talwandi_panic(&mut elsewhere, Category::Police);
     assert_eq!(
         c.client.panic(&sp2).await.unwrap_err().status,
         404,
@@ -171,37 +119,16 @@ async fn bad_input_and_wrong_callers_get_a_clear_4xx_and_change_nothing() {
     );
     // An older panic of the same device, sent after a newer one: a replay.
     let mut replayer = c.student("Replayer").await;
-    let older = replayer
-        .panic(
-            Category::Police,
-            &talwandi(),
-            &c.info.control_room,
-            Timestamp::now(),
-        )
-        .unwrap();
-    let newer = replayer
-        .panic(
-            Category::Police,
-            &talwandi(),
-            &c.info.control_room,
-            Timestamp::now(),
-        )
-        .unwrap();
+    let older = c.talwandi_panic(&mut replayer, Category::Police);
+    let newer = c.talwandi_panic(&mut replayer, Category::Police);
     c.client.panic(&newer).await.unwrap();
-    let err = c.client.panic(&older).await.unwrap_err();
-    assert_eq!((err.status, err.code.as_str()), (409, "replayed"));
+    assert_refused(c.client.panic(&older).await, 409, "replayed");
     // A malformed log query.
-    let (status, v) = raw(
-        &c,
-        "/v1/log/mine",
-        None,
-        &json!({ "query": b64(b"nope") }).to_string(),
-    )
-    .await;
+    let (status, v) = raw(&c, "/v1/log/mine", json!({ "query": b64(b"nope") })).await;
     assert_eq!((status, v["error"].as_str()), (400, Some("malformed")));
     // An oversized body.
     let huge = format!("{{\"package\":\"{}\"}}", "A".repeat(3 * 1024 * 1024));
-    let (status, _) = raw(&c, "/v1/enroll", None, &huge).await;
+    let (status, _) = raw(&c, "/v1/enroll", &huge).await;
     assert_eq!(status, 413);
     // On one pooled client, the request right after an answer given before
     // the body was read goes through: the answer said `Connection: close`.
@@ -230,230 +157,98 @@ async fn bad_input_and_wrong_callers_get_a_clear_4xx_and_change_nothing() {
 
     // Another student cannot move, cancel or touch this incident.
     let moved = sosvault::Location::new(25.2, 75.9, 5, Timestamp::now()).unwrap();
-    let wrong_move = other
-        .location_update(panic.hash(), &moved, &c.info.control_room, Timestamp::now())
-        .unwrap();
+    let wrong_move = c.signed_location(&mut other, panic.hash(), &moved);
     assert_eq!(
         c.client.location(&wrong_move).await.unwrap_err().status,
         404
     );
-    let wrong_cancel = other
-        .cancel(panic.hash(), false, &c.info.control_room, Timestamp::now())
-        .unwrap();
+    let wrong_cancel = c.signed_cancel(&mut other, panic.hash(), false);
     assert_eq!(
         c.client.cancel(&wrong_cancel).await.unwrap_err().status,
         404
     );
     // A stale (replayed) location update from the right student.
-    let u1 = victim
-        .location_update(panic.hash(), &moved, &c.info.control_room, Timestamp::now())
-        .unwrap();
-    let u2 = victim
-        .location_update(panic.hash(), &moved, &c.info.control_room, Timestamp::now())
-        .unwrap();
+    let u1 = c.signed_location(&mut victim, panic.hash(), &moved);
+    let u2 = c.signed_location(&mut victim, panic.hash(), &moved);
     c.client.location(&u2).await.unwrap();
     assert_eq!(c.client.location(&u2).await.unwrap()["status"], "duplicate");
-    let err = c.client.location(&u1).await.unwrap_err();
-    assert_eq!((err.status, err.code.as_str()), (409, "replayed"));
+    assert_refused(c.client.location(&u1).await, 409, "replayed");
 
     // Operator endpoints: anonymous, a unit's token, a made-up token.
+    let incident = format!("/v1/operator/incidents/{id}");
+    let team_token = format!("/v1/operator/units/{}/token", other_unit.id);
     for token in [None, Some(unit.token.as_str()), Some("0000")] {
-        for path in [
-            "/v1/operator/incidents".to_string(),
-            format!("/v1/operator/incidents/{id}"),
-            "/v1/operator/units".into(),
-        ] {
-            assert_eq!(
-                c.client.get(&path, token).await.unwrap_err().status,
-                401,
-                "{path}"
-            );
-        }
-        for path in [
-            format!("/v1/operator/incidents/{id}/close"),
-            format!("/v1/operator/incidents/{id}/false-alarm"),
-            format!("/v1/operator/incidents/{id}/claim"),
-            format!("/v1/operator/units/{}/token", other_unit.id),
-        ] {
-            assert_eq!(
-                c.client
-                    .post(&path, token, &Value::Null)
-                    .await
-                    .unwrap_err()
-                    .status,
-                401,
-                "{path}"
-            );
-        }
-        assert_eq!(
-            c.client
-                .post(
-                    "/v1/operator/units",
-                    token,
-                    &json!({"name":"x","kind":"police"})
-                )
-                .await
-                .unwrap_err()
-                .status,
-            401
-        );
+        let police = json!({"name":"x","kind":"police"});
+        refused_as_told(
+            &c,
+            [
+                get("/v1/operator/incidents", token, 401),
+                get(&incident, token, 401),
+                get("/v1/operator/units", token, 401),
+                post(format!("{incident}/close"), token, NULL, 401),
+                post(format!("{incident}/false-alarm"), token, NULL, 401),
+                post(format!("{incident}/claim"), token, NULL, 401),
+                post(&team_token, token, NULL, 401),
+                post("/v1/operator/units", token, police, 401),
+            ],
+        )
+        .await;
     }
     // Unit endpoints: anonymous, an operator's token, another unit.
+    let (ack, view) = (
+        format!("/v1/unit/incidents/{id}/ack"),
+        format!("/v1/unit/incidents/{id}"),
+    );
     for token in [None, Some(op.as_str())] {
-        assert_eq!(
-            c.client
-                .get(&format!("/v1/unit/incidents/{id}"), token)
-                .await
-                .unwrap_err()
-                .status,
-            401
-        );
-        assert_eq!(
-            c.client
-                .post(&format!("/v1/unit/incidents/{id}/ack"), token, &Value::Null)
-                .await
-                .unwrap_err()
-                .status,
-            401
-        );
-        assert_eq!(
-            c.client
-                .post("/v1/unit/position", token, &json!({"lat":1.0,"lon":2.0}))
-                .await
-                .unwrap_err()
-                .status,
-            401
-        );
+        let position = json!({"lat":1.0,"lon":2.0});
+        refused_as_told(
+            &c,
+            [
+                get(&view, token, 401),
+                post(&ack, token, NULL, 401),
+                post("/v1/unit/position", token, position, 401),
+            ],
+        )
+        .await;
     }
-    assert_eq!(
-        c.client
-            .post(
-                &format!("/v1/unit/incidents/{id}/ack"),
-                Some(&other_unit.token),
-                &Value::Null
-            )
-            .await
-            .unwrap_err()
-            .status,
-        404
-    );
-    assert_eq!(
-        c.client
-            .get(&format!("/v1/unit/incidents/{id}"), Some(&other_unit.token))
-            .await
-            .unwrap_err()
-            .status,
-        404
-    );
-    // Bad operator input.
-    assert_eq!(
-        c.client.login(OPERATOR, "wrong").await.unwrap_err().status,
-        401
-    );
-    assert_eq!(
-        c.client.login("nobody", PASSWORD).await.unwrap_err().status,
-        401
-    );
-    assert_eq!(
-        c.client
-            .get("/v1/operator/incidents/zz", Some(&op))
-            .await
-            .unwrap_err()
-            .status,
-        404
-    );
-    assert_eq!(
-        c.client
-            .get(
-                &format!("/v1/operator/incidents/{}", "00".repeat(16)),
-                Some(&op)
-            )
-            .await
-            .unwrap_err()
-            .status,
-        404
-    );
-    assert_eq!(
-        c.client
-            .post(
-                "/v1/operator/units",
-                Some(&op),
-                &json!({"name":"x","kind":"fire"})
-            )
-            .await
-            .unwrap_err()
-            .status,
-        400
-    );
-    assert_eq!(
-        c.client
-            .post(
-                "/v1/unit/position",
-                Some(&unit.token),
-                &json!({"lat":91.0,"lon":2.0})
-            )
-            .await
-            .unwrap_err()
-            .status,
-        400
-    );
-
-    // Public endpoints with bad parameters.
-    assert_eq!(
-        c.client
-            .get("/v1/log/proof?index=5&size=1", None)
-            .await
-            .unwrap_err()
-            .status,
-        400
-    );
-    let err = c
-        .client
-        .get("/v1/log/proof?index=x", None)
-        .await
-        .unwrap_err();
-    assert_eq!((err.status, err.code.as_str()), (400, "bad_query"));
-    let err = c
-        .client
-        .get("/v1/operator/incidents?limit=-1", Some(&op))
-        .await
-        .unwrap_err();
-    assert_eq!((err.status, err.code.as_str()), (400, "bad_query"));
-    // Logging out without a session is refused (401, as documented) and
-    // changes nothing; a logged-out token is dead.
-    let err = c
-        .client
-        .post("/v1/operator/logout", None, &Value::Null)
-        .await
-        .unwrap_err();
-    assert_eq!((err.status, err.code.as_str()), (401, "unauthorized"));
+    let other_token = Some(other_unit.token.as_str());
+    let (as_op, as_unit) = (Some(op.as_str()), Some(unit.token.as_str()));
+    let zeros = format!("/v1/operator/incidents/{}", "00".repeat(16));
+    let login = "/v1/operator/login";
+    let wrong_password = json!({ "username": OPERATOR, "password": "wrong" });
+    let nobody = json!({ "username": "nobody", "password": PASSWORD });
+    let fire = json!({"name":"x","kind":"fire"});
+    let off_the_globe = json!({"lat":91.0,"lon":2.0});
+    refused_as_told(
+        &c,
+        [
+            post(&ack, other_token, NULL, 404),
+            get(&view, other_token, 404),
+            // Bad operator input.
+            post(login, None, wrong_password, 401),
+            post(login, None, nobody, 401),
+            get("/v1/operator/incidents/zz", as_op, 404),
+            get(zeros, as_op, 404),
+            post("/v1/operator/units", as_op, fire, 400),
+            post("/v1/unit/position", as_unit, off_the_globe, 400),
+            // Public endpoints with bad parameters.
+            get("/v1/log/proof?index=5&size=1", None, 400),
+            get("/v1/log/proof?index=x", None, 400).code("bad_query"),
+            get("/v1/operator/incidents?limit=-1", as_op, 400).code("bad_query"),
+            // Logging out without a session is refused (401, as documented)
+            // and changes nothing.
+            post("/v1/operator/logout", None, NULL, 401).code("unauthorized"),
+        ],
+    )
+    .await;
+    // A logged-out token is dead.
     let spare = c.operator().await;
-    c.client
-        .post("/v1/operator/logout", Some(&spare), &Value::Null)
-        .await
-        .unwrap();
-    assert_eq!(
-        c.client
-            .get("/v1/operator/incidents", Some(&spare))
-            .await
-            .unwrap_err()
-            .status,
-        401
-    );
-    assert!(
-        c.client
-            .get("/v1/operator/incidents", Some(&op))
-            .await
-            .is_ok(),
-        "other sessions live on"
-    );
+    c.logout(&spare).await;
+    assert_eq!(c.session_status(&spare).await, 401);
+    assert_eq!(c.session_status(&op).await, 200, "other sessions live on");
 
     // Nothing changed: same status, same unit, no new assignment.
-    let after = c
-        .client
-        .get(&format!("/v1/operator/incidents/{id}"), Some(&op))
-        .await
-        .unwrap();
+    let after = c.incident(&op, &id).await;
     assert_eq!(after["status"], before["status"]);
     assert_eq!(after["status"], "open");
     assert_eq!(after["assignments"], before["assignments"]);

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use common::*;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sosvault::log::LogEntry;
 use sosvault::{
     Cancel, CancelReceipt, Category, Device, IncidentId, IncidentKey, PanicEvent, Signed,
@@ -97,13 +97,9 @@ async fn thief_gets_nothing(
     let request = c
         .control_room_key()
         .release_request(panic, incident, key, Timestamp::now());
-    let body = json!({
-        "request": base64::engine::general_purpose::STANDARD.encode(request.as_bytes())
-    });
     for t in trustees {
-        let trustee = sosvault_server::client::Client::new(&t.url());
-        let err = trustee
-            .post("/v1/releases", None, &body)
+        let err = t
+            .ask_release(&request)
             .await
             .expect_err("a trustee released a share for a cancelled panic");
         assert_eq!((err.status, err.code.as_str()), (409, "cancelled"), "{err}");
@@ -124,31 +120,36 @@ async fn thief_gets_nothing(
     }
 }
 
-/// [`thief_gets_nothing`] at every trustee, with a fresh incident and key.
-async fn stolen_key_gets_nothing(c: &Cluster, panic: &Signed<PanicEvent>, student: StudentId) {
-    let all: Vec<&TrusteeProc> = c.trustees.iter().collect();
-    thief_gets_nothing(
-        c,
-        &all,
-        panic,
-        student,
-        IncidentId::random(),
-        &IncidentKey::generate(),
-    )
-    .await;
+/// [`thief_gets_nothing`] at `trustees`, with a fresh incident and key.
+async fn stolen_key_gets_nothing(
+    c: &Cluster,
+    trustees: &[&TrusteeProc],
+    panic: &Signed<PanicEvent>,
+    student: StudentId,
+) {
+    let (incident, key) = (IncidentId::random(), IncidentKey::generate());
+    thief_gets_nothing(c, trustees, panic, student, incident, &key).await;
+}
+
+/// Asserts each of `trustees`' logs ends with `cancel` of `student`.
+async fn logs_end_with(trustees: &[&TrusteeProc], student: StudentId, cancel: &Signed<Cancel>) {
+    for t in trustees {
+        let log = t.log().await;
+        assert!(
+            log.last().is_some_and(|e| is_cancel_of(e, student, cancel)),
+            "{}'s log ends with the cancel: {:?}",
+            t.url(),
+            log.last()
+        );
+    }
 }
 
 /// An open incident's key, as a copy of the data directory holds it (sealed
 /// under `master.key`, next to it), and its sealed bytes.
 fn incident_key_from_a_copy(c: &Cluster, id: &str) -> (IncidentKey, Vec<u8>) {
-    let sealed: Vec<u8> = c
-        .db()
-        .query_row(
-            "SELECT incident_key_sealed FROM incidents WHERE id = ?1",
-            [hex::decode(id).unwrap()],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let sealed = c
+        .sealed_incident_key(id)
+        .expect("an open incident's key is stored");
     let master = std::fs::read_to_string(c.server.dir.join("master.key")).unwrap();
     let master: age::x25519::Identity = master.trim().parse().unwrap();
     let key = IncidentKey::from_secret_bytes(&age::decrypt(&master, &sealed).unwrap()).unwrap();
@@ -164,14 +165,7 @@ async fn panic_and_open(
     ops: &mut tokio::sync::mpsc::UnboundedReceiver<Value>,
     device: &mut Device,
 ) -> (Signed<PanicEvent>, String, Value) {
-    let panic = device
-        .panic(
-            Category::Police,
-            &talwandi(),
-            &c.info.control_room,
-            Timestamp::now(),
-        )
-        .unwrap();
+    let panic = c.talwandi_panic(device, Category::Police);
     let id = c.client.panic(&panic).await.unwrap();
     c.claim(op, &id).await;
     let ev = next_event(ops, 20, is("profile_available", &id)).await;
@@ -184,9 +178,8 @@ fn keys_of(v: &Value) -> BTreeSet<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_reaches_every_trustee_and_the_control_rooms_own_key_then_gets_nothing() {
-    let c = Cluster::start(Options::default()).await;
-    let op = c.operator().await;
-    let mut ops = c.client.events("/v1/operator/events", &op).await.unwrap();
+    let (c, op, mut ops) = Cluster::watched(Options::default()).await;
+    let all: Vec<&TrusteeProc> = c.trustees.iter().collect();
 
     // "I am safe", after the profile opened.
     let mut device = c.student("Meera Iyer").await;
@@ -194,9 +187,7 @@ async fn a_cancel_reaches_every_trustee_and_the_control_rooms_own_key_then_gets_
     let (panic, id, _) = panic_and_open(&c, &op, &mut ops, &mut device).await;
     // A thief copies the data directory while the incident is open.
     let (copied_key, sealed_key) = incident_key_from_a_copy(&c, &id);
-    let cancel = device
-        .cancel(panic.hash(), false, &c.info.control_room, Timestamp::now())
-        .unwrap();
+    let cancel = c.signed_cancel(&mut device, panic.hash(), false);
     let answer = c.client.cancel(&cancel).await.unwrap();
     assert_eq!(answer["status"], "received");
     assert_eq!(answer["pending"], 0, "{answer}");
@@ -211,20 +202,8 @@ async fn a_cancel_reaches_every_trustee_and_the_control_rooms_own_key_then_gets_
         receipts,
         "the receipts are stored"
     );
-    for t in &c.trustees {
-        let log = t.log().await;
-        assert!(
-            log.last()
-                .is_some_and(|e| is_cancel_of(e, student, &cancel)),
-            "the trustee's log ends with the cancel: {:?}",
-            log.last()
-        );
-    }
-    let d = c
-        .client
-        .get(&format!("/v1/operator/incidents/{id}"), Some(&op))
-        .await
-        .unwrap();
+    logs_end_with(&all, student, &cancel).await;
+    let d = c.incident(&op, &id).await;
     assert_eq!(d["status"], "cancelled");
     assert!(
         !on_disk(&c, &sealed_key[sealed_key.len() - 32..]),
@@ -245,24 +224,16 @@ async fn a_cancel_reaches_every_trustee_and_the_control_rooms_own_key_then_gets_
     }
     // The thief asks again for the very releases the trustees gave (inside
     // their retry window): refused; and with a fresh incident key: refused.
-    let all: Vec<&TrusteeProc> = c.trustees.iter().collect();
     let incident = IncidentId::from_hex(&id).unwrap();
     thief_gets_nothing(&c, &all, &panic, student, incident, &copied_key).await;
-    stolen_key_gets_nothing(&c, &panic, student).await;
+    stolen_key_gets_nothing(&c, &all, &panic, student).await;
 
     // A duress cancel: forwarded the same way, answered with the same
     // fields; the control room escalates, and still reads what it holds.
     let mut coerced = c.student("Farah Khan").await;
     let coerced_id = coerced.student_id();
     let (duress_panic, duress_id, _) = panic_and_open(&c, &op, &mut ops, &mut coerced).await;
-    let duress = coerced
-        .cancel(
-            duress_panic.hash(),
-            true,
-            &c.info.control_room,
-            Timestamp::now(),
-        )
-        .unwrap();
+    let duress = c.signed_cancel(&mut coerced, duress_panic.hash(), true);
     let duress_answer = c.client.cancel(&duress).await.unwrap();
     assert_eq!(keys_of(&duress_answer), keys_of(&answer));
     assert_eq!(duress_answer["status"], "received");
@@ -270,40 +241,20 @@ async fn a_cancel_reaches_every_trustee_and_the_control_rooms_own_key_then_gets_
     let duress_receipts = check_receipts(&c, &duress_answer, coerced_id, &duress);
     assert_eq!(duress_receipts.len(), 3);
     assert_eq!(stored_receipts(&c, &duress), duress_receipts);
-    for t in &c.trustees {
-        let log = t.log().await;
-        assert!(
-            log.last()
-                .is_some_and(|e| is_cancel_of(e, coerced_id, &duress)),
-            "the trustee's log ends with the duress cancel: {:?}",
-            log.last()
-        );
-    }
-    let d = c
-        .client
-        .get(&format!("/v1/operator/incidents/{duress_id}"), Some(&op))
-        .await
-        .unwrap();
+    logs_end_with(&all, coerced_id, &duress).await;
+    let d = c.incident(&op, &duress_id).await;
     assert_eq!(d["status"], "open");
-    assert!(d["flags"].as_array().unwrap().contains(&json!("duress")));
+    assert!(has_flag(&d, "duress"));
     assert_eq!(
         d["profile"]["name"], "Farah Khan",
         "the escalation goes on with what the control room holds"
     );
     // Nothing will ask the trustees for that panic again: its key is gone.
-    let key: Option<Vec<u8>> = c
-        .db()
-        .query_row(
-            "SELECT incident_key_sealed FROM incidents WHERE id = ?1",
-            [hex::decode(&duress_id).unwrap()],
-            |r| r.get(0),
-        )
-        .unwrap();
     assert!(
-        key.is_none(),
+        c.sealed_incident_key(&duress_id).is_none(),
         "the duress-cancelled incident's key is forgotten"
     );
-    stolen_key_gets_nothing(&c, &duress_panic, coerced_id).await;
+    stolen_key_gets_nothing(&c, &all, &duress_panic, coerced_id).await;
 
     // The cancel's answer is documented.
     let doc = c.client.get("/openapi.json", None).await.unwrap();
@@ -320,18 +271,14 @@ async fn a_cancel_reaches_every_trustee_and_the_control_rooms_own_key_then_gets_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancel_reaches_a_trustee_that_was_down_after_the_service_restarted() {
-    let mut c = Cluster::start(Options::default()).await;
-    let op = c.operator().await;
-    let mut ops = c.client.events("/v1/operator/events", &op).await.unwrap();
+    let (mut c, op, mut ops) = Cluster::watched(Options::default()).await;
     let mut device = c.student("Kabir Singh").await;
     let student = device.student_id();
 
     // Trustee 3 goes down; two shares still open the profile.
     c.trustees[2].kill();
     let (panic, _, _) = panic_and_open(&c, &op, &mut ops, &mut device).await;
-    let cancel = device
-        .cancel(panic.hash(), false, &c.info.control_room, Timestamp::now())
-        .unwrap();
+    let cancel = c.signed_cancel(&mut device, panic.hash(), false);
     let answer = c.client.cancel(&cancel).await.unwrap();
     assert_eq!(answer["pending"], 1, "{answer}");
     assert_eq!(check_receipts(&c, &answer, student, &cancel).len(), 2);
@@ -341,7 +288,7 @@ async fn a_cancel_reaches_a_trustee_that_was_down_after_the_service_restarted() 
     c.server.kill();
     c.server.start();
     let op = c.operator().await;
-    let mut ops = c.client.events("/v1/operator/events", &op).await.unwrap();
+    let mut ops = c.operator_events(&op).await;
     c.trustees[2].start();
     let ev = next_event(&mut ops, 20, |e| {
         e["kind"] == "cancel_receipt" && e["detail"]["trustee"] == "trustee-3"
@@ -349,13 +296,7 @@ async fn a_cancel_reaches_a_trustee_that_was_down_after_the_service_restarted() 
     .await;
     assert_eq!(ev["detail"]["receipt"], true);
     assert_eq!(ev["detail"]["student"], student.to_hex());
-    let log = c.trustees[2].log().await;
-    assert!(
-        log.last()
-            .is_some_and(|e| is_cancel_of(e, student, &cancel)),
-        "trustee 3's log ends with the cancel: {:?}",
-        log.last()
-    );
+    logs_end_with(&[&c.trustees[2]], student, &cancel).await;
     // The phone asks again: three receipts now, all stored.
     let again = c.client.cancel(&cancel).await.unwrap();
     assert_eq!(again["pending"], 0, "{again}");
@@ -365,16 +306,9 @@ async fn a_cancel_reaches_a_trustee_that_was_down_after_the_service_restarted() 
     // Trustee 3 never released for this panic (without the cancel, a
     // thief's request would get its share now), and now never will; nor
     // will the others.
-    thief_gets_nothing(
-        &c,
-        &[&c.trustees[2]],
-        &panic,
-        student,
-        IncidentId::random(),
-        &IncidentKey::generate(),
-    )
-    .await;
-    stolen_key_gets_nothing(&c, &panic, student).await;
+    stolen_key_gets_nothing(&c, &[&c.trustees[2]], &panic, student).await;
+    let all: Vec<&TrusteeProc> = c.trustees.iter().collect();
+    stolen_key_gets_nothing(&c, &all, &panic, student).await;
 }
 
 /// The incident's stored access window: (first release, end).
@@ -394,24 +328,9 @@ fn stored_window(c: &Cluster, id: &str) -> (Option<u64>, Option<u64>, Option<Vec
         .unwrap()
 }
 
-fn steps(d: &Value) -> Vec<String> {
-    d["timeline"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["kind"].as_str().unwrap().to_owned())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restart_never_extends_the_access_window_of_the_first_release() {
-    let mut c = Cluster::start(Options {
-        access_window_secs: 12,
-        ..Options::default()
-    })
-    .await;
-    let op = c.operator().await;
-    let mut ops = c.client.events("/v1/operator/events", &op).await.unwrap();
+    let (mut c, op, mut ops) = Cluster::watched(Options::access_window_secs(12)).await;
     let mut device = c.student("Window Student").await;
     let (_, id, first) = panic_and_open(&c, &op, &mut ops, &mut device).await;
     let first_end = first["detail"]["expires_at_ms"].as_u64().unwrap();
@@ -430,7 +349,7 @@ async fn a_restart_never_extends_the_access_window_of_the_first_release() {
     c.trustees[1].kill();
     c.server.start();
     let op = c.operator().await;
-    let mut ops = c.client.events("/v1/operator/events", &op).await.unwrap();
+    let mut ops = c.operator_events(&op).await;
     c.trustees[0].start();
     let again = next_event(&mut ops, 20, is("profile_available", &id)).await;
     assert_eq!(
@@ -438,11 +357,7 @@ async fn a_restart_never_extends_the_access_window_of_the_first_release() {
         Some(first_end),
         "the profile reopens only until the first window's end, not for a new window"
     );
-    let d = c
-        .client
-        .get(&format!("/v1/operator/incidents/{id}"), Some(&op))
-        .await
-        .unwrap();
+    let d = c.incident(&op, &id).await;
     assert_eq!(d["profile"]["name"], "Window Student");
     assert_eq!(
         stored_window(&c, &id).0,
@@ -489,23 +404,16 @@ async fn a_restart_never_extends_the_access_window_of_the_first_release() {
         "no copy of the sealed incident key is left in the database or its WAL"
     );
     let op = c.operator().await;
-    let d = c
-        .client
-        .get(&format!("/v1/operator/incidents/{id}"), Some(&op))
-        .await
-        .unwrap();
-    assert_eq!(d["profile_access"], "shown");
-    assert!(d["profile"].is_null());
-    assert_eq!(d["release"]["profile"], "expired");
-    assert_eq!(d["status"], "open", "the incident itself stays open");
-    let steps = steps(&d);
-    let last_resume = steps.iter().rposition(|s| s == "resumed").unwrap();
+    let d = c.incident(&op, &id).await;
+    assert_profile_expired(&d);
+    let steps = timeline_kinds(&d);
+    let last_resume = steps.iter().rposition(|s| *s == "resumed").unwrap();
     assert!(
-        steps[last_resume..].iter().any(|s| s == "access_expired"),
+        steps[last_resume..].contains(&"access_expired"),
         "{steps:?}"
     );
     assert!(
-        !steps[last_resume..].iter().any(|s| s == "release"),
+        !steps[last_resume..].contains(&"release"),
         "no release was asked for after the window: {steps:?}"
     );
     for (t, n) in c.trustees.iter().zip(before) {
@@ -515,12 +423,7 @@ async fn a_restart_never_extends_the_access_window_of_the_first_release() {
 
 /// Whether `needle` is in the service's database file or its WAL.
 fn on_disk(c: &Cluster, needle: &[u8]) -> bool {
-    ["sosvault.db", "sosvault.db-wal"].iter().any(|name| {
-        std::fs::read(c.server.dir.join(name))
-            .unwrap_or_default()
-            .windows(needle.len())
-            .any(|w| w == needle)
-    })
+    c.store_bytes().windows(needle.len()).any(|w| w == needle)
 }
 
 fn released_count(log: &[LogEntry]) -> usize {

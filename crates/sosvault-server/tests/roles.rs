@@ -18,8 +18,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as b64;
 use common::*;
 use serde_json::Value;
-use sosvault::log::{LogEntry, LogQuery, TreeHead, view_reason_commitment};
-use sosvault::{Category, DeviceKey, Timestamp};
+use sosvault::log::{LogEntry, view_reason_commitment};
+use sosvault::{Category, DeviceKey};
 
 const DISPATCHER_PW: &str = "dispatcher passphrase 1";
 
@@ -41,12 +41,7 @@ fn operator_cmd(c: &Cluster, args: &[&str], password: Option<&str>) -> String {
     }
     drop(stdin);
     let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "operator {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    stdout_of(&out, &format!("operator {args:?}"))
 }
 
 /// Adds an account with the CLI and logs it in.
@@ -68,15 +63,7 @@ async fn within<F: std::future::Future<Output = bool>>(secs: u64, mut f: impl Fn
 /// Waits (bounded) until the service refuses `token`: the change was made
 /// by another process, which the service notices within a second.
 async fn logged_out(c: &Cluster, token: &str) {
-    within(5, || async {
-        c.client
-            .get("/v1/operator/incidents", Some(token))
-            .await
-            .err()
-            .map(|e| e.status)
-            == Some(401)
-    })
-    .await;
+    within(5, || async { c.session_status(token).await == 401 }).await;
 }
 
 async fn login_status(c: &Cluster, name: &str, password: &str) -> u16 {
@@ -87,19 +74,15 @@ async fn login_status(c: &Cluster, name: &str, password: &str) -> u16 {
         .map_or(200, |e| e.status)
 }
 
+/// The status the operators' live stream refuses `token` with (`None`: it opened).
+async fn stream_refusal(c: &Cluster, token: &str) -> Option<u16> {
+    let stream = c.client.events("/v1/operator/events", token).await;
+    stream.err().map(|e| e.status)
+}
+
+/// [`Cluster::call`] with `token`, a POST with no body.
 async fn status_of(c: &Cluster, method: &str, path: &str, token: &str) -> (u16, Value) {
-    let r = match method {
-        "GET" => c.client.get(path, Some(token)).await,
-        _ => c
-            .client
-            .post(path, Some(token), &Value::Null)
-            .await
-            .map(|(_, v)| v),
-    };
-    match r {
-        Ok(v) => (200, v),
-        Err(e) => (e.status, serde_json::json!({ "error": e.code })),
-    }
+    c.call(method, path, Some(token), &Value::Null).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -122,24 +105,14 @@ async fn each_role_sees_what_it_may_and_a_supervisor_s_reason_is_logged_for_the_
             .status,
         403
     );
-    let mut team = c
-        .unit(&sup, "PCR Talwandi", "police", 25.1440, 75.8370)
-        .await;
-    let mut ops = c.client.events("/v1/operator/events", &sup).await.unwrap();
+    let mut team = c.pcr_talwandi(&sup).await;
+    let mut ops = c.operator_events(&sup).await;
 
     let seed = [21u8; 32];
     let (mut device, _) = c
         .student_with_key("Asha Verma", DeviceKey::from_seed(&seed))
         .await;
-    let panic = device
-        .panic(
-            Category::Police,
-            &talwandi(),
-            &c.info.control_room,
-            Timestamp::now(),
-        )
-        .unwrap();
-    let id = c.client.panic(&panic).await.unwrap();
+    let id = c.panic_at_talwandi(&mut device, Category::Police).await;
     next_event(&mut team.events, 10, is("assigned", &id)).await;
     c.ack(&team, &id).await;
     next_event(&mut ops, 20, is("profile_available", &id)).await;
@@ -179,25 +152,14 @@ async fn each_role_sees_what_it_may_and_a_supervisor_s_reason_is_logged_for_the_
     let (st, v) = status_of(&c, "GET", &format!("{path}?reason=why"), &sup).await;
     assert_eq!((st, v["error"].as_str()), (400, Some("bad_reason")));
     let reason = "handover check for the night shift";
-    let (_, d) = status_of(
-        &c,
-        "GET",
-        &format!("{path}?reason={}", reason.replace(' ', "%20")),
-        &sup,
-    )
-    .await;
+    let with_reason = format!("{path}?reason={}", reason.replace(' ', "%20"));
+    let (_, d) = status_of(&c, "GET", &with_reason, &sup).await;
     assert_eq!(d["profile"]["name"], "Asha Verma");
     assert_eq!(d["profile_access"], "shown_with_reason");
 
     // The auditor: no location, no trail, no profile, no stream, no teams;
     // the access log, with the reason, yes.
-    let (_, d) = status_of(
-        &c,
-        "GET",
-        &format!("{path}?reason={}", reason.replace(' ', "%20")),
-        &lekha,
-    )
-    .await;
+    let (_, d) = status_of(&c, "GET", &with_reason, &lekha).await;
     assert!(d["profile"].is_null() && d["location"].is_null());
     assert_eq!(d["trail"].as_array().unwrap().len(), 0);
     assert_eq!(d["profile_access"], "not_for_role");
@@ -208,14 +170,7 @@ async fn each_role_sees_what_it_may_and_a_supervisor_s_reason_is_logged_for_the_
             .iter()
             .all(|i| i["location"].is_null())
     );
-    assert_eq!(
-        c.client
-            .events("/v1/operator/events", &lekha)
-            .await
-            .err()
-            .map(|e| e.status),
-        Some(403)
-    );
+    assert_eq!(stream_refusal(&c, &lekha).await, Some(403));
     assert_eq!(
         status_of(&c, "GET", "/v1/operator/units", &lekha).await.0,
         403
@@ -244,39 +199,10 @@ async fn each_role_sees_what_it_may_and_a_supervisor_s_reason_is_logged_for_the_
 
     // The student sees who read the profile, and why, and checks the reason
     // against the entry's commitment under a head signed by the pinned key.
-    let info = c.client.get("/v1/info", None).await.unwrap();
-    let holder = sosvault::TrusteeId::from_hex(info["control_room_id"].as_str().unwrap()).unwrap();
-    let mine = |key: &DeviceKey| {
-        let q = LogQuery::sign(key, holder, Timestamp::now());
-        serde_json::json!({ "query": b64.encode(q.as_bytes()) })
-    };
-    let key = DeviceKey::from_seed(&seed);
-    let (_, m) = c
-        .client
-        .post("/v1/log/mine", None, &mine(&key))
-        .await
-        .unwrap();
-    let head = TreeHead::verify(
-        &b64.decode(m["head"].as_str().unwrap()).unwrap(),
-        &c.control_room_key().log_key().public(),
-    )
-    .unwrap();
+    let query = log_query(&DeviceKey::from_seed(&seed), c.log_holder().await);
+    let (_, m) = c.client.post("/v1/log/mine", None, &query).await.unwrap();
     let mut seen_reason = false;
-    for e in m["entries"].as_array().unwrap() {
-        let proof: Vec<Vec<u8>> = e["proof"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| b64.decode(h.as_str().unwrap()).unwrap())
-            .collect();
-        let entry = head
-            .body()
-            .verify_entry(
-                &b64.decode(e["entry"].as_str().unwrap()).unwrap(),
-                e["index"].as_u64().unwrap(),
-                &proof,
-            )
-            .unwrap();
+    for (_, entry, e) in proven_entries(&m, &c.control_room_key().log_key().public()) {
         if let LogEntry::ProfileViewedWithReason {
             reason: commitment,
             viewer,
@@ -313,9 +239,7 @@ async fn each_role_sees_what_it_may_and_a_supervisor_s_reason_is_logged_for_the_
     assert_eq!((st, v["error"].as_str()), (400, Some("bad_operator")));
 
     // The student's stop: the reason's text is gone, the commitment stays.
-    let stop = device
-        .stop(false, &c.info.control_room, Timestamp::now())
-        .unwrap();
+    let stop = c.signed_stop(&mut device, false);
     c.client.stop(&stop).await.unwrap();
     let (_, log) = status_of(&c, "GET", &format!("{path}/access-log"), &lekha).await;
     assert!(
@@ -339,7 +263,7 @@ async fn each_role_sees_what_it_may_and_a_supervisor_s_reason_is_logged_for_the_
 async fn a_disabled_account_or_a_changed_password_ends_its_sessions_and_streams_at_once() {
     let c = Cluster::start(Options::default()).await;
     let asha = account(&c, "asha", "dispatcher").await;
-    let mut events = c.client.events("/v1/operator/events", &asha).await.unwrap();
+    let mut events = c.operator_events(&asha).await;
 
     // Disabled from another process, beside the running service.
     let out = operator_cmd(&c, &["disable", "asha"], None);
@@ -364,14 +288,7 @@ async fn a_disabled_account_or_a_changed_password_ends_its_sessions_and_streams_
     operator_cmd(&c, &["role", "asha", "auditor"], None);
     logged_out(&c, &third).await;
     let auditor = c.client.login("asha", new_pw).await.unwrap();
-    assert_eq!(
-        c.client
-            .events("/v1/operator/events", &auditor)
-            .await
-            .err()
-            .map(|e| e.status),
-        Some(403)
-    );
+    assert_eq!(stream_refusal(&c, &auditor).await, Some(403));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -379,10 +296,12 @@ async fn a_rotated_or_revoked_unit_token_opens_nothing_and_its_stream_ends() {
     let c = Cluster::start(Options::default()).await;
     let sup = c.operator().await;
     let asha = account(&c, "asha", "dispatcher").await;
-    let mut team = c
-        .unit(&sup, "PCR Talwandi", "police", 25.1440, 75.8370)
-        .await;
+    let mut team = c.pcr_talwandi(&sup).await;
     let pos = serde_json::json!({ "lat": 25.145, "lon": 75.838 });
+    let position = |token: String| {
+        let (c, pos) = (&c, &pos);
+        async move { c.client.post("/v1/unit/position", Some(&token), pos).await }
+    };
 
     // Only a supervisor rotates or revokes.
     let rotate = format!("/v1/operator/units/{}/token", team.id);
@@ -393,39 +312,20 @@ async fn a_rotated_or_revoked_unit_token_opens_nothing_and_its_stream_ends() {
     assert_ne!(fresh, team.token);
     // The old token's stream ends, and the old token opens nothing.
     ended(&mut team.events, 5).await;
-    assert_eq!(
-        c.client
-            .post("/v1/unit/position", Some(&team.token), &pos)
-            .await
-            .unwrap_err()
-            .status,
-        401
-    );
-    c.client
-        .post("/v1/unit/position", Some(&fresh), &pos)
-        .await
-        .unwrap();
+    assert_eq!(position(team.token.clone()).await.unwrap_err().status, 401);
+    position(fresh.clone()).await.unwrap();
     let mut events = c.client.events("/v1/unit/events", &fresh).await.unwrap();
 
     // Revoked (a stolen phone): the new token dies too, the stream ends, the
     // team is gone from the list and is never sent.
-    let client = reqwest::Client::new();
-    let r = client
-        .delete(format!("{}/v1/operator/units/{}", c.client.base(), team.id))
-        .bearer_auth(&sup)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 204);
+    let revoke = || async {
+        let url = format!("{}/v1/operator/units/{}", c.client.base(), team.id);
+        let r = reqwest::Client::new().delete(url).bearer_auth(&sup).send();
+        r.await.unwrap().status().as_u16()
+    };
+    assert_eq!(revoke().await, 204);
     ended(&mut events, 5).await;
-    assert_eq!(
-        c.client
-            .post("/v1/unit/position", Some(&fresh), &pos)
-            .await
-            .unwrap_err()
-            .status,
-        401
-    );
+    assert_eq!(position(fresh.clone()).await.unwrap_err().status, 401);
     let (_, units) = status_of(&c, "GET", "/v1/operator/units", &sup).await;
     assert!(
         units
@@ -434,26 +334,12 @@ async fn a_rotated_or_revoked_unit_token_opens_nothing_and_its_stream_ends() {
             .iter()
             .all(|u| u["id"] != team.id.as_str())
     );
-    let r = client
-        .delete(format!("{}/v1/operator/units/{}", c.client.base(), team.id))
-        .bearer_auth(&sup)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 404, "revoked once");
+    assert_eq!(revoke().await, 404, "revoked once");
 
     // A panic now finds no team: the revoked one is not assigned.
-    let mut ops = c.client.events("/v1/operator/events", &sup).await.unwrap();
+    let mut ops = c.operator_events(&sup).await;
     let mut device = c.student("Asha Verma").await;
-    let panic = device
-        .panic(
-            Category::Police,
-            &talwandi(),
-            &c.info.control_room,
-            Timestamp::now(),
-        )
-        .unwrap();
-    let id = c.client.panic(&panic).await.unwrap();
+    let id = c.panic_at_talwandi(&mut device, Category::Police).await;
     let ev = next_event(&mut ops, 10, |e| {
         e["incident"] == id.as_str() && (e["kind"] == "assigned" || timeline_step(e, "waiting"))
     })

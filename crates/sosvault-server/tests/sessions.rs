@@ -11,8 +11,7 @@ use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_session_survives_a_restart_and_logout_ends_it_and_its_live_stream() {
-    let mut c = Cluster::start(Options::default()).await;
-    let op = c.operator().await;
+    let (mut c, op) = Cluster::with_operator(Options::default()).await;
     // The store holds the token's hash, never the token.
     let stored: Vec<Vec<u8>> = {
         let db = c.db();
@@ -26,11 +25,7 @@ async fn a_session_survives_a_restart_and_logout_ends_it_and_its_live_stream() {
     };
     assert_eq!(stored.len(), 1);
     assert_ne!(stored[0], op.as_bytes());
-    let files: Vec<u8> = ["sosvault.db", "sosvault.db-wal"]
-        .iter()
-        .filter_map(|f| std::fs::read(c.server.dir.join(f)).ok())
-        .flatten()
-        .collect();
+    let files = c.store_bytes();
     assert!(
         !files.windows(op.len()).any(|w| w == op.as_bytes()),
         "the token is in the database"
@@ -39,48 +34,28 @@ async fn a_session_survives_a_restart_and_logout_ends_it_and_its_live_stream() {
     // A crash and a restart: the control room stays logged in.
     c.server.kill();
     c.server.start();
-    c.client
-        .get("/v1/operator/incidents", Some(&op))
-        .await
-        .expect("the session survives the restart");
+    assert_eq!(
+        c.session_status(&op).await,
+        200,
+        "the session survives the restart"
+    );
 
     // Logout ends the session's live stream, at once.
-    let mut events = c.client.events("/v1/operator/events", &op).await.unwrap();
-    let (status, _) = c
-        .client
-        .post("/v1/operator/logout", Some(&op), &serde_json::Value::Null)
-        .await
-        .unwrap();
-    assert_eq!(status, 204);
+    let mut events = c.operator_events(&op).await;
+    assert_eq!(c.logout(&op).await, 204);
     ended(&mut events, 10).await;
-    let err = c
-        .client
-        .get("/v1/operator/incidents", Some(&op))
-        .await
-        .unwrap_err();
-    assert_eq!(err.status, 401);
+    assert_eq!(c.session_status(&op).await, 401);
     // And stays ended after another restart.
     c.server.kill();
     c.server.start();
-    let err = c
-        .client
-        .get("/v1/operator/incidents", Some(&op))
-        .await
-        .unwrap_err();
-    assert_eq!(err.status, 401);
+    assert_eq!(c.session_status(&op).await, 401);
     assert!(c.client.events("/v1/operator/events", &op).await.is_err());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_live_stream_ends_when_its_session_does() {
-    let c = Cluster::start_with(Options::default(), |cfg| cfg.session_secs = 2).await;
-    let op = c.operator().await;
-    let mut events = c.client.events("/v1/operator/events", &op).await.unwrap();
+    let (c, op, mut events) =
+        Cluster::watched_with(Options::default(), |cfg| cfg.session_secs = 2).await;
     ended(&mut events, 15).await;
-    let err = c
-        .client
-        .get("/v1/operator/incidents", Some(&op))
-        .await
-        .unwrap_err();
-    assert_eq!(err.status, 401);
+    assert_eq!(c.session_status(&op).await, 401);
 }

@@ -15,41 +15,26 @@ mod common;
 
 use common::*;
 use serde_json::{Value, json};
+use sosvault::Category;
 use sosvault::log::LogEntry;
-use sosvault::{Category, Timestamp};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_whole_life_runs_over_mutual_tls_and_a_stranger_cannot_write_to_a_trustee() {
-    let c = Cluster::start(Options {
-        tls: true,
-        ..Options::default()
-    })
-    .await;
+    let c = Cluster::start(Options::tls()).await;
     assert!(c.trustees.iter().all(|t| t.url().starts_with("https://")));
     let op = c.operator().await;
-    let mut ops = c.client.events("/v1/operator/events", &op).await.unwrap();
+    let mut ops = c.operator_events(&op).await;
 
     // Enrollment (share deliveries), panic (release requests), stop (shreds):
     // every call to a trustee goes over TLS with the client certificate.
     let mut device = c.student("Tara Bhatt").await;
-    let panic = device
-        .panic(
-            Category::Police,
-            &talwandi(),
-            &c.info.control_room,
-            Timestamp::now(),
-        )
-        .unwrap();
+    let panic = c.talwandi_panic(&mut device, Category::Police);
     let id = c.client.panic(&panic).await.unwrap();
     next_event(&mut ops, 30, is("profile_available", &id)).await;
-    let cancel = device
-        .cancel(panic.hash(), false, &c.info.control_room, Timestamp::now())
-        .unwrap();
+    let cancel = c.signed_cancel(&mut device, panic.hash(), false);
     let answer = c.client.cancel(&cancel).await.unwrap();
     assert_eq!(answer["receipts"].as_array().unwrap().len(), 3, "{answer}");
-    let stop = device
-        .stop(false, &c.info.control_room, Timestamp::now())
-        .unwrap();
+    let stop = c.signed_stop(&mut device, false);
     let answer = c.client.stop(&stop).await.unwrap();
     assert_eq!(answer["receipts"].as_array().unwrap().len(), 3, "{answer}");
     assert_eq!(answer["pending"], 0, "{answer}");
@@ -58,7 +43,7 @@ async fn a_whole_life_runs_over_mutual_tls_and_a_stranger_cannot_write_to_a_trus
     // certificate: every write endpoint refuses it, and its log is unchanged.
     let t = &c.trustees[0];
     let before = t.log().await.len();
-    let stranger = stranger_client(&c);
+    let stranger = pinned_client(&c.tmp.path().join("pki").join("ca.pem"));
     for path in [
         "/v1/shares",
         "/v1/releases",
@@ -92,16 +77,8 @@ async fn a_whole_life_runs_over_mutual_tls_and_a_stranger_cannot_write_to_a_trus
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_impostor_at_a_trustees_address_gets_no_stop_and_the_stop_shows_stuck() {
-    let mut c = Cluster::start_with(
-        Options {
-            tls: true,
-            ..Options::default()
-        },
-        |cfg| cfg.forward_stuck_after_secs = 1,
-    )
-    .await;
-    let op = c.operator().await;
-    let mut ops = c.client.events("/v1/operator/events", &op).await.unwrap();
+    let (mut c, _, mut ops) =
+        Cluster::watched_with(Options::tls(), |cfg| cfg.forward_stuck_after_secs = 1).await;
     let mut device = c.student("Dev Arora").await;
     let student = device.student_id();
 
@@ -122,19 +99,11 @@ async fn an_impostor_at_a_trustees_address_gets_no_stop_and_the_stop_shows_stuck
         ("SOSVAULT_TRUSTEE_TLS_KEY", key.as_str()),
     ]);
 
-    let stop = device
-        .stop(false, &c.info.control_room, Timestamp::now())
-        .unwrap();
+    let stop = c.signed_stop(&mut device, false);
     let answer = c.client.stop(&stop).await.unwrap();
     assert_eq!(answer["receipts"].as_array().unwrap().len(), 2, "{answer}");
     assert_eq!(answer["pending"], 1, "{answer}");
-    let ev = next_event(&mut ops, 20, |e| {
-        e["kind"] == "forwards"
-            && e["detail"]["groups"]
-                .as_array()
-                .is_some_and(|g| g.iter().any(|g| g["stuck"] == 1))
-    })
-    .await;
+    let ev = next_event(&mut ops, 20, |e| stuck_report(e, None)).await;
     let why = ev["detail"]["groups"][0]["last_error"]
         .as_str()
         .unwrap_or("");
@@ -142,12 +111,7 @@ async fn an_impostor_at_a_trustees_address_gets_no_stop_and_the_stop_shows_stuck
 
     // Nothing of the stop reached the process behind the wrong certificate.
     // (Read it as a stranger would: it is not the pinned trustee.)
-    let reader = reqwest::Client::builder()
-        .use_preconfigured_tls(
-            sosvault_service::tls::client_config(&rogue.ca_file(), None).unwrap(),
-        )
-        .build()
-        .unwrap();
+    let reader = pinned_client(&rogue.ca_file());
     let entries = c.trustees[2].log_with(&reader).await;
     assert!(
         !entries
@@ -159,21 +123,6 @@ async fn an_impostor_at_a_trustees_address_gets_no_stop_and_the_stop_shows_stuck
     // The real certificate is back: the stop finishes.
     c.trustees[2].kill();
     c.trustees[2].start();
-    loop {
-        let answer = c.client.stop(&stop).await.unwrap();
-        if answer["pending"] == 0 {
-            assert_eq!(answer["receipts"].as_array().unwrap().len(), 3, "{answer}");
-            break;
-        }
-        next_event(&mut ops, 30, |e| e["kind"] == "shred_receipt").await;
-    }
-}
-
-/// A client that pins the deployment's CA and presents no certificate.
-fn stranger_client(c: &Cluster) -> reqwest::Client {
-    let ca = c.tmp.path().join("pki").join("ca.pem");
-    reqwest::Client::builder()
-        .use_preconfigured_tls(sosvault_service::tls::client_config(&ca, None).unwrap())
-        .build()
-        .unwrap()
+    let answer = c.stop_until_done(&stop, &mut ops, 30).await;
+    assert_eq!(answer["receipts"].as_array().unwrap().len(), 3, "{answer}");
 }

@@ -8,21 +8,16 @@ mod common;
 use common::*;
 use ed25519_dalek::Signer as _;
 use serde_json::json;
+use sosvault::ReleaseRefusal as Why;
 use sosvault::log::{LogEntry, LogQuery, TreeHead, leaf_hash, refusal_code};
 use sosvault::{
     CancelReceipt, Container, ControlRoomKey, Opener, Profile, Refusal, Release, ReleaseRefusal,
-    ShareReceipt, ShredReceipt, Signed, Timestamp, TrusteeKey, TrusteePublic,
+    ShareReceipt, ShredReceipt, Signed, Timestamp,
 };
-
-fn third() -> TrusteePublic {
-    TrusteeKey::generate().public()
-}
 
 #[test]
 fn health_and_identity() {
-    let t = TrusteeDir::init("health-office");
-    let cr = ControlRoomKey::generate();
-    let r = t.start(&[&cr], &[]);
+    let (_, t, r) = TrusteeDir::serving("health-office");
     assert_eq!(r.get("/healthz"), (200, json!({"status": "ok"})));
     assert_eq!(r.get("/v1/health"), (200, json!({"status": "ok"})));
     let (s, id) = r.get("/v1/identity");
@@ -41,7 +36,7 @@ fn a_valid_panic_releases_and_two_trustees_open_the_vault() {
     let cr = ControlRoomKey::generate();
     let (t1, t2) = (TrusteeDir::init("one"), TrusteeDir::init("two"));
     let (r1, r2) = (t1.start(&[&cr], &[]), t2.start(&[&cr], &[]));
-    let publics = [t1.public.clone(), t2.public.clone(), third()];
+    let publics = [t1.public.clone(), t2.public.clone(), stranger()];
     let mut s = Student::enroll(&publics, now);
 
     for (i, (r, t)) in [(&r1, &t1), (&r2, &t2)].into_iter().enumerate() {
@@ -153,16 +148,17 @@ fn every_bad_release_is_refused_with_its_own_code_and_logged() {
         &[&cr],
         &[("SOSVAULT_TRUSTEE_MAX_RELEASES_PER_WINDOW", "2".into())],
     );
-    let publics = [t.public.clone(), third(), third()];
+    let publics = t.and_two_strangers();
     let mut a = Student::enroll(&publics, now);
     let (st, _) = r.deliver(&a.delivery(1));
     assert_eq!(st, 200);
 
-    // Checks one refusal: its status and code, one new log entry, and that
-    // entry is a refusal with the core's reason code (or the rate-limit code).
+    // Checks one refusal: `send` gets `status` and `code_`, and one new log
+    // entry, a refusal with the core's reason code (or the rate-limit code).
     let check =
-        |resp: (u16, serde_json::Value), status: u16, code_: &str, log_code: u16, before: u64| {
-            let (st, v) = resp;
+        |send: &dyn Fn() -> (u16, serde_json::Value), status: u16, code_: &str, log_code| {
+            let before = r.log_size();
+            let (st, v) = send();
             assert_eq!((st, code(&v)), (status, code_), "{v}");
             assert!(!v["message"].as_str().unwrap().is_empty());
             assert_eq!(r.log_size(), before + 1, "{code_} must be logged once");
@@ -176,97 +172,57 @@ fn every_bad_release_is_refused_with_its_own_code_and_logged() {
         };
     let rc = |r: ReleaseRefusal| refusal_code(&Refusal::Release(r));
 
-    // Not signed by a pinned control room.
+    // Refused before any release, each for its own reason: not signed by a
+    // pinned control room; a pinned signer, but the panic inside forged; the
+    // request itself too old; the panic too old (over an hour) in a fresh
+    // request; a panic from the future; another student, whose share this
+    // trustee does not hold.
     let panic = a.panic(&cr, now);
-    let (req, _, _) = request(&rogue, &panic, now);
-    let n = r.log_size();
-    check(
-        r.release(&req),
-        403,
-        "unpinned_control_room",
-        rc(ReleaseRefusal::UnpinnedControlRoom),
-        n,
-    );
-    // Pinned signer, but the panic inside is forged.
     let (req, _, _) = request(&cr, &panic, now);
+    let signed = |by: &ControlRoomKey, p, at| request(by, p, at).0.as_bytes().to_vec();
+    let unpinned = signed(&rogue, &panic, now);
     let forged = forged_request(&seed, &req);
-    let n = r.log_size();
-    check(
-        r.post("/v1/releases", json!({ "request": b64(&forged) })),
-        403,
-        "forged_panic",
-        rc(ReleaseRefusal::ForgedPanic),
-        n,
-    );
-    // The request itself is too old.
-    let (req, _, _) = request(&cr, &panic, now.minus(1000));
-    let n = r.log_size();
-    check(
-        r.release(&req),
-        422,
-        "stale_request",
-        rc(ReleaseRefusal::StaleRequest),
-        n,
-    );
-    // The panic is too old (over an hour) in a fresh request.
-    let old = a.panic(&cr, now.minus(7300));
-    let (req, _, _) = request(&cr, &old, now);
-    let n = r.log_size();
-    check(
-        r.release(&req),
-        422,
-        "stale_panic",
-        rc(ReleaseRefusal::StalePanic),
-        n,
-    );
-    // The panic claims to come from the future.
-    let future = a.panic(&cr, now.plus(1000));
-    let (req, _, _) = request(&cr, &future, now);
-    let n = r.log_size();
-    check(
-        r.release(&req),
-        422,
-        "future_panic",
-        rc(ReleaseRefusal::FuturePanic),
-        n,
-    );
-    // Another student, whose share this trustee does not hold.
+    let stale = signed(&cr, &panic, now.minus(1000));
+    let (old_panic, future_panic) = (a.panic(&cr, now.minus(7300)), a.panic(&cr, now.plus(1000)));
+    let old = signed(&cr, &old_panic, now);
+    let future = signed(&cr, &future_panic, now);
     let mut b = Student::enroll(&publics, now);
     let bp = b.panic(&cr, now);
-    let (req, _, _) = request(&cr, &bp, now);
-    let n = r.log_size();
-    check(
-        r.release(&req),
-        404,
-        "unknown_student",
-        rc(ReleaseRefusal::UnknownStudent),
-        n,
-    );
+    let unknown = signed(&cr, &bp, now);
+    for (request, status, code_, refusal) in [
+        (
+            unpinned,
+            403,
+            "unpinned_control_room",
+            Why::UnpinnedControlRoom,
+        ),
+        (forged, 403, "forged_panic", Why::ForgedPanic),
+        (stale, 422, "stale_request", Why::StaleRequest),
+        (old, 422, "stale_panic", Why::StalePanic),
+        (future, 422, "future_panic", Why::FuturePanic),
+        (unknown, 404, "unknown_student", Why::UnknownStudent),
+    ] {
+        let send = || r.post("/v1/releases", json!({ "request": b64(&request) }));
+        check(&send, status, code_, rc(refusal));
+    }
 
     // A good panic is released; the same panic for another incident is a replay.
     let p1 = a.panic(&cr, now);
     let (req, _, _) = request(&cr, &p1, now);
     assert_eq!(r.release(&req).0, 200);
     let (req, _, _) = request(&cr, &p1, now);
-    let n = r.log_size();
-    check(
-        r.release(&req),
-        409,
-        "replayed",
-        rc(ReleaseRefusal::Replayed {
-            offered: 0,
-            seen: 0,
-        }),
-        n,
-    );
+    let replayed = rc(Why::Replayed {
+        offered: 0,
+        seen: 0,
+    });
+    check(&|| r.release(&req), 409, "replayed", replayed);
     // Second release within the window is allowed (limit 2), the third is not.
     let p2 = a.panic(&cr, now);
     let (req, _, _) = request(&cr, &p2, now);
     assert_eq!(r.release(&req).0, 200);
     let p3 = a.panic(&cr, now);
     let (req3, _, _) = request(&cr, &p3, now);
-    let n = r.log_size();
-    check(r.release(&req3), 429, "rate_limited", 1, n);
+    check(&|| r.release(&req3), 429, "rate_limited", 1);
     match r.entries().last().unwrap() {
         LogEntry::Refused {
             reason, student, ..
@@ -282,17 +238,11 @@ fn every_bad_release_is_refused_with_its_own_code_and_logged() {
     a.enrollment = a.device.reenroll(&profile.to_bytes(), now).unwrap();
     let p4 = a.panic(&cr, now);
     let (req, _, _) = request(&cr, &p4, now);
-    let n = r.log_size();
-    check(
-        r.release(&req),
-        409,
-        "wrong_epoch",
-        rc(ReleaseRefusal::WrongEpoch {
-            offered: 0,
-            current: 0,
-        }),
-        n,
-    );
+    let wrong_epoch = rc(Why::WrongEpoch {
+        offered: 0,
+        current: 0,
+    });
+    check(&|| r.release(&req), 409, "wrong_epoch", wrong_epoch);
 
     // The student reads its own entries, with proofs, and sees every refusal;
     // student b sees only its own.
@@ -312,12 +262,7 @@ fn every_bad_release_is_refused_with_its_own_code_and_logged() {
         let bytes = unb64(e["entry"].as_str().unwrap());
         let entry = LogEntry::from_bytes(&bytes).unwrap();
         assert_eq!(entry.student(), Some(a.device.student_id()));
-        let proof: Vec<Vec<u8>> = e["proof"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| unb64(p.as_str().unwrap()))
-            .collect();
+        let proof = proof_of(&e["proof"]);
         head.body()
             .verify_inclusion(&leaf_hash(&bytes), e["index"].as_u64().unwrap(), &proof)
             .unwrap();
@@ -332,7 +277,7 @@ fn every_bad_release_is_refused_with_its_own_code_and_logged() {
     let (st, v) = r.post("/v1/log/mine", json!({ "query": b64(q.as_bytes()) }));
     assert_eq!((st, code(&v)), (409, "replayed"));
     // A query addressed to another trustee is refused.
-    let q = LogQuery::sign(&b.key(), third().id(), Timestamp::now());
+    let q = LogQuery::sign(&b.key(), stranger().id(), Timestamp::now());
     let (st, v) = r.post("/v1/log/mine", json!({ "query": b64(q.as_bytes()) }));
     assert_eq!((st, code(&v)), (403, "wrong_trustee"));
     let q = LogQuery::sign(
@@ -364,11 +309,8 @@ fn every_bad_release_is_refused_with_its_own_code_and_logged() {
 #[test]
 fn shred_deletes_the_share_for_good() {
     let now = Timestamp::now();
-    let cr = ControlRoomKey::generate();
-    let t = TrusteeDir::init("shredder");
-    let r = t.start(&[&cr], &[]);
-    let mut s = Student::enroll(&[t.public.clone(), third(), third()], now);
-    assert_eq!(r.deliver(&s.delivery(1)).0, 200);
+    let (cr, t, r) = TrusteeDir::serving("shredder");
+    let mut s = Student::delivered(&t, &r, now);
     let student = s.device.student_id();
     let sealed_at = |db: &std::path::Path| -> Vec<u8> {
         let c =
@@ -426,25 +368,7 @@ fn shred_deletes_the_share_for_good() {
 
     // No earlier sealed entry survives in the database file or its WAL, not
     // even a 16-byte piece of one.
-    let mut files = Vec::new();
-    for suffix in ["", "-wal"] {
-        let p = std::path::PathBuf::from(format!("{}{suffix}", t.db().display()));
-        if let Ok(bytes) = std::fs::read(&p) {
-            files.push((p, bytes));
-        }
-    }
-    assert!(!files.is_empty());
-    for sealed in [&sealed_enrolled, &sealed_released] {
-        for chunk in sealed.chunks(16).filter(|c| c.len() == 16).skip(1) {
-            for (p, bytes) in &files {
-                assert!(
-                    !bytes.windows(16).any(|w| w == chunk),
-                    "a piece of a shredded entry is still in {}",
-                    p.display()
-                );
-            }
-        }
-    }
+    assert_no_piece_left(&t.db(), &[&sealed_enrolled, &sealed_released]);
     // And the trustee still says shredded after a restart.
     drop(r);
     let r = t.start(&[&cr], &[]);
@@ -455,10 +379,8 @@ fn shred_deletes_the_share_for_good() {
 #[test]
 fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     let now = Timestamp::now();
-    let cr = ControlRoomKey::generate();
-    let t = TrusteeDir::init("strict");
-    let r = t.start(&[&cr], &[]);
-    let s = Student::enroll(&[t.public.clone(), third(), third()], now);
+    let (_cr, t, r) = TrusteeDir::serving("strict");
+    let s = Student::enroll(&t.and_two_strangers(), now);
     let delivery = s.delivery(1);
     let before = r.log_size();
 
@@ -625,7 +547,7 @@ fn the_store_refuses_a_wrong_master_key_and_takes_the_key_from_the_environment()
     let cr = ControlRoomKey::generate();
     let t = TrusteeDir::init("keys");
     let now = Timestamp::now();
-    let s = Student::enroll(&[t.public.clone(), third(), third()], now);
+    let s = Student::enroll(&t.and_two_strangers(), now);
     let r = t.start(&[&cr], &[]);
     assert_eq!(r.deliver(&s.delivery(1)).0, 200);
     r.stop();
@@ -638,19 +560,10 @@ fn the_store_refuses_a_wrong_master_key_and_takes_the_key_from_the_environment()
     );
     let master_hex = std::fs::read_to_string(t.dir().join("master.key")).unwrap();
     // A wrong key in the environment (which wins over the file): refused at startup.
-    let out = std::process::Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(t.config())
-        .env("SOSVAULT_TRUSTEE_MASTER_KEY", "11".repeat(32))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(out.stdout.is_empty(), "it must not claim to listen");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("master key does not open this store"),
-        "{stderr}"
-    );
+    let mut serve = t.serve_command();
+    let out = serve.env("SOSVAULT_TRUSTEE_MASTER_KEY", "11".repeat(32));
+    let out = out.output().unwrap();
+    let stderr = refused_the_master_key(&out);
     assert!(
         !stderr.contains(&"11".repeat(32)),
         "the key must not be echoed"
@@ -732,11 +645,8 @@ fn an_answer_before_the_body_is_read_closes_the_connection_and_the_next_request_
 #[test]
 fn a_forwarded_cancel_revokes_the_panic_and_is_logged() {
     let now = Timestamp::now();
-    let cr = ControlRoomKey::generate();
-    let t = TrusteeDir::init("revoker");
-    let r = t.start(&[&cr], &[]);
-    let mut s = Student::enroll(&[t.public.clone(), third(), third()], now);
-    assert_eq!(r.deliver(&s.delivery(1)).0, 200);
+    let (cr, t, r) = TrusteeDir::serving("revoker");
+    let mut s = Student::delivered(&t, &r, now);
     let panic = s.panic(&cr, now);
     let cancel = s
         .device
@@ -761,7 +671,7 @@ fn a_forwarded_cancel_revokes_the_panic_and_is_logged() {
     assert_eq!(r.log_size(), before);
 
     // A cancel from a student this trustee does not hold: refused and logged.
-    let mut stranger = Student::enroll(&[third(), t.public.clone(), third()], now);
+    let mut stranger = Student::enroll(&[stranger(), t.public.clone(), stranger()], now);
     let stranger_panic = stranger.panic(&cr, now);
     let foreign = stranger
         .device
@@ -800,18 +710,20 @@ fn a_forwarded_cancel_revokes_the_panic_and_is_logged() {
         cancelled, 1,
         "one entry for the cancel, none for its repeat"
     );
-    let refused: Vec<u16> = entries
-        .iter()
-        .filter_map(|e| match e {
-            LogEntry::Refused { code, .. } => Some(*code),
-            _ => None,
-        })
-        .collect();
+    let refused: Vec<u16> = entries.iter().filter_map(refusal).collect();
     assert_eq!(
         refused,
         [401, 212, 212],
         "unknown student, then cancelled twice"
     );
+}
+
+/// A log entry's refusal code, if it is a refusal.
+fn refusal(e: &LogEntry) -> Option<u16> {
+    match e {
+        LogEntry::Refused { code, .. } => Some(*code),
+        _ => None,
+    }
 }
 
 /// A re-enrollment is staged at the trustee: after the device committed
@@ -821,10 +733,8 @@ fn a_forwarded_cancel_revokes_the_panic_and_is_logged() {
 #[test]
 fn a_committed_share_is_kept_through_a_reenrollment_until_the_next_commit() {
     let now = Timestamp::now();
-    let cr = ControlRoomKey::generate();
-    let t = TrusteeDir::init("stager");
-    let r = t.start(&[&cr], &[]);
-    let peers = [t.public.clone(), third(), third()];
+    let (cr, t, r) = TrusteeDir::serving("stager");
+    let peers = t.and_two_strangers();
     let mut s = Student::enroll(&peers, now);
     let first = s.enrollment.package.record.clone();
     assert_eq!(r.deliver(&s.delivery(1)).0, 200);

@@ -129,20 +129,12 @@ fn sigkill_mid_stream_loses_no_acknowledged_write_and_leaves_no_half_state() {
     // Restart on the same store.
     let r = t.start(&[&cr], &[]);
     let entries = r.entries();
-    let accepted: HashSet<StudentId> = entries
-        .iter()
-        .filter_map(|e| match e {
-            LogEntry::ShareAccepted { student, .. } => Some(*student),
-            _ => None,
-        })
-        .collect();
-    let shredded: HashSet<StudentId> = entries
-        .iter()
-        .filter_map(|e| match e {
-            LogEntry::Shredded { student, .. } => Some(*student),
-            _ => None,
-        })
-        .collect();
+    // The students of the entries of one kind.
+    let logged = |kind: &str| -> HashSet<StudentId> {
+        let of_kind = entries.iter().filter(|e| e.kind() == kind);
+        of_kind.filter_map(LogEntry::student).collect()
+    };
+    let (accepted, shredded) = (logged("share-accepted"), logged("shredded"));
     assert_eq!(
         entries.len(),
         accepted.len() + shredded.len(),

@@ -6,6 +6,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/store.rs"]
+mod store;
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Barrier, Mutex};
@@ -13,31 +16,17 @@ use std::sync::{Arc, Barrier, Mutex};
 use sosvault::log::{LogEntry, leaf_hash};
 use sosvault::{
     Container, ControlRoomKey, Device, DeviceKey, Enrollment, Policy, ShareReceipt, ShredReceipt,
-    Signed, StudentId, TimeLimits, Timestamp, Trustee, TrusteeKey, TrusteePublic,
+    Signed, StudentId, Timestamp, TrusteeKey, TrusteePublic,
 };
 use sosvault_trustee::group::{GroupCommit, MAX_BATCH};
-use sosvault_trustee::node::{Node, NodeError, NodeOptions, RateLimit};
-use sosvault_trustee::seal::MasterKey;
+use sosvault_trustee::node::{Node, NodeError};
+use store::{assert_no_piece_left, open_node, sealed_entry};
 
 const SEED: [u8; 32] = [7; 32];
 const MASTER: &str = "3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c3c";
 
 fn open(db: &Path, cr: &ControlRoomKey) -> Node {
-    Node::open(NodeOptions {
-        store: db.to_owned(),
-        trustee: Trustee::new(
-            TrusteeKey::from_seed(&SEED),
-            vec![cr.public()],
-            TimeLimits::default(),
-        ),
-        master: MasterKey::from_encoded(MASTER.as_bytes()).unwrap(),
-        rate: RateLimit {
-            max_releases: 3,
-            window_secs: 3600,
-        },
-        query_skew_secs: 120,
-    })
-    .unwrap()
+    open_node(db, &SEED, MASTER, cr)
 }
 
 fn publics() -> [TrusteePublic; 3] {
@@ -54,6 +43,34 @@ fn enroll(publics: &[TrusteePublic], now: Timestamp) -> (Device, Enrollment) {
         .enroll(b"profile", publics, 2, Policy::default(), now)
         .unwrap();
     (d, e)
+}
+
+/// `N` devices, each enrolled 2-of-3 to `publics`.
+fn enrolled<const N: usize>(
+    publics: &[TrusteePublic],
+    now: Timestamp,
+) -> [(Device, Enrollment); N] {
+    std::array::from_fn(|_| enroll(publics, now))
+}
+
+/// A temporary directory with the store's path in it, a control room to
+/// pin, now, and the trustees (this one first) the students enroll to.
+fn bench() -> (
+    tempfile::TempDir,
+    PathBuf,
+    ControlRoomKey,
+    Timestamp,
+    [TrusteePublic; 3],
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.db");
+    (
+        dir,
+        db,
+        ControlRoomKey::generate(),
+        Timestamp::now(),
+        publics(),
+    )
 }
 
 fn delivery(e: &Enrollment, index: u8) -> Vec<u8> {
@@ -103,14 +120,10 @@ fn log_entries(node: &Node, now: Timestamp) -> Vec<LogEntry> {
 #[test]
 fn concurrent_deliveries_land_in_fewer_commits_each_with_its_own_receipt() {
     const N: usize = 64;
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("t.db");
-    let cr = ControlRoomKey::generate();
-    let now = Timestamp::now();
+    let (_dir, db, cr, now, publics) = bench();
     let node = Arc::new(Mutex::new(open(&db, &cr)));
     let checker = node.lock().unwrap().checker();
     let writer = GroupCommit::start(Arc::clone(&node), MAX_BATCH).unwrap();
-    let publics = publics();
     let students: Vec<(StudentId, Vec<u8>)> = (0..N)
         .map(|_| {
             let (d, e) = enroll(&publics, now);
@@ -182,17 +195,10 @@ fn concurrent_deliveries_land_in_fewer_commits_each_with_its_own_receipt() {
 
 #[test]
 fn a_failing_request_in_a_batch_rolls_back_alone() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("t.db");
-    let cr = ControlRoomKey::generate();
-    let now = Timestamp::now();
+    let (_dir, db, cr, now, publics) = bench();
     let mut node = open(&db, &cr);
     let checker = node.checker();
-    let publics = publics();
-    let (da, ea) = enroll(&publics, now);
-    let (db_, eb) = enroll(&publics, now);
-    let (dc, ec) = enroll(&publics, now);
-    let (dd, ed) = enroll(&publics, now);
+    let [(da, ea), (db_, eb), (dc, ec), (dd, ed)] = enrolled(&publics, now);
     let (a, b, c, d) = (
         da.student_id(),
         db_.student_id(),
@@ -257,16 +263,10 @@ fn a_failing_request_in_a_batch_rolls_back_alone() {
 
 #[test]
 fn a_shred_batched_with_other_writes_leaves_no_sealed_bytes_behind() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("t.db");
-    let cr = ControlRoomKey::generate();
-    let now = Timestamp::now();
+    let (_dir, db, cr, now, publics) = bench();
     let mut node = open(&db, &cr);
+    let [(mut da, ea), (_, eb), (_, ec)] = enrolled(&publics, now);
     let checker = node.checker();
-    let publics = publics();
-    let (mut da, ea) = enroll(&publics, now);
-    let (_, eb) = enroll(&publics, now);
-    let (_, ec) = enroll(&publics, now);
     for answer in node.apply_batch(
         vec![
             checker.share(delivery(&ea, 1)).unwrap(),
@@ -276,17 +276,7 @@ fn a_shred_batched_with_other_writes_leaves_no_sealed_bytes_behind() {
     ) {
         answer.unwrap();
     }
-    let sealed: Vec<u8> = {
-        let c =
-            rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-                .unwrap();
-        c.query_row(
-            "SELECT sealed FROM entries WHERE student = ?1",
-            [da.student_id().as_bytes().as_slice()],
-            |r| r.get(0),
-        )
-        .unwrap()
-    };
+    let sealed = sealed_entry(&db, &da.student_id());
 
     // A's stop, the same stop again, and C's delivery, in one batch.
     let stop = da.stop(false, &cr.public(), now).unwrap();
@@ -310,22 +300,6 @@ fn a_shred_batched_with_other_writes_leaves_no_sealed_bytes_behind() {
     answers.next().unwrap().unwrap().into_share().unwrap();
 
     // No 16-byte piece of A's sealed entry is left in the file or its WAL.
-    let files: Vec<(PathBuf, Vec<u8>)> = ["", "-wal"]
-        .iter()
-        .filter_map(|suffix| {
-            let p = PathBuf::from(format!("{}{suffix}", db.display()));
-            std::fs::read(&p).ok().map(|bytes| (p, bytes))
-        })
-        .collect();
-    assert!(!files.is_empty());
-    for chunk in sealed.chunks(16).filter(|c| c.len() == 16).skip(1) {
-        for (p, bytes) in &files {
-            assert!(
-                !bytes.windows(16).any(|w| w == chunk),
-                "a piece of the shredded entry is still in {}",
-                p.display()
-            );
-        }
-    }
+    assert_no_piece_left(&db, &[&sealed]);
     assert_eq!(node.log_size(), 4);
 }

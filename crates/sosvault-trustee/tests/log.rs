@@ -7,28 +7,18 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-
+use common::store_files::{restore, rewrite_entry, snapshot};
 use common::*;
 use serde_json::json;
 use sosvault::log::{LogQuery, TreeHead, leaf_hash};
-use sosvault::{ControlRoomKey, LogPublic, Timestamp, TrusteeId, TrusteeKey, TrusteePublic};
-
-fn others() -> [TrusteePublic; 2] {
-    [
-        TrusteeKey::generate().public(),
-        TrusteeKey::generate().public(),
-    ]
-}
+use sosvault::{ControlRoomKey, LogPublic, Timestamp, TrusteeId, TrusteeKey};
 
 /// Some honest activity: `n` enrollments, a release for the first student
 /// and a refused replay of it. Returns the students.
 fn activity(r: &Running, t: &TrusteeDir, cr: &ControlRoomKey, n: usize) -> Vec<Student> {
     let now = Timestamp::now();
-    let [a, b] = others();
-    let mut students: Vec<Student> = (0..n)
-        .map(|_| Student::enroll(&[t.public.clone(), a.clone(), b.clone()], now))
-        .collect();
+    let publics = t.and_two_strangers();
+    let mut students: Vec<Student> = (0..n).map(|_| Student::enroll(&publics, now)).collect();
     for s in &students {
         assert_eq!(r.deliver(&s.delivery(1)).0, 200);
     }
@@ -40,46 +30,10 @@ fn activity(r: &Running, t: &TrusteeDir, cr: &ControlRoomKey, n: usize) -> Vec<S
     students
 }
 
-fn db_files(db: &Path) -> Vec<PathBuf> {
-    ["", "-wal", "-shm"]
-        .iter()
-        .map(|s| PathBuf::from(format!("{}{s}", db.display())))
-        .collect()
-}
-
-fn snapshot(db: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for (i, f) in db_files(db).iter().enumerate() {
-        let dst = to.join(i.to_string());
-        let _ = std::fs::remove_file(&dst);
-        if f.exists() {
-            std::fs::copy(f, dst).unwrap();
-        }
-    }
-}
-
-fn restore(db: &Path, from: &Path) {
-    for (i, f) in db_files(db).iter().enumerate() {
-        let _ = std::fs::remove_file(f);
-        let src = from.join(i.to_string());
-        if src.exists() {
-            std::fs::copy(src, f).unwrap();
-        }
-    }
-}
-
-fn edit(db: &Path, f: impl FnOnce(&rusqlite::Connection)) {
-    let c = rusqlite::Connection::open(db).unwrap();
-    f(&c);
-    c.close().unwrap();
-}
-
 #[test]
 fn an_honest_log_verifies_as_it_grows() {
-    let cr = ControlRoomKey::generate();
-    let t = TrusteeDir::init("honest");
+    let (cr, t, r) = TrusteeDir::serving("honest");
     let state = t.dir().join("audit.json");
-    let r = t.start(&[&cr], &[]);
     // The empty log verifies, and is remembered.
     let out = ok(&t.log_verify(&r.url, Some(&state), true));
     assert!(out.contains("log of 0 entries"), "{out}");
@@ -117,12 +71,7 @@ fn an_honest_log_verifies_as_it_grows() {
             let p = r
                 .get(&format!("/v1/log/proof/inclusion?index={i}&size={n}"))
                 .1;
-            let proof: Vec<Vec<u8>> = p["proof"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|h| unb64(h.as_str().unwrap()))
-                .collect();
+            let proof = proof_of(&p["proof"]);
             sosvault::log::verify_inclusion(
                 &hashes[i as usize],
                 i,
@@ -135,12 +84,7 @@ fn an_honest_log_verifies_as_it_grows() {
         let p = r
             .get(&format!("/v1/log/proof/consistency?old={n}&new={size}"))
             .1;
-        let proof: Vec<Vec<u8>> = p["proof"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|h| unb64(h.as_str().unwrap()))
-            .collect();
+        let proof = proof_of(&p["proof"]);
         sosvault::log::verify_consistency(
             n,
             size,
@@ -174,25 +118,13 @@ fn an_honest_log_verifies_as_it_grows() {
 
 #[test]
 fn a_tampered_entry_is_detected() {
-    let cr = ControlRoomKey::generate();
-    let t = TrusteeDir::init("tampered");
+    let (cr, t, r) = TrusteeDir::serving("tampered");
     let state = t.dir().join("audit.json");
-    let r = t.start(&[&cr], &[]);
     let students = activity(&r, &t, &cr, 3);
     ok(&t.log_verify(&r.url, Some(&state), true));
     r.stop();
     // The operator edits entry 1 (student 1's acceptance) but not its leaf hash.
-    edit(&t.db(), |c| {
-        let mut e: Vec<u8> = c
-            .query_row("SELECT entry FROM log_leaves WHERE idx = 1", [], |r| {
-                r.get(0)
-            })
-            .unwrap();
-        let last = e.len() - 1;
-        e[last] ^= 0x01; // the entry's time
-        c.execute("UPDATE log_leaves SET entry = ?1 WHERE idx = 1", [e])
-            .unwrap();
-    });
+    rewrite_entry(&t.db(), "log_leaves", 1, false);
     let r = t.start(&[&cr], &[]);
     fails(
         &t.log_verify(&r.url, Some(&state), true),
@@ -212,12 +144,7 @@ fn a_tampered_entry_is_detected() {
     let head = TreeHead::verify(&unb64(v["head"].as_str().unwrap()), &log_public).unwrap();
     let e = &v["entries"][0];
     assert_eq!(e["index"], 1);
-    let proof: Vec<Vec<u8>> = e["proof"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|h| unb64(h.as_str().unwrap()))
-        .collect();
+    let proof = proof_of(&e["proof"]);
     let entry = unb64(e["entry"].as_str().unwrap());
     assert!(
         head.body()
@@ -228,30 +155,14 @@ fn a_tampered_entry_is_detected() {
 
 #[test]
 fn a_rewritten_history_is_detected() {
-    let cr = ControlRoomKey::generate();
-    let t = TrusteeDir::init("rewritten");
+    let (cr, t, r) = TrusteeDir::serving("rewritten");
     let state = t.dir().join("audit.json");
-    let r = t.start(&[&cr], &[]);
     activity(&r, &t, &cr, 3);
     ok(&t.log_verify(&r.url, Some(&state), true));
     r.stop();
     // The operator rewrites entry 0 and its leaf hash: a self-consistent log
     // with a different past.
-    edit(&t.db(), |c| {
-        let mut e: Vec<u8> = c
-            .query_row("SELECT entry FROM log_leaves WHERE idx = 0", [], |r| {
-                r.get(0)
-            })
-            .unwrap();
-        let last = e.len() - 1;
-        e[last] ^= 0x01;
-        let h = leaf_hash(&e).to_vec();
-        c.execute(
-            "UPDATE log_leaves SET entry = ?1, leaf_hash = ?2 WHERE idx = 0",
-            rusqlite::params![e, h],
-        )
-        .unwrap();
-    });
+    rewrite_entry(&t.db(), "log_leaves", 0, true);
     let r = t.start(&[&cr], &[]);
     activity(&r, &t, &cr, 1);
     // A fresh auditor with no memory cannot tell...
@@ -265,11 +176,9 @@ fn a_rewritten_history_is_detected() {
 
 #[test]
 fn a_forked_or_shrunken_log_is_detected() {
-    let cr = ControlRoomKey::generate();
-    let t = TrusteeDir::init("forked");
+    let (cr, t, r) = TrusteeDir::serving("forked");
     let state = t.dir().join("audit.json");
     let snap = t.dir().join("snapshot");
-    let r = t.start(&[&cr], &[]);
     activity(&r, &t, &cr, 2);
     r.stop();
     snapshot(&t.db(), &snap);

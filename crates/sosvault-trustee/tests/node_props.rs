@@ -6,14 +6,17 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/store.rs"]
+mod store;
+
 use proptest::prelude::*;
 use sosvault::log::{LogEntry, TreeHead, leaf_hash};
 use sosvault::{
     Category, Container, ControlRoomKey, Device, DeviceKey, Enrollment, IncidentId, IncidentKey,
-    Location, Policy, Signed, TimeLimits, Timestamp, Trustee, TrusteeKey,
+    Location, Policy, Signed, Timestamp, TrusteeKey,
 };
-use sosvault_trustee::node::{Node, NodeError, NodeOptions, RateLimit};
-use sosvault_trustee::seal::MasterKey;
+use sosvault_trustee::node::{Node, NodeError};
+use store::open_node;
 
 #[derive(Clone, Copy, Debug)]
 enum Op {
@@ -39,21 +42,7 @@ const SEED: [u8; 32] = [9; 32];
 const MASTER: &str = "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a";
 
 fn open(dir: &std::path::Path, cr: &ControlRoomKey) -> Node {
-    Node::open(NodeOptions {
-        store: dir.join("t.db"),
-        trustee: Trustee::new(
-            TrusteeKey::from_seed(&SEED),
-            vec![cr.public()],
-            TimeLimits::default(),
-        ),
-        master: MasterKey::from_encoded(MASTER.as_bytes()).unwrap(),
-        rate: RateLimit {
-            max_releases: 3,
-            window_secs: 3600,
-        },
-        query_skew_secs: 120,
-    })
-    .unwrap()
+    open_node(&dir.join("t.db"), &SEED, MASTER, cr)
 }
 
 fn check_log(node: &Node, prev: &mut Option<Signed<TreeHead>>, now: Timestamp) {

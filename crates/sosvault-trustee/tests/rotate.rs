@@ -20,10 +20,6 @@ use sosvault_trustee::rekey::{self, Recovery, RekeyError, next_key_file};
 use sosvault_trustee::seal::UnsealError;
 use sosvault_trustee::{EntrySealer, MasterKey};
 
-fn third() -> TrusteePublic {
-    TrusteeKey::generate().public()
-}
-
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
 }
@@ -90,16 +86,33 @@ fn stop_bytes(cr: &ControlRoomKey, s: &mut Student) -> Vec<u8> {
         .to_vec()
 }
 
+/// A trustee `name` in the default layout (its master key apart), a control
+/// room for it to pin, and the trustees (it first) its students enroll to.
+fn apart(name: &str) -> (ControlRoomKey, TrusteeDir, [TrusteePublic; 3]) {
+    let t = TrusteeDir::init_apart(name);
+    let publics = t.and_two_strangers();
+    (ControlRoomKey::generate(), t, publics)
+}
+
+/// A trustee `name` in the default layout (its master key apart), pinning a
+/// fresh control room and holding one student's share: the control room, the
+/// trustee, its service and the student.
+fn serving_one(name: &str) -> (ControlRoomKey, TrusteeDir, Running, Student) {
+    let (cr, t, publics) = apart(name);
+    let s = Student::enroll(&publics, Timestamp::now());
+    let r = t.start(&[&cr], &[]);
+    assert_eq!(r.deliver(&s.delivery(1)).0, 200);
+    (cr, t, r, s)
+}
+
 /// The attacker's test. A backup of the data directory taken while Asha was
 /// enrolled, then Asha stops, then the trustee rotates its master key. The
 /// attacker holds the pre-stop backup, the current master key file and
 /// whatever else is in the key directory: none of it opens Asha's entry.
 #[test]
 fn a_backup_taken_before_a_stop_does_not_open_once_the_master_key_is_rotated() {
-    let cr = ControlRoomKey::generate();
-    let t = TrusteeDir::init_apart("rotating");
+    let (cr, t, publics) = apart("rotating");
     let now = Timestamp::now();
-    let publics = [t.public.clone(), third(), third()];
     let mut asha = Student::enroll(&publics, now);
     let bela = Student::enroll(&publics, now);
     let (asha_id, bela_id) = (asha.device.student_id(), bela.device.student_id());
@@ -223,10 +236,8 @@ fn a_backup_taken_before_a_stop_does_not_open_once_the_master_key_is_rotated() {
 /// release, the one who stopped is still refused, the log still verifies.
 #[test]
 fn rotation_keeps_every_other_share_releasable() {
-    let cr = ControlRoomKey::generate();
-    let t = TrusteeDir::init_apart("keeps");
+    let (cr, t, publics) = apart("keeps");
     let now = Timestamp::now();
-    let publics = [t.public.clone(), third(), third()];
     let mut students: Vec<Student> = (0..5).map(|_| Student::enroll(&publics, now)).collect();
     let r = t.start(&[&cr], &[]);
     for s in &students {
@@ -275,11 +286,7 @@ fn rotation_keeps_every_other_share_releasable() {
 /// whole life; a rotation needs the store alone and says so.
 #[test]
 fn rotation_refuses_while_the_service_runs() {
-    let cr = ControlRoomKey::generate();
-    let t = TrusteeDir::init_apart("busy");
-    let s = Student::enroll(&[t.public.clone(), third(), third()], Timestamp::now());
-    let r = t.start(&[&cr], &[]);
-    assert_eq!(r.deliver(&s.delivery(1)).0, 200);
+    let (_cr, t, r, s) = serving_one("busy");
     let before = std::fs::read(t.master_key_file()).unwrap();
 
     let out = t.rotate();
@@ -313,8 +320,7 @@ fn rotation_refuses_a_master_key_from_the_environment() {
         .env("SOSVAULT_TRUSTEE_MASTER_KEY", before.trim())
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = failed(&out);
     assert!(stderr.contains("SOSVAULT_TRUSTEE_MASTER_KEY"), "{stderr}");
     assert!(stderr.contains("unset"), "{stderr}");
     assert!(!stderr.contains(before.trim()), "the key is never printed");
@@ -331,11 +337,7 @@ fn rotation_refuses_a_master_key_from_the_environment() {
 /// swap when it starts, and serves.
 #[test]
 fn a_rotation_interrupted_after_its_commit_is_finished_when_the_service_starts() {
-    let cr = ControlRoomKey::generate();
-    let t = TrusteeDir::init_apart("finish");
-    let mut s = Student::enroll(&[t.public.clone(), third(), third()], Timestamp::now());
-    let r = t.start(&[&cr], &[]);
-    assert_eq!(r.deliver(&s.delivery(1)).0, 200);
+    let (cr, t, r, mut s) = serving_one("finish");
     r.stop();
     let old_hex = std::fs::read_to_string(t.master_key_file()).unwrap();
     assert!(t.rotate().status.success());
@@ -400,11 +402,7 @@ fn a_rotation_interrupted_after_its_commit_is_finished_when_the_service_starts()
 /// used, by the service at start and by a rotation.
 #[test]
 fn a_next_key_left_before_the_commit_is_discarded_not_used() {
-    let cr = ControlRoomKey::generate();
-    let t = TrusteeDir::init_apart("discard");
-    let mut s = Student::enroll(&[t.public.clone(), third(), third()], Timestamp::now());
-    let r = t.start(&[&cr], &[]);
-    assert_eq!(r.deliver(&s.delivery(1)).0, 200);
+    let (cr, t, r, mut s) = serving_one("discard");
     r.stop();
     let key_hex = std::fs::read_to_string(t.master_key_file()).unwrap();
     let next = next_key_file(t.master_key_file());
@@ -452,21 +450,13 @@ fn neither_key_opening_the_store_changes_nothing() {
     std::fs::write(t.master_key_file(), wrong.as_bytes()).unwrap();
     std::fs::write(&next, stray.as_bytes()).unwrap();
     for out in [
-        std::process::Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(t.config())
+        t.serve_command()
             .env_remove("SOSVAULT_TRUSTEE_MASTER_KEY")
             .output()
             .unwrap(),
         t.rotate(),
     ] {
-        assert!(!out.status.success());
-        assert!(out.stdout.is_empty(), "{out:?}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            stderr.contains("master key does not open this store"),
-            "{stderr}"
-        );
+        refused_the_master_key(&out);
         assert_eq!(
             std::fs::read(t.master_key_file()).unwrap(),
             wrong.as_bytes()
@@ -488,7 +478,7 @@ fn the_library_rotates_under_the_store_lock_and_a_damaged_entry_changes_nothing(
     let secret = key.to_secret_bytes();
     let tkey = || TrusteeKey::from_secret_bytes(&secret).unwrap();
     let now = Timestamp::now();
-    let s = Student::enroll(&[key.public(), third(), third()], now);
+    let s = Student::enroll(&[key.public(), stranger(), stranger()], now);
     let mut node = Node::open(opts(&store, tkey(), first)).unwrap();
     node.accept_share(&s.delivery(1), now).unwrap();
     drop(node);

@@ -9,7 +9,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 
 use common::*;
 use serde_json::json;
@@ -136,16 +136,14 @@ fn over_tls_only_a_pinned_control_room_may_write_and_a_stranger_leaves_nothing()
 #[test]
 fn plain_http_off_loopback_is_refused_with_what_to_set() {
     let t = TrusteeDir::init("plain");
-    let out = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(t.config())
+    let out = t
+        .serve_command()
         .env("SOSVAULT_TRUSTEE_LISTEN", "0.0.0.0:0")
         .env_remove("SOSVAULT_TRUSTEE_MASTER_KEY")
         .stdin(Stdio::null())
         .output()
         .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = failed(&out);
     assert!(stderr.contains("tls_cert"), "{stderr}");
     assert!(stderr.contains("loopback"), "{stderr}");
     assert!(String::from_utf8_lossy(&out.stdout).is_empty());

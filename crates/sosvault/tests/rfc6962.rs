@@ -55,6 +55,16 @@ fn proof_of(v: &Value) -> Vec<Vec<u8>> {
     }
 }
 
+/// The happy-path case of `kind` (`inclusion` or `consistency`) in `dir`.
+fn happy_path(kind: &str, dir: &str) -> Value {
+    load(&data_dir().join(kind).join(dir).join("happy-path.json"))
+}
+
+/// Our proof's hashes as the byte strings a case holds.
+fn as_bytes(proof: Vec<[u8; 32]>) -> Vec<Vec<u8>> {
+    proof.iter().map(|h| h.to_vec()).collect()
+}
+
 fn rel(p: &Path) -> String {
     p.strip_prefix(data_dir()).unwrap().display().to_string()
 }
@@ -146,12 +156,10 @@ fn rfc_leaves_give_the_published_roots_and_proofs() {
     let leaves = rfc_leaves();
     let mut checked = 0;
     for dir in ["0", "1", "2", "3", "4"] {
-        let c = load(
-            &data_dir()
-                .join("inclusion")
-                .join(dir)
-                .join("happy-path.json"),
-        );
+        let root_is = |want: &Value, size: u64, what: &str| {
+            assert_eq!(b64(want), log.root_at(size).unwrap(), "{what}/{dir}");
+        };
+        let c = happy_path("inclusion", dir);
         let index = c["leafIdx"].as_u64().unwrap();
         let size = c["treeSize"].as_u64().unwrap();
         assert_eq!(
@@ -159,42 +167,15 @@ fn rfc_leaves_give_the_published_roots_and_proofs() {
             leaf_hash(&leaves[index as usize]),
             "inclusion/{dir}"
         );
-        assert_eq!(
-            b64(&c["root"]),
-            log.root_at(size).unwrap(),
-            "inclusion/{dir}"
-        );
-        let ours: Vec<Vec<u8>> = log
-            .inclusion_proof(index, size)
-            .unwrap()
-            .iter()
-            .map(|h| h.to_vec())
-            .collect();
+        root_is(&c["root"], size, "inclusion");
+        let ours = as_bytes(log.inclusion_proof(index, size).unwrap());
         assert_eq!(ours, proof_of(&c["proof"]), "inclusion/{dir}");
 
-        let c = load(
-            &data_dir()
-                .join("consistency")
-                .join(dir)
-                .join("happy-path.json"),
-        );
+        let c = happy_path("consistency", dir);
         let (old, new) = (c["size1"].as_u64().unwrap(), c["size2"].as_u64().unwrap());
-        assert_eq!(
-            b64(&c["root1"]),
-            log.root_at(old).unwrap(),
-            "consistency/{dir}"
-        );
-        assert_eq!(
-            b64(&c["root2"]),
-            log.root_at(new).unwrap(),
-            "consistency/{dir}"
-        );
-        let ours: Vec<Vec<u8>> = log
-            .consistency_proof(old, new)
-            .unwrap()
-            .iter()
-            .map(|h| h.to_vec())
-            .collect();
+        root_is(&c["root1"], old, "consistency");
+        root_is(&c["root2"], new, "consistency");
+        let ours = as_bytes(log.consistency_proof(old, new).unwrap());
         assert_eq!(ours, proof_of(&c["proof"]), "consistency/{dir}");
         checked += 1;
     }
@@ -344,6 +325,35 @@ fn flip(bytes: &mut [u8], bit: usize) {
     bytes[bit / 8] ^= 1 << (bit % 8);
 }
 
+/// A tree (its leaves' seed and its size, 1 to 300), a pick of a position in
+/// it and a pick of a bit.
+fn tree_and_picks() -> impl Strategy<Value = (u64, u64, u64, usize)> {
+    (any::<u64>(), 1u64..=300, any::<u64>(), any::<usize>())
+}
+
+/// A copy of `hash` with bit `bit % 256` flipped.
+fn flipped(hash: [u8; 32], bit: usize) -> [u8; 32] {
+    let mut out = hash;
+    flip(&mut out, bit % 256);
+    out
+}
+
+/// The wrong variants of `proof`: one bit flipped and one hash too few (if
+/// it has any), and `extra` appended.
+fn wrong_proofs(proof: &[[u8; 32]], bit_pick: usize, extra: [u8; 32]) -> Vec<Vec<[u8; 32]>> {
+    let mut out = Vec::new();
+    if !proof.is_empty() {
+        let mut bad = proof.to_vec();
+        let bit = bit_pick % (256 * proof.len());
+        flip(&mut bad[bit / 256], bit % 256);
+        out.extend([bad, proof[1..].to_vec()]);
+    }
+    let mut longer = proof.to_vec();
+    longer.push(extra);
+    out.push(longer);
+    out
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -351,10 +361,7 @@ proptest! {
     /// makes it fail; so does a proof one hash too long or too short.
     #[test]
     fn inclusion_fails_after_any_one_bit_change(
-        seed in any::<u64>(),
-        size in 1u64..=300,
-        idx_pick in any::<u64>(),
-        bit_pick in any::<usize>(),
+        (seed, size, idx_pick, bit_pick) in tree_and_picks(),
     ) {
         let log = MerkleLog::from_leaf_hashes(values(seed, size).iter().map(|v| leaf_hash(v)));
         let idx = idx_pick % size;
@@ -363,31 +370,19 @@ proptest! {
         let proof = log.inclusion_proof(idx, size).unwrap();
         prop_assert!(verify_inclusion(&leaf, idx, size, &proof, &root).is_ok());
 
-        let mut bad_leaf = leaf;
-        flip(&mut bad_leaf, bit_pick % 256);
+        let bad_leaf = flipped(leaf, bit_pick);
         prop_assert!(verify_inclusion(&bad_leaf, idx, size, &proof, &root).is_err());
-        let mut bad_root = root;
-        flip(&mut bad_root, bit_pick % 256);
+        let bad_root = flipped(root, bit_pick);
         prop_assert!(verify_inclusion(&leaf, idx, size, &proof, &bad_root).is_err());
-        if !proof.is_empty() {
-            let mut bad = proof.clone();
-            let bit = bit_pick % (256 * proof.len());
-            flip(&mut bad[bit / 256], bit % 256);
+        for bad in wrong_proofs(&proof, bit_pick, root) {
             prop_assert!(verify_inclusion(&leaf, idx, size, &bad, &root).is_err());
-            prop_assert!(verify_inclusion(&leaf, idx, size, &proof[1..], &root).is_err());
         }
-        let mut longer = proof.clone();
-        longer.push(root);
-        prop_assert!(verify_inclusion(&leaf, idx, size, &longer, &root).is_err());
     }
 
     /// Any one-bit change of a consistency proof or either root makes it fail.
     #[test]
     fn consistency_fails_after_any_one_bit_change(
-        seed in any::<u64>(),
-        new in 1u64..=300,
-        old_pick in any::<u64>(),
-        bit_pick in any::<usize>(),
+        (seed, new, old_pick, bit_pick) in tree_and_picks(),
     ) {
         let log = MerkleLog::from_leaf_hashes(values(seed, new).iter().map(|v| leaf_hash(v)));
         let old = 1 + old_pick % new;
@@ -395,24 +390,13 @@ proptest! {
         let proof = log.consistency_proof(old, new).unwrap();
         prop_assert!(verify_consistency(old, new, &old_root, &new_root, &proof).is_ok());
 
-        let mut bad = old_root;
-        flip(&mut bad, bit_pick % 256);
+        let bad = flipped(old_root, bit_pick);
         prop_assert!(verify_consistency(old, new, &bad, &new_root, &proof).is_err());
-        let mut bad = new_root;
-        flip(&mut bad, bit_pick % 256);
+        let bad = flipped(new_root, bit_pick);
         prop_assert!(verify_consistency(old, new, &old_root, &bad, &proof).is_err());
-        if !proof.is_empty() {
-            let mut bad = proof.clone();
-            let bit = bit_pick % (256 * proof.len());
-            flip(&mut bad[bit / 256], bit % 256);
+        for bad in wrong_proofs(&proof, bit_pick, new_root) {
             prop_assert!(verify_consistency(old, new, &old_root, &new_root, &bad).is_err());
-            prop_assert!(
-                verify_consistency(old, new, &old_root, &new_root, &proof[1..]).is_err()
-            );
         }
-        let mut longer = proof.clone();
-        longer.push(new_root);
-        prop_assert!(verify_consistency(old, new, &old_root, &new_root, &longer).is_err());
     }
 
     /// Verification never panics, whatever sizes, indices and proof shapes it is given.

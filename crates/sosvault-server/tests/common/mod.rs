@@ -10,7 +10,10 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod cargo_build;
 pub mod faulty;
+pub mod openapi_doc;
+pub mod store_files;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -19,9 +22,11 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::Value;
-use sosvault::{Device, DeviceKey, Policy, Profile, Timestamp};
-use sosvault_server::client::{Client, ServiceInfo};
+use sosvault::{Device, DeviceKey, MessageHash, PanicEvent, Policy, Profile, Signed, Timestamp};
+use sosvault_server::client::{Client, ClientError, ServiceInfo};
 use tokio::sync::mpsc::UnboundedReceiver;
+
+use cargo_build::cargo_build;
 
 pub const OPERATOR: &str = "operator";
 /// The auditor bearer token every test trustee accepts (full log entries).
@@ -39,29 +44,27 @@ pub fn trustee_bin() -> PathBuf {
         if let Ok(p) = std::env::var("SOSVAULT_TRUSTEE_BIN") {
             return PathBuf::from(p);
         }
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../Cargo.toml");
-        let status = Command::new(cargo)
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "sosvault-trustee",
-                "--bin",
-                "sosvault-trustee",
-                "--manifest-path",
-            ])
-            .arg(&manifest)
-            // Build into the same profile directory as this test's binaries.
-            .args(same_profile(server_bin()))
-            .status()
-            .expect("running cargo build for the trustee");
-        assert!(status.success(), "building sosvault-trustee failed");
+        cargo_build(
+            &["-p", "sosvault-trustee", "--bin", "sosvault-trustee"],
+            server_bin(),
+        );
         let bin = server_bin().with_file_name("sosvault-trustee");
         assert!(bin.exists(), "no trustee binary at {}", bin.display());
         bin
     })
     .clone()
+}
+
+/// The stdout of a run that must have succeeded; else the failure names
+/// `what` and shows the run's stderr.
+#[track_caller]
+pub fn stdout_of(out: &std::process::Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
 }
 
 /// Reads a child's stdout until `listening on http[s]://ADDR`; returns ADDR.
@@ -117,12 +120,7 @@ impl TrusteeProc {
             .args(["--name", name, "--listen", "127.0.0.1:0"])
             .output()
             .expect("trustee init");
-        assert!(
-            out.status.success(),
-            "trustee init: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8(out.stdout).unwrap();
+        let text = stdout_of(&out, "trustee init");
         let line = |prefix: &str| {
             text.lines()
                 .find_map(|l| l.strip_prefix(prefix))
@@ -221,6 +219,21 @@ impl TrusteeProc {
 }
 
 impl TrusteeProc {
+    /// `request` sent straight to the trustee's `POST /v1/releases` (over
+    /// plain HTTP), as the control room's key holder can.
+    pub async fn ask_release(
+        &self,
+        request: &Signed<sosvault::ReleaseRequest>,
+    ) -> Result<(u16, Value), ClientError> {
+        use base64::Engine as _;
+        let body = serde_json::json!({
+            "request": base64::engine::general_purpose::STANDARD.encode(request.as_bytes())
+        });
+        Client::new(&self.url())
+            .post("/v1/releases", None, &body)
+            .await
+    }
+
     /// [`TrusteeProc::start`] with extra environment variables, for this run
     /// only (a later [`TrusteeProc::start`] goes back to the defaults): e.g. a
     /// short `SOSVAULT_TRUSTEE_RELEASE_RETRY_WINDOW_SECS`.
@@ -362,6 +375,99 @@ impl Drop for ServerProc {
     }
 }
 
+/// An answer as it travels: status, content type, body.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
+}
+
+impl Answer {
+    /// Sends `req` and reads its answer raw (not through the client's JSON parsing).
+    pub async fn of(req: reqwest::RequestBuilder) -> Self {
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let content_type = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default();
+        Self {
+            status,
+            content_type,
+            body: resp.text().await.unwrap(),
+        }
+    }
+}
+
+/// A service on its own (no trustee answers; its log is empty) listening
+/// with TLS under a fresh self-signed certificate for `localhost`, written to
+/// `DIR/cert.pem` (its key to `DIR/key.pem`); killed when dropped.
+pub struct TlsService {
+    child: Child,
+    /// Where it listens (`127.0.0.1:PORT`).
+    pub addr: String,
+    /// Its certificate (DER).
+    pub cert_der: Vec<u8>,
+}
+
+impl TlsService {
+    /// Writes the certificate, a config and keys under `dir`, and starts the service.
+    pub fn start(dir: &Path) -> Self {
+        let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        std::fs::write(dir.join("cert.pem"), ck.cert.pem()).unwrap();
+        std::fs::write(dir.join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
+        // A key others can read is refused at start.
+        std::fs::set_permissions(
+            dir.join("key.pem"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
+        let mut cfg = sosvault_server::config::Config::new(dir.join("data"));
+        sosvault_server::init_keys(&cfg).unwrap();
+        cfg.listen = "127.0.0.1:0".into();
+        cfg.tls_cert = Some(dir.join("cert.pem"));
+        cfg.tls_key = Some(dir.join("key.pem"));
+        for _ in 0..3 {
+            cfg.trustees.push(sosvault_server::config::TrusteeConfig {
+                url: "http://127.0.0.1:9".into(),
+                public: sosvault::TrusteeKey::generate().public().to_hex(),
+                name: String::new(),
+                tls_ca: None,
+            });
+        }
+        let config = dir.join("server.toml");
+        std::fs::write(&config, cfg.to_toml().unwrap()).unwrap();
+        let mut child = Command::new(server_bin())
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let addr = wait_listening(&mut child);
+        Self {
+            child,
+            addr,
+            cert_der: ck.cert.der().to_vec(),
+        }
+    }
+
+    /// Its URL under the certificate's name: `https://localhost:PORT`.
+    pub fn url(&self) -> String {
+        let port = self.addr.rsplit(':').next().unwrap();
+        format!("https://localhost:{port}")
+    }
+}
+
+impl Drop for TlsService {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 pub struct Cluster {
     pub tmp: tempfile::TempDir,
     pub trustees: Vec<TrusteeProc>,
@@ -384,6 +490,32 @@ impl Default for Options {
             ack_timeout_ms: 10_000,
             access_window_secs: 2700,
             tls: false,
+        }
+    }
+}
+
+impl Options {
+    /// The defaults, but a team has `ms` to acknowledge an assignment.
+    pub fn ack_timeout_ms(ms: u64) -> Self {
+        Self {
+            ack_timeout_ms: ms,
+            ..Self::default()
+        }
+    }
+
+    /// The defaults, but a released profile stays readable for `secs`.
+    pub fn access_window_secs(secs: u64) -> Self {
+        Self {
+            access_window_secs: secs,
+            ..Self::default()
+        }
+    }
+
+    /// The defaults, over mutual TLS to every trustee.
+    pub fn tls() -> Self {
+        Self {
+            tls: true,
+            ..Self::default()
         }
     }
 }
@@ -436,7 +568,6 @@ impl Cluster {
             std::fs::create_dir(&pki_dir).unwrap();
             let pki = sosvault_service::pki::Pki::new(&pki_dir, "test deployment CA").unwrap();
             let client = pki.client("control-room").unwrap();
-            let tls = sosvault_service::tls::client_config(&pki.ca_file(), None).unwrap();
             for (i, t) in trustees.iter_mut().enumerate() {
                 let served = pki
                     .server(&format!("trustee-{}", i + 1), &["127.0.0.1", "localhost"])
@@ -455,10 +586,7 @@ impl Cluster {
                         pki.ca_file().display().to_string(),
                     ),
                 ];
-                t.http = reqwest::Client::builder()
-                    .use_preconfigured_tls(tls.clone())
-                    .build()
-                    .unwrap();
+                t.http = pinned_client(&pki.ca_file());
             }
             cfg.trustee_client_cert = Some(client.cert);
             cfg.trustee_client_key = Some(client.key);
@@ -508,6 +636,29 @@ impl Cluster {
         }
     }
 
+    /// [`Cluster::start`], and the operator logged in: the cluster and the session.
+    pub async fn with_operator(opts: Options) -> (Self, String) {
+        let c = Self::start(opts).await;
+        let op = c.operator().await;
+        (c, op)
+    }
+
+    /// [`Cluster::with_operator`], and the operators' live stream opened.
+    pub async fn watched(opts: Options) -> (Self, String, UnboundedReceiver<Value>) {
+        Self::watched_with(opts, |_| {}).await
+    }
+
+    /// [`Cluster::watched`], with `tweak` applied to the server's configuration.
+    pub async fn watched_with(
+        opts: Options,
+        tweak: impl FnOnce(&mut sosvault_server::config::Config),
+    ) -> (Self, String, UnboundedReceiver<Value>) {
+        let c = Self::start_with(opts, tweak).await;
+        let op = c.operator().await;
+        let ops = c.operator_events(&op).await;
+        (c, op, ops)
+    }
+
     pub async fn operator(&self) -> String {
         self.client.login(OPERATOR, PASSWORD).await.unwrap()
     }
@@ -527,6 +678,21 @@ impl Cluster {
             .unwrap();
         assert_eq!(status, 200, "{v}");
         assert_eq!(v["handler"], OPERATOR, "{v}");
+    }
+
+    /// The session `token` logs out (the call must succeed); its status.
+    pub async fn logout(&self, token: &str) -> u16 {
+        let answer = self
+            .client
+            .post("/v1/operator/logout", Some(token), &Value::Null);
+        answer.await.expect("logging out").0
+    }
+
+    /// What `GET /v1/operator/incidents` answers `token`: 200, or the
+    /// refusal's status (401 for a session that ended).
+    pub async fn session_status(&self, token: &str) -> u16 {
+        let answer = self.client.get("/v1/operator/incidents", Some(token)).await;
+        answer.map_or_else(|e| e.status, |_| 200)
     }
 
     /// The control room's key, as a thief of the data directory has it.
@@ -589,6 +755,29 @@ impl Cluster {
         .unwrap()
     }
 
+    /// The bytes of the service's database file and its WAL, one after the other.
+    pub fn store_bytes(&self) -> Vec<u8> {
+        let mut all = Vec::new();
+        for name in ["sosvault.db", "sosvault.db-wal"] {
+            if let Ok(b) = std::fs::read(self.server.dir.join(name)) {
+                all.extend(b);
+            }
+        }
+        all
+    }
+
+    /// Incident `id`'s key as stored, sealed under `master.key` (`None`
+    /// once the service forgot it).
+    pub fn sealed_incident_key(&self, id: &str) -> Option<Vec<u8>> {
+        self.db()
+            .query_row(
+                "SELECT incident_key_sealed FROM incidents WHERE id = ?1",
+                [hex::decode(id).expect("a hex incident id")],
+                |r| r.get(0),
+            )
+            .expect("the incident is stored")
+    }
+
     /// A device enrolled with a profile.
     pub async fn student(&self, name: &str) -> Device {
         self.student_with_package(name).await.0
@@ -635,24 +824,164 @@ impl Cluster {
 }
 
 impl Cluster {
-    /// Restarts every trustee, each on its own port (the service reaches it
-    /// as before), with extra environment variables: see
-    /// [`TrusteeProc::start_with_env`].
-    /// A panic of `category` from `device` at Talwandi, now; the incident id.
-    pub async fn panic_at_talwandi(
+    /// A panic of `category` signed by `device` at Talwandi, now (not sent).
+    pub fn talwandi_panic(
         &self,
         device: &mut Device,
         category: sosvault::Category,
-    ) -> String {
-        let panic = device
+    ) -> Signed<PanicEvent> {
+        device
             .panic(
                 category,
                 &talwandi(),
                 &self.info.control_room,
                 Timestamp::now(),
             )
-            .unwrap();
+            .expect("the device signs a panic")
+    }
+
+    /// `device`'s stop (a duress stop if `duress`), signed now, not sent.
+    pub fn signed_stop(&self, device: &mut Device, duress: bool) -> Signed<sosvault::Stop> {
+        device
+            .stop(duress, &self.info.control_room, Timestamp::now())
+            .expect("the device signs a stop")
+    }
+
+    /// `device`'s cancel of the incident its panic `panic` opened (a duress
+    /// cancel if `duress`), signed now, not sent.
+    pub fn signed_cancel(
+        &self,
+        device: &mut Device,
+        panic: MessageHash,
+        duress: bool,
+    ) -> Signed<sosvault::Cancel> {
+        device
+            .cancel(panic, duress, &self.info.control_room, Timestamp::now())
+            .expect("the device signs a cancel")
+    }
+
+    /// `device`'s location `at` for the incident its panic `panic` opened,
+    /// signed now, not sent.
+    pub fn signed_location(
+        &self,
+        device: &mut Device,
+        panic: MessageHash,
+        at: &sosvault::Location,
+    ) -> Signed<sosvault::LocationUpdate> {
+        device
+            .location_update(panic, at, &self.info.control_room, Timestamp::now())
+            .expect("the device signs a location update")
+    }
+
+    /// A panic of `category` from `device` at Talwandi, now; the incident id.
+    pub async fn panic_at_talwandi(
+        &self,
+        device: &mut Device,
+        category: sosvault::Category,
+    ) -> String {
+        let panic = self.talwandi_panic(device, category);
         self.client.panic(&panic).await.unwrap()
+    }
+
+    /// The operators' live stream (`/v1/operator/events`), as `op` opens it.
+    pub async fn operator_events(&self, op: &str) -> UnboundedReceiver<Value> {
+        self.client
+            .events("/v1/operator/events", op)
+            .await
+            .expect("opening the operators' live stream")
+    }
+
+    /// The police team "PCR Talwandi", registered by `op` at Talwandi circle.
+    pub async fn pcr_talwandi(&self, op: &str) -> UnitHandle {
+        self.unit(op, "PCR Talwandi", "police", 25.1440, 75.8370)
+            .await
+    }
+
+    /// `op` posts `action` (`close`, `false-alarm`, ...) on incident `id`, no body.
+    pub async fn operator_action(
+        &self,
+        op: &str,
+        id: &str,
+        action: &str,
+    ) -> Result<(u16, Value), ClientError> {
+        self.client
+            .post(
+                &format!("/v1/operator/incidents/{id}/{action}"),
+                Some(op),
+                &Value::Null,
+            )
+            .await
+    }
+
+    /// `method path` (`GET` or `POST`) with `token`, a POST with `body`: 200
+    /// and the answer for any success, else the status and `{"error": code}`.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: &Value,
+    ) -> (u16, Value) {
+        let answer = match method {
+            "GET" => self.client.get(path, token).await,
+            "POST" => self.client.post(path, token, body).await.map(|(_, v)| v),
+            _ => panic!("no {method} in these tests"),
+        };
+        match answer {
+            Ok(v) => (200, v),
+            Err(e) => (e.status, serde_json::json!({ "error": e.code })),
+        }
+    }
+
+    /// `op` closes incident `id` (the call must succeed).
+    pub async fn close(&self, op: &str, id: &str) {
+        self.operator_action(op, id, "close")
+            .await
+            .expect("closing the incident");
+    }
+
+    /// Reads incident `id` as `op` until `done` holds of it, waiting (at
+    /// most `secs`) for one of the incident's events on `ops` between reads;
+    /// the last read.
+    pub async fn incident_once(
+        &self,
+        op: &str,
+        ops: &mut UnboundedReceiver<Value>,
+        secs: u64,
+        id: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        loop {
+            let d = self.incident(op, id).await;
+            if done(&d) {
+                return d;
+            }
+            next_event(ops, secs, |e| e["incident"] == id).await;
+        }
+    }
+
+    /// Who keeps the service's log of profile views, as `/v1/info` names it
+    /// (the key a student's log query is addressed to).
+    pub async fn log_holder(&self) -> sosvault::TrusteeId {
+        let info = self.client.get("/v1/info", None).await.unwrap();
+        sosvault::TrusteeId::from_hex(info["control_room_id"].as_str().unwrap()).unwrap()
+    }
+
+    /// Sends `stop` again until nothing is pending, waiting `secs` for a
+    /// shred receipt on `ops` between sends; the last answer.
+    pub async fn stop_until_done(
+        &self,
+        stop: &Signed<sosvault::Stop>,
+        ops: &mut UnboundedReceiver<Value>,
+        secs: u64,
+    ) -> Value {
+        loop {
+            let answer = self.client.stop(stop).await.unwrap();
+            if answer["pending"] == 0 {
+                return answer;
+            }
+            next_event(ops, secs, |e| e["kind"] == "shred_receipt").await;
+        }
     }
 
     /// An incident as operator `op` sees it (`GET /v1/operator/incidents/{id}`).
@@ -661,6 +990,13 @@ impl Cluster {
             .get(&format!("/v1/operator/incidents/{id}"), Some(op))
             .await
             .unwrap()
+    }
+
+    /// Incident `id` as the team with `token` sees it (`GET /v1/unit/incidents/{id}`).
+    pub async fn unit_incident(&self, token: &str, id: &str) -> Result<Value, ClientError> {
+        self.client
+            .get(&format!("/v1/unit/incidents/{id}"), Some(token))
+            .await
     }
 
     /// Team `unit` acknowledges incident `id`.
@@ -675,6 +1011,9 @@ impl Cluster {
             .unwrap();
     }
 
+    /// Restarts every trustee, each on its own port (the service reaches it
+    /// as before), with extra environment variables: see
+    /// [`TrusteeProc::start_with_env`].
     pub fn restart_trustees_with_env(&mut self, env: &[(&str, &str)]) {
         for t in &mut self.trustees {
             t.kill();
@@ -717,20 +1056,162 @@ pub async fn next_event(
         .expect("timed out waiting for an event")
 }
 
+/// The body of a `POST /v1/log/mine`: the query of the student with `key`
+/// to the log `holder` keeps, signed now.
+pub fn log_query(key: &DeviceKey, holder: sosvault::TrusteeId) -> Value {
+    use base64::Engine as _;
+    let q = sosvault::log::LogQuery::sign(key, holder, Timestamp::now());
+    serde_json::json!({ "query": base64::engine::general_purpose::STANDARD.encode(q.as_bytes()) })
+}
+
+/// A `/v1/log/mine` answer's entries, each proven against the answer's head,
+/// which must be signed by `log_key`: each entry with its index and as served.
+pub fn proven_entries<'a>(
+    answer: &'a Value,
+    log_key: &sosvault::LogPublic,
+) -> Vec<(u64, sosvault::log::LogEntry, &'a Value)> {
+    use base64::Engine as _;
+    let b64 = |v: &Value| {
+        base64::engine::general_purpose::STANDARD
+            .decode(v.as_str().unwrap())
+            .unwrap()
+    };
+    let head = sosvault::log::TreeHead::verify(&b64(&answer["head"]), log_key).unwrap();
+    let mut out = Vec::new();
+    for e in answer["entries"].as_array().unwrap() {
+        let index = e["index"].as_u64().unwrap();
+        let proof: Vec<Vec<u8>> = e["proof"].as_array().unwrap().iter().map(b64).collect();
+        let entry = head
+            .body()
+            .verify_entry(&b64(&e["entry"]), index, &proof)
+            .unwrap();
+        out.push((index, entry, e));
+    }
+    out
+}
+
+/// Waits (bounded, `secs` for each event) until incident `id`'s events on
+/// `rx` have included every one of `kinds`, in any order.
+pub async fn all_of(rx: &mut UnboundedReceiver<Value>, secs: u64, id: &str, kinds: &[&str]) {
+    let mut seen = vec![false; kinds.len()];
+    while seen.contains(&false) {
+        let ev = next_event(rx, secs, |e| e["incident"] == id).await;
+        for (k, s) in kinds.iter().zip(&mut seen) {
+            *s |= ev["kind"] == *k;
+        }
+    }
+}
+
+/// Whether `ev` is a forwards report with a group of one stuck forward (of
+/// `kind`, if given).
+pub fn stuck_report(ev: &Value, kind: Option<&str>) -> bool {
+    ev["kind"] == "forwards"
+        && ev["detail"]["groups"].as_array().is_some_and(|groups| {
+            groups
+                .iter()
+                .any(|g| g["stuck"] == 1 && kind.is_none_or(|k| g["kind"] == k))
+        })
+}
+
 pub fn is(kind: &'static str, incident: &str) -> impl Fn(&Value) -> bool {
     let incident = incident.to_owned();
     move |ev| ev["kind"] == kind && ev["incident"] == incident.as_str()
 }
 
-/// Whether an incident's detail or summary carries `flag`.
-pub fn has_flag(incident: &Value, flag: &str) -> bool {
+/// A call that must be refused: method, path, token, body (a POST's), the
+/// status and, if given, the error code.
+pub struct Call<'a>(
+    &'static str,
+    String,
+    Option<&'a str>,
+    Value,
+    u16,
+    Option<&'static str>,
+);
+
+impl Call<'_> {
+    /// The call must be refused with this error code too.
+    pub fn code(self, code: &'static str) -> Self {
+        Self(self.0, self.1, self.2, self.3, self.4, Some(code))
+    }
+}
+
+/// `GET path` with `token`, which must be refused with `status`.
+pub fn get(path: impl Into<String>, token: Option<&str>, status: u16) -> Call<'_> {
+    Call("GET", path.into(), token, Value::Null, status, None)
+}
+
+/// `POST path` with `token` and `body`, which must be refused with `status`.
+pub fn post(path: impl Into<String>, token: Option<&str>, body: Value, status: u16) -> Call<'_> {
+    Call("POST", path.into(), token, body, status, None)
+}
+
+/// An empty body.
+pub const NULL: Value = Value::Null;
+
+/// Makes each call, in order; each must be refused as it says.
+pub async fn refused_as_told<const N: usize>(c: &Cluster, calls: [Call<'_>; N]) {
+    for Call(method, path, token, body, status, code) in calls {
+        let (got, v) = c.call(method, &path, token, &body).await;
+        assert_eq!(got, status, "{method} {path} as {token:?}: {v}");
+        if let Some(code) = code {
+            assert_eq!(v["error"], code, "{method} {path} as {token:?}");
+        }
+    }
+}
+
+/// Asserts a call was refused with `status` and error `code`.
+#[track_caller]
+pub fn assert_refused<T: std::fmt::Debug>(r: Result<T, ClientError>, status: u16, code: &str) {
+    let err = r.expect_err("the call was not refused");
+    assert_eq!((err.status, err.code.as_str()), (status, code));
+}
+
+/// An incident's flags (detail or summary).
+pub fn flags(incident: &Value) -> Vec<&str> {
     incident["flags"]
         .as_array()
-        .is_some_and(|f| f.iter().any(|x| x == flag))
+        .expect("an incident has flags")
+        .iter()
+        .map(|f| f.as_str().expect("a flag is a string"))
+        .collect()
+}
+
+/// The kinds of an incident's timeline steps, oldest first.
+pub fn timeline_kinds(detail: &Value) -> Vec<&str> {
+    detail["timeline"]
+        .as_array()
+        .expect("an incident detail has a timeline")
+        .iter()
+        .map(|t| t["kind"].as_str().expect("a step has a kind"))
+        .collect()
+}
+
+/// Asserts the handler's view of an incident whose access window ended:
+/// the profile gone (`expired`), the incident itself still open.
+#[track_caller]
+pub fn assert_profile_expired(detail: &Value) {
+    assert_eq!(detail["profile_access"], "shown");
+    assert!(detail["profile"].is_null());
+    assert_eq!(detail["release"]["profile"], "expired");
+    assert_eq!(detail["status"], "open", "the incident itself stays open");
+}
+
+/// Whether an incident's detail or summary carries `flag`.
+pub fn has_flag(incident: &Value, flag: &str) -> bool {
+    flags(incident).contains(&flag)
 }
 
 pub fn timeline_step(ev: &Value, step: &str) -> bool {
     ev["kind"] == "timeline" && ev["detail"]["step"] == step
+}
+
+/// An HTTPS client that trusts only the CA in `ca` and shows no certificate.
+pub fn pinned_client(ca: &Path) -> reqwest::Client {
+    reqwest::Client::builder()
+        .use_preconfigured_tls(sosvault_service::tls::client_config(ca, None).unwrap())
+        .build()
+        .unwrap()
 }
 
 pub fn talwandi() -> sosvault::Location {
@@ -742,18 +1223,5 @@ impl Drop for Cluster {
         if std::thread::panicking() {
             eprintln!("---- server log ----\n{}", self.server.logs());
         }
-    }
-}
-
-/// `--release` when the test's own binaries were built in release mode.
-fn same_profile(bin: std::path::PathBuf) -> Vec<&'static str> {
-    let profile = bin
-        .parent()
-        .and_then(|d| d.file_name())
-        .and_then(|n| n.to_str());
-    if profile == Some("release") {
-        vec!["--release"]
-    } else {
-        Vec::new()
     }
 }

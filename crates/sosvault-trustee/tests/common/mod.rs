@@ -3,6 +3,16 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../../sosvault-server/tests/common/openapi_doc.rs"]
+pub mod openapi_doc;
+pub mod store;
+#[path = "../../../sosvault-server/tests/common/store_files.rs"]
+pub mod store_files;
+
+// Re-exported for the tests that use the rest of this harness too.
+#[allow(unused_imports)]
+pub use store::{assert_no_piece_left, sealed_entry};
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -107,6 +117,21 @@ impl TrusteeDir {
         }
     }
 
+    /// A trustee `name` ([`TrusteeDir::init`]) serving, pinning a fresh
+    /// control room: the control room's key, the trustee and the service.
+    pub fn serving(name: &str) -> (ControlRoomKey, Self, Running) {
+        let cr = ControlRoomKey::generate();
+        let t = Self::init(name);
+        let r = t.start(&[&cr], &[]);
+        (cr, t, r)
+    }
+
+    /// This trustee's public key (share 1) and two strangers': the trustees
+    /// a test student enrolls to.
+    pub fn and_two_strangers(&self) -> [TrusteePublic; 3] {
+        [self.public.clone(), stranger(), stranger()]
+    }
+
     pub fn dir(&self) -> &Path {
         &self.data
     }
@@ -131,6 +156,14 @@ impl TrusteeDir {
             &std::fs::read(self.dir().join("trustee.key")).unwrap(),
         )
         .unwrap()
+    }
+
+    /// `sosvault-trustee serve` on this trustee's config, to be given its
+    /// environment and run.
+    pub fn serve_command(&self) -> Command {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--config"]).arg(self.config());
+        cmd
     }
 
     /// Runs `rotate-master-key` on this trustee's config (the master key
@@ -358,6 +391,14 @@ impl Student {
         }
     }
 
+    /// A student enrolled to `t` and two strangers, its share delivered to
+    /// `t`'s service `r` (which must take it).
+    pub fn delivered(t: &TrusteeDir, r: &Running, now: Timestamp) -> Self {
+        let s = Self::enroll(&t.and_two_strangers(), now);
+        assert_eq!(r.deliver(&s.delivery(1)).0, 200);
+        s
+    }
+
     pub fn key(&self) -> DeviceKey {
         DeviceKey::from_seed(&self.seed)
     }
@@ -373,6 +414,20 @@ impl Student {
             .panic(Category::Police, &here, &cr.public(), at)
             .unwrap()
     }
+}
+
+/// A trustee's public key that no test trustee runs.
+pub fn stranger() -> TrusteePublic {
+    sosvault::TrusteeKey::generate().public()
+}
+
+/// The proof hashes (base64) of a served proof or log entry, decoded.
+pub fn proof_of(v: &Value) -> Vec<Vec<u8>> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|h| unb64(h.as_str().unwrap()))
+        .collect()
 }
 
 /// A release request for `panic` with a fresh incident.
@@ -401,17 +456,6 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// The sealed entry of `student` in the store `db`, read with SQLite.
-pub fn sealed_entry(db: &Path, student: &sosvault::StudentId) -> Vec<u8> {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    conn.query_row(
-        "SELECT sealed FROM entries WHERE student = ?1",
-        [student.as_bytes().as_slice()],
-        |r| r.get(0),
-    )
-    .unwrap()
-}
-
 /// The key check sealed in the store `db`.
 pub fn key_check(db: &Path) -> Vec<u8> {
     let conn = rusqlite::Connection::open(db).unwrap();
@@ -428,6 +472,29 @@ pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 pub fn code(v: &Value) -> &str {
     v["error"].as_str().unwrap_or("<none>")
+}
+
+/// The stderr of a run that must have failed.
+#[track_caller]
+pub fn failed(out: &Output) -> String {
+    assert!(!out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Asserts a run failed because the master key does not open the store, and
+/// claimed no listener; its stderr.
+#[track_caller]
+pub fn refused_the_master_key(out: &Output) -> String {
+    let stderr = failed(out);
+    assert!(
+        out.stdout.is_empty(),
+        "it must not claim to listen: {out:?}"
+    );
+    assert!(
+        stderr.contains("master key does not open this store"),
+        "{stderr}"
+    );
+    stderr
 }
 
 /// `log verify`'s output when it passed (its stdout); fails the test otherwise.
