@@ -24,6 +24,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use serde::Serialize;
 use serde_json::json;
@@ -246,6 +247,91 @@ fn final_answer<R: sosvault::Message>(
     }
 }
 
+/// One forward in flight: what its retry loop needs between attempts.
+struct ForwardTask {
+    engine: Engine,
+    /// Its number in the registry ([`Forwards`]).
+    id: u64,
+    kind: ForwardKind,
+    /// The trustee's display name.
+    trustee: String,
+    stuck_after_ms: u64,
+    backoff: Backoff,
+}
+
+impl ForwardTask {
+    /// Asks (`attempt`) and stores (`store`) until an answer is stored, with
+    /// back-off between attempts; ends early on `shutdown`.
+    async fn run<A, F, Fut, S, SFut>(
+        mut self,
+        shutdown: CancellationToken,
+        mut attempt: F,
+        mut store: S,
+    ) where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Attempt<A>>,
+        S: FnMut(A) -> SFut,
+        SFut: std::future::Future<Output = bool>,
+    {
+        loop {
+            let outcome = tokio::select! {
+                o = attempt() => o,
+                _ = shutdown.cancelled() => return,
+            };
+            let delay = match outcome {
+                Ok(answer) => {
+                    if store(answer).await {
+                        self.answered();
+                        return;
+                    }
+                    self.backoff.next_delay()
+                }
+                Err(e) => self.failed(&e),
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Drops the answered forward from the registry; the control room hears
+    /// of it if it was stuck.
+    fn answered(&self) {
+        let engine = &self.engine;
+        if engine.inner.forwards.finished(self.id) {
+            let trustee = &self.trustee;
+            tracing::info!(kind = self.kind.as_str(), trustee, "stuck forward answered");
+            engine.forwards_changed();
+        }
+    }
+
+    /// Counts, logs and records a failed attempt (the control room hears of
+    /// a forward that became stuck); how long to wait before the next.
+    fn failed(&mut self, e: &CallError) -> Duration {
+        let (engine, kind, trustee) = (&self.engine, self.kind.as_str(), &self.trustee);
+        engine
+            .inner
+            .metrics
+            .trustee_errors
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::info!(kind, trustee, "{e}; asking again");
+        let why = match e {
+            CallError::Unavailable { why, .. } => why.clone(),
+            other => other.to_string(),
+        };
+        if engine
+            .inner
+            .forwards
+            .failed(self.id, why, now_ms(), self.stuck_after_ms)
+        {
+            tracing::warn!(kind, trustee, "forward stuck: {e}");
+            engine.forwards_changed();
+        }
+        self.backoff.after(e)
+    }
+}
+
 impl Engine {
     /// The forwards report for the control room.
     pub fn forward_report(&self) -> ForwardReport {
@@ -323,70 +409,26 @@ impl Engine {
         kind: ForwardKind,
         client: &TrusteeClient,
         since_ms: u64,
-        mut attempt: F,
-        mut store: S,
+        attempt: F,
+        store: S,
     ) where
         A: Send + 'static,
         F: FnMut() -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = Attempt<A>> + Send,
+        Fut: std::future::Future<Output = Attempt<A>> + Send + 'static,
         S: FnMut(A) -> SFut + Send + 'static,
-        SFut: std::future::Future<Output = bool> + Send,
+        SFut: std::future::Future<Output = bool> + Send + 'static,
     {
-        let engine = self.clone();
         let trustee = client.name().to_owned();
-        let id = self.inner.forwards.start(kind, &trustee, since_ms);
+        let task = ForwardTask {
+            engine: self.clone(),
+            id: self.inner.forwards.start(kind, &trustee, since_ms),
+            kind,
+            trustee,
+            stuck_after_ms: self.inner.cfg.forward_stuck_after_secs.saturating_mul(1000),
+            backoff: Backoff::new(Duration::from_millis(self.inner.cfg.max_backoff_ms)),
+        };
         let shutdown = self.inner.shutdown.clone();
-        let stuck_after_ms = self.inner.cfg.forward_stuck_after_secs.saturating_mul(1000);
-        let mut backoff = Backoff::new(Duration::from_millis(self.inner.cfg.max_backoff_ms));
-        self.inner.tasks.spawn(async move {
-            loop {
-                let outcome = tokio::select! {
-                    o = attempt() => o,
-                    _ = shutdown.cancelled() => return,
-                };
-                let delay = match outcome {
-                    Ok(answer) => {
-                        if store(answer).await {
-                            if engine.inner.forwards.finished(id) {
-                                tracing::info!(
-                                    kind = kind.as_str(),
-                                    trustee,
-                                    "stuck forward answered"
-                                );
-                                engine.forwards_changed();
-                            }
-                            return;
-                        }
-                        backoff.next_delay()
-                    }
-                    Err(e) => {
-                        engine
-                            .inner
-                            .metrics
-                            .trustee_errors
-                            .fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(kind = kind.as_str(), trustee, "{e}; asking again");
-                        let why = match &e {
-                            CallError::Unavailable { why, .. } => why.clone(),
-                            other => other.to_string(),
-                        };
-                        if engine
-                            .inner
-                            .forwards
-                            .failed(id, why, now_ms(), stuck_after_ms)
-                        {
-                            tracing::warn!(kind = kind.as_str(), trustee, "forward stuck: {e}");
-                            engine.forwards_changed();
-                        }
-                        backoff.after(&e)
-                    }
-                };
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.cancelled() => return,
-                }
-            }
-        });
+        self.inner.tasks.spawn(task.run(shutdown, attempt, store));
     }
 
     /// Sends a student's signed stop to one trustee until it answers with a
