@@ -177,7 +177,6 @@ impl Forwards {
 
     /// The forwards' gauges in the Prometheus text format.
     pub fn render(&self, now_ms: u64, out: &mut String) {
-        use std::fmt::Write as _;
         let live = self.lock();
         let gauges: [(&str, &str); 3] = [
             (
@@ -194,21 +193,33 @@ impl Forwards {
             ),
         ];
         for (name, help) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} gauge");
-            for kind in ForwardKind::ALL {
-                let of_kind = live.values().filter(|f| f.kind == kind);
-                let value = match name {
-                    "sosvault_forwards_pending" => of_kind.count() as u64,
-                    "sosvault_forwards_stuck" => of_kind.filter(|f| f.stuck).count() as u64,
-                    _ => of_kind
-                        .map(|f| now_ms.saturating_sub(f.since_ms) / 1000)
-                        .max()
-                        .unwrap_or(0),
-                };
-                let _ = writeln!(out, "{name}{{kind=\"{}\"}} {value}", kind.as_str());
-            }
+            write_gauge(&live, (name, help), now_ms, out);
         }
+    }
+}
+
+/// Writes one of the forwards' gauges (`name`, `help`): its help and type
+/// lines, then its value for each kind of forward in flight.
+fn write_gauge(
+    live: &BTreeMap<u64, InFlight>,
+    (name, help): (&str, &str),
+    now_ms: u64,
+    out: &mut String,
+) {
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} gauge");
+    for kind in ForwardKind::ALL {
+        let of_kind = live.values().filter(|f| f.kind == kind);
+        let value = match name {
+            "sosvault_forwards_pending" => of_kind.count() as u64,
+            "sosvault_forwards_stuck" => of_kind.filter(|f| f.stuck).count() as u64,
+            _ => of_kind
+                .map(|f| now_ms.saturating_sub(f.since_ms) / 1000)
+                .max()
+                .unwrap_or(0),
+        };
+        let _ = writeln!(out, "{name}{{kind=\"{}\"}} {value}", kind.as_str());
     }
 }
 
@@ -242,6 +253,27 @@ fn final_answer<R: sosvault::Message>(
                 receipt: Vec::new(),
                 refusal: Some(code),
             })
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A commit's final answer from one trustee (logged): taken, changed or
+/// not, or finally refused; anything else is asked again.
+fn commit_final(
+    client: &TrusteeClient,
+    student: &[u8; 32],
+    epoch: u32,
+    answer: Result<bool, CallError>,
+) -> Attempt<()> {
+    match answer {
+        Ok(changed) => {
+            tracing::info!(trustee = client.name(), student = %short(student), epoch, changed, "commit taken");
+            Ok(())
+        }
+        Err(CallError::Refused { code, .. }) => {
+            tracing::warn!(trustee = client.name(), student = %short(student), epoch, code = %code, "commit finally refused; not sending it again");
+            Ok(())
         }
         Err(e) => Err(e),
     }
@@ -380,6 +412,21 @@ impl Engine {
         );
         done.notify_waiters();
         true
+    }
+
+    /// After a commit's final answer was stored (or not): the answer waiting
+    /// on `commit_done` woken; `false` asks again.
+    fn commit_answer_stored(&self, stored: Result<(), StoreError>) -> bool {
+        match stored {
+            Ok(()) => {
+                self.inner.commit_done.notify_waiters();
+                true
+            }
+            Err(e) => {
+                tracing::error!("storing a commit answer failed: {e}");
+                false
+            }
+        }
     }
 
     /// The configured trustee with this id (a pending row may name one that
@@ -551,38 +598,20 @@ impl Engine {
         let attempt = move || {
             let (client, commit) = (asker.clone(), commit.clone());
             async move {
-                match client.commit(&commit).await {
-                    Ok(changed) => {
-                        tracing::info!(trustee = client.name(), student = %short(&student), epoch, changed, "commit taken");
-                        Ok(())
-                    }
-                    Err(CallError::Refused { code, .. }) => {
-                        tracing::warn!(trustee = client.name(), student = %short(&student), epoch, code = %code, "commit finally refused; not sending it again");
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                }
+                let answer = client.commit(&commit).await;
+                commit_final(&client, &student, epoch, answer)
             }
         };
         let engine = self.clone();
         let store = move |()| {
             let engine = engine.clone();
             async move {
-                match engine
+                let stored = engine
                     .inner
                     .db
                     .call(move |s| s.finish_commit(&student, epoch, &trustee))
-                    .await
-                {
-                    Ok(()) => {
-                        engine.inner.commit_done.notify_waiters();
-                        true
-                    }
-                    Err(e) => {
-                        tracing::error!("storing a commit answer failed: {e}");
-                        false
-                    }
-                }
+                    .await;
+                engine.commit_answer_stored(stored)
             }
         };
         self.spawn_forward(ForwardKind::Commit, &client, since_ms, attempt, store);
