@@ -363,8 +363,38 @@ impl Engine {
     pub async fn panic(&self, bytes: &[u8]) -> Result<(IncidentId, bool), ApiError> {
         let panic = Signed::<PanicEvent>::decode(bytes)
             .map_err(|e| ApiError::bad_request("malformed", &format!("panic: {e}")))?;
+        let id = IncidentId::random();
+        let key = IncidentKey::generate();
+        // Where the panic was sent from, if it opens: the nearest free team
+        // is picked inside the store job, so its assignment is committed with
+        // the panic and told as soon as the panic is answered.
+        let fix = self
+            .inner
+            .control_room
+            .open_location(&panic.body().sealed_location)
+            .ok()
+            .map(|l| (l.lat(), l.lon(), l.fix_time.0));
+        let check = self.panic_check(&panic, bytes, id, &key, fix)?;
+        let stored = match self.store_panic(id, check).await? {
+            PanicTaken::New(stored) => *stored,
+            PanicTaken::Again(existing) => return Ok((existing, false)),
+        };
+        self.start_panic(id, stored, panic, fix, key).await;
+        Ok((id, true))
+    }
+
+    /// The store job of a panic: its facts, the rate-limit settings and the
+    /// incident to insert (flagged `clock_ahead` if the phone's clock runs
+    /// ahead, its key sealed).
+    fn panic_check(
+        &self,
+        panic: &Signed<PanicEvent>,
+        bytes: &[u8],
+        id: IncidentId,
+        key: &IncidentKey,
+        fix: Option<(f64, f64, u64)>,
+    ) -> Result<PanicCheck, ApiError> {
         let sid = *StudentId::of_device(panic.signer()).as_bytes();
-        let signer = panic.signer().to_bytes();
         let hash = *panic.hash().as_bytes();
         let body = panic.body();
         let now = now_ms();
@@ -376,28 +406,17 @@ impl Engine {
         }
         // The incident key is sealed before the store job, so the writer
         // thread does no public-key work; a refused panic wastes it.
-        let id = IncidentId::random();
-        let key = IncidentKey::generate();
         let sealed_key = self
             .inner
             .master
             .seal(&key.to_secret_bytes())
             .ok_or_else(|| ApiError::internal("sealing the incident key"))?;
-        // Where the panic was sent from, if it opens: the nearest free team
-        // is picked inside the store job, so its assignment is committed with
-        // the panic and told as soon as the panic is answered.
-        let fix = self
-            .inner
-            .control_room
-            .open_location(&body.sealed_location)
-            .ok()
-            .map(|l| (l.lat(), l.lon(), l.fix_time.0));
-        let check = PanicCheck {
+        Ok(PanicCheck {
             engine: self.clone(),
             kind: UnitKind::for_category(body.category),
             from: fix.map(|(lat, lon, _)| (lat, lon)),
             sid,
-            signer,
+            signer: panic.signer().to_bytes(),
             hash,
             counter: body.counter,
             epoch: body.epoch,
@@ -417,7 +436,12 @@ impl Engine {
                 incident_key_sealed: sealed_key,
                 flags,
             },
-        };
+        })
+    }
+
+    /// Runs a panic's store job: the stored panic, the incident it already
+    /// is, or the refusal the device hears.
+    async fn store_panic(&self, id: IncidentId, check: PanicCheck) -> Result<PanicTaken, ApiError> {
         // The checks, the insert and the read-back are one store job: one
         // round trip, one place in a batch, and no stop or other panic of the
         // same student can slip in between them.
@@ -428,45 +452,50 @@ impl Engine {
         if !keep {
             self.unpick(*id.as_bytes());
         }
-        let StoredPanic {
-            row,
-            picked,
-            enrollment,
-        } = match outcome? {
-            PanicOutcome::UnknownStudent => {
-                return Err(ApiError::new(
-                    404,
-                    "unknown_student",
-                    "no enrollment for this device",
-                ));
-            }
-            PanicOutcome::Stopped => {
-                return Err(ApiError::new(410, "stopped", "this student has stopped"));
-            }
-            PanicOutcome::WrongDevice => {
-                return Err(ApiError::new(
-                    403,
-                    "wrong_device",
-                    "not the enrolled device",
-                ));
-            }
-            PanicOutcome::Replayed => {
-                return Err(ApiError::new(
-                    409,
-                    "replayed",
-                    "the panic's counter is not above the last seen",
-                ));
-            }
+        match outcome? {
+            PanicOutcome::UnknownStudent => Err(ApiError::new(
+                404,
+                "unknown_student",
+                "no enrollment for this device",
+            )),
+            PanicOutcome::Stopped => Err(ApiError::new(410, "stopped", "this student has stopped")),
+            PanicOutcome::WrongDevice => Err(ApiError::new(
+                403,
+                "wrong_device",
+                "not the enrolled device",
+            )),
+            PanicOutcome::Replayed => Err(ApiError::new(
+                409,
+                "replayed",
+                "the panic's counter is not above the last seen",
+            )),
             PanicOutcome::Duplicate(existing) => {
                 self.inner
                     .metrics
                     .duplicate_panics
                     .fetch_add(1, Ordering::Relaxed);
-                return Ok((IncidentId::from_bytes(existing), false));
+                Ok(PanicTaken::Again(IncidentId::from_bytes(existing)))
             }
-            PanicOutcome::Stored(stored) => *stored,
-            PanicOutcome::Vanished => return Err(ApiError::internal("incident vanished")),
-        };
+            PanicOutcome::Stored(stored) => Ok(PanicTaken::New(stored)),
+            PanicOutcome::Vanished => Err(ApiError::internal("incident vanished")),
+        }
+    }
+
+    /// A panic just stored: counted, logged, told to the operators with the
+    /// team picked for it, then its incident started.
+    async fn start_panic(
+        &self,
+        id: IncidentId,
+        stored: StoredPanic,
+        panic: Signed<PanicEvent>,
+        fix: Option<(f64, f64, u64)>,
+        key: IncidentKey,
+    ) {
+        let StoredPanic {
+            row,
+            picked,
+            enrollment,
+        } = stored;
         self.inner.metrics.panics.fetch_add(1, Ordering::Relaxed);
         // The service's log names no category (nor any location): it is kept
         // and copied beyond any stop.
@@ -477,7 +506,7 @@ impl Engine {
             Some(&iid),
             None,
             Audience::Operators,
-            json!({ "category": body.category.as_str(), "flags": row.flags }),
+            json!({ "category": panic.body().category.as_str(), "flags": row.flags }),
         );
         if let Some(p) = &picked {
             self.inner
@@ -506,7 +535,6 @@ impl Engine {
             }),
         )
         .await;
-        Ok((id, true))
     }
 
     pub(super) async fn incident_for_device(
@@ -1162,6 +1190,14 @@ struct StoredPanic {
     /// The student's enrollment, for the release (read in the same job
     /// rather than queued again once the incident starts).
     enrollment: Option<EnrollmentRow>,
+}
+
+/// A panic the store job took: new, or one it already had.
+enum PanicTaken {
+    /// Stored now.
+    New(Box<StoredPanic>),
+    /// The same signed panic is already this incident.
+    Again(IncidentId),
 }
 
 /// How the panic's store job ended.
