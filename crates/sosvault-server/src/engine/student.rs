@@ -29,7 +29,7 @@ use tokio::sync::Notify;
 
 use super::{
     Audience, CancelReceived, CommitReceived, Engine, Enrolled, EventKind, Fresh, Live, MAX_TRAIL,
-    Picked, StopRefusal, Stopped, b64, category_from_str, now_ms, short,
+    Picked, State, StopRefusal, Stopped, b64, category_from_str, now_ms, short,
 };
 use crate::error::ApiError;
 use crate::geo::{UnitKind, haversine_m};
@@ -573,35 +573,53 @@ impl Engine {
             .incident_for_device(*body.panic.as_bytes(), update.signer())
             .await?;
         if row.status != "open" {
-            // After the student's own cancel, a normal one (`cancelled`) or a
-            // duress one (the incident stays open, flagged, until an operator
-            // closes it), the phone hears what it heard before: `stored`.
-            // Otherwise a coercer holding the phone could tell the two apart
-            // by sending one more location. Nothing is stored for a closed
-            // incident.
-            if row.status == "cancelled" || row.duress {
-                return Ok("stored");
-            }
-            return Err(ApiError::new(
-                409,
-                "incident_closed",
-                "the incident is closed",
-            ));
+            return location_for_closed(&row);
         }
         let loc = self
             .inner
             .control_room
             .open_location(&body.sealed_location)
             .map_err(|_| ApiError::bad_request("bad_location", "the location does not open"))?;
+        let id = row.id;
+        let now = now_ms();
+        if !self.store_location(&row, body, now).await? {
+            return self.location_not_stored(id, &body.sealed_location).await;
+        }
+        let at = (loc.lat(), loc.lon(), loc.fix_time.0);
+        let (unit, wake, distance) = locate(&mut self.state(), id, at, now);
+        if let Some(w) = wake {
+            w.notify_one();
+        }
+        let audience = match &unit {
+            Some(u) => Audience::OperatorsAndUnit(u.clone()),
+            None => Audience::Operators,
+        };
+        self.emit(
+            EventKind::Location,
+            Some(&id),
+            unit.as_deref(),
+            audience,
+            json!({ "lat": loc.lat(), "lon": loc.lon(), "accuracy_m": loc.accuracy_m, "distance_m": distance.map(|d| d.round()) }),
+        );
+        Ok("stored")
+    }
+
+    /// Stores a location update of an open incident; a fresh one extends
+    /// an open access window, in the store too (a restart keeps the window
+    /// as it stood), in the same job. `false`: not stored (its counter is
+    /// not above the last seen).
+    async fn store_location(
+        &self,
+        row: &IncidentRow,
+        body: &LocationUpdate,
+        now: u64,
+    ) -> Result<bool, ApiError> {
         let (id, sid, counter, sealed) = (
             row.id,
             row.student_id,
             body.counter,
             body.sealed_location.clone(),
         );
-        let now = now_ms();
-        // A fresh update extends an open access window, in the store too (a
-        // restart keeps the window as it stood), in the same job.
         let extend_to = self
             .state()
             .incidents
@@ -620,69 +638,26 @@ impl Engine {
                 Ok(stored)
             })
             .await?;
-        if !stored {
-            let sealed = body.sealed_location.clone();
-            let known = self.inner.db.call(move |s| s.locations(&id)).await?;
-            if known.contains(&sealed) {
-                return Ok("duplicate");
-            }
-            return Err(ApiError::new(
-                409,
-                "replayed",
-                "the update's counter is not above the last seen",
-            ));
+        Ok(stored)
+    }
+
+    /// The answer to a location update the store did not take: `duplicate`
+    /// for a copy of one it has, else refused as replayed.
+    async fn location_not_stored(
+        &self,
+        id: [u8; 16],
+        sealed: &[u8],
+    ) -> Result<&'static str, ApiError> {
+        let sealed = sealed.to_vec();
+        let known = self.inner.db.call(move |s| s.locations(&id)).await?;
+        if known.contains(&sealed) {
+            return Ok("duplicate");
         }
-        let (unit, wake, distance) = {
-            let mut st = self.state();
-            let mut unit = None;
-            let mut wake = None;
-            let mut unit_pos = None;
-            if let Some(live) = st.incidents.get_mut(&id) {
-                live.location = Some((loc.lat(), loc.lon(), loc.fix_time.0));
-                live.trail.push((loc.lat(), loc.lon(), loc.fix_time.0));
-                if live.trail.len() > MAX_TRAIL {
-                    live.trail.drain(..live.trail.len() - MAX_TRAIL);
-                }
-                if let Some(w) = live.window.as_mut()
-                    && !w.over
-                    && w.until_ms > now
-                {
-                    w.until_ms = w.until_ms.max(now + w.len_ms);
-                    if let Some(g) = live.vault.as_mut() {
-                        g.expires_at_ms = w.until_ms;
-                    }
-                }
-                wake = Some(live.wake.clone());
-            }
-            if wake.is_some() {
-                let iid = IncidentId::from_bytes(id);
-                st.board.locate(iid, (loc.lat(), loc.lon()));
-                unit = st.board.assignment(iid).map(|a| a.unit.clone());
-            }
-            if let Some(u) = &unit {
-                unit_pos = st.board.position(u);
-            }
-            (
-                unit,
-                wake,
-                unit_pos.map(|p| haversine_m((loc.lat(), loc.lon()), p)),
-            )
-        };
-        if let Some(w) = wake {
-            w.notify_one();
-        }
-        let audience = match &unit {
-            Some(u) => Audience::OperatorsAndUnit(u.clone()),
-            None => Audience::Operators,
-        };
-        self.emit(
-            EventKind::Location,
-            Some(&id),
-            unit.as_deref(),
-            audience,
-            json!({ "lat": loc.lat(), "lon": loc.lon(), "accuracy_m": loc.accuracy_m, "distance_m": distance.map(|d| d.round()) }),
-        );
-        Ok("stored")
+        Err(ApiError::new(
+            409,
+            "replayed",
+            "the update's counter is not above the last seen",
+        ))
     }
 
     /// "I am safe" (or a duress cancel, which escalates instead).
@@ -1151,6 +1126,68 @@ impl Engine {
         self.inner
             .tasks
             .spawn(async move { engine.dispatch(id).await });
+    }
+}
+
+/// The answer to a location update for an incident no longer open.
+///
+/// After the student's own cancel, a normal one (`cancelled`) or a duress
+/// one (the incident stays open, flagged, until an operator closes it), the
+/// phone hears what it heard before: `stored`. Otherwise a coercer holding
+/// the phone could tell the two apart by sending one more location. Nothing
+/// is stored for a closed incident.
+fn location_for_closed(row: &IncidentRow) -> Result<&'static str, ApiError> {
+    if row.status == "cancelled" || row.duress {
+        return Ok("stored");
+    }
+    Err(ApiError::new(
+        409,
+        "incident_closed",
+        "the incident is closed",
+    ))
+}
+
+/// A location update in memory: the live incident moved ([`move_live`])
+/// and on the board. Returns its team, its dispatch loop to wake and the
+/// team's distance from it (nothing for an incident not live).
+fn locate(
+    st: &mut State,
+    id: [u8; 16],
+    at: (f64, f64, u64),
+    now: u64,
+) -> (Option<String>, Option<Arc<Notify>>, Option<f64>) {
+    let Some(live) = st.incidents.get_mut(&id) else {
+        return (None, None, None);
+    };
+    move_live(live, at, now);
+    let wake = live.wake.clone();
+    let (iid, here) = (IncidentId::from_bytes(id), (at.0, at.1));
+    st.board.locate(iid, here);
+    let unit = st.board.assignment(iid).map(|a| a.unit.clone());
+    let distance = unit
+        .as_deref()
+        .and_then(|u| st.board.position(u))
+        .map(|p| haversine_m(here, p));
+    (unit, Some(wake), distance)
+}
+
+/// A live incident at `at` (lat, lon, fix time): its position and trail,
+/// and its open access window extended (with the vault key's expiry) as in
+/// the store.
+fn move_live(live: &mut Live, at: (f64, f64, u64), now: u64) {
+    live.location = Some(at);
+    live.trail.push(at);
+    if live.trail.len() > MAX_TRAIL {
+        live.trail.drain(..live.trail.len() - MAX_TRAIL);
+    }
+    if let Some(w) = live.window.as_mut()
+        && !w.over
+        && w.until_ms > now
+    {
+        w.until_ms = w.until_ms.max(now + w.len_ms);
+        if let Some(g) = live.vault.as_mut() {
+            g.expires_at_ms = w.until_ms;
+        }
     }
 }
 
