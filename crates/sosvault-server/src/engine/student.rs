@@ -259,6 +259,21 @@ impl Engine {
         let commit = Signed::<EnrollmentCommit>::decode(bytes)
             .map_err(|e| ApiError::bad_request("malformed", &format!("enrollment commit: {e}")))?;
         let sid = *StudentId::of_device(commit.signer()).as_bytes();
+        let epoch = commit.body().epoch;
+        let outcome = self.store_commit(&commit, bytes).await?;
+        self.commit_taken(outcome, sid, epoch, bytes)?;
+        self.commit_answer(sid, epoch).await
+    }
+
+    /// The commit's store job: the checks (an enrolled student, the same
+    /// device, not stopped), then the commit recorded with a pending forward
+    /// per trustee.
+    async fn store_commit(
+        &self,
+        commit: &Signed<EnrollmentCommit>,
+        bytes: &[u8],
+    ) -> Result<CommitCheck, ApiError> {
+        let sid = *StudentId::of_device(commit.signer()).as_bytes();
         let signer = commit.signer().to_bytes();
         let epoch = commit.body().epoch;
         let record_hash = *commit.body().record.as_bytes();
@@ -289,33 +304,38 @@ impl Engine {
                 )?))
             })
             .await?;
+        Ok(outcome)
+    }
+
+    /// After the commit's store job: the refusal the device hears, or for a
+    /// new commit its forward to every trustee started (a repeat changes
+    /// nothing).
+    fn commit_taken(
+        &self,
+        outcome: CommitCheck,
+        sid: [u8; 32],
+        epoch: u32,
+        bytes: &[u8],
+    ) -> Result<(), ApiError> {
         match outcome {
-            CommitCheck::UnknownStudent => {
-                return Err(ApiError::new(
-                    404,
-                    "unknown_student",
-                    "no enrollment for this device",
-                ));
-            }
-            CommitCheck::WrongDevice => {
-                return Err(ApiError::new(
-                    403,
-                    "wrong_device",
-                    "not the enrolled device",
-                ));
-            }
-            CommitCheck::Stopped => {
-                return Err(ApiError::new(410, "stopped", "this student has stopped"));
-            }
-            CommitCheck::Stored(CommitStored::UnknownRecord) => {
-                return Err(ApiError::new(
-                    409,
-                    "unknown_record",
-                    "the commit does not name the enrollment on file (its epoch and record); \
-                     send the commit of the enrollment this service answered last",
-                ));
-            }
-            CommitCheck::Stored(CommitStored::Repeat) => {}
+            CommitCheck::UnknownStudent => Err(ApiError::new(
+                404,
+                "unknown_student",
+                "no enrollment for this device",
+            )),
+            CommitCheck::WrongDevice => Err(ApiError::new(
+                403,
+                "wrong_device",
+                "not the enrolled device",
+            )),
+            CommitCheck::Stopped => Err(ApiError::new(410, "stopped", "this student has stopped")),
+            CommitCheck::Stored(CommitStored::UnknownRecord) => Err(ApiError::new(
+                409,
+                "unknown_record",
+                "the commit does not name the enrollment on file (its epoch and record); \
+                 send the commit of the enrollment this service answered last",
+            )),
+            CommitCheck::Stored(CommitStored::Repeat) => Ok(()),
             CommitCheck::Stored(CommitStored::New {
                 dropped_previous,
                 kept_for_incident,
@@ -336,8 +356,14 @@ impl Engine {
                         now_ms(),
                     );
                 }
+                Ok(())
             }
         }
+    }
+
+    /// The answer to a commit: how many trustees have yet to take it, after
+    /// waiting a little for them (the service keeps forwarding afterwards).
+    async fn commit_answer(&self, sid: [u8; 32], epoch: u32) -> Result<CommitReceived, ApiError> {
         // Wait a little for the trustees; the service keeps forwarding afterwards.
         let deadline = tokio::time::Instant::now()
             + Duration::from_millis(self.inner.cfg.enroll_timeout_ms.min(COMMIT_WAIT_MS));
