@@ -59,6 +59,21 @@ fn duress_alert_key(student: &[u8; 32]) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// `404 unknown_student`: the device's student is not enrolled here.
+fn unknown_student() -> ApiError {
+    ApiError::new(404, "unknown_student", "no enrollment for this device")
+}
+
+/// `403 wrong_device`: signed by another key than the enrolled device's.
+fn wrong_device() -> ApiError {
+    ApiError::new(403, "wrong_device", "not the enrolled device")
+}
+
+/// `410 stopped`: the student has stopped (and never comes back).
+fn stopped() -> ApiError {
+    ApiError::new(410, "stopped", "this student has stopped")
+}
+
 impl Engine {
     /// Enrolls (or re-enrolls) a student: checks the package, relays each
     /// share to its trustee (retrying), verifies every receipt, then stores.
@@ -153,11 +168,7 @@ impl Engine {
                 .ct_eq(package.record.signer().as_bytes())
                 .into();
             if !same_key {
-                return Err(ApiError::new(
-                    403,
-                    "wrong_device",
-                    "not the enrolled device",
-                ));
+                return Err(wrong_device());
             }
             // A retry of the enrollment already stored (same signed record) is
             // relayed again: the trustees answer it with the same receipts.
@@ -318,17 +329,9 @@ impl Engine {
         bytes: &[u8],
     ) -> Result<(), ApiError> {
         match outcome {
-            CommitCheck::UnknownStudent => Err(ApiError::new(
-                404,
-                "unknown_student",
-                "no enrollment for this device",
-            )),
-            CommitCheck::WrongDevice => Err(ApiError::new(
-                403,
-                "wrong_device",
-                "not the enrolled device",
-            )),
-            CommitCheck::Stopped => Err(ApiError::new(410, "stopped", "this student has stopped")),
+            CommitCheck::UnknownStudent => Err(unknown_student()),
+            CommitCheck::WrongDevice => Err(wrong_device()),
+            CommitCheck::Stopped => Err(stopped()),
             CommitCheck::Stored(CommitStored::UnknownRecord) => Err(ApiError::new(
                 409,
                 "unknown_record",
@@ -479,17 +482,9 @@ impl Engine {
             self.unpick(*id.as_bytes());
         }
         match outcome? {
-            PanicOutcome::UnknownStudent => Err(ApiError::new(
-                404,
-                "unknown_student",
-                "no enrollment for this device",
-            )),
-            PanicOutcome::Stopped => Err(ApiError::new(410, "stopped", "this student has stopped")),
-            PanicOutcome::WrongDevice => Err(ApiError::new(
-                403,
-                "wrong_device",
-                "not the enrolled device",
-            )),
+            PanicOutcome::UnknownStudent => Err(unknown_student()),
+            PanicOutcome::Stopped => Err(stopped()),
+            PanicOutcome::WrongDevice => Err(wrong_device()),
             PanicOutcome::Replayed => Err(ApiError::new(
                 409,
                 "replayed",
@@ -895,19 +890,11 @@ impl Engine {
             .map_err(|e| ApiError::bad_request("malformed", &format!("stop: {e}")))?;
         let sid = *StudentId::of_device(stop.signer()).as_bytes();
         let Some(row) = self.inner.db.call(move |s| s.student(&sid)).await? else {
-            return Err(ApiError::new(
-                404,
-                "unknown_student",
-                "no enrollment for this device",
-            ));
+            return Err(unknown_student());
         };
         let same_key: bool = row.device_public.ct_eq(stop.signer().as_bytes()).into();
         if !same_key {
-            return Err(ApiError::new(
-                403,
-                "wrong_device",
-                "not the enrolled device",
-            ));
+            return Err(wrong_device());
         }
         let note = self
             .inner
