@@ -758,6 +758,12 @@ impl Engine {
                 tracing::error!(incident = %short(&id), "applying a cancel failed: {e}");
             }
         }
+        self.cancel_answer(cancel_hash).await
+    }
+
+    /// The answer to a cancel: the trustees' receipts so far, after waiting
+    /// a little for the missing ones (the service keeps forwarding afterwards).
+    async fn cancel_answer(&self, cancel_hash: [u8; 32]) -> Result<CancelReceived, ApiError> {
         // Wait a little for the receipts; the service keeps forwarding afterwards.
         let deadline = tokio::time::Instant::now()
             + Duration::from_millis(self.inner.cfg.enroll_timeout_ms.min(CANCEL_WAIT_MS));
