@@ -74,6 +74,40 @@ fn stopped() -> ApiError {
     ApiError::new(410, "stopped", "this student has stopped")
 }
 
+/// The alert a duress stop opens if none of the student's incidents is open.
+///
+/// A duress stop with no open incident would otherwise raise nothing: the
+/// coerced student's data is wiped and nobody hears. It opens an alert
+/// instead, as an incident row (open, `duress`, `stopped`, flagged
+/// `duress_stop`), not in a table of its own: the row needs no panic,
+/// location or key (all three are NULL after any stop anyway), and as an
+/// incident it reaches the list, timeline, live events, the page's alarm,
+/// the restart resume and the operator's close with no new path a control
+/// room could miss.
+fn duress_alert(sid: [u8; 32], epoch: u32, now: u64) -> NewDuressAlert {
+    NewDuressAlert {
+        id: *IncidentId::random().as_bytes(),
+        student_id: sid,
+        key: duress_alert_key(&sid),
+        category: Category::Police.as_str().to_owned(),
+        epoch,
+        created_at_ms: now,
+        timeline: vec![
+            (
+                DURESS_STOP.to_owned(),
+                "DURESS: the student stopped with the duress PIN while no incident was open; \
+                 they may be under coercion. The stop wiped their data: there is no panic, \
+                 no location and no profile to open, and no team is sent automatically"
+                    .to_owned(),
+            ),
+            (
+                "escalated".to_owned(),
+                "ESCALATED: duress signalled with the stop".to_owned(),
+            ),
+        ],
+    }
+}
+
 impl Engine {
     /// Enrolls (or re-enrolls) a student: checks the package, relays each
     /// share to its trustee (retrying), verifies every receipt, then stores.
@@ -934,35 +968,7 @@ impl Engine {
         let trustees = self.trustee_ids();
         let stop_bytes = bytes.to_vec();
         let now = now_ms();
-        // A duress stop with no open incident would otherwise raise
-        // nothing: the coerced student's data is wiped and nobody hears.
-        // It opens an alert instead, as an incident row (open, `duress`,
-        // `stopped`, flagged `duress_stop`), not in a table of its own:
-        // the row needs no panic, location or key (all three are NULL
-        // after any stop anyway), and as an incident it reaches the list,
-        // timeline, live events, the page's alarm, the restart resume and
-        // the operator's close with no new path a control room could miss.
-        let alert = duress.then(|| NewDuressAlert {
-            id: *IncidentId::random().as_bytes(),
-            student_id: sid,
-            key: duress_alert_key(&sid),
-            category: Category::Police.as_str().to_owned(),
-            epoch,
-            created_at_ms: now,
-            timeline: vec![
-                (
-                    DURESS_STOP.to_owned(),
-                    "DURESS: the student stopped with the duress PIN while no incident was open; \
-                     they may be under coercion. The stop wiped their data: there is no panic, \
-                     no location and no profile to open, and no team is sent automatically"
-                        .to_owned(),
-                ),
-                (
-                    "escalated".to_owned(),
-                    "ESCALATED: duress signalled with the stop".to_owned(),
-                ),
-            ],
-        });
+        let alert = duress.then(|| duress_alert(sid, epoch, now));
         // One store job: the wipe, the duress marks on the open incidents
         // and the alert (only if none is open) commit together, so a
         // crash cannot keep the wipe and lose the alarm, and a retry
@@ -988,17 +994,7 @@ impl Engine {
         tracing::info!(student = %short(&sid), "stop applied; ciphertexts deleted");
         let affected = self.forget_student_keys(sid).await;
         if duress {
-            // Every open incident escalates: those live here, and any the
-            // store held at the stop that is not live (yet, or any more).
-            let mut escalate = affected.clone();
-            escalate.extend(open.iter().filter(|id| !affected.contains(id)));
-            for id in escalate {
-                // A failure is logged, not answered: the phone's answer
-                // must not differ from a normal stop's.
-                if let Err(e) = self.escalate(id, "duress signalled with the stop").await {
-                    tracing::error!(incident = %short(&id), "escalating a duress stop failed: {e}");
-                }
-            }
+            self.escalate_stopped(&affected, &open).await;
         }
         if let Some(row) = alert {
             self.duress_alert_opened(row);
@@ -1014,6 +1010,21 @@ impl Engine {
             self.spawn_shred(sid, *t.id().as_bytes(), bytes.to_vec(), now_ms());
         }
         Ok(())
+    }
+
+    /// After a duress stop: every open incident escalates, those live here
+    /// (`affected`) and any the store held at the stop (`open`) that is not
+    /// live (yet, or any more).
+    async fn escalate_stopped(&self, affected: &[[u8; 16]], open: &[[u8; 16]]) {
+        let mut escalate = affected.to_vec();
+        escalate.extend(open.iter().filter(|id| !affected.contains(id)));
+        for id in escalate {
+            // A failure is logged, not answered: the phone's answer
+            // must not differ from a normal stop's.
+            if let Err(e) = self.escalate(id, "duress signalled with the stop").await {
+                tracing::error!(incident = %short(&id), "escalating a duress stop failed: {e}");
+            }
+        }
     }
 
     /// After a stop: forgets every key of the student's open incidents (the
