@@ -24,6 +24,7 @@ use sosvault::{
     EnrollmentRecord, IncidentId, IncidentKey, Opener, PanicEvent, Signed, Timestamp, VaultKey,
 };
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::{AccessWindow, Audience, Engine, EventKind, Grant, human_ms, now_ms, short};
 use crate::store::EnrollmentRow;
@@ -59,29 +60,7 @@ impl Engine {
         let need = usize::from(record.body().threshold);
         let key = Arc::new(key);
         let incident = IncidentId::from_bytes(id);
-        let (tx, mut rx) = mpsc::channel::<TrusteeAnswer>(16);
-        let mut names = Vec::new();
-        for (idx, slot) in record.body().trustees.iter().enumerate() {
-            let Some(client) = self.trustee(&slot.trustee) else {
-                names.push("unknown trustee".to_string());
-                continue;
-            };
-            names.push(client.name().to_owned());
-            let (engine, panic, key, tx, cancel) = (
-                self.clone(),
-                panic.clone(),
-                key.clone(),
-                tx.clone(),
-                cancel.clone(),
-            );
-            self.inner.tasks.spawn(async move {
-                let answers = (idx, tx);
-                engine
-                    .ask_trustee(&client, &panic, incident, &key, answers, &cancel)
-                    .await;
-            });
-        }
-        drop(tx);
+        let (names, mut rx) = self.ask_trustees(&record, &panic, incident, &key, &cancel);
         let mut opener = Opener::new(&record, panic.hash(), incident, &key);
         if let Some(l) = self.state().incidents.get_mut(&id) {
             l.release_need = need;
@@ -133,6 +112,42 @@ impl Engine {
                 return;
             }
         }
+    }
+
+    /// Starts asking every trustee of the record for its release
+    /// ([`Engine::ask_trustee`]): their names, by index in the record, and
+    /// where their answers arrive.
+    fn ask_trustees(
+        &self,
+        record: &Signed<EnrollmentRecord>,
+        panic: &Signed<PanicEvent>,
+        incident: IncidentId,
+        key: &Arc<IncidentKey>,
+        cancel: &CancellationToken,
+    ) -> (Vec<String>, mpsc::Receiver<TrusteeAnswer>) {
+        let (tx, rx) = mpsc::channel::<TrusteeAnswer>(16);
+        let mut names = Vec::new();
+        for (idx, slot) in record.body().trustees.iter().enumerate() {
+            let Some(client) = self.trustee(&slot.trustee) else {
+                names.push("unknown trustee".to_string());
+                continue;
+            };
+            names.push(client.name().to_owned());
+            let (engine, panic, key, tx, cancel) = (
+                self.clone(),
+                panic.clone(),
+                key.clone(),
+                tx.clone(),
+                cancel.clone(),
+            );
+            self.inner.tasks.spawn(async move {
+                let answers = (idx, tx);
+                engine
+                    .ask_trustee(&client, &panic, incident, &key, answers, &cancel)
+                    .await;
+            });
+        }
+        (names, rx)
     }
 
     /// The enrollment record a panic is opened with: the new incident's,
@@ -204,7 +219,7 @@ impl Engine {
         incident: IncidentId,
         key: &IncidentKey,
         (idx, answers): (usize, mpsc::Sender<TrusteeAnswer>),
-        cancel: &tokio_util::sync::CancellationToken,
+        cancel: &CancellationToken,
     ) {
         let mut backoff = Backoff::new(Duration::from_millis(self.inner.cfg.max_backoff_ms));
         let mut told = false;
