@@ -308,28 +308,44 @@ impl Client {
         let (tx, rx) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             let mut stream = resp.bytes_stream();
-            let mut buf = String::new();
-            let mut data = String::new();
+            let mut sse = SseEvents::default();
             while let Some(Ok(chunk)) = stream.next().await {
-                buf.push_str(&String::from_utf8_lossy(&chunk));
-                while let Some(pos) = buf.find('\n') {
-                    let line: String = buf.drain(..=pos).collect();
-                    let line = line.trim_end_matches(['\n', '\r']);
-                    if line.is_empty() {
-                        if !data.is_empty() {
-                            if let Ok(v) = serde_json::from_str::<Value>(&data)
-                                && tx.send(v).is_err()
-                            {
-                                return;
-                            }
-                            data.clear();
-                        }
-                    } else if let Some(d) = line.strip_prefix("data:") {
-                        data.push_str(d.trim_start());
+                for v in sse.push(&chunk) {
+                    if tx.send(v).is_err() {
+                        return;
                     }
                 }
             }
         });
         Ok(rx)
+    }
+}
+
+/// An SSE stream read as it arrives: the JSON of each event's `data:`
+/// lines (an event that is not JSON is left out).
+#[derive(Default)]
+struct SseEvents {
+    /// Received, not yet a whole line.
+    buf: String,
+    /// The current event's data so far.
+    data: String,
+}
+
+impl SseEvents {
+    /// Takes the next chunk of the stream; returns the events it completes.
+    fn push(&mut self, chunk: &[u8]) -> Vec<Value> {
+        self.buf.push_str(&String::from_utf8_lossy(chunk));
+        let mut events = Vec::new();
+        while let Some(pos) = self.buf.find('\n') {
+            let line: String = self.buf.drain(..=pos).collect();
+            let line = line.trim_end_matches(['\n', '\r']);
+            if line.is_empty() && !self.data.is_empty() {
+                events.extend(serde_json::from_str::<Value>(&self.data).ok());
+                self.data.clear();
+            } else if let Some(d) = line.strip_prefix("data:") {
+                self.data.push_str(d.trim_start());
+            }
+        }
+        events
     }
 }

@@ -21,7 +21,7 @@
 #![forbid(unsafe_code)]
 
 use std::io::BufRead as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
@@ -182,74 +182,8 @@ async fn main() -> anyhow::Result<()> {
             listen,
             trustees,
             threshold,
-        } => {
-            if let Some(mode) = sosvault_server::files::create_private_dir(&dir)? {
-                eprintln!(
-                    "warning: {}",
-                    sosvault_server::files::loose_dir_warning(&dir, mode)
-                );
-            }
-            // Absolute, so the config works from any working directory.
-            let dir = std::fs::canonicalize(&dir)
-                .with_context(|| format!("resolving {}", dir.display()))?;
-            let mut cfg = Config::new(dir.clone());
-            cfg.listen = listen;
-            cfg.threshold = threshold;
-            for t in trustees {
-                let Some((url, public)) = t.split_once('=') else {
-                    bail!("--trustee takes URL=PUBLIC_HEX");
-                };
-                cfg.trustees.push(TrusteeConfig {
-                    url: url.to_owned(),
-                    public: public.to_owned(),
-                    name: String::new(),
-                    tls_ca: None,
-                });
-            }
-            let path = dir.join("server.toml");
-            if path.exists() {
-                bail!("{} exists; not overwriting", path.display());
-            }
-            let public = sosvault_server::init_keys(&cfg)?;
-            let token = cfg.default_metrics_token_path();
-            sosvault_server::init_metrics_token(&token)?;
-            cfg.metrics_token_file = Some(token.clone());
-            // 0600: it will hold the operators' password hashes.
-            sosvault_server::files::write_new_private(&path, cfg.to_toml()?.as_bytes())?;
-            println!("control_room_public: {}", public.to_hex());
-            println!(
-                "log_vkey: {}   # for every trustee's witness_logs",
-                sosvault_server::log_vkey(&cfg)?
-            );
-            println!("config: {}", path.display());
-            println!("metrics_token_file: {}", token.display());
-        }
-        Cmd::Serve { config } => {
-            init_tracing();
-            if let Some(mode) = sosvault_server::files::mode_of(&config)
-                .filter(|m| sosvault_server::files::is_loose(*m))
-            {
-                tracing::warn!(
-                    "the configuration {} has mode {mode:o}: other users can read the operators' \
-                     password hashes in it; make it private with `chmod 600 {}`",
-                    config.display(),
-                    config.display()
-                );
-            }
-            let cfg = Config::load(&config)?;
-            let service = Service::start(cfg).await?;
-            println!(
-                "listening on {}://{}",
-                service.scheme(),
-                service.local_addr()
-            );
-            service
-                .run_until(async {
-                    shutdown_signal().await;
-                    tracing::info!("shutting down");
-                })
-                .await?;
-        }
+        } => init(dir, listen, trustees, threshold)?,
+        Cmd::Serve { config } => serve(&config).await?,
         Cmd::HashPassword => {
             let pw = read_password()?;
             println!(
@@ -258,69 +192,166 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         Cmd::Operator { config, cmd } => operator(&Config::load(&config)?, cmd)?,
-        Cmd::Log {
-            cmd:
-                LogCmd::Verify {
-                    url,
-                    log_public,
-                    state,
-                    ca,
-                    token_file,
-                    witnesses,
-                    quorum,
-                    origin,
-                },
-        } => {
-            let witnesses = witnesses
-                .iter()
-                .map(|w| {
-                    w.parse::<sosvault::checkpoint::WitnessVerifier>()
-                        .map_err(|e| {
-                            anyhow::anyhow!(
-                                "--witness {w:?} is not a witness verifier key (a trustee's \
-                             witness_vkey, `<name>+<key id>+<base64>`): {e:?}"
-                            )
-                        })
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
-            let origin = origin
-                .map(sosvault::checkpoint::KeyName::new)
-                .transpose()
-                .map_err(|e| anyhow::anyhow!("--origin: {e:?}"))?;
-            let log_public = log_public
-                .map(|h| sosvault::LogPublic::from_hex(h.trim()))
-                .transpose()
-                .map_err(|_| {
-                    anyhow::anyhow!(
-                        "--log-public is not a log public key (64 hex digits: `log_public_key` in /v1/info)"
-                    )
-                })?;
-            let token = match token_file {
-                Some(p) => Some(
-                    std::fs::read_to_string(&p)
-                        .with_context(|| format!("cannot read the token file {}", p.display()))?
-                        .trim()
-                        .to_owned(),
-                ),
-                None => std::env::var("SOSVAULT_OPERATOR_TOKEN").ok(),
-            };
-            let opts = sosvault_server::logverify::VerifyOptions {
-                url,
-                log_public,
-                state,
-                ca,
-                token,
-                witnesses: sosvault_server::logverify::WitnessOptions {
-                    witnesses,
-                    quorum,
-                    origin,
-                },
-            };
-            let report = sosvault_server::logverify::verify(&opts).await?;
-            println!("{}", report.summary());
-        }
+        Cmd::Log { cmd } => log_verify(cmd).await?,
     }
     Ok(())
+}
+
+/// `init`: the data directory, the keys, the metrics token and
+/// `server.toml`; prints what the trustees and the operator need.
+fn init(dir: PathBuf, listen: String, trustees: Vec<String>, threshold: u8) -> anyhow::Result<()> {
+    if let Some(mode) = sosvault_server::files::create_private_dir(&dir)? {
+        eprintln!(
+            "warning: {}",
+            sosvault_server::files::loose_dir_warning(&dir, mode)
+        );
+    }
+    // Absolute, so the config works from any working directory.
+    let dir =
+        std::fs::canonicalize(&dir).with_context(|| format!("resolving {}", dir.display()))?;
+    let mut cfg = Config::new(dir.clone());
+    cfg.listen = listen;
+    cfg.threshold = threshold;
+    cfg.trustees = parse_trustees(&trustees)?;
+    let path = dir.join("server.toml");
+    if path.exists() {
+        bail!("{} exists; not overwriting", path.display());
+    }
+    let public = sosvault_server::init_keys(&cfg)?;
+    let token = cfg.default_metrics_token_path();
+    sosvault_server::init_metrics_token(&token)?;
+    cfg.metrics_token_file = Some(token.clone());
+    // 0600: it will hold the operators' password hashes.
+    sosvault_server::files::write_new_private(&path, cfg.to_toml()?.as_bytes())?;
+    println!("control_room_public: {}", public.to_hex());
+    println!(
+        "log_vkey: {}   # for every trustee's witness_logs",
+        sosvault_server::log_vkey(&cfg)?
+    );
+    println!("config: {}", path.display());
+    println!("metrics_token_file: {}", token.display());
+    Ok(())
+}
+
+/// The `--trustee URL=PUBLIC_HEX` arguments, in share-index order.
+fn parse_trustees(trustees: &[String]) -> anyhow::Result<Vec<TrusteeConfig>> {
+    let mut out = Vec::new();
+    for t in trustees {
+        let Some((url, public)) = t.split_once('=') else {
+            bail!("--trustee takes URL=PUBLIC_HEX");
+        };
+        out.push(TrusteeConfig {
+            url: url.to_owned(),
+            public: public.to_owned(),
+            name: String::new(),
+            tls_ca: None,
+        });
+    }
+    Ok(out)
+}
+
+/// `serve`: runs the service until SIGINT or SIGTERM.
+async fn serve(config: &Path) -> anyhow::Result<()> {
+    init_tracing();
+    if let Some(mode) =
+        sosvault_server::files::mode_of(config).filter(|m| sosvault_server::files::is_loose(*m))
+    {
+        tracing::warn!(
+            "the configuration {} has mode {mode:o}: other users can read the operators' \
+             password hashes in it; make it private with `chmod 600 {}`",
+            config.display(),
+            config.display()
+        );
+    }
+    let cfg = Config::load(config)?;
+    let service = Service::start(cfg).await?;
+    println!(
+        "listening on {}://{}",
+        service.scheme(),
+        service.local_addr()
+    );
+    service
+        .run_until(async {
+            shutdown_signal().await;
+            tracing::info!("shutting down");
+        })
+        .await?;
+    Ok(())
+}
+
+/// `log verify`: checks the control room's log from outside and prints
+/// the report.
+async fn log_verify(cmd: LogCmd) -> anyhow::Result<()> {
+    let LogCmd::Verify {
+        url,
+        log_public,
+        state,
+        ca,
+        token_file,
+        witnesses,
+        quorum,
+        origin,
+    } = cmd;
+    let witnesses = parse_witnesses(&witnesses)?;
+    let origin = origin
+        .map(sosvault::checkpoint::KeyName::new)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--origin: {e:?}"))?;
+    let log_public = log_public
+        .map(|h| sosvault::LogPublic::from_hex(h.trim()))
+        .transpose()
+        .map_err(|_| {
+            anyhow::anyhow!(
+                "--log-public is not a log public key (64 hex digits: `log_public_key` in /v1/info)"
+            )
+        })?;
+    let opts = sosvault_server::logverify::VerifyOptions {
+        url,
+        log_public,
+        state,
+        ca,
+        token: read_token(token_file)?,
+        witnesses: sosvault_server::logverify::WitnessOptions {
+            witnesses,
+            quorum,
+            origin,
+        },
+    };
+    let report = sosvault_server::logverify::verify(&opts).await?;
+    println!("{}", report.summary());
+    Ok(())
+}
+
+/// The `--witness` verifier keys.
+fn parse_witnesses(
+    witnesses: &[String],
+) -> anyhow::Result<Vec<sosvault::checkpoint::WitnessVerifier>> {
+    witnesses
+        .iter()
+        .map(|w| {
+            w.parse::<sosvault::checkpoint::WitnessVerifier>()
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "--witness {w:?} is not a witness verifier key (a trustee's \
+                             witness_vkey, `<name>+<key id>+<base64>`): {e:?}"
+                    )
+                })
+        })
+        .collect()
+}
+
+/// The operator's session token: from `--token-file`, else from
+/// `SOSVAULT_OPERATOR_TOKEN`, else none.
+fn read_token(token_file: Option<PathBuf>) -> anyhow::Result<Option<String>> {
+    Ok(match token_file {
+        Some(p) => Some(
+            std::fs::read_to_string(&p)
+                .with_context(|| format!("cannot read the token file {}", p.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        None => std::env::var("SOSVAULT_OPERATOR_TOKEN").ok(),
+    })
 }
 
 /// One line of stdin, without its line end: a password.

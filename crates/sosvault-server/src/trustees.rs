@@ -333,22 +333,21 @@ impl TrusteeClient {
         // Read at most `limit` bytes: an answer is small, a proxy's page may not be.
         let mut answer = Vec::new();
         loop {
-            match resp.chunk().await {
-                Ok(Some(chunk)) => {
-                    if answer.len() + chunk.len() > limit {
-                        if status.is_success() {
-                            return Err(CallError::unavailable("answer too large"));
-                        }
-                        break;
-                    }
-                    answer.extend_from_slice(&chunk);
-                }
+            let chunk = match resp.chunk().await {
+                Ok(Some(chunk)) => chunk,
                 Ok(None) => break,
                 Err(e) if status.is_success() => {
                     return Err(CallError::unavailable(describe(&e)));
                 }
                 Err(_) => break,
+            };
+            if answer.len() + chunk.len() > limit {
+                if status.is_success() {
+                    return Err(CallError::unavailable("answer too large"));
+                }
+                break;
             }
+            answer.extend_from_slice(&chunk);
         }
         if !status.is_success() {
             return Err(classify(

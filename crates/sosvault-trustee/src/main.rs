@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -358,66 +359,13 @@ fn load_trustee_key(path: &Path) -> anyhow::Result<TrusteeKey> {
         .map_err(|_| anyhow::anyhow!("{} is not a trustee key", path.display()))
 }
 
+/// `serve`: answers the trustee's API until SIGINT or SIGTERM, then closes
+/// the store.
 fn serve(config_path: &Path) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
+    init_tracing();
     let config = Config::load(config_path)?;
     let key = load_trustee_key(&config.trustee_key_file)?;
-    let (master, opened) =
-        rekey::load_master_key(&config.store, config.master_key_file.as_deref())?;
-    match opened.recovery {
-        Recovery::Finished => tracing::warn!(
-            "finished a master key rotation that was interrupted after the store was re-sealed"
-        ),
-        Recovery::Discarded => tracing::warn!(
-            "destroyed the unused new key of a master key rotation interrupted before it re-sealed the store"
-        ),
-        _ => {}
-    }
-    if !opened.from_environment
-        && let (Some(key_file), Some(data)) =
-            (config.master_key_file.as_deref(), config.store.parent())
-        && key_file_inside(data, key_file)
-    {
-        tracing::warn!(
-            master_key_file = %key_file.display(),
-            data_dir = %data.display(),
-            "the master key file is inside the data directory, so every backup of that directory \
-             carries it: move it out (e.g. to a sibling `.keys` directory, mode 0700), update \
-             master_key_file, and keep it out of backups"
-        );
-    }
-    let log_public = key.log_key().public();
-    let witnessing = Witnessing::new(
-        &key,
-        config.log_origin(&log_public)?,
-        config.witness_name(&log_public)?,
-        config.witness_logs()?,
-        config.witnesses()?,
-    )?;
-    let trustee = Trustee::new(key, config.pinned()?, config.time_limits());
-    let node = Node::open(NodeOptions {
-        store: config.store.clone(),
-        trustee,
-        master,
-        rate: RateLimit {
-            max_releases: config.max_releases_per_window,
-            window_secs: config.release_window_secs,
-        },
-        query_skew_secs: config.max_clock_skew_secs,
-    })
-    .map_err(|e| anyhow::anyhow!("cannot open the store {}: {e}", config.store.display()))?;
-    // The node holds the store now; a rotation is kept out by it from here.
-    drop(opened);
-    let state = AppState::new(node, config.name.clone(), config.auditor_tokens()?)
-        .context("cannot start the store's writer thread")?
-        .with_witnessing(witnessing);
+    let state = open_state(&config, key)?;
     let witnessing = state.witnessing();
     let writer = state.writer_exit();
     if config.request_timeout_secs > sosvault_trustee::config::MAX_REQUEST_TIMEOUT_SECS {
@@ -463,21 +411,8 @@ fn serve(config_path: &Path) -> anyhow::Result<()> {
         // down gracefully, not kill the process with the default action.
         let shutdown = shutdown()?;
         let scheme = if tls.is_some() { "https" } else { "http" };
-        {
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "listening on {scheme}://{addr}")?;
-            out.flush()?;
-        }
-        tracing::info!(%addr, scheme, pinned = config.pinned_control_rooms.len(), "serving");
-        tokio::spawn(gate.summarise());
-        tokio::spawn(async move {
-            witnessing
-                .refused()
-                .summarise(
-                    "add-checkpoint requests refused in the last minute (nothing of them was stored)",
-                )
-                .await;
-        });
+        announce(scheme, addr, config.pinned_control_rooms.len())?;
+        spawn_summaries(gate, witnessing);
         match tls {
             Some(tls) => {
                 let listener = TlsListener::new(listener, tls)?;
@@ -500,6 +435,106 @@ fn serve(config_path: &Path) -> anyhow::Result<()> {
     drop(runtime);
     writer.wait();
     served
+}
+
+/// Logs to stderr, filtered by `RUST_LOG` (`info` by default), in colour
+/// only on a terminal.
+fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+}
+
+/// Opens the store under the master key (an interrupted rotation finished
+/// or discarded first) and the trustee's state on it.
+fn open_state(config: &Config, key: TrusteeKey) -> anyhow::Result<AppState> {
+    let (master, opened) =
+        rekey::load_master_key(&config.store, config.master_key_file.as_deref())?;
+    warn_master_key(config, &opened);
+    let log_public = key.log_key().public();
+    let witnessing = Witnessing::new(
+        &key,
+        config.log_origin(&log_public)?,
+        config.witness_name(&log_public)?,
+        config.witness_logs()?,
+        config.witnesses()?,
+    )?;
+    let trustee = Trustee::new(key, config.pinned()?, config.time_limits());
+    let node = Node::open(NodeOptions {
+        store: config.store.clone(),
+        trustee,
+        master,
+        rate: RateLimit {
+            max_releases: config.max_releases_per_window,
+            window_secs: config.release_window_secs,
+        },
+        query_skew_secs: config.max_clock_skew_secs,
+    })
+    .map_err(|e| anyhow::anyhow!("cannot open the store {}: {e}", config.store.display()))?;
+    // The node holds the store now; a rotation is kept out by it from here.
+    drop(opened);
+    let state = AppState::new(node, config.name.clone(), config.auditor_tokens()?)
+        .context("cannot start the store's writer thread")?
+        .with_witnessing(witnessing);
+    Ok(state)
+}
+
+/// Warns of what opening the master key found: an interrupted rotation
+/// finished or discarded, a key file inside the data directory.
+fn warn_master_key(config: &Config, opened: &rekey::Opened) {
+    match opened.recovery {
+        Recovery::Finished => tracing::warn!(
+            "finished a master key rotation that was interrupted after the store was re-sealed"
+        ),
+        Recovery::Discarded => tracing::warn!(
+            "destroyed the unused new key of a master key rotation interrupted before it re-sealed the store"
+        ),
+        _ => {}
+    }
+    if !opened.from_environment
+        && let (Some(key_file), Some(data)) =
+            (config.master_key_file.as_deref(), config.store.parent())
+        && key_file_inside(data, key_file)
+    {
+        tracing::warn!(
+            master_key_file = %key_file.display(),
+            data_dir = %data.display(),
+            "the master key file is inside the data directory, so every backup of that directory \
+             carries it: move it out (e.g. to a sibling `.keys` directory, mode 0700), update \
+             master_key_file, and keep it out of backups"
+        );
+    }
+}
+
+/// Says where the trustee answers: `listening on SCHEME://ADDR` on stdout
+/// (flushed, for whoever started it), and in the log.
+fn announce(scheme: &str, addr: SocketAddr, pinned: usize) -> anyhow::Result<()> {
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on {scheme}://{addr}")?;
+        out.flush()?;
+    }
+    tracing::info!(%addr, scheme, pinned, "serving");
+    Ok(())
+}
+
+/// Starts the once-a-minute summaries of what was refused: writes without
+/// a pinned control room's certificate, and add-checkpoint requests.
+fn spawn_summaries(gate: Arc<Gate>, witnessing: Arc<Witnessing>) {
+    tokio::spawn(gate.summarise());
+    tokio::spawn(async move {
+        witnessing
+            .refused()
+            .summarise(
+                "add-checkpoint requests refused in the last minute (nothing of them was stored)",
+            )
+            .await;
+    });
 }
 
 /// Installs the SIGINT and SIGTERM handlers now (inside the runtime) and

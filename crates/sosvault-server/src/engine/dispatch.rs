@@ -5,11 +5,15 @@
 //! timed out, when to send another kind, when an incident is overdue) are
 //! the board's, and pure. Also the teams' own calls.
 
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::json;
 use sosvault::IncidentId;
+use tokio::sync::Notify;
+use tokio::sync::futures::Notified;
+use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
 
 use super::board::{ByHandRefusal, How, Sent, Step, Waiting, Withdrawn};
@@ -23,6 +27,38 @@ use crate::store::{AssignmentRow, UnitRow};
 /// How often an incident waiting for a free team looks again even when
 /// nothing woke it: a team's eligibility also changes with time.
 const RECHECK: Duration = Duration::from_secs(2);
+
+/// Waits for what can change the board's answer for an incident waiting
+/// for `why`: its deadline, a freed team (looked for again every
+/// [`RECHECK`] too, when waiting for one) or a wake-up; false if the
+/// incident ends first.
+async fn wait_for_change(
+    why: &Waiting,
+    deadline: Option<Duration>,
+    freed: Pin<&mut Notified<'_>>,
+    wake: &Notify,
+    cancel: &CancellationToken,
+) -> bool {
+    let for_team = matches!(why, Waiting::FreeTeam { .. });
+    let deadline = if for_team {
+        Some(deadline.map_or(RECHECK, |d| d.min(RECHECK)))
+    } else {
+        deadline
+    };
+    let sleep = async {
+        match deadline {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = freed, if for_team => {}
+        _ = wake.notified() => {}
+        _ = sleep => {}
+        _ = cancel.cancelled() => return false,
+    }
+    true
+}
 
 impl Engine {
     /// The dispatch loop of an incident, for as long as it is open: ask the
@@ -68,22 +104,9 @@ impl Engine {
                         self.announce(id, &why).await;
                         said = Some(why.clone());
                     }
-                    let for_team = matches!(why, Waiting::FreeTeam { .. });
-                    let mut deadline = until.map(|u| Duration::from_millis(u.saturating_sub(now)));
-                    if for_team {
-                        deadline = Some(deadline.map_or(RECHECK, |d| d.min(RECHECK)));
-                    }
-                    let sleep = async {
-                        match deadline {
-                            Some(d) => tokio::time::sleep(d).await,
-                            None => std::future::pending().await,
-                        }
-                    };
-                    tokio::select! {
-                        _ = &mut freed, if for_team => {}
-                        _ = wake.notified() => {}
-                        _ = sleep => {}
-                        _ = cancel.cancelled() => return,
+                    let deadline = until.map(|u| Duration::from_millis(u.saturating_sub(now)));
+                    if !wait_for_change(&why, deadline, freed.as_mut(), &wake, &cancel).await {
+                        return;
                     }
                 }
             }

@@ -24,6 +24,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 use serde::Serialize;
 use serde_json::json;
@@ -176,7 +177,6 @@ impl Forwards {
 
     /// The forwards' gauges in the Prometheus text format.
     pub fn render(&self, now_ms: u64, out: &mut String) {
-        use std::fmt::Write as _;
         let live = self.lock();
         let gauges: [(&str, &str); 3] = [
             (
@@ -193,21 +193,33 @@ impl Forwards {
             ),
         ];
         for (name, help) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} gauge");
-            for kind in ForwardKind::ALL {
-                let of_kind = live.values().filter(|f| f.kind == kind);
-                let value = match name {
-                    "sosvault_forwards_pending" => of_kind.count() as u64,
-                    "sosvault_forwards_stuck" => of_kind.filter(|f| f.stuck).count() as u64,
-                    _ => of_kind
-                        .map(|f| now_ms.saturating_sub(f.since_ms) / 1000)
-                        .max()
-                        .unwrap_or(0),
-                };
-                let _ = writeln!(out, "{name}{{kind=\"{}\"}} {value}", kind.as_str());
-            }
+            write_gauge(&live, (name, help), now_ms, out);
         }
+    }
+}
+
+/// Writes one of the forwards' gauges (`name`, `help`): its help and type
+/// lines, then its value for each kind of forward in flight.
+fn write_gauge(
+    live: &BTreeMap<u64, InFlight>,
+    (name, help): (&str, &str),
+    now_ms: u64,
+    out: &mut String,
+) {
+    use std::fmt::Write as _;
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} gauge");
+    for kind in ForwardKind::ALL {
+        let of_kind = live.values().filter(|f| f.kind == kind);
+        let value = match name {
+            "sosvault_forwards_pending" => of_kind.count() as u64,
+            "sosvault_forwards_stuck" => of_kind.filter(|f| f.stuck).count() as u64,
+            _ => of_kind
+                .map(|f| now_ms.saturating_sub(f.since_ms) / 1000)
+                .max()
+                .unwrap_or(0),
+        };
+        let _ = writeln!(out, "{name}{{kind=\"{}\"}} {value}", kind.as_str());
     }
 }
 
@@ -243,6 +255,112 @@ fn final_answer<R: sosvault::Message>(
             })
         }
         Err(e) => Err(e),
+    }
+}
+
+/// A commit's final answer from one trustee (logged): taken, changed or
+/// not, or finally refused; anything else is asked again.
+fn commit_final(
+    client: &TrusteeClient,
+    student: &[u8; 32],
+    epoch: u32,
+    answer: Result<bool, CallError>,
+) -> Attempt<()> {
+    match answer {
+        Ok(changed) => {
+            tracing::info!(trustee = client.name(), student = %short(student), epoch, changed, "commit taken");
+            Ok(())
+        }
+        Err(CallError::Refused { code, .. }) => {
+            tracing::warn!(trustee = client.name(), student = %short(student), epoch, code = %code, "commit finally refused; not sending it again");
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// One forward in flight: what its retry loop needs between attempts.
+struct ForwardTask {
+    engine: Engine,
+    /// Its number in the registry ([`Forwards`]).
+    id: u64,
+    kind: ForwardKind,
+    /// The trustee's display name.
+    trustee: String,
+    stuck_after_ms: u64,
+    backoff: Backoff,
+}
+
+impl ForwardTask {
+    /// Asks (`attempt`) and stores (`store`) until an answer is stored, with
+    /// back-off between attempts; ends early on `shutdown`.
+    async fn run<A, F, Fut, S, SFut>(
+        mut self,
+        shutdown: CancellationToken,
+        mut attempt: F,
+        mut store: S,
+    ) where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Attempt<A>>,
+        S: FnMut(A) -> SFut,
+        SFut: std::future::Future<Output = bool>,
+    {
+        loop {
+            let outcome = tokio::select! {
+                o = attempt() => o,
+                _ = shutdown.cancelled() => return,
+            };
+            let delay = match outcome {
+                Ok(answer) => {
+                    if store(answer).await {
+                        self.answered();
+                        return;
+                    }
+                    self.backoff.next_delay()
+                }
+                Err(e) => self.failed(&e),
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Drops the answered forward from the registry; the control room hears
+    /// of it if it was stuck.
+    fn answered(&self) {
+        let engine = &self.engine;
+        if engine.inner.forwards.finished(self.id) {
+            let trustee = &self.trustee;
+            tracing::info!(kind = self.kind.as_str(), trustee, "stuck forward answered");
+            engine.forwards_changed();
+        }
+    }
+
+    /// Counts, logs and records a failed attempt (the control room hears of
+    /// a forward that became stuck); how long to wait before the next.
+    fn failed(&mut self, e: &CallError) -> Duration {
+        let (engine, kind, trustee) = (&self.engine, self.kind.as_str(), &self.trustee);
+        engine
+            .inner
+            .metrics
+            .trustee_errors
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::info!(kind, trustee, "{e}; asking again");
+        let why = match e {
+            CallError::Unavailable { why, .. } => why.clone(),
+            other => other.to_string(),
+        };
+        if engine
+            .inner
+            .forwards
+            .failed(self.id, why, now_ms(), self.stuck_after_ms)
+        {
+            tracing::warn!(kind, trustee, "forward stuck: {e}");
+            engine.forwards_changed();
+        }
+        self.backoff.after(e)
     }
 }
 
@@ -296,6 +414,21 @@ impl Engine {
         true
     }
 
+    /// After a commit's final answer was stored (or not): the answer waiting
+    /// on `commit_done` woken; `false` asks again.
+    fn commit_answer_stored(&self, stored: Result<(), StoreError>) -> bool {
+        match stored {
+            Ok(()) => {
+                self.inner.commit_done.notify_waiters();
+                true
+            }
+            Err(e) => {
+                tracing::error!("storing a commit answer failed: {e}");
+                false
+            }
+        }
+    }
+
     /// The configured trustee with this id (a pending row may name one that
     /// has since left the config: `what` says which kind, for the log).
     fn trustee_client(&self, trustee: &[u8; 32], what: ForwardKind) -> Option<TrusteeClient> {
@@ -323,70 +456,26 @@ impl Engine {
         kind: ForwardKind,
         client: &TrusteeClient,
         since_ms: u64,
-        mut attempt: F,
-        mut store: S,
+        attempt: F,
+        store: S,
     ) where
         A: Send + 'static,
         F: FnMut() -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = Attempt<A>> + Send,
+        Fut: std::future::Future<Output = Attempt<A>> + Send + 'static,
         S: FnMut(A) -> SFut + Send + 'static,
-        SFut: std::future::Future<Output = bool> + Send,
+        SFut: std::future::Future<Output = bool> + Send + 'static,
     {
-        let engine = self.clone();
         let trustee = client.name().to_owned();
-        let id = self.inner.forwards.start(kind, &trustee, since_ms);
+        let task = ForwardTask {
+            engine: self.clone(),
+            id: self.inner.forwards.start(kind, &trustee, since_ms),
+            kind,
+            trustee,
+            stuck_after_ms: self.inner.cfg.forward_stuck_after_secs.saturating_mul(1000),
+            backoff: Backoff::new(Duration::from_millis(self.inner.cfg.max_backoff_ms)),
+        };
         let shutdown = self.inner.shutdown.clone();
-        let stuck_after_ms = self.inner.cfg.forward_stuck_after_secs.saturating_mul(1000);
-        let mut backoff = Backoff::new(Duration::from_millis(self.inner.cfg.max_backoff_ms));
-        self.inner.tasks.spawn(async move {
-            loop {
-                let outcome = tokio::select! {
-                    o = attempt() => o,
-                    _ = shutdown.cancelled() => return,
-                };
-                let delay = match outcome {
-                    Ok(answer) => {
-                        if store(answer).await {
-                            if engine.inner.forwards.finished(id) {
-                                tracing::info!(
-                                    kind = kind.as_str(),
-                                    trustee,
-                                    "stuck forward answered"
-                                );
-                                engine.forwards_changed();
-                            }
-                            return;
-                        }
-                        backoff.next_delay()
-                    }
-                    Err(e) => {
-                        engine
-                            .inner
-                            .metrics
-                            .trustee_errors
-                            .fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(kind = kind.as_str(), trustee, "{e}; asking again");
-                        let why = match &e {
-                            CallError::Unavailable { why, .. } => why.clone(),
-                            other => other.to_string(),
-                        };
-                        if engine
-                            .inner
-                            .forwards
-                            .failed(id, why, now_ms(), stuck_after_ms)
-                        {
-                            tracing::warn!(kind = kind.as_str(), trustee, "forward stuck: {e}");
-                            engine.forwards_changed();
-                        }
-                        backoff.after(&e)
-                    }
-                };
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = shutdown.cancelled() => return,
-                }
-            }
-        });
+        self.inner.tasks.spawn(task.run(shutdown, attempt, store));
     }
 
     /// Sends a student's signed stop to one trustee until it answers with a
@@ -509,38 +598,20 @@ impl Engine {
         let attempt = move || {
             let (client, commit) = (asker.clone(), commit.clone());
             async move {
-                match client.commit(&commit).await {
-                    Ok(changed) => {
-                        tracing::info!(trustee = client.name(), student = %short(&student), epoch, changed, "commit taken");
-                        Ok(())
-                    }
-                    Err(CallError::Refused { code, .. }) => {
-                        tracing::warn!(trustee = client.name(), student = %short(&student), epoch, code = %code, "commit finally refused; not sending it again");
-                        Ok(())
-                    }
-                    Err(e) => Err(e),
-                }
+                let answer = client.commit(&commit).await;
+                commit_final(&client, &student, epoch, answer)
             }
         };
         let engine = self.clone();
         let store = move |()| {
             let engine = engine.clone();
             async move {
-                match engine
+                let stored = engine
                     .inner
                     .db
                     .call(move |s| s.finish_commit(&student, epoch, &trustee))
-                    .await
-                {
-                    Ok(()) => {
-                        engine.inner.commit_done.notify_waiters();
-                        true
-                    }
-                    Err(e) => {
-                        tracing::error!("storing a commit answer failed: {e}");
-                        false
-                    }
-                }
+                    .await;
+                engine.commit_answer_stored(stored)
             }
         };
         self.spawn_forward(ForwardKind::Commit, &client, since_ms, attempt, store);

@@ -16,7 +16,7 @@ use super::{
     Session, State, Viewer, b64, now_ms, short, token_hash,
 };
 use crate::error::ApiError;
-use crate::store::IncidentRow;
+use crate::store::{EnrollmentRow, IncidentRow};
 /// A source's login in flight; dropping it frees the source's slot.
 struct InFlight<'a> {
     engine: &'a Engine,
@@ -235,35 +235,14 @@ impl Engine {
     /// One incident, for an operator (any) or a unit (only its own). The
     /// profile is included, and its view logged, while it is released.
     pub async fn detail(&self, id: [u8; 16], viewer: Viewer) -> Result<IncidentDetail, ApiError> {
-        if let Viewer::Operator(op, _) = &viewer {
-            self.authorize(op, crate::access::Action::ReadIncidents)?;
-        }
-        if let Viewer::Unit(u) = &viewer {
-            let mine = self
-                .state()
-                .board
-                .assignment(IncidentId::from_bytes(id))
-                .is_some_and(|a| a.unit == u.0);
-            if !mine {
-                return Err(ApiError::not_found());
-            }
-        }
+        self.may_view(id, &viewer)?;
         let row = self
             .inner
             .db
             .call(move |s| s.incident(&id))
             .await?
             .ok_or_else(ApiError::not_found)?;
-        let access = match &viewer {
-            Viewer::Operator(op, reason) => crate::access::profile_access(
-                op.role,
-                &op.name,
-                row.handler.as_deref(),
-                reason.as_ref(),
-            ),
-            // A unit sees the profile of the incident it is sent to.
-            Viewer::Unit(_) => crate::access::ProfileAccess::Shown,
-        };
+        let access = viewer_access(&viewer, &row);
         let sees_locations = match &viewer {
             Viewer::Operator(op, _) => op.role.sees_locations(),
             Viewer::Unit(_) => true,
@@ -281,53 +260,10 @@ impl Engine {
         } else {
             None
         };
-        let (summary, trail, profile) = {
-            let st = self.state();
-            let mut summary = self.summary(&row, &st);
-            if !sees_locations {
-                summary.location = None;
-            }
-            let live = st.incidents.get(&id).filter(|_| sees_locations);
-            let trail = live
-                .map(|l| {
-                    l.trail
-                        .iter()
-                        .map(|(lat, lon, _)| LatLon {
-                            lat: *lat,
-                            lon: *lon,
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            let live = st.incidents.get(&id);
-            let profile = match (live.and_then(|l| l.vault.as_ref()), &enrollment) {
-                (Some(g), Some(e)) if g.epoch == e.epoch && g.expires_at_ms > now_ms() => g
-                    .key
-                    .open(&e.sealed_profile, sosvault::MAX_PROFILE_BYTES * 2)
-                    .ok()
-                    .and_then(|b| Profile::from_bytes(&b).ok()),
-                _ => None,
-            };
-            (summary, trail, profile)
-        };
+        let (summary, trail, profile) = self.live_detail(&row, sees_locations, enrollment.as_ref());
         if profile.is_some() {
-            let (actor, reason) = match &viewer {
-                Viewer::Operator(o, reason) => (
-                    format!("operator:{}", o.name),
-                    reason
-                        .as_ref()
-                        .filter(|_| access == crate::access::ProfileAccess::ShownWithReason),
-                ),
-                Viewer::Unit(u) => (format!("unit:{}", u.0), None),
-            };
-            // Logged before it is shown: no log entry, no profile.
-            self.log_profile_view(id, row.student_id, &actor, reason)
+            self.profile_viewed(id, row.student_id, &viewer, access)
                 .await?;
-            self.inner
-                .metrics
-                .profile_views
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::info!(incident = %short(&id), viewer = %actor, "profile viewed (logged)");
         }
         Ok(IncidentDetail {
             summary,
@@ -344,6 +280,92 @@ impl Engine {
             profile,
             profile_access: access,
         })
+    }
+
+    /// Whether `viewer` may see the incident at all: an operator who may
+    /// read incidents, a unit only the incident it is sent to.
+    fn may_view(&self, id: [u8; 16], viewer: &Viewer) -> Result<(), ApiError> {
+        if let Viewer::Operator(op, _) = viewer {
+            self.authorize(op, crate::access::Action::ReadIncidents)?;
+        }
+        if let Viewer::Unit(u) = viewer {
+            let mine = self
+                .state()
+                .board
+                .assignment(IncidentId::from_bytes(id))
+                .is_some_and(|a| a.unit == u.0);
+            if !mine {
+                return Err(ApiError::not_found());
+            }
+        }
+        Ok(())
+    }
+
+    /// The incident as it stands in memory: its summary and trail (without
+    /// locations for a viewer who may not see them), and its profile while
+    /// the vault key of `enrollment`'s epoch is held.
+    fn live_detail(
+        &self,
+        row: &IncidentRow,
+        sees_locations: bool,
+        enrollment: Option<&EnrollmentRow>,
+    ) -> (IncidentSummary, Vec<LatLon>, Option<Profile>) {
+        let st = self.state();
+        let mut summary = self.summary(row, &st);
+        if !sees_locations {
+            summary.location = None;
+        }
+        let live = st.incidents.get(&row.id).filter(|_| sees_locations);
+        let trail = live
+            .map(|l| {
+                l.trail
+                    .iter()
+                    .map(|(lat, lon, _)| LatLon {
+                        lat: *lat,
+                        lon: *lon,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let live = st.incidents.get(&row.id);
+        let profile = match (live.and_then(|l| l.vault.as_ref()), enrollment) {
+            (Some(g), Some(e)) if g.epoch == e.epoch && g.expires_at_ms > now_ms() => g
+                .key
+                .open(&e.sealed_profile, sosvault::MAX_PROFILE_BYTES * 2)
+                .ok()
+                .and_then(|b| Profile::from_bytes(&b).ok()),
+            _ => None,
+        };
+        (summary, trail, profile)
+    }
+
+    /// Logs a profile view about to be shown: in the transparency log (with
+    /// the reason a supervisor gave, when it is why they see it), the metric
+    /// and the service's log.
+    async fn profile_viewed(
+        &self,
+        id: [u8; 16],
+        student: [u8; 32],
+        viewer: &Viewer,
+        access: crate::access::ProfileAccess,
+    ) -> Result<(), ApiError> {
+        let (actor, reason) = match viewer {
+            Viewer::Operator(o, reason) => (
+                format!("operator:{}", o.name),
+                reason
+                    .as_ref()
+                    .filter(|_| access == crate::access::ProfileAccess::ShownWithReason),
+            ),
+            Viewer::Unit(u) => (format!("unit:{}", u.0), None),
+        };
+        // Logged before it is shown: no log entry, no profile.
+        self.log_profile_view(id, student, &actor, reason).await?;
+        self.inner
+            .metrics
+            .profile_views
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::info!(incident = %short(&id), viewer = %actor, "profile viewed (logged)");
+        Ok(())
     }
 
     /// Appends a `ProfileViewed` entry to the control room's transparency log.
@@ -629,5 +651,20 @@ impl Engine {
         }
         self.close(id, "closed", &format!("closed by {} {}", op.role, op.name))
             .await
+    }
+}
+
+/// Whether `viewer` sees the incident's profile: an operator by role,
+/// handler and reason ([`crate::access::profile_access`]); a unit sees the
+/// profile of the incident it is sent to.
+fn viewer_access(viewer: &Viewer, row: &IncidentRow) -> crate::access::ProfileAccess {
+    match viewer {
+        Viewer::Operator(op, reason) => crate::access::profile_access(
+            op.role,
+            &op.name,
+            row.handler.as_deref(),
+            reason.as_ref(),
+        ),
+        Viewer::Unit(_) => crate::access::ProfileAccess::Shown,
     }
 }

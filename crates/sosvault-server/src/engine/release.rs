@@ -24,8 +24,9 @@ use sosvault::{
     EnrollmentRecord, IncidentId, IncidentKey, Opener, PanicEvent, Signed, Timestamp, VaultKey,
 };
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
-use super::{AccessWindow, Audience, Engine, EventKind, Grant, human_ms, now_ms, short};
+use super::{AccessWindow, Audience, Engine, EventKind, Grant, State, human_ms, now_ms, short};
 use crate::store::EnrollmentRow;
 use crate::trustees::{Backoff, CallError};
 /// What a trustee's release task sends back: its index in the record, and
@@ -59,29 +60,7 @@ impl Engine {
         let need = usize::from(record.body().threshold);
         let key = Arc::new(key);
         let incident = IncidentId::from_bytes(id);
-        let (tx, mut rx) = mpsc::channel::<TrusteeAnswer>(16);
-        let mut names = Vec::new();
-        for (idx, slot) in record.body().trustees.iter().enumerate() {
-            let Some(client) = self.trustee(&slot.trustee) else {
-                names.push("unknown trustee".to_string());
-                continue;
-            };
-            names.push(client.name().to_owned());
-            let (engine, panic, key, tx, cancel) = (
-                self.clone(),
-                panic.clone(),
-                key.clone(),
-                tx.clone(),
-                cancel.clone(),
-            );
-            self.inner.tasks.spawn(async move {
-                let answers = (idx, tx);
-                engine
-                    .ask_trustee(&client, &panic, incident, &key, answers, &cancel)
-                    .await;
-            });
-        }
-        drop(tx);
+        let (names, mut rx) = self.ask_trustees(&record, &panic, incident, &key, &cancel);
         let mut opener = Opener::new(&record, panic.hash(), incident, &key);
         if let Some(l) = self.state().incidents.get_mut(&id) {
             l.release_need = need;
@@ -133,6 +112,42 @@ impl Engine {
                 return;
             }
         }
+    }
+
+    /// Starts asking every trustee of the record for its release
+    /// ([`Engine::ask_trustee`]): their names, by index in the record, and
+    /// where their answers arrive.
+    fn ask_trustees(
+        &self,
+        record: &Signed<EnrollmentRecord>,
+        panic: &Signed<PanicEvent>,
+        incident: IncidentId,
+        key: &Arc<IncidentKey>,
+        cancel: &CancellationToken,
+    ) -> (Vec<String>, mpsc::Receiver<TrusteeAnswer>) {
+        let (tx, rx) = mpsc::channel::<TrusteeAnswer>(16);
+        let mut names = Vec::new();
+        for (idx, slot) in record.body().trustees.iter().enumerate() {
+            let Some(client) = self.trustee(&slot.trustee) else {
+                names.push("unknown trustee".to_string());
+                continue;
+            };
+            names.push(client.name().to_owned());
+            let (engine, panic, key, tx, cancel) = (
+                self.clone(),
+                panic.clone(),
+                key.clone(),
+                tx.clone(),
+                cancel.clone(),
+            );
+            self.inner.tasks.spawn(async move {
+                let answers = (idx, tx);
+                engine
+                    .ask_trustee(&client, &panic, incident, &key, answers, &cancel)
+                    .await;
+            });
+        }
+        (names, rx)
     }
 
     /// The enrollment record a panic is opened with: the new incident's,
@@ -204,7 +219,7 @@ impl Engine {
         incident: IncidentId,
         key: &IncidentKey,
         (idx, answers): (usize, mpsc::Sender<TrusteeAnswer>),
-        cancel: &tokio_util::sync::CancellationToken,
+        cancel: &CancellationToken,
     ) {
         let mut backoff = Backoff::new(Duration::from_millis(self.inner.cfg.max_backoff_ms));
         let mut told = false;
@@ -319,6 +334,9 @@ impl Engine {
         }
     }
 
+    /// Gives an opened vault key to its live incident, under the access
+    /// window of its first opening (anchored now if this is it), and tells
+    /// the timeline and the operators.
     pub(super) async fn install_vault(
         &self,
         id: [u8; 16],
@@ -344,56 +362,11 @@ impl Engine {
             Some(w) if w.over || w.until_ms <= now => return,
             // Opened again after a restart: the window of the first opening.
             Some(w) => w,
-            None => {
-                let len_ms = self
-                    .inner
-                    .cfg
-                    .access_window_secs
-                    .min(u64::from(policy_window_secs).max(1))
-                    * 1000;
-                // The first opening anchors the window, on disk before the
-                // profile is readable: a restart can never start it again.
-                // (A failed write still opens the profile: the student's
-                // safety first; the error is logged.)
-                if let Err(e) = self
-                    .inner
-                    .db
-                    .call(move |s| s.set_released(&id, now, len_ms))
-                    .await
-                {
-                    tracing::error!(incident = %short(&id), "storing the access window failed: {e}");
-                }
-                AccessWindow {
-                    until_ms: now + len_ms,
-                    len_ms,
-                    over: false,
-                }
-            }
+            None => self.anchor_window(id, policy_window_secs, now).await,
         };
-        let (unit, until_ms) = {
-            let mut st = self.state();
-            let Some(live) = st.incidents.get_mut(&id) else {
-                return;
-            };
-            if live.stopped {
-                return;
-            }
-            // A location update may have extended the window meanwhile.
-            let w = *live.window.get_or_insert(window);
-            if w.over {
-                return;
-            }
-            live.vault = Some(Grant {
-                key: vault,
-                epoch,
-                expires_at_ms: w.until_ms,
-            });
-            live.vault_was_opened = true;
-            let unit = st
-                .board
-                .assignment(IncidentId::from_bytes(id))
-                .map(|a| a.unit.clone());
-            (unit, w.until_ms)
+        let Some((unit, until_ms)) = grant_vault(&mut self.state(), id, vault, epoch, window)
+        else {
+            return;
         };
         let detail = if known.is_none() {
             let latency = now.saturating_sub(created_ms);
@@ -421,6 +394,32 @@ impl Engine {
             audience,
             json!({ "expires_at_ms": until_ms }),
         );
+    }
+
+    /// The access window of the vault's first opening, on disk before the
+    /// profile is readable: a restart can never start it again.
+    async fn anchor_window(&self, id: [u8; 16], policy_window_secs: u32, now: u64) -> AccessWindow {
+        let len_ms = self
+            .inner
+            .cfg
+            .access_window_secs
+            .min(u64::from(policy_window_secs).max(1))
+            * 1000;
+        // (A failed write still opens the profile: the student's safety
+        // first; the error is logged.)
+        if let Err(e) = self
+            .inner
+            .db
+            .call(move |s| s.set_released(&id, now, len_ms))
+            .await
+        {
+            tracing::error!(incident = %short(&id), "storing the access window failed: {e}");
+        }
+        AccessWindow {
+            until_ms: now + len_ms,
+            len_ms,
+            over: false,
+        }
     }
 
     /// Ends access windows that have passed: forgets the vault key (in
@@ -476,6 +475,39 @@ impl Engine {
             self.state().sessions.retain(|_, s| s.expires_at_ms > now);
         }
     }
+}
+
+/// Hands the vault key to the live incident until its access window ends
+/// (`window`, unless a location update extended the one it has meanwhile):
+/// its team and the window's end; nothing if the incident is gone,
+/// stopped or its window over (the key is zeroized on drop).
+fn grant_vault(
+    st: &mut State,
+    id: [u8; 16],
+    vault: VaultKey,
+    epoch: u32,
+    window: AccessWindow,
+) -> Option<(Option<String>, u64)> {
+    let live = st.incidents.get_mut(&id)?;
+    if live.stopped {
+        return None;
+    }
+    // A location update may have extended the window meanwhile.
+    let w = *live.window.get_or_insert(window);
+    if w.over {
+        return None;
+    }
+    live.vault = Some(Grant {
+        key: vault,
+        epoch,
+        expires_at_ms: w.until_ms,
+    });
+    live.vault_was_opened = true;
+    let unit = st
+        .board
+        .assignment(IncidentId::from_bytes(id))
+        .map(|a| a.unit.clone());
+    Some((unit, w.until_ms))
 }
 
 /// The timeline's words for a trustee that has not answered yet.

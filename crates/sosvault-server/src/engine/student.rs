@@ -29,7 +29,7 @@ use tokio::sync::Notify;
 
 use super::{
     Audience, CancelReceived, CommitReceived, Engine, Enrolled, EventKind, Fresh, Live, MAX_TRAIL,
-    Picked, StopRefusal, Stopped, b64, category_from_str, now_ms, short,
+    Picked, State, StopRefusal, Stopped, b64, category_from_str, now_ms, short,
 };
 use crate::error::ApiError;
 use crate::geo::{UnitKind, haversine_m};
@@ -57,6 +57,55 @@ fn duress_alert_key(student: &[u8; 32]) -> [u8; 32] {
     h.update(b"sosvault-server/duress-stop-alert/v1");
     h.update(student);
     h.finalize().into()
+}
+
+/// `404 unknown_student`: the device's student is not enrolled here.
+fn unknown_student() -> ApiError {
+    ApiError::new(404, "unknown_student", "no enrollment for this device")
+}
+
+/// `403 wrong_device`: signed by another key than the enrolled device's.
+fn wrong_device() -> ApiError {
+    ApiError::new(403, "wrong_device", "not the enrolled device")
+}
+
+/// `410 stopped`: the student has stopped (and never comes back).
+fn stopped() -> ApiError {
+    ApiError::new(410, "stopped", "this student has stopped")
+}
+
+/// The alert a duress stop opens if none of the student's incidents is open.
+///
+/// A duress stop with no open incident would otherwise raise nothing: the
+/// coerced student's data is wiped and nobody hears. It opens an alert
+/// instead, as an incident row (open, `duress`, `stopped`, flagged
+/// `duress_stop`), not in a table of its own: the row needs no panic,
+/// location or key (all three are NULL after any stop anyway), and as an
+/// incident it reaches the list, timeline, live events, the page's alarm,
+/// the restart resume and the operator's close with no new path a control
+/// room could miss.
+fn duress_alert(sid: [u8; 32], epoch: u32, now: u64) -> NewDuressAlert {
+    NewDuressAlert {
+        id: *IncidentId::random().as_bytes(),
+        student_id: sid,
+        key: duress_alert_key(&sid),
+        category: Category::Police.as_str().to_owned(),
+        epoch,
+        created_at_ms: now,
+        timeline: vec![
+            (
+                DURESS_STOP.to_owned(),
+                "DURESS: the student stopped with the duress PIN while no incident was open; \
+                 they may be under coercion. The stop wiped their data: there is no panic, \
+                 no location and no profile to open, and no team is sent automatically"
+                    .to_owned(),
+            ),
+            (
+                "escalated".to_owned(),
+                "ESCALATED: duress signalled with the stop".to_owned(),
+            ),
+        ],
+    }
 }
 
 impl Engine {
@@ -153,11 +202,7 @@ impl Engine {
                 .ct_eq(package.record.signer().as_bytes())
                 .into();
             if !same_key {
-                return Err(ApiError::new(
-                    403,
-                    "wrong_device",
-                    "not the enrolled device",
-                ));
+                return Err(wrong_device());
             }
             // A retry of the enrollment already stored (same signed record) is
             // relayed again: the trustees answer it with the same receipts.
@@ -259,6 +304,21 @@ impl Engine {
         let commit = Signed::<EnrollmentCommit>::decode(bytes)
             .map_err(|e| ApiError::bad_request("malformed", &format!("enrollment commit: {e}")))?;
         let sid = *StudentId::of_device(commit.signer()).as_bytes();
+        let epoch = commit.body().epoch;
+        let outcome = self.store_commit(&commit, bytes).await?;
+        self.commit_taken(outcome, sid, epoch, bytes)?;
+        self.commit_answer(sid, epoch).await
+    }
+
+    /// The commit's store job: the checks (an enrolled student, the same
+    /// device, not stopped), then the commit recorded with a pending forward
+    /// per trustee.
+    async fn store_commit(
+        &self,
+        commit: &Signed<EnrollmentCommit>,
+        bytes: &[u8],
+    ) -> Result<CommitCheck, ApiError> {
+        let sid = *StudentId::of_device(commit.signer()).as_bytes();
         let signer = commit.signer().to_bytes();
         let epoch = commit.body().epoch;
         let record_hash = *commit.body().record.as_bytes();
@@ -289,33 +349,30 @@ impl Engine {
                 )?))
             })
             .await?;
+        Ok(outcome)
+    }
+
+    /// After the commit's store job: the refusal the device hears, or for a
+    /// new commit its forward to every trustee started (a repeat changes
+    /// nothing).
+    fn commit_taken(
+        &self,
+        outcome: CommitCheck,
+        sid: [u8; 32],
+        epoch: u32,
+        bytes: &[u8],
+    ) -> Result<(), ApiError> {
         match outcome {
-            CommitCheck::UnknownStudent => {
-                return Err(ApiError::new(
-                    404,
-                    "unknown_student",
-                    "no enrollment for this device",
-                ));
-            }
-            CommitCheck::WrongDevice => {
-                return Err(ApiError::new(
-                    403,
-                    "wrong_device",
-                    "not the enrolled device",
-                ));
-            }
-            CommitCheck::Stopped => {
-                return Err(ApiError::new(410, "stopped", "this student has stopped"));
-            }
-            CommitCheck::Stored(CommitStored::UnknownRecord) => {
-                return Err(ApiError::new(
-                    409,
-                    "unknown_record",
-                    "the commit does not name the enrollment on file (its epoch and record); \
-                     send the commit of the enrollment this service answered last",
-                ));
-            }
-            CommitCheck::Stored(CommitStored::Repeat) => {}
+            CommitCheck::UnknownStudent => Err(unknown_student()),
+            CommitCheck::WrongDevice => Err(wrong_device()),
+            CommitCheck::Stopped => Err(stopped()),
+            CommitCheck::Stored(CommitStored::UnknownRecord) => Err(ApiError::new(
+                409,
+                "unknown_record",
+                "the commit does not name the enrollment on file (its epoch and record); \
+                 send the commit of the enrollment this service answered last",
+            )),
+            CommitCheck::Stored(CommitStored::Repeat) => Ok(()),
             CommitCheck::Stored(CommitStored::New {
                 dropped_previous,
                 kept_for_incident,
@@ -336,8 +393,14 @@ impl Engine {
                         now_ms(),
                     );
                 }
+                Ok(())
             }
         }
+    }
+
+    /// The answer to a commit: how many trustees have yet to take it, after
+    /// waiting a little for them (the service keeps forwarding afterwards).
+    async fn commit_answer(&self, sid: [u8; 32], epoch: u32) -> Result<CommitReceived, ApiError> {
         // Wait a little for the trustees; the service keeps forwarding afterwards.
         let deadline = tokio::time::Instant::now()
             + Duration::from_millis(self.inner.cfg.enroll_timeout_ms.min(COMMIT_WAIT_MS));
@@ -365,8 +428,38 @@ impl Engine {
         let _busy = self.inner.intake.enter();
         let panic = Signed::<PanicEvent>::decode(bytes)
             .map_err(|e| ApiError::bad_request("malformed", &format!("panic: {e}")))?;
+        let id = IncidentId::random();
+        let key = IncidentKey::generate();
+        // Where the panic was sent from, if it opens: the nearest free team
+        // is picked inside the store job, so its assignment is committed with
+        // the panic and told as soon as the panic is answered.
+        let fix = self
+            .inner
+            .control_room
+            .open_location(&panic.body().sealed_location)
+            .ok()
+            .map(|l| (l.lat(), l.lon(), l.fix_time.0));
+        let check = self.panic_check(&panic, bytes, id, &key, fix)?;
+        let stored = match self.store_panic(id, check).await? {
+            PanicTaken::New(stored) => *stored,
+            PanicTaken::Again(existing) => return Ok((existing, false)),
+        };
+        self.start_panic(id, stored, panic, fix, key).await;
+        Ok((id, true))
+    }
+
+    /// The store job of a panic: its facts, the rate-limit settings and the
+    /// incident to insert (flagged `clock_ahead` if the phone's clock runs
+    /// ahead, its key sealed).
+    fn panic_check(
+        &self,
+        panic: &Signed<PanicEvent>,
+        bytes: &[u8],
+        id: IncidentId,
+        key: &IncidentKey,
+        fix: Option<(f64, f64, u64)>,
+    ) -> Result<PanicCheck, ApiError> {
         let sid = *StudentId::of_device(panic.signer()).as_bytes();
-        let signer = panic.signer().to_bytes();
         let hash = *panic.hash().as_bytes();
         let body = panic.body();
         let now = now_ms();
@@ -378,28 +471,17 @@ impl Engine {
         }
         // The incident key is sealed before the store job, so the writer
         // thread does no public-key work; a refused panic wastes it.
-        let id = IncidentId::random();
-        let key = IncidentKey::generate();
         let sealed_key = self
             .inner
             .master
             .seal(&key.to_secret_bytes())
             .ok_or_else(|| ApiError::internal("sealing the incident key"))?;
-        // Where the panic was sent from, if it opens: the nearest free team
-        // is picked inside the store job, so its assignment is committed with
-        // the panic and told as soon as the panic is answered.
-        let fix = self
-            .inner
-            .control_room
-            .open_location(&body.sealed_location)
-            .ok()
-            .map(|l| (l.lat(), l.lon(), l.fix_time.0));
-        let check = PanicCheck {
+        Ok(PanicCheck {
             engine: self.clone(),
             kind: UnitKind::for_category(body.category),
             from: fix.map(|(lat, lon, _)| (lat, lon)),
             sid,
-            signer,
+            signer: panic.signer().to_bytes(),
             hash,
             counter: body.counter,
             epoch: body.epoch,
@@ -419,7 +501,12 @@ impl Engine {
                 incident_key_sealed: sealed_key,
                 flags,
             },
-        };
+        })
+    }
+
+    /// Runs a panic's store job: the stored panic, the incident it already
+    /// is, or the refusal the device hears.
+    async fn store_panic(&self, id: IncidentId, check: PanicCheck) -> Result<PanicTaken, ApiError> {
         // The checks, the insert and the read-back are one store job: one
         // round trip, one place in a batch, and no stop or other panic of the
         // same student can slip in between them.
@@ -430,45 +517,42 @@ impl Engine {
         if !keep {
             self.unpick(*id.as_bytes());
         }
-        let StoredPanic {
-            row,
-            picked,
-            enrollment,
-        } = match outcome? {
-            PanicOutcome::UnknownStudent => {
-                return Err(ApiError::new(
-                    404,
-                    "unknown_student",
-                    "no enrollment for this device",
-                ));
-            }
-            PanicOutcome::Stopped => {
-                return Err(ApiError::new(410, "stopped", "this student has stopped"));
-            }
-            PanicOutcome::WrongDevice => {
-                return Err(ApiError::new(
-                    403,
-                    "wrong_device",
-                    "not the enrolled device",
-                ));
-            }
-            PanicOutcome::Replayed => {
-                return Err(ApiError::new(
-                    409,
-                    "replayed",
-                    "the panic's counter is not above the last seen",
-                ));
-            }
+        match outcome? {
+            PanicOutcome::UnknownStudent => Err(unknown_student()),
+            PanicOutcome::Stopped => Err(stopped()),
+            PanicOutcome::WrongDevice => Err(wrong_device()),
+            PanicOutcome::Replayed => Err(ApiError::new(
+                409,
+                "replayed",
+                "the panic's counter is not above the last seen",
+            )),
             PanicOutcome::Duplicate(existing) => {
                 self.inner
                     .metrics
                     .duplicate_panics
                     .fetch_add(1, Ordering::Relaxed);
-                return Ok((IncidentId::from_bytes(existing), false));
+                Ok(PanicTaken::Again(IncidentId::from_bytes(existing)))
             }
-            PanicOutcome::Stored(stored) => *stored,
-            PanicOutcome::Vanished => return Err(ApiError::internal("incident vanished")),
-        };
+            PanicOutcome::Stored(stored) => Ok(PanicTaken::New(stored)),
+            PanicOutcome::Vanished => Err(ApiError::internal("incident vanished")),
+        }
+    }
+
+    /// A panic just stored: counted, logged, told to the operators with the
+    /// team picked for it, then its incident started.
+    async fn start_panic(
+        &self,
+        id: IncidentId,
+        stored: StoredPanic,
+        panic: Signed<PanicEvent>,
+        fix: Option<(f64, f64, u64)>,
+        key: IncidentKey,
+    ) {
+        let StoredPanic {
+            row,
+            picked,
+            enrollment,
+        } = stored;
         self.inner.metrics.panics.fetch_add(1, Ordering::Relaxed);
         // The service's log names no category (nor any location): it is kept
         // and copied beyond any stop.
@@ -479,7 +563,7 @@ impl Engine {
             Some(&iid),
             None,
             Audience::Operators,
-            json!({ "category": body.category.as_str(), "flags": row.flags }),
+            json!({ "category": panic.body().category.as_str(), "flags": row.flags }),
         );
         if let Some(p) = &picked {
             self.inner
@@ -508,7 +592,6 @@ impl Engine {
             }),
         )
         .await;
-        Ok((id, true))
     }
 
     pub(super) async fn incident_for_device(
@@ -547,35 +630,53 @@ impl Engine {
             .incident_for_device(*body.panic.as_bytes(), update.signer())
             .await?;
         if row.status != "open" {
-            // After the student's own cancel, a normal one (`cancelled`) or a
-            // duress one (the incident stays open, flagged, until an operator
-            // closes it), the phone hears what it heard before: `stored`.
-            // Otherwise a coercer holding the phone could tell the two apart
-            // by sending one more location. Nothing is stored for a closed
-            // incident.
-            if row.status == "cancelled" || row.duress {
-                return Ok("stored");
-            }
-            return Err(ApiError::new(
-                409,
-                "incident_closed",
-                "the incident is closed",
-            ));
+            return location_for_closed(&row);
         }
         let loc = self
             .inner
             .control_room
             .open_location(&body.sealed_location)
             .map_err(|_| ApiError::bad_request("bad_location", "the location does not open"))?;
+        let id = row.id;
+        let now = now_ms();
+        if !self.store_location(&row, body, now).await? {
+            return self.location_not_stored(id, &body.sealed_location).await;
+        }
+        let at = (loc.lat(), loc.lon(), loc.fix_time.0);
+        let (unit, wake, distance) = locate(&mut self.state(), id, at, now);
+        if let Some(w) = wake {
+            w.notify_one();
+        }
+        let audience = match &unit {
+            Some(u) => Audience::OperatorsAndUnit(u.clone()),
+            None => Audience::Operators,
+        };
+        self.emit(
+            EventKind::Location,
+            Some(&id),
+            unit.as_deref(),
+            audience,
+            json!({ "lat": loc.lat(), "lon": loc.lon(), "accuracy_m": loc.accuracy_m, "distance_m": distance.map(|d| d.round()) }),
+        );
+        Ok("stored")
+    }
+
+    /// Stores a location update of an open incident; a fresh one extends
+    /// an open access window, in the store too (a restart keeps the window
+    /// as it stood), in the same job. `false`: not stored (its counter is
+    /// not above the last seen).
+    async fn store_location(
+        &self,
+        row: &IncidentRow,
+        body: &LocationUpdate,
+        now: u64,
+    ) -> Result<bool, ApiError> {
         let (id, sid, counter, sealed) = (
             row.id,
             row.student_id,
             body.counter,
             body.sealed_location.clone(),
         );
-        let now = now_ms();
-        // A fresh update extends an open access window, in the store too (a
-        // restart keeps the window as it stood), in the same job.
         let extend_to = self
             .state()
             .incidents
@@ -594,69 +695,26 @@ impl Engine {
                 Ok(stored)
             })
             .await?;
-        if !stored {
-            let sealed = body.sealed_location.clone();
-            let known = self.inner.db.call(move |s| s.locations(&id)).await?;
-            if known.contains(&sealed) {
-                return Ok("duplicate");
-            }
-            return Err(ApiError::new(
-                409,
-                "replayed",
-                "the update's counter is not above the last seen",
-            ));
+        Ok(stored)
+    }
+
+    /// The answer to a location update the store did not take: `duplicate`
+    /// for a copy of one it has, else refused as replayed.
+    async fn location_not_stored(
+        &self,
+        id: [u8; 16],
+        sealed: &[u8],
+    ) -> Result<&'static str, ApiError> {
+        let sealed = sealed.to_vec();
+        let known = self.inner.db.call(move |s| s.locations(&id)).await?;
+        if known.contains(&sealed) {
+            return Ok("duplicate");
         }
-        let (unit, wake, distance) = {
-            let mut st = self.state();
-            let mut unit = None;
-            let mut wake = None;
-            let mut unit_pos = None;
-            if let Some(live) = st.incidents.get_mut(&id) {
-                live.location = Some((loc.lat(), loc.lon(), loc.fix_time.0));
-                live.trail.push((loc.lat(), loc.lon(), loc.fix_time.0));
-                if live.trail.len() > MAX_TRAIL {
-                    live.trail.drain(..live.trail.len() - MAX_TRAIL);
-                }
-                if let Some(w) = live.window.as_mut()
-                    && !w.over
-                    && w.until_ms > now
-                {
-                    w.until_ms = w.until_ms.max(now + w.len_ms);
-                    if let Some(g) = live.vault.as_mut() {
-                        g.expires_at_ms = w.until_ms;
-                    }
-                }
-                wake = Some(live.wake.clone());
-            }
-            if wake.is_some() {
-                let iid = IncidentId::from_bytes(id);
-                st.board.locate(iid, (loc.lat(), loc.lon()));
-                unit = st.board.assignment(iid).map(|a| a.unit.clone());
-            }
-            if let Some(u) = &unit {
-                unit_pos = st.board.position(u);
-            }
-            (
-                unit,
-                wake,
-                unit_pos.map(|p| haversine_m((loc.lat(), loc.lon()), p)),
-            )
-        };
-        if let Some(w) = wake {
-            w.notify_one();
-        }
-        let audience = match &unit {
-            Some(u) => Audience::OperatorsAndUnit(u.clone()),
-            None => Audience::Operators,
-        };
-        self.emit(
-            EventKind::Location,
-            Some(&id),
-            unit.as_deref(),
-            audience,
-            json!({ "lat": loc.lat(), "lon": loc.lon(), "accuracy_m": loc.accuracy_m, "distance_m": distance.map(|d| d.round()) }),
-        );
-        Ok("stored")
+        Err(ApiError::new(
+            409,
+            "replayed",
+            "the update's counter is not above the last seen",
+        ))
     }
 
     /// "I am safe" (or a duress cancel, which escalates instead).
@@ -736,6 +794,12 @@ impl Engine {
                 tracing::error!(incident = %short(&id), "applying a cancel failed: {e}");
             }
         }
+        self.cancel_answer(cancel_hash).await
+    }
+
+    /// The answer to a cancel: the trustees' receipts so far, after waiting
+    /// a little for the missing ones (the service keeps forwarding afterwards).
+    async fn cancel_answer(&self, cancel_hash: [u8; 32]) -> Result<CancelReceived, ApiError> {
         // Wait a little for the receipts; the service keeps forwarding afterwards.
         let deadline = tokio::time::Instant::now()
             + Duration::from_millis(self.inner.cfg.enroll_timeout_ms.min(CANCEL_WAIT_MS));
@@ -868,19 +932,11 @@ impl Engine {
             .map_err(|e| ApiError::bad_request("malformed", &format!("stop: {e}")))?;
         let sid = *StudentId::of_device(stop.signer()).as_bytes();
         let Some(row) = self.inner.db.call(move |s| s.student(&sid)).await? else {
-            return Err(ApiError::new(
-                404,
-                "unknown_student",
-                "no enrollment for this device",
-            ));
+            return Err(unknown_student());
         };
         let same_key: bool = row.device_public.ct_eq(stop.signer().as_bytes()).into();
         if !same_key {
-            return Err(ApiError::new(
-                403,
-                "wrong_device",
-                "not the enrolled device",
-            ));
+            return Err(wrong_device());
         }
         let note = self
             .inner
@@ -914,35 +970,7 @@ impl Engine {
         let trustees = self.trustee_ids();
         let stop_bytes = bytes.to_vec();
         let now = now_ms();
-        // A duress stop with no open incident would otherwise raise
-        // nothing: the coerced student's data is wiped and nobody hears.
-        // It opens an alert instead, as an incident row (open, `duress`,
-        // `stopped`, flagged `duress_stop`), not in a table of its own:
-        // the row needs no panic, location or key (all three are NULL
-        // after any stop anyway), and as an incident it reaches the list,
-        // timeline, live events, the page's alarm, the restart resume and
-        // the operator's close with no new path a control room could miss.
-        let alert = duress.then(|| NewDuressAlert {
-            id: *IncidentId::random().as_bytes(),
-            student_id: sid,
-            key: duress_alert_key(&sid),
-            category: Category::Police.as_str().to_owned(),
-            epoch,
-            created_at_ms: now,
-            timeline: vec![
-                (
-                    DURESS_STOP.to_owned(),
-                    "DURESS: the student stopped with the duress PIN while no incident was open; \
-                     they may be under coercion. The stop wiped their data: there is no panic, \
-                     no location and no profile to open, and no team is sent automatically"
-                        .to_owned(),
-                ),
-                (
-                    "escalated".to_owned(),
-                    "ESCALATED: duress signalled with the stop".to_owned(),
-                ),
-            ],
-        });
+        let alert = duress.then(|| duress_alert(sid, epoch, now));
         // One store job: the wipe, the duress marks on the open incidents
         // and the alert (only if none is open) commit together, so a
         // crash cannot keep the wipe and lose the alarm, and a retry
@@ -968,17 +996,7 @@ impl Engine {
         tracing::info!(student = %short(&sid), "stop applied; ciphertexts deleted");
         let affected = self.forget_student_keys(sid).await;
         if duress {
-            // Every open incident escalates: those live here, and any the
-            // store held at the stop that is not live (yet, or any more).
-            let mut escalate = affected.clone();
-            escalate.extend(open.iter().filter(|id| !affected.contains(id)));
-            for id in escalate {
-                // A failure is logged, not answered: the phone's answer
-                // must not differ from a normal stop's.
-                if let Err(e) = self.escalate(id, "duress signalled with the stop").await {
-                    tracing::error!(incident = %short(&id), "escalating a duress stop failed: {e}");
-                }
-            }
+            self.escalate_stopped(&affected, &open).await;
         }
         if let Some(row) = alert {
             self.duress_alert_opened(row);
@@ -994,6 +1012,21 @@ impl Engine {
             self.spawn_shred(sid, *t.id().as_bytes(), bytes.to_vec(), now_ms());
         }
         Ok(())
+    }
+
+    /// After a duress stop: every open incident escalates, those live here
+    /// (`affected`) and any the store held at the stop (`open`) that is not
+    /// live (yet, or any more).
+    async fn escalate_stopped(&self, affected: &[[u8; 16]], open: &[[u8; 16]]) {
+        let mut escalate = affected.to_vec();
+        escalate.extend(open.iter().filter(|id| !affected.contains(id)));
+        for id in escalate {
+            // A failure is logged, not answered: the phone's answer
+            // must not differ from a normal stop's.
+            if let Err(e) = self.escalate(id, "duress signalled with the stop").await {
+                tracing::error!(incident = %short(&id), "escalating a duress stop failed: {e}");
+            }
+        }
     }
 
     /// After a stop: forgets every key of the student's open incidents (the
@@ -1128,6 +1161,68 @@ impl Engine {
     }
 }
 
+/// The answer to a location update for an incident no longer open.
+///
+/// After the student's own cancel, a normal one (`cancelled`) or a duress
+/// one (the incident stays open, flagged, until an operator closes it), the
+/// phone hears what it heard before: `stored`. Otherwise a coercer holding
+/// the phone could tell the two apart by sending one more location. Nothing
+/// is stored for a closed incident.
+fn location_for_closed(row: &IncidentRow) -> Result<&'static str, ApiError> {
+    if row.status == "cancelled" || row.duress {
+        return Ok("stored");
+    }
+    Err(ApiError::new(
+        409,
+        "incident_closed",
+        "the incident is closed",
+    ))
+}
+
+/// A location update in memory: the live incident moved ([`move_live`])
+/// and on the board. Returns its team, its dispatch loop to wake and the
+/// team's distance from it (nothing for an incident not live).
+fn locate(
+    st: &mut State,
+    id: [u8; 16],
+    at: (f64, f64, u64),
+    now: u64,
+) -> (Option<String>, Option<Arc<Notify>>, Option<f64>) {
+    let Some(live) = st.incidents.get_mut(&id) else {
+        return (None, None, None);
+    };
+    move_live(live, at, now);
+    let wake = live.wake.clone();
+    let (iid, here) = (IncidentId::from_bytes(id), (at.0, at.1));
+    st.board.locate(iid, here);
+    let unit = st.board.assignment(iid).map(|a| a.unit.clone());
+    let distance = unit
+        .as_deref()
+        .and_then(|u| st.board.position(u))
+        .map(|p| haversine_m(here, p));
+    (unit, Some(wake), distance)
+}
+
+/// A live incident at `at` (lat, lon, fix time): its position and trail,
+/// and its open access window extended (with the vault key's expiry) as in
+/// the store.
+fn move_live(live: &mut Live, at: (f64, f64, u64), now: u64) {
+    live.location = Some(at);
+    live.trail.push(at);
+    if live.trail.len() > MAX_TRAIL {
+        live.trail.drain(..live.trail.len() - MAX_TRAIL);
+    }
+    if let Some(w) = live.window.as_mut()
+        && !w.over
+        && w.until_ms > now
+    {
+        w.until_ms = w.until_ms.max(now + w.len_ms);
+        if let Some(g) = live.vault.as_mut() {
+            g.expires_at_ms = w.until_ms;
+        }
+    }
+}
+
 /// How the commit's store job ended.
 enum CommitCheck {
     UnknownStudent,
@@ -1164,6 +1259,14 @@ struct StoredPanic {
     /// The student's enrollment, for the release (read in the same job
     /// rather than queued again once the incident starts).
     enrollment: Option<EnrollmentRow>,
+}
+
+/// A panic the store job took: new, or one it already had.
+enum PanicTaken {
+    /// Stored now.
+    New(Box<StoredPanic>),
+    /// The same signed panic is already this incident.
+    Again(IncidentId),
 }
 
 /// How the panic's store job ended.
