@@ -72,7 +72,10 @@ mod tests {
         // Busy throughout: the bound ends the wait, and says so.
         assert!(!intake.idle(Duration::from_millis(20)).await);
         drop(a);
-        assert!(!intake.idle(Duration::from_millis(20)).await, "one still busy");
+        assert!(
+            !intake.idle(Duration::from_millis(20)).await,
+            "one still busy"
+        );
         let waiter = tokio::spawn({
             let intake = intake.clone();
             async move { intake.idle(Duration::from_secs(60)).await }
