@@ -126,40 +126,18 @@ enum LogCmd {
     /// head, its consistency with the head the last run saw (a fork, a
     /// shrunken or a rewritten log fails), the root rebuilt from every leaf.
     Verify {
-        /// The service's base URL.
-        #[arg(long)]
-        url: String,
+        #[command(flatten)]
+        audit: sosvault_service::logverify::AuditArgs,
         /// The log's public key (hex: `log_public_key` in `/v1/info`, from
         /// the operator out of band), to pin. Without it, the key of the first
         /// run is remembered in --state.
         #[arg(long)]
         log_public: Option<String>,
-        /// Where to keep the last verified head between runs: without it a
-        /// rewritten history cannot be told from an honest one.
-        #[arg(long)]
-        state: Option<PathBuf>,
-        /// For an `https://` URL: a PEM file with the service's TLS
-        /// certificate or the CA that issued it, the only one trusted.
-        #[arg(long)]
-        ca: Option<PathBuf>,
         /// A file holding an operator's session token, to read and check
         /// every entry's bytes too (`SOSVAULT_OPERATOR_TOKEN` works too);
         /// without one, leaf hashes only.
         #[arg(long)]
         token_file: Option<PathBuf>,
-        /// A witness of the control room's log, by its verifier key (a
-        /// trustee's `witness_vkey`, `<name>+<key id>+<base64>`); repeat.
-        /// With any, `GET /v1/log/checkpoint` must carry `--quorum` of their
-        /// cosignatures and lie on the signed head's history.
-        #[arg(long = "witness", value_name = "VKEY")]
-        witnesses: Vec<String>,
-        /// How many of the `--witness`es must have cosigned (default: all).
-        #[arg(long)]
-        quorum: Option<usize>,
-        /// The log's checkpoint origin, if the service sets `log_origin`
-        /// (default: `sosvault.log/<log id hex>`).
-        #[arg(long)]
-        origin: Option<String>,
     },
 }
 
@@ -283,75 +261,20 @@ async fn serve(config: &Path) -> anyhow::Result<()> {
 /// the report.
 async fn log_verify(cmd: LogCmd) -> anyhow::Result<()> {
     let LogCmd::Verify {
-        url,
+        audit,
         log_public,
-        state,
-        ca,
         token_file,
-        witnesses,
-        quorum,
-        origin,
     } = cmd;
-    let witnesses = parse_witnesses(&witnesses)?;
-    let origin = origin
-        .map(sosvault::checkpoint::KeyName::new)
-        .transpose()
-        .map_err(|e| anyhow::anyhow!("--origin: {e:?}"))?;
-    let log_public = log_public
-        .map(|h| sosvault::LogPublic::from_hex(h.trim()))
-        .transpose()
-        .map_err(|_| {
-            anyhow::anyhow!(
-                "--log-public is not a log public key (64 hex digits: `log_public_key` in /v1/info)"
-            )
-        })?;
-    let opts = sosvault_server::logverify::VerifyOptions {
-        url,
-        log_public,
-        state,
-        ca,
-        token: read_token(token_file)?,
-        witnesses: sosvault_server::logverify::WitnessOptions {
-            witnesses,
-            quorum,
-            origin,
-        },
-    };
+    let log_public =
+        sosvault_service::logverify::parse_log_public(log_public.as_deref(), "--log-public")?;
+    let token = sosvault_service::logverify::read_token(
+        token_file.as_deref(),
+        "SOSVAULT_OPERATOR_TOKEN",
+    )?;
+    let opts = audit.into_audit(log_public, token)?;
     let report = sosvault_server::logverify::verify(&opts).await?;
     println!("{}", report.summary());
     Ok(())
-}
-
-/// The `--witness` verifier keys.
-fn parse_witnesses(
-    witnesses: &[String],
-) -> anyhow::Result<Vec<sosvault::checkpoint::WitnessVerifier>> {
-    witnesses
-        .iter()
-        .map(|w| {
-            w.parse::<sosvault::checkpoint::WitnessVerifier>()
-                .map_err(|e| {
-                    anyhow::anyhow!(
-                        "--witness {w:?} is not a witness verifier key (a trustee's \
-                             witness_vkey, `<name>+<key id>+<base64>`): {e:?}"
-                    )
-                })
-        })
-        .collect()
-}
-
-/// The operator's session token: from `--token-file`, else from
-/// `SOSVAULT_OPERATOR_TOKEN`, else none.
-fn read_token(token_file: Option<PathBuf>) -> anyhow::Result<Option<String>> {
-    Ok(match token_file {
-        Some(p) => Some(
-            std::fs::read_to_string(&p)
-                .with_context(|| format!("cannot read the token file {}", p.display()))?
-                .trim()
-                .to_owned(),
-        ),
-        None => std::env::var("SOSVAULT_OPERATOR_TOKEN").ok(),
-    })
 }
 
 /// One line of stdin, without its line end: a password.

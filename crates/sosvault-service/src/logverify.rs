@@ -427,6 +427,106 @@ impl Http {
     }
 }
 
+/// The `log verify` flags both services take alike: where the log is, the
+/// state file, the pinned TLS certificate and the witnesses. Each service
+/// flattens it into its own command (`#[command(flatten)]`) beside the flags
+/// it names its own way (the log key, the token file).
+#[derive(Clone, Debug, clap::Args)]
+pub struct AuditArgs {
+    /// The service's base URL.
+    #[arg(long)]
+    pub url: String,
+    /// Where to keep the last verified head between runs: without it a
+    /// rewritten history cannot be told from an honest one.
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// For an `https://` URL: a PEM file with the service's TLS
+    /// certificate or the CA that issued it, the only one trusted.
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// A witness of the log, by its verifier key (a trustee's
+    /// `witness_vkey`, `<name>+<key id>+<base64>`); repeat it for each.
+    /// With any, `GET /v1/log/checkpoint` must carry `--quorum` of their
+    /// cosignatures and lie on the signed head's history.
+    #[arg(long = "witness", value_name = "VKEY")]
+    pub witnesses: Vec<String>,
+    /// How many of the `--witness`es must have cosigned (default: all).
+    #[arg(long)]
+    pub quorum: Option<usize>,
+    /// The log's checkpoint origin, if the service sets `log_origin`
+    /// (default: `sosvault.log/<log id hex>`).
+    #[arg(long)]
+    pub origin: Option<String>,
+}
+
+impl AuditArgs {
+    /// The audit these flags ask for, with `log_public` (already parsed
+    /// from the service's own flag) and the bearer `token` the caller read.
+    ///
+    /// # Errors
+    ///
+    /// A `--witness` that is not a verifier key or an `--origin` that is not
+    /// a key name, named in words.
+    pub fn into_audit(
+        self,
+        log_public: Option<LogPublic>,
+        token: Option<String>,
+    ) -> anyhow::Result<LogAudit> {
+        let origin = self
+            .origin
+            .map(|o| {
+                sosvault::checkpoint::KeyName::new(o.as_str())
+                    .map_err(|e| anyhow!("--origin {o:?} is not a valid origin: {e:?}"))
+            })
+            .transpose()?;
+        Ok(LogAudit {
+            url: self.url,
+            log_public,
+            state: self.state,
+            ca: self.ca,
+            token,
+            witnesses: WitnessOptions {
+                witnesses: parse_witnesses(&self.witnesses)?,
+                quorum: self.quorum,
+                origin,
+            },
+        })
+    }
+}
+
+/// A bearer token for `log verify`: the first line of `file` if given, else
+/// the environment variable `env`, else none.
+///
+/// # Errors
+///
+/// The file cannot be read.
+pub fn read_token(file: Option<&Path>, env: &str) -> anyhow::Result<Option<String>> {
+    Ok(match file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("cannot read the token file {}", p.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        None => std::env::var(env).ok(),
+    })
+}
+
+/// Parses a pinned log key given as hex on the command line (`flag` names
+/// it in the error).
+///
+/// # Errors
+///
+/// Not 64 hex digits of a log public key.
+pub fn parse_log_public(hex: Option<&str>, flag: &str) -> anyhow::Result<Option<LogPublic>> {
+    hex.map(|h| {
+        LogPublic::from_hex(h.trim()).map_err(|_| {
+            anyhow!("{flag} is not a log public key (64 hex digits: `log_public_key` in /v1/info)")
+        })
+    })
+    .transpose()
+}
+
 /// Parses `--witness` verifier keys (`<name>+<key id>+<base64(0x04 || key)>`).
 pub fn parse_witnesses(vkeys: &[String]) -> anyhow::Result<Vec<WitnessVerifier>> {
     vkeys

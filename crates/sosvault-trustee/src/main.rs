@@ -11,9 +11,8 @@ use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use sosvault::checkpoint::KeyName;
 use sosvault::{Trustee, TrusteeKey, TrusteePublic};
-use sosvault_service::logverify::{LogAudit, WitnessOptions};
+use sosvault_service::logverify::{AuditArgs, parse_log_public, read_token};
 use sosvault_service::tls::{Peer, TlsListener};
 use sosvault_trustee::config::default_master_key_file;
 use sosvault_trustee::gate::Gate;
@@ -78,39 +77,18 @@ enum Command {
 enum LogCommand {
     /// Fetch a trustee's signed head and proofs and verify them, as an auditor.
     Verify {
-        /// The trustee's base URL.
-        #[arg(long)]
-        url: String,
+        #[command(flatten)]
+        audit: AuditArgs,
         /// The trustee's public keys (hex), to pin.
         #[arg(long)]
         trustee_public: Option<String>,
         /// The trustee's log public key (hex, from `init`'s output), to pin.
         #[arg(long)]
         log_public_key: Option<String>,
-        /// Where to keep the last verified head between runs.
-        #[arg(long)]
-        state: Option<PathBuf>,
         /// A file holding an auditor bearer token (to check full entries);
         /// `SOSVAULT_AUDITOR_TOKEN` works too.
         #[arg(long)]
         auditor_token_file: Option<PathBuf>,
-        /// For an `https://` URL: a PEM file with the trustee's TLS
-        /// certificate or the CA that issued it, the only one trusted.
-        #[arg(long)]
-        ca: Option<PathBuf>,
-        /// A witness of the trustee's log, by its verifier key
-        /// (`<name>+<key id>+<base64>`, another trustee's `witness_vkey`);
-        /// repeat it for each. With it, `GET /v1/log/checkpoint` must carry
-        /// `--quorum` of their cosignatures and lie on the signed head's history.
-        #[arg(long = "witness", value_name = "VKEY")]
-        witnesses: Vec<String>,
-        /// How many of the `--witness`es must have cosigned (default: all).
-        #[arg(long)]
-        quorum: Option<usize>,
-        /// The log's checkpoint origin, if the trustee set `log_origin`
-        /// (default `sosvault.log/<log id hex>`).
-        #[arg(long)]
-        origin: Option<String>,
     },
 }
 
@@ -128,30 +106,12 @@ fn main() -> ExitCode {
         Command::Log {
             command:
                 LogCommand::Verify {
-                    url,
+                    audit,
                     trustee_public,
                     log_public_key,
-                    state,
                     auditor_token_file,
-                    ca,
-                    witnesses,
-                    quorum,
-                    origin,
                 },
-        } => log_verify(
-            LogAudit {
-                url,
-                state,
-                ca,
-                ..LogAudit::default()
-            },
-            quorum,
-            trustee_public,
-            log_public_key,
-            auditor_token_file,
-            &witnesses,
-            origin,
-        ),
+        } => log_verify(audit, trustee_public, log_public_key, auditor_token_file),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -552,41 +512,18 @@ fn shutdown() -> anyhow::Result<impl std::future::Future<Output = ()>> {
 }
 
 fn log_verify(
-    mut log: LogAudit,
-    quorum: Option<usize>,
+    audit: AuditArgs,
     trustee_public: Option<String>,
     log_public_key: Option<String>,
     auditor_token_file: Option<PathBuf>,
-    witnesses: &[String],
-    origin: Option<String>,
 ) -> anyhow::Result<()> {
     let trustee_public = trustee_public
         .map(|h| TrusteePublic::from_hex(&h))
         .transpose()
         .map_err(|_| anyhow::anyhow!("--trustee-public is not a trustee public key"))?;
-    log.log_public = log_public_key
-        .map(|h| sosvault::LogPublic::from_hex(&h))
-        .transpose()
-        .map_err(|_| anyhow::anyhow!("--log-public-key is not a log public key"))?;
-    log.token = match auditor_token_file {
-        Some(p) => Some(
-            std::fs::read_to_string(&p)
-                .with_context(|| format!("cannot read {}", p.display()))?
-                .trim()
-                .to_owned(),
-        ),
-        None => std::env::var("SOSVAULT_AUDITOR_TOKEN").ok(),
-    };
-    log.witnesses = WitnessOptions {
-        witnesses: sosvault_service::logverify::parse_witnesses(witnesses)?,
-        quorum,
-        origin: origin
-            .map(|o| {
-                KeyName::new(o.as_str())
-                    .map_err(|_| anyhow::anyhow!("--origin {o:?} is not a valid origin"))
-            })
-            .transpose()?,
-    };
+    let log_public = parse_log_public(log_public_key.as_deref(), "--log-public-key")?;
+    let token = read_token(auditor_token_file.as_deref(), "SOSVAULT_AUDITOR_TOKEN")?;
+    let log = audit.into_audit(log_public, token)?;
     let opts = VerifyOptions {
         log,
         trustee_public,
