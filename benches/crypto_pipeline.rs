@@ -143,6 +143,25 @@ fn primitives<M: Measurement>(c: &mut Criterion<M>) {
     g.finish();
 }
 
+/// Split and combine through a crate with the `sharks` API (`Sharks(t)`, a
+/// `dealer` iterator, `recover`). sharks and its fork blahaj share that API
+/// but no trait, hence a macro rather than a generic fn.
+macro_rules! bench_sharks_api {
+    ($g:expr, $krate:ident, $secret:expr, $t:expr, $n:expr) => {{
+        let (secret, t, n) = (&$secret, $t, $n);
+        let dealer = $krate::Sharks(t as u8);
+        let shares: Vec<$krate::Share> = dealer.dealer(secret).take(n).collect();
+        assert_eq!(dealer.recover(&shares[..t]).unwrap(), *secret);
+        let name = stringify!($krate);
+        $g.bench_function(format!("{name}_split_{t}of{n}"), |b| {
+            b.iter(|| dealer.dealer(black_box(secret)).take(n).collect::<Vec<_>>())
+        });
+        $g.bench_function(format!("{name}_combine_{t}of{n}"), |b| {
+            b.iter(|| dealer.recover(black_box(&shares[..t])).unwrap())
+        });
+    }};
+}
+
 fn shamir<M: Measurement>(c: &mut Criterion<M>) {
     let mut g = c.benchmark_group("shamir");
     let secret = random_32();
@@ -168,36 +187,9 @@ fn shamir<M: Measurement>(c: &mut Criterion<M>) {
         });
 
         // sharks 0.5 (biased coefficients; see escrow.rs for why we do not use it).
-        let dealer = sharks::Sharks(t as u8);
-        let shares: Vec<sharks::Share> = dealer.dealer(&secret).take(n).collect();
-        assert_eq!(dealer.recover(&shares[..t]).unwrap(), secret);
-        g.bench_function(format!("sharks_split_{t}of{n}"), |b| {
-            b.iter(|| {
-                dealer
-                    .dealer(black_box(&secret))
-                    .take(n)
-                    .collect::<Vec<_>>()
-            })
-        });
-        g.bench_function(format!("sharks_combine_{t}of{n}"), |b| {
-            b.iter(|| dealer.recover(black_box(&shares[..t])).unwrap())
-        });
-
+        bench_sharks_api!(g, sharks, secret, t, n);
         // blahaj 0.7 (unbiased, table-based GF(256) arithmetic).
-        let dealer = blahaj::Sharks(t as u8);
-        let shares: Vec<blahaj::Share> = dealer.dealer(&secret).take(n).collect();
-        assert_eq!(dealer.recover(&shares[..t]).unwrap(), secret);
-        g.bench_function(format!("blahaj_split_{t}of{n}"), |b| {
-            b.iter(|| {
-                dealer
-                    .dealer(black_box(&secret))
-                    .take(n)
-                    .collect::<Vec<_>>()
-            })
-        });
-        g.bench_function(format!("blahaj_combine_{t}of{n}"), |b| {
-            b.iter(|| dealer.recover(black_box(&shares[..t])).unwrap())
-        });
+        bench_sharks_api!(g, blahaj, secret, t, n);
     }
     g.finish();
 }

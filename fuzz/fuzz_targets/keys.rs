@@ -11,50 +11,31 @@ use sosvault::{
 };
 use sosvault_fuzz::bytes;
 
+/// The round-trip hook for each named key type's decoder and encoder.
+macro_rules! round_trip {
+    ($data:expr, $decode:ident / $encode:ident: $($key:ident),+) => {
+        $(bytes(stringify!($key), $data, $key::$decode, |k| k.$encode());)+
+    };
+}
+
+/// Each named public key type decodes its hex form and re-encodes it exactly.
+macro_rules! hex_round_trip {
+    ($s:expr, $($key:ident),+) => {
+        $(if let Ok(k) = $key::from_hex($s) {
+            assert_eq!($key::from_hex(&k.to_hex()).ok(), Some(k));
+        })+
+    };
+}
+
 fuzz_target!(|data: &[u8]| {
     // Secret key files: tag, then 32 secret bytes.
-    bytes("DeviceKey", data, DeviceKey::from_secret_bytes, |k| {
-        k.to_secret_bytes()
-    });
-    bytes("VaultKey", data, VaultKey::from_secret_bytes, |k| {
-        k.to_secret_bytes()
-    });
-    bytes("TrusteeKey", data, TrusteeKey::from_secret_bytes, |k| {
-        k.to_secret_bytes()
-    });
-    bytes(
-        "ControlRoomKey",
-        data,
-        ControlRoomKey::from_secret_bytes,
-        |k| k.to_secret_bytes(),
-    );
-    bytes("IncidentKey", data, IncidentKey::from_secret_bytes, |k| {
-        k.to_secret_bytes()
-    });
-    bytes("LogKey", data, LogKey::from_secret_bytes, |k| {
-        k.to_secret_bytes()
-    });
+    round_trip!(data, from_secret_bytes / to_secret_bytes:
+        DeviceKey, VaultKey, TrusteeKey, ControlRoomKey, IncidentKey, LogKey);
 
     // Public pairs: tag, ed25519 key, X25519 key; and their hex form.
-    bytes("TrusteePublic", data, TrusteePublic::from_bytes, |k| {
-        k.to_bytes()
-    });
-    bytes(
-        "ControlRoomPublic",
-        data,
-        ControlRoomPublic::from_bytes,
-        |k| k.to_bytes(),
-    );
+    round_trip!(data, from_bytes / to_bytes: TrusteePublic, ControlRoomPublic);
     if let Ok(s) = std::str::from_utf8(data) {
-        if let Ok(k) = TrusteePublic::from_hex(s) {
-            assert_eq!(TrusteePublic::from_hex(&k.to_hex()).ok(), Some(k));
-        }
-        if let Ok(k) = ControlRoomPublic::from_hex(s) {
-            assert_eq!(ControlRoomPublic::from_hex(&k.to_hex()).ok(), Some(k));
-        }
-        if let Ok(k) = LogPublic::from_hex(s) {
-            assert_eq!(LogPublic::from_hex(&k.to_hex()).ok(), Some(k));
-        }
+        hex_round_trip!(s, TrusteePublic, ControlRoomPublic, LogPublic);
     }
 
     // Raw 32-byte public keys.

@@ -48,6 +48,26 @@ struct Fixture {
     enrolled: Vec<u8>,
 }
 
+impl Fixture {
+    /// The enrolled device's key or a stranger's, as the next input bit says.
+    fn device_or_stranger(&self, c: &mut Cursor<'_>) -> &DeviceKey {
+        if c.u8() & 1 == 0 {
+            device_key()
+        } else {
+            &self.stranger
+        }
+    }
+
+    /// The pinned control room's key or a rogue one, as the next input bit says.
+    fn room_or_rogue(&self, c: &mut Cursor<'_>) -> &ControlRoomKey {
+        if c.u8() & 1 == 0 {
+            control_room_key()
+        } else {
+            &self.rogue_room
+        }
+    }
+}
+
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
@@ -191,11 +211,7 @@ fn step(fx: &Fixture, st: &mut State, c: &mut Cursor<'_>) {
         }
         4 => {
             // A well-signed panic with fuzzed fields, in a well-signed request.
-            let signer = if c.u8() & 1 == 0 {
-                device_key()
-            } else {
-                &fx.stranger
-            };
+            let signer = fx.device_or_stranger(c);
             let panic = Signed::sign(
                 PanicEvent {
                     epoch: u32::from(c.u8() % 4),
@@ -206,11 +222,7 @@ fn step(fx: &Fixture, st: &mut State, c: &mut Cursor<'_>) {
                 },
                 signer,
             );
-            let room = if c.u8() & 1 == 0 {
-                control_room_key()
-            } else {
-                &fx.rogue_room
-            };
+            let room = fx.room_or_rogue(c);
             let req = Signed::sign(
                 ReleaseRequest {
                     panic,
@@ -226,11 +238,7 @@ fn step(fx: &Fixture, st: &mut State, c: &mut Cursor<'_>) {
         }
         5 => {
             // A well-signed stop with fuzzed fields.
-            let signer = if c.u8() & 1 == 0 {
-                device_key()
-            } else {
-                &fx.stranger
-            };
+            let signer = fx.device_or_stranger(c);
             let s = Signed::sign(
                 Stop {
                     epoch: u32::from(c.u8() % 4),
@@ -296,11 +304,7 @@ fn reload(st: &mut State) {
 
 /// A well-signed cancel with a fuzzed counter, from the device or a stranger.
 fn cancel(fx: &Fixture, st: &mut State, c: &mut Cursor<'_>) {
-    let signer = if c.u8() & 1 == 0 {
-        device_key()
-    } else {
-        &fx.stranger
-    };
+    let signer = fx.device_or_stranger(c);
     let cancel = Signed::sign(
         Cancel {
             panic: MessageHash::from_bytes([c.u8(); 32]),
@@ -336,11 +340,7 @@ fn cancel(fx: &Fixture, st: &mut State, c: &mut Cursor<'_>) {
 /// A well-signed enrollment commit of a fuzzed epoch, naming a record the
 /// trustee holds (its current or previous one) or a made-up one.
 fn commit(fx: &Fixture, st: &mut State, c: &mut Cursor<'_>) {
-    let signer = if c.u8() & 1 == 0 {
-        device_key()
-    } else {
-        &fx.stranger
-    };
+    let signer = fx.device_or_stranger(c);
     let epoch = u32::from(c.u8() % 4).max(1);
     let record = match c.u8() % 3 {
         0 => fx

@@ -47,35 +47,38 @@ pub mod seeds {
     pub const WITNESS: [u8; 32] = [0x08; 32];
 }
 
-/// A fixed device key.
-pub fn device_key() -> &'static DeviceKey {
-    static K: OnceLock<DeviceKey> = OnceLock::new();
-    K.get_or_init(|| DeviceKey::from_seed(&seeds::DEVICE))
+/// Defines `pub fn $name() -> &'static $key`: the fixed key made once from
+/// its seed, so every call (and every target) signs with the same key.
+macro_rules! fixed_key {
+    ($(#[$doc:meta])* $name:ident: $key:ty = $seed:expr) => {
+        $(#[$doc])*
+        pub fn $name() -> &'static $key {
+            static K: OnceLock<$key> = OnceLock::new();
+            K.get_or_init(|| <$key>::from_seed(&$seed))
+        }
+    };
 }
 
-/// A fixed trustee key.
-pub fn trustee_key() -> &'static TrusteeKey {
-    static K: OnceLock<TrusteeKey> = OnceLock::new();
-    K.get_or_init(|| TrusteeKey::from_seed(&seeds::TRUSTEE))
-}
-
-/// A fixed control-room key.
-pub fn control_room_key() -> &'static ControlRoomKey {
-    static K: OnceLock<ControlRoomKey> = OnceLock::new();
-    K.get_or_init(|| ControlRoomKey::from_seed(&seeds::CONTROL_ROOM))
-}
-
-/// A fixed log key.
-pub fn log_key() -> &'static LogKey {
-    static K: OnceLock<LogKey> = OnceLock::new();
-    K.get_or_init(|| LogKey::from_seed(&seeds::LOG))
-}
-
-/// A fixed deployment authority key.
-pub fn authority_key() -> &'static AuthorityKey {
-    static K: OnceLock<AuthorityKey> = OnceLock::new();
-    K.get_or_init(|| AuthorityKey::from_seed(&seeds::AUTHORITY))
-}
+fixed_key!(
+    /// A fixed device key.
+    device_key: DeviceKey = seeds::DEVICE
+);
+fixed_key!(
+    /// A fixed trustee key.
+    trustee_key: TrusteeKey = seeds::TRUSTEE
+);
+fixed_key!(
+    /// A fixed control-room key.
+    control_room_key: ControlRoomKey = seeds::CONTROL_ROOM
+);
+fixed_key!(
+    /// A fixed log key.
+    log_key: LogKey = seeds::LOG
+);
+fixed_key!(
+    /// A fixed deployment authority key.
+    authority_key: AuthorityKey = seeds::AUTHORITY
+);
 
 fn wrapper_key() -> &'static SigningKey {
     static K: OnceLock<SigningKey> = OnceLock::new();

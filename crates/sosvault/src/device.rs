@@ -567,14 +567,7 @@ impl Device {
     pub fn from_secret_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
         // The current version, else version 1; an error names the current one.
-        let v2 = match r.expect_tag(Self::STATE_TAG) {
-            Ok(()) => true,
-            Err(e) => {
-                r = Reader::new(bytes);
-                r.expect_tag(Self::STATE_TAG_V1).map_err(|_| e)?;
-                false
-            }
-        };
+        let v2 = r.expect_current_or_v1(Self::STATE_TAG, Self::STATE_TAG_V1)?;
         let key = DeviceKey::from_secret_bytes(r.var("device key", 64)?)?;
         let epoch = r.u32("epoch")?;
         let counter = r.u64("counter")?;

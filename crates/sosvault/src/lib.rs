@@ -126,3 +126,18 @@ pub use wire::DecodeError;
 #[cfg(doctest)]
 #[doc = include_str!("../../../README.md")]
 pub struct ReadmeDoctests;
+
+/// What the unit tests of several modules share.
+#[cfg(test)]
+mod test_support {
+    /// Fails unless `docs/PROTOCOL.md` holds `block` word for word. On a
+    /// deliberate change of format the message prints the block to paste into
+    /// the document's `section`; `what` says what the block is ("vectors", "rows").
+    pub(crate) fn assert_protocol_holds(section: &str, what: &str, block: &str) {
+        let doc = include_str!("../../../docs/PROTOCOL.md");
+        assert!(
+            doc.contains(block),
+            "docs/PROTOCOL.md, \"{section}\", must hold these {what}:\n\n{block}"
+        );
+    }
+}

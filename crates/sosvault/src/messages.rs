@@ -278,104 +278,92 @@ impl_message!(
     DeviceKey
 );
 
+/// Declares a device-signed message about a running incident: the panic it
+/// belongs to, the device's counter, when it was made, and one field sealed
+/// to the control room; its `Debug` leaves the sealed field out. Location
+/// updates and cancels share this layout (`docs/PROTOCOL.md`):
+/// `[32] panic | u64 counter | u64 issued_at | var sealed`.
+macro_rules! incident_message {
+    (
+        $(#[$doc:meta])*
+        $name:ident = $tag:literal {
+            $(#[$panic_doc:meta])* panic,
+            $(#[$counter_doc:meta])* counter,
+            $(#[$sealed_doc:meta])* $sealed:ident: $sealed_label:literal $(,)?
+        }
+    ) => {
+        $(#[$doc])*
+        #[derive(Clone, PartialEq, Eq)]
+        pub struct $name {
+            $(#[$panic_doc])*
+            pub panic: MessageHash,
+            $(#[$counter_doc])*
+            pub counter: u64,
+            /// When the device made it.
+            pub issued_at: Timestamp,
+            $(#[$sealed_doc])*
+            pub $sealed: Vec<u8>,
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.debug_struct(stringify!($name))
+                    .field("panic", &self.panic)
+                    .field("counter", &self.counter)
+                    .field("issued_at", &self.issued_at)
+                    .finish_non_exhaustive()
+            }
+        }
+
+        impl Body for $name {
+            fn encode_body(&self, w: &mut Writer) {
+                w.fixed(self.panic.as_bytes());
+                w.u64(self.counter);
+                w.u64(self.issued_at.0);
+                w.var(&self.$sealed);
+            }
+
+            fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+                Ok(Self {
+                    panic: MessageHash(r.array("panic hash")?),
+                    counter: r.u64("counter")?,
+                    issued_at: read_time(r, "issued at")?,
+                    $sealed: read_sealed(r, $sealed_label)?,
+                })
+            }
+        }
+        impl_message!($name, $tag, 32 + 8 + 8 + 4 + MAX_SEALED_SMALL, DeviceKey);
+    };
+}
+
 // ------------------------------------------------------------------ location update
 
-/// `sosvault/location/v1`, device-signed: where the student is now, during an incident.
-#[derive(Clone, PartialEq, Eq)]
-pub struct LocationUpdate {
-    /// The panic (incident) it belongs to.
-    pub panic: MessageHash,
-    /// The device's counter (shared with all its messages): orders updates.
-    pub counter: u64,
-    /// When the device made it.
-    pub issued_at: Timestamp,
-    /// A [`Location`] sealed to the control room.
-    pub sealed_location: Vec<u8>,
-}
-
-impl fmt::Debug for LocationUpdate {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LocationUpdate")
-            .field("panic", &self.panic)
-            .field("counter", &self.counter)
-            .field("issued_at", &self.issued_at)
-            .finish_non_exhaustive()
+incident_message! {
+    /// `sosvault/location/v1`, device-signed: where the student is now, during an incident.
+    LocationUpdate = "sosvault/location/v1" {
+        /// The panic (incident) it belongs to.
+        panic,
+        /// The device's counter (shared with all its messages): orders updates.
+        counter,
+        /// A [`Location`] sealed to the control room.
+        sealed_location: "sealed location",
     }
 }
-
-impl Body for LocationUpdate {
-    fn encode_body(&self, w: &mut Writer) {
-        w.fixed(self.panic.as_bytes());
-        w.u64(self.counter);
-        w.u64(self.issued_at.0);
-        w.var(&self.sealed_location);
-    }
-
-    fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(Self {
-            panic: MessageHash(r.array("panic hash")?),
-            counter: r.u64("counter")?,
-            issued_at: read_time(r, "issued at")?,
-            sealed_location: read_sealed(r, "sealed location")?,
-        })
-    }
-}
-impl_message!(
-    LocationUpdate,
-    "sosvault/location/v1",
-    32 + 8 + 8 + 4 + MAX_SEALED_SMALL,
-    DeviceKey
-);
 
 // ------------------------------------------------------------------ cancel
 
-/// `sosvault/cancel/v1`, device-signed: "I am safe" (or, under duress, a cancel
-/// that tells the control room, inside the sealed note, to escalate).
-#[derive(Clone, PartialEq, Eq)]
-pub struct Cancel {
-    /// The panic (incident) it ends.
-    pub panic: MessageHash,
-    /// The device's counter.
-    pub counter: u64,
-    /// When the device made it.
-    pub issued_at: Timestamp,
-    /// A [`Note`] sealed to the control room (carries the duress flag).
-    pub sealed_note: Vec<u8>,
-}
-
-impl fmt::Debug for Cancel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Cancel")
-            .field("panic", &self.panic)
-            .field("counter", &self.counter)
-            .field("issued_at", &self.issued_at)
-            .finish_non_exhaustive()
+incident_message! {
+    /// `sosvault/cancel/v1`, device-signed: "I am safe" (or, under duress, a cancel
+    /// that tells the control room, inside the sealed note, to escalate).
+    Cancel = "sosvault/cancel/v1" {
+        /// The panic (incident) it ends.
+        panic,
+        /// The device's counter.
+        counter,
+        /// A [`Note`] sealed to the control room (carries the duress flag).
+        sealed_note: "sealed note",
     }
 }
-
-impl Body for Cancel {
-    fn encode_body(&self, w: &mut Writer) {
-        w.fixed(self.panic.as_bytes());
-        w.u64(self.counter);
-        w.u64(self.issued_at.0);
-        w.var(&self.sealed_note);
-    }
-
-    fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(Self {
-            panic: MessageHash(r.array("panic hash")?),
-            counter: r.u64("counter")?,
-            issued_at: read_time(r, "issued at")?,
-            sealed_note: read_sealed(r, "sealed note")?,
-        })
-    }
-}
-impl_message!(
-    Cancel,
-    "sosvault/cancel/v1",
-    32 + 8 + 8 + 4 + MAX_SEALED_SMALL,
-    DeviceKey
-);
 
 // ------------------------------------------------------------------ stop
 

@@ -430,14 +430,7 @@ impl StudentEntry {
     pub fn from_secret_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
         // The current version, else version 1; an error names the current one.
-        let v2 = match r.expect_tag(Self::TAG) {
-            Ok(()) => true,
-            Err(e) => {
-                r = Reader::new(bytes);
-                r.expect_tag(Self::TAG_V1).map_err(|_| e)?;
-                false
-            }
-        };
+        let v2 = r.expect_current_or_v1(Self::TAG, Self::TAG_V1)?;
         let student = StudentId(r.array("student id")?);
         let record: Option<Signed<EnrollmentRecord>> = if r.bool("has record")? {
             Some(read_embedded(&mut r, "record", MAX_RECORD_BYTES)?)

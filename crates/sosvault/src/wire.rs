@@ -168,6 +168,25 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Reads `current`, else the older `v1`; says whether it was `current`.
+    /// A tag that is neither gets `current`'s error, so the error names the
+    /// version this code writes.
+    pub(crate) fn expect_current_or_v1(
+        &mut self,
+        current: &'static str,
+        v1: &'static str,
+    ) -> Result<bool, DecodeError> {
+        let start = self.pos;
+        match self.expect_tag(current) {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                self.pos = start;
+                self.expect_tag(v1).map_err(|_| e)?;
+                Ok(false)
+            }
+        }
+    }
+
     pub(crate) fn u8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
         Ok(self.take(1, field)?[0])
     }

@@ -827,10 +827,5 @@ fn vectors() -> String {
 /// deliberate change of format, paste the block this test prints.
 #[test]
 fn the_protocol_document_holds_these_vectors() {
-    let doc = include_str!("../../../../docs/PROTOCOL.md");
-    let block = vectors();
-    assert!(
-        doc.contains(&block),
-        "docs/PROTOCOL.md, \"Witnessed checkpoints\", must hold these vectors:\n\n{block}"
-    );
+    crate::test_support::assert_protocol_holds("Witnessed checkpoints", "vectors", &vectors());
 }

@@ -45,16 +45,35 @@ fn root_from_inclusion<P: AsRef<[u8]>>(
     size: u64,
     proof: &[P],
 ) -> Result<[u8; 32], LogError> {
-    let mut f = index;
-    let mut s = size - 1;
     let mut r = *leaf;
+    walk_path(index, size - 1, proof, |p, on_left| {
+        r = if on_left {
+            node_hash(p, &r)
+        } else {
+            node_hash(&r, p)
+        };
+    })?;
+    Ok(r)
+}
+
+/// The walk up the tree both proofs make (RFC 9162 §2.1.3.2 step 5 and
+/// §2.1.4.2 step 6): from node `f` of a level whose last node is `s`, each
+/// proof hash is a sibling on the left (`on_left`) or on the right, and `fold`
+/// takes it in. The proof must end exactly at the root (the last step of
+/// both algorithms: `s` is then 0).
+fn walk_path<P: AsRef<[u8]>>(
+    mut f: u64,
+    mut s: u64,
+    proof: &[P],
+    mut fold: impl FnMut(&[u8; 32], bool),
+) -> Result<(), LogError> {
     for p in proof {
         let p = hash32(p.as_ref())?;
         if s == 0 {
             return Err(LogError::WrongProofLength);
         }
         if f & 1 == 1 || f == s {
-            r = node_hash(&p, &r);
+            fold(&p, true);
             if f & 1 == 0 {
                 while f & 1 == 0 && f != 0 {
                     f >>= 1;
@@ -62,7 +81,7 @@ fn root_from_inclusion<P: AsRef<[u8]>>(
                 }
             }
         } else {
-            r = node_hash(&r, &p);
+            fold(&p, false);
         }
         f >>= 1;
         s >>= 1;
@@ -70,7 +89,7 @@ fn root_from_inclusion<P: AsRef<[u8]>>(
     if s != 0 {
         return Err(LogError::WrongProofLength);
     }
-    Ok(r)
+    Ok(())
 }
 
 /// Verifies an RFC 6962 consistency proof (`PROOF(old_size, D[new_size])`)
@@ -124,33 +143,18 @@ pub fn verify_consistency<P: AsRef<[u8]>>(
         f >>= 1;
         s >>= 1;
     }
-    // Steps 5 and 6.
+    // Steps 5 and 6, and step 7's length check.
     let mut fr = seed;
     let mut sr = seed;
-    for c in rest {
-        let c = hash32(c.as_ref())?;
-        if s == 0 {
-            return Err(LogError::WrongProofLength);
-        }
-        if f & 1 == 1 || f == s {
-            fr = node_hash(&c, &fr);
-            sr = node_hash(&c, &sr);
-            if f & 1 == 0 {
-                while f & 1 == 0 && f != 0 {
-                    f >>= 1;
-                    s >>= 1;
-                }
-            }
+    walk_path(f, s, rest, |c, on_left| {
+        if on_left {
+            fr = node_hash(c, &fr);
+            sr = node_hash(c, &sr);
         } else {
-            sr = node_hash(&sr, &c);
+            sr = node_hash(&sr, c);
         }
-        f >>= 1;
-        s >>= 1;
-    }
+    })?;
     // Step 7.
-    if s != 0 {
-        return Err(LogError::WrongProofLength);
-    }
     if bool::from(fr.ct_eq(&old_root) & sr.ct_eq(&new_root)) {
         Ok(())
     } else {

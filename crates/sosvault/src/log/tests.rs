@@ -814,10 +814,5 @@ fn entry_e_rows() -> String {
 /// deliberate change of format, paste the rows this test prints.
 #[test]
 fn the_protocol_document_holds_the_kind_9_vectors() {
-    let doc = include_str!("../../../../docs/PROTOCOL.md");
-    let rows = entry_e_rows();
-    assert!(
-        doc.contains(&rows),
-        "docs/PROTOCOL.md, \"Log test vectors\", must hold these rows:\n\n{rows}"
-    );
+    crate::test_support::assert_protocol_holds("Log test vectors", "rows", &entry_e_rows());
 }
