@@ -267,10 +267,8 @@ async fn log_verify(cmd: LogCmd) -> anyhow::Result<()> {
     } = cmd;
     let log_public =
         sosvault_service::logverify::parse_log_public(log_public.as_deref(), "--log-public")?;
-    let token = sosvault_service::logverify::read_token(
-        token_file.as_deref(),
-        "SOSVAULT_OPERATOR_TOKEN",
-    )?;
+    let token =
+        sosvault_service::logverify::read_token(token_file.as_deref(), "SOSVAULT_OPERATOR_TOKEN")?;
     let opts = audit.into_audit(log_public, token)?;
     let report = sosvault_server::logverify::verify(&opts).await?;
     println!("{}", report.summary());

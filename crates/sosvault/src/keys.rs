@@ -90,26 +90,59 @@ mod private {
     pub trait Sealed {}
 }
 
+/// The plumbing every single ed25519 signing key of the protocol shares (a
+/// device's, a log's, the deployment authority's): a fresh or seeded key, the
+/// key file encoding under its tag, and signing through [`SignerKey`].
+macro_rules! ed25519_secret {
+    ($secret:ident, $tag:literal, $generate:literal, $seed:literal) => {
+        impl $secret {
+            /// Tag of the key file encoding.
+            pub const TAG: &'static str = $tag;
+
+            #[doc = $generate]
+            pub fn generate() -> Self {
+                Self(SigningKey::from_bytes(&random_secret()))
+            }
+
+            #[doc = $seed]
+            pub fn from_seed(seed: &[u8; 32]) -> Self {
+                Self(SigningKey::from_bytes(seed))
+            }
+
+            #[doc = concat!("The key file encoding (`", $tag, "`, then the seed). Keep it secret.")]
+            pub fn to_secret_bytes(&self) -> Zeroizing<Vec<u8>> {
+                encode_secret(Self::TAG, self.0.as_bytes())
+            }
+
+            /// Loads a key saved by [`Self::to_secret_bytes`].
+            pub fn from_secret_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+                Ok(Self::from_seed(&*decode_secret(Self::TAG, bytes)?))
+            }
+        }
+
+        impl private::Sealed for $secret {}
+        impl SignerKey for $secret {
+            fn signing_key(&self) -> &SigningKey {
+                &self.0
+            }
+        }
+    };
+}
+
 // ---------------------------------------------------------------- device
 
 /// The device's ed25519 signing key. It signs every message the student's app sends
 /// and its public half defines the student's id.
 pub struct DeviceKey(SigningKey);
 
+ed25519_secret!(
+    DeviceKey,
+    "sosvault/device-key/v1",
+    "A fresh random device key.",
+    "A device key from a 32-byte seed (test vectors, deterministic simulations)."
+);
+
 impl DeviceKey {
-    /// Tag of the key file encoding.
-    pub const TAG: &'static str = "sosvault/device-key/v1";
-
-    /// A fresh random device key.
-    pub fn generate() -> Self {
-        Self(SigningKey::from_bytes(&random_secret()))
-    }
-
-    /// A device key from a 32-byte seed (test vectors, deterministic simulations).
-    pub fn from_seed(seed: &[u8; 32]) -> Self {
-        Self(SigningKey::from_bytes(seed))
-    }
-
     /// The public half.
     pub fn public(&self) -> DevicePublic {
         DevicePublic(self.0.verifying_key())
@@ -118,23 +151,6 @@ impl DeviceKey {
     /// The student id this key speaks for.
     pub fn student_id(&self) -> StudentId {
         self.public().student_id()
-    }
-
-    /// The key file encoding (`sosvault/device-key/v1`, then the seed). Keep it secret.
-    pub fn to_secret_bytes(&self) -> Zeroizing<Vec<u8>> {
-        encode_secret(Self::TAG, self.0.as_bytes())
-    }
-
-    /// Loads a key saved by [`DeviceKey::to_secret_bytes`].
-    pub fn from_secret_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
-        Ok(Self::from_seed(&*decode_secret(Self::TAG, bytes)?))
-    }
-}
-
-impl private::Sealed for DeviceKey {}
-impl SignerKey for DeviceKey {
-    fn signing_key(&self) -> &SigningKey {
-        &self.0
     }
 }
 
@@ -555,20 +571,14 @@ macro_rules! ed25519_public {
 /// release shares.
 pub struct LogKey(SigningKey);
 
+ed25519_secret!(
+    LogKey,
+    "sosvault/log-key/v1",
+    "A fresh random log key (a log that belongs to no trustee or control room).",
+    "A log key from a 32-byte ed25519 seed (test vectors, standalone logs)."
+);
+
 impl LogKey {
-    /// Tag of the key file encoding.
-    pub const TAG: &'static str = "sosvault/log-key/v1";
-
-    /// A fresh random log key (a log that belongs to no trustee or control room).
-    pub fn generate() -> Self {
-        Self(SigningKey::from_bytes(&random_secret()))
-    }
-
-    /// A log key from a 32-byte ed25519 seed (test vectors, standalone logs).
-    pub fn from_seed(seed: &[u8; 32]) -> Self {
-        Self(SigningKey::from_bytes(seed))
-    }
-
     fn derive(seed: &[u8; 32], info: &str) -> Self {
         Self(SigningKey::from_bytes(&hkdf_32(seed, info)))
     }
@@ -581,23 +591,6 @@ impl LogKey {
     /// The log's id: a hash of its public key.
     pub fn log_id(&self) -> crate::log::LogId {
         self.public().log_id()
-    }
-
-    /// The key file encoding (`sosvault/log-key/v1`, then the seed). Keep it secret.
-    pub fn to_secret_bytes(&self) -> Zeroizing<Vec<u8>> {
-        encode_secret(Self::TAG, self.0.as_bytes())
-    }
-
-    /// Loads a key saved by [`LogKey::to_secret_bytes`].
-    pub fn from_secret_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
-        Ok(Self::from_seed(&*decode_secret(Self::TAG, bytes)?))
-    }
-}
-
-impl private::Sealed for LogKey {}
-impl SignerKey for LogKey {
-    fn signing_key(&self) -> &SigningKey {
-        &self.0
     }
 }
 
@@ -655,40 +648,17 @@ impl ControlRoomKey {
 /// public half and trusts nothing the service says beyond what it signed.
 pub struct AuthorityKey(SigningKey);
 
+ed25519_secret!(
+    AuthorityKey,
+    "sosvault/authority-key/v1",
+    "A fresh random authority key.",
+    "An authority key from a 32-byte ed25519 seed (test vectors)."
+);
+
 impl AuthorityKey {
-    /// Tag of the key file encoding.
-    pub const TAG: &'static str = "sosvault/authority-key/v1";
-
-    /// A fresh random authority key.
-    pub fn generate() -> Self {
-        Self(SigningKey::from_bytes(&random_secret()))
-    }
-
-    /// An authority key from a 32-byte ed25519 seed (test vectors).
-    pub fn from_seed(seed: &[u8; 32]) -> Self {
-        Self(SigningKey::from_bytes(seed))
-    }
-
     /// The public half: what the app pins.
     pub fn public(&self) -> AuthorityPublic {
         AuthorityPublic(self.0.verifying_key())
-    }
-
-    /// The key file encoding (`sosvault/authority-key/v1`, then the seed). Keep it secret, offline.
-    pub fn to_secret_bytes(&self) -> Zeroizing<Vec<u8>> {
-        encode_secret(Self::TAG, self.0.as_bytes())
-    }
-
-    /// Loads a key saved by [`AuthorityKey::to_secret_bytes`].
-    pub fn from_secret_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
-        Ok(Self::from_seed(&*decode_secret(Self::TAG, bytes)?))
-    }
-}
-
-impl private::Sealed for AuthorityKey {}
-impl SignerKey for AuthorityKey {
-    fn signing_key(&self) -> &SigningKey {
-        &self.0
     }
 }
 
