@@ -1,7 +1,9 @@
 //! Refusals as the API reports them ([`Refused`]: a code, a status, plain
 //! words), a node's errors, and the code and status of each core refusal.
 
-use sosvault::{CancelRefusal, CommitRefusal, EnrollRefusal, ReleaseRefusal, ShredRefusal};
+use sosvault::{
+    CancelRefusal, CommitRefusal, EnrollRefusal, Refusal, ReleaseRefusal, ShredRefusal,
+};
 
 /// A refusal as the API reports it: a stable snake_case code, an HTTP status
 /// and a plain-words message that carries no secret.
@@ -56,73 +58,87 @@ impl From<rusqlite::Error> for NodeError {
     }
 }
 
-/// The API code, status and message of an enrollment refusal.
-pub fn enroll_refused(r: &EnrollRefusal) -> Refused {
-    let (code, status) = match r {
-        EnrollRefusal::Malformed(_) => ("malformed", 400),
-        EnrollRefusal::NotOurShare => ("not_our_share", 422),
-        EnrollRefusal::DoesNotOpen => ("does_not_open", 422),
-        EnrollRefusal::Mismatch => ("mismatch", 422),
-        EnrollRefusal::CommitmentMismatch => ("commitment_mismatch", 422),
-        EnrollRefusal::StaleEpoch { .. } => ("stale_epoch", 409),
-        EnrollRefusal::Shredded(_) => ("shredded", 410),
-        _ => ("refused", 422),
+/// Writes the function mapping a core refusal to its API code and status:
+/// `Malformed` is always a 400 `malformed`, the variants listed get their
+/// own, and any other (a variant added later) a 422 `refused`.
+macro_rules! refused_fn {
+    ($(#[$doc:meta])* $name:ident($refusal:ident) { $($variant:pat => $code:literal, $status:literal;)* }) => {
+        $(#[$doc])*
+        pub fn $name(r: &$refusal) -> Refused {
+            let (code, status) = match r {
+                $refusal::Malformed(_) => ("malformed", 400),
+                $($variant => ($code, $status),)*
+                _ => ("refused", 422),
+            };
+            Refused::new(code, status, r.to_string())
+        }
     };
-    Refused::new(code, status, r.to_string())
 }
 
-/// The API code, status and message of a release refusal.
-pub fn release_refused(r: &ReleaseRefusal) -> Refused {
-    let (code, status) = match r {
-        ReleaseRefusal::Malformed(_) => ("malformed", 400),
-        ReleaseRefusal::UnpinnedControlRoom => ("unpinned_control_room", 403),
-        ReleaseRefusal::StaleRequest => ("stale_request", 422),
-        ReleaseRefusal::ForgedPanic => ("forged_panic", 403),
-        ReleaseRefusal::UnknownStudent => ("unknown_student", 404),
-        ReleaseRefusal::WrongDevice => ("wrong_device", 403),
-        ReleaseRefusal::WrongEpoch { .. } => ("wrong_epoch", 409),
-        ReleaseRefusal::Shredded => ("shredded", 410),
-        ReleaseRefusal::Replayed { .. } => ("replayed", 409),
-        ReleaseRefusal::StalePanic => ("stale_panic", 422),
-        ReleaseRefusal::FuturePanic => ("future_panic", 422),
-        ReleaseRefusal::Cancelled { .. } => ("cancelled", 409),
-        ReleaseRefusal::RetryExpired => ("retry_expired", 410),
-        _ => ("refused", 422),
-    };
-    Refused::new(code, status, r.to_string())
+refused_fn! {
+    /// The API code, status and message of an enrollment refusal.
+    enroll_refused(EnrollRefusal) {
+        EnrollRefusal::NotOurShare => "not_our_share", 422;
+        EnrollRefusal::DoesNotOpen => "does_not_open", 422;
+        EnrollRefusal::Mismatch => "mismatch", 422;
+        EnrollRefusal::CommitmentMismatch => "commitment_mismatch", 422;
+        EnrollRefusal::StaleEpoch { .. } => "stale_epoch", 409;
+        EnrollRefusal::Shredded(_) => "shredded", 410;
+    }
 }
 
-/// The API code, status and message of an enrollment-commit refusal.
-pub fn commit_refused(r: &CommitRefusal) -> Refused {
-    let (code, status) = match r {
-        CommitRefusal::Malformed(_) => ("malformed", 400),
-        CommitRefusal::UnknownStudent => ("unknown_student", 404),
-        CommitRefusal::WrongDevice => ("wrong_device", 403),
-        CommitRefusal::UnknownRecord => ("unknown_record", 409),
-        _ => ("refused", 422),
-    };
-    Refused::new(code, status, r.to_string())
+refused_fn! {
+    /// The API code, status and message of a release refusal.
+    release_refused(ReleaseRefusal) {
+        ReleaseRefusal::UnpinnedControlRoom => "unpinned_control_room", 403;
+        ReleaseRefusal::StaleRequest => "stale_request", 422;
+        ReleaseRefusal::ForgedPanic => "forged_panic", 403;
+        ReleaseRefusal::UnknownStudent => "unknown_student", 404;
+        ReleaseRefusal::WrongDevice => "wrong_device", 403;
+        ReleaseRefusal::WrongEpoch { .. } => "wrong_epoch", 409;
+        ReleaseRefusal::Shredded => "shredded", 410;
+        ReleaseRefusal::Replayed { .. } => "replayed", 409;
+        ReleaseRefusal::StalePanic => "stale_panic", 422;
+        ReleaseRefusal::FuturePanic => "future_panic", 422;
+        ReleaseRefusal::Cancelled { .. } => "cancelled", 409;
+        ReleaseRefusal::RetryExpired => "retry_expired", 410;
+    }
 }
 
-/// The API code, status and message of a cancel refusal.
-pub fn cancel_refused(r: &CancelRefusal) -> Refused {
-    let (code, status) = match r {
-        CancelRefusal::Malformed(_) => ("malformed", 400),
-        CancelRefusal::UnknownStudent => ("unknown_student", 404),
-        CancelRefusal::WrongDevice => ("wrong_device", 403),
-        CancelRefusal::Stale { .. } => ("stale_cancel", 409),
-        _ => ("refused", 422),
-    };
-    Refused::new(code, status, r.to_string())
+refused_fn! {
+    /// The API code, status and message of an enrollment-commit refusal.
+    commit_refused(CommitRefusal) {
+        CommitRefusal::UnknownStudent => "unknown_student", 404;
+        CommitRefusal::WrongDevice => "wrong_device", 403;
+        CommitRefusal::UnknownRecord => "unknown_record", 409;
+    }
 }
 
-/// The API code, status and message of a shred refusal.
-pub fn shred_refused(r: &ShredRefusal) -> Refused {
-    let (code, status) = match r {
-        ShredRefusal::Malformed(_) => ("malformed", 400),
-        ShredRefusal::WrongDevice => ("wrong_device", 403),
-        ShredRefusal::StaleStop { .. } => ("stale_stop", 409),
-        _ => ("refused", 422),
-    };
-    Refused::new(code, status, r.to_string())
+refused_fn! {
+    /// The API code, status and message of a cancel refusal.
+    cancel_refused(CancelRefusal) {
+        CancelRefusal::UnknownStudent => "unknown_student", 404;
+        CancelRefusal::WrongDevice => "wrong_device", 403;
+        CancelRefusal::Stale { .. } => "stale_cancel", 409;
+    }
+}
+
+refused_fn! {
+    /// The API code, status and message of a shred refusal.
+    shred_refused(ShredRefusal) {
+        ShredRefusal::WrongDevice => "wrong_device", 403;
+        ShredRefusal::StaleStop { .. } => "stale_stop", 409;
+    }
+}
+
+/// The API code, status and message of any core refusal.
+pub(super) fn refusal_refused(r: &Refusal) -> Refused {
+    match r {
+        Refusal::Enroll(e) => enroll_refused(e),
+        Refusal::Release(e) => release_refused(e),
+        Refusal::Shred(e) => shred_refused(e),
+        Refusal::Cancel(e) => cancel_refused(e),
+        Refusal::Commit(e) => commit_refused(e),
+        _ => Refused::new("refused", 422, r.to_string()),
+    }
 }

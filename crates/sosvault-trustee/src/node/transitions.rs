@@ -9,10 +9,8 @@ use sosvault::{
 };
 
 use super::batch::{Applied, Batch, Note};
-use super::{
-    Answer, CODE_RATE_LIMITED, Node, NodeError, Refused, cancel_refused, commit_refused,
-    enroll_refused, release_refused, shred_refused, to_i64,
-};
+use super::refused::refusal_refused;
+use super::{Answer, CODE_RATE_LIMITED, Node, NodeError, Refused, enroll_refused, to_i64};
 
 impl Node {
     pub(super) fn share_in(
@@ -24,49 +22,37 @@ impl Node {
     ) -> Result<Applied, NodeError> {
         let student = checked.student();
         let current = self.load(&student)?;
-        match self
+        let t = match self
             .trustee
             .accept_checked_share(current.as_ref(), checked, now)
         {
-            Ok(t) if t.repeated => Ok(Applied::ok(
-                Answer::Share {
-                    receipt: t.answer,
-                    repeated: true,
-                },
-                Note::Done("share", student, "repeated"),
-            )),
-            Ok(t) => {
-                let body = t.answer.body();
-                let leaf = LogEntry::ShareAccepted {
-                    student,
-                    epoch: body.epoch,
-                    share_index: body.share_index,
-                    at: now,
-                };
-                self.put_entry(&t.entry, now)?;
-                self.put_leaf(&leaf, batch)?;
-                Ok(Applied::ok(
-                    Answer::Share {
-                        receipt: t.answer,
-                        repeated: false,
-                    },
-                    Note::Done("share", student, "accepted"),
-                ))
+            Ok(t) => t,
+            Err(e @ EnrollRefusal::Malformed(_)) => {
+                return Ok(Applied::refused(
+                    enroll_refused(&e),
+                    Note::Refused("share", Some(student), "malformed"),
+                ));
             }
-            Err(e @ EnrollRefusal::Malformed(_)) => Ok(Applied::refused(
-                enroll_refused(&e),
-                Note::Refused("share", Some(student), "malformed"),
-            )),
-            Err(e) => {
-                let refused = enroll_refused(&e);
-                let code = refused.code;
-                self.log_refusal(&Refusal::Enroll(e), Some(student), delivery, now, batch)?;
-                Ok(Applied::refused(
-                    refused,
-                    Note::Refused("share", Some(student), code),
-                ))
-            }
-        }
+            Err(e) => return self.refuse("share", e.into(), Some(student), delivery, now, batch),
+        };
+        let outcome = if t.repeated {
+            "repeated"
+        } else {
+            let body = t.answer.body();
+            let leaf = LogEntry::ShareAccepted {
+                student,
+                epoch: body.epoch,
+                share_index: body.share_index,
+                at: now,
+            };
+            self.record(&t.entry, &leaf, now, batch)?;
+            "accepted"
+        };
+        let answer = Answer::Share {
+            receipt: t.answer,
+            repeated: t.repeated,
+        };
+        Ok(Applied::ok(answer, Note::Done("share", student, outcome)))
     }
 
     pub(super) fn release_in(
@@ -79,13 +65,7 @@ impl Node {
         let checked = match checked {
             Ok(c) => c,
             Err((e, student)) => {
-                let refused = release_refused(&e);
-                let code = refused.code;
-                self.log_refusal(&Refusal::Release(e), student, request, now, batch)?;
-                return Ok(Applied::refused(
-                    refused,
-                    Note::Refused("release", student, code),
-                ));
+                return self.refuse("release", e.into(), student, request, now, batch);
             }
         };
         let student = checked.student();
@@ -138,15 +118,7 @@ impl Node {
             Err(ReleaseRefusal::SealFailed) => Err(NodeError::Internal(
                 "sealing a released share failed".into(),
             )),
-            Err(e) => {
-                let refused = release_refused(&e);
-                let code = refused.code;
-                self.log_refusal(&Refusal::Release(e), Some(student), request, now, batch)?;
-                Ok(Applied::refused(
-                    refused,
-                    Note::Refused("release", Some(student), code),
-                ))
-            }
+            Err(e) => self.refuse("release", e.into(), Some(student), request, now, batch),
         }
     }
 
@@ -159,42 +131,28 @@ impl Node {
     ) -> Result<Applied, NodeError> {
         let student = checked.student();
         let current = self.load(&student)?;
-        match self.trustee.shred(current.as_ref(), checked, now) {
-            Ok(t) if t.repeated => Ok(Applied::ok(
-                Answer::Shred {
-                    receipt: t.answer,
-                    repeated: true,
-                },
-                Note::Done("shred", student, "repeated"),
-            )),
-            Ok(t) => {
-                let leaf = LogEntry::Shredded {
-                    student,
-                    epoch: checked.stop().body().epoch,
-                    stop_hash: checked.stop().hash(),
-                    at: now,
-                };
-                self.put_entry(&t.entry, now)?;
-                self.put_leaf(&leaf, batch)?;
-                batch.purge = true;
-                Ok(Applied::ok(
-                    Answer::Shred {
-                        receipt: t.answer,
-                        repeated: false,
-                    },
-                    Note::Done("shred", student, "shredded"),
-                ))
-            }
-            Err(e) => {
-                let refused = shred_refused(&e);
-                let code = refused.code;
-                self.log_refusal(&Refusal::Shred(e), Some(student), stop, now, batch)?;
-                Ok(Applied::refused(
-                    refused,
-                    Note::Refused("shred", Some(student), code),
-                ))
-            }
-        }
+        let t = match self.trustee.shred(current.as_ref(), checked, now) {
+            Ok(t) => t,
+            Err(e) => return self.refuse("shred", e.into(), Some(student), stop, now, batch),
+        };
+        let outcome = if t.repeated {
+            "repeated"
+        } else {
+            let leaf = LogEntry::Shredded {
+                student,
+                epoch: checked.stop().body().epoch,
+                stop_hash: checked.stop().hash(),
+                at: now,
+            };
+            self.record(&t.entry, &leaf, now, batch)?;
+            batch.purge = true;
+            "shredded"
+        };
+        let answer = Answer::Shred {
+            receipt: t.answer,
+            repeated: t.repeated,
+        };
+        Ok(Applied::ok(answer, Note::Done("shred", student, outcome)))
     }
 
     pub(super) fn cancel_in(
@@ -206,41 +164,27 @@ impl Node {
     ) -> Result<Applied, NodeError> {
         let student = checked.student();
         let current = self.load(&student)?;
-        match self.trustee.revoke(current.as_ref(), checked, now) {
-            Ok(t) if t.repeated => Ok(Applied::ok(
-                Answer::Cancel {
-                    receipt: t.answer,
-                    repeated: true,
-                },
-                Note::Done("cancel", student, "repeated"),
-            )),
-            Ok(t) => {
-                let leaf = LogEntry::Cancelled {
-                    student,
-                    counter: checked.cancel().body().counter,
-                    cancel: checked.cancel().hash(),
-                    at: now,
-                };
-                self.put_entry(&t.entry, now)?;
-                self.put_leaf(&leaf, batch)?;
-                Ok(Applied::ok(
-                    Answer::Cancel {
-                        receipt: t.answer,
-                        repeated: false,
-                    },
-                    Note::Done("cancel", student, "revoked"),
-                ))
-            }
-            Err(e) => {
-                let refused = cancel_refused(&e);
-                let code = refused.code;
-                self.log_refusal(&Refusal::Cancel(e), Some(student), cancel, now, batch)?;
-                Ok(Applied::refused(
-                    refused,
-                    Note::Refused("cancel", Some(student), code),
-                ))
-            }
-        }
+        let t = match self.trustee.revoke(current.as_ref(), checked, now) {
+            Ok(t) => t,
+            Err(e) => return self.refuse("cancel", e.into(), Some(student), cancel, now, batch),
+        };
+        let outcome = if t.repeated {
+            "repeated"
+        } else {
+            let leaf = LogEntry::Cancelled {
+                student,
+                counter: checked.cancel().body().counter,
+                cancel: checked.cancel().hash(),
+                at: now,
+            };
+            self.record(&t.entry, &leaf, now, batch)?;
+            "revoked"
+        };
+        let answer = Answer::Cancel {
+            receipt: t.answer,
+            repeated: t.repeated,
+        };
+        Ok(Applied::ok(answer, Note::Done("cancel", student, outcome)))
     }
 
     pub(super) fn commit_in(
@@ -252,36 +196,29 @@ impl Node {
     ) -> Result<Applied, NodeError> {
         let student = checked.student();
         let current = self.load(&student)?;
-        match self.trustee.commit(current.as_ref(), checked, now) {
-            Ok(None) => Ok(Applied::ok(
-                Answer::Commit { changed: false },
-                Note::Done("commit", student, "repeated"),
-            )),
-            Ok(Some(entry)) => {
-                let leaf = LogEntry::Committed {
-                    student,
-                    epoch: checked.commit().body().epoch,
-                    at: now,
-                };
-                self.put_entry(&entry, now)?;
-                self.put_leaf(&leaf, batch)?;
-                // The older share's sealed bytes must not survive in the WAL.
-                batch.purge = true;
-                Ok(Applied::ok(
-                    Answer::Commit { changed: true },
-                    Note::Done("commit", student, "committed"),
-                ))
-            }
-            Err(e) => {
-                let refused = commit_refused(&e);
-                let code = refused.code;
-                self.log_refusal(&Refusal::Commit(e), Some(student), commit, now, batch)?;
-                Ok(Applied::refused(
-                    refused,
-                    Note::Refused("commit", Some(student), code),
-                ))
-            }
-        }
+        let changed = match self.trustee.commit(current.as_ref(), checked, now) {
+            Ok(changed) => changed,
+            Err(e) => return self.refuse("commit", e.into(), Some(student), commit, now, batch),
+        };
+        let outcome = if let Some(entry) = &changed {
+            let leaf = LogEntry::Committed {
+                student,
+                epoch: checked.commit().body().epoch,
+                at: now,
+            };
+            self.record(entry, &leaf, now, batch)?;
+            // The older share's sealed bytes must not survive in the WAL.
+            batch.purge = true;
+            "committed"
+        } else {
+            "repeated"
+        };
+        Ok(Applied::ok(
+            Answer::Commit {
+                changed: changed.is_some(),
+            },
+            Note::Done("commit", student, outcome),
+        ))
     }
 
     /// The most entries one expiry pass opens (the next pass takes the rest).
@@ -387,16 +324,33 @@ impl Node {
         Ok(())
     }
 
-    /// Appends a refusal to the log (inside the batch's transaction).
-    fn log_refusal(
+    /// Appends a refusal to the log (inside the batch's transaction) and
+    /// answers it with its API code, noting it under `op`.
+    fn refuse(
         &self,
-        refusal: &Refusal,
+        op: &'static str,
+        refusal: Refusal,
         student: Option<StudentId>,
         request: &[u8],
         now: Timestamp,
         batch: &mut Batch,
+    ) -> Result<Applied, NodeError> {
+        let refused = refusal_refused(&refusal);
+        let code = refused.code;
+        let leaf = LogEntry::refused(&refusal, student, MessageHash::of_message(request), now);
+        self.put_leaf(&leaf, batch)?;
+        Ok(Applied::refused(refused, Note::Refused(op, student, code)))
+    }
+
+    /// Writes a changed entry and its log leaf (inside the batch's transaction).
+    fn record(
+        &self,
+        entry: &StudentEntry,
+        leaf: &LogEntry,
+        now: Timestamp,
+        batch: &mut Batch,
     ) -> Result<(), NodeError> {
-        let entry = LogEntry::refused(refusal, student, MessageHash::of_message(request), now);
-        self.put_leaf(&entry, batch)
+        self.put_entry(entry, now)?;
+        self.put_leaf(leaf, batch)
     }
 }
