@@ -1,9 +1,7 @@
 //! Refusals as the API reports them ([`Refused`]: a code, a status, plain
 //! words), a node's errors, and the code and status of each core refusal.
 
-use sosvault::{
-    CancelRefusal, CommitRefusal, EnrollRefusal, Refusal, ReleaseRefusal, ShredRefusal,
-};
+use sosvault::Refusal;
 
 /// A refusal as the API reports it: a stable snake_case code, an HTTP status
 /// and a plain-words message that carries no secret.
@@ -58,87 +56,49 @@ impl From<rusqlite::Error> for NodeError {
     }
 }
 
-/// Writes the function mapping a core refusal to its API code and status:
-/// `Malformed` is always a 400 `malformed`, the variants listed get their
-/// own, and any other (a variant added later) a 422 `refused`.
-macro_rules! refused_fn {
-    ($(#[$doc:meta])* $name:ident($refusal:ident) { $($variant:pat => $code:literal, $status:literal;)* }) => {
-        $(#[$doc])*
-        pub fn $name(r: &$refusal) -> Refused {
-            let (code, status) = match r {
-                $refusal::Malformed(_) => ("malformed", 400),
-                $($variant => ($code, $status),)*
-                _ => ("refused", 422),
-            };
-            Refused::new(code, status, r.to_string())
-        }
+/// The API code, status and message of a core refusal: a share delivery's,
+/// a release's, a stop's, a cancel's or an enrollment commit's. A refusal
+/// this table does not name (a variant added later) is a 422 `refused`.
+pub fn refused_of(r: impl Into<Refusal>) -> Refused {
+    use sosvault::{
+        CancelRefusal as Cancel, CommitRefusal as Commit, EnrollRefusal as Enroll,
+        ReleaseRefusal as Release, ShredRefusal as Shred,
     };
-}
-
-refused_fn! {
-    /// The API code, status and message of an enrollment refusal.
-    enroll_refused(EnrollRefusal) {
-        EnrollRefusal::NotOurShare => "not_our_share", 422;
-        EnrollRefusal::DoesNotOpen => "does_not_open", 422;
-        EnrollRefusal::Mismatch => "mismatch", 422;
-        EnrollRefusal::CommitmentMismatch => "commitment_mismatch", 422;
-        EnrollRefusal::StaleEpoch { .. } => "stale_epoch", 409;
-        EnrollRefusal::Shredded(_) => "shredded", 410;
-    }
-}
-
-refused_fn! {
-    /// The API code, status and message of a release refusal.
-    release_refused(ReleaseRefusal) {
-        ReleaseRefusal::UnpinnedControlRoom => "unpinned_control_room", 403;
-        ReleaseRefusal::StaleRequest => "stale_request", 422;
-        ReleaseRefusal::ForgedPanic => "forged_panic", 403;
-        ReleaseRefusal::UnknownStudent => "unknown_student", 404;
-        ReleaseRefusal::WrongDevice => "wrong_device", 403;
-        ReleaseRefusal::WrongEpoch { .. } => "wrong_epoch", 409;
-        ReleaseRefusal::Shredded => "shredded", 410;
-        ReleaseRefusal::Replayed { .. } => "replayed", 409;
-        ReleaseRefusal::StalePanic => "stale_panic", 422;
-        ReleaseRefusal::FuturePanic => "future_panic", 422;
-        ReleaseRefusal::Cancelled { .. } => "cancelled", 409;
-        ReleaseRefusal::RetryExpired => "retry_expired", 410;
-    }
-}
-
-refused_fn! {
-    /// The API code, status and message of an enrollment-commit refusal.
-    commit_refused(CommitRefusal) {
-        CommitRefusal::UnknownStudent => "unknown_student", 404;
-        CommitRefusal::WrongDevice => "wrong_device", 403;
-        CommitRefusal::UnknownRecord => "unknown_record", 409;
-    }
-}
-
-refused_fn! {
-    /// The API code, status and message of a cancel refusal.
-    cancel_refused(CancelRefusal) {
-        CancelRefusal::UnknownStudent => "unknown_student", 404;
-        CancelRefusal::WrongDevice => "wrong_device", 403;
-        CancelRefusal::Stale { .. } => "stale_cancel", 409;
-    }
-}
-
-refused_fn! {
-    /// The API code, status and message of a shred refusal.
-    shred_refused(ShredRefusal) {
-        ShredRefusal::WrongDevice => "wrong_device", 403;
-        ShredRefusal::StaleStop { .. } => "stale_stop", 409;
-    }
-}
-
-/// The API code, status and message of any core refusal.
-pub(super) fn refusal_refused(r: &Refusal) -> Refused {
-    match r {
-        Refusal::Enroll(e) => enroll_refused(e),
-        Refusal::Release(e) => release_refused(e),
-        Refusal::Shred(e) => shred_refused(e),
-        Refusal::Cancel(e) => cancel_refused(e),
-        Refusal::Commit(e) => commit_refused(e),
-        _ => Refused::new("refused", 422, r.to_string()),
-    }
+    let r = r.into();
+    let (code, status) = match &r {
+        Refusal::Enroll(Enroll::Malformed(_))
+        | Refusal::Release(Release::Malformed(_))
+        | Refusal::Commit(Commit::Malformed(_))
+        | Refusal::Cancel(Cancel::Malformed(_))
+        | Refusal::Shred(Shred::Malformed(_)) => ("malformed", 400),
+        Refusal::Enroll(Enroll::NotOurShare) => ("not_our_share", 422),
+        Refusal::Enroll(Enroll::DoesNotOpen) => ("does_not_open", 422),
+        Refusal::Enroll(Enroll::Mismatch) => ("mismatch", 422),
+        Refusal::Enroll(Enroll::CommitmentMismatch) => ("commitment_mismatch", 422),
+        Refusal::Enroll(Enroll::StaleEpoch { .. }) => ("stale_epoch", 409),
+        Refusal::Enroll(Enroll::Shredded(_)) | Refusal::Release(Release::Shredded) => {
+            ("shredded", 410)
+        }
+        Refusal::Release(Release::UnpinnedControlRoom) => ("unpinned_control_room", 403),
+        Refusal::Release(Release::StaleRequest) => ("stale_request", 422),
+        Refusal::Release(Release::ForgedPanic) => ("forged_panic", 403),
+        Refusal::Release(Release::UnknownStudent)
+        | Refusal::Commit(Commit::UnknownStudent)
+        | Refusal::Cancel(Cancel::UnknownStudent) => ("unknown_student", 404),
+        Refusal::Release(Release::WrongDevice)
+        | Refusal::Commit(Commit::WrongDevice)
+        | Refusal::Cancel(Cancel::WrongDevice)
+        | Refusal::Shred(Shred::WrongDevice) => ("wrong_device", 403),
+        Refusal::Release(Release::WrongEpoch { .. }) => ("wrong_epoch", 409),
+        Refusal::Release(Release::Replayed { .. }) => ("replayed", 409),
+        Refusal::Release(Release::StalePanic) => ("stale_panic", 422),
+        Refusal::Release(Release::FuturePanic) => ("future_panic", 422),
+        Refusal::Release(Release::Cancelled { .. }) => ("cancelled", 409),
+        Refusal::Release(Release::RetryExpired) => ("retry_expired", 410),
+        Refusal::Commit(Commit::UnknownRecord) => ("unknown_record", 409),
+        Refusal::Cancel(Cancel::Stale { .. }) => ("stale_cancel", 409),
+        Refusal::Shred(Shred::StaleStop { .. }) => ("stale_stop", 409),
+        _ => ("refused", 422),
+    };
+    Refused::new(code, status, r.to_string())
 }

@@ -9,8 +9,7 @@ use sosvault::{
 };
 
 use super::batch::{Applied, Batch, Note};
-use super::refused::refusal_refused;
-use super::{Answer, CODE_RATE_LIMITED, Node, NodeError, Refused, enroll_refused, to_i64};
+use super::{Answer, CODE_RATE_LIMITED, Node, NodeError, Refused, refused_of, to_i64};
 
 impl Node {
     pub(super) fn share_in(
@@ -29,7 +28,7 @@ impl Node {
             Ok(t) => t,
             Err(e @ EnrollRefusal::Malformed(_)) => {
                 return Ok(Applied::refused(
-                    enroll_refused(&e),
+                    refused_of(e),
                     Note::Refused("share", Some(student), "malformed"),
                 ));
             }
@@ -122,69 +121,64 @@ impl Node {
         }
     }
 
-    pub(super) fn shred_in(
+    /// A stop or a cancel: the core trustee decides; a change writes the new
+    /// entry and its log leaf (and, for a stop, purges the WAL after the
+    /// batch), a repeat writes nothing, a refusal its log entry.
+    pub(super) fn stop_or_cancel_in(
         &mut self,
-        stop: &[u8],
-        checked: &CheckedStop,
+        bytes: &[u8],
+        checked: StopOrCancel<'_>,
         now: Timestamp,
         batch: &mut Batch,
     ) -> Result<Applied, NodeError> {
-        let student = checked.student();
-        let current = self.load(&student)?;
-        let t = match self.trustee.shred(current.as_ref(), checked, now) {
-            Ok(t) => t,
-            Err(e) => return self.refuse("shred", e.into(), Some(student), stop, now, batch),
+        let (student, op) = match checked {
+            StopOrCancel::Stop(c) => (c.student(), "shred"),
+            StopOrCancel::Cancel(c) => (c.student(), "cancel"),
         };
-        let outcome = if t.repeated {
+        let current = self.load(&student)?;
+        let decided = match checked {
+            StopOrCancel::Stop(c) => self
+                .trustee
+                .shred(current.as_ref(), c, now)
+                .map(|t| {
+                    (
+                        t.entry,
+                        t.repeated,
+                        Answer::Shred {
+                            receipt: t.answer,
+                            repeated: t.repeated,
+                        },
+                    )
+                })
+                .map_err(Refusal::from),
+            StopOrCancel::Cancel(c) => self
+                .trustee
+                .revoke(current.as_ref(), c, now)
+                .map(|t| {
+                    (
+                        t.entry,
+                        t.repeated,
+                        Answer::Cancel {
+                            receipt: t.answer,
+                            repeated: t.repeated,
+                        },
+                    )
+                })
+                .map_err(Refusal::from),
+        };
+        let (entry, repeated, answer) = match decided {
+            Ok(d) => d,
+            Err(e) => return self.refuse(op, e, Some(student), bytes, now, batch),
+        };
+        let outcome = if repeated {
             "repeated"
         } else {
-            let leaf = LogEntry::Shredded {
-                student,
-                epoch: checked.stop().body().epoch,
-                stop_hash: checked.stop().hash(),
-                at: now,
-            };
-            self.record(&t.entry, &leaf, now, batch)?;
-            batch.purge = true;
-            "shredded"
+            self.record(&entry, &checked.leaf(now), now, batch)?;
+            // A stop shreds the share: its sealed bytes must not survive in the WAL.
+            batch.purge |= matches!(checked, StopOrCancel::Stop(_));
+            checked.done()
         };
-        let answer = Answer::Shred {
-            receipt: t.answer,
-            repeated: t.repeated,
-        };
-        Ok(Applied::ok(answer, Note::Done("shred", student, outcome)))
-    }
-
-    pub(super) fn cancel_in(
-        &mut self,
-        cancel: &[u8],
-        checked: &CheckedCancel,
-        now: Timestamp,
-        batch: &mut Batch,
-    ) -> Result<Applied, NodeError> {
-        let student = checked.student();
-        let current = self.load(&student)?;
-        let t = match self.trustee.revoke(current.as_ref(), checked, now) {
-            Ok(t) => t,
-            Err(e) => return self.refuse("cancel", e.into(), Some(student), cancel, now, batch),
-        };
-        let outcome = if t.repeated {
-            "repeated"
-        } else {
-            let leaf = LogEntry::Cancelled {
-                student,
-                counter: checked.cancel().body().counter,
-                cancel: checked.cancel().hash(),
-                at: now,
-            };
-            self.record(&t.entry, &leaf, now, batch)?;
-            "revoked"
-        };
-        let answer = Answer::Cancel {
-            receipt: t.answer,
-            repeated: t.repeated,
-        };
-        Ok(Applied::ok(answer, Note::Done("cancel", student, outcome)))
+        Ok(Applied::ok(answer, Note::Done(op, student, outcome)))
     }
 
     pub(super) fn commit_in(
@@ -335,9 +329,9 @@ impl Node {
         now: Timestamp,
         batch: &mut Batch,
     ) -> Result<Applied, NodeError> {
-        let refused = refusal_refused(&refusal);
-        let code = refused.code;
         let leaf = LogEntry::refused(&refusal, student, MessageHash::of_message(request), now);
+        let refused = refused_of(refusal);
+        let code = refused.code;
         self.put_leaf(&leaf, batch)?;
         Ok(Applied::refused(refused, Note::Refused(op, student, code)))
     }
@@ -352,5 +346,40 @@ impl Node {
     ) -> Result<(), NodeError> {
         self.put_entry(entry, now)?;
         self.put_leaf(leaf, batch)
+    }
+}
+
+/// A checked stop or cancel: both end in a signed receipt.
+#[derive(Clone, Copy)]
+pub(super) enum StopOrCancel<'a> {
+    Stop(&'a CheckedStop),
+    Cancel(&'a CheckedCancel),
+}
+
+impl StopOrCancel<'_> {
+    /// What a change is called in the service's log.
+    fn done(self) -> &'static str {
+        match self {
+            Self::Stop(_) => "shredded",
+            Self::Cancel(_) => "revoked",
+        }
+    }
+
+    /// The log leaf of a change at `now`.
+    fn leaf(self, now: Timestamp) -> LogEntry {
+        match self {
+            Self::Stop(c) => LogEntry::Shredded {
+                student: c.student(),
+                epoch: c.stop().body().epoch,
+                stop_hash: c.stop().hash(),
+                at: now,
+            },
+            Self::Cancel(c) => LogEntry::Cancelled {
+                student: c.student(),
+                counter: c.cancel().body().counter,
+                cancel: c.cancel().hash(),
+                at: now,
+            },
+        }
     }
 }
