@@ -5,7 +5,8 @@ use rusqlite::params;
 use sosvault::log::{LogEntry, leaf_hash};
 use sosvault::{
     CheckedCancel, CheckedCommit, CheckedDelivery, CheckedRequest, CheckedStop, Container,
-    EnrollRefusal, MessageHash, Refusal, ReleaseRefusal, StudentEntry, StudentId, Timestamp,
+    EnrollRefusal, MessageHash, Refusal, ReleaseRefusal, Signed, StudentEntry, StudentId,
+    Timestamp, Transition,
 };
 
 use super::batch::{Applied, Batch, Note};
@@ -140,30 +141,12 @@ impl Node {
             StopOrCancel::Stop(c) => self
                 .trustee
                 .shred(current.as_ref(), c, now)
-                .map(|t| {
-                    (
-                        t.entry,
-                        t.repeated,
-                        Answer::Shred {
-                            receipt: t.answer,
-                            repeated: t.repeated,
-                        },
-                    )
-                })
+                .map(|t| receipted(t, |receipt, repeated| Answer::Shred { receipt, repeated }))
                 .map_err(Refusal::from),
             StopOrCancel::Cancel(c) => self
                 .trustee
                 .revoke(current.as_ref(), c, now)
-                .map(|t| {
-                    (
-                        t.entry,
-                        t.repeated,
-                        Answer::Cancel {
-                            receipt: t.answer,
-                            repeated: t.repeated,
-                        },
-                    )
-                })
+                .map(|t| receipted(t, |receipt, repeated| Answer::Cancel { receipt, repeated }))
                 .map_err(Refusal::from),
         };
         let (entry, repeated, answer) = match decided {
@@ -347,6 +330,15 @@ impl Node {
         self.put_entry(entry, now)?;
         self.put_leaf(leaf, batch)
     }
+}
+
+/// A decided transition: its new entry, whether it repeats an earlier one,
+/// and the answer `answer` makes of its signed receipt.
+fn receipted<A: sosvault::Message + std::fmt::Debug>(
+    t: Transition<A>,
+    answer: impl FnOnce(Signed<A>, bool) -> Answer,
+) -> (StudentEntry, bool, Answer) {
+    (t.entry, t.repeated, answer(t.answer, t.repeated))
 }
 
 /// A checked stop or cancel: both end in a signed receipt.
