@@ -418,20 +418,13 @@ impl Cluster {
         let control_room_cert = pki.client("control-room")?;
         for (i, t) in trustees.iter_mut().enumerate() {
             let served = pki.server(&format!("trustee-{}", i + 1), &["127.0.0.1", "localhost"])?;
-            t.env.extend([
-                (
-                    "SOSVAULT_TRUSTEE_TLS_CERT".to_owned(),
-                    served.cert.display().to_string(),
-                ),
-                (
-                    "SOSVAULT_TRUSTEE_TLS_KEY".to_owned(),
-                    served.key.display().to_string(),
-                ),
-                (
-                    "SOSVAULT_TRUSTEE_TLS_CLIENT_CA".to_owned(),
-                    pki.ca_file().display().to_string(),
-                ),
-            ]);
+            let files = [
+                ("SOSVAULT_TRUSTEE_TLS_CERT", served.cert),
+                ("SOSVAULT_TRUSTEE_TLS_KEY", served.key),
+                ("SOSVAULT_TRUSTEE_TLS_CLIENT_CA", pki.ca_file()),
+            ];
+            t.env
+                .extend(files.map(|(key, file)| (key.to_owned(), file.display().to_string())));
         }
         cfg.trustee_client_cert = Some(control_room_cert.cert.clone());
         cfg.trustee_client_key = Some(control_room_cert.key.clone());

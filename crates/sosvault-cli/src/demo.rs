@@ -99,6 +99,30 @@ impl Events {
             }
         }
     }
+
+    /// The operator (token `op`) takes `incident`, follows its timeline until
+    /// it is acknowledged and its profile released, and opens it: the
+    /// incident as the operator sees it.
+    async fn claim_and_open(
+        &mut self,
+        n: &Narrator,
+        client: &Client,
+        op: &str,
+        incident: &str,
+    ) -> anyhow::Result<Value> {
+        crate::claim(client, op, incident, None).await?;
+        let (mut acked, mut opened) = (false, false);
+        self.follow(n, incident, |s| {
+            acked |= s == "acknowledged";
+            opened |= s == "profile_released";
+            acked && opened
+        })
+        .await?;
+        client
+            .get(&format!("/v1/operator/incidents/{incident}"), Some(op))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))
+    }
 }
 
 struct Student {
@@ -287,18 +311,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     ));
     // The operator takes the incident: its handler reads the profile once
     // it is released (the step is narrated with the timeline below).
-    crate::claim(&client, &op, &inc_a, None).await?;
-    let (mut acked, mut opened) = (false, false);
-    ops.follow(&n, &inc_a, |s| {
-        acked |= s == "acknowledged";
-        opened |= s == "profile_released";
-        acked && opened
-    })
-    .await?;
-    let d = client
-        .get(&format!("/v1/operator/incidents/{inc_a}"), Some(&op))
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let d = ops.claim_and_open(&n, &client, &op, &inc_a).await?;
     let p = &d["profile"];
     n.say(format!(
         "The operator opens the incident: {}, {}, {}, {}; guardian {} ({}); blood group {}. This view is logged.",
@@ -414,18 +427,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         students[b].area.name,
         &inc_b[..8]
     ));
-    crate::claim(&client, &op, &inc_b, None).await?;
-    let (mut acked, mut opened) = (false, false);
-    ops.follow(&n, &inc_b, |s| {
-        acked |= s == "acknowledged";
-        opened |= s == "profile_released";
-        acked && opened
-    })
-    .await?;
-    let seen = client
-        .get(&format!("/v1/operator/incidents/{inc_b}"), Some(&op))
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let seen = ops.claim_and_open(&n, &client, &op, &inc_b).await?;
     n.say(format!(
         "Two trustees were enough: the ambulance crew sees blood group {} and medical notes \"{}\"",
         seen["profile"]["blood_group"].as_str().unwrap_or("?"),

@@ -353,12 +353,34 @@ pub async fn cancel(a: DeviceArgs<'_>, duress: bool) -> anyhow::Result<()> {
     let answer = client.cancel(&c).await.map_err(err)?;
     // The trustees' own word that the panic is dead, checked against the
     // manifest's keys: the service's "received" alone proves nothing.
+    let student = state.device.student_id();
+    let confirmed = |r: &CancelReceipt| r.cancel == c.hash() && r.student == student;
+    say_confirmed(
+        &state,
+        &answer,
+        confirmed,
+        "cancel received",
+        "cancel",
+        "forwarding",
+    )?;
+    Ok(())
+}
+
+/// Says how many trustees confirmed with a signed receipt (of `kind`) that
+/// `about` accepts, and how many are still to answer while the service keeps
+/// `doing` its work, under `what`.
+fn say_confirmed<M: sosvault::Message>(
+    state: &State,
+    answer: &serde_json::Value,
+    about: impl Fn(&M) -> bool,
+    what: &str,
+    kind: &str,
+    doing: &str,
+) -> anyhow::Result<()> {
     let manifest = state.manifest()?;
-    let counted = verified_receipts::<CancelReceipt>(&answer, &manifest, |r| {
-        r.cancel == c.hash() && r.student == state.device.student_id()
-    });
+    let counted = verified_receipts::<M>(answer, &manifest, about);
     println!(
-        "cancel received: {counted} of {} trustees confirmed with a signed cancel receipt, {} still to answer (the service keeps forwarding)",
+        "{what}: {counted} of {} trustees confirmed with a signed {kind} receipt, {} still to answer (the service keeps {doing})",
         manifest.body().trustees.len(),
         answer["pending"]
     );
@@ -408,15 +430,9 @@ pub async fn stop(a: DeviceArgs<'_>, duress: bool) -> anyhow::Result<()> {
     let s = state.device.stop(duress, &control_room, Timestamp::now())?;
     save(a.state, &state)?;
     let answer = client.stop(&s).await.map_err(err)?;
-    let manifest = state.manifest()?;
-    let counted = verified_receipts::<ShredReceipt>(&answer, &manifest, |r| {
-        r.stop == s.hash() && r.student == state.device.student_id()
-    });
-    println!(
-        "stopped: {counted} of {} trustees confirmed with a signed shred receipt, {} still to answer (the service keeps asking)",
-        manifest.body().trustees.len(),
-        answer["pending"]
-    );
+    let student = state.device.student_id();
+    let confirmed = |r: &ShredReceipt| r.stop == s.hash() && r.student == student;
+    say_confirmed(&state, &answer, confirmed, "stopped", "shred", "asking")?;
     // A final refusal carries no signature: it is the service's word only.
     for r in answer["refused"].as_array().into_iter().flatten() {
         println!(

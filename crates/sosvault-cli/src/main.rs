@@ -35,6 +35,9 @@ mod demo;
 mod device;
 mod kota;
 mod load;
+#[cfg(test)]
+#[path = "../../../tests/common/loopback.rs"]
+mod loopback;
 mod manifest;
 mod plot;
 mod simulator;
@@ -90,12 +93,8 @@ enum Cmd {
     },
     /// List incidents (operator; password from SOSVAULT_PASSWORD).
     Incidents {
-        /// The dispatch service.
-        #[arg(long, default_value = "http://127.0.0.1:8080")]
-        url: String,
-        /// Operator name.
-        #[arg(long, default_value = "operator")]
-        user: String,
+        #[command(flatten)]
+        operator: Operator,
     },
     /// A simulated phone (its keys in a state file).
     Device {
@@ -120,12 +119,8 @@ enum Cmd {
     Incident {
         /// Incident id (hex).
         id: String,
-        /// The dispatch service.
-        #[arg(long, default_value = "http://127.0.0.1:8080")]
-        url: String,
-        /// Operator name.
-        #[arg(long, default_value = "operator")]
-        user: String,
+        #[command(flatten)]
+        operator: Operator,
         /// A supervisor only: why you open the profile of an incident you
         /// do not handle (8 to 200 bytes). It goes on the control room's
         /// transparency log, where the student sees it.
@@ -138,17 +133,24 @@ enum Cmd {
     Claim {
         /// Incident id (hex).
         id: String,
-        /// The dispatch service.
-        #[arg(long, default_value = "http://127.0.0.1:8080")]
-        url: String,
-        /// Operator name.
-        #[arg(long, default_value = "operator")]
-        user: String,
+        #[command(flatten)]
+        operator: Operator,
         /// A supervisor only: hand the incident to this dispatcher or
         /// supervisor instead of taking it.
         #[arg(long)]
         to: Option<String>,
     },
+}
+
+/// Where an operator logs in, and as whom.
+#[derive(clap::Args)]
+struct Operator {
+    /// The dispatch service.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Operator name.
+    #[arg(long, default_value = "operator")]
+    user: String,
 }
 
 #[derive(Subcommand)]
@@ -276,14 +278,13 @@ enum DeviceCmd {
 }
 
 async fn login(
-    url: &str,
-    user: &str,
+    operator: &Operator,
     ca: Option<&std::path::Path>,
 ) -> anyhow::Result<(Client, String)> {
     let pw = std::env::var("SOSVAULT_PASSWORD").context("set SOSVAULT_PASSWORD")?;
-    let client = Client::for_url(url, ca).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let client = Client::for_url(&operator.url, ca).map_err(|e| anyhow::anyhow!("{e}"))?;
     let token = client
-        .login(user, &pw)
+        .login(&operator.user, &pw)
         .await
         .map_err(|e| anyhow::anyhow!("login: {e}"))?;
     Ok((client, token))
@@ -456,8 +457,8 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::LoadFloor { listen } => load::floor_server(&listen).await,
-        Cmd::Incidents { url, user } => {
-            let (client, token) = login(&url, &user, ca.as_deref()).await?;
+        Cmd::Incidents { operator } => {
+            let (client, token) = login(&operator, ca.as_deref()).await?;
             let list = client
                 .get("/v1/operator/incidents", Some(&token))
                 .await
@@ -521,11 +522,10 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Manifest { action } => run_manifest(action),
         Cmd::Incident {
             id,
-            url,
-            user,
+            operator,
             reason,
         } => {
-            let (client, token) = login(&url, &user, ca.as_deref()).await?;
+            let (client, token) = login(&operator, ca.as_deref()).await?;
             let mut path = format!("/v1/operator/incidents/{id}");
             if let Some(r) = &reason {
                 path.push_str(&format!("?reason={}", query_value(r)));
@@ -537,8 +537,8 @@ async fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&d)?);
             Ok(())
         }
-        Cmd::Claim { id, url, user, to } => {
-            let (client, token) = login(&url, &user, ca.as_deref()).await?;
+        Cmd::Claim { id, operator, to } => {
+            let (client, token) = login(&operator, ca.as_deref()).await?;
             let handler = claim(&client, &token, &id, to.as_deref()).await?;
             println!("incident {id} is handled by {handler}");
             Ok(())

@@ -676,6 +676,8 @@ pub(crate) mod fake {
         ShareReceipt, Signed, TimeLimits, Timestamp, Trustee, TrusteeKey,
     };
 
+    use crate::loopback::serve_on_loopback;
+
     const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
     /// How the fake answers `POST /v1/enroll`.
@@ -857,9 +859,7 @@ pub(crate) mod fake {
                 .route("/v1/cancel", post(received))
                 .route("/v1/enroll/commit", post(commit))
                 .with_state(state.clone());
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let url = format!("http://{}", listener.local_addr().unwrap());
-            tokio::spawn(async move { axum::serve(listener, app).await });
+            let url = format!("http://{}", serve_on_loopback(app).await);
             Self {
                 url,
                 state,
@@ -929,14 +929,20 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn an_enrollment_counts_only_when_the_manifests_trustees_sign_for_it() {
-        let fake = Fake::start(Mode::Hostile).await;
+    /// A fake service in `mode`, a client of it, and a new phone that
+    /// enrolled through it: the outcome.
+    async fn enrolled_at(mode: Mode) -> (Fake, Client, Device, Result<Confirmed, EnrollError>) {
+        let fake = Fake::start(mode).await;
         let client = Client::new(&fake.url);
         let mut device = Device::new(DeviceKey::generate());
-        let e = enroll_phone(&client, &mut device, &fake.manifest, b"profile")
-            .await
-            .unwrap_err();
+        let outcome = enroll_phone(&client, &mut device, &fake.manifest, b"profile").await;
+        (fake, client, device, outcome)
+    }
+
+    #[tokio::test]
+    async fn an_enrollment_counts_only_when_the_manifests_trustees_sign_for_it() {
+        let (fake, client, mut device, e) = enrolled_at(Mode::Hostile).await;
+        let e = e.unwrap_err();
         assert!(matches!(e, EnrollError::Unconfirmed(_)), "{e}");
         assert_eq!(device.epoch(), 0);
         let pending = device.pending_enrollment().cloned().unwrap();
@@ -965,12 +971,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_commit_that_cannot_be_delivered_is_a_warning_not_an_error() {
-        let fake = Fake::start(Mode::NoCommit).await;
-        let client = Client::new(&fake.url);
-        let mut device = Device::new(DeviceKey::generate());
-        let done = enroll_phone(&client, &mut device, &fake.manifest, b"profile")
-            .await
-            .unwrap();
+        let (fake, _, device, done) = enrolled_at(Mode::NoCommit).await;
+        let done = done.unwrap();
         assert_eq!(
             (done.epoch, device.epoch()),
             (1, 1),

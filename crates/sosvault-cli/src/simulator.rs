@@ -154,6 +154,24 @@ struct SimStudent {
     reenrolling: bool,
 }
 
+impl SimStudent {
+    /// An idle, enrolled student at (`lat`, `lon`).
+    fn idle(device: Device, profile: Profile, lat: f64, lon: f64) -> Self {
+        Self {
+            device,
+            profile,
+            lat,
+            lon,
+            status: Status::Idle,
+            panic: None,
+            incident: None,
+            category: None,
+            reenroll: false,
+            reenrolling: false,
+        }
+    }
+}
+
 struct Team {
     name: String,
     kind: &'static str,
@@ -234,18 +252,12 @@ pub async fn start(
             }
             Err(e) => return Err(err(format!("enrolling {}'s phone: {e}", p.name))),
         }
-        students.push(Mutex::new(SimStudent {
+        students.push(Mutex::new(SimStudent::idle(
             device,
             profile,
-            lat: CENTRE.0 + p.offset.0,
-            lon: CENTRE.1 + p.offset.1,
-            status: Status::Idle,
-            panic: None,
-            incident: None,
-            category: None,
-            reenroll: false,
-            reenrolling: false,
-        }));
+            CENTRE.0 + p.offset.0,
+            CENTRE.1 + p.offset.1,
+        )));
     }
     let mut teams = Vec::new();
     for (name, kind, dlat, dlon) in [
@@ -684,18 +696,9 @@ mod tests {
             client,
             operator: String::new(),
             manifest: fake.manifest.clone(),
-            students: vec![Mutex::new(SimStudent {
-                device,
-                profile,
-                lat: CENTRE.0,
-                lon: CENTRE.1,
-                status: Status::Idle,
-                panic: None,
-                incident: None,
-                category: None,
-                reenroll: false,
-                reenrolling: false,
-            })],
+            students: vec![Mutex::new(SimStudent::idle(
+                device, profile, CENTRE.0, CENTRE.1,
+            ))],
             teams: Vec::new(),
         }));
         let press = ActBody {
@@ -768,9 +771,7 @@ mod tests {
         let app = Router::new()
             .route("/", get(|| async { "ok" }))
             .layer(axum::middleware::from_fn(loopback_host_only));
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        let addr = crate::loopback::serve_on_loopback(app).await;
         assert!(
             status_for_host(addr, &addr.to_string())
                 .await

@@ -7,6 +7,8 @@
 //! (hostile, the attack of issue 11 finding 2), or is unavailable.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../../tests/common/loopback.rs"]
+mod loopback;
 #[path = "../../../tests/common/receipts.rs"]
 mod receipts;
 
@@ -19,6 +21,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
+use loopback::serve_on_loopback;
 use receipts::{made_up_receipts, receipts_of};
 use serde_json::{Value, json};
 use sosvault::manifest::Manifest;
@@ -461,9 +464,7 @@ async fn start_fake(d: &Deployment) -> (String, Shared) {
         .route("/v1/panic", post(panic_in))
         .route("/v1/info", get(info))
         .with_state(state.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    let url = format!("http://{}", serve_on_loopback(app).await);
     (url, state)
 }
 

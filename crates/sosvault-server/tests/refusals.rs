@@ -4,6 +4,7 @@
 mod common;
 
 use base64::Engine as _;
+use common::http_answers::assert_413_closes;
 use common::*;
 use serde_json::{Value, json};
 use sosvault::{Category, Timestamp};
@@ -141,12 +142,7 @@ async fn bad_input_and_wrong_callers_get_a_clear_4xx_and_change_nothing() {
             .send()
             .await
             .unwrap_or_else(|e| panic!("round {round}: the huge body was not answered: {e}"));
-        assert_eq!(resp.status().as_u16(), 413);
-        assert_eq!(
-            resp.headers().get("connection").map(|v| v.as_bytes()),
-            Some(&b"close"[..]),
-            "round {round}: a 413 must close the connection"
-        );
+        assert_413_closes(round, resp.status(), resp.headers());
         let resp = pooled
             .get(format!("{}/v1/info", c.server.url()))
             .send()

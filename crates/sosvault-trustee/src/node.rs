@@ -45,10 +45,7 @@ mod transitions;
 
 pub use check::{Answer, Checker, Request};
 pub use log::{Leaf, MAX_MINE, MAX_PAGE, MAX_SEEN_QUERIES, MineAnswer};
-pub use refused::{
-    NodeError, Refused, cancel_refused, commit_refused, enroll_refused, release_refused,
-    shred_refused,
-};
+pub use refused::{NodeError, Refused, refused_of};
 pub use schema::open_connection;
 use schema::{SCHEMA, migrate};
 

@@ -470,13 +470,24 @@ fn read_key_check(conn: &Connection) -> rusqlite::Result<Option<Vec<u8>>> {
 /// Opens the existing store in the service's (normal) locking mode, to read
 /// its key check before the node opens it.
 fn open_shared(store: &Path) -> Result<Connection, RekeyError> {
+    open_read_write(store, Duration::from_secs(5))
+}
+
+/// The value of pragma `name` on `conn`.
+fn pragma<T: rusqlite::types::FromSql>(conn: &Connection, name: &str) -> rusqlite::Result<T> {
+    conn.pragma_query_value(None, name, |r| r.get(0))
+}
+
+/// Opens the existing store for reading and writing, waiting up to `wait`
+/// for a lock another connection holds.
+fn open_read_write(store: &Path, wait: Duration) -> Result<Connection, RekeyError> {
     let sql = |e| sql_error(store, e);
     let conn = Connection::open_with_flags(
         store,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
     .map_err(sql)?;
-    conn.busy_timeout(Duration::from_secs(5)).map_err(sql)?;
+    conn.busy_timeout(wait).map_err(sql)?;
     Ok(conn)
 }
 
@@ -484,29 +495,18 @@ fn open_shared(store: &Path) -> Result<Connection, RekeyError> {
 /// read needs the database file's exclusive lock (see the module docs),
 /// with the store's pragmas checked as the service checks them.
 fn open_exclusive(store: &Path) -> Result<Connection, RekeyError> {
+    let conn = open_read_write(store, LOCK_WAIT)?;
     let sql = |e| sql_error(store, e);
-    let conn = Connection::open_with_flags(
-        store,
-        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(sql)?;
-    conn.busy_timeout(LOCK_WAIT).map_err(sql)?;
     let locking: String = conn
         .query_row("PRAGMA locking_mode = EXCLUSIVE", [], |r| r.get(0))
         .map_err(sql)?;
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-        .map_err(sql)?;
+    let mode: String = pragma(&conn, "journal_mode").map_err(sql)?;
     conn.pragma_update(None, "synchronous", "FULL")
         .map_err(sql)?;
     conn.pragma_update(None, "secure_delete", "ON")
         .map_err(sql)?;
-    let secure: i64 = conn
-        .query_row("PRAGMA secure_delete", [], |r| r.get(0))
-        .map_err(sql)?;
-    let sync: i64 = conn
-        .query_row("PRAGMA synchronous", [], |r| r.get(0))
-        .map_err(sql)?;
+    let secure: i64 = pragma(&conn, "secure_delete").map_err(sql)?;
+    let sync: i64 = pragma(&conn, "synchronous").map_err(sql)?;
     let refuse = |detail: String| RekeyError::Store {
         path: store.display().to_string(),
         detail,

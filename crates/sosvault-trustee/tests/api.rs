@@ -5,6 +5,7 @@
 
 mod common;
 
+use common::http_answers::assert_413_closes;
 use common::*;
 use ed25519_dalek::Signer as _;
 use serde_json::json;
@@ -613,12 +614,7 @@ fn an_answer_before_the_body_is_read_closes_the_connection_and_the_next_request_
             .body(huge.clone())
             .send()
             .unwrap_or_else(|e| panic!("round {round}: the huge body was not answered: {e}"));
-        assert_eq!(resp.status().as_u16(), 413);
-        assert_eq!(
-            resp.headers().get("connection").map(|v| v.as_bytes()),
-            Some(&b"close"[..]),
-            "round {round}: a 413 must close the connection"
-        );
+        assert_413_closes(round, resp.status(), resp.headers());
         let resp = r
             .http
             .post(format!("{}/v1/shares", r.url))

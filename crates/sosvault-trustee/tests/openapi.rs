@@ -11,17 +11,9 @@ use common::openapi_doc::documented;
 use common::*;
 use serde_json::{Value, json};
 use sosvault_service::openapi::{Promises, check_document};
-
-/// The write endpoints: the control room's, over TLS only with its client
-/// certificate.
-const WRITES: [&str; 6] = [
-    "/v1/shares",
-    "/v1/releases",
-    "/v1/shreds",
-    "/v1/cancels",
-    "/v1/commits",
-    "/v1/log/cosignatures",
-];
+// The write endpoints: the control room's, over TLS only with its client
+// certificate (the gate's own list).
+use sosvault_trustee::gate::WRITE_PATHS as WRITES;
 
 fn document(r: &Running) -> Value {
     let (status, doc) = r.get("/openapi.json");

@@ -14,6 +14,7 @@ mod common;
 
 use std::process::{Command, Output};
 
+use common::http_answers::content_type;
 use common::*;
 use serde_json::{Value, json};
 use sosvault::checkpoint::{
@@ -38,11 +39,7 @@ fn witness_vkey(t: &TrusteeDir) -> WitnessVerifier {
 /// A text answer: status, content type, body.
 fn text(resp: reqwest::blocking::Response) -> (u16, String, String) {
     let status = resp.status().as_u16();
-    let ct = resp
-        .headers()
-        .get("content-type")
-        .map(|v| v.to_str().unwrap().to_owned())
-        .unwrap_or_default();
+    let ct = content_type(resp.headers());
     (status, ct, resp.text().unwrap())
 }
 

@@ -79,14 +79,9 @@ pub(super) fn make_packages(
             std::thread::sleep(Duration::from_millis(100));
             if last.elapsed() >= Duration::from_secs(5) {
                 last = Instant::now();
-                let d = done.load(Ordering::Relaxed);
-                say(
-                    t0,
-                    format!(
-                        "  phones: {d} of {n} packages made ({:.0}/s)",
-                        d as f64 / start.elapsed().as_secs_f64()
-                    ),
-                );
+                say_progress(t0, start, done, |d, rate| {
+                    format!("  phones: {d} of {n} packages made ({rate:.0}/s)")
+                });
             }
         }
         handles
@@ -223,14 +218,9 @@ pub(super) async fn enroll_all(
             tick.tick().await;
             loop {
                 tick.tick().await;
-                let d = done.load(Ordering::Relaxed);
-                say(
-                    t0,
-                    format!(
-                        "  enrolled {d} of {total} ({:.0}/s so far)",
-                        d as f64 / start.elapsed().as_secs_f64()
-                    ),
-                );
+                say_progress(t0, start, &done, |d, rate| {
+                    format!("  enrolled {d} of {total} ({rate:.0}/s so far)")
+                });
             }
         })
     };
@@ -273,4 +263,16 @@ pub(super) fn store_bytes(dir: &Path) -> u64 {
         .filter_map(|e| e.metadata().ok())
         .map(|m| m.len())
         .sum()
+}
+
+/// Says how far a phase started at `start` is: `line` gets the count `done`
+/// so far and its rate a second.
+fn say_progress(
+    t0: Instant,
+    start: Instant,
+    done: &AtomicUsize,
+    line: impl FnOnce(usize, f64) -> String,
+) {
+    let d = done.load(Ordering::Relaxed);
+    say(t0, line(d, d as f64 / start.elapsed().as_secs_f64()));
 }

@@ -1,6 +1,7 @@
 //! The report: each phase's line as it ends, the table of results and goals,
 //! and `load-results.json` with its SVG plots.
 
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::Context as _;
@@ -134,33 +135,25 @@ pub(super) fn write_results(r: &LoadResult, opts: &LoadOptions) -> anyhow::Resul
     let json_path = opts.out.join("load-results.json");
     std::fs::write(&json_path, serde_json::to_string_pretty(r)?)
         .with_context(|| format!("writing {}", json_path.display()))?;
-    let svg = opts.out.join("load-latency.svg");
-    crate::plot::latency_cdf(
-        &svg,
+    let svg = plot_phase(
+        opts,
+        "load-latency.svg",
         &format!(
             "Steady {} panics/s: share of panics served within a time",
             r.rate
         ),
-        &[
-            ("bare axum (floor)", &r.floor.raw_steady),
-            ("panic -> 202", &r.steady.raw_accept),
-            ("panic -> team assigned", &r.steady.raw_assign),
-            ("panic -> profile open", &r.steady.raw_open),
-        ],
+        &r.floor.raw_steady,
+        &r.steady,
     )?;
-    let svg2 = opts.out.join("load-burst.svg");
-    crate::plot::latency_cdf(
-        &svg2,
+    let svg2 = plot_phase(
+        opts,
+        "load-burst.svg",
         &format!(
             "Burst of {}: share of panics served within a time",
             opts.burst
         ),
-        &[
-            ("bare axum (floor)", &r.floor.raw_burst),
-            ("panic -> 202", &r.burst.raw_accept),
-            ("panic -> team assigned", &r.burst.raw_assign),
-            ("panic -> profile open", &r.burst.raw_open),
-        ],
+        &r.floor.raw_burst,
+        &r.burst,
     )?;
     println!();
     println!(
@@ -170,4 +163,27 @@ pub(super) fn write_results(r: &LoadResult, opts: &LoadOptions) -> anyhow::Resul
         svg2.display()
     );
     Ok(())
+}
+
+/// Plots a phase's latency curves beside the floor's (`floor`) into `file`
+/// in the output folder; its path.
+fn plot_phase(
+    opts: &LoadOptions,
+    file: &str,
+    title: &str,
+    floor: &[f64],
+    phase: &PhaseResult,
+) -> anyhow::Result<PathBuf> {
+    let svg = opts.out.join(file);
+    crate::plot::latency_cdf(
+        &svg,
+        title,
+        &[
+            ("bare axum (floor)", floor),
+            ("panic -> 202", &phase.raw_accept),
+            ("panic -> team assigned", &phase.raw_assign),
+            ("panic -> profile open", &phase.raw_open),
+        ],
+    )?;
+    Ok(svg)
 }

@@ -12,6 +12,8 @@
 
 pub mod cargo_build;
 pub mod faulty;
+#[path = "../../../../tests/common/http_answers.rs"]
+pub mod http_answers;
 pub mod openapi_doc;
 pub mod store_files;
 
@@ -388,11 +390,7 @@ impl Answer {
     pub async fn of(req: reqwest::RequestBuilder) -> Self {
         let resp = req.send().await.unwrap();
         let status = resp.status().as_u16();
-        let content_type = resp
-            .headers()
-            .get("content-type")
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default();
+        let content_type = http_answers::content_type(resp.headers());
         Self {
             status,
             content_type,

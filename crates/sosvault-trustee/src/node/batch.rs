@@ -5,6 +5,7 @@ use sosvault::{IncidentId, StudentId, Timestamp};
 use tracing::{error, info, warn};
 
 use super::check::RequestKind;
+use super::transitions::StopOrCancel;
 use super::{Answer, Node, NodeError, Refused, Request};
 
 /// The writes of the batch in progress: the next log index and the leaf
@@ -194,8 +195,12 @@ impl Node {
         match request.0 {
             RequestKind::Share { bytes, checked } => self.share_in(&bytes, &checked, now, batch),
             RequestKind::Release { bytes, checked } => self.release_in(&bytes, checked, now, batch),
-            RequestKind::Shred { bytes, checked } => self.shred_in(&bytes, &checked, now, batch),
-            RequestKind::Cancel { bytes, checked } => self.cancel_in(&bytes, &checked, now, batch),
+            RequestKind::Shred { bytes, checked } => {
+                self.stop_or_cancel_in(&bytes, StopOrCancel::Stop(&checked), now, batch)
+            }
+            RequestKind::Cancel { bytes, checked } => {
+                self.stop_or_cancel_in(&bytes, StopOrCancel::Cancel(&checked), now, batch)
+            }
             RequestKind::Commit { bytes, checked } => self.commit_in(&bytes, &checked, now, batch),
             RequestKind::Expire => self.expire_in(now),
         }

@@ -9,10 +9,7 @@ use sosvault::{
     Timestamp, Trustee,
 };
 
-use super::{
-    NodeError, Refused, cancel_refused, commit_refused, enroll_refused, release_refused,
-    shred_refused,
-};
+use super::{NodeError, Refused, refused_of};
 
 /// A state-changing request whose stateless checks are done (by a
 /// [`Checker`], outside the node's lock), ready for
@@ -173,10 +170,7 @@ pub struct Checker {
 impl Checker {
     /// Checks a share delivery (see [`Trustee::check_delivery`]).
     pub fn share(&self, delivery: Vec<u8>) -> Result<Request, Refused> {
-        let checked = self
-            .trustee
-            .check_delivery(&delivery)
-            .map_err(|e| enroll_refused(&e))?;
+        let checked = self.trustee.check_delivery(&delivery).map_err(refused_of)?;
         Ok(Request(RequestKind::Share {
             bytes: delivery,
             checked,
@@ -187,7 +181,7 @@ impl Checker {
     pub fn release(&self, request: Vec<u8>, now: Timestamp) -> Result<Request, Refused> {
         let checked = match self.trustee.check_request(&request, now) {
             Ok(c) => Ok(c),
-            Err(e @ ReleaseRefusal::Malformed(_)) => return Err(release_refused(&e)),
+            Err(e @ ReleaseRefusal::Malformed(_)) => return Err(refused_of(e)),
             Err(e) => {
                 // The request's own signature verified; name the student when
                 // the panic inside verified too.
@@ -205,7 +199,7 @@ impl Checker {
 
     /// Checks a stop's envelope and signature (see [`Trustee::check_stop`]).
     pub fn shred(&self, stop: Vec<u8>) -> Result<Request, Refused> {
-        let checked = Trustee::check_stop(&stop).map_err(|e| shred_refused(&e))?;
+        let checked = Trustee::check_stop(&stop).map_err(refused_of)?;
         Ok(Request(RequestKind::Shred {
             bytes: stop,
             checked,
@@ -214,7 +208,7 @@ impl Checker {
 
     /// Checks a cancel's envelope and signature (see [`Trustee::check_cancel`]).
     pub fn cancel(&self, cancel: Vec<u8>) -> Result<Request, Refused> {
-        let checked = Trustee::check_cancel(&cancel).map_err(|e| cancel_refused(&e))?;
+        let checked = Trustee::check_cancel(&cancel).map_err(refused_of)?;
         Ok(Request(RequestKind::Cancel {
             bytes: cancel,
             checked,
@@ -223,7 +217,7 @@ impl Checker {
 
     /// Checks an enrollment commit's envelope and signature (see [`Trustee::check_commit`]).
     pub fn commit(&self, commit: Vec<u8>) -> Result<Request, Refused> {
-        let checked = Trustee::check_commit(&commit).map_err(|e| commit_refused(&e))?;
+        let checked = Trustee::check_commit(&commit).map_err(refused_of)?;
         Ok(Request(RequestKind::Commit {
             bytes: commit,
             checked,

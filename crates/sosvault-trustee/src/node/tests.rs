@@ -14,9 +14,7 @@ use sosvault::{
     TrusteeKey,
 };
 
-use super::{
-    Node, NodeError, NodeOptions, RateLimit, cancel_refused, enroll_refused, release_refused,
-};
+use super::{Node, NodeError, NodeOptions, RateLimit, refused_of};
 use crate::seal::MasterKey;
 
 fn node(dir: &Path, key_seed: [u8; 32], cr: &ControlRoomKey, master: &str) -> Node {
@@ -44,16 +42,7 @@ fn the_rate_limit_window_slides_and_the_log_survives_a_reopen() {
     let master = "42".repeat(32);
     let mut n = node(dir.path(), [1; 32], &cr, &master);
     let t0 = Timestamp::now();
-    let mut device = Device::new(DeviceKey::generate());
-    let publics = [
-        TrusteeKey::from_seed(&[1; 32]).public(),
-        TrusteeKey::generate().public(),
-    ];
-    let e = device
-        .enroll(b"profile", &publics, 2, Policy::default(), t0)
-        .unwrap();
-    n.accept_share(&e.package.delivery(1).unwrap().to_bytes(), t0)
-        .unwrap();
+    let mut device = enrolled(&mut n, t0);
     let mut release_at = |n: &mut Node, at: Timestamp| {
         let here = Location::new(25.0, 75.0, 5, at).unwrap();
         let p = device
@@ -124,7 +113,7 @@ fn every_refusal_has_its_own_code() {
         },
         ReleaseRefusal::RetryExpired,
     ];
-    let codes: HashSet<&str> = release.iter().map(|r| release_refused(r).code).collect();
+    let codes: HashSet<&str> = release.iter().map(|r| refused_of(r.clone()).code).collect();
     assert_eq!(codes.len(), release.len());
     assert!(!codes.contains("rate_limited") && !codes.contains("malformed"));
     let enroll = [
@@ -138,7 +127,7 @@ fn every_refusal_has_its_own_code() {
         },
         EnrollRefusal::Shredded(1),
     ];
-    let codes: HashSet<&str> = enroll.iter().map(|r| enroll_refused(r).code).collect();
+    let codes: HashSet<&str> = enroll.iter().map(|r| refused_of(r.clone()).code).collect();
     assert_eq!(codes.len(), enroll.len());
     let cancel = [
         CancelRefusal::UnknownStudent,
@@ -148,17 +137,17 @@ fn every_refusal_has_its_own_code() {
             cancelled_through: 2,
         },
     ];
-    let codes: HashSet<&str> = cancel.iter().map(|r| cancel_refused(r).code).collect();
+    let codes: HashSet<&str> = cancel.iter().map(|r| refused_of(r.clone()).code).collect();
     assert_eq!(codes.len(), cancel.len());
     assert!(
         cancel
             .iter()
-            .all(|r| (400..500).contains(&cancel_refused(r).status))
+            .all(|r| (400..500).contains(&refused_of(r.clone()).status))
     );
     for r in release
         .iter()
-        .map(release_refused)
-        .chain(enroll.iter().map(enroll_refused))
+        .map(|r| refused_of(r.clone()))
+        .chain(enroll.iter().map(|r| refused_of(r.clone())))
     {
         assert!((400..500).contains(&r.status), "{r:?}");
     }
@@ -177,6 +166,18 @@ fn enrolled(n: &mut Node, at: Timestamp) -> Device {
     n.accept_share(&e.package.delivery(1).unwrap().to_bytes(), at)
         .unwrap();
     device
+}
+
+/// A fresh node (key seed 1, master key 0x42...) in a folder of its own,
+/// pinning a new control room, with a student enrolled now: the folder, the
+/// control room, the node, the time, the student's device.
+fn enrolled_node() -> (tempfile::TempDir, ControlRoomKey, Node, Timestamp, Device) {
+    let dir = tempfile::tempdir().unwrap();
+    let cr = ControlRoomKey::generate();
+    let mut n = node(dir.path(), [1; 32], &cr, &"42".repeat(32));
+    let t0 = Timestamp::now();
+    let device = enrolled(&mut n, t0);
+    (dir, cr, n, t0, device)
 }
 
 fn kinds(n: &Node) -> Vec<(&'static str, bool)> {
@@ -202,11 +203,7 @@ fn retry_until(n: &Node, student: &StudentId) -> Option<i64> {
 
 #[test]
 fn a_repeat_is_logged_counts_against_the_rate_limit_and_expires_with_its_window() {
-    let dir = tempfile::tempdir().unwrap();
-    let cr = ControlRoomKey::generate();
-    let mut n = node(dir.path(), [1; 32], &cr, &"42".repeat(32));
-    let t0 = Timestamp::now();
-    let mut device = enrolled(&mut n, t0);
+    let (_dir, cr, mut n, t0, mut device) = enrolled_node();
     let student = device.student_id();
     let here = Location::new(25.0, 75.0, 5, t0).unwrap();
     let panic = device
@@ -260,11 +257,7 @@ fn a_repeat_is_logged_counts_against_the_rate_limit_and_expires_with_its_window(
 
 #[test]
 fn a_cancel_is_logged_refuses_its_panic_and_a_repeat_gets_the_same_receipt() {
-    let dir = tempfile::tempdir().unwrap();
-    let cr = ControlRoomKey::generate();
-    let mut n = node(dir.path(), [1; 32], &cr, &"42".repeat(32));
-    let t0 = Timestamp::now();
-    let mut device = enrolled(&mut n, t0);
+    let (dir, cr, mut n, t0, mut device) = enrolled_node();
     let here = Location::new(25.0, 75.0, 5, t0).unwrap();
     let panic = device
         .panic(Category::Police, &here, &cr.public(), t0)

@@ -5,14 +5,12 @@ use rusqlite::params;
 use sosvault::log::{LogEntry, leaf_hash};
 use sosvault::{
     CheckedCancel, CheckedCommit, CheckedDelivery, CheckedRequest, CheckedStop, Container,
-    EnrollRefusal, MessageHash, Refusal, ReleaseRefusal, StudentEntry, StudentId, Timestamp,
+    EnrollRefusal, MessageHash, Refusal, ReleaseRefusal, Signed, StudentEntry, StudentId,
+    Timestamp, Transition,
 };
 
 use super::batch::{Applied, Batch, Note};
-use super::{
-    Answer, CODE_RATE_LIMITED, Node, NodeError, Refused, cancel_refused, commit_refused,
-    enroll_refused, release_refused, shred_refused, to_i64,
-};
+use super::{Answer, CODE_RATE_LIMITED, Node, NodeError, Refused, refused_of, to_i64};
 
 impl Node {
     pub(super) fn share_in(
@@ -24,49 +22,37 @@ impl Node {
     ) -> Result<Applied, NodeError> {
         let student = checked.student();
         let current = self.load(&student)?;
-        match self
+        let t = match self
             .trustee
             .accept_checked_share(current.as_ref(), checked, now)
         {
-            Ok(t) if t.repeated => Ok(Applied::ok(
-                Answer::Share {
-                    receipt: t.answer,
-                    repeated: true,
-                },
-                Note::Done("share", student, "repeated"),
-            )),
-            Ok(t) => {
-                let body = t.answer.body();
-                let leaf = LogEntry::ShareAccepted {
-                    student,
-                    epoch: body.epoch,
-                    share_index: body.share_index,
-                    at: now,
-                };
-                self.put_entry(&t.entry, now)?;
-                self.put_leaf(&leaf, batch)?;
-                Ok(Applied::ok(
-                    Answer::Share {
-                        receipt: t.answer,
-                        repeated: false,
-                    },
-                    Note::Done("share", student, "accepted"),
-                ))
+            Ok(t) => t,
+            Err(e @ EnrollRefusal::Malformed(_)) => {
+                return Ok(Applied::refused(
+                    refused_of(e),
+                    Note::Refused("share", Some(student), "malformed"),
+                ));
             }
-            Err(e @ EnrollRefusal::Malformed(_)) => Ok(Applied::refused(
-                enroll_refused(&e),
-                Note::Refused("share", Some(student), "malformed"),
-            )),
-            Err(e) => {
-                let refused = enroll_refused(&e);
-                let code = refused.code;
-                self.log_refusal(&Refusal::Enroll(e), Some(student), delivery, now, batch)?;
-                Ok(Applied::refused(
-                    refused,
-                    Note::Refused("share", Some(student), code),
-                ))
-            }
-        }
+            Err(e) => return self.refuse("share", e.into(), Some(student), delivery, now, batch),
+        };
+        let outcome = if t.repeated {
+            "repeated"
+        } else {
+            let body = t.answer.body();
+            let leaf = LogEntry::ShareAccepted {
+                student,
+                epoch: body.epoch,
+                share_index: body.share_index,
+                at: now,
+            };
+            self.record(&t.entry, &leaf, now, batch)?;
+            "accepted"
+        };
+        let answer = Answer::Share {
+            receipt: t.answer,
+            repeated: t.repeated,
+        };
+        Ok(Applied::ok(answer, Note::Done("share", student, outcome)))
     }
 
     pub(super) fn release_in(
@@ -79,13 +65,7 @@ impl Node {
         let checked = match checked {
             Ok(c) => c,
             Err((e, student)) => {
-                let refused = release_refused(&e);
-                let code = refused.code;
-                self.log_refusal(&Refusal::Release(e), student, request, now, batch)?;
-                return Ok(Applied::refused(
-                    refused,
-                    Note::Refused("release", student, code),
-                ));
+                return self.refuse("release", e.into(), student, request, now, batch);
             }
         };
         let student = checked.student();
@@ -138,109 +118,50 @@ impl Node {
             Err(ReleaseRefusal::SealFailed) => Err(NodeError::Internal(
                 "sealing a released share failed".into(),
             )),
-            Err(e) => {
-                let refused = release_refused(&e);
-                let code = refused.code;
-                self.log_refusal(&Refusal::Release(e), Some(student), request, now, batch)?;
-                Ok(Applied::refused(
-                    refused,
-                    Note::Refused("release", Some(student), code),
-                ))
-            }
+            Err(e) => self.refuse("release", e.into(), Some(student), request, now, batch),
         }
     }
 
-    pub(super) fn shred_in(
+    /// A stop or a cancel: the core trustee decides; a change writes the new
+    /// entry and its log leaf (and, for a stop, purges the WAL after the
+    /// batch), a repeat writes nothing, a refusal its log entry.
+    pub(super) fn stop_or_cancel_in(
         &mut self,
-        stop: &[u8],
-        checked: &CheckedStop,
+        bytes: &[u8],
+        checked: StopOrCancel<'_>,
         now: Timestamp,
         batch: &mut Batch,
     ) -> Result<Applied, NodeError> {
-        let student = checked.student();
+        let (student, op) = match checked {
+            StopOrCancel::Stop(c) => (c.student(), "shred"),
+            StopOrCancel::Cancel(c) => (c.student(), "cancel"),
+        };
         let current = self.load(&student)?;
-        match self.trustee.shred(current.as_ref(), checked, now) {
-            Ok(t) if t.repeated => Ok(Applied::ok(
-                Answer::Shred {
-                    receipt: t.answer,
-                    repeated: true,
-                },
-                Note::Done("shred", student, "repeated"),
-            )),
-            Ok(t) => {
-                let leaf = LogEntry::Shredded {
-                    student,
-                    epoch: checked.stop().body().epoch,
-                    stop_hash: checked.stop().hash(),
-                    at: now,
-                };
-                self.put_entry(&t.entry, now)?;
-                self.put_leaf(&leaf, batch)?;
-                batch.purge = true;
-                Ok(Applied::ok(
-                    Answer::Shred {
-                        receipt: t.answer,
-                        repeated: false,
-                    },
-                    Note::Done("shred", student, "shredded"),
-                ))
-            }
-            Err(e) => {
-                let refused = shred_refused(&e);
-                let code = refused.code;
-                self.log_refusal(&Refusal::Shred(e), Some(student), stop, now, batch)?;
-                Ok(Applied::refused(
-                    refused,
-                    Note::Refused("shred", Some(student), code),
-                ))
-            }
-        }
-    }
-
-    pub(super) fn cancel_in(
-        &mut self,
-        cancel: &[u8],
-        checked: &CheckedCancel,
-        now: Timestamp,
-        batch: &mut Batch,
-    ) -> Result<Applied, NodeError> {
-        let student = checked.student();
-        let current = self.load(&student)?;
-        match self.trustee.revoke(current.as_ref(), checked, now) {
-            Ok(t) if t.repeated => Ok(Applied::ok(
-                Answer::Cancel {
-                    receipt: t.answer,
-                    repeated: true,
-                },
-                Note::Done("cancel", student, "repeated"),
-            )),
-            Ok(t) => {
-                let leaf = LogEntry::Cancelled {
-                    student,
-                    counter: checked.cancel().body().counter,
-                    cancel: checked.cancel().hash(),
-                    at: now,
-                };
-                self.put_entry(&t.entry, now)?;
-                self.put_leaf(&leaf, batch)?;
-                Ok(Applied::ok(
-                    Answer::Cancel {
-                        receipt: t.answer,
-                        repeated: false,
-                    },
-                    Note::Done("cancel", student, "revoked"),
-                ))
-            }
-            Err(e) => {
-                let refused = cancel_refused(&e);
-                let code = refused.code;
-                self.log_refusal(&Refusal::Cancel(e), Some(student), cancel, now, batch)?;
-                Ok(Applied::refused(
-                    refused,
-                    Note::Refused("cancel", Some(student), code),
-                ))
-            }
-        }
+        let decided = match checked {
+            StopOrCancel::Stop(c) => self
+                .trustee
+                .shred(current.as_ref(), c, now)
+                .map(|t| receipted(t, |receipt, repeated| Answer::Shred { receipt, repeated }))
+                .map_err(Refusal::from),
+            StopOrCancel::Cancel(c) => self
+                .trustee
+                .revoke(current.as_ref(), c, now)
+                .map(|t| receipted(t, |receipt, repeated| Answer::Cancel { receipt, repeated }))
+                .map_err(Refusal::from),
+        };
+        let (entry, repeated, answer) = match decided {
+            Ok(d) => d,
+            Err(e) => return self.refuse(op, e, Some(student), bytes, now, batch),
+        };
+        let outcome = if repeated {
+            "repeated"
+        } else {
+            self.record(&entry, &checked.leaf(now), now, batch)?;
+            // A stop shreds the share: its sealed bytes must not survive in the WAL.
+            batch.purge |= matches!(checked, StopOrCancel::Stop(_));
+            checked.done()
+        };
+        Ok(Applied::ok(answer, Note::Done(op, student, outcome)))
     }
 
     pub(super) fn commit_in(
@@ -252,36 +173,29 @@ impl Node {
     ) -> Result<Applied, NodeError> {
         let student = checked.student();
         let current = self.load(&student)?;
-        match self.trustee.commit(current.as_ref(), checked, now) {
-            Ok(None) => Ok(Applied::ok(
-                Answer::Commit { changed: false },
-                Note::Done("commit", student, "repeated"),
-            )),
-            Ok(Some(entry)) => {
-                let leaf = LogEntry::Committed {
-                    student,
-                    epoch: checked.commit().body().epoch,
-                    at: now,
-                };
-                self.put_entry(&entry, now)?;
-                self.put_leaf(&leaf, batch)?;
-                // The older share's sealed bytes must not survive in the WAL.
-                batch.purge = true;
-                Ok(Applied::ok(
-                    Answer::Commit { changed: true },
-                    Note::Done("commit", student, "committed"),
-                ))
-            }
-            Err(e) => {
-                let refused = commit_refused(&e);
-                let code = refused.code;
-                self.log_refusal(&Refusal::Commit(e), Some(student), commit, now, batch)?;
-                Ok(Applied::refused(
-                    refused,
-                    Note::Refused("commit", Some(student), code),
-                ))
-            }
-        }
+        let changed = match self.trustee.commit(current.as_ref(), checked, now) {
+            Ok(changed) => changed,
+            Err(e) => return self.refuse("commit", e.into(), Some(student), commit, now, batch),
+        };
+        let outcome = if let Some(entry) = &changed {
+            let leaf = LogEntry::Committed {
+                student,
+                epoch: checked.commit().body().epoch,
+                at: now,
+            };
+            self.record(entry, &leaf, now, batch)?;
+            // The older share's sealed bytes must not survive in the WAL.
+            batch.purge = true;
+            "committed"
+        } else {
+            "repeated"
+        };
+        Ok(Applied::ok(
+            Answer::Commit {
+                changed: changed.is_some(),
+            },
+            Note::Done("commit", student, outcome),
+        ))
     }
 
     /// The most entries one expiry pass opens (the next pass takes the rest).
@@ -387,16 +301,77 @@ impl Node {
         Ok(())
     }
 
-    /// Appends a refusal to the log (inside the batch's transaction).
-    fn log_refusal(
+    /// Appends a refusal to the log (inside the batch's transaction) and
+    /// answers it with its API code, noting it under `op`.
+    fn refuse(
         &self,
-        refusal: &Refusal,
+        op: &'static str,
+        refusal: Refusal,
         student: Option<StudentId>,
         request: &[u8],
         now: Timestamp,
         batch: &mut Batch,
+    ) -> Result<Applied, NodeError> {
+        let leaf = LogEntry::refused(&refusal, student, MessageHash::of_message(request), now);
+        let refused = refused_of(refusal);
+        let code = refused.code;
+        self.put_leaf(&leaf, batch)?;
+        Ok(Applied::refused(refused, Note::Refused(op, student, code)))
+    }
+
+    /// Writes a changed entry and its log leaf (inside the batch's transaction).
+    fn record(
+        &self,
+        entry: &StudentEntry,
+        leaf: &LogEntry,
+        now: Timestamp,
+        batch: &mut Batch,
     ) -> Result<(), NodeError> {
-        let entry = LogEntry::refused(refusal, student, MessageHash::of_message(request), now);
-        self.put_leaf(&entry, batch)
+        self.put_entry(entry, now)?;
+        self.put_leaf(leaf, batch)
+    }
+}
+
+/// A decided transition: its new entry, whether it repeats an earlier one,
+/// and the answer `answer` makes of its signed receipt.
+fn receipted<A: sosvault::Message + std::fmt::Debug>(
+    t: Transition<A>,
+    answer: impl FnOnce(Signed<A>, bool) -> Answer,
+) -> (StudentEntry, bool, Answer) {
+    (t.entry, t.repeated, answer(t.answer, t.repeated))
+}
+
+/// A checked stop or cancel: both end in a signed receipt.
+#[derive(Clone, Copy)]
+pub(super) enum StopOrCancel<'a> {
+    Stop(&'a CheckedStop),
+    Cancel(&'a CheckedCancel),
+}
+
+impl StopOrCancel<'_> {
+    /// What a change is called in the service's log.
+    fn done(self) -> &'static str {
+        match self {
+            Self::Stop(_) => "shredded",
+            Self::Cancel(_) => "revoked",
+        }
+    }
+
+    /// The log leaf of a change at `now`.
+    fn leaf(self, now: Timestamp) -> LogEntry {
+        match self {
+            Self::Stop(c) => LogEntry::Shredded {
+                student: c.student(),
+                epoch: c.stop().body().epoch,
+                stop_hash: c.stop().hash(),
+                at: now,
+            },
+            Self::Cancel(c) => LogEntry::Cancelled {
+                student: c.student(),
+                counter: c.cancel().body().counter,
+                cancel: c.cancel().hash(),
+                at: now,
+            },
+        }
     }
 }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../../../tests/common/http_answers.rs"]
+pub mod http_answers;
 #[path = "../../../sosvault-server/tests/common/openapi_doc.rs"]
 pub mod openapi_doc;
 pub mod store;
