@@ -593,19 +593,18 @@ impl Store for SqliteStore {
 
     fn pending_shreds(&self) -> StoreResult<Vec<PendingShred>> {
         let c = &self.conn;
-        all(
-            c,
+        let mut st = c.prepare_cached(
             "SELECT student_id, trustee_id, stop, created_at_ms FROM pending_shreds ORDER BY created_at_ms",
-            [],
-            |r| {
-                Ok(PendingShred {
-                    student_id: arr(r.get(0)?)?,
-                    trustee_id: arr(r.get(1)?)?,
-                    stop: r.get(2)?,
-                    created_at_ms: r.get::<_, i64>(3)? as u64,
-                })
-            },
-        )
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok(PendingShred {
+                student_id: arr(r.get(0)?)?,
+                trustee_id: arr(r.get(1)?)?,
+                stop: r.get(2)?,
+                created_at_ms: r.get::<_, i64>(3)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn finish_shred(
@@ -658,19 +657,18 @@ impl Store for SqliteStore {
 
     fn pending_cancels(&self) -> StoreResult<Vec<PendingCancel>> {
         let c = &self.conn;
-        all(
-            c,
+        let mut st = c.prepare_cached(
             "SELECT student_id, trustee_id, cancel, created_at_ms FROM pending_cancels ORDER BY created_at_ms",
-            [],
-            |r| {
-                Ok(PendingCancel {
-                    student_id: arr(r.get(0)?)?,
-                    trustee_id: arr(r.get(1)?)?,
-                    cancel: r.get(2)?,
-                    created_at_ms: r.get::<_, i64>(3)? as u64,
-                })
-            },
-        )
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok(PendingCancel {
+                student_id: arr(r.get(0)?)?,
+                trustee_id: arr(r.get(1)?)?,
+                cancel: r.get(2)?,
+                created_at_ms: r.get::<_, i64>(3)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn finish_cancel(
@@ -796,20 +794,19 @@ impl Store for SqliteStore {
 
     fn pending_commits(&self) -> StoreResult<Vec<PendingCommit>> {
         let c = &self.conn;
-        all(
-            c,
+        let mut st = c.prepare_cached(
             "SELECT student_id, epoch, trustee_id, commit_bytes, created_at_ms FROM pending_commits ORDER BY created_at_ms",
-            [],
-            |r| {
-                Ok(PendingCommit {
-                    student_id: arr(r.get(0)?)?,
-                    epoch: r.get(1)?,
-                    trustee_id: arr(r.get(2)?)?,
-                    commit: r.get(3)?,
-                    created_at_ms: r.get::<_, i64>(4)? as u64,
-                })
-            },
-        )
+        )?;
+        let rows = st.query_map([], |r| {
+            Ok(PendingCommit {
+                student_id: arr(r.get(0)?)?,
+                epoch: r.get(1)?,
+                trustee_id: arr(r.get(2)?)?,
+                commit: r.get(3)?,
+                created_at_ms: r.get::<_, i64>(4)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     fn finish_commit(&self, student: &[u8; 32], epoch: u32, trustee: &[u8; 32]) -> StoreResult<()> {
