@@ -53,7 +53,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::geo::UnitKind;
 use crate::metrics::Metrics;
-use crate::store::{AssignmentRow, Db, EnrollmentRow, IncidentRow};
+use crate::store::{AssignmentRow, Db, EnrollmentRow, IncidentRow, Store, StoreResult};
 use crate::trustees::TrusteeClient;
 
 pub use access::ACCOUNT_POLL;
@@ -769,6 +769,21 @@ impl Engine {
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A store lookup whose `None` answers `missing()` (a 404, a 401).
+    async fn find<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Store) -> StoreResult<Option<R>> + Send + 'static,
+        missing: impl FnOnce() -> ApiError,
+    ) -> Result<R, ApiError> {
+        self.inner.db.call(f).await?.ok_or_else(missing)
+    }
+
+    /// The stored incident `id` (404 if there is none).
+    async fn incident_row(&self, id: [u8; 16]) -> Result<IncidentRow, ApiError> {
+        self.find(move |s| s.incident(&id), ApiError::not_found)
+            .await
+    }
+
     /// The configuration.
     pub fn config(&self) -> &Config {
         &self.inner.cfg
@@ -855,6 +870,22 @@ impl Engine {
         self.inner.tasks.close();
     }
 
+    /// An event about incident `id`, to the operators and to its team
+    /// `unit` (if it has one).
+    fn emit_incident(
+        &self,
+        kind: EventKind,
+        id: &[u8; 16],
+        unit: Option<&str>,
+        detail: serde_json::Value,
+    ) {
+        let audience = match unit {
+            Some(u) => Audience::OperatorsAndUnit(u.to_owned()),
+            None => Audience::Operators,
+        };
+        self.emit(kind, Some(id), unit, audience, detail);
+    }
+
     fn emit(
         &self,
         kind: EventKind,
@@ -917,15 +948,10 @@ impl Engine {
             tracing::error!(incident = %short(&incident), step = kind, "store write failed: {e}");
         }
         let unit = self.assigned_unit(&incident);
-        let audience = match unit.clone() {
-            Some(u) => Audience::OperatorsAndUnit(u),
-            None => Audience::Operators,
-        };
-        self.emit(
+        self.emit_incident(
             EventKind::Timeline,
-            Some(&incident),
+            &incident,
             unit.as_deref(),
-            audience,
             json!({ "step": kind, "detail": detail }),
         );
     }
@@ -1061,34 +1087,19 @@ impl Engine {
                 .and_then(|s| self.inner.master.open(s))
                 .and_then(|b| IncidentKey::from_secret_bytes(&b).ok())
         });
-        let cancel = self.inner.shutdown.child_token();
-        let release_cancel = cancel.child_token();
-        let wake = Arc::new(Notify::new());
         let kind = UnitKind::for_category(category);
+        let live = Live {
+            location: trail.last().copied(),
+            trail,
+            vault_was_opened: window_over,
+            window,
+            ..self.live(&row, category)
+        };
         {
             let mut st = self.state();
-            let at = trail.last().map(|&(lat, lon, _)| (lat, lon));
+            let at = live.location.map(|(lat, lon, _)| (lat, lon));
             put_on_board(&mut st.board, &row, kind, at, &assignments);
-            st.incidents.insert(
-                id,
-                Live {
-                    student: row.student_id,
-                    category,
-                    created_at_ms: row.created_at_ms,
-                    location: trail.last().copied(),
-                    trail,
-                    vault: None,
-                    vault_was_opened: window_over,
-                    window,
-                    release_have: 0,
-                    release_need: usize::from(self.inner.cfg.threshold),
-                    cancel: cancel.clone(),
-                    release_cancel: release_cancel.clone(),
-                    wake: wake.clone(),
-                    duress: row.duress,
-                    stopped: row.stopped,
-                },
-            );
+            st.incidents.insert(id, live);
         }
         if resumed {
             self.timeline(id, "resumed", "service restarted; incident resumed".into())
@@ -1111,26 +1122,35 @@ impl Engine {
             .tasks
             .spawn(async move { engine.dispatch(id).await });
         if let (Some(panic), Some(key), false) = (panic, incident_key, row.stopped) {
-            self.spawn_release(id, row.student_id, panic, key, enrollment);
+            let engine = self.clone();
+            let student = row.student_id;
+            self.inner
+                .tasks
+                .spawn(async move { engine.release(id, student, panic, key, enrollment).await });
         }
     }
 
-    /// Starts collecting an incident's release (see `engine/release.rs`).
-    fn spawn_release(
-        &self,
-        id: [u8; 16],
-        student: [u8; 32],
-        panic: Signed<PanicEvent>,
-        key: IncidentKey,
-        enrollment: Option<EnrollmentRow>,
-    ) {
-        let engine = self.clone();
-        self.inner.tasks.spawn(async move {
-            // The panic first: no trustee is asked (nor its CPU and disk
-            // taken) while other panics are still being answered.
-            engine.inner.intake.idle(intake::MAX_DEFER).await;
-            engine.release(id, student, panic, key, enrollment).await
-        });
+    /// An incident's live state as it starts: where it is, what was
+    /// released and its access window are not known yet.
+    fn live(&self, row: &IncidentRow, category: Category) -> Live {
+        let cancel = self.inner.shutdown.child_token();
+        Live {
+            student: row.student_id,
+            category,
+            created_at_ms: row.created_at_ms,
+            location: None,
+            trail: Vec::new(),
+            vault: None,
+            vault_was_opened: false,
+            window: None,
+            release_have: 0,
+            release_need: usize::from(self.inner.cfg.threshold),
+            release_cancel: cancel.child_token(),
+            cancel,
+            wake: Arc::new(Notify::new()),
+            duress: row.duress,
+            stopped: row.stopped,
+        }
     }
 }
 

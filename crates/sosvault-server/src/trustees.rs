@@ -289,6 +289,21 @@ impl TrusteeClient {
             .into()
     }
 
+    /// A trustee's receipt (`what` names it in the error): it decodes and
+    /// this trustee's key signed it.
+    fn our_receipt<R: sosvault::Message>(
+        &self,
+        bytes: &[u8],
+        what: &str,
+    ) -> Result<Signed<R>, CallError> {
+        let receipt = Signed::<R>::decode(bytes)
+            .map_err(|_| CallError::unavailable(format!("malformed {what} receipt")))?;
+        if !self.is_ours(receipt.signer()) {
+            return Err(CallError::unavailable("receipt signed by another key"));
+        }
+        Ok(receipt)
+    }
+
     async fn post(
         &self,
         path: &str,
@@ -374,12 +389,7 @@ impl TrusteeClient {
                 SHARE_FINAL,
             )
             .await?;
-        let receipt = Signed::<ShareReceipt>::decode(&bytes)
-            .map_err(|_| CallError::unavailable("malformed share receipt"))?;
-        if !self.is_ours(receipt.signer()) {
-            return Err(CallError::unavailable("receipt signed by another key"));
-        }
-        Ok(receipt)
+        self.our_receipt(&bytes, "share")
     }
 
     /// Sends a signed release request; returns the release bytes (the
@@ -394,12 +404,7 @@ impl TrusteeClient {
         let bytes = self
             .post("/v1/shreds", "stop", stop, "receipt", SHRED_FINAL)
             .await?;
-        let receipt = Signed::<ShredReceipt>::decode(&bytes)
-            .map_err(|_| CallError::unavailable("malformed shred receipt"))?;
-        if !self.is_ours(receipt.signer()) {
-            return Err(CallError::unavailable("receipt signed by another key"));
-        }
-        Ok(receipt)
+        self.our_receipt(&bytes, "shred")
     }
 
     /// Forwards a student's signed cancel; returns the trustee's verified
@@ -409,12 +414,7 @@ impl TrusteeClient {
         let bytes = self
             .post("/v1/cancels", "cancel", cancel, "receipt", CANCEL_FINAL)
             .await?;
-        let receipt = Signed::<CancelReceipt>::decode(&bytes)
-            .map_err(|_| CallError::unavailable("malformed cancel receipt"))?;
-        if !self.is_ours(receipt.signer()) {
-            return Err(CallError::unavailable("receipt signed by another key"));
-        }
-        Ok(receipt)
+        self.our_receipt(&bytes, "cancel")
     }
 
     /// Forwards a student's signed enrollment commit (`PROTOCOL.md` §11.5);

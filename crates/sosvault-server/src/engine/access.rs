@@ -51,12 +51,7 @@ impl Engine {
         id: [u8; 16],
         op: &OperatorId,
     ) -> Result<crate::store::IncidentRow, ApiError> {
-        let row = self
-            .inner
-            .db
-            .call(move |s| s.incident(&id))
-            .await?
-            .ok_or_else(ApiError::not_found)?;
+        let row = self.incident_row(id).await?;
         self.authorize(
             op,
             Action::Act {
@@ -174,12 +169,7 @@ impl Engine {
         op: &OperatorId,
         to: Option<&str>,
     ) -> Result<String, ApiError> {
-        let row = self
-            .inner
-            .db
-            .call(move |s| s.incident(&id))
-            .await?
-            .ok_or_else(ApiError::not_found)?;
+        let row = self.incident_row(id).await?;
         if let Some(to) = to.filter(|t| *t != op.name) {
             let name = to.to_owned();
             let account = self.inner.db.call(move |s| s.account(&name)).await?;

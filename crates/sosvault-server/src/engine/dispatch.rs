@@ -201,13 +201,7 @@ impl Engine {
             .metrics
             .assignment_timeouts
             .fetch_add(1, Ordering::Relaxed);
-        self.emit(
-            EventKind::AssignmentWithdrawn,
-            Some(&id),
-            Some(&unit),
-            Audience::OperatorsAndUnit(unit.clone()),
-            json!({}),
-        );
+        self.emit_incident(EventKind::AssignmentWithdrawn, &id, Some(&unit), json!({}));
         self.timeline(
             id,
             "timed_out",
@@ -243,11 +237,10 @@ impl Engine {
             move |s| s.put_assignment(&row),
         )
         .await;
-        self.emit(
+        self.emit_incident(
             EventKind::Acknowledged,
-            Some(&id),
+            &id,
             Some(&unit),
-            Audience::OperatorsAndUnit(unit.clone()),
             json!({ "name": name }),
         );
     }
@@ -364,11 +357,10 @@ impl Engine {
         {
             tracing::error!("storing an assignment failed: {e}");
         }
-        self.emit(
+        self.emit_incident(
             EventKind::AssignmentWithdrawn,
-            Some(&id),
+            &id,
             Some(unit),
-            Audience::OperatorsAndUnit(unit.to_owned()),
             json!({ "reason": reason }),
         );
         self.inner.unit_freed.notify_waiters();
@@ -489,11 +481,8 @@ impl Engine {
             return Ok(UnitId(id.clone()));
         }
         let unit = self
-            .inner
-            .db
-            .call(move |s| s.unit_by_token(&h))
-            .await?
-            .ok_or_else(ApiError::unauthorized)?;
+            .find(move |s| s.unit_by_token(&h), ApiError::unauthorized)
+            .await?;
         self.state().unit_tokens.insert(h, unit.id.clone());
         Ok(UnitId(unit.id))
     }

@@ -23,7 +23,6 @@ use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use serde::Serialize;
@@ -31,7 +30,7 @@ use serde_json::json;
 use sosvault::{Cancel, Signed};
 
 use super::{Audience, Engine, EventKind, now_ms, short};
-use crate::store::{StoreError, TrusteeAnswer};
+use crate::store::{Store, StoreError, StoreResult, TrusteeAnswer};
 use crate::trustees::{Backoff, CallError, TrusteeClient};
 
 /// What a forward carries.
@@ -384,17 +383,20 @@ impl Engine {
         );
     }
 
-    /// After a stop's or cancel's final answer was stored (or not): the
-    /// operators' `event` and the answer waiting on `done` woken; `false`
-    /// asks again.
-    fn answer_stored(
-        &self,
-        (kind, event, done): (ForwardKind, EventKind, &Notify),
-        stored: Result<(), StoreError>,
-        student: &[u8; 32],
-        trustee: &str,
-        receipt: bool,
+    /// Stores a stop's or cancel's final answer with `finish` (which drops
+    /// the pending forward in the same store job), then tells the
+    /// operators (`event`) and wakes the answer waiting for it; `false`:
+    /// not stored, ask again.
+    async fn store_answer(
+        self,
+        (kind, event): (ForwardKind, EventKind),
+        trustee: String,
+        student: [u8; 32],
+        answer: TrusteeAnswer,
+        finish: impl FnOnce(&dyn Store, &TrusteeAnswer) -> StoreResult<()> + Send + 'static,
     ) -> bool {
+        let receipt = answer.refusal.is_none();
+        let stored = self.inner.db.call(move |s| finish(s, &answer)).await;
         if let Err(e) = stored {
             tracing::error!(
                 kind = kind.as_str(),
@@ -402,7 +404,7 @@ impl Engine {
             );
             return false;
         }
-        tracing::info!(kind = kind.as_str(), trustee, student = %short(student), receipt, "answer stored");
+        tracing::info!(kind = kind.as_str(), trustee, student = %short(&student), receipt, "answer stored");
         self.emit(
             event,
             None,
@@ -410,6 +412,10 @@ impl Engine {
             Audience::Operators,
             json!({ "student": hex::encode(student), "trustee": trustee, "receipt": receipt }),
         );
+        let done = match kind {
+            ForwardKind::Stop => &self.inner.shred_done,
+            _ => &self.inner.cancel_done,
+        };
         done.notify_waiters();
         true
     }
@@ -502,24 +508,14 @@ impl Engine {
                 })
             }
         };
-        let engine = self.clone();
-        let name = client.name().to_owned();
-        let store = move |answer: TrusteeAnswer| {
-            let (engine, name) = (engine.clone(), name.clone());
-            async move {
-                let ok = answer.refusal.is_none();
-                let stored = engine
-                    .inner
-                    .db
-                    .call(move |s| s.finish_shred(&student, &answer, now_ms()))
-                    .await;
-                let stop = (
-                    ForwardKind::Stop,
-                    EventKind::ShredReceipt,
-                    &engine.inner.shred_done,
-                );
-                engine.answer_stored(stop, stored, &student, &name, ok)
-            }
+        let (engine, name) = (self.clone(), client.name().to_owned());
+        let store = move |answer| {
+            let finish =
+                move |s: &dyn Store, a: &TrusteeAnswer| s.finish_shred(&student, a, now_ms());
+            let stop = (ForwardKind::Stop, EventKind::ShredReceipt);
+            engine
+                .clone()
+                .store_answer(stop, name.clone(), student, answer, finish)
         };
         self.spawn_forward(ForwardKind::Stop, &client, since_ms, attempt, store);
     }
@@ -556,25 +552,15 @@ impl Engine {
                 })
             }
         };
-        let engine = self.clone();
-        let name = client.name().to_owned();
-        let store = move |answer: TrusteeAnswer| {
-            let (engine, name) = (engine.clone(), name.clone());
-            async move {
-                let ok = answer.refusal.is_none();
-                let h = *hash.as_bytes();
-                let stored = engine
-                    .inner
-                    .db
-                    .call(move |s| s.finish_cancel(&h, &trustee, &answer, now_ms()))
-                    .await;
-                let cancel = (
-                    ForwardKind::Cancel,
-                    EventKind::CancelReceipt,
-                    &engine.inner.cancel_done,
-                );
-                engine.answer_stored(cancel, stored, &student, &name, ok)
-            }
+        let (engine, name) = (self.clone(), client.name().to_owned());
+        let h = *hash.as_bytes();
+        let store = move |answer| {
+            let finish =
+                move |s: &dyn Store, a: &TrusteeAnswer| s.finish_cancel(&h, &trustee, a, now_ms());
+            let cancel = (ForwardKind::Cancel, EventKind::CancelReceipt);
+            engine
+                .clone()
+                .store_answer(cancel, name.clone(), student, answer, finish)
         };
         self.spawn_forward(ForwardKind::Cancel, &client, since_ms, attempt, store);
     }

@@ -236,12 +236,7 @@ impl Engine {
     /// profile is included, and its view logged, while it is released.
     pub async fn detail(&self, id: [u8; 16], viewer: Viewer) -> Result<IncidentDetail, ApiError> {
         self.may_view(id, &viewer)?;
-        let row = self
-            .inner
-            .db
-            .call(move |s| s.incident(&id))
-            .await?
-            .ok_or_else(ApiError::not_found)?;
+        let row = self.incident_row(id).await?;
         let access = viewer_access(&viewer, &row);
         let sees_locations = match &viewer {
             Viewer::Operator(op, _) => op.role.sees_locations(),

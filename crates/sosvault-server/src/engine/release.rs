@@ -26,7 +26,7 @@ use sosvault::{
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{AccessWindow, Audience, Engine, EventKind, Grant, State, human_ms, now_ms, short};
+use super::{AccessWindow, Engine, EventKind, Grant, State, human_ms, now_ms, short};
 use crate::store::EnrollmentRow;
 use crate::trustees::{Backoff, CallError};
 /// What a trustee's release task sends back: its index in the record, and
@@ -46,6 +46,9 @@ impl Engine {
         key: IncidentKey,
         enrollment: Option<EnrollmentRow>,
     ) {
+        // The panic first: no trustee is asked (nor its CPU and disk taken)
+        // while other panics are still being answered.
+        self.inner.intake.idle(super::intake::MAX_DEFER).await;
         let Some((cancel, created)) = ({
             let st = self.state();
             st.incidents
@@ -308,14 +311,10 @@ impl Engine {
         )
         .await;
         let unit = self.assigned_unit(&id);
-        self.emit(
+        self.emit_incident(
             EventKind::ReleaseProgress,
-            Some(&id),
+            &id,
             unit.as_deref(),
-            match &unit {
-                Some(u) => Audience::OperatorsAndUnit(u.clone()),
-                None => Audience::Operators,
-            },
             json!({ "have": progress.have, "need": progress.need }),
         );
         progress.have >= progress.need
@@ -383,15 +382,10 @@ impl Engine {
             )
         };
         self.timeline(id, "profile_released", detail).await;
-        let audience = match &unit {
-            Some(u) => Audience::OperatorsAndUnit(u.clone()),
-            None => Audience::Operators,
-        };
-        self.emit(
+        self.emit_incident(
             EventKind::ProfileAvailable,
-            Some(&id),
+            &id,
             unit.as_deref(),
-            audience,
             json!({ "expires_at_ms": until_ms }),
         );
     }
@@ -459,15 +453,10 @@ impl Engine {
                     "access window over: vault key and incident key forgotten; reading again needs a new panic",
                 )
                 .await;
-                let audience = match &unit {
-                    Some(u) => Audience::OperatorsAndUnit(u.clone()),
-                    None => Audience::Operators,
-                };
-                self.emit(
+                self.emit_incident(
                     EventKind::ProfileForgotten,
-                    Some(&id),
+                    &id,
                     unit.as_deref(),
-                    audience,
                     json!({ "reason": "expired" }),
                 );
             }

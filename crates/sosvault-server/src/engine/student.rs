@@ -600,11 +600,11 @@ impl Engine {
         signer: &ed25519_dalek::VerifyingKey,
     ) -> Result<IncidentRow, ApiError> {
         let row = self
-            .inner
-            .db
-            .call(move |s| s.incident_by_panic(&panic_hash))
-            .await?
-            .ok_or_else(|| ApiError::new(404, "unknown_incident", "no incident for this panic"))?;
+            .find(
+                move |s| s.incident_by_panic(&panic_hash),
+                || ApiError::new(404, "unknown_incident", "no incident for this panic"),
+            )
+            .await?;
         let sid = StudentId::of_device(signer);
         let same: bool = row.student_id.ct_eq(sid.as_bytes()).into();
         // A duress stop's alert answers to no device message: the phone that
@@ -647,17 +647,7 @@ impl Engine {
         if let Some(w) = wake {
             w.notify_one();
         }
-        let audience = match &unit {
-            Some(u) => Audience::OperatorsAndUnit(u.clone()),
-            None => Audience::Operators,
-        };
-        self.emit(
-            EventKind::Location,
-            Some(&id),
-            unit.as_deref(),
-            audience,
-            json!({ "lat": loc.lat(), "lon": loc.lon(), "accuracy_m": loc.accuracy_m, "distance_m": distance.map(|d| d.round()) }),
-        );
+        self.emit_incident(EventKind::Location, &id, unit.as_deref(), json!({ "lat": loc.lat(), "lon": loc.lon(), "accuracy_m": loc.accuracy_m, "distance_m": distance.map(|d| d.round()) }));
         Ok("stored")
     }
 
@@ -841,17 +831,7 @@ impl Engine {
         tracing::warn!(incident = %short(&id), "incident escalated");
         self.timeline(id, "escalated", format!("ESCALATED: {why}"))
             .await;
-        let audience = match &unit {
-            Some(u) => Audience::OperatorsAndUnit(u.clone()),
-            None => Audience::Operators,
-        };
-        self.emit(
-            EventKind::Escalated,
-            Some(&id),
-            unit.as_deref(),
-            audience,
-            json!({}),
-        );
+        self.emit_incident(EventKind::Escalated, &id, unit.as_deref(), json!({}));
         Ok(())
     }
 
@@ -907,22 +887,12 @@ impl Engine {
                 s.add_timeline(&id, at, status, &d)
             })
             .await?;
-        let audience = match &unit {
-            Some(u) => Audience::OperatorsAndUnit(u.clone()),
-            None => Audience::Operators,
-        };
         let kind = if status == "cancelled" {
             EventKind::Cancelled
         } else {
             EventKind::Closed
         };
-        self.emit(
-            kind,
-            Some(&id),
-            unit.as_deref(),
-            audience,
-            json!({ "reason": why }),
-        );
+        self.emit_incident(kind, &id, unit.as_deref(), json!({ "reason": why }));
         Ok(())
     }
 
@@ -1053,17 +1023,8 @@ impl Engine {
             self.timeline(*id, "stopped", "the student pressed stop: data wiped, keys forgotten; the team still goes to the last known location".into())
                 .await;
             let unit = self.assigned_unit(id);
-            let audience = match &unit {
-                Some(u) => Audience::OperatorsAndUnit(u.clone()),
-                None => Audience::Operators,
-            };
-            self.emit(
-                EventKind::ProfileForgotten,
-                Some(id),
-                unit.as_deref(),
-                audience,
-                json!({ "reason": "stop" }),
-            );
+            let forgotten = json!({ "reason": "stop" });
+            self.emit_incident(EventKind::ProfileForgotten, id, unit.as_deref(), forgotten);
         }
         affected
     }
@@ -1108,9 +1069,13 @@ impl Engine {
     fn duress_alert_opened(&self, row: IncidentRow) {
         let id = row.id;
         let category = category_from_str(&row.category).unwrap_or(Category::Police);
-        let cancel = self.inner.shutdown.child_token();
         let mut flags = row.flags.clone();
         flags.extend(["duress".to_owned(), "stopped".to_owned()]);
+        let live = Live {
+            duress: true,
+            stopped: true,
+            ..self.live(&row, category)
+        };
         let mut st = self.state();
         st.board.open(
             IncidentId::from_bytes(id),
@@ -1118,26 +1083,7 @@ impl Engine {
             None,
             row.created_at_ms,
         );
-        st.incidents.insert(
-            id,
-            Live {
-                student: row.student_id,
-                category,
-                created_at_ms: row.created_at_ms,
-                location: None,
-                trail: Vec::new(),
-                vault: None,
-                vault_was_opened: false,
-                window: None,
-                release_have: 0,
-                release_need: usize::from(self.inner.cfg.threshold),
-                release_cancel: cancel.child_token(),
-                cancel,
-                wake: Arc::new(Notify::new()),
-                duress: true,
-                stopped: true,
-            },
-        );
+        st.incidents.insert(id, live);
         drop(st);
         tracing::warn!(incident = %short(&id), student = %short(&row.student_id), "duress stop with no open incident: alert opened");
         self.emit(

@@ -12,7 +12,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::StoreResult;
-use super::sqlite::{exec, one};
+use super::sqlite::{all, exec, one};
 use crate::access::Role;
 
 /// The tables of this module (created at open, after the main schema).
@@ -138,11 +138,12 @@ pub(super) fn account(c: &Connection, username: &str) -> StoreResult<Option<Acco
 }
 
 pub(super) fn accounts(c: &Connection) -> StoreResult<Vec<AccountRow>> {
-    let mut st = c.prepare_cached(&format!(
-        "SELECT {ACCOUNT_COLS} FROM operator_accounts ORDER BY username"
-    ))?;
-    let rows = st.query_map([], account_row)?;
-    Ok(rows.collect::<Result<_, _>>()?)
+    all(
+        c,
+        &format!("SELECT {ACCOUNT_COLS} FROM operator_accounts ORDER BY username"),
+        [],
+        account_row,
+    )
 }
 
 pub(super) fn add_account(c: &Connection, row: &AccountRow) -> StoreResult<bool> {

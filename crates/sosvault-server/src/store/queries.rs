@@ -3,7 +3,9 @@
 
 use rusqlite::{OptionalExtension, params};
 
-use super::sqlite::{INCIDENT_COLS, arr, exec, incident_row, one, unit_row, view_reason};
+use super::sqlite::{
+    INCIDENT_COLS, all, answer_row, arr, exec, incident_row, one, unit_row, view_reason,
+};
 use super::{
     AccessLogEntry, AssignmentRow, CommitStored, DURESS_STOP, EnrollmentRow, IncidentRow,
     LogLeafRow, NewDuressAlert, NewIncident, PanicStored, PendingCancel, PendingCommit,
@@ -174,10 +176,12 @@ impl Store for SqliteStore {
 
     fn open_incidents_of(&self, student: &[u8; 32]) -> StoreResult<Vec<[u8; 16]>> {
         let c = &self.conn;
-        let mut st =
-            c.prepare_cached("SELECT id FROM incidents WHERE student_id = ?1 AND status = 'open'")?;
-        let rows = st.query_map(params![&student[..]], |r| arr::<16>(r.get(0)?))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        all(
+            c,
+            "SELECT id FROM incidents WHERE student_id = ?1 AND status = 'open'",
+            params![&student[..]],
+            |r| arr::<16>(r.get(0)?),
+        )
     }
 
     fn incident(&self, id: &[u8; 16]) -> StoreResult<Option<IncidentRow>> {
@@ -204,20 +208,24 @@ impl Store for SqliteStore {
 
     fn incidents(&self, limit: u32) -> StoreResult<Vec<IncidentRow>> {
         let c = &self.conn;
-        let mut st = c.prepare_cached(&format!(
-            "SELECT {INCIDENT_COLS} FROM incidents ORDER BY created_at_ms DESC LIMIT ?1"
-        ))?;
-        let rows = st.query_map(params![limit], incident_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        all(
+            c,
+            &format!("SELECT {INCIDENT_COLS} FROM incidents ORDER BY created_at_ms DESC LIMIT ?1"),
+            params![limit],
+            incident_row,
+        )
     }
 
     fn open_incidents(&self) -> StoreResult<Vec<IncidentRow>> {
         let c = &self.conn;
-        let mut st = c.prepare_cached(&format!(
-            "SELECT {INCIDENT_COLS} FROM incidents WHERE status = 'open' ORDER BY created_at_ms"
-        ))?;
-        let rows = st.query_map([], incident_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        all(
+            c,
+            &format!(
+                "SELECT {INCIDENT_COLS} FROM incidents WHERE status = 'open' ORDER BY created_at_ms"
+            ),
+            [],
+            incident_row,
+        )
     }
 
     fn bump_counter(&self, student: &[u8; 32], counter: u64) -> StoreResult<bool> {
@@ -256,11 +264,12 @@ impl Store for SqliteStore {
 
     fn locations(&self, incident: &[u8; 16]) -> StoreResult<Vec<Vec<u8>>> {
         let c = &self.conn;
-        let mut st = c.prepare_cached(
+        all(
+            c,
             "SELECT sealed FROM locations WHERE incident_id = ?1 ORDER BY counter",
-        )?;
-        let rows = st.query_map(params![&incident[..]], |r| r.get(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            params![&incident[..]],
+            |r| r.get(0),
+        )
     }
 
     fn add_timeline(
@@ -281,17 +290,18 @@ impl Store for SqliteStore {
 
     fn timeline(&self, incident: &[u8; 16]) -> StoreResult<Vec<TimelineEntry>> {
         let c = &self.conn;
-        let mut st = c.prepare_cached(
+        all(
+            c,
             "SELECT at_ms, kind, detail FROM timeline WHERE incident_id = ?1 ORDER BY seq",
-        )?;
-        let rows = st.query_map(params![&incident[..]], |r| {
-            Ok(TimelineEntry {
-                at_ms: r.get::<_, i64>(0)? as u64,
-                kind: r.get(1)?,
-                detail: r.get(2)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            params![&incident[..]],
+            |r| {
+                Ok(TimelineEntry {
+                    at_ms: r.get::<_, i64>(0)? as u64,
+                    kind: r.get(1)?,
+                    detail: r.get(2)?,
+                })
+            },
+        )
     }
 
     fn close_incident(&self, incident: &[u8; 16], status: &str, now_ms: u64) -> StoreResult<()> {
@@ -462,11 +472,12 @@ impl Store for SqliteStore {
 
     fn units(&self) -> StoreResult<Vec<UnitRow>> {
         let c = &self.conn;
-        let mut st = c.prepare_cached(
+        all(
+            c,
             "SELECT id, name, kind, lat, lon, position_at_ms FROM units WHERE revoked_at_ms IS NULL ORDER BY id",
-        )?;
-        let rows = st.query_map([], unit_row)?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            [],
+            unit_row,
+        )
     }
 
     fn set_unit_position(&self, unit: &str, lat: f64, lon: f64, now_ms: u64) -> StoreResult<()> {
@@ -491,18 +502,19 @@ impl Store for SqliteStore {
 
     fn assignments(&self, incident: &[u8; 16]) -> StoreResult<Vec<AssignmentRow>> {
         let c = &self.conn;
-        let mut st = c.prepare_cached(
+        all(
+            c,
             "SELECT incident_id, unit_id, assigned_at_ms, status FROM assignments WHERE incident_id = ?1 ORDER BY assigned_at_ms",
-        )?;
-        let rows = st.query_map(params![&incident[..]], |r| {
-            Ok(AssignmentRow {
-                incident_id: arr(r.get(0)?)?,
-                unit_id: r.get(1)?,
-                assigned_at_ms: r.get::<_, i64>(2)? as u64,
-                status: r.get(3)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            params![&incident[..]],
+            |r| {
+                Ok(AssignmentRow {
+                    incident_id: arr(r.get(0)?)?,
+                    unit_id: r.get(1)?,
+                    assigned_at_ms: r.get::<_, i64>(2)? as u64,
+                    status: r.get(3)?,
+                })
+            },
+        )
     }
 
     fn apply_stop(
@@ -601,41 +613,23 @@ impl Store for SqliteStore {
         answer: &TrusteeAnswer,
         now_ms: u64,
     ) -> StoreResult<()> {
-        let trustee = &answer.trustee_id;
-        self.atomic(|c| {
-            exec(
-                c,
-                "INSERT OR REPLACE INTO shred_receipts (student_id, trustee_id, receipt, refusal, received_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![
-                    &student[..],
-                    &trustee[..],
-                    &answer.receipt,
-                    &answer.refusal,
-                    now_ms as i64
-                ],
-            )?;
-            exec(
-                c,
-                "DELETE FROM pending_shreds WHERE student_id = ?1 AND trustee_id = ?2",
-                params![&student[..], &trustee[..]],
-            )?;
-            Ok(())
-        })
+        self.finish_forward(
+            "INSERT OR REPLACE INTO shred_receipts (student_id, trustee_id, receipt, refusal, received_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "DELETE FROM pending_shreds WHERE student_id = ?1 AND trustee_id = ?2",
+            [student, &answer.trustee_id],
+            answer,
+            now_ms,
+        )
     }
 
     fn shred_receipts(&self, student: &[u8; 32]) -> StoreResult<Vec<TrusteeAnswer>> {
         let c = &self.conn;
-        let mut st = c.prepare_cached(
+        all(
+            c,
             "SELECT trustee_id, receipt, refusal FROM shred_receipts WHERE student_id = ?1 ORDER BY trustee_id",
-        )?;
-        let rows = st.query_map(params![&student[..]], |r| {
-            Ok(TrusteeAnswer {
-                trustee_id: arr(r.get(0)?)?,
-                receipt: r.get(1)?,
-                refusal: r.get(2)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            params![&student[..]],
+            answer_row,
+        )
     }
 
     fn queue_cancel(
@@ -684,42 +678,25 @@ impl Store for SqliteStore {
         answer: &TrusteeAnswer,
         now_ms: u64,
     ) -> StoreResult<()> {
-        self.atomic(|c| {
-            exec(
-                c,
-                "INSERT OR REPLACE INTO cancel_receipts (cancel_hash, trustee_id, student_id, receipt, refusal, received_at_ms)
+        self.finish_forward(
+            "INSERT OR REPLACE INTO cancel_receipts (cancel_hash, trustee_id, student_id, receipt, refusal, received_at_ms)
                  SELECT cancel_hash, trustee_id, student_id, ?3, ?4, ?5 FROM pending_cancels
                  WHERE cancel_hash = ?1 AND trustee_id = ?2",
-                params![
-                    &cancel_hash[..],
-                    &trustee[..],
-                    &answer.receipt,
-                    &answer.refusal,
-                    now_ms as i64
-                ],
-            )?;
-            exec(
-                c,
-                "DELETE FROM pending_cancels WHERE cancel_hash = ?1 AND trustee_id = ?2",
-                params![&cancel_hash[..], &trustee[..]],
-            )?;
-            Ok(())
-        })
+            "DELETE FROM pending_cancels WHERE cancel_hash = ?1 AND trustee_id = ?2",
+            [cancel_hash, trustee],
+            answer,
+            now_ms,
+        )
     }
 
     fn cancel_answers(&self, cancel_hash: &[u8; 32]) -> StoreResult<Vec<TrusteeAnswer>> {
         let c = &self.conn;
-        let mut st = c.prepare_cached(
+        all(
+            c,
             "SELECT trustee_id, receipt, refusal FROM cancel_receipts WHERE cancel_hash = ?1 ORDER BY trustee_id",
-        )?;
-        let rows = st.query_map(params![&cancel_hash[..]], |r| {
-            Ok(TrusteeAnswer {
-                trustee_id: arr(r.get(0)?)?,
-                receipt: r.get(1)?,
-                refusal: r.get(2)?,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            params![&cancel_hash[..]],
+            answer_row,
+        )
     }
 
     fn pending_cancel_count(&self, cancel_hash: &[u8; 32]) -> StoreResult<usize> {
@@ -890,19 +867,15 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> StoreResult<Vec<StudentLogRow>> {
         let c = &self.conn;
-        let mut st = c.prepare_cached(
-            "SELECT idx, entry, reason, reason_nonce FROM
+        all(c, "SELECT idx, entry, reason, reason_nonce FROM
                (SELECT idx, entry, reason, reason_nonce FROM transparency_log WHERE student_id = ?1 AND idx < ?2 ORDER BY idx DESC LIMIT ?3)
-             ORDER BY idx",
-        )?;
-        let rows = st.query_map(params![&student[..], size as i64, limit], |r| {
+             ORDER BY idx", params![&student[..], size as i64, limit], |r| {
             Ok(StudentLogRow {
                 index: r.get::<_, i64>(0)? as u64,
                 entry: r.get(1)?,
                 reason: view_reason(r, 2)?,
             })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        })
     }
 
     fn save_session(
@@ -934,50 +907,83 @@ impl Store for SqliteStore {
             "DELETE FROM operator_sessions WHERE expires_at_ms <= ?1",
             params![now_ms as i64],
         )?;
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT token_hash, username, expires_at_ms FROM operator_sessions")?;
-        let rows = st.query_map([], |r| {
-            Ok((arr(r.get(0)?)?, r.get(1)?, r.get::<_, i64>(2)? as u64))
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        all(
+            &self.conn,
+            "SELECT token_hash, username, expires_at_ms FROM operator_sessions",
+            [],
+            |r| Ok((arr(r.get(0)?)?, r.get(1)?, r.get::<_, i64>(2)? as u64)),
+        )
     }
 
     fn log_leaf_hashes(&self) -> StoreResult<Vec<[u8; 32]>> {
         let c = &self.conn;
-        let mut st = c.prepare_cached("SELECT leaf_hash FROM transparency_log ORDER BY idx")?;
-        let rows = st.query_map([], |r| arr::<32>(r.get(0)?))?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        all(
+            c,
+            "SELECT leaf_hash FROM transparency_log ORDER BY idx",
+            [],
+            |r| arr::<32>(r.get(0)?),
+        )
     }
 
     fn log_leaves(&self, start: u64, end: u64) -> StoreResult<Vec<LogLeafRow>> {
         let c = &self.conn;
-        let mut st = c.prepare_cached(
-            "SELECT idx, leaf_hash, entry FROM transparency_log WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
-        )?;
         let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-        let rows = st.query_map(params![clamp(start), clamp(end)], |r| {
-            Ok((r.get::<_, i64>(0)? as u64, arr::<32>(r.get(1)?)?, r.get(2)?))
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        all(
+            c,
+            "SELECT idx, leaf_hash, entry FROM transparency_log WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
+            params![clamp(start), clamp(end)],
+            |r| Ok((r.get::<_, i64>(0)? as u64, arr::<32>(r.get(1)?)?, r.get(2)?)),
+        )
     }
 
     fn access_log(&self, incident: &[u8; 16]) -> StoreResult<Vec<AccessLogEntry>> {
         use base64::Engine as _;
         let c = &self.conn;
-        let mut st = c.prepare_cached(
+        all(
+            c,
             "SELECT idx, at_ms, actor, leaf_hash, entry, reason FROM transparency_log WHERE incident_id = ?1 ORDER BY idx",
-        )?;
-        let rows = st.query_map(params![&incident[..]], |r| {
-            Ok(AccessLogEntry {
-                index: r.get::<_, i64>(0)? as u64,
-                at_ms: r.get::<_, i64>(1)? as u64,
-                actor: r.get(2)?,
-                reason: r.get(5)?,
-                leaf_hash: hex::encode(r.get::<_, Vec<u8>>(3)?),
-                entry: base64::engine::general_purpose::STANDARD.encode(r.get::<_, Vec<u8>>(4)?),
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            params![&incident[..]],
+            |r| {
+                Ok(AccessLogEntry {
+                    index: r.get::<_, i64>(0)? as u64,
+                    at_ms: r.get::<_, i64>(1)? as u64,
+                    actor: r.get(2)?,
+                    reason: r.get(5)?,
+                    leaf_hash: hex::encode(r.get::<_, Vec<u8>>(3)?),
+                    entry: base64::engine::general_purpose::STANDARD
+                        .encode(r.get::<_, Vec<u8>>(4)?),
+                })
+            },
+        )
+    }
+}
+
+impl SqliteStore {
+    /// Stores a trustee's final answer to a forward (`store`: ?1 and ?2 the
+    /// forward's `key`, then the receipt, the refusal and the time) and drops
+    /// the pending forward (`drop_pending`, by `key`), in one transaction.
+    fn finish_forward(
+        &self,
+        store: &str,
+        drop_pending: &str,
+        [k1, k2]: [&[u8; 32]; 2],
+        answer: &TrusteeAnswer,
+        now_ms: u64,
+    ) -> StoreResult<()> {
+        self.atomic(|c| {
+            exec(
+                c,
+                store,
+                params![
+                    &k1[..],
+                    &k2[..],
+                    &answer.receipt,
+                    &answer.refusal,
+                    now_ms as i64
+                ],
+            )?;
+            exec(c, drop_pending, params![&k1[..], &k2[..]])?;
+            Ok(())
+        })
     }
 }

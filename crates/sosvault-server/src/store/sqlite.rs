@@ -9,7 +9,7 @@ use rusqlite::{Connection, params};
 use super::access::{self, AccessStore, AccountChange, AccountRow};
 use super::schema::{SCHEMA, migrate};
 use super::writer::GroupCommit;
-use super::{IncidentRow, Store, StoreError, StoreResult, UnitRow, ViewReason};
+use super::{IncidentRow, Store, StoreError, StoreResult, TrusteeAnswer, UnitRow, ViewReason};
 
 /// The SQLite store: one connection. Used alone, every method is its own
 /// transaction; behind [`Db`](super::Db), batches of jobs share one.
@@ -38,6 +38,28 @@ pub(super) fn one<T>(
     f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
 ) -> rusqlite::Result<T> {
     c.prepare_cached(sql)?.query_row(p, f)
+}
+
+/// Reads every row (the statement prepared once, then from the cache).
+pub(super) fn all<T>(
+    c: &Connection,
+    sql: &str,
+    p: impl rusqlite::Params,
+    f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> StoreResult<Vec<T>> {
+    Ok(c.prepare_cached(sql)?
+        .query_map(p, f)?
+        .collect::<Result<_, _>>()?)
+}
+
+/// A trustee's final answer to a forward (columns: trustee, receipt,
+/// refusal).
+pub(super) fn answer_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TrusteeAnswer> {
+    Ok(TrusteeAnswer {
+        trustee_id: arr(r.get(0)?)?,
+        receipt: r.get(1)?,
+        refusal: r.get(2)?,
+    })
 }
 
 pub(super) fn arr<const N: usize>(v: Vec<u8>) -> rusqlite::Result<[u8; N]> {

@@ -25,12 +25,18 @@ pub(super) fn incident(id: u8, panic_hash: u8) -> NewIncident {
     }
 }
 
+/// A store in `dir` with student `[1; 32]` enrolled (epoch 1).
+fn enrolled(dir: &Path) -> SqliteStore {
+    let s = SqliteStore::open(&dir.join("db")).unwrap();
+    s.put_enrollment(&[1; 32], &[2; 32], 1, b"rec", b"profile", 1)
+        .unwrap();
+    s
+}
+
 #[test]
 fn panic_is_stored_once() {
     let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStore::open(&dir.path().join("db")).unwrap();
-    s.put_enrollment(&[1; 32], &[2; 32], 1, b"rec", b"profile", 1)
-        .unwrap();
+    let s = enrolled(dir.path());
     assert_eq!(
         s.insert_panic(&incident(3, 4), "x").unwrap(),
         PanicStored::New
@@ -65,9 +71,7 @@ fn duress_alert(id: u8) -> NewDuressAlert {
 #[test]
 fn a_duress_alert_opens_once_and_only_without_an_open_incident() {
     let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStore::open(&dir.path().join("db")).unwrap();
-    s.put_enrollment(&[1; 32], &[2; 32], 1, b"rec", b"profile", 1)
-        .unwrap();
+    let s = enrolled(dir.path());
     // An open incident: the stop escalates it, no alert.
     s.insert_panic(&incident(3, 4), "x").unwrap();
     assert!(s.open_duress_alert(&duress_alert(5)).unwrap().is_none());
@@ -142,9 +146,7 @@ fn an_existing_database_gains_the_window_columns_and_keeps_its_incidents() {
 #[test]
 fn the_access_window_is_anchored_once_and_extended_only_while_open() {
     let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStore::open(&dir.path().join("db")).unwrap();
-    s.put_enrollment(&[1; 32], &[2; 32], 1, b"rec", b"profile", 1)
-        .unwrap();
+    let s = enrolled(dir.path());
     s.insert_panic(&incident(3, 4), "x").unwrap();
     s.set_released(&[3; 16], 10_000, 3_000).unwrap();
     // A second opening (after a restart) does not move the window.
@@ -294,6 +296,8 @@ pub(super) fn on_disk(dir: &Path, needle: &[u8]) -> Vec<&'static str> {
 }
 
 mod staging {
+    use std::path::Path;
+
     use rusqlite::Connection;
 
     use super::{incident, on_disk};
@@ -313,6 +317,17 @@ mod staging {
     fn commit(s: &SqliteStore, epoch: u32, record: &[u8]) -> CommitStored {
         s.commit_enrollment(&S, epoch, &hash(record), b"commit", &T, 5)
             .unwrap()
+    }
+
+    /// A store in `dir` whose student `S` has epoch 1 (profile `p1`)
+    /// committed and a new epoch 2 beside it.
+    fn committed_then_new(dir: &Path, p1: &[u8]) -> SqliteStore {
+        let s = SqliteStore::open(&dir.join("db")).unwrap();
+        s.put_enrollment(&S, &[2; 32], 1, b"rec1", p1, 1).unwrap();
+        commit(&s, 1, b"rec1");
+        s.put_enrollment(&S, &[2; 32], 2, b"rec2", b"p2", 2)
+            .unwrap();
+        s
     }
 
     #[test]
@@ -411,12 +426,8 @@ mod staging {
     #[test]
     fn a_previous_enrollment_an_open_incident_uses_goes_when_it_closes() {
         let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(&dir.path().join("db")).unwrap();
         let p1 = secret(3);
-        s.put_enrollment(&S, &[2; 32], 1, b"rec1", &p1, 1).unwrap();
-        commit(&s, 1, b"rec1");
-        s.put_enrollment(&S, &[2; 32], 2, b"rec2", b"p2", 2)
-            .unwrap();
+        let s = committed_then_new(dir.path(), &p1);
         // A panic under epoch 1 (the test incident's epoch) is open.
         s.insert_panic(&incident(3, 4), "x").unwrap();
         assert_eq!(
@@ -438,12 +449,7 @@ mod staging {
     #[test]
     fn a_previous_enrollment_is_not_dropped_before_the_current_one_is_committed() {
         let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(&dir.path().join("db")).unwrap();
-        s.put_enrollment(&S, &[2; 32], 1, b"rec1", b"p1", 1)
-            .unwrap();
-        commit(&s, 1, b"rec1");
-        s.put_enrollment(&S, &[2; 32], 2, b"rec2", b"p2", 2)
-            .unwrap();
+        let s = committed_then_new(dir.path(), b"p1");
         assert!(!s.drop_spent_previous(&S).unwrap());
         assert_eq!(s.previous_enrollment(&S).unwrap().unwrap().epoch, 1);
     }
@@ -451,12 +457,8 @@ mod staging {
     #[test]
     fn a_stop_deletes_the_previous_enrollment_too() {
         let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(&dir.path().join("db")).unwrap();
         let p1 = secret(5);
-        s.put_enrollment(&S, &[2; 32], 1, b"rec1", &p1, 1).unwrap();
-        commit(&s, 1, b"rec1");
-        s.put_enrollment(&S, &[2; 32], 2, b"rec2", b"p2", 2)
-            .unwrap();
+        let s = committed_then_new(dir.path(), &p1);
         assert!(!on_disk(dir.path(), &p1[100..164]).is_empty());
         s.apply_stop(&S, b"stop", &T, 3).unwrap();
         assert!(s.previous_enrollment(&S).unwrap().is_none());

@@ -235,6 +235,14 @@ mod tests {
             .collect())
     }
 
+    /// The timeline texts of incidents `[i; 16]` for every `i` of `ids`,
+    /// read through the writer.
+    async fn details_of(db: &Db, ids: std::ops::RangeInclusive<u8>) -> Vec<Vec<String>> {
+        db.call(move |s| ids.map(|i| details(s, i)).collect::<Result<Vec<_>, _>>())
+            .await
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn concurrent_jobs_share_one_commit_and_each_gets_its_own_result() {
         let dir = tempfile::tempdir().unwrap();
@@ -258,14 +266,7 @@ mod tests {
         // 201 jobs, 201 durable writes: the held job's batch, then one for
         // the 200 queued behind it.
         assert_eq!(commits.load(Ordering::SeqCst), 2);
-        let all = db
-            .call(|s| {
-                (1..=200u8)
-                    .map(|i| details(s, i))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .await
-            .unwrap();
+        let all = details_of(&db, 1..=200).await;
         assert!(all.iter().all(|d| d.len() == 1));
         // A lone call is a batch of one: one commit, as before.
         db.call(|s| s.add_timeline(&[9; 16], 1, "x", "alone"))
@@ -304,14 +305,7 @@ mod tests {
         assert!(d.await.is_err());
         e.await.unwrap();
         assert_eq!(commits.load(Ordering::SeqCst), before + 2);
-        let seen = db
-            .call(|s| {
-                (1..=5u8)
-                    .map(|i| details(s, i))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .await
-            .unwrap();
+        let seen = details_of(&db, 1..=5).await;
         assert_eq!(
             seen,
             vec![
@@ -350,14 +344,7 @@ mod tests {
         );
         refuse.store(false, Ordering::SeqCst);
         // The writer goes on, and nothing of the failed batch is there.
-        let seen = db
-            .call(|s| {
-                (0..=20u8)
-                    .map(|i| details(s, i))
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .await
-            .unwrap();
+        let seen = details_of(&db, 0..=20).await;
         assert!(seen.iter().all(Vec::is_empty), "{seen:?}");
     }
 
