@@ -1636,8 +1636,8 @@ mod tests {
 
     use super::*;
     use crate::config::{Config, TrusteeConfig};
-    use crate::engine::MasterKey;
     use crate::store::{Db, SqliteStore, Store as _};
+    use sosvault_service::seal::MasterKey;
 
     /// A device enrolled (epoch 1) in `store`, and the commit of that epoch.
     struct Enrolled {
@@ -1717,7 +1717,7 @@ mod tests {
             cfg,
             Db::new(store).unwrap(),
             control_room,
-            MasterKey::generate(),
+            MasterKey::generate().into(),
             manifest,
         )
         .unwrap();
@@ -1938,7 +1938,7 @@ mod tests {
             cfg,
             Db::new(store).unwrap(),
             ControlRoomKey::generate(),
-            MasterKey::generate(),
+            MasterKey::generate().into(),
             None,
         )
         .unwrap();

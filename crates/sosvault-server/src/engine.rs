@@ -35,7 +35,6 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use age::secrecy::ExposeSecret;
 use serde::Serialize;
 use serde_json::json;
 use sosvault::{
@@ -44,7 +43,6 @@ use sosvault::{
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use zeroize::Zeroizing;
 
 use sosvault::keys::LogKey;
 use sosvault::log::MerkleLog;
@@ -53,6 +51,7 @@ use crate::config::Config;
 use crate::error::ApiError;
 use crate::geo::UnitKind;
 use crate::metrics::Metrics;
+use crate::sealing::KeySealer;
 use crate::store::{AssignmentRow, Db, EnrollmentRow, IncidentRow, Store, StoreResult};
 use crate::trustees::TrusteeClient;
 
@@ -107,40 +106,6 @@ const MAX_TRAIL: usize = 2_000;
 
 fn short(id: &[u8]) -> String {
     hex::encode(&id[..4.min(id.len())])
-}
-
-/// The service's master key: seals incident keys at rest (age X25519).
-pub struct MasterKey(age::x25519::Identity);
-
-impl MasterKey {
-    /// A fresh key.
-    pub fn generate() -> Self {
-        Self(age::x25519::Identity::generate())
-    }
-
-    /// The key file text (`AGE-SECRET-KEY-1...`). Keep it secret.
-    pub fn to_secret_string(&self) -> Zeroizing<String> {
-        Zeroizing::new(self.0.to_string().expose_secret().to_owned())
-    }
-
-    /// Parses the key file text.
-    pub fn from_secret_str(s: &str) -> Option<Self> {
-        s.trim().parse().ok().map(Self)
-    }
-
-    fn seal(&self, plaintext: &[u8]) -> Option<Vec<u8>> {
-        age::encrypt(&self.0.to_public(), plaintext).ok()
-    }
-
-    fn open(&self, ciphertext: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
-        age::decrypt(&self.0, ciphertext).ok().map(Zeroizing::new)
-    }
-}
-
-impl std::fmt::Debug for MasterKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("MasterKey([redacted])")
-    }
 }
 
 /// Who should see an event.
@@ -427,7 +392,7 @@ struct Inner {
     cfg: Config,
     db: Db,
     control_room: ControlRoomKey,
-    master: MasterKey,
+    master: KeySealer,
     trustees: Vec<TrusteeClient>,
     state: Mutex<State>,
     events: broadcast::Sender<Event>,
@@ -693,7 +658,7 @@ impl Engine {
         cfg: Config,
         db: Db,
         control_room: ControlRoomKey,
-        master: MasterKey,
+        master: KeySealer,
     ) -> Result<Self, ApiError> {
         Self::with_manifest(cfg, db, control_room, master, None)
     }
@@ -704,7 +669,7 @@ impl Engine {
         cfg: Config,
         db: Db,
         control_room: ControlRoomKey,
-        master: MasterKey,
+        master: KeySealer,
         manifest: Option<Signed<sosvault::manifest::Manifest>>,
     ) -> Result<Self, ApiError> {
         let publics = cfg
@@ -1084,7 +1049,7 @@ impl Engine {
             }
             row.incident_key_sealed
                 .as_deref()
-                .and_then(|s| self.inner.master.open(s))
+                .and_then(|s| self.inner.master.open(&id, s))
                 .and_then(|b| IncidentKey::from_secret_bytes(&b).ok())
         });
         let kind = UnitKind::for_category(category);
@@ -1296,6 +1261,7 @@ mod tests {
     use std::sync::atomic::Ordering;
 
     use sosvault::Timestamp;
+    use sosvault_service::seal::MasterKey;
 
     use super::*;
 
@@ -1312,7 +1278,7 @@ mod tests {
             Config::new(dir),
             Db::new(store).unwrap(),
             ControlRoomKey::generate(),
-            MasterKey::generate(),
+            MasterKey::generate().into(),
         )
         .unwrap()
     }

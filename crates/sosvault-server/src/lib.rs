@@ -20,6 +20,9 @@
 //! - [`api`]: the axum router and its OpenAPI document (`/openapi.json`);
 //!   [`error`]: one JSON error type; [`tls`]: optional rustls listener.
 //! - [`web`]: the control room and team pages, embedded at build time.
+//! - [`sealing`]: incident keys sealed at rest under `master.key` (the
+//!   [`sosvault_service::seal::MasterKey`] both services use), bound to
+//!   their incident.
 //! - [`files`]: every file written 0600, every directory 0700; loose keys
 //!   refused, a loose database tightened.
 //! - [`logverify`]: `sosvault-server log verify`, an auditor's check of the
@@ -53,7 +56,8 @@
 //! - The free-unit R-tree holds points on the unit sphere in 3-D: straight-line
 //!   order there is great-circle order, so `rstar`'s nearest neighbour is the
 //!   nearest unit anywhere on Earth, with no projection.
-//! - The incident key is stored sealed (age) under `master.key` while the
+//! - The incident key is stored sealed (XChaCha20-Poly1305, bound to its
+//!   incident) under `master.key` while the
 //!   incident may still need it, so a restart asks the trustees again with
 //!   the same key and gets the same releases; the vault key itself is never
 //!   stored.
@@ -91,6 +95,7 @@ pub mod files;
 pub mod geo;
 pub mod logverify;
 pub mod metrics;
+pub mod sealing;
 pub mod store;
 pub mod throttle;
 pub mod trustees;
@@ -108,7 +113,8 @@ use sosvault::ControlRoomKey;
 use zeroize::Zeroizing;
 
 use crate::config::Config;
-use crate::engine::{Engine, MasterKey};
+use crate::engine::Engine;
+use crate::sealing::KeySealer;
 use crate::store::{Db, SqliteStore};
 
 /// Creates the data directory (mode 0700) and `control-room.key` and
@@ -126,8 +132,8 @@ pub fn init_keys(cfg: &Config) -> anyhow::Result<sosvault::ControlRoomPublic> {
     }
     let mk_path = cfg.master_key_path();
     if !mk_path.exists() {
-        let key = MasterKey::generate();
-        files::write_new_private(&mk_path, key.to_secret_string().as_bytes())?;
+        let key = sosvault_service::seal::MasterKey::generate();
+        files::write_new_private(&mk_path, key.to_hex_secret().as_bytes())?;
     }
     Ok(load_keys(cfg)?.0.public())
 }
@@ -155,7 +161,7 @@ pub fn init_metrics_token(path: &Path) -> anyhow::Result<()> {
     files::write_new_private(path, metrics::ScrapeToken::generate().as_bytes())
 }
 
-fn load_keys(cfg: &Config) -> anyhow::Result<(ControlRoomKey, MasterKey)> {
+fn load_keys(cfg: &Config) -> anyhow::Result<(ControlRoomKey, KeySealer)> {
     files::check_key_file(&cfg.control_room_key_path(), "the control room key")?;
     files::check_key_file(&cfg.master_key_path(), "the master key")?;
     let cr = Zeroizing::new(
@@ -163,10 +169,9 @@ fn load_keys(cfg: &Config) -> anyhow::Result<(ControlRoomKey, MasterKey)> {
     );
     let cr = ControlRoomKey::from_secret_bytes(&cr)
         .map_err(|e| anyhow::anyhow!("control-room.key: {e}"))?;
-    let mk = Zeroizing::new(
-        std::fs::read_to_string(cfg.master_key_path()).context("reading master.key")?,
-    );
-    let mk = MasterKey::from_secret_str(&mk).context("master.key is not an age identity")?;
+    let mk = Zeroizing::new(std::fs::read(cfg.master_key_path()).context("reading master.key")?);
+    let mk = KeySealer::from_key_file(&mk)
+        .with_context(|| format!("{}", cfg.master_key_path().display()))?;
     Ok((cr, mk))
 }
 

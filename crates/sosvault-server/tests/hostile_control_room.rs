@@ -59,6 +59,7 @@ use sosvault::{
 };
 use sosvault_server::client::Client;
 use sosvault_server::geo::UnitKind;
+use sosvault_server::sealing::KeySealer;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -154,12 +155,8 @@ impl DirCopy {
         ControlRoomKey::from_secret_bytes(self.file("control-room.key")).unwrap()
     }
 
-    fn master_key(&self) -> age::x25519::Identity {
-        std::str::from_utf8(self.file("master.key"))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
+    fn master_key(&self) -> KeySealer {
+        KeySealer::from_key_file(self.file("master.key")).unwrap()
     }
 
     /// The copied database (with its copied WAL), opened as the attacker would.
@@ -179,8 +176,9 @@ impl DirCopy {
             )
             .unwrap();
         let panic = panic.map(|b| Signed::<PanicEvent>::decode(&b).unwrap());
+        let id: [u8; 16] = hex::decode(id).unwrap().try_into().unwrap();
         let key = sealed.map(|s| {
-            let bytes = age::decrypt(&self.master_key(), &s).unwrap();
+            let bytes = self.master_key().open(&id, &s).unwrap();
             IncidentKey::from_secret_bytes(&bytes).unwrap()
         });
         (panic, key)
@@ -838,22 +836,50 @@ fn clear_location_bytes(fixes: &[Location]) -> Vec<(String, Vec<u8>)> {
 
 /// Every location and every plaintext the copy's keys open from the age
 /// files in `files`.
+/// Every location the control room key opens in `files`, and every
+/// incident key sealed under `master.key` that opens for `incident` (the
+/// id is no secret: the service's own log names it).
 fn decrypt_everything(
     files: &[(String, Vec<u8>)],
     cr: &ControlRoomKey,
-    master: &age::x25519::Identity,
+    master: &KeySealer,
+    incident: &str,
 ) -> (Vec<Location>, Vec<Vec<u8>>) {
     let mut locations = Vec::new();
-    let mut under_master = Vec::new();
     try_every_age_file(files, |candidate| {
         if let Ok(l) = cr.open_location(candidate) {
             locations.push(l);
         }
-        if let Ok(p) = age::decrypt(master, candidate) {
-            under_master.push(p);
+    });
+    let incident: [u8; 16] = hex::decode(incident).unwrap().try_into().unwrap();
+    let mut under_master = Vec::new();
+    try_every_sealed_key(files, |candidate| {
+        if let Some(p) = master.open(&incident, candidate) {
+            under_master.push(p.to_vec());
         }
     });
     (locations, under_master)
+}
+
+/// Calls `open` with every byte run in `files` that could be a value sealed
+/// under `master.key` (`SVI1`, a 24-byte nonce, up to 160 bytes and a
+/// 16-byte tag), wherever it starts: rows, freed pages, the WAL.
+fn try_every_sealed_key(files: &[(String, Vec<u8>)], mut open: impl FnMut(&[u8])) {
+    const MAX_PLAINTEXT: usize = 160;
+    for (_, bytes) in files {
+        let mut from = 0;
+        while let Some(off) = find(&bytes[from..], b"SVI1") {
+            let start = from + off;
+            from = start + 1;
+            for plaintext in 0..=MAX_PLAINTEXT {
+                let end = start + 4 + 24 + plaintext + 16;
+                if end > bytes.len() {
+                    break;
+                }
+                open(&bytes[start..end]);
+            }
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -887,6 +913,7 @@ async fn after_a_stop_no_copy_holds_the_location_the_category_or_the_profile() {
         &s.before.files,
         &s.before.control_room_key(),
         &s.before.master_key(),
+        &s.id,
     );
     for f in &s.fixes {
         assert!(opened.contains(f), "the decryption misses a fix");
@@ -940,8 +967,12 @@ async fn after_a_stop_no_copy_holds_the_location_the_category_or_the_profile() {
         .chain(&trustee_files)
         .cloned()
         .collect();
-    let (opened, keys) =
-        decrypt_everything(&everything, &after.control_room_key(), &after.master_key());
+    let (opened, keys) = decrypt_everything(
+        &everything,
+        &after.control_room_key(),
+        &after.master_key(),
+        &s.id,
+    );
     assert!(
         opened.is_empty(),
         "{} locations open after the stop",

@@ -150,9 +150,10 @@ fn incident_key_from_a_copy(c: &Cluster, id: &str) -> (IncidentKey, Vec<u8>) {
     let sealed = c
         .sealed_incident_key(id)
         .expect("an open incident's key is stored");
-    let master = std::fs::read_to_string(c.server.dir.join("master.key")).unwrap();
-    let master: age::x25519::Identity = master.trim().parse().unwrap();
-    let key = IncidentKey::from_secret_bytes(&age::decrypt(&master, &sealed).unwrap()).unwrap();
+    let master = std::fs::read(c.server.dir.join("master.key")).unwrap();
+    let master = sosvault_server::sealing::KeySealer::from_key_file(&master).unwrap();
+    let incident: [u8; 16] = hex::decode(id).unwrap().try_into().unwrap();
+    let key = IncidentKey::from_secret_bytes(&master.open(&incident, &sealed).unwrap()).unwrap();
     (key, sealed)
 }
 

@@ -11,6 +11,8 @@
 //! | [`pki`] | a throwaway CA: the demo's and the tests' certificates, made at start |
 //! | [`tls`] | rustls for both services: the listener (optional client certificates, [`tls::Peer`] as `ConnectInfo`) and the pinned client configuration |
 //! | [`logverify`] | `log verify`, both services' auditor command: the log key pinned or remembered, the signed head, consistency with the last verified head (a fork, a shrunken or rewritten log fails), every leaf and inclusion proof, the state file |
+//! | [`seal`] | one [`seal::MasterKey`] for both services (a 0600 file of 64 hex digits, or an environment variable) and the [`seal::Sealer`] each derives from it per purpose: XChaCha20-Poly1305 bound to its row |
+//! | [`sqlite`] | [`sqlite::truncate_wal`]: the WAL purge after a wipe; an error fails the wipe in both services |
 //! | [`openapi`] | byte fields with their encoding and limit, the answers layers give documented on every operation, and [`openapi::check_document`]: the promises each served document keeps |
 
 #![forbid(unsafe_code)]
@@ -20,4 +22,6 @@ pub mod http;
 pub mod logverify;
 pub mod openapi;
 pub mod pki;
+pub mod seal;
+pub mod sqlite;
 pub mod tls;

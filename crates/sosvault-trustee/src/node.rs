@@ -87,6 +87,9 @@ pub struct Node {
     query_skew_secs: u64,
     seen_queries: HashMap<[u8; 16], Timestamp>,
     commits: u64,
+    /// A WAL purge failed and is owed: the next batch purges first, and a
+    /// stop (new or repeated) is answered only once a purge succeeds.
+    wal_owed: bool,
 }
 
 impl core::fmt::Debug for Node {
@@ -150,7 +153,11 @@ impl Node {
             query_skew_secs: opts.query_skew_secs,
             seen_queries: HashMap::new(),
             commits: 0,
+            wal_owed: false,
         };
+        // A crash between a shred's commit and its purge left the WAL
+        // holding the shredded share: purge before serving.
+        let _ = node.purge_wal();
         node.reload_log()?;
         let bad = node.count_leaf_mismatches()?;
         if bad > 0 {
@@ -343,21 +350,18 @@ impl Node {
     /// file and truncate the WAL to zero bytes, so no old frame (holding the
     /// sealed share) survives in it. `secure_delete` has already zeroed the
     /// old cell in the page. (A checkpoint cannot run inside a transaction.)
-    fn purge_wal(&self) {
-        let result: rusqlite::Result<(i64, i64, i64)> =
-            self.conn
-                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                });
-        match result {
-            Ok((0, _, _)) => {}
-            Ok((busy, log, done)) => {
-                warn!(
-                    busy,
-                    log, done, "WAL checkpoint after a shred was incomplete"
-                );
+    /// A failure is owed (`wal_owed`) and fails the stops it was for.
+    fn purge_wal(&mut self) -> Result<(), String> {
+        match sosvault_service::sqlite::truncate_wal(&self.conn) {
+            Ok(()) => {
+                self.wal_owed = false;
+                Ok(())
             }
-            Err(e) => warn!(error = %e, "WAL checkpoint after a shred failed"),
+            Err(e) => {
+                warn!(error = %e, "the WAL still holds frames from before a shred; purging again with the next batch");
+                self.wal_owed = true;
+                Err(e.to_string())
+            }
         }
     }
 }

@@ -238,10 +238,12 @@ pub fn load_master_key(
     store: &Path,
     key_file: Option<&Path>,
 ) -> Result<(MasterKey, Opened), RekeyError> {
-    if let Some(key) = MasterKey::from_environment() {
+    if let Some(key) = MasterKey::from_environment(MASTER_KEY_ENV) {
         return Ok((key?, Opened::clean(true)));
     }
-    let key_file = key_file.ok_or(MasterKeyError::Missing)?;
+    let key_file = key_file.ok_or(MasterKeyError::Missing {
+        env: MASTER_KEY_ENV,
+    })?;
     if !store.exists() {
         // A new store: the node seals its key check under this key.
         return Ok((MasterKey::from_file(key_file)?, Opened::clean(false)));
@@ -542,19 +544,9 @@ fn sql_error(store: &Path, e: rusqlite::Error) -> RekeyError {
 /// Checkpoints the WAL into the database file and truncates it to zero
 /// bytes; whether that completed.
 fn truncate_wal(conn: &Connection) -> bool {
-    let result: rusqlite::Result<i64> =
-        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0));
-    match result {
-        Ok(0) => true,
-        Ok(busy) => {
-            warn!(busy, "WAL checkpoint after a key rotation was incomplete");
-            false
-        }
-        Err(e) => {
-            warn!(error = %e, "WAL checkpoint after a key rotation failed");
-            false
-        }
-    }
+    sosvault_service::sqlite::truncate_wal(conn)
+        .inspect_err(|e| warn!(error = %e, "WAL checkpoint after a key rotation"))
+        .is_ok()
 }
 
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> RekeyError {

@@ -469,13 +469,12 @@ impl Engine {
         if body.issued_at.0.saturating_mul(1000) > now + self.inner.cfg.max_skew_secs * 1000 {
             flags.push("clock_ahead".to_string());
         }
-        // The incident key is sealed before the store job, so the writer
-        // thread does no public-key work; a refused panic wastes it.
+        // The incident key is sealed before the store job, bound to its
+        // incident (symmetric: no public-key work on the panic's path).
         let sealed_key = self
             .inner
             .master
-            .seal(&key.to_secret_bytes())
-            .ok_or_else(|| ApiError::internal("sealing the incident key"))?;
+            .seal(id.as_bytes(), &key.to_secret_bytes());
         Ok(PanicCheck {
             engine: self.clone(),
             kind: UnitKind::for_category(body.category),

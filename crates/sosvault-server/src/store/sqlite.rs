@@ -227,16 +227,10 @@ impl SqliteStore {
     /// page with a ciphertext survives in the -wal file. Cannot run inside a
     /// transaction.
     pub(super) fn truncate_wal_now(&self) -> StoreResult<()> {
-        // (busy, WAL frames, frames checkpointed): busy means another
-        // connection kept the WAL from being emptied, which must not pass
-        // for a wipe.
-        let busy: i64 = self
-            .conn
-            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
-        if busy != 0 {
-            return Err(StoreError::WalNotEmptied);
-        }
-        Ok(())
+        sosvault_service::sqlite::truncate_wal(&self.conn).map_err(|e| match e {
+            sosvault_service::sqlite::WalError::Sql(e) => StoreError::from(e),
+            _ => StoreError::WalNotEmptied,
+        })
     }
 }
 

@@ -9,7 +9,8 @@ use super::transitions::StopOrCancel;
 use super::{Answer, Node, NodeError, Refused, Request};
 
 /// The writes of the batch in progress: the next log index and the leaf
-/// hashes the tree learns once the batch commits.
+/// hashes the tree learns once the batch commits; whether the request being
+/// applied needs the WAL purged before it is answered.
 pub(super) struct Batch {
     pub(super) next_index: u64,
     pub(super) hashes: Vec<[u8; 32]>,
@@ -112,19 +113,21 @@ impl Node {
             purge: false,
         };
         let mut applied: Vec<Result<Applied, NodeError>> = Vec::with_capacity(count);
+        // Per request: its answer waits for a successful WAL purge.
+        let mut wants_purge: Vec<bool> = Vec::with_capacity(count);
         for request in requests {
-            let mark = (batch.hashes.len(), batch.purge);
+            let mark = batch.hashes.len();
             if let Err(e) = self.savepoint("SAVEPOINT request") {
                 return self.abort_batch(count, &format!("opening a savepoint: {e}"));
             }
+            batch.purge = false;
             let result = self.apply_one(request, now, &mut batch);
             let closed = match &result {
                 Ok(_) => self.savepoint("RELEASE request"),
                 Err(_) => {
                     // Undo this request's writes only.
-                    batch.hashes.truncate(mark.0);
+                    batch.hashes.truncate(mark);
                     batch.next_index = self.log.size() + batch.hashes.len() as u64;
-                    batch.purge = mark.1;
                     self.savepoint("ROLLBACK TO request")
                         .and_then(|()| self.savepoint("RELEASE request"))
                 }
@@ -137,6 +140,7 @@ impl Node {
                 // error, disk full): nothing of the batch is in the store.
                 return self.abort_batch(count, "the batch's transaction was rolled back");
             }
+            wants_purge.push(result.is_ok() && batch.purge);
             applied.push(result);
         }
         if let Err(e) = self.conn.execute_batch("COMMIT") {
@@ -152,16 +156,25 @@ impl Node {
         for h in batch.hashes {
             self.log.append_leaf_hash(h);
         }
-        if batch.purge {
-            self.purge_wal();
-        }
+        let purged = if self.wal_owed || wants_purge.contains(&true) {
+            self.purge_wal()
+        } else {
+            Ok(())
+        };
         applied
             .into_iter()
-            .map(|a| {
-                a.and_then(|a| {
-                    a.note.emit();
-                    a.answer.map_err(NodeError::Refused)
-                })
+            .zip(wants_purge)
+            .map(|(a, wants)| {
+                let a = a?;
+                a.note.emit();
+                match (&purged, wants) {
+                    // Stored, but the shredded share may still be in the WAL:
+                    // no receipt until a purge succeeds (the retry's).
+                    (Err(e), true) => Err(NodeError::Internal(format!(
+                        "stored, but the WAL still holds the share it replaced ({e}); send it again"
+                    ))),
+                    _ => a.answer.map_err(NodeError::Refused),
+                }
             })
             .collect()
     }

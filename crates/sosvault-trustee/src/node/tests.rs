@@ -328,3 +328,40 @@ fn a_store_written_before_retry_windows_is_migrated_and_its_releases_expire() {
     assert_eq!(n.expire(t0.plus(window + 1)).unwrap(), 1);
     assert!(n.load(&student).unwrap().unwrap().last_release().is_none());
 }
+
+/// A stop is receipted only once no frame from before the shred can be left
+/// in the WAL: while another connection (a backup tool, say) pins the WAL,
+/// the stop and its retries get an error, and the first retry after it let
+/// go gets the receipt, with the WAL emptied.
+#[test]
+fn a_stop_gets_no_receipt_while_the_wal_cannot_be_emptied_and_a_later_retry_does() {
+    let (dir, cr, mut n, t0, mut device) = enrolled_node();
+    n.conn
+        .busy_timeout(std::time::Duration::from_millis(20))
+        .unwrap();
+    let reader = rusqlite::Connection::open(dir.path().join("t.db")).unwrap();
+    reader.execute_batch("BEGIN").unwrap();
+    let rows: i64 = reader
+        .query_row("SELECT count(*) FROM entries", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows, 1);
+    let stop = device.stop(false, &cr.public(), t0).unwrap();
+    for at in [t0, t0.plus(1)] {
+        match n.shred(stop.as_bytes(), at) {
+            Err(NodeError::Internal(e)) => assert!(e.contains("send it again"), "{e}"),
+            other => panic!("a receipt while the WAL may hold the share: {other:?}"),
+        }
+    }
+    let wal = dir.path().join("t.db-wal");
+    assert!(std::fs::metadata(&wal).unwrap().len() > 0);
+    reader.execute_batch("COMMIT").unwrap();
+    let (_, repeated) = n.shred(stop.as_bytes(), t0.plus(2)).unwrap();
+    assert!(repeated, "the shred was stored the first time");
+    assert_eq!(std::fs::metadata(&wal).unwrap().len(), 0);
+    assert!(!n.wal_owed);
+    assert_eq!(
+        kinds(&n),
+        [("share-accepted", false), ("shredded", false)],
+        "one shred in the log, however many tries"
+    );
+}

@@ -153,12 +153,16 @@ impl Node {
             Ok(d) => d,
             Err(e) => return self.refuse(op, e, Some(student), bytes, now, batch),
         };
+        let is_stop = matches!(checked, StopOrCancel::Stop(_));
         let outcome = if repeated {
+            // A stop repeated after a failed purge is answered only once
+            // the purge it is owed succeeds.
+            batch.purge |= is_stop && self.wal_owed;
             "repeated"
         } else {
             self.record(&entry, &checked.leaf(now), now, batch)?;
             // A stop shreds the share: its sealed bytes must not survive in the WAL.
-            batch.purge |= matches!(checked, StopOrCancel::Stop(_));
+            batch.purge |= is_stop;
             checked.done()
         };
         Ok(Applied::ok(answer, Note::Done(op, student, outcome)))
