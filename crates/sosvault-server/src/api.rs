@@ -1010,9 +1010,10 @@ pub struct MineBody {
 #[utoipa::path(post, path = "/v1/log/mine", tag = "device", request_body = MineBody,
     responses(
         (status = 200, body = MineAnswer),
-        (status = 400, description = "`bad_json`, `too_long`, `bad_base64`, `malformed` (the query does not decode or its signature does not verify), `stale_query` (its time is outside the allowed clock skew)", body = ErrorBody),
+        (status = 400, description = "`bad_json`, `too_long`, `bad_base64`, `malformed` (the query does not decode or its signature does not verify)", body = ErrorBody),
         (status = 403, description = "`wrong_log`: the query is addressed to another log", body = ErrorBody),
         (status = 409, description = "`replayed`: this query was answered before", body = ErrorBody),
+        (status = 422, description = "`stale_query`: the query's time is outside the allowed clock skew", body = ErrorBody),
         (status = 429, description = "`rate_limited`: too many log queries right now", body = ErrorBody),
         (status = 500, description = "`internal`", body = ErrorBody),
     ))]

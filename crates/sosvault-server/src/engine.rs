@@ -40,6 +40,7 @@ use serde_json::json;
 use sosvault::{
     Category, ControlRoomKey, IncidentId, IncidentKey, PanicEvent, Profile, Signed, VaultKey,
 };
+use sosvault_service::logquery::QueryGuard;
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -91,9 +92,6 @@ fn human_ms(ms: u64) -> String {
 
 /// Logins waiting for an argon2 slot at most; beyond, `503` with `Retry-After`.
 const MAX_LOGINS_WAITING: usize = 32;
-
-/// Most log-query nonces remembered at once (then queries are refused for a while).
-const MAX_SEEN_QUERIES: usize = 10_000;
 
 /// Events a live stream may fall behind before it skips some.
 const EVENT_BUFFER: usize = 1 << 16;
@@ -360,8 +358,6 @@ struct State {
     /// assignments.
     board: Board,
     sessions: HashMap<[u8; 32], Session>,
-    /// Nonces of answered log queries, with when (unix ms), for replay refusal.
-    seen_queries: HashMap<[u8; 16], u64>,
     /// Wrong passwords per login name: how many, since when (unix ms).
     /// Wrong passwords per source and per name ([`crate::throttle`]).
     throttle: crate::throttle::Throttle,
@@ -419,6 +415,8 @@ struct Inner {
     /// The witness relay's memory and the newest witnessed checkpoint.
     relay: tokio::sync::Mutex<witness::Relay>,
     login_gate: tokio::sync::Semaphore,
+    /// Students' log queries: checked, each nonce answered once.
+    queries: Mutex<QueryGuard>,
     /// Panics being accepted: releases and the witness relay wait for them.
     intake: intake::Intake,
     /// Logins waiting for `login_gate`.
@@ -694,6 +692,7 @@ impl Engine {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         let control_room_log_key = control_room.log_key();
         let rules = cfg.dispatch_rules();
+        let queries = Mutex::new(QueryGuard::new(cfg.max_skew_secs));
         Ok(Self {
             inner: Arc::new(Inner {
                 cfg,
@@ -722,6 +721,7 @@ impl Engine {
                 log_key: control_room_log_key,
                 relay: tokio::sync::Mutex::new(witness::Relay::default()),
                 login_gate: tokio::sync::Semaphore::new(2),
+                queries,
                 intake: intake::Intake::default(),
                 logins_waiting: std::sync::atomic::AtomicUsize::new(0),
             }),

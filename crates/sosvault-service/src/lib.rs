@@ -13,12 +13,14 @@
 //! | [`logverify`] | `log verify`, both services' auditor command: the log key pinned or remembered, the signed head, consistency with the last verified head (a fork, a shrunken or rewritten log fails), every leaf and inclusion proof, the state file |
 //! | [`seal`] | one [`seal::MasterKey`] for both services (a 0600 file of 64 hex digits, or an environment variable) and the [`seal::Sealer`] each derives from it per purpose: XChaCha20-Poly1305 bound to its row |
 //! | [`sqlite`] | [`sqlite::truncate_wal`]: the WAL purge after a wipe; an error fails the wipe in both services |
+//! | [`logquery`] | [`logquery::QueryGuard`]: a student's log query checked and its nonce answered once, in both services, with one code and status per refusal |
 //! | [`openapi`] | byte fields with their encoding and limit, the answers layers give documented on every operation, and [`openapi::check_document`]: the promises each served document keeps |
 
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod http;
+pub mod logquery;
 pub mod logverify;
 pub mod openapi;
 pub mod pki;

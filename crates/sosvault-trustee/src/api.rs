@@ -964,11 +964,11 @@ pub struct MineResponse {
 #[utoipa::path(post, path = "/v1/log/mine", tag = "log", request_body = MineRequest,
     responses(
         (status = 200, body = MineResponse),
-        (status = 400, description = "`malformed`", body = ErrorBody),
-        (status = 403, description = "`wrong_trustee`: the query is for another trustee", body = ErrorBody),
+        (status = 400, description = "`malformed` (the query does not decode or its signature does not verify)", body = ErrorBody),
+        (status = 403, description = "`wrong_log`: the query is addressed to another log", body = ErrorBody),
         (status = 409, description = "`replayed`: this query was answered before", body = ErrorBody),
-        (status = 422, description = "`stale_request`: the query's time is outside the allowed clock skew", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: too many queries right now", body = ErrorBody),
+        (status = 422, description = "`stale_query`: the query's time is outside the allowed clock skew", body = ErrorBody),
+        (status = 429, description = "`rate_limited`: too many log queries right now", body = ErrorBody),
         (status = 500, description = "`internal`", body = ErrorBody),
     ))]
 async fn mine(

@@ -20,7 +20,6 @@
 //! for a whole batch, which serialises every transition (the
 //! check-then-write of a release is atomic).
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -30,6 +29,7 @@ use sosvault::{
     CancelReceipt, LogKey, Release, ShareReceipt, ShredReceipt, Signed, StudentEntry, StudentId,
     Timestamp, Trustee,
 };
+use sosvault_service::logquery::QueryGuard;
 use tracing::{error, info, warn};
 
 use crate::seal::{EntrySealer, MasterKey};
@@ -84,8 +84,7 @@ pub struct Node {
     log: MerkleLog,
     sealer: EntrySealer,
     rate: RateLimit,
-    query_skew_secs: u64,
-    seen_queries: HashMap<[u8; 16], Timestamp>,
+    queries: QueryGuard,
     commits: u64,
     /// A WAL purge failed and is owed: the next batch purges first, and a
     /// stop (new or repeated) is answered only once a purge succeeds.
@@ -150,8 +149,7 @@ impl Node {
             log: MerkleLog::new(),
             sealer,
             rate: opts.rate,
-            query_skew_secs: opts.query_skew_secs,
-            seen_queries: HashMap::new(),
+            queries: QueryGuard::new(opts.query_skew_secs),
             commits: 0,
             wal_owed: false,
         };

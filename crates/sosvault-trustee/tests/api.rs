@@ -280,7 +280,7 @@ fn every_bad_release_is_refused_with_its_own_code_and_logged() {
     // A query addressed to another trustee is refused.
     let q = LogQuery::sign(&b.key(), stranger().id(), Timestamp::now());
     let (st, v) = r.post("/v1/log/mine", json!({ "query": b64(q.as_bytes()) }));
-    assert_eq!((st, code(&v)), (403, "wrong_trustee"));
+    assert_eq!((st, code(&v)), (403, "wrong_log"));
     let q = LogQuery::sign(
         &b.key(),
         sosvault::TrusteeId::from_hex(&t.id).unwrap(),

@@ -5,15 +5,16 @@ use std::sync::atomic::Ordering;
 
 use serde_json::json;
 use sosvault::keys::LogPublic;
-use sosvault::log::{LogEntry, LogQuery, QueryRefusal, TreeHead};
+use sosvault::log::{LogEntry, LogQuery, TreeHead};
 use sosvault::{IncidentId, Profile, StudentId, Timestamp};
+use sosvault_service::logquery::QueryRefused;
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
 
 use super::{
     AssignedUnit, AssignmentView, Audience, Engine, EventKind, IncidentDetail, IncidentSummary,
-    LatLon, MAX_LOGINS_WAITING, MAX_SEEN_QUERIES, MineAnswer, MineEntry, OperatorId, ReleaseStatus,
-    Session, State, Viewer, b64, now_ms, short, token_hash,
+    LatLon, MAX_LOGINS_WAITING, MineAnswer, MineEntry, OperatorId, ReleaseStatus, Session, State,
+    Viewer, b64, now_ms, short, token_hash,
 };
 use crate::error::ApiError;
 use crate::store::{EnrollmentRow, IncidentRow};
@@ -445,42 +446,16 @@ impl Engine {
     pub async fn log_mine(&self, query: &[u8]) -> Result<MineAnswer, ApiError> {
         let now = Timestamp::now();
         let skew = self.inner.cfg.max_skew_secs;
-        let checked =
-            LogQuery::check(query, &self.log_holder_id(), now, skew).map_err(|e| match e {
-                QueryRefusal::WrongTrustee => {
-                    ApiError::new(403, "wrong_log", "the query is addressed to another log")
-                }
-                QueryRefusal::Stale => ApiError::bad_request(
-                    "stale_query",
-                    "the query's time is outside the allowed clock skew",
-                ),
-                _ => ApiError::bad_request(
-                    "malformed",
-                    "the query is malformed or its signature does not verify",
-                ),
-            })?;
-        {
-            let mut st = self.state();
-            let at = now_ms();
-            let horizon = at.saturating_sub(skew.saturating_mul(2000));
-            st.seen_queries.retain(|_, t| *t >= horizon);
-            let nonce = checked.nonce();
-            if st.seen_queries.contains_key(&nonce) {
-                return Err(ApiError::new(
-                    409,
-                    "replayed",
-                    "this query was already answered",
-                ));
-            }
-            if st.seen_queries.len() >= MAX_SEEN_QUERIES {
-                return Err(ApiError::new(
-                    429,
-                    "rate_limited",
-                    "too many log queries right now; try again in a few minutes",
-                ));
-            }
-            st.seen_queries.insert(nonce, at);
-        }
+        let refused = |e: QueryRefused| ApiError::new(e.status(), e.code(), &e.to_string());
+        // The signature is checked outside the lock; the nonce under it.
+        let checked = LogQuery::check(query, &self.log_holder_id(), now, skew)
+            .map_err(|e| refused(e.into()))?;
+        self.inner
+            .queries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remember(&checked, now)
+            .map_err(refused)?;
         let student = *checked.student().as_bytes();
         // Hold the tree while reading, so every entry is covered by the head.
         let log = self.inner.log.lock().await;

@@ -2,7 +2,7 @@
 //! proofs, and a student's own entries with their proofs.
 
 use rusqlite::params;
-use sosvault::log::{LogQuery, QueryRefusal, TreeHead};
+use sosvault::log::TreeHead;
 use sosvault::{Signed, Timestamp};
 use tracing::info;
 
@@ -12,8 +12,9 @@ use super::{Node, NodeError, Refused, to_i64};
 pub const MAX_PAGE: u64 = 1000;
 /// The most entries one student query returns (the newest).
 pub const MAX_MINE: u64 = 1000;
-/// The most query nonces remembered at once (within the freshness window).
-pub const MAX_SEEN_QUERIES: usize = 100_000;
+/// The most query nonces remembered at once (within the freshness window):
+/// both services' guard's ([`sosvault_service::logquery`]).
+pub const MAX_SEEN_QUERIES: usize = sosvault_service::logquery::MAX_SEEN;
 
 /// One leaf as served: its index, leaf hash and (when asked for) entry bytes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,34 +72,10 @@ impl Node {
     /// Answers a student's device-signed query with the entries about that
     /// student, each with its inclusion proof in a fresh signed head.
     pub fn mine(&mut self, query: &[u8], now: Timestamp) -> Result<MineAnswer, NodeError> {
-        let checked = LogQuery::check(query, &self.trustee.id(), now, self.query_skew_secs)
-            .map_err(|e| match e {
-                QueryRefusal::WrongTrustee => {
-                    Refused::new("wrong_trustee", 403, "the query is for another trustee")
-                }
-                QueryRefusal::Stale => Refused::new(
-                    "stale_request",
-                    422,
-                    "the query's time is outside the allowed clock skew",
-                ),
-                e => Refused::malformed(e.to_string()),
-            })?;
-        let horizon = now.minus(self.query_skew_secs.saturating_mul(2));
-        self.seen_queries.retain(|_, at| *at >= horizon);
-        let nonce = checked.nonce();
-        if self.seen_queries.contains_key(&nonce) {
-            return Err(Refused::new("replayed", 409, "this query was already answered").into());
-        }
-        if self.seen_queries.len() >= MAX_SEEN_QUERIES {
-            return Err(Refused::new(
-                "rate_limited",
-                429,
-                "too many log queries right now; try again in a few minutes",
-            )
-            .into());
-        }
-        self.seen_queries
-            .insert(nonce, checked.query().body().issued_at.max(now));
+        let checked = self
+            .queries
+            .admit(query, &self.trustee.id(), now)
+            .map_err(|e| Refused::new(e.code(), e.status(), e.to_string()))?;
         let student = checked.student();
         let head = self.signed_head(now);
         let size = head.body().size;
