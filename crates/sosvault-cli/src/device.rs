@@ -115,7 +115,6 @@ fn load(path: &Path) -> anyhow::Result<Option<State>> {
 }
 
 fn save(path: &Path, state: &State) -> anyhow::Result<()> {
-    use std::io::Write as _;
     let mut text = Zeroizing::new(String::from("device: "));
     text.push_str(&hex::encode(&*state.device.to_secret_bytes()));
     text.push('\n');
@@ -128,21 +127,8 @@ fn save(path: &Path, state: &State) -> anyhow::Result<()> {
     if let Some(m) = &state.pending_manifest {
         text.push_str(&format!("pending_manifest: {}\n", hex::encode(m)));
     }
-    let tmp = path.with_extension("tmp");
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        opts.mode(0o600);
-    }
-    let mut f = opts
-        .open(&tmp)
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    // A new 0600 file beside it, fsynced, renamed over it.
+    sosvault_server::files::write_private(path, text.as_bytes())
 }
 
 impl State {

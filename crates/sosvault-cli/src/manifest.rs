@@ -68,30 +68,19 @@ pub fn parse_authority(hex: &str) -> anyhow::Result<AuthorityPublic> {
 
 /// Writes a new secret file with mode 0600; refuses to replace an existing one.
 fn write_new_secret(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    use std::io::Write as _;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        opts.mode(0o600);
-    }
-    let mut f = match opts.open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => bail!(
+    if path.exists() {
+        bail!(
             "{} already exists: refusing to overwrite it (an authority key that is lost can never \
              sign the deployment's next manifest). Choose another --out, or move the old file away \
              yourself if you really mean to replace it",
             path.display()
-        ),
-        Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
-    };
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("writing {}", path.display()))
+        );
+    }
+    // Created with create_new: a file made meanwhile is refused, not overwritten.
+    sosvault_server::files::write_new_private(path, bytes)
 }
 
 /// `sosvault manifest keygen`: a new authority key in `out` (0600); returns

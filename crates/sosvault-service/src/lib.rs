@@ -7,6 +7,7 @@
 //! | module | what it holds |
 //! | --- | --- |
 //! | [`config`] | [`config::Env`]: environment overrides of a service's settings, `<PREFIX><KEY>`, with an error that names the variable |
+//! | [`files`] | files only their owner reads: written 0600 (new, or replaced atomically), directories 0700, logs appended 0600, loose keys refused with the `chmod` to run; both services and the CLI |
 //! | [`http`] | [`http::close_unread`]: `Connection: close` on any answer given before the request body was read |
 //! | [`pki`] | a throwaway CA: the demo's and the tests' certificates, made at start |
 //! | [`tls`] | rustls for both services: the listener (optional client certificates, [`tls::Peer`] as `ConnectInfo`) and the pinned client configuration |
@@ -19,6 +20,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod files;
 pub mod http;
 pub mod logquery;
 pub mod logverify;

@@ -4,7 +4,6 @@
 
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -12,6 +11,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use sosvault::{Trustee, TrusteeKey, TrusteePublic};
+use sosvault_service::files;
 use sosvault_service::logverify::{AuditArgs, parse_log_public, read_token};
 use sosvault_service::tls::{Peer, TlsListener};
 use sosvault_trustee::config::default_master_key_file;
@@ -122,19 +122,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// Creates `path` with mode 0600, refusing to overwrite.
-fn write_new(path: &Path, bytes: &[u8], mode: u32) -> anyhow::Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .with_context(|| format!("cannot create {} (it must not exist yet)", path.display()))?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    Ok(())
-}
-
 /// The comment `init` puts at the top of `trustee.toml`.
 const CONFIG_HEADER: &str = "\
 # sosvault trustee. master_key_file must stay OUTSIDE the data directory
@@ -192,11 +179,11 @@ fn init(
     make_key_dir(key_dir)?;
     let key = TrusteeKey::generate();
     let master = MasterKey::generate();
-    write_new(&config.trustee_key_file, &key.to_secret_bytes(), 0o600)?;
-    write_new(&master_key_file, master.to_hex_secret().as_bytes(), 0o600)?;
+    files::write_new_private(&config.trustee_key_file, &key.to_secret_bytes())?;
+    files::write_new_private(&master_key_file, master.to_hex_secret().as_bytes())?;
     sync_dir(key_dir)?;
     let text = toml::to_string(&config).context("cannot encode the config")?;
-    write_new(
+    files::write_new(
         &config_path,
         format!("{CONFIG_HEADER}{text}").as_bytes(),
         0o644,
@@ -227,27 +214,13 @@ fn init(
 /// Creates the master key's directory (mode 0700) if it is missing; warns
 /// when an existing one is open to other users.
 fn make_key_dir(dir: &Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::{DirBuilderExt as _, PermissionsExt as _};
-    match std::fs::metadata(dir) {
-        Ok(m) if m.is_dir() => {
-            let mode = m.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                eprintln!(
-                    "warning: the master key's directory {} has mode {mode:o}; \
-                     make it private with `chmod 700 {}`",
-                    dir.display(),
-                    dir.display()
-                );
-            }
-            Ok(())
-        }
-        Ok(_) => bail!("{} is not a directory", dir.display()),
-        Err(_) => std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)
-            .with_context(|| format!("cannot create the key directory {}", dir.display())),
+    if dir.exists() && !dir.is_dir() {
+        bail!("{} is not a directory", dir.display());
     }
+    if let Some(mode) = files::create_private_dir(dir)? {
+        eprintln!("warning: {}", files::loose_dir_warning(dir, mode));
+    }
+    Ok(())
 }
 
 /// fsyncs a directory, so the names just created in it are durable.
