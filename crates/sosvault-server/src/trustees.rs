@@ -1,6 +1,8 @@
 //! HTTP client for the trustee service (`sosvault-trustee`).
 //!
-//! The contract: JSON bodies, binary fields in standard padded base64.
+//! The contract: JSON bodies, binary fields in standard padded base64, in
+//! the trustee's own request and answer types
+//! ([`sosvault_service::trustee_api`], which its handlers take and give):
 //!
 //! | call | request | answer |
 //! | --- | --- | --- |
@@ -28,6 +30,9 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::Deserialize;
 use sosvault::{
     CancelReceipt, Container, ShareReceipt, ShredReceipt, Signed, TrusteeId, TrusteePublic,
+};
+use sosvault_service::trustee_api::{
+    Call, CancelsRequest, CommitsRequest, ReleasesRequest, SharesRequest, ShredsRequest,
 };
 use subtle::ConstantTimeEq;
 
@@ -304,38 +309,18 @@ impl TrusteeClient {
         Ok(receipt)
     }
 
-    async fn post(
+    /// Posts `request` to its path; returns the answer of a 2xx, or sorts
+    /// any other answer with [`classify`].
+    async fn call<C: Call>(
         &self,
-        path: &str,
-        field: &str,
-        bytes: &[u8],
-        answer: &str,
+        request: &C,
         finals: &[(u16, &str)],
-    ) -> Result<Vec<u8>, CallError> {
-        let v = self.post_json(path, field, bytes, finals).await?;
-        let s = v
-            .get(answer)
-            .and_then(|a| a.as_str())
-            .ok_or_else(|| CallError::unavailable(format!("answer has no {answer}")))?;
-        B64.decode(s)
-            .map_err(|_| CallError::unavailable(format!("{answer} is not base64")))
-    }
-
-    /// Posts `{field: base64(bytes)}`; returns the JSON answer of a 2xx, or
-    /// sorts any other answer with [`classify`].
-    async fn post_json(
-        &self,
-        path: &str,
-        field: &str,
-        bytes: &[u8],
-        finals: &[(u16, &str)],
-    ) -> Result<serde_json::Value, CallError> {
-        let body = serde_json::json!({ field: B64.encode(bytes) });
+    ) -> Result<C::Answer, CallError> {
         let mut resp = self
             .http
-            .post(format!("{}{}", self.base, path))
+            .post(format!("{}{}", self.base, C::PATH))
             .timeout(CALL_TIMEOUT)
-            .json(&body)
+            .json(request)
             .send()
             .await
             .map_err(|e| CallError::unavailable(describe(&e)))?;
@@ -372,7 +357,9 @@ impl TrusteeClient {
                 finals,
             ));
         }
-        serde_json::from_slice(&answer).map_err(|_| CallError::unavailable("answer is not JSON"))
+        serde_json::from_slice(&answer).map_err(|_| {
+            CallError::unavailable(format!("the answer of {} does not decode", C::PATH))
+        })
     }
 
     /// Relays a share delivery; returns the trustee's verified receipt.
@@ -380,41 +367,41 @@ impl TrusteeClient {
         &self,
         delivery: &sosvault::ShareDelivery,
     ) -> Result<Signed<ShareReceipt>, CallError> {
-        let bytes = self
-            .post(
-                "/v1/shares",
-                "delivery",
-                &delivery.to_bytes(),
-                "receipt",
-                SHARE_FINAL,
-            )
-            .await?;
-        self.our_receipt(&bytes, "share")
+        let request = SharesRequest {
+            delivery: B64.encode(delivery.to_bytes()),
+        };
+        let answer = self.call(&request, SHARE_FINAL).await?;
+        self.our_receipt(&unbase64("receipt", &answer.receipt)?, "share")
     }
 
     /// Sends a signed release request; returns the release bytes (the
     /// [`sosvault::Opener`] checks them).
     pub async fn release(&self, request: &[u8]) -> Result<Vec<u8>, CallError> {
-        self.post("/v1/releases", "request", request, "release", RELEASE_FINAL)
-            .await
+        let request = ReleasesRequest {
+            request: B64.encode(request),
+        };
+        let answer = self.call(&request, RELEASE_FINAL).await?;
+        unbase64("release", &answer.release)
     }
 
     /// Sends a signed stop; returns the trustee's verified shred receipt.
     pub async fn shred(&self, stop: &[u8]) -> Result<Signed<ShredReceipt>, CallError> {
-        let bytes = self
-            .post("/v1/shreds", "stop", stop, "receipt", SHRED_FINAL)
-            .await?;
-        self.our_receipt(&bytes, "shred")
+        let request = ShredsRequest {
+            stop: B64.encode(stop),
+        };
+        let answer = self.call(&request, SHRED_FINAL).await?;
+        self.our_receipt(&unbase64("receipt", &answer.receipt)?, "shred")
     }
 
     /// Forwards a student's signed cancel; returns the trustee's verified
     /// cancel receipt (signed by this trustee's key; the caller checks the
     /// student, the cancel's hash and its counter).
     pub async fn cancel(&self, cancel: &[u8]) -> Result<Signed<CancelReceipt>, CallError> {
-        let bytes = self
-            .post("/v1/cancels", "cancel", cancel, "receipt", CANCEL_FINAL)
-            .await?;
-        self.our_receipt(&bytes, "cancel")
+        let request = CancelsRequest {
+            cancel: B64.encode(cancel),
+        };
+        let answer = self.call(&request, CANCEL_FINAL).await?;
+        self.our_receipt(&unbase64("receipt", &answer.receipt)?, "cancel")
     }
 
     /// Forwards a student's signed enrollment commit (`PROTOCOL.md` §11.5);
@@ -422,13 +409,17 @@ impl TrusteeClient {
     /// a late commit of an older epoch). The trustee answers nothing signed:
     /// its log records the commit.
     pub async fn commit(&self, commit: &[u8]) -> Result<bool, CallError> {
-        let v = self
-            .post_json("/v1/commits", "commit", commit, COMMIT_FINAL)
-            .await?;
-        v.get("changed")
-            .and_then(serde_json::Value::as_bool)
-            .ok_or_else(|| CallError::unavailable("answer has no changed"))
+        let request = CommitsRequest {
+            commit: B64.encode(commit),
+        };
+        Ok(self.call(&request, COMMIT_FINAL).await?.changed)
     }
+}
+
+/// An answer's byte field, decoded.
+fn unbase64(field: &str, value: &str) -> Result<Vec<u8>, CallError> {
+    B64.decode(value)
+        .map_err(|_| CallError::unavailable(format!("{field} is not base64")))
 }
 
 /// A transport error in a few words, with its innermost cause (a refused

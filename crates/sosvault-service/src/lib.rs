@@ -15,6 +15,7 @@
 //! | [`seal`] | one [`seal::MasterKey`] for both services (a 0600 file of 64 hex digits, or an environment variable) and the [`seal::Sealer`] each derives from it per purpose: XChaCha20-Poly1305 bound to its row |
 //! | [`sqlite`] | [`sqlite::truncate_wal`]: the WAL purge after a wipe; an error fails the wipe in both services |
 //! | [`logquery`] | [`logquery::QueryGuard`]: a student's log query checked and its nonce answered once, in both services, with one code and status per refusal |
+//! | [`trustee_api`] | the wire of a trustee's control-room endpoints (`/v1/shares`, `/v1/releases`, `/v1/shreds`, `/v1/cancels`, `/v1/commits`): one request and answer type each, with its path ([`trustee_api::Call`]); the trustee's handlers and the dispatch service's client both use them |
 //! | [`openapi`] | byte fields with their encoding and limit, the answers layers give documented on every operation, and [`openapi::check_document`]: the promises each served document keeps |
 
 #![forbid(unsafe_code)]
@@ -29,3 +30,4 @@ pub mod pki;
 pub mod seal;
 pub mod sqlite;
 pub mod tls;
+pub mod trustee_api;

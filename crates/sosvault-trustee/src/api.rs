@@ -27,11 +27,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sosvault::checkpoint::{Checkpoint, MAX_NOTE_BYTES, MAX_REQUEST_BYTES, Note, WitnessRefusal};
 use sosvault::log::{LogQuery, MAX_ENTRY_BYTES, TreeHead};
-use sosvault::{
-    Cancel, CancelReceipt, EnrollmentCommit, Release, ReleaseRequest, ShareDelivery, ShareReceipt,
-    ShredReceipt, Signed, Stop, Timestamp,
-};
+use sosvault::{Cancel, EnrollmentCommit, ReleaseRequest, ShareDelivery, Signed, Stop, Timestamp};
 use sosvault_service::openapi::{Layers, base64_len, base64_list, document_layer_answers, int64};
+use sosvault_service::trustee_api::{
+    CancelsRequest, CancelsResponse, CommitsRequest, CommitsResponse, ReleasesRequest,
+    ReleasesResponse, SharesRequest, SharesResponse, ShredsRequest, ShredsResponse,
+};
 use subtle::ConstantTimeEq;
 use tower_http::timeout::TimeoutLayer;
 use tracing::error;
@@ -517,38 +518,13 @@ async fn identity(State(state): State<AppState>) -> Json<Identity> {
 }
 
 // The byte fields: each a base64 string of at most its message's largest
-// encoding (`sosvault_service::openapi::base64_field`).
+// encoding (`sosvault_service::openapi::base64_field`). The control-room
+// endpoints' are with their types in `sosvault_service::trustee_api`.
 sosvault_service::base64_fields! {
-    delivery_field: ShareDelivery::MAX_LEN, "Base64 of a `sosvault/share-delivery/v1`: the device-signed enrollment record and this trustee's share, sealed to it.";
-    share_receipt_field: Signed::<ShareReceipt>::MAX_LEN, "Base64 of the trustee-signed `sosvault/share-receipt/v1`.";
-    release_request_field: Signed::<ReleaseRequest>::MAX_LEN, "Base64 of a control-room-signed `sosvault/release-request/v1` (the student's signed panic inside).";
-    release_field: Signed::<Release>::MAX_LEN, "Base64 of the trustee-signed `sosvault/release/v1`: the share sealed to the incident's key.";
-    stop_field: Signed::<Stop>::MAX_LEN, "Base64 of a device-signed `sosvault/stop/v1`.";
-    shred_receipt_field: Signed::<ShredReceipt>::MAX_LEN, "Base64 of the trustee-signed `sosvault/shred-receipt/v1`.";
-    cancel_field: Signed::<Cancel>::MAX_LEN, "Base64 of a device-signed `sosvault/cancel/v1`.";
-    cancel_receipt_field: Signed::<CancelReceipt>::MAX_LEN, "Base64 of the trustee-signed `sosvault/cancel-receipt/v1`.";
-    commit_field: Signed::<EnrollmentCommit>::MAX_LEN, "Base64 of a device-signed `sosvault/enrollment-commit/v1`.";
     head_field: Signed::<TreeHead>::MAX_LEN, "Base64 of the signed `sosvault/tree-head/v1` (signed with the log key).";
     hash_field: 32, "A SHA-256 hash, base64.";
     entry_field: MAX_ENTRY_BYTES, "The entry's bytes (`sosvault/log-entry/v1`), base64: only for an auditor (or, in `/v1/log/mine`, the student the entry is about).";
     log_query_field: Signed::<LogQuery>::MAX_LEN, "Base64 of a device-signed `sosvault/log-query/v1` addressed to this trustee.";
-}
-
-/// `POST /v1/shares`.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-struct SharesRequest {
-    #[schema(schema_with = delivery_field)]
-    delivery: String,
-}
-
-/// A share accepted (or accepted before).
-#[derive(Serialize, ToSchema)]
-struct SharesResponse {
-    #[schema(schema_with = share_receipt_field)]
-    receipt: String,
-    /// True when this delivery was accepted before (the same receipt, nothing logged again).
-    repeated: bool,
 }
 
 /// Accepts an enrollment share: opened, checked against the record's
@@ -574,23 +550,6 @@ async fn shares(
         receipt: b64(receipt.as_bytes()),
         repeated,
     }))
-}
-
-/// `POST /v1/releases`.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-struct ReleasesRequest {
-    #[schema(schema_with = release_request_field)]
-    request: String,
-}
-
-/// A release.
-#[derive(Serialize, ToSchema)]
-struct ReleasesResponse {
-    #[schema(schema_with = release_field)]
-    release: String,
-    /// True when this request was answered before (within the retry window).
-    repeated: bool,
 }
 
 /// Releases the student's share for a valid panic, to the incident's key.
@@ -621,23 +580,6 @@ async fn releases(
     }))
 }
 
-/// `POST /v1/shreds`.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-struct ShredsRequest {
-    #[schema(schema_with = stop_field)]
-    stop: String,
-}
-
-/// A shred receipt.
-#[derive(Serialize, ToSchema)]
-struct ShredsResponse {
-    #[schema(schema_with = shred_receipt_field)]
-    receipt: String,
-    /// True when this stop was applied before (the same receipt).
-    repeated: bool,
-}
-
 /// Shreds the student's share on their stop; answers the same signed
 /// receipt on every repeat.
 #[utoipa::path(post, path = "/v1/shreds", tag = "control room", request_body = ShredsRequest, security(("control_room" = [])),
@@ -661,23 +603,6 @@ async fn shreds(
         receipt: b64(receipt.as_bytes()),
         repeated,
     }))
-}
-
-/// `POST /v1/cancels`.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-struct CancelsRequest {
-    #[schema(schema_with = cancel_field)]
-    cancel: String,
-}
-
-/// A cancel receipt.
-#[derive(Serialize, ToSchema)]
-struct CancelsResponse {
-    #[schema(schema_with = cancel_receipt_field)]
-    receipt: String,
-    /// True when this cancel was applied before (the same receipt).
-    repeated: bool,
 }
 
 /// A cancel the control room forwards: from now on nothing is released for
@@ -704,21 +629,6 @@ async fn cancels(
         receipt: b64(receipt.as_bytes()),
         repeated,
     }))
-}
-
-/// `POST /v1/commits`.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-struct CommitsRequest {
-    #[schema(schema_with = commit_field)]
-    commit: String,
-}
-
-/// What a commit changed.
-#[derive(Serialize, ToSchema)]
-struct CommitsResponse {
-    /// False when this commit was taken before (nothing changed).
-    changed: bool,
 }
 
 /// The device's commit of a new epoch, forwarded by the control room: the
