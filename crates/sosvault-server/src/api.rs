@@ -71,10 +71,10 @@ use sosvault::{
     Cancel, CancelReceipt, EnrollmentCommit, EnrollmentPackage, LocationUpdate, PanicEvent,
     ShareReceipt, ShredReceipt, Signed, Stop,
 };
-use sosvault_service::openapi::{Layers, base64_len, base64_list, document_layer_answers};
+use sosvault_service::openapi::{Heading, Layers, base64_len, base64_list, document_layer_answers};
 use tokio_stream::wrappers::BroadcastStream;
 use utoipa::openapi::{Array, Object};
-use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -90,43 +90,33 @@ use crate::store::AccessLogEntry;
 pub const MAX_BODY: usize = 2 * 1024 * 1024;
 
 #[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "sosvault dispatch service",
-        description = "Panics in, nearest team out; profiles released by trustees for a bounded time; stop that shreds."
-    ),
-    modifiers(&BearerAuth),
-    tags(
-        (name = "device", description = "Signed messages from a student's phone"),
-        (name = "operator", description = "The control room (session token)"),
-        (name = "unit", description = "A team in the field (unit token)"),
-        (name = "public", description = "Health, keys and the transparency log"),
-    )
-)]
+#[openapi(modifiers(&HEADING))]
 struct ApiDoc;
 
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        for (name, what) in [
-            (
-                "bearer",
-                "An operator's session token (`POST /v1/operator/login`)",
-            ),
-            (
-                "unit",
-                "A unit's token (given once when an operator registers the unit)",
-            ),
-            (
-                "metrics_token",
-                "The scrape token in the service's `metrics_token_file` (GET /metrics only)",
-            ),
-        ] {
-            sosvault_service::openapi::add_bearer(openapi, name, what);
-        }
-    }
-}
+const HEADING: Heading = Heading {
+    title: "sosvault dispatch service",
+    description: "Panics in, nearest team out; profiles released by trustees for a bounded time; stop that shreds.",
+    tags: &[
+        ("device", "Signed messages from a student's phone"),
+        ("operator", "The control room (session token)"),
+        ("unit", "A team in the field (unit token)"),
+        ("public", "Health, keys and the transparency log"),
+    ],
+    bearers: &[
+        (
+            "bearer",
+            "An operator's session token (`POST /v1/operator/login`)",
+        ),
+        (
+            "unit",
+            "A unit's token (given once when an operator registers the unit)",
+        ),
+        (
+            "metrics_token",
+            "The scrape token in the service's `metrics_token_file` (GET /metrics only)",
+        ),
+    ],
+};
 
 /// The router and the OpenAPI document generated from the same registrations.
 pub fn router_and_openapi(engine: Engine) -> (Router, utoipa::openapi::OpenApi) {

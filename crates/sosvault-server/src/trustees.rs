@@ -32,7 +32,7 @@ use sosvault::{
     CancelReceipt, Container, ShareReceipt, ShredReceipt, Signed, TrusteeId, TrusteePublic,
 };
 use sosvault_service::trustee_api::{
-    Call, CancelsRequest, CommitsRequest, ReleasesRequest, SharesRequest, ShredsRequest,
+    Call, CancelsRequest, CommitsRequest, Receipted, ReleasesRequest, SharesRequest, ShredsRequest,
 };
 use subtle::ConstantTimeEq;
 
@@ -362,46 +362,52 @@ impl TrusteeClient {
         })
     }
 
+    /// Sends `bytes` in a `C` request whose answer is a receipt; returns
+    /// the receipt (`what` names it in errors), checked to be this
+    /// trustee's.
+    async fn receipted<C: Call, R: sosvault::Message>(
+        &self,
+        bytes: &[u8],
+        finals: &[(u16, &str)],
+        what: &str,
+    ) -> Result<Signed<R>, CallError>
+    where
+        C::Answer: Receipted,
+    {
+        let answer = self.call(&C::of(bytes), finals).await?;
+        self.our_receipt(&unbase64("receipt", answer.receipt())?, what)
+    }
+
     /// Relays a share delivery; returns the trustee's verified receipt.
     pub async fn deliver_share(
         &self,
         delivery: &sosvault::ShareDelivery,
     ) -> Result<Signed<ShareReceipt>, CallError> {
-        let request = SharesRequest {
-            delivery: B64.encode(delivery.to_bytes()),
-        };
-        let answer = self.call(&request, SHARE_FINAL).await?;
-        self.our_receipt(&unbase64("receipt", &answer.receipt)?, "share")
+        self.receipted::<SharesRequest, _>(&delivery.to_bytes(), SHARE_FINAL, "share")
+            .await
     }
 
     /// Sends a signed release request; returns the release bytes (the
     /// [`sosvault::Opener`] checks them).
     pub async fn release(&self, request: &[u8]) -> Result<Vec<u8>, CallError> {
-        let request = ReleasesRequest {
-            request: B64.encode(request),
-        };
-        let answer = self.call(&request, RELEASE_FINAL).await?;
+        let answer = self
+            .call(&ReleasesRequest::of(request), RELEASE_FINAL)
+            .await?;
         unbase64("release", &answer.release)
     }
 
     /// Sends a signed stop; returns the trustee's verified shred receipt.
     pub async fn shred(&self, stop: &[u8]) -> Result<Signed<ShredReceipt>, CallError> {
-        let request = ShredsRequest {
-            stop: B64.encode(stop),
-        };
-        let answer = self.call(&request, SHRED_FINAL).await?;
-        self.our_receipt(&unbase64("receipt", &answer.receipt)?, "shred")
+        self.receipted::<ShredsRequest, _>(stop, SHRED_FINAL, "shred")
+            .await
     }
 
     /// Forwards a student's signed cancel; returns the trustee's verified
     /// cancel receipt (signed by this trustee's key; the caller checks the
     /// student, the cancel's hash and its counter).
     pub async fn cancel(&self, cancel: &[u8]) -> Result<Signed<CancelReceipt>, CallError> {
-        let request = CancelsRequest {
-            cancel: B64.encode(cancel),
-        };
-        let answer = self.call(&request, CANCEL_FINAL).await?;
-        self.our_receipt(&unbase64("receipt", &answer.receipt)?, "cancel")
+        self.receipted::<CancelsRequest, _>(cancel, CANCEL_FINAL, "cancel")
+            .await
     }
 
     /// Forwards a student's signed enrollment commit (`PROTOCOL.md` §11.5);
@@ -409,10 +415,8 @@ impl TrusteeClient {
     /// a late commit of an older epoch). The trustee answers nothing signed:
     /// its log records the commit.
     pub async fn commit(&self, commit: &[u8]) -> Result<bool, CallError> {
-        let request = CommitsRequest {
-            commit: B64.encode(commit),
-        };
-        Ok(self.call(&request, COMMIT_FINAL).await?.changed)
+        let answer = self.call(&CommitsRequest::of(commit), COMMIT_FINAL).await?;
+        Ok(answer.changed)
     }
 }
 

@@ -65,6 +65,40 @@ fn fix_links(v: &mut Value) {
     }
 }
 
+/// What a service's OpenAPI document says of itself, as a utoipa modifier
+/// (`#[openapi(modifiers(&HEADING))]`): its title and description, its
+/// tags (name, what they group) and its bearer-token schemes (name, what
+/// the token is).
+#[derive(Debug)]
+pub struct Heading {
+    /// The document's title.
+    pub title: &'static str,
+    /// What the service does.
+    pub description: &'static str,
+    /// The operations' tags, in order.
+    pub tags: &'static [(&'static str, &'static str)],
+    /// The bearer-token security schemes ([`add_bearer`]).
+    pub bearers: &'static [(&'static str, &'static str)],
+}
+
+impl utoipa::Modify for Heading {
+    fn modify(&self, doc: &mut OpenApi) {
+        use utoipa::openapi::tag::TagBuilder;
+        doc.info.title = self.title.to_owned();
+        doc.info.description = Some(self.description.to_owned());
+        let tags = self.tags.iter().map(|(name, what)| {
+            TagBuilder::new()
+                .name(*name)
+                .description(Some(*what))
+                .build()
+        });
+        doc.tags = Some(tags.collect());
+        for (name, what) in self.bearers {
+            add_bearer(doc, name, what);
+        }
+    }
+}
+
 /// Documents a bearer-token security scheme `name` (what the token is, in
 /// `description`) in `doc`'s components.
 pub fn add_bearer(doc: &mut OpenApi, name: &str, description: &str) {

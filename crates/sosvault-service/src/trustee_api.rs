@@ -9,16 +9,19 @@
 //! encoding (documented with [`crate::openapi::base64_field`]).
 //!
 //! ```
-//! use sosvault_service::trustee_api::{Call, ShredsRequest, ShredsResponse};
+//! use sosvault_service::trustee_api::{Call, Receipted, ShredsRequest, ShredsResponse};
 //!
-//! let request = ShredsRequest { stop: "AAAA".into() };
+//! let request = ShredsRequest::of(&[0, 0, 0]);
 //! assert_eq!(ShredsRequest::PATH, "/v1/shreds");
 //! assert_eq!(serde_json::to_value(&request).unwrap(), serde_json::json!({ "stop": "AAAA" }));
 //! let answer: ShredsResponse =
 //!     serde_json::from_str(r#"{"receipt": "BBBB", "repeated": false}"#).unwrap();
 //! assert!(!answer.repeated);
+//! assert_eq!(answer.receipt(), "BBBB");
 //! ```
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sosvault::{
@@ -28,11 +31,20 @@ use sosvault::{
 use utoipa::ToSchema;
 
 /// A request to a trustee: where it goes and what it is answered with.
+/// Every request carries one signed message, base64.
 pub trait Call: Serialize {
     /// The path, under the trustee's base URL.
     const PATH: &'static str;
     /// The answer of a 200.
     type Answer: DeserializeOwned;
+    /// The request carrying the signed message `bytes`.
+    fn of(bytes: &[u8]) -> Self;
+}
+
+/// An answer that carries the trustee's signed receipt.
+pub trait Receipted {
+    /// The receipt, base64.
+    fn receipt(&self) -> &str;
 }
 
 crate::base64_fields! {
@@ -47,37 +59,69 @@ crate::base64_fields! {
     commit_field: Signed::<EnrollmentCommit>::MAX_LEN, "Base64 of a device-signed `sosvault/enrollment-commit/v1`.";
 }
 
-/// `POST /v1/shares`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SharesRequest {
-    /// The share delivery.
-    #[schema(schema_with = delivery_field)]
-    pub delivery: String,
+/// Declares a request: one field, the signed message in base64 (documented
+/// by `$schema`), sent to `$path` and answered with `$answer`.
+macro_rules! request {
+    ($(#[$doc:meta])* $name:ident { $field:ident: $schema:ident } => $path:literal, $answer:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Serialize, Deserialize, ToSchema)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            /// The signed message, base64.
+            #[schema(schema_with = $schema)]
+            pub $field: String,
+        }
+
+        impl Call for $name {
+            const PATH: &'static str = $path;
+            type Answer = $answer;
+            fn of(bytes: &[u8]) -> Self {
+                Self {
+                    $field: B64.encode(bytes),
+                }
+            }
+        }
+    };
 }
 
-/// A share accepted (or accepted before).
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct SharesResponse {
-    /// The signed share receipt.
-    #[schema(schema_with = share_receipt_field)]
-    pub receipt: String,
-    /// True when this delivery was accepted before (the same receipt, nothing logged again).
-    pub repeated: bool,
+/// Declares an answer made of the trustee's signed receipt (documented by
+/// `$schema`) and whether it repeats an earlier one (`$repeated` says when).
+macro_rules! receipt_answer {
+    ($(#[$doc:meta])* $name:ident { $schema:ident, $repeated:literal }) => {
+        $(#[$doc])*
+        #[derive(Debug, Serialize, Deserialize, ToSchema)]
+        pub struct $name {
+            /// The signed receipt, base64.
+            #[schema(schema_with = $schema)]
+            pub receipt: String,
+            #[doc = $repeated]
+            pub repeated: bool,
+        }
+
+        impl Receipted for $name {
+            fn receipt(&self) -> &str {
+                &self.receipt
+            }
+        }
+    };
 }
 
-impl Call for SharesRequest {
-    const PATH: &'static str = "/v1/shares";
-    type Answer = SharesResponse;
+request! {
+    /// `POST /v1/shares`.
+    SharesRequest { delivery: delivery_field } => "/v1/shares", SharesResponse
 }
 
-/// `POST /v1/releases`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ReleasesRequest {
-    /// The signed release request.
-    #[schema(schema_with = release_request_field)]
-    pub request: String,
+receipt_answer! {
+    /// A share accepted (or accepted before).
+    SharesResponse {
+        share_receipt_field,
+        "True when this delivery was accepted before (the same receipt, nothing logged again)."
+    }
+}
+
+request! {
+    /// `POST /v1/releases`.
+    ReleasesRequest { request: release_request_field } => "/v1/releases", ReleasesResponse
 }
 
 /// A release.
@@ -90,66 +134,35 @@ pub struct ReleasesResponse {
     pub repeated: bool,
 }
 
-impl Call for ReleasesRequest {
-    const PATH: &'static str = "/v1/releases";
-    type Answer = ReleasesResponse;
+request! {
+    /// `POST /v1/shreds`.
+    ShredsRequest { stop: stop_field } => "/v1/shreds", ShredsResponse
 }
 
-/// `POST /v1/shreds`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ShredsRequest {
-    /// The student's signed stop.
-    #[schema(schema_with = stop_field)]
-    pub stop: String,
+receipt_answer! {
+    /// A shred receipt.
+    ShredsResponse {
+        shred_receipt_field,
+        "True when this stop was applied before (the same receipt)."
+    }
 }
 
-/// A shred receipt.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct ShredsResponse {
-    /// The signed shred receipt.
-    #[schema(schema_with = shred_receipt_field)]
-    pub receipt: String,
-    /// True when this stop was applied before (the same receipt).
-    pub repeated: bool,
+request! {
+    /// `POST /v1/cancels`.
+    CancelsRequest { cancel: cancel_field } => "/v1/cancels", CancelsResponse
 }
 
-impl Call for ShredsRequest {
-    const PATH: &'static str = "/v1/shreds";
-    type Answer = ShredsResponse;
+receipt_answer! {
+    /// A cancel receipt.
+    CancelsResponse {
+        cancel_receipt_field,
+        "True when this cancel was applied before (the same receipt)."
+    }
 }
 
-/// `POST /v1/cancels`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CancelsRequest {
-    /// The student's signed cancel.
-    #[schema(schema_with = cancel_field)]
-    pub cancel: String,
-}
-
-/// A cancel receipt.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-pub struct CancelsResponse {
-    /// The signed cancel receipt.
-    #[schema(schema_with = cancel_receipt_field)]
-    pub receipt: String,
-    /// True when this cancel was applied before (the same receipt).
-    pub repeated: bool,
-}
-
-impl Call for CancelsRequest {
-    const PATH: &'static str = "/v1/cancels";
-    type Answer = CancelsResponse;
-}
-
-/// `POST /v1/commits`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CommitsRequest {
-    /// The student's signed enrollment commit.
-    #[schema(schema_with = commit_field)]
-    pub commit: String,
+request! {
+    /// `POST /v1/commits`.
+    CommitsRequest { commit: commit_field } => "/v1/commits", CommitsResponse
 }
 
 /// What a commit changed.
@@ -157,11 +170,6 @@ pub struct CommitsRequest {
 pub struct CommitsResponse {
     /// False when this commit was taken before (nothing changed).
     pub changed: bool,
-}
-
-impl Call for CommitsRequest {
-    const PATH: &'static str = "/v1/commits";
-    type Answer = CommitsResponse;
 }
 
 #[cfg(test)]

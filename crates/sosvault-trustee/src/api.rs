@@ -28,7 +28,9 @@ use sha2::{Digest, Sha256};
 use sosvault::checkpoint::{Checkpoint, MAX_NOTE_BYTES, MAX_REQUEST_BYTES, Note, WitnessRefusal};
 use sosvault::log::{LogQuery, MAX_ENTRY_BYTES, TreeHead};
 use sosvault::{Cancel, EnrollmentCommit, ReleaseRequest, ShareDelivery, Signed, Stop, Timestamp};
-use sosvault_service::openapi::{Layers, base64_len, base64_list, document_layer_answers, int64};
+use sosvault_service::openapi::{
+    Heading, Layers, base64_len, base64_list, document_layer_answers, int64,
+};
 use sosvault_service::trustee_api::{
     CancelsRequest, CancelsResponse, CommitsRequest, CommitsResponse, ReleasesRequest,
     ReleasesResponse, SharesRequest, SharesResponse, ShredsRequest, ShredsResponse,
@@ -353,27 +355,35 @@ pub struct HttpLimits {
 }
 
 #[derive(OpenApi)]
-#[openapi(
-    info(
-        title = "sosvault trustee",
-        description = "Holds one key share per student, sealed at rest; releases it only for a valid panic inside a release request signed by a pinned control room; shreds it on stop; logs every decision in a verifiable Merkle log. Binary fields are standard padded base64."
-    ),
-    modifiers(&AuditorAuth),
-    tags(
-        (name = "public", description = "Health and identity"),
-        (name = "control room", description = "What the dispatch service forwards: share deliveries, release requests, stops, cancels, enrollment commits (device- or control-room-signed messages)"),
-        (name = "log", description = "The trustee's transparency log"),
-        (name = "witness", description = "The trustee as a witness of other logs (c2sp.org/tlog-witness): it cosigns a checkpoint only if it is consistent with the last one it cosigned"),
-    )
-)]
+#[openapi(modifiers(&HEADING, &ControlRoomTls))]
 struct ApiDoc;
 
-/// The auditors' bearer token (`auditor_token_sha256` in the config), and
-/// the control room's TLS client certificate the write endpoints' gate asks
-/// for ([`crate::gate`]).
-struct AuditorAuth;
+const HEADING: Heading = Heading {
+    title: "sosvault trustee",
+    description: "Holds one key share per student, sealed at rest; releases it only for a valid panic inside a release request signed by a pinned control room; shreds it on stop; logs every decision in a verifiable Merkle log. Binary fields are standard padded base64.",
+    tags: &[
+        ("public", "Health and identity"),
+        (
+            "control room",
+            "What the dispatch service forwards: share deliveries, release requests, stops, cancels, enrollment commits (device- or control-room-signed messages)",
+        ),
+        ("log", "The trustee's transparency log"),
+        (
+            "witness",
+            "The trustee as a witness of other logs (c2sp.org/tlog-witness): it cosigns a checkpoint only if it is consistent with the last one it cosigned",
+        ),
+    ],
+    bearers: &[(
+        "auditor",
+        "An auditor's token (its SHA-256 is in `auditor_token_sha256`): full log entries",
+    )],
+};
 
-impl Modify for AuditorAuth {
+/// The control room's TLS client certificate the write endpoints' gate asks
+/// for ([`crate::gate`]).
+struct ControlRoomTls;
+
+impl Modify for ControlRoomTls {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
@@ -387,11 +397,6 @@ impl Modify for AuditorAuth {
                 ),
                 extensions: None,
             },
-        );
-        sosvault_service::openapi::add_bearer(
-            openapi,
-            "auditor",
-            "An auditor's token (its SHA-256 is in `auditor_token_sha256`): full log entries",
         );
     }
 }
