@@ -890,7 +890,10 @@ pub(crate) mod fake {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::fake::{Fake, Mode};
-    use super::*;
+    use super::{
+        Client, Confirmed, Device, EnrollError, Timestamp, date, enroll_phone, parse_trustee,
+        send_pending,
+    };
     use sosvault::DeviceKey;
 
     #[test]

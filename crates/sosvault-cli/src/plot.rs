@@ -102,7 +102,7 @@ pub fn latency_cdf(path: &Path, title: &str, series: &[(&str, &[f64])]) -> anyho
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
-    use super::*;
+    use super::{COLOURS, RGBColor, latency_cdf};
 
     #[test]
     fn draws_one_line_per_non_empty_series_with_its_label() {

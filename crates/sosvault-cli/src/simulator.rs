@@ -643,7 +643,11 @@ async fn stop(sim: &Sim, s: &mut SimStudent, b: &ActBody) -> Result<Value, ActEr
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
-    use super::*;
+    use super::{
+        ActBody, Arc, CENTRE, Client, DURESS_PIN, Device, DeviceKey, Inner, Mutex, PEOPLE, PHOTOS,
+        PIN, Router, Signed, Sim, SimStudent, cancel, duress_of, get, loopback_host_only, panic,
+        profile_for, reenroll,
+    };
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]

@@ -1625,9 +1625,11 @@ mod tests {
         StudentId, Timestamp, TrusteeKey,
     };
 
-    use super::*;
+    use super::{B64, Engine, router};
+
     use crate::config::{Config, TrusteeConfig};
     use crate::store::{Db, SqliteStore, Store as _};
+    use base64::Engine as _;
     use sosvault_service::seal::MasterKey;
 
     /// A device enrolled (epoch 1) in `store`, and the commit of that epoch.

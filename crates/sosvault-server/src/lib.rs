@@ -342,7 +342,7 @@ mod tests {
     use sosvault::manifest::{Manifest, ManifestTrustee};
     use sosvault::{AuthorityKey, ControlRoomPublic, Signed, Timestamp, TrusteeKey};
 
-    use super::*;
+    use super::{Config, Service, init_keys};
     use crate::config::TrusteeConfig;
 
     fn manifest(control_room: ControlRoomPublic) -> Vec<u8> {

@@ -489,7 +489,10 @@ impl Backoff {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{
+        Backoff, CANCEL_FINAL, COMMIT_FINAL, CallError, Duration, MAX_RETRY_AFTER, RELEASE_FINAL,
+        SHARE_FINAL, SHRED_FINAL, classify, retry_after,
+    };
 
     #[test]
     fn only_the_closed_list_is_final() {

@@ -152,7 +152,7 @@ impl http_body::Body for Tracked {
 mod tests {
     #![allow(clippy::unwrap_used)]
 
-    use super::*;
+    use super::{Body, Bytes, Duration, HeaderValue, Request, Response, close_unread, header};
     use axum::Router;
     use axum::extract::DefaultBodyLimit;
     use axum::http::StatusCode;

@@ -950,7 +950,12 @@ pub fn hashes_hex(who: &str, what: &str, v: &[String]) -> anyhow::Result<Vec<[u8
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-    use super::*;
+    use super::{
+        Http, Leaf, LogSource, MerkleLog, Names, Path, check, check_witnessed, leaf_hash,
+        pin_log_key, read_state, write_state,
+    };
+
+    use sosvault::Container as _;
     use sosvault::keys::LogKey;
     use sosvault::log::LogEntry;
     use sosvault::{IncidentId, StudentId, Timestamp};

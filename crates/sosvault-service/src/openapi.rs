@@ -519,7 +519,10 @@ mod tests {
 
     use serde_json::json;
 
-    use super::*;
+    use super::{
+        Layers, Promises, ResponseBuilder, Value, base64_field, base64_len, check_document,
+        document_layer_answers, int64, served,
+    };
 
     #[test]
     fn int64_fields_refuse_what_int64_cannot_hold() {

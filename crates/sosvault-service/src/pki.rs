@@ -148,7 +148,7 @@ fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), PkiError> {
 mod tests {
     use std::os::unix::fs::PermissionsExt as _;
 
-    use super::*;
+    use super::Pki;
 
     #[test]
     fn keys_are_private_and_certificates_load() {

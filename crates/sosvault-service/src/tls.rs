@@ -254,7 +254,7 @@ pub fn is_loopback_host(host: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::is_loopback_host;
 
     #[test]
     fn only_loopback_is_loopback() {

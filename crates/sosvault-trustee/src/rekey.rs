@@ -635,7 +635,7 @@ fn swap_in(key_file: &Path, next: &Path) -> Result<(), RekeyError> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-    use super::*;
+    use super::{Path, PathBuf, destroy, key_file_inside, next_key_file, overwrite};
 
     #[test]
     fn next_file_is_a_sibling_and_inside_is_by_component() {
