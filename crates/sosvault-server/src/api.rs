@@ -1619,10 +1619,10 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use serde_json::{Value, json};
-    use sosvault::manifest::{Manifest, ManifestTrustee};
+    use sosvault::manifest::Manifest;
     use sosvault::{
-        AuthorityKey, ControlRoomKey, Device, DeviceKey, EnrollmentCommit, Policy, Signed,
-        StudentId, Timestamp, TrusteeKey,
+        ControlRoomKey, Device, DeviceKey, EnrollmentCommit, Policy, Signed, StudentId, Timestamp,
+        TrusteeKey,
     };
 
     use super::{B64, Engine, router};
@@ -1814,27 +1814,8 @@ mod tests {
         control_room: sosvault::ControlRoomPublic,
         trustees: &[TrusteeKey],
     ) -> Signed<Manifest> {
-        let now = Timestamp::now();
-        let m = Manifest {
-            deployment: "api-test".into(),
-            version: 3,
-            issued_at: now,
-            not_before: now,
-            not_after: now.plus(3600),
-            threshold: 2,
-            trustees: trustees
-                .iter()
-                .enumerate()
-                .map(|(i, t)| ManifestTrustee {
-                    name: format!("t{i}"),
-                    public: t.public(),
-                    url: "http://127.0.0.1:1".into(),
-                })
-                .collect(),
-            control_room,
-            control_room_url: "http://127.0.0.1:8080".into(),
-        };
-        Signed::sign(m, &AuthorityKey::generate())
+        let publics: Vec<_> = trustees.iter().map(TrusteeKey::public).collect();
+        crate::fixtures::manifest("api-test", control_room, &publics, "http://127.0.0.1:1")
     }
 
     #[tokio::test]

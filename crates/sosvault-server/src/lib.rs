@@ -335,36 +335,60 @@ impl Service {
     }
 }
 
+/// What the crate's unit tests share.
 #[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-
+pub(crate) mod fixtures {
     use sosvault::manifest::{Manifest, ManifestTrustee};
-    use sosvault::{AuthorityKey, ControlRoomPublic, Signed, Timestamp, TrusteeKey};
+    use sosvault::{AuthorityKey, ControlRoomPublic, Signed, Timestamp, TrusteePublic};
 
-    use super::{Config, Service, init_keys};
-    use crate::config::TrusteeConfig;
-
-    fn manifest(control_room: ControlRoomPublic) -> Vec<u8> {
+    /// A deployment manifest signed by a fresh authority, valid for an hour
+    /// from now: `trustees` (each at `url`), 2 of them to open, and
+    /// `control_room`.
+    pub fn manifest(
+        deployment: &str,
+        control_room: ControlRoomPublic,
+        trustees: &[TrusteePublic],
+        url: &str,
+    ) -> Signed<Manifest> {
         let now = Timestamp::now();
         let m = Manifest {
-            deployment: "start-test".into(),
+            deployment: deployment.into(),
             version: 1,
             issued_at: now,
             not_before: now,
             not_after: now.plus(3600),
             threshold: 2,
-            trustees: (0..2)
-                .map(|i| ManifestTrustee {
+            trustees: trustees
+                .iter()
+                .enumerate()
+                .map(|(i, t)| ManifestTrustee {
                     name: format!("t{i}"),
-                    public: TrusteeKey::generate().public(),
-                    url: "http://127.0.0.1:1".into(),
+                    public: t.clone(),
+                    url: url.into(),
                 })
                 .collect(),
             control_room,
             control_room_url: "http://127.0.0.1:8080".into(),
         };
         Signed::sign(m, &AuthorityKey::generate())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use sosvault::{ControlRoomPublic, TrusteeKey};
+
+    use super::{Config, Service, init_keys};
+    use crate::config::TrusteeConfig;
+
+    fn manifest(control_room: ControlRoomPublic) -> Vec<u8> {
+        let trustees = [
+            TrusteeKey::generate().public(),
+            TrusteeKey::generate().public(),
+        ];
+        crate::fixtures::manifest("start-test", control_room, &trustees, "http://127.0.0.1:1")
             .as_bytes()
             .to_vec()
     }
