@@ -203,7 +203,7 @@ fn a_cancel_is_queued_once_per_trustee_until_each_answers() {
     let pending = s.pending_cancels().unwrap();
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].trustee_id, [12; 32]);
-    assert_eq!(pending[0].cancel, cancel);
+    assert_eq!(pending[0].signed, cancel);
     let answers = s.cancel_answers(&hash).unwrap();
     assert_eq!(answers.len(), 2);
     assert_eq!(answers[0].receipt, b"receipt");
