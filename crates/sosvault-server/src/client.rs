@@ -49,6 +49,19 @@ fn transport(_: reqwest::Error) -> ClientError {
     }
 }
 
+/// A success answer (`status`) that lacks what it should carry.
+fn bad_answer(status: u16) -> ClientError {
+    ClientError {
+        status,
+        code: "bad_answer".into(),
+    }
+}
+
+/// The string field `key` of an answer, if it has one.
+fn str_field(v: &Value, key: &str) -> Option<String> {
+    v.get(key).and_then(Value::as_str).map(str::to_owned)
+}
+
 impl Client {
     /// A client for the service at `base` (e.g. `http://127.0.0.1:8080`).
     pub fn new(base: &str) -> Self {
@@ -224,13 +237,7 @@ impl Client {
     pub async fn panic(&self, panic: &Signed<PanicEvent>) -> Result<String, ClientError> {
         let body = json!({ "panic": B64.encode(panic.as_bytes()) });
         let (_, v) = self.post("/v1/panic", None, &body).await?;
-        v.get("incident_id")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .ok_or(ClientError {
-                status: 202,
-                code: "bad_answer".into(),
-            })
+        str_field(&v, "incident_id").ok_or_else(|| bad_answer(202))
     }
 
     /// Sends a location update.
@@ -255,13 +262,7 @@ impl Client {
     pub async fn login(&self, username: &str, password: &str) -> Result<String, ClientError> {
         let body = json!({ "username": username, "password": password });
         let (_, v) = self.post("/v1/operator/login", None, &body).await?;
-        v.get("token")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .ok_or(ClientError {
-                status: 200,
-                code: "bad_answer".into(),
-            })
+        str_field(&v, "token").ok_or_else(|| bad_answer(200))
     }
 
     /// Registers a unit (operator); returns `(unit_id, unit_token)`.
@@ -277,11 +278,9 @@ impl Client {
         let (_, v) = self
             .post("/v1/operator/units", Some(operator), &body)
             .await?;
-        let field = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
-        field("unit_id").zip(field("token")).ok_or(ClientError {
-            status: 201,
-            code: "bad_answer".into(),
-        })
+        str_field(&v, "unit_id")
+            .zip(str_field(&v, "token"))
+            .ok_or_else(|| bad_answer(201))
     }
 
     /// Subscribes to an SSE stream (`/v1/operator/events` or `/v1/unit/events`).
