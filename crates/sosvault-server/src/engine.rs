@@ -1263,7 +1263,10 @@ mod tests {
     use sosvault::Timestamp;
     use sosvault_service::seal::MasterKey;
 
-    use super::*;
+    use super::{
+        Arc, Audience, Category, Config, ControlRoomKey, Db, Engine, Event, EventBody, EventKind,
+        LatLon, UnitId, UnitKind, human_ms, json,
+    };
 
     #[test]
     fn durations_read_in_plain_words() {
