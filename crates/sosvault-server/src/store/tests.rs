@@ -25,6 +25,15 @@ pub(super) fn incident(id: u8, panic_hash: u8) -> NewIncident {
     }
 }
 
+/// The path of a database file in `dir` that an older schema left: made by
+/// `sql` alone, before [`SqliteStore::open`] migrates it.
+fn older_database(dir: &Path, sql: &str) -> std::path::PathBuf {
+    let path = dir.join("db");
+    let c = Connection::open(&path).unwrap();
+    c.execute_batch(sql).unwrap();
+    path
+}
+
 /// A store in `dir` with student `[1; 32]` enrolled (epoch 1).
 fn enrolled(dir: &Path) -> SqliteStore {
     let s = SqliteStore::open(&dir.join("db")).unwrap();
@@ -106,12 +115,10 @@ fn a_duress_alert_opens_once_and_only_without_an_open_incident() {
 #[test]
 fn an_existing_database_gains_the_window_columns_and_keeps_its_incidents() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("db");
-    {
-        // The incidents table as the first schema made it.
-        let c = Connection::open(&path).unwrap();
-        c.execute_batch(
-            "CREATE TABLE incidents (
+    // The incidents table as the first schema made it.
+    let path = older_database(
+        dir.path(),
+        "CREATE TABLE incidents (
                 id BLOB PRIMARY KEY, student_id BLOB NOT NULL, panic_hash BLOB NOT NULL UNIQUE,
                 panic BLOB, category TEXT NOT NULL, epoch INTEGER NOT NULL,
                 created_at_ms INTEGER NOT NULL, status TEXT NOT NULL, closed_at_ms INTEGER,
@@ -120,9 +127,7 @@ fn an_existing_database_gains_the_window_columns_and_keeps_its_incidents() {
                 flags TEXT NOT NULL DEFAULT '');
              INSERT INTO incidents (id, student_id, panic_hash, category, epoch, created_at_ms, status, incident_key_sealed)
              VALUES (x'03030303030303030303030303030303', zeroblob(32), zeroblob(32), 'police', 1, 1000, 'open', x'07');",
-        )
-        .unwrap();
-    }
+    );
     let s = SqliteStore::open(&path).unwrap();
     let row = s.incident(&[3; 16]).unwrap().unwrap();
     assert_eq!(row.status, "open");
@@ -298,8 +303,6 @@ pub(super) fn on_disk(dir: &Path, needle: &[u8]) -> Vec<&'static str> {
 mod staging {
     use std::path::Path;
 
-    use rusqlite::Connection;
-
     use super::{incident, on_disk};
     use crate::store::{CommitStored, SqliteStore, Store};
 
@@ -469,12 +472,10 @@ mod staging {
     #[test]
     fn an_existing_database_gains_the_staging_tables_and_keeps_its_enrollments() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db");
-        {
-            // The two tables as the schema before staging made them.
-            let c = Connection::open(&path).unwrap();
-            c.execute_batch(
-                "CREATE TABLE students (student_id BLOB PRIMARY KEY, device_public BLOB NOT NULL,
+        // The two tables as the schema before staging made them.
+        let path = super::older_database(
+            dir.path(),
+            "CREATE TABLE students (student_id BLOB PRIMARY KEY, device_public BLOB NOT NULL,
                     epoch INTEGER NOT NULL, highest_counter INTEGER NOT NULL DEFAULT 0,
                     false_alarms INTEGER NOT NULL DEFAULT 0, tombstoned_at INTEGER);
                  CREATE TABLE enrollments (student_id BLOB PRIMARY KEY, epoch INTEGER NOT NULL,
@@ -483,9 +484,7 @@ mod staging {
                     VALUES (x'0101010101010101010101010101010101010101010101010101010101010101', zeroblob(32), 1);
                  INSERT INTO enrollments (student_id, epoch, record, sealed_profile, enrolled_at)
                     VALUES (x'0101010101010101010101010101010101010101010101010101010101010101', 1, x'72656331', x'7031', 1);",
-            )
-            .unwrap();
-        }
+        );
         let s = SqliteStore::open(&path).unwrap();
         assert_eq!(s.enrollment(&S).unwrap().unwrap().record, b"rec1");
         assert!(s.previous_enrollment(&S).unwrap().is_none());
