@@ -36,8 +36,14 @@ fn older_database(dir: &Path, sql: &str) -> std::path::PathBuf {
 
 /// A store in `dir` with student `[1; 32]` enrolled (epoch 1).
 fn enrolled(dir: &Path) -> SqliteStore {
+    enrolled_with(dir, b"rec", b"profile")
+}
+
+/// A store in `dir` with student `[1; 32]` enrolled (epoch 1, device
+/// `[2; 32]`) under `record` and the sealed profile `sealed`.
+fn enrolled_with(dir: &Path, record: &[u8], sealed: &[u8]) -> SqliteStore {
     let s = SqliteStore::open(&dir.join("db")).unwrap();
-    s.put_enrollment(&[1; 32], &[2; 32], 1, b"rec", b"profile", 1)
+    s.put_enrollment(&[1; 32], &[2; 32], 1, record, sealed, 1)
         .unwrap();
     s
 }
@@ -504,10 +510,8 @@ mod wipe {
     #[test]
     fn stop_leaves_no_ciphertext_in_the_file_or_the_wal() {
         let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(&dir.path().join("db")).unwrap();
         let secret: Vec<u8> = (0..700u32).map(|i| (i * 7 + 3) as u8 ^ 0x5a).collect();
-        s.put_enrollment(&[1; 32], &[2; 32], 1, b"record", &secret, 1)
-            .unwrap();
+        let s = super::enrolled_with(dir.path(), b"record", &secret);
         s.put_enrollment(&[3; 32], &[4; 32], 1, b"record", b"other", 1)
             .unwrap();
         assert!(!on_disk(dir.path(), &secret[100..164]).is_empty());
@@ -544,10 +548,8 @@ mod wipe {
     #[test]
     fn a_stop_whose_wal_cannot_be_emptied_is_an_error_not_a_silent_pass() {
         let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(&dir.path().join("db")).unwrap();
         let secret: Vec<u8> = (0..700u32).map(|i| (i * 11 + 5) as u8 ^ 0x3c).collect();
-        s.put_enrollment(&[1; 32], &[2; 32], 1, b"record", &secret, 1)
-            .unwrap();
+        let s = super::enrolled_with(dir.path(), b"record", &secret);
         // Another connection in the middle of a read keeps its snapshot's
         // pages in the WAL.
         let reader = Connection::open(dir.path().join("db")).unwrap();
