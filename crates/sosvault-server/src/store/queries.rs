@@ -35,25 +35,13 @@ impl Store for SqliteStore {
     }
 
     fn enrollment(&self, id: &[u8; 32]) -> StoreResult<Option<EnrollmentRow>> {
-        let c = &self.conn;
-        Ok(one(
-            c,
-            "SELECT record, sealed_profile, epoch FROM enrollments WHERE student_id = ?1",
-            params![&id[..]],
-            enrollment_row,
-        )
-        .optional()?)
+        let from = "SELECT record, sealed_profile, epoch FROM enrollments";
+        row_where(&self.conn, from, "student_id", id, enrollment_row)
     }
 
     fn previous_enrollment(&self, id: &[u8; 32]) -> StoreResult<Option<EnrollmentRow>> {
-        let c = &self.conn;
-        Ok(one(
-            c,
-            "SELECT record, sealed_profile, epoch FROM previous_enrollments WHERE student_id = ?1",
-            params![&id[..]],
-            enrollment_row,
-        )
-        .optional()?)
+        let from = "SELECT record, sealed_profile, epoch FROM previous_enrollments";
+        row_where(&self.conn, from, "student_id", id, enrollment_row)
     }
 
     fn enrollment_of_epoch(&self, id: &[u8; 32], epoch: u32) -> StoreResult<Option<EnrollmentRow>> {
@@ -915,16 +903,22 @@ impl SqliteStore {
     }
 }
 
-/// The incident whose `column` (`id` or `panic_hash`, never caller text) is
-/// `key`, if any.
+/// The one row of `from` (a fixed `SELECT ... FROM table`, never caller
+/// text) whose `column` is `key`, read by `row`; `None` if there is none.
+fn row_where<T>(
+    c: &Connection,
+    from: &str,
+    column: &str,
+    key: &[u8],
+    row: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> StoreResult<Option<T>> {
+    Ok(one(c, &format!("{from} WHERE {column} = ?1"), params![key], row).optional()?)
+}
+
+/// The incident whose `column` (`id` or `panic_hash`) is `key`, if any.
 fn incident_where(c: &Connection, column: &str, key: &[u8]) -> StoreResult<Option<IncidentRow>> {
-    Ok(one(
-        c,
-        &format!("SELECT {INCIDENT_COLS} FROM incidents WHERE {column} = ?1"),
-        params![key],
-        incident_row,
-    )
-    .optional()?)
+    let from = format!("SELECT {INCIDENT_COLS} FROM incidents");
+    row_where(c, &from, column, key, incident_row)
 }
 
 /// Records a device counter if it is above the highest seen; true if it was.
