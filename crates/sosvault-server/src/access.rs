@@ -246,7 +246,10 @@ pub fn can_handle(role: Role) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{
+        Action, Claim, ClaimRefused, Denied, ProfileAccess, Reason, Role, can_handle, claim, may,
+        profile_access,
+    };
 
     const D: Role = Role::Dispatcher;
     const S: Role = Role::Supervisor;

@@ -101,7 +101,8 @@ pub fn list(store: &SqliteStore) -> anyhow::Result<Vec<String>> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{AccountChange, Config, Role, add, change, list, open, reset_password};
+    use crate::store::AccessStore as _;
 
     #[test]
     fn accounts_are_added_changed_and_listed_with_clear_refusals() {

@@ -33,7 +33,7 @@ pub fn verify_password(hash: Option<&str>, password: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{hash_password, verify_password};
 
     #[test]
     fn hash_and_verify() {

@@ -49,6 +49,31 @@ fn transport(_: reqwest::Error) -> ClientError {
     }
 }
 
+/// A refusal (`status`): its code is the body's JSON `error`, else `fallback`.
+fn refusal(status: u16, body: &Value, fallback: &str) -> ClientError {
+    ClientError {
+        status,
+        code: body
+            .get("error")
+            .and_then(Value::as_str)
+            .unwrap_or(fallback)
+            .to_owned(),
+    }
+}
+
+/// A success answer (`status`) that lacks what it should carry.
+fn bad_answer(status: u16) -> ClientError {
+    ClientError {
+        status,
+        code: "bad_answer".into(),
+    }
+}
+
+/// The string field `key` of an answer, if it has one.
+fn str_field(v: &Value, key: &str) -> Option<String> {
+    v.get(key).and_then(Value::as_str).map(str::to_owned)
+}
+
 impl Client {
     /// A client for the service at `base` (e.g. `http://127.0.0.1:8080`).
     pub fn new(base: &str) -> Self {
@@ -101,6 +126,20 @@ impl Client {
         &self.base
     }
 
+    /// A request to `path`, with the bearer token if there is one.
+    fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let req = self.http.request(method, format!("{}{path}", self.base));
+        match token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        }
+    }
+
     async fn answer(resp: reqwest::Response) -> Result<(u16, Value), ClientError> {
         let status = resp.status().as_u16();
         let body: Value = if status == 204 {
@@ -109,24 +148,14 @@ impl Client {
             resp.json().await.unwrap_or(Value::Null)
         };
         if status >= 400 {
-            return Err(ClientError {
-                status,
-                code: body
-                    .get("error")
-                    .and_then(Value::as_str)
-                    .unwrap_or("unknown")
-                    .to_owned(),
-            });
+            return Err(refusal(status, &body, "unknown"));
         }
         Ok((status, body))
     }
 
     /// `GET path` with an optional bearer token.
     pub async fn get(&self, path: &str, token: Option<&str>) -> Result<Value, ClientError> {
-        let mut req = self.http.get(format!("{}{path}", self.base));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
+        let req = self.request(reqwest::Method::GET, path, token);
         Ok(Self::answer(req.send().await.map_err(transport)?).await?.1)
     }
 
@@ -143,22 +172,12 @@ impl Client {
         path: &str,
         token: Option<&str>,
     ) -> Result<String, ClientError> {
-        let mut req = self.http.get(format!("{}{path}", self.base));
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
+        let req = self.request(reqwest::Method::GET, path, token);
         let resp = req.send().await.map_err(transport)?;
         let status = resp.status().as_u16();
         if status >= 400 {
             let body: Value = resp.json().await.unwrap_or(Value::Null);
-            return Err(ClientError {
-                status,
-                code: body
-                    .get("error")
-                    .and_then(Value::as_str)
-                    .unwrap_or("http")
-                    .to_owned(),
-            });
+            return Err(refusal(status, &body, "http"));
         }
         resp.text().await.map_err(transport)
     }
@@ -170,10 +189,7 @@ impl Client {
         token: Option<&str>,
         body: &Value,
     ) -> Result<(u16, Value), ClientError> {
-        let mut req = self.http.post(format!("{}{path}", self.base)).json(body);
-        if let Some(t) = token {
-            req = req.bearer_auth(t);
-        }
+        let req = self.request(reqwest::Method::POST, path, token).json(body);
         Self::answer(req.send().await.map_err(transport)?).await
     }
 
@@ -224,13 +240,7 @@ impl Client {
     pub async fn panic(&self, panic: &Signed<PanicEvent>) -> Result<String, ClientError> {
         let body = json!({ "panic": B64.encode(panic.as_bytes()) });
         let (_, v) = self.post("/v1/panic", None, &body).await?;
-        v.get("incident_id")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .ok_or(ClientError {
-                status: 202,
-                code: "bad_answer".into(),
-            })
+        str_field(&v, "incident_id").ok_or_else(|| bad_answer(202))
     }
 
     /// Sends a location update.
@@ -255,13 +265,7 @@ impl Client {
     pub async fn login(&self, username: &str, password: &str) -> Result<String, ClientError> {
         let body = json!({ "username": username, "password": password });
         let (_, v) = self.post("/v1/operator/login", None, &body).await?;
-        v.get("token")
-            .and_then(Value::as_str)
-            .map(str::to_owned)
-            .ok_or(ClientError {
-                status: 200,
-                code: "bad_answer".into(),
-            })
+        str_field(&v, "token").ok_or_else(|| bad_answer(200))
     }
 
     /// Registers a unit (operator); returns `(unit_id, unit_token)`.
@@ -277,11 +281,9 @@ impl Client {
         let (_, v) = self
             .post("/v1/operator/units", Some(operator), &body)
             .await?;
-        let field = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
-        field("unit_id").zip(field("token")).ok_or(ClientError {
-            status: 201,
-            code: "bad_answer".into(),
-        })
+        str_field(&v, "unit_id")
+            .zip(str_field(&v, "token"))
+            .ok_or_else(|| bad_answer(201))
     }
 
     /// Subscribes to an SSE stream (`/v1/operator/events` or `/v1/unit/events`).
@@ -293,9 +295,7 @@ impl Client {
         token: &str,
     ) -> Result<mpsc::UnboundedReceiver<Value>, ClientError> {
         let resp = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(token)
+            .request(reqwest::Method::GET, path, Some(token))
             .send()
             .await
             .map_err(transport)?;

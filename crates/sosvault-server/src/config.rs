@@ -548,7 +548,7 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{Config, ConfigError, ControlRoomPublic, Manifest, PathBuf, Signed, TrusteeConfig};
 
     #[test]
     fn env_overrides_win() {

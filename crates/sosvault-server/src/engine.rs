@@ -985,11 +985,11 @@ impl Engine {
         self.spawn_witness_relay();
         let shreds = self.inner.db.call(|s| s.pending_shreds()).await?;
         for p in shreds {
-            self.spawn_shred(p.student_id, p.trustee_id, p.stop, p.created_at_ms);
+            self.spawn_shred(p.student_id, p.trustee_id, p.signed, p.created_at_ms);
         }
         let cancels = self.inner.db.call(|s| s.pending_cancels()).await?;
         for p in cancels {
-            self.spawn_cancel_forward(p.student_id, p.trustee_id, p.cancel, p.created_at_ms);
+            self.spawn_cancel_forward(p.student_id, p.trustee_id, p.signed, p.created_at_ms);
         }
         let commits = self.inner.db.call(|s| s.pending_commits()).await?;
         for p in commits {
@@ -1263,7 +1263,10 @@ mod tests {
     use sosvault::Timestamp;
     use sosvault_service::seal::MasterKey;
 
-    use super::*;
+    use super::{
+        Arc, Audience, Category, Config, ControlRoomKey, Db, Engine, Event, EventBody, EventKind,
+        LatLon, UnitId, UnitKind, human_ms, json,
+    };
 
     #[test]
     fn durations_read_in_plain_words() {

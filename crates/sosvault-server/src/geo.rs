@@ -190,7 +190,7 @@ impl UnitIndex {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{HashSet, UnitIndex, UnitKind, haversine_m};
 
     #[test]
     fn haversine_known_distance() {

@@ -248,7 +248,7 @@ impl Metrics {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-    use super::*;
+    use super::{Metrics, ScrapeToken};
 
     #[test]
     fn the_scrape_token_matches_only_itself_and_never_prints() {

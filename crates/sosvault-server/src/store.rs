@@ -38,7 +38,8 @@ pub use access::{AccessStore, AccountChange, AccountRow};
 pub use rows::{
     AccessLogEntry, AssignmentRow, CommitStored, DURESS_STOP, EnrollmentRow, IncidentRow,
     LogLeafRow, NewDuressAlert, NewIncident, PanicStored, PendingCancel, PendingCommit,
-    PendingShred, StudentLogRow, StudentRow, TimelineEntry, TrusteeAnswer, UnitRow, ViewReason,
+    PendingForward, PendingShred, StudentLogRow, StudentRow, TimelineEntry, TrusteeAnswer, UnitRow,
+    ViewReason,
 };
 pub use sqlite::SqliteStore;
 pub use writer::{Db, GroupCommit, MAX_BATCH};

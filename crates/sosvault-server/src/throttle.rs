@@ -181,7 +181,7 @@ fn name_key(name: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{FREE_FAILURES, IpAddr, MAX_NAME_WAIT_MS, MAX_SOURCE_WAIT_MS, Throttle, Verdict};
 
     const A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
     const B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));

@@ -257,7 +257,10 @@ pub fn simulator_router<S: Clone + Send + Sync + 'static>() -> Router<S> {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
-    use super::*;
+    use super::{
+        ASSETS, CONTROL_HTML, HTML, SIM_HTML, StatusCode, TEAM_HTML, TileConfig, asset, header,
+        page,
+    };
 
     #[test]
     fn tile_url_must_be_an_http_template() {

@@ -929,22 +929,17 @@ mod tests {
         b.open(id(1), UnitKind::Police, Some(AT), 0);
         b.open(id(2), UnitKind::Police, Some(AT), 0);
         assert_eq!(sent(b.step(id(1), 0)).unit, "a");
-        assert_eq!(
-            b.assign_by_hand(id(2), "a", "supervisor sunil", 1),
-            Err(ByHandRefusal::TeamBusy)
-        );
-        assert_eq!(
-            b.assign_by_hand(id(1), "a", "supervisor sunil", 1),
-            Err(ByHandRefusal::AlreadyOnIt)
-        );
-        assert_eq!(
-            b.assign_by_hand(id(9), "m", "supervisor sunil", 1),
-            Err(ByHandRefusal::NoIncident)
-        );
-        assert_eq!(
-            b.assign_by_hand(id(1), "nobody", "supervisor sunil", 1),
-            Err(ByHandRefusal::UnknownTeam)
-        );
+        for (incident, team, refusal) in [
+            (2, "a", ByHandRefusal::TeamBusy),
+            (1, "a", ByHandRefusal::AlreadyOnIt),
+            (9, "m", ByHandRefusal::NoIncident),
+            (1, "nobody", ByHandRefusal::UnknownTeam),
+        ] {
+            assert_eq!(
+                b.assign_by_hand(id(incident), team, "supervisor sunil", 1),
+                Err(refusal)
+            );
+        }
         let s = b.assign_by_hand(id(1), "m", "supervisor sunil", 2).unwrap();
         assert_eq!((s.unit.as_str(), s.replaced.as_deref()), ("m", Some("a")));
         // Not connected, no position: still the operator's to send.

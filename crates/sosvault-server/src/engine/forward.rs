@@ -606,7 +606,7 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{ForwardKind, Forwards};
 
     #[test]
     fn a_forward_is_stuck_once_it_has_failed_past_the_bound_and_not_before() {

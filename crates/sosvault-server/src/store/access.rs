@@ -255,7 +255,7 @@ pub(super) fn revoke_unit(c: &Connection, unit: &str, now_ms: u64) -> StoreResul
 #[cfg(test)]
 mod tests {
     use super::super::{SqliteStore, Store};
-    use super::*;
+    use super::{AccessStore, AccountChange, AccountRow, Role};
 
     fn row(name: &str, role: Role) -> AccountRow {
         AccountRow {

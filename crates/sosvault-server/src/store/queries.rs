@@ -1,10 +1,11 @@
 //! The SQLite implementation of [`Store`]: each domain operation's SQL
 //! (students and enrollments, incidents, units, stops and forwards, the log).
 
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::sqlite::{
-    INCIDENT_COLS, all, answer_row, arr, exec, incident_row, one, unit_row, view_reason,
+    INCIDENT_COLS, all, answer_row, arr, count, enrollment_row, exec, incident_row, one,
+    pending_forward_row, unit_row, view_reason,
 };
 use super::{
     AccessLogEntry, AssignmentRow, CommitStored, DURESS_STOP, EnrollmentRow, IncidentRow,
@@ -34,37 +35,13 @@ impl Store for SqliteStore {
     }
 
     fn enrollment(&self, id: &[u8; 32]) -> StoreResult<Option<EnrollmentRow>> {
-        let c = &self.conn;
-        Ok(one(
-            c,
-            "SELECT record, sealed_profile, epoch FROM enrollments WHERE student_id = ?1",
-            params![&id[..]],
-            |r| {
-                Ok(EnrollmentRow {
-                    record: r.get(0)?,
-                    sealed_profile: r.get(1)?,
-                    epoch: r.get(2)?,
-                })
-            },
-        )
-        .optional()?)
+        let from = "SELECT record, sealed_profile, epoch FROM enrollments";
+        row_where(&self.conn, from, "student_id", id, enrollment_row)
     }
 
     fn previous_enrollment(&self, id: &[u8; 32]) -> StoreResult<Option<EnrollmentRow>> {
-        let c = &self.conn;
-        Ok(one(
-            c,
-            "SELECT record, sealed_profile, epoch FROM previous_enrollments WHERE student_id = ?1",
-            params![&id[..]],
-            |r| {
-                Ok(EnrollmentRow {
-                    record: r.get(0)?,
-                    sealed_profile: r.get(1)?,
-                    epoch: r.get(2)?,
-                })
-            },
-        )
-        .optional()?)
+        let from = "SELECT record, sealed_profile, epoch FROM previous_enrollments";
+        row_where(&self.conn, from, "student_id", id, enrollment_row)
     }
 
     fn enrollment_of_epoch(&self, id: &[u8; 32], epoch: u32) -> StoreResult<Option<EnrollmentRow>> {
@@ -185,25 +162,11 @@ impl Store for SqliteStore {
     }
 
     fn incident(&self, id: &[u8; 16]) -> StoreResult<Option<IncidentRow>> {
-        let c = &self.conn;
-        Ok(one(
-            c,
-            &format!("SELECT {INCIDENT_COLS} FROM incidents WHERE id = ?1"),
-            params![&id[..]],
-            incident_row,
-        )
-        .optional()?)
+        incident_where(&self.conn, "id", id)
     }
 
     fn incident_by_panic(&self, panic_hash: &[u8; 32]) -> StoreResult<Option<IncidentRow>> {
-        let c = &self.conn;
-        Ok(one(
-            c,
-            &format!("SELECT {INCIDENT_COLS} FROM incidents WHERE panic_hash = ?1"),
-            params![&panic_hash[..]],
-            incident_row,
-        )
-        .optional()?)
+        incident_where(&self.conn, "panic_hash", panic_hash)
     }
 
     fn incidents(&self, limit: u32) -> StoreResult<Vec<IncidentRow>> {
@@ -229,13 +192,7 @@ impl Store for SqliteStore {
     }
 
     fn bump_counter(&self, student: &[u8; 32], counter: u64) -> StoreResult<bool> {
-        let c = &self.conn;
-        let n = exec(
-            c,
-            "UPDATE students SET highest_counter = ?2 WHERE student_id = ?1 AND highest_counter < ?2",
-            params![&student[..], counter as i64],
-        )?;
-        Ok(n == 1)
+        Ok(bump(&self.conn, student, counter)?)
     }
 
     fn add_location(
@@ -247,11 +204,7 @@ impl Store for SqliteStore {
         now_ms: u64,
     ) -> StoreResult<bool> {
         self.atomic(|c| {
-        let n = exec(c,
-            "UPDATE students SET highest_counter = ?2 WHERE student_id = ?1 AND highest_counter < ?2",
-            params![&student[..], counter as i64],
-        )?;
-        if n != 1 {
+        if !bump(c, student, counter)? {
             return Ok(false);
         }
         exec(c,
@@ -279,12 +232,7 @@ impl Store for SqliteStore {
         kind: &str,
         detail: &str,
     ) -> StoreResult<()> {
-        let c = &self.conn;
-        exec(
-            c,
-            "INSERT INTO timeline (incident_id, at_ms, kind, detail) VALUES (?1, ?2, ?3, ?4)",
-            params![&incident[..], at_ms as i64, kind, detail],
-        )?;
+        insert_timeline(&self.conn, incident, at_ms, kind, detail)?;
         Ok(())
     }
 
@@ -384,11 +332,10 @@ impl Store for SqliteStore {
 
     fn open_duress_alert(&self, a: &NewDuressAlert) -> StoreResult<Option<IncidentRow>> {
         self.atomic(|c| {
-            let busy: i64 = one(
+            let busy = count(
                 c,
                 "SELECT COUNT(*) FROM incidents WHERE panic_hash = ?1 OR (student_id = ?2 AND status = 'open')",
                 params![&a.key[..], &a.student_id[..]],
-                |r| r.get(0),
             )?;
             if busy > 0 {
                 return Ok(None);
@@ -408,19 +355,9 @@ impl Store for SqliteStore {
                 ],
             )?;
             for (kind, detail) in &a.timeline {
-                exec(
-                    c,
-                    "INSERT INTO timeline (incident_id, at_ms, kind, detail) VALUES (?1, ?2, ?3, ?4)",
-                    params![&a.id[..], a.created_at_ms as i64, kind, detail],
-                )?;
+                insert_timeline(c, &a.id, a.created_at_ms, kind, detail)?;
             }
-            Ok(one(
-                c,
-                &format!("SELECT {INCIDENT_COLS} FROM incidents WHERE id = ?1"),
-                params![&a.id[..]],
-                incident_row,
-            )
-            .optional()?)
+            incident_where(c, "id", &a.id)
         })
     }
 
@@ -592,19 +529,12 @@ impl Store for SqliteStore {
     }
 
     fn pending_shreds(&self) -> StoreResult<Vec<PendingShred>> {
-        let c = &self.conn;
-        let mut st = c.prepare_cached(
+        all(
+            &self.conn,
             "SELECT student_id, trustee_id, stop, created_at_ms FROM pending_shreds ORDER BY created_at_ms",
-        )?;
-        let rows = st.query_map([], |r| {
-            Ok(PendingShred {
-                student_id: arr(r.get(0)?)?,
-                trustee_id: arr(r.get(1)?)?,
-                stop: r.get(2)?,
-                created_at_ms: r.get::<_, i64>(3)? as u64,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            [],
+            pending_forward_row,
+        )
     }
 
     fn finish_shred(
@@ -656,19 +586,12 @@ impl Store for SqliteStore {
     }
 
     fn pending_cancels(&self) -> StoreResult<Vec<PendingCancel>> {
-        let c = &self.conn;
-        let mut st = c.prepare_cached(
+        all(
+            &self.conn,
             "SELECT student_id, trustee_id, cancel, created_at_ms FROM pending_cancels ORDER BY created_at_ms",
-        )?;
-        let rows = st.query_map([], |r| {
-            Ok(PendingCancel {
-                student_id: arr(r.get(0)?)?,
-                trustee_id: arr(r.get(1)?)?,
-                cancel: r.get(2)?,
-                created_at_ms: r.get::<_, i64>(3)? as u64,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            [],
+            pending_forward_row,
+        )
     }
 
     fn finish_cancel(
@@ -700,14 +623,11 @@ impl Store for SqliteStore {
     }
 
     fn pending_cancel_count(&self, cancel_hash: &[u8; 32]) -> StoreResult<usize> {
-        let c = &self.conn;
-        let n: i64 = one(
-            c,
+        count(
+            &self.conn,
             "SELECT COUNT(*) FROM pending_cancels WHERE cancel_hash = ?1",
             params![&cancel_hash[..]],
-            |r| r.get(0),
-        )?;
-        Ok(usize::try_from(n).unwrap_or(0))
+        )
     }
 
     fn commit_enrollment(
@@ -774,12 +694,10 @@ impl Store for SqliteStore {
     }
 
     fn is_committed(&self, student: &[u8; 32], epoch: u32) -> StoreResult<bool> {
-        let c = &self.conn;
-        let n: i64 = one(
-            c,
+        let n = count(
+            &self.conn,
             "SELECT COUNT(*) FROM enrollment_commits WHERE student_id = ?1 AND epoch = ?2",
             params![&student[..], epoch],
-            |r| r.get(0),
         )?;
         Ok(n > 0)
     }
@@ -793,20 +711,20 @@ impl Store for SqliteStore {
     }
 
     fn pending_commits(&self) -> StoreResult<Vec<PendingCommit>> {
-        let c = &self.conn;
-        let mut st = c.prepare_cached(
+        all(
+            &self.conn,
             "SELECT student_id, epoch, trustee_id, commit_bytes, created_at_ms FROM pending_commits ORDER BY created_at_ms",
-        )?;
-        let rows = st.query_map([], |r| {
-            Ok(PendingCommit {
-                student_id: arr(r.get(0)?)?,
-                epoch: r.get(1)?,
-                trustee_id: arr(r.get(2)?)?,
-                commit: r.get(3)?,
-                created_at_ms: r.get::<_, i64>(4)? as u64,
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            [],
+            |r| {
+                Ok(PendingCommit {
+                    student_id: arr(r.get(0)?)?,
+                    epoch: r.get(1)?,
+                    trustee_id: arr(r.get(2)?)?,
+                    commit: r.get(3)?,
+                    created_at_ms: r.get::<_, i64>(4)? as u64,
+                })
+            },
+        )
     }
 
     fn finish_commit(&self, student: &[u8; 32], epoch: u32, trustee: &[u8; 32]) -> StoreResult<()> {
@@ -820,14 +738,11 @@ impl Store for SqliteStore {
     }
 
     fn pending_commit_count(&self, student: &[u8; 32], epoch: u32) -> StoreResult<usize> {
-        let c = &self.conn;
-        let n: i64 = one(
-            c,
+        count(
+            &self.conn,
             "SELECT COUNT(*) FROM pending_commits WHERE student_id = ?1 AND epoch = ?2",
             params![&student[..], epoch],
-            |r| r.get(0),
-        )?;
-        Ok(usize::try_from(n).unwrap_or(0))
+        )
     }
 
     fn append_log(
@@ -986,4 +901,47 @@ impl SqliteStore {
             Ok(())
         })
     }
+}
+
+/// The one row of `from` (a fixed `SELECT ... FROM table`, never caller
+/// text) whose `column` is `key`, read by `row`; `None` if there is none.
+fn row_where<T>(
+    c: &Connection,
+    from: &str,
+    column: &str,
+    key: &[u8],
+    row: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> StoreResult<Option<T>> {
+    Ok(one(c, &format!("{from} WHERE {column} = ?1"), params![key], row).optional()?)
+}
+
+/// The incident whose `column` (`id` or `panic_hash`) is `key`, if any.
+fn incident_where(c: &Connection, column: &str, key: &[u8]) -> StoreResult<Option<IncidentRow>> {
+    let from = format!("SELECT {INCIDENT_COLS} FROM incidents");
+    row_where(c, &from, column, key, incident_row)
+}
+
+/// Records a device counter if it is above the highest seen; true if it was.
+fn bump(c: &Connection, student: &[u8; 32], counter: u64) -> rusqlite::Result<bool> {
+    let n = exec(
+        c,
+        "UPDATE students SET highest_counter = ?2 WHERE student_id = ?1 AND highest_counter < ?2",
+        params![&student[..], counter as i64],
+    )?;
+    Ok(n == 1)
+}
+
+/// Appends one entry to an incident's timeline.
+fn insert_timeline(
+    c: &Connection,
+    incident: &[u8; 16],
+    at_ms: u64,
+    kind: &str,
+    detail: &str,
+) -> rusqlite::Result<usize> {
+    exec(
+        c,
+        "INSERT INTO timeline (incident_id, at_ms, kind, detail) VALUES (?1, ?2, ?3, ?4)",
+        params![&incident[..], at_ms as i64, kind, detail],
+    )
 }

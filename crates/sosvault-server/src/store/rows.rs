@@ -193,31 +193,25 @@ pub struct AssignmentRow {
     pub status: String,
 }
 
-/// A shred not yet confirmed by a trustee.
+/// A signed stop or cancel not yet answered by a trustee: both are queued,
+/// read back and forwarded the same way.
 #[derive(Clone, Debug)]
-pub struct PendingShred {
+pub struct PendingForward {
     /// Student.
     pub student_id: [u8; 32],
     /// Trustee.
     pub trustee_id: [u8; 32],
-    /// The signed stop.
-    pub stop: Vec<u8>,
-    /// When the stop was taken (ms).
+    /// The signed stop or cancel, exactly as the device sent it.
+    pub signed: Vec<u8>,
+    /// When the stop or cancel was taken (ms).
     pub created_at_ms: u64,
 }
 
-/// A cancel not yet answered by a trustee.
-#[derive(Clone, Debug)]
-pub struct PendingCancel {
-    /// Student.
-    pub student_id: [u8; 32],
-    /// Trustee.
-    pub trustee_id: [u8; 32],
-    /// The signed cancel, exactly as the device sent it.
-    pub cancel: Vec<u8>,
-    /// When the cancel was taken (ms).
-    pub created_at_ms: u64,
-}
+/// A shred not yet confirmed by a trustee (the signed stop).
+pub type PendingShred = PendingForward;
+
+/// A cancel not yet answered by a trustee (the signed cancel).
+pub type PendingCancel = PendingForward;
 
 /// A trustee's final answer to a forwarded stop or cancel.
 #[derive(Clone, Debug)]

@@ -9,7 +9,10 @@ use rusqlite::{Connection, params};
 use super::access::{self, AccessStore, AccountChange, AccountRow};
 use super::schema::{SCHEMA, migrate};
 use super::writer::GroupCommit;
-use super::{IncidentRow, Store, StoreError, StoreResult, TrusteeAnswer, UnitRow, ViewReason};
+use super::{
+    EnrollmentRow, IncidentRow, PendingForward, Store, StoreError, StoreResult, TrusteeAnswer,
+    UnitRow, ViewReason,
+};
 
 /// The SQLite store: one connection. Used alone, every method is its own
 /// transaction; behind [`Db`](super::Db), batches of jobs share one.
@@ -50,6 +53,33 @@ pub(super) fn all<T>(
     Ok(c.prepare_cached(sql)?
         .query_map(p, f)?
         .collect::<Result<_, _>>()?)
+}
+
+/// Reads a `SELECT COUNT(*)` (the statement prepared once, then from the cache).
+pub(super) fn count(c: &Connection, sql: &str, p: impl rusqlite::Params) -> StoreResult<usize> {
+    let n: i64 = one(c, sql, p, |r| r.get(0))?;
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
+/// An enrollment, current or previous (columns: record, sealed profile,
+/// epoch).
+pub(super) fn enrollment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<EnrollmentRow> {
+    Ok(EnrollmentRow {
+        record: r.get(0)?,
+        sealed_profile: r.get(1)?,
+        epoch: r.get(2)?,
+    })
+}
+
+/// A stop or cancel still to forward (columns: student, trustee, the signed
+/// message, taken at).
+pub(super) fn pending_forward_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PendingForward> {
+    Ok(PendingForward {
+        student_id: arr(r.get(0)?)?,
+        trustee_id: arr(r.get(1)?)?,
+        signed: r.get(2)?,
+        created_at_ms: r.get::<_, i64>(3)? as u64,
+    })
 }
 
 /// A trustee's final answer to a forward (columns: trustee, receipt,
@@ -206,11 +236,10 @@ impl SqliteStore {
         if !self.is_committed(student, current.epoch)? {
             return Ok(false);
         }
-        let in_use: i64 = one(
+        let in_use = count(
             c,
             "SELECT COUNT(*) FROM incidents WHERE student_id = ?1 AND status = 'open' AND epoch = ?2",
             params![&student[..], previous.epoch],
-            |r| r.get(0),
         )?;
         if in_use > 0 {
             return Ok(false);

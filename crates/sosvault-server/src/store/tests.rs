@@ -25,10 +25,25 @@ pub(super) fn incident(id: u8, panic_hash: u8) -> NewIncident {
     }
 }
 
+/// The path of a database file in `dir` that an older schema left: made by
+/// `sql` alone, before [`SqliteStore::open`] migrates it.
+fn older_database(dir: &Path, sql: &str) -> std::path::PathBuf {
+    let path = dir.join("db");
+    let c = Connection::open(&path).unwrap();
+    c.execute_batch(sql).unwrap();
+    path
+}
+
 /// A store in `dir` with student `[1; 32]` enrolled (epoch 1).
 fn enrolled(dir: &Path) -> SqliteStore {
+    enrolled_with(dir, b"rec", b"profile")
+}
+
+/// A store in `dir` with student `[1; 32]` enrolled (epoch 1, device
+/// `[2; 32]`) under `record` and the sealed profile `sealed`.
+fn enrolled_with(dir: &Path, record: &[u8], sealed: &[u8]) -> SqliteStore {
     let s = SqliteStore::open(&dir.join("db")).unwrap();
-    s.put_enrollment(&[1; 32], &[2; 32], 1, b"rec", b"profile", 1)
+    s.put_enrollment(&[1; 32], &[2; 32], 1, record, sealed, 1)
         .unwrap();
     s
 }
@@ -106,12 +121,10 @@ fn a_duress_alert_opens_once_and_only_without_an_open_incident() {
 #[test]
 fn an_existing_database_gains_the_window_columns_and_keeps_its_incidents() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("db");
-    {
-        // The incidents table as the first schema made it.
-        let c = Connection::open(&path).unwrap();
-        c.execute_batch(
-            "CREATE TABLE incidents (
+    // The incidents table as the first schema made it.
+    let path = older_database(
+        dir.path(),
+        "CREATE TABLE incidents (
                 id BLOB PRIMARY KEY, student_id BLOB NOT NULL, panic_hash BLOB NOT NULL UNIQUE,
                 panic BLOB, category TEXT NOT NULL, epoch INTEGER NOT NULL,
                 created_at_ms INTEGER NOT NULL, status TEXT NOT NULL, closed_at_ms INTEGER,
@@ -120,9 +133,7 @@ fn an_existing_database_gains_the_window_columns_and_keeps_its_incidents() {
                 flags TEXT NOT NULL DEFAULT '');
              INSERT INTO incidents (id, student_id, panic_hash, category, epoch, created_at_ms, status, incident_key_sealed)
              VALUES (x'03030303030303030303030303030303', zeroblob(32), zeroblob(32), 'police', 1, 1000, 'open', x'07');",
-        )
-        .unwrap();
-    }
+    );
     let s = SqliteStore::open(&path).unwrap();
     let row = s.incident(&[3; 16]).unwrap().unwrap();
     assert_eq!(row.status, "open");
@@ -203,7 +214,7 @@ fn a_cancel_is_queued_once_per_trustee_until_each_answers() {
     let pending = s.pending_cancels().unwrap();
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].trustee_id, [12; 32]);
-    assert_eq!(pending[0].cancel, cancel);
+    assert_eq!(pending[0].signed, cancel);
     let answers = s.cancel_answers(&hash).unwrap();
     assert_eq!(answers.len(), 2);
     assert_eq!(answers[0].receipt, b"receipt");
@@ -297,8 +308,6 @@ pub(super) fn on_disk(dir: &Path, needle: &[u8]) -> Vec<&'static str> {
 
 mod staging {
     use std::path::Path;
-
-    use rusqlite::Connection;
 
     use super::{incident, on_disk};
     use crate::store::{CommitStored, SqliteStore, Store};
@@ -469,12 +478,10 @@ mod staging {
     #[test]
     fn an_existing_database_gains_the_staging_tables_and_keeps_its_enrollments() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db");
-        {
-            // The two tables as the schema before staging made them.
-            let c = Connection::open(&path).unwrap();
-            c.execute_batch(
-                "CREATE TABLE students (student_id BLOB PRIMARY KEY, device_public BLOB NOT NULL,
+        // The two tables as the schema before staging made them.
+        let path = super::older_database(
+            dir.path(),
+            "CREATE TABLE students (student_id BLOB PRIMARY KEY, device_public BLOB NOT NULL,
                     epoch INTEGER NOT NULL, highest_counter INTEGER NOT NULL DEFAULT 0,
                     false_alarms INTEGER NOT NULL DEFAULT 0, tombstoned_at INTEGER);
                  CREATE TABLE enrollments (student_id BLOB PRIMARY KEY, epoch INTEGER NOT NULL,
@@ -483,9 +490,7 @@ mod staging {
                     VALUES (x'0101010101010101010101010101010101010101010101010101010101010101', zeroblob(32), 1);
                  INSERT INTO enrollments (student_id, epoch, record, sealed_profile, enrolled_at)
                     VALUES (x'0101010101010101010101010101010101010101010101010101010101010101', 1, x'72656331', x'7031', 1);",
-            )
-            .unwrap();
-        }
+        );
         let s = SqliteStore::open(&path).unwrap();
         assert_eq!(s.enrollment(&S).unwrap().unwrap().record, b"rec1");
         assert!(s.previous_enrollment(&S).unwrap().is_none());
@@ -505,10 +510,8 @@ mod wipe {
     #[test]
     fn stop_leaves_no_ciphertext_in_the_file_or_the_wal() {
         let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(&dir.path().join("db")).unwrap();
         let secret: Vec<u8> = (0..700u32).map(|i| (i * 7 + 3) as u8 ^ 0x5a).collect();
-        s.put_enrollment(&[1; 32], &[2; 32], 1, b"record", &secret, 1)
-            .unwrap();
+        let s = super::enrolled_with(dir.path(), b"record", &secret);
         s.put_enrollment(&[3; 32], &[4; 32], 1, b"record", b"other", 1)
             .unwrap();
         assert!(!on_disk(dir.path(), &secret[100..164]).is_empty());
@@ -545,10 +548,8 @@ mod wipe {
     #[test]
     fn a_stop_whose_wal_cannot_be_emptied_is_an_error_not_a_silent_pass() {
         let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(&dir.path().join("db")).unwrap();
         let secret: Vec<u8> = (0..700u32).map(|i| (i * 11 + 5) as u8 ^ 0x3c).collect();
-        s.put_enrollment(&[1; 32], &[2; 32], 1, b"record", &secret, 1)
-            .unwrap();
+        let s = super::enrolled_with(dir.path(), b"record", &secret);
         // Another connection in the middle of a read keeps its snapshot's
         // pages in the WAL.
         let reader = Connection::open(dir.path().join("db")).unwrap();

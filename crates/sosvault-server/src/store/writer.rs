@@ -207,10 +207,12 @@ mod tests {
     use crate::store::tests::on_disk;
     use crate::store::{SqliteStore, Store, StoreResult};
 
-    fn store(dir: &Path) -> (SqliteStore, Arc<AtomicUsize>, Arc<AtomicBool>) {
+    /// A writer over a fresh store in `dir`, with the store's commit counter
+    /// and its refuse-commits flag ([`SqliteStore::watch_commits`]).
+    fn writer(dir: &Path) -> (Db, Arc<AtomicUsize>, Arc<AtomicBool>) {
         let s = SqliteStore::open(&dir.join("db")).unwrap();
         let (commits, refuse) = s.watch_commits();
-        (s, commits, refuse)
+        (Db::new(s).unwrap(), commits, refuse)
     }
 
     /// Queues a job that holds the writer until the returned sender fires,
@@ -246,8 +248,7 @@ mod tests {
     #[tokio::test]
     async fn concurrent_jobs_share_one_commit_and_each_gets_its_own_result() {
         let dir = tempfile::tempdir().unwrap();
-        let (s, commits, _) = store(dir.path());
-        let db = Db::new(s).unwrap();
+        let (db, commits, _) = writer(dir.path());
         let (open, held) = hold(&db);
         let jobs: Vec<_> = (1..=200u8)
             .map(|i| {
@@ -278,8 +279,7 @@ mod tests {
     #[tokio::test]
     async fn a_failing_or_panicking_job_rolls_back_only_its_own_writes() {
         let dir = tempfile::tempdir().unwrap();
-        let (s, commits, _) = store(dir.path());
-        let db = Db::new(s).unwrap();
+        let (db, commits, _) = writer(dir.path());
         db.call(|s| s.append_log(0, b"a", &[1; 32], &[7; 32], &[1; 16], "op", None, 1))
             .await
             .unwrap();
@@ -325,8 +325,7 @@ mod tests {
     #[tokio::test]
     async fn a_failed_commit_fails_every_job_of_the_batch_and_keeps_none() {
         let dir = tempfile::tempdir().unwrap();
-        let (s, _, refuse) = store(dir.path());
-        let db = Db::new(s).unwrap();
+        let (db, _, refuse) = writer(dir.path());
         let (open, held) = hold(&db);
         let jobs: Vec<_> = (1..=20u8)
             .map(|i| db.call(move |s| s.add_timeline(&[i; 16], 1, "x", "lost")))
@@ -351,8 +350,7 @@ mod tests {
     #[tokio::test]
     async fn a_stop_in_a_batch_truncates_the_wal_before_it_is_answered() {
         let dir = tempfile::tempdir().unwrap();
-        let (s, _, _) = store(dir.path());
-        let db = Db::new(s).unwrap();
+        let (db, _, _) = writer(dir.path());
         let secret: Vec<u8> = (0..700u32).map(|i| (i * 7 + 3) as u8 ^ 0x5a).collect();
         let sealed = secret.clone();
         db.call(move |s| s.put_enrollment(&[1; 32], &[2; 32], 1, b"record", &sealed, 1))
