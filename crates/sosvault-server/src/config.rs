@@ -548,7 +548,7 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
-    use super::{Config, ConfigError, ControlRoomPublic, Manifest, PathBuf, Signed, TrusteeConfig};
+    use super::{Config, ConfigError, ControlRoomPublic, PathBuf, TrusteeConfig};
 
     #[test]
     fn env_overrides_win() {
@@ -627,27 +627,10 @@ mod tests {
     }
 
     fn signed_manifest(control_room: ControlRoomPublic) -> Vec<u8> {
-        use sosvault::manifest::ManifestTrustee;
-        use sosvault::{AuthorityKey, Timestamp, TrusteeKey};
-        let now = Timestamp::now();
-        let m = Manifest {
-            deployment: "test".into(),
-            version: 1,
-            issued_at: now,
-            not_before: now,
-            not_after: now.plus(3600),
-            threshold: 2,
-            trustees: (0..3)
-                .map(|i| ManifestTrustee {
-                    name: format!("t{i}"),
-                    public: TrusteeKey::generate().public(),
-                    url: format!("http://127.0.0.1:{}", 7001 + i),
-                })
-                .collect(),
-            control_room,
-            control_room_url: "http://127.0.0.1:8080".into(),
-        };
-        Signed::sign(m, &AuthorityKey::generate())
+        let trustees: Vec<_> = (0..3)
+            .map(|_| sosvault::TrusteeKey::generate().public())
+            .collect();
+        crate::fixtures::manifest("test", control_room, &trustees, "http://127.0.0.1:7001")
             .as_bytes()
             .to_vec()
     }
