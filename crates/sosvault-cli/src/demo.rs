@@ -76,6 +76,12 @@ impl Events {
         }
     }
 
+    /// Waits up to `secs` for the next event of `kind` about `incident`.
+    async fn wait_for(&mut self, secs: u64, kind: &str, incident: &str) -> anyhow::Result<Value> {
+        self.wait(secs, |e| e["kind"] == kind && e["incident"] == incident)
+            .await
+    }
+
     /// Narrates an incident's timeline until `done` has seen what it wants.
     async fn follow(
         &mut self,
@@ -84,9 +90,7 @@ impl Events {
         mut done: impl FnMut(&str) -> bool,
     ) -> anyhow::Result<()> {
         loop {
-            let ev = self
-                .wait(30, |e| e["kind"] == "timeline" && e["incident"] == incident)
-                .await?;
+            let ev = self.wait_for(30, "timeline", incident).await?;
             let step = ev["detail"]["step"].as_str().unwrap_or_default();
             if step != "panic" {
                 n.say(format!(
@@ -344,15 +348,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
             .location(&update)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        ops.wait(10, |e| {
-            e["kind"] == "location" && e["incident"] == inc_a.as_str()
-        })
-        .await?;
-        let moved = ops
-            .wait(10, |e| {
-                e["kind"] == "unit_position" && e["incident"] == inc_a.as_str()
-            })
-            .await?;
+        ops.wait_for(10, "location", inc_a.as_str()).await?;
+        let moved = ops.wait_for(10, "unit_position", inc_a.as_str()).await?;
         let unit_at = (
             moved["detail"]["lat"].as_f64().unwrap_or(0.0),
             moved["detail"]["lon"].as_f64().unwrap_or(0.0),
@@ -373,10 +370,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         .cancel(&cancel)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    ops.wait(10, |e| {
-        e["kind"] == "cancelled" && e["incident"] == inc_a.as_str()
-    })
-    .await?;
+    ops.wait_for(10, "cancelled", inc_a.as_str()).await?;
     n.say("The student presses \"I am safe\": incident closed, vault key and incident key forgotten, the team stands down");
     let profile_bytes = students[a].profile.to_bytes();
     match crate::manifest::enroll_phone(
