@@ -745,7 +745,10 @@ fn short(hex: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{
+        ControlRoomKey, DecodeError, DeviceKey, IncidentKey, LogKey, LogPublic, TrusteeKey,
+        TrusteePublic, VaultKey, Zeroizing,
+    };
 
     #[test]
     fn debug_never_shows_secrets() {

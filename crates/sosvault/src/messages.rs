@@ -1075,7 +1075,11 @@ pub type SignedShareReceipt = Signed<ShareReceipt>;
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{
+        Category, Container, ControlRoomKey, DecodeError, EnrollmentCommit, EnrollmentPackage,
+        IncidentId, IncidentRecipient, Location, MessageHash, PanicEvent, Policy, ReleaseRequest,
+        ShareDelivery, Signed, Timestamp,
+    };
     use crate::{Device, DeviceKey, IncidentKey, TimeLimits, Trustee, TrusteeKey};
 
     /// `MAX_LEN` is what an API documents as a message field's limit: a
