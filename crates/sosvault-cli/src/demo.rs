@@ -12,8 +12,8 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use sosvault::manifest::VerifiedManifest;
 use sosvault::{
-    Category, ControlRoomKey, Device, DeviceKey, IncidentId, IncidentKey, Location, ShredReceipt,
-    Signed, Timestamp, TrusteeId,
+    Category, ControlRoomKey, ControlRoomPublic, Device, DeviceKey, IncidentId, IncidentKey,
+    Location, PanicEvent, ShredReceipt, Signed, Timestamp, TrusteeId,
 };
 use sosvault_server::client::Client;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -138,6 +138,43 @@ struct Student {
 fn offset(area: kota::Area, dlat: f64, dlon: f64) -> anyhow::Result<Location> {
     Location::new(area.lat + dlat, area.lon + dlon, 8, Timestamp::now())
         .context("a location off the globe")
+}
+
+/// What one press of PANIC gave: where, the signed panic, the incident the
+/// service opened, and how long its answer took.
+struct Pressed {
+    at: Location,
+    panic: Signed<PanicEvent>,
+    incident: String,
+    answered_in: Duration,
+}
+
+impl Student {
+    /// Presses PANIC `(dlat, dlon)` away from the middle of the student's
+    /// area and sends it to the service.
+    async fn press_panic(
+        &mut self,
+        client: &Client,
+        category: Category,
+        (dlat, dlon): (f64, f64),
+        control_room: &ControlRoomPublic,
+    ) -> anyhow::Result<Pressed> {
+        let at = offset(self.area, dlat, dlon)?;
+        let panic = self
+            .device
+            .panic(category, &at, control_room, Timestamp::now())?;
+        let sent = Instant::now();
+        let incident = client
+            .panic(&panic)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(Pressed {
+            at,
+            panic,
+            incident,
+            answered_in: sent.elapsed(),
+        })
+    }
 }
 
 /// Simulated team: acknowledges assignments, follows the student.
@@ -297,20 +334,18 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     // 1. A panic in Talwandi.
     let a = 0;
     let name_a = students[a].profile.name.clone();
-    let loc = offset(students[a].area, 0.0006, -0.0004)?;
-    let panic_a =
-        students[a]
-            .device
-            .panic(Category::Police, &loc, &control_room, Timestamp::now())?;
-    let t_panic = Instant::now();
-    let inc_a = client
-        .panic(&panic_a)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let Pressed {
+        at: loc,
+        panic: panic_a,
+        incident: inc_a,
+        answered_in,
+    } = students[a]
+        .press_panic(&client, Category::Police, (0.0006, -0.0004), &control_room)
+        .await?;
     n.say(format!(
         "A student in {} presses PANIC (police). The service stores it and answers 202 in {} ms: incident {}",
         students[a].area.name,
-        t_panic.elapsed().as_millis(),
+        answered_in.as_millis(),
         &inc_a[..8]
     ));
     // The operator takes the incident: its handler reads the profile once
@@ -407,15 +442,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         cluster.trustees[2].name
     ));
     let b = 2;
-    let loc_b = offset(students[b].area, -0.0005, 0.0007)?;
-    let panic_b =
-        students[b]
-            .device
-            .panic(Category::Medical, &loc_b, &control_room, Timestamp::now())?;
-    let inc_b = client
-        .panic(&panic_b)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let inc_b = students[b]
+        .press_panic(&client, Category::Medical, (-0.0005, 0.0007), &control_room)
+        .await?
+        .incident;
     n.say(format!(
         "A student in {} presses PANIC (medical): incident {}",
         students[b].area.name,
