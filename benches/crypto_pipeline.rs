@@ -32,10 +32,14 @@ use rand::RngExt as _;
 use sosvault::hazmat;
 use sosvault::{
     Category, Container, ControlRoomKey, Device, DeviceKey, EnrollmentPackage, IncidentId,
-    IncidentKey, IncidentRecipient, Location, MessageHash, Opener, Policy, Profile, StudentEntry,
+    IncidentKey, IncidentRecipient, Location, MessageHash, Opener, Policy, StudentEntry,
     TimeLimits, Timestamp, Trustee, TrusteeKey, TrusteePublic,
 };
 use vsss_rs::Gf256;
+
+#[path = "../tests/common/kota_profile.rs"]
+mod kota_profile;
+use kota_profile::kota_profile;
 
 /// The fixed clock of the benchmark world (every check passes against it).
 const NOW: Timestamp = Timestamp(1_790_000_000);
@@ -198,13 +202,8 @@ fn shamir<M: Measurement>(c: &mut Criterion<M>) {
 
 /// A realistic profile of about [`PROFILE_LEN`] bytes once encoded.
 fn profile_bytes() -> Vec<u8> {
-    let mut p = Profile::new("Asha Verma", "+91 94140 12345");
+    let mut p = kota_profile();
     p.address = "12 Gandhi Nagar, Jaipur, Rajasthan 302015".into();
-    p.hostel = "Shanti Girls Hostel, room 12, Talwandi, Kota".into();
-    p.institute = "Vidya Coaching Institute, Indra Vihar, Kota".into();
-    p.guardian_name = "Sunita Verma (mother)".into();
-    p.guardian_phone = "+91 98290 54321".into();
-    p.blood_group = "B+".into();
     p.medical_notes = "Asthma (salbutamol inhaler, two puffs as needed); allergic to \
                        penicillin and sulfa drugs. "
         .into();

@@ -19,6 +19,10 @@ use sosvault::{
     ShareRejected, Signed, TimeLimits, Timestamp, Trustee, TrusteeKey,
 };
 
+#[path = "../tests/common/kota_profile.rs"]
+mod kota_profile;
+use kota_profile::kota_profile;
+
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
 
 /// Fails the run with `msg` unless `ok`.
@@ -37,18 +41,6 @@ fn ms(t: Instant) -> String {
 
 /// The trustees of the example, in share-index order.
 const TRUSTEE_NAMES: [&str; 3] = ["Police HQ", "Oversight office", "NGO"];
-
-fn kota_profile() -> Profile {
-    let mut p = Profile::new("Asha Verma", "+91 94140 12345");
-    p.address = "12 Gandhi Nagar, Jaipur, Rajasthan".into();
-    p.hostel = "Shanti Girls Hostel, room 12, Talwandi, Kota".into();
-    p.institute = "Vidya Coaching Institute, Indra Vihar, Kota".into();
-    p.guardian_name = "Sunita Verma (mother)".into();
-    p.guardian_phone = "+91 98290 54321".into();
-    p.blood_group = "B+".into();
-    p.medical_notes = "Asthma (salbutamol inhaler); allergic to penicillin".into();
-    p
-}
 
 fn main() -> Result<()> {
     if let Err(e) = run() {

@@ -418,6 +418,16 @@ fn sealed_input(
     seal()
 }
 
+/// [`sealed_input`] for a ciphertext committed as the vector `name`.
+fn committed_sealed(
+    name: &str,
+    plaintext: &[u8],
+    open: impl Fn(&[u8]) -> Option<Vec<u8>>,
+    seal: impl FnOnce() -> Vec<u8>,
+) -> Vec<u8> {
+    sealed_input(name, read_vector(name), plaintext, open, seal)
+}
+
 // ------------------------------------------------------------------ the build
 
 /// Every vector, rebuilt from the fixed inputs (and the fixed ciphertexts).
@@ -456,23 +466,20 @@ fn build() -> BTreeMap<&'static str, Vec<u8>> {
     v.insert("profile", profile_bytes.clone());
 
     // Sealed fields: fixed ciphertexts.
-    let sealed_location = sealed_input(
+    let sealed_location = committed_sealed(
         "sealed_location",
-        read_vector("sealed_location"),
         &location_fix,
         |ct| room.open_location(ct).ok().map(|l| l.to_bytes()),
         || room.public().seal(&location_fix).unwrap(),
     );
-    let sealed_note = sealed_input(
+    let sealed_note = committed_sealed(
         "sealed_note",
-        read_vector("sealed_note"),
         &note_bytes,
         |ct| room.open_note(ct).ok().map(|n| n.to_bytes()),
         || room.public().seal(&note_bytes).unwrap(),
     );
-    let sealed_profile = sealed_input(
+    let sealed_profile = committed_sealed(
         "sealed_profile",
-        read_vector("sealed_profile"),
         &profile_bytes,
         |ct| vault.open(ct, 1 << 20).ok().map(|p| p.to_vec()),
         || vault.recipient().seal(&profile_bytes).unwrap(),
@@ -563,9 +570,8 @@ fn build() -> BTreeMap<&'static str, Vec<u8>> {
     v.insert("release_request", request.as_bytes().to_vec());
 
     let released_plaintext = released_share_plaintext(&panic.hash(), &shares[0]);
-    let sealed_released = sealed_input(
+    let sealed_released = committed_sealed(
         "sealed_released_share",
-        read_vector("sealed_released_share"),
         &released_plaintext,
         |ct| open_with_scalar(&INCIDENT_SCALAR, ct),
         // Made by the real trustee: accept the delivery, answer the request.

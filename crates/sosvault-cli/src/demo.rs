@@ -12,8 +12,8 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use sosvault::manifest::VerifiedManifest;
 use sosvault::{
-    Category, ControlRoomKey, Device, DeviceKey, IncidentId, IncidentKey, Location, ShredReceipt,
-    Signed, Timestamp, TrusteeId,
+    Category, ControlRoomKey, ControlRoomPublic, Device, DeviceKey, IncidentId, IncidentKey,
+    Location, PanicEvent, ShredReceipt, Signed, Timestamp, TrusteeId,
 };
 use sosvault_server::client::Client;
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -76,6 +76,12 @@ impl Events {
         }
     }
 
+    /// Waits up to `secs` for the next event of `kind` about `incident`.
+    async fn wait_for(&mut self, secs: u64, kind: &str, incident: &str) -> anyhow::Result<Value> {
+        self.wait(secs, |e| e["kind"] == kind && e["incident"] == incident)
+            .await
+    }
+
     /// Narrates an incident's timeline until `done` has seen what it wants.
     async fn follow(
         &mut self,
@@ -84,9 +90,7 @@ impl Events {
         mut done: impl FnMut(&str) -> bool,
     ) -> anyhow::Result<()> {
         loop {
-            let ev = self
-                .wait(30, |e| e["kind"] == "timeline" && e["incident"] == incident)
-                .await?;
+            let ev = self.wait_for(30, "timeline", incident).await?;
             let step = ev["detail"]["step"].as_str().unwrap_or_default();
             if step != "panic" {
                 n.say(format!(
@@ -134,6 +138,43 @@ struct Student {
 fn offset(area: kota::Area, dlat: f64, dlon: f64) -> anyhow::Result<Location> {
     Location::new(area.lat + dlat, area.lon + dlon, 8, Timestamp::now())
         .context("a location off the globe")
+}
+
+/// What one press of PANIC gave: where, the signed panic, the incident the
+/// service opened, and how long its answer took.
+struct Pressed {
+    at: Location,
+    panic: Signed<PanicEvent>,
+    incident: String,
+    answered_in: Duration,
+}
+
+impl Student {
+    /// Presses PANIC `(dlat, dlon)` away from the middle of the student's
+    /// area and sends it to the service.
+    async fn press_panic(
+        &mut self,
+        client: &Client,
+        category: Category,
+        (dlat, dlon): (f64, f64),
+        control_room: &ControlRoomPublic,
+    ) -> anyhow::Result<Pressed> {
+        let at = offset(self.area, dlat, dlon)?;
+        let panic = self
+            .device
+            .panic(category, &at, control_room, Timestamp::now())?;
+        let sent = Instant::now();
+        let incident = client
+            .panic(&panic)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(Pressed {
+            at,
+            panic,
+            incident,
+            answered_in: sent.elapsed(),
+        })
+    }
 }
 
 /// Simulated team: acknowledges assignments, follows the student.
@@ -293,20 +334,18 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     // 1. A panic in Talwandi.
     let a = 0;
     let name_a = students[a].profile.name.clone();
-    let loc = offset(students[a].area, 0.0006, -0.0004)?;
-    let panic_a =
-        students[a]
-            .device
-            .panic(Category::Police, &loc, &control_room, Timestamp::now())?;
-    let t_panic = Instant::now();
-    let inc_a = client
-        .panic(&panic_a)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let Pressed {
+        at: loc,
+        panic: panic_a,
+        incident: inc_a,
+        answered_in,
+    } = students[a]
+        .press_panic(&client, Category::Police, (0.0006, -0.0004), &control_room)
+        .await?;
     n.say(format!(
         "A student in {} presses PANIC (police). The service stores it and answers 202 in {} ms: incident {}",
         students[a].area.name,
-        t_panic.elapsed().as_millis(),
+        answered_in.as_millis(),
         &inc_a[..8]
     ));
     // The operator takes the incident: its handler reads the profile once
@@ -344,15 +383,8 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
             .location(&update)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        ops.wait(10, |e| {
-            e["kind"] == "location" && e["incident"] == inc_a.as_str()
-        })
-        .await?;
-        let moved = ops
-            .wait(10, |e| {
-                e["kind"] == "unit_position" && e["incident"] == inc_a.as_str()
-            })
-            .await?;
+        ops.wait_for(10, "location", inc_a.as_str()).await?;
+        let moved = ops.wait_for(10, "unit_position", inc_a.as_str()).await?;
         let unit_at = (
             moved["detail"]["lat"].as_f64().unwrap_or(0.0),
             moved["detail"]["lon"].as_f64().unwrap_or(0.0),
@@ -373,10 +405,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         .cancel(&cancel)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    ops.wait(10, |e| {
-        e["kind"] == "cancelled" && e["incident"] == inc_a.as_str()
-    })
-    .await?;
+    ops.wait_for(10, "cancelled", inc_a.as_str()).await?;
     n.say("The student presses \"I am safe\": incident closed, vault key and incident key forgotten, the team stands down");
     let profile_bytes = students[a].profile.to_bytes();
     match crate::manifest::enroll_phone(
@@ -413,15 +442,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         cluster.trustees[2].name
     ));
     let b = 2;
-    let loc_b = offset(students[b].area, -0.0005, 0.0007)?;
-    let panic_b =
-        students[b]
-            .device
-            .panic(Category::Medical, &loc_b, &control_room, Timestamp::now())?;
-    let inc_b = client
-        .panic(&panic_b)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let inc_b = students[b]
+        .press_panic(&client, Category::Medical, (-0.0005, 0.0007), &control_room)
+        .await?
+        .incident;
     n.say(format!(
         "A student in {} presses PANIC (medical): incident {}",
         students[b].area.name,

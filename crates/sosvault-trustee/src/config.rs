@@ -446,7 +446,7 @@ where
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-    use super::*;
+    use super::{Checkpoint, Config, MAX_REQUEST_TIMEOUT_SECS, Path, PathBuf, default_listen};
 
     #[test]
     fn tls_files_are_relative_to_the_config_file_like_the_keys() {

@@ -318,7 +318,23 @@ impl Device {
         policy: Policy,
         now: Timestamp,
     ) -> Result<Enrollment, DeviceError> {
-        self.enroll_with_rng(profile, trustees, threshold, policy, now, rand::rng())
+        // `build` refuses a stopped device.
+        let after = self.pending.as_ref().map_or(self.epoch, |p| p.epoch);
+        let (package, enrolled, epoch) = self.build(
+            profile,
+            trustees,
+            threshold,
+            policy,
+            now,
+            after,
+            rand::rng(),
+        )?;
+        self.epoch = epoch;
+        self.enrolled = Some(enrolled);
+        // Enrolled outside a manifest: no manifest vouches for this epoch.
+        self.manifest = None;
+        self.pending = None;
+        Ok(Enrollment { package })
     }
 
     /// Re-enrolls under the next epoch with the same trustees, threshold and policy.
@@ -327,29 +343,6 @@ impl Device {
     pub fn reenroll(&mut self, profile: &[u8], now: Timestamp) -> Result<Enrollment, DeviceError> {
         let e = self.enrolled.clone().ok_or(DeviceError::NotEnrolled)?;
         self.enroll(profile, &e.trustees, e.threshold, e.policy, now)
-    }
-
-    pub(crate) fn enroll_with_rng(
-        &mut self,
-        profile: &[u8],
-        trustees: &[TrusteePublic],
-        threshold: u8,
-        policy: Policy,
-        now: Timestamp,
-        rng: impl rand::CryptoRng,
-    ) -> Result<Enrollment, DeviceError> {
-        if self.stopped {
-            return Err(DeviceError::Stopped);
-        }
-        let after = self.pending.as_ref().map_or(self.epoch, |p| p.epoch);
-        let (package, enrolled, epoch) =
-            self.build(profile, trustees, threshold, policy, now, after, rng)?;
-        self.epoch = epoch;
-        self.enrolled = Some(enrolled);
-        // Enrolled outside a manifest: no manifest vouches for this epoch.
-        self.manifest = None;
-        self.pending = None;
-        Ok(Enrollment { package })
     }
 
     /// The package of a new epoch after `after`, and the state it would

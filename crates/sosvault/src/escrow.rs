@@ -100,7 +100,7 @@ pub(crate) fn share_matches(
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{combine, split};
 
     #[test]
     fn split_numbers_shares_from_one() {

@@ -92,10 +92,25 @@ mod private {
 
 /// The plumbing every single ed25519 signing key of the protocol shares (a
 /// device's, a log's, the deployment authority's): a fresh or seeded key, the
-/// key file encoding under its tag, and signing through [`SignerKey`].
+/// key file encoding under its tag, signing through [`SignerKey`], its public
+/// half, and a `Debug` that redacts the key and shows the start of what
+/// `$shown` names (`$label`).
 macro_rules! ed25519_secret {
-    ($secret:ident, $tag:literal, $generate:literal, $seed:literal) => {
+    (
+        $secret:ident,
+        $tag:literal,
+        $generate:literal,
+        $seed:literal,
+        $public:ident,
+        $public_doc:literal,
+        debug: $label:literal => $shown:ident
+    ) => {
         impl $secret {
+            #[doc = $public_doc]
+            pub fn public(&self) -> $public {
+                $public(self.0.verifying_key())
+            }
+
             /// Tag of the key file encoding.
             pub const TAG: &'static str = $tag;
 
@@ -126,6 +141,16 @@ macro_rules! ed25519_secret {
                 &self.0
             }
         }
+
+        impl fmt::Debug for $secret {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(
+                    f,
+                    concat!(stringify!($secret), "([redacted], ", $label, " {})"),
+                    short(&self.$shown().to_hex())
+                )
+            }
+        }
     };
 }
 
@@ -139,28 +164,16 @@ ed25519_secret!(
     DeviceKey,
     "sosvault/device-key/v1",
     "A fresh random device key.",
-    "A device key from a 32-byte seed (test vectors, deterministic simulations)."
+    "A device key from a 32-byte seed (test vectors, deterministic simulations).",
+    DevicePublic,
+    "The public half.",
+    debug: "student" => student_id
 );
 
 impl DeviceKey {
-    /// The public half.
-    pub fn public(&self) -> DevicePublic {
-        DevicePublic(self.0.verifying_key())
-    }
-
     /// The student id this key speaks for.
     pub fn student_id(&self) -> StudentId {
         self.public().student_id()
-    }
-}
-
-impl fmt::Debug for DeviceKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "DeviceKey([redacted], student {})",
-            short(&self.student_id().to_hex())
-        )
     }
 }
 
@@ -575,7 +588,10 @@ ed25519_secret!(
     LogKey,
     "sosvault/log-key/v1",
     "A fresh random log key (a log that belongs to no trustee or control room).",
-    "A log key from a 32-byte ed25519 seed (test vectors, standalone logs)."
+    "A log key from a 32-byte ed25519 seed (test vectors, standalone logs).",
+    LogPublic,
+    "The public half: what auditors and students pin.",
+    debug: "log" => log_id
 );
 
 impl LogKey {
@@ -583,24 +599,9 @@ impl LogKey {
         Self(SigningKey::from_bytes(&hkdf_32(seed, info)))
     }
 
-    /// The public half: what auditors and students pin.
-    pub fn public(&self) -> LogPublic {
-        LogPublic(self.0.verifying_key())
-    }
-
     /// The log's id: a hash of its public key.
     pub fn log_id(&self) -> crate::log::LogId {
         self.public().log_id()
-    }
-}
-
-impl fmt::Debug for LogKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "LogKey([redacted], log {})",
-            short(&self.log_id().to_hex())
-        )
     }
 }
 
@@ -652,25 +653,11 @@ ed25519_secret!(
     AuthorityKey,
     "sosvault/authority-key/v1",
     "A fresh random authority key.",
-    "An authority key from a 32-byte ed25519 seed (test vectors)."
+    "An authority key from a 32-byte ed25519 seed (test vectors).",
+    AuthorityPublic,
+    "The public half: what the app pins.",
+    debug: "public" => public
 );
-
-impl AuthorityKey {
-    /// The public half: what the app pins.
-    pub fn public(&self) -> AuthorityPublic {
-        AuthorityPublic(self.0.verifying_key())
-    }
-}
-
-impl fmt::Debug for AuthorityKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "AuthorityKey([redacted], public {})",
-            short(&self.public().to_hex())
-        )
-    }
-}
 
 /// The public half of an [`AuthorityKey`]: the one key a device pins.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -758,7 +745,10 @@ fn short(hex: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{
+        ControlRoomKey, DecodeError, DeviceKey, IncidentKey, LogKey, LogPublic, TrusteeKey,
+        TrusteePublic, VaultKey, Zeroizing,
+    };
 
     #[test]
     fn debug_never_shows_secrets() {

@@ -949,9 +949,43 @@ impl Note {
 }
 
 /// One share of a vault key: its index (the x coordinate, 1..=n) and 32 secret bytes.
+#[derive(Clone)]
 pub(crate) struct ShareValue {
     pub(crate) index: u8,
     pub(crate) y: Zeroizing<[u8; 32]>,
+}
+
+impl ShareValue {
+    /// Writes the index byte, then the 32 secret bytes.
+    pub(crate) fn write(&self, w: &mut Writer) {
+        w.u8(self.index);
+        w.fixed(&self.y[..]);
+    }
+
+    /// Reads what [`ShareValue::write`] wrote; `field` names the secret bytes
+    /// in a decode error.
+    pub(crate) fn read(r: &mut Reader<'_>, field: &'static str) -> Result<Self, DecodeError> {
+        Ok(Self {
+            index: read_index(r)?,
+            y: Zeroizing::new(r.array(field)?),
+        })
+    }
+}
+
+/// Writes the student, epoch and share every sealed share plaintext ends with.
+fn write_owned_share(w: &mut Writer, student: &StudentId, epoch: u32, share: &ShareValue) {
+    w.fixed(student.as_bytes());
+    w.u32(epoch);
+    share.write(w);
+}
+
+/// Reads what [`write_owned_share`] wrote.
+fn read_owned_share(r: &mut Reader<'_>) -> Result<(StudentId, u32, ShareValue), DecodeError> {
+    Ok((
+        StudentId(r.array("student id")?),
+        read_epoch(r)?,
+        ShareValue::read(r, "share")?,
+    ))
 }
 
 /// The plaintext of a share sealed to its trustee at enrollment.
@@ -967,23 +1001,18 @@ impl ShareForTrustee {
     pub(crate) fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
         let mut w = Writer::with_capacity(80);
         w.tag(Self::TAG);
-        w.fixed(self.student.as_bytes());
-        w.u32(self.epoch);
-        w.u8(self.share.index);
-        w.fixed(&self.share.y[..]);
+        write_owned_share(&mut w, &self.student, self.epoch, &self.share);
         Zeroizing::new(w.into_bytes())
     }
 
     pub(crate) fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
         r.expect_tag(Self::TAG)?;
+        let (student, epoch, share) = read_owned_share(&mut r)?;
         let out = Self {
-            student: StudentId(r.array("student id")?),
-            epoch: read_epoch(&mut r)?,
-            share: ShareValue {
-                index: read_index(&mut r)?,
-                y: Zeroizing::new(r.array("share")?),
-            },
+            student,
+            epoch,
+            share,
         };
         r.finish()?;
         Ok(out)
@@ -1005,24 +1034,20 @@ impl ReleasedShare {
         let mut w = Writer::with_capacity(112);
         w.tag(Self::TAG);
         w.fixed(self.panic.as_bytes());
-        w.fixed(self.student.as_bytes());
-        w.u32(self.epoch);
-        w.u8(self.share.index);
-        w.fixed(&self.share.y[..]);
+        write_owned_share(&mut w, &self.student, self.epoch, &self.share);
         Zeroizing::new(w.into_bytes())
     }
 
     pub(crate) fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
         r.expect_tag(Self::TAG)?;
+        let panic = MessageHash(r.array("panic hash")?);
+        let (student, epoch, share) = read_owned_share(&mut r)?;
         let out = Self {
-            panic: MessageHash(r.array("panic hash")?),
-            student: StudentId(r.array("student id")?),
-            epoch: read_epoch(&mut r)?,
-            share: ShareValue {
-                index: read_index(&mut r)?,
-                y: Zeroizing::new(r.array("share")?),
-            },
+            panic,
+            student,
+            epoch,
+            share,
         };
         r.finish()?;
         Ok(out)
@@ -1050,7 +1075,11 @@ pub type SignedShareReceipt = Signed<ShareReceipt>;
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{
+        Category, Container, ControlRoomKey, DecodeError, EnrollmentCommit, EnrollmentPackage,
+        IncidentId, IncidentRecipient, Location, MessageHash, PanicEvent, Policy, ReleaseRequest,
+        ShareDelivery, Signed, Timestamp,
+    };
     use crate::{Device, DeviceKey, IncidentKey, TimeLimits, Trustee, TrusteeKey};
 
     /// `MAX_LEN` is what an API documents as a message field's limit: a

@@ -185,7 +185,7 @@ const fn ff_then(first: u8) -> [u8; 32] {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{SealError, X25519Public, X25519Secret, Zeroizing};
 
     #[test]
     fn raw_bytes_agree_with_age() {

@@ -256,10 +256,7 @@ struct HeldShare {
 impl HeldShare {
     fn copy(&self) -> Self {
         Self {
-            value: ShareValue {
-                index: self.value.index,
-                y: self.value.y.clone(),
-            },
+            value: self.value.clone(),
         }
     }
 }
@@ -397,8 +394,7 @@ impl StudentEntry {
             None => w.u8(0),
             Some(s) => {
                 w.u8(1);
-                w.u8(s.value.index);
-                w.fixed(&s.value.y[..]);
+                s.value.write(&mut w);
             }
         }
         w.u64(self.highest_counter);
@@ -419,8 +415,7 @@ impl StudentEntry {
             Some(p) => {
                 w.u8(1);
                 w.var(p.record.as_bytes());
-                w.u8(p.share.value.index);
-                w.fixed(&p.share.value.y[..]);
+                p.share.value.write(&mut w);
             }
         }
         Zeroizing::new(w.into_bytes())
@@ -440,10 +435,7 @@ impl StudentEntry {
         let accepted_at = Timestamp(r.u64("accepted at")?);
         let share = if r.bool("has share")? {
             Some(HeldShare {
-                value: ShareValue {
-                    index: crate::messages::read_index(&mut r)?,
-                    y: Zeroizing::new(r.array("share")?),
-                },
+                value: ShareValue::read(&mut r, "share")?,
             })
         } else {
             None
@@ -474,10 +466,7 @@ impl StudentEntry {
                 Some(Previous {
                     record: read_embedded(&mut r, "previous record", MAX_RECORD_BYTES)?,
                     share: HeldShare {
-                        value: ShareValue {
-                            index: crate::messages::read_index(&mut r)?,
-                            y: Zeroizing::new(r.array("previous share")?),
-                        },
+                        value: ShareValue::read(&mut r, "previous share")?,
                     },
                 })
             } else {
@@ -685,6 +674,26 @@ pub struct Transition<A: crate::signed::Message + fmt::Debug> {
     pub repeated: bool,
 }
 
+impl<A: crate::signed::Message + fmt::Debug> Transition<A> {
+    /// A first answer: `entry` is new and must be persisted.
+    fn fresh(entry: StudentEntry, answer: Signed<A>) -> Self {
+        Self {
+            entry,
+            answer,
+            repeated: false,
+        }
+    }
+
+    /// A retry answered again with `answer`: the entry `cur` stays as it is.
+    fn repeat(cur: &StudentEntry, answer: Signed<A>) -> Self {
+        Self {
+            entry: cur.evolve(),
+            answer,
+            repeated: true,
+        }
+    }
+}
+
 /// A trustee: its keys, the control rooms it answers, its time limits.
 pub struct Trustee {
     key: TrusteeKey,
@@ -814,11 +823,10 @@ impl Trustee {
             if let Some(held) = &cur.record {
                 if held == &d.record && cur.share.is_some() {
                     // The same enrollment again (a relay retry): same receipt.
-                    return Ok(Transition {
-                        entry: cur.evolve(),
-                        answer: self.share_receipt(cur, d.share_index, cur.accepted_at)?,
-                        repeated: true,
-                    });
+                    return Ok(Transition::repeat(
+                        cur,
+                        self.share_receipt(cur, d.share_index, cur.accepted_at)?,
+                    ));
                 }
                 if record.epoch <= held.body().epoch {
                     return Err(EnrollRefusal::StaleEpoch {
@@ -844,18 +852,11 @@ impl Trustee {
         entry.record = Some(d.record.clone());
         entry.accepted_at = now;
         entry.share = Some(HeldShare {
-            value: ShareValue {
-                index: share.index,
-                y: share.y.clone(),
-            },
+            value: share.clone(),
         });
         entry.last_release = None;
         let answer = self.share_receipt(&entry, d.share_index, now)?;
-        Ok(Transition {
-            entry,
-            answer,
-            repeated: false,
-        })
+        Ok(Transition::fresh(entry, answer))
     }
 
     fn share_receipt(
@@ -913,11 +914,8 @@ impl Trustee {
         let req = checked.request.body();
         let panic = &req.panic;
         let event = panic.body();
-        let cur = current.ok_or(ReleaseRefusal::UnknownStudent)?;
-        let current_record = cur.record.as_ref().ok_or(ReleaseRefusal::UnknownStudent)?;
-        if cur.student != checked.student() {
-            return Err(ReleaseRefusal::UnknownStudent);
-        }
+        let (cur, current_record) =
+            enrolled(current, checked.student()).ok_or(ReleaseRefusal::UnknownStudent)?;
         // The panic's epoch picks the share: the current one, or the committed
         // one kept while a re-enrollment is pending.
         let (record, held) = match &cur.previous {
@@ -957,11 +955,7 @@ impl Trustee {
                 if !(in_window && young) {
                     return Err(ReleaseRefusal::RetryExpired);
                 }
-                return Ok(Transition {
-                    entry: cur.evolve(),
-                    answer: last.clone(),
-                    repeated: true,
-                });
+                return Ok(Transition::repeat(cur, last.clone()));
             }
         }
         if event.counter <= cur.highest_counter {
@@ -980,10 +974,7 @@ impl Trustee {
             panic: panic_hash,
             student: cur.student,
             epoch: event.epoch,
-            share: ShareValue {
-                index: held.value.index,
-                y: held.value.y.clone(),
-            },
+            share: held.value.clone(),
         }
         .to_bytes();
         let sealed_share = req
@@ -1006,11 +997,7 @@ impl Trustee {
         let mut entry = cur.evolve();
         entry.highest_counter = event.counter;
         entry.last_release = Some(release.clone());
-        Ok(Transition {
-            entry,
-            answer: release,
-            repeated: false,
-        })
+        Ok(Transition::fresh(entry, release))
     }
 
     /// When the retry window of the entry's stored release closes: after it,
@@ -1059,11 +1046,8 @@ impl Trustee {
     ) -> Result<Transition<CancelReceipt>, CancelRefusal> {
         let cancel = &checked.cancel;
         let body = cancel.body();
-        let cur = current.ok_or(CancelRefusal::UnknownStudent)?;
-        let record = cur.record.as_ref().ok_or(CancelRefusal::UnknownStudent)?;
-        if cur.student != checked.student() {
-            return Err(CancelRefusal::UnknownStudent);
-        }
+        let (cur, record) =
+            enrolled(current, checked.student()).ok_or(CancelRefusal::UnknownStudent)?;
         if !same_key(record.signer(), cancel.signer()) {
             return Err(CancelRefusal::WrongDevice);
         }
@@ -1071,11 +1055,7 @@ impl Trustee {
         if let Some(last) = &cur.last_cancel
             && last.body().cancel == cancel_hash
         {
-            return Ok(Transition {
-                entry: cur.evolve(),
-                answer: last.clone(),
-                repeated: true,
-            });
+            return Ok(Transition::repeat(cur, last.clone()));
         }
         if body.counter <= cur.cancelled_through {
             return Err(CancelRefusal::Stale {
@@ -1100,11 +1080,7 @@ impl Trustee {
         if entry.highest_counter <= body.counter {
             entry.last_release = None;
         }
-        Ok(Transition {
-            entry,
-            answer: receipt,
-            repeated: false,
-        })
+        Ok(Transition::fresh(entry, receipt))
     }
 
     /// Checks an enrollment commit's envelope and signature.
@@ -1127,11 +1103,8 @@ impl Trustee {
     ) -> Result<Option<StudentEntry>, CommitRefusal> {
         let commit = &checked.commit;
         let body = commit.body();
-        let cur = current.ok_or(CommitRefusal::UnknownStudent)?;
-        let record = cur.record.as_ref().ok_or(CommitRefusal::UnknownStudent)?;
-        if cur.student != checked.student() {
-            return Err(CommitRefusal::UnknownStudent);
-        }
+        let (cur, record) =
+            enrolled(current, checked.student()).ok_or(CommitRefusal::UnknownStudent)?;
         if !same_key(record.signer(), commit.signer()) {
             return Err(CommitRefusal::WrongDevice);
         }
@@ -1187,11 +1160,7 @@ impl Trustee {
             if let Some(t) = &cur.tombstone
                 && body.epoch <= t.epoch
             {
-                return Ok(Transition {
-                    entry: cur.evolve(),
-                    answer: t.receipt.clone(),
-                    repeated: true,
-                });
+                return Ok(Transition::repeat(cur, t.receipt.clone()));
             }
             if let Some(record) = &cur.record {
                 if !same_key(record.signer(), stop.signer()) {
@@ -1223,12 +1192,19 @@ impl Trustee {
             epoch: body.epoch,
             receipt: receipt.clone(),
         });
-        Ok(Transition {
-            entry,
-            answer: receipt,
-            repeated: false,
-        })
+        Ok(Transition::fresh(entry, receipt))
     }
+}
+
+/// The entry of `student` and its current record, if this trustee holds an
+/// enrollment for that student (the one check every device message starts with).
+fn enrolled(
+    current: Option<&StudentEntry>,
+    student: StudentId,
+) -> Option<(&StudentEntry, &Signed<EnrollmentRecord>)> {
+    let cur = current?;
+    let record = cur.record.as_ref()?;
+    (cur.student == student).then_some((cur, record))
 }
 
 fn same_key(a: &VerifyingKey, b: &VerifyingKey) -> bool {

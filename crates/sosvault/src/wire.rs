@@ -245,7 +245,7 @@ impl<'a> Reader<'a> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{DecodeError, Reader, Writer};
 
     #[test]
     fn tag_mismatch_is_classified() {

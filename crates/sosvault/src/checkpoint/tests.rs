@@ -1,8 +1,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use base64::Engine as _;
+use ed25519_dalek::Signer as _;
 use proptest::prelude::*;
 
-use super::*;
+use super::{
+    AddCheckpoint, B64, Checkpoint, CheckpointError, Cosigned, KeyName, LogKey, LogVerifier,
+    MAX_KEY_NAME_BYTES, MAX_NOTE_BYTES, MAX_PROOF_LINES, MAX_REQUEST_BYTES, MAX_SIGNATURES, Note,
+    NoteError, NoteSignature, PolicyError, SIG_ED25519, SignedCheckpoint, Timestamp, Witness,
+    WitnessPolicy, WitnessRefusal, WitnessState, WitnessVerifier, add_checkpoint, empty_root,
+    verify_consistency,
+};
+use crate::keys::SignerKey as _;
 use crate::log::{LogEntry, MerkleLog};
 use crate::{DeviceKey, MessageHash, TrusteeKey};
 
