@@ -746,15 +746,15 @@ pub struct UnitCreated {
 // Each field that carries bytes documents its encoding and its limit: the
 // largest message of its kind the core crate decodes (`MAX_LEN`).
 
+// The device-signed messages the trustees also take are documented as they are.
+use sosvault_service::trustee_api::{cancel_field, commit_field, stop_field};
+
 sosvault_service::base64_fields! {
     manifest_field: Signed::<Manifest>::MAX_LEN, "Base64 of the signed `sosvault/manifest/v1`, byte for byte as the deployment authority signed it.";
     tree_head_field: Signed::<TreeHead>::MAX_LEN, "Base64 of the signed `sosvault/tree-head/v1`.";
     package_field: EnrollmentPackage::MAX_LEN, "Base64 of a `sosvault/enrollment-package/v1`: the device-signed record, the sealed profile and one sealed share per trustee.";
-    commit_field: Signed::<EnrollmentCommit>::MAX_LEN, "Base64 of a device-signed `sosvault/enrollment-commit/v1`.";
     panic_field: Signed::<PanicEvent>::MAX_LEN, "Base64 of a device-signed `sosvault/panic/v1`.";
     location_field: Signed::<LocationUpdate>::MAX_LEN, "Base64 of a device-signed `sosvault/location/v1`.";
-    cancel_field: Signed::<Cancel>::MAX_LEN, "Base64 of a device-signed `sosvault/cancel/v1`.";
-    stop_field: Signed::<Stop>::MAX_LEN, "Base64 of a device-signed `sosvault/stop/v1`.";
     log_query_field: Signed::<LogQuery>::MAX_LEN, "Base64 of a device-signed `sosvault/log-query/v1` addressed to `control_room_id` (from `/v1/info`).";
     // A log entry's bytes (`MineEntry::entry`, `AccessLogEntry::entry`).
     pub(crate) log_entry_field: MAX_ENTRY_BYTES, "Base64 of the entry's encoding (`sosvault/log-entry/v1`).";

@@ -152,6 +152,7 @@ pub fn base64_field(max_bytes: usize, description: &str) -> Object {
 macro_rules! base64_fields {
     ($($vis:vis $name:ident: $max:expr, $description:expr;)*) => {
         $(
+            #[doc = $description]
             $vis fn $name() -> ::utoipa::openapi::Object {
                 $crate::openapi::base64_field($max, $description)
             }

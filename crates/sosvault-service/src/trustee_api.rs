@@ -47,16 +47,19 @@ pub trait Receipted {
     fn receipt(&self) -> &str;
 }
 
+// The byte fields of the device-signed messages (`stop_field`,
+// `cancel_field`, `commit_field`) are public: the dispatch service documents
+// the same fields where the phone sends them.
 crate::base64_fields! {
     delivery_field: ShareDelivery::MAX_LEN, "Base64 of a `sosvault/share-delivery/v1`: the device-signed enrollment record and this trustee's share, sealed to it.";
     share_receipt_field: Signed::<ShareReceipt>::MAX_LEN, "Base64 of the trustee-signed `sosvault/share-receipt/v1`.";
     release_request_field: Signed::<ReleaseRequest>::MAX_LEN, "Base64 of a control-room-signed `sosvault/release-request/v1` (the student's signed panic inside).";
     release_field: Signed::<Release>::MAX_LEN, "Base64 of the trustee-signed `sosvault/release/v1`: the share sealed to the incident's key.";
-    stop_field: Signed::<Stop>::MAX_LEN, "Base64 of a device-signed `sosvault/stop/v1`.";
+    pub stop_field: Signed::<Stop>::MAX_LEN, "Base64 of a device-signed `sosvault/stop/v1`.";
     shred_receipt_field: Signed::<ShredReceipt>::MAX_LEN, "Base64 of the trustee-signed `sosvault/shred-receipt/v1`.";
-    cancel_field: Signed::<Cancel>::MAX_LEN, "Base64 of a device-signed `sosvault/cancel/v1`.";
+    pub cancel_field: Signed::<Cancel>::MAX_LEN, "Base64 of a device-signed `sosvault/cancel/v1`.";
     cancel_receipt_field: Signed::<CancelReceipt>::MAX_LEN, "Base64 of the trustee-signed `sosvault/cancel-receipt/v1`.";
-    commit_field: Signed::<EnrollmentCommit>::MAX_LEN, "Base64 of a device-signed `sosvault/enrollment-commit/v1`.";
+    pub commit_field: Signed::<EnrollmentCommit>::MAX_LEN, "Base64 of a device-signed `sosvault/enrollment-commit/v1`.";
 }
 
 /// Declares a request: one field, the signed message in base64 (documented
