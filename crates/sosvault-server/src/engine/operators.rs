@@ -5,9 +5,8 @@ use std::sync::atomic::Ordering;
 
 use serde_json::json;
 use sosvault::keys::LogPublic;
-use sosvault::log::{LogEntry, LogQuery, TreeHead};
+use sosvault::log::{LogEntry, TreeHead};
 use sosvault::{IncidentId, Profile, StudentId, Timestamp};
-use sosvault_service::logquery::QueryRefused;
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
 
@@ -435,7 +434,7 @@ impl Engine {
         Ok(())
     }
 
-    /// The id a device puts in a [`LogQuery`] to this control room: its
+    /// The id a device puts in a [`LogQuery`](sosvault::log::LogQuery) to this control room: its
     /// signing key hashed the way a trustee's id is.
     pub fn log_holder_id(&self) -> sosvault::TrusteeId {
         sosvault::TrusteeId::of_signer(self.inner.control_room.public().verifying_key())
@@ -445,17 +444,14 @@ impl Engine {
     /// profile), with a fresh signed head and an inclusion proof for each.
     pub async fn log_mine(&self, query: &[u8]) -> Result<MineAnswer, ApiError> {
         let now = Timestamp::now();
-        let skew = self.inner.cfg.max_skew_secs;
-        let refused = |e: QueryRefused| ApiError::new(e.status(), e.code(), &e.to_string());
-        // The signature is checked outside the lock; the nonce under it.
-        let checked = LogQuery::check(query, &self.log_holder_id(), now, skew)
-            .map_err(|e| refused(e.into()))?;
-        self.inner
+        // The guard's own lock, not the engine's: only log queries wait on it.
+        let checked = self
+            .inner
             .queries
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remember(&checked, now)
-            .map_err(refused)?;
+            .admit(query, &self.log_holder_id(), now)
+            .map_err(|e| ApiError::new(e.status(), e.code(), &e.to_string()))?;
         let student = *checked.student().as_bytes();
         // Hold the tree while reading, so every entry is covered by the head.
         let log = self.inner.log.lock().await;

@@ -439,7 +439,7 @@ impl Engine {
             .open_location(&panic.body().sealed_location)
             .ok()
             .map(|l| (l.lat(), l.lon(), l.fix_time.0));
-        let check = self.panic_check(&panic, bytes, id, &key, fix)?;
+        let check = self.panic_check(&panic, bytes, id, &key, fix);
         let stored = match self.store_panic(id, check).await? {
             PanicTaken::New(stored) => *stored,
             PanicTaken::Again(existing) => return Ok((existing, false)),
@@ -458,7 +458,7 @@ impl Engine {
         id: IncidentId,
         key: &IncidentKey,
         fix: Option<(f64, f64, u64)>,
-    ) -> Result<PanicCheck, ApiError> {
+    ) -> PanicCheck {
         let sid = *StudentId::of_device(panic.signer()).as_bytes();
         let hash = *panic.hash().as_bytes();
         let body = panic.body();
@@ -475,7 +475,7 @@ impl Engine {
             .inner
             .master
             .seal(id.as_bytes(), &key.to_secret_bytes());
-        Ok(PanicCheck {
+        PanicCheck {
             engine: self.clone(),
             kind: UnitKind::for_category(body.category),
             from: fix.map(|(lat, lon, _)| (lat, lon)),
@@ -500,7 +500,7 @@ impl Engine {
                 incident_key_sealed: sealed_key,
                 flags,
             },
-        })
+        }
     }
 
     /// Runs a panic's store job: the stored panic, the incident it already
