@@ -55,8 +55,8 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
-use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -65,12 +65,15 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
+use sosvault::log::MerkleLog;
 use sosvault::log::{LogQuery, MAX_ENTRY_BYTES, TreeHead};
 use sosvault::manifest::Manifest;
 use sosvault::{
     Cancel, CancelReceipt, EnrollmentCommit, EnrollmentPackage, LocationUpdate, PanicEvent,
     ShareReceipt, ShredReceipt, Signed, Stop,
 };
+use sosvault_service::http::ErrorBody;
+use sosvault_service::logapi::{self, ConsistencyQuery, InclusionQuery, ServedLog, StoredLeaf};
 use sosvault_service::openapi::{Heading, Layers, base64_len, base64_list, document_layer_answers};
 use tokio_stream::wrappers::BroadcastStream;
 use utoipa::openapi::{Array, Object};
@@ -101,6 +104,10 @@ const HEADING: Heading = Heading {
         ("operator", "The control room (session token)"),
         ("unit", "A team in the field (unit token)"),
         ("public", "Health, keys and the transparency log"),
+        (
+            "log",
+            "The transparency log's leaves and proofs, served as a trustee serves its own",
+        ),
     ],
     bearers: &[
         (
@@ -110,6 +117,10 @@ const HEADING: Heading = Heading {
         (
             "unit",
             "A unit's token (given once when an operator registers the unit)",
+        ),
+        (
+            logapi::READER_SCHEME,
+            "An operator's session token: `GET /v1/log/entries` answers the entries' bytes too",
         ),
         (
             "metrics_token",
@@ -129,7 +140,7 @@ pub fn router_and_openapi(engine: Engine) -> (Router, utoipa::openapi::OpenApi) 
         .routes(routes!(log_checkpoint))
         .routes(routes!(log_proof))
         .routes(routes!(log_consistency))
-        .routes(routes!(log_entries))
+        .merge(logapi::routes())
         .routes(routes!(log_mine))
         .routes(routes!(enroll))
         .routes(routes!(enroll_commit))
@@ -261,9 +272,8 @@ fn parse_incident_id(s: &str) -> Result<[u8; 16], ApiError> {
         .ok_or_else(ApiError::not_found)
 }
 
-fn bearer(parts: &Parts) -> Option<&str> {
-    parts
-        .headers
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
         .get(axum::http::header::AUTHORIZATION)?
         .to_str()
         .ok()?
@@ -294,29 +304,8 @@ pub struct Operator(pub OperatorId);
 impl FromRequestParts<Engine> for Operator {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, engine: &Engine) -> Result<Self, ApiError> {
-        let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
+        let token = bearer(&parts.headers).ok_or_else(ApiError::unauthorized)?;
         engine.operator_for_token(token).map(Operator)
-    }
-}
-
-/// An operator if the request carries credentials (extractor): without an
-/// `Authorization` header, `None`; with one that is not a live operator
-/// session's bearer token, 401 (an auditor who meant to read entries is
-/// told, not quietly given less).
-pub struct MaybeOperator(pub Option<OperatorId>);
-
-impl FromRequestParts<Engine> for MaybeOperator {
-    type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, engine: &Engine) -> Result<Self, ApiError> {
-        if !parts
-            .headers
-            .contains_key(axum::http::header::AUTHORIZATION)
-        {
-            return Ok(MaybeOperator(None));
-        }
-        Operator::from_request_parts(parts, engine)
-            .await
-            .map(|Operator(o)| MaybeOperator(Some(o)))
     }
 }
 
@@ -328,7 +317,7 @@ pub struct MetricsReader;
 impl FromRequestParts<Engine> for MetricsReader {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, engine: &Engine) -> Result<Self, ApiError> {
-        let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
+        let token = bearer(&parts.headers).ok_or_else(ApiError::unauthorized)?;
         if engine.metrics().is_scrape_token(token) {
             return Ok(MetricsReader);
         }
@@ -344,21 +333,14 @@ pub struct Unit(pub UnitId);
 impl FromRequestParts<Engine> for Unit {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, engine: &Engine) -> Result<Self, ApiError> {
-        let token = bearer(parts).ok_or_else(ApiError::unauthorized)?.to_owned();
+        let token = bearer(&parts.headers)
+            .ok_or_else(ApiError::unauthorized)?
+            .to_owned();
         engine.unit_for_token(&token).await.map(Unit)
     }
 }
 
 // ------------------------------------------------------------ bodies
-
-/// The error body of every 4xx/5xx answer.
-#[derive(Serialize, ToSchema)]
-pub struct ErrorBody {
-    /// A stable code (`malformed`, `unknown_student`, `replayed`, `unauthorized`, ...).
-    pub error: String,
-    /// Plain words (never secrets).
-    pub message: String,
-}
 
 /// A status word.
 #[derive(Serialize, Deserialize, ToSchema)]
@@ -438,18 +420,6 @@ pub struct LogProofBody {
     pub proof: Vec<String>,
 }
 
-/// Which inclusion proof.
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ProofQuery {
-    /// Entry index (below `size`).
-    #[serde(deserialize_with = "sosvault_service::openapi::int64")]
-    pub index: u64,
-    /// Tree size (from a signed head; not beyond the log).
-    #[serde(deserialize_with = "sosvault_service::openapi::int64")]
-    pub size: u64,
-}
-
 /// A consistency proof.
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct LogConsistencyBody {
@@ -460,63 +430,6 @@ pub struct LogConsistencyBody {
     /// The proof's hashes (hex), in RFC 6962 order (`PROOF(old, D[new])`);
     /// empty when `old` equals `new`.
     pub proof: Vec<String>,
-}
-
-/// Which consistency proof.
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct ConsistencyQuery {
-    /// The older tree's size, from a signed head seen before (not 0: every
-    /// log extends the empty one).
-    #[param(minimum = 1)]
-    #[serde(deserialize_with = "sosvault_service::openapi::int64")]
-    pub old: u64,
-    /// The newer tree's size, from a signed head (not below `old`, not
-    /// beyond the log).
-    #[param(minimum = 1)]
-    #[serde(deserialize_with = "sosvault_service::openapi::int64")]
-    pub new: u64,
-}
-
-/// The largest page `GET /v1/log/entries` answers, in leaves.
-pub const MAX_LOG_PAGE: u64 = 1000;
-
-/// Which leaves.
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct EntriesQuery {
-    /// The first leaf.
-    #[serde(deserialize_with = "sosvault_service::openapi::int64")]
-    pub start: u64,
-    /// One past the last leaf wanted (not before `start`). The answer stops
-    /// at the log's end and after 1000 leaves: ask again from where it
-    /// stopped.
-    #[serde(deserialize_with = "sosvault_service::openapi::int64")]
-    pub end: u64,
-}
-
-/// One leaf of the control room's log.
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct LogLeaf {
-    /// Its index.
-    pub index: u64,
-    /// Its RFC 6962 leaf hash (SHA-256 of `0x00` and the entry), base64.
-    #[schema(schema_with = leaf_hash_field)]
-    pub leaf_hash: String,
-    /// The entry's bytes (`sosvault/log-entry/v1`: a profile view, naming
-    /// the student, the incident and the operator or team), base64: only
-    /// for a logged-in operator.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(schema_with = log_entry_field, required = false)]
-    pub entry: Option<String>,
-}
-
-/// `GET /v1/log/entries`.
-#[derive(Serialize, Deserialize, ToSchema)]
-pub struct LogEntriesBody {
-    /// The leaves, in order from `start` (fewer than asked at the log's end,
-    /// and never more than 1000).
-    pub entries: Vec<LogLeaf>,
 }
 
 /// `POST /v1/enroll`.
@@ -906,16 +819,18 @@ async fn log_checkpoint(State(e): State<Engine>) -> Result<Response, ApiError> {
 }
 
 /// The inclusion proof of one entry.
-#[utoipa::path(get, path = "/v1/log/proof", tag = "public", params(ProofQuery),
+#[utoipa::path(get, path = "/v1/log/proof", tag = "public", params(InclusionQuery),
     responses(
         (status = 200, body = LogProofBody),
         (status = 400, description = "`bad_query`, or `bad_range`: `index` is not below `size`, or `size` is beyond the log", body = ErrorBody),
     ))]
 async fn log_proof(
     State(e): State<Engine>,
-    QueryParams(q): QueryParams<ProofQuery>,
+    QueryParams(q): QueryParams<InclusionQuery>,
 ) -> Result<Json<LogProofBody>, ApiError> {
-    let proof = e.log_inclusion_proof(q.index, q.size).await?;
+    let proof = e
+        .with_log(move |log| logapi::inclusion_proof(log, q.index, q.size))
+        .await?;
     Ok(Json(LogProofBody {
         index: q.index,
         size: q.size,
@@ -937,7 +852,9 @@ async fn log_consistency(
     State(e): State<Engine>,
     QueryParams(q): QueryParams<ConsistencyQuery>,
 ) -> Result<Json<LogConsistencyBody>, ApiError> {
-    let proof = e.log_consistency_proof(q.old, q.new).await?;
+    let proof = e
+        .with_log(move |log| logapi::consistency_proof(log, q.old, q.new))
+        .await?;
     Ok(Json(LogConsistencyBody {
         old: q.old,
         new: q.new,
@@ -945,44 +862,39 @@ async fn log_consistency(
     }))
 }
 
-/// Leaves `[start, end)` of the control room's log, so an auditor can
-/// rebuild the signed root: their leaf hashes for anyone (they tell nothing
-/// the head's size does not), and with a logged-in operator's session token
-/// the entries too (each names a student, an incident and the operator or
-/// team that viewed the profile; an operator already reads them in each
-/// incident's access log).
-#[utoipa::path(get, path = "/v1/log/entries", tag = "public", params(EntriesQuery),
-    security((), ("bearer" = [])),
-    responses(
-        (status = 200, body = LogEntriesBody),
-        (status = 400, description = "`bad_query`: `start` or `end` is missing or not a whole number; `bad_range`: `start` is after `end`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`: an `Authorization` header that is not a live operator session's bearer token (without one, leaf hashes only)", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-    ))]
-async fn log_entries(
-    State(e): State<Engine>,
-    MaybeOperator(reader): MaybeOperator,
-    QueryParams(q): QueryParams<EntriesQuery>,
-) -> Result<Json<LogEntriesBody>, ApiError> {
-    if q.start > q.end {
-        return Err(ApiError::bad_request(
-            "bad_range",
-            &format!("start ({}) is after end ({})", q.start, q.end),
-        ));
+/// The log's shared read routes ([`logapi`]): the control room's tree and
+/// stored leaves, the entries' bytes for a logged-in operator (an
+/// `Authorization` header that is not a live session's token is a 401, so
+/// an auditor who meant to read entries is told, not quietly given less).
+impl ServedLog for Engine {
+    type Error = ApiError;
+
+    async fn with_log<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&MerkleLog) -> R + Send + 'static,
+    ) -> Result<R, ApiError> {
+        Ok(Engine::with_log(self, f).await)
     }
-    let end = q.end.min(q.start.saturating_add(MAX_LOG_PAGE));
-    let full = reader.is_some();
-    let leaves = e.log_leaves(q.start, end).await?;
-    Ok(Json(LogEntriesBody {
-        entries: leaves
+
+    async fn leaves(&self, range: std::ops::Range<u64>) -> Result<Vec<StoredLeaf>, ApiError> {
+        let rows = self.log_leaves(range.start, range.end).await?;
+        Ok(rows
             .into_iter()
-            .map(|(index, leaf_hash, entry)| LogLeaf {
+            .map(|(index, leaf_hash, entry)| StoredLeaf {
                 index,
-                leaf_hash: B64.encode(leaf_hash),
-                entry: full.then(|| B64.encode(entry)),
+                leaf_hash,
+                entry,
             })
-            .collect(),
-    }))
+            .collect())
+    }
+
+    async fn may_read_entries(&self, headers: &HeaderMap) -> Result<bool, ApiError> {
+        if !headers.contains_key(axum::http::header::AUTHORIZATION) {
+            return Ok(false);
+        }
+        let token = bearer(headers).ok_or_else(ApiError::unauthorized)?;
+        self.operator_for_token(token).map(|_| true)
+    }
 }
 
 /// `POST /v1/log/mine`.
@@ -1210,7 +1122,7 @@ pub struct Session {
 impl FromRequestParts<Engine> for Session {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, engine: &Engine) -> Result<Self, ApiError> {
-        let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
+        let token = bearer(&parts.headers).ok_or_else(ApiError::unauthorized)?;
         let op = engine.operator_for_token(token)?;
         Ok(Session {
             token: token.to_owned(),
@@ -1986,6 +1898,20 @@ mod tests {
                     &proof(&v),
                 )
                 .unwrap();
+                // The route a trustee serves too gives the same hashes, in base64.
+                let (st, shared) = get(
+                    &format!("{}/v1/log/proof/consistency?old={old}&new={new}", svc.url),
+                    None,
+                )
+                .await;
+                assert_eq!(st, 200, "{shared}");
+                let shared: Vec<Vec<u8>> = shared["proof"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|h| B64.decode(h.as_str().unwrap()).unwrap())
+                    .collect();
+                assert_eq!(shared, proof(&v), "old={old} new={new}");
             }
         }
         // Each bad size is refused with what is wrong with it.
@@ -2014,10 +1940,13 @@ mod tests {
             ("old=1", "bad_query", "new"),
             ("", "bad_query", "invalid query parameters"),
         ] {
-            let (st, v) = get(&format!("{}/v1/log/consistency?{query}", svc.url), None).await;
-            assert_eq!((st, code(&v)), (400, want), "{query}: {v}");
-            let message = v["message"].as_str().unwrap();
-            assert!(message.contains(words), "{query}: {message}");
+            // The same refusal, code and words on both routes.
+            for path in ["/v1/log/consistency", "/v1/log/proof/consistency"] {
+                let (st, v) = get(&format!("{}{path}?{query}", svc.url), None).await;
+                assert_eq!((st, code(&v)), (400, want), "{path}?{query}: {v}");
+                let message = v["message"].as_str().unwrap();
+                assert!(message.contains(words), "{path}?{query}: {message}");
+            }
         }
     }
 

@@ -6,6 +6,8 @@ use axum::Json;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
+use sosvault_service::http::ErrorBody;
+
 use crate::store::StoreError;
 
 /// An error answer.
@@ -97,12 +99,21 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<sosvault_service::logapi::LogRefused> for ApiError {
+    fn from(r: sosvault_service::logapi::LogRefused) -> Self {
+        Self::new(r.status(), r.code(), &r.to_string())
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut resp = (
             status,
-            Json(serde_json::json!({ "error": self.code, "message": self.message })),
+            Json(ErrorBody {
+                error: self.code,
+                message: Some(self.message),
+            }),
         )
             .into_response();
         if let Some(secs) = self.retry_after_secs {

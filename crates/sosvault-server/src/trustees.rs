@@ -27,7 +27,6 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use serde::Deserialize;
 use sosvault::{
     CancelReceipt, Container, ShareReceipt, ShredReceipt, Signed, TrusteeId, TrusteePublic,
 };
@@ -163,7 +162,7 @@ fn classify(
     retry_after: Option<Duration>,
     finals: &[(u16, &str)],
 ) -> CallError {
-    let code = serde_json::from_slice::<ErrorBody>(body)
+    let code = serde_json::from_slice::<sosvault_service::http::ErrorBody>(body)
         .ok()
         .map(|b| b.error);
     match code {
@@ -192,11 +191,6 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
         .parse()
         .ok()?;
     Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
-}
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: String,
 }
 
 /// The HTTP client for one trustee: for an `https://` URL, rustls trusting

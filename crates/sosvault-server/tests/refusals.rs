@@ -282,6 +282,8 @@ async fn the_openapi_document_describes_every_route_and_nothing_else() {
         "GET /v1/log/proof",
         "GET /v1/log/consistency",
         "GET /v1/log/entries",
+        "GET /v1/log/proof/inclusion",
+        "GET /v1/log/proof/consistency",
         "POST /v1/log/mine",
         "POST /v1/enroll",
         "POST /v1/enroll/commit",

@@ -148,6 +148,17 @@ impl http_body::Body for Tracked {
     }
 }
 
+/// The JSON body of every refusal (4xx) and failure (5xx), in both
+/// services: `{"error": code, "message": text}`.
+#[derive(Debug, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// A stable code (`bad_query`, `bad_range`, `unauthorized`, `internal`, ...).
+    pub error: String,
+    /// Plain words, never a secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]

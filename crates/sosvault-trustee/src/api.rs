@@ -11,6 +11,7 @@
 //! their encoding and their limit ([`sosvault_service::openapi::base64_field`]),
 //! and a field longer than its limit is refused before it is decoded.
 
+use std::ops::Range;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -26,11 +27,12 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sosvault::checkpoint::{Checkpoint, MAX_NOTE_BYTES, MAX_REQUEST_BYTES, Note, WitnessRefusal};
+use sosvault::log::MerkleLog;
 use sosvault::log::{LogQuery, MAX_ENTRY_BYTES, TreeHead};
 use sosvault::{Cancel, EnrollmentCommit, ReleaseRequest, ShareDelivery, Signed, Stop, Timestamp};
-use sosvault_service::openapi::{
-    Heading, Layers, base64_len, base64_list, document_layer_answers, int64,
-};
+use sosvault_service::http::ErrorBody;
+use sosvault_service::logapi::{self, LogRefused, ServedLog, StoredLeaf, proof_field};
+use sosvault_service::openapi::{Heading, Layers, base64_len, document_layer_answers};
 use sosvault_service::trustee_api::{
     CancelsRequest, CancelsResponse, CommitsRequest, CommitsResponse, ReleasesRequest,
     ReleasesResponse, SharesRequest, SharesResponse, ShredsRequest, ShredsResponse,
@@ -38,7 +40,6 @@ use sosvault_service::trustee_api::{
 use subtle::ConstantTimeEq;
 use tower_http::timeout::TimeoutLayer;
 use tracing::error;
-use utoipa::openapi::Array;
 use utoipa::openapi::security::SecurityScheme;
 use utoipa::{IntoParams, Modify, OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -76,18 +77,6 @@ impl From<NodeError> for ApiError {
     }
 }
 
-/// The body of every refusal (4xx) and internal failure (500).
-#[derive(Serialize, ToSchema)]
-struct ErrorBody<'a> {
-    /// A stable code (`malformed`, `replayed`, `unauthorized`, `timeout`, ...;
-    /// `internal` for a 500).
-    error: &'a str,
-    /// Plain words, never a secret (absent on a 500: the detail is only in
-    /// the service's log).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    message: Option<&'a str>,
-}
-
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         match self {
@@ -97,16 +86,17 @@ impl IntoResponse for ApiError {
                 (
                     status,
                     Json(ErrorBody {
-                        error: r.code,
-                        message: Some(&r.message),
+                        error: r.code.into(),
+                        message: Some(r.message),
                     }),
                 )
                     .into_response()
             }
             Self::Internal => (
                 StatusCode::INTERNAL_SERVER_ERROR,
+                // The detail is only in the service's log.
                 Json(ErrorBody {
-                    error: "internal",
+                    error: "internal".into(),
                     message: None,
                 }),
             )
@@ -374,8 +364,8 @@ const HEADING: Heading = Heading {
         ),
     ],
     bearers: &[(
-        "auditor",
-        "An auditor's token (its SHA-256 is in `auditor_token_sha256`): full log entries",
+        logapi::READER_SCHEME,
+        "An auditor's token (its SHA-256 is in `auditor_token_sha256`): `GET /v1/log/entries` answers the entries' bytes too",
     )],
 };
 
@@ -438,9 +428,7 @@ pub fn app_and_openapi(state: AppState, limits: HttpLimits) -> (Router, utoipa::
         .routes(routes!(cancels))
         .routes(routes!(commits))
         .routes(routes!(log_head))
-        .routes(routes!(log_entries))
-        .routes(routes!(inclusion))
-        .routes(routes!(consistency))
+        .merge(logapi::routes())
         .routes(routes!(mine))
         .routes(routes!(log_checkpoint))
         .routes(routes!(cosignatures))
@@ -659,15 +647,6 @@ async fn commits(
     Ok(Json(CommitsResponse { changed }))
 }
 
-/// A proof: at most 64 hashes (a tree of up to 2^64 leaves).
-fn proof_field() -> Array {
-    base64_list(
-        32,
-        64,
-        "The proof's hashes (SHA-256), base64, in RFC 6962 order.",
-    )
-}
-
 /// `GET /v1/log/head`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -690,160 +669,53 @@ async fn log_head(State(state): State<AppState>) -> Result<Json<HeadResponse>, A
 }
 
 fn query<T>(q: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
-    q.map(|Query(t)| t).map_err(|e| {
-        Refused::malformed(format!("the query string is not valid: {}", e.body_text())).into()
-    })
+    q.map(|Query(t)| t)
+        .map_err(|e| LogRefused::bad_query(&e).into())
 }
 
-/// Which leaves.
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-struct EntriesQuery {
-    /// The first leaf.
-    #[serde(deserialize_with = "int64")]
-    start: u64,
-    /// One past the last leaf (clamped to the log's size and to `start` +
-    /// 1000); not before `start`.
-    #[serde(deserialize_with = "int64")]
-    end: u64,
+impl From<LogRefused> for ApiError {
+    fn from(r: LogRefused) -> Self {
+        Self::Refused(Refused::new(r.code(), r.status(), r.to_string()))
+    }
 }
 
-/// One leaf in `GET /v1/log/entries`.
+/// The log's read routes ([`logapi`]): the node's tree and leaves, the
+/// entries' bytes for an auditor's token.
+impl ServedLog for AppState {
+    type Error = ApiError;
+
+    async fn may_read_entries(&self, headers: &HeaderMap) -> Result<bool, ApiError> {
+        self.auditor(headers)
+    }
+
+    async fn leaves(&self, range: Range<u64>) -> Result<Vec<StoredLeaf>, ApiError> {
+        self.with_node(move |n| n.leaves(range.start, range.end))
+            .await
+    }
+
+    async fn with_log<R: Send + 'static>(
+        &self,
+        f: impl FnOnce(&MerkleLog) -> R + Send + 'static,
+    ) -> Result<R, ApiError> {
+        self.with_node(move |n| Ok(f(n.log()))).await
+    }
+}
+
+/// One of a student's leaves in `POST /v1/log/mine`, with its proof.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct LeafJson {
+pub struct MineLeaf {
     /// The leaf's index.
     pub index: u64,
     /// Its RFC 6962 leaf hash, base64.
     #[schema(schema_with = hash_field)]
     pub leaf_hash: String,
-    /// The entry's bytes, base64: only for an auditor (or, in `/v1/log/mine`,
-    /// the student the entry is about).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(schema_with = entry_field, required = false)]
-    pub entry: Option<String>,
-    /// Its inclusion proof in the answer's head (in `/v1/log/mine` only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(schema_with = proof_field, required = false)]
-    pub proof: Option<Vec<String>>,
-}
-
-/// `GET /v1/log/entries`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct EntriesResponse {
-    /// The leaves, in order (at most 1000; fewer at the log's end).
-    pub entries: Vec<LeafJson>,
-}
-
-/// Leaves `[start, end)`: leaf hashes for anyone, the entries' bytes too for
-/// an auditor's token.
-#[utoipa::path(get, path = "/v1/log/entries", tag = "log", params(EntriesQuery),
-    security((), ("auditor" = [])),
-    responses(
-        (status = 200, body = EntriesResponse),
-        (status = 400, description = "`malformed`: the query string is not valid, or `start` is after `end`", body = ErrorBody),
-        (status = 401, description = "`unauthorized`: an `Authorization` header that is not a valid auditor token", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-    ))]
-async fn log_entries(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    q: Result<Query<EntriesQuery>, QueryRejection>,
-) -> Result<Json<EntriesResponse>, ApiError> {
-    let q = query(q)?;
-    if q.start > q.end {
-        return Err(Refused::malformed("start is after end").into());
-    }
-    let full = state.auditor(&headers)?;
-    let leaves = state.with_node(move |n| n.leaves(q.start, q.end)).await?;
-    Ok(Json(EntriesResponse {
-        entries: leaves
-            .into_iter()
-            .map(|l| LeafJson {
-                index: l.index,
-                leaf_hash: b64(&l.leaf_hash),
-                entry: full.then(|| b64(&l.entry)),
-                proof: None,
-            })
-            .collect(),
-    }))
-}
-
-/// Which inclusion proof.
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-struct InclusionQuery {
-    /// The leaf (below `size`).
-    #[serde(deserialize_with = "int64")]
-    index: u64,
-    /// The tree size (from a signed head; not beyond the log).
-    #[serde(deserialize_with = "int64")]
-    size: u64,
-}
-
-/// `GET /v1/log/proof/inclusion` and `/consistency`.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ProofResponse {
-    /// The proof's hashes, base64, in RFC 6962 order.
+    /// The entry's bytes (the student is the one it is about), base64.
+    #[schema(schema_with = entry_field)]
+    pub entry: String,
+    /// Its inclusion proof in the answer's head.
     #[schema(schema_with = proof_field)]
     pub proof: Vec<String>,
-}
-
-/// The inclusion proof of one leaf in the tree of `size` leaves.
-#[utoipa::path(get, path = "/v1/log/proof/inclusion", tag = "log", params(InclusionQuery),
-    responses(
-        (status = 200, body = ProofResponse),
-        (status = 400, description = "`malformed`: the query string is not valid, the tree is empty, `index` is not below `size`, or `size` is beyond the log", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-    ))]
-async fn inclusion(
-    State(state): State<AppState>,
-    q: Result<Query<InclusionQuery>, QueryRejection>,
-) -> Result<Json<ProofResponse>, ApiError> {
-    let q = query(q)?;
-    let proof = state
-        .with_node(move |n| Ok(n.inclusion_proof(q.index, q.size)?))
-        .await?;
-    Ok(Json(ProofResponse {
-        proof: proof.iter().map(|h| b64(h)).collect(),
-    }))
-}
-
-/// Which consistency proof.
-#[derive(Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-struct ConsistencyQuery {
-    /// The older tree's size (at least 1).
-    #[serde(deserialize_with = "int64")]
-    old: u64,
-    /// The newer tree's size (not below `old`, not beyond the log).
-    #[serde(deserialize_with = "int64")]
-    new: u64,
-}
-
-/// The consistency proof between the trees of `old` and `new` leaves.
-#[utoipa::path(get, path = "/v1/log/proof/consistency", tag = "log", params(ConsistencyQuery),
-    responses(
-        (status = 200, body = ProofResponse),
-        (status = 400, description = "`malformed`: the query string is not valid, `old` is 0 or above `new`, or `new` is beyond the log", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-    ))]
-async fn consistency(
-    State(state): State<AppState>,
-    q: Result<Query<ConsistencyQuery>, QueryRejection>,
-) -> Result<Json<ProofResponse>, ApiError> {
-    let q = query(q)?;
-    let proof = state
-        .with_node(move |n| Ok(n.consistency_proof(q.old, q.new)?))
-        .await?;
-    Ok(Json(ProofResponse {
-        proof: proof.iter().map(|h| b64(h)).collect(),
-    }))
 }
 
 /// `POST /v1/log/mine`.
@@ -862,7 +734,7 @@ pub struct MineResponse {
     #[schema(schema_with = head_field)]
     pub head: String,
     /// The entries about the asking student, with their inclusion proofs.
-    pub entries: Vec<LeafJson>,
+    pub entries: Vec<MineLeaf>,
     /// The log's checkpoint with the most cosignatures of its witnesses (the
     /// other trustees), as a signed note (`GET /v1/log/checkpoint`): the
     /// device believes `head` only if this has the quorum of the witnesses
@@ -904,7 +776,8 @@ async fn mine(
             let proof = if at == 0 || at >= size {
                 Vec::new()
             } else {
-                n.consistency_proof(at, size)?
+                n.consistency_proof(at, size)
+                    .map_err(|e| NodeError::Internal(format!("checkpoint to head: {e}")))?
             };
             Ok((answer, note, proof))
         })
@@ -916,11 +789,11 @@ async fn mine(
         entries: answer
             .leaves
             .into_iter()
-            .map(|(l, proof)| LeafJson {
+            .map(|(l, proof)| MineLeaf {
                 index: l.index,
                 leaf_hash: b64(&l.leaf_hash),
-                entry: Some(b64(&l.entry)),
-                proof: Some(proof.iter().map(|h| b64(h)).collect()),
+                entry: b64(&l.entry),
+                proof: proof.iter().map(|h| b64(h)).collect(),
             })
             .collect(),
     }))

@@ -473,13 +473,13 @@ fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
             "bad query string",
             r.get("/v1/log/entries?start=x&end=1"),
             400,
-            "malformed",
+            "bad_query",
         ),
         (
             "proof beyond the log",
             r.get("/v1/log/proof/inclusion?index=0&size=5"),
             400,
-            "malformed",
+            "bad_range",
         ),
     ];
     for (what, (st, v), status, code_) in cases {

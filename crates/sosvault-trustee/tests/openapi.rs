@@ -107,10 +107,12 @@ fn the_document_describes_every_route_and_keeps_its_promises() {
         doc["paths"]["/v1/log/checkpoint"]["get"]["responses"]["200"]["content"]["text/plain"]
             .is_object()
     );
-    // The auditor's token is optional on the entries (leaf hashes for anyone).
+    // The auditor's token is optional on the entries (leaf hashes for
+    // anyone); the scheme has the name the dispatch service gives its
+    // reader's credential too (the routes are shared: `logapi`).
     assert_eq!(
         doc["paths"]["/v1/log/entries"]["get"]["security"],
-        json!([{}, {"auditor": []}])
+        json!([{}, {"log_reader": []}])
     );
 }
 
@@ -209,7 +211,7 @@ fn the_layers_answers_are_the_documented_ones() {
 
     // A query string that does not parse: the documented 400.
     let (s, v) = r.get("/v1/log/entries?start=x&end=1");
-    assert_eq!((s, v["error"].as_str()), (400, Some("malformed")));
+    assert_eq!((s, v["error"].as_str()), (400, Some("bad_query")));
     assert!(documented(&doc, "get", "/v1/log/entries").contains(&s));
     // An index the document's int64 cannot hold: refused as it says.
     for q in [
@@ -218,7 +220,7 @@ fn the_layers_answers_are_the_documented_ones() {
         "/v1/log/proof/consistency?old=1&new=18446744073709551615",
     ] {
         let (s, v) = r.get(q);
-        assert_eq!((s, v["error"].as_str()), (400, Some("malformed")), "{q}");
+        assert_eq!((s, v["error"].as_str()), (400, Some("bad_query")), "{q}");
         assert!(v["message"].as_str().unwrap().contains("int64"), "{q}: {v}");
     }
     // A token that is not an auditor's: the documented 401.

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 
 use serde_json::json;
 use sosvault::keys::LogPublic;
-use sosvault::log::{LogEntry, TreeHead};
+use sosvault::log::{LogEntry, MerkleLog, TreeHead};
 use sosvault::{IncidentId, Profile, StudentId, Timestamp};
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
@@ -506,48 +506,10 @@ impl Engine {
             .sign_head(&self.inner.log_key, Timestamp::now())
     }
 
-    /// The inclusion proof of entry `index` in the tree of `size` entries.
-    pub async fn log_inclusion_proof(
-        &self,
-        index: u64,
-        size: u64,
-    ) -> Result<Vec<[u8; 32]>, ApiError> {
-        self.inner
-            .log
-            .lock()
-            .await
-            .inclusion_proof(index, size)
-            .map_err(|_| ApiError::bad_request("bad_range", "no such entry in a tree of that size"))
-    }
-
-    /// The consistency proof between the trees of the log's first `old` and
-    /// first `new` entries (RFC 6962 `PROOF(old, D[new])`): with signed heads
-    /// of those sizes, an auditor proves that nothing before `old` changed.
-    pub async fn log_consistency_proof(
-        &self,
-        old: u64,
-        new: u64,
-    ) -> Result<Vec<[u8; 32]>, ApiError> {
-        let log = self.inner.log.lock().await;
-        let size = log.size();
-        let bad = |m: &str| ApiError::bad_request("bad_range", m);
-        if old == 0 {
-            return Err(bad(
-                "old must be at least 1: every log extends the empty one, so there is nothing to prove",
-            ));
-        }
-        if old > new {
-            return Err(bad(&format!(
-                "old ({old}) is above new ({new}): a consistency proof goes from an older head's size to a newer one's"
-            )));
-        }
-        if new > size {
-            return Err(bad(&format!(
-                "new ({new}) is beyond the log, which has {size} entries: use the size of a signed head (GET /v1/log/head)"
-            )));
-        }
-        log.consistency_proof(old, new)
-            .map_err(|e| ApiError::internal(&format!("log consistency proof: {e}")))
+    /// Runs `f` on the control room's log tree, under its lock (the shared
+    /// log routes' proofs: [`sosvault_service::logapi`]).
+    pub async fn with_log<R>(&self, f: impl FnOnce(&MerkleLog) -> R) -> R {
+        f(&*self.inner.log.lock().await)
     }
 
     /// The leaves `[start, end)` of the log as stored (`end` is clamped to

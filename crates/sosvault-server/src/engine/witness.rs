@@ -350,18 +350,18 @@ impl Engine {
             return Ok(Vec::new());
         }
         match log {
-            Log::ControlRoom => self.log_consistency_proof(old, new).await,
+            Log::ControlRoom => self
+                .with_log(move |log| sosvault_service::logapi::consistency_proof(log, old, new))
+                .await
+                .map_err(|e| ApiError::internal(&format!("own consistency proof: {e}"))),
             Log::Trustee(i) => {
                 let bytes = get(
                     &self.inner.trustees[i],
                     &format!("/v1/log/proof/consistency?old={old}&new={new}"),
                 )
                 .await?;
-                #[derive(serde::Deserialize)]
-                struct Proof {
-                    proof: Vec<String>,
-                }
-                let p: Proof = serde_json::from_slice(&bytes).map_err(unavailable)?;
+                let p: sosvault_service::logapi::LogProof =
+                    serde_json::from_slice(&bytes).map_err(unavailable)?;
                 p.proof
                     .iter()
                     .map(|h| {

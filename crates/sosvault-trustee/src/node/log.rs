@@ -2,30 +2,24 @@
 //! proofs, and a student's own entries with their proofs.
 
 use rusqlite::params;
-use sosvault::log::TreeHead;
+use sosvault::log::{MerkleLog, TreeHead};
 use sosvault::{Signed, Timestamp};
+use sosvault_service::logapi::{self, LogRefused};
 use tracing::info;
 
 use super::{Node, NodeError, Refused, to_i64};
 
 /// The largest page of `/v1/log/entries`.
-pub const MAX_PAGE: u64 = 1000;
+pub const MAX_PAGE: u64 = logapi::MAX_PAGE;
 /// The most entries one student query returns (the newest).
 pub const MAX_MINE: u64 = 1000;
 /// The most query nonces remembered at once (within the freshness window):
 /// both services' guard's ([`sosvault_service::logquery`]).
 pub const MAX_SEEN_QUERIES: usize = sosvault_service::logquery::MAX_SEEN;
 
-/// One leaf as served: its index, leaf hash and (when asked for) entry bytes.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Leaf {
-    /// The leaf's index.
-    pub index: u64,
-    /// Its RFC 6962 leaf hash as stored.
-    pub leaf_hash: [u8; 32],
-    /// The entry's bytes as stored.
-    pub entry: Vec<u8>,
-}
+/// One leaf as stored: its index, leaf hash and entry bytes (the type the
+/// shared log routes serve, [`sosvault_service::logapi`]).
+pub use sosvault_service::logapi::StoredLeaf as Leaf;
 
 /// The answer to a student's log query.
 #[derive(Clone, Debug)]
@@ -55,18 +49,21 @@ impl Node {
             .collect()
     }
 
-    /// The inclusion proof of leaf `index` in the tree of `size` leaves.
-    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<[u8; 32]>, Refused> {
-        self.log
-            .inclusion_proof(index, size)
-            .map_err(|e| Refused::malformed(e.to_string()))
+    /// The log's tree (what the shared log routes read).
+    pub fn log(&self) -> &MerkleLog {
+        &self.log
     }
 
-    /// The consistency proof between the trees of `old` and `new` leaves.
-    pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<[u8; 32]>, Refused> {
-        self.log
-            .consistency_proof(old, new)
-            .map_err(|e| Refused::malformed(e.to_string()))
+    /// The inclusion proof of leaf `index` in the tree of `size` leaves, as
+    /// `GET /v1/log/proof/inclusion` serves it.
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<[u8; 32]>, LogRefused> {
+        logapi::inclusion_proof(&self.log, index, size)
+    }
+
+    /// The consistency proof between the trees of `old` and `new` leaves, as
+    /// `GET /v1/log/proof/consistency` serves it.
+    pub fn consistency_proof(&self, old: u64, new: u64) -> Result<Vec<[u8; 32]>, LogRefused> {
+        logapi::consistency_proof(&self.log, old, new)
     }
 
     /// Answers a student's device-signed query with the entries about that
