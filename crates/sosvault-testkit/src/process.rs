@@ -38,7 +38,8 @@ pub struct Spec {
 }
 
 impl Spec {
-    /// `program`, no arguments yet, its stderr appended to `log`.
+    /// `program`, no arguments yet, its stderr appended to `log` (made,
+    /// with its directory, if missing).
     pub fn new(program: impl Into<PathBuf>, log: impl Into<PathBuf>) -> Self {
         Self {
             program: program.into(),
@@ -107,10 +108,10 @@ impl Spec {
     /// the rest of that line.
     pub fn start(&self) -> Result<Running, StartError> {
         let before = std::fs::metadata(&self.log).map_or(0, |m| m.len());
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
+        let dir = self.log.parent().filter(|d| !d.as_os_str().is_empty());
+        let made = dir.map_or(Ok(()), std::fs::create_dir_all);
+        let log = made
+            .and_then(|()| OpenOptions::new().create(true).append(true).open(&self.log))
             .map_err(|source| StartError::Log {
                 path: self.log.clone(),
                 source,
@@ -278,6 +279,15 @@ impl StartError {
         match self {
             Self::Exited { log, .. } | Self::NotReady { log, .. } => log,
             Self::Log { .. } | Self::Spawn { .. } | Self::AlreadyRunning(_) => "",
+        }
+    }
+
+    /// What the process said during this start, or this error itself when
+    /// it never ran: the text a test looks for the service's refusal in.
+    pub fn said(&self) -> String {
+        match self.log() {
+            "" => self.to_string(),
+            log => log.to_owned(),
         }
     }
 }
@@ -487,8 +497,9 @@ mod tests {
     #[test]
     fn ready_is_the_listening_line_and_kill_ends_it() {
         let dir = tempfile::tempdir().unwrap();
-        let spec = sh(
-            &dir,
+        // In a directory not made yet: the start makes it.
+        let mut spec = Spec::new("sh", dir.path().join("logs/sh.log"));
+        spec.arg("-c").arg(
             "echo booting >&2; echo hello; echo 'listening on http://127.0.0.1:7'; exec sleep 60",
         );
         let mut running = spec.start().unwrap();
@@ -513,6 +524,7 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, StartError::Exited { .. }), "{err}");
         assert_eq!(err.log(), "the key is loose\n");
+        assert_eq!(err.said(), "the key is loose\n");
         let said = err.to_string();
         assert!(said.contains("exit status: 3"), "{said}");
         assert!(said.contains("the key is loose"), "{said}");
