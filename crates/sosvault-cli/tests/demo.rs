@@ -2,27 +2,19 @@
 //!
 //! The demo starts `sosvault-trustee` and `sosvault-server` from the directory
 //! of the `sosvault` binary. Cargo builds only this package's binaries for
-//! this test, so the test first runs `cargo build -p sosvault-trustee -p
-//! sosvault-server --bins` (a no-op when they are up to date).
+//! this test, so the test first builds theirs with `sosvault_testkit::bins`
+//! (`cargo build -p sosvault-trustee -p sosvault-server --bins`, a no-op when
+//! they are up to date).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-
-#[path = "../../sosvault-server/tests/common/cargo_build.rs"]
-mod cargo_build;
 
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cargo_build::cargo_build;
-
 fn build_siblings() {
-    static BUILT: std::sync::Once = std::sync::Once::new();
-    BUILT.call_once(|| {
-        cargo_build(
-            &["-p", "sosvault-trustee", "-p", "sosvault-server", "--bins"],
-            std::path::PathBuf::from(env!("CARGO_BIN_EXE_sosvault")),
-        )
-    });
+    let packages = ["sosvault-trustee", "sosvault-server"];
+    let beside = Path::new(env!("CARGO_BIN_EXE_sosvault"));
+    sosvault_testkit::bins::build_packages(&packages, beside).unwrap();
 }
 
 #[test]
@@ -97,8 +89,10 @@ fn the_demo_tells_the_whole_story_and_exits_after_the_given_seconds() {
         if let Some(args) = line.trim_end().strip_prefix(
             "Audit the control room's log, witnessed by the 3 trustees: sosvault-server ",
         ) {
-            let server = std::path::Path::new(env!("CARGO_BIN_EXE_sosvault"))
-                .with_file_name("sosvault-server");
+            let server = sosvault_testkit::bins::sibling(
+                Path::new(env!("CARGO_BIN_EXE_sosvault")),
+                "sosvault-server",
+            );
             let out = Command::new(server)
                 .args(args.split_whitespace())
                 .output()

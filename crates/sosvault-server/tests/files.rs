@@ -8,13 +8,19 @@
 #![cfg(unix)]
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead as _, BufReader};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
+
+use sosvault_testkit::{Running, Spec};
 
 fn server_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_sosvault-server"))
+}
+
+/// The `sh -c` script that runs `"$0" "$@"` under `umask`.
+fn umask_script(umask: u32) -> String {
+    format!("umask {umask:03o} && exec \"$0\" \"$@\"")
 }
 
 /// `sosvault-server ARGS` under `umask`, through `sh` (the test process's
@@ -22,7 +28,7 @@ fn server_bin() -> PathBuf {
 fn under_umask(umask: u32, args: &[&str]) -> Command {
     let mut cmd = Command::new("sh");
     cmd.arg("-c")
-        .arg(format!("umask {umask:03o} && exec \"$0\" \"$@\""))
+        .arg(umask_script(umask))
         .arg(server_bin())
         .args(args);
     cmd
@@ -101,40 +107,29 @@ fn init(umask: u32, dir: &Path) -> PathBuf {
     dir.join("server.toml")
 }
 
-/// A running `serve`, killed on drop.
-struct Serving {
-    child: Child,
-    url: String,
+/// `serve` under `umask` with the extra environment `env`, its stderr in
+/// a fresh `log`; `Err` with the log if it exits before it listens. Killed
+/// on drop.
+fn serve_with(
+    umask: u32,
+    config: &Path,
+    log: &Path,
+    env: &[(&str, &Path)],
+) -> Result<Running, String> {
+    let _ = std::fs::remove_file(log);
+    let mut spec = Spec::new("sh", log);
+    spec.arg("-c")
+        .arg(umask_script(umask))
+        .arg(server_bin())
+        .args(["serve", "--config"])
+        .arg(config)
+        .envs(env.iter().copied());
+    spec.start().map_err(|e| e.said())
 }
 
-impl Drop for Serving {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `serve` under `umask`, its stderr in `log`; `Err` with the log if it
-/// exits before it listens.
-fn serve(umask: u32, config: &Path, log: &Path) -> Result<Serving, String> {
-    let log_file = std::fs::File::create(log).unwrap();
-    let mut child = under_umask(umask, &["serve", "--config", config.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log_file))
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(rest) = line.strip_prefix("listening on ") {
-            let url = rest.trim().to_owned();
-            std::thread::spawn(move || for _ in lines {});
-            return Ok(Serving { child, url });
-        }
-    }
-    let _ = child.wait();
-    Err(std::fs::read_to_string(log).unwrap_or_default())
+/// [`serve_with`], no extra environment.
+fn serve(umask: u32, config: &Path, log: &Path) -> Result<Running, String> {
+    serve_with(umask, config, log, &[])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,7 +147,7 @@ async fn every_file_the_service_writes_is_private_whatever_the_umask() {
         // something through it (a login attempt is answered; metrics read).
         let token = std::fs::read_to_string(dir.join("metrics.token")).unwrap();
         let r = reqwest::Client::new()
-            .get(format!("{}/metrics", running.url))
+            .get(format!("{}/metrics", running.url()))
             .bearer_auth(token.trim())
             .send()
             .await
@@ -243,39 +238,18 @@ async fn a_tls_key_others_can_read_is_refused() {
     std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
     chmod(&key, 0o644);
     let log = tmp.path().join("serve.log");
-    let with_tls = |c: &mut Command| {
-        c.env("SOSVAULT_SERVER_TLS_CERT", &cert)
-            .env("SOSVAULT_SERVER_TLS_KEY", &key);
-    };
-    let start = |log: &Path| -> Result<Serving, String> {
-        // `serve` with the TLS overrides.
-        let log_file = std::fs::File::create(log).unwrap();
-        let mut cmd = under_umask(0o022, &["serve", "--config", config.to_str().unwrap()]);
-        with_tls(&mut cmd);
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log_file))
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        for line in lines.by_ref() {
-            if let Some(url) = line.unwrap().strip_prefix("listening on ") {
-                let url = url.trim().to_owned();
-                std::thread::spawn(move || for _ in lines {});
-                return Ok(Serving { child, url });
-            }
-        }
-        let _ = child.wait();
-        Err(std::fs::read_to_string(log).unwrap_or_default())
-    };
-    let why = start(&log)
-        .err()
-        .expect("started with a world-readable TLS key");
+    // `serve` with the TLS overrides.
+    let tls = [
+        ("SOSVAULT_SERVER_TLS_CERT", cert.as_path()),
+        ("SOSVAULT_SERVER_TLS_KEY", key.as_path()),
+    ];
+    let start = |log: &Path| serve_with(0o022, &config, log, &tls);
+    let why = start(&log).expect_err("started with a world-readable TLS key");
     assert!(
         why.contains("the TLS key") && why.contains(&format!("chmod 600 {}", key.display())),
         "{why}"
     );
     chmod(&key, 0o600);
     let running = start(&log).unwrap();
-    assert!(running.url.starts_with("https://"), "{}", running.url);
+    assert!(running.url().starts_with("https://"), "{}", running.url());
 }

@@ -35,8 +35,6 @@ fn sigkill_mid_stream_loses_no_acknowledged_write_and_leaves_no_half_state() {
     let t = TrusteeDir::init("crash");
     let mut running = t.start(&[&cr], &[]);
     let url = running.url.clone();
-    let mut child = running.child.take().unwrap();
-    drop(running);
 
     // Everything signed up front, so the stream is only HTTP and the store.
     let others = [
@@ -111,8 +109,7 @@ fn sigkill_mid_stream_loses_no_acknowledged_write_and_leaves_no_half_state() {
     for _ in 0..KILL_AFTER {
         rx.recv().unwrap();
     }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    running.process.kill(); // SIGKILL
     let mut acked = Vec::new();
     let mut attempted = Vec::new();
     for w in writers {

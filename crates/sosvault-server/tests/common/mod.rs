@@ -3,32 +3,34 @@
 //!
 //! The server binary comes from `CARGO_BIN_EXE_sosvault-server`. The trustee
 //! binary belongs to another package, so Cargo does not build it for these
-//! tests: [`trustee_bin`] runs `cargo build -p sosvault-trustee --bin
-//! sosvault-trustee` once per test binary (a no-op when it is up to date) and
-//! takes the binary from the same target directory as the server's. Set
-//! `SOSVAULT_TRUSTEE_BIN` to use another binary.
+//! tests: [`trustee_bin`] builds it once per test binary with
+//! `sosvault_testkit::bins` (a no-op when it is up to date) and takes it from
+//! the same target directory as the server's. Set `SOSVAULT_TRUSTEE_BIN` to
+//! use another binary.
+//!
+//! Every process is started, awaited and stopped by `sosvault_testkit`; what
+//! is here is what these services need: their configs, keys and the cluster.
+//! Each trustee's stderr goes to `TMP/logs/trustee-N.log`, the service's to
+//! `server.log` in its data directory.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-pub mod cargo_build;
 pub mod faulty;
 #[path = "../../../../tests/common/http_answers.rs"]
 pub mod http_answers;
 pub mod openapi_doc;
 pub mod store_files;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use serde_json::Value;
 use sosvault::{Device, DeviceKey, MessageHash, PanicEvent, Policy, Profile, Signed, Timestamp};
 use sosvault_server::client::{Client, ClientError, ServiceInfo};
+use sosvault_testkit::{Running, Service, Spec, bins};
 use tokio::sync::mpsc::UnboundedReceiver;
-
-use cargo_build::cargo_build;
 
 pub const OPERATOR: &str = "operator";
 /// The auditor bearer token every test trustee accepts (full log entries).
@@ -46,11 +48,9 @@ pub fn trustee_bin() -> PathBuf {
         if let Ok(p) = std::env::var("SOSVAULT_TRUSTEE_BIN") {
             return PathBuf::from(p);
         }
-        cargo_build(
-            &["-p", "sosvault-trustee", "--bin", "sosvault-trustee"],
-            server_bin(),
-        );
-        let bin = server_bin().with_file_name("sosvault-trustee");
+        bins::build_packages(&["sosvault-trustee"], &server_bin())
+            .unwrap_or_else(|e| panic!("building the trustee: {e}"));
+        let bin = bins::sibling(&server_bin(), "sosvault-trustee");
         assert!(bin.exists(), "no trustee binary at {}", bin.display());
         bin
     })
@@ -69,37 +69,13 @@ pub fn stdout_of(out: &std::process::Output, what: &str) -> String {
     String::from_utf8(out.stdout.clone()).unwrap()
 }
 
-/// Reads a child's stdout until `listening on http[s]://ADDR`; returns ADDR.
-fn wait_listening(child: &mut Child) -> String {
-    try_wait_listening(child).expect("the process exited before listening")
-}
-
-/// Reads a child's stdout until `listening on http[s]://ADDR`; returns ADDR,
-/// or `None` if the child closed its stdout (exited) first.
-fn try_wait_listening(child: &mut Child) -> Option<String> {
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    for line in lines.by_ref() {
-        let line = line.expect("reading stdout");
-        let rest = line.strip_prefix("listening on ");
-        if let Some(addr) = rest.and_then(|r| {
-            r.strip_prefix("http://")
-                .or_else(|| r.strip_prefix("https://"))
-        }) {
-            let addr = addr.trim().to_owned();
-            // Keep draining stdout so the child never blocks on a full pipe.
-            std::thread::spawn(move || for _ in lines {});
-            return Some(addr);
-        }
-    }
-    None
-}
-
 pub struct TrusteeProc {
     pub dir: PathBuf,
     pub public: String,
-    pub addr: Option<String>,
-    child: Option<Child>,
+    /// The trustee process, restarted on the port it first listened on.
+    service: Service,
+    /// Where its stderr goes.
+    log: PathBuf,
     pinned: String,
     /// `SOSVAULT_TRUSTEE_TLS_*` when the cluster runs over TLS.
     tls_env: Vec<(String, String)>,
@@ -137,8 +113,13 @@ impl TrusteeProc {
         Self {
             dir: dir.to_owned(),
             public,
-            addr: None,
-            child: None,
+            service: Service::new("SOSVAULT_TRUSTEE_LISTEN"),
+            // Beside the trustees' directories, not in one: the tests copy those.
+            log: dir
+                .parent()
+                .unwrap()
+                .join("logs")
+                .join(format!("{name}.log")),
             pinned: String::new(),
             tls_env: Vec::new(),
             witness_env: Vec::new(),
@@ -155,10 +136,7 @@ impl TrusteeProc {
 
     /// Kills the trustee (SIGKILL).
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.service.kill();
     }
 
     pub fn url(&self) -> String {
@@ -167,7 +145,7 @@ impl TrusteeProc {
         } else {
             "https"
         };
-        format!("{scheme}://{}", self.addr.as_ref().unwrap())
+        format!("{scheme}://{}", self.service.addr().expect("started"))
     }
 
     /// Every entry of the trustee's log, oldest first, read over HTTP with
@@ -240,9 +218,8 @@ impl TrusteeProc {
     /// only (a later [`TrusteeProc::start`] goes back to the defaults): e.g. a
     /// short `SOSVAULT_TRUSTEE_RELEASE_RETRY_WINDOW_SECS`.
     pub fn start_with_env(&mut self, env: &[(&str, &str)]) {
-        assert!(self.child.is_none());
-        let mut cmd = Command::new(trustee_bin());
-        cmd.args(["serve", "--config"])
+        let mut spec = Spec::new(trustee_bin(), &self.log);
+        spec.args(["serve", "--config"])
             .arg(self.dir.join("trustee.toml"))
             .env("SOSVAULT_TRUSTEE_PINNED_CONTROL_ROOMS", &self.pinned)
             .env("SOSVAULT_TRUSTEE_MAX_RELEASES_PER_WINDOW", "100")
@@ -252,16 +229,10 @@ impl TrusteeProc {
             )
             .envs(self.tls_env.iter().map(|(k, v)| (k, v)))
             .envs(self.witness_env.iter().map(|(k, v)| (k, v)))
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        if let Some(addr) = &self.addr {
-            cmd.env("SOSVAULT_TRUSTEE_LISTEN", addr);
+            .envs(env.iter().copied());
+        if let Err(e) = self.service.start(&spec) {
+            panic!("the trustee did not start: {e}");
         }
-        let mut child = cmd.spawn().expect("spawn trustee");
-        let addr = wait_listening(&mut child);
-        self.addr = Some(addr);
-        self.child = Some(child);
     }
 }
 
@@ -270,18 +241,12 @@ fn auditor_token_sha256() -> String {
     hex::encode(Sha256::digest(AUDITOR_TOKEN.as_bytes()))
 }
 
-impl Drop for TrusteeProc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 pub struct ServerProc {
     pub dir: PathBuf,
     pub config: PathBuf,
-    pub addr: Option<String>,
     pub log: PathBuf,
-    child: Option<Child>,
+    /// The service process, restarted on the port it first listened on.
+    service: Service,
 }
 
 impl ServerProc {
@@ -300,80 +265,33 @@ impl ServerProc {
     /// Like [`ServerProc::start_with_env`], but a server that exits before
     /// it listens is an `Err` with the end of its log (where it said why).
     pub fn try_start_with_env(&mut self, env: &[(&str, &str)]) -> Result<(), String> {
-        assert!(self.child.is_none());
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let before = std::fs::metadata(&self.log).map_or(0, |m| m.len() as usize);
-        let mut cmd = Command::new(server_bin());
-        cmd.args(["serve", "--config"])
+        let mut spec = Spec::new(server_bin(), &self.log);
+        spec.args(["serve", "--config"])
             .arg(&self.config)
             .env("SOSVAULT_LOG", "debug")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log));
-        if let Some(addr) = &self.addr {
-            cmd.env("SOSVAULT_SERVER_LISTEN", addr);
-        }
-        let mut child = cmd.spawn().expect("spawn server");
-        match try_wait_listening(&mut child) {
-            Some(addr) => {
-                self.addr = Some(addr);
-                self.child = Some(child);
-                Ok(())
-            }
-            None => {
-                let _ = child.wait();
-                Err(self.logs().get(before..).unwrap_or_default().to_owned())
-            }
-        }
+            .envs(env.iter().copied());
+        self.service.start(&spec).map(|_| ()).map_err(|e| e.said())
     }
 
     /// SIGKILL, as a crash.
     pub fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.service.kill();
     }
 
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr.as_ref().unwrap())
+        format!("http://{}", self.service.addr().expect("started"))
     }
 
     /// SIGTERM, then waits (at most `secs`) for the exit; returns whether it exited 0.
     pub fn terminate(&mut self, secs: u64) -> bool {
-        let mut child = self.child.take().expect("running");
-        let status = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let (tx, rx) = std::sync::mpsc::channel();
-        let waiter = std::thread::spawn(move || {
-            let r = child.wait();
-            let _ = tx.send(r.map(|s| s.success()).unwrap_or(false));
-            child
-        });
-        match rx.recv_timeout(Duration::from_secs(secs)) {
-            Ok(ok) => {
-                let _ = waiter.join();
-                ok
-            }
-            Err(_) => panic!("the server did not exit within {secs} s of SIGTERM"),
+        match self.service.terminate(Duration::from_secs(secs)) {
+            Ok(status) => status.success(),
+            Err(e) => panic!("the server did not exit after SIGTERM: {e}"),
         }
     }
 
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for ServerProc {
-    fn drop(&mut self) {
-        self.kill();
     }
 }
 
@@ -403,7 +321,8 @@ impl Answer {
 /// with TLS under a fresh self-signed certificate for `localhost`, written to
 /// `DIR/cert.pem` (its key to `DIR/key.pem`); killed when dropped.
 pub struct TlsService {
-    child: Child,
+    /// The service process (its stderr in `DIR/server.log`).
+    process: Running,
     /// Where it listens (`127.0.0.1:PORT`).
     pub addr: String,
     /// Its certificate (DER).
@@ -437,17 +356,12 @@ impl TlsService {
         }
         let config = dir.join("server.toml");
         std::fs::write(&config, cfg.to_toml().unwrap()).unwrap();
-        let mut child = Command::new(server_bin())
-            .args(["serve", "--config"])
-            .arg(&config)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let addr = wait_listening(&mut child);
+        let mut spec = Spec::new(server_bin(), dir.join("server.log"));
+        spec.args(["serve", "--config"]).arg(&config);
+        let process = spec.start().unwrap_or_else(|e| panic!("{e}"));
         Self {
-            child,
-            addr,
+            addr: process.addr().to_owned(),
+            process,
             cert_der: ck.cert.der().to_vec(),
         }
     }
@@ -456,13 +370,6 @@ impl TlsService {
     pub fn url(&self) -> String {
         let port = self.addr.rsplit(':').next().unwrap();
         format!("https://localhost:{port}")
-    }
-}
-
-impl Drop for TlsService {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -618,9 +525,8 @@ impl Cluster {
         let mut server = ServerProc {
             dir: sdir.clone(),
             config,
-            addr: None,
             log: sdir.join("server.log"),
-            child: None,
+            service: Service::new("SOSVAULT_SERVER_LISTEN"),
         };
         server.start();
         let client = Client::new(&server.url());

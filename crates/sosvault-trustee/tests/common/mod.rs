@@ -1,5 +1,8 @@
 //! Shared harness: run the real `sosvault-trustee` binary on loopback with a
 //! temporary store and talk to it over HTTP with the core crate.
+//!
+//! The process is started, awaited and stopped by `sosvault_testkit`; its
+//! stderr goes to `DIR/stderr.log`.
 
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
@@ -15,9 +18,9 @@ pub mod store_files;
 #[allow(unused_imports)]
 pub use store::{assert_no_piece_left, sealed_entry};
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -28,6 +31,7 @@ use sosvault::{
     Category, Container, ControlRoomKey, Device, DeviceKey, Enrollment, IncidentId, IncidentKey,
     Location, PanicEvent, Policy, Profile, ReleaseRequest, Signed, Timestamp, TrusteePublic,
 };
+use sosvault_testkit::Spec;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_sosvault-trustee");
 /// The auditor token every test trustee accepts.
@@ -196,40 +200,17 @@ impl TrusteeDir {
     pub fn start(&self, pinned: &[&ControlRoomKey], env: &[(&str, String)]) -> Running {
         let pins: Vec<String> = pinned.iter().map(|k| k.public().to_hex()).collect();
         let token_hash = hex::encode(Sha256::digest(AUDITOR_TOKEN.as_bytes()));
-        let stderr = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir().join("stderr.log"))
-            .unwrap();
-        let mut cmd = Command::new(BIN);
-        cmd.args(["serve", "--config"])
+        let mut spec = Spec::new(BIN, self.dir().join("stderr.log"));
+        spec.args(["serve", "--config"])
             .arg(self.config())
             .env("SOSVAULT_TRUSTEE_PINNED_CONTROL_ROOMS", pins.join(","))
             .env("SOSVAULT_TRUSTEE_AUDITOR_TOKEN_SHA256", token_hash)
             .env_remove("SOSVAULT_TRUSTEE_MASTER_KEY")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(stderr);
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| {
-                panic!(
-                    "unexpected first line {line:?}; stderr: {}",
-                    std::fs::read_to_string(self.dir().join("stderr.log")).unwrap_or_default()
-                )
-            })
-            .to_owned();
+            .envs(env.iter().map(|(k, v)| (k, v)));
+        let process = spec.start().unwrap_or_else(|e| panic!("{e}"));
         Running {
-            child: Some(child),
-            url,
+            url: process.url().to_owned(),
+            process,
             http: reqwest::blocking::Client::new(),
         }
     }
@@ -253,34 +234,21 @@ impl TrusteeDir {
 
 /// A running trustee process; killed (SIGKILL) when dropped.
 pub struct Running {
-    pub child: Option<Child>,
+    /// The process (`kill` it for a crash).
+    pub process: sosvault_testkit::Running,
     pub url: String,
     pub http: reqwest::blocking::Client,
 }
 
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 impl Running {
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().unwrap().id()
+        self.process.pid().expect("running")
     }
 
-    /// SIGTERM, then wait for a graceful exit.
+    /// SIGTERM, then wait (at most a minute) for a graceful exit.
     pub fn stop(mut self) {
-        let mut c = self.child.take().unwrap();
-        let st = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(st.success());
-        let status = c.wait().unwrap();
+        let status = self.process.terminate(Duration::from_secs(60));
+        let status = status.unwrap_or_else(|e| panic!("{e}"));
         assert!(status.success(), "graceful shutdown exited with {status}");
     }
 
