@@ -69,6 +69,12 @@ pub enum StoreError {
     WalNotEmptied,
 }
 
+impl From<sosvault_service::sqlite::OpenError> for StoreError {
+    fn from(e: sosvault_service::sqlite::OpenError) -> Self {
+        Self::Sqlite(e.to_string())
+    }
+}
+
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         Self::Sqlite(e.to_string())

@@ -13,7 +13,8 @@
 //! | [`tls`] | rustls for both services: the listener (optional client certificates, [`tls::Peer`] as `ConnectInfo`) and the pinned client configuration |
 //! | [`logverify`] | `log verify`, both services' auditor command: the log key pinned or remembered, the signed head, consistency with the last verified head (a fork, a shrunken or rewritten log fails), every leaf and inclusion proof, the state file |
 //! | [`seal`] | one [`seal::MasterKey`] for both services (a 0600 file of 64 hex digits, or an environment variable) and the [`seal::Sealer`] each derives from it per purpose: XChaCha20-Poly1305 bound to its row |
-//! | [`sqlite`] | [`sqlite::truncate_wal`]: the WAL purge after a wipe; an error fails the wipe in both services |
+//! | [`sqlite`] | [`sqlite::open_checked`]: a store's connection (a new file 0600; WAL, `synchronous = FULL`, `secure_delete`, `foreign_keys`, the busy wait, each checked); [`sqlite::truncate_wal`]: the WAL purge after a wipe; an error fails the wipe in both services |
+//! | [`group`] | group commit for both services: [`group::Writer`] (one writer thread, batches of what is queued, a timed duty between them, [`group::WriterExit`]) and [`group::Savepoints`] (a savepoint per job, one commit, the answers after it) |
 //! | [`logapi`] | the log's read routes both services serve (`/v1/log/entries`, `/v1/log/proof/inclusion`, `/v1/log/proof/consistency`) over a [`logapi::ServedLog`]; the range checks as pure functions, one code per refusal |
 //! | [`logquery`] | [`logquery::QueryGuard`]: a student's log query checked and its nonce answered once, in both services, with one code and status per refusal |
 //! | [`trustee_api`] | the wire of a trustee's control-room endpoints (`/v1/shares`, `/v1/releases`, `/v1/shreds`, `/v1/cancels`, `/v1/commits`): one request and answer type each, with its path ([`trustee_api::Call`]); the trustee's handlers and the dispatch service's client both use them |
@@ -23,6 +24,7 @@
 
 pub mod config;
 pub mod files;
+pub mod group;
 pub mod http;
 pub mod logapi;
 pub mod logquery;

@@ -62,6 +62,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, params};
 use sosvault::StudentId;
+use sosvault_service::sqlite::{BUSY_TIMEOUT, Pragmas};
 use tracing::warn;
 
 use crate::seal::{EntrySealer, MASTER_KEY_ENV, MasterKey, MasterKeyError, UnsealError};
@@ -472,12 +473,7 @@ fn read_key_check(conn: &Connection) -> rusqlite::Result<Option<Vec<u8>>> {
 /// Opens the existing store in the service's (normal) locking mode, to read
 /// its key check before the node opens it.
 fn open_shared(store: &Path) -> Result<Connection, RekeyError> {
-    open_read_write(store, Duration::from_secs(5))
-}
-
-/// The value of pragma `name` on `conn`.
-fn pragma<T: rusqlite::types::FromSql>(conn: &Connection, name: &str) -> rusqlite::Result<T> {
-    conn.pragma_query_value(None, name, |r| r.get(0))
+    open_read_write(store, BUSY_TIMEOUT)
 }
 
 /// Opens the existing store for reading and writing, waiting up to `wait`
@@ -499,33 +495,35 @@ fn open_read_write(store: &Path, wait: Duration) -> Result<Connection, RekeyErro
 fn open_exclusive(store: &Path) -> Result<Connection, RekeyError> {
     let conn = open_read_write(store, LOCK_WAIT)?;
     let sql = |e| sql_error(store, e);
-    let locking: String = conn
-        .query_row("PRAGMA locking_mode = EXCLUSIVE", [], |r| r.get(0))
-        .map_err(sql)?;
-    let mode: String = pragma(&conn, "journal_mode").map_err(sql)?;
-    conn.pragma_update(None, "synchronous", "FULL")
-        .map_err(sql)?;
-    conn.pragma_update(None, "secure_delete", "ON")
-        .map_err(sql)?;
-    let secure: i64 = pragma(&conn, "secure_delete").map_err(sql)?;
-    let sync: i64 = pragma(&conn, "synchronous").map_err(sql)?;
     let refuse = |detail: String| RekeyError::Store {
         path: store.display().to_string(),
         detail,
     };
+    let locking: String = conn
+        .query_row("PRAGMA locking_mode = EXCLUSIVE", [], |r| r.get(0))
+        .map_err(sql)?;
     if !locking.eq_ignore_ascii_case("exclusive") {
         return Err(refuse(format!("locking_mode is {locking}, not exclusive")));
     }
-    if !mode.eq_ignore_ascii_case("wal") {
+    for (name, value) in [
+        ("synchronous", "FULL"),
+        ("secure_delete", "ON"),
+        ("foreign_keys", "ON"),
+    ] {
+        conn.pragma_update(None, name, value).map_err(sql)?;
+    }
+    // The journal mode is read, never changed: a file not in WAL mode is
+    // not a trustee store.
+    let pragmas = Pragmas::read(&conn).map_err(sql)?;
+    if !pragmas.journal_mode.eq_ignore_ascii_case("wal") {
         return Err(refuse(format!(
-            "journal_mode is {mode}, not wal: this is not a trustee store"
+            "journal_mode is {}, not wal: this is not a trustee store",
+            pragmas.journal_mode
         )));
     }
-    if secure != 1 || sync != 2 {
-        return Err(refuse(
-            "secure_delete or synchronous=FULL did not take effect".into(),
-        ));
-    }
+    pragmas
+        .check(LOCK_WAIT)
+        .map_err(|e| refuse(e.to_string()))?;
     Ok(conn)
 }
 

@@ -5,6 +5,7 @@ use std::cell::Cell;
 use std::path::Path;
 
 use rusqlite::{Connection, params};
+use sosvault_service::sqlite::{BUSY_TIMEOUT, open_checked};
 
 use super::access::{self, AccessStore, AccountChange, AccountRow};
 use super::schema::{SCHEMA, migrate};
@@ -167,14 +168,11 @@ pub(super) fn unit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UnitRow> {
 }
 
 impl SqliteStore {
-    /// Opens (or creates) the database file.
+    /// Opens (or creates, 0600) the database file; refuses a connection on
+    /// which WAL, `synchronous = FULL`, `secure_delete` or `foreign_keys` did
+    /// not take effect.
     pub fn open(path: &Path) -> StoreResult<Self> {
-        let conn = Connection::open(path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "secure_delete", "ON")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let conn = open_checked(path, BUSY_TIMEOUT)?;
         conn.execute_batch(SCHEMA)?;
         conn.execute_batch(access::SCHEMA)?;
         migrate(&conn)?;
@@ -264,6 +262,13 @@ impl SqliteStore {
 }
 
 impl GroupCommit for SqliteStore {
+    type Store = dyn Store;
+    type Error = StoreError;
+
+    fn store(&self) -> &(dyn Store + 'static) {
+        self
+    }
+
     fn begin(&mut self) -> StoreResult<()> {
         self.must_truncate.set(false);
         exec(&self.conn, "BEGIN IMMEDIATE", [])?;

@@ -1,80 +1,45 @@
 //! Group commit: [`Db`] queues store jobs for one writer thread, which runs
-//! each batch in one transaction (a savepoint per job) and answers after its commit.
+//! each batch in one transaction (a savepoint per job) and answers after its
+//! commit. The thread, the batching and the savepoints are
+//! `sosvault_service::group`'s, shared with the trustee; this is the
+//! store's side of them.
 
 use std::future::Future;
-use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::mpsc;
+
+use sosvault_service::group::{Lost, Savepoints, Writer};
+pub use sosvault_service::group::{MAX_BATCH, Transaction as GroupCommit};
 
 use super::{Store, StoreError, StoreResult};
 
-/// What [`Db`]'s writer needs from a backend to run many jobs under one
-/// commit: the transaction and savepoint statements SQL databases share.
-///
-/// The writer calls [`begin`](Self::begin); for each job
-/// [`savepoint`](Self::savepoint), the job, then [`release`](Self::release)
-/// or, if the job failed, [`rollback_to`](Self::rollback_to); then
-/// [`commit`](Self::commit) once, and answers the jobs only after it returned.
-pub trait GroupCommit: Store + Send + 'static {
-    /// Opens the batch's transaction.
-    fn begin(&mut self) -> StoreResult<()>;
-    /// Marks where the next job starts.
-    fn savepoint(&mut self) -> StoreResult<()>;
-    /// Keeps the writes of the job since the last savepoint.
-    fn release(&mut self) -> StoreResult<()>;
-    /// Undoes the writes of the job since the last savepoint, and only those.
-    fn rollback_to(&mut self) -> StoreResult<()>;
-    /// Commits the batch: one durable write for all its jobs.
-    fn commit(&mut self) -> StoreResult<()>;
-    /// Abandons the batch after a failed commit (a no-op if nothing is open).
-    fn rollback(&mut self);
-    /// Whether the job just run left work that cannot run inside a
-    /// transaction; clears the mark. That job is answered after
-    /// [`after_commit`](Self::after_commit).
-    fn take_after_commit(&mut self) -> bool {
-        false
-    }
-    /// Runs that work, after the commit.
-    fn after_commit(&mut self) -> StoreResult<()> {
-        Ok(())
+impl From<Lost> for StoreError {
+    fn from(lost: Lost) -> Self {
+        match lost {
+            Lost::Stopped => Self::WriterStopped,
+            // A dropped answer means the job panicked (its writes were undone).
+            _ => Self::JobFailed,
+        }
     }
 }
 
-/// Most jobs in one batch. Under a burst a batch takes what is queued up to
-/// this many; the rest go in the next one.
-pub const MAX_BATCH: usize = 256;
-
-/// A job as it reaches the writer: run it against the store (or, if the
-/// batch could not start, hand it the error), then deliver its result once
-/// the batch's fate is known.
-type Job = Box<dyn FnOnce(Result<&dyn Store, &StoreError>) -> Ran + Send>;
-
-/// Hands a job that ran its result, given the batch's fate: committed
-/// (`None`) or not (`Some`, why).
-type Deliver = Box<dyn FnOnce(Option<&StoreError>) + Send>;
-
-/// A job that ran: whether it succeeded (its writes are kept) and its
-/// answer, held back until the batch's fate is known.
-struct Ran {
-    ok: bool,
-    deliver: Deliver,
-}
+/// A store job as the writer runs it.
+type Job = sosvault_service::group::Work<dyn Store, StoreError>;
 
 /// Shared handle to the store: queues jobs for the group-commit writer.
 #[derive(Clone)]
 pub struct Db {
-    queue: mpsc::Sender<Job>,
+    writer: Writer<Job>,
 }
 
 impl Db {
     /// Starts the writer thread, which owns `store` until the last handle is
     /// dropped.
-    pub fn new<B: GroupCommit>(store: B) -> StoreResult<Self> {
-        let (queue, jobs) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name("sosvault-store".into())
-            .spawn(move || writer(store, jobs))
+    pub fn new<B>(store: B) -> StoreResult<Self>
+    where
+        B: GroupCommit<Store = dyn Store, Error = StoreError>,
+    {
+        let writer = Writer::start("sosvault-store", Savepoints::new(store), MAX_BATCH)
             .map_err(|e| StoreError::WriterStart(e.to_string()))?;
-        Ok(Self { queue })
+        Ok(Self { writer })
     }
 
     /// Runs `f` against the store in the next batch. The result comes back
@@ -84,114 +49,8 @@ impl Db {
         &self,
         f: impl FnOnce(&dyn Store) -> StoreResult<R> + Send + 'static,
     ) -> impl Future<Output = StoreResult<R>> + Send + 'static {
-        let (tx, rx) = tokio::sync::oneshot::channel::<StoreResult<R>>();
-        let job: Job = Box::new(move |store: Result<&dyn Store, &StoreError>| {
-            let result = match store {
-                Ok(s) => f(s),
-                Err(e) => Err(e.clone()),
-            };
-            Ran {
-                ok: result.is_ok(),
-                deliver: Box::new(move |failed: Option<&StoreError>| {
-                    let result = match (result, failed) {
-                        (Ok(_), Some(e)) => Err(e.clone()),
-                        (r, _) => r,
-                    };
-                    // The caller may have gone away; its job still ran.
-                    let _ = tx.send(result);
-                }),
-            }
-        });
-        let queued = self.queue.send(job).is_ok();
-        async move {
-            if !queued {
-                return Err(StoreError::WriterStopped);
-            }
-            // A dropped sender means the job panicked (its writes were undone).
-            rx.await.map_err(|_| StoreError::JobFailed)?
-        }
-    }
-}
-
-/// The writer thread: batches whatever is queued, never waiting for more.
-fn writer<B: GroupCommit>(mut store: B, jobs: mpsc::Receiver<Job>) {
-    while let Ok(first) = jobs.recv() {
-        let mut batch = Vec::with_capacity(MAX_BATCH);
-        batch.push(first);
-        while batch.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        run_batch(&mut store, batch);
-    }
-}
-
-/// Runs one batch: one transaction, a savepoint per job, one commit, then
-/// the answers.
-fn run_batch<B: GroupCommit>(store: &mut B, batch: Vec<Job>) {
-    if let Err(e) = store.begin() {
-        tracing::error!("store: starting a batch failed: {e}");
-        return abandon(store, Vec::new(), batch.into_iter(), &e);
-    }
-    let mut ran: Vec<(Ran, bool)> = Vec::with_capacity(batch.len());
-    let mut jobs = batch.into_iter();
-    while let Some(job) = jobs.next() {
-        if let Err(e) = store.savepoint() {
-            tracing::error!("store: opening a job's savepoint failed: {e}");
-            ran.push((job(Err(&e)), false));
-            continue;
-        }
-        // A job that panics is rolled back like one that failed; its caller
-        // sees its answer channel dropped.
-        let outcome = catch_unwind(AssertUnwindSafe(|| job(Ok(&*store as &dyn Store))));
-        let ok = matches!(&outcome, Ok(r) if r.ok);
-        let ended = if ok {
-            store.release()
-        } else {
-            store.rollback_to()
-        };
-        let after = store.take_after_commit() && ok;
-        if let Ok(r) = outcome {
-            ran.push((r, after));
-        } else {
-            tracing::error!("store: a job panicked; its writes were undone");
-        }
-        if let Err(e) = ended {
-            // The savepoint could not be closed: the batch is in an unknown
-            // state, so none of it is committed.
-            tracing::error!("store: closing a job's savepoint failed: {e}");
-            return abandon(store, ran, jobs, &e);
-        }
-    }
-    if let Err(e) = store.commit() {
-        tracing::error!("store: committing a batch of {} failed: {e}", ran.len());
-        return abandon(store, ran, std::iter::empty(), &e);
-    }
-    let after = if ran.iter().any(|(_, after)| *after) {
-        store.after_commit().err()
-    } else {
-        None
-    };
-    for (r, wanted_after) in ran {
-        (r.deliver)(if wanted_after { after.as_ref() } else { None });
-    }
-}
-
-/// Rolls the batch back and fails every job of it, run or not.
-fn abandon<B: GroupCommit>(
-    store: &mut B,
-    ran: Vec<(Ran, bool)>,
-    rest: impl Iterator<Item = Job>,
-    e: &StoreError,
-) {
-    store.rollback();
-    for (r, _) in ran {
-        (r.deliver)(Some(e));
-    }
-    for job in rest {
-        (job(Err(e)).deliver)(Some(e));
+        self.writer
+            .call(move |store: &(dyn Store + 'static)| f(store))
     }
 }
 

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use rusqlite::Connection;
+use sosvault_service::sqlite::{BUSY_TIMEOUT, open_checked};
 
 use super::NodeError;
 
@@ -69,41 +70,8 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), NodeError> {
     Ok(())
 }
 
-/// Opens a connection with the store's pragmas and checks that each took effect.
+/// Opens a connection with the store's pragmas (a new file 0600) and
+/// checks that each took effect (`sosvault_service::sqlite::open_checked`).
 pub fn open_connection(path: &Path) -> Result<Connection, NodeError> {
-    // A new store is private to the trustee's user; SQLite gives its WAL and
-    // shared-memory files the database file's permissions.
-    if !path.exists() {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| NodeError::Internal(format!("creating {}: {e}", path.display())))?;
-    }
-    let conn = Connection::open(path)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))?;
-    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
-    if !mode.eq_ignore_ascii_case("wal") {
-        return Err(NodeError::Internal(format!(
-            "journal_mode is {mode}, not wal"
-        )));
-    }
-    conn.pragma_update(None, "synchronous", "FULL")?;
-    conn.pragma_update(None, "secure_delete", "ON")?;
-    conn.pragma_update(None, "foreign_keys", "ON")?;
-    let secure: i64 = conn.query_row("PRAGMA secure_delete", [], |r| r.get(0))?;
-    if secure != 1 {
-        return Err(NodeError::Internal(
-            "secure_delete did not take effect".into(),
-        ));
-    }
-    let sync: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
-    if sync != 2 {
-        return Err(NodeError::Internal(
-            "synchronous=FULL did not take effect".into(),
-        ));
-    }
-    Ok(conn)
+    open_checked(path, BUSY_TIMEOUT).map_err(|e| NodeError::Internal(e.to_string()))
 }
