@@ -295,7 +295,7 @@ impl FromRequestParts<Engine> for Operator {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, engine: &Engine) -> Result<Self, ApiError> {
         let token = bearer(parts).ok_or_else(ApiError::unauthorized)?;
-        engine.operator_for_token(token).map(Operator)
+        Ok(Operator(engine.operator_for_token(token)?))
     }
 }
 
@@ -345,7 +345,7 @@ impl FromRequestParts<Engine> for Unit {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, engine: &Engine) -> Result<Self, ApiError> {
         let token = bearer(parts).ok_or_else(ApiError::unauthorized)?.to_owned();
-        engine.unit_for_token(&token).await.map(Unit)
+        Ok(Unit(engine.unit_for_token(&token).await?))
     }
 }
 
@@ -1425,7 +1425,7 @@ fn sse_of(
 async fn operator_events(State(e): State<Engine>, session: Session) -> Response {
     // The stream carries locations: not for auditors.
     if let Err(err) = e.authorize(&session.op, crate::access::Action::Watch) {
-        return err.into_response();
+        return ApiError::from(err).into_response();
     }
     let rx = e.subscribe();
     // The stream ends with its session: at logout, at the session's end,
