@@ -305,7 +305,7 @@ impl FromRequestParts<Engine> for Operator {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, engine: &Engine) -> Result<Self, ApiError> {
         let token = bearer(&parts.headers).ok_or_else(ApiError::unauthorized)?;
-        engine.operator_for_token(token).map(Operator)
+        Ok(Operator(engine.operator_for_token(token)?))
     }
 }
 
@@ -336,7 +336,7 @@ impl FromRequestParts<Engine> for Unit {
         let token = bearer(&parts.headers)
             .ok_or_else(ApiError::unauthorized)?
             .to_owned();
-        engine.unit_for_token(&token).await.map(Unit)
+        Ok(Unit(engine.unit_for_token(&token).await?))
     }
 }
 
@@ -893,7 +893,8 @@ impl ServedLog for Engine {
             return Ok(false);
         }
         let token = bearer(headers).ok_or_else(ApiError::unauthorized)?;
-        self.operator_for_token(token).map(|_| true)
+        self.operator_for_token(token)?;
+        Ok(true)
     }
 }
 
@@ -1337,7 +1338,7 @@ fn sse_of(
 async fn operator_events(State(e): State<Engine>, session: Session) -> Response {
     // The stream carries locations: not for auditors.
     if let Err(err) = e.authorize(&session.op, crate::access::Action::Watch) {
-        return err.into_response();
+        return ApiError::from(err).into_response();
     }
     let rx = e.subscribe();
     // The stream ends with its session: at logout, at the session's end,

@@ -30,6 +30,8 @@
 //! location, cancel, stop, shreds), `dispatch.rs` (assignment loop, units), `release.rs`
 //! (trustee releases, opener, access window), `operators.rs` (sessions,
 //! views, the control room's log), `reassign.rs` (an operator's reassign).
+//! Every method answers with an [`EngineError`] (`error.rs`), which names
+//! what went wrong in the domain; the handlers turn it into HTTP.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,7 +51,6 @@ use sosvault::keys::LogKey;
 use sosvault::log::MerkleLog;
 
 use crate::config::Config;
-use crate::error::ApiError;
 use crate::geo::UnitKind;
 use crate::metrics::Metrics;
 use crate::sealing::KeySealer;
@@ -58,11 +59,13 @@ use crate::trustees::TrusteeClient;
 
 pub use access::ACCOUNT_POLL;
 pub use board::{Board, Rules};
+pub use error::{Conflict, EngineError, Invalid};
 pub use forward::{ForwardKind, ForwardReport, ForwardSummary};
 
 mod access;
 mod board;
 mod dispatch;
+mod error;
 mod forward;
 mod intake;
 mod operators;
@@ -90,7 +93,7 @@ fn human_ms(ms: u64) -> String {
     }
 }
 
-/// Logins waiting for an argon2 slot at most; beyond, `503` with `Retry-After`.
+/// Logins waiting for an argon2 slot at most; beyond, `EngineError::Busy`.
 const MAX_LOGINS_WAITING: usize = 32;
 
 /// Events a live stream may fall behind before it skips some.
@@ -657,7 +660,7 @@ impl Engine {
         db: Db,
         control_room: ControlRoomKey,
         master: KeySealer,
-    ) -> Result<Self, ApiError> {
+    ) -> Result<Self, EngineError> {
         Self::with_manifest(cfg, db, control_room, master, None)
     }
 
@@ -669,20 +672,20 @@ impl Engine {
         control_room: ControlRoomKey,
         master: KeySealer,
         manifest: Option<Signed<sosvault::manifest::Manifest>>,
-    ) -> Result<Self, ApiError> {
+    ) -> Result<Self, EngineError> {
         let publics = cfg
             .trustee_publics()
-            .map_err(|e| ApiError::internal(&e.to_string()))?;
+            .map_err(|e| EngineError::internal(e.to_string()))?;
         let trustees = cfg
             .trustees
             .iter()
             .zip(publics)
             .map(|(t, p)| {
                 let http = crate::trustees::http_client(t, &cfg)
-                    .map_err(|e| ApiError::internal(&format!("trustee {}: {e}", t.url)))?;
+                    .map_err(|e| EngineError::internal(format!("trustee {}: {e}", t.url)))?;
                 Ok(TrusteeClient::new(http, &t.url, p, &t.name))
             })
-            .collect::<Result<_, ApiError>>()?;
+            .collect::<Result<_, EngineError>>()?;
         // Every live stream sees every event and keeps its own; a stream
         // more than this many events behind skips the oldest (a team could
         // miss its assignment and be reassigned after the acknowledgement
@@ -734,18 +737,18 @@ impl Engine {
         self.inner.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A store lookup whose `None` answers `missing()` (a 404, a 401).
+    /// A store lookup whose `None` answers `missing()` (`NotFound`, `Unauthorized`).
     async fn find<R: Send + 'static>(
         &self,
         f: impl FnOnce(&dyn Store) -> StoreResult<Option<R>> + Send + 'static,
-        missing: impl FnOnce() -> ApiError,
-    ) -> Result<R, ApiError> {
+        missing: impl FnOnce() -> EngineError,
+    ) -> Result<R, EngineError> {
         self.inner.db.call(f).await?.ok_or_else(missing)
     }
 
-    /// The stored incident `id` (404 if there is none).
-    async fn incident_row(&self, id: [u8; 16]) -> Result<IncidentRow, ApiError> {
-        self.find(move |s| s.incident(&id), ApiError::not_found)
+    /// The stored incident `id` (`NotFound` if there is none).
+    async fn incident_row(&self, id: [u8; 16]) -> Result<IncidentRow, EngineError> {
+        self.find(move |s| s.incident(&id), || EngineError::NotFound)
             .await
     }
 
@@ -946,7 +949,7 @@ impl Engine {
 
     /// Loads units, resumes open incidents, unfinished shreds and the
     /// cancels and enrollment commits not yet forwarded to every trustee.
-    pub async fn resume(&self) -> Result<(), ApiError> {
+    pub async fn resume(&self) -> Result<(), EngineError> {
         let leaves = self.inner.db.call(|s| s.log_leaf_hashes()).await?;
         *self.inner.log.lock().await = MerkleLog::from_leaf_hashes(leaves);
         let units = self.inner.db.call(|s| s.units()).await?;
@@ -1242,12 +1245,9 @@ fn token_hash(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
-fn check_position(p: LatLon) -> Result<(), ApiError> {
+fn check_position(p: LatLon) -> Result<(), EngineError> {
     if !(p.lat.is_finite() && p.lon.is_finite()) || p.lat.abs() > 90.0 || p.lon.abs() > 180.0 {
-        return Err(ApiError::bad_request(
-            "bad_position",
-            "latitude/longitude off the globe",
-        ));
+        return Err(EngineError::Invalid(Invalid::Position));
     }
     Ok(())
 }

@@ -1,6 +1,10 @@
 //! One error type for every endpoint: caller mistakes become a 4xx with a
 //! JSON body `{"error": code, "message": text}`; anything else a generic 500
 //! whose detail goes to the log, never to the client.
+//!
+//! The engine answers with its own [`EngineError`], which names what went
+//! wrong in the domain; `From<EngineError>` below is the one place where it
+//! becomes a status, a code and a message.
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -8,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 
 use sosvault_service::http::ErrorBody;
 
+use crate::engine::EngineError;
 use crate::store::StoreError;
 
 /// An error answer.
@@ -105,6 +110,40 @@ impl From<sosvault_service::logapi::LogRefused> for ApiError {
     }
 }
 
+/// The HTTP status of each engine error: the one place where what went
+/// wrong in the domain becomes an answer.
+fn status_of(e: &EngineError) -> u16 {
+    match e {
+        EngineError::Malformed { .. } | EngineError::Invalid(_) => 400,
+        EngineError::Unauthorized | EngineError::BadLogin => 401,
+        EngineError::WrongDevice | EngineError::Denied(_) => 403,
+        EngineError::NotFound
+        | EngineError::UnknownStudent
+        | EngineError::UnknownIncident
+        | EngineError::UnknownTeam => 404,
+        EngineError::Conflict(_) => 409,
+        EngineError::Stopped | EngineError::EnrollAfterStop => 410,
+        EngineError::TooManyAttempts { .. } => 429,
+        EngineError::BadReceipt => 502,
+        EngineError::Busy { .. }
+        | EngineError::TrusteeUnavailable { .. }
+        | EngineError::WitnessUnavailable(_) => 503,
+        EngineError::LogQuery(q) => q.status(),
+        EngineError::Store(_) | EngineError::Internal(_) => 500,
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::TooManyAttempts { wait_ms } => Self::too_many_attempts(wait_ms),
+            EngineError::Busy { retry_after_secs } => Self::busy(retry_after_secs),
+            e if e.is_internal() => Self::internal(&e.to_string()),
+            e => Self::new(status_of(&e), e.code(), &e.to_string()),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
@@ -123,5 +162,321 @@ impl IntoResponse for ApiError {
             );
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sosvault_service::logquery::QueryRefused;
+
+    use super::{ApiError, EngineError};
+    use crate::access::{Denied, Role};
+    use crate::engine::{Conflict, Invalid};
+    use crate::store::StoreError;
+
+    /// Every engine error, with the status, code and message the service
+    /// answered before the engine had its own error: the mapping may not
+    /// drift without this table changing.
+    fn table() -> Vec<(EngineError, u16, &'static str, &'static str)> {
+        use EngineError as E;
+        vec![
+            (
+                E::malformed("panic", "bad signature"),
+                400,
+                "malformed",
+                "panic: bad signature",
+            ),
+            (
+                Invalid::Position.into(),
+                400,
+                "bad_position",
+                "latitude/longitude off the globe",
+            ),
+            (
+                Invalid::UnitName.into(),
+                400,
+                "bad_name",
+                "a unit needs a name of 1 to 100 characters, not all white space, without control characters",
+            ),
+            (
+                Invalid::Location.into(),
+                400,
+                "bad_location",
+                "the location does not open",
+            ),
+            (
+                Invalid::Note.into(),
+                400,
+                "bad_note",
+                "the note does not open",
+            ),
+            (
+                Invalid::Operator.into(),
+                400,
+                "bad_operator",
+                "`to` must name an enabled dispatcher or supervisor",
+            ),
+            (
+                Invalid::TrusteeSet.into(),
+                400,
+                "wrong_trustees",
+                "the enrollment must use this service's trustees and threshold",
+            ),
+            (
+                Invalid::ForeignTrustee.into(),
+                400,
+                "wrong_trustees",
+                "the enrollment names a trustee this service does not use",
+            ),
+            (
+                E::Unauthorized,
+                401,
+                "unauthorized",
+                "missing or invalid credentials",
+            ),
+            (E::BadLogin, 401, "bad_login", "wrong username or password"),
+            (
+                E::WrongDevice,
+                403,
+                "wrong_device",
+                "not the enrolled device",
+            ),
+            (
+                E::Denied(Denied::Role(Role::Auditor)),
+                403,
+                "forbidden_for_role",
+                "a auditor may not do this",
+            ),
+            (
+                E::Denied(Denied::NotHandler(Some("asha".into()))),
+                403,
+                "not_your_incident",
+                "the incident is handled by asha: only they or a supervisor may act on it",
+            ),
+            (
+                E::Denied(Denied::NotHandler(None)),
+                403,
+                "not_your_incident",
+                "nobody handles this incident yet: claim it first (POST /v1/operator/incidents/{id}/claim)",
+            ),
+            (E::NotFound, 404, "not_found", "no such incident"),
+            (
+                E::UnknownStudent,
+                404,
+                "unknown_student",
+                "no enrollment for this device",
+            ),
+            (
+                E::UnknownIncident,
+                404,
+                "unknown_incident",
+                "no incident for this panic",
+            ),
+            (E::UnknownTeam, 404, "unknown_team", "no such team"),
+            (
+                Conflict::NotOpen.into(),
+                409,
+                "incident_closed",
+                "the incident is not open",
+            ),
+            (
+                Conflict::AlreadyClosed.into(),
+                409,
+                "incident_closed",
+                "the incident is already closed",
+            ),
+            (
+                Conflict::Closed.into(),
+                409,
+                "incident_closed",
+                "the incident is closed",
+            ),
+            (
+                Conflict::TeamBusy.into(),
+                409,
+                "team_busy",
+                "that team is on another incident; free it first",
+            ),
+            (
+                Conflict::AlreadyAssigned.into(),
+                409,
+                "already_assigned",
+                "that team is already on this incident",
+            ),
+            (
+                Conflict::NoTeam.into(),
+                409,
+                "no_team",
+                "no team is on this incident yet; the nearest free one is being sought",
+            ),
+            (
+                Conflict::AwaitingAck.into(),
+                409,
+                "awaiting_ack",
+                "the team has not acknowledged yet; it is reassigned automatically if it does not",
+            ),
+            (
+                Conflict::Claimed {
+                    by: Some("ravi".into()),
+                }
+                .into(),
+                409,
+                "claimed",
+                "ravi handles this incident; a supervisor can hand it over",
+            ),
+            (
+                Conflict::Claimed { by: None }.into(),
+                409,
+                "claimed",
+                "someone else claimed this incident a moment ago; reload it",
+            ),
+            (
+                Conflict::StaleEpoch.into(),
+                409,
+                "stale_epoch",
+                "the epoch must be newer than the enrolled one",
+            ),
+            (
+                Conflict::IncidentOpen.into(),
+                409,
+                "incident_open",
+                "re-enroll after the open incident ends",
+            ),
+            (
+                Conflict::TrusteeRefused {
+                    trustee: "t1".into(),
+                    code: "stale".into(),
+                }
+                .into(),
+                409,
+                "trustee_refused",
+                "t1 refused the share: stale",
+            ),
+            (
+                Conflict::UnknownRecord.into(),
+                409,
+                "unknown_record",
+                "the commit does not name the enrollment on file (its epoch and record); \
+                 send the commit of the enrollment this service answered last",
+            ),
+            (
+                Conflict::Replayed { what: "panic" }.into(),
+                409,
+                "replayed",
+                "the panic's counter is not above the last seen",
+            ),
+            (
+                Conflict::Replayed { what: "update" }.into(),
+                409,
+                "replayed",
+                "the update's counter is not above the last seen",
+            ),
+            (
+                Conflict::StaleStop.into(),
+                409,
+                "stale_stop",
+                "the stop names an older epoch",
+            ),
+            (E::Stopped, 410, "stopped", "this student has stopped"),
+            (
+                E::EnrollAfterStop,
+                410,
+                "stopped",
+                "this student has stopped; set up again with a new device key",
+            ),
+            (
+                E::BadReceipt,
+                502,
+                "bad_receipt",
+                "a trustee's receipt does not match",
+            ),
+            (
+                E::TrusteeUnavailable {
+                    trustee: "t2".into(),
+                },
+                503,
+                "trustee_unavailable",
+                "t2 did not answer; try again later",
+            ),
+            (
+                E::WitnessUnavailable("t3: 502".into()),
+                503,
+                "witness_unavailable",
+                "t3: 502",
+            ),
+            (
+                E::Busy {
+                    retry_after_secs: 1,
+                },
+                503,
+                "busy",
+                "too many logins at once; try again shortly",
+            ),
+            (
+                E::TooManyAttempts { wait_ms: 1500 },
+                429,
+                "too_many_attempts",
+                "too many wrong passwords; try again in 2 s",
+            ),
+            (
+                E::Store(StoreError::Sqlite("secret detail".into())),
+                500,
+                "internal",
+                "internal error",
+            ),
+            (
+                E::internal("secret detail"),
+                500,
+                "internal",
+                "internal error",
+            ),
+        ]
+    }
+
+    #[test]
+    fn each_engine_error_keeps_its_status_code_and_message() {
+        for (e, status, code, message) in table() {
+            let shown = format!("{e:?}");
+            let a = ApiError::from(e);
+            assert_eq!(
+                (a.status(), a.code(), a.message.as_str()),
+                (status, code, message),
+                "{shown}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_refused_log_query_keeps_the_guards_status_and_code() {
+        for q in QueryRefused::ALL {
+            let a = ApiError::from(EngineError::LogQuery(q.clone()));
+            assert_eq!((a.status(), a.code()), (q.status(), q.code()), "{q:?}");
+            assert_eq!(a.message, q.to_string());
+        }
+    }
+
+    #[test]
+    fn a_refused_log_read_keeps_the_shared_routes_status_code_and_words() {
+        use sosvault_service::logapi::LogRefused;
+        for r in [
+            LogRefused::BadRange("old (4) is above new (3)".into()),
+            LogRefused::BadQuery("missing field `old`".into()),
+        ] {
+            let a = ApiError::from(r.clone());
+            assert_eq!(
+                (a.status(), a.code(), a.message.as_str()),
+                (400, r.code(), r.to_string().as_str())
+            );
+        }
+    }
+
+    #[test]
+    fn waits_are_said_in_retry_after() {
+        let busy = ApiError::from(EngineError::Busy {
+            retry_after_secs: 1,
+        });
+        assert_eq!(busy.retry_after_secs, Some(1));
+        let throttled = ApiError::from(EngineError::TooManyAttempts { wait_ms: 1500 });
+        assert_eq!(throttled.retry_after_secs, Some(2));
     }
 }

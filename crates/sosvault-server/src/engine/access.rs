@@ -9,48 +9,29 @@ use std::time::Duration;
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use super::{Audience, Engine, EventKind, OperatorId, Session, now_ms, token_hash};
+use super::{
+    Audience, Conflict, Engine, EngineError, EventKind, Invalid, OperatorId, Session, now_ms,
+    token_hash,
+};
 use crate::access::{self, Action, Claim, ClaimRefused, Denied};
-use crate::error::ApiError;
 use crate::store::AccountRow;
 
 /// How often the service looks for account changes made by another process.
 pub const ACCOUNT_POLL: Duration = Duration::from_secs(1);
 
-/// The answer to an operator who may not do something.
-pub fn denied(d: Denied) -> ApiError {
-    match d {
-        Denied::Role(role) => ApiError::new(
-            403,
-            "forbidden_for_role",
-            &format!("a {role} may not do this"),
-        ),
-        Denied::NotHandler(Some(h)) => ApiError::new(
-            403,
-            "not_your_incident",
-            &format!("the incident is handled by {h}: only they or a supervisor may act on it"),
-        ),
-        Denied::NotHandler(None) => ApiError::new(
-            403,
-            "not_your_incident",
-            "nobody handles this incident yet: claim it first (POST /v1/operator/incidents/{id}/claim)",
-        ),
-    }
-}
-
 impl Engine {
     /// Whether `op` may do `action`; the refusal as an answer otherwise.
-    pub fn authorize(&self, op: &OperatorId, action: Action<'_>) -> Result<(), ApiError> {
-        access::may(op.role, &op.name, action).map_err(denied)
+    pub fn authorize(&self, op: &OperatorId, action: Action<'_>) -> Result<(), EngineError> {
+        access::may(op.role, &op.name, action).map_err(EngineError::Denied)
     }
 
-    /// The incident `op` asks to act on (404 if there is none), once the
+    /// The incident `op` asks to act on (`NotFound` if there is none), once the
     /// rules let them: a dispatcher only on one they handle.
     pub(super) async fn incident_to_act_on(
         &self,
         id: [u8; 16],
         op: &OperatorId,
-    ) -> Result<crate::store::IncidentRow, ApiError> {
+    ) -> Result<crate::store::IncidentRow, EngineError> {
         let row = self.incident_row(id).await?;
         self.authorize(
             op,
@@ -64,7 +45,7 @@ impl Engine {
     /// Creates the accounts of the config's `[[operators]]` tables that the
     /// database does not have yet. Once created, an account is the
     /// database's: the `operator` command changes it, the config no more.
-    pub(super) async fn seed_accounts(&self) -> Result<(), ApiError> {
+    pub(super) async fn seed_accounts(&self) -> Result<(), EngineError> {
         let seeds: Vec<AccountRow> = self
             .inner
             .cfg
@@ -92,7 +73,7 @@ impl Engine {
     /// store no longer has (its account was changed or disabled by the
     /// `operator` command) ends, with its live streams; one it has and
     /// memory does not (at start) is taken in, with its account's role.
-    pub(super) async fn sync_sessions(&self) -> Result<(), ApiError> {
+    pub(super) async fn sync_sessions(&self) -> Result<(), EngineError> {
         // Read before the store: a login that saved its session after this
         // is not in what the store answers, and is kept.
         let now = now_ms();
@@ -168,16 +149,13 @@ impl Engine {
         id: [u8; 16],
         op: &OperatorId,
         to: Option<&str>,
-    ) -> Result<String, ApiError> {
+    ) -> Result<String, EngineError> {
         let row = self.incident_row(id).await?;
         if let Some(to) = to.filter(|t| *t != op.name) {
             let name = to.to_owned();
             let account = self.inner.db.call(move |s| s.account(&name)).await?;
             if !account.is_some_and(|a| !a.disabled && access::can_handle(a.role)) {
-                return Err(ApiError::bad_request(
-                    "bad_operator",
-                    "`to` must name an enabled dispatcher or supervisor",
-                ));
+                return Err(EngineError::Invalid(Invalid::Operator));
             }
         }
         let decision = access::claim(
@@ -190,20 +168,12 @@ impl Engine {
         let (from, to) = match decision {
             Ok(Claim::AlreadyTheirs) => return Ok(row.handler.unwrap_or_default()),
             Ok(Claim::To { from, to }) => (from, to),
-            Err(ClaimRefused::Role(r)) => return Err(denied(Denied::Role(r))),
+            Err(ClaimRefused::Role(r)) => return Err(EngineError::Denied(Denied::Role(r))),
             Err(ClaimRefused::HandledBy(h)) => {
-                return Err(ApiError::new(
-                    409,
-                    "claimed",
-                    &format!("{h} handles this incident; a supervisor can hand it over"),
-                ));
+                return Err(EngineError::Conflict(Conflict::Claimed { by: Some(h) }));
             }
             Err(ClaimRefused::Closed) => {
-                return Err(ApiError::new(
-                    409,
-                    "incident_closed",
-                    "the incident is already closed",
-                ));
+                return Err(EngineError::Conflict(Conflict::AlreadyClosed));
             }
         };
         let (f, t) = (from.clone(), to.clone());
@@ -214,11 +184,7 @@ impl Engine {
             .await?;
         if !set {
             // Another claim came first.
-            return Err(ApiError::new(
-                409,
-                "claimed",
-                "someone else claimed this incident a moment ago; reload it",
-            ));
+            return Err(EngineError::Conflict(Conflict::Claimed { by: None }));
         }
         let detail = match &from {
             None if to == op.name => format!("claimed by {to}"),
@@ -238,7 +204,7 @@ impl Engine {
 
     /// A new token for a unit: the old one opens nothing from now on and
     /// the streams opened with it end. The token is returned once.
-    pub async fn rotate_unit_token(&self, unit: &str) -> Result<String, ApiError> {
+    pub async fn rotate_unit_token(&self, unit: &str) -> Result<String, EngineError> {
         let mut raw = [0u8; 32];
         rand::Rng::fill_bytes(&mut rand::rng(), &mut raw);
         let token = Zeroizing::new(hex::encode(raw));
@@ -250,7 +216,7 @@ impl Engine {
             .call(move |s| s.set_unit_token(&id, &hash))
             .await?
         {
-            return Err(ApiError::not_found());
+            return Err(EngineError::NotFound);
         }
         self.forget_unit_tokens(unit, false);
         tracing::info!(unit, "unit token rotated");
@@ -261,10 +227,10 @@ impl Engine {
     /// never dispatched again. A team on an incident is taken off it (it
     /// can no longer acknowledge nor be told) and the next nearest team
     /// sent.
-    pub async fn revoke_unit(&self, unit: &str, op: &OperatorId) -> Result<(), ApiError> {
+    pub async fn revoke_unit(&self, unit: &str, op: &OperatorId) -> Result<(), EngineError> {
         let (id, now) = (unit.to_owned(), now_ms());
         if !self.inner.db.call(move |s| s.revoke_unit(&id, now)).await? {
-            return Err(ApiError::not_found());
+            return Err(EngineError::NotFound);
         }
         let on = self.forget_unit_tokens(unit, true);
         tracing::info!(unit, operator = %op.name, "unit revoked");

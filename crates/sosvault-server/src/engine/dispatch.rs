@@ -18,8 +18,8 @@ use zeroize::Zeroizing;
 
 use super::board::{ByHandRefusal, How, Sent, Step, Waiting, Withdrawn};
 use super::{
-    ApiError, Audience, Engine, EventKind, LatLon, OperatorId, UnitConnection, UnitId, UnitInfo,
-    UnitView, check_position, human_ms, now_ms, token_hash,
+    Audience, Conflict, Engine, EngineError, EventKind, Invalid, LatLon, OperatorId,
+    UnitConnection, UnitId, UnitInfo, UnitView, check_position, human_ms, now_ms, token_hash,
 };
 use crate::geo::{UnitKind, haversine_m};
 use crate::store::{AssignmentRow, UnitRow};
@@ -307,7 +307,7 @@ impl Engine {
         id: [u8; 16],
         unit: &str,
         op: &OperatorId,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), EngineError> {
         self.incident_to_act_on(id, op).await?;
         let by = format!("{} {}", op.role, op.name);
         let sent = self
@@ -315,20 +315,10 @@ impl Engine {
             .board
             .assign_by_hand(IncidentId::from_bytes(id), unit, &by, now_ms())
             .map_err(|r| match r {
-                ByHandRefusal::NoIncident => {
-                    ApiError::new(409, "incident_closed", "the incident is not open")
-                }
-                ByHandRefusal::UnknownTeam => ApiError::new(404, "unknown_team", "no such team"),
-                ByHandRefusal::TeamBusy => ApiError::new(
-                    409,
-                    "team_busy",
-                    "that team is on another incident; free it first",
-                ),
-                ByHandRefusal::AlreadyOnIt => ApiError::new(
-                    409,
-                    "already_assigned",
-                    "that team is already on this incident",
-                ),
+                ByHandRefusal::NoIncident => EngineError::Conflict(Conflict::NotOpen),
+                ByHandRefusal::UnknownTeam => EngineError::UnknownTeam,
+                ByHandRefusal::TeamBusy => EngineError::Conflict(Conflict::TeamBusy),
+                ByHandRefusal::AlreadyOnIt => EngineError::Conflict(Conflict::AlreadyAssigned),
             })?;
         if let Some(old) = &sent.replaced {
             self.tell_withdrawn(id, old, "replaced").await;
@@ -429,12 +419,9 @@ impl Engine {
         name: &str,
         kind: UnitKind,
         position: Option<LatLon>,
-    ) -> Result<(String, String), ApiError> {
+    ) -> Result<(String, String), EngineError> {
         if !crate::api::unit_name_ok(name) {
-            return Err(ApiError::bad_request(
-                "bad_name",
-                "a unit needs a name of 1 to 100 characters, not all white space, without control characters",
-            ));
+            return Err(EngineError::Invalid(Invalid::UnitName));
         }
         if let Some(p) = position {
             check_position(p)?;
@@ -475,20 +462,20 @@ impl Engine {
     }
 
     /// The unit a token belongs to.
-    pub async fn unit_for_token(&self, token: &str) -> Result<UnitId, ApiError> {
+    pub async fn unit_for_token(&self, token: &str) -> Result<UnitId, EngineError> {
         let h = token_hash(token);
         if let Some(id) = self.state().unit_tokens.get(&h) {
             return Ok(UnitId(id.clone()));
         }
         let unit = self
-            .find(move |s| s.unit_by_token(&h), ApiError::unauthorized)
+            .find(move |s| s.unit_by_token(&h), || EngineError::Unauthorized)
             .await?;
         self.state().unit_tokens.insert(h, unit.id.clone());
         Ok(UnitId(unit.id))
     }
 
     /// A unit reports its position.
-    pub async fn unit_position(&self, unit: &UnitId, p: LatLon) -> Result<(), ApiError> {
+    pub async fn unit_position(&self, unit: &UnitId, p: LatLon) -> Result<(), EngineError> {
         check_position(p)?;
         let id = unit.0.clone();
         let now = now_ms();
@@ -500,7 +487,7 @@ impl Engine {
             .state()
             .board
             .team_moved(&unit.0, (p.lat, p.lon), now)
-            .ok_or_else(ApiError::unauthorized)?;
+            .ok_or(EngineError::Unauthorized)?;
         let incident = incident.map(|i| *i.as_bytes());
         // Only a free unit's move can help an incident waiting for one; a
         // busy unit's report (every few seconds, from every team) must not
@@ -519,12 +506,12 @@ impl Engine {
     }
 
     /// A unit acknowledges its assignment.
-    pub fn acknowledge(&self, unit: &UnitId, incident: [u8; 16]) -> Result<(), ApiError> {
+    pub fn acknowledge(&self, unit: &UnitId, incident: [u8; 16]) -> Result<(), EngineError> {
         let first = self
             .state()
             .board
             .acknowledge(&unit.0, IncidentId::from_bytes(incident), now_ms())
-            .map_err(|()| ApiError::not_found())?;
+            .map_err(|()| EngineError::NotFound)?;
         if first {
             self.wake(incident);
         }

@@ -11,11 +11,10 @@ use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
 
 use super::{
-    AssignedUnit, AssignmentView, Audience, Engine, EventKind, IncidentDetail, IncidentSummary,
-    LatLon, MAX_LOGINS_WAITING, MineAnswer, MineEntry, OperatorId, ReleaseStatus, Session, State,
-    Viewer, b64, now_ms, short, token_hash,
+    AssignedUnit, AssignmentView, Audience, Conflict, Engine, EngineError, EventKind,
+    IncidentDetail, IncidentSummary, LatLon, MAX_LOGINS_WAITING, MineAnswer, MineEntry, OperatorId,
+    ReleaseStatus, Session, State, Viewer, b64, now_ms, short, token_hash,
 };
-use crate::error::ApiError;
 use crate::store::{EnrollmentRow, IncidentRow};
 /// A source's login in flight; dropping it frees the source's slot.
 struct InFlight<'a> {
@@ -33,24 +32,26 @@ impl Engine {
     /// Logs an operator in from `source`; returns a session token.
     ///
     /// Throttled ([`crate::throttle`]): a source or name in its back-off is
-    /// answered `429 too_many_attempts` with the wait, without an argon2
+    /// answered `TooManyAttempts` with the wait, without an argon2
     /// check; a source has at most one login in flight; at most
-    /// `MAX_LOGINS_WAITING` wait for the two argon2 slots (then `503 busy`).
+    /// `MAX_LOGINS_WAITING` wait for the two argon2 slots (then `Busy`).
     pub async fn login(
         &self,
         username: &str,
         password: &str,
         source: std::net::IpAddr,
-    ) -> Result<(String, u64, crate::access::Role), ApiError> {
+    ) -> Result<(String, u64, crate::access::Role), EngineError> {
         {
             let mut st = self.state();
             if let crate::throttle::Verdict::Wait { retry_after_ms } =
                 st.throttle.check(source, username, now_ms())
             {
-                return Err(ApiError::too_many_attempts(retry_after_ms));
+                return Err(EngineError::TooManyAttempts {
+                    wait_ms: retry_after_ms,
+                });
             }
             if !st.logins_in_flight.insert(source) {
-                return Err(ApiError::too_many_attempts(1000));
+                return Err(EngineError::TooManyAttempts { wait_ms: 1000 });
             }
         }
         // The source's slot is given back however this ends.
@@ -76,11 +77,13 @@ impl Engine {
         // a flood is told to come back, not queued for ever in front of others.
         if self.inner.logins_waiting.fetch_add(1, Ordering::AcqRel) >= MAX_LOGINS_WAITING {
             self.inner.logins_waiting.fetch_sub(1, Ordering::AcqRel);
-            return Err(ApiError::busy(1));
+            return Err(EngineError::Busy {
+                retry_after_secs: 1,
+            });
         }
         let permit = self.inner.login_gate.acquire().await;
         self.inner.logins_waiting.fetch_sub(1, Ordering::AcqRel);
-        let _permit = permit.map_err(|_| ApiError::internal("login gate closed"))?;
+        let _permit = permit.map_err(|_| EngineError::internal("login gate closed"))?;
         let ok = tokio::task::spawn_blocking(move || {
             crate::auth::verify_password(hash.as_deref(), &password)
         })
@@ -88,11 +91,7 @@ impl Engine {
         .unwrap_or(false);
         let Some(role) = role.filter(|_| ok) else {
             self.state().throttle.failed(source, username, now_ms());
-            return Err(ApiError::new(
-                401,
-                "bad_login",
-                "wrong username or password",
-            ));
+            return Err(EngineError::BadLogin);
         };
         self.state().throttle.succeeded(source, username);
         let mut raw = [0u8; 32];
@@ -124,7 +123,7 @@ impl Engine {
     }
 
     /// The operator a session token belongs to.
-    pub fn operator_for_token(&self, token: &str) -> Result<OperatorId, ApiError> {
+    pub fn operator_for_token(&self, token: &str) -> Result<OperatorId, EngineError> {
         let h = token_hash(token);
         let st = self.state();
         match st.sessions.get(&h) {
@@ -132,13 +131,13 @@ impl Engine {
                 name: s.username.clone(),
                 role: s.role,
             }),
-            _ => Err(ApiError::unauthorized()),
+            _ => Err(EngineError::Unauthorized),
         }
     }
 
     /// Logs out: the session is gone from memory and the store, and its
     /// live streams end.
-    pub async fn logout(&self, token: &str) -> Result<(), ApiError> {
+    pub async fn logout(&self, token: &str) -> Result<(), EngineError> {
         let hash = token_hash(token);
         if let Some(s) = self.state().sessions.remove(&hash) {
             s.closed.cancel();
@@ -216,7 +215,7 @@ impl Engine {
         &self,
         limit: u32,
         op: &OperatorId,
-    ) -> Result<Vec<IncidentSummary>, ApiError> {
+    ) -> Result<Vec<IncidentSummary>, EngineError> {
         self.authorize(op, crate::access::Action::ReadIncidents)?;
         let rows = self.inner.db.call(move |s| s.incidents(limit)).await?;
         let st = self.state();
@@ -234,7 +233,11 @@ impl Engine {
 
     /// One incident, for an operator (any) or a unit (only its own). The
     /// profile is included, and its view logged, while it is released.
-    pub async fn detail(&self, id: [u8; 16], viewer: Viewer) -> Result<IncidentDetail, ApiError> {
+    pub async fn detail(
+        &self,
+        id: [u8; 16],
+        viewer: Viewer,
+    ) -> Result<IncidentDetail, EngineError> {
         self.may_view(id, &viewer)?;
         let row = self.incident_row(id).await?;
         let access = viewer_access(&viewer, &row);
@@ -279,7 +282,7 @@ impl Engine {
 
     /// Whether `viewer` may see the incident at all: an operator who may
     /// read incidents, a unit only the incident it is sent to.
-    fn may_view(&self, id: [u8; 16], viewer: &Viewer) -> Result<(), ApiError> {
+    fn may_view(&self, id: [u8; 16], viewer: &Viewer) -> Result<(), EngineError> {
         if let Viewer::Operator(op, _) = viewer {
             self.authorize(op, crate::access::Action::ReadIncidents)?;
         }
@@ -290,7 +293,7 @@ impl Engine {
                 .assignment(IncidentId::from_bytes(id))
                 .is_some_and(|a| a.unit == u.0);
             if !mine {
-                return Err(ApiError::not_found());
+                return Err(EngineError::NotFound);
             }
         }
         Ok(())
@@ -343,7 +346,7 @@ impl Engine {
         student: [u8; 32],
         viewer: &Viewer,
         access: crate::access::ProfileAccess,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), EngineError> {
         let (actor, reason) = match viewer {
             Viewer::Operator(o, reason) => (
                 format!("operator:{}", o.name),
@@ -370,7 +373,7 @@ impl Engine {
         student: [u8; 32],
         actor: &str,
         reason: Option<&crate::access::Reason>,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), EngineError> {
         let viewer = sosvault::log::Viewer::new(
             actor
                 .as_bytes()
@@ -379,7 +382,7 @@ impl Engine {
                 .take(sosvault::log::MAX_VIEWER_BYTES)
                 .collect::<Vec<u8>>(),
         )
-        .ok_or_else(|| ApiError::internal("viewer id"))?;
+        .ok_or_else(|| EngineError::internal("viewer id"))?;
         let reason = reason.map(|r| {
             let mut nonce = [0u8; 16];
             rand::Rng::fill_bytes(&mut rand::rng(), &mut nonce);
@@ -442,7 +445,7 @@ impl Engine {
 
     /// A student's own entries in the control room's log (who viewed their
     /// profile), with a fresh signed head and an inclusion proof for each.
-    pub async fn log_mine(&self, query: &[u8]) -> Result<MineAnswer, ApiError> {
+    pub async fn log_mine(&self, query: &[u8]) -> Result<MineAnswer, EngineError> {
         let now = Timestamp::now();
         // The guard's own lock, not the engine's: only log queries wait on it.
         let checked = self
@@ -451,7 +454,7 @@ impl Engine {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .admit(query, &self.log_holder_id(), now)
-            .map_err(|e| ApiError::new(e.status(), e.code(), &e.to_string()))?;
+            .map_err(EngineError::LogQuery)?;
         let student = *checked.student().as_bytes();
         // Hold the tree while reading, so every entry is covered by the head.
         let log = self.inner.log.lock().await;
@@ -471,7 +474,7 @@ impl Engine {
         {
             let proof = log
                 .inclusion_proof(index, size)
-                .map_err(|_| ApiError::internal("log proof"))?;
+                .map_err(|_| EngineError::internal("log proof"))?;
             entries.push(MineEntry {
                 index,
                 leaf_hash: b64(&sosvault::log::leaf_hash(&entry)),
@@ -518,7 +521,7 @@ impl Engine {
         &self,
         start: u64,
         end: u64,
-    ) -> Result<Vec<crate::store::LogLeafRow>, ApiError> {
+    ) -> Result<Vec<crate::store::LogLeafRow>, EngineError> {
         // Every row below the tree's size is committed: an entry is stored
         // before the tree takes its leaf.
         let size = self.inner.log.lock().await.size();
@@ -537,12 +540,12 @@ impl Engine {
     pub async fn access_log(
         &self,
         id: [u8; 16],
-    ) -> Result<Vec<crate::store::AccessLogEntry>, ApiError> {
+    ) -> Result<Vec<crate::store::AccessLogEntry>, EngineError> {
         Ok(self.inner.db.call(move |s| s.access_log(&id)).await?)
     }
 
     /// An operator marks a false alarm (counted against the student).
-    pub async fn false_alarm(&self, id: [u8; 16], op: &OperatorId) -> Result<(), ApiError> {
+    pub async fn false_alarm(&self, id: [u8; 16], op: &OperatorId) -> Result<(), EngineError> {
         let row = self.incident_to_act_on(id, op).await?;
         let marked = self.inner.db.call(move |s| s.mark_false_alarm(&id)).await?;
         if marked {
@@ -568,14 +571,10 @@ impl Engine {
     }
 
     /// An operator closes an incident.
-    pub async fn operator_close(&self, id: [u8; 16], op: &OperatorId) -> Result<(), ApiError> {
+    pub async fn operator_close(&self, id: [u8; 16], op: &OperatorId) -> Result<(), EngineError> {
         let row = self.incident_to_act_on(id, op).await?;
         if row.status != "open" {
-            return Err(ApiError::new(
-                409,
-                "incident_closed",
-                "the incident is already closed",
-            ));
+            return Err(EngineError::Conflict(Conflict::AlreadyClosed));
         }
         self.close(id, "closed", &format!("closed by {} {}", op.role, op.name))
             .await

@@ -8,39 +8,26 @@
 
 use sosvault::IncidentId;
 
-use super::{Engine, OperatorId};
-use crate::error::ApiError;
+use super::{Conflict, Engine, EngineError, OperatorId};
 
 impl Engine {
     /// Releases the incident's acknowledged team (it is told, and goes to
     /// the back of the incident's queue) and dispatches the next nearest
     /// free team.
-    pub async fn reassign(&self, id: [u8; 16], op: &OperatorId) -> Result<(), ApiError> {
+    pub async fn reassign(&self, id: [u8; 16], op: &OperatorId) -> Result<(), EngineError> {
         self.incident_to_act_on(id, op).await?;
         let iid = IncidentId::from_bytes(id);
         let withdrawn = {
             let mut st = self.state();
             if !st.incidents.contains_key(&id) {
-                return Err(ApiError::new(
-                    409,
-                    "incident_closed",
-                    "the incident is not open",
-                ));
+                return Err(EngineError::Conflict(Conflict::NotOpen));
             }
             match st.board.assignment(iid) {
                 None => {
-                    return Err(ApiError::new(
-                        409,
-                        "no_team",
-                        "no team is on this incident yet; the nearest free one is being sought",
-                    ));
+                    return Err(EngineError::Conflict(Conflict::NoTeam));
                 }
                 Some(a) if !a.acked() => {
-                    return Err(ApiError::new(
-                        409,
-                        "awaiting_ack",
-                        "the team has not acknowledged yet; it is reassigned automatically if it does not",
-                    ));
+                    return Err(EngineError::Conflict(Conflict::AwaitingAck));
                 }
                 Some(_) => {}
             }

@@ -28,10 +28,10 @@ use subtle::ConstantTimeEq;
 use tokio::sync::Notify;
 
 use super::{
-    Audience, CancelReceived, CommitReceived, Engine, Enrolled, EventKind, Fresh, Live, MAX_TRAIL,
-    Picked, State, StopRefusal, Stopped, b64, category_from_str, now_ms, short,
+    Audience, CancelReceived, CommitReceived, Conflict, Engine, EngineError, Enrolled, EventKind,
+    Fresh, Invalid, Live, MAX_TRAIL, Picked, State, StopRefusal, Stopped, b64, category_from_str,
+    now_ms, short,
 };
-use crate::error::ApiError;
 use crate::geo::{UnitKind, haversine_m};
 use crate::store::{
     AssignmentRow, CommitStored, DURESS_STOP, EnrollmentRow, IncidentRow, NewDuressAlert,
@@ -57,21 +57,6 @@ fn duress_alert_key(student: &[u8; 32]) -> [u8; 32] {
     h.update(b"sosvault-server/duress-stop-alert/v1");
     h.update(student);
     h.finalize().into()
-}
-
-/// `404 unknown_student`: the device's student is not enrolled here.
-fn unknown_student() -> ApiError {
-    ApiError::new(404, "unknown_student", "no enrollment for this device")
-}
-
-/// `403 wrong_device`: signed by another key than the enrolled device's.
-fn wrong_device() -> ApiError {
-    ApiError::new(403, "wrong_device", "not the enrolled device")
-}
-
-/// `410 stopped`: the student has stopped (and never comes back).
-fn stopped() -> ApiError {
-    ApiError::new(410, "stopped", "this student has stopped")
 }
 
 /// The alert a duress stop opens if none of the student's incidents is open.
@@ -111,10 +96,10 @@ fn duress_alert(sid: [u8; 32], epoch: u32, now: u64) -> NewDuressAlert {
 impl Engine {
     /// Enrolls (or re-enrolls) a student: checks the package, relays each
     /// share to its trustee (retrying), verifies every receipt, then stores.
-    pub async fn enroll(&self, package_bytes: &[u8]) -> Result<Enrolled, ApiError> {
+    pub async fn enroll(&self, package_bytes: &[u8]) -> Result<Enrolled, EngineError> {
         use sosvault::Container;
         let package = EnrollmentPackage::from_bytes(package_bytes)
-            .map_err(|e| ApiError::bad_request("malformed", &format!("enrollment package: {e}")))?;
+            .map_err(|e| EngineError::malformed("enrollment package", e))?;
         let record = package.record.body().clone();
         let student = StudentId::of_device(package.record.signer());
         let sid = *student.as_bytes();
@@ -126,10 +111,10 @@ impl Engine {
         let mut futs = Vec::new();
         for (i, slot) in record.trustees.iter().enumerate() {
             let Some(client) = self.trustee(&slot.trustee) else {
-                return Err(ApiError::internal("trustee lookup"));
+                return Err(EngineError::internal("trustee lookup"));
             };
             let Some(delivery) = package.delivery(i as u8 + 1) else {
-                return Err(ApiError::internal("delivery"));
+                return Err(EngineError::internal("delivery"));
             };
             let expected = (student, record.epoch, i as u8 + 1, slot.commitment);
             futs.push(self.relay_share(client, delivery, expected, deadline));
@@ -170,39 +155,29 @@ impl Engine {
         &self,
         package: &EnrollmentPackage,
         record: &sosvault::EnrollmentRecord,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), EngineError> {
         let sid = *StudentId::of_device(package.record.signer()).as_bytes();
         let n = self.inner.trustees.len();
         if record.trustees.len() != n
             || usize::from(record.threshold) != usize::from(self.inner.cfg.threshold)
         {
-            return Err(ApiError::bad_request(
-                "wrong_trustees",
-                "the enrollment must use this service's trustees and threshold",
-            ));
+            return Err(EngineError::Invalid(Invalid::TrusteeSet));
         }
         for slot in &record.trustees {
             if !self.inner.trustees.iter().any(|t| t.id() == slot.trustee) {
-                return Err(ApiError::bad_request(
-                    "wrong_trustees",
-                    "the enrollment names a trustee this service does not use",
-                ));
+                return Err(EngineError::Invalid(Invalid::ForeignTrustee));
             }
         }
         if let Some(row) = self.inner.db.call(move |s| s.student(&sid)).await? {
             if row.tombstoned_at.is_some() {
-                return Err(ApiError::new(
-                    410,
-                    "stopped",
-                    "this student has stopped; set up again with a new device key",
-                ));
+                return Err(EngineError::EnrollAfterStop);
             }
             let same_key: bool = row
                 .device_public
                 .ct_eq(package.record.signer().as_bytes())
                 .into();
             if !same_key {
-                return Err(wrong_device());
+                return Err(EngineError::WrongDevice);
             }
             // A retry of the enrollment already stored (same signed record) is
             // relayed again: the trustees answer it with the same receipts.
@@ -211,11 +186,7 @@ impl Engine {
                 stored.is_some_and(|e| e.record == package.record.as_bytes())
             };
             if record.epoch <= row.epoch && !retry {
-                return Err(ApiError::new(
-                    409,
-                    "stale_epoch",
-                    "the epoch must be newer than the enrolled one",
-                ));
+                return Err(EngineError::Conflict(Conflict::StaleEpoch));
             }
             let open = self
                 .inner
@@ -223,11 +194,7 @@ impl Engine {
                 .call(move |s| s.open_incidents_of(&sid))
                 .await?;
             if !open.is_empty() {
-                return Err(ApiError::new(
-                    409,
-                    "incident_open",
-                    "re-enroll after the open incident ends",
-                ));
+                return Err(EngineError::Conflict(Conflict::IncidentOpen));
             }
         }
         Ok(())
@@ -242,7 +209,7 @@ impl Engine {
         delivery: sosvault::ShareDelivery,
         expected: (StudentId, u32, u8, sosvault::ShareCommitment),
         deadline: tokio::time::Instant,
-    ) -> Result<Signed<sosvault::ShareReceipt>, ApiError> {
+    ) -> Result<Signed<sosvault::ShareReceipt>, EngineError> {
         let (student, epoch, index, commitment) = expected;
         let mut backoff = Backoff::new(Duration::from_millis(self.inner.cfg.max_backoff_ms));
         loop {
@@ -256,18 +223,13 @@ impl Engine {
                     {
                         return Ok(r);
                     }
-                    return Err(ApiError::new(
-                        502,
-                        "bad_receipt",
-                        "a trustee's receipt does not match",
-                    ));
+                    return Err(EngineError::BadReceipt);
                 }
                 Err(CallError::Refused { code, .. }) => {
-                    return Err(ApiError::new(
-                        409,
-                        "trustee_refused",
-                        &format!("{} refused the share: {code}", client.name()),
-                    ));
+                    return Err(EngineError::Conflict(Conflict::TrusteeRefused {
+                        trustee: client.name().to_string(),
+                        code: code.to_string(),
+                    }));
                 }
                 Err(e) => e,
             };
@@ -277,11 +239,9 @@ impl Engine {
                 .fetch_add(1, Ordering::Relaxed);
             let d = backoff.after(&e);
             if tokio::time::Instant::now() + d > deadline {
-                return Err(ApiError::new(
-                    503,
-                    "trustee_unavailable",
-                    &format!("{} did not answer; try again later", client.name()),
-                ));
+                return Err(EngineError::TrusteeUnavailable {
+                    trustee: client.name().to_string(),
+                });
             }
             tokio::time::sleep(d).await;
         }
@@ -300,9 +260,9 @@ impl Engine {
     /// trustee's `/v1/commits`, with back-off until it takes them or finally
     /// refuses, across restarts. The answer waits a few seconds at most;
     /// the same commit again changes nothing and answers the same way.
-    pub async fn commit(&self, bytes: &[u8]) -> Result<CommitReceived, ApiError> {
+    pub async fn commit(&self, bytes: &[u8]) -> Result<CommitReceived, EngineError> {
         let commit = Signed::<EnrollmentCommit>::decode(bytes)
-            .map_err(|e| ApiError::bad_request("malformed", &format!("enrollment commit: {e}")))?;
+            .map_err(|e| EngineError::malformed("enrollment commit", e))?;
         let sid = *StudentId::of_device(commit.signer()).as_bytes();
         let epoch = commit.body().epoch;
         let outcome = self.store_commit(&commit, bytes).await?;
@@ -317,7 +277,7 @@ impl Engine {
         &self,
         commit: &Signed<EnrollmentCommit>,
         bytes: &[u8],
-    ) -> Result<CommitCheck, ApiError> {
+    ) -> Result<CommitCheck, EngineError> {
         let sid = *StudentId::of_device(commit.signer()).as_bytes();
         let signer = commit.signer().to_bytes();
         let epoch = commit.body().epoch;
@@ -361,17 +321,14 @@ impl Engine {
         sid: [u8; 32],
         epoch: u32,
         bytes: &[u8],
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), EngineError> {
         match outcome {
-            CommitCheck::UnknownStudent => Err(unknown_student()),
-            CommitCheck::WrongDevice => Err(wrong_device()),
-            CommitCheck::Stopped => Err(stopped()),
-            CommitCheck::Stored(CommitStored::UnknownRecord) => Err(ApiError::new(
-                409,
-                "unknown_record",
-                "the commit does not name the enrollment on file (its epoch and record); \
-                 send the commit of the enrollment this service answered last",
-            )),
+            CommitCheck::UnknownStudent => Err(EngineError::UnknownStudent),
+            CommitCheck::WrongDevice => Err(EngineError::WrongDevice),
+            CommitCheck::Stopped => Err(EngineError::Stopped),
+            CommitCheck::Stored(CommitStored::UnknownRecord) => {
+                Err(EngineError::Conflict(Conflict::UnknownRecord))
+            }
             CommitCheck::Stored(CommitStored::Repeat) => Ok(()),
             CommitCheck::Stored(CommitStored::New {
                 dropped_previous,
@@ -400,7 +357,11 @@ impl Engine {
 
     /// The answer to a commit: how many trustees have yet to take it, after
     /// waiting a little for them (the service keeps forwarding afterwards).
-    async fn commit_answer(&self, sid: [u8; 32], epoch: u32) -> Result<CommitReceived, ApiError> {
+    async fn commit_answer(
+        &self,
+        sid: [u8; 32],
+        epoch: u32,
+    ) -> Result<CommitReceived, EngineError> {
         // Wait a little for the trustees; the service keeps forwarding afterwards.
         let deadline = tokio::time::Instant::now()
             + Duration::from_millis(self.inner.cfg.enroll_timeout_ms.min(COMMIT_WAIT_MS));
@@ -423,11 +384,11 @@ impl Engine {
 
     /// Stores a panic durably and starts dispatch. Returns the incident id and
     /// whether it is new (the same signed panic again returns the same id).
-    pub async fn panic(&self, bytes: &[u8]) -> Result<(IncidentId, bool), ApiError> {
+    pub async fn panic(&self, bytes: &[u8]) -> Result<(IncidentId, bool), EngineError> {
         // Until this panic is answered, releases and relays wait (intake.rs).
         let _busy = self.inner.intake.enter();
-        let panic = Signed::<PanicEvent>::decode(bytes)
-            .map_err(|e| ApiError::bad_request("malformed", &format!("panic: {e}")))?;
+        let panic =
+            Signed::<PanicEvent>::decode(bytes).map_err(|e| EngineError::malformed("panic", e))?;
         let id = IncidentId::random();
         let key = IncidentKey::generate();
         // Where the panic was sent from, if it opens: the nearest free team
@@ -505,7 +466,11 @@ impl Engine {
 
     /// Runs a panic's store job: the stored panic, the incident it already
     /// is, or the refusal the device hears.
-    async fn store_panic(&self, id: IncidentId, check: PanicCheck) -> Result<PanicTaken, ApiError> {
+    async fn store_panic(
+        &self,
+        id: IncidentId,
+        check: PanicCheck,
+    ) -> Result<PanicTaken, EngineError> {
         // The checks, the insert and the read-back are one store job: one
         // round trip, one place in a batch, and no stop or other panic of the
         // same student can slip in between them.
@@ -517,14 +482,12 @@ impl Engine {
             self.unpick(*id.as_bytes());
         }
         match outcome? {
-            PanicOutcome::UnknownStudent => Err(unknown_student()),
-            PanicOutcome::Stopped => Err(stopped()),
-            PanicOutcome::WrongDevice => Err(wrong_device()),
-            PanicOutcome::Replayed => Err(ApiError::new(
-                409,
-                "replayed",
-                "the panic's counter is not above the last seen",
-            )),
+            PanicOutcome::UnknownStudent => Err(EngineError::UnknownStudent),
+            PanicOutcome::Stopped => Err(EngineError::Stopped),
+            PanicOutcome::WrongDevice => Err(EngineError::WrongDevice),
+            PanicOutcome::Replayed => {
+                Err(EngineError::Conflict(Conflict::Replayed { what: "panic" }))
+            }
             PanicOutcome::Duplicate(existing) => {
                 self.inner
                     .metrics
@@ -533,7 +496,7 @@ impl Engine {
                 Ok(PanicTaken::Again(IncidentId::from_bytes(existing)))
             }
             PanicOutcome::Stored(stored) => Ok(PanicTaken::New(stored)),
-            PanicOutcome::Vanished => Err(ApiError::internal("incident vanished")),
+            PanicOutcome::Vanished => Err(EngineError::internal("incident vanished")),
         }
     }
 
@@ -597,11 +560,11 @@ impl Engine {
         &self,
         panic_hash: [u8; 32],
         signer: &ed25519_dalek::VerifyingKey,
-    ) -> Result<IncidentRow, ApiError> {
+    ) -> Result<IncidentRow, EngineError> {
         let row = self
             .find(
                 move |s| s.incident_by_panic(&panic_hash),
-                || ApiError::new(404, "unknown_incident", "no incident for this panic"),
+                || EngineError::UnknownIncident,
             )
             .await?;
         let sid = StudentId::of_device(signer);
@@ -611,19 +574,15 @@ impl Engine {
         let alert = row.flags.iter().any(|f| f == DURESS_STOP);
         if !same || alert {
             // Another student's incident: answer exactly as if it did not exist.
-            return Err(ApiError::new(
-                404,
-                "unknown_incident",
-                "no incident for this panic",
-            ));
+            return Err(EngineError::UnknownIncident);
         }
         Ok(row)
     }
 
     /// A live location update.
-    pub async fn location(&self, bytes: &[u8]) -> Result<&'static str, ApiError> {
+    pub async fn location(&self, bytes: &[u8]) -> Result<&'static str, EngineError> {
         let update = Signed::<LocationUpdate>::decode(bytes)
-            .map_err(|e| ApiError::bad_request("malformed", &format!("location update: {e}")))?;
+            .map_err(|e| EngineError::malformed("location update", e))?;
         let body = update.body();
         let row = self
             .incident_for_device(*body.panic.as_bytes(), update.signer())
@@ -635,7 +594,7 @@ impl Engine {
             .inner
             .control_room
             .open_location(&body.sealed_location)
-            .map_err(|_| ApiError::bad_request("bad_location", "the location does not open"))?;
+            .map_err(|_| Invalid::Location)?;
         let id = row.id;
         let now = now_ms();
         if !self.store_location(&row, body, now).await? {
@@ -659,7 +618,7 @@ impl Engine {
         row: &IncidentRow,
         body: &LocationUpdate,
         now: u64,
-    ) -> Result<bool, ApiError> {
+    ) -> Result<bool, EngineError> {
         let (id, sid, counter, sealed) = (
             row.id,
             row.student_id,
@@ -693,17 +652,13 @@ impl Engine {
         &self,
         id: [u8; 16],
         sealed: &[u8],
-    ) -> Result<&'static str, ApiError> {
+    ) -> Result<&'static str, EngineError> {
         let sealed = sealed.to_vec();
         let known = self.inner.db.call(move |s| s.locations(&id)).await?;
         if known.contains(&sealed) {
             return Ok("duplicate");
         }
-        Err(ApiError::new(
-            409,
-            "replayed",
-            "the update's counter is not above the last seen",
-        ))
+        Err(EngineError::Conflict(Conflict::Replayed { what: "update" }))
     }
 
     /// "I am safe" (or a duress cancel, which escalates instead).
@@ -716,9 +671,9 @@ impl Engine {
     /// forwarded the same way and stops the release requests the same way;
     /// only the control room's side differs (it escalates instead of
     /// closing). The answer waits a few seconds at most for the receipts.
-    pub async fn cancel(&self, bytes: &[u8]) -> Result<CancelReceived, ApiError> {
-        let cancel = Signed::<Cancel>::decode(bytes)
-            .map_err(|e| ApiError::bad_request("malformed", &format!("cancel: {e}")))?;
+    pub async fn cancel(&self, bytes: &[u8]) -> Result<CancelReceived, EngineError> {
+        let cancel =
+            Signed::<Cancel>::decode(bytes).map_err(|e| EngineError::malformed("cancel", e))?;
         let body = cancel.body();
         let row = self
             .incident_for_device(*body.panic.as_bytes(), cancel.signer())
@@ -727,7 +682,7 @@ impl Engine {
             .inner
             .control_room
             .open_note(&body.sealed_note)
-            .map_err(|_| ApiError::bad_request("bad_note", "the note does not open"))?;
+            .map_err(|_| Invalid::Note)?;
         let (id, sid, counter) = (row.id, row.student_id, body.counter);
         let cancel_hash = *cancel.hash().as_bytes();
         let open = row.status == "open";
@@ -788,7 +743,7 @@ impl Engine {
 
     /// The answer to a cancel: the trustees' receipts so far, after waiting
     /// a little for the missing ones (the service keeps forwarding afterwards).
-    async fn cancel_answer(&self, cancel_hash: [u8; 32]) -> Result<CancelReceived, ApiError> {
+    async fn cancel_answer(&self, cancel_hash: [u8; 32]) -> Result<CancelReceived, EngineError> {
         // Wait a little for the receipts; the service keeps forwarding afterwards.
         let deadline = tokio::time::Instant::now()
             + Duration::from_millis(self.inner.cfg.enroll_timeout_ms.min(CANCEL_WAIT_MS));
@@ -819,7 +774,7 @@ impl Engine {
         }
     }
 
-    pub(super) async fn escalate(&self, id: [u8; 16], why: &str) -> Result<(), ApiError> {
+    pub(super) async fn escalate(&self, id: [u8; 16], why: &str) -> Result<(), EngineError> {
         self.inner.db.call(move |s| s.mark_duress(&id)).await?;
         let unit = {
             let mut st = self.state();
@@ -840,7 +795,7 @@ impl Engine {
         id: [u8; 16],
         status: &'static str,
         why: &str,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), EngineError> {
         let now = now_ms();
         // A previous enrollment kept for this incident after its student
         // committed a newer one goes with it.
@@ -896,30 +851,25 @@ impl Engine {
     }
 
     /// Stop: wipe the student's ciphertexts, shred at every trustee, forget every key.
-    pub async fn stop(&self, bytes: &[u8]) -> Result<Stopped, ApiError> {
-        let stop = Signed::<Stop>::decode(bytes)
-            .map_err(|e| ApiError::bad_request("malformed", &format!("stop: {e}")))?;
+    pub async fn stop(&self, bytes: &[u8]) -> Result<Stopped, EngineError> {
+        let stop = Signed::<Stop>::decode(bytes).map_err(|e| EngineError::malformed("stop", e))?;
         let sid = *StudentId::of_device(stop.signer()).as_bytes();
         let Some(row) = self.inner.db.call(move |s| s.student(&sid)).await? else {
-            return Err(unknown_student());
+            return Err(EngineError::UnknownStudent);
         };
         let same_key: bool = row.device_public.ct_eq(stop.signer().as_bytes()).into();
         if !same_key {
-            return Err(wrong_device());
+            return Err(EngineError::WrongDevice);
         }
         let note = self
             .inner
             .control_room
             .open_note(&stop.body().sealed_note)
-            .map_err(|_| ApiError::bad_request("bad_note", "the note does not open"))?;
+            .map_err(|_| Invalid::Note)?;
         // A repeat (the student is tombstoned already) only collects the answers.
         if row.tombstoned_at.is_none() {
             if stop.body().epoch < row.epoch {
-                return Err(ApiError::new(
-                    409,
-                    "stale_stop",
-                    "the stop names an older epoch",
-                ));
+                return Err(EngineError::Conflict(Conflict::StaleStop));
             }
             self.apply_stop(sid, row.epoch, bytes, note.duress).await?;
         }
@@ -935,7 +885,7 @@ impl Engine {
         epoch: u32,
         bytes: &[u8],
         duress: bool,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), EngineError> {
         let trustees = self.trustee_ids();
         let stop_bytes = bytes.to_vec();
         let now = now_ms();
@@ -1031,7 +981,7 @@ impl Engine {
     /// The answer to a stop: the trustees' receipts and refusals stored so
     /// far, after waiting a little for the missing ones (the service keeps
     /// asking afterwards).
-    async fn stop_answer(&self, sid: [u8; 32]) -> Result<Stopped, ApiError> {
+    async fn stop_answer(&self, sid: [u8; 32]) -> Result<Stopped, EngineError> {
         // Wait a little for the receipts; the service keeps asking afterwards.
         let deadline = tokio::time::Instant::now()
             + Duration::from_millis(self.inner.cfg.enroll_timeout_ms.min(10_000));
@@ -1113,15 +1063,11 @@ impl Engine {
 /// phone hears what it heard before: `stored`. Otherwise a coercer holding
 /// the phone could tell the two apart by sending one more location. Nothing
 /// is stored for a closed incident.
-fn location_for_closed(row: &IncidentRow) -> Result<&'static str, ApiError> {
+fn location_for_closed(row: &IncidentRow) -> Result<&'static str, EngineError> {
     if row.status == "cancelled" || row.duress {
         return Ok("stored");
     }
-    Err(ApiError::new(
-        409,
-        "incident_closed",
-        "the incident is closed",
-    ))
+    Err(EngineError::Conflict(Conflict::Closed))
 }
 
 /// A location update in memory: the live incident moved ([`move_live`])

@@ -25,7 +25,7 @@ use sosvault::checkpoint::{
 };
 
 use super::Engine;
-use crate::error::ApiError;
+use super::EngineError;
 use crate::trustees::TrusteeClient;
 
 /// Largest answer read from a trustee for the relay.
@@ -69,12 +69,12 @@ enum Log {
     Trustee(usize),
 }
 
-fn unavailable(what: impl std::fmt::Display) -> ApiError {
-    ApiError::new(503, "witness_unavailable", &what.to_string())
+fn unavailable(what: impl std::fmt::Display) -> EngineError {
+    EngineError::WitnessUnavailable(what.to_string())
 }
 
 /// Reads at most [`MAX_ANSWER`] bytes of an answer.
-async fn body(mut resp: reqwest::Response) -> Result<Vec<u8>, ApiError> {
+async fn body(mut resp: reqwest::Response) -> Result<Vec<u8>, EngineError> {
     let mut out = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(unavailable)? {
         if out.len() + chunk.len() > MAX_ANSWER {
@@ -85,7 +85,7 @@ async fn body(mut resp: reqwest::Response) -> Result<Vec<u8>, ApiError> {
     Ok(out)
 }
 
-async fn get(t: &TrusteeClient, path: &str) -> Result<Vec<u8>, ApiError> {
+async fn get(t: &TrusteeClient, path: &str) -> Result<Vec<u8>, EngineError> {
     let resp = t
         .http()
         .get(format!("{}{path}", t.base()))
@@ -107,7 +107,7 @@ enum Answer {
     Refused(String),
 }
 
-async fn add_checkpoint(w: &TrusteeClient, req: &AddCheckpoint) -> Result<Answer, ApiError> {
+async fn add_checkpoint(w: &TrusteeClient, req: &AddCheckpoint) -> Result<Answer, EngineError> {
     let resp = w
         .http()
         .post(format!("{}/v1/witness/add-checkpoint", w.base()))
@@ -138,11 +138,10 @@ async fn add_checkpoint(w: &TrusteeClient, req: &AddCheckpoint) -> Result<Answer
 
 impl Engine {
     /// The control room log's origin (`log_origin`, or `sosvault.log/<log id hex>`).
-    pub fn log_origin(&self) -> Result<KeyName, ApiError> {
+    pub fn log_origin(&self) -> Result<KeyName, EngineError> {
         match &self.inner.cfg.log_origin {
-            Some(o) => {
-                KeyName::new(o.clone()).map_err(|e| ApiError::internal(&format!("log_origin: {e}")))
-            }
+            Some(o) => KeyName::new(o.clone())
+                .map_err(|e| EngineError::internal(format!("log_origin: {e}"))),
             None => Ok(Checkpoint::default_origin(
                 &self.inner.log_key.public().log_id(),
             )),
@@ -160,7 +159,7 @@ impl Engine {
     }
 
     /// The control room log's newest checkpoint, signed now, without cosignatures.
-    async fn fresh_checkpoint(&self) -> Result<Note, ApiError> {
+    async fn fresh_checkpoint(&self) -> Result<Note, EngineError> {
         let head = self.log_head().await;
         Ok(Checkpoint::of_head(self.log_origin()?, head.body()).sign(&self.inner.log_key))
     }
@@ -168,7 +167,7 @@ impl Engine {
     /// What `GET /v1/log/checkpoint` serves: the newest checkpoint its
     /// witnesses cosigned, with their cosignatures, or (none yet) a fresh
     /// one with the log's signature only.
-    pub async fn log_checkpoint(&self) -> Result<Note, ApiError> {
+    pub async fn log_checkpoint(&self) -> Result<Note, EngineError> {
         let witnessed = self.inner.relay.lock().await.witnessed.clone();
         match witnessed {
             Some(n) => Ok(n),
@@ -203,13 +202,15 @@ impl Engine {
         let n = self.inner.trustees.len();
         let logs = std::iter::once(Log::ControlRoom).chain((0..n).map(Log::Trustee));
         for log in logs {
-            if let Err(e) = self.relay_log(log).await {
-                tracing::debug!(?log, error = ?e, "witness relay");
+            match self.relay_log(log).await {
+                Err(e) if e.is_internal() => tracing::error!(?log, "witness relay: {e}"),
+                Err(e) => tracing::debug!(?log, error = ?e, "witness relay"),
+                Ok(()) => {}
             }
         }
     }
 
-    async fn relay_log(&self, log: Log) -> Result<(), ApiError> {
+    async fn relay_log(&self, log: Log) -> Result<(), EngineError> {
         let n = self.inner.trustees.len();
         let note = match log {
             Log::ControlRoom => self.fresh_checkpoint().await?,
@@ -313,7 +314,7 @@ impl Engine {
         w: usize,
         note: &Note,
         cp: &Checkpoint,
-    ) -> Result<Option<NoteSignature>, ApiError> {
+    ) -> Result<Option<NoteSignature>, EngineError> {
         let witness = &self.inner.trustees[w];
         let verifier = self.witness_verifier(w).await?;
         let key = (log, w);
@@ -345,7 +346,12 @@ impl Engine {
     }
 
     /// The consistency proof of `log` between sizes `old` and `new`.
-    async fn consistency(&self, log: Log, old: u64, new: u64) -> Result<Vec<[u8; 32]>, ApiError> {
+    async fn consistency(
+        &self,
+        log: Log,
+        old: u64,
+        new: u64,
+    ) -> Result<Vec<[u8; 32]>, EngineError> {
         if old == 0 || old >= new {
             return Ok(Vec::new());
         }
@@ -353,7 +359,7 @@ impl Engine {
             Log::ControlRoom => self
                 .with_log(move |log| sosvault_service::logapi::consistency_proof(log, old, new))
                 .await
-                .map_err(|e| ApiError::internal(&format!("own consistency proof: {e}"))),
+                .map_err(|e| EngineError::internal(format!("own consistency proof: {e}"))),
             Log::Trustee(i) => {
                 let bytes = get(
                     &self.inner.trustees[i],
@@ -376,7 +382,7 @@ impl Engine {
     }
 
     /// Trustee `w`'s witness verifier key, from its identity (cached).
-    async fn witness_verifier(&self, w: usize) -> Result<WitnessVerifier, ApiError> {
+    async fn witness_verifier(&self, w: usize) -> Result<WitnessVerifier, EngineError> {
         if let Some(v) = self.inner.relay.lock().await.witnesses.get(&w) {
             return Ok(v.clone());
         }
@@ -403,17 +409,17 @@ impl Engine {
         &self,
         log: &sosvault::log::MerkleLog,
         head_size: u64,
-    ) -> Result<Option<(String, Vec<[u8; 32]>)>, ApiError> {
+    ) -> Result<Option<(String, Vec<[u8; 32]>)>, EngineError> {
         let Some(note) = self.inner.relay.lock().await.witnessed.clone() else {
             return Ok(None);
         };
         let cp = Checkpoint::parse_body(note.text())
-            .map_err(|e| ApiError::internal(&format!("witnessed checkpoint: {e}")))?;
+            .map_err(|e| EngineError::internal(format!("witnessed checkpoint: {e}")))?;
         let proof = if cp.size == 0 || cp.size >= head_size {
             Vec::new()
         } else {
             log.consistency_proof(cp.size, head_size)
-                .map_err(|e| ApiError::internal(&format!("log consistency proof: {e}")))?
+                .map_err(|e| EngineError::internal(format!("log consistency proof: {e}")))?
         };
         Ok(Some((note.to_text(), proof)))
     }
