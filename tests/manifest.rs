@@ -10,7 +10,7 @@ mod common;
 
 use common::receipts::{made_up_receipts, receipts_of};
 use common::{T0, World, device, enrolled, here};
-use sosvault::manifest::{Manifest, ManifestError, ManifestTrustee, VerifiedManifest};
+use sosvault::manifest::{Manifest, ManifestError, VerifiedManifest};
 use sosvault::{
     AuthorityKey, Category, Container, DeviceError, Policy, Signed, Timestamp, TrusteeKey,
     TrusteePublic,
@@ -19,24 +19,18 @@ use sosvault::{
 const YEAR: u64 = 365 * 24 * 3600;
 
 fn manifest_for(world: &World, trustees: &[TrusteePublic], version: u64) -> Manifest {
+    let base = sosvault_testkit::fixtures::manifest(
+        "kota-test",
+        T0,
+        world.control_room.public(),
+        trustees,
+        |i| format!("https://trustee-{i}.example"),
+    );
     Manifest {
-        deployment: "kota-test".into(),
         version,
-        issued_at: T0,
-        not_before: T0,
         not_after: T0.plus(YEAR),
-        threshold: 2,
-        trustees: trustees
-            .iter()
-            .enumerate()
-            .map(|(i, public)| ManifestTrustee {
-                name: format!("trustee-{i}"),
-                public: public.clone(),
-                url: format!("https://trustee-{i}.example"),
-            })
-            .collect(),
-        control_room: world.control_room.public(),
         control_room_url: "https://dispatch.example".into(),
+        ..base
     }
 }
 

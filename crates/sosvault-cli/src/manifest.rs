@@ -659,7 +659,7 @@ pub(crate) mod fake {
     use axum::{Json, Router};
     use base64::Engine as _;
     use serde_json::{Value, json};
-    use sosvault::manifest::{Manifest, ManifestTrustee, VerifiedManifest};
+    use sosvault::manifest::{Manifest, VerifiedManifest};
     use sosvault::{
         AuthorityKey, Container as _, ControlRoomKey, EnrollmentPackage, InMemoryTrustee,
         ShareReceipt, Signed, TimeLimits, Timestamp, Trustee, TrusteeKey,
@@ -744,11 +744,16 @@ pub(crate) mod fake {
         )
     }
 
+    /// The base64 field `name` of a request to the fake, decoded.
+    fn field(body: &Value, name: &str) -> Vec<u8> {
+        B64.decode(body[name].as_str().unwrap()).unwrap()
+    }
+
     async fn enroll(
         State(s): State<Arc<Mutex<Inner>>>,
         Json(body): Json<Value>,
     ) -> (StatusCode, Json<Value>) {
-        let bytes = B64.decode(body["package"].as_str().unwrap()).unwrap();
+        let bytes = field(&body, "package");
         let package = EnrollmentPackage::from_bytes(&bytes).unwrap();
         let mut inner = s.lock().unwrap();
         inner.packages.push(bytes);
@@ -760,7 +765,7 @@ pub(crate) mod fake {
         State(s): State<Arc<Mutex<Inner>>>,
         Json(body): Json<Value>,
     ) -> (StatusCode, Json<Value>) {
-        let bytes = B64.decode(body["panic"].as_str().unwrap()).unwrap();
+        let bytes = field(&body, "panic");
         let mut inner = s.lock().unwrap();
         inner.panics.push(bytes);
         let id = format!("{:032x}", inner.panics.len());
@@ -775,7 +780,7 @@ pub(crate) mod fake {
         State(s): State<Arc<Mutex<Inner>>>,
         Json(body): Json<Value>,
     ) -> (StatusCode, Json<Value>) {
-        let bytes = B64.decode(body["commit"].as_str().unwrap()).unwrap();
+        let bytes = field(&body, "commit");
         let mut inner = s.lock().unwrap();
         if matches!(inner.mode, Mode::Unavailable | Mode::NoCommit) {
             return (
@@ -804,24 +809,16 @@ pub(crate) mod fake {
             let keys: Vec<TrusteeKey> = (0..3).map(|_| TrusteeKey::generate()).collect();
             let authority = AuthorityKey::generate();
             let now = Timestamp::now();
+            let publics: Vec<_> = keys.iter().map(TrusteeKey::public).collect();
             let manifest = Manifest {
-                deployment: "fake".into(),
-                version: 1,
-                issued_at: now,
                 not_before: now.minus(60),
-                not_after: now.plus(3600),
-                threshold: 2,
-                trustees: keys
-                    .iter()
-                    .enumerate()
-                    .map(|(i, k)| ManifestTrustee {
-                        name: format!("trustee {i}"),
-                        public: k.public(),
-                        url: format!("http://127.0.0.1:{}", 9000 + i),
-                    })
-                    .collect(),
-                control_room: control_room.public(),
-                control_room_url: "http://127.0.0.1:1".into(),
+                ..sosvault_testkit::fixtures::manifest(
+                    "fake",
+                    now,
+                    control_room.public(),
+                    &publics,
+                    |i| format!("http://127.0.0.1:{}", 9000 + i),
+                )
             };
             let signed = Signed::sign(manifest, &authority);
             let manifest = Manifest::verify(signed.as_bytes(), &authority.public(), now).unwrap();

@@ -338,38 +338,25 @@ impl Service {
 /// What the crate's unit tests share.
 #[cfg(test)]
 pub(crate) mod fixtures {
-    use sosvault::manifest::{Manifest, ManifestTrustee};
+    use sosvault::manifest::Manifest;
     use sosvault::{AuthorityKey, ControlRoomPublic, Signed, Timestamp, TrusteePublic};
 
     /// A deployment manifest signed by a fresh authority, valid for an hour
     /// from now: `trustees` (each at `url`), 2 of them to open, and
-    /// `control_room`.
+    /// `control_room` ([`sosvault_testkit::fixtures::manifest`]).
     pub fn manifest(
         deployment: &str,
         control_room: ControlRoomPublic,
         trustees: &[TrusteePublic],
         url: &str,
     ) -> Signed<Manifest> {
-        let now = Timestamp::now();
-        let m = Manifest {
-            deployment: deployment.into(),
-            version: 1,
-            issued_at: now,
-            not_before: now,
-            not_after: now.plus(3600),
-            threshold: 2,
-            trustees: trustees
-                .iter()
-                .enumerate()
-                .map(|(i, t)| ManifestTrustee {
-                    name: format!("t{i}"),
-                    public: t.clone(),
-                    url: url.into(),
-                })
-                .collect(),
+        let m = sosvault_testkit::fixtures::manifest(
+            deployment,
+            Timestamp::now(),
             control_room,
-            control_room_url: "http://127.0.0.1:8080".into(),
-        };
+            trustees,
+            |_| url.to_owned(),
+        );
         Signed::sign(m, &AuthorityKey::generate())
     }
 }

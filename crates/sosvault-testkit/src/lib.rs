@@ -1,6 +1,7 @@
 //! # sosvault-testkit
 //!
-//! The tests' harness for real processes, written once: the dispatch
+//! The tests' harness for real processes, and the fixtures every crate's tests
+//! build alike, written once: the dispatch
 //! service's cluster (`crates/sosvault-server/tests/common`), the trustee's
 //! (`crates/sosvault-trustee/tests/common`) and the CLI's demo test start
 //! `sosvault-server` and `sosvault-trustee` through it. A dev-dependency
@@ -9,6 +10,7 @@
 //! | module | what it holds |
 //! | --- | --- |
 //! | [`process`] | [`Spec`]: a binary with arguments and environment, its stderr appended to a log file; [`Running`]: ready when it prints `listening on URL` within a deadline (else a [`StartError`] with the end of its log), `kill`, `terminate`, `wait_exit` with a deadline, killed when dropped; [`Service`]: stopped and started again at the address it first listened on |
+//! | [`fixtures`] | [`fixtures::manifest`]: the test deployment manifest the CLI's, the dispatch service's and the suite's tests start from |
 //! | [`bins`] | [`bins::build_packages`]: another package's binaries built once per test process, into the test's own profile directory; [`bins::sibling`] finds them |
 //!
 //! Ports come from the services themselves: a test configures
@@ -41,6 +43,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bins;
+pub mod fixtures;
 pub mod process;
 
 pub use process::{ExitError, Running, Service, Spec, StartError};
