@@ -266,45 +266,31 @@ mod tests {
 
     #[test]
     fn a_dispatcher_reads_only_the_profiles_of_incidents_they_handle() {
-        assert_eq!(
-            profile_access(D, "asha", Some("asha"), None),
-            ProfileAccess::Shown
-        );
-        assert_eq!(
-            profile_access(D, "asha", Some("ravi"), None),
-            ProfileAccess::NotHandler
-        );
-        assert_eq!(
-            profile_access(D, "asha", None, None),
-            ProfileAccess::NotHandler
-        );
-        // A reason does not open it for a dispatcher.
+        // A reason does not open another's incident for a dispatcher.
         let why = Reason::new("the student's mother called").unwrap();
-        assert_eq!(
-            profile_access(D, "asha", Some("ravi"), Some(&why)),
-            ProfileAccess::NotHandler
-        );
+        for (handler, reason, want) in [
+            (Some("asha"), None, ProfileAccess::Shown),
+            (Some("ravi"), None, ProfileAccess::NotHandler),
+            (None, None, ProfileAccess::NotHandler),
+            (Some("ravi"), Some(&why), ProfileAccess::NotHandler),
+        ] {
+            let got = profile_access(D, "asha", handler, reason);
+            assert_eq!(got, want, "handler {handler:?}, reason {reason:?}");
+        }
     }
 
     #[test]
     fn a_supervisor_reads_any_profile_but_another_s_only_with_a_reason() {
         let why = Reason::new("night-shift handover").unwrap();
-        assert_eq!(
-            profile_access(S, "meena", Some("meena"), None),
-            ProfileAccess::Shown
-        );
-        assert_eq!(
-            profile_access(S, "meena", Some("asha"), None),
-            ProfileAccess::ReasonRequired
-        );
-        assert_eq!(
-            profile_access(S, "meena", None, None),
-            ProfileAccess::ReasonRequired
-        );
-        assert_eq!(
-            profile_access(S, "meena", Some("asha"), Some(&why)),
-            ProfileAccess::ShownWithReason
-        );
+        for (handler, reason, want) in [
+            (Some("meena"), None, ProfileAccess::Shown),
+            (Some("asha"), None, ProfileAccess::ReasonRequired),
+            (None, None, ProfileAccess::ReasonRequired),
+            (Some("asha"), Some(&why), ProfileAccess::ShownWithReason),
+        ] {
+            let got = profile_access(S, "meena", handler, reason);
+            assert_eq!(got, want, "handler {handler:?}, reason {reason:?}");
+        }
         assert!(ProfileAccess::ShownWithReason.shown());
         assert!(!ProfileAccess::ReasonRequired.shown());
     }

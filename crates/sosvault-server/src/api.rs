@@ -131,7 +131,9 @@ const HEADING: Heading = Heading {
 
 /// The router and the OpenAPI document generated from the same registrations.
 pub fn router_and_openapi(engine: Engine) -> (Router, utoipa::openapi::OpenApi) {
+    // The log reads both services serve, then this service's own routes.
     let (router, mut api) = OpenApiRouter::<Engine>::with_openapi(ApiDoc::openapi())
+        .merge(logapi::routes())
         .routes(routes!(healthz))
         .routes(routes!(metrics))
         .routes(routes!(info))
@@ -140,7 +142,6 @@ pub fn router_and_openapi(engine: Engine) -> (Router, utoipa::openapi::OpenApi) 
         .routes(routes!(log_checkpoint))
         .routes(routes!(log_proof))
         .routes(routes!(log_consistency))
-        .merge(logapi::routes())
         .routes(routes!(log_mine))
         .routes(routes!(enroll))
         .routes(routes!(enroll_commit))

@@ -416,23 +416,39 @@ fn gate_writes(router: Router, gate: Arc<crate::gate::Gate>) -> Router {
         ))
 }
 
-/// [`app`] and the OpenAPI document generated from the same registrations.
-pub fn app_and_openapi(state: AppState, limits: HttpLimits) -> (Router, utoipa::openapi::OpenApi) {
-    let (router, mut doc) = OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi())
-        .routes(routes!(healthz))
-        .routes(routes!(health))
-        .routes(routes!(identity))
+/// A share's life, each step a pinned control room's write: stored,
+/// released, shredded, cancelled, committed.
+fn share_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .routes(routes!(shares))
         .routes(routes!(releases))
         .routes(routes!(shreds))
         .routes(routes!(cancels))
         .routes(routes!(commits))
+}
+
+/// The transparency log: its head, the reads both services serve
+/// ([`logapi::routes`]), a student's own leaves, the checkpoint, the
+/// witnesses' cosignatures the control room hands on, and what this trustee
+/// witnesses of other logs.
+fn log_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         .routes(routes!(log_head))
         .merge(logapi::routes())
         .routes(routes!(mine))
         .routes(routes!(log_checkpoint))
         .routes(routes!(cosignatures))
         .routes(routes!(add_checkpoint))
+}
+
+/// [`app`] and the OpenAPI document generated from the same registrations.
+pub fn app_and_openapi(state: AppState, limits: HttpLimits) -> (Router, utoipa::openapi::OpenApi) {
+    let (router, mut doc) = OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi())
+        .routes(routes!(healthz))
+        .routes(routes!(health))
+        .routes(routes!(identity))
+        .merge(share_routes())
+        .merge(log_routes())
         .split_for_parts();
     // Every operation sits behind the timeout, the body limit and ApiJson.
     document_layer_answers(&mut doc, "ErrorBody", Layers { timeout: true });

@@ -139,10 +139,10 @@ fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
 fn default_max_releases() -> u32 {
-    5
+    crate::node::RateLimit::DEFAULT.max_releases
 }
 fn default_window() -> u64 {
-    3600
+    crate::node::RateLimit::DEFAULT.window_secs
 }
 fn default_skew() -> u64 {
     TimeLimits::default().max_skew_secs

@@ -77,11 +77,8 @@
 //! std::fs::create_dir_all(&dir)?;
 //! let trustee = Trustee::new(TrusteeKey::generate(), vec![ControlRoomKey::generate().public()], TimeLimits::default());
 //! let node = Node::open(NodeOptions {
-//!     store: dir.join("trustee.db"),
-//!     trustee,
-//!     master: MasterKey::generate(),
-//!     rate: RateLimit { max_releases: 5, window_secs: 3600 },
-//!     query_skew_secs: 120,
+//!     rate: RateLimit { max_releases: 3, ..RateLimit::DEFAULT },
+//!     ..NodeOptions::new(dir.join("trustee.db"), trustee, MasterKey::generate())
 //! })?;
 //! assert_eq!(node.log_size(), 0);
 //! # drop(node);

@@ -61,6 +61,14 @@ pub struct RateLimit {
     pub window_secs: u64,
 }
 
+impl RateLimit {
+    /// The default: 5 releases a student an hour (the config's default too).
+    pub const DEFAULT: Self = Self {
+        max_releases: 5,
+        window_secs: 3600,
+    };
+}
+
 /// Everything a node needs to open its store.
 #[derive(Debug)]
 pub struct NodeOptions {
@@ -74,6 +82,22 @@ pub struct NodeOptions {
     pub rate: RateLimit,
     /// Allowed skew of a student's log query, in seconds.
     pub query_skew_secs: u64,
+}
+
+impl NodeOptions {
+    /// The options for `trustee`'s store at `store`, sealed under `master`,
+    /// with the config's defaults: [`RateLimit::DEFAULT`] and the default
+    /// clock skew ([`sosvault::TimeLimits`]) for log queries. Change a field
+    /// with struct update syntax.
+    pub fn new(store: impl Into<PathBuf>, trustee: Trustee, master: MasterKey) -> Self {
+        Self {
+            store: store.into(),
+            trustee,
+            master,
+            rate: RateLimit::DEFAULT,
+            query_skew_secs: sosvault::TimeLimits::default().max_skew_secs,
+        }
+    }
 }
 
 /// The trustee's store and state machine.

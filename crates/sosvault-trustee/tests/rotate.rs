@@ -15,7 +15,7 @@ use common::*;
 use sosvault::{
     ControlRoomKey, Release, Signed, TimeLimits, Timestamp, Trustee, TrusteeKey, TrusteePublic,
 };
-use sosvault_trustee::node::{Node, NodeOptions, RateLimit};
+use sosvault_trustee::node::{Node, NodeOptions};
 use sosvault_trustee::rekey::{self, Recovery, RekeyError, next_key_file};
 use sosvault_trustee::seal::UnsealError;
 use sosvault_trustee::{EntrySealer, MasterKey};
@@ -25,16 +25,11 @@ fn mode(p: &Path) -> u32 {
 }
 
 fn opts(store: &Path, key: TrusteeKey, master: MasterKey) -> NodeOptions {
-    NodeOptions {
-        store: store.to_owned(),
-        trustee: Trustee::new(key, Vec::new(), TimeLimits::default()),
+    NodeOptions::new(
+        store,
+        Trustee::new(key, Vec::new(), TimeLimits::default()),
         master,
-        rate: RateLimit {
-            max_releases: 5,
-            window_secs: 3600,
-        },
-        query_skew_secs: 120,
-    }
+    )
 }
 
 /// Every file in `dir`, with its bytes.

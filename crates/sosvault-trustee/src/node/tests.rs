@@ -18,19 +18,18 @@ use super::{Node, NodeError, NodeOptions, RateLimit, refused_of};
 use crate::seal::MasterKey;
 
 fn node(dir: &Path, key_seed: [u8; 32], cr: &ControlRoomKey, master: &str) -> Node {
+    let trustee = Trustee::new(
+        TrusteeKey::from_seed(&key_seed),
+        vec![cr.public()],
+        TimeLimits::default(),
+    );
+    let master = MasterKey::from_encoded(master.as_bytes()).unwrap();
     Node::open(NodeOptions {
-        store: dir.join("t.db"),
-        trustee: Trustee::new(
-            TrusteeKey::from_seed(&key_seed),
-            vec![cr.public()],
-            TimeLimits::default(),
-        ),
-        master: MasterKey::from_encoded(master.as_bytes()).unwrap(),
         rate: RateLimit {
             max_releases: 2,
-            window_secs: 3600,
+            ..RateLimit::DEFAULT
         },
-        query_skew_secs: 120,
+        ..NodeOptions::new(dir.join("t.db"), trustee, master)
     })
     .unwrap()
 }
@@ -74,17 +73,10 @@ fn the_rate_limit_window_slides_and_the_log_survives_a_reopen() {
     drop(n);
     // Another trustee key, or another master key, cannot open the store.
     for (seed, m) in [([2; 32], master.clone()), ([1; 32], "43".repeat(32))] {
-        let err = Node::open(NodeOptions {
-            store: dir.path().join("t.db"),
-            trustee: Trustee::new(TrusteeKey::from_seed(&seed), vec![], TimeLimits::default()),
-            master: MasterKey::from_encoded(m.as_bytes()).unwrap(),
-            rate: RateLimit {
-                max_releases: 2,
-                window_secs: 3600,
-            },
-            query_skew_secs: 120,
-        })
-        .unwrap_err();
+        let trustee = Trustee::new(TrusteeKey::from_seed(&seed), vec![], TimeLimits::default());
+        let master = MasterKey::from_encoded(m.as_bytes()).unwrap();
+        let err =
+            Node::open(NodeOptions::new(dir.path().join("t.db"), trustee, master)).unwrap_err();
         assert!(matches!(err, NodeError::Internal(_)));
     }
 }

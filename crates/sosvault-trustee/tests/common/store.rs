@@ -15,19 +15,18 @@ use sosvault_trustee::seal::MasterKey;
 /// key `master` (hex), pinning `cr`: the default time limits, 3 releases a
 /// student an hour, 120 s of log-query skew.
 pub fn open_node(store: &Path, seed: &[u8; 32], master: &str, cr: &ControlRoomKey) -> Node {
+    let trustee = Trustee::new(
+        TrusteeKey::from_seed(seed),
+        vec![cr.public()],
+        TimeLimits::default(),
+    );
+    let master = MasterKey::from_encoded(master.as_bytes()).unwrap();
     Node::open(NodeOptions {
-        store: store.to_owned(),
-        trustee: Trustee::new(
-            TrusteeKey::from_seed(seed),
-            vec![cr.public()],
-            TimeLimits::default(),
-        ),
-        master: MasterKey::from_encoded(master.as_bytes()).unwrap(),
         rate: RateLimit {
             max_releases: 3,
-            window_secs: 3600,
+            ..RateLimit::DEFAULT
         },
-        query_skew_secs: 120,
+        ..NodeOptions::new(store, trustee, master)
     })
     .unwrap()
 }
