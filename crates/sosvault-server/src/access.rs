@@ -265,34 +265,29 @@ mod tests {
     }
 
     #[test]
-    fn a_dispatcher_reads_only_the_profiles_of_incidents_they_handle() {
-        // A reason does not open another's incident for a dispatcher.
-        let why = Reason::new("the student's mother called").unwrap();
-        for (handler, reason, want) in [
-            (Some("asha"), None, ProfileAccess::Shown),
-            (Some("ravi"), None, ProfileAccess::NotHandler),
-            (None, None, ProfileAccess::NotHandler),
-            (Some("ravi"), Some(&why), ProfileAccess::NotHandler),
-        ] {
-            let got = profile_access(D, "asha", handler, reason);
-            assert_eq!(got, want, "handler {handler:?}, reason {reason:?}");
-        }
-    }
-
-    #[test]
-    fn a_supervisor_reads_any_profile_but_another_s_only_with_a_reason() {
+    fn a_dispatcher_reads_only_their_incidents_a_supervisor_another_s_with_a_reason() {
+        use ProfileAccess::{NotHandler, ReasonRequired, Shown, ShownWithReason};
         let why = Reason::new("night-shift handover").unwrap();
-        for (handler, reason, want) in [
-            (Some("meena"), None, ProfileAccess::Shown),
-            (Some("asha"), None, ProfileAccess::ReasonRequired),
-            (None, None, ProfileAccess::ReasonRequired),
-            (Some("asha"), Some(&why), ProfileAccess::ShownWithReason),
+        // Asha asks, in each role, about an incident Ravi, she or nobody handles.
+        for (role, handler, reason, want) in [
+            (D, Some("asha"), None, Shown),
+            (D, Some("ravi"), None, NotHandler),
+            (D, None, None, NotHandler),
+            // A reason does not open another's incident for a dispatcher.
+            (D, Some("ravi"), Some(&why), NotHandler),
+            (S, Some("asha"), None, Shown),
+            (S, Some("ravi"), None, ReasonRequired),
+            (S, None, None, ReasonRequired),
+            (S, Some("ravi"), Some(&why), ShownWithReason),
         ] {
-            let got = profile_access(S, "meena", handler, reason);
-            assert_eq!(got, want, "handler {handler:?}, reason {reason:?}");
+            let got = profile_access(role, "asha", handler, reason);
+            assert_eq!(
+                got, want,
+                "{role:?}, handler {handler:?}, reason {reason:?}"
+            );
         }
-        assert!(ProfileAccess::ShownWithReason.shown());
-        assert!(!ProfileAccess::ReasonRequired.shown());
+        assert!(ShownWithReason.shown());
+        assert!(!ReasonRequired.shown());
     }
 
     #[test]
