@@ -72,9 +72,10 @@ use sosvault::{
     Cancel, CancelReceipt, EnrollmentCommit, EnrollmentPackage, LocationUpdate, PanicEvent,
     ShareReceipt, ShredReceipt, Signed, Stop,
 };
+use sosvault_service::body::{JsonBody, base64_field};
 use sosvault_service::http::ErrorBody;
 use sosvault_service::logapi::{self, ConsistencyQuery, InclusionQuery, ServedLog, StoredLeaf};
-use sosvault_service::openapi::{Heading, Layers, base64_len, base64_list, document_layer_answers};
+use sosvault_service::openapi::{Heading, Layers, base64_list, document_layer_answers};
 use tokio_stream::wrappers::BroadcastStream;
 use utoipa::openapi::{Array, Object};
 use utoipa::{IntoParams, OpenApi, ToSchema};
@@ -199,35 +200,6 @@ pub fn router(engine: Engine) -> Router {
     router_and_openapi(engine).0
 }
 
-/// A JSON body whose rejection is our JSON error (not axum's plain text).
-pub struct JsonBody<T>(pub T);
-
-impl<S: Send + Sync, T: serde::de::DeserializeOwned> axum::extract::FromRequest<S> for JsonBody<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(JsonBody(v)),
-            Err(rej) => Err(match rej.status().as_u16() {
-                413 => ApiError::new(
-                    413,
-                    "too_large",
-                    &format!("the body is larger than {MAX_BODY} bytes"),
-                ),
-                415 => ApiError::new(
-                    415,
-                    "unsupported_media_type",
-                    "the body must be application/json",
-                ),
-                _ => ApiError::bad_request(
-                    "bad_json",
-                    "the body must be a JSON object with the documented fields",
-                ),
-            }),
-        }
-    }
-}
-
 /// Query parameters whose rejection is our JSON error.
 pub struct QueryParams<T>(pub T);
 
@@ -249,21 +221,6 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Que
                 ApiError::bad_request("bad_query", &format!("invalid query parameters: {why}"))
             })
     }
-}
-
-/// Decodes a base64 field of at most `max_bytes` bytes (its documented
-/// `maxLength` is [`base64_len`]`(max_bytes)`): a longer one is refused
-/// before it is decoded.
-fn decode_b64(s: &str, field: &str, max_bytes: usize) -> Result<Vec<u8>, ApiError> {
-    let max_len = base64_len(max_bytes);
-    if s.len() > max_len {
-        return Err(ApiError::bad_request(
-            "too_long",
-            &format!("{field} is longer than its limit of {max_len} base64 characters"),
-        ));
-    }
-    B64.decode(s.trim())
-        .map_err(|_| ApiError::bad_request("bad_base64", &format!("{field} is not base64")))
 }
 
 fn parse_incident_id(s: &str) -> Result<[u8; 16], ApiError> {
@@ -925,7 +882,7 @@ async fn log_mine(
     State(e): State<Engine>,
     JsonBody(b): JsonBody<MineBody>,
 ) -> Result<Json<MineAnswer>, ApiError> {
-    let bytes = decode_b64(&b.query, "query", Signed::<LogQuery>::MAX_LEN)?;
+    let bytes = base64_field("query", &b.query, Signed::<LogQuery>::MAX_LEN)?;
     Ok(Json(e.log_mine(&bytes).await?))
 }
 
@@ -947,7 +904,7 @@ async fn enroll(
     State(e): State<Engine>,
     JsonBody(b): JsonBody<EnrollBody>,
 ) -> Result<Json<Enrolled>, ApiError> {
-    let bytes = decode_b64(&b.package, "package", EnrollmentPackage::MAX_LEN)?;
+    let bytes = base64_field("package", &b.package, EnrollmentPackage::MAX_LEN)?;
     Ok(Json(e.enroll(&bytes).await?))
 }
 
@@ -976,7 +933,7 @@ async fn enroll_commit(
     State(e): State<Engine>,
     JsonBody(b): JsonBody<CommitBody>,
 ) -> Result<Json<CommitReceived>, ApiError> {
-    let bytes = decode_b64(&b.commit, "commit", Signed::<EnrollmentCommit>::MAX_LEN)?;
+    let bytes = base64_field("commit", &b.commit, Signed::<EnrollmentCommit>::MAX_LEN)?;
     Ok(Json(e.commit(&bytes).await?))
 }
 
@@ -996,7 +953,7 @@ async fn panic(
     State(e): State<Engine>,
     JsonBody(b): JsonBody<PanicBody>,
 ) -> Result<(StatusCode, Json<PanicAccepted>), ApiError> {
-    let bytes = decode_b64(&b.panic, "panic", Signed::<PanicEvent>::MAX_LEN)?;
+    let bytes = base64_field("panic", &b.panic, Signed::<PanicEvent>::MAX_LEN)?;
     let (id, new) = e.panic(&bytes).await?;
     Ok((
         StatusCode::ACCEPTED,
@@ -1021,7 +978,7 @@ async fn location(
     State(e): State<Engine>,
     JsonBody(b): JsonBody<LocationBody>,
 ) -> Result<Json<StatusBody>, ApiError> {
-    let bytes = decode_b64(&b.update, "update", Signed::<LocationUpdate>::MAX_LEN)?;
+    let bytes = base64_field("update", &b.update, Signed::<LocationUpdate>::MAX_LEN)?;
     Ok(status(e.location(&bytes).await?))
 }
 
@@ -1046,7 +1003,7 @@ async fn cancel(
     State(e): State<Engine>,
     JsonBody(b): JsonBody<CancelBody>,
 ) -> Result<Json<CancelReceived>, ApiError> {
-    let bytes = decode_b64(&b.cancel, "cancel", Signed::<Cancel>::MAX_LEN)?;
+    let bytes = base64_field("cancel", &b.cancel, Signed::<Cancel>::MAX_LEN)?;
     // The same fields whether or not the cancel carried duress.
     Ok(Json(e.cancel(&bytes).await?))
 }
@@ -1065,7 +1022,7 @@ async fn stop(
     State(e): State<Engine>,
     JsonBody(b): JsonBody<StopBody>,
 ) -> Result<Json<Stopped>, ApiError> {
-    let bytes = decode_b64(&b.stop, "stop", Signed::<Stop>::MAX_LEN)?;
+    let bytes = base64_field("stop", &b.stop, Signed::<Stop>::MAX_LEN)?;
     Ok(Json(e.stop(&bytes).await?))
 }
 

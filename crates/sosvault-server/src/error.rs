@@ -104,6 +104,12 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<sosvault_service::body::BodyRefused> for ApiError {
+    fn from(r: sosvault_service::body::BodyRefused) -> Self {
+        Self::new(r.status(), r.code(), &r.to_string())
+    }
+}
+
 impl From<sosvault_service::logapi::LogRefused> for ApiError {
     fn from(r: sosvault_service::logapi::LogRefused) -> Self {
         Self::new(r.status(), r.code(), &r.to_string())

@@ -524,7 +524,8 @@ mod tests {
                     ![
                         "rate_limited",
                         "timeout",
-                        "payload_too_large",
+                        "too_large",
+                        "bad_json",
                         "unauthorized"
                     ]
                     .contains(code)

@@ -5,7 +5,7 @@
 //! handlers' annotations, and the routes are registered through the same
 //! [`utoipa_axum::router::OpenApiRouter`], so a route cannot exist without
 //! being documented. The answers the layers give (408 from the timeout, 413
-//! from the body limit, 415 and 400 from [`ApiJson`], 401 from an auditor
+//! from the body limit, 415 and 400 from [`JsonBody`], 401 from an auditor
 //! token that is not valid) are added to every operation they guard by
 //! [`sosvault_service::openapi::document_layer_answers`]; byte fields say
 //! their encoding and their limit ([`sosvault_service::openapi::base64_field`]),
@@ -16,23 +16,23 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sosvault::checkpoint::{Checkpoint, MAX_NOTE_BYTES, MAX_REQUEST_BYTES, Note, WitnessRefusal};
 use sosvault::log::MerkleLog;
 use sosvault::log::{LogQuery, MAX_ENTRY_BYTES, TreeHead};
 use sosvault::{Cancel, EnrollmentCommit, ReleaseRequest, ShareDelivery, Signed, Stop, Timestamp};
+use sosvault_service::body::{BodyRefused, JsonBody, base64_field};
 use sosvault_service::http::ErrorBody;
 use sosvault_service::logapi::{self, LogRefused, ServedLog, StoredLeaf, proof_field};
-use sosvault_service::openapi::{Heading, Layers, base64_len, document_layer_answers};
+use sosvault_service::openapi::{Heading, Layers, document_layer_answers};
 use sosvault_service::trustee_api::{
     CancelsRequest, CancelsResponse, CommitsRequest, CommitsResponse, ReleasesRequest,
     ReleasesResponse, SharesRequest, SharesResponse, ShredsRequest, ShredsResponse,
@@ -62,6 +62,12 @@ pub enum ApiError {
 impl From<Refused> for ApiError {
     fn from(r: Refused) -> Self {
         Self::Refused(r)
+    }
+}
+
+impl From<BodyRefused> for ApiError {
+    fn from(r: BodyRefused) -> Self {
+        Self::Refused(Refused::new(r.code(), r.status(), r.to_string()))
     }
 }
 
@@ -103,67 +109,6 @@ impl IntoResponse for ApiError {
                 .into_response(),
         }
     }
-}
-
-/// A JSON body: `application/json` only, within the body limit, strictly
-/// the expected shape (unknown fields refused by each request type).
-pub struct ApiJson<T>(pub T);
-
-impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-        if !is_json {
-            return Err(Refused::new(
-                "unsupported_media_type",
-                415,
-                "the body must be application/json",
-            )
-            .into());
-        }
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|e| {
-                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    Refused::new("payload_too_large", 413, "the body is too large")
-                } else {
-                    Refused::malformed("the body could not be read")
-                }
-            })?;
-        serde_json::from_slice(&bytes).map(ApiJson).map_err(|e| {
-            // serde's message can quote the body (an unknown field's name):
-            // cut it at a character boundary, never inside one.
-            let mut msg = format!("the body is not the expected JSON: {e}");
-            let mut end = msg.len().min(300);
-            while !msg.is_char_boundary(end) {
-                end -= 1;
-            }
-            msg.truncate(end);
-            Refused::malformed(msg).into()
-        })
-    }
-}
-
-/// Decodes a base64 field of at most `max_bytes` bytes (its documented
-/// `maxLength` is [`base64_len`]`(max_bytes)`): a longer one is refused
-/// before it is decoded.
-fn b64_field(name: &str, value: &str, max_bytes: usize) -> Result<Vec<u8>, ApiError> {
-    let max_len = base64_len(max_bytes);
-    if value.len() > max_len {
-        return Err(Refused::malformed(format!(
-            "field `{name}` is longer than its limit of {max_len} base64 characters"
-        ))
-        .into());
-    }
-    B64.decode(value).map_err(|_| {
-        Refused::malformed(format!("field `{name}` is not standard padded base64")).into()
-    })
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -450,7 +395,7 @@ pub fn app_and_openapi(state: AppState, limits: HttpLimits) -> (Router, utoipa::
         .merge(share_routes())
         .merge(log_routes())
         .split_for_parts();
-    // Every operation sits behind the timeout, the body limit and ApiJson.
+    // Every operation sits behind the timeout, the body limit and JsonBody.
     document_layer_answers(&mut doc, "ErrorBody", Layers { timeout: true });
     document_add_checkpoint_body(&mut doc);
     // Serialized once; every request gets a cheap clone of the bytes.
@@ -541,7 +486,7 @@ sosvault_service::base64_fields! {
 #[utoipa::path(post, path = "/v1/shares", tag = "control room", request_body = SharesRequest, security(("control_room" = [])),
     responses(
         (status = 200, body = SharesResponse),
-        (status = 400, description = "`malformed`: the body, a field, or the delivery does not decode", body = ErrorBody),
+        (status = 400, description = "`bad_json` (the body), `too_long`, `bad_base64` (a field); `malformed`: the delivery does not decode", body = ErrorBody),
         (status = 401, description = "`client_certificate_required`: over TLS, the connection did not present a pinned control room's client certificate (answered before the body is read; counted, not logged)", body = ErrorBody),
         (status = 409, description = "`stale_epoch`: an older epoch than the one held", body = ErrorBody),
         (status = 410, description = "`shredded`: the student has stopped", body = ErrorBody),
@@ -550,9 +495,9 @@ sosvault_service::base64_fields! {
     ))]
 async fn shares(
     State(state): State<AppState>,
-    ApiJson(req): ApiJson<SharesRequest>,
+    JsonBody(req): JsonBody<SharesRequest>,
 ) -> Result<Json<SharesResponse>, ApiError> {
-    let delivery = b64_field("delivery", &req.delivery, ShareDelivery::MAX_LEN)?;
+    let delivery = base64_field("delivery", &req.delivery, ShareDelivery::MAX_LEN)?;
     let request = state.checker.share(delivery);
     let (receipt, repeated) = state.write(request).await?.into_share()?;
     Ok(Json(SharesResponse {
@@ -566,7 +511,7 @@ async fn shares(
 #[utoipa::path(post, path = "/v1/releases", tag = "control room", request_body = ReleasesRequest, security(("control_room" = [])),
     responses(
         (status = 200, body = ReleasesResponse),
-        (status = 400, description = "`malformed`", body = ErrorBody),
+        (status = 400, description = "`bad_json` (the body), `too_long`, `bad_base64` (a field); `malformed`: the message does not decode", body = ErrorBody),
         (status = 401, description = "`client_certificate_required`: over TLS, the connection did not present a pinned control room's client certificate (answered before the body is read; counted, not logged)", body = ErrorBody),
         (status = 403, description = "`unpinned_control_room`, `forged_panic`, `wrong_device`", body = ErrorBody),
         (status = 404, description = "`unknown_student`", body = ErrorBody),
@@ -578,9 +523,9 @@ async fn shares(
     ))]
 async fn releases(
     State(state): State<AppState>,
-    ApiJson(req): ApiJson<ReleasesRequest>,
+    JsonBody(req): JsonBody<ReleasesRequest>,
 ) -> Result<Json<ReleasesResponse>, ApiError> {
-    let request = b64_field("request", &req.request, Signed::<ReleaseRequest>::MAX_LEN)?;
+    let request = base64_field("request", &req.request, Signed::<ReleaseRequest>::MAX_LEN)?;
     let request = state.checker.release(request, Timestamp::now());
     let (release, repeated) = state.write(request).await?.into_release()?;
     Ok(Json(ReleasesResponse {
@@ -594,7 +539,7 @@ async fn releases(
 #[utoipa::path(post, path = "/v1/shreds", tag = "control room", request_body = ShredsRequest, security(("control_room" = [])),
     responses(
         (status = 200, body = ShredsResponse),
-        (status = 400, description = "`malformed`", body = ErrorBody),
+        (status = 400, description = "`bad_json` (the body), `too_long`, `bad_base64` (a field); `malformed`: the message does not decode", body = ErrorBody),
         (status = 401, description = "`client_certificate_required`: over TLS, the connection did not present a pinned control room's client certificate (answered before the body is read; counted, not logged)", body = ErrorBody),
         (status = 403, description = "`wrong_device`", body = ErrorBody),
         (status = 409, description = "`stale_stop`", body = ErrorBody),
@@ -603,9 +548,9 @@ async fn releases(
     ))]
 async fn shreds(
     State(state): State<AppState>,
-    ApiJson(req): ApiJson<ShredsRequest>,
+    JsonBody(req): JsonBody<ShredsRequest>,
 ) -> Result<Json<ShredsResponse>, ApiError> {
-    let stop = b64_field("stop", &req.stop, Signed::<Stop>::MAX_LEN)?;
+    let stop = base64_field("stop", &req.stop, Signed::<Stop>::MAX_LEN)?;
     let request = state.checker.shred(stop);
     let (receipt, repeated) = state.write(request).await?.into_shred()?;
     Ok(Json(ShredsResponse {
@@ -619,7 +564,7 @@ async fn shreds(
 #[utoipa::path(post, path = "/v1/cancels", tag = "control room", request_body = CancelsRequest, security(("control_room" = [])),
     responses(
         (status = 200, body = CancelsResponse),
-        (status = 400, description = "`malformed`", body = ErrorBody),
+        (status = 400, description = "`bad_json` (the body), `too_long`, `bad_base64` (a field); `malformed`: the message does not decode", body = ErrorBody),
         (status = 401, description = "`client_certificate_required`: over TLS, the connection did not present a pinned control room's client certificate (answered before the body is read; counted, not logged)", body = ErrorBody),
         (status = 403, description = "`wrong_device`", body = ErrorBody),
         (status = 404, description = "`unknown_student`", body = ErrorBody),
@@ -629,9 +574,9 @@ async fn shreds(
     ))]
 async fn cancels(
     State(state): State<AppState>,
-    ApiJson(req): ApiJson<CancelsRequest>,
+    JsonBody(req): JsonBody<CancelsRequest>,
 ) -> Result<Json<CancelsResponse>, ApiError> {
-    let cancel = b64_field("cancel", &req.cancel, Signed::<Cancel>::MAX_LEN)?;
+    let cancel = base64_field("cancel", &req.cancel, Signed::<Cancel>::MAX_LEN)?;
     let request = state.checker.cancel(cancel);
     let (receipt, repeated) = state.write(request).await?.into_cancel()?;
     Ok(Json(CancelsResponse {
@@ -645,7 +590,7 @@ async fn cancels(
 #[utoipa::path(post, path = "/v1/commits", tag = "control room", request_body = CommitsRequest, security(("control_room" = [])),
     responses(
         (status = 200, body = CommitsResponse),
-        (status = 400, description = "`malformed`", body = ErrorBody),
+        (status = 400, description = "`bad_json` (the body), `too_long`, `bad_base64` (a field); `malformed`: the message does not decode", body = ErrorBody),
         (status = 401, description = "`client_certificate_required`: over TLS, the connection did not present a pinned control room's client certificate (answered before the body is read; counted, not logged)", body = ErrorBody),
         (status = 403, description = "`wrong_device`", body = ErrorBody),
         (status = 404, description = "`unknown_student`", body = ErrorBody),
@@ -655,9 +600,9 @@ async fn cancels(
     ))]
 async fn commits(
     State(state): State<AppState>,
-    ApiJson(req): ApiJson<CommitsRequest>,
+    JsonBody(req): JsonBody<CommitsRequest>,
 ) -> Result<Json<CommitsResponse>, ApiError> {
-    let commit = b64_field("commit", &req.commit, Signed::<EnrollmentCommit>::MAX_LEN)?;
+    let commit = base64_field("commit", &req.commit, Signed::<EnrollmentCommit>::MAX_LEN)?;
     let request = state.checker.commit(commit);
     let changed = state.write(request).await?.into_commit()?;
     Ok(Json(CommitsResponse { changed }))
@@ -767,7 +712,7 @@ pub struct MineResponse {
 #[utoipa::path(post, path = "/v1/log/mine", tag = "log", request_body = MineRequest,
     responses(
         (status = 200, body = MineResponse),
-        (status = 400, description = "`malformed` (the query does not decode or its signature does not verify)", body = ErrorBody),
+        (status = 400, description = "`bad_json` (the body), `too_long`, `bad_base64` (a field); `malformed`: the query does not decode or its signature does not verify", body = ErrorBody),
         (status = 403, description = "`wrong_log`: the query is addressed to another log", body = ErrorBody),
         (status = 409, description = "`replayed`: this query was answered before", body = ErrorBody),
         (status = 422, description = "`stale_query`: the query's time is outside the allowed clock skew", body = ErrorBody),
@@ -776,9 +721,9 @@ pub struct MineResponse {
     ))]
 async fn mine(
     State(state): State<AppState>,
-    ApiJson(req): ApiJson<MineRequest>,
+    JsonBody(req): JsonBody<MineRequest>,
 ) -> Result<Json<MineResponse>, ApiError> {
-    let query = b64_field("query", &req.query, Signed::<LogQuery>::MAX_LEN)?;
+    let query = base64_field("query", &req.query, Signed::<LogQuery>::MAX_LEN)?;
     let w = state.witnessing();
     let (answer, checkpoint, checkpoint_proof) = state
         .with_node(move |n| {
@@ -846,7 +791,7 @@ struct CheckpointQuery {
 #[utoipa::path(get, path = "/v1/log/checkpoint", tag = "log", params(CheckpointQuery),
     responses(
         (status = 200, description = "The checkpoint as a signed note (c2sp.org/signed-note): the origin, the size and the root (three lines), a blank line, the log key's signature under the origin, then the cosignatures held for it", body = String, content_type = "text/plain"),
-        (status = 400, description = "`malformed`: the query string is not valid", body = ErrorBody),
+        (status = 400, description = "`bad_query`: the query string is not valid", body = ErrorBody),
         (status = 500, description = "`internal`", body = ErrorBody),
     ))]
 async fn log_checkpoint(
@@ -892,7 +837,7 @@ pub struct CosignaturesResponse {
 #[utoipa::path(post, path = "/v1/log/cosignatures", tag = "control room", request_body = CosignaturesRequest, security(("control_room" = [])),
     responses(
         (status = 200, body = CosignaturesResponse),
-        (status = 400, description = "`malformed`: the body, or the note does not parse", body = ErrorBody),
+        (status = 400, description = "`bad_json`: the body; `too_long`: the note is over its limit; `malformed`: the note does not parse", body = ErrorBody),
         (status = 401, description = "`client_certificate_required`: over TLS, the connection did not present a pinned control room's client certificate (answered before the body is read; counted, not logged)", body = ErrorBody),
         (status = 409, description = "`stale_checkpoint`: cosignatures are kept for the 8 newest checkpoints cosigned, and this one is older", body = ErrorBody),
         (status = 422, description = "`not_our_checkpoint`: the note carries no valid signature of this log's key under its origin, or its root is not this log's at its size", body = ErrorBody),
@@ -900,12 +845,15 @@ pub struct CosignaturesResponse {
     ))]
 async fn cosignatures(
     State(state): State<AppState>,
-    ApiJson(req): ApiJson<CosignaturesRequest>,
+    JsonBody(req): JsonBody<CosignaturesRequest>,
 ) -> Result<Json<CosignaturesResponse>, ApiError> {
     if req.note.len() > MAX_NOTE_BYTES {
-        return Err(Refused::malformed(format!(
-            "field `note` is longer than its limit of {MAX_NOTE_BYTES} bytes"
-        ))
+        // The code of every field over its limit (`sosvault_service::body`).
+        return Err(Refused::new(
+            "too_long",
+            400,
+            format!("note is longer than its limit of {MAX_NOTE_BYTES} bytes"),
+        )
         .into());
     }
     let note = Note::parse(req.note.as_bytes())
@@ -946,7 +894,7 @@ fn witness_refusal(r: WitnessRefusal) -> Response {
         (status = 403, description = "`bad_signature`: no valid signature of the log's key, or a bad one", body = ErrorBody),
         (status = 404, description = "`unknown_log`: the checkpoint's origin is not a log this trustee witnesses", body = ErrorBody),
         (status = 409, description = "The old size is not the size of the last checkpoint this witness cosigned for the log (0 if none): the body is that size, in decimal, and a newline", body = String, content_type = "text/x.tlog.size"),
-        (status = 413, description = "`payload_too_large`: the body is larger than an add-checkpoint request may be", body = ErrorBody),
+        (status = 413, description = "`too_large`: the body is larger than an add-checkpoint request may be", body = ErrorBody),
         (status = 422, description = "`fork` (the size cosigned before, another root), `inconsistent` (the consistency proof does not verify), `proof_not_empty` (a proof from the empty tree), `empty_tree_root` (size 0 with another root)", body = ErrorBody),
         (status = 500, description = "`internal`", body = ErrorBody),
     ))]
@@ -956,7 +904,7 @@ async fn add_checkpoint(
 ) -> Result<Response, ApiError> {
     let too_large = || {
         Refused::new(
-            "payload_too_large",
+            "too_large",
             413,
             "the body is larger than an add-checkpoint request may be",
         )

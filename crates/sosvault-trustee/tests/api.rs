@@ -390,7 +390,7 @@ fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
             "not JSON",
             r.post_raw("/v1/shares", "application/json", b"{not json".to_vec()),
             400,
-            "malformed",
+            "bad_json",
         ),
         (
             "wrong content type",
@@ -416,7 +416,7 @@ fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
                 serde_json::to_vec(&json!({ "delivery": "A".repeat(200_000) })).unwrap(),
             ),
             413,
-            "payload_too_large",
+            "too_large",
         ),
         (
             "unknown field",
@@ -425,19 +425,19 @@ fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
                 json!({ "delivery": b64(&delivery), "force": true }),
             ),
             400,
-            "malformed",
+            "bad_json",
         ),
         (
             "missing field",
             r.post("/v1/shares", json!({})),
             400,
-            "malformed",
+            "bad_json",
         ),
         (
             "not base64",
             r.post("/v1/shares", json!({ "delivery": "%%%" })),
             400,
-            "malformed",
+            "bad_base64",
         ),
         (
             "wrong version tag",

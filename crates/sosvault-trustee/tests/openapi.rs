@@ -134,11 +134,11 @@ fn the_layers_answers_are_the_documented_ones() {
         assert!(statuses.contains(&s), "{path}: {s} is not documented");
         // Over the body limit (64 KiB by default): 413.
         let (s, v) = r.post_raw(path, "application/json", vec![b' '; 70_000]);
-        assert_eq!((s, v["error"].as_str()), (413, Some("payload_too_large")));
+        assert_eq!((s, v["error"].as_str()), (413, Some("too_large")));
         assert!(statuses.contains(&s), "{path}: {s} is not documented");
         // Not the documented JSON: 400.
         let (s, v) = r.post(path, json!({"other": "AAAA"}));
-        assert_eq!((s, v["error"].as_str()), (400, Some("malformed")));
+        assert_eq!((s, v["error"].as_str()), (400, Some("bad_json")));
         assert!(statuses.contains(&s), "{path}: {s} is not documented");
         // A byte field one character over its documented maxLength: refused
         // before it is decoded, saying so.
@@ -157,7 +157,7 @@ fn the_layers_answers_are_the_documented_ones() {
         let max = spec["maxLength"].as_u64().unwrap() as usize;
         let too_long = "A".repeat(max + 4);
         let (s, v) = r.post(path, json!({ field: too_long }));
-        assert_eq!((s, v["error"].as_str()), (400, Some("malformed")), "{path}");
+        assert_eq!((s, v["error"].as_str()), (400, Some("too_long")), "{path}");
         assert!(
             v["message"]
                 .as_str()
@@ -196,7 +196,7 @@ fn the_layers_answers_are_the_documented_ones() {
     // the client saw the connection close without an answer).
     let key = format!("a{}", "é".repeat(400));
     let (s, v) = r.post("/v1/shares", json!({ key: 1 }));
-    assert_eq!((s, v["error"].as_str()), (400, Some("malformed")), "{v}");
+    assert_eq!((s, v["error"].as_str()), (400, Some("bad_json")), "{v}");
     // None of it reached the log.
     assert_eq!(r.log_size(), size);
 
