@@ -34,6 +34,12 @@
 //! `SOSVAULT_SERVER_TLS_CERT`, `SOSVAULT_SERVER_TLS_KEY`,
 //! `SOSVAULT_SERVER_MANIFEST_FILE`, `SOSVAULT_SERVER_METRICS_TOKEN_FILE`.
 //!
+//! Every file path in the file (`data_dir`, the TLS files, the trustee
+//! client certificate and key, `manifest_file`, `metrics_token_file`) is
+//! relative to the file's directory when relative; a path given in the
+//! environment is taken as given. The trustee loads its file the same way
+//! ([`sosvault_service::config::read_file`]).
+//!
 //! `manifest_file`, if set, is the deployment manifest (`sosvault/manifest/v1`,
 //! signed by the deployment authority) the service serves at `GET
 //! /v1/manifest`. It is checked at start ([`Config::load_manifest`]): it must
@@ -48,7 +54,7 @@
 //! must be mode 0600 (the service refuses to start otherwise) and is relative
 //! to the configuration file's directory when relative.
 
-use sosvault_service::config::{Env, EnvError};
+use sosvault_service::config::{ConfigFile, Env, EnvError, FileError, read_file};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -74,6 +80,9 @@ pub enum ConfigError {
     /// A value is out of range or inconsistent.
     #[error("invalid configuration value: {0}")]
     Invalid(String),
+    /// The config file could not be read or is not valid.
+    #[error(transparent)]
+    File(#[from] FileError),
 }
 
 /// One trustee the service relays shares to and asks for releases.
@@ -251,6 +260,20 @@ pub struct Config {
     pub operators: Vec<OperatorConfig>,
 }
 
+impl ConfigFile for Config {
+    fn paths_mut(&mut self) -> (Vec<&mut PathBuf>, Vec<&mut Option<PathBuf>>) {
+        let optional = vec![
+            &mut self.tls_cert,
+            &mut self.tls_key,
+            &mut self.trustee_client_cert,
+            &mut self.trustee_client_key,
+            &mut self.manifest_file,
+            &mut self.metrics_token_file,
+        ];
+        (vec![&mut self.data_dir], optional)
+    }
+}
+
 fn default_listen() -> String {
     "127.0.0.1:8080".into()
 }
@@ -348,26 +371,10 @@ impl Config {
         toml::from_str(text).map_err(|e| ConfigError::Parse(e.to_string()))
     }
 
-    /// Reads a file, applies environment overrides, validates.
+    /// Reads a file ([`sosvault_service::config::read_file`]: its relative
+    /// paths are relative to it), applies environment overrides, validates.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        let mut cfg = Self::from_toml(&text)?;
-        if let Some(parent) = path.parent() {
-            if cfg.data_dir.is_relative() {
-                cfg.data_dir = parent.join(&cfg.data_dir);
-            }
-            for file in [cfg.manifest_file.as_mut(), cfg.metrics_token_file.as_mut()]
-                .into_iter()
-                .flatten()
-            {
-                if file.is_relative() {
-                    *file = parent.join(&*file);
-                }
-            }
-        }
+        let mut cfg: Self = read_file(path)?;
         cfg.apply_env(|k| std::env::var(k).ok())?;
         cfg.validate()?;
         Ok(cfg)
@@ -549,6 +556,38 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::{Config, ConfigError, ControlRoomPublic, PathBuf, TrusteeConfig};
+
+    #[test]
+    fn every_file_is_relative_to_the_config_file_and_an_override_is_taken_as_given() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("server.toml");
+        std::fs::write(
+            &file,
+            "data_dir = \"data\"\ntls_cert = \"tls/cert.pem\"\ntls_key = \"/etc/s/key.pem\"\n\
+             trustee_client_cert = \"client.pem\"\nmanifest_file = \"manifest.bin\"\n",
+        )
+        .unwrap();
+        let mut c: Config = sosvault_service::config::read_file(&file).unwrap();
+        let at = |p: &str| Some(dir.path().join(p));
+        assert_eq!(c.data_dir, dir.path().join("data"));
+        assert_eq!(c.tls_cert, at("tls/cert.pem"));
+        assert_eq!(c.tls_key, Some(PathBuf::from("/etc/s/key.pem")));
+        assert_eq!(c.trustee_client_cert, at("client.pem"));
+        assert_eq!(c.manifest_file, at("manifest.bin"));
+        assert_eq!(c.trustee_client_key, None);
+        // A path in the environment is the operator's, relative to where
+        // the service runs.
+        c.apply_env(|k| (k == "SOSVAULT_SERVER_TLS_CERT").then(|| "here/cert.pem".into()))
+            .unwrap();
+        assert_eq!(c.tls_cert, Some(PathBuf::from("here/cert.pem")));
+        // A file that is not this service's settings names itself.
+        std::fs::write(&file, "data_dir = \"data\"\nsurprise = 1\n").unwrap();
+        let e = Config::load(&file).unwrap_err().to_string();
+        assert!(
+            e.contains("server.toml is not valid") && e.contains("surprise"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn env_overrides_win() {

@@ -1,8 +1,98 @@
-//! Configuration pieces both services share: environment overrides over a
-//! TOML file ([`Env`]), one variable per setting, all under one prefix.
+//! Configuration pieces both services share: the TOML file read one way
+//! ([`read_file`]: its relative paths are relative to the file), and
+//! environment overrides over it ([`Env`]), one variable per setting, all
+//! under one prefix.
+//!
+//! Both services load in the same order: the file, its relative paths made
+//! relative to the file's directory, then the environment's overrides (a
+//! relative path given there is taken as given, relative to where the
+//! service runs, as a shell user means it), then the service's own checks.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+
+use serde::de::DeserializeOwned;
+
+/// A service's configuration file, as [`read_file`] reads it.
+pub trait ConfigFile: DeserializeOwned {
+    /// The file paths the configuration names, those always set and the
+    /// optional ones, for [`read_file`] to make a relative one relative to
+    /// the file's directory.
+    fn paths_mut(&mut self) -> (Vec<&mut PathBuf>, Vec<&mut Option<PathBuf>>);
+}
+
+/// Why a configuration file could not be read: names the file and what to
+/// fix.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum FileError {
+    /// The file could not be read.
+    #[error("cannot read the config file {}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for the service's settings (an unknown
+    /// setting, a missing one, a value of the wrong type).
+    #[error("the config file {} is not valid: {why}", path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// toml's words (with the line and column).
+        why: String,
+    },
+}
+
+/// Reads the TOML configuration at `path` and makes each relative file path
+/// in it relative to the file's directory, not to where the service was
+/// started.
+///
+/// ```
+/// use std::path::PathBuf;
+/// use sosvault_service::config::{ConfigFile, read_file};
+///
+/// #[derive(serde::Deserialize)]
+/// struct Settings { store: PathBuf, tls_cert: Option<PathBuf> }
+/// impl ConfigFile for Settings {
+///     fn paths_mut(&mut self) -> (Vec<&mut PathBuf>, Vec<&mut Option<PathBuf>>) {
+///         (vec![&mut self.store], vec![&mut self.tls_cert])
+///     }
+/// }
+///
+/// let dir = tempfile::tempdir()?;
+/// let file = dir.path().join("service.toml");
+/// std::fs::write(&file, "store = \"data/s.db\"\ntls_cert = \"/etc/s/cert.pem\"\n")?;
+/// let s: Settings = read_file(&file)?;
+/// assert_eq!(s.store, dir.path().join("data/s.db"));
+/// assert_eq!(s.tls_cert, Some(PathBuf::from("/etc/s/cert.pem")));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+pub fn read_file<C: ConfigFile>(path: &Path) -> Result<C, FileError> {
+    let text = std::fs::read_to_string(path).map_err(|source| FileError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut config: C = toml::from_str(&text).map_err(|e| FileError::Parse {
+        path: path.to_owned(),
+        why: e.to_string(),
+    })?;
+    if let Some(base) = path.parent() {
+        resolve_relative_to(&mut config, base);
+    }
+    Ok(config)
+}
+
+/// Makes each relative file path of `config` relative to `base`.
+pub fn resolve_relative_to<C: ConfigFile>(config: &mut C, base: &Path) {
+    let (set, optional) = config.paths_mut();
+    for p in set.into_iter().chain(optional.into_iter().flatten()) {
+        if p.is_relative() {
+            *p = base.join(&*p);
+        }
+    }
+}
 
 /// An environment variable whose value does not parse: names the variable
 /// and what is wrong, so the operator knows what to fix.

@@ -29,11 +29,11 @@
 //! directory: a backup together with the key it was sealed under still
 //! opens the shares of students who have since pressed stop.
 
-use sosvault_service::config::Env;
+use sosvault_service::config::{ConfigFile, Env, read_file};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use serde::{Deserialize, Serialize};
 use sosvault::checkpoint::{Checkpoint, KeyName, LogVerifier, Witness, WitnessVerifier};
 use sosvault::{ControlRoomPublic, LogPublic, TimeLimits};
@@ -132,6 +132,19 @@ pub struct Config {
     pub witnesses: Vec<String>,
 }
 
+impl ConfigFile for Config {
+    fn paths_mut(&mut self) -> (Vec<&mut PathBuf>, Vec<&mut Option<PathBuf>>) {
+        let set = vec![&mut self.store, &mut self.trustee_key_file];
+        let optional = vec![
+            &mut self.master_key_file,
+            &mut self.tls_cert,
+            &mut self.tls_key,
+            &mut self.tls_client_ca,
+        ];
+        (set, optional)
+    }
+}
+
 fn default_name() -> String {
     "trustee".into()
 }
@@ -198,40 +211,14 @@ impl Config {
         }
     }
 
-    /// Reads `path`, then applies the environment's overrides.
+    /// Reads `path` ([`sosvault_service::config::read_file`]: its relative
+    /// paths are relative to it), then applies the environment's overrides,
+    /// then checks the values.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the config file {}", path.display()))?;
-        let mut config: Config = toml::from_str(&text)
-            .with_context(|| format!("the config file {} is not valid", path.display()))?;
+        let mut config: Config = read_file(path)?;
         config.apply_env(|k| std::env::var(k).ok())?;
-        if let Some(base) = path.parent() {
-            config.resolve_relative_to(base);
-        }
         config.validate()?;
         Ok(config)
-    }
-
-    /// Makes relative file paths relative to `base` (the config file's directory).
-    pub fn resolve_relative_to(&mut self, base: &Path) {
-        let fix = |p: &mut PathBuf| {
-            if p.is_relative() {
-                *p = base.join(&*p);
-            }
-        };
-        fix(&mut self.store);
-        fix(&mut self.trustee_key_file);
-        for p in [
-            self.master_key_file.as_mut(),
-            self.tls_cert.as_mut(),
-            self.tls_key.as_mut(),
-            self.tls_client_ca.as_mut(),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            fix(p);
-        }
     }
 
     /// Applies `SOSVAULT_TRUSTEE_*` overrides read through `get`.
@@ -455,7 +442,7 @@ mod tests {
         c.tls_cert = Some("tls/cert.pem".into());
         c.tls_key = Some("/etc/sosvault/key.pem".into());
         c.tls_client_ca = Some("ca.pem".into());
-        c.resolve_relative_to(Path::new("/srv/t1"));
+        sosvault_service::config::resolve_relative_to(&mut c, Path::new("/srv/t1"));
         assert_eq!(
             c.tls_cert.as_deref(),
             Some(Path::new("/srv/t1/tls/cert.pem"))
