@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use serde_json::json;
+use sosvault::IncidentId;
 use zeroize::Zeroizing;
 
 use super::{
@@ -29,7 +30,7 @@ impl Engine {
     /// rules let them: a dispatcher only on one they handle.
     pub(super) async fn incident_to_act_on(
         &self,
-        id: [u8; 16],
+        id: IncidentId,
         op: &OperatorId,
     ) -> Result<crate::store::IncidentRow, EngineError> {
         let row = self.incident_row(id).await?;
@@ -146,7 +147,7 @@ impl Engine {
     /// `op` claims an incident, or (a supervisor) hands it to `to`.
     pub async fn claim(
         &self,
-        id: [u8; 16],
+        id: IncidentId,
         op: &OperatorId,
         to: Option<&str>,
     ) -> Result<String, EngineError> {
@@ -243,8 +244,7 @@ impl Engine {
         );
         if let Some((incident, team)) = on {
             let why = format!("team revoked by {} {}", op.role, op.name);
-            self.taken_off(*incident.as_bytes(), &team, "revoked", &why)
-                .await;
+            self.taken_off(incident, &team, "revoked", &why).await;
         }
         Ok(())
     }

@@ -1,5 +1,11 @@
 //! The rows the store takes and hands back: students and enrollments,
 //! incidents and their timeline, units, forwards to the trustees, the log.
+//!
+//! Ids and message hashes are the core's types ([`IncidentId`],
+//! [`StudentId`], [`TrusteeId`], [`MessageHash`]): one cannot be passed
+//! where another is expected. They become blobs at the SQL boundary only.
+
+use sosvault::{IncidentId, MessageHash, StudentId, TrusteeId};
 
 /// The reason a supervisor gave to open a profile, and the nonce of its
 /// commitment in the log entry ([`sosvault::log::view_reason_commitment`]).
@@ -31,8 +37,8 @@ pub struct StudentLogRow {
 /// What the service knows of a student.
 #[derive(Clone, Debug)]
 pub struct StudentRow {
-    /// Student id (32 bytes).
-    pub student_id: [u8; 32],
+    /// Student id.
+    pub student_id: StudentId,
     /// The enrolled device's ed25519 key.
     pub device_public: [u8; 32],
     /// Current epoch.
@@ -60,11 +66,11 @@ pub struct EnrollmentRow {
 #[derive(Clone, Debug)]
 pub struct NewIncident {
     /// Incident id.
-    pub id: [u8; 16],
+    pub id: IncidentId,
     /// Student.
-    pub student_id: [u8; 32],
+    pub student_id: StudentId,
     /// SHA-256 of the signed panic.
-    pub panic_hash: [u8; 32],
+    pub panic_hash: MessageHash,
     /// The signed panic's bytes.
     pub panic: Vec<u8>,
     /// Category name.
@@ -85,11 +91,12 @@ pub struct NewIncident {
 #[derive(Clone, Debug)]
 pub struct IncidentRow {
     /// Incident id.
-    pub id: [u8; 16],
+    pub id: IncidentId,
     /// Student.
-    pub student_id: [u8; 32],
-    /// Panic hash.
-    pub panic_hash: [u8; 32],
+    pub student_id: StudentId,
+    /// Panic hash (for a duress stop's alert, its
+    /// [`key`](NewDuressAlert::key) in the same column).
+    pub panic_hash: MessageHash,
     /// Signed panic bytes (removed after a stop).
     pub panic: Option<Vec<u8>>,
     /// Category.
@@ -138,9 +145,9 @@ pub const DURESS_STOP: &str = "duress_stop";
 #[derive(Clone, Debug)]
 pub struct NewDuressAlert {
     /// Incident id.
-    pub id: [u8; 16],
+    pub id: IncidentId,
     /// Student.
-    pub student_id: [u8; 32],
+    pub student_id: StudentId,
     /// Stored where a panic's hash goes (the column is unique): derived from
     /// the student, so a student has at most one such alert, ever.
     pub key: [u8; 32],
@@ -184,7 +191,7 @@ pub struct UnitRow {
 #[derive(Clone, Debug)]
 pub struct AssignmentRow {
     /// Incident.
-    pub incident_id: [u8; 16],
+    pub incident_id: IncidentId,
     /// Unit.
     pub unit_id: String,
     /// Assigned at (unix ms).
@@ -198,9 +205,9 @@ pub struct AssignmentRow {
 #[derive(Clone, Debug)]
 pub struct PendingForward {
     /// Student.
-    pub student_id: [u8; 32],
+    pub student_id: StudentId,
     /// Trustee.
-    pub trustee_id: [u8; 32],
+    pub trustee_id: TrusteeId,
     /// The signed stop or cancel, exactly as the device sent it.
     pub signed: Vec<u8>,
     /// When the stop or cancel was taken (ms).
@@ -217,7 +224,7 @@ pub type PendingCancel = PendingForward;
 #[derive(Clone, Debug)]
 pub struct TrusteeAnswer {
     /// Trustee.
-    pub trustee_id: [u8; 32],
+    pub trustee_id: TrusteeId,
     /// The signed receipt, or empty for a final refusal.
     pub receipt: Vec<u8>,
     /// The final refusal's code (`stale_cancel`, `stale_stop`, ...), if refused.
@@ -228,11 +235,11 @@ pub struct TrusteeAnswer {
 #[derive(Clone, Debug)]
 pub struct PendingCommit {
     /// Student.
-    pub student_id: [u8; 32],
+    pub student_id: StudentId,
     /// The epoch committed.
     pub epoch: u32,
     /// Trustee.
-    pub trustee_id: [u8; 32],
+    pub trustee_id: TrusteeId,
     /// The signed commit, exactly as the device sent it.
     pub commit: Vec<u8>,
     /// When the commit was taken (ms).
@@ -287,5 +294,5 @@ pub enum PanicStored {
     /// A new incident.
     New,
     /// The same panic was stored before, as this incident.
-    Existing([u8; 16]),
+    Existing(IncidentId),
 }

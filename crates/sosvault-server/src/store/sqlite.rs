@@ -5,6 +5,7 @@ use std::cell::Cell;
 use std::path::Path;
 
 use rusqlite::{Connection, params};
+use sosvault::{IncidentId, MessageHash, StudentId, TrusteeId};
 use sosvault_service::sqlite::{BUSY_TIMEOUT, open_checked};
 
 use super::access::{self, AccessStore, AccountChange, AccountRow};
@@ -76,8 +77,8 @@ pub(super) fn enrollment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Enrollme
 /// message, taken at).
 pub(super) fn pending_forward_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PendingForward> {
     Ok(PendingForward {
-        student_id: arr(r.get(0)?)?,
-        trustee_id: arr(r.get(1)?)?,
+        student_id: id_at(r, 0)?,
+        trustee_id: id_at(r, 1)?,
         signed: r.get(2)?,
         created_at_ms: r.get::<_, i64>(3)? as u64,
     })
@@ -87,9 +88,70 @@ pub(super) fn pending_forward_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Pen
 /// refusal).
 pub(super) fn answer_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TrusteeAnswer> {
     Ok(TrusteeAnswer {
-        trustee_id: arr(r.get(0)?)?,
+        trustee_id: id_at(r, 0)?,
         receipt: r.get(1)?,
         refusal: r.get(2)?,
+    })
+}
+
+/// An id or a message hash the store keeps as a fixed-length blob: written
+/// as its bytes (`as_bytes()`), read back by [`id_at`] or [`id_of_blob`].
+pub(super) trait BlobId: Sized {
+    /// What it is, for the error a blob of the wrong length gets.
+    const WHAT: &'static str;
+    /// Its length in bytes.
+    const LEN: usize;
+    /// The id of these bytes; `None` if they are not [`Self::LEN`] long.
+    fn from_blob(blob: &[u8]) -> Option<Self>;
+}
+
+macro_rules! blob_id {
+    ($($t:ty: $len:literal, $what:literal;)*) => {$(
+        impl BlobId for $t {
+            const WHAT: &'static str = $what;
+            const LEN: usize = $len;
+            fn from_blob(blob: &[u8]) -> Option<Self> {
+                Some(Self::from_bytes(blob.try_into().ok()?))
+            }
+        }
+    )*};
+}
+
+blob_id! {
+    IncidentId: 16, "incident id";
+    StudentId: 32, "student id";
+    TrusteeId: 32, "trustee id";
+    MessageHash: 32, "message hash";
+}
+
+/// A stored id whose blob is not of its length: the database was not
+/// written by this service (or is damaged).
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {len}-byte blob stored, {expected} bytes expected")]
+struct WrongLength {
+    what: &'static str,
+    len: usize,
+    expected: usize,
+}
+
+/// Column `at` of a row, read as an id; a blob of the wrong length is an
+/// error (a [`StoreError::Sqlite`] once it leaves the store), never a panic.
+pub(super) fn id_at<T: BlobId>(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<T> {
+    id_of_blob(at, &r.get::<_, Vec<u8>>(at)?)
+}
+
+/// A blob read from column `at`, as an id (see [`id_at`]).
+pub(super) fn id_of_blob<T: BlobId>(at: usize, blob: &[u8]) -> rusqlite::Result<T> {
+    T::from_blob(blob).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            at,
+            rusqlite::types::Type::Blob,
+            Box::new(WrongLength {
+                what: T::WHAT,
+                len: blob.len(),
+                expected: T::LEN,
+            }),
+        )
     })
 }
 
@@ -133,9 +195,9 @@ fn opt_u64(v: Option<i64>) -> Option<u64> {
 
 pub(super) fn incident_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentRow> {
     Ok(IncidentRow {
-        id: arr(r.get(0)?)?,
-        student_id: arr(r.get(1)?)?,
-        panic_hash: arr(r.get(2)?)?,
+        id: id_at(r, 0)?,
+        student_id: id_at(r, 1)?,
+        panic_hash: id_at(r, 2)?,
         panic: r.get(3)?,
         category: r.get(4)?,
         epoch: r.get(5)?,
@@ -223,7 +285,7 @@ impl SqliteStore {
     pub(super) fn delete_spent_previous(
         &self,
         c: &Connection,
-        student: &[u8; 32],
+        student: &StudentId,
     ) -> StoreResult<bool> {
         let Some(previous) = self.previous_enrollment(student)? else {
             return Ok(false);
@@ -237,7 +299,7 @@ impl SqliteStore {
         let in_use = count(
             c,
             "SELECT COUNT(*) FROM incidents WHERE student_id = ?1 AND status = 'open' AND epoch = ?2",
-            params![&student[..], previous.epoch],
+            params![student.as_bytes(), previous.epoch],
         )?;
         if in_use > 0 {
             return Ok(false);
@@ -245,7 +307,7 @@ impl SqliteStore {
         let n = exec(
             c,
             "DELETE FROM previous_enrollments WHERE student_id = ?1",
-            params![&student[..]],
+            params![student.as_bytes()],
         )?;
         Ok(n > 0)
     }
@@ -345,10 +407,15 @@ impl AccessStore for SqliteStore {
     fn data_version(&self) -> StoreResult<i64> {
         access::data_version(&self.conn)
     }
-    fn handler(&self, incident: &[u8; 16]) -> StoreResult<Option<String>> {
+    fn handler(&self, incident: &IncidentId) -> StoreResult<Option<String>> {
         access::handler(&self.conn, incident)
     }
-    fn set_handler(&self, incident: &[u8; 16], from: Option<&str>, to: &str) -> StoreResult<bool> {
+    fn set_handler(
+        &self,
+        incident: &IncidentId,
+        from: Option<&str>,
+        to: &str,
+    ) -> StoreResult<bool> {
         access::set_handler(&self.conn, incident, from, to)
     }
     fn set_unit_token(&self, unit: &str, token_hash: &[u8; 32]) -> StoreResult<bool> {
