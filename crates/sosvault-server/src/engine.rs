@@ -55,7 +55,9 @@ use crate::config::Config;
 use crate::geo::UnitKind;
 use crate::metrics::Metrics;
 use crate::sealing::KeySealer;
-use crate::store::{AssignmentRow, Db, EnrollmentRow, IncidentRow, Store, StoreResult};
+use crate::store::{
+    AssignmentRow, AssignmentStatus, Db, EnrollmentRow, IncidentRow, Store, StoreResult,
+};
 use crate::trustees::TrusteeClient;
 
 pub use access::ACCOUNT_POLL;
@@ -957,14 +959,11 @@ impl Engine {
         {
             let mut st = self.state();
             for u in units {
-                let Some(kind) = UnitKind::parse(&u.kind) else {
-                    continue;
-                };
                 let at = u
                     .position
                     .zip(u.position_at_ms)
                     .map(|((lat, lon), t)| (lat, lon, t));
-                st.board.add_team(&u.id, &u.name, kind, at);
+                st.board.add_team(&u.id, &u.name, u.kind, at);
                 st.units.insert(
                     u.id.clone(),
                     UnitInfo {
@@ -1210,12 +1209,14 @@ fn put_on_board(
     let iid = row.id;
     board.open(iid, kind, at, row.created_at_ms);
     for a in assignments {
-        match a.status.as_str() {
-            "pending" => board.restore_pending(iid, &a.unit_id),
-            "acknowledged" => board.restore_acknowledged(iid, &a.unit_id, a.assigned_at_ms),
-            "released" => board.restore_released(iid, &a.unit_id),
-            // Timed out: to the back of the queue.
-            _ => board.restore_declined(iid, &a.unit_id),
+        match a.status {
+            AssignmentStatus::Pending => board.restore_pending(iid, &a.unit_id),
+            AssignmentStatus::Acknowledged => {
+                board.restore_acknowledged(iid, &a.unit_id, a.assigned_at_ms)
+            }
+            AssignmentStatus::Released => board.restore_released(iid, &a.unit_id),
+            // To the back of the queue.
+            AssignmentStatus::TimedOut => board.restore_declined(iid, &a.unit_id),
         }
     }
 }

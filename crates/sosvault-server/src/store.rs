@@ -38,10 +38,10 @@ use sosvault::{IncidentId, MessageHash, StudentId, TrusteeId};
 
 pub use access::{AccessStore, AccountChange, AccountRow};
 pub use rows::{
-    AccessLogEntry, AssignmentRow, CommitStored, DURESS_STOP, EnrollmentRow, IncidentRow,
-    LogLeafRow, NewDuressAlert, NewIncident, PanicStored, PendingCancel, PendingCommit,
-    PendingForward, PendingShred, StudentLogRow, StudentRow, TimelineEntry, TrusteeAnswer, UnitRow,
-    ViewReason,
+    AccessLogEntry, AssignmentRow, AssignmentStatus, CommitStored, DURESS_STOP, EnrollmentRow,
+    IncidentRow, IncidentStatus, LogLeafRow, NewDuressAlert, NewIncident, PanicStored,
+    PendingCancel, PendingCommit, PendingForward, PendingShred, StudentLogRow, StudentRow,
+    TimelineEntry, TrusteeAnswer, UnitRow, ViewReason,
 };
 pub use sqlite::SqliteStore;
 pub use writer::{Db, GroupCommit, MAX_BATCH};
@@ -159,7 +159,12 @@ pub trait Store: AccessStore {
     fn timeline(&self, incident: &IncidentId) -> StoreResult<Vec<TimelineEntry>>;
     /// Closes an incident and forgets its incident key (then truncates the
     /// WAL, best effort, so no older page keeps the sealed key).
-    fn close_incident(&self, incident: &IncidentId, status: &str, now_ms: u64) -> StoreResult<()>;
+    fn close_incident(
+        &self,
+        incident: &IncidentId,
+        status: IncidentStatus,
+        now_ms: u64,
+    ) -> StoreResult<()>;
     /// Forgets an incident's key (access window over, a duress cancel); then
     /// truncates the WAL, best effort, so no older page keeps it.
     fn forget_incident_key(&self, incident: &IncidentId) -> StoreResult<()>;

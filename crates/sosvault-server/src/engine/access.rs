@@ -15,7 +15,7 @@ use super::{
     token_hash,
 };
 use crate::access::{self, Action, Claim, ClaimRefused, Denied};
-use crate::store::AccountRow;
+use crate::store::{AccountRow, IncidentStatus};
 
 /// How often the service looks for account changes made by another process.
 pub const ACCOUNT_POLL: Duration = Duration::from_secs(1);
@@ -164,7 +164,7 @@ impl Engine {
             &op.name,
             row.handler.as_deref(),
             to,
-            row.status == "open",
+            row.status == IncidentStatus::Open,
         );
         let (from, to) = match decision {
             Ok(Claim::AlreadyTheirs) => return Ok(row.handler.unwrap_or_default()),

@@ -22,7 +22,7 @@ use super::{
     UnitConnection, UnitId, UnitInfo, UnitView, check_position, human_ms, now_ms, token_hash,
 };
 use crate::geo::{UnitKind, haversine_m};
-use crate::store::{AssignmentRow, UnitRow};
+use crate::store::{AssignmentRow, AssignmentStatus, UnitRow};
 
 /// How often an incident waiting for a free team looks again even when
 /// nothing woke it: a team's eligibility also changes with time.
@@ -137,7 +137,7 @@ impl Engine {
             incident_id: id,
             unit_id: s.unit.clone(),
             assigned_at_ms: s.at_ms,
-            status: "pending".into(),
+            status: AssignmentStatus::Pending,
         };
         let detail = self.sent_detail(id, &s);
         self.record(id, "assigned", detail, move |st| st.put_assignment(&row))
@@ -191,7 +191,7 @@ impl Engine {
             incident_id: id,
             unit_id: unit.clone(),
             assigned_at_ms: at_ms,
-            status: "timed_out".into(),
+            status: AssignmentStatus::TimedOut,
         };
         if let Err(e) = self.inner.db.call(move |s| s.put_assignment(&row)).await {
             tracing::error!("storing an assignment failed: {e}");
@@ -227,7 +227,7 @@ impl Engine {
             incident_id: id,
             unit_id: unit.clone(),
             assigned_at_ms: at_ms,
-            status: "acknowledged".into(),
+            status: AssignmentStatus::Acknowledged,
         };
         self.record(
             id,
@@ -338,7 +338,7 @@ impl Engine {
                     incident_id: id,
                     unit_id: uid,
                     assigned_at_ms: at,
-                    status: "released".into(),
+                    status: AssignmentStatus::Released,
                 })
             })
             .await
@@ -435,7 +435,7 @@ impl Engine {
         let row = UnitRow {
             id: id.clone(),
             name: name.trim().to_owned(),
-            kind: kind.as_str().to_owned(),
+            kind,
             position: position.map(|p| (p.lat, p.lon)),
             position_at_ms: position.map(|_| now),
         };

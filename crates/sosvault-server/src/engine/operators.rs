@@ -15,7 +15,7 @@ use super::{
     IncidentDetail, IncidentSummary, LatLon, MAX_LOGINS_WAITING, MineAnswer, MineEntry, OperatorId,
     ReleaseStatus, Session, State, Viewer, b64, now_ms, short, token_hash,
 };
-use crate::store::{EnrollmentRow, IncidentRow};
+use crate::store::{EnrollmentRow, IncidentRow, IncidentStatus};
 /// A source's login in flight; dropping it frees the source's slot.
 struct InFlight<'a> {
     engine: &'a Engine,
@@ -194,7 +194,7 @@ impl Engine {
         IncidentSummary {
             id: row.id.to_hex(),
             category: row.category.clone(),
-            status: row.status.clone(),
+            status: row.status.as_str().to_owned(),
             created_at_ms: row.created_at_ms,
             location: live
                 .and_then(|l| l.location)
@@ -247,7 +247,7 @@ impl Engine {
         };
         let timeline = self.inner.db.call(move |s| s.timeline(&id)).await?;
         let assignments = self.inner.db.call(move |s| s.assignments(&id)).await?;
-        let enrollment = if row.status == "open" && !row.stopped && access.shown() {
+        let enrollment = if row.status == IncidentStatus::Open && !row.stopped && access.shown() {
             // The enrollment of the panic's epoch: during a re-enrollment it is
             // the committed one the service keeps beside the new one.
             let (sid, epoch) = (row.student_id, row.epoch);
@@ -272,7 +272,7 @@ impl Engine {
                 .map(|a| AssignmentView {
                     unit: a.unit_id,
                     assigned_at_ms: a.assigned_at_ms,
-                    status: a.status,
+                    status: a.status.as_str().to_owned(),
                 })
                 .collect(),
             profile,
@@ -569,11 +569,15 @@ impl Engine {
     /// An operator closes an incident.
     pub async fn operator_close(&self, id: IncidentId, op: &OperatorId) -> Result<(), EngineError> {
         let row = self.incident_to_act_on(id, op).await?;
-        if row.status != "open" {
+        if row.status != IncidentStatus::Open {
             return Err(EngineError::Conflict(Conflict::AlreadyClosed));
         }
-        self.close(id, "closed", &format!("closed by {} {}", op.role, op.name))
-            .await
+        self.close(
+            id,
+            IncidentStatus::Closed,
+            &format!("closed by {} {}", op.role, op.name),
+        )
+        .await
     }
 }
 

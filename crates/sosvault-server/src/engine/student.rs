@@ -34,8 +34,8 @@ use super::{
 };
 use crate::geo::{UnitKind, haversine_m};
 use crate::store::{
-    AssignmentRow, CommitStored, DURESS_STOP, EnrollmentRow, IncidentRow, NewDuressAlert,
-    NewIncident, PanicStored,
+    AssignmentRow, AssignmentStatus, CommitStored, DURESS_STOP, EnrollmentRow, IncidentRow,
+    IncidentStatus, NewDuressAlert, NewIncident, PanicStored,
 };
 use crate::trustees::{Backoff, CallError};
 
@@ -576,7 +576,7 @@ impl Engine {
         let row = self
             .incident_for_device(body.panic, update.signer())
             .await?;
-        if row.status != "open" {
+        if row.status != IncidentStatus::Open {
             return location_for_closed(&row);
         }
         let loc = self
@@ -674,7 +674,7 @@ impl Engine {
             .map_err(|_| Invalid::Note)?;
         let (id, sid, counter) = (row.id, row.student_id, body.counter);
         let cancel_hash = cancel.hash();
-        let open = row.status == "open";
+        let open = row.status == IncidentStatus::Open;
         let duress = note.duress;
         let trustees = self.trustee_ids();
         let cancel_bytes = bytes.to_vec();
@@ -697,7 +697,7 @@ impl Engine {
                     // refuse it now): the key is of no more use.
                     s.forget_incident_key(&id)?;
                 } else if open {
-                    s.close_incident(&id, "cancelled", now)?;
+                    s.close_incident(&id, IncidentStatus::Cancelled, now)?;
                 }
                 s.queue_cancel(&sid, &cancel_bytes, &trustees, now)?;
                 Ok(true)
@@ -720,7 +720,7 @@ impl Engine {
             } else if duress {
                 self.escalate(id, "duress signalled with the cancel").await
             } else {
-                self.close(id, "cancelled", "the student cancelled: safe")
+                self.close(id, IncidentStatus::Cancelled, "the student cancelled: safe")
                     .await
             };
             if let Err(e) = done {
@@ -782,7 +782,7 @@ impl Engine {
     pub async fn close(
         &self,
         id: IncidentId,
-        status: &'static str,
+        status: IncidentStatus,
         why: &str,
     ) -> Result<(), EngineError> {
         let now = now_ms();
@@ -811,7 +811,7 @@ impl Engine {
             // Free in memory already: an incident waiting for a team may take it now.
             self.inner.unit_freed.notify_waiters();
         }
-        tracing::info!(incident = %short(&id), status, "incident closed");
+        tracing::info!(incident = %short(&id), status = status.as_str(), "incident closed");
         let at = now_ms();
         let d = format!("{why}; keys forgotten");
         let released = unit.clone();
@@ -824,13 +824,13 @@ impl Engine {
                         incident_id: id,
                         unit_id,
                         assigned_at_ms: at,
-                        status: "released".into(),
+                        status: AssignmentStatus::Released,
                     })?;
                 }
-                s.add_timeline(&id, at, status, &d)
+                s.add_timeline(&id, at, status.as_str(), &d)
             })
             .await?;
-        let kind = if status == "cancelled" {
+        let kind = if status == IncidentStatus::Cancelled {
             EventKind::Cancelled
         } else {
             EventKind::Closed
@@ -1053,7 +1053,7 @@ impl Engine {
 /// the phone could tell the two apart by sending one more location. Nothing
 /// is stored for a closed incident.
 fn location_for_closed(row: &IncidentRow) -> Result<&'static str, EngineError> {
-    if row.status == "cancelled" || row.duress {
+    if row.status == IncidentStatus::Cancelled || row.duress {
         return Ok("stored");
     }
     Err(EngineError::Conflict(Conflict::Closed))
@@ -1237,7 +1237,7 @@ impl PanicCheck {
                 incident_id: new.id,
                 unit_id: p.unit.clone(),
                 assigned_at_ms: p.assigned_at_ms,
-                status: "pending".into(),
+                status: AssignmentStatus::Pending,
             })?;
             s.add_timeline(&new.id, p.assigned_at_ms, "assigned", &p.detail)?;
         }

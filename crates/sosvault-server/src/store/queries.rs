@@ -6,13 +6,13 @@ use sosvault::{IncidentId, MessageHash, StudentId, TrusteeId};
 
 use super::sqlite::{
     INCIDENT_COLS, all, answer_row, arr, count, enrollment_row, exec, id_at, id_of_blob,
-    incident_row, one, pending_forward_row, unit_row, view_reason,
+    incident_row, one, pending_forward_row, unit_row, view_reason, word_at,
 };
 use super::{
     AccessLogEntry, AssignmentRow, CommitStored, DURESS_STOP, EnrollmentRow, IncidentRow,
-    LogLeafRow, NewDuressAlert, NewIncident, PanicStored, PendingCancel, PendingCommit,
-    PendingShred, SqliteStore, Store, StoreResult, StudentLogRow, StudentRow, TimelineEntry,
-    TrusteeAnswer, UnitRow, ViewReason,
+    IncidentStatus, LogLeafRow, NewDuressAlert, NewIncident, PanicStored, PendingCancel,
+    PendingCommit, PendingShred, SqliteStore, Store, StoreResult, StudentLogRow, StudentRow,
+    TimelineEntry, TrusteeAnswer, UnitRow, ViewReason,
 };
 
 impl Store for SqliteStore {
@@ -255,7 +255,12 @@ impl Store for SqliteStore {
         )
     }
 
-    fn close_incident(&self, incident: &IncidentId, status: &str, now_ms: u64) -> StoreResult<()> {
+    fn close_incident(
+        &self,
+        incident: &IncidentId,
+        status: IncidentStatus,
+        now_ms: u64,
+    ) -> StoreResult<()> {
         let had_key = self.atomic(|c| {
             let had_key: bool = one(
                 c,
@@ -268,7 +273,7 @@ impl Store for SqliteStore {
             exec(
                 c,
                 "UPDATE incidents SET status = ?2, closed_at_ms = ?3, incident_key_sealed = NULL WHERE id = ?1 AND status = 'open'",
-                params![incident.as_bytes(), status, now_ms as i64],
+                params![incident.as_bytes(), status.as_str(), now_ms as i64],
             )?;
             Ok(had_key)
         })?;
@@ -389,7 +394,7 @@ impl Store for SqliteStore {
             params![
                 &unit.id,
                 &unit.name,
-                &unit.kind,
+                unit.kind.as_str(),
                 &token_hash[..],
                 unit.position.map(|p| p.0),
                 unit.position.map(|p| p.1),
@@ -435,7 +440,7 @@ impl Store for SqliteStore {
         exec(c,
             "INSERT INTO assignments (incident_id, unit_id, assigned_at_ms, status) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT(incident_id, unit_id) DO UPDATE SET status = excluded.status",
-            params![a.incident_id.as_bytes(), &a.unit_id, a.assigned_at_ms as i64, &a.status],
+            params![a.incident_id.as_bytes(), &a.unit_id, a.assigned_at_ms as i64, a.status.as_str()],
         )?;
         Ok(())
     }
@@ -451,7 +456,7 @@ impl Store for SqliteStore {
                     incident_id: id_at(r, 0)?,
                     unit_id: r.get(1)?,
                     assigned_at_ms: r.get::<_, i64>(2)? as u64,
-                    status: r.get(3)?,
+                    status: word_at(r, 3)?,
                 })
             },
         )

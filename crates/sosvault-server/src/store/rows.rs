@@ -7,6 +7,65 @@
 
 use sosvault::{IncidentId, MessageHash, StudentId, TrusteeId};
 
+use crate::geo::UnitKind;
+
+/// An enum stored as one of a fixed set of words: `as_str` is the word in
+/// the database (and in the API), `parse` its inverse (`None` for any other
+/// text: the store refuses it, it never guesses).
+macro_rules! stored_words {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $word:literal,)* }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)*
+        }
+
+        impl $name {
+            /// The stored word.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $word,)*
+                }
+            }
+
+            /// Parses [`Self::as_str`].
+            pub fn parse(s: &str) -> Option<Self> {
+                match s {
+                    $($word => Some(Self::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+stored_words!(
+    /// An incident's status (the `status` column of `incidents`).
+    IncidentStatus {
+        /// Open: a team is sent or sought, the profile may be released.
+        Open = "open",
+        /// The student cancelled it.
+        Cancelled = "cancelled",
+        /// An operator closed it.
+        Closed = "closed",
+    }
+);
+
+stored_words!(
+    /// What became of a team's assignment to an incident (the `status`
+    /// column of `assignments`).
+    AssignmentStatus {
+        /// Sent, not yet acknowledged.
+        Pending = "pending",
+        /// The team acknowledged it.
+        Acknowledged = "acknowledged",
+        /// The team did not acknowledge in time.
+        TimedOut = "timed_out",
+        /// The team was taken off it (reassigned, incident closed).
+        Released = "released",
+    }
+);
+
 /// The reason a supervisor gave to open a profile, and the nonce of its
 /// commitment in the log entry ([`sosvault::log::view_reason_commitment`]).
 #[derive(Clone, PartialEq, Eq)]
@@ -105,8 +164,8 @@ pub struct IncidentRow {
     pub epoch: u32,
     /// Received at (unix ms).
     pub created_at_ms: u64,
-    /// `open`, `cancelled`, `closed`.
-    pub status: String,
+    /// Open, cancelled or closed.
+    pub status: IncidentStatus,
     /// Closed at (unix ms).
     pub closed_at_ms: Option<u64>,
     /// The sealed incident key, while it may still be used.
@@ -179,8 +238,8 @@ pub struct UnitRow {
     pub id: String,
     /// Display name.
     pub name: String,
-    /// `police`, `medical`, `counsellor`.
-    pub kind: String,
+    /// Police, medical or counsellor.
+    pub kind: UnitKind,
     /// Last reported position.
     pub position: Option<(f64, f64)>,
     /// When it was reported (unix ms; at registration for the first).
@@ -196,8 +255,8 @@ pub struct AssignmentRow {
     pub unit_id: String,
     /// Assigned at (unix ms).
     pub assigned_at_ms: u64,
-    /// `pending`, `acknowledged`, `timed_out`, `released`.
-    pub status: String,
+    /// Pending, acknowledged, timed out or released.
+    pub status: AssignmentStatus,
 }
 
 /// A signed stop or cancel not yet answered by a trustee: both are queued,

@@ -12,9 +12,10 @@ use super::access::{self, AccessStore, AccountChange, AccountRow};
 use super::schema::{SCHEMA, migrate};
 use super::writer::GroupCommit;
 use super::{
-    EnrollmentRow, IncidentRow, PendingForward, Store, StoreError, StoreResult, TrusteeAnswer,
-    UnitRow, ViewReason,
+    AssignmentStatus, EnrollmentRow, IncidentRow, IncidentStatus, PendingForward, Store,
+    StoreError, StoreResult, TrusteeAnswer, UnitRow, ViewReason,
 };
+use crate::geo::UnitKind;
 
 /// The SQLite store: one connection. Used alone, every method is its own
 /// transaction; behind [`Db`](super::Db), batches of jobs share one.
@@ -155,6 +156,58 @@ pub(super) fn id_of_blob<T: BlobId>(at: usize, blob: &[u8]) -> rusqlite::Result<
     })
 }
 
+/// An enum the store keeps as one of a fixed set of words (a status, a
+/// kind): written as `as_str()`, read back by [`word_at`].
+pub(super) trait StoredWord: Sized {
+    /// What it is, for the error an unknown word gets.
+    const WHAT: &'static str;
+    /// The value of a stored word; `None` if it names none.
+    fn from_word(word: &str) -> Option<Self>;
+}
+
+macro_rules! stored_word {
+    ($($t:ty: $what:literal;)*) => {$(
+        impl StoredWord for $t {
+            const WHAT: &'static str = $what;
+            fn from_word(word: &str) -> Option<Self> {
+                Self::parse(word)
+            }
+        }
+    )*};
+}
+
+stored_word! {
+    IncidentStatus: "incident status";
+    AssignmentStatus: "assignment status";
+    UnitKind: "unit kind";
+}
+
+/// A stored word that names no value: the database was not written by
+/// this version of the service (or is damaged).
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: unknown value {word:?} stored")]
+struct UnknownWord {
+    what: &'static str,
+    word: String,
+}
+
+/// Column `at` of a row, read as one of a fixed set of words; any other
+/// text is an error (a [`StoreError::Sqlite`] once it leaves the store),
+/// never a default.
+pub(super) fn word_at<T: StoredWord>(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<T> {
+    let word: String = r.get(at)?;
+    T::from_word(&word).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            at,
+            rusqlite::types::Type::Text,
+            Box::new(UnknownWord {
+                what: T::WHAT,
+                word,
+            }),
+        )
+    })
+}
+
 pub(super) fn arr<const N: usize>(v: Vec<u8>) -> rusqlite::Result<[u8; N]> {
     v.try_into().map_err(|_| {
         rusqlite::Error::FromSqlConversionFailure(
@@ -202,7 +255,7 @@ pub(super) fn incident_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentRo
         category: r.get(4)?,
         epoch: r.get(5)?,
         created_at_ms: r.get::<_, i64>(6)? as u64,
-        status: r.get(7)?,
+        status: word_at(r, 7)?,
         closed_at_ms: r.get::<_, Option<i64>>(8)?.map(|v| v as u64),
         incident_key_sealed: r.get(9)?,
         duress: r.get(10)?,
@@ -223,7 +276,7 @@ pub(super) fn unit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UnitRow> {
     Ok(UnitRow {
         id: r.get(0)?,
         name: r.get(1)?,
-        kind: r.get(2)?,
+        kind: word_at(r, 2)?,
         position: lat.zip(lon),
         position_at_ms: at.and_then(|t| u64::try_from(t).ok()),
     })

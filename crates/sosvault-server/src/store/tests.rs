@@ -7,8 +7,8 @@ use rusqlite::Connection;
 use sosvault::{IncidentId, MessageHash, StudentId, TrusteeId};
 
 use super::{
-    DURESS_STOP, NewDuressAlert, NewIncident, PanicStored, SqliteStore, Store, StoreError,
-    StudentLogRow, TrusteeAnswer, ViewReason,
+    DURESS_STOP, IncidentStatus, NewDuressAlert, NewIncident, PanicStored, SqliteStore, Store,
+    StoreError, StudentLogRow, TrusteeAnswer, ViewReason,
 };
 
 /// The incident id `[n; 16]`.
@@ -90,19 +90,27 @@ fn panic_is_stored_once() {
 }
 
 #[test]
-fn a_stored_id_of_the_wrong_length_is_an_error_not_a_panic() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = enrolled(dir.path());
-    s.insert_panic(&incident(3, 4), "x").unwrap();
-    s.conn
-        .execute("UPDATE incidents SET panic_hash = x'0102'", [])
-        .unwrap();
-    let e = s.incident(&iid(3)).unwrap_err();
-    assert!(
-        matches!(&e, StoreError::Sqlite(m)
-            if m.contains("message hash: 2-byte blob stored, 32 bytes expected")),
-        "{e}"
-    );
+fn a_damaged_id_or_status_is_an_error_never_a_panic_or_a_default() {
+    for (damage, says) in [
+        (
+            "UPDATE incidents SET panic_hash = x'0102'",
+            "message hash: 2-byte blob stored, 32 bytes expected",
+        ),
+        (
+            "UPDATE incidents SET status = 'reopened'",
+            r#"incident status: unknown value "reopened" stored"#,
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let s = enrolled(dir.path());
+        s.insert_panic(&incident(3, 4), "x").unwrap();
+        s.conn.execute(damage, []).unwrap();
+        let e = s.incident(&iid(3)).unwrap_err();
+        assert!(
+            matches!(&e, StoreError::Sqlite(m) if m.contains(says)),
+            "{damage}: {e}"
+        );
+    }
 }
 
 fn duress_alert(id: u8) -> NewDuressAlert {
@@ -128,11 +136,12 @@ fn a_duress_alert_opens_once_and_only_without_an_open_incident() {
     s.insert_panic(&incident(3, 4), "x").unwrap();
     assert!(s.open_duress_alert(&duress_alert(5)).unwrap().is_none());
     assert!(s.incident(&iid(5)).unwrap().is_none());
-    s.close_incident(&iid(3), "closed", 1500).unwrap();
+    s.close_incident(&iid(3), IncidentStatus::Closed, 1500)
+        .unwrap();
 
     let row = s.open_duress_alert(&duress_alert(5)).unwrap().unwrap();
     assert_eq!(row.id, iid(5));
-    assert_eq!(row.status, "open");
+    assert_eq!(row.status, IncidentStatus::Open);
     assert!(row.duress && row.stopped && !row.false_alarm);
     assert_eq!(row.flags, vec![DURESS_STOP.to_string()]);
     assert!(row.panic.is_none() && row.incident_key_sealed.is_none());
@@ -149,7 +158,8 @@ fn a_duress_alert_opens_once_and_only_without_an_open_incident() {
     // Never a second one for the student: not while it is open, not
     // after an operator closed it.
     assert!(s.open_duress_alert(&duress_alert(6)).unwrap().is_none());
-    s.close_incident(&iid(5), "closed", 3000).unwrap();
+    s.close_incident(&iid(5), IncidentStatus::Closed, 3000)
+        .unwrap();
     assert!(s.open_duress_alert(&duress_alert(6)).unwrap().is_none());
     assert!(s.incident(&iid(6)).unwrap().is_none());
     assert!(s.timeline(&iid(6)).unwrap().is_empty());
@@ -173,7 +183,7 @@ fn an_existing_database_gains_the_window_columns_and_keeps_its_incidents() {
     );
     let s = SqliteStore::open(&path).unwrap();
     let row = s.incident(&iid(3)).unwrap().unwrap();
-    assert_eq!(row.status, "open");
+    assert_eq!(row.status, IncidentStatus::Open);
     assert_eq!(row.incident_key_sealed, Some(vec![7]));
     assert_eq!(
         (
@@ -338,7 +348,7 @@ mod staging {
     use sosvault::{MessageHash, StudentId, TrusteeId};
 
     use super::{iid, incident, on_disk, sid, tid};
-    use crate::store::{CommitStored, SqliteStore, Store};
+    use crate::store::{CommitStored, IncidentStatus, SqliteStore, Store};
 
     const T: [TrusteeId; 3] = [tid(10), tid(11), tid(12)];
     const S: StudentId = sid(1);
@@ -476,7 +486,8 @@ mod staging {
         );
         assert_eq!(s.previous_enrollment(&S).unwrap().unwrap().epoch, 1);
         assert!(!s.drop_spent_previous(&S).unwrap(), "still in use");
-        s.close_incident(&iid(3), "closed", 10).unwrap();
+        s.close_incident(&iid(3), IncidentStatus::Closed, 10)
+            .unwrap();
         assert!(s.drop_spent_previous(&S).unwrap());
         assert!(s.previous_enrollment(&S).unwrap().is_none());
         assert_eq!(on_disk(dir.path(), &p1[100..164]), Vec::<&str>::new());
@@ -533,7 +544,7 @@ mod wipe {
     use rusqlite::Connection;
 
     use super::{iid, incident, on_disk, sid, tid};
-    use crate::store::{Db, SqliteStore, Store};
+    use crate::store::{Db, IncidentStatus, SqliteStore, Store};
 
     #[test]
     fn stop_leaves_no_ciphertext_in_the_file_or_the_wal() {
@@ -567,7 +578,7 @@ mod wipe {
         let db = Db::new(s).unwrap();
         db.call(|s| s.forget_incident_key(&iid(1))).await.unwrap();
         assert_eq!(on_disk(dir.path(), &k1[100..164]), Vec::<&str>::new());
-        db.call(|s| s.close_incident(&iid(2), "closed", 5))
+        db.call(|s| s.close_incident(&iid(2), IncidentStatus::Closed, 5))
             .await
             .unwrap();
         assert_eq!(on_disk(dir.path(), &k2[100..164]), Vec::<&str>::new());
