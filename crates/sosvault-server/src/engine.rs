@@ -1039,7 +1039,7 @@ impl Engine {
         let category = panic
             .as_ref()
             .map(|p| p.body().category)
-            .or_else(|| category_from_str(&row.category))
+            .or(row.category)
             .unwrap_or(Category::Police);
         let trail = self
             .trail_of(id, panic.as_ref(), fix, &locations, resumed)
@@ -1252,10 +1252,6 @@ fn check_position(p: LatLon) -> Result<(), EngineError> {
         return Err(EngineError::Invalid(Invalid::Position));
     }
     Ok(())
-}
-
-fn category_from_str(s: &str) -> Option<Category> {
-    Category::ALL.into_iter().find(|c| c.as_str() == s)
 }
 
 #[cfg(test)]

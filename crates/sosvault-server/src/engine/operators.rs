@@ -193,7 +193,7 @@ impl Engine {
         };
         IncidentSummary {
             id: row.id.to_hex(),
-            category: row.category.clone(),
+            category: row.category_name().to_owned(),
             status: row.status.as_str().to_owned(),
             created_at_ms: row.created_at_ms,
             location: live

@@ -29,8 +29,7 @@ use tokio::sync::Notify;
 
 use super::{
     Audience, CancelReceived, CommitReceived, Conflict, Engine, EngineError, Enrolled, EventKind,
-    Fresh, Invalid, Live, MAX_TRAIL, Picked, State, StopRefusal, Stopped, b64, category_from_str,
-    now_ms, short,
+    Fresh, Invalid, Live, MAX_TRAIL, Picked, State, StopRefusal, Stopped, b64, now_ms, short,
 };
 use crate::geo::{UnitKind, haversine_m};
 use crate::store::{
@@ -74,7 +73,7 @@ fn duress_alert(sid: StudentId, epoch: u32, now: u64) -> NewDuressAlert {
         id: IncidentId::random(),
         student_id: sid,
         key: duress_alert_key(&sid),
-        category: Category::Police.as_str().to_owned(),
+        category: Category::Police,
         epoch,
         created_at_ms: now,
         timeline: vec![
@@ -444,7 +443,7 @@ impl Engine {
                 student_id: sid,
                 panic_hash: hash,
                 panic: bytes.to_vec(),
-                category: body.category.as_str().to_owned(),
+                category: body.category,
                 epoch: body.epoch,
                 counter: body.counter,
                 created_at_ms: now,
@@ -1006,7 +1005,7 @@ impl Engine {
     /// and as an escalation: the page's alarm tone and announcement.
     fn duress_alert_opened(&self, row: IncidentRow) {
         let id = row.id;
-        let category = category_from_str(&row.category).unwrap_or(Category::Police);
+        let category = row.category.unwrap_or(Category::Police);
         let mut flags = row.flags.clone();
         flags.extend(["duress".to_owned(), "stopped".to_owned()]);
         let live = Live {
@@ -1029,7 +1028,7 @@ impl Engine {
             Some(&id),
             None,
             Audience::Operators,
-            json!({ "category": row.category, "flags": flags }),
+            json!({ "category": row.category_name(), "flags": flags }),
         );
         self.emit(
             EventKind::Escalated,

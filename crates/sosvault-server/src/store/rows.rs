@@ -5,7 +5,7 @@
 //! [`StudentId`], [`TrusteeId`], [`MessageHash`]): one cannot be passed
 //! where another is expected. They become blobs at the SQL boundary only.
 
-use sosvault::{IncidentId, MessageHash, StudentId, TrusteeId};
+use sosvault::{Category, IncidentId, MessageHash, StudentId, TrusteeId};
 
 use crate::geo::UnitKind;
 
@@ -132,8 +132,8 @@ pub struct NewIncident {
     pub panic_hash: MessageHash,
     /// The signed panic's bytes.
     pub panic: Vec<u8>,
-    /// Category name.
-    pub category: String,
+    /// The panic's category.
+    pub category: Category,
     /// Epoch of the panic.
     pub epoch: u32,
     /// Device counter of the panic.
@@ -158,8 +158,9 @@ pub struct IncidentRow {
     pub panic_hash: MessageHash,
     /// Signed panic bytes (removed after a stop).
     pub panic: Option<Vec<u8>>,
-    /// Category.
-    pub category: String,
+    /// The panic's category; `None` once the student pressed stop (the
+    /// category is the student's data: stored as `''`).
+    pub category: Option<Category>,
     /// Epoch.
     pub epoch: u32,
     /// Received at (unix ms).
@@ -192,6 +193,14 @@ pub struct IncidentRow {
     pub handler: Option<String>,
 }
 
+impl IncidentRow {
+    /// The category's name as the control room is shown it: empty once
+    /// the student pressed stop.
+    pub fn category_name(&self) -> &'static str {
+        self.category.map_or("", Category::as_str)
+    }
+}
+
 /// The flag of an incident that a duress stop opened (no panic behind it).
 pub const DURESS_STOP: &str = "duress_stop";
 
@@ -210,8 +219,8 @@ pub struct NewDuressAlert {
     /// Stored where a panic's hash goes (the column is unique): derived from
     /// the student, so a student has at most one such alert, ever.
     pub key: [u8; 32],
-    /// Category name.
-    pub category: String,
+    /// Its category.
+    pub category: Category,
     /// The student's epoch at the stop.
     pub epoch: u32,
     /// Opened at (unix ms).

@@ -5,7 +5,7 @@ use std::cell::Cell;
 use std::path::Path;
 
 use rusqlite::{Connection, params};
-use sosvault::{IncidentId, MessageHash, StudentId, TrusteeId};
+use sosvault::{Category, IncidentId, MessageHash, StudentId, TrusteeId};
 use sosvault_service::sqlite::{BUSY_TIMEOUT, open_checked};
 
 use super::access::{self, AccessStore, AccountChange, AccountRow};
@@ -182,6 +182,13 @@ stored_word! {
     UnitKind: "unit kind";
 }
 
+impl StoredWord for Category {
+    const WHAT: &'static str = "category";
+    fn from_word(word: &str) -> Option<Self> {
+        Category::ALL.into_iter().find(|c| c.as_str() == word)
+    }
+}
+
 /// A stored word that names no value: the database was not written by
 /// this version of the service (or is damaged).
 #[derive(Debug, thiserror::Error)]
@@ -195,7 +202,21 @@ struct UnknownWord {
 /// text is an error (a [`StoreError::Sqlite`] once it leaves the store),
 /// never a default.
 pub(super) fn word_at<T: StoredWord>(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<T> {
+    word_of(at, r.get(at)?)
+}
+
+/// Column `at` of a row, read as a category; `None` for the `''` a stop
+/// leaves in its place.
+pub(super) fn category_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Option<Category>> {
     let word: String = r.get(at)?;
+    if word.is_empty() {
+        return Ok(None);
+    }
+    word_of(at, word).map(Some)
+}
+
+/// A word read from column `at`, as the value it names (see [`word_at`]).
+fn word_of<T: StoredWord>(at: usize, word: String) -> rusqlite::Result<T> {
     T::from_word(&word).ok_or_else(|| {
         rusqlite::Error::FromSqlConversionFailure(
             at,
@@ -252,7 +273,7 @@ pub(super) fn incident_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentRo
         student_id: id_at(r, 1)?,
         panic_hash: id_at(r, 2)?,
         panic: r.get(3)?,
-        category: r.get(4)?,
+        category: category_at(r, 4)?,
         epoch: r.get(5)?,
         created_at_ms: r.get::<_, i64>(6)? as u64,
         status: word_at(r, 7)?,

@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use rusqlite::Connection;
-use sosvault::{IncidentId, MessageHash, StudentId, TrusteeId};
+use sosvault::{Category, IncidentId, MessageHash, StudentId, TrusteeId};
 
 use super::{
     DURESS_STOP, IncidentStatus, NewDuressAlert, NewIncident, PanicStored, SqliteStore, Store,
@@ -37,7 +37,7 @@ pub(super) fn incident(id: u8, panic_hash: u8) -> NewIncident {
         student_id: sid(1),
         panic_hash: mhash(panic_hash),
         panic: vec![9; 10],
-        category: "police".into(),
+        category: Category::Police,
         epoch: 1,
         counter: 5,
         created_at_ms: 1000,
@@ -100,6 +100,10 @@ fn a_damaged_id_or_status_is_an_error_never_a_panic_or_a_default() {
             "UPDATE incidents SET status = 'reopened'",
             r#"incident status: unknown value "reopened" stored"#,
         ),
+        (
+            "UPDATE incidents SET category = 'fire'",
+            r#"category: unknown value "fire" stored"#,
+        ),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let s = enrolled(dir.path());
@@ -113,12 +117,27 @@ fn a_damaged_id_or_status_is_an_error_never_a_panic_or_a_default() {
     }
 }
 
+#[test]
+fn a_stop_blanks_the_category_and_it_reads_back_as_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = enrolled(dir.path());
+    s.insert_panic(&incident(3, 4), "x").unwrap();
+    let row = s.incident(&iid(3)).unwrap().unwrap();
+    assert_eq!(
+        (row.category, row.category_name()),
+        (Some(Category::Police), "police")
+    );
+    s.apply_stop(&sid(1), b"stop", &[], 2).unwrap();
+    let row = s.incident(&iid(3)).unwrap().unwrap();
+    assert_eq!((row.category, row.category_name()), (None, ""));
+}
+
 fn duress_alert(id: u8) -> NewDuressAlert {
     NewDuressAlert {
         id: iid(id),
         student_id: sid(1),
         key: [42; 32],
-        category: "police".into(),
+        category: Category::Police,
         epoch: 1,
         created_at_ms: 2000,
         timeline: vec![
