@@ -5,8 +5,8 @@ use rusqlite::{Connection, OptionalExtension, params};
 use sosvault::{IncidentId, MessageHash, StudentId, TrusteeId};
 
 use super::sqlite::{
-    INCIDENT_COLS, all, answer_row, arr, count, enrollment_row, exec, id_at, id_of_blob,
-    incident_row, one, pending_forward_row, unit_row, view_reason, word_at,
+    INCIDENT_COLS, all, answer_row, arr, count, enrollment_row, exec, id_at, incident_row, one,
+    pending_forward_row, unit_row, view_reason, word_at,
 };
 use super::{
     AccessLogEntry, AssignmentRow, CommitStored, DURESS_STOP, EnrollmentRow, IncidentRow,
@@ -108,14 +108,14 @@ impl Store for SqliteStore {
 
     fn insert_panic(&self, i: &NewIncident, timeline: &str) -> StoreResult<PanicStored> {
         self.atomic(|c| {
-        let existing: Option<Vec<u8>> = one(c,
+        let existing: Option<IncidentId> = one(c,
                 "SELECT id FROM incidents WHERE panic_hash = ?1",
                 params![i.panic_hash.as_bytes()],
-                |r| r.get(0),
+                |r| id_at(r, 0),
             )
             .optional()?;
         if let Some(id) = existing {
-            return Ok(PanicStored::Existing(id_of_blob(0, &id)?));
+            return Ok(PanicStored::Existing(id));
         }
         exec(c,
             "INSERT INTO incidents (id, student_id, panic_hash, panic, category, epoch, created_at_ms, status, incident_key_sealed, flags)

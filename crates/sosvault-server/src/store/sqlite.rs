@@ -96,7 +96,7 @@ pub(super) fn answer_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TrusteeAnswe
 }
 
 /// An id or a message hash the store keeps as a fixed-length blob: written
-/// as its bytes (`as_bytes()`), read back by [`id_at`] or [`id_of_blob`].
+/// as its bytes (`as_bytes()`), read back by [`id_at`].
 pub(super) trait BlobId: Sized {
     /// What it is, for the error a blob of the wrong length gets.
     const WHAT: &'static str;
@@ -138,12 +138,8 @@ struct WrongLength {
 /// Column `at` of a row, read as an id; a blob of the wrong length is an
 /// error (a [`StoreError::Sqlite`] once it leaves the store), never a panic.
 pub(super) fn id_at<T: BlobId>(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<T> {
-    id_of_blob(at, &r.get::<_, Vec<u8>>(at)?)
-}
-
-/// A blob read from column `at`, as an id (see [`id_at`]).
-pub(super) fn id_of_blob<T: BlobId>(at: usize, blob: &[u8]) -> rusqlite::Result<T> {
-    T::from_blob(blob).ok_or_else(|| {
+    let blob: Vec<u8> = r.get(at)?;
+    T::from_blob(&blob).ok_or_else(|| {
         rusqlite::Error::FromSqlConversionFailure(
             at,
             rusqlite::types::Type::Blob,
@@ -157,7 +153,8 @@ pub(super) fn id_of_blob<T: BlobId>(at: usize, blob: &[u8]) -> rusqlite::Result<
 }
 
 /// An enum the store keeps as one of a fixed set of words (a status, a
-/// kind): written as `as_str()`, read back by [`word_at`].
+/// kind, a category): written as `as_str()`, read back by [`word_at`] (or
+/// [`category_at`]).
 pub(super) trait StoredWord: Sized {
     /// What it is, for the error an unknown word gets.
     const WHAT: &'static str;
