@@ -69,8 +69,8 @@ use sosvault::log::MerkleLog;
 use sosvault::log::{LogQuery, MAX_ENTRY_BYTES, TreeHead};
 use sosvault::manifest::Manifest;
 use sosvault::{
-    Cancel, CancelReceipt, EnrollmentCommit, EnrollmentPackage, LocationUpdate, PanicEvent,
-    ShareReceipt, ShredReceipt, Signed, Stop,
+    Cancel, CancelReceipt, EnrollmentCommit, EnrollmentPackage, IncidentId, LocationUpdate,
+    PanicEvent, ShareReceipt, ShredReceipt, Signed, Stop,
 };
 use sosvault_service::body::{JsonBody, base64_field};
 use sosvault_service::http::ErrorBody;
@@ -223,11 +223,8 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Que
     }
 }
 
-fn parse_incident_id(s: &str) -> Result<[u8; 16], ApiError> {
-    hex::decode(s)
-        .ok()
-        .and_then(|v| <[u8; 16]>::try_from(v).ok())
-        .ok_or_else(ApiError::not_found)
+fn parse_incident_id(s: &str) -> Result<IncidentId, ApiError> {
+    IncidentId::from_hex(s).ok_or_else(ApiError::not_found)
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -1526,7 +1523,7 @@ mod tests {
         let e = device
             .enroll(b"profile", trustees, 2, Policy::default(), Timestamp::now())
             .unwrap();
-        let sid = *device.student_id().as_bytes();
+        let sid = device.student_id();
         store
             .put_enrollment(
                 &sid,
@@ -1634,12 +1631,12 @@ mod tests {
         let svc = serve(None, ControlRoomKey::generate(), &trustees, |s| {
             good = Some(enroll(s, &publics));
             let st = enroll(s, &publics);
-            let sid = *StudentId::of_device(st.record.signer()).as_bytes();
+            let sid = StudentId::of_device(st.record.signer());
             s.apply_stop(&sid, b"stop", &[], 2).unwrap();
             stopped = Some(st);
             // A student row whose device key is not the commit's signer.
             let im = enroll(s, &publics);
-            let sid = *StudentId::of_device(im.record.signer()).as_bytes();
+            let sid = StudentId::of_device(im.record.signer());
             s.put_enrollment(&sid, &[9; 32], 1, im.record.as_bytes(), b"p", 1)
                 .unwrap();
             imposter = Some(im);
@@ -1783,8 +1780,8 @@ mod tests {
                     i as u64,
                     e,
                     &leaf,
-                    &[1; 32],
-                    &[1; 16],
+                    &StudentId::from_bytes([1; 32]),
+                    &sosvault::IncidentId::from_bytes([1; 16]),
                     "operator:asha",
                     None,
                     1,

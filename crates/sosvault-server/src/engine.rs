@@ -40,7 +40,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::Serialize;
 use serde_json::json;
 use sosvault::{
-    Category, ControlRoomKey, IncidentId, IncidentKey, PanicEvent, Profile, Signed, VaultKey,
+    Category, ControlRoomKey, IncidentId, IncidentKey, PanicEvent, Profile, Signed, StudentId,
+    TrusteeId, VaultKey,
 };
 use sosvault_service::logquery::QueryGuard;
 use tokio::sync::{Notify, broadcast};
@@ -54,7 +55,9 @@ use crate::config::Config;
 use crate::geo::UnitKind;
 use crate::metrics::Metrics;
 use crate::sealing::KeySealer;
-use crate::store::{AssignmentRow, Db, EnrollmentRow, IncidentRow, Store, StoreResult};
+use crate::store::{
+    AssignmentRow, AssignmentStatus, Db, EnrollmentRow, IncidentRow, Store, StoreResult,
+};
 use crate::trustees::TrusteeClient;
 
 pub use access::ACCOUNT_POLL;
@@ -105,8 +108,12 @@ const UNIT_EVENT_BUFFER: usize = 1024;
 /// Most points of a live trail kept in memory (the newest).
 const MAX_TRAIL: usize = 2_000;
 
-fn short(id: &[u8]) -> String {
-    hex::encode(&id[..4.min(id.len())])
+/// The first 4 bytes of an id or hash, in hex: enough to follow one in
+/// the service's log, too little to name a student.
+fn short(id: &impl std::fmt::Display) -> String {
+    let mut hex = id.to_string();
+    hex.truncate(8);
+    hex
 }
 
 /// Who should see an event.
@@ -281,7 +288,7 @@ struct AccessWindow {
 }
 
 struct Live {
-    student: [u8; 32],
+    student: StudentId,
     category: Category,
     created_at_ms: u64,
     location: Option<(f64, f64, u64)>,
@@ -352,7 +359,7 @@ struct Session {
 
 #[derive(Default)]
 struct State {
-    incidents: HashMap<[u8; 16], Live>,
+    incidents: HashMap<IncidentId, Live>,
     units: HashMap<String, UnitInfo>,
     /// Unit ids by the SHA-256 of their token, as looked up (units are never
     /// removed), so a team's every call does not queue a store read.
@@ -747,7 +754,7 @@ impl Engine {
     }
 
     /// The stored incident `id` (`NotFound` if there is none).
-    async fn incident_row(&self, id: [u8; 16]) -> Result<IncidentRow, EngineError> {
+    async fn incident_row(&self, id: IncidentId) -> Result<IncidentRow, EngineError> {
         self.find(move |s| s.incident(&id), || EngineError::NotFound)
             .await
     }
@@ -843,7 +850,7 @@ impl Engine {
     fn emit_incident(
         &self,
         kind: EventKind,
-        id: &[u8; 16],
+        id: &IncidentId,
         unit: Option<&str>,
         detail: serde_json::Value,
     ) {
@@ -857,7 +864,7 @@ impl Engine {
     fn emit(
         &self,
         kind: EventKind,
-        incident: Option<&[u8; 16]>,
+        incident: Option<&IncidentId>,
         unit: Option<&str>,
         audience: Audience,
         detail: serde_json::Value,
@@ -866,7 +873,7 @@ impl Engine {
             seq: self.inner.seq.fetch_add(1, Ordering::Relaxed),
             at_ms: now_ms(),
             kind,
-            incident: incident.map(hex::encode),
+            incident: incident.map(IncidentId::to_hex),
             unit: unit.map(str::to_owned),
             detail,
             audience,
@@ -886,7 +893,7 @@ impl Engine {
         let _ = self.inner.events.send(ev);
     }
 
-    async fn timeline(&self, incident: [u8; 16], kind: &'static str, detail: String) {
+    async fn timeline(&self, incident: IncidentId, kind: &'static str, detail: String) {
         self.record(incident, kind, detail, |_| Ok(())).await;
     }
 
@@ -894,7 +901,7 @@ impl Engine {
     /// both or neither), then tells whoever watches the incident.
     async fn record(
         &self,
-        incident: [u8; 16],
+        incident: IncidentId,
         kind: &'static str,
         detail: String,
         also: impl FnOnce(&dyn crate::store::Store) -> crate::store::StoreResult<()> + Send + 'static,
@@ -930,18 +937,14 @@ impl Engine {
     }
 
     /// The ids of the configured trustees.
-    fn trustee_ids(&self) -> Vec<[u8; 32]> {
-        self.inner
-            .trustees
-            .iter()
-            .map(|t| *t.id().as_bytes())
-            .collect()
+    fn trustee_ids(&self) -> Vec<TrusteeId> {
+        self.inner.trustees.iter().map(|t| t.id()).collect()
     }
 
-    fn assigned_unit(&self, incident: &[u8; 16]) -> Option<String> {
+    fn assigned_unit(&self, incident: &IncidentId) -> Option<String> {
         self.state()
             .board
-            .assignment(IncidentId::from_bytes(*incident))
+            .assignment(*incident)
             .map(|a| a.unit.clone())
     }
 
@@ -956,14 +959,11 @@ impl Engine {
         {
             let mut st = self.state();
             for u in units {
-                let Some(kind) = UnitKind::parse(&u.kind) else {
-                    continue;
-                };
                 let at = u
                     .position
                     .zip(u.position_at_ms)
                     .map(|((lat, lon), t)| (lat, lon, t));
-                st.board.add_team(&u.id, &u.name, kind, at);
+                st.board.add_team(&u.id, &u.name, u.kind, at);
                 st.units.insert(
                     u.id.clone(),
                     UnitInfo {
@@ -1039,7 +1039,7 @@ impl Engine {
         let category = panic
             .as_ref()
             .map(|p| p.body().category)
-            .or_else(|| category_from_str(&row.category))
+            .or(row.category)
             .unwrap_or(Category::Police);
         let trail = self
             .trail_of(id, panic.as_ref(), fix, &locations, resumed)
@@ -1129,7 +1129,7 @@ impl Engine {
     /// the timeline.
     async fn trail_of(
         &self,
-        id: [u8; 16],
+        id: IncidentId,
         panic: Option<&Signed<PanicEvent>>,
         fix: Option<Option<(f64, f64, u64)>>,
         locations: &[Vec<u8>],
@@ -1167,7 +1167,7 @@ impl Engine {
 
     /// An incident's access window is over: its sealed incident key is
     /// deleted from the store, and the timeline says so in `words`.
-    async fn key_expired(&self, id: [u8; 16], words: &str) {
+    async fn key_expired(&self, id: IncidentId, words: &str) {
         if let Err(e) = self
             .inner
             .db
@@ -1206,15 +1206,17 @@ fn put_on_board(
     at: Option<(f64, f64)>,
     assignments: &[AssignmentRow],
 ) {
-    let iid = IncidentId::from_bytes(row.id);
+    let iid = row.id;
     board.open(iid, kind, at, row.created_at_ms);
     for a in assignments {
-        match a.status.as_str() {
-            "pending" => board.restore_pending(iid, &a.unit_id),
-            "acknowledged" => board.restore_acknowledged(iid, &a.unit_id, a.assigned_at_ms),
-            "released" => board.restore_released(iid, &a.unit_id),
-            // Timed out: to the back of the queue.
-            _ => board.restore_declined(iid, &a.unit_id),
+        match a.status {
+            AssignmentStatus::Pending => board.restore_pending(iid, &a.unit_id),
+            AssignmentStatus::Acknowledged => {
+                board.restore_acknowledged(iid, &a.unit_id, a.assigned_at_ms)
+            }
+            AssignmentStatus::Released => board.restore_released(iid, &a.unit_id),
+            // To the back of the queue.
+            AssignmentStatus::TimedOut => board.restore_declined(iid, &a.unit_id),
         }
     }
 }
@@ -1250,10 +1252,6 @@ fn check_position(p: LatLon) -> Result<(), EngineError> {
         return Err(EngineError::Invalid(Invalid::Position));
     }
     Ok(())
-}
-
-fn category_from_str(s: &str) -> Option<Category> {
-    Category::ALL.into_iter().find(|c| c.as_str() == s)
 }
 
 #[cfg(test)]
@@ -1346,7 +1344,7 @@ mod tests {
         let e = device
             .enroll(b"profile", &trustees, 2, Policy::default(), now)
             .unwrap();
-        let (sid, device_public) = (*device.student_id().as_bytes(), device.public().to_bytes());
+        let (sid, device_public) = (device.student_id(), device.public().to_bytes());
         let record = e.package.record.as_bytes().to_vec();
         engine
             .inner
@@ -1376,7 +1374,7 @@ mod tests {
         let rows = engine
             .inner
             .db
-            .call(move |s| s.assignments(id.as_bytes()))
+            .call(move |s| s.assignments(&id))
             .await
             .unwrap();
         assert_eq!(rows.len(), 1);

@@ -21,6 +21,7 @@
 use core::fmt;
 
 use age::secrecy::ExposeSecret;
+use sosvault::IncidentId;
 use sosvault_service::seal::{MasterKey, Sealer};
 use zeroize::Zeroizing;
 
@@ -83,21 +84,21 @@ impl KeySealer {
         })
     }
 
-    fn aad(incident: &[u8; 16]) -> [u8; AAD_TAG.len() + 16] {
+    fn aad(incident: &IncidentId) -> [u8; AAD_TAG.len() + 16] {
         let mut aad = [0u8; AAD_TAG.len() + 16];
         aad[..AAD_TAG.len()].copy_from_slice(AAD_TAG);
-        aad[AAD_TAG.len()..].copy_from_slice(incident);
+        aad[AAD_TAG.len()..].copy_from_slice(incident.as_bytes());
         aad
     }
 
     /// Seals `incident`'s key.
-    pub fn seal(&self, incident: &[u8; 16], key: &[u8]) -> Vec<u8> {
+    pub fn seal(&self, incident: &IncidentId, key: &[u8]) -> Vec<u8> {
         self.sealer.seal(&Self::aad(incident), key)
     }
 
     /// Opens `incident`'s sealed key: `None` if it does not open (another
     /// key, another incident's row, altered bytes).
-    pub fn open(&self, incident: &[u8; 16], sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+    pub fn open(&self, incident: &IncidentId, sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
         if self.sealer.recognises(sealed) {
             return self.sealer.open(&Self::aad(incident), sealed).ok();
         }
@@ -113,27 +114,36 @@ mod tests {
     use age::secrecy::ExposeSecret;
     use sosvault_service::seal::MasterKey;
 
-    use super::{BadKeyFile, KeySealer};
+    use super::{BadKeyFile, IncidentId, KeySealer};
 
     #[test]
     fn an_incident_key_opens_only_in_its_own_incident_and_under_its_key() {
         let master = MasterKey::generate();
         let hex = master.to_hex_secret();
         let s = KeySealer::from(master);
-        let sealed = s.seal(&[1; 16], b"incident key");
+        let sealed = s.seal(&IncidentId::from_bytes([1; 16]), b"incident key");
         assert_eq!(
-            s.open(&[1; 16], &sealed).unwrap().as_slice(),
+            s.open(&IncidentId::from_bytes([1; 16]), &sealed)
+                .unwrap()
+                .as_slice(),
             b"incident key"
         );
         assert!(
-            s.open(&[2; 16], &sealed).is_none(),
+            s.open(&IncidentId::from_bytes([2; 16]), &sealed).is_none(),
             "another incident's row"
         );
         let again = KeySealer::from_key_file(hex.as_bytes()).unwrap();
-        assert!(again.open(&[1; 16], &sealed).is_some(), "the same key file");
+        assert!(
+            again
+                .open(&IncidentId::from_bytes([1; 16]), &sealed)
+                .is_some(),
+            "the same key file"
+        );
         let other = KeySealer::from(MasterKey::generate());
         assert!(
-            other.open(&[1; 16], &sealed).is_none(),
+            other
+                .open(&IncidentId::from_bytes([1; 16]), &sealed)
+                .is_none(),
             "another master key"
         );
         assert!(format!("{s:?}").contains("redacted"));
@@ -149,19 +159,28 @@ mod tests {
         let old_blob = age::encrypt(&identity.to_public(), b"old incident key").unwrap();
         let s = KeySealer::from_key_file(format!("{text}\n").as_bytes()).unwrap();
         assert_eq!(
-            s.open(&[9; 16], &old_blob).unwrap().as_slice(),
+            s.open(&IncidentId::from_bytes([9; 16]), &old_blob)
+                .unwrap()
+                .as_slice(),
             b"old incident key"
         );
-        let new_blob = s.seal(&[3; 16], b"new incident key");
+        let new_blob = s.seal(&IncidentId::from_bytes([3; 16]), b"new incident key");
         assert!(new_blob.starts_with(b"SVI1"));
         let restarted = KeySealer::from_key_file(text.as_bytes()).unwrap();
         assert_eq!(
-            restarted.open(&[3; 16], &new_blob).unwrap().as_slice(),
+            restarted
+                .open(&IncidentId::from_bytes([3; 16]), &new_blob)
+                .unwrap()
+                .as_slice(),
             b"new incident key"
         );
         // A new-format key does not open age blobs (it has no identity).
         let fresh = KeySealer::from(MasterKey::generate());
-        assert!(fresh.open(&[9; 16], &old_blob).is_none());
+        assert!(
+            fresh
+                .open(&IncidentId::from_bytes([9; 16]), &old_blob)
+                .is_none()
+        );
     }
 
     #[test]

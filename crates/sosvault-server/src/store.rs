@@ -34,12 +34,14 @@ mod sqlite;
 mod tests;
 mod writer;
 
+use sosvault::{IncidentId, MessageHash, StudentId, TrusteeId};
+
 pub use access::{AccessStore, AccountChange, AccountRow};
 pub use rows::{
-    AccessLogEntry, AssignmentRow, CommitStored, DURESS_STOP, EnrollmentRow, IncidentRow,
-    LogLeafRow, NewDuressAlert, NewIncident, PanicStored, PendingCancel, PendingCommit,
-    PendingForward, PendingShred, StudentLogRow, StudentRow, TimelineEntry, TrusteeAnswer, UnitRow,
-    ViewReason,
+    AccessLogEntry, AssignmentRow, AssignmentStatus, CommitStored, DURESS_STOP, EnrollmentRow,
+    IncidentRow, IncidentStatus, LogLeafRow, NewDuressAlert, NewIncident, PanicStored,
+    PendingCancel, PendingCommit, PendingForward, PendingShred, StudentLogRow, StudentRow,
+    TimelineEntry, TrusteeAnswer, UnitRow, ViewReason,
 };
 pub use sqlite::SqliteStore;
 pub use writer::{Db, GroupCommit, MAX_BATCH};
@@ -90,15 +92,16 @@ pub type StoreResult<T> = Result<T, StoreError>;
 /// a nested savepoint when a [`Db`] batch runs it).
 pub trait Store: AccessStore {
     /// A student, if known.
-    fn student(&self, id: &[u8; 32]) -> StoreResult<Option<StudentRow>>;
+    fn student(&self, id: &StudentId) -> StoreResult<Option<StudentRow>>;
     /// The current enrollment of a student.
-    fn enrollment(&self, id: &[u8; 32]) -> StoreResult<Option<EnrollmentRow>>;
+    fn enrollment(&self, id: &StudentId) -> StoreResult<Option<EnrollmentRow>>;
     /// The committed enrollment kept beside the current one while the
     /// device has not committed the current one (see [`Store::put_enrollment`]).
-    fn previous_enrollment(&self, id: &[u8; 32]) -> StoreResult<Option<EnrollmentRow>>;
+    fn previous_enrollment(&self, id: &StudentId) -> StoreResult<Option<EnrollmentRow>>;
     /// The enrollment of `epoch`: the current one, or the previous one kept
     /// beside it; `None` if neither is of that epoch.
-    fn enrollment_of_epoch(&self, id: &[u8; 32], epoch: u32) -> StoreResult<Option<EnrollmentRow>>;
+    fn enrollment_of_epoch(&self, id: &StudentId, epoch: u32)
+    -> StoreResult<Option<EnrollmentRow>>;
     /// Stores an enrollment. A newer epoch replaces the current one, except
     /// that a current one the device has committed
     /// ([`Store::commit_enrollment`]) is kept as the *previous* enrollment
@@ -108,7 +111,7 @@ pub trait Store: AccessStore {
     /// The same epoch again (a retry) replaces it alone.
     fn put_enrollment(
         &self,
-        student: &[u8; 32],
+        student: &StudentId,
         device_public: &[u8; 32],
         epoch: u32,
         record: &[u8],
@@ -119,68 +122,73 @@ pub trait Store: AccessStore {
     /// incident that already holds the same panic.
     fn insert_panic(&self, incident: &NewIncident, timeline: &str) -> StoreResult<PanicStored>;
     /// Panics of a student since a time.
-    fn panics_since(&self, student: &[u8; 32], since_ms: u64) -> StoreResult<u32>;
+    fn panics_since(&self, student: &StudentId, since_ms: u64) -> StoreResult<u32>;
     /// Open incidents of a student.
-    fn open_incidents_of(&self, student: &[u8; 32]) -> StoreResult<Vec<[u8; 16]>>;
+    fn open_incidents_of(&self, student: &StudentId) -> StoreResult<Vec<IncidentId>>;
     /// An incident by id.
-    fn incident(&self, id: &[u8; 16]) -> StoreResult<Option<IncidentRow>>;
+    fn incident(&self, id: &IncidentId) -> StoreResult<Option<IncidentRow>>;
     /// An incident by its panic's hash.
-    fn incident_by_panic(&self, panic_hash: &[u8; 32]) -> StoreResult<Option<IncidentRow>>;
+    fn incident_by_panic(&self, panic_hash: &MessageHash) -> StoreResult<Option<IncidentRow>>;
     /// Recent incidents, newest first.
     fn incidents(&self, limit: u32) -> StoreResult<Vec<IncidentRow>>;
     /// Every open incident.
     fn open_incidents(&self) -> StoreResult<Vec<IncidentRow>>;
     /// Records a device counter; false if it is not above the highest seen.
-    fn bump_counter(&self, student: &[u8; 32], counter: u64) -> StoreResult<bool>;
+    fn bump_counter(&self, student: &StudentId, counter: u64) -> StoreResult<bool>;
     /// Stores a sealed location update (and bumps the counter) in one transaction.
     /// False if the counter is not above the highest seen.
     fn add_location(
         &self,
-        incident: &[u8; 16],
-        student: &[u8; 32],
+        incident: &IncidentId,
+        student: &StudentId,
         counter: u64,
         sealed: &[u8],
         now_ms: u64,
     ) -> StoreResult<bool>;
     /// Sealed location updates of an incident, oldest first.
-    fn locations(&self, incident: &[u8; 16]) -> StoreResult<Vec<Vec<u8>>>;
+    fn locations(&self, incident: &IncidentId) -> StoreResult<Vec<Vec<u8>>>;
     /// Appends to an incident's timeline.
     fn add_timeline(
         &self,
-        incident: &[u8; 16],
+        incident: &IncidentId,
         at_ms: u64,
         kind: &str,
         detail: &str,
     ) -> StoreResult<()>;
     /// An incident's timeline.
-    fn timeline(&self, incident: &[u8; 16]) -> StoreResult<Vec<TimelineEntry>>;
+    fn timeline(&self, incident: &IncidentId) -> StoreResult<Vec<TimelineEntry>>;
     /// Closes an incident and forgets its incident key (then truncates the
     /// WAL, best effort, so no older page keeps the sealed key).
-    fn close_incident(&self, incident: &[u8; 16], status: &str, now_ms: u64) -> StoreResult<()>;
+    fn close_incident(
+        &self,
+        incident: &IncidentId,
+        status: IncidentStatus,
+        now_ms: u64,
+    ) -> StoreResult<()>;
     /// Forgets an incident's key (access window over, a duress cancel); then
     /// truncates the WAL, best effort, so no older page keeps it.
-    fn forget_incident_key(&self, incident: &[u8; 16]) -> StoreResult<()>;
+    fn forget_incident_key(&self, incident: &IncidentId) -> StoreResult<()>;
     /// Records the vault's first opening and its access window: the first
     /// call for an incident sets them, later calls change nothing (a restart
     /// that opens the vault again does not move the window).
     fn set_released(
         &self,
-        incident: &[u8; 16],
+        incident: &IncidentId,
         released_at_ms: u64,
         window_ms: u64,
     ) -> StoreResult<()>;
     /// Extends an open access window to `until_ms` (a location update); no
     /// change if the window has ended by `now_ms` or already lasts longer.
-    fn extend_access(&self, incident: &[u8; 16], until_ms: u64, now_ms: u64) -> StoreResult<()>;
+    fn extend_access(&self, incident: &IncidentId, until_ms: u64, now_ms: u64) -> StoreResult<()>;
     /// Marks duress.
-    fn mark_duress(&self, incident: &[u8; 16]) -> StoreResult<()>;
+    fn mark_duress(&self, incident: &IncidentId) -> StoreResult<()>;
     /// Opens a duress stop's alert in one transaction, with its timeline,
     /// and returns it; `None` (and nothing written) when the student has an
     /// open incident (the stop escalates that one) or already has the alert
     /// (open or closed).
     fn open_duress_alert(&self, alert: &NewDuressAlert) -> StoreResult<Option<IncidentRow>>;
     /// Marks a false alarm (and counts it against the student). False if already marked.
-    fn mark_false_alarm(&self, incident: &[u8; 16]) -> StoreResult<bool>;
+    fn mark_false_alarm(&self, incident: &IncidentId) -> StoreResult<bool>;
     /// Registers a unit.
     fn create_unit(&self, unit: &UnitRow, token_hash: &[u8; 32]) -> StoreResult<()>;
     /// A unit by the SHA-256 of its token.
@@ -192,7 +200,7 @@ pub trait Store: AccessStore {
     /// Records (or updates) an assignment.
     fn put_assignment(&self, a: &AssignmentRow) -> StoreResult<()>;
     /// Assignments of an incident, oldest first.
-    fn assignments(&self, incident: &[u8; 16]) -> StoreResult<Vec<AssignmentRow>>;
+    fn assignments(&self, incident: &IncidentId) -> StoreResult<Vec<AssignmentRow>>;
     /// Applies a stop in one transaction: tombstone, delete the enrollment
     /// (and a kept previous one, and the commits), locations and panic bytes,
     /// forget incident keys, blank the incidents' category and the timeline
@@ -200,9 +208,9 @@ pub trait Store: AccessStore {
     /// the WAL.
     fn apply_stop(
         &self,
-        student: &[u8; 32],
+        student: &StudentId,
         stop: &[u8],
-        trustees: &[[u8; 32]],
+        trustees: &[TrusteeId],
         now_ms: u64,
     ) -> StoreResult<()>;
     /// Shreds not yet confirmed.
@@ -211,19 +219,19 @@ pub trait Store: AccessStore {
     /// final refusal) and drops the pending forward, in one transaction.
     fn finish_shred(
         &self,
-        student: &[u8; 32],
+        student: &StudentId,
         answer: &TrusteeAnswer,
         now_ms: u64,
     ) -> StoreResult<()>;
     /// The trustees' final answers to a student's stop.
-    fn shred_receipts(&self, student: &[u8; 32]) -> StoreResult<Vec<TrusteeAnswer>>;
+    fn shred_receipts(&self, student: &StudentId) -> StoreResult<Vec<TrusteeAnswer>>;
     /// Queues a signed cancel for every trustee that has not answered it
     /// yet (idempotent: the same cancel again queues nothing new).
     fn queue_cancel(
         &self,
-        student: &[u8; 32],
+        student: &StudentId,
         cancel: &[u8],
-        trustees: &[[u8; 32]],
+        trustees: &[TrusteeId],
         now_ms: u64,
     ) -> StoreResult<()>;
     /// Cancels not yet answered.
@@ -232,15 +240,15 @@ pub trait Store: AccessStore {
     /// receipt) its final refusal's code; the cancel is no longer pending.
     fn finish_cancel(
         &self,
-        cancel_hash: &[u8; 32],
-        trustee: &[u8; 32],
+        cancel_hash: &MessageHash,
+        trustee: &TrusteeId,
         answer: &TrusteeAnswer,
         now_ms: u64,
     ) -> StoreResult<()>;
     /// The trustees' answers to a cancel (by the hash of its signed bytes).
-    fn cancel_answers(&self, cancel_hash: &[u8; 32]) -> StoreResult<Vec<TrusteeAnswer>>;
+    fn cancel_answers(&self, cancel_hash: &MessageHash) -> StoreResult<Vec<TrusteeAnswer>>;
     /// Trustees a cancel is still being forwarded to.
-    fn pending_cancel_count(&self, cancel_hash: &[u8; 32]) -> StoreResult<usize>;
+    fn pending_cancel_count(&self, cancel_hash: &MessageHash) -> StoreResult<usize>;
     /// Takes a device's enrollment commit (its signature and signer already
     /// checked against the student's device key) in one transaction: if it
     /// names the current enrollment (its epoch and the SHA-256 of its signed
@@ -252,26 +260,31 @@ pub trait Store: AccessStore {
     /// epoch and record) changes nothing.
     fn commit_enrollment(
         &self,
-        student: &[u8; 32],
+        student: &StudentId,
         epoch: u32,
-        record_hash: &[u8; 32],
+        record_hash: &MessageHash,
         commit: &[u8],
-        trustees: &[[u8; 32]],
+        trustees: &[TrusteeId],
         now_ms: u64,
     ) -> StoreResult<CommitStored>;
     /// Whether the device committed `epoch`.
-    fn is_committed(&self, student: &[u8; 32], epoch: u32) -> StoreResult<bool>;
+    fn is_committed(&self, student: &StudentId, epoch: u32) -> StoreResult<bool>;
     /// Deletes the previous enrollment if the current one is committed and
     /// no open incident of the student names the previous epoch (then
     /// truncates the WAL, best effort). True if it deleted one.
-    fn drop_spent_previous(&self, student: &[u8; 32]) -> StoreResult<bool>;
+    fn drop_spent_previous(&self, student: &StudentId) -> StoreResult<bool>;
     /// Enrollment commits not yet answered by a trustee.
     fn pending_commits(&self) -> StoreResult<Vec<PendingCommit>>;
     /// A trustee answered a forwarded commit (taken, or finally refused):
     /// it is no longer pending.
-    fn finish_commit(&self, student: &[u8; 32], epoch: u32, trustee: &[u8; 32]) -> StoreResult<()>;
+    fn finish_commit(
+        &self,
+        student: &StudentId,
+        epoch: u32,
+        trustee: &TrusteeId,
+    ) -> StoreResult<()>;
     /// Trustees the commit of `epoch` is still being forwarded to.
-    fn pending_commit_count(&self, student: &[u8; 32], epoch: u32) -> StoreResult<usize>;
+    fn pending_commit_count(&self, student: &StudentId, epoch: u32) -> StoreResult<usize>;
     /// Appends an entry to the transparency log at `index` (the caller keeps
     /// the Merkle tree and assigns indices in order).
     #[allow(clippy::too_many_arguments)]
@@ -280,8 +293,8 @@ pub trait Store: AccessStore {
         index: u64,
         entry: &[u8],
         leaf_hash: &[u8; 32],
-        student: &[u8; 32],
-        incident: &[u8; 16],
+        student: &StudentId,
+        incident: &IncidentId,
         actor: &str,
         reason: Option<&ViewReason>,
         at_ms: u64,
@@ -290,7 +303,7 @@ pub trait Store: AccessStore {
     /// `(index, entry bytes)`, oldest first, at most `limit` (the newest).
     fn log_entries_of_student(
         &self,
-        student: &[u8; 32],
+        student: &StudentId,
         size: u64,
         limit: u32,
     ) -> StoreResult<Vec<StudentLogRow>>;
@@ -311,5 +324,5 @@ pub trait Store: AccessStore {
     /// The leaves `[start, end)` of the transparency log, in order, as stored.
     fn log_leaves(&self, start: u64, end: u64) -> StoreResult<Vec<LogLeafRow>>;
     /// The transparency-log entries about an incident.
-    fn access_log(&self, incident: &[u8; 16]) -> StoreResult<Vec<AccessLogEntry>>;
+    fn access_log(&self, incident: &IncidentId) -> StoreResult<Vec<AccessLogEntry>>;
 }

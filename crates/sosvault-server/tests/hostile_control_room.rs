@@ -176,7 +176,7 @@ impl DirCopy {
             )
             .unwrap();
         let panic = panic.map(|b| Signed::<PanicEvent>::decode(&b).unwrap());
-        let id: [u8; 16] = hex::decode(id).unwrap().try_into().unwrap();
+        let id = sosvault::IncidentId::from_hex(id).unwrap();
         let key = sealed.map(|s| {
             let bytes = self.master_key().open(&id, &s).unwrap();
             IncidentKey::from_secret_bytes(&bytes).unwrap()
@@ -851,7 +851,7 @@ fn decrypt_everything(
             locations.push(l);
         }
     });
-    let incident: [u8; 16] = hex::decode(incident).unwrap().try_into().unwrap();
+    let incident = sosvault::IncidentId::from_hex(incident).unwrap();
     let mut under_master = Vec::new();
     try_every_sealed_key(files, |candidate| {
         if let Some(p) = master.open(&incident, candidate) {

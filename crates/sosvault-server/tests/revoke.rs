@@ -152,7 +152,7 @@ fn incident_key_from_a_copy(c: &Cluster, id: &str) -> (IncidentKey, Vec<u8>) {
         .expect("an open incident's key is stored");
     let master = std::fs::read(c.server.dir.join("master.key")).unwrap();
     let master = sosvault_server::sealing::KeySealer::from_key_file(&master).unwrap();
-    let incident: [u8; 16] = hex::decode(id).unwrap().try_into().unwrap();
+    let incident = sosvault::IncidentId::from_hex(id).unwrap();
     let key = IncidentKey::from_secret_bytes(&master.open(&incident, &sealed).unwrap()).unwrap();
     (key, sealed)
 }

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use serde_json::json;
+use sosvault::IncidentId;
 use zeroize::Zeroizing;
 
 use super::{
@@ -14,7 +15,7 @@ use super::{
     token_hash,
 };
 use crate::access::{self, Action, Claim, ClaimRefused, Denied};
-use crate::store::AccountRow;
+use crate::store::{AccountRow, IncidentStatus};
 
 /// How often the service looks for account changes made by another process.
 pub const ACCOUNT_POLL: Duration = Duration::from_secs(1);
@@ -29,7 +30,7 @@ impl Engine {
     /// rules let them: a dispatcher only on one they handle.
     pub(super) async fn incident_to_act_on(
         &self,
-        id: [u8; 16],
+        id: IncidentId,
         op: &OperatorId,
     ) -> Result<crate::store::IncidentRow, EngineError> {
         let row = self.incident_row(id).await?;
@@ -146,7 +147,7 @@ impl Engine {
     /// `op` claims an incident, or (a supervisor) hands it to `to`.
     pub async fn claim(
         &self,
-        id: [u8; 16],
+        id: IncidentId,
         op: &OperatorId,
         to: Option<&str>,
     ) -> Result<String, EngineError> {
@@ -163,7 +164,7 @@ impl Engine {
             &op.name,
             row.handler.as_deref(),
             to,
-            row.status == "open",
+            row.status == IncidentStatus::Open,
         );
         let (from, to) = match decision {
             Ok(Claim::AlreadyTheirs) => return Ok(row.handler.unwrap_or_default()),
@@ -243,8 +244,7 @@ impl Engine {
         );
         if let Some((incident, team)) = on {
             let why = format!("team revoked by {} {}", op.role, op.name);
-            self.taken_off(*incident.as_bytes(), &team, "revoked", &why)
-                .await;
+            self.taken_off(incident, &team, "revoked", &why).await;
         }
         Ok(())
     }

@@ -22,7 +22,7 @@ use super::{
     UnitConnection, UnitId, UnitInfo, UnitView, check_position, human_ms, now_ms, token_hash,
 };
 use crate::geo::{UnitKind, haversine_m};
-use crate::store::{AssignmentRow, UnitRow};
+use crate::store::{AssignmentRow, AssignmentStatus, UnitRow};
 
 /// How often an incident waiting for a free team looks again even when
 /// nothing woke it: a team's eligibility also changes with time.
@@ -63,8 +63,7 @@ async fn wait_for_change(
 impl Engine {
     /// The dispatch loop of an incident, for as long as it is open: ask the
     /// board, do what it says, wait for a change.
-    pub(super) async fn dispatch(&self, id: [u8; 16]) {
-        let iid = IncidentId::from_bytes(id);
+    pub(super) async fn dispatch(&self, id: IncidentId) {
         let Some((cancel, wake)) = ({
             let st = self.state();
             st.incidents
@@ -82,7 +81,7 @@ impl Engine {
             tokio::pin!(freed);
             freed.as_mut().enable();
             let now = now_ms();
-            let step = self.state().board.step(iid, now);
+            let step = self.state().board.step(id, now);
             match step {
                 Step::Gone => return,
                 Step::Overdue { waited_ms } => self.overdue(id, waited_ms).await,
@@ -115,7 +114,7 @@ impl Engine {
 
     /// Says on the timeline what an incident waits for (waiting for an
     /// acknowledgement, or for nothing, is not news).
-    async fn announce(&self, id: [u8; 16], why: &Waiting) {
+    async fn announce(&self, id: IncidentId, why: &Waiting) {
         let detail = match why {
             Waiting::Location => "no readable location yet".to_owned(),
             // The kind of team names the category: not after a stop.
@@ -132,13 +131,13 @@ impl Engine {
 
     /// A team was sent: the assignment row and its timeline entry in one
     /// store job, then the team and the operators are told.
-    async fn sent(&self, id: [u8; 16], s: Sent) {
+    async fn sent(&self, id: IncidentId, s: Sent) {
         self.count_assignment(&s);
         let row = AssignmentRow {
             incident_id: id,
             unit_id: s.unit.clone(),
             assigned_at_ms: s.at_ms,
-            status: "pending".into(),
+            status: AssignmentStatus::Pending,
         };
         let detail = self.sent_detail(id, &s);
         self.record(id, "assigned", detail, move |st| st.put_assignment(&row))
@@ -155,7 +154,7 @@ impl Engine {
     }
 
     /// The timeline text of a team sent.
-    fn sent_detail(&self, id: [u8; 16], s: &Sent) -> String {
+    fn sent_detail(&self, id: IncidentId, s: &Sent) -> String {
         // After a stop the timeline names neither the kind of team (the
         // category) nor the distance to the student.
         if self.stopped(&id) {
@@ -187,12 +186,12 @@ impl Engine {
     }
 
     /// The team did not acknowledge in time; the board has freed it.
-    async fn timed_out(&self, id: [u8; 16], unit: String, name: String, at_ms: u64) {
+    async fn timed_out(&self, id: IncidentId, unit: String, name: String, at_ms: u64) {
         let row = AssignmentRow {
             incident_id: id,
             unit_id: unit.clone(),
             assigned_at_ms: at_ms,
-            status: "timed_out".into(),
+            status: AssignmentStatus::TimedOut,
         };
         if let Err(e) = self.inner.db.call(move |s| s.put_assignment(&row)).await {
             tracing::error!("storing an assignment failed: {e}");
@@ -217,7 +216,7 @@ impl Engine {
     /// The team acknowledged (the board has it already): stored, told.
     async fn acknowledged(
         &self,
-        id: [u8; 16],
+        id: IncidentId,
         unit: String,
         name: String,
         at_ms: u64,
@@ -228,7 +227,7 @@ impl Engine {
             incident_id: id,
             unit_id: unit.clone(),
             assigned_at_ms: at_ms,
-            status: "acknowledged".into(),
+            status: AssignmentStatus::Acknowledged,
         };
         self.record(
             id,
@@ -247,7 +246,7 @@ impl Engine {
 
     /// No team has acknowledged long after the panic: the control room's
     /// alarm (once per incident).
-    async fn overdue(&self, id: [u8; 16], waited_ms: u64) {
+    async fn overdue(&self, id: IncidentId, waited_ms: u64) {
         tracing::warn!(incident = %super::short(&id), "incident overdue");
         self.inner.metrics.overdue.fetch_add(1, Ordering::Relaxed);
         self.timeline(
@@ -273,15 +272,14 @@ impl Engine {
     /// panic. Undo with [`Engine::unpick`] if the panic is not stored.
     pub(super) fn pick_for_new(
         &self,
-        id: [u8; 16],
+        id: IncidentId,
         kind: UnitKind,
         at: (f64, f64),
     ) -> Option<super::Picked> {
         let now = now_ms();
-        let iid = IncidentId::from_bytes(id);
         let mut st = self.state();
-        st.board.open(iid, kind, Some(at), now);
-        let Step::Sent(s) = st.board.step(iid, now) else {
+        st.board.open(id, kind, Some(at), now);
+        let Step::Sent(s) = st.board.step(id, now) else {
             return None;
         };
         Some(super::Picked {
@@ -293,8 +291,8 @@ impl Engine {
 
     /// Takes off the board an incident opened by [`Engine::pick_for_new`]
     /// whose panic was not stored (its team, if one was picked, is free).
-    pub(super) fn unpick(&self, id: [u8; 16]) {
-        let freed = self.state().board.close(IncidentId::from_bytes(id));
+    pub(super) fn unpick(&self, id: IncidentId) {
+        let freed = self.state().board.close(id);
         if freed.is_some() {
             self.inner.unit_freed.notify_waiters();
         }
@@ -304,7 +302,7 @@ impl Engine {
     /// team on the incident before, if any, is taken off and told.
     pub async fn assign_by_hand(
         &self,
-        id: [u8; 16],
+        id: IncidentId,
         unit: &str,
         op: &OperatorId,
     ) -> Result<(), EngineError> {
@@ -313,7 +311,7 @@ impl Engine {
         let sent = self
             .state()
             .board
-            .assign_by_hand(IncidentId::from_bytes(id), unit, &by, now_ms())
+            .assign_by_hand(id, unit, &by, now_ms())
             .map_err(|r| match r {
                 ByHandRefusal::NoIncident => EngineError::Conflict(Conflict::NotOpen),
                 ByHandRefusal::UnknownTeam => EngineError::UnknownTeam,
@@ -330,7 +328,7 @@ impl Engine {
 
     /// Stores and tells that `unit` is off incident `id` (freed already on
     /// the board).
-    pub(super) async fn tell_withdrawn(&self, id: [u8; 16], unit: &str, reason: &str) {
+    pub(super) async fn tell_withdrawn(&self, id: IncidentId, unit: &str, reason: &str) {
         let (uid, at) = (unit.to_owned(), now_ms());
         if let Err(e) = self
             .inner
@@ -340,7 +338,7 @@ impl Engine {
                     incident_id: id,
                     unit_id: uid,
                     assigned_at_ms: at,
-                    status: "released".into(),
+                    status: AssignmentStatus::Released,
                 })
             })
             .await
@@ -359,7 +357,7 @@ impl Engine {
     /// A team the board took off an incident for an operator (a reassign, a
     /// revoked token): stored, told, on the timeline, and the incident's
     /// loop woken to send the next.
-    pub(super) async fn taken_off(&self, id: [u8; 16], w: &Withdrawn, reason: &str, why: &str) {
+    pub(super) async fn taken_off(&self, id: IncidentId, w: &Withdrawn, reason: &str, why: &str) {
         self.tell_withdrawn(id, &w.unit, reason).await;
         self.timeline(
             id,
@@ -371,7 +369,7 @@ impl Engine {
     }
 
     /// Wakes an incident's dispatch loop (the board changed for it).
-    pub(super) fn wake(&self, id: [u8; 16]) {
+    pub(super) fn wake(&self, id: IncidentId) {
         if let Some(l) = self.state().incidents.get(&id) {
             l.wake.notify_one();
         }
@@ -379,7 +377,7 @@ impl Engine {
 
     /// Pushes the assignment to the unit (and, unless it is a re-send to a
     /// reconnecting unit, to the operators).
-    pub(super) fn send_assignment(&self, id: &[u8; 16], unit: &str, resend: bool) {
+    pub(super) fn send_assignment(&self, id: &IncidentId, unit: &str, resend: bool) {
         let detail = {
             let st = self.state();
             let Some(live) = st.incidents.get(id) else {
@@ -391,7 +389,7 @@ impl Engine {
             };
             let acked = st
                 .board
-                .assignment(IncidentId::from_bytes(*id))
+                .assignment(*id)
                 .is_some_and(|a| a.unit == unit && a.acked());
             json!({
                 "category": live.category.as_str(),
@@ -437,7 +435,7 @@ impl Engine {
         let row = UnitRow {
             id: id.clone(),
             name: name.trim().to_owned(),
-            kind: kind.as_str().to_owned(),
+            kind,
             position: position.map(|p| (p.lat, p.lon)),
             position_at_ms: position.map(|_| now),
         };
@@ -488,7 +486,6 @@ impl Engine {
             .board
             .team_moved(&unit.0, (p.lat, p.lon), now)
             .ok_or(EngineError::Unauthorized)?;
-        let incident = incident.map(|i| *i.as_bytes());
         // Only a free unit's move can help an incident waiting for one; a
         // busy unit's report (every few seconds, from every team) must not
         // wake every waiting dispatch loop.
@@ -506,11 +503,11 @@ impl Engine {
     }
 
     /// A unit acknowledges its assignment.
-    pub fn acknowledge(&self, unit: &UnitId, incident: [u8; 16]) -> Result<(), EngineError> {
+    pub fn acknowledge(&self, unit: &UnitId, incident: IncidentId) -> Result<(), EngineError> {
         let first = self
             .state()
             .board
-            .acknowledge(&unit.0, IncidentId::from_bytes(incident), now_ms())
+            .acknowledge(&unit.0, incident, now_ms())
             .map_err(|()| EngineError::NotFound)?;
         if first {
             self.wake(incident);
@@ -528,7 +525,7 @@ impl Engine {
             (pending, free)
         };
         match pending {
-            Some(id) => self.send_assignment(id.as_bytes(), &unit.0, true),
+            Some(id) => self.send_assignment(&id, &unit.0, true),
             // A free team that can now be told may be what an incident waits for.
             None if free => self.inner.unit_freed.notify_waiters(),
             None => {}
@@ -540,7 +537,7 @@ impl Engine {
     }
 
     /// Whether the student of this open incident has pressed stop.
-    fn stopped(&self, id: &[u8; 16]) -> bool {
+    fn stopped(&self, id: &IncidentId) -> bool {
         self.state().incidents.get(id).is_some_and(|l| l.stopped)
     }
 

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use serde::Serialize;
 use serde_json::json;
-use sosvault::{Cancel, Signed};
+use sosvault::{Cancel, Signed, StudentId, TrusteeId};
 
 use super::{Audience, Engine, EventKind, now_ms, short};
 use crate::store::{Store, StoreError, StoreResult, TrusteeAnswer};
@@ -229,7 +229,7 @@ type Attempt<A> = Result<A, CallError>;
 /// is for this very input (`ours`: the student, the message's hash...), or
 /// its final refusal; anything else is asked again.
 fn final_answer<R: sosvault::Message>(
-    trustee: [u8; 32],
+    trustee: TrusteeId,
     kind: ForwardKind,
     client: &TrusteeClient,
     answer: Result<Signed<R>, CallError>,
@@ -261,7 +261,7 @@ fn final_answer<R: sosvault::Message>(
 /// not, or finally refused; anything else is asked again.
 fn commit_final(
     client: &TrusteeClient,
-    student: &[u8; 32],
+    student: &StudentId,
     epoch: u32,
     answer: Result<bool, CallError>,
 ) -> Attempt<()> {
@@ -391,7 +391,7 @@ impl Engine {
         self,
         (kind, event): (ForwardKind, EventKind),
         trustee: String,
-        student: [u8; 32],
+        student: StudentId,
         answer: TrusteeAnswer,
         finish: impl FnOnce(&dyn Store, &TrusteeAnswer) -> StoreResult<()> + Send + 'static,
     ) -> bool {
@@ -410,7 +410,7 @@ impl Engine {
             None,
             None,
             Audience::Operators,
-            json!({ "student": hex::encode(student), "trustee": trustee, "receipt": receipt }),
+            json!({ "student": student.to_hex(), "trustee": trustee, "receipt": receipt }),
         );
         let done = match kind {
             ForwardKind::Stop => &self.inner.shred_done,
@@ -437,12 +437,12 @@ impl Engine {
 
     /// The configured trustee with this id (a pending row may name one that
     /// has since left the config: `what` says which kind, for the log).
-    fn trustee_client(&self, trustee: &[u8; 32], what: ForwardKind) -> Option<TrusteeClient> {
+    fn trustee_client(&self, trustee: &TrusteeId, what: ForwardKind) -> Option<TrusteeClient> {
         let client = self
             .inner
             .trustees
             .iter()
-            .find(|t| t.id().as_bytes() == trustee)
+            .find(|t| t.id() == *trustee)
             .cloned();
         if client.is_none() {
             tracing::error!(
@@ -489,8 +489,8 @@ impl Engine {
     /// ([`crate::trustees::SHRED_FINAL`]; stored with its code).
     pub(super) fn spawn_shred(
         &self,
-        student: [u8; 32],
-        trustee: [u8; 32],
+        student: StudentId,
+        trustee: TrusteeId,
         stop: Vec<u8>,
         since_ms: u64,
     ) {
@@ -504,7 +504,7 @@ impl Engine {
             async move {
                 let answer = client.shred(&stop).await;
                 final_answer(trustee, ForwardKind::Stop, &client, answer, |b| {
-                    b.student.as_bytes() == &student && b.stop == stop_hash
+                    b.student == student && b.stop == stop_hash
                 })
             }
         };
@@ -527,8 +527,8 @@ impl Engine {
     /// pending forward dropped in one store job.
     pub(super) fn spawn_cancel_forward(
         &self,
-        student: [u8; 32],
-        trustee: [u8; 32],
+        student: StudentId,
+        trustee: TrusteeId,
         cancel: Vec<u8>,
         since_ms: u64,
     ) {
@@ -548,15 +548,15 @@ impl Engine {
                 // this one changes nothing), `unknown_student`, `wrong_device`...
                 let answer = client.cancel(&cancel).await;
                 final_answer(trustee, ForwardKind::Cancel, &client, answer, |b| {
-                    b.student.as_bytes() == &student && b.cancel == hash && b.counter == counter
+                    b.student == student && b.cancel == hash && b.counter == counter
                 })
             }
         };
         let (engine, name) = (self.clone(), client.name().to_owned());
-        let h = *hash.as_bytes();
         let store = move |answer| {
-            let finish =
-                move |s: &dyn Store, a: &TrusteeAnswer| s.finish_cancel(&h, &trustee, a, now_ms());
+            let finish = move |s: &dyn Store, a: &TrusteeAnswer| {
+                s.finish_cancel(&hash, &trustee, a, now_ms())
+            };
             let cancel = (ForwardKind::Cancel, EventKind::CancelReceipt);
             engine
                 .clone()
@@ -571,9 +571,9 @@ impl Engine {
     /// commit could change). The pending forward is then dropped.
     pub(super) fn spawn_commit_forward(
         &self,
-        student: [u8; 32],
+        student: StudentId,
         epoch: u32,
-        trustee: [u8; 32],
+        trustee: TrusteeId,
         commit: Vec<u8>,
         since_ms: u64,
     ) {

@@ -15,7 +15,7 @@ use super::{
     IncidentDetail, IncidentSummary, LatLon, MAX_LOGINS_WAITING, MineAnswer, MineEntry, OperatorId,
     ReleaseStatus, Session, State, Viewer, b64, now_ms, short, token_hash,
 };
-use crate::store::{EnrollmentRow, IncidentRow};
+use crate::store::{EnrollmentRow, IncidentRow, IncidentStatus};
 /// A source's login in flight; dropping it frees the source's slot.
 struct InFlight<'a> {
     engine: &'a Engine,
@@ -169,7 +169,7 @@ impl Engine {
         if row.stopped || live.is_some_and(|l| l.stopped) {
             flags.push("stopped".into());
         }
-        let iid = IncidentId::from_bytes(row.id);
+        let iid = row.id;
         if live.is_some() && st.board.overdue(iid) {
             flags.push("overdue".into());
         }
@@ -192,9 +192,9 @@ impl Engine {
             Some(_) => "sealed",
         };
         IncidentSummary {
-            id: hex::encode(row.id),
-            category: row.category.clone(),
-            status: row.status.clone(),
+            id: row.id.to_hex(),
+            category: row.category_name().to_owned(),
+            status: row.status.as_str().to_owned(),
             created_at_ms: row.created_at_ms,
             location: live
                 .and_then(|l| l.location)
@@ -235,7 +235,7 @@ impl Engine {
     /// profile is included, and its view logged, while it is released.
     pub async fn detail(
         &self,
-        id: [u8; 16],
+        id: IncidentId,
         viewer: Viewer,
     ) -> Result<IncidentDetail, EngineError> {
         self.may_view(id, &viewer)?;
@@ -247,7 +247,7 @@ impl Engine {
         };
         let timeline = self.inner.db.call(move |s| s.timeline(&id)).await?;
         let assignments = self.inner.db.call(move |s| s.assignments(&id)).await?;
-        let enrollment = if row.status == "open" && !row.stopped && access.shown() {
+        let enrollment = if row.status == IncidentStatus::Open && !row.stopped && access.shown() {
             // The enrollment of the panic's epoch: during a re-enrollment it is
             // the committed one the service keeps beside the new one.
             let (sid, epoch) = (row.student_id, row.epoch);
@@ -272,7 +272,7 @@ impl Engine {
                 .map(|a| AssignmentView {
                     unit: a.unit_id,
                     assigned_at_ms: a.assigned_at_ms,
-                    status: a.status,
+                    status: a.status.as_str().to_owned(),
                 })
                 .collect(),
             profile,
@@ -282,7 +282,7 @@ impl Engine {
 
     /// Whether `viewer` may see the incident at all: an operator who may
     /// read incidents, a unit only the incident it is sent to.
-    fn may_view(&self, id: [u8; 16], viewer: &Viewer) -> Result<(), EngineError> {
+    fn may_view(&self, id: IncidentId, viewer: &Viewer) -> Result<(), EngineError> {
         if let Viewer::Operator(op, _) = viewer {
             self.authorize(op, crate::access::Action::ReadIncidents)?;
         }
@@ -290,7 +290,7 @@ impl Engine {
             let mine = self
                 .state()
                 .board
-                .assignment(IncidentId::from_bytes(id))
+                .assignment(id)
                 .is_some_and(|a| a.unit == u.0);
             if !mine {
                 return Err(EngineError::NotFound);
@@ -342,8 +342,8 @@ impl Engine {
     /// and the service's log.
     async fn profile_viewed(
         &self,
-        id: [u8; 16],
-        student: [u8; 32],
+        id: IncidentId,
+        student: StudentId,
         viewer: &Viewer,
         access: crate::access::ProfileAccess,
     ) -> Result<(), EngineError> {
@@ -369,8 +369,8 @@ impl Engine {
     /// Appends a `ProfileViewed` entry to the control room's transparency log.
     pub(super) async fn log_profile_view(
         &self,
-        incident: [u8; 16],
-        student: [u8; 32],
+        incident: IncidentId,
+        student: StudentId,
         actor: &str,
         reason: Option<&crate::access::Reason>,
     ) -> Result<(), EngineError> {
@@ -391,11 +391,7 @@ impl Engine {
                 nonce,
             }
         });
-        let (student_id, incident_id, at) = (
-            StudentId::from_bytes(student),
-            IncidentId::from_bytes(incident),
-            Timestamp::now(),
-        );
+        let (student_id, incident_id, at) = (student, incident, Timestamp::now());
         let entry = match &reason {
             None => LogEntry::ProfileViewed {
                 student: student_id,
@@ -455,7 +451,7 @@ impl Engine {
             .unwrap_or_else(|p| p.into_inner())
             .admit(query, &self.log_holder_id(), now)
             .map_err(EngineError::LogQuery)?;
-        let student = *checked.student().as_bytes();
+        let student = checked.student();
         // Hold the tree while reading, so every entry is covered by the head.
         let log = self.inner.log.lock().await;
         let head = log.sign_head(&self.inner.log_key, now);
@@ -539,13 +535,13 @@ impl Engine {
     /// The access log entries of an incident.
     pub async fn access_log(
         &self,
-        id: [u8; 16],
+        id: IncidentId,
     ) -> Result<Vec<crate::store::AccessLogEntry>, EngineError> {
         Ok(self.inner.db.call(move |s| s.access_log(&id)).await?)
     }
 
     /// An operator marks a false alarm (counted against the student).
-    pub async fn false_alarm(&self, id: [u8; 16], op: &OperatorId) -> Result<(), EngineError> {
+    pub async fn false_alarm(&self, id: IncidentId, op: &OperatorId) -> Result<(), EngineError> {
         let row = self.incident_to_act_on(id, op).await?;
         let marked = self.inner.db.call(move |s| s.mark_false_alarm(&id)).await?;
         if marked {
@@ -571,13 +567,17 @@ impl Engine {
     }
 
     /// An operator closes an incident.
-    pub async fn operator_close(&self, id: [u8; 16], op: &OperatorId) -> Result<(), EngineError> {
+    pub async fn operator_close(&self, id: IncidentId, op: &OperatorId) -> Result<(), EngineError> {
         let row = self.incident_to_act_on(id, op).await?;
-        if row.status != "open" {
+        if row.status != IncidentStatus::Open {
             return Err(EngineError::Conflict(Conflict::AlreadyClosed));
         }
-        self.close(id, "closed", &format!("closed by {} {}", op.role, op.name))
-            .await
+        self.close(
+            id,
+            IncidentStatus::Closed,
+            &format!("closed by {} {}", op.role, op.name),
+        )
+        .await
     }
 }
 

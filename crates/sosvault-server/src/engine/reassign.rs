@@ -14,15 +14,14 @@ impl Engine {
     /// Releases the incident's acknowledged team (it is told, and goes to
     /// the back of the incident's queue) and dispatches the next nearest
     /// free team.
-    pub async fn reassign(&self, id: [u8; 16], op: &OperatorId) -> Result<(), EngineError> {
+    pub async fn reassign(&self, id: IncidentId, op: &OperatorId) -> Result<(), EngineError> {
         self.incident_to_act_on(id, op).await?;
-        let iid = IncidentId::from_bytes(id);
         let withdrawn = {
             let mut st = self.state();
             if !st.incidents.contains_key(&id) {
                 return Err(EngineError::Conflict(Conflict::NotOpen));
             }
-            match st.board.assignment(iid) {
+            match st.board.assignment(id) {
                 None => {
                     return Err(EngineError::Conflict(Conflict::NoTeam));
                 }
@@ -31,7 +30,7 @@ impl Engine {
                 }
                 Some(_) => {}
             }
-            st.board.withdraw(iid)
+            st.board.withdraw(id)
         };
         let Some(w) = withdrawn else {
             return Ok(());

@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use serde_json::json;
 use sosvault::{
-    EnrollmentRecord, IncidentId, IncidentKey, Opener, PanicEvent, Signed, Timestamp, VaultKey,
+    EnrollmentRecord, IncidentId, IncidentKey, Opener, PanicEvent, Signed, StudentId, Timestamp,
+    VaultKey,
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -40,8 +41,8 @@ impl Engine {
     /// once `t` good shares are in.
     pub(super) async fn release(
         &self,
-        id: [u8; 16],
-        student: [u8; 32],
+        id: IncidentId,
+        student: StudentId,
         panic: Signed<PanicEvent>,
         key: IncidentKey,
         enrollment: Option<EnrollmentRow>,
@@ -62,9 +63,8 @@ impl Engine {
         };
         let need = usize::from(record.body().threshold);
         let key = Arc::new(key);
-        let incident = IncidentId::from_bytes(id);
-        let (names, mut rx) = self.ask_trustees(&record, &panic, incident, &key, &cancel);
-        let mut opener = Opener::new(&record, panic.hash(), incident, &key);
+        let (names, mut rx) = self.ask_trustees(&record, &panic, id, &key, &cancel);
+        let mut opener = Opener::new(&record, panic.hash(), id, &key);
         if let Some(l) = self.state().incidents.get_mut(&id) {
             l.release_need = need;
         }
@@ -161,8 +161,8 @@ impl Engine {
     /// panic's.
     async fn release_record(
         &self,
-        id: [u8; 16],
-        student: [u8; 32],
+        id: IncidentId,
+        student: StudentId,
         panic: &Signed<PanicEvent>,
         enrollment: Option<EnrollmentRow>,
     ) -> Option<Signed<EnrollmentRecord>> {
@@ -281,7 +281,7 @@ impl Engine {
     /// and to the operators. Whether `t` good releases are in.
     async fn take_release(
         &self,
-        id: [u8; 16],
+        id: IncidentId,
         name: &str,
         bytes: &[u8],
         opener: &mut Opener<'_>,
@@ -322,7 +322,7 @@ impl Engine {
 
     /// Rebuilds the vault key from the releases in; a failure is said on
     /// the timeline (and more releases may still open it).
-    async fn open_vault(&self, id: [u8; 16], opener: &Opener<'_>) -> Option<VaultKey> {
+    async fn open_vault(&self, id: IncidentId, opener: &Opener<'_>) -> Option<VaultKey> {
         match opener.open() {
             Ok(vault) => Some(vault),
             Err(e) => {
@@ -338,7 +338,7 @@ impl Engine {
     /// the timeline and the operators.
     pub(super) async fn install_vault(
         &self,
-        id: [u8; 16],
+        id: IncidentId,
         vault: VaultKey,
         epoch: u32,
         policy_window_secs: u32,
@@ -392,7 +392,12 @@ impl Engine {
 
     /// The access window of the vault's first opening, on disk before the
     /// profile is readable: a restart can never start it again.
-    async fn anchor_window(&self, id: [u8; 16], policy_window_secs: u32, now: u64) -> AccessWindow {
+    async fn anchor_window(
+        &self,
+        id: IncidentId,
+        policy_window_secs: u32,
+        now: u64,
+    ) -> AccessWindow {
         let len_ms = self
             .inner
             .cfg
@@ -427,7 +432,7 @@ impl Engine {
                 _ = self.inner.shutdown.cancelled() => return,
             }
             let now = now_ms();
-            let expired: Vec<([u8; 16], Option<String>)> = {
+            let expired: Vec<(IncidentId, Option<String>)> = {
                 let mut st = self.state();
                 let st = &mut *st;
                 let mut out = Vec::new();
@@ -442,7 +447,7 @@ impl Engine {
                     live.vault = None; // zeroized on drop
                     live.vault_was_opened = true;
                     live.release_cancel.cancel();
-                    let unit = st.board.assignment(IncidentId::from_bytes(*id));
+                    let unit = st.board.assignment(*id);
                     out.push((*id, unit.map(|a| a.unit.clone())));
                 }
                 out
@@ -472,7 +477,7 @@ impl Engine {
 /// stopped or its window over (the key is zeroized on drop).
 fn grant_vault(
     st: &mut State,
-    id: [u8; 16],
+    id: IncidentId,
     vault: VaultKey,
     epoch: u32,
     window: AccessWindow,
@@ -492,10 +497,7 @@ fn grant_vault(
         expires_at_ms: w.until_ms,
     });
     live.vault_was_opened = true;
-    let unit = st
-        .board
-        .assignment(IncidentId::from_bytes(id))
-        .map(|a| a.unit.clone());
+    let unit = st.board.assignment(id).map(|a| a.unit.clone());
     Some((unit, w.until_ms))
 }
 

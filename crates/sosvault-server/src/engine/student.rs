@@ -22,20 +22,19 @@ use std::time::Duration;
 use serde_json::json;
 use sosvault::{
     Cancel, Category, EnrollmentCommit, EnrollmentPackage, IncidentId, IncidentKey, LocationUpdate,
-    PanicEvent, Signed, Stop, StudentId,
+    MessageHash, PanicEvent, Signed, Stop, StudentId,
 };
 use subtle::ConstantTimeEq;
 use tokio::sync::Notify;
 
 use super::{
     Audience, CancelReceived, CommitReceived, Conflict, Engine, EngineError, Enrolled, EventKind,
-    Fresh, Invalid, Live, MAX_TRAIL, Picked, State, StopRefusal, Stopped, b64, category_from_str,
-    now_ms, short,
+    Fresh, Invalid, Live, MAX_TRAIL, Picked, State, StopRefusal, Stopped, b64, now_ms, short,
 };
 use crate::geo::{UnitKind, haversine_m};
 use crate::store::{
-    AssignmentRow, CommitStored, DURESS_STOP, EnrollmentRow, IncidentRow, NewDuressAlert,
-    NewIncident, PanicStored,
+    AssignmentRow, AssignmentStatus, CommitStored, DURESS_STOP, EnrollmentRow, IncidentRow,
+    IncidentStatus, NewDuressAlert, NewIncident, PanicStored,
 };
 use crate::trustees::{Backoff, CallError};
 
@@ -51,11 +50,11 @@ const COMMIT_WAIT_MS: u64 = 5_000;
 /// derived from the student, so a student has at most one such alert.
 /// (A stopped student never comes back: setting up again takes a new device
 /// key, hence a new student id.)
-fn duress_alert_key(student: &[u8; 32]) -> [u8; 32] {
+fn duress_alert_key(student: &StudentId) -> [u8; 32] {
     use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
     h.update(b"sosvault-server/duress-stop-alert/v1");
-    h.update(student);
+    h.update(student.as_bytes());
     h.finalize().into()
 }
 
@@ -69,12 +68,12 @@ fn duress_alert_key(student: &[u8; 32]) -> [u8; 32] {
 /// incident it reaches the list, timeline, live events, the page's alarm,
 /// the restart resume and the operator's close with no new path a control
 /// room could miss.
-fn duress_alert(sid: [u8; 32], epoch: u32, now: u64) -> NewDuressAlert {
+fn duress_alert(sid: StudentId, epoch: u32, now: u64) -> NewDuressAlert {
     NewDuressAlert {
-        id: *IncidentId::random().as_bytes(),
+        id: IncidentId::random(),
         student_id: sid,
         key: duress_alert_key(&sid),
-        category: Category::Police.as_str().to_owned(),
+        category: Category::Police,
         epoch,
         created_at_ms: now,
         timeline: vec![
@@ -101,8 +100,7 @@ impl Engine {
         let package = EnrollmentPackage::from_bytes(package_bytes)
             .map_err(|e| EngineError::malformed("enrollment package", e))?;
         let record = package.record.body().clone();
-        let student = StudentId::of_device(package.record.signer());
-        let sid = *student.as_bytes();
+        let sid = StudentId::of_device(package.record.signer());
         let n = self.inner.trustees.len();
         self.check_enrollment(&package, &record).await?;
         // Relay every share; all n must be stored before we answer.
@@ -116,7 +114,7 @@ impl Engine {
             let Some(delivery) = package.delivery(i as u8 + 1) else {
                 return Err(EngineError::internal("delivery"));
             };
-            let expected = (student, record.epoch, i as u8 + 1, slot.commitment);
+            let expected = (sid, record.epoch, i as u8 + 1, slot.commitment);
             futs.push(self.relay_share(client, delivery, expected, deadline));
         }
         let results = futures_util::future::join_all(futs).await;
@@ -141,7 +139,7 @@ impl Engine {
             .fetch_add(1, Ordering::Relaxed);
         tracing::info!(student = %short(&sid), epoch, "enrolled");
         Ok(Enrolled {
-            student_id: student.to_hex(),
+            student_id: sid.to_hex(),
             epoch,
             receipts,
         })
@@ -156,7 +154,7 @@ impl Engine {
         package: &EnrollmentPackage,
         record: &sosvault::EnrollmentRecord,
     ) -> Result<(), EngineError> {
-        let sid = *StudentId::of_device(package.record.signer()).as_bytes();
+        let sid = StudentId::of_device(package.record.signer());
         let n = self.inner.trustees.len();
         if record.trustees.len() != n
             || usize::from(record.threshold) != usize::from(self.inner.cfg.threshold)
@@ -263,7 +261,7 @@ impl Engine {
     pub async fn commit(&self, bytes: &[u8]) -> Result<CommitReceived, EngineError> {
         let commit = Signed::<EnrollmentCommit>::decode(bytes)
             .map_err(|e| EngineError::malformed("enrollment commit", e))?;
-        let sid = *StudentId::of_device(commit.signer()).as_bytes();
+        let sid = StudentId::of_device(commit.signer());
         let epoch = commit.body().epoch;
         let outcome = self.store_commit(&commit, bytes).await?;
         self.commit_taken(outcome, sid, epoch, bytes)?;
@@ -278,10 +276,10 @@ impl Engine {
         commit: &Signed<EnrollmentCommit>,
         bytes: &[u8],
     ) -> Result<CommitCheck, EngineError> {
-        let sid = *StudentId::of_device(commit.signer()).as_bytes();
+        let sid = StudentId::of_device(commit.signer());
         let signer = commit.signer().to_bytes();
         let epoch = commit.body().epoch;
-        let record_hash = *commit.body().record.as_bytes();
+        let record_hash = commit.body().record;
         let trustees = self.trustee_ids();
         let commit_bytes = bytes.to_vec();
         let now = now_ms();
@@ -318,7 +316,7 @@ impl Engine {
     fn commit_taken(
         &self,
         outcome: CommitCheck,
-        sid: [u8; 32],
+        sid: StudentId,
         epoch: u32,
         bytes: &[u8],
     ) -> Result<(), EngineError> {
@@ -342,13 +340,7 @@ impl Engine {
                     "enrollment committed; forwarding to the trustees"
                 );
                 for t in &self.inner.trustees {
-                    self.spawn_commit_forward(
-                        sid,
-                        epoch,
-                        *t.id().as_bytes(),
-                        bytes.to_vec(),
-                        now_ms(),
-                    );
+                    self.spawn_commit_forward(sid, epoch, t.id(), bytes.to_vec(), now_ms());
                 }
                 Ok(())
             }
@@ -359,7 +351,7 @@ impl Engine {
     /// waiting a little for them (the service keeps forwarding afterwards).
     async fn commit_answer(
         &self,
-        sid: [u8; 32],
+        sid: StudentId,
         epoch: u32,
     ) -> Result<CommitReceived, EngineError> {
         // Wait a little for the trustees; the service keeps forwarding afterwards.
@@ -420,8 +412,8 @@ impl Engine {
         key: &IncidentKey,
         fix: Option<(f64, f64, u64)>,
     ) -> PanicCheck {
-        let sid = *StudentId::of_device(panic.signer()).as_bytes();
-        let hash = *panic.hash().as_bytes();
+        let sid = StudentId::of_device(panic.signer());
+        let hash = panic.hash();
         let body = panic.body();
         let now = now_ms();
         let mut flags = Vec::new();
@@ -432,10 +424,7 @@ impl Engine {
         }
         // The incident key is sealed before the store job, bound to its
         // incident (symmetric: no public-key work on the panic's path).
-        let sealed_key = self
-            .inner
-            .master
-            .seal(id.as_bytes(), &key.to_secret_bytes());
+        let sealed_key = self.inner.master.seal(&id, &key.to_secret_bytes());
         PanicCheck {
             engine: self.clone(),
             kind: UnitKind::for_category(body.category),
@@ -450,11 +439,11 @@ impl Engine {
             rate_limit: self.inner.cfg.panic_rate_limit,
             repeat_offender_after: self.inner.cfg.repeat_offender_after,
             incident: NewIncident {
-                id: *id.as_bytes(),
+                id,
                 student_id: sid,
                 panic_hash: hash,
                 panic: bytes.to_vec(),
-                category: body.category.as_str().to_owned(),
+                category: body.category,
                 epoch: body.epoch,
                 counter: body.counter,
                 created_at_ms: now,
@@ -479,7 +468,7 @@ impl Engine {
         // commit) leaves the board, and the team picked for it is free.
         let keep = matches!(&outcome, Ok(PanicOutcome::Stored(..)));
         if !keep {
-            self.unpick(*id.as_bytes());
+            self.unpick(id);
         }
         match outcome? {
             PanicOutcome::UnknownStudent => Err(EngineError::UnknownStudent),
@@ -493,7 +482,7 @@ impl Engine {
                     .metrics
                     .duplicate_panics
                     .fetch_add(1, Ordering::Relaxed);
-                Ok(PanicTaken::Again(IncidentId::from_bytes(existing)))
+                Ok(PanicTaken::Again(existing))
             }
             PanicOutcome::Stored(stored) => Ok(PanicTaken::New(stored)),
             PanicOutcome::Vanished => Err(EngineError::internal("incident vanished")),
@@ -518,11 +507,10 @@ impl Engine {
         self.inner.metrics.panics.fetch_add(1, Ordering::Relaxed);
         // The service's log names no category (nor any location): it is kept
         // and copied beyond any stop.
-        tracing::info!(incident = %short(id.as_bytes()), "panic stored");
-        let iid = *id.as_bytes();
+        tracing::info!(incident = %short(&id), "panic stored");
         self.emit(
             EventKind::IncidentCreated,
-            Some(&iid),
+            Some(&id),
             None,
             Audience::Operators,
             json!({ "category": panic.body().category.as_str(), "flags": row.flags }),
@@ -532,10 +520,10 @@ impl Engine {
                 .metrics
                 .assignments
                 .fetch_add(1, Ordering::Relaxed);
-            tracing::info!(incident = %short(&iid), step = "assigned", "timeline");
+            tracing::info!(incident = %short(&id), step = "assigned", "timeline");
             self.emit(
                 EventKind::Timeline,
-                Some(&iid),
+                Some(&id),
                 Some(&p.unit),
                 Audience::OperatorsAndUnit(p.unit.clone()),
                 json!({ "step": "assigned", "detail": p.detail }),
@@ -558,7 +546,7 @@ impl Engine {
 
     pub(super) async fn incident_for_device(
         &self,
-        panic_hash: [u8; 32],
+        panic_hash: MessageHash,
         signer: &ed25519_dalek::VerifyingKey,
     ) -> Result<IncidentRow, EngineError> {
         let row = self
@@ -568,7 +556,7 @@ impl Engine {
             )
             .await?;
         let sid = StudentId::of_device(signer);
-        let same: bool = row.student_id.ct_eq(sid.as_bytes()).into();
+        let same: bool = row.student_id.as_bytes().ct_eq(sid.as_bytes()).into();
         // A duress stop's alert answers to no device message: the phone that
         // stopped (perhaps in the coercer's hands) can neither cancel nor move it.
         let alert = row.flags.iter().any(|f| f == DURESS_STOP);
@@ -585,9 +573,9 @@ impl Engine {
             .map_err(|e| EngineError::malformed("location update", e))?;
         let body = update.body();
         let row = self
-            .incident_for_device(*body.panic.as_bytes(), update.signer())
+            .incident_for_device(body.panic, update.signer())
             .await?;
-        if row.status != "open" {
+        if row.status != IncidentStatus::Open {
             return location_for_closed(&row);
         }
         let loc = self
@@ -650,7 +638,7 @@ impl Engine {
     /// for a copy of one it has, else refused as replayed.
     async fn location_not_stored(
         &self,
-        id: [u8; 16],
+        id: IncidentId,
         sealed: &[u8],
     ) -> Result<&'static str, EngineError> {
         let sealed = sealed.to_vec();
@@ -676,7 +664,7 @@ impl Engine {
             Signed::<Cancel>::decode(bytes).map_err(|e| EngineError::malformed("cancel", e))?;
         let body = cancel.body();
         let row = self
-            .incident_for_device(*body.panic.as_bytes(), cancel.signer())
+            .incident_for_device(body.panic, cancel.signer())
             .await?;
         let note = self
             .inner
@@ -684,8 +672,8 @@ impl Engine {
             .open_note(&body.sealed_note)
             .map_err(|_| Invalid::Note)?;
         let (id, sid, counter) = (row.id, row.student_id, body.counter);
-        let cancel_hash = *cancel.hash().as_bytes();
-        let open = row.status == "open";
+        let cancel_hash = cancel.hash();
+        let open = row.status == IncidentStatus::Open;
         let duress = note.duress;
         let trustees = self.trustee_ids();
         let cancel_bytes = bytes.to_vec();
@@ -708,7 +696,7 @@ impl Engine {
                     // refuse it now): the key is of no more use.
                     s.forget_incident_key(&id)?;
                 } else if open {
-                    s.close_incident(&id, "cancelled", now)?;
+                    s.close_incident(&id, IncidentStatus::Cancelled, now)?;
                 }
                 s.queue_cancel(&sid, &cancel_bytes, &trustees, now)?;
                 Ok(true)
@@ -722,7 +710,7 @@ impl Engine {
                 live.release_cancel.cancel();
             }
             for t in &self.inner.trustees {
-                self.spawn_cancel_forward(sid, *t.id().as_bytes(), bytes.to_vec(), now_ms());
+                self.spawn_cancel_forward(sid, t.id(), bytes.to_vec(), now_ms());
             }
             // Failures past the store job are logged, not answered: the
             // phone's answer must not differ between the two cases.
@@ -731,7 +719,7 @@ impl Engine {
             } else if duress {
                 self.escalate(id, "duress signalled with the cancel").await
             } else {
-                self.close(id, "cancelled", "the student cancelled: safe")
+                self.close(id, IncidentStatus::Cancelled, "the student cancelled: safe")
                     .await
             };
             if let Err(e) = done {
@@ -743,7 +731,7 @@ impl Engine {
 
     /// The answer to a cancel: the trustees' receipts so far, after waiting
     /// a little for the missing ones (the service keeps forwarding afterwards).
-    async fn cancel_answer(&self, cancel_hash: [u8; 32]) -> Result<CancelReceived, EngineError> {
+    async fn cancel_answer(&self, cancel_hash: MessageHash) -> Result<CancelReceived, EngineError> {
         // Wait a little for the receipts; the service keeps forwarding afterwards.
         let deadline = tokio::time::Instant::now()
             + Duration::from_millis(self.inner.cfg.enroll_timeout_ms.min(CANCEL_WAIT_MS));
@@ -774,12 +762,12 @@ impl Engine {
         }
     }
 
-    pub(super) async fn escalate(&self, id: [u8; 16], why: &str) -> Result<(), EngineError> {
+    pub(super) async fn escalate(&self, id: IncidentId, why: &str) -> Result<(), EngineError> {
         self.inner.db.call(move |s| s.mark_duress(&id)).await?;
         let unit = {
             let mut st = self.state();
             let on = st.incidents.get_mut(&id).map(|l| l.duress = true);
-            on.and_then(|()| st.board.assignment(IncidentId::from_bytes(id)))
+            on.and_then(|()| st.board.assignment(id))
                 .map(|a| a.unit.clone())
         };
         tracing::warn!(incident = %short(&id), "incident escalated");
@@ -792,8 +780,8 @@ impl Engine {
     /// Closes an incident: forgets its keys, frees and tells its unit.
     pub async fn close(
         &self,
-        id: [u8; 16],
-        status: &'static str,
+        id: IncidentId,
+        status: IncidentStatus,
         why: &str,
     ) -> Result<(), EngineError> {
         let now = now_ms();
@@ -811,7 +799,7 @@ impl Engine {
             .await?;
         let (live, unit) = {
             let mut st = self.state();
-            let unit = st.board.close(IncidentId::from_bytes(id));
+            let unit = st.board.close(id);
             (st.incidents.remove(&id), unit)
         };
         if let Some(live) = live {
@@ -822,7 +810,7 @@ impl Engine {
             // Free in memory already: an incident waiting for a team may take it now.
             self.inner.unit_freed.notify_waiters();
         }
-        tracing::info!(incident = %short(&id), status, "incident closed");
+        tracing::info!(incident = %short(&id), status = status.as_str(), "incident closed");
         let at = now_ms();
         let d = format!("{why}; keys forgotten");
         let released = unit.clone();
@@ -835,13 +823,13 @@ impl Engine {
                         incident_id: id,
                         unit_id,
                         assigned_at_ms: at,
-                        status: "released".into(),
+                        status: AssignmentStatus::Released,
                     })?;
                 }
-                s.add_timeline(&id, at, status, &d)
+                s.add_timeline(&id, at, status.as_str(), &d)
             })
             .await?;
-        let kind = if status == "cancelled" {
+        let kind = if status == IncidentStatus::Cancelled {
             EventKind::Cancelled
         } else {
             EventKind::Closed
@@ -853,7 +841,7 @@ impl Engine {
     /// Stop: wipe the student's ciphertexts, shred at every trustee, forget every key.
     pub async fn stop(&self, bytes: &[u8]) -> Result<Stopped, EngineError> {
         let stop = Signed::<Stop>::decode(bytes).map_err(|e| EngineError::malformed("stop", e))?;
-        let sid = *StudentId::of_device(stop.signer()).as_bytes();
+        let sid = StudentId::of_device(stop.signer());
         let Some(row) = self.inner.db.call(move |s| s.student(&sid)).await? else {
             return Err(EngineError::UnknownStudent);
         };
@@ -881,7 +869,7 @@ impl Engine {
     /// team still goes), the operators told, a shred sent to every trustee.
     async fn apply_stop(
         &self,
-        sid: [u8; 32],
+        sid: StudentId,
         epoch: u32,
         bytes: &[u8],
         duress: bool,
@@ -925,10 +913,10 @@ impl Engine {
             None,
             None,
             Audience::Operators,
-            json!({ "student": hex::encode(sid) }),
+            json!({ "student": sid.to_hex() }),
         );
         for t in &self.inner.trustees {
-            self.spawn_shred(sid, *t.id().as_bytes(), bytes.to_vec(), now_ms());
+            self.spawn_shred(sid, t.id(), bytes.to_vec(), now_ms());
         }
         Ok(())
     }
@@ -936,7 +924,7 @@ impl Engine {
     /// After a duress stop: every open incident escalates, those live here
     /// (`affected`) and any the store held at the stop (`open`) that is not
     /// live (yet, or any more).
-    async fn escalate_stopped(&self, affected: &[[u8; 16]], open: &[[u8; 16]]) {
+    async fn escalate_stopped(&self, affected: &[IncidentId], open: &[IncidentId]) {
         let mut escalate = affected.to_vec();
         escalate.extend(open.iter().filter(|id| !affected.contains(id)));
         for id in escalate {
@@ -951,8 +939,8 @@ impl Engine {
     /// After a stop: forgets every key of the student's open incidents (the
     /// team still goes to the last known location) and tells the operators
     /// and teams. Returns those incidents.
-    async fn forget_student_keys(&self, sid: [u8; 32]) -> Vec<[u8; 16]> {
-        let affected: Vec<[u8; 16]> = {
+    async fn forget_student_keys(&self, sid: StudentId) -> Vec<IncidentId> {
+        let affected: Vec<IncidentId> = {
             let mut st = self.state();
             let mut out = Vec::new();
             for (id, live) in st.incidents.iter_mut() {
@@ -981,7 +969,7 @@ impl Engine {
     /// The answer to a stop: the trustees' receipts and refusals stored so
     /// far, after waiting a little for the missing ones (the service keeps
     /// asking afterwards).
-    async fn stop_answer(&self, sid: [u8; 32]) -> Result<Stopped, EngineError> {
+    async fn stop_answer(&self, sid: StudentId) -> Result<Stopped, EngineError> {
         // Wait a little for the receipts; the service keeps asking afterwards.
         let deadline = tokio::time::Instant::now()
             + Duration::from_millis(self.inner.cfg.enroll_timeout_ms.min(10_000));
@@ -1000,7 +988,7 @@ impl Engine {
                     refused: refused
                         .into_iter()
                         .map(|a| StopRefusal {
-                            trustee: hex::encode(a.trustee_id),
+                            trustee: a.trustee_id.to_hex(),
                             code: a.refusal.unwrap_or_else(|| "refused".into()),
                         })
                         .collect(),
@@ -1017,7 +1005,7 @@ impl Engine {
     /// and as an escalation: the page's alarm tone and announcement.
     fn duress_alert_opened(&self, row: IncidentRow) {
         let id = row.id;
-        let category = category_from_str(&row.category).unwrap_or(Category::Police);
+        let category = row.category.unwrap_or(Category::Police);
         let mut flags = row.flags.clone();
         flags.extend(["duress".to_owned(), "stopped".to_owned()]);
         let live = Live {
@@ -1027,7 +1015,7 @@ impl Engine {
         };
         let mut st = self.state();
         st.board.open(
-            IncidentId::from_bytes(id),
+            id,
             UnitKind::for_category(category),
             None,
             row.created_at_ms,
@@ -1040,7 +1028,7 @@ impl Engine {
             Some(&id),
             None,
             Audience::Operators,
-            json!({ "category": row.category, "flags": flags }),
+            json!({ "category": row.category_name(), "flags": flags }),
         );
         self.emit(
             EventKind::Escalated,
@@ -1064,7 +1052,7 @@ impl Engine {
 /// the phone could tell the two apart by sending one more location. Nothing
 /// is stored for a closed incident.
 fn location_for_closed(row: &IncidentRow) -> Result<&'static str, EngineError> {
-    if row.status == "cancelled" || row.duress {
+    if row.status == IncidentStatus::Cancelled || row.duress {
         return Ok("stored");
     }
     Err(EngineError::Conflict(Conflict::Closed))
@@ -1075,7 +1063,7 @@ fn location_for_closed(row: &IncidentRow) -> Result<&'static str, EngineError> {
 /// team's distance from it (nothing for an incident not live).
 fn locate(
     st: &mut State,
-    id: [u8; 16],
+    id: IncidentId,
     at: (f64, f64, u64),
     now: u64,
 ) -> (Option<String>, Option<Arc<Notify>>, Option<f64>) {
@@ -1084,9 +1072,9 @@ fn locate(
     };
     move_live(live, at, now);
     let wake = live.wake.clone();
-    let (iid, here) = (IncidentId::from_bytes(id), (at.0, at.1));
-    st.board.locate(iid, here);
-    let unit = st.board.assignment(iid).map(|a| a.unit.clone());
+    let here = (at.0, at.1);
+    st.board.locate(id, here);
+    let unit = st.board.assignment(id).map(|a| a.unit.clone());
     let distance = unit
         .as_deref()
         .and_then(|u| st.board.position(u))
@@ -1129,9 +1117,9 @@ struct PanicCheck {
     kind: UnitKind,
     /// Where the panic was sent from, if its location opened.
     from: Option<(f64, f64)>,
-    sid: [u8; 32],
+    sid: StudentId,
     signer: [u8; 32],
-    hash: [u8; 32],
+    hash: MessageHash,
     counter: u64,
     epoch: u32,
     category: &'static str,
@@ -1167,7 +1155,7 @@ enum PanicOutcome {
     WrongDevice,
     Replayed,
     /// The same signed panic is already this incident.
-    Duplicate([u8; 16]),
+    Duplicate(IncidentId),
     /// Stored.
     Stored(Box<StoredPanic>),
     /// Inserted but not read back (a store bug).
@@ -1248,7 +1236,7 @@ impl PanicCheck {
                 incident_id: new.id,
                 unit_id: p.unit.clone(),
                 assigned_at_ms: p.assigned_at_ms,
-                status: "pending".into(),
+                status: AssignmentStatus::Pending,
             })?;
             s.add_timeline(&new.id, p.assigned_at_ms, "assigned", &p.detail)?;
         }

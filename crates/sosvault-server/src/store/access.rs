@@ -10,6 +10,7 @@
 //! process wrote) and ends them and their live streams.
 
 use rusqlite::{Connection, OptionalExtension, params};
+use sosvault::IncidentId;
 
 use super::StoreResult;
 use super::sqlite::{all, exec, one};
@@ -94,11 +95,12 @@ pub trait AccessStore {
     /// connection (the `operator` command) commits.
     fn data_version(&self) -> StoreResult<i64>;
     /// The operator handling an incident, if any.
-    fn handler(&self, incident: &[u8; 16]) -> StoreResult<Option<String>>;
+    fn handler(&self, incident: &IncidentId) -> StoreResult<Option<String>>;
     /// Hands an incident to `to` if it is still handled by `from` (a
     /// compare-and-set: two claims at once cannot both win); `false` if it
     /// was not.
-    fn set_handler(&self, incident: &[u8; 16], from: Option<&str>, to: &str) -> StoreResult<bool>;
+    fn set_handler(&self, incident: &IncidentId, from: Option<&str>, to: &str)
+    -> StoreResult<bool>;
     /// Replaces a unit's token (its hash); `false` if there is no such
     /// live unit.
     fn set_unit_token(&self, unit: &str, token_hash: &[u8; 32]) -> StoreResult<bool>;
@@ -201,11 +203,11 @@ pub(super) fn data_version(c: &Connection) -> StoreResult<i64> {
     Ok(c.query_row("PRAGMA data_version", [], |r| r.get(0))?)
 }
 
-pub(super) fn handler(c: &Connection, incident: &[u8; 16]) -> StoreResult<Option<String>> {
+pub(super) fn handler(c: &Connection, incident: &IncidentId) -> StoreResult<Option<String>> {
     Ok(one(
         c,
         "SELECT handler FROM incidents WHERE id = ?1",
-        params![&incident[..]],
+        params![incident.as_bytes()],
         |r| r.get::<_, Option<String>>(0),
     )
     .optional()?
@@ -214,14 +216,14 @@ pub(super) fn handler(c: &Connection, incident: &[u8; 16]) -> StoreResult<Option
 
 pub(super) fn set_handler(
     c: &Connection,
-    incident: &[u8; 16],
+    incident: &IncidentId,
     from: Option<&str>,
     to: &str,
 ) -> StoreResult<bool> {
     let n = exec(
         c,
         "UPDATE incidents SET handler = ?3 WHERE id = ?1 AND handler IS ?2",
-        params![&incident[..], from, to],
+        params![incident.as_bytes(), from, to],
     )?;
     Ok(n == 1)
 }

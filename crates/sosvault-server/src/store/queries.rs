@@ -2,27 +2,28 @@
 //! (students and enrollments, incidents, units, stops and forwards, the log).
 
 use rusqlite::{Connection, OptionalExtension, params};
+use sosvault::{IncidentId, MessageHash, StudentId, TrusteeId};
 
 use super::sqlite::{
-    INCIDENT_COLS, all, answer_row, arr, count, enrollment_row, exec, incident_row, one,
-    pending_forward_row, unit_row, view_reason,
+    INCIDENT_COLS, all, answer_row, arr, count, enrollment_row, exec, id_at, incident_row, one,
+    pending_forward_row, unit_row, view_reason, word_at,
 };
 use super::{
     AccessLogEntry, AssignmentRow, CommitStored, DURESS_STOP, EnrollmentRow, IncidentRow,
-    LogLeafRow, NewDuressAlert, NewIncident, PanicStored, PendingCancel, PendingCommit,
-    PendingShred, SqliteStore, Store, StoreResult, StudentLogRow, StudentRow, TimelineEntry,
-    TrusteeAnswer, UnitRow, ViewReason,
+    IncidentStatus, LogLeafRow, NewDuressAlert, NewIncident, PanicStored, PendingCancel,
+    PendingCommit, PendingShred, SqliteStore, Store, StoreResult, StudentLogRow, StudentRow,
+    TimelineEntry, TrusteeAnswer, UnitRow, ViewReason,
 };
 
 impl Store for SqliteStore {
-    fn student(&self, id: &[u8; 32]) -> StoreResult<Option<StudentRow>> {
+    fn student(&self, id: &StudentId) -> StoreResult<Option<StudentRow>> {
         let c = &self.conn;
         Ok(one(c,
             "SELECT student_id, device_public, epoch, highest_counter, false_alarms, tombstoned_at FROM students WHERE student_id = ?1",
-            params![&id[..]],
+            params![id.as_bytes()],
             |r| {
                 Ok(StudentRow {
-                    student_id: arr(r.get(0)?)?,
+                    student_id: id_at(r, 0)?,
                     device_public: arr(r.get(1)?)?,
                     epoch: r.get(2)?,
                     highest_counter: r.get::<_, i64>(3)? as u64,
@@ -34,17 +35,19 @@ impl Store for SqliteStore {
         .optional()?)
     }
 
-    fn enrollment(&self, id: &[u8; 32]) -> StoreResult<Option<EnrollmentRow>> {
-        let from = "SELECT record, sealed_profile, epoch FROM enrollments";
-        row_where(&self.conn, from, "student_id", id, enrollment_row)
+    fn enrollment(&self, id: &StudentId) -> StoreResult<Option<EnrollmentRow>> {
+        enrollment_in(&self.conn, "enrollments", id)
     }
 
-    fn previous_enrollment(&self, id: &[u8; 32]) -> StoreResult<Option<EnrollmentRow>> {
-        let from = "SELECT record, sealed_profile, epoch FROM previous_enrollments";
-        row_where(&self.conn, from, "student_id", id, enrollment_row)
+    fn previous_enrollment(&self, id: &StudentId) -> StoreResult<Option<EnrollmentRow>> {
+        enrollment_in(&self.conn, "previous_enrollments", id)
     }
 
-    fn enrollment_of_epoch(&self, id: &[u8; 32], epoch: u32) -> StoreResult<Option<EnrollmentRow>> {
+    fn enrollment_of_epoch(
+        &self,
+        id: &StudentId,
+        epoch: u32,
+    ) -> StoreResult<Option<EnrollmentRow>> {
         if let Some(e) = self.enrollment(id)?.filter(|e| e.epoch == epoch) {
             return Ok(Some(e));
         }
@@ -53,7 +56,7 @@ impl Store for SqliteStore {
 
     fn put_enrollment(
         &self,
-        student: &[u8; 32],
+        student: &StudentId,
         device_public: &[u8; 32],
         epoch: u32,
         record: &[u8],
@@ -67,7 +70,7 @@ impl Store for SqliteStore {
         let current: Option<u32> = one(
             c,
             "SELECT epoch FROM enrollments WHERE student_id = ?1",
-            params![&student[..]],
+            params![student.as_bytes()],
             |r| r.get(0),
         )
         .optional()?;
@@ -77,27 +80,27 @@ impl Store for SqliteStore {
         {
             exec(c,
                 "DELETE FROM previous_enrollments WHERE student_id = ?1",
-                params![&student[..]],
+                params![student.as_bytes()],
             )?;
             exec(c,
                 "INSERT INTO previous_enrollments (student_id, epoch, record, sealed_profile, enrolled_at)
                  SELECT student_id, epoch, record, sealed_profile, enrolled_at FROM enrollments WHERE student_id = ?1",
-                params![&student[..]],
+                params![student.as_bytes()],
             )?;
         }
         exec(c,
             "INSERT INTO students (student_id, device_public, epoch) VALUES (?1, ?2, ?3)
              ON CONFLICT(student_id) DO UPDATE SET device_public = excluded.device_public, epoch = excluded.epoch",
-            params![&student[..], &device_public[..], epoch],
+            params![student.as_bytes(), &device_public[..], epoch],
         )?;
         // Delete first: with secure_delete the old epoch's ciphertext is overwritten.
         exec(c,
             "DELETE FROM enrollments WHERE student_id = ?1",
-            params![&student[..]],
+            params![student.as_bytes()],
         )?;
         exec(c,
             "INSERT INTO enrollments (student_id, epoch, record, sealed_profile, enrolled_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![&student[..], epoch, record, sealed_profile, now_ms as i64],
+            params![student.as_bytes(), epoch, record, sealed_profile, now_ms as i64],
         )?;
                 Ok(())
         })
@@ -105,24 +108,24 @@ impl Store for SqliteStore {
 
     fn insert_panic(&self, i: &NewIncident, timeline: &str) -> StoreResult<PanicStored> {
         self.atomic(|c| {
-        let existing: Option<Vec<u8>> = one(c,
+        let existing: Option<IncidentId> = one(c,
                 "SELECT id FROM incidents WHERE panic_hash = ?1",
-                params![&i.panic_hash[..]],
-                |r| r.get(0),
+                params![i.panic_hash.as_bytes()],
+                |r| id_at(r, 0),
             )
             .optional()?;
         if let Some(id) = existing {
-            return Ok(PanicStored::Existing(arr(id)?));
+            return Ok(PanicStored::Existing(id));
         }
         exec(c,
             "INSERT INTO incidents (id, student_id, panic_hash, panic, category, epoch, created_at_ms, status, incident_key_sealed, flags)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open', ?8, ?9)",
             params![
-                &i.id[..],
-                &i.student_id[..],
-                &i.panic_hash[..],
+                i.id.as_bytes(),
+                i.student_id.as_bytes(),
+                i.panic_hash.as_bytes(),
                 &i.panic,
-                &i.category,
+                i.category.as_str(),
                 i.epoch,
                 i.created_at_ms as i64,
                 &i.incident_key_sealed,
@@ -131,42 +134,42 @@ impl Store for SqliteStore {
         )?;
         exec(c,
             "UPDATE students SET highest_counter = MAX(highest_counter, ?2) WHERE student_id = ?1",
-            params![&i.student_id[..], i.counter as i64],
+            params![i.student_id.as_bytes(), i.counter as i64],
         )?;
         exec(c,
             "INSERT INTO timeline (incident_id, at_ms, kind, detail) VALUES (?1, ?2, 'panic', ?3)",
-            params![&i.id[..], i.created_at_ms as i64, timeline],
+            params![i.id.as_bytes(), i.created_at_ms as i64, timeline],
         )?;
                 Ok(PanicStored::New)
         })
     }
 
-    fn panics_since(&self, student: &[u8; 32], since_ms: u64) -> StoreResult<u32> {
+    fn panics_since(&self, student: &StudentId, since_ms: u64) -> StoreResult<u32> {
         let c = &self.conn;
         Ok(one(
             c,
             "SELECT COUNT(*) FROM incidents WHERE student_id = ?1 AND created_at_ms >= ?2",
-            params![&student[..], since_ms as i64],
+            params![student.as_bytes(), since_ms as i64],
             |r| r.get(0),
         )?)
     }
 
-    fn open_incidents_of(&self, student: &[u8; 32]) -> StoreResult<Vec<[u8; 16]>> {
+    fn open_incidents_of(&self, student: &StudentId) -> StoreResult<Vec<IncidentId>> {
         let c = &self.conn;
         all(
             c,
             "SELECT id FROM incidents WHERE student_id = ?1 AND status = 'open'",
-            params![&student[..]],
-            |r| arr::<16>(r.get(0)?),
+            params![student.as_bytes()],
+            |r| id_at(r, 0),
         )
     }
 
-    fn incident(&self, id: &[u8; 16]) -> StoreResult<Option<IncidentRow>> {
-        incident_where(&self.conn, "id", id)
+    fn incident(&self, id: &IncidentId) -> StoreResult<Option<IncidentRow>> {
+        incident_where(&self.conn, "id", id.as_bytes())
     }
 
-    fn incident_by_panic(&self, panic_hash: &[u8; 32]) -> StoreResult<Option<IncidentRow>> {
-        incident_where(&self.conn, "panic_hash", panic_hash)
+    fn incident_by_panic(&self, panic_hash: &MessageHash) -> StoreResult<Option<IncidentRow>> {
+        incident_where(&self.conn, "panic_hash", panic_hash.as_bytes())
     }
 
     fn incidents(&self, limit: u32) -> StoreResult<Vec<IncidentRow>> {
@@ -191,14 +194,14 @@ impl Store for SqliteStore {
         )
     }
 
-    fn bump_counter(&self, student: &[u8; 32], counter: u64) -> StoreResult<bool> {
+    fn bump_counter(&self, student: &StudentId, counter: u64) -> StoreResult<bool> {
         Ok(bump(&self.conn, student, counter)?)
     }
 
     fn add_location(
         &self,
-        incident: &[u8; 16],
-        student: &[u8; 32],
+        incident: &IncidentId,
+        student: &StudentId,
         counter: u64,
         sealed: &[u8],
         now_ms: u64,
@@ -209,25 +212,25 @@ impl Store for SqliteStore {
         }
         exec(c,
             "INSERT INTO locations (incident_id, counter, sealed, received_at_ms) VALUES (?1, ?2, ?3, ?4)",
-            params![&incident[..], counter as i64, sealed, now_ms as i64],
+            params![incident.as_bytes(), counter as i64, sealed, now_ms as i64],
         )?;
                 Ok(true)
         })
     }
 
-    fn locations(&self, incident: &[u8; 16]) -> StoreResult<Vec<Vec<u8>>> {
+    fn locations(&self, incident: &IncidentId) -> StoreResult<Vec<Vec<u8>>> {
         let c = &self.conn;
         all(
             c,
             "SELECT sealed FROM locations WHERE incident_id = ?1 ORDER BY counter",
-            params![&incident[..]],
+            params![incident.as_bytes()],
             |r| r.get(0),
         )
     }
 
     fn add_timeline(
         &self,
-        incident: &[u8; 16],
+        incident: &IncidentId,
         at_ms: u64,
         kind: &str,
         detail: &str,
@@ -236,12 +239,12 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn timeline(&self, incident: &[u8; 16]) -> StoreResult<Vec<TimelineEntry>> {
+    fn timeline(&self, incident: &IncidentId) -> StoreResult<Vec<TimelineEntry>> {
         let c = &self.conn;
         all(
             c,
             "SELECT at_ms, kind, detail FROM timeline WHERE incident_id = ?1 ORDER BY seq",
-            params![&incident[..]],
+            params![incident.as_bytes()],
             |r| {
                 Ok(TimelineEntry {
                     at_ms: r.get::<_, i64>(0)? as u64,
@@ -252,12 +255,17 @@ impl Store for SqliteStore {
         )
     }
 
-    fn close_incident(&self, incident: &[u8; 16], status: &str, now_ms: u64) -> StoreResult<()> {
+    fn close_incident(
+        &self,
+        incident: &IncidentId,
+        status: IncidentStatus,
+        now_ms: u64,
+    ) -> StoreResult<()> {
         let had_key = self.atomic(|c| {
             let had_key: bool = one(
                 c,
                 "SELECT incident_key_sealed IS NOT NULL FROM incidents WHERE id = ?1 AND status = 'open'",
-                params![&incident[..]],
+                params![incident.as_bytes()],
                 |r| r.get(0),
             )
             .optional()?
@@ -265,7 +273,7 @@ impl Store for SqliteStore {
             exec(
                 c,
                 "UPDATE incidents SET status = ?2, closed_at_ms = ?3, incident_key_sealed = NULL WHERE id = ?1 AND status = 'open'",
-                params![&incident[..], status, now_ms as i64],
+                params![incident.as_bytes(), status.as_str(), now_ms as i64],
             )?;
             Ok(had_key)
         })?;
@@ -275,12 +283,12 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn forget_incident_key(&self, incident: &[u8; 16]) -> StoreResult<()> {
+    fn forget_incident_key(&self, incident: &IncidentId) -> StoreResult<()> {
         let c = &self.conn;
         let n = exec(
             c,
             "UPDATE incidents SET incident_key_sealed = NULL WHERE id = ?1 AND incident_key_sealed IS NOT NULL",
-            params![&incident[..]],
+            params![incident.as_bytes()],
         )?;
         if n > 0 {
             self.wipe_wal_soon();
@@ -290,7 +298,7 @@ impl Store for SqliteStore {
 
     fn set_released(
         &self,
-        incident: &[u8; 16],
+        incident: &IncidentId,
         released_at_ms: u64,
         window_ms: u64,
     ) -> StoreResult<()> {
@@ -300,7 +308,7 @@ impl Store for SqliteStore {
             "UPDATE incidents SET released_at_ms = ?2, access_until_ms = ?3, access_window_ms = ?4
              WHERE id = ?1 AND released_at_ms IS NULL",
             params![
-                &incident[..],
+                incident.as_bytes(),
                 released_at_ms as i64,
                 released_at_ms.saturating_add(window_ms) as i64,
                 window_ms as i64
@@ -309,23 +317,23 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    fn extend_access(&self, incident: &[u8; 16], until_ms: u64, now_ms: u64) -> StoreResult<()> {
+    fn extend_access(&self, incident: &IncidentId, until_ms: u64, now_ms: u64) -> StoreResult<()> {
         let c = &self.conn;
         exec(
             c,
             "UPDATE incidents SET access_until_ms = ?2
              WHERE id = ?1 AND access_until_ms > ?3 AND access_until_ms < ?2",
-            params![&incident[..], until_ms as i64, now_ms as i64],
+            params![incident.as_bytes(), until_ms as i64, now_ms as i64],
         )?;
         Ok(())
     }
 
-    fn mark_duress(&self, incident: &[u8; 16]) -> StoreResult<()> {
+    fn mark_duress(&self, incident: &IncidentId) -> StoreResult<()> {
         let c = &self.conn;
         exec(
             c,
             "UPDATE incidents SET duress = 1 WHERE id = ?1",
-            params![&incident[..]],
+            params![incident.as_bytes()],
         )?;
         Ok(())
     }
@@ -335,7 +343,7 @@ impl Store for SqliteStore {
             let busy = count(
                 c,
                 "SELECT COUNT(*) FROM incidents WHERE panic_hash = ?1 OR (student_id = ?2 AND status = 'open')",
-                params![&a.key[..], &a.student_id[..]],
+                params![&a.key[..], a.student_id.as_bytes()],
             )?;
             if busy > 0 {
                 return Ok(None);
@@ -345,10 +353,10 @@ impl Store for SqliteStore {
                 "INSERT INTO incidents (id, student_id, panic_hash, panic, category, epoch, created_at_ms, status, incident_key_sealed, duress, stopped, flags)
                  VALUES (?1, ?2, ?3, NULL, ?4, ?5, ?6, 'open', NULL, 1, 1, ?7)",
                 params![
-                    &a.id[..],
-                    &a.student_id[..],
+                    a.id.as_bytes(),
+                    a.student_id.as_bytes(),
                     &a.key[..],
-                    &a.category,
+                    a.category.as_str(),
                     a.epoch,
                     a.created_at_ms as i64,
                     DURESS_STOP,
@@ -357,20 +365,20 @@ impl Store for SqliteStore {
             for (kind, detail) in &a.timeline {
                 insert_timeline(c, &a.id, a.created_at_ms, kind, detail)?;
             }
-            incident_where(c, "id", &a.id)
+            incident_where(c, "id", a.id.as_bytes())
         })
     }
 
-    fn mark_false_alarm(&self, incident: &[u8; 16]) -> StoreResult<bool> {
+    fn mark_false_alarm(&self, incident: &IncidentId) -> StoreResult<bool> {
         self.atomic(|c| {
         let n = exec(c,
             "UPDATE incidents SET false_alarm = 1 WHERE id = ?1 AND false_alarm = 0",
-            params![&incident[..]],
+            params![incident.as_bytes()],
         )?;
         if n == 1 {
             exec(c,
                 "UPDATE students SET false_alarms = false_alarms + 1 WHERE student_id = (SELECT student_id FROM incidents WHERE id = ?1)",
-                params![&incident[..]],
+                params![incident.as_bytes()],
             )?;
         }
                 Ok(n == 1)
@@ -386,7 +394,7 @@ impl Store for SqliteStore {
             params![
                 &unit.id,
                 &unit.name,
-                &unit.kind,
+                unit.kind.as_str(),
                 &token_hash[..],
                 unit.position.map(|p| p.0),
                 unit.position.map(|p| p.1),
@@ -432,23 +440,23 @@ impl Store for SqliteStore {
         exec(c,
             "INSERT INTO assignments (incident_id, unit_id, assigned_at_ms, status) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT(incident_id, unit_id) DO UPDATE SET status = excluded.status",
-            params![&a.incident_id[..], &a.unit_id, a.assigned_at_ms as i64, &a.status],
+            params![a.incident_id.as_bytes(), &a.unit_id, a.assigned_at_ms as i64, a.status.as_str()],
         )?;
         Ok(())
     }
 
-    fn assignments(&self, incident: &[u8; 16]) -> StoreResult<Vec<AssignmentRow>> {
+    fn assignments(&self, incident: &IncidentId) -> StoreResult<Vec<AssignmentRow>> {
         let c = &self.conn;
         all(
             c,
             "SELECT incident_id, unit_id, assigned_at_ms, status FROM assignments WHERE incident_id = ?1 ORDER BY assigned_at_ms",
-            params![&incident[..]],
+            params![incident.as_bytes()],
             |r| {
                 Ok(AssignmentRow {
-                    incident_id: arr(r.get(0)?)?,
+                    incident_id: id_at(r, 0)?,
                     unit_id: r.get(1)?,
                     assigned_at_ms: r.get::<_, i64>(2)? as u64,
-                    status: r.get(3)?,
+                    status: word_at(r, 3)?,
                 })
             },
         )
@@ -456,34 +464,34 @@ impl Store for SqliteStore {
 
     fn apply_stop(
         &self,
-        student: &[u8; 32],
+        student: &StudentId,
         stop: &[u8],
-        trustees: &[[u8; 32]],
+        trustees: &[TrusteeId],
         now_ms: u64,
     ) -> StoreResult<()> {
         self.atomic(|c| {
         exec(c,
             "UPDATE students SET tombstoned_at = COALESCE(tombstoned_at, ?2) WHERE student_id = ?1",
-            params![&student[..], now_ms as i64],
+            params![student.as_bytes(), now_ms as i64],
         )?;
         exec(c,
             "DELETE FROM enrollments WHERE student_id = ?1",
-            params![&student[..]],
+            params![student.as_bytes()],
         )?;
-        exec(c, "DELETE FROM previous_enrollments WHERE student_id = ?1", params![&student[..]])?;
+        exec(c, "DELETE FROM previous_enrollments WHERE student_id = ?1", params![student.as_bytes()])?;
         // The commits' record hashes, and commits not yet forwarded: the stop
         // shreds every epoch at the trustees anyway.
-        exec(c, "DELETE FROM enrollment_commits WHERE student_id = ?1", params![&student[..]])?;
-        exec(c, "DELETE FROM pending_commits WHERE student_id = ?1", params![&student[..]])?;
+        exec(c, "DELETE FROM enrollment_commits WHERE student_id = ?1", params![student.as_bytes()])?;
+        exec(c, "DELETE FROM pending_commits WHERE student_id = ?1", params![student.as_bytes()])?;
         exec(c,
             "DELETE FROM locations WHERE incident_id IN (SELECT id FROM incidents WHERE student_id = ?1)",
-            params![&student[..]],
+            params![student.as_bytes()],
         )?;
         // The reasons supervisors gave to open the profile are free text
         // about the student; the log entries keep only their salted hashes.
         exec(c,
             "UPDATE transparency_log SET reason = NULL, reason_nonce = NULL WHERE student_id = ?1",
-            params![&student[..]],
+            params![student.as_bytes()],
         )?;
         // Nothing of the student's outlives the stop (PROTOCOL.md §17). The
         // incident rows stay, because a team already sent still goes and
@@ -494,7 +502,7 @@ impl Store for SqliteStore {
         // as unknown: `mental-health` in clear says what no stop may leave).
         exec(c,
             "UPDATE incidents SET panic = NULL, incident_key_sealed = NULL, category = '', stopped = CASE WHEN status = 'open' THEN 1 ELSE stopped END WHERE student_id = ?1",
-            params![&student[..]],
+            params![student.as_bytes()],
         )?;
         // Likewise every timeline text that may name the category, the kind
         // of team it calls for, or the distance to the student (`panic`,
@@ -507,13 +515,13 @@ impl Store for SqliteStore {
              AND kind NOT IN ('release', 'profile_released', 'access_expired', 'acknowledged',
                  'timed_out', 'reassigned', 'resumed', 'escalated', 'stopped', 'cancelled',
                  'closed', 'false_alarm', 'location', 'duress_stop')",
-            params![&student[..]],
+            params![student.as_bytes()],
         )?;
         for t in trustees {
             exec(c,
                 "INSERT OR IGNORE INTO pending_shreds (student_id, trustee_id, stop, created_at_ms)
                  SELECT ?1, ?2, ?3, ?4 WHERE NOT EXISTS (SELECT 1 FROM shred_receipts WHERE student_id = ?1 AND trustee_id = ?2)",
-                params![&student[..], &t[..], stop, now_ms as i64],
+                params![student.as_bytes(), t.as_bytes(), stop, now_ms as i64],
             )?;
         }
         Ok(())
@@ -539,38 +547,38 @@ impl Store for SqliteStore {
 
     fn finish_shred(
         &self,
-        student: &[u8; 32],
+        student: &StudentId,
         answer: &TrusteeAnswer,
         now_ms: u64,
     ) -> StoreResult<()> {
         self.finish_forward(
             "INSERT OR REPLACE INTO shred_receipts (student_id, trustee_id, receipt, refusal, received_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
             "DELETE FROM pending_shreds WHERE student_id = ?1 AND trustee_id = ?2",
-            [student, &answer.trustee_id],
+            student.as_bytes(),
+            &answer.trustee_id,
             answer,
             now_ms,
         )
     }
 
-    fn shred_receipts(&self, student: &[u8; 32]) -> StoreResult<Vec<TrusteeAnswer>> {
+    fn shred_receipts(&self, student: &StudentId) -> StoreResult<Vec<TrusteeAnswer>> {
         let c = &self.conn;
         all(
             c,
             "SELECT trustee_id, receipt, refusal FROM shred_receipts WHERE student_id = ?1 ORDER BY trustee_id",
-            params![&student[..]],
+            params![student.as_bytes()],
             answer_row,
         )
     }
 
     fn queue_cancel(
         &self,
-        student: &[u8; 32],
+        student: &StudentId,
         cancel: &[u8],
-        trustees: &[[u8; 32]],
+        trustees: &[TrusteeId],
         now_ms: u64,
     ) -> StoreResult<()> {
-        let hash = sosvault::MessageHash::of_message(cancel);
-        let hash = hash.as_bytes();
+        let hash = MessageHash::of_message(cancel);
         self.atomic(|c| {
             for t in trustees {
                 exec(
@@ -578,7 +586,7 @@ impl Store for SqliteStore {
                     "INSERT OR IGNORE INTO pending_cancels (cancel_hash, trustee_id, student_id, cancel, created_at_ms)
                      SELECT ?1, ?2, ?3, ?4, ?5 WHERE NOT EXISTS
                        (SELECT 1 FROM cancel_receipts WHERE cancel_hash = ?1 AND trustee_id = ?2)",
-                    params![&hash[..], &t[..], &student[..], cancel, now_ms as i64],
+                    params![hash.as_bytes(), t.as_bytes(), student.as_bytes(), cancel, now_ms as i64],
                 )?;
             }
             Ok(())
@@ -596,8 +604,8 @@ impl Store for SqliteStore {
 
     fn finish_cancel(
         &self,
-        cancel_hash: &[u8; 32],
-        trustee: &[u8; 32],
+        cancel_hash: &MessageHash,
+        trustee: &TrusteeId,
         answer: &TrusteeAnswer,
         now_ms: u64,
     ) -> StoreResult<()> {
@@ -606,49 +614,50 @@ impl Store for SqliteStore {
                  SELECT cancel_hash, trustee_id, student_id, ?3, ?4, ?5 FROM pending_cancels
                  WHERE cancel_hash = ?1 AND trustee_id = ?2",
             "DELETE FROM pending_cancels WHERE cancel_hash = ?1 AND trustee_id = ?2",
-            [cancel_hash, trustee],
+            cancel_hash.as_bytes(),
+            trustee,
             answer,
             now_ms,
         )
     }
 
-    fn cancel_answers(&self, cancel_hash: &[u8; 32]) -> StoreResult<Vec<TrusteeAnswer>> {
+    fn cancel_answers(&self, cancel_hash: &MessageHash) -> StoreResult<Vec<TrusteeAnswer>> {
         let c = &self.conn;
         all(
             c,
             "SELECT trustee_id, receipt, refusal FROM cancel_receipts WHERE cancel_hash = ?1 ORDER BY trustee_id",
-            params![&cancel_hash[..]],
+            params![cancel_hash.as_bytes()],
             answer_row,
         )
     }
 
-    fn pending_cancel_count(&self, cancel_hash: &[u8; 32]) -> StoreResult<usize> {
+    fn pending_cancel_count(&self, cancel_hash: &MessageHash) -> StoreResult<usize> {
         count(
             &self.conn,
             "SELECT COUNT(*) FROM pending_cancels WHERE cancel_hash = ?1",
-            params![&cancel_hash[..]],
+            params![cancel_hash.as_bytes()],
         )
     }
 
     fn commit_enrollment(
         &self,
-        student: &[u8; 32],
+        student: &StudentId,
         epoch: u32,
-        record_hash: &[u8; 32],
+        record_hash: &MessageHash,
         commit: &[u8],
-        trustees: &[[u8; 32]],
+        trustees: &[TrusteeId],
         now_ms: u64,
     ) -> StoreResult<CommitStored> {
         let stored = self.atomic(|c| {
             let recorded: Option<Vec<u8>> = one(
                 c,
                 "SELECT record_hash FROM enrollment_commits WHERE student_id = ?1 AND epoch = ?2",
-                params![&student[..], epoch],
+                params![student.as_bytes(), epoch],
                 |r| r.get(0),
             )
             .optional()?;
             if let Some(h) = recorded {
-                return Ok(if h == record_hash[..] {
+                return Ok(if h == record_hash.as_bytes()[..] {
                     CommitStored::Repeat
                 } else {
                     CommitStored::UnknownRecord
@@ -658,7 +667,7 @@ impl Store for SqliteStore {
                 return Ok(CommitStored::UnknownRecord);
             };
             let names_current = current.epoch == epoch
-                && sosvault::MessageHash::of_message(&current.record).as_bytes() == record_hash;
+                && MessageHash::of_message(&current.record) == *record_hash;
             if !names_current {
                 return Ok(CommitStored::UnknownRecord);
             }
@@ -666,14 +675,14 @@ impl Store for SqliteStore {
                 c,
                 "INSERT INTO enrollment_commits (student_id, epoch, record_hash, committed_at_ms)
                  VALUES (?1, ?2, ?3, ?4)",
-                params![&student[..], epoch, &record_hash[..], now_ms as i64],
+                params![student.as_bytes(), epoch, record_hash.as_bytes(), now_ms as i64],
             )?;
             for t in trustees {
                 exec(
                     c,
                     "INSERT OR IGNORE INTO pending_commits (student_id, epoch, trustee_id, commit_bytes, created_at_ms)
                      VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![&student[..], epoch, &t[..], commit, now_ms as i64],
+                    params![student.as_bytes(), epoch, t.as_bytes(), commit, now_ms as i64],
                 )?;
             }
             let had_previous = self.previous_enrollment(student)?.is_some();
@@ -693,16 +702,16 @@ impl Store for SqliteStore {
         Ok(stored)
     }
 
-    fn is_committed(&self, student: &[u8; 32], epoch: u32) -> StoreResult<bool> {
+    fn is_committed(&self, student: &StudentId, epoch: u32) -> StoreResult<bool> {
         let n = count(
             &self.conn,
             "SELECT COUNT(*) FROM enrollment_commits WHERE student_id = ?1 AND epoch = ?2",
-            params![&student[..], epoch],
+            params![student.as_bytes(), epoch],
         )?;
         Ok(n > 0)
     }
 
-    fn drop_spent_previous(&self, student: &[u8; 32]) -> StoreResult<bool> {
+    fn drop_spent_previous(&self, student: &StudentId) -> StoreResult<bool> {
         let dropped = self.atomic(|c| self.delete_spent_previous(c, student))?;
         if dropped {
             self.wipe_wal_soon();
@@ -717,9 +726,9 @@ impl Store for SqliteStore {
             [],
             |r| {
                 Ok(PendingCommit {
-                    student_id: arr(r.get(0)?)?,
+                    student_id: id_at(r, 0)?,
                     epoch: r.get(1)?,
-                    trustee_id: arr(r.get(2)?)?,
+                    trustee_id: id_at(r, 2)?,
                     commit: r.get(3)?,
                     created_at_ms: r.get::<_, i64>(4)? as u64,
                 })
@@ -727,21 +736,26 @@ impl Store for SqliteStore {
         )
     }
 
-    fn finish_commit(&self, student: &[u8; 32], epoch: u32, trustee: &[u8; 32]) -> StoreResult<()> {
+    fn finish_commit(
+        &self,
+        student: &StudentId,
+        epoch: u32,
+        trustee: &TrusteeId,
+    ) -> StoreResult<()> {
         let c = &self.conn;
         exec(
             c,
             "DELETE FROM pending_commits WHERE student_id = ?1 AND epoch = ?2 AND trustee_id = ?3",
-            params![&student[..], epoch, &trustee[..]],
+            params![student.as_bytes(), epoch, trustee.as_bytes()],
         )?;
         Ok(())
     }
 
-    fn pending_commit_count(&self, student: &[u8; 32], epoch: u32) -> StoreResult<usize> {
+    fn pending_commit_count(&self, student: &StudentId, epoch: u32) -> StoreResult<usize> {
         count(
             &self.conn,
             "SELECT COUNT(*) FROM pending_commits WHERE student_id = ?1 AND epoch = ?2",
-            params![&student[..], epoch],
+            params![student.as_bytes(), epoch],
         )
     }
 
@@ -750,8 +764,8 @@ impl Store for SqliteStore {
         index: u64,
         entry: &[u8],
         leaf_hash: &[u8; 32],
-        student: &[u8; 32],
-        incident: &[u8; 16],
+        student: &StudentId,
+        incident: &IncidentId,
         actor: &str,
         reason: Option<&ViewReason>,
         at_ms: u64,
@@ -764,8 +778,8 @@ impl Store for SqliteStore {
                 index as i64,
                 entry,
                 &leaf_hash[..],
-                &student[..],
-                &incident[..],
+                student.as_bytes(),
+                incident.as_bytes(),
                 actor,
                 at_ms as i64,
                 reason.map(|r| r.text.as_str()),
@@ -777,14 +791,14 @@ impl Store for SqliteStore {
 
     fn log_entries_of_student(
         &self,
-        student: &[u8; 32],
+        student: &StudentId,
         size: u64,
         limit: u32,
     ) -> StoreResult<Vec<StudentLogRow>> {
         let c = &self.conn;
         all(c, "SELECT idx, entry, reason, reason_nonce FROM
                (SELECT idx, entry, reason, reason_nonce FROM transparency_log WHERE student_id = ?1 AND idx < ?2 ORDER BY idx DESC LIMIT ?3)
-             ORDER BY idx", params![&student[..], size as i64, limit], |r| {
+             ORDER BY idx", params![student.as_bytes(), size as i64, limit], |r| {
             Ok(StudentLogRow {
                 index: r.get::<_, i64>(0)? as u64,
                 entry: r.get(1)?,
@@ -851,13 +865,13 @@ impl Store for SqliteStore {
         )
     }
 
-    fn access_log(&self, incident: &[u8; 16]) -> StoreResult<Vec<AccessLogEntry>> {
+    fn access_log(&self, incident: &IncidentId) -> StoreResult<Vec<AccessLogEntry>> {
         use base64::Engine as _;
         let c = &self.conn;
         all(
             c,
             "SELECT idx, at_ms, actor, leaf_hash, entry, reason FROM transparency_log WHERE incident_id = ?1 ORDER BY idx",
-            params![&incident[..]],
+            params![incident.as_bytes()],
             |r| {
                 Ok(AccessLogEntry {
                     index: r.get::<_, i64>(0)? as u64,
@@ -874,14 +888,17 @@ impl Store for SqliteStore {
 }
 
 impl SqliteStore {
-    /// Stores a trustee's final answer to a forward (`store`: ?1 and ?2 the
-    /// forward's `key`, then the receipt, the refusal and the time) and drops
-    /// the pending forward (`drop_pending`, by `key`), in one transaction.
+    /// Stores a trustee's final answer to a forward (`store`: ?1 the
+    /// forward's `key` (a stop's student id, a cancel's hash), ?2 the
+    /// trustee, then the receipt, the refusal and the time) and drops the
+    /// pending forward (`drop_pending`, by `key` and trustee), in one
+    /// transaction.
     fn finish_forward(
         &self,
         store: &str,
         drop_pending: &str,
-        [k1, k2]: [&[u8; 32]; 2],
+        key: &[u8; 32],
+        trustee: &TrusteeId,
         answer: &TrusteeAnswer,
         now_ms: u64,
     ) -> StoreResult<()> {
@@ -890,14 +907,14 @@ impl SqliteStore {
                 c,
                 store,
                 params![
-                    &k1[..],
-                    &k2[..],
+                    &key[..],
+                    trustee.as_bytes(),
                     &answer.receipt,
                     &answer.refusal,
                     now_ms as i64
                 ],
             )?;
-            exec(c, drop_pending, params![&k1[..], &k2[..]])?;
+            exec(c, drop_pending, params![&key[..], trustee.as_bytes()])?;
             Ok(())
         })
     }
@@ -915,6 +932,17 @@ fn row_where<T>(
     Ok(one(c, &format!("{from} WHERE {column} = ?1"), params![key], row).optional()?)
 }
 
+/// A student's enrollment in `table` (`enrollments` or
+/// `previous_enrollments`, never caller text), if any.
+fn enrollment_in(
+    c: &Connection,
+    table: &str,
+    student: &StudentId,
+) -> StoreResult<Option<EnrollmentRow>> {
+    let from = format!("SELECT record, sealed_profile, epoch FROM {table}");
+    row_where(c, &from, "student_id", student.as_bytes(), enrollment_row)
+}
+
 /// The incident whose `column` (`id` or `panic_hash`) is `key`, if any.
 fn incident_where(c: &Connection, column: &str, key: &[u8]) -> StoreResult<Option<IncidentRow>> {
     let from = format!("SELECT {INCIDENT_COLS} FROM incidents");
@@ -922,11 +950,11 @@ fn incident_where(c: &Connection, column: &str, key: &[u8]) -> StoreResult<Optio
 }
 
 /// Records a device counter if it is above the highest seen; true if it was.
-fn bump(c: &Connection, student: &[u8; 32], counter: u64) -> rusqlite::Result<bool> {
+fn bump(c: &Connection, student: &StudentId, counter: u64) -> rusqlite::Result<bool> {
     let n = exec(
         c,
         "UPDATE students SET highest_counter = ?2 WHERE student_id = ?1 AND highest_counter < ?2",
-        params![&student[..], counter as i64],
+        params![student.as_bytes(), counter as i64],
     )?;
     Ok(n == 1)
 }
@@ -934,7 +962,7 @@ fn bump(c: &Connection, student: &[u8; 32], counter: u64) -> rusqlite::Result<bo
 /// Appends one entry to an incident's timeline.
 fn insert_timeline(
     c: &Connection,
-    incident: &[u8; 16],
+    incident: &IncidentId,
     at_ms: u64,
     kind: &str,
     detail: &str,
@@ -942,6 +970,6 @@ fn insert_timeline(
     exec(
         c,
         "INSERT INTO timeline (incident_id, at_ms, kind, detail) VALUES (?1, ?2, ?3, ?4)",
-        params![&incident[..], at_ms as i64, kind, detail],
+        params![incident.as_bytes(), at_ms as i64, kind, detail],
     )
 }

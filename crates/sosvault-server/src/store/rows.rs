@@ -1,5 +1,70 @@
 //! The rows the store takes and hands back: students and enrollments,
 //! incidents and their timeline, units, forwards to the trustees, the log.
+//!
+//! Ids and message hashes are the core's types ([`IncidentId`],
+//! [`StudentId`], [`TrusteeId`], [`MessageHash`]): one cannot be passed
+//! where another is expected. They become blobs at the SQL boundary only.
+
+use sosvault::{Category, IncidentId, MessageHash, StudentId, TrusteeId};
+
+use crate::geo::UnitKind;
+
+/// An enum stored as one of a fixed set of words: `as_str` is the word in
+/// the database (and in the API), `parse` its inverse (`None` for any other
+/// text: the store refuses it, it never guesses).
+macro_rules! stored_words {
+    ($(#[$meta:meta])* $name:ident { $($(#[$vmeta:meta])* $variant:ident = $word:literal,)* }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)*
+        }
+
+        impl $name {
+            /// The stored word.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $word,)*
+                }
+            }
+
+            /// Parses [`Self::as_str`].
+            pub fn parse(s: &str) -> Option<Self> {
+                match s {
+                    $($word => Some(Self::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+stored_words!(
+    /// An incident's status (the `status` column of `incidents`).
+    IncidentStatus {
+        /// Open: a team is sent or sought, the profile may be released.
+        Open = "open",
+        /// The student cancelled it.
+        Cancelled = "cancelled",
+        /// An operator closed it.
+        Closed = "closed",
+    }
+);
+
+stored_words!(
+    /// What became of a team's assignment to an incident (the `status`
+    /// column of `assignments`).
+    AssignmentStatus {
+        /// Sent, not yet acknowledged.
+        Pending = "pending",
+        /// The team acknowledged it.
+        Acknowledged = "acknowledged",
+        /// The team did not acknowledge in time.
+        TimedOut = "timed_out",
+        /// The team was taken off it (reassigned, incident closed).
+        Released = "released",
+    }
+);
 
 /// The reason a supervisor gave to open a profile, and the nonce of its
 /// commitment in the log entry ([`sosvault::log::view_reason_commitment`]).
@@ -31,8 +96,8 @@ pub struct StudentLogRow {
 /// What the service knows of a student.
 #[derive(Clone, Debug)]
 pub struct StudentRow {
-    /// Student id (32 bytes).
-    pub student_id: [u8; 32],
+    /// Student id.
+    pub student_id: StudentId,
     /// The enrolled device's ed25519 key.
     pub device_public: [u8; 32],
     /// Current epoch.
@@ -60,15 +125,15 @@ pub struct EnrollmentRow {
 #[derive(Clone, Debug)]
 pub struct NewIncident {
     /// Incident id.
-    pub id: [u8; 16],
+    pub id: IncidentId,
     /// Student.
-    pub student_id: [u8; 32],
+    pub student_id: StudentId,
     /// SHA-256 of the signed panic.
-    pub panic_hash: [u8; 32],
+    pub panic_hash: MessageHash,
     /// The signed panic's bytes.
     pub panic: Vec<u8>,
-    /// Category name.
-    pub category: String,
+    /// The panic's category.
+    pub category: Category,
     /// Epoch of the panic.
     pub epoch: u32,
     /// Device counter of the panic.
@@ -85,21 +150,23 @@ pub struct NewIncident {
 #[derive(Clone, Debug)]
 pub struct IncidentRow {
     /// Incident id.
-    pub id: [u8; 16],
+    pub id: IncidentId,
     /// Student.
-    pub student_id: [u8; 32],
-    /// Panic hash.
-    pub panic_hash: [u8; 32],
+    pub student_id: StudentId,
+    /// Panic hash (for a duress stop's alert, its
+    /// [`key`](NewDuressAlert::key) in the same column).
+    pub panic_hash: MessageHash,
     /// Signed panic bytes (removed after a stop).
     pub panic: Option<Vec<u8>>,
-    /// Category.
-    pub category: String,
+    /// The panic's category; `None` once the student pressed stop (the
+    /// category is the student's data: stored as `''`).
+    pub category: Option<Category>,
     /// Epoch.
     pub epoch: u32,
     /// Received at (unix ms).
     pub created_at_ms: u64,
-    /// `open`, `cancelled`, `closed`.
-    pub status: String,
+    /// Open, cancelled or closed.
+    pub status: IncidentStatus,
     /// Closed at (unix ms).
     pub closed_at_ms: Option<u64>,
     /// The sealed incident key, while it may still be used.
@@ -126,6 +193,14 @@ pub struct IncidentRow {
     pub handler: Option<String>,
 }
 
+impl IncidentRow {
+    /// The category's name as the control room is shown it: empty once
+    /// the student pressed stop.
+    pub fn category_name(&self) -> &'static str {
+        self.category.map_or("", Category::as_str)
+    }
+}
+
 /// The flag of an incident that a duress stop opened (no panic behind it).
 pub const DURESS_STOP: &str = "duress_stop";
 
@@ -138,14 +213,14 @@ pub const DURESS_STOP: &str = "duress_stop";
 #[derive(Clone, Debug)]
 pub struct NewDuressAlert {
     /// Incident id.
-    pub id: [u8; 16],
+    pub id: IncidentId,
     /// Student.
-    pub student_id: [u8; 32],
+    pub student_id: StudentId,
     /// Stored where a panic's hash goes (the column is unique): derived from
     /// the student, so a student has at most one such alert, ever.
     pub key: [u8; 32],
-    /// Category name.
-    pub category: String,
+    /// Its category.
+    pub category: Category,
     /// The student's epoch at the stop.
     pub epoch: u32,
     /// Opened at (unix ms).
@@ -172,8 +247,8 @@ pub struct UnitRow {
     pub id: String,
     /// Display name.
     pub name: String,
-    /// `police`, `medical`, `counsellor`.
-    pub kind: String,
+    /// Police, medical or counsellor.
+    pub kind: UnitKind,
     /// Last reported position.
     pub position: Option<(f64, f64)>,
     /// When it was reported (unix ms; at registration for the first).
@@ -184,13 +259,13 @@ pub struct UnitRow {
 #[derive(Clone, Debug)]
 pub struct AssignmentRow {
     /// Incident.
-    pub incident_id: [u8; 16],
+    pub incident_id: IncidentId,
     /// Unit.
     pub unit_id: String,
     /// Assigned at (unix ms).
     pub assigned_at_ms: u64,
-    /// `pending`, `acknowledged`, `timed_out`, `released`.
-    pub status: String,
+    /// Pending, acknowledged, timed out or released.
+    pub status: AssignmentStatus,
 }
 
 /// A signed stop or cancel not yet answered by a trustee: both are queued,
@@ -198,9 +273,9 @@ pub struct AssignmentRow {
 #[derive(Clone, Debug)]
 pub struct PendingForward {
     /// Student.
-    pub student_id: [u8; 32],
+    pub student_id: StudentId,
     /// Trustee.
-    pub trustee_id: [u8; 32],
+    pub trustee_id: TrusteeId,
     /// The signed stop or cancel, exactly as the device sent it.
     pub signed: Vec<u8>,
     /// When the stop or cancel was taken (ms).
@@ -217,7 +292,7 @@ pub type PendingCancel = PendingForward;
 #[derive(Clone, Debug)]
 pub struct TrusteeAnswer {
     /// Trustee.
-    pub trustee_id: [u8; 32],
+    pub trustee_id: TrusteeId,
     /// The signed receipt, or empty for a final refusal.
     pub receipt: Vec<u8>,
     /// The final refusal's code (`stale_cancel`, `stale_stop`, ...), if refused.
@@ -228,11 +303,11 @@ pub struct TrusteeAnswer {
 #[derive(Clone, Debug)]
 pub struct PendingCommit {
     /// Student.
-    pub student_id: [u8; 32],
+    pub student_id: StudentId,
     /// The epoch committed.
     pub epoch: u32,
     /// Trustee.
-    pub trustee_id: [u8; 32],
+    pub trustee_id: TrusteeId,
     /// The signed commit, exactly as the device sent it.
     pub commit: Vec<u8>,
     /// When the commit was taken (ms).
@@ -287,5 +362,5 @@ pub enum PanicStored {
     /// A new incident.
     New,
     /// The same panic was stored before, as this incident.
-    Existing([u8; 16]),
+    Existing(IncidentId),
 }

@@ -5,15 +5,17 @@ use std::cell::Cell;
 use std::path::Path;
 
 use rusqlite::{Connection, params};
+use sosvault::{Category, IncidentId, MessageHash, StudentId, TrusteeId};
 use sosvault_service::sqlite::{BUSY_TIMEOUT, open_checked};
 
 use super::access::{self, AccessStore, AccountChange, AccountRow};
 use super::schema::{SCHEMA, migrate};
 use super::writer::GroupCommit;
 use super::{
-    EnrollmentRow, IncidentRow, PendingForward, Store, StoreError, StoreResult, TrusteeAnswer,
-    UnitRow, ViewReason,
+    AssignmentStatus, EnrollmentRow, IncidentRow, IncidentStatus, PendingForward, Store,
+    StoreError, StoreResult, TrusteeAnswer, UnitRow, ViewReason,
 };
+use crate::geo::UnitKind;
 
 /// The SQLite store: one connection. Used alone, every method is its own
 /// transaction; behind [`Db`](super::Db), batches of jobs share one.
@@ -76,8 +78,8 @@ pub(super) fn enrollment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Enrollme
 /// message, taken at).
 pub(super) fn pending_forward_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PendingForward> {
     Ok(PendingForward {
-        student_id: arr(r.get(0)?)?,
-        trustee_id: arr(r.get(1)?)?,
+        student_id: id_at(r, 0)?,
+        trustee_id: id_at(r, 1)?,
         signed: r.get(2)?,
         created_at_ms: r.get::<_, i64>(3)? as u64,
     })
@@ -87,9 +89,140 @@ pub(super) fn pending_forward_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Pen
 /// refusal).
 pub(super) fn answer_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TrusteeAnswer> {
     Ok(TrusteeAnswer {
-        trustee_id: arr(r.get(0)?)?,
+        trustee_id: id_at(r, 0)?,
         receipt: r.get(1)?,
         refusal: r.get(2)?,
+    })
+}
+
+/// An id or a message hash the store keeps as a fixed-length blob: written
+/// as its bytes (`as_bytes()`), read back by [`id_at`].
+pub(super) trait BlobId: Sized {
+    /// What it is, for the error a blob of the wrong length gets.
+    const WHAT: &'static str;
+    /// Its length in bytes.
+    const LEN: usize;
+    /// The id of these bytes; `None` if they are not [`Self::LEN`] long.
+    fn from_blob(blob: &[u8]) -> Option<Self>;
+}
+
+macro_rules! blob_id {
+    ($($t:ty: $len:literal, $what:literal;)*) => {$(
+        impl BlobId for $t {
+            const WHAT: &'static str = $what;
+            const LEN: usize = $len;
+            fn from_blob(blob: &[u8]) -> Option<Self> {
+                Some(Self::from_bytes(blob.try_into().ok()?))
+            }
+        }
+    )*};
+}
+
+blob_id! {
+    IncidentId: 16, "incident id";
+    StudentId: 32, "student id";
+    TrusteeId: 32, "trustee id";
+    MessageHash: 32, "message hash";
+}
+
+/// A stored id whose blob is not of its length: the database was not
+/// written by this service (or is damaged).
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: {len}-byte blob stored, {expected} bytes expected")]
+struct WrongLength {
+    what: &'static str,
+    len: usize,
+    expected: usize,
+}
+
+/// Column `at` of a row, read as an id; a blob of the wrong length is an
+/// error (a [`StoreError::Sqlite`] once it leaves the store), never a panic.
+pub(super) fn id_at<T: BlobId>(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<T> {
+    let blob: Vec<u8> = r.get(at)?;
+    T::from_blob(&blob).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            at,
+            rusqlite::types::Type::Blob,
+            Box::new(WrongLength {
+                what: T::WHAT,
+                len: blob.len(),
+                expected: T::LEN,
+            }),
+        )
+    })
+}
+
+/// An enum the store keeps as one of a fixed set of words (a status, a
+/// kind, a category): written as `as_str()`, read back by [`word_at`] (or
+/// [`category_at`]).
+pub(super) trait StoredWord: Sized {
+    /// What it is, for the error an unknown word gets.
+    const WHAT: &'static str;
+    /// The value of a stored word; `None` if it names none.
+    fn from_word(word: &str) -> Option<Self>;
+}
+
+macro_rules! stored_word {
+    ($($t:ty: $what:literal;)*) => {$(
+        impl StoredWord for $t {
+            const WHAT: &'static str = $what;
+            fn from_word(word: &str) -> Option<Self> {
+                Self::parse(word)
+            }
+        }
+    )*};
+}
+
+stored_word! {
+    IncidentStatus: "incident status";
+    AssignmentStatus: "assignment status";
+    UnitKind: "unit kind";
+}
+
+impl StoredWord for Category {
+    const WHAT: &'static str = "category";
+    fn from_word(word: &str) -> Option<Self> {
+        Category::ALL.into_iter().find(|c| c.as_str() == word)
+    }
+}
+
+/// A stored word that names no value: the database was not written by
+/// this version of the service (or is damaged).
+#[derive(Debug, thiserror::Error)]
+#[error("{what}: unknown value {word:?} stored")]
+struct UnknownWord {
+    what: &'static str,
+    word: String,
+}
+
+/// Column `at` of a row, read as one of a fixed set of words; any other
+/// text is an error (a [`StoreError::Sqlite`] once it leaves the store),
+/// never a default.
+pub(super) fn word_at<T: StoredWord>(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<T> {
+    word_of(at, r.get(at)?)
+}
+
+/// Column `at` of a row, read as a category; `None` for the `''` a stop
+/// leaves in its place.
+pub(super) fn category_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Option<Category>> {
+    let word: String = r.get(at)?;
+    if word.is_empty() {
+        return Ok(None);
+    }
+    word_of(at, word).map(Some)
+}
+
+/// A word read from column `at`, as the value it names (see [`word_at`]).
+fn word_of<T: StoredWord>(at: usize, word: String) -> rusqlite::Result<T> {
+    T::from_word(&word).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            at,
+            rusqlite::types::Type::Text,
+            Box::new(UnknownWord {
+                what: T::WHAT,
+                word,
+            }),
+        )
     })
 }
 
@@ -133,14 +266,14 @@ fn opt_u64(v: Option<i64>) -> Option<u64> {
 
 pub(super) fn incident_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentRow> {
     Ok(IncidentRow {
-        id: arr(r.get(0)?)?,
-        student_id: arr(r.get(1)?)?,
-        panic_hash: arr(r.get(2)?)?,
+        id: id_at(r, 0)?,
+        student_id: id_at(r, 1)?,
+        panic_hash: id_at(r, 2)?,
         panic: r.get(3)?,
-        category: r.get(4)?,
+        category: category_at(r, 4)?,
         epoch: r.get(5)?,
         created_at_ms: r.get::<_, i64>(6)? as u64,
-        status: r.get(7)?,
+        status: word_at(r, 7)?,
         closed_at_ms: r.get::<_, Option<i64>>(8)?.map(|v| v as u64),
         incident_key_sealed: r.get(9)?,
         duress: r.get(10)?,
@@ -161,7 +294,7 @@ pub(super) fn unit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UnitRow> {
     Ok(UnitRow {
         id: r.get(0)?,
         name: r.get(1)?,
-        kind: r.get(2)?,
+        kind: word_at(r, 2)?,
         position: lat.zip(lon),
         position_at_ms: at.and_then(|t| u64::try_from(t).ok()),
     })
@@ -223,7 +356,7 @@ impl SqliteStore {
     pub(super) fn delete_spent_previous(
         &self,
         c: &Connection,
-        student: &[u8; 32],
+        student: &StudentId,
     ) -> StoreResult<bool> {
         let Some(previous) = self.previous_enrollment(student)? else {
             return Ok(false);
@@ -237,7 +370,7 @@ impl SqliteStore {
         let in_use = count(
             c,
             "SELECT COUNT(*) FROM incidents WHERE student_id = ?1 AND status = 'open' AND epoch = ?2",
-            params![&student[..], previous.epoch],
+            params![student.as_bytes(), previous.epoch],
         )?;
         if in_use > 0 {
             return Ok(false);
@@ -245,7 +378,7 @@ impl SqliteStore {
         let n = exec(
             c,
             "DELETE FROM previous_enrollments WHERE student_id = ?1",
-            params![&student[..]],
+            params![student.as_bytes()],
         )?;
         Ok(n > 0)
     }
@@ -345,10 +478,15 @@ impl AccessStore for SqliteStore {
     fn data_version(&self) -> StoreResult<i64> {
         access::data_version(&self.conn)
     }
-    fn handler(&self, incident: &[u8; 16]) -> StoreResult<Option<String>> {
+    fn handler(&self, incident: &IncidentId) -> StoreResult<Option<String>> {
         access::handler(&self.conn, incident)
     }
-    fn set_handler(&self, incident: &[u8; 16], from: Option<&str>, to: &str) -> StoreResult<bool> {
+    fn set_handler(
+        &self,
+        incident: &IncidentId,
+        from: Option<&str>,
+        to: &str,
+    ) -> StoreResult<bool> {
         access::set_handler(&self.conn, incident, from, to)
     }
     fn set_unit_token(&self, unit: &str, token_hash: &[u8; 32]) -> StoreResult<bool> {

@@ -4,19 +4,40 @@
 use std::path::Path;
 
 use rusqlite::Connection;
+use sosvault::{Category, IncidentId, MessageHash, StudentId, TrusteeId};
 
 use super::{
-    DURESS_STOP, NewDuressAlert, NewIncident, PanicStored, SqliteStore, Store, StudentLogRow,
-    TrusteeAnswer, ViewReason,
+    DURESS_STOP, IncidentStatus, NewDuressAlert, NewIncident, PanicStored, SqliteStore, Store,
+    StoreError, StudentLogRow, TrusteeAnswer, ViewReason,
 };
+
+/// The incident id `[n; 16]`.
+pub(super) const fn iid(n: u8) -> IncidentId {
+    IncidentId::from_bytes([n; 16])
+}
+
+/// The student id `[n; 32]`.
+pub(super) const fn sid(n: u8) -> StudentId {
+    StudentId::from_bytes([n; 32])
+}
+
+/// The trustee id `[n; 32]`.
+pub(super) const fn tid(n: u8) -> TrusteeId {
+    TrusteeId::from_bytes([n; 32])
+}
+
+/// The message hash `[n; 32]`.
+pub(super) const fn mhash(n: u8) -> MessageHash {
+    MessageHash::from_bytes([n; 32])
+}
 
 pub(super) fn incident(id: u8, panic_hash: u8) -> NewIncident {
     NewIncident {
-        id: [id; 16],
-        student_id: [1; 32],
-        panic_hash: [panic_hash; 32],
+        id: iid(id),
+        student_id: sid(1),
+        panic_hash: mhash(panic_hash),
         panic: vec![9; 10],
-        category: "police".into(),
+        category: Category::Police,
         epoch: 1,
         counter: 5,
         created_at_ms: 1000,
@@ -43,7 +64,7 @@ fn enrolled(dir: &Path) -> SqliteStore {
 /// `[2; 32]`) under `record` and the sealed profile `sealed`.
 fn enrolled_with(dir: &Path, record: &[u8], sealed: &[u8]) -> SqliteStore {
     let s = SqliteStore::open(&dir.join("db")).unwrap();
-    s.put_enrollment(&[1; 32], &[2; 32], 1, record, sealed, 1)
+    s.put_enrollment(&sid(1), &[2; 32], 1, record, sealed, 1)
         .unwrap();
     s
 }
@@ -58,22 +79,65 @@ fn panic_is_stored_once() {
     );
     assert_eq!(
         s.insert_panic(&incident(5, 4), "x").unwrap(),
-        PanicStored::Existing([3; 16])
+        PanicStored::Existing(iid(3))
     );
     assert_eq!(s.open_incidents().unwrap().len(), 1);
-    assert_eq!(s.student(&[1; 32]).unwrap().unwrap().highest_counter, 5);
-    assert!(!s.bump_counter(&[1; 32], 5).unwrap());
-    assert!(s.bump_counter(&[1; 32], 6).unwrap());
-    let row = s.incident(&[3; 16]).unwrap().unwrap();
+    assert_eq!(s.student(&sid(1)).unwrap().unwrap().highest_counter, 5);
+    assert!(!s.bump_counter(&sid(1), 5).unwrap());
+    assert!(s.bump_counter(&sid(1), 6).unwrap());
+    let row = s.incident(&iid(3)).unwrap().unwrap();
     assert_eq!(row.flags, vec!["rate_limited".to_string()]);
+}
+
+#[test]
+fn a_damaged_id_or_status_is_an_error_never_a_panic_or_a_default() {
+    for (damage, says) in [
+        (
+            "UPDATE incidents SET panic_hash = x'0102'",
+            "message hash: 2-byte blob stored, 32 bytes expected",
+        ),
+        (
+            "UPDATE incidents SET status = 'reopened'",
+            r#"incident status: unknown value "reopened" stored"#,
+        ),
+        (
+            "UPDATE incidents SET category = 'fire'",
+            r#"category: unknown value "fire" stored"#,
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let s = enrolled(dir.path());
+        s.insert_panic(&incident(3, 4), "x").unwrap();
+        s.conn.execute(damage, []).unwrap();
+        let e = s.incident(&iid(3)).unwrap_err();
+        assert!(
+            matches!(&e, StoreError::Sqlite(m) if m.contains(says)),
+            "{damage}: {e}"
+        );
+    }
+}
+
+#[test]
+fn a_stop_blanks_the_category_and_it_reads_back_as_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = enrolled(dir.path());
+    s.insert_panic(&incident(3, 4), "x").unwrap();
+    let row = s.incident(&iid(3)).unwrap().unwrap();
+    assert_eq!(
+        (row.category, row.category_name()),
+        (Some(Category::Police), "police")
+    );
+    s.apply_stop(&sid(1), b"stop", &[], 2).unwrap();
+    let row = s.incident(&iid(3)).unwrap().unwrap();
+    assert_eq!((row.category, row.category_name()), (None, ""));
 }
 
 fn duress_alert(id: u8) -> NewDuressAlert {
     NewDuressAlert {
-        id: [id; 16],
-        student_id: [1; 32],
+        id: iid(id),
+        student_id: sid(1),
         key: [42; 32],
-        category: "police".into(),
+        category: Category::Police,
         epoch: 1,
         created_at_ms: 2000,
         timeline: vec![
@@ -90,18 +154,19 @@ fn a_duress_alert_opens_once_and_only_without_an_open_incident() {
     // An open incident: the stop escalates it, no alert.
     s.insert_panic(&incident(3, 4), "x").unwrap();
     assert!(s.open_duress_alert(&duress_alert(5)).unwrap().is_none());
-    assert!(s.incident(&[5; 16]).unwrap().is_none());
-    s.close_incident(&[3; 16], "closed", 1500).unwrap();
+    assert!(s.incident(&iid(5)).unwrap().is_none());
+    s.close_incident(&iid(3), IncidentStatus::Closed, 1500)
+        .unwrap();
 
     let row = s.open_duress_alert(&duress_alert(5)).unwrap().unwrap();
-    assert_eq!(row.id, [5; 16]);
-    assert_eq!(row.status, "open");
+    assert_eq!(row.id, iid(5));
+    assert_eq!(row.status, IncidentStatus::Open);
     assert!(row.duress && row.stopped && !row.false_alarm);
     assert_eq!(row.flags, vec![DURESS_STOP.to_string()]);
     assert!(row.panic.is_none() && row.incident_key_sealed.is_none());
-    assert!(s.locations(&[5; 16]).unwrap().is_empty());
+    assert!(s.locations(&iid(5)).unwrap().is_empty());
     let steps: Vec<String> = s
-        .timeline(&[5; 16])
+        .timeline(&iid(5))
         .unwrap()
         .into_iter()
         .map(|e| e.kind)
@@ -112,10 +177,11 @@ fn a_duress_alert_opens_once_and_only_without_an_open_incident() {
     // Never a second one for the student: not while it is open, not
     // after an operator closed it.
     assert!(s.open_duress_alert(&duress_alert(6)).unwrap().is_none());
-    s.close_incident(&[5; 16], "closed", 3000).unwrap();
+    s.close_incident(&iid(5), IncidentStatus::Closed, 3000)
+        .unwrap();
     assert!(s.open_duress_alert(&duress_alert(6)).unwrap().is_none());
-    assert!(s.incident(&[6; 16]).unwrap().is_none());
-    assert!(s.timeline(&[6; 16]).unwrap().is_empty());
+    assert!(s.incident(&iid(6)).unwrap().is_none());
+    assert!(s.timeline(&iid(6)).unwrap().is_empty());
 }
 
 #[test]
@@ -135,8 +201,8 @@ fn an_existing_database_gains_the_window_columns_and_keeps_its_incidents() {
              VALUES (x'03030303030303030303030303030303', zeroblob(32), zeroblob(32), 'police', 1, 1000, 'open', x'07');",
     );
     let s = SqliteStore::open(&path).unwrap();
-    let row = s.incident(&[3; 16]).unwrap().unwrap();
-    assert_eq!(row.status, "open");
+    let row = s.incident(&iid(3)).unwrap().unwrap();
+    assert_eq!(row.status, IncidentStatus::Open);
     assert_eq!(row.incident_key_sealed, Some(vec![7]));
     assert_eq!(
         (
@@ -146,11 +212,11 @@ fn an_existing_database_gains_the_window_columns_and_keeps_its_incidents() {
         ),
         (None, None, None)
     );
-    s.set_released(&[3; 16], 5_000, 1_000).unwrap();
+    s.set_released(&iid(3), 5_000, 1_000).unwrap();
     drop(s);
     // Opening again migrates nothing twice.
     let s = SqliteStore::open(&path).unwrap();
-    let row = s.incident(&[3; 16]).unwrap().unwrap();
+    let row = s.incident(&iid(3)).unwrap().unwrap();
     assert_eq!(row.access_until_ms, Some(6_000));
 }
 
@@ -159,10 +225,10 @@ fn the_access_window_is_anchored_once_and_extended_only_while_open() {
     let dir = tempfile::tempdir().unwrap();
     let s = enrolled(dir.path());
     s.insert_panic(&incident(3, 4), "x").unwrap();
-    s.set_released(&[3; 16], 10_000, 3_000).unwrap();
+    s.set_released(&iid(3), 10_000, 3_000).unwrap();
     // A second opening (after a restart) does not move the window.
-    s.set_released(&[3; 16], 12_000, 3_000).unwrap();
-    let row = s.incident(&[3; 16]).unwrap().unwrap();
+    s.set_released(&iid(3), 12_000, 3_000).unwrap();
+    let row = s.incident(&iid(3)).unwrap().unwrap();
     assert_eq!(
         (
             row.released_at_ms,
@@ -172,16 +238,16 @@ fn the_access_window_is_anchored_once_and_extended_only_while_open() {
         (Some(10_000), Some(13_000), Some(3_000))
     );
     // A location update inside the window extends it; never shortens it.
-    s.extend_access(&[3; 16], 14_500, 11_500).unwrap();
-    s.extend_access(&[3; 16], 14_000, 11_000).unwrap();
+    s.extend_access(&iid(3), 14_500, 11_500).unwrap();
+    s.extend_access(&iid(3), 14_000, 11_000).unwrap();
     assert_eq!(
-        s.incident(&[3; 16]).unwrap().unwrap().access_until_ms,
+        s.incident(&iid(3)).unwrap().unwrap().access_until_ms,
         Some(14_500)
     );
     // Past its end it stays ended.
-    s.extend_access(&[3; 16], 18_000, 15_000).unwrap();
+    s.extend_access(&iid(3), 18_000, 15_000).unwrap();
     assert_eq!(
-        s.incident(&[3; 16]).unwrap().unwrap().access_until_ms,
+        s.incident(&iid(3)).unwrap().unwrap().access_until_ms,
         Some(14_500)
     );
 }
@@ -191,29 +257,29 @@ fn a_cancel_is_queued_once_per_trustee_until_each_answers() {
     let dir = tempfile::tempdir().unwrap();
     let s = SqliteStore::open(&dir.path().join("db")).unwrap();
     let cancel = b"signed cancel bytes".to_vec();
-    let hash = *sosvault::MessageHash::of_message(&cancel).as_bytes();
-    let trustees = [[10; 32], [11; 32], [12; 32]];
-    s.queue_cancel(&[1; 32], &cancel, &trustees, 100).unwrap();
-    s.queue_cancel(&[1; 32], &cancel, &trustees, 101).unwrap();
+    let hash = MessageHash::of_message(&cancel);
+    let trustees = [tid(10), tid(11), tid(12)];
+    s.queue_cancel(&sid(1), &cancel, &trustees, 100).unwrap();
+    s.queue_cancel(&sid(1), &cancel, &trustees, 101).unwrap();
     assert_eq!(s.pending_cancels().unwrap().len(), 3);
     assert_eq!(s.pending_cancel_count(&hash).unwrap(), 3);
     let receipt = TrusteeAnswer {
-        trustee_id: [10; 32],
+        trustee_id: tid(10),
         receipt: b"receipt".to_vec(),
         refusal: None,
     };
-    s.finish_cancel(&hash, &[10; 32], &receipt, 200).unwrap();
+    s.finish_cancel(&hash, &tid(10), &receipt, 200).unwrap();
     let refused = TrusteeAnswer {
-        trustee_id: [11; 32],
+        trustee_id: tid(11),
         receipt: Vec::new(),
         refusal: Some("stale_cancel".into()),
     };
-    s.finish_cancel(&hash, &[11; 32], &refused, 201).unwrap();
+    s.finish_cancel(&hash, &tid(11), &refused, 201).unwrap();
     // The same cancel again: the answered trustees are not asked again.
-    s.queue_cancel(&[1; 32], &cancel, &trustees, 300).unwrap();
+    s.queue_cancel(&sid(1), &cancel, &trustees, 300).unwrap();
     let pending = s.pending_cancels().unwrap();
     assert_eq!(pending.len(), 1);
-    assert_eq!(pending[0].trustee_id, [12; 32]);
+    assert_eq!(pending[0].trustee_id, tid(12));
     assert_eq!(pending[0].signed, cancel);
     let answers = s.cancel_answers(&hash).unwrap();
     assert_eq!(answers.len(), 2);
@@ -231,17 +297,8 @@ fn transparency_log_rows_come_back_in_order() {
     };
     let dir = tempfile::tempdir().unwrap();
     let s = SqliteStore::open(&dir.path().join("db")).unwrap();
-    s.append_log(
-        0,
-        b"a",
-        &[1; 32],
-        &[7; 32],
-        &[1; 16],
-        "operator:op",
-        None,
-        1,
-    )
-    .unwrap();
+    s.append_log(0, b"a", &[1; 32], &sid(7), &iid(1), "operator:op", None, 1)
+        .unwrap();
     let why = ViewReason {
         text: "night-shift handover".into(),
         nonce: [5; 16],
@@ -250,25 +307,23 @@ fn transparency_log_rows_come_back_in_order() {
         1,
         b"b",
         &[2; 32],
-        &[8; 32],
-        &[2; 16],
+        &sid(8),
+        &iid(2),
         "unit:u-1",
         Some(&why),
         2,
     )
     .unwrap();
     assert_eq!(
-        s.log_entries_of_student(&[7; 32], 2, 10).unwrap(),
+        s.log_entries_of_student(&sid(7), 2, 10).unwrap(),
         vec![row(0, b"a", None)]
     );
     assert_eq!(
-        s.log_entries_of_student(&[8; 32], 2, 10).unwrap(),
+        s.log_entries_of_student(&sid(8), 2, 10).unwrap(),
         vec![row(1, b"b", Some(why.clone()))]
     );
     assert!(
-        s.log_entries_of_student(&[8; 32], 1, 10)
-            .unwrap()
-            .is_empty(),
+        s.log_entries_of_student(&sid(8), 1, 10).unwrap().is_empty(),
         "beyond the size"
     );
     assert_eq!(s.log_leaf_hashes().unwrap(), vec![[1; 32], [2; 32]]);
@@ -278,21 +333,21 @@ fn transparency_log_rows_come_back_in_order() {
         "from start, stopping at the log's end"
     );
     assert!(s.log_leaves(2, u64::MAX).unwrap().is_empty());
-    let mine = s.access_log(&[2; 16]).unwrap();
+    let mine = s.access_log(&iid(2)).unwrap();
     assert_eq!((mine.len(), mine[0].index), (1, 1));
     assert_eq!(mine[0].reason.as_deref(), Some("night-shift handover"));
     assert!(
-        s.append_log(1, b"c", &[3; 32], &[8; 32], &[2; 16], "x", None, 3)
+        s.append_log(1, b"c", &[3; 32], &sid(8), &iid(2), "x", None, 3)
             .is_err(),
         "an index is used once"
     );
     // A stop leaves the entry and its commitment, never the text.
-    s.apply_stop(&[8; 32], b"stop", &[], 9).unwrap();
+    s.apply_stop(&sid(8), b"stop", &[], 9).unwrap();
     assert_eq!(
-        s.log_entries_of_student(&[8; 32], 2, 10).unwrap(),
+        s.log_entries_of_student(&sid(8), 2, 10).unwrap(),
         vec![row(1, b"b", None)]
     );
-    assert_eq!(s.access_log(&[2; 16]).unwrap()[0].reason, None);
+    assert_eq!(s.access_log(&iid(2)).unwrap()[0].reason, None);
 }
 
 pub(super) fn on_disk(dir: &Path, needle: &[u8]) -> Vec<&'static str> {
@@ -309,14 +364,16 @@ pub(super) fn on_disk(dir: &Path, needle: &[u8]) -> Vec<&'static str> {
 mod staging {
     use std::path::Path;
 
-    use super::{incident, on_disk};
-    use crate::store::{CommitStored, SqliteStore, Store};
+    use sosvault::{MessageHash, StudentId, TrusteeId};
 
-    const T: [[u8; 32]; 3] = [[10; 32], [11; 32], [12; 32]];
-    const S: [u8; 32] = [1; 32];
+    use super::{iid, incident, on_disk, sid, tid};
+    use crate::store::{CommitStored, IncidentStatus, SqliteStore, Store};
 
-    fn hash(record: &[u8]) -> [u8; 32] {
-        *sosvault::MessageHash::of_message(record).as_bytes()
+    const T: [TrusteeId; 3] = [tid(10), tid(11), tid(12)];
+    const S: StudentId = sid(1);
+
+    fn hash(record: &[u8]) -> MessageHash {
+        MessageHash::of_message(record)
     }
 
     fn secret(seed: u32) -> Vec<u8> {
@@ -381,7 +438,7 @@ mod staging {
         assert_eq!(s.pending_commits().unwrap().len(), 3);
         s.finish_commit(&S, 1, &T[0]).unwrap();
         assert_eq!(s.pending_commit_count(&S, 1).unwrap(), 2);
-        let left: Vec<[u8; 32]> = s
+        let left: Vec<TrusteeId> = s
             .pending_commits()
             .unwrap()
             .iter()
@@ -448,7 +505,8 @@ mod staging {
         );
         assert_eq!(s.previous_enrollment(&S).unwrap().unwrap().epoch, 1);
         assert!(!s.drop_spent_previous(&S).unwrap(), "still in use");
-        s.close_incident(&[3; 16], "closed", 10).unwrap();
+        s.close_incident(&iid(3), IncidentStatus::Closed, 10)
+            .unwrap();
         assert!(s.drop_spent_previous(&S).unwrap());
         assert!(s.previous_enrollment(&S).unwrap().is_none());
         assert_eq!(on_disk(dir.path(), &p1[100..164]), Vec::<&str>::new());
@@ -504,21 +562,21 @@ mod staging {
 mod wipe {
     use rusqlite::Connection;
 
-    use super::{incident, on_disk};
-    use crate::store::{Db, SqliteStore, Store};
+    use super::{iid, incident, on_disk, sid, tid};
+    use crate::store::{Db, IncidentStatus, SqliteStore, Store};
 
     #[test]
     fn stop_leaves_no_ciphertext_in_the_file_or_the_wal() {
         let dir = tempfile::tempdir().unwrap();
         let secret: Vec<u8> = (0..700u32).map(|i| (i * 7 + 3) as u8 ^ 0x5a).collect();
         let s = super::enrolled_with(dir.path(), b"record", &secret);
-        s.put_enrollment(&[3; 32], &[4; 32], 1, b"record", b"other", 1)
+        s.put_enrollment(&sid(3), &[4; 32], 1, b"record", b"other", 1)
             .unwrap();
         assert!(!on_disk(dir.path(), &secret[100..164]).is_empty());
-        s.apply_stop(&[1; 32], b"stop", &[[9; 32]], 2).unwrap();
+        s.apply_stop(&sid(1), b"stop", &[tid(9)], 2).unwrap();
         assert_eq!(on_disk(dir.path(), &secret[100..164]), Vec::<&str>::new());
         // Later writes do not bring it back.
-        s.add_timeline(&[1; 16], 3, "x", "y").unwrap();
+        s.add_timeline(&iid(1), 3, "x", "y").unwrap();
         assert_eq!(on_disk(dir.path(), &secret[100..164]), Vec::<&str>::new());
     }
 
@@ -537,9 +595,9 @@ mod wipe {
         assert!(!on_disk(dir.path(), &k1[100..164]).is_empty());
         // Through the group commit: the window ends for one, the other closes.
         let db = Db::new(s).unwrap();
-        db.call(|s| s.forget_incident_key(&[1; 16])).await.unwrap();
+        db.call(|s| s.forget_incident_key(&iid(1))).await.unwrap();
         assert_eq!(on_disk(dir.path(), &k1[100..164]), Vec::<&str>::new());
-        db.call(|s| s.close_incident(&[2; 16], "closed", 5))
+        db.call(|s| s.close_incident(&iid(2), IncidentStatus::Closed, 5))
             .await
             .unwrap();
         assert_eq!(on_disk(dir.path(), &k2[100..164]), Vec::<&str>::new());
@@ -561,14 +619,14 @@ mod wipe {
         s.conn
             .busy_timeout(std::time::Duration::from_millis(50))
             .unwrap();
-        assert!(s.apply_stop(&[1; 32], b"stop", &[[9; 32]], 2).is_err());
+        assert!(s.apply_stop(&sid(1), b"stop", &[tid(9)], 2).is_err());
         assert!(
             !on_disk(dir.path(), &secret[100..164]).is_empty(),
             "the error is honest: the ciphertext is still on disk"
         );
         // Once the reader is gone, the stop again (as the phone retries) wipes.
         drop(reader);
-        s.apply_stop(&[1; 32], b"stop", &[[9; 32]], 3).unwrap();
+        s.apply_stop(&sid(1), b"stop", &[tid(9)], 3).unwrap();
         assert_eq!(on_disk(dir.path(), &secret[100..164]), Vec::<&str>::new());
     }
 }

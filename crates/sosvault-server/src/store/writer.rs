@@ -63,7 +63,7 @@ mod tests {
     use std::sync::mpsc;
 
     use super::Db;
-    use crate::store::tests::on_disk;
+    use crate::store::tests::{iid, on_disk, sid, tid};
     use crate::store::{SqliteStore, Store, StoreResult};
 
     /// A writer over a fresh store in `dir`, with the store's commit counter
@@ -83,14 +83,14 @@ mod tests {
         let held = db.call(move |s| {
             let _ = inside.send(());
             let _ = gate.recv();
-            s.add_timeline(&[0; 16], 0, "gate", "held the writer")
+            s.add_timeline(&iid(0), 0, "gate", "held the writer")
         });
         running.recv().unwrap();
         (open, held)
     }
 
     fn details(s: &dyn Store, incident: u8) -> StoreResult<Vec<String>> {
-        Ok(s.timeline(&[incident; 16])?
+        Ok(s.timeline(&iid(incident))?
             .into_iter()
             .map(|e| e.detail)
             .collect())
@@ -112,7 +112,7 @@ mod tests {
         let jobs: Vec<_> = (1..=200u8)
             .map(|i| {
                 db.call(move |s| {
-                    s.add_timeline(&[i; 16], u64::from(i), "step", &format!("job {i}"))?;
+                    s.add_timeline(&iid(i), u64::from(i), "step", &format!("job {i}"))?;
                     details(s, i)
                 })
             })
@@ -129,7 +129,7 @@ mod tests {
         let all = details_of(&db, 1..=200).await;
         assert!(all.iter().all(|d| d.len() == 1));
         // A lone call is a batch of one: one commit, as before.
-        db.call(|s| s.add_timeline(&[9; 16], 1, "x", "alone"))
+        db.call(|s| s.add_timeline(&iid(9), 1, "x", "alone"))
             .await
             .unwrap();
         assert_eq!(commits.load(Ordering::SeqCst), 4);
@@ -139,23 +139,23 @@ mod tests {
     async fn a_failing_or_panicking_job_rolls_back_only_its_own_writes() {
         let dir = tempfile::tempdir().unwrap();
         let (db, commits, _) = writer(dir.path());
-        db.call(|s| s.append_log(0, b"a", &[1; 32], &[7; 32], &[1; 16], "op", None, 1))
+        db.call(|s| s.append_log(0, b"a", &[1; 32], &sid(7), &iid(1), "op", None, 1))
             .await
             .unwrap();
         let before = commits.load(Ordering::SeqCst);
         let (open, held) = hold(&db);
-        let a = db.call(|s| s.add_timeline(&[1; 16], 1, "x", "kept a"));
+        let a = db.call(|s| s.add_timeline(&iid(1), 1, "x", "kept a"));
         // Writes a row, then a real SQLite error (the log index is taken).
         let b = db.call(|s| {
-            s.add_timeline(&[2; 16], 1, "x", "undone")?;
-            s.append_log(0, b"b", &[2; 32], &[7; 32], &[2; 16], "op", None, 2)
+            s.add_timeline(&iid(2), 1, "x", "undone")?;
+            s.append_log(0, b"b", &[2; 32], &sid(7), &iid(2), "op", None, 2)
         });
-        let c = db.call(|s| s.add_timeline(&[3; 16], 1, "x", "kept c"));
+        let c = db.call(|s| s.add_timeline(&iid(3), 1, "x", "kept c"));
         let d = db.call(|s| -> StoreResult<()> {
-            s.add_timeline(&[4; 16], 1, "x", "undone")?;
+            s.add_timeline(&iid(4), 1, "x", "undone")?;
             panic!("a bug in a job");
         });
-        let e = db.call(|s| s.add_timeline(&[5; 16], 1, "x", "kept e"));
+        let e = db.call(|s| s.add_timeline(&iid(5), 1, "x", "kept e"));
         open.send(()).unwrap();
         held.await.unwrap();
         a.await.unwrap();
@@ -187,7 +187,7 @@ mod tests {
         let (db, _, refuse) = writer(dir.path());
         let (open, held) = hold(&db);
         let jobs: Vec<_> = (1..=20u8)
-            .map(|i| db.call(move |s| s.add_timeline(&[i; 16], 1, "x", "lost")))
+            .map(|i| db.call(move |s| s.add_timeline(&iid(i), 1, "x", "lost")))
             .collect();
         let read = db.call(|s| s.units());
         refuse.store(true, Ordering::SeqCst);
@@ -212,22 +212,22 @@ mod tests {
         let (db, _, _) = writer(dir.path());
         let secret: Vec<u8> = (0..700u32).map(|i| (i * 7 + 3) as u8 ^ 0x5a).collect();
         let sealed = secret.clone();
-        db.call(move |s| s.put_enrollment(&[1; 32], &[2; 32], 1, b"record", &sealed, 1))
+        db.call(move |s| s.put_enrollment(&sid(1), &[2; 32], 1, b"record", &sealed, 1))
             .await
             .unwrap();
         let needle = secret[100..164].to_vec();
         assert!(!on_disk(dir.path(), &needle).is_empty());
         let (open, held) = hold(&db);
-        let before = db.call(|s| s.add_timeline(&[3; 16], 1, "x", "before"));
-        let stop = db.call(|s| s.apply_stop(&[1; 32], b"stop", &[[9; 32]], 2));
-        let after = db.call(|s| s.add_timeline(&[3; 16], 2, "x", "after"));
+        let before = db.call(|s| s.add_timeline(&iid(3), 1, "x", "before"));
+        let stop = db.call(|s| s.apply_stop(&sid(1), b"stop", &[tid(9)], 2));
+        let after = db.call(|s| s.add_timeline(&iid(3), 2, "x", "after"));
         open.send(()).unwrap();
         held.await.unwrap();
         before.await.unwrap();
         stop.await.unwrap();
         assert_eq!(on_disk(dir.path(), &needle), Vec::<&str>::new());
         after.await.unwrap();
-        assert!(db.call(|s| s.enrollment(&[1; 32])).await.unwrap().is_none());
+        assert!(db.call(|s| s.enrollment(&sid(1))).await.unwrap().is_none());
         assert_eq!(db.call(|s| s.pending_shreds()).await.unwrap().len(), 1);
     }
 }
