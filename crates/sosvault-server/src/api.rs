@@ -66,7 +66,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 use sosvault::log::MerkleLog;
-use sosvault::log::{LogQuery, MAX_ENTRY_BYTES, TreeHead};
+use sosvault::log::{MAX_ENTRY_BYTES, TreeHead};
 use sosvault::manifest::Manifest;
 use sosvault::{
     Cancel, CancelReceipt, EnrollmentCommit, EnrollmentPackage, IncidentId, LocationUpdate,
@@ -75,6 +75,7 @@ use sosvault::{
 use sosvault_service::body::{JsonBody, base64_field};
 use sosvault_service::http::ErrorBody;
 use sosvault_service::logapi::{self, ConsistencyQuery, InclusionQuery, ServedLog, StoredLeaf};
+use sosvault_service::logquery::{MineRefusals, MineRequest};
 use sosvault_service::openapi::{Heading, Layers, base64_list, document_layer_answers};
 use tokio_stream::wrappers::BroadcastStream;
 use utoipa::openapi::{Array, Object};
@@ -623,7 +624,6 @@ sosvault_service::base64_fields! {
     package_field: EnrollmentPackage::MAX_LEN, "Base64 of a `sosvault/enrollment-package/v1`: the device-signed record, the sealed profile and one sealed share per trustee.";
     panic_field: Signed::<PanicEvent>::MAX_LEN, "Base64 of a device-signed `sosvault/panic/v1`.";
     location_field: Signed::<LocationUpdate>::MAX_LEN, "Base64 of a device-signed `sosvault/location/v1`.";
-    log_query_field: Signed::<LogQuery>::MAX_LEN, "Base64 of a device-signed `sosvault/log-query/v1` addressed to `control_room_id` (from `/v1/info`).";
     // A log entry's bytes (`MineEntry::entry`, `AccessLogEntry::entry`).
     pub(crate) log_entry_field: MAX_ENTRY_BYTES, "Base64 of the entry's encoding (`sosvault/log-entry/v1`).";
     // A leaf hash (`MineEntry::leaf_hash`).
@@ -853,33 +853,15 @@ impl ServedLog for Engine {
     }
 }
 
-/// `POST /v1/log/mine`.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct MineBody {
-    /// Base64 of a device-signed `sosvault/log-query/v1` addressed to
-    /// `control_room_id` (from `/v1/info`).
-    #[schema(schema_with = log_query_field)]
-    pub query: String,
-}
-
 /// The entries about the asking student (who viewed their profile), with a
 /// signed head and inclusion proofs. The student is the query's signer.
-#[utoipa::path(post, path = "/v1/log/mine", tag = "device", request_body = MineBody,
-    responses(
-        (status = 200, body = MineAnswer),
-        (status = 400, description = "`bad_json`, `too_long`, `bad_base64`, `malformed` (the query does not decode or its signature does not verify)", body = ErrorBody),
-        (status = 403, description = "`wrong_log`: the query is addressed to another log", body = ErrorBody),
-        (status = 409, description = "`replayed`: this query was answered before", body = ErrorBody),
-        (status = 422, description = "`stale_query`: the query's time is outside the allowed clock skew", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: too many log queries right now", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-    ))]
+#[utoipa::path(post, path = "/v1/log/mine", tag = "device", request_body = MineRequest,
+    responses((status = 200, body = MineAnswer), MineRefusals))]
 async fn log_mine(
     State(e): State<Engine>,
-    JsonBody(b): JsonBody<MineBody>,
+    JsonBody(b): JsonBody<MineRequest>,
 ) -> Result<Json<MineAnswer>, ApiError> {
-    let bytes = base64_field("query", &b.query, Signed::<LogQuery>::MAX_LEN)?;
+    let bytes = b.query()?;
     Ok(Json(e.log_mine(&bytes).await?))
 }
 

@@ -24,8 +24,70 @@
 
 use std::collections::HashMap;
 
+use serde::{Deserialize, Serialize};
 use sosvault::log::{CheckedLogQuery, LogQuery, QueryRefusal};
-use sosvault::{Timestamp, TrusteeId};
+use sosvault::{Signed, Timestamp, TrusteeId};
+use utoipa::ToSchema;
+
+use crate::body::BodyRefused;
+use crate::http::ErrorBody;
+
+crate::base64_fields! {
+    log_query_field: Signed::<LogQuery>::MAX_LEN, "Base64 of a device-signed `sosvault/log-query/v1` addressed to this log: a trustee's id, or the control room's `control_room_id` (from `/v1/info`).";
+}
+
+/// `POST /v1/log/mine`'s request, in both services: the student's
+/// device-signed query.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MineRequest {
+    /// The signed query, base64.
+    #[schema(schema_with = log_query_field)]
+    pub query: String,
+}
+
+impl MineRequest {
+    /// The request carrying the signed query `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        use base64::Engine as _;
+        Self {
+            query: base64::engine::general_purpose::STANDARD.encode(bytes),
+        }
+    }
+
+    /// The signed query, decoded ([`crate::body::base64_field`]: `too_long`
+    /// past the largest query, `bad_base64`).
+    pub fn query(&self) -> Result<Vec<u8>, BodyRefused> {
+        crate::body::base64_field("query", &self.query, Signed::<LogQuery>::MAX_LEN)
+    }
+}
+
+/// The refusals of `POST /v1/log/mine` as both services document them
+/// (`responses(..., MineRefusals)`): one per status of [`QueryRefused`] and
+/// of the body ([`BodyRefused`]).
+#[derive(utoipa::IntoResponses)]
+pub enum MineRefusals {
+    /// `bad_json` (the body), `too_long`, `bad_base64` (the field);
+    /// `malformed`: the query does not decode or its signature does not
+    /// verify.
+    #[response(status = 400)]
+    Malformed(ErrorBody),
+    /// `wrong_log`: the query is addressed to another log.
+    #[response(status = 403)]
+    WrongLog(ErrorBody),
+    /// `replayed`: this query was answered before.
+    #[response(status = 409)]
+    Replayed(ErrorBody),
+    /// `stale_query`: the query's time is outside the allowed clock skew.
+    #[response(status = 422)]
+    Stale(ErrorBody),
+    /// `rate_limited`: too many log queries right now.
+    #[response(status = 429)]
+    RateLimited(ErrorBody),
+    /// `internal`.
+    #[response(status = 500)]
+    Internal(ErrorBody),
+}
 
 /// Most nonces remembered at once; past it, queries are refused
 /// ([`QueryRefused::Busy`]) until the oldest leave the window.
@@ -166,7 +228,8 @@ mod tests {
     use sosvault::log::LogQuery;
     use sosvault::{ControlRoomKey, DeviceKey, Timestamp, TrusteeId};
 
-    use super::{MAX_SEEN, QueryGuard, QueryRefused};
+    use super::{MAX_SEEN, MineRefusals, MineRequest, QueryGuard, QueryRefused};
+    use crate::body::BodyRefused;
 
     fn log() -> TrusteeId {
         TrusteeId::of_signer(ControlRoomKey::generate().public().verifying_key())
@@ -251,5 +314,55 @@ mod tests {
         let later = now.plus(241);
         let q = LogQuery::sign(&DeviceKey::generate(), ours, later);
         assert!(g.admit(q.as_bytes(), &ours, later).is_ok());
+    }
+
+    #[test]
+    fn every_refusal_of_a_query_is_documented_once_with_the_error_body() {
+        use utoipa::IntoResponses as _;
+        let documented = MineRefusals::responses();
+        let body_refusals = [
+            BodyRefused::BadJson(String::new()),
+            BodyRefused::FieldTooLong {
+                field: "query",
+                max_len: 1,
+            },
+            BodyRefused::NotBase64 { field: "query" },
+        ];
+        let all = QueryRefused::ALL;
+        let statuses = all
+            .iter()
+            .map(QueryRefused::status)
+            .chain(body_refusals.iter().map(BodyRefused::status))
+            .chain([500]);
+        for status in statuses {
+            let answer = documented
+                .get(&status.to_string())
+                .unwrap_or_else(|| panic!("{status} is not documented"));
+            let json = serde_json::to_string(answer).unwrap();
+            assert!(
+                json.contains("#/components/schemas/ErrorBody"),
+                "{status}: {json}"
+            );
+        }
+        for q in QueryRefused::ALL {
+            let said = serde_json::to_string(&documented[&q.status().to_string()]).unwrap();
+            assert!(
+                said.contains(&format!("`{}`", q.code())),
+                "{}: {said}",
+                q.code()
+            );
+        }
+    }
+
+    #[test]
+    fn a_query_request_carries_the_signed_bytes_and_bounds_them() {
+        let bytes = LogQuery::sign(&DeviceKey::generate(), log(), Timestamp::now())
+            .as_bytes()
+            .to_vec();
+        assert_eq!(MineRequest::of(&bytes).query(), Ok(bytes));
+        let long = MineRequest {
+            query: "A".repeat(4096),
+        };
+        assert_eq!(long.query().unwrap_err().code(), "too_long");
     }
 }

@@ -14,6 +14,7 @@
 //! let request = ShredsRequest::of(&[0, 0, 0]);
 //! assert_eq!(ShredsRequest::PATH, "/v1/shreds");
 //! assert_eq!(serde_json::to_value(&request).unwrap(), serde_json::json!({ "stop": "AAAA" }));
+//! assert_eq!(request.message(), Ok(vec![0, 0, 0]));
 //! let answer: ShredsResponse =
 //!     serde_json::from_str(r#"{"receipt": "BBBB", "repeated": false}"#).unwrap();
 //! assert!(!answer.repeated);
@@ -39,6 +40,10 @@ pub trait Call: Serialize {
     type Answer: DeserializeOwned;
     /// The request carrying the signed message `bytes`.
     fn of(bytes: &[u8]) -> Self;
+    /// The signed message it carries, decoded: refused `too_long` over the
+    /// message's largest encoding (before decoding), `bad_base64` if it is
+    /// not base64 ([`crate::body::base64_field`]). The inverse of [`Call::of`].
+    fn message(&self) -> Result<Vec<u8>, crate::body::BodyRefused>;
 }
 
 /// An answer that carries the trustee's signed receipt.
@@ -63,9 +68,10 @@ crate::base64_fields! {
 }
 
 /// Declares a request: one field, the signed message in base64 (documented
-/// by `$schema`), sent to `$path` and answered with `$answer`.
+/// by `$schema`, at most `$max` bytes decoded), sent to `$path` and answered
+/// with `$answer`.
 macro_rules! request {
-    ($(#[$doc:meta])* $name:ident { $field:ident: $schema:ident } => $path:literal, $answer:ident) => {
+    ($(#[$doc:meta])* $name:ident { $field:ident: $schema:ident, $max:expr } => $path:literal, $answer:ident) => {
         $(#[$doc])*
         #[derive(Debug, Serialize, Deserialize, ToSchema)]
         #[serde(deny_unknown_fields)]
@@ -82,6 +88,9 @@ macro_rules! request {
                 Self {
                     $field: B64.encode(bytes),
                 }
+            }
+            fn message(&self) -> Result<Vec<u8>, crate::body::BodyRefused> {
+                crate::body::base64_field(stringify!($field), &self.$field, $max)
             }
         }
     };
@@ -111,7 +120,7 @@ macro_rules! receipt_answer {
 
 request! {
     /// `POST /v1/shares`.
-    SharesRequest { delivery: delivery_field } => "/v1/shares", SharesResponse
+    SharesRequest { delivery: delivery_field, ShareDelivery::MAX_LEN } => "/v1/shares", SharesResponse
 }
 
 receipt_answer! {
@@ -124,7 +133,7 @@ receipt_answer! {
 
 request! {
     /// `POST /v1/releases`.
-    ReleasesRequest { request: release_request_field } => "/v1/releases", ReleasesResponse
+    ReleasesRequest { request: release_request_field, Signed::<ReleaseRequest>::MAX_LEN } => "/v1/releases", ReleasesResponse
 }
 
 /// A release.
@@ -139,7 +148,7 @@ pub struct ReleasesResponse {
 
 request! {
     /// `POST /v1/shreds`.
-    ShredsRequest { stop: stop_field } => "/v1/shreds", ShredsResponse
+    ShredsRequest { stop: stop_field, Signed::<Stop>::MAX_LEN } => "/v1/shreds", ShredsResponse
 }
 
 receipt_answer! {
@@ -152,7 +161,7 @@ receipt_answer! {
 
 request! {
     /// `POST /v1/cancels`.
-    CancelsRequest { cancel: cancel_field } => "/v1/cancels", CancelsResponse
+    CancelsRequest { cancel: cancel_field, Signed::<Cancel>::MAX_LEN } => "/v1/cancels", CancelsResponse
 }
 
 receipt_answer! {
@@ -165,7 +174,7 @@ receipt_answer! {
 
 request! {
     /// `POST /v1/commits`.
-    CommitsRequest { commit: commit_field } => "/v1/commits", CommitsResponse
+    CommitsRequest { commit: commit_field, Signed::<EnrollmentCommit>::MAX_LEN } => "/v1/commits", CommitsResponse
 }
 
 /// What a commit changed.

@@ -27,14 +27,15 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use sosvault::checkpoint::{Checkpoint, MAX_NOTE_BYTES, MAX_REQUEST_BYTES, Note, WitnessRefusal};
 use sosvault::log::MerkleLog;
-use sosvault::log::{LogQuery, MAX_ENTRY_BYTES, TreeHead};
-use sosvault::{Cancel, EnrollmentCommit, ReleaseRequest, ShareDelivery, Signed, Stop, Timestamp};
-use sosvault_service::body::{BodyRefused, JsonBody, base64_field};
+use sosvault::log::{MAX_ENTRY_BYTES, TreeHead};
+use sosvault::{Signed, Timestamp};
+use sosvault_service::body::{BodyRefused, JsonBody};
 use sosvault_service::http::ErrorBody;
 use sosvault_service::logapi::{self, LogRefused, ServedLog, StoredLeaf, proof_field};
+use sosvault_service::logquery::{MineRefusals, MineRequest};
 use sosvault_service::openapi::{Heading, Layers, document_layer_answers};
 use sosvault_service::trustee_api::{
-    CancelsRequest, CancelsResponse, CommitsRequest, CommitsResponse, ReleasesRequest,
+    Call, CancelsRequest, CancelsResponse, CommitsRequest, CommitsResponse, ReleasesRequest,
     ReleasesResponse, SharesRequest, SharesResponse, ShredsRequest, ShredsResponse,
 };
 use subtle::ConstantTimeEq;
@@ -478,7 +479,6 @@ sosvault_service::base64_fields! {
     head_field: Signed::<TreeHead>::MAX_LEN, "Base64 of the signed `sosvault/tree-head/v1` (signed with the log key).";
     hash_field: 32, "A SHA-256 hash, base64.";
     entry_field: MAX_ENTRY_BYTES, "The entry's bytes (`sosvault/log-entry/v1`), base64: only for an auditor (or, in `/v1/log/mine`, the student the entry is about).";
-    log_query_field: Signed::<LogQuery>::MAX_LEN, "Base64 of a device-signed `sosvault/log-query/v1` addressed to this trustee.";
 }
 
 /// Accepts an enrollment share: opened, checked against the record's
@@ -497,7 +497,7 @@ async fn shares(
     State(state): State<AppState>,
     JsonBody(req): JsonBody<SharesRequest>,
 ) -> Result<Json<SharesResponse>, ApiError> {
-    let delivery = base64_field("delivery", &req.delivery, ShareDelivery::MAX_LEN)?;
+    let delivery = req.message()?;
     let request = state.checker.share(delivery);
     let (receipt, repeated) = state.write(request).await?.into_share()?;
     Ok(Json(SharesResponse {
@@ -525,7 +525,7 @@ async fn releases(
     State(state): State<AppState>,
     JsonBody(req): JsonBody<ReleasesRequest>,
 ) -> Result<Json<ReleasesResponse>, ApiError> {
-    let request = base64_field("request", &req.request, Signed::<ReleaseRequest>::MAX_LEN)?;
+    let request = req.message()?;
     let request = state.checker.release(request, Timestamp::now());
     let (release, repeated) = state.write(request).await?.into_release()?;
     Ok(Json(ReleasesResponse {
@@ -550,7 +550,7 @@ async fn shreds(
     State(state): State<AppState>,
     JsonBody(req): JsonBody<ShredsRequest>,
 ) -> Result<Json<ShredsResponse>, ApiError> {
-    let stop = base64_field("stop", &req.stop, Signed::<Stop>::MAX_LEN)?;
+    let stop = req.message()?;
     let request = state.checker.shred(stop);
     let (receipt, repeated) = state.write(request).await?.into_shred()?;
     Ok(Json(ShredsResponse {
@@ -576,7 +576,7 @@ async fn cancels(
     State(state): State<AppState>,
     JsonBody(req): JsonBody<CancelsRequest>,
 ) -> Result<Json<CancelsResponse>, ApiError> {
-    let cancel = base64_field("cancel", &req.cancel, Signed::<Cancel>::MAX_LEN)?;
+    let cancel = req.message()?;
     let request = state.checker.cancel(cancel);
     let (receipt, repeated) = state.write(request).await?.into_cancel()?;
     Ok(Json(CancelsResponse {
@@ -602,7 +602,7 @@ async fn commits(
     State(state): State<AppState>,
     JsonBody(req): JsonBody<CommitsRequest>,
 ) -> Result<Json<CommitsResponse>, ApiError> {
-    let commit = base64_field("commit", &req.commit, Signed::<EnrollmentCommit>::MAX_LEN)?;
+    let commit = req.message()?;
     let request = state.checker.commit(commit);
     let changed = state.write(request).await?.into_commit()?;
     Ok(Json(CommitsResponse { changed }))
@@ -680,14 +680,6 @@ pub struct MineLeaf {
 }
 
 /// `POST /v1/log/mine`.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-struct MineRequest {
-    #[schema(schema_with = log_query_field)]
-    query: String,
-}
-
-/// `POST /v1/log/mine`.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MineResponse {
@@ -710,20 +702,12 @@ pub struct MineResponse {
 /// A student's own entries (the query's signer), each with its inclusion
 /// proof in a fresh signed head. Each query is answered once.
 #[utoipa::path(post, path = "/v1/log/mine", tag = "log", request_body = MineRequest,
-    responses(
-        (status = 200, body = MineResponse),
-        (status = 400, description = "`bad_json` (the body), `too_long`, `bad_base64` (a field); `malformed`: the query does not decode or its signature does not verify", body = ErrorBody),
-        (status = 403, description = "`wrong_log`: the query is addressed to another log", body = ErrorBody),
-        (status = 409, description = "`replayed`: this query was answered before", body = ErrorBody),
-        (status = 422, description = "`stale_query`: the query's time is outside the allowed clock skew", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: too many log queries right now", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-    ))]
+    responses((status = 200, body = MineResponse), MineRefusals))]
 async fn mine(
     State(state): State<AppState>,
     JsonBody(req): JsonBody<MineRequest>,
 ) -> Result<Json<MineResponse>, ApiError> {
-    let query = base64_field("query", &req.query, Signed::<LogQuery>::MAX_LEN)?;
+    let query = req.query()?;
     let w = state.witnessing();
     let (answer, checkpoint, checkpoint_proof) = state
         .with_node(move |n| {
