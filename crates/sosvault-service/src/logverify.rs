@@ -172,53 +172,84 @@ pub async fn check<S: LogSource>(
         anyhow!("the signed tree head {who} served does not verify under its log key ({e})")
     })?;
     let h = *signed.body();
+    let previous_size = match previous {
+        Some(old) => Some(check_extension(source, who, &h, old, log).await?),
+        None => None,
+    };
+    let (hashes, full_entries) = check_leaves(source, who, &h).await?;
+    check_inclusion(source, who, &h, &hashes).await?;
+    let report = Report {
+        size: h.size,
+        root: hex::encode(h.root),
+        previous_size,
+        // Nothing was checked of an empty log's entries.
+        full_entries: full_entries && h.size > 0,
+    };
+    Ok((signed, report))
+}
 
-    let mut previous_size = None;
-    if let Some(old_bytes) = previous {
-        let old = TreeHead::verify(old_bytes, log).map_err(|e| {
-            anyhow!(
-                "the head in the state file does not verify under the log key ({e}): the state \
-                 file is damaged or belongs to another log"
-            )
-        })?;
-        let o = *old.body();
-        if o.size > h.size {
-            bail!(
-                "the log shrank from {} to {} entries since the last check: history was \
-                 rewritten. The state file keeps the signed head of {} entries as evidence",
-                o.size,
-                h.size,
-                o.size
-            );
-        }
-        if o.size == h.size && o.root != h.root {
-            bail!(
-                "fork: {who} signed two different heads of size {} (roots {} and {}). The state \
-                 file keeps the earlier one as evidence",
-                h.size,
-                hex::encode(o.root),
-                hex::encode(h.root)
-            );
-        }
-        let proof = if o.size > 0 && o.size < h.size {
-            source.consistency_proof(o.size, h.size).await?
-        } else {
-            Vec::new()
-        };
-        o.verify_extended_by(&h, &proof).map_err(|e| {
-            anyhow!(
-                "the log of {} entries does not extend the head of {} entries seen before ({e}): \
-                 history was rewritten or forked. The state file keeps the signed head of {} \
-                 entries as evidence",
-                h.size,
-                o.size,
-                o.size
-            )
-        })?;
-        previous_size = Some(o.size);
+/// Checks that `h` extends the head `old_bytes` (from the state file): not
+/// smaller, not another root at the same size, and a consistency proof
+/// between them. Answers the old head's size.
+async fn check_extension<S: LogSource>(
+    source: &S,
+    who: &str,
+    h: &TreeHead,
+    old_bytes: &[u8],
+    log: &LogPublic,
+) -> anyhow::Result<u64> {
+    let old = TreeHead::verify(old_bytes, log).map_err(|e| {
+        anyhow!(
+            "the head in the state file does not verify under the log key ({e}): the state \
+             file is damaged or belongs to another log"
+        )
+    })?;
+    let o = *old.body();
+    if o.size > h.size {
+        bail!(
+            "the log shrank from {} to {} entries since the last check: history was \
+             rewritten. The state file keeps the signed head of {} entries as evidence",
+            o.size,
+            h.size,
+            o.size
+        );
     }
+    if o.size == h.size && o.root != h.root {
+        bail!(
+            "fork: {who} signed two different heads of size {} (roots {} and {}). The state \
+             file keeps the earlier one as evidence",
+            h.size,
+            hex::encode(o.root),
+            hex::encode(h.root)
+        );
+    }
+    let proof = if o.size > 0 && o.size < h.size {
+        source.consistency_proof(o.size, h.size).await?
+    } else {
+        Vec::new()
+    };
+    o.verify_extended_by(h, &proof).map_err(|e| {
+        anyhow!(
+            "the log of {} entries does not extend the head of {} entries seen before ({e}): \
+             history was rewritten or forked. The state file keeps the signed head of {} \
+             entries as evidence",
+            h.size,
+            o.size,
+            o.size
+        )
+    })?;
+    Ok(o.size)
+}
 
-    // Every leaf of the head.
+/// Reads every leaf of `h`, page by page, each at its index, each entry
+/// served matching its leaf hash and decoding as an entry; the leaves must
+/// add up to the signed root. Answers the leaf hashes, and whether every
+/// entry's bytes were served (an auditor's token) or only hashes.
+async fn check_leaves<S: LogSource>(
+    source: &S,
+    who: &str,
+    h: &TreeHead,
+) -> anyhow::Result<(Vec<[u8; 32]>, bool)> {
     let mut hashes: Vec<[u8; 32]> = Vec::new();
     let mut full_entries = true;
     while (hashes.len() as u64) < h.size {
@@ -232,31 +263,8 @@ pub async fn check<S: LogSource>(
         }
         for leaf in page {
             let index = hashes.len() as u64;
-            if index >= h.size {
-                bail!(
-                    "{who} served more entries than its signed head of {} entries",
-                    h.size
-                );
-            }
-            if leaf.index != index {
-                bail!(
-                    "{who} served entry {} where entry {index} belongs",
-                    leaf.index
-                );
-            }
-            match &leaf.entry {
-                Some(bytes) => {
-                    if leaf_hash(bytes) != leaf.leaf_hash {
-                        bail!("entry {index} does not match its leaf hash: it was tampered with");
-                    }
-                    LogEntry::from_bytes(bytes).map_err(|e| {
-                        anyhow!(
-                            "entry {index} is not a valid log entry ({e}): it was tampered with"
-                        )
-                    })?;
-                }
-                None => full_entries = false,
-            }
+            check_leaf(who, h, index, &leaf)?;
+            full_entries &= leaf.entry.is_some();
             hashes.push(leaf.leaf_hash);
         }
     }
@@ -268,6 +276,43 @@ pub async fn check<S: LogSource>(
             h.size
         );
     }
+    Ok((hashes, full_entries))
+}
+
+/// Checks one served leaf: where it belongs (`index`, inside the head), and
+/// if its entry's bytes were served, that they hash to it and decode.
+fn check_leaf(who: &str, h: &TreeHead, index: u64, leaf: &Leaf) -> anyhow::Result<()> {
+    if index >= h.size {
+        bail!(
+            "{who} served more entries than its signed head of {} entries",
+            h.size
+        );
+    }
+    if leaf.index != index {
+        bail!(
+            "{who} served entry {} where entry {index} belongs",
+            leaf.index
+        );
+    }
+    let Some(bytes) = &leaf.entry else {
+        return Ok(());
+    };
+    if leaf_hash(bytes) != leaf.leaf_hash {
+        bail!("entry {index} does not match its leaf hash: it was tampered with");
+    }
+    LogEntry::from_bytes(bytes).map_err(|e| {
+        anyhow!("entry {index} is not a valid log entry ({e}): it was tampered with")
+    })?;
+    Ok(())
+}
+
+/// Checks every leaf's inclusion proof, as `source` serves it, against `h`.
+async fn check_inclusion<S: LogSource>(
+    source: &S,
+    who: &str,
+    h: &TreeHead,
+    hashes: &[[u8; 32]],
+) -> anyhow::Result<()> {
     for (index, hash) in hashes.iter().enumerate() {
         let proof = source.inclusion_proof(index as u64, h.size).await?;
         h.verify_inclusion(hash, index as u64, &proof)
@@ -278,15 +323,7 @@ pub async fn check<S: LogSource>(
                 )
             })?;
     }
-
-    let report = Report {
-        size: h.size,
-        root: hex::encode(h.root),
-        previous_size,
-        // Nothing was checked of an empty log's entries.
-        full_entries: full_entries && h.size > 0,
-    };
-    Ok((signed, report))
+    Ok(())
 }
 
 /// Reads the state file; `None` if there is none yet.
