@@ -4,6 +4,7 @@
 use std::cell::Cell;
 use std::path::Path;
 
+use rusqlite::types::Type;
 use rusqlite::{Connection, params};
 use sosvault::{Category, IncidentId, MessageHash, StudentId, TrusteeId};
 use sosvault_service::sqlite::{BUSY_TIMEOUT, open_checked};
@@ -139,17 +140,22 @@ struct WrongLength {
 /// error (a [`StoreError::Sqlite`] once it leaves the store), never a panic.
 pub(super) fn id_at<T: BlobId>(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<T> {
     let blob: Vec<u8> = r.get(at)?;
-    T::from_blob(&blob).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(
-            at,
-            rusqlite::types::Type::Blob,
-            Box::new(WrongLength {
-                what: T::WHAT,
-                len: blob.len(),
-                expected: T::LEN,
-            }),
-        )
-    })
+    let wrong = || WrongLength {
+        what: T::WHAT,
+        len: blob.len(),
+        expected: T::LEN,
+    };
+    T::from_blob(&blob).ok_or_else(|| unreadable(at, Type::Blob, wrong()))
+}
+
+/// The error of column `at`, stored as `ty`, that does not read as what it
+/// should be.
+fn unreadable(
+    at: usize,
+    ty: Type,
+    why: impl std::error::Error + Send + Sync + 'static,
+) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(at, ty, Box::new(why))
 }
 
 /// An enum the store keeps as one of a fixed set of words (a status, a
@@ -214,24 +220,31 @@ pub(super) fn category_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<
 
 /// A word read from column `at`, as the value it names (see [`word_at`]).
 fn word_of<T: StoredWord>(at: usize, word: String) -> rusqlite::Result<T> {
-    T::from_word(&word).ok_or_else(|| {
-        rusqlite::Error::FromSqlConversionFailure(
+    match T::from_word(&word) {
+        Some(value) => Ok(value),
+        None => Err(unreadable(
             at,
-            rusqlite::types::Type::Text,
-            Box::new(UnknownWord {
+            Type::Text,
+            UnknownWord {
                 what: T::WHAT,
                 word,
-            }),
-        )
-    })
+            },
+        )),
+    }
 }
 
 pub(super) fn arr<const N: usize>(v: Vec<u8>) -> rusqlite::Result<[u8; N]> {
+    let len = v.len();
     v.try_into().map_err(|_| {
-        rusqlite::Error::FromSqlConversionFailure(
+        let what = "blob";
+        unreadable(
             0,
-            rusqlite::types::Type::Blob,
-            "wrong blob length".into(),
+            Type::Blob,
+            WrongLength {
+                what,
+                len,
+                expected: N,
+            },
         )
     })
 }
