@@ -42,7 +42,7 @@ fn check_name(name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn hash(password: &str) -> anyhow::Result<String> {
+fn hash(password: &str) -> anyhow::Result<crate::auth::StoredPassword> {
     if password.chars().count() < MIN_PASSWORD_CHARS {
         bail!("the password must have at least {MIN_PASSWORD_CHARS} characters");
     }

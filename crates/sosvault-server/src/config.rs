@@ -137,12 +137,12 @@ impl TrusteeConfig {
 }
 
 /// One control-room operator.
-#[derive(Clone, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct OperatorConfig {
     /// Login name.
     pub username: String,
     /// argon2 PHC string (`sosvault-server hash-password`).
-    pub password_hash: String,
+    pub password_hash: crate::auth::StoredPassword,
     /// The role the account is created with (`dispatcher` when absent: the
     /// least that runs the control room).
     #[serde(default = "default_role")]
@@ -151,16 +151,6 @@ pub struct OperatorConfig {
 
 fn default_role() -> crate::access::Role {
     crate::access::Role::Dispatcher
-}
-
-impl std::fmt::Debug for OperatorConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OperatorConfig")
-            .field("username", &self.username)
-            .field("password_hash", &"[redacted]")
-            .field("role", &self.role)
-            .finish()
-    }
 }
 
 /// The whole configuration.

@@ -166,7 +166,9 @@ async fn main() -> anyhow::Result<()> {
             let pw = read_password()?;
             println!(
                 "{}",
-                sosvault_server::auth::hash_password(&pw).map_err(anyhow::Error::msg)?
+                sosvault_server::auth::hash_password(&pw)
+                    .map_err(anyhow::Error::msg)?
+                    .as_str()
             );
         }
         Cmd::Operator { config, cmd } => operator(&Config::load(&config)?, cmd)?,

@@ -85,7 +85,7 @@ impl Engine {
         self.inner.logins_waiting.fetch_sub(1, Ordering::AcqRel);
         let _permit = permit.map_err(|_| EngineError::internal("login gate closed"))?;
         let ok = tokio::task::spawn_blocking(move || {
-            crate::auth::verify_password(hash.as_deref(), &password)
+            crate::auth::verify_password(hash.as_ref(), &password)
         })
         .await
         .unwrap_or(false);

@@ -15,6 +15,7 @@ use sosvault::IncidentId;
 use super::StoreResult;
 use super::sqlite::{all, exec, one};
 use crate::access::Role;
+use crate::auth::StoredPassword;
 
 /// The tables of this module (created at open, after the main schema).
 pub(super) const SCHEMA: &str = r#"
@@ -28,12 +29,12 @@ CREATE TABLE IF NOT EXISTS operator_accounts (
 "#;
 
 /// An operator account as stored.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccountRow {
     /// The login name.
     pub username: String,
     /// The argon2id PHC string of the password.
-    pub password_hash: String,
+    pub password_hash: StoredPassword,
     /// The role.
     pub role: Role,
     /// A disabled account cannot log in and has no sessions.
@@ -42,37 +43,15 @@ pub struct AccountRow {
     pub changed_at_ms: u64,
 }
 
-impl std::fmt::Debug for AccountRow {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AccountRow")
-            .field("username", &self.username)
-            .field("password_hash", &"[redacted]")
-            .field("role", &self.role)
-            .field("disabled", &self.disabled)
-            .field("changed_at_ms", &self.changed_at_ms)
-            .finish()
-    }
-}
-
 /// A change to an account.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub enum AccountChange {
     /// Disable (true) or enable (false).
     Disabled(bool),
-    /// A new password (PHC string).
-    Password(String),
+    /// A new password (its PHC string).
+    Password(StoredPassword),
     /// A new role.
     Role(Role),
-}
-
-impl std::fmt::Debug for AccountChange {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Disabled(d) => write!(f, "Disabled({d})"),
-            Self::Password(_) => f.write_str("Password([redacted])"),
-            Self::Role(r) => write!(f, "Role({r})"),
-        }
-    }
 }
 
 /// Accounts, handlers and unit tokens.
@@ -113,7 +92,7 @@ fn account_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRow> {
     let role: String = r.get(2)?;
     Ok(AccountRow {
         username: r.get(0)?,
-        password_hash: r.get(1)?,
+        password_hash: StoredPassword::from(r.get::<_, String>(1)?),
         role: Role::parse(&role).ok_or_else(|| {
             rusqlite::Error::FromSqlConversionFailure(
                 2,
@@ -154,7 +133,7 @@ pub(super) fn add_account(c: &Connection, row: &AccountRow) -> StoreResult<bool>
         "INSERT OR IGNORE INTO operator_accounts (username, password_hash, role, disabled, changed_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![
             row.username,
-            row.password_hash,
+            row.password_hash.as_str(),
             row.role.as_str(),
             row.disabled,
             row.changed_at_ms as i64
@@ -179,7 +158,7 @@ pub(super) fn change_account(
         AccountChange::Password(phc) => exec(
             c,
             "UPDATE operator_accounts SET password_hash = ?2, changed_at_ms = ?3 WHERE username = ?1",
-            params![username, phc, now],
+            params![username, phc.as_str(), now],
         )?,
         AccountChange::Role(r) => exec(
             c,
