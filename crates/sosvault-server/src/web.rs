@@ -78,9 +78,82 @@ static ASSETS: &[Asset] = &[
     leaflet_file!("images/marker-shadow.png", "image/png"),
 ];
 
-static CONTROL_HTML: &[u8] = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/web/index.html"));
-static TEAM_HTML: &[u8] = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/web/team.html"));
-static SIM_HTML: &[u8] = include_bytes!(concat!(env!("CARGO_MANIFEST_DIR"), "/web/sim.html"));
+/// What every page shares (`web/shell.html`): the head with its styles and
+/// scripts, the opening of the body and its live regions. A script or a
+/// language added there is on every page.
+const SHELL: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/web/shell.html"));
+
+/// One page: the shell filled in, then its own body (`web/pages/`).
+struct Page {
+    /// Its name: the body's `page-<name>` class, its title's i18n key
+    /// `<name>.title`, and its script `js/<name>.js`.
+    name: &'static str,
+    /// Its title before the i18n script replaces it.
+    title: &'static str,
+    /// Added to the viewport's content.
+    viewport: &'static str,
+    /// Head lines of its own.
+    head: &'static str,
+    /// The rest of its body.
+    body: &'static str,
+}
+
+impl Page {
+    fn render(&self) -> String {
+        SHELL
+            .replace("{{viewport}}", self.viewport)
+            .replace("{{head}}", self.head)
+            .replace("{{title}}", self.title)
+            .replace("{{page}}", self.name)
+            + self.body
+    }
+}
+
+macro_rules! page_body {
+    ($name:literal) => {
+        include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/web/pages/",
+            $name,
+            ".html"
+        ))
+    };
+}
+
+static CONTROL_HTML: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    Page {
+        name: "control",
+        title: "Control room",
+        viewport: "",
+        head: "",
+        body: page_body!("control"),
+    }
+    .render()
+});
+
+static TEAM_HTML: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    Page {
+        name: "team",
+        title: "Team",
+        // A phone in a vehicle: the page reaches under a notch, and the
+        // browser's own bars take the page's colour.
+        viewport: ", viewport-fit=cover",
+        head: "  <meta name=\"theme-color\" content=\"#0b1220\">\n",
+        body: page_body!("team"),
+    }
+    .render()
+});
+
+static SIM_HTML: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    Page {
+        name: "sim",
+        title: "Student simulator",
+        viewport: "",
+        head: "",
+        body: page_body!("sim"),
+    }
+    .render()
+});
 
 /// Where map tiles come from, if anywhere.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -161,7 +234,7 @@ fn tile_origin(url: &str) -> Option<String> {
     ok.then(|| format!("{}://{}", rest.0, host.replace("{s}", "*")))
 }
 
-fn page(body: &'static [u8], csp: &str) -> Response {
+fn page(body: &'static str, csp: &str) -> Response {
     let mut r = (StatusCode::OK, body).into_response();
     let h = r.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(HTML));
@@ -236,8 +309,8 @@ pub fn router_with<S: Clone + Send + Sync + 'static>(tiles: TileConfig) -> Route
     let csp = tiles.csp();
     let csp2 = csp.clone();
     Router::new()
-        .route("/", get(move || async move { page(CONTROL_HTML, &csp) }))
-        .route("/team", get(move || async move { page(TEAM_HTML, &csp2) }))
+        .route("/", get(move || async move { page(&CONTROL_HTML, &csp) }))
+        .route("/team", get(move || async move { page(&TEAM_HTML, &csp2) }))
         .route("/favicon.ico", get(|| async { asset("img/favicon.svg") }))
         .merge(assets_router(tiles))
 }
@@ -249,7 +322,7 @@ pub fn simulator_router<S: Clone + Send + Sync + 'static>() -> Router<S> {
     let tiles = TileConfig::from_env(|k| std::env::var(k).ok());
     let csp = tiles.csp();
     Router::new()
-        .route("/", get(move || async move { page(SIM_HTML, &csp) }))
+        .route("/", get(move || async move { page(&SIM_HTML, &csp) }))
         .route("/favicon.ico", get(|| async { asset("img/favicon.svg") }))
         .merge(assets_router(tiles))
 }
@@ -291,9 +364,38 @@ mod tests {
     }
 
     #[test]
+    fn every_page_is_the_shell_filled_in_then_its_own_body() {
+        for (name, html) in [
+            ("control", &*CONTROL_HTML),
+            ("team", &*TEAM_HTML),
+            ("sim", &*SIM_HTML),
+        ] {
+            assert!(!html.contains("{{"), "{name}: a placeholder left");
+            assert!(html.starts_with("<!doctype html>"), "{name}");
+            assert!(html.trim_end().ends_with("</html>"), "{name}");
+            let once = |needle: &str| {
+                assert_eq!(html.matches(needle).count(), 1, "{name}: {needle}");
+            };
+            once(&format!(
+                "<script src=\"/assets/js/{name}.js\" defer></script>"
+            ));
+            once(&format!(
+                "<body class=\"page-{name}\" data-title-key=\"{name}.title\">"
+            ));
+            once("<head>");
+            once("</head>");
+            once("id=\"sv-status\"");
+            once("id=\"sv-alert\"");
+            once("<script src=\"/assets/i18n/hi.js\"></script>");
+        }
+        assert!(TEAM_HTML.contains("viewport-fit=cover") && TEAM_HTML.contains("theme-color"));
+        assert!(!CONTROL_HTML.contains("theme-color"));
+    }
+
+    #[test]
     fn pages_carry_a_strict_csp_and_are_never_cached() {
         let csp = TileConfig::default().csp();
-        for body in [CONTROL_HTML, TEAM_HTML, SIM_HTML] {
+        for body in [&*CONTROL_HTML, &*TEAM_HTML, &*SIM_HTML] {
             let r = page(body, &csp);
             let h = r.headers();
             assert_eq!(h[header::CONTENT_TYPE], HTML);
@@ -306,7 +408,7 @@ mod tests {
                 "no outside origin without a tile URL: {c}"
             );
             // No inline script: everything the pages run is a file under /assets/.
-            let text = std::str::from_utf8(body).unwrap();
+            let text: &str = body;
             for chunk in text.split("<script").skip(1) {
                 assert!(
                     chunk.trim_start().starts_with("src=\"/assets/"),
