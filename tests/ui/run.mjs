@@ -415,8 +415,19 @@ describe('control room, team screen and simulator against the real demo', { conc
     assert.equal(await focused(), 'act-false-alarm', 'the focus returns to the action');
     await control.keyboard.press('Enter');
     await control.waitForSelector('#confirm[open]', { timeout: T });
+    // The dialog has the focus before Enter confirms (as a user sees it does).
+    await control.waitForFunction(() => document.activeElement && document.activeElement.id === 'confirm-ok', null, { timeout: T });
+    // What the service answers the mark, kept to say why if the chip never shows.
+    const answered = control
+      .waitForResponse((r) => r.url().endsWith('/false-alarm'), { timeout: T })
+      .then((r) => r.status(), (e) => `no request (${e.message.split('\n')[0]})`);
     await control.keyboard.press('Enter');
-    await control.waitForSelector('#detail .chip-false-alarm', { timeout: T });
+    await control.waitForFunction(() => !document.querySelector('#confirm').open, null, { timeout: T });
+    await control.waitForSelector('#detail .chip-false-alarm', { timeout: T }).catch(async (e) => {
+      const toasts = await control.$$eval('.toast', (ts) => ts.map((t) => t.textContent));
+      const returned = await control.evaluate(() => document.querySelector('#confirm').returnValue);
+      throw new Error(`${e.message}; the mark was answered ${await answered}; the dialog returned ${JSON.stringify(returned)}; toasts: ${JSON.stringify(toasts)}`);
+    });
     await control.waitForSelector(`${item(incident)} .chip-false-alarm`, { timeout: T });
   });
 

@@ -36,6 +36,11 @@
   };
   window.SV_CONTROL = S; // for debugging and the browser tests
 
+  // Loads overlap (a live event's refresh, an action's own): an answer older
+  // than one already shown is dropped, or a list fetched before an operator's
+  // action could land after the one fetched after it and undo what it shows.
+  const loads = { list: 0, listShown: 0, detail: 0, detailShown: 0 };
+
   const isAuditor = () => S.role === 'auditor';
   const isSupervisor = () => S.role === 'supervisor';
   /** Whether the role watches the live stream and the map (it carries locations). */
@@ -248,12 +253,15 @@
   }
 
   async function refreshList() {
+    const seq = ++loads.list;
     let list;
     try {
       list = await call('/v1/operator/incidents?limit=200');
     } catch (_) {
       return;
     }
+    if (seq < loads.listShown) return;
+    loads.listShown = seq;
     const firstLoad = S.known === null;
     if (firstLoad) S.known = new Set(list.map((i) => i.id));
     for (const inc of list) {
@@ -655,6 +663,7 @@
   }
 
   async function loadDetail(id, focus) {
+    const seq = ++loads.detail;
     let d;
     try {
       d = await call('/v1/operator/incidents/' + id);
@@ -663,7 +672,11 @@
       return;
     }
     if (S.selected !== id) return;
-    showDetail(d);
+    // A newer answer already shown stays; the focus asked for still moves.
+    if (seq > loads.detailShown) {
+      loads.detailShown = seq;
+      showDetail(d);
+    }
     if (focus) $('#detail-heading').focus();
   }
 
