@@ -18,6 +18,8 @@
 //! operator's session token (kept in the tab's `sessionStorage`) and a unit's
 //! token (pasted, or given in the URL fragment, which never reaches a server).
 
+use std::sync::LazyLock;
+
 use axum::Router;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -99,6 +101,17 @@ struct Page {
 }
 
 impl Page {
+    /// A page with the shell's own viewport and no head lines of its own.
+    const fn plain(name: &'static str, title: &'static str, body: &'static str) -> Self {
+        Self {
+            name,
+            title,
+            viewport: "",
+            head: "",
+            body,
+        }
+    }
+
     fn render(&self) -> String {
         SHELL
             .replace("{{viewport}}", self.viewport)
@@ -120,40 +133,21 @@ macro_rules! page_body {
     };
 }
 
-static CONTROL_HTML: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    Page {
-        name: "control",
-        title: "Control room",
-        viewport: "",
-        head: "",
-        body: page_body!("control"),
-    }
-    .render()
-});
+const CONTROL: Page = Page::plain("control", "Control room", page_body!("control"));
 
-static TEAM_HTML: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    Page {
-        name: "team",
-        title: "Team",
-        // A phone in a vehicle: the page reaches under a notch, and the
-        // browser's own bars take the page's colour.
-        viewport: ", viewport-fit=cover",
-        head: "  <meta name=\"theme-color\" content=\"#0b1220\">\n",
-        body: page_body!("team"),
-    }
-    .render()
-});
+const TEAM: Page = Page {
+    // A phone in a vehicle: the page reaches under a notch, and the
+    // browser's own bars take the page's colour.
+    viewport: ", viewport-fit=cover",
+    head: "  <meta name=\"theme-color\" content=\"#0b1220\">\n",
+    ..Page::plain("team", "Team", page_body!("team"))
+};
 
-static SIM_HTML: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    Page {
-        name: "sim",
-        title: "Student simulator",
-        viewport: "",
-        head: "",
-        body: page_body!("sim"),
-    }
-    .render()
-});
+const SIM: Page = Page::plain("sim", "Student simulator", page_body!("sim"));
+
+static CONTROL_HTML: LazyLock<String> = LazyLock::new(|| CONTROL.render());
+static TEAM_HTML: LazyLock<String> = LazyLock::new(|| TEAM.render());
+static SIM_HTML: LazyLock<String> = LazyLock::new(|| SIM.render());
 
 /// Where map tiles come from, if anywhere.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
