@@ -211,16 +211,9 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Que
         Query::<T>::from_request_parts(parts, state)
             .await
             .map(|Query(v)| QueryParams(v))
-            .map_err(|e| {
-                let mut why = e.body_text();
-                // It can quote the query string: cut at a character boundary.
-                let mut end = why.len().min(200);
-                while !why.is_char_boundary(end) {
-                    end -= 1;
-                }
-                why.truncate(end);
-                ApiError::bad_request("bad_query", &format!("invalid query parameters: {why}"))
-            })
+            // The log routes' refusal: one code and the same words for
+            // every query string this service refuses.
+            .map_err(|e| logapi::LogRefused::bad_query(&e).into())
     }
 }
 

@@ -160,8 +160,9 @@ pub fn base64_field(
         .map_err(|_| BodyRefused::NotBase64 { field })
 }
 
-/// `s` cut to at most `max` bytes, at a character boundary.
-fn cut(mut s: String, max: usize) -> String {
+/// `s` cut to at most `max` bytes, at a character boundary (words that can
+/// quote a request: serde's, a query rejection's).
+pub(crate) fn cut(mut s: String, max: usize) -> String {
     let mut end = s.len().min(max);
     while !s.is_char_boundary(end) {
         end -= 1;

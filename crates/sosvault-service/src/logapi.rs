@@ -85,13 +85,7 @@ impl LogRefused {
     /// A rejected query string, its message cut to 200 bytes at a character
     /// boundary (it can quote the query).
     pub fn bad_query(rejection: &QueryRejection) -> Self {
-        let mut why = rejection.body_text();
-        let mut end = why.len().min(200);
-        while !why.is_char_boundary(end) {
-            end -= 1;
-        }
-        why.truncate(end);
-        Self::BadQuery(why)
+        Self::BadQuery(crate::body::cut(rejection.body_text(), 200))
     }
 }
 
