@@ -425,7 +425,7 @@ mod tests {
                 "too many wrong passwords; try again in 2 s",
             ),
             (
-                E::Store(StoreError::Sqlite("secret detail".into())),
+                E::Store(StoreError::Database("secret detail".into())),
                 500,
                 "internal",
                 "internal error",

@@ -26,9 +26,12 @@
 //! atomic on its own.
 
 mod access;
+mod postgres;
 mod queries;
 mod rows;
 mod schema;
+pub(crate) mod sql;
+mod sql_store;
 mod sqlite;
 #[cfg(test)]
 mod tests;
@@ -37,13 +40,15 @@ mod writer;
 use sosvault::{IncidentId, MessageHash, StudentId, TrusteeId};
 
 pub use access::{AccessStore, AccountChange, AccountRow};
+pub use postgres::{PgStore, Postgres};
 pub use rows::{
     AccessLogEntry, AssignmentRow, AssignmentStatus, CommitStored, DURESS_STOP, EnrollmentRow,
     IncidentRow, IncidentStatus, LogLeafRow, NewDuressAlert, NewIncident, PanicStored,
     PendingCancel, PendingCommit, PendingForward, PendingShred, StudentLogRow, StudentRow,
     TimelineEntry, TrusteeAnswer, UnitRow, ViewReason,
 };
-pub use sqlite::SqliteStore;
+pub use sql_store::SqlStore;
+pub use sqlite::{Sqlite, SqliteStore};
 pub use writer::{Db, GroupCommit, MAX_BATCH};
 
 /// A store failure. Never caused by caller input: a caller's bad input is
@@ -51,11 +56,12 @@ pub use writer::{Db, GroupCommit, MAX_BATCH};
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    /// SQLite failed (I/O, a full disk, corruption, a broken constraint);
-    /// its message (`rusqlite::Error` is not `Clone`, and one failed commit
-    /// is reported to every job of its batch).
+    /// The database failed (I/O, a full disk, corruption, a broken
+    /// constraint, a lost connection), or a stored value does not read as
+    /// what it should; its message (the drivers' errors are not `Clone`,
+    /// and one failed commit is reported to every job of its batch).
     #[error("store error: {0}")]
-    Sqlite(String),
+    Database(String),
     /// The writer thread could not be started.
     #[error("store error: starting the store writer: {0}")]
     WriterStart(String),
@@ -69,18 +75,6 @@ pub enum StoreError {
     /// it): the wipe is not done, and must not be reported done.
     #[error("store error: the WAL could not be checkpointed and truncated")]
     WalNotEmptied,
-}
-
-impl From<sosvault_service::sqlite::OpenError> for StoreError {
-    fn from(e: sosvault_service::sqlite::OpenError) -> Self {
-        Self::Sqlite(e.to_string())
-    }
-}
-
-impl From<rusqlite::Error> for StoreError {
-    fn from(e: rusqlite::Error) -> Self {
-        Self::Sqlite(e.to_string())
-    }
 }
 
 /// Store result.

@@ -11,6 +11,7 @@
 //! | --- | --- |
 //! | [`process`] | [`Spec`]: a binary with arguments and environment, its stderr appended to a log file; [`Running`]: ready when it prints `listening on URL` within a deadline (else a [`StartError`] with the end of its log), `kill`, `terminate`, `wait_exit` with a deadline, killed when dropped; [`Service`]: stopped and started again at the address it first listened on |
 //! | [`fixtures`] | [`fixtures::manifest`]: the test deployment manifest the CLI's, the dispatch service's and the suite's tests start from |
+//! | [`postgres`] | [`postgres::TestDatabase`]: an empty database of its own per test on the server `SOSVAULT_TEST_DATABASE_URL` names (`.ci/postgres start`), dropped with it |
 //! | [`bins`] | [`bins::build_packages`]: another package's binaries built once per test process, into the test's own profile directory; [`bins::sibling`] finds them |
 //!
 //! Ports come from the services themselves: a test configures
@@ -44,6 +45,7 @@
 
 pub mod bins;
 pub mod fixtures;
+pub mod postgres;
 pub mod process;
 
 pub use process::{ExitError, Running, Service, Spec, StartError};

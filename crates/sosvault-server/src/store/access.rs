@@ -9,11 +9,10 @@
 //! the sessions gone ([`AccessStore::data_version`] tells it another
 //! process wrote) and ends them and their live streams.
 
-use rusqlite::{Connection, OptionalExtension, params};
 use sosvault::IncidentId;
 
-use super::StoreResult;
-use super::sqlite::{all, exec, one};
+use super::sql::{Backend, Row, all, exec, maybe, params};
+use super::{StoreError, StoreResult};
 use crate::access::Role;
 use crate::auth::StoredPassword;
 
@@ -25,6 +24,10 @@ CREATE TABLE IF NOT EXISTS operator_accounts (
     role TEXT NOT NULL,
     disabled INTEGER NOT NULL DEFAULT 0,
     changed_at_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS access_changes (
+    id INTEGER PRIMARY KEY,
+    version INTEGER NOT NULL
 );
 "#;
 
@@ -70,8 +73,9 @@ pub trait AccessStore {
         change: &AccountChange,
         now_ms: u64,
     ) -> StoreResult<bool>;
-    /// The connection's `PRAGMA data_version`: it changes when another
-    /// connection (the `operator` command) commits.
+    /// A number that changes when another connection (the `operator`
+    /// command, another node) changed the accounts: SQLite's `PRAGMA
+    /// data_version`; on PostgreSQL, a counter every account change bumps.
     fn data_version(&self) -> StoreResult<i64>;
     /// The operator handling an incident, if any.
     fn handler(&self, incident: &IncidentId) -> StoreResult<Option<String>>;
@@ -88,49 +92,44 @@ pub trait AccessStore {
     fn revoke_unit(&self, unit: &str, now_ms: u64) -> StoreResult<bool>;
 }
 
-fn account_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AccountRow> {
+fn account_row(r: &Row) -> StoreResult<AccountRow> {
     let role: String = r.get(2)?;
     Ok(AccountRow {
         username: r.get(0)?,
-        password_hash: StoredPassword::from(r.get::<_, String>(1)?),
-        role: Role::parse(&role).ok_or_else(|| {
-            rusqlite::Error::FromSqlConversionFailure(
-                2,
-                rusqlite::types::Type::Text,
-                format!("unknown role {role:?}").into(),
-            )
-        })?,
+        password_hash: StoredPassword::from(r.get::<String>(1)?),
+        role: Role::parse(&role)
+            .ok_or_else(|| StoreError::Database(format!("column 2: unknown role {role:?}")))?,
         disabled: r.get(3)?,
-        changed_at_ms: r.get::<_, i64>(4)? as u64,
+        changed_at_ms: r.get(4)?,
     })
 }
 
 const ACCOUNT_COLS: &str = "username, password_hash, role, disabled, changed_at_ms";
 
-/// The SQL of [`AccessStore`] on one SQLite connection.
-pub(super) fn account(c: &Connection, username: &str) -> StoreResult<Option<AccountRow>> {
-    Ok(one(
+/// The SQL of [`AccessStore`] on one connection.
+pub(super) fn account<B: Backend>(c: &B, username: &str) -> StoreResult<Option<AccountRow>> {
+    maybe(
         c,
         &format!("SELECT {ACCOUNT_COLS} FROM operator_accounts WHERE username = ?1"),
         params![username],
         account_row,
     )
-    .optional()?)
 }
 
-pub(super) fn accounts(c: &Connection) -> StoreResult<Vec<AccountRow>> {
+pub(super) fn accounts<B: Backend>(c: &B) -> StoreResult<Vec<AccountRow>> {
     all(
         c,
         &format!("SELECT {ACCOUNT_COLS} FROM operator_accounts ORDER BY username"),
-        [],
+        params![],
         account_row,
     )
 }
 
-pub(super) fn add_account(c: &Connection, row: &AccountRow) -> StoreResult<bool> {
+pub(super) fn add_account<B: Backend>(c: &B, row: &AccountRow) -> StoreResult<bool> {
     let n = exec(
         c,
-        "INSERT OR IGNORE INTO operator_accounts (username, password_hash, role, disabled, changed_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+        "INSERT INTO operator_accounts (username, password_hash, role, disabled, changed_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (username) DO NOTHING",
         params![
             row.username,
             row.password_hash.as_str(),
@@ -142,8 +141,8 @@ pub(super) fn add_account(c: &Connection, row: &AccountRow) -> StoreResult<bool>
     Ok(n == 1)
 }
 
-pub(super) fn change_account(
-    c: &Connection,
+pub(super) fn change_account<B: Backend>(
+    c: &B,
     username: &str,
     change: &AccountChange,
     now_ms: u64,
@@ -174,41 +173,43 @@ pub(super) fn change_account(
             "DELETE FROM operator_sessions WHERE username = ?1",
             params![username],
         )?;
+        // Every service connection sees that accounts changed.
+        exec(
+            c,
+            "INSERT INTO access_changes (id, version) VALUES (1, 1)
+             ON CONFLICT (id) DO UPDATE SET version = access_changes.version + 1",
+            params![],
+        )?;
     }
     Ok(n == 1)
 }
 
-pub(super) fn data_version(c: &Connection) -> StoreResult<i64> {
-    Ok(c.query_row("PRAGMA data_version", [], |r| r.get(0))?)
-}
-
-pub(super) fn handler(c: &Connection, incident: &IncidentId) -> StoreResult<Option<String>> {
-    Ok(one(
+pub(super) fn handler<B: Backend>(c: &B, incident: &IncidentId) -> StoreResult<Option<String>> {
+    Ok(maybe(
         c,
         "SELECT handler FROM incidents WHERE id = ?1",
         params![incident.as_bytes()],
-        |r| r.get::<_, Option<String>>(0),
-    )
-    .optional()?
+        |r| r.get::<Option<String>>(0),
+    )?
     .flatten())
 }
 
-pub(super) fn set_handler(
-    c: &Connection,
+pub(super) fn set_handler<B: Backend>(
+    c: &B,
     incident: &IncidentId,
     from: Option<&str>,
     to: &str,
 ) -> StoreResult<bool> {
     let n = exec(
         c,
-        "UPDATE incidents SET handler = ?3 WHERE id = ?1 AND handler IS ?2",
+        "UPDATE incidents SET handler = ?3 WHERE id = ?1 AND handler IS NOT DISTINCT FROM ?2",
         params![incident.as_bytes(), from, to],
     )?;
     Ok(n == 1)
 }
 
-pub(super) fn set_unit_token(
-    c: &Connection,
+pub(super) fn set_unit_token<B: Backend>(
+    c: &B,
     unit: &str,
     token_hash: &[u8; 32],
 ) -> StoreResult<bool> {
@@ -220,7 +221,7 @@ pub(super) fn set_unit_token(
     Ok(n == 1)
 }
 
-pub(super) fn revoke_unit(c: &Connection, unit: &str, now_ms: u64) -> StoreResult<bool> {
+pub(super) fn revoke_unit<B: Backend>(c: &B, unit: &str, now_ms: u64) -> StoreResult<bool> {
     // The token hash is replaced by one of a token nobody was given (the
     // column is unique and not null), so the old token opens nothing.
     let mut nobody = [0u8; 32];

@@ -1,46 +1,47 @@
 //! The SQLite implementation of [`Store`]: each domain operation's SQL
 //! (students and enrollments, incidents, units, stops and forwards, the log).
 
-use rusqlite::{Connection, OptionalExtension, params};
 use sosvault::{IncidentId, MessageHash, StudentId, TrusteeId};
 
-use super::sqlite::{
-    INCIDENT_COLS, all, answer_row, arr, count, enrollment_row, exec, id_at, incident_row, one,
-    pending_forward_row, unit_row, view_reason, word_at,
+use super::sql::Purge;
+use super::sql::{
+    Backend, INCIDENT_COLS, Row, all, answer_row, arr_at, count, enrollment_row, exec, id_at,
+    incident_row, maybe, params, pending_forward_row, unit_row, view_reason, word_at,
 };
+use super::sql_store::SqlStore;
 use super::{
     AccessLogEntry, AssignmentRow, CommitStored, DURESS_STOP, EnrollmentRow, IncidentRow,
     IncidentStatus, LogLeafRow, NewDuressAlert, NewIncident, PanicStored, PendingCancel,
-    PendingCommit, PendingShred, SqliteStore, Store, StoreResult, StudentLogRow, StudentRow,
-    TimelineEntry, TrusteeAnswer, UnitRow, ViewReason,
+    PendingCommit, PendingShred, Store, StoreResult, StudentLogRow, StudentRow, TimelineEntry,
+    TrusteeAnswer, UnitRow, ViewReason,
 };
 
-impl Store for SqliteStore {
+impl<B: Backend> Store for SqlStore<B> {
     fn student(&self, id: &StudentId) -> StoreResult<Option<StudentRow>> {
-        let c = &self.conn;
-        Ok(one(c,
+        let c = &self.db;
+        maybe(
+            c,
             "SELECT student_id, device_public, epoch, highest_counter, false_alarms, tombstoned_at FROM students WHERE student_id = ?1",
             params![id.as_bytes()],
             |r| {
                 Ok(StudentRow {
                     student_id: id_at(r, 0)?,
-                    device_public: arr(r.get(1)?)?,
+                    device_public: arr_at(r, 1)?,
                     epoch: r.get(2)?,
-                    highest_counter: r.get::<_, i64>(3)? as u64,
+                    highest_counter: r.get(3)?,
                     false_alarms: r.get(4)?,
-                    tombstoned_at: r.get::<_, Option<i64>>(5)?.map(|v| v as u64),
+                    tombstoned_at: r.get(5)?,
                 })
             },
         )
-        .optional()?)
     }
 
     fn enrollment(&self, id: &StudentId) -> StoreResult<Option<EnrollmentRow>> {
-        enrollment_in(&self.conn, "enrollments", id)
+        enrollment_in(&self.db, "enrollments", id)
     }
 
     fn previous_enrollment(&self, id: &StudentId) -> StoreResult<Option<EnrollmentRow>> {
-        enrollment_in(&self.conn, "previous_enrollments", id)
+        enrollment_in(&self.db, "previous_enrollments", id)
     }
 
     fn enrollment_of_epoch(
@@ -67,13 +68,12 @@ impl Store for SqliteStore {
         // Staging (PROTOCOL.md §11.5): a newer epoch over a committed one
         // keeps the committed one beside it until the device commits the new
         // one, so a panic the device still sends for it opens.
-        let current: Option<u32> = one(
+        let current: Option<u32> = maybe(
             c,
             "SELECT epoch FROM enrollments WHERE student_id = ?1",
             params![student.as_bytes()],
             |r| r.get(0),
-        )
-        .optional()?;
+        )?;
         if let Some(cur) = current
             && epoch > cur
             && self.is_committed(student, cur)?
@@ -108,12 +108,11 @@ impl Store for SqliteStore {
 
     fn insert_panic(&self, i: &NewIncident, timeline: &str) -> StoreResult<PanicStored> {
         self.atomic(|c| {
-        let existing: Option<IncidentId> = one(c,
+        let existing: Option<IncidentId> = maybe(c,
                 "SELECT id FROM incidents WHERE panic_hash = ?1",
                 params![i.panic_hash.as_bytes()],
                 |r| id_at(r, 0),
-            )
-            .optional()?;
+            )?;
         if let Some(id) = existing {
             return Ok(PanicStored::Existing(id));
         }
@@ -133,7 +132,7 @@ impl Store for SqliteStore {
             ],
         )?;
         exec(c,
-            "UPDATE students SET highest_counter = MAX(highest_counter, ?2) WHERE student_id = ?1",
+            "UPDATE students SET highest_counter = CASE WHEN highest_counter > ?2 THEN highest_counter ELSE ?2 END WHERE student_id = ?1",
             params![i.student_id.as_bytes(), i.counter as i64],
         )?;
         exec(c,
@@ -145,17 +144,17 @@ impl Store for SqliteStore {
     }
 
     fn panics_since(&self, student: &StudentId, since_ms: u64) -> StoreResult<u32> {
-        let c = &self.conn;
-        Ok(one(
+        let c = &self.db;
+        let n = count(
             c,
             "SELECT COUNT(*) FROM incidents WHERE student_id = ?1 AND created_at_ms >= ?2",
             params![student.as_bytes(), since_ms as i64],
-            |r| r.get(0),
-        )?)
+        )?;
+        Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 
     fn open_incidents_of(&self, student: &StudentId) -> StoreResult<Vec<IncidentId>> {
-        let c = &self.conn;
+        let c = &self.db;
         all(
             c,
             "SELECT id FROM incidents WHERE student_id = ?1 AND status = 'open'",
@@ -165,15 +164,15 @@ impl Store for SqliteStore {
     }
 
     fn incident(&self, id: &IncidentId) -> StoreResult<Option<IncidentRow>> {
-        incident_where(&self.conn, "id", id.as_bytes())
+        incident_where(&self.db, "id", id.as_bytes())
     }
 
     fn incident_by_panic(&self, panic_hash: &MessageHash) -> StoreResult<Option<IncidentRow>> {
-        incident_where(&self.conn, "panic_hash", panic_hash.as_bytes())
+        incident_where(&self.db, "panic_hash", panic_hash.as_bytes())
     }
 
     fn incidents(&self, limit: u32) -> StoreResult<Vec<IncidentRow>> {
-        let c = &self.conn;
+        let c = &self.db;
         all(
             c,
             &format!("SELECT {INCIDENT_COLS} FROM incidents ORDER BY created_at_ms DESC LIMIT ?1"),
@@ -183,19 +182,19 @@ impl Store for SqliteStore {
     }
 
     fn open_incidents(&self) -> StoreResult<Vec<IncidentRow>> {
-        let c = &self.conn;
+        let c = &self.db;
         all(
             c,
             &format!(
                 "SELECT {INCIDENT_COLS} FROM incidents WHERE status = 'open' ORDER BY created_at_ms"
             ),
-            [],
+            params![],
             incident_row,
         )
     }
 
     fn bump_counter(&self, student: &StudentId, counter: u64) -> StoreResult<bool> {
-        Ok(bump(&self.conn, student, counter)?)
+        bump(&self.db, student, counter)
     }
 
     fn add_location(
@@ -219,7 +218,7 @@ impl Store for SqliteStore {
     }
 
     fn locations(&self, incident: &IncidentId) -> StoreResult<Vec<Vec<u8>>> {
-        let c = &self.conn;
+        let c = &self.db;
         all(
             c,
             "SELECT sealed FROM locations WHERE incident_id = ?1 ORDER BY counter",
@@ -235,19 +234,19 @@ impl Store for SqliteStore {
         kind: &str,
         detail: &str,
     ) -> StoreResult<()> {
-        insert_timeline(&self.conn, incident, at_ms, kind, detail)?;
+        insert_timeline(&self.db, incident, at_ms, kind, detail)?;
         Ok(())
     }
 
     fn timeline(&self, incident: &IncidentId) -> StoreResult<Vec<TimelineEntry>> {
-        let c = &self.conn;
+        let c = &self.db;
         all(
             c,
             "SELECT at_ms, kind, detail FROM timeline WHERE incident_id = ?1 ORDER BY seq",
             params![incident.as_bytes()],
             |r| {
                 Ok(TimelineEntry {
-                    at_ms: r.get::<_, i64>(0)? as u64,
+                    at_ms: r.get(0)?,
                     kind: r.get(1)?,
                     detail: r.get(2)?,
                 })
@@ -262,13 +261,12 @@ impl Store for SqliteStore {
         now_ms: u64,
     ) -> StoreResult<()> {
         let had_key = self.atomic(|c| {
-            let had_key: bool = one(
+            let had_key: bool = maybe(
                 c,
                 "SELECT incident_key_sealed IS NOT NULL FROM incidents WHERE id = ?1 AND status = 'open'",
                 params![incident.as_bytes()],
                 |r| r.get(0),
-            )
-            .optional()?
+            )?
             .unwrap_or(false);
             exec(
                 c,
@@ -278,20 +276,20 @@ impl Store for SqliteStore {
             Ok(had_key)
         })?;
         if had_key {
-            self.wipe_wal_soon();
+            self.purge_soon(Purge::Key)?;
         }
         Ok(())
     }
 
     fn forget_incident_key(&self, incident: &IncidentId) -> StoreResult<()> {
-        let c = &self.conn;
+        let c = &self.db;
         let n = exec(
             c,
             "UPDATE incidents SET incident_key_sealed = NULL WHERE id = ?1 AND incident_key_sealed IS NOT NULL",
             params![incident.as_bytes()],
         )?;
         if n > 0 {
-            self.wipe_wal_soon();
+            self.purge_soon(Purge::Key)?;
         }
         Ok(())
     }
@@ -302,7 +300,7 @@ impl Store for SqliteStore {
         released_at_ms: u64,
         window_ms: u64,
     ) -> StoreResult<()> {
-        let c = &self.conn;
+        let c = &self.db;
         exec(
             c,
             "UPDATE incidents SET released_at_ms = ?2, access_until_ms = ?3, access_window_ms = ?4
@@ -318,7 +316,7 @@ impl Store for SqliteStore {
     }
 
     fn extend_access(&self, incident: &IncidentId, until_ms: u64, now_ms: u64) -> StoreResult<()> {
-        let c = &self.conn;
+        let c = &self.db;
         exec(
             c,
             "UPDATE incidents SET access_until_ms = ?2
@@ -329,7 +327,7 @@ impl Store for SqliteStore {
     }
 
     fn mark_duress(&self, incident: &IncidentId) -> StoreResult<()> {
-        let c = &self.conn;
+        let c = &self.db;
         exec(
             c,
             "UPDATE incidents SET duress = 1 WHERE id = ?1",
@@ -386,7 +384,7 @@ impl Store for SqliteStore {
     }
 
     fn create_unit(&self, unit: &UnitRow, token_hash: &[u8; 32]) -> StoreResult<()> {
-        let c = &self.conn;
+        let c = &self.db;
         exec(
             c,
             "INSERT INTO units (id, name, kind, token_hash, lat, lon, position_at_ms) \
@@ -405,28 +403,27 @@ impl Store for SqliteStore {
     }
 
     fn unit_by_token(&self, token_hash: &[u8; 32]) -> StoreResult<Option<UnitRow>> {
-        let c = &self.conn;
-        Ok(one(
+        let c = &self.db;
+        maybe(
             c,
             "SELECT id, name, kind, lat, lon, position_at_ms FROM units WHERE token_hash = ?1 AND revoked_at_ms IS NULL",
             params![&token_hash[..]],
             unit_row,
         )
-        .optional()?)
     }
 
     fn units(&self) -> StoreResult<Vec<UnitRow>> {
-        let c = &self.conn;
+        let c = &self.db;
         all(
             c,
             "SELECT id, name, kind, lat, lon, position_at_ms FROM units WHERE revoked_at_ms IS NULL ORDER BY id",
-            [],
+            params![],
             unit_row,
         )
     }
 
     fn set_unit_position(&self, unit: &str, lat: f64, lon: f64, now_ms: u64) -> StoreResult<()> {
-        let c = &self.conn;
+        let c = &self.db;
         exec(
             c,
             "UPDATE units SET lat = ?2, lon = ?3, position_at_ms = ?4 WHERE id = ?1",
@@ -436,7 +433,7 @@ impl Store for SqliteStore {
     }
 
     fn put_assignment(&self, a: &AssignmentRow) -> StoreResult<()> {
-        let c = &self.conn;
+        let c = &self.db;
         exec(c,
             "INSERT INTO assignments (incident_id, unit_id, assigned_at_ms, status) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT(incident_id, unit_id) DO UPDATE SET status = excluded.status",
@@ -446,7 +443,7 @@ impl Store for SqliteStore {
     }
 
     fn assignments(&self, incident: &IncidentId) -> StoreResult<Vec<AssignmentRow>> {
-        let c = &self.conn;
+        let c = &self.db;
         all(
             c,
             "SELECT incident_id, unit_id, assigned_at_ms, status FROM assignments WHERE incident_id = ?1 ORDER BY assigned_at_ms",
@@ -455,7 +452,7 @@ impl Store for SqliteStore {
                 Ok(AssignmentRow {
                     incident_id: id_at(r, 0)?,
                     unit_id: r.get(1)?,
-                    assigned_at_ms: r.get::<_, i64>(2)? as u64,
+                    assigned_at_ms: r.get(2)?,
                     status: word_at(r, 3)?,
                 })
             },
@@ -518,29 +515,30 @@ impl Store for SqliteStore {
             params![student.as_bytes()],
         )?;
         for t in trustees {
-            exec(c,
-                "INSERT OR IGNORE INTO pending_shreds (student_id, trustee_id, stop, created_at_ms)
-                 SELECT ?1, ?2, ?3, ?4 WHERE NOT EXISTS (SELECT 1 FROM shred_receipts WHERE student_id = ?1 AND trustee_id = ?2)",
-                params![student.as_bytes(), t.as_bytes(), stop, now_ms as i64],
+            let answered = count(c,
+                "SELECT COUNT(*) FROM shred_receipts WHERE student_id = ?1 AND trustee_id = ?2",
+                params![student.as_bytes(), t.as_bytes()],
             )?;
+            if answered == 0 {
+                exec(c,
+                    "INSERT INTO pending_shreds (student_id, trustee_id, stop, created_at_ms) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (student_id, trustee_id) DO NOTHING",
+                    params![student.as_bytes(), t.as_bytes(), stop, now_ms as i64],
+                )?;
+            }
         }
         Ok(())
         })?;
-        if self.conn.is_autocommit() {
-            self.truncate_wal_now()?;
-        } else {
-            // Inside a batch: the writer truncates right after the commit,
-            // before this stop is answered.
-            self.truncate_wal.set(true);
-        }
-        Ok(())
+        // Inside a batch the writer purges right after the commit, before
+        // this stop is answered.
+        self.purge_soon(Purge::Stop)
     }
 
     fn pending_shreds(&self) -> StoreResult<Vec<PendingShred>> {
         all(
-            &self.conn,
+            &self.db,
             "SELECT student_id, trustee_id, stop, created_at_ms FROM pending_shreds ORDER BY created_at_ms",
-            [],
+            params![],
             pending_forward_row,
         )
     }
@@ -552,7 +550,8 @@ impl Store for SqliteStore {
         now_ms: u64,
     ) -> StoreResult<()> {
         self.finish_forward(
-            "INSERT OR REPLACE INTO shred_receipts (student_id, trustee_id, receipt, refusal, received_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO shred_receipts (student_id, trustee_id, receipt, refusal, received_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (student_id, trustee_id) DO UPDATE SET receipt = excluded.receipt, refusal = excluded.refusal, received_at_ms = excluded.received_at_ms",
             "DELETE FROM pending_shreds WHERE student_id = ?1 AND trustee_id = ?2",
             student.as_bytes(),
             &answer.trustee_id,
@@ -562,7 +561,7 @@ impl Store for SqliteStore {
     }
 
     fn shred_receipts(&self, student: &StudentId) -> StoreResult<Vec<TrusteeAnswer>> {
-        let c = &self.conn;
+        let c = &self.db;
         all(
             c,
             "SELECT trustee_id, receipt, refusal FROM shred_receipts WHERE student_id = ?1 ORDER BY trustee_id",
@@ -581,11 +580,18 @@ impl Store for SqliteStore {
         let hash = MessageHash::of_message(cancel);
         self.atomic(|c| {
             for t in trustees {
+                let answered = count(
+                    c,
+                    "SELECT COUNT(*) FROM cancel_receipts WHERE cancel_hash = ?1 AND trustee_id = ?2",
+                    params![hash.as_bytes(), t.as_bytes()],
+                )?;
+                if answered > 0 {
+                    continue;
+                }
                 exec(
                     c,
-                    "INSERT OR IGNORE INTO pending_cancels (cancel_hash, trustee_id, student_id, cancel, created_at_ms)
-                     SELECT ?1, ?2, ?3, ?4, ?5 WHERE NOT EXISTS
-                       (SELECT 1 FROM cancel_receipts WHERE cancel_hash = ?1 AND trustee_id = ?2)",
+                    "INSERT INTO pending_cancels (cancel_hash, trustee_id, student_id, cancel, created_at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (cancel_hash, trustee_id) DO NOTHING",
                     params![hash.as_bytes(), t.as_bytes(), student.as_bytes(), cancel, now_ms as i64],
                 )?;
             }
@@ -595,9 +601,9 @@ impl Store for SqliteStore {
 
     fn pending_cancels(&self) -> StoreResult<Vec<PendingCancel>> {
         all(
-            &self.conn,
+            &self.db,
             "SELECT student_id, trustee_id, cancel, created_at_ms FROM pending_cancels ORDER BY created_at_ms",
-            [],
+            params![],
             pending_forward_row,
         )
     }
@@ -610,9 +616,10 @@ impl Store for SqliteStore {
         now_ms: u64,
     ) -> StoreResult<()> {
         self.finish_forward(
-            "INSERT OR REPLACE INTO cancel_receipts (cancel_hash, trustee_id, student_id, receipt, refusal, received_at_ms)
+            "INSERT INTO cancel_receipts (cancel_hash, trustee_id, student_id, receipt, refusal, received_at_ms)
                  SELECT cancel_hash, trustee_id, student_id, ?3, ?4, ?5 FROM pending_cancels
-                 WHERE cancel_hash = ?1 AND trustee_id = ?2",
+                 WHERE cancel_hash = ?1 AND trustee_id = ?2
+             ON CONFLICT (cancel_hash, trustee_id) DO UPDATE SET receipt = excluded.receipt, refusal = excluded.refusal, received_at_ms = excluded.received_at_ms",
             "DELETE FROM pending_cancels WHERE cancel_hash = ?1 AND trustee_id = ?2",
             cancel_hash.as_bytes(),
             trustee,
@@ -622,7 +629,7 @@ impl Store for SqliteStore {
     }
 
     fn cancel_answers(&self, cancel_hash: &MessageHash) -> StoreResult<Vec<TrusteeAnswer>> {
-        let c = &self.conn;
+        let c = &self.db;
         all(
             c,
             "SELECT trustee_id, receipt, refusal FROM cancel_receipts WHERE cancel_hash = ?1 ORDER BY trustee_id",
@@ -633,7 +640,7 @@ impl Store for SqliteStore {
 
     fn pending_cancel_count(&self, cancel_hash: &MessageHash) -> StoreResult<usize> {
         count(
-            &self.conn,
+            &self.db,
             "SELECT COUNT(*) FROM pending_cancels WHERE cancel_hash = ?1",
             params![cancel_hash.as_bytes()],
         )
@@ -649,13 +656,12 @@ impl Store for SqliteStore {
         now_ms: u64,
     ) -> StoreResult<CommitStored> {
         let stored = self.atomic(|c| {
-            let recorded: Option<Vec<u8>> = one(
+            let recorded: Option<Vec<u8>> = maybe(
                 c,
                 "SELECT record_hash FROM enrollment_commits WHERE student_id = ?1 AND epoch = ?2",
                 params![student.as_bytes(), epoch],
                 |r| r.get(0),
-            )
-            .optional()?;
+            )?;
             if let Some(h) = recorded {
                 return Ok(if h == record_hash.as_bytes()[..] {
                     CommitStored::Repeat
@@ -680,8 +686,8 @@ impl Store for SqliteStore {
             for t in trustees {
                 exec(
                     c,
-                    "INSERT OR IGNORE INTO pending_commits (student_id, epoch, trustee_id, commit_bytes, created_at_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    "INSERT INTO pending_commits (student_id, epoch, trustee_id, commit_bytes, created_at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (student_id, epoch, trustee_id) DO NOTHING",
                     params![student.as_bytes(), epoch, t.as_bytes(), commit, now_ms as i64],
                 )?;
             }
@@ -697,14 +703,14 @@ impl Store for SqliteStore {
             ..
         } = stored
         {
-            self.wipe_wal_soon();
+            self.purge_soon(Purge::Key)?;
         }
         Ok(stored)
     }
 
     fn is_committed(&self, student: &StudentId, epoch: u32) -> StoreResult<bool> {
         let n = count(
-            &self.conn,
+            &self.db,
             "SELECT COUNT(*) FROM enrollment_commits WHERE student_id = ?1 AND epoch = ?2",
             params![student.as_bytes(), epoch],
         )?;
@@ -714,23 +720,23 @@ impl Store for SqliteStore {
     fn drop_spent_previous(&self, student: &StudentId) -> StoreResult<bool> {
         let dropped = self.atomic(|c| self.delete_spent_previous(c, student))?;
         if dropped {
-            self.wipe_wal_soon();
+            self.purge_soon(Purge::Key)?;
         }
         Ok(dropped)
     }
 
     fn pending_commits(&self) -> StoreResult<Vec<PendingCommit>> {
         all(
-            &self.conn,
+            &self.db,
             "SELECT student_id, epoch, trustee_id, commit_bytes, created_at_ms FROM pending_commits ORDER BY created_at_ms",
-            [],
+            params![],
             |r| {
                 Ok(PendingCommit {
                     student_id: id_at(r, 0)?,
                     epoch: r.get(1)?,
                     trustee_id: id_at(r, 2)?,
                     commit: r.get(3)?,
-                    created_at_ms: r.get::<_, i64>(4)? as u64,
+                    created_at_ms: r.get(4)?,
                 })
             },
         )
@@ -742,7 +748,7 @@ impl Store for SqliteStore {
         epoch: u32,
         trustee: &TrusteeId,
     ) -> StoreResult<()> {
-        let c = &self.conn;
+        let c = &self.db;
         exec(
             c,
             "DELETE FROM pending_commits WHERE student_id = ?1 AND epoch = ?2 AND trustee_id = ?3",
@@ -753,7 +759,7 @@ impl Store for SqliteStore {
 
     fn pending_commit_count(&self, student: &StudentId, epoch: u32) -> StoreResult<usize> {
         count(
-            &self.conn,
+            &self.db,
             "SELECT COUNT(*) FROM pending_commits WHERE student_id = ?1 AND epoch = ?2",
             params![student.as_bytes(), epoch],
         )
@@ -770,7 +776,7 @@ impl Store for SqliteStore {
         reason: Option<&ViewReason>,
         at_ms: u64,
     ) -> StoreResult<()> {
-        let c = &self.conn;
+        let c = &self.db;
         exec(
             c,
             "INSERT INTO transparency_log (idx, entry, leaf_hash, student_id, incident_id, actor, at_ms, reason, reason_nonce) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -795,12 +801,12 @@ impl Store for SqliteStore {
         size: u64,
         limit: u32,
     ) -> StoreResult<Vec<StudentLogRow>> {
-        let c = &self.conn;
+        let c = &self.db;
         all(c, "SELECT idx, entry, reason, reason_nonce FROM
-               (SELECT idx, entry, reason, reason_nonce FROM transparency_log WHERE student_id = ?1 AND idx < ?2 ORDER BY idx DESC LIMIT ?3)
+               (SELECT idx, entry, reason, reason_nonce FROM transparency_log WHERE student_id = ?1 AND idx < ?2 ORDER BY idx DESC LIMIT ?3) AS newest
              ORDER BY idx", params![student.as_bytes(), size as i64, limit], |r| {
             Ok(StudentLogRow {
-                index: r.get::<_, i64>(0)? as u64,
+                index: r.get(0)?,
                 entry: r.get(1)?,
                 reason: view_reason(r, 2)?,
             })
@@ -814,8 +820,9 @@ impl Store for SqliteStore {
         expires_at_ms: u64,
     ) -> StoreResult<()> {
         exec(
-            &self.conn,
-            "INSERT OR REPLACE INTO operator_sessions (token_hash, username, expires_at_ms) VALUES (?1, ?2, ?3)",
+            &self.db,
+            "INSERT INTO operator_sessions (token_hash, username, expires_at_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (token_hash) DO UPDATE SET username = excluded.username, expires_at_ms = excluded.expires_at_ms",
             params![&token_hash[..], username, expires_at_ms as i64],
         )?;
         Ok(())
@@ -823,7 +830,7 @@ impl Store for SqliteStore {
 
     fn delete_session(&self, token_hash: &[u8; 32]) -> StoreResult<()> {
         exec(
-            &self.conn,
+            &self.db,
             "DELETE FROM operator_sessions WHERE token_hash = ?1",
             params![&token_hash[..]],
         )?;
@@ -832,62 +839,91 @@ impl Store for SqliteStore {
 
     fn live_sessions(&self, now_ms: u64) -> StoreResult<Vec<([u8; 32], String, u64)>> {
         exec(
-            &self.conn,
+            &self.db,
             "DELETE FROM operator_sessions WHERE expires_at_ms <= ?1",
             params![now_ms as i64],
         )?;
         all(
-            &self.conn,
+            &self.db,
             "SELECT token_hash, username, expires_at_ms FROM operator_sessions",
-            [],
-            |r| Ok((arr(r.get(0)?)?, r.get(1)?, r.get::<_, i64>(2)? as u64)),
+            params![],
+            |r| Ok((arr_at(r, 0)?, r.get(1)?, r.get(2)?)),
         )
     }
 
     fn log_leaf_hashes(&self) -> StoreResult<Vec<[u8; 32]>> {
-        let c = &self.conn;
+        let c = &self.db;
         all(
             c,
             "SELECT leaf_hash FROM transparency_log ORDER BY idx",
-            [],
-            |r| arr::<32>(r.get(0)?),
+            params![],
+            |r| arr_at(r, 0),
         )
     }
 
     fn log_leaves(&self, start: u64, end: u64) -> StoreResult<Vec<LogLeafRow>> {
-        let c = &self.conn;
+        let c = &self.db;
         let clamp = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         all(
             c,
             "SELECT idx, leaf_hash, entry FROM transparency_log WHERE idx >= ?1 AND idx < ?2 ORDER BY idx",
             params![clamp(start), clamp(end)],
-            |r| Ok((r.get::<_, i64>(0)? as u64, arr::<32>(r.get(1)?)?, r.get(2)?)),
+            |r| Ok((r.get(0)?, arr_at(r, 1)?, r.get(2)?)),
         )
     }
 
     fn access_log(&self, incident: &IncidentId) -> StoreResult<Vec<AccessLogEntry>> {
         use base64::Engine as _;
-        let c = &self.conn;
+        let c = &self.db;
         all(
             c,
             "SELECT idx, at_ms, actor, leaf_hash, entry, reason FROM transparency_log WHERE incident_id = ?1 ORDER BY idx",
             params![incident.as_bytes()],
             |r| {
                 Ok(AccessLogEntry {
-                    index: r.get::<_, i64>(0)? as u64,
-                    at_ms: r.get::<_, i64>(1)? as u64,
+                    index: r.get(0)?,
+                    at_ms: r.get(1)?,
                     actor: r.get(2)?,
                     reason: r.get(5)?,
-                    leaf_hash: hex::encode(r.get::<_, Vec<u8>>(3)?),
-                    entry: base64::engine::general_purpose::STANDARD
-                        .encode(r.get::<_, Vec<u8>>(4)?),
+                    leaf_hash: hex::encode(r.get::<Vec<u8>>(3)?),
+                    entry: base64::engine::general_purpose::STANDARD.encode(r.get::<Vec<u8>>(4)?),
                 })
             },
         )
     }
 }
 
-impl SqliteStore {
+impl<B: Backend> SqlStore<B> {
+    /// Deletes the previous enrollment if the current epoch is committed and
+    /// no open incident of the student names the previous epoch (with
+    /// SQLite's `secure_delete` its pages are overwritten; the caller
+    /// purges). True if it deleted one.
+    fn delete_spent_previous(&self, c: &B, student: &StudentId) -> StoreResult<bool> {
+        let Some(previous) = self.previous_enrollment(student)? else {
+            return Ok(false);
+        };
+        let Some(current) = self.enrollment(student)? else {
+            return Ok(false);
+        };
+        if !self.is_committed(student, current.epoch)? {
+            return Ok(false);
+        }
+        let in_use = count(
+            c,
+            "SELECT COUNT(*) FROM incidents WHERE student_id = ?1 AND status = 'open' AND epoch = ?2",
+            params![student.as_bytes(), previous.epoch],
+        )?;
+        if in_use > 0 {
+            return Ok(false);
+        }
+        let n = exec(
+            c,
+            "DELETE FROM previous_enrollments WHERE student_id = ?1",
+            params![student.as_bytes()],
+        )?;
+        Ok(n > 0)
+    }
+
     /// Stores a trustee's final answer to a forward (`store`: ?1 the
     /// forward's `key` (a stop's student id, a cancel's hash), ?2 the
     /// trustee, then the receipt, the refusal and the time) and drops the
@@ -922,20 +958,20 @@ impl SqliteStore {
 
 /// The one row of `from` (a fixed `SELECT ... FROM table`, never caller
 /// text) whose `column` is `key`, read by `row`; `None` if there is none.
-fn row_where<T>(
-    c: &Connection,
+fn row_where<B: Backend, T>(
+    c: &B,
     from: &str,
     column: &str,
     key: &[u8],
-    row: fn(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    row: fn(&Row) -> StoreResult<T>,
 ) -> StoreResult<Option<T>> {
-    Ok(one(c, &format!("{from} WHERE {column} = ?1"), params![key], row).optional()?)
+    maybe(c, &format!("{from} WHERE {column} = ?1"), params![key], row)
 }
 
 /// A student's enrollment in `table` (`enrollments` or
 /// `previous_enrollments`, never caller text), if any.
-fn enrollment_in(
-    c: &Connection,
+fn enrollment_in<B: Backend>(
+    c: &B,
     table: &str,
     student: &StudentId,
 ) -> StoreResult<Option<EnrollmentRow>> {
@@ -944,13 +980,13 @@ fn enrollment_in(
 }
 
 /// The incident whose `column` (`id` or `panic_hash`) is `key`, if any.
-fn incident_where(c: &Connection, column: &str, key: &[u8]) -> StoreResult<Option<IncidentRow>> {
+fn incident_where<B: Backend>(c: &B, column: &str, key: &[u8]) -> StoreResult<Option<IncidentRow>> {
     let from = format!("SELECT {INCIDENT_COLS} FROM incidents");
     row_where(c, &from, column, key, incident_row)
 }
 
 /// Records a device counter if it is above the highest seen; true if it was.
-fn bump(c: &Connection, student: &StudentId, counter: u64) -> rusqlite::Result<bool> {
+fn bump<B: Backend>(c: &B, student: &StudentId, counter: u64) -> StoreResult<bool> {
     let n = exec(
         c,
         "UPDATE students SET highest_counter = ?2 WHERE student_id = ?1 AND highest_counter < ?2",
@@ -960,13 +996,13 @@ fn bump(c: &Connection, student: &StudentId, counter: u64) -> rusqlite::Result<b
 }
 
 /// Appends one entry to an incident's timeline.
-fn insert_timeline(
-    c: &Connection,
+fn insert_timeline<B: Backend>(
+    c: &B,
     incident: &IncidentId,
     at_ms: u64,
     kind: &str,
     detail: &str,
-) -> rusqlite::Result<usize> {
+) -> StoreResult<usize> {
     exec(
         c,
         "INSERT INTO timeline (incident_id, at_ms, kind, detail) VALUES (?1, ?2, ?3, ?4)",

@@ -1,9 +1,11 @@
-//! The SQLite schema: the tables made at open, and the columns added since
-//! (added in place to an older database).
+//! The schema, once for both backends (written in SQLite's types; the
+//! PostgreSQL backend translates them), and its versioned migrations,
+//! applied at open in one transaction: a database records the versions it
+//! has in `schema_migrations`, and one written by a newer version of the
+//! service is refused, never half-understood.
 
-use rusqlite::Connection;
-
-use super::StoreResult;
+use super::sql::{Backend, exec, maybe, params};
+use super::{StoreError, StoreResult};
 
 pub(super) const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS students (
@@ -141,9 +143,9 @@ CREATE INDEX IF NOT EXISTS transparency_log_incident ON transparency_log(inciden
 CREATE INDEX IF NOT EXISTS transparency_log_student ON transparency_log(student_id, idx);
 "#;
 
-/// Columns added after the first schema: `(table, column, type)`. A database
-/// made before them gets them at open (`ALTER TABLE ... ADD COLUMN`, NULL in
-/// every existing row).
+/// Columns added to the first schema before migrations were versioned:
+/// `(table, column, type)`. A database made before them gets them in
+/// version 1 (`ALTER TABLE ... ADD COLUMN`, NULL in every existing row).
 const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("incidents", "released_at_ms", "INTEGER"),
     ("incidents", "access_until_ms", "INTEGER"),
@@ -155,16 +157,82 @@ const ADDED_COLUMNS: &[(&str, &str, &str)] = &[
     ("transparency_log", "reason_nonce", "BLOB"),
 ];
 
-/// Adds the columns of [`ADDED_COLUMNS`] a database does not have yet.
-pub(super) fn migrate(c: &Connection) -> StoreResult<()> {
-    for (table, column, ty) in ADDED_COLUMNS {
-        let mut st = c.prepare(&format!("PRAGMA table_info({table})"))?;
-        let have = st
-            .query_map([], |r| r.get::<_, String>(1))?
-            .collect::<Result<Vec<_>, _>>()?;
-        if !have.iter().any(|h| h == column) {
-            c.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty}"))?;
+/// What a migration may do: run DDL (written in SQLite's types), add a
+/// column unless it is there.
+struct Steps<'a> {
+    ddl: &'a dyn Fn(&str) -> StoreResult<()>,
+    add_column: &'a dyn Fn(&str, &str, &str) -> StoreResult<()>,
+}
+
+/// One step of the schema.
+struct Migration {
+    /// Its number: applied in order, each once.
+    version: i64,
+    /// Makes it, inside the migration's transaction.
+    apply: fn(&Steps<'_>) -> StoreResult<()>,
+}
+
+/// Every migration, in order. Version 1 is the schema as it stood when
+/// migrations became versioned: on a database made before (no
+/// `schema_migrations` table), its `IF NOT EXISTS` tables and added columns
+/// bring any older schema up to it, and change nothing that is there.
+const MIGRATIONS: &[Migration] = &[Migration {
+    version: 1,
+    apply: |steps| {
+        (steps.ddl)(SCHEMA)?;
+        (steps.ddl)(super::access::SCHEMA)?;
+        for (table, column, ty) in ADDED_COLUMNS {
+            (steps.add_column)(table, column, ty)?;
         }
+        Ok(())
+    },
+}];
+
+/// The newest schema version this build knows.
+pub(super) const LATEST: i64 = 1;
+
+/// Brings `db`'s schema to [`LATEST`] in one transaction (under the
+/// backend's schema lock, so two processes starting at once migrate once);
+/// refuses a database a newer version of the service wrote.
+pub(super) fn migrate<B: Backend>(db: &B) -> StoreResult<()> {
+    db.batch(B::BEGIN)?;
+    let done = migrate_in(db).and_then(|()| db.batch("COMMIT"));
+    if done.is_err() {
+        let _ = db.batch("ROLLBACK");
+    }
+    done
+}
+
+fn migrate_in<B: Backend>(db: &B) -> StoreResult<()> {
+    db.lock_schema()?;
+    db.batch(&B::ddl(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY, applied_at_ms INTEGER NOT NULL)",
+    ))?;
+    let have: i64 = maybe(
+        db,
+        "SELECT COALESCE(MAX(version), 0) FROM schema_migrations",
+        params![],
+        |r| r.get(0),
+    )?
+    .unwrap_or(0);
+    if have > LATEST {
+        return Err(StoreError::Database(format!(
+            "the database is at schema version {have}, written by a newer sosvault-server \
+             (this one knows up to {LATEST}): run that version, or restore a backup"
+        )));
+    }
+    let ddl = |sql: &str| db.batch(&B::ddl(sql));
+    let add = |t: &str, c: &str, ty: &str| db.add_column(t, c, ty);
+    for m in MIGRATIONS.iter().filter(|m| m.version > have) {
+        (m.apply)(&Steps {
+            ddl: &ddl,
+            add_column: &add,
+        })?;
+        exec(
+            db,
+            "INSERT INTO schema_migrations (version, applied_at_ms) VALUES (?1, ?2)",
+            params![m.version, crate::engine::now_ms() as i64],
+        )?;
     }
     Ok(())
 }

@@ -55,10 +55,63 @@ fn older_database(dir: &Path, sql: &str) -> std::path::PathBuf {
     path
 }
 
+/// Enrolls student `[1; 32]` (epoch 1, device `[2; 32]`).
+fn enroll(s: &dyn Store) {
+    s.put_enrollment(&sid(1), &[2; 32], 1, b"rec", b"profile", 1)
+        .unwrap();
+}
+
 /// A store in `dir` with student `[1; 32]` enrolled (epoch 1).
 fn enrolled(dir: &Path) -> SqliteStore {
     enrolled_with(dir, b"rec", b"profile")
 }
+
+/// Asserts whether `needle` is in the SQLite file or its WAL in `dir`. On
+/// PostgreSQL (`None`) the files are the server's, and nothing is checked
+/// here: SECURITY.md ("Storage at rest") says what they keep.
+pub(super) fn on_disk_is(dir: Option<&Path>, needle: &[u8], present: bool) {
+    if let Some(dir) = dir {
+        assert_eq!(
+            !on_disk(dir, needle).is_empty(),
+            present,
+            "{:?}",
+            on_disk(dir, needle)
+        );
+    }
+}
+
+/// The store contract: each test named here runs on a fresh SQLite file
+/// (`NAME::sqlite`) and on a fresh database of the test PostgreSQL server
+/// (`NAME::postgres`, see `sosvault_testkit::postgres`).
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn sqlite() {
+                let dir = tempfile::tempdir().unwrap();
+                let s = crate::store::SqliteStore::open(&dir.path().join("db")).unwrap();
+                super::$name(&s, Some(dir.path()));
+            }
+
+            #[test]
+            fn postgres() {
+                let db = sosvault_testkit::postgres::TestDatabase::create();
+                let s = crate::store::PgStore::connect(db.url()).unwrap();
+                super::$name(&s, None);
+            }
+        }
+    )*};
+}
+pub(super) use on_both_backends;
+
+on_both_backends!(
+    panic_is_stored_once,
+    a_stop_blanks_the_category_and_it_reads_back_as_none,
+    a_duress_alert_opens_once_and_only_without_an_open_incident,
+    the_access_window_is_anchored_once_and_extended_only_while_open,
+    a_cancel_is_queued_once_per_trustee_until_each_answers,
+    transparency_log_rows_come_back_in_order,
+);
 
 /// A store in `dir` with student `[1; 32]` enrolled (epoch 1, device
 /// `[2; 32]`) under `record` and the sealed profile `sealed`.
@@ -69,10 +122,8 @@ fn enrolled_with(dir: &Path, record: &[u8], sealed: &[u8]) -> SqliteStore {
     s
 }
 
-#[test]
-fn panic_is_stored_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = enrolled(dir.path());
+fn panic_is_stored_once(s: &dyn Store, _dir: Option<&Path>) {
+    enroll(s);
     assert_eq!(
         s.insert_panic(&incident(3, 4), "x").unwrap(),
         PanicStored::New
@@ -108,19 +159,17 @@ fn a_damaged_id_or_status_is_an_error_never_a_panic_or_a_default() {
         let dir = tempfile::tempdir().unwrap();
         let s = enrolled(dir.path());
         s.insert_panic(&incident(3, 4), "x").unwrap();
-        s.conn.execute(damage, []).unwrap();
+        s.connection().execute(damage, []).unwrap();
         let e = s.incident(&iid(3)).unwrap_err();
         assert!(
-            matches!(&e, StoreError::Sqlite(m) if m.contains(says)),
+            matches!(&e, StoreError::Database(m) if m.contains(says)),
             "{damage}: {e}"
         );
     }
 }
 
-#[test]
-fn a_stop_blanks_the_category_and_it_reads_back_as_none() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = enrolled(dir.path());
+fn a_stop_blanks_the_category_and_it_reads_back_as_none(s: &dyn Store, _dir: Option<&Path>) {
+    enroll(s);
     s.insert_panic(&incident(3, 4), "x").unwrap();
     let row = s.incident(&iid(3)).unwrap().unwrap();
     assert_eq!(
@@ -147,10 +196,8 @@ fn duress_alert(id: u8) -> NewDuressAlert {
     }
 }
 
-#[test]
-fn a_duress_alert_opens_once_and_only_without_an_open_incident() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = enrolled(dir.path());
+fn a_duress_alert_opens_once_and_only_without_an_open_incident(s: &dyn Store, _dir: Option<&Path>) {
+    enroll(s);
     // An open incident: the stop escalates it, no alert.
     s.insert_panic(&incident(3, 4), "x").unwrap();
     assert!(s.open_duress_alert(&duress_alert(5)).unwrap().is_none());
@@ -220,10 +267,11 @@ fn an_existing_database_gains_the_window_columns_and_keeps_its_incidents() {
     assert_eq!(row.access_until_ms, Some(6_000));
 }
 
-#[test]
-fn the_access_window_is_anchored_once_and_extended_only_while_open() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = enrolled(dir.path());
+fn the_access_window_is_anchored_once_and_extended_only_while_open(
+    s: &dyn Store,
+    _dir: Option<&Path>,
+) {
+    enroll(s);
     s.insert_panic(&incident(3, 4), "x").unwrap();
     s.set_released(&iid(3), 10_000, 3_000).unwrap();
     // A second opening (after a restart) does not move the window.
@@ -252,10 +300,7 @@ fn the_access_window_is_anchored_once_and_extended_only_while_open() {
     );
 }
 
-#[test]
-fn a_cancel_is_queued_once_per_trustee_until_each_answers() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStore::open(&dir.path().join("db")).unwrap();
+fn a_cancel_is_queued_once_per_trustee_until_each_answers(s: &dyn Store, _dir: Option<&Path>) {
     let cancel = b"signed cancel bytes".to_vec();
     let hash = MessageHash::of_message(&cancel);
     let trustees = [tid(10), tid(11), tid(12)];
@@ -288,15 +333,12 @@ fn a_cancel_is_queued_once_per_trustee_until_each_answers() {
     assert_eq!(s.pending_cancel_count(&hash).unwrap(), 1);
 }
 
-#[test]
-fn transparency_log_rows_come_back_in_order() {
+fn transparency_log_rows_come_back_in_order(s: &dyn Store, _dir: Option<&Path>) {
     let row = |index, entry: &[u8], reason| StudentLogRow {
         index,
         entry: entry.to_vec(),
         reason,
     };
-    let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStore::open(&dir.path().join("db")).unwrap();
     s.append_log(0, b"a", &[1; 32], &sid(7), &iid(1), "operator:op", None, 1)
         .unwrap();
     let why = ViewReason {
@@ -366,7 +408,7 @@ mod staging {
 
     use sosvault::{MessageHash, StudentId, TrusteeId};
 
-    use super::{iid, incident, on_disk, sid, tid};
+    use super::{iid, incident, on_disk_is, sid, tid};
     use crate::store::{CommitStored, IncidentStatus, SqliteStore, Store};
 
     const T: [TrusteeId; 3] = [tid(10), tid(11), tid(12)];
@@ -380,26 +422,29 @@ mod staging {
         (0..700u32).map(|i| (i * 7 + seed) as u8 ^ 0x5a).collect()
     }
 
-    fn commit(s: &SqliteStore, epoch: u32, record: &[u8]) -> CommitStored {
+    fn commit(s: &dyn Store, epoch: u32, record: &[u8]) -> CommitStored {
         s.commit_enrollment(&S, epoch, &hash(record), b"commit", &T, 5)
             .unwrap()
     }
 
-    /// A store in `dir` whose student `S` has epoch 1 (profile `p1`)
-    /// committed and a new epoch 2 beside it.
-    fn committed_then_new(dir: &Path, p1: &[u8]) -> SqliteStore {
-        let s = SqliteStore::open(&dir.join("db")).unwrap();
+    /// Gives student `S` epoch 1 (profile `p1`) committed and a new epoch
+    /// 2 beside it.
+    fn committed_then_new(s: &dyn Store, p1: &[u8]) {
         s.put_enrollment(&S, &[2; 32], 1, b"rec1", p1, 1).unwrap();
-        commit(&s, 1, b"rec1");
+        commit(s, 1, b"rec1");
         s.put_enrollment(&S, &[2; 32], 2, b"rec2", b"p2", 2)
             .unwrap();
-        s
     }
 
-    #[test]
-    fn without_a_commit_a_new_epoch_replaces_the_old_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(&dir.path().join("db")).unwrap();
+    super::on_both_backends!(
+        without_a_commit_a_new_epoch_replaces_the_old_one,
+        a_committed_enrollment_stays_beside_a_new_epoch_until_the_new_one_is_committed,
+        a_previous_enrollment_an_open_incident_uses_goes_when_it_closes,
+        a_previous_enrollment_is_not_dropped_before_the_current_one_is_committed,
+        a_stop_deletes_the_previous_enrollment_too,
+    );
+
+    fn without_a_commit_a_new_epoch_replaces_the_old_one(s: &dyn Store, _dir: Option<&Path>) {
         s.put_enrollment(&S, &[2; 32], 1, b"rec1", b"p1", 1)
             .unwrap();
         s.put_enrollment(&S, &[2; 32], 2, b"rec2", b"p2", 2)
@@ -412,20 +457,20 @@ mod staging {
         );
     }
 
-    #[test]
-    fn a_committed_enrollment_stays_beside_a_new_epoch_until_the_new_one_is_committed() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(&dir.path().join("db")).unwrap();
+    fn a_committed_enrollment_stays_beside_a_new_epoch_until_the_new_one_is_committed(
+        s: &dyn Store,
+        dir: Option<&Path>,
+    ) {
         let p1 = secret(1);
         s.put_enrollment(&S, &[2; 32], 1, b"rec1", &p1, 1).unwrap();
         // A commit naming another record, or another epoch, is refused.
-        assert_eq!(commit(&s, 1, b"other"), CommitStored::UnknownRecord);
-        assert_eq!(commit(&s, 2, b"rec1"), CommitStored::UnknownRecord);
+        assert_eq!(commit(s, 1, b"other"), CommitStored::UnknownRecord);
+        assert_eq!(commit(s, 2, b"rec1"), CommitStored::UnknownRecord);
         assert!(!s.is_committed(&S, 1).unwrap());
         assert!(s.pending_commits().unwrap().is_empty());
 
         assert_eq!(
-            commit(&s, 1, b"rec1"),
+            commit(s, 1, b"rec1"),
             CommitStored::New {
                 dropped_previous: false,
                 kept_for_incident: false
@@ -434,7 +479,7 @@ mod staging {
         assert!(s.is_committed(&S, 1).unwrap());
         assert_eq!(s.pending_commit_count(&S, 1).unwrap(), 3);
         // The same commit again: nothing new is queued.
-        assert_eq!(commit(&s, 1, b"rec1"), CommitStored::Repeat);
+        assert_eq!(commit(s, 1, b"rec1"), CommitStored::Repeat);
         assert_eq!(s.pending_commits().unwrap().len(), 3);
         s.finish_commit(&S, 1, &T[0]).unwrap();
         assert_eq!(s.pending_commit_count(&S, 1).unwrap(), 2);
@@ -461,12 +506,12 @@ mod staging {
             .unwrap();
         assert_eq!(s.previous_enrollment(&S).unwrap().unwrap().epoch, 1);
         // The older commit again changes nothing.
-        assert_eq!(commit(&s, 1, b"rec1"), CommitStored::Repeat);
-        assert!(!on_disk(dir.path(), &p1[100..164]).is_empty());
+        assert_eq!(commit(s, 1, b"rec1"), CommitStored::Repeat);
+        on_disk_is(dir, &p1[100..164], true);
 
         // The new epoch's commit deletes it, from the file and the WAL.
         assert_eq!(
-            commit(&s, 2, b"rec2"),
+            commit(s, 2, b"rec2"),
             CommitStored::New {
                 dropped_previous: true,
                 kept_for_incident: false
@@ -474,7 +519,7 @@ mod staging {
         );
         assert!(s.previous_enrollment(&S).unwrap().is_none());
         assert!(s.enrollment_of_epoch(&S, 1).unwrap().is_none());
-        assert_eq!(on_disk(dir.path(), &p1[100..164]), Vec::<&str>::new());
+        on_disk_is(dir, &p1[100..164], false);
         assert_eq!(s.pending_commit_count(&S, 2).unwrap(), 3);
 
         // Epoch 3 over committed 2 keeps 2; epoch 4 over uncommitted 3
@@ -486,18 +531,19 @@ mod staging {
         assert_eq!(s.previous_enrollment(&S).unwrap().unwrap().epoch, 2);
         assert!(s.enrollment_of_epoch(&S, 3).unwrap().is_none());
         // A commit of the replaced epoch names nothing on file.
-        assert_eq!(commit(&s, 3, b"rec3"), CommitStored::UnknownRecord);
+        assert_eq!(commit(s, 3, b"rec3"), CommitStored::UnknownRecord);
     }
 
-    #[test]
-    fn a_previous_enrollment_an_open_incident_uses_goes_when_it_closes() {
-        let dir = tempfile::tempdir().unwrap();
+    fn a_previous_enrollment_an_open_incident_uses_goes_when_it_closes(
+        s: &dyn Store,
+        dir: Option<&Path>,
+    ) {
         let p1 = secret(3);
-        let s = committed_then_new(dir.path(), &p1);
+        committed_then_new(s, &p1);
         // A panic under epoch 1 (the test incident's epoch) is open.
         s.insert_panic(&incident(3, 4), "x").unwrap();
         assert_eq!(
-            commit(&s, 2, b"rec2"),
+            commit(s, 2, b"rec2"),
             CommitStored::New {
                 dropped_previous: false,
                 kept_for_incident: true
@@ -509,28 +555,27 @@ mod staging {
             .unwrap();
         assert!(s.drop_spent_previous(&S).unwrap());
         assert!(s.previous_enrollment(&S).unwrap().is_none());
-        assert_eq!(on_disk(dir.path(), &p1[100..164]), Vec::<&str>::new());
+        on_disk_is(dir, &p1[100..164], false);
         assert!(!s.drop_spent_previous(&S).unwrap(), "nothing left");
     }
 
-    #[test]
-    fn a_previous_enrollment_is_not_dropped_before_the_current_one_is_committed() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = committed_then_new(dir.path(), b"p1");
+    fn a_previous_enrollment_is_not_dropped_before_the_current_one_is_committed(
+        s: &dyn Store,
+        _dir: Option<&Path>,
+    ) {
+        committed_then_new(s, b"p1");
         assert!(!s.drop_spent_previous(&S).unwrap());
         assert_eq!(s.previous_enrollment(&S).unwrap().unwrap().epoch, 1);
     }
 
-    #[test]
-    fn a_stop_deletes_the_previous_enrollment_too() {
-        let dir = tempfile::tempdir().unwrap();
+    fn a_stop_deletes_the_previous_enrollment_too(s: &dyn Store, dir: Option<&Path>) {
         let p1 = secret(5);
-        let s = committed_then_new(dir.path(), &p1);
-        assert!(!on_disk(dir.path(), &p1[100..164]).is_empty());
+        committed_then_new(s, &p1);
+        on_disk_is(dir, &p1[100..164], true);
         s.apply_stop(&S, b"stop", &T, 3).unwrap();
         assert!(s.previous_enrollment(&S).unwrap().is_none());
         assert!(s.enrollment(&S).unwrap().is_none());
-        assert_eq!(on_disk(dir.path(), &p1[100..164]), Vec::<&str>::new());
+        on_disk_is(dir, &p1[100..164], false);
     }
 
     #[test]
@@ -616,7 +661,7 @@ mod wipe {
             .query_row("SELECT COUNT(*) FROM enrollments", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 1);
-        s.conn
+        s.connection()
             .busy_timeout(std::time::Duration::from_millis(50))
             .unwrap();
         assert!(s.apply_stop(&sid(1), b"stop", &[tid(9)], 2).is_err());
@@ -628,5 +673,69 @@ mod wipe {
         drop(reader);
         s.apply_stop(&sid(1), b"stop", &[tid(9)], 3).unwrap();
         assert_eq!(on_disk(dir.path(), &secret[100..164]), Vec::<&str>::new());
+    }
+}
+
+mod migrations {
+    use crate::store::{PgStore, SqliteStore, Store};
+
+    /// What opening a database some newer build left says.
+    fn refusal(opened: Result<impl Store, crate::store::StoreError>) -> String {
+        match opened {
+            Ok(_) => panic!("a database of a newer schema was opened"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn on_sqlite_a_newer_schema_is_refused_and_reopening_migrates_nothing_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        drop(SqliteStore::open(&path).unwrap());
+        drop(SqliteStore::open(&path).unwrap());
+        let c = rusqlite::Connection::open(&path).unwrap();
+        let versions: Vec<i64> = c
+            .prepare("SELECT version FROM schema_migrations")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(versions, [super::super::schema::LATEST]);
+        c.execute_batch("INSERT INTO schema_migrations VALUES (99, 1)")
+            .unwrap();
+        let why = refusal(SqliteStore::open(&path));
+        assert!(
+            why.contains("schema version 99, written by a newer"),
+            "{why}"
+        );
+    }
+
+    #[test]
+    fn on_postgres_a_newer_schema_is_refused_and_reopening_migrates_nothing_twice() {
+        let pg = sosvault_testkit::postgres::TestDatabase::create();
+        drop(PgStore::connect(pg.url()).unwrap());
+        drop(PgStore::connect(pg.url()).unwrap());
+        let url = pg.url().to_owned();
+        let versions = std::thread::spawn(move || {
+            let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            let v: Vec<i64> = c
+                .query("SELECT version FROM schema_migrations", &[])
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            c.batch_execute("INSERT INTO schema_migrations VALUES (99, 1)")
+                .unwrap();
+            v
+        })
+        .join()
+        .unwrap();
+        assert_eq!(versions, [super::super::schema::LATEST]);
+        let why = refusal(PgStore::connect(pg.url()));
+        assert!(
+            why.contains("schema version 99, written by a newer"),
+            "{why}"
+        );
     }
 }

@@ -181,6 +181,50 @@ mod tests {
         );
     }
 
+    /// PostgreSQL aborts a transaction at its first error until it is rolled
+    /// back to a savepoint: a failing job in a batch must cost only itself
+    /// there too, and the batch still commit.
+    #[tokio::test]
+    async fn on_postgres_a_failing_or_panicking_job_rolls_back_alone_and_the_batch_commits() {
+        let pg = sosvault_testkit::postgres::TestDatabase::create();
+        let db = Db::new(crate::store::PgStore::connect(pg.url()).unwrap()).unwrap();
+        db.call(|s| s.append_log(0, b"a", &[1; 32], &sid(7), &iid(1), "op", None, 1))
+            .await
+            .unwrap();
+        let (open, held) = hold(&db);
+        let a = db.call(|s| s.add_timeline(&iid(1), 1, "x", "kept a"));
+        let b = db.call(|s| {
+            s.add_timeline(&iid(2), 1, "x", "undone")?;
+            s.append_log(0, b"b", &[2; 32], &sid(7), &iid(2), "op", None, 2)
+        });
+        let c = db.call(|s| -> StoreResult<()> {
+            s.add_timeline(&iid(3), 1, "x", "undone")?;
+            panic!("a bug in a job");
+        });
+        let d = db.call(|s| s.add_timeline(&iid(4), 1, "x", "kept d"));
+        open.send(()).unwrap();
+        held.await.unwrap();
+        a.await.unwrap();
+        let e = b.await.unwrap_err().to_string();
+        assert!(
+            e.contains("23505"),
+            "a unique violation, in PostgreSQL's words: {e}"
+        );
+        assert!(c.await.is_err());
+        d.await.unwrap();
+        let seen = details_of(&db, 1..=4).await;
+        assert_eq!(
+            seen,
+            vec![
+                vec!["kept a".to_string()],
+                vec![],
+                vec![],
+                vec!["kept d".to_string()],
+            ]
+        );
+        drop(db);
+    }
+
     #[tokio::test]
     async fn a_failed_commit_fails_every_job_of_the_batch_and_keeps_none() {
         let dir = tempfile::tempdir().unwrap();

@@ -1,0 +1,251 @@
+//! The PostgreSQL backend: one connection (rust-postgres's blocking client)
+//! per store, statements prepared once, and after a stop the tables that
+//! held the student's data vacuumed.
+//!
+//! PostgreSQL has no `secure_delete`: a deleted row stays in its page as a
+//! dead tuple until `VACUUM` frees the space (and until new rows overwrite
+//! it), in the WAL until the segment is recycled, and in every replica and
+//! base backup. What the service does about each is in `SECURITY.md`
+//! ("Storage at rest"); here, the `VACUUM` after every stop.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::error::Error;
+
+use bytes::BytesMut;
+use postgres::types::{IsNull, ToSql, Type, to_sql_checked};
+use postgres::{Client, NoTls, Statement};
+
+use super::sql::{Backend, Param, Purge, Row, Value, numbered_dollars};
+use super::sql_store::SqlStore;
+use super::{StoreError, StoreResult};
+
+/// The PostgreSQL store.
+pub type PgStore = SqlStore<Postgres>;
+
+/// One PostgreSQL connection, and the statements prepared on it.
+pub struct Postgres {
+    client: RefCell<Client>,
+    prepared: RefCell<HashMap<String, Statement>>,
+}
+
+/// The tables a stop deletes from or blanks (`Store::apply_stop`),
+/// vacuumed once it is committed.
+const STOP_TABLES: &str = "students, enrollments, previous_enrollments, enrollment_commits, pending_commits, locations, transparency_log, incidents, timeline";
+
+/// The key of the advisory lock that serialises schema migrations.
+const SCHEMA_LOCK: i64 = 0x736f_7376_6175_6c74; // "sosvault"
+
+impl From<postgres::Error> for StoreError {
+    fn from(e: postgres::Error) -> Self {
+        // The server's own words (`ERROR: duplicate key value ...`), not
+        // only "db error".
+        match e.as_db_error() {
+            Some(db) => Self::Database(format!("{}: {}", db.code().code(), db.message())),
+            None => Self::Database(e.to_string()),
+        }
+    }
+}
+
+impl ToSql for Param<'_> {
+    fn to_sql(
+        &self,
+        ty: &Type,
+        out: &mut BytesMut,
+    ) -> Result<IsNull, Box<dyn Error + Sync + Send>> {
+        match (self, ty) {
+            (Param::Null, _) => Ok(IsNull::Yes),
+            (Param::Int(i), &Type::INT8) => i.to_sql(ty, out),
+            (Param::Int(i), &Type::INT4) => i32::try_from(*i)?.to_sql(ty, out),
+            (Param::Int(i), &Type::INT2) => i16::try_from(*i)?.to_sql(ty, out),
+            (Param::Int(i), &Type::BOOL) => (*i != 0).to_sql(ty, out),
+            (Param::Real(f), &Type::FLOAT8) => f.to_sql(ty, out),
+            (Param::Text(s), _) if <&str as ToSql>::accepts(ty) => s.as_ref().to_sql(ty, out),
+            (Param::Blob(b), &Type::BYTEA) => b.as_ref().to_sql(ty, out),
+            (p, ty) => Err(format!("{p:?} cannot be a {ty} parameter").into()),
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    to_sql_checked!();
+}
+
+/// Column `i` of `row`, in the store's vocabulary.
+fn value(row: &postgres::Row, i: usize) -> StoreResult<Value> {
+    let ty = row.columns()[i].type_();
+    let v = match *ty {
+        Type::INT8 => row.try_get::<_, Option<i64>>(i)?.map(Value::Int),
+        Type::INT4 => row
+            .try_get::<_, Option<i32>>(i)?
+            .map(|v| Value::Int(v.into())),
+        Type::INT2 => row
+            .try_get::<_, Option<i16>>(i)?
+            .map(|v| Value::Int(v.into())),
+        Type::BOOL => row
+            .try_get::<_, Option<bool>>(i)?
+            .map(|v| Value::Int(v.into())),
+        Type::FLOAT8 => row.try_get::<_, Option<f64>>(i)?.map(Value::Real),
+        Type::BYTEA => row.try_get::<_, Option<Vec<u8>>>(i)?.map(Value::Blob),
+        _ if <String as postgres::types::FromSql>::accepts(ty) => {
+            row.try_get::<_, Option<String>>(i)?.map(Value::Text)
+        }
+        _ => {
+            return Err(StoreError::Database(format!(
+                "column {i}: a {ty} column, which the store does not read"
+            )));
+        }
+    };
+    Ok(v.unwrap_or(Value::Null))
+}
+
+impl Postgres {
+    /// `sql`, prepared once on this connection.
+    fn statement(&self, sql: &str) -> StoreResult<Statement> {
+        if let Some(st) = self.prepared.borrow().get(sql) {
+            return Ok(st.clone());
+        }
+        let st = self.client.borrow_mut().prepare(&numbered_dollars(sql))?;
+        self.prepared
+            .borrow_mut()
+            .insert(sql.to_owned(), st.clone());
+        Ok(st)
+    }
+}
+
+fn refs<'a>(p: &'a [Param<'_>]) -> Vec<&'a (dyn ToSql + Sync)> {
+    p.iter().map(|p| p as &(dyn ToSql + Sync)).collect()
+}
+
+impl Backend for Postgres {
+    const NAME: &'static str = "postgres";
+    const BEGIN: &'static str = "BEGIN";
+
+    fn exec(&self, sql: &str, p: &[Param<'_>]) -> StoreResult<usize> {
+        let st = self.statement(sql)?;
+        let n = self.client.borrow_mut().execute(&st, &refs(p))?;
+        Ok(usize::try_from(n).unwrap_or(usize::MAX))
+    }
+
+    fn rows(&self, sql: &str, p: &[Param<'_>]) -> StoreResult<Vec<Row>> {
+        let st = self.statement(sql)?;
+        let rows = self.client.borrow_mut().query(&st, &refs(p))?;
+        rows.iter()
+            .map(|r| {
+                (0..r.len())
+                    .map(|i| value(r, i))
+                    .collect::<StoreResult<_>>()
+                    .map(Row)
+            })
+            .collect()
+    }
+
+    fn batch(&self, sql: &str) -> StoreResult<()> {
+        Ok(self.client.borrow_mut().batch_execute(sql)?)
+    }
+
+    fn purge(&self, what: Purge) -> StoreResult<()> {
+        match what {
+            // Frees the dead tuples of every table a stop touched now, not
+            // whenever autovacuum comes by (SECURITY.md, "Storage at rest").
+            Purge::Stop => self.batch(&format!("VACUUM {STOP_TABLES}")),
+            // An incident key is sealed under `master.key`; its dead tuple
+            // is left to autovacuum (a VACUUM of `incidents` per closed
+            // incident would cost more than the panics it serves).
+            Purge::Key => Ok(()),
+        }
+    }
+
+    fn data_version(&self) -> StoreResult<i64> {
+        let rows = self.rows("SELECT version FROM access_changes WHERE id = 1", &[])?;
+        rows.first().map_or(Ok(0), |r| r.get(0))
+    }
+
+    fn ddl(sqlite: &str) -> Cow<'_, str> {
+        Cow::Owned(pg_ddl(sqlite))
+    }
+
+    fn add_column(&self, table: &str, column: &str, ty: &str) -> StoreResult<()> {
+        self.batch(&format!(
+            "ALTER TABLE {table} ADD COLUMN IF NOT EXISTS {column} {}",
+            pg_ddl(ty)
+        ))
+    }
+
+    fn lock_schema(&self) -> StoreResult<()> {
+        self.exec(
+            "SELECT pg_advisory_xact_lock(?1)",
+            &[Param::Int(SCHEMA_LOCK)],
+        )
+        .map(drop)
+    }
+}
+
+/// SQLite's column types as PostgreSQL's: the one schema, in both.
+fn pg_ddl(sqlite: &str) -> String {
+    let mut out = String::with_capacity(sqlite.len() + 64);
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        out.push_str(match word.as_str() {
+            "BLOB" => "BYTEA",
+            "INTEGER" => "BIGINT",
+            "REAL" => "DOUBLE PRECISION",
+            "AUTOINCREMENT" => "GENERATED BY DEFAULT AS IDENTITY",
+            w => w,
+        });
+        word.clear();
+    };
+    for c in sqlite.chars() {
+        if c.is_ascii_alphanumeric() || c == '_' {
+            word.push(c);
+        } else {
+            flush(&mut word, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    // `BIGINT PRIMARY KEY GENERATED ...` is not PostgreSQL's order.
+    out.replace(
+        "BIGINT PRIMARY KEY GENERATED BY DEFAULT AS IDENTITY",
+        "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
+    )
+}
+
+impl PgStore {
+    /// Connects to the PostgreSQL database at `url` (a `postgres://` URL or
+    /// a `key=value` string) and migrates its schema. Connects from a
+    /// thread of its own, so it may be called from async code (the blocking
+    /// client runs a runtime of its own, which cannot start inside one); the
+    /// store is then used, and dropped, on a thread outside any runtime (the
+    /// group-commit writer's).
+    pub fn connect(url: &str) -> StoreResult<Self> {
+        let url = url.to_owned();
+        std::thread::spawn(move || {
+            let client = Client::connect(&url, NoTls)?;
+            Self::on(Postgres {
+                client: RefCell::new(client),
+                prepared: RefCell::new(HashMap::new()),
+            })
+        })
+        .join()
+        .map_err(|_| StoreError::Database("connecting to PostgreSQL panicked".into()))?
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pg_ddl;
+
+    #[test]
+    fn the_schema_s_types_become_postgres_types() {
+        assert_eq!(
+            pg_ddl(
+                "CREATE TABLE t (seq INTEGER PRIMARY KEY AUTOINCREMENT, a BLOB NOT NULL, b REAL, c TEXT, blobby INTEGER)"
+            ),
+            "CREATE TABLE t (seq BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, a BYTEA NOT NULL, b DOUBLE PRECISION, c TEXT, blobby BIGINT)"
+        );
+    }
+}

@@ -1,0 +1,191 @@
+//! [`SqlStore`]: the store on one [`Backend`] connection. Its transactions
+//! and savepoints, the purge after a wipe, and the group commit's side of
+//! them, the same for SQLite and PostgreSQL.
+
+use std::cell::Cell;
+
+use super::access::{self, AccessStore, AccountChange, AccountRow};
+use super::sql::{Backend, Purge};
+use super::writer::GroupCommit;
+use super::{Store, StoreResult};
+use sosvault::IncidentId;
+
+/// The store on one connection. Used alone, every method is its own
+/// transaction; behind [`Db`](super::Db), batches of jobs share one.
+pub struct SqlStore<B> {
+    pub(super) db: B,
+    /// Inside a batch's transaction (between `begin` and `commit`).
+    in_batch: Cell<bool>,
+    /// What the current batch deleted that a purge must follow, if anything.
+    pending: Cell<Option<Purge>>,
+    /// The purge after the current batch must succeed (a stop was in it).
+    must_purge: Cell<bool>,
+}
+
+impl<B: Backend> SqlStore<B> {
+    /// The store on `db`, whose schema is migrated.
+    pub(super) fn on(db: B) -> StoreResult<Self> {
+        super::schema::migrate(&db)?;
+        Ok(Self {
+            db,
+            in_batch: Cell::new(false),
+            pending: Cell::new(None),
+            must_purge: Cell::new(false),
+        })
+    }
+
+    /// Runs `f` atomically: its own transaction when called alone, a nested
+    /// savepoint inside a batch. An error undoes what `f` wrote.
+    pub(super) fn atomic<T>(&self, f: impl FnOnce(&B) -> StoreResult<T>) -> StoreResult<T> {
+        let c = &self.db;
+        let (open, close, undo) = if self.in_batch.get() {
+            ("SAVEPOINT op", "RELEASE op", "ROLLBACK TO op; RELEASE op")
+        } else {
+            (B::BEGIN, "COMMIT", "ROLLBACK")
+        };
+        c.batch(open)?;
+        // Outside a batch, the close is the commit; if it fails the
+        // transaction is still open and must be undone too.
+        match f(c).and_then(|v| c.batch(close).map(|()| v)) {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                let _ = c.batch(undo);
+                Err(e)
+            }
+        }
+    }
+
+    /// After a wipe: purges now (outside a batch) or once the batch is
+    /// committed, before the job that asked is answered. A key's purge is
+    /// best effort (logged if it fails), a stop's must succeed.
+    pub(super) fn purge_soon(&self, what: Purge) -> StoreResult<()> {
+        if self.in_batch.get() {
+            let stronger = match (self.pending.get(), what) {
+                (Some(Purge::Stop), _) | (_, Purge::Stop) => Purge::Stop,
+                _ => Purge::Key,
+            };
+            self.pending.set(Some(stronger));
+            return Ok(());
+        }
+        self.purge_now(what)
+    }
+
+    fn purge_now(&self, what: Purge) -> StoreResult<()> {
+        match (self.db.purge(what), what) {
+            (Err(e), Purge::Key) => {
+                tracing::warn!(
+                    backend = B::NAME,
+                    "store: purging after deleting an incident key: {e}"
+                );
+                Ok(())
+            }
+            (r, _) => r,
+        }
+    }
+}
+
+impl<B: Backend> GroupCommit for SqlStore<B>
+where
+    SqlStore<B>: Store,
+{
+    type Store = dyn Store;
+    type Error = super::StoreError;
+
+    fn store(&self) -> &(dyn Store + 'static) {
+        self
+    }
+
+    fn begin(&mut self) -> StoreResult<()> {
+        self.must_purge.set(false);
+        self.db.batch(B::BEGIN)?;
+        self.in_batch.set(true);
+        Ok(())
+    }
+
+    fn savepoint(&mut self) -> StoreResult<()> {
+        self.db.batch("SAVEPOINT job")
+    }
+
+    fn release(&mut self) -> StoreResult<()> {
+        self.db.batch("RELEASE job")
+    }
+
+    fn rollback_to(&mut self) -> StoreResult<()> {
+        self.db.batch("ROLLBACK TO job; RELEASE job")
+    }
+
+    fn commit(&mut self) -> StoreResult<()> {
+        let r = self.db.batch("COMMIT");
+        if r.is_ok() {
+            self.in_batch.set(false);
+        }
+        r
+    }
+
+    fn rollback(&mut self) {
+        if self.in_batch.replace(false) {
+            let _ = self.db.batch("ROLLBACK");
+        }
+        self.pending.set(None);
+        self.must_purge.set(false);
+    }
+
+    fn take_after_commit(&mut self) -> bool {
+        match self.pending.take() {
+            Some(p) => {
+                self.must_purge.set(p == Purge::Stop);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn after_commit(&mut self) -> StoreResult<()> {
+        let what = if self.must_purge.get() {
+            Purge::Stop
+        } else {
+            Purge::Key
+        };
+        self.purge_now(what)
+    }
+}
+
+impl<B: Backend> AccessStore for SqlStore<B> {
+    fn account(&self, username: &str) -> StoreResult<Option<AccountRow>> {
+        access::account(&self.db, username)
+    }
+    fn accounts(&self) -> StoreResult<Vec<AccountRow>> {
+        access::accounts(&self.db)
+    }
+    fn add_account(&self, row: &AccountRow) -> StoreResult<bool> {
+        access::add_account(&self.db, row)
+    }
+    fn change_account(
+        &self,
+        username: &str,
+        change: &AccountChange,
+        now_ms: u64,
+    ) -> StoreResult<bool> {
+        self.atomic(|c| access::change_account(c, username, change, now_ms))
+    }
+    fn data_version(&self) -> StoreResult<i64> {
+        self.db.data_version()
+    }
+    fn handler(&self, incident: &IncidentId) -> StoreResult<Option<String>> {
+        access::handler(&self.db, incident)
+    }
+    fn set_handler(
+        &self,
+        incident: &IncidentId,
+        from: Option<&str>,
+        to: &str,
+    ) -> StoreResult<bool> {
+        access::set_handler(&self.db, incident, from, to)
+    }
+    fn set_unit_token(&self, unit: &str, token_hash: &[u8; 32]) -> StoreResult<bool> {
+        access::set_unit_token(&self.db, unit, token_hash)
+    }
+    fn revoke_unit(&self, unit: &str, now_ms: u64) -> StoreResult<bool> {
+        access::revoke_unit(&self.db, unit, now_ms)
+    }
+}

@@ -1,0 +1,153 @@
+//! A database of its own for each test, on the PostgreSQL server named by
+//! `SOSVAULT_TEST_DATABASE_URL`; when that is unset, on the throwaway
+//! cluster `.ci/postgres start` starts (or finds running) on loopback.
+
+use std::fmt;
+
+/// The variable that names the test server.
+pub const URL_VAR: &str = "SOSVAULT_TEST_DATABASE_URL";
+
+/// A fresh, empty database, dropped (with any connection still on it) when
+/// this is.
+pub struct TestDatabase {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl fmt::Debug for TestDatabase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL holds the server's password.
+        f.debug_struct("TestDatabase")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+/// The test server's URL: `SOSVAULT_TEST_DATABASE_URL`, or else the
+/// workspace's throwaway cluster (`.ci/postgres start`, once per process).
+///
+/// # Panics
+///
+/// If neither is to be had, with what to do about it.
+pub fn server_url() -> String {
+    static STARTED: std::sync::OnceLock<Result<String, String>> = std::sync::OnceLock::new();
+    if let Ok(url) = std::env::var(URL_VAR)
+        && !url.is_empty()
+    {
+        return url;
+    }
+    let started = STARTED.get_or_init(start_cluster);
+    match started {
+        Ok(url) => url.clone(),
+        Err(why) => panic!(
+            "these tests need a PostgreSQL server, and `.ci/postgres start` could not start \
+             one: {why}\nInstall Debian's `postgresql` package (`apt-get install postgresql`), \
+             or set {URL_VAR} to a server where this user may CREATE DATABASE"
+        ),
+    }
+}
+
+/// Runs the workspace's `.ci/postgres start`; the URL it prints.
+fn start_cluster() -> Result<String, String> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ci/postgres");
+    let out = std::process::Command::new("bash")
+        .arg(&script)
+        .arg("start")
+        .output()
+        .map_err(|e| format!("running {}: {e}", script.display()))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
+    }
+    let url = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if url.is_empty() {
+        return Err("it printed no URL".into());
+    }
+    Ok(url)
+}
+
+/// `url` with its database (the path) replaced by `name`.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let authority_end = base
+        .find("://")
+        .map(|i| i + 3)
+        .and_then(|start| base[start..].find('/').map(|j| start + j))
+        .unwrap_or(base.len());
+    let mut out = format!("{}/{name}", &base[..authority_end]);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+/// Runs `f` with a client on `url`, on a thread of its own (the blocking
+/// client cannot run inside an async test's runtime).
+fn with_client<T: Send + 'static>(
+    url: &str,
+    f: impl FnOnce(&mut postgres::Client) -> Result<T, postgres::Error> + Send + 'static,
+) -> Result<T, String> {
+    let url = url.to_owned();
+    std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).map_err(|e| e.to_string())?;
+        f(&mut c).map_err(|e| e.to_string())
+    })
+    .join()
+    .map_err(|_| "the PostgreSQL client panicked".to_owned())?
+}
+
+impl TestDatabase {
+    /// Creates an empty database with a random name on the test server.
+    ///
+    /// # Panics
+    ///
+    /// If no server is named, or it cannot be reached: a test that needs one
+    /// cannot pass without it.
+    pub fn create() -> Self {
+        let admin = server_url();
+        let mut bytes = [0u8; 8];
+        rand::Rng::fill_bytes(&mut rand::rng(), &mut bytes);
+        let name = format!(
+            "sv_test_{}",
+            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        );
+        let sql = format!("CREATE DATABASE {name}");
+        if let Err(e) = with_client(&admin, move |c| c.batch_execute(&sql)) {
+            panic!("creating a test database on {URL_VAR}'s server: {e}");
+        }
+        let url = with_database(&admin, &name);
+        Self { admin, name, url }
+    }
+
+    /// The database's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        let _ = with_client(&self.admin, move |c| c.batch_execute(&sql));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn the_database_of_a_url_is_replaced_and_the_rest_kept() {
+        assert_eq!(
+            with_database(
+                "postgres://u:p@127.0.0.1:5432/sosvault?sslmode=disable",
+                "t1"
+            ),
+            "postgres://u:p@127.0.0.1:5432/t1?sslmode=disable"
+        );
+        assert_eq!(with_database("postgres://u@h", "t2"), "postgres://u@h/t2");
+    }
+}
