@@ -4,6 +4,7 @@
 //! ```toml
 //! listen = "127.0.0.1:8080"
 //! data_dir = "/var/lib/sosvault"       # control-room.key, master.key, sosvault.db
+//! # database_url = "postgres://sosvault:...@db.internal/sosvault"  # PostgreSQL instead of sosvault.db
 //! threshold = 2
 //! ack_timeout_ms = 5000
 //! stale_position_ms = 900000           # teams not heard from for 15 min are not sent
@@ -27,6 +28,7 @@
 //! ```
 //!
 //! Environment overrides: `SOSVAULT_SERVER_LISTEN`, `SOSVAULT_SERVER_DATA_DIR`,
+//! `SOSVAULT_SERVER_DATABASE_URL`,
 //! `SOSVAULT_SERVER_ACK_TIMEOUT_MS`, `SOSVAULT_SERVER_STALE_POSITION_MS`,
 //! `SOSVAULT_SERVER_FALLBACK_AFTER_MS`, `SOSVAULT_SERVER_OVERDUE_AFTER_MS`,
 //! `SOSVAULT_SERVER_ACCESS_WINDOW_SECS`,
@@ -39,6 +41,11 @@
 //! relative to the file's directory when relative; a path given in the
 //! environment is taken as given. The trustee loads its file the same way
 //! ([`sosvault_service::config::read_file`]).
+//!
+//! `database_url`, if set, puts the service's state in that PostgreSQL
+//! database instead of `data_dir/sosvault.db` (the keys stay in
+//! `data_dir`). It holds a password: it is never logged, and `Debug` shows
+//! it as `[redacted]`. The schema is made, or migrated, at start.
 //!
 //! `manifest_file`, if set, is the deployment manifest (`sosvault/manifest/v1`,
 //! signed by the deployment authority) the service serves at `GET
@@ -153,6 +160,49 @@ fn default_role() -> crate::access::Role {
     crate::access::Role::Dispatcher
 }
 
+/// A PostgreSQL connection URL. It carries the database's password: its
+/// `Debug` shows only the scheme, and it is wiped from memory when dropped.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// The URL `url`, unchecked ([`Config::validate`] checks it).
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    /// The URL itself, to connect with: never to be logged.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether the driver reads it as a PostgreSQL connection string.
+    fn check(&self) -> Result<(), ConfigError> {
+        let scheme_ok = self.0.starts_with("postgres://") || self.0.starts_with("postgresql://");
+        if !scheme_ok || self.0.parse::<postgres::Config>().is_err() {
+            return Err(ConfigError::Invalid(
+                "database_url is not a PostgreSQL URL: write postgres://USER:PASSWORD@HOST:PORT/DATABASE \
+                 (or leave it out to keep the state in data_dir/sosvault.db)"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DatabaseUrl([redacted])")
+    }
+}
+
+impl Drop for DatabaseUrl {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.0);
+    }
+}
+
 /// The whole configuration.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -162,6 +212,10 @@ pub struct Config {
     pub listen: String,
     /// Directory holding `control-room.key`, `master.key` and `sosvault.db`.
     pub data_dir: PathBuf,
+    /// The PostgreSQL database to keep the state in instead of
+    /// `sosvault.db` (`postgres://user:password@host:port/db`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<DatabaseUrl>,
     /// Shares needed to open a vault (must match what devices enroll with).
     #[serde(default = "default_threshold")]
     pub threshold: u8,
@@ -329,6 +383,7 @@ impl Config {
         Self {
             listen: default_listen(),
             data_dir: data_dir.into(),
+            database_url: None,
             threshold: default_threshold(),
             ack_timeout_ms: default_ack_timeout_ms(),
             stale_position_ms: default_stale_position_ms(),
@@ -381,6 +436,9 @@ impl Config {
         let invalid = |e: EnvError| ConfigError::Invalid(e.to_string());
         env.string("LISTEN", &mut self.listen);
         env.path("DATA_DIR", &mut self.data_dir);
+        if let Some(url) = env.var("DATABASE_URL") {
+            self.database_url = (!url.is_empty()).then(|| DatabaseUrl(url));
+        }
         for (key, field) in [
             ("ACK_TIMEOUT_MS", &mut self.ack_timeout_ms),
             ("STALE_POSITION_MS", &mut self.stale_position_ms),
@@ -415,6 +473,9 @@ impl Config {
     /// Checks ranges and consistency.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.listen_addr()?;
+        if let Some(url) = &self.database_url {
+            url.check()?;
+        }
         let n = self.trustees.len();
         if self.threshold < 2 || usize::from(self.threshold) > n {
             return Err(ConfigError::Invalid(format!(

@@ -115,7 +115,7 @@ use zeroize::Zeroizing;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::sealing::KeySealer;
-use crate::store::{Db, SqliteStore};
+use crate::store::{Db, PgStore, SqliteStore};
 
 /// Creates the data directory (mode 0700) and `control-room.key` and
 /// `master.key` in it (mode 0600), if missing, and returns the control
@@ -159,6 +159,25 @@ pub fn init_metrics_token(path: &Path) -> anyhow::Result<()> {
         return Ok(());
     }
     files::write_new_private(path, metrics::ScrapeToken::generate().as_bytes())
+}
+
+/// The store `cfg` names, behind its group-commit writer: the PostgreSQL
+/// database of `database_url`, or else `data_dir/sosvault.db` (0600).
+fn open_db(cfg: &Config) -> anyhow::Result<Db> {
+    if let Some(url) = &cfg.database_url {
+        let store = PgStore::connect(url.expose())
+            .context("connecting to the PostgreSQL database of database_url")?;
+        tracing::info!("state kept in PostgreSQL (database_url)");
+        return Db::new(store).context("starting the store");
+    }
+    for (path, mode) in files::prepare_database(&cfg.db_path())? {
+        tracing::warn!(
+            "{} had mode {mode:o} (other users could read it); made it 0600",
+            path.display()
+        );
+    }
+    let store = SqliteStore::open(&cfg.db_path()).context("opening the database")?;
+    Db::new(store).context("starting the store")
 }
 
 fn load_keys(cfg: &Config) -> anyhow::Result<(ControlRoomKey, KeySealer)> {
@@ -247,14 +266,7 @@ impl Service {
         if let Some(m) = &manifest {
             check_manifest_matches(&cfg, m.body());
         }
-        for (path, mode) in files::prepare_database(&cfg.db_path())? {
-            tracing::warn!(
-                "{} had mode {mode:o} (other users could read it); made it 0600",
-                path.display()
-            );
-        }
-        let store = SqliteStore::open(&cfg.db_path()).context("opening the database")?;
-        let db = Db::new(store).context("starting the store")?;
+        let db = open_db(&cfg)?;
         let listen = cfg.listen_addr()?;
         let engine =
             Engine::with_manifest(cfg, db, cr, mk, manifest).map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -171,7 +171,12 @@ async fn main() -> anyhow::Result<()> {
                     .as_str()
             );
         }
-        Cmd::Operator { config, cmd } => operator(&Config::load(&config)?, cmd)?,
+        Cmd::Operator { config, cmd } => {
+            let cfg = Config::load(&config)?;
+            // Off the runtime: the stores' clients block (PostgreSQL's runs
+            // a runtime of its own, which cannot start inside this one).
+            tokio::task::spawn_blocking(move || operator(&cfg, cmd)).await??;
+        }
         Cmd::Log { cmd } => log_verify(cmd).await?,
     }
     Ok(())
@@ -302,30 +307,30 @@ fn operator(cfg: &Config, cmd: OperatorCmd) -> anyhow::Result<()> {
     match cmd {
         OperatorCmd::Add { name, role } => {
             let role = parse_role(&role)?;
-            admin::add(&store, &name, role, &read_password()?)?;
+            admin::add(&*store, &name, role, &read_password()?)?;
             println!("added {name} ({role})");
         }
         OperatorCmd::List => {
-            for line in admin::list(&store)? {
+            for line in admin::list(&*store)? {
                 println!("{line}");
             }
         }
         OperatorCmd::Disable { name } => {
-            admin::change(&store, &name, AccountChange::Disabled(true))?;
+            admin::change(&*store, &name, AccountChange::Disabled(true))?;
             println!("disabled {name}; their sessions are ended");
         }
         OperatorCmd::Enable { name } => {
-            admin::change(&store, &name, AccountChange::Disabled(false))?;
+            admin::change(&*store, &name, AccountChange::Disabled(false))?;
             println!("enabled {name}");
         }
         OperatorCmd::ResetPassword { name } => {
             let pw = read_password()?;
-            admin::reset_password(&store, &name, &pw)?;
+            admin::reset_password(&*store, &name, &pw)?;
             println!("new password set for {name}; their sessions are ended");
         }
         OperatorCmd::Role { name, role } => {
             let role = parse_role(&role)?;
-            admin::change(&store, &name, AccountChange::Role(role))?;
+            admin::change(&*store, &name, AccountChange::Role(role))?;
             println!("{name} is now a {role}; their sessions are ended");
         }
     }
