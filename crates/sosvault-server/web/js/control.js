@@ -985,15 +985,36 @@
     refreshUnitsSoon();
   }
 
+  // The question the confirm dialog is asking: its promise's resolve, or null.
+  //
+  // The browser closes a dialog at once but delivers its `close` event later
+  // (Chromium: at the next animation frame). A keyboard user who cancels with
+  // Escape and presses Enter on an action again at once opens the next
+  // question before the last one's `close` event arrives: that late event
+  // must not answer the new question (it would answer "no" while the dialog
+  // stays open, and the "OK" that follows would do nothing). So one listener
+  // answers the question pending, and only once the dialog is closed; a
+  // question still pending when the next is asked was closed already, and
+  // takes the answer it was closed with.
+  let asking = null;
+  function answer() {
+    const resolve = asking;
+    asking = null;
+    if (resolve) resolve($('#confirm').returnValue === 'ok');
+  }
+
   function confirmDialog(title, text, okLabel) {
     const dlg = $('#confirm');
+    answer();
     $('#confirm-title').textContent = title;
     $('#confirm-text').textContent = text;
     $('#confirm-ok').textContent = okLabel;
+    // Unanswered until a button closes it (`close()` without a value keeps the last question's).
+    dlg.returnValue = '';
     dlg.showModal();
     $('#confirm-ok').focus();
     return new Promise((resolve) => {
-      dlg.addEventListener('close', () => resolve(dlg.returnValue === 'ok'), { once: true });
+      asking = resolve;
     });
   }
 
@@ -1227,6 +1248,10 @@
       }),
     );
     $('#refresh').addEventListener('click', resync);
+    // A `close` event that arrives when the dialog is open again is the last question's, answered already.
+    $('#confirm').addEventListener('close', () => {
+      if (!$('#confirm').open) answer();
+    });
     document.addEventListener('sv-lang', () => {
       renderWho();
       renderList();
