@@ -141,9 +141,19 @@ enum LogCmd {
     },
 }
 
+/// The most the PostgreSQL driver may log.
+const NO_PARAMETERS: &str = "tokio_postgres=info";
+
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SOSVAULT_LOG")
+    let mut filter = tracing_subscriber::EnvFilter::try_from_env("SOSVAULT_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // The PostgreSQL driver logs every statement's parameters at debug
+    // level (sealed blobs, token hashes, positions): never, whatever
+    // SOSVAULT_LOG asks (the dispatch tests on PostgreSQL check the log).
+    match NO_PARAMETERS.parse() {
+        Ok(d) => filter = filter.add_directive(d),
+        Err(e) => eprintln!("error: the log filter {NO_PARAMETERS:?}: {e}"),
+    }
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -13,6 +13,7 @@
 mod common;
 
 use base64::Engine as _;
+use common::stored::P;
 use common::*;
 use serde_json::{Value, json};
 use sosvault::log::LogEntry;
@@ -61,14 +62,12 @@ async fn committed(t: &TrusteeProc, student: StudentId) -> Vec<u32> {
 
 /// The dispatch store's current and kept (previous) enrollment epochs.
 fn stored_epochs(c: &Cluster, student: StudentId) -> (Option<u32>, Option<u32>) {
-    let db = c.db();
     let epoch = |table: &str| {
-        db.query_row(
-            &format!("SELECT epoch FROM {table} WHERE student_id = ?1"),
-            [&student.as_bytes()[..]],
-            |r| r.get::<_, u32>(0),
-        )
-        .ok()
+        let sql = format!("SELECT epoch FROM {table} WHERE student_id = ?1");
+        let row = c
+            .stored
+            .row(&sql, vec![P::Blob(student.as_bytes().to_vec())])?;
+        row[0].int().map(|e| u32::try_from(e).unwrap())
     };
     (epoch("enrollments"), epoch("previous_enrollments"))
 }
@@ -413,10 +412,9 @@ async fn a_commit_a_trustee_missed_is_forwarded_after_a_restart() {
     let answer = c.commit(&commit).await.unwrap();
     assert_eq!(answer, json!({ "status": "committed", "pending": 0 }));
     assert_eq!(committed(&c.trustees[2], sid).await, [1]);
-    let left: i64 = c
-        .db()
-        .query_row("SELECT COUNT(*) FROM pending_commits", [], |r| r.get(0))
-        .unwrap();
+    let left = c
+        .stored
+        .count("SELECT COUNT(*) FROM pending_commits", vec![]);
     assert_eq!(left, 0);
 }
 

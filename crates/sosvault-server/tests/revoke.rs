@@ -10,6 +10,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use base64::Engine as _;
+use common::stored::{P, V};
 use common::*;
 use serde_json::Value;
 use sosvault::log::LogEntry;
@@ -61,15 +62,15 @@ fn check_receipts(
 /// The receipts the service stored for a cancel, sorted (refusals, stored
 /// empty, left out).
 fn stored_receipts(c: &Cluster, cancel: &Signed<Cancel>) -> Vec<Vec<u8>> {
-    let db = c.db();
-    let mut st = db
-        .prepare("SELECT receipt FROM cancel_receipts WHERE cancel_hash = ?1")
-        .unwrap();
-    let mut out: Vec<Vec<u8>> = st
-        .query_map([cancel.hash().as_bytes().to_vec()], |r| r.get(0))
-        .unwrap()
-        .collect::<Result<_, _>>()
-        .unwrap();
+    let mut out: Vec<Vec<u8>> = c
+        .stored
+        .rows(
+            "SELECT receipt FROM cancel_receipts WHERE cancel_hash = ?1",
+            vec![P::Blob(cancel.hash().as_bytes().to_vec())],
+        )
+        .iter()
+        .map(|r| r[0].blob().unwrap())
+        .collect();
     out.retain(|r| !r.is_empty());
     out.sort();
     out
@@ -314,19 +315,15 @@ async fn a_cancel_reaches_a_trustee_that_was_down_after_the_service_restarted() 
 
 /// The incident's stored access window: (first release, end).
 fn stored_window(c: &Cluster, id: &str) -> (Option<u64>, Option<u64>, Option<Vec<u8>>) {
-    c.db()
-        .query_row(
+    let r = c
+        .stored
+        .row(
             "SELECT released_at_ms, access_until_ms, incident_key_sealed FROM incidents WHERE id = ?1",
-            [hex::decode(id).unwrap()],
-            |r| {
-                Ok((
-                    r.get::<_, Option<i64>>(0)?.map(|v| v as u64),
-                    r.get::<_, Option<i64>>(1)?.map(|v| v as u64),
-                    r.get(2)?,
-                ))
-            },
+            vec![P::Blob(hex::decode(id).unwrap())],
         )
-        .unwrap()
+        .unwrap();
+    let ms = |v: &V| v.int().map(|v| u64::try_from(v).unwrap());
+    (ms(&r[0]), ms(&r[1]), r[2].blob())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -248,14 +248,10 @@ async fn each_role_sees_what_it_may_and_a_supervisor_s_reason_is_logged_for_the_
             .iter()
             .all(|e| e["reason"].is_null())
     );
-    let db = c.db();
-    let texts: i64 = db
-        .query_row(
-            "SELECT COUNT(*) FROM transparency_log WHERE reason IS NOT NULL OR reason_nonce IS NOT NULL",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let texts = c.stored.count(
+        "SELECT COUNT(*) FROM transparency_log WHERE reason IS NOT NULL OR reason_nonce IS NOT NULL",
+        vec![],
+    );
     assert_eq!(texts, 0);
 }
 

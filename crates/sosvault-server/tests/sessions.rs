@@ -13,16 +13,12 @@ use common::*;
 async fn a_session_survives_a_restart_and_logout_ends_it_and_its_live_stream() {
     let (mut c, op) = Cluster::with_operator(Options::default()).await;
     // The store holds the token's hash, never the token.
-    let stored: Vec<Vec<u8>> = {
-        let db = c.db();
-        let mut st = db
-            .prepare("SELECT token_hash FROM operator_sessions")
-            .unwrap();
-        st.query_map([], |r| r.get(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
-    };
+    let stored: Vec<Vec<u8>> = c
+        .stored
+        .rows("SELECT token_hash FROM operator_sessions", vec![])
+        .iter()
+        .map(|r| r[0].blob().unwrap())
+        .collect();
     assert_eq!(stored.len(), 1);
     assert_ne!(stored[0], op.as_bytes());
     let files = c.store_bytes();

@@ -20,6 +20,7 @@ pub mod faulty;
 pub mod http_answers;
 pub mod openapi_doc;
 pub mod store_files;
+pub mod stored;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -379,6 +380,9 @@ pub struct Cluster {
     pub server: ServerProc,
     pub client: Client,
     pub info: ServiceInfo,
+    /// The service's database (SQLite, or PostgreSQL with
+    /// `SOSVAULT_TEST_BACKEND=postgres`); dropped after the processes.
+    pub stored: stored::Stored,
 }
 
 pub struct Options {
@@ -519,6 +523,13 @@ impl Cluster {
             // A supervisor: the tests register teams.
             role: sosvault_server::access::Role::Supervisor,
         });
+        let stored = if stored::on_postgres() {
+            let db = sosvault_testkit::postgres::TestDatabase::create();
+            cfg.database_url = Some(sosvault_server::config::DatabaseUrl::new(db.url()));
+            stored::Stored::Postgres(db)
+        } else {
+            stored::Stored::Sqlite(cfg.db_path())
+        };
         tweak(&mut cfg);
         let config = sdir.join("server.toml");
         std::fs::write(&config, cfg.to_toml().unwrap()).unwrap();
@@ -537,6 +548,7 @@ impl Cluster {
             server,
             client,
             info,
+            stored,
         }
     }
 
@@ -650,36 +662,24 @@ impl Cluster {
         Ok(self.client.post("/v1/enroll/commit", None, &body).await?.1)
     }
 
-    /// The service's database, read-only (it may be running).
-    pub fn db(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open_with_flags(
-            self.server.dir.join("sosvault.db"),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .unwrap()
-    }
-
-    /// The bytes of the service's database file and its WAL, one after the other.
+    /// Everything a reader of the service's database finds (see
+    /// [`stored::Stored::every_byte`]).
     pub fn store_bytes(&self) -> Vec<u8> {
-        let mut all = Vec::new();
-        for name in ["sosvault.db", "sosvault.db-wal"] {
-            if let Ok(b) = std::fs::read(self.server.dir.join(name)) {
-                all.extend(b);
-            }
-        }
-        all
+        self.stored.every_byte()
     }
 
     /// Incident `id`'s key as stored, sealed under `master.key` (`None`
     /// once the service forgot it).
     pub fn sealed_incident_key(&self, id: &str) -> Option<Vec<u8>> {
-        self.db()
-            .query_row(
+        let id = hex::decode(id).expect("a hex incident id");
+        let row = self
+            .stored
+            .row(
                 "SELECT incident_key_sealed FROM incidents WHERE id = ?1",
-                [hex::decode(id).expect("a hex incident id")],
-                |r| r.get(0),
+                vec![stored::P::Blob(id)],
             )
-            .expect("the incident is stored")
+            .expect("the incident is stored");
+        row[0].blob()
     }
 
     /// A device enrolled with a profile.
