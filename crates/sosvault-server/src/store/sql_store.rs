@@ -16,6 +16,8 @@ pub struct SqlStore<B> {
     pub(super) db: B,
     /// Inside a batch's transaction (between `begin` and `commit`).
     in_batch: Cell<bool>,
+    /// How many [`SqlStore::atomic`] calls are running, one inside another.
+    atomic_depth: Cell<u32>,
     /// What the current batch deleted that a purge must follow, if anything.
     pending: Cell<Option<Purge>>,
     /// The purge after the current batch must succeed (a stop was in it).
@@ -29,16 +31,26 @@ impl<B: Backend> SqlStore<B> {
         Ok(Self {
             db,
             in_batch: Cell::new(false),
+            atomic_depth: Cell::new(0),
             pending: Cell::new(None),
             must_purge: Cell::new(false),
         })
     }
 
     /// Runs `f` atomically: its own transaction when called alone, a nested
-    /// savepoint inside a batch. An error undoes what `f` wrote.
+    /// savepoint inside a batch or inside another `atomic`. An error undoes
+    /// what `f` wrote.
     pub(super) fn atomic<T>(&self, f: impl FnOnce(&B) -> StoreResult<T>) -> StoreResult<T> {
+        let depth = self.atomic_depth.get();
+        self.atomic_depth.set(depth + 1);
+        let done = self.atomic_at(depth, f);
+        self.atomic_depth.set(depth);
+        done
+    }
+
+    fn atomic_at<T>(&self, depth: u32, f: impl FnOnce(&B) -> StoreResult<T>) -> StoreResult<T> {
         let c = &self.db;
-        let (open, close, undo) = if self.in_batch.get() {
+        let (open, close, undo) = if self.in_batch.get() || depth > 0 {
             ("SAVEPOINT op", "RELEASE op", "ROLLBACK TO op; RELEASE op")
         } else {
             (B::BEGIN, "COMMIT", "ROLLBACK")
@@ -187,5 +199,45 @@ impl<B: Backend> AccessStore for SqlStore<B> {
     }
     fn revoke_unit(&self, unit: &str, now_ms: u64) -> StoreResult<bool> {
         access::revoke_unit(&self.db, unit, now_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SqlStore;
+    use crate::store::sql::Backend;
+    use crate::store::tests::iid;
+    use crate::store::{PgStore, SqliteStore, Store, StoreError, StoreResult};
+
+    /// An `atomic` inside another: the inner one's failure undoes only its
+    /// own writes, and the outer one still commits once.
+    fn nested<B: Backend>(s: &SqlStore<B>)
+    where
+        SqlStore<B>: Store,
+    {
+        let outer: StoreResult<()> = s.atomic(|_| {
+            s.add_timeline(&iid(1), 1, "x", "outer")?;
+            let inner: StoreResult<()> = s.atomic(|_| {
+                s.add_timeline(&iid(2), 1, "x", "inner")?;
+                Err(StoreError::JobFailed)
+            });
+            assert!(inner.is_err());
+            s.add_timeline(&iid(1), 2, "x", "after the inner one")
+        });
+        outer.unwrap();
+        assert_eq!(s.timeline(&iid(1)).unwrap().len(), 2);
+        assert!(s.timeline(&iid(2)).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_failed_atomic_inside_another_undoes_only_itself_on_sqlite() {
+        let dir = tempfile::tempdir().unwrap();
+        nested(&SqliteStore::open(&dir.path().join("db")).unwrap());
+    }
+
+    #[test]
+    fn a_failed_atomic_inside_another_undoes_only_itself_on_postgres() {
+        let db = sosvault_testkit::postgres::TestDatabase::create();
+        nested(&PgStore::connect(db.url()).unwrap());
     }
 }
