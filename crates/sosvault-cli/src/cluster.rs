@@ -242,6 +242,9 @@ pub struct ClusterOptions {
     /// simulator's are driven by a person who may not share a position,
     /// so the demo sets hours.
     pub stale_position_ms: u64,
+    /// The PostgreSQL database the dispatch service keeps its state in
+    /// (`database_url`); `None`: `sosvault.db` in its data directory.
+    pub database_url: Option<String>,
 }
 
 /// The running cluster.
@@ -256,6 +259,9 @@ pub struct Cluster {
     pub password: String,
     /// The dispatch service's directory (its store and log).
     pub server_dir: PathBuf,
+    /// The dispatch service keeps its state in PostgreSQL (`database_url`),
+    /// not in `server_dir`.
+    pub on_postgres: bool,
     /// The control room's key file.
     pub control_room_key: PathBuf,
     /// The file holding the scrape token for `GET /metrics` (mode 0600).
@@ -448,6 +454,10 @@ impl Cluster {
         cfg.max_backoff_ms = 500;
         cfg.witness_interval_ms = opts.witness_interval_ms;
         cfg.stale_position_ms = opts.stale_position_ms;
+        cfg.database_url = opts
+            .database_url
+            .as_deref()
+            .map(sosvault_server::config::DatabaseUrl::new);
         for t in &trustees {
             cfg.trustees.push(TrusteeConfig {
                 url: t.url(),
@@ -496,6 +506,7 @@ impl Cluster {
             control_room_key: cfg.control_room_key_path(),
             metrics_token_file,
             server_dir: sdir,
+            on_postgres: opts.database_url.is_some(),
             authority,
             manifest_path: manifest,
             ca_file: pki.ca_file(),

@@ -248,6 +248,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
             // Its teams stand still between incidents and report no
             // position then: not stale for the length of any demo.
             stale_position_ms: 12 * 3_600_000,
+            database_url: None,
         },
         |m| n.say(m),
     )

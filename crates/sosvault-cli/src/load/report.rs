@@ -31,8 +31,9 @@ fn verdict(ok: bool) -> &'static str {
 pub(super) fn print_report(r: &LoadResult, opts: &LoadOptions) {
     println!();
     println!(
-        "Results ({} build, {} students, {} teams, {} panics/s for {} s, burst of {})",
+        "Results ({} build, on {}, {} students, {} teams, {} panics/s for {} s, burst of {})",
         if r.release_build { "release" } else { "debug" },
+        r.backend,
         r.enrolled,
         r.units,
         r.rate,
@@ -40,10 +41,10 @@ pub(super) fn print_report(r: &LoadResult, opts: &LoadOptions) {
         opts.burst
     );
     println!(
-        "  enrollment: {:.0}/s (phones made packages at {:.0}/s); store per student: service {:.0} B, trustees {}",
+        "  enrollment: {:.0}/s (phones made packages at {:.0}/s); store per student: service {}, trustees {}",
         r.enroll_per_sec,
         r.packages_per_sec,
-        r.server_bytes_per_student,
+        super::service_store(r),
         r.trustee_bytes_per_student
             .iter()
             .map(|b| format!("{b:.0} B"))
@@ -86,20 +87,28 @@ pub(super) fn print_report(r: &LoadResult, opts: &LoadOptions) {
         std::thread::available_parallelism().map_or(0, usize::from)
     );
     println!(
-        "    {:<16} {:>8} {:>8} {:>10} {:>10} {:>10} {:>10}",
-        "phase", "wall s", "service", "trustee 1", "trustee 2", "trustee 3", "generator"
+        "    {:<16} {:>8} {:>8} {:>10} {:>10} {:>10} {:>10} {:>10}",
+        "phase",
+        "wall s",
+        "service",
+        "trustee 1",
+        "trustee 2",
+        "trustee 3",
+        "generator",
+        "postgres"
     );
     for c in &r.cpu {
         let t = |i: usize| c.trustees.get(i).copied().unwrap_or(0.0);
         println!(
-            "    {:<16} {:>8.1} {:>8.2} {:>10.2} {:>10.2} {:>10.2} {:>10.2}",
+            "    {:<16} {:>8.1} {:>8.2} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {:>10.2}",
             c.phase,
             c.wall_secs,
             c.service,
             t(0),
             t(1),
             t(2),
-            c.generator
+            c.generator,
+            c.database
         );
     }
     println!();

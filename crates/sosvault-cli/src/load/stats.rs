@@ -106,6 +106,8 @@ pub struct FloorResult {
 pub struct LoadResult {
     /// Whether the binaries were built with optimisations.
     pub release_build: bool,
+    /// Where the dispatch service kept its state: `sqlite` or `postgres`.
+    pub backend: String,
     /// Students enrolled.
     pub enrolled: usize,
     /// Phones' packages made per second (both cores).
@@ -121,7 +123,8 @@ pub struct LoadResult {
     pub commit_errors: usize,
     /// Sealed profile size (bytes) of one student.
     pub profile_bytes: usize,
-    /// Dispatch service's store per student (bytes; database and WAL).
+    /// Dispatch service's store per student (bytes; database and WAL; 0 on
+    /// PostgreSQL, whose files are not the service's).
     pub server_bytes_per_student: f64,
     /// Each trustee's store per student (bytes).
     pub trustee_bytes_per_student: Vec<f64>,
@@ -156,6 +159,10 @@ pub struct PhaseCpu {
     pub trustees: Vec<f64>,
     /// This load generator (phones, teams, control room, HTTP clients).
     pub generator: f64,
+    /// Every PostgreSQL process on this machine (the server, its backends
+    /// and workers), when the service keeps its state there; 0 on SQLite,
+    /// whose work is the service's own.
+    pub database: f64,
 }
 
 /// CPU seconds (user + system) a process has used so far, from `/proc`.
@@ -169,11 +176,28 @@ fn cpu_secs(pid: u32) -> Option<f64> {
     Some(ticks as f64 / rustix::param::clock_ticks_per_second() as f64)
 }
 
+/// The PostgreSQL processes on this machine (`comm` is `postgres`) and
+/// the CPU time each has used so far.
+fn database_cpu() -> Vec<(u32, f64)> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "postgres")
+        })
+        .filter_map(|pid| Some((pid, cpu_secs(pid)?)))
+        .collect()
+}
+
 /// A snapshot of every process's CPU time, to diff at the end of a phase.
 pub(super) struct CpuMark {
     at: Instant,
     pids: Vec<Option<u32>>,
     secs: Vec<f64>,
+    /// The PostgreSQL processes' (empty unless the run is on PostgreSQL).
+    database: Vec<(u32, f64)>,
 }
 
 impl CpuMark {
@@ -186,11 +210,37 @@ impl CpuMark {
             .iter()
             .map(|p| p.and_then(cpu_secs).unwrap_or(0.0))
             .collect();
+        let database = if cluster.on_postgres {
+            database_cpu()
+        } else {
+            Vec::new()
+        };
         Self {
             at: Instant::now(),
             pids,
             secs,
+            database,
         }
+    }
+
+    /// The cores the PostgreSQL processes kept busy since the mark (a
+    /// process started since counts from zero; one that ended is lost).
+    fn database_cores(&self, wall: f64) -> f64 {
+        if self.database.is_empty() {
+            return 0.0;
+        }
+        let used: f64 = database_cpu()
+            .iter()
+            .map(|(pid, after)| {
+                let before = self
+                    .database
+                    .iter()
+                    .find(|(p, _)| p == pid)
+                    .map_or(0.0, |(_, s)| *s);
+                (after - before).max(0.0)
+            })
+            .sum();
+        used / wall
     }
 
     /// The cores each process kept busy since the mark.
@@ -212,6 +262,7 @@ impl CpuMark {
             service: cores.first().copied().unwrap_or(0.0),
             trustees: cores.get(1..n.saturating_sub(1)).unwrap_or(&[]).to_vec(),
             generator: cores.last().copied().unwrap_or(0.0),
+            database: self.database_cores(wall),
         }
     }
 }
