@@ -906,21 +906,38 @@ impl Engine {
         detail: String,
         also: impl FnOnce(&dyn crate::store::Store) -> crate::store::StoreResult<()> + Send + 'static,
     ) {
+        self.record_claim(incident, kind, detail, also).await;
+    }
+
+    /// As [`Engine::record`], except that when `also` claims a team the
+    /// database holds on another incident ([`StoreError::UnitTaken`](crate::store::StoreError::UnitTaken)),
+    /// nothing is stored or told: false.
+    async fn record_claim(
+        &self,
+        incident: IncidentId,
+        kind: &'static str,
+        detail: String,
+        also: impl FnOnce(&dyn crate::store::Store) -> crate::store::StoreResult<()> + Send + 'static,
+    ) -> bool {
         let at = now_ms();
-        // The step's kind only: its text may name the category, a team's kind
-        // or a distance, and the service's log outlives a stop.
-        tracing::info!(incident = %short(&incident), step = kind, "timeline");
         let d = detail.clone();
-        if let Err(e) = self
+        let stored = self
             .inner
             .db
             .call(move |s| {
                 also(s)?;
                 s.add_timeline(&incident, at, kind, &d)
             })
-            .await
-        {
-            tracing::error!(incident = %short(&incident), step = kind, "store write failed: {e}");
+            .await;
+        match stored {
+            Err(crate::store::StoreError::UnitTaken) => return false,
+            Err(e) => {
+                tracing::error!(incident = %short(&incident), step = kind, "store write failed: {e}");
+            }
+            // The step's kind only: its text may name the category, a
+            // team's kind or a distance, and the service's log outlives a
+            // stop.
+            Ok(()) => tracing::info!(incident = %short(&incident), step = kind, "timeline"),
         }
         let unit = self.assigned_unit(&incident);
         self.emit_incident(
@@ -929,6 +946,7 @@ impl Engine {
             unit.as_deref(),
             json!({ "step": kind, "detail": detail }),
         );
+        true
     }
 
     /// The client of the configured trustee with this id.

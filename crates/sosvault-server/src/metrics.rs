@@ -140,6 +140,9 @@ pub struct Metrics {
     pub assignments: AtomicU64,
     /// Assignments not acknowledged in time.
     pub assignment_timeouts: AtomicU64,
+    /// Claims of a team the database refused (it held the team on another
+    /// incident).
+    pub claims_refused: AtomicU64,
     /// Teams of another kind sent after the fallback wait.
     pub fallback_assignments: AtomicU64,
     /// Incidents that raised the overdue alarm.
@@ -172,7 +175,7 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self, open_incidents: usize) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 9] = [
+        let counters: [(&str, &str, &AtomicU64); 10] = [
             (
                 "sosvault_panics_total",
                 "Panics stored as new incidents.",
@@ -197,6 +200,11 @@ impl Metrics {
                 "sosvault_assignment_timeouts_total",
                 "Assignments not acknowledged in time.",
                 &self.assignment_timeouts,
+            ),
+            (
+                "sosvault_claims_refused_total",
+                "Claims of a team the database refused: it held the team on another incident.",
+                &self.claims_refused,
             ),
             (
                 "sosvault_fallback_assignments_total",

@@ -75,6 +75,16 @@ pub enum StoreError {
     /// it): the wipe is not done, and must not be reported done.
     #[error("store error: the WAL could not be checkpointed and truncated")]
     WalNotEmptied,
+    /// A uniqueness constraint refused a write (the database's words); a
+    /// method whose contract names the constraint turns it into its own
+    /// variant, as [`Store::put_assignment`] does.
+    #[error("store error: {0}")]
+    Conflict(String),
+    /// The team is on another open incident: the database holds at most one
+    /// open (pending or acknowledged) assignment per team, whichever node or
+    /// memory asks for a second.
+    #[error("store error: the team is already on another open incident")]
+    UnitTaken,
 }
 
 /// Store result.
@@ -191,7 +201,11 @@ pub trait Store: AccessStore {
     fn units(&self) -> StoreResult<Vec<UnitRow>>;
     /// Records a unit's position.
     fn set_unit_position(&self, unit: &str, lat: f64, lon: f64, now_ms: u64) -> StoreResult<()>;
-    /// Records (or updates) an assignment.
+    /// Records (or updates) an assignment. An open one (pending or
+    /// acknowledged) is a claim on the team: [`StoreError::UnitTaken`], and
+    /// nothing written, when the team is open on another incident. The
+    /// database's own constraint decides (a partial unique index), so two
+    /// writers can never both hold a team, whatever each one's memory says.
     fn put_assignment(&self, a: &AssignmentRow) -> StoreResult<()>;
     /// Assignments of an incident, oldest first.
     fn assignments(&self, incident: &IncidentId) -> StoreResult<Vec<AssignmentRow>>;

@@ -40,6 +40,10 @@ use sosvault::IncidentId;
 
 use crate::geo::{UnitIndex, UnitKind, haversine_m};
 
+/// How long a team the database says is on another incident is passed
+/// over before it is tried again ([`Board::held_elsewhere`]).
+pub const HELD_ELSEWHERE_MS: u64 = 5_000;
+
 /// The rules of dispatch, from the configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rules {
@@ -110,6 +114,9 @@ pub struct Team {
     pub streams: usize,
     /// The incident it is on.
     pub incident: Option<IncidentId>,
+    /// Until when it is held on an incident this board does not know (the
+    /// database refused a claim on it: [`Board::held_elsewhere`]).
+    pub held_until_ms: Option<u64>,
 }
 
 /// An incident on the board (only what dispatch needs).
@@ -299,6 +306,7 @@ impl Board {
                 position_at_ms: position.map(|(_, _, at)| at),
                 streams: 0,
                 incident: None,
+                held_until_ms: None,
             },
         );
     }
@@ -379,6 +387,7 @@ impl Board {
         let rules = self.rules;
         self.teams.get(unit).is_some_and(|t| {
             t.streams > 0
+                && t.held_until_ms.is_none_or(|until| now >= until)
                 && t.position_at_ms
                     .is_some_and(|at| now.saturating_sub(at) <= rules.stale_position_ms)
         })
@@ -703,6 +712,31 @@ impl Board {
         Ok(true)
     }
 
+    /// The database refused the claim of the team just sent to incident
+    /// `id`: it is on an incident this board does not know (another node's,
+    /// or one memory and database disagree on). It comes off `id` without a
+    /// time-out, and no incident is sent it for [`HELD_ELSEWHERE_MS`]; then
+    /// it is tried again (the database decides again). False, and nothing
+    /// changed, if the team is not `id`'s unacknowledged one.
+    pub fn held_elsewhere(&mut self, id: IncidentId, unit: &str, now: u64) -> bool {
+        let Some(case) = self.cases.get_mut(&id) else {
+            return false;
+        };
+        if !case
+            .team
+            .as_ref()
+            .is_some_and(|a| a.unit == unit && !a.acked())
+        {
+            return false;
+        }
+        case.team = None;
+        self.free(id, unit);
+        if let Some(t) = self.teams.get_mut(unit) {
+            t.held_until_ms = Some(now.saturating_add(HELD_ELSEWHERE_MS));
+        }
+        true
+    }
+
     /// An operator takes the team off incident `id`: it is free, and not
     /// sent back to this incident but by hand.
     pub fn withdraw(&mut self, id: IncidentId) -> Option<Withdrawn> {
@@ -734,7 +768,7 @@ impl Board {
         if case.team.as_ref().is_some_and(|a| a.unit == unit) {
             return Err(ByHandRefusal::AlreadyOnIt);
         }
-        if team.incident.is_some() {
+        if team.incident.is_some() || team.held_until_ms.is_some_and(|until| now < until) {
             return Err(ByHandRefusal::TeamBusy);
         }
         let replaced = self.withdraw(id).map(|w| w.unit);
@@ -862,6 +896,41 @@ mod tests {
                 Step::TimedOut { .. }
             ));
         }
+    }
+
+    #[test]
+    fn a_team_the_database_holds_elsewhere_is_passed_over_then_tried_again() {
+        let mut b = board(&[("a", UnitKind::Police, 1.0), ("b", UnitKind::Police, 2.0)]);
+        b.open(id(1), UnitKind::Police, Some(AT), 0);
+        assert_eq!(sent(b.step(id(1), 0)).unit, "a");
+        // Only the incident's unacknowledged team can be refused.
+        assert!(!b.held_elsewhere(id(1), "b", 0));
+        assert!(!b.held_elsewhere(id(2), "a", 0));
+        assert!(b.held_elsewhere(id(1), "a", 0));
+        b.check();
+        assert!(b.assignment(id(1)).is_none());
+        // Passed over (no time-out step, no alarm): the next nearest goes.
+        assert_eq!(sent(b.step(id(1), 1)).unit, "b");
+        // Held for a while: not sent to another incident, not by hand.
+        b.open(id(2), UnitKind::Police, Some(AT), 0);
+        assert!(!b.eligible("a", super::HELD_ELSEWHERE_MS - 1));
+        assert_eq!(
+            b.assign_by_hand(id(2), "a", "op", super::HELD_ELSEWHERE_MS - 1),
+            Err(ByHandRefusal::TeamBusy)
+        );
+        assert!(matches!(
+            b.step(id(2), super::HELD_ELSEWHERE_MS - 1),
+            Step::Wait {
+                why: Waiting::FreeTeam { .. },
+                ..
+            }
+        ));
+        // Then tried again: the database decides again.
+        assert_eq!(sent(b.step(id(2), super::HELD_ELSEWHERE_MS)).unit, "a");
+        b.check();
+        // An acknowledged team is the incident's: never refused after.
+        assert!(b.acknowledge("a", id(2), super::HELD_ELSEWHERE_MS).unwrap());
+        assert!(!b.held_elsewhere(id(2), "a", super::HELD_ELSEWHERE_MS));
     }
 
     #[test]
@@ -1106,6 +1175,7 @@ mod tests {
         Close(u8),
         Open(u8, u8),
         Remove(u8),
+        HeldElsewhere(u8, u8),
         Wait(u16),
     }
 
@@ -1121,6 +1191,7 @@ mod tests {
             1 => (0..4u8).prop_map(Op::Close),
             1 => (0..4u8, 0..3u8).prop_map(|(i, k)| Op::Open(i, k)),
             1 => (0..6u8).prop_map(Op::Remove),
+            1 => (0..4u8, 0..6u8).prop_map(|(i, u)| Op::HeldElsewhere(i, u)),
             2 => (0..20_000u16).prop_map(Op::Wait),
         ]
     }
@@ -1168,6 +1239,7 @@ mod tests {
                     Op::Withdraw(i) => { b.withdraw(id(i)); }
                     Op::ByHand(i, u) => { let _ = b.assign_by_hand(id(i), &format!("u{u}"), "op", now); }
                     Op::Close(i) => { b.close(id(i)); }
+                    Op::HeldElsewhere(i, u) => { b.held_elsewhere(id(i), &format!("u{u}"), now); }
                     Op::Open(i, k) => b.open(id(i), KINDS[usize::from(k)], Some(AT), now),
                     Op::Remove(u) => { b.remove_team(&format!("u{u}")); }
                     Op::Wait(ms) => now += u64::from(ms),

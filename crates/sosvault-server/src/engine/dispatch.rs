@@ -87,6 +87,7 @@ impl Engine {
                 Step::Overdue { waited_ms } => self.overdue(id, waited_ms).await,
                 Step::Sent(sent) => {
                     said = None;
+                    // Refused: the board passed the team over; look again.
                     self.sent(id, sent).await;
                 }
                 Step::TimedOut { unit, name, at_ms } => {
@@ -129,10 +130,12 @@ impl Engine {
         self.timeline(id, "waiting", detail).await;
     }
 
-    /// A team was sent: the assignment row and its timeline entry in one
-    /// store job, then the team and the operators are told.
-    async fn sent(&self, id: IncidentId, s: Sent) {
-        self.count_assignment(&s);
+    /// A team was sent: claimed in the database (the assignment row and its
+    /// timeline entry in one store job), then the team and the operators
+    /// are told. False when the database refused the claim (the team is on
+    /// another incident): the board passes the team over, nobody is told,
+    /// and the incident's next step looks again.
+    async fn sent(&self, id: IncidentId, s: Sent) -> bool {
         let row = AssignmentRow {
             incident_id: id,
             unit_id: s.unit.clone(),
@@ -140,9 +143,32 @@ impl Engine {
             status: AssignmentStatus::Pending,
         };
         let detail = self.sent_detail(id, &s);
-        self.record(id, "assigned", detail, move |st| st.put_assignment(&row))
+        let claimed = self
+            .record_claim(id, "assigned", detail, move |st| st.put_assignment(&row))
             .await;
+        if !claimed {
+            self.passed_over(id, &s.unit);
+            return false;
+        }
+        self.count_assignment(&s);
         self.send_assignment(&id, &s.unit, false);
+        true
+    }
+
+    /// The database refused the claim of `unit` for incident `id`: with one
+    /// node, memory and database disagree (a bug, or a database another
+    /// process writes); with several, another node holds the team.
+    pub(super) fn passed_over(&self, id: IncidentId, unit: &str) {
+        tracing::warn!(
+            incident = %super::short(&id),
+            unit,
+            "the database holds this team on another incident: passed over"
+        );
+        self.inner
+            .metrics
+            .claims_refused
+            .fetch_add(1, Ordering::Relaxed);
+        self.state().board.held_elsewhere(id, unit, now_ms());
     }
 
     fn count_assignment(&self, s: &Sent) {
@@ -321,9 +347,13 @@ impl Engine {
         if let Some(old) = &sent.replaced {
             self.tell_withdrawn(id, old, "replaced").await;
         }
-        self.sent(id, sent).await;
+        let claimed = self.sent(id, sent).await;
         self.wake(id);
-        Ok(())
+        if claimed {
+            Ok(())
+        } else {
+            Err(EngineError::Conflict(Conflict::TeamBusy))
+        }
     }
 
     /// Stores and tells that `unit` is off incident `id` (freed already on

@@ -34,7 +34,7 @@ use super::{
 use crate::geo::{UnitKind, haversine_m};
 use crate::store::{
     AssignmentRow, AssignmentStatus, CommitStored, DURESS_STOP, EnrollmentRow, IncidentRow,
-    IncidentStatus, NewDuressAlert, NewIncident, PanicStored,
+    IncidentStatus, NewDuressAlert, NewIncident, PanicStored, StoreError,
 };
 use crate::trustees::{Backoff, CallError};
 
@@ -502,8 +502,12 @@ impl Engine {
         let StoredPanic {
             row,
             picked,
+            refused,
             enrollment,
         } = stored;
+        if let Some(unit) = &refused {
+            self.passed_over(id, unit);
+        }
         self.inner.metrics.panics.fetch_add(1, Ordering::Relaxed);
         // The service's log names no category (nor any location): it is kept
         // and copied beyond any stop.
@@ -1135,6 +1139,9 @@ struct StoredPanic {
     row: IncidentRow,
     /// The team picked for it (its assignment stored in the same job).
     picked: Option<Picked>,
+    /// The team picked for it whose claim the database refused (it is on
+    /// another incident): passed over, the incident starts without a team.
+    refused: Option<String>,
     /// The student's enrollment, for the release (read in the same job
     /// rather than queued again once the incident starts).
     enrollment: Option<EnrollmentRow>,
@@ -1231,21 +1238,28 @@ impl PanicCheck {
         if let PanicStored::Existing(existing) = s.insert_panic(&new, &detail)? {
             return Ok(PanicOutcome::Duplicate(existing));
         }
+        let mut refused = None;
         if let Some(p) = &picked {
-            s.put_assignment(&AssignmentRow {
+            // A refused claim does not refuse the panic: it is stored, and
+            // its incident looks for another team.
+            match s.put_assignment(&AssignmentRow {
                 incident_id: new.id,
                 unit_id: p.unit.clone(),
                 assigned_at_ms: p.assigned_at_ms,
                 status: AssignmentStatus::Pending,
-            })?;
-            s.add_timeline(&new.id, p.assigned_at_ms, "assigned", &p.detail)?;
+            }) {
+                Ok(()) => s.add_timeline(&new.id, p.assigned_at_ms, "assigned", &p.detail)?,
+                Err(StoreError::UnitTaken) => refused = Some(p.unit.clone()),
+                Err(e) => return Err(e),
+            }
         }
         let Some(row) = s.incident(&new.id)? else {
             return Ok(PanicOutcome::Vanished);
         };
         Ok(PanicOutcome::Stored(Box::new(StoredPanic {
             row,
-            picked,
+            picked: picked.filter(|_| refused.is_none()),
+            refused,
             enrollment,
         })))
     }

@@ -42,6 +42,9 @@ impl From<postgres::Error> for StoreError {
         // The server's own words (`ERROR: duplicate key value ...`), not
         // only "db error".
         match e.as_db_error() {
+            Some(db) if *db.code() == postgres::error::SqlState::UNIQUE_VIOLATION => {
+                Self::Conflict(format!("{}: {}", db.code().code(), db.message()))
+            }
             Some(db) => Self::Database(format!("{}: {}", db.code().code(), db.message())),
             None => Self::Database(e.to_string()),
         }

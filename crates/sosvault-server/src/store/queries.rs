@@ -12,8 +12,8 @@ use super::sql_store::SqlStore;
 use super::{
     AccessLogEntry, AssignmentRow, CommitStored, DURESS_STOP, EnrollmentRow, IncidentRow,
     IncidentStatus, LogLeafRow, NewDuressAlert, NewIncident, PanicStored, PendingCancel,
-    PendingCommit, PendingShred, Store, StoreResult, StudentLogRow, StudentRow, TimelineEntry,
-    TrusteeAnswer, UnitRow, ViewReason,
+    PendingCommit, PendingShred, Store, StoreError, StoreResult, StudentLogRow, StudentRow,
+    TimelineEntry, TrusteeAnswer, UnitRow, ViewReason,
 };
 
 impl<B: Backend> Store for SqlStore<B> {
@@ -273,6 +273,12 @@ impl<B: Backend> Store for SqlStore<B> {
                 "UPDATE incidents SET status = ?2, closed_at_ms = ?3, incident_key_sealed = NULL WHERE id = ?1 AND status = 'open'",
                 params![incident.as_bytes(), status.as_str(), now_ms as i64],
             )?;
+            // A closed incident holds no team.
+            exec(
+                c,
+                "UPDATE assignments SET status = 'released' WHERE incident_id = ?1 AND status IN ('pending', 'acknowledged')",
+                params![incident.as_bytes()],
+            )?;
             Ok(had_key)
         })?;
         if had_key {
@@ -433,13 +439,21 @@ impl<B: Backend> Store for SqlStore<B> {
     }
 
     fn put_assignment(&self, a: &AssignmentRow) -> StoreResult<()> {
-        let c = &self.db;
-        exec(c,
-            "INSERT INTO assignments (incident_id, unit_id, assigned_at_ms, status) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT(incident_id, unit_id) DO UPDATE SET status = excluded.status",
-            params![a.incident_id.as_bytes(), &a.unit_id, a.assigned_at_ms as i64, a.status.as_str()],
-        )?;
-        Ok(())
+        // In its own savepoint: a refused claim leaves the caller's
+        // transaction usable (PostgreSQL aborts a transaction at an error).
+        let put = self.atomic(|c| {
+            exec(c,
+                "INSERT INTO assignments (incident_id, unit_id, assigned_at_ms, status) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(incident_id, unit_id) DO UPDATE SET status = excluded.status",
+                params![a.incident_id.as_bytes(), &a.unit_id, a.assigned_at_ms as i64, a.status.as_str()],
+            )
+        });
+        match put {
+            // The primary key is the upsert's own target: the only unique
+            // constraint left to refuse it is one open assignment per team.
+            Err(StoreError::Conflict(_)) => Err(StoreError::UnitTaken),
+            other => other.map(drop),
+        }
     }
 
     fn assignments(&self, incident: &IncidentId) -> StoreResult<Vec<AssignmentRow>> {

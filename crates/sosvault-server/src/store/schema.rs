@@ -176,20 +176,47 @@ struct Migration {
 /// migrations became versioned: on a database made before (no
 /// `schema_migrations` table), its `IF NOT EXISTS` tables and added columns
 /// bring any older schema up to it, and change nothing that is there.
-const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    apply: |steps| {
-        (steps.ddl)(SCHEMA)?;
-        (steps.ddl)(super::access::SCHEMA)?;
-        for (table, column, ty) in ADDED_COLUMNS {
-            (steps.add_column)(table, column, ty)?;
-        }
-        Ok(())
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        apply: |steps| {
+            (steps.ddl)(SCHEMA)?;
+            (steps.ddl)(super::access::SCHEMA)?;
+            for (table, column, ty) in ADDED_COLUMNS {
+                (steps.add_column)(table, column, ty)?;
+            }
+            Ok(())
+        },
     },
-}];
+    Migration {
+        version: 2,
+        apply: |steps| (steps.ddl)(ONE_OPEN_ASSIGNMENT_PER_UNIT),
+    },
+];
+
+/// Version 2: a team is on at most one open incident, by the database's own
+/// constraint. Before the index, what an older version could have left
+/// behind is settled: an open assignment of an incident that is closed is
+/// released, and of two open ones of a team only the newest stays open.
+const ONE_OPEN_ASSIGNMENT_PER_UNIT: &str = r#"
+UPDATE assignments SET status = 'released'
+    WHERE status IN ('pending', 'acknowledged')
+    AND incident_id IN (SELECT id FROM incidents WHERE status <> 'open');
+UPDATE assignments SET status = 'released'
+    WHERE status IN ('pending', 'acknowledged')
+    AND EXISTS (
+        SELECT 1 FROM assignments AS newer
+        WHERE newer.unit_id = assignments.unit_id
+        AND newer.status IN ('pending', 'acknowledged')
+        AND (newer.assigned_at_ms > assignments.assigned_at_ms
+            OR (newer.assigned_at_ms = assignments.assigned_at_ms
+                AND newer.incident_id > assignments.incident_id)));
+CREATE UNIQUE INDEX IF NOT EXISTS one_open_assignment_per_unit
+    ON assignments (unit_id) WHERE status IN ('pending', 'acknowledged');
+"#;
 
 /// The newest schema version this build knows.
-pub(super) const LATEST: i64 = 1;
+pub(super) const LATEST: i64 = 2;
 
 /// Brings `db`'s schema to [`LATEST`] in one transaction (under the
 /// backend's schema lock, so two processes starting at once migrate once);

@@ -22,7 +22,15 @@ pub struct Sqlite {
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        Self::Database(e.to_string())
+        let unique = e.sqlite_error().is_some_and(|f| {
+            f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+        });
+        if unique {
+            Self::Conflict(e.to_string())
+        } else {
+            Self::Database(e.to_string())
+        }
     }
 }
 

@@ -7,8 +7,8 @@ use rusqlite::Connection;
 use sosvault::{Category, IncidentId, MessageHash, StudentId, TrusteeId};
 
 use super::{
-    DURESS_STOP, IncidentStatus, NewDuressAlert, NewIncident, PanicStored, SqliteStore, Store,
-    StoreError, StudentLogRow, TrusteeAnswer, ViewReason,
+    AssignmentRow, AssignmentStatus, DURESS_STOP, IncidentStatus, NewDuressAlert, NewIncident,
+    PanicStored, SqliteStore, Store, StoreError, StudentLogRow, TrusteeAnswer, ViewReason,
 };
 
 /// The incident id `[n; 16]`.
@@ -111,7 +111,75 @@ on_both_backends!(
     the_access_window_is_anchored_once_and_extended_only_while_open,
     a_cancel_is_queued_once_per_trustee_until_each_answers,
     transparency_log_rows_come_back_in_order,
+    a_team_is_held_by_one_open_incident_at_a_time,
 );
+
+fn assignment(incident: u8, unit: &str, at: u64, status: AssignmentStatus) -> AssignmentRow {
+    AssignmentRow {
+        incident_id: iid(incident),
+        unit_id: unit.to_owned(),
+        assigned_at_ms: at,
+        status,
+    }
+}
+
+/// The database, not any writer's memory, decides who holds a team: a
+/// second open claim is refused and writes nothing; a timed-out, released
+/// or closed incident's claim does not hold it.
+fn a_team_is_held_by_one_open_incident_at_a_time(s: &dyn Store, _dir: Option<&Path>) {
+    use AssignmentStatus::{Acknowledged, Pending, Released, TimedOut};
+    enroll(s);
+    for (n, hash) in [(3, 4), (5, 6), (7, 8)] {
+        let mut i = incident(n, hash);
+        i.counter = u64::from(n);
+        s.insert_panic(&i, "x").unwrap();
+    }
+    s.put_assignment(&assignment(3, "u", 1, Pending)).unwrap();
+    // Pending and acknowledged both hold it.
+    for held in [Pending, Acknowledged] {
+        s.put_assignment(&assignment(3, "u", 1, held)).unwrap();
+        assert!(matches!(
+            s.put_assignment(&assignment(5, "u", 2, Pending)),
+            Err(StoreError::UnitTaken)
+        ));
+        assert!(matches!(
+            s.put_assignment(&assignment(5, "u", 2, Acknowledged)),
+            Err(StoreError::UnitTaken)
+        ));
+        assert!(
+            s.assignments(&iid(5)).unwrap().is_empty(),
+            "nothing written"
+        );
+    }
+    // What does not hold a team: it may be claimed elsewhere, and written.
+    s.put_assignment(&assignment(5, "u", 2, TimedOut)).unwrap();
+    for free in [TimedOut, Released] {
+        s.put_assignment(&assignment(3, "u", 1, free)).unwrap();
+        s.put_assignment(&assignment(5, "u", 2, Pending)).unwrap();
+        s.put_assignment(&assignment(5, "u", 2, Released)).unwrap();
+    }
+    // A refused claim inside a batch's job leaves the rest of the job.
+    s.put_assignment(&assignment(5, "u", 3, Pending)).unwrap();
+    assert!(matches!(
+        s.put_assignment(&assignment(7, "u", 3, Pending)),
+        Err(StoreError::UnitTaken)
+    ));
+    s.put_assignment(&assignment(7, "v", 3, Pending)).unwrap();
+    // Closing an incident frees its team in the database too.
+    s.close_incident(&iid(5), IncidentStatus::Closed, 4)
+        .unwrap();
+    let closed = s.assignments(&iid(5)).unwrap();
+    assert_eq!(closed.len(), 1);
+    assert_eq!(closed[0].status, Released);
+    s.put_assignment(&assignment(7, "u", 5, Pending)).unwrap();
+    let open: Vec<_> = s
+        .assignments(&iid(7))
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.unit_id, a.status))
+        .collect();
+    assert_eq!(open, [("v".to_owned(), Pending), ("u".to_owned(), Pending)]);
+}
 
 /// A store in `dir` with student `[1; 32]` enrolled (epoch 1, device
 /// `[2; 32]`) under `record` and the sealed profile `sealed`.
@@ -687,6 +755,84 @@ mod migrations {
         }
     }
 
+    /// The state a version-1 database could hold, from `open` (a fresh
+    /// store) and `raw` (SQL run on its database): team `u` open on two
+    /// open incidents, team `w` open on a closed one, and no index yet.
+    fn left_by_version_1(s: &dyn Store, raw: &dyn Fn(&str)) {
+        use crate::store::{AssignmentRow, AssignmentStatus};
+        raw(
+            "DROP INDEX one_open_assignment_per_unit; DELETE FROM schema_migrations WHERE version = 2",
+        );
+        super::enroll(s);
+        for (n, hash) in [(3, 4), (5, 6), (7, 8)] {
+            s.insert_panic(&super::incident(n, hash), "x").unwrap();
+        }
+        for (n, unit, at, status) in [
+            (3, "u", 1, AssignmentStatus::Pending),
+            (5, "u", 2, AssignmentStatus::Acknowledged),
+            (7, "w", 3, AssignmentStatus::Pending),
+        ] {
+            s.put_assignment(&AssignmentRow {
+                incident_id: super::iid(n),
+                unit_id: unit.into(),
+                assigned_at_ms: at,
+                status,
+            })
+            .unwrap();
+        }
+        raw("UPDATE incidents SET status = 'closed' WHERE id = (SELECT id FROM incidents ORDER BY id DESC LIMIT 1)");
+    }
+
+    /// After migrating: the newest claim on `u` kept, the others released,
+    /// and the database refusing a second one from then on.
+    fn settled_by_version_2(s: &dyn Store) {
+        use crate::store::AssignmentStatus::{Acknowledged, Pending, Released};
+        let status = |n| s.assignments(&super::iid(n)).unwrap()[0].status;
+        assert_eq!(
+            [status(3), status(5), status(7)],
+            [Released, Acknowledged, Released]
+        );
+        let claim = crate::store::AssignmentRow {
+            incident_id: super::iid(3),
+            unit_id: "u".into(),
+            assigned_at_ms: 9,
+            status: Pending,
+        };
+        assert!(matches!(
+            s.put_assignment(&claim),
+            Err(crate::store::StoreError::UnitTaken)
+        ));
+    }
+
+    #[test]
+    fn on_sqlite_version_2_settles_what_version_1_left_and_then_holds_a_team_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let s = SqliteStore::open(&path).unwrap();
+        left_by_version_1(&s, &|sql| s.connection().execute_batch(sql).unwrap());
+        drop(s);
+        settled_by_version_2(&SqliteStore::open(&path).unwrap());
+    }
+
+    #[test]
+    fn on_postgres_version_2_settles_what_version_1_left_and_then_holds_a_team_once() {
+        let pg = sosvault_testkit::postgres::TestDatabase::create();
+        let s = PgStore::connect(pg.url()).unwrap();
+        let url = pg.url().to_owned();
+        let raw = move |sql: &str| {
+            let (url, sql) = (url.clone(), sql.to_owned());
+            std::thread::spawn(move || {
+                let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+                c.batch_execute(&sql).unwrap();
+            })
+            .join()
+            .unwrap();
+        };
+        left_by_version_1(&s, &raw);
+        drop(s);
+        settled_by_version_2(&PgStore::connect(pg.url()).unwrap());
+    }
+
     #[test]
     fn on_sqlite_a_newer_schema_is_refused_and_reopening_migrates_nothing_twice() {
         let dir = tempfile::tempdir().unwrap();
@@ -701,7 +847,10 @@ mod migrations {
             .unwrap()
             .collect::<Result<_, _>>()
             .unwrap();
-        assert_eq!(versions, [super::super::schema::LATEST]);
+        assert_eq!(
+            versions,
+            (1..=super::super::schema::LATEST).collect::<Vec<_>>()
+        );
         c.execute_batch("INSERT INTO schema_migrations VALUES (99, 1)")
             .unwrap();
         let why = refusal(SqliteStore::open(&path));
@@ -731,7 +880,10 @@ mod migrations {
         })
         .join()
         .unwrap();
-        assert_eq!(versions, [super::super::schema::LATEST]);
+        assert_eq!(
+            versions,
+            (1..=super::super::schema::LATEST).collect::<Vec<_>>()
+        );
         let why = refusal(PgStore::connect(pg.url()));
         assert!(
             why.contains("schema version 99, written by a newer"),
