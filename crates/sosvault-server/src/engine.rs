@@ -1280,8 +1280,8 @@ mod tests {
     use sosvault_service::seal::MasterKey;
 
     use super::{
-        Arc, Audience, Category, Config, ControlRoomKey, Db, Engine, Event, EventBody, EventKind,
-        LatLon, UnitId, UnitKind, human_ms, json,
+        Arc, AssignmentRow, AssignmentStatus, Audience, Category, Config, ControlRoomKey, Db,
+        Engine, Event, EventBody, EventKind, IncidentId, LatLon, UnitId, UnitKind, human_ms, json,
     };
 
     #[test]
@@ -1400,6 +1400,109 @@ mod tests {
             (rows[0].unit_id.as_str(), rows[0].status.as_str()),
             (unit.as_str(), "pending")
         );
+        engine.shutdown();
+    }
+
+    /// Another writer (another node, or anything memory does not know)
+    /// holds the nearest team in the database: the panic is still stored,
+    /// that team is never told, and the incident gets the next one.
+    #[tokio::test]
+    async fn a_team_the_database_holds_elsewhere_is_never_told_and_the_next_one_goes() {
+        use sosvault::{DeviceKey, Policy, TrusteeKey};
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::SqliteStore::open(&dir.path().join("db")).unwrap();
+        let engine = engine_on(dir.path(), store);
+        let here = LatLon {
+            lat: 25.1425,
+            lon: 75.8350,
+        };
+        let mut teams = Vec::new();
+        for (name, north) in [("near", 0.001), ("far", 0.02)] {
+            let at = LatLon {
+                lat: here.lat + north,
+                lon: here.lon,
+            };
+            let (unit, _) = engine
+                .create_unit(name, UnitKind::Police, Some(at))
+                .await
+                .unwrap();
+            teams.push(unit);
+        }
+        let (near, far) = (teams[0].clone(), teams[1].clone());
+        let _streams = [
+            engine.unit_connected(&UnitId(near.clone())),
+            engine.unit_connected(&UnitId(far.clone())),
+        ];
+        let mut near_hears = engine.subscribe_unit(&near);
+        let mut far_hears = engine.subscribe_unit(&far);
+        let held = near.clone();
+        engine
+            .inner
+            .db
+            .call(move |s| {
+                s.put_assignment(&AssignmentRow {
+                    incident_id: IncidentId::from_bytes([0xee; 16]),
+                    unit_id: held,
+                    assigned_at_ms: 1,
+                    status: AssignmentStatus::Acknowledged,
+                })
+            })
+            .await
+            .unwrap();
+
+        let mut device = sosvault::Device::new(DeviceKey::generate());
+        let trustees: Vec<_> = (0..3).map(|_| TrusteeKey::generate().public()).collect();
+        let now = Timestamp::now();
+        let e = device
+            .enroll(b"profile", &trustees, 2, Policy::default(), now)
+            .unwrap();
+        let (sid, device_public) = (device.student_id(), device.public().to_bytes());
+        let record = e.package.record.as_bytes().to_vec();
+        engine
+            .inner
+            .db
+            .call(move |s| s.put_enrollment(&sid, &device_public, 1, &record, b"sealed", 1))
+            .await
+            .unwrap();
+        let at = sosvault::Location::new(here.lat, here.lon, 8, now).unwrap();
+        let panic = device
+            .panic(Category::Police, &at, &engine.control_room_public(), now)
+            .unwrap();
+        let (id, new) = engine.panic(panic.as_bytes()).await.unwrap();
+        assert!(new, "the panic is stored whatever became of its team");
+
+        // The far team is sent (the near one was picked first and refused).
+        let sent = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            loop {
+                let ev = far_hears.recv().await.unwrap();
+                if ev.kind == EventKind::Assigned {
+                    return ev;
+                }
+            }
+        })
+        .await
+        .expect("the next team is sent");
+        assert_eq!(sent.incident, Some(id.to_hex()));
+        assert_eq!(engine.metrics().claims_refused.load(Ordering::Relaxed), 1);
+        let rows = engine
+            .inner
+            .db
+            .call(move |s| s.assignments(&id))
+            .await
+            .unwrap();
+        let held: Vec<_> = rows
+            .iter()
+            .map(|r| (r.unit_id.as_str(), r.status.as_str()))
+            .collect();
+        assert_eq!(held, [(far.as_str(), "pending")]);
+        // The near team heard of no incident, and is on none here.
+        assert!(
+            std::iter::from_fn(|| near_hears.try_recv().ok())
+                .all(|e| e.kind != EventKind::Assigned)
+        );
+        let on = engine.units();
+        let near_view = on.iter().find(|u| u.id == near).unwrap();
+        assert_eq!(near_view.incident, None);
         engine.shutdown();
     }
 

@@ -780,7 +780,9 @@ mod migrations {
             })
             .unwrap();
         }
-        raw("UPDATE incidents SET status = 'closed' WHERE id = (SELECT id FROM incidents ORDER BY id DESC LIMIT 1)");
+        raw(
+            "UPDATE incidents SET status = 'closed' WHERE id = (SELECT id FROM incidents ORDER BY id DESC LIMIT 1)",
+        );
     }
 
     /// After migrating: the newest claim on `u` kept, the others released,
