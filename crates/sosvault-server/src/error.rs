@@ -79,6 +79,22 @@ impl ApiError {
         Self::new(500, "internal", "internal error")
     }
 
+    /// 503 `unavailable`: the service cannot reach its database (its
+    /// detail goes to the log). A panic is acknowledged only after the
+    /// commit that holds it, so a node cut off from its database answers
+    /// this, never a 202; the phone tries again after `Retry-After`.
+    pub fn unavailable(what: &str) -> Self {
+        tracing::warn!("store unreachable: {what}");
+        Self {
+            retry_after_secs: Some(1),
+            ..Self::new(
+                503,
+                "unavailable",
+                "the service cannot reach its database; try again in a moment",
+            )
+        }
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> u16 {
         self.status
@@ -100,7 +116,10 @@ impl std::error::Error for ApiError {}
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
-        Self::internal(&e.to_string())
+        match e {
+            StoreError::Unavailable(_) => Self::unavailable(&e.to_string()),
+            e => Self::internal(&e.to_string()),
+        }
     }
 }
 
@@ -135,6 +154,7 @@ fn status_of(e: &EngineError) -> u16 {
         | EngineError::TrusteeUnavailable { .. }
         | EngineError::WitnessUnavailable(_) => 503,
         EngineError::LogQuery(q) => q.status(),
+        EngineError::Store(StoreError::Unavailable(_)) => 503,
         EngineError::Store(_) | EngineError::Internal(_) => 500,
     }
 }
@@ -144,6 +164,7 @@ impl From<EngineError> for ApiError {
         match e {
             EngineError::TooManyAttempts { wait_ms } => Self::too_many_attempts(wait_ms),
             EngineError::Busy { retry_after_secs } => Self::busy(retry_after_secs),
+            EngineError::Store(e) => e.into(),
             e if e.is_internal() => Self::internal(&e.to_string()),
             e => Self::new(status_of(&e), e.code(), &e.to_string()),
         }
@@ -429,6 +450,12 @@ mod tests {
                 500,
                 "internal",
                 "internal error",
+            ),
+            (
+                E::Store(StoreError::Unavailable("secret detail".into())),
+                503,
+                "unavailable",
+                "the service cannot reach its database; try again in a moment",
             ),
             (
                 E::internal("secret detail"),

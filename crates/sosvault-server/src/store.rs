@@ -75,6 +75,12 @@ pub enum StoreError {
     /// it): the wipe is not done, and must not be reported done.
     #[error("store error: the WAL could not be checkpointed and truncated")]
     WalNotEmptied,
+    /// The database cannot be reached: its connection was lost, or a new
+    /// one refused or timed out (PostgreSQL stopped, restarting, failing
+    /// over, or cut off by the network). Nothing of the failed batch was
+    /// kept; the next batch connects again. The service answers 503.
+    #[error("store error: the database cannot be reached: {0}")]
+    Unavailable(String),
     /// A uniqueness constraint refused a write (the database's words); a
     /// method whose contract names the constraint turns it into its own
     /// variant, as [`Store::put_assignment`] does.

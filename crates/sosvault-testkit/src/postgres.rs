@@ -135,6 +135,105 @@ impl Drop for TestDatabase {
     }
 }
 
+/// A PostgreSQL cluster of a test's own (`.ci/postgres` with its own
+/// directory and port), for a test that stops and starts the database
+/// under a running service; cleaned (stopped, its files deleted) when
+/// dropped. Needs what `.ci/postgres` needs (Debian's `postgresql`).
+pub struct OwnCluster {
+    base: std::path::PathBuf,
+    port: u16,
+    url: String,
+}
+
+impl fmt::Debug for OwnCluster {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The URL holds the cluster's password.
+        f.debug_struct("OwnCluster")
+            .field("base", &self.base)
+            .field("port", &self.port)
+            .finish()
+    }
+}
+
+impl OwnCluster {
+    /// Makes and starts a cluster on a free loopback port.
+    ///
+    /// # Panics
+    ///
+    /// If `.ci/postgres` cannot start one, with its words.
+    pub fn start() -> Self {
+        // Under /tmp itself, not a private temporary directory: as root the
+        // cluster belongs to the `postgres` user, who must reach it.
+        let mut bytes = [0u8; 6];
+        rand::Rng::fill_bytes(&mut rand::rng(), &mut bytes);
+        let base = std::env::temp_dir().join(format!(
+            "sosvault-pg-own-{}",
+            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        ));
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or_else(|e| panic!("finding a free port: {e}"));
+        let mut c = Self {
+            base,
+            port,
+            url: String::new(),
+        };
+        c.url = c.run("start").unwrap_or_else(|e| panic!("{e}"));
+        c
+    }
+
+    /// The cluster's URL (its `sosvault` database).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// Stops the server (fast: its connections are cut at once).
+    ///
+    /// # Panics
+    ///
+    /// If it cannot be stopped.
+    pub fn stop(&self) {
+        self.run("stop").unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Starts the server again, on the same port and files; returns once it
+    /// takes connections.
+    ///
+    /// # Panics
+    ///
+    /// If it does not start.
+    pub fn restart(&self) {
+        self.run("start").unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Runs `.ci/postgres COMMAND` for this cluster; what it printed.
+    fn run(&self, command: &str) -> Result<String, String> {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ci/postgres");
+        let out = std::process::Command::new("bash")
+            .arg(&script)
+            .arg(command)
+            .env("PGBASE", &self.base)
+            .env("PGPORT", self.port.to_string())
+            .output()
+            .map_err(|e| format!("running {}: {e}", script.display()))?;
+        if !out.status.success() {
+            return Err(format!(
+                ".ci/postgres {command} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        let _ = self.run("clean");
+        let _ = std::fs::remove_file(self.base.with_extension("lock"));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::with_database;

@@ -235,6 +235,12 @@ pub trait Backend: Send + 'static {
     fn rows(&self, sql: &str, p: &[Param<'_>]) -> StoreResult<Vec<Row>>;
     /// Runs statements without parameters (`;`-separated).
     fn batch(&self, sql: &str) -> StoreResult<()>;
+    /// Before a transaction: connects again if the connection was lost
+    /// (never inside one, where the statements that ran would be lost
+    /// without a word). SQLite's file cannot be lost this way.
+    fn reconnect_if_lost(&self) -> StoreResult<()> {
+        Ok(())
+    }
     /// After a commit that deleted a student's data or an incident key:
     /// makes the deleted bytes as unrecoverable from the database's own
     /// files as this backend can (SQLite: checkpoint and truncate the WAL;

@@ -53,6 +53,7 @@ impl<B: Backend> SqlStore<B> {
         let (open, close, undo) = if self.in_batch.get() || depth > 0 {
             ("SAVEPOINT op", "RELEASE op", "ROLLBACK TO op; RELEASE op")
         } else {
+            c.reconnect_if_lost()?;
             (B::BEGIN, "COMMIT", "ROLLBACK")
         };
         c.batch(open)?;
@@ -109,6 +110,7 @@ where
 
     fn begin(&mut self) -> StoreResult<()> {
         self.must_purge.set(false);
+        self.db.reconnect_if_lost()?;
         self.db.batch(B::BEGIN)?;
         self.in_batch.set(true);
         Ok(())
