@@ -1302,6 +1302,33 @@ mod tests {
         .unwrap()
     }
 
+    /// A device enrolled straight into `engine`'s store, and its police
+    /// panic at `here`, signed now (not sent).
+    async fn enrolled_panic(
+        engine: &Engine,
+        here: LatLon,
+    ) -> sosvault::Signed<sosvault::PanicEvent> {
+        use sosvault::{DeviceKey, Policy, TrusteeKey};
+        let mut device = sosvault::Device::new(DeviceKey::generate());
+        let trustees: Vec<_> = (0..3).map(|_| TrusteeKey::generate().public()).collect();
+        let now = Timestamp::now();
+        let e = device
+            .enroll(b"profile", &trustees, 2, Policy::default(), now)
+            .unwrap();
+        let (sid, device_public) = (device.student_id(), device.public().to_bytes());
+        let record = e.package.record.as_bytes().to_vec();
+        engine
+            .inner
+            .db
+            .call(move |s| s.put_enrollment(&sid, &device_public, 1, &record, b"sealed", 1))
+            .await
+            .unwrap();
+        let at = sosvault::Location::new(here.lat, here.lon, 8, now).unwrap();
+        device
+            .panic(Category::Police, &at, &engine.control_room_public(), now)
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn a_unit_subscription_gets_its_own_events_only() {
         let dir = tempfile::tempdir().unwrap();
@@ -1341,7 +1368,6 @@ mod tests {
 
     #[tokio::test]
     async fn a_team_picked_for_a_panic_whose_commit_fails_is_free_again() {
-        use sosvault::{DeviceKey, Policy, TrusteeKey};
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::SqliteStore::open(&dir.path().join("db")).unwrap();
         let (_, refuse) = store.watch_commits();
@@ -1356,24 +1382,7 @@ mod tests {
             .unwrap();
         // On its live stream: only a team that can be told is picked.
         let _stream = engine.unit_connected(&UnitId(unit.clone()));
-        let mut device = sosvault::Device::new(DeviceKey::generate());
-        let trustees: Vec<_> = (0..3).map(|_| TrusteeKey::generate().public()).collect();
-        let now = Timestamp::now();
-        let e = device
-            .enroll(b"profile", &trustees, 2, Policy::default(), now)
-            .unwrap();
-        let (sid, device_public) = (device.student_id(), device.public().to_bytes());
-        let record = e.package.record.as_bytes().to_vec();
-        engine
-            .inner
-            .db
-            .call(move |s| s.put_enrollment(&sid, &device_public, 1, &record, b"sealed", 1))
-            .await
-            .unwrap();
-        let at = sosvault::Location::new(here.lat, here.lon, 8, now).unwrap();
-        let panic = device
-            .panic(Category::Police, &at, &engine.control_room_public(), now)
-            .unwrap();
+        let panic = enrolled_panic(&engine, here).await;
 
         // The team is picked inside the panic's store job; the commit fails.
         refuse.store(true, Ordering::SeqCst);
@@ -1408,7 +1417,6 @@ mod tests {
     /// that team is never told, and the incident gets the next one.
     #[tokio::test]
     async fn a_team_the_database_holds_elsewhere_is_never_told_and_the_next_one_goes() {
-        use sosvault::{DeviceKey, Policy, TrusteeKey};
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::SqliteStore::open(&dir.path().join("db")).unwrap();
         let engine = engine_on(dir.path(), store);
@@ -1450,24 +1458,7 @@ mod tests {
             .await
             .unwrap();
 
-        let mut device = sosvault::Device::new(DeviceKey::generate());
-        let trustees: Vec<_> = (0..3).map(|_| TrusteeKey::generate().public()).collect();
-        let now = Timestamp::now();
-        let e = device
-            .enroll(b"profile", &trustees, 2, Policy::default(), now)
-            .unwrap();
-        let (sid, device_public) = (device.student_id(), device.public().to_bytes());
-        let record = e.package.record.as_bytes().to_vec();
-        engine
-            .inner
-            .db
-            .call(move |s| s.put_enrollment(&sid, &device_public, 1, &record, b"sealed", 1))
-            .await
-            .unwrap();
-        let at = sosvault::Location::new(here.lat, here.lon, 8, now).unwrap();
-        let panic = device
-            .panic(Category::Police, &at, &engine.control_room_public(), now)
-            .unwrap();
+        let panic = enrolled_panic(&engine, here).await;
         let (id, new) = engine.panic(panic.as_bytes()).await.unwrap();
         assert!(new, "the panic is stored whatever became of its team");
 
