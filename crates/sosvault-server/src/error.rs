@@ -154,7 +154,7 @@ fn status_of(e: &EngineError) -> u16 {
         | EngineError::TrusteeUnavailable { .. }
         | EngineError::WitnessUnavailable(_) => 503,
         EngineError::LogQuery(q) => q.status(),
-        EngineError::Store(StoreError::Unavailable(_)) => 503,
+        // A store error never gets here: `From<StoreError>` answers it.
         EngineError::Store(_) | EngineError::Internal(_) => 500,
     }
 }

@@ -268,7 +268,6 @@ impl EngineError {
             Self::TrusteeUnavailable { .. } => "trustee_unavailable",
             Self::WitnessUnavailable(_) => "witness_unavailable",
             Self::LogQuery(q) => q.code(),
-            Self::Store(StoreError::Unavailable(_)) => "unavailable",
             Self::Store(_) | Self::Internal(_) => "internal",
         }
     }
