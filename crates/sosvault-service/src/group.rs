@@ -304,7 +304,10 @@ pub trait Transaction: Send + 'static {
     fn begin(&mut self) -> Result<(), Self::Error>;
     /// Marks where the next job starts.
     fn savepoint(&mut self) -> Result<(), Self::Error>;
-    /// Keeps the writes of the job since the last savepoint.
+    /// Keeps the writes of the job since the last savepoint. It may send
+    /// nothing yet and leave its statement to the next
+    /// [`savepoint`](Self::savepoint) or the commit (one round trip fewer
+    /// per job where statements cross a network).
     fn release(&mut self) -> Result<(), Self::Error>;
     /// Undoes the writes of the job since the last savepoint, and only those.
     fn rollback_to(&mut self) -> Result<(), Self::Error>;
@@ -430,9 +433,12 @@ fn run_batch<T: Transaction>(
     }
     while let Some(job) = jobs.next() {
         if let Err(e) = store.savepoint() {
+            // As for a close below: the transaction may be aborted now
+            // (PostgreSQL aborts it at any error, and would turn the
+            // commit into a rollback without a word), so the jobs already
+            // run must not be told their writes were kept.
             tracing::error!("store: opening a job's savepoint failed: {e}");
-            ran.push((job(Err(&e)), false));
-            continue;
+            return abandon(store, ran, std::iter::once(job).chain(jobs), e);
         }
         // A job that panics is rolled back like one that failed; its caller
         // sees its answer channel dropped.
