@@ -94,6 +94,28 @@ use crate::store::AccessLogEntry;
 /// Largest request body (an enrollment with a 1 MiB sealed profile, in base64).
 pub const MAX_BODY: usize = 2 * 1024 * 1024;
 
+/// What a route that reaches the store answers when the store fails, as
+/// each such route documents it (`responses(..., StoreFailure)`).
+#[derive(utoipa::IntoResponses)]
+pub enum StoreFailure {
+    /// `internal`
+    #[response(status = 500)]
+    Internal(ErrorBody),
+    /// `unavailable`: the service cannot reach its database (nothing was
+    /// stored); `Retry-After` says when to try again
+    #[response(status = 503, headers(("Retry-After" = u32, description = "seconds to wait before trying again")))]
+    Unavailable(ErrorBody),
+}
+
+// The 503 of `StoreFailure` alone, for a route whose other refusals
+// already document its 500 (`POST /v1/log/mine`, with `MineRefusals`). Its
+// doc comment is the response's description.
+/// `unavailable`: the service cannot reach its database (nothing was
+/// stored); `Retry-After` says when to try again
+#[derive(utoipa::IntoResponses)]
+#[response(status = 503, headers(("Retry-After" = u32, description = "seconds to wait before trying again")))]
+pub struct Unavailable(pub ErrorBody);
+
 #[derive(OpenApi)]
 #[openapi(modifiers(&HEADING))]
 struct ApiDoc;
@@ -849,7 +871,7 @@ impl ServedLog for Engine {
 /// The entries about the asking student (who viewed their profile), with a
 /// signed head and inclusion proofs. The student is the query's signer.
 #[utoipa::path(post, path = "/v1/log/mine", tag = "device", request_body = MineRequest,
-    responses((status = 200, body = MineAnswer), MineRefusals, (status = 503, description = "`unavailable`: the service cannot reach its database (nothing was stored); `Retry-After` says when to try again", body = ErrorBody)))]
+    responses((status = 200, body = MineAnswer), MineRefusals, Unavailable))]
 async fn log_mine(
     State(e): State<Engine>,
     JsonBody(b): JsonBody<MineRequest>,
@@ -899,7 +921,7 @@ async fn enroll(
         (status = 410, description = "`stopped`: the student has stopped", body = ErrorBody),
         (status = 413, description = "`too_large`", body = ErrorBody),
         (status = 415, description = "`unsupported_media_type`: not `application/json`", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody), (status = 503, description = "`unavailable`: the service cannot reach its database (nothing was stored); `Retry-After` says when to try again", body = ErrorBody),
+        StoreFailure,
     ))]
 async fn enroll_commit(
     State(e): State<Engine>,
@@ -919,7 +941,7 @@ async fn enroll_commit(
         (status = 404, description = "`unknown_student`", body = ErrorBody),
         (status = 409, description = "`replayed`", body = ErrorBody),
         (status = 410, description = "`stopped`", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody), (status = 503, description = "`unavailable`: the service cannot reach its database (nothing was stored); `Retry-After` says when to try again", body = ErrorBody),
+        StoreFailure,
     ))]
 async fn panic(
     State(e): State<Engine>,
@@ -944,7 +966,7 @@ async fn panic(
         (status = 400, description = "`bad_json`, `too_long`, `bad_base64`, `malformed`, `bad_location` (the sealed location does not open)", body = ErrorBody),
         (status = 404, description = "`unknown_incident`: no incident of this device for the panic it names", body = ErrorBody),
         (status = 409, description = "`incident_closed`, `replayed`", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody), (status = 503, description = "`unavailable`: the service cannot reach its database (nothing was stored); `Retry-After` says when to try again", body = ErrorBody),
+        StoreFailure,
     ))]
 async fn location(
     State(e): State<Engine>,
@@ -969,7 +991,7 @@ async fn location(
         (status = 200, body = CancelReceived),
         (status = 400, description = "`bad_json`, `too_long`, `bad_base64`, `malformed`, `bad_note` (the sealed note does not open)", body = ErrorBody),
         (status = 404, description = "`unknown_incident`: no incident of this device for the panic it names", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody), (status = 503, description = "`unavailable`: the service cannot reach its database (nothing was stored); `Retry-After` says when to try again", body = ErrorBody),
+        StoreFailure,
     ))]
 async fn cancel(
     State(e): State<Engine>,
@@ -988,7 +1010,7 @@ async fn cancel(
         (status = 403, description = "`wrong_device`", body = ErrorBody),
         (status = 404, description = "`unknown_student`", body = ErrorBody),
         (status = 409, description = "`stale_stop`", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody), (status = 503, description = "`unavailable`: the service cannot reach its database (nothing was stored); `Retry-After` says when to try again", body = ErrorBody),
+        StoreFailure,
     ))]
 async fn stop(
     State(e): State<Engine>,
@@ -1037,8 +1059,7 @@ async fn login(
     responses(
         (status = 204, description = "the session is ended"),
         (status = 401, description = "`unauthorized`: no bearer token, or not a live session's", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-        (status = 503, description = "`unavailable`: the service cannot reach its database (nothing was stored); `Retry-After` says when to try again", body = ErrorBody),
+        StoreFailure,
     ))]
 async fn logout(State(e): State<Engine>, session: Session) -> Result<StatusCode, ApiError> {
     e.logout(&session.token).await?;
@@ -1077,7 +1098,7 @@ impl FromRequestParts<Engine> for Session {
         )),
         (status = 400, description = "`bad_query`, or `bad_limit`: `limit` is not from 1 to 1000", body = ErrorBody),
         (status = 401, body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody), (status = 503, description = "`unavailable`: the service cannot reach its database (nothing was stored); `Retry-After` says when to try again", body = ErrorBody),
+        StoreFailure,
     ))]
 async fn list_incidents(
     State(e): State<Engine>,
@@ -1109,7 +1130,7 @@ pub struct ReasonQuery {
 /// profile to whoever may read it (`profile_access` says; each view is
 /// logged). An auditor sees neither the location nor the trail.
 #[utoipa::path(get, path = "/v1/operator/incidents/{id}", tag = "operator", params(("id" = String, Path, description = "incident id (32 hex digits; any other answers 404)", min_length = 32, max_length = 32, pattern = "^[0-9a-fA-F]{32}$"), ReasonQuery), security(("bearer" = [])),
-    responses((status = 200, body = IncidentDetail), (status = 400, description = "`bad_query`, `bad_reason`: not 8 to 200 bytes of text without control characters", body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 500, description = "`internal`", body = ErrorBody), (status = 503, description = "`unavailable`: the service cannot reach its database (nothing was stored); `Retry-After` says when to try again", body = ErrorBody)))]
+    responses((status = 200, body = IncidentDetail), (status = 400, description = "`bad_query`, `bad_reason`: not 8 to 200 bytes of text without control characters", body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), StoreFailure))]
 async fn incident(
     State(e): State<Engine>,
     Operator(op): Operator,
@@ -1159,7 +1180,7 @@ pub struct Claimed {
         (status = 403, description = "`forbidden_for_role`: an auditor, or a dispatcher naming someone else", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 409, description = "`claimed`: another operator handles it; `incident_closed`", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody), (status = 503, description = "`unavailable`: the service cannot reach its database (nothing was stored); `Retry-After` says when to try again", body = ErrorBody),
+        StoreFailure,
     ))]
 async fn claim(
     State(e): State<Engine>,
@@ -1174,7 +1195,7 @@ async fn claim(
 
 /// The transparency-log entries about an incident (who viewed the profile).
 #[utoipa::path(get, path = "/v1/operator/incidents/{id}/access-log", tag = "operator", params(("id" = String, Path, description = "incident id (32 hex digits; any other answers 404)", min_length = 32, max_length = 32, pattern = "^[0-9a-fA-F]{32}$")), security(("bearer" = [])),
-    responses((status = 200, body = Vec<AccessLogEntry>), (status = 401, body = ErrorBody), (status = 404, description = "`not_found`: not an incident id", body = ErrorBody), (status = 500, description = "`internal`", body = ErrorBody), (status = 503, description = "`unavailable`: the service cannot reach its database (nothing was stored); `Retry-After` says when to try again", body = ErrorBody)))]
+    responses((status = 200, body = Vec<AccessLogEntry>), (status = 401, body = ErrorBody), (status = 404, description = "`not_found`: not an incident id", body = ErrorBody), StoreFailure))]
 async fn access_log(
     State(e): State<Engine>,
     _op: Operator,
@@ -1194,7 +1215,7 @@ async fn forwards(State(e): State<Engine>, _op: Operator) -> Json<ForwardReport>
 
 /// Marks a false alarm (counted against the student; repeat offenders are flagged).
 #[utoipa::path(post, path = "/v1/operator/incidents/{id}/false-alarm", tag = "operator", params(("id" = String, Path, description = "incident id (32 hex digits; any other answers 404)", min_length = 32, max_length = 32, pattern = "^[0-9a-fA-F]{32}$")), security(("bearer" = [])),
-    responses((status = 200, body = StatusBody), (status = 401, body = ErrorBody), (status = 403, description = "`not_your_incident`: a dispatcher acting on an incident they do not handle (claim it first); `forbidden_for_role`: an auditor", body = ErrorBody), (status = 404, body = ErrorBody), (status = 500, description = "`internal`", body = ErrorBody), (status = 503, description = "`unavailable`: the service cannot reach its database (nothing was stored); `Retry-After` says when to try again", body = ErrorBody)))]
+    responses((status = 200, body = StatusBody), (status = 401, body = ErrorBody), (status = 403, description = "`not_your_incident`: a dispatcher acting on an incident they do not handle (claim it first); `forbidden_for_role`: an auditor", body = ErrorBody), (status = 404, body = ErrorBody), StoreFailure))]
 async fn false_alarm(
     State(e): State<Engine>,
     Operator(op): Operator,
@@ -1207,7 +1228,7 @@ async fn false_alarm(
 
 /// Closes an incident: keys forgotten, unit freed and told.
 #[utoipa::path(post, path = "/v1/operator/incidents/{id}/close", tag = "operator", params(("id" = String, Path, description = "incident id (32 hex digits; any other answers 404)", min_length = 32, max_length = 32, pattern = "^[0-9a-fA-F]{32}$")), security(("bearer" = [])),
-    responses((status = 200, body = StatusBody), (status = 401, body = ErrorBody), (status = 403, description = "`not_your_incident`: a dispatcher acting on an incident they do not handle (claim it first); `forbidden_for_role`: an auditor", body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "`incident_closed`", body = ErrorBody), (status = 500, description = "`internal`", body = ErrorBody), (status = 503, description = "`unavailable`: the service cannot reach its database (nothing was stored); `Retry-After` says when to try again", body = ErrorBody)))]
+    responses((status = 200, body = StatusBody), (status = 401, body = ErrorBody), (status = 403, description = "`not_your_incident`: a dispatcher acting on an incident they do not handle (claim it first); `forbidden_for_role`: an auditor", body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "`incident_closed`", body = ErrorBody), StoreFailure))]
 async fn close(
     State(e): State<Engine>,
     Operator(op): Operator,
@@ -1222,7 +1243,7 @@ async fn close(
 /// free team is sent. Before the acknowledgement: 409 (the service reassigns by
 /// itself when the acknowledgement times out).
 #[utoipa::path(post, path = "/v1/operator/incidents/{id}/reassign", tag = "operator", params(("id" = String, Path, description = "incident id (32 hex digits; any other answers 404)", min_length = 32, max_length = 32, pattern = "^[0-9a-fA-F]{32}$")), security(("bearer" = [])),
-    responses((status = 200, body = StatusBody), (status = 401, body = ErrorBody), (status = 403, description = "`not_your_incident`: a dispatcher acting on an incident they do not handle (claim it first); `forbidden_for_role`: an auditor", body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "`incident_closed`, `no_team`, `awaiting_ack`", body = ErrorBody), (status = 500, description = "`internal`", body = ErrorBody), (status = 503, description = "`unavailable`: the service cannot reach its database (nothing was stored); `Retry-After` says when to try again", body = ErrorBody)))]
+    responses((status = 200, body = StatusBody), (status = 401, body = ErrorBody), (status = 403, description = "`not_your_incident`: a dispatcher acting on an incident they do not handle (claim it first); `forbidden_for_role`: an auditor", body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "`incident_closed`, `no_team`, `awaiting_ack`", body = ErrorBody), StoreFailure))]
 async fn reassign(
     State(e): State<Engine>,
     Operator(op): Operator,
@@ -1246,7 +1267,7 @@ pub struct AssignTeam {
 /// not (the operator may reach it by radio). The team on the incident, if
 /// any, is taken off and told.
 #[utoipa::path(post, path = "/v1/operator/incidents/{id}/assign", tag = "operator", params(("id" = String, Path, description = "incident id (32 hex digits; any other answers 404)", min_length = 32, max_length = 32, pattern = "^[0-9a-fA-F]{32}$")), request_body = AssignTeam, security(("bearer" = [])),
-    responses((status = 200, body = StatusBody), (status = 401, body = ErrorBody), (status = 403, description = "`not_your_incident`: a dispatcher acting on an incident they do not handle (claim it first); `forbidden_for_role`: an auditor", body = ErrorBody), (status = 404, description = "no such incident, or `unknown_team`", body = ErrorBody), (status = 409, description = "`incident_closed`, `team_busy` (on another incident), `already_assigned` (on this one)", body = ErrorBody), (status = 500, description = "`internal`", body = ErrorBody), (status = 503, description = "`unavailable`: the service cannot reach its database (nothing was stored); `Retry-After` says when to try again", body = ErrorBody)))]
+    responses((status = 200, body = StatusBody), (status = 401, body = ErrorBody), (status = 403, description = "`not_your_incident`: a dispatcher acting on an incident they do not handle (claim it first); `forbidden_for_role`: an auditor", body = ErrorBody), (status = 404, description = "no such incident, or `unknown_team`", body = ErrorBody), (status = 409, description = "`incident_closed`, `team_busy` (on another incident), `already_assigned` (on this one)", body = ErrorBody), StoreFailure))]
 async fn assign(
     State(e): State<Engine>,
     Operator(op): Operator,
@@ -1308,7 +1329,7 @@ async fn operator_events(State(e): State<Engine>, session: Session) -> Response 
         (status = 400, description = "`bad_json`, `bad_name`, `bad_kind`, `bad_position` (off the globe, or only one of `lat` and `lon`)", body = ErrorBody),
         (status = 401, body = ErrorBody),
         (status = 403, description = "`forbidden_for_role`: not a supervisor", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody), (status = 503, description = "`unavailable`: the service cannot reach its database (nothing was stored); `Retry-After` says when to try again", body = ErrorBody),
+        StoreFailure,
     ))]
 async fn create_unit(
     State(e): State<Engine>,
@@ -1358,7 +1379,7 @@ async fn list_units(
         (status = 401, body = ErrorBody),
         (status = 403, description = "`forbidden_for_role`: not a supervisor", body = ErrorBody),
         (status = 404, description = "`not_found`: no such unit, or revoked", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody), (status = 503, description = "`unavailable`: the service cannot reach its database (nothing was stored); `Retry-After` says when to try again", body = ErrorBody),
+        StoreFailure,
     ))]
 async fn rotate_unit_token(
     State(e): State<Engine>,
@@ -1379,7 +1400,7 @@ async fn rotate_unit_token(
         (status = 401, body = ErrorBody),
         (status = 403, description = "`forbidden_for_role`: not a supervisor", body = ErrorBody),
         (status = 404, description = "`not_found`: no such unit, or already revoked", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody), (status = 503, description = "`unavailable`: the service cannot reach its database (nothing was stored); `Retry-After` says when to try again", body = ErrorBody),
+        StoreFailure,
     ))]
 async fn revoke_unit(
     State(e): State<Engine>,
@@ -1395,7 +1416,7 @@ async fn revoke_unit(
 
 /// The unit reports its position.
 #[utoipa::path(post, path = "/v1/unit/position", tag = "unit", request_body = LatLon, security(("unit" = [])),
-    responses((status = 204, description = "recorded"), (status = 400, description = "`bad_json`, `bad_position`: off the globe", body = ErrorBody), (status = 401, body = ErrorBody), (status = 500, description = "`internal`", body = ErrorBody), (status = 503, description = "`unavailable`: the service cannot reach its database (nothing was stored); `Retry-After` says when to try again", body = ErrorBody)))]
+    responses((status = 204, description = "recorded"), (status = 400, description = "`bad_json`, `bad_position`: off the globe", body = ErrorBody), (status = 401, body = ErrorBody), StoreFailure))]
 async fn unit_position(
     State(e): State<Engine>,
     Unit(u): Unit,
@@ -1407,7 +1428,7 @@ async fn unit_position(
 
 /// The unit's live stream: assignments, location updates, cancellations (SSE).
 #[utoipa::path(get, path = "/v1/unit/events", tag = "unit", security(("unit" = [])),
-    responses((status = 200, description = "server-sent events", content_type = "text/event-stream", body = String), (status = 401, body = ErrorBody), (status = 500, description = "`internal`", body = ErrorBody), (status = 503, description = "`unavailable`: the service cannot reach its database (nothing was stored); `Retry-After` says when to try again", body = ErrorBody)))]
+    responses((status = 200, description = "server-sent events", content_type = "text/event-stream", body = String), (status = 401, body = ErrorBody), StoreFailure))]
 async fn unit_events(State(e): State<Engine>, Unit(u): Unit) -> Response {
     // Its own channel: a team's stream never wakes for other teams' events,
     // nor falls behind because of them.
@@ -1436,7 +1457,7 @@ async fn unit_events(State(e): State<Engine>, Unit(u): Unit) -> Response {
 
 /// The unit acknowledges its assignment.
 #[utoipa::path(post, path = "/v1/unit/incidents/{id}/ack", tag = "unit", params(("id" = String, Path, description = "incident id (32 hex digits; any other answers 404)", min_length = 32, max_length = 32, pattern = "^[0-9a-fA-F]{32}$")), security(("unit" = [])),
-    responses((status = 200, body = StatusBody), (status = 401, body = ErrorBody), (status = 404, description = "`not_found`: not an incident this unit is assigned to", body = ErrorBody), (status = 500, description = "`internal`", body = ErrorBody), (status = 503, description = "`unavailable`: the service cannot reach its database (nothing was stored); `Retry-After` says when to try again", body = ErrorBody)))]
+    responses((status = 200, body = StatusBody), (status = 401, body = ErrorBody), (status = 404, description = "`not_found`: not an incident this unit is assigned to", body = ErrorBody), StoreFailure))]
 async fn unit_ack(
     State(e): State<Engine>,
     Unit(u): Unit,
@@ -1449,7 +1470,7 @@ async fn unit_ack(
 
 /// The unit's assigned incident (404 for any other), with the profile while released.
 #[utoipa::path(get, path = "/v1/unit/incidents/{id}", tag = "unit", params(("id" = String, Path, description = "incident id (32 hex digits; any other answers 404)", min_length = 32, max_length = 32, pattern = "^[0-9a-fA-F]{32}$")), security(("unit" = [])),
-    responses((status = 200, body = IncidentDetail), (status = 401, body = ErrorBody), (status = 404, description = "`not_found`: not an incident this unit is assigned to", body = ErrorBody), (status = 500, description = "`internal`", body = ErrorBody), (status = 503, description = "`unavailable`: the service cannot reach its database (nothing was stored); `Retry-After` says when to try again", body = ErrorBody)))]
+    responses((status = 200, body = IncidentDetail), (status = 401, body = ErrorBody), (status = 404, description = "`not_found`: not an incident this unit is assigned to", body = ErrorBody), StoreFailure))]
 async fn unit_incident(
     State(e): State<Engine>,
     Unit(u): Unit,
