@@ -1774,16 +1774,16 @@ mod tests {
         for (i, e) in entries.iter().enumerate() {
             let leaf = sosvault::log::leaf_hash(e);
             store
-                .append_log(
-                    i as u64,
-                    e,
-                    &leaf,
-                    &StudentId::from_bytes([1; 32]),
-                    &sosvault::IncidentId::from_bytes([1; 16]),
-                    "operator:asha",
-                    None,
-                    1,
-                )
+                .append_log(&crate::store::NewLogEntry {
+                    index: i as u64,
+                    entry: e.to_vec(),
+                    leaf_hash: leaf,
+                    student: StudentId::from_bytes([1; 32]),
+                    incident: sosvault::IncidentId::from_bytes([1; 16]),
+                    actor: "operator:asha".into(),
+                    reason: None,
+                    at_ms: 1,
+                })
                 .unwrap();
         }
         let engine = Engine::with_manifest(

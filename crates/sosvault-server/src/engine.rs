@@ -1329,6 +1329,16 @@ mod tests {
             .unwrap()
     }
 
+    /// The assignments of incident `id` as `engine`'s store holds them.
+    async fn stored_assignments(engine: &Engine, id: IncidentId) -> Vec<AssignmentRow> {
+        engine
+            .inner
+            .db
+            .call(move |s| s.assignments(&id))
+            .await
+            .unwrap()
+    }
+
     #[tokio::test]
     async fn a_unit_subscription_gets_its_own_events_only() {
         let dir = tempfile::tempdir().unwrap();
@@ -1398,12 +1408,7 @@ mod tests {
         let units = engine.units();
         assert_eq!(units[0].id, unit);
         assert_eq!(units[0].incident, Some(id.to_hex()));
-        let rows = engine
-            .inner
-            .db
-            .call(move |s| s.assignments(&id))
-            .await
-            .unwrap();
+        let rows = stored_assignments(&engine, id).await;
         assert_eq!(rows.len(), 1);
         assert_eq!(
             (rows[0].unit_id.as_str(), rows[0].status.as_str()),
@@ -1475,12 +1480,7 @@ mod tests {
         .expect("the next team is sent");
         assert_eq!(sent.incident, Some(id.to_hex()));
         assert_eq!(engine.metrics().claims_refused.load(Ordering::Relaxed), 1);
-        let rows = engine
-            .inner
-            .db
-            .call(move |s| s.assignments(&id))
-            .await
-            .unwrap();
+        let rows = stored_assignments(&engine, id).await;
         let held: Vec<_> = rows
             .iter()
             .map(|r| (r.unit_id.as_str(), r.status.as_str()))

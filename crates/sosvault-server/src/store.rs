@@ -43,9 +43,9 @@ pub use access::{AccessStore, AccountChange, AccountRow};
 pub use postgres::{PgStore, Postgres};
 pub use rows::{
     AccessLogEntry, AssignmentRow, AssignmentStatus, CommitStored, DURESS_STOP, EnrollmentRow,
-    IncidentRow, IncidentStatus, LogLeafRow, NewDuressAlert, NewIncident, PanicStored,
-    PendingCancel, PendingCommit, PendingForward, PendingShred, StudentLogRow, StudentRow,
-    TimelineEntry, TrusteeAnswer, UnitRow, ViewReason,
+    IncidentRow, IncidentStatus, LogLeafRow, NewDuressAlert, NewIncident, NewLogEntry,
+    PanicContext, PanicStored, PendingCancel, PendingCommit, PendingForward, PendingShred,
+    StudentLogRow, StudentRow, TimelineEntry, TrusteeAnswer, UnitRow, ViewReason,
 };
 pub use sql_store::SqlStore;
 pub use sqlite::{Sqlite, SqliteStore};
@@ -128,11 +128,20 @@ pub trait Store: AccessStore {
         sealed_profile: &[u8],
         now_ms: u64,
     ) -> StoreResult<()>;
-    /// Stores a panic as a new incident in one transaction, or returns the
-    /// incident that already holds the same panic.
+    /// What a panic's checks need of its student, in one read: the
+    /// student, the incident the same panic (`panic_hash`) already is, and
+    /// the student's panics since `since_ms`. `None` for an unknown student.
+    fn panic_context(
+        &self,
+        student: &StudentId,
+        panic_hash: &MessageHash,
+        since_ms: u64,
+    ) -> StoreResult<Option<PanicContext>>;
+    /// Stores a panic as a new incident in one transaction and returns it as
+    /// stored, or returns the incident that already holds the same panic
+    /// (decided by the database's unique panic hash, so two writers storing
+    /// the same panic at once make one incident).
     fn insert_panic(&self, incident: &NewIncident, timeline: &str) -> StoreResult<PanicStored>;
-    /// Panics of a student since a time.
-    fn panics_since(&self, student: &StudentId, since_ms: u64) -> StoreResult<u32>;
     /// Open incidents of a student.
     fn open_incidents_of(&self, student: &StudentId) -> StoreResult<Vec<IncidentId>>;
     /// An incident by id.
@@ -299,20 +308,10 @@ pub trait Store: AccessStore {
     ) -> StoreResult<()>;
     /// Trustees the commit of `epoch` is still being forwarded to.
     fn pending_commit_count(&self, student: &StudentId, epoch: u32) -> StoreResult<usize>;
-    /// Appends an entry to the transparency log at `index` (the caller keeps
-    /// the Merkle tree and assigns indices in order).
-    #[allow(clippy::too_many_arguments)]
-    fn append_log(
-        &self,
-        index: u64,
-        entry: &[u8],
-        leaf_hash: &[u8; 32],
-        student: &StudentId,
-        incident: &IncidentId,
-        actor: &str,
-        reason: Option<&ViewReason>,
-        at_ms: u64,
-    ) -> StoreResult<()>;
+    /// Appends an entry to the transparency log at its index (the caller
+    /// keeps the Merkle tree and assigns indices in order); an index is
+    /// taken once.
+    fn append_log(&self, entry: &NewLogEntry) -> StoreResult<()>;
     /// The entries about a student among the first `size` of the log:
     /// `(index, entry bytes)`, oldest first, at most `limit` (the newest).
     fn log_entries_of_student(

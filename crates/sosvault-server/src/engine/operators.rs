@@ -413,22 +413,17 @@ impl Engine {
         // order and the tree never holds a leaf the store does not.
         let mut log = self.inner.log.lock().await;
         let index = log.size();
-        let (a, at) = (actor.to_owned(), now_ms());
-        self.inner
-            .db
-            .call(move |s| {
-                s.append_log(
-                    index,
-                    &bytes,
-                    &leaf,
-                    &student,
-                    &incident,
-                    &a,
-                    reason.as_ref(),
-                    at,
-                )
-            })
-            .await?;
+        let row = crate::store::NewLogEntry {
+            index,
+            entry: bytes,
+            leaf_hash: leaf,
+            student,
+            incident,
+            actor: actor.to_owned(),
+            reason,
+            at_ms: now_ms(),
+        };
+        self.inner.db.call(move |s| s.append_log(&row)).await?;
         log.append_leaf_hash(leaf);
         Ok(())
     }

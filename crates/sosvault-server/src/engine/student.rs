@@ -485,7 +485,6 @@ impl Engine {
                 Ok(PanicTaken::Again(existing))
             }
             PanicOutcome::Stored(stored) => Ok(PanicTaken::New(stored)),
-            PanicOutcome::Vanished => Err(EngineError::internal("incident vanished")),
         }
     }
 
@@ -1135,7 +1134,7 @@ struct PanicCheck {
 
 /// A panic the store job stored, with what the incident starts from.
 struct StoredPanic {
-    /// The new incident as read back.
+    /// The new incident, as stored.
     row: IncidentRow,
     /// The team picked for it (its assignment stored in the same job).
     picked: Option<Picked>,
@@ -1165,17 +1164,16 @@ enum PanicOutcome {
     Duplicate(IncidentId),
     /// Stored.
     Stored(Box<StoredPanic>),
-    /// Inserted but not read back (a store bug).
-    Vanished,
 }
 
 impl PanicCheck {
     /// Runs on the store's writer: the checks in the order the endpoint
     /// documents them, then the insert.
     fn run(self, s: &dyn crate::store::Store) -> crate::store::StoreResult<PanicOutcome> {
-        let Some(row) = s.student(&self.sid)? else {
+        let Some(context) = s.panic_context(&self.sid, &self.hash, self.since)? else {
             return Ok(PanicOutcome::UnknownStudent);
         };
+        let row = context.student;
         if row.tombstoned_at.is_some() {
             return Ok(PanicOutcome::Stopped);
         }
@@ -1183,14 +1181,14 @@ impl PanicCheck {
         if !same_key {
             return Ok(PanicOutcome::WrongDevice);
         }
-        if let Some(existing) = s.incident_by_panic(&self.hash)? {
-            return Ok(PanicOutcome::Duplicate(existing.id));
+        if let Some(existing) = context.existing {
+            return Ok(PanicOutcome::Duplicate(existing));
         }
         if self.counter <= row.highest_counter {
             return Ok(PanicOutcome::Replayed);
         }
         let mut new = self.incident;
-        if s.panics_since(&self.sid, self.since)? >= self.rate_limit {
+        if context.recent_panics >= self.rate_limit {
             new.flags.push("rate_limited".to_string());
         }
         if row.false_alarms >= self.repeat_offender_after {
@@ -1235,9 +1233,10 @@ impl PanicCheck {
         let picked = self
             .from
             .and_then(|at| self.engine.pick_for_new(new.id, self.kind, at));
-        if let PanicStored::Existing(existing) = s.insert_panic(&new, &detail)? {
-            return Ok(PanicOutcome::Duplicate(existing));
-        }
+        let row = match s.insert_panic(&new, &detail)? {
+            PanicStored::New(row) => *row,
+            PanicStored::Existing(existing) => return Ok(PanicOutcome::Duplicate(existing)),
+        };
         let mut refused = None;
         if let Some(p) = &picked {
             // A refused claim does not refuse the panic: it is stored, and
@@ -1253,9 +1252,6 @@ impl PanicCheck {
                 Err(e) => return Err(e),
             }
         }
-        let Some(row) = s.incident(&new.id)? else {
-            return Ok(PanicOutcome::Vanished);
-        };
         Ok(PanicOutcome::Stored(Box::new(StoredPanic {
             row,
             picked: picked.filter(|_| refused.is_none()),

@@ -5,34 +5,25 @@ use sosvault::{IncidentId, MessageHash, StudentId, TrusteeId};
 
 use super::sql::Purge;
 use super::sql::{
-    Backend, INCIDENT_COLS, Row, all, answer_row, arr_at, count, enrollment_row, exec, id_at,
-    incident_row, maybe, params, pending_forward_row, unit_row, view_reason, word_at,
+    Backend, INCIDENT_COLS, Row, STUDENT_COLS, all, answer_row, arr_at, count, enrollment_row,
+    exec, id_at, incident_row, maybe, opt_id_at, params, pending_forward_row, student_row,
+    unit_row, view_reason, word_at,
 };
 use super::sql_store::SqlStore;
 use super::{
     AccessLogEntry, AssignmentRow, CommitStored, DURESS_STOP, EnrollmentRow, IncidentRow,
-    IncidentStatus, LogLeafRow, NewDuressAlert, NewIncident, PanicStored, PendingCancel,
-    PendingCommit, PendingShred, Store, StoreError, StoreResult, StudentLogRow, StudentRow,
-    TimelineEntry, TrusteeAnswer, UnitRow, ViewReason,
+    IncidentStatus, LogLeafRow, NewDuressAlert, NewIncident, NewLogEntry, PanicContext,
+    PanicStored, PendingCancel, PendingCommit, PendingShred, Store, StoreError, StoreResult,
+    StudentLogRow, StudentRow, TimelineEntry, TrusteeAnswer, UnitRow,
 };
 
 impl<B: Backend> Store for SqlStore<B> {
     fn student(&self, id: &StudentId) -> StoreResult<Option<StudentRow>> {
-        let c = &self.db;
         maybe(
-            c,
-            "SELECT student_id, device_public, epoch, highest_counter, false_alarms, tombstoned_at FROM students WHERE student_id = ?1",
+            &self.db,
+            &format!("SELECT {STUDENT_COLS} FROM students WHERE student_id = ?1"),
             params![id.as_bytes()],
-            |r| {
-                Ok(StudentRow {
-                    student_id: id_at(r, 0)?,
-                    device_public: arr_at(r, 1)?,
-                    epoch: r.get(2)?,
-                    highest_counter: r.get(3)?,
-                    false_alarms: r.get(4)?,
-                    tombstoned_at: r.get(5)?,
-                })
-            },
+            student_row,
         )
     }
 
@@ -106,51 +97,71 @@ impl<B: Backend> Store for SqlStore<B> {
         })
     }
 
-    fn insert_panic(&self, i: &NewIncident, timeline: &str) -> StoreResult<PanicStored> {
-        self.atomic(|c| {
-        let existing: Option<IncidentId> = maybe(c,
-                "SELECT id FROM incidents WHERE panic_hash = ?1",
-                params![i.panic_hash.as_bytes()],
-                |r| id_at(r, 0),
-            )?;
-        if let Some(id) = existing {
-            return Ok(PanicStored::Existing(id));
-        }
-        exec(c,
-            "INSERT INTO incidents (id, student_id, panic_hash, panic, category, epoch, created_at_ms, status, incident_key_sealed, flags)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open', ?8, ?9)",
-            params![
-                i.id.as_bytes(),
-                i.student_id.as_bytes(),
-                i.panic_hash.as_bytes(),
-                &i.panic,
-                i.category.as_str(),
-                i.epoch,
-                i.created_at_ms as i64,
-                &i.incident_key_sealed,
-                i.flags.join(","),
-            ],
-        )?;
-        exec(c,
-            "UPDATE students SET highest_counter = CASE WHEN highest_counter > ?2 THEN highest_counter ELSE ?2 END WHERE student_id = ?1",
-            params![i.student_id.as_bytes(), i.counter as i64],
-        )?;
-        exec(c,
-            "INSERT INTO timeline (incident_id, at_ms, kind, detail) VALUES (?1, ?2, 'panic', ?3)",
-            params![i.id.as_bytes(), i.created_at_ms as i64, timeline],
-        )?;
-                Ok(PanicStored::New)
-        })
+    fn panic_context(
+        &self,
+        student: &StudentId,
+        panic_hash: &MessageHash,
+        since_ms: u64,
+    ) -> StoreResult<Option<PanicContext>> {
+        // One round trip where three were: on PostgreSQL each is a wait on
+        // the network inside the batch's transaction.
+        maybe(
+            &self.db,
+            &format!(
+                "SELECT {STUDENT_COLS},
+                        (SELECT id FROM incidents WHERE panic_hash = ?2),
+                        (SELECT COUNT(*) FROM incidents WHERE student_id = ?1 AND created_at_ms >= ?3)
+                 FROM students WHERE student_id = ?1"
+            ),
+            params![student.as_bytes(), panic_hash.as_bytes(), since_ms as i64],
+            |r| {
+                let recent: i64 = r.get(7)?;
+                Ok(PanicContext {
+                    student: student_row(r)?,
+                    existing: opt_id_at(r, 6)?,
+                    recent_panics: u32::try_from(recent).unwrap_or(u32::MAX),
+                })
+            },
+        )
     }
 
-    fn panics_since(&self, student: &StudentId, since_ms: u64) -> StoreResult<u32> {
-        let c = &self.db;
-        let n = count(
-            c,
-            "SELECT COUNT(*) FROM incidents WHERE student_id = ?1 AND created_at_ms >= ?2",
-            params![student.as_bytes(), since_ms as i64],
-        )?;
-        Ok(u32::try_from(n).unwrap_or(u32::MAX))
+    fn insert_panic(&self, i: &NewIncident, timeline: &str) -> StoreResult<PanicStored> {
+        self.atomic(|c| {
+            // The unique panic hash decides a duplicate, also against another
+            // writer storing the same panic at this moment.
+            let inserted = exec(c,
+                "INSERT INTO incidents (id, student_id, panic_hash, panic, category, epoch, created_at_ms, status, incident_key_sealed, flags)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open', ?8, ?9)
+                 ON CONFLICT (panic_hash) DO NOTHING",
+                params![
+                    i.id.as_bytes(),
+                    i.student_id.as_bytes(),
+                    i.panic_hash.as_bytes(),
+                    &i.panic,
+                    i.category.as_str(),
+                    i.epoch,
+                    i.created_at_ms as i64,
+                    &i.incident_key_sealed,
+                    i.flags.join(","),
+                ],
+            )?;
+            if inserted == 0 {
+                let existing = maybe(c,
+                    "SELECT id FROM incidents WHERE panic_hash = ?1",
+                    params![i.panic_hash.as_bytes()],
+                    |r| id_at(r, 0),
+                )?;
+                return existing.map(PanicStored::Existing).ok_or_else(|| {
+                    StoreError::Database("a panic's insert was refused, but no incident holds it".into())
+                });
+            }
+            exec(c,
+                "UPDATE students SET highest_counter = CASE WHEN highest_counter > ?2 THEN highest_counter ELSE ?2 END WHERE student_id = ?1",
+                params![i.student_id.as_bytes(), i.counter as i64],
+            )?;
+            insert_timeline(c, &i.id, i.created_at_ms, "panic", timeline)?;
+            Ok(PanicStored::New(Box::new(IncidentRow::opened(i))))
+        })
     }
 
     fn open_incidents_of(&self, student: &StudentId) -> StoreResult<Vec<IncidentId>> {
@@ -439,16 +450,38 @@ impl<B: Backend> Store for SqlStore<B> {
     }
 
     fn put_assignment(&self, a: &AssignmentRow) -> StoreResult<()> {
-        // In its own savepoint: a refused claim leaves the caller's
+        const UPSERT: &str = "INSERT INTO assignments (incident_id, unit_id, assigned_at_ms, status) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(incident_id, unit_id) DO UPDATE SET status = excluded.status";
+        let (incident, at, status) = (
+            a.incident_id.as_bytes(),
+            a.assigned_at_ms as i64,
+            a.status.as_str(),
+        );
+        let unit = a.unit_id.as_str();
+        let row = params![incident, unit, at, status];
+        if !a.status.holds_team() {
+            // Not a claim: only the primary key, the upsert's own target,
+            // can meet it.
+            return exec(&self.db, UPSERT, row).map(drop);
+        }
+        // A claim, first as a new row. `DO NOTHING` with no target covers
+        // every unique constraint, the one open assignment per team too, and
+        // refuses without an error: no savepoint, one round trip, the usual
+        // case (a fresh incident's team) settled.
+        let claimed = exec(
+            &self.db,
+            "INSERT INTO assignments (incident_id, unit_id, assigned_at_ms, status) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT DO NOTHING",
+            row,
+        )?;
+        if claimed == 1 {
+            return Ok(());
+        }
+        // Refused: this incident had the team before (sent it again after a
+        // timeout, say), or another holds it. The upsert tells which, in a
+        // savepoint of its own, so that a refusal leaves the caller's
         // transaction usable (PostgreSQL aborts a transaction at an error).
-        let put = self.atomic(|c| {
-            exec(c,
-                "INSERT INTO assignments (incident_id, unit_id, assigned_at_ms, status) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(incident_id, unit_id) DO UPDATE SET status = excluded.status",
-                params![a.incident_id.as_bytes(), &a.unit_id, a.assigned_at_ms as i64, a.status.as_str()],
-            )
-        });
-        match put {
+        match self.atomic(|c| exec(c, UPSERT, row)) {
             // The primary key is the upsert's own target: the only unique
             // constraint left to refuse it is one open assignment per team.
             Err(StoreError::Conflict(_)) => Err(StoreError::UnitTaken),
@@ -779,34 +812,23 @@ impl<B: Backend> Store for SqlStore<B> {
         )
     }
 
-    fn append_log(
-        &self,
-        index: u64,
-        entry: &[u8],
-        leaf_hash: &[u8; 32],
-        student: &StudentId,
-        incident: &IncidentId,
-        actor: &str,
-        reason: Option<&ViewReason>,
-        at_ms: u64,
-    ) -> StoreResult<()> {
-        let c = &self.db;
+    fn append_log(&self, e: &NewLogEntry) -> StoreResult<()> {
         exec(
-            c,
+            &self.db,
             "INSERT INTO transparency_log (idx, entry, leaf_hash, student_id, incident_id, actor, at_ms, reason, reason_nonce) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
-                index as i64,
-                entry,
-                &leaf_hash[..],
-                student.as_bytes(),
-                incident.as_bytes(),
-                actor,
-                at_ms as i64,
-                reason.map(|r| r.text.as_str()),
-                reason.map(|r| &r.nonce[..])
+                e.index as i64,
+                &e.entry,
+                &e.leaf_hash[..],
+                e.student.as_bytes(),
+                e.incident.as_bytes(),
+                e.actor.as_str(),
+                e.at_ms as i64,
+                e.reason.as_ref().map(|r| r.text.as_str()),
+                e.reason.as_ref().map(|r| &r.nonce[..])
             ],
-        )?;
-        Ok(())
+        )
+        .map(drop)
     }
 
     fn log_entries_of_student(

@@ -66,6 +66,14 @@ stored_words!(
     }
 );
 
+impl AssignmentStatus {
+    /// Whether an assignment in this status holds its team (the statuses
+    /// the index `one_open_assignment_per_unit` covers).
+    pub fn holds_team(self) -> bool {
+        matches!(self, Self::Pending | Self::Acknowledged)
+    }
+}
+
 /// The reason a supervisor gave to open a profile, and the nonce of its
 /// commitment in the log entry ([`sosvault::log::view_reason_commitment`]).
 #[derive(Clone, PartialEq, Eq)]
@@ -110,6 +118,18 @@ pub struct StudentRow {
     pub tombstoned_at: Option<u64>,
 }
 
+/// What a panic's checks read about its student, in one query
+/// ([`Store::panic_context`](super::Store::panic_context)).
+#[derive(Clone, Debug)]
+pub struct PanicContext {
+    /// The student.
+    pub student: StudentRow,
+    /// The incident this very panic (by its hash) already is, if any.
+    pub existing: Option<IncidentId>,
+    /// The student's panics since the rate limit's window began.
+    pub recent_panics: u32,
+}
+
 /// The current enrollment of a student.
 #[derive(Clone)]
 pub struct EnrollmentRow {
@@ -146,8 +166,31 @@ pub struct NewIncident {
     pub flags: Vec<String>,
 }
 
-/// An incident as stored.
+/// An entry for the transparency log, at the index the caller assigns
+/// ([`Store::append_log`](super::Store::append_log): the caller keeps the
+/// Merkle tree and assigns indices in order).
 #[derive(Clone, Debug)]
+pub struct NewLogEntry {
+    /// Its index in the log.
+    pub index: u64,
+    /// The entry's bytes.
+    pub entry: Vec<u8>,
+    /// Its Merkle leaf hash.
+    pub leaf_hash: [u8; 32],
+    /// The student it is about.
+    pub student: StudentId,
+    /// The incident it is about.
+    pub incident: IncidentId,
+    /// Who acted (`operator:<name>` or `unit:<id>`).
+    pub actor: String,
+    /// A supervisor's reason, if one was given.
+    pub reason: Option<ViewReason>,
+    /// When (unix ms).
+    pub at_ms: u64,
+}
+
+/// An incident as stored.
+#[derive(Clone, Debug, PartialEq)]
 pub struct IncidentRow {
     /// Incident id.
     pub id: IncidentId,
@@ -194,6 +237,31 @@ pub struct IncidentRow {
 }
 
 impl IncidentRow {
+    /// The row [`Store::insert_panic`](super::Store::insert_panic) writes
+    /// for `new`: open, nothing released, marked or closed yet.
+    pub(crate) fn opened(new: &NewIncident) -> Self {
+        IncidentRow {
+            id: new.id,
+            student_id: new.student_id,
+            panic_hash: new.panic_hash,
+            panic: Some(new.panic.clone()),
+            category: Some(new.category),
+            epoch: new.epoch,
+            created_at_ms: new.created_at_ms,
+            status: IncidentStatus::Open,
+            closed_at_ms: None,
+            incident_key_sealed: Some(new.incident_key_sealed.clone()),
+            duress: false,
+            false_alarm: false,
+            stopped: false,
+            flags: new.flags.clone(),
+            released_at_ms: None,
+            access_until_ms: None,
+            access_window_ms: None,
+            handler: None,
+        }
+    }
+
     /// The category's name as the control room is shown it: empty once
     /// the student pressed stop.
     pub fn category_name(&self) -> &'static str {
@@ -357,10 +425,10 @@ pub struct AccessLogEntry {
 }
 
 /// Outcome of storing a panic.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum PanicStored {
-    /// A new incident.
-    New,
+    /// A new incident, as stored (what reading it back would give).
+    New(Box<IncidentRow>),
     /// The same panic was stored before, as this incident.
     Existing(IncidentId),
 }

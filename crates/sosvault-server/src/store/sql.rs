@@ -15,7 +15,7 @@ use sosvault::{Category, IncidentId, MessageHash, StudentId, TrusteeId};
 
 use super::{
     AssignmentStatus, EnrollmentRow, IncidentRow, IncidentStatus, PendingForward, StoreError,
-    StoreResult, TrusteeAnswer, UnitRow, ViewReason,
+    StoreResult, StudentRow, TrusteeAnswer, UnitRow, ViewReason,
 };
 use crate::geo::UnitKind;
 
@@ -335,6 +335,14 @@ pub(crate) fn id_at<T: BlobId>(r: &Row, at: usize) -> StoreResult<T> {
     })
 }
 
+/// Column `at`, read as an id, or `None` where it is NULL.
+pub(crate) fn opt_id_at<T: BlobId>(r: &Row, at: usize) -> StoreResult<Option<T>> {
+    match r.get::<Option<Vec<u8>>>(at)? {
+        None => Ok(None),
+        Some(_) => id_at(r, at).map(Some),
+    }
+}
+
 /// Column `at`, a blob of exactly `N` bytes.
 pub(crate) fn arr_at<const N: usize>(r: &Row, at: usize) -> StoreResult<[u8; N]> {
     let blob: Vec<u8> = r.get(at)?;
@@ -473,6 +481,22 @@ pub(crate) fn incident_row(r: &Row) -> StoreResult<IncidentRow> {
         access_until_ms: r.get(15)?,
         access_window_ms: r.get(16)?,
         handler: r.get(17)?,
+    })
+}
+
+/// The columns [`student_row`] reads, in its order.
+pub(crate) const STUDENT_COLS: &str =
+    "student_id, device_public, epoch, highest_counter, false_alarms, tombstoned_at";
+
+/// A student (columns: [`STUDENT_COLS`]).
+pub(crate) fn student_row(r: &Row) -> StoreResult<StudentRow> {
+    Ok(StudentRow {
+        student_id: id_at(r, 0)?,
+        device_public: arr_at(r, 1)?,
+        epoch: r.get(2)?,
+        highest_counter: r.get(3)?,
+        false_alarms: r.get(4)?,
+        tombstoned_at: r.get(5)?,
     })
 }
 

@@ -18,6 +18,11 @@ pub struct SqlStore<B> {
     in_batch: Cell<bool>,
     /// How many [`SqlStore::atomic`] calls are running, one inside another.
     atomic_depth: Cell<u32>,
+    /// The batch's transaction is not opened yet ([`GroupCommit::begin`]).
+    begin_due: Cell<bool>,
+    /// The last job of the batch succeeded and its savepoint is not
+    /// released yet ([`GroupCommit::release`]).
+    release_due: Cell<bool>,
     /// What the current batch deleted that a purge must follow, if anything.
     pending: Cell<Option<Purge>>,
     /// The purge after the current batch must succeed (a stop was in it).
@@ -32,6 +37,8 @@ impl<B: Backend> SqlStore<B> {
             db,
             in_batch: Cell::new(false),
             atomic_depth: Cell::new(0),
+            begin_due: Cell::new(false),
+            release_due: Cell::new(false),
             pending: Cell::new(None),
             must_purge: Cell::new(false),
         })
@@ -50,22 +57,29 @@ impl<B: Backend> SqlStore<B> {
 
     fn atomic_at<T>(&self, depth: u32, f: impl FnOnce(&B) -> StoreResult<T>) -> StoreResult<T> {
         let c = &self.db;
-        let (open, close, undo) = if self.in_batch.get() || depth > 0 {
-            ("SAVEPOINT op", "RELEASE op", "ROLLBACK TO op; RELEASE op")
-        } else {
+        if !self.in_batch.get() && depth == 0 {
             c.reconnect_if_lost()?;
-            (B::BEGIN, "COMMIT", "ROLLBACK")
-        };
-        c.batch(open)?;
-        // Outside a batch, the close is the commit; if it fails the
-        // transaction is still open and must be undone too.
-        match f(c).and_then(|v| c.batch(close).map(|()| v)) {
-            Ok(v) => Ok(v),
-            Err(e) => {
-                let _ = c.batch(undo);
-                Err(e)
-            }
+            c.batch(B::BEGIN)?;
+            // The close is the commit; if it fails the transaction is still
+            // open and must be undone too.
+            return match f(c).and_then(|v| c.batch("COMMIT").map(|()| v)) {
+                Ok(v) => Ok(v),
+                Err(e) => {
+                    let _ = c.batch("ROLLBACK");
+                    Err(e)
+                }
+            };
         }
+        // Inside a transaction: a savepoint, which success leaves open. What
+        // encloses it (the job's savepoint, another `atomic`, the commit)
+        // keeps or undoes its writes with its own, so releasing it here
+        // would only cost a round trip. Named for its depth: `ROLLBACK TO`
+        // finds the newest savepoint of a name, which must be this one, not
+        // a kept inner one.
+        c.batch(&format!("SAVEPOINT op{depth}"))?;
+        f(c).inspect_err(|_| {
+            let _ = c.batch(&format!("ROLLBACK TO op{depth}; RELEASE op{depth}"));
+        })
     }
 
     /// After a wipe: purges now (outside a batch) or once the batch is
@@ -111,17 +125,29 @@ where
     fn begin(&mut self) -> StoreResult<()> {
         self.must_purge.set(false);
         self.db.reconnect_if_lost()?;
-        self.db.batch(B::BEGIN)?;
+        // Sent with the first job's savepoint: one round trip.
+        self.begin_due.set(true);
         self.in_batch.set(true);
         Ok(())
     }
 
     fn savepoint(&mut self) -> StoreResult<()> {
-        self.db.batch("SAVEPOINT job")
+        // What is due before it goes with it, in one round trip: the
+        // batch's BEGIN, or the last job's release.
+        let sql = if self.begin_due.replace(false) {
+            format!("{}; SAVEPOINT job", B::BEGIN)
+        } else if self.release_due.replace(false) {
+            "RELEASE job; SAVEPOINT job".to_owned()
+        } else {
+            "SAVEPOINT job".to_owned()
+        };
+        self.db.batch(&sql)
     }
 
     fn release(&mut self) -> StoreResult<()> {
-        self.db.batch("RELEASE job")
+        // Sent with the next job's savepoint; the commit releases the last.
+        self.release_due.set(true);
+        Ok(())
     }
 
     fn rollback_to(&mut self) -> StoreResult<()> {
@@ -129,6 +155,13 @@ where
     }
 
     fn commit(&mut self) -> StoreResult<()> {
+        // A commit keeps the writes of every savepoint still open.
+        self.release_due.set(false);
+        if self.begin_due.replace(false) {
+            // No job opened the transaction: there is nothing to commit.
+            self.in_batch.set(false);
+            return Ok(());
+        }
         let r = self.db.batch("COMMIT");
         if r.is_ok() {
             self.in_batch.set(false);
@@ -137,6 +170,8 @@ where
     }
 
     fn rollback(&mut self) {
+        self.release_due.set(false);
+        self.begin_due.set(false);
         if self.in_batch.replace(false) {
             let _ = self.db.batch("ROLLBACK");
         }
@@ -207,39 +242,70 @@ impl<B: Backend> AccessStore for SqlStore<B> {
 #[cfg(test)]
 mod tests {
     use super::SqlStore;
+    use crate::store::GroupCommit;
     use crate::store::sql::Backend;
     use crate::store::tests::iid;
     use crate::store::{PgStore, SqliteStore, Store, StoreError, StoreResult};
 
     /// An `atomic` inside another: the inner one's failure undoes only its
-    /// own writes, and the outer one still commits once.
-    fn nested<B: Backend>(s: &SqlStore<B>)
+    /// own writes, and the outer one still commits once; the outer one's
+    /// failure undoes the inner ones it kept too. Alone and inside a
+    /// batch's job.
+    fn nested<B: Backend>(s: &mut SqlStore<B>)
     where
         SqlStore<B>: Store,
     {
-        let outer: StoreResult<()> = s.atomic(|_| {
-            s.add_timeline(&iid(1), 1, "x", "outer")?;
-            let inner: StoreResult<()> = s.atomic(|_| {
-                s.add_timeline(&iid(2), 1, "x", "inner")?;
+        for in_batch in [false, true] {
+            let n = if in_batch { 10 } else { 0 };
+            if in_batch {
+                s.begin().unwrap();
+                s.savepoint().unwrap();
+            }
+            let outer: StoreResult<()> = s.atomic(|_| {
+                s.add_timeline(&iid(n + 1), 1, "x", "outer")?;
+                let kept: StoreResult<()> =
+                    s.atomic(|_| s.add_timeline(&iid(n + 1), 2, "x", "kept inner"));
+                kept?;
+                let inner: StoreResult<()> = s.atomic(|_| {
+                    s.add_timeline(&iid(n + 2), 1, "x", "inner")?;
+                    Err(StoreError::JobFailed)
+                });
+                assert!(inner.is_err());
+                s.add_timeline(&iid(n + 1), 3, "x", "after the inner one")
+            });
+            outer.unwrap();
+            let failed: StoreResult<()> = s.atomic(|_| {
+                s.add_timeline(&iid(n + 3), 1, "x", "undone")?;
+                s.atomic(|_| s.add_timeline(&iid(n + 3), 2, "x", "kept inner, then undone"))?;
                 Err(StoreError::JobFailed)
             });
-            assert!(inner.is_err());
-            s.add_timeline(&iid(1), 2, "x", "after the inner one")
-        });
-        outer.unwrap();
-        assert_eq!(s.timeline(&iid(1)).unwrap().len(), 2);
-        assert!(s.timeline(&iid(2)).unwrap().is_empty());
+            assert!(failed.is_err());
+            s.add_timeline(&iid(n + 4), 1, "x", "after the failed one")
+                .unwrap();
+            if in_batch {
+                s.release().unwrap();
+                s.commit().unwrap();
+            }
+            assert_eq!(
+                s.timeline(&iid(n + 1)).unwrap().len(),
+                3,
+                "batch: {in_batch}"
+            );
+            assert!(s.timeline(&iid(n + 2)).unwrap().is_empty());
+            assert!(s.timeline(&iid(n + 3)).unwrap().is_empty());
+            assert_eq!(s.timeline(&iid(n + 4)).unwrap().len(), 1);
+        }
     }
 
     #[test]
     fn a_failed_atomic_inside_another_undoes_only_itself_on_sqlite() {
         let dir = tempfile::tempdir().unwrap();
-        nested(&SqliteStore::open(&dir.path().join("db")).unwrap());
+        nested(&mut SqliteStore::open(&dir.path().join("db")).unwrap());
     }
 
     #[test]
     fn a_failed_atomic_inside_another_undoes_only_itself_on_postgres() {
         let db = sosvault_testkit::postgres::TestDatabase::create();
-        nested(&PgStore::connect(db.url()).unwrap());
+        nested(&mut PgStore::connect(db.url()).unwrap());
     }
 }

@@ -8,7 +8,8 @@ use sosvault::{Category, IncidentId, MessageHash, StudentId, TrusteeId};
 
 use super::{
     AssignmentRow, AssignmentStatus, DURESS_STOP, IncidentStatus, NewDuressAlert, NewIncident,
-    PanicStored, SqliteStore, Store, StoreError, StudentLogRow, TrusteeAnswer, ViewReason,
+    NewLogEntry, PanicStored, SqliteStore, Store, StoreError, StudentLogRow, TrusteeAnswer,
+    ViewReason,
 };
 
 /// The incident id `[n; 16]`.
@@ -29,6 +30,28 @@ pub(super) const fn tid(n: u8) -> TrusteeId {
 /// The message hash `[n; 32]`.
 pub(super) const fn mhash(n: u8) -> MessageHash {
     MessageHash::from_bytes([n; 32])
+}
+
+/// Log entry `index` with bytes `entry` (its leaf hash `[index + 1; 32]`),
+/// about student `[student; 32]` and incident `[incident; 16]`, no reason.
+pub(super) fn log_entry(
+    index: u8,
+    entry: &[u8],
+    student: u8,
+    incident: u8,
+    actor: &str,
+    at_ms: u64,
+) -> NewLogEntry {
+    NewLogEntry {
+        index: index.into(),
+        entry: entry.to_vec(),
+        leaf_hash: [index + 1; 32],
+        student: sid(student),
+        incident: iid(incident),
+        actor: actor.into(),
+        reason: None,
+        at_ms,
+    }
 }
 
 pub(super) fn incident(id: u8, panic_hash: u8) -> NewIncident {
@@ -191,21 +214,34 @@ fn enrolled_with(dir: &Path, record: &[u8], sealed: &[u8]) -> SqliteStore {
 }
 
 fn panic_is_stored_once(s: &dyn Store, _dir: Option<&Path>) {
+    assert!(s.panic_context(&sid(1), &mhash(4), 0).unwrap().is_none());
     enroll(s);
-    assert_eq!(
-        s.insert_panic(&incident(3, 4), "x").unwrap(),
-        PanicStored::New
-    );
+    let before = s.panic_context(&sid(1), &mhash(4), 0).unwrap().unwrap();
+    assert_eq!((before.existing, before.recent_panics), (None, 0));
+    let PanicStored::New(stored) = s.insert_panic(&incident(3, 4), "x").unwrap() else {
+        panic!("a new panic was not stored as new");
+    };
+    // What insert_panic answers is the row as stored, column for column.
+    assert_eq!(Some(*stored), s.incident(&iid(3)).unwrap());
     assert_eq!(
         s.insert_panic(&incident(5, 4), "x").unwrap(),
         PanicStored::Existing(iid(3))
     );
     assert_eq!(s.open_incidents().unwrap().len(), 1);
+    assert_eq!(s.timeline(&iid(3)).unwrap().len(), 1, "one timeline entry");
     assert_eq!(s.student(&sid(1)).unwrap().unwrap().highest_counter, 5);
     assert!(!s.bump_counter(&sid(1), 5).unwrap());
     assert!(s.bump_counter(&sid(1), 6).unwrap());
     let row = s.incident(&iid(3)).unwrap().unwrap();
     assert_eq!(row.flags, vec!["rate_limited".to_string()]);
+    // The panic's checks, in one read: the same panic is incident 3; the
+    // student's panics count from the rate limit's window on.
+    let again = s.panic_context(&sid(1), &mhash(4), 1000).unwrap().unwrap();
+    assert_eq!(again.existing, Some(iid(3)));
+    assert_eq!(again.recent_panics, 1);
+    assert_eq!(again.student.highest_counter, 6);
+    let later = s.panic_context(&sid(1), &mhash(9), 1001).unwrap().unwrap();
+    assert_eq!((later.existing, later.recent_panics), (None, 0));
 }
 
 #[test]
@@ -407,22 +443,16 @@ fn transparency_log_rows_come_back_in_order(s: &dyn Store, _dir: Option<&Path>) 
         entry: entry.to_vec(),
         reason,
     };
-    s.append_log(0, b"a", &[1; 32], &sid(7), &iid(1), "operator:op", None, 1)
+    s.append_log(&log_entry(0, b"a", 7, 1, "operator:op", 1))
         .unwrap();
     let why = ViewReason {
         text: "night-shift handover".into(),
         nonce: [5; 16],
     };
-    s.append_log(
-        1,
-        b"b",
-        &[2; 32],
-        &sid(8),
-        &iid(2),
-        "unit:u-1",
-        Some(&why),
-        2,
-    )
+    s.append_log(&NewLogEntry {
+        reason: Some(why.clone()),
+        ..log_entry(1, b"b", 8, 2, "unit:u-1", 2)
+    })
     .unwrap();
     assert_eq!(
         s.log_entries_of_student(&sid(7), 2, 10).unwrap(),
@@ -447,8 +477,7 @@ fn transparency_log_rows_come_back_in_order(s: &dyn Store, _dir: Option<&Path>) 
     assert_eq!((mine.len(), mine[0].index), (1, 1));
     assert_eq!(mine[0].reason.as_deref(), Some("night-shift handover"));
     assert!(
-        s.append_log(1, b"c", &[3; 32], &sid(8), &iid(2), "x", None, 3)
-            .is_err(),
+        s.append_log(&log_entry(1, b"c", 8, 2, "x", 3)).is_err(),
         "an index is used once"
     );
     // A stop leaves the entry and its commitment, never the text.

@@ -63,8 +63,8 @@ mod tests {
     use std::sync::mpsc;
 
     use super::Db;
-    use crate::store::tests::{iid, on_disk, sid, tid};
-    use crate::store::{SqliteStore, Store, StoreResult};
+    use crate::store::tests::{iid, log_entry, on_disk, sid, tid};
+    use crate::store::{NewLogEntry, SqliteStore, Store, StoreResult};
 
     /// A writer over a fresh store in `dir`, with the store's commit counter
     /// and its refuse-commits flag ([`SqliteStore::watch_commits`]).
@@ -135,20 +135,30 @@ mod tests {
         assert_eq!(commits.load(Ordering::SeqCst), 4);
     }
 
-    #[tokio::test]
-    async fn a_failing_or_panicking_job_rolls_back_only_its_own_writes() {
-        let dir = tempfile::tempdir().unwrap();
-        let (db, commits, _) = writer(dir.path());
-        db.call(|s| s.append_log(0, b"a", &[1; 32], &sid(7), &iid(1), "op", None, 1))
+    /// In one batch, jobs that succeed around one that writes and then
+    /// fails (a unique violation: `violation` is its code in the backend's
+    /// words) and one that writes and then panics: the two are undone, the
+    /// others kept, and the batch commits once (`commits`, where counted).
+    /// On PostgreSQL, which aborts a transaction at its first error until
+    /// it is rolled back to a savepoint, this is the savepoints' whole point.
+    async fn only_the_failing_jobs_are_undone(
+        db: &Db,
+        violation: &str,
+        commits: Option<&AtomicUsize>,
+    ) {
+        db.call(|s| s.append_log(&log_entry(0, b"a", 7, 1, "op", 1)))
             .await
             .unwrap();
-        let before = commits.load(Ordering::SeqCst);
-        let (open, held) = hold(&db);
+        let before = commits.map(|c| c.load(Ordering::SeqCst));
+        let (open, held) = hold(db);
         let a = db.call(|s| s.add_timeline(&iid(1), 1, "x", "kept a"));
-        // Writes a row, then a real SQLite error (the log index is taken).
+        // Writes a row, then a real database error (the log index is taken).
         let b = db.call(|s| {
             s.add_timeline(&iid(2), 1, "x", "undone")?;
-            s.append_log(0, b"b", &[2; 32], &sid(7), &iid(2), "op", None, 2)
+            s.append_log(&NewLogEntry {
+                leaf_hash: [2; 32],
+                ..log_entry(0, b"b", 7, 2, "op", 2)
+            })
         });
         let c = db.call(|s| s.add_timeline(&iid(3), 1, "x", "kept c"));
         let d = db.call(|s| -> StoreResult<()> {
@@ -159,12 +169,16 @@ mod tests {
         open.send(()).unwrap();
         held.await.unwrap();
         a.await.unwrap();
-        assert!(b.await.unwrap_err().to_string().contains("UNIQUE"));
+        let refused = b.await.unwrap_err().to_string();
+        assert!(refused.contains(violation), "{refused}");
         c.await.unwrap();
         assert!(d.await.is_err());
         e.await.unwrap();
-        assert_eq!(commits.load(Ordering::SeqCst), before + 2);
-        let seen = details_of(&db, 1..=5).await;
+        if let (Some(commits), Some(before)) = (commits, before) {
+            // The held job's batch, then one for the five behind it.
+            assert_eq!(commits.load(Ordering::SeqCst), before + 2);
+        }
+        let seen = details_of(db, 1..=5).await;
         assert_eq!(
             seen,
             vec![
@@ -181,47 +195,19 @@ mod tests {
         );
     }
 
-    /// PostgreSQL aborts a transaction at its first error until it is rolled
-    /// back to a savepoint: a failing job in a batch must cost only itself
-    /// there too, and the batch still commit.
+    #[tokio::test]
+    async fn a_failing_or_panicking_job_rolls_back_only_its_own_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (db, commits, _) = writer(dir.path());
+        only_the_failing_jobs_are_undone(&db, "UNIQUE", Some(&commits)).await;
+    }
+
     #[tokio::test]
     async fn on_postgres_a_failing_or_panicking_job_rolls_back_alone_and_the_batch_commits() {
         let pg = sosvault_testkit::postgres::TestDatabase::create();
         let db = Db::new(crate::store::PgStore::connect(pg.url()).unwrap()).unwrap();
-        db.call(|s| s.append_log(0, b"a", &[1; 32], &sid(7), &iid(1), "op", None, 1))
-            .await
-            .unwrap();
-        let (open, held) = hold(&db);
-        let a = db.call(|s| s.add_timeline(&iid(1), 1, "x", "kept a"));
-        let b = db.call(|s| {
-            s.add_timeline(&iid(2), 1, "x", "undone")?;
-            s.append_log(0, b"b", &[2; 32], &sid(7), &iid(2), "op", None, 2)
-        });
-        let c = db.call(|s| -> StoreResult<()> {
-            s.add_timeline(&iid(3), 1, "x", "undone")?;
-            panic!("a bug in a job");
-        });
-        let d = db.call(|s| s.add_timeline(&iid(4), 1, "x", "kept d"));
-        open.send(()).unwrap();
-        held.await.unwrap();
-        a.await.unwrap();
-        let e = b.await.unwrap_err().to_string();
-        assert!(
-            e.contains("23505"),
-            "a unique violation, in PostgreSQL's words: {e}"
-        );
-        assert!(c.await.is_err());
-        d.await.unwrap();
-        let seen = details_of(&db, 1..=4).await;
-        assert_eq!(
-            seen,
-            vec![
-                vec!["kept a".to_string()],
-                vec![],
-                vec![],
-                vec!["kept d".to_string()],
-            ]
-        );
+        // 23505: a unique violation, in PostgreSQL's words.
+        only_the_failing_jobs_are_undone(&db, "23505", None).await;
         drop(db);
     }
 
