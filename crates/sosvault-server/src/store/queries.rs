@@ -11,10 +11,10 @@ use super::sql::{
 };
 use super::sql_store::SqlStore;
 use super::{
-    AccessLogEntry, AssignmentRow, CommitStored, DURESS_STOP, EnrollmentRow, IncidentRow,
-    IncidentStatus, LogLeafRow, NewDuressAlert, NewIncident, NewLogEntry, PanicContext,
-    PanicStored, PendingCancel, PendingCommit, PendingShred, Store, StoreError, StoreResult,
-    StudentLogRow, StudentRow, TimelineEntry, TrusteeAnswer, UnitRow,
+    AccessLogEntry, AssignmentRow, AssignmentStatus, CommitStored, DURESS_STOP, EnrollmentRow,
+    IncidentRow, IncidentStatus, LogLeafRow, NewDuressAlert, NewIncident, NewLogEntry,
+    PanicContext, PanicStored, PendingCancel, PendingCommit, PendingShred, Store, StoreError,
+    StoreResult, StudentLogRow, StudentRow, TimelineEntry, TrusteeAnswer, UnitRow,
 };
 
 impl<B: Backend> Store for SqlStore<B> {
@@ -463,6 +463,18 @@ impl<B: Backend> Store for SqlStore<B> {
             // Not a claim: only the primary key, the upsert's own target,
             // can meet it.
             return exec(&self.db, UPSERT, row).map(drop);
+        }
+        if a.status == AssignmentStatus::Acknowledged {
+            // The usual acknowledgement: of this incident's own open claim,
+            // which already holds the team, so no constraint can refuse it.
+            let acked = exec(
+                &self.db,
+                "UPDATE assignments SET status = ?3 WHERE incident_id = ?1 AND unit_id = ?2 AND status IN ('pending', 'acknowledged')",
+                params![incident, unit, status],
+            )?;
+            if acked == 1 {
+                return Ok(());
+            }
         }
         // A claim, first as a new row. `DO NOTHING` with no target covers
         // every unique constraint, the one open assignment per team too, and

@@ -176,6 +176,13 @@ fn a_team_is_held_by_one_open_incident_at_a_time(s: &dyn Store, _dir: Option<&Pa
     }
     // What does not hold a team: it may be claimed elsewhere, and written.
     s.put_assignment(&assignment(5, "u", 2, TimedOut)).unwrap();
+    // Acknowledging a claim that timed out is a claim again, refused while
+    // another incident holds the team; the row stays as it was.
+    assert!(matches!(
+        s.put_assignment(&assignment(5, "u", 2, Acknowledged)),
+        Err(StoreError::UnitTaken)
+    ));
+    assert_eq!(s.assignments(&iid(5)).unwrap()[0].status, TimedOut);
     for free in [TimedOut, Released] {
         s.put_assignment(&assignment(3, "u", 1, free)).unwrap();
         s.put_assignment(&assignment(5, "u", 2, Pending)).unwrap();
