@@ -338,6 +338,174 @@ fn sign_manifest(
     Ok(key.public())
 }
 
+/// Runs `sosvault-trustee init` for trustee `i` (from 0) named `name`, in
+/// `trustee-{i+1}` under `root`: its keys on disk, and the public identity
+/// and verifier keys it printed, which the manifest and the witnesses need.
+async fn init_trustee(
+    root: &Path,
+    bin: &Path,
+    i: usize,
+    name: &'static str,
+    env: &[(String, String)],
+) -> anyhow::Result<TrusteeProc> {
+    let dir = root.join(format!("trustee-{}", i + 1));
+    let out = Command::new(bin)
+        .args(["init", "--dir"])
+        .arg(&dir)
+        .args(["--name", name, "--listen", "127.0.0.1:0"])
+        .output()
+        .await
+        .context("sosvault-trustee init")?;
+    if !out.status.success() {
+        bail!(
+            "sosvault-trustee init failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = |prefix: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix))
+            .and_then(|l| l.split_whitespace().next())
+            .map(str::to_owned)
+            .with_context(|| format!("sosvault-trustee init printed no {prefix}line"))
+    };
+    Ok(TrusteeProc {
+        name,
+        dir,
+        public: line("public: ")?,
+        log_vkey: line("log_vkey: ")?,
+        witness_vkey: line("witness_vkey: ")?,
+        pinned: String::new(),
+        proc: None,
+        addr: None,
+        bin: bin.to_owned(),
+        env: env.to_vec(),
+    })
+}
+
+/// Has each trustee witness the control room's log (`control_room_log`, its
+/// verifier key) and the other trustees' logs, and cosign as a witness of
+/// the others: no log's checkpoints go unwitnessed.
+fn witness_each_other(trustees: &mut [TrusteeProc], control_room_log: &str) {
+    let vkeys: Vec<(String, String)> = trustees
+        .iter()
+        .map(|t| (t.log_vkey.clone(), t.witness_vkey.clone()))
+        .collect();
+    for (i, t) in trustees.iter_mut().enumerate() {
+        let others: Vec<&(String, String)> = vkeys
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, v)| v)
+            .collect();
+        let logs: Vec<&str> = std::iter::once(control_room_log)
+            .chain(others.iter().map(|v| v.0.as_str()))
+            .collect();
+        let witnesses: Vec<&str> = others.iter().map(|v| v.1.as_str()).collect();
+        t.env.extend([
+            ("SOSVAULT_TRUSTEE_WITNESS_LOGS".to_owned(), logs.join(",")),
+            ("SOSVAULT_TRUSTEE_WITNESSES".to_owned(), witnesses.join(",")),
+        ]);
+    }
+}
+
+/// Issues each trustee its server certificate from the run's CA and has it
+/// answer its write endpoints to that CA's client certificates only.
+fn serve_trustees_tls(
+    pki: &sosvault_service::pki::Pki,
+    trustees: &mut [TrusteeProc],
+) -> anyhow::Result<()> {
+    for (i, t) in trustees.iter_mut().enumerate() {
+        let served = pki.server(&format!("trustee-{}", i + 1), &["127.0.0.1", "localhost"])?;
+        let files = [
+            ("SOSVAULT_TRUSTEE_TLS_CERT", served.cert),
+            ("SOSVAULT_TRUSTEE_TLS_KEY", served.key),
+            ("SOSVAULT_TRUSTEE_TLS_CLIENT_CA", pki.ca_file()),
+        ];
+        t.env
+            .extend(files.map(|(key, file)| (key.to_owned(), file.display().to_string())));
+    }
+    Ok(())
+}
+
+/// Fills in the dispatch service's configuration: its TLS certificate (if
+/// it serves TLS), what the run varies, its trustees (pinning the run's CA)
+/// and the operator `operator` with the password `pw`.
+fn configure_dispatch(
+    cfg: &mut Config,
+    opts: &ClusterOptions,
+    pki: &sosvault_service::pki::Pki,
+    trustees: &[TrusteeProc],
+    pw: &str,
+) -> anyhow::Result<()> {
+    if opts.dispatch_tls {
+        let served = pki.server("dispatch", &["127.0.0.1", "localhost"])?;
+        cfg.tls_cert = Some(served.cert);
+        cfg.tls_key = Some(served.key);
+    }
+    cfg.listen = opts.listen.clone();
+    cfg.ack_timeout_ms = opts.ack_timeout_ms;
+    cfg.enroll_timeout_ms = 5_000;
+    cfg.max_backoff_ms = 500;
+    cfg.witness_interval_ms = opts.witness_interval_ms;
+    cfg.stale_position_ms = opts.stale_position_ms;
+    cfg.database_url = opts
+        .database_url
+        .as_deref()
+        .map(sosvault_server::config::DatabaseUrl::new);
+    for t in trustees {
+        cfg.trustees.push(TrusteeConfig {
+            url: t.url(),
+            public: t.public.clone(),
+            name: t.name.to_owned(),
+            tls_ca: Some(pki.ca_file()),
+        });
+    }
+    cfg.operators.push(OperatorConfig {
+        username: "operator".into(),
+        password_hash: sosvault_server::auth::hash_password(pw).map_err(anyhow::Error::msg)?,
+        // A supervisor: the demo and the load runs register teams.
+        role: sosvault_server::access::Role::Supervisor,
+    });
+    Ok(())
+}
+
+/// Starts the dispatch service once to learn its address, signs the
+/// manifest naming it (with the authority key in `root`), and starts it
+/// again on the same address, now serving the manifest (it checks that the
+/// manifest names its own control room key). Returns the running service,
+/// its base URL, the authority's public key and the manifest's path.
+async fn serve_dispatch_with_manifest(
+    root: &Path,
+    opts: &ClusterOptions,
+    bin: &Path,
+    cfg: &mut Config,
+    trustees: &[TrusteeProc],
+    control_room: &ControlRoomPublic,
+) -> anyhow::Result<(Proc, String, AuthorityPublic, PathBuf)> {
+    let mut server = spawn_dispatch(bin, cfg).await?;
+    let scheme = if opts.dispatch_tls { "https" } else { "http" };
+    let base = format!("{scheme}://{}", server.addr);
+    let authority = sign_manifest(root, &opts.deployment, trustees, control_room, &base)?;
+    let manifest = manifest_path(root);
+    server.kill().await;
+    cfg.listen = server.addr.clone();
+    cfg.manifest_file = Some(manifest.clone());
+    let server = spawn_dispatch(bin, cfg).await?;
+    Ok((server, base, authority, manifest))
+}
+
+/// Writes `cfg` to the dispatch service's `server.toml` (mode 0600) and
+/// starts the service on it, its log beside it.
+async fn spawn_dispatch(bin: &Path, cfg: &Config) -> anyhow::Result<Proc> {
+    let config_path = cfg.data_dir.join("server.toml");
+    sosvault_server::files::write_private(&config_path, cfg.to_toml()?.as_bytes())?;
+    let mut cmd = Command::new(bin);
+    cmd.args(["serve", "--config"]).arg(&config_path);
+    Proc::spawn(cmd, &cfg.data_dir.join("server.log")).await
+}
+
 impl Cluster {
     /// Makes the keys (`sosvault-trustee init`, the control room's), starts
     /// three trustees pinning that control room, then the dispatch service;
@@ -352,66 +520,14 @@ impl Cluster {
         // Trustees' keys, then the control room's (the trustees pin it).
         let mut trustees = Vec::new();
         for (i, name) in TRUSTEES.iter().enumerate() {
-            let dir = root.join(format!("trustee-{}", i + 1));
-            let out = Command::new(&trustee_bin)
-                .args(["init", "--dir"])
-                .arg(&dir)
-                .args(["--name", name, "--listen", "127.0.0.1:0"])
-                .output()
-                .await
-                .context("sosvault-trustee init")?;
-            if !out.status.success() {
-                bail!(
-                    "sosvault-trustee init failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            let line = |prefix: &str| {
-                text.lines()
-                    .find_map(|l| l.strip_prefix(prefix))
-                    .and_then(|l| l.split_whitespace().next())
-                    .map(str::to_owned)
-                    .with_context(|| format!("sosvault-trustee init printed no {prefix}line"))
-            };
-            trustees.push(TrusteeProc {
-                name,
-                dir,
-                public: line("public: ")?,
-                log_vkey: line("log_vkey: ")?,
-                witness_vkey: line("witness_vkey: ")?,
-                pinned: String::new(),
-                proc: None,
-                addr: None,
-                bin: trustee_bin.clone(),
-                env: opts.trustee_env.clone(),
-            });
+            trustees.push(init_trustee(root, &trustee_bin, i, name, &opts.trustee_env).await?);
         }
         let sdir = root.join("dispatch");
         let mut cfg = Config::new(&sdir);
         let control_room = sosvault_server::init_keys(&cfg)?;
         // The trustees witness each other's logs and the control room's.
         let control_room_log = sosvault_server::log_vkey(&cfg)?;
-        let vkeys: Vec<(String, String)> = trustees
-            .iter()
-            .map(|t| (t.log_vkey.clone(), t.witness_vkey.clone()))
-            .collect();
-        for (i, t) in trustees.iter_mut().enumerate() {
-            let others: Vec<&(String, String)> = vkeys
-                .iter()
-                .enumerate()
-                .filter(|(j, _)| *j != i)
-                .map(|(_, v)| v)
-                .collect();
-            let logs: Vec<&str> = std::iter::once(control_room_log.as_str())
-                .chain(others.iter().map(|v| v.0.as_str()))
-                .collect();
-            let witnesses: Vec<&str> = others.iter().map(|v| v.1.as_str()).collect();
-            t.env.extend([
-                ("SOSVAULT_TRUSTEE_WITNESS_LOGS".to_owned(), logs.join(",")),
-                ("SOSVAULT_TRUSTEE_WITNESSES".to_owned(), witnesses.join(",")),
-            ]);
-        }
+        witness_each_other(&mut trustees, &control_room_log);
         // Every link to a trustee is TLS: a CA made now (its key never
         // leaves this process) issues each trustee's server certificate and
         // the control room's client certificate, the only one a trustee's
@@ -422,16 +538,7 @@ impl Cluster {
         }
         let pki = sosvault_service::pki::Pki::new(&pki_dir, "sosvault demo CA (made at start)")?;
         let control_room_cert = pki.client("control-room")?;
-        for (i, t) in trustees.iter_mut().enumerate() {
-            let served = pki.server(&format!("trustee-{}", i + 1), &["127.0.0.1", "localhost"])?;
-            let files = [
-                ("SOSVAULT_TRUSTEE_TLS_CERT", served.cert),
-                ("SOSVAULT_TRUSTEE_TLS_KEY", served.key),
-                ("SOSVAULT_TRUSTEE_TLS_CLIENT_CA", pki.ca_file()),
-            ];
-            t.env
-                .extend(files.map(|(key, file)| (key.to_owned(), file.display().to_string())));
-        }
+        serve_trustees_tls(&pki, &mut trustees)?;
         cfg.trustee_client_cert = Some(control_room_cert.cert.clone());
         cfg.trustee_client_key = Some(control_room_cert.key.clone());
         for t in &mut trustees {
@@ -443,53 +550,16 @@ impl Cluster {
         sosvault_server::init_metrics_token(&metrics_token_file)?;
         cfg.metrics_token_file = Some(metrics_token_file.clone());
         let pw = password();
-        if opts.dispatch_tls {
-            let served = pki.server("dispatch", &["127.0.0.1", "localhost"])?;
-            cfg.tls_cert = Some(served.cert);
-            cfg.tls_key = Some(served.key);
-        }
-        cfg.listen = opts.listen.clone();
-        cfg.ack_timeout_ms = opts.ack_timeout_ms;
-        cfg.enroll_timeout_ms = 5_000;
-        cfg.max_backoff_ms = 500;
-        cfg.witness_interval_ms = opts.witness_interval_ms;
-        cfg.stale_position_ms = opts.stale_position_ms;
-        cfg.database_url = opts
-            .database_url
-            .as_deref()
-            .map(sosvault_server::config::DatabaseUrl::new);
-        for t in &trustees {
-            cfg.trustees.push(TrusteeConfig {
-                url: t.url(),
-                public: t.public.clone(),
-                name: t.name.to_owned(),
-                tls_ca: Some(pki.ca_file()),
-            });
-        }
-        cfg.operators.push(OperatorConfig {
-            username: "operator".into(),
-            password_hash: sosvault_server::auth::hash_password(&pw).map_err(anyhow::Error::msg)?,
-            // A supervisor: the demo and the load runs register teams.
-            role: sosvault_server::access::Role::Supervisor,
-        });
-        let config_path = sdir.join("server.toml");
-        sosvault_server::files::write_private(&config_path, cfg.to_toml()?.as_bytes())?;
-        let mut cmd = Command::new(&server_bin);
-        cmd.args(["serve", "--config"]).arg(&config_path);
-        let mut server = Proc::spawn(cmd, &sdir.join("server.log")).await?;
-        let scheme = if opts.dispatch_tls { "https" } else { "http" };
-        let base = format!("{scheme}://{}", server.addr);
-        let authority = sign_manifest(root, &opts.deployment, &trustees, &control_room, &base)?;
-        let manifest = manifest_path(root);
-        // Again on the same address, now serving the manifest (it checks
-        // that the manifest names its own control room key).
-        server.kill().await;
-        cfg.listen = server.addr.clone();
-        cfg.manifest_file = Some(manifest.clone());
-        sosvault_server::files::write_private(&config_path, cfg.to_toml()?.as_bytes())?;
-        let mut cmd = Command::new(&server_bin);
-        cmd.args(["serve", "--config"]).arg(&config_path);
-        let server = Proc::spawn(cmd, &sdir.join("server.log")).await?;
+        configure_dispatch(&mut cfg, opts, &pki, &trustees, &pw)?;
+        let (server, base, authority, manifest) = serve_dispatch_with_manifest(
+            root,
+            opts,
+            &server_bin,
+            &mut cfg,
+            &trustees,
+            &control_room,
+        )
+        .await?;
         say(format!(
             "dispatch service listening on {base} (2 of 3 trustees open a vault)"
         ));
