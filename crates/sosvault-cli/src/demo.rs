@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Display;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -192,37 +192,56 @@ fn spawn_unit(
                 continue;
             };
             match ev["kind"].as_str() {
-                Some("assigned") => {
-                    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-                    let _ = client
-                        .post(
-                            &format!("/v1/unit/incidents/{incident}/ack"),
-                            Some(&token),
-                            &Value::Null,
-                        )
-                        .await;
-                }
-                Some("location") => {
-                    if let (Some(lat), Some(lon)) =
-                        (ev["detail"]["lat"].as_f64(), ev["detail"]["lon"].as_f64())
-                    {
-                        pos = (pos.0 + (lat - pos.0) * 0.85, pos.1 + (lon - pos.1) * 0.85);
-                        let _ = client
-                            .post(
-                                "/v1/unit/position",
-                                Some(&token),
-                                &json!({ "lat": pos.0, "lon": pos.1 }),
-                            )
-                            .await;
-                    }
-                }
+                Some("assigned") => acknowledge(&client, &token, incident, delay_ms).await,
+                Some("location") => pos = close_in(&client, &token, pos, &ev["detail"]).await,
                 _ => {}
             }
         }
     });
 }
 
-/// Runs the demo.
+/// The team acknowledges its assignment after `delay_ms`: a crew takes a
+/// moment to answer, and each team of the demo its own.
+async fn acknowledge(client: &Client, token: &str, incident: &str, delay_ms: u64) {
+    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+    let _ = client
+        .post(
+            &format!("/v1/unit/incidents/{incident}/ack"),
+            Some(token),
+            &Value::Null,
+        )
+        .await;
+}
+
+/// The team drives most of the way from `pos` toward the student's live
+/// location (`at`, a `location` event's detail) and reports where it is, so
+/// the operator sees it follow; returns its new position (`pos` when the
+/// event names no location).
+async fn close_in(client: &Client, token: &str, pos: (f64, f64), at: &Value) -> (f64, f64) {
+    let (Some(lat), Some(lon)) = (at["lat"].as_f64(), at["lon"].as_f64()) else {
+        return pos;
+    };
+    let pos = (pos.0 + (lat - pos.0) * 0.85, pos.1 + (lon - pos.1) * 0.85);
+    let _ = client
+        .post(
+            "/v1/unit/position",
+            Some(token),
+            &json!({ "lat": pos.0, "lon": pos.1 }),
+        )
+        .await;
+    pos
+}
+
+// The story follows three students, in three different areas.
+/// The student who panics, moves and is safe again.
+const MOVER: usize = 0;
+/// The student who panics while a trustee is down.
+const PATIENT: usize = 2;
+/// The student who presses STOP.
+const STOPPER: usize = 5;
+
+/// Runs the demo: starts the cluster, tells the story one step at a time,
+/// then serves until the time is up or a stop signal.
 pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let n = Narrator { t0: Instant::now() };
     let (root, _tmp) = data_root(opts.dir.as_deref(), "sosvault-demo-")?;
@@ -230,9 +249,34 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         "sosvault demo: everything runs on loopback; data in {}",
         root.display()
     ));
+    let cluster = start_cluster(&root, &opts, &n).await?;
+    let mut demo = Demo::connect(n, cluster).await?;
+    demo.put_teams_on_duty().await?;
+    demo.enroll(opts.students.max(MIN_STUDENTS)).await?;
 
-    let mut cluster = Cluster::start(
-        &root,
+    let pressed = demo.panic_and_open().await?;
+    demo.student_moves(&pressed).await?;
+    demo.student_is_safe(&pressed).await?;
+    demo.trustee_outage().await?;
+    demo.student_stops().await?;
+
+    demo.say_done().await;
+    let sim = crate::simulator::start(&demo.client, &demo.op, &demo.manifest).await?;
+    for why in &sim.unconfirmed {
+        demo.n.say(format!("Simulator: {why}"));
+    }
+    demo.print_how_to_use(&sim.url);
+    serve(opts.seconds, &demo.n).await;
+    demo.n.say("Stopping the service and the trustees");
+    demo.cluster.stop().await;
+    Ok(())
+}
+
+/// Starts the demo's trustees and dispatch service under `root`, narrating
+/// each step.
+async fn start_cluster(root: &Path, opts: &DemoOptions, n: &Narrator) -> anyhow::Result<Cluster> {
+    Cluster::start(
+        root,
         &ClusterOptions {
             listen: opts.listen.clone(),
             ack_timeout_ms: opts.ack_timeout_ms,
@@ -252,340 +296,13 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         },
         |m| n.say(m),
     )
-    .await?;
-    let pw = cluster.password.clone();
-    let base = cluster.base.clone();
-    let client = cluster.service_client()?;
-    // The phones' copy of the manifest, checked against the authority key
-    // they pin. Its trustees, threshold and control room are all a phone
-    // trusts; the service's `/v1/info` is not asked.
-    let manifest =
-        crate::manifest::verify_file(&cluster.manifest_path, &cluster.authority, Timestamp::now())?;
-    let control_room = manifest.manifest().control_room.clone();
-    let op = client
-        .login("operator", &pw)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut ops = Events {
-        rx: client
-            .events("/v1/operator/events", &op)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?,
-        backlog: Vec::new(),
-    };
-
-    // Teams.
-    let teams = kota::teams();
-    for (i, t) in teams.iter().enumerate() {
-        let (id, token) = client
-            .create_unit(&op, &t.name, t.kind, t.lat, t.lon)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        let events = client
-            .events("/v1/unit/events", &token)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        spawn_unit(
-            client.clone(),
-            token,
-            events,
-            (t.lat, t.lon),
-            300 + (i as u64 * 37) % 400,
-        );
-        let _ = id;
-    }
-    let count = |k: &str| teams.iter().filter(|t| t.kind == k).count();
-    n.say(format!(
-        "{} teams on duty across Kota's coaching areas: {} police, {} medical, {} counsellors",
-        teams.len(),
-        count("police"),
-        count("medical"),
-        count("counsellor")
-    ));
-
-    // Students.
-    let started = Instant::now();
-    // The story uses students 0, 2 and 5 (in three different areas).
-    let (mut students, unconfirmed, uncommitted) =
-        enroll_students(&client, &manifest, opts.students.max(MIN_STUDENTS)).await?;
-    n.say(format!(
-        "{} students enrolled in {:.1} s: each profile sealed on the phone, each vault key split 2-of-3 among the manifest's trustees, each phone checked all 3 trustees' signed receipts and committed its epoch",
-        students.len(),
-        started.elapsed().as_secs_f64()
-    ));
-    if let Some(first) = uncommitted.first() {
-        n.say(format!(
-            "{} enrolled phones could not deliver their enrollment commit (first: {first})",
-            uncommitted.len()
-        ));
-    }
-    if let Some(first) = unconfirmed.first() {
-        n.say(format!(
-            "{} phones are NOT enrolled: their receipts did not confirm the enrollment (first: {first})",
-            unconfirmed.len()
-        ));
-    }
-    if students.len() < MIN_STUDENTS {
-        bail!(
-            "only {} phones could confirm their enrollment; the story needs {MIN_STUDENTS}",
-            students.len()
-        );
-    }
-
-    // 1. A panic in Talwandi.
-    let a = 0;
-    let name_a = students[a].profile.name.clone();
-    let Pressed {
-        at: loc,
-        panic: panic_a,
-        incident: inc_a,
-        answered_in,
-    } = students[a]
-        .press_panic(&client, Category::Police, (0.0006, -0.0004), &control_room)
-        .await?;
-    n.say(format!(
-        "A student in {} presses PANIC (police). The service stores it and answers 202 in {} ms: incident {}",
-        students[a].area.name,
-        answered_in.as_millis(),
-        &inc_a[..8]
-    ));
-    // The operator takes the incident: its handler reads the profile once
-    // it is released (the step is narrated with the timeline below).
-    let d = ops.claim_and_open(&n, &client, &op, &inc_a).await?;
-    let p = &d["profile"];
-    n.say(format!(
-        "The operator opens the incident: {}, {}, {}, {}; guardian {} ({}); blood group {}. This view is logged.",
-        p["name"].as_str().unwrap_or("?"),
-        p["phone"].as_str().unwrap_or("?"),
-        p["hostel"].as_str().unwrap_or("?"),
-        p["institute"].as_str().unwrap_or("?"),
-        p["guardian_name"].as_str().unwrap_or("?"),
-        p["guardian_phone"].as_str().unwrap_or("?"),
-        p["blood_group"].as_str().unwrap_or("?"),
-    ));
-    if p["name"].as_str() != Some(name_a.as_str()) {
-        bail!("the opened profile is not the student's");
-    }
-
-    // 2. The student moves; the team follows.
-    let target = kota::AREAS[1];
-    for step in 1..=3 {
-        let f = f64::from(step) / 8.0;
-        let lat = loc.lat() + (target.lat - loc.lat()) * f;
-        let lon = loc.lon() + (target.lon - loc.lon()) * f;
-        let here = Location::new(lat, lon, 6, Timestamp::now()).context("location")?;
-        let update = students[a].device.location_update(
-            panic_a.hash(),
-            &here,
-            &control_room,
-            Timestamp::now(),
-        )?;
-        client
-            .location(&update)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        ops.wait_for(10, "location", inc_a.as_str()).await?;
-        let moved = ops.wait_for(10, "unit_position", inc_a.as_str()).await?;
-        let unit_at = (
-            moved["detail"]["lat"].as_f64().unwrap_or(0.0),
-            moved["detail"]["lon"].as_f64().unwrap_or(0.0),
-        );
-        let gap = sosvault_server::geo::haversine_m((lat, lon), unit_at);
-        n.say(format!(
-            "The student moves toward {} (live update {step}); the team follows and is {gap:.0} m away",
-            target.name
-        ));
-    }
-
-    // 3. "I am safe".
-    let cancel =
-        students[a]
-            .device
-            .cancel(panic_a.hash(), false, &control_room, Timestamp::now())?;
-    client
-        .cancel(&cancel)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    ops.wait_for(10, "cancelled", inc_a.as_str()).await?;
-    n.say("The student presses \"I am safe\": incident closed, vault key and incident key forgotten, the team stands down");
-    let profile_bytes = students[a].profile.to_bytes();
-    match crate::manifest::enroll_phone(
-        &client,
-        &mut students[a].device,
-        &manifest,
-        &profile_bytes,
-    )
     .await
-    {
-        Ok(done) => {
-            n.say(format!(
-                "The phone re-enrolls under epoch {}: a fresh vault key, so the key released today opens nothing stored from now on (the phone checked all 3 trustees' receipts)",
-                done.epoch
-            ));
-            match &done.commit {
-                Ok(_) => n.say(format!(
-                    "The phone commits epoch {}: every trustee drops the share of the epoch before (kept until now, so no panic was refused during the re-enrollment)",
-                    done.epoch
-                )),
-                Err(_) => n.say(done.warning().unwrap_or_default()),
-            }
-        }
-        Err(e) => n.say(format!(
-            "The phone's re-enrollment stays pending ({e}); it panics under epoch {} until the receipts confirm it",
-            students[a].device.epoch()
-        )),
-    }
+}
 
-    // 4. A trustee goes down; the next panic still opens.
-    cluster.trustees[2].stop().await;
-    n.say(format!(
-        "Trustee \"{}\" goes down",
-        cluster.trustees[2].name
-    ));
-    let b = 2;
-    let inc_b = students[b]
-        .press_panic(&client, Category::Medical, (-0.0005, 0.0007), &control_room)
-        .await?
-        .incident;
-    n.say(format!(
-        "A student in {} presses PANIC (medical): incident {}",
-        students[b].area.name,
-        &inc_b[..8]
-    ));
-    let seen = ops.claim_and_open(&n, &client, &op, &inc_b).await?;
-    n.say(format!(
-        "Two trustees were enough: the ambulance crew sees blood group {} and medical notes \"{}\"",
-        seen["profile"]["blood_group"].as_str().unwrap_or("?"),
-        seen["profile"]["medical_notes"].as_str().unwrap_or("")
-    ));
-    cluster.trustees[2].start().await?;
-    n.say(format!("Trustee \"{}\" is back", cluster.trustees[2].name));
-    client
-        .post(
-            &format!("/v1/operator/incidents/{inc_b}/close"),
-            Some(&op),
-            &Value::Null,
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    n.say("The operator closes the medical incident once the student is in hospital");
-
-    // 5. Stop.
-    let c = 5;
-    let loc_c = offset(students[c].area, 0.0, 0.0)?;
-    let unsent =
-        students[c]
-            .device
-            .panic(Category::Police, &loc_c, &control_room, Timestamp::now())?;
-    let stop = students[c]
-        .device
-        .stop(false, &control_room, Timestamp::now())?;
-    let t_stop = Instant::now();
-    let answer = client
-        .stop(&stop)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let names: HashMap<TrusteeId, &str> = manifest
-        .manifest()
-        .trustees
-        .iter()
-        .map(|t| (t.public.id(), t.name.as_str()))
-        .collect();
-    n.say(format!(
-        "A student in {} presses STOP: ciphertexts deleted (SQLite secure_delete, WAL truncated), every trustee asked to shred",
-        students[c].area.name
-    ));
-    for r in answer["receipts"].as_array().cloned().unwrap_or_default() {
-        let bytes =
-            base64::engine::general_purpose::STANDARD.decode(r.as_str().unwrap_or_default())?;
-        let receipt = Signed::<ShredReceipt>::decode(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let who = names
-            .get(&TrusteeId::of_signer(receipt.signer()))
-            .copied()
-            .unwrap_or("?");
-        n.say(format!(
-            "  signed shred receipt from \"{who}\" (epoch {}) after {} ms",
-            receipt.body().epoch,
-            t_stop.elapsed().as_millis()
-        ));
-    }
-    let err = client
-        .panic(&unsent)
-        .await
-        .err()
-        .map(|e| e.code)
-        .unwrap_or_default();
-    n.say(format!(
-        "A later panic from that student's old keys is refused by the service: {err}"
-    ));
-    let cr = ControlRoomKey::from_secret_bytes(&std::fs::read(&cluster.control_room_key)?)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let request = cr.release_request(
-        &unsent,
-        IncidentId::random(),
-        &IncidentKey::generate(),
-        Timestamp::now(),
-    );
-    let mut refused = 0;
-    for t in &cluster.trustees {
-        let tc = cluster.trustee_client(t)?;
-        let body = json!({ "request": base64::engine::general_purpose::STANDARD.encode(request.as_bytes()) });
-        match tc.post("/v1/releases", None, &body).await {
-            Err(e) if e.code == "shredded" => refused += 1,
-            other => n.say(format!("  unexpected answer from {}: {other:?}", t.name)),
-        }
-    }
-    n.say(format!(
-        "Even the control room's own key cannot get it back: {refused} of 3 trustees answer \"shredded\"; the student's data can no longer be decrypted by anyone"
-    ));
-
-    let metrics = cluster.metrics().await.unwrap_or_default();
-    let panics = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("sosvault_panics_total "))
-        .unwrap_or("?");
-    n.say(format!(
-        "Done: {panics} panics handled. Metrics at {base}/metrics, for operators only: send the scrape token in {} (or an operator's session token) as a bearer token",
-        cluster.metrics_token_file.display()
-    ));
-    let sim = crate::simulator::start(&client, &op, &manifest).await?;
-    for why in &sim.unconfirmed {
-        n.say(format!("Simulator: {why}"));
-    }
-    println!();
-    let ca = cluster.ca_file.display();
-    println!("Control room: {base}");
-    println!(
-        "TLS: every link (browsers, phones, trustees) is TLS with certificates made at start by the demo's CA {ca}; your browser warns once about it (or import it), and the sosvault commands take --ca {ca}"
-    );
-    println!("Team screen: {base}/team (a team's token comes from the simulator page)");
-    println!("Student simulator: {}", sim.url);
-    println!(
-        "Phone on the command line: sosvault device enroll --manifest {} --authority {} --ca {ca} --name NAME --phone PHONE --state FILE",
-        cluster.manifest_path.display(),
-        cluster.authority.to_hex()
-    );
-    println!("Login: operator / {pw}");
-    println!(
-        "The operator is a supervisor: claim an incident to read its profile (sosvault claim ID), or open another's with a reason (sosvault incident ID --reason TEXT), which the student sees"
-    );
-    println!("API: {base}/v1/operator/incidents (POST {base}/v1/operator/login first)");
-    let witnesses: String = cluster
-        .trustees
-        .iter()
-        .map(|t| format!(" --witness {}", t.witness_vkey))
-        .collect();
-    println!(
-        "Audit the control room's log, witnessed by the 3 trustees: sosvault-server log verify --url {base} --ca {ca}{witnesses}"
-    );
-    println!(
-        "Metrics: curl --cacert {ca} -H \"Authorization: Bearer $(cat {})\" {base}/metrics",
-        cluster.metrics_token_file.display()
-    );
-
-    let remaining = opts
-        .seconds
-        .map(|s| Duration::from_secs(s).saturating_sub(n.t0.elapsed()));
+/// Serves until `seconds` from the start have passed (`None`: until Ctrl-C
+/// or SIGTERM), so people can try the running system.
+async fn serve(seconds: Option<u64>, n: &Narrator) {
+    let remaining = seconds.map(|s| Duration::from_secs(s).saturating_sub(n.t0.elapsed()));
     match remaining {
         Some(d) => {
             println!("Serving for {} more seconds.", d.as_secs());
@@ -599,9 +316,460 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
             stop_signal().await;
         }
     }
-    n.say("Stopping the service and the trustees");
-    cluster.stop().await;
-    Ok(())
+}
+
+/// What every step of the story shares: the running cluster, the phones'
+/// verified manifest, the operator's session and event stream, and the
+/// enrolled students.
+///
+/// The fields drop in the order they are declared, the students first and
+/// the cluster (which kills its children) last, as the story's locals did.
+struct Demo {
+    /// The enrolled students, in order (empty until [`Demo::enroll`]).
+    students: Vec<Student>,
+    /// The operator's live event stream.
+    ops: Events,
+    /// The operator's session token.
+    op: String,
+    /// The control room the phones encrypt to, from the manifest.
+    control_room: ControlRoomPublic,
+    /// The phones' copy of the manifest, checked against the authority key
+    /// they pin.
+    manifest: VerifiedManifest,
+    /// A client for the dispatch service.
+    client: Client,
+    cluster: Cluster,
+    n: Narrator,
+}
+
+impl Demo {
+    /// Logs the operator in and opens its event stream. The phones' copy
+    /// of the manifest is checked against the authority key they pin: its
+    /// trustees, threshold and control room are all a phone trusts; the
+    /// service's `/v1/info` is not asked.
+    async fn connect(n: Narrator, cluster: Cluster) -> anyhow::Result<Self> {
+        let client = cluster.service_client()?;
+        let manifest = crate::manifest::verify_file(
+            &cluster.manifest_path,
+            &cluster.authority,
+            Timestamp::now(),
+        )?;
+        let control_room = manifest.manifest().control_room.clone();
+        let op = client
+            .login("operator", &cluster.password)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let ops = Events {
+            rx: client
+                .events("/v1/operator/events", &op)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+            backlog: Vec::new(),
+        };
+        Ok(Self {
+            students: Vec::new(),
+            ops,
+            op,
+            control_room,
+            manifest,
+            client,
+            cluster,
+            n,
+        })
+    }
+
+    /// Registers Kota's teams, each a simulated crew on its own stream.
+    async fn put_teams_on_duty(&self) -> anyhow::Result<()> {
+        let teams = kota::teams();
+        for (i, t) in teams.iter().enumerate() {
+            let (_, token) = self
+                .client
+                .create_unit(&self.op, &t.name, t.kind, t.lat, t.lon)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let events = self
+                .client
+                .events("/v1/unit/events", &token)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            spawn_unit(
+                self.client.clone(),
+                token,
+                events,
+                (t.lat, t.lon),
+                300 + (i as u64 * 37) % 400,
+            );
+        }
+        let count = |k: &str| teams.iter().filter(|t| t.kind == k).count();
+        self.n.say(format!(
+            "{} teams on duty across Kota's coaching areas: {} police, {} medical, {} counsellors",
+            teams.len(),
+            count("police"),
+            count("medical"),
+            count("counsellor")
+        ));
+        Ok(())
+    }
+
+    /// Enrolls `count` students and says how it went; fails when fewer
+    /// than the story needs could confirm their enrollment.
+    async fn enroll(&mut self, count: usize) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let (students, unconfirmed, uncommitted) =
+            enroll_students(&self.client, &self.manifest, count).await?;
+        self.students = students;
+        self.n.say(format!(
+            "{} students enrolled in {:.1} s: each profile sealed on the phone, each vault key split 2-of-3 among the manifest's trustees, each phone checked all 3 trustees' signed receipts and committed its epoch",
+            self.students.len(),
+            started.elapsed().as_secs_f64()
+        ));
+        if let Some(first) = uncommitted.first() {
+            self.n.say(format!(
+                "{} enrolled phones could not deliver their enrollment commit (first: {first})",
+                uncommitted.len()
+            ));
+        }
+        if let Some(first) = unconfirmed.first() {
+            self.n.say(format!(
+                "{} phones are NOT enrolled: their receipts did not confirm the enrollment (first: {first})",
+                unconfirmed.len()
+            ));
+        }
+        if self.students.len() < MIN_STUDENTS {
+            bail!(
+                "only {} phones could confirm their enrollment; the story needs {MIN_STUDENTS}",
+                self.students.len()
+            );
+        }
+        Ok(())
+    }
+
+    /// Step 1, a panic in Talwandi: the operator takes the incident and
+    /// reads the profile once it is released. Returns the panic, which the
+    /// next steps follow.
+    async fn panic_and_open(&mut self) -> anyhow::Result<Pressed> {
+        let name = self.students[MOVER].profile.name.clone();
+        let pressed = self.students[MOVER]
+            .press_panic(
+                &self.client,
+                Category::Police,
+                (0.0006, -0.0004),
+                &self.control_room,
+            )
+            .await?;
+        self.n.say(format!(
+            "A student in {} presses PANIC (police). The service stores it and answers 202 in {} ms: incident {}",
+            self.students[MOVER].area.name,
+            pressed.answered_in.as_millis(),
+            &pressed.incident[..8]
+        ));
+        // The operator takes the incident: its handler reads the profile once
+        // it is released (the step is narrated with the timeline below).
+        let d = self
+            .ops
+            .claim_and_open(&self.n, &self.client, &self.op, &pressed.incident)
+            .await?;
+        let p = &d["profile"];
+        self.n.say(format!(
+            "The operator opens the incident: {}, {}, {}, {}; guardian {} ({}); blood group {}. This view is logged.",
+            p["name"].as_str().unwrap_or("?"),
+            p["phone"].as_str().unwrap_or("?"),
+            p["hostel"].as_str().unwrap_or("?"),
+            p["institute"].as_str().unwrap_or("?"),
+            p["guardian_name"].as_str().unwrap_or("?"),
+            p["guardian_phone"].as_str().unwrap_or("?"),
+            p["blood_group"].as_str().unwrap_or("?"),
+        ));
+        if p["name"].as_str() != Some(name.as_str()) {
+            bail!("the opened profile is not the student's");
+        }
+        Ok(pressed)
+    }
+
+    /// Step 2, the student moves toward the next area in three live
+    /// updates; the team follows each.
+    async fn student_moves(&mut self, pressed: &Pressed) -> anyhow::Result<()> {
+        let target = kota::AREAS[1];
+        let loc = &pressed.at;
+        for step in 1..=3 {
+            let f = f64::from(step) / 8.0;
+            let lat = loc.lat() + (target.lat - loc.lat()) * f;
+            let lon = loc.lon() + (target.lon - loc.lon()) * f;
+            let unit_at = self.send_location(pressed, lat, lon).await?;
+            let gap = sosvault_server::geo::haversine_m((lat, lon), unit_at);
+            self.n.say(format!(
+                "The student moves toward {} (live update {step}); the team follows and is {gap:.0} m away",
+                target.name
+            ));
+        }
+        Ok(())
+    }
+
+    /// Sends the moving student's live location `(lat, lon)` for `pressed`
+    /// and waits until the operator sees it and the team's answering
+    /// position; returns where the team is.
+    async fn send_location(
+        &mut self,
+        pressed: &Pressed,
+        lat: f64,
+        lon: f64,
+    ) -> anyhow::Result<(f64, f64)> {
+        let here = Location::new(lat, lon, 6, Timestamp::now()).context("location")?;
+        let update = self.students[MOVER].device.location_update(
+            pressed.panic.hash(),
+            &here,
+            &self.control_room,
+            Timestamp::now(),
+        )?;
+        self.client
+            .location(&update)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let inc = pressed.incident.as_str();
+        self.ops.wait_for(10, "location", inc).await?;
+        let moved = self.ops.wait_for(10, "unit_position", inc).await?;
+        Ok((
+            moved["detail"]["lat"].as_f64().unwrap_or(0.0),
+            moved["detail"]["lon"].as_f64().unwrap_or(0.0),
+        ))
+    }
+
+    /// Step 3, "I am safe": the incident closes, and the phone re-enrolls so
+    /// the key released today opens nothing stored from now on.
+    async fn student_is_safe(&mut self, pressed: &Pressed) -> anyhow::Result<()> {
+        let (phone, panic) = (&mut self.students[MOVER].device, pressed.panic.hash());
+        let cancel = phone.cancel(panic, false, &self.control_room, Timestamp::now())?;
+        self.client
+            .cancel(&cancel)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        self.ops
+            .wait_for(10, "cancelled", pressed.incident.as_str())
+            .await?;
+        self.n.say("The student presses \"I am safe\": incident closed, vault key and incident key forgotten, the team stands down");
+        self.re_enroll().await;
+        Ok(())
+    }
+
+    /// The safe student's phone re-enrolls under a fresh epoch and commits
+    /// it; a re-enrollment that does not confirm is told, not fatal.
+    async fn re_enroll(&mut self) {
+        let student = &mut self.students[MOVER];
+        let profile_bytes = student.profile.to_bytes();
+        match crate::manifest::enroll_phone(
+            &self.client,
+            &mut student.device,
+            &self.manifest,
+            &profile_bytes,
+        )
+        .await
+        {
+            Ok(done) => {
+                self.n.say(format!(
+                    "The phone re-enrolls under epoch {}: a fresh vault key, so the key released today opens nothing stored from now on (the phone checked all 3 trustees' receipts)",
+                    done.epoch
+                ));
+                match &done.commit {
+                    Ok(_) => self.n.say(format!(
+                        "The phone commits epoch {}: every trustee drops the share of the epoch before (kept until now, so no panic was refused during the re-enrollment)",
+                        done.epoch
+                    )),
+                    Err(_) => self.n.say(done.warning().unwrap_or_default()),
+                }
+            }
+            Err(e) => self.n.say(format!(
+                "The phone's re-enrollment stays pending ({e}); it panics under epoch {} until the receipts confirm it",
+                student.device.epoch()
+            )),
+        }
+    }
+
+    /// Step 4, a trustee goes down: the next panic still opens with the
+    /// other two, and the trustee comes back.
+    async fn trustee_outage(&mut self) -> anyhow::Result<()> {
+        let down = &mut self.cluster.trustees[2];
+        down.stop().await;
+        self.n.say(format!("Trustee \"{}\" goes down", down.name));
+        let inc = self.students[PATIENT]
+            .press_panic(
+                &self.client,
+                Category::Medical,
+                (-0.0005, 0.0007),
+                &self.control_room,
+            )
+            .await?
+            .incident;
+        self.n.say(format!(
+            "A student in {} presses PANIC (medical): incident {}",
+            self.students[PATIENT].area.name,
+            &inc[..8]
+        ));
+        let seen = self
+            .ops
+            .claim_and_open(&self.n, &self.client, &self.op, &inc)
+            .await?;
+        self.n.say(format!(
+            "Two trustees were enough: the ambulance crew sees blood group {} and medical notes \"{}\"",
+            seen["profile"]["blood_group"].as_str().unwrap_or("?"),
+            seen["profile"]["medical_notes"].as_str().unwrap_or("")
+        ));
+        let back = &mut self.cluster.trustees[2];
+        back.start().await?;
+        self.n.say(format!("Trustee \"{}\" is back", back.name));
+        let close = format!("/v1/operator/incidents/{inc}/close");
+        self.client
+            .post(&close, Some(&self.op), &Value::Null)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        self.n
+            .say("The operator closes the medical incident once the student is in hospital");
+        Ok(())
+    }
+
+    /// Step 5, a student presses STOP: every trustee shreds, and neither the
+    /// student's old keys nor the control room's own key get the data back.
+    async fn student_stops(&mut self) -> anyhow::Result<()> {
+        let stopper = &mut self.students[STOPPER];
+        let loc = offset(stopper.area, 0.0, 0.0)?;
+        let unsent =
+            stopper
+                .device
+                .panic(Category::Police, &loc, &self.control_room, Timestamp::now())?;
+        let stop = stopper
+            .device
+            .stop(false, &self.control_room, Timestamp::now())?;
+        let t_stop = Instant::now();
+        let answer = self
+            .client
+            .stop(&stop)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        self.n.say(format!(
+            "A student in {} presses STOP: ciphertexts deleted (SQLite secure_delete, WAL truncated), every trustee asked to shred",
+            stopper.area.name
+        ));
+        self.say_shred_receipts(&answer, t_stop)?;
+        let err = self
+            .client
+            .panic(&unsent)
+            .await
+            .err()
+            .map(|e| e.code)
+            .unwrap_or_default();
+        self.n.say(format!(
+            "A later panic from that student's old keys is refused by the service: {err}"
+        ));
+        self.ask_trustees_to_release(&unsent).await
+    }
+
+    /// Tells each trustee's signed shred receipt in the STOP's `answer`,
+    /// by the trustee's name in the manifest.
+    fn say_shred_receipts(&self, answer: &Value, t_stop: Instant) -> anyhow::Result<()> {
+        let names: HashMap<TrusteeId, &str> = self
+            .manifest
+            .manifest()
+            .trustees
+            .iter()
+            .map(|t| (t.public.id(), t.name.as_str()))
+            .collect();
+        for r in answer["receipts"].as_array().cloned().unwrap_or_default() {
+            let bytes =
+                base64::engine::general_purpose::STANDARD.decode(r.as_str().unwrap_or_default())?;
+            let receipt =
+                Signed::<ShredReceipt>::decode(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let who = names
+                .get(&TrusteeId::of_signer(receipt.signer()))
+                .copied()
+                .unwrap_or("?");
+            self.n.say(format!(
+                "  signed shred receipt from \"{who}\" (epoch {}) after {} ms",
+                receipt.body().epoch,
+                t_stop.elapsed().as_millis()
+            ));
+        }
+        Ok(())
+    }
+
+    /// The control room, with its own key, asks every trustee to release
+    /// the stopped student's `unsent` panic; each should answer "shredded".
+    async fn ask_trustees_to_release(&self, unsent: &Signed<PanicEvent>) -> anyhow::Result<()> {
+        let cr = ControlRoomKey::from_secret_bytes(&std::fs::read(&self.cluster.control_room_key)?)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let request = cr.release_request(
+            unsent,
+            IncidentId::random(),
+            &IncidentKey::generate(),
+            Timestamp::now(),
+        );
+        let mut refused = 0;
+        for t in &self.cluster.trustees {
+            let tc = self.cluster.trustee_client(t)?;
+            let body = json!({ "request": base64::engine::general_purpose::STANDARD.encode(request.as_bytes()) });
+            match tc.post("/v1/releases", None, &body).await {
+                Err(e) if e.code == "shredded" => refused += 1,
+                other => self
+                    .n
+                    .say(format!("  unexpected answer from {}: {other:?}", t.name)),
+            }
+        }
+        self.n.say(format!(
+            "Even the control room's own key cannot get it back: {refused} of 3 trustees answer \"shredded\"; the student's data can no longer be decrypted by anyone"
+        ));
+        Ok(())
+    }
+
+    /// The end of the story: how many panics the service counted, and where
+    /// its metrics are.
+    async fn say_done(&self) {
+        let metrics = self.cluster.metrics().await.unwrap_or_default();
+        let panics = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("sosvault_panics_total "))
+            .unwrap_or("?");
+        let base = &self.cluster.base;
+        self.n.say(format!(
+            "Done: {panics} panics handled. Metrics at {base}/metrics, for operators only: send the scrape token in {} (or an operator's session token) as a bearer token",
+            self.cluster.metrics_token_file.display()
+        ));
+    }
+
+    /// How to try the running system: its addresses, the operator's login,
+    /// and the commands that reach it (the simulator's page at `sim_url`).
+    fn print_how_to_use(&self, sim_url: &str) {
+        let cluster = &self.cluster;
+        let base = &cluster.base;
+        println!();
+        let ca = cluster.ca_file.display();
+        println!("Control room: {base}");
+        println!(
+            "TLS: every link (browsers, phones, trustees) is TLS with certificates made at start by the demo's CA {ca}; your browser warns once about it (or import it), and the sosvault commands take --ca {ca}"
+        );
+        println!("Team screen: {base}/team (a team's token comes from the simulator page)");
+        println!("Student simulator: {}", sim_url);
+        println!(
+            "Phone on the command line: sosvault device enroll --manifest {} --authority {} --ca {ca} --name NAME --phone PHONE --state FILE",
+            cluster.manifest_path.display(),
+            cluster.authority.to_hex()
+        );
+        let pw = &cluster.password;
+        println!("Login: operator / {pw}");
+        println!(
+            "The operator is a supervisor: claim an incident to read its profile (sosvault claim ID), or open another's with a reason (sosvault incident ID --reason TEXT), which the student sees"
+        );
+        println!("API: {base}/v1/operator/incidents (POST {base}/v1/operator/login first)");
+        let witnesses: String = cluster
+            .trustees
+            .iter()
+            .map(|t| format!(" --witness {}", t.witness_vkey))
+            .collect();
+        println!(
+            "Audit the control room's log, witnessed by the 3 trustees: sosvault-server log verify --url {base} --ca {ca}{witnesses}"
+        );
+        println!(
+            "Metrics: curl --cacert {ca} -H \"Authorization: Bearer $(cat {})\" {base}/metrics",
+            cluster.metrics_token_file.display()
+        );
+    }
 }
 
 /// Enrolls `count` phones to the manifest, each confirmed by every
@@ -623,40 +791,14 @@ async fn enroll_students(
     let parallel = 12;
     while next < count || !set.is_empty() {
         while next < count && set.len() < parallel {
-            let (client, manifest, i) = (client.clone(), manifest.clone(), next);
-            set.spawn(async move {
-                let (profile, area) = kota::student(i);
-                let mut device = Device::new(DeviceKey::generate());
-                let done = crate::manifest::enroll_phone(
-                    &client,
-                    &mut device,
-                    &manifest,
-                    &profile.to_bytes(),
-                )
-                .await;
-                (
-                    i,
-                    done.map(|c| {
-                        (
-                            Student {
-                                device,
-                                profile,
-                                area,
-                            },
-                            c.warning(),
-                        )
-                    }),
-                )
-            });
+            set.spawn(enroll_student(client.clone(), manifest.clone(), next));
             next += 1;
         }
         if let Some(r) = set.join_next().await {
             match r? {
                 (i, Ok((s, warning))) => {
                     out[i] = Some(s);
-                    if let Some(w) = warning {
-                        uncommitted.push(format!("phone {i}: {w}"));
-                    }
+                    uncommitted.extend(warning.map(|w| format!("phone {i}: {w}")));
                 }
                 (i, Err(crate::manifest::EnrollError::Unconfirmed(why))) => {
                     unconfirmed.push(format!("phone {i}: {why}"));
@@ -670,6 +812,29 @@ async fn enroll_students(
         unconfirmed,
         uncommitted,
     ))
+}
+
+/// Student `i` of Kota on a fresh phone, enrolled to `manifest`: the
+/// student and the warning of an undelivered commit, or why the phone is
+/// not enrolled; with `i`, since the phones finish in any order.
+async fn enroll_student(
+    client: Client,
+    manifest: Arc<VerifiedManifest>,
+    i: usize,
+) -> (
+    usize,
+    Result<(Student, Option<String>), crate::manifest::EnrollError>,
+) {
+    let (profile, area) = kota::student(i);
+    let mut device = Device::new(DeviceKey::generate());
+    let done =
+        crate::manifest::enroll_phone(&client, &mut device, &manifest, &profile.to_bytes()).await;
+    let student = Student {
+        device,
+        profile,
+        area,
+    };
+    (i, done.map(|c| (student, c.warning())))
 }
 
 /// Ctrl-C or SIGTERM: either way the demo stops its children before it exits.
