@@ -40,9 +40,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use base64::Engine as _;
-use serde_json::json;
-use sosvault::Timestamp;
+use serde_json::{Value, json};
+use sosvault::manifest::VerifiedManifest;
+use sosvault::{ControlRoomPublic, Timestamp};
 use sosvault_server::client::Client;
+use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::cluster::{Cluster, ClusterOptions, Proc, data_root, sibling};
 
@@ -144,6 +146,15 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<LoadResult> {
     result
 }
 
+/// What every phase of a run shares: when the run started (for its log
+/// lines), what to run, the cluster under load and where its stores are.
+struct Run<'a> {
+    t0: Instant,
+    opts: &'a LoadOptions,
+    cluster: &'a Cluster,
+    root: &'a Path,
+}
+
 async fn measure(
     t0: Instant,
     opts: &LoadOptions,
@@ -151,6 +162,12 @@ async fn measure(
     root: &Path,
     release: bool,
 ) -> anyhow::Result<LoadResult> {
+    let run = Run {
+        t0,
+        opts,
+        cluster,
+        root,
+    };
     let base = cluster.base.clone();
     let client = Client::new(&base);
     // The phones' copy of the manifest, checked against the authority key
@@ -171,215 +188,311 @@ async fn measure(
     };
 
     // 1. Phones.
-    say(
-        t0,
-        format!(
-            "making {} students' enrollment packages (the phones' work: seal the profile, split the key, seal 3 shares, sign)",
-            opts.students
-        ),
-    );
-    let made = Instant::now();
-    let (phones, bodies, size) =
-        tokio::task::block_in_place(|| make_packages(t0, &manifest, opts))?;
-    r.packages_per_sec = opts.students as f64 / made.elapsed().as_secs_f64();
-    r.profile_bytes = size;
-    say(
-        t0,
-        format!(
-            "  {} packages in {:.1} s ({:.0}/s); each {} bytes",
-            phones.len(),
-            made.elapsed().as_secs_f64(),
-            r.packages_per_sec,
-            size
-        ),
-    );
-
+    let (phones, bodies) = run.make_phones(&manifest, &mut r)?;
     // 2. Enrollment.
-    say(
-        t0,
-        format!(
-            "enrolling {} students, {} at a time (each answered once all 3 trustees hold their share, each confirmed by the phone checking the 3 signed receipts)",
-            opts.students, opts.enroll_concurrency
-        ),
-    );
-    let mark = CpuMark::now(cluster);
-    let phones = Arc::new(phones.into_iter().map(Mutex::new).collect::<Vec<_>>());
-    let Enrolled {
-        lat,
-        rate,
-        unconfirmed,
-        uncommitted,
-    } = enroll_all(t0, &base, bodies, phones.clone(), opts.enroll_concurrency).await?;
-    r.cpu.push(mark.phase("enrollment"));
-    if let Some(first) = unconfirmed.first() {
-        bail!(
-            "{} of {} enrollments were not confirmed by their trustees' receipts (first: {first}): \
-             a phone would not count itself enrolled; that is a bug",
-            unconfirmed.len(),
-            opts.students
-        );
-    }
-    r.commit_errors = uncommitted.len();
-    if let Some(first) = uncommitted.first() {
-        bail!(
-            "{} of {} enrollment commits could not be delivered (first: {first}): on a healthy \
-             cluster every phone's commit reaches the service; that is an error",
-            uncommitted.len(),
-            opts.students
-        );
-    }
-    let mut phones: Vec<Phone> = Arc::try_unwrap(phones)
-        .map_err(|_| anyhow::anyhow!("an enrollment task outlived the enrollment phase"))?
-        .into_iter()
-        .map(|p| p.into_inner().unwrap_or_else(|p| p.into_inner()))
-        .collect();
-    r.enrolled = lat.len();
-    r.enroll_per_sec = rate;
-    r.enroll_ms = Stats::of(&lat);
-    let n = r.enrolled.max(1) as f64;
-    r.server_bytes_per_student = store_bytes(&cluster.server_dir) as f64 / n;
-    r.trustee_bytes_per_student = (1..=3)
-        .map(|k| store_bytes(&root.join(format!("trustee-{k}"))) as f64 / n)
-        .collect();
-    say(
-        t0,
-        format!(
-            "  {} enrolled at {:.0} per second; p50 {:.1} ms, p99 {:.1} ms; store per student: service {}, trustees {:?} B",
-            r.enrolled,
-            rate,
-            r.enroll_ms.p50,
-            r.enroll_ms.p99,
-            service_store(&r),
-            r.trustee_bytes_per_student
-                .iter()
-                .map(|b| b.round())
-                .collect::<Vec<_>>()
-        ),
-    );
-
+    let phones = run.enroll(&base, phones, bodies, &mut r).await?;
     // 3. The control room and the teams.
-    let op = client
-        .login("operator", &cluster.password)
-        .await
-        .map_err(anyhow_of)?;
-    let sh = Shared {
-        client: client.clone(),
-        op: op.clone(),
-        track: Arc::new(Mutex::new(Track::default())),
-        positions: Arc::new(AtomicUsize::new(0)),
-        changed: Arc::new(tokio::sync::Notify::new()),
-    };
-    let mut ops = client
-        .events("/v1/operator/events", &op)
-        .await
-        .map_err(anyhow_of)?;
-    {
-        let s = sh.clone();
-        tokio::spawn(async move {
-            while let Some(ev) = ops.recv().await {
-                if ev["kind"] != "profile_available" {
-                    continue;
-                }
-                let Some(id) = ev["incident"].as_str() else {
-                    continue;
-                };
-                let now = Instant::now();
-                let mut t = s.lock();
-                let i = t.incidents.entry(id.to_owned()).or_default();
-                if i.opened.is_none() {
-                    i.opened = Some(now);
-                }
-                s.maybe_close(&mut t, id);
-            }
-        });
-    }
-    say(
-        t0,
-        format!(
-            "registering {} teams (6 police : 3 medical : 1 counsellor), each on its live stream, reporting its position every {} s",
-            opts.units, opts.position_every_secs
-        ),
-    );
-    start_units(
-        &sh,
-        opts.units,
-        Duration::from_secs(opts.position_every_secs.max(1)),
-    )
-    .await?;
-
+    let sh = run.control_room_and_teams(&client).await?;
     // 4. Panics: pick distinct students spread over the whole population.
     let steady_n = (opts.rate as u64 * opts.steady_secs) as usize;
-    let want = steady_n + opts.burst;
+    let mut chosen = choose_panicking(phones, steady_n + opts.burst)?;
+    let (steady_phones, burst_phones) = chosen.split_at_mut(steady_n);
+    let at = run
+        .steady(&sh, &base, steady_phones, &control_room, &mut r)
+        .await?;
+    run.burst(&sh, &base, burst_phones, steady_n, &control_room, &mut r)
+        .await?;
+    r.positions = sh.positions.load(Ordering::Relaxed);
+    r.service = ServiceCounters::parse(&cluster.metrics().await?);
+    // 5. The floor, in its own process like the service.
+    r.floor = run.floor(&at).await?;
+
+    print_report(&r, opts);
+    write_results(&r, opts)?;
+    Ok(r)
+}
+
+/// `want` phones to panic, spread evenly over the whole population (the
+/// rest are dropped); fails if fewer students are enrolled.
+fn choose_panicking(mut phones: Vec<Phone>, want: usize) -> anyhow::Result<Vec<Phone>> {
     if want > phones.len() {
         bail!("{want} panics need as many students; enroll at least that many (--students)");
     }
     let stride = phones.len() / want;
-    let mut chosen: Vec<Phone> = phones
+    Ok(phones
         .drain(..)
         .enumerate()
         .filter(|(i, _)| i % stride.max(1) == 0)
         .map(|(_, p)| p)
         .take(want)
-        .collect();
-    let (steady_phones, burst_phones) = chosen.split_at_mut(steady_n);
-    let settle = Duration::from_secs(60);
+        .collect())
+}
 
-    say(
-        t0,
-        format!(
-            "steady: {} panics per second for {} s ({steady_n} panics), teams acknowledging, operators closing each once its profile is open",
-            opts.rate, opts.steady_secs
-        ),
-    );
-    let bodies = sign_panics(steady_phones, 0, &control_room)?;
-    let gap = Duration::from_secs_f64(1.0 / f64::from(opts.rate.max(1)));
-    let at: Vec<Duration> = (0..steady_n).map(|i| gap * i as u32).collect();
-    let mark = CpuMark::now(cluster);
-    r.steady = run_phase(&sh, &base, 0, bodies, at.clone(), settle).await;
-    r.cpu.push(mark.phase("steady panics"));
-    report_phase(t0, "steady", &r.steady);
+/// How long a phase waits for its last incidents to close.
+const SETTLE: Duration = Duration::from_secs(60);
 
-    say(t0, format!("burst: {} panics at once", opts.burst));
-    let bodies = sign_panics(burst_phones, steady_n, &control_room)?;
-    let mark = CpuMark::now(cluster);
-    r.burst = run_phase(
-        &sh,
-        &base,
-        1,
-        bodies,
-        vec![Duration::ZERO; opts.burst],
-        settle,
-    )
-    .await;
-    r.cpu.push(mark.phase("burst"));
-    report_phase(t0, "burst", &r.burst);
-    r.positions = sh.positions.load(Ordering::Relaxed);
-    r.service = ServiceCounters::parse(&cluster.metrics().await?);
+impl Run<'_> {
+    /// Phase 1, the phones' work, timed apart (it runs on phones, not on
+    /// the service): every student's enrollment package. Returns the
+    /// phones and the request bodies.
+    fn make_phones(
+        &self,
+        manifest: &VerifiedManifest,
+        r: &mut LoadResult,
+    ) -> anyhow::Result<(Vec<Phone>, Vec<String>)> {
+        let (t0, opts) = (self.t0, self.opts);
+        say(
+            t0,
+            format!(
+                "making {} students' enrollment packages (the phones' work: seal the profile, split the key, seal 3 shares, sign)",
+                opts.students
+            ),
+        );
+        let made = Instant::now();
+        let (phones, bodies, size) =
+            tokio::task::block_in_place(|| make_packages(t0, manifest, opts))?;
+        r.packages_per_sec = opts.students as f64 / made.elapsed().as_secs_f64();
+        r.profile_bytes = size;
+        say(
+            t0,
+            format!(
+                "  {} packages in {:.1} s ({:.0}/s); each {} bytes",
+                phones.len(),
+                made.elapsed().as_secs_f64(),
+                r.packages_per_sec,
+                size
+            ),
+        );
+        Ok((phones, bodies))
+    }
 
-    // 5. The floor, in its own process like the service.
-    let mut cmd = tokio::process::Command::new(sibling("sosvault")?);
-    cmd.args(["load-floor", "--listen", "127.0.0.1:0"]);
-    let mut floor = Proc::spawn(cmd, &root.join("floor.log")).await?;
-    let url = format!("http://{}/v1/panic", floor.addr);
-    let body = json!({ "panic": B64.encode([0u8; 300]) }).to_string();
-    say(
-        t0,
-        "floor: the same rate and burst against a bare axum endpoint",
-    );
-    let (steady, _) = floor_phase(&url, &body, &at).await;
-    let (burst, all) = floor_phase(&url, &body, &vec![Duration::ZERO; opts.burst]).await;
-    floor.kill().await;
-    r.floor = FloorResult {
-        steady_ms: Stats::of(&steady),
-        burst_ms: Stats::of(&burst),
-        burst_all_ms: all,
-        raw_steady: steady,
-        raw_burst: burst,
-    };
+    /// Phase 2, enrollment: enrolls every phone at `base`, each confirmed
+    /// and committed, and measures the rate, the latency and the stores per
+    /// student. Any enrollment not confirmed or commit not delivered fails
+    /// the run. Returns the enrolled phones.
+    async fn enroll(
+        &self,
+        base: &str,
+        phones: Vec<Phone>,
+        bodies: Vec<String>,
+        r: &mut LoadResult,
+    ) -> anyhow::Result<Vec<Phone>> {
+        let (t0, opts) = (self.t0, self.opts);
+        say(
+            t0,
+            format!(
+                "enrolling {} students, {} at a time (each answered once all 3 trustees hold their share, each confirmed by the phone checking the 3 signed receipts)",
+                opts.students, opts.enroll_concurrency
+            ),
+        );
+        let mark = CpuMark::now(self.cluster);
+        let phones = Arc::new(phones.into_iter().map(Mutex::new).collect::<Vec<_>>());
+        let Enrolled {
+            lat,
+            rate,
+            unconfirmed,
+            uncommitted,
+        } = enroll_all(t0, base, bodies, phones.clone(), opts.enroll_concurrency).await?;
+        r.cpu.push(mark.phase("enrollment"));
+        self.check_enrolled(&unconfirmed, &uncommitted)?;
+        r.commit_errors = uncommitted.len();
+        let phones: Vec<Phone> = Arc::try_unwrap(phones)
+            .map_err(|_| anyhow::anyhow!("an enrollment task outlived the enrollment phase"))?
+            .into_iter()
+            .map(|p| p.into_inner().unwrap_or_else(|p| p.into_inner()))
+            .collect();
+        r.enrolled = lat.len();
+        r.enroll_per_sec = rate;
+        r.enroll_ms = Stats::of(&lat);
+        self.measure_stores(r);
+        say(
+            t0,
+            format!(
+                "  {} enrolled at {:.0} per second; p50 {:.1} ms, p99 {:.1} ms; store per student: service {}, trustees {:?} B",
+                r.enrolled,
+                rate,
+                r.enroll_ms.p50,
+                r.enroll_ms.p99,
+                service_store(r),
+                r.trustee_bytes_per_student
+                    .iter()
+                    .map(|b| b.round())
+                    .collect::<Vec<_>>()
+            ),
+        );
+        Ok(phones)
+    }
 
-    print_report(&r, opts);
-    write_results(&r, opts)?;
-    Ok(r)
+    /// Fails the run on an enrollment its receipts did not confirm (a bug)
+    /// or a commit that was not delivered (an error on a healthy cluster).
+    fn check_enrolled(&self, unconfirmed: &[String], uncommitted: &[String]) -> anyhow::Result<()> {
+        if let Some(first) = unconfirmed.first() {
+            bail!(
+                "{} of {} enrollments were not confirmed by their trustees' receipts (first: {first}): \
+                 a phone would not count itself enrolled; that is a bug",
+                unconfirmed.len(),
+                self.opts.students
+            );
+        }
+        if let Some(first) = uncommitted.first() {
+            bail!(
+                "{} of {} enrollment commits could not be delivered (first: {first}): on a healthy \
+                 cluster every phone's commit reaches the service; that is an error",
+                uncommitted.len(),
+                self.opts.students
+            );
+        }
+        Ok(())
+    }
+
+    /// The service's and each trustee's store per enrolled student.
+    fn measure_stores(&self, r: &mut LoadResult) {
+        let n = r.enrolled.max(1) as f64;
+        r.server_bytes_per_student = store_bytes(&self.cluster.server_dir) as f64 / n;
+        r.trustee_bytes_per_student = (1..=3)
+            .map(|k| store_bytes(&self.root.join(format!("trustee-{k}"))) as f64 / n)
+            .collect();
+    }
+
+    /// Phase 3, the control room's operator, closing each incident once it
+    /// is done with it, and the teams on duty. Returns what the tasks share.
+    async fn control_room_and_teams(&self, client: &Client) -> anyhow::Result<Shared> {
+        let op = client
+            .login("operator", &self.cluster.password)
+            .await
+            .map_err(anyhow_of)?;
+        let sh = Shared {
+            client: client.clone(),
+            op: op.clone(),
+            track: Arc::new(Mutex::new(Track::default())),
+            positions: Arc::new(AtomicUsize::new(0)),
+            changed: Arc::new(tokio::sync::Notify::new()),
+        };
+        let ops = client
+            .events("/v1/operator/events", &op)
+            .await
+            .map_err(anyhow_of)?;
+        spawn_operator(sh.clone(), ops);
+        say(
+            self.t0,
+            format!(
+                "registering {} teams (6 police : 3 medical : 1 counsellor), each on its live stream, reporting its position every {} s",
+                self.opts.units, self.opts.position_every_secs
+            ),
+        );
+        start_units(
+            &sh,
+            self.opts.units,
+            Duration::from_secs(self.opts.position_every_secs.max(1)),
+        )
+        .await?;
+        Ok(sh)
+    }
+
+    /// Phase 4a, the steady panics: one from each of `phones`, at the run's
+    /// rate. Returns the send times, for the floor.
+    async fn steady(
+        &self,
+        sh: &Shared,
+        base: &str,
+        phones: &mut [Phone],
+        control_room: &ControlRoomPublic,
+        r: &mut LoadResult,
+    ) -> anyhow::Result<Vec<Duration>> {
+        let (t0, opts) = (self.t0, self.opts);
+        let steady_n = phones.len();
+        say(
+            t0,
+            format!(
+                "steady: {} panics per second for {} s ({steady_n} panics), teams acknowledging, operators closing each once its profile is open",
+                opts.rate, opts.steady_secs
+            ),
+        );
+        let bodies = sign_panics(phones, 0, control_room)?;
+        let gap = Duration::from_secs_f64(1.0 / f64::from(opts.rate.max(1)));
+        let at: Vec<Duration> = (0..steady_n).map(|i| gap * i as u32).collect();
+        let mark = CpuMark::now(self.cluster);
+        r.steady = run_phase(sh, base, 0, bodies, at.clone(), SETTLE).await;
+        r.cpu.push(mark.phase("steady panics"));
+        report_phase(t0, "steady", &r.steady);
+        Ok(at)
+    }
+
+    /// Phase 4b, the burst: one panic from each of `phones` (students from
+    /// `first` on), all at once.
+    async fn burst(
+        &self,
+        sh: &Shared,
+        base: &str,
+        phones: &mut [Phone],
+        first: usize,
+        control_room: &ControlRoomPublic,
+        r: &mut LoadResult,
+    ) -> anyhow::Result<()> {
+        let (t0, opts) = (self.t0, self.opts);
+        say(t0, format!("burst: {} panics at once", opts.burst));
+        let bodies = sign_panics(phones, first, control_room)?;
+        let mark = CpuMark::now(self.cluster);
+        r.burst = run_phase(
+            sh,
+            base,
+            1,
+            bodies,
+            vec![Duration::ZERO; opts.burst],
+            SETTLE,
+        )
+        .await;
+        r.cpu.push(mark.phase("burst"));
+        report_phase(t0, "burst", &r.burst);
+        Ok(())
+    }
+
+    /// Phase 5, the floor: the same rate (send times `at`) and burst
+    /// against a bare axum endpoint in its own process, like the service.
+    async fn floor(&self, at: &[Duration]) -> anyhow::Result<FloorResult> {
+        let mut cmd = tokio::process::Command::new(sibling("sosvault")?);
+        cmd.args(["load-floor", "--listen", "127.0.0.1:0"]);
+        let mut floor = Proc::spawn(cmd, &self.root.join("floor.log")).await?;
+        let url = format!("http://{}/v1/panic", floor.addr);
+        let body = json!({ "panic": B64.encode([0u8; 300]) }).to_string();
+        say(
+            self.t0,
+            "floor: the same rate and burst against a bare axum endpoint",
+        );
+        let (steady, _) = floor_phase(&url, &body, at).await;
+        let (burst, all) = floor_phase(&url, &body, &vec![Duration::ZERO; self.opts.burst]).await;
+        floor.kill().await;
+        Ok(FloorResult {
+            steady_ms: Stats::of(&steady),
+            burst_ms: Stats::of(&burst),
+            burst_all_ms: all,
+            raw_steady: steady,
+            raw_burst: burst,
+        })
+    }
+}
+
+/// The control room's operator: notes when each incident's profile is
+/// open on its stream `ops`, and closes the incident once its team has
+/// acknowledged too.
+fn spawn_operator(s: Shared, mut ops: UnboundedReceiver<Value>) {
+    tokio::spawn(async move {
+        while let Some(ev) = ops.recv().await {
+            if ev["kind"] != "profile_available" {
+                continue;
+            }
+            let Some(id) = ev["incident"].as_str() else {
+                continue;
+            };
+            let now = Instant::now();
+            let mut t = s.lock();
+            let i = t.incidents.entry(id.to_owned()).or_default();
+            if i.opened.is_none() {
+                i.opened = Some(now);
+            }
+            s.maybe_close(&mut t, id);
+        }
+    });
 }
 
 fn say(t0: Instant, msg: impl std::fmt::Display) {
