@@ -11,9 +11,12 @@ use sosvault::{ControlRoomPublic, Location, Timestamp};
 
 use super::phones::Phone;
 use super::stats::{PhaseResult, Stats};
-use super::track::Shared;
+use super::track::{Shared, Track};
 use super::units::{category, near};
 use super::{B64, anyhow_of};
+
+/// When each panic of a phase was sent, by slot (`None`: not yet).
+type SentAt = Arc<Mutex<Vec<Option<Instant>>>>;
 
 /// Sends `panics` (request bodies) at `at[i]` after the phase's start and
 /// waits until every accepted one is assigned, opened and closed (or the
@@ -26,63 +29,122 @@ pub(super) async fn run_phase(
     at: Vec<Duration>,
     settle: Duration,
 ) -> PhaseResult {
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(1024)
-        .build()
-        .unwrap_or_default();
-    let url = format!("{base}/v1/panic");
+    let sender = Sender {
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(1024)
+            .build()
+            .unwrap_or_default(),
+        url: format!("{base}/v1/panic"),
+        phase,
+        sent_at: Arc::new(Mutex::new(vec![None; bodies.len()])),
+        track: sh.track.clone(),
+    };
     let start = tokio::time::Instant::now() + Duration::from_millis(50);
     let mut set = tokio::task::JoinSet::new();
-    let sent_at: Arc<Mutex<Vec<Option<Instant>>>> = Arc::new(Mutex::new(vec![None; bodies.len()]));
     for (slot, (body, when)) in bodies.into_iter().zip(at).enumerate() {
-        let (http, url, sent_at, track) =
-            (http.clone(), url.clone(), sent_at.clone(), sh.track.clone());
-        set.spawn(async move {
-            tokio::time::sleep_until(start + when).await;
-            let t = Instant::now();
-            if let Ok(mut s) = sent_at.lock() {
-                s[slot] = Some(t);
-            }
-            let r = http
-                .post(&url)
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
-                .await;
-            let answered = t.elapsed().as_secs_f64() * 1e3;
-            let id = match r {
-                Ok(r) if r.status().as_u16() == 202 => r
-                    .json::<Value>()
-                    .await
-                    .ok()
-                    .and_then(|v| v["incident_id"].as_str().map(str::to_owned)),
-                _ => None,
-            };
-            if let Some(id) = &id {
-                let mut tr = track.lock().unwrap_or_else(|p| p.into_inner());
-                let i = tr.incidents.entry(id.clone()).or_default();
-                if i.slot.is_some() {
-                    // Another panic already has this incident.
-                    return (slot, Some(id.clone()), answered, true);
-                }
-                i.slot = Some((phase, slot));
-            }
-            (slot, id, answered, false)
-        });
+        set.spawn(sender.clone().send(slot, body, start + when));
     }
+    let (mut res, ids) = collect_answers(set).await;
+    wait_until_closing(sh, &ids, settle).await;
+    let sent_at = sender.sent_at.lock().map(|v| v.clone()).unwrap_or_default();
+    let last_assigned = tally_incidents(sh, &ids, &sent_at, &mut res);
+    let first = sent_at.iter().flatten().min().copied();
+    if let (Some(f), Some(l)) = (first, last_assigned) {
+        res.all_assigned_ms = l.saturating_duration_since(f).as_secs_f64() * 1e3;
+        if res.all_assigned_ms > 0.0 {
+            res.throughput = res.raw_assign.len() as f64 / (res.all_assigned_ms / 1e3);
+        }
+    }
+    res.accept_ms = Stats::of(&res.raw_accept);
+    res.assign_ms = Stats::of(&res.raw_assign);
+    res.open_ms = Stats::of(&res.raw_open);
+    res
+}
+
+/// What every panic of a phase is sent with, and where its sending is noted.
+#[derive(Clone)]
+struct Sender {
+    http: reqwest::Client,
+    /// `POST /v1/panic` of the service.
+    url: String,
+    /// Which phase this is (for the incidents' slots).
+    phase: usize,
+    sent_at: SentAt,
+    track: Arc<Mutex<Track>>,
+}
+
+/// One panic's answer.
+struct Answer {
+    /// The incident it opened, if the service accepted it (202).
+    id: Option<String>,
+    /// Send to answer (ms).
+    answered_ms: f64,
+    /// Another panic of the run already had this incident.
+    merged: bool,
+}
+
+impl Sender {
+    /// Sends panic `body` (slot `slot` of the phase) at `at`, noting when it
+    /// went out and the incident it opened.
+    async fn send(self, slot: usize, body: String, at: tokio::time::Instant) -> Answer {
+        tokio::time::sleep_until(at).await;
+        let t = Instant::now();
+        if let Ok(mut s) = self.sent_at.lock() {
+            s[slot] = Some(t);
+        }
+        let r = self
+            .http
+            .post(&self.url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await;
+        let answered_ms = t.elapsed().as_secs_f64() * 1e3;
+        let id = match r {
+            Ok(r) if r.status().as_u16() == 202 => r
+                .json::<Value>()
+                .await
+                .ok()
+                .and_then(|v| v["incident_id"].as_str().map(str::to_owned)),
+            _ => None,
+        };
+        let merged = id.as_deref().is_some_and(|id| self.note_incident(id, slot));
+        Answer {
+            id,
+            answered_ms,
+            merged,
+        }
+    }
+
+    /// Notes that slot `slot` opened incident `id`; true (noting nothing)
+    /// if another panic already has this incident.
+    fn note_incident(&self, id: &str, slot: usize) -> bool {
+        let mut tr = self.track.lock().unwrap_or_else(|p| p.into_inner());
+        let i = tr.incidents.entry(id.to_owned()).or_default();
+        if i.slot.is_some() {
+            return true;
+        }
+        i.slot = Some((self.phase, slot));
+        false
+    }
+}
+
+/// Counts the phase's answers as they come in; returns the counts and the
+/// incidents (one per accepted panic that was not merged) to follow.
+async fn collect_answers(mut set: tokio::task::JoinSet<Answer>) -> (PhaseResult, Vec<String>) {
     let mut res = PhaseResult::default();
     let mut ids = Vec::new();
     while let Some(r) = set.join_next().await {
-        let Ok((_slot, id, answered, merged)) = r else {
+        let Ok(answer) = r else {
             res.refused += 1;
             continue;
         };
         res.sent += 1;
-        match id {
+        match answer.id {
             Some(id) => {
                 res.accepted += 1;
-                res.raw_accept.push(answered);
-                if merged {
+                res.raw_accept.push(answer.answered_ms);
+                if answer.merged {
                     res.merged += 1;
                 } else {
                     ids.push(id);
@@ -91,8 +153,12 @@ pub(super) async fn run_phase(
             None => res.refused += 1,
         }
     }
-    // Wait until every accepted incident is being closed (woken by each
-    // close) or the deadline passes.
+    (res, ids)
+}
+
+/// Waits until every incident of `ids` is being closed (woken by each
+/// close) or `settle` passes.
+async fn wait_until_closing(sh: &Shared, ids: &[String], settle: Duration) {
     let deadline = tokio::time::Instant::now() + settle;
     loop {
         let changed = sh.changed.notified();
@@ -108,11 +174,20 @@ pub(super) async fn run_phase(
             break;
         }
     }
-    let sent_at = sent_at.lock().map(|v| v.clone()).unwrap_or_default();
-    let first = sent_at.iter().flatten().min().copied();
+}
+
+/// Counts each incident of `ids` as lost, assigned (and when, from its
+/// panic's send time in `sent_at`), opened, or assigned twice; returns
+/// when the last was assigned.
+fn tally_incidents(
+    sh: &Shared,
+    ids: &[String],
+    sent_at: &[Option<Instant>],
+    res: &mut PhaseResult,
+) -> Option<Instant> {
     let mut t = sh.lock();
     let mut last_assigned: Option<Instant> = None;
-    for id in &ids {
+    for id in ids {
         let Some(i) = t.incidents.get(id) else {
             res.lost += 1;
             continue;
@@ -136,17 +211,7 @@ pub(super) async fn run_phase(
         res.assigned_twice += i.extra_units;
     }
     res.assigned_twice += std::mem::take(&mut t.double_booked);
-    drop(t);
-    if let (Some(f), Some(l)) = (first, last_assigned) {
-        res.all_assigned_ms = l.saturating_duration_since(f).as_secs_f64() * 1e3;
-        if res.all_assigned_ms > 0.0 {
-            res.throughput = res.raw_assign.len() as f64 / (res.all_assigned_ms / 1e3);
-        }
-    }
-    res.accept_ms = Stats::of(&res.raw_accept);
-    res.assign_ms = Stats::of(&res.raw_assign);
-    res.open_ms = Stats::of(&res.raw_open);
-    res
+    last_assigned
 }
 
 /// Signs one panic per phone in `phones` (the phone's work, done up front).
