@@ -1,6 +1,7 @@
 //! The phones: every student's enrollment package made on all cores, then
 //! enrolled with a bounded number in flight, confirmed and committed.
 
+use std::ops::Range;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,7 +11,7 @@ use anyhow::{Context as _, bail};
 use base64::Engine as _;
 use serde_json::{Value, json};
 use sosvault::manifest::VerifiedManifest;
-use sosvault::{Container as _, Device, DeviceKey, Policy, Timestamp};
+use sosvault::{Container as _, Device, DeviceKey, EnrollmentCommit, Policy, Signed, Timestamp};
 use sosvault_server::client::Client;
 
 use super::{B64, LoadOptions, anyhow_of, say};
@@ -40,39 +41,7 @@ pub(super) fn make_packages(
         let done = &done;
         let handles: Vec<_> = chunks
             .iter()
-            .map(|&(a, b)| {
-                s.spawn(
-                    move || -> anyhow::Result<(Vec<Phone>, Vec<String>, usize)> {
-                        let mut phones = Vec::with_capacity(b - a);
-                        let mut bodies = Vec::with_capacity(b - a);
-                        let mut sealed = 0;
-                        let mut photo = vec![0u8; opts.photo_bytes];
-                        for i in a..b {
-                            let (mut profile, area) = kota::student(i);
-                            if !photo.is_empty() {
-                                rand::Rng::fill_bytes(&mut rand::rng(), &mut photo);
-                                profile.photo =
-                                    format!("data:image/jpeg;base64,{}", B64.encode(&photo));
-                            }
-                            let mut device = Device::new(DeviceKey::generate());
-                            let e = device
-                                .enroll_to(
-                                    manifest,
-                                    &profile.to_bytes(),
-                                    Policy::default(),
-                                    Timestamp::now(),
-                                )
-                                .map_err(anyhow_of)?;
-                            let bytes = e.package.to_bytes();
-                            sealed = bytes.len();
-                            bodies.push(json!({ "package": B64.encode(&bytes) }).to_string());
-                            phones.push(Phone { device, area });
-                            done.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Ok((phones, bodies, sealed))
-                    },
-                )
-            })
+            .map(|&(a, b)| s.spawn(move || make_chunk(manifest, opts, a..b, done)))
             .collect();
         let mut last = Instant::now();
         while handles.iter().any(|h| !h.is_finished()) {
@@ -104,6 +73,43 @@ pub(super) fn make_packages(
     Ok((phones, bodies, size))
 }
 
+/// One thread's share of [`make_packages`]: the packages of `students`,
+/// each counted in `done` once made. Returns the phones, the request
+/// bodies and the size of its last sealed package.
+fn make_chunk(
+    manifest: &VerifiedManifest,
+    opts: &LoadOptions,
+    students: Range<usize>,
+    done: &AtomicUsize,
+) -> anyhow::Result<(Vec<Phone>, Vec<String>, usize)> {
+    let mut phones = Vec::with_capacity(students.len());
+    let mut bodies = Vec::with_capacity(students.len());
+    let mut sealed = 0;
+    let mut photo = vec![0u8; opts.photo_bytes];
+    for i in students {
+        let (mut profile, area) = kota::student(i);
+        if !photo.is_empty() {
+            rand::Rng::fill_bytes(&mut rand::rng(), &mut photo);
+            profile.photo = format!("data:image/jpeg;base64,{}", B64.encode(&photo));
+        }
+        let mut device = Device::new(DeviceKey::generate());
+        let e = device
+            .enroll_to(
+                manifest,
+                &profile.to_bytes(),
+                Policy::default(),
+                Timestamp::now(),
+            )
+            .map_err(anyhow_of)?;
+        let bytes = e.package.to_bytes();
+        sealed = bytes.len();
+        bodies.push(json!({ "package": B64.encode(&bytes) }).to_string());
+        phones.push(Phone { device, area });
+        done.fetch_add(1, Ordering::Relaxed);
+    }
+    Ok((phones, bodies, sealed))
+}
+
 /// What [`enroll_all`] measured.
 pub(super) struct Enrolled {
     /// Latency of each confirmed enrollment (ms).
@@ -133,107 +139,29 @@ pub(super) async fn enroll_all(
     phones: Arc<Vec<Mutex<Phone>>>,
     concurrency: usize,
 ) -> anyhow::Result<Enrolled> {
-    let http = reqwest::Client::new();
-    let client = Client::new(base);
-    let url = format!("{base}/v1/enroll");
-    let bodies = Arc::new(bodies);
-    let next = Arc::new(AtomicUsize::new(0));
-    let done = Arc::new(AtomicUsize::new(0));
+    let worker = Enroller {
+        http: reqwest::Client::new(),
+        client: Client::new(base),
+        url: format!("{base}/v1/enroll"),
+        bodies: Arc::new(bodies),
+        phones,
+        next: Arc::new(AtomicUsize::new(0)),
+        done: Arc::new(AtomicUsize::new(0)),
+    };
     let start = Instant::now();
     let mut set = tokio::task::JoinSet::new();
     for _ in 0..concurrency.max(1) {
-        let (http, client, url, bodies, phones, next, done) = (
-            http.clone(),
-            client.clone(),
-            url.clone(),
-            bodies.clone(),
-            phones.clone(),
-            next.clone(),
-            done.clone(),
-        );
-        set.spawn(async move {
-            let mut lat = Vec::new();
-            let mut unconfirmed = Vec::new();
-            let mut uncommitted = Vec::new();
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(body) = bodies.get(i) else {
-                    return anyhow::Ok((lat, unconfirmed, uncommitted));
-                };
-                let t = Instant::now();
-                let mut tries = 0;
-                let answer = loop {
-                    let r = http
-                        .post(&url)
-                        .header("content-type", "application/json")
-                        .body(body.clone())
-                        .send()
-                        .await;
-                    match r {
-                        Ok(r) if r.status().is_success() => {
-                            break r.json::<Value>().await.map_err(|e| e.to_string());
-                        }
-                        Ok(r) if tries >= 5 => {
-                            let status = r.status();
-                            let text = r.text().await.unwrap_or_default();
-                            bail!("enrollment {i} refused: {status} {text}");
-                        }
-                        Err(e) if tries >= 5 => bail!("enrollment {i} failed: {e}"),
-                        _ => {
-                            tries += 1;
-                            tokio::time::sleep(Duration::from_millis(100 * tries)).await;
-                        }
-                    }
-                };
-                // The phone checks every trustee's receipt before it moves
-                // to the new epoch.
-                let confirmed = answer
-                    .and_then(|a| crate::manifest::receipts_of(&a))
-                    .and_then(|r| {
-                        let mut p = phones
-                            .get(i)
-                            .ok_or("no phone for this enrollment")?
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner());
-                        crate::manifest::confirm(&mut p.device, &r).map_err(|e| e.to_string())
-                    });
-                match confirmed {
-                    Ok((_, commit)) => {
-                        lat.push(t.elapsed().as_secs_f64() * 1e3);
-                        done.fetch_add(1, Ordering::Relaxed);
-                        if let Err(e) = crate::manifest::send_commit(&client, &commit).await {
-                            uncommitted.push(format!("enrollment {i}: {e}"));
-                        }
-                    }
-                    Err(why) => unconfirmed.push(format!("enrollment {i}: {why}")),
-                }
-            }
-        });
+        set.spawn(worker.clone().run());
     }
-    let total = bodies.len();
-    let progress = {
-        let done = done.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(10));
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                say_progress(t0, start, &done, |d, rate| {
-                    format!("  enrolled {d} of {total} ({rate:.0}/s so far)")
-                });
-            }
-        })
+    let total = worker.bodies.len();
+    let progress = spawn_progress(t0, start, worker.done.clone(), total);
+    let mut all = Tally {
+        lat: Vec::with_capacity(total),
+        ..Tally::default()
     };
-    let mut lat = Vec::with_capacity(total);
-    let mut unconfirmed = Vec::new();
-    let mut uncommitted = Vec::new();
     while let Some(r) = set.join_next().await {
         match r.context("an enrollment task died")? {
-            Ok((l, u, c)) => {
-                lat.extend(l);
-                unconfirmed.extend(u);
-                uncommitted.extend(c);
-            }
+            Ok(t) => all.extend(t),
             Err(e) => {
                 progress.abort();
                 return Err(e);
@@ -241,13 +169,142 @@ pub(super) async fn enroll_all(
         }
     }
     progress.abort();
-    let rate = lat.len() as f64 / start.elapsed().as_secs_f64();
+    let rate = all.lat.len() as f64 / start.elapsed().as_secs_f64();
     Ok(Enrolled {
-        lat,
+        lat: all.lat,
         rate,
-        unconfirmed,
-        uncommitted,
+        unconfirmed: all.unconfirmed,
+        uncommitted: all.uncommitted,
     })
+}
+
+/// Says every ten seconds how many of the `total` enrollments are `done`,
+/// until aborted.
+fn spawn_progress(
+    t0: Instant,
+    start: Instant,
+    done: Arc<AtomicUsize>,
+    total: usize,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            say_progress(t0, start, &done, |d, rate| {
+                format!("  enrolled {d} of {total} ({rate:.0}/s so far)")
+            });
+        }
+    })
+}
+
+/// What enrollment workers measured (see [`Enrolled`]).
+#[derive(Default)]
+struct Tally {
+    lat: Vec<f64>,
+    unconfirmed: Vec<String>,
+    uncommitted: Vec<String>,
+}
+
+impl Tally {
+    fn extend(&mut self, other: Self) {
+        self.lat.extend(other.lat);
+        self.unconfirmed.extend(other.unconfirmed);
+        self.uncommitted.extend(other.uncommitted);
+    }
+}
+
+/// What every enrollment worker shares: the HTTP clients, the bodies and
+/// their phones, the next enrollment to take and how many are done.
+#[derive(Clone)]
+struct Enroller {
+    http: reqwest::Client,
+    client: Client,
+    /// `POST /v1/enroll` of the service.
+    url: String,
+    bodies: Arc<Vec<String>>,
+    phones: Arc<Vec<Mutex<Phone>>>,
+    next: Arc<AtomicUsize>,
+    done: Arc<AtomicUsize>,
+}
+
+impl Enroller {
+    /// One worker: takes the next enrollment until none is left, sends it,
+    /// has its phone confirm it and sends the phone's commit.
+    async fn run(self) -> anyhow::Result<Tally> {
+        let mut tally = Tally::default();
+        loop {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            let Some(body) = self.bodies.get(i) else {
+                return anyhow::Ok(tally);
+            };
+            let t = Instant::now();
+            let answer = self.send(i, body).await?;
+            // The phone checks every trustee's receipt before it moves
+            // to the new epoch.
+            match self.confirm(i, answer) {
+                Ok((_, commit)) => {
+                    tally.lat.push(t.elapsed().as_secs_f64() * 1e3);
+                    self.done.fetch_add(1, Ordering::Relaxed);
+                    if let Err(e) = crate::manifest::send_commit(&self.client, &commit).await {
+                        tally.uncommitted.push(format!("enrollment {i}: {e}"));
+                    }
+                }
+                Err(why) => tally.unconfirmed.push(format!("enrollment {i}: {why}")),
+            }
+        }
+    }
+
+    /// Sends enrollment `i` until the service accepts it, five retries at
+    /// most, each after a longer pause; its answer (or why it could not be
+    /// read). A sixth failure fails the run.
+    async fn send(&self, i: usize, body: &str) -> anyhow::Result<Result<Value, String>> {
+        let mut tries = 0;
+        loop {
+            let r = self
+                .http
+                .post(&self.url)
+                .header("content-type", "application/json")
+                .body(body.to_owned())
+                .send()
+                .await;
+            match r {
+                Ok(r) if r.status().is_success() => {
+                    return Ok(r.json::<Value>().await.map_err(|e| e.to_string()));
+                }
+                Ok(r) if tries >= 5 => {
+                    let status = r.status();
+                    let text = r.text().await.unwrap_or_default();
+                    bail!("enrollment {i} refused: {status} {text}");
+                }
+                Err(e) if tries >= 5 => bail!("enrollment {i} failed: {e}"),
+                _ => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(100 * tries)).await;
+                }
+            }
+        }
+    }
+
+    /// Phone `i` confirms its enrollment with the receipts in `answer`;
+    /// its epoch and commit, or why not.
+    fn confirm(
+        &self,
+        i: usize,
+        answer: Result<Value, String>,
+    ) -> Result<(u32, Signed<EnrollmentCommit>), String> {
+        answer
+            .and_then(|a| crate::manifest::receipts_of(&a))
+            .and_then(|r| {
+                let mut p = self
+                    .phones
+                    .get(i)
+                    .ok_or("no phone for this enrollment")?
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner());
+                crate::manifest::confirm(&mut p.device, &r).map_err(|e| e.to_string())
+            })
+    }
 }
 
 /// Bytes of every SQLite file (database, WAL) under `dir`.
