@@ -28,6 +28,7 @@ fn verdict(ok: bool) -> &'static str {
     if ok { "met" } else { "MISSED" }
 }
 
+/// The run's results, where its CPU went, and its goals, met or missed.
 pub(super) fn print_report(r: &LoadResult, opts: &LoadOptions) {
     println!();
     println!(
@@ -51,19 +52,7 @@ pub(super) fn print_report(r: &LoadResult, opts: &LoadOptions) {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    println!("{}", header());
-    println!("{}", r.enroll_ms.row("enroll"));
-    println!("{}", r.steady.accept_ms.row("steady: panic -> 202"));
-    println!(
-        "{}",
-        r.steady.assign_ms.row("steady: panic -> team assigned")
-    );
-    println!("{}", r.steady.open_ms.row("steady: panic -> profile open"));
-    println!("{}", r.floor.steady_ms.row("steady: bare axum (floor)"));
-    println!("{}", r.burst.accept_ms.row("burst: panic -> 202"));
-    println!("{}", r.burst.assign_ms.row("burst: panic -> team assigned"));
-    println!("{}", r.burst.open_ms.row("burst: panic -> profile open"));
-    println!("{}", r.floor.burst_ms.row("burst: bare axum (floor)"));
+    print_latencies(r);
     println!(
         "  burst: all {} assigned within {:.0} ms ({:.0} assignments/s); floor answered all in {:.0} ms",
         r.burst.raw_assign.len(),
@@ -82,6 +71,29 @@ pub(super) fn print_report(r: &LoadResult, opts: &LoadOptions) {
         "  the service's own counters: {} enrollments, {} incidents, {} repeats, {} assignments, {} reassignments after no acknowledgement",
         c.enrollments, c.panics, c.duplicate_panics, c.assignments, c.assignment_timeouts
     );
+    print_cpu(r);
+    print_goals(r, opts, lost, twice);
+}
+
+/// The latency table: each phase's steps beside the floor's.
+fn print_latencies(r: &LoadResult) {
+    println!("{}", header());
+    println!("{}", r.enroll_ms.row("enroll"));
+    println!("{}", r.steady.accept_ms.row("steady: panic -> 202"));
+    println!(
+        "{}",
+        r.steady.assign_ms.row("steady: panic -> team assigned")
+    );
+    println!("{}", r.steady.open_ms.row("steady: panic -> profile open"));
+    println!("{}", r.floor.steady_ms.row("steady: bare axum (floor)"));
+    println!("{}", r.burst.accept_ms.row("burst: panic -> 202"));
+    println!("{}", r.burst.assign_ms.row("burst: panic -> team assigned"));
+    println!("{}", r.burst.open_ms.row("burst: panic -> profile open"));
+    println!("{}", r.floor.burst_ms.row("burst: bare axum (floor)"));
+}
+
+/// Where the CPU went: the cores each process kept busy in each phase.
+fn print_cpu(r: &LoadResult) {
     println!(
         "  cores kept busy on average (this machine has {}):",
         std::thread::available_parallelism().map_or(0, usize::from)
@@ -111,6 +123,10 @@ pub(super) fn print_report(r: &LoadResult, opts: &LoadOptions) {
             c.database
         );
     }
+}
+
+/// Each goal of issue 6 with what the run measured, met or missed.
+fn print_goals(r: &LoadResult, opts: &LoadOptions, lost: usize, twice: usize) {
     println!();
     println!("Goals (issue 6, at 100 panics/s on this 2-core machine):");
     println!(
