@@ -398,33 +398,38 @@ fn run_manifest(action: ManifestCmd) -> anyhow::Result<()> {
             print!("{}", manifest::describe(&signed, Timestamp::now()));
             Ok(())
         }
-        ManifestCmd::Verify { file, authority } => {
-            let pinned = manifest::parse_authority(&authority)?;
-            let v = manifest::verify_file(&file, &pinned, Timestamp::now())?;
-            let m = v.manifest();
-            println!(
-                "verified: {} is manifest {:?} version {}, signed by the pinned authority {}, valid until {}",
-                file.display(),
-                m.deployment,
-                m.version,
-                pinned.to_hex(),
-                manifest::date(m.not_after)
-            );
-            println!(
-                "{} of {} trustees: {}",
-                m.threshold,
-                m.trustees.len(),
-                m.trustees
-                    .iter()
-                    .map(|t| t.name.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            println!("control room: {}", m.control_room_url);
-            println!("hash: {}", v.hash().to_hex());
-            Ok(())
-        }
+        ManifestCmd::Verify { file, authority } => verify_manifest(&file, &authority),
     }
+}
+
+/// `sosvault manifest verify`: what the manifest says, once it is known to
+/// be signed by the pinned `authority` and valid now; an error otherwise.
+fn verify_manifest(file: &std::path::Path, authority: &str) -> anyhow::Result<()> {
+    use sosvault::Timestamp;
+    let pinned = manifest::parse_authority(authority)?;
+    let v = manifest::verify_file(file, &pinned, Timestamp::now())?;
+    let m = v.manifest();
+    println!(
+        "verified: {} is manifest {:?} version {}, signed by the pinned authority {}, valid until {}",
+        file.display(),
+        m.deployment,
+        m.version,
+        pinned.to_hex(),
+        manifest::date(m.not_after)
+    );
+    println!(
+        "{} of {} trustees: {}",
+        m.threshold,
+        m.trustees.len(),
+        m.trustees
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!("control room: {}", m.control_room_url);
+    println!("hash: {}", v.hash().to_hex());
+    Ok(())
 }
 
 #[tokio::main]
@@ -448,101 +453,122 @@ async fn main() -> anyhow::Result<()> {
             })
             .await
         }
-        Cmd::Load(opts) => {
-            let r = load::run(opts).await?;
-            let (lost, twice) = (r.lost(), r.twice());
-            if lost + twice > 0 {
-                anyhow::bail!("{lost} panics lost and {twice} assigned twice: that is a bug");
-            }
-            Ok(())
-        }
+        Cmd::Load(opts) => run_load(opts).await,
         Cmd::LoadFloor { listen } => load::floor_server(&listen).await,
-        Cmd::Incidents { operator } => {
-            let (client, token) = login(&operator, ca.as_deref()).await?;
-            let list = client
-                .get("/v1/operator/incidents", Some(&token))
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            for i in list.as_array().cloned().unwrap_or_default() {
-                println!(
-                    "{}  {:<13} {:<9} unit={} handler={} release={}/{} {} flags={}",
-                    i["id"].as_str().unwrap_or("?"),
-                    i["category"].as_str().unwrap_or("?"),
-                    i["status"].as_str().unwrap_or("?"),
-                    i["unit"]["name"].as_str().unwrap_or("-"),
-                    i["handler"].as_str().unwrap_or("-"),
-                    i["release"]["have"],
-                    i["release"]["need"],
-                    i["release"]["profile"].as_str().unwrap_or("?"),
-                    i["flags"]
-                );
-            }
-            Ok(())
-        }
+        Cmd::Incidents { operator } => list_incidents(&operator, ca.as_deref()).await,
         Cmd::Device { state, url, action } => {
             let a = device::DeviceArgs {
                 state: &state,
                 url: url.as_deref(),
                 ca: ca.as_deref(),
             };
-            match action {
-                DeviceCmd::Enroll {
-                    manifest,
-                    authority,
-                    fresh,
-                    name,
-                    phone,
-                    hostel,
-                    guardian,
-                    medical,
-                } => {
-                    let mut p = sosvault::Profile::new(name, phone);
-                    p.hostel = hostel;
-                    p.guardian_name = guardian;
-                    p.medical_notes = medical;
-                    let e = device::EnrollArgs {
-                        manifest: &manifest,
-                        authority: &authority,
-                        fresh,
-                    };
-                    device::enroll(a, e, p).await
-                }
-                DeviceCmd::Panic { category, lat, lon } => {
-                    let c = sosvault::Category::ALL
-                        .into_iter()
-                        .find(|c| c.as_str() == category)
-                        .context("category must be police, medical or mental-health")?;
-                    device::panic(a, c, lat, lon).await
-                }
-                DeviceCmd::Move { lat, lon } => device::move_to(a, lat, lon).await,
-                DeviceCmd::Cancel { duress } => device::cancel(a, duress).await,
-                DeviceCmd::Stop { duress } => device::stop(a, duress).await,
-            }
+            run_device(a, action).await
         }
         Cmd::Manifest { action } => run_manifest(action),
         Cmd::Incident {
             id,
             operator,
             reason,
-        } => {
-            let (client, token) = login(&operator, ca.as_deref()).await?;
-            let mut path = format!("/v1/operator/incidents/{id}");
-            if let Some(r) = &reason {
-                path.push_str(&format!("?reason={}", query_value(r)));
-            }
-            let d = client
-                .get(&path, Some(&token))
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            println!("{}", serde_json::to_string_pretty(&d)?);
-            Ok(())
-        }
+        } => show_incident(&operator, ca.as_deref(), &id, reason.as_deref()).await,
         Cmd::Claim { id, operator, to } => {
             let (client, token) = login(&operator, ca.as_deref()).await?;
             let handler = claim(&client, &token, &id, to.as_deref()).await?;
             println!("incident {id} is handled by {handler}");
             Ok(())
         }
+    }
+}
+
+/// `sosvault load`: fails (exit status 1) when a panic was lost or
+/// assigned twice, whatever the latencies.
+async fn run_load(opts: load::LoadOptions) -> anyhow::Result<()> {
+    let r = load::run(opts).await?;
+    let (lost, twice) = (r.lost(), r.twice());
+    if lost + twice > 0 {
+        anyhow::bail!("{lost} panics lost and {twice} assigned twice: that is a bug");
+    }
+    Ok(())
+}
+
+/// `sosvault incidents`: one line per incident, as the operator sees it.
+async fn list_incidents(operator: &Operator, ca: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let (client, token) = login(operator, ca).await?;
+    let list = client
+        .get("/v1/operator/incidents", Some(&token))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    for i in list.as_array().cloned().unwrap_or_default() {
+        println!(
+            "{}  {:<13} {:<9} unit={} handler={} release={}/{} {} flags={}",
+            i["id"].as_str().unwrap_or("?"),
+            i["category"].as_str().unwrap_or("?"),
+            i["status"].as_str().unwrap_or("?"),
+            i["unit"]["name"].as_str().unwrap_or("-"),
+            i["handler"].as_str().unwrap_or("-"),
+            i["release"]["have"],
+            i["release"]["need"],
+            i["release"]["profile"].as_str().unwrap_or("?"),
+            i["flags"]
+        );
+    }
+    Ok(())
+}
+
+/// `sosvault incident ID`: the incident as JSON; a supervisor's `reason`
+/// for opening another's profile goes with the request.
+async fn show_incident(
+    operator: &Operator,
+    ca: Option<&std::path::Path>,
+    id: &str,
+    reason: Option<&str>,
+) -> anyhow::Result<()> {
+    let (client, token) = login(operator, ca).await?;
+    let mut path = format!("/v1/operator/incidents/{id}");
+    if let Some(r) = reason {
+        path.push_str(&format!("?reason={}", query_value(r)));
+    }
+    let d = client
+        .get(&path, Some(&token))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("{}", serde_json::to_string_pretty(&d)?);
+    Ok(())
+}
+
+/// `sosvault device ACTION`: what the simulated phone does.
+async fn run_device(a: device::DeviceArgs<'_>, action: DeviceCmd) -> anyhow::Result<()> {
+    match action {
+        DeviceCmd::Enroll {
+            manifest,
+            authority,
+            fresh,
+            name,
+            phone,
+            hostel,
+            guardian,
+            medical,
+        } => {
+            let mut p = sosvault::Profile::new(name, phone);
+            p.hostel = hostel;
+            p.guardian_name = guardian;
+            p.medical_notes = medical;
+            let e = device::EnrollArgs {
+                manifest: &manifest,
+                authority: &authority,
+                fresh,
+            };
+            device::enroll(a, e, p).await
+        }
+        DeviceCmd::Panic { category, lat, lon } => {
+            let c = sosvault::Category::ALL
+                .into_iter()
+                .find(|c| c.as_str() == category)
+                .context("category must be police, medical or mental-health")?;
+            device::panic(a, c, lat, lon).await
+        }
+        DeviceCmd::Move { lat, lon } => device::move_to(a, lat, lon).await,
+        DeviceCmd::Cancel { duress } => device::cancel(a, duress).await,
+        DeviceCmd::Stop { duress } => device::stop(a, duress).await,
     }
 }
 
