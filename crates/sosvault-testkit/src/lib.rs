@@ -11,7 +11,8 @@
 //! | --- | --- |
 //! | [`process`] | [`Spec`]: a binary with arguments and environment, its stderr appended to a log file; [`Running`]: ready when it prints `listening on URL` within a deadline (else a [`StartError`] with the end of its log), `kill`, `terminate`, `wait_exit` with a deadline, killed when dropped; [`Service`]: stopped and started again at the address it first listened on |
 //! | [`fixtures`] | [`fixtures::manifest`]: the test deployment manifest the CLI's, the dispatch service's and the suite's tests start from |
-//! | [`postgres`] | [`postgres::TestDatabase`]: an empty database of its own per test on the server `SOSVAULT_TEST_DATABASE_URL` names (`.ci/postgres start`), dropped with it |
+//! | [`postgres`] | [`postgres::TestDatabase`]: an empty database of its own per test on the server `SOSVAULT_TEST_DATABASE_URL` names (`.ci/postgres start`), dropped with it; [`postgres::OwnCluster`]: a cluster of a test's own, stopped and started under a running service |
+//! | [`netns`] | [`netns::Link`]: a network namespace joined by a veth pair, which `cut` and `heal` take down and up (packets then vanish without an answer); [`postgres::OwnCluster::start_behind`] starts a cluster inside one |
 //! | [`bins`] | [`bins::build_packages`]: another package's binaries built once per test process, into the test's own profile directory; [`bins::sibling`] finds them |
 //!
 //! Ports come from the services themselves: a test configures
@@ -45,6 +46,7 @@
 
 pub mod bins;
 pub mod fixtures;
+pub mod netns;
 pub mod postgres;
 pub mod process;
 

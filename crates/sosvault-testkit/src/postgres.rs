@@ -143,6 +143,9 @@ pub struct OwnCluster {
     base: std::path::PathBuf,
     port: u16,
     url: String,
+    /// Inside a network namespace: `ip netns exec NAME`, and `.ci/postgres`'s
+    /// `PGLISTEN` and `PGCLIENTS`.
+    behind: Option<(Vec<String>, String, String)>,
 }
 
 impl fmt::Debug for OwnCluster {
@@ -162,23 +165,40 @@ impl OwnCluster {
     ///
     /// If `.ci/postgres` cannot start one, with its words.
     pub fn start() -> Self {
-        // Under /tmp itself, not a private temporary directory: as root the
-        // cluster belongs to the `postgres` user, who must reach it.
-        let mut bytes = [0u8; 6];
-        rand::Rng::fill_bytes(&mut rand::rng(), &mut bytes);
-        let base = std::env::temp_dir().join(format!(
-            "sosvault-pg-own-{}",
-            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        ));
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .unwrap_or_else(|e| panic!("finding a free port: {e}"));
-        let mut c = Self {
-            base,
+        Self::started(Self {
+            base: own_base(),
             port,
             url: String::new(),
-        };
+            behind: None,
+        })
+    }
+
+    /// Makes and starts a cluster inside `link`'s namespace, listening on
+    /// its far address and taking connections from this end: a database
+    /// across a network that [`Link::cut`](crate::netns::Link::cut) can cut.
+    ///
+    /// # Panics
+    ///
+    /// If `.ci/postgres` cannot start one, with its words.
+    pub fn start_behind(link: &crate::netns::Link) -> Self {
+        Self::started(Self {
+            base: own_base(),
+            // The namespace is the cluster's alone: the usual port is free.
+            port: 5432,
+            url: String::new(),
+            behind: Some((
+                link.exec_prefix().map(str::to_owned).to_vec(),
+                link.far().to_string(),
+                link.near_network(),
+            )),
+        })
+    }
+
+    fn started(mut c: Self) -> Self {
         c.url = c.run("start").unwrap_or_else(|e| panic!("{e}"));
         c
     }
@@ -210,7 +230,18 @@ impl OwnCluster {
     /// Runs `.ci/postgres COMMAND` for this cluster; what it printed.
     fn run(&self, command: &str) -> Result<String, String> {
         let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ci/postgres");
-        let out = std::process::Command::new("bash")
+        let mut cmd = match &self.behind {
+            None => std::process::Command::new("bash"),
+            Some((prefix, listen, clients)) => {
+                let mut cmd = std::process::Command::new(&prefix[0]);
+                cmd.args(&prefix[1..])
+                    .arg("bash")
+                    .env("PGLISTEN", listen)
+                    .env("PGCLIENTS", clients);
+                cmd
+            }
+        };
+        let out = cmd
             .arg(&script)
             .arg(command)
             .env("PGBASE", &self.base)
@@ -225,6 +256,18 @@ impl OwnCluster {
         }
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
+}
+
+/// A fresh directory for a cluster of a test's own: under /tmp itself, not
+/// a private temporary directory, since as root the cluster belongs to the
+/// `postgres` user, who must reach it.
+fn own_base() -> std::path::PathBuf {
+    let mut bytes = [0u8; 6];
+    rand::Rng::fill_bytes(&mut rand::rng(), &mut bytes);
+    std::env::temp_dir().join(format!(
+        "sosvault-pg-own-{}",
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    ))
 }
 
 impl Drop for OwnCluster {

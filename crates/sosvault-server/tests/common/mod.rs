@@ -21,6 +21,7 @@ pub mod http_answers;
 pub mod openapi_doc;
 pub mod store_files;
 pub mod stored;
+pub mod unreachable;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
