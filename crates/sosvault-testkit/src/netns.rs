@@ -7,28 +7,18 @@
 //!
 //! Needs root and iproute2 ([`Link::unavailable`] says which is missing).
 
-use std::fmt;
 use std::net::Ipv4Addr;
 use std::process::Command;
 
 /// A namespace and the veth pair that joins it to this one; deleted when
 /// dropped (after whatever runs inside it: drop that first).
+#[derive(Debug)]
 pub struct Link {
     ns: String,
     host_if: String,
     ns_if: String,
     host_addr: Ipv4Addr,
     ns_addr: Ipv4Addr,
-}
-
-impl fmt::Debug for Link {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Link")
-            .field("ns", &self.ns)
-            .field("host", &self.host_addr)
-            .field("far", &self.ns_addr)
-            .finish()
-    }
 }
 
 /// Runs `args` (`ip ...`, or any command); its error output if it failed.
