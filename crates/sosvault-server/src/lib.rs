@@ -16,6 +16,8 @@
 //! - [`engine`]: incidents, dispatch (R-tree of free units per kind,
 //!   great-circle distance, acknowledgement timeout, reassignment), releases
 //!   ([`sosvault::Opener`]), access windows, stop and shreds, restart resume.
+//! - [`unit`]: a team's id, [`unit::UnitId`] (`u-` and 12 hex digits),
+//!   typed from the store to the API.
 //! - [`trustees`]: the HTTP client for `sosvault-trustee`.
 //! - [`api`]: the axum router and its OpenAPI document (`/openapi.json`);
 //!   [`error`]: one JSON error type; [`tls`]: optional rustls listener.
@@ -99,6 +101,7 @@ pub mod sealing;
 pub mod store;
 pub mod throttle;
 pub mod trustees;
+pub mod unit;
 pub mod web;
 
 /// TLS for the listener and the trustee client (shared with the trustee service).
