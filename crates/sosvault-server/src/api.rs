@@ -85,11 +85,12 @@ use utoipa_axum::routes;
 
 use crate::engine::{
     CancelReceived, CommitReceived, Engine, Enrolled, ForwardReport, IncidentDetail,
-    IncidentSummary, LatLon, MineAnswer, OperatorId, Stopped, UnitId, UnitView, Viewer,
+    IncidentSummary, LatLon, MineAnswer, OperatorId, Stopped, UnitView, Viewer,
 };
 use crate::error::ApiError;
 use crate::geo::UnitKind;
 use crate::store::AccessLogEntry;
+use crate::unit::UnitId;
 
 /// Largest request body (an enrollment with a 1 MiB sealed profile, in base64).
 pub const MAX_BODY: usize = 2 * 1024 * 1024;
@@ -241,6 +242,12 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Que
 
 fn parse_incident_id(s: &str) -> Result<IncidentId, ApiError> {
     IncidentId::from_hex(s).ok_or_else(ApiError::not_found)
+}
+
+/// A unit id from a path: text that is no unit id answers exactly what an
+/// unknown unit does (404 `not_found`), so a caller learns nothing more.
+fn parse_unit_id(s: &str) -> Result<UnitId, ApiError> {
+    UnitId::parse(s).map_err(|_| crate::engine::EngineError::NotFound.into())
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
@@ -620,7 +627,7 @@ impl ToSchema for NewUnit {
 #[derive(Serialize, ToSchema)]
 pub struct UnitCreated {
     /// Unit id.
-    pub unit_id: String,
+    pub unit_id: UnitId,
     /// The unit's bearer token (shown once; stored only as a hash).
     pub token: String,
 }
@@ -1258,7 +1265,9 @@ async fn reassign(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AssignTeam {
-    /// The team's id (`u-` and 12 hex digits), as `GET /v1/operator/units` lists it.
+    /// The team's id (`u-` and 12 lower-case hex digits), as `GET
+    /// /v1/operator/units` lists it; any other text names no team (404
+    /// `unknown_team`).
     #[schema(min_length = 1, max_length = 64)]
     pub unit: String,
 }
@@ -1275,7 +1284,10 @@ async fn assign(
     JsonBody(b): JsonBody<AssignTeam>,
 ) -> Result<Json<StatusBody>, ApiError> {
     let id = parse_incident_id(&id)?;
-    e.assign_by_hand(id, &b.unit, &op).await?;
+    // Text that is no unit id names no team: refused as an unknown one,
+    // after the same checks (`unknown_team`).
+    let unit = UnitId::parse(&b.unit).ok();
+    e.assign_by_hand(id, unit, &op).await?;
     Ok(status("assigned"))
 }
 
@@ -1373,7 +1385,7 @@ async fn list_units(
 
 /// Gives a unit a new token (returned once): the old one opens nothing from
 /// now on, and the streams opened with it end. A supervisor only.
-#[utoipa::path(post, path = "/v1/operator/units/{id}/token", tag = "operator", params(("id" = String, Path, description = "unit id", max_length = 64)), security(("bearer" = [])),
+#[utoipa::path(post, path = "/v1/operator/units/{id}/token", tag = "operator", params(("id" = String, Path, description = "unit id (`u-` and 12 lower-case hex digits; any other answers 404)", min_length = 14, max_length = 14, pattern = "^u-[0-9a-f]{12}$")), security(("bearer" = [])),
     responses(
         (status = 200, body = UnitCreated),
         (status = 401, body = ErrorBody),
@@ -1387,14 +1399,15 @@ async fn rotate_unit_token(
     Path(id): Path<String>,
 ) -> Result<Json<UnitCreated>, ApiError> {
     e.authorize(&op, crate::access::Action::ManageUnits)?;
-    let token = e.rotate_unit_token(&id).await?;
-    Ok(Json(UnitCreated { unit_id: id, token }))
+    let unit_id = parse_unit_id(&id)?;
+    let token = e.rotate_unit_token(unit_id).await?;
+    Ok(Json(UnitCreated { unit_id, token }))
 }
 
 /// Revokes a unit (a lost or stolen phone): its token opens nothing, its
 /// streams end, it is never dispatched again, and an incident it had
 /// acknowledged gets the next nearest team. A supervisor only.
-#[utoipa::path(delete, path = "/v1/operator/units/{id}", tag = "operator", params(("id" = String, Path, description = "unit id", max_length = 64)), security(("bearer" = [])),
+#[utoipa::path(delete, path = "/v1/operator/units/{id}", tag = "operator", params(("id" = String, Path, description = "unit id (`u-` and 12 lower-case hex digits; any other answers 404)", min_length = 14, max_length = 14, pattern = "^u-[0-9a-f]{12}$")), security(("bearer" = [])),
     responses(
         (status = 204, description = "revoked"),
         (status = 401, body = ErrorBody),
@@ -1408,7 +1421,7 @@ async fn revoke_unit(
     Path(id): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     e.authorize(&op, crate::access::Action::ManageUnits)?;
-    e.revoke_unit(&id, &op).await?;
+    e.revoke_unit(parse_unit_id(&id)?, &op).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -1422,7 +1435,7 @@ async fn unit_position(
     Unit(u): Unit,
     JsonBody(p): JsonBody<LatLon>,
 ) -> Result<StatusCode, ApiError> {
-    e.unit_position(&u, p).await?;
+    e.unit_position(u, p).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -1432,17 +1445,15 @@ async fn unit_position(
 async fn unit_events(State(e): State<Engine>, Unit(u): Unit) -> Response {
     // Its own channel: a team's stream never wakes for other teams' events,
     // nor falls behind because of them.
-    let rx = e.subscribe_unit(&u.0);
-    let guard = e.unit_connected(&u);
+    let rx = e.subscribe_unit(u);
+    let guard = e.unit_connected(u);
     // Ends when the service stops, or the unit's token is rotated or revoked.
-    let closing = e.unit_stream_end(&u.0);
-    let unit = u.0.clone();
+    let closing = e.unit_stream_end(u);
     let stream = BroadcastStream::new(rx).filter_map(move |ev| {
         let _keep = &guard;
-        let unit = unit.clone();
         async move {
             let ev = ev.ok()?;
-            if !ev.for_unit(&unit) {
+            if !ev.for_unit(u) {
                 return None;
             }
             SseEvent::default()
@@ -1464,7 +1475,7 @@ async fn unit_ack(
     Path(id): Path<String>,
 ) -> Result<Json<StatusBody>, ApiError> {
     let id = parse_incident_id(&id)?;
-    e.acknowledge(&u, id)?;
+    e.acknowledge(u, id)?;
     Ok(status("acknowledged"))
 }
 

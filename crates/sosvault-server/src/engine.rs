@@ -59,6 +59,7 @@ use crate::store::{
     AssignmentRow, AssignmentStatus, Db, EnrollmentRow, IncidentRow, Store, StoreResult,
 };
 use crate::trustees::TrusteeClient;
+use crate::unit::UnitId;
 
 pub use access::ACCOUNT_POLL;
 pub use board::{Board, Rules};
@@ -122,9 +123,9 @@ pub enum Audience {
     /// Operators only.
     Operators,
     /// Operators and one unit.
-    OperatorsAndUnit(String),
+    OperatorsAndUnit(UnitId),
     /// One unit only.
-    Unit(String),
+    Unit(UnitId),
 }
 
 /// What an [`Event`] says happened: its SSE event name.
@@ -231,7 +232,7 @@ pub struct EventBody {
     /// The incident (hex), if any.
     pub incident: Option<String>,
     /// The unit, if any.
-    pub unit: Option<String>,
+    pub unit: Option<UnitId>,
     /// Details (never profile fields).
     pub detail: serde_json::Value,
     #[serde(skip)]
@@ -259,10 +260,10 @@ impl EventBody {
     }
 
     /// Whether unit `unit` sees it.
-    pub fn for_unit(&self, unit: &str) -> bool {
+    pub fn for_unit(&self, unit: UnitId) -> bool {
         match &self.audience {
             Audience::Operators => false,
-            Audience::OperatorsAndUnit(u) | Audience::Unit(u) => u == unit,
+            Audience::OperatorsAndUnit(u) | Audience::Unit(u) => *u == unit,
         }
     }
 }
@@ -309,7 +310,7 @@ struct Live {
 /// A team picked for a new incident inside the panic's own store job (so the
 /// assignment is durable with the panic, in the same commit).
 struct Picked {
-    unit: String,
+    unit: UnitId,
     assigned_at_ms: u64,
     /// Its timeline entry's text.
     detail: String,
@@ -360,10 +361,10 @@ struct Session {
 #[derive(Default)]
 struct State {
     incidents: HashMap<IncidentId, Live>,
-    units: HashMap<String, UnitInfo>,
+    units: HashMap<UnitId, UnitInfo>,
     /// Unit ids by the SHA-256 of their token, as looked up (units are never
     /// removed), so a team's every call does not queue a store read.
-    unit_tokens: HashMap<[u8; 32], String>,
+    unit_tokens: HashMap<[u8; 32], UnitId>,
     /// Who goes where: teams, their positions, and the open incidents'
     /// assignments.
     board: Board,
@@ -384,10 +385,6 @@ pub struct OperatorId {
     pub role: crate::access::Role,
 }
 
-/// An authenticated unit.
-#[derive(Clone, Debug)]
-pub struct UnitId(pub String);
-
 /// The dispatch engine (cheap to clone).
 #[derive(Clone)]
 pub struct Engine {
@@ -404,7 +401,7 @@ struct Inner {
     events: broadcast::Sender<Event>,
     /// Per-unit channels, created when a unit subscribes (units are never
     /// removed): a unit's stream then wakes for its own events only.
-    unit_events: Mutex<HashMap<String, broadcast::Sender<Event>>>,
+    unit_events: Mutex<HashMap<UnitId, broadcast::Sender<Event>>>,
     seq: AtomicU64,
     metrics: Metrics,
     shutdown: CancellationToken,
@@ -472,7 +469,7 @@ pub struct LatLon {
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct AssignedUnit {
     /// Unit id.
-    pub id: String,
+    pub id: UnitId,
     /// Unit name.
     pub name: String,
     /// Whether it acknowledged.
@@ -517,7 +514,7 @@ pub struct IncidentDetail {
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct AssignmentView {
     /// Unit id.
-    pub unit: String,
+    pub unit: UnitId,
     /// Assigned at (unix ms).
     pub assigned_at_ms: u64,
     /// `pending`, `acknowledged`, `timed_out`, `released`.
@@ -528,7 +525,7 @@ pub struct AssignmentView {
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct UnitView {
     /// Unit id.
-    pub id: String,
+    pub id: UnitId,
     /// Name.
     pub name: String,
     /// Kind.
@@ -803,17 +800,17 @@ impl Engine {
     /// With hundreds of teams connected, a stream per team on
     /// [`Engine::subscribe`] wakes (and filters) for every event of every
     /// incident; this one wakes for the unit's own.
-    pub fn subscribe_unit(&self, unit: &str) -> broadcast::Receiver<Event> {
+    pub fn subscribe_unit(&self, unit: UnitId) -> broadcast::Receiver<Event> {
         let mut map = self
             .inner
             .unit_events
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        match map.get(unit) {
+        match map.get(&unit) {
             Some(tx) => tx.subscribe(),
             None => {
                 let (tx, rx) = broadcast::channel(UNIT_EVENT_BUFFER);
-                map.insert(unit.to_owned(), tx);
+                map.insert(unit, tx);
                 rx
             }
         }
@@ -851,11 +848,11 @@ impl Engine {
         &self,
         kind: EventKind,
         id: &IncidentId,
-        unit: Option<&str>,
+        unit: Option<UnitId>,
         detail: serde_json::Value,
     ) {
         let audience = match unit {
-            Some(u) => Audience::OperatorsAndUnit(u.to_owned()),
+            Some(u) => Audience::OperatorsAndUnit(u),
             None => Audience::Operators,
         };
         self.emit(kind, Some(id), unit, audience, detail);
@@ -865,7 +862,7 @@ impl Engine {
         &self,
         kind: EventKind,
         incident: Option<&IncidentId>,
-        unit: Option<&str>,
+        unit: Option<UnitId>,
         audience: Audience,
         detail: serde_json::Value,
     ) {
@@ -874,7 +871,7 @@ impl Engine {
             at_ms: now_ms(),
             kind,
             incident: incident.map(IncidentId::to_hex),
-            unit: unit.map(str::to_owned),
+            unit,
             detail,
             audience,
         }));
@@ -943,7 +940,7 @@ impl Engine {
         self.emit_incident(
             EventKind::Timeline,
             &incident,
-            unit.as_deref(),
+            unit,
             json!({ "step": kind, "detail": detail }),
         );
         true
@@ -959,11 +956,8 @@ impl Engine {
         self.inner.trustees.iter().map(|t| t.id()).collect()
     }
 
-    fn assigned_unit(&self, incident: &IncidentId) -> Option<String> {
-        self.state()
-            .board
-            .assignment(*incident)
-            .map(|a| a.unit.clone())
+    fn assigned_unit(&self, incident: &IncidentId) -> Option<UnitId> {
+        self.state().board.assignment(*incident).map(|a| a.unit)
     }
 
     // ------------------------------------------------------------ start-up
@@ -981,9 +975,9 @@ impl Engine {
                     .position
                     .zip(u.position_at_ms)
                     .map(|((lat, lon), t)| (lat, lon, t));
-                st.board.add_team(&u.id, &u.name, u.kind, at);
+                st.board.add_team(u.id, &u.name, u.kind, at);
                 st.units.insert(
-                    u.id.clone(),
+                    u.id,
                     UnitInfo {
                         closed: self.inner.streams.child_token(),
                     },
@@ -1101,7 +1095,7 @@ impl Engine {
         // The team picked with the panic is told now (its assignment was
         // stored with the panic).
         if let Some(p) = picked {
-            self.send_assignment(&id, &p.unit, false);
+            self.send_assignment(&id, p.unit, false);
         }
         let engine = self.clone();
         self.inner
@@ -1228,13 +1222,13 @@ fn put_on_board(
     board.open(iid, kind, at, row.created_at_ms);
     for a in assignments {
         match a.status {
-            AssignmentStatus::Pending => board.restore_pending(iid, &a.unit_id),
+            AssignmentStatus::Pending => board.restore_pending(iid, a.unit_id),
             AssignmentStatus::Acknowledged => {
-                board.restore_acknowledged(iid, &a.unit_id, a.assigned_at_ms)
+                board.restore_acknowledged(iid, a.unit_id, a.assigned_at_ms)
             }
-            AssignmentStatus::Released => board.restore_released(iid, &a.unit_id),
+            AssignmentStatus::Released => board.restore_released(iid, a.unit_id),
             // To the back of the queue.
-            AssignmentStatus::TimedOut => board.restore_declined(iid, &a.unit_id),
+            AssignmentStatus::TimedOut => board.restore_declined(iid, a.unit_id),
         }
     }
 }
@@ -1251,12 +1245,12 @@ pub enum Viewer {
 /// Keeps a unit marked connected while its stream is open.
 pub struct UnitConnection {
     engine: Engine,
-    unit: String,
+    unit: UnitId,
 }
 
 impl Drop for UnitConnection {
     fn drop(&mut self) {
-        self.engine.state().board.team_disconnected(&self.unit);
+        self.engine.state().board.team_disconnected(self.unit);
     }
 }
 
@@ -1283,6 +1277,7 @@ mod tests {
         Arc, AssignmentRow, AssignmentStatus, Audience, Category, Config, ControlRoomKey, Db,
         Engine, Event, EventBody, EventKind, IncidentId, LatLon, UnitId, UnitKind, human_ms, json,
     };
+    use crate::unit::named;
 
     #[test]
     fn durations_read_in_plain_words() {
@@ -1344,16 +1339,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::SqliteStore::open(&dir.path().join("db")).unwrap();
         let engine = engine_on(dir.path(), store);
-        let mut mine = engine.subscribe_unit("u-1");
+        let (u1, u2) = (named("u-1"), named("u-2"));
+        let mut mine = engine.subscribe_unit(u1);
         let mut all = engine.subscribe();
         let send = |kind, audience| engine.emit(kind, None, None, audience, json!({}));
         use EventKind::{Acknowledged, Assigned, AssignmentWithdrawn, IncidentCreated, Timeline};
         send(IncidentCreated, Audience::Operators);
-        send(Assigned, Audience::OperatorsAndUnit("u-2".into()));
-        send(Acknowledged, Audience::OperatorsAndUnit("u-1".into()));
-        send(AssignmentWithdrawn, Audience::Unit("u-1".into()));
-        let mut second = engine.subscribe_unit("u-1");
-        send(Timeline, Audience::Unit("u-1".into()));
+        send(Assigned, Audience::OperatorsAndUnit(u2));
+        send(Acknowledged, Audience::OperatorsAndUnit(u1));
+        send(AssignmentWithdrawn, Audience::Unit(u1));
+        let mut second = engine.subscribe_unit(u1);
+        send(Timeline, Audience::Unit(u1));
         let got: Vec<EventKind> = std::iter::from_fn(|| mine.try_recv().ok())
             .map(|e| e.kind)
             .collect();
@@ -1391,7 +1387,7 @@ mod tests {
             .await
             .unwrap();
         // On its live stream: only a team that can be told is picked.
-        let _stream = engine.unit_connected(&UnitId(unit.clone()));
+        let _stream = engine.unit_connected(unit);
         let panic = enrolled_panic(&engine, here).await;
 
         // The team is picked inside the panic's store job; the commit fails.
@@ -1411,8 +1407,8 @@ mod tests {
         let rows = stored_assignments(&engine, id).await;
         assert_eq!(rows.len(), 1);
         assert_eq!(
-            (rows[0].unit_id.as_str(), rows[0].status.as_str()),
-            (unit.as_str(), "pending")
+            (rows[0].unit_id, rows[0].status.as_str()),
+            (unit, "pending")
         );
         engine.shutdown();
     }
@@ -1441,14 +1437,11 @@ mod tests {
                 .unwrap();
             teams.push(unit);
         }
-        let (near, far) = (teams[0].clone(), teams[1].clone());
-        let _streams = [
-            engine.unit_connected(&UnitId(near.clone())),
-            engine.unit_connected(&UnitId(far.clone())),
-        ];
-        let mut near_hears = engine.subscribe_unit(&near);
-        let mut far_hears = engine.subscribe_unit(&far);
-        let held = near.clone();
+        let (near, far): (UnitId, UnitId) = (teams[0], teams[1]);
+        let _streams = [engine.unit_connected(near), engine.unit_connected(far)];
+        let mut near_hears = engine.subscribe_unit(near);
+        let mut far_hears = engine.subscribe_unit(far);
+        let held = near;
         engine
             .inner
             .db
@@ -1483,9 +1476,9 @@ mod tests {
         let rows = stored_assignments(&engine, id).await;
         let held: Vec<_> = rows
             .iter()
-            .map(|r| (r.unit_id.as_str(), r.status.as_str()))
+            .map(|r| (r.unit_id, r.status.as_str()))
             .collect();
-        assert_eq!(held, [(far.as_str(), "pending")]);
+        assert_eq!(held, [(far, "pending")]);
         // The near team heard of no incident, and is on none here.
         assert!(
             std::iter::from_fn(|| near_hears.try_recv().ok())
@@ -1511,10 +1504,11 @@ mod tests {
             }))
         };
         let ops = ev(Audience::Operators);
-        assert!(ops.for_operators() && !ops.for_unit("u-1"));
-        let both = ev(Audience::OperatorsAndUnit("u-1".into()));
-        assert!(both.for_operators() && both.for_unit("u-1") && !both.for_unit("u-2"));
-        let unit = ev(Audience::Unit("u-1".into()));
-        assert!(!unit.for_operators() && unit.for_unit("u-1") && !unit.for_unit("u-2"));
+        let (u1, u2) = (named("u-1"), named("u-2"));
+        assert!(ops.for_operators() && !ops.for_unit(u1));
+        let both = ev(Audience::OperatorsAndUnit(u1));
+        assert!(both.for_operators() && both.for_unit(u1) && !both.for_unit(u2));
+        let unit = ev(Audience::Unit(u1));
+        assert!(!unit.for_operators() && unit.for_unit(u1) && !unit.for_unit(u2));
     }
 }

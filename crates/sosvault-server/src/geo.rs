@@ -12,6 +12,8 @@ use std::collections::{HashMap, HashSet};
 
 use rstar::{AABB, PointDistance, RTree, RTreeObject};
 
+use crate::unit::UnitId;
+
 /// Mean Earth radius in metres (IUGG).
 pub const EARTH_RADIUS_M: f64 = 6_371_008.8;
 
@@ -77,7 +79,7 @@ impl UnitKind {
 
 #[derive(Clone, Debug, PartialEq)]
 struct Entry {
-    unit: String,
+    unit: UnitId,
     xyz: [f64; 3],
 }
 
@@ -99,8 +101,8 @@ impl PointDistance for Entry {
 #[derive(Default)]
 pub struct UnitIndex {
     trees: HashMap<UnitKind, RTree<Entry>>,
-    positions: HashMap<String, (UnitKind, (f64, f64))>,
-    busy: HashSet<String>,
+    positions: HashMap<UnitId, (UnitKind, (f64, f64))>,
+    busy: HashSet<UnitId>,
 }
 
 impl UnitIndex {
@@ -109,63 +111,63 @@ impl UnitIndex {
         Self::default()
     }
 
-    fn remove_from_tree(&mut self, unit: &str) {
-        if let Some((kind, (lat, lon))) = self.positions.get(unit)
+    fn remove_from_tree(&mut self, unit: UnitId) {
+        if let Some((kind, (lat, lon))) = self.positions.get(&unit)
             && let Some(tree) = self.trees.get_mut(kind)
         {
             tree.remove(&Entry {
-                unit: unit.to_owned(),
+                unit,
                 xyz: to_xyz(*lat, *lon),
             });
         }
     }
 
     /// Records a unit's position (free units move in the tree).
-    pub fn set_position(&mut self, unit: &str, kind: UnitKind, lat: f64, lon: f64) {
+    pub fn set_position(&mut self, unit: UnitId, kind: UnitKind, lat: f64, lon: f64) {
         self.remove_from_tree(unit);
-        self.positions.insert(unit.to_owned(), (kind, (lat, lon)));
-        if !self.busy.contains(unit) {
+        self.positions.insert(unit, (kind, (lat, lon)));
+        if !self.busy.contains(&unit) {
             self.trees.entry(kind).or_default().insert(Entry {
-                unit: unit.to_owned(),
+                unit,
                 xyz: to_xyz(lat, lon),
             });
         }
     }
 
     /// Forgets a unit (revoked): it is never picked again.
-    pub fn remove(&mut self, unit: &str) {
+    pub fn remove(&mut self, unit: UnitId) {
         self.remove_from_tree(unit);
-        self.positions.remove(unit);
-        self.busy.remove(unit);
+        self.positions.remove(&unit);
+        self.busy.remove(&unit);
     }
 
     /// A unit's last position.
-    pub fn position(&self, unit: &str) -> Option<(f64, f64)> {
-        self.positions.get(unit).map(|(_, p)| *p)
+    pub fn position(&self, unit: UnitId) -> Option<(f64, f64)> {
+        self.positions.get(&unit).map(|(_, p)| *p)
     }
 
     /// Takes a unit out of the free pool.
-    pub fn mark_busy(&mut self, unit: &str) {
-        if self.busy.insert(unit.to_owned()) {
+    pub fn mark_busy(&mut self, unit: UnitId) {
+        if self.busy.insert(unit) {
             self.remove_from_tree(unit);
         }
     }
 
     /// Puts a unit back into the free pool.
-    pub fn mark_free(&mut self, unit: &str) {
-        if self.busy.remove(unit)
-            && let Some((kind, (lat, lon))) = self.positions.get(unit).cloned()
+    pub fn mark_free(&mut self, unit: UnitId) {
+        if self.busy.remove(&unit)
+            && let Some((kind, (lat, lon))) = self.positions.get(&unit).cloned()
         {
             self.trees.entry(kind).or_default().insert(Entry {
-                unit: unit.to_owned(),
+                unit,
                 xyz: to_xyz(lat, lon),
             });
         }
     }
 
     /// Whether the unit is busy.
-    pub fn is_busy(&self, unit: &str) -> bool {
-        self.busy.contains(unit)
+    pub fn is_busy(&self, unit: UnitId) -> bool {
+        self.busy.contains(&unit)
     }
 
     /// The free units of `kind`, nearest to `(lat, lon)` first, with their
@@ -175,22 +177,23 @@ impl UnitIndex {
         kind: UnitKind,
         lat: f64,
         lon: f64,
-    ) -> impl Iterator<Item = (&str, f64)> + '_ {
+    ) -> impl Iterator<Item = (UnitId, f64)> + '_ {
         let q = to_xyz(lat, lon);
         self.trees
             .get(&kind)
             .into_iter()
             .flat_map(move |tree| tree.nearest_neighbor_iter(&q))
             .filter_map(move |e| {
-                let pos = self.position(&e.unit)?;
-                Some((e.unit.as_str(), haversine_m((lat, lon), pos)))
+                let pos = self.position(e.unit)?;
+                Some((e.unit, haversine_m((lat, lon), pos)))
             })
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{HashSet, UnitIndex, UnitKind, haversine_m};
+    use super::{HashSet, UnitId, UnitIndex, UnitKind, haversine_m};
+    use crate::unit::named;
 
     #[test]
     fn haversine_known_distance() {
@@ -206,45 +209,44 @@ mod tests {
         kind: UnitKind,
         lat: f64,
         lon: f64,
-        exclude: &HashSet<String>,
-    ) -> Option<(String, f64)> {
+        exclude: &HashSet<UnitId>,
+    ) -> Option<(UnitId, f64)> {
         idx.free_by_distance(kind, lat, lon)
-            .find(|(u, _)| !exclude.contains(*u))
-            .map(|(u, d)| (u.to_owned(), d))
+            .find(|(u, _)| !exclude.contains(u))
     }
 
     #[test]
     fn nearest_of_the_right_kind_skipping_busy_and_excluded() {
         let mut idx = UnitIndex::new();
-        idx.set_position("p-far", UnitKind::Police, 25.20, 75.85);
-        idx.set_position("p-near", UnitKind::Police, 25.145, 75.84);
-        idx.set_position("m-nearest", UnitKind::Medical, 25.1433, 75.8436);
+        idx.set_position(named("p-far"), UnitKind::Police, 25.20, 75.85);
+        idx.set_position(named("p-near"), UnitKind::Police, 25.145, 75.84);
+        idx.set_position(named("m-nearest"), UnitKind::Medical, 25.1433, 75.8436);
         let none = HashSet::new();
         let (u, d) = nearest(&idx, UnitKind::Police, 25.1433, 75.8436, &none).unwrap();
-        assert_eq!(u, "p-near");
+        assert_eq!(u, named("p-near"));
         assert!(d < 1_000.0);
-        idx.mark_busy("p-near");
+        idx.mark_busy(named("p-near"));
         assert_eq!(
             nearest(&idx, UnitKind::Police, 25.1433, 75.8436, &none)
                 .unwrap()
                 .0,
-            "p-far"
+            named("p-far")
         );
-        idx.mark_free("p-near");
-        let ex: HashSet<String> = ["p-near".to_string()].into();
+        idx.mark_free(named("p-near"));
+        let ex: HashSet<UnitId> = [named("p-near")].into();
         assert_eq!(
             nearest(&idx, UnitKind::Police, 25.1433, 75.8436, &ex)
                 .unwrap()
                 .0,
-            "p-far"
+            named("p-far")
         );
         // Moving a free unit moves it in the tree.
-        idx.set_position("p-far", UnitKind::Police, 25.1434, 75.8437);
+        idx.set_position(named("p-far"), UnitKind::Police, 25.1434, 75.8437);
         assert_eq!(
             nearest(&idx, UnitKind::Police, 25.1433, 75.8436, &none)
                 .unwrap()
                 .0,
-            "p-far"
+            named("p-far")
         );
         assert!(nearest(&idx, UnitKind::Counsellor, 25.0, 75.0, &none).is_none());
     }
@@ -253,14 +255,14 @@ mod tests {
     fn chord_order_matches_great_circle_order() {
         // Across the antimeridian: the unit at 179.9 E is nearer to 179.9 W than one at 170 W.
         let mut idx = UnitIndex::new();
-        idx.set_position("east", UnitKind::Police, 0.0, 179.9);
-        idx.set_position("west", UnitKind::Police, 0.0, -170.0);
+        idx.set_position(named("east"), UnitKind::Police, 0.0, 179.9);
+        idx.set_position(named("west"), UnitKind::Police, 0.0, -170.0);
         let none = HashSet::new();
         assert_eq!(
             nearest(&idx, UnitKind::Police, 0.0, -179.9, &none)
                 .unwrap()
                 .0,
-            "east"
+            named("east")
         );
     }
 }

@@ -39,6 +39,8 @@ mod writer;
 
 use sosvault::{IncidentId, MessageHash, StudentId, TrusteeId};
 
+use crate::unit::UnitId;
+
 pub use access::{AccessStore, AccountChange, AccountRow};
 pub use postgres::{PgStore, Postgres};
 pub use rows::{
@@ -215,7 +217,7 @@ pub trait Store: AccessStore {
     /// Every unit.
     fn units(&self) -> StoreResult<Vec<UnitRow>>;
     /// Records a unit's position.
-    fn set_unit_position(&self, unit: &str, lat: f64, lon: f64, now_ms: u64) -> StoreResult<()>;
+    fn set_unit_position(&self, unit: UnitId, lat: f64, lon: f64, now_ms: u64) -> StoreResult<()>;
     /// Records (or updates) an assignment. An open one (pending or
     /// acknowledged) is a claim on the team: [`StoreError::UnitTaken`], and
     /// nothing written, when the team is open on another incident. The

@@ -16,6 +16,7 @@ use super::{
 };
 use crate::access::{self, Action, Claim, ClaimRefused, Denied};
 use crate::store::{AccountRow, IncidentStatus};
+use crate::unit::UnitId;
 
 /// How often the service looks for account changes made by another process.
 pub const ACCOUNT_POLL: Duration = Duration::from_secs(1);
@@ -205,22 +206,21 @@ impl Engine {
 
     /// A new token for a unit: the old one opens nothing from now on and
     /// the streams opened with it end. The token is returned once.
-    pub async fn rotate_unit_token(&self, unit: &str) -> Result<String, EngineError> {
+    pub async fn rotate_unit_token(&self, unit: UnitId) -> Result<String, EngineError> {
         let mut raw = [0u8; 32];
         rand::Rng::fill_bytes(&mut rand::rng(), &mut raw);
         let token = Zeroizing::new(hex::encode(raw));
         let hash = token_hash(&token);
-        let id = unit.to_owned();
         if !self
             .inner
             .db
-            .call(move |s| s.set_unit_token(&id, &hash))
+            .call(move |s| s.set_unit_token(unit, &hash))
             .await?
         {
             return Err(EngineError::NotFound);
         }
         self.forget_unit_tokens(unit, false);
-        tracing::info!(unit, "unit token rotated");
+        tracing::info!(unit = %unit, "unit token rotated");
         Ok(token.to_string())
     }
 
@@ -228,13 +228,18 @@ impl Engine {
     /// never dispatched again. A team on an incident is taken off it (it
     /// can no longer acknowledge nor be told) and the next nearest team
     /// sent.
-    pub async fn revoke_unit(&self, unit: &str, op: &OperatorId) -> Result<(), EngineError> {
-        let (id, now) = (unit.to_owned(), now_ms());
-        if !self.inner.db.call(move |s| s.revoke_unit(&id, now)).await? {
+    pub async fn revoke_unit(&self, unit: UnitId, op: &OperatorId) -> Result<(), EngineError> {
+        let now = now_ms();
+        if !self
+            .inner
+            .db
+            .call(move |s| s.revoke_unit(unit, now))
+            .await?
+        {
             return Err(EngineError::NotFound);
         }
         let on = self.forget_unit_tokens(unit, true);
-        tracing::info!(unit, operator = %op.name, "unit revoked");
+        tracing::info!(unit = %unit, operator = %op.name, "unit revoked");
         self.emit(
             EventKind::UnitRevoked,
             None,
@@ -254,26 +259,26 @@ impl Engine {
     /// incident the unit was on, if any (it is off it now).
     fn forget_unit_tokens(
         &self,
-        unit: &str,
+        unit: UnitId,
         remove: bool,
     ) -> Option<(sosvault::IncidentId, super::board::Withdrawn)> {
         let mut st = self.state();
-        st.unit_tokens.retain(|_, u| u != unit);
-        if let Some(u) = st.units.get_mut(unit) {
+        st.unit_tokens.retain(|_, u| *u != unit);
+        if let Some(u) = st.units.get_mut(&unit) {
             u.closed.cancel();
             u.closed = self.inner.streams.child_token();
         }
         if !remove {
             return None;
         }
-        st.units.remove(unit);
+        st.units.remove(&unit);
         st.board.remove_team(unit)
     }
 
     /// When a unit's stream must end: the service stops, or the unit's
     /// token is rotated or revoked (a unit unknown here: at once).
-    pub fn unit_stream_end(&self, unit: &str) -> tokio_util::sync::CancellationToken {
-        match self.state().units.get(unit) {
+    pub fn unit_stream_end(&self, unit: UnitId) -> tokio_util::sync::CancellationToken {
+        match self.state().units.get(&unit) {
             Some(u) => u.closed.clone(),
             None => {
                 let t = tokio_util::sync::CancellationToken::new();

@@ -39,6 +39,7 @@ use std::collections::{HashMap, VecDeque};
 use sosvault::IncidentId;
 
 use crate::geo::{UnitIndex, UnitKind, haversine_m};
+use crate::unit::UnitId;
 
 /// How long a team the database says is on another incident is passed
 /// over before it is tried again ([`Board::held_elsewhere`]).
@@ -83,7 +84,7 @@ pub enum How {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Assignment {
     /// The team.
-    pub unit: String,
+    pub unit: UnitId,
     /// When it was sent (unix ms).
     pub at_ms: u64,
     /// How it was chosen.
@@ -128,11 +129,11 @@ struct Case {
     team: Option<Assignment>,
     /// Teams that timed out, the earliest first: tried again once no
     /// other team is left.
-    declined: VecDeque<String>,
+    declined: VecDeque<UnitId>,
     /// Teams an operator took off: never sent back by the board.
-    released: Vec<String>,
+    released: Vec<UnitId>,
     /// A team sent before a restart, to tell again first.
-    resend: Option<String>,
+    resend: Option<UnitId>,
     /// Since when no team of the right kind could be sent.
     waiting_since_ms: Option<u64>,
     overdue: bool,
@@ -142,7 +143,7 @@ struct Case {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sent {
     /// The team.
-    pub unit: String,
+    pub unit: UnitId,
     /// Its name.
     pub name: String,
     /// Its kind (another than the category's on a fallback).
@@ -156,7 +157,7 @@ pub struct Sent {
     /// When (unix ms).
     pub at_ms: u64,
     /// The team it replaces (by hand only), now free.
-    pub replaced: Option<String>,
+    pub replaced: Option<UnitId>,
 }
 
 /// What an incident waits for.
@@ -172,7 +173,7 @@ pub enum Waiting {
     /// The sent team's acknowledgement.
     Ack {
         /// The team.
-        unit: String,
+        unit: UnitId,
     },
     /// Nothing: an acknowledged team is on it.
     Nothing,
@@ -195,7 +196,7 @@ pub enum Step {
     /// and at the back of its queue.
     TimedOut {
         /// The team.
-        unit: String,
+        unit: UnitId,
         /// Its name.
         name: String,
         /// When it was sent (unix ms).
@@ -204,7 +205,7 @@ pub enum Step {
     /// The sent team acknowledged: record it (answered once).
     Acknowledged {
         /// The team.
-        unit: String,
+        unit: UnitId,
         /// Its name.
         name: String,
         /// When it was sent (unix ms).
@@ -242,7 +243,7 @@ pub enum ByHandRefusal {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Withdrawn {
     /// The team.
-    pub unit: String,
+    pub unit: UnitId,
     /// Its name.
     pub name: String,
     /// Whether it had acknowledged.
@@ -263,7 +264,7 @@ impl Rules {
 pub struct Board {
     rules: Rules,
     index: UnitIndex,
-    teams: HashMap<String, Team>,
+    teams: HashMap<UnitId, Team>,
     cases: HashMap<IncidentId, Case>,
 }
 
@@ -290,7 +291,7 @@ impl Board {
     /// `position`: its last position and when it was reported.
     pub fn add_team(
         &mut self,
-        unit: &str,
+        unit: UnitId,
         name: &str,
         kind: UnitKind,
         position: Option<(f64, f64, u64)>,
@@ -299,7 +300,7 @@ impl Board {
             self.index.set_position(unit, kind, lat, lon);
         }
         self.teams.insert(
-            unit.to_owned(),
+            unit,
             Team {
                 name: name.to_owned(),
                 kind,
@@ -313,13 +314,13 @@ impl Board {
 
     /// Takes a team off the board for good (its token was revoked). Returns
     /// the incident it was on, and whether it had acknowledged.
-    pub fn remove_team(&mut self, unit: &str) -> Option<(IncidentId, Withdrawn)> {
-        let team = self.teams.remove(unit)?;
+    pub fn remove_team(&mut self, unit: UnitId) -> Option<(IncidentId, Withdrawn)> {
+        let team = self.teams.remove(&unit)?;
         self.index.remove(unit);
         let id = team.incident?;
         let case = self.cases.get_mut(&id)?;
         let a = case.team.take_if(|a| a.unit == unit)?;
-        case.declined.retain(|u| u != unit);
+        case.declined.retain(|u| *u != unit);
         Some((
             id,
             Withdrawn {
@@ -334,11 +335,11 @@ impl Board {
     /// on (if any) and whether it is free, or `None` for an unknown team.
     pub fn team_moved(
         &mut self,
-        unit: &str,
+        unit: UnitId,
         (lat, lon): (f64, f64),
         now: u64,
     ) -> Option<(Option<IncidentId>, bool)> {
-        let team = self.teams.get_mut(unit)?;
+        let team = self.teams.get_mut(&unit)?;
         team.position_at_ms = Some(now);
         self.index.set_position(unit, team.kind, lat, lon);
         Some((team.incident, team.incident.is_none()))
@@ -346,8 +347,8 @@ impl Board {
 
     /// A team opened a live stream. Returns the incident whose assignment
     /// it should be told again, if any.
-    pub fn team_connected(&mut self, unit: &str) -> Option<IncidentId> {
-        let team = self.teams.get_mut(unit)?;
+    pub fn team_connected(&mut self, unit: UnitId) -> Option<IncidentId> {
+        let team = self.teams.get_mut(&unit)?;
         team.streams += 1;
         let id = team.incident?;
         let case = self.cases.get(&id)?;
@@ -358,34 +359,34 @@ impl Board {
     }
 
     /// A team's live stream closed.
-    pub fn team_disconnected(&mut self, unit: &str) {
-        if let Some(t) = self.teams.get_mut(unit) {
+    pub fn team_disconnected(&mut self, unit: UnitId) {
+        if let Some(t) = self.teams.get_mut(&unit) {
             t.streams = t.streams.saturating_sub(1);
         }
     }
 
     /// A team.
-    pub fn team(&self, unit: &str) -> Option<&Team> {
-        self.teams.get(unit)
+    pub fn team(&self, unit: UnitId) -> Option<&Team> {
+        self.teams.get(&unit)
     }
 
     /// Every team, with its last position.
-    pub fn teams(&self) -> impl Iterator<Item = (&str, &Team, Option<(f64, f64)>)> {
+    pub fn teams(&self) -> impl Iterator<Item = (UnitId, &Team, Option<(f64, f64)>)> {
         self.teams
             .iter()
-            .map(|(u, t)| (u.as_str(), t, self.index.position(u)))
+            .map(|(u, t)| (*u, t, self.index.position(*u)))
     }
 
     /// A team's last position.
-    pub fn position(&self, unit: &str) -> Option<(f64, f64)> {
+    pub fn position(&self, unit: UnitId) -> Option<(f64, f64)> {
         self.index.position(unit)
     }
 
     /// Whether a team may be picked now: it can be told, and its position
     /// is fresh.
-    pub fn eligible(&self, unit: &str, now: u64) -> bool {
+    pub fn eligible(&self, unit: UnitId, now: u64) -> bool {
         let rules = self.rules;
-        self.teams.get(unit).is_some_and(|t| {
+        self.teams.get(&unit).is_some_and(|t| {
             t.streams > 0
                 && t.held_until_ms.is_none_or(|until| now >= until)
                 && t.position_at_ms
@@ -418,10 +419,10 @@ impl Board {
     }
 
     /// Takes an incident off the board. Returns its team, now free.
-    pub fn close(&mut self, id: IncidentId) -> Option<String> {
+    pub fn close(&mut self, id: IncidentId) -> Option<UnitId> {
         let case = self.cases.remove(&id)?;
         let a = case.team?;
-        self.free(id, &a.unit);
+        self.free(id, a.unit);
         Some(a.unit)
     }
 
@@ -441,45 +442,45 @@ impl Board {
     // ------------------------------------------------------------ restart
 
     /// After a restart: `unit` had acknowledged incident `id` at `at_ms`.
-    pub fn restore_acknowledged(&mut self, id: IncidentId, unit: &str, at_ms: u64) {
+    pub fn restore_acknowledged(&mut self, id: IncidentId, unit: UnitId, at_ms: u64) {
         let Some(case) = self.cases.get_mut(&id) else {
             return;
         };
         case.team = Some(Assignment {
-            unit: unit.to_owned(),
+            unit,
             at_ms,
             how: How::Nearest,
             acked_at_ms: Some(at_ms),
             ack_recorded: true,
         });
         self.index.mark_busy(unit);
-        if let Some(t) = self.teams.get_mut(unit) {
+        if let Some(t) = self.teams.get_mut(&unit) {
             t.incident = Some(id);
         }
     }
 
     /// After a restart: `unit` was sent to `id` and had not acknowledged;
     /// it is sent again first (if still free).
-    pub fn restore_pending(&mut self, id: IncidentId, unit: &str) {
+    pub fn restore_pending(&mut self, id: IncidentId, unit: UnitId) {
         if let Some(case) = self.cases.get_mut(&id) {
-            case.resend = Some(unit.to_owned());
+            case.resend = Some(unit);
         }
     }
 
     /// After a restart: `unit` timed out on `id` (to the back of its queue).
-    pub fn restore_declined(&mut self, id: IncidentId, unit: &str) {
+    pub fn restore_declined(&mut self, id: IncidentId, unit: UnitId) {
         if let Some(case) = self.cases.get_mut(&id) {
-            case.declined.retain(|u| u != unit);
-            case.declined.push_back(unit.to_owned());
+            case.declined.retain(|u| *u != unit);
+            case.declined.push_back(unit);
         }
     }
 
     /// After a restart: an operator had taken `unit` off `id`.
-    pub fn restore_released(&mut self, id: IncidentId, unit: &str) {
+    pub fn restore_released(&mut self, id: IncidentId, unit: UnitId) {
         if let Some(case) = self.cases.get_mut(&id) {
-            case.declined.retain(|u| u != unit);
-            if !case.released.iter().any(|u| u == unit) {
-                case.released.push(unit.to_owned());
+            case.declined.retain(|u| *u != unit);
+            if !case.released.contains(&unit) {
+                case.released.push(unit);
             }
         }
     }
@@ -512,8 +513,8 @@ impl Board {
                     };
                 }
                 a.ack_recorded = true;
-                let (unit, at_ms) = (a.unit.clone(), a.at_ms);
-                let name = self.name(&unit);
+                let (unit, at_ms) = (a.unit, a.at_ms);
+                let name = self.name(unit);
                 return Step::Acknowledged {
                     unit,
                     name,
@@ -524,18 +525,16 @@ impl Board {
             let deadline = a.at_ms.saturating_add(rules.ack_timeout_ms);
             if now < deadline {
                 return Step::Wait {
-                    why: Waiting::Ack {
-                        unit: a.unit.clone(),
-                    },
+                    why: Waiting::Ack { unit: a.unit },
                     until: Some(alarm.map_or(deadline, |o| o.min(deadline))),
                 };
             }
-            let (unit, at_ms) = (a.unit.clone(), a.at_ms);
+            let (unit, at_ms) = (a.unit, a.at_ms);
             case.team = None;
             case.declined.retain(|u| *u != unit);
-            case.declined.push_back(unit.clone());
-            self.free(id, &unit);
-            let name = self.name(&unit);
+            case.declined.push_back(unit);
+            self.free(id, unit);
+            let name = self.name(unit);
             return Step::TimedOut { unit, name, at_ms };
         }
         self.pick(id, now, alarm)
@@ -554,17 +553,17 @@ impl Board {
                 until: alarm,
             };
         };
-        let (kind, resend) = (case.kind, case.resend.clone());
+        let (kind, resend) = (case.kind, case.resend);
         // A team sent before a restart is told again first, if still free.
         if let Some(u) = resend
             && self.teams.get(&u).is_some_and(|t| t.incident.is_none())
-            && let Some(s) = self.send(id, &u, How::Resent, now)
+            && let Some(s) = self.send(id, u, How::Resent, now)
         {
             return Step::Sent(s);
         }
         if let Some(case) = self.cases.get(&id)
             && let Some(u) = self.choose(case, kind, at, now)
-            && let Some(s) = self.send(id, &u, How::Nearest, now)
+            && let Some(s) = self.send(id, u, How::Nearest, now)
         {
             return Step::Sent(s);
         }
@@ -576,7 +575,7 @@ impl Board {
         if now >= fallback_at
             && let Some(case) = self.cases.get(&id)
             && let Some(u) = self.choose_other_kind(case, kind, at, now)
-            && let Some(s) = self.send(id, &u, How::Fallback { wanted: kind }, now)
+            && let Some(s) = self.send(id, u, How::Fallback { wanted: kind }, now)
         {
             return Step::Sent(s);
         }
@@ -599,26 +598,24 @@ impl Board {
         kind: UnitKind,
         (lat, lon): (f64, f64),
         now: u64,
-    ) -> Option<String> {
+    ) -> Option<UnitId> {
         let fresh = self
             .index
             .free_by_distance(kind, lat, lon)
             .find(|(u, _)| {
-                self.eligible(u, now)
-                    && !case.declined.iter().any(|d| d == u)
-                    && !case.released.iter().any(|r| r == u)
+                self.eligible(*u, now) && !case.declined.contains(u) && !case.released.contains(u)
             })
-            .map(|(u, _)| u.to_owned());
+            .map(|(u, _)| u);
         fresh.or_else(|| {
             case.declined
                 .iter()
                 .find(|u| {
                     self.teams
-                        .get(u.as_str())
+                        .get(u)
                         .is_some_and(|t| t.kind == kind && t.incident.is_none())
-                        && self.eligible(u, now)
+                        && self.eligible(**u, now)
                 })
-                .cloned()
+                .copied()
         })
     }
 
@@ -629,13 +626,13 @@ impl Board {
         kind: UnitKind,
         at: (f64, f64),
         now: u64,
-    ) -> Option<String> {
+    ) -> Option<UnitId> {
         [UnitKind::Police, UnitKind::Medical, UnitKind::Counsellor]
             .into_iter()
             .filter(|k| *k != kind)
             .filter_map(|k| {
                 let u = self.choose(case, k, at, now)?;
-                let d = self.index.position(&u).map(|p| haversine_m(at, p))?;
+                let d = self.index.position(u).map(|p| haversine_m(at, p))?;
                 Some((u, d))
             })
             .min_by(|a, b| a.1.total_cmp(&b.1))
@@ -644,17 +641,17 @@ impl Board {
 
     /// Puts the free team `unit` on incident `id`; `None` (and nothing
     /// changed) if either is not on the board.
-    fn send(&mut self, id: IncidentId, unit: &str, how: How, now: u64) -> Option<Sent> {
-        let team = self.teams.get_mut(unit)?;
+    fn send(&mut self, id: IncidentId, unit: UnitId, how: How, now: u64) -> Option<Sent> {
+        let team = self.teams.get_mut(&unit)?;
         let case = self.cases.get_mut(&id)?;
         team.incident = Some(id);
         let (name, kind, connected) = (team.name.clone(), team.kind, team.streams > 0);
         case.waiting_since_ms = None;
         case.resend = None;
-        case.declined.retain(|u| u != unit);
-        case.released.retain(|u| u != unit);
+        case.declined.retain(|u| *u != unit);
+        case.released.retain(|u| *u != unit);
         case.team = Some(Assignment {
-            unit: unit.to_owned(),
+            unit,
             at_ms: now,
             how: how.clone(),
             acked_at_ms: None,
@@ -666,7 +663,7 @@ impl Board {
             .zip(self.index.position(unit))
             .map(|(a, b)| haversine_m(a, b));
         Some(Sent {
-            unit: unit.to_owned(),
+            unit,
             name,
             kind,
             distance_m,
@@ -678,19 +675,19 @@ impl Board {
     }
 
     /// Marks `unit` free, and off incident `id`.
-    fn free(&mut self, id: IncidentId, unit: &str) {
+    fn free(&mut self, id: IncidentId, unit: UnitId) {
         self.index.mark_free(unit);
-        if let Some(t) = self.teams.get_mut(unit)
+        if let Some(t) = self.teams.get_mut(&unit)
             && t.incident == Some(id)
         {
             t.incident = None;
         }
     }
 
-    fn name(&self, unit: &str) -> String {
+    fn name(&self, unit: UnitId) -> String {
         self.teams
-            .get(unit)
-            .map_or_else(|| unit.to_owned(), |t| t.name.clone())
+            .get(&unit)
+            .map_or_else(|| unit.to_string(), |t| t.name.clone())
     }
 
     // ------------------------------------------------------------ inputs
@@ -698,7 +695,7 @@ impl Board {
     /// Team `unit` acknowledges incident `id` at `now`. `Ok(true)` the
     /// first time, `Ok(false)` again; `Err(())` if the team is not on it.
     #[allow(clippy::result_unit_err)]
-    pub fn acknowledge(&mut self, unit: &str, id: IncidentId, now: u64) -> Result<bool, ()> {
+    pub fn acknowledge(&mut self, unit: UnitId, id: IncidentId, now: u64) -> Result<bool, ()> {
         let a = self
             .cases
             .get_mut(&id)
@@ -718,7 +715,7 @@ impl Board {
     /// time-out, and no incident is sent it for [`HELD_ELSEWHERE_MS`]; then
     /// it is tried again (the database decides again). False, and nothing
     /// changed, if the team is not `id`'s unacknowledged one.
-    pub fn held_elsewhere(&mut self, id: IncidentId, unit: &str, now: u64) -> bool {
+    pub fn held_elsewhere(&mut self, id: IncidentId, unit: UnitId, now: u64) -> bool {
         let Some(case) = self.cases.get_mut(&id) else {
             return false;
         };
@@ -731,7 +728,7 @@ impl Board {
         }
         case.team = None;
         self.free(id, unit);
-        if let Some(t) = self.teams.get_mut(unit) {
+        if let Some(t) = self.teams.get_mut(&unit) {
             t.held_until_ms = Some(now.saturating_add(HELD_ELSEWHERE_MS));
         }
         true
@@ -743,10 +740,10 @@ impl Board {
         let case = self.cases.get_mut(&id)?;
         let a = case.team.take()?;
         case.declined.retain(|u| *u != a.unit);
-        case.released.push(a.unit.clone());
-        self.free(id, &a.unit);
+        case.released.push(a.unit);
+        self.free(id, a.unit);
         Some(Withdrawn {
-            name: self.name(&a.unit),
+            name: self.name(a.unit),
             acked: a.acked(),
             unit: a.unit,
         })
@@ -759,12 +756,12 @@ impl Board {
     pub fn assign_by_hand(
         &mut self,
         id: IncidentId,
-        unit: &str,
+        unit: UnitId,
         by: &str,
         now: u64,
     ) -> Result<Sent, ByHandRefusal> {
         let case = self.cases.get(&id).ok_or(ByHandRefusal::NoIncident)?;
-        let team = self.teams.get(unit).ok_or(ByHandRefusal::UnknownTeam)?;
+        let team = self.teams.get(&unit).ok_or(ByHandRefusal::UnknownTeam)?;
         if case.team.as_ref().is_some_and(|a| a.unit == unit) {
             return Err(ByHandRefusal::AlreadyOnIt);
         }
@@ -787,21 +784,17 @@ impl Board {
                 if let Some(t) = self.teams.get(&a.unit) {
                     assert_eq!(t.incident, Some(*id), "{} names another incident", a.unit);
                 }
-                assert!(
-                    self.index.is_busy(&a.unit),
-                    "{} is on {id} but free",
-                    a.unit
-                );
+                assert!(self.index.is_busy(a.unit), "{} is on {id} but free", a.unit);
             }
         }
         for (u, t) in &self.teams {
             match t.incident {
                 Some(id) => {
                     let on = self.cases.get(&id).and_then(|c| c.team.as_ref());
-                    assert_eq!(on.map(|a| a.unit.as_str()), Some(u.as_str()));
-                    assert!(self.index.is_busy(u));
+                    assert_eq!(on.map(|a| a.unit), Some(*u));
+                    assert!(self.index.is_busy(*u));
                 }
-                None => assert!(!self.index.is_busy(u), "{u} is busy with nothing"),
+                None => assert!(!self.index.is_busy(*u), "{u} is busy with nothing"),
             }
         }
     }
@@ -813,6 +806,7 @@ mod tests {
 
     use super::{Board, ByHandRefusal, How, Rules, Sent, Step, Waiting};
     use crate::geo::UnitKind;
+    use crate::unit::named;
     use sosvault::IncidentId;
 
     const RULES: Rules = Rules {
@@ -833,12 +827,12 @@ mod tests {
         let mut b = Board::new(RULES);
         for (u, kind, km) in teams {
             b.add_team(
-                u,
+                named(u),
                 &format!("team {u}"),
                 *kind,
                 Some((AT.0 + km / 111.0, AT.1, 0)),
             );
-            b.team_connected(u);
+            b.team_connected(named(u));
         }
         b
     }
@@ -859,13 +853,13 @@ mod tests {
         ]);
         b.open(id(1), UnitKind::Police, Some(AT), 0);
         let s = sent(b.step(id(1), 10));
-        assert_eq!((s.unit.as_str(), s.how), ("near", How::Nearest));
+        assert_eq!((s.unit, s.how), (named("near"), How::Nearest));
         assert!((s.distance_m.unwrap() - 1_000.0).abs() < 20.0);
         assert_eq!(
             b.step(id(1), 11),
             Step::Wait {
                 why: Waiting::Ack {
-                    unit: "near".into()
+                    unit: named("near")
                 },
                 until: Some(5_010)
             }
@@ -877,20 +871,24 @@ mod tests {
     fn a_team_that_times_out_goes_to_the_back_of_the_queue_not_out_of_it() {
         let mut b = board(&[("a", UnitKind::Police, 1.0), ("b", UnitKind::Police, 2.0)]);
         b.open(id(1), UnitKind::Police, Some(AT), 0);
-        assert_eq!(sent(b.step(id(1), 0)).unit, "a");
-        assert!(matches!(b.step(id(1), 5_000), Step::TimedOut { ref unit, .. } if unit == "a"));
-        assert_eq!(sent(b.step(id(1), 5_000)).unit, "b");
-        assert!(matches!(b.step(id(1), 10_000), Step::TimedOut { ref unit, .. } if unit == "b"));
+        assert_eq!(sent(b.step(id(1), 0)).unit, named("a"));
+        assert!(
+            matches!(b.step(id(1), 5_000), Step::TimedOut { ref unit, .. } if *unit == named("a"))
+        );
+        assert_eq!(sent(b.step(id(1), 5_000)).unit, named("b"));
+        assert!(
+            matches!(b.step(id(1), 10_000), Step::TimedOut { ref unit, .. } if *unit == named("b"))
+        );
         // Both declined: tried again, the earliest first.
-        assert_eq!(sent(b.step(id(1), 10_000)).unit, "a");
+        assert_eq!(sent(b.step(id(1), 10_000)).unit, named("a"));
         assert!(matches!(b.step(id(1), 15_000), Step::TimedOut { .. }));
-        assert_eq!(sent(b.step(id(1), 15_000)).unit, "b");
+        assert_eq!(sent(b.step(id(1), 15_000)).unit, named("b"));
         b.check();
         // A single team is tried again and again, never dropped.
         let mut one = board(&[("solo", UnitKind::Police, 1.0)]);
         one.open(id(2), UnitKind::Police, Some(AT), 0);
         for round in 0..4u64 {
-            assert_eq!(sent(one.step(id(2), round * 5_000)).unit, "solo");
+            assert_eq!(sent(one.step(id(2), round * 5_000)).unit, named("solo"));
             assert!(matches!(
                 one.step(id(2), (round + 1) * 5_000),
                 Step::TimedOut { .. }
@@ -902,20 +900,20 @@ mod tests {
     fn a_team_the_database_holds_elsewhere_is_passed_over_then_tried_again() {
         let mut b = board(&[("a", UnitKind::Police, 1.0), ("b", UnitKind::Police, 2.0)]);
         b.open(id(1), UnitKind::Police, Some(AT), 0);
-        assert_eq!(sent(b.step(id(1), 0)).unit, "a");
+        assert_eq!(sent(b.step(id(1), 0)).unit, named("a"));
         // Only the incident's unacknowledged team can be refused.
-        assert!(!b.held_elsewhere(id(1), "b", 0));
-        assert!(!b.held_elsewhere(id(2), "a", 0));
-        assert!(b.held_elsewhere(id(1), "a", 0));
+        assert!(!b.held_elsewhere(id(1), named("b"), 0));
+        assert!(!b.held_elsewhere(id(2), named("a"), 0));
+        assert!(b.held_elsewhere(id(1), named("a"), 0));
         b.check();
         assert!(b.assignment(id(1)).is_none());
         // Passed over (no time-out step, no alarm): the next nearest goes.
-        assert_eq!(sent(b.step(id(1), 1)).unit, "b");
+        assert_eq!(sent(b.step(id(1), 1)).unit, named("b"));
         // Held for a while: not sent to another incident, not by hand.
         b.open(id(2), UnitKind::Police, Some(AT), 0);
-        assert!(!b.eligible("a", super::HELD_ELSEWHERE_MS - 1));
+        assert!(!b.eligible(named("a"), super::HELD_ELSEWHERE_MS - 1));
         assert_eq!(
-            b.assign_by_hand(id(2), "a", "op", super::HELD_ELSEWHERE_MS - 1),
+            b.assign_by_hand(id(2), named("a"), "op", super::HELD_ELSEWHERE_MS - 1),
             Err(ByHandRefusal::TeamBusy)
         );
         assert!(matches!(
@@ -926,11 +924,17 @@ mod tests {
             }
         ));
         // Then tried again: the database decides again.
-        assert_eq!(sent(b.step(id(2), super::HELD_ELSEWHERE_MS)).unit, "a");
+        assert_eq!(
+            sent(b.step(id(2), super::HELD_ELSEWHERE_MS)).unit,
+            named("a")
+        );
         b.check();
         // An acknowledged team is the incident's: never refused after.
-        assert!(b.acknowledge("a", id(2), super::HELD_ELSEWHERE_MS).unwrap());
-        assert!(!b.held_elsewhere(id(2), "a", super::HELD_ELSEWHERE_MS));
+        assert!(
+            b.acknowledge(named("a"), id(2), super::HELD_ELSEWHERE_MS)
+                .unwrap()
+        );
+        assert!(!b.held_elsewhere(id(2), named("a"), super::HELD_ELSEWHERE_MS));
     }
 
     #[test]
@@ -940,25 +944,25 @@ mod tests {
             ("fresh", UnitKind::Police, 3.0),
         ]);
         b.add_team(
-            "offline",
+            named("offline"),
             "team offline",
             UnitKind::Police,
             Some((AT.0, AT.1, 0)),
         );
-        b.team_moved("fresh", (AT.0 + 0.03, AT.1), 100_000);
+        b.team_moved(named("fresh"), (AT.0 + 0.03, AT.1), 100_000);
         b.open(id(1), UnitKind::Police, Some(AT), 100_000);
         // `stale` last reported at 0, older than 60 s; `offline` has no stream.
-        assert_eq!(sent(b.step(id(1), 100_000)).unit, "fresh");
+        assert_eq!(sent(b.step(id(1), 100_000)).unit, named("fresh"));
         // Once it reports again it is eligible.
-        b.team_moved("stale", (AT.0, AT.1), 100_001);
+        b.team_moved(named("stale"), (AT.0, AT.1), 100_001);
         b.open(id(2), UnitKind::Police, Some(AT), 100_001);
-        assert_eq!(sent(b.step(id(2), 100_001)).unit, "stale");
+        assert_eq!(sent(b.step(id(2), 100_001)).unit, named("stale"));
         // A stream opened makes `offline` eligible (its position is fresh).
-        b.team_moved("offline", AT, 100_002);
+        b.team_moved(named("offline"), AT, 100_002);
         b.open(id(3), UnitKind::Police, Some(AT), 100_002);
         assert!(matches!(b.step(id(3), 100_002), Step::Wait { .. }));
-        b.team_connected("offline");
-        assert_eq!(sent(b.step(id(3), 100_003)).unit, "offline");
+        b.team_connected(named("offline"));
+        assert_eq!(sent(b.step(id(3), 100_003)).unit, named("offline"));
         b.check();
     }
 
@@ -980,7 +984,7 @@ mod tests {
         );
         assert!(matches!(b.step(id(1), 19_999), Step::Wait { .. }));
         let s = sent(b.step(id(1), 20_000));
-        assert_eq!(s.unit, "medic-near");
+        assert_eq!(s.unit, named("medic-near"));
         assert_eq!(s.kind, UnitKind::Medical);
         assert_eq!(
             s.how,
@@ -994,10 +998,10 @@ mod tests {
     #[test]
     fn an_operator_sends_any_free_team_by_hand_and_the_old_one_is_freed() {
         let mut b = board(&[("a", UnitKind::Police, 1.0), ("m", UnitKind::Medical, 3.0)]);
-        b.add_team("radio", "team radio", UnitKind::Police, None);
+        b.add_team(named("radio"), "team radio", UnitKind::Police, None);
         b.open(id(1), UnitKind::Police, Some(AT), 0);
         b.open(id(2), UnitKind::Police, Some(AT), 0);
-        assert_eq!(sent(b.step(id(1), 0)).unit, "a");
+        assert_eq!(sent(b.step(id(1), 0)).unit, named("a"));
         for (incident, team, refusal) in [
             (2, "a", ByHandRefusal::TeamBusy),
             (1, "a", ByHandRefusal::AlreadyOnIt),
@@ -1005,18 +1009,20 @@ mod tests {
             (1, "nobody", ByHandRefusal::UnknownTeam),
         ] {
             assert_eq!(
-                b.assign_by_hand(id(incident), team, "supervisor sunil", 1),
+                b.assign_by_hand(id(incident), named(team), "supervisor sunil", 1),
                 Err(refusal)
             );
         }
-        let s = b.assign_by_hand(id(1), "m", "supervisor sunil", 2).unwrap();
-        assert_eq!((s.unit.as_str(), s.replaced.as_deref()), ("m", Some("a")));
+        let s = b
+            .assign_by_hand(id(1), named("m"), "supervisor sunil", 2)
+            .unwrap();
+        assert_eq!((s.unit, s.replaced), (named("m"), Some(named("a"))));
         // Not connected, no position: still the operator's to send.
         let s = b
-            .assign_by_hand(id(2), "radio", "supervisor sunil", 3)
+            .assign_by_hand(id(2), named("radio"), "supervisor sunil", 3)
             .unwrap();
         assert!(!s.connected && s.distance_m.is_none());
-        assert!(b.team("a").unwrap().incident.is_none());
+        assert!(b.team(named("a")).unwrap().incident.is_none());
         b.check();
     }
 
@@ -1024,23 +1030,23 @@ mod tests {
     fn an_incident_without_an_acknowledged_team_is_overdue_once() {
         let mut b = board(&[("a", UnitKind::Police, 1.0)]);
         b.open(id(1), UnitKind::Police, Some(AT), 1_000);
-        assert_eq!(sent(b.step(id(1), 1_000)).unit, "a");
+        assert_eq!(sent(b.step(id(1), 1_000)).unit, named("a"));
         assert!(matches!(b.step(id(1), 6_000), Step::TimedOut { .. }));
-        assert_eq!(sent(b.step(id(1), 6_000)).unit, "a");
+        assert_eq!(sent(b.step(id(1), 6_000)).unit, named("a"));
         assert_eq!(
             b.step(id(1), 6_001),
             Step::Wait {
-                why: Waiting::Ack { unit: "a".into() },
+                why: Waiting::Ack { unit: named("a") },
                 until: Some(11_000)
             }
         );
         // The wait for an acknowledgement ends at the alarm if it comes first.
         assert!(matches!(b.step(id(1), 11_000), Step::TimedOut { .. }));
-        assert_eq!(sent(b.step(id(1), 29_000)).unit, "a");
+        assert_eq!(sent(b.step(id(1), 29_000)).unit, named("a"));
         assert_eq!(
             b.step(id(1), 29_001),
             Step::Wait {
-                why: Waiting::Ack { unit: "a".into() },
+                why: Waiting::Ack { unit: named("a") },
                 until: Some(31_000)
             }
         );
@@ -1064,15 +1070,15 @@ mod tests {
             }
         );
         b.locate(id(1), AT);
-        assert_eq!(sent(b.step(id(1), 31_002)).unit, "a");
-        assert_eq!(b.acknowledge("a", id(1), 32_000), Ok(true));
-        assert_eq!(b.acknowledge("a", id(1), 32_001), Ok(false));
-        assert_eq!(b.acknowledge("b", id(1), 32_001), Err(()));
+        assert_eq!(sent(b.step(id(1), 31_002)).unit, named("a"));
+        assert_eq!(b.acknowledge(named("a"), id(1), 32_000), Ok(true));
+        assert_eq!(b.acknowledge(named("a"), id(1), 32_001), Ok(false));
+        assert_eq!(b.acknowledge(named("b"), id(1), 32_001), Err(()));
         assert!(!b.overdue(id(1)), "acknowledged: the alarm is over");
         assert_eq!(
             b.step(id(1), 32_002),
             Step::Acknowledged {
-                unit: "a".into(),
+                unit: named("a"),
                 name: "team a".into(),
                 at_ms: 31_002,
                 latency_ms: 998
@@ -1089,7 +1095,7 @@ mod tests {
         let mut b = board(&[("a", UnitKind::Police, 1.0)]);
         b.open(id(1), UnitKind::Police, Some(AT), 0);
         sent(b.step(id(1), 0));
-        b.acknowledge("a", id(1), 1).unwrap();
+        b.acknowledge(named("a"), id(1), 1).unwrap();
         b.step(id(1), 2);
         assert_eq!(
             b.step(id(1), 100_000),
@@ -1109,10 +1115,10 @@ mod tests {
             ("next", UnitKind::Police, 1.0),
         ]);
         b.open(id(1), UnitKind::Police, Some(AT), 0);
-        b.restore_acknowledged(id(1), "acked", 0);
+        b.restore_acknowledged(id(1), named("acked"), 0);
         b.open(id(2), UnitKind::Police, Some(AT), 0);
-        b.restore_pending(id(2), "pending");
-        b.restore_declined(id(2), "declined");
+        b.restore_pending(id(2), named("pending"));
+        b.restore_declined(id(2), named("declined"));
         assert!(b.assignment(id(1)).unwrap().acked());
         assert!(matches!(
             b.step(id(1), 1),
@@ -1122,10 +1128,10 @@ mod tests {
             }
         ));
         let s = sent(b.step(id(2), 1));
-        assert_eq!((s.unit.as_str(), s.how), ("pending", How::Resent));
+        assert_eq!((s.unit, s.how), (named("pending"), How::Resent));
         assert!(matches!(b.step(id(2), 5_001), Step::TimedOut { .. }));
         // Then the nearest that has not declined.
-        assert_eq!(sent(b.step(id(2), 5_001)).unit, "next");
+        assert_eq!(sent(b.step(id(2), 5_001)).unit, named("next"));
         b.check();
     }
 
@@ -1134,13 +1140,13 @@ mod tests {
         let mut b = board(&[("a", UnitKind::Police, 1.0), ("b", UnitKind::Police, 2.0)]);
         b.open(id(1), UnitKind::Police, Some(AT), 0);
         sent(b.step(id(1), 0));
-        b.acknowledge("a", id(1), 1).unwrap();
+        b.acknowledge(named("a"), id(1), 1).unwrap();
         let w = b.withdraw(id(1)).unwrap();
-        assert!(w.acked && w.unit == "a");
-        assert_eq!(sent(b.step(id(1), 2)).unit, "b");
-        let (incident, w) = b.remove_team("b").unwrap();
+        assert!(w.acked && w.unit == named("a"));
+        assert_eq!(sent(b.step(id(1), 2)).unit, named("b"));
+        let (incident, w) = b.remove_team(named("b")).unwrap();
         assert_eq!((incident, w.acked), (id(1), false));
-        assert!(b.team("b").is_none());
+        assert!(b.team(named("b")).is_none());
         // The operator took `a` off: the board does not send it back...
         assert!(matches!(
             b.step(id(1), 3),
@@ -1154,11 +1160,13 @@ mod tests {
         assert!(matches!(b.step(id(1), 30_001), Step::Wait { .. }));
         // ... but the operator may.
         assert_eq!(
-            b.assign_by_hand(id(1), "a", "op", 30_002).unwrap().unit,
-            "a"
+            b.assign_by_hand(id(1), named("a"), "op", 30_002)
+                .unwrap()
+                .unit,
+            named("a")
         );
-        assert_eq!(b.close(id(1)).as_deref(), Some("a"));
-        assert!(b.team("a").unwrap().incident.is_none());
+        assert_eq!(b.close(id(1)), Some(named("a")));
+        assert!(b.team(named("a")).unwrap().incident.is_none());
         assert_eq!(b.step(id(1), 30_003), Step::Gone);
         b.check();
     }
@@ -1210,8 +1218,8 @@ mod tests {
             let mut b = Board::new(RULES);
             for u in 0..6u8 {
                 let name = format!("u{u}");
-                b.add_team(&name, &name, KINDS[usize::from(u % 3)], Some((AT.0 + f64::from(u) / 100.0, AT.1, 0)));
-                b.team_connected(&name);
+                b.add_team(named(&name), &name, KINDS[usize::from(u % 3)], Some((AT.0 + f64::from(u) / 100.0, AT.1, 0)));
+                b.team_connected(named(&name));
             }
             let mut now = 0u64;
             for op in ops {
@@ -1225,23 +1233,23 @@ mod tests {
                                 t.kind == kind
                                     && t.incident.is_none()
                                     && b.eligible(u, now)
-                                    && !released.iter().any(|r| r == u)
+                                    && !released.contains(&u)
                             });
                             prop_assert!(!free, "waiting for a {kind:?} team while one is free");
                         }
                     }
-                    Op::Ack(u, i) => { let _ = b.acknowledge(&format!("u{u}"), id(i), now); }
+                    Op::Ack(u, i) => { let _ = b.acknowledge(named(&format!("u{u}")), id(i), now); }
                     Op::Move(u, d) => {
-                        let _ = b.team_moved(&format!("u{u}"), (AT.0 + f64::from(d) / 1000.0, AT.1), now);
+                        let _ = b.team_moved(named(&format!("u{u}")), (AT.0 + f64::from(d) / 1000.0, AT.1), now);
                     }
-                    Op::Connect(u) => { b.team_connected(&format!("u{u}")); }
-                    Op::Disconnect(u) => b.team_disconnected(&format!("u{u}")),
+                    Op::Connect(u) => { b.team_connected(named(&format!("u{u}"))); }
+                    Op::Disconnect(u) => b.team_disconnected(named(&format!("u{u}"))),
                     Op::Withdraw(i) => { b.withdraw(id(i)); }
-                    Op::ByHand(i, u) => { let _ = b.assign_by_hand(id(i), &format!("u{u}"), "op", now); }
+                    Op::ByHand(i, u) => { let _ = b.assign_by_hand(id(i), named(&format!("u{u}")), "op", now); }
                     Op::Close(i) => { b.close(id(i)); }
-                    Op::HeldElsewhere(i, u) => { b.held_elsewhere(id(i), &format!("u{u}"), now); }
+                    Op::HeldElsewhere(i, u) => { b.held_elsewhere(id(i), named(&format!("u{u}")), now); }
                     Op::Open(i, k) => b.open(id(i), KINDS[usize::from(k)], Some(AT), now),
-                    Op::Remove(u) => { b.remove_team(&format!("u{u}")); }
+                    Op::Remove(u) => { b.remove_team(named(&format!("u{u}"))); }
                     Op::Wait(ms) => now += u64::from(ms),
                 }
                 b.check();

@@ -19,10 +19,11 @@ use zeroize::Zeroizing;
 use super::board::{ByHandRefusal, How, Sent, Step, Waiting, Withdrawn};
 use super::{
     Audience, Conflict, Engine, EngineError, EventKind, Invalid, LatLon, OperatorId,
-    UnitConnection, UnitId, UnitInfo, UnitView, check_position, human_ms, now_ms, token_hash,
+    UnitConnection, UnitInfo, UnitView, check_position, human_ms, now_ms, token_hash,
 };
 use crate::geo::{UnitKind, haversine_m};
 use crate::store::{AssignmentRow, AssignmentStatus, UnitRow};
+use crate::unit::UnitId;
 
 /// How often an incident waiting for a free team looks again even when
 /// nothing woke it: a team's eligibility also changes with time.
@@ -138,7 +139,7 @@ impl Engine {
     async fn sent(&self, id: IncidentId, s: Sent) -> bool {
         let row = AssignmentRow {
             incident_id: id,
-            unit_id: s.unit.clone(),
+            unit_id: s.unit,
             assigned_at_ms: s.at_ms,
             status: AssignmentStatus::Pending,
         };
@@ -147,21 +148,21 @@ impl Engine {
             .record_claim(id, "assigned", detail, move |st| st.put_assignment(&row))
             .await;
         if !claimed {
-            self.passed_over(id, &s.unit);
+            self.passed_over(id, s.unit);
             return false;
         }
         self.count_assignment(&s);
-        self.send_assignment(&id, &s.unit, false);
+        self.send_assignment(&id, s.unit, false);
         true
     }
 
     /// The database refused the claim of `unit` for incident `id`: with one
     /// node, memory and database disagree (a bug, or a database another
     /// process writes); with several, another node holds the team.
-    pub(super) fn passed_over(&self, id: IncidentId, unit: &str) {
+    pub(super) fn passed_over(&self, id: IncidentId, unit: UnitId) {
         tracing::warn!(
             incident = %super::short(&id),
-            unit,
+            unit = %unit,
             "the database holds this team on another incident: passed over"
         );
         self.inner
@@ -198,24 +199,24 @@ impl Engine {
                 human_ms(self.inner.cfg.fallback_after_ms)
             ),
             How::ByHand { by } => match &s.replaced {
-                Some(old) => format!("{team}, by {by}, replacing {}", self.unit_name(old)),
+                Some(old) => format!("{team}, by {by}, replacing {}", self.unit_name(*old)),
                 None => format!("{team}, by {by}"),
             },
         }
     }
 
-    fn unit_name(&self, unit: &str) -> String {
+    fn unit_name(&self, unit: UnitId) -> String {
         self.state()
             .board
             .team(unit)
-            .map_or_else(|| unit.to_owned(), |t| t.name.clone())
+            .map_or_else(|| unit.to_string(), |t| t.name.clone())
     }
 
     /// The team did not acknowledge in time; the board has freed it.
-    async fn timed_out(&self, id: IncidentId, unit: String, name: String, at_ms: u64) {
+    async fn timed_out(&self, id: IncidentId, unit: UnitId, name: String, at_ms: u64) {
         let row = AssignmentRow {
             incident_id: id,
-            unit_id: unit.clone(),
+            unit_id: unit,
             assigned_at_ms: at_ms,
             status: AssignmentStatus::TimedOut,
         };
@@ -226,7 +227,7 @@ impl Engine {
             .metrics
             .assignment_timeouts
             .fetch_add(1, Ordering::Relaxed);
-        self.emit_incident(EventKind::AssignmentWithdrawn, &id, Some(&unit), json!({}));
+        self.emit_incident(EventKind::AssignmentWithdrawn, &id, Some(unit), json!({}));
         self.timeline(
             id,
             "timed_out",
@@ -243,7 +244,7 @@ impl Engine {
     async fn acknowledged(
         &self,
         id: IncidentId,
-        unit: String,
+        unit: UnitId,
         name: String,
         at_ms: u64,
         latency_ms: u64,
@@ -251,7 +252,7 @@ impl Engine {
         self.inner.metrics.ack_latency.observe(latency_ms);
         let row = AssignmentRow {
             incident_id: id,
-            unit_id: unit.clone(),
+            unit_id: unit,
             assigned_at_ms: at_ms,
             status: AssignmentStatus::Acknowledged,
         };
@@ -265,7 +266,7 @@ impl Engine {
         self.emit_incident(
             EventKind::Acknowledged,
             &id,
-            Some(&unit),
+            Some(unit),
             json!({ "name": name }),
         );
     }
@@ -326,13 +327,19 @@ impl Engine {
 
     /// An operator sends a team by hand: any free team, of any kind. The
     /// team on the incident before, if any, is taken off and told.
+    ///
+    /// `unit` is `None` when the operator named no id a team can have (not
+    /// `u-` and 12 hex digits): refused as an unknown team, after the same
+    /// checks of the incident and the operator as a team that does not
+    /// exist.
     pub async fn assign_by_hand(
         &self,
         id: IncidentId,
-        unit: &str,
+        unit: Option<UnitId>,
         op: &OperatorId,
     ) -> Result<(), EngineError> {
         self.incident_to_act_on(id, op).await?;
+        let unit = unit.ok_or(EngineError::UnknownTeam)?;
         let by = format!("{} {}", op.role, op.name);
         let sent = self
             .state()
@@ -344,7 +351,7 @@ impl Engine {
                 ByHandRefusal::TeamBusy => EngineError::Conflict(Conflict::TeamBusy),
                 ByHandRefusal::AlreadyOnIt => EngineError::Conflict(Conflict::AlreadyAssigned),
             })?;
-        if let Some(old) = &sent.replaced {
+        if let Some(old) = sent.replaced {
             self.tell_withdrawn(id, old, "replaced").await;
         }
         let claimed = self.sent(id, sent).await;
@@ -358,15 +365,15 @@ impl Engine {
 
     /// Stores and tells that `unit` is off incident `id` (freed already on
     /// the board).
-    pub(super) async fn tell_withdrawn(&self, id: IncidentId, unit: &str, reason: &str) {
-        let (uid, at) = (unit.to_owned(), now_ms());
+    pub(super) async fn tell_withdrawn(&self, id: IncidentId, unit: UnitId, reason: &str) {
+        let at = now_ms();
         if let Err(e) = self
             .inner
             .db
             .call(move |s| {
                 s.put_assignment(&AssignmentRow {
                     incident_id: id,
-                    unit_id: uid,
+                    unit_id: unit,
                     assigned_at_ms: at,
                     status: AssignmentStatus::Released,
                 })
@@ -388,7 +395,7 @@ impl Engine {
     /// revoked token): stored, told, on the timeline, and the incident's
     /// loop woken to send the next.
     pub(super) async fn taken_off(&self, id: IncidentId, w: &Withdrawn, reason: &str, why: &str) {
-        self.tell_withdrawn(id, &w.unit, reason).await;
+        self.tell_withdrawn(id, w.unit, reason).await;
         self.timeline(
             id,
             "reassigned",
@@ -407,7 +414,7 @@ impl Engine {
 
     /// Pushes the assignment to the unit (and, unless it is a re-send to a
     /// reconnecting unit, to the operators).
-    pub(super) fn send_assignment(&self, id: &IncidentId, unit: &str, resend: bool) {
+    pub(super) fn send_assignment(&self, id: &IncidentId, unit: UnitId, resend: bool) {
         let detail = {
             let st = self.state();
             let Some(live) = st.incidents.get(id) else {
@@ -432,9 +439,9 @@ impl Engine {
             })
         };
         let audience = if resend {
-            Audience::Unit(unit.to_owned())
+            Audience::Unit(unit)
         } else {
-            Audience::OperatorsAndUnit(unit.to_owned())
+            Audience::OperatorsAndUnit(unit)
         };
         self.emit(EventKind::Assigned, Some(id), Some(unit), audience, detail);
     }
@@ -447,7 +454,7 @@ impl Engine {
         name: &str,
         kind: UnitKind,
         position: Option<LatLon>,
-    ) -> Result<(String, String), EngineError> {
+    ) -> Result<(UnitId, String), EngineError> {
         if !crate::api::unit_name_ok(name) {
             return Err(EngineError::Invalid(Invalid::UnitName));
         }
@@ -458,12 +465,10 @@ impl Engine {
         rand::Rng::fill_bytes(&mut rand::rng(), &mut raw);
         let token = Zeroizing::new(hex::encode(raw));
         let token_hash = token_hash(&token);
-        let mut idb = [0u8; 6];
-        rand::Rng::fill_bytes(&mut rand::rng(), &mut idb);
-        let id = format!("u-{}", hex::encode(idb));
+        let id = UnitId::generate();
         let now = now_ms();
         let row = UnitRow {
-            id: id.clone(),
+            id,
             name: name.trim().to_owned(),
             kind,
             position: position.map(|p| (p.lat, p.lon)),
@@ -477,9 +482,9 @@ impl Engine {
         {
             let mut st = self.state();
             let at = position.map(|p| (p.lat, p.lon, now));
-            st.board.add_team(&id, &row.name, kind, at);
+            st.board.add_team(id, &row.name, kind, at);
             st.units.insert(
-                id.clone(),
+                id,
                 UnitInfo {
                     closed: self.inner.streams.child_token(),
                 },
@@ -493,28 +498,27 @@ impl Engine {
     pub async fn unit_for_token(&self, token: &str) -> Result<UnitId, EngineError> {
         let h = token_hash(token);
         if let Some(id) = self.state().unit_tokens.get(&h) {
-            return Ok(UnitId(id.clone()));
+            return Ok(*id);
         }
         let unit = self
             .find(move |s| s.unit_by_token(&h), || EngineError::Unauthorized)
             .await?;
-        self.state().unit_tokens.insert(h, unit.id.clone());
-        Ok(UnitId(unit.id))
+        self.state().unit_tokens.insert(h, unit.id);
+        Ok(unit.id)
     }
 
     /// A unit reports its position.
-    pub async fn unit_position(&self, unit: &UnitId, p: LatLon) -> Result<(), EngineError> {
+    pub async fn unit_position(&self, unit: UnitId, p: LatLon) -> Result<(), EngineError> {
         check_position(p)?;
-        let id = unit.0.clone();
         let now = now_ms();
         self.inner
             .db
-            .call(move |s| s.set_unit_position(&id, p.lat, p.lon, now))
+            .call(move |s| s.set_unit_position(unit, p.lat, p.lon, now))
             .await?;
         let (incident, free) = self
             .state()
             .board
-            .team_moved(&unit.0, (p.lat, p.lon), now)
+            .team_moved(unit, (p.lat, p.lon), now)
             .ok_or(EngineError::Unauthorized)?;
         // Only a free unit's move can help an incident waiting for one; a
         // busy unit's report (every few seconds, from every team) must not
@@ -525,7 +529,7 @@ impl Engine {
         self.emit(
             EventKind::UnitPosition,
             incident.as_ref(),
-            Some(&unit.0),
+            Some(unit),
             Audience::Operators,
             json!({ "lat": p.lat, "lon": p.lon }),
         );
@@ -533,11 +537,11 @@ impl Engine {
     }
 
     /// A unit acknowledges its assignment.
-    pub fn acknowledge(&self, unit: &UnitId, incident: IncidentId) -> Result<(), EngineError> {
+    pub fn acknowledge(&self, unit: UnitId, incident: IncidentId) -> Result<(), EngineError> {
         let first = self
             .state()
             .board
-            .acknowledge(&unit.0, incident, now_ms())
+            .acknowledge(unit, incident, now_ms())
             .map_err(|()| EngineError::NotFound)?;
         if first {
             self.wake(incident);
@@ -547,22 +551,22 @@ impl Engine {
 
     /// Marks a unit's stream connected; returns a guard that disconnects on drop.
     /// Re-sends a pending assignment.
-    pub fn unit_connected(&self, unit: &UnitId) -> UnitConnection {
+    pub fn unit_connected(&self, unit: UnitId) -> UnitConnection {
         let (pending, free) = {
             let mut st = self.state();
-            let pending = st.board.team_connected(&unit.0);
-            let free = st.board.team(&unit.0).is_some_and(|t| t.incident.is_none());
+            let pending = st.board.team_connected(unit);
+            let free = st.board.team(unit).is_some_and(|t| t.incident.is_none());
             (pending, free)
         };
         match pending {
-            Some(id) => self.send_assignment(&id, &unit.0, true),
+            Some(id) => self.send_assignment(&id, unit, true),
             // A free team that can now be told may be what an incident waits for.
             None if free => self.inner.unit_freed.notify_waiters(),
             None => {}
         }
         UnitConnection {
             engine: self.clone(),
-            unit: unit.0.clone(),
+            unit,
         }
     }
 
@@ -578,7 +582,7 @@ impl Engine {
             .board
             .teams()
             .map(|(id, u, position)| UnitView {
-                id: id.to_owned(),
+                id,
                 name: u.name.clone(),
                 kind: u.kind,
                 position: position.map(|(lat, lon)| LatLon { lat, lon }),
@@ -586,7 +590,7 @@ impl Engine {
                 incident: u.incident.map(|i| i.to_hex()),
             })
             .collect();
-        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v.sort_by_key(|u| u.id);
         v
     }
 }

@@ -176,10 +176,10 @@ impl Engine {
         let unit = live
             .and_then(|_| st.board.assignment(iid))
             .map(|a| AssignedUnit {
-                id: a.unit.clone(),
+                id: a.unit,
                 name: st
                     .board
-                    .team(&a.unit)
+                    .team(a.unit)
                     .map(|u| u.name.clone())
                     .unwrap_or_default(),
                 acknowledged: a.acked(),
@@ -291,7 +291,7 @@ impl Engine {
                 .state()
                 .board
                 .assignment(id)
-                .is_some_and(|a| a.unit == u.0);
+                .is_some_and(|a| a.unit == *u);
             if !mine {
                 return Err(EngineError::NotFound);
             }
@@ -354,7 +354,7 @@ impl Engine {
                     .as_ref()
                     .filter(|_| access == crate::access::ProfileAccess::ShownWithReason),
             ),
-            Viewer::Unit(u) => (format!("unit:{}", u.0), None),
+            Viewer::Unit(u) => (format!("unit:{u}"), None),
         };
         // Logged before it is shown: no log entry, no profile.
         self.log_profile_view(id, student, &actor, reason).await?;

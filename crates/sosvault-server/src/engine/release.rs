@@ -30,6 +30,8 @@ use tokio_util::sync::CancellationToken;
 use super::{AccessWindow, Engine, EventKind, Grant, State, human_ms, now_ms, short};
 use crate::store::EnrollmentRow;
 use crate::trustees::{Backoff, CallError};
+use crate::unit::UnitId;
+
 /// What a trustee's release task sends back: its index in the record, and
 /// the release's bytes or why there is none (yet).
 type TrusteeAnswer = (usize, Result<Vec<u8>, String>);
@@ -314,7 +316,7 @@ impl Engine {
         self.emit_incident(
             EventKind::ReleaseProgress,
             &id,
-            unit.as_deref(),
+            unit,
             json!({ "have": progress.have, "need": progress.need }),
         );
         progress.have >= progress.need
@@ -385,7 +387,7 @@ impl Engine {
         self.emit_incident(
             EventKind::ProfileAvailable,
             &id,
-            unit.as_deref(),
+            unit,
             json!({ "expires_at_ms": until_ms }),
         );
     }
@@ -432,7 +434,7 @@ impl Engine {
                 _ = self.inner.shutdown.cancelled() => return,
             }
             let now = now_ms();
-            let expired: Vec<(IncidentId, Option<String>)> = {
+            let expired: Vec<(IncidentId, Option<UnitId>)> = {
                 let mut st = self.state();
                 let st = &mut *st;
                 let mut out = Vec::new();
@@ -448,7 +450,7 @@ impl Engine {
                     live.vault_was_opened = true;
                     live.release_cancel.cancel();
                     let unit = st.board.assignment(*id);
-                    out.push((*id, unit.map(|a| a.unit.clone())));
+                    out.push((*id, unit.map(|a| a.unit)));
                 }
                 out
             };
@@ -461,7 +463,7 @@ impl Engine {
                 self.emit_incident(
                     EventKind::ProfileForgotten,
                     &id,
-                    unit.as_deref(),
+                    unit,
                     json!({ "reason": "expired" }),
                 );
             }
@@ -481,7 +483,7 @@ fn grant_vault(
     vault: VaultKey,
     epoch: u32,
     window: AccessWindow,
-) -> Option<(Option<String>, u64)> {
+) -> Option<(Option<UnitId>, u64)> {
     let live = st.incidents.get_mut(&id)?;
     if live.stopped {
         return None;
@@ -497,7 +499,7 @@ fn grant_vault(
         expires_at_ms: w.until_ms,
     });
     live.vault_was_opened = true;
-    let unit = st.board.assignment(id).map(|a| a.unit.clone());
+    let unit = st.board.assignment(id).map(|a| a.unit);
     Some((unit, w.until_ms))
 }
 

@@ -37,6 +37,7 @@ use crate::store::{
     IncidentStatus, NewDuressAlert, NewIncident, PanicStored, StoreError,
 };
 use crate::trustees::{Backoff, CallError};
+use crate::unit::UnitId;
 
 /// Longest a cancel's answer waits for the trustees' cancel receipts; the
 /// service keeps forwarding the cancel afterwards.
@@ -504,7 +505,7 @@ impl Engine {
             refused,
             enrollment,
         } = stored;
-        if let Some(unit) = &refused {
+        if let Some(unit) = refused {
             self.passed_over(id, unit);
         }
         self.inner.metrics.panics.fetch_add(1, Ordering::Relaxed);
@@ -527,8 +528,8 @@ impl Engine {
             self.emit(
                 EventKind::Timeline,
                 Some(&id),
-                Some(&p.unit),
-                Audience::OperatorsAndUnit(p.unit.clone()),
+                Some(p.unit),
+                Audience::OperatorsAndUnit(p.unit),
                 json!({ "step": "assigned", "detail": p.detail }),
             );
         }
@@ -596,7 +597,7 @@ impl Engine {
         if let Some(w) = wake {
             w.notify_one();
         }
-        self.emit_incident(EventKind::Location, &id, unit.as_deref(), json!({ "lat": loc.lat(), "lon": loc.lon(), "accuracy_m": loc.accuracy_m, "distance_m": distance.map(|d| d.round()) }));
+        self.emit_incident(EventKind::Location, &id, unit, json!({ "lat": loc.lat(), "lon": loc.lon(), "accuracy_m": loc.accuracy_m, "distance_m": distance.map(|d| d.round()) }));
         Ok("stored")
     }
 
@@ -770,13 +771,12 @@ impl Engine {
         let unit = {
             let mut st = self.state();
             let on = st.incidents.get_mut(&id).map(|l| l.duress = true);
-            on.and_then(|()| st.board.assignment(id))
-                .map(|a| a.unit.clone())
+            on.and_then(|()| st.board.assignment(id)).map(|a| a.unit)
         };
         tracing::warn!(incident = %short(&id), "incident escalated");
         self.timeline(id, "escalated", format!("ESCALATED: {why}"))
             .await;
-        self.emit_incident(EventKind::Escalated, &id, unit.as_deref(), json!({}));
+        self.emit_incident(EventKind::Escalated, &id, unit, json!({}));
         Ok(())
     }
 
@@ -816,7 +816,7 @@ impl Engine {
         tracing::info!(incident = %short(&id), status = status.as_str(), "incident closed");
         let at = now_ms();
         let d = format!("{why}; keys forgotten");
-        let released = unit.clone();
+        let released = unit;
         // The released assignment and the timeline entry: one store job.
         self.inner
             .db
@@ -837,7 +837,7 @@ impl Engine {
         } else {
             EventKind::Closed
         };
-        self.emit_incident(kind, &id, unit.as_deref(), json!({ "reason": why }));
+        self.emit_incident(kind, &id, unit, json!({ "reason": why }));
         Ok(())
     }
 
@@ -964,7 +964,7 @@ impl Engine {
                 .await;
             let unit = self.assigned_unit(id);
             let forgotten = json!({ "reason": "stop" });
-            self.emit_incident(EventKind::ProfileForgotten, id, unit.as_deref(), forgotten);
+            self.emit_incident(EventKind::ProfileForgotten, id, unit, forgotten);
         }
         affected
     }
@@ -1069,7 +1069,7 @@ fn locate(
     id: IncidentId,
     at: (f64, f64, u64),
     now: u64,
-) -> (Option<String>, Option<Arc<Notify>>, Option<f64>) {
+) -> (Option<UnitId>, Option<Arc<Notify>>, Option<f64>) {
     let Some(live) = st.incidents.get_mut(&id) else {
         return (None, None, None);
     };
@@ -1077,9 +1077,8 @@ fn locate(
     let wake = live.wake.clone();
     let here = (at.0, at.1);
     st.board.locate(id, here);
-    let unit = st.board.assignment(id).map(|a| a.unit.clone());
+    let unit = st.board.assignment(id).map(|a| a.unit);
     let distance = unit
-        .as_deref()
         .and_then(|u| st.board.position(u))
         .map(|p| haversine_m(here, p));
     (unit, Some(wake), distance)
@@ -1140,7 +1139,7 @@ struct StoredPanic {
     picked: Option<Picked>,
     /// The team picked for it whose claim the database refused (it is on
     /// another incident): passed over, the incident starts without a team.
-    refused: Option<String>,
+    refused: Option<UnitId>,
     /// The student's enrollment, for the release (read in the same job
     /// rather than queued again once the incident starts).
     enrollment: Option<EnrollmentRow>,
@@ -1243,12 +1242,12 @@ impl PanicCheck {
             // its incident looks for another team.
             match s.put_assignment(&AssignmentRow {
                 incident_id: new.id,
-                unit_id: p.unit.clone(),
+                unit_id: p.unit,
                 assigned_at_ms: p.assigned_at_ms,
                 status: AssignmentStatus::Pending,
             }) {
                 Ok(()) => s.add_timeline(&new.id, p.assigned_at_ms, "assigned", &p.detail)?,
-                Err(StoreError::UnitTaken) => refused = Some(p.unit.clone()),
+                Err(StoreError::UnitTaken) => refused = Some(p.unit),
                 Err(e) => return Err(e),
             }
         }

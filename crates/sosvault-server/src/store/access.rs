@@ -15,6 +15,7 @@ use super::sql::{Backend, Row, all, exec, maybe, params};
 use super::{StoreError, StoreResult};
 use crate::access::Role;
 use crate::auth::StoredPassword;
+use crate::unit::UnitId;
 
 /// The tables of this module (created at open, after the main schema).
 pub(super) const SCHEMA: &str = r#"
@@ -86,10 +87,10 @@ pub trait AccessStore {
     -> StoreResult<bool>;
     /// Replaces a unit's token (its hash); `false` if there is no such
     /// live unit.
-    fn set_unit_token(&self, unit: &str, token_hash: &[u8; 32]) -> StoreResult<bool>;
+    fn set_unit_token(&self, unit: UnitId, token_hash: &[u8; 32]) -> StoreResult<bool>;
     /// Revokes a unit: no token opens it again, it is dispatched no more;
     /// `false` if there is no such live unit.
-    fn revoke_unit(&self, unit: &str, now_ms: u64) -> StoreResult<bool>;
+    fn revoke_unit(&self, unit: UnitId, now_ms: u64) -> StoreResult<bool>;
 }
 
 fn account_row(r: &Row) -> StoreResult<AccountRow> {
@@ -210,7 +211,7 @@ pub(super) fn set_handler<B: Backend>(
 
 pub(super) fn set_unit_token<B: Backend>(
     c: &B,
-    unit: &str,
+    unit: UnitId,
     token_hash: &[u8; 32],
 ) -> StoreResult<bool> {
     let n = exec(
@@ -221,7 +222,7 @@ pub(super) fn set_unit_token<B: Backend>(
     Ok(n == 1)
 }
 
-pub(super) fn revoke_unit<B: Backend>(c: &B, unit: &str, now_ms: u64) -> StoreResult<bool> {
+pub(super) fn revoke_unit<B: Backend>(c: &B, unit: UnitId, now_ms: u64) -> StoreResult<bool> {
     // The token hash is replaced by one of a token nobody was given (the
     // column is unique and not null), so the old token opens nothing.
     let mut nobody = [0u8; 32];

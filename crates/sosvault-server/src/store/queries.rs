@@ -7,7 +7,7 @@ use super::sql::Purge;
 use super::sql::{
     Backend, INCIDENT_COLS, Row, STUDENT_COLS, all, answer_row, arr_at, count, enrollment_row,
     exec, id_at, incident_row, maybe, opt_id_at, params, pending_forward_row, student_row,
-    unit_row, view_reason, word_at,
+    unit_id_at, unit_row, view_reason, word_at,
 };
 use super::sql_store::SqlStore;
 use super::{
@@ -16,6 +16,7 @@ use super::{
     PanicContext, PanicStored, PendingCancel, PendingCommit, PendingShred, Store, StoreError,
     StoreResult, StudentLogRow, StudentRow, TimelineEntry, TrusteeAnswer, UnitRow,
 };
+use crate::unit::UnitId;
 
 impl<B: Backend> Store for SqlStore<B> {
     fn student(&self, id: &StudentId) -> StoreResult<Option<StudentRow>> {
@@ -439,7 +440,7 @@ impl<B: Backend> Store for SqlStore<B> {
         )
     }
 
-    fn set_unit_position(&self, unit: &str, lat: f64, lon: f64, now_ms: u64) -> StoreResult<()> {
+    fn set_unit_position(&self, unit: UnitId, lat: f64, lon: f64, now_ms: u64) -> StoreResult<()> {
         let c = &self.db;
         exec(
             c,
@@ -457,7 +458,7 @@ impl<B: Backend> Store for SqlStore<B> {
             a.assigned_at_ms as i64,
             a.status.as_str(),
         );
-        let unit = a.unit_id.as_str();
+        let unit = a.unit_id;
         let row = params![incident, unit, at, status];
         if !a.status.holds_team() {
             // Not a claim: only the primary key, the upsert's own target,
@@ -510,7 +511,7 @@ impl<B: Backend> Store for SqlStore<B> {
             |r| {
                 Ok(AssignmentRow {
                     incident_id: id_at(r, 0)?,
-                    unit_id: r.get(1)?,
+                    unit_id: unit_id_at(r, 1)?,
                     assigned_at_ms: r.get(2)?,
                     status: word_at(r, 3)?,
                 })

@@ -2,12 +2,14 @@
 //! incidents and their timeline, units, forwards to the trustees, the log.
 //!
 //! Ids and message hashes are the core's types ([`IncidentId`],
-//! [`StudentId`], [`TrusteeId`], [`MessageHash`]): one cannot be passed
-//! where another is expected. They become blobs at the SQL boundary only.
+//! [`StudentId`], [`TrusteeId`], [`MessageHash`]) and a team's
+//! [`UnitId`]: one cannot be passed where another is expected. They become
+//! blobs (a unit id its text) at the SQL boundary only.
 
 use sosvault::{Category, IncidentId, MessageHash, StudentId, TrusteeId};
 
 use crate::geo::UnitKind;
+use crate::unit::UnitId;
 
 /// An enum stored as one of a fixed set of words: `as_str` is the word in
 /// the database (and in the API), `parse` its inverse (`None` for any other
@@ -312,7 +314,7 @@ pub struct TimelineEntry {
 #[derive(Clone, Debug)]
 pub struct UnitRow {
     /// Unit id.
-    pub id: String,
+    pub id: UnitId,
     /// Display name.
     pub name: String,
     /// Police, medical or counsellor.
@@ -329,7 +331,7 @@ pub struct AssignmentRow {
     /// Incident.
     pub incident_id: IncidentId,
     /// Unit.
-    pub unit_id: String,
+    pub unit_id: UnitId,
     /// Assigned at (unix ms).
     pub assigned_at_ms: u64,
     /// Pending, acknowledged, timed out or released.

@@ -18,6 +18,7 @@ use super::{
     StoreResult, StudentRow, TrusteeAnswer, UnitRow, ViewReason,
 };
 use crate::geo::UnitKind;
+use crate::unit::UnitId;
 
 /// A statement's parameter, borrowed from the caller where it can be.
 #[derive(Clone, Debug, PartialEq)]
@@ -99,6 +100,14 @@ impl ToParam for Vec<u8> {
 impl<const N: usize> ToParam for [u8; N] {
     fn param(&self) -> Param<'_> {
         Param::Blob(Cow::Borrowed(self))
+    }
+}
+
+/// A unit id is stored as its wire form (`u-` and 12 hex digits), the
+/// `TEXT` the column always held.
+impl ToParam for UnitId {
+    fn param(&self) -> Param<'_> {
+        Param::Text(Cow::Owned(self.to_string()))
     }
 }
 
@@ -335,6 +344,13 @@ pub(crate) fn id_at<T: BlobId>(r: &Row, at: usize) -> StoreResult<T> {
     })
 }
 
+/// Column `at` of a row, read as a unit id (text); any other text is an
+/// error, never a panic or a default.
+pub(crate) fn unit_id_at(r: &Row, at: usize) -> StoreResult<UnitId> {
+    let text: String = r.get(at)?;
+    UnitId::parse(&text).map_err(|e| unreadable(at, format!("{e}: {text:?} stored")))
+}
+
 /// Column `at`, read as an id, or `None` where it is NULL.
 pub(crate) fn opt_id_at<T: BlobId>(r: &Row, at: usize) -> StoreResult<Option<T>> {
     match r.get::<Option<Vec<u8>>>(at)? {
@@ -505,7 +521,7 @@ pub(crate) fn unit_row(r: &Row) -> StoreResult<UnitRow> {
     let lat: Option<f64> = r.get(3)?;
     let lon: Option<f64> = r.get(4)?;
     Ok(UnitRow {
-        id: r.get(0)?,
+        id: unit_id_at(r, 0)?,
         name: r.get(1)?,
         kind: word_at(r, 2)?,
         position: lat.zip(lon),

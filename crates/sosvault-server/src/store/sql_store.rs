@@ -8,6 +8,7 @@ use super::access::{self, AccessStore, AccountChange, AccountRow};
 use super::sql::{Backend, Purge};
 use super::writer::GroupCommit;
 use super::{Store, StoreResult};
+use crate::unit::UnitId;
 use sosvault::IncidentId;
 
 /// The store on one connection. Used alone, every method is its own
@@ -231,10 +232,10 @@ impl<B: Backend> AccessStore for SqlStore<B> {
     ) -> StoreResult<bool> {
         access::set_handler(&self.db, incident, from, to)
     }
-    fn set_unit_token(&self, unit: &str, token_hash: &[u8; 32]) -> StoreResult<bool> {
+    fn set_unit_token(&self, unit: UnitId, token_hash: &[u8; 32]) -> StoreResult<bool> {
         access::set_unit_token(&self.db, unit, token_hash)
     }
-    fn revoke_unit(&self, unit: &str, now_ms: u64) -> StoreResult<bool> {
+    fn revoke_unit(&self, unit: UnitId, now_ms: u64) -> StoreResult<bool> {
         access::revoke_unit(&self.db, unit, now_ms)
     }
 }

@@ -9,8 +9,9 @@ use sosvault::{Category, IncidentId, MessageHash, StudentId, TrusteeId};
 use super::{
     AssignmentRow, AssignmentStatus, DURESS_STOP, IncidentStatus, NewDuressAlert, NewIncident,
     NewLogEntry, PanicStored, SqliteStore, Store, StoreError, StudentLogRow, TrusteeAnswer,
-    ViewReason,
+    UnitRow, ViewReason,
 };
+use crate::unit::UnitId;
 
 /// The incident id `[n; 16]`.
 pub(super) const fn iid(n: u8) -> IncidentId {
@@ -21,6 +22,15 @@ pub(super) const fn iid(n: u8) -> IncidentId {
 pub(super) const fn sid(n: u8) -> StudentId {
     StudentId::from_bytes([n; 32])
 }
+
+/// The unit id `[n; 6]`.
+pub(super) const fn uid(n: u8) -> UnitId {
+    UnitId::from_bytes([n; 6])
+}
+
+/// Teams `u` and `v` of the tests.
+const U: UnitId = uid(1);
+const V: UnitId = uid(2);
 
 /// The trustee id `[n; 32]`.
 pub(super) const fn tid(n: u8) -> TrusteeId {
@@ -137,10 +147,10 @@ on_both_backends!(
     a_team_is_held_by_one_open_incident_at_a_time,
 );
 
-fn assignment(incident: u8, unit: &str, at: u64, status: AssignmentStatus) -> AssignmentRow {
+fn assignment(incident: u8, unit: UnitId, at: u64, status: AssignmentStatus) -> AssignmentRow {
     AssignmentRow {
         incident_id: iid(incident),
-        unit_id: unit.to_owned(),
+        unit_id: unit,
         assigned_at_ms: at,
         status,
     }
@@ -157,16 +167,16 @@ fn a_team_is_held_by_one_open_incident_at_a_time(s: &dyn Store, _dir: Option<&Pa
         i.counter = u64::from(n);
         s.insert_panic(&i, "x").unwrap();
     }
-    s.put_assignment(&assignment(3, "u", 1, Pending)).unwrap();
+    s.put_assignment(&assignment(3, U, 1, Pending)).unwrap();
     // Pending and acknowledged both hold it.
     for held in [Pending, Acknowledged] {
-        s.put_assignment(&assignment(3, "u", 1, held)).unwrap();
+        s.put_assignment(&assignment(3, U, 1, held)).unwrap();
         assert!(matches!(
-            s.put_assignment(&assignment(5, "u", 2, Pending)),
+            s.put_assignment(&assignment(5, U, 2, Pending)),
             Err(StoreError::UnitTaken)
         ));
         assert!(matches!(
-            s.put_assignment(&assignment(5, "u", 2, Acknowledged)),
+            s.put_assignment(&assignment(5, U, 2, Acknowledged)),
             Err(StoreError::UnitTaken)
         ));
         assert!(
@@ -175,40 +185,40 @@ fn a_team_is_held_by_one_open_incident_at_a_time(s: &dyn Store, _dir: Option<&Pa
         );
     }
     // What does not hold a team: it may be claimed elsewhere, and written.
-    s.put_assignment(&assignment(5, "u", 2, TimedOut)).unwrap();
+    s.put_assignment(&assignment(5, U, 2, TimedOut)).unwrap();
     // Acknowledging a claim that timed out is a claim again, refused while
     // another incident holds the team; the row stays as it was.
     assert!(matches!(
-        s.put_assignment(&assignment(5, "u", 2, Acknowledged)),
+        s.put_assignment(&assignment(5, U, 2, Acknowledged)),
         Err(StoreError::UnitTaken)
     ));
     assert_eq!(s.assignments(&iid(5)).unwrap()[0].status, TimedOut);
     for free in [TimedOut, Released] {
-        s.put_assignment(&assignment(3, "u", 1, free)).unwrap();
-        s.put_assignment(&assignment(5, "u", 2, Pending)).unwrap();
-        s.put_assignment(&assignment(5, "u", 2, Released)).unwrap();
+        s.put_assignment(&assignment(3, U, 1, free)).unwrap();
+        s.put_assignment(&assignment(5, U, 2, Pending)).unwrap();
+        s.put_assignment(&assignment(5, U, 2, Released)).unwrap();
     }
     // A refused claim inside a batch's job leaves the rest of the job.
-    s.put_assignment(&assignment(5, "u", 3, Pending)).unwrap();
+    s.put_assignment(&assignment(5, U, 3, Pending)).unwrap();
     assert!(matches!(
-        s.put_assignment(&assignment(7, "u", 3, Pending)),
+        s.put_assignment(&assignment(7, U, 3, Pending)),
         Err(StoreError::UnitTaken)
     ));
-    s.put_assignment(&assignment(7, "v", 3, Pending)).unwrap();
+    s.put_assignment(&assignment(7, V, 3, Pending)).unwrap();
     // Closing an incident frees its team in the database too.
     s.close_incident(&iid(5), IncidentStatus::Closed, 4)
         .unwrap();
     let closed = s.assignments(&iid(5)).unwrap();
     assert_eq!(closed.len(), 1);
     assert_eq!(closed[0].status, Released);
-    s.put_assignment(&assignment(7, "u", 5, Pending)).unwrap();
+    s.put_assignment(&assignment(7, U, 5, Pending)).unwrap();
     let open: Vec<_> = s
         .assignments(&iid(7))
         .unwrap()
         .into_iter()
         .map(|a| (a.unit_id, a.status))
         .collect();
-    assert_eq!(open, [("v".to_owned(), Pending), ("u".to_owned(), Pending)]);
+    assert_eq!(open, [(V, Pending), (U, Pending)]);
 }
 
 /// A store in `dir` with student `[1; 32]` enrolled (epoch 1, device
@@ -272,6 +282,40 @@ fn a_damaged_id_or_status_is_an_error_never_a_panic_or_a_default() {
         s.insert_panic(&incident(3, 4), "x").unwrap();
         s.connection().execute(damage, []).unwrap();
         let e = s.incident(&iid(3)).unwrap_err();
+        assert!(
+            matches!(&e, StoreError::Database(m) if m.contains(says)),
+            "{damage}: {e}"
+        );
+    }
+    // A unit id is its text, `u-` and 12 lower-case hex digits: any other
+    // text, in a team's row or in an assignment's, is refused when read.
+    let says = "a unit id is `u-` and 12 lower-case hex digits";
+    type Read = fn(&SqliteStore) -> StoreError;
+    let reads: [(&str, Read); 3] = [
+        ("UPDATE units SET id = 'u'", |s| s.units().unwrap_err()),
+        ("UPDATE units SET id = upper(id)", |s| {
+            s.unit_by_token(&[7; 32]).unwrap_err()
+        }),
+        ("UPDATE assignments SET unit_id = 'unit-1'", |s| {
+            s.assignments(&iid(3)).unwrap_err()
+        }),
+    ];
+    for (damage, read) in reads {
+        let dir = tempfile::tempdir().unwrap();
+        let s = enrolled(dir.path());
+        s.insert_panic(&incident(3, 4), "x").unwrap();
+        let team = UnitRow {
+            id: uid(0xab),
+            name: "PCR Talwandi".into(),
+            kind: crate::geo::UnitKind::Police,
+            position: None,
+            position_at_ms: None,
+        };
+        s.create_unit(&team, &[7; 32]).unwrap();
+        s.put_assignment(&assignment(3, team.id, 1, AssignmentStatus::Pending))
+            .unwrap();
+        s.connection().execute(damage, []).unwrap();
+        let e = read(&s);
         assert!(
             matches!(&e, StoreError::Database(m) if m.contains(says)),
             "{damage}: {e}"
@@ -804,13 +848,13 @@ mod migrations {
             s.insert_panic(&super::incident(n, hash), "x").unwrap();
         }
         for (n, unit, at, status) in [
-            (3, "u", 1, AssignmentStatus::Pending),
-            (5, "u", 2, AssignmentStatus::Acknowledged),
-            (7, "w", 3, AssignmentStatus::Pending),
+            (3, super::U, 1, AssignmentStatus::Pending),
+            (5, super::U, 2, AssignmentStatus::Acknowledged),
+            (7, super::uid(3), 3, AssignmentStatus::Pending),
         ] {
             s.put_assignment(&AssignmentRow {
                 incident_id: super::iid(n),
-                unit_id: unit.into(),
+                unit_id: unit,
                 assigned_at_ms: at,
                 status,
             })
@@ -832,7 +876,7 @@ mod migrations {
         );
         let claim = crate::store::AssignmentRow {
             incident_id: super::iid(3),
-            unit_id: "u".into(),
+            unit_id: super::U,
             assigned_at_ms: 9,
             status: Pending,
         };
