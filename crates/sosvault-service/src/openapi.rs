@@ -42,26 +42,28 @@ fn fix_links(v: &mut Value) {
     match v {
         Value::Object(o) => {
             if let Some(Value::Object(links)) = o.get_mut("links") {
-                for link in links.values_mut() {
-                    if let Value::Object(link) = link {
-                        for (from, to) in [
-                            ("operation_id", "operationId"),
-                            ("operation_ref", "operationRef"),
-                            ("request_body", "requestBody"),
-                        ] {
-                            if let Some(x) = link.remove(from) {
-                                link.insert(to.to_owned(), x);
-                            }
-                        }
-                    }
-                }
+                links
+                    .values_mut()
+                    .filter_map(Value::as_object_mut)
+                    .for_each(camel_case_link);
             }
-            for child in o.values_mut() {
-                fix_links(child);
-            }
+            o.values_mut().for_each(fix_links);
         }
         Value::Array(a) => a.iter_mut().for_each(fix_links),
         _ => {}
+    }
+}
+
+/// One link's fields under OpenAPI's names (utoipa writes them in snake case).
+fn camel_case_link(link: &mut serde_json::Map<String, Value>) {
+    for (from, to) in [
+        ("operation_id", "operationId"),
+        ("operation_ref", "operationRef"),
+        ("request_body", "requestBody"),
+    ] {
+        if let Some(x) = link.remove(from) {
+            link.insert(to.to_owned(), x);
+        }
     }
 }
 
@@ -328,17 +330,7 @@ fn check_links(at: &str, v: &Value, operation_ids: &[&str], problems: &mut Vec<S
         Value::Object(o) => {
             if let Some(links) = o.get("links").and_then(Value::as_object) {
                 for (name, link) in links {
-                    let id = link.get("operationId").and_then(Value::as_str);
-                    let by_ref = link.get("operationRef").and_then(Value::as_str).is_some();
-                    match id {
-                        Some(id) if !operation_ids.contains(&id) => problems.push(format!(
-                            "{at}/links/{name}: operationId {id:?} names no operation"
-                        )),
-                        None if !by_ref => problems.push(format!(
-                            "{at}/links/{name}: neither operationId nor operationRef"
-                        )),
-                        _ => {}
-                    }
+                    check_link(&format!("{at}/links/{name}"), link, operation_ids, problems);
                 }
             }
             for (k, child) in o {
@@ -350,6 +342,20 @@ fn check_links(at: &str, v: &Value, operation_ids: &[&str], problems: &mut Vec<S
                 check_links(&format!("{at}/{i}"), child, operation_ids, problems);
             }
         }
+        _ => {}
+    }
+}
+
+/// The link at `at` names an operation: an `operationId` the document has,
+/// or an `operationRef`.
+fn check_link(at: &str, link: &Value, operation_ids: &[&str], problems: &mut Vec<String>) {
+    let id = link.get("operationId").and_then(Value::as_str);
+    let by_ref = link.get("operationRef").and_then(Value::as_str).is_some();
+    match id {
+        Some(id) if !operation_ids.contains(&id) => {
+            problems.push(format!("{at}: operationId {id:?} names no operation"));
+        }
+        None if !by_ref => problems.push(format!("{at}: neither operationId nor operationRef")),
         _ => {}
     }
 }

@@ -194,34 +194,50 @@ impl TlsListener {
     /// Wraps a bound TCP listener.
     pub fn new(tcp: TcpListener, config: Arc<ServerConfig>) -> std::io::Result<Self> {
         let local = tcp.local_addr()?;
-        let acceptor = TlsAcceptor::from(config);
         let (tx, rx) = mpsc::channel(64);
-        tokio::spawn(async move {
-            loop {
-                let (stream, peer) = match tcp.accept().await {
-                    Ok(c) => c,
-                    Err(e) => {
-                        // Out of file descriptors, most likely: let some close.
-                        tracing::debug!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                if tx.is_closed() {
-                    return;
-                }
-                let (acceptor, conn_tx) = (acceptor.clone(), tx.clone());
-                tokio::spawn(async move {
-                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
-                            let _ = conn_tx.send((tls, peer)).await;
-                        }
-                        _ => tracing::debug!(%peer, "TLS handshake failed or timed out"),
-                    }
-                });
-            }
-        });
+        tokio::spawn(accept_loop(tcp, TlsAcceptor::from(config), tx));
         Ok(Self { rx, local })
+    }
+}
+
+/// Accepts connections until the listener is dropped, each handshake in a
+/// task of its own (a slow client holds up no other), and hands on those
+/// that complete within [`HANDSHAKE_TIMEOUT`].
+async fn accept_loop(
+    tcp: TcpListener,
+    acceptor: TlsAcceptor,
+    tx: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
+) {
+    loop {
+        let (stream, peer) = match tcp.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of file descriptors, most likely: let some close.
+                tracing::debug!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        if tx.is_closed() {
+            return;
+        }
+        tokio::spawn(handshake(acceptor.clone(), stream, peer, tx.clone()));
+    }
+}
+
+/// One client's TLS handshake, bounded by [`HANDSHAKE_TIMEOUT`]; the
+/// connection is handed on only if it completes.
+async fn handshake(
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    tx: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
+) {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => {
+            let _ = tx.send((tls, peer)).await;
+        }
+        _ => tracing::debug!(%peer, "TLS handshake failed or timed out"),
     }
 }
 
