@@ -102,8 +102,9 @@ pub enum StoreFailure {
     /// `internal`
     #[response(status = 500)]
     Internal(ErrorBody),
-    /// `unavailable`: the service cannot reach its database (nothing was
-    /// stored); `Retry-After` says when to try again
+    /// `unavailable`: the service cannot reach its database, or
+    /// `contended`: another node's write stood in the way; either way
+    /// nothing was stored, and `Retry-After` says when to try again
     #[response(status = 503, headers(("Retry-After" = u32, description = "seconds to wait before trying again")))]
     Unavailable(ErrorBody),
 }

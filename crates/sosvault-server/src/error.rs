@@ -95,6 +95,22 @@ impl ApiError {
         }
     }
 
+    /// 503 `contended`: another writer's transaction (another node's)
+    /// stood in the way and this one was undone; `what` goes to the log
+    /// only. Nothing was stored, so the phone's retry of the same signed
+    /// message after `Retry-After` is taken, or found done.
+    pub fn contended(what: &str) -> Self {
+        tracing::warn!("store write undone for another writer: {what}");
+        Self {
+            retry_after_secs: Some(1),
+            ..Self::new(
+                503,
+                "contended",
+                "another write stood in the way and nothing was stored; try again in a moment",
+            )
+        }
+    }
+
     /// The HTTP status.
     pub fn status(&self) -> u16 {
         self.status
@@ -118,6 +134,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Unavailable(_) => Self::unavailable(&e.to_string()),
+            StoreError::Contended(_) => Self::contended(&e.to_string()),
             e => Self::internal(&e.to_string()),
         }
     }
@@ -456,6 +473,12 @@ mod tests {
                 503,
                 "unavailable",
                 "the service cannot reach its database; try again in a moment",
+            ),
+            (
+                E::Store(StoreError::Contended("secret detail".into())),
+                503,
+                "contended",
+                "another write stood in the way and nothing was stored; try again in a moment",
             ),
             (
                 E::internal("secret detail"),

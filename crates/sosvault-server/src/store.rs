@@ -83,6 +83,17 @@ pub enum StoreError {
     /// kept; the next batch connects again. The service answers 503.
     #[error("store error: the database cannot be reached: {0}")]
     Unavailable(String),
+    /// Another writer's transaction stood in the way, and the database
+    /// undid this one's statement to let it through: on PostgreSQL a
+    /// deadlock or a serialization failure (SQLSTATE 40P01, 40001), which
+    /// two nodes writing the same rows in opposite orders can meet; on
+    /// SQLite the file's write lock held by another process past the busy
+    /// timeout. Nothing of the failed job was kept; the same call again,
+    /// once that transaction has ended, succeeds or finds its work done
+    /// (a panic is stored by its hash, a claim is refused or taken). The
+    /// service answers 503 with `Retry-After`.
+    #[error("store error: another writer's transaction stood in the way: {0}")]
+    Contended(String),
     /// A uniqueness constraint refused a write (the database's words); a
     /// method whose contract names the constraint turns it into its own
     /// variant, as [`Store::put_assignment`] does.

@@ -53,6 +53,14 @@ impl From<postgres::Error> for StoreError {
             Some(db) if lost_class(db.code().code()) => {
                 Self::Unavailable(format!("{}: {}", db.code().code(), db.message()))
             }
+            // Undone to let another transaction through; asking again
+            // after it ends is the whole remedy.
+            Some(db)
+                if *db.code() == postgres::error::SqlState::T_R_DEADLOCK_DETECTED
+                    || *db.code() == postgres::error::SqlState::T_R_SERIALIZATION_FAILURE =>
+            {
+                Self::Contended(format!("{}: {}", db.code().code(), db.message()))
+            }
             Some(db) => Self::Database(format!("{}: {}", db.code().code(), db.message())),
             None if e.is_closed() || io_error(&e) => Self::Unavailable(e.to_string()),
             None => Self::Database(e.to_string()),

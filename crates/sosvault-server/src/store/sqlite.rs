@@ -26,8 +26,12 @@ impl From<rusqlite::Error> for StoreError {
             f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
                 || f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
         });
+        // Another process held the file's write lock past the busy timeout.
+        let busy = e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy);
         if unique {
             Self::Conflict(e.to_string())
+        } else if busy {
+            Self::Contended(e.to_string())
         } else {
             Self::Database(e.to_string())
         }

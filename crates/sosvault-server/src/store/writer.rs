@@ -211,6 +211,241 @@ mod tests {
         drop(db);
     }
 
+    /// Two writers on one PostgreSQL database, as two nodes run them: the
+    /// database, not either writer's memory, decides. Each writer runs its
+    /// jobs as one batch (held, then let go at once with the other's), in
+    /// the opposite order to the other's, so that each batch waits on rows
+    /// the other holds: PostgreSQL breaks the deadlock by undoing one
+    /// statement, a second after it forms.
+    mod two_writers {
+        use std::sync::mpsc;
+        use std::time::Duration;
+
+        use futures_util::future::{BoxFuture, join_all};
+        use sosvault::IncidentId;
+
+        use super::{Db, hold};
+        use crate::store::tests::{iid, incident, mhash, sid, uid};
+        use crate::store::{
+            AssignmentRow, AssignmentStatus, IncidentStatus, PanicStored, PgStore, StoreError,
+            StoreResult,
+        };
+
+        /// Two writers on a fresh database, students `[1; 32]` to
+        /// `[PANICS; 32]` enrolled.
+        async fn two_nodes(url: &str) -> (Db, Db) {
+            let one = Db::new(PgStore::connect(url).unwrap()).unwrap();
+            let two = Db::new(PgStore::connect(url).unwrap()).unwrap();
+            for n in 1..=PANICS {
+                let device = [n; 32];
+                one.call(move |s| s.put_enrollment(&sid(n), &device, 1, b"rec", b"profile", 1))
+                    .await
+                    .unwrap();
+            }
+            (one, two)
+        }
+
+        /// For each `n` of `1..=PANICS`, `job(one, n, n)` on node one and
+        /// `job(two, 100 + n, n)` on node two (each node draws its own
+        /// incident ids), node two's in the opposite order, all queued while
+        /// both writers are held: each writer runs its jobs as one batch,
+        /// beside the other's. Halfway, each batch waits until the other is
+        /// halfway too, so that each then asks for rows the other holds and
+        /// has not committed: a deadlock every time, whatever the timing.
+        /// The answers for each `n`: node one's, node two's.
+        async fn at_once<T>(
+            (one, two): (&Db, &Db),
+            job: fn(&Db, u8, u8) -> BoxFuture<'static, T>,
+        ) -> Vec<(T, T)> {
+            // Each writer says it is halfway, then waits for the other's word.
+            let (one_there, one_is_there) = mpsc::channel::<()>();
+            let (two_there, two_is_there) = mpsc::channel::<()>();
+            let meet = |db: &Db, there: mpsc::Sender<()>, other: mpsc::Receiver<()>| {
+                let met: BoxFuture<'static, StoreResult<()>> = Box::pin(db.call(move |_| {
+                    let _ = there.send(());
+                    other.recv_timeout(Duration::from_secs(30)).map_err(|_| {
+                        StoreError::Database("the other writer never got halfway".into())
+                    })
+                }));
+                met
+            };
+            let (open_one, held_one) = hold(one);
+            let (open_two, held_two) = hold(two);
+            let half = PANICS / 2;
+            let mut a: Vec<_> = (1..=half).map(|n| job(one, n, n)).collect();
+            let met_one = meet(one, one_there, two_is_there);
+            a.extend((half + 1..=PANICS).map(|n| job(one, n, n)));
+            let mut b: Vec<_> = (half + 1..=PANICS)
+                .rev()
+                .map(|n| job(two, 100 + n, n))
+                .collect();
+            let met_two = meet(two, two_there, one_is_there);
+            b.extend((1..=half).rev().map(|n| job(two, 100 + n, n)));
+            open_one.send(()).unwrap();
+            open_two.send(()).unwrap();
+            held_one.await.unwrap();
+            held_two.await.unwrap();
+            let (a, b) = (join_all(a).await, join_all(b).await);
+            met_one.await.unwrap();
+            met_two.await.unwrap();
+            a.into_iter().zip(b.into_iter().rev()).collect()
+        }
+
+        /// The answer to a store call: done, or undone for the other
+        /// writer (to be asked again). Anything else fails the test.
+        fn done_or_contended<T: std::fmt::Debug>(r: StoreResult<T>) -> Option<T> {
+            match r {
+                Ok(v) => Some(v),
+                Err(StoreError::Contended(why)) => {
+                    assert!(why.starts_with("40"), "{why}");
+                    None
+                }
+                Err(e) => panic!("neither done nor contended: {e}"),
+            }
+        }
+
+        const PANICS: u8 = 6;
+
+        /// Stores panic `n` (its hash `[n; 32]`) as incident `[id; 16]`.
+        fn store_panic(db: &Db, id: u8, n: u8) -> BoxFuture<'static, StoreResult<PanicStored>> {
+            let mut i = incident(id, n);
+            // Student n's: a panic updates its student's row, and the same
+            // student throughout would order the two batches one behind
+            // the other.
+            i.student_id = sid(n);
+            i.counter = u64::from(n);
+            // Boxed: the writer's future outlives the borrow of `db`.
+            Box::pin(db.call(move |s| s.insert_panic(&i, "x")))
+        }
+
+        /// Claims team `[team; 6]` for incident `[incident; 16]`.
+        fn claim_team(db: &Db, incident: u8, team: u8) -> BoxFuture<'static, StoreResult<()>> {
+            let row = AssignmentRow {
+                incident_id: iid(incident),
+                unit_id: uid(team),
+                assigned_at_ms: 1,
+                status: AssignmentStatus::Pending,
+            };
+            Box::pin(db.call(move |s| s.put_assignment(&row)))
+        }
+
+        /// The same panic reaches two nodes at once (the phone tried one,
+        /// timed out, and tried the other): one incident per panic, and
+        /// each node's answer names it, or says to ask again.
+        #[tokio::test]
+        async fn the_same_panics_stored_by_two_writers_at_once_make_one_incident_each() {
+            let pg = sosvault_testkit::postgres::TestDatabase::create();
+            let (one, two) = two_nodes(pg.url()).await;
+            let answers = at_once((&one, &two), store_panic).await;
+            let mut contended = 0;
+            for (n, (a, b)) in (1..=PANICS).zip(answers) {
+                let (a, b) = (done_or_contended(a), done_or_contended(b));
+                contended += usize::from(a.is_none()) + usize::from(b.is_none());
+                // The incident the database kept for panic n.
+                let kept = one
+                    .call(move |s| s.incident_by_panic(&mhash(n)))
+                    .await
+                    .unwrap()
+                    .expect("every panic is stored")
+                    .id;
+                assert!(kept == iid(n) || kept == iid(100 + n), "panic {n}");
+                let news = [&a, &b]
+                    .iter()
+                    .filter(|r| matches!(r, Some(PanicStored::New(_))))
+                    .count();
+                assert!(news <= 1, "panic {n} stored as new twice");
+                for answer in [a, b].into_iter().flatten() {
+                    match answer {
+                        PanicStored::New(row) => assert_eq!(row.id, kept, "panic {n}"),
+                        PanicStored::Existing(id) => assert_eq!(id, kept, "panic {n}"),
+                    }
+                }
+                // Asked again, either node names the one incident.
+                for db in [&one, &two] {
+                    let mut again = incident(200, n);
+                    again.counter = u64::from(n);
+                    let answer = db.call(move |s| s.insert_panic(&again, "x")).await;
+                    assert_eq!(answer.unwrap(), PanicStored::Existing(kept));
+                }
+            }
+            let open = one.call(|s| s.open_incidents()).await.unwrap();
+            assert_eq!(open.len(), usize::from(PANICS), "one incident per panic");
+            // The batches met halfway (`at_once`): they deadlocked.
+            assert!(contended >= 1, "the two batches never waited on each other");
+            drop((one, two));
+        }
+
+        /// Two nodes claim the same teams at once for different incidents,
+        /// in opposite orders: each team is held by one open incident,
+        /// and each claim is taken, refused, or undone to ask again.
+        #[tokio::test]
+        async fn the_same_teams_claimed_by_two_writers_at_once_are_held_once_each() {
+            let pg = sosvault_testkit::postgres::TestDatabase::create();
+            let (one, two) = two_nodes(pg.url()).await;
+            // Incidents [n; 16] are node one's, [100 + n; 16] node two's.
+            for id in (1..=PANICS).chain(101..=100 + PANICS) {
+                let mut i = incident(id, id);
+                i.counter = u64::from(id);
+                one.call(move |s| s.insert_panic(&i, "x")).await.unwrap();
+            }
+            let claim = claim_team;
+            let answers = at_once((&one, &two), claim).await;
+            let mut contended = 0;
+            for (n, (a, b)) in (1..=PANICS).zip(answers) {
+                let taken = |r: &StoreResult<()>| match r {
+                    Ok(()) => Some(true),
+                    Err(StoreError::UnitTaken) => Some(false),
+                    Err(StoreError::Contended(_)) => None,
+                    Err(e) => panic!("team {n}: neither taken, refused nor contended: {e}"),
+                };
+                let (a, b) = (taken(&a), taken(&b));
+                contended += usize::from(a.is_none()) + usize::from(b.is_none());
+                assert_ne!((a, b), (Some(true), Some(true)), "team {n} held twice");
+                // Who holds the team, as the database says.
+                let holders = |incident: u8| {
+                    let db = one.clone();
+                    async move {
+                        let rows = db
+                            .call(move |s| s.assignments(&iid(incident)))
+                            .await
+                            .unwrap();
+                        rows.iter().any(|r| r.status == AssignmentStatus::Pending)
+                    }
+                };
+                let held = (holders(n).await, holders(100 + n).await);
+                assert_eq!(a == Some(true), held.0, "team {n}: node one's answer");
+                assert_eq!(b == Some(true), held.1, "team {n}: node two's answer");
+                // A claim undone for the other writer, asked again, is
+                // decided: refused if the other took the team.
+                for (mine, yours, db, answer) in [(n, 100 + n, &one, a), (100 + n, n, &two, b)] {
+                    if answer.is_none() {
+                        let again = claim(db, mine, n).await;
+                        let other_holds = holders(yours).await;
+                        assert_eq!(again.is_ok(), !other_holds, "team {n}, again");
+                    }
+                }
+                let (one_holds, two_holds) = (holders(n).await, holders(100 + n).await);
+                assert!(!(one_holds && two_holds), "team {n} held twice");
+                assert!(one_holds || two_holds, "team {n} held by nobody");
+            }
+            assert!(contended >= 1, "the two batches never waited on each other");
+            // Closing an incident frees its team for the other node.
+            let (closed, waiting): (IncidentId, u8) = {
+                let rows = one.call(|s| s.assignments(&iid(1))).await.unwrap();
+                if rows.iter().any(|r| r.status == AssignmentStatus::Pending) {
+                    (iid(1), 101)
+                } else {
+                    (iid(101), 1)
+                }
+            };
+            one.call(move |s| s.close_incident(&closed, IncidentStatus::Closed, 9))
+                .await
+                .unwrap();
+            claim(&two, waiting, 1).await.unwrap();
+            drop((one, two));
+        }
+    }
+
     #[tokio::test]
     async fn a_failed_commit_fails_every_job_of_the_batch_and_keeps_none() {
         let dir = tempfile::tempdir().unwrap();
