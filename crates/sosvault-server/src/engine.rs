@@ -117,6 +117,20 @@ fn short(id: &impl std::fmt::Display) -> String {
     hex
 }
 
+/// What became of a team's claim ([`Engine::record_claim`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Claim {
+    /// Stored: the team is this incident's, in the database too.
+    Stored,
+    /// Refused: the database holds the team on another open incident.
+    Refused,
+    /// Not stored: the database could not be written (unreachable, or
+    /// another writer's transaction in the way). Nobody may be told a
+    /// team the database does not hold: with several nodes another one
+    /// could claim it.
+    NotStored(crate::store::StoreError),
+}
+
 /// Who should see an event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Audience {
@@ -895,7 +909,9 @@ impl Engine {
     }
 
     /// Stores `also` and a timeline entry in one store job (one round trip,
-    /// both or neither), then tells whoever watches the incident.
+    /// both or neither), then tells whoever watches the incident. A failed
+    /// write is logged, and told all the same: the timeline is a record of
+    /// what memory did, not a decision.
     async fn record(
         &self,
         incident: IncidentId,
@@ -903,21 +919,41 @@ impl Engine {
         detail: String,
         also: impl FnOnce(&dyn crate::store::Store) -> crate::store::StoreResult<()> + Send + 'static,
     ) {
-        self.record_claim(incident, kind, detail, also).await;
+        let _ = self.store_step(incident, kind, &detail, also).await;
+        self.tell_step(incident, kind, detail);
     }
 
-    /// As [`Engine::record`], except that when `also` claims a team the
-    /// database holds on another incident ([`StoreError::UnitTaken`](crate::store::StoreError::UnitTaken)),
-    /// nothing is stored or told: false.
+    /// As [`Engine::record`] for a step whose `also` claims a team: the
+    /// claim is a decision, so only a stored one ([`Claim::Stored`]) is
+    /// told. A refused or an unstored one tells nobody anything.
     async fn record_claim(
         &self,
         incident: IncidentId,
         kind: &'static str,
         detail: String,
         also: impl FnOnce(&dyn crate::store::Store) -> crate::store::StoreResult<()> + Send + 'static,
-    ) -> bool {
+    ) -> Claim {
+        match self.store_step(incident, kind, &detail, also).await {
+            Ok(()) => {
+                self.tell_step(incident, kind, detail);
+                Claim::Stored
+            }
+            Err(crate::store::StoreError::UnitTaken) => Claim::Refused,
+            Err(e) => Claim::NotStored(e),
+        }
+    }
+
+    /// The store job of [`Engine::record`]: `also`, then the timeline
+    /// entry; a failure other than a refused claim is logged.
+    async fn store_step(
+        &self,
+        incident: IncidentId,
+        kind: &'static str,
+        detail: &str,
+        also: impl FnOnce(&dyn crate::store::Store) -> crate::store::StoreResult<()> + Send + 'static,
+    ) -> crate::store::StoreResult<()> {
         let at = now_ms();
-        let d = detail.clone();
+        let d = detail.to_owned();
         let stored = self
             .inner
             .db
@@ -926,8 +962,8 @@ impl Engine {
                 s.add_timeline(&incident, at, kind, &d)
             })
             .await;
-        match stored {
-            Err(crate::store::StoreError::UnitTaken) => return false,
+        match &stored {
+            Err(crate::store::StoreError::UnitTaken) => {}
             Err(e) => {
                 tracing::error!(incident = %short(&incident), step = kind, "store write failed: {e}");
             }
@@ -936,6 +972,11 @@ impl Engine {
             // stop.
             Ok(()) => tracing::info!(incident = %short(&incident), step = kind, "timeline"),
         }
+        stored
+    }
+
+    /// Tells whoever watches the incident of a step on its timeline.
+    fn tell_step(&self, incident: IncidentId, kind: &'static str, detail: String) {
         let unit = self.assigned_unit(&incident);
         self.emit_incident(
             EventKind::Timeline,
@@ -943,7 +984,6 @@ impl Engine {
             unit,
             json!({ "step": kind, "detail": detail }),
         );
-        true
     }
 
     /// The client of the configured trustee with this id.
@@ -1372,12 +1412,30 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_team_picked_for_a_panic_whose_commit_fails_is_free_again() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::SqliteStore::open(&dir.path().join("db")).unwrap();
+    /// The first `Assigned` event a team hears, waiting at most 30 s.
+    async fn first_assigned(
+        hears: &mut tokio::sync::broadcast::Receiver<Event>,
+    ) -> Result<Event, tokio::time::error::Elapsed> {
+        tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            loop {
+                let ev = hears.recv().await.unwrap();
+                if ev.kind == EventKind::Assigned {
+                    return ev;
+                }
+            }
+        })
+        .await
+    }
+
+    /// An engine over a fresh store in `dir` whose commits fail while the
+    /// returned flag is set ([`crate::store::SqliteStore::watch_commits`]),
+    /// with one police team created at the returned place.
+    async fn one_team_and_failing_commits(
+        dir: &std::path::Path,
+    ) -> (Engine, Arc<std::sync::atomic::AtomicBool>, UnitId, LatLon) {
+        let store = crate::store::SqliteStore::open(&dir.join("db")).unwrap();
         let (_, refuse) = store.watch_commits();
-        let engine = engine_on(dir.path(), store);
+        let engine = engine_on(dir, store);
         let here = LatLon {
             lat: 25.1425,
             lon: 75.8350,
@@ -1386,6 +1444,13 @@ mod tests {
             .create_unit("PCR Talwandi", UnitKind::Police, Some(here))
             .await
             .unwrap();
+        (engine, refuse, unit, here)
+    }
+
+    #[tokio::test]
+    async fn a_team_picked_for_a_panic_whose_commit_fails_is_free_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, refuse, unit, here) = one_team_and_failing_commits(dir.path()).await;
         // On its live stream: only a team that can be told is picked.
         let _stream = engine.unit_connected(unit);
         let panic = enrolled_panic(&engine, here).await;
@@ -1409,6 +1474,54 @@ mod tests {
         assert_eq!(
             (rows[0].unit_id, rows[0].status.as_str()),
             (unit, "pending")
+        );
+        engine.shutdown();
+    }
+
+    /// The claim of a team could not be stored (here every commit fails;
+    /// on PostgreSQL the database unreachable, or another node's
+    /// transaction in the way): the team is not told, and memory does not
+    /// keep it on the incident. Once the database takes writes again, the
+    /// same team is claimed, stored, and only then told.
+    #[tokio::test]
+    async fn a_team_whose_claim_is_not_stored_is_never_told_until_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let (engine, refuse, unit, here) = one_team_and_failing_commits(dir.path()).await;
+        let mut hears = engine.subscribe_unit(unit);
+        // No team can be told yet: the panic is stored and waits.
+        let panic = enrolled_panic(&engine, here).await;
+        let (id, new) = engine.panic(panic.as_bytes()).await.unwrap();
+        assert!(new);
+        assert_eq!(engine.units()[0].incident, None);
+
+        // The team comes on its stream while no write can be stored.
+        refuse.store(true, Ordering::SeqCst);
+        let _stream = engine.unit_connected(unit);
+        let unstored = || engine.metrics().claims_unstored.load(Ordering::Relaxed);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while unstored() == 0 {
+            assert!(std::time::Instant::now() < deadline, "no claim was tried");
+            tokio::task::yield_now().await;
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert!(
+            std::iter::from_fn(|| hears.try_recv().ok()).all(|e| e.kind != EventKind::Assigned),
+            "a team was told of a claim the database does not hold"
+        );
+        assert_eq!(engine.units()[0].incident, None, "memory let it go");
+
+        // Writes are stored again: the same team is claimed, then told.
+        refuse.store(false, Ordering::SeqCst);
+        let told = first_assigned(&mut hears)
+            .await
+            .expect("the team is sent once its claim is stored");
+        assert_eq!(told.incident, Some(id.to_hex()));
+        let rows = stored_assignments(&engine, id).await;
+        assert_eq!(
+            rows.iter()
+                .map(|r| (r.unit_id, r.status.as_str()))
+                .collect::<Vec<_>>(),
+            [(unit, "pending")]
         );
         engine.shutdown();
     }
@@ -1461,16 +1574,9 @@ mod tests {
         assert!(new, "the panic is stored whatever became of its team");
 
         // The far team is sent (the near one was picked first and refused).
-        let sent = tokio::time::timeout(std::time::Duration::from_secs(30), async {
-            loop {
-                let ev = far_hears.recv().await.unwrap();
-                if ev.kind == EventKind::Assigned {
-                    return ev;
-                }
-            }
-        })
-        .await
-        .expect("the next team is sent");
+        let sent = first_assigned(&mut far_hears)
+            .await
+            .expect("the next team is sent");
         assert_eq!(sent.incident, Some(id.to_hex()));
         assert_eq!(engine.metrics().claims_refused.load(Ordering::Relaxed), 1);
         let rows = stored_assignments(&engine, id).await;

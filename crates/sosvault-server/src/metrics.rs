@@ -143,6 +143,9 @@ pub struct Metrics {
     /// Claims of a team the database refused (it held the team on another
     /// incident).
     pub claims_refused: AtomicU64,
+    /// Claims of a team that could not be stored (the database unreachable,
+    /// or another writer's transaction in the way): the team was not sent.
+    pub claims_unstored: AtomicU64,
     /// Teams of another kind sent after the fallback wait.
     pub fallback_assignments: AtomicU64,
     /// Incidents that raised the overdue alarm.
@@ -175,7 +178,7 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self, open_incidents: usize) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 10] = [
+        let counters: [(&str, &str, &AtomicU64); 11] = [
             (
                 "sosvault_panics_total",
                 "Panics stored as new incidents.",
@@ -205,6 +208,11 @@ impl Metrics {
                 "sosvault_claims_refused_total",
                 "Claims of a team the database refused: it held the team on another incident.",
                 &self.claims_refused,
+            ),
+            (
+                "sosvault_claims_unstored_total",
+                "Claims of a team that could not be stored: the team was not sent.",
+                &self.claims_unstored,
             ),
             (
                 "sosvault_fallback_assignments_total",

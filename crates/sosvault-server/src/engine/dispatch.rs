@@ -18,7 +18,7 @@ use zeroize::Zeroizing;
 
 use super::board::{ByHandRefusal, How, Sent, Step, Waiting, Withdrawn};
 use super::{
-    Audience, Conflict, Engine, EngineError, EventKind, Invalid, LatLon, OperatorId,
+    Audience, Claim, Conflict, Engine, EngineError, EventKind, Invalid, LatLon, OperatorId,
     UnitConnection, UnitInfo, UnitView, check_position, human_ms, now_ms, token_hash,
 };
 use crate::geo::{UnitKind, haversine_m};
@@ -88,8 +88,8 @@ impl Engine {
                 Step::Overdue { waited_ms } => self.overdue(id, waited_ms).await,
                 Step::Sent(sent) => {
                     said = None;
-                    // Refused: the board passed the team over; look again.
-                    self.sent(id, sent).await;
+                    // Not stored: the board passed the team over; look again.
+                    let _ = self.sent(id, sent).await;
                 }
                 Step::TimedOut { unit, name, at_ms } => {
                     self.timed_out(id, unit, name, at_ms).await;
@@ -133,10 +133,11 @@ impl Engine {
 
     /// A team was sent: claimed in the database (the assignment row and its
     /// timeline entry in one store job), then the team and the operators
-    /// are told. False when the database refused the claim (the team is on
-    /// another incident): the board passes the team over, nobody is told,
-    /// and the incident's next step looks again.
-    async fn sent(&self, id: IncidentId, s: Sent) -> bool {
+    /// are told. Anything but a stored claim tells nobody: the board takes
+    /// the team off the incident and pauses it, and the incident's next
+    /// step looks again (with several nodes, a team memory sent but the
+    /// database does not hold could be claimed by another node).
+    async fn sent(&self, id: IncidentId, s: Sent) -> Claim {
         let row = AssignmentRow {
             incident_id: id,
             unit_id: s.unit,
@@ -144,31 +145,41 @@ impl Engine {
             status: AssignmentStatus::Pending,
         };
         let detail = self.sent_detail(id, &s);
-        let claimed = self
+        let claim = self
             .record_claim(id, "assigned", detail, move |st| st.put_assignment(&row))
             .await;
-        if !claimed {
-            self.passed_over(id, s.unit);
-            return false;
+        match &claim {
+            Claim::Stored => {
+                self.count_assignment(&s);
+                self.send_assignment(&id, s.unit, false);
+            }
+            Claim::Refused => self.passed_over(id, s.unit, true),
+            Claim::NotStored(_) => self.passed_over(id, s.unit, false),
         }
-        self.count_assignment(&s);
-        self.send_assignment(&id, s.unit, false);
-        true
+        claim
     }
 
-    /// The database refused the claim of `unit` for incident `id`: with one
-    /// node, memory and database disagree (a bug, or a database another
-    /// process writes); with several, another node holds the team.
-    pub(super) fn passed_over(&self, id: IncidentId, unit: UnitId) {
-        tracing::warn!(
-            incident = %super::short(&id),
-            unit = %unit,
-            "the database holds this team on another incident: passed over"
-        );
-        self.inner
-            .metrics
-            .claims_refused
-            .fetch_add(1, Ordering::Relaxed);
+    /// The claim of `unit` for incident `id` was not stored: the team comes
+    /// off the incident untold and is paused, then the database decides
+    /// again. `refused`: the database holds it on another incident (with
+    /// one node, memory and database disagree: a bug, or a database
+    /// another process writes; with several, another node holds it).
+    /// Otherwise the claim could not be written at all (the database
+    /// unreachable, or another writer's transaction in the way).
+    pub(super) fn passed_over(&self, id: IncidentId, unit: UnitId, refused: bool) {
+        let (counter, why) = if refused {
+            (
+                &self.inner.metrics.claims_refused,
+                "the database holds this team on another incident: passed over",
+            )
+        } else {
+            (
+                &self.inner.metrics.claims_unstored,
+                "the claim of this team could not be stored: not sent",
+            )
+        };
+        tracing::warn!(incident = %super::short(&id), unit = %unit, "{why}");
+        counter.fetch_add(1, Ordering::Relaxed);
         self.state().board.held_elsewhere(id, unit, now_ms());
     }
 
@@ -354,12 +365,13 @@ impl Engine {
         if let Some(old) = sent.replaced {
             self.tell_withdrawn(id, old, "replaced").await;
         }
-        let claimed = self.sent(id, sent).await;
+        let claim = self.sent(id, sent).await;
         self.wake(id);
-        if claimed {
-            Ok(())
-        } else {
-            Err(EngineError::Conflict(Conflict::TeamBusy))
+        match claim {
+            Claim::Stored => Ok(()),
+            Claim::Refused => Err(EngineError::Conflict(Conflict::TeamBusy)),
+            // Unreachable or in another writer's way: 503, try again.
+            Claim::NotStored(e) => Err(EngineError::Store(e)),
         }
     }
 

@@ -506,7 +506,7 @@ impl Engine {
             enrollment,
         } = stored;
         if let Some(unit) = refused {
-            self.passed_over(id, unit);
+            self.passed_over(id, unit, true);
         }
         self.inner.metrics.panics.fetch_add(1, Ordering::Relaxed);
         // The service's log names no category (nor any location): it is kept
