@@ -711,10 +711,12 @@ impl Board {
 
     /// The database refused the claim of the team just sent to incident
     /// `id`: it is on an incident this board does not know (another node's,
-    /// or one memory and database disagree on). It comes off `id` without a
-    /// time-out, and no incident is sent it for [`HELD_ELSEWHERE_MS`]; then
-    /// it is tried again (the database decides again). False, and nothing
-    /// changed, if the team is not `id`'s unacknowledged one.
+    /// or one memory and database disagree on); or the claim could not be
+    /// stored at all (the database unreachable, or another writer in the
+    /// way). It comes off `id` without a time-out, and no incident is sent
+    /// it for [`HELD_ELSEWHERE_MS`]; then it is tried again (the database
+    /// decides again). False, and nothing changed, if the team is not
+    /// `id`'s unacknowledged one.
     pub fn held_elsewhere(&mut self, id: IncidentId, unit: UnitId, now: u64) -> bool {
         let Some(case) = self.cases.get_mut(&id) else {
             return false;
