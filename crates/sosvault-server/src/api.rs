@@ -1506,7 +1506,7 @@ mod tests {
     use super::{B64, Engine, router};
 
     use crate::config::{Config, TrusteeConfig};
-    use crate::store::{Db, SqliteStore, Store as _};
+    use crate::store::{Db, PgStore, SqliteStore, Store};
     use base64::Engine as _;
     use sosvault_service::seal::MasterKey;
 
@@ -1527,7 +1527,7 @@ mod tests {
         }
     }
 
-    fn enroll(store: &SqliteStore, trustees: &[sosvault::TrusteePublic]) -> Enrolled {
+    fn enroll(store: &dyn Store, trustees: &[sosvault::TrusteePublic]) -> Enrolled {
         let key = DeviceKey::generate();
         let mut device = Device::new(DeviceKey::from_secret_bytes(&key.to_secret_bytes()).unwrap());
         let e = device
@@ -1553,7 +1553,51 @@ mod tests {
     struct Running {
         url: String,
         engine: Engine,
-        _dir: tempfile::TempDir,
+        _home: Home,
+    }
+
+    /// Where a test's engine keeps its things: a folder of its own (its
+    /// config, and the SQLite file), and with
+    /// `SOSVAULT_TEST_BACKEND=postgres` (CI's PostgreSQL pass) a database
+    /// of its own on the test server, dropped with it.
+    struct Home {
+        dir: tempfile::TempDir,
+        pg: Option<sosvault_testkit::postgres::TestDatabase>,
+    }
+
+    impl Home {
+        fn new() -> Self {
+            let pg = sosvault_testkit::postgres::suite_on_postgres()
+                .then(sosvault_testkit::postgres::TestDatabase::create);
+            Self {
+                dir: tempfile::tempdir().unwrap(),
+                pg,
+            }
+        }
+
+        /// The store on the run's backend, filled by `seed`, behind its
+        /// writer.
+        fn store(&self, seed: impl FnOnce(&dyn Store) + Send) -> Db {
+            match &self.pg {
+                // On a thread of its own: the blocking client runs a
+                // runtime of its own, which may not start on a test's.
+                Some(pg) => std::thread::scope(|scope| {
+                    scope
+                        .spawn(|| {
+                            let store = PgStore::connect(pg.url()).unwrap();
+                            seed(&store);
+                            Db::new(store).unwrap()
+                        })
+                        .join()
+                        .unwrap()
+                }),
+                None => {
+                    let store = SqliteStore::open(&self.dir.path().join("db")).unwrap();
+                    seed(&store);
+                    Db::new(store).unwrap()
+                }
+            }
+        }
     }
 
     impl Drop for Running {
@@ -1568,10 +1612,10 @@ mod tests {
         manifest: Option<Signed<Manifest>>,
         control_room: ControlRoomKey,
         trustees: &[TrusteeKey],
-        seed: impl FnOnce(&SqliteStore),
-    ) -> (Engine, tempfile::TempDir) {
-        let dir = tempfile::tempdir().unwrap();
-        let mut cfg = Config::new(dir.path());
+        seed: impl FnOnce(&dyn Store) + Send,
+    ) -> (Engine, Home) {
+        let home = Home::new();
+        let mut cfg = Config::new(home.dir.path());
         cfg.enroll_timeout_ms = 200;
         cfg.trustees = trustees
             .iter()
@@ -1582,17 +1626,16 @@ mod tests {
                 tls_ca: None,
             })
             .collect();
-        let store = SqliteStore::open(&dir.path().join("db")).unwrap();
-        seed(&store);
+        let db = home.store(seed);
         let engine = Engine::with_manifest(
             cfg,
-            Db::new(store).unwrap(),
+            db,
             control_room,
             MasterKey::generate().into(),
             manifest,
         )
         .unwrap();
-        (engine, dir)
+        (engine, home)
     }
 
     /// The router on loopback over a store `seed` filled, with three
@@ -1601,9 +1644,9 @@ mod tests {
         manifest: Option<Signed<Manifest>>,
         control_room: ControlRoomKey,
         trustees: &[TrusteeKey],
-        seed: impl FnOnce(&SqliteStore),
+        seed: impl FnOnce(&dyn Store) + Send,
     ) -> Running {
-        let (engine, dir) = engine(manifest, control_room, trustees, seed);
+        let (engine, home) = engine(manifest, control_room, trustees, seed);
         let app = router(engine.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
@@ -1611,7 +1654,7 @@ mod tests {
         Running {
             url,
             engine,
-            _dir: dir,
+            _home: home,
         }
     }
 
@@ -1775,32 +1818,33 @@ mod tests {
                 })
             })
             .collect();
-        let dir = tempfile::tempdir().unwrap();
-        let mut cfg = Config::new(dir.path());
+        let home = Home::new();
+        let mut cfg = Config::new(home.dir.path());
         cfg.operators.push(crate::config::OperatorConfig {
             username: "asha".into(),
             password_hash: crate::auth::hash_password("a long passphrase").unwrap(),
             role: crate::access::Role::Auditor,
         });
-        let store = SqliteStore::open(&dir.path().join("db")).unwrap();
-        for (i, e) in entries.iter().enumerate() {
-            let leaf = sosvault::log::leaf_hash(e);
-            store
-                .append_log(&crate::store::NewLogEntry {
-                    index: i as u64,
-                    entry: e.to_vec(),
-                    leaf_hash: leaf,
-                    student: StudentId::from_bytes([1; 32]),
-                    incident: sosvault::IncidentId::from_bytes([1; 16]),
-                    actor: "operator:asha".into(),
-                    reason: None,
-                    at_ms: 1,
-                })
-                .unwrap();
-        }
+        let db = home.store(|store| {
+            for (i, e) in entries.iter().enumerate() {
+                let leaf = sosvault::log::leaf_hash(e);
+                store
+                    .append_log(&crate::store::NewLogEntry {
+                        index: i as u64,
+                        entry: e.to_vec(),
+                        leaf_hash: leaf,
+                        student: StudentId::from_bytes([1; 32]),
+                        incident: sosvault::IncidentId::from_bytes([1; 16]),
+                        actor: "operator:asha".into(),
+                        reason: None,
+                        at_ms: 1,
+                    })
+                    .unwrap();
+            }
+        });
         let engine = Engine::with_manifest(
             cfg,
-            Db::new(store).unwrap(),
+            db,
             ControlRoomKey::generate(),
             MasterKey::generate().into(),
             None,
@@ -1815,7 +1859,7 @@ mod tests {
             Running {
                 url,
                 engine,
-                _dir: dir,
+                _home: home,
             },
             entries,
         )
@@ -2007,7 +2051,7 @@ mod tests {
         use tower::ServiceExt as _;
 
         let trustees: Vec<TrusteeKey> = (0..3).map(|_| TrusteeKey::generate()).collect();
-        let (engine, _dir) = engine(None, ControlRoomKey::generate(), &trustees, |_| {});
+        let (engine, _home) = engine(None, ControlRoomKey::generate(), &trustees, |_| {});
         let (app, doc) = super::router_and_openapi(engine.clone());
         let mut checked = 0;
         for (path, item) in &doc.paths.paths {

@@ -7,6 +7,24 @@ use std::fmt;
 /// The variable that names the test server.
 pub const URL_VAR: &str = "SOSVAULT_TEST_DATABASE_URL";
 
+/// The variable that names the backend a suite runs the service on.
+pub const BACKEND_VAR: &str = "SOSVAULT_TEST_BACKEND";
+
+/// Whether the suite runs the service on PostgreSQL
+/// (`SOSVAULT_TEST_BACKEND=postgres`) rather than SQLite (unset, empty or
+/// `sqlite`).
+///
+/// # Panics
+///
+/// On any other value, saying which to write.
+pub fn suite_on_postgres() -> bool {
+    match std::env::var(BACKEND_VAR).as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Ok("") | Err(_) => false,
+        Ok(other) => panic!("{BACKEND_VAR}={other}: write sqlite or postgres"),
+    }
+}
+
 /// A fresh, empty database, dropped (with any connection still on it) when
 /// this is.
 pub struct TestDatabase {

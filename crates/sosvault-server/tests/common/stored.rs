@@ -16,13 +16,7 @@ use std::path::PathBuf;
 use sosvault_testkit::postgres::TestDatabase;
 
 /// Which backend the suite runs on (`SOSVAULT_TEST_BACKEND`).
-pub fn on_postgres() -> bool {
-    match std::env::var("SOSVAULT_TEST_BACKEND").as_deref() {
-        Ok("postgres") => true,
-        Ok("sqlite") | Ok("") | Err(_) => false,
-        Ok(other) => panic!("SOSVAULT_TEST_BACKEND={other}: write sqlite or postgres"),
-    }
-}
+pub use sosvault_testkit::postgres::suite_on_postgres as on_postgres;
 
 /// A stored value.
 #[derive(Clone, Debug, PartialEq)]
