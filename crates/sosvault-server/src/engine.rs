@@ -1328,8 +1328,13 @@ mod tests {
 
     /// An engine with fresh keys over `store`, its config in `dir`.
     fn engine_on(dir: &std::path::Path, store: crate::store::SqliteStore) -> Engine {
+        engine_with(Config::new(dir), store)
+    }
+
+    /// An engine with fresh keys over `store`, configured by `cfg`.
+    fn engine_with(cfg: Config, store: crate::store::SqliteStore) -> Engine {
         Engine::new(
-            Config::new(dir),
+            cfg,
             Db::new(store).unwrap(),
             ControlRoomKey::generate(),
             MasterKey::generate().into(),
@@ -1427,15 +1432,16 @@ mod tests {
         .await
     }
 
-    /// An engine over a fresh store in `dir` whose commits fail while the
-    /// returned flag is set ([`crate::store::SqliteStore::watch_commits`]),
-    /// with one police team created at the returned place.
+    /// An engine configured by `cfg` over a fresh store in its directory
+    /// whose commits fail while the returned flag is set
+    /// ([`crate::store::SqliteStore::watch_commits`]), with one police team
+    /// created at the returned place.
     async fn one_team_and_failing_commits(
-        dir: &std::path::Path,
+        cfg: Config,
     ) -> (Engine, Arc<std::sync::atomic::AtomicBool>, UnitId, LatLon) {
-        let store = crate::store::SqliteStore::open(&dir.join("db")).unwrap();
+        let store = crate::store::SqliteStore::open(&cfg.data_dir.join("db")).unwrap();
         let (_, refuse) = store.watch_commits();
-        let engine = engine_on(dir, store);
+        let engine = engine_with(cfg, store);
         let here = LatLon {
             lat: 25.1425,
             lon: 75.8350,
@@ -1450,7 +1456,8 @@ mod tests {
     #[tokio::test]
     async fn a_team_picked_for_a_panic_whose_commit_fails_is_free_again() {
         let dir = tempfile::tempdir().unwrap();
-        let (engine, refuse, unit, here) = one_team_and_failing_commits(dir.path()).await;
+        let (engine, refuse, unit, here) =
+            one_team_and_failing_commits(Config::new(dir.path())).await;
         // On its live stream: only a team that can be told is picked.
         let _stream = engine.unit_connected(unit);
         let panic = enrolled_panic(&engine, here).await;
@@ -1486,7 +1493,8 @@ mod tests {
     #[tokio::test]
     async fn a_team_whose_claim_is_not_stored_is_never_told_until_it_is() {
         let dir = tempfile::tempdir().unwrap();
-        let (engine, refuse, unit, here) = one_team_and_failing_commits(dir.path()).await;
+        let (engine, refuse, unit, here) =
+            one_team_and_failing_commits(Config::new(dir.path())).await;
         let mut hears = engine.subscribe_unit(unit);
         // No team can be told yet: the panic is stored and waits.
         let panic = enrolled_panic(&engine, here).await;
@@ -1523,6 +1531,61 @@ mod tests {
                 .collect::<Vec<_>>(),
             [(unit, "pending")]
         );
+        engine.shutdown();
+    }
+
+    /// A team did not acknowledge in time while the database took no
+    /// writes: memory frees it at once, but the database still holds its
+    /// pending claim, which would refuse the team to every other incident
+    /// (on every node) until this one closes. The time-out is written
+    /// again until it is stored.
+    #[tokio::test]
+    async fn a_time_out_the_database_did_not_take_is_written_until_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = Config::new(dir.path());
+        cfg.ack_timeout_ms = 200;
+        let (engine, refuse, unit, here) = one_team_and_failing_commits(cfg).await;
+        let mut hears = engine.subscribe_unit(unit);
+        let stream = engine.unit_connected(unit);
+        let panic = enrolled_panic(&engine, here).await;
+        let (id, _) = engine.panic(panic.as_bytes()).await.unwrap();
+        first_assigned(&mut hears).await.expect("the team is sent");
+
+        // The team goes silent (its stream gone, so it is not picked again)
+        // and every write fails until it times out.
+        refuse.store(true, Ordering::SeqCst);
+        drop(stream);
+        let unstored = || engine.metrics().timeouts_unstored.load(Ordering::Relaxed);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while unstored() == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no time-out was tried"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        assert_eq!(engine.units()[0].incident, None, "memory let it go");
+        // What the database holds, read beside the writer (as another node
+        // would): the writer's own reads fail with its commits.
+        let reader = rusqlite::Connection::open(dir.path().join("db")).unwrap();
+        let status = || -> String {
+            reader
+                .query_row("SELECT status FROM assignments", [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(status(), "pending", "the database still holds it");
+
+        // Writes are stored again: the time-out is, within its retry.
+        refuse.store(false, Ordering::SeqCst);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while status() != "timed_out" {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the database holds a team memory let go"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert_eq!(stored_assignments(&engine, id).await.len(), 1);
         engine.shutdown();
     }
 

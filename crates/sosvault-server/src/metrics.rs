@@ -146,6 +146,9 @@ pub struct Metrics {
     /// Claims of a team that could not be stored (the database unreachable,
     /// or another writer's transaction in the way): the team was not sent.
     pub claims_unstored: AtomicU64,
+    /// Writes of a time-out that failed (each is tried again until stored:
+    /// until then the database still holds the team on its incident).
+    pub timeouts_unstored: AtomicU64,
     /// Teams of another kind sent after the fallback wait.
     pub fallback_assignments: AtomicU64,
     /// Incidents that raised the overdue alarm.
@@ -178,7 +181,7 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self, open_incidents: usize) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 11] = [
+        let counters: [(&str, &str, &AtomicU64); 12] = [
             (
                 "sosvault_panics_total",
                 "Panics stored as new incidents.",
@@ -213,6 +216,11 @@ impl Metrics {
                 "sosvault_claims_unstored_total",
                 "Claims of a team that could not be stored: the team was not sent.",
                 &self.claims_unstored,
+            ),
+            (
+                "sosvault_timeouts_unstored_total",
+                "Writes of a team's time-out that failed and are tried again: until one is stored, the database holds the team.",
+                &self.timeouts_unstored,
             ),
             (
                 "sosvault_fallback_assignments_total",

@@ -29,6 +29,9 @@ use crate::unit::UnitId;
 /// nothing woke it: a team's eligibility also changes with time.
 const RECHECK: Duration = Duration::from_secs(2);
 
+/// How soon a time-out the database did not take is written again.
+const RETRY_TIME_OUT: Duration = Duration::from_secs(1);
+
 /// Waits for what can change the board's answer for an incident waiting
 /// for `why`: its deadline, a freed team (looked for again every
 /// [`RECHECK`] too, when waiting for one) or a wake-up; false if the
@@ -75,12 +78,19 @@ impl Engine {
         };
         // The last wait announced on the timeline (each is said once).
         let mut said: Option<Waiting> = None;
+        // A time-out the database has not taken yet: until it does, the
+        // team's pending claim holds it there (refused to every other
+        // incident, on every node). Tried again on every turn.
+        let mut unsettled: Option<AssignmentRow> = None;
         while !cancel.is_cancelled() {
             // Listen for a freed team before looking: a team freed between
             // the look and the wait must still end the wait.
             let freed = self.inner.unit_freed.notified();
             tokio::pin!(freed);
             freed.as_mut().enable();
+            if let Some(row) = unsettled.take() {
+                unsettled = self.store_time_out(row).await;
+            }
             let now = now_ms();
             let step = self.state().board.step(id, now);
             match step {
@@ -88,11 +98,19 @@ impl Engine {
                 Step::Overdue { waited_ms } => self.overdue(id, waited_ms).await,
                 Step::Sent(sent) => {
                     said = None;
+                    let unit = sent.unit;
                     // Not stored: the board passed the team over; look again.
-                    let _ = self.sent(id, sent).await;
+                    let claim = self.sent(id, sent).await;
+                    // The same team claimed again: its older time-out is
+                    // no longer true, and must never overwrite the claim.
+                    if claim == Claim::Stored
+                        && unsettled.as_ref().is_some_and(|r| r.unit_id == unit)
+                    {
+                        unsettled = None;
+                    }
                 }
                 Step::TimedOut { unit, name, at_ms } => {
-                    self.timed_out(id, unit, name, at_ms).await;
+                    unsettled = self.timed_out(id, unit, name, at_ms).await;
                 }
                 Step::Acknowledged {
                     unit,
@@ -105,7 +123,10 @@ impl Engine {
                         self.announce(id, &why).await;
                         said = Some(why.clone());
                     }
-                    let deadline = until.map(|u| Duration::from_millis(u.saturating_sub(now)));
+                    let mut deadline = until.map(|u| Duration::from_millis(u.saturating_sub(now)));
+                    if unsettled.is_some() {
+                        deadline = Some(deadline.map_or(RETRY_TIME_OUT, |d| d.min(RETRY_TIME_OUT)));
+                    }
                     if !wait_for_change(&why, deadline, freed.as_mut(), &wake, &cancel).await {
                         return;
                     }
@@ -223,17 +244,23 @@ impl Engine {
             .map_or_else(|| unit.to_string(), |t| t.name.clone())
     }
 
-    /// The team did not acknowledge in time; the board has freed it.
-    async fn timed_out(&self, id: IncidentId, unit: UnitId, name: String, at_ms: u64) {
-        let row = AssignmentRow {
-            incident_id: id,
-            unit_id: unit,
-            assigned_at_ms: at_ms,
-            status: AssignmentStatus::TimedOut,
-        };
-        if let Err(e) = self.inner.db.call(move |s| s.put_assignment(&row)).await {
-            tracing::error!("storing an assignment failed: {e}");
-        }
+    /// The team did not acknowledge in time; the board has freed it. The
+    /// time-out if the database did not take it (to be tried again).
+    async fn timed_out(
+        &self,
+        id: IncidentId,
+        unit: UnitId,
+        name: String,
+        at_ms: u64,
+    ) -> Option<AssignmentRow> {
+        let unsettled = self
+            .store_time_out(AssignmentRow {
+                incident_id: id,
+                unit_id: unit,
+                assigned_at_ms: at_ms,
+                status: AssignmentStatus::TimedOut,
+            })
+            .await;
         self.inner
             .metrics
             .assignment_timeouts
@@ -249,6 +276,29 @@ impl Engine {
         )
         .await;
         self.inner.unit_freed.notify_waiters();
+        unsettled
+    }
+
+    /// Stores a team's time-out, ending its claim in the database; hands
+    /// `row` back if that failed.
+    async fn store_time_out(&self, row: AssignmentRow) -> Option<AssignmentRow> {
+        let write = row.clone();
+        match self.inner.db.call(move |s| s.put_assignment(&write)).await {
+            Ok(()) => None,
+            Err(e) => {
+                self.inner
+                    .metrics
+                    .timeouts_unstored
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    incident = %super::short(&row.incident_id),
+                    unit = %row.unit_id,
+                    "storing a time-out failed ({e}); trying again in {} s",
+                    RETRY_TIME_OUT.as_secs()
+                );
+                Some(row)
+            }
+        }
     }
 
     /// The team acknowledged (the board has it already): stored, told.
