@@ -928,12 +928,15 @@ impl Engine {
     /// told. A refused or an unstored one tells nobody anything.
     async fn record_claim(
         &self,
-        incident: IncidentId,
         kind: &'static str,
         detail: String,
-        also: impl FnOnce(&dyn crate::store::Store) -> crate::store::StoreResult<()> + Send + 'static,
+        claim: AssignmentRow,
     ) -> Claim {
-        match self.store_step(incident, kind, &detail, also).await {
+        let (incident, at, d) = (claim.incident_id, now_ms(), detail.clone());
+        let stored = self
+            .store_logged(incident, kind, move |s| s.claim(&claim, at, kind, &d))
+            .await;
+        match stored {
             Ok(()) => {
                 self.tell_step(incident, kind, detail);
                 Claim::Stored
@@ -954,14 +957,22 @@ impl Engine {
     ) -> crate::store::StoreResult<()> {
         let at = now_ms();
         let d = detail.to_owned();
-        let stored = self
-            .inner
-            .db
-            .call(move |s| {
-                also(s)?;
-                s.add_timeline(&incident, at, kind, &d)
-            })
-            .await;
+        self.store_logged(incident, kind, move |s| {
+            also(s)?;
+            s.add_timeline(&incident, at, kind, &d)
+        })
+        .await
+    }
+
+    /// Runs a step's store job; a failure other than a refused claim is
+    /// logged.
+    async fn store_logged(
+        &self,
+        incident: IncidentId,
+        kind: &'static str,
+        job: impl FnOnce(&dyn crate::store::Store) -> crate::store::StoreResult<()> + Send + 'static,
+    ) -> crate::store::StoreResult<()> {
+        let stored = self.inner.db.call(job).await;
         match &stored {
             Err(crate::store::StoreError::UnitTaken) => {}
             Err(e) => {

@@ -235,6 +235,11 @@ pub trait Store: AccessStore {
     /// database's own constraint decides (a partial unique index), so two
     /// writers can never both hold a team, whatever each one's memory says.
     fn put_assignment(&self, a: &AssignmentRow) -> StoreResult<()>;
+    /// A claim ([`Store::put_assignment`]) and the timeline entry that
+    /// says it (`kind`, `detail`, at `at_ms`), both or neither: on
+    /// PostgreSQL a team's first claim by an incident and its entry are
+    /// one statement.
+    fn claim(&self, a: &AssignmentRow, at_ms: u64, kind: &str, detail: &str) -> StoreResult<()>;
     /// Assignments of an incident, oldest first.
     fn assignments(&self, incident: &IncidentId) -> StoreResult<Vec<AssignmentRow>>;
     /// Applies a stop in one transaction: tombstone, delete the enrollment

@@ -166,9 +166,7 @@ impl Engine {
             status: AssignmentStatus::Pending,
         };
         let detail = self.sent_detail(id, &s);
-        let claim = self
-            .record_claim(id, "assigned", detail, move |st| st.put_assignment(&row))
-            .await;
+        let claim = self.record_claim("assigned", detail, row).await;
         match &claim {
             Claim::Stored => {
                 self.count_assignment(&s);

@@ -1201,7 +1201,7 @@ impl PanicCheck {
         // sent; only the profile may not open (the trustees decide).
         let mut under_previous = false;
         let enrollment = if self.epoch == row.epoch {
-            s.enrollment(&self.sid)?
+            context.enrollment
         } else {
             match s.previous_enrollment(&self.sid)? {
                 Some(p) if p.epoch == self.epoch => {
@@ -1240,13 +1240,14 @@ impl PanicCheck {
         if let Some(p) = &picked {
             // A refused claim does not refuse the panic: it is stored, and
             // its incident looks for another team.
-            match s.put_assignment(&AssignmentRow {
+            let claim = AssignmentRow {
                 incident_id: new.id,
                 unit_id: p.unit,
                 assigned_at_ms: p.assigned_at_ms,
                 status: AssignmentStatus::Pending,
-            }) {
-                Ok(()) => s.add_timeline(&new.id, p.assigned_at_ms, "assigned", &p.detail)?,
+            };
+            match s.claim(&claim, p.assigned_at_ms, "assigned", &p.detail) {
+                Ok(()) => {}
                 Err(StoreError::UnitTaken) => refused = Some(p.unit),
                 Err(e) => return Err(e),
             }

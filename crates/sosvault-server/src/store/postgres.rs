@@ -180,6 +180,7 @@ fn refs<'a>(p: &'a [Param<'_>]) -> Vec<&'a (dyn ToSql + Sync)> {
 impl Backend for Postgres {
     const NAME: &'static str = "postgres";
     const BEGIN: &'static str = "BEGIN";
+    const WRITES_IN_WITH: bool = true;
 
     fn exec(&self, sql: &str, p: &[Param<'_>]) -> StoreResult<usize> {
         let st = self.statement(sql)?;

@@ -104,29 +104,45 @@ impl<B: Backend> Store for SqlStore<B> {
         panic_hash: &MessageHash,
         since_ms: u64,
     ) -> StoreResult<Option<PanicContext>> {
-        // One round trip where three were: on PostgreSQL each is a wait on
+        // One round trip where four were: on PostgreSQL each is a wait on
         // the network inside the batch's transaction.
         maybe(
             &self.db,
             &format!(
                 "SELECT {STUDENT_COLS},
                         (SELECT id FROM incidents WHERE panic_hash = ?2),
-                        (SELECT COUNT(*) FROM incidents WHERE student_id = ?1 AND created_at_ms >= ?3)
+                        (SELECT COUNT(*) FROM incidents WHERE student_id = ?1 AND created_at_ms >= ?3),
+                        (SELECT record FROM enrollments WHERE student_id = ?1),
+                        (SELECT sealed_profile FROM enrollments WHERE student_id = ?1),
+                        (SELECT epoch FROM enrollments WHERE student_id = ?1)
                  FROM students WHERE student_id = ?1"
             ),
             params![student.as_bytes(), panic_hash.as_bytes(), since_ms as i64],
             |r| {
                 let recent: i64 = r.get(7)?;
+                let record: Option<Vec<u8>> = r.get(8)?;
+                let enrollment = match record {
+                    Some(record) => Some(EnrollmentRow {
+                        record,
+                        sealed_profile: r.get(9)?,
+                        epoch: r.get(10)?,
+                    }),
+                    None => None,
+                };
                 Ok(PanicContext {
                     student: student_row(r)?,
                     existing: opt_id_at(r, 6)?,
                     recent_panics: u32::try_from(recent).unwrap_or(u32::MAX),
+                    enrollment,
                 })
             },
         )
     }
 
     fn insert_panic(&self, i: &NewIncident, timeline: &str) -> StoreResult<PanicStored> {
+        if B::WRITES_IN_WITH {
+            return insert_panic_at_once(&self.db, i, timeline);
+        }
         self.atomic(|c| {
             // The unique panic hash decides a duplicate, also against another
             // writer storing the same panic at this moment.
@@ -500,6 +516,43 @@ impl<B: Backend> Store for SqlStore<B> {
             Err(StoreError::Conflict(_)) => Err(StoreError::UnitTaken),
             other => other.map(drop),
         }
+    }
+
+    fn claim(&self, a: &AssignmentRow, at_ms: u64, kind: &str, detail: &str) -> StoreResult<()> {
+        if B::WRITES_IN_WITH && a.status == AssignmentStatus::Pending {
+            // The usual claim, a fresh row, with its entry: one round trip
+            // where there were two. Refused (a team this incident had
+            // before, or one held elsewhere), it wrote nothing, and the
+            // general path below tells which (one round trip more, rare).
+            let claimed = count(
+                &self.db,
+                "WITH claimed AS (
+                     INSERT INTO assignments (incident_id, unit_id, assigned_at_ms, status) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT DO NOTHING
+                     RETURNING incident_id
+                 ), said AS (
+                     INSERT INTO timeline (incident_id, at_ms, kind, detail)
+                     SELECT incident_id, CAST(?5 AS BIGINT), CAST(?6 AS TEXT), CAST(?7 AS TEXT) FROM claimed
+                 )
+                 SELECT COUNT(*) FROM claimed",
+                params![
+                    a.incident_id.as_bytes(),
+                    a.unit_id,
+                    a.assigned_at_ms as i64,
+                    a.status.as_str(),
+                    at_ms as i64,
+                    kind,
+                    detail,
+                ],
+            )?;
+            if claimed == 1 {
+                return Ok(());
+            }
+        }
+        self.atomic(|_| {
+            self.put_assignment(a)?;
+            insert_timeline(&self.db, &a.incident_id, at_ms, kind, detail).map(drop)
+        })
     }
 
     fn assignments(&self, incident: &IncidentId) -> StoreResult<Vec<AssignmentRow>> {
@@ -1042,6 +1095,61 @@ fn bump<B: Backend>(c: &B, student: &StudentId, counter: u64) -> StoreResult<boo
         params![student.as_bytes(), counter as i64],
     )?;
     Ok(n == 1)
+}
+
+/// [`Store::insert_panic`] as one statement, where the backend can write
+/// in a `WITH` (PostgreSQL): the incident, the student's counter and the
+/// timeline's first entry in one round trip where there were five (a
+/// savepoint, three writes, its release). One statement is atomic on its
+/// own; the unique panic hash still decides a duplicate, and a refused
+/// insert writes nothing else.
+fn insert_panic_at_once<B: Backend>(
+    c: &B,
+    i: &NewIncident,
+    timeline: &str,
+) -> StoreResult<PanicStored> {
+    let inserted = count(
+        c,
+        "WITH new AS (
+             INSERT INTO incidents (id, student_id, panic_hash, panic, category, epoch, created_at_ms, status, incident_key_sealed, flags)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open', ?8, ?9)
+             ON CONFLICT (panic_hash) DO NOTHING
+             RETURNING id, created_at_ms
+         ), counted AS (
+             UPDATE students SET highest_counter = CASE WHEN highest_counter > ?10 THEN highest_counter ELSE ?10 END
+             WHERE student_id = ?2 AND EXISTS (SELECT 1 FROM new)
+         ), said AS (
+             INSERT INTO timeline (incident_id, at_ms, kind, detail)
+             SELECT id, created_at_ms, 'panic', CAST(?11 AS TEXT) FROM new
+         )
+         SELECT COUNT(*) FROM new",
+        params![
+            i.id.as_bytes(),
+            i.student_id.as_bytes(),
+            i.panic_hash.as_bytes(),
+            &i.panic,
+            i.category.as_str(),
+            i.epoch,
+            i.created_at_ms as i64,
+            &i.incident_key_sealed,
+            i.flags.join(","),
+            i.counter as i64,
+            timeline,
+        ],
+    )?;
+    if inserted == 1 {
+        return Ok(PanicStored::New(Box::new(IncidentRow::opened(i))));
+    }
+    maybe(
+        c,
+        "SELECT id FROM incidents WHERE panic_hash = ?1",
+        params![i.panic_hash.as_bytes()],
+        |r| id_at(r, 0),
+    )?
+    .map(PanicStored::Existing)
+    .ok_or_else(|| {
+        StoreError::Database("a panic's insert was refused, but no incident holds it".into())
+    })
 }
 
 /// Appends one entry to an incident's timeline.

@@ -130,6 +130,9 @@ pub struct PanicContext {
     pub existing: Option<IncidentId>,
     /// The student's panics since the rate limit's window began.
     pub recent_panics: u32,
+    /// The student's current enrollment (read with the rest: the panic
+    /// under the current epoch opens with it).
+    pub enrollment: Option<EnrollmentRow>,
 }
 
 /// The current enrollment of a student.
@@ -141,6 +144,20 @@ pub struct EnrollmentRow {
     pub sealed_profile: Vec<u8>,
     /// The epoch.
     pub epoch: u32,
+}
+
+impl std::fmt::Debug for EnrollmentRow {
+    /// Sizes, not bytes: a log line needs no sealed profile.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrollmentRow")
+            .field("epoch", &self.epoch)
+            .field("record", &format_args!("{} bytes", self.record.len()))
+            .field(
+                "sealed_profile",
+                &format_args!("{} bytes", self.sealed_profile.len()),
+            )
+            .finish()
+    }
 }
 
 /// A new incident, as the panic endpoint stores it.

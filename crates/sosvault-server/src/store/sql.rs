@@ -238,6 +238,11 @@ pub trait Backend: Send + 'static {
     const NAME: &'static str;
     /// The statement that opens a batch's transaction.
     const BEGIN: &'static str;
+    /// Whether a statement may write in its `WITH` clauses (PostgreSQL's
+    /// data-modifying CTEs), so that writes of one store call that depend
+    /// only on each other go in one round trip. SQLite cannot, and needs
+    /// none: its statements are function calls.
+    const WRITES_IN_WITH: bool = false;
     /// Runs one statement; the number of rows it changed.
     fn exec(&self, sql: &str, p: &[Param<'_>]) -> StoreResult<usize>;
     /// Runs one query; its rows.

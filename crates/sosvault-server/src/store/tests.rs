@@ -145,6 +145,7 @@ on_both_backends!(
     a_cancel_is_queued_once_per_trustee_until_each_answers,
     transparency_log_rows_come_back_in_order,
     a_team_is_held_by_one_open_incident_at_a_time,
+    a_claim_and_its_timeline_entry_are_written_both_or_neither,
 );
 
 fn assignment(incident: u8, unit: UnitId, at: u64, status: AssignmentStatus) -> AssignmentRow {
@@ -221,6 +222,47 @@ fn a_team_is_held_by_one_open_incident_at_a_time(s: &dyn Store, _dir: Option<&Pa
     assert_eq!(open, [(V, Pending), (U, Pending)]);
 }
 
+/// [`Store::claim`]: a claim with the entry that says it. Whichever way
+/// the claim goes (a fresh row, a team this incident had before, a team
+/// held elsewhere), the entry is there exactly when the claim is.
+fn a_claim_and_its_timeline_entry_are_written_both_or_neither(s: &dyn Store, _dir: Option<&Path>) {
+    use AssignmentStatus::{Pending, TimedOut};
+    enroll(s);
+    for (n, hash) in [(3, 4), (5, 6)] {
+        let mut i = incident(n, hash);
+        i.counter = u64::from(n);
+        s.insert_panic(&i, "x").unwrap();
+    }
+    let entries = |n: u8| -> Vec<(u64, String, String)> {
+        s.timeline(&iid(n))
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.kind != "panic")
+            .map(|e| (e.at_ms, e.kind, e.detail))
+            .collect()
+    };
+    let said = |at: u64, detail: &str| (at, "assigned".to_owned(), detail.to_owned());
+    // A fresh claim.
+    s.claim(&assignment(3, U, 1, Pending), 10, "assigned", "near")
+        .unwrap();
+    assert_eq!(s.assignments(&iid(3)).unwrap()[0].status, Pending);
+    assert_eq!(entries(3), [said(10, "near")]);
+    // Held elsewhere: refused, and neither is written.
+    assert!(matches!(
+        s.claim(&assignment(5, U, 2, Pending), 20, "assigned", "taken"),
+        Err(StoreError::UnitTaken)
+    ));
+    assert!(s.assignments(&iid(5)).unwrap().is_empty());
+    assert!(entries(5).is_empty());
+    // A team this incident had before (timed out), claimed again: the row
+    // is open again, with its entry.
+    s.put_assignment(&assignment(3, U, 1, TimedOut)).unwrap();
+    s.claim(&assignment(3, U, 1, Pending), 30, "assigned", "again")
+        .unwrap();
+    assert_eq!(s.assignments(&iid(3)).unwrap()[0].status, Pending);
+    assert_eq!(entries(3), [said(10, "near"), said(30, "again")]);
+}
+
 /// A store in `dir` with student `[1; 32]` enrolled (epoch 1, device
 /// `[2; 32]`) under `record` and the sealed profile `sealed`.
 fn enrolled_with(dir: &Path, record: &[u8], sealed: &[u8]) -> SqliteStore {
@@ -235,13 +277,23 @@ fn panic_is_stored_once(s: &dyn Store, _dir: Option<&Path>) {
     enroll(s);
     let before = s.panic_context(&sid(1), &mhash(4), 0).unwrap().unwrap();
     assert_eq!((before.existing, before.recent_panics), (None, 0));
+    // The enrollment the panic opens with comes in the same read.
+    let e = before.enrollment.expect("the current enrollment");
+    assert_eq!(
+        (e.record.as_slice(), e.sealed_profile.as_slice(), e.epoch),
+        (&b"rec"[..], &b"profile"[..], 1)
+    );
     let PanicStored::New(stored) = s.insert_panic(&incident(3, 4), "x").unwrap() else {
         panic!("a new panic was not stored as new");
     };
     // What insert_panic answers is the row as stored, column for column.
     assert_eq!(Some(*stored), s.incident(&iid(3)).unwrap());
+    // The same panic again (by its hash) writes nothing: no counter, no
+    // timeline entry (both checked below).
+    let mut again = incident(5, 4);
+    again.counter = 9;
     assert_eq!(
-        s.insert_panic(&incident(5, 4), "x").unwrap(),
+        s.insert_panic(&again, "x").unwrap(),
         PanicStored::Existing(iid(3))
     );
     assert_eq!(s.open_incidents().unwrap().len(), 1);
