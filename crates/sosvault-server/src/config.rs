@@ -5,6 +5,7 @@
 //! listen = "127.0.0.1:8080"
 //! data_dir = "/var/lib/sosvault"       # control-room.key, master.key, sosvault.db
 //! # database_url = "postgres://sosvault:...@db.internal/sosvault"  # PostgreSQL instead of sosvault.db
+//! # node_id = "kota-1"                 # this node's name among several on one PostgreSQL (default: data_dir/node-id)
 //! threshold = 2
 //! ack_timeout_ms = 5000
 //! stale_position_ms = 900000           # teams not heard from for 15 min are not sent
@@ -28,7 +29,7 @@
 //! ```
 //!
 //! Environment overrides: `SOSVAULT_SERVER_LISTEN`, `SOSVAULT_SERVER_DATA_DIR`,
-//! `SOSVAULT_SERVER_DATABASE_URL`,
+//! `SOSVAULT_SERVER_DATABASE_URL`, `SOSVAULT_SERVER_NODE_ID`,
 //! `SOSVAULT_SERVER_ACK_TIMEOUT_MS`, `SOSVAULT_SERVER_STALE_POSITION_MS`,
 //! `SOSVAULT_SERVER_FALLBACK_AFTER_MS`, `SOSVAULT_SERVER_OVERDUE_AFTER_MS`,
 //! `SOSVAULT_SERVER_ACCESS_WINDOW_SECS`,
@@ -216,6 +217,15 @@ pub struct Config {
     /// `sosvault.db` (`postgres://user:password@host:port/db`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database_url: Option<DatabaseUrl>,
+    /// This node's name among the nodes that share one PostgreSQL database
+    /// (1 to 64 letters, digits, `.`, `_`, `-`): the name its incident
+    /// leases are held under. Unset, the name in `node-id` in the data
+    /// directory, a random `n-` one written at the first start. Two running
+    /// nodes must never have the same name: each would think the other's
+    /// incidents its own (so a second node's data directory is not a copy
+    /// of the first's `node-id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
     /// Shares needed to open a vault (must match what devices enroll with).
     #[serde(default = "default_threshold")]
     pub threshold: u8,
@@ -357,6 +367,14 @@ fn default_forward_stuck_after_secs() -> u64 {
 fn default_witness_interval_ms() -> u64 {
     10_000
 }
+/// Whether `id` is a node name: 1 to 64 ASCII letters, digits, `.`, `_`, `-`.
+pub(crate) fn valid_node_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
 fn default_max_backoff_ms() -> u64 {
     2_000
 }
@@ -384,6 +402,7 @@ impl Config {
             listen: default_listen(),
             data_dir: data_dir.into(),
             database_url: None,
+            node_id: None,
             threshold: default_threshold(),
             ack_timeout_ms: default_ack_timeout_ms(),
             stale_position_ms: default_stale_position_ms(),
@@ -457,6 +476,7 @@ impl Config {
         env.parse("PANIC_RATE_LIMIT", &mut self.panic_rate_limit)
             .map_err(invalid)?;
         env.opt_string("LOG_ORIGIN", &mut self.log_origin);
+        env.opt_string("NODE_ID", &mut self.node_id);
         for (key, field) in [
             ("TLS_CERT", &mut self.tls_cert),
             ("TLS_KEY", &mut self.tls_key),
@@ -475,6 +495,13 @@ impl Config {
         self.listen_addr()?;
         if let Some(url) = &self.database_url {
             url.check()?;
+        }
+        if let Some(id) = &self.node_id
+            && !valid_node_id(id)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "node_id {id:?}: 1 to 64 letters, digits, '.', '_' or '-' (e.g. \"kota-1\")"
+            )));
         }
         let n = self.trustees.len();
         if self.threshold < 2 || usize::from(self.threshold) > n {
@@ -657,6 +684,39 @@ mod tests {
         );
     }
 
+    /// Two trustees on a loopback port nobody serves.
+    fn two_trustees() -> Vec<TrusteeConfig> {
+        (0..2)
+            .map(|_| TrusteeConfig {
+                url: "http://127.0.0.1:1".into(),
+                public: sosvault::TrusteeKey::generate().public().to_hex(),
+                name: String::new(),
+                tls_ca: None,
+            })
+            .collect()
+    }
+
+    /// A node's name is checked before it names any lease; the
+    /// environment sets it like any other field.
+    #[test]
+    fn a_node_id_is_a_short_plain_name() {
+        let mut c = Config::new("/tmp/x");
+        c.trustees = two_trustees();
+        assert!(c.validate().is_ok(), "unset: the data directory's node-id");
+        for good in ["kota-1", "node_2.dc-east", &"n".repeat(64)] {
+            c.node_id = Some(good.to_owned());
+            assert!(c.validate().is_ok(), "{good}");
+        }
+        for bad in ["", "kota 1", "kota/1", "नोड", &"n".repeat(65)] {
+            c.node_id = Some(bad.to_owned());
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains("node_id"), "{bad}: {e}");
+        }
+        c.apply_env(|k| (k == "SOSVAULT_SERVER_NODE_ID").then(|| "kota-2".into()))
+            .unwrap();
+        assert_eq!(c.node_id.as_deref(), Some("kota-2"));
+    }
+
     #[test]
     fn a_trustee_url_is_https_with_a_pin_or_http_on_loopback() {
         let t = |url: &str, ca: bool| TrusteeConfig {
@@ -768,14 +828,7 @@ mod tests {
     fn the_manifest_file_is_read_relative_to_the_config_and_from_the_environment() {
         let dir = tempfile::tempdir().unwrap();
         let mut c = Config::new("data");
-        c.trustees = (0..2)
-            .map(|_| TrusteeConfig {
-                url: "http://127.0.0.1:1".into(),
-                public: sosvault::TrusteeKey::generate().public().to_hex(),
-                name: String::new(),
-                tls_ca: None,
-            })
-            .collect();
+        c.trustees = two_trustees();
         c.manifest_file = Some("manifest.bin".into());
         let file = dir.path().join("server.toml");
         std::fs::write(&file, c.to_toml().unwrap()).unwrap();

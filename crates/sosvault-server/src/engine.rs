@@ -56,7 +56,8 @@ use crate::geo::UnitKind;
 use crate::metrics::Metrics;
 use crate::sealing::KeySealer;
 use crate::store::{
-    AssignmentRow, AssignmentStatus, Db, EnrollmentRow, IncidentRow, Store, StoreResult,
+    AssignmentRow, AssignmentStatus, Db, EnrollmentRow, IncidentRow, IncidentStatus, Store,
+    StoreResult,
 };
 use crate::trustees::TrusteeClient;
 use crate::unit::UnitId;
@@ -72,6 +73,7 @@ mod dispatch;
 mod error;
 mod forward;
 mod intake;
+mod lease;
 mod operators;
 mod reassign;
 mod release;
@@ -348,6 +350,15 @@ struct Fresh {
     key: IncidentKey,
 }
 
+/// How an incident comes to run on this node.
+enum Start {
+    /// Its panic was just stored here.
+    Fresh(Box<Fresh>),
+    /// From the database: after a restart, or taken over from another
+    /// node (the timeline's words).
+    Resumed(String),
+}
+
 /// A team's stream ending (its name, kind, position and incident are on
 /// the [`Board`]).
 struct UnitInfo {
@@ -408,6 +419,8 @@ pub struct Engine {
 struct Inner {
     cfg: Config,
     db: Db,
+    /// This process among the deployment's nodes.
+    node: lease::Node,
     control_room: ControlRoomKey,
     master: KeySealer,
     trustees: Vec<TrusteeClient>,
@@ -716,6 +729,7 @@ impl Engine {
         let queries = Mutex::new(QueryGuard::new(cfg.max_skew_secs));
         Ok(Self {
             inner: Arc::new(Inner {
+                node: lease::Node::new(&cfg),
                 cfg,
                 db,
                 control_room,
@@ -1019,29 +1033,8 @@ impl Engine {
         let leaves = self.inner.db.call(|s| s.log_leaf_hashes()).await?;
         *self.inner.log.lock().await = MerkleLog::from_leaf_hashes(leaves);
         let units = self.inner.db.call(|s| s.units()).await?;
-        {
-            let mut st = self.state();
-            for u in units {
-                let at = u
-                    .position
-                    .zip(u.position_at_ms)
-                    .map(|((lat, lon), t)| (lat, lon, t));
-                st.board.add_team(u.id, &u.name, u.kind, at);
-                st.units.insert(
-                    u.id,
-                    UnitInfo {
-                        closed: self.inner.streams.child_token(),
-                    },
-                );
-            }
-        }
-        let open = self.inner.db.call(|s| s.open_incidents()).await?;
-        for row in open {
-            let id = row.id;
-            let assignments = self.inner.db.call(move |s| s.assignments(&id)).await?;
-            let locations = self.inner.db.call(move |s| s.locations(&id)).await?;
-            self.start_incident(row, assignments, locations, None).await;
-        }
+        self.add_units(units);
+        self.resume_incidents().await?;
         self.seed_accounts().await?;
         // The version first: a change made while the sessions are read is
         // seen by the watch.
@@ -1074,16 +1067,92 @@ impl Engine {
         Ok(())
     }
 
+    /// Puts on the board the teams it does not have yet (at start; when
+    /// taking over an incident, those registered on another node since).
+    fn add_units(&self, units: Vec<crate::store::UnitRow>) {
+        let mut st = self.state();
+        for u in units {
+            if st.board.team(u.id).is_some() {
+                continue;
+            }
+            let at = u
+                .position
+                .zip(u.position_at_ms)
+                .map(|((lat, lon), t)| (lat, lon, t));
+            st.board.add_team(u.id, &u.name, u.kind, at);
+            st.units.insert(
+                u.id,
+                UnitInfo {
+                    closed: self.inner.streams.child_token(),
+                },
+            );
+        }
+    }
+
+    /// Starts the open incidents this node runs after a start: on SQLite
+    /// every one; on a shared database those whose lease it holds or takes
+    /// (the rest run on other nodes), then keeps its leases.
+    async fn resume_incidents(&self) -> Result<(), EngineError> {
+        let why = "service restarted; incident resumed";
+        let start: Vec<(IncidentId, String)> = if self.inner.node.shared {
+            self.first_leases().await?
+        } else {
+            let open = self.inner.db.call(|s| s.open_incidents()).await?;
+            open.into_iter().map(|r| (r.id, why.to_owned())).collect()
+        };
+        for (id, why) in start {
+            let (row, assignments, locations) = self
+                .inner
+                .db
+                .call(move |s| Ok((s.incident(&id)?, s.assignments(&id)?, s.locations(&id)?)))
+                .await?;
+            if let Some(row) = row.filter(|r| r.status == IncidentStatus::Open) {
+                self.start_incident(row, assignments, locations, Start::Resumed(why))
+                    .await;
+            }
+        }
+        if self.inner.node.shared {
+            let engine = self.clone();
+            self.inner
+                .tasks
+                .spawn(async move { engine.keep_leases().await });
+        }
+        Ok(())
+    }
+
+    /// Takes an incident out of memory (closed, or run by another node
+    /// now): its tasks end, its keys leave memory, its team is free here.
+    /// The team it had, if any.
+    fn forget_incident(&self, id: IncidentId) -> Option<UnitId> {
+        let (live, unit) = {
+            let mut st = self.state();
+            let unit = st.board.close(id);
+            (st.incidents.remove(&id), unit)
+        };
+        if let Some(live) = live {
+            live.cancel.cancel();
+            // `live` drops here: the vault key and decrypted locations are zeroized.
+        }
+        if unit.is_some() {
+            // Free in memory already: an incident waiting for a team may take it now.
+            self.inner.unit_freed.notify_waiters();
+        }
+        unit
+    }
+
     /// Rebuilds an incident's live state and starts its tasks.
     async fn start_incident(
         &self,
         row: IncidentRow,
         assignments: Vec<AssignmentRow>,
         locations: Vec<Vec<u8>>,
-        fresh: Option<Fresh>,
+        start: Start,
     ) {
-        // `None`: resumed after a restart.
-        let resumed = fresh.is_none();
+        let (fresh, resumed_why) = match start {
+            Start::Fresh(f) => (Some(*f), None),
+            Start::Resumed(why) => (None, Some(why)),
+        };
+        let resumed = resumed_why.is_some();
         let (picked, enrollment, fresh_panic) = match fresh {
             Some(f) => (f.picked, f.enrollment, Some((f.panic, f.fix, f.key))),
             None => (None, None, None),
@@ -1132,9 +1201,8 @@ impl Engine {
             put_on_board(&mut st.board, &row, kind, at, &assignments);
             st.incidents.insert(id, live);
         }
-        if resumed {
-            self.timeline(id, "resumed", "service restarted; incident resumed".into())
-                .await;
+        if let Some(why) = resumed_why {
+            self.timeline(id, "resumed", why).await;
         }
         if window_over && row.incident_key_sealed.is_some() {
             self.key_expired(

@@ -183,6 +183,42 @@ fn open_db(cfg: &Config) -> anyhow::Result<Db> {
     Db::new(store).context("starting the store")
 }
 
+/// The file in the data directory that names this node among several on one
+/// PostgreSQL database, when `node_id` is not set.
+pub const NODE_ID_FILE: &str = "node-id";
+
+/// This node's name when `node_id` is not set: the one in `node-id` in the
+/// data directory, written (a random `n-` name) at the first start. A node
+/// restarted after a crash so keeps its name and resumes its own incidents
+/// at once, without waiting for their leases to run out. A second node
+/// needs a name of its own: a copy of this directory must not carry the
+/// file along (or must set `node_id`).
+fn node_id_of(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = data_dir.join(NODE_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let id = text.trim().to_owned();
+            if !config::valid_node_id(&id) {
+                anyhow::bail!(
+                    "{}: {id:?} is not a node name (1 to 64 letters, digits, '.', '_' or '-'): \
+                     fix it, delete it for a new one, or set node_id",
+                    path.display()
+                );
+            }
+            Ok(id)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut b = [0u8; 4];
+            rand::Rng::fill_bytes(&mut rand::rng(), &mut b);
+            let id = format!("n-{}", hex::encode(b));
+            files::write_new_private(&path, format!("{id}\n").as_bytes())
+                .with_context(|| format!("writing {}", path.display()))?;
+            Ok(id)
+        }
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
 fn load_keys(cfg: &Config) -> anyhow::Result<(ControlRoomKey, KeySealer)> {
     files::check_key_file(&cfg.control_room_key_path(), "the control room key")?;
     files::check_key_file(&cfg.master_key_path(), "the master key")?;
@@ -241,8 +277,11 @@ impl Service {
     /// TLS keys, the metrics token) is readable by other users; makes the
     /// database and its `-wal`/`-shm` files 0600 (a new one is created so)
     /// and warns when they were not.
-    pub async fn start(cfg: Config) -> anyhow::Result<Self> {
+    pub async fn start(mut cfg: Config) -> anyhow::Result<Self> {
         cfg.validate()?;
+        if cfg.database_url.is_some() && cfg.node_id.is_none() {
+            cfg.node_id = Some(node_id_of(&cfg.data_dir).context("refusing to start")?);
+        }
         if let Some(mode) = files::mode_of(&cfg.data_dir).filter(|m| files::is_loose(*m)) {
             tracing::warn!("{}", files::loose_dir_warning(&cfg.data_dir, mode));
         }
@@ -271,6 +310,9 @@ impl Service {
         }
         let db = open_db(&cfg)?;
         let listen = cfg.listen_addr()?;
+        if let Some(node) = &cfg.node_id {
+            tracing::info!("node {node}: runs the open incidents whose lease it holds or takes");
+        }
         let engine =
             Engine::with_manifest(cfg, db, cr, mk, manifest).map_err(|e| anyhow::anyhow!("{e}"))?;
         if let Some(token) = scrape_token {
@@ -346,6 +388,9 @@ impl Service {
             self.engine.tracker().wait(),
         )
         .await;
+        // Its incidents' work has stopped: other nodes (or this one,
+        // restarted) may take them at once.
+        self.engine.give_up_leases().await;
         Ok(())
     }
 }

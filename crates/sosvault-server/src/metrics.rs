@@ -149,6 +149,12 @@ pub struct Metrics {
     /// Writes of a time-out that failed (each is tried again until stored:
     /// until then the database still holds the team on its incident).
     pub timeouts_unstored: AtomicU64,
+    /// Incidents this node took over (their node stopped renewing the
+    /// lease, or none held one).
+    pub leases_taken: AtomicU64,
+    /// Incidents this node let go because another node took the lease it
+    /// could not renew in time.
+    pub leases_lost: AtomicU64,
     /// Teams of another kind sent after the fallback wait.
     pub fallback_assignments: AtomicU64,
     /// Incidents that raised the overdue alarm.
@@ -181,7 +187,7 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self, open_incidents: usize) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 12] = [
+        let counters: [(&str, &str, &AtomicU64); 14] = [
             (
                 "sosvault_panics_total",
                 "Panics stored as new incidents.",
@@ -221,6 +227,16 @@ impl Metrics {
                 "sosvault_timeouts_unstored_total",
                 "Writes of a team's time-out that failed and are tried again: until one is stored, the database holds the team.",
                 &self.timeouts_unstored,
+            ),
+            (
+                "sosvault_leases_taken_total",
+                "Open incidents this node took over: their node stopped renewing its lease, or none held one.",
+                &self.leases_taken,
+            ),
+            (
+                "sosvault_leases_lost_total",
+                "Open incidents this node let go: another node took the lease it could not renew in time.",
+                &self.leases_lost,
             ),
             (
                 "sosvault_fallback_assignments_total",

@@ -45,9 +45,9 @@ pub use access::{AccessStore, AccountChange, AccountRow};
 pub use postgres::{PgStore, Postgres};
 pub use rows::{
     AccessLogEntry, AssignmentRow, AssignmentStatus, CommitStored, DURESS_STOP, EnrollmentRow,
-    IncidentRow, IncidentStatus, LogLeafRow, NewDuressAlert, NewIncident, NewLogEntry,
+    IncidentRow, IncidentStatus, Lease, LogLeafRow, NewDuressAlert, NewIncident, NewLogEntry,
     PanicContext, PanicStored, PendingCancel, PendingCommit, PendingForward, PendingShred,
-    StudentLogRow, StudentRow, TimelineEntry, TrusteeAnswer, UnitRow, ViewReason,
+    StudentLogRow, StudentRow, TakenLease, TimelineEntry, TrusteeAnswer, UnitRow, ViewReason,
 };
 pub use sql_store::SqlStore;
 pub use sqlite::{Sqlite, SqliteStore};
@@ -240,6 +240,25 @@ pub trait Store: AccessStore {
     /// PostgreSQL a team's first claim by an incident and its entry are
     /// one statement.
     fn claim(&self, a: &AssignmentRow, at_ms: u64, kind: &str, detail: &str) -> StoreResult<()>;
+    /// Renews to `until_ms` every lease `node` holds; the incidents it
+    /// still holds (one another node took is not among them).
+    fn renew_leases(&self, node: &str, until_ms: u64) -> StoreResult<Vec<IncidentId>>;
+    /// Takes for `node`, until `until_ms`, the leases of open incidents
+    /// nobody holds at `now_ms` (none written, or run out), at most
+    /// `limit`. Two nodes never take the same one: each take is a
+    /// conditional write the database settles.
+    fn take_leases(
+        &self,
+        node: &str,
+        now_ms: u64,
+        until_ms: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<TakenLease>>;
+    /// Gives up every lease `node` holds (it is shutting down cleanly:
+    /// another node, or its own restart, takes them at once).
+    fn drop_leases(&self, node: &str) -> StoreResult<usize>;
+    /// The lease of an incident, if any node holds one.
+    fn lease(&self, incident: &IncidentId) -> StoreResult<Option<Lease>>;
     /// Assignments of an incident, oldest first.
     fn assignments(&self, incident: &IncidentId) -> StoreResult<Vec<AssignmentRow>>;
     /// Applies a stop in one transaction: tombstone, delete the enrollment

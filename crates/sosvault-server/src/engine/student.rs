@@ -29,12 +29,13 @@ use tokio::sync::Notify;
 
 use super::{
     Audience, CancelReceived, CommitReceived, Conflict, Engine, EngineError, Enrolled, EventKind,
-    Fresh, Invalid, Live, MAX_TRAIL, Picked, State, StopRefusal, Stopped, b64, now_ms, short,
+    Fresh, Invalid, Live, MAX_TRAIL, Picked, Start, State, StopRefusal, Stopped, b64, now_ms,
+    short,
 };
 use crate::geo::{UnitKind, haversine_m};
 use crate::store::{
     AssignmentRow, AssignmentStatus, CommitStored, DURESS_STOP, EnrollmentRow, IncidentRow,
-    IncidentStatus, NewDuressAlert, NewIncident, PanicStored, StoreError,
+    IncidentStatus, Lease, NewDuressAlert, NewIncident, PanicStored, StoreError,
 };
 use crate::trustees::{Backoff, CallError};
 use crate::unit::UnitId;
@@ -69,7 +70,7 @@ fn duress_alert_key(student: &StudentId) -> [u8; 32] {
 /// incident it reaches the list, timeline, live events, the page's alarm,
 /// the restart resume and the operator's close with no new path a control
 /// room could miss.
-fn duress_alert(sid: StudentId, epoch: u32, now: u64) -> NewDuressAlert {
+fn duress_alert(sid: StudentId, epoch: u32, now: u64, lease: Lease) -> NewDuressAlert {
     NewDuressAlert {
         id: IncidentId::random(),
         student_id: sid,
@@ -90,6 +91,7 @@ fn duress_alert(sid: StudentId, epoch: u32, now: u64) -> NewDuressAlert {
                 "ESCALATED: duress signalled with the stop".to_owned(),
             ),
         ],
+        lease,
     }
 }
 
@@ -450,6 +452,7 @@ impl Engine {
                 created_at_ms: now,
                 incident_key_sealed: sealed_key,
                 flags,
+                lease: self.new_lease(now),
             },
         }
     }
@@ -537,13 +540,13 @@ impl Engine {
             row,
             Vec::new(),
             Vec::new(),
-            Some(Fresh {
+            Start::Fresh(Box::new(Fresh {
                 picked,
                 enrollment,
                 panic,
                 fix,
                 key,
-            }),
+            })),
         )
         .await;
     }
@@ -800,19 +803,7 @@ impl Engine {
                 Ok(())
             })
             .await?;
-        let (live, unit) = {
-            let mut st = self.state();
-            let unit = st.board.close(id);
-            (st.incidents.remove(&id), unit)
-        };
-        if let Some(live) = live {
-            live.cancel.cancel();
-            // `live` drops here: the vault key and decrypted locations are zeroized.
-        }
-        if unit.is_some() {
-            // Free in memory already: an incident waiting for a team may take it now.
-            self.inner.unit_freed.notify_waiters();
-        }
+        let unit = self.forget_incident(id);
         tracing::info!(incident = %short(&id), status = status.as_str(), "incident closed");
         let at = now_ms();
         let d = format!("{why}; keys forgotten");
@@ -880,7 +871,7 @@ impl Engine {
         let trustees = self.trustee_ids();
         let stop_bytes = bytes.to_vec();
         let now = now_ms();
-        let alert = duress.then(|| duress_alert(sid, epoch, now));
+        let alert = duress.then(|| duress_alert(sid, epoch, now, self.new_lease(now)));
         // One store job: the wipe, the duress marks on the open incidents
         // and the alert (only if none is open) commit together, so a
         // crash cannot keep the wipe and lose the alarm, and a retry

@@ -12,9 +12,9 @@ use super::sql::{
 use super::sql_store::SqlStore;
 use super::{
     AccessLogEntry, AssignmentRow, AssignmentStatus, CommitStored, DURESS_STOP, EnrollmentRow,
-    IncidentRow, IncidentStatus, LogLeafRow, NewDuressAlert, NewIncident, NewLogEntry,
+    IncidentRow, IncidentStatus, Lease, LogLeafRow, NewDuressAlert, NewIncident, NewLogEntry,
     PanicContext, PanicStored, PendingCancel, PendingCommit, PendingShred, Store, StoreError,
-    StoreResult, StudentLogRow, StudentRow, TimelineEntry, TrusteeAnswer, UnitRow,
+    StoreResult, StudentLogRow, StudentRow, TakenLease, TimelineEntry, TrusteeAnswer, UnitRow,
 };
 use crate::unit::UnitId;
 
@@ -177,6 +177,7 @@ impl<B: Backend> Store for SqlStore<B> {
                 params![i.student_id.as_bytes(), i.counter as i64],
             )?;
             insert_timeline(c, &i.id, i.created_at_ms, "panic", timeline)?;
+            insert_lease(c, &i.id, &i.lease)?;
             Ok(PanicStored::New(Box::new(IncidentRow::opened(i))))
         })
     }
@@ -301,10 +302,15 @@ impl<B: Backend> Store for SqlStore<B> {
                 "UPDATE incidents SET status = ?2, closed_at_ms = ?3, incident_key_sealed = NULL WHERE id = ?1 AND status = 'open'",
                 params![incident.as_bytes(), status.as_str(), now_ms as i64],
             )?;
-            // A closed incident holds no team.
+            // A closed incident holds no team, and no node runs it.
             exec(
                 c,
                 "UPDATE assignments SET status = 'released' WHERE incident_id = ?1 AND status IN ('pending', 'acknowledged')",
+                params![incident.as_bytes()],
+            )?;
+            exec(
+                c,
+                "DELETE FROM incident_leases WHERE incident_id = ?1",
                 params![incident.as_bytes()],
             )?;
             Ok(had_key)
@@ -397,6 +403,7 @@ impl<B: Backend> Store for SqlStore<B> {
             for (kind, detail) in &a.timeline {
                 insert_timeline(c, &a.id, a.created_at_ms, kind, detail)?;
             }
+            insert_lease(c, &a.id, &a.lease)?;
             incident_where(c, "id", a.id.as_bytes())
         })
     }
@@ -553,6 +560,106 @@ impl<B: Backend> Store for SqlStore<B> {
             self.put_assignment(a)?;
             insert_timeline(&self.db, &a.incident_id, at_ms, kind, detail).map(drop)
         })
+    }
+
+    fn renew_leases(&self, node: &str, until_ms: u64) -> StoreResult<Vec<IncidentId>> {
+        all(
+            &self.db,
+            "UPDATE incident_leases SET until_ms = ?2 WHERE node = ?1 RETURNING incident_id",
+            params![node, until_ms as i64],
+            |r| id_at(r, 0),
+        )
+    }
+
+    fn take_leases(
+        &self,
+        node: &str,
+        now_ms: u64,
+        until_ms: u64,
+        limit: u32,
+    ) -> StoreResult<Vec<TakenLease>> {
+        let c = &self.db;
+        // Run out: each taken only if it is still as read (another node may
+        // have taken or renewed it since), which the database settles.
+        let run_out = all(
+            c,
+            "SELECT incident_id, node, until_ms FROM incident_leases WHERE until_ms < ?1 ORDER BY until_ms LIMIT ?2",
+            params![now_ms as i64, i64::from(limit)],
+            |r| {
+                Ok((
+                    id_at::<IncidentId>(r, 0)?,
+                    r.get::<String>(1)?,
+                    r.get::<i64>(2)?,
+                ))
+            },
+        )?;
+        let mut taken = Vec::new();
+        for (incident, from, was) in run_out {
+            let took = exec(
+                c,
+                "UPDATE incident_leases SET node = ?2, until_ms = ?3 WHERE incident_id = ?1 AND node = ?4 AND until_ms = ?5",
+                params![
+                    incident.as_bytes(),
+                    node,
+                    until_ms as i64,
+                    from.as_str(),
+                    was
+                ],
+            )?;
+            if took == 1 {
+                taken.push(TakenLease {
+                    incident,
+                    from: Some(from),
+                });
+            }
+        }
+        // Never leased: stored before leases, or let go by a node that shut
+        // down cleanly.
+        let left = limit.saturating_sub(u32::try_from(taken.len()).unwrap_or(u32::MAX));
+        let unleased = all(
+            c,
+            "SELECT id FROM incidents WHERE status = 'open'
+             AND NOT EXISTS (SELECT 1 FROM incident_leases WHERE incident_id = incidents.id)
+             ORDER BY created_at_ms LIMIT ?1",
+            params![i64::from(left)],
+            |r| id_at::<IncidentId>(r, 0),
+        )?;
+        for incident in unleased {
+            let took = exec(
+                c,
+                "INSERT INTO incident_leases (incident_id, node, until_ms) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                params![incident.as_bytes(), node, until_ms as i64],
+            )?;
+            if took == 1 {
+                taken.push(TakenLease {
+                    incident,
+                    from: None,
+                });
+            }
+        }
+        Ok(taken)
+    }
+
+    fn lease(&self, incident: &IncidentId) -> StoreResult<Option<Lease>> {
+        maybe(
+            &self.db,
+            "SELECT node, until_ms FROM incident_leases WHERE incident_id = ?1",
+            params![incident.as_bytes()],
+            |r| {
+                Ok(Lease {
+                    node: r.get(0)?,
+                    until_ms: r.get(1)?,
+                })
+            },
+        )
+    }
+
+    fn drop_leases(&self, node: &str) -> StoreResult<usize> {
+        exec(
+            &self.db,
+            "DELETE FROM incident_leases WHERE node = ?1",
+            params![node],
+        )
     }
 
     fn assignments(&self, incident: &IncidentId) -> StoreResult<Vec<AssignmentRow>> {
@@ -1098,9 +1205,9 @@ fn bump<B: Backend>(c: &B, student: &StudentId, counter: u64) -> StoreResult<boo
 }
 
 /// [`Store::insert_panic`] as one statement, where the backend can write
-/// in a `WITH` (PostgreSQL): the incident, the student's counter and the
-/// timeline's first entry in one round trip where there were five (a
-/// savepoint, three writes, its release). One statement is atomic on its
+/// in a `WITH` (PostgreSQL): the incident, the student's counter, the
+/// timeline's first entry and the storing node's lease in one round trip
+/// where there were six (a savepoint, four writes, its release). One statement is atomic on its
 /// own; the unique panic hash still decides a duplicate, and a refused
 /// insert writes nothing else.
 fn insert_panic_at_once<B: Backend>(
@@ -1121,6 +1228,9 @@ fn insert_panic_at_once<B: Backend>(
          ), said AS (
              INSERT INTO timeline (incident_id, at_ms, kind, detail)
              SELECT id, created_at_ms, 'panic', CAST(?11 AS TEXT) FROM new
+         ), leased AS (
+             INSERT INTO incident_leases (incident_id, node, until_ms)
+             SELECT id, CAST(?12 AS TEXT), CAST(?13 AS BIGINT) FROM new
          )
          SELECT COUNT(*) FROM new",
         params![
@@ -1135,6 +1245,8 @@ fn insert_panic_at_once<B: Backend>(
             i.flags.join(","),
             i.counter as i64,
             timeline,
+            i.lease.node.as_str(),
+            i.lease.until_ms as i64,
         ],
     )?;
     if inserted == 1 {
@@ -1150,6 +1262,19 @@ fn insert_panic_at_once<B: Backend>(
     .ok_or_else(|| {
         StoreError::Database("a panic's insert was refused, but no incident holds it".into())
     })
+}
+
+/// Writes a new incident's lease.
+fn insert_lease<B: Backend>(c: &B, incident: &IncidentId, lease: &Lease) -> StoreResult<usize> {
+    exec(
+        c,
+        "INSERT INTO incident_leases (incident_id, node, until_ms) VALUES (?1, ?2, ?3)",
+        params![
+            incident.as_bytes(),
+            lease.node.as_str(),
+            lease.until_ms as i64
+        ],
+    )
 }
 
 /// Appends one entry to an incident's timeline.

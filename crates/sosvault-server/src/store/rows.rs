@@ -183,6 +183,28 @@ pub struct NewIncident {
     pub incident_key_sealed: Vec<u8>,
     /// Flags (e.g. `rate_limited`, `repeat_offender`).
     pub flags: Vec<String>,
+    /// The node that stores it runs its work, under this lease.
+    pub lease: Lease,
+}
+
+/// Which node runs an open incident's work (its dispatch loop, timers and
+/// releases), until when: renewed by that node, taken by another once it
+/// runs out.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lease {
+    /// The node's id (`node_id`).
+    pub node: String,
+    /// Unix ms.
+    pub until_ms: u64,
+}
+
+/// An incident a node has just taken the lease of.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TakenLease {
+    /// The incident.
+    pub incident: IncidentId,
+    /// The node whose lease ran out, or `None` if nobody held one.
+    pub from: Option<String>,
 }
 
 /// An entry for the transparency log, at the index the caller assigns
@@ -314,6 +336,8 @@ pub struct NewDuressAlert {
     pub created_at_ms: u64,
     /// Its first timeline entries: (kind, detail), in order.
     pub timeline: Vec<(String, String)>,
+    /// The node that opens it runs it, under this lease.
+    pub lease: Lease,
 }
 
 /// One timeline entry.

@@ -192,7 +192,25 @@ const MIGRATIONS: &[Migration] = &[
         version: 2,
         apply: |steps| (steps.ddl)(ONE_OPEN_ASSIGNMENT_PER_UNIT),
     },
+    Migration {
+        version: 3,
+        apply: |steps| (steps.ddl)(INCIDENT_LEASES),
+    },
 ];
+
+/// Version 3: which node runs an open incident's work, until when (unix
+/// ms). A panic's lease is written with it and goes when it closes; a node
+/// renews its own, and takes one whose node stopped renewing. An open
+/// incident without a row (stored before version 3, or let go by a node
+/// that shut down cleanly) is free to take.
+const INCIDENT_LEASES: &str = r#"
+CREATE TABLE IF NOT EXISTS incident_leases (
+    incident_id BLOB PRIMARY KEY,
+    node TEXT NOT NULL,
+    until_ms INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS incident_leases_node ON incident_leases (node);
+"#;
 
 /// Version 2: a team is on at most one open incident, by the database's own
 /// constraint. Before the index, what an older version could have left
@@ -216,7 +234,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS one_open_assignment_per_unit
 "#;
 
 /// The newest schema version this build knows.
-pub(super) const LATEST: i64 = 2;
+pub(super) const LATEST: i64 = 3;
 
 /// Brings `db`'s schema to [`LATEST`] in one transaction (under the
 /// backend's schema lock, so two processes starting at once migrate once);

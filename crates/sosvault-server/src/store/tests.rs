@@ -7,9 +7,9 @@ use rusqlite::Connection;
 use sosvault::{Category, IncidentId, MessageHash, StudentId, TrusteeId};
 
 use super::{
-    AssignmentRow, AssignmentStatus, DURESS_STOP, IncidentStatus, NewDuressAlert, NewIncident,
-    NewLogEntry, PanicStored, SqliteStore, Store, StoreError, StudentLogRow, TrusteeAnswer,
-    UnitRow, ViewReason,
+    AssignmentRow, AssignmentStatus, DURESS_STOP, IncidentStatus, Lease, NewDuressAlert,
+    NewIncident, NewLogEntry, PanicStored, SqliteStore, Store, StoreError, StudentLogRow,
+    TakenLease, TrusteeAnswer, UnitRow, ViewReason,
 };
 use crate::unit::UnitId;
 
@@ -76,6 +76,10 @@ pub(super) fn incident(id: u8, panic_hash: u8) -> NewIncident {
         created_at_ms: 1000,
         incident_key_sealed: vec![7; 8],
         flags: vec!["rate_limited".into()],
+        lease: Lease {
+            node: "n-a".into(),
+            until_ms: 10_000,
+        },
     }
 }
 
@@ -146,7 +150,60 @@ on_both_backends!(
     transparency_log_rows_come_back_in_order,
     a_team_is_held_by_one_open_incident_at_a_time,
     a_claim_and_its_timeline_entry_are_written_both_or_neither,
+    an_open_incident_is_run_by_one_node_at_a_time,
 );
+
+/// Leases: a panic's is its storing node's; a node that stops renewing
+/// loses it to one that takes it, once; a clean shutdown lets go at once;
+/// a closed incident is nobody's.
+fn an_open_incident_is_run_by_one_node_at_a_time(s: &dyn Store, _dir: Option<&Path>) {
+    enroll(s);
+    for (n, hash) in [(3, 4), (5, 6)] {
+        let mut i = incident(n, hash);
+        i.counter = u64::from(n);
+        s.insert_panic(&i, "x").unwrap();
+    }
+    let taken = |from: Option<&str>, n: u8| TakenLease {
+        incident: iid(n),
+        from: from.map(str::to_owned),
+    };
+    // Both stored by node a, under leases until 10 s.
+    assert_eq!(s.renew_leases("n-a", 20_000).unwrap().len(), 2);
+    assert!(s.take_leases("n-b", 15_000, 30_000, 10).unwrap().is_empty());
+    // Node a stops renewing: node b takes them once, at most `limit` a go.
+    assert_eq!(
+        s.take_leases("n-b", 25_000, 30_000, 1).unwrap(),
+        [taken(Some("n-a"), 3)]
+    );
+    assert_eq!(
+        s.take_leases("n-b", 25_000, 30_000, 10).unwrap(),
+        [taken(Some("n-a"), 5)]
+    );
+    assert!(s.take_leases("n-c", 25_000, 30_000, 10).unwrap().is_empty());
+    // Node a learns it lost them; node b holds them.
+    assert!(s.renew_leases("n-a", 40_000).unwrap().is_empty());
+    let mut held = s.renew_leases("n-b", 40_000).unwrap();
+    held.sort_by_key(|i| *i.as_bytes());
+    assert_eq!(held, [iid(3), iid(5)]);
+    // A closed incident is nobody's; a clean shutdown lets go of the rest,
+    // which anyone takes at once.
+    s.close_incident(&iid(3), IncidentStatus::Closed, 30_000)
+        .unwrap();
+    assert_eq!(s.drop_leases("n-b").unwrap(), 1);
+    assert_eq!(
+        s.take_leases("n-c", 0, 50_000, 10).unwrap(),
+        [taken(None, 5)]
+    );
+    assert_eq!(
+        s.take_leases("n-d", 99_000, 100_000, 10).unwrap(),
+        [taken(Some("n-c"), 5)]
+    );
+    assert!(
+        s.take_leases("n-e", 99_000, 100_000, 10)
+            .unwrap()
+            .is_empty()
+    );
+}
 
 fn assignment(incident: u8, unit: UnitId, at: u64, status: AssignmentStatus) -> AssignmentRow {
     AssignmentRow {
@@ -400,6 +457,10 @@ fn duress_alert(id: u8) -> NewDuressAlert {
             ("duress_stop".into(), "wiped".into()),
             ("escalated".into(), "ESCALATED".into()),
         ],
+        lease: Lease {
+            node: "n-a".into(),
+            until_ms: 10_000,
+        },
     }
 }
 
@@ -893,7 +954,7 @@ mod migrations {
     fn left_by_version_1(s: &dyn Store, raw: &dyn Fn(&str)) {
         use crate::store::{AssignmentRow, AssignmentStatus};
         raw(
-            "DROP INDEX one_open_assignment_per_unit; DELETE FROM schema_migrations WHERE version = 2",
+            "DROP INDEX one_open_assignment_per_unit; DELETE FROM schema_migrations WHERE version >= 2",
         );
         super::enroll(s);
         for (n, hash) in [(3, 4), (5, 6), (7, 8)] {

@@ -280,6 +280,21 @@ impl ServerProc {
         self.service.kill();
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, ...) to the running process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self
+            .service
+            .running()
+            .and_then(|r| r.pid())
+            .expect("running");
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()
+            .expect("kill(1)");
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.service.addr().expect("started"))
     }
@@ -551,6 +566,42 @@ impl Cluster {
             info,
             stored,
         }
+    }
+
+    /// A second dispatch node beside this cluster's, on the same database
+    /// (the cluster must be on PostgreSQL) and the same trustees: a copy of
+    /// the server's data directory (its keys; every node of a deployment
+    /// holds the same) and configuration, with a directory, a port and the
+    /// node name `node_id` of its own. Started.
+    pub fn second_node(&self, node_id: &str) -> ServerProc {
+        let dir = self.tmp.path().join(format!("server-{node_id}"));
+        std::fs::create_dir(&dir).unwrap();
+        for entry in std::fs::read_dir(&self.server.dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let own = name.starts_with("server.")
+                || name.starts_with("sosvault.db")
+                || name == sosvault_server::NODE_ID_FILE;
+            if path.is_file() && !own {
+                std::fs::copy(&path, dir.join(&name)).unwrap();
+            }
+        }
+        let text = std::fs::read_to_string(&self.server.config).unwrap();
+        let mut cfg = sosvault_server::config::Config::from_toml(&text).unwrap();
+        assert!(cfg.database_url.is_some(), "a second node needs PostgreSQL");
+        cfg.data_dir = dir.clone();
+        cfg.listen = "127.0.0.1:0".into();
+        cfg.node_id = Some(node_id.to_owned());
+        let config = dir.join("server.toml");
+        std::fs::write(&config, cfg.to_toml().unwrap()).unwrap();
+        let mut node = ServerProc {
+            dir: dir.clone(),
+            config,
+            log: dir.join("server.log"),
+            service: Service::new("SOSVAULT_SERVER_LISTEN"),
+        };
+        node.start();
+        node
     }
 
     /// [`Cluster::start`], and the operator logged in: the cluster and the session.
