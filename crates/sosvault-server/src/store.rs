@@ -236,9 +236,10 @@ pub trait Store: AccessStore {
     /// writers can never both hold a team, whatever each one's memory says.
     fn put_assignment(&self, a: &AssignmentRow) -> StoreResult<()>;
     /// A claim ([`Store::put_assignment`]) and the timeline entry that
-    /// says it (`kind`, `detail`, at `at_ms`), both or neither: on
-    /// PostgreSQL a team's first claim by an incident and its entry are
-    /// one statement.
+    /// says it (`kind`, `detail`, at `at_ms`), for a store job: a refused
+    /// claim writes neither, and any other failure fails the job, which
+    /// undoes both. On PostgreSQL a team's first claim by an incident and
+    /// its entry are one statement.
     fn claim(&self, a: &AssignmentRow, at_ms: u64, kind: &str, detail: &str) -> StoreResult<()>;
     /// Renews to `until_ms` every lease `node` holds; the incidents it
     /// still holds (one another node took is not among them).

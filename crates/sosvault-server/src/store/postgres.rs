@@ -196,6 +196,7 @@ impl Backend for Postgres {
     const NAME: &'static str = "postgres";
     const BEGIN: &'static str = "BEGIN";
     const WRITES_IN_WITH: bool = true;
+    const SHARED: bool = true;
 
     fn exec(&self, sql: &str, p: &[Param<'_>]) -> StoreResult<usize> {
         let st = self.statement(sql)?;

@@ -150,8 +150,26 @@ on_both_backends!(
     transparency_log_rows_come_back_in_order,
     a_team_is_held_by_one_open_incident_at_a_time,
     a_claim_and_its_timeline_entry_are_written_both_or_neither,
-    an_open_incident_is_run_by_one_node_at_a_time,
 );
+
+/// On PostgreSQL, which several nodes share (`Backend::SHARED`).
+#[test]
+fn on_postgres_an_open_incident_is_run_by_one_node_at_a_time() {
+    let pg = sosvault_testkit::postgres::TestDatabase::create();
+    let s = crate::store::PgStore::connect(pg.url()).unwrap();
+    an_open_incident_is_run_by_one_node_at_a_time(&s, None);
+}
+
+/// On SQLite one node runs every incident: no lease is written.
+#[test]
+fn on_sqlite_no_lease_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStore::open(&dir.path().join("db")).unwrap();
+    enroll(&s);
+    s.insert_panic(&incident(3, 4), "x").unwrap();
+    assert!(s.lease(&iid(3)).unwrap().is_none());
+    assert!(s.renew_leases("n-a", 20_000).unwrap().is_empty());
+}
 
 /// Leases: a panic's is its storing node's; a node that stops renewing
 /// loses it to one that takes it, once; a clean shutdown lets go at once;
