@@ -367,6 +367,13 @@ fn default_forward_stuck_after_secs() -> u64 {
 fn default_witness_interval_ms() -> u64 {
     10_000
 }
+/// A node name nobody chose: `n-` and 8 random hex digits.
+pub(crate) fn random_node_id() -> String {
+    let mut b = [0u8; 4];
+    rand::Rng::fill_bytes(&mut rand::rng(), &mut b);
+    format!("n-{}", hex::encode(b))
+}
+
 /// Whether `id` is a node name: 1 to 64 ASCII letters, digits, `.`, `_`, `-`.
 pub(crate) fn valid_node_id(id: &str) -> bool {
     (1..=64).contains(&id.len())

@@ -208,9 +208,7 @@ fn node_id_of(data_dir: &std::path::Path) -> anyhow::Result<String> {
             Ok(id)
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let mut b = [0u8; 4];
-            rand::Rng::fill_bytes(&mut rand::rng(), &mut b);
-            let id = format!("n-{}", hex::encode(b));
+            let id = config::random_node_id();
             files::write_new_private(&path, format!("{id}\n").as_bytes())
                 .with_context(|| format!("writing {}", path.display()))?;
             Ok(id)

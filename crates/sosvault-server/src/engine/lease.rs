@@ -50,11 +50,10 @@ pub(super) struct Node {
 
 impl Node {
     pub(super) fn new(cfg: &Config) -> Self {
-        let id = cfg.node_id.clone().unwrap_or_else(|| {
-            let mut b = [0u8; 4];
-            rand::Rng::fill_bytes(&mut rand::rng(), &mut b);
-            format!("n-{}", hex::encode(b))
-        });
+        let id = cfg
+            .node_id
+            .clone()
+            .unwrap_or_else(crate::config::random_node_id);
         Self {
             id,
             shared: cfg.database_url.is_some(),

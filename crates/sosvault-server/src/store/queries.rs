@@ -5,9 +5,9 @@ use sosvault::{IncidentId, MessageHash, StudentId, TrusteeId};
 
 use super::sql::Purge;
 use super::sql::{
-    Backend, INCIDENT_COLS, Row, STUDENT_COLS, all, answer_row, arr_at, count, enrollment_row,
-    exec, id_at, incident_row, maybe, opt_id_at, params, pending_forward_row, student_row,
-    unit_id_at, unit_row, view_reason, word_at,
+    Backend, INCIDENT_COLS, Param, Row, STUDENT_COLS, ToParam, all, answer_row, arr_at, count,
+    enrollment_row, exec, id_at, incident_row, maybe, opt_id_at, params, pending_forward_row,
+    student_row, unit_id_at, unit_row, view_reason, word_at,
 };
 use super::sql_store::SqlStore;
 use super::{
@@ -143,33 +143,9 @@ impl<B: Backend> Store for SqlStore<B> {
             return insert_panic_at_once(&self.db, i, timeline);
         }
         self.atomic(|c| {
-            // The unique panic hash decides a duplicate, also against another
-            // writer storing the same panic at this moment.
-            let inserted = exec(c,
-                "INSERT INTO incidents (id, student_id, panic_hash, panic, category, epoch, created_at_ms, status, incident_key_sealed, flags)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open', ?8, ?9)
-                 ON CONFLICT (panic_hash) DO NOTHING",
-                params![
-                    i.id.as_bytes(),
-                    i.student_id.as_bytes(),
-                    i.panic_hash.as_bytes(),
-                    &i.panic,
-                    i.category.as_str(),
-                    i.epoch,
-                    i.created_at_ms as i64,
-                    &i.incident_key_sealed,
-                    i.flags.join(","),
-                ],
-            )?;
+            let inserted = exec(c, INSERT_INCIDENT, &incident_params(i))?;
             if inserted == 0 {
-                let existing = maybe(c,
-                    "SELECT id FROM incidents WHERE panic_hash = ?1",
-                    params![i.panic_hash.as_bytes()],
-                    |r| id_at(r, 0),
-                )?;
-                return existing.map(PanicStored::Existing).ok_or_else(|| {
-                    StoreError::Database("a panic's insert was refused, but no incident holds it".into())
-                });
+                return panic_stored_before(c, i);
             }
             exec(c,
                 "UPDATE students SET highest_counter = CASE WHEN highest_counter > ?2 THEN highest_counter ELSE ?2 END WHERE student_id = ?1",
@@ -1221,13 +1197,10 @@ fn insert_panic_at_once<B: Backend>(
     i: &NewIncident,
     timeline: &str,
 ) -> StoreResult<PanicStored> {
-    let inserted = count(
-        c,
-        "WITH new AS (
-             INSERT INTO incidents (id, student_id, panic_hash, panic, category, epoch, created_at_ms, status, incident_key_sealed, flags)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open', ?8, ?9)
-             ON CONFLICT (panic_hash) DO NOTHING
-             RETURNING id, created_at_ms
+    /// [`INSERT_INCIDENT`] (`?1` to `?9`) with what follows from it.
+    static AT_ONCE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        format!(
+            "WITH new AS ({INSERT_INCIDENT} RETURNING id, created_at_ms
          ), counted AS (
              UPDATE students SET highest_counter = CASE WHEN highest_counter > ?10 THEN highest_counter ELSE ?10 END
              WHERE student_id = ?2 AND EXISTS (SELECT 1 FROM new)
@@ -1238,26 +1211,46 @@ fn insert_panic_at_once<B: Backend>(
              INSERT INTO incident_leases (incident_id, node, until_ms)
              SELECT id, CAST(?12 AS TEXT), CAST(?13 AS BIGINT) FROM new
          )
-         SELECT COUNT(*) FROM new",
-        params![
-            i.id.as_bytes(),
-            i.student_id.as_bytes(),
-            i.panic_hash.as_bytes(),
-            &i.panic,
-            i.category.as_str(),
-            i.epoch,
-            i.created_at_ms as i64,
-            &i.incident_key_sealed,
-            i.flags.join(","),
-            i.counter as i64,
-            timeline,
-            i.lease.node.as_str(),
-            i.lease.until_ms as i64,
-        ],
-    )?;
-    if inserted == 1 {
+         SELECT COUNT(*) FROM new"
+        )
+    });
+    let mut p = incident_params(i);
+    p.extend([
+        Param::Int(i.counter as i64),
+        timeline.param(),
+        i.lease.node.param(),
+        Param::Int(i.lease.until_ms as i64),
+    ]);
+    if count(c, &AT_ONCE, &p)? == 1 {
         return Ok(PanicStored::New(Box::new(IncidentRow::opened(i))));
     }
+    panic_stored_before(c, i)
+}
+
+/// A new incident's row, its columns `?1` to `?9` ([`incident_params`]);
+/// the unique panic hash decides a duplicate, also against another writer
+/// storing the same panic at this moment.
+const INSERT_INCIDENT: &str = "INSERT INTO incidents (id, student_id, panic_hash, panic, category, epoch, created_at_ms, status, incident_key_sealed, flags)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open', ?8, ?9)
+             ON CONFLICT (panic_hash) DO NOTHING";
+
+/// The parameters of [`INSERT_INCIDENT`].
+fn incident_params(i: &NewIncident) -> Vec<Param<'_>> {
+    vec![
+        i.id.as_bytes().param(),
+        i.student_id.as_bytes().param(),
+        i.panic_hash.as_bytes().param(),
+        i.panic.param(),
+        i.category.as_str().param(),
+        Param::Int(i64::from(i.epoch)),
+        Param::Int(i.created_at_ms as i64),
+        i.incident_key_sealed.param(),
+        Param::Text(i.flags.join(",").into()),
+    ]
+}
+
+/// The incident a panic whose insert was refused already is.
+fn panic_stored_before<B: Backend>(c: &B, i: &NewIncident) -> StoreResult<PanicStored> {
     maybe(
         c,
         "SELECT id FROM incidents WHERE panic_hash = ?1",
