@@ -1685,7 +1685,11 @@ mod tests {
             good = Some(enroll(s, &publics));
             let st = enroll(s, &publics);
             let sid = StudentId::of_device(st.record.signer());
-            s.apply_stop(&sid, b"stop", &[], 2).unwrap();
+            let nowhere = crate::store::ForwardTo {
+                trustees: &[],
+                node: None,
+            };
+            s.apply_stop(&sid, b"stop", &nowhere, 2).unwrap();
             stopped = Some(st);
             // A student row whose device key is not the commit's signer.
             let im = enroll(s, &publics);

@@ -66,6 +66,7 @@ pub use access::ACCOUNT_POLL;
 pub use board::{Board, Rules};
 pub use error::{Conflict, EngineError, Invalid};
 pub use forward::{ForwardKind, ForwardReport, ForwardSummary};
+pub use lease::NameInUse;
 
 mod access;
 mod board;
@@ -1042,24 +1043,21 @@ impl Engine {
         self.sync_sessions().await?;
         self.spawn_account_watch(version);
         self.spawn_witness_relay();
-        let shreds = self.inner.db.call(|s| s.pending_shreds()).await?;
-        for p in shreds {
-            self.spawn_shred(p.student_id, p.trustee_id, p.signed, p.created_at_ms);
-        }
-        let cancels = self.inner.db.call(|s| s.pending_cancels()).await?;
-        for p in cancels {
-            self.spawn_cancel_forward(p.student_id, p.trustee_id, p.signed, p.created_at_ms);
-        }
-        let commits = self.inner.db.call(|s| s.pending_commits()).await?;
-        for p in commits {
-            self.spawn_commit_forward(
-                p.student_id,
-                p.epoch,
-                p.trustee_id,
-                p.commit,
-                p.created_at_ms,
-            );
-        }
+        let forwards = if self.inner.node.shared {
+            self.first_forwards().await?
+        } else {
+            self.inner
+                .db
+                .call(|s| {
+                    Ok(crate::store::TakenForwards {
+                        shreds: s.pending_shreds()?,
+                        cancels: s.pending_cancels()?,
+                        commits: s.pending_commits()?,
+                    })
+                })
+                .await?
+        };
+        self.spawn_forwards(forwards);
         let engine = self.clone();
         self.inner
             .tasks

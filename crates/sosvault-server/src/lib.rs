@@ -317,6 +317,7 @@ impl Service {
             // A fresh engine holds no token yet: this cannot be refused.
             let _ = engine.metrics().set_scrape_token(token);
         }
+        engine.take_node_name().await.context("refusing to start")?;
         engine
             .resume()
             .await
@@ -361,8 +362,12 @@ impl Service {
             .merge(web::router())
             .into_make_service_with_connect_info::<tls::Peer>();
         let engine = self.engine.clone();
+        let ousted = engine.ousted();
         let shutdown = async move {
-            shutdown.await;
+            tokio::select! {
+                () = shutdown => {}
+                () = ousted.cancelled() => {}
+            }
             // Live streams never end by themselves: end them so in-flight
             // requests can finish and the server can stop.
             engine.close_streams();
@@ -386,9 +391,17 @@ impl Service {
             self.engine.tracker().wait(),
         )
         .await;
+        let ousted = self.engine.ousted().is_cancelled();
         // Its incidents' work has stopped: other nodes (or this one,
-        // restarted) may take them at once.
+        // restarted) may take them at once (unless the name is another's).
         self.engine.give_up_leases().await;
+        if ousted {
+            anyhow::bail!(
+                "another live node took this node's name ({}) on the database: this one stopped; \
+                 give each node a node_id of its own",
+                self.engine.node_id()
+            );
+        }
         Ok(())
     }
 }

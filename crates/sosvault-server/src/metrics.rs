@@ -155,6 +155,9 @@ pub struct Metrics {
     /// Incidents this node let go because another node took the lease it
     /// could not renew in time.
     pub leases_lost: AtomicU64,
+    /// Forwards to the trustees (stops, cancels, commits) this node took
+    /// over from a node whose beat ran out.
+    pub forwards_taken: AtomicU64,
     /// Teams of another kind sent after the fallback wait.
     pub fallback_assignments: AtomicU64,
     /// Incidents that raised the overdue alarm.
@@ -187,7 +190,7 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self, open_incidents: usize) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 14] = [
+        let counters: [(&str, &str, &AtomicU64); 15] = [
             (
                 "sosvault_panics_total",
                 "Panics stored as new incidents.",
@@ -237,6 +240,11 @@ impl Metrics {
                 "sosvault_leases_lost_total",
                 "Open incidents this node let go: another node took the lease it could not renew in time.",
                 &self.leases_lost,
+            ),
+            (
+                "sosvault_forwards_taken_total",
+                "Stops, cancels and commits to the trustees this node took over from a node that stopped beating.",
+                &self.forwards_taken,
             ),
             (
                 "sosvault_fallback_assignments_total",

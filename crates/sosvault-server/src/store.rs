@@ -44,10 +44,11 @@ use crate::unit::UnitId;
 pub use access::{AccessStore, AccountChange, AccountRow};
 pub use postgres::{PgStore, Postgres};
 pub use rows::{
-    AccessLogEntry, AssignmentRow, AssignmentStatus, CommitStored, DURESS_STOP, EnrollmentRow,
-    IncidentRow, IncidentStatus, Lease, LogLeafRow, NewDuressAlert, NewIncident, NewLogEntry,
-    PanicContext, PanicStored, PendingCancel, PendingCommit, PendingForward, PendingShred,
-    StudentLogRow, StudentRow, TakenLease, TimelineEntry, TrusteeAnswer, UnitRow, ViewReason,
+    AccessLogEntry, AssignmentRow, AssignmentStatus, Beat, CommitStored, DURESS_STOP,
+    EnrollmentRow, ForwardHolder, ForwardKey, ForwardTo, IncidentRow, IncidentStatus, Lease,
+    LogLeafRow, NewDuressAlert, NewIncident, NewLogEntry, PanicContext, PanicStored, PendingCancel,
+    PendingCommit, PendingForward, PendingShred, StudentLogRow, StudentRow, TakenForwards,
+    TakenLease, TimelineEntry, TrusteeAnswer, UnitRow, ViewReason,
 };
 pub use sql_store::SqlStore;
 pub use sqlite::{Sqlite, SqliteStore};
@@ -271,7 +272,7 @@ pub trait Store: AccessStore {
         &self,
         student: &StudentId,
         stop: &[u8],
-        trustees: &[TrusteeId],
+        to: &ForwardTo<'_>,
         now_ms: u64,
     ) -> StoreResult<()>;
     /// Shreds not yet confirmed.
@@ -292,7 +293,7 @@ pub trait Store: AccessStore {
         &self,
         student: &StudentId,
         cancel: &[u8],
-        trustees: &[TrusteeId],
+        to: &ForwardTo<'_>,
         now_ms: u64,
     ) -> StoreResult<()>;
     /// Cancels not yet answered.
@@ -325,7 +326,7 @@ pub trait Store: AccessStore {
         epoch: u32,
         record_hash: &MessageHash,
         commit: &[u8],
-        trustees: &[TrusteeId],
+        to: &ForwardTo<'_>,
         now_ms: u64,
     ) -> StoreResult<CommitStored>;
     /// Whether the device committed `epoch`.
@@ -346,6 +347,29 @@ pub trait Store: AccessStore {
     ) -> StoreResult<()>;
     /// Trustees the commit of `epoch` is still being forwarded to.
     fn pending_commit_count(&self, student: &StudentId, epoch: u32) -> StoreResult<usize>;
+    /// Says `node` is alive until `until_ms` (its beat, renewed every
+    /// second on a shared database), as the process started as `boot`:
+    /// refused while another process's beat under the same name has not
+    /// run out at `now_ms` (two live processes with one name).
+    fn beat(&self, node: &str, boot: &str, now_ms: u64, until_ms: u64) -> StoreResult<Beat>;
+    /// Ends `node`'s beat, if it is `boot`'s (it is shutting down cleanly:
+    /// the forwards it carried are taken at once by another node, or by
+    /// its own restart).
+    fn end_beat(&self, node: &str, boot: &str) -> StoreResult<()>;
+    /// Takes for `node` at most `limit` pending forwards of each kind that
+    /// no live node carries (their node's beat ran out before `now_ms`, or
+    /// none is named), and with `own` also those naming `node` itself (a
+    /// restart under the same name). Each is taken only if its row is
+    /// still as read, so two nodes never take the same one.
+    fn take_forwards(
+        &self,
+        node: &str,
+        now_ms: u64,
+        own: bool,
+        limit: u32,
+    ) -> StoreResult<TakenForwards>;
+    /// Who carries a pending forward now, or that it is no longer pending.
+    fn forward_node(&self, key: &ForwardKey) -> StoreResult<ForwardHolder>;
     /// Appends an entry to the transparency log at its index (the caller
     /// keeps the Merkle tree and assigns indices in order); an index is
     /// taken once.

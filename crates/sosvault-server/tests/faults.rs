@@ -17,8 +17,7 @@ mod common;
 use common::faulty::{FAULTS, FaultyProxy};
 use common::*;
 use serde_json::Value;
-use sosvault::log::LogEntry;
-use sosvault::{Category, StudentId};
+use sosvault::Category;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 /// Every fault the proxy gives, each at least once.
@@ -71,8 +70,8 @@ async fn a_stop_behind_a_failing_proxy_is_stuck_visibly_survives_a_crash_and_fin
         "{metrics}"
     );
     // The other trustees have shredded; trustee 3 has not.
-    assert!(shredded(&c.trustees[0], &student).await);
-    assert!(!shredded(&c.trustees[2], &student).await);
+    assert!(c.trustees[0].shredded(&student).await);
+    assert!(!c.trustees[2].shredded(&student).await);
 
     // A crash while it is stuck: the pending stop is asked again after the restart.
     c.server.kill();
@@ -92,7 +91,7 @@ async fn a_stop_behind_a_failing_proxy_is_stuck_visibly_survives_a_crash_and_fin
     let answer = c.stop_until_done(&stop, &mut ops, 30).await;
     assert_eq!(answer["receipts"].as_array().unwrap().len(), 3, "{answer}");
     assert_eq!(answer["refused"].as_array().unwrap().len(), 0);
-    assert!(shredded(&c.trustees[2], &student).await);
+    assert!(c.trustees[2].shredded(&student).await);
     let report = forwards(&c, &op).await;
     assert_eq!(report["groups"], Value::Array(vec![]), "{report}");
     assert!(
@@ -135,14 +134,6 @@ async fn a_release_that_needs_the_trustee_behind_a_failing_proxy_opens_once_it_h
     next_event(&mut ops, 30, is("profile_available", &id)).await;
     let detail = c.incident(&op, &id).await;
     assert_eq!(detail["profile"]["name"], "Ira Mehta", "{detail}");
-}
-
-/// Whether the trustee's log has a shred of `student`.
-async fn shredded(t: &TrusteeProc, student: &StudentId) -> bool {
-    t.log()
-        .await
-        .iter()
-        .any(|e| matches!(e, LogEntry::Shredded { student: s, .. } if s == student))
 }
 
 /// The control room's forwards report, read as operator `op`.

@@ -1,10 +1,13 @@
 //! Two dispatch nodes on one PostgreSQL database (issue 13): an open
-//! incident is run by the node holding its lease, and outlives that node.
+//! incident is run by the node holding its lease, and outlives that node;
+//! so does a stop still on its way to a trustee.
 //! Node A stores a panic it can send no team to (the only team's live
 //! stream is on node B). A is killed with SIGKILL, as a crash: B takes the
 //! incident over once A's lease runs out and sends the team. Or A is
 //! frozen (SIGSTOP) past its lease: B takes over the same way, and A,
-//! woken, lets the incident go. Real processes, a real database of the
+//! woken, lets the incident go. And a stop node A took while a trustee did
+//! not answer is carried to that trustee by B once A is dead. Real
+//! processes, a real database of the
 //! test's own on the test server: on either run of the suite, so
 //! `.ci/run` runs it once.
 
@@ -174,4 +177,228 @@ async fn a_node_frozen_past_its_lease_lets_the_incident_go_when_it_wakes() {
     n.sent_once();
     eprintln!("B took over {took:?} after A froze; A let the incident go on waking");
     n.stop();
+}
+
+/// Two nodes on a database of the test's own, trustee 3 behind a proxy
+/// answering faults to shreds, and a student's stop node A took: pending
+/// at trustee 3, carried by A. Forwards count as stuck after a second and
+/// are asked again within a second.
+struct StopOnA {
+    a: Cluster,
+    b: ServerProc,
+    on_b: Client,
+    op_b: String,
+    ops_b: tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+    proxy: common::faulty::FaultyProxy,
+    student: sosvault::StudentId,
+    stop: sosvault::Signed<sosvault::Stop>,
+    stored: Stored,
+}
+
+impl StopOnA {
+    async fn start() -> Self {
+        let db = tokio::task::spawn_blocking(TestDatabase::create)
+            .await
+            .unwrap();
+        let url = db.url().to_owned();
+        let proxy = common::faulty::FaultyProxy::start().await;
+        let p = proxy.clone();
+        let a = Cluster::start_with(Options::default(), move |cfg| {
+            cfg.database_url = Some(sosvault_server::config::DatabaseUrl::new(&url));
+            cfg.node_id = Some("node-a".into());
+            cfg.forward_stuck_after_secs = 1;
+            cfg.max_backoff_ms = 1_000;
+            p.set_upstream(&cfg.trustees[2].url);
+            cfg.trustees[2].url = p.url.clone();
+        })
+        .await;
+        let b = a.second_node("node-b");
+        let on_b = Client::new(&b.url());
+        let op_b = on_b.login(OPERATOR, PASSWORD).await.unwrap();
+        let ops_b = on_b.events("/v1/operator/events", &op_b).await.unwrap();
+        let mut device = a.student("Meera Joshi").await;
+        let student = device.student_id();
+
+        proxy.break_path("/v1/shreds");
+        let stop = a.signed_stop(&mut device, false);
+        let answer = a.client.stop(&stop).await.unwrap();
+        assert_eq!(answer["pending"], 1, "{answer}");
+        // A has asked trustee 3 (and met a fault), and carries the forward.
+        proxy
+            .wait_until("/v1/shreds", 30, |s| s.values().sum::<usize>() > 0)
+            .await;
+        let nodes = Self {
+            a,
+            b,
+            on_b,
+            op_b,
+            ops_b,
+            proxy,
+            student,
+            stop,
+            stored: Stored::Postgres(db),
+        };
+        assert_eq!(nodes.carrier(), [Some("node-a".to_owned())]);
+        nodes
+    }
+
+    /// The nodes named on the stop's pending forwards.
+    fn carrier(&self) -> Vec<Option<String>> {
+        let rows = self.stored.rows(
+            "SELECT node FROM pending_shreds WHERE student_id = ?1",
+            vec![P::Blob(self.student.as_bytes().to_vec())],
+        );
+        rows.into_iter().map(|r| r[0].text()).collect()
+    }
+
+    /// A metric's value on node `client` (read as its operator `op`).
+    async fn metric(client: &Client, op: &str, name: &str) -> Option<String> {
+        let text = client.get_text_auth("/metrics", Some(op)).await.unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ').map(str::to_owned))
+    }
+
+    /// The proxy heals: B's forward ends with trustee 3's receipt, the
+    /// trustee has shredded, the phone asking B hears the stop complete.
+    async fn b_finishes_the_stop(&mut self) {
+        self.proxy.heal();
+        let ev = next_event(&mut self.ops_b, 30, |e| {
+            e["kind"] == "shred_receipt" && e["detail"]["trustee"] == "trustee-3"
+        })
+        .await;
+        assert_eq!(ev["detail"]["receipt"], true, "{ev}");
+        assert!(self.a.trustees[2].shredded(&self.student).await);
+        assert!(self.carrier().is_empty(), "{:?}", self.carrier());
+        let again = self.on_b.stop(&self.stop).await.unwrap();
+        assert_eq!(again["pending"], 0, "{again}");
+        assert_eq!(again["receipts"].as_array().unwrap().len(), 3, "{again}");
+        let taken = Self::metric(&self.on_b, &self.op_b, "sosvault_forwards_taken_total").await;
+        assert_eq!(taken.as_deref(), Some("1"));
+    }
+
+    /// The nodes stop before their database goes.
+    fn stop(self) {
+        let Self {
+            a,
+            b,
+            ops_b,
+            stored,
+            ..
+        } = self;
+        drop((ops_b, b, a));
+        drop(stored);
+    }
+}
+
+/// A stop node A took while trustee 3 answered only faults is still on its
+/// way there when A dies: B takes the forward over once A's beat runs out
+/// and carries it to trustee 3, which shreds. Before the forwards were
+/// carried by beats, only a node's start read them: the stop waited for
+/// the next restart, and the share stayed at the trustee.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_outlives_the_node_that_took_it() {
+    let mut n = StopOnA::start().await;
+
+    n.a.server.kill();
+    let since = Instant::now();
+    next_event(&mut n.ops_b, 20, |e| stuck_report(e, Some("stop"))).await;
+    let took = since.elapsed();
+    assert!(
+        took <= TAKEOVER_BOUND,
+        "B carried the stop {took:?} after A died (bound {TAKEOVER_BOUND:?})"
+    );
+    assert_eq!(n.carrier(), [Some("node-b".to_owned())]);
+    n.b_finishes_the_stop().await;
+    eprintln!("B carried A's stop {took:?} after A died");
+    n.stop();
+}
+
+/// A node frozen past its beat (SIGSTOP) comes back to find another node
+/// carrying its stop: it lets the forward go at its next retry, and only
+/// B finishes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_frozen_past_its_beat_lets_its_stop_go_when_it_wakes() {
+    let mut n = StopOnA::start().await;
+    let op_a = n.a.operator().await;
+    let pending = "sosvault_forwards_pending{kind=\"stop\"}";
+
+    n.a.server.signal("STOP");
+    next_event(&mut n.ops_b, 20, |e| stuck_report(e, Some("stop"))).await;
+    assert_eq!(n.carrier(), [Some("node-b".to_owned())]);
+    n.a.server.signal("CONT");
+
+    // A asks again within its back-off (a second), finds B's name on the
+    // row and lets the forward go; B still carries it.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while StopOnA::metric(&n.a.client, &op_a, pending)
+        .await
+        .as_deref()
+        != Some("0")
+    {
+        assert!(Instant::now() < deadline, "A never let the stop go");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let on_b = StopOnA::metric(&n.on_b, &n.op_b, pending).await;
+    assert_eq!(on_b.as_deref(), Some("1"));
+    assert_eq!(n.carrier(), [Some("node-b".to_owned())]);
+    n.b_finishes_the_stop().await;
+    n.stop();
+}
+
+/// One node named `node-a` on a database of the test's own.
+async fn node_a() -> (Cluster, Stored) {
+    let db = tokio::task::spawn_blocking(TestDatabase::create)
+        .await
+        .unwrap();
+    let url = db.url().to_owned();
+    let a = Cluster::start_with(Options::default(), move |cfg| {
+        cfg.database_url = Some(sosvault_server::config::DatabaseUrl::new(&url));
+        cfg.node_id = Some("node-a".into());
+    })
+    .await;
+    (a, Stored::Postgres(db))
+}
+
+/// A second process under a running node's name (a copied data directory,
+/// one `node_id` in two configs) would run the same incidents and
+/// forwards: it waits out one beat, sees the name still renewed, and
+/// refuses to start, saying what to do. The running node goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_process_under_a_live_node_s_name_refuses_to_start() {
+    let (a, stored) = node_a().await;
+    let mut twin = a.node_beside("node-a");
+    let since = Instant::now();
+    let why = twin.try_start_with_env(&[]).unwrap_err();
+    assert!(
+        why.contains("another live node is named node-a") && why.contains("node_id of its own"),
+        "{why}"
+    );
+    // It waited out at most one beat before deciding.
+    assert!(since.elapsed() < TAKEOVER_BOUND, "{:?}", since.elapsed());
+    a.operator().await;
+    drop(a);
+    drop(stored);
+}
+
+/// A node frozen past its beat while a second process under its name
+/// started (the first looked dead) stops serving when it wakes, and exits
+/// with an error, instead of running the incidents the other now runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_wakes_to_find_its_name_taken_stops() {
+    let (mut a, stored) = node_a().await;
+    a.server.signal("STOP");
+    let mut twin = a.node_beside("node-a");
+    twin.try_start_with_env(&[]).unwrap();
+    a.server.signal("CONT");
+    assert!(!a.server.wait_exit(15), "A exited 0 after losing its name");
+    let said = a.server.logs();
+    assert!(
+        said.contains("another live node took this node's name"),
+        "{said}"
+    );
+    // The twin serves under the name.
+    let on_twin = Client::new(&twin.url());
+    on_twin.login(OPERATOR, PASSWORD).await.unwrap();
+    drop((twin, a));
+    drop(stored);
 }

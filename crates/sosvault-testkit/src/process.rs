@@ -468,6 +468,15 @@ impl Service {
         running.terminate(within)
     }
 
+    /// Waits (at most `within`) for it to exit by itself; its status.
+    pub fn wait_exit(&mut self, within: Duration) -> Result<ExitStatus, ExitError> {
+        let mut running = self
+            .running
+            .take()
+            .ok_or_else(|| ExitError::NotRunning(self.listen_env.clone()))?;
+        running.wait_exit(within)
+    }
+
     /// The address it listens on (kept while it is stopped), once started.
     pub fn addr(&self) -> Option<&str> {
         self.addr.as_deref()

@@ -30,7 +30,9 @@ use serde_json::json;
 use sosvault::{Cancel, Signed, StudentId, TrusteeId};
 
 use super::{Audience, Engine, EventKind, now_ms, short};
-use crate::store::{Store, StoreError, StoreResult, TrusteeAnswer};
+use crate::store::{
+    ForwardHolder, ForwardKey, Store, StoreError, StoreResult, TakenForwards, TrusteeAnswer,
+};
 use crate::trustees::{Backoff, CallError, TrusteeClient};
 
 /// What a forward carries.
@@ -288,6 +290,10 @@ struct ForwardTask {
     trustee: String,
     stuck_after_ms: u64,
     backoff: Backoff,
+    /// On a shared database, its row: asked before each retry whether this
+    /// node still carries it (another node takes over the forwards of a
+    /// node whose beat ran out, say while it was frozen).
+    row: Option<ForwardKey>,
 }
 
 impl ForwardTask {
@@ -323,7 +329,47 @@ impl ForwardTask {
                 _ = tokio::time::sleep(delay) => {}
                 _ = shutdown.cancelled() => return,
             }
+            if !self.still_ours().await {
+                return;
+            }
         }
+    }
+
+    /// Before a retry on a shared database: whether this node still carries
+    /// the forward. Answered meanwhile (by another node), or taken over by
+    /// another node: this task ends. A failed read asks again all the same
+    /// (a repeat is harmless: the trustee answers the same, and storing an
+    /// answer twice keeps one).
+    async fn still_ours(&self) -> bool {
+        let Some(key) = self.row.clone() else {
+            return true;
+        };
+        let engine = &self.engine;
+        let holder = engine.inner.db.call(move |s| s.forward_node(&key)).await;
+        let (kind, trustee) = (self.kind.as_str(), &self.trustee);
+        match holder {
+            Ok(ForwardHolder::Done) => {
+                tracing::info!(kind, trustee, "forward answered elsewhere");
+            }
+            Ok(ForwardHolder::By(Some(node))) if node != engine.inner.node.id => {
+                tracing::warn!(
+                    kind,
+                    trustee,
+                    "forward taken over by node {node}: this node lets it go"
+                );
+            }
+            Ok(_) => return true,
+            Err(e) => {
+                tracing::warn!(
+                    kind,
+                    trustee,
+                    "checking who carries a forward failed ({e}); asking again"
+                );
+                return true;
+            }
+        }
+        self.answered();
+        false
     }
 
     /// Drops the answered forward from the registry; the control room hears
@@ -459,7 +505,7 @@ impl Engine {
     /// Ends on shutdown; the pending row stays, and the next start resumes it.
     fn spawn_forward<A, F, Fut, S, SFut>(
         &self,
-        kind: ForwardKind,
+        (kind, row): (ForwardKind, ForwardKey),
         client: &TrusteeClient,
         since_ms: u64,
         attempt: F,
@@ -479,6 +525,7 @@ impl Engine {
             trustee,
             stuck_after_ms: self.inner.cfg.forward_stuck_after_secs.saturating_mul(1000),
             backoff: Backoff::new(Duration::from_millis(self.inner.cfg.max_backoff_ms)),
+            row: self.inner.node.shared.then_some(row),
         };
         let shutdown = self.inner.shutdown.clone();
         self.inner.tasks.spawn(task.run(shutdown, attempt, store));
@@ -517,7 +564,8 @@ impl Engine {
                 .clone()
                 .store_answer(stop, name.clone(), student, answer, finish)
         };
-        self.spawn_forward(ForwardKind::Stop, &client, since_ms, attempt, store);
+        let row = ForwardKey::Stop { student, trustee };
+        self.spawn_forward((ForwardKind::Stop, row), &client, since_ms, attempt, store);
     }
 
     /// Forwards a student's signed cancel to one trustee until it answers:
@@ -562,7 +610,17 @@ impl Engine {
                 .clone()
                 .store_answer(cancel, name.clone(), student, answer, finish)
         };
-        self.spawn_forward(ForwardKind::Cancel, &client, since_ms, attempt, store);
+        let row = ForwardKey::Cancel {
+            cancel: hash,
+            trustee,
+        };
+        self.spawn_forward(
+            (ForwardKind::Cancel, row),
+            &client,
+            since_ms,
+            attempt,
+            store,
+        );
     }
 
     /// Forwards a student's signed enrollment commit to one trustee until it
@@ -600,7 +658,33 @@ impl Engine {
                 engine.commit_answer_stored(stored)
             }
         };
-        self.spawn_forward(ForwardKind::Commit, &client, since_ms, attempt, store);
+        let row = ForwardKey::Commit {
+            student,
+            epoch,
+            trustee,
+        };
+        self.spawn_forward(
+            (ForwardKind::Commit, row),
+            &client,
+            since_ms,
+            attempt,
+            store,
+        );
+    }
+
+    /// Starts every forward of `pending` (read at start, or just taken
+    /// over from a node that stopped beating).
+    pub(super) fn spawn_forwards(&self, pending: TakenForwards) {
+        for p in pending.shreds {
+            self.spawn_shred(p.student_id, p.trustee_id, p.signed, p.created_at_ms);
+        }
+        for p in pending.cancels {
+            self.spawn_cancel_forward(p.student_id, p.trustee_id, p.signed, p.created_at_ms);
+        }
+        for p in pending.commits {
+            let (student, epoch, trustee) = (p.student_id, p.epoch, p.trustee_id);
+            self.spawn_commit_forward(student, epoch, trustee, p.commit, p.created_at_ms);
+        }
     }
 }
 

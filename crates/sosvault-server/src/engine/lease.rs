@@ -12,19 +12,29 @@
 //! not renew) drops that incident from its memory; the database's claim on
 //! each team keeps the two from ever sending one team twice meanwhile.
 //!
-//! On SQLite (one node by construction) leases are written and dropped
-//! with their incidents and nothing else: the restart resumes every open
-//! incident, as before.
+//! The forwards to the trustees (a stop's shreds, a cancel, an enrollment
+//! commit: `engine/forward`) are carried the same way, by a node's *beat*
+//! rather than a lease each: a forward's row names the node that stored it,
+//! each round writes this node's beat [`LEASE_MS`] ahead (`node_beats`),
+//! and takes over the forwards whose node's beat ran out, so a stop a dead
+//! node accepted still reaches every trustee. A forward's task asks before
+//! each retry whether its node still carries it, and ends if another took
+//! it over (a repeat meanwhile is harmless: the trustee answers the same).
+//!
+//! On SQLite (one node by construction) no lease or beat is written: the
+//! restart resumes every open incident and every pending forward, as
+//! before.
 
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use sosvault::IncidentId;
+use tokio_util::sync::CancellationToken;
 
 use super::{Engine, now_ms, short};
 use crate::config::Config;
-use crate::store::{Lease, StoreResult, TakenLease};
+use crate::store::{Beat, Lease, StoreResult, TakenForwards, TakenLease};
 
 /// How long a lease lasts past its last renewal (unix ms): the bound on
 /// how long a dead node's incidents wait for another (plus a round).
@@ -46,6 +56,15 @@ pub(super) struct Node {
     pub(super) id: String,
     /// Whether other nodes may share its database (PostgreSQL).
     pub(super) shared: bool,
+    /// This process among the ones that ever ran under `id`: random at
+    /// each start, written with its beat, so a second live process under
+    /// the same name (a copied data directory, one `node_id` in two
+    /// configs) is refused instead of running the same incidents.
+    pub(super) boot: String,
+    /// Set when another live process took this node's name: this one
+    /// stops serving, and gives up nothing at its shutdown (the leases
+    /// and the beat under that name are the other's).
+    pub(super) ousted: CancellationToken,
 }
 
 impl Node {
@@ -54,9 +73,13 @@ impl Node {
             .node_id
             .clone()
             .unwrap_or_else(crate::config::random_node_id);
+        let mut boot = [0u8; 8];
+        rand::Rng::fill_bytes(&mut rand::rng(), &mut boot);
         Self {
             id,
             shared: cfg.database_url.is_some(),
+            boot: hex::encode(boot),
+            ousted: CancellationToken::new(),
         }
     }
 }
@@ -65,6 +88,68 @@ impl Engine {
     /// This node's name.
     pub fn node_id(&self) -> &str {
         &self.inner.node.id
+    }
+
+    /// The node named on the forwards to the trustees this node stores (so
+    /// another takes them over if it dies): its name on a shared database,
+    /// none on SQLite.
+    pub(super) fn forwarder(&self) -> Option<String> {
+        self.inner.node.shared.then(|| self.inner.node.id.clone())
+    }
+
+    /// At start on a shared database, before anything else: makes this
+    /// process the node of its name. A process that crashed under the
+    /// same name stops beating, so its beat is waited out (at most a
+    /// lease); one still renewing it is another live node with this name,
+    /// and this one is refused, since both would run the same incidents.
+    pub async fn take_node_name(&self) -> Result<(), NameInUse> {
+        if !self.inner.node.shared {
+            return Ok(());
+        }
+        let mut waited_out: Option<u64> = None;
+        loop {
+            let (node, boot) = (self.inner.node.id.clone(), self.inner.node.boot.clone());
+            let now = now_ms();
+            let beat = self
+                .inner
+                .db
+                .call(move |s| s.beat(&node, &boot, now, now.saturating_add(LEASE_MS)))
+                .await?;
+            let until_ms = match beat {
+                Beat::Held => return Ok(()),
+                Beat::Clash { until_ms } => until_ms,
+            };
+            if waited_out.is_some() {
+                return Err(NameInUse::Running {
+                    node: self.inner.node.id.clone(),
+                });
+            }
+            let wait = until_ms.saturating_sub(now).min(LEASE_MS) + 200;
+            tracing::warn!(
+                node = %self.inner.node.id,
+                "another process beat under this node's name {wait} ms ago at most: waiting to see whether it is alive"
+            );
+            tokio::time::sleep(Duration::from_millis(wait)).await;
+            waited_out = Some(until_ms);
+        }
+    }
+
+    /// Another live process took this node's name (this one was frozen
+    /// past its beat while the other started): this one stops serving at
+    /// once, and leaves the name's leases and beat alone.
+    fn oust(&self, until_ms: u64) {
+        tracing::error!(
+            node = %self.inner.node.id,
+            "another live process runs under this node's name (its beat reaches {until_ms}): \
+             this one stops; give each node a node_id of its own"
+        );
+        self.inner.node.ousted.cancel();
+    }
+
+    /// Cancelled when another live process took this node's name: the
+    /// service stops serving ([`crate::Service::run_until`]).
+    pub fn ousted(&self) -> CancellationToken {
+        self.inner.node.ousted.clone()
     }
 
     /// The lease a new incident stored by this node at `now` gets.
@@ -79,7 +164,16 @@ impl Engine {
     /// (its own leases, from before a restart under the same `node_id`,
     /// and any nobody holds), which the caller starts before it serves.
     pub(super) async fn first_leases(&self) -> StoreResult<Vec<(IncidentId, String)>> {
-        let (held, mut taken) = self.lease_round_store().await?;
+        // The forwards are taken next, by `first_forwards`.
+        let Round {
+            held, mut taken, ..
+        } = match self.lease_round_store(false).await? {
+            Ok(round) => round,
+            Err(until_ms) => {
+                self.oust(until_ms);
+                return Ok(Vec::new());
+            }
+        };
         let mut start: Vec<(IncidentId, String)> = held
             .into_iter()
             .map(|id| (id, "service restarted; incident resumed".to_owned()))
@@ -92,7 +186,13 @@ impl Engine {
             if !full {
                 break;
             }
-            taken = self.lease_round_store().await?.1;
+            match self.lease_round_store(false).await? {
+                Ok(round) => taken = round.taken,
+                Err(until_ms) => {
+                    self.oust(until_ms);
+                    return Ok(Vec::new());
+                }
+            }
         }
         Ok(start)
     }
@@ -113,13 +213,22 @@ impl Engine {
                 () = self.inner.shutdown.cancelled() => return,
             }
             let before: HashSet<IncidentId> = self.state().incidents.keys().copied().collect();
-            let (held, taken) = match self.lease_round_store().await {
-                Ok(round) => round,
+            let Round {
+                held,
+                taken,
+                forwards,
+            } = match self.lease_round_store(true).await {
+                Ok(Ok(round)) => round,
+                Ok(Err(until_ms)) => {
+                    self.oust(until_ms);
+                    return;
+                }
                 Err(e) => {
                     tracing::warn!(node = %self.inner.node.id, "lease round failed: {e}");
                     continue;
                 }
             };
+            self.carry_on(forwards);
             let held: HashSet<IncidentId> = held.into_iter().collect();
             for id in before.difference(&held) {
                 self.maybe_lost(*id).await;
@@ -136,20 +245,89 @@ impl Engine {
         }
     }
 
-    /// One round in the store: renews this node's leases (the incidents it
-    /// holds) and takes the ones nobody holds.
-    async fn lease_round_store(&self) -> StoreResult<(Vec<IncidentId>, Vec<TakenLease>)> {
-        let node = self.inner.node.id.clone();
+    /// One round in the store: renews this node's beat and leases (the
+    /// incidents it holds), takes the incidents nobody holds, and with
+    /// `forwards` the forwards to the trustees no live node carries.
+    /// `Err` (its time, unix ms) if another live process holds this
+    /// node's name: nothing else is done.
+    async fn lease_round_store(&self, forwards: bool) -> StoreResult<Result<Round, u64>> {
+        let (node, boot) = (self.inner.node.id.clone(), self.inner.node.boot.clone());
         self.inner
             .db
             .call(move |s| {
                 let now = now_ms();
                 let until = now.saturating_add(LEASE_MS);
-                let held = s.renew_leases(&node, until)?;
-                let taken = s.take_leases(&node, now, until, TAKE_AT_ONCE)?;
-                Ok((held, taken))
+                if let Beat::Clash { until_ms } = s.beat(&node, &boot, now, until)? {
+                    return Ok(Err(until_ms));
+                }
+                Ok(Ok(Round {
+                    held: s.renew_leases(&node, until)?,
+                    taken: s.take_leases(&node, now, until, TAKE_AT_ONCE)?,
+                    forwards: if forwards {
+                        s.take_forwards(&node, now, false, TAKE_AT_ONCE)?
+                    } else {
+                        TakenForwards::default()
+                    },
+                }))
             })
             .await
+    }
+
+    /// At start on a shared database, after [`Engine::first_leases`] (which
+    /// wrote this node's beat): the forwards it carried before a restart
+    /// under the same name and every one no live node carries, all of them
+    /// (not a round's share), which the caller starts.
+    pub(super) async fn first_forwards(&self) -> StoreResult<TakenForwards> {
+        let node = self.inner.node.id.clone();
+        let mut all = TakenForwards::default();
+        loop {
+            let node = node.clone();
+            let taken = self
+                .inner
+                .db
+                .call(move |s| s.take_forwards(&node, now_ms(), true, TAKE_AT_ONCE))
+                .await?;
+            let full = [taken.shreds.len(), taken.cancels.len(), taken.commits.len()]
+                .into_iter()
+                .any(|n| n >= TAKE_AT_ONCE as usize);
+            all.shreds.extend(taken.shreds);
+            all.cancels.extend(taken.cancels);
+            all.commits.extend(taken.commits);
+            if !full {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// Starts the forwards a round took over, saying from which node.
+    fn carry_on(&self, taken: TakenForwards) {
+        if taken.is_empty() {
+            return;
+        }
+        let from: std::collections::BTreeSet<&str> = taken
+            .shreds
+            .iter()
+            .chain(&taken.cancels)
+            .map(|p| p.node.as_deref().unwrap_or("none"))
+            .chain(
+                taken
+                    .commits
+                    .iter()
+                    .map(|p| p.node.as_deref().unwrap_or("none")),
+            )
+            .collect();
+        tracing::warn!(
+            node = %self.inner.node.id,
+            stops = taken.shreds.len(),
+            cancels = taken.cancels.len(),
+            commits = taken.commits.len(),
+            "taking over forwards to the trustees from node(s) {from:?}, which stopped beating"
+        );
+        self.inner
+            .metrics
+            .forwards_taken
+            .fetch_add(taken.len() as u64, Ordering::Relaxed);
+        self.spawn_forwards(taken);
     }
 
     /// Starts a taken incident, as a restart resumes one; false if its rows
@@ -226,14 +404,23 @@ impl Engine {
     }
 
     /// At a clean shutdown on a shared database: gives up this node's
-    /// leases, so that another node (or this one, restarted) takes its
-    /// incidents at once instead of after [`LEASE_MS`].
+    /// leases and ends its beat, so that another node (or this one,
+    /// restarted) takes its incidents and its forwards to the trustees at
+    /// once instead of after [`LEASE_MS`].
     pub(crate) async fn give_up_leases(&self) {
-        if !self.inner.node.shared {
+        if !self.inner.node.shared || self.inner.node.ousted.is_cancelled() {
             return;
         }
-        let node = self.inner.node.id.clone();
-        match self.inner.db.call(move |s| s.drop_leases(&node)).await {
+        let (node, boot) = (self.inner.node.id.clone(), self.inner.node.boot.clone());
+        let given = self
+            .inner
+            .db
+            .call(move |s| {
+                s.end_beat(&node, &boot)?;
+                s.drop_leases(&node)
+            })
+            .await;
+        match given {
             Ok(n) => tracing::info!(node = %self.inner.node.id, "gave up {n} incident leases"),
             Err(e) => tracing::warn!(
                 node = %self.inner.node.id,
@@ -241,6 +428,34 @@ impl Engine {
             ),
         }
     }
+}
+
+/// Why a node may not run under its name.
+#[derive(Debug, thiserror::Error)]
+pub enum NameInUse {
+    /// Another process beats under the same name and keeps renewing it.
+    #[error(
+        "another live node is named {node} on this database (its beat is renewed): give each node \
+         a node_id of its own (`node_id` in server.toml or SOSVAULT_SERVER_NODE_ID), and do not \
+         copy a data directory's node-id file to a second node"
+    )]
+    Running {
+        /// The name.
+        node: String,
+    },
+    /// The database could not be asked.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// What one lease round found.
+struct Round {
+    /// The incidents this node holds (renewed).
+    held: Vec<IncidentId>,
+    /// The incidents it has just taken.
+    taken: Vec<TakenLease>,
+    /// The forwards it has just taken over.
+    forwards: TakenForwards,
 }
 
 /// The timeline's words for a lease just taken.

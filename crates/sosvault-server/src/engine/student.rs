@@ -34,8 +34,8 @@ use super::{
 };
 use crate::geo::{UnitKind, haversine_m};
 use crate::store::{
-    AssignmentRow, AssignmentStatus, CommitStored, DURESS_STOP, EnrollmentRow, IncidentRow,
-    IncidentStatus, Lease, NewDuressAlert, NewIncident, PanicStored, StoreError,
+    AssignmentRow, AssignmentStatus, CommitStored, DURESS_STOP, EnrollmentRow, ForwardTo,
+    IncidentRow, IncidentStatus, Lease, NewDuressAlert, NewIncident, PanicStored, StoreError,
 };
 use crate::trustees::{Backoff, CallError};
 use crate::unit::UnitId;
@@ -283,7 +283,7 @@ impl Engine {
         let signer = commit.signer().to_bytes();
         let epoch = commit.body().epoch;
         let record_hash = commit.body().record;
-        let trustees = self.trustee_ids();
+        let (trustees, node) = (self.trustee_ids(), self.forwarder());
         let commit_bytes = bytes.to_vec();
         let now = now_ms();
         let outcome = self
@@ -305,7 +305,10 @@ impl Engine {
                     epoch,
                     &record_hash,
                     &commit_bytes,
-                    &trustees,
+                    &ForwardTo {
+                        trustees: &trustees,
+                        node: node.as_deref(),
+                    },
                     now,
                 )?))
             })
@@ -682,7 +685,7 @@ impl Engine {
         let cancel_hash = cancel.hash();
         let open = row.status == IncidentStatus::Open;
         let duress = note.duress;
-        let trustees = self.trustee_ids();
+        let (trustees, node) = (self.trustee_ids(), self.forwarder());
         let cancel_bytes = bytes.to_vec();
         let now = now_ms();
         // One store job: the counter, the incident's fate and the pending
@@ -705,7 +708,11 @@ impl Engine {
                 } else if open {
                     s.close_incident(&id, IncidentStatus::Cancelled, now)?;
                 }
-                s.queue_cancel(&sid, &cancel_bytes, &trustees, now)?;
+                let to = ForwardTo {
+                    trustees: &trustees,
+                    node: node.as_deref(),
+                };
+                s.queue_cancel(&sid, &cancel_bytes, &to, now)?;
                 Ok(true)
             })
             .await?;
@@ -868,7 +875,7 @@ impl Engine {
         bytes: &[u8],
         duress: bool,
     ) -> Result<(), EngineError> {
-        let trustees = self.trustee_ids();
+        let (trustees, node) = (self.trustee_ids(), self.forwarder());
         let stop_bytes = bytes.to_vec();
         let now = now_ms();
         let alert = duress.then(|| duress_alert(sid, epoch, now, self.new_lease(now)));
@@ -881,7 +888,11 @@ impl Engine {
             .db
             .call(move |s| {
                 let open = s.open_incidents_of(&sid)?;
-                s.apply_stop(&sid, &stop_bytes, &trustees, now)?;
+                let to = ForwardTo {
+                    trustees: &trustees,
+                    node: node.as_deref(),
+                };
+                s.apply_stop(&sid, &stop_bytes, &to, now)?;
                 let alert = match &alert {
                     Some(a) => {
                         for id in &open {

@@ -11,10 +11,11 @@ use super::sql::{
 };
 use super::sql_store::SqlStore;
 use super::{
-    AccessLogEntry, AssignmentRow, AssignmentStatus, CommitStored, DURESS_STOP, EnrollmentRow,
-    IncidentRow, IncidentStatus, Lease, LogLeafRow, NewDuressAlert, NewIncident, NewLogEntry,
-    PanicContext, PanicStored, PendingCancel, PendingCommit, PendingShred, Store, StoreError,
-    StoreResult, StudentLogRow, StudentRow, TakenLease, TimelineEntry, TrusteeAnswer, UnitRow,
+    AccessLogEntry, AssignmentRow, AssignmentStatus, Beat, CommitStored, DURESS_STOP,
+    EnrollmentRow, ForwardHolder, ForwardKey, ForwardTo, IncidentRow, IncidentStatus, Lease,
+    LogLeafRow, NewDuressAlert, NewIncident, NewLogEntry, PanicContext, PanicStored, PendingCancel,
+    PendingCommit, PendingShred, Store, StoreError, StoreResult, StudentLogRow, StudentRow,
+    TakenForwards, TakenLease, TimelineEntry, TrusteeAnswer, UnitRow,
 };
 use crate::unit::UnitId;
 
@@ -665,7 +666,7 @@ impl<B: Backend> Store for SqlStore<B> {
         &self,
         student: &StudentId,
         stop: &[u8],
-        trustees: &[TrusteeId],
+        to: &ForwardTo<'_>,
         now_ms: u64,
     ) -> StoreResult<()> {
         self.atomic(|c| {
@@ -716,16 +717,16 @@ impl<B: Backend> Store for SqlStore<B> {
                  'closed', 'false_alarm', 'location', 'duress_stop')",
             params![student.as_bytes()],
         )?;
-        for t in trustees {
+        for t in to.trustees {
             let answered = count(c,
                 "SELECT COUNT(*) FROM shred_receipts WHERE student_id = ?1 AND trustee_id = ?2",
                 params![student.as_bytes(), t.as_bytes()],
             )?;
             if answered == 0 {
                 exec(c,
-                    "INSERT INTO pending_shreds (student_id, trustee_id, stop, created_at_ms) VALUES (?1, ?2, ?3, ?4)
+                    "INSERT INTO pending_shreds (student_id, trustee_id, stop, created_at_ms, node) VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT (student_id, trustee_id) DO NOTHING",
-                    params![student.as_bytes(), t.as_bytes(), stop, now_ms as i64],
+                    params![student.as_bytes(), t.as_bytes(), stop, now_ms as i64, to.node],
                 )?;
             }
         }
@@ -739,7 +740,7 @@ impl<B: Backend> Store for SqlStore<B> {
     fn pending_shreds(&self) -> StoreResult<Vec<PendingShred>> {
         all(
             &self.db,
-            "SELECT student_id, trustee_id, stop, created_at_ms FROM pending_shreds ORDER BY created_at_ms",
+            "SELECT student_id, trustee_id, stop, created_at_ms, node FROM pending_shreds ORDER BY created_at_ms",
             params![],
             pending_forward_row,
         )
@@ -776,12 +777,12 @@ impl<B: Backend> Store for SqlStore<B> {
         &self,
         student: &StudentId,
         cancel: &[u8],
-        trustees: &[TrusteeId],
+        to: &ForwardTo<'_>,
         now_ms: u64,
     ) -> StoreResult<()> {
         let hash = MessageHash::of_message(cancel);
         self.atomic(|c| {
-            for t in trustees {
+            for t in to.trustees {
                 let answered = count(
                     c,
                     "SELECT COUNT(*) FROM cancel_receipts WHERE cancel_hash = ?1 AND trustee_id = ?2",
@@ -792,9 +793,9 @@ impl<B: Backend> Store for SqlStore<B> {
                 }
                 exec(
                     c,
-                    "INSERT INTO pending_cancels (cancel_hash, trustee_id, student_id, cancel, created_at_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (cancel_hash, trustee_id) DO NOTHING",
-                    params![hash.as_bytes(), t.as_bytes(), student.as_bytes(), cancel, now_ms as i64],
+                    "INSERT INTO pending_cancels (cancel_hash, trustee_id, student_id, cancel, created_at_ms, node)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (cancel_hash, trustee_id) DO NOTHING",
+                    params![hash.as_bytes(), t.as_bytes(), student.as_bytes(), cancel, now_ms as i64, to.node],
                 )?;
             }
             Ok(())
@@ -804,7 +805,7 @@ impl<B: Backend> Store for SqlStore<B> {
     fn pending_cancels(&self) -> StoreResult<Vec<PendingCancel>> {
         all(
             &self.db,
-            "SELECT student_id, trustee_id, cancel, created_at_ms FROM pending_cancels ORDER BY created_at_ms",
+            "SELECT student_id, trustee_id, cancel, created_at_ms, node FROM pending_cancels ORDER BY created_at_ms",
             params![],
             pending_forward_row,
         )
@@ -854,7 +855,7 @@ impl<B: Backend> Store for SqlStore<B> {
         epoch: u32,
         record_hash: &MessageHash,
         commit: &[u8],
-        trustees: &[TrusteeId],
+        to: &ForwardTo<'_>,
         now_ms: u64,
     ) -> StoreResult<CommitStored> {
         let stored = self.atomic(|c| {
@@ -885,12 +886,12 @@ impl<B: Backend> Store for SqlStore<B> {
                  VALUES (?1, ?2, ?3, ?4)",
                 params![student.as_bytes(), epoch, record_hash.as_bytes(), now_ms as i64],
             )?;
-            for t in trustees {
+            for t in to.trustees {
                 exec(
                     c,
-                    "INSERT INTO pending_commits (student_id, epoch, trustee_id, commit_bytes, created_at_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (student_id, epoch, trustee_id) DO NOTHING",
-                    params![student.as_bytes(), epoch, t.as_bytes(), commit, now_ms as i64],
+                    "INSERT INTO pending_commits (student_id, epoch, trustee_id, commit_bytes, created_at_ms, node)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (student_id, epoch, trustee_id) DO NOTHING",
+                    params![student.as_bytes(), epoch, t.as_bytes(), commit, now_ms as i64, to.node],
                 )?;
             }
             let had_previous = self.previous_enrollment(student)?.is_some();
@@ -930,17 +931,9 @@ impl<B: Backend> Store for SqlStore<B> {
     fn pending_commits(&self) -> StoreResult<Vec<PendingCommit>> {
         all(
             &self.db,
-            "SELECT student_id, epoch, trustee_id, commit_bytes, created_at_ms FROM pending_commits ORDER BY created_at_ms",
+            "SELECT student_id, epoch, trustee_id, commit_bytes, created_at_ms, node FROM pending_commits ORDER BY created_at_ms",
             params![],
-            |r| {
-                Ok(PendingCommit {
-                    student_id: id_at(r, 0)?,
-                    epoch: r.get(1)?,
-                    trustee_id: id_at(r, 2)?,
-                    commit: r.get(3)?,
-                    created_at_ms: r.get(4)?,
-                })
-            },
+            pending_commit_row,
         )
     }
 
@@ -965,6 +958,157 @@ impl<B: Backend> Store for SqlStore<B> {
             "SELECT COUNT(*) FROM pending_commits WHERE student_id = ?1 AND epoch = ?2",
             params![student.as_bytes(), epoch],
         )
+    }
+
+    fn beat(&self, node: &str, boot: &str, now_ms: u64, until_ms: u64) -> StoreResult<Beat> {
+        let c = &self.db;
+        // Taken over only from this process itself, or from one whose beat
+        // ran out (a crash, or a clean shutdown's `end_beat`).
+        let wrote = exec(
+            c,
+            "INSERT INTO node_beats (node, until_ms, boot) VALUES (?1, ?2, ?3)
+             ON CONFLICT (node) DO UPDATE SET until_ms = excluded.until_ms, boot = excluded.boot
+             WHERE node_beats.boot = excluded.boot OR node_beats.until_ms < ?4",
+            params![node, until_ms as i64, boot, now_ms as i64],
+        )?;
+        if wrote == 1 {
+            return Ok(Beat::Held);
+        }
+        let until_ms = maybe(
+            c,
+            "SELECT until_ms FROM node_beats WHERE node = ?1",
+            params![node],
+            |r| r.get::<u64>(0),
+        )?;
+        Ok(Beat::Clash {
+            until_ms: until_ms.unwrap_or(now_ms),
+        })
+    }
+
+    fn end_beat(&self, node: &str, boot: &str) -> StoreResult<()> {
+        exec(
+            &self.db,
+            "DELETE FROM node_beats WHERE node = ?1 AND boot = ?2",
+            params![node, boot],
+        )
+        .map(drop)
+    }
+
+    fn take_forwards(
+        &self,
+        node: &str,
+        now_ms: u64,
+        own: bool,
+        limit: u32,
+    ) -> StoreResult<TakenForwards> {
+        let c = &self.db;
+        let free = orphaned(own);
+        let read = |table: &str, cols: &str| {
+            format!("SELECT {cols} FROM {table} p WHERE {free} ORDER BY created_at_ms LIMIT ?3")
+        };
+        let (now, limit) = (now_ms as i64, i64::from(limit));
+        let at = params![node, now, limit];
+        // Each taken only if its row still names the node read (another
+        // node may have taken it since), which the database settles.
+        let shreds = all(
+            c,
+            &read(
+                "pending_shreds",
+                "student_id, trustee_id, stop, created_at_ms, node",
+            ),
+            at,
+            pending_forward_row,
+        )?;
+        let shreds = take_each(shreds, |p| {
+            exec(
+                c,
+                "UPDATE pending_shreds SET node = ?1 WHERE student_id = ?2 AND trustee_id = ?3 AND node IS NOT DISTINCT FROM ?4",
+                params![
+                    node,
+                    p.student_id.as_bytes(),
+                    p.trustee_id.as_bytes(),
+                    p.node.as_deref()
+                ],
+            )
+        })?;
+        let cancels = all(
+            c,
+            &read(
+                "pending_cancels",
+                "student_id, trustee_id, cancel, created_at_ms, node",
+            ),
+            at,
+            pending_forward_row,
+        )?;
+        let cancels = take_each(cancels, |p| {
+            exec(
+                c,
+                "UPDATE pending_cancels SET node = ?1 WHERE cancel_hash = ?2 AND trustee_id = ?3 AND node IS NOT DISTINCT FROM ?4",
+                params![
+                    node,
+                    MessageHash::of_message(&p.signed).as_bytes(),
+                    p.trustee_id.as_bytes(),
+                    p.node.as_deref()
+                ],
+            )
+        })?;
+        let commits = all(
+            c,
+            &read(
+                "pending_commits",
+                "student_id, epoch, trustee_id, commit_bytes, created_at_ms, node",
+            ),
+            at,
+            pending_commit_row,
+        )?;
+        let commits = take_each(commits, |p| {
+            exec(
+                c,
+                "UPDATE pending_commits SET node = ?1 WHERE student_id = ?2 AND epoch = ?3 AND trustee_id = ?4 AND node IS NOT DISTINCT FROM ?5",
+                params![
+                    node,
+                    p.student_id.as_bytes(),
+                    p.epoch,
+                    p.trustee_id.as_bytes(),
+                    p.node.as_deref()
+                ],
+            )
+        })?;
+        Ok(TakenForwards {
+            shreds,
+            cancels,
+            commits,
+        })
+    }
+
+    fn forward_node(&self, key: &ForwardKey) -> StoreResult<ForwardHolder> {
+        let c = &self.db;
+        let node = |r: &Row| r.get::<Option<String>>(0);
+        let row = match key {
+            ForwardKey::Stop { student, trustee } => maybe(
+                c,
+                "SELECT node FROM pending_shreds WHERE student_id = ?1 AND trustee_id = ?2",
+                params![student.as_bytes(), trustee.as_bytes()],
+                node,
+            )?,
+            ForwardKey::Cancel { cancel, trustee } => maybe(
+                c,
+                "SELECT node FROM pending_cancels WHERE cancel_hash = ?1 AND trustee_id = ?2",
+                params![cancel.as_bytes(), trustee.as_bytes()],
+                node,
+            )?,
+            ForwardKey::Commit {
+                student,
+                epoch,
+                trustee,
+            } => maybe(
+                c,
+                "SELECT node FROM pending_commits WHERE student_id = ?1 AND epoch = ?2 AND trustee_id = ?3",
+                params![student.as_bytes(), epoch, trustee.as_bytes()],
+                node,
+            )?,
+        };
+        Ok(row.map_or(ForwardHolder::Done, ForwardHolder::By))
     }
 
     fn append_log(&self, e: &NewLogEntry) -> StoreResult<()> {
@@ -1289,4 +1433,42 @@ fn insert_timeline<B: Backend>(
         "INSERT INTO timeline (incident_id, at_ms, kind, detail) VALUES (?1, ?2, ?3, ?4)",
         params![incident.as_bytes(), at_ms as i64, kind, detail],
     )
+}
+
+/// Which pending forwards (alias `p`) a node (`?1`) may take at `?2`: those
+/// no node carries, or whose node's beat ran out; with `own`, its own too.
+fn orphaned(own: bool) -> String {
+    let dead = "(p.node <> ?1 AND NOT EXISTS (SELECT 1 FROM node_beats b WHERE b.node = p.node AND b.until_ms >= ?2))";
+    if own {
+        format!("(p.node IS NULL OR p.node = ?1 OR {dead})")
+    } else {
+        format!("(p.node IS NULL OR {dead})")
+    }
+}
+
+/// The rows of `rows` that `take` (an `UPDATE` holding only if the row is
+/// still as read) changed: the ones this node took.
+fn take_each<T>(
+    rows: Vec<T>,
+    mut take: impl FnMut(&T) -> StoreResult<usize>,
+) -> StoreResult<Vec<T>> {
+    let mut taken = Vec::with_capacity(rows.len());
+    for row in rows {
+        if take(&row)? == 1 {
+            taken.push(row);
+        }
+    }
+    Ok(taken)
+}
+
+/// A pending commit (columns: student, epoch, trustee, commit, taken at, node).
+fn pending_commit_row(r: &Row) -> StoreResult<PendingCommit> {
+    Ok(PendingCommit {
+        student_id: id_at(r, 0)?,
+        epoch: r.get(1)?,
+        trustee_id: id_at(r, 2)?,
+        commit: r.get(3)?,
+        created_at_ms: r.get(4)?,
+        node: r.get(5)?,
+    })
 }

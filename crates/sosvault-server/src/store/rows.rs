@@ -391,6 +391,8 @@ pub struct PendingForward {
     pub signed: Vec<u8>,
     /// When the stop or cancel was taken (ms).
     pub created_at_ms: u64,
+    /// The node carrying it on a shared database (`None` on SQLite).
+    pub node: Option<String>,
 }
 
 /// A shred not yet confirmed by a trustee (the signed stop).
@@ -423,6 +425,93 @@ pub struct PendingCommit {
     pub commit: Vec<u8>,
     /// When the commit was taken (ms).
     pub created_at_ms: u64,
+    /// The node carrying it on a shared database (`None` on SQLite).
+    pub node: Option<String>,
+}
+
+/// Where a stop's, a cancel's or a commit's forwards go: to these
+/// trustees, carried by this node (its name on a shared database, where
+/// another node takes them over if this one dies; `None` on SQLite).
+#[derive(Clone, Copy, Debug)]
+pub struct ForwardTo<'a> {
+    /// Every trustee of the deployment.
+    pub trustees: &'a [TrusteeId],
+    /// The node that carries them.
+    pub node: Option<&'a str>,
+}
+
+/// One pending forward, as its table keys it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ForwardKey {
+    /// A stop to one trustee.
+    Stop {
+        /// Student.
+        student: StudentId,
+        /// Trustee.
+        trustee: TrusteeId,
+    },
+    /// A cancel (by the hash of its signed bytes) to one trustee.
+    Cancel {
+        /// The signed cancel's hash.
+        cancel: MessageHash,
+        /// Trustee.
+        trustee: TrusteeId,
+    },
+    /// An enrollment commit to one trustee.
+    Commit {
+        /// Student.
+        student: StudentId,
+        /// The epoch committed.
+        epoch: u32,
+        /// Trustee.
+        trustee: TrusteeId,
+    },
+}
+
+/// What [`Store::beat`](super::Store::beat) did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Beat {
+    /// Written: this process is the node of that name, until then.
+    Held,
+    /// Refused: another process runs under the same name, its beat
+    /// renewed until `until_ms`.
+    Clash {
+        /// The other process's beat (unix ms).
+        until_ms: u64,
+    },
+}
+
+/// Who carries a pending forward, as [`Store::forward_node`](super::Store::forward_node) reads it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ForwardHolder {
+    /// No longer pending: answered (by whichever node).
+    Done,
+    /// Pending, carried by this node (`None`: by no node).
+    By(Option<String>),
+}
+
+/// The pending forwards a node has just taken over (their `node` is the
+/// one they were taken from: `None` if no node carried them).
+#[derive(Clone, Debug, Default)]
+pub struct TakenForwards {
+    /// Stops.
+    pub shreds: Vec<PendingShred>,
+    /// Cancels.
+    pub cancels: Vec<PendingCancel>,
+    /// Enrollment commits.
+    pub commits: Vec<PendingCommit>,
+}
+
+impl TakenForwards {
+    /// How many, of every kind.
+    pub fn len(&self) -> usize {
+        self.shreds.len() + self.cancels.len() + self.commits.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// What [`Store::commit_enrollment`](super::Store::commit_enrollment) did with a device's commit.

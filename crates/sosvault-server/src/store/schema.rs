@@ -196,7 +196,33 @@ const MIGRATIONS: &[Migration] = &[
         version: 3,
         apply: |steps| (steps.ddl)(INCIDENT_LEASES),
     },
+    Migration {
+        version: 4,
+        apply: |steps| {
+            (steps.ddl)(NODE_BEATS)?;
+            for table in ["pending_shreds", "pending_cancels", "pending_commits"] {
+                (steps.add_column)(table, "node", "TEXT")?;
+            }
+            Ok(())
+        },
+    },
 ];
+
+/// Version 4: which node carries a forward to the trustees (the `node`
+/// column each pending stop, cancel and commit gains: the node that stored
+/// it, or took it over; NULL on SQLite and in rows stored before), and
+/// whether that node is alive: each node on a shared database writes its
+/// beat (`until_ms`, unix ms) ahead every second, under the `boot` of its
+/// process (random at each start), so a second live process under the
+/// same name is refused. A forward whose node's beat has run out, or that
+/// names no node, is free to take.
+const NODE_BEATS: &str = r#"
+CREATE TABLE IF NOT EXISTS node_beats (
+    node TEXT PRIMARY KEY,
+    until_ms INTEGER NOT NULL,
+    boot TEXT NOT NULL
+);
+"#;
 
 /// Version 3: which node runs an open incident's work, until when (unix
 /// ms). A panic's lease is written with it and goes when it closes; a node
@@ -234,7 +260,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS one_open_assignment_per_unit
 "#;
 
 /// The newest schema version this build knows.
-pub(super) const LATEST: i64 = 3;
+pub(super) const LATEST: i64 = 4;
 
 /// Brings `db`'s schema to [`LATEST`] in one transaction (under the
 /// backend's schema lock, so two processes starting at once migrate once);

@@ -451,6 +451,7 @@ pub(crate) fn pending_forward_row(r: &Row) -> StoreResult<PendingForward> {
         trustee_id: id_at(r, 1)?,
         signed: r.get(2)?,
         created_at_ms: r.get(3)?,
+        node: r.get(4)?,
     })
 }
 

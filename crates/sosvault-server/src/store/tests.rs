@@ -7,9 +7,10 @@ use rusqlite::Connection;
 use sosvault::{Category, IncidentId, MessageHash, StudentId, TrusteeId};
 
 use super::{
-    AssignmentRow, AssignmentStatus, DURESS_STOP, IncidentStatus, Lease, NewDuressAlert,
-    NewIncident, NewLogEntry, PanicStored, SqliteStore, Store, StoreError, StudentLogRow,
-    TakenLease, TrusteeAnswer, UnitRow, ViewReason,
+    AssignmentRow, AssignmentStatus, Beat, CommitStored, DURESS_STOP, ForwardHolder, ForwardKey,
+    ForwardTo, IncidentStatus, Lease, NewDuressAlert, NewIncident, NewLogEntry, PanicStored,
+    SqliteStore, Store, StoreError, StudentLogRow, TakenForwards, TakenLease, TrusteeAnswer,
+    UnitRow, ViewReason,
 };
 use crate::unit::UnitId;
 
@@ -35,6 +36,14 @@ const V: UnitId = uid(2);
 /// The trustee id `[n; 32]`.
 pub(super) const fn tid(n: u8) -> TrusteeId {
     TrusteeId::from_bytes([n; 32])
+}
+
+/// Forwards to `trustees` stored on SQLite (no node carries them).
+pub(super) fn to(trustees: &[TrusteeId]) -> ForwardTo<'_> {
+    ForwardTo {
+        trustees,
+        node: None,
+    }
 }
 
 /// The message hash `[n; 32]`.
@@ -150,6 +159,8 @@ on_both_backends!(
     transparency_log_rows_come_back_in_order,
     a_team_is_held_by_one_open_incident_at_a_time,
     a_claim_and_its_timeline_entry_are_written_both_or_neither,
+    a_forward_is_carried_by_one_live_node_at_a_time,
+    one_live_process_beats_under_a_name,
 );
 
 /// On PostgreSQL, which several nodes share (`Backend::SHARED`).
@@ -221,6 +232,124 @@ fn an_open_incident_is_run_by_one_node_at_a_time(s: &dyn Store, _dir: Option<&Pa
             .unwrap()
             .is_empty()
     );
+}
+
+/// Forwards to the trustees: each names the node that stored it; a node
+/// whose beat ran out loses them to one that takes them, once, at most
+/// `limit` of each kind a go; one that names no node is anyone's; a
+/// restart under the same name finds its own; a clean shutdown (its beat
+/// ended) lets go at once; an answered one is nobody's.
+fn a_forward_is_carried_by_one_live_node_at_a_time(s: &dyn Store, _dir: Option<&Path>) {
+    const BOTH: [TrusteeId; 2] = [tid(7), tid(9)];
+    let by = |node| ForwardTo {
+        trustees: &BOTH,
+        node: Some(node),
+    };
+    let (stop, cancel, old) = (b"stop".to_vec(), b"cancel".to_vec(), b"old".to_vec());
+    enroll(s);
+    s.apply_stop(&sid(1), &stop, &by("n-a"), 1_000).unwrap();
+    s.queue_cancel(&sid(2), &cancel, &by("n-a"), 1_000).unwrap();
+    // Stored before version 4 (or on SQLite): no node carries it.
+    s.queue_cancel(&sid(3), &old, &to(&[tid(7)]), 900).unwrap();
+    s.put_enrollment(&sid(4), &[4; 32], 1, b"rec4", b"p", 1)
+        .unwrap();
+    let record = MessageHash::of_message(b"rec4");
+    let committed = s.commit_enrollment(&sid(4), 1, &record, b"commit", &by("n-a"), 1_000);
+    assert!(
+        matches!(committed, Ok(CommitStored::New { .. })),
+        "{committed:?}"
+    );
+    let key = |t| ForwardKey::Stop {
+        student: sid(1),
+        trustee: tid(t),
+    };
+    let holder = |n: &str| ForwardHolder::By(Some(n.to_owned()));
+    assert_eq!(s.forward_node(&key(7)).unwrap(), holder("n-a"));
+    let count = |t: &TakenForwards| (t.shreds.len(), t.cancels.len(), t.commits.len());
+
+    // Node a beats until 10 s: node b takes only the one nobody carries.
+    assert_eq!(s.beat("n-a", "a1", 0, 10_000).unwrap(), Beat::Held);
+    assert_eq!(s.beat("n-b", "b1", 0, 10_000).unwrap(), Beat::Held);
+    let taken = s.take_forwards("n-b", 5_000, false, 10).unwrap();
+    assert_eq!(count(&taken), (0, 1, 0));
+    assert_eq!(taken.cancels[0].signed, old);
+    assert_eq!(taken.cancels[0].node, None);
+    assert!(s.take_forwards("n-c", 5_000, false, 10).unwrap().is_empty());
+
+    // Node a stops beating: node b takes its forwards once, `limit` a go.
+    assert_eq!(s.beat("n-b", "b1", 20_000, 30_000).unwrap(), Beat::Held);
+    let first = s.take_forwards("n-b", 20_000, false, 1).unwrap();
+    assert_eq!(count(&first), (1, 1, 1));
+    assert_eq!(first.shreds[0].node.as_deref(), Some("n-a"));
+    assert_eq!(first.commits[0].commit, b"commit");
+    let rest = s.take_forwards("n-b", 20_000, false, 10).unwrap();
+    assert_eq!(count(&rest), (1, 1, 1));
+    assert!(
+        s.take_forwards("n-c", 20_000, false, 10)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(s.forward_node(&key(9)).unwrap(), holder("n-b"));
+    // A round takes none of its own; a restart under its name finds them.
+    assert!(
+        s.take_forwards("n-b", 20_000, false, 10)
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        count(&s.take_forwards("n-b", 20_000, true, 10).unwrap()),
+        (2, 3, 2)
+    );
+
+    // An answered forward is nobody's.
+    let receipt = TrusteeAnswer {
+        trustee_id: tid(7),
+        receipt: b"receipt".to_vec(),
+        refusal: None,
+    };
+    s.finish_shred(&sid(1), &receipt, 21_000).unwrap();
+    assert_eq!(s.forward_node(&key(7)).unwrap(), ForwardHolder::Done);
+    // Answered twice (two nodes asked): one answer kept, nothing fails.
+    s.finish_shred(&sid(1), &receipt, 21_500).unwrap();
+    assert_eq!(s.shred_receipts(&sid(1)).unwrap().len(), 1);
+
+    // Node b shuts down cleanly: node c takes the rest at once.
+    s.end_beat("n-b", "b1").unwrap();
+    assert_eq!(
+        count(&s.take_forwards("n-c", 21_000, false, 10).unwrap()),
+        (1, 3, 2)
+    );
+    assert_eq!(s.forward_node(&key(9)).unwrap(), holder("n-c"));
+}
+
+/// A node's beat is its process's (`boot`): another process under the same
+/// name is refused while the beat is renewed, and takes the name once it
+/// has run out (a crash) or was ended (a clean shutdown, by its own
+/// process only).
+fn one_live_process_beats_under_a_name(s: &dyn Store, _dir: Option<&Path>) {
+    let clash = |until_ms| Beat::Clash { until_ms };
+    assert_eq!(s.beat("n-a", "boot1", 0, 10_000).unwrap(), Beat::Held);
+    assert_eq!(
+        s.beat("n-a", "boot2", 5_000, 15_000).unwrap(),
+        clash(10_000)
+    );
+    assert_eq!(s.beat("n-a", "boot1", 6_000, 16_000).unwrap(), Beat::Held);
+    // Other names are other nodes.
+    assert_eq!(s.beat("n-b", "boot2", 6_000, 16_000).unwrap(), Beat::Held);
+    // Run out: the name is the next process's, and the old one is refused.
+    assert_eq!(s.beat("n-a", "boot2", 17_000, 22_000).unwrap(), Beat::Held);
+    assert_eq!(
+        s.beat("n-a", "boot1", 18_000, 23_000).unwrap(),
+        clash(22_000)
+    );
+    // Only a beat's own process ends it.
+    s.end_beat("n-a", "boot1").unwrap();
+    assert_eq!(
+        s.beat("n-a", "boot3", 19_000, 24_000).unwrap(),
+        clash(22_000)
+    );
+    s.end_beat("n-a", "boot2").unwrap();
+    assert_eq!(s.beat("n-a", "boot3", 19_000, 24_000).unwrap(), Beat::Held);
 }
 
 fn assignment(incident: u8, unit: UnitId, at: u64, status: AssignmentStatus) -> AssignmentRow {
@@ -458,7 +587,7 @@ fn a_stop_blanks_the_category_and_it_reads_back_as_none(s: &dyn Store, _dir: Opt
         (row.category, row.category_name()),
         (Some(Category::Police), "police")
     );
-    s.apply_stop(&sid(1), b"stop", &[], 2).unwrap();
+    s.apply_stop(&sid(1), b"stop", &to(&[]), 2).unwrap();
     let row = s.incident(&iid(3)).unwrap().unwrap();
     assert_eq!((row.category, row.category_name()), (None, ""));
 }
@@ -590,8 +719,10 @@ fn a_cancel_is_queued_once_per_trustee_until_each_answers(s: &dyn Store, _dir: O
     let cancel = b"signed cancel bytes".to_vec();
     let hash = MessageHash::of_message(&cancel);
     let trustees = [tid(10), tid(11), tid(12)];
-    s.queue_cancel(&sid(1), &cancel, &trustees, 100).unwrap();
-    s.queue_cancel(&sid(1), &cancel, &trustees, 101).unwrap();
+    s.queue_cancel(&sid(1), &cancel, &to(&trustees), 100)
+        .unwrap();
+    s.queue_cancel(&sid(1), &cancel, &to(&trustees), 101)
+        .unwrap();
     assert_eq!(s.pending_cancels().unwrap().len(), 3);
     assert_eq!(s.pending_cancel_count(&hash).unwrap(), 3);
     let receipt = TrusteeAnswer {
@@ -607,7 +738,8 @@ fn a_cancel_is_queued_once_per_trustee_until_each_answers(s: &dyn Store, _dir: O
     };
     s.finish_cancel(&hash, &tid(11), &refused, 201).unwrap();
     // The same cancel again: the answered trustees are not asked again.
-    s.queue_cancel(&sid(1), &cancel, &trustees, 300).unwrap();
+    s.queue_cancel(&sid(1), &cancel, &to(&trustees), 300)
+        .unwrap();
     let pending = s.pending_cancels().unwrap();
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].trustee_id, tid(12));
@@ -663,7 +795,7 @@ fn transparency_log_rows_come_back_in_order(s: &dyn Store, _dir: Option<&Path>) 
         "an index is used once"
     );
     // A stop leaves the entry and its commitment, never the text.
-    s.apply_stop(&sid(8), b"stop", &[], 9).unwrap();
+    s.apply_stop(&sid(8), b"stop", &to(&[]), 9).unwrap();
     assert_eq!(
         s.log_entries_of_student(&sid(8), 2, 10).unwrap(),
         vec![row(1, b"b", None)]
@@ -687,7 +819,7 @@ mod staging {
 
     use sosvault::{MessageHash, StudentId, TrusteeId};
 
-    use super::{iid, incident, on_disk_is, sid, tid};
+    use super::{iid, incident, on_disk_is, sid, tid, to};
     use crate::store::{CommitStored, IncidentStatus, SqliteStore, Store};
 
     const T: [TrusteeId; 3] = [tid(10), tid(11), tid(12)];
@@ -702,7 +834,7 @@ mod staging {
     }
 
     fn commit(s: &dyn Store, epoch: u32, record: &[u8]) -> CommitStored {
-        s.commit_enrollment(&S, epoch, &hash(record), b"commit", &T, 5)
+        s.commit_enrollment(&S, epoch, &hash(record), b"commit", &to(&T), 5)
             .unwrap()
     }
 
@@ -851,7 +983,7 @@ mod staging {
         let p1 = secret(5);
         committed_then_new(s, &p1);
         on_disk_is(dir, &p1[100..164], true);
-        s.apply_stop(&S, b"stop", &T, 3).unwrap();
+        s.apply_stop(&S, b"stop", &to(&T), 3).unwrap();
         assert!(s.previous_enrollment(&S).unwrap().is_none());
         assert!(s.enrollment(&S).unwrap().is_none());
         on_disk_is(dir, &p1[100..164], false);
@@ -886,7 +1018,7 @@ mod staging {
 mod wipe {
     use rusqlite::Connection;
 
-    use super::{iid, incident, on_disk, sid, tid};
+    use super::{iid, incident, on_disk, sid, tid, to};
     use crate::store::{Db, IncidentStatus, SqliteStore, Store};
 
     #[test]
@@ -897,7 +1029,7 @@ mod wipe {
         s.put_enrollment(&sid(3), &[4; 32], 1, b"record", b"other", 1)
             .unwrap();
         assert!(!on_disk(dir.path(), &secret[100..164]).is_empty());
-        s.apply_stop(&sid(1), b"stop", &[tid(9)], 2).unwrap();
+        s.apply_stop(&sid(1), b"stop", &to(&[tid(9)]), 2).unwrap();
         assert_eq!(on_disk(dir.path(), &secret[100..164]), Vec::<&str>::new());
         // Later writes do not bring it back.
         s.add_timeline(&iid(1), 3, "x", "y").unwrap();
@@ -943,14 +1075,14 @@ mod wipe {
         s.connection()
             .busy_timeout(std::time::Duration::from_millis(50))
             .unwrap();
-        assert!(s.apply_stop(&sid(1), b"stop", &[tid(9)], 2).is_err());
+        assert!(s.apply_stop(&sid(1), b"stop", &to(&[tid(9)]), 2).is_err());
         assert!(
             !on_disk(dir.path(), &secret[100..164]).is_empty(),
             "the error is honest: the ciphertext is still on disk"
         );
         // Once the reader is gone, the stop again (as the phone retries) wipes.
         drop(reader);
-        s.apply_stop(&sid(1), b"stop", &[tid(9)], 3).unwrap();
+        s.apply_stop(&sid(1), b"stop", &to(&[tid(9)]), 3).unwrap();
         assert_eq!(on_disk(dir.path(), &secret[100..164]), Vec::<&str>::new());
     }
 }

@@ -484,7 +484,17 @@ mod tests {
         assert!(!on_disk(dir.path(), &needle).is_empty());
         let (open, held) = hold(&db);
         let before = db.call(|s| s.add_timeline(&iid(3), 1, "x", "before"));
-        let stop = db.call(|s| s.apply_stop(&sid(1), b"stop", &[tid(9)], 2));
+        let stop = db.call(|s| {
+            s.apply_stop(
+                &sid(1),
+                b"stop",
+                &crate::store::ForwardTo {
+                    trustees: &[tid(9)],
+                    node: None,
+                },
+                2,
+            )
+        });
         let after = db.call(|s| s.add_timeline(&iid(3), 2, "x", "after"));
         open.send(()).unwrap();
         held.await.unwrap();

@@ -156,6 +156,13 @@ impl TrusteeProc {
         self.log_with(&self.http).await
     }
 
+    /// Whether the trustee's log has a shred of `student` (it shredded).
+    pub async fn shredded(&self, student: &sosvault::StudentId) -> bool {
+        self.log().await.iter().any(
+            |e| matches!(e, sosvault::log::LogEntry::Shredded { student: s, .. } if s == student),
+        )
+    }
+
     /// [`TrusteeProc::log`], read with `http` (e.g. one pinning another certificate).
     pub async fn log_with(&self, http: &reqwest::Client) -> Vec<sosvault::log::LogEntry> {
         use base64::Engine as _;
@@ -304,6 +311,14 @@ impl ServerProc {
         match self.service.terminate(Duration::from_secs(secs)) {
             Ok(status) => status.success(),
             Err(e) => panic!("the server did not exit after SIGTERM: {e}"),
+        }
+    }
+
+    /// Waits (at most `secs`) for it to exit by itself; returns whether it exited 0.
+    pub fn wait_exit(&mut self, secs: u64) -> bool {
+        match self.service.wait_exit(Duration::from_secs(secs)) {
+            Ok(status) => status.success(),
+            Err(e) => panic!("the server did not exit by itself: {e}"),
         }
     }
 
@@ -574,6 +589,13 @@ impl Cluster {
     /// holds the same) and configuration, with a directory, a port and the
     /// node name `node_id` of its own. Started.
     pub fn second_node(&self, node_id: &str) -> ServerProc {
+        let mut node = self.node_beside(node_id);
+        node.start();
+        node
+    }
+
+    /// [`Cluster::second_node`], not started yet.
+    pub fn node_beside(&self, node_id: &str) -> ServerProc {
         let dir = self.tmp.path().join(format!("server-{node_id}"));
         std::fs::create_dir(&dir).unwrap();
         for entry in std::fs::read_dir(&self.server.dir).unwrap() {
@@ -594,14 +616,12 @@ impl Cluster {
         cfg.node_id = Some(node_id.to_owned());
         let config = dir.join("server.toml");
         std::fs::write(&config, cfg.to_toml().unwrap()).unwrap();
-        let mut node = ServerProc {
+        ServerProc {
             dir: dir.clone(),
             config,
             log: dir.join("server.log"),
             service: Service::new("SOSVAULT_SERVER_LISTEN"),
-        };
-        node.start();
-        node
+        }
     }
 
     /// [`Cluster::start`], and the operator logged in: the cluster and the session.
