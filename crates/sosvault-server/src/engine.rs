@@ -70,6 +70,7 @@ pub use lease::NameInUse;
 
 mod access;
 mod board;
+mod bus;
 mod dispatch;
 mod error;
 mod forward;
@@ -193,6 +194,37 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    /// Every kind: a new kind goes here too, or the other nodes drop it
+    /// ([`EventKind::parse`] reads what they announce).
+    pub const ALL: [EventKind; 21] = [
+        EventKind::IncidentCreated,
+        EventKind::Assigned,
+        EventKind::Acknowledged,
+        EventKind::AssignmentWithdrawn,
+        EventKind::Claimed,
+        EventKind::Escalated,
+        EventKind::FalseAlarm,
+        EventKind::Forwards,
+        EventKind::Location,
+        EventKind::Overdue,
+        EventKind::ProfileAvailable,
+        EventKind::ProfileForgotten,
+        EventKind::ReleaseProgress,
+        EventKind::StudentStopped,
+        EventKind::Timeline,
+        EventKind::UnitPosition,
+        EventKind::UnitRevoked,
+        EventKind::Closed,
+        EventKind::Cancelled,
+        EventKind::ShredReceipt,
+        EventKind::CancelReceipt,
+    ];
+
+    /// The kind named `name` ([`EventKind::as_str`]), if any.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
     /// The name on the wire (`incident_created`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -456,6 +488,9 @@ struct Inner {
     intake: intake::Intake,
     /// Logins waiting for `login_gate`.
     logins_waiting: std::sync::atomic::AtomicUsize,
+    /// On a shared database, from the start: events announced to the
+    /// other nodes.
+    bus: std::sync::OnceLock<bus::Bus>,
 }
 
 /// A summary of an incident for lists.
@@ -760,6 +795,7 @@ impl Engine {
                 queries,
                 intake: intake::Intake::default(),
                 logins_waiting: std::sync::atomic::AtomicUsize::new(0),
+                bus: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -887,6 +923,8 @@ impl Engine {
         self.emit(kind, Some(id), unit, audience, detail);
     }
 
+    /// An event: to this node's streams, and announced to the other nodes
+    /// on a shared database.
     fn emit(
         &self,
         kind: EventKind,
@@ -895,9 +933,25 @@ impl Engine {
         audience: Audience,
         detail: serde_json::Value,
     ) {
+        let at_ms = now_ms();
+        self.tell_other_nodes(kind, at_ms, incident, unit, &audience, &detail);
+        self.deliver(kind, at_ms, incident, unit, audience, detail);
+    }
+
+    /// An event to this node's streams (its own, or one another node
+    /// announced), numbered in this node's sequence.
+    fn deliver(
+        &self,
+        kind: EventKind,
+        at_ms: u64,
+        incident: Option<&IncidentId>,
+        unit: Option<UnitId>,
+        audience: Audience,
+        detail: serde_json::Value,
+    ) {
         let ev = Event(Arc::new(EventBody {
             seq: self.inner.seq.fetch_add(1, Ordering::Relaxed),
-            at_ms: now_ms(),
+            at_ms,
             kind,
             incident: incident.map(IncidentId::to_hex),
             unit,
@@ -1035,6 +1089,7 @@ impl Engine {
         *self.inner.log.lock().await = MerkleLog::from_leaf_hashes(leaves);
         let units = self.inner.db.call(|s| s.units()).await?;
         self.add_units(units);
+        self.start_bus();
         self.resume_incidents().await?;
         self.seed_accounts().await?;
         // The version first: a change made while the sessions are read is
@@ -1395,6 +1450,18 @@ mod tests {
         Engine, Event, EventBody, EventKind, IncidentId, LatLon, UnitId, UnitKind, human_ms, json,
     };
     use crate::unit::named;
+
+    #[test]
+    fn every_event_kind_reads_back_from_its_name_and_no_other_name_reads() {
+        for kind in EventKind::ALL {
+            assert_eq!(EventKind::parse(kind.as_str()), Some(kind));
+        }
+        let names: std::collections::HashSet<_> =
+            EventKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(names.len(), EventKind::ALL.len(), "two kinds share a name");
+        assert_eq!(EventKind::parse("Location"), None);
+        assert_eq!(EventKind::parse(""), None);
+    }
 
     #[test]
     fn durations_read_in_plain_words() {

@@ -127,9 +127,26 @@ impl Latency {
     }
 }
 
+/// The counters of events across nodes (`engine/bus`), shared with its
+/// threads.
+#[derive(Default, Debug)]
+pub struct BusCounters {
+    /// Events announced to the other nodes.
+    pub announced: AtomicU64,
+    /// Events not announced (too large, or the database away).
+    pub dropped: AtomicU64,
+    /// Events another node announced, delivered to this node's streams.
+    pub heard: AtomicU64,
+    /// Times the listening connection was made again (what was announced
+    /// meanwhile was missed).
+    pub gaps: AtomicU64,
+}
+
 /// The service's metrics.
 #[derive(Default, Debug)]
 pub struct Metrics {
+    /// Events across nodes.
+    pub bus: std::sync::Arc<BusCounters>,
     /// Panics stored (new incidents).
     pub panics: AtomicU64,
     /// Panics received again (retries answered with the same incident).
@@ -190,7 +207,7 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self, open_incidents: usize) -> String {
         let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 15] = [
+        let counters: [(&str, &str, &AtomicU64); 19] = [
             (
                 "sosvault_panics_total",
                 "Panics stored as new incidents.",
@@ -240,6 +257,26 @@ impl Metrics {
                 "sosvault_leases_lost_total",
                 "Open incidents this node let go: another node took the lease it could not renew in time.",
                 &self.leases_lost,
+            ),
+            (
+                "sosvault_bus_announced_total",
+                "Events announced to the other nodes on the database (NOTIFY, sealed).",
+                &self.bus.announced,
+            ),
+            (
+                "sosvault_bus_dropped_total",
+                "Events not announced to the other nodes: too large for a notification, or the database away.",
+                &self.bus.dropped,
+            ),
+            (
+                "sosvault_bus_heard_total",
+                "Events other nodes announced, delivered to this node's live streams.",
+                &self.bus.heard,
+            ),
+            (
+                "sosvault_bus_gaps_total",
+                "Times this node listened again after losing its connection: other nodes' events announced meanwhile were missed.",
+                &self.bus.gaps,
             ),
             (
                 "sosvault_forwards_taken_total",

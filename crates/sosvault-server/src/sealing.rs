@@ -7,6 +7,11 @@
 //!                                              aad = "sosvault/server-store/v1/incident-key" | incident id, key)
 //! ```
 //!
+//! The events one node announces to the others through the database
+//! (`engine/bus`) are sealed under the same master key, with a key of their
+//! own purpose (`SVE1`, `sosvault/dispatch/v1/event-seal`), so the database
+//! never sees one in the clear.
+//!
 //! A panic's answer seals its incident key, so sealing is symmetric: no
 //! public-key operation on that path. The incident id in the associated data
 //! binds the blob to its row: a database thief who copies one incident's
@@ -28,6 +33,8 @@ use zeroize::Zeroizing;
 const MAGIC: [u8; 4] = *b"SVI1";
 const PURPOSE: &str = "sosvault/server-store/v1/incident-key-seal";
 const AAD_TAG: &[u8] = b"sosvault/server-store/v1/incident-key";
+const EVENT_MAGIC: [u8; 4] = *b"SVE1";
+const EVENT_PURPOSE: &str = "sosvault/dispatch/v1/event-seal";
 /// The label of the symmetric key derived from an older key file's age
 /// identity.
 const FROM_AGE: &str = "sosvault/server/v1/master-key-from-age-identity";
@@ -43,9 +50,10 @@ const AGE_PREFIX: &str = "AGE-SECRET-KEY-1";
 )]
 pub struct BadKeyFile;
 
-/// Seals and opens incident keys.
+/// Seals and opens incident keys, and the events nodes announce.
 pub struct KeySealer {
     sealer: Sealer,
+    events: Sealer,
     /// The age identity an older `master.key` held: what it sealed opens.
     legacy: Option<age::x25519::Identity>,
 }
@@ -60,6 +68,7 @@ impl From<MasterKey> for KeySealer {
     fn from(master: MasterKey) -> Self {
         Self {
             sealer: Sealer::new(&master, PURPOSE, MAGIC),
+            events: Sealer::new(&master, EVENT_PURPOSE, EVENT_MAGIC),
             legacy: None,
         }
     }
@@ -96,6 +105,17 @@ impl KeySealer {
         self.sealer.seal(&Self::aad(incident), key)
     }
 
+    /// Seals an event announced to the other nodes, bound to `aad`.
+    pub fn seal_event(&self, aad: &[u8], event: &[u8]) -> Vec<u8> {
+        self.events.seal(aad, event)
+    }
+
+    /// Opens an announced event: `None` if it does not open (another
+    /// deployment's master key, altered bytes).
+    pub fn open_event(&self, aad: &[u8], sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
+        self.events.open(aad, sealed).ok()
+    }
+
     /// Opens `incident`'s sealed key: `None` if it does not open (another
     /// key, another incident's row, altered bytes).
     pub fn open(&self, incident: &IncidentId, sealed: &[u8]) -> Option<Zeroizing<Vec<u8>>> {
@@ -115,6 +135,35 @@ mod tests {
     use sosvault_service::seal::MasterKey;
 
     use super::{BadKeyFile, IncidentId, KeySealer};
+
+    #[test]
+    fn an_announced_event_opens_only_under_its_key_and_purpose() {
+        let master = MasterKey::generate();
+        let hex = master.to_hex_secret();
+        let s = KeySealer::from(master);
+        let sealed = s.seal_event(b"bus", b"{\"kind\":\"location\"}");
+        assert!(sealed.starts_with(b"SVE1"));
+        let again = KeySealer::from_key_file(hex.as_bytes()).unwrap();
+        assert_eq!(
+            again.open_event(b"bus", &sealed).unwrap().as_slice(),
+            b"{\"kind\":\"location\"}"
+        );
+        assert!(s.open_event(b"other", &sealed).is_none(), "another binding");
+        let other = KeySealer::from(MasterKey::generate());
+        assert!(
+            other.open_event(b"bus", &sealed).is_none(),
+            "another deployment"
+        );
+        // Not an incident key, nor the other way round: each its own purpose.
+        let id = IncidentId::from_bytes([1; 16]);
+        assert!(s.open(&id, &sealed).is_none());
+        let key = s.seal(&id, b"incident key");
+        assert!(s.open_event(b"bus", &key).is_none());
+        let mut altered = sealed.clone();
+        let last = altered.len() - 1;
+        altered[last] ^= 1;
+        assert!(s.open_event(b"bus", &altered).is_none(), "altered bytes");
+    }
 
     #[test]
     fn an_incident_key_opens_only_in_its_own_incident_and_under_its_key() {

@@ -42,6 +42,7 @@ use sosvault::{IncidentId, MessageHash, StudentId, TrusteeId};
 use crate::unit::UnitId;
 
 pub use access::{AccessStore, AccountChange, AccountRow};
+pub(crate) use postgres::config as postgres_config;
 pub use postgres::{PgStore, Postgres};
 pub use rows::{
     AccessLogEntry, AssignmentRow, AssignmentStatus, Beat, CommitStored, DURESS_STOP,

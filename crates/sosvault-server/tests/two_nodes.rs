@@ -402,3 +402,132 @@ async fn a_node_that_wakes_to_find_its_name_taken_stops() {
     drop((twin, a));
     drop(stored);
 }
+
+/// Events reach every node: an operator connected to node B sees at once
+/// the panic node A stored, and its location. What crosses the database
+/// (read here by a stranger listening on the channel, as anyone holding
+/// the database may) is sealed: no incident id, category or coordinate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_on_one_node_sees_at_once_the_panic_another_took() {
+    let (a, stored) = node_a().await;
+    let b = a.second_node("node-b");
+    let on_b = Client::new(&b.url());
+    let op_b = on_b.login(OPERATOR, PASSWORD).await.unwrap();
+    let mut ops_b = on_b.events("/v1/operator/events", &op_b).await.unwrap();
+    let Stored::Postgres(db) = &stored else {
+        unreachable!("node_a is on PostgreSQL")
+    };
+
+    // A stranger with the database listens on the channel.
+    let url = db.url().to_owned();
+    let (ready_tx, ready) = std::sync::mpsc::channel();
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let enough = done.clone();
+    let stranger = std::thread::spawn(move || {
+        use postgres::fallible_iterator::FallibleIterator as _;
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        client.batch_execute("LISTEN sosvault_events").unwrap();
+        ready_tx.send(()).unwrap();
+        let mut heard = Vec::new();
+        let mut n = client.notifications();
+        let mut it = n.timeout_iter(Duration::from_millis(200));
+        while !enough.load(std::sync::atomic::Ordering::SeqCst) {
+            if let Ok(Some(note)) = it.next() {
+                heard.push(note.payload().to_owned());
+            }
+        }
+        // What was announced before the test said enough.
+        while let Ok(Some(note)) = it.next() {
+            heard.push(note.payload().to_owned());
+        }
+        heard
+    });
+    ready.recv().unwrap();
+
+    let mut device = a.student("Nidhi Sharma").await;
+    let panic = a.talwandi_panic(&mut device, sosvault::Category::Police);
+    let since = Instant::now();
+    let id = a.client.panic(&panic).await.unwrap();
+    let created = next_event(&mut ops_b, 10, is("incident_created", &id)).await;
+    let took = since.elapsed();
+    assert!(
+        took < Duration::from_secs(2),
+        "B saw the panic {took:?} after it was sent"
+    );
+    assert_eq!(created["detail"]["category"], "police", "{created}");
+    // The student moves; A opens the location, B's operator sees it.
+    let moved = sosvault::Location::new(25.1450, 75.8390, 5, sosvault::Timestamp::now()).unwrap();
+    let update = a.signed_location(&mut device, panic.hash(), &moved);
+    a.client.location(&update).await.unwrap();
+    let located = next_event(&mut ops_b, 10, is("location", &id)).await;
+    assert!((located["detail"]["lat"].as_f64().unwrap() - 25.1450).abs() < 1e-6);
+
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let heard = tokio::task::spawn_blocking(move || stranger.join().unwrap())
+        .await
+        .unwrap();
+    assert!(heard.len() >= 2, "{heard:?}");
+    for payload in &heard {
+        use base64::Engine as _;
+        let sealed = base64::engine::general_purpose::STANDARD
+            .decode(payload)
+            .unwrap();
+        assert!(sealed.starts_with(b"SVE1"), "{payload}");
+        for clear in [
+            id.as_str(),
+            "police",
+            "25.14",
+            "75.83",
+            "location",
+            "incident_created",
+        ] {
+            assert!(!payload.contains(clear), "{payload} shows {clear}");
+            assert!(
+                !String::from_utf8_lossy(&sealed).contains(clear),
+                "{payload} shows {clear}"
+            );
+        }
+    }
+    eprintln!("B's operator saw A's panic {took:?} after it was sent ({created})");
+    drop((ops_b, b, a));
+    drop(stored);
+}
+
+/// A stop taken by node B reaches the node running the student's
+/// incident: node A, which had opened the profile, forgets the incident's
+/// keys at once (the team still goes), where before it kept them until the
+/// access window ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_taken_on_one_node_forgets_the_keys_on_the_node_running_the_incident() {
+    let (a, stored) = node_a().await;
+    let (op_a, mut ops_a) = {
+        let op = a.operator().await;
+        let ops = a.operator_events(&op).await;
+        (op, ops)
+    };
+    let b = a.second_node("node-b");
+    let on_b = Client::new(&b.url());
+    let mut device = a.student("Nidhi Sharma").await;
+    let id = a
+        .panic_at_talwandi(&mut device, sosvault::Category::Police)
+        .await;
+    a.claim(&op_a, &id).await;
+    next_event(&mut ops_a, 30, is("profile_available", &id)).await;
+    assert_eq!(
+        a.incident(&op_a, &id).await["profile"]["name"],
+        "Nidhi Sharma"
+    );
+
+    let stop = a.signed_stop(&mut device, false);
+    let since = Instant::now();
+    on_b.stop(&stop).await.unwrap();
+    let forgotten = next_event(&mut ops_a, 10, is("profile_forgotten", &id)).await;
+    let took = since.elapsed();
+    assert_eq!(forgotten["detail"]["reason"], "stop", "{forgotten}");
+    let detail = a.incident(&op_a, &id).await;
+    assert!(detail["profile"].is_null(), "{detail}");
+    assert_ne!(detail["release"]["profile"], "released", "{detail}");
+    eprintln!("A forgot the keys {took:?} after B took the stop");
+    drop((ops_a, b, a));
+    drop(stored);
+}

@@ -378,17 +378,34 @@ impl Engine {
 
     /// An incident this node runs whose lease it did not renew: if another
     /// node holds it now, this one lets it go (its loop ends, its keys
-    /// leave memory). Closed meanwhile, or given back: nothing to do.
+    /// leave memory); so it does if the incident was closed on another
+    /// node (a cancel, or an operator's close, taken there: the close drops
+    /// the lease). Closed here meanwhile: nothing left to do.
     async fn maybe_lost(&self, id: IncidentId) {
-        let holder = match self.inner.db.call(move |s| s.lease(&id)).await {
-            Ok(l) => l.map(|l| l.node),
+        let read = self
+            .inner
+            .db
+            .call(move |s| Ok((s.lease(&id)?, s.incident(&id)?)))
+            .await;
+        let (lease, row) = match read {
+            Ok(read) => read,
             Err(e) => {
                 tracing::warn!(incident = %short(&id), "checking a lease failed: {e}");
                 return;
             }
         };
-        let Some(other) = holder.filter(|n| *n != self.inner.node.id) else {
-            return;
+        let other = match lease.map(|l| l.node) {
+            Some(node) if node != self.inner.node.id => node,
+            // Without a lease and closed: closed elsewhere (an open one
+            // without a lease is taken again by the next round).
+            None if row.is_none_or(|r| r.status != crate::store::IncidentStatus::Open) => {
+                if self.state().incidents.contains_key(&id) {
+                    tracing::info!(incident = %short(&id), "closed on another node: letting it go");
+                    let _ = self.forget_incident(id);
+                }
+                return;
+            }
+            _ => return,
         };
         tracing::error!(
             incident = %short(&id),

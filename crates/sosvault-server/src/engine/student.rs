@@ -944,7 +944,7 @@ impl Engine {
     /// After a stop: forgets every key of the student's open incidents (the
     /// team still goes to the last known location) and tells the operators
     /// and teams. Returns those incidents.
-    async fn forget_student_keys(&self, sid: StudentId) -> Vec<IncidentId> {
+    pub(super) async fn forget_student_keys(&self, sid: StudentId) -> Vec<IncidentId> {
         let affected: Vec<IncidentId> = {
             let mut st = self.state();
             let mut out = Vec::new();

@@ -93,8 +93,9 @@ const KEEPALIVE_IDLE: Duration = Duration::from_secs(5);
 const IDLE_IN_TRANSACTION: &str = "10s";
 
 /// `url` as a connection configuration, with the timeouts above where it
-/// sets none.
-fn config(url: &str) -> StoreResult<Config> {
+/// sets none (the store's connection, and the ones carrying events across
+/// nodes).
+pub(crate) fn config(url: &str) -> StoreResult<Config> {
     let mut c: Config = url.parse().map_err(|e: postgres::Error| {
         // The parser's words, never the URL (it holds the password).
         StoreError::Database(format!("database_url: {e}"))

@@ -1,0 +1,343 @@
+//! Events across nodes on one PostgreSQL database: what one node emits,
+//! every node's live streams see.
+//!
+//! Each event a node emits goes to its own streams at once, as on one node,
+//! and is *announced*: sealed under `master.key` (every node of a deployment
+//! holds it; the database never does) and sent with `NOTIFY sosvault_events`
+//! by a thread with a connection of its own, in batches. Every node holds
+//! one more connection that `LISTEN`s, opens what the others announce, and
+//! hands it to its own streams, with its own sequence number. So an operator
+//! or a team connected to node B sees at once what node A did: the panic A
+//! stored, the team A sent, the location A opened.
+//!
+//! What the database sees of an event is its sealed bytes, in its
+//! notification queue for as long as the listeners take to read it; a
+//! location never crosses it in the clear. An event too large for a
+//! notification (PostgreSQL's 8000 bytes) is not announced
+//! (`sosvault_bus_dropped_total`), nor are events emitted while the
+//! announcing connection is down. A listener that loses its connection
+//! connects again, and what was announced meanwhile is not delivered
+//! again: a stream on that node misses it, counted in
+//! `sosvault_bus_gaps_total`. The operators' page reads the state afresh
+//! whenever its stream starts again.
+//!
+//! On SQLite (one node) nothing of this runs.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::time::Duration;
+
+use postgres::fallible_iterator::FallibleIterator as _;
+use serde::{Deserialize, Serialize};
+use sosvault::{IncidentId, StudentId};
+
+use super::{Audience, Engine, EventKind};
+use crate::metrics::BusCounters;
+use crate::unit::UnitId;
+
+/// The notification channel.
+pub(crate) const CHANNEL: &str = "sosvault_events";
+
+/// The most bytes of a notification's payload (PostgreSQL refuses 8000 and
+/// more).
+const MAX_PAYLOAD: usize = 7_999;
+
+/// Events waiting to be announced before new ones are dropped.
+const QUEUE: usize = 16_384;
+
+/// The most events one `NOTIFY` statement carries.
+const BATCH: usize = 256;
+
+/// How long a lost connection waits before it connects again.
+const RECONNECT: Duration = Duration::from_secs(1);
+
+/// What the sealer binds every announced event to.
+const AAD: &[u8] = b"sosvault/dispatch-event/v1";
+
+/// An event as it crosses the database, before sealing.
+#[derive(Debug, Serialize, Deserialize)]
+struct Wire {
+    /// The node that emitted it.
+    node: String,
+    kind: String,
+    at_ms: u64,
+    incident: Option<String>,
+    unit: Option<String>,
+    /// `operators`, `unit` or `both`.
+    audience: String,
+    detail: serde_json::Value,
+}
+
+/// The sending half: sealed events to announce.
+pub(super) struct Bus {
+    tx: SyncSender<String>,
+}
+
+impl Engine {
+    /// On a shared database: starts the announcing thread and the
+    /// listening one, and the task that hands what the listener hears to
+    /// this node's streams. Nothing on SQLite.
+    pub(super) fn start_bus(&self) {
+        let Some(url) = self.inner.cfg.database_url.as_ref() else {
+            return;
+        };
+        let config = match crate::store::postgres_config(url.expose()) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!("events across nodes: {e}");
+                return;
+            }
+        };
+        let (tx, rx) = std::sync::mpsc::sync_channel(QUEUE);
+        if self.inner.bus.set(Bus { tx }).is_err() {
+            return;
+        }
+        // The threads hold no engine: the announcer ends when the engine
+        // (its sender) goes, the listener when the task reading it does.
+        let (heard_tx, mut heard) = tokio::sync::mpsc::unbounded_channel::<String>();
+        let announcer = (self.inner.metrics.bus.clone(), config.clone());
+        let listener = (self.inner.metrics.bus.clone(), config);
+        let spawned = std::thread::Builder::new()
+            .name("sosvault-bus-notify".into())
+            .spawn(move || announce(&announcer.0, &announcer.1, &rx))
+            .and_then(|_| {
+                std::thread::Builder::new()
+                    .name("sosvault-bus-listen".into())
+                    .spawn(move || listen(&listener.0, &listener.1, &heard_tx))
+            });
+        if let Err(e) = spawned {
+            tracing::error!("events across nodes: starting a thread failed: {e}");
+            return;
+        }
+        let engine = self.clone();
+        let shutdown = self.inner.shutdown.clone();
+        self.inner.tasks.spawn(async move {
+            loop {
+                tokio::select! {
+                    heard = heard.recv() => match heard {
+                        Some(payload) => engine.heard(&payload),
+                        None => return,
+                    },
+                    () = shutdown.cancelled() => return,
+                }
+            }
+        });
+    }
+
+    /// Announces `kind` to the other nodes (a no-op on SQLite).
+    pub(super) fn tell_other_nodes(
+        &self,
+        kind: EventKind,
+        at_ms: u64,
+        incident: Option<&IncidentId>,
+        unit: Option<UnitId>,
+        audience: &Audience,
+        detail: &serde_json::Value,
+    ) {
+        let Some(bus) = self.inner.bus.get() else {
+            return;
+        };
+        let (audience, unit) = match audience {
+            Audience::Operators => ("operators", unit),
+            Audience::OperatorsAndUnit(u) => ("both", Some(*u)),
+            Audience::Unit(u) => ("unit", Some(*u)),
+        };
+        let wire = Wire {
+            node: self.inner.node.id.clone(),
+            kind: kind.as_str().to_owned(),
+            at_ms,
+            incident: incident.map(IncidentId::to_hex),
+            unit: unit.map(|u| u.to_string()),
+            audience: audience.to_owned(),
+            detail: detail.clone(),
+        };
+        // Sealed here, so only sealed bytes leave the engine; too large for a
+        // notification, or the queue full (the database is away): dropped.
+        let sent = self
+            .seal_wire(&wire)
+            .is_some_and(|payload| bus.tx.try_send(payload).is_ok());
+        if !sent {
+            self.inner
+                .metrics
+                .bus
+                .dropped
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Hands an event another node announced to this node's streams; one
+    /// that does not open or read is logged and dropped.
+    fn heard(&self, payload: &str) {
+        let Some(wire) = self.open_wire(payload) else {
+            tracing::warn!(
+                "an announced event does not open (another deployment's, or altered): dropped"
+            );
+            return;
+        };
+        if wire.node == self.inner.node.id {
+            return;
+        }
+        let Some(kind) = EventKind::parse(&wire.kind) else {
+            tracing::warn!(kind = %wire.kind, "an announced event of a kind this node does not know: dropped");
+            return;
+        };
+        let unit = wire.unit.as_deref().and_then(|u| u.parse::<UnitId>().ok());
+        let audience = match (wire.audience.as_str(), unit) {
+            ("both", Some(u)) => Audience::OperatorsAndUnit(u),
+            ("unit", Some(u)) => Audience::Unit(u),
+            ("operators", _) => Audience::Operators,
+            _ => {
+                tracing::warn!("an announced event with no audience this node knows: dropped");
+                return;
+            }
+        };
+        let incident = wire.incident.as_deref().and_then(IncidentId::from_hex);
+        if kind == EventKind::StudentStopped {
+            self.stopped_elsewhere(&wire.detail);
+        }
+        self.inner.metrics.bus.heard.fetch_add(1, Ordering::Relaxed);
+        self.deliver(
+            kind,
+            wire.at_ms,
+            incident.as_ref(),
+            unit,
+            audience,
+            wire.detail,
+        );
+    }
+
+    /// A stop another node took: the incidents of that student this node
+    /// runs forget their keys at once, as they would for a stop taken here
+    /// (the database is wiped already; the team still goes).
+    fn stopped_elsewhere(&self, detail: &serde_json::Value) {
+        let Some(sid) = detail["student"].as_str().and_then(StudentId::from_hex) else {
+            return;
+        };
+        let runs_one = self.state().incidents.values().any(|l| l.student == sid);
+        if runs_one {
+            let engine = self.clone();
+            self.inner.tasks.spawn(async move {
+                let forgot = engine.forget_student_keys(sid).await;
+                tracing::info!(
+                    incidents = forgot.len(),
+                    "a stop taken on another node: keys forgotten"
+                );
+            });
+        }
+    }
+
+    /// The sealed payload of `wire`, or `None` if it is too large.
+    fn seal_wire(&self, wire: &Wire) -> Option<String> {
+        use base64::Engine as _;
+        let json = serde_json::to_vec(wire).ok()?;
+        let sealed = self.inner.master.seal_event(AAD, &json);
+        let text = base64::engine::general_purpose::STANDARD.encode(sealed);
+        (text.len() <= MAX_PAYLOAD).then_some(text)
+    }
+
+    fn open_wire(&self, payload: &str) -> Option<Wire> {
+        use base64::Engine as _;
+        let sealed = base64::engine::general_purpose::STANDARD
+            .decode(payload)
+            .ok()?;
+        let json = self.inner.master.open_event(AAD, &sealed)?;
+        serde_json::from_slice(&json).ok()
+    }
+}
+
+/// The announcing thread: until the engine goes, each batch of queued
+/// payloads in one `NOTIFY` statement, on a connection made (again) when
+/// needed. A batch that cannot be sent is dropped and counted: an event is
+/// news, not state (the state is in the database).
+fn announce(counters: &Arc<BusCounters>, config: &postgres::Config, rx: &Receiver<String>) {
+    let mut client: Option<postgres::Client> = None;
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        if client.is_none() {
+            client = connect(config, "announcing");
+        }
+        let n = batch.len() as u64;
+        let Some(c) = client.as_mut() else {
+            counters.dropped.fetch_add(n, Ordering::Relaxed);
+            std::thread::sleep(RECONNECT);
+            continue;
+        };
+        let sent = c.execute(
+            "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p",
+            &[&CHANNEL, &batch],
+        );
+        match sent {
+            Ok(_) => counters.announced.fetch_add(n, Ordering::Relaxed),
+            Err(e) => {
+                tracing::warn!("announcing {n} events to the other nodes failed: {e}");
+                client = None;
+                counters.dropped.fetch_add(n, Ordering::Relaxed)
+            }
+        };
+    }
+}
+
+/// The listening thread: `LISTEN`, then every notification's payload to
+/// `heard`, until the engine's task that reads them is gone. A lost
+/// connection is made again a second later; what was announced meanwhile is
+/// a gap.
+fn listen(
+    counters: &Arc<BusCounters>,
+    config: &postgres::Config,
+    heard: &tokio::sync::mpsc::UnboundedSender<String>,
+) {
+    let mut first = true;
+    while !heard.is_closed() {
+        let Some(mut client) = connect(config, "listening") else {
+            std::thread::sleep(RECONNECT);
+            continue;
+        };
+        if let Err(e) = client.batch_execute(&format!("LISTEN {CHANNEL}")) {
+            tracing::warn!("listening for the other nodes' events failed: {e}");
+            std::thread::sleep(RECONNECT);
+            continue;
+        }
+        if !first {
+            counters.gaps.fetch_add(1, Ordering::Relaxed);
+        }
+        first = false;
+        let mut notifications = client.notifications();
+        let mut iter = notifications.timeout_iter(RECONNECT);
+        loop {
+            match iter.next() {
+                Ok(Some(n)) => {
+                    if heard.send(n.payload().to_owned()).is_err() {
+                        return;
+                    }
+                }
+                // Quiet for a second: is anyone still reading?
+                Ok(None) if heard.is_closed() => return,
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(
+                        "the connection listening for the other nodes' events was lost ({e}): connecting again"
+                    );
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// A connection for the bus, or `None` (logged).
+fn connect(config: &postgres::Config, what: &str) -> Option<postgres::Client> {
+    match config.connect(postgres::NoTls) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            tracing::warn!("connecting for {what} the other nodes' events failed: {e}");
+            None
+        }
+    }
+}
