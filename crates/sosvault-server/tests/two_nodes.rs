@@ -43,15 +43,7 @@ struct TwoNodes {
 
 impl TwoNodes {
     async fn start() -> Self {
-        let db = tokio::task::spawn_blocking(TestDatabase::create)
-            .await
-            .unwrap();
-        let url = db.url().to_owned();
-        let a = Cluster::start_with(Options::default(), move |cfg| {
-            cfg.database_url = Some(sosvault_server::config::DatabaseUrl::new(&url));
-            cfg.node_id = Some("node-a".into());
-        })
-        .await;
+        let (a, stored) = node_a().await;
         let op = a.operator().await;
         let (_, token) = a
             .client
@@ -72,7 +64,7 @@ impl TwoNodes {
             team,
             op,
             id,
-            stored: Stored::Postgres(db),
+            stored,
         };
         assert_eq!(nodes.holder().as_deref(), Some("node-a"));
         // Nothing was sent: A cannot tell the team, B does not run it.
@@ -197,15 +189,9 @@ struct StopOnA {
 
 impl StopOnA {
     async fn start() -> Self {
-        let db = tokio::task::spawn_blocking(TestDatabase::create)
-            .await
-            .unwrap();
-        let url = db.url().to_owned();
         let proxy = common::faulty::FaultyProxy::start().await;
         let p = proxy.clone();
-        let a = Cluster::start_with(Options::default(), move |cfg| {
-            cfg.database_url = Some(sosvault_server::config::DatabaseUrl::new(&url));
-            cfg.node_id = Some("node-a".into());
+        let (a, stored) = node_a_with(move |cfg| {
             cfg.forward_stuck_after_secs = 1;
             cfg.max_backoff_ms = 1_000;
             p.set_upstream(&cfg.trustees[2].url);
@@ -236,7 +222,7 @@ impl StopOnA {
             proxy,
             student,
             stop,
-            stored: Stored::Postgres(db),
+            stored,
         };
         assert_eq!(nodes.carrier(), [Some("node-a".to_owned())]);
         nodes
@@ -347,6 +333,13 @@ async fn a_node_frozen_past_its_beat_lets_its_stop_go_when_it_wakes() {
 
 /// One node named `node-a` on a database of the test's own.
 async fn node_a() -> (Cluster, Stored) {
+    node_a_with(|_| {}).await
+}
+
+/// [`node_a`], its configuration changed by `tweak` too.
+async fn node_a_with(
+    tweak: impl FnOnce(&mut sosvault_server::config::Config),
+) -> (Cluster, Stored) {
     let db = tokio::task::spawn_blocking(TestDatabase::create)
         .await
         .unwrap();
@@ -354,6 +347,7 @@ async fn node_a() -> (Cluster, Stored) {
     let a = Cluster::start_with(Options::default(), move |cfg| {
         cfg.database_url = Some(sosvault_server::config::DatabaseUrl::new(&url));
         cfg.node_id = Some("node-a".into());
+        tweak(cfg);
     })
     .await;
     (a, Stored::Postgres(db))

@@ -461,20 +461,19 @@ impl Service {
 
     /// SIGTERM, then waits (at most `within`) for it to exit; its status.
     pub fn terminate(&mut self, within: Duration) -> Result<ExitStatus, ExitError> {
-        let mut running = self
-            .running
-            .take()
-            .ok_or_else(|| ExitError::NotRunning(self.listen_env.clone()))?;
-        running.terminate(within)
+        self.take_running()?.terminate(within)
     }
 
     /// Waits (at most `within`) for it to exit by itself; its status.
     pub fn wait_exit(&mut self, within: Duration) -> Result<ExitStatus, ExitError> {
-        let mut running = self
-            .running
+        self.take_running()?.wait_exit(within)
+    }
+
+    /// The running process, no longer this service's to kill when dropped.
+    fn take_running(&mut self) -> Result<Running, ExitError> {
+        self.running
             .take()
-            .ok_or_else(|| ExitError::NotRunning(self.listen_env.clone()))?;
-        running.wait_exit(within)
+            .ok_or_else(|| ExitError::NotRunning(self.listen_env.clone()))
     }
 
     /// The address it listens on (kept while it is stopped), once started.
