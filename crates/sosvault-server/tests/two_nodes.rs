@@ -525,3 +525,160 @@ async fn a_stop_taken_on_one_node_forgets_the_keys_on_the_node_running_the_incid
     drop((ops_a, b, a));
     drop(stored);
 }
+
+/// A burst of panics across two nodes, and node A killed with SIGKILL in
+/// the middle of it; the phones whose request to A failed send the same
+/// signed panic to B, as a phone retries. Every team streams to B (A,
+/// which has none, sends none). Then a checker reads the run's history (the
+/// phones' answers, what each team was sent, the database) and fails on a
+/// panic lost or stored twice, an incident without exactly one
+/// acknowledged team, or a team on two incidents.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_across_two_nodes_survives_killing_one_and_loses_nothing() {
+    const PANICS: usize = 16;
+    let (mut a, stored) = node_a().await;
+    let op = a.operator().await;
+    let mut tokens = Vec::new();
+    for i in 0..PANICS {
+        let (lat, lon) = (25.1440 + i as f64 * 0.001, 75.8370);
+        let (id, token) = a
+            .client
+            .create_unit(&op, &format!("PCR {i}"), "police", lat, lon)
+            .await
+            .unwrap();
+        tokens.push((id, token));
+    }
+    let b = a.second_node("node-b");
+    let on_b = Client::new(&b.url());
+
+    // The teams, on B: each acknowledges what it is sent, and the run
+    // keeps what each was sent.
+    let sent: std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>> = Default::default();
+    for (unit, token) in tokens {
+        let mut events = on_b.events("/v1/unit/events", &token).await.unwrap();
+        let (on_b, sent) = (on_b.clone(), sent.clone());
+        tokio::spawn(async move {
+            while let Some(ev) = events.recv().await {
+                if ev["kind"] != "assigned" {
+                    continue;
+                }
+                let id = ev["incident"].as_str().unwrap_or_default().to_owned();
+                sent.lock().unwrap().push((unit.clone(), id.clone()));
+                let ack = format!("/v1/unit/incidents/{id}/ack");
+                let _ = on_b
+                    .post(&ack, Some(&token), &serde_json::Value::Null)
+                    .await;
+            }
+        });
+    }
+
+    let mut panics = Vec::new();
+    for i in 0..PANICS {
+        let mut device = a.student(&format!("Student {i}")).await;
+        panics.push(a.talwandi_panic(&mut device, sosvault::Category::Police));
+    }
+    // The burst: even panics to A, odd to B, all at once; A dies once it
+    // has answered a quarter of them (the rest of A's are in flight).
+    let (enough_tx, enough) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let on_a = a.client.clone();
+    let mut phones = Vec::new();
+    for (i, panic) in panics.iter().cloned().enumerate() {
+        let (on_a, on_b, enough_tx) = (on_a.clone(), on_b.clone(), enough_tx.clone());
+        phones.push(tokio::spawn(async move {
+            if i % 2 == 0 {
+                if let Ok(id) = on_a.panic(&panic).await {
+                    let _ = enough_tx.send(());
+                    return (i, id, "A");
+                }
+            }
+            // A phone retries the same signed bytes elsewhere.
+            let id = on_b.panic(&panic).await.unwrap();
+            (i, id, "B")
+        }));
+    }
+    let mut enough = enough;
+    for _ in 0..PANICS / 4 {
+        enough.recv().await.unwrap();
+    }
+    a.server.kill();
+    let killed = Instant::now();
+    let mut answered = Vec::new();
+    for phone in phones {
+        answered.push(phone.await.unwrap());
+    }
+    let by_a = answered.iter().filter(|(_, _, n)| *n == "A").count();
+
+    // Every accepted panic gets its team, acknowledged, within the bound.
+    let ids: Vec<P> = answered
+        .iter()
+        .map(|(_, id, _)| P::Blob(hex::decode(id).unwrap()))
+        .collect();
+    let acknowledged = || {
+        let rows = stored.rows(
+            "SELECT DISTINCT incident_id FROM assignments WHERE status = 'acknowledged'",
+            vec![],
+        );
+        rows.len()
+    };
+    let deadline = killed + TAKEOVER_BOUND + Duration::from_secs(10);
+    while acknowledged() < PANICS {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {PANICS} incidents have an acknowledged team {:?} after the kill",
+            acknowledged(),
+            killed.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = killed.elapsed();
+
+    // The checker. No panic lost, none stored twice: one incident each.
+    let mut distinct: Vec<&String> = answered.iter().map(|(_, id, _)| id).collect();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), PANICS, "{answered:?}");
+    let incidents = stored.rows("SELECT id FROM incidents", vec![]);
+    assert_eq!(incidents.len(), PANICS, "{incidents:?}");
+    for id in &ids {
+        let P::Blob(bytes) = id else { unreachable!() };
+        let row = stored.rows(
+            "SELECT status FROM assignments WHERE incident_id = ?1",
+            vec![P::Blob(bytes.clone())],
+        );
+        let acked: Vec<_> = row
+            .iter()
+            .filter(|r| r[0].text().as_deref() == Some("acknowledged"))
+            .collect();
+        assert_eq!(acked.len(), 1, "{} has {row:?}", hex::encode(bytes));
+        assert!(
+            row.iter()
+                .all(|r| r[0].text().as_deref() != Some("pending")),
+            "{row:?}"
+        );
+    }
+    // No team on two incidents, in the database or in what the teams were sent.
+    let held = stored.rows(
+        "SELECT unit_id FROM assignments WHERE status IN ('pending', 'acknowledged')",
+        vec![],
+    );
+    let mut units: Vec<_> = held.iter().map(|r| r[0].text()).collect();
+    let open = units.len();
+    units.sort();
+    units.dedup();
+    assert_eq!(units.len(), open, "a team holds two incidents: {held:?}");
+    let sent = sent.lock().unwrap().clone();
+    let mut per_team: std::collections::BTreeMap<&str, std::collections::BTreeSet<&str>> =
+        Default::default();
+    for (unit, id) in &sent {
+        per_team.entry(unit).or_default().insert(id);
+    }
+    assert!(
+        per_team.values().all(|ids| ids.len() == 1),
+        "a team was sent to two incidents: {per_team:?}"
+    );
+    eprintln!(
+        "{PANICS} panics, {by_a} taken by A before it died; all assigned and acknowledged once, {took:?} after the kill"
+    );
+    drop((b, a));
+    drop(stored);
+}
