@@ -276,27 +276,18 @@ impl Engine {
     /// At start on a shared database, after [`Engine::first_leases`] (which
     /// wrote this node's beat): the forwards it carried before a restart
     /// under the same name and every one no live node carries, all of them
-    /// (not a round's share), which the caller starts.
+    /// in one go (its own stay takeable by it, so a round's share at a time
+    /// would read the same ones again), which the caller starts. None if
+    /// another process holds the name.
     pub(super) async fn first_forwards(&self) -> StoreResult<TakenForwards> {
-        let node = self.inner.node.id.clone();
-        let mut all = TakenForwards::default();
-        loop {
-            let node = node.clone();
-            let taken = self
-                .inner
-                .db
-                .call(move |s| s.take_forwards(&node, now_ms(), true, TAKE_AT_ONCE))
-                .await?;
-            let full = [taken.shreds.len(), taken.cancels.len(), taken.commits.len()]
-                .into_iter()
-                .any(|n| n >= TAKE_AT_ONCE as usize);
-            all.shreds.extend(taken.shreds);
-            all.cancels.extend(taken.cancels);
-            all.commits.extend(taken.commits);
-            if !full {
-                return Ok(all);
-            }
+        if self.inner.node.ousted.is_cancelled() {
+            return Ok(TakenForwards::default());
         }
+        let node = self.inner.node.id.clone();
+        self.inner
+            .db
+            .call(move |s| s.take_forwards(&node, now_ms(), true, u32::MAX))
+            .await
     }
 
     /// Starts the forwards a round took over, saying from which node.
