@@ -585,11 +585,11 @@ async fn a_burst_across_two_nodes_survives_killing_one_and_loses_nothing() {
     for (i, panic) in panics.iter().cloned().enumerate() {
         let (on_a, on_b, enough_tx) = (on_a.clone(), on_b.clone(), enough_tx.clone());
         phones.push(tokio::spawn(async move {
-            if i % 2 == 0 {
-                if let Ok(id) = on_a.panic(&panic).await {
-                    let _ = enough_tx.send(());
-                    return (i, id, "A");
-                }
+            if i % 2 == 0
+                && let Ok(id) = on_a.panic(&panic).await
+            {
+                let _ = enough_tx.send(());
+                return (i, id, "A");
             }
             // A phone retries the same signed bytes elsewhere.
             let id = on_b.panic(&panic).await.unwrap();
