@@ -423,15 +423,17 @@ async fn an_operator_on_one_node_sees_at_once_the_panic_another_took() {
         client.batch_execute("LISTEN sosvault_events").unwrap();
         ready_tx.send(()).unwrap();
         let mut heard = Vec::new();
-        let mut n = client.notifications();
-        let mut it = n.timeout_iter(Duration::from_millis(200));
+        let mut next = || {
+            let wait = Duration::from_millis(200);
+            client.notifications().timeout_iter(wait).next()
+        };
         while !enough.load(std::sync::atomic::Ordering::SeqCst) {
-            if let Ok(Some(note)) = it.next() {
+            if let Ok(Some(note)) = next() {
                 heard.push(note.payload().to_owned());
             }
         }
         // What was announced before the test said enough.
-        while let Ok(Some(note)) = it.next() {
+        while let Ok(Some(note)) = next() {
             heard.push(note.payload().to_owned());
         }
         heard
@@ -678,6 +680,29 @@ async fn a_burst_across_two_nodes_survives_killing_one_and_loses_nothing() {
     );
     eprintln!(
         "{PANICS} panics, {by_a} taken by A before it died; all assigned and acknowledged once, {took:?} after the kill"
+    );
+    drop((b, a));
+    drop(stored);
+}
+
+/// A node with nothing to do spends next to no CPU: its lease round once a
+/// second, its listener waiting on the database. (The first listener kept
+/// a `TimeoutIter` across quiet seconds, which then answers at once: a
+/// busy loop that took half a core and a third of the enrollment rate.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_node_spends_next_to_no_cpu() {
+    let (a, stored) = node_a().await;
+    let b = a.second_node("node-b");
+    let before = (a.server.cpu_ticks(), b.cpu_ticks());
+    let since = Instant::now();
+    // A measurement over a span of time, not a wait for something to happen.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ticks = (a.server.cpu_ticks() - before.0, b.cpu_ticks() - before.1);
+    let wall = since.elapsed();
+    // 30 ticks of 10 ms: a tenth of a core over the three seconds.
+    assert!(
+        ticks.0 < 30 && ticks.1 < 30,
+        "idle nodes used {ticks:?} ticks of 10 ms in {wall:?}"
     );
     drop((b, a));
     drop(stored);

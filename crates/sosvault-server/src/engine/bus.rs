@@ -308,14 +308,22 @@ fn listen(
             counters.gaps.fetch_add(1, Ordering::Relaxed);
         }
         first = false;
-        let mut notifications = client.notifications();
-        let mut iter = notifications.timeout_iter(RECONNECT);
         loop {
-            match iter.next() {
+            // A fresh wait each time: a `TimeoutIter`'s deadline moves only
+            // when a notification comes, so one kept across a quiet second
+            // answers at once for ever after (a busy loop).
+            let next = client.notifications().timeout_iter(RECONNECT).next();
+            match next {
                 Ok(Some(n)) => {
                     if heard.send(n.payload().to_owned()).is_err() {
                         return;
                     }
+                }
+                Ok(None) if client.is_closed() => {
+                    tracing::warn!(
+                        "the connection listening for the other nodes' events closed: connecting again"
+                    );
+                    break;
                 }
                 // Quiet for a second: is anyone still reading?
                 Ok(None) if heard.is_closed() => return,

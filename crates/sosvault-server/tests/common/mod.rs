@@ -287,13 +287,27 @@ impl ServerProc {
         self.service.kill();
     }
 
-    /// Sends `signal` (`STOP`, `CONT`, ...) to the running process.
-    pub fn signal(&self, signal: &str) {
-        let pid = self
-            .service
+    /// The running process's id.
+    pub fn pid(&self) -> u32 {
+        self.service
             .running()
             .and_then(|r| r.pid())
-            .expect("running");
+            .expect("running")
+    }
+
+    /// The CPU time the running process has used so far (user and system,
+    /// from `/proc/PID/stat`, in clock ticks of 10 ms).
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        // After the command's `(name)`: state is field 3, utime 14, stime 15.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let fields: Vec<&str> = rest.split(' ').collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, ...) to the running process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.pid();
         let status = Command::new("kill")
             .arg(format!("-{signal}"))
             .arg(pid.to_string())
