@@ -204,10 +204,9 @@ impl Metrics {
             .is_some_and(|t| t.matches(presented))
     }
 
-    /// The Prometheus text exposition.
-    pub fn render(&self, open_incidents: usize) -> String {
-        let mut out = String::new();
-        let counters: [(&str, &str, &AtomicU64); 19] = [
+    /// Every counter: its name, its help line and its value.
+    fn counters(&self) -> [(&'static str, &'static str, &AtomicU64); 19] {
+        [
             (
                 "sosvault_panics_total",
                 "Panics stored as new incidents.",
@@ -303,7 +302,13 @@ impl Metrics {
                 "Profile views (each one logged).",
                 &self.profile_views,
             ),
-        ];
+        ]
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self, open_incidents: usize) -> String {
+        let mut out = String::new();
+        let counters = self.counters();
         for (name, help, v) in counters {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} counter");
