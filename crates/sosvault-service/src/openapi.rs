@@ -162,6 +162,40 @@ macro_rules! base64_fields {
     };
 }
 
+/// Declares an endpoint's refusals as one type for its OpenAPI document
+/// (`responses((status = 200, ...), Name)`), the way [`crate::logquery::MineRefusals`]
+/// reads: a variant per status, each answered with the JSON error body
+/// ([`crate::http::ErrorBody`]) and described by the words after it (the
+/// codes of that status, and when each is answered).
+///
+/// ```
+/// use utoipa::IntoResponses as _;
+///
+/// sosvault_service::refusals! {
+///     /// What `POST /v1/example` refuses.
+///     pub ExampleRefusals {
+///         400 Malformed: "`malformed`: the body does not decode",
+///         409 Replayed: "`replayed`: answered before",
+///     }
+/// }
+/// let answers = ExampleRefusals::responses();
+/// assert_eq!(answers.keys().collect::<Vec<_>>(), ["400", "409"]);
+/// ```
+#[macro_export]
+macro_rules! refusals {
+    ($(#[$doc:meta])* $vis:vis $name:ident { $($status:literal $variant:ident: $description:literal,)+ }) => {
+        $(#[$doc])*
+        #[derive(::utoipa::IntoResponses)]
+        $vis enum $name {
+            $(
+                #[doc = $description]
+                #[response(status = $status)]
+                $variant($crate::http::ErrorBody),
+            )+
+        }
+    };
+}
+
 /// The schema of a list of at most `max_items` such fields, each of at most
 /// `max_bytes` bytes: `items` is a [`base64_field`].
 pub fn base64_list(max_bytes: usize, max_items: usize, description: &str) -> Array {

@@ -110,6 +110,16 @@ macro_rules! receipt_answer {
             pub repeated: bool,
         }
 
+        impl $name {
+            /// The answer carrying the signed receipt `bytes`.
+            pub fn of(bytes: &[u8], repeated: bool) -> Self {
+                Self {
+                    receipt: B64.encode(bytes),
+                    repeated,
+                }
+            }
+        }
+
         impl Receipted for $name {
             fn receipt(&self) -> &str {
                 &self.receipt
@@ -144,6 +154,16 @@ pub struct ReleasesResponse {
     pub release: String,
     /// True when this request was answered before (within the retry window).
     pub repeated: bool,
+}
+
+impl ReleasesResponse {
+    /// The answer carrying the signed release `bytes`.
+    pub fn of(bytes: &[u8], repeated: bool) -> Self {
+        Self {
+            release: B64.encode(bytes),
+            repeated,
+        }
+    }
 }
 
 request! {
@@ -182,6 +202,74 @@ request! {
 pub struct CommitsResponse {
     /// False when this commit was taken before (nothing changed).
     pub changed: bool,
+}
+
+// What each endpoint refuses, as the trustee documents it and the dispatch
+// service reads it: the codes by status. The 400s of the body and its field
+// come from `crate::body`.
+
+crate::refusals! {
+    /// What every control-room endpoint may answer besides its own refusals
+    /// (`responses(..., ControlRoomCall)`).
+    pub ControlRoomCall {
+        401 Unpinned: "`client_certificate_required`: over TLS, the connection did not present a pinned control room's client certificate (answered before the body is read; counted, not logged)",
+        500 Internal: "`internal`",
+    }
+}
+
+crate::refusals! {
+    /// What `POST /v1/shares` refuses.
+    pub SharesRefusals {
+        400 Malformed: "`bad_json` (the body), `too_long`, `bad_base64` (a field); `malformed`: the delivery does not decode",
+        409 StaleEpoch: "`stale_epoch`: an older epoch than the one held",
+        410 Shredded: "`shredded`: the student has stopped",
+        422 Refused: "`not_our_share`, `does_not_open`, `mismatch`, `commitment_mismatch`, `refused`",
+    }
+}
+
+crate::refusals! {
+    /// What `POST /v1/releases` refuses. Every refusal is a log entry.
+    pub ReleasesRefusals {
+        400 Malformed: "`bad_json` (the body), `too_long`, `bad_base64` (a field); `malformed`: the message does not decode",
+        403 Forbidden: "`unpinned_control_room`, `forged_panic`, `wrong_device`",
+        404 UnknownStudent: "`unknown_student`",
+        409 Conflict: "`wrong_epoch`, `replayed`, `cancelled`",
+        410 Gone: "`shredded`, `retry_expired`",
+        422 Refused: "`stale_request`, `stale_panic`, `future_panic`, `refused`",
+        429 RateLimited: "`rate_limited`: too many releases for this student in the window",
+    }
+}
+
+crate::refusals! {
+    /// What `POST /v1/shreds` refuses.
+    pub ShredsRefusals {
+        400 Malformed: "`bad_json` (the body), `too_long`, `bad_base64` (a field); `malformed`: the message does not decode",
+        403 WrongDevice: "`wrong_device`",
+        409 StaleStop: "`stale_stop`",
+        422 Refused: "`refused`",
+    }
+}
+
+crate::refusals! {
+    /// What `POST /v1/cancels` refuses.
+    pub CancelsRefusals {
+        400 Malformed: "`bad_json` (the body), `too_long`, `bad_base64` (a field); `malformed`: the message does not decode",
+        403 WrongDevice: "`wrong_device`",
+        404 UnknownStudent: "`unknown_student`",
+        409 StaleCancel: "`stale_cancel`",
+        422 Refused: "`refused`",
+    }
+}
+
+crate::refusals! {
+    /// What `POST /v1/commits` refuses.
+    pub CommitsRefusals {
+        400 Malformed: "`bad_json` (the body), `too_long`, `bad_base64` (a field); `malformed`: the message does not decode",
+        403 WrongDevice: "`wrong_device`",
+        404 UnknownStudent: "`unknown_student`",
+        409 UnknownRecord: "`unknown_record`",
+        422 Refused: "`refused`",
+    }
 }
 
 #[cfg(test)]

@@ -35,8 +35,9 @@ use sosvault_service::logapi::{self, LogRefused, ServedLog, StoredLeaf, proof_fi
 use sosvault_service::logquery::{MineRefusals, MineRequest};
 use sosvault_service::openapi::{Heading, Layers, document_layer_answers};
 use sosvault_service::trustee_api::{
-    Call, CancelsRequest, CancelsResponse, CommitsRequest, CommitsResponse, ReleasesRequest,
-    ReleasesResponse, SharesRequest, SharesResponse, ShredsRequest, ShredsResponse,
+    Call, CancelsRefusals, CancelsRequest, CancelsResponse, CommitsRefusals, CommitsRequest,
+    CommitsResponse, ControlRoomCall, ReleasesRefusals, ReleasesRequest, ReleasesResponse,
+    SharesRefusals, SharesRequest, SharesResponse, ShredsRefusals, ShredsRequest, ShredsResponse,
 };
 use subtle::ConstantTimeEq;
 use tower_http::timeout::TimeoutLayer;
@@ -47,7 +48,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::group::{GroupCommit, MAX_BATCH, WriterExit};
-use crate::node::{Answer, Checker, Node, NodeError, Refused};
+use crate::node::{Answer, Checker, Node, NodeError, Refused, Request};
 use crate::witness::{self, Witnessing};
 
 /// An API error: a refusal (4xx with a code and plain words) or an internal
@@ -226,13 +227,16 @@ impl AppState {
         self.writer.exit()
     }
 
-    /// Queues a checked request to the writer and waits until its batch is
-    /// durable.
-    async fn write(
+    /// A control-room write: decodes the call's signed message, checks it
+    /// (`check`, on this task, before the writer sees it), queues it to the
+    /// writer and waits until its batch is durable.
+    async fn write<C: Call>(
         &self,
-        request: Result<crate::node::Request, Refused>,
+        call: &C,
+        check: impl FnOnce(&Checker, Vec<u8>) -> Result<Request, Refused>,
     ) -> Result<Answer, ApiError> {
-        Ok(self.writer.submit(request?).await?)
+        let request = check(&self.checker, call.message()?)?;
+        Ok(self.writer.submit(request).await?)
     }
 
     /// Runs `f` on the node on a blocking thread, one call at a time.
@@ -484,127 +488,63 @@ sosvault_service::base64_fields! {
 /// Accepts an enrollment share: opened, checked against the record's
 /// commitment, sealed at rest, logged; answered with a signed receipt.
 #[utoipa::path(post, path = "/v1/shares", tag = "control room", request_body = SharesRequest, security(("control_room" = [])),
-    responses(
-        (status = 200, body = SharesResponse),
-        (status = 400, description = "`bad_json` (the body), `too_long`, `bad_base64` (a field); `malformed`: the delivery does not decode", body = ErrorBody),
-        (status = 401, description = "`client_certificate_required`: over TLS, the connection did not present a pinned control room's client certificate (answered before the body is read; counted, not logged)", body = ErrorBody),
-        (status = 409, description = "`stale_epoch`: an older epoch than the one held", body = ErrorBody),
-        (status = 410, description = "`shredded`: the student has stopped", body = ErrorBody),
-        (status = 422, description = "`not_our_share`, `does_not_open`, `mismatch`, `commitment_mismatch`, `refused`", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-    ))]
+    responses((status = 200, body = SharesResponse), SharesRefusals, ControlRoomCall))]
 async fn shares(
     State(state): State<AppState>,
     JsonBody(req): JsonBody<SharesRequest>,
 ) -> Result<Json<SharesResponse>, ApiError> {
-    let delivery = req.message()?;
-    let request = state.checker.share(delivery);
-    let (receipt, repeated) = state.write(request).await?.into_share()?;
-    Ok(Json(SharesResponse {
-        receipt: b64(receipt.as_bytes()),
-        repeated,
-    }))
+    let (receipt, repeated) = state.write(&req, Checker::share).await?.into_share()?;
+    Ok(Json(SharesResponse::of(receipt.as_bytes(), repeated)))
 }
 
 /// Releases the student's share for a valid panic, to the incident's key.
 /// Every decision, a refusal too, is a log entry.
 #[utoipa::path(post, path = "/v1/releases", tag = "control room", request_body = ReleasesRequest, security(("control_room" = [])),
-    responses(
-        (status = 200, body = ReleasesResponse),
-        (status = 400, description = "`bad_json` (the body), `too_long`, `bad_base64` (a field); `malformed`: the message does not decode", body = ErrorBody),
-        (status = 401, description = "`client_certificate_required`: over TLS, the connection did not present a pinned control room's client certificate (answered before the body is read; counted, not logged)", body = ErrorBody),
-        (status = 403, description = "`unpinned_control_room`, `forged_panic`, `wrong_device`", body = ErrorBody),
-        (status = 404, description = "`unknown_student`", body = ErrorBody),
-        (status = 409, description = "`wrong_epoch`, `replayed`, `cancelled`", body = ErrorBody),
-        (status = 410, description = "`shredded`, `retry_expired`", body = ErrorBody),
-        (status = 422, description = "`stale_request`, `stale_panic`, `future_panic`, `refused`", body = ErrorBody),
-        (status = 429, description = "`rate_limited`: too many releases for this student in the window", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-    ))]
+    responses((status = 200, body = ReleasesResponse), ReleasesRefusals, ControlRoomCall))]
 async fn releases(
     State(state): State<AppState>,
     JsonBody(req): JsonBody<ReleasesRequest>,
 ) -> Result<Json<ReleasesResponse>, ApiError> {
-    let request = req.message()?;
-    let request = state.checker.release(request, Timestamp::now());
-    let (release, repeated) = state.write(request).await?.into_release()?;
-    Ok(Json(ReleasesResponse {
-        release: b64(release.as_bytes()),
-        repeated,
-    }))
+    let (release, repeated) = state
+        .write(&req, |c, m| c.release(m, Timestamp::now()))
+        .await?
+        .into_release()?;
+    Ok(Json(ReleasesResponse::of(release.as_bytes(), repeated)))
 }
 
 /// Shreds the student's share on their stop; answers the same signed
 /// receipt on every repeat.
 #[utoipa::path(post, path = "/v1/shreds", tag = "control room", request_body = ShredsRequest, security(("control_room" = [])),
-    responses(
-        (status = 200, body = ShredsResponse),
-        (status = 400, description = "`bad_json` (the body), `too_long`, `bad_base64` (a field); `malformed`: the message does not decode", body = ErrorBody),
-        (status = 401, description = "`client_certificate_required`: over TLS, the connection did not present a pinned control room's client certificate (answered before the body is read; counted, not logged)", body = ErrorBody),
-        (status = 403, description = "`wrong_device`", body = ErrorBody),
-        (status = 409, description = "`stale_stop`", body = ErrorBody),
-        (status = 422, description = "`refused`", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-    ))]
+    responses((status = 200, body = ShredsResponse), ShredsRefusals, ControlRoomCall))]
 async fn shreds(
     State(state): State<AppState>,
     JsonBody(req): JsonBody<ShredsRequest>,
 ) -> Result<Json<ShredsResponse>, ApiError> {
-    let stop = req.message()?;
-    let request = state.checker.shred(stop);
-    let (receipt, repeated) = state.write(request).await?.into_shred()?;
-    Ok(Json(ShredsResponse {
-        receipt: b64(receipt.as_bytes()),
-        repeated,
-    }))
+    let (receipt, repeated) = state.write(&req, Checker::shred).await?.into_shred()?;
+    Ok(Json(ShredsResponse::of(receipt.as_bytes(), repeated)))
 }
 
 /// A cancel the control room forwards: from now on nothing is released for
 /// this student's panics up to the cancel's counter.
 #[utoipa::path(post, path = "/v1/cancels", tag = "control room", request_body = CancelsRequest, security(("control_room" = [])),
-    responses(
-        (status = 200, body = CancelsResponse),
-        (status = 400, description = "`bad_json` (the body), `too_long`, `bad_base64` (a field); `malformed`: the message does not decode", body = ErrorBody),
-        (status = 401, description = "`client_certificate_required`: over TLS, the connection did not present a pinned control room's client certificate (answered before the body is read; counted, not logged)", body = ErrorBody),
-        (status = 403, description = "`wrong_device`", body = ErrorBody),
-        (status = 404, description = "`unknown_student`", body = ErrorBody),
-        (status = 409, description = "`stale_cancel`", body = ErrorBody),
-        (status = 422, description = "`refused`", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-    ))]
+    responses((status = 200, body = CancelsResponse), CancelsRefusals, ControlRoomCall))]
 async fn cancels(
     State(state): State<AppState>,
     JsonBody(req): JsonBody<CancelsRequest>,
 ) -> Result<Json<CancelsResponse>, ApiError> {
-    let cancel = req.message()?;
-    let request = state.checker.cancel(cancel);
-    let (receipt, repeated) = state.write(request).await?.into_cancel()?;
-    Ok(Json(CancelsResponse {
-        receipt: b64(receipt.as_bytes()),
-        repeated,
-    }))
+    let (receipt, repeated) = state.write(&req, Checker::cancel).await?.into_cancel()?;
+    Ok(Json(CancelsResponse::of(receipt.as_bytes(), repeated)))
 }
 
 /// The device's commit of a new epoch, forwarded by the control room: the
 /// older share kept during the re-enrollment goes.
 #[utoipa::path(post, path = "/v1/commits", tag = "control room", request_body = CommitsRequest, security(("control_room" = [])),
-    responses(
-        (status = 200, body = CommitsResponse),
-        (status = 400, description = "`bad_json` (the body), `too_long`, `bad_base64` (a field); `malformed`: the message does not decode", body = ErrorBody),
-        (status = 401, description = "`client_certificate_required`: over TLS, the connection did not present a pinned control room's client certificate (answered before the body is read; counted, not logged)", body = ErrorBody),
-        (status = 403, description = "`wrong_device`", body = ErrorBody),
-        (status = 404, description = "`unknown_student`", body = ErrorBody),
-        (status = 409, description = "`unknown_record`", body = ErrorBody),
-        (status = 422, description = "`refused`", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-    ))]
+    responses((status = 200, body = CommitsResponse), CommitsRefusals, ControlRoomCall))]
 async fn commits(
     State(state): State<AppState>,
     JsonBody(req): JsonBody<CommitsRequest>,
 ) -> Result<Json<CommitsResponse>, ApiError> {
-    let commit = req.message()?;
-    let request = state.checker.commit(commit);
-    let changed = state.write(request).await?.into_commit()?;
+    let changed = state.write(&req, Checker::commit).await?.into_commit()?;
     Ok(Json(CommitsResponse { changed }))
 }
 
@@ -815,18 +755,20 @@ pub struct CosignaturesResponse {
     pub refused: usize,
 }
 
+sosvault_service::refusals! {
+    /// What `POST /v1/log/cosignatures` refuses.
+    CosignaturesRefusals {
+        400 Malformed: "`bad_json`: the body; `too_long`: the note is over its limit; `malformed`: the note does not parse",
+        409 StaleCheckpoint: "`stale_checkpoint`: cosignatures are kept for the 8 newest checkpoints cosigned, and this one is older",
+        422 NotOurs: "`not_our_checkpoint`: the note carries no valid signature of this log's key under its origin, or its root is not this log's at its size",
+    }
+}
+
 /// Witnesses' cosignatures of one of this log's checkpoints, relayed by the
 /// control room: each is checked against the configured witnesses before
 /// it is kept, and served with the checkpoint from then on.
 #[utoipa::path(post, path = "/v1/log/cosignatures", tag = "control room", request_body = CosignaturesRequest, security(("control_room" = [])),
-    responses(
-        (status = 200, body = CosignaturesResponse),
-        (status = 400, description = "`bad_json`: the body; `too_long`: the note is over its limit; `malformed`: the note does not parse", body = ErrorBody),
-        (status = 401, description = "`client_certificate_required`: over TLS, the connection did not present a pinned control room's client certificate (answered before the body is read; counted, not logged)", body = ErrorBody),
-        (status = 409, description = "`stale_checkpoint`: cosignatures are kept for the 8 newest checkpoints cosigned, and this one is older", body = ErrorBody),
-        (status = 422, description = "`not_our_checkpoint`: the note carries no valid signature of this log's key under its origin, or its root is not this log's at its size", body = ErrorBody),
-        (status = 500, description = "`internal`", body = ErrorBody),
-    ))]
+    responses((status = 200, body = CosignaturesResponse), CosignaturesRefusals, ControlRoomCall))]
 async fn cosignatures(
     State(state): State<AppState>,
     JsonBody(req): JsonBody<CosignaturesRequest>,
