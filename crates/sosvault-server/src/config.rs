@@ -28,14 +28,10 @@
 //! password_hash = "$argon2id$v=19$..."
 //! ```
 //!
-//! Environment overrides: `SOSVAULT_SERVER_LISTEN`, `SOSVAULT_SERVER_DATA_DIR`,
-//! `SOSVAULT_SERVER_DATABASE_URL`, `SOSVAULT_SERVER_NODE_ID`,
-//! `SOSVAULT_SERVER_ACK_TIMEOUT_MS`, `SOSVAULT_SERVER_STALE_POSITION_MS`,
-//! `SOSVAULT_SERVER_FALLBACK_AFTER_MS`, `SOSVAULT_SERVER_OVERDUE_AFTER_MS`,
-//! `SOSVAULT_SERVER_ACCESS_WINDOW_SECS`,
-//! `SOSVAULT_SERVER_ENROLL_TIMEOUT_MS`, `SOSVAULT_SERVER_PANIC_RATE_LIMIT`,
-//! `SOSVAULT_SERVER_TLS_CERT`, `SOSVAULT_SERVER_TLS_KEY`,
-//! `SOSVAULT_SERVER_MANIFEST_FILE`, `SOSVAULT_SERVER_METRICS_TOKEN_FILE`.
+//! Environment overrides: every setting but the `[[trustees]]` and
+//! `[[operators]]` tables, as `SOSVAULT_SERVER_` and its name in capitals
+//! (`SOSVAULT_SERVER_ACK_TIMEOUT_MS`, `SOSVAULT_SERVER_DATABASE_URL`); a
+//! blank value unsets the setting.
 //!
 //! Every file path in the file (`data_dir`, the TLS files, the trustee
 //! client certificate and key, `manifest_file`, `metrics_token_file`) is
@@ -62,7 +58,7 @@
 //! must be mode 0600 (the service refuses to start otherwise) and is relative
 //! to the configuration file's directory when relative.
 
-use sosvault_service::config::{ConfigFile, Env, EnvError, FileError, read_file};
+use sosvault_service::config::{ConfigFile, FileError, apply_env, read_file};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -203,6 +199,9 @@ impl Drop for DatabaseUrl {
         zeroize::Zeroize::zeroize(&mut self.0);
     }
 }
+
+/// Prefix of every environment override.
+pub const ENV_PREFIX: &str = "SOSVAULT_SERVER_";
 
 /// The whole configuration.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -456,45 +455,12 @@ impl Config {
         toml::to_string(self).map_err(|e| ConfigError::Parse(e.to_string()))
     }
 
-    /// Applies `SOSVAULT_SERVER_*` overrides read through `get`.
+    /// Applies `SOSVAULT_SERVER_*` overrides read through `get`: every
+    /// setting but the `[[trustees]]` and `[[operators]]` tables
+    /// ([`sosvault_service::config::apply_env`]).
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        let env = Env::new("SOSVAULT_SERVER_", get);
-        let invalid = |e: EnvError| ConfigError::Invalid(e.to_string());
-        env.string("LISTEN", &mut self.listen);
-        env.path("DATA_DIR", &mut self.data_dir);
-        if let Some(url) = env.var("DATABASE_URL") {
-            self.database_url = (!url.is_empty()).then(|| DatabaseUrl(url));
-        }
-        for (key, field) in [
-            ("ACK_TIMEOUT_MS", &mut self.ack_timeout_ms),
-            ("STALE_POSITION_MS", &mut self.stale_position_ms),
-            ("FALLBACK_AFTER_MS", &mut self.fallback_after_ms),
-            ("OVERDUE_AFTER_MS", &mut self.overdue_after_ms),
-            ("ACCESS_WINDOW_SECS", &mut self.access_window_secs),
-            ("ENROLL_TIMEOUT_MS", &mut self.enroll_timeout_ms),
-            (
-                "FORWARD_STUCK_AFTER_SECS",
-                &mut self.forward_stuck_after_secs,
-            ),
-            ("WITNESS_INTERVAL_MS", &mut self.witness_interval_ms),
-        ] {
-            env.parse(key, field).map_err(invalid)?;
-        }
-        env.parse("PANIC_RATE_LIMIT", &mut self.panic_rate_limit)
-            .map_err(invalid)?;
-        env.opt_string("LOG_ORIGIN", &mut self.log_origin);
-        env.opt_string("NODE_ID", &mut self.node_id);
-        for (key, field) in [
-            ("TLS_CERT", &mut self.tls_cert),
-            ("TLS_KEY", &mut self.tls_key),
-            ("TRUSTEE_CLIENT_CERT", &mut self.trustee_client_cert),
-            ("TRUSTEE_CLIENT_KEY", &mut self.trustee_client_key),
-            ("MANIFEST_FILE", &mut self.manifest_file),
-            ("METRICS_TOKEN_FILE", &mut self.metrics_token_file),
-        ] {
-            env.opt_path(key, field);
-        }
-        Ok(())
+        apply_env(self, ENV_PREFIX, get, &["trustees", "operators"])
+            .map_err(|e| ConfigError::Invalid(e.to_string()))
     }
 
     /// Checks ranges and consistency.
@@ -640,7 +606,7 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
-    use super::{Config, ConfigError, ControlRoomPublic, PathBuf, TrusteeConfig};
+    use super::{Config, ConfigError, ControlRoomPublic, DatabaseUrl, PathBuf, TrusteeConfig};
 
     #[test]
     fn every_file_is_relative_to_the_config_file_and_an_override_is_taken_as_given() {
@@ -685,6 +651,19 @@ mod tests {
         .unwrap();
         assert_eq!(c.listen, "127.0.0.1:9");
         assert_eq!(c.ack_timeout_ms, 1234);
+        // Every setting has its variable, the tables excepted; a blank one
+        // unsets an optional setting.
+        c.database_url = Some(DatabaseUrl("postgres://u:p@db/s".into()));
+        c.apply_env(|k| match k {
+            "SOSVAULT_SERVER_SESSION_SECS" => Some("60".into()),
+            "SOSVAULT_SERVER_THRESHOLD" => Some("3".into()),
+            "SOSVAULT_SERVER_DATABASE_URL" => Some(String::new()),
+            "SOSVAULT_SERVER_TRUSTEES" => Some("http://a".into()),
+            _ => None,
+        })
+        .unwrap();
+        assert_eq!((c.session_secs, c.threshold), (60, 3));
+        assert!(c.database_url.is_none() && c.trustees.is_empty());
         assert!(
             c.apply_env(|k| (k == "SOSVAULT_SERVER_ACK_TIMEOUT_MS").then(|| "x".into()))
                 .is_err()
@@ -732,39 +711,29 @@ mod tests {
             name: "t".into(),
             tls_ca: ca.then(|| "ca.pem".into()),
         };
-        assert!(
-            t("http://127.0.0.1:7001", false)
-                .check_transport(false)
-                .is_ok()
-        );
-        assert!(
-            t("http://localhost:7001", false)
-                .check_transport(false)
-                .is_ok()
-        );
-        let e = t("http://10.0.0.5:7001", false)
-            .check_transport(true)
-            .unwrap_err();
-        assert!(e.to_string().contains("loopback"), "{e}");
-        let e = t("https://trustee.example", false)
-            .check_transport(true)
-            .unwrap_err();
-        assert!(e.to_string().contains("tls_ca"), "{e}");
-        let e = t("https://trustee.example", true)
-            .check_transport(false)
-            .unwrap_err();
-        assert!(e.to_string().contains("trustee_client_cert"), "{e}");
-        assert!(
-            t("https://trustee.example", true)
-                .check_transport(true)
-                .is_ok()
-        );
-        assert!(
-            t("ftp://trustee.example", true)
-                .check_transport(true)
-                .is_err()
-        );
-        assert!(t("not a url", true).check_transport(true).is_err());
+        // (url, a pinned CA, a client certificate, what is refused: none
+        // for a transport that is allowed).
+        for (url, ca, client, refused) in [
+            ("http://127.0.0.1:7001", false, false, None),
+            ("http://localhost:7001", false, false, None),
+            ("http://10.0.0.5:7001", false, true, Some("loopback")),
+            ("https://trustee.example", false, true, Some("tls_ca")),
+            (
+                "https://trustee.example",
+                true,
+                false,
+                Some("trustee_client_cert"),
+            ),
+            ("https://trustee.example", true, true, None),
+            ("ftp://trustee.example", true, true, Some("")),
+            ("not a url", true, true, Some("")),
+        ] {
+            match (t(url, ca).check_transport(client), refused) {
+                (Ok(()), None) => {}
+                (Err(e), Some(why)) => assert!(e.to_string().contains(why), "{url}: {e}"),
+                (answer, _) => panic!("{url} (ca {ca}, client {client}): {answer:?}"),
+            }
+        }
     }
 
     #[test]

@@ -9,8 +9,8 @@
 //! service runs, as a shell user means it), then the service's own checks.
 
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// A service's configuration file, as [`read_file`] reads it.
@@ -105,84 +105,160 @@ pub struct EnvError {
     pub reason: String,
 }
 
-/// The overrides of one service's settings, read through `get` (the process
-/// environment, or a table in tests) as `<prefix><KEY>`.
+/// Overrides the settings of `config` from the environment, read through
+/// `get` (the process environment, or a table in tests): each top-level
+/// setting `name` from `<prefix><NAME>`, its name in capitals, except the
+/// tables of `tables` (lists of tables, such as the dispatch service's
+/// `[[trustees]]`, have no one-line form). Every setting has its variable, so
+/// a setting added to the file has one too, with no list to keep.
+///
+/// A value takes the setting's type: a number, `true`/`false`, a
+/// comma-separated list (blank items dropped) or text; a blank value unsets
+/// the setting, to its default (an optional path: none). A value that does
+/// not fit its setting is an error naming the variable, and `config` is left
+/// as it was.
 ///
 /// ```
 /// use std::path::PathBuf;
-/// use sosvault_service::config::Env;
+/// use sosvault_service::config::apply_env;
 ///
-/// let env = Env::new("APP_", |k| (k == "APP_PORT").then(|| "8080".to_owned()));
-/// let (mut port, mut cert) = (80_u16, None::<PathBuf>);
-/// env.parse("PORT", &mut port)?;
-/// env.opt_path("TLS_CERT", &mut cert);
-/// assert_eq!((port, cert), (8080, None));
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct Settings { port: u16, peers: Vec<String>, tls_cert: Option<PathBuf> }
+///
+/// let mut s = Settings { port: 80, peers: vec![], tls_cert: Some("c.pem".into()) };
+/// let env = |k: &str| match k {
+///     "APP_PORT" => Some("8080".to_owned()),
+///     "APP_PEERS" => Some("a, b".to_owned()),
+///     "APP_TLS_CERT" => Some(String::new()),
+///     _ => None,
+/// };
+/// apply_env(&mut s, "APP_", env, &[])?;
+/// assert_eq!((s.port, s.peers, s.tls_cert), (8080, vec!["a".into(), "b".into()], None));
+///
+/// let mut s = Settings { port: 80, peers: vec![], tls_cert: None };
+/// let e = apply_env(&mut s, "APP_", |k| (k == "APP_PORT").then(|| "x".into()), &[]).unwrap_err();
+/// assert_eq!((e.var.as_str(), s.port), ("APP_PORT", 80));
 /// # Ok::<(), sosvault_service::config::EnvError>(())
 /// ```
-pub struct Env<'a, F> {
-    prefix: &'a str,
-    get: F,
+pub fn apply_env<C: Serialize + DeserializeOwned>(
+    config: &mut C,
+    prefix: &str,
+    get: impl Fn(&str) -> Option<String>,
+    tables: &[&str],
+) -> Result<(), EnvError> {
+    let mut settings = toml::Table::try_from(&*config).map_err(|e| EnvError {
+        var: format!("{prefix}*"),
+        reason: format!("the settings do not serialize: {e}"),
+    })?;
+    let mut changed = false;
+    for name in setting_names::<C>().iter().filter(|n| !tables.contains(n)) {
+        let var = format!("{prefix}{}", name.to_uppercase());
+        let Some(value) = get(&var) else { continue };
+        let mut tried = settings.clone();
+        let fits = if value.trim().is_empty() {
+            tried.remove(*name);
+            fit::<C>(&tried)
+        } else {
+            // The setting's type as it stands; an unset optional one is
+            // text, or else a list.
+            let candidates = match settings.get(*name) {
+                Some(toml::Value::Integer(_)) => vec![number(&value)],
+                Some(toml::Value::Boolean(_)) => vec![flag(&value)],
+                Some(toml::Value::Array(_)) => vec![list(&value)],
+                Some(_) => vec![toml::Value::String(value.clone())],
+                None => vec![toml::Value::String(value.clone()), list(&value)],
+            };
+            let mut fits = Err(String::new());
+            for candidate in candidates {
+                tried.insert((*name).to_owned(), candidate);
+                match fit::<C>(&tried) {
+                    Ok(()) => {
+                        fits = Ok(());
+                        break;
+                    }
+                    Err(e) if fits.as_ref().is_err_and(String::is_empty) => fits = Err(e),
+                    Err(_) => {}
+                }
+            }
+            fits
+        };
+        fits.map_err(|reason| EnvError { var, reason })?;
+        settings = tried;
+        changed = true;
+    }
+    if changed {
+        *config = settings.try_into().map_err(|e: toml::de::Error| EnvError {
+            var: format!("{prefix}*"),
+            reason: e.message().to_owned(),
+        })?;
+    }
+    Ok(())
 }
 
-impl<'a, F: Fn(&str) -> Option<String>> Env<'a, F> {
-    /// Overrides named `<prefix><KEY>`, read through `get`.
-    pub fn new(prefix: &'a str, get: F) -> Self {
-        Env { prefix, get }
-    }
+/// Whether `settings` deserialize as `C`; toml's words if not.
+fn fit<C: DeserializeOwned>(settings: &toml::Table) -> Result<(), String> {
+    settings
+        .clone()
+        .try_into::<C>()
+        .map(drop)
+        .map_err(|e| e.message().to_owned())
+}
 
-    /// The raw value of `<prefix><key>`, if set.
-    pub fn var(&self, key: &str) -> Option<String> {
-        (self.get)(&format!("{}{key}", self.prefix))
-    }
+fn number(v: &str) -> toml::Value {
+    v.trim()
+        .parse::<i64>()
+        .map_or_else(|_| toml::Value::String(v.to_owned()), toml::Value::Integer)
+}
 
-    /// Sets a text setting.
-    pub fn string(&self, key: &str, field: &mut String) {
-        if let Some(v) = self.var(key) {
-            *field = v;
+fn flag(v: &str) -> toml::Value {
+    v.trim()
+        .parse::<bool>()
+        .map_or_else(|_| toml::Value::String(v.to_owned()), toml::Value::Boolean)
+}
+
+fn list(v: &str) -> toml::Value {
+    toml::Value::Array(split_list(v).into_iter().map(toml::Value::String).collect())
+}
+
+/// The names of a configuration's top-level settings: the fields its
+/// `Deserialize` asks for (serde hands them to `deserialize_struct`).
+fn setting_names<C: DeserializeOwned>() -> &'static [&'static str] {
+    #[derive(Debug)]
+    struct Found(&'static [&'static str]);
+    impl std::fmt::Display for Found {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("not a struct")
         }
     }
-
-    /// Sets an optional text setting.
-    pub fn opt_string(&self, key: &str, field: &mut Option<String>) {
-        if let Some(v) = self.var(key) {
-            *field = Some(v);
+    impl std::error::Error for Found {}
+    impl serde::de::Error for Found {
+        fn custom<T: std::fmt::Display>(_: T) -> Self {
+            Found(&[])
         }
     }
-
-    /// Sets a path.
-    pub fn path(&self, key: &str, field: &mut PathBuf) {
-        if let Some(v) = self.var(key) {
-            *field = v.into();
+    struct Probe;
+    impl<'de> serde::Deserializer<'de> for Probe {
+        type Error = Found;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Found> {
+            Err(Found(&[]))
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Found> {
+            Err(Found(fields))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map
+            enum identifier ignored_any
         }
     }
-
-    /// Sets an optional path.
-    pub fn opt_path(&self, key: &str, field: &mut Option<PathBuf>) {
-        if let Some(v) = self.var(key) {
-            *field = Some(v.into());
-        }
-    }
-
-    /// Sets a list from comma-separated values (blank items dropped).
-    pub fn list(&self, key: &str, field: &mut Vec<String>) {
-        if let Some(v) = self.var(key) {
-            *field = split_list(&v);
-        }
-    }
-
-    /// Sets a setting parsed from its text (a number, an address); a value
-    /// that does not parse is an error and leaves `field` as it was.
-    pub fn parse<T: FromStr>(&self, key: &str, field: &mut T) -> Result<(), EnvError>
-    where
-        T::Err: std::fmt::Display,
-    {
-        if let Some(v) = self.var(key) {
-            *field = v.trim().parse().map_err(|e: T::Err| EnvError {
-                var: format!("{}{key}", self.prefix),
-                reason: e.to_string(),
-            })?;
-        }
-        Ok(())
+    match C::deserialize(Probe) {
+        Err(Found(fields)) => fields,
+        Ok(_) => &[],
     }
 }
 
@@ -197,26 +273,110 @@ pub fn split_list(v: &str) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Env, split_list};
+    use std::path::PathBuf;
 
-    #[test]
-    fn a_bad_value_names_its_variable_and_changes_nothing() {
-        let env = Env::new("P_", |k| (k == "P_N").then(|| "x".to_owned()));
-        let mut n = 7_u32;
-        let e = env.parse("N", &mut n).unwrap_err();
-        assert_eq!(n, 7);
-        assert_eq!(e.var, "P_N");
-        assert!(e.to_string().starts_with("P_N is not valid: "), "{e}");
+    use super::{apply_env, setting_names, split_list};
+
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Settings {
+        #[serde(default = "seven")]
+        n: u32,
+        #[serde(default)]
+        on: bool,
+        name: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        peers: Vec<String>,
+        #[serde(default)]
+        key_file: Option<PathBuf>,
+        #[serde(default)]
+        rooms: Vec<Room>,
+    }
+
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Room {
+        url: String,
+    }
+
+    fn seven() -> u32 {
+        7
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            n: 3,
+            on: false,
+            name: "kept".into(),
+            peers: vec![],
+            key_file: None,
+            rooms: vec![Room { url: "u".into() }],
+        }
+    }
+
+    fn env(vars: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k| {
+            vars.iter()
+                .find(|(v, _)| *v == k)
+                .map(|(_, x)| (*x).to_owned())
+        }
     }
 
     #[test]
-    fn unset_variables_leave_settings_alone_and_lists_split_on_commas() {
-        let env = Env::new("P_", |k| (k == "P_L").then(|| " a, ,b ".to_owned()));
-        let (mut s, mut l) = ("kept".to_owned(), Vec::new());
-        env.string("S", &mut s);
-        env.list("L", &mut l);
-        assert_eq!(s, "kept");
-        assert_eq!(l, ["a", "b"]);
+    fn every_setting_has_its_variable_and_takes_its_type() {
+        assert_eq!(
+            setting_names::<Settings>(),
+            ["n", "on", "name", "peers", "key_file", "rooms"]
+        );
+        let mut s = settings();
+        apply_env(
+            &mut s,
+            "P_",
+            env(&[
+                ("P_N", " 12 "),
+                ("P_ON", "true"),
+                ("P_PEERS", " a, ,b "),
+                ("P_KEY_FILE", "k.pem"),
+                ("P_OTHER", "ignored"),
+            ]),
+            &["rooms"],
+        )
+        .unwrap();
+        assert_eq!(
+            s,
+            Settings {
+                n: 12,
+                on: true,
+                name: "kept".into(),
+                peers: vec!["a".into(), "b".into()],
+                key_file: Some("k.pem".into()),
+                rooms: vec![Room { url: "u".into() }],
+            }
+        );
+        // Blank unsets: an optional path to none, a number to its default.
+        apply_env(&mut s, "P_", env(&[("P_KEY_FILE", ""), ("P_N", " ")]), &[]).unwrap();
+        assert_eq!((s.key_file, s.n), (None, 7));
         assert!(split_list(" , ").is_empty());
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable_and_changes_nothing() {
+        for vars in [
+            &[("P_N", "x")][..],
+            &[("P_N", "-1")],
+            &[("P_ON", "yes")],
+            &[("P_NAME", "")],
+            &[("P_ROOMS", "a")],
+            &[("P_N", "5"), ("P_ON", "maybe")],
+        ] {
+            let mut s = settings();
+            let e = apply_env(&mut s, "P_", env(vars), &[]).expect_err("refused");
+            assert!(vars.iter().any(|(v, _)| *v == e.var), "{e}");
+            assert!(
+                e.to_string()
+                    .starts_with(&format!("{} is not valid: ", e.var)),
+                "{e}"
+            );
+            assert_eq!(s, settings());
+        }
     }
 }

@@ -6,7 +6,7 @@
 //!
 //! | module | what it holds |
 //! | --- | --- |
-//! | [`config`] | [`config::Env`]: environment overrides of a service's settings, `<PREFIX><KEY>`, with an error that names the variable |
+//! | [`config`] | [`config::read_file`]: the TOML file, its relative paths relative to it; [`config::apply_env`]: every setting overridden by `<PREFIX><NAME>`, with an error that names the variable |
 //! | [`files`] | files only their owner reads: written 0600 (new, or replaced atomically), directories 0700, logs appended 0600, loose keys refused with the `chmod` to run; both services and the CLI |
 //! | [`http`] | [`http::close_unread`]: `Connection: close` on any answer given before the request body was read; [`http::ErrorBody`], the JSON of every refusal in both services |
 //! | [`pki`] | a throwaway CA: the demo's and the tests' certificates, made at start |

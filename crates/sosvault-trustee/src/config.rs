@@ -29,7 +29,7 @@
 //! directory: a backup together with the key it was sealed under still
 //! opens the shares of students who have since pressed stop.
 
-use sosvault_service::config::{ConfigFile, Env, read_file};
+use sosvault_service::config::{ConfigFile, apply_env, read_file};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -221,46 +221,11 @@ impl Config {
         Ok(config)
     }
 
-    /// Applies `SOSVAULT_TRUSTEE_*` overrides read through `get`.
+    /// Applies `SOSVAULT_TRUSTEE_*` overrides read through `get`: every
+    /// setting, as the prefix and its name in capitals
+    /// ([`sosvault_service::config::apply_env`]).
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> anyhow::Result<()> {
-        let env = Env::new(ENV_PREFIX, get);
-        env.string("NAME", &mut self.name);
-        env.parse("LISTEN", &mut self.listen)?;
-        env.path("STORE", &mut self.store);
-        env.path("TRUSTEE_KEY_FILE", &mut self.trustee_key_file);
-        env.parse("MAX_RELEASES_PER_WINDOW", &mut self.max_releases_per_window)?;
-        for (key, field) in [
-            ("RELEASE_WINDOW_SECS", &mut self.release_window_secs),
-            ("MAX_CLOCK_SKEW_SECS", &mut self.max_clock_skew_secs),
-            ("MAX_PANIC_AGE_SECS", &mut self.max_panic_age_secs),
-            (
-                "RELEASE_RETRY_WINDOW_SECS",
-                &mut self.release_retry_window_secs,
-            ),
-            ("REQUEST_TIMEOUT_SECS", &mut self.request_timeout_secs),
-        ] {
-            env.parse(key, field)?;
-        }
-        env.parse("MAX_BODY_BYTES", &mut self.max_body_bytes)?;
-        for (key, field) in [
-            ("MASTER_KEY_FILE", &mut self.master_key_file),
-            ("TLS_CERT", &mut self.tls_cert),
-            ("TLS_KEY", &mut self.tls_key),
-            ("TLS_CLIENT_CA", &mut self.tls_client_ca),
-        ] {
-            env.opt_path(key, field);
-        }
-        env.opt_string("LOG_ORIGIN", &mut self.log_origin);
-        env.opt_string("WITNESS_NAME", &mut self.witness_name);
-        for (key, field) in [
-            ("PINNED_CONTROL_ROOMS", &mut self.pinned_control_rooms),
-            ("AUDITOR_TOKEN_SHA256", &mut self.auditor_token_sha256),
-            ("WITNESS_LOGS", &mut self.witness_logs),
-            ("WITNESSES", &mut self.witnesses),
-        ] {
-            env.list(key, field);
-        }
-        Ok(())
+        Ok(apply_env(self, ENV_PREFIX, get, &[])?)
     }
 
     /// Checks the values that have limits.
