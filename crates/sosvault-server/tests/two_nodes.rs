@@ -31,19 +31,23 @@ const TAKEOVER_BOUND: Duration = Duration::from_secs(5 + 1 + 3);
 /// (so only B can send it), and a student's panic stored by A: the
 /// cluster (A), B, the team's stream on B, A's operator, the incident and
 /// the database.
+// The fields drop in the order they are declared: the streams, node B,
+// node A (and its trustees), and the database last, so no node outlives it.
 struct TwoNodes {
-    a: Cluster,
-    b: ServerProc,
-    on_b: Client,
     team: tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
+    on_b: Client,
     op: String,
     id: String,
+    /// Node B, running until the test ends.
+    _b: ServerProc,
+    a: Cluster,
     stored: Stored,
 }
 
 impl TwoNodes {
     async fn start() -> Self {
-        let (a, stored) = node_a().await;
+        let stored = database().await;
+        let a = node_a(&stored).await;
         let op = a.operator().await;
         let (_, token) = a
             .client
@@ -59,7 +63,7 @@ impl TwoNodes {
             .await;
         let mut nodes = Self {
             a,
-            b,
+            _b: b,
             on_b,
             team,
             op,
@@ -101,15 +105,6 @@ impl TwoNodes {
         );
         assert_eq!(rows.len(), 1, "{rows:?}");
     }
-
-    /// The nodes stop before their database goes.
-    fn stop(self) {
-        let Self {
-            a, b, team, stored, ..
-        } = self;
-        drop((team, b, a));
-        drop(stored);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -134,7 +129,7 @@ async fn an_incident_outlives_the_node_that_took_its_panic() {
         "{timeline}"
     );
     eprintln!("B took over and sent the team {took:?} after A died");
-    n.stop();
+    drop(n);
 }
 
 /// A node frozen past its lease (SIGSTOP: a stalled machine, a paused
@@ -168,22 +163,24 @@ async fn a_node_frozen_past_its_lease_lets_the_incident_go_when_it_wakes() {
     assert_eq!(n.holder().as_deref(), Some("node-b"));
     n.sent_once();
     eprintln!("B took over {took:?} after A froze; A let the incident go on waking");
-    n.stop();
+    drop(n);
 }
 
 /// Two nodes on a database of the test's own, trustee 3 behind a proxy
 /// answering faults to shreds, and a student's stop node A took: pending
 /// at trustee 3, carried by A. Forwards count as stuck after a second and
 /// are asked again within a second.
+// Dropped in the order declared, as `TwoNodes` is.
 struct StopOnA {
-    a: Cluster,
-    b: ServerProc,
+    ops_b: tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
     on_b: Client,
     op_b: String,
-    ops_b: tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
-    proxy: common::faulty::FaultyProxy,
     student: sosvault::StudentId,
     stop: sosvault::Signed<sosvault::Stop>,
+    /// Node B, running until the test ends.
+    _b: ServerProc,
+    a: Cluster,
+    proxy: common::faulty::FaultyProxy,
     stored: Stored,
 }
 
@@ -191,7 +188,8 @@ impl StopOnA {
     async fn start() -> Self {
         let proxy = common::faulty::FaultyProxy::start().await;
         let p = proxy.clone();
-        let (a, stored) = node_a_with(move |cfg| {
+        let stored = database().await;
+        let a = node_a_with(&stored, move |cfg| {
             cfg.forward_stuck_after_secs = 1;
             cfg.max_backoff_ms = 1_000;
             p.set_upstream(&cfg.trustees[2].url);
@@ -215,7 +213,7 @@ impl StopOnA {
             .await;
         let nodes = Self {
             a,
-            b,
+            _b: b,
             on_b,
             op_b,
             ops_b,
@@ -276,19 +274,6 @@ impl StopOnA {
         let taken = Self::metric(&self.on_b, &self.op_b, "sosvault_forwards_taken_total").await;
         assert_eq!(taken.as_deref(), Some("1"));
     }
-
-    /// The nodes stop before their database goes.
-    fn stop(self) {
-        let Self {
-            a,
-            b,
-            ops_b,
-            stored,
-            ..
-        } = self;
-        drop((ops_b, b, a));
-        drop(stored);
-    }
 }
 
 /// A stop node A took while trustee 3 answered only faults is still on its
@@ -304,7 +289,7 @@ async fn a_stop_outlives_the_node_that_took_it() {
     let took = n.b_carries_it(TAKEOVER_BOUND).await;
     n.b_finishes_the_stop().await;
     eprintln!("B carried A's stop {took:?} after A died");
-    n.stop();
+    drop(n);
 }
 
 /// A node frozen past its beat (SIGSTOP) comes back to find another node
@@ -335,29 +320,36 @@ async fn a_node_frozen_past_its_beat_lets_its_stop_go_when_it_wakes() {
     assert_eq!(on_b.as_deref(), Some("1"));
     assert_eq!(n.carrier(), [Some("node-b".to_owned())]);
     n.b_finishes_the_stop().await;
-    n.stop();
+    drop(n);
 }
 
 /// One node named `node-a` on a database of the test's own.
-async fn node_a() -> (Cluster, Stored) {
-    node_a_with(|_| {}).await
+async fn node_a(stored: &Stored) -> Cluster {
+    node_a_with(stored, |_| {}).await
 }
 
 /// [`node_a`], its configuration changed by `tweak` too.
 async fn node_a_with(
+    stored: &Stored,
     tweak: impl FnOnce(&mut sosvault_server::config::Config),
-) -> (Cluster, Stored) {
-    let db = tokio::task::spawn_blocking(TestDatabase::create)
-        .await
-        .unwrap();
-    let url = db.url().to_owned();
-    let a = Cluster::start_with(Options::default(), move |cfg| {
+) -> Cluster {
+    let url = stored.postgres_url().to_owned();
+    Cluster::start_with(Options::default(), move |cfg| {
         cfg.database_url = Some(sosvault_server::config::DatabaseUrl::new(&url));
         cfg.node_id = Some("node-a".into());
         tweak(cfg);
     })
-    .await;
-    (a, Stored::Postgres(db))
+    .await
+}
+
+/// A database of its own for one test's nodes. Declared before them, it is
+/// dropped after them (locals drop in the reverse order of their
+/// declaration), so no node outlives its database.
+async fn database() -> Stored {
+    let db = tokio::task::spawn_blocking(TestDatabase::create)
+        .await
+        .unwrap();
+    Stored::Postgres(db)
 }
 
 /// A second process under a running node's name (a copied data directory,
@@ -366,7 +358,8 @@ async fn node_a_with(
 /// refuses to start, saying what to do. The running node goes on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_process_under_a_live_node_s_name_refuses_to_start() {
-    let (a, stored) = node_a().await;
+    let stored = database().await;
+    let a = node_a(&stored).await;
     let mut twin = a.node_beside("node-a");
     let since = Instant::now();
     let why = twin.try_start_with_env(&[]).unwrap_err();
@@ -377,8 +370,6 @@ async fn a_second_process_under_a_live_node_s_name_refuses_to_start() {
     // It waited out at most one beat before deciding.
     assert!(since.elapsed() < TAKEOVER_BOUND, "{:?}", since.elapsed());
     a.operator().await;
-    drop(a);
-    drop(stored);
 }
 
 /// A node frozen past its beat while a second process under its name
@@ -386,7 +377,8 @@ async fn a_second_process_under_a_live_node_s_name_refuses_to_start() {
 /// with an error, instead of running the incidents the other now runs.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_wakes_to_find_its_name_taken_stops() {
-    let (mut a, stored) = node_a().await;
+    let stored = database().await;
+    let mut a = node_a(&stored).await;
     a.server.signal("STOP");
     let mut twin = a.node_beside("node-a");
     twin.try_start_with_env(&[]).unwrap();
@@ -400,8 +392,6 @@ async fn a_node_that_wakes_to_find_its_name_taken_stops() {
     // The twin serves under the name.
     let on_twin = Client::new(&twin.url());
     on_twin.login(OPERATOR, PASSWORD).await.unwrap();
-    drop((twin, a));
-    drop(stored);
 }
 
 /// Events reach every node: an operator connected to node B sees at once
@@ -410,17 +400,15 @@ async fn a_node_that_wakes_to_find_its_name_taken_stops() {
 /// the database may) is sealed: no incident id, category or coordinate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_on_one_node_sees_at_once_the_panic_another_took() {
-    let (a, stored) = node_a().await;
+    let stored = database().await;
+    let a = node_a(&stored).await;
     let b = a.second_node("node-b");
     let on_b = Client::new(&b.url());
     let op_b = on_b.login(OPERATOR, PASSWORD).await.unwrap();
     let mut ops_b = on_b.events("/v1/operator/events", &op_b).await.unwrap();
-    let Stored::Postgres(db) = &stored else {
-        unreachable!("node_a is on PostgreSQL")
-    };
 
     // A stranger with the database listens on the channel.
-    let url = db.url().to_owned();
+    let url = stored.postgres_url().to_owned();
     let (ready_tx, ready) = std::sync::mpsc::channel();
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let enough = done.clone();
@@ -492,8 +480,6 @@ async fn an_operator_on_one_node_sees_at_once_the_panic_another_took() {
         }
     }
     eprintln!("B's operator saw A's panic {took:?} after it was sent ({created})");
-    drop((ops_b, b, a));
-    drop(stored);
 }
 
 /// A stop taken by node B reaches the node running the student's
@@ -502,7 +488,8 @@ async fn an_operator_on_one_node_sees_at_once_the_panic_another_took() {
 /// access window ended.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_taken_on_one_node_forgets_the_keys_on_the_node_running_the_incident() {
-    let (a, stored) = node_a().await;
+    let stored = database().await;
+    let a = node_a(&stored).await;
     let (op_a, mut ops_a) = {
         let op = a.operator().await;
         let ops = a.operator_events(&op).await;
@@ -531,8 +518,6 @@ async fn a_stop_taken_on_one_node_forgets_the_keys_on_the_node_running_the_incid
     assert!(detail["profile"].is_null(), "{detail}");
     assert_ne!(detail["release"]["profile"], "released", "{detail}");
     eprintln!("A forgot the keys {took:?} after B took the stop");
-    drop((ops_a, b, a));
-    drop(stored);
 }
 
 /// A burst of panics across two nodes, and node A killed with SIGKILL in
@@ -545,7 +530,8 @@ async fn a_stop_taken_on_one_node_forgets_the_keys_on_the_node_running_the_incid
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_across_two_nodes_survives_killing_one_and_loses_nothing() {
     const PANICS: usize = 16;
-    let (mut a, stored) = node_a().await;
+    let stored = database().await;
+    let mut a = node_a(&stored).await;
     let op = a.operator().await;
     let mut tokens = Vec::new();
     for i in 0..PANICS {
@@ -688,8 +674,6 @@ async fn a_burst_across_two_nodes_survives_killing_one_and_loses_nothing() {
     eprintln!(
         "{PANICS} panics, {by_a} taken by A before it died; all assigned and acknowledged once, {took:?} after the kill"
     );
-    drop((b, a));
-    drop(stored);
 }
 
 /// A node with nothing to do spends next to no CPU: its lease round once a
@@ -698,7 +682,8 @@ async fn a_burst_across_two_nodes_survives_killing_one_and_loses_nothing() {
 /// busy loop that took half a core and a third of the enrollment rate.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_node_spends_next_to_no_cpu() {
-    let (a, stored) = node_a().await;
+    let stored = database().await;
+    let a = node_a(&stored).await;
     let b = a.second_node("node-b");
     let before = (a.server.cpu_ticks(), b.cpu_ticks());
     let since = Instant::now();
@@ -711,6 +696,4 @@ async fn an_idle_node_spends_next_to_no_cpu() {
         ticks.0 < 30 && ticks.1 < 30,
         "idle nodes used {ticks:?} ticks of 10 ms in {wall:?}"
     );
-    drop((b, a));
-    drop(stored);
 }

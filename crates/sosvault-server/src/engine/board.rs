@@ -846,6 +846,14 @@ mod tests {
         }
     }
 
+    /// The step of an incident waiting for `unit`'s acknowledgement until `until`.
+    fn awaiting_ack(unit: &str, until: u64) -> Step {
+        Step::Wait {
+            why: Waiting::Ack { unit: named(unit) },
+            until: Some(until),
+        }
+    }
+
     #[test]
     fn the_nearest_eligible_team_of_the_right_kind_is_sent() {
         let mut b = board(&[
@@ -857,15 +865,7 @@ mod tests {
         let s = sent(b.step(id(1), 10));
         assert_eq!((s.unit, s.how), (named("near"), How::Nearest));
         assert!((s.distance_m.unwrap() - 1_000.0).abs() < 20.0);
-        assert_eq!(
-            b.step(id(1), 11),
-            Step::Wait {
-                why: Waiting::Ack {
-                    unit: named("near")
-                },
-                until: Some(5_010)
-            }
-        );
+        assert_eq!(b.step(id(1), 11), awaiting_ack("near", 5_010));
         b.check();
     }
 
@@ -1035,23 +1035,11 @@ mod tests {
         assert_eq!(sent(b.step(id(1), 1_000)).unit, named("a"));
         assert!(matches!(b.step(id(1), 6_000), Step::TimedOut { .. }));
         assert_eq!(sent(b.step(id(1), 6_000)).unit, named("a"));
-        assert_eq!(
-            b.step(id(1), 6_001),
-            Step::Wait {
-                why: Waiting::Ack { unit: named("a") },
-                until: Some(11_000)
-            }
-        );
+        assert_eq!(b.step(id(1), 6_001), awaiting_ack("a", 11_000));
         // The wait for an acknowledgement ends at the alarm if it comes first.
         assert!(matches!(b.step(id(1), 11_000), Step::TimedOut { .. }));
         assert_eq!(sent(b.step(id(1), 29_000)).unit, named("a"));
-        assert_eq!(
-            b.step(id(1), 29_001),
-            Step::Wait {
-                why: Waiting::Ack { unit: named("a") },
-                until: Some(31_000)
-            }
-        );
+        assert_eq!(b.step(id(1), 29_001), awaiting_ack("a", 31_000));
         assert_eq!(b.step(id(1), 31_000), Step::Overdue { waited_ms: 30_000 });
         let mut b = board(&[("a", UnitKind::Police, 1.0)]);
         b.open(id(1), UnitKind::Police, None, 1_000);

@@ -68,6 +68,14 @@ pub enum Stored {
 }
 
 impl Stored {
+    /// The PostgreSQL database's URL (the tests of several nodes).
+    pub fn postgres_url(&self) -> &str {
+        match self {
+            Self::Postgres(db) => db.url(),
+            Self::Sqlite(path) => panic!("{} is SQLite, not PostgreSQL", path.display()),
+        }
+    }
+
     /// `sql`'s rows.
     pub fn rows(&self, sql: &str, params: Vec<P>) -> Vec<Vec<V>> {
         match self {
