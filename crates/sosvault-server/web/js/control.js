@@ -243,14 +243,20 @@
   }
 
   // ------------------------------------------------------------ data
-  let listTimer = null;
-  function refreshListSoon() {
-    if (listTimer) return;
-    listTimer = setTimeout(() => {
-      listTimer = null;
-      refreshList();
-    }, 120);
+  // `run`, once, `ms` after the first of a burst of calls: a burst of
+  // events costs one reload.
+  function soon(run, ms) {
+    let timer = null;
+    return () => {
+      if (timer) return;
+      timer = setTimeout(() => {
+        timer = null;
+        run();
+      }, ms);
+    };
   }
+  const refreshListSoon = soon(() => refreshList(), 120);
+  const refreshUnitsSoon = soon(() => refreshUnits(), 200);
 
   async function refreshList() {
     const seq = ++loads.list;
@@ -278,15 +284,6 @@
       S.refreshedAt = Date.now();
       renderStaticNote();
     }
-  }
-
-  let unitsTimer = null;
-  function refreshUnitsSoon() {
-    if (unitsTimer) return;
-    unitsTimer = setTimeout(() => {
-      unitsTimer = null;
-      refreshUnits();
-    }, 200);
   }
 
   // Stops, cancels and commits a trustee has not confirmed for too long.
