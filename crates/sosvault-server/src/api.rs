@@ -109,6 +109,22 @@ pub enum StoreFailure {
     Unavailable(ErrorBody),
 }
 
+/// What a team's acknowledgement answers when it cannot be taken now:
+/// [`StoreFailure`]'s answers, and with several nodes one more 503.
+#[derive(utoipa::IntoResponses)]
+pub enum AckFailure {
+    /// `internal`
+    #[response(status = 500)]
+    Internal(ErrorBody),
+    /// `unavailable`: the service cannot reach its database; `contended`:
+    /// another node's write stood in the way; `node_unavailable`: the team
+    /// is connected to another node than the one running the incident,
+    /// which did not take the acknowledgement in time. Nothing changed, and
+    /// `Retry-After` says when to try again
+    #[response(status = 503, headers(("Retry-After" = u32, description = "seconds to wait before trying again")))]
+    Unavailable(ErrorBody),
+}
+
 // The 503 of `StoreFailure` alone, for a route whose other refusals
 // already document its 500 (`POST /v1/log/mine`, with `MineRefusals`). Its
 // doc comment is the response's description.
@@ -1469,14 +1485,14 @@ async fn unit_events(State(e): State<Engine>, Unit(u): Unit) -> Response {
 
 /// The unit acknowledges its assignment.
 #[utoipa::path(post, path = "/v1/unit/incidents/{id}/ack", tag = "unit", params(("id" = String, Path, description = "incident id (32 hex digits; any other answers 404)", min_length = 32, max_length = 32, pattern = "^[0-9a-fA-F]{32}$")), security(("unit" = [])),
-    responses((status = 200, body = StatusBody), (status = 401, body = ErrorBody), (status = 404, description = "`not_found`: not an incident this unit is assigned to", body = ErrorBody), StoreFailure))]
+    responses((status = 200, body = StatusBody), (status = 401, body = ErrorBody), (status = 404, description = "`not_found`: not an incident this unit is assigned to", body = ErrorBody), AckFailure))]
 async fn unit_ack(
     State(e): State<Engine>,
     Unit(u): Unit,
     Path(id): Path<String>,
 ) -> Result<Json<StatusBody>, ApiError> {
     let id = parse_incident_id(&id)?;
-    e.acknowledge(u, id)?;
+    e.acknowledge(u, id).await?;
     Ok(status("acknowledged"))
 }
 

@@ -80,6 +80,7 @@ mod operators;
 mod reassign;
 mod release;
 mod student;
+mod teams;
 mod witness;
 
 /// Milliseconds since the Unix epoch.
@@ -1422,7 +1423,7 @@ pub struct UnitConnection {
 
 impl Drop for UnitConnection {
     fn drop(&mut self) {
-        self.engine.state().board.team_disconnected(self.unit);
+        self.engine.unit_disconnected(self.unit);
     }
 }
 

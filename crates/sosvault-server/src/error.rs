@@ -169,7 +169,8 @@ fn status_of(e: &EngineError) -> u16 {
         EngineError::BadReceipt => 502,
         EngineError::Busy { .. }
         | EngineError::TrusteeUnavailable { .. }
-        | EngineError::WitnessUnavailable(_) => 503,
+        | EngineError::WitnessUnavailable(_)
+        | EngineError::NodeUnavailable => 503,
         EngineError::LogQuery(q) => q.status(),
         // A store error never gets here: `From<StoreError>` answers it.
         EngineError::Store(_) | EngineError::Internal(_) => 500,
@@ -181,6 +182,10 @@ impl From<EngineError> for ApiError {
         match e {
             EngineError::TooManyAttempts { wait_ms } => Self::too_many_attempts(wait_ms),
             EngineError::Busy { retry_after_secs } => Self::busy(retry_after_secs),
+            EngineError::NodeUnavailable => Self {
+                retry_after_secs: Some(1),
+                ..Self::new(503, e.code(), &e.to_string())
+            },
             EngineError::Store(e) => e.into(),
             e if e.is_internal() => Self::internal(&e.to_string()),
             e => Self::new(status_of(&e), e.code(), &e.to_string()),

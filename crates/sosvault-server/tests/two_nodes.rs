@@ -1,9 +1,10 @@
 //! Two dispatch nodes on one PostgreSQL database (issue 13): an open
 //! incident is run by the node holding its lease, and outlives that node;
 //! so does a stop still on its way to a trustee.
-//! Node A stores a panic it can send no team to (the only team's live
-//! stream is on node B). A is killed with SIGKILL, as a crash: B takes the
-//! incident over once A's lease runs out and sends the team. Or A is
+//! Node A stores a panic it can send no team to (no team's live stream is
+//! open yet). A is killed with SIGKILL, as a crash, and the team connects
+//! to node B: B takes the incident over once A's lease runs out and sends
+//! the team. Or A is
 //! frozen (SIGSTOP) past its lease: B takes over the same way, and A,
 //! woken, lets the incident go. And a stop node A took while a trustee did
 //! not answer is carried to that trustee by B once A is dead. Real
@@ -27,16 +28,16 @@ use sosvault_testkit::postgres::TestDatabase;
 const TAKEOVER_BOUND: Duration = Duration::from_secs(5 + 1 + 3);
 
 /// Two nodes on a database of the test's own, the first named `node-a`
-/// with a team registered there whose live stream is open on `node-b`
-/// (so only B can send it), and a student's panic stored by A: the
-/// cluster (A), B, the team's stream on B, A's operator, the incident and
-/// the database.
-// The fields drop in the order they are declared: the streams, node B,
+/// with a team registered there and a student's panic stored by A, which
+/// A can send no team to: the team has no live stream open anywhere yet.
+/// The cluster (A), B, A's operator, the team's token, the incident and the
+/// database.
+// The fields drop in the order they are declared: the clients, node B,
 // node A (and its trustees), and the database last, so no node outlives it.
 struct TwoNodes {
-    team: tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>,
     on_b: Client,
     op: String,
+    token: String,
     id: String,
     /// Node B, running until the test ends.
     _b: ServerProc,
@@ -56,23 +57,20 @@ impl TwoNodes {
             .unwrap();
         let b = a.second_node("node-b");
         let on_b = Client::new(&b.url());
-        let team = on_b.events("/v1/unit/events", &token).await.unwrap();
         let mut device = a.student("Nidhi Sharma").await;
         let id = a
             .panic_at_talwandi(&mut device, sosvault::Category::Police)
             .await;
-        let mut nodes = Self {
+        let nodes = Self {
             a,
             _b: b,
             on_b,
-            team,
+            token,
             op,
             id,
             stored,
         };
         assert_eq!(nodes.holder().as_deref(), Some("node-a"));
-        // Nothing was sent: A cannot tell the team, B does not run it.
-        assert!(nodes.team.try_recv().is_err());
         nodes
     }
 
@@ -85,9 +83,16 @@ impl TwoNodes {
         rows.first().and_then(|r| r[0].text())
     }
 
-    /// Waits for B to send the team; how long it took from `since`.
+    /// The team opens its live stream on B (A is dead or frozen by now, so
+    /// only B can send it); waits for B to send it, and says how long that
+    /// took from `since`.
     async fn b_sends_the_team(&mut self, since: Instant) -> Duration {
-        next_event(&mut self.team, 20, is("assigned", &self.id)).await;
+        let mut team = self
+            .on_b
+            .events("/v1/unit/events", &self.token)
+            .await
+            .unwrap();
+        next_event(&mut team, 20, is("assigned", &self.id)).await;
         let took = since.elapsed();
         assert!(
             took <= TAKEOVER_BOUND,
@@ -342,6 +347,14 @@ async fn node_a_with(
     .await
 }
 
+/// [`node_a`], and node B beside it with a client of its own.
+async fn nodes_a_and_b(stored: &Stored) -> (Cluster, ServerProc, Client) {
+    let a = node_a(stored).await;
+    let b = a.second_node("node-b");
+    let on_b = Client::new(&b.url());
+    (a, b, on_b)
+}
+
 /// A database of its own for one test's nodes. Declared before them, it is
 /// dropped after them (locals drop in the reverse order of their
 /// declaration), so no node outlives its database.
@@ -401,9 +414,7 @@ async fn a_node_that_wakes_to_find_its_name_taken_stops() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_on_one_node_sees_at_once_the_panic_another_took() {
     let stored = database().await;
-    let a = node_a(&stored).await;
-    let b = a.second_node("node-b");
-    let on_b = Client::new(&b.url());
+    let (a, _b, on_b) = nodes_a_and_b(&stored).await;
     let op_b = on_b.login(OPERATOR, PASSWORD).await.unwrap();
     let mut ops_b = on_b.events("/v1/operator/events", &op_b).await.unwrap();
 
@@ -696,4 +707,130 @@ async fn an_idle_node_spends_next_to_no_cpu() {
         ticks.0 < 30 && ticks.1 < 30,
         "idle nodes used {ticks:?} ticks of 10 ms in {wall:?}"
     );
+}
+
+/// A team keeps its live stream on node B while node A runs the incident:
+/// A learns from B that the team can be told and where it is (a team A
+/// registered after B started, its position reported to B), sends it
+/// through B, and takes its acknowledgement through B. A token rotated on
+/// A opens nothing on B from then on, though B had looked it up; a team
+/// revoked on B leaves A's incident, which sends another.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_team_on_one_node_is_sent_by_another_and_acknowledges_through_it() {
+    let stored = database().await;
+    let (a, _b, on_b) = nodes_a_and_b(&stored).await;
+    let op = a.operator().await;
+    let mut ops_a = a.client.events("/v1/operator/events", &op).await.unwrap();
+    let (unit, token) = a
+        .client
+        .create_unit(&op, "PCR Talwandi", "police", 25.1440, 75.8370)
+        .await
+        .unwrap();
+
+    // The team reaches B, and reports a position there.
+    let mut team = on_b.events("/v1/unit/events", &token).await.unwrap();
+    let moved = serde_json::json!({ "lat": 25.1450, "lon": 75.8380 });
+    on_b.post("/v1/unit/position", Some(&token), &moved)
+        .await
+        .unwrap();
+    // A's list of units says so, once B's word crossed.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let units = a.client.get("/v1/operator/units", Some(&op)).await.unwrap();
+        let ours = units
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|u| u["id"] == unit.as_str())
+            .cloned()
+            .unwrap();
+        if ours["connected"] == true && ours["position"]["lat"] == 25.1450 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "A never learnt of the team on B: {ours}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A runs the panic, and sends the team through B.
+    let mut device = a.student("Nidhi Sharma").await;
+    let id = a
+        .panic_at_talwandi(&mut device, sosvault::Category::Police)
+        .await;
+    let assigned = next_event(&mut team, 10, is("assigned", &id)).await;
+    assert_eq!(assigned["detail"]["acknowledged"], false, "{assigned}");
+    let lease = stored.rows(
+        "SELECT node FROM incident_leases WHERE incident_id = ?1",
+        vec![P::Blob(hex::decode(&id).unwrap())],
+    );
+    assert_eq!(lease[0][0].text().as_deref(), Some("node-a"));
+
+    // The team acknowledges through B: A takes it, says so, and stores it.
+    let ack = format!("/v1/unit/incidents/{id}/ack");
+    let since = Instant::now();
+    let (status, v) = on_b.post(&ack, Some(&token), &NULL).await.unwrap();
+    assert_eq!((status, v["status"].as_str()), (200, Some("acknowledged")));
+    eprintln!("acknowledged through B in {:?}", since.elapsed());
+    next_event(&mut ops_a, 5, is("acknowledged", &id)).await;
+    next_event(&mut team, 5, is("acknowledged", &id)).await;
+    let status_of = |stored: &Stored| {
+        stored.rows(
+            "SELECT status FROM assignments WHERE incident_id = ?1",
+            vec![P::Blob(hex::decode(&id).unwrap())],
+        )
+    };
+    assert_eq!(
+        status_of(&stored)[0][0].text().as_deref(),
+        Some("acknowledged")
+    );
+    // Again: the same answer, nothing new. Another incident: not the team's.
+    let (status, _) = on_b.post(&ack, Some(&token), &NULL).await.unwrap();
+    assert_eq!(status, 200);
+    let other = format!("/v1/unit/incidents/{}/ack", "ab".repeat(16));
+    let refused = on_b.post(&other, Some(&token), &NULL).await.unwrap_err();
+    assert_eq!((refused.status, refused.code.as_str()), (404, "not_found"));
+
+    // A rotates the token: B, which had looked the old one up, refuses it
+    // at once, and ends the stream opened with it.
+    let rotate = format!("/v1/operator/units/{unit}/token");
+    let (_, v) = a.client.post(&rotate, Some(&op), &NULL).await.unwrap();
+    let fresh = v["token"].as_str().unwrap().to_owned();
+    ended(&mut team, 5).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while on_b
+        .post("/v1/unit/position", Some(&token), &moved)
+        .await
+        .is_ok()
+    {
+        assert!(Instant::now() < deadline, "B still takes the rotated token");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut team = on_b.events("/v1/unit/events", &fresh).await.unwrap();
+    // A looks the new token up too.
+    a.client
+        .post("/v1/unit/position", Some(&fresh), &moved)
+        .await
+        .unwrap();
+
+    // B revokes the team: A's incident loses it and says so, and A, which
+    // had looked the token up, refuses it.
+    let op_b = on_b.login(OPERATOR, PASSWORD).await.unwrap();
+    let url = format!("{}/v1/operator/units/{unit}", on_b.base());
+    let revoked = reqwest::Client::new().delete(url).bearer_auth(&op_b).send();
+    assert_eq!(revoked.await.unwrap().status().as_u16(), 204);
+    ended(&mut team, 5).await;
+    next_event(&mut ops_a, 5, is("assignment_withdrawn", &id)).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while status_of(&stored)[0][0].text().as_deref() != Some("released") {
+        assert!(Instant::now() < deadline, "{:?}", status_of(&stored));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let refused = a
+        .client
+        .post("/v1/unit/position", Some(&fresh), &moved)
+        .await
+        .unwrap_err();
+    assert_eq!(refused.status, 401);
 }

@@ -220,6 +220,7 @@ impl Engine {
             return Err(EngineError::NotFound);
         }
         self.forget_unit_tokens(unit, false);
+        self.say_tokens_changed(unit, false);
         tracing::info!(unit = %unit, "unit token rotated");
         Ok(token.to_string())
     }
@@ -239,6 +240,7 @@ impl Engine {
             return Err(EngineError::NotFound);
         }
         let on = self.forget_unit_tokens(unit, true);
+        self.say_tokens_changed(unit, true);
         tracing::info!(unit = %unit, operator = %op.name, "unit revoked");
         self.emit(
             EventKind::UnitRevoked,
@@ -257,7 +259,7 @@ impl Engine {
     /// Drops the cached token lookups of `unit` and ends its streams; with
     /// `remove`, forgets the unit (never picked again). Returns the
     /// incident the unit was on, if any (it is off it now).
-    fn forget_unit_tokens(
+    pub(super) fn forget_unit_tokens(
         &self,
         unit: UnitId,
         remove: bool,

@@ -12,7 +12,9 @@
 //! # The rules
 //!
 //! - A team is picked only if it is free, has a live stream open (it can be
-//!   told) and reported its position within [`Rules::stale_position_ms`].
+//!   told: on this node, or on another that said so and has not stopped
+//!   saying it) and reported its position within
+//!   [`Rules::stale_position_ms`].
 //! - The nearest such team of the kind the category needs is sent first.
 //! - A team that does not acknowledge within [`Rules::ack_timeout_ms`] is
 //!   taken off and goes to the back of the incident's queue, not out of it:
@@ -34,7 +36,7 @@
 //! the team an incident holds names that incident back; a team is busy in
 //! the index exactly when it holds an incident.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use sosvault::IncidentId;
 
@@ -111,13 +113,24 @@ pub struct Team {
     pub kind: UnitKind,
     /// When it last reported its position (unix ms), if it ever did.
     pub position_at_ms: Option<u64>,
-    /// Its live streams open now.
+    /// Its live streams open now on this node.
     pub streams: usize,
+    /// The other nodes a live stream of it is open on, each until when it
+    /// holds unless said again ([`Board::present_elsewhere`]).
+    pub elsewhere: BTreeMap<String, u64>,
     /// The incident it is on.
     pub incident: Option<IncidentId>,
     /// Until when it is held on an incident this board does not know (the
     /// database refused a claim on it: [`Board::held_elsewhere`]).
     pub held_until_ms: Option<u64>,
+}
+
+impl Team {
+    /// A live stream is open on this node, or another said one is open
+    /// there and has not run out.
+    fn reachable(&self, now: u64) -> bool {
+        self.streams > 0 || self.elsewhere.values().any(|until| *until > now)
+    }
 }
 
 /// An incident on the board (only what dispatch needs).
@@ -306,6 +319,7 @@ impl Board {
                 kind,
                 position_at_ms: position.map(|(_, _, at)| at),
                 streams: 0,
+                elsewhere: BTreeMap::new(),
                 incident: None,
                 held_until_ms: None,
             },
@@ -365,6 +379,38 @@ impl Board {
         }
     }
 
+    /// Another node says a live stream of the team is open there, until
+    /// `until_ms` unless said again (a node says so for each of its teams
+    /// every beat, so a node that dies stops saying it). `Some(true)` if
+    /// the team could not be told before (`now`) and can now; `None` for an
+    /// unknown team.
+    pub fn present_elsewhere(
+        &mut self,
+        node: &str,
+        unit: UnitId,
+        until_ms: u64,
+        now: u64,
+    ) -> Option<bool> {
+        let team = self.teams.get_mut(&unit)?;
+        let before = team.reachable(now);
+        team.elsewhere.retain(|_, until| *until > now);
+        team.elsewhere.insert(node.to_owned(), until_ms);
+        Some(!before && team.reachable(now))
+    }
+
+    /// The team's last live stream on another node closed.
+    pub fn left_elsewhere(&mut self, node: &str, unit: UnitId) {
+        if let Some(t) = self.teams.get_mut(&unit) {
+            t.elsewhere.remove(node);
+        }
+    }
+
+    /// Whether the team can be told now: a live stream on this node or on
+    /// another.
+    pub fn reachable(&self, unit: UnitId, now: u64) -> bool {
+        self.teams.get(&unit).is_some_and(|t| t.reachable(now))
+    }
+
     /// A team.
     pub fn team(&self, unit: UnitId) -> Option<&Team> {
         self.teams.get(&unit)
@@ -387,7 +433,7 @@ impl Board {
     pub fn eligible(&self, unit: UnitId, now: u64) -> bool {
         let rules = self.rules;
         self.teams.get(&unit).is_some_and(|t| {
-            t.streams > 0
+            t.reachable(now)
                 && t.held_until_ms.is_none_or(|until| now >= until)
                 && t.position_at_ms
                     .is_some_and(|at| now.saturating_sub(at) <= rules.stale_position_ms)
@@ -645,7 +691,7 @@ impl Board {
         let team = self.teams.get_mut(&unit)?;
         let case = self.cases.get_mut(&id)?;
         team.incident = Some(id);
-        let (name, kind, connected) = (team.name.clone(), team.kind, team.streams > 0);
+        let (name, kind, connected) = (team.name.clone(), team.kind, team.reachable(now));
         case.waiting_since_ms = None;
         case.resend = None;
         case.declined.retain(|u| *u != unit);
@@ -937,6 +983,34 @@ mod tests {
                 .unwrap()
         );
         assert!(!b.held_elsewhere(id(2), named("a"), super::HELD_ELSEWHERE_MS));
+    }
+
+    #[test]
+    fn a_team_with_a_stream_on_another_node_is_sent_until_that_node_stops_saying_so() {
+        let mut b = Board::new(RULES);
+        let far = named("far");
+        b.add_team(far, "team far", UnitKind::Police, Some((AT.0, AT.1, 0)));
+        assert_eq!(
+            b.present_elsewhere("node-b", named("nobody"), 3_000, 0),
+            None
+        );
+        // Node B says it has a stream of the team until 3 000.
+        assert_eq!(b.present_elsewhere("node-b", far, 3_000, 0), Some(true));
+        assert_eq!(b.present_elsewhere("node-b", far, 3_000, 10), Some(false));
+        b.open(id(1), UnitKind::Police, Some(AT), 1_000);
+        let s = sent(b.step(id(1), 1_000));
+        assert!(s.unit == far && s.connected);
+        b.withdraw(id(1));
+        // B stopped saying it (it died): from 3 000 the team cannot be told.
+        assert!(b.reachable(far, 2_999) && !b.reachable(far, 3_000));
+        b.open(id(2), UnitKind::Police, Some(AT), 3_000);
+        assert!(matches!(b.step(id(2), 3_000), Step::Wait { .. }));
+        // Said again, by another node: sent; closed there: not again.
+        assert_eq!(b.present_elsewhere("node-c", far, 9_000, 3_001), Some(true));
+        assert_eq!(sent(b.step(id(2), 3_001)).unit, far);
+        b.left_elsewhere("node-c", far);
+        assert!(!b.reachable(far, 3_002));
+        b.check();
     }
 
     #[test]

@@ -55,18 +55,40 @@ const RECONNECT: Duration = Duration::from_secs(1);
 /// What the sealer binds every announced event to.
 const AAD: &[u8] = b"sosvault/dispatch-event/v1";
 
-/// An event as it crosses the database, before sealing.
+/// What a node says to the others, as it crosses the database before
+/// sealing.
 #[derive(Debug, Serialize, Deserialize)]
 struct Wire {
-    /// The node that emitted it.
+    /// The node that says it.
     node: String,
-    kind: String,
-    at_ms: u64,
-    incident: Option<String>,
-    unit: Option<String>,
-    /// `operators`, `unit` or `both`.
-    audience: String,
-    detail: serde_json::Value,
+    said: Said,
+}
+
+/// What a node says: an event for the others' streams, or a note about its
+/// teams ([`super::teams`]). Ids are hex.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum Said {
+    /// An event, for every node's streams.
+    Event {
+        kind: String,
+        at_ms: u64,
+        incident: Option<String>,
+        unit: Option<String>,
+        /// `operators`, `unit` or `both`.
+        audience: String,
+        detail: serde_json::Value,
+    },
+    /// Teams with a live stream open on the node, until `until_ms` unless
+    /// said again.
+    Present { units: Vec<String>, until_ms: u64 },
+    /// A team's last live stream on the node closed.
+    Left { unit: String },
+    /// A team acknowledged, through the node, an incident another node runs.
+    Ack { incident: String, unit: String },
+    /// A team's token changed (rotated, or the team `revoked`): every node
+    /// forgets the lookups it cached.
+    Tokens { unit: String, revoked: bool },
 }
 
 /// The sending half: sealed events to announce.
@@ -135,25 +157,35 @@ impl Engine {
         audience: &Audience,
         detail: &serde_json::Value,
     ) {
-        let Some(bus) = self.inner.bus.get() else {
+        if self.inner.bus.get().is_none() {
             return;
-        };
+        }
         let (audience, unit) = match audience {
             Audience::Operators => ("operators", unit),
             Audience::OperatorsAndUnit(u) => ("both", Some(*u)),
             Audience::Unit(u) => ("unit", Some(*u)),
         };
-        let wire = Wire {
-            node: self.inner.node.id.clone(),
+        self.say(Said::Event {
             kind: kind.as_str().to_owned(),
             at_ms,
             incident: incident.map(IncidentId::to_hex),
             unit: unit.map(|u| u.to_string()),
             audience: audience.to_owned(),
             detail: detail.clone(),
+        });
+    }
+
+    /// Says `said` to the other nodes (a no-op on SQLite). Sealed here, so
+    /// only sealed bytes leave the engine; too large for a notification,
+    /// or the queue full (the database is away): dropped, and counted.
+    pub(super) fn say(&self, said: Said) {
+        let Some(bus) = self.inner.bus.get() else {
+            return;
         };
-        // Sealed here, so only sealed bytes leave the engine; too large for a
-        // notification, or the queue full (the database is away): dropped.
+        let wire = Wire {
+            node: self.inner.node.id.clone(),
+            said,
+        };
         let sent = self
             .seal_wire(&wire)
             .is_some_and(|payload| bus.tx.try_send(payload).is_ok());
@@ -166,8 +198,9 @@ impl Engine {
         }
     }
 
-    /// Hands an event another node announced to this node's streams; one
-    /// that does not open or read is logged and dropped.
+    /// Takes what another node said: an event goes to this node's streams,
+    /// a note about teams to [`super::teams`]. One that does not open or
+    /// read is logged and dropped.
     fn heard(&self, payload: &str) {
         let Some(wire) = self.open_wire(payload) else {
             tracing::warn!(
@@ -178,12 +211,38 @@ impl Engine {
         if wire.node == self.inner.node.id {
             return;
         }
-        let Some(kind) = EventKind::parse(&wire.kind) else {
-            tracing::warn!(kind = %wire.kind, "an announced event of a kind this node does not know: dropped");
+        self.inner.metrics.bus.heard.fetch_add(1, Ordering::Relaxed);
+        match wire.said {
+            Said::Event {
+                kind,
+                at_ms,
+                incident,
+                unit,
+                audience,
+                detail,
+            } => self.heard_event(&kind, at_ms, incident, unit, &audience, detail),
+            note => self.heard_about_teams(&wire.node, note),
+        }
+    }
+
+    /// An event another node emitted, for this node's streams (and what
+    /// this node learns from it).
+    #[allow(clippy::too_many_arguments)]
+    fn heard_event(
+        &self,
+        kind: &str,
+        at_ms: u64,
+        incident: Option<String>,
+        unit: Option<String>,
+        audience: &str,
+        detail: serde_json::Value,
+    ) {
+        let Some(kind) = EventKind::parse(kind) else {
+            tracing::warn!(%kind, "an announced event of a kind this node does not know: dropped");
             return;
         };
-        let unit = wire.unit.as_deref().and_then(|u| u.parse::<UnitId>().ok());
-        let audience = match (wire.audience.as_str(), unit) {
+        let unit = unit.as_deref().and_then(|u| u.parse::<UnitId>().ok());
+        let audience = match (audience, unit) {
             ("both", Some(u)) => Audience::OperatorsAndUnit(u),
             ("unit", Some(u)) => Audience::Unit(u),
             ("operators", _) => Audience::Operators,
@@ -192,19 +251,13 @@ impl Engine {
                 return;
             }
         };
-        let incident = wire.incident.as_deref().and_then(IncidentId::from_hex);
-        if kind == EventKind::StudentStopped {
-            self.stopped_elsewhere(&wire.detail);
+        let incident = incident.as_deref().and_then(IncidentId::from_hex);
+        match (kind, unit) {
+            (EventKind::StudentStopped, _) => self.stopped_elsewhere(&detail),
+            (EventKind::UnitPosition, Some(u)) => self.moved_elsewhere(u, &detail),
+            _ => {}
         }
-        self.inner.metrics.bus.heard.fetch_add(1, Ordering::Relaxed);
-        self.deliver(
-            kind,
-            wire.at_ms,
-            incident.as_ref(),
-            unit,
-            audience,
-            wire.detail,
-        );
+        self.deliver(kind, at_ms, incident.as_ref(), unit, audience, detail);
     }
 
     /// A stop another node took: the incidents of that student this node

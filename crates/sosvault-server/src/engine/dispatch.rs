@@ -563,8 +563,11 @@ impl Engine {
         let unit = self
             .find(move |s| s.unit_by_token(&h), || EngineError::Unauthorized)
             .await?;
-        self.state().unit_tokens.insert(h, unit.id);
-        Ok(unit.id)
+        let id = unit.id;
+        // A team registered on another node since this one started.
+        self.add_units(vec![unit]);
+        self.state().unit_tokens.insert(h, id);
+        Ok(id)
     }
 
     /// A unit reports its position.
@@ -596,8 +599,24 @@ impl Engine {
         Ok(())
     }
 
-    /// A unit acknowledges its assignment.
-    pub fn acknowledge(&self, unit: UnitId, incident: IncidentId) -> Result<(), EngineError> {
+    /// A unit acknowledges its assignment: taken at once by the node that
+    /// runs the incident; with several nodes, a team connected to another
+    /// node acknowledges through it ([`super::teams`]).
+    pub async fn acknowledge(&self, unit: UnitId, incident: IncidentId) -> Result<(), EngineError> {
+        match self.acknowledge_here(unit, incident) {
+            Err(EngineError::NotFound) if self.inner.node.shared && !self.runs(incident) => {
+                self.acknowledge_elsewhere(unit, incident).await
+            }
+            taken => taken,
+        }
+    }
+
+    /// A unit acknowledges an incident this node runs.
+    pub(super) fn acknowledge_here(
+        &self,
+        unit: UnitId,
+        incident: IncidentId,
+    ) -> Result<(), EngineError> {
         let first = self
             .state()
             .board
@@ -618,6 +637,7 @@ impl Engine {
             let free = st.board.team(unit).is_some_and(|t| t.incident.is_none());
             (pending, free)
         };
+        self.say_connected(unit);
         match pending {
             Some(id) => self.send_assignment(&id, unit, true),
             // A free team that can now be told may be what an incident waits for.
@@ -637,6 +657,7 @@ impl Engine {
 
     /// Every unit.
     pub fn units(&self) -> Vec<UnitView> {
+        let now = now_ms();
         let st = self.state();
         let mut v: Vec<UnitView> = st
             .board
@@ -646,7 +667,7 @@ impl Engine {
                 name: u.name.clone(),
                 kind: u.kind,
                 position: position.map(|(lat, lon)| LatLon { lat, lon }),
-                connected: u.streams > 0,
+                connected: st.board.reachable(id, now),
                 incident: u.incident.map(|i| i.to_hex()),
             })
             .collect();

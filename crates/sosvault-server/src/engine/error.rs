@@ -85,6 +85,10 @@ pub enum EngineError {
         /// The trustee's name.
         trustee: String,
     },
+    /// With several nodes: a team's acknowledgement of an incident another
+    /// node runs, which did not take it in time (nothing changed).
+    #[error("the node running this incident did not answer; try again")]
+    NodeUnavailable,
     /// A witness (a trustee cosigning the log) did not answer, or not well.
     #[error("{0}")]
     WitnessUnavailable(String),
@@ -267,6 +271,7 @@ impl EngineError {
             Self::BadReceipt => "bad_receipt",
             Self::TrusteeUnavailable { .. } => "trustee_unavailable",
             Self::WitnessUnavailable(_) => "witness_unavailable",
+            Self::NodeUnavailable => "node_unavailable",
             Self::LogQuery(q) => q.code(),
             Self::Store(_) | Self::Internal(_) => "internal",
         }

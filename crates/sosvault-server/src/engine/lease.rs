@@ -229,6 +229,7 @@ impl Engine {
                 }
             };
             self.carry_on(forwards);
+            self.say_present();
             let held: HashSet<IncidentId> = held.into_iter().collect();
             for id in before.difference(&held) {
                 self.maybe_lost(*id).await;
