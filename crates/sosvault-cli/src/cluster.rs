@@ -276,7 +276,12 @@ pub struct Cluster {
     pub ca_file: PathBuf,
     /// The control room's client certificate and key (PEM).
     pub control_room_cert: sosvault_service::pki::Issued,
+    /// The dispatch service's configuration, as it runs.
+    config: Config,
 }
+
+/// The name of the first dispatch node on PostgreSQL.
+pub const FIRST_NODE: &str = "node-a";
 
 /// The authority key file under a run's data directory.
 pub fn authority_key_path(root: &Path) -> PathBuf {
@@ -454,6 +459,9 @@ fn configure_dispatch(
         .database_url
         .as_deref()
         .map(sosvault_server::config::DatabaseUrl::new);
+    // Named, so a second node beside it ([`Cluster::second_node`]) and the
+    // timelines say which node did what.
+    cfg.node_id = opts.database_url.is_some().then(|| FIRST_NODE.to_owned());
     for t in trustees {
         cfg.trustees.push(TrusteeConfig {
             url: t.url(),
@@ -581,18 +589,64 @@ impl Cluster {
             manifest_path: manifest,
             ca_file: pki.ca_file(),
             control_room_cert,
+            config: cfg,
         })
+    }
+
+    /// On PostgreSQL: a second dispatch node beside the first, on the same
+    /// database and trustees, named `node_id`, listening on a free loopback
+    /// port (TLS as the first). Its data directory holds copies of the
+    /// first's keys (every node of a deployment holds them), not its
+    /// database nor its `node-id`. Returns the node and its base URL.
+    pub async fn second_node(&self, root: &Path, node_id: &str) -> anyhow::Result<(Proc, String)> {
+        anyhow::ensure!(
+            self.on_postgres,
+            "a second node needs a shared database (database_url)"
+        );
+        let dir = root.join(format!("dispatch-{node_id}"));
+        if let Some(mode) = sosvault_server::files::create_private_dir(&dir)? {
+            anyhow::bail!(sosvault_server::files::loose_dir_warning(&dir, mode));
+        }
+        for entry in std::fs::read_dir(&self.server_dir)? {
+            let path = entry?.path();
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+            let Some(name) = name else { continue };
+            let own = name.starts_with("server.")
+                || name.starts_with("sosvault.db")
+                || name == sosvault_server::NODE_ID_FILE;
+            if path.is_file() && !own {
+                let bytes = std::fs::read(&path)?;
+                sosvault_server::files::write_private(&dir.join(&name), &bytes)?;
+            }
+        }
+        let mut cfg = self.config.clone();
+        cfg.data_dir = dir;
+        cfg.listen = "127.0.0.1:0".into();
+        cfg.node_id = Some(node_id.to_owned());
+        let node = spawn_dispatch(&sibling("sosvault-server")?, &cfg).await?;
+        let scheme = if self.base.starts_with("https://") {
+            "https"
+        } else {
+            "http"
+        };
+        let base = format!("{scheme}://{}", node.addr);
+        Ok((node, base))
+    }
+
+    /// A client for `base` (another node of this cluster), pinning the
+    /// run's CA when it serves TLS.
+    pub fn client_for(&self, base: &str) -> anyhow::Result<sosvault_server::client::Client> {
+        let ca = base
+            .starts_with("https://")
+            .then_some(self.ca_file.as_path());
+        sosvault_server::client::Client::for_url(base, ca)
+            .map_err(|e| anyhow::anyhow!("a client for {base}: {e}"))
     }
 
     /// A client for the dispatch service, pinning the run's CA when it
     /// serves TLS.
     pub fn service_client(&self) -> anyhow::Result<sosvault_server::client::Client> {
-        let ca = self
-            .base
-            .starts_with("https://")
-            .then_some(self.ca_file.as_path());
-        sosvault_server::client::Client::for_url(&self.base, ca)
-            .map_err(|e| anyhow::anyhow!("a client for {}: {e}", self.base))
+        self.client_for(&self.base)
     }
 
     /// A client for one trustee as the control room reaches it: pinning the

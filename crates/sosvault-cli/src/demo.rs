@@ -33,6 +33,18 @@ pub struct DemoOptions {
     pub dir: Option<PathBuf>,
     /// How long a team has to acknowledge (ms).
     pub ack_timeout_ms: u64,
+    /// Run the dispatch service on PostgreSQL, with a second node, and tell
+    /// what happens when a node dies; `None`: one node on SQLite.
+    pub postgres: Option<DemoDatabase>,
+}
+
+/// Where the demo's PostgreSQL database is.
+pub enum DemoDatabase {
+    /// A throwaway cluster of the demo's own (`.ci/postgres`, on a free
+    /// loopback port), deleted at the end.
+    Throwaway,
+    /// This database (best empty: the demo enrolls its own students).
+    At(String),
 }
 
 /// The fewest students the story needs.
@@ -239,6 +251,8 @@ const MOVER: usize = 0;
 const PATIENT: usize = 2;
 /// The student who presses STOP.
 const STOPPER: usize = 5;
+/// The student whose panic reaches the node that dies (PostgreSQL only).
+const ON_NODE_B: usize = 7;
 
 /// Runs the demo: starts the cluster, tells the story one step at a time,
 /// then serves until the time is up or a stop signal.
@@ -249,7 +263,20 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         "sosvault demo: everything runs on loopback; data in {}",
         root.display()
     ));
-    let cluster = start_cluster(&root, &opts, &n).await?;
+    let database = match &opts.postgres {
+        None => None,
+        Some(DemoDatabase::At(url)) => Some(Postgres::given(url)),
+        Some(DemoDatabase::Throwaway) => {
+            let pg = Postgres::throwaway()?;
+            n.say(format!(
+                "a throwaway PostgreSQL cluster on 127.0.0.1:{} (deleted at the end)",
+                pg.own.as_ref().map_or(0, |(_, port)| *port)
+            ));
+            Some(pg)
+        }
+    };
+    let url = database.as_ref().map(|d| d.url.clone());
+    let cluster = start_cluster(&root, &opts, url, &n).await?;
     let mut demo = Demo::connect(n, cluster).await?;
     demo.put_teams_on_duty().await?;
     demo.enroll(opts.students.max(MIN_STUDENTS)).await?;
@@ -259,6 +286,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     demo.student_is_safe(&pressed).await?;
     demo.trustee_outage().await?;
     demo.student_stops().await?;
+    if database.is_some() {
+        demo.a_node_dies(&root).await?;
+    }
 
     demo.say_done().await;
     let sim = crate::simulator::start(&demo.client, &demo.op, &demo.manifest).await?;
@@ -269,12 +299,94 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     serve(opts.seconds, &demo.n).await;
     demo.n.say("Stopping the service and the trustees");
     demo.cluster.stop().await;
+    drop(database);
     Ok(())
+}
+
+/// The demo's PostgreSQL database: given, or a throwaway cluster of its own
+/// (stopped and deleted when dropped).
+struct Postgres {
+    url: String,
+    /// The throwaway cluster's directory and port.
+    own: Option<(PathBuf, u16)>,
+}
+
+impl Postgres {
+    fn given(url: &str) -> Self {
+        Self {
+            url: url.to_owned(),
+            own: None,
+        }
+    }
+
+    /// Starts a cluster with the workspace's `.ci/postgres` (Debian's
+    /// `postgresql` package; as root, the cluster runs as the `postgres`
+    /// user), under `/tmp` (which that user can reach), on a free port.
+    fn throwaway() -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .context("finding a free port")?
+            .port();
+        let mut raw = [0u8; 6];
+        rand::Rng::fill_bytes(&mut rand::rng(), &mut raw);
+        let base = std::env::temp_dir().join(format!("sosvault-demo-pg-{}", hex::encode(raw)));
+        let mut pg = Self {
+            url: String::new(),
+            own: Some((base, port)),
+        };
+        pg.url = pg.script("start").with_context(|| {
+            "no throwaway PostgreSQL: install Debian's postgresql package \
+             (apt-get install postgresql), or give --database-url"
+        })?;
+        Ok(pg)
+    }
+
+    /// Runs `.ci/postgres COMMAND` on the throwaway cluster; what it printed.
+    fn script(&self, command: &str) -> anyhow::Result<String> {
+        let Some((base, port)) = &self.own else {
+            return Ok(String::new());
+        };
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ci/postgres");
+        anyhow::ensure!(
+            script.exists(),
+            "{} is not here (run the demo from the repository)",
+            script.display()
+        );
+        let out = std::process::Command::new("bash")
+            .arg(&script)
+            .arg(command)
+            .env("PGBASE", base)
+            .env("PGPORT", port.to_string())
+            .output()
+            .with_context(|| format!("running {}", script.display()))?;
+        anyhow::ensure!(
+            out.status.success(),
+            ".ci/postgres {command}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        if let Err(e) = self.script("clean") {
+            eprintln!("the throwaway PostgreSQL cluster was not cleaned: {e}");
+        }
+        if let Some((base, _)) = &self.own {
+            let _ = std::fs::remove_file(base.with_extension("lock"));
+        }
+    }
 }
 
 /// Starts the demo's trustees and dispatch service under `root`, narrating
 /// each step.
-async fn start_cluster(root: &Path, opts: &DemoOptions, n: &Narrator) -> anyhow::Result<Cluster> {
+async fn start_cluster(
+    root: &Path,
+    opts: &DemoOptions,
+    database_url: Option<String>,
+    n: &Narrator,
+) -> anyhow::Result<Cluster> {
     Cluster::start(
         root,
         &ClusterOptions {
@@ -292,7 +404,7 @@ async fn start_cluster(root: &Path, opts: &DemoOptions, n: &Narrator) -> anyhow:
             // Its teams stand still between incidents and report no
             // position then: not stale for the length of any demo.
             stale_position_ms: 12 * 3_600_000,
-            database_url: None,
+            database_url,
         },
         |m| n.say(m),
     )
@@ -616,14 +728,11 @@ impl Demo {
         let back = &mut self.cluster.trustees[2];
         back.start().await?;
         self.n.say(format!("Trustee \"{}\" is back", back.name));
-        let close = format!("/v1/operator/incidents/{inc}/close");
-        self.client
-            .post(&close, Some(&self.op), &Value::Null)
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        self.n
-            .say("The operator closes the medical incident once the student is in hospital");
-        Ok(())
+        self.close(
+            &inc,
+            "The operator closes the medical incident once the student is in hospital",
+        )
+        .await
     }
 
     /// Step 5, a student presses STOP: every trustee shreds, and neither the
@@ -644,8 +753,13 @@ impl Demo {
             .stop(&stop)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let deleted = if self.cluster.on_postgres {
+            "rows deleted, their tables vacuumed at once"
+        } else {
+            "SQLite secure_delete, WAL truncated"
+        };
         self.n.say(format!(
-            "A student in {} presses STOP: ciphertexts deleted (SQLite secure_delete, WAL truncated), every trustee asked to shred",
+            "A student in {} presses STOP: ciphertexts deleted ({deleted}), every trustee asked to shred",
             stopper.area.name
         ));
         self.say_shred_receipts(&answer, t_stop)?;
@@ -660,6 +774,83 @@ impl Demo {
             "A later panic from that student's old keys is refused by the service: {err}"
         ));
         self.ask_trustees_to_release(&unsent).await
+    }
+
+    /// Step 6, on PostgreSQL: a second node, B, starts beside A on the same
+    /// database. A panic reaches B; the operator on A sees it at once; B
+    /// sends a team whose stream is on A, through A, and takes its
+    /// acknowledgement through A. Then B dies with the incident open, and A
+    /// carries it on: it takes it over, asks the trustees again, and its
+    /// operator opens the profile.
+    async fn a_node_dies(&mut self, root: &Path) -> anyhow::Result<()> {
+        let (mut b, b_base) = self.cluster.second_node(root, "node-b").await?;
+        self.n.say(format!(
+            "Node B starts beside node A, on the same PostgreSQL database, with copies of A's keys: {b_base}"
+        ));
+        let on_b = self.cluster.client_for(&b_base)?;
+        let pressed = self.students[ON_NODE_B]
+            .press_panic(
+                &on_b,
+                Category::Police,
+                (0.0004, 0.0004),
+                &self.control_room,
+            )
+            .await?;
+        let inc = pressed.incident.clone();
+        self.ops.wait_for(10, "incident_created", &inc).await?;
+        self.n.say(format!(
+            "A student in {} presses PANIC, and the phone reaches node B, which stores it and answers 202 in {} ms: incident {}. The operator, on node A, sees it at once (B's events reach A, sealed)",
+            self.students[ON_NODE_B].area.name,
+            pressed.answered_in.as_millis(),
+            &inc[..8]
+        ));
+        self.ops
+            .follow(&self.n, &inc, |s| s == "acknowledged")
+            .await?;
+        self.n.say(
+            "Node B sent the nearest team, whose stream is on node A, through A, and took its acknowledgement through A",
+        );
+        let killed = Instant::now();
+        b.kill().await;
+        self.n
+            .say("Node B dies (SIGKILL) with the incident open; nothing tells node A");
+        self.ops.follow(&self.n, &inc, |s| s == "resumed").await?;
+        self.n.say(format!(
+            "Node A takes the incident over {:.1} s after node B died, once B's lease ran out",
+            killed.elapsed().as_secs_f64()
+        ));
+        crate::claim(&self.client, &self.op, &inc, None).await?;
+        self.ops
+            .follow(&self.n, &inc, |s| s == "profile_released")
+            .await?;
+        let seen = self
+            .client
+            .get(&format!("/v1/operator/incidents/{inc}"), Some(&self.op))
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let name = seen["profile"]["name"].as_str().unwrap_or("?");
+        if name != self.students[ON_NODE_B].profile.name {
+            bail!("the profile opened after the takeover is not the student's");
+        }
+        self.n.say(format!(
+            "The trustees released again to node A, inside their retry window: the operator on A reads {name}'s profile"
+        ));
+        self.close(
+            &inc,
+            "The operator closes the incident once the team is there",
+        )
+        .await
+    }
+
+    /// The operator closes incident `inc`, and the story says `why`.
+    async fn close(&self, inc: &str, why: &str) -> anyhow::Result<()> {
+        let close = format!("/v1/operator/incidents/{inc}/close");
+        self.client
+            .post(&close, Some(&self.op), &Value::Null)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        self.n.say(why);
+        Ok(())
     }
 
     /// Tells each trustee's signed shred receipt in the STOP's `answer`,
@@ -727,8 +918,14 @@ impl Demo {
             .find_map(|l| l.strip_prefix("sosvault_panics_total "))
             .unwrap_or("?");
         let base = &self.cluster.base;
+        // Each node counts its own.
+        let by = if self.cluster.on_postgres {
+            " by node A"
+        } else {
+            ""
+        };
         self.n.say(format!(
-            "Done: {panics} panics handled. Metrics at {base}/metrics, for operators only: send the scrape token in {} (or an operator's session token) as a bearer token",
+            "Done: {panics} panics handled{by}. Metrics at {base}/metrics, for operators only: send the scrape token in {} (or an operator's session token) as a bearer token",
             self.cluster.metrics_token_file.display()
         ));
     }

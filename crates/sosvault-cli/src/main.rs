@@ -80,6 +80,16 @@ enum Cmd {
         /// How long a team has to acknowledge, in milliseconds.
         #[arg(long, default_value_t = 5000)]
         ack_timeout_ms: u64,
+        /// Run the dispatch service on PostgreSQL, two nodes side by side,
+        /// one of which dies mid-incident: on a throwaway cluster (needs
+        /// Debian's postgresql package), or on --database-url.
+        #[arg(long)]
+        postgres: bool,
+        /// The PostgreSQL database for --postgres (best empty;
+        /// `postgres://USER:PASSWORD@HOST:PORT/DB`, best given in the
+        /// environment, where `ps` does not show it). Implies --postgres.
+        #[arg(long, env = "SOSVAULT_DEMO_DATABASE_URL", hide_env_values = true)]
+        database_url: Option<String>,
     },
     /// Load test: enroll students, then panics at a steady rate and in a
     /// burst while teams report positions; latencies against a bare endpoint.
@@ -443,13 +453,20 @@ async fn main() -> anyhow::Result<()> {
             listen,
             dir,
             ack_timeout_ms,
+            postgres,
+            database_url,
         } => {
+            let postgres = match database_url {
+                Some(url) => Some(demo::DemoDatabase::At(url)),
+                None => postgres.then_some(demo::DemoDatabase::Throwaway),
+            };
             demo::run(demo::DemoOptions {
                 seconds,
                 students,
                 listen,
                 dir,
                 ack_timeout_ms,
+                postgres,
             })
             .await
         }

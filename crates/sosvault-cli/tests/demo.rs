@@ -264,6 +264,65 @@ fn the_demo_tells_the_whole_story_and_exits_after_the_given_seconds() {
     }
 }
 
+/// `sosvault demo --postgres`: the dispatch service on a throwaway
+/// PostgreSQL cluster (what a newcomer runs), two nodes. The whole story runs
+/// on node A; then node B takes a panic, sends a team connected to A through
+/// A, and dies; A takes the incident over, is released to again and opens
+/// the profile. The throwaway cluster is gone afterwards.
+#[test]
+fn the_demo_on_postgres_runs_two_nodes_and_one_carries_on_when_the_other_dies() {
+    build_siblings();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_sosvault"))
+        .args([
+            "demo",
+            "--postgres",
+            "--students",
+            "10",
+            "--seconds",
+            "0",
+            "--listen",
+            "127.0.0.1:0",
+            "--dir",
+        ])
+        .arg(dir.path())
+        .env_remove("SOSVAULT_DEMO_DATABASE_URL")
+        .output()
+        .unwrap();
+    let text = succeeded(&out);
+    let cluster = text
+        .lines()
+        .find_map(|l| {
+            l.split("a throwaway PostgreSQL cluster on 127.0.0.1:")
+                .nth(1)
+        })
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no throwaway cluster said:\n{text}"))
+        .to_owned();
+    let mut said = text.lines();
+    for step in [
+        "rows deleted, their tables vacuumed at once",
+        "Node B starts beside node A",
+        "the phone reaches node B, which stores it and answers 202",
+        "Node B sent the nearest team, whose stream is on node A, through A",
+        "Node B dies (SIGKILL) with the incident open",
+        "taken over from node node-b",
+        "Node A takes the incident over",
+        "the operator on A reads",
+        "Done: ",
+    ] {
+        assert!(
+            said.any(|l| l.contains(step)),
+            "the story does not say {step:?} (in order):\n{text}"
+        );
+    }
+    // Its port is free again: the cluster was stopped.
+    assert!(
+        std::net::TcpStream::connect(format!("127.0.0.1:{cluster}")).is_err(),
+        "the throwaway cluster still listens on {cluster}"
+    );
+}
+
 /// Asserts every file under `root` is mode 0600 and every directory 0700.
 fn assert_private(root: &Path) {
     use std::os::unix::fs::PermissionsExt as _;
