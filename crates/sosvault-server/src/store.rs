@@ -357,6 +357,9 @@ pub trait Store: AccessStore {
     /// the forwards it carried are taken at once by another node, or by
     /// its own restart).
     fn end_beat(&self, node: &str, boot: &str) -> StoreResult<()>;
+    /// Whether a node other than `node` beats at `now_ms` (its beat has not
+    /// run out): only then is there anyone to say events to.
+    fn others_beating(&self, node: &str, now_ms: u64) -> StoreResult<bool>;
     /// Takes for `node` at most `limit` pending forwards of each kind that
     /// no live node carries (their node's beat ran out before `now_ms`, or
     /// none is named), and with `own` also those naming `node` itself (a

@@ -55,8 +55,7 @@ impl TwoNodes {
             .create_unit(&op, "PCR Talwandi", "police", 25.1440, 75.8370)
             .await
             .unwrap();
-        let b = a.second_node("node-b");
-        let on_b = Client::new(&b.url());
+        let (b, on_b) = node_b(&a);
         let mut device = a.student("Nidhi Sharma").await;
         let id = a
             .panic_at_talwandi(&mut device, sosvault::Category::Police)
@@ -201,8 +200,7 @@ impl StopOnA {
             cfg.trustees[2].url = p.url.clone();
         })
         .await;
-        let b = a.second_node("node-b");
-        let on_b = Client::new(&b.url());
+        let (b, on_b) = node_b(&a);
         let op_b = on_b.login(OPERATOR, PASSWORD).await.unwrap();
         let ops_b = on_b.events("/v1/operator/events", &op_b).await.unwrap();
         let mut device = a.student("Meera Joshi").await;
@@ -255,13 +253,6 @@ impl StopOnA {
         since.elapsed()
     }
 
-    /// A metric's value on node `client` (read as its operator `op`).
-    async fn metric(client: &Client, op: &str, name: &str) -> Option<String> {
-        let text = client.get_text_auth("/metrics", Some(op)).await.unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ').map(str::to_owned))
-    }
-
     /// The proxy heals: B's forward ends with trustee 3's receipt, the
     /// trustee has shredded, the phone asking B hears the stop complete.
     async fn b_finishes_the_stop(&mut self) {
@@ -276,7 +267,7 @@ impl StopOnA {
         let again = self.on_b.stop(&self.stop).await.unwrap();
         assert_eq!(again["pending"], 0, "{again}");
         assert_eq!(again["receipts"].as_array().unwrap().len(), 3, "{again}");
-        let taken = Self::metric(&self.on_b, &self.op_b, "sosvault_forwards_taken_total").await;
+        let taken = metric(&self.on_b, &self.op_b, "sosvault_forwards_taken_total").await;
         assert_eq!(taken.as_deref(), Some("1"));
     }
 }
@@ -313,19 +304,23 @@ async fn a_node_frozen_past_its_beat_lets_its_stop_go_when_it_wakes() {
     // A asks again within its back-off (a second), finds B's name on the
     // row and lets the forward go; B still carries it.
     let deadline = Instant::now() + Duration::from_secs(15);
-    while StopOnA::metric(&n.a.client, &op_a, pending)
-        .await
-        .as_deref()
-        != Some("0")
-    {
+    while metric(&n.a.client, &op_a, pending).await.as_deref() != Some("0") {
         assert!(Instant::now() < deadline, "A never let the stop go");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let on_b = StopOnA::metric(&n.on_b, &n.op_b, pending).await;
+    let on_b = metric(&n.on_b, &n.op_b, pending).await;
     assert_eq!(on_b.as_deref(), Some("1"));
     assert_eq!(n.carrier(), [Some("node-b".to_owned())]);
     n.b_finishes_the_stop().await;
     drop(n);
+}
+
+/// The value of the metric `name` on the node `client` reaches, read as
+/// the operator `op`.
+async fn metric(client: &Client, op: &str, name: &str) -> Option<String> {
+    let text = client.get_text_auth("/metrics", Some(op)).await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ').map(str::to_owned))
 }
 
 /// One node named `node-a` on a database of the test's own.
@@ -350,9 +345,15 @@ async fn node_a_with(
 /// [`node_a`], and node B beside it with a client of its own.
 async fn nodes_a_and_b(stored: &Stored) -> (Cluster, ServerProc, Client) {
     let a = node_a(stored).await;
+    let (b, on_b) = node_b(&a);
+    (a, b, on_b)
+}
+
+/// Node B beside node A, with a client of its own.
+fn node_b(a: &Cluster) -> (ServerProc, Client) {
     let b = a.second_node("node-b");
     let on_b = Client::new(&b.url());
-    (a, b, on_b)
+    (b, on_b)
 }
 
 /// A database of its own for one test's nodes. Declared before them, it is
@@ -506,8 +507,7 @@ async fn a_stop_taken_on_one_node_forgets_the_keys_on_the_node_running_the_incid
         let ops = a.operator_events(&op).await;
         (op, ops)
     };
-    let b = a.second_node("node-b");
-    let on_b = Client::new(&b.url());
+    let (_b, on_b) = node_b(&a);
     let mut device = a.student("Nidhi Sharma").await;
     let id = a
         .panic_at_talwandi(&mut device, sosvault::Category::Police)
@@ -554,8 +554,7 @@ async fn a_burst_across_two_nodes_survives_killing_one_and_loses_nothing() {
             .unwrap();
         tokens.push((id, token));
     }
-    let b = a.second_node("node-b");
-    let on_b = Client::new(&b.url());
+    let (_b, on_b) = node_b(&a);
 
     // The teams, on B: each acknowledges what it is sent, and the run
     // keeps what each was sent.
@@ -833,4 +832,30 @@ async fn a_team_on_one_node_is_sent_by_another_and_acknowledges_through_it() {
         .await
         .unwrap_err();
     assert_eq!(refused.status, 401);
+}
+
+/// A node alone on its database says nothing on the bus (nobody would hear
+/// it); once a second node starts, the first says everything from then on,
+/// and an operator on the second sees at once the panic the first took.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_alone_says_nothing_and_speaks_once_another_comes() {
+    let stored = database().await;
+    let a = node_a(&stored).await;
+    let op = a.operator().await;
+    let mut device = a.student("Nidhi Sharma").await;
+    a.panic_at_talwandi(&mut device, sosvault::Category::Police)
+        .await;
+    let announced = || metric(&a.client, &op, "sosvault_bus_announced_total");
+    assert_eq!(announced().await.as_deref(), Some("0"));
+
+    let (_b, on_b) = node_b(&a);
+    let op_b = on_b.login(OPERATOR, PASSWORD).await.unwrap();
+    let mut ops_b = on_b.events("/v1/operator/events", &op_b).await.unwrap();
+    let mut other = a.student("Meera Joshi").await;
+    let id = a
+        .panic_at_talwandi(&mut other, sosvault::Category::Police)
+        .await;
+    next_event(&mut ops_b, 5, is("incident_created", &id)).await;
+    let said: u64 = announced().await.unwrap().parse().unwrap();
+    assert!(said > 0, "A said nothing once B came");
 }

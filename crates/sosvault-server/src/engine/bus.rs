@@ -21,6 +21,11 @@
 //! `sosvault_bus_gaps_total`. The operators' page reads the state afresh
 //! whenever its stream starts again.
 //!
+//! A node says nothing while no other node beats (read at each lease round):
+//! a node alone pays nothing for the bus. A node that starts beside others
+//! says hello, and they speak from then on without waiting for their next
+//! round.
+//!
 //! On SQLite (one node) nothing of this runs.
 
 use std::sync::Arc;
@@ -89,6 +94,8 @@ pub(super) enum Said {
     /// A team's token changed (rotated, or the team `revoked`): every node
     /// forgets the lookups it cached.
     Tokens { unit: String, revoked: bool },
+    /// The node started beside the others: they say things from now on.
+    Hello,
 }
 
 /// The sending half: sealed events to announce.
@@ -132,6 +139,9 @@ impl Engine {
             tracing::error!("events across nodes: starting a thread failed: {e}");
             return;
         }
+        // Sent only if another node beats (its announcer is quiet until it
+        // hears this, or sees this node's beat at its next round).
+        self.say(Said::Hello);
         let engine = self.clone();
         let shutdown = self.inner.shutdown.clone();
         self.inner.tasks.spawn(async move {
@@ -182,6 +192,11 @@ impl Engine {
         let Some(bus) = self.inner.bus.get() else {
             return;
         };
+        // Alone on the database: nobody to tell (nor any own event to
+        // open again from `LISTEN` only to drop it).
+        if !self.inner.node.others.load(Ordering::Relaxed) {
+            return;
+        }
         let wire = Wire {
             node: self.inner.node.id.clone(),
             said,
@@ -211,6 +226,10 @@ impl Engine {
         if wire.node == self.inner.node.id {
             return;
         }
+        // Another node is here: say things to it from now on (a node that
+        // started beside this one says hello at once, before this one's
+        // next lease round sees its beat).
+        self.inner.node.others.store(true, Ordering::Relaxed);
         self.inner.metrics.bus.heard.fetch_add(1, Ordering::Relaxed);
         match wire.said {
             Said::Event {

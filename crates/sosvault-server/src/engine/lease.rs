@@ -26,7 +26,7 @@
 //! before.
 
 use std::collections::HashSet;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sosvault::IncidentId;
@@ -65,6 +65,10 @@ pub(super) struct Node {
     /// stops serving, and gives up nothing at its shutdown (the leases
     /// and the beat under that name are the other's).
     pub(super) ousted: CancellationToken,
+    /// Whether another node beats: only then does this one say anything on
+    /// the bus ([`Engine::say`]). Read at every lease round, and set at
+    /// once when another node is heard.
+    pub(super) others: AtomicBool,
 }
 
 impl Node {
@@ -80,6 +84,7 @@ impl Node {
             shared: cfg.database_url.is_some(),
             boot: hex::encode(boot),
             ousted: CancellationToken::new(),
+            others: AtomicBool::new(false),
         }
     }
 }
@@ -116,7 +121,16 @@ impl Engine {
                 .call(move |s| s.beat(&node, &boot, now, now.saturating_add(LEASE_MS)))
                 .await?;
             let until_ms = match beat {
-                Beat::Held => return Ok(()),
+                Beat::Held => {
+                    let node = self.inner.node.id.clone();
+                    let others = self
+                        .inner
+                        .db
+                        .call(move |s| s.others_beating(&node, now))
+                        .await?;
+                    self.inner.node.others.store(others, Ordering::Relaxed);
+                    return Ok(());
+                }
                 Beat::Clash { until_ms } => until_ms,
             };
             if waited_out.is_some() {
@@ -217,6 +231,7 @@ impl Engine {
                 held,
                 taken,
                 forwards,
+                others,
             } = match self.lease_round_store(true).await {
                 Ok(Ok(round)) => round,
                 Ok(Err(until_ms)) => {
@@ -229,6 +244,7 @@ impl Engine {
                 }
             };
             self.carry_on(forwards);
+            self.inner.node.others.store(others, Ordering::Relaxed);
             self.say_present();
             let held: HashSet<IncidentId> = held.into_iter().collect();
             for id in before.difference(&held) {
@@ -262,6 +278,7 @@ impl Engine {
                     return Ok(Err(until_ms));
                 }
                 Ok(Ok(Round {
+                    others: s.others_beating(&node, now)?,
                     held: s.renew_leases(&node, until)?,
                     taken: s.take_leases(&node, now, until, TAKE_AT_ONCE)?,
                     forwards: if forwards {
@@ -465,6 +482,8 @@ struct Round {
     taken: Vec<TakenLease>,
     /// The forwards it has just taken over.
     forwards: TakenForwards,
+    /// Whether another node beats.
+    others: bool,
 }
 
 /// The timeline's words for a lease just taken.

@@ -141,7 +141,7 @@ impl Engine {
                     self.tokens_changed_elsewhere(unit, revoked);
                 }
             }
-            Said::Event { .. } => {}
+            Said::Event { .. } | Said::Hello => {}
         }
     }
 

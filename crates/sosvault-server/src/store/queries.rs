@@ -994,6 +994,16 @@ impl<B: Backend> Store for SqlStore<B> {
         .map(drop)
     }
 
+    fn others_beating(&self, node: &str, now_ms: u64) -> StoreResult<bool> {
+        let other = maybe(
+            &self.db,
+            "SELECT 1 FROM node_beats WHERE node <> ?1 AND until_ms >= ?2 LIMIT 1",
+            params![node, now_ms as i64],
+            |r| r.get::<i64>(0),
+        )?;
+        Ok(other.is_some())
+    }
+
     fn take_forwards(
         &self,
         node: &str,
