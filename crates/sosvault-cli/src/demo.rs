@@ -21,21 +21,44 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use crate::cluster::{Cluster, ClusterOptions, data_root};
 use crate::kota;
 
-/// Options of the demo.
+/// Options of the demo (the `sosvault demo` arguments).
+#[derive(Clone, Debug, clap::Args)]
 pub struct DemoOptions {
-    /// Exit after this many seconds (from the start); `None`: until Ctrl-C.
+    /// Exit after N seconds (from the start) instead of waiting for Ctrl-C.
+    #[arg(long)]
     pub seconds: Option<u64>,
-    /// How many students to enroll.
+    /// Students to enroll (at least 10).
+    #[arg(long, default_value_t = 300)]
     pub students: usize,
     /// Where the dispatch service listens.
+    #[arg(long, default_value = "127.0.0.1:8080")]
     pub listen: String,
-    /// Keep the data here instead of a temporary directory.
+    /// Keep the data in this directory (default: a temporary one).
+    #[arg(long)]
     pub dir: Option<PathBuf>,
-    /// How long a team has to acknowledge (ms).
+    /// How long a team has to acknowledge, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
     pub ack_timeout_ms: u64,
-    /// Run the dispatch service on PostgreSQL, with a second node, and tell
-    /// what happens when a node dies; `None`: one node on SQLite.
-    pub postgres: Option<DemoDatabase>,
+    /// Run the dispatch service on PostgreSQL, two nodes side by side, one
+    /// of which dies mid-incident: on a throwaway cluster (needs Debian's
+    /// postgresql package), or on --database-url.
+    #[arg(long)]
+    pub postgres: bool,
+    /// The PostgreSQL database for --postgres (best empty;
+    /// `postgres://USER:PASSWORD@HOST:PORT/DB`, best given in the
+    /// environment, where `ps` does not show it). Implies --postgres.
+    #[arg(long, env = "SOSVAULT_DEMO_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+}
+
+impl DemoOptions {
+    /// Where the dispatch service keeps its state: `None` for SQLite.
+    fn database(&self) -> Option<DemoDatabase> {
+        match &self.database_url {
+            Some(url) => Some(DemoDatabase::At(url.clone())),
+            None => self.postgres.then_some(DemoDatabase::Throwaway),
+        }
+    }
 }
 
 /// Where the demo's PostgreSQL database is.
@@ -263,9 +286,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         "sosvault demo: everything runs on loopback; data in {}",
         root.display()
     ));
-    let database = match &opts.postgres {
+    let database = match opts.database() {
         None => None,
-        Some(DemoDatabase::At(url)) => Some(Postgres::given(url)),
+        Some(DemoDatabase::At(url)) => Some(Postgres::given(&url)),
         Some(DemoDatabase::Throwaway) => {
             let pg = Postgres::throwaway()?;
             n.say(format!(

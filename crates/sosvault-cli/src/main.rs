@@ -64,33 +64,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the whole system on loopback and play a scenario.
-    Demo {
-        /// Exit after N seconds (from the start) instead of waiting for Ctrl-C.
-        #[arg(long)]
-        seconds: Option<u64>,
-        /// Students to enroll (at least 10).
-        #[arg(long, default_value_t = 300)]
-        students: usize,
-        /// Where the dispatch service listens.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: String,
-        /// Keep the data in this directory (default: a temporary one).
-        #[arg(long)]
-        dir: Option<std::path::PathBuf>,
-        /// How long a team has to acknowledge, in milliseconds.
-        #[arg(long, default_value_t = 5000)]
-        ack_timeout_ms: u64,
-        /// Run the dispatch service on PostgreSQL, two nodes side by side,
-        /// one of which dies mid-incident: on a throwaway cluster (needs
-        /// Debian's postgresql package), or on --database-url.
-        #[arg(long)]
-        postgres: bool,
-        /// The PostgreSQL database for --postgres (best empty;
-        /// `postgres://USER:PASSWORD@HOST:PORT/DB`, best given in the
-        /// environment, where `ps` does not show it). Implies --postgres.
-        #[arg(long, env = "SOSVAULT_DEMO_DATABASE_URL", hide_env_values = true)]
-        database_url: Option<String>,
-    },
+    Demo(demo::DemoOptions),
     /// Load test: enroll students, then panics at a steady rate and in a
     /// burst while teams report positions; latencies against a bare endpoint.
     Load(load::LoadOptions),
@@ -447,29 +421,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let ca = cli.ca;
     match cli.cmd {
-        Cmd::Demo {
-            seconds,
-            students,
-            listen,
-            dir,
-            ack_timeout_ms,
-            postgres,
-            database_url,
-        } => {
-            let postgres = match database_url {
-                Some(url) => Some(demo::DemoDatabase::At(url)),
-                None => postgres.then_some(demo::DemoDatabase::Throwaway),
-            };
-            demo::run(demo::DemoOptions {
-                seconds,
-                students,
-                listen,
-                dir,
-                ack_timeout_ms,
-                postgres,
-            })
-            .await
-        }
+        Cmd::Demo(opts) => demo::run(opts).await,
         Cmd::Load(opts) => run_load(opts).await,
         Cmd::LoadFloor { listen } => load::floor_server(&listen).await,
         Cmd::Incidents { operator } => list_incidents(&operator, ca.as_deref()).await,

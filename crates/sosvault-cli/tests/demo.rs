@@ -271,25 +271,9 @@ fn the_demo_tells_the_whole_story_and_exits_after_the_given_seconds() {
 /// the profile. The throwaway cluster is gone afterwards.
 #[test]
 fn the_demo_on_postgres_runs_two_nodes_and_one_carries_on_when_the_other_dies() {
-    build_siblings();
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_sosvault"))
-        .args([
-            "demo",
-            "--postgres",
-            "--students",
-            "10",
-            "--seconds",
-            "0",
-            "--listen",
-            "127.0.0.1:0",
-            "--dir",
-        ])
-        .arg(dir.path())
-        .env_remove("SOSVAULT_DEMO_DATABASE_URL")
-        .output()
-        .unwrap();
-    let text = succeeded(&out);
+    let demo = "demo --postgres --students 10 --seconds 0 --listen 127.0.0.1:0 --dir";
+    let text = succeeded(&run_to_the_end(demo, dir.path()));
     let cluster = text
         .lines()
         .find_map(|l| {
@@ -321,6 +305,19 @@ fn the_demo_on_postgres_runs_two_nodes_and_one_carries_on_when_the_other_dies() 
         std::net::TcpStream::connect(format!("127.0.0.1:{cluster}")).is_err(),
         "the throwaway cluster still listens on {cluster}"
     );
+}
+
+/// Runs `sosvault ARGS DIR` to its end (its sibling binaries built first),
+/// with no database in the environment; `args` are words apart.
+fn run_to_the_end(args: &str, dir: &Path) -> std::process::Output {
+    build_siblings();
+    Command::new(env!("CARGO_BIN_EXE_sosvault"))
+        .args(args.split_whitespace())
+        .arg(dir)
+        .env_remove("SOSVAULT_DEMO_DATABASE_URL")
+        .env_remove("SOSVAULT_LOAD_DATABASE_URL")
+        .output()
+        .unwrap()
 }
 
 /// Asserts every file under `root` is mode 0600 and every directory 0700.
@@ -625,32 +622,10 @@ fn a_simulated_phone_on_the_command_line_enrolls_panics_moves_cancels_and_stops(
 /// every one assigned exactly once and opened, and the results written.
 #[test]
 fn the_load_generator_runs_a_tiny_load_and_loses_nothing() {
-    build_siblings();
     let out = tempfile::tempdir().unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_sosvault"))
-        .args([
-            "load",
-            "--students",
-            "240",
-            "--enroll-concurrency",
-            "16",
-            "--photo-bytes",
-            "1024",
-            "--units",
-            "24",
-            "--position-every-secs",
-            "1",
-            "--rate",
-            "20",
-            "--steady-secs",
-            "2",
-            "--burst",
-            "40",
-            "--out",
-        ])
-        .arg(out.path())
-        .output()
-        .unwrap();
+    let load = "load --students 240 --enroll-concurrency 16 --photo-bytes 1024 --units 24 \
+                --position-every-secs 1 --rate 20 --steady-secs 2 --burst 40 --out";
+    let output = run_to_the_end(load, out.path());
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
