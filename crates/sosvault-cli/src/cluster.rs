@@ -674,11 +674,17 @@ impl Cluster {
 
     /// The service's metrics (Prometheus text), read with the scrape token.
     pub async fn metrics(&self) -> anyhow::Result<String> {
+        self.metrics_of(&self.base).await
+    }
+
+    /// The metrics of the node at `base` (this one, or another beside it,
+    /// which holds the same scrape token).
+    pub async fn metrics_of(&self, base: &str) -> anyhow::Result<String> {
         let token = self.metrics_token()?;
-        self.service_client()?
+        self.client_for(base)?
             .get_text_auth("/metrics", Some(token.as_str()))
             .await
-            .map_err(|e| anyhow::anyhow!("reading {}/metrics: {e}", self.base))
+            .map_err(|e| anyhow::anyhow!("reading {base}/metrics: {e}"))
     }
 
     /// Stops the dispatch service and the trustees.

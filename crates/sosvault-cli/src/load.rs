@@ -62,7 +62,7 @@ use panics::{run_phase, sign_panics};
 use phones::{Enrolled, Phone, enroll_all, make_packages, store_bytes};
 use report::{print_report, report_phase, write_results};
 use stats::{CpuMark, FloorResult, LoadResult, ServiceCounters, Stats};
-use track::{Shared, Track};
+use track::{Node, Shared, Track};
 use units::start_units;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -106,6 +106,12 @@ pub struct LoadOptions {
     /// file. The database should be empty: the run enrolls its own students.
     #[arg(long, env = "SOSVAULT_LOAD_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
+    /// Dispatch nodes side by side on --database-url: with 2, the panics
+    /// and the teams are spread over both, half each (enrollment stays on
+    /// the first), and each incident is closed through the node that took
+    /// its panic.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub nodes: u8,
 }
 
 /// Runs the load test; `Ok(result)` even when a goal is missed (the caller
@@ -118,6 +124,12 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<LoadResult> {
         say(
             t0,
             "note: this is a debug build; for real numbers build with `cargo build --release --workspace` and run ./target/release/sosvault load",
+        );
+    }
+    if opts.nodes > 1 && opts.database_url.is_none() {
+        bail!(
+            "--nodes {} needs --database-url: the nodes share one PostgreSQL database",
+            opts.nodes
         );
     }
     std::fs::create_dir_all(&opts.out)
@@ -141,7 +153,20 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<LoadResult> {
         |m| say(t0, m),
     )
     .await?;
-    let result = measure(t0, &opts, &cluster, &root, release).await;
+    let second = if opts.nodes > 1 {
+        let (node, base) = cluster.second_node(&root, "node-b").await?;
+        say(
+            t0,
+            format!("a second dispatch node on the same database: {base}"),
+        );
+        Some((node, base))
+    } else {
+        None
+    };
+    let result = measure(t0, &opts, &cluster, second.as_ref(), &root, release).await;
+    if let Some((mut node, _)) = second {
+        node.kill().await;
+    }
     cluster.stop().await;
     result
 }
@@ -152,6 +177,8 @@ struct Run<'a> {
     t0: Instant,
     opts: &'a LoadOptions,
     cluster: &'a Cluster,
+    /// The second node and its base URL (`--nodes 2`).
+    second: Option<&'a (Proc, String)>,
     root: &'a Path,
 }
 
@@ -159,6 +186,7 @@ async fn measure(
     t0: Instant,
     opts: &LoadOptions,
     cluster: &Cluster,
+    second: Option<&(Proc, String)>,
     root: &Path,
     release: bool,
 ) -> anyhow::Result<LoadResult> {
@@ -166,10 +194,13 @@ async fn measure(
         t0,
         opts,
         cluster,
+        second,
         root,
     };
     let base = cluster.base.clone();
-    let client = Client::new(&base);
+    let bases: Vec<String> = std::iter::once(base.clone())
+        .chain(second.map(|(_, b)| b.clone()))
+        .collect();
     // The phones' copy of the manifest, checked against the authority key
     // they pin: its trustees, threshold and control room, not `/v1/info`'s.
     let manifest =
@@ -182,6 +213,7 @@ async fn measure(
         } else {
             "sqlite".into()
         },
+        nodes: opts.nodes,
         units: opts.units,
         rate: opts.rate,
         ..LoadResult::default()
@@ -192,18 +224,22 @@ async fn measure(
     // 2. Enrollment.
     let phones = run.enroll(&base, phones, bodies, &mut r).await?;
     // 3. The control room and the teams.
-    let sh = run.control_room_and_teams(&client).await?;
+    let sh = run.control_room_and_teams(&bases).await?;
     // 4. Panics: pick distinct students spread over the whole population.
     let steady_n = (opts.rate as u64 * opts.steady_secs) as usize;
     let mut chosen = choose_panicking(phones, steady_n + opts.burst)?;
     let (steady_phones, burst_phones) = chosen.split_at_mut(steady_n);
     let at = run
-        .steady(&sh, &base, steady_phones, &control_room, &mut r)
+        .steady(&sh, &bases, steady_phones, &control_room, &mut r)
         .await?;
-    run.burst(&sh, &base, burst_phones, steady_n, &control_room, &mut r)
+    run.burst(&sh, &bases, burst_phones, steady_n, &control_room, &mut r)
         .await?;
     r.positions = sh.positions.load(Ordering::Relaxed);
-    r.service = ServiceCounters::parse(&cluster.metrics().await?);
+    let mut counted = Vec::new();
+    for b in &bases {
+        counted.push(ServiceCounters::parse(&cluster.metrics_of(b).await?));
+    }
+    r.service = ServiceCounters::sum(&counted);
     // 5. The floor, in its own process like the service.
     r.floor = run.floor(&at).await?;
 
@@ -232,6 +268,11 @@ fn choose_panicking(mut phones: Vec<Phone>, want: usize) -> anyhow::Result<Vec<P
 const SETTLE: Duration = Duration::from_secs(60);
 
 impl Run<'_> {
+    /// The pids of the nodes beside the cluster's own.
+    fn more_nodes(&self) -> Vec<Option<u32>> {
+        self.second.map(|(p, _)| p.pid()).into_iter().collect()
+    }
+
     /// Phase 1, the phones' work, timed apart (it runs on phones, not on
     /// the service): every student's enrollment package. Returns the
     /// phones and the request bodies.
@@ -285,7 +326,7 @@ impl Run<'_> {
                 opts.students, opts.enroll_concurrency
             ),
         );
-        let mark = CpuMark::now(self.cluster);
+        let mark = CpuMark::now(self.cluster, &self.more_nodes());
         let phones = Arc::new(phones.into_iter().map(Mutex::new).collect::<Vec<_>>());
         let Enrolled {
             lat,
@@ -356,14 +397,21 @@ impl Run<'_> {
 
     /// Phase 3, the control room's operator, closing each incident once it
     /// is done with it, and the teams on duty. Returns what the tasks share.
-    async fn control_room_and_teams(&self, client: &Client) -> anyhow::Result<Shared> {
-        let op = client
-            .login("operator", &self.cluster.password)
-            .await
-            .map_err(anyhow_of)?;
+    async fn control_room_and_teams(&self, bases: &[String]) -> anyhow::Result<Shared> {
+        let mut nodes = Vec::new();
+        for base in bases {
+            let client = Client::new(base);
+            let op = client
+                .login("operator", &self.cluster.password)
+                .await
+                .map_err(anyhow_of)?;
+            nodes.push(Node { client, op });
+        }
+        let (client, op) = (nodes[0].client.clone(), nodes[0].op.clone());
         let sh = Shared {
             client: client.clone(),
             op: op.clone(),
+            nodes,
             track: Arc::new(Mutex::new(Track::default())),
             positions: Arc::new(AtomicUsize::new(0)),
             changed: Arc::new(tokio::sync::Notify::new()),
@@ -394,7 +442,7 @@ impl Run<'_> {
     async fn steady(
         &self,
         sh: &Shared,
-        base: &str,
+        bases: &[String],
         phones: &mut [Phone],
         control_room: &ControlRoomPublic,
         r: &mut LoadResult,
@@ -411,8 +459,8 @@ impl Run<'_> {
         let bodies = sign_panics(phones, 0, control_room)?;
         let gap = Duration::from_secs_f64(1.0 / f64::from(opts.rate.max(1)));
         let at: Vec<Duration> = (0..steady_n).map(|i| gap * i as u32).collect();
-        let mark = CpuMark::now(self.cluster);
-        r.steady = run_phase(sh, base, 0, bodies, at.clone(), SETTLE).await;
+        let mark = CpuMark::now(self.cluster, &self.more_nodes());
+        r.steady = run_phase(sh, bases, 0, bodies, at.clone(), SETTLE).await;
         r.cpu.push(mark.phase("steady panics"));
         report_phase(t0, "steady", &r.steady);
         Ok(at)
@@ -423,7 +471,7 @@ impl Run<'_> {
     async fn burst(
         &self,
         sh: &Shared,
-        base: &str,
+        bases: &[String],
         phones: &mut [Phone],
         first: usize,
         control_room: &ControlRoomPublic,
@@ -432,10 +480,10 @@ impl Run<'_> {
         let (t0, opts) = (self.t0, self.opts);
         say(t0, format!("burst: {} panics at once", opts.burst));
         let bodies = sign_panics(phones, first, control_room)?;
-        let mark = CpuMark::now(self.cluster);
+        let mark = CpuMark::now(self.cluster, &self.more_nodes());
         r.burst = run_phase(
             sh,
-            base,
+            bases,
             1,
             bodies,
             vec![Duration::ZERO; opts.burst],

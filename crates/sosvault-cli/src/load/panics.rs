@@ -23,7 +23,7 @@ type SentAt = Arc<Mutex<Vec<Option<Instant>>>>;
 /// deadline passes). Returns the phase's numbers.
 pub(super) async fn run_phase(
     sh: &Shared,
-    base: &str,
+    bases: &[String],
     phase: usize,
     bodies: Vec<String>,
     at: Vec<Duration>,
@@ -34,7 +34,7 @@ pub(super) async fn run_phase(
             .pool_max_idle_per_host(1024)
             .build()
             .unwrap_or_default(),
-        url: format!("{base}/v1/panic"),
+        urls: bases.iter().map(|b| format!("{b}/v1/panic")).collect(),
         phase,
         sent_at: Arc::new(Mutex::new(vec![None; bodies.len()])),
         track: sh.track.clone(),
@@ -65,8 +65,8 @@ pub(super) async fn run_phase(
 #[derive(Clone)]
 struct Sender {
     http: reqwest::Client,
-    /// `POST /v1/panic` of the service.
-    url: String,
+    /// `POST /v1/panic` of each node; slot `i` goes to node `i % n`.
+    urls: Vec<String>,
     /// Which phase this is (for the incidents' slots).
     phase: usize,
     sent_at: SentAt,
@@ -94,7 +94,7 @@ impl Sender {
         }
         let r = self
             .http
-            .post(&self.url)
+            .post(&self.urls[slot % self.urls.len()])
             .header("content-type", "application/json")
             .body(body)
             .send()
@@ -125,6 +125,7 @@ impl Sender {
             return true;
         }
         i.slot = Some((self.phase, slot));
+        i.node = slot % self.urls.len();
         false
     }
 }

@@ -31,10 +31,14 @@ fn verdict(ok: bool) -> &'static str {
 /// The run's results, where its CPU went, and its goals, met or missed.
 pub(super) fn print_report(r: &LoadResult, opts: &LoadOptions) {
     println!();
+    let on = if r.nodes > 1 {
+        format!("{} nodes on {}", r.nodes, r.backend)
+    } else {
+        r.backend.clone()
+    };
     println!(
-        "Results ({} build, on {}, {} students, {} teams, {} panics/s for {} s, burst of {})",
+        "Results ({} build, on {on}, {} students, {} teams, {} panics/s for {} s, burst of {})",
         if r.release_build { "release" } else { "debug" },
-        r.backend,
         r.enrolled,
         r.units,
         r.rate,
@@ -102,7 +106,7 @@ fn print_cpu(r: &LoadResult) {
         "    {:<16} {:>8} {:>8} {:>10} {:>10} {:>10} {:>10} {:>10}",
         "phase",
         "wall s",
-        "service",
+        if r.nodes > 1 { "nodes" } else { "service" },
         "trustee 1",
         "trustee 2",
         "trustee 3",

@@ -108,6 +108,8 @@ pub struct LoadResult {
     pub release_build: bool,
     /// Where the dispatch service kept its state: `sqlite` or `postgres`.
     pub backend: String,
+    /// Dispatch nodes side by side (on PostgreSQL, 1 or 2).
+    pub nodes: u8,
     /// Students enrolled.
     pub enrolled: usize,
     /// Phones' packages made per second (both cores).
@@ -153,7 +155,7 @@ pub struct PhaseCpu {
     pub phase: String,
     /// Its wall-clock length (s).
     pub wall_secs: f64,
-    /// The dispatch service.
+    /// The dispatch service (its nodes together).
     pub service: f64,
     /// Each trustee.
     pub trustees: Vec<f64>,
@@ -194,6 +196,8 @@ fn database_cpu() -> Vec<(u32, f64)> {
 /// A snapshot of every process's CPU time, to diff at the end of a phase.
 pub(super) struct CpuMark {
     at: Instant,
+    /// How many of `pids` are the service's nodes (counted as one column).
+    nodes: usize,
     pids: Vec<Option<u32>>,
     secs: Vec<f64>,
     /// The PostgreSQL processes' (empty unless the run is on PostgreSQL).
@@ -201,9 +205,12 @@ pub(super) struct CpuMark {
 }
 
 impl CpuMark {
-    /// Marks now; `pids`: the service, the trustees, then this process.
-    pub(super) fn now(cluster: &Cluster) -> Self {
+    /// Marks now; `pids`: the service's nodes (the cluster's, then
+    /// `more_nodes`), the trustees, then this process.
+    pub(super) fn now(cluster: &Cluster, more_nodes: &[Option<u32>]) -> Self {
         let mut pids = vec![cluster.server.pid()];
+        pids.extend(more_nodes);
+        let nodes = pids.len();
         pids.extend(cluster.trustees.iter().map(|t| t.pid()));
         pids.push(Some(std::process::id()));
         let secs = pids
@@ -217,6 +224,7 @@ impl CpuMark {
         };
         Self {
             at: Instant::now(),
+            nodes,
             pids,
             secs,
             database,
@@ -256,11 +264,15 @@ impl CpuMark {
             })
             .collect();
         let n = cores.len();
+        let nodes = self.nodes.min(n);
         PhaseCpu {
             phase: name.to_owned(),
             wall_secs: wall,
-            service: cores.first().copied().unwrap_or(0.0),
-            trustees: cores.get(1..n.saturating_sub(1)).unwrap_or(&[]).to_vec(),
+            service: cores[..nodes].iter().sum(),
+            trustees: cores
+                .get(nodes..n.saturating_sub(1))
+                .unwrap_or(&[])
+                .to_vec(),
             generator: cores.last().copied().unwrap_or(0.0),
             database: self.database_cores(wall),
         }
@@ -317,6 +329,18 @@ impl ServiceCounters {
             assignments: get("sosvault_assignments_total"),
             assignment_timeouts: get("sosvault_assignment_timeouts_total"),
             enrollments: get("sosvault_enrollments_total"),
+        }
+    }
+
+    /// The counts of several nodes, each counting its own, together.
+    pub(super) fn sum(nodes: &[Self]) -> Self {
+        let total = |f: fn(&Self) -> u64| nodes.iter().map(f).sum();
+        Self {
+            panics: total(|c| c.panics),
+            duplicate_panics: total(|c| c.duplicate_panics),
+            assignments: total(|c| c.assignments),
+            assignment_timeouts: total(|c| c.assignment_timeouts),
+            enrollments: total(|c| c.enrollments),
         }
     }
 }

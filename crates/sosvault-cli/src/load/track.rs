@@ -13,6 +13,9 @@ use sosvault_server::client::Client;
 pub(super) struct Incident {
     /// Which phase and slot sent it (for the latencies).
     pub(super) slot: Option<(usize, usize)>,
+    /// The node its panic was sent to (an index of [`Shared::nodes`]),
+    /// which runs it and so closes it.
+    pub(super) node: usize,
     pub(super) assigned: Option<(Instant, String)>,
     pub(super) opened: Option<Instant>,
     pub(super) acked: bool,
@@ -29,10 +32,23 @@ pub(super) struct Track {
     pub(super) double_booked: usize,
 }
 
+/// One dispatch node, as the generator reaches it: a client, and the
+/// operator's session there.
 #[derive(Clone)]
-pub(super) struct Shared {
+pub(super) struct Node {
     pub(super) client: Client,
     pub(super) op: String,
+}
+
+#[derive(Clone)]
+pub(super) struct Shared {
+    /// The first node's client and operator session (teams are registered
+    /// and the operator's stream read there).
+    pub(super) client: Client,
+    pub(super) op: String,
+    /// Every node (the first is `client`): panics and teams are spread
+    /// over them.
+    pub(super) nodes: Vec<Node>,
     pub(super) track: Arc<Mutex<Track>>,
     pub(super) positions: Arc<AtomicUsize>,
     /// Woken whenever an incident starts closing.
@@ -42,6 +58,11 @@ pub(super) struct Shared {
 impl Shared {
     pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, Track> {
         self.track.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The `i`-th thing's node, the things spread round the nodes.
+    pub(super) fn node(&self, i: usize) -> &Node {
+        &self.nodes[i % self.nodes.len()]
     }
 
     /// Closes the incident once its team has acknowledged and its profile
@@ -58,7 +79,9 @@ impl Shared {
         if let Some((_, unit)) = &i.assigned {
             t.unit_holds.remove(unit);
         }
-        let (client, op, id) = (self.client.clone(), self.op.clone(), incident.to_owned());
+        // Through the node that runs it (which took the panic).
+        let node = self.node(i.node);
+        let (client, op, id) = (node.client.clone(), node.op.clone(), incident.to_owned());
         tokio::spawn(async move {
             let path = format!("/v1/operator/incidents/{id}/close");
             for attempt in 0..5u64 {

@@ -48,12 +48,14 @@ pub(super) async fn start_units(sh: &Shared, count: usize, every: Duration) -> a
             .create_unit(&sh.op, &format!("Load team {i}"), unit_kind(i), lat, lon)
             .await
             .map_err(anyhow_of)?;
+        // Its stream, its acknowledgements and its positions on its node.
         let events = sh
+            .node(i)
             .client
             .events("/v1/unit/events", &token)
             .await
             .map_err(anyhow_of)?;
-        spawn_acknowledger(sh.clone(), unit, token.clone(), events);
+        spawn_acknowledger(sh.clone(), i, unit, token.clone(), events);
         spawn_position_reports(sh.clone(), token, area, i, every);
     }
     Ok(())
@@ -64,6 +66,7 @@ pub(super) async fn start_units(sh: &Shared, count: usize, every: Duration) -> a
 /// its profile is open too.
 fn spawn_acknowledger(
     s: Shared,
+    i: usize,
     unit: String,
     token: String,
     mut events: UnboundedReceiver<Value>,
@@ -82,7 +85,8 @@ fn spawn_acknowledger(
                 continue;
             }
             let path = format!("/v1/unit/incidents/{incident}/ack");
-            if s.client
+            if s.node(i)
+                .client
                 .post(&path, Some(&token), &Value::Null)
                 .await
                 .is_ok()
@@ -131,7 +135,8 @@ fn spawn_position_reports(s: Shared, token: String, area: kota::Area, i: usize, 
             k += 1;
             let (dlat, dlon) = near(area, i * 31 + k);
             let body = json!({ "lat": dlat, "lon": dlon });
-            if s.client
+            if s.node(i)
+                .client
                 .post("/v1/unit/position", Some(&token), &body)
                 .await
                 .is_ok()
