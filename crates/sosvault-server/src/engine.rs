@@ -1734,6 +1734,46 @@ mod tests {
         engine.shutdown();
     }
 
+    /// An acknowledgement another node says for a team connected there is
+    /// taken only while it is fresh: one replayed later (by whoever holds
+    /// the database, which sees the sealed note go by) is not.
+    #[tokio::test]
+    async fn an_acknowledgement_said_by_another_node_is_taken_only_while_fresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::SqliteStore::open(&dir.path().join("db")).unwrap();
+        let engine = engine_on(dir.path(), store);
+        let here = LatLon {
+            lat: 25.1425,
+            lon: 75.8350,
+        };
+        let (unit, _) = engine
+            .create_unit("near", UnitKind::Police, Some(here))
+            .await
+            .unwrap();
+        let _stream = engine.unit_connected(unit);
+        let mut hears = engine.subscribe_unit(unit);
+        let panic = enrolled_panic(&engine, here).await;
+        let (id, _) = engine.panic(panic.as_bytes()).await.unwrap();
+        first_assigned(&mut hears).await.expect("the team is sent");
+        let acked = || {
+            engine
+                .state()
+                .board
+                .assignment(id)
+                .is_some_and(|a| a.acked())
+        };
+        let said = |at_ms| super::bus::Said::Ack {
+            incident: id.to_hex(),
+            unit: unit.to_string(),
+            at_ms,
+        };
+        engine.heard_about_teams("node-b", said(super::now_ms() - 60_000));
+        assert!(!acked(), "a stale acknowledgement was taken");
+        engine.heard_about_teams("node-b", said(super::now_ms()));
+        assert!(acked());
+        engine.shutdown();
+    }
+
     /// Another writer (another node, or anything memory does not know)
     /// holds the nearest team in the database: the panic is still stored,
     /// that team is never told, and the incident gets the next one.

@@ -89,8 +89,13 @@ pub(super) enum Said {
     Present { units: Vec<String>, until_ms: u64 },
     /// A team's last live stream on the node closed.
     Left { unit: String },
-    /// A team acknowledged, through the node, an incident another node runs.
-    Ack { incident: String, unit: String },
+    /// A team acknowledged, through the node, an incident another node
+    /// runs, at `at_ms` (the node's clock).
+    Ack {
+        incident: String,
+        unit: String,
+        at_ms: u64,
+    },
     /// A team's token changed (rotated, or the team `revoked`): every node
     /// forgets the lookups it cached.
     Tokens { unit: String, revoked: bool },

@@ -54,6 +54,11 @@ const PRESENT_AT_ONCE: usize = 100;
 /// for that node to take it.
 const ACK_ELSEWHERE_WAIT: Duration = Duration::from_secs(3);
 
+/// How old (or how far ahead, the nodes' clocks apart) an acknowledgement
+/// said by another node may be: an older one (replayed by whoever holds
+/// the database) is not taken.
+const ACK_NOTE_FRESH_MS: u64 = 10_000;
+
 impl Engine {
     /// Says which teams have a live stream open on this node (every beat).
     pub(super) fn say_present(&self) {
@@ -115,8 +120,13 @@ impl Engine {
     pub(super) fn heard_about_teams(&self, node: &str, said: Said) {
         match said {
             Said::Present { units, until_ms } => {
+                let mut unknown = false;
                 for unit in units.iter().filter_map(|u| u.parse::<UnitId>().ok()) {
-                    self.present_elsewhere(node, unit, until_ms);
+                    unknown |= !self.present_elsewhere(node, unit, until_ms);
+                }
+                // One read for all the teams this node did not know.
+                if unknown {
+                    self.learn_units();
                 }
             }
             Said::Left { unit } => {
@@ -124,10 +134,20 @@ impl Engine {
                     self.state().board.left_elsewhere(node, unit);
                 }
             }
-            Said::Ack { incident, unit } => {
+            Said::Ack {
+                incident,
+                unit,
+                at_ms,
+            } => {
                 let (Some(id), Ok(unit)) = (IncidentId::from_hex(&incident), unit.parse()) else {
                     return;
                 };
+                if now_ms().abs_diff(at_ms) > ACK_NOTE_FRESH_MS {
+                    tracing::warn!(
+                        "an acknowledgement said by another node is stale (replayed?): not taken"
+                    );
+                    return;
+                }
                 // Only the node that runs the incident decides; the others
                 // let it be.
                 if self.runs(id) {
@@ -153,18 +173,14 @@ impl Engine {
     /// Another node has a live stream of `unit` open until `until_ms`. A
     /// team that could not be told before and can now may be what an
     /// incident waits for, and is told again the assignment it has from
-    /// this node.
-    fn present_elsewhere(&self, node: &str, unit: UnitId, until_ms: u64) {
+    /// this node. False for a team this node does not know.
+    fn present_elsewhere(&self, node: &str, unit: UnitId, until_ms: u64) -> bool {
         let now = now_ms();
         let (on, free) = {
             let mut st = self.state();
             match st.board.present_elsewhere(node, unit, until_ms, now) {
-                None => {
-                    drop(st);
-                    self.learn_units();
-                    return;
-                }
-                Some(false) => return,
+                None => return false,
+                Some(false) => return true,
                 Some(true) => {
                     let on = st.board.team(unit).and_then(|t| t.incident);
                     (on, on.is_none())
@@ -177,6 +193,7 @@ impl Engine {
         if free {
             self.inner.unit_freed.notify_waiters();
         }
+        true
     }
 
     /// A team reported its position to another node (which stored it).
@@ -239,6 +256,7 @@ impl Engine {
         self.say(Said::Ack {
             incident: incident.to_hex(),
             unit: unit.to_string(),
+            at_ms: now_ms(),
         });
         let hex = incident.to_hex();
         let taken = tokio::time::timeout(ACK_ELSEWHERE_WAIT, async {
