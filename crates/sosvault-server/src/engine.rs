@@ -1471,6 +1471,12 @@ mod tests {
         assert_eq!(human_ms(45 * 60_000), "45 min");
     }
 
+    /// Where the tests' panics and teams are: Talwandi, Kota.
+    const TALWANDI: LatLon = LatLon {
+        lat: 25.1425,
+        lon: 75.8350,
+    };
+
     /// An engine with fresh keys over `store`, its config in `dir`.
     fn engine_on(dir: &std::path::Path, store: crate::store::SqliteStore) -> Engine {
         engine_with(Config::new(dir), store)
@@ -1587,10 +1593,7 @@ mod tests {
         let store = crate::store::SqliteStore::open(&cfg.data_dir.join("db")).unwrap();
         let (_, refuse) = store.watch_commits();
         let engine = engine_with(cfg, store);
-        let here = LatLon {
-            lat: 25.1425,
-            lon: 75.8350,
-        };
+        let here = TALWANDI;
         let (unit, _) = engine
             .create_unit("PCR Talwandi", UnitKind::Police, Some(here))
             .await
@@ -1742,10 +1745,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::SqliteStore::open(&dir.path().join("db")).unwrap();
         let engine = engine_on(dir.path(), store);
-        let here = LatLon {
-            lat: 25.1425,
-            lon: 75.8350,
-        };
+        let here = TALWANDI;
         let (unit, _) = engine
             .create_unit("near", UnitKind::Police, Some(here))
             .await
@@ -1782,10 +1782,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = crate::store::SqliteStore::open(&dir.path().join("db")).unwrap();
         let engine = engine_on(dir.path(), store);
-        let here = LatLon {
-            lat: 25.1425,
-            lon: 75.8350,
-        };
+        let here = TALWANDI;
         let mut teams = Vec::new();
         for (name, north) in [("near", 0.001), ("far", 0.02)] {
             let at = LatLon {
