@@ -146,22 +146,31 @@ pub fn apply_env<C: Serialize + DeserializeOwned>(
     get: impl Fn(&str) -> Option<String>,
     tables: &[&str],
 ) -> Result<(), EnvError> {
+    let set: Vec<(&str, String, String)> = setting_names::<C>()
+        .iter()
+        .filter(|n| !tables.contains(n))
+        .filter_map(|name| {
+            let var = format!("{prefix}{}", name.to_uppercase());
+            get(&var).map(|value| (*name, var, value))
+        })
+        .collect();
+    if set.is_empty() {
+        // Nothing to override: the settings are not even read back.
+        return Ok(());
+    }
     let mut settings = toml::Table::try_from(&*config).map_err(|e| EnvError {
         var: format!("{prefix}*"),
         reason: format!("the settings do not serialize: {e}"),
     })?;
-    let mut changed = false;
-    for name in setting_names::<C>().iter().filter(|n| !tables.contains(n)) {
-        let var = format!("{prefix}{}", name.to_uppercase());
-        let Some(value) = get(&var) else { continue };
+    for (name, var, value) in set {
         let mut tried = settings.clone();
         let fits = if value.trim().is_empty() {
-            tried.remove(*name);
+            tried.remove(name);
             fit::<C>(&tried)
         } else {
             // The setting's type as it stands; an unset optional one is
             // text, or else a list.
-            let candidates = match settings.get(*name) {
+            let candidates = match settings.get(name) {
                 Some(toml::Value::Integer(_)) => vec![number(&value)],
                 Some(toml::Value::Boolean(_)) => vec![flag(&value)],
                 Some(toml::Value::Array(_)) => vec![list(&value)],
@@ -170,7 +179,7 @@ pub fn apply_env<C: Serialize + DeserializeOwned>(
             };
             let mut fits = Err(String::new());
             for candidate in candidates {
-                tried.insert((*name).to_owned(), candidate);
+                tried.insert(name.to_owned(), candidate);
                 match fit::<C>(&tried) {
                     Ok(()) => {
                         fits = Ok(());
@@ -184,14 +193,11 @@ pub fn apply_env<C: Serialize + DeserializeOwned>(
         };
         fits.map_err(|reason| EnvError { var, reason })?;
         settings = tried;
-        changed = true;
     }
-    if changed {
-        *config = settings.try_into().map_err(|e: toml::de::Error| EnvError {
-            var: format!("{prefix}*"),
-            reason: e.message().to_owned(),
-        })?;
-    }
+    *config = settings.try_into().map_err(|e: toml::de::Error| EnvError {
+        var: format!("{prefix}*"),
+        reason: e.message().to_owned(),
+    })?;
     Ok(())
 }
 
@@ -356,6 +362,22 @@ mod tests {
         apply_env(&mut s, "P_", env(&[("P_KEY_FILE", ""), ("P_N", " ")]), &[]).unwrap();
         assert_eq!((s.key_file, s.n), (None, 7));
         assert!(split_list(" , ").is_empty());
+    }
+
+    #[test]
+    fn with_nothing_set_the_settings_are_not_even_read_back() {
+        use std::os::unix::ffi::OsStringExt as _;
+        // A path that is not UTF-8 has no TOML form.
+        let odd = PathBuf::from(std::ffi::OsString::from_vec(vec![b'k', 0xff]));
+        let mut s = Settings {
+            key_file: Some(odd.clone()),
+            ..settings()
+        };
+        apply_env(&mut s, "P_", env(&[("OTHER_N", "1")]), &[]).unwrap();
+        assert_eq!(s.key_file.as_deref(), Some(odd.as_path()));
+        let e = apply_env(&mut s, "P_", env(&[("P_N", "1")]), &[]).unwrap_err();
+        assert_eq!(e.var, "P_*");
+        assert_eq!((s.n, s.key_file), (3, Some(odd)));
     }
 
     #[test]
