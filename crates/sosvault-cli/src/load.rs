@@ -407,17 +407,16 @@ impl Run<'_> {
                 .map_err(anyhow_of)?;
             nodes.push(Node { client, op });
         }
-        let (client, op) = (nodes[0].client.clone(), nodes[0].op.clone());
         let sh = Shared {
-            client: client.clone(),
-            op: op.clone(),
             nodes,
             track: Arc::new(Mutex::new(Track::default())),
             positions: Arc::new(AtomicUsize::new(0)),
             changed: Arc::new(tokio::sync::Notify::new()),
         };
-        let ops = client
-            .events("/v1/operator/events", &op)
+        let first = sh.node(0);
+        let ops = first
+            .client
+            .events("/v1/operator/events", &first.op)
             .await
             .map_err(anyhow_of)?;
         spawn_operator(sh.clone(), ops);

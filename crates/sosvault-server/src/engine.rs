@@ -1477,8 +1477,10 @@ mod tests {
         lon: 75.8350,
     };
 
-    /// An engine with fresh keys over `store`, its config in `dir`.
-    fn engine_on(dir: &std::path::Path, store: crate::store::SqliteStore) -> Engine {
+    /// An engine with fresh keys over a SQLite store in `dir`, its config
+    /// there too.
+    fn engine_on(dir: &std::path::Path) -> Engine {
+        let store = crate::store::SqliteStore::open(&dir.join("db")).unwrap();
         engine_with(Config::new(dir), store)
     }
 
@@ -1533,8 +1535,7 @@ mod tests {
     #[tokio::test]
     async fn a_unit_subscription_gets_its_own_events_only() {
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::SqliteStore::open(&dir.path().join("db")).unwrap();
-        let engine = engine_on(dir.path(), store);
+        let engine = engine_on(dir.path());
         let (u1, u2) = (named("u-1"), named("u-2"));
         let mut mine = engine.subscribe_unit(u1);
         let mut all = engine.subscribe();
@@ -1743,8 +1744,7 @@ mod tests {
     #[tokio::test]
     async fn an_acknowledgement_said_by_another_node_is_taken_only_while_fresh() {
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::SqliteStore::open(&dir.path().join("db")).unwrap();
-        let engine = engine_on(dir.path(), store);
+        let engine = engine_on(dir.path());
         let here = TALWANDI;
         let (unit, _) = engine
             .create_unit("near", UnitKind::Police, Some(here))
@@ -1780,8 +1780,7 @@ mod tests {
     #[tokio::test]
     async fn a_team_the_database_holds_elsewhere_is_never_told_and_the_next_one_goes() {
         let dir = tempfile::tempdir().unwrap();
-        let store = crate::store::SqliteStore::open(&dir.path().join("db")).unwrap();
-        let engine = engine_on(dir.path(), store);
+        let engine = engine_on(dir.path());
         let here = TALWANDI;
         let mut teams = Vec::new();
         for (name, north) in [("near", 0.001), ("far", 0.02)] {

@@ -162,51 +162,59 @@ pub fn apply_env<C: Serialize + DeserializeOwned>(
         var: format!("{prefix}*"),
         reason: format!("the settings do not serialize: {e}"),
     })?;
+    let mut read_back = None;
     for (name, var, value) in set {
-        let mut tried = settings.clone();
-        let fits = if value.trim().is_empty() {
-            tried.remove(name);
-            fit::<C>(&tried)
-        } else {
-            // The setting's type as it stands; an unset optional one is
-            // text, or else a list.
-            let candidates = match settings.get(name) {
-                Some(toml::Value::Integer(_)) => vec![number(&value)],
-                Some(toml::Value::Boolean(_)) => vec![flag(&value)],
-                Some(toml::Value::Array(_)) => vec![list(&value)],
-                Some(_) => vec![toml::Value::String(value.clone())],
-                None => vec![toml::Value::String(value.clone()), list(&value)],
-            };
-            let mut fits = Err(String::new());
-            for candidate in candidates {
-                tried.insert(name.to_owned(), candidate);
-                match fit::<C>(&tried) {
-                    Ok(()) => {
-                        fits = Ok(());
-                        break;
-                    }
-                    Err(e) if fits.as_ref().is_err_and(String::is_empty) => fits = Err(e),
-                    Err(_) => {}
-                }
-            }
-            fits
-        };
-        fits.map_err(|reason| EnvError { var, reason })?;
-        settings = tried;
+        let (next, read) = with_override::<C>(&settings, name, &value)
+            .map_err(|reason| EnvError { var, reason })?;
+        settings = next;
+        read_back = Some(read);
     }
-    *config = settings.try_into().map_err(|e: toml::de::Error| EnvError {
-        var: format!("{prefix}*"),
-        reason: e.message().to_owned(),
-    })?;
+    // What the last override read back holds every override before it.
+    if let Some(read) = read_back {
+        *config = read;
+    }
     Ok(())
 }
 
-/// Whether `settings` deserialize as `C`; toml's words if not.
-fn fit<C: DeserializeOwned>(settings: &toml::Table) -> Result<(), String> {
+/// `settings` with setting `name` set from `value` (a blank one unsets
+/// it), and what they read back as; toml's words if they do not fit `C`.
+fn with_override<C: DeserializeOwned>(
+    settings: &toml::Table,
+    name: &str,
+    value: &str,
+) -> Result<(toml::Table, C), String> {
+    let mut tried = settings.clone();
+    if value.trim().is_empty() {
+        tried.remove(name);
+        return read::<C>(&tried).map(|c| (tried, c));
+    }
+    // The setting's type as it stands; an unset optional one is text, or
+    // else a list.
+    let candidates = match settings.get(name) {
+        Some(toml::Value::Integer(_)) => vec![number(value)],
+        Some(toml::Value::Boolean(_)) => vec![flag(value)],
+        Some(toml::Value::Array(_)) => vec![list(value)],
+        Some(_) => vec![toml::Value::String(value.to_owned())],
+        None => vec![toml::Value::String(value.to_owned()), list(value)],
+    };
+    let mut first_error = None;
+    for candidate in candidates {
+        tried.insert(name.to_owned(), candidate);
+        match read::<C>(&tried) {
+            Ok(c) => return Ok((tried, c)),
+            Err(e) => {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    Err(first_error.unwrap_or_default())
+}
+
+/// `settings` read as `C`; toml's words if they do not fit.
+fn read<C: DeserializeOwned>(settings: &toml::Table) -> Result<C, String> {
     settings
         .clone()
         .try_into::<C>()
-        .map(drop)
         .map_err(|e| e.message().to_owned())
 }
 

@@ -42,12 +42,8 @@ pub(super) struct Node {
 
 #[derive(Clone)]
 pub(super) struct Shared {
-    /// The first node's client and operator session (teams are registered
-    /// and the operator's stream read there).
-    pub(super) client: Client,
-    pub(super) op: String,
-    /// Every node (the first is `client`): panics and teams are spread
-    /// over them.
+    /// Every node (at least one): panics and teams are spread over them;
+    /// teams are registered, and the operator's stream read, on the first.
     pub(super) nodes: Vec<Node>,
     pub(super) track: Arc<Mutex<Track>>,
     pub(super) positions: Arc<AtomicUsize>,
@@ -60,7 +56,8 @@ impl Shared {
         self.track.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The `i`-th thing's node, the things spread round the nodes.
+    /// The `i`-th thing's node, the things spread round the nodes (the
+    /// first node is `node(0)`).
     pub(super) fn node(&self, i: usize) -> &Node {
         &self.nodes[i % self.nodes.len()]
     }

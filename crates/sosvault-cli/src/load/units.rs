@@ -43,9 +43,10 @@ pub(super) async fn start_units(sh: &Shared, count: usize, every: Duration) -> a
     for i in 0..count {
         let area = kota::AREAS[i % kota::AREAS.len()];
         let (lat, lon) = near(area, i + 7);
-        let (unit, token) = sh
+        let first = sh.node(0);
+        let (unit, token) = first
             .client
-            .create_unit(&sh.op, &format!("Load team {i}"), unit_kind(i), lat, lon)
+            .create_unit(&first.op, &format!("Load team {i}"), unit_kind(i), lat, lon)
             .await
             .map_err(anyhow_of)?;
         // Its stream, its acknowledgements and its positions on its node.

@@ -75,15 +75,7 @@ struct Wire {
 #[serde(rename_all = "snake_case")]
 pub(super) enum Said {
     /// An event, for every node's streams.
-    Event {
-        kind: String,
-        at_ms: u64,
-        incident: Option<String>,
-        unit: Option<String>,
-        /// `operators`, `unit` or `both`.
-        audience: String,
-        detail: serde_json::Value,
-    },
+    Event(WireEvent),
     /// Teams with a live stream open on the node, until `until_ms` unless
     /// said again.
     Present { units: Vec<String>, until_ms: u64 },
@@ -101,6 +93,18 @@ pub(super) enum Said {
     Tokens { unit: String, revoked: bool },
     /// The node started beside the others: they say things from now on.
     Hello,
+}
+
+/// An event as it crosses the database.
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct WireEvent {
+    kind: String,
+    at_ms: u64,
+    incident: Option<String>,
+    unit: Option<String>,
+    /// `operators`, `unit` or `both`.
+    audience: String,
+    detail: serde_json::Value,
 }
 
 /// The sending half: sealed events to announce.
@@ -172,7 +176,9 @@ impl Engine {
         audience: &Audience,
         detail: &serde_json::Value,
     ) {
-        if self.inner.bus.get().is_none() {
+        // Checked before anything is built: every event of the panic path
+        // comes here, and a node alone says nothing.
+        if !self.speaks() {
             return;
         }
         let (audience, unit) = match audience {
@@ -180,28 +186,30 @@ impl Engine {
             Audience::OperatorsAndUnit(u) => ("both", Some(*u)),
             Audience::Unit(u) => ("unit", Some(*u)),
         };
-        self.say(Said::Event {
+        self.say(Said::Event(WireEvent {
             kind: kind.as_str().to_owned(),
             at_ms,
             incident: incident.map(IncidentId::to_hex),
             unit: unit.map(|u| u.to_string()),
             audience: audience.to_owned(),
             detail: detail.clone(),
-        });
+        }));
+    }
+
+    /// Whether this node says anything: on a shared database, while
+    /// another node beats (nobody would hear it otherwise, and its own
+    /// words would come back through `LISTEN` only to be dropped).
+    pub(super) fn speaks(&self) -> bool {
+        self.inner.bus.get().is_some() && self.inner.node.others.load(Ordering::Relaxed)
     }
 
     /// Says `said` to the other nodes (a no-op on SQLite). Sealed here, so
     /// only sealed bytes leave the engine; too large for a notification,
     /// or the queue full (the database is away): dropped, and counted.
     pub(super) fn say(&self, said: Said) {
-        let Some(bus) = self.inner.bus.get() else {
+        let Some(bus) = self.inner.bus.get().filter(|_| self.speaks()) else {
             return;
         };
-        // Alone on the database: nobody to tell (nor any own event to
-        // open again from `LISTEN` only to drop it).
-        if !self.inner.node.others.load(Ordering::Relaxed) {
-            return;
-        }
         let wire = Wire {
             node: self.inner.node.id.clone(),
             said,
@@ -237,36 +245,28 @@ impl Engine {
         self.inner.node.others.store(true, Ordering::Relaxed);
         self.inner.metrics.bus.heard.fetch_add(1, Ordering::Relaxed);
         match wire.said {
-            Said::Event {
-                kind,
-                at_ms,
-                incident,
-                unit,
-                audience,
-                detail,
-            } => self.heard_event(&kind, at_ms, incident, unit, &audience, detail),
+            Said::Event(event) => self.heard_event(event),
             note => self.heard_about_teams(&wire.node, note),
         }
     }
 
     /// An event another node emitted, for this node's streams (and what
     /// this node learns from it).
-    #[allow(clippy::too_many_arguments)]
-    fn heard_event(
-        &self,
-        kind: &str,
-        at_ms: u64,
-        incident: Option<String>,
-        unit: Option<String>,
-        audience: &str,
-        detail: serde_json::Value,
-    ) {
-        let Some(kind) = EventKind::parse(kind) else {
+    fn heard_event(&self, event: WireEvent) {
+        let WireEvent {
+            kind,
+            at_ms,
+            incident,
+            unit,
+            audience,
+            detail,
+        } = event;
+        let Some(kind) = EventKind::parse(&kind) else {
             tracing::warn!(%kind, "an announced event of a kind this node does not know: dropped");
             return;
         };
         let unit = unit.as_deref().and_then(|u| u.parse::<UnitId>().ok());
-        let audience = match (audience, unit) {
+        let audience = match (audience.as_str(), unit) {
             ("both", Some(u)) => Audience::OperatorsAndUnit(u),
             ("unit", Some(u)) => Audience::Unit(u),
             ("operators", _) => Audience::Operators,

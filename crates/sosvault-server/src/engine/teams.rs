@@ -62,7 +62,7 @@ const ACK_NOTE_FRESH_MS: u64 = 10_000;
 impl Engine {
     /// Says which teams have a live stream open on this node (every beat).
     pub(super) fn say_present(&self) {
-        if !self.inner.node.shared {
+        if !self.speaks() {
             return;
         }
         let units: Vec<String> = {
@@ -84,12 +84,10 @@ impl Engine {
 
     /// A team's stream opened on this node: said at once.
     pub(super) fn say_connected(&self, unit: UnitId) {
-        if self.inner.node.shared {
-            self.say(Said::Present {
-                units: vec![unit.to_string()],
-                until_ms: now_ms().saturating_add(PRESENCE_MS),
-            });
-        }
+        self.say(Said::Present {
+            units: vec![unit.to_string()],
+            until_ms: now_ms().saturating_add(PRESENCE_MS),
+        });
     }
 
     /// A team's stream closed on this node: said at once if it was its
@@ -100,7 +98,7 @@ impl Engine {
             st.board.team_disconnected(unit);
             st.board.team(unit).is_some_and(|t| t.streams == 0)
         };
-        if last && self.inner.node.shared {
+        if last {
             self.say(Said::Left {
                 unit: unit.to_string(),
             });
@@ -161,7 +159,7 @@ impl Engine {
                     self.tokens_changed_elsewhere(unit, revoked);
                 }
             }
-            Said::Event { .. } | Said::Hello => {}
+            Said::Event(_) | Said::Hello => {}
         }
     }
 
