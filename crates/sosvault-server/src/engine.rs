@@ -1268,6 +1268,7 @@ impl Engine {
         // The team picked with the panic is told now (its assignment was
         // stored with the panic).
         if let Some(p) = picked {
+            self.state().board.claim_stored(id, p.unit);
             self.send_assignment(&id, p.unit, false);
         }
         let engine = self.clone();

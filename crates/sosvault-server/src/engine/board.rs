@@ -95,6 +95,11 @@ pub struct Assignment {
     pub acked_at_ms: Option<u64>,
     /// Whether the shell has recorded the acknowledgement.
     ack_recorded: bool,
+    /// Whether the database holds the claim ([`Board::claim_stored`]).
+    /// Only then has the team been told, and only then is it told again
+    /// (a reconnect, a stream on another node): a claim not stored yet may
+    /// be refused, the team held by another node's incident.
+    stored: bool,
 }
 
 impl Assignment {
@@ -360,16 +365,42 @@ impl Board {
     }
 
     /// A team opened a live stream. Returns the incident whose assignment
-    /// it should be told again, if any.
+    /// it should be told again, if any ([`Board::told`]).
     pub fn team_connected(&mut self, unit: UnitId) -> Option<IncidentId> {
         let team = self.teams.get_mut(&unit)?;
         team.streams += 1;
-        let id = team.incident?;
-        let case = self.cases.get(&id)?;
-        case.team
+        self.told(unit)
+    }
+
+    /// The incident the team was told it is sent to: the one it is on,
+    /// once the database holds that claim. A team just sent whose claim is
+    /// not stored yet has been told nothing, and must not be: the claim may
+    /// be refused (another node's incident holds the team), and the team
+    /// would hear of an incident it is not on.
+    pub fn told(&self, unit: UnitId) -> Option<IncidentId> {
+        let id = self.teams.get(&unit)?.incident?;
+        self.cases
+            .get(&id)?
+            .team
             .as_ref()
-            .is_some_and(|a| a.unit == unit)
+            .is_some_and(|a| a.unit == unit && a.stored)
             .then_some(id)
+    }
+
+    /// The database holds the claim of `unit` for incident `id`: from now
+    /// on the team is told of it ([`Board::told`]). False, and nothing
+    /// changed, if `unit` is not `id`'s team (taken off meanwhile).
+    pub fn claim_stored(&mut self, id: IncidentId, unit: UnitId) -> bool {
+        let Some(a) = self
+            .cases
+            .get_mut(&id)
+            .and_then(|c| c.team.as_mut())
+            .filter(|a| a.unit == unit)
+        else {
+            return false;
+        };
+        a.stored = true;
+        true
     }
 
     /// A team's live stream closed.
@@ -498,6 +529,7 @@ impl Board {
             how: How::Nearest,
             acked_at_ms: Some(at_ms),
             ack_recorded: true,
+            stored: true,
         });
         self.index.mark_busy(unit);
         if let Some(t) = self.teams.get_mut(&unit) {
@@ -702,6 +734,7 @@ impl Board {
             how: how.clone(),
             acked_at_ms: None,
             ack_recorded: false,
+            stored: false,
         });
         let location = case.location;
         self.index.mark_busy(unit);
@@ -983,6 +1016,42 @@ mod tests {
                 .unwrap()
         );
         assert!(!b.held_elsewhere(id(2), named("a"), super::HELD_ELSEWHERE_MS));
+    }
+
+    /// Found by `load --nodes 2`: a team's stream that came back (or
+    /// another node's word that came again) while its claim was in the
+    /// database's hands told it of an incident the database then refused it
+    /// for, as it was held by another node's: a team told of two incidents.
+    #[test]
+    fn a_team_is_told_of_an_incident_only_once_the_database_holds_its_claim() {
+        let mut b = board(&[("a", UnitKind::Police, 1.0), ("b", UnitKind::Police, 2.0)]);
+        let a = named("a");
+        b.open(id(1), UnitKind::Police, Some(AT), 0);
+        assert_eq!(sent(b.step(id(1), 0)).unit, a);
+        // Sent, the claim not stored yet: not told on a reconnect, nor on
+        // another node's word.
+        b.team_disconnected(a);
+        assert_eq!(b.team_connected(a), None);
+        assert_eq!(b.told(a), None);
+        b.team_disconnected(a);
+        assert_eq!(b.present_elsewhere("node-b", a, 3_000, 1), Some(true));
+        assert_eq!(b.told(a), None);
+        // Refused: the next team goes, and the first was never told.
+        assert!(b.held_elsewhere(id(1), a, 1));
+        let next = sent(b.step(id(1), 2)).unit;
+        assert_eq!(next, named("b"));
+        assert_eq!(b.told(a), None);
+        // Stored: told from now on.
+        assert!(!b.claim_stored(id(1), a), "not this incident's team");
+        assert!(b.claim_stored(id(1), next));
+        assert_eq!(b.told(next), Some(id(1)));
+        b.team_disconnected(next);
+        assert_eq!(b.team_connected(next), Some(id(1)));
+        // After a restart an acknowledged team's claim was stored.
+        b.open(id(2), UnitKind::Police, Some(AT), 0);
+        b.restore_acknowledged(id(2), a, 0);
+        assert_eq!(b.told(a), Some(id(2)));
+        b.check();
     }
 
     #[test]

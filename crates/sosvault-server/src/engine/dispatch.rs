@@ -170,6 +170,7 @@ impl Engine {
         match &claim {
             Claim::Stored => {
                 self.count_assignment(&s);
+                self.state().board.claim_stored(id, s.unit);
                 self.send_assignment(&id, s.unit, false);
             }
             Claim::Refused => self.passed_over(id, s.unit, true),

@@ -180,8 +180,8 @@ impl Engine {
                 None => return false,
                 Some(false) => return true,
                 Some(true) => {
-                    let on = st.board.team(unit).and_then(|t| t.incident);
-                    (on, on.is_none())
+                    let free = st.board.team(unit).is_some_and(|t| t.incident.is_none());
+                    (st.board.told(unit), free)
                 }
             }
         };
