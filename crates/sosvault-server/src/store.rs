@@ -236,6 +236,10 @@ pub trait Store: AccessStore {
     /// nothing written, when the team is open on another incident. The
     /// database's own constraint decides (a partial unique index), so two
     /// writers can never both hold a team, whatever each one's memory says.
+    /// On a database other nodes write, a claim never waits on another
+    /// node's transaction: a team another transaction is claiming, or
+    /// another incident holds as last committed, is refused at once
+    /// ([`Backend::CLAIM_GUARD`](sql::Backend::CLAIM_GUARD)).
     fn put_assignment(&self, a: &AssignmentRow) -> StoreResult<()>;
     /// A claim ([`Store::put_assignment`]) and the timeline entry that
     /// says it (`kind`, `detail`, at `at_ms`), for a store job: a refused

@@ -198,6 +198,17 @@ impl Backend for Postgres {
     const BEGIN: &'static str = "BEGIN";
     const WRITES_IN_WITH: bool = true;
     const SHARED: bool = true;
+    // Another transaction claiming the team now holds its lock: refused at
+    // once (it is being taken). Another incident's open assignment of it,
+    // as last committed, refuses it too, without waiting to see whether an
+    // uncommitted write (an acknowledgement, a time-out, a close) of that
+    // assignment commits: a team being let go is tried again in 5 s
+    // (`Board::held_elsewhere`). The insert that follows then meets no
+    // uncommitted row of the team but its own transaction's.
+    const CLAIM_GUARD: Option<&'static str> = Some(
+        "pg_try_advisory_xact_lock(?3) AND NOT EXISTS (SELECT 1 FROM assignments
+             WHERE unit_id = ?2 AND incident_id <> ?1 AND status IN ('pending', 'acknowledged'))",
+    );
 
     fn exec(&self, sql: &str, p: &[Param<'_>]) -> StoreResult<usize> {
         let st = self.statement(sql)?;

@@ -7,7 +7,7 @@ use super::sql::Purge;
 use super::sql::{
     Backend, INCIDENT_COLS, Param, Row, STUDENT_COLS, ToParam, all, answer_row, arr_at, count,
     enrollment_row, exec, id_at, incident_row, maybe, opt_id_at, params, pending_forward_row,
-    student_row, unit_id_at, unit_row, view_reason, word_at,
+    student_row, team_lock, unit_id_at, unit_row, view_reason, word_at,
 };
 use super::sql_store::SqlStore;
 use super::{
@@ -482,6 +482,18 @@ impl<B: Backend> Store for SqlStore<B> {
                 return Ok(());
             }
         }
+        if let Some(guard) = B::CLAIM_GUARD {
+            // Another node may be writing the team now: refused rather than
+            // waited for (`Backend::CLAIM_GUARD`).
+            let may = count(
+                &self.db,
+                &format!("SELECT COUNT(*) WHERE {guard}"),
+                params![incident, unit, team_lock(unit)],
+            )?;
+            if may == 0 {
+                return Err(StoreError::UnitTaken);
+            }
+        }
         // A claim, first as a new row. `DO NOTHING` with no target covers
         // every unique constraint, the one open assignment per team too, and
         // refuses without an error: no savepoint, one round trip, the usual
@@ -508,25 +520,34 @@ impl<B: Backend> Store for SqlStore<B> {
     }
 
     fn claim(&self, a: &AssignmentRow, at_ms: u64, kind: &str, detail: &str) -> StoreResult<()> {
-        if B::WRITES_IN_WITH && a.status == AssignmentStatus::Pending {
+        if B::WRITES_IN_WITH
+            && a.status == AssignmentStatus::Pending
+            && let Some(guard) = B::CLAIM_GUARD
+        {
             // The usual claim, a fresh row, with its entry: one round trip
             // where there were two. Refused (a team this incident had
-            // before, or one held elsewhere), it wrote nothing, and the
-            // general path below tells which (one round trip more, rare).
+            // before, one held elsewhere, or one another node is writing
+            // now), it wrote nothing, and the general path below tells
+            // which (one round trip more, rare).
             let claimed = count(
                 &self.db,
-                "WITH claimed AS (
-                     INSERT INTO assignments (incident_id, unit_id, assigned_at_ms, status) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT DO NOTHING
-                     RETURNING incident_id
-                 ), said AS (
-                     INSERT INTO timeline (incident_id, at_ms, kind, detail)
-                     SELECT incident_id, CAST(?5 AS BIGINT), CAST(?6 AS TEXT), CAST(?7 AS TEXT) FROM claimed
-                 )
-                 SELECT COUNT(*) FROM claimed",
+                &format!(
+                    "WITH claimed AS (
+                         INSERT INTO assignments (incident_id, unit_id, assigned_at_ms, status)
+                         SELECT CAST(?1 AS BYTEA), CAST(?2 AS TEXT), CAST(?4 AS BIGINT), CAST(?5 AS TEXT)
+                         WHERE {guard}
+                         ON CONFLICT DO NOTHING
+                         RETURNING incident_id
+                     ), said AS (
+                         INSERT INTO timeline (incident_id, at_ms, kind, detail)
+                         SELECT incident_id, CAST(?6 AS BIGINT), CAST(?7 AS TEXT), CAST(?8 AS TEXT) FROM claimed
+                     )
+                     SELECT COUNT(*) FROM claimed"
+                ),
                 params![
                     a.incident_id.as_bytes(),
                     a.unit_id,
+                    team_lock(a.unit_id),
                     a.assigned_at_ms as i64,
                     a.status.as_str(),
                     at_ms as i64,

@@ -428,7 +428,10 @@ mod tests {
                 assert!(!(one_holds && two_holds), "team {n} held twice");
                 assert!(one_holds || two_holds, "team {n} held by nobody");
             }
-            assert!(contended >= 1, "the two batches never waited on each other");
+            // A claim never waits on the other node's: the one refused at
+            // once (before, the batches met halfway deadlocked, and one
+            // claim was undone a second later).
+            assert_eq!(contended, 0, "a claim waited on the other writer's");
             // Closing an incident frees its team for the other node.
             let (closed, waiting): (IncidentId, u8) = {
                 let rows = one.call(|s| s.assignments(&iid(1))).await.unwrap();
@@ -442,6 +445,72 @@ mod tests {
                 .await
                 .unwrap();
             claim(&two, waiting, 1).await.unwrap();
+            drop((one, two));
+        }
+
+        /// Each node acknowledges its own teams while claiming the other's
+        /// (its board thought them free), in one batch each, the two
+        /// batches met halfway: a claim of a team whose open assignment the
+        /// other transaction is writing is refused at once, not waited on.
+        /// (Waited on, each batch waits on the other's: a deadlock.)
+        #[tokio::test]
+        async fn a_claim_never_waits_on_the_other_nodes_write_of_the_team() {
+            let pg = sosvault_testkit::postgres::TestDatabase::create();
+            let (one, two) = two_nodes(pg.url()).await;
+            let half = PANICS / 2;
+            // Team n is held by node one's incident n up to half, by node
+            // two's 100 + n above it.
+            let holder = move |team: u8| if team <= half { team } else { 100 + team };
+            for id in (1..=PANICS).chain(101..=100 + PANICS) {
+                let mut i = incident(id, id);
+                i.counter = u64::from(id);
+                one.call(move |s| s.insert_panic(&i, "x")).await.unwrap();
+            }
+            for team in 1..=PANICS {
+                claim_team(&one, holder(team), team).await.unwrap();
+            }
+            // `at_once` runs each node's own teams first (acknowledged),
+            // then the other's (claimed).
+            fn ack_or_claim(
+                db: &Db,
+                incident: u8,
+                team: u8,
+            ) -> BoxFuture<'static, StoreResult<()>> {
+                let own = (incident == team) == (team <= PANICS / 2);
+                let row = AssignmentRow {
+                    incident_id: iid(incident),
+                    unit_id: uid(team),
+                    assigned_at_ms: 1,
+                    status: if own {
+                        AssignmentStatus::Acknowledged
+                    } else {
+                        AssignmentStatus::Pending
+                    },
+                };
+                Box::pin(db.call(move |s| s.claim(&row, 2, "assigned", "x")))
+            }
+            let answers = at_once((&one, &two), ack_or_claim).await;
+            for (team, (a, b)) in (1..=PANICS).zip(answers) {
+                let (own, other) = if team <= half { (a, b) } else { (b, a) };
+                assert!(
+                    own.is_ok(),
+                    "team {team}: acknowledged by its holder: {own:?}"
+                );
+                assert!(
+                    matches!(other, Err(StoreError::UnitTaken)),
+                    "team {team}: refused at once to the other node: {other:?}"
+                );
+                let rows = one
+                    .call(move |s| s.assignments(&iid(holder(team))))
+                    .await
+                    .unwrap();
+                assert_eq!(rows.len(), 1, "team {team}");
+                assert_eq!(
+                    rows[0].status,
+                    AssignmentStatus::Acknowledged,
+                    "team {team}"
+                );
+            }
             drop((one, two));
         }
     }
