@@ -1775,6 +1775,63 @@ mod tests {
         engine.shutdown();
     }
 
+    /// Two police teams north of Talwandi: one 100 m away, one 2 km.
+    async fn near_and_far(engine: &Engine) -> (UnitId, UnitId) {
+        let mut teams = Vec::new();
+        for (name, north) in [("near", 0.001), ("far", 0.02)] {
+            let at = LatLon {
+                lat: TALWANDI.lat + north,
+                lon: TALWANDI.lon,
+            };
+            let (unit, _) = engine
+                .create_unit(name, UnitKind::Police, Some(at))
+                .await
+                .unwrap();
+            teams.push(unit);
+        }
+        (teams[0], teams[1])
+    }
+
+    /// A team another node says it sent is not picked here (no claim for
+    /// the database to refuse), until that node says it let it go; then
+    /// at once, not when a refusal's hold would have run out.
+    #[tokio::test]
+    async fn a_team_another_node_sent_is_passed_over_until_that_node_lets_it_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine_on(dir.path());
+        let (near, far) = near_and_far(&engine).await;
+        let _streams = [engine.unit_connected(near), engine.unit_connected(far)];
+        let mut far_hears = engine.subscribe_unit(far);
+        let heard = |kind: &str| {
+            let event = serde_json::from_value(json!({
+                "kind": kind,
+                "at_ms": super::now_ms(),
+                "incident": IncidentId::from_bytes([0xee; 16]).to_hex(),
+                "unit": near.to_string(),
+                "audience": "both",
+                "detail": {},
+            }))
+            .unwrap();
+            engine.heard_event(event);
+        };
+        heard("assigned");
+        // (The other node's event reaches the team's streams here too.)
+        let mut near_hears = engine.subscribe_unit(near);
+        let panic = enrolled_panic(&engine, TALWANDI).await;
+        let (first, _) = engine.panic(panic.as_bytes()).await.unwrap();
+        let sent = first_assigned(&mut far_hears).await.expect("far is sent");
+        assert_eq!(sent.incident, Some(first.to_hex()));
+        assert_eq!(engine.metrics().claims_refused.load(Ordering::Relaxed), 0);
+        // The other node closes its incident: the near team goes to the
+        // next panic.
+        heard("closed");
+        let panic = enrolled_panic(&engine, TALWANDI).await;
+        let (second, _) = engine.panic(panic.as_bytes()).await.unwrap();
+        let sent = first_assigned(&mut near_hears).await.expect("near is sent");
+        assert_eq!(sent.incident, Some(second.to_hex()));
+        engine.shutdown();
+    }
+
     /// Another writer (another node, or anything memory does not know)
     /// holds the nearest team in the database: the panic is still stored,
     /// that team is never told, and the incident gets the next one.
@@ -1783,19 +1840,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let engine = engine_on(dir.path());
         let here = TALWANDI;
-        let mut teams = Vec::new();
-        for (name, north) in [("near", 0.001), ("far", 0.02)] {
-            let at = LatLon {
-                lat: here.lat + north,
-                lon: here.lon,
-            };
-            let (unit, _) = engine
-                .create_unit(name, UnitKind::Police, Some(at))
-                .await
-                .unwrap();
-            teams.push(unit);
-        }
-        let (near, far): (UnitId, UnitId) = (teams[0], teams[1]);
+        let (near, far) = near_and_far(&engine).await;
         let _streams = [engine.unit_connected(near), engine.unit_connected(far)];
         let mut near_hears = engine.subscribe_unit(near);
         let mut far_hears = engine.subscribe_unit(far);

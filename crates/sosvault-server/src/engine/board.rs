@@ -47,6 +47,10 @@ use crate::unit::UnitId;
 /// over before it is tried again ([`Board::held_elsewhere`]).
 pub const HELD_ELSEWHERE_MS: u64 = 5_000;
 
+/// How long a team another node said it sent is passed over at most, if
+/// that node never says it is free again ([`Board::sent_elsewhere`]).
+pub const SENT_ELSEWHERE_MS: u64 = 30_000;
+
 /// The rules of dispatch, from the configuration.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Rules {
@@ -815,6 +819,37 @@ impl Board {
         true
     }
 
+    /// Another node sent the team to one of its incidents: not picked here
+    /// until that node says it is free again ([`Board::freed_elsewhere`]),
+    /// or for [`SENT_ELSEWHERE_MS`] at most (a word lost on the way), after
+    /// which the database decides again. Before, each node learnt it only
+    /// from a refused claim, and tried again every [`HELD_ELSEWHERE_MS`].
+    /// False, and nothing changed, for an unknown team or one on an
+    /// incident of this board (the database decides between the two).
+    pub fn sent_elsewhere(&mut self, unit: UnitId, now: u64) -> bool {
+        let Some(t) = self.teams.get_mut(&unit) else {
+            return false;
+        };
+        if t.incident.is_some() {
+            return false;
+        }
+        let until = now.saturating_add(SENT_ELSEWHERE_MS);
+        t.held_until_ms = Some(t.held_until_ms.map_or(until, |h| h.max(until)));
+        true
+    }
+
+    /// Another node let the team go (its incident closed, or the team
+    /// taken off it): held here for another node, it may be picked at
+    /// once, not when the hold runs out. True if it was held.
+    pub fn freed_elsewhere(&mut self, unit: UnitId, now: u64) -> bool {
+        let Some(t) = self.teams.get_mut(&unit) else {
+            return false;
+        };
+        let held = t.held_until_ms.is_some_and(|until| now < until);
+        t.held_until_ms = None;
+        held
+    }
+
     /// An operator takes the team off incident `id`: it is free, and not
     /// sent back to this incident but by hand.
     pub fn withdraw(&mut self, id: IncidentId) -> Option<Withdrawn> {
@@ -1051,6 +1086,44 @@ mod tests {
         b.open(id(2), UnitKind::Police, Some(AT), 0);
         b.restore_acknowledged(id(2), a, 0);
         assert_eq!(b.told(a), Some(id(2)));
+        b.check();
+    }
+
+    #[test]
+    fn a_team_another_node_sent_is_passed_over_until_that_node_lets_it_go() {
+        let mut b = board(&[("a", UnitKind::Police, 1.0), ("b", UnitKind::Police, 2.0)]);
+        let (a, far) = (named("a"), named("b"));
+        assert!(!b.sent_elsewhere(named("nobody"), 0));
+        assert!(b.sent_elsewhere(a, 0));
+        b.open(id(1), UnitKind::Police, Some(AT), 0);
+        // The nearer team is another node's: the farther one goes.
+        assert_eq!(sent(b.step(id(1), 1)).unit, far);
+        // One of this board's incidents' team is not taken off it.
+        assert!(!b.sent_elsewhere(far, 2));
+        assert_eq!(b.assignment(id(1)).map(|x| x.unit), Some(far));
+        // Held until the other node lets it go, not for a refusal's 5 s.
+        b.open(id(2), UnitKind::Police, Some(AT), 0);
+        assert!(matches!(
+            b.step(id(2), super::HELD_ELSEWHERE_MS + 1),
+            Step::Wait {
+                why: Waiting::FreeTeam { .. },
+                ..
+            }
+        ));
+        assert!(b.freed_elsewhere(a, super::HELD_ELSEWHERE_MS + 2));
+        assert!(
+            !b.freed_elsewhere(a, super::HELD_ELSEWHERE_MS + 2),
+            "not held now"
+        );
+        assert_eq!(sent(b.step(id(2), super::HELD_ELSEWHERE_MS + 3)).unit, a);
+        b.check();
+        // A word lost on the way: the database decides again after the cap.
+        b.close(id(2));
+        assert!(b.sent_elsewhere(a, 10_000));
+        b.open(id(3), UnitKind::Police, Some(AT), 10_001);
+        let cap = 10_000 + super::SENT_ELSEWHERE_MS;
+        assert!(matches!(b.step(id(3), cap - 1), Step::Wait { .. }));
+        assert_eq!(sent(b.step(id(3), cap)).unit, a);
         b.check();
     }
 

@@ -252,7 +252,7 @@ impl Engine {
 
     /// An event another node emitted, for this node's streams (and what
     /// this node learns from it).
-    fn heard_event(&self, event: WireEvent) {
+    pub(super) fn heard_event(&self, event: WireEvent) {
         let WireEvent {
             kind,
             at_ms,
@@ -279,6 +279,11 @@ impl Engine {
         match (kind, unit) {
             (EventKind::StudentStopped, _) => self.stopped_elsewhere(&detail),
             (EventKind::UnitPosition, Some(u)) => self.moved_elsewhere(u, &detail),
+            (EventKind::Assigned, Some(u)) => self.sent_elsewhere(u),
+            (
+                EventKind::AssignmentWithdrawn | EventKind::Closed | EventKind::Cancelled,
+                Some(u),
+            ) => self.freed_elsewhere(u),
             _ => {}
         }
         self.deliver(kind, at_ms, incident.as_ref(), unit, audience, detail);

@@ -14,6 +14,10 @@
 //!   tells it its assignment again, through that node.
 //! - **Where they are.** A team's position report, stored and announced
 //!   by the node it reports to, moves it on every board.
+//! - **Which teams are busy.** A team another node sent (its `assigned`
+//!   event) is passed over here until that node lets it go (its
+//!   `assignment_withdrawn`, `closed` or `cancelled` event), 30 s at most;
+//!   the database still decides every claim.
 //! - **Teams registered since.** A team registered on another node after
 //!   this one started is read from the database the first time it is
 //!   heard of, or shows its token here.
@@ -192,6 +196,21 @@ impl Engine {
             self.inner.unit_freed.notify_waiters();
         }
         true
+    }
+
+    /// Another node sent `unit` to one of its incidents: passed over here
+    /// until that node lets it go, not tried and refused by the database
+    /// every few seconds ([`super::board::Board::sent_elsewhere`]).
+    pub(super) fn sent_elsewhere(&self, unit: UnitId) {
+        self.state().board.sent_elsewhere(unit, now_ms());
+    }
+
+    /// Another node let `unit` go (its incident closed, or the team taken
+    /// off it): an incident here waiting for a team may send it now.
+    pub(super) fn freed_elsewhere(&self, unit: UnitId) {
+        if self.state().board.freed_elsewhere(unit, now_ms()) {
+            self.inner.unit_freed.notify_waiters();
+        }
     }
 
     /// A team reported its position to another node (which stored it).
