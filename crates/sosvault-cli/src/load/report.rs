@@ -72,8 +72,13 @@ pub(super) fn print_report(r: &LoadResult, opts: &LoadOptions) {
     println!("  unit position reports answered: {}", r.positions);
     let c = &r.service;
     println!(
-        "  the service's own counters: {} enrollments, {} incidents, {} repeats, {} assignments, {} reassignments after no acknowledgement",
-        c.enrollments, c.panics, c.duplicate_panics, c.assignments, c.assignment_timeouts
+        "  the service's own counters: {} enrollments, {} incidents, {} repeats, {} assignments, {} reassignments after no acknowledgement, {} claims the database refused",
+        c.enrollments,
+        c.panics,
+        c.duplicate_panics,
+        c.assignments,
+        c.assignment_timeouts,
+        c.claims_refused
     );
     print_cpu(r);
     print_goals(r, opts, lost, twice);

@@ -292,6 +292,10 @@ pub struct ServiceCounters {
     pub assignment_timeouts: u64,
     /// `sosvault_enrollments_total`.
     pub enrollments: u64,
+    /// `sosvault_claims_refused_total`: teams a node picked that the
+    /// database held for another incident (with several nodes, one its
+    /// board did not know was busy elsewhere).
+    pub claims_refused: u64,
 }
 
 impl LoadResult {
@@ -329,6 +333,7 @@ impl ServiceCounters {
             assignments: get("sosvault_assignments_total"),
             assignment_timeouts: get("sosvault_assignment_timeouts_total"),
             enrollments: get("sosvault_enrollments_total"),
+            claims_refused: get("sosvault_claims_refused_total"),
         }
     }
 
@@ -341,6 +346,7 @@ impl ServiceCounters {
             assignments: total(|c| c.assignments),
             assignment_timeouts: total(|c| c.assignment_timeouts),
             enrollments: total(|c| c.enrollments),
+            claims_refused: total(|c| c.claims_refused),
         }
     }
 }
