@@ -834,6 +834,49 @@ async fn a_team_on_one_node_is_sent_by_another_and_acknowledges_through_it() {
     assert_eq!(refused.status, 401);
 }
 
+/// An operator on B closes an incident A runs: the team, connected to A,
+/// hears it closed (before, the team was never told: B did not run the
+/// incident, and its `closed` event named no team), and A lets the
+/// incident go and sends the team to the next panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_on_either_node_closes_an_incident_the_other_runs() {
+    let stored = database().await;
+    let (a, _b, on_b) = nodes_a_and_b(&stored).await;
+    let op = a.operator().await;
+    let (_, token) = a
+        .client
+        .create_unit(&op, "PCR Talwandi", "police", 25.1440, 75.8370)
+        .await
+        .unwrap();
+    let mut team = a.client.events("/v1/unit/events", &token).await.unwrap();
+    let mut device = a.student("Nidhi Sharma").await;
+    let id = a
+        .panic_at_talwandi(&mut device, sosvault::Category::Police)
+        .await;
+    next_event(&mut team, 10, is("assigned", &id)).await;
+    let ack = format!("/v1/unit/incidents/{id}/ack");
+    a.client.post(&ack, Some(&token), &NULL).await.unwrap();
+
+    let op_b = on_b.login(OPERATOR, PASSWORD).await.unwrap();
+    let close = format!("/v1/operator/incidents/{id}/close");
+    on_b.post(&close, Some(&op_b), &NULL).await.unwrap();
+    next_event(&mut team, 5, is("closed", &id)).await;
+    // Closed once: B says so again, A too.
+    for (node, session) in [(&on_b, &op_b), (&a.client, &op)] {
+        let again = node.post(&close, Some(session), &NULL).await.unwrap_err();
+        assert_eq!(
+            (again.status, again.code.as_str()),
+            (409, "incident_closed")
+        );
+    }
+
+    let mut other = a.student("Meera Joshi").await;
+    let next = a
+        .panic_at_talwandi(&mut other, sosvault::Category::Police)
+        .await;
+    next_event(&mut team, 10, is("assigned", &next)).await;
+}
+
 /// A node alone on its database says nothing on the bus (nobody would hear
 /// it); once a second node starts, the first says everything from then on,
 /// and an operator on the second sees at once the panic the first took.

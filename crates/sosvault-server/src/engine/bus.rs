@@ -286,6 +286,12 @@ impl Engine {
             ) => self.freed_elsewhere(u),
             _ => {}
         }
+        if matches!(kind, EventKind::Closed | EventKind::Cancelled)
+            && let Some(id) = incident
+            && self.runs(id)
+        {
+            self.closed_elsewhere(id);
+        }
         self.deliver(kind, at_ms, incident.as_ref(), unit, audience, detail);
     }
 

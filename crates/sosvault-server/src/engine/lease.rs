@@ -390,6 +390,17 @@ impl Engine {
     /// leave memory); so it does if the incident was closed on another
     /// node (a cancel, or an operator's close, taken there: the close drops
     /// the lease). Closed here meanwhile: nothing left to do.
+    /// Another node says it closed incident `id`, which this node runs (an
+    /// operator there closed it): let go as soon as the database agrees,
+    /// not at the next lease round. The word alone changes nothing: the
+    /// database is read first, as for a lease not renewed.
+    pub(super) fn closed_elsewhere(&self, id: IncidentId) {
+        let engine = self.clone();
+        self.inner
+            .tasks
+            .spawn(async move { engine.maybe_lost(id).await });
+    }
+
     async fn maybe_lost(&self, id: IncidentId) {
         let read = self
             .inner

@@ -791,6 +791,13 @@ impl Engine {
     }
 
     /// Closes an incident: forgets its keys, frees and tells its unit.
+    ///
+    /// On a shared database the incident may run on another node (an
+    /// operator closing it here): its team is then read from the database,
+    /// so that the `closed` event names it and reaches it through its own
+    /// node, and the node running the incident lets it go on hearing that
+    /// event. Before, the team was never told, and the running node let the
+    /// incident go only at its next lease round.
     pub async fn close(
         &self,
         id: IncidentId,
@@ -798,19 +805,29 @@ impl Engine {
         why: &str,
     ) -> Result<(), EngineError> {
         let now = now_ms();
+        let elsewhere = !self.runs(id);
         // A previous enrollment kept for this incident after its student
         // committed a newer one goes with it.
-        self.inner
+        let held = self
+            .inner
             .db
             .call(move |s| {
+                let held = if elsewhere {
+                    s.assignments(&id)?
+                        .into_iter()
+                        .find(|a| a.status.holds_team())
+                        .map(|a| a.unit_id)
+                } else {
+                    None
+                };
                 s.close_incident(&id, status, now)?;
                 if let Some(row) = s.incident(&id)? {
                     s.drop_spent_previous(&row.student_id)?;
                 }
-                Ok(())
+                Ok(held)
             })
             .await?;
-        let unit = self.forget_incident(id);
+        let unit = self.forget_incident(id).or(held);
         tracing::info!(incident = %short(&id), status = status.as_str(), "incident closed");
         let at = now_ms();
         let d = format!("{why}; keys forgotten");
