@@ -1267,7 +1267,7 @@ async fn close(
 /// free team is sent. Before the acknowledgement: 409 (the service reassigns by
 /// itself when the acknowledgement times out).
 #[utoipa::path(post, path = "/v1/operator/incidents/{id}/reassign", tag = "operator", params(("id" = String, Path, description = "incident id (32 hex digits; any other answers 404)", min_length = 32, max_length = 32, pattern = "^[0-9a-fA-F]{32}$")), security(("bearer" = [])),
-    responses((status = 200, body = StatusBody), (status = 401, body = ErrorBody), (status = 403, description = "`not_your_incident`: a dispatcher acting on an incident they do not handle (claim it first); `forbidden_for_role`: an auditor", body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "`incident_closed`, `no_team`, `awaiting_ack`", body = ErrorBody), StoreFailure))]
+    responses((status = 200, body = StatusBody), (status = 401, body = ErrorBody), (status = 403, description = "`not_your_incident`: a dispatcher acting on an incident they do not handle (claim it first); `forbidden_for_role`: an auditor", body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "`incident_closed`, `no_team`, `awaiting_ack`, `runs_elsewhere` (another dispatch node on the same database runs the incident: act on it through that node, named in the message)", body = ErrorBody), StoreFailure))]
 async fn reassign(
     State(e): State<Engine>,
     Operator(op): Operator,
@@ -1293,7 +1293,7 @@ pub struct AssignTeam {
 /// not (the operator may reach it by radio). The team on the incident, if
 /// any, is taken off and told.
 #[utoipa::path(post, path = "/v1/operator/incidents/{id}/assign", tag = "operator", params(("id" = String, Path, description = "incident id (32 hex digits; any other answers 404)", min_length = 32, max_length = 32, pattern = "^[0-9a-fA-F]{32}$")), request_body = AssignTeam, security(("bearer" = [])),
-    responses((status = 200, body = StatusBody), (status = 401, body = ErrorBody), (status = 403, description = "`not_your_incident`: a dispatcher acting on an incident they do not handle (claim it first); `forbidden_for_role`: an auditor", body = ErrorBody), (status = 404, description = "no such incident, or `unknown_team`", body = ErrorBody), (status = 409, description = "`incident_closed`, `team_busy` (on another incident), `already_assigned` (on this one)", body = ErrorBody), StoreFailure))]
+    responses((status = 200, body = StatusBody), (status = 401, body = ErrorBody), (status = 403, description = "`not_your_incident`: a dispatcher acting on an incident they do not handle (claim it first); `forbidden_for_role`: an auditor", body = ErrorBody), (status = 404, description = "no such incident, or `unknown_team`", body = ErrorBody), (status = 409, description = "`incident_closed`, `team_busy` (on another incident), `already_assigned` (on this one), `runs_elsewhere` (another dispatch node on the same database runs the incident: send the team through that node, named in the message)", body = ErrorBody), StoreFailure))]
 async fn assign(
     State(e): State<Engine>,
     Operator(op): Operator,

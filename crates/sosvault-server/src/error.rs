@@ -329,6 +329,15 @@ mod tests {
                 "the incident is not open",
             ),
             (
+                Conflict::RunsElsewhere {
+                    node: Some("node-a".into()),
+                }
+                .into(),
+                409,
+                "runs_elsewhere",
+                "the incident runs on dispatch node node-a, which alone sends its teams: reassign it or send a team through that node",
+            ),
+            (
                 Conflict::AlreadyClosed.into(),
                 409,
                 "incident_closed",

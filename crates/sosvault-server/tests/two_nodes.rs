@@ -837,13 +837,14 @@ async fn a_team_on_one_node_is_sent_by_another_and_acknowledges_through_it() {
 /// An operator on B closes an incident A runs: the team, connected to A,
 /// hears it closed (before, the team was never told: B did not run the
 /// incident, and its `closed` event named no team), and A lets the
-/// incident go and sends the team to the next panic.
+/// incident go and sends the team to the next panic. A reassign or a team
+/// sent by hand through B is refused, naming A.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_on_either_node_closes_an_incident_the_other_runs() {
     let stored = database().await;
     let (a, _b, on_b) = nodes_a_and_b(&stored).await;
     let op = a.operator().await;
-    let (_, token) = a
+    let (unit, token) = a
         .client
         .create_unit(&op, "PCR Talwandi", "police", 25.1440, 75.8370)
         .await
@@ -857,7 +858,22 @@ async fn an_operator_on_either_node_closes_an_incident_the_other_runs() {
     let ack = format!("/v1/unit/incidents/{id}/ack");
     a.client.post(&ack, Some(&token), &NULL).await.unwrap();
 
+    // B does not run it: a reassign or a team sent by hand through B is
+    // refused, naming the node that runs it (they do not cross nodes yet).
     let op_b = on_b.login(OPERATOR, PASSWORD).await.unwrap();
+    let by_hand = serde_json::json!({ "unit": unit });
+    for (action, body) in [("reassign", &NULL), ("assign", &by_hand)] {
+        let url = format!("{}/v1/operator/incidents/{id}/{action}", on_b.base());
+        let sent = reqwest::Client::new()
+            .post(url)
+            .bearer_auth(&op_b)
+            .json(body);
+        let answer = sent.send().await.unwrap();
+        assert_eq!(answer.status().as_u16(), 409, "{action}");
+        let v: serde_json::Value = answer.json().await.unwrap();
+        assert_eq!(v["error"], "runs_elsewhere", "{action}: {v}");
+        assert!(v["message"].as_str().unwrap().contains("node-a"), "{v}");
+    }
     let close = format!("/v1/operator/incidents/{id}/close");
     on_b.post(&close, Some(&op_b), &NULL).await.unwrap();
     next_event(&mut team, 5, is("closed", &id)).await;

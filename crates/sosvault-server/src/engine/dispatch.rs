@@ -398,7 +398,8 @@ impl Engine {
         unit: Option<UnitId>,
         op: &OperatorId,
     ) -> Result<(), EngineError> {
-        self.incident_to_act_on(id, op).await?;
+        let row = self.incident_to_act_on(id, op).await?;
+        self.runs_here(&row).await?;
         let unit = unit.ok_or(EngineError::UnknownTeam)?;
         let by = format!("{} {}", op.role, op.name);
         let sent = self

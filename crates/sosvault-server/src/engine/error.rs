@@ -208,6 +208,15 @@ pub enum Conflict {
     /// A stop that names an older epoch than the enrolled one.
     #[error("the stop names an older epoch")]
     StaleStop,
+    /// A reassign or a team sent by hand, on a node that does not run the
+    /// open incident (another dispatch node on the same database does,
+    /// `node` if known): only that node sends its teams, and these actions
+    /// do not cross nodes yet.
+    #[error("{}", runs_elsewhere_message(.node.as_deref()))]
+    RunsElsewhere {
+        /// The node that runs it, when known.
+        node: Option<String>,
+    },
 }
 
 impl Conflict {
@@ -226,6 +235,7 @@ impl Conflict {
             Self::UnknownRecord => "unknown_record",
             Self::Replayed { .. } => "replayed",
             Self::StaleStop => "stale_stop",
+            Self::RunsElsewhere { .. } => "runs_elsewhere",
         }
     }
 }
@@ -292,6 +302,16 @@ fn denied_message(d: &Denied) -> String {
 }
 
 /// The message to a claim that comes second.
+fn runs_elsewhere_message(node: Option<&str>) -> String {
+    let on = node.map_or_else(
+        || "another dispatch node".to_owned(),
+        |n| format!("dispatch node {n}"),
+    );
+    format!(
+        "the incident runs on {on}, which alone sends its teams: reassign it or send a team through that node"
+    )
+}
+
 fn claimed_message(by: Option<&str>) -> String {
     match by {
         Some(h) => format!("{h} handles this incident; a supervisor can hand it over"),

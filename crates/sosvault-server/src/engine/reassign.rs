@@ -15,7 +15,8 @@ impl Engine {
     /// the back of the incident's queue) and dispatches the next nearest
     /// free team.
     pub async fn reassign(&self, id: IncidentId, op: &OperatorId) -> Result<(), EngineError> {
-        self.incident_to_act_on(id, op).await?;
+        let row = self.incident_to_act_on(id, op).await?;
+        self.runs_here(&row).await?;
         let withdrawn = {
             let mut st = self.state();
             if !st.incidents.contains_key(&id) {
