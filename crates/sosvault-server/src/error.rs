@@ -329,15 +329,6 @@ mod tests {
                 "the incident is not open",
             ),
             (
-                Conflict::RunsElsewhere {
-                    node: Some("node-a".into()),
-                }
-                .into(),
-                409,
-                "runs_elsewhere",
-                "the incident runs on dispatch node node-a, which alone sends its teams: reassign it or send a team through that node",
-            ),
-            (
                 Conflict::AlreadyClosed.into(),
                 409,
                 "incident_closed",
@@ -387,6 +378,12 @@ mod tests {
                 409,
                 "claimed",
                 "someone else claimed this incident a moment ago; reload it",
+            ),
+            (
+                Conflict::RunsElsewhere { node: None }.into(),
+                409,
+                "runs_elsewhere",
+                "the incident runs on another dispatch node, which alone sends its teams: reassign it or send a team through that node",
             ),
             (
                 Conflict::StaleEpoch.into(),

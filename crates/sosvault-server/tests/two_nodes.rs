@@ -45,16 +45,19 @@ struct TwoNodes {
     stored: Stored,
 }
 
+/// Registers the police team of Talwandi through `node`: its id and token.
+async fn talwandi_team(node: &Client, op: &str) -> (String, String) {
+    node.create_unit(op, "PCR Talwandi", "police", 25.1440, 75.8370)
+        .await
+        .unwrap()
+}
+
 impl TwoNodes {
     async fn start() -> Self {
         let stored = database().await;
         let a = node_a(&stored).await;
         let op = a.operator().await;
-        let (_, token) = a
-            .client
-            .create_unit(&op, "PCR Talwandi", "police", 25.1440, 75.8370)
-            .await
-            .unwrap();
+        let (_, token) = talwandi_team(&a.client, &op).await;
         let (b, on_b) = node_b(&a);
         let mut device = a.student("Nidhi Sharma").await;
         let id = a
@@ -720,11 +723,7 @@ async fn a_team_on_one_node_is_sent_by_another_and_acknowledges_through_it() {
     let (a, _b, on_b) = nodes_a_and_b(&stored).await;
     let op = a.operator().await;
     let mut ops_a = a.client.events("/v1/operator/events", &op).await.unwrap();
-    let (unit, token) = a
-        .client
-        .create_unit(&op, "PCR Talwandi", "police", 25.1440, 75.8370)
-        .await
-        .unwrap();
+    let (unit, token) = talwandi_team(&a.client, &op).await;
 
     // The team reaches B, and reports a position there.
     let mut team = on_b.events("/v1/unit/events", &token).await.unwrap();
@@ -844,11 +843,7 @@ async fn an_operator_on_either_node_closes_an_incident_the_other_runs() {
     let stored = database().await;
     let (a, _b, on_b) = nodes_a_and_b(&stored).await;
     let op = a.operator().await;
-    let (unit, token) = a
-        .client
-        .create_unit(&op, "PCR Talwandi", "police", 25.1440, 75.8370)
-        .await
-        .unwrap();
+    let (unit, token) = talwandi_team(&a.client, &op).await;
     let mut team = a.client.events("/v1/unit/events", &token).await.unwrap();
     let mut device = a.student("Nidhi Sharma").await;
     let id = a
