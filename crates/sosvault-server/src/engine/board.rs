@@ -1390,6 +1390,9 @@ mod tests {
         Open(u8, u8),
         Remove(u8),
         HeldElsewhere(u8, u8),
+        ClaimStored(u8, u8),
+        SentElsewhere(u8),
+        FreedElsewhere(u8),
         Wait(u16),
     }
 
@@ -1406,6 +1409,9 @@ mod tests {
             1 => (0..4u8, 0..3u8).prop_map(|(i, k)| Op::Open(i, k)),
             1 => (0..6u8).prop_map(Op::Remove),
             1 => (0..4u8, 0..6u8).prop_map(|(i, u)| Op::HeldElsewhere(i, u)),
+            1 => (0..4u8, 0..6u8).prop_map(|(i, u)| Op::ClaimStored(i, u)),
+            1 => (0..6u8).prop_map(Op::SentElsewhere),
+            1 => (0..6u8).prop_map(Op::FreedElsewhere),
             2 => (0..20_000u16).prop_map(Op::Wait),
         ]
     }
@@ -1454,6 +1460,9 @@ mod tests {
                     Op::ByHand(i, u) => { let _ = b.assign_by_hand(id(i), named(&format!("u{u}")), "op", now); }
                     Op::Close(i) => { b.close(id(i)); }
                     Op::HeldElsewhere(i, u) => { b.held_elsewhere(id(i), named(&format!("u{u}")), now); }
+                    Op::ClaimStored(i, u) => { b.claim_stored(id(i), named(&format!("u{u}"))); }
+                    Op::SentElsewhere(u) => { b.sent_elsewhere(named(&format!("u{u}")), now); }
+                    Op::FreedElsewhere(u) => { b.freed_elsewhere(named(&format!("u{u}")), now); }
                     Op::Open(i, k) => b.open(id(i), KINDS[usize::from(k)], Some(AT), now),
                     Op::Remove(u) => { b.remove_team(named(&format!("u{u}"))); }
                     Op::Wait(ms) => now += u64::from(ms),
