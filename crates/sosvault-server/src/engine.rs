@@ -1802,10 +1802,10 @@ mod tests {
         let (near, far) = near_and_far(&engine).await;
         let _streams = [engine.unit_connected(near), engine.unit_connected(far)];
         let mut far_hears = engine.subscribe_unit(far);
-        let heard = |kind: &str| {
+        let heard_at = |kind: &str, at_ms: u64| {
             let event = serde_json::from_value(json!({
                 "kind": kind,
-                "at_ms": super::now_ms(),
+                "at_ms": at_ms,
                 "incident": IncidentId::from_bytes([0xee; 16]).to_hex(),
                 "unit": near.to_string(),
                 "audience": "both",
@@ -1814,7 +1814,13 @@ mod tests {
             .unwrap();
             engine.heard_event(event);
         };
+        let heard = |kind: &str| heard_at(kind, super::now_ms());
+        // A stale word (replayed by whoever holds the database) is not taken.
+        heard_at("assigned", super::now_ms() - 60_000);
+        let eligible = || engine.state().board.eligible(near, super::now_ms());
+        assert!(eligible(), "a replayed word held a free team");
         heard("assigned");
+        assert!(!eligible());
         // (The other node's event reaches the team's streams here too.)
         let mut near_hears = engine.subscribe_unit(near);
         let panic = enrolled_panic(&engine, TALWANDI).await;

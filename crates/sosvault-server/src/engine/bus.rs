@@ -279,11 +279,11 @@ impl Engine {
         match (kind, unit) {
             (EventKind::StudentStopped, _) => self.stopped_elsewhere(&detail),
             (EventKind::UnitPosition, Some(u)) => self.moved_elsewhere(u, &detail),
-            (EventKind::Assigned, Some(u)) => self.sent_elsewhere(u),
+            (EventKind::Assigned, Some(u)) => self.sent_elsewhere(u, at_ms),
             (
                 EventKind::AssignmentWithdrawn | EventKind::Closed | EventKind::Cancelled,
                 Some(u),
-            ) => self.freed_elsewhere(u),
+            ) => self.freed_elsewhere(u, at_ms),
             _ => {}
         }
         if matches!(kind, EventKind::Closed | EventKind::Cancelled)

@@ -59,9 +59,10 @@ const PRESENT_AT_ONCE: usize = 100;
 const ACK_ELSEWHERE_WAIT: Duration = Duration::from_secs(3);
 
 /// How old (or how far ahead, the nodes' clocks apart) an acknowledgement
-/// said by another node may be: an older one (replayed by whoever holds
-/// the database) is not taken.
-const ACK_NOTE_FRESH_MS: u64 = 10_000;
+/// said by another node, or an event that says a team was sent or let go
+/// there, may be: an older one (replayed by whoever holds the database) is
+/// not taken.
+const NOTE_FRESH_MS: u64 = 10_000;
 
 impl Engine {
     /// Says which teams have a live stream open on this node (every beat).
@@ -144,7 +145,7 @@ impl Engine {
                 let (Some(id), Ok(unit)) = (IncidentId::from_hex(&incident), unit.parse()) else {
                     return;
                 };
-                if now_ms().abs_diff(at_ms) > ACK_NOTE_FRESH_MS {
+                if !fresh(at_ms) {
                     tracing::warn!(
                         "an acknowledgement said by another node is stale (replayed?): not taken"
                     );
@@ -198,17 +199,21 @@ impl Engine {
         true
     }
 
-    /// Another node sent `unit` to one of its incidents: passed over here
-    /// until that node lets it go, not tried and refused by the database
-    /// every few seconds ([`super::board::Board::sent_elsewhere`]).
-    pub(super) fn sent_elsewhere(&self, unit: UnitId) {
-        self.state().board.sent_elsewhere(unit, now_ms());
+    /// Another node sent `unit` to one of its incidents at `at_ms`: passed
+    /// over here until that node lets it go, not tried and refused by the
+    /// database every few seconds ([`super::board::Board::sent_elsewhere`]).
+    /// A stale word (replayed) is not taken: it would hold a free team.
+    pub(super) fn sent_elsewhere(&self, unit: UnitId, at_ms: u64) {
+        if fresh(at_ms) {
+            self.state().board.sent_elsewhere(unit, now_ms());
+        }
     }
 
-    /// Another node let `unit` go (its incident closed, or the team taken
-    /// off it): an incident here waiting for a team may send it now.
-    pub(super) fn freed_elsewhere(&self, unit: UnitId) {
-        if self.state().board.freed_elsewhere(unit, now_ms()) {
+    /// Another node let `unit` go at `at_ms` (its incident closed, or the
+    /// team taken off it): an incident here waiting for a team may send it
+    /// now. A stale word is not taken.
+    pub(super) fn freed_elsewhere(&self, unit: UnitId, at_ms: u64) {
+        if fresh(at_ms) && self.state().board.freed_elsewhere(unit, now_ms()) {
             self.inner.unit_freed.notify_waiters();
         }
     }
@@ -322,4 +327,10 @@ impl Engine {
             .find(|a| a.unit_id == unit && a.status.holds_team())
             .map(|a| a.status))
     }
+}
+
+/// Whether a note or event another node made at `at_ms` is recent enough to
+/// act on ([`NOTE_FRESH_MS`], either way: the nodes' clocks differ).
+fn fresh(at_ms: u64) -> bool {
+    now_ms().abs_diff(at_ms) <= NOTE_FRESH_MS
 }
