@@ -1775,8 +1775,9 @@ mod tests {
         engine.shutdown();
     }
 
-    /// Two police teams north of Talwandi: one 100 m away, one 2 km.
-    async fn near_and_far(engine: &Engine) -> (UnitId, UnitId) {
+    /// Two police teams north of Talwandi, one 100 m away and one 2 km,
+    /// each with a live stream open (kept while the guards live).
+    async fn near_and_far(engine: &Engine) -> (UnitId, UnitId, [super::UnitConnection; 2]) {
         let mut teams = Vec::new();
         for (name, north) in [("near", 0.001), ("far", 0.02)] {
             let at = LatLon {
@@ -1789,7 +1790,9 @@ mod tests {
                 .unwrap();
             teams.push(unit);
         }
-        (teams[0], teams[1])
+        let (near, far) = (teams[0], teams[1]);
+        let streams = [engine.unit_connected(near), engine.unit_connected(far)];
+        (near, far, streams)
     }
 
     /// A team another node says it sent is not picked here (no claim for
@@ -1799,8 +1802,7 @@ mod tests {
     async fn a_team_another_node_sent_is_passed_over_until_that_node_lets_it_go() {
         let dir = tempfile::tempdir().unwrap();
         let engine = engine_on(dir.path());
-        let (near, far) = near_and_far(&engine).await;
-        let _streams = [engine.unit_connected(near), engine.unit_connected(far)];
+        let (near, far, _streams) = near_and_far(&engine).await;
         let mut far_hears = engine.subscribe_unit(far);
         let heard_at = |kind: &str, at_ms: u64| {
             let event = serde_json::from_value(json!({
@@ -1845,9 +1847,7 @@ mod tests {
     async fn a_team_the_database_holds_elsewhere_is_never_told_and_the_next_one_goes() {
         let dir = tempfile::tempdir().unwrap();
         let engine = engine_on(dir.path());
-        let here = TALWANDI;
-        let (near, far) = near_and_far(&engine).await;
-        let _streams = [engine.unit_connected(near), engine.unit_connected(far)];
+        let (near, far, _streams) = near_and_far(&engine).await;
         let mut near_hears = engine.subscribe_unit(near);
         let mut far_hears = engine.subscribe_unit(far);
         let held = near;
@@ -1865,7 +1865,7 @@ mod tests {
             .await
             .unwrap();
 
-        let panic = enrolled_panic(&engine, here).await;
+        let panic = enrolled_panic(&engine, TALWANDI).await;
         let (id, new) = engine.panic(panic.as_bytes()).await.unwrap();
         assert!(new, "the panic is stored whatever became of its team");
 
