@@ -109,18 +109,21 @@ pub enum StoreFailure {
     Unavailable(ErrorBody),
 }
 
-/// What a team's acknowledgement answers when it cannot be taken now:
-/// [`StoreFailure`]'s answers, and with several nodes one more 503.
+/// What a route answers when the incident may run on another node, which
+/// must take the request (a team's acknowledgement, an operator's reassign
+/// or team sent by hand): [`StoreFailure`]'s answers, and with several
+/// nodes one more 503.
 #[derive(utoipa::IntoResponses)]
-pub enum AckFailure {
+pub enum ElsewhereFailure {
     /// `internal`
     #[response(status = 500)]
     Internal(ErrorBody),
     /// `unavailable`: the service cannot reach its database; `contended`:
-    /// another node's write stood in the way; `node_unavailable`: the team
-    /// is connected to another node than the one running the incident,
-    /// which did not take the acknowledgement in time. Nothing changed, and
-    /// `Retry-After` says when to try again
+    /// another node's write stood in the way; `node_unavailable`: another
+    /// node of the deployment runs the incident and did not answer in time
+    /// (it died or is cut off; another node takes its incidents over
+    /// within seconds): the request may still be taken there, and the
+    /// incident's events say. `Retry-After` says when to try again
     #[response(status = 503, headers(("Retry-After" = u32, description = "seconds to wait before trying again")))]
     Unavailable(ErrorBody),
 }
@@ -1267,7 +1270,7 @@ async fn close(
 /// free team is sent. Before the acknowledgement: 409 (the service reassigns by
 /// itself when the acknowledgement times out).
 #[utoipa::path(post, path = "/v1/operator/incidents/{id}/reassign", tag = "operator", params(("id" = String, Path, description = "incident id (32 hex digits; any other answers 404)", min_length = 32, max_length = 32, pattern = "^[0-9a-fA-F]{32}$")), security(("bearer" = [])),
-    responses((status = 200, body = StatusBody), (status = 401, body = ErrorBody), (status = 403, description = "`not_your_incident`: a dispatcher acting on an incident they do not handle (claim it first); `forbidden_for_role`: an auditor", body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "`incident_closed`, `no_team`, `awaiting_ack`, `runs_elsewhere` (another dispatch node on the same database runs the incident: act on it through that node, named in the message)", body = ErrorBody), StoreFailure))]
+    responses((status = 200, body = StatusBody), (status = 401, body = ErrorBody), (status = 403, description = "`not_your_incident`: a dispatcher acting on an incident they do not handle (claim it first); `forbidden_for_role`: an auditor", body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "`incident_closed`, `no_team`, `awaiting_ack`", body = ErrorBody), ElsewhereFailure))]
 async fn reassign(
     State(e): State<Engine>,
     Operator(op): Operator,
@@ -1293,7 +1296,7 @@ pub struct AssignTeam {
 /// not (the operator may reach it by radio). The team on the incident, if
 /// any, is taken off and told.
 #[utoipa::path(post, path = "/v1/operator/incidents/{id}/assign", tag = "operator", params(("id" = String, Path, description = "incident id (32 hex digits; any other answers 404)", min_length = 32, max_length = 32, pattern = "^[0-9a-fA-F]{32}$")), request_body = AssignTeam, security(("bearer" = [])),
-    responses((status = 200, body = StatusBody), (status = 401, body = ErrorBody), (status = 403, description = "`not_your_incident`: a dispatcher acting on an incident they do not handle (claim it first); `forbidden_for_role`: an auditor", body = ErrorBody), (status = 404, description = "no such incident, or `unknown_team`", body = ErrorBody), (status = 409, description = "`incident_closed`, `team_busy` (on another incident), `already_assigned` (on this one), `runs_elsewhere` (another dispatch node on the same database runs the incident: send the team through that node, named in the message)", body = ErrorBody), StoreFailure))]
+    responses((status = 200, body = StatusBody), (status = 401, body = ErrorBody), (status = 403, description = "`not_your_incident`: a dispatcher acting on an incident they do not handle (claim it first); `forbidden_for_role`: an auditor", body = ErrorBody), (status = 404, description = "no such incident, or `unknown_team`", body = ErrorBody), (status = 409, description = "`incident_closed`, `team_busy` (on another incident), `already_assigned` (on this one)", body = ErrorBody), ElsewhereFailure))]
 async fn assign(
     State(e): State<Engine>,
     Operator(op): Operator,
@@ -1485,7 +1488,7 @@ async fn unit_events(State(e): State<Engine>, Unit(u): Unit) -> Response {
 
 /// The unit acknowledges its assignment.
 #[utoipa::path(post, path = "/v1/unit/incidents/{id}/ack", tag = "unit", params(("id" = String, Path, description = "incident id (32 hex digits; any other answers 404)", min_length = 32, max_length = 32, pattern = "^[0-9a-fA-F]{32}$")), security(("unit" = [])),
-    responses((status = 200, body = StatusBody), (status = 401, body = ErrorBody), (status = 404, description = "`not_found`: not an incident this unit is assigned to", body = ErrorBody), AckFailure))]
+    responses((status = 200, body = StatusBody), (status = 401, body = ErrorBody), (status = 404, description = "`not_found`: not an incident this unit is assigned to", body = ErrorBody), ElsewhereFailure))]
 async fn unit_ack(
     State(e): State<Engine>,
     Unit(u): Unit,

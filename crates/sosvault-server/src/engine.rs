@@ -69,6 +69,7 @@ pub use forward::{ForwardKind, ForwardReport, ForwardSummary};
 pub use lease::NameInUse;
 
 mod access;
+mod asks;
 mod board;
 mod bus;
 mod dispatch;
@@ -492,6 +493,10 @@ struct Inner {
     /// On a shared database, from the start: events announced to the
     /// other nodes.
     bus: std::sync::OnceLock<bus::Bus>,
+    /// Operators' actions asked of the nodes running their incidents.
+    asks: asks::Asks,
+    /// What other nodes said that this one took, while fresh: each once.
+    words: bus::Heard,
 }
 
 /// A summary of an incident for lists.
@@ -797,6 +802,8 @@ impl Engine {
                 intake: intake::Intake::default(),
                 logins_waiting: std::sync::atomic::AtomicUsize::new(0),
                 bus: std::sync::OnceLock::new(),
+                asks: asks::Asks::default(),
+                words: bus::Heard::default(),
             }),
         })
     }
@@ -1772,6 +1779,69 @@ mod tests {
         assert!(!acked(), "a stale acknowledgement was taken");
         engine.heard_about_teams("node-b", said(super::now_ms()));
         assert!(acked());
+        engine.shutdown();
+    }
+
+    /// A reassign another node asks for its operator is done here, the node
+    /// running the incident, once: the same word heard again (replayed by
+    /// whoever holds the database, which sees the sealed words go by), or
+    /// one said long ago, is not taken.
+    #[tokio::test]
+    async fn an_action_another_node_asks_is_taken_once_and_only_while_fresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = engine_on(dir.path());
+        let (unit, _) = engine
+            .create_unit("near", UnitKind::Police, Some(TALWANDI))
+            .await
+            .unwrap();
+        let _stream = engine.unit_connected(unit);
+        let mut hears = engine.subscribe_unit(unit);
+        let panic = enrolled_panic(&engine, TALWANDI).await;
+        let (id, _) = engine.panic(panic.as_bytes()).await.unwrap();
+        first_assigned(&mut hears).await.expect("the team is sent");
+        engine.acknowledge(unit, id).await.unwrap();
+        let refused = || engine.inner.metrics.bus.refused.load(Ordering::SeqCst);
+        let said = |word, at_ms| {
+            let wire = super::bus::Wire {
+                node: "node-b".to_owned(),
+                at_ms,
+                word,
+                said: super::bus::Said::Ask {
+                    request: hex::encode([7u8; 16]),
+                    incident: id.to_hex(),
+                    role: crate::access::Role::Supervisor,
+                    name: "meena".to_owned(),
+                    act: super::asks::Act::Reassign,
+                },
+            };
+            engine.seal_wire(&wire).unwrap()
+        };
+
+        engine.heard(&said(1, super::now_ms() - 60_000));
+        assert_eq!(refused(), 1, "a stale ask was taken");
+        let fresh = said(2, super::now_ms());
+        engine.heard(&fresh);
+        let withdrawn = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            loop {
+                let ev = hears.recv().await.unwrap();
+                if ev.kind == EventKind::AssignmentWithdrawn {
+                    return ev;
+                }
+            }
+        });
+        withdrawn.await.expect("the team was never taken off");
+        let timeline = engine
+            .inner
+            .db
+            .call(move |s| s.timeline(&id))
+            .await
+            .unwrap();
+        let by =
+            |e: &&crate::store::TimelineEntry| e.detail.contains("released by supervisor meena");
+        assert_eq!(timeline.iter().filter(by).count(), 1, "{timeline:?}");
+        // The same word again: refused here and now, so nothing is spawned.
+        engine.heard(&fresh);
+        assert_eq!(refused(), 2, "a replayed ask was taken");
         engine.shutdown();
     }
 

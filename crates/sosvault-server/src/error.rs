@@ -380,12 +380,6 @@ mod tests {
                 "someone else claimed this incident a moment ago; reload it",
             ),
             (
-                Conflict::RunsElsewhere { node: None }.into(),
-                409,
-                "runs_elsewhere",
-                "the incident runs on another dispatch node, which alone sends its teams: reassign it or send a team through that node",
-            ),
-            (
                 Conflict::StaleEpoch.into(),
                 409,
                 "stale_epoch",

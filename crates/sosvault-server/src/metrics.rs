@@ -140,6 +140,9 @@ pub struct BusCounters {
     /// Times the listening connection was made again (what was announced
     /// meanwhile was missed).
     pub gaps: AtomicU64,
+    /// Words of other nodes not taken: stale (replayed, or a clock far
+    /// off), or an operator's action taken once already (replayed).
+    pub refused: AtomicU64,
 }
 
 /// The service's metrics.
@@ -205,7 +208,7 @@ impl Metrics {
     }
 
     /// Every counter: its name, its help line and its value.
-    fn counters(&self) -> [(&'static str, &'static str, &AtomicU64); 19] {
+    fn counters(&self) -> [(&'static str, &'static str, &AtomicU64); 20] {
         [
             (
                 "sosvault_panics_total",
@@ -276,6 +279,11 @@ impl Metrics {
                 "sosvault_bus_gaps_total",
                 "Times this node listened again after losing its connection: other nodes' events announced meanwhile were missed.",
                 &self.bus.gaps,
+            ),
+            (
+                "sosvault_bus_refused_total",
+                "What other nodes said that this node did not take: made more than 10 s ago by this node's clock (replayed by whoever holds the database, or a clock far off), or an operator's action taken once already (replayed).",
+                &self.bus.refused,
             ),
             (
                 "sosvault_forwards_taken_total",

@@ -18,7 +18,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::stored::{P, Stored};
+use common::stored::{P, Stored, V};
 use common::*;
 use sosvault_server::client::Client;
 use sosvault_testkit::postgres::TestDatabase;
@@ -415,6 +415,70 @@ async fn a_node_that_wakes_to_find_its_name_taken_stops() {
 /// the panic node A stored, and its location. What crosses the database
 /// (read here by a stranger listening on the channel, as anyone holding
 /// the database may) is sealed: no incident id, category or coordinate.
+/// A stranger with the database, listening on the nodes' channel: what
+/// whoever holds the database sees of what the nodes say to each other.
+struct Eavesdropper {
+    enough: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Vec<String>>,
+}
+
+impl Eavesdropper {
+    /// Listening once this returns.
+    fn listen(stored: &Stored) -> Self {
+        let url = stored.postgres_url().to_owned();
+        let (ready_tx, ready) = std::sync::mpsc::channel();
+        let enough = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = enough.clone();
+        let thread = std::thread::spawn(move || {
+            use postgres::fallible_iterator::FallibleIterator as _;
+            let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            client.batch_execute("LISTEN sosvault_events").unwrap();
+            ready_tx.send(()).unwrap();
+            let mut heard = Vec::new();
+            let mut next = || {
+                let wait = Duration::from_millis(200);
+                client.notifications().timeout_iter(wait).next()
+            };
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                if let Ok(Some(note)) = next() {
+                    heard.push(note.payload().to_owned());
+                }
+            }
+            // What was announced before the test said enough.
+            while let Ok(Some(note)) = next() {
+                heard.push(note.payload().to_owned());
+            }
+            heard
+        });
+        ready.recv().unwrap();
+        Self { enough, thread }
+    }
+
+    /// Every payload announced since it started listening.
+    async fn heard(self) -> Vec<String> {
+        self.enough.store(true, std::sync::atomic::Ordering::SeqCst);
+        tokio::task::spawn_blocking(move || self.thread.join().unwrap())
+            .await
+            .unwrap()
+    }
+}
+
+/// Sends `payloads` again on the nodes' channel, as whoever holds the
+/// database can.
+async fn replay(stored: &Stored, payloads: Vec<String>) {
+    let url = stored.postgres_url().to_owned();
+    tokio::task::spawn_blocking(move || {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        for p in &payloads {
+            client
+                .execute("SELECT pg_notify('sosvault_events', $1)", &[p])
+                .unwrap();
+        }
+    })
+    .await
+    .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_on_one_node_sees_at_once_the_panic_another_took() {
     let stored = database().await;
@@ -422,33 +486,7 @@ async fn an_operator_on_one_node_sees_at_once_the_panic_another_took() {
     let op_b = on_b.login(OPERATOR, PASSWORD).await.unwrap();
     let mut ops_b = on_b.events("/v1/operator/events", &op_b).await.unwrap();
 
-    // A stranger with the database listens on the channel.
-    let url = stored.postgres_url().to_owned();
-    let (ready_tx, ready) = std::sync::mpsc::channel();
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let enough = done.clone();
-    let stranger = std::thread::spawn(move || {
-        use postgres::fallible_iterator::FallibleIterator as _;
-        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-        client.batch_execute("LISTEN sosvault_events").unwrap();
-        ready_tx.send(()).unwrap();
-        let mut heard = Vec::new();
-        let mut next = || {
-            let wait = Duration::from_millis(200);
-            client.notifications().timeout_iter(wait).next()
-        };
-        while !enough.load(std::sync::atomic::Ordering::SeqCst) {
-            if let Ok(Some(note)) = next() {
-                heard.push(note.payload().to_owned());
-            }
-        }
-        // What was announced before the test said enough.
-        while let Ok(Some(note)) = next() {
-            heard.push(note.payload().to_owned());
-        }
-        heard
-    });
-    ready.recv().unwrap();
+    let stranger = Eavesdropper::listen(&stored);
 
     let mut device = a.student("Nidhi Sharma").await;
     let panic = a.talwandi_panic(&mut device, sosvault::Category::Police);
@@ -468,10 +506,7 @@ async fn an_operator_on_one_node_sees_at_once_the_panic_another_took() {
     let located = next_event(&mut ops_b, 10, is("location", &id)).await;
     assert!((located["detail"]["lat"].as_f64().unwrap() - 25.1450).abs() < 1e-6);
 
-    done.store(true, std::sync::atomic::Ordering::SeqCst);
-    let heard = tokio::task::spawn_blocking(move || stranger.join().unwrap())
-        .await
-        .unwrap();
+    let heard = stranger.heard().await;
     assert!(heard.len() >= 2, "{heard:?}");
     for payload in &heard {
         use base64::Engine as _;
@@ -833,13 +868,17 @@ async fn a_team_on_one_node_is_sent_by_another_and_acknowledges_through_it() {
     assert_eq!(refused.status, 401);
 }
 
-/// An operator on B closes an incident A runs: the team, connected to A,
-/// hears it closed (before, the team was never told: B did not run the
-/// incident, and its `closed` event named no team), and A lets the
-/// incident go and sends the team to the next panic. A reassign or a team
-/// sent by hand through B is refused, naming A.
+/// An operator on B acts on an incident A runs, as if it ran on B: B
+/// checks the operator and asks A, whose board decides and whose refusals
+/// come back as they are (`awaiting_ack`, `already_assigned`); a reassign
+/// and a team sent by hand through B are done by A, once each, even when
+/// whoever holds the database sends B's asks again. A close through B
+/// reaches the team connected to A (before, the team was never told: B did
+/// not run the incident, and its `closed` event named no team), and A lets
+/// the incident go and sends the team to the next panic. Before, a
+/// reassign or a team sent by hand through B was refused (409, naming A).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_operator_on_either_node_closes_an_incident_the_other_runs() {
+async fn an_operator_on_either_node_acts_on_an_incident_the_other_runs() {
     let stored = database().await;
     let (a, _b, on_b) = nodes_a_and_b(&stored).await;
     let op = a.operator().await;
@@ -850,28 +889,100 @@ async fn an_operator_on_either_node_closes_an_incident_the_other_runs() {
         .panic_at_talwandi(&mut device, sosvault::Category::Police)
         .await;
     next_event(&mut team, 10, is("assigned", &id)).await;
-    let ack = format!("/v1/unit/incidents/{id}/ack");
-    a.client.post(&ack, Some(&token), &NULL).await.unwrap();
-
-    // B does not run it: a reassign or a team sent by hand through B is
-    // refused, naming the node that runs it (they do not cross nodes yet).
     let op_b = on_b.login(OPERATOR, PASSWORD).await.unwrap();
-    let by_hand = serde_json::json!({ "unit": unit });
-    for (action, body) in [("reassign", &NULL), ("assign", &by_hand)] {
+    let act = |action: &str, body: serde_json::Value| {
         let url = format!("{}/v1/operator/incidents/{id}/{action}", on_b.base());
         let sent = reqwest::Client::new()
             .post(url)
             .bearer_auth(&op_b)
-            .json(body);
-        let answer = sent.send().await.unwrap();
-        assert_eq!(answer.status().as_u16(), 409, "{action}");
-        let v: serde_json::Value = answer.json().await.unwrap();
-        assert_eq!(v["error"], "runs_elsewhere", "{action}: {v}");
-        assert!(v["message"].as_str().unwrap().contains("node-a"), "{v}");
+            .json(&body)
+            .send();
+        async move {
+            let answer = sent.await.unwrap();
+            let status = answer.status().as_u16();
+            (status, answer.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let by_hand = |unit: &str| serde_json::json!({ "unit": unit });
+
+    // A's board refuses, and B says so: the team has not acknowledged.
+    let (status, v) = act("reassign", NULL).await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (409, Some("awaiting_ack")),
+        "{v}"
+    );
+    let ack = format!("/v1/unit/incidents/{id}/ack");
+    a.client.post(&ack, Some(&token), &NULL).await.unwrap();
+    let (status, v) = act("assign", by_hand(&unit)).await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (409, Some("already_assigned")),
+        "{v}"
+    );
+
+    // A second team, registered through B (A may not have heard of it
+    // yet), with no live stream: only a team sent by hand goes to it.
+    let (other, _) = on_b
+        .create_unit(&op_b, "PCR Dadabari", "police", 25.1460, 75.8390)
+        .await
+        .unwrap();
+    let stranger = Eavesdropper::listen(&stored);
+    let (status, v) = act("reassign", NULL).await;
+    assert_eq!(
+        (status, v["status"].as_str()),
+        (200, Some("reassigning")),
+        "{v}"
+    );
+    next_event(&mut team, 5, is("assignment_withdrawn", &id)).await;
+    let (status, v) = act("assign", by_hand(&other)).await;
+    assert_eq!(
+        (status, v["status"].as_str()),
+        (200, Some("assigned")),
+        "{v}"
+    );
+    let holding = || {
+        stored.rows(
+            "SELECT unit_id FROM assignments WHERE incident_id = ?1 AND status IN ('pending', 'acknowledged')",
+            vec![P::Blob(hex::decode(&id).unwrap())],
+        )
+    };
+    assert_eq!(holding(), [[V::Text(other.clone())]]);
+    let released = || {
+        stored.count(
+            "SELECT COUNT(*) FROM timeline WHERE incident_id = ?1 AND detail LIKE '%released by supervisor operator%'",
+            vec![P::Blob(hex::decode(&id).unwrap())],
+        )
+    };
+    assert_eq!(released(), 1);
+
+    // Whoever holds the database sends everything B and A said again:
+    // each word is refused by the node it was said to (so neither ask is
+    // taken a second time), and nothing changes.
+    let refused = || async {
+        let mut sum = 0;
+        for (node, session) in [(&a.client, &op), (&on_b, &op_b)] {
+            let n = metric(node, session, "sosvault_bus_refused_total").await;
+            sum += n.unwrap().parse::<usize>().unwrap();
+        }
+        sum
+    };
+    let before = refused().await;
+    let heard = stranger.heard().await;
+    let words = heard.len();
+    assert!(words >= 4, "{words} words overheard");
+    replay(&stored, heard).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while refused().await < before + words {
+        assert!(Instant::now() < deadline, "a replayed word was taken");
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert_eq!(refused().await, before + words);
+    assert_eq!(holding(), [[V::Text(other.clone())]]);
+    assert_eq!(released(), 1);
+
     let close = format!("/v1/operator/incidents/{id}/close");
     on_b.post(&close, Some(&op_b), &NULL).await.unwrap();
-    next_event(&mut team, 5, is("closed", &id)).await;
     // Closed once: B says so again, A too.
     for (node, session) in [(&on_b, &op_b), (&a.client, &op)] {
         let again = node.post(&close, Some(session), &NULL).await.unwrap_err();
@@ -880,12 +991,29 @@ async fn an_operator_on_either_node_closes_an_incident_the_other_runs() {
             (409, "incident_closed")
         );
     }
+    let (status, v) = act("reassign", NULL).await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (409, Some("incident_closed")),
+        "{v}"
+    );
 
-    let mut other = a.student("Meera Joshi").await;
+    // The first team, free again, goes to the next panic; B closes that
+    // one too, and the team, connected to A, hears it.
+    let mut second = a.student("Meera Joshi").await;
     let next = a
-        .panic_at_talwandi(&mut other, sosvault::Category::Police)
+        .panic_at_talwandi(&mut second, sosvault::Category::Police)
         .await;
     next_event(&mut team, 10, is("assigned", &next)).await;
+    let close = format!("/v1/operator/incidents/{next}/close");
+    on_b.post(&close, Some(&op_b), &NULL).await.unwrap();
+    next_event(&mut team, 5, is("closed", &next)).await;
+    // A let that incident go: the team goes to the one after.
+    let mut third = a.student("Kavya Meena").await;
+    let last = a
+        .panic_at_talwandi(&mut third, sosvault::Category::Police)
+        .await;
+    next_event(&mut team, 10, is("assigned", &last)).await;
 }
 
 /// A node alone on its database says nothing on the bus (nobody would hear

@@ -44,29 +44,6 @@ impl Engine {
         Ok(row)
     }
 
-    /// For an action only the node running the incident can take (its
-    /// board sends the teams): refused, naming that node, when the incident
-    /// is open and runs on another node of the same database. A closed one
-    /// goes on to the action's own refusal, and so does any on SQLite (one
-    /// node runs them all).
-    pub(super) async fn runs_here(
-        &self,
-        row: &crate::store::IncidentRow,
-    ) -> Result<(), EngineError> {
-        let open = row.status == IncidentStatus::Open;
-        if !self.inner.node.shared || !open || self.runs(row.id) {
-            return Ok(());
-        }
-        let id = row.id;
-        let node = self
-            .inner
-            .db
-            .call(move |s| s.lease(&id))
-            .await?
-            .map(|l| l.node);
-        Err(EngineError::Conflict(Conflict::RunsElsewhere { node }))
-    }
-
     /// Creates the accounts of the config's `[[operators]]` tables that the
     /// database does not have yet. Once created, an account is the
     /// database's: the `operator` command changes it, the config no more.

@@ -37,6 +37,7 @@ use postgres::fallible_iterator::FallibleIterator as _;
 use serde::{Deserialize, Serialize};
 use sosvault::{IncidentId, StudentId};
 
+use super::teams::NOTE_FRESH_MS;
 use super::{Audience, Engine, EventKind};
 use crate::metrics::BusCounters;
 use crate::unit::UnitId;
@@ -63,10 +64,37 @@ const AAD: &[u8] = b"sosvault/dispatch-event/v1";
 /// What a node says to the others, as it crosses the database before
 /// sealing.
 #[derive(Debug, Serialize, Deserialize)]
-struct Wire {
+pub(super) struct Wire {
     /// The node that says it.
-    node: String,
-    said: Said,
+    pub(super) node: String,
+    /// When it said it (its clock).
+    pub(super) at_ms: u64,
+    /// Random: a node takes each word once ([`Heard`]).
+    pub(super) word: u64,
+    pub(super) said: Said,
+}
+
+/// The words a node took, kept while they are fresh: whoever holds the
+/// database sees every (sealed) word go by and can send it again, and a
+/// word heard twice, or made more than [`NOTE_FRESH_MS`] ago, is not taken.
+#[derive(Default)]
+pub(super) struct Heard {
+    /// Word -> when it was said.
+    taken: std::sync::Mutex<std::collections::HashMap<u64, u64>>,
+}
+
+impl Heard {
+    /// Whether the word `word`, said at `at_ms`, is taken now (`now`, this
+    /// node's clock): fresh, and not heard before. Forgets the words no
+    /// longer fresh.
+    pub(super) fn take(&self, word: u64, at_ms: u64, now: u64) -> bool {
+        if now.abs_diff(at_ms) > NOTE_FRESH_MS {
+            return false;
+        }
+        let mut taken = self.taken.lock().unwrap_or_else(|p| p.into_inner());
+        taken.retain(|_, at| at.saturating_add(NOTE_FRESH_MS) >= now);
+        taken.insert(word, at_ms).is_none()
+    }
 }
 
 /// What a node says: an event for the others' streams, or a note about its
@@ -93,6 +121,23 @@ pub(super) enum Said {
     Tokens { unit: String, revoked: bool },
     /// The node started beside the others: they say things from now on.
     Hello,
+    /// An operator's action on an incident the node running it takes for
+    /// the asking node, which checked the operator ([`super::asks`]).
+    Ask {
+        /// Random, 32 hex digits: the answer names it, and a node takes
+        /// each once.
+        request: String,
+        incident: String,
+        role: crate::access::Role,
+        name: String,
+        act: super::asks::Act,
+    },
+    /// What came of an ask, for the node that asked (`to`).
+    Answered {
+        request: String,
+        to: String,
+        answer: super::asks::Answer,
+    },
 }
 
 /// An event as it crosses the database.
@@ -212,6 +257,8 @@ impl Engine {
         };
         let wire = Wire {
             node: self.inner.node.id.clone(),
+            at_ms: super::now_ms(),
+            word: rand::random(),
             said,
         };
         let sent = self
@@ -227,9 +274,10 @@ impl Engine {
     }
 
     /// Takes what another node said: an event goes to this node's streams,
-    /// a note about teams to [`super::teams`]. One that does not open or
-    /// read is logged and dropped.
-    fn heard(&self, payload: &str) {
+    /// a note about teams to [`super::teams`], an operator's action to
+    /// [`super::asks`]. One that does not open or read is logged and
+    /// dropped; one heard before, or stale, is counted and dropped.
+    pub(super) fn heard(&self, payload: &str) {
         let Some(wire) = self.open_wire(payload) else {
             tracing::warn!(
                 "an announced event does not open (another deployment's, or altered): dropped"
@@ -239,6 +287,21 @@ impl Engine {
         if wire.node == self.inner.node.id {
             return;
         }
+        if !self
+            .inner
+            .words
+            .take(wire.word, wire.at_ms, super::now_ms())
+        {
+            // Replayed by whoever holds the database, or a clock far off
+            // (every word of that node then: the counter says so).
+            self.inner
+                .metrics
+                .bus
+                .refused
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(node = %wire.node, "a word heard before, or stale: not taken");
+            return;
+        }
         // Another node is here: say things to it from now on (a node that
         // started beside this one says hello at once, before this one's
         // next lease round sees its beat).
@@ -246,6 +309,8 @@ impl Engine {
         self.inner.metrics.bus.heard.fetch_add(1, Ordering::Relaxed);
         match wire.said {
             Said::Event(event) => self.heard_event(event),
+            ask @ Said::Ask { .. } => self.heard_ask(&wire.node, ask),
+            answered @ Said::Answered { .. } => self.heard_answer(answered),
             note => self.heard_about_teams(&wire.node, note),
         }
     }
@@ -316,7 +381,7 @@ impl Engine {
     }
 
     /// The sealed payload of `wire`, or `None` if it is too large.
-    fn seal_wire(&self, wire: &Wire) -> Option<String> {
+    pub(super) fn seal_wire(&self, wire: &Wire) -> Option<String> {
         use base64::Engine as _;
         let json = serde_json::to_vec(wire).ok()?;
         let sealed = self.inner.master.seal_event(AAD, &json);
@@ -435,5 +500,29 @@ fn connect(config: &postgres::Config, what: &str) -> Option<postgres::Client> {
             tracing::warn!("connecting for {what} the other nodes' events failed: {e}");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Heard, NOTE_FRESH_MS};
+
+    #[test]
+    fn a_word_is_taken_once_and_only_while_fresh() {
+        let heard = Heard::default();
+        let now = 1_000_000;
+        assert!(heard.take(1, now, now));
+        assert!(!heard.take(1, now, now + 1), "a word heard twice was taken");
+        assert!(heard.take(2, now - NOTE_FRESH_MS, now), "a word just fresh");
+        assert!(!heard.take(3, now - NOTE_FRESH_MS - 1, now), "a stale word");
+        assert!(
+            !heard.take(4, now + NOTE_FRESH_MS + 1, now),
+            "a word from far ahead"
+        );
+        // Words no longer fresh are forgotten (and refused as stale).
+        let later = now + NOTE_FRESH_MS + 1;
+        assert!(heard.take(5, later, later));
+        assert_eq!(heard.taken.lock().unwrap().len(), 1);
+        assert!(!heard.take(1, now, later));
     }
 }

@@ -16,6 +16,7 @@ use tokio::sync::futures::Notified;
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
 
+use super::asks::Act;
 use super::board::{ByHandRefusal, How, Sent, Step, Waiting, Withdrawn};
 use super::{
     Audience, Claim, Conflict, Engine, EngineError, EventKind, Invalid, LatLon, OperatorId,
@@ -392,6 +393,9 @@ impl Engine {
     /// `u-` and 12 hex digits): refused as an unknown team, after the same
     /// checks of the incident and the operator as a team that does not
     /// exist.
+    ///
+    /// On an incident another node runs, that node sends the team
+    /// ([`super::asks`]).
     pub async fn assign_by_hand(
         &self,
         id: IncidentId,
@@ -399,8 +403,23 @@ impl Engine {
         op: &OperatorId,
     ) -> Result<(), EngineError> {
         let row = self.incident_to_act_on(id, op).await?;
-        self.runs_here(&row).await?;
         let unit = unit.ok_or(EngineError::UnknownTeam)?;
+        if self.runs_elsewhere(&row) {
+            let act = Act::Assign {
+                unit: unit.to_string(),
+            };
+            return self.ask_running_node(id, op, act).await;
+        }
+        self.assign_here(id, unit, op).await
+    }
+
+    /// [`Self::assign_by_hand`] on this node's board, for `op` (checked).
+    pub(super) async fn assign_here(
+        &self,
+        id: IncidentId,
+        unit: UnitId,
+        op: &OperatorId,
+    ) -> Result<(), EngineError> {
         let by = format!("{} {}", op.role, op.name);
         let sent = self
             .state()

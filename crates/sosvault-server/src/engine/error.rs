@@ -85,8 +85,9 @@ pub enum EngineError {
         /// The trustee's name.
         trustee: String,
     },
-    /// With several nodes: a team's acknowledgement of an incident another
-    /// node runs, which did not take it in time (nothing changed).
+    /// With several nodes: a team's acknowledgement, or an operator's
+    /// reassign or team sent by hand, on an incident another node runs,
+    /// which did not answer in time.
     #[error("the node running this incident did not answer; try again")]
     NodeUnavailable,
     /// A witness (a trustee cosigning the log) did not answer, or not well.
@@ -208,15 +209,6 @@ pub enum Conflict {
     /// A stop that names an older epoch than the enrolled one.
     #[error("the stop names an older epoch")]
     StaleStop,
-    /// A reassign or a team sent by hand, on a node that does not run the
-    /// open incident (another dispatch node on the same database does,
-    /// `node` if known): only that node sends its teams, and these actions
-    /// do not cross nodes yet.
-    #[error("{}", runs_elsewhere_message(.node.as_deref()))]
-    RunsElsewhere {
-        /// The node that runs it, when known.
-        node: Option<String>,
-    },
 }
 
 impl Conflict {
@@ -235,7 +227,6 @@ impl Conflict {
             Self::UnknownRecord => "unknown_record",
             Self::Replayed { .. } => "replayed",
             Self::StaleStop => "stale_stop",
-            Self::RunsElsewhere { .. } => "runs_elsewhere",
         }
     }
 }
@@ -299,17 +290,6 @@ fn denied_message(d: &Denied) -> String {
              (POST /v1/operator/incidents/{id}/claim)"
             .to_owned(),
     }
-}
-
-/// The message to a claim that comes second.
-fn runs_elsewhere_message(node: Option<&str>) -> String {
-    let on = node.map_or_else(
-        || "another dispatch node".to_owned(),
-        |n| format!("dispatch node {n}"),
-    );
-    format!(
-        "the incident runs on {on}, which alone sends its teams: reassign it or send a team through that node"
-    )
 }
 
 fn claimed_message(by: Option<&str>) -> String {

@@ -8,15 +8,30 @@
 
 use sosvault::IncidentId;
 
+use super::asks::Act;
 use super::{Conflict, Engine, EngineError, OperatorId};
 
 impl Engine {
     /// Releases the incident's acknowledged team (it is told, and goes to
     /// the back of the incident's queue) and dispatches the next nearest
     /// free team.
+    ///
+    /// On an incident another node runs, that node does it
+    /// ([`super::asks`]).
     pub async fn reassign(&self, id: IncidentId, op: &OperatorId) -> Result<(), EngineError> {
         let row = self.incident_to_act_on(id, op).await?;
-        self.runs_here(&row).await?;
+        if self.runs_elsewhere(&row) {
+            return self.ask_running_node(id, op, Act::Reassign).await;
+        }
+        self.reassign_here(id, op).await
+    }
+
+    /// [`Self::reassign`] on this node's board, for `op` (checked).
+    pub(super) async fn reassign_here(
+        &self,
+        id: IncidentId,
+        op: &OperatorId,
+    ) -> Result<(), EngineError> {
         let withdrawn = {
             let mut st = self.state();
             if !st.incidents.contains_key(&id) {

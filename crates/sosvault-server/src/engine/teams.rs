@@ -26,7 +26,7 @@
 //!   assignment in the database, asks the running node (which alone
 //!   decides, on its board, as for a team of its own), and answers once
 //!   that node's `acknowledged` event comes back, within
-//!   [`ACK_ELSEWHERE_WAIT`]; otherwise 503 `node_unavailable`, and the
+//!   [`ELSEWHERE_WAIT`]; otherwise 503 `node_unavailable`, and the
 //!   team tries again (the incident's next node sends it again anyway).
 //! - **Tokens.** A token rotated or a team revoked on one node is said to
 //!   every node, which forget the token lookups they cached and end the
@@ -54,15 +54,15 @@ pub(super) const PRESENCE_MS: u64 = 3_000;
 /// notification's 8000 bytes).
 const PRESENT_AT_ONCE: usize = 100;
 
-/// How long an acknowledgement taken for another node's incident waits
-/// for that node to take it.
-const ACK_ELSEWHERE_WAIT: Duration = Duration::from_secs(3);
+/// How long an acknowledgement, or an operator's action, taken for another
+/// node's incident waits for that node to take it.
+pub(super) const ELSEWHERE_WAIT: Duration = Duration::from_secs(3);
 
 /// How old (or how far ahead, the nodes' clocks apart) an acknowledgement
 /// said by another node, or an event that says a team was sent or let go
 /// there, may be: an older one (replayed by whoever holds the database) is
-/// not taken.
-const NOTE_FRESH_MS: u64 = 10_000;
+/// not taken. So is an operator's action asked by another node.
+pub(super) const NOTE_FRESH_MS: u64 = 10_000;
 
 impl Engine {
     /// Says which teams have a live stream open on this node (every beat).
@@ -145,7 +145,7 @@ impl Engine {
                 let (Some(id), Ok(unit)) = (IncidentId::from_hex(&incident), unit.parse()) else {
                     return;
                 };
-                if !fresh(at_ms) {
+                if !self.fresh_word(at_ms) {
                     tracing::warn!(
                         "an acknowledgement said by another node is stale (replayed?): not taken"
                     );
@@ -164,8 +164,23 @@ impl Engine {
                     self.tokens_changed_elsewhere(unit, revoked);
                 }
             }
-            Said::Event(_) | Said::Hello => {}
+            Said::Event(_) | Said::Hello | Said::Ask { .. } | Said::Answered { .. } => {}
         }
+    }
+
+    /// Whether a word another node said at `at_ms` is fresh enough to take
+    /// ([`fresh`]); one that is not is counted
+    /// (`sosvault_bus_refused_total`).
+    pub(super) fn fresh_word(&self, at_ms: u64) -> bool {
+        let fresh = fresh(at_ms);
+        if !fresh {
+            self.inner
+                .metrics
+                .bus
+                .refused
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        fresh
     }
 
     /// Whether this node runs incident `id`.
@@ -204,7 +219,7 @@ impl Engine {
     /// database every few seconds ([`super::board::Board::sent_elsewhere`]).
     /// A stale word (replayed) is not taken: it would hold a free team.
     pub(super) fn sent_elsewhere(&self, unit: UnitId, at_ms: u64) {
-        if fresh(at_ms) {
+        if self.fresh_word(at_ms) {
             self.state().board.sent_elsewhere(unit, now_ms());
         }
     }
@@ -213,7 +228,7 @@ impl Engine {
     /// team taken off it): an incident here waiting for a team may send it
     /// now. A stale word is not taken.
     pub(super) fn freed_elsewhere(&self, unit: UnitId, at_ms: u64) {
-        if fresh(at_ms) && self.state().board.freed_elsewhere(unit, now_ms()) {
+        if self.fresh_word(at_ms) && self.state().board.freed_elsewhere(unit, now_ms()) {
             self.inner.unit_freed.notify_waiters();
         }
     }
@@ -281,7 +296,7 @@ impl Engine {
             at_ms: now_ms(),
         });
         let hex = incident.to_hex();
-        let taken = tokio::time::timeout(ACK_ELSEWHERE_WAIT, async {
+        let taken = tokio::time::timeout(ELSEWHERE_WAIT, async {
             loop {
                 match events.recv().await {
                     Ok(ev)
@@ -331,6 +346,6 @@ impl Engine {
 
 /// Whether a note or event another node made at `at_ms` is recent enough to
 /// act on ([`NOTE_FRESH_MS`], either way: the nodes' clocks differ).
-fn fresh(at_ms: u64) -> bool {
+pub(super) fn fresh(at_ms: u64) -> bool {
     now_ms().abs_diff(at_ms) <= NOTE_FRESH_MS
 }
