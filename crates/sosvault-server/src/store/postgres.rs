@@ -210,6 +210,10 @@ impl Backend for Postgres {
              WHERE unit_id = ?2 AND incident_id <> ?1 AND status IN ('pending', 'acknowledged'))",
     );
 
+    // Refused at once, not waited for, when another transaction stores the
+    // same panic now ([`Backend::PANIC_GUARD`]).
+    const PANIC_GUARD: Option<&'static str> = Some("pg_try_advisory_xact_lock(?14)");
+
     fn exec(&self, sql: &str, p: &[Param<'_>]) -> StoreResult<usize> {
         let st = self.statement(sql)?;
         let n = self.client.borrow_mut().execute(&st, &refs(p))?;

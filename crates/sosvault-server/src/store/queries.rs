@@ -1,6 +1,8 @@
 //! The SQLite implementation of [`Store`]: each domain operation's SQL
 //! (students and enrollments, incidents, units, stops and forwards, the log).
 
+use std::borrow::Cow;
+
 use sosvault::{IncidentId, MessageHash, StudentId, TrusteeId};
 
 use super::sql::Purge;
@@ -1372,10 +1374,21 @@ fn insert_panic_at_once<B: Backend>(
     i: &NewIncident,
     timeline: &str,
 ) -> StoreResult<PanicStored> {
-    /// [`INSERT_INCIDENT`] (`?1` to `?9`) with what follows from it.
-    static AT_ONCE: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-        format!(
-            "WITH new AS ({INSERT_INCIDENT} RETURNING id, created_at_ms
+    // The incident (`?1` to `?9`, [`INSERT_INCIDENT`]) with what follows
+    // from it. Built per panic when the backend guards the insert (a short
+    // string beside the round trip it saves).
+    let insert = match B::PANIC_GUARD {
+        None => Cow::Borrowed(INSERT_INCIDENT),
+        Some(guard) => Cow::Owned(format!(
+            "INSERT INTO incidents (id, student_id, panic_hash, panic, category, epoch, created_at_ms, status, incident_key_sealed, flags)
+             SELECT CAST(?1 AS BYTEA), CAST(?2 AS BYTEA), CAST(?3 AS BYTEA), CAST(?4 AS BYTEA), CAST(?5 AS TEXT),
+                    CAST(?6 AS BIGINT), CAST(?7 AS BIGINT), 'open', CAST(?8 AS BYTEA), CAST(?9 AS TEXT)
+             WHERE {guard}
+             ON CONFLICT (panic_hash) DO NOTHING"
+        )),
+    };
+    let at_once = format!(
+        "WITH new AS ({insert} RETURNING id, created_at_ms
          ), counted AS (
              UPDATE students SET highest_counter = CASE WHEN highest_counter > ?10 THEN highest_counter ELSE ?10 END
              WHERE student_id = ?2 AND EXISTS (SELECT 1 FROM new)
@@ -1387,8 +1400,7 @@ fn insert_panic_at_once<B: Backend>(
              SELECT id, CAST(?12 AS TEXT), CAST(?13 AS BIGINT) FROM new
          )
          SELECT COUNT(*) FROM new"
-        )
-    });
+    );
     let mut p = incident_params(i);
     p.extend([
         Param::Int(i.counter as i64),
@@ -1396,7 +1408,10 @@ fn insert_panic_at_once<B: Backend>(
         i.lease.node.param(),
         Param::Int(i.lease.until_ms as i64),
     ]);
-    if count(c, &AT_ONCE, &p)? == 1 {
+    if B::PANIC_GUARD.is_some() {
+        p.push(Param::Int(super::sql::panic_lock(&i.panic_hash)));
+    }
+    if count(c, &at_once, &p)? == 1 {
         return Ok(PanicStored::New(Box::new(IncidentRow::opened(i))));
     }
     panic_stored_before(c, i)
@@ -1433,8 +1448,14 @@ fn panic_stored_before<B: Backend>(c: &B, i: &NewIncident) -> StoreResult<PanicS
         |r| id_at(r, 0),
     )?
     .map(PanicStored::Existing)
-    .ok_or_else(|| {
-        StoreError::Database("a panic's insert was refused, but no incident holds it".into())
+    .ok_or_else(|| match B::PANIC_GUARD {
+        // Another transaction holds the panic's lock: it is storing it.
+        Some(_) => StoreError::Contended(
+            "another writer is storing the same panic at this moment; ask again".into(),
+        ),
+        None => {
+            StoreError::Database("a panic's insert was refused, but no incident holds it".into())
+        }
     })
 }
 

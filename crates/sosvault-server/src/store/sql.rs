@@ -261,6 +261,18 @@ pub trait Backend: Send + 'static {
     /// 503, and the burst a second slower per deadlock). `None`: one writer
     /// at a time (SQLite).
     const CLAIM_GUARD: Option<&'static str> = None;
+    /// On a shared database, what a panic's insert takes first (`?14`: the
+    /// panic's advisory lock, [`panic_lock`]): `false` when another
+    /// transaction is storing the same panic at this moment, and the insert
+    /// then writes nothing and is answered `Contended` (ask again: the
+    /// other's incident is there by then). Without it, the same panic
+    /// reaching two nodes at once (a phone that timed out on one tried the
+    /// other) made one insert wait on the other's uncommitted row of the
+    /// same panic hash; with each node's batch holding what the other's
+    /// needs, they deadlocked, and PostgreSQL undid one a second later,
+    /// every panic of both batches waiting that second. `None`: one writer
+    /// at a time (SQLite).
+    const PANIC_GUARD: Option<&'static str> = None;
     /// Runs one statement; the number of rows it changed.
     fn exec(&self, sql: &str, p: &[Param<'_>]) -> StoreResult<usize>;
     /// Runs one query; its rows.
@@ -291,6 +303,17 @@ pub trait Backend: Send + 'static {
     /// database migrate it once (PostgreSQL: an advisory lock held to the
     /// end of the transaction; SQLite: its write lock, already held).
     fn lock_schema(&self) -> StoreResult<()>;
+}
+
+/// The key of the advisory lock a panic's insert takes on a shared
+/// database ([`Backend::PANIC_GUARD`]): 48 bits of its hash under a tag of
+/// 16 (`pa`, for panic). Two panics sharing those bits (one pair in 2^48)
+/// would only make one of them ask again if stored at the same moment.
+pub(crate) fn panic_lock(hash: &sosvault::MessageHash) -> i64 {
+    let mut key = [0u8; 8];
+    key[..2].copy_from_slice(b"pa");
+    key[2..].copy_from_slice(&hash.as_bytes()[..6]);
+    i64::from_be_bytes(key)
 }
 
 /// The key of the advisory lock a claim of `unit` takes on a shared
