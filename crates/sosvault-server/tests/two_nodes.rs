@@ -454,17 +454,23 @@ impl Eavesdropper {
         Self { enough, thread }
     }
 
-    /// Every payload announced since it started listening.
+    /// Every word announced since it started listening (a notification
+    /// packs several, separated by commas).
     async fn heard(self) -> Vec<String> {
         self.enough.store(true, std::sync::atomic::Ordering::SeqCst);
-        tokio::task::spawn_blocking(move || self.thread.join().unwrap())
+        let notes = tokio::task::spawn_blocking(move || self.thread.join().unwrap())
             .await
-            .unwrap()
+            .unwrap();
+        notes
+            .iter()
+            .flat_map(|n| n.split(','))
+            .map(str::to_owned)
+            .collect()
     }
 }
 
-/// Sends `payloads` again on the nodes' channel, as whoever holds the
-/// database can.
+/// Sends `payloads` again on the nodes' channel, one notification each,
+/// as whoever holds the database can.
 async fn replay(stored: &Stored, payloads: Vec<String>) {
     let url = stored.postgres_url().to_owned();
     tokio::task::spawn_blocking(move || {

@@ -4,7 +4,8 @@
 //! Each event a node emits goes to its own streams at once, as on one node,
 //! and is *announced*: sealed under `master.key` (every node of a deployment
 //! holds it; the database never does) and sent with `NOTIFY sosvault_events`
-//! by a thread with a connection of its own, in batches. Every node holds
+//! by a thread with a connection of its own, in batches, as many words to
+//! a notification as its 8000 bytes hold. Every node holds
 //! one more connection that `LISTEN`s, opens what the others announce, and
 //! hands it to its own streams, with its own sequence number. So an operator
 //! or a team connected to node B sees at once what node A did: the panic A
@@ -20,6 +21,13 @@
 //! again: a stream on that node misses it, counted in
 //! `sosvault_bus_gaps_total`. The operators' page reads the state afresh
 //! whenever its stream starts again.
+//!
+//! Sealing keeps what is said from whoever holds the database, not from
+//! being said again: that reader sees every word go by and can notify it
+//! again. So every word says when it was said and carries a random id, and
+//! a node takes each word of another once, and only while it is fresh
+//! ([`Heard`]; the nodes' clocks must agree within 10 s); a replayed word
+//! is counted (`sosvault_bus_refused_total`) and does nothing.
 //!
 //! A node says nothing while no other node beats (read at each lease round):
 //! a node alone pays nothing for the bus. A node that starts beside others
@@ -52,14 +60,22 @@ const MAX_PAYLOAD: usize = 7_999;
 /// Events waiting to be announced before new ones are dropped.
 const QUEUE: usize = 16_384;
 
-/// The most events one `NOTIFY` statement carries.
+/// The most words one `NOTIFY` statement carries (packed in as few
+/// notifications as their 8000 bytes allow).
 const BATCH: usize = 256;
 
 /// How long a lost connection waits before it connects again.
 const RECONNECT: Duration = Duration::from_secs(1);
 
-/// What the sealer binds every announced event to.
-const AAD: &[u8] = b"sosvault/dispatch-event/v1";
+/// What the sealer binds every announced word to. Version 2: each word
+/// says when it was said and carries a random id ([`Wire`]); a node of
+/// version 1 and one of version 2 do not open each other's words (so
+/// nodes on one database are upgraded together).
+const AAD: &[u8] = b"sosvault/dispatch-event/v2";
+
+/// What separates the words packed in one notification (not in base64's
+/// alphabet).
+const SEPARATOR: char = ',';
 
 /// What a node says to the others, as it crosses the database before
 /// sealing.
@@ -399,6 +415,24 @@ impl Engine {
     }
 }
 
+/// `words` (sealed, in base64) packed into as few notifications as
+/// [`MAX_PAYLOAD`] allows, in order: each notification costs the database a
+/// queue entry and every listener a wake-up, whatever its size, and a node
+/// says about ten words a panic.
+fn pack(words: Vec<String>) -> Vec<String> {
+    let mut notes: Vec<String> = Vec::new();
+    for word in words {
+        match notes.last_mut() {
+            Some(note) if note.len() + 1 + word.len() <= MAX_PAYLOAD => {
+                note.push(SEPARATOR);
+                note.push_str(&word);
+            }
+            _ => notes.push(word),
+        }
+    }
+    notes
+}
+
 /// The announcing thread: until the engine goes, each batch of queued
 /// payloads in one `NOTIFY` statement, on a connection made (again) when
 /// needed. A batch that cannot be sent is dropped and counted: an event is
@@ -417,6 +451,7 @@ fn announce(counters: &Arc<BusCounters>, config: &postgres::Config, rx: &Receive
             client = connect(config, "announcing");
         }
         let n = batch.len() as u64;
+        let notes = pack(batch);
         let Some(c) = client.as_mut() else {
             counters.dropped.fetch_add(n, Ordering::Relaxed);
             std::thread::sleep(RECONNECT);
@@ -424,7 +459,7 @@ fn announce(counters: &Arc<BusCounters>, config: &postgres::Config, rx: &Receive
         };
         let sent = c.execute(
             "SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p",
-            &[&CHANNEL, &batch],
+            &[&CHANNEL, &notes],
         );
         match sent {
             Ok(_) => counters.announced.fetch_add(n, Ordering::Relaxed),
@@ -468,8 +503,10 @@ fn listen(
             let next = client.notifications().timeout_iter(RECONNECT).next();
             match next {
                 Ok(Some(n)) => {
-                    if heard.send(n.payload().to_owned()).is_err() {
-                        return;
+                    for word in n.payload().split(SEPARATOR) {
+                        if heard.send(word.to_owned()).is_err() {
+                            return;
+                        }
                     }
                 }
                 Ok(None) if client.is_closed() => {
@@ -505,7 +542,34 @@ fn connect(config: &postgres::Config, what: &str) -> Option<postgres::Client> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Heard, NOTE_FRESH_MS};
+    use super::{Heard, MAX_PAYLOAD, NOTE_FRESH_MS, SEPARATOR, pack};
+
+    #[test]
+    fn words_are_packed_in_order_into_notifications_that_fit() {
+        let word = |c: char, n: usize| c.to_string().repeat(n);
+        let words = vec![
+            word('a', 3000),
+            word('b', 3000),
+            word('c', 3000),
+            word('d', MAX_PAYLOAD),
+            word('e', 10),
+        ];
+        let notes = pack(words.clone());
+        assert_eq!(
+            notes.len(),
+            4,
+            "{:?}",
+            notes.iter().map(String::len).collect::<Vec<_>>()
+        );
+        assert!(notes.iter().all(|n| n.len() <= MAX_PAYLOAD));
+        let back: Vec<String> = notes
+            .iter()
+            .flat_map(|n| n.split(SEPARATOR))
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(back, words);
+        assert!(pack(Vec::new()).is_empty());
+    }
 
     #[test]
     fn a_word_is_taken_once_and_only_while_fresh() {
