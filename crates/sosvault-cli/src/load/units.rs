@@ -86,12 +86,20 @@ fn spawn_acknowledger(
                 continue;
             }
             let path = format!("/v1/unit/incidents/{incident}/ack");
-            if s.node(i)
-                .client
-                .post(&path, Some(&token), &Value::Null)
-                .await
-                .is_ok()
-            {
+            // As a team's app does: a 503 (the node running the incident
+            // did not answer in time, a write in another node's way) is
+            // tried again; before, one such answer left the incident open
+            // and its phase waiting out its 60 s.
+            let client = s.node(i).client.clone();
+            let mut acked = false;
+            for attempt in 0..5u64 {
+                if client.post(&path, Some(&token), &Value::Null).await.is_ok() {
+                    acked = true;
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+            }
+            if acked {
                 let mut t = s.lock();
                 if let Some(i) = t.incidents.get_mut(&incident) {
                     i.acked = true;
