@@ -95,21 +95,35 @@ pub(super) struct Wire {
 /// word heard twice, or made more than [`NOTE_FRESH_MS`] ago, is not taken.
 #[derive(Default)]
 pub(super) struct Heard {
+    taken: std::sync::Mutex<Taken>,
+}
+
+/// The words taken, and when they were last looked over.
+#[derive(Default)]
+struct Taken {
     /// Word -> when it was said.
-    taken: std::sync::Mutex<std::collections::HashMap<u64, u64>>,
+    words: std::collections::HashMap<u64, u64>,
+    /// When the words no longer fresh were last forgotten.
+    swept_ms: u64,
 }
 
 impl Heard {
     /// Whether the word `word`, said at `at_ms`, is taken now (`now`, this
     /// node's clock): fresh, and not heard before. Forgets the words no
-    /// longer fresh.
+    /// longer fresh, once a second (not at every word: a busy pair of
+    /// nodes says a thousand words a second).
     pub(super) fn take(&self, word: u64, at_ms: u64, now: u64) -> bool {
         if now.abs_diff(at_ms) > NOTE_FRESH_MS {
             return false;
         }
         let mut taken = self.taken.lock().unwrap_or_else(|p| p.into_inner());
-        taken.retain(|_, at| at.saturating_add(NOTE_FRESH_MS) >= now);
-        taken.insert(word, at_ms).is_none()
+        if now.saturating_sub(taken.swept_ms) >= 1_000 {
+            taken
+                .words
+                .retain(|_, at| at.saturating_add(NOTE_FRESH_MS) >= now);
+            taken.swept_ms = now;
+        }
+        taken.words.insert(word, at_ms).is_none()
     }
 }
 
@@ -586,7 +600,7 @@ mod tests {
         // Words no longer fresh are forgotten (and refused as stale).
         let later = now + NOTE_FRESH_MS + 1;
         assert!(heard.take(5, later, later));
-        assert_eq!(heard.taken.lock().unwrap().len(), 1);
+        assert_eq!(heard.taken.lock().unwrap().words.len(), 1);
         assert!(!heard.take(1, now, later));
     }
 }
