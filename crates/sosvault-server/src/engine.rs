@@ -1806,13 +1806,13 @@ mod tests {
                 node: "node-b".to_owned(),
                 at_ms,
                 word,
-                said: super::bus::Said::Ask {
+                said: super::bus::Said::Ask(super::asks::Ask {
                     request: hex::encode([7u8; 16]),
                     incident: id.to_hex(),
                     role: crate::access::Role::Supervisor,
                     name: "meena".to_owned(),
                     act: super::asks::Act::Reassign,
-                },
+                }),
             };
             engine.seal_wire(&wire).unwrap()
         };

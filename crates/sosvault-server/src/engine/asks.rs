@@ -31,6 +31,7 @@ use tokio::sync::oneshot;
 use super::bus::Said;
 use super::teams::ELSEWHERE_WAIT;
 use super::{Conflict, Engine, EngineError, OperatorId};
+use crate::access::Role;
 use crate::unit::UnitId;
 
 /// What an operator asks of the node running an incident.
@@ -41,6 +42,31 @@ pub(super) enum Act {
     Reassign,
     /// [`Engine::assign_by_hand`], of this team.
     Assign { unit: String },
+}
+
+/// An operator's action on an incident another node runs, as the node
+/// the operator reached asks it (having checked the operator).
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct Ask {
+    /// Random, 32 hex digits: the answer names it.
+    pub(super) request: String,
+    pub(super) incident: String,
+    pub(super) role: Role,
+    pub(super) name: String,
+    pub(super) act: Act,
+}
+
+/// What came of an ask, for the node that asked (`to`).
+#[derive(Debug, Serialize, Deserialize)]
+pub(super) struct Answered {
+    request: String,
+    to: String,
+    answer: Answer,
+}
+
+/// A request id as the wire carries it (hex), or `None`.
+fn request_id(hex: &str) -> Option<[u8; 16]> {
+    hex::decode(hex).ok()?.try_into().ok()
 }
 
 /// What came of an ask, as the running node says it.
@@ -146,13 +172,13 @@ impl Engine {
         let mut request = [0u8; 16];
         rand::Rng::fill_bytes(&mut rand::rng(), &mut request);
         let answer = self.inner.asks.wait_for(request);
-        self.say(Said::Ask {
+        self.say(Said::Ask(Ask {
             request: hex::encode(request),
             incident: id.to_hex(),
             role: op.role,
             name: op.name.clone(),
             act,
-        });
+        }));
         let answer = tokio::time::timeout(ELSEWHERE_WAIT, answer).await;
         self.inner.asks.forget(&request);
         match answer {
@@ -165,23 +191,16 @@ impl Engine {
     /// Another node asks this one to act on an incident (a word taken once,
     /// while fresh): done if this node runs it, and the answer goes back to
     /// the asking node.
-    pub(super) fn heard_ask(&self, from: &str, ask: Said) {
-        let Said::Ask {
+    pub(super) fn heard_ask(&self, from: &str, ask: Ask) {
+        let Ask {
             request,
             incident,
             role,
             name,
             act,
-        } = ask
+        } = ask;
+        let (Some(id), Some(request)) = (IncidentId::from_hex(&incident), request_id(&request))
         else {
-            return;
-        };
-        let (Some(id), Some(request)) = (
-            IncidentId::from_hex(&incident),
-            hex::decode(&request)
-                .ok()
-                .and_then(|r| <[u8; 16]>::try_from(r).ok()),
-        ) else {
             return;
         };
         // Only the running node answers; the others let it be.
@@ -206,32 +225,21 @@ impl Engine {
                 ?answer,
                 "an operator's action asked by another node"
             );
-            engine.say(Said::Answered {
+            engine.say(Said::Answered(Answered {
                 request: hex::encode(request),
                 to,
                 answer,
-            });
+            }));
         });
     }
 
     /// The running node's answer to an ask of this node's.
-    pub(super) fn heard_answer(&self, said: Said) {
-        let Said::Answered {
-            request,
-            to,
-            answer,
-        } = said
-        else {
-            return;
-        };
-        if to != self.inner.node.id {
+    pub(super) fn heard_answer(&self, answered: Answered) {
+        if answered.to != self.inner.node.id {
             return;
         }
-        if let Some(request) = hex::decode(&request)
-            .ok()
-            .and_then(|r| <[u8; 16]>::try_from(r).ok())
-        {
-            self.inner.asks.answer(&request, answer);
+        if let Some(request) = request_id(&answered.request) {
+            self.inner.asks.answer(&request, answered.answer);
         }
     }
 

@@ -151,23 +151,11 @@ pub(super) enum Said {
     Tokens { unit: String, revoked: bool },
     /// The node started beside the others: they say things from now on.
     Hello,
-    /// An operator's action on an incident the node running it takes for
-    /// the asking node, which checked the operator ([`super::asks`]).
-    Ask {
-        /// Random, 32 hex digits: the answer names it, and a node takes
-        /// each once.
-        request: String,
-        incident: String,
-        role: crate::access::Role,
-        name: String,
-        act: super::asks::Act,
-    },
-    /// What came of an ask, for the node that asked (`to`).
-    Answered {
-        request: String,
-        to: String,
-        answer: super::asks::Answer,
-    },
+    /// An operator's action on an incident, for the node running it
+    /// ([`super::asks`]).
+    Ask(super::asks::Ask),
+    /// What came of an ask, for the node that asked.
+    Answered(super::asks::Answered),
 }
 
 /// An event as it crosses the database.
@@ -339,8 +327,8 @@ impl Engine {
         self.inner.metrics.bus.heard.fetch_add(1, Ordering::Relaxed);
         match wire.said {
             Said::Event(event) => self.heard_event(event),
-            ask @ Said::Ask { .. } => self.heard_ask(&wire.node, ask),
-            answered @ Said::Answered { .. } => self.heard_answer(answered),
+            Said::Ask(ask) => self.heard_ask(&wire.node, ask),
+            Said::Answered(answered) => self.heard_answer(answered),
             note => self.heard_about_teams(&wire.node, note),
         }
     }

@@ -164,7 +164,7 @@ impl Engine {
                     self.tokens_changed_elsewhere(unit, revoked);
                 }
             }
-            Said::Event(_) | Said::Hello | Said::Ask { .. } | Said::Answered { .. } => {}
+            Said::Event(_) | Said::Hello | Said::Ask(_) | Said::Answered(_) => {}
         }
     }
 
