@@ -1748,7 +1748,7 @@ mod tests {
 
     /// An acknowledgement another node says for a team connected there is
     /// taken only while it is fresh: one replayed later (by whoever holds
-    /// the database, which sees the sealed note go by) is not.
+    /// the database, which sees the sealed word go by) is not.
     #[tokio::test]
     async fn an_acknowledgement_said_by_another_node_is_taken_only_while_fresh() {
         let dir = tempfile::tempdir().unwrap();
@@ -1770,14 +1770,21 @@ mod tests {
                 .assignment(id)
                 .is_some_and(|a| a.acked())
         };
-        let said = |at_ms| super::bus::Said::Ack {
-            incident: id.to_hex(),
-            unit: unit.to_string(),
-            at_ms,
+        let said = |word, at_ms| {
+            let wire = super::bus::Wire {
+                node: "node-b".to_owned(),
+                at_ms,
+                word,
+                said: super::bus::Said::Ack {
+                    incident: id.to_hex(),
+                    unit: unit.to_string(),
+                },
+            };
+            engine.seal_wire(&wire).unwrap()
         };
-        engine.heard_about_teams("node-b", said(super::now_ms() - 60_000));
+        engine.heard(&said(1, super::now_ms() - 60_000));
         assert!(!acked(), "a stale acknowledgement was taken");
-        engine.heard_about_teams("node-b", said(super::now_ms()));
+        engine.heard(&said(2, super::now_ms()));
         assert!(acked());
         engine.shutdown();
     }
@@ -1874,17 +1881,24 @@ mod tests {
         let engine = engine_on(dir.path());
         let (near, far, _streams) = near_and_far(&engine).await;
         let mut far_hears = engine.subscribe_unit(far);
+        // Said by node B at `at_ms`, as the bus hears it.
         let heard_at = |kind: &str, at_ms: u64| {
-            let event = serde_json::from_value(json!({
+            let said = serde_json::from_value(json!({ "event": {
                 "kind": kind,
                 "at_ms": at_ms,
                 "incident": IncidentId::from_bytes([0xee; 16]).to_hex(),
                 "unit": near.to_string(),
                 "audience": "both",
                 "detail": {},
-            }))
+            }}))
             .unwrap();
-            engine.heard_event(event);
+            let wire = super::bus::Wire {
+                node: "node-b".to_owned(),
+                at_ms,
+                word: rand::random(),
+                said,
+            };
+            engine.heard(&engine.seal_wire(&wire).unwrap());
         };
         let heard = |kind: &str| heard_at(kind, super::now_ms());
         // A stale word (replayed by whoever holds the database) is not taken.

@@ -140,12 +140,8 @@ pub(super) enum Said {
     /// A team's last live stream on the node closed.
     Left { unit: String },
     /// A team acknowledged, through the node, an incident another node
-    /// runs, at `at_ms` (the node's clock).
-    Ack {
-        incident: String,
-        unit: String,
-        at_ms: u64,
-    },
+    /// runs.
+    Ack { incident: String, unit: String },
     /// A team's token changed (rotated, or the team `revoked`): every node
     /// forgets the lookups it cached.
     Tokens { unit: String, revoked: bool },
@@ -335,7 +331,7 @@ impl Engine {
 
     /// An event another node emitted, for this node's streams (and what
     /// this node learns from it).
-    pub(super) fn heard_event(&self, event: WireEvent) {
+    fn heard_event(&self, event: WireEvent) {
         let WireEvent {
             kind,
             at_ms,
@@ -362,11 +358,11 @@ impl Engine {
         match (kind, unit) {
             (EventKind::StudentStopped, _) => self.stopped_elsewhere(&detail),
             (EventKind::UnitPosition, Some(u)) => self.moved_elsewhere(u, &detail),
-            (EventKind::Assigned, Some(u)) => self.sent_elsewhere(u, at_ms),
+            (EventKind::Assigned, Some(u)) => self.sent_elsewhere(u),
             (
                 EventKind::AssignmentWithdrawn | EventKind::Closed | EventKind::Cancelled,
                 Some(u),
-            ) => self.freed_elsewhere(u, at_ms),
+            ) => self.freed_elsewhere(u),
             _ => {}
         }
         if matches!(kind, EventKind::Closed | EventKind::Cancelled)
@@ -505,10 +501,8 @@ fn listen(
             let next = client.notifications().timeout_iter(RECONNECT).next();
             match next {
                 Ok(Some(n)) => {
-                    for word in n.payload().split(SEPARATOR) {
-                        if heard.send(word.to_owned()).is_err() {
-                            return;
-                        }
+                    if !hand_over(n.payload(), heard) {
+                        return;
                     }
                 }
                 Ok(None) if client.is_closed() => {
@@ -529,6 +523,14 @@ fn listen(
             }
         }
     }
+}
+
+/// Hands each word packed in a notification's `payload` to `heard`; false
+/// once nobody reads them.
+fn hand_over(payload: &str, heard: &tokio::sync::mpsc::UnboundedSender<String>) -> bool {
+    payload
+        .split(SEPARATOR)
+        .all(|word| heard.send(word.to_owned()).is_ok())
 }
 
 /// A connection for the bus, or `None` (logged).

@@ -58,10 +58,9 @@ const PRESENT_AT_ONCE: usize = 100;
 /// node's incident waits for that node to take it.
 pub(super) const ELSEWHERE_WAIT: Duration = Duration::from_secs(3);
 
-/// How old (or how far ahead, the nodes' clocks apart) an acknowledgement
-/// said by another node, or an event that says a team was sent or let go
-/// there, may be: an older one (replayed by whoever holds the database) is
-/// not taken. So is an operator's action asked by another node.
+/// How old (or how far ahead, the nodes' clocks apart) a word another node
+/// said may be: an older one (replayed by whoever holds the database) is
+/// not taken ([`super::bus::Heard`]).
 pub(super) const NOTE_FRESH_MS: u64 = 10_000;
 
 impl Engine {
@@ -137,20 +136,11 @@ impl Engine {
                     self.state().board.left_elsewhere(node, unit);
                 }
             }
-            Said::Ack {
-                incident,
-                unit,
-                at_ms,
-            } => {
+            // Taken once, while fresh, like every word ([`super::bus::Heard`]).
+            Said::Ack { incident, unit } => {
                 let (Some(id), Ok(unit)) = (IncidentId::from_hex(&incident), unit.parse()) else {
                     return;
                 };
-                if !self.fresh_word(at_ms) {
-                    tracing::warn!(
-                        "an acknowledgement said by another node is stale (replayed?): not taken"
-                    );
-                    return;
-                }
                 // Only the node that runs the incident decides; the others
                 // let it be.
                 if self.runs(id) {
@@ -166,21 +156,6 @@ impl Engine {
             }
             Said::Event(_) | Said::Hello | Said::Ask(_) | Said::Answered(_) => {}
         }
-    }
-
-    /// Whether a word another node said at `at_ms` is fresh enough to take
-    /// ([`fresh`]); one that is not is counted
-    /// (`sosvault_bus_refused_total`).
-    pub(super) fn fresh_word(&self, at_ms: u64) -> bool {
-        let fresh = fresh(at_ms);
-        if !fresh {
-            self.inner
-                .metrics
-                .bus
-                .refused
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        fresh
     }
 
     /// Whether this node runs incident `id`.
@@ -214,21 +189,18 @@ impl Engine {
         true
     }
 
-    /// Another node sent `unit` to one of its incidents at `at_ms`: passed
-    /// over here until that node lets it go, not tried and refused by the
-    /// database every few seconds ([`super::board::Board::sent_elsewhere`]).
-    /// A stale word (replayed) is not taken: it would hold a free team.
-    pub(super) fn sent_elsewhere(&self, unit: UnitId, at_ms: u64) {
-        if self.fresh_word(at_ms) {
-            self.state().board.sent_elsewhere(unit, now_ms());
-        }
+    /// Another node sent `unit` to one of its incidents: passed over here
+    /// until that node lets it go, not tried and refused by the database
+    /// every few seconds ([`super::board::Board::sent_elsewhere`]). (A
+    /// replayed word would hold a free team: the bus takes none, `Heard`.)
+    pub(super) fn sent_elsewhere(&self, unit: UnitId) {
+        self.state().board.sent_elsewhere(unit, now_ms());
     }
 
-    /// Another node let `unit` go at `at_ms` (its incident closed, or the
-    /// team taken off it): an incident here waiting for a team may send it
-    /// now. A stale word is not taken.
-    pub(super) fn freed_elsewhere(&self, unit: UnitId, at_ms: u64) {
-        if self.fresh_word(at_ms) && self.state().board.freed_elsewhere(unit, now_ms()) {
+    /// Another node let `unit` go (its incident closed, or the team taken
+    /// off it): an incident here waiting for a team may send it now.
+    pub(super) fn freed_elsewhere(&self, unit: UnitId) {
+        if self.state().board.freed_elsewhere(unit, now_ms()) {
             self.inner.unit_freed.notify_waiters();
         }
     }
@@ -293,7 +265,6 @@ impl Engine {
         self.say(Said::Ack {
             incident: incident.to_hex(),
             unit: unit.to_string(),
-            at_ms: now_ms(),
         });
         let hex = incident.to_hex();
         let taken = tokio::time::timeout(ELSEWHERE_WAIT, async {
@@ -342,10 +313,4 @@ impl Engine {
             .find(|a| a.unit_id == unit && a.status.holds_team())
             .map(|a| a.status))
     }
-}
-
-/// Whether a note or event another node made at `at_ms` is recent enough to
-/// act on ([`NOTE_FRESH_MS`], either way: the nodes' clocks differ).
-pub(super) fn fresh(at_ms: u64) -> bool {
-    now_ms().abs_diff(at_ms) <= NOTE_FRESH_MS
 }
