@@ -1093,7 +1093,7 @@ impl Engine {
     /// Loads units, resumes open incidents, unfinished shreds and the
     /// cancels and enrollment commits not yet forwarded to every trustee.
     pub async fn resume(&self) -> Result<(), EngineError> {
-        let leaves = self.inner.db.call(|s| s.log_leaf_hashes()).await?;
+        let leaves = self.inner.db.call(|s| s.log_leaf_hashes(0)).await?;
         *self.inner.log.lock().await = MerkleLog::from_leaf_hashes(leaves);
         let units = self.inner.db.call(|s| s.units()).await?;
         self.add_units(units);

@@ -378,10 +378,15 @@ pub trait Store: AccessStore {
     ) -> StoreResult<TakenForwards>;
     /// Who carries a pending forward now, or that it is no longer pending.
     fn forward_node(&self, key: &ForwardKey) -> StoreResult<ForwardHolder>;
-    /// Appends an entry to the transparency log at its index (the caller
-    /// keeps the Merkle tree and assigns indices in order); an index is
-    /// taken once.
-    fn append_log(&self, entry: &NewLogEntry) -> StoreResult<()>;
+    /// Appends an entry to the transparency log, which every node of the
+    /// database shares: `entry.index` is the size of the caller's tree, and
+    /// the entry goes after the leaves other nodes appended since, whose
+    /// hashes come back in order (the entry's own index is `entry.index`
+    /// plus their number). On a shared database the append first takes the
+    /// log's lock ([`Backend::LOG_GUARD`](sql::Backend::LOG_GUARD)) and is
+    /// answered [`StoreError::Contended`], writing nothing, while another
+    /// node's transaction holds it. An index is taken once.
+    fn append_log(&self, entry: &NewLogEntry) -> StoreResult<Vec<[u8; 32]>>;
     /// The entries about a student among the first `size` of the log:
     /// `(index, entry bytes)`, oldest first, at most `limit` (the newest).
     fn log_entries_of_student(
@@ -390,8 +395,9 @@ pub trait Store: AccessStore {
         size: u64,
         limit: u32,
     ) -> StoreResult<Vec<StudentLogRow>>;
-    /// Every leaf hash of the transparency log, in order.
-    fn log_leaf_hashes(&self) -> StoreResult<Vec<[u8; 32]>>;
+    /// The leaf hashes of the transparency log from index `start` on, in
+    /// order (up to the first gap: a leaf is never skipped).
+    fn log_leaf_hashes(&self, start: u64) -> StoreResult<Vec<[u8; 32]>>;
     /// Keeps an operator session: the SHA-256 of its token (never the
     /// token), its operator and its end.
     fn save_session(

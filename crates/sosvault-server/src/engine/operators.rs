@@ -16,6 +16,15 @@ use super::{
     ReleaseStatus, Session, State, Viewer, b64, now_ms, short, token_hash,
 };
 use crate::store::{EnrollmentRow, IncidentRow, IncidentStatus};
+
+/// How often an append to the log another node holds is tried again
+/// before the view fails `contended` (each try waits one [`LOG_RETRY`]
+/// more than the last: 1.05 s in all).
+const LOG_TRIES: u32 = 6;
+
+/// The first wait before an append to the log is tried again.
+const LOG_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
+
 /// A source's login in flight; dropping it frees the source's slot.
 struct InFlight<'a> {
     engine: &'a Engine,
@@ -409,12 +418,11 @@ impl Engine {
         };
         let bytes = sosvault::Container::to_bytes(&entry);
         let leaf = entry.leaf_hash();
-        // The tree lock is held across the write, so indices are assigned in
-        // order and the tree never holds a leaf the store does not.
+        // The tree lock is held across the write, so this node's entries are
+        // stored in order and the tree never holds a leaf the store does not.
         let mut log = self.inner.log.lock().await;
-        let index = log.size();
         let row = crate::store::NewLogEntry {
-            index,
+            index: log.size(),
             entry: bytes,
             leaf_hash: leaf,
             student,
@@ -423,9 +431,49 @@ impl Engine {
             reason,
             at_ms: now_ms(),
         };
-        self.inner.db.call(move |s| s.append_log(&row)).await?;
+        // Other nodes append to the same log: the store puts the entry after
+        // theirs, and names them, so this tree takes them first.
+        let mut tries = 0;
+        let before = loop {
+            let row = row.clone();
+            match self.inner.db.call(move |s| s.append_log(&row)).await {
+                // Another node's transaction appends now: its commit is a
+                // batch away.
+                Err(crate::store::StoreError::Contended(_)) if tries < LOG_TRIES => {
+                    tries += 1;
+                    tokio::time::sleep(LOG_RETRY * tries).await;
+                }
+                done => break done?,
+            }
+        };
+        for hash in before {
+            log.append_leaf_hash(hash);
+        }
         log.append_leaf_hash(leaf);
         Ok(())
+    }
+
+    /// The control room's log tree, under its lock, with the leaves other
+    /// nodes of the database appended since it was last read (every node
+    /// keeps the one log: [`Store::append_log`](crate::store::Store::append_log)),
+    /// so a head this node signs covers every entry committed before it. On
+    /// a database no other node writes (SQLite), the tree as it is. A
+    /// database that cannot be read leaves the tree as it was: a head of
+    /// fewer leaves, still the same log's.
+    pub(super) async fn log_tree(&self) -> tokio::sync::MutexGuard<'_, MerkleLog> {
+        let mut log = self.inner.log.lock().await;
+        if self.inner.node.shared {
+            let size = log.size();
+            match self.inner.db.call(move |s| s.log_leaf_hashes(size)).await {
+                Ok(more) => {
+                    for hash in more {
+                        log.append_leaf_hash(hash);
+                    }
+                }
+                Err(e) => tracing::warn!("the log's newest entries could not be read: {e}"),
+            }
+        }
+        log
     }
 
     /// The id a device puts in a [`LogQuery`](sosvault::log::LogQuery) to this control room: its
@@ -448,7 +496,7 @@ impl Engine {
             .map_err(EngineError::LogQuery)?;
         let student = checked.student();
         // Hold the tree while reading, so every entry is covered by the head.
-        let log = self.inner.log.lock().await;
+        let log = self.log_tree().await;
         let head = log.sign_head(&self.inner.log_key, now);
         let size = head.body().size;
         let rows = self
@@ -493,9 +541,7 @@ impl Engine {
 
     /// A freshly signed head of the control room's transparency log.
     pub async fn log_head(&self) -> sosvault::Signed<TreeHead> {
-        self.inner
-            .log
-            .lock()
+        self.log_tree()
             .await
             .sign_head(&self.inner.log_key, Timestamp::now())
     }
@@ -503,7 +549,7 @@ impl Engine {
     /// Runs `f` on the control room's log tree, under its lock (the shared
     /// log routes' proofs: [`sosvault_service::logapi`]).
     pub async fn with_log<R>(&self, f: impl FnOnce(&MerkleLog) -> R) -> R {
-        f(&*self.inner.log.lock().await)
+        f(&*self.log_tree().await)
     }
 
     /// The leaves `[start, end)` of the log as stored (`end` is clamped to
@@ -515,7 +561,7 @@ impl Engine {
     ) -> Result<Vec<crate::store::LogLeafRow>, EngineError> {
         // Every row below the tree's size is committed: an entry is stored
         // before the tree takes its leaf.
-        let size = self.inner.log.lock().await.size();
+        let size = self.log_tree().await.size();
         let end = end.min(size);
         if start >= end {
             return Ok(Vec::new());

@@ -214,6 +214,10 @@ impl Backend for Postgres {
     // same panic now ([`Backend::PANIC_GUARD`]).
     const PANIC_GUARD: Option<&'static str> = Some("pg_try_advisory_xact_lock(?14)");
 
+    // An append to the log is refused at once, not waited for, while
+    // another node's transaction appends ([`Backend::LOG_GUARD`]).
+    const LOG_GUARD: Option<&'static str> = Some("SELECT 1 WHERE pg_try_advisory_xact_lock(?1)");
+
     fn exec(&self, sql: &str, p: &[Param<'_>]) -> StoreResult<usize> {
         let st = self.statement(sql)?;
         let n = self.client.borrow_mut().execute(&st, &refs(p))?;

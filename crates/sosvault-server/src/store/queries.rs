@@ -1144,12 +1144,25 @@ impl<B: Backend> Store for SqlStore<B> {
         Ok(row.map_or(ForwardHolder::Done, ForwardHolder::By))
     }
 
-    fn append_log(&self, e: &NewLogEntry) -> StoreResult<()> {
+    fn append_log(&self, e: &NewLogEntry) -> StoreResult<Vec<[u8; 32]>> {
+        let c = &self.db;
+        if let Some(guard) = B::LOG_GUARD
+            && maybe(c, guard, &[Param::Int(super::sql::LOG_LOCK)], |_| Ok(()))?.is_none()
+        {
+            return Err(StoreError::Contended(
+                "another node is appending to the transparency log at this moment; ask again"
+                    .into(),
+            ));
+        }
+        // What the other nodes appended since the caller's tree was read:
+        // under the log's lock, every append committed before is seen.
+        let before = leaf_hashes_from(c, e.index)?;
+        let index = e.index + before.len() as u64;
         exec(
-            &self.db,
+            c,
             "INSERT INTO transparency_log (idx, entry, leaf_hash, student_id, incident_id, actor, at_ms, reason, reason_nonce) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
-                e.index as i64,
+                index as i64,
                 &e.entry,
                 &e.leaf_hash[..],
                 e.student.as_bytes(),
@@ -1159,8 +1172,8 @@ impl<B: Backend> Store for SqlStore<B> {
                 e.reason.as_ref().map(|r| r.text.as_str()),
                 e.reason.as_ref().map(|r| &r.nonce[..])
             ],
-        )
-        .map(drop)
+        )?;
+        Ok(before)
     }
 
     fn log_entries_of_student(
@@ -1219,14 +1232,8 @@ impl<B: Backend> Store for SqlStore<B> {
         )
     }
 
-    fn log_leaf_hashes(&self) -> StoreResult<Vec<[u8; 32]>> {
-        let c = &self.db;
-        all(
-            c,
-            "SELECT leaf_hash FROM transparency_log ORDER BY idx",
-            params![],
-            |r| arr_at(r, 0),
-        )
+    fn log_leaf_hashes(&self, start: u64) -> StoreResult<Vec<[u8; 32]>> {
+        leaf_hashes_from(&self.db, start)
     }
 
     fn log_leaves(&self, start: u64, end: u64) -> StoreResult<Vec<LogLeafRow>> {
@@ -1415,6 +1422,24 @@ fn insert_panic_at_once<B: Backend>(
         return Ok(PanicStored::New(Box::new(IncidentRow::opened(i))));
     }
     panic_stored_before(c, i)
+}
+
+/// The log's leaf hashes from `start` on, in order, up to the first gap (a
+/// leaf is never skipped: one another node has not yet committed is read
+/// next time, with those after it).
+fn leaf_hashes_from<B: Backend>(c: &B, start: u64) -> StoreResult<Vec<[u8; 32]>> {
+    let rows = all(
+        c,
+        "SELECT idx, leaf_hash FROM transparency_log WHERE idx >= ?1 ORDER BY idx",
+        params![i64::try_from(start).unwrap_or(i64::MAX)],
+        |r| Ok((r.get::<i64>(0)?, arr_at(r, 1)?)),
+    )?;
+    Ok(rows
+        .into_iter()
+        .zip(start..)
+        .take_while(|((idx, _), want)| u64::try_from(*idx).is_ok_and(|i| i == *want))
+        .map(|((_, hash), _)| hash)
+        .collect())
 }
 
 /// A new incident's row, its columns `?1` to `?9` ([`incident_params`]);

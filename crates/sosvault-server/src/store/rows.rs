@@ -95,7 +95,8 @@ impl std::fmt::Debug for ViewReason {
 /// A log entry about a student, as `/v1/log/mine` answers it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StudentLogRow {
-    /// Its index in the log.
+    /// The size of the caller's tree: the entry's index unless other nodes
+    /// appended since.
     pub index: u64,
     /// The entry's bytes.
     pub entry: Vec<u8>,
@@ -207,12 +208,12 @@ pub struct TakenLease {
     pub from: Option<String>,
 }
 
-/// An entry for the transparency log, at the index the caller assigns
-/// ([`Store::append_log`](super::Store::append_log): the caller keeps the
-/// Merkle tree and assigns indices in order).
+/// An entry for the transparency log, after the leaves of the caller's tree
+/// and those other nodes appended since ([`Store::append_log`](super::Store::append_log)).
 #[derive(Clone, Debug)]
 pub struct NewLogEntry {
-    /// Its index in the log.
+    /// The size of the caller's tree: the entry's index unless other nodes
+    /// appended since.
     pub index: u64,
     /// The entry's bytes.
     pub entry: Vec<u8>,

@@ -273,6 +273,17 @@ pub trait Backend: Send + 'static {
     /// every panic of both batches waiting that second. `None`: one writer
     /// at a time (SQLite).
     const PANIC_GUARD: Option<&'static str> = None;
+    /// On a shared database, the query an append to the transparency log
+    /// (which every node shares) runs first, on `?1` the log's lock key
+    /// ([`LOG_LOCK`]): a row if this transaction holds the log's lock, none
+    /// while another transaction does (the append is then answered
+    /// `Contended` and writes nothing). Held to the commit, it puts the
+    /// nodes' appends in one order: each reads, under it, the leaves the
+    /// others committed before, and takes the next index. Without it, two
+    /// nodes' trees each took the same next index (one profile view's
+    /// entry refused at its primary key, and a node's heads blind to the
+    /// other's entries). `None`: one writer at a time (SQLite).
+    const LOG_GUARD: Option<&'static str> = None;
     /// Runs one statement; the number of rows it changed.
     fn exec(&self, sql: &str, p: &[Param<'_>]) -> StoreResult<usize>;
     /// Runs one query; its rows.
@@ -315,6 +326,11 @@ pub(crate) fn panic_lock(hash: &sosvault::MessageHash) -> i64 {
     key[2..].copy_from_slice(&hash.as_bytes()[..6]);
     i64::from_be_bytes(key)
 }
+
+/// The key of the advisory lock an append to the transparency log takes on
+/// a shared database ([`Backend::LOG_GUARD`]): a tag of 16 (`lo`, for log)
+/// and nothing else.
+pub(crate) const LOG_LOCK: i64 = i64::from_be_bytes(*b"lo\0\0\0\0\0\0");
 
 /// The key of the advisory lock a claim of `unit` takes on a shared
 /// database ([`Backend::CLAIM_GUARD`]): its 48 bits under a tag of 16 (`te`,

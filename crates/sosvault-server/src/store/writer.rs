@@ -63,8 +63,8 @@ mod tests {
     use std::sync::mpsc;
 
     use super::Db;
-    use crate::store::tests::{iid, log_entry, on_disk, sid, tid};
-    use crate::store::{NewLogEntry, SqliteStore, Store, StoreResult};
+    use crate::store::tests::{iid, on_disk, sid, tid};
+    use crate::store::{SqliteStore, Store, StoreResult};
 
     /// A writer over a fresh store in `dir`, with the store's commit counter
     /// and its refuse-commits flag ([`SqliteStore::watch_commits`]).
@@ -146,19 +146,23 @@ mod tests {
         violation: &str,
         commits: Option<&AtomicUsize>,
     ) {
-        db.call(|s| s.append_log(&log_entry(0, b"a", 7, 1, "op", 1)))
+        let team = || crate::store::UnitRow {
+            id: crate::unit::UnitId::from_bytes([0xab; 6]),
+            name: "PCR Talwandi".into(),
+            kind: crate::geo::UnitKind::Police,
+            position: None,
+            position_at_ms: None,
+        };
+        db.call(move |s| s.create_unit(&team(), &[7; 32]))
             .await
             .unwrap();
         let before = commits.map(|c| c.load(Ordering::SeqCst));
         let (open, held) = hold(db);
         let a = db.call(|s| s.add_timeline(&iid(1), 1, "x", "kept a"));
-        // Writes a row, then a real database error (the log index is taken).
-        let b = db.call(|s| {
+        // Writes a row, then a real database error (the team's id is taken).
+        let b = db.call(move |s| {
             s.add_timeline(&iid(2), 1, "x", "undone")?;
-            s.append_log(&NewLogEntry {
-                leaf_hash: [2; 32],
-                ..log_entry(0, b"b", 7, 2, "op", 2)
-            })
+            s.create_unit(&team(), &[8; 32])
         });
         let c = db.call(|s| s.add_timeline(&iid(3), 1, "x", "kept c"));
         let d = db.call(|s| -> StoreResult<()> {
@@ -189,9 +193,14 @@ mod tests {
                 vec!["kept e".to_string()],
             ]
         );
+        let units = db.call(|s| s.units()).await.unwrap();
         assert_eq!(
-            db.call(|s| s.log_leaf_hashes()).await.unwrap(),
-            vec![[1; 32]]
+            units
+                .iter()
+                .map(|u| (u.id, u.name.as_str()))
+                .collect::<Vec<_>>(),
+            vec![(team().id, "PCR Talwandi")],
+            "the first team, once"
         );
     }
 
@@ -225,10 +234,10 @@ mod tests {
         use sosvault::IncidentId;
 
         use super::{Db, hold};
-        use crate::store::tests::{iid, incident, mhash, sid, uid};
+        use crate::store::tests::{iid, incident, log_entry, mhash, sid, uid};
         use crate::store::{
-            AssignmentRow, AssignmentStatus, IncidentStatus, PanicStored, PgStore, StoreError,
-            StoreResult,
+            AssignmentRow, AssignmentStatus, IncidentStatus, NewLogEntry, PanicStored, PgStore,
+            StoreError, StoreResult,
         };
 
         /// Two writers on a fresh database, students `[1; 32]` to
@@ -380,6 +389,53 @@ mod tests {
                 contended >= usize::from(PANICS / 2),
                 "{contended}: the two batches never met"
             );
+            drop((one, two));
+        }
+
+        /// Two nodes append to the one transparency log, each from its own
+        /// tree: while one's transaction appends, the other's append is
+        /// refused at once (not waited for), and once it commits the other's
+        /// goes after it, learning the leaf it lacked: one log, one order.
+        #[tokio::test]
+        async fn two_writers_append_to_one_log_one_after_the_other() {
+            let pg = sosvault_testkit::postgres::TestDatabase::create();
+            let (one, two) = two_nodes(pg.url()).await;
+            let entry = |leaf: u8, incident: u8| NewLogEntry {
+                leaf_hash: [leaf; 32],
+                ..log_entry(0, &[leaf], 1, incident, "operator:asha", 1)
+            };
+            // Node one appends, and its transaction stays open.
+            let (appended, is_appended) = mpsc::channel::<()>();
+            let (commit, may_commit) = mpsc::channel::<()>();
+            let a = one.call(move |s| {
+                let before = s.append_log(&entry(0xa1, 1))?;
+                let _ = appended.send(());
+                let _ = may_commit.recv_timeout(Duration::from_secs(30));
+                Ok(before)
+            });
+            is_appended.recv().unwrap();
+            // Both trees were empty; node two is refused while one holds the log.
+            let refused = two.call(move |s| s.append_log(&entry(0xb2, 2))).await;
+            assert!(
+                matches!(&refused, Err(StoreError::Contended(why)) if why.contains("transparency log")),
+                "{refused:?}"
+            );
+            commit.send(()).unwrap();
+            assert_eq!(a.await.unwrap(), Vec::<[u8; 32]>::new());
+            // Asked again from its empty tree, node two learns one's leaf and
+            // takes the next index.
+            assert_eq!(
+                two.call(move |s| s.append_log(&entry(0xb2, 2)))
+                    .await
+                    .unwrap(),
+                vec![[0xa1; 32]]
+            );
+            for db in [&one, &two] {
+                assert_eq!(
+                    db.call(|s| s.log_leaf_hashes(0)).await.unwrap(),
+                    vec![[0xa1; 32], [0xb2; 32]]
+                );
+            }
             drop((one, two));
         }
 
