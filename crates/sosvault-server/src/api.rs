@@ -110,9 +110,10 @@ pub enum StoreFailure {
 }
 
 /// What a route answers when the incident may run on another node, which
-/// must take the request (a team's acknowledgement, an operator's reassign
-/// or team sent by hand): [`StoreFailure`]'s answers, and with several
-/// nodes one more 503.
+/// must take the request, or say what only it knows (a team's
+/// acknowledgement, an operator's reassign or team sent by hand, an
+/// incident's detail): [`StoreFailure`]'s answers, and with several nodes
+/// one more 503.
 #[derive(utoipa::IntoResponses)]
 pub enum ElsewhereFailure {
     /// `internal`
@@ -122,7 +123,7 @@ pub enum ElsewhereFailure {
     /// another node's write stood in the way; `node_unavailable`: another
     /// node of the deployment runs the incident and did not answer in time
     /// (it died or is cut off; another node takes its incidents over
-    /// within seconds): the request may still be taken there, and the
+    /// within seconds): an action may still be taken there, and the
     /// incident's events say. `Retry-After` says when to try again
     #[response(status = 503, headers(("Retry-After" = u32, description = "seconds to wait before trying again")))]
     Unavailable(ErrorBody),
@@ -1155,9 +1156,10 @@ pub struct ReasonQuery {
 
 /// One incident: timeline, assignments and, while released and open, the
 /// profile to whoever may read it (`profile_access` says; each view is
-/// logged). An auditor sees neither the location nor the trail.
+/// logged). An auditor sees neither the location nor the trail. Through
+/// any node: one that does not run the incident asks the one that does.
 #[utoipa::path(get, path = "/v1/operator/incidents/{id}", tag = "operator", params(("id" = String, Path, description = "incident id (32 hex digits; any other answers 404)", min_length = 32, max_length = 32, pattern = "^[0-9a-fA-F]{32}$"), ReasonQuery), security(("bearer" = [])),
-    responses((status = 200, body = IncidentDetail), (status = 400, description = "`bad_query`, `bad_reason`: not 8 to 200 bytes of text without control characters", body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), StoreFailure))]
+    responses((status = 200, body = IncidentDetail), (status = 400, description = "`bad_query`, `bad_reason`: not 8 to 200 bytes of text without control characters", body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), ElsewhereFailure))]
 async fn incident(
     State(e): State<Engine>,
     Operator(op): Operator,
@@ -1501,7 +1503,7 @@ async fn unit_ack(
 
 /// The unit's assigned incident (404 for any other), with the profile while released.
 #[utoipa::path(get, path = "/v1/unit/incidents/{id}", tag = "unit", params(("id" = String, Path, description = "incident id (32 hex digits; any other answers 404)", min_length = 32, max_length = 32, pattern = "^[0-9a-fA-F]{32}$")), security(("unit" = [])),
-    responses((status = 200, body = IncidentDetail), (status = 401, body = ErrorBody), (status = 404, description = "`not_found`: not an incident this unit is assigned to", body = ErrorBody), StoreFailure))]
+    responses((status = 200, body = IncidentDetail), (status = 401, body = ErrorBody), (status = 404, description = "`not_found`: not an incident this unit is assigned to", body = ErrorBody), ElsewhereFailure))]
 async fn unit_incident(
     State(e): State<Engine>,
     Unit(u): Unit,

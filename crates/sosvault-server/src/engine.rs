@@ -73,6 +73,7 @@ mod asks;
 mod board;
 mod bus;
 mod dispatch;
+mod elsewhere;
 mod error;
 mod forward;
 mod intake;
@@ -548,7 +549,9 @@ pub struct AssignedUnit {
 /// Where the release of an incident's vault stands.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct ReleaseStatus {
-    /// Good shares in.
+    /// Good shares in. In the list through a node that does not run the
+    /// incident, as the database tells: `need` once the vault opened, else
+    /// 0 (the incident's detail asks the node running it).
     pub have: usize,
     /// Shares needed.
     pub need: usize,
@@ -1816,8 +1819,10 @@ mod tests {
                 said: super::bus::Said::Ask(super::asks::Ask {
                     request: hex::encode([7u8; 16]),
                     incident: id.to_hex(),
-                    role: crate::access::Role::Supervisor,
-                    name: "meena".to_owned(),
+                    by: super::asks::Asker::Operator {
+                        role: crate::access::Role::Supervisor,
+                        name: "meena".to_owned(),
+                    },
                     act: super::asks::Act::Reassign,
                 }),
             };

@@ -46,10 +46,10 @@ pub(crate) use postgres::config as postgres_config;
 pub use postgres::{PgStore, Postgres};
 pub use rows::{
     AccessLogEntry, AssignmentRow, AssignmentStatus, Beat, CommitStored, DURESS_STOP,
-    EnrollmentRow, ForwardHolder, ForwardKey, ForwardTo, IncidentRow, IncidentStatus, Lease,
-    LogLeafRow, NewDuressAlert, NewIncident, NewLogEntry, PanicContext, PanicStored, PendingCancel,
-    PendingCommit, PendingForward, PendingShred, StudentLogRow, StudentRow, TakenForwards,
-    TakenLease, TimelineEntry, TrusteeAnswer, UnitRow, ViewReason,
+    EnrollmentRow, ForwardHolder, ForwardKey, ForwardTo, Glance, IncidentRow, IncidentStatus,
+    Lease, LogLeafRow, NewDuressAlert, NewIncident, NewLogEntry, PanicContext, PanicStored,
+    PendingCancel, PendingCommit, PendingForward, PendingShred, StudentLogRow, StudentRow,
+    TakenForwards, TakenLease, TimelineEntry, TrusteeAnswer, UnitRow, ViewReason,
 };
 pub use sql_store::SqlStore;
 pub use sqlite::{Sqlite, SqliteStore};
@@ -167,6 +167,12 @@ pub trait Store: AccessStore {
     fn incidents(&self, limit: u32) -> StoreResult<Vec<IncidentRow>>;
     /// Every open incident.
     fn open_incidents(&self) -> StoreResult<Vec<IncidentRow>>;
+    /// What the database says at a glance of each open incident among the
+    /// `limit` newest ([`Store::incidents`]'s), beside its row: the team
+    /// holding it, its last location update (sealed), whether its overdue
+    /// alarm was raised. An incident with none of these is not listed.
+    /// Three queries, however many incidents.
+    fn glances(&self, limit: u32) -> StoreResult<Vec<(IncidentId, Glance)>>;
     /// Records a device counter; false if it is not above the highest seen.
     fn bump_counter(&self, student: &StudentId, counter: u64) -> StoreResult<bool>;
     /// Stores a sealed location update (and bumps the counter) in one transaction.

@@ -1047,3 +1047,188 @@ async fn a_node_alone_says_nothing_and_speaks_once_another_comes() {
     let said: u64 = announced().await.unwrap().parse().unwrap();
     assert!(said > 0, "A said nothing once B came");
 }
+
+/// An incident node A runs reads the same through node B: B shows its
+/// trail, its team and where its release stands (asked of A), lists it
+/// as A does, and shows its profile to the operator handling it and to
+/// its team, A handing the
+/// vault key over sealed to a key B made for that one view. Every view,
+/// through either node and of either node's incident, is an entry of one
+/// log: A's and B's heads agree, and the student's query to B proves the
+/// entries A wrote. Before, B showed and listed A's incident without
+/// trail, location, team or profile, and a view B logged took an index A
+/// had taken: refused at the log's primary key, the view answered 500.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_incident_reads_the_same_through_either_node_and_every_view_is_in_one_log() {
+    let stored = database().await;
+    let (a, _b, on_b) = nodes_a_and_b(&stored).await;
+    let op = a.operator().await;
+    let mut ops_a = a.operator_events(&op).await;
+    let (unit, token) = talwandi_team(&a.client, &op).await;
+    // The team streams on B; A sends it there.
+    let mut team = on_b.events("/v1/unit/events", &token).await.unwrap();
+    let seed = [7u8; 32];
+    let (mut device, _) = a
+        .student_with_key("Nidhi Sharma", sosvault::DeviceKey::from_seed(&seed))
+        .await;
+    let id = a
+        .panic_at_talwandi(&mut device, sosvault::Category::Police)
+        .await;
+    next_event(&mut team, 10, is("assigned", &id)).await;
+    a.claim(&op, &id).await;
+    next_event(&mut ops_a, 30, is("profile_available", &id)).await;
+    let since = Instant::now();
+    let on_a = a.incident(&op, &id).await;
+    let took_a = since.elapsed();
+    assert_eq!(on_a["profile"]["name"], "Nidhi Sharma", "{on_a}");
+
+    // The same operator through B, and the team through B, while one who
+    // holds the database records every word the nodes say.
+    let op_b = on_b.login(OPERATOR, PASSWORD).await.unwrap();
+    let stranger = Eavesdropper::listen(&stored);
+    let path = format!("/v1/operator/incidents/{id}");
+    let since = Instant::now();
+    let through_b = on_b.get(&path, Some(&op_b)).await.unwrap();
+    eprintln!(
+        "the detail with its profile: {took_a:?} on A, {:?} through B",
+        since.elapsed()
+    );
+    assert_eq!(through_b["profile"]["name"], "Nidhi Sharma", "{through_b}");
+    assert_eq!(through_b["profile_access"], "shown");
+    assert!(!through_b["trail"].as_array().unwrap().is_empty());
+    for field in ["trail", "location", "unit", "release", "flags", "status"] {
+        assert_eq!(through_b[field], on_a[field], "{field}");
+    }
+    assert_eq!(through_b["unit"]["id"], unit.as_str());
+    assert_eq!(through_b["release"]["profile"], "released");
+    // B's list sums A's incident up from the database as A's list shows it
+    // (before, without location or team, and its profile `forgotten`).
+    let listed = |list: serde_json::Value| {
+        let found = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["id"] == id.as_str());
+        found.cloned().unwrap()
+    };
+    let in_a = listed(
+        a.client
+            .get("/v1/operator/incidents", Some(&op))
+            .await
+            .unwrap(),
+    );
+    let in_b = listed(
+        on_b.get("/v1/operator/incidents", Some(&op_b))
+            .await
+            .unwrap(),
+    );
+    for field in ["location", "unit", "flags", "status", "category"] {
+        assert_eq!(in_b[field], in_a[field], "{field}");
+    }
+    assert_eq!(in_b["release"]["profile"], "released", "{in_b}");
+    assert_eq!(in_b["release"]["have"], in_b["release"]["need"], "{in_b}");
+    let seen = on_b
+        .get(&format!("/v1/unit/incidents/{id}"), Some(&token))
+        .await
+        .unwrap();
+    assert_eq!(seen["profile"]["name"], "Nidhi Sharma", "{seen}");
+    assert_eq!(seen["trail"], on_a["trail"]);
+    // The stranger holds `master.key` too, and opens every word: A's two
+    // answers carry a key, and nothing in any word opens the profile.
+    let sealed_profile = stored.rows(
+        "SELECT sealed_profile FROM enrollments WHERE student_id = ?1",
+        vec![P::Blob(device.student_id().as_bytes().to_vec())],
+    )[0][0]
+        .blob()
+        .unwrap();
+    let master = std::fs::read(a.server.dir.join("master.key")).unwrap();
+    let master = sosvault_server::sealing::KeySealer::from_key_file(&master).unwrap();
+    let mut handed = 0;
+    for payload in stranger.heard().await {
+        use base64::Engine as _;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let sealed = b64.decode(&payload).unwrap();
+        let word = master
+            .open_event(b"sosvault/dispatch-event/v2", &sealed)
+            .expect("a word of this deployment opens with its master key");
+        let word: serde_json::Value = serde_json::from_slice(&word).unwrap();
+        if word["said"]["answered"]["answer"]["standing"]["key"].is_string() {
+            handed += 1;
+        }
+        for text in strings_in(&word) {
+            for bytes in [b64.decode(&text).ok(), hex::decode(&text).ok()]
+                .into_iter()
+                .flatten()
+            {
+                let opened = sosvault::VaultKey::from_secret_bytes(&bytes)
+                    .ok()
+                    .and_then(|k| k.open(&sealed_profile, 1 << 20).ok());
+                assert!(opened.is_none(), "{word} opens the profile");
+            }
+        }
+    }
+    assert_eq!(handed, 2, "the vault key went to B once for each view");
+    // Not the team's: the same answer as an incident that does not exist.
+    let mut other = a.student("Meera Joshi").await;
+    let panic = a.talwandi_panic(&mut other, sosvault::Category::Police);
+    let id2 = on_b.panic(&panic).await.unwrap();
+    let refused = on_b
+        .get(&format!("/v1/unit/incidents/{id2}"), Some(&token))
+        .await
+        .unwrap_err();
+    assert_eq!((refused.status, refused.code.as_str()), (404, "not_found"));
+
+    // B runs the second panic; its profile is viewed on B, then through A.
+    let claim = format!("/v1/operator/incidents/{id2}/claim");
+    let (status, _) = on_b.post(&claim, Some(&op_b), &NULL).await.unwrap();
+    assert_eq!(status, 200);
+    next_event(&mut ops_a, 30, is("profile_available", &id2)).await;
+    let path2 = format!("/v1/operator/incidents/{id2}");
+    let on_b2 = on_b.get(&path2, Some(&op_b)).await.unwrap();
+    assert_eq!(on_b2["profile"]["name"], "Meera Joshi", "{on_b2}");
+    let through_a = a.incident(&op, &id2).await;
+    assert_eq!(through_a["profile"]["name"], "Meera Joshi", "{through_a}");
+
+    // Five views, one log: A's own, B's and the team's of A's incident
+    // (logged by A), B's own, and A's of B's incident (logged by B).
+    let head_a = a.client.get("/v1/log/head", None).await.unwrap();
+    let head_b = on_b.get("/v1/log/head", None).await.unwrap();
+    assert_eq!(head_a["size"], 5, "{head_a}");
+    assert_eq!(
+        (&head_a["size"], &head_a["root"]),
+        (&head_b["size"], &head_b["root"])
+    );
+    // Nidhi asks B who read her profile: the three entries A wrote, each
+    // proven against B's head.
+    let holder = a.log_holder().await;
+    let query = log_query(&sosvault::DeviceKey::from_seed(&seed), holder);
+    let (_, mine) = on_b.post("/v1/log/mine", None, &query).await.unwrap();
+    let log_key = a.control_room_key().log_key().public();
+    let mut viewers: Vec<String> = proven_entries(&mine, &log_key)
+        .into_iter()
+        .map(|(_, entry, _)| match entry {
+            sosvault::log::LogEntry::ProfileViewed { viewer, .. } => {
+                String::from_utf8(viewer.as_bytes().to_vec()).unwrap()
+            }
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    viewers.sort();
+    let mut want = vec![
+        "operator:operator".to_owned(),
+        "operator:operator".to_owned(),
+        format!("unit:{unit}"),
+    ];
+    want.sort();
+    assert_eq!(viewers, want);
+}
+
+/// Every string in `v`, however deep.
+fn strings_in(v: &serde_json::Value) -> Vec<String> {
+    match v {
+        serde_json::Value::String(s) => vec![s.clone()],
+        serde_json::Value::Array(a) => a.iter().flat_map(strings_in).collect(),
+        serde_json::Value::Object(o) => o.values().flat_map(strings_in).collect(),
+        _ => Vec::new(),
+    }
+}

@@ -20,6 +20,15 @@
 //! again; a node takes each word of another once, and only while it is
 //! fresh ([`super::bus::Heard`]), so a replayed ask does nothing
 //! (`sosvault_bus_refused_total`). A forged one does not open.
+//!
+//! An incident's detail through any node asks the same way
+//! ([`Act::Standing`]): the running node says where the release stands,
+//! and, for a viewer the asking node let see the profile, logs the view
+//! and hands over the vault key sealed to a key the asking node made for
+//! this one view (age, X25519): a word of the bus that whoever records
+//! the database's traffic, and steals `master.key` later, still cannot
+//! open. The asking node opens the profile from the database with it and
+//! forgets both keys once the answer is made ([`Engine::detail`]).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -34,25 +43,41 @@ use super::{Conflict, Engine, EngineError, OperatorId};
 use crate::access::Role;
 use crate::unit::UnitId;
 
-/// What an operator asks of the node running an incident.
+/// What an operator or a team asks of the node running an incident.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(super) enum Act {
-    /// [`Engine::reassign`].
+    /// [`Engine::reassign`] (an operator's).
     Reassign,
-    /// [`Engine::assign_by_hand`], of this team.
+    /// [`Engine::assign_by_hand`], of this team (an operator's).
     Assign { unit: String },
+    /// Where the incident stands ([`Standing`]), for its detail; with `to`
+    /// (a one-time X25519 public key, hex), the vault key of `epoch`
+    /// sealed to it, the view logged first (with `reason`, a supervisor's,
+    /// when it is why they see it).
+    Standing {
+        epoch: u32,
+        to: Option<String>,
+        reason: Option<String>,
+    },
 }
 
-/// An operator's action on an incident another node runs, as the node
-/// the operator reached asks it (having checked the operator).
+/// Who asks, as the node they reached checked them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum Asker {
+    Operator { role: Role, name: String },
+    Unit { unit: String },
+}
+
+/// An action on an incident another node runs, as the node the operator
+/// or the team reached asks it (having checked them).
 #[derive(Debug, Serialize, Deserialize)]
 pub(super) struct Ask {
     /// Random, 32 hex digits: the answer names it.
     pub(super) request: String,
     pub(super) incident: String,
-    pub(super) role: Role,
-    pub(super) name: String,
+    pub(super) by: Asker,
     pub(super) act: Act,
 }
 
@@ -64,15 +89,33 @@ pub(super) struct Answered {
     answer: Answer,
 }
 
+/// Where an incident stands on the node running it: what only its memory
+/// holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(super) struct Standing {
+    /// Good shares in, and needed ([`super::ReleaseStatus`]).
+    pub(super) have: usize,
+    pub(super) need: usize,
+    /// `sealed`, `released`, `expired` or `forgotten`.
+    pub(super) profile: String,
+    /// No team acknowledged within the configured time.
+    pub(super) overdue: bool,
+    /// The vault key, sealed to the asker's one-time key (base64), when
+    /// asked for and held.
+    pub(super) key: Option<String>,
+}
+
 /// A request id as the wire carries it (hex), or `None`.
 fn request_id(hex: &str) -> Option<[u8; 16]> {
     hex::decode(hex).ok()?.try_into().ok()
 }
 
 /// What came of an ask, as the running node says it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(super) enum Answer {
+    /// Where the incident stands ([`Act::Standing`]).
+    Standing(Box<Standing>),
     Done,
     NotOpen,
     NoTeam,
@@ -102,6 +145,22 @@ impl Answer {
         }
     }
 
+    /// The answer in a word, for the service's log (a sealed key is not
+    /// logged, even sealed).
+    fn word(&self) -> &'static str {
+        match self {
+            Self::Standing(_) => "standing",
+            Self::Done => "done",
+            Self::NotOpen => "not_open",
+            Self::NoTeam => "no_team",
+            Self::AwaitingAck => "awaiting_ack",
+            Self::TeamBusy => "team_busy",
+            Self::AlreadyAssigned => "already_assigned",
+            Self::UnknownTeam => "unknown_team",
+            Self::Failed => "failed",
+        }
+    }
+
     /// The answer for the operator who asked.
     fn into_result(self) -> Result<(), EngineError> {
         let conflict = |c| Err(EngineError::Conflict(c));
@@ -113,7 +172,7 @@ impl Answer {
             Self::TeamBusy => conflict(Conflict::TeamBusy),
             Self::AlreadyAssigned => conflict(Conflict::AlreadyAssigned),
             Self::UnknownTeam => Err(EngineError::UnknownTeam),
-            Self::Failed => Err(EngineError::NodeUnavailable),
+            Self::Failed | Self::Standing(_) => Err(EngineError::NodeUnavailable),
         }
     }
 }
@@ -164,6 +223,21 @@ impl Engine {
         op: &OperatorId,
         act: Act,
     ) -> Result<(), EngineError> {
+        let by = Asker::Operator {
+            role: op.role,
+            name: op.name.clone(),
+        };
+        self.ask(id, by, act).await?.into_result()
+    }
+
+    /// Asks the node running incident `id` to `act` for `by` (checked here
+    /// already): its answer, or `NodeUnavailable` if none came in time.
+    pub(super) async fn ask(
+        &self,
+        id: IncidentId,
+        by: Asker,
+        act: Act,
+    ) -> Result<Answer, EngineError> {
         // No other node beats: nobody would hear (the one that ran it is
         // gone; a node takes its incidents over within the lease's bound).
         if !self.speaks() {
@@ -175,14 +249,13 @@ impl Engine {
         self.say(Said::Ask(Ask {
             request: hex::encode(request),
             incident: id.to_hex(),
-            role: op.role,
-            name: op.name.clone(),
+            by,
             act,
         }));
         let answer = tokio::time::timeout(ELSEWHERE_WAIT, answer).await;
         self.inner.asks.forget(&request);
         match answer {
-            Ok(Ok(answer)) => answer.into_result(),
+            Ok(Ok(answer)) => Ok(answer),
             // No answer in time, or lost.
             _ => Err(EngineError::NodeUnavailable),
         }
@@ -195,8 +268,7 @@ impl Engine {
         let Ask {
             request,
             incident,
-            role,
-            name,
+            by,
             act,
         } = ask;
         let (Some(id), Some(request)) = (IncidentId::from_hex(&incident), request_id(&request))
@@ -207,23 +279,37 @@ impl Engine {
         if !self.runs(id) {
             return;
         }
-        let op = OperatorId { name, role };
         let engine = self.clone();
         let to = from.to_owned();
         self.inner.tasks.spawn(async move {
-            let done = match act {
-                Act::Reassign => engine.reassign_here(id, &op).await,
-                Act::Assign { unit } => match unit.parse::<UnitId>() {
-                    Ok(unit) => engine.assign_asked(id, unit, &op).await,
-                    Err(_) => Err(EngineError::UnknownTeam),
-                },
+            let answer = match (act, by) {
+                (Act::Standing { epoch, to, reason }, by) => {
+                    match engine.standing(id, &by, epoch, to.as_deref(), reason).await {
+                        Ok(standing) => Answer::Standing(Box::new(standing)),
+                        Err(e) => {
+                            tracing::warn!(incident = %super::short(&id), "a detail asked by another node: {e}");
+                            Answer::Failed
+                        }
+                    }
+                }
+                (Act::Reassign, Asker::Operator { role, name }) => {
+                    Answer::of(&engine.reassign_here(id, &OperatorId { name, role }).await)
+                }
+                (Act::Assign { unit }, Asker::Operator { role, name }) => {
+                    let op = OperatorId { name, role };
+                    Answer::of(&match unit.parse::<UnitId>() {
+                        Ok(unit) => engine.assign_asked(id, unit, &op).await,
+                        Err(_) => Err(EngineError::UnknownTeam),
+                    })
+                }
+                // Only an operator reassigns or sends a team.
+                (_, Asker::Unit { .. }) => Answer::Failed,
             };
-            let answer = Answer::of(&done);
             tracing::info!(
                 incident = %super::short(&id),
                 node = %to,
-                ?answer,
-                "an operator's action asked by another node"
+                answer = answer.word(),
+                "an action asked by another node"
             );
             engine.say(Said::Answered(Answered {
                 request: hex::encode(request),
@@ -276,7 +362,7 @@ mod tests {
             Answer::AlreadyAssigned,
             Answer::UnknownTeam,
         ] {
-            assert_eq!(Answer::of(&answer.into_result()), answer);
+            assert_eq!(Answer::of(&answer.clone().into_result()), answer);
         }
         assert_eq!(
             Answer::Failed.into_result().unwrap_err().code(),

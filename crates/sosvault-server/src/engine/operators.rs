@@ -16,6 +16,7 @@ use super::{
     ReleaseStatus, Session, State, Viewer, b64, now_ms, short, token_hash,
 };
 use crate::store::{EnrollmentRow, IncidentRow, IncidentStatus};
+use crate::unit::UnitId;
 
 /// How often an append to the log another node holds is tried again
 /// before the view fails `contended` (each try waits one [`LOG_RETRY`]
@@ -184,22 +185,8 @@ impl Engine {
         }
         let unit = live
             .and_then(|_| st.board.assignment(iid))
-            .map(|a| AssignedUnit {
-                id: a.unit,
-                name: st
-                    .board
-                    .team(a.unit)
-                    .map(|u| u.name.clone())
-                    .unwrap_or_default(),
-                acknowledged: a.acked(),
-            });
-        let profile = match live {
-            None => "forgotten",
-            Some(l) if l.vault.is_some() => "released",
-            Some(l) if l.stopped => "forgotten",
-            Some(l) if l.vault_was_opened => "expired",
-            Some(_) => "sealed",
-        };
+            .map(|a| assigned_unit(st, a.unit, a.acked()));
+        let profile = profile_word(live);
         IncidentSummary {
             id: row.id.to_hex(),
             category: row.category_name().to_owned(),
@@ -220,18 +207,43 @@ impl Engine {
     }
 
     /// Recent incidents, as `op` may see them (an auditor: no locations).
+    /// An open incident another node runs is summed up from the database
+    /// ([`Engine::summary_stored`]).
     pub async fn list(
         &self,
         limit: u32,
         op: &OperatorId,
     ) -> Result<Vec<IncidentSummary>, EngineError> {
         self.authorize(op, crate::access::Action::ReadIncidents)?;
-        let rows = self.inner.db.call(move |s| s.incidents(limit)).await?;
+        // With other nodes, what the database says of the open incidents
+        // they run, at a glance (three queries, however many).
+        let shared = self.inner.node.shared;
+        let (rows, glances) = self
+            .inner
+            .db
+            .call(move |s| {
+                let glances = if shared {
+                    s.glances(limit)?
+                } else {
+                    Vec::new()
+                };
+                Ok((s.incidents(limit)?, glances))
+            })
+            .await?;
+        let glances: std::collections::HashMap<_, _> = glances.into_iter().collect();
         let st = self.state();
+        let none = crate::store::Glance::default();
         Ok(rows
             .iter()
             .map(|r| {
-                let mut s = self.summary(r, &st);
+                // As `runs_elsewhere` says, on the state held here.
+                let elsewhere =
+                    shared && r.status == IncidentStatus::Open && !st.incidents.contains_key(&r.id);
+                let mut s = if elsewhere {
+                    self.summary_stored(r, &st, glances.get(&r.id).unwrap_or(&none))
+                } else {
+                    self.summary(r, &st)
+                };
                 if !op.role.sees_locations() {
                     s.location = None;
                 }
@@ -242,20 +254,44 @@ impl Engine {
 
     /// One incident, for an operator (any) or a unit (only its own). The
     /// profile is included, and its view logged, while it is released.
+    ///
+    /// An open incident another node of the database runs is shown the
+    /// same: what only that node's memory holds (where the release stands,
+    /// the vault key) is asked of it ([`Engine::detail_elsewhere`]).
     pub async fn detail(
         &self,
         id: IncidentId,
         viewer: Viewer,
     ) -> Result<IncidentDetail, EngineError> {
-        self.may_view(id, &viewer)?;
+        if let Viewer::Operator(op, _) = &viewer {
+            self.authorize(op, crate::access::Action::ReadIncidents)?;
+        }
         let row = self.incident_row(id).await?;
+        let elsewhere = self.runs_elsewhere(&row);
+        let assignments = self.inner.db.call(move |s| s.assignments(&id)).await?;
+        // A unit sees only the incident it is sent to: as this node's
+        // board says, or the database for an incident another node runs.
+        if let Viewer::Unit(u) = &viewer {
+            let mine = if elsewhere {
+                assignments
+                    .iter()
+                    .any(|a| a.unit_id == *u && a.status.holds_team())
+            } else {
+                self.state()
+                    .board
+                    .assignment(id)
+                    .is_some_and(|a| a.unit == *u)
+            };
+            if !mine {
+                return Err(EngineError::NotFound);
+            }
+        }
         let access = viewer_access(&viewer, &row);
         let sees_locations = match &viewer {
             Viewer::Operator(op, _) => op.role.sees_locations(),
             Viewer::Unit(_) => true,
         };
         let timeline = self.inner.db.call(move |s| s.timeline(&id)).await?;
-        let assignments = self.inner.db.call(move |s| s.assignments(&id)).await?;
         let enrollment = if row.status == IncidentStatus::Open && !row.stopped && access.shown() {
             // The enrollment of the panic's epoch: during a re-enrollment it is
             // the committed one the service keeps beside the new one.
@@ -267,11 +303,23 @@ impl Engine {
         } else {
             None
         };
-        let (summary, trail, profile) = self.live_detail(&row, sees_locations, enrollment.as_ref());
-        if profile.is_some() {
-            self.profile_viewed(id, row.student_id, &viewer, access)
-                .await?;
-        }
+        let (summary, trail, profile) = if elsewhere {
+            let seen = super::elsewhere::Seen {
+                viewer: &viewer,
+                access,
+                sees_locations,
+            };
+            self.detail_elsewhere(&row, seen, enrollment.as_ref(), &assignments)
+                .await?
+        } else {
+            let (summary, trail, profile) =
+                self.live_detail(&row, sees_locations, enrollment.as_ref());
+            if profile.is_some() {
+                self.profile_viewed(id, row.student_id, &viewer, access)
+                    .await?;
+            }
+            (summary, trail, profile)
+        };
         Ok(IncidentDetail {
             summary,
             trail,
@@ -287,25 +335,6 @@ impl Engine {
             profile,
             profile_access: access,
         })
-    }
-
-    /// Whether `viewer` may see the incident at all: an operator who may
-    /// read incidents, a unit only the incident it is sent to.
-    fn may_view(&self, id: IncidentId, viewer: &Viewer) -> Result<(), EngineError> {
-        if let Viewer::Operator(op, _) = viewer {
-            self.authorize(op, crate::access::Action::ReadIncidents)?;
-        }
-        if let Viewer::Unit(u) = viewer {
-            let mine = self
-                .state()
-                .board
-                .assignment(id)
-                .is_some_and(|a| a.unit == *u);
-            if !mine {
-                return Err(EngineError::NotFound);
-            }
-        }
-        Ok(())
     }
 
     /// The incident as it stands in memory: its summary and trail (without
@@ -349,7 +378,7 @@ impl Engine {
     /// Logs a profile view about to be shown: in the transparency log (with
     /// the reason a supervisor gave, when it is why they see it), the metric
     /// and the service's log.
-    async fn profile_viewed(
+    pub(super) async fn profile_viewed(
         &self,
         id: IncidentId,
         student: StudentId,
@@ -619,6 +648,31 @@ impl Engine {
             &format!("closed by {} {}", op.role, op.name),
         )
         .await
+    }
+}
+
+/// Team `unit` as a summary names it (as the board knows it).
+pub(super) fn assigned_unit(st: &State, unit: UnitId, acknowledged: bool) -> AssignedUnit {
+    AssignedUnit {
+        id: unit,
+        name: st
+            .board
+            .team(unit)
+            .map(|u| u.name.clone())
+            .unwrap_or_default(),
+        acknowledged,
+    }
+}
+
+/// Where an incident's profile stands, as its running node's memory says:
+/// `released` (readable now), `sealed` (waiting), `expired`, `forgotten`.
+pub(super) fn profile_word(live: Option<&super::Live>) -> &'static str {
+    match live {
+        None => "forgotten",
+        Some(l) if l.vault.is_some() => "released",
+        Some(l) if l.stopped => "forgotten",
+        Some(l) if l.vault_was_opened => "expired",
+        Some(_) => "sealed",
     }
 }
 

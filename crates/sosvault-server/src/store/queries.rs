@@ -14,10 +14,10 @@ use super::sql::{
 use super::sql_store::SqlStore;
 use super::{
     AccessLogEntry, AssignmentRow, AssignmentStatus, Beat, CommitStored, DURESS_STOP,
-    EnrollmentRow, ForwardHolder, ForwardKey, ForwardTo, IncidentRow, IncidentStatus, Lease,
-    LogLeafRow, NewDuressAlert, NewIncident, NewLogEntry, PanicContext, PanicStored, PendingCancel,
-    PendingCommit, PendingShred, Store, StoreError, StoreResult, StudentLogRow, StudentRow,
-    TakenForwards, TakenLease, TimelineEntry, TrusteeAnswer, UnitRow,
+    EnrollmentRow, ForwardHolder, ForwardKey, ForwardTo, Glance, IncidentRow, IncidentStatus,
+    Lease, LogLeafRow, NewDuressAlert, NewIncident, NewLogEntry, PanicContext, PanicStored,
+    PendingCancel, PendingCommit, PendingShred, Store, StoreError, StoreResult, StudentLogRow,
+    StudentRow, TakenForwards, TakenLease, TimelineEntry, TrusteeAnswer, UnitRow,
 };
 use crate::unit::UnitId;
 
@@ -200,6 +200,52 @@ impl<B: Backend> Store for SqlStore<B> {
             params![],
             incident_row,
         )
+    }
+
+    fn glances(&self, limit: u32) -> StoreResult<Vec<(IncidentId, Glance)>> {
+        let c = &self.db;
+        // The open incidents among those `incidents(limit)` lists.
+        let listed =
+            "JOIN (SELECT id FROM incidents ORDER BY created_at_ms DESC LIMIT ?1) AS listed
+                      ON listed.id = i.id AND i.status = 'open'";
+        let mut glances: std::collections::BTreeMap<IncidentId, Glance> = Default::default();
+        for (id, unit, status) in all(
+            c,
+            &format!(
+                "SELECT a.incident_id, a.unit_id, a.status FROM assignments a
+                 JOIN incidents i ON i.id = a.incident_id {listed}
+                 WHERE a.status IN ('pending', 'acknowledged')"
+            ),
+            params![limit],
+            |r| Ok((id_at(r, 0)?, unit_id_at(r, 1)?, word_at(r, 2)?)),
+        )? {
+            glances.entry(id).or_default().team = Some((unit, status));
+        }
+        for (id, sealed) in all(
+            c,
+            &format!(
+                "SELECT l.incident_id, l.sealed FROM locations l
+                 JOIN incidents i ON i.id = l.incident_id {listed}
+                 WHERE l.counter = (SELECT MAX(m.counter) FROM locations m WHERE m.incident_id = l.incident_id)"
+            ),
+            params![limit],
+            |r| Ok((id_at(r, 0)?, r.get(1)?)),
+        )? {
+            glances.entry(id).or_default().last_location = Some(sealed);
+        }
+        for id in all(
+            c,
+            &format!(
+                "SELECT DISTINCT t.incident_id FROM timeline t
+                 JOIN incidents i ON i.id = t.incident_id {listed}
+                 WHERE t.kind = 'overdue'"
+            ),
+            params![limit],
+            |r| id_at(r, 0),
+        )? {
+            glances.entry(id).or_default().overdue_raised = true;
+        }
+        Ok(glances.into_iter().collect())
     }
 
     fn bump_counter(&self, student: &StudentId, counter: u64) -> StoreResult<bool> {

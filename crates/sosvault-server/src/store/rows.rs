@@ -231,6 +231,20 @@ pub struct NewLogEntry {
     pub at_ms: u64,
 }
 
+/// What the database says at a glance of an open incident beside its row
+/// ([`Store::glances`](super::Store::glances)): what a node that does not
+/// run it lists it with.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Glance {
+    /// The team holding it, and how (pending or acknowledged).
+    pub team: Option<(UnitId, AssignmentStatus)>,
+    /// Its last location update, sealed to the control room (none: only
+    /// the panic's own location).
+    pub last_location: Option<Vec<u8>>,
+    /// Its overdue alarm was raised (a `overdue` timeline entry).
+    pub overdue_raised: bool,
+}
+
 /// An incident as stored.
 #[derive(Clone, Debug, PartialEq)]
 pub struct IncidentRow {

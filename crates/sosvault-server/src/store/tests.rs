@@ -8,9 +8,9 @@ use sosvault::{Category, IncidentId, MessageHash, StudentId, TrusteeId};
 
 use super::{
     AssignmentRow, AssignmentStatus, Beat, CommitStored, DURESS_STOP, ForwardHolder, ForwardKey,
-    ForwardTo, IncidentStatus, Lease, NewDuressAlert, NewIncident, NewLogEntry, PanicStored,
-    SqliteStore, Store, StoreError, StudentLogRow, TakenForwards, TakenLease, TrusteeAnswer,
-    UnitRow, ViewReason,
+    ForwardTo, Glance, IncidentStatus, Lease, NewDuressAlert, NewIncident, NewLogEntry,
+    PanicStored, SqliteStore, Store, StoreError, StudentLogRow, TakenForwards, TakenLease,
+    TrusteeAnswer, UnitRow, ViewReason,
 };
 use crate::unit::UnitId;
 
@@ -161,7 +161,62 @@ on_both_backends!(
     a_claim_and_its_timeline_entry_are_written_both_or_neither,
     a_forward_is_carried_by_one_live_node_at_a_time,
     one_live_process_beats_under_a_name,
+    an_open_incident_is_seen_at_a_glance,
 );
+
+/// [`Store::glances`]: the team holding each open incident, its last
+/// location update, its overdue alarm; nothing of a closed incident, nor of
+/// one beyond the listed newest.
+fn an_open_incident_is_seen_at_a_glance(s: &dyn Store, _dir: Option<&Path>) {
+    use AssignmentStatus::{Acknowledged, Pending, TimedOut};
+    enroll(s);
+    for (n, at) in [(3, 1000), (5, 2000), (7, 3000), (9, 4000)] {
+        let mut i = incident(n, n + 1);
+        i.counter = u64::from(n);
+        i.created_at_ms = at;
+        s.insert_panic(&i, "x").unwrap();
+    }
+    // 3: a team that timed out, then one that acknowledged; two locations.
+    s.put_assignment(&assignment(3, U, 1, TimedOut)).unwrap();
+    s.put_assignment(&assignment(3, V, 2, Acknowledged))
+        .unwrap();
+    assert!(s.add_location(&iid(3), &sid(1), 20, b"first", 5).unwrap());
+    assert!(s.add_location(&iid(3), &sid(1), 21, b"last", 6).unwrap());
+    // 5: a team pending, the overdue alarm raised.
+    s.put_assignment(&assignment(5, U, 3, Pending)).unwrap();
+    s.add_timeline(&iid(5), 7, "overdue", "OVERDUE").unwrap();
+    // 7: closed, with all of it.
+    s.add_timeline(&iid(7), 7, "overdue", "OVERDUE").unwrap();
+    assert!(s.add_location(&iid(7), &sid(1), 22, b"gone", 8).unwrap());
+    s.close_incident(&iid(7), IncidentStatus::Closed, 9)
+        .unwrap();
+    // 9: nothing but its row.
+    let seen = s.glances(10).unwrap();
+    assert_eq!(
+        seen,
+        vec![
+            (
+                iid(3),
+                Glance {
+                    team: Some((V, Acknowledged)),
+                    last_location: Some(b"last".to_vec()),
+                    overdue_raised: false,
+                }
+            ),
+            (
+                iid(5),
+                Glance {
+                    team: Some((U, Pending)),
+                    last_location: None,
+                    overdue_raised: true,
+                }
+            ),
+        ]
+    );
+    // The newest two (9, 7): 7 is closed, 9 has nothing to say.
+    assert!(s.glances(2).unwrap().is_empty());
+    assert_eq!(s.glances(3).unwrap()[0].0, iid(5));
+}
 
 /// On PostgreSQL, which several nodes share (`Backend::SHARED`).
 #[test]
