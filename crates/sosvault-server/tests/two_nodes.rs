@@ -241,8 +241,8 @@ impl StopOnA {
         rows.into_iter().map(|r| r[0].text()).collect()
     }
 
-    /// Waits (at most `bound`) until node B carries the stop; how long it
-    /// took. (Not a `forwards` event: A's reports reach B's stream too.)
+    /// Waits (at most `bound`) until node B carries the stop, as the
+    /// database says; how long it took.
     async fn b_carries_it(&self, bound: Duration) -> Duration {
         let since = Instant::now();
         while self.carrier() != [Some("node-b".to_owned())] {
@@ -280,15 +280,70 @@ impl StopOnA {
 /// and carries it to trustee 3, which shreds. Before the forwards were
 /// carried by beats, only a node's start read them: the stop waited for
 /// the next restart, and the share stayed at the trustee.
+///
+/// Throughout, B's operators see one report for the deployment: the stop
+/// stuck on its way to trustee 3, carried by A, then by B, then nothing.
+/// Before, each node reported its own forwards, and each node's report
+/// reached every node's streams in turn.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_outlives_the_node_that_took_it() {
     let mut n = StopOnA::start().await;
+    let stuck_on = |node: &'static str| {
+        move |e: &serde_json::Value| {
+            e["kind"] == "forwards"
+                && carriers(&e["detail"]) == [node]
+                && e["detail"]["groups"][0]["stuck"] == 1
+        }
+    };
+    next_event(&mut n.ops_b, 10, stuck_on("node-a")).await;
+    let report = n
+        .on_b
+        .get("/v1/operator/forwards", Some(&n.op_b))
+        .await
+        .unwrap();
+    assert_eq!(carriers(&report), ["node-a"], "{report}");
+    let group = &report["groups"][0];
+    assert_eq!(
+        (
+            &group["kind"],
+            &group["trustee"],
+            &group["pending"],
+            &group["stuck"]
+        ),
+        (&"stop".into(), &"trustee-3".into(), &1.into(), &1.into()),
+        "{report}"
+    );
 
     n.a.server.kill();
     let took = n.b_carries_it(TAKEOVER_BOUND).await;
+    // A's word runs out; B reports the stop as its own.
+    next_event(&mut n.ops_b, 15, stuck_on("node-b")).await;
     n.b_finishes_the_stop().await;
+    next_event(&mut n.ops_b, 10, |e| {
+        e["kind"] == "forwards" && carriers(&e["detail"]).is_empty()
+    })
+    .await;
+    let report = n
+        .on_b
+        .get("/v1/operator/forwards", Some(&n.op_b))
+        .await
+        .unwrap();
+    assert_eq!(carriers(&report), Vec::<String>::new(), "{report}");
     eprintln!("B carried A's stop {took:?} after A died");
     drop(n);
+}
+
+/// The nodes a forwards report names, one per group.
+fn carriers(report: &serde_json::Value) -> Vec<String> {
+    report["groups"]
+        .as_array()
+        .map(|groups| {
+            groups
+                .iter()
+                .filter_map(|g| g["node"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A node frozen past its beat (SIGSTOP) comes back to find another node

@@ -152,6 +152,12 @@ pub(super) enum Said {
     Ask(super::asks::Ask),
     /// What came of an ask, for the node that asked.
     Answered(super::asks::Answered),
+    /// The forwards the node carries, by kind and trustee, until
+    /// `until_ms` unless said again ([`super::forward`]).
+    Forwards {
+        groups: Vec<super::forward::ForwardSummary>,
+        until_ms: u64,
+    },
 }
 
 /// An event as it crosses the database.
@@ -325,6 +331,9 @@ impl Engine {
             Said::Event(event) => self.heard_event(event),
             Said::Ask(ask) => self.heard_ask(&wire.node, ask),
             Said::Answered(answered) => self.heard_answer(answered),
+            Said::Forwards { groups, until_ms } => {
+                self.heard_forwards(&wire.node, groups, until_ms);
+            }
             note => self.heard_about_teams(&wire.node, note),
         }
     }
@@ -344,6 +353,11 @@ impl Engine {
             tracing::warn!(%kind, "an announced event of a kind this node does not know: dropped");
             return;
         };
+        // Each node reports the deployment's forwards on its own streams
+        // (`Said::Forwards`); another node's own report is not delivered.
+        if matches!(kind, EventKind::Forwards) {
+            return;
+        }
         let unit = unit.as_deref().and_then(|u| u.parse::<UnitId>().ok());
         let audience = match (audience.as_str(), unit) {
             ("both", Some(u)) => Audience::OperatorsAndUnit(u),

@@ -17,6 +17,20 @@
 //! `forward_stuck_after_secs` is *stuck*: the control room sees it (the
 //! `forwards` event and `GET /v1/operator/forwards`, by kind and trustee,
 //! never by student) and so does `/metrics`.
+//!
+//! **One report for the deployment.** With several nodes on one database,
+//! each carries its own forwards; each says every beat, and at once when
+//! its own change, which it carries (by kind and trustee, as the report
+//! has them: [`Said::Forwards`](super::bus::Said::Forwards), good for three
+//! beats unless said again), and every node's report (`GET
+//! /v1/operator/forwards`, the `forwards` event on its own streams) is its
+//! own groups and those the others said, each naming its node. A node that
+//! dies stops saying it, and its groups leave every report within three
+//! beats, when the node that takes its forwards over reports them as its
+//! own. The `/metrics` gauges stay each node's own (a scraper reads every
+//! node). Before, each node's report was its own, and its `forwards`
+//! events reached every node's streams: an operator's page showed one
+//! node's report, then another's.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -29,6 +43,7 @@ use serde::Serialize;
 use serde_json::json;
 use sosvault::{Cancel, Signed, StudentId, TrusteeId};
 
+use super::bus::Said;
 use super::{Audience, Engine, EventKind, now_ms, short};
 use crate::store::{
     ForwardHolder, ForwardKey, Store, StoreError, StoreResult, TakenForwards, TrusteeAnswer,
@@ -36,7 +51,19 @@ use crate::store::{
 use crate::trustees::{Backoff, CallError, TrusteeClient};
 
 /// What a forward carries.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, utoipa::ToSchema)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    serde::Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ForwardKind {
     /// A student's stop: the trustee shreds its share.
@@ -72,17 +99,31 @@ struct InFlight {
     stuck: bool,
 }
 
-/// The forwards in flight, by a number given at spawn.
+/// The forwards in flight, by a number given at spawn, and what the other
+/// nodes of the database said of theirs.
 #[derive(Debug, Default)]
 pub struct Forwards {
     next: std::sync::atomic::AtomicU64,
     live: Mutex<BTreeMap<u64, InFlight>>,
+    /// Node -> the groups it said it carries, and until when that holds.
+    elsewhere: Mutex<BTreeMap<String, (Vec<ForwardSummary>, u64)>>,
+    /// Whether this node's last word said it carried something (so that
+    /// carrying nothing any more is said once).
+    said_some: std::sync::atomic::AtomicBool,
 }
+
+/// How long a node's word about the forwards it carries holds: three
+/// beats, as a team's presence does.
+const SAID_FOR_MS: u64 = super::teams::PRESENCE_MS;
 
 /// Forwards of one kind to one trustee not yet answered, as the control
 /// room sees them: counts and the last failure, no student.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ForwardSummary {
+    /// The node carrying them (its `node_id`; with several nodes on one
+    /// database, each carries its own, and one that dies has its forwards
+    /// taken over by another).
+    pub node: String,
     /// What is being forwarded.
     pub kind: ForwardKind,
     /// The trustee's display name.
@@ -147,8 +188,8 @@ impl Forwards {
         self.lock().remove(&id).is_some_and(|f| f.stuck)
     }
 
-    /// Pending forwards by kind and trustee.
-    pub fn summary(&self) -> Vec<ForwardSummary> {
+    /// Pending forwards by kind and trustee, carried by `node` (this one).
+    pub fn summary(&self, node: &str) -> Vec<ForwardSummary> {
         let live = self.lock();
         let mut oldest_first: Vec<&InFlight> = live.values().collect();
         oldest_first.sort_by_key(|f| f.since_ms);
@@ -157,6 +198,7 @@ impl Forwards {
             let g = groups
                 .entry((f.kind, f.trustee.as_str()))
                 .or_insert_with(|| ForwardSummary {
+                    node: node.to_owned(),
                     kind: f.kind,
                     trustee: f.trustee.clone(),
                     pending: 0,
@@ -174,6 +216,51 @@ impl Forwards {
             }
         }
         groups.into_values().collect()
+    }
+
+    /// What another node said it carries (`groups`, until `until_ms`);
+    /// whether the report changed with it.
+    fn heard(&self, node: &str, groups: Vec<ForwardSummary>, until_ms: u64) -> bool {
+        let mut elsewhere = self.elsewhere_map();
+        // Each group names the node that said it, whatever it claims.
+        let groups: Vec<ForwardSummary> = groups
+            .into_iter()
+            .map(|g| ForwardSummary {
+                node: node.to_owned(),
+                ..g
+            })
+            .collect();
+        let changed = elsewhere.get(node).is_none_or(|(had, _)| *had != groups);
+        if groups.is_empty() {
+            elsewhere.remove(node);
+        } else {
+            elsewhere.insert(node.to_owned(), (groups, until_ms));
+        }
+        changed
+    }
+
+    /// Forgets what the nodes that have not said it again by `now_ms` said
+    /// (they died, or were cut off); whether any was forgotten.
+    fn forget_silent(&self, now_ms: u64) -> bool {
+        let mut elsewhere = self.elsewhere_map();
+        let before = elsewhere.len();
+        elsewhere.retain(|_, (_, until)| *until > now_ms);
+        elsewhere.len() != before
+    }
+
+    /// The groups the other nodes said they carry, still holding at `now_ms`.
+    fn said_elsewhere(&self, now_ms: u64) -> Vec<ForwardSummary> {
+        self.elsewhere_map()
+            .values()
+            .filter(|(_, until)| *until > now_ms)
+            .flat_map(|(groups, _)| groups.iter().cloned())
+            .collect()
+    }
+
+    fn elsewhere_map(
+        &self,
+    ) -> std::sync::MutexGuard<'_, BTreeMap<String, (Vec<ForwardSummary>, u64)>> {
+        self.elsewhere.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The forwards' gauges in the Prometheus text format.
@@ -410,23 +497,69 @@ impl ForwardTask {
 }
 
 impl Engine {
-    /// The forwards report for the control room.
+    /// The forwards report for the control room: this node's own, and
+    /// what the other nodes of the database said they carry.
     pub fn forward_report(&self) -> ForwardReport {
+        let forwards = &self.inner.forwards;
+        let mut groups = forwards.summary(&self.inner.node.id);
+        groups.extend(forwards.said_elsewhere(now_ms()));
+        groups.sort_by(|a, b| (a.kind, &a.trustee, &a.node).cmp(&(b.kind, &b.trustee, &b.node)));
         ForwardReport {
             stuck_after_secs: self.inner.cfg.forward_stuck_after_secs,
-            groups: self.inner.forwards.summary(),
+            groups,
         }
     }
 
+    /// This node's forwards changed: its operators' streams get the report,
+    /// and the other nodes are told at once.
     fn forwards_changed(&self) {
+        self.report_forwards();
+        self.say_forwards();
+    }
+
+    /// The report, to this node's operators' streams only: every node
+    /// sends its own (the same, but for a word in flight).
+    fn report_forwards(&self) {
         let report = self.forward_report();
-        self.emit(
+        self.deliver(
             EventKind::Forwards,
+            now_ms(),
             None,
             None,
             Audience::Operators,
             serde_json::to_value(report).unwrap_or_default(),
         );
+    }
+
+    /// Says to the other nodes what this node carries (every beat while it
+    /// carries something, and once when it no longer does), and forgets
+    /// what a silent node said, telling this node's operators if that
+    /// changed their report.
+    pub(super) fn say_forwards(&self) {
+        let forwards = &self.inner.forwards;
+        if forwards.forget_silent(now_ms()) {
+            self.report_forwards();
+        }
+        if !self.speaks() {
+            return;
+        }
+        let groups = forwards.summary(&self.inner.node.id);
+        let some = !groups.is_empty();
+        if some || forwards.said_some.swap(some, Ordering::Relaxed) {
+            forwards.said_some.store(some, Ordering::Relaxed);
+            self.say(Said::Forwards {
+                groups,
+                until_ms: now_ms().saturating_add(SAID_FOR_MS),
+            });
+        }
+    }
+
+    /// What another node said it carries: its operators' report changes
+    /// here too.
+    pub(super) fn heard_forwards(&self, node: &str, groups: Vec<ForwardSummary>, until_ms: u64) {
+        if self.inner.forwards.heard(node, groups, until_ms) {
+            self.report_forwards();
+        }
     }
 
     /// Stores a stop's or cancel's final answer with `finish` (which drops
@@ -704,13 +837,14 @@ mod tests {
         // Once: the second failure does not announce it again.
         assert!(!f.failed(a, "timeout".into(), 62_000, 60_000));
         assert!(!f.failed(b, "timeout".into(), 62_000, 60_000));
-        let s = f.summary();
+        let s = f.summary("n-a");
         assert_eq!(s.len(), 2);
         let stops = s.iter().find(|g| g.kind == ForwardKind::Stop).unwrap();
         assert_eq!((stops.pending, stops.stuck), (2, 1));
         assert_eq!(stops.oldest_since_ms, 1_000);
         assert_eq!(stops.attempts, 3);
         assert_eq!(stops.last_error.as_deref(), Some("timeout"));
+        assert_eq!(stops.node, "n-a");
         let mut text = String::new();
         f.render(121_000, &mut text);
         assert!(
@@ -729,6 +863,36 @@ mod tests {
         assert!(f.finished(a));
         assert!(!f.finished(b));
         assert!(!f.finished(c));
-        assert!(f.summary().is_empty());
+        assert!(f.summary("n-a").is_empty());
+    }
+
+    /// What other nodes say they carry: kept until it runs out unless said
+    /// again, named by the node that said it, and gone once it says it
+    /// carries nothing.
+    #[test]
+    fn another_node_s_forwards_hold_until_their_word_runs_out() {
+        let f = Forwards::default();
+        let b = Forwards::default();
+        b.start(ForwardKind::Stop, "trustee-3", 1_000);
+        let mut said = b.summary("n-b");
+        // A group claiming another node is still the sayer's.
+        said[0].node = "n-c".into();
+        assert!(
+            f.heard("n-b", said.clone(), 4_000),
+            "new: the report changed"
+        );
+        assert!(!f.heard("n-b", said.clone(), 5_000), "the same again");
+        let seen = f.said_elsewhere(4_500);
+        assert_eq!(seen.len(), 1);
+        assert_eq!((seen[0].node.as_str(), seen[0].pending), ("n-b", 1));
+        // Not said again by its end: forgotten.
+        assert!(!f.forget_silent(4_999));
+        assert!(f.said_elsewhere(5_000).is_empty(), "run out");
+        assert!(f.forget_silent(5_000));
+        assert!(!f.forget_silent(5_001));
+        // Said again, then nothing carried any more: gone at once.
+        assert!(f.heard("n-b", said, 9_000));
+        assert!(f.heard("n-b", Vec::new(), 9_000));
+        assert!(f.said_elsewhere(6_000).is_empty());
     }
 }

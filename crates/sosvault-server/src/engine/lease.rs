@@ -246,6 +246,7 @@ impl Engine {
             self.carry_on(forwards);
             self.inner.node.others.store(others, Ordering::Relaxed);
             self.say_present();
+            self.say_forwards();
             let held: HashSet<IncidentId> = held.into_iter().collect();
             for id in before.difference(&held) {
                 self.maybe_lost(*id).await;

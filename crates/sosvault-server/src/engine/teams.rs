@@ -154,7 +154,11 @@ impl Engine {
                     self.tokens_changed_elsewhere(unit, revoked);
                 }
             }
-            Said::Event(_) | Said::Hello | Said::Ask(_) | Said::Answered(_) => {}
+            Said::Event(_)
+            | Said::Hello
+            | Said::Ask(_)
+            | Said::Answered(_)
+            | Said::Forwards { .. } => {}
         }
     }
 
