@@ -389,7 +389,7 @@ pub trait Store: AccessStore {
     /// the entry goes after the leaves other nodes appended since, whose
     /// hashes come back in order (the entry's own index is `entry.index`
     /// plus their number). On a shared database the append first takes the
-    /// log's lock ([`Backend::LOG_GUARD`](sql::Backend::LOG_GUARD)) and is
+    /// log's lock (`Backend::LOG_GUARD`) and is
     /// answered [`StoreError::Contended`], writing nothing, while another
     /// node's transaction holds it. An index is taken once.
     fn append_log(&self, entry: &NewLogEntry) -> StoreResult<Vec<[u8; 32]>>;

@@ -208,7 +208,7 @@ impl Engine {
 
     /// Recent incidents, as `op` may see them (an auditor: no locations).
     /// An open incident another node runs is summed up from the database
-    /// ([`Engine::summary_stored`]).
+    /// (`engine/elsewhere`).
     pub async fn list(
         &self,
         limit: u32,
@@ -257,7 +257,7 @@ impl Engine {
     ///
     /// An open incident another node of the database runs is shown the
     /// same: what only that node's memory holds (where the release stands,
-    /// the vault key) is asked of it ([`Engine::detail_elsewhere`]).
+    /// the vault key) is asked of it (`engine/elsewhere`).
     pub async fn detail(
         &self,
         id: IncidentId,
