@@ -481,6 +481,9 @@ struct Inner {
     /// The signed deployment manifest served at `GET /v1/manifest`, if any.
     manifest: Option<Vec<u8>>,
     log: tokio::sync::Mutex<MerkleLog>,
+    /// When the log's entries other nodes appended were last read (unix
+    /// ms; [`Engine::log_tree`]).
+    log_read_ms: AtomicU64,
     log_key: LogKey,
     /// The witness relay's memory and the newest witnessed checkpoint.
     relay: tokio::sync::Mutex<witness::Relay>,
@@ -798,6 +801,7 @@ impl Engine {
                 forwards: forward::Forwards::default(),
                 manifest: manifest.map(|m| m.as_bytes().to_vec()),
                 log: tokio::sync::Mutex::new(MerkleLog::new()),
+                log_read_ms: AtomicU64::new(0),
                 log_key: control_room_log_key,
                 relay: tokio::sync::Mutex::new(witness::Relay::default()),
                 login_gate: tokio::sync::Semaphore::new(2),

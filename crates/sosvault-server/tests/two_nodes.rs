@@ -1246,13 +1246,19 @@ async fn an_incident_reads_the_same_through_either_node_and_every_view_is_in_one
 
     // Five views, one log: A's own, B's and the team's of A's incident
     // (logged by A), B's own, and A's of B's incident (logged by B).
-    let head_a = a.client.get("/v1/log/head", None).await.unwrap();
-    let head_b = on_b.get("/v1/log/head", None).await.unwrap();
-    assert_eq!(head_a["size"], 5, "{head_a}");
-    assert_eq!(
-        (&head_a["size"], &head_a["root"]),
-        (&head_b["size"], &head_b["root"])
-    );
+    // A node reads what the others appended at most every 100 ms before
+    // it signs a head: read until both heads cover all five.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (head_a, head_b) = loop {
+        let head_a = a.client.get("/v1/log/head", None).await.unwrap();
+        let head_b = on_b.get("/v1/log/head", None).await.unwrap();
+        if head_a["size"] == 5 && head_b["size"] == 5 {
+            break (head_a, head_b);
+        }
+        assert!(Instant::now() < deadline, "{head_a} {head_b}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(head_a["root"], head_b["root"]);
     // Nidhi asks B who read her profile: the three entries A wrote, each
     // proven against B's head.
     let holder = a.log_holder().await;

@@ -106,9 +106,11 @@ impl Engine {
             .panic
             .as_deref()
             .and_then(|b| Signed::<PanicEvent>::decode(b).ok());
-        let points = self
+        let mut points = self
             .trail_of(id, panic.as_ref(), None, &locations, true)
             .await;
+        // As long as the running node keeps it.
+        points.drain(..points.len().saturating_sub(super::MAX_TRAIL));
         let trail: Vec<LatLon> = if seen.sees_locations {
             points
                 .iter()

@@ -23,6 +23,10 @@ use crate::unit::UnitId;
 /// more than the last: 1.05 s in all).
 const LOG_TRIES: u32 = 6;
 
+/// How often, at most, a node reads the log's entries the other nodes
+/// appended before it signs a head or makes a proof ([`Engine::log_tree`]).
+const LOG_READ_MS: u64 = 100;
+
 /// The first wait before an append to the log is tried again.
 const LOG_RETRY: std::time::Duration = std::time::Duration::from_millis(50);
 
@@ -483,21 +487,28 @@ impl Engine {
     }
 
     /// The control room's log tree, under its lock, with the leaves other
-    /// nodes of the database appended since it was last read (every node
-    /// keeps the one log: [`Store::append_log`](crate::store::Store::append_log)),
-    /// so a head this node signs covers every entry committed before it. On
-    /// a database no other node writes (SQLite), the tree as it is. A
-    /// database that cannot be read leaves the tree as it was: a head of
-    /// fewer leaves, still the same log's.
+    /// nodes of the database appended (every node keeps the one log:
+    /// [`Store::append_log`](crate::store::Store::append_log)), read at
+    /// most every [`LOG_READ_MS`]: a head this node signs covers every
+    /// entry committed that long before it, and the public routes that sign
+    /// heads and make proofs cost the store at most one read that often,
+    /// however many ask (the waiting callers find the tree just read). On a
+    /// database no other node writes (SQLite), the tree as it is. A database
+    /// that cannot be read leaves the tree as it was: a head of fewer
+    /// leaves, still the same log's.
     pub(super) async fn log_tree(&self) -> tokio::sync::MutexGuard<'_, MerkleLog> {
         let mut log = self.inner.log.lock().await;
-        if self.inner.node.shared {
+        let now = now_ms();
+        let read = &self.inner.log_read_ms;
+        if self.inner.node.shared && now.saturating_sub(read.load(Ordering::Relaxed)) >= LOG_READ_MS
+        {
             let size = log.size();
             match self.inner.db.call(move |s| s.log_leaf_hashes(size)).await {
                 Ok(more) => {
                     for hash in more {
                         log.append_leaf_hash(hash);
                     }
+                    read.store(now, Ordering::Relaxed);
                 }
                 Err(e) => tracing::warn!("the log's newest entries could not be read: {e}"),
             }
