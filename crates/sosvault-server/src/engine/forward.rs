@@ -230,7 +230,15 @@ impl Forwards {
                 ..g
             })
             .collect();
-        let changed = elsewhere.get(node).is_none_or(|(had, _)| *had != groups);
+        // A word said again with only its attempts counted up changes
+        // nothing an operator sees: no event every beat.
+        let shown = |g: &ForwardSummary| ForwardSummary {
+            attempts: 0,
+            ..g.clone()
+        };
+        let changed = elsewhere
+            .get(node)
+            .is_none_or(|(had, _)| !had.iter().map(shown).eq(groups.iter().map(shown)));
         if groups.is_empty() {
             elsewhere.remove(node);
         } else {
@@ -882,6 +890,10 @@ mod tests {
             "new: the report changed"
         );
         assert!(!f.heard("n-b", said.clone(), 5_000), "the same again");
+        let mut again = said.clone();
+        again[0].attempts += 3;
+        assert!(!f.heard("n-b", again, 5_000), "only asked more often");
+        assert_eq!(f.said_elsewhere(4_500)[0].attempts, 3, "kept as said");
         let seen = f.said_elsewhere(4_500);
         assert_eq!(seen.len(), 1);
         assert_eq!((seen[0].node.as_str(), seen[0].pending), ("n-b", 1));
