@@ -31,6 +31,7 @@
 //! forgets both keys once the answer is made ([`Engine::detail`]).
 
 use std::collections::HashMap;
+use std::fmt;
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
@@ -44,7 +45,9 @@ use crate::access::Role;
 use crate::unit::UnitId;
 
 /// What an operator or a team asks of the node running an incident.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// (`Debug` leaves a supervisor's reason out: it is theirs to give the
+/// student's log, not the service's.)
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub(super) enum Act {
     /// [`Engine::reassign`] (an operator's).
@@ -90,8 +93,8 @@ pub(super) struct Answered {
 }
 
 /// Where an incident stands on the node running it: what only its memory
-/// holds.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// holds. (`Debug` names the sealed key, never shows it.)
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(super) struct Standing {
     /// Good shares in, and needed ([`super::ReleaseStatus`]).
     pub(super) have: usize,
@@ -103,6 +106,33 @@ pub(super) struct Standing {
     /// The vault key, sealed to the asker's one-time key (base64), when
     /// asked for and held.
     pub(super) key: Option<String>,
+}
+
+impl fmt::Debug for Act {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Reassign => f.write_str("Reassign"),
+            Self::Assign { unit } => f.debug_struct("Assign").field("unit", unit).finish(),
+            Self::Standing { epoch, to, reason } => f
+                .debug_struct("Standing")
+                .field("epoch", epoch)
+                .field("to", to)
+                .field("reason", &reason.as_ref().map(|_| "[redacted]"))
+                .finish(),
+        }
+    }
+}
+
+impl fmt::Debug for Standing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Standing")
+            .field("have", &self.have)
+            .field("need", &self.need)
+            .field("profile", &self.profile)
+            .field("overdue", &self.overdue)
+            .field("key", &self.key.as_ref().map(|_| "[sealed]"))
+            .finish()
+    }
 }
 
 /// A request id as the wire carries it (hex), or `None`.
@@ -367,6 +397,29 @@ mod tests {
         assert_eq!(
             Answer::Failed.into_result().unwrap_err().code(),
             "node_unavailable"
+        );
+    }
+
+    #[test]
+    fn a_reason_and_a_sealed_key_never_show_in_debug() {
+        let act = Act::Standing {
+            epoch: 1,
+            to: None,
+            reason: Some("a night-shift handover".into()),
+        };
+        let standing = Answer::Standing(Box::new(Standing {
+            have: 2,
+            need: 2,
+            profile: "released".into(),
+            overdue: false,
+            key: Some("YWdlLWVuY3J5cHRpb24".into()),
+        }));
+        let shown = format!("{act:?} {standing:?}");
+        assert!(!shown.contains("handover"), "{shown}");
+        assert!(!shown.contains("YWdl"), "{shown}");
+        assert!(
+            shown.contains("[redacted]") && shown.contains("[sealed]"),
+            "{shown}"
         );
     }
 
