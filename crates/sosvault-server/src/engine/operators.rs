@@ -223,11 +223,15 @@ impl Engine {
         // Open incidents other nodes run: what the database says of them at
         // a glance (three queries, however many; none while this node runs
         // every open incident listed, as one node alone does).
-        let shared = self.inner.node.shared;
-        let glances = if rows.iter().any(|r| self.runs_elsewhere(r)) {
-            self.inner.db.call(move |s| s.glances(limit)).await?
-        } else {
+        let elsewhere: std::collections::HashSet<IncidentId> = rows
+            .iter()
+            .filter(|r| self.runs_elsewhere(r))
+            .map(|r| r.id)
+            .collect();
+        let glances = if elsewhere.is_empty() {
             Vec::new()
+        } else {
+            self.inner.db.call(move |s| s.glances(limit)).await?
         };
         let glances: std::collections::HashMap<_, _> = glances.into_iter().collect();
         let st = self.state();
@@ -235,10 +239,7 @@ impl Engine {
         Ok(rows
             .iter()
             .map(|r| {
-                // As `runs_elsewhere` says, on the state held here.
-                let elsewhere =
-                    shared && r.status == IncidentStatus::Open && !st.incidents.contains_key(&r.id);
-                let mut s = if elsewhere {
+                let mut s = if elsewhere.contains(&r.id) {
                     self.summary_stored(r, &st, glances.get(&r.id).unwrap_or(&none))
                 } else {
                     self.summary(r, &st)
