@@ -195,7 +195,9 @@ pub trait Store: AccessStore {
         kind: &str,
         detail: &str,
     ) -> StoreResult<()>;
-    /// An incident's timeline.
+    /// An incident's timeline, in the order of its entries' times (entries
+    /// of the same millisecond in the order they were added): a step may be
+    /// stored after a later one (a release's steps wait for its outcome).
     fn timeline(&self, incident: &IncidentId) -> StoreResult<Vec<TimelineEntry>>;
     /// Closes an incident and forgets its incident key (then truncates the
     /// WAL, best effort, so no older page keeps the sealed key).

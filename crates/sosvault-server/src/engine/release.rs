@@ -6,6 +6,14 @@
 //! re-enrollment is not committed (`student.rs`), so a panic the device still
 //! sends under its committed epoch opens with the trustees' kept shares.
 //!
+//! A release's steps (requested, each trustee's answer, opened) go on the
+//! timeline together ([`Steps`]): in the store job of its outcome (the
+//! access window's anchor, or the last refusal), or at most [`STEPS_WAIT`]
+//! after the first of them while a trustee is slow. One commit a release
+//! instead of five: the writer every panic waits on is that much freer.
+//! Each step keeps its own time; the operators hear of each when it is
+//! stored, and of the count of shares in at once (`release_progress`).
+//!
 //! The access window is anchored on the vault's first opening, which is
 //! stored with the incident before the key is used (`released_at_ms`,
 //! `access_until_ms`; location updates extend the stored end). A restart
@@ -25,6 +33,7 @@ use sosvault::{
     VaultKey,
 };
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::{AccessWindow, Engine, EventKind, Grant, State, human_ms, now_ms, short};
@@ -35,6 +44,40 @@ use crate::unit::UnitId;
 /// What a trustee's release task sends back: its index in the record, and
 /// the release's bytes or why there is none (yet).
 type TrusteeAnswer = (usize, Result<Vec<u8>, String>);
+
+/// How long a release's first step waits on the timeline for the rest: a
+/// release opens in tens of milliseconds, a slow trustee's answer may take
+/// minutes, and the record may not lag a step by more than this.
+pub(crate) const STEPS_WAIT: Duration = Duration::from_millis(250);
+
+/// A release's timeline steps not stored yet, each with its own time.
+#[derive(Default)]
+struct Steps {
+    list: Vec<(u64, &'static str, String)>,
+    /// When the oldest step in `list` was noted.
+    since: Option<Instant>,
+}
+
+impl Steps {
+    fn note(&mut self, kind: &'static str, detail: String) {
+        self.since.get_or_insert_with(Instant::now);
+        self.list.push((now_ms(), kind, detail));
+    }
+
+    /// Resolves when the oldest step has waited [`STEPS_WAIT`]; never while
+    /// there is none.
+    async fn due(&self) {
+        match self.since {
+            Some(since) => tokio::time::sleep_until(since + STEPS_WAIT).await,
+            None => std::future::pending().await,
+        }
+    }
+
+    fn take(&mut self) -> Vec<(u64, &'static str, String)> {
+        self.since = None;
+        std::mem::take(&mut self.list)
+    }
+}
 
 impl Engine {
     /// Collects the release of an incident: a request to every trustee of
@@ -70,39 +113,50 @@ impl Engine {
         if let Some(l) = self.state().incidents.get_mut(&id) {
             l.release_need = need;
         }
-        self.timeline(
-            id,
+        let mut steps = Steps::default();
+        steps.note(
             "release",
             format!(
                 "release requested from {} trustees ({need} needed)",
                 names.len()
             ),
-        )
-        .await;
+        );
         loop {
             let msg = tokio::select! {
                 m = rx.recv() => m,
-                _ = cancel.cancelled() => return,
+                _ = steps.due() => {
+                    self.write_steps(id, &mut steps).await;
+                    continue;
+                }
+                _ = cancel.cancelled() => {
+                    // Closed, stopped or cancelled meanwhile: what was done
+                    // stays on the record (the steps of a release name no
+                    // category and survive a stop). Not at shutdown: the
+                    // writer is going, and the next start asks again.
+                    if !self.inner.shutdown.is_cancelled() {
+                        self.write_steps(id, &mut steps).await;
+                    }
+                    return;
+                }
             };
             let Some((idx, result)) = msg else {
-                self.timeline(
-                    id,
+                steps.note(
                     "release",
                     format!("fewer than {need} trustees released; the profile stays sealed"),
-                )
-                .await;
+                );
+                self.write_steps(id, &mut steps).await;
                 return;
             };
             let name = names.get(idx).cloned().unwrap_or_default();
             let bytes = match result {
                 Ok(bytes) => bytes,
                 Err(why) => {
-                    self.timeline(id, "release", format!("{name}: {why}")).await;
+                    steps.note("release", format!("{name}: {why}"));
                     continue;
                 }
             };
-            if self.take_release(id, &name, &bytes, &mut opener).await
-                && let Some(vault) = self.open_vault(id, &opener).await
+            if self.take_release(id, &name, &bytes, &mut opener, &mut steps)
+                && let Some(vault) = open_vault(&opener, &mut steps)
             {
                 let policy = &record.body().policy;
                 self.install_vault(
@@ -111,11 +165,50 @@ impl Engine {
                     record.body().epoch,
                     policy.access_window_secs,
                     created,
+                    steps,
                 )
                 .await;
                 cancel.cancel();
                 return;
             }
+        }
+    }
+
+    /// Stores the release's steps noted so far in one job, then tells the
+    /// operators of each.
+    async fn write_steps(&self, id: IncidentId, steps: &mut Steps) {
+        let list = steps.take();
+        if list.is_empty() {
+            return;
+        }
+        let list = self.store_steps(id, list, |_| Ok(())).await;
+        self.tell_steps(id, list);
+    }
+
+    /// One store job: `also`, then the steps; a failure is logged, and the
+    /// steps are told all the same (the timeline is a record of what memory
+    /// did, not a decision). The steps come back to be told.
+    async fn store_steps(
+        &self,
+        id: IncidentId,
+        list: Vec<(u64, &'static str, String)>,
+        also: impl FnOnce(&dyn crate::store::Store) -> crate::store::StoreResult<()> + Send + 'static,
+    ) -> Vec<(u64, &'static str, String)> {
+        let kind = list.last().map_or("release", |(_, kind, _)| *kind);
+        let rows = list.clone();
+        let _ = self
+            .store_logged(id, kind, move |s| {
+                also(s)?;
+                rows.iter()
+                    .try_for_each(|(at, kind, detail)| s.add_timeline(&id, *at, kind, detail))
+            })
+            .await;
+        list
+    }
+
+    fn tell_steps(&self, id: IncidentId, list: Vec<(u64, &'static str, String)>) {
+        for (_, kind, detail) in list {
+            self.tell_step(id, kind, detail);
         }
     }
 
@@ -279,39 +372,33 @@ impl Engine {
         }
     }
 
-    /// Gives a trustee's release to the opener and says so on the timeline
-    /// and to the operators. Whether `t` good releases are in.
-    async fn take_release(
+    /// Gives a trustee's release to the opener, notes it among the steps
+    /// and tells the operators the count. Whether `t` good releases are in.
+    fn take_release(
         &self,
         id: IncidentId,
         name: &str,
         bytes: &[u8],
         opener: &mut Opener<'_>,
+        steps: &mut Steps,
     ) -> bool {
         let progress = match opener.add(bytes) {
             Ok(progress) => progress,
             Err(rejected) => {
-                self.timeline(
-                    id,
-                    "release",
-                    format!("{name}: release rejected ({rejected})"),
-                )
-                .await;
+                steps.note("release", format!("{name}: release rejected ({rejected})"));
                 return false;
             }
         };
         if let Some(l) = self.state().incidents.get_mut(&id) {
             l.release_have = progress.have;
         }
-        self.timeline(
-            id,
+        steps.note(
             "release",
             format!(
                 "{name} released its share ({}/{})",
                 progress.have, progress.need
             ),
-        )
-        .await;
+        );
         let unit = self.assigned_unit(&id);
         self.emit_incident(
             EventKind::ReleaseProgress,
@@ -322,100 +409,89 @@ impl Engine {
         progress.have >= progress.need
     }
 
-    /// Rebuilds the vault key from the releases in; a failure is said on
-    /// the timeline (and more releases may still open it).
-    async fn open_vault(&self, id: IncidentId, opener: &Opener<'_>) -> Option<VaultKey> {
-        match opener.open() {
-            Ok(vault) => Some(vault),
-            Err(e) => {
-                self.timeline(id, "release", format!("the vault did not open: {e}"))
-                    .await;
-                None
-            }
-        }
-    }
-
     /// Gives an opened vault key to its live incident, under the access
     /// window of its first opening (anchored now if this is it), and tells
-    /// the timeline and the operators.
-    pub(super) async fn install_vault(
+    /// the timeline and the operators. The window's anchor, the release's
+    /// steps and the opening's own go to the store in one job, before the
+    /// key is handed over: a restart can never start the window again. (A
+    /// failed write still opens the profile: the student's safety first;
+    /// the error is logged.)
+    async fn install_vault(
         &self,
         id: IncidentId,
         vault: VaultKey,
         epoch: u32,
         policy_window_secs: u32,
         created_ms: u64,
+        mut steps: Steps,
     ) {
         let now = now_ms();
         let known = {
             let st = self.state();
-            let Some(live) = st.incidents.get(&id) else {
-                return;
-            };
-            if live.stopped {
-                return;
+            match st.incidents.get(&id) {
+                Some(live) if !live.stopped => Some(live.window),
+                _ => None,
             }
-            live.window
         };
-        let window = match known {
-            // The window ended (while the trustees were asked again after a
-            // restart): the key is not used; it is zeroized on drop.
-            Some(w) if w.over || w.until_ms <= now => return,
-            // Opened again after a restart: the window of the first opening.
-            Some(w) => w,
-            None => self.anchor_window(id, policy_window_secs, now).await,
-        };
-        let Some((unit, until_ms)) = grant_vault(&mut self.state(), id, vault, epoch, window)
-        else {
+        let Some(known) = known else {
+            // Gone or stopped meanwhile: what the trustees did stays on record.
+            self.write_steps(id, &mut steps).await;
             return;
         };
-        let detail = if known.is_none() {
+        let (window, anchor) = match known {
+            // The window ended (while the trustees were asked again after a
+            // restart): the key is not used; it is zeroized on drop.
+            Some(w) if w.over || w.until_ms <= now => {
+                self.write_steps(id, &mut steps).await;
+                return;
+            }
+            // Opened again after a restart: the window of the first opening.
+            Some(w) => (w, None),
+            None => {
+                let w = self.first_window(policy_window_secs, now);
+                (w, Some(w.len_ms))
+            }
+        };
+        let left = human_ms(window.until_ms.saturating_sub(now));
+        let detail = if anchor.is_some() {
             let latency = now.saturating_sub(created_ms);
             self.inner.metrics.release_latency.observe(latency);
             format!(
-                "profile opened {} after the panic; readable for {}",
-                human_ms(latency),
-                human_ms(until_ms.saturating_sub(now))
+                "profile opened {} after the panic; readable for {left}",
+                human_ms(latency)
             )
         } else {
             format!(
-                "profile opened again after a restart; readable only until the access window of its first opening ends, in {}",
-                human_ms(until_ms.saturating_sub(now))
+                "profile opened again after a restart; readable only until the access window of its first opening ends, in {left}"
             )
         };
-        self.timeline(id, "profile_released", detail).await;
-        self.emit_incident(
-            EventKind::ProfileAvailable,
-            &id,
-            unit,
-            json!({ "expires_at_ms": until_ms }),
-        );
+        steps.note("profile_released", detail);
+        let list = self
+            .store_steps(id, steps.take(), move |s| match anchor {
+                Some(len_ms) => s.set_released(&id, now, len_ms),
+                None => Ok(()),
+            })
+            .await;
+        let granted = grant_vault(&mut self.state(), id, vault, epoch, window);
+        self.tell_steps(id, list);
+        if let Some((unit, until_ms)) = granted {
+            self.emit_incident(
+                EventKind::ProfileAvailable,
+                &id,
+                unit,
+                json!({ "expires_at_ms": until_ms }),
+            );
+        }
     }
 
-    /// The access window of the vault's first opening, on disk before the
-    /// profile is readable: a restart can never start it again.
-    async fn anchor_window(
-        &self,
-        id: IncidentId,
-        policy_window_secs: u32,
-        now: u64,
-    ) -> AccessWindow {
+    /// The access window of the vault's first opening, starting `now`.
+    fn first_window(&self, policy_window_secs: u32, now: u64) -> AccessWindow {
         let len_ms = self
             .inner
             .cfg
             .access_window_secs
             .min(u64::from(policy_window_secs).max(1))
             * 1000;
-        // (A failed write still opens the profile: the student's safety
-        // first; the error is logged.)
-        if let Err(e) = self
-            .inner
-            .db
-            .call(move |s| s.set_released(&id, now, len_ms))
-            .await
-        {
-            tracing::error!(incident = %short(&id), "storing the access window failed: {e}");
-        }
         AccessWindow {
             until_ms: now + len_ms,
             len_ms,
@@ -501,6 +577,18 @@ fn grant_vault(
     live.vault_was_opened = true;
     let unit = st.board.assignment(id).map(|a| a.unit);
     Some((unit, w.until_ms))
+}
+
+/// Rebuilds the vault key from the releases in; a failure is noted among
+/// the steps (and more releases may still open it).
+fn open_vault(opener: &Opener<'_>, steps: &mut Steps) -> Option<VaultKey> {
+    match opener.open() {
+        Ok(vault) => Some(vault),
+        Err(e) => {
+            steps.note("release", format!("the vault did not open: {e}"));
+            None
+        }
+    }
 }
 
 /// The timeline's words for a trustee that has not answered yet.

@@ -297,7 +297,7 @@ impl<B: Backend> Store for SqlStore<B> {
         let c = &self.db;
         all(
             c,
-            "SELECT at_ms, kind, detail FROM timeline WHERE incident_id = ?1 ORDER BY seq",
+            "SELECT at_ms, kind, detail FROM timeline WHERE incident_id = ?1 ORDER BY at_ms, seq",
             params![incident.as_bytes()],
             |r| {
                 Ok(TimelineEntry {

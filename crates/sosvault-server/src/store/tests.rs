@@ -162,7 +162,37 @@ on_both_backends!(
     a_forward_is_carried_by_one_live_node_at_a_time,
     one_live_process_beats_under_a_name,
     an_open_incident_is_seen_at_a_glance,
+    a_timeline_reads_in_the_order_of_its_times,
 );
+
+/// [`Store::timeline`]: a step stored after a later one (a release's steps
+/// wait for its outcome) reads in its place; steps of one millisecond in
+/// the order they were added.
+fn a_timeline_reads_in_the_order_of_its_times(s: &dyn Store, _dir: Option<&Path>) {
+    for (at, detail) in [
+        (30, "acknowledged"),
+        (10, "requested"),
+        (20, "share"),
+        (30, "opened"),
+    ] {
+        s.add_timeline(&iid(4), at, "step", detail).unwrap();
+    }
+    s.add_timeline(&iid(5), 15, "step", "another incident's")
+        .unwrap();
+    let read: Vec<(u64, String)> = s
+        .timeline(&iid(4))
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.at_ms, e.detail))
+        .collect();
+    let want = [
+        (10, "requested"),
+        (20, "share"),
+        (30, "acknowledged"),
+        (30, "opened"),
+    ];
+    assert_eq!(read, want.map(|(at, d)| (at, d.to_owned())));
+}
 
 /// [`Store::glances`]: the team holding each open incident, its last
 /// location update, its overdue alarm; nothing of a closed incident, nor of
