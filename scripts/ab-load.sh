@@ -11,7 +11,7 @@
 # itself). To make one of a commit:
 #
 #   git worktree add /tmp/ab-before <commit>
-#   (cd /tmp/ab-before && cargo build --release --locked --bins)
+#   (cd /tmp/ab-before && cargo build --release --locked --workspace --bins)
 #   mkdir -p /tmp/bin-before && cp /tmp/ab-before/target/release/sosvault{,-server,-trustee} /tmp/bin-before/
 #
 # Knobs (environment): RUNS per build and backend (3), BACKENDS ("sqlite
