@@ -328,7 +328,8 @@ fn query<T, E: From<LogRefused>>(q: Result<Query<T>, QueryRejection>) -> Result<
 /// Leaves `[start, end)` of the log, so an auditor can rebuild the signed
 /// root: their leaf hashes for anyone (they tell nothing the head's size
 /// does not), and with a reader's credential the entries' bytes too (each
-/// names a student and who viewed their profile or record).
+/// names a student and who viewed their profile or record). The hashes are
+/// the tree's, from memory: only a reader's request reads the store.
 #[utoipa::path(get, path = "/v1/log/entries", tag = "log", params(EntriesQuery),
     security((), ("log_reader" = [])),
     responses(
@@ -345,23 +346,41 @@ async fn entries<S: ServedLog>(
     let q: EntriesQuery = query(q)?;
     let wanted = page(q.start, q.end)?;
     let full = source.may_read_entries(&headers).await?;
-    let size = source.with_log(MerkleLog::size).await?;
-    let range = wanted.start..wanted.end.min(size);
-    let leaves = if range.is_empty() {
+    let (range, hashes) = source
+        .with_log(move |log| {
+            let range = wanted.start..wanted.end.min(log.size());
+            let hashes: Vec<(u64, [u8; 32])> = range
+                .clone()
+                .filter(|_| !full)
+                .filter_map(|i| Some((i, log.leaf_hash(i)?)))
+                .collect();
+            (range, hashes)
+        })
+        .await?;
+    let entries = if !full {
+        hashes
+            .into_iter()
+            .map(|(index, hash)| LogLeaf {
+                index,
+                leaf_hash: B64.encode(hash),
+                entry: None,
+            })
+            .collect()
+    } else if range.is_empty() {
         Vec::new()
     } else {
-        source.leaves(range).await?
-    };
-    Ok(Json(LogEntries {
-        entries: leaves
+        source
+            .leaves(range)
+            .await?
             .into_iter()
             .map(|l| LogLeaf {
                 index: l.index,
                 leaf_hash: B64.encode(l.leaf_hash),
-                entry: full.then(|| B64.encode(&l.entry)),
+                entry: Some(B64.encode(&l.entry)),
             })
-            .collect(),
-    }))
+            .collect()
+    };
+    Ok(Json(LogEntries { entries }))
 }
 
 /// The inclusion proof of leaf `index` in the tree of `size` leaves.
@@ -472,5 +491,104 @@ mod tests {
             let proof = consistency_proof(&log, size, 7).unwrap();
             sosvault::log::verify_consistency(size, 7, &old_root, &root, &proof).unwrap();
         }
+    }
+
+    /// A log whose store is gone: every read of it fails, and is counted.
+    #[derive(Clone)]
+    struct StoreGone {
+        tree: std::sync::Arc<MerkleLog>,
+        reads: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    /// A refusal as the services answer one; the store's failure is a 503.
+    struct Refused(u16);
+
+    impl From<LogRefused> for Refused {
+        fn from(r: LogRefused) -> Self {
+            Self(r.status())
+        }
+    }
+
+    impl axum::response::IntoResponse for Refused {
+        fn into_response(self) -> axum::response::Response {
+            axum::http::StatusCode::from_u16(self.0)
+                .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR)
+                .into_response()
+        }
+    }
+
+    impl super::ServedLog for StoreGone {
+        type Error = Refused;
+
+        async fn with_log<R: Send + 'static>(
+            &self,
+            f: impl FnOnce(&MerkleLog) -> R + Send + 'static,
+        ) -> Result<R, Refused> {
+            Ok(f(&self.tree))
+        }
+
+        async fn leaves(
+            &self,
+            _range: std::ops::Range<u64>,
+        ) -> Result<Vec<super::StoredLeaf>, Refused> {
+            self.reads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Err(Refused(503))
+        }
+
+        async fn may_read_entries(&self, headers: &axum::http::HeaderMap) -> Result<bool, Refused> {
+            Ok(headers.contains_key(axum::http::header::AUTHORIZATION))
+        }
+    }
+
+    /// Anyone's page of leaf hashes comes from the tree in memory: it
+    /// answers, the same hashes as the tree's, with the store gone and
+    /// without reading it; only a reader's page (the entries' bytes) reads
+    /// the store.
+    #[tokio::test]
+    async fn the_leaf_hashes_come_from_the_tree_and_only_a_reader_reads_the_store() {
+        use http_body_util::BodyExt as _;
+        use tower::ServiceExt as _;
+
+        let log = StoreGone {
+            tree: std::sync::Arc::new(log_of(5)),
+            reads: Default::default(),
+        };
+        let app = super::routes::<StoreGone>()
+            .split_for_parts()
+            .0
+            .with_state(log.clone());
+        let get = |uri: &str, reader: bool| {
+            let mut r = axum::http::Request::get(uri);
+            if reader {
+                r = r.header("authorization", "Bearer reader");
+            }
+            app.clone()
+                .oneshot(r.body(axum::body::Body::empty()).unwrap())
+        };
+        let answer = get("/v1/log/entries?start=1&end=9", false).await.unwrap();
+        assert_eq!(answer.status(), 200);
+        let body = answer.into_body().collect().await.unwrap().to_bytes();
+        let page: super::LogEntries = serde_json::from_slice(&body).unwrap();
+        let want: Vec<(u64, String)> = (1..5)
+            .map(|i| {
+                let hash = log.tree.leaf_hash(i).unwrap();
+                (i, base64::Engine::encode(&super::B64, hash))
+            })
+            .collect();
+        let got: Vec<(u64, String)> = page
+            .entries
+            .iter()
+            .map(|l| (l.index, l.leaf_hash.clone()))
+            .collect();
+        assert_eq!(got, want);
+        assert!(page.entries.iter().all(|l| l.entry.is_none()));
+        let past = get("/v1/log/entries?start=7&end=9", false).await.unwrap();
+        assert_eq!(past.status(), 200);
+        assert_eq!(log.reads.load(std::sync::atomic::Ordering::Relaxed), 0);
+
+        let full = get("/v1/log/entries?start=1&end=9", true).await.unwrap();
+        assert_eq!(full.status(), 503, "a reader's page reads the (gone) store");
+        assert_eq!(log.reads.load(std::sync::atomic::Ordering::Relaxed), 1);
     }
 }
