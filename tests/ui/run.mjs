@@ -190,7 +190,13 @@ describe('control room, team screen and simulator against the real demo', { conc
     // acknowledge (so that a team that does not answer makes an incident
     // overdue before the service sends another): the alarm test takes
     // seconds, and no other test waits that long for a tap.
-    ({ proc: demo, urls } = await startDemo({ SOSVAULT_SERVER_OVERDUE_AFTER_MS: '12000', SOSVAULT_SERVER_ACK_TIMEOUT_MS: '20000' }));
+    // A forward a trustee has not confirmed counts as stuck after 1 s
+    // instead of 60 (the banner test).
+    ({ proc: demo, urls } = await startDemo({
+      SOSVAULT_SERVER_OVERDUE_AFTER_MS: '12000',
+      SOSVAULT_SERVER_ACK_TIMEOUT_MS: '20000',
+      SOSVAULT_SERVER_FORWARD_STUCK_AFTER_SECS: '1',
+    }));
     browser = await chromium.launch({
       executablePath: CHROMIUM,
       args: [
@@ -789,6 +795,31 @@ describe('control room, team screen and simulator against the real demo', { conc
     } finally {
       await aud.click('[data-lang-switch="en"]');
     }
+  });
+
+  it('a stop a trustee has not confirmed shows in a banner until it does', async () => {
+    assert.ok(await control.isHidden('#forwards-banner'), 'no banner while every trustee answers');
+    // One trustee frozen: the stop's shred there times out (the client's
+    // 10 s), and a failure past the 1 s bound makes the forward stuck.
+    const held = trusteePids()[2];
+    process.kill(held, 'SIGSTOP');
+    try {
+      await sim.click('#students button[data-student="1"]'); // its duress cancel is done
+      await sim.click('#phone details.wipe summary');
+      await sim.fill('#pin', '2468');
+      await sim.click('#stop');
+      await control.waitForSelector('#forwards-banner:not([hidden]) p.forward-stop', { timeout: 30_000 });
+      const banner = await control.textContent('#forwards-banner');
+      assert.match(banner, /^Not yet confirmed by a trustee/);
+      assert.match(banner, /has not confirmed 1 stop\(s\) for 1 min: the student's share is not shredded there yet\. Last answer: .+\. The service keeps asking\./);
+      assert.equal(await control.locator('#forwards-banner p').count(), 1, 'one line: one trustee, one kind');
+      await axeCheck(control, 'control room with the forwards banner');
+      await sim.waitForSelector('#phone-status.status-stopped', { timeout: 30_000 });
+    } finally {
+      process.kill(held, 'SIGCONT');
+    }
+    // The trustee answers the next attempt: the banner goes.
+    await control.waitForSelector('#forwards-banner', { state: 'hidden', timeout: 30_000 });
   });
 
   it('no page sent a request off loopback, and no page threw', () => {

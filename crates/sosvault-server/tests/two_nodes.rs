@@ -333,17 +333,16 @@ async fn a_stop_outlives_the_node_that_took_it() {
     drop(n);
 }
 
-/// The nodes a forwards report names, one per group.
+/// The nodes a forwards report names, over its groups.
 fn carriers(report: &serde_json::Value) -> Vec<String> {
     report["groups"]
         .as_array()
-        .map(|groups| {
-            groups
-                .iter()
-                .filter_map(|g| g["node"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
+        .into_iter()
+        .flatten()
+        .filter_map(|g| g["nodes"].as_array())
+        .flatten()
+        .filter_map(|n| n.as_str().map(str::to_owned))
+        .collect()
 }
 
 /// A node frozen past its beat (SIGSTOP) comes back to find another node

@@ -120,10 +120,11 @@ const SAID_FOR_MS: u64 = super::teams::PRESENCE_MS;
 /// room sees them: counts and the last failure, no student.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct ForwardSummary {
-    /// The node carrying them (its `node_id`; with several nodes on one
-    /// database, each carries its own, and one that dies has its forwards
-    /// taken over by another).
-    pub node: String,
+    /// The nodes carrying them (their `node_id`s, in order): with several
+    /// nodes on one database each carries its own, and one that dies has
+    /// its forwards taken over by another. A node says its own groups,
+    /// naming itself; the report adds up every node's.
+    pub nodes: Vec<String>,
     /// What is being forwarded.
     pub kind: ForwardKind,
     /// The trustee's display name.
@@ -145,7 +146,8 @@ pub struct ForwardSummary {
 pub struct ForwardReport {
     /// After how long a failing forward counts as stuck (seconds).
     pub stuck_after_secs: u64,
-    /// By kind and trustee; only groups with something pending.
+    /// By kind and trustee, one group each for the whole deployment; only
+    /// groups with something pending.
     pub groups: Vec<ForwardSummary>,
 }
 
@@ -198,7 +200,7 @@ impl Forwards {
             let g = groups
                 .entry((f.kind, f.trustee.as_str()))
                 .or_insert_with(|| ForwardSummary {
-                    node: node.to_owned(),
+                    nodes: vec![node.to_owned()],
                     kind: f.kind,
                     trustee: f.trustee.clone(),
                     pending: 0,
@@ -226,7 +228,7 @@ impl Forwards {
         let groups: Vec<ForwardSummary> = groups
             .into_iter()
             .map(|g| ForwardSummary {
-                node: node.to_owned(),
+                nodes: vec![node.to_owned()],
                 ..g
             })
             .collect();
@@ -511,10 +513,9 @@ impl Engine {
         let forwards = &self.inner.forwards;
         let mut groups = forwards.summary(&self.inner.node.id);
         groups.extend(forwards.said_elsewhere(now_ms()));
-        groups.sort_by(|a, b| (a.kind, &a.trustee, &a.node).cmp(&(b.kind, &b.trustee, &b.node)));
         ForwardReport {
             stuck_after_secs: self.inner.cfg.forward_stuck_after_secs,
-            groups,
+            groups: merged(groups),
         }
     }
 
@@ -829,9 +830,45 @@ impl Engine {
     }
 }
 
+/// One group per kind and trustee from the groups every node said: a
+/// trustee that is down is down for all of them, and the control room
+/// shows it once. The counts add up, the oldest forward is the oldest of
+/// all, the nodes are named in order, and the oldest group with a failure
+/// speaks for the whole (its attempts, its last error).
+fn merged(groups: Vec<ForwardSummary>) -> Vec<ForwardSummary> {
+    // By kind and trustee: the group so far, and the oldest forward of the
+    // group that speaks for it (none yet: `u64::MAX`).
+    let mut by: BTreeMap<(ForwardKind, String), (ForwardSummary, u64)> = BTreeMap::new();
+    for g in groups {
+        let since = g.oldest_since_ms;
+        let failing = g.last_error.is_some();
+        let Some((m, speaker)) = by.get_mut(&(g.kind, g.trustee.clone())) else {
+            let speaker = if failing { since } else { u64::MAX };
+            by.insert((g.kind, g.trustee.clone()), (g, speaker));
+            continue;
+        };
+        m.pending += g.pending;
+        m.stuck += g.stuck;
+        m.nodes.extend(g.nodes);
+        m.oldest_since_ms = m.oldest_since_ms.min(since);
+        if failing && since < *speaker {
+            *speaker = since;
+            m.attempts = g.attempts;
+            m.last_error = g.last_error;
+        }
+    }
+    by.into_values()
+        .map(|(mut g, _)| {
+            g.nodes.sort();
+            g.nodes.dedup();
+            g
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{ForwardKind, Forwards};
+    use super::{ForwardKind, ForwardSummary, Forwards, merged};
 
     #[test]
     fn a_forward_is_stuck_once_it_has_failed_past_the_bound_and_not_before() {
@@ -852,7 +889,7 @@ mod tests {
         assert_eq!(stops.oldest_since_ms, 1_000);
         assert_eq!(stops.attempts, 3);
         assert_eq!(stops.last_error.as_deref(), Some("timeout"));
-        assert_eq!(stops.node, "n-a");
+        assert_eq!(stops.nodes, ["n-a"]);
         let mut text = String::new();
         f.render(121_000, &mut text);
         assert!(
@@ -884,7 +921,7 @@ mod tests {
         b.start(ForwardKind::Stop, "trustee-3", 1_000);
         let mut said = b.summary("n-b");
         // A group claiming another node is still the sayer's.
-        said[0].node = "n-c".into();
+        said[0].nodes = vec!["n-c".into()];
         assert!(
             f.heard("n-b", said.clone(), 4_000),
             "new: the report changed"
@@ -896,7 +933,10 @@ mod tests {
         assert_eq!(f.said_elsewhere(4_500)[0].attempts, 3, "kept as said");
         let seen = f.said_elsewhere(4_500);
         assert_eq!(seen.len(), 1);
-        assert_eq!((seen[0].node.as_str(), seen[0].pending), ("n-b", 1));
+        assert_eq!(
+            (&seen[0].nodes[..], seen[0].pending),
+            (&["n-b".to_owned()][..], 1)
+        );
         // Not said again by its end: forgotten.
         assert!(!f.forget_silent(4_999));
         assert!(f.said_elsewhere(5_000).is_empty(), "run out");
@@ -906,5 +946,63 @@ mod tests {
         assert!(f.heard("n-b", said, 9_000));
         assert!(f.heard("n-b", Vec::new(), 9_000));
         assert!(f.said_elsewhere(6_000).is_empty());
+    }
+
+    /// A trustee's stops carried by two nodes make one group: counts added,
+    /// the oldest of both, both nodes named, the oldest failing one's error;
+    /// another trustee's, and another kind's, stay apart.
+    #[test]
+    fn the_report_has_one_group_per_trustee_and_kind_whatever_the_nodes() {
+        let group = |node: &str, kind, trustee: &str, since, error: Option<&str>| ForwardSummary {
+            nodes: vec![node.to_owned()],
+            kind,
+            trustee: trustee.to_owned(),
+            pending: 2,
+            stuck: usize::from(error.is_some()),
+            oldest_since_ms: since,
+            attempts: if error.is_some() { 7 } else { 0 },
+            last_error: error.map(str::to_owned),
+        };
+        let report = merged(vec![
+            group(
+                "n-b",
+                ForwardKind::Stop,
+                "trustee-3",
+                5_000,
+                Some("timeout"),
+            ),
+            group("n-a", ForwardKind::Stop, "trustee-3", 2_000, None),
+            group(
+                "n-c",
+                ForwardKind::Stop,
+                "trustee-3",
+                3_000,
+                Some("HTTP 503"),
+            ),
+            group("n-a", ForwardKind::Stop, "trustee-1", 1_000, None),
+            group("n-a", ForwardKind::Cancel, "trustee-3", 1_000, None),
+        ]);
+        let keys: Vec<_> = report
+            .iter()
+            .map(|g| (g.kind, g.trustee.as_str()))
+            .collect();
+        assert_eq!(keys.len(), 3, "{report:?}");
+        let stops = report
+            .iter()
+            .find(|g| g.kind == ForwardKind::Stop && g.trustee == "trustee-3")
+            .unwrap();
+        assert_eq!(stops.nodes, ["n-a", "n-b", "n-c"]);
+        assert_eq!((stops.pending, stops.stuck), (6, 2));
+        assert_eq!(stops.oldest_since_ms, 2_000);
+        assert_eq!(stops.last_error.as_deref(), Some("HTTP 503"));
+        assert_eq!(stops.attempts, 7);
+        let alone = report
+            .iter()
+            .find(|g| g.kind == ForwardKind::Cancel)
+            .unwrap();
+        assert_eq!(
+            (alone.pending, &alone.nodes[..]),
+            (2, &["n-a".to_owned()][..])
+        );
     }
 }
