@@ -9,6 +9,7 @@
 //! threshold = 2
 //! ack_timeout_ms = 5000
 //! stale_position_ms = 900000           # teams not heard from for 15 min are not sent
+//! position_store_ms = 30000            # a team's position is stored at most this often
 //! fallback_after_ms = 20000            # then the nearest team of another kind is sent
 //! overdue_after_ms = 30000             # no acknowledged team by then: the alarm sounds
 //! access_window_secs = 2700
@@ -235,6 +236,14 @@ pub struct Config {
     /// sent: nobody knows where it is.
     #[serde(default = "default_stale_position_ms")]
     pub stale_position_ms: u64,
+    /// A team's position goes to the store at most once this often
+    /// (milliseconds; 0: every report). Every report moves the team on the
+    /// board and on every node at once; the store's copy serves a restart
+    /// or a node that starts, for which one this recent does (a team
+    /// reports every few seconds, and is sent only while its position is
+    /// younger than `stale_position_ms`).
+    #[serde(default = "default_position_store_ms")]
+    pub position_store_ms: u64,
     /// How long an incident waits for a free team of the kind its category
     /// needs before the nearest free team of another kind is sent and the
     /// operators told (milliseconds).
@@ -336,6 +345,9 @@ fn default_threshold() -> u8 {
 fn default_ack_timeout_ms() -> u64 {
     crate::engine::Rules::DEFAULT.ack_timeout_ms
 }
+fn default_position_store_ms() -> u64 {
+    30_000
+}
 fn default_stale_position_ms() -> u64 {
     crate::engine::Rules::DEFAULT.stale_position_ms
 }
@@ -412,6 +424,7 @@ impl Config {
             threshold: default_threshold(),
             ack_timeout_ms: default_ack_timeout_ms(),
             stale_position_ms: default_stale_position_ms(),
+            position_store_ms: default_position_store_ms(),
             fallback_after_ms: default_fallback_after_ms(),
             overdue_after_ms: default_overdue_after_ms(),
             access_window_secs: default_access_window_secs(),

@@ -122,6 +122,9 @@ pub struct Team {
     pub kind: UnitKind,
     /// When it last reported its position (unix ms), if it ever did.
     pub position_at_ms: Option<u64>,
+    /// When its position last went to the store (unix ms), if ever
+    /// ([`Board::position_to_store`]).
+    pub position_stored_ms: Option<u64>,
     /// Its live streams open now on this node.
     pub streams: usize,
     /// The other nodes a live stream of it is open on, each until when it
@@ -327,6 +330,7 @@ impl Board {
                 name: name.to_owned(),
                 kind,
                 position_at_ms: position.map(|(_, _, at)| at),
+                position_stored_ms: position.map(|(_, _, at)| at),
                 streams: 0,
                 elsewhere: BTreeMap::new(),
                 incident: None,
@@ -366,6 +370,24 @@ impl Board {
         team.position_at_ms = Some(now);
         self.index.set_position(unit, team.kind, lat, lon);
         Some((team.incident, team.incident.is_none()))
+    }
+
+    /// Whether a position `unit` reports at `now` goes to the store: the
+    /// last one stored is `every_ms` old or more, or there is none. `None`
+    /// for an unknown team.
+    pub fn position_to_store(&self, unit: UnitId, now: u64, every_ms: u64) -> Option<bool> {
+        let team = self.teams.get(&unit)?;
+        Some(
+            team.position_stored_ms
+                .is_none_or(|at| now.saturating_sub(at) >= every_ms),
+        )
+    }
+
+    /// `unit`'s position reported at `now` is in the store.
+    pub fn position_stored(&mut self, unit: UnitId, now: u64) {
+        if let Some(team) = self.teams.get_mut(&unit) {
+            team.position_stored_ms = Some(now);
+        }
     }
 
     /// A team opened a live stream. Returns the incident whose assignment
@@ -1153,6 +1175,36 @@ mod tests {
         b.left_elsewhere("node-c", far);
         assert!(!b.reachable(far, 3_002));
         b.check();
+    }
+
+    /// A team's position goes to the store once `every` has passed since
+    /// the last stored one (the one it was added with counts), whatever the
+    /// reports between; an unknown team has none.
+    #[test]
+    fn a_position_is_stored_once_an_interval() {
+        let mut b = board(&[("a", UnitKind::Police, 1.0)]);
+        b.add_team(named("new"), "team new", UnitKind::Police, None);
+        let every = 30_000;
+        let due = |b: &Board, unit: &str, now| b.position_to_store(named(unit), now, every);
+        assert_eq!(due(&b, "new", 5), Some(true), "never stored");
+        assert_eq!(
+            due(&b, "a", 29_999),
+            Some(false),
+            "added with one stored at 0"
+        );
+        assert_eq!(due(&b, "a", 30_000), Some(true));
+        b.position_stored(named("a"), 30_000);
+        for now in [30_001, 45_000, 59_999] {
+            b.team_moved(named("a"), AT, now);
+            assert_eq!(due(&b, "a", now), Some(false), "{now}");
+        }
+        assert_eq!(due(&b, "a", 60_000), Some(true));
+        assert_eq!(
+            b.position_to_store(named("a"), 60_000, 0),
+            Some(true),
+            "0: every report"
+        );
+        assert_eq!(due(&b, "nobody", 60_000), None);
     }
 
     #[test]

@@ -591,14 +591,22 @@ impl Engine {
         Ok(id)
     }
 
-    /// A unit reports its position.
+    /// A unit reports its position: on the board and to every node at once,
+    /// and to the store when the last one stored is `position_store_ms`
+    /// old (a write every few seconds from every team, most of them read
+    /// by no one: a restart needs only a recent one).
     pub async fn unit_position(&self, unit: UnitId, p: LatLon) -> Result<(), EngineError> {
         check_position(p)?;
         let now = now_ms();
-        self.inner
-            .db
-            .call(move |s| s.set_unit_position(unit, p.lat, p.lon, now))
-            .await?;
+        let every = self.inner.cfg.position_store_ms;
+        let store = self.state().board.position_to_store(unit, now, every);
+        if store.ok_or(EngineError::Unauthorized)? {
+            self.inner
+                .db
+                .call(move |s| s.set_unit_position(unit, p.lat, p.lon, now))
+                .await?;
+            self.state().board.position_stored(unit, now);
+        }
         let (incident, free) = self
             .state()
             .board
