@@ -806,47 +806,46 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let now = now_ms();
         let elsewhere = !self.runs(id);
-        // A previous enrollment kept for this incident after its student
-        // committed a newer one goes with it.
-        let held = self
+        // The team this node has on it; another node's incident's, from the
+        // database.
+        let here = self.assigned_unit(&id);
+        let d = format!("{why}; keys forgotten");
+        // The close, its team released and the timeline entry: one store
+        // job, all or nothing. A previous enrollment kept for this incident
+        // after its student committed a newer one goes with it.
+        let freed = self
             .inner
             .db
             .call(move |s| {
-                let held = if elsewhere {
+                let unit = if elsewhere {
                     s.assignments(&id)?
                         .into_iter()
                         .find(|a| a.status.holds_team())
                         .map(|a| a.unit_id)
                 } else {
-                    None
+                    here
                 };
                 s.close_incident(&id, status, now)?;
                 if let Some(row) = s.incident(&id)? {
                     s.drop_spent_previous(&row.student_id)?;
                 }
-                Ok(held)
-            })
-            .await?;
-        let unit = self.forget_incident(id).or(held);
-        tracing::info!(incident = %short(&id), status = status.as_str(), "incident closed");
-        let at = now_ms();
-        let d = format!("{why}; keys forgotten");
-        let released = unit;
-        // The released assignment and the timeline entry: one store job.
-        self.inner
-            .db
-            .call(move |s| {
-                if let Some(unit_id) = released {
-                    s.put_assignment(&AssignmentRow {
-                        incident_id: id,
-                        unit_id,
-                        assigned_at_ms: at,
-                        status: AssignmentStatus::Released,
-                    })?;
+                if let Some(unit_id) = unit {
+                    s.put_assignment(&released(id, unit_id, now))?;
                 }
-                s.add_timeline(&id, at, status.as_str(), &d)
+                s.add_timeline(&id, now, status.as_str(), &d)?;
+                Ok(unit)
             })
             .await?;
+        let unit = self.forget_incident(id).or(freed);
+        tracing::info!(incident = %short(&id), status = status.as_str(), "incident closed");
+        if let Some(unit_id) = unit.filter(|u| Some(*u) != freed) {
+            // Sent between the read and the close (a reassignment): its
+            // assignment is released too.
+            let row = released(id, unit_id, now);
+            if let Err(e) = self.inner.db.call(move |s| s.put_assignment(&row)).await {
+                tracing::error!(incident = %short(&id), "releasing the team failed: {e}");
+            }
+        }
         let kind = if status == IncidentStatus::Cancelled {
             EventKind::Cancelled
         } else {
@@ -1277,5 +1276,16 @@ impl PanicCheck {
             refused,
             enrollment,
         })))
+    }
+}
+
+/// The assignment of `unit` to `incident`, released at `at_ms` (the
+/// incident closed).
+fn released(incident: IncidentId, unit: UnitId, at_ms: u64) -> AssignmentRow {
+    AssignmentRow {
+        incident_id: incident,
+        unit_id: unit,
+        assigned_at_ms: at_ms,
+        status: AssignmentStatus::Released,
     }
 }
