@@ -18,14 +18,15 @@
 # postgres"; postgres runs on the throwaway cluster of `.ci/postgres`, a
 # fresh database each run), NODES for postgres (1), STUDENTS (20000), STEADY
 # seconds (20), BURST (1000), OUT (target/ab-load), LOAD_ARGS (more
-# arguments for `sosvault load`). Run nothing else meanwhile: the figures
+# arguments for `sosvault load`), TABLE_ONLY (set: no runs, the table of
+# the outputs already in OUT). Run nothing else meanwhile: the figures
 # are a 2-core machine's.
 
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 if [[ $# -ne 2 ]]; then
-    sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 fi
 BUILDS=(before after)
@@ -82,6 +83,7 @@ run() {
 }
 
 for n in $(seq 1 "$RUNS"); do
+    [[ -n ${TABLE_ONLY:-} ]] && break
     for backend in $BACKENDS; do
         for build in "${BUILDS[@]}"; do
             run "$build" "$backend" "$n"
@@ -89,12 +91,18 @@ for n in $(seq 1 "$RUNS"); do
     done
 done
 
-# The figures of one run's output, one `name<TAB>value` a line.
+# The figures of one run's output, one `name<TAB>value` a line: the p99s,
+# the burst's median 202 (stop 24's open question) and the bare endpoint's
+# p99s measured in the same run (the floor issue 17's 5x is counted from).
 figures() {
     sed -nE \
         -e 's/^  enrollment: ([0-9.]+)\/s.*/enrollment per second\t\1/p' \
         -e 's/^  (steady|burst): (panic -> [a-z0-9 ]*[a-z0-9]) +[0-9]+ +[0-9.]+ +([0-9.]+) .*/\1 \2, p99 ms\t\3/p' \
         -e 's/^  burst: all [0-9]+ assigned within ([0-9]+) ms.*/burst all assigned, ms\t\1/p' \
+        "$1"
+    sed -nE \
+        -e 's/^  burst: panic -> 202 +[0-9]+ +([0-9.]+) .*/burst panic -> 202, p50 ms\t\1/p' \
+        -e 's/^  (steady|burst): bare axum \(floor\) +[0-9]+ +[0-9.]+ +([0-9.]+) .*/\1 floor, p99 ms\t\2/p' \
         "$1"
 }
 
