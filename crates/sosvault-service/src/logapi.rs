@@ -349,11 +349,14 @@ async fn entries<S: ServedLog>(
     let (range, hashes) = source
         .with_log(move |log| {
             let range = wanted.start..wanted.end.min(log.size());
-            let hashes: Vec<(u64, [u8; 32])> = range
-                .clone()
-                .filter(|_| !full)
-                .filter_map(|i| Some((i, log.leaf_hash(i)?)))
-                .collect();
+            let hashes: Vec<(u64, [u8; 32])> = if full {
+                Vec::new()
+            } else {
+                range
+                    .clone()
+                    .filter_map(|i| Some((i, log.leaf_hash(i)?)))
+                    .collect()
+            };
             (range, hashes)
         })
         .await?;
