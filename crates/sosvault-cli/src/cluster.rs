@@ -446,8 +446,11 @@ fn configure_dispatch(
 ) -> anyhow::Result<()> {
     if opts.dispatch_tls {
         let served = pki.server("dispatch", &["127.0.0.1", "localhost"])?;
-        cfg.tls_cert = Some(served.cert);
-        cfg.tls_key = Some(served.key);
+        cfg.tls = Some(sosvault_service::tls::ListenerFiles {
+            cert: served.cert,
+            key: served.key,
+            client_ca: None,
+        });
     }
     cfg.listen = opts.listen.clone();
     cfg.ack_timeout_ms = opts.ack_timeout_ms;

@@ -59,7 +59,8 @@
 //! must be mode 0600 (the service refuses to start otherwise) and is relative
 //! to the configuration file's directory when relative.
 
-use sosvault_service::config::{ConfigFile, FileError, apply_env, read_file};
+use sosvault_service::config::{ConfigFile, FileError, Paths, apply_env, read_file};
+use sosvault_service::tls::ListenerFiles;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -292,12 +293,6 @@ pub struct Config {
     /// Operator sessions last this long (seconds).
     #[serde(default = "default_session_secs")]
     pub session_secs: u64,
-    /// TLS certificate chain (PEM); with `tls_key`, the listener speaks only TLS.
-    #[serde(default)]
-    pub tls_cert: Option<PathBuf>,
-    /// TLS private key (PEM).
-    #[serde(default)]
-    pub tls_key: Option<PathBuf>,
     /// The control room's TLS client certificate chain (PEM), presented to
     /// every `https://` trustee: a trustee's write endpoints answer only
     /// the client certificates it pins.
@@ -314,6 +309,11 @@ pub struct Config {
     /// besides operators' sessions (mode 0600; see the module docs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics_token_file: Option<PathBuf>,
+    /// The listener's TLS (`[tls]`: `cert` and `key`, PEM): with it, the
+    /// listener speaks only TLS. No `client_ca`: operators sign in and
+    /// devices sign their messages; no client certificate is asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ListenerFiles>,
     /// The trustees, in share-index order.
     #[serde(default)]
     pub trustees: Vec<TrusteeConfig>,
@@ -323,16 +323,14 @@ pub struct Config {
 }
 
 impl ConfigFile for Config {
-    fn paths_mut(&mut self) -> (Vec<&mut PathBuf>, Vec<&mut Option<PathBuf>>) {
+    fn paths_mut(&mut self) -> Paths<'_> {
         let optional = vec![
-            &mut self.tls_cert,
-            &mut self.tls_key,
             &mut self.trustee_client_cert,
             &mut self.trustee_client_key,
             &mut self.manifest_file,
             &mut self.metrics_token_file,
         ];
-        (vec![&mut self.data_dir], optional)
+        ListenerFiles::and_paths(&mut self.tls, (vec![&mut self.data_dir], optional))
     }
 }
 
@@ -438,11 +436,10 @@ impl Config {
             log_origin: None,
             max_skew_secs: default_max_skew_secs(),
             session_secs: default_session_secs(),
-            tls_cert: None,
-            tls_key: None,
             trustee_client_cert: None,
             trustee_client_key: None,
             manifest_file: None,
+            tls: None,
             metrics_token_file: None,
             trustees: Vec::new(),
             operators: Vec::new(),
@@ -514,9 +511,14 @@ impl Config {
                 "timeouts and windows must be positive".into(),
             ));
         }
-        if self.tls_cert.is_some() != self.tls_key.is_some() {
+        if let Some(ListenerFiles {
+            client_ca: Some(_), ..
+        }) = &self.tls
+        {
             return Err(ConfigError::Invalid(
-                "TLS needs both tls_cert and tls_key".into(),
+                "tls.client_ca: the dispatch service asks for no client certificate (operators \
+                 sign in, devices sign their messages); remove it"
+                    .into(),
             ));
         }
         if self.trustee_client_cert.is_some() != self.trustee_client_key.is_some() {
@@ -619,7 +621,9 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
-    use super::{Config, ConfigError, ControlRoomPublic, DatabaseUrl, PathBuf, TrusteeConfig};
+    use super::{
+        Config, ConfigError, ControlRoomPublic, DatabaseUrl, ListenerFiles, PathBuf, TrusteeConfig,
+    };
 
     #[test]
     fn every_file_is_relative_to_the_config_file_and_an_override_is_taken_as_given() {
@@ -627,15 +631,17 @@ mod tests {
         let file = dir.path().join("server.toml");
         std::fs::write(
             &file,
-            "data_dir = \"data\"\ntls_cert = \"tls/cert.pem\"\ntls_key = \"/etc/s/key.pem\"\n\
-             trustee_client_cert = \"client.pem\"\nmanifest_file = \"manifest.bin\"\n",
+            "data_dir = \"data\"\ntrustee_client_cert = \"client.pem\"\n\
+             manifest_file = \"manifest.bin\"\n\n[tls]\ncert = \"tls/cert.pem\"\n\
+             key = \"/etc/s/key.pem\"\n",
         )
         .unwrap();
         let mut c: Config = sosvault_service::config::read_file(&file).unwrap();
         let at = |p: &str| Some(dir.path().join(p));
         assert_eq!(c.data_dir, dir.path().join("data"));
-        assert_eq!(c.tls_cert, at("tls/cert.pem"));
-        assert_eq!(c.tls_key, Some(PathBuf::from("/etc/s/key.pem")));
+        let tls = c.tls.clone().expect("[tls]");
+        assert_eq!(Some(tls.cert), at("tls/cert.pem"));
+        assert_eq!(tls.key, PathBuf::from("/etc/s/key.pem"));
         assert_eq!(c.trustee_client_cert, at("client.pem"));
         assert_eq!(c.manifest_file, at("manifest.bin"));
         assert_eq!(c.trustee_client_key, None);
@@ -643,14 +649,28 @@ mod tests {
         // the service runs.
         c.apply_env(|k| (k == "SOSVAULT_SERVER_TLS_CERT").then(|| "here/cert.pem".into()))
             .unwrap();
-        assert_eq!(c.tls_cert, Some(PathBuf::from("here/cert.pem")));
-        // A file that is not this service's settings names itself.
-        std::fs::write(&file, "data_dir = \"data\"\nsurprise = 1\n").unwrap();
-        let e = Config::load(&file).unwrap_err().to_string();
-        assert!(
-            e.contains("server.toml is not valid") && e.contains("surprise"),
-            "{e}"
-        );
+        let tls = c.tls.clone().expect("[tls]");
+        assert_eq!(tls.cert, PathBuf::from("here/cert.pem"));
+        assert_eq!(tls.key, PathBuf::from("/etc/s/key.pem"));
+        // A file that is not this service's settings names itself and what
+        // is wrong: a setting it does not know (the flat `tls_cert` of
+        // before `[tls]` among them), a TLS table short of its key.
+        for (text, wrong) in [
+            ("data_dir = \"data\"\nsurprise = 1\n", "surprise"),
+            ("tls_cert = \"c.pem\"\n", "TLS is a [tls] table now"),
+            ("[tls]\ncert = \"c.pem\"\n", "missing field `key`"),
+            (
+                "[tls]\ncert = \"c\"\nkey = \"k\"\nca = \"x\"\n",
+                "unknown field `ca`",
+            ),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            let e = Config::load(&file).unwrap_err().to_string();
+            assert!(
+                e.contains("server.toml is not valid") && e.contains(wrong),
+                "{e}"
+            );
+        }
     }
 
     #[test]
@@ -852,10 +872,20 @@ mod tests {
         c.validate().unwrap();
         let back = Config::from_toml(&c.to_toml().unwrap()).unwrap();
         assert_eq!(back.trustees.len(), 3);
-        c.tls_cert = Some("/tmp/cert.pem".into());
-        assert!(c.validate().is_err(), "a certificate without a key");
-        c.tls_key = Some("/tmp/key.pem".into());
+        c.tls = Some(ListenerFiles {
+            cert: "/tmp/cert.pem".into(),
+            key: "/tmp/key.pem".into(),
+            client_ca: Some("/tmp/ca.pem".into()),
+        });
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("tls.client_ca"), "{e}");
+        c.tls = c.tls.map(|t| ListenerFiles {
+            client_ca: None,
+            ..t
+        });
         c.validate().unwrap();
+        let back = Config::from_toml(&c.to_toml().unwrap()).unwrap();
+        assert_eq!(back.tls, c.tls);
         c.trustees[2].public = c.trustees[0].public.clone();
         assert!(c.validate().is_err(), "duplicate trustee");
     }

@@ -119,6 +119,7 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::sealing::KeySealer;
 use crate::store::{Db, PgStore, SqliteStore};
+use sosvault_service::tls::ListenerFiles;
 
 /// Creates the data directory (mode 0700) and `control-room.key` and
 /// `master.key` in it (mode 0600), if missing, and returns the control
@@ -283,13 +284,11 @@ impl Service {
         if let Some(mode) = files::mode_of(&cfg.data_dir).filter(|m| files::is_loose(*m)) {
             tracing::warn!("{}", files::loose_dir_warning(&cfg.data_dir, mode));
         }
-        let tls = match (&cfg.tls_cert, &cfg.tls_key) {
-            (Some(cert), Some(key)) => {
-                files::check_key_file(key, "the TLS key")?;
-                Some(tls::server_config(cert, key, None)?)
-            }
-            _ => None,
-        };
+        let tls = cfg
+            .tls
+            .as_ref()
+            .map(ListenerFiles::server_config)
+            .transpose()?;
         if let Some(key) = &cfg.trustee_client_key {
             files::check_key_file(key, "the trustee client key")?;
         }

@@ -13,12 +13,15 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+/// The file paths a configuration names: those always set and the
+/// optional ones.
+pub type Paths<'a> = (Vec<&'a mut PathBuf>, Vec<&'a mut Option<PathBuf>>);
+
 /// A service's configuration file, as [`read_file`] reads it.
 pub trait ConfigFile: DeserializeOwned {
-    /// The file paths the configuration names, those always set and the
-    /// optional ones, for [`read_file`] to make a relative one relative to
-    /// the file's directory.
-    fn paths_mut(&mut self) -> (Vec<&mut PathBuf>, Vec<&mut Option<PathBuf>>);
+    /// The file paths the configuration names, for [`read_file`] to make a
+    /// relative one relative to the file's directory.
+    fn paths_mut(&mut self) -> Paths<'_>;
 }
 
 /// Why a configuration file could not be read: names the file and what to
@@ -51,12 +54,12 @@ pub enum FileError {
 ///
 /// ```
 /// use std::path::PathBuf;
-/// use sosvault_service::config::{ConfigFile, read_file};
+/// use sosvault_service::config::{ConfigFile, Paths, read_file};
 ///
 /// #[derive(serde::Deserialize)]
 /// struct Settings { store: PathBuf, tls_cert: Option<PathBuf> }
 /// impl ConfigFile for Settings {
-///     fn paths_mut(&mut self) -> (Vec<&mut PathBuf>, Vec<&mut Option<PathBuf>>) {
+///     fn paths_mut(&mut self) -> Paths<'_> {
 ///         (vec![&mut self.store], vec![&mut self.tls_cert])
 ///     }
 /// }
@@ -76,12 +79,28 @@ pub fn read_file<C: ConfigFile>(path: &Path) -> Result<C, FileError> {
     })?;
     let mut config: C = toml::from_str(&text).map_err(|e| FileError::Parse {
         path: path.to_owned(),
-        why: e.to_string(),
+        why: with_hint(e.to_string()),
     })?;
     if let Some(base) = path.parent() {
         resolve_relative_to(&mut config, base);
     }
     Ok(config)
+}
+
+/// toml's words, and what to do where a setting has moved: the flat TLS
+/// settings of before (`tls_cert`, `tls_key`, `tls_client_ca`) are the
+/// `[tls]` table's now ([`crate::tls::ListenerFiles`]).
+fn with_hint(why: String) -> String {
+    if ["tls_cert", "tls_key", "tls_client_ca"]
+        .iter()
+        .any(|old| why.contains(&format!("unknown field `{old}`")))
+    {
+        return format!(
+            "{why}TLS is a [tls] table now: `cert`, `key` and (a trustee's) `client_ca` under \
+             `[tls]`, in place of `tls_cert`, `tls_key` and `tls_client_ca`"
+        );
+    }
+    why
 }
 
 /// Makes each relative file path of `config` relative to `base`.
@@ -107,35 +126,40 @@ pub struct EnvError {
 
 /// Overrides the settings of `config` from the environment, read through
 /// `get` (the process environment, or a table in tests): each top-level
-/// setting `name` from `<prefix><NAME>`, its name in capitals, except the
-/// tables of `tables` (lists of tables, such as the dispatch service's
+/// setting `name` from `<prefix><NAME>`, its name in capitals, and each
+/// setting `name` of a table of fixed settings (such as `[tls]`, a struct)
+/// from `<prefix><TABLE>_<NAME>` (`SOSVAULT_TRUSTEE_TLS_CLIENT_CA`), except
+/// the settings of `tables` (lists of tables, such as the dispatch service's
 /// `[[trustees]]`, have no one-line form). Every setting has its variable, so
 /// a setting added to the file has one too, with no list to keep.
 ///
 /// A value takes the setting's type: a number, `true`/`false`, a
 /// comma-separated list (blank items dropped) or text; a blank value unsets
-/// the setting, to its default (an optional path: none). A value that does
-/// not fit its setting is an error naming the variable, and `config` is left
-/// as it was.
+/// the setting, to its default (an optional path: none; a table whose
+/// settings are all unset: none). A value that does not fit its setting is
+/// an error naming the variable, and `config` is left as it was. The
+/// variables of one table are read together (a table may need two of its
+/// settings at once, as TLS its `cert` and `key`): an error there names
+/// every one of them that is set.
 ///
 /// ```
 /// use std::path::PathBuf;
 /// use sosvault_service::config::apply_env;
 ///
 /// #[derive(serde::Serialize, serde::Deserialize)]
-/// struct Settings { port: u16, peers: Vec<String>, tls_cert: Option<PathBuf> }
+/// struct Settings { port: u16, peers: Vec<String>, key_file: Option<PathBuf> }
 ///
-/// let mut s = Settings { port: 80, peers: vec![], tls_cert: Some("c.pem".into()) };
+/// let mut s = Settings { port: 80, peers: vec![], key_file: Some("k.pem".into()) };
 /// let env = |k: &str| match k {
 ///     "APP_PORT" => Some("8080".to_owned()),
 ///     "APP_PEERS" => Some("a, b".to_owned()),
-///     "APP_TLS_CERT" => Some(String::new()),
+///     "APP_KEY_FILE" => Some(String::new()),
 ///     _ => None,
 /// };
 /// apply_env(&mut s, "APP_", env, &[])?;
-/// assert_eq!((s.port, s.peers, s.tls_cert), (8080, vec!["a".into(), "b".into()], None));
+/// assert_eq!((s.port, s.peers, s.key_file), (8080, vec!["a".into(), "b".into()], None));
 ///
-/// let mut s = Settings { port: 80, peers: vec![], tls_cert: None };
+/// let mut s = Settings { port: 80, peers: vec![], key_file: None };
 /// let e = apply_env(&mut s, "APP_", |k| (k == "APP_PORT").then(|| "x".into()), &[]).unwrap_err();
 /// assert_eq!((e.var.as_str(), s.port), ("APP_PORT", 80));
 /// # Ok::<(), sosvault_service::config::EnvError>(())
@@ -146,12 +170,28 @@ pub fn apply_env<C: Serialize + DeserializeOwned>(
     get: impl Fn(&str) -> Option<String>,
     tables: &[&str],
 ) -> Result<(), EnvError> {
-    let set: Vec<(&str, String, String)> = setting_names::<C>()
+    let set: Vec<Override> = setting_names::<C>()
         .iter()
         .filter(|n| !tables.contains(n))
-        .filter_map(|name| {
-            let var = format!("{prefix}{}", name.to_uppercase());
-            get(&var).map(|value| (*name, var, value))
+        .filter_map(|&name| {
+            let var = |name: &str| format!("{prefix}{}", name.to_uppercase());
+            match table_setting_names::<C>(name) {
+                [] => get(&var(name)).map(|value| Override::Setting {
+                    name,
+                    var: var(name),
+                    value,
+                }),
+                settings => {
+                    let values: Vec<_> = settings
+                        .iter()
+                        .filter_map(|&sub| {
+                            let var = var(&format!("{name}_{sub}"));
+                            get(&var).map(|value| (sub, var, value))
+                        })
+                        .collect();
+                    (!values.is_empty()).then_some(Override::Table { name, values })
+                }
+            }
         })
         .collect();
     if set.is_empty() {
@@ -163,9 +203,11 @@ pub fn apply_env<C: Serialize + DeserializeOwned>(
         reason: format!("the settings do not serialize: {e}"),
     })?;
     let mut read_back = None;
-    for (name, var, value) in set {
-        let (next, read) = with_override::<C>(&settings, name, &value)
-            .map_err(|reason| EnvError { var, reason })?;
+    for o in set {
+        let (next, read) = o.applied::<C>(&settings).map_err(|reason| EnvError {
+            var: o.vars(),
+            reason,
+        })?;
         settings = next;
         read_back = Some(read);
     }
@@ -176,6 +218,65 @@ pub fn apply_env<C: Serialize + DeserializeOwned>(
     Ok(())
 }
 
+/// What the environment sets of one top-level setting: its value, or
+/// those of settings of its table (each with its name in the table), each
+/// with its variable's name.
+enum Override {
+    Setting {
+        name: &'static str,
+        var: String,
+        value: String,
+    },
+    Table {
+        name: &'static str,
+        values: Vec<(&'static str, String, String)>,
+    },
+}
+
+impl Override {
+    /// The variables, as an error names them.
+    fn vars(&self) -> String {
+        match self {
+            Override::Setting { var, .. } => var.clone(),
+            Override::Table { values, .. } => values
+                .iter()
+                .map(|(_, var, _)| var.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
+
+    /// `settings` with this override in, and what they read back as;
+    /// toml's words if they do not fit `C`.
+    fn applied<C: DeserializeOwned>(
+        &self,
+        settings: &toml::Table,
+    ) -> Result<(toml::Table, C), String> {
+        let (name, values) = match self {
+            Override::Setting { name, value, .. } => {
+                return with_override(settings, name, value);
+            }
+            Override::Table { name, values } => (*name, values),
+        };
+        let mut tried = settings.clone();
+        let mut table = match tried.remove(name) {
+            Some(toml::Value::Table(t)) => t,
+            _ => toml::Table::new(),
+        };
+        for (sub, _, value) in values {
+            // A setting of a table is text unless the file gave it a type.
+            match candidates(table.get(*sub), value).into_iter().next() {
+                Some(v) => table.insert((*sub).to_owned(), v),
+                None => table.remove(*sub),
+            };
+        }
+        if !table.is_empty() {
+            tried.insert(name.to_owned(), toml::Value::Table(table));
+        }
+        read::<C>(&tried).map(|c| (tried, c))
+    }
+}
+
 /// `settings` with setting `name` set from `value` (a blank one unsets
 /// it), and what they read back as; toml's words if they do not fit `C`.
 fn with_override<C: DeserializeOwned>(
@@ -184,19 +285,11 @@ fn with_override<C: DeserializeOwned>(
     value: &str,
 ) -> Result<(toml::Table, C), String> {
     let mut tried = settings.clone();
-    if value.trim().is_empty() {
+    let candidates = candidates(settings.get(name), value);
+    if candidates.is_empty() {
         tried.remove(name);
         return read::<C>(&tried).map(|c| (tried, c));
     }
-    // The setting's type as it stands; an unset optional one is text, or
-    // else a list.
-    let candidates = match settings.get(name) {
-        Some(toml::Value::Integer(_)) => vec![number(value)],
-        Some(toml::Value::Boolean(_)) => vec![flag(value)],
-        Some(toml::Value::Array(_)) => vec![list(value)],
-        Some(_) => vec![toml::Value::String(value.to_owned())],
-        None => vec![toml::Value::String(value.to_owned()), list(value)],
-    };
     let mut first_error = None;
     for candidate in candidates {
         tried.insert(name.to_owned(), candidate);
@@ -208,6 +301,22 @@ fn with_override<C: DeserializeOwned>(
         }
     }
     Err(first_error.unwrap_or_default())
+}
+
+/// What `value` may be, in the type of the setting as it stands (`now`),
+/// in order of preference: an unset optional one is text, or else a list;
+/// none for a blank value (the setting unset).
+fn candidates(now: Option<&toml::Value>, value: &str) -> Vec<toml::Value> {
+    if value.trim().is_empty() {
+        return vec![];
+    }
+    match now {
+        Some(toml::Value::Integer(_)) => vec![number(value)],
+        Some(toml::Value::Boolean(_)) => vec![flag(value)],
+        Some(toml::Value::Array(_)) => vec![list(value)],
+        Some(_) => vec![toml::Value::String(value.to_owned())],
+        None => vec![toml::Value::String(value.to_owned()), list(value)],
+    }
 }
 
 /// `settings` read as `C`; toml's words if they do not fit.
@@ -234,43 +343,91 @@ fn list(v: &str) -> toml::Value {
     toml::Value::Array(split_list(v).into_iter().map(toml::Value::String).collect())
 }
 
+/// What a probe of a configuration's `Deserialize` found: the field names
+/// of the first struct it was asked for (none: not a struct).
+#[derive(Debug)]
+struct Found(&'static [&'static str]);
+
+impl std::fmt::Display for Found {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("not a struct")
+    }
+}
+
+impl std::error::Error for Found {}
+
+impl serde::de::Error for Found {
+    fn custom<T: std::fmt::Display>(_: T) -> Self {
+        Found(&[])
+    }
+}
+
+/// A deserializer that holds no value: asked for a struct, it answers with
+/// the struct's field names (as [`Found`]); asked for an optional value, it
+/// looks inside; asked for a map with `Probe(Some(name))`, it offers the one
+/// setting `name`, whose value is a plain probe.
+struct Probe(Option<&'static str>);
+
+impl<'de> serde::Deserializer<'de> for Probe {
+    type Error = Found;
+    fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Found> {
+        Err(Found(&[]))
+    }
+    fn deserialize_option<V: serde::de::Visitor<'de>>(self, v: V) -> Result<V::Value, Found> {
+        v.visit_some(Probe(None))
+    }
+    fn deserialize_struct<V: serde::de::Visitor<'de>>(
+        self,
+        _: &'static str,
+        fields: &'static [&'static str],
+        v: V,
+    ) -> Result<V::Value, Found> {
+        match self.0 {
+            None => Err(Found(fields)),
+            Some(_) => v.visit_map(self),
+        }
+    }
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+        byte_buf unit unit_struct newtype_struct seq tuple tuple_struct map
+        enum identifier ignored_any
+    }
+}
+
+impl<'de> serde::de::MapAccess<'de> for Probe {
+    type Error = Found;
+    fn next_key_seed<K: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, Found> {
+        use serde::de::IntoDeserializer as _;
+        self.0
+            .take()
+            .map(|name| seed.deserialize(name.into_deserializer()))
+            .transpose()
+    }
+    fn next_value_seed<V: serde::de::DeserializeSeed<'de>>(
+        &mut self,
+        seed: V,
+    ) -> Result<V::Value, Found> {
+        seed.deserialize(Probe(None))
+    }
+}
+
 /// The names of a configuration's top-level settings: the fields its
 /// `Deserialize` asks for (serde hands them to `deserialize_struct`).
 fn setting_names<C: DeserializeOwned>() -> &'static [&'static str] {
-    #[derive(Debug)]
-    struct Found(&'static [&'static str]);
-    impl std::fmt::Display for Found {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("not a struct")
-        }
+    match C::deserialize(Probe(None)) {
+        Err(Found(fields)) => fields,
+        Ok(_) => &[],
     }
-    impl std::error::Error for Found {}
-    impl serde::de::Error for Found {
-        fn custom<T: std::fmt::Display>(_: T) -> Self {
-            Found(&[])
-        }
-    }
-    struct Probe;
-    impl<'de> serde::Deserializer<'de> for Probe {
-        type Error = Found;
-        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Found> {
-            Err(Found(&[]))
-        }
-        fn deserialize_struct<V: serde::de::Visitor<'de>>(
-            self,
-            _: &'static str,
-            fields: &'static [&'static str],
-            _: V,
-        ) -> Result<V::Value, Found> {
-            Err(Found(fields))
-        }
-        serde::forward_to_deserialize_any! {
-            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
-            byte_buf option unit unit_struct newtype_struct seq tuple tuple_struct map
-            enum identifier ignored_any
-        }
-    }
-    match C::deserialize(Probe) {
+}
+
+/// The settings of the top-level setting `name` if it is a table of fixed
+/// settings (a struct, or an optional one: `[tls]`'s `cert`, `key`,
+/// `client_ca`); none for any other setting.
+fn table_setting_names<C: DeserializeOwned>(name: &'static str) -> &'static [&'static str] {
+    match C::deserialize(Probe(Some(name))) {
         Err(Found(fields)) => fields,
         Ok(_) => &[],
     }
@@ -289,7 +446,8 @@ pub fn split_list(v: &str) -> Vec<String> {
 mod tests {
     use std::path::PathBuf;
 
-    use super::{apply_env, setting_names, split_list};
+    use super::{apply_env, setting_names, split_list, table_setting_names};
+    use crate::tls::ListenerFiles;
 
     #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -370,6 +528,76 @@ mod tests {
         apply_env(&mut s, "P_", env(&[("P_KEY_FILE", ""), ("P_N", " ")]), &[]).unwrap();
         assert_eq!((s.key_file, s.n), (None, 7));
         assert!(split_list(" , ").is_empty());
+    }
+
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Listener {
+        #[serde(default)]
+        port: u16,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        tls: Option<ListenerFiles>,
+    }
+
+    fn files(client_ca: Option<&str>) -> ListenerFiles {
+        ListenerFiles {
+            cert: "c.pem".into(),
+            key: "k.pem".into(),
+            client_ca: client_ca.map(PathBuf::from),
+        }
+    }
+
+    #[test]
+    fn a_table_of_settings_has_a_variable_for_each_and_they_are_read_together() {
+        assert_eq!(
+            table_setting_names::<Listener>("tls"),
+            ["cert", "key", "client_ca"]
+        );
+        assert!(table_setting_names::<Listener>("port").is_empty());
+        assert!(table_setting_names::<Settings>("rooms").is_empty());
+        // Cert and key arrive together, each in its own variable.
+        let mut s = Listener { port: 1, tls: None };
+        let vars = env(&[
+            ("P_TLS_CERT", "c.pem"),
+            ("P_TLS_KEY", "k.pem"),
+            ("P_PORT", "2"),
+        ]);
+        apply_env(&mut s, "P_", vars, &[]).unwrap();
+        assert_eq!(
+            s,
+            Listener {
+                port: 2,
+                tls: Some(files(None))
+            }
+        );
+        // One setting of a table already set.
+        apply_env(&mut s, "P_", env(&[("P_TLS_CLIENT_CA", "ca.pem")]), &[]).unwrap();
+        assert_eq!(s.tls, Some(files(Some("ca.pem"))));
+        // Every setting of the table blank: no table.
+        let blank = env(&[
+            ("P_TLS_CERT", ""),
+            ("P_TLS_KEY", " "),
+            ("P_TLS_CLIENT_CA", ""),
+        ]);
+        apply_env(&mut s, "P_", blank, &[]).unwrap();
+        assert_eq!(s, Listener { port: 2, tls: None });
+    }
+
+    #[test]
+    fn a_table_short_of_a_setting_names_its_variables_and_changes_nothing() {
+        let mut s = Listener { port: 1, tls: None };
+        let e = apply_env(&mut s, "P_", env(&[("P_TLS_CERT", "c.pem")]), &[]).unwrap_err();
+        assert_eq!(e.var, "P_TLS_CERT");
+        assert!(e.reason.contains("key"), "{e}");
+        assert_eq!(s, Listener { port: 1, tls: None });
+        let mut s = Listener {
+            port: 1,
+            tls: Some(files(None)),
+        };
+        let vars = env(&[("P_TLS_CERT", "new.pem"), ("P_TLS_KEY", "")]);
+        let e = apply_env(&mut s, "P_", vars, &[]).unwrap_err();
+        assert_eq!(e.var, "P_TLS_CERT, P_TLS_KEY");
+        assert_eq!(s.tls, Some(files(None)));
     }
 
     #[test]

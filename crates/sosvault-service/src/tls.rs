@@ -2,6 +2,10 @@
 //! OpenSSL, no system roots): the listener, its optional client
 //! certificates, and the pinned client configuration.
 //!
+//! - [`ListenerFiles`] is the `[tls]` table of either service's
+//!   configuration (`cert`, `key`, and the trustee's `client_ca`), one type
+//!   for both, loaded by [`ListenerFiles::server_config`], which refuses a
+//!   key file other users can read.
 //! - [`server_config`] loads a certificate chain and key. With a *client
 //!   CA* file, a client may present a certificate, which must then chain to
 //!   one in that file (a CA, or the pinned client certificate itself);
@@ -36,7 +40,7 @@
 //! ```
 
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -51,6 +55,69 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
 use tokio_rustls::server::TlsStream;
+
+/// A listener's TLS files: the `[tls]` table of either service's
+/// configuration. Both files or none: a table without `cert` or `key` is
+/// refused when the configuration is read, and so is a setting it does not
+/// know.
+///
+/// ```toml
+/// [tls]
+/// cert = "/etc/sosvault-trustee/tls/trustee.pem"
+/// key = "/etc/sosvault-trustee/tls/trustee.key"
+/// client_ca = "/etc/sosvault-trustee/tls/control-room.pem"
+/// ```
+///
+/// Each file is also its own environment variable (`<PREFIX>TLS_CERT`,
+/// `<PREFIX>TLS_KEY`, `<PREFIX>TLS_CLIENT_CA`; see
+/// [`crate::config::apply_env`]).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerFiles {
+    /// The certificate chain (PEM).
+    pub cert: PathBuf,
+    /// Its private key (PEM, mode 0600: a key other users can read is
+    /// refused).
+    pub key: PathBuf,
+    /// The clients' certificates, or the CA that issues them (PEM): a client
+    /// may present a certificate only if it chains to one in this file. The
+    /// trustee needs it (its write endpoints answer only these); the
+    /// dispatch service takes no client certificates and refuses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<PathBuf>,
+}
+
+impl ListenerFiles {
+    /// A configuration's `paths` ([`crate::config::ConfigFile::paths_mut`])
+    /// and the files of its `[tls]`, if it has one.
+    pub fn and_paths<'a>(
+        tls: &'a mut Option<Self>,
+        (mut set, mut optional): crate::config::Paths<'a>,
+    ) -> crate::config::Paths<'a> {
+        if let Some(ListenerFiles {
+            cert,
+            key,
+            client_ca,
+        }) = tls
+        {
+            set.extend([cert, key]);
+            optional.push(client_ca);
+        }
+        (set, optional)
+    }
+
+    /// The listener's configuration: the key file checked first (refused,
+    /// saying what to run, if other users can read it), then both files
+    /// loaded, with `client_ca` if set.
+    pub fn server_config(&self) -> anyhow::Result<Arc<ServerConfig>> {
+        crate::files::check_key_file(&self.key, "the TLS key")?;
+        Ok(server_config(
+            &self.cert,
+            &self.key,
+            self.client_ca.as_deref(),
+        )?)
+    }
+}
 
 /// How long a TLS handshake may take before the connection is dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

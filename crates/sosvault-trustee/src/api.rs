@@ -330,7 +330,7 @@ impl Modify for ControlRoomTls {
             "control_room",
             SecurityScheme::MutualTls {
                 description: Some(
-                    "A pinned control room's TLS client certificate (`tls_client_ca`). Over TLS the \
+                    "A pinned control room's TLS client certificate (`[tls]` `client_ca`). Over TLS the \
                      write endpoints answer nothing else (401 `client_certificate_required`); a \
                      trustee on plain HTTP, which it allows on loopback only, asks for none."
                         .into(),

@@ -29,7 +29,8 @@
 //! directory: a backup together with the key it was sealed under still
 //! opens the shares of students who have since pressed stop.
 
-use sosvault_service::config::{ConfigFile, apply_env, read_file};
+use sosvault_service::config::{ConfigFile, Paths, apply_env, read_file};
+use sosvault_service::tls::ListenerFiles;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -97,20 +98,6 @@ pub struct Config {
     /// its own entries through a device-signed query.
     #[serde(default)]
     pub auditor_token_sha256: Vec<String>,
-    /// This trustee's TLS certificate chain (PEM). With `tls_key` and
-    /// `tls_client_ca` the listener speaks only TLS, and the write endpoints
-    /// take only pinned control rooms. Without TLS, `listen` must be a
-    /// loopback address (tests and a single-machine demo).
-    #[serde(default)]
-    pub tls_cert: Option<PathBuf>,
-    /// The private key of `tls_cert` (PEM, mode 0600).
-    #[serde(default)]
-    pub tls_key: Option<PathBuf>,
-    /// The pinned control rooms' TLS client certificates, or the CA that
-    /// issues them (PEM): the only callers of `POST /v1/shares`,
-    /// `/v1/releases`, `/v1/shreds`, `/v1/cancels` and `/v1/commits`.
-    #[serde(default)]
-    pub tls_client_ca: Option<PathBuf>,
     /// The origin of this trustee's checkpoints (`GET /v1/log/checkpoint`),
     /// also the key name of their signature. Default:
     /// `sosvault.log/<log id hex>`, which names this trustee's log key alone.
@@ -130,18 +117,21 @@ pub struct Config {
     /// `witness_vkey`). Only their cosignatures are kept and served.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub witnesses: Vec<String>,
+    /// The listener's TLS (`[tls]`): this trustee's certificate chain
+    /// (`cert`), its key (`key`, mode 0600) and the pinned control rooms' TLS
+    /// client certificates or the CA that issues them (`client_ca`, PEM), the
+    /// only callers of `POST /v1/shares`, `/v1/releases`, `/v1/shreds`,
+    /// `/v1/cancels` and `/v1/commits`. All three, and the listener speaks
+    /// only TLS; without `[tls]`, `listen` must be a loopback address (tests
+    /// and a single-machine demo).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<ListenerFiles>,
 }
 
 impl ConfigFile for Config {
-    fn paths_mut(&mut self) -> (Vec<&mut PathBuf>, Vec<&mut Option<PathBuf>>) {
+    fn paths_mut(&mut self) -> Paths<'_> {
         let set = vec![&mut self.store, &mut self.trustee_key_file];
-        let optional = vec![
-            &mut self.master_key_file,
-            &mut self.tls_cert,
-            &mut self.tls_key,
-            &mut self.tls_client_ca,
-        ];
-        (set, optional)
+        ListenerFiles::and_paths(&mut self.tls, (set, vec![&mut self.master_key_file]))
     }
 }
 
@@ -201,13 +191,11 @@ impl Config {
             request_timeout_secs: default_timeout(),
             max_body_bytes: default_body(),
             auditor_token_sha256: Vec::new(),
-            tls_cert: None,
-            tls_key: None,
-            tls_client_ca: None,
             log_origin: None,
             witness_name: None,
             witness_logs: Vec::new(),
             witnesses: Vec::new(),
+            tls: None,
         }
     }
 
@@ -308,21 +296,21 @@ impl Config {
         std::time::Duration::from_secs(self.request_timeout_secs.min(MAX_REQUEST_TIMEOUT_SECS))
     }
 
-    /// The TLS files, if TLS is on: `(cert, key, client CA)`. All three or
-    /// none; none only on a loopback address.
-    pub fn tls(&self) -> anyhow::Result<Option<(&Path, &Path, &Path)>> {
-        match (&self.tls_cert, &self.tls_key, &self.tls_client_ca) {
-            (Some(c), Some(k), Some(ca)) => Ok(Some((c, k, ca))),
-            (None, None, None) if self.listen.ip().is_loopback() => Ok(None),
-            (None, None, None) => bail!(
-                "listen = {} is not a loopback address: serve TLS there (set tls_cert, tls_key, \
-                 and tls_client_ca, the control room's client certificate or CA); plain HTTP \
-                 is for loopback only",
+    /// The TLS files, if TLS is on: all three (`[tls]` with its
+    /// `client_ca`), or none, only on a loopback address.
+    pub fn tls(&self) -> anyhow::Result<Option<&ListenerFiles>> {
+        match &self.tls {
+            Some(files) if files.client_ca.is_some() => Ok(Some(files)),
+            None if self.listen.ip().is_loopback() => Ok(None),
+            None => bail!(
+                "listen = {} is not a loopback address: serve TLS there (a [tls] table with \
+                 cert, key, and client_ca, the control room's client certificate or CA); plain \
+                 HTTP is for loopback only",
                 self.listen
             ),
-            _ => bail!(
-                "TLS needs tls_cert, tls_key and tls_client_ca together (tls_client_ca: the \
-                 control room's client certificate or CA, the only caller of the write endpoints)"
+            Some(_) => bail!(
+                "[tls] needs client_ca too (the control room's client certificate or CA, the \
+                 only caller of the write endpoints)"
             ),
         }
     }
@@ -398,28 +386,26 @@ where
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-    use super::{Checkpoint, Config, MAX_REQUEST_TIMEOUT_SECS, Path, PathBuf, default_listen};
+    use super::{
+        Checkpoint, Config, ListenerFiles, MAX_REQUEST_TIMEOUT_SECS, Path, PathBuf, default_listen,
+    };
+
+    /// A `[tls]` table as an operator writes it.
+    fn files() -> ListenerFiles {
+        toml::from_str("cert = 'tls/cert.pem'\nkey = '/etc/sosvault/key.pem'\nclient_ca = 'ca.pem'")
+            .unwrap()
+    }
 
     #[test]
     fn tls_files_are_relative_to_the_config_file_like_the_keys() {
         let mut c = Config::for_dir(Path::new(""), "t".into(), default_listen());
         c.store = "store.db".into();
-        c.tls_cert = Some("tls/cert.pem".into());
-        c.tls_key = Some("/etc/sosvault/key.pem".into());
-        c.tls_client_ca = Some("ca.pem".into());
+        c.tls = Some(files());
         sosvault_service::config::resolve_relative_to(&mut c, Path::new("/srv/t1"));
-        assert_eq!(
-            c.tls_cert.as_deref(),
-            Some(Path::new("/srv/t1/tls/cert.pem"))
-        );
-        assert_eq!(
-            c.tls_key.as_deref(),
-            Some(Path::new("/etc/sosvault/key.pem"))
-        );
-        assert_eq!(
-            c.tls_client_ca.as_deref(),
-            Some(Path::new("/srv/t1/ca.pem"))
-        );
+        let tls = c.tls.clone().expect("[tls]");
+        assert_eq!(tls.cert, Path::new("/srv/t1/tls/cert.pem"));
+        assert_eq!(tls.key, Path::new("/etc/sosvault/key.pem"));
+        assert_eq!(tls.client_ca.as_deref(), Some(Path::new("/srv/t1/ca.pem")));
         assert_eq!(c.store, Path::new("/srv/t1/store.db"));
     }
 
@@ -471,12 +457,17 @@ mod tests {
         assert!(c.tls().unwrap().is_none());
         c.listen = "0.0.0.0:7400".parse().unwrap();
         let e = c.tls().unwrap_err().to_string();
-        assert!(e.contains("tls_cert") && e.contains("loopback"), "{e}");
-        c.tls_cert = Some("c.pem".into());
-        c.tls_key = Some("k.pem".into());
-        assert!(c.tls().unwrap_err().to_string().contains("tls_client_ca"));
-        c.tls_client_ca = Some("ca.pem".into());
+        assert!(e.contains("[tls]") && e.contains("loopback"), "{e}");
+        c.tls = Some(ListenerFiles {
+            client_ca: None,
+            ..files()
+        });
+        assert!(c.tls().unwrap_err().to_string().contains("client_ca"));
+        c.tls = Some(files());
         assert!(c.tls().unwrap().is_some());
+        // The table reads back from the file `init` writes.
+        let back: Config = toml::from_str(&toml::to_string(&c).unwrap()).unwrap();
+        assert_eq!(back.tls, c.tls);
     }
 
     #[test]

@@ -1,9 +1,9 @@
 //! Who may call the write endpoints.
 //!
-//! Over TLS (`tls_cert`, `tls_key`, `tls_client_ca`), `POST /v1/shares`,
+//! Over TLS (`[tls]`: `cert`, `key`, `client_ca`), `POST /v1/shares`,
 //! `/v1/releases`, `/v1/shreds`, `/v1/cancels` and `/v1/commits` answer only
 //! a connection whose TLS handshake verified a client certificate against
-//! `tls_client_ca`: a pinned control room; so does `POST /v1/log/cosignatures`,
+//! `client_ca`: a pinned control room; so does `POST /v1/log/cosignatures`,
 //! the control room relaying witnesses' cosignatures. Anyone else gets `401
 //! client_certificate_required` before the body is read, and nothing of it
 //! reaches the node or its log. Those refusals are counted and summarised

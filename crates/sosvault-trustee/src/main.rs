@@ -308,13 +308,11 @@ fn serve(config_path: &Path) -> anyhow::Result<()> {
             sosvault_trustee::config::MAX_REQUEST_TIMEOUT_SECS
         );
     }
-    let tls = match config.tls()? {
-        Some((cert, key, client_ca)) => Some(
-            sosvault_service::tls::server_config(cert, key, Some(client_ca))
-                .context("cannot set up TLS")?,
-        ),
-        None => None,
-    };
+    let tls = config
+        .tls()?
+        .map(sosvault_service::tls::ListenerFiles::server_config)
+        .transpose()
+        .context("cannot set up TLS")?;
     // Over TLS the write endpoints answer only pinned control rooms; plain
     // HTTP is loopback only (checked by the config) and stays open.
     let gate = if tls.is_some() {

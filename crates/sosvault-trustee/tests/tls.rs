@@ -144,7 +144,45 @@ fn plain_http_off_loopback_is_refused_with_what_to_set() {
         .output()
         .unwrap();
     let stderr = failed(&out);
-    assert!(stderr.contains("tls_cert"), "{stderr}");
+    assert!(stderr.contains("[tls]"), "{stderr}");
     assert!(stderr.contains("loopback"), "{stderr}");
     assert!(String::from_utf8_lossy(&out.stdout).is_empty());
+}
+
+#[test]
+fn a_tls_key_other_users_can_read_is_refused_before_anything_listens() {
+    let t = TrusteeDir::init("loose");
+    let dir = t.dir().join("pki");
+    std::fs::create_dir(&dir).unwrap();
+    let pki = Pki::new(&dir, "trustee-ca").unwrap();
+    let served = pki.server("trustee", &["127.0.0.1", "localhost"]).unwrap();
+    std::fs::set_permissions(
+        &served.key,
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    // The `[tls]` table of the config file, as an operator writes it.
+    let mut config = std::fs::read_to_string(t.config()).unwrap();
+    config.push_str(&format!(
+        "\n[tls]\ncert = {:?}\nkey = {:?}\nclient_ca = {:?}\n",
+        served.cert,
+        served.key,
+        pki.ca_file()
+    ));
+    std::fs::write(t.config(), config).unwrap();
+    let out = t
+        .serve_command()
+        .env_remove("SOSVAULT_TRUSTEE_MASTER_KEY")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = failed(&out);
+    assert!(
+        stderr.contains("the TLS key") && stderr.contains("chmod 600"),
+        "{stderr}"
+    );
+    assert!(
+        !stderr.contains("listening on"),
+        "refused before listening: {stderr}"
+    );
 }

@@ -390,8 +390,11 @@ impl TlsService {
         let mut cfg = sosvault_server::config::Config::new(dir.join("data"));
         sosvault_server::init_keys(&cfg).unwrap();
         cfg.listen = "127.0.0.1:0".into();
-        cfg.tls_cert = Some(dir.join("cert.pem"));
-        cfg.tls_key = Some(dir.join("key.pem"));
+        cfg.tls = Some(sosvault_server::tls::ListenerFiles {
+            cert: dir.join("cert.pem"),
+            key: dir.join("key.pem"),
+            client_ca: None,
+        });
         for _ in 0..3 {
             cfg.trustees.push(sosvault_server::config::TrusteeConfig {
                 url: "http://127.0.0.1:9".into(),
