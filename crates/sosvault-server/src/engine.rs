@@ -1463,7 +1463,8 @@ mod tests {
 
     use super::{
         Arc, AssignmentRow, AssignmentStatus, Audience, Category, Config, ControlRoomKey, Db,
-        Engine, Event, EventBody, EventKind, IncidentId, LatLon, UnitId, UnitKind, human_ms, json,
+        Engine, Event, EventBody, EventKind, IncidentId, LatLon, UnitConnection, UnitId, UnitKind,
+        human_ms, json,
     };
     use crate::unit::named;
 
@@ -1582,6 +1583,30 @@ mod tests {
                 Timeline
             ]
         );
+    }
+
+    /// A police team at Talwandi, its stream open, sent to a panic from
+    /// there: the team, the incident, what the team hears from then on, and
+    /// its stream (a team with none is not sent; hold it while the team
+    /// should stay reachable).
+    async fn a_team_sent(
+        engine: &Engine,
+    ) -> (
+        UnitId,
+        IncidentId,
+        tokio::sync::broadcast::Receiver<Event>,
+        UnitConnection,
+    ) {
+        let (unit, _) = engine
+            .create_unit("near", UnitKind::Police, Some(TALWANDI))
+            .await
+            .unwrap();
+        let stream = engine.unit_connected(unit);
+        let mut hears = engine.subscribe_unit(unit);
+        let panic = enrolled_panic(engine, TALWANDI).await;
+        let (id, _) = engine.panic(panic.as_bytes()).await.unwrap();
+        first_assigned(&mut hears).await.expect("the team is sent");
+        (unit, id, hears, stream)
     }
 
     /// The first `Assigned` event a team hears, waiting at most 30 s.
@@ -1760,16 +1785,7 @@ mod tests {
     async fn an_acknowledgement_said_by_another_node_is_taken_only_while_fresh() {
         let dir = tempfile::tempdir().unwrap();
         let engine = engine_on(dir.path());
-        let here = TALWANDI;
-        let (unit, _) = engine
-            .create_unit("near", UnitKind::Police, Some(here))
-            .await
-            .unwrap();
-        let _stream = engine.unit_connected(unit);
-        let mut hears = engine.subscribe_unit(unit);
-        let panic = enrolled_panic(&engine, here).await;
-        let (id, _) = engine.panic(panic.as_bytes()).await.unwrap();
-        first_assigned(&mut hears).await.expect("the team is sent");
+        let (unit, id, _, _stream) = a_team_sent(&engine).await;
         let acked = || {
             engine
                 .state()
@@ -1804,15 +1820,7 @@ mod tests {
     async fn an_action_another_node_asks_is_taken_once_and_only_while_fresh() {
         let dir = tempfile::tempdir().unwrap();
         let engine = engine_on(dir.path());
-        let (unit, _) = engine
-            .create_unit("near", UnitKind::Police, Some(TALWANDI))
-            .await
-            .unwrap();
-        let _stream = engine.unit_connected(unit);
-        let mut hears = engine.subscribe_unit(unit);
-        let panic = enrolled_panic(&engine, TALWANDI).await;
-        let (id, _) = engine.panic(panic.as_bytes()).await.unwrap();
-        first_assigned(&mut hears).await.expect("the team is sent");
+        let (unit, id, mut hears, _stream) = a_team_sent(&engine).await;
         engine.acknowledge(unit, id).await.unwrap();
         let refused = || engine.inner.metrics.bus.refused.load(Ordering::SeqCst);
         let said = |word, at_ms| {
@@ -1863,7 +1871,7 @@ mod tests {
 
     /// Two police teams north of Talwandi, one 100 m away and one 2 km,
     /// each with a live stream open (kept while the guards live).
-    async fn near_and_far(engine: &Engine) -> (UnitId, UnitId, [super::UnitConnection; 2]) {
+    async fn near_and_far(engine: &Engine) -> (UnitId, UnitId, [UnitConnection; 2]) {
         let mut teams = Vec::new();
         for (name, north) in [("near", 0.001), ("far", 0.02)] {
             let at = LatLon {

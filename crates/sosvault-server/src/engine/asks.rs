@@ -379,7 +379,7 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{Act, Answer, Asks, Standing};
 
     #[test]
     fn every_answer_comes_back_as_the_refusal_it_was() {

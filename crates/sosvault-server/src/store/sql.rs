@@ -620,7 +620,7 @@ pub(crate) fn numbered_dollars(sql: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use super::{Cow, IncidentId, Param, Row, UnitId, Value, id_at, numbered_dollars, team_lock};
 
     /// Each team its own lock, none the schema's (`sosvault`, whose first
     /// two bytes are `so`).
