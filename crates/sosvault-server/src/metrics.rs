@@ -145,6 +145,40 @@ pub struct BusCounters {
     pub refused: AtomicU64,
 }
 
+impl BusCounters {
+    /// Every counter of the words between nodes: its name, its help line
+    /// and its value.
+    fn counters(&self) -> [(&'static str, &'static str, &AtomicU64); 5] {
+        [
+            (
+                "sosvault_bus_announced_total",
+                "Events announced to the other nodes on the database (NOTIFY, sealed).",
+                &self.announced,
+            ),
+            (
+                "sosvault_bus_dropped_total",
+                "Events not announced to the other nodes: too large for a notification, or the database away.",
+                &self.dropped,
+            ),
+            (
+                "sosvault_bus_heard_total",
+                "Events other nodes announced, delivered to this node's live streams.",
+                &self.heard,
+            ),
+            (
+                "sosvault_bus_gaps_total",
+                "Times this node listened again after losing its connection: other nodes' events announced meanwhile were missed.",
+                &self.gaps,
+            ),
+            (
+                "sosvault_bus_refused_total",
+                "What other nodes said that this node did not take: made more than 10 s ago by this node's clock (replayed by whoever holds the database, or a clock far off), or an operator's action taken once already (replayed).",
+                &self.refused,
+            ),
+        ]
+    }
+}
+
 /// The service's metrics.
 #[derive(Default, Debug)]
 pub struct Metrics {
@@ -208,7 +242,7 @@ impl Metrics {
     }
 
     /// Every counter: its name, its help line and its value.
-    fn counters(&self) -> [(&'static str, &'static str, &AtomicU64); 20] {
+    fn counters(&self) -> [(&'static str, &'static str, &AtomicU64); 15] {
         [
             (
                 "sosvault_panics_total",
@@ -261,31 +295,6 @@ impl Metrics {
                 &self.leases_lost,
             ),
             (
-                "sosvault_bus_announced_total",
-                "Events announced to the other nodes on the database (NOTIFY, sealed).",
-                &self.bus.announced,
-            ),
-            (
-                "sosvault_bus_dropped_total",
-                "Events not announced to the other nodes: too large for a notification, or the database away.",
-                &self.bus.dropped,
-            ),
-            (
-                "sosvault_bus_heard_total",
-                "Events other nodes announced, delivered to this node's live streams.",
-                &self.bus.heard,
-            ),
-            (
-                "sosvault_bus_gaps_total",
-                "Times this node listened again after losing its connection: other nodes' events announced meanwhile were missed.",
-                &self.bus.gaps,
-            ),
-            (
-                "sosvault_bus_refused_total",
-                "What other nodes said that this node did not take: made more than 10 s ago by this node's clock (replayed by whoever holds the database, or a clock far off), or an operator's action taken once already (replayed).",
-                &self.bus.refused,
-            ),
-            (
                 "sosvault_forwards_taken_total",
                 "Stops, cancels and commits to the trustees this node took over from a node that stopped beating.",
                 &self.forwards_taken,
@@ -316,8 +325,7 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self, open_incidents: usize) -> String {
         let mut out = String::new();
-        let counters = self.counters();
-        for (name, help, v) in counters {
+        for (name, help, v) in self.counters().into_iter().chain(self.bus.counters()) {
             let _ = writeln!(out, "# HELP {name} {help}");
             let _ = writeln!(out, "# TYPE {name} counter");
             let _ = writeln!(out, "{name} {}", v.load(Ordering::Relaxed));

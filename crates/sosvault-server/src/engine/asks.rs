@@ -312,29 +312,7 @@ impl Engine {
         let engine = self.clone();
         let to = from.to_owned();
         self.inner.tasks.spawn(async move {
-            let answer = match (act, by) {
-                (Act::Standing { epoch, to, reason }, by) => {
-                    match engine.standing(id, &by, epoch, to.as_deref(), reason).await {
-                        Ok(standing) => Answer::Standing(Box::new(standing)),
-                        Err(e) => {
-                            tracing::warn!(incident = %super::short(&id), "a detail asked by another node: {e}");
-                            Answer::Failed
-                        }
-                    }
-                }
-                (Act::Reassign, Asker::Operator { role, name }) => {
-                    Answer::of(&engine.reassign_here(id, &OperatorId { name, role }).await)
-                }
-                (Act::Assign { unit }, Asker::Operator { role, name }) => {
-                    let op = OperatorId { name, role };
-                    Answer::of(&match unit.parse::<UnitId>() {
-                        Ok(unit) => engine.assign_asked(id, unit, &op).await,
-                        Err(_) => Err(EngineError::UnknownTeam),
-                    })
-                }
-                // Only an operator reassigns or sends a team.
-                (_, Asker::Unit { .. }) => Answer::Failed,
-            };
+            let answer = engine.answer_ask(id, act, by).await;
             tracing::info!(
                 incident = %super::short(&id),
                 node = %to,
@@ -347,6 +325,34 @@ impl Engine {
                 answer,
             }));
         });
+    }
+
+    /// What this node, running incident `id`, answers to `act` asked by
+    /// `by` through another node.
+    async fn answer_ask(&self, id: IncidentId, act: Act, by: Asker) -> Answer {
+        match (act, by) {
+            (Act::Standing { epoch, to, reason }, by) => {
+                match self.standing(id, &by, epoch, to.as_deref(), reason).await {
+                    Ok(standing) => Answer::Standing(Box::new(standing)),
+                    Err(e) => {
+                        tracing::warn!(incident = %super::short(&id), "a detail asked by another node: {e}");
+                        Answer::Failed
+                    }
+                }
+            }
+            (Act::Reassign, Asker::Operator { role, name }) => {
+                Answer::of(&self.reassign_here(id, &OperatorId { name, role }).await)
+            }
+            (Act::Assign { unit }, Asker::Operator { role, name }) => {
+                let op = OperatorId { name, role };
+                Answer::of(&match unit.parse::<UnitId>() {
+                    Ok(unit) => self.assign_asked(id, unit, &op).await,
+                    Err(_) => Err(EngineError::UnknownTeam),
+                })
+            }
+            // Only an operator reassigns or sends a team.
+            (_, Asker::Unit { .. }) => Answer::Failed,
+        }
     }
 
     /// The running node's answer to an ask of this node's.

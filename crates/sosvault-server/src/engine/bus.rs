@@ -508,32 +508,43 @@ fn listen(
             counters.gaps.fetch_add(1, Ordering::Relaxed);
         }
         first = false;
-        loop {
-            // A fresh wait each time: a `TimeoutIter`'s deadline moves only
-            // when a notification comes, so one kept across a quiet second
-            // answers at once for ever after (a busy loop).
-            let next = client.notifications().timeout_iter(RECONNECT).next();
-            match next {
-                Ok(Some(n)) => {
-                    if !hand_over(n.payload(), heard) {
-                        return;
-                    }
+        if !relay(&mut client, heard) {
+            return;
+        }
+    }
+}
+
+/// Hands what the listening connection `client` hears to `heard` until the
+/// connection is lost (true: connect again) or nobody reads any more (false).
+fn relay(
+    client: &mut postgres::Client,
+    heard: &tokio::sync::mpsc::UnboundedSender<String>,
+) -> bool {
+    loop {
+        // A fresh wait each time: a `TimeoutIter`'s deadline moves only
+        // when a notification comes, so one kept across a quiet second
+        // answers at once for ever after (a busy loop).
+        let next = client.notifications().timeout_iter(RECONNECT).next();
+        match next {
+            Ok(Some(n)) => {
+                if !hand_over(n.payload(), heard) {
+                    return false;
                 }
-                Ok(None) if client.is_closed() => {
-                    tracing::warn!(
-                        "the connection listening for the other nodes' events closed: connecting again"
-                    );
-                    break;
-                }
-                // Quiet for a second: is anyone still reading?
-                Ok(None) if heard.is_closed() => return,
-                Ok(None) => {}
-                Err(e) => {
-                    tracing::warn!(
-                        "the connection listening for the other nodes' events was lost ({e}): connecting again"
-                    );
-                    break;
-                }
+            }
+            Ok(None) if client.is_closed() => {
+                tracing::warn!(
+                    "the connection listening for the other nodes' events closed: connecting again"
+                );
+                return true;
+            }
+            // Quiet for a second: is anyone still reading?
+            Ok(None) if heard.is_closed() => return false,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(
+                    "the connection listening for the other nodes' events was lost ({e}): connecting again"
+                );
+                return true;
             }
         }
     }
