@@ -38,6 +38,7 @@ use rand::rngs::StdRng;
 use sosvault::hazmat::{RawShare, combine_shares, split_secret_with_rng};
 use sosvault::manifest::{Manifest, ManifestTrustee};
 use sosvault::messages::TrusteeSlot;
+use sosvault::status::{Stage, StatusQuery, StatusReport, Team, TeamKind};
 use sosvault::{
     AuthorityKey, Cancel, CancelReceipt, Category, Container, ControlRoomKey, ControlRoomPublic,
     Device, DeviceKey, EnrollmentCommit, EnrollmentPackage, EnrollmentRecord, InMemoryTrustee,
@@ -50,13 +51,15 @@ use sosvault::{
 // ------------------------------------------------------------------ fixed inputs
 
 /// Every vector file, by stem. (The fuzz corpus seeder reads these names.)
-const NAMES: [&str; 32] = [
+const NAMES: [&str; 34] = [
     "enrollment",
     "panic",
     "location",
     "cancel",
     "stop",
     "release_request",
+    "status_query",
+    "status_report",
     "release",
     "shred_receipt",
     "cancel_receipt",
@@ -92,6 +95,8 @@ const VAULT_SCALAR: [u8; 32] = [0x31; 32];
 const INCIDENT_SCALAR: [u8; 32] = [0x41; 32];
 const SPLIT_RNG_SEED: [u8; 32] = [0x51; 32];
 const INCIDENT_ID: [u8; 16] = [0x61; 16];
+/// The status query's nonce.
+const STATUS_NONCE: [u8; 16] = [0x81; 16];
 const AUTHORITY_SEED: [u8; 32] = [0x71; 32];
 /// The manifest's validity: a year from T0.
 const MANIFEST_YEAR: u64 = 365 * 24 * 3600;
@@ -112,6 +117,10 @@ const AT_REQUEST: u64 = T0 + 605;
 const AT_RELEASE: u64 = T0 + 610;
 /// Location update (counter 2).
 const AT_LOCATION: u64 = T0 + 630;
+/// The phone asks where its incident stands.
+const AT_STATUS_QUERY: u64 = T0 + 640;
+/// The control room answers.
+const AT_STATUS_REPORT: u64 = T0 + 641;
 /// Cancel (counter 3).
 const AT_CANCEL: u64 = T0 + 900;
 /// A trustee takes the forwarded cancel.
@@ -636,6 +645,35 @@ fn build() -> BTreeMap<&'static str, Vec<u8>> {
         &trustee_key(0),
     );
     v.insert("location", update.as_bytes().to_vec());
+
+    // The phone follows its incident: a team on its way, the profile open.
+    let query = Signed::sign(
+        StatusQuery {
+            control_room: TrusteeId::of_signer(room.public().verifying_key()),
+            issued_at: ts(AT_STATUS_QUERY),
+            nonce: STATUS_NONCE,
+            panic: panic.hash(),
+        },
+        &device,
+    );
+    let report = Signed::sign(
+        StatusReport {
+            query: query.hash(),
+            panic: panic.hash(),
+            at: ts(AT_STATUS_REPORT),
+            stage: Stage::TeamOnTheWay(Team {
+                kind: TeamKind::Police,
+                distance_m: 850,
+                eta_secs: 172,
+            }),
+            released: 2,
+            threshold: THRESHOLD,
+            opened_at: Some(ts(AT_RELEASE)),
+        },
+        &room,
+    );
+    v.insert("status_query", query.as_bytes().to_vec());
+    v.insert("status_report", report.as_bytes().to_vec());
     v.insert("cancel", cancel.as_bytes().to_vec());
     v.insert("stop", stop.as_bytes().to_vec());
     v.insert("shred_receipt", shred.as_bytes().to_vec());
@@ -860,6 +898,17 @@ fn committed_messages_decode_and_verify() {
     assert_eq!(cancel.body().sealed_note, committed("sealed_note"));
     let stop = check::<Stop>("stop", device.verifying_key());
     assert_eq!((stop.body().epoch, stop.body().counter), (EPOCH, 4));
+
+    let query = check::<StatusQuery>("status_query", device.verifying_key());
+    let me = TrusteeId::of_signer(room.verifying_key());
+    let asked =
+        sosvault::query::check::<StatusQuery>(query.as_bytes(), &me, ts(AT_STATUS_REPORT), 120)
+            .unwrap();
+    assert_eq!(asked.student(), student);
+    assert_eq!(query.body().panic, panic.hash());
+    let report = StatusReport::verify(&committed("status_report"), &room, &query).unwrap();
+    assert!(report.stage.help_is_coming());
+    assert_eq!((report.released, report.threshold), (2, THRESHOLD));
 
     let request = check::<ReleaseRequest>("release_request", room.verifying_key());
     assert_eq!(request.body().panic, panic, "the whole panic is embedded");

@@ -17,15 +17,16 @@
 //! let now = Timestamp::now();
 //! let query = LogQuery::sign(&DeviceKey::generate(), log, now);
 //! let mut guard = QueryGuard::new(120);
-//! assert!(guard.admit(query.as_bytes(), &log, now).is_ok());
-//! let again = guard.admit(query.as_bytes(), &log, now).unwrap_err();
+//! assert!(guard.admit::<LogQuery>(query.as_bytes(), &log, now).is_ok());
+//! let again = guard.admit::<LogQuery>(query.as_bytes(), &log, now).unwrap_err();
 //! assert_eq!((again.status(), again.code()), (409, "replayed"));
 //! ```
 
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
-use sosvault::log::{CheckedLogQuery, LogQuery, QueryRefusal};
+use sosvault::log::LogQuery;
+use sosvault::query::{Checked, DeviceQuery, QueryRefusal};
 use sosvault::{Signed, Timestamp, TrusteeId};
 use utoipa::ToSchema;
 
@@ -62,9 +63,10 @@ impl MineRequest {
     }
 }
 
-/// The refusals of `POST /v1/log/mine` as both services document them
-/// (`responses(..., MineRefusals)`): one per status of [`QueryRefused`] and
-/// of the body ([`BodyRefused`]).
+/// The refusals of a device-signed query as both services document them
+/// (`responses(..., MineRefusals)`: `POST /v1/log/mine`, and the dispatch
+/// service's `POST /v1/incident/status`): one per status of
+/// [`QueryRefused`] and of the body ([`BodyRefused`]).
 #[derive(utoipa::IntoResponses)]
 pub enum MineRefusals {
     /// `bad_json` (the body), `too_long`, `bad_base64` (the field);
@@ -72,7 +74,8 @@ pub enum MineRefusals {
     /// verify.
     #[response(status = 400)]
     Malformed(ErrorBody),
-    /// `wrong_log`: the query is addressed to another log.
+    /// `wrong_log`: the query is addressed to another log (another
+    /// trustee, or another control room).
     #[response(status = 403)]
     WrongLog(ErrorBody),
     /// `replayed`: this query was answered before.
@@ -81,7 +84,7 @@ pub enum MineRefusals {
     /// `stale_query`: the query's time is outside the allowed clock skew.
     #[response(status = 422)]
     Stale(ErrorBody),
-    /// `rate_limited`: too many log queries right now.
+    /// `rate_limited`: too many queries right now.
     #[response(status = 429)]
     RateLimited(ErrorBody),
     /// `internal`.
@@ -110,7 +113,7 @@ pub enum QueryRefused {
     #[error("this query was already answered")]
     Replayed,
     /// Too many nonces are remembered right now.
-    #[error("too many log queries right now; try again in a few minutes")]
+    #[error("too many queries right now; try again in a few minutes")]
     Busy,
 }
 
@@ -173,22 +176,25 @@ impl QueryGuard {
         }
     }
 
-    /// [`LogQuery::check`] with this guard's skew; remembers nothing (run
-    /// it outside any lock, then [`remember`](Self::remember)).
-    pub fn check(
+    /// [`sosvault::query::check`] of a query of kind `Q` (a
+    /// [`LogQuery`], a [`StatusQuery`](sosvault::status::StatusQuery))
+    /// with this guard's skew; remembers nothing (run it outside any lock,
+    /// then [`remember`](Self::remember)).
+    pub fn check<Q: DeviceQuery>(
         &self,
         query: &[u8],
         log: &TrusteeId,
         now: Timestamp,
-    ) -> Result<CheckedLogQuery, QueryRefused> {
-        Ok(LogQuery::check(query, log, now, self.skew_secs)?)
+    ) -> Result<Checked<Q>, QueryRefused> {
+        Ok(sosvault::query::check(query, log, now, self.skew_secs)?)
     }
 
     /// Admits a checked query's nonce once: refuses a nonce seen within
-    /// the window, and any nonce while [`MAX_SEEN`] are remembered.
-    pub fn remember(
+    /// the window (by a query of any kind), and any nonce while
+    /// [`MAX_SEEN`] are remembered.
+    pub fn remember<Q: DeviceQuery>(
         &mut self,
-        query: &CheckedLogQuery,
+        query: &Checked<Q>,
         now: Timestamp,
     ) -> Result<(), QueryRefused> {
         // A nonce stays until its query could no longer pass the skew check.
@@ -202,18 +208,18 @@ impl QueryGuard {
             return Err(QueryRefused::Busy);
         }
         self.seen
-            .insert(nonce, query.query().body().issued_at.max(now));
+            .insert(nonce, query.query().body().issued_at().max(now));
         Ok(())
     }
 
     /// [`check`](Self::check), then [`remember`](Self::remember).
-    pub fn admit(
+    pub fn admit<Q: DeviceQuery>(
         &mut self,
         query: &[u8],
         log: &TrusteeId,
         now: Timestamp,
-    ) -> Result<CheckedLogQuery, QueryRefused> {
-        let checked = self.check(query, log, now)?;
+    ) -> Result<Checked<Q>, QueryRefused> {
+        let checked = self.check::<Q>(query, log, now)?;
         self.remember(&checked, now)?;
         Ok(checked)
     }
@@ -251,13 +257,14 @@ mod tests {
         let mut g = QueryGuard::new(120);
         let other = LogQuery::sign(&key, log(), now);
         assert_eq!(
-            g.admit(other.as_bytes(), &ours, now).unwrap_err(),
+            g.admit::<LogQuery>(other.as_bytes(), &ours, now)
+                .unwrap_err(),
             QueryRefused::WrongLog
         );
         for at in [now.minus(121), now.plus(121)] {
             let q = LogQuery::sign(&key, ours, at);
             assert_eq!(
-                g.admit(q.as_bytes(), &ours, now).unwrap_err(),
+                g.admit::<LogQuery>(q.as_bytes(), &ours, now).unwrap_err(),
                 QueryRefused::Stale
             );
         }
@@ -265,11 +272,11 @@ mod tests {
         let last = forged.len() - 1;
         forged[last] ^= 1;
         assert!(matches!(
-            g.admit(&forged, &ours, now),
+            g.admit::<LogQuery>(&forged, &ours, now),
             Err(QueryRefused::Malformed(_))
         ));
         assert!(matches!(
-            g.admit(b"", &ours, now),
+            g.admit::<LogQuery>(b"", &ours, now),
             Err(QueryRefused::Malformed(_))
         ));
         assert!(g.seen.is_empty(), "a refused query is not remembered");
@@ -280,20 +287,21 @@ mod tests {
         let (ours, now) = (log(), Timestamp::now());
         let mut g = QueryGuard::new(120);
         let q = LogQuery::sign(&DeviceKey::generate(), ours, now);
-        g.admit(q.as_bytes(), &ours, now).unwrap();
+        g.admit::<LogQuery>(q.as_bytes(), &ours, now).unwrap();
         assert_eq!(
-            g.admit(q.as_bytes(), &ours, now.plus(100)).unwrap_err(),
+            g.admit::<LogQuery>(q.as_bytes(), &ours, now.plus(100))
+                .unwrap_err(),
             QueryRefused::Replayed
         );
         // Past the window the query is stale anyway, and the next query
         // admitted drops its nonce: memory holds only the window.
         let later = now.plus(241);
         assert_eq!(
-            g.admit(q.as_bytes(), &ours, later).unwrap_err(),
+            g.admit::<LogQuery>(q.as_bytes(), &ours, later).unwrap_err(),
             QueryRefused::Stale
         );
         let fresh = LogQuery::sign(&DeviceKey::generate(), ours, later);
-        g.admit(fresh.as_bytes(), &ours, later).unwrap();
+        g.admit::<LogQuery>(fresh.as_bytes(), &ours, later).unwrap();
         assert_eq!(g.seen.len(), 1);
     }
 
@@ -308,12 +316,12 @@ mod tests {
         }
         let q = LogQuery::sign(&DeviceKey::generate(), ours, now);
         assert_eq!(
-            g.admit(q.as_bytes(), &ours, now).unwrap_err(),
+            g.admit::<LogQuery>(q.as_bytes(), &ours, now).unwrap_err(),
             QueryRefused::Busy
         );
         let later = now.plus(241);
         let q = LogQuery::sign(&DeviceKey::generate(), ours, later);
-        assert!(g.admit(q.as_bytes(), &ours, later).is_ok());
+        assert!(g.admit::<LogQuery>(q.as_bytes(), &ours, later).is_ok());
     }
 
     #[test]

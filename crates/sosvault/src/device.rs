@@ -453,6 +453,20 @@ impl Device {
         ))
     }
 
+    /// A signed question to `control_room` about the incident opened by
+    /// `panic` (its signed panic's hash): answered with a
+    /// [`StatusReport`](crate::status::StatusReport), which the phone checks
+    /// with [`StatusReport::verify`](crate::status::StatusReport::verify)
+    /// against the same query. Uses no counter: a query changes nothing.
+    pub fn status_query(
+        &self,
+        panic: MessageHash,
+        control_room: &ControlRoomPublic,
+        now: Timestamp,
+    ) -> Signed<crate::status::StatusQuery> {
+        crate::status::StatusQuery::sign(&self.key, control_room, panic, now)
+    }
+
     /// A live location update for the incident opened by `panic`.
     pub fn location_update(
         &mut self,

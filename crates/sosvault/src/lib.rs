@@ -71,6 +71,9 @@
 //! - [`Device`]: enroll, panic, location, cancel, stop, re-enroll.
 //! - [`Trustee`]: the pure state machine a trustee service persists.
 //! - [`Opener`]: the control room's combiner.
+//! - [`status`]: the phone follows its incident (a query it signs, a report
+//!   the control room signs); [`query`]: the check of every device-signed
+//!   question.
 //! - [`log`]: the RFC 6962 transparency log every party verifies.
 //! - [`checkpoint`]: its heads as C2SP checkpoints, cosigned by witnesses
 //!   that refuse a fork.
@@ -93,8 +96,10 @@ pub mod manifest;
 pub mod messages;
 mod open;
 mod profile;
+pub mod query;
 mod seal;
 mod signed;
+pub mod status;
 mod trustee;
 mod wire;
 

@@ -102,13 +102,14 @@ mod query;
 mod tests;
 mod tree;
 
+pub use crate::query::QueryRefusal;
 pub use entry::{
     LogEntry, MAX_ENTRY_BYTES, MAX_REASON_BYTES, MAX_VIEW_REASON_BYTES, MAX_VIEWER_BYTES, Viewer,
     refusal_code, view_reason_commitment,
 };
 pub use head::{LogId, TreeHead, check_head};
 pub use proof::{verify_consistency, verify_inclusion};
-pub use query::{CheckedLogQuery, LogQuery, QueryRefusal};
+pub use query::{CheckedLogQuery, LogQuery};
 pub use tree::{HASH_LEN, MerkleLog, empty_root, leaf_hash, node_hash};
 
 /// Why a proof, a tree head or a request to the log was not accepted.

@@ -518,18 +518,27 @@ impl Engine {
         sosvault::TrusteeId::of_signer(self.inner.control_room.public().verifying_key())
     }
 
+    /// A device's signed query to this control room, checked and its nonce
+    /// answered once (`sosvault_service::logquery::QueryGuard`; the guard's
+    /// own lock, not the engine's: only device queries wait on it).
+    pub(super) fn admit_query<Q: sosvault::query::DeviceQuery>(
+        &self,
+        query: &[u8],
+        now: Timestamp,
+    ) -> Result<sosvault::query::Checked<Q>, EngineError> {
+        self.inner
+            .queries
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit::<Q>(query, &self.log_holder_id(), now)
+            .map_err(EngineError::LogQuery)
+    }
+
     /// A student's own entries in the control room's log (who viewed their
     /// profile), with a fresh signed head and an inclusion proof for each.
     pub async fn log_mine(&self, query: &[u8]) -> Result<MineAnswer, EngineError> {
         let now = Timestamp::now();
-        // The guard's own lock, not the engine's: only log queries wait on it.
-        let checked = self
-            .inner
-            .queries
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .admit(query, &self.log_holder_id(), now)
-            .map_err(EngineError::LogQuery)?;
+        let checked = self.admit_query::<sosvault::log::LogQuery>(query, now)?;
         let student = checked.student();
         // Hold the tree while reading, so every entry is covered by the head.
         let log = self.log_tree().await;

@@ -71,7 +71,7 @@ impl Node {
     pub fn mine(&mut self, query: &[u8], now: Timestamp) -> Result<MineAnswer, NodeError> {
         let checked = self
             .queries
-            .admit(query, &self.trustee.id(), now)
+            .admit::<sosvault::log::LogQuery>(query, &self.trustee.id(), now)
             .map_err(|e| Refused::new(e.code(), e.status(), e.to_string()))?;
         let student = checked.student();
         let head = self.signed_head(now);
