@@ -68,6 +68,7 @@ use serde::{Deserialize, Serialize};
 use sosvault::log::MerkleLog;
 use sosvault::log::{MAX_ENTRY_BYTES, TreeHead};
 use sosvault::manifest::Manifest;
+use sosvault::status::{StatusQuery, StatusReport};
 use sosvault::{
     Cancel, CancelReceipt, EnrollmentCommit, EnrollmentPackage, IncidentId, LocationUpdate,
     PanicEvent, ShareReceipt, ShredReceipt, Signed, Stop,
@@ -195,6 +196,7 @@ pub fn router_and_openapi(engine: Engine) -> (Router, utoipa::openapi::OpenApi) 
         .routes(routes!(location))
         .routes(routes!(cancel))
         .routes(routes!(stop))
+        .routes(routes!(incident_status))
         .routes(routes!(login))
         .routes(routes!(logout))
         .routes(routes!(list_incidents))
@@ -469,6 +471,26 @@ pub struct PanicAccepted {
     pub new: bool,
 }
 
+/// `POST /v1/incident/status`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusRequest {
+    /// Base64 of a device-signed `sosvault/status-query/v1`.
+    #[schema(schema_with = status_query_field)]
+    pub query: String,
+}
+
+/// `POST /v1/incident/status`'s answer.
+#[derive(Serialize, ToSchema)]
+pub struct StatusAnswer {
+    /// Base64 of the control-room-signed `sosvault/status-report/v1`
+    /// answering the query: the phone believes it only under the control
+    /// room's key it pins, and only for its own query
+    /// (`sosvault::status::StatusReport::verify`).
+    #[schema(schema_with = status_report_field)]
+    pub report: String,
+}
+
 /// `POST /v1/location`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -667,6 +689,8 @@ sosvault_service::base64_fields! {
     package_field: EnrollmentPackage::MAX_LEN, "Base64 of a `sosvault/enrollment-package/v1`: the device-signed record, the sealed profile and one sealed share per trustee.";
     panic_field: Signed::<PanicEvent>::MAX_LEN, "Base64 of a device-signed `sosvault/panic/v1`.";
     location_field: Signed::<LocationUpdate>::MAX_LEN, "Base64 of a device-signed `sosvault/location/v1`.";
+    status_query_field: Signed::<StatusQuery>::MAX_LEN, "Base64 of a device-signed `sosvault/status-query/v1` addressed to this control room (`control_room_id` of `/v1/info`).";
+    status_report_field: Signed::<StatusReport>::MAX_LEN, "Base64 of the control-room-signed `sosvault/status-report/v1`.";
     // A log entry's bytes (`MineEntry::entry`, `AccessLogEntry::entry`).
     pub(crate) log_entry_field: MAX_ENTRY_BYTES, "Base64 of the entry's encoding (`sosvault/log-entry/v1`).";
     // A leaf hash (`MineEntry::leaf_hash`).
@@ -1046,6 +1070,33 @@ async fn stop(
 ) -> Result<Json<Stopped>, ApiError> {
     let bytes = base64_field("stop", &b.stop, Signed::<Stop>::MAX_LEN)?;
     Ok(Json(e.stop(&bytes).await?))
+}
+
+/// Where the student's own incident stands, signed by the control room:
+/// received, a team sent (its kind, distance and estimated arrival), the
+/// team on its way, closed (by the student or the control room); how many
+/// trustees have released; when the profile was opened.
+///
+/// The query is device-signed and names the incident by its panic's hash;
+/// the student is its signer. A query about another student's incident, or
+/// about a panic never heard of, gets the same `404`. A duress cancel reads
+/// as a cancel.
+#[utoipa::path(post, path = "/v1/incident/status", tag = "device", request_body = StatusRequest,
+    responses(
+        (status = 200, body = StatusAnswer),
+        (status = 404, description = "`unknown_incident`: no incident of the signer opened by the panic it names", body = ErrorBody),
+        MineRefusals,
+        Unavailable,
+    ))]
+async fn incident_status(
+    State(e): State<Engine>,
+    JsonBody(b): JsonBody<StatusRequest>,
+) -> Result<Json<StatusAnswer>, ApiError> {
+    let bytes = base64_field("query", &b.query, Signed::<StatusQuery>::MAX_LEN)?;
+    let report = e.incident_status(&bytes).await?;
+    Ok(Json(StatusAnswer {
+        report: B64.encode(report.as_bytes()),
+    }))
 }
 
 // ------------------------------------------------------------ operator

@@ -8,6 +8,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
+use sosvault::status::{StatusQuery, StatusReport};
 use sosvault::{
     Cancel, Container, ControlRoomPublic, EnrollmentPackage, LocationUpdate, PanicEvent, Signed,
     Stop, TrusteePublic,
@@ -253,6 +254,22 @@ impl Client {
     pub async fn cancel(&self, cancel: &Signed<Cancel>) -> Result<Value, ClientError> {
         let body = json!({ "cancel": B64.encode(cancel.as_bytes()) });
         Ok(self.post("/v1/cancel", None, &body).await?.1)
+    }
+
+    /// Asks where the incident of `query` stands: the control room's signed
+    /// report, believed only if it is signed by `control_room` (the key the
+    /// phone pins) and answers this very query (`bad_answer` otherwise).
+    pub async fn incident_status(
+        &self,
+        query: &Signed<StatusQuery>,
+        control_room: &ControlRoomPublic,
+    ) -> Result<StatusReport, ClientError> {
+        let body = json!({ "query": B64.encode(query.as_bytes()) });
+        let (status, v) = self.post("/v1/incident/status", None, &body).await?;
+        str_field(&v, "report")
+            .and_then(|r| B64.decode(r).ok())
+            .and_then(|bytes| StatusReport::verify(&bytes, control_room, query).ok())
+            .ok_or_else(|| bad_answer(status))
     }
 
     /// Sends a stop; returns the receipts collected so far.

@@ -75,6 +75,7 @@ mod bus;
 mod dispatch;
 mod elsewhere;
 mod error;
+mod follow;
 mod forward;
 mod intake;
 mod lease;

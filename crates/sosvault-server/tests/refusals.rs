@@ -63,12 +63,14 @@ async fn bad_input_and_wrong_callers_get_a_clear_4xx_and_change_nothing() {
         "/v1/location",
         "/v1/cancel",
         "/v1/stop",
+        "/v1/incident/status",
     ] {
         let field = match path {
             "/v1/enroll" => "package",
             "/v1/panic" => "panic",
             "/v1/location" => "update",
             "/v1/cancel" => "cancel",
+            "/v1/incident/status" => "query",
             _ => "stop",
         };
         for body in [
@@ -292,6 +294,7 @@ async fn the_openapi_document_describes_every_route_and_nothing_else() {
         "POST /v1/location",
         "POST /v1/cancel",
         "POST /v1/stop",
+        "POST /v1/incident/status",
         "POST /v1/operator/login",
         "POST /v1/operator/logout",
         "GET /v1/operator/incidents",

@@ -1,0 +1,312 @@
+//! The phone follows its incident (`POST /v1/incident/status`): a
+//! device-signed [`StatusQuery`] answered with a control-room-signed
+//! [`StatusReport`].
+//!
+//! The query is checked as a log query is (signature, addressed to this
+//! control room, within the clock skew, its nonce answered once: the same
+//! guard), and answered only about an incident of its signer opened by the
+//! panic it names; any other query is answered `unknown_incident`, as a
+//! panic never heard of is ([`Engine::incident_for_device`]).
+//!
+//! Where the incident stands is a pure function of what the store holds of
+//! it and what this node knows live ([`stage`]): the incident's status, its
+//! assignments, the student's last location and the team's position. A duress
+//! cancel reads as a cancel: the incident stays open in the control room,
+//! escalated, but its report says the student closed it, with no team and no
+//! outcome, whatever happens next.
+
+use sosvault::status::{ClosedBy, Closure, Stage, StatusQuery, StatusReport, Team, TeamKind};
+use sosvault::{IncidentId, Signed, Timestamp};
+
+use super::{Engine, EngineError};
+use crate::geo::{UnitKind, haversine_m};
+use crate::store::{AssignmentRow, AssignmentStatus, IncidentRow, IncidentStatus};
+use crate::unit::UnitId;
+
+/// The speed an arrival is estimated at, in metres a second (25 km/h: a
+/// city's traffic), over the straight-line distance stretched by
+/// [`DETOUR`] for the roads.
+const ETA_SPEED_M_PER_S: f64 = 25_000.0 / 3_600.0;
+
+/// How much longer the road is than the straight line, as estimated.
+const DETOUR: f64 = 1.4;
+
+/// What the report needs of an incident's team, found by the shell: the
+/// team's assignment as stored, its kind, and how far it is from the
+/// student's last location (metres), if both positions are known.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TeamFacts {
+    /// The assignment's status.
+    pub status: AssignmentStatus,
+    /// The team's kind.
+    pub kind: UnitKind,
+    /// Its distance from the student, if both positions are known.
+    pub distance_m: Option<f64>,
+}
+
+/// Where an incident stands, for its student's phone: from the incident as
+/// stored (`row`) and its current team, if any holds it.
+///
+/// A closed incident is closed by the student (a cancel, a stop) or by the
+/// control room (an operator, a false alarm); one under a duress cancel
+/// reads as one the student closed, open or closed since.
+pub fn stage(row: &IncidentRow, team: Option<TeamFacts>) -> Stage {
+    // The student closed it: a cancel, a stop, or a duress cancel (whatever
+    // the control room does after it, even closing it, reads the same).
+    if row.duress || row.stopped || row.status == IncidentStatus::Cancelled {
+        return Stage::Closed(Closure {
+            by: ClosedBy::Student,
+            outcome: None,
+        });
+    }
+    if row.status == IncidentStatus::Closed {
+        return Stage::Closed(Closure {
+            by: ClosedBy::ControlRoom,
+            outcome: None,
+        });
+    }
+    let Some(t) = team else {
+        return Stage::Received;
+    };
+    let distance_m = t.distance_m.unwrap_or(0.0).max(0.0);
+    let view = Team {
+        kind: team_kind(t.kind),
+        distance_m: distance_m.min(f64::from(u32::MAX)) as u32,
+        eta_secs: (distance_m * DETOUR / ETA_SPEED_M_PER_S)
+            .ceil()
+            .min(f64::from(u32::MAX)) as u32,
+    };
+    match t.status {
+        AssignmentStatus::Acknowledged => Stage::TeamOnTheWay(view),
+        _ => Stage::TeamSent(view),
+    }
+}
+
+/// The core's name for a kind of team.
+fn team_kind(kind: UnitKind) -> TeamKind {
+    match kind {
+        UnitKind::Police => TeamKind::Police,
+        UnitKind::Medical => TeamKind::Medical,
+        UnitKind::Counsellor => TeamKind::Counsellor,
+    }
+}
+
+/// The assignment holding the incident's team now, if any (the newest:
+/// one assignment holds a team at a time).
+fn current(assignments: &[AssignmentRow]) -> Option<&AssignmentRow> {
+    assignments
+        .iter()
+        .filter(|a| a.status.holds_team())
+        .max_by_key(|a| a.assigned_at_ms)
+}
+
+impl Engine {
+    /// `POST /v1/incident/status`: the signed report answering a device's
+    /// signed [`StatusQuery`] about its own incident.
+    pub async fn incident_status(&self, query: &[u8]) -> Result<Signed<StatusReport>, EngineError> {
+        let now = Timestamp::now();
+        let checked = self.admit_query::<StatusQuery>(query, now)?;
+        let signed_query = checked.query();
+        let row = self
+            .incident_for_device(signed_query.body().panic, signed_query.signer())
+            .await?;
+        let id = row.id;
+        let assignments = self.inner.db.call(move |s| s.assignments(&id)).await?;
+        let team = match current(&assignments) {
+            Some(a) => Some(self.team_facts(&row, a).await?),
+            None => None,
+        };
+        let stage = stage(&row, team);
+        let mut report = StatusReport::answering(signed_query, stage, now);
+        report.threshold = self.inner.cfg.threshold;
+        report.opened_at = row.released_at_ms.map(|ms| Timestamp(ms / 1000));
+        // The shares in, counted live while the incident runs here; once it
+        // is closed (a duress cancel too, so it reads as a cancel), or on
+        // another node, what the store says: an opened profile had them all.
+        let live = match stage {
+            Stage::Closed(_) => None,
+            _ => self
+                .state()
+                .incidents
+                .get(&id)
+                .map(|l| u8::try_from(l.release_have).unwrap_or(u8::MAX)),
+        };
+        report.released = match live {
+            Some(have) => have,
+            None if report.opened_at.is_some() => report.threshold,
+            None => 0,
+        };
+        Ok(Signed::sign(report, &self.inner.control_room))
+    }
+
+    /// What the report needs of the team of assignment `a` of incident
+    /// `row`: its kind (as the board knows the team, or else the kind the
+    /// incident needs) and its distance from the student's last location
+    /// (as this node knows it live, or else the newest stored).
+    async fn team_facts(
+        &self,
+        row: &IncidentRow,
+        a: &AssignmentRow,
+    ) -> Result<TeamFacts, EngineError> {
+        let (id, unit): (IncidentId, UnitId) = (row.id, a.unit_id);
+        let (kind, team_at, here) = {
+            let st = self.state();
+            let kind = st.board.team(unit).map(|t| t.kind);
+            let here = st
+                .incidents
+                .get(&id)
+                .and_then(|l| l.location)
+                .map(|(lat, lon, _)| (lat, lon));
+            (kind, st.board.position(unit), here)
+        };
+        let here = match here {
+            Some(p) => Some(p),
+            None => self.last_stored_location(id).await?,
+        };
+        Ok(TeamFacts {
+            status: a.status,
+            kind: kind
+                .or_else(|| row.category.map(UnitKind::for_category))
+                .unwrap_or(UnitKind::Police),
+            distance_m: team_at.zip(here).map(|(t, h)| haversine_m(t, h)),
+        })
+    }
+
+    /// The student's newest stored location for incident `id` (opened with
+    /// the control room's key), if any opens.
+    async fn last_stored_location(
+        &self,
+        id: IncidentId,
+    ) -> Result<Option<(f64, f64)>, EngineError> {
+        let sealed = self.inner.db.call(move |s| s.locations(&id)).await?;
+        Ok(sealed.iter().rev().find_map(|s| {
+            self.inner
+                .control_room
+                .open_location(s)
+                .ok()
+                .map(|l| (l.lat(), l.lon()))
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sosvault::status::{ClosedBy, Closure, Stage, Team, TeamKind};
+    use sosvault::{Category, IncidentId, MessageHash, StudentId};
+
+    use super::{TeamFacts, stage};
+    use crate::geo::UnitKind;
+    use crate::store::{AssignmentStatus, IncidentRow, IncidentStatus};
+
+    fn open() -> IncidentRow {
+        IncidentRow {
+            id: IncidentId::from_bytes([1; 16]),
+            student_id: StudentId::from_bytes([2; 32]),
+            panic_hash: MessageHash::from_bytes([3; 32]),
+            panic: None,
+            category: Some(Category::Medical),
+            epoch: 1,
+            created_at_ms: 1,
+            status: IncidentStatus::Open,
+            closed_at_ms: None,
+            incident_key_sealed: None,
+            duress: false,
+            false_alarm: false,
+            stopped: false,
+            flags: vec![],
+            released_at_ms: None,
+            access_until_ms: None,
+            access_window_ms: None,
+            handler: None,
+        }
+    }
+
+    fn team(status: AssignmentStatus) -> Option<TeamFacts> {
+        Some(TeamFacts {
+            status,
+            kind: UnitKind::Medical,
+            distance_m: Some(1_000.0),
+        })
+    }
+
+    const ON_ITS_WAY: Team = Team {
+        kind: TeamKind::Medical,
+        distance_m: 1_000,
+        // 1 km, 1.4 km by road at 25 km/h: 201.6 s.
+        eta_secs: 202,
+    };
+
+    #[test]
+    fn an_open_incident_reads_as_its_team_stands() {
+        assert_eq!(stage(&open(), None), Stage::Received);
+        assert_eq!(
+            stage(&open(), team(AssignmentStatus::Pending)),
+            Stage::TeamSent(ON_ITS_WAY)
+        );
+        assert_eq!(
+            stage(&open(), team(AssignmentStatus::Acknowledged)),
+            Stage::TeamOnTheWay(ON_ITS_WAY)
+        );
+        // A team whose position is not known yet: no distance to tell.
+        let unknown = TeamFacts {
+            distance_m: None,
+            ..team(AssignmentStatus::Pending).unwrap()
+        };
+        assert_eq!(
+            stage(&open(), Some(unknown)),
+            Stage::TeamSent(Team {
+                distance_m: 0,
+                eta_secs: 0,
+                ..ON_ITS_WAY
+            })
+        );
+    }
+
+    #[test]
+    fn a_closed_incident_says_who_closed_it() {
+        let cancelled = IncidentRow {
+            status: IncidentStatus::Cancelled,
+            ..open()
+        };
+        let closed = IncidentRow {
+            status: IncidentStatus::Closed,
+            ..open()
+        };
+        let by = |by| Stage::Closed(Closure { by, outcome: None });
+        assert_eq!(stage(&cancelled, None), by(ClosedBy::Student));
+        assert_eq!(stage(&closed, None), by(ClosedBy::ControlRoom));
+    }
+
+    #[test]
+    fn a_duress_cancel_reads_as_a_cancel_whatever_the_control_room_does() {
+        let duress = IncidentRow {
+            duress: true,
+            ..open()
+        };
+        let cancelled = IncidentRow {
+            status: IncidentStatus::Cancelled,
+            ..open()
+        };
+        let safe = stage(&cancelled, None);
+        // Escalated: a team is sent, it acknowledges, an operator closes
+        // it; the phone sees none of it.
+        for t in [
+            None,
+            team(AssignmentStatus::Pending),
+            team(AssignmentStatus::Acknowledged),
+        ] {
+            assert_eq!(stage(&duress, t), safe);
+        }
+        let closed = IncidentRow {
+            status: IncidentStatus::Closed,
+            ..duress
+        };
+        assert_eq!(stage(&closed, None), safe);
+        // A stop during the incident: the student closed it too.
+        let stopped = IncidentRow {
+            stopped: true,
+            ..open()
+        };
+        assert_eq!(stage(&stopped, team(AssignmentStatus::Acknowledged)), safe);
+    }
+}

@@ -1,0 +1,216 @@
+//! The phone follows its incident (issue 14): a device-signed status query,
+//! answered with a report the control room signs, through every stage of a
+//! real incident (received, a team sent, on its way, closed by the student
+//! or the control room), with real trustees releasing. Another device, a
+//! query that does not verify, or one replayed learns nothing; a duress
+//! cancel reads, to the phone, exactly as a cancel.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use base64::Engine as _;
+use common::*;
+use serde_json::{Value, json};
+use sosvault::status::{ClosedBy, Closure, Stage, StatusQuery, StatusReport, TeamKind};
+use sosvault::{Category, Device, MessageHash, Signed, Timestamp};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// `POST /v1/incident/status` with `bytes` as the query, read raw.
+async fn ask_raw(c: &Cluster, bytes: &[u8]) -> Answer {
+    let req = reqwest::Client::new()
+        .post(format!("{}/v1/incident/status", c.server.url()))
+        .json(&json!({ "query": B64.encode(bytes) }));
+    Answer::of(req).await
+}
+
+/// What `device`'s phone learns of the incident its panic `panic` opened:
+/// a fresh query, the report verified under the pinned control room key.
+async fn follow(c: &Cluster, device: &Device, panic: MessageHash) -> StatusReport {
+    let query = device.status_query(panic, &c.info.control_room, Timestamp::now());
+    c.client
+        .incident_status(&query, &c.info.control_room)
+        .await
+        .expect("a verified report")
+}
+
+/// Waits (bounded) for the operators' event of `kind` about incident `id`.
+async fn event_of(ops: &mut tokio::sync::mpsc::UnboundedReceiver<Value>, kind: &str, id: &str) {
+    next_event(ops, 30, |e| e["kind"] == kind && e["incident"] == id).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_phone_follows_its_incident_through_every_stage() {
+    let (c, op, mut ops) = Cluster::watched(Options::default()).await;
+    let mut asha = c.student("Asha Verma").await;
+    let panic = c.talwandi_panic(&mut asha, Category::Medical);
+
+    // Before the panic reaches the control room, nothing is known of it.
+    let early = asha.status_query(panic.hash(), &c.info.control_room, Timestamp::now());
+    let unknown = ask_raw(&c, early.as_bytes()).await;
+    assert_eq!(unknown.status, 404, "{}", unknown.body);
+
+    // Received: no team of the right kind yet.
+    let id = c.client.panic(&panic).await.unwrap();
+    let report = follow(&c, &asha, panic.hash()).await;
+    assert_eq!(report.stage, Stage::Received);
+    assert!(!report.stage.help_is_coming());
+    assert_eq!(report.threshold, c.info.threshold);
+
+    // The profile opens for the control room: the phone sees when, and
+    // that the trustees released.
+    event_of(&mut ops, "profile_available", &id).await;
+    let report = follow(&c, &asha, panic.hash()).await;
+    assert_eq!(report.released, c.info.threshold);
+    let opened = report.opened_at.expect("the profile opened");
+    assert!(opened.0.abs_diff(Timestamp::now().0) < 60, "{opened:?}");
+
+    // A team is sent: its kind, distance and an estimate, not yet coming.
+    let mut team = c
+        .unit(&op, "Ambulance 7", "medical", 25.1525, 75.8350)
+        .await;
+    next_event(&mut team.events, 30, |e| e["kind"] == "assigned").await;
+    let Stage::TeamSent(sent) = follow(&c, &asha, panic.hash()).await.stage else {
+        panic!("a team is sent");
+    };
+    assert_eq!(sent.kind, TeamKind::Medical);
+    // About 1.1 km north of Talwandi's fix.
+    assert!((1_000..1_250).contains(&sent.distance_m), "{sent:?}");
+    assert!(sent.eta_secs > 0, "{sent:?}");
+
+    // It acknowledges: now, and only now, help is coming.
+    c.ack(&team, &id).await;
+    let report = follow(&c, &asha, panic.hash()).await;
+    assert_eq!(report.stage, Stage::TeamOnTheWay(sent));
+    assert!(report.stage.help_is_coming());
+
+    // The student is safe: closed by the student.
+    let cancel = c.signed_cancel(&mut asha, panic.hash(), false);
+    c.client.cancel(&cancel).await.unwrap();
+    let closed = Stage::Closed(Closure {
+        by: ClosedBy::Student,
+        outcome: None,
+    });
+    assert_eq!(follow(&c, &asha, panic.hash()).await.stage, closed);
+
+    // Another incident, closed by the control room.
+    let second = c.talwandi_panic(&mut asha, Category::Police);
+    let id = c.client.panic(&second).await.unwrap();
+    c.close(&op, &id).await;
+    assert_eq!(
+        follow(&c, &asha, second.hash()).await.stage,
+        Stage::Closed(Closure {
+            by: ClosedBy::ControlRoom,
+            outcome: None,
+        })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_device_an_unsigned_or_a_replayed_query_learns_nothing() {
+    let (c, _op) = Cluster::with_operator(Options::default()).await;
+    let mut asha = c.student("Asha Verma").await;
+    let panic = c.talwandi_panic(&mut asha, Category::Police);
+    c.client.panic(&panic).await.unwrap();
+    let now = Timestamp::now;
+
+    // Another enrolled device asking about Asha's panic, and Asha asking
+    // about a panic never sent: the same answer, byte for byte.
+    let dev = c.student("Dev Arora").await;
+    let stranger = dev.status_query(panic.hash(), &c.info.control_room, now());
+    let never = asha.status_query(
+        MessageHash::from_bytes([9; 32]),
+        &c.info.control_room,
+        now(),
+    );
+    let (a, b) = (
+        ask_raw(&c, stranger.as_bytes()).await,
+        ask_raw(&c, never.as_bytes()).await,
+    );
+    assert_eq!(a.status, 404, "{}", a.body);
+    assert_eq!(
+        (a.status, &a.content_type, &a.body),
+        (b.status, &b.content_type, &b.body)
+    );
+    let v: Value = serde_json::from_str(&a.body).unwrap();
+    assert_eq!(v["error"], "unknown_incident");
+
+    // A device never enrolled: the same again.
+    let nobody = Device::new(sosvault::DeviceKey::generate());
+    let q = nobody.status_query(panic.hash(), &c.info.control_room, now());
+    let n = ask_raw(&c, q.as_bytes()).await;
+    assert_eq!((n.status, &n.body), (a.status, &a.body));
+
+    // No valid signature: refused before anything is looked up.
+    let mut forged = asha
+        .status_query(panic.hash(), &c.info.control_room, now())
+        .as_bytes()
+        .to_vec();
+    let last = forged.len() - 1;
+    forged[last] ^= 1;
+    for bad in [&forged[..], b"not a query", &[][..]] {
+        let r = ask_raw(&c, bad).await;
+        assert_eq!(r.status, 400, "{}", r.body);
+    }
+
+    // Addressed to another control room; and the same query twice.
+    let elsewhere = StatusQuery::sign(
+        &sosvault::DeviceKey::generate(),
+        &sosvault::ControlRoomKey::generate().public(),
+        panic.hash(),
+        now(),
+    );
+    assert_eq!(ask_raw(&c, elsewhere.as_bytes()).await.status, 403);
+    let once = asha.status_query(panic.hash(), &c.info.control_room, now());
+    assert_eq!(ask_raw(&c, once.as_bytes()).await.status, 200);
+    let again = ask_raw(&c, once.as_bytes()).await;
+    assert_eq!(again.status, 409, "{}", again.body);
+
+    // A report is for its own query only: one answering Asha's query, shown
+    // to her for another query of hers, is not believed.
+    let first = asha.status_query(panic.hash(), &c.info.control_room, now());
+    let answered = ask_raw(&c, first.as_bytes()).await;
+    let v: Value = serde_json::from_str(&answered.body).unwrap();
+    let report = B64.decode(v["report"].as_str().unwrap()).unwrap();
+    let second = asha.status_query(panic.hash(), &c.info.control_room, now());
+    assert!(StatusReport::verify(&report, &c.info.control_room, &first).is_ok());
+    assert!(StatusReport::verify(&report, &c.info.control_room, &second).is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duress_cancel_reads_to_the_phone_exactly_as_a_cancel() {
+    let (c, op, mut ops) = Cluster::watched(Options::default()).await;
+    let mut team = c.unit(&op, "PCR 12", "police", 25.1525, 75.8350).await;
+    // Two students, each with a team on the way and the profile open; one
+    // cancels in safety, the other under duress.
+    let mut reports: Vec<StatusReport> = Vec::new();
+    for (name, duress) in [("Asha Verma", false), ("Dev Arora", true)] {
+        let mut device = c.student(name).await;
+        let panic: Signed<sosvault::PanicEvent> = c.talwandi_panic(&mut device, Category::Police);
+        let id = c.client.panic(&panic).await.unwrap();
+        let sent = |e: &Value| e["kind"] == "assigned" && e["incident"] == id.as_str();
+        next_event(&mut team.events, 30, sent).await;
+        c.ack(&team, &id).await;
+        event_of(&mut ops, "profile_available", &id).await;
+        let cancel = c.signed_cancel(&mut device, panic.hash(), duress);
+        c.client.cancel(&cancel).await.unwrap();
+        if duress {
+            // The control room escalates, keeps the team on it, and at
+            // last closes it: the phone sees none of that.
+            event_of(&mut ops, "escalated", &id).await;
+            assert_eq!(c.incident(&op, &id).await["status"], "open");
+            reports.push(follow(&c, &device, panic.hash()).await);
+            c.close(&op, &id).await;
+        }
+        reports.push(follow(&c, &device, panic.hash()).await);
+    }
+    let closed = Stage::Closed(Closure {
+        by: ClosedBy::Student,
+        outcome: None,
+    });
+    for r in &reports {
+        assert_eq!(r.stage, closed, "{r:?}");
+        assert_eq!(r.released, c.info.threshold, "{r:?}");
+        assert!(r.opened_at.is_some(), "{r:?}");
+    }
+}
