@@ -277,6 +277,12 @@ describe('control room, team screen and simulator against the real demo', { conc
     assert.ok(appeared < 1000, `the incident appeared ${appeared} ms after the panic (limit 1 s)`);
     console.log(`# incident appeared in the control room ${appeared} ms after the panic button`);
     await sim.waitForSelector('#phone-status.status-panic', { timeout: T });
+    // The phone says what is true: a team is asked, not yet coming.
+    await sim.waitForSelector('#phone-follow[data-stage="team_sent"]', { timeout: T });
+    const asked = await sim.textContent('#phone-follow');
+    assert.match(asked, /Police team .* has been asked to come/);
+    assert.doesNotMatch(await sim.textContent('#phone'), /Help is coming/);
+    assert.equal(await sim.$('#phone-opened'), null, 'the trustees are held: the profile is not opened');
     const simIncident = await sim.evaluate(() => window.SV_SIM.state.students[0].incident);
     assert.equal(simIncident, incident, 'the simulator and the control room see the same incident');
     assert.match(await control.textContent(item(incident)), /Police/);
@@ -297,6 +303,11 @@ describe('control room, team screen and simulator against the real demo', { conc
     await team.waitForSelector('#ack-done:not([hidden])', { timeout: T });
     await control.waitForSelector(`${item(incident)} .ack-state[data-ack="true"]`, { timeout: T });
     assert.match(await control.textContent(item(incident)), /PCR Talwandi 2/);
+    // Now, and only now, the phone says help is coming (from the control
+    // room's signed report, which the simulated phone verified).
+    await sim.waitForSelector('#phone-follow[data-stage="on_the_way"]', { timeout: T });
+    await shot(sim, 'simulator-following.png');
+    assert.match(await sim.textContent('#phone-follow'), /^Help is coming: a Police team, (\d+ m|\d+\.\d km) away, about \d+ min\.$/);
   });
 
   it('the profile is hidden before the trustees release it and shown after, on both screens', async () => {
@@ -328,6 +339,9 @@ describe('control room, team screen and simulator against the real demo', { conc
     assert.ok(await control.isVisible('#profile img.photo'), 'the photo is shown');
     await team.waitForSelector('#profile-fields', { timeout: T });
     assert.match(await team.textContent('#profile-fields'), /Ananya Sharma/);
+    // The phone sees when its profile was opened, and by how many trustees.
+    await sim.waitForSelector('#phone-opened', { timeout: T });
+    assert.match(await sim.textContent('#phone-opened'), /opened for the control room at .* \([23] trustees released their share; 2 were needed\)/);
     assert.match(await team.textContent('#profile-fields'), /B\+/);
     await control.waitForSelector(`${item(incident)} .release-released`, { timeout: T });
   });

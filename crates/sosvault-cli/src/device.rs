@@ -266,6 +266,21 @@ fn need(a: &DeviceArgs<'_>) -> anyhow::Result<State> {
     )
 }
 
+/// The device's state, its control room, a client and the last panic, for
+/// a command about that panic's incident (`doing`: "follow", "cancel"...).
+fn about_last_panic(
+    a: &DeviceArgs<'_>,
+    doing: &str,
+) -> anyhow::Result<(State, ControlRoomPublic, Client, MessageHash)> {
+    let state = need(a)?;
+    let control_room = state.control_room()?;
+    let client = state.client(a)?;
+    let Some(panic) = state.last_panic else {
+        bail!("no panic to {doing}: press panic first (`sosvault device panic`)");
+    };
+    Ok((state, control_room, client, panic))
+}
+
 /// Says what to do when the device cannot panic yet.
 fn not_enrolled(state: &State, e: DeviceError) -> anyhow::Error {
     match (e, state.device.pending_enrollment()) {
@@ -301,18 +316,54 @@ pub async fn panic(
     state.last_panic = Some(p.hash());
     save(a.state, &state)?;
     let id = client.panic(&p).await.map_err(err)?;
-    println!("help is coming: incident {id}");
+    // Received, not "help is coming": that is for a team that has said so.
+    println!("panic received: incident {id}");
+    eprintln!("follow it with `sosvault device status`");
+    Ok(())
+}
+
+/// Where the last panic's incident stands, as the control room signs it
+/// (checked against the manifest's control room key and this very query).
+pub async fn status(a: DeviceArgs<'_>) -> anyhow::Result<()> {
+    use sosvault::status::{ClosedBy, Stage};
+    let (state, control_room, client, panic) = about_last_panic(&a, "follow")?;
+    let query = state
+        .device
+        .status_query(panic, &control_room, Timestamp::now());
+    let r = client
+        .incident_status(&query, &control_room)
+        .await
+        .map_err(err)?;
+    let team = |t: &sosvault::status::Team| {
+        format!(
+            "a {:?} team {} m away, about {} min",
+            t.kind,
+            t.distance_m,
+            t.eta_secs.div_ceil(60)
+        )
+        .to_lowercase()
+    };
+    match &r.stage {
+        Stage::Received => println!("received: finding the nearest team"),
+        Stage::TeamSent(t) => println!("team sent, not yet answered: {}", team(t)),
+        Stage::TeamOnTheWay(t) => println!("help is coming: {}", team(t)),
+        Stage::TeamArrived(t) => println!("the team says it has arrived: {}", team(t)),
+        Stage::Closed(c) => match (c.by, c.outcome) {
+            (ClosedBy::Student, _) => println!("closed: you said you are safe"),
+            (_, Some(o)) => println!("closed by the control room: {}", o.as_str()),
+            (_, None) => println!("closed by the control room"),
+        },
+    }
+    println!("trustees released: {} of {}", r.released, r.threshold);
+    if let Some(at) = r.opened_at {
+        println!("profile opened for the control room at unix time {}", at.0);
+    }
     Ok(())
 }
 
 /// Sends a live location for the last panic.
 pub async fn move_to(a: DeviceArgs<'_>, lat: f64, lon: f64) -> anyhow::Result<()> {
-    let mut state = need(&a)?;
-    let control_room = state.control_room()?;
-    let client = state.client(&a)?;
-    let Some(panic) = state.last_panic else {
-        bail!("no panic to update");
-    };
+    let (mut state, control_room, client, panic) = about_last_panic(&a, "update")?;
     let here = Location::new(lat, lon, 10, Timestamp::now())
         .context("latitude/longitude off the globe")?;
     let u = state
@@ -326,12 +377,7 @@ pub async fn move_to(a: DeviceArgs<'_>, lat: f64, lon: f64) -> anyhow::Result<()
 
 /// "I am safe" (or a duress cancel).
 pub async fn cancel(a: DeviceArgs<'_>, duress: bool) -> anyhow::Result<()> {
-    let mut state = need(&a)?;
-    let control_room = state.control_room()?;
-    let client = state.client(&a)?;
-    let Some(panic) = state.last_panic else {
-        bail!("no panic to cancel");
-    };
+    let (mut state, control_room, client, panic) = about_last_panic(&a, "cancel")?;
     let c = state
         .device
         .cancel(panic, duress, &control_room, Timestamp::now())?;

@@ -238,6 +238,9 @@ enum DeviceCmd {
         #[arg(long, allow_hyphen_values = true)]
         lon: f64,
     },
+    /// Where the last panic's incident stands: the control room's signed
+    /// report, checked against the manifest's control room key.
+    Status,
     /// Send a live location for the last panic.
     Move {
         /// Latitude.
@@ -535,6 +538,7 @@ async fn run_device(a: device::DeviceArgs<'_>, action: DeviceCmd) -> anyhow::Res
                 .context("category must be police, medical or mental-health")?;
             device::panic(a, c, lat, lon).await
         }
+        DeviceCmd::Status => device::status(a).await,
         DeviceCmd::Move { lat, lon } => device::move_to(a, lat, lon).await,
         DeviceCmd::Cancel { duress } => device::cancel(a, duress).await,
         DeviceCmd::Stop { duress } => device::stop(a, duress).await,

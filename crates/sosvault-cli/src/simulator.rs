@@ -5,6 +5,10 @@
 //! browser. It serves, on its own loopback listener, the simulator page (from
 //! [`sosvault_server::web::simulator_router`]) and a small JSON API the page
 //! calls: state, panic, move, cancel (with the PIN or the duress PIN) and stop.
+//! While a phone is in panic, the state carries what the phone itself knows
+//! of its incident: a status query it signs, answered with the control
+//! room's signed report, verified (`follow`); a report of the incident
+//! closed ends the phone's panic.
 //!
 //! The device keys never leave this process: the page only says *what* to do;
 //! this module signs with the simulated [`Device`] and sends to the dispatch
@@ -36,6 +40,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sosvault::manifest::VerifiedManifest;
+use sosvault::status::{Stage, StatusReport, TeamKind};
 use sosvault::{
     Category, ControlRoomPublic, Device, DeviceKey, Location, MessageHash, Policy, Profile, Signed,
     Timestamp,
@@ -180,7 +185,6 @@ struct Team {
 
 struct Inner {
     client: Client,
-    operator: String,
     manifest: VerifiedManifest,
     students: Vec<Mutex<SimStudent>>,
     teams: Vec<Team>,
@@ -277,7 +281,6 @@ pub async fn start(
     }
     let sim = Sim(Arc::new(Inner {
         client: client.clone(),
-        operator: operator.to_owned(),
         manifest: manifest.clone(),
         students,
         teams,
@@ -426,32 +429,70 @@ async fn send_location(sim: &Sim, s: &mut SimStudent, lat: f64, lon: f64) -> any
     Ok(())
 }
 
-/// Incidents still open, by id (through the operator API's list).
-async fn open_incidents(sim: &Sim) -> Option<Vec<String>> {
-    let list = sim
+/// Where the phone's incident stands, as the phone itself learns it: a
+/// status query it signs, the control room's report verified under the
+/// manifest's control room key (`None` if the service could not be asked,
+/// or its answer did not verify).
+async fn follow(sim: &Sim, s: &SimStudent) -> Option<StatusReport> {
+    let panic = s.panic?;
+    let query = s
+        .device
+        .status_query(panic, sim.0.control_room(), Timestamp::now());
+    match sim
         .0
         .client
-        .get("/v1/operator/incidents?limit=1000", Some(&sim.0.operator))
+        .incident_status(&query, sim.0.control_room())
         .await
-        .ok()?;
-    Some(
-        list.as_array()?
-            .iter()
-            .filter(|i| i["status"] == "open")
-            .filter_map(|i| i["id"].as_str().map(str::to_owned))
-            .collect(),
-    )
+    {
+        Ok(report) => Some(report),
+        Err(e) => {
+            eprintln!("simulator: asking where the incident stands: {e}");
+            None
+        }
+    }
+}
+
+/// A report as the page shows it.
+fn follow_json(r: &StatusReport) -> Value {
+    let (stage, team) = match r.stage {
+        Stage::Received => ("received", None),
+        Stage::TeamSent(t) => ("team_sent", Some(t)),
+        Stage::TeamOnTheWay(t) => ("on_the_way", Some(t)),
+        Stage::TeamArrived(t) => ("arrived", Some(t)),
+        Stage::Closed(_) => ("closed", None),
+    };
+    json!({
+        "stage": stage,
+        "help_is_coming": r.stage.help_is_coming(),
+        "team": team.map(|t| json!({
+            "kind": match t.kind {
+                TeamKind::Medical => "medical",
+                TeamKind::Counsellor => "counsellor",
+                _ => "police",
+            },
+            "distance_m": t.distance_m,
+            "eta_secs": t.eta_secs,
+        })),
+        "released": r.released,
+        "threshold": r.threshold,
+        "opened_at": r.opened_at.map(|t| t.0),
+    })
 }
 
 async fn state(State(sim): State<Sim>) -> Response {
-    let open = open_incidents(&sim).await;
     let mut students = Vec::new();
     for (idx, s) in sim.0.students.iter().enumerate() {
         let mut s = s.lock().await;
+        let report = match s.status {
+            Status::Panic => follow(&sim, &s).await,
+            _ => None,
+        };
         // An incident the control room closed ends the phone's panic too.
         if s.status == Status::Panic
-            && let (Some(open), Some(id)) = (&open, &s.incident)
-            && !open.contains(id)
+            && let Some(StatusReport {
+                stage: Stage::Closed(_),
+                ..
+            }) = report
         {
             s.status = Status::Idle;
             s.panic = None;
@@ -467,6 +508,7 @@ async fn state(State(sim): State<Sim>) -> Response {
             "status": s.status.as_str(),
             "incident": s.incident,
             "category": s.category.map(|c| c.as_str()),
+            "follow": report.as_ref().map(follow_json),
             "epoch": s.device.epoch(),
             "reenrolling": s.device.pending_enrollment().is_some(),
             "pin": PIN,
@@ -580,7 +622,9 @@ async fn panic(sim: &Sim, s: &mut SimStudent, b: &ActBody) -> Result<Value, ActE
     s.panic = Some(signed.hash());
     s.incident = Some(id.clone());
     s.category = Some(category);
-    Ok(json!({ "status": "help is coming", "incident": id }))
+    // Not "help is coming": that is for a team that has said so (the
+    // page follows the incident's signed reports).
+    Ok(json!({ "status": "sent", "incident": id }))
 }
 
 async fn move_to(sim: &Sim, s: &mut SimStudent, b: &ActBody) -> Result<Value, ActError> {
@@ -698,7 +742,6 @@ mod tests {
         let student_id = device.student_id();
         let sim = Sim(Arc::new(Inner {
             client,
-            operator: String::new(),
             manifest: fake.manifest.clone(),
             students: vec![Mutex::new(SimStudent::idle(
                 device, profile, CENTRE.0, CENTRE.1,

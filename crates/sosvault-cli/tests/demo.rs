@@ -494,9 +494,13 @@ fn a_simulated_phone_on_the_command_line_enrolls_panics_moves_cancels_and_stops(
     );
     let id = out
         .trim()
-        .strip_prefix("help is coming: incident ")
+        .strip_prefix("panic received: incident ")
         .unwrap()
         .to_owned();
+    // The phone follows it: the control room's signed report, verified
+    // against the manifest's control room key.
+    let follow = sosvault(&["status"], &state, &url, &ca);
+    assert!(follow.contains("trustees released: "), "{follow}");
     // An operator command about this incident, as the demo's operator.
     let operator = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_sosvault"))
@@ -585,7 +589,7 @@ fn a_simulated_phone_on_the_command_line_enrolls_panics_moves_cancels_and_stops(
         let pin = serde_json::json!({ "pin": "2468" });
         for _ in 0..2 {
             let v = act("panic", police.clone()).await;
-            assert_eq!(v["status"], "help is coming", "{v}");
+            assert_eq!(v["status"], "sent", "{v}");
             assert_eq!(act("cancel", pin.clone()).await["status"], "received");
         }
     });

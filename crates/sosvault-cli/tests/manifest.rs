@@ -591,7 +591,7 @@ async fn the_phone_enrolls_only_when_the_manifests_trustees_confirm_and_retries_
     // The panic is sealed to the manifest's control room.
     let o = device(&state, &["panic", "--lat", "25.1427", "--lon", "75.8433"]).await;
     assert!(o.status.success(), "{}", text(&o).1);
-    assert!(text(&o).0.starts_with("help is coming: incident "));
+    assert!(text(&o).0.starts_with("panic received: incident "));
     let st = fake.lock().unwrap();
     let p = Signed::<PanicEvent>::decode(&st.panics[0]).unwrap();
     assert_eq!(p.body().epoch, 1);

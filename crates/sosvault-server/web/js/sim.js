@@ -10,12 +10,23 @@
   const S = { state: null, selected: 0, map: null, markers: new Map(), busy: false };
   window.SV_SIM = S;
 
+  // While a phone is in panic it follows its incident: the state is read
+  // again every FOLLOW_MS (each read has the simulated phone sign a status
+  // query and verify the control room's report).
+  const FOLLOW_MS = 2000;
+  let followTimer = null;
+
   async function refresh() {
+    clearTimeout(followTimer);
     try {
       S.state = await SV.api('/demo/api/state');
     } catch (e) {
       SV.toast(t('error.network'), 'error');
       return;
+    } finally {
+      if (!S.state || S.state.students.some((s) => s.status === 'panic')) {
+        followTimer = setTimeout(refresh, FOLLOW_MS);
+      }
     }
     render();
   }
@@ -95,6 +106,7 @@
       el('p', { class: 'muted' }, s.hostel),
       el('p', { class: 'phone-status status-' + s.status, id: 'phone-status' }, t('sim.status.' + s.status)),
       s.incident ? el('p', { class: 'muted', id: 'phone-incident' }, t('sim.incident', { id: s.incident.slice(0, 8) })) : null,
+      ...(s.status === 'panic' ? following(s.follow) : []),
     ];
     if (s.status === 'idle') {
       const sel = el(
@@ -133,6 +145,27 @@
       parts.push(el('p', {}, t('sim.stopped_text')));
     }
     box.replaceChildren(...parts.filter(Boolean));
+  }
+
+  /** What the phone knows of its incident: the control room's signed
+   *  report, which the simulated phone asked for and verified. "Help is
+   *  coming" only once a team has acknowledged. */
+  function following(f) {
+    if (!f) return [el('p', { id: 'phone-follow', class: 'follow follow-unknown', role: 'status' }, t('sim.follow.unknown'))];
+    const team = f.team || {};
+    const vars = {
+      kind: team.kind ? t('kind.' + team.kind) : '',
+      distance: SV.distance(team.distance_m),
+      minutes: Math.max(1, Math.ceil((team.eta_secs || 0) / 60)),
+    };
+    // A closed incident ends the phone's panic (the simulator goes back to idle).
+    if (f.stage === 'closed') return [];
+    const out = [el('p', { id: 'phone-follow', class: 'follow follow-' + f.stage, role: 'status', dataset: { stage: f.stage } }, t('sim.follow.' + f.stage, vars))];
+    if (f.opened_at) {
+      out.push(el('p', { id: 'phone-opened', class: 'muted small' },
+        t('sim.follow.opened', { time: SV.clock(f.opened_at * 1000), released: f.released, threshold: f.threshold })));
+    }
+    return out;
   }
 
   function renderMap() {
