@@ -68,12 +68,12 @@ use serde::{Deserialize, Serialize};
 use sosvault::log::MerkleLog;
 use sosvault::log::{MAX_ENTRY_BYTES, TreeHead};
 use sosvault::manifest::Manifest;
-use sosvault::status::{StatusQuery, StatusReport};
+use sosvault::status::{Outcome, StatusQuery, StatusReport};
 use sosvault::{
     Cancel, CancelReceipt, EnrollmentCommit, EnrollmentPackage, IncidentId, LocationUpdate,
     PanicEvent, ShareReceipt, ShredReceipt, Signed, Stop,
 };
-use sosvault_service::body::{JsonBody, base64_field};
+use sosvault_service::body::{JsonBody, OptionalJsonBody, base64_field};
 use sosvault_service::http::ErrorBody;
 use sosvault_service::logapi::{self, ConsistencyQuery, InclusionQuery, ServedLog, StoredLeaf};
 use sosvault_service::logquery::{MineRefusals, MineRequest};
@@ -204,6 +204,7 @@ pub fn router_and_openapi(engine: Engine) -> (Router, utoipa::openapi::OpenApi) 
         .routes(routes!(access_log))
         .routes(routes!(false_alarm))
         .routes(routes!(close))
+        .routes(routes!(outcome_counts))
         .routes(routes!(reassign))
         .routes(routes!(assign))
         .routes(routes!(claim))
@@ -215,6 +216,7 @@ pub fn router_and_openapi(engine: Engine) -> (Router, utoipa::openapi::OpenApi) 
         .routes(routes!(unit_position))
         .routes(routes!(unit_events))
         .routes(routes!(unit_ack))
+        .routes(routes!(unit_arrived))
         .routes(routes!(unit_incident))
         .split_for_parts();
     // What the extractors answer before a handler runs (no timeout layer).
@@ -346,7 +348,8 @@ impl FromRequestParts<Engine> for Unit {
 /// A status word.
 #[derive(Serialize, Deserialize, ToSchema)]
 pub struct StatusBody {
-    /// `received`, `stored`, `duplicate`, `marked`, `closed`, `acknowledged`.
+    /// `received`, `stored`, `duplicate`, `marked`, `closed`, `acknowledged`,
+    /// `arrived`.
     pub status: String,
 }
 
@@ -469,6 +472,62 @@ pub struct PanicAccepted {
     pub status: String,
     /// False when this panic was received before.
     pub new: bool,
+}
+
+/// How an incident ended, as an operator closing it says.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum OutcomeWord {
+    /// Helped on the spot.
+    HelpedOnSpot,
+    /// Taken to hospital.
+    TakenToHospital,
+    /// A false alarm.
+    FalseAlarm,
+    /// The student was not found.
+    NotFound,
+    /// Something else.
+    Other,
+}
+
+impl From<OutcomeWord> for Outcome {
+    fn from(w: OutcomeWord) -> Self {
+        match w {
+            OutcomeWord::HelpedOnSpot => Outcome::HelpedOnSpot,
+            OutcomeWord::TakenToHospital => Outcome::TakenToHospital,
+            OutcomeWord::FalseAlarm => Outcome::FalseAlarm,
+            OutcomeWord::NotFound => Outcome::NotFound,
+            OutcomeWord::Other => Outcome::Other,
+        }
+    }
+}
+
+/// `POST /v1/operator/incidents/{id}/close` (the body may be left out).
+#[derive(Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CloseBody {
+    /// How it ended (the control room page always asks; leave it out to
+    /// say nothing).
+    #[serde(default)]
+    pub outcome: Option<OutcomeWord>,
+}
+
+/// `GET /v1/operator/outcomes`'s query.
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct OutcomesQuery {
+    /// Since when (unix ms); default: 24 hours ago.
+    pub since_ms: Option<u64>,
+}
+
+/// `GET /v1/operator/outcomes`.
+#[derive(Serialize, ToSchema)]
+pub struct OutcomeCounts {
+    /// Since when they are counted (unix ms).
+    pub since_ms: u64,
+    /// How many ended each way: `helped_on_spot`, `taken_to_hospital`,
+    /// `false_alarm`, `not_found`, `other` (a way nothing ended is left out).
+    pub counts: std::collections::BTreeMap<String, u64>,
 }
 
 /// `POST /v1/incident/status`.
@@ -1306,17 +1365,45 @@ async fn false_alarm(
     Ok(status("marked"))
 }
 
-/// Closes an incident: keys forgotten, unit freed and told.
-#[utoipa::path(post, path = "/v1/operator/incidents/{id}/close", tag = "operator", params(("id" = String, Path, description = "incident id (32 hex digits; any other answers 404)", min_length = 32, max_length = 32, pattern = "^[0-9a-fA-F]{32}$")), security(("bearer" = [])),
-    responses((status = 200, body = StatusBody), (status = 401, body = ErrorBody), (status = 403, description = "`not_your_incident`: a dispatcher acting on an incident they do not handle (claim it first); `forbidden_for_role`: an auditor", body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "`incident_closed`", body = ErrorBody), StoreFailure))]
+/// Closes an incident, saying how it ended: keys forgotten, unit freed and
+/// told. The outcome goes on the timeline and into the control room's
+/// counts (`GET /v1/operator/outcomes`), and to the student's status
+/// report; never into any field about the student, and a stop wipes it.
+#[utoipa::path(post, path = "/v1/operator/incidents/{id}/close", tag = "operator", params(("id" = String, Path, description = "incident id (32 hex digits; any other answers 404)", min_length = 32, max_length = 32, pattern = "^[0-9a-fA-F]{32}$")), security(("bearer" = [])), request_body = Option<CloseBody>,
+    responses((status = 200, body = StatusBody), (status = 400, description = "`bad_json`: not a JSON object, or not one of the outcomes", body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "`not_your_incident`: a dispatcher acting on an incident they do not handle (claim it first); `forbidden_for_role`: an auditor", body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "`incident_closed`", body = ErrorBody), (status = 413, description = "`too_large`", body = ErrorBody), StoreFailure))]
 async fn close(
     State(e): State<Engine>,
     Operator(op): Operator,
     Path(id): Path<String>,
+    OptionalJsonBody(b): OptionalJsonBody<CloseBody>,
 ) -> Result<Json<StatusBody>, ApiError> {
     let id = parse_incident_id(&id)?;
-    e.operator_close(id, &op).await?;
+    e.operator_close(id, &op, b.outcome.map(Outcome::from))
+        .await?;
     Ok(status("closed"))
+}
+
+/// How many incidents closed since `since_ms` (unix ms; default: the last
+/// 24 hours) ended each way, by the outcome the operator gave. An incident
+/// closed without one, or whose student stopped since, is not counted.
+#[utoipa::path(get, path = "/v1/operator/outcomes", tag = "operator", params(OutcomesQuery), security(("bearer" = [])),
+    responses((status = 200, body = OutcomeCounts), (status = 400, description = "`bad_query`: `since_ms` is not a whole number", body = ErrorBody), (status = 401, body = ErrorBody), StoreFailure))]
+async fn outcome_counts(
+    State(e): State<Engine>,
+    Operator(_op): Operator,
+    QueryParams(q): QueryParams<OutcomesQuery>,
+) -> Result<Json<OutcomeCounts>, ApiError> {
+    let since_ms = q
+        .since_ms
+        .unwrap_or_else(|| crate::engine::now_ms().saturating_sub(24 * 3600 * 1000));
+    let counts = e.outcome_counts(since_ms).await?;
+    Ok(Json(OutcomeCounts {
+        since_ms,
+        counts: counts
+            .into_iter()
+            .map(|(o, n)| (o.as_str().to_owned(), n))
+            .collect(),
+    }))
 }
 
 /// Reassigns: the acknowledged team is released (and told) and the next nearest
@@ -1550,6 +1637,20 @@ async fn unit_ack(
     let id = parse_incident_id(&id)?;
     e.acknowledge(u, id).await?;
     Ok(status("acknowledged"))
+}
+
+/// The team says it has arrived (acknowledging the incident if it had not):
+/// on the incident's timeline, and in the student's status report.
+#[utoipa::path(post, path = "/v1/unit/incidents/{id}/arrived", tag = "unit", params(("id" = String, Path, description = "incident id (32 hex digits; any other answers 404)", min_length = 32, max_length = 32, pattern = "^[0-9a-fA-F]{32}$")), security(("unit" = [])),
+    responses((status = 200, body = StatusBody), (status = 401, body = ErrorBody), (status = 404, description = "`not_found`: not an incident this unit is assigned to (or no longer)", body = ErrorBody), ElsewhereFailure))]
+async fn unit_arrived(
+    State(e): State<Engine>,
+    Unit(u): Unit,
+    Path(id): Path<String>,
+) -> Result<Json<StatusBody>, ApiError> {
+    let id = parse_incident_id(&id)?;
+    e.arrived(u, id).await?;
+    Ok(status("arrived"))
 }
 
 /// The unit's assigned incident (404 for any other), with the profile while released.

@@ -37,6 +37,7 @@ mod sqlite;
 mod tests;
 mod writer;
 
+use sosvault::status::Outcome;
 use sosvault::{IncidentId, MessageHash, StudentId, TrusteeId};
 
 use crate::unit::UnitId;
@@ -229,6 +230,20 @@ pub trait Store: AccessStore {
     /// open incident (the stop escalates that one) or already has the alert
     /// (open or closed).
     fn open_duress_alert(&self, alert: &NewDuressAlert) -> StoreResult<Option<IncidentRow>>;
+    /// Team `unit` says it arrived at `incident`: recorded on its assignment
+    /// if that still holds the team (the first time only). False if it
+    /// does not.
+    fn mark_arrived(&self, incident: &IncidentId, unit: UnitId, now_ms: u64) -> StoreResult<bool>;
+    /// When team `unit` said it arrived at `incident`, if it did.
+    fn arrived_at(&self, incident: &IncidentId, unit: UnitId) -> StoreResult<Option<u64>>;
+    /// Records how an incident ended.
+    fn set_outcome(&self, incident: &IncidentId, outcome: Outcome) -> StoreResult<()>;
+    /// How an incident ended, if it was said (and the student has not
+    /// stopped since: a stop wipes it).
+    fn outcome(&self, incident: &IncidentId) -> StoreResult<Option<Outcome>>;
+    /// How many incidents closed since `since_ms` ended each way, for the
+    /// control room's counts (an outcome never said is not counted).
+    fn outcome_counts(&self, since_ms: u64) -> StoreResult<Vec<(Outcome, u64)>>;
     /// Marks a false alarm (and counts it against the student). False if already marked.
     fn mark_false_alarm(&self, incident: &IncidentId) -> StoreResult<bool>;
     /// Registers a unit.

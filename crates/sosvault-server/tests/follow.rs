@@ -11,7 +11,7 @@ mod common;
 use base64::Engine as _;
 use common::*;
 use serde_json::{Value, json};
-use sosvault::status::{ClosedBy, Closure, Stage, StatusQuery, StatusReport, TeamKind};
+use sosvault::status::{ClosedBy, Closure, Outcome, Stage, StatusQuery, StatusReport, TeamKind};
 use sosvault::{Category, Device, MessageHash, Signed, Timestamp};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -84,6 +84,35 @@ async fn the_phone_follows_its_incident_through_every_stage() {
     assert_eq!(report.stage, Stage::TeamOnTheWay(sent));
     assert!(report.stage.help_is_coming());
 
+    // It says it has arrived (twice: the second changes nothing).
+    for _ in 0..2 {
+        let arrived = format!("/v1/unit/incidents/{id}/arrived");
+        let (_, v) = c
+            .client
+            .post(&arrived, Some(&team.token), &Value::Null)
+            .await
+            .unwrap();
+        assert_eq!(v["status"], "arrived");
+    }
+    let Stage::TeamArrived(there) = follow(&c, &asha, panic.hash()).await.stage else {
+        panic!("the team said it arrived");
+    };
+    assert_eq!(there.kind, TeamKind::Medical);
+    let timeline = c.incident(&op, &id).await["timeline"].to_string();
+    assert_eq!(
+        timeline.matches("Ambulance 7 arrived").count(),
+        1,
+        "{timeline}"
+    );
+    // Another team, on no incident, cannot say it arrived at this one.
+    let other = c.unit(&op, "Ambulance 9", "medical", 25.20, 75.90).await;
+    let arrived = format!("/v1/unit/incidents/{id}/arrived");
+    let refused = c
+        .client
+        .post(&arrived, Some(&other.token), &Value::Null)
+        .await;
+    assert_eq!(refused.unwrap_err().status, 404);
+
     // The student is safe: closed by the student.
     let cancel = c.signed_cancel(&mut asha, panic.hash(), false);
     c.client.cancel(&cancel).await.unwrap();
@@ -93,17 +122,51 @@ async fn the_phone_follows_its_incident_through_every_stage() {
     });
     assert_eq!(follow(&c, &asha, panic.hash()).await.stage, closed);
 
-    // Another incident, closed by the control room.
+    // Another incident, closed by the control room, saying how it ended:
+    // the phone sees it, and so do the control room's counts.
     let second = c.talwandi_panic(&mut asha, Category::Police);
     let id = c.client.panic(&second).await.unwrap();
-    c.close(&op, &id).await;
+    let close = format!("/v1/operator/incidents/{id}/close");
+    let body = json!({ "outcome": "taken_to_hospital" });
+    c.client.post(&close, Some(&op), &body).await.unwrap();
     assert_eq!(
         follow(&c, &asha, second.hash()).await.stage,
         Stage::Closed(Closure {
             by: ClosedBy::ControlRoom,
-            outcome: None,
+            outcome: Some(Outcome::TakenToHospital),
         })
     );
+    let counts = c
+        .client
+        .get("/v1/operator/outcomes", Some(&op))
+        .await
+        .unwrap();
+    assert_eq!(
+        counts["counts"],
+        json!({ "taken_to_hospital": 1 }),
+        "{counts}"
+    );
+
+    // A closing that is not one of the outcomes is refused and closes nothing.
+    let third = c.talwandi_panic(&mut asha, Category::Police);
+    let id = c.client.panic(&third).await.unwrap();
+    let close = format!("/v1/operator/incidents/{id}/close");
+    let bad = c
+        .client
+        .post(&close, Some(&op), &json!({ "outcome": "solved" }))
+        .await;
+    assert_eq!(bad.unwrap_err().status, 400);
+    assert_eq!(c.incident(&op, &id).await["status"], "open");
+
+    // The student stops: how the incident ended goes with the rest.
+    let stop = c.signed_stop(&mut asha, false);
+    c.client.stop(&stop).await.unwrap();
+    let counts = c
+        .client
+        .get("/v1/operator/outcomes", Some(&op))
+        .await
+        .unwrap();
+    assert_eq!(counts["counts"], json!({}), "{counts}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -302,6 +302,7 @@ async fn the_openapi_document_describes_every_route_and_nothing_else() {
         "GET /v1/operator/incidents/{id}/access-log",
         "POST /v1/operator/incidents/{id}/false-alarm",
         "POST /v1/operator/incidents/{id}/close",
+        "GET /v1/operator/outcomes",
         "POST /v1/operator/incidents/{id}/reassign",
         "POST /v1/operator/incidents/{id}/assign",
         "POST /v1/operator/incidents/{id}/claim",
@@ -314,6 +315,7 @@ async fn the_openapi_document_describes_every_route_and_nothing_else() {
         "POST /v1/unit/position",
         "GET /v1/unit/events",
         "POST /v1/unit/incidents/{id}/ack",
+        "POST /v1/unit/incidents/{id}/arrived",
         "GET /v1/unit/incidents/{id}",
     ];
     expected.sort();

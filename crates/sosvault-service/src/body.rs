@@ -122,26 +122,58 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = BodyRefused;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, BodyRefused> {
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-        if !is_json {
+        if !is_json(&req) {
             return Err(BodyRefused::NotJson);
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                BodyRefused::TooLarge
-            } else {
-                BodyRefused::Unreadable
-            }
-        })?;
+        let bytes = body_bytes(req, state).await?;
         serde_json::from_slice(&bytes)
             .map(JsonBody)
             .map_err(|e| BodyRefused::BadJson(cut(e.to_string(), MAX_WHY)))
     }
+}
+
+/// A JSON request body that may be left out (extractor): no body at all,
+/// or `null`, is `T::default()`; any other is read as [`JsonBody`] reads
+/// it (`application/json`, within the limit, strictly the expected shape).
+#[derive(Debug)]
+pub struct OptionalJsonBody<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJsonBody<T> {
+    type Rejection = BodyRefused;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, BodyRefused> {
+        let json = is_json(&req);
+        let bytes = body_bytes(req, state).await?;
+        if bytes.is_empty() {
+            return Ok(OptionalJsonBody(T::default()));
+        }
+        if !json {
+            return Err(BodyRefused::NotJson);
+        }
+        serde_json::from_slice::<Option<T>>(&bytes)
+            .map(|v| OptionalJsonBody(v.unwrap_or_default()))
+            .map_err(|e| BodyRefused::BadJson(cut(e.to_string(), MAX_WHY)))
+    }
+}
+
+/// Whether a request says its body is JSON.
+fn is_json(req: &Request) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// A request's body, within the body limit.
+async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, BodyRefused> {
+    Bytes::from_request(req, state).await.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            BodyRefused::TooLarge
+        } else {
+            BodyRefused::Unreadable
+        }
+    })
 }
 
 /// Decodes the base64 field `field` of a request, at most `max_bytes` bytes
@@ -179,7 +211,7 @@ mod tests {
     use axum::http::Request;
     use serde::Deserialize;
 
-    use super::{BodyRefused, JsonBody, base64_field, cut};
+    use super::{BodyRefused, JsonBody, OptionalJsonBody, base64_field, cut};
 
     #[derive(Debug, Deserialize, PartialEq)]
     #[serde(deny_unknown_fields)]
@@ -187,12 +219,17 @@ mod tests {
         panic: String,
     }
 
-    async fn read(content_type: Option<&str>, body: &'static str) -> Result<Panic, BodyRefused> {
-        let mut req = Request::post("/v1/panic");
+    /// A POST with `body` and, if given, its content type.
+    fn request(content_type: Option<&str>, body: &'static str) -> Request<Body> {
+        let mut req = Request::post("/");
         if let Some(t) = content_type {
             req = req.header("content-type", t);
         }
-        let req = req.body(Body::from(body)).unwrap();
+        req.body(Body::from(body)).unwrap()
+    }
+
+    async fn read(content_type: Option<&str>, body: &'static str) -> Result<Panic, BodyRefused> {
+        let req = request(content_type, body);
         <JsonBody<Panic> as axum::extract::FromRequest<()>>::from_request(req, &())
             .await
             .map(|JsonBody(p)| p)
@@ -228,6 +265,40 @@ mod tests {
         ] {
             let refused = read(content_type, body).await.unwrap_err();
             assert_eq!(refused.code(), code, "{content_type:?} {body}");
+        }
+    }
+
+    #[derive(Debug, Default, Deserialize, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Close {
+        outcome: Option<String>,
+    }
+
+    #[tokio::test]
+    async fn an_optional_body_may_be_left_out_but_not_be_wrong() {
+        async fn read(ct: Option<&str>, body: &'static str) -> Result<Close, BodyRefused> {
+            let req = request(ct, body);
+            <OptionalJsonBody<Close> as axum::extract::FromRequest<()>>::from_request(req, &())
+                .await
+                .map(|OptionalJsonBody(c)| c)
+        }
+        let json = Some("application/json");
+        for (ct, body) in [(None, ""), (json, ""), (json, "null"), (json, "{}")] {
+            assert_eq!(
+                read(ct, body).await,
+                Ok(Close::default()),
+                "{ct:?} {body:?}"
+            );
+        }
+        let said = read(json, r#"{"outcome":"other"}"#).await.unwrap();
+        assert_eq!(said.outcome.as_deref(), Some("other"));
+        for (ct, body, code) in [
+            (None, "{}", "unsupported_media_type"),
+            (json, "[]", "bad_json"),
+            (json, r#"{"outcome":"other","x":1}"#, "bad_json"),
+        ] {
+            let refused = read(ct, body).await.unwrap_err();
+            assert_eq!(refused.code(), code, "{ct:?} {body}");
         }
     }
 

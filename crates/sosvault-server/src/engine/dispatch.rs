@@ -628,7 +628,39 @@ impl Engine {
         Ok(())
     }
 
-    /// A unit acknowledges its assignment: taken at once by the node that
+    /// A team says it has arrived at incident `id`: a team on the spot has
+    /// taken the job, so this acknowledges it first if it had not (on any
+    /// node, as [`Engine::acknowledge`]); then the arrival is stored on the
+    /// team's assignment, once (a repeat changes nothing), and goes on the
+    /// incident's timeline. The student's phone sees it in its status
+    /// report.
+    pub async fn arrived(&self, unit: UnitId, id: IncidentId) -> Result<(), EngineError> {
+        self.acknowledge(unit, id).await?;
+        let now = now_ms();
+        let first = self
+            .inner
+            .db
+            .call(move |s| {
+                if s.arrived_at(&id, unit)?.is_some() {
+                    return Ok(Some(false));
+                }
+                Ok(s.mark_arrived(&id, unit, now)?.then_some(true))
+            })
+            .await?;
+        match first {
+            // Taken off the incident (or it closed) since it acknowledged.
+            None => Err(EngineError::NotFound),
+            Some(false) => Ok(()),
+            Some(true) => {
+                let name = self.unit_name(unit);
+                self.timeline(id, "arrived", format!("{name} arrived"))
+                    .await;
+                Ok(())
+            }
+        }
+    }
+
+    /// A unit acknowledges its assignment: taken at once by the node that    /// A unit acknowledges its assignment: taken at once by the node that
     /// runs the incident; with several nodes, a team connected to another
     /// node acknowledges through it ([`super::teams`]).
     pub async fn acknowledge(&self, unit: UnitId, incident: IncidentId) -> Result<(), EngineError> {

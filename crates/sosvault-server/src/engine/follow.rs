@@ -15,7 +15,9 @@
 //! escalated, but its report says the student closed it, with no team and no
 //! outcome, whatever happens next.
 
-use sosvault::status::{ClosedBy, Closure, Stage, StatusQuery, StatusReport, Team, TeamKind};
+use sosvault::status::{
+    ClosedBy, Closure, Outcome, Stage, StatusQuery, StatusReport, Team, TeamKind,
+};
 use sosvault::{IncidentId, Signed, Timestamp};
 
 use super::{Engine, EngineError};
@@ -32,12 +34,15 @@ const ETA_SPEED_M_PER_S: f64 = 25_000.0 / 3_600.0;
 const DETOUR: f64 = 1.4;
 
 /// What the report needs of an incident's team, found by the shell: the
-/// team's assignment as stored, its kind, and how far it is from the
-/// student's last location (metres), if both positions are known.
+/// team's assignment as stored, whether it said it arrived, its kind, and
+/// how far it is from the student's last location (metres), if both
+/// positions are known.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct TeamFacts {
     /// The assignment's status.
     pub status: AssignmentStatus,
+    /// The team said it has arrived.
+    pub arrived: bool,
     /// The team's kind.
     pub kind: UnitKind,
     /// Its distance from the student, if both positions are known.
@@ -45,12 +50,13 @@ pub struct TeamFacts {
 }
 
 /// Where an incident stands, for its student's phone: from the incident as
-/// stored (`row`) and its current team, if any holds it.
+/// stored (`row`), its current team, if any holds it, and how it ended, if
+/// the control room closed it and said.
 ///
 /// A closed incident is closed by the student (a cancel, a stop) or by the
 /// control room (an operator, a false alarm); one under a duress cancel
 /// reads as one the student closed, open or closed since.
-pub fn stage(row: &IncidentRow, team: Option<TeamFacts>) -> Stage {
+pub fn stage(row: &IncidentRow, team: Option<TeamFacts>, outcome: Option<Outcome>) -> Stage {
     // The student closed it: a cancel, a stop, or a duress cancel (whatever
     // the control room does after it, even closing it, reads the same).
     if row.duress || row.stopped || row.status == IncidentStatus::Cancelled {
@@ -62,7 +68,7 @@ pub fn stage(row: &IncidentRow, team: Option<TeamFacts>) -> Stage {
     if row.status == IncidentStatus::Closed {
         return Stage::Closed(Closure {
             by: ClosedBy::ControlRoom,
-            outcome: None,
+            outcome,
         });
     }
     let Some(t) = team else {
@@ -77,6 +83,8 @@ pub fn stage(row: &IncidentRow, team: Option<TeamFacts>) -> Stage {
             .min(f64::from(u32::MAX)) as u32,
     };
     match t.status {
+        // Arriving acknowledges (its store write may come first).
+        _ if t.arrived => Stage::TeamArrived(view),
         AssignmentStatus::Acknowledged => Stage::TeamOnTheWay(view),
         _ => Stage::TeamSent(view),
     }
@@ -116,7 +124,11 @@ impl Engine {
             Some(a) => Some(self.team_facts(&row, a).await?),
             None => None,
         };
-        let stage = stage(&row, team);
+        let outcome = match row.status {
+            IncidentStatus::Closed => self.inner.db.call(move |s| s.outcome(&id)).await?,
+            _ => None,
+        };
+        let stage = stage(&row, team, outcome);
         let mut report = StatusReport::answering(signed_query, stage, now);
         report.threshold = self.inner.cfg.threshold;
         report.opened_at = row.released_at_ms.map(|ms| Timestamp(ms / 1000));
@@ -163,8 +175,16 @@ impl Engine {
             Some(p) => Some(p),
             None => self.last_stored_location(id).await?,
         };
+        let arrived = a.status.holds_team()
+            && self
+                .inner
+                .db
+                .call(move |s| s.arrived_at(&id, unit))
+                .await?
+                .is_some();
         Ok(TeamFacts {
             status: a.status,
+            arrived,
             kind: kind
                 .or_else(|| row.category.map(UnitKind::for_category))
                 .unwrap_or(UnitKind::Police),
@@ -191,7 +211,7 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
-    use sosvault::status::{ClosedBy, Closure, Stage, Team, TeamKind};
+    use sosvault::status::{ClosedBy, Closure, Outcome, Stage, Team, TeamKind};
     use sosvault::{Category, IncidentId, MessageHash, StudentId};
 
     use super::{TeamFacts, stage};
@@ -221,12 +241,21 @@ mod tests {
         }
     }
 
+    fn with(status: IncidentStatus) -> IncidentRow {
+        IncidentRow { status, ..open() }
+    }
+
     fn team(status: AssignmentStatus) -> Option<TeamFacts> {
         Some(TeamFacts {
             status,
+            arrived: false,
             kind: UnitKind::Medical,
             distance_m: Some(1_000.0),
         })
+    }
+
+    fn arrived() -> Option<TeamFacts> {
+        team(AssignmentStatus::Acknowledged).map(|t| TeamFacts { arrived: true, ..t })
     }
 
     const ON_ITS_WAY: Team = Team {
@@ -236,24 +265,38 @@ mod tests {
         eta_secs: 202,
     };
 
+    fn closed(by: ClosedBy, outcome: Option<Outcome>) -> Stage {
+        Stage::Closed(Closure { by, outcome })
+    }
+
     #[test]
     fn an_open_incident_reads_as_its_team_stands() {
-        assert_eq!(stage(&open(), None), Stage::Received);
+        assert_eq!(stage(&open(), None, None), Stage::Received);
         assert_eq!(
-            stage(&open(), team(AssignmentStatus::Pending)),
+            stage(&open(), team(AssignmentStatus::Pending), None),
             Stage::TeamSent(ON_ITS_WAY)
         );
         assert_eq!(
-            stage(&open(), team(AssignmentStatus::Acknowledged)),
+            stage(&open(), team(AssignmentStatus::Acknowledged), None),
             Stage::TeamOnTheWay(ON_ITS_WAY)
         );
+        assert_eq!(
+            stage(&open(), arrived(), None),
+            Stage::TeamArrived(ON_ITS_WAY)
+        );
+        // Arriving acknowledges, whichever write the store took first.
+        let early = arrived().map(|t| TeamFacts {
+            status: AssignmentStatus::Pending,
+            ..t
+        });
+        assert_eq!(stage(&open(), early, None), Stage::TeamArrived(ON_ITS_WAY));
         // A team whose position is not known yet: no distance to tell.
         let unknown = TeamFacts {
             distance_m: None,
             ..team(AssignmentStatus::Pending).unwrap()
         };
         assert_eq!(
-            stage(&open(), Some(unknown)),
+            stage(&open(), Some(unknown), None),
             Stage::TeamSent(Team {
                 distance_m: 0,
                 eta_secs: 0,
@@ -263,18 +306,21 @@ mod tests {
     }
 
     #[test]
-    fn a_closed_incident_says_who_closed_it() {
-        let cancelled = IncidentRow {
-            status: IncidentStatus::Cancelled,
-            ..open()
-        };
-        let closed = IncidentRow {
-            status: IncidentStatus::Closed,
-            ..open()
-        };
-        let by = |by| Stage::Closed(Closure { by, outcome: None });
-        assert_eq!(stage(&cancelled, None), by(ClosedBy::Student));
-        assert_eq!(stage(&closed, None), by(ClosedBy::ControlRoom));
+    fn a_closed_incident_says_who_closed_it_and_how_it_ended() {
+        assert_eq!(
+            stage(&with(IncidentStatus::Cancelled), None, None),
+            closed(ClosedBy::Student, None)
+        );
+        assert_eq!(
+            stage(&with(IncidentStatus::Closed), None, None),
+            closed(ClosedBy::ControlRoom, None)
+        );
+        for o in Outcome::ALL {
+            assert_eq!(
+                stage(&with(IncidentStatus::Closed), None, Some(o)),
+                closed(ClosedBy::ControlRoom, Some(o))
+            );
+        }
     }
 
     #[test]
@@ -283,30 +329,27 @@ mod tests {
             duress: true,
             ..open()
         };
-        let cancelled = IncidentRow {
-            status: IncidentStatus::Cancelled,
-            ..open()
-        };
-        let safe = stage(&cancelled, None);
-        // Escalated: a team is sent, it acknowledges, an operator closes
-        // it; the phone sees none of it.
+        let safe = stage(&with(IncidentStatus::Cancelled), None, None);
+        // Escalated: a team is sent, it acknowledges, arrives, an operator
+        // closes it with an outcome; the phone sees none of it.
         for t in [
             None,
             team(AssignmentStatus::Pending),
             team(AssignmentStatus::Acknowledged),
+            arrived(),
         ] {
-            assert_eq!(stage(&duress, t), safe);
+            assert_eq!(stage(&duress, t, None), safe);
         }
         let closed = IncidentRow {
             status: IncidentStatus::Closed,
             ..duress
         };
-        assert_eq!(stage(&closed, None), safe);
+        assert_eq!(stage(&closed, None, Some(Outcome::HelpedOnSpot)), safe);
         // A stop during the incident: the student closed it too.
         let stopped = IncidentRow {
             stopped: true,
             ..open()
         };
-        assert_eq!(stage(&stopped, team(AssignmentStatus::Acknowledged)), safe);
+        assert_eq!(stage(&stopped, arrived(), None), safe);
     }
 }

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering;
 use serde_json::json;
 use sosvault::keys::LogPublic;
 use sosvault::log::{LogEntry, MerkleLog, TreeHead};
+use sosvault::status::Outcome;
 use sosvault::{IncidentId, Profile, StudentId, Timestamp};
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
@@ -652,18 +653,33 @@ impl Engine {
         Ok(())
     }
 
-    /// An operator closes an incident.
-    pub async fn operator_close(&self, id: IncidentId, op: &OperatorId) -> Result<(), EngineError> {
+    /// An operator closes an incident, saying how it ended (on its
+    /// timeline and in the control room's counts; never in any field about
+    /// the student, and gone with a stop).
+    pub async fn operator_close(
+        &self,
+        id: IncidentId,
+        op: &OperatorId,
+        outcome: Option<Outcome>,
+    ) -> Result<(), EngineError> {
         let row = self.incident_to_act_on(id, op).await?;
         if row.status != IncidentStatus::Open {
             return Err(EngineError::Conflict(Conflict::AlreadyClosed));
         }
-        self.close(
-            id,
-            IncidentStatus::Closed,
-            &format!("closed by {} {}", op.role, op.name),
-        )
-        .await
+        let mut why = format!("closed by {} {}", op.role, op.name);
+        if let Some(o) = outcome {
+            why.push_str(&format!(": {}", o.as_str().replace('_', " ")));
+        }
+        self.close(id, IncidentStatus::Closed, &why, outcome).await
+    }
+
+    /// How many incidents closed since `since_ms` ended each way.
+    pub async fn outcome_counts(&self, since_ms: u64) -> Result<Vec<(Outcome, u64)>, EngineError> {
+        Ok(self
+            .inner
+            .db
+            .call(move |s| s.outcome_counts(since_ms))
+            .await?)
     }
 }
 

@@ -20,6 +20,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::json;
+use sosvault::status::Outcome;
 use sosvault::{
     Cancel, Category, EnrollmentCommit, EnrollmentPackage, IncidentId, IncidentKey, LocationUpdate,
     MessageHash, PanicEvent, Signed, Stop, StudentId,
@@ -733,8 +734,13 @@ impl Engine {
             } else if duress {
                 self.escalate(id, "duress signalled with the cancel").await
             } else {
-                self.close(id, IncidentStatus::Cancelled, "the student cancelled: safe")
-                    .await
+                self.close(
+                    id,
+                    IncidentStatus::Cancelled,
+                    "the student cancelled: safe",
+                    None,
+                )
+                .await
             };
             if let Err(e) = done {
                 tracing::error!(incident = %short(&id), "applying a cancel failed: {e}");
@@ -803,6 +809,7 @@ impl Engine {
         id: IncidentId,
         status: IncidentStatus,
         why: &str,
+        outcome: Option<Outcome>,
     ) -> Result<(), EngineError> {
         let now = now_ms();
         let elsewhere = !self.runs(id);
@@ -826,6 +833,9 @@ impl Engine {
                     here
                 };
                 s.close_incident(&id, status, now)?;
+                if let Some(outcome) = outcome {
+                    s.set_outcome(&id, outcome)?;
+                }
                 if let Some(row) = s.incident(&id)? {
                     s.drop_spent_previous(&row.student_id)?;
                 }
@@ -851,7 +861,8 @@ impl Engine {
         } else {
             EventKind::Closed
         };
-        self.emit_incident(kind, &id, unit, json!({ "reason": why }));
+        let detail = json!({ "reason": why, "outcome": outcome.map(Outcome::as_str) });
+        self.emit_incident(kind, &id, unit, detail);
         Ok(())
     }
 

@@ -3,13 +3,14 @@
 
 use std::borrow::Cow;
 
+use sosvault::status::Outcome;
 use sosvault::{IncidentId, MessageHash, StudentId, TrusteeId};
 
 use super::sql::Purge;
 use super::sql::{
     Backend, INCIDENT_COLS, Param, Row, STUDENT_COLS, ToParam, all, answer_row, arr_at, count,
     enrollment_row, exec, id_at, incident_row, maybe, opt_id_at, params, pending_forward_row,
-    student_row, team_lock, unit_id_at, unit_row, view_reason, word_at,
+    student_row, team_lock, unit_id_at, unit_row, view_reason, word_at, word_of,
 };
 use super::sql_store::SqlStore;
 use super::{
@@ -438,6 +439,56 @@ impl<B: Backend> Store for SqlStore<B> {
         })
     }
 
+    fn mark_arrived(&self, incident: &IncidentId, unit: UnitId, now_ms: u64) -> StoreResult<bool> {
+        let n = exec(
+            &self.db,
+            "UPDATE assignments SET arrived_at_ms = COALESCE(arrived_at_ms, ?3)
+             WHERE incident_id = ?1 AND unit_id = ?2 AND status IN ('pending', 'acknowledged')",
+            params![incident.as_bytes(), unit, now_ms as i64],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn arrived_at(&self, incident: &IncidentId, unit: UnitId) -> StoreResult<Option<u64>> {
+        Ok(maybe(
+            &self.db,
+            "SELECT arrived_at_ms FROM assignments WHERE incident_id = ?1 AND unit_id = ?2",
+            params![incident.as_bytes(), unit],
+            |r| r.get::<Option<u64>>(0),
+        )?
+        .flatten())
+    }
+
+    fn set_outcome(&self, incident: &IncidentId, outcome: Outcome) -> StoreResult<()> {
+        exec(
+            &self.db,
+            "UPDATE incidents SET outcome = ?2 WHERE id = ?1",
+            params![incident.as_bytes(), outcome.as_str()],
+        )
+        .map(drop)
+    }
+
+    fn outcome(&self, incident: &IncidentId) -> StoreResult<Option<Outcome>> {
+        let word = maybe(
+            &self.db,
+            "SELECT outcome FROM incidents WHERE id = ?1",
+            params![incident.as_bytes()],
+            |r| r.get::<Option<String>>(0),
+        )?
+        .flatten();
+        word.map(|w| word_of(0, &w)).transpose()
+    }
+
+    fn outcome_counts(&self, since_ms: u64) -> StoreResult<Vec<(Outcome, u64)>> {
+        all(
+            &self.db,
+            "SELECT outcome, COUNT(*) FROM incidents
+             WHERE outcome IS NOT NULL AND closed_at_ms >= ?1 GROUP BY outcome ORDER BY outcome",
+            params![since_ms as i64],
+            |r| Ok((word_at(r, 0)?, r.get(1)?)),
+        )
+    }
+
     fn mark_false_alarm(&self, incident: &IncidentId) -> StoreResult<bool> {
         self.atomic(|c| {
         let n = exec(c,
@@ -770,7 +821,7 @@ impl<B: Backend> Store for SqlStore<B> {
         // location), the incident key, and the category itself (`''`, shown
         // as unknown: `mental-health` in clear says what no stop may leave).
         exec(c,
-            "UPDATE incidents SET panic = NULL, incident_key_sealed = NULL, category = '', stopped = CASE WHEN status = 'open' THEN 1 ELSE stopped END WHERE student_id = ?1",
+            "UPDATE incidents SET panic = NULL, incident_key_sealed = NULL, category = '', outcome = NULL, stopped = CASE WHEN status = 'open' THEN 1 ELSE stopped END WHERE student_id = ?1",
             params![student.as_bytes()],
         )?;
         // Likewise every timeline text that may name the category, the kind

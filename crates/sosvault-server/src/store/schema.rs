@@ -206,6 +206,15 @@ const MIGRATIONS: &[Migration] = &[
             Ok(())
         },
     },
+    // Version 5 (issue 14): when a team said it arrived, and how an
+    // incident ended (`sosvault::status::Outcome::as_str`; NULL: not said).
+    Migration {
+        version: 5,
+        apply: |steps| {
+            (steps.add_column)("assignments", "arrived_at_ms", "INTEGER")?;
+            (steps.add_column)("incidents", "outcome", "TEXT")
+        },
+    },
 ];
 
 /// Version 4: which node carries a forward to the trustees (the `node`
@@ -260,7 +269,7 @@ CREATE UNIQUE INDEX IF NOT EXISTS one_open_assignment_per_unit
 "#;
 
 /// The newest schema version this build knows.
-pub(super) const LATEST: i64 = 4;
+pub(super) const LATEST: i64 = 5;
 
 /// Brings `db`'s schema to [`LATEST`] in one transaction (under the
 /// backend's schema lock, so two processes starting at once migrate once);

@@ -465,6 +465,7 @@ stored_word! {
     IncidentStatus: "incident status";
     AssignmentStatus: "assignment status";
     UnitKind: "unit kind";
+    sosvault::status::Outcome: "outcome";
 }
 
 impl StoredWord for Category {
@@ -490,7 +491,7 @@ pub(crate) fn category_at(r: &Row, at: usize) -> StoreResult<Option<Category>> {
     word_of(at, &word).map(Some)
 }
 
-fn word_of<T: StoredWord>(at: usize, word: &str) -> StoreResult<T> {
+pub(crate) fn word_of<T: StoredWord>(at: usize, word: &str) -> StoreResult<T> {
     T::from_word(word)
         .ok_or_else(|| unreadable(at, format!("{}: unknown value {word:?} stored", T::WHAT)))
 }

@@ -163,6 +163,7 @@ on_both_backends!(
     one_live_process_beats_under_a_name,
     an_open_incident_is_seen_at_a_glance,
     a_timeline_reads_in_the_order_of_its_times,
+    an_arrival_and_an_outcome_are_kept_once_and_a_stop_takes_the_outcome,
 );
 
 /// [`Store::timeline`]: a step stored after a later one (a release's steps
@@ -675,6 +676,41 @@ fn a_stop_blanks_the_category_and_it_reads_back_as_none(s: &dyn Store, _dir: Opt
     s.apply_stop(&sid(1), b"stop", &to(&[]), 2).unwrap();
     let row = s.incident(&iid(3)).unwrap().unwrap();
     assert_eq!((row.category, row.category_name()), (None, ""));
+}
+
+/// [`Store::mark_arrived`], [`Store::set_outcome`]: an arrival is kept on
+/// an assignment that holds its team, the first time only; an outcome is
+/// counted by its close time, and a stop takes it.
+fn an_arrival_and_an_outcome_are_kept_once_and_a_stop_takes_the_outcome(
+    s: &dyn Store,
+    _dir: Option<&Path>,
+) {
+    use sosvault::status::Outcome;
+    enroll(s);
+    s.insert_panic(&incident(3, 4), "x").unwrap();
+    s.put_assignment(&assignment(3, U, 1, AssignmentStatus::Acknowledged))
+        .unwrap();
+    assert_eq!(s.arrived_at(&iid(3), U).unwrap(), None);
+    assert!(s.mark_arrived(&iid(3), U, 50).unwrap());
+    assert!(s.mark_arrived(&iid(3), U, 60).unwrap(), "a repeat holds");
+    assert_eq!(s.arrived_at(&iid(3), U).unwrap(), Some(50), "the first");
+    // A team the incident does not hold.
+    assert!(!s.mark_arrived(&iid(3), V, 70).unwrap());
+    assert_eq!(s.arrived_at(&iid(3), V).unwrap(), None);
+
+    assert_eq!(s.outcome(&iid(3)).unwrap(), None);
+    s.close_incident(&iid(3), IncidentStatus::Closed, 100)
+        .unwrap();
+    s.set_outcome(&iid(3), Outcome::TakenToHospital).unwrap();
+    assert_eq!(s.outcome(&iid(3)).unwrap(), Some(Outcome::TakenToHospital));
+    assert_eq!(
+        s.outcome_counts(100).unwrap(),
+        [(Outcome::TakenToHospital, 1)]
+    );
+    assert!(s.outcome_counts(101).unwrap().is_empty(), "closed before");
+    s.apply_stop(&sid(1), b"stop", &to(&[]), 200).unwrap();
+    assert_eq!(s.outcome(&iid(3)).unwrap(), None);
+    assert!(s.outcome_counts(0).unwrap().is_empty());
 }
 
 fn duress_alert(id: u8) -> NewDuressAlert {
