@@ -306,8 +306,14 @@ describe('control room, team screen and simulator against the real demo', { conc
     // Now, and only now, the phone says help is coming (from the control
     // room's signed report, which the simulated phone verified).
     await sim.waitForSelector('#phone-follow[data-stage="on_the_way"]', { timeout: T });
-    await shot(sim, 'simulator-following.png');
     assert.match(await sim.textContent('#phone-follow'), /^Help is coming: a Police team, (\d+ m|\d+\.\d km) away, about \d+ min\.$/);
+    await shot(sim, 'simulator-following.png');
+    // The team says it is there, and the phone says so.
+    assert.ok(await team.isVisible('#arrived'));
+    await team.tap('#arrived');
+    await team.waitForSelector('#arrived-done:not([hidden])', { timeout: T });
+    await sim.waitForSelector('#phone-follow[data-stage="arrived"]', { timeout: T });
+    assert.equal(await sim.textContent('#phone-follow'), 'The Police team says it is there.');
   });
 
   it('the profile is hidden before the trustees release it and shown after, on both screens', async () => {
@@ -503,12 +509,22 @@ describe('control room, team screen and simulator against the real demo', { conc
     assert.deepEqual(posted, ['reassign'], 'the reassign is sent, the cancelled close is not');
   });
 
-  it('closing from the keyboard closes the incident', async () => {
+  it('closing from the keyboard closes the incident, with how it ended', async () => {
     await control.focus('#act-close');
     await control.keyboard.press('Enter');
     await control.waitForSelector('#confirm[open]', { timeout: T });
+    // The outcome first: nothing is chosen for the operator, and OK waits.
+    assert.equal(await control.evaluate(() => document.activeElement.id), 'close-outcome');
+    assert.ok(await control.isDisabled('#confirm-ok'));
+    await control.keyboard.press('ArrowDown');
+    assert.equal(await control.inputValue('#close-outcome'), 'helped_on_spot');
+    await control.keyboard.press('Tab');
+    await control.keyboard.press('Tab');
+    assert.equal(await control.evaluate(() => document.activeElement.id), 'confirm-ok');
     await control.keyboard.press('Enter');
     await control.waitForSelector('#detail .chip-status-closed', { timeout: T });
+    await control.waitForFunction(() => /helped on spot/.test(document.querySelector('#timeline').textContent), null, { timeout: T });
+    await control.waitForFunction(() => /Closed in the last 24 h: 1 Helped on the spot/.test(document.querySelector('#outcome-counts').textContent), null, { timeout: T });
     assert.ok(await control.isDisabled('#act-close'));
     // The open list no longer shows it; "All" does.
     await control.waitForSelector(item(incident), { state: 'detached', timeout: T });
@@ -546,6 +562,7 @@ describe('control room, team screen and simulator against the real demo', { conc
     await control.click(item(open));
     await control.click('#act-close');
     await control.waitForSelector('#confirm[open]', { timeout: T });
+    await control.selectOption('#close-outcome', 'other');
     await control.click('#confirm-ok');
     await team.waitForSelector('#job-ended:not([hidden])', { timeout: T });
 

@@ -258,7 +258,21 @@
   const refreshListSoon = soon(() => refreshList(), 120);
   const refreshUnitsSoon = soon(() => refreshUnits(), 200);
 
+  /** How the incidents of the last 24 hours ended, as the operators who
+   *  closed them said. */
+  async function refreshOutcomes() {
+    let r;
+    try {
+      r = await call('/v1/operator/outcomes');
+    } catch (_) {
+      return;
+    }
+    const parts = OUTCOMES.filter((o) => r.counts[o]).map((o) => t('outcome.count', { n: r.counts[o], what: t('outcome.' + o) }));
+    $('#outcome-counts').textContent = parts.length ? t('outcome.counts', { list: parts.join(' · ') }) : '';
+  }
+
   async function refreshList() {
+    refreshOutcomes();
     const seq = ++loads.list;
     let list;
     try {
@@ -1000,32 +1014,49 @@
     if (resolve) resolve($('#confirm').returnValue === 'ok');
   }
 
-  function confirmDialog(title, text, okLabel) {
+  /** Asks `title`/`text`; `extra`, if given, is a labelled `<select>` the
+   *  operator must choose from first (OK waits for a choice). */
+  function confirmDialog(title, text, okLabel, extra) {
     const dlg = $('#confirm');
     answer();
     $('#confirm-title').textContent = title;
     $('#confirm-text').textContent = text;
     $('#confirm-ok').textContent = okLabel;
+    $('#confirm-extra').replaceChildren(...(extra ? [extra] : []));
+    const pick = extra && extra.querySelector('select');
+    $('#confirm-ok').disabled = !!pick && !pick.value;
+    if (pick) pick.addEventListener('change', () => { $('#confirm-ok').disabled = !pick.value; });
     // Unanswered until a button closes it (`close()` without a value keeps the last question's).
     dlg.returnValue = '';
     dlg.showModal();
-    $('#confirm-ok').focus();
+    (pick || $('#confirm-ok')).focus();
     return new Promise((resolve) => {
       asking = resolve;
     });
   }
 
+  /** How an incident ended: the operator closing it chooses (no default). */
+  const OUTCOMES = ['helped_on_spot', 'taken_to_hospital', 'false_alarm', 'not_found', 'other'];
+  function outcomePicker() {
+    const sel = el('select', { id: 'close-outcome' },
+      el('option', { value: '' }, t('outcome.choose')),
+      ...OUTCOMES.map((o) => el('option', { value: o }, t('outcome.' + o))));
+    return el('div', { class: 'field' }, el('label', { for: 'close-outcome' }, t('outcome.label')), sel);
+  }
+
   async function act(action) {
     const id = S.selected;
     if (!id) return;
-    const ok = await confirmDialog(t('confirm.' + action + '.title'), t('confirm.' + action + '.text'), t('action.' + action.replace('-', '_')));
+    const extra = action === 'close' ? outcomePicker() : null;
+    const ok = await confirmDialog(t('confirm.' + action + '.title'), t('confirm.' + action + '.text'), t('action.' + action.replace('-', '_')), extra);
     if (!ok) {
       const b = $('#act-' + action);
       if (b) b.focus();
       return;
     }
+    const body = extra ? { outcome: extra.querySelector('select').value } : {};
     try {
-      await call('/v1/operator/incidents/' + id + '/' + action, { method: 'POST', body: {} });
+      await call('/v1/operator/incidents/' + id + '/' + action, { method: 'POST', body });
       SV.toast(t('done.' + action));
     } catch (e) {
       if (quiet(e)) return;

@@ -82,6 +82,7 @@
             location: d.location || null,
             distance_m: d.distance_m,
             acked: false,
+            arrived: false,
             created_at_ms: ev.at_ms,
             flags: d.duress ? ['duress'] : [],
             profile: null,
@@ -181,21 +182,39 @@
     render();
   }
 
-  async function acknowledge() {
+  // "We have arrived" takes the acknowledge button's place: it answers only
+  // after ARRIVE_GUARD_MS, so a double tap (or a touch screen's late click)
+  // on "Acknowledge" never tells the student the team is there.
+  const ARRIVE_GUARD_MS = 1500;
+
+  /** The team's `action` (`ack`, `arrived`) on its job, from `button`; `done`
+   *  marks the job when the service took it. */
+  async function teamAction(action, button, done, said) {
     const job = S.job;
     if (!job) return;
-    const b = $('#ack');
+    const b = $(button);
     b.disabled = true;
     try {
-      await call('/v1/unit/incidents/' + job.id + '/ack', { method: 'POST' });
-      job.acked = true;
-      SV.announce(t('team.acked'));
+      await call('/v1/unit/incidents/' + job.id + '/' + action, { method: 'POST' });
+      done(job);
+      SV.announce(t(said));
     } catch (e) {
       b.disabled = false;
       SV.toast(t('error.action', { code: e.code }), 'error');
     }
     render();
   }
+
+  const acknowledge = () => teamAction('ack', '#ack', (job) => {
+    job.acked = true;
+    job.ackedAt = Date.now();
+    setTimeout(render, ARRIVE_GUARD_MS);
+  }, 'team.acked');
+
+  const arrive = () => teamAction('arrived', '#arrived', (job) => {
+    job.acked = true;
+    job.arrived = true;
+  }, 'team.arrived');
 
   // ------------------------------------------------------------ render
   function distanceNow(job) {
@@ -223,7 +242,11 @@
     const ack = $('#ack');
     ack.hidden = job.acked || !!job.ended;
     ack.disabled = false;
-    $('#ack-done').hidden = !job.acked || !!job.ended;
+    $('#ack-done').hidden = !job.acked || !!job.arrived || !!job.ended;
+    const arrived = $('#arrived');
+    arrived.hidden = !job.acked || !!job.arrived || !!job.ended;
+    arrived.disabled = Date.now() - (job.ackedAt || 0) < ARRIVE_GUARD_MS;
+    $('#arrived-done').hidden = !job.arrived || !!job.ended;
     const ended = $('#job-ended');
     ended.hidden = !job.ended;
     ended.textContent = job.ended ? t('team.ended_' + job.ended) : '';
@@ -330,6 +353,7 @@
       start();
     });
     $('#ack').addEventListener('click', acknowledge);
+    $('#arrived').addEventListener('click', arrive);
     $('#share-pos').addEventListener('click', sharePosition);
     $('#forget').addEventListener('click', () => {
       if (S.stream) S.stream.close();
