@@ -516,8 +516,10 @@ pub struct CloseBody {
 #[derive(Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct OutcomesQuery {
-    /// Since when (unix ms); default: 24 hours ago.
-    pub since_ms: Option<u64>,
+    /// Since when (unix ms, from 0 to 2^63 - 1: the documented int64);
+    /// default: 24 hours ago.
+    #[param(minimum = 0)]
+    pub since_ms: Option<i64>,
 }
 
 /// `GET /v1/operator/outcomes`.
@@ -1387,15 +1389,22 @@ async fn close(
 /// 24 hours) ended each way, by the outcome the operator gave. An incident
 /// closed without one, or whose student stopped since, is not counted.
 #[utoipa::path(get, path = "/v1/operator/outcomes", tag = "operator", params(OutcomesQuery), security(("bearer" = [])),
-    responses((status = 200, body = OutcomeCounts), (status = 400, description = "`bad_query`: `since_ms` is not a whole number", body = ErrorBody), (status = 401, body = ErrorBody), StoreFailure))]
+    responses((status = 200, body = OutcomeCounts), (status = 400, description = "`bad_query`: `since_ms` is not a whole number from 0 to 2^63 - 1", body = ErrorBody), (status = 401, body = ErrorBody), StoreFailure))]
 async fn outcome_counts(
     State(e): State<Engine>,
     Operator(_op): Operator,
     QueryParams(q): QueryParams<OutcomesQuery>,
 ) -> Result<Json<OutcomeCounts>, ApiError> {
-    let since_ms = q
-        .since_ms
-        .unwrap_or_else(|| crate::engine::now_ms().saturating_sub(24 * 3600 * 1000));
+    let since_ms = match q.since_ms.map(u64::try_from) {
+        None => crate::engine::now_ms().saturating_sub(24 * 3600 * 1000),
+        Some(Ok(ms)) => ms,
+        Some(Err(_)) => {
+            return Err(ApiError::bad_request(
+                "bad_query",
+                "since_ms must be a whole number from 0 (unix ms)",
+            ));
+        }
+    };
     let counts = e.outcome_counts(since_ms).await?;
     Ok(Json(OutcomeCounts {
         since_ms,

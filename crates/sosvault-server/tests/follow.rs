@@ -34,6 +34,12 @@ async fn follow(c: &Cluster, device: &Device, panic: MessageHash) -> StatusRepor
         .expect("a verified report")
 }
 
+/// How the last 24 hours' incidents ended, as the control room counts them.
+async fn outcomes(c: &Cluster, op: &str) -> Value {
+    let answer = c.client.get("/v1/operator/outcomes", Some(op)).await;
+    answer.expect("the counts")["counts"].clone()
+}
+
 /// Waits (bounded) for the operators' event of `kind` about incident `id`.
 async fn event_of(ops: &mut tokio::sync::mpsc::UnboundedReceiver<Value>, kind: &str, id: &str) {
     next_event(ops, 30, |e| e["kind"] == kind && e["incident"] == id).await;
@@ -136,16 +142,16 @@ async fn the_phone_follows_its_incident_through_every_stage() {
             outcome: Some(Outcome::TakenToHospital),
         })
     );
-    let counts = c
-        .client
-        .get("/v1/operator/outcomes", Some(&op))
-        .await
-        .unwrap();
-    assert_eq!(
-        counts["counts"],
-        json!({ "taken_to_hospital": 1 }),
-        "{counts}"
-    );
+    assert_eq!(outcomes(&c, &op).await, json!({ "taken_to_hospital": 1 }));
+    for bad in ["-1", "9223372036854775808", "soon"] {
+        let path = format!("/v1/operator/outcomes?since_ms={bad}");
+        let refused = c.client.get(&path, Some(&op)).await.unwrap_err();
+        assert_eq!(
+            (refused.status, refused.code.as_str()),
+            (400, "bad_query"),
+            "{bad}"
+        );
+    }
 
     // A closing that is not one of the outcomes is refused and closes nothing.
     let third = c.talwandi_panic(&mut asha, Category::Police);
@@ -161,12 +167,7 @@ async fn the_phone_follows_its_incident_through_every_stage() {
     // The student stops: how the incident ended goes with the rest.
     let stop = c.signed_stop(&mut asha, false);
     c.client.stop(&stop).await.unwrap();
-    let counts = c
-        .client
-        .get("/v1/operator/outcomes", Some(&op))
-        .await
-        .unwrap();
-    assert_eq!(counts["counts"], json!({}), "{counts}");
+    assert_eq!(outcomes(&c, &op).await, json!({}));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,6 +15,7 @@
 //! escalated, but its report says the student closed it, with no team and no
 //! outcome, whatever happens next.
 
+use sosvault::messages::MAX_TRUSTEES;
 use sosvault::status::{
     ClosedBy, Closure, Outcome, Stage, StatusQuery, StatusReport, Team, TeamKind,
 };
@@ -141,7 +142,7 @@ impl Engine {
                 .state()
                 .incidents
                 .get(&id)
-                .map(|l| u8::try_from(l.release_have).unwrap_or(u8::MAX)),
+                .map(|l| l.release_have.min(MAX_TRUSTEES) as u8),
         };
         report.released = match live {
             Some(have) => have,
