@@ -93,14 +93,29 @@
     renderMap();
   }
 
+  // What the phone was last drawn from: a read of the state that changes
+  // nothing on the phone (the follow polling, every FOLLOW_MS) draws nothing.
+  let phoneDrawn = null;
+
   function renderPhone() {
     const s = student();
     const box = $('#phone');
     if (!s) {
+      phoneDrawn = null;
       box.replaceChildren();
       return;
     }
     const busy = S.busy;
+    const drawn = JSON.stringify([s, busy, SV.lang]);
+    if (drawn === phoneDrawn) return;
+    phoneDrawn = drawn;
+    // What the student is typing or has chosen survives a redraw (a report
+    // that changed while the PIN is being typed must not wipe it).
+    const kept = ['#pin', '#category'].map((sel) => {
+      const e = $(sel, box);
+      return e && { sel, value: e.value, focused: document.activeElement === e };
+    }).filter(Boolean);
+    const wipeOpen = !!$('details.wipe[open]', box);
     const parts = [
       el('h3', {}, s.name),
       el('p', { class: 'muted' }, s.hostel),
@@ -145,6 +160,13 @@
       parts.push(el('p', {}, t('sim.stopped_text')));
     }
     box.replaceChildren(...parts.filter(Boolean));
+    for (const k of kept) {
+      const e = $(k.sel, box);
+      if (!e) continue;
+      e.value = k.value;
+      if (k.focused) e.focus();
+    }
+    if (wipeOpen && $('details.wipe', box)) $('details.wipe', box).open = true;
   }
 
   /** What the phone knows of its incident: the control room's signed
