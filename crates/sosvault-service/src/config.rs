@@ -173,26 +173,7 @@ pub fn apply_env<C: Serialize + DeserializeOwned>(
     let set: Vec<Override> = setting_names::<C>()
         .iter()
         .filter(|n| !tables.contains(n))
-        .filter_map(|&name| {
-            let var = |name: &str| format!("{prefix}{}", name.to_uppercase());
-            match table_setting_names::<C>(name) {
-                [] => get(&var(name)).map(|value| Override::Setting {
-                    name,
-                    var: var(name),
-                    value,
-                }),
-                settings => {
-                    let values: Vec<_> = settings
-                        .iter()
-                        .filter_map(|&sub| {
-                            let var = var(&format!("{name}_{sub}"));
-                            get(&var).map(|value| (sub, var, value))
-                        })
-                        .collect();
-                    (!values.is_empty()).then_some(Override::Table { name, values })
-                }
-            }
-        })
+        .filter_map(|&name| Override::from_env::<C>(name, prefix, &get))
         .collect();
     if set.is_empty() {
         // Nothing to override: the settings are not even read back.
@@ -234,6 +215,33 @@ enum Override {
 }
 
 impl Override {
+    /// What the environment (`get`) sets of setting `name` of `C`: its
+    /// variable `<prefix><NAME>`, or for a table of fixed settings each
+    /// one's `<prefix><TABLE>_<NAME>`; `None` if none is set.
+    fn from_env<C: DeserializeOwned>(
+        name: &'static str,
+        prefix: &str,
+        get: &impl Fn(&str) -> Option<String>,
+    ) -> Option<Self> {
+        let var = |name: &str| format!("{prefix}{}", name.to_uppercase());
+        let settings = table_setting_names::<C>(name);
+        if settings.is_empty() {
+            return get(&var(name)).map(|value| Override::Setting {
+                name,
+                var: var(name),
+                value,
+            });
+        }
+        let values: Vec<_> = settings
+            .iter()
+            .filter_map(|&sub| {
+                let var = var(&format!("{name}_{sub}"));
+                get(&var).map(|value| (sub, var, value))
+            })
+            .collect();
+        (!values.is_empty()).then_some(Override::Table { name, values })
+    }
+
     /// The variables, as an error names them.
     fn vars(&self) -> String {
         match self {
