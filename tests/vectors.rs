@@ -30,9 +30,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "common/kota_profile.rs"]
+mod kota_profile;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use kota_profile::kota_profile;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use sosvault::hazmat::{RawShare, combine_shares, split_secret_with_rng};
@@ -217,18 +221,6 @@ fn location() -> Location {
 fn note() -> Note {
     // The duress flag set: the byte that must never show outside the seal.
     Note { duress: true }
-}
-
-fn profile() -> Profile {
-    let mut p = Profile::new("Asha Verma", "+91 90000 00000");
-    p.address = "12 Gandhi Nagar, Jaipur".into();
-    p.hostel = "Shanti Girls Hostel, room 12".into();
-    p.institute = "Talwandi Coaching Centre".into();
-    p.guardian_name = "Ravi Verma".into();
-    p.guardian_phone = "+91 90000 00001".into();
-    p.blood_group = "B+".into();
-    p.medical_notes = "asthma; carries an inhaler".into();
-    p
 }
 
 /// The three shares of the fixed vault scalar, 2-of-3, from a seeded RNG.
@@ -469,7 +461,7 @@ fn build() -> BTreeMap<&'static str, Vec<u8>> {
     // Sealed plaintexts.
     let location_fix = location().to_bytes();
     let note_bytes = note().to_bytes();
-    let profile_bytes = profile().to_bytes().to_vec();
+    let profile_bytes = kota_profile().to_bytes().to_vec();
     v.insert("location_fix", location_fix.clone());
     v.insert("note", note_bytes.clone());
     v.insert("profile", profile_bytes.clone());
@@ -719,7 +711,7 @@ fn device_state(vault: &VaultRecipient) -> Vec<u8> {
     let mut device = Device::new(device_key());
     device
         .enroll(
-            &profile().to_bytes(),
+            &kota_profile().to_bytes(),
             &trustee_publics(),
             THRESHOLD,
             Policy::default(),
@@ -1043,7 +1035,7 @@ fn committed_containers_keys_and_state_round_trip() {
         location()
     );
     assert_eq!(Note::from_bytes(&committed("note")).unwrap(), note());
-    assert!(Profile::from_bytes(&committed("profile")).unwrap() == profile());
+    assert!(Profile::from_bytes(&committed("profile")).unwrap() == kota_profile());
 }
 
 /// Each sealed vector opens with its fixed key to exactly the expected plaintext,

@@ -1870,9 +1870,11 @@ mod tests {
         engine.shutdown();
     }
 
-    /// Two police teams north of Talwandi, one 100 m away and one 2 km,
-    /// each with a live stream open (kept while the guards live).
-    async fn near_and_far(engine: &Engine) -> (UnitId, UnitId, [UnitConnection; 2]) {
+    /// An engine on `dir` with two police teams north of Talwandi, one
+    /// 100 m away and one 2 km, each with a live stream open (kept while
+    /// the guards live).
+    async fn near_and_far(dir: &std::path::Path) -> (Engine, UnitId, UnitId, [UnitConnection; 2]) {
+        let engine = engine_on(dir);
         let mut teams = Vec::new();
         for (name, north) in [("near", 0.001), ("far", 0.02)] {
             let at = LatLon {
@@ -1887,7 +1889,7 @@ mod tests {
         }
         let (near, far) = (teams[0], teams[1]);
         let streams = [engine.unit_connected(near), engine.unit_connected(far)];
-        (near, far, streams)
+        (engine, near, far, streams)
     }
 
     /// A team another node says it sent is not picked here (no claim for
@@ -1896,8 +1898,7 @@ mod tests {
     #[tokio::test]
     async fn a_team_another_node_sent_is_passed_over_until_that_node_lets_it_go() {
         let dir = tempfile::tempdir().unwrap();
-        let engine = engine_on(dir.path());
-        let (near, far, _streams) = near_and_far(&engine).await;
+        let (engine, near, far, _streams) = near_and_far(dir.path()).await;
         let mut far_hears = engine.subscribe_unit(far);
         // Said by node B at `at_ms`, as the bus hears it.
         let heard_at = |kind: &str, at_ms: u64| {
@@ -1948,8 +1949,7 @@ mod tests {
     #[tokio::test]
     async fn a_team_the_database_holds_elsewhere_is_never_told_and_the_next_one_goes() {
         let dir = tempfile::tempdir().unwrap();
-        let engine = engine_on(dir.path());
-        let (near, far, _streams) = near_and_far(&engine).await;
+        let (engine, near, far, _streams) = near_and_far(dir.path()).await;
         let mut near_hears = engine.subscribe_unit(near);
         let mut far_hears = engine.subscribe_unit(far);
         let held = near;

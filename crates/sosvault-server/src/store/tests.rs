@@ -108,6 +108,17 @@ fn enroll(s: &dyn Store) {
 }
 
 /// A store in `dir` with student `[1; 32]` enrolled (epoch 1).
+/// The student of [`enroll`] with two open incidents, `[3; 16]` and
+/// `[5; 16]` (its panics of counters 3 and 5).
+fn two_open_incidents(s: &dyn Store) {
+    enroll(s);
+    for (n, hash) in [(3, 4), (5, 6)] {
+        let mut i = incident(n, hash);
+        i.counter = u64::from(n);
+        s.insert_panic(&i, "x").unwrap();
+    }
+}
+
 fn enrolled(dir: &Path) -> SqliteStore {
     enrolled_with(dir, b"rec", b"profile")
 }
@@ -272,12 +283,7 @@ fn on_sqlite_no_lease_is_written() {
 /// loses it to one that takes it, once; a clean shutdown lets go at once;
 /// a closed incident is nobody's.
 fn an_open_incident_is_run_by_one_node_at_a_time(s: &dyn Store, _dir: Option<&Path>) {
-    enroll(s);
-    for (n, hash) in [(3, 4), (5, 6)] {
-        let mut i = incident(n, hash);
-        i.counter = u64::from(n);
-        s.insert_panic(&i, "x").unwrap();
-    }
+    two_open_incidents(s);
     let taken = |from: Option<&str>, n: u8| TakenLease {
         incident: iid(n),
         from: from.map(str::to_owned),
@@ -517,12 +523,7 @@ fn a_team_is_held_by_one_open_incident_at_a_time(s: &dyn Store, _dir: Option<&Pa
 /// held elsewhere), the entry is there exactly when the claim is.
 fn a_claim_and_its_timeline_entry_are_written_both_or_neither(s: &dyn Store, _dir: Option<&Path>) {
     use AssignmentStatus::{Pending, TimedOut};
-    enroll(s);
-    for (n, hash) in [(3, 4), (5, 6)] {
-        let mut i = incident(n, hash);
-        i.counter = u64::from(n);
-        s.insert_panic(&i, "x").unwrap();
-    }
+    two_open_incidents(s);
     let entries = |n: u8| -> Vec<(u64, String, String)> {
         s.timeline(&iid(n))
             .unwrap()
