@@ -2000,6 +2000,7 @@ mod tests {
                     student: StudentId::from_bytes([i; 32]),
                     incident: sosvault::IncidentId::from_bytes([i; 16]),
                     viewer: LogViewer::new(b"operator:asha".to_vec()).unwrap(),
+                    salt: Some([i; 16]),
                     at: Timestamp(1_790_000_000 + u64::from(i)),
                 })
             })

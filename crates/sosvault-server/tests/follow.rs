@@ -3,7 +3,8 @@
 //! real incident (received, a team sent, on its way, closed by the student
 //! or the control room), with real trustees releasing. Another device, a
 //! query that does not verify, or one replayed learns nothing; a duress
-//! cancel reads, to the phone, exactly as a cancel.
+//! cancel reads, to the phone, exactly as a cancel, in its report and in
+//! its own entries of the control room's log.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -32,6 +33,30 @@ async fn follow(c: &Cluster, device: &Device, panic: MessageHash) -> StatusRepor
         .incident_status(&query, &c.info.control_room)
         .await
         .expect("a verified report")
+}
+
+/// The indexes of the entries the phone is shown of its student in the
+/// control room's log (`/v1/log/mine`), each proven against the head.
+async fn seen_in_log(c: &Cluster, device: &Device) -> Vec<u64> {
+    let query = device.log_query(c.log_holder().await, Timestamp::now());
+    let body = json!({ "query": B64.encode(query.as_bytes()) });
+    let (_, mine) = c.client.post("/v1/log/mine", None, &body).await.unwrap();
+    let log_key = c.control_room_key().log_key().public();
+    let entries = proven_entries(&mine, &log_key);
+    entries.into_iter().map(|(index, _, _)| index).collect()
+}
+
+/// The team on incident `id` reads the student's profile (a logged view).
+async fn team_reads(c: &Cluster, team: &UnitHandle, id: &str) {
+    let seen = c.unit_incident(&team.token, id).await.unwrap();
+    assert!(seen["profile"].is_object(), "{seen}");
+}
+
+/// How many reads of incident `id`'s profile the control room has logged.
+async fn access_log(c: &Cluster, op: &str, id: &str) -> usize {
+    let path = format!("/v1/operator/incidents/{id}/access-log");
+    let log = c.client.get(&path, Some(op)).await.unwrap();
+    log.as_array().unwrap().len()
 }
 
 /// How the last 24 hours' incidents ended, as the control room counts them.
@@ -256,17 +281,37 @@ async fn a_duress_cancel_reads_to_the_phone_exactly_as_a_cancel() {
         next_event(&mut team.events, 30, sent).await;
         c.ack(&team, &id).await;
         event_of(&mut ops, "profile_available", &id).await;
+        team_reads(&c, &team, &id).await; // logged, and the phone sees it
         let cancel = c.signed_cancel(&mut device, panic.hash(), duress);
         c.client.cancel(&cancel).await.unwrap();
+        let at_cancel = seen_in_log(&c, &device).await;
+        assert!(
+            !at_cancel.is_empty(),
+            "the views before the cancel are seen"
+        );
         if duress {
-            // The control room escalates, keeps the team on it, and at
-            // last closes it: the phone sees none of that.
+            // The control room escalates, keeps the team on it, reads the
+            // profile again (each read logged), and at last closes it: the
+            // phone sees none of that, in its report or its log.
             event_of(&mut ops, "escalated", &id).await;
             assert_eq!(c.incident(&op, &id).await["status"], "open");
+            for _ in 0..2 {
+                team_reads(&c, &team, &id).await;
+            }
+            let logged = access_log(&c, &op, &id).await;
+            assert!(
+                logged > at_cancel.len(),
+                "the reads are logged all the same"
+            );
             reports.push(follow(&c, &device, panic.hash()).await);
             c.close(&op, &id).await;
         }
         reports.push(follow(&c, &device, panic.hash()).await);
+        assert_eq!(
+            seen_in_log(&c, &device).await,
+            at_cancel,
+            "the phone's log shows what it showed at the cancel"
+        );
     }
     let closed = Stage::Closed(Closure {
         by: ClosedBy::Student,

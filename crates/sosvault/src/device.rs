@@ -467,6 +467,21 @@ impl Device {
         crate::status::StatusQuery::sign(&self.key, control_room, panic, now)
     }
 
+    /// A signed question to the log of `holder` (a trustee, or the control
+    /// room: [`TrusteeId::of_signer`](crate::TrusteeId::of_signer) of its
+    /// key) for this student's own entries: who released, shredded, and
+    /// read the profile. Check the answer's head against the log key you
+    /// pin and each entry with
+    /// [`TreeHead::verify_entry`](crate::log::TreeHead::verify_entry).
+    /// Uses no counter: a query changes nothing.
+    pub fn log_query(
+        &self,
+        holder: crate::TrusteeId,
+        now: Timestamp,
+    ) -> Signed<crate::log::LogQuery> {
+        crate::log::LogQuery::sign(&self.key, holder, now)
+    }
+
     /// A live location update for the incident opened by `panic`.
     pub fn location_update(
         &mut self,

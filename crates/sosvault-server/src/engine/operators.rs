@@ -436,6 +436,9 @@ impl Engine {
                 student: student_id,
                 incident: incident_id,
                 viewer,
+                // Unguessable: the leaf hash, which anyone may read, does
+                // not confirm when the profile was read.
+                salt: Some(rand::random()),
                 at,
             },
             Some(r) => LogEntry::ProfileViewedWithReason {

@@ -399,7 +399,12 @@ impl<B: Backend> Store for SqlStore<B> {
         let c = &self.db;
         exec(
             c,
-            "UPDATE incidents SET duress = 1 WHERE id = ?1",
+            // The first mark says where the log stood: the student's own
+            // query holds back this incident's entries from there on.
+            "UPDATE incidents SET duress = 1,
+                 duress_log_from = COALESCE(duress_log_from,
+                     (SELECT COALESCE(MAX(idx) + 1, 0) FROM transparency_log))
+             WHERE id = ?1",
             params![incident.as_bytes()],
         )?;
         Ok(())
@@ -1280,15 +1285,26 @@ impl<B: Backend> Store for SqlStore<B> {
         limit: u32,
     ) -> StoreResult<Vec<StudentLogRow>> {
         let c = &self.db;
-        all(c, "SELECT idx, entry, reason, reason_nonce FROM
-               (SELECT idx, entry, reason, reason_nonce FROM transparency_log WHERE student_id = ?1 AND idx < ?2 ORDER BY idx DESC LIMIT ?3) AS newest
-             ORDER BY idx", params![student.as_bytes(), size as i64, limit], |r| {
-            Ok(StudentLogRow {
-                index: r.get(0)?,
-                entry: r.get(1)?,
-                reason: view_reason(r, 2)?,
-            })
-        })
+        // Not an incident's entries written after a duress cancel (or stop)
+        // marked it: the phone must see what a cancel in safety shows.
+        all(
+            c,
+            "SELECT idx, entry, reason, reason_nonce FROM
+               (SELECT t.idx, t.entry, t.reason, t.reason_nonce FROM transparency_log t
+                WHERE t.student_id = ?1 AND t.idx < ?2
+                  AND NOT EXISTS (SELECT 1 FROM incidents i WHERE i.id = t.incident_id
+                                  AND i.duress_log_from IS NOT NULL AND t.idx >= i.duress_log_from)
+                ORDER BY t.idx DESC LIMIT ?3) AS newest
+             ORDER BY idx",
+            params![student.as_bytes(), size as i64, limit],
+            |r| {
+                Ok(StudentLogRow {
+                    index: r.get(0)?,
+                    entry: r.get(1)?,
+                    reason: view_reason(r, 2)?,
+                })
+            },
+        )
     }
 
     fn save_session(

@@ -215,6 +215,14 @@ const MIGRATIONS: &[Migration] = &[
             (steps.add_column)("incidents", "outcome", "TEXT")
         },
     },
+    // Version 6: where the control room's log stood when a duress cancel
+    // (or stop) first marked an incident; the student's own log query
+    // holds back the incident's entries from that index on (NULL: never
+    // marked).
+    Migration {
+        version: 6,
+        apply: |steps| (steps.add_column)("incidents", "duress_log_from", "INTEGER"),
+    },
 ];
 
 /// Version 4: which node carries a forward to the trustees (the `node`
@@ -268,8 +276,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS one_open_assignment_per_unit
     ON assignments (unit_id) WHERE status IN ('pending', 'acknowledged');
 "#;
 
-/// The newest schema version this build knows.
-pub(super) const LATEST: i64 = 5;
+/// The newest schema version this build knows: the last migration's.
+pub(super) const LATEST: i64 = MIGRATIONS[MIGRATIONS.len() - 1].version;
 
 /// Brings `db`'s schema to [`LATEST`] in one transaction (under the
 /// backend's schema lock, so two processes starting at once migrate once);

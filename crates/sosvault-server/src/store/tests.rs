@@ -175,6 +175,7 @@ on_both_backends!(
     an_open_incident_is_seen_at_a_glance,
     a_timeline_reads_in_the_order_of_its_times,
     an_arrival_and_an_outcome_are_kept_once_and_a_stop_takes_the_outcome,
+    a_duress_mark_holds_back_the_incidents_later_entries_from_the_student,
 );
 
 /// [`Store::timeline`]: a step stored after a later one (a release's steps
@@ -935,6 +936,36 @@ fn transparency_log_rows_come_back_in_order(s: &dyn Store, _dir: Option<&Path>) 
         vec![row(1, b"b", None)]
     );
     assert_eq!(s.access_log(&iid(2)).unwrap()[0].reason, None);
+}
+
+/// [`Store::mark_duress`] and [`Store::log_entries_of_student`]: once a
+/// duress cancel marks an incident, the student's own query no longer
+/// answers the incident's entries written from then on (the phone must see
+/// what a cancel in safety shows), a second mark moves nothing, and the
+/// control room's access log keeps them all.
+fn a_duress_mark_holds_back_the_incidents_later_entries_from_the_student(
+    s: &dyn Store,
+    _dir: Option<&Path>,
+) {
+    two_open_incidents(s);
+    let view = |index: u8, incident: u8| {
+        s.append_log(&log_entry(index, &[index], 1, incident, "unit:u-1", 1))
+            .unwrap();
+    };
+    view(0, 3);
+    view(1, 5);
+    s.mark_duress(&iid(3)).unwrap();
+    view(2, 3);
+    view(3, 5);
+    s.mark_duress(&iid(3)).unwrap();
+    view(4, 3);
+    let seen = s.log_entries_of_student(&sid(1), 5, 10).unwrap();
+    assert_eq!(seen.iter().map(|r| r.index).collect::<Vec<_>>(), [0, 1, 3]);
+    let logged = s.access_log(&iid(3)).unwrap();
+    assert_eq!(
+        logged.iter().map(|e| e.index).collect::<Vec<_>>(),
+        [0, 2, 4]
+    );
 }
 
 pub(super) fn on_disk(dir: &Path, needle: &[u8]) -> Vec<&'static str> {

@@ -144,7 +144,14 @@ pub enum LogEntry {
         /// When.
         at: Timestamp,
     },
-    /// Kind 5: `viewer` looked at `student`'s profile within `incident`.
+    /// Kind 10 (kind 5 without `salt`): `viewer` looked at `student`'s
+    /// profile within `incident`.
+    ///
+    /// The salt keeps the entry's leaf hash, which anyone may read, from
+    /// confirming a guess: without it, whoever knows the student and the
+    /// incident (the phone's holder) could hash every operator and second
+    /// and learn from the public leaves when the profile was read. The
+    /// entries themselves go only to auditors and the student.
     ProfileViewed {
         /// The student.
         student: StudentId,
@@ -152,6 +159,9 @@ pub enum LogEntry {
         incident: IncidentId,
         /// Who looked.
         viewer: Viewer,
+        /// 16 random bytes (kind 10); `None` only in the kind-5 entries
+        /// written before salts, which still decode.
+        salt: Option<[u8; 16]>,
         /// When.
         at: Timestamp,
     },
@@ -202,6 +212,7 @@ pub(super) const KIND_RELEASED: u8 = 6;
 const KIND_CANCELLED: u8 = 7;
 const KIND_COMMITTED: u8 = 8;
 const KIND_PROFILE_VIEWED_WITH_REASON: u8 = 9;
+pub(super) const KIND_PROFILE_VIEWED_SALTED: u8 = 10;
 
 impl LogEntry {
     /// A [`LogEntry::Released`] for `panic` (a `repeat` of an earlier release
@@ -387,12 +398,19 @@ impl Body for LogEntry {
                 student,
                 incident,
                 viewer,
+                salt,
                 at,
             } => {
-                w.u8(KIND_PROFILE_VIEWED);
+                w.u8(match salt {
+                    Some(_) => KIND_PROFILE_VIEWED_SALTED,
+                    None => KIND_PROFILE_VIEWED,
+                });
                 w.fixed(student.as_bytes());
                 w.fixed(incident.as_bytes());
                 w.var(viewer.as_bytes());
+                if let Some(salt) = salt {
+                    w.fixed(salt);
+                }
                 w.u64(at.0);
             }
             Self::ProfileViewedWithReason {
@@ -479,15 +497,20 @@ impl Body for LogEntry {
                 stop_hash: MessageHash(r.array("stop hash")?),
                 at: at(r)?,
             }),
-            KIND_PROFILE_VIEWED => {
+            kind @ (KIND_PROFILE_VIEWED | KIND_PROFILE_VIEWED_SALTED) => {
                 let student = student(r)?;
                 let incident = IncidentId(r.array("incident")?);
                 let viewer = Viewer::new(r.var("viewer", MAX_VIEWER_BYTES)?)
                     .ok_or(DecodeError::InvalidValue("viewer"))?;
+                let salt = match kind {
+                    KIND_PROFILE_VIEWED_SALTED => Some(r.array("salt")?),
+                    _ => None,
+                };
                 Ok(Self::ProfileViewed {
                     student,
                     incident,
                     viewer,
+                    salt,
                     at: at(r)?,
                 })
             }

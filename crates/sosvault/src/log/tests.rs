@@ -4,7 +4,8 @@
 use sha2::{Digest, Sha256};
 
 use super::entry::{
-    KIND_PROFILE_VIEWED, KIND_REFUSED, KIND_RELEASED, KIND_SHARE_ACCEPTED, truncate_utf8,
+    KIND_PROFILE_VIEWED, KIND_PROFILE_VIEWED_SALTED, KIND_REFUSED, KIND_RELEASED,
+    KIND_SHARE_ACCEPTED, truncate_utf8,
 };
 use super::{
     LogEntry, LogError, LogId, LogQuery, MAX_ENTRY_BYTES, MAX_REASON_BYTES, MAX_VIEWER_BYTES,
@@ -71,12 +72,8 @@ fn one_of_each() -> Vec<LogEntry> {
             stop_hash: MessageHash([8; 32]),
             at: NOW,
         },
-        LogEntry::ProfileViewed {
-            student,
-            incident: IncidentId([9; 16]),
-            viewer: Viewer::new("operator-17").unwrap(),
-            at: NOW,
-        },
+        viewed(student, Some([3; 16])),
+        viewed(student, None), // kind 5, written before salts
         LogEntry::ProfileViewedWithReason {
             student,
             incident: IncidentId([9; 16]),
@@ -97,6 +94,17 @@ fn one_of_each() -> Vec<LogEntry> {
             at: NOW.plus(8),
         },
     ]
+}
+
+/// A view by `operator-17`, salted or not.
+fn viewed(student: StudentId, salt: Option<[u8; 16]>) -> LogEntry {
+    LogEntry::ProfileViewed {
+        student,
+        incident: IncidentId([9; 16]),
+        viewer: Viewer::new("operator-17").unwrap(),
+        salt,
+        at: NOW,
+    }
 }
 
 #[test]
@@ -191,7 +199,7 @@ fn non_canonical_fields_are_rejected() {
     // Unknown kinds.
     assert!(invalid(raw(|w| w.u8(0))));
     assert!(invalid(raw(|w| w.u8(2)))); // retired: the whole panic embedded
-    assert!(invalid(raw(|w| w.u8(10))));
+    assert!(invalid(raw(|w| w.u8(11))));
     // Epoch 0, share index 0.
     assert!(invalid(raw(|w| {
         w.u8(KIND_SHARE_ACCEPTED);
@@ -236,6 +244,49 @@ fn non_canonical_fields_are_rejected() {
     assert!(invalid(viewed(b"")));
     assert!(invalid(viewed(&[b'v'; MAX_VIEWER_BYTES + 1])));
     assert!(Viewer::new(vec![0u8; MAX_VIEWER_BYTES + 1]).is_none());
+    // A salted view (kind 10) carries all 16 bytes of its salt.
+    let salted = |salt: &[u8]| {
+        raw(|w| {
+            w.u8(KIND_PROFILE_VIEWED_SALTED);
+            w.fixed(&[1; 32]);
+            w.fixed(&[2; 16]);
+            w.var(b"v");
+            w.fixed(salt);
+            w.u64(0);
+        })
+    };
+    assert!(LogEntry::from_bytes(&salted(&[7; 16])).is_ok());
+    assert!(LogEntry::from_bytes(&salted(&[7; 15])).is_err());
+    assert!(LogEntry::from_bytes(&salted(&[7; 17])).is_err());
+}
+
+/// Whoever knows the student, the incident and the operators (the phone's
+/// holder) cannot confirm from the public leaf hashes that, or when, the
+/// profile was read: every second and every viewer hashed gives nothing
+/// without the salt, while the kind-5 entry of before is found at once.
+#[test]
+fn a_salted_view_cannot_be_confirmed_from_its_leaf_hash() {
+    let (student, incident) = (StudentId([1; 32]), IncidentId([2; 16]));
+    let view = |salt, at| LogEntry::ProfileViewed {
+        student,
+        incident,
+        viewer: Viewer::new("op:ravi").unwrap(),
+        salt,
+        at,
+    };
+    let public_leaves = [
+        view(Some([0x5a; 16]), NOW.plus(30)).leaf_hash(),
+        view(None, NOW.plus(40)).leaf_hash(),
+    ];
+    let guessed: Vec<_> = (0..60)
+        .map(|s| view(None, NOW.plus(s)).leaf_hash())
+        .filter(|h| public_leaves.contains(h))
+        .collect();
+    assert_eq!(
+        guessed,
+        [public_leaves[1]],
+        "only the unsalted view is found"
+    );
 }
 
 #[test]
@@ -545,14 +596,18 @@ fn arb_entry() -> impl proptest::strategy::Strategy<Value = LogEntry> {
             student.clone(),
             any::<[u8; 16]>(),
             proptest::collection::vec(any::<u8>(), 1..=MAX_VIEWER_BYTES),
+            proptest::option::of(any::<[u8; 16]>()),
             at.clone()
         )
-            .prop_map(|(student, incident, viewer, at)| LogEntry::ProfileViewed {
-                student,
-                incident: IncidentId(incident),
-                viewer: Viewer(viewer),
-                at,
-            }),
+            .prop_map(
+                |(student, incident, viewer, salt, at)| LogEntry::ProfileViewed {
+                    student,
+                    incident: IncidentId(incident),
+                    viewer: Viewer(viewer),
+                    salt,
+                    at,
+                }
+            ),
         (
             student,
             any::<[u8; 16]>(),
