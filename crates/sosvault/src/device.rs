@@ -436,6 +436,10 @@ impl Device {
         control_room: &ControlRoomPublic,
         now: Timestamp,
     ) -> Result<Signed<PanicEvent>, DeviceError> {
+        // A stopped device says so, not "enroll first": it cannot enroll.
+        if self.stopped {
+            return Err(DeviceError::Stopped);
+        }
         if self.enrolled.is_none() {
             return Err(DeviceError::NotEnrolled);
         }
