@@ -1,0 +1,125 @@
+//! Who read the profile: a log's answer to the phone's own query
+//! (`POST /v1/log/mine`), each entry proven against a head signed by the
+//! log key the app pins, and shown only if every check holds.
+
+use sosvault::log::{LogEntry, TreeHead, view_reason_commitment};
+use sosvault::{LogPublic, StudentId};
+
+use crate::VaultError;
+
+/// One entry of the answer, as the JSON carries it (base64-decoded).
+#[derive(Clone, Debug, uniffi::Record)]
+pub struct ProvenEntry {
+    /// Its index in the log.
+    pub index: u64,
+    /// The entry's bytes.
+    pub entry: Vec<u8>,
+    /// Its inclusion proof, hash by hash.
+    pub proof: Vec<Vec<u8>>,
+    /// A supervisor's reason, for a view with a reason.
+    pub reason: Option<String>,
+    /// The reason's nonce (16 bytes), with it.
+    pub reason_nonce: Option<Vec<u8>>,
+}
+
+/// An entry about the student, checked, for the app to show.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct LogLine {
+    /// What happened: `profile-viewed`, `profile-viewed-with-reason`,
+    /// `released`, `cancelled`, `shredded`, `share-accepted`, `refused`,
+    /// `committed`.
+    pub kind: String,
+    /// When (unix seconds).
+    pub at: u64,
+    /// Who read the profile (`operator:<name>`, `unit:<id>`), for a view.
+    pub viewer: Option<String>,
+    /// Why a supervisor read it, checked against the entry's commitment.
+    pub reason: Option<String>,
+    /// The incident (hex), for a view or a release.
+    pub incident: Option<String>,
+    /// Its index in the log.
+    pub index: u64,
+}
+
+fn bad(why: impl std::fmt::Display) -> VaultError {
+    VaultError::BadLog {
+        why: why.to_string(),
+    }
+}
+
+/// The supervisor's reason of `e`, if it has one, checked against the
+/// commitment in `entry`.
+fn reason_of(entry: &LogEntry, e: &ProvenEntry) -> Result<Option<String>, VaultError> {
+    let LogEntry::ProfileViewedWithReason { reason, .. } = entry else {
+        return Ok(None);
+    };
+    let (Some(text), Some(nonce)) = (&e.reason, &e.reason_nonce) else {
+        return Err(bad(format!("entry {} has no reason beside it", e.index)));
+    };
+    let nonce: [u8; 16] = nonce
+        .as_slice()
+        .try_into()
+        .map_err(|_| bad("a reason nonce is not 16 bytes"))?;
+    if view_reason_commitment(&nonce, text) != *reason {
+        return Err(bad(format!(
+            "entry {}'s reason is not the one logged",
+            e.index
+        )));
+    }
+    Ok(Some(text.clone()))
+}
+
+fn line(entry: &LogEntry, index: u64, reason: Option<String>) -> LogLine {
+    let (incident, viewer) = match entry {
+        LogEntry::ProfileViewed {
+            incident, viewer, ..
+        }
+        | LogEntry::ProfileViewedWithReason {
+            incident, viewer, ..
+        } => (
+            Some(incident.to_hex()),
+            Some(String::from_utf8_lossy(viewer.as_bytes()).into_owned()),
+        ),
+        LogEntry::Released { incident, .. } => (Some(incident.to_hex()), None),
+        _ => (None, None),
+    };
+    LogLine {
+        index,
+        kind: entry.kind().to_owned(),
+        at: entry.at().0,
+        incident,
+        viewer,
+        reason,
+    }
+}
+
+/// The student `student_id`'s entries of a log answer, if the answer holds:
+/// `head` (base64-decoded) is signed by `log_key_hex` (the log key the app
+/// pins: the control room's, or a trustee's), every entry is included in
+/// that head at its index, is about this student, and a view's reason is
+/// the one its entry committed to. Any failure refuses the whole answer.
+#[uniffi::export]
+pub fn read_log(
+    student_id: String,
+    log_key_hex: String,
+    head: Vec<u8>,
+    entries: Vec<ProvenEntry>,
+) -> Result<Vec<LogLine>, VaultError> {
+    let student = StudentId::from_hex(student_id.trim())
+        .ok_or_else(|| VaultError::bad("the student id", "not 64 hex characters"))?;
+    let key = LogPublic::from_hex(log_key_hex.trim())
+        .map_err(|_| VaultError::bad("the log key", "not 64 hex characters of a key"))?;
+    let head = TreeHead::verify(&head, &key).map_err(bad)?;
+    let mut out = Vec::with_capacity(entries.len());
+    for e in &entries {
+        let entry = head
+            .body()
+            .verify_entry(&e.entry, e.index, &e.proof)
+            .map_err(|why| bad(format!("entry {}: {why}", e.index)))?;
+        if entry.student() != Some(student) {
+            return Err(bad(format!("entry {} is about another student", e.index)));
+        }
+        out.push(line(&entry, e.index, reason_of(&entry, e)?));
+    }
+    Ok(out)
+}

@@ -1,0 +1,277 @@
+"""A phone's whole life through the generated Python bindings, against the
+real trustees and dispatch service (`sosvault demo`: three trustees, the
+dispatch service and its simulated teams, all over TLS on loopback).
+
+The bindings do the cryptography; this file does what an app's own code
+does: HTTP, JSON, base64, and waiting for the incident to move. Run it with
+`crates/sosvault-ffi/bindings.sh` (it builds the library, generates the
+bindings and points SOSVAULT_BINDINGS at them).
+"""
+
+import base64
+import json
+import os
+import re
+import signal
+import ssl
+import subprocess
+import sys
+import time
+import unittest
+import urllib.error
+import urllib.parse
+import urllib.request
+
+sys.path.insert(0, os.environ.get("SOSVAULT_BINDINGS", "target/bindings/python"))
+import sosvault_ffi as sv  # noqa: E402  (generated: on the path only now)
+
+BIN = os.environ.get("SOSVAULT_BIN", "target/debug")
+PIN, DURESS_PIN = "2468", "1357"
+# Talwandi, Kota: the demo's teams patrol around it.
+TALWANDI = (25.1425, 75.8350)
+
+
+def b64(data):
+    return base64.b64encode(bytes(data)).decode()
+
+
+def unb64(text):
+    return base64.b64decode(text)
+
+
+def now():
+    return int(time.time())
+
+
+def fix(lat, lon):
+    return sv.Fix(lat=lat, lon=lon, accuracy_m=10, at=now())
+
+
+class Demo:
+    """`sosvault demo`, started on a free port; what it prints tells where."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen(
+            [os.path.join(BIN, "sosvault"), "demo", "--listen", "127.0.0.1:0",
+             "--students", "2", "--seconds", "600"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True)
+        self.seen = []
+        deadline = time.monotonic() + 120
+        wanted = {"control": r"^Control room: (https://\S+)",
+                  "phone": r"^Phone on the command line: .*--manifest (\S+) --authority (\S+) --ca (\S+)",
+                  "login": r"^Login: (\S+) / (\S+)"}
+        found = {}
+        while len(found) < len(wanted):
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError("the demo exited before saying where it listens:\n"
+                                   + "".join(self.seen))
+            if time.monotonic() > deadline:
+                raise RuntimeError("the demo did not say where it listens:\n" + "".join(self.seen))
+            self.seen.append(line)
+            for key, pattern in wanted.items():
+                m = re.search(pattern, line)
+                if m:
+                    found[key] = m.groups()
+        self.url = found["control"][0].rstrip("/")
+        self.manifest_path, self.authority, ca = found["phone"]
+        self.operator = found["login"]
+        self.tls = ssl.create_default_context(cafile=ca)
+
+    def stop(self):
+        os.killpg(self.proc.pid, signal.SIGINT)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def call(self, method, path, body=None, token=None):
+        """(status, JSON answer) of a request to the dispatch service."""
+        data = None if body is None else json.dumps(body).encode()
+        headers = {"content-type": "application/json"}
+        if token:
+            headers["authorization"] = "Bearer " + token
+        req = urllib.request.Request(self.url + path, data=data, method=method, headers=headers)
+        try:
+            with urllib.request.urlopen(req, context=self.tls, timeout=30) as r:
+                return r.status, json.loads(r.read() or b"null")
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read() or b"null")
+
+    def post(self, path, body, expect=(200, 202)):
+        status, answer = self.call("POST", path, body)
+        if status not in expect:
+            raise AssertionError(f"POST {path}: {status} {answer}")
+        return answer
+
+
+class PhoneLife(unittest.TestCase):
+    """One student's phone from set-up to stop; each step asserts what the
+    bindings let the app believe, and what they refuse."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.demo = Demo()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.demo.stop()
+
+    def enroll(self, phone, deployment, profile):
+        """Enrolls (or re-enrolls) and confirms with the trustees' receipts."""
+        package = phone.enroll(deployment, profile, now())
+        answer = self.demo.post("/v1/enroll", {"package": b64(package)})
+        receipts = [unb64(r) for r in answer["receipts"]]
+        self.assertEqual(len(receipts), len(deployment.trustee_names()))
+        # One receipt short: the phone stays where it was.
+        before = phone.epoch()
+        with self.assertRaises(sv.VaultError.BadReceipt):
+            phone.confirm_enrollment(receipts[1:], now())
+        self.assertEqual(phone.epoch(), before)
+        commit = phone.confirm_enrollment(receipts, now())
+        self.assertEqual(phone.epoch(), before + 1)
+        answer = self.demo.post("/v1/enroll/commit", {"commit": b64(commit)})
+        self.assertEqual(answer["status"], "committed")
+
+    def status(self, phone, deployment, panic):
+        query = phone.status_query(deployment, panic.hash, now())
+        answer = self.demo.post("/v1/incident/status", {"query": b64(query.bytes())})
+        return query, phone.read_status(deployment, query, unb64(answer["report"]))
+
+    def follow_until(self, phone, deployment, panic, done, seconds=90):
+        """Asks as the phone's screen does, every half second, until `done`
+        holds of the verified status (bounded); the stages seen."""
+        seen = []
+        deadline = time.monotonic() + seconds
+        while True:
+            _, st = self.status(phone, deployment, panic)
+            if not seen or seen[-1] != st.stage:
+                seen.append(st.stage)
+            if done(st):
+                return st, seen
+            if time.monotonic() > deadline:
+                self.fail(f"the incident did not get there; stages seen: {seen}")
+            time.sleep(0.5)
+
+    def test_a_whole_life(self):
+        demo = self.demo
+        with open(demo.manifest_path, "rb") as f:
+            manifest = f.read()
+        # The trust anchor: the manifest under the authority key the app
+        # ships with, and nothing else.
+        with self.assertRaises(sv.VaultError.Manifest):
+            sv.Deployment.verify(manifest, "11" * 32, now())
+        deployment = sv.Deployment.verify(manifest, demo.authority, now())
+        self.assertEqual(deployment.threshold(), 2)
+
+        pins = sv.PinLock.create(PIN, DURESS_PIN)
+        pins = sv.PinLock.restore(pins.save())
+        phone = sv.Phone.create()
+        profile = sv.StudentProfile(
+            name="Meera Joshi", phone="+91 94140 55555", photo="", address="",
+            hostel="Shanti Girls Hostel, room 7", institute="", guardian_name="",
+            guardian_phone="", blood_group="O+", medical_notes="")
+        with self.assertRaises(sv.VaultError.NotEnrolled):
+            phone.panic(deployment, sv.Category.POLICE, fix(*TALWANDI), now())
+        self.enroll(phone, deployment, profile)
+        # The app keeps its state between launches.
+        phone = sv.Phone.restore(phone.save())
+        self.assertEqual(phone.epoch(), 1)
+
+        # Panic, then follow: "help is coming" only once a team acknowledged.
+        panic = phone.panic(deployment, sv.Category.POLICE, fix(*TALWANDI), now())
+        answer = demo.post("/v1/panic", {"panic": b64(panic.bytes)})
+        incident = answer["incident_id"]
+        st, seen = self.follow_until(phone, deployment, panic, lambda s: s.help_is_coming)
+        self.assertEqual(st.stage, sv.Stage.TEAM_ON_THE_WAY, seen)
+        self.assertNotIn(sv.Stage.TEAM_ON_THE_WAY, seen[:-1])
+        self.assertTrue(all(s in (sv.Stage.RECEIVED, sv.Stage.TEAM_SENT) for s in seen[:-1]), seen)
+        self.assertEqual(st.team.kind, sv.TeamKind.POLICE)
+        self.assertEqual(st.threshold, 2)
+        # A report is believed for its own query only.
+        query, _ = self.status(phone, deployment, panic)
+        other, _ = self.status(phone, deployment, panic)
+        answer = demo.post("/v1/incident/status", {"query": b64(query.bytes())}, expect=(409,))
+        self.assertEqual(answer["error"], "replayed")
+        # Another phone asking about this panic learns what it would of a
+        # panic never sent.
+        stranger = sv.Phone.create()
+        theirs = stranger.status_query(deployment, panic.hash, now())
+        status, answer = demo.call("POST", "/v1/incident/status", {"query": b64(theirs.bytes())})
+        self.assertEqual((status, answer["error"]), (404, "unknown_incident"))
+        fresh = phone.status_query(deployment, panic.hash, now())
+        report = unb64(demo.post("/v1/incident/status", {"query": b64(fresh.bytes())})["report"])
+        with self.assertRaises(sv.VaultError.BadReport):
+            phone.read_status(deployment, other, report)
+
+        # The student moves; the location goes sealed to the control room.
+        moved = phone.location_update(deployment, panic.hash, fix(25.1450, 75.8390), now())
+        demo.post("/v1/location", {"update": b64(moved.bytes)})
+
+        # Who read the profile: the control room's log, each entry proven
+        # against a head signed by the log key pinned at set-up.
+        _, info = demo.call("GET", "/v1/info")
+        log_key = info["log_public_key"]
+        st, _ = self.follow_until(phone, deployment, panic, lambda s: s.opened_at is not None)
+        self.assertEqual(st.released, 2)
+        # A supervisor opens the profile with a reason, which the student sees.
+        user, password = demo.operator
+        token = demo.post("/v1/operator/login", {"username": user, "password": password})["token"]
+        why = "checking the hostel address for the team"
+        status, seen_by_op = demo.call(
+            "GET", f"/v1/operator/incidents/{incident}?reason={urllib.parse.quote(why)}", token=token)
+        self.assertEqual(status, 200, seen_by_op)
+        self.assertEqual(seen_by_op["profile"]["hostel"], "Shanti Girls Hostel, room 7")
+        lines = self.read_own_log(phone, deployment, log_key)
+        mine = [l for l in lines if l.kind == "profile-viewed-with-reason"]
+        self.assertEqual([(l.viewer, l.reason, l.incident) for l in mine],
+                         [("operator:" + user, why, incident)], lines)
+        with self.assertRaises(sv.VaultError.BadLog):
+            self.read_own_log(phone, deployment, "22" * 32)
+
+        # "I am safe": a wrong PIN signs nothing; the PIN cancels, and the
+        # trustees confirm with signed receipts.
+        with self.assertRaises(sv.VaultError.WrongPin):
+            phone.cancel(deployment, panic.hash, pins, "0000", now())
+        cancel = phone.cancel(deployment, panic.hash, pins, PIN, now())
+        answer = demo.post("/v1/cancel", {"cancel": b64(cancel.bytes)})
+        confirmed = phone.confirmed(
+            deployment, sv.Confirmation.CANCEL, cancel.hash, [unb64(r) for r in answer["receipts"]])
+        self.assertEqual(confirmed + answer["pending"], 3, answer)
+        self.assertGreaterEqual(confirmed, 1, answer)
+        _, st = self.status(phone, deployment, panic)
+        self.assertEqual(st.stage, sv.Stage.CLOSED_BY_STUDENT)
+        self.assertFalse(st.help_is_coming)
+
+        # After an incident the phone re-enrolls: a new vault key, epoch 2.
+        self.enroll(phone, deployment, profile)
+        self.assertEqual(phone.epoch(), 2)
+
+        # Stop: everything wiped, every trustee's shred receipt.
+        stop = phone.stop(deployment, pins, PIN, now())
+        answer = demo.post("/v1/stop", {"stop": b64(stop.bytes)})
+        shredded = phone.confirmed(
+            deployment, sv.Confirmation.STOP, stop.hash, [unb64(r) for r in answer["receipts"]])
+        self.assertEqual(shredded + answer["pending"], 3, answer)
+        self.assertGreaterEqual(shredded, 1, answer)
+        with self.assertRaises(sv.VaultError.Stopped):
+            phone.panic(deployment, sv.Category.POLICE, fix(*TALWANDI), now())
+
+    def read_own_log(self, phone, deployment, log_key):
+        query = phone.log_query(deployment.control_room_log_holder(), now())
+        answer = self.demo.post("/v1/log/mine", {"query": b64(query)})
+        entries = [
+            sv.ProvenEntry(
+                index=e["index"], entry=unb64(e["entry"]),
+                proof=[unb64(p) for p in e["proof"]],
+                reason=e.get("reason"),
+                reason_nonce=unb64(e["reason_nonce"]) if e.get("reason_nonce") else None)
+            for e in answer["entries"]
+        ]
+        return sv.read_log(phone.student_id(), log_key, unb64(answer["head"]), entries)
+
+
+if __name__ == "__main__":
+    unittest.main()
