@@ -1,8 +1,8 @@
 //! Who read the profile: a log's answer to the phone's own query
-//! (`POST /v1/log/mine`), each entry proven against a head signed by the
-//! log key the app pins, and shown only if every check holds.
+//! (`POST /v1/log/mine`), checked by the core (`sosvault::log::verify_mine`)
+//! and shown only if every check holds.
 
-use sosvault::log::{LogEntry, TreeHead, view_reason_commitment};
+use sosvault::log::{LogEntry, ServedEntry, verify_mine};
 use sosvault::{LogPublic, StudentId};
 
 use crate::VaultError;
@@ -41,36 +41,8 @@ pub struct LogLine {
     pub index: u64,
 }
 
-fn bad(why: impl std::fmt::Display) -> VaultError {
-    VaultError::BadLog {
-        why: why.to_string(),
-    }
-}
-
-/// The supervisor's reason of `e`, if it has one, checked against the
-/// commitment in `entry`.
-fn reason_of(entry: &LogEntry, e: &ProvenEntry) -> Result<Option<String>, VaultError> {
-    let LogEntry::ProfileViewedWithReason { reason, .. } = entry else {
-        return Ok(None);
-    };
-    let (Some(text), Some(nonce)) = (&e.reason, &e.reason_nonce) else {
-        return Err(bad(format!("entry {} has no reason beside it", e.index)));
-    };
-    let nonce: [u8; 16] = nonce
-        .as_slice()
-        .try_into()
-        .map_err(|_| bad("a reason nonce is not 16 bytes"))?;
-    if view_reason_commitment(&nonce, text) != *reason {
-        return Err(bad(format!(
-            "entry {}'s reason is not the one logged",
-            e.index
-        )));
-    }
-    Ok(Some(text.clone()))
-}
-
-fn line(entry: &LogEntry, index: u64, reason: Option<String>) -> LogLine {
-    let (incident, viewer) = match entry {
+fn line(own: sosvault::log::OwnEntry) -> LogLine {
+    let (incident, viewer) = match &own.entry {
         LogEntry::ProfileViewed {
             incident, viewer, ..
         }
@@ -84,20 +56,21 @@ fn line(entry: &LogEntry, index: u64, reason: Option<String>) -> LogLine {
         _ => (None, None),
     };
     LogLine {
-        index,
-        kind: entry.kind().to_owned(),
-        at: entry.at().0,
-        incident,
+        kind: own.entry.kind().to_owned(),
+        at: own.entry.at().0,
         viewer,
-        reason,
+        reason: own.reason,
+        incident,
+        index: own.index,
     }
 }
 
-/// The student `student_id`'s entries of a log answer, if the answer holds:
-/// `head` (base64-decoded) is signed by `log_key_hex` (the log key the app
-/// pins: the control room's, or a trustee's), every entry is included in
-/// that head at its index, is about this student, and a view's reason is
-/// the one its entry committed to. Any failure refuses the whole answer.
+/// The student `student_id`'s entries of a log answer, if the answer holds
+/// (`sosvault::log::verify_mine`): `head` (base64-decoded) is signed by
+/// `log_key_hex` (the log key the app pins: the control room's, or a
+/// trustee's), every entry is included in that head at its index, is about
+/// this student, and a view's reason is the one its entry committed to.
+/// Any failure refuses the whole answer.
 #[uniffi::export]
 pub fn read_log(
     student_id: String,
@@ -109,17 +82,14 @@ pub fn read_log(
         .ok_or_else(|| VaultError::bad("the student id", "not 64 hex characters"))?;
     let key = LogPublic::from_hex(log_key_hex.trim())
         .map_err(|_| VaultError::bad("the log key", "not 64 hex characters of a key"))?;
-    let head = TreeHead::verify(&head, &key).map_err(bad)?;
-    let mut out = Vec::with_capacity(entries.len());
-    for e in &entries {
-        let entry = head
-            .body()
-            .verify_entry(&e.entry, e.index, &e.proof)
-            .map_err(|why| bad(format!("entry {}: {why}", e.index)))?;
-        if entry.student() != Some(student) {
-            return Err(bad(format!("entry {} is about another student", e.index)));
-        }
-        out.push(line(&entry, e.index, reason_of(&entry, e)?));
-    }
-    Ok(out)
+    let served = entries.iter().map(|e| ServedEntry {
+        index: e.index,
+        entry: &e.entry,
+        proof: &e.proof,
+        reason: e.reason.as_deref().zip(e.reason_nonce.as_deref()),
+    });
+    let own = verify_mine(&head, &key, student, served).map_err(|why| VaultError::BadLog {
+        why: why.to_string(),
+    })?;
+    Ok(own.into_iter().map(line).collect())
 }

@@ -75,6 +75,44 @@ fn str_field(v: &Value, key: &str) -> Option<String> {
     v.get(key).and_then(Value::as_str).map(str::to_owned)
 }
 
+/// A `/v1/log/mine` answer's entries, if the whole answer holds (see
+/// [`Client::log_mine`]).
+fn proven_mine(
+    v: &Value,
+    log_key: &sosvault::LogPublic,
+    student: sosvault::StudentId,
+) -> Option<Vec<sosvault::log::OwnEntry>> {
+    let bytes = |v: Option<&Value>| v.and_then(Value::as_str).and_then(|s| B64.decode(s).ok());
+    // Decoded first, so the served entries can borrow them.
+    let mut decoded = Vec::new();
+    for e in v.get("entries")?.as_array()? {
+        let proof = e.get("proof")?.as_array()?;
+        let proof: Vec<Vec<u8>> = proof
+            .iter()
+            .map(|p| bytes(Some(p)))
+            .collect::<Option<_>>()?;
+        let reason = match (str_field(e, "reason"), bytes(e.get("reason_nonce"))) {
+            (Some(text), Some(nonce)) => Some((text, nonce)),
+            _ => None,
+        };
+        decoded.push((
+            e.get("index")?.as_u64()?,
+            bytes(e.get("entry"))?,
+            proof,
+            reason,
+        ));
+    }
+    let served = decoded
+        .iter()
+        .map(|(index, entry, proof, reason)| sosvault::log::ServedEntry {
+            index: *index,
+            entry,
+            proof,
+            reason: reason.as_ref().map(|(t, n)| (t.as_str(), n.as_slice())),
+        });
+    sosvault::log::verify_mine(&bytes(v.get("head"))?, log_key, student, served).ok()
+}
+
 impl Client {
     /// A client for the service at `base` (e.g. `http://127.0.0.1:8080`).
     pub fn new(base: &str) -> Self {
@@ -270,6 +308,23 @@ impl Client {
             .and_then(|r| B64.decode(r).ok())
             .and_then(|bytes| StatusReport::verify(&bytes, control_room, query).ok())
             .ok_or_else(|| bad_answer(status))
+    }
+
+    /// The student's own entries in the control room's log (`POST
+    /// /v1/log/mine` with `query`, which the device signed): each entry with
+    /// the reason a supervisor gave, for a view with a reason. Believed only
+    /// whole (`bad_answer` otherwise): the head signed by `log_key` (the key
+    /// the phone pins), every entry proven at its index and about
+    /// `student`, and each reason the one its entry committed to.
+    pub async fn log_mine(
+        &self,
+        query: &Signed<sosvault::log::LogQuery>,
+        log_key: &sosvault::LogPublic,
+        student: sosvault::StudentId,
+    ) -> Result<Vec<sosvault::log::OwnEntry>, ClientError> {
+        let body = json!({ "query": B64.encode(query.as_bytes()) });
+        let (status, v) = self.post("/v1/log/mine", None, &body).await?;
+        proven_mine(&v, log_key, student).ok_or_else(|| bad_answer(status))
     }
 
     /// Sends a stop; returns the receipts collected so far.

@@ -96,6 +96,7 @@ use crate::wire::DecodeError;
 
 mod entry;
 mod head;
+mod mine;
 mod proof;
 mod query;
 #[cfg(test)]
@@ -108,6 +109,7 @@ pub use entry::{
     refusal_code, view_reason_commitment,
 };
 pub use head::{LogId, TreeHead, check_head};
+pub use mine::{MineRefusal, OwnEntry, ServedEntry, verify_mine};
 pub use proof::{verify_consistency, verify_inclusion};
 pub use query::{CheckedLogQuery, LogQuery};
 pub use tree::{HASH_LEN, MerkleLog, empty_root, leaf_hash, node_hash};
