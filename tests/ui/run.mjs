@@ -349,6 +349,13 @@ describe('control room, team screen and simulator against the real demo', { conc
     await sim.waitForSelector('#phone-opened', { timeout: T });
     assert.match(await sim.textContent('#phone-opened'), /opened for the control room at .* \([23] trustees released their share; 2 were needed\)/);
     assert.match(await team.textContent('#profile-fields'), /B\+/);
+    // And who read it: the phone's own log entries, proven under the pinned log key.
+    await sim.waitForSelector('#phone-reads li[data-viewer="operator:operator"]', { timeout: T });
+    await sim.waitForSelector('#phone-reads li[data-viewer^="unit:"]', { timeout: T });
+    const reads = await sim.textContent('#phone-reads');
+    assert.match(reads, /^Who has read your profile/);
+    assert.match(reads, /\d\d:\d\d: operator operator/);
+    assert.match(reads, /\d\d:\d\d: the team sent to you/);
     await control.waitForSelector(`${item(incident)} .release-released`, { timeout: T });
   });
 

@@ -157,6 +157,9 @@ struct SimStudent {
     reenroll: bool,
     /// A re-enrollment is on its way to the service.
     reenrolling: bool,
+    /// Who read the profile during the last incident, as the phone's own
+    /// log query answered it (newest last).
+    reads: Vec<Value>,
 }
 
 impl SimStudent {
@@ -173,6 +176,7 @@ impl SimStudent {
             category: None,
             reenroll: false,
             reenrolling: false,
+            reads: Vec::new(),
         }
     }
 }
@@ -186,6 +190,10 @@ struct Team {
 struct Inner {
     client: Client,
     manifest: VerifiedManifest,
+    /// The control room's log key, pinned at start (a phone pins it at
+    /// set-up): the phones' own log answers are believed under it alone.
+    /// `None`: the phones do not ask who read their profile.
+    log_key: Option<sosvault::LogPublic>,
     students: Vec<Mutex<SimStudent>>,
     teams: Vec<Team>,
 }
@@ -279,9 +287,16 @@ pub async fn start(
             token,
         });
     }
+    // Pinned here, once, as a phone pins it at set-up.
+    let info = client.get("/v1/info", None).await.map_err(err)?;
+    let log_key = info["log_public_key"]
+        .as_str()
+        .and_then(|h| sosvault::LogPublic::from_hex(h).ok())
+        .context("the service's /v1/info has no log_public_key")?;
     let sim = Sim(Arc::new(Inner {
         client: client.clone(),
         manifest: manifest.clone(),
+        log_key: Some(log_key),
         students,
         teams,
     }));
@@ -452,6 +467,55 @@ async fn follow(sim: &Sim, s: &SimStudent) -> Option<StatusReport> {
     }
 }
 
+/// Who has read the profile within the phone's incident, as the phone
+/// learns it: its own signed log query, the answer believed only whole
+/// under the pinned log key (`None` if it could not be asked or did not
+/// verify). One line per read: who (`operator:<name>`, or a team), when,
+/// and a supervisor's reason.
+async fn reads(sim: &Sim, s: &SimStudent) -> Option<Vec<Value>> {
+    use sosvault::log::LogEntry;
+    let (log_key, incident) = (sim.0.log_key.as_ref()?, s.incident.as_deref()?);
+    let holder = sosvault::TrusteeId::of_signer(sim.0.control_room().verifying_key());
+    let query = s.device.log_query(holder, Timestamp::now());
+    let own = match sim
+        .0
+        .client
+        .log_mine(&query, log_key, s.device.student_id())
+        .await
+    {
+        Ok(own) => own,
+        Err(e) => {
+            eprintln!("simulator: asking who read the profile: {e}");
+            return None;
+        }
+    };
+    let lines = own.into_iter().filter_map(|e| {
+        let (LogEntry::ProfileViewed {
+            incident: i,
+            viewer,
+            at,
+            ..
+        }
+        | LogEntry::ProfileViewedWithReason {
+            incident: i,
+            viewer,
+            at,
+            ..
+        }) = &e.entry
+        else {
+            return None;
+        };
+        (i.to_hex() == incident).then(|| {
+            json!({
+                "viewer": String::from_utf8_lossy(viewer.as_bytes()),
+                "at": at.0,
+                "reason": e.reason,
+            })
+        })
+    });
+    Some(lines.collect())
+}
+
 /// A report as the page shows it.
 fn follow_json(r: &StatusReport) -> Value {
     let (stage, team) = match r.stage {
@@ -487,6 +551,11 @@ async fn state(State(sim): State<Sim>) -> Response {
             Status::Panic => follow(&sim, &s).await,
             _ => None,
         };
+        if s.status == Status::Panic
+            && let Some(lines) = reads(&sim, &s).await
+        {
+            s.reads = lines;
+        }
         // An incident the control room closed ends the phone's panic too.
         if s.status == Status::Panic
             && let Some(StatusReport {
@@ -509,6 +578,7 @@ async fn state(State(sim): State<Sim>) -> Response {
             "incident": s.incident,
             "category": s.category.map(|c| c.as_str()),
             "follow": report.as_ref().map(follow_json),
+            "reads": s.reads,
             "epoch": s.device.epoch(),
             "reenrolling": s.device.pending_enrollment().is_some(),
             "pin": PIN,
@@ -621,6 +691,7 @@ async fn panic(sim: &Sim, s: &mut SimStudent, b: &ActBody) -> Result<Value, ActE
     s.status = Status::Panic;
     s.panic = Some(signed.hash());
     s.incident = Some(id.clone());
+    s.reads.clear();
     s.category = Some(category);
     // Not "help is coming": that is for a team that has said so (the
     // page follows the incident's signed reports).
@@ -743,6 +814,7 @@ mod tests {
         let sim = Sim(Arc::new(Inner {
             client,
             manifest: fake.manifest.clone(),
+            log_key: None,
             students: vec![Mutex::new(SimStudent::idle(
                 device, profile, CENTRE.0, CENTRE.1,
             ))],

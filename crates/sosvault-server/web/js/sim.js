@@ -122,6 +122,7 @@
       el('p', { class: 'phone-status status-' + s.status, id: 'phone-status' }, t('sim.status.' + s.status)),
       s.incident ? el('p', { class: 'muted', id: 'phone-incident' }, t('sim.incident', { id: s.incident.slice(0, 8) })) : null,
       ...(s.status === 'panic' ? following(s.follow) : []),
+      s.status !== 'stopped' ? readsOf(s.reads) : null,
     ];
     if (s.status === 'idle') {
       const sel = el(
@@ -188,6 +189,23 @@
         t('sim.follow.opened', { time: SV.clock(f.opened_at * 1000), released: f.released, threshold: f.threshold })));
     }
     return out;
+  }
+
+  /** Who read the profile during the last incident: the phone's own log
+   *  entries, which the simulated phone asked for and verified. */
+  function readsOf(reads) {
+    if (!reads || !reads.length) return null;
+    const line = (r) => {
+      const time = SV.clock(r.at * 1000);
+      const who = r.viewer.startsWith('operator:')
+        ? t('sim.reads.operator', { time, name: r.viewer.slice('operator:'.length) })
+        : t('sim.reads.team', { time });
+      return el('li', { dataset: { viewer: r.viewer } }, who,
+        r.reason ? el('div', { class: 'muted small' }, t('sim.reads.reason', { reason: r.reason })) : null);
+    };
+    return el('section', { id: 'phone-reads', class: 'reads' },
+      el('h4', {}, t('sim.reads.heading')),
+      el('ul', {}, ...reads.map(line)));
   }
 
   function renderMap() {
