@@ -406,6 +406,17 @@ async fn nodes_a_and_b(stored: &Stored) -> (Cluster, ServerProc, Client) {
     (a, b, on_b)
 }
 
+/// [`nodes_a_and_b`], an operator's session on A, and the police team of
+/// Talwandi registered there (its id and token).
+async fn nodes_a_and_b_with_a_team(
+    stored: &Stored,
+) -> (Cluster, ServerProc, Client, String, (String, String)) {
+    let (a, b, on_b) = nodes_a_and_b(stored).await;
+    let op = a.operator().await;
+    let team = talwandi_team(&a.client, &op).await;
+    (a, b, on_b, op, team)
+}
+
 /// Node B beside node A, with a client of its own.
 fn node_b(a: &Cluster) -> (ServerProc, Client) {
     let b = a.second_node("node-b");
@@ -940,9 +951,7 @@ async fn a_team_on_one_node_is_sent_by_another_and_acknowledges_through_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_on_either_node_acts_on_an_incident_the_other_runs() {
     let stored = database().await;
-    let (a, _b, on_b) = nodes_a_and_b(&stored).await;
-    let op = a.operator().await;
-    let (unit, token) = talwandi_team(&a.client, &op).await;
+    let (a, _b, on_b, op, (unit, token)) = nodes_a_and_b_with_a_team(&stored).await;
     let mut team = a.client.events("/v1/unit/events", &token).await.unwrap();
     let mut device = a.student("Nidhi Sharma").await;
     let id = a
@@ -1291,4 +1300,81 @@ fn strings_in(v: &serde_json::Value) -> Vec<String> {
         serde_json::Value::Object(o) => o.values().flat_map(strings_in).collect(),
         _ => Vec::new(),
     }
+}
+
+/// The phone follows its incident through either node (issue 14): node A
+/// runs it, the team is connected to B and acknowledges and says it has
+/// arrived through B, an operator on B closes it with how it ended; every
+/// report, asked of either node and verified under the control room key
+/// the phone pins, says the same, stage by stage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_phone_follows_its_incident_through_either_node() {
+    use sosvault::status::{ClosedBy, Closure, Outcome, Stage, TeamKind};
+    let stored = database().await;
+    let (a, _b, on_b, _, (_, token)) = nodes_a_and_b_with_a_team(&stored).await;
+    let mut team = on_b.events("/v1/unit/events", &token).await.unwrap();
+    let mut device = a.student("Nidhi Sharma").await;
+    let panic = a.talwandi_panic(&mut device, sosvault::Category::Police);
+    let id = a.client.panic(&panic).await.unwrap();
+    let nodes = [&a.client, &on_b];
+    let both = || stages_told(nodes, &device, panic.hash(), &a.info.control_room);
+    next_event(&mut team, 10, is("assigned", &id)).await;
+    for (stage, coming) in both().await {
+        assert!(
+            matches!(stage, Stage::TeamSent(t) if t.kind == TeamKind::Police),
+            "{stage:?}"
+        );
+        assert!(!coming);
+    }
+    let ack = format!("/v1/unit/incidents/{id}/ack");
+    on_b.post(&ack, Some(&token), &NULL).await.unwrap();
+    next_event(&mut team, 5, is("acknowledged", &id)).await;
+    for (stage, coming) in both().await {
+        assert!(matches!(stage, Stage::TeamOnTheWay(_)), "{stage:?}");
+        assert!(
+            coming,
+            "help is coming once the team acknowledged, on either node"
+        );
+    }
+    let arrived = format!("/v1/unit/incidents/{id}/arrived");
+    on_b.post(&arrived, Some(&token), &NULL).await.unwrap();
+    for (stage, _) in both().await {
+        assert!(matches!(stage, Stage::TeamArrived(_)), "{stage:?}");
+    }
+    let op_b = on_b.login(OPERATOR, PASSWORD).await.unwrap();
+    let close = format!("/v1/operator/incidents/{id}/close");
+    let how = serde_json::json!({ "outcome": "helped_on_spot" });
+    on_b.post(&close, Some(&op_b), &how).await.unwrap();
+    let closed = Stage::Closed(Closure {
+        by: ClosedBy::ControlRoom,
+        outcome: Some(Outcome::HelpedOnSpot),
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let stages = both().await;
+        if stages.iter().all(|(s, _)| *s == closed) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{stages:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Where the incident of `panic` stands as each of `nodes` reports it to
+/// `device` (a fresh signed query each time: a query is answered once),
+/// each report verified under `control_room`: the stage, and whether it
+/// lets the phone say help is coming.
+async fn stages_told(
+    nodes: [&Client; 2],
+    device: &sosvault::Device,
+    panic: sosvault::MessageHash,
+    control_room: &sosvault::ControlRoomPublic,
+) -> Vec<(sosvault::status::Stage, bool)> {
+    let mut stages = Vec::new();
+    for node in nodes {
+        let q = device.status_query(panic, control_room, sosvault::Timestamp::now());
+        let report = node.incident_status(&q, control_room).await.unwrap();
+        stages.push((report.stage, report.stage.help_is_coming()));
+    }
+    stages
 }
