@@ -399,7 +399,7 @@ describe('control room, team screen and simulator against the real demo', { conc
     await shot(sim, 'simulator.png');
   });
 
-  it('the Hindi switch relabels the control room and the team screen', async () => {
+  it('the Hindi switch relabels the control room, the team screen and the phone', async () => {
     await control.click('[data-lang-switch="hi"]');
     assert.equal(await control.textContent('#list-heading'), 'घटनाएँ');
     assert.equal(await control.textContent('#act-close'), 'घटना बंद करें');
@@ -409,7 +409,12 @@ describe('control room, team screen and simulator against the real demo', { conc
     assert.equal(await control.getAttribute('html', 'lang'), 'hi');
     assert.match(await control.textContent(item(incident)), /पुलिस/);
     await team.tap('[data-lang-switch="hi"]');
+    await sim.click('[data-lang-switch="hi"]');
     try {
+      // The phone says, in Hindi, where its incident stands and who read its profile.
+      assert.equal(await sim.textContent('#phone-follow'), 'पुलिस टीम ने बताया है कि वह पहुँच गई है।');
+      assert.equal(await sim.textContent('#phone-reads h4'), 'आपकी प्रोफ़ाइल किसने पढ़ी');
+      assert.match(await sim.textContent('#phone-reads'), /ऑपरेटर operator/);
       assert.equal((await team.textContent('#job-heading')).trim(), 'पुलिस');
       assert.equal(await team.textContent('#ack-done span[data-i18n]'), 'पुष्टि हो गई। नियंत्रण कक्ष देख सकता है कि आप रास्ते में हैं।');
       await shot(control, 'control-room-hi.png');
@@ -418,6 +423,7 @@ describe('control room, team screen and simulator against the real demo', { conc
     } finally {
       await control.click('[data-lang-switch="en"]');
       await team.tap('[data-lang-switch="en"]');
+      await sim.click('[data-lang-switch="en"]');
     }
     assert.equal(await control.textContent('#list-heading'), 'Incidents');
   });
