@@ -143,6 +143,7 @@ reason=$(printf '%s' "the panic is too old" | od -An -tx1 | tr -d ' \n')
 seed log_entry made-refused "${entry_tag}0301${student}00d1$(printf '%08x' $((${#reason} / 2)))${reason}$(rep 77 32)${at}"
 seed log_entry made-shredded "${entry_tag}04${student}00000002$(rep 66 32)${at}"
 seed log_entry made-profile-viewed "${entry_tag}05${student}$(rep 07 16)00000008$(printf '%s' operator | od -An -tx1 | tr -d ' \n')${at}"
+seed log_entry made-profile-viewed-salted "${entry_tag}0a${student}$(rep 07 16)00000008$(printf '%s' operator | od -An -tx1 | tr -d ' \n')$(rep 5e 16)${at}"
 load panic
 if [[ -n $hex ]]; then
     # Kind 2 carries the panic's student, epoch and hash ahead of the panic itself.
@@ -155,6 +156,10 @@ fi
 # Bodies of a tree head (log id | size | root | time) and a log query (trustee | time | nonce).
 seed tree_head made-head-body "$BODY_MODE$(rep ab 32)0000000000000003$(rep cd 32)${at}"
 seed log_query made-query-body "$BODY_MODE$(rep 1d 32)${at}$(rep 4e 16)"
+# A log's answer to a phone's own query (fuzz_targets/log_answer.rs): the
+# honest answer as it is (mode 01, nothing flipped), and one flipped once.
+seed log_answer made-honest 01
+seed log_answer made-flipped 0100ff
 
 # ------------------------------------------------------------ trustee transitions
 # Layout (fuzz_targets/trustee_transitions.rs): u8 flags (bit 0: start
