@@ -58,6 +58,9 @@ struct State {
     manifest: Option<Vec<u8>>,
     /// The signed manifest of the pending enrollment.
     pending_manifest: Option<Vec<u8>>,
+    /// The control room's log key, pinned on first use (`status`): the
+    /// phone's own log answers are believed under it alone.
+    log_key: Option<sosvault::LogPublic>,
 }
 
 fn field(path: &Path, what: &str, value: &str) -> anyhow::Result<Vec<u8>> {
@@ -82,6 +85,7 @@ fn load(path: &Path) -> anyhow::Result<Option<State>> {
         last_panic: None,
         manifest: None,
         pending_manifest: None,
+        log_key: None,
     };
     for (i, line) in text.lines().enumerate() {
         let line = line.trim();
@@ -97,6 +101,11 @@ fn load(path: &Path) -> anyhow::Result<Option<State>> {
             Some(("manifest", v)) => state.manifest = Some(field(path, "manifest", v)?),
             Some(("pending_manifest", v)) => {
                 state.pending_manifest = Some(field(path, "pending manifest", v)?);
+            }
+            Some(("log_key", v)) => {
+                let key = sosvault::LogPublic::from_hex(v.trim())
+                    .map_err(|e| anyhow::anyhow!("state file: the log key: {e}"))?;
+                state.log_key = Some(key);
             }
             Some((k, _)) => bail!(
                 "the state file {} has an unknown line {k:?}; restore it from a backup",
@@ -126,6 +135,9 @@ fn save(path: &Path, state: &State) -> anyhow::Result<()> {
     }
     if let Some(m) = &state.pending_manifest {
         text.push_str(&format!("pending_manifest: {}\n", hex::encode(m)));
+    }
+    if let Some(k) = &state.log_key {
+        text.push_str(&format!("log_key: {}\n", k.to_hex()));
     }
     // A new 0600 file beside it, fsynced, renamed over it.
     sosvault_server::files::write_private(path, text.as_bytes())
@@ -190,6 +202,7 @@ pub async fn enroll(a: DeviceArgs<'_>, e: EnrollArgs<'_>, profile: Profile) -> a
         last_panic: None,
         manifest: None,
         pending_manifest: None,
+        log_key: None,
     });
     let same_manifest = state.pending_manifest.as_deref() == Some(verified.signed().as_bytes());
     match state.device.pending_enrollment() {
@@ -357,6 +370,64 @@ pub async fn status(a: DeviceArgs<'_>) -> anyhow::Result<()> {
     println!("trustees released: {} of {}", r.released, r.threshold);
     if let Some(at) = r.opened_at {
         println!("profile opened for the control room at unix time {}", at.0);
+    }
+    reads(&a, state, &client).await
+}
+
+/// Who has read the profile: the phone's own entries in the control room's
+/// log, believed whole under the log key pinned on first use.
+async fn reads(a: &DeviceArgs<'_>, mut state: State, client: &Client) -> anyhow::Result<()> {
+    use sosvault::log::LogEntry;
+    let key = match state.log_key {
+        Some(k) => k,
+        None => {
+            let info = client.get("/v1/info", None).await.map_err(err)?;
+            let key = info["log_public_key"]
+                .as_str()
+                .and_then(|h| sosvault::LogPublic::from_hex(h).ok())
+                .context("the service's /v1/info has no log_public_key")?;
+            println!(
+                "pinned the control room's log key {} (first use)",
+                key.to_hex()
+            );
+            state.log_key = Some(key);
+            save(a.state, &state)?;
+            key
+        }
+    };
+    let holder = sosvault::TrusteeId::of_signer(state.control_room()?.verifying_key());
+    let query = state.device.log_query(holder, Timestamp::now());
+    let student = state.device.student_id();
+    let own = client
+        .log_mine(&query, &key, student)
+        .await
+        .map_err(|e| anyhow::anyhow!("the log answer is not believed: {e}"))?;
+    for e in own {
+        let (LogEntry::ProfileViewed {
+            incident,
+            viewer,
+            at,
+            ..
+        }
+        | LogEntry::ProfileViewedWithReason {
+            incident,
+            viewer,
+            at,
+            ..
+        }) = &e.entry
+        else {
+            continue;
+        };
+        let why = e
+            .reason
+            .map(|r| format!(", reason: {r}"))
+            .unwrap_or_default();
+        println!(
+            "profile read by {} at unix time {} (incident {}){why}",
+            String::from_utf8_lossy(viewer.as_bytes()),
+            at.0,
+            &incident.to_hex()[..8]
+        );
     }
     Ok(())
 }

@@ -239,7 +239,9 @@ enum DeviceCmd {
         lon: f64,
     },
     /// Where the last panic's incident stands: the control room's signed
-    /// report, checked against the manifest's control room key.
+    /// report, checked against the manifest's control room key; and who
+    /// has read the profile, from the phone's own log entries, believed
+    /// whole under the control room's log key (pinned on first use).
     Status,
     /// Send a live location for the last panic.
     Move {

@@ -501,6 +501,9 @@ fn a_simulated_phone_on_the_command_line_enrolls_panics_moves_cancels_and_stops(
     // against the manifest's control room key.
     let follow = sosvault(&["status"], &state, &url, &ca);
     assert!(follow.contains("trustees released: "), "{follow}");
+    // Its first look at its own log pins the control room's log key.
+    let pinned = "pinned the control room's log key";
+    assert!(follow.contains(pinned), "{follow}");
     // An operator command about this incident, as the demo's operator.
     let operator = |args: &[&str]| {
         Command::new(env!("CARGO_BIN_EXE_sosvault"))
@@ -543,6 +546,18 @@ fn a_simulated_phone_on_the_command_line_enrolls_panics_moves_cancels_and_stops(
     let d = incident();
     assert_eq!(d["profile_access"], "shown", "{d}");
     assert_eq!(d["handler"], "operator", "{d}");
+    // The phone sees who read its profile, the supervisor's reason too:
+    // its own log entries, believed under the log key it pins on first use.
+    let follow = sosvault(&["status"], &state, &url, &ca);
+    assert!(!follow.contains(pinned), "pinned once: {follow}");
+    let short = &id[..8];
+    assert!(
+        follow.contains("profile read by operator:operator at unix time")
+            && follow.contains(&format!(
+                "(incident {short}), reason: checking the medical notes & allergies"
+            )),
+        "{follow}"
+    );
     assert!(
         sosvault(
             &["move", "--lat", "25.1430", "--lon", "75.8440"],
