@@ -19,12 +19,11 @@ use sosvault::messages::MAX_TRUSTEES;
 use sosvault::status::{
     ClosedBy, Closure, Outcome, Stage, StatusQuery, StatusReport, Team, TeamKind,
 };
-use sosvault::{IncidentId, Signed, Timestamp};
+use sosvault::{Signed, Timestamp};
 
 use super::{Engine, EngineError};
 use crate::geo::{UnitKind, haversine_m};
 use crate::store::{AssignmentRow, AssignmentStatus, IncidentRow, IncidentStatus};
-use crate::unit::UnitId;
 
 /// The speed an arrival is estimated at, in metres a second (25 km/h: a
 /// city's traffic), over the straight-line distance stretched by
@@ -109,6 +108,17 @@ fn current(assignments: &[AssignmentRow]) -> Option<&AssignmentRow> {
         .max_by_key(|a| a.assigned_at_ms)
 }
 
+/// What the report needs of the store beyond the incident's row, read in
+/// one job: the assignment holding the team now, whether that team said it
+/// arrived, how the incident ended (once closed), and the student's sealed
+/// locations, newest last (only when this node has no live one).
+struct Stored {
+    current: Option<AssignmentRow>,
+    arrived: bool,
+    outcome: Option<Outcome>,
+    sealed_locations: Vec<Vec<u8>>,
+}
+
 impl Engine {
     /// `POST /v1/incident/status`: the signed report answering a device's
     /// signed [`StatusQuery`] about its own incident.
@@ -120,16 +130,42 @@ impl Engine {
             .incident_for_device(signed_query.body().panic, signed_query.signer())
             .await?;
         let id = row.id;
-        let assignments = self.inner.db.call(move |s| s.assignments(&id)).await?;
-        let team = match current(&assignments) {
-            Some(a) => Some(self.team_facts(&row, a).await?),
-            None => None,
+        // What this node knows live: the student's last location, and the
+        // shares in while the incident runs here.
+        let (here, release_have) = {
+            let st = self.state();
+            let live = st.incidents.get(&id);
+            let here = live
+                .and_then(|l| l.location)
+                .map(|(lat, lon, _)| (lat, lon));
+            (here, live.map(|l| l.release_have))
         };
-        let outcome = match row.status {
-            IncidentStatus::Closed => self.inner.db.call(move |s| s.outcome(&id)).await?,
-            _ => None,
-        };
-        let stage = stage(&row, team, outcome);
+        let closed = row.status == IncidentStatus::Closed;
+        let stored = self
+            .inner
+            .db
+            .call(move |s| {
+                let current = current(&s.assignments(&id)?).cloned();
+                let arrived = match &current {
+                    Some(a) => s.arrived_at(&id, a.unit_id)?.is_some(),
+                    None => false,
+                };
+                Ok(Stored {
+                    arrived,
+                    outcome: if closed { s.outcome(&id)? } else { None },
+                    sealed_locations: match (&current, here) {
+                        (Some(_), None) => s.locations(&id)?,
+                        _ => Vec::new(),
+                    },
+                    current,
+                })
+            })
+            .await?;
+        let team = stored
+            .current
+            .as_ref()
+            .map(|a| self.team_facts(&row, a, here, &stored));
+        let stage = stage(&row, team, stored.outcome);
         let mut report = StatusReport::answering(signed_query, stage, now);
         report.threshold = self.inner.cfg.threshold;
         report.opened_at = row.released_at_ms.map(|ms| Timestamp(ms / 1000));
@@ -138,11 +174,7 @@ impl Engine {
         // another node, what the store says: an opened profile had them all.
         let live = match stage {
             Stage::Closed(_) => None,
-            _ => self
-                .state()
-                .incidents
-                .get(&id)
-                .map(|l| l.release_have.min(MAX_TRUSTEES) as u8),
+            _ => release_have.map(|have| have.min(MAX_TRUSTEES) as u8),
         };
         report.released = match live {
             Some(have) => have,
@@ -155,58 +187,36 @@ impl Engine {
     /// What the report needs of the team of assignment `a` of incident
     /// `row`: its kind (as the board knows the team, or else the kind the
     /// incident needs) and its distance from the student's last location
-    /// (as this node knows it live, or else the newest stored).
-    async fn team_facts(
+    /// (`here`, as this node knows it live, or else the newest stored that
+    /// opens).
+    fn team_facts(
         &self,
         row: &IncidentRow,
         a: &AssignmentRow,
-    ) -> Result<TeamFacts, EngineError> {
-        let (id, unit): (IncidentId, UnitId) = (row.id, a.unit_id);
-        let (kind, team_at, here) = {
+        here: Option<(f64, f64)>,
+        stored: &Stored,
+    ) -> TeamFacts {
+        let (kind, team_at) = {
             let st = self.state();
-            let kind = st.board.team(unit).map(|t| t.kind);
-            let here = st
-                .incidents
-                .get(&id)
-                .and_then(|l| l.location)
-                .map(|(lat, lon, _)| (lat, lon));
-            (kind, st.board.position(unit), here)
+            (
+                st.board.team(a.unit_id).map(|t| t.kind),
+                st.board.position(a.unit_id),
+            )
         };
-        let here = match here {
-            Some(p) => Some(p),
-            None => self.last_stored_location(id).await?,
-        };
-        let arrived = a.status.holds_team()
-            && self
-                .inner
-                .db
-                .call(move |s| s.arrived_at(&id, unit))
-                .await?
-                .is_some();
-        Ok(TeamFacts {
+        let here = here.or_else(|| {
+            stored.sealed_locations.iter().rev().find_map(|s| {
+                let l = self.inner.control_room.open_location(s).ok()?;
+                Some((l.lat(), l.lon()))
+            })
+        });
+        TeamFacts {
             status: a.status,
-            arrived,
+            arrived: a.status.holds_team() && stored.arrived,
             kind: kind
                 .or_else(|| row.category.map(UnitKind::for_category))
                 .unwrap_or(UnitKind::Police),
             distance_m: team_at.zip(here).map(|(t, h)| haversine_m(t, h)),
-        })
-    }
-
-    /// The student's newest stored location for incident `id` (opened with
-    /// the control room's key), if any opens.
-    async fn last_stored_location(
-        &self,
-        id: IncidentId,
-    ) -> Result<Option<(f64, f64)>, EngineError> {
-        let sealed = self.inner.db.call(move |s| s.locations(&id)).await?;
-        Ok(sealed.iter().rev().find_map(|s| {
-            self.inner
-                .control_room
-                .open_location(s)
-                .ok()
-                .map(|l| (l.lat(), l.lon()))
-        }))
+        }
     }
 }
 
