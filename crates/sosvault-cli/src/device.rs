@@ -377,7 +377,6 @@ pub async fn status(a: DeviceArgs<'_>) -> anyhow::Result<()> {
 /// Who has read the profile: the phone's own entries in the control room's
 /// log, believed whole under the log key pinned on first use.
 async fn reads(a: &DeviceArgs<'_>, mut state: State, client: &Client) -> anyhow::Result<()> {
-    use sosvault::log::LogEntry;
     let key = match state.log_key {
         Some(k) => k,
         None => {
@@ -403,19 +402,7 @@ async fn reads(a: &DeviceArgs<'_>, mut state: State, client: &Client) -> anyhow:
         .await
         .map_err(|e| anyhow::anyhow!("the log answer is not believed: {e}"))?;
     for e in own {
-        let (LogEntry::ProfileViewed {
-            incident,
-            viewer,
-            at,
-            ..
-        }
-        | LogEntry::ProfileViewedWithReason {
-            incident,
-            viewer,
-            at,
-            ..
-        }) = &e.entry
-        else {
+        let Some((incident, viewer)) = e.entry.profile_read() else {
             continue;
         };
         let why = e
@@ -425,7 +412,7 @@ async fn reads(a: &DeviceArgs<'_>, mut state: State, client: &Client) -> anyhow:
         println!(
             "profile read by {} at unix time {} (incident {}){why}",
             String::from_utf8_lossy(viewer.as_bytes()),
-            at.0,
+            e.entry.at().0,
             &incident.to_hex()[..8]
         );
     }

@@ -473,7 +473,6 @@ async fn follow(sim: &Sim, s: &SimStudent) -> Option<StatusReport> {
 /// verify). One line per read: who (`operator:<name>`, or a team), when,
 /// and a supervisor's reason.
 async fn reads(sim: &Sim, s: &SimStudent) -> Option<Vec<Value>> {
-    use sosvault::log::LogEntry;
     let (log_key, incident) = (sim.0.log_key.as_ref()?, s.incident.as_deref()?);
     let holder = sosvault::TrusteeId::of_signer(sim.0.control_room().verifying_key());
     let query = s.device.log_query(holder, Timestamp::now());
@@ -490,25 +489,11 @@ async fn reads(sim: &Sim, s: &SimStudent) -> Option<Vec<Value>> {
         }
     };
     let lines = own.into_iter().filter_map(|e| {
-        let (LogEntry::ProfileViewed {
-            incident: i,
-            viewer,
-            at,
-            ..
-        }
-        | LogEntry::ProfileViewedWithReason {
-            incident: i,
-            viewer,
-            at,
-            ..
-        }) = &e.entry
-        else {
-            return None;
-        };
+        let (i, viewer) = e.entry.profile_read()?;
         (i.to_hex() == incident).then(|| {
             json!({
                 "viewer": String::from_utf8_lossy(viewer.as_bytes()),
-                "at": at.0,
+                "at": e.entry.at().0,
                 "reason": e.reason,
             })
         })

@@ -42,25 +42,17 @@ pub struct LogLine {
 }
 
 fn line(own: sosvault::log::OwnEntry) -> LogLine {
-    let (incident, viewer) = match &own.entry {
-        LogEntry::ProfileViewed {
-            incident, viewer, ..
-        }
-        | LogEntry::ProfileViewedWithReason {
-            incident, viewer, ..
-        } => (
-            Some(incident.to_hex()),
-            Some(String::from_utf8_lossy(viewer.as_bytes()).into_owned()),
-        ),
-        LogEntry::Released { incident, .. } => (Some(incident.to_hex()), None),
-        _ => (None, None),
+    let read = own.entry.profile_read();
+    let incident = match &own.entry {
+        LogEntry::Released { incident, .. } => Some(*incident),
+        _ => read.map(|(incident, _)| incident),
     };
     LogLine {
         kind: own.entry.kind().to_owned(),
         at: own.entry.at().0,
-        viewer,
+        viewer: read.map(|(_, v)| String::from_utf8_lossy(v.as_bytes()).into_owned()),
         reason: own.reason,
-        incident,
+        incident: incident.map(|i| i.to_hex()),
         index: own.index,
     }
 }

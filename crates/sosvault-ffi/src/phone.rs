@@ -234,7 +234,7 @@ impl Phone {
         now: u64,
     ) -> Result<SignedMessage, VaultError> {
         let panic = hash_of("the panic hash", &panic_hash)?;
-        let duress = pins.duress_of(&pin)?;
+        let duress = pins.duress_of(&zeroize::Zeroizing::new(pin))?;
         let c = self
             .device()
             .cancel(panic, duress, deployment.control_room(), Timestamp(now))?;
@@ -252,7 +252,7 @@ impl Phone {
         pin: String,
         now: u64,
     ) -> Result<SignedMessage, VaultError> {
-        let duress = pins.duress_of(&pin)?;
+        let duress = pins.duress_of(&zeroize::Zeroizing::new(pin))?;
         let s = self
             .device()
             .stop(duress, deployment.control_room(), Timestamp(now))?;

@@ -3,7 +3,8 @@
 //! Both PINs make the same message and the same screens; only the control
 //! room, opening the sealed note, learns that the duress PIN was typed and
 //! escalates. The lock keeps salted hashes of the two, never the PINs, and
-//! compares in constant time, both every time.
+//! compares in constant time, both every time; the PINs it is given are
+//! wiped from its memory once hashed.
 //!
 //! A 4-digit PIN falls to any hash: whoever reads the saved lock can try
 //! all 10,000 and learn which PIN is the duress one. Keep [`PinLock::save`]'s
@@ -14,7 +15,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
-use zeroize::{Zeroize, ZeroizeOnDrop};
+use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use crate::VaultError;
 
@@ -75,6 +76,7 @@ impl PinLock {
     /// A lock for `pin` and `duress_pin` (4 to 12 digits each, not the same).
     #[uniffi::constructor]
     pub fn create(pin: String, duress_pin: String) -> Result<Arc<Self>, VaultError> {
+        let (pin, duress_pin) = (Zeroizing::new(pin), Zeroizing::new(duress_pin));
         check_digits("the PIN", &pin)?;
         check_digits("the duress PIN", &duress_pin)?;
         if pin.trim() == duress_pin.trim() {
@@ -128,7 +130,7 @@ impl PinLock {
     /// which: for an app screen that asks for the PIN before showing
     /// anything.
     pub fn accepts(&self, pin: String) -> bool {
-        self.duress_of(&pin).is_ok()
+        self.duress_of(&Zeroizing::new(pin)).is_ok()
     }
 }
 

@@ -280,6 +280,21 @@ impl LogEntry {
         }
     }
 
+    /// For a read of the profile (with a reason or not): the incident that
+    /// allowed it and who read it. What a phone lists as "who has read my
+    /// profile".
+    pub fn profile_read(&self) -> Option<(IncidentId, &Viewer)> {
+        match self {
+            Self::ProfileViewed {
+                incident, viewer, ..
+            }
+            | Self::ProfileViewedWithReason {
+                incident, viewer, ..
+            } => Some((*incident, viewer)),
+            _ => None,
+        }
+    }
+
     /// A stable lower-case name of the kind (`share-accepted`, `released`, ...).
     pub fn kind(&self) -> &'static str {
         match self {

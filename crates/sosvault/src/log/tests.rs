@@ -871,3 +871,34 @@ fn entry_e_rows() -> String {
 fn the_protocol_document_holds_the_kind_9_vectors() {
     crate::test_support::assert_protocol_holds("Log test vectors", "rows", &entry_e_rows());
 }
+
+#[test]
+fn a_read_of_the_profile_is_a_view_of_either_kind_and_nothing_else() {
+    let reads: Vec<_> = one_of_each()
+        .iter()
+        .filter_map(|e| {
+            e.profile_read()
+                .map(|(i, v)| (e.kind(), i, v.as_bytes().to_vec()))
+        })
+        .collect();
+    assert_eq!(
+        reads,
+        [
+            (
+                "profile-viewed",
+                IncidentId([9; 16]),
+                b"operator-17".to_vec()
+            ),
+            (
+                "profile-viewed",
+                IncidentId([9; 16]),
+                b"operator-17".to_vec()
+            ),
+            (
+                "profile-viewed-with-reason",
+                IncidentId([9; 16]),
+                b"operator:asha".to_vec()
+            ),
+        ]
+    );
+}
