@@ -91,7 +91,9 @@ fn made(mut data: &[u8]) -> Vec<Owned> {
     };
     let mut out = Vec::new();
     while let Some(index) = take(1) {
-        let Some(entry) = take(1).and_then(|n| take(n[0].into())) else { break };
+        let Some(entry) = take(1).and_then(|n| take(n[0].into())) else {
+            break;
+        };
         let Some(count) = take(1) else { break };
         let proof: Option<Vec<[u8; 32]>> = (0..count[0] % 8)
             .map(|_| take(32).and_then(|h| h.try_into().ok()))
@@ -131,20 +133,35 @@ fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
-    let served = if mode & 1 == 1 { flipped(rest) } else { made(rest) };
+    let served = if mode & 1 == 1 {
+        flipped(rest)
+    } else {
+        made(rest)
+    };
     let l = log();
-    let entries = served.iter().map(|(index, entry, proof, reason)| ServedEntry {
-        index: *index,
-        entry,
-        proof,
-        reason: reason.as_ref().map(|(t, n)| (t.as_str(), n.as_slice())),
-    });
-    let Ok(own) = verify_mine(&l.head, &sosvault_fuzz::log_key().public(), STUDENT, entries) else {
+    let entries = served
+        .iter()
+        .map(|(index, entry, proof, reason)| ServedEntry {
+            index: *index,
+            entry,
+            proof,
+            reason: reason.as_ref().map(|(t, n)| (t.as_str(), n.as_slice())),
+        });
+    let Ok(own) = verify_mine(
+        &l.head,
+        &sosvault_fuzz::log_key().public(),
+        STUDENT,
+        entries,
+    ) else {
         return;
     };
     for e in own {
         let index = usize::try_from(e.index).expect("an index in the log");
-        assert_eq!(leaf_hash(&e.entry.to_bytes()), l.leaves[index], "an entry not in the log");
+        assert_eq!(
+            leaf_hash(&e.entry.to_bytes()),
+            l.leaves[index],
+            "an entry not in the log"
+        );
         assert_eq!(e.entry.student(), Some(STUDENT), "another student's entry");
         let want = (index == 2).then(|| REASON.to_owned());
         assert_eq!(e.reason, want, "a reason not the logged one");
