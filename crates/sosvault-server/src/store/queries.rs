@@ -22,6 +22,19 @@ use super::{
 };
 use crate::unit::UnitId;
 
+/// A student's own log entries below a size, the newest `?3`, in order:
+/// not an incident's written after a duress cancel (or stop) first marked
+/// it (`duress_log_from`): the phone must see what a cancel in safety shows.
+const STUDENT_LOG_ROWS: &str = "
+    SELECT idx, entry, reason, reason_nonce FROM (
+        SELECT t.idx, t.entry, t.reason, t.reason_nonce
+        FROM transparency_log t LEFT JOIN incidents i ON i.id = t.incident_id
+        WHERE t.student_id = ?1 AND t.idx < ?2
+          AND (i.duress_log_from IS NULL OR t.idx < i.duress_log_from)
+        ORDER BY t.idx DESC LIMIT ?3
+    ) AS newest
+    ORDER BY idx";
+
 impl<B: Backend> Store for SqlStore<B> {
     fn student(&self, id: &StudentId) -> StoreResult<Option<StudentRow>> {
         maybe(
@@ -1285,17 +1298,9 @@ impl<B: Backend> Store for SqlStore<B> {
         limit: u32,
     ) -> StoreResult<Vec<StudentLogRow>> {
         let c = &self.db;
-        // Not an incident's entries written after a duress cancel (or stop)
-        // marked it: the phone must see what a cancel in safety shows.
         all(
             c,
-            "SELECT idx, entry, reason, reason_nonce FROM
-               (SELECT t.idx, t.entry, t.reason, t.reason_nonce FROM transparency_log t
-                WHERE t.student_id = ?1 AND t.idx < ?2
-                  AND NOT EXISTS (SELECT 1 FROM incidents i WHERE i.id = t.incident_id
-                                  AND i.duress_log_from IS NOT NULL AND t.idx >= i.duress_log_from)
-                ORDER BY t.idx DESC LIMIT ?3) AS newest
-             ORDER BY idx",
+            STUDENT_LOG_ROWS,
             params![student.as_bytes(), size as i64, limit],
             |r| {
                 Ok(StudentLogRow {

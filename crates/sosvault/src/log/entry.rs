@@ -420,9 +420,7 @@ impl Body for LogEntry {
                     Some(_) => KIND_PROFILE_VIEWED_SALTED,
                     None => KIND_PROFILE_VIEWED,
                 });
-                w.fixed(student.as_bytes());
-                w.fixed(incident.as_bytes());
-                w.var(viewer.as_bytes());
+                encode_view(w, student, incident, viewer);
                 if let Some(salt) = salt {
                     w.fixed(salt);
                 }
@@ -436,9 +434,7 @@ impl Body for LogEntry {
                 at,
             } => {
                 w.u8(KIND_PROFILE_VIEWED_WITH_REASON);
-                w.fixed(student.as_bytes());
-                w.fixed(incident.as_bytes());
-                w.var(viewer.as_bytes());
+                encode_view(w, student, incident, viewer);
                 w.fixed(reason.as_bytes());
                 w.u64(at.0);
             }
@@ -513,10 +509,7 @@ impl Body for LogEntry {
                 at: at(r)?,
             }),
             kind @ (KIND_PROFILE_VIEWED | KIND_PROFILE_VIEWED_SALTED) => {
-                let student = student(r)?;
-                let incident = IncidentId(r.array("incident")?);
-                let viewer = Viewer::new(r.var("viewer", MAX_VIEWER_BYTES)?)
-                    .ok_or(DecodeError::InvalidValue("viewer"))?;
+                let (student, incident, viewer) = decode_view(r)?;
                 let salt = match kind {
                     KIND_PROFILE_VIEWED_SALTED => Some(r.array("salt")?),
                     _ => None,
@@ -530,10 +523,7 @@ impl Body for LogEntry {
                 })
             }
             KIND_PROFILE_VIEWED_WITH_REASON => {
-                let student = student(r)?;
-                let incident = IncidentId(r.array("incident")?);
-                let viewer = Viewer::new(r.var("viewer", MAX_VIEWER_BYTES)?)
-                    .ok_or(DecodeError::InvalidValue("viewer"))?;
+                let (student, incident, viewer) = decode_view(r)?;
                 let reason = MessageHash(r.array("reason commitment")?);
                 Ok(Self::ProfileViewedWithReason {
                     student,
@@ -546,6 +536,23 @@ impl Body for LogEntry {
             _ => Err(DecodeError::InvalidValue("entry kind")),
         }
     }
+}
+
+/// What both kinds of profile view begin with: `[32] student | [16]
+/// incident | var viewer`.
+fn encode_view(w: &mut Writer, student: &StudentId, incident: &IncidentId, viewer: &Viewer) {
+    w.fixed(student.as_bytes());
+    w.fixed(incident.as_bytes());
+    w.var(viewer.as_bytes());
+}
+
+/// The beginning both kinds of profile view share ([`encode_view`]).
+fn decode_view(r: &mut Reader<'_>) -> Result<(StudentId, IncidentId, Viewer), DecodeError> {
+    let student = StudentId(r.array("student")?);
+    let incident = IncidentId(r.array("incident")?);
+    let viewer = Viewer::new(r.var("viewer", MAX_VIEWER_BYTES)?)
+        .ok_or(DecodeError::InvalidValue("viewer"))?;
+    Ok((student, incident, viewer))
 }
 
 impl Container for LogEntry {
