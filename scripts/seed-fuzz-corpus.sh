@@ -73,7 +73,7 @@ u16_len() {
 
 # ------------------------------------------------------------ signed messages
 # target = vector name; each gives a whole envelope and its body (BODY_MODE).
-for name in enrollment panic location cancel stop release_request release \
+for name in enrollment panic location cancel stop trail release_request release \
     shred_receipt cancel_receipt manifest enrollment_commit share_receipt tree_head log_query \
     status_query status_report; do
     load "$name"

@@ -29,7 +29,7 @@ use sosvault::{
     DecodeError, Device, DeviceKey, EnrollmentCommit, EnrollmentPackage, EnrollmentRecord,
     IncidentKey, Location, LocationUpdate, LogKey, Message, Note, PanicEvent, Profile,
     ProfileError, Release, ReleaseRequest, ShareDelivery, ShareReceipt, ShredReceipt, Signed, Stop,
-    StudentEntry, TrusteeKey, TrusteePublic, VaultKey,
+    StudentEntry, TrailPoint, TrusteeKey, TrusteePublic, VaultKey,
 };
 
 /// A decoder under test: `Ok(Some(bytes))` is its re-encoding of what it
@@ -63,6 +63,7 @@ struct Fixture {
     location: Signed<LocationUpdate>,
     cancel: Signed<Cancel>,
     stop: Signed<Stop>,
+    trail: Signed<TrailPoint>,
     request: Signed<ReleaseRequest>,
     release: Signed<Release>,
     shred_receipt: Signed<ShredReceipt>,
@@ -139,6 +140,7 @@ fn fixture() -> Fixture {
     // A second student stops, so the first stays enrolled.
     let mut other = Device::new(DeviceKey::generate());
     world.enroll(&mut other, b"{}", 2, T0);
+    let trail = other.trail_point(&here(T0), T0.plus(19)).unwrap();
     let stop = other.stop(false, &cr, T0.plus(20)).unwrap();
     let shred_receipt = world.trustees[0]
         .shred(stop.as_bytes(), T0.plus(21))
@@ -157,6 +159,7 @@ fn fixture() -> Fixture {
         location,
         cancel,
         stop,
+        trail,
         request: incident.request.clone(),
         release,
         shred_receipt,
@@ -210,7 +213,7 @@ fn codecs(f: &Fixture) -> Vec<Codec> {
     let mut all = Vec::new();
     all.extend(signed!(
         EnrollmentRecord: record, PanicEvent: panic, LocationUpdate: location, Cancel: cancel,
-        Stop: stop, ReleaseRequest: request, Release: release, ShredReceipt: shred_receipt,
+        Stop: stop, TrailPoint: trail, ReleaseRequest: request, Release: release, ShredReceipt: shred_receipt,
         ShareReceipt: share_receipt, CancelReceipt: cancel_receipt,
         EnrollmentCommit: commit, Manifest: manifest
     ));
@@ -574,6 +577,7 @@ fn signed_view(name: &str, b: &[u8]) -> Option<(Vec<u8>, String)> {
         "LocationUpdate" => view::<LocationUpdate>(b),
         "Cancel" => view::<Cancel>(b),
         "Stop" => view::<Stop>(b),
+        "TrailPoint" => view::<TrailPoint>(b),
         "ReleaseRequest" => view::<ReleaseRequest>(b),
         "Release" => view::<Release>(b),
         "ShredReceipt" => view::<ShredReceipt>(b),
@@ -652,7 +656,7 @@ thread_local! {
 fn the_fixture_covers_every_decoder_and_tag() {
     let f = fixture();
     let all = codecs(&f);
-    assert_eq!(all.len(), 29);
+    assert_eq!(all.len(), 30);
     for c in &all {
         assert_eq!(c.bytes[0] as usize, c.tag.len(), "{}", c.name);
         assert_eq!(&c.bytes[1..1 + c.tag.len()], c.tag.as_bytes(), "{}", c.name);

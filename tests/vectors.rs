@@ -49,17 +49,19 @@ use sosvault::{
     IncidentId, IncidentKey, Location, LocationUpdate, Message, MessageHash, Note, Opener,
     PanicEvent, Policy, Profile, Release, ReleaseRequest, ShareCommitment, ShareDelivery,
     ShareReceipt, ShredReceipt, Signed, Stop, StudentEntry, StudentId, TimeLimits, Timestamp,
-    Trustee, TrusteeId, TrusteeKey, TrusteePublic, VaultKey, VaultRecipient, commitment,
+    TrailPoint, Trustee, TrusteeId, TrusteeKey, TrusteePublic, VaultKey, VaultRecipient,
+    commitment,
 };
 
 // ------------------------------------------------------------------ fixed inputs
 
 /// Every vector file, by stem. (The fuzz corpus seeder reads these names.)
-const NAMES: [&str; 34] = [
+const NAMES: [&str; 36] = [
     "enrollment",
     "panic",
     "location",
     "cancel",
+    "trail",
     "stop",
     "release_request",
     "status_query",
@@ -90,6 +92,7 @@ const NAMES: [&str; 34] = [
     "sealed_share_for_trustee",
     "sealed_released_share",
     "sealed_profile",
+    "sealed_trail_location",
 ];
 
 const DEVICE_SEED: [u8; 32] = [0x01; 32];
@@ -129,7 +132,9 @@ const AT_STATUS_REPORT: u64 = T0 + 641;
 const AT_CANCEL: u64 = T0 + 900;
 /// A trustee takes the forwarded cancel.
 const AT_REVOKE: u64 = T0 + 905;
-/// Stop (counter 4).
+/// A point of the sealed trail (counter 4): the student kept it on.
+const AT_TRAIL: u64 = T0 + 1000;
+/// Stop (counter 5).
 const AT_STOP: u64 = T0 + 1200;
 /// Trustee 1 shreds.
 const AT_SHRED: u64 = T0 + 1210;
@@ -485,6 +490,13 @@ fn build() -> BTreeMap<&'static str, Vec<u8>> {
         |ct| vault.open(ct, 1 << 20).ok().map(|p| p.to_vec()),
         || vault.recipient().seal(&profile_bytes).unwrap(),
     );
+    let sealed_trail_location = committed_sealed(
+        "sealed_trail_location",
+        &location_fix,
+        |ct| vault.open(ct, 2048).ok().map(|p| p.to_vec()),
+        || vault.recipient().seal(&location_fix).unwrap(),
+    );
+    v.insert("sealed_trail_location", sealed_trail_location.clone());
     let committed_package = read_vector("enrollment_package")
         .and_then(|b| EnrollmentPackage::from_bytes(&b).ok())
         .map(|p| p.sealed_shares);
@@ -618,10 +630,20 @@ fn build() -> BTreeMap<&'static str, Vec<u8>> {
         },
         &device,
     );
+    let trail = Signed::sign(
+        TrailPoint {
+            epoch: EPOCH,
+            counter: 4,
+            issued_at: ts(AT_TRAIL),
+            sealed_location: sealed_trail_location,
+        },
+        &device,
+    );
+    v.insert("trail", trail.as_bytes().to_vec());
     let stop = Signed::sign(
         Stop {
             epoch: EPOCH,
-            counter: 4,
+            counter: 5,
             issued_at: ts(AT_STOP),
             sealed_note,
         },
@@ -888,8 +910,21 @@ fn committed_messages_decode_and_verify() {
         (panic.hash(), 3)
     );
     assert_eq!(cancel.body().sealed_note, committed("sealed_note"));
+    let trail = check::<TrailPoint>("trail", device.verifying_key());
+    assert_eq!(
+        (
+            trail.body().epoch,
+            trail.body().counter,
+            trail.body().issued_at
+        ),
+        (EPOCH, 4, ts(AT_TRAIL))
+    );
+    assert_eq!(
+        trail.body().sealed_location,
+        committed("sealed_trail_location")
+    );
     let stop = check::<Stop>("stop", device.verifying_key());
-    assert_eq!((stop.body().epoch, stop.body().counter), (EPOCH, 4));
+    assert_eq!((stop.body().epoch, stop.body().counter), (EPOCH, 5));
 
     let query = check::<StatusQuery>("status_query", device.verifying_key());
     let me = TrusteeId::of_signer(room.verifying_key());
@@ -940,6 +975,9 @@ fn committed_messages_decode_and_verify() {
     // A message of one kind never decodes as another.
     assert!(Signed::<Cancel>::decode(&committed("location")).is_err());
     assert!(Signed::<PanicEvent>::decode(&committed("stop")).is_err());
+    // The same layout, another tag: a stop is no trail point, nor the reverse.
+    assert!(Signed::<TrailPoint>::decode(&committed("stop")).is_err());
+    assert!(Signed::<Stop>::decode(&committed("trail")).is_err());
 }
 
 #[test]
@@ -1057,6 +1095,14 @@ fn sealed_vectors_open_with_the_fixed_keys() {
         .open(&committed("sealed_profile"), 1 << 20)
         .unwrap();
     assert_eq!(&profile[..], &committed("profile")[..]);
+    let trail = Signed::<TrailPoint>::decode(&committed("trail")).unwrap();
+    let point = trail.body().open(&vault_key()).unwrap();
+    assert_eq!(point.to_bytes(), committed("location_fix"));
+    // The control room's own key does not open the trail.
+    assert!(
+        room.open_location(&committed("sealed_trail_location"))
+            .is_err()
+    );
 
     let shares = shares();
     let share_pt = open_with_scalar(
@@ -1080,6 +1126,7 @@ fn sealed_vectors_open_with_the_fixed_keys() {
         "sealed_share_for_trustee",
         "sealed_released_share",
         "sealed_profile",
+        "sealed_trail_location",
     ] {
         let ct = committed(name);
         let openers: [(&str, [u8; 32]); 3] = [
@@ -1088,7 +1135,7 @@ fn sealed_vectors_open_with_the_fixed_keys() {
             ("trustee 2", trustee_x25519_scalar(1)),
         ];
         let expected_opener = match name {
-            "sealed_profile" => Some("vault"),
+            "sealed_profile" | "sealed_trail_location" => Some("vault"),
             "sealed_released_share" => Some("incident"),
             _ => None,
         };
@@ -1179,9 +1226,10 @@ fn trustees_and_opener_agree_with_the_vectors() {
         counter!(PanicEvent, "panic"),
         counter!(LocationUpdate, "location"),
         counter!(Cancel, "cancel"),
+        counter!(TrailPoint, "trail"),
         counter!(Stop, "stop"),
     ];
-    assert_eq!(counters, [1, 2, 3, 4]);
+    assert_eq!(counters, [1, 2, 3, 4, 5]);
 }
 
 /// Every derivation in `docs/PROTOCOL.md`, recomputed here from its written
@@ -1339,6 +1387,7 @@ fn tags_and_limits_match_the_document() {
     assert_eq!(tag::<LocationUpdate>(), ("sosvault/location/v1", 2100));
     assert_eq!(tag::<Cancel>(), ("sosvault/cancel/v1", 2100));
     assert_eq!(tag::<Stop>(), ("sosvault/stop/v1", 2072));
+    assert_eq!(tag::<TrailPoint>(), ("sosvault/trail/v1", 2072));
     assert_eq!(
         tag::<ReleaseRequest>(),
         ("sosvault/release-request/v1", 4156)

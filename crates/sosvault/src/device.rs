@@ -37,7 +37,7 @@ use crate::manifest::{ManifestError, VerifiedManifest};
 use crate::messages::{
     Cancel, Category, EnrollmentCommit, EnrollmentPackage, EnrollmentRecord, Location,
     LocationUpdate, MAX_TRUSTEES, Note, PanicEvent, Policy, ShareForTrustee, ShareReceipt, Stop,
-    TrusteeSlot,
+    TrailPoint, TrusteeSlot,
 };
 use crate::seal::SealError;
 use crate::signed::Container;
@@ -499,6 +499,39 @@ impl Device {
         Ok(Signed::sign(
             LocationUpdate {
                 panic,
+                counter,
+                issued_at: now,
+                sealed_location,
+            },
+            &self.key,
+        ))
+    }
+
+    /// A point of the sealed trail: where the student is, sealed to the
+    /// vault recipient of the epoch a panic would release now, so nobody
+    /// (the control room included) reads it before a panic's release opens
+    /// that vault. Send one a minute while a check-in timer runs, or always
+    /// if the student opts in (`docs/BEYOND-PANIC.md`).
+    pub fn trail_point(
+        &mut self,
+        location: &Location,
+        now: Timestamp,
+    ) -> Result<Signed<TrailPoint>, DeviceError> {
+        if self.stopped {
+            return Err(DeviceError::Stopped);
+        }
+        // The committed epoch: the one a panic names until a re-enrollment
+        // is confirmed (a pending epoch's vault may never open).
+        let vault = &self
+            .enrolled
+            .as_ref()
+            .ok_or(DeviceError::NotEnrolled)?
+            .vault;
+        let sealed_location = vault.seal(&location.to_bytes())?;
+        let counter = self.next_counter()?;
+        Ok(Signed::sign(
+            TrailPoint {
+                epoch: self.epoch,
                 counter,
                 issued_at: now,
                 sealed_location,

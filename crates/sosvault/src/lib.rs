@@ -114,7 +114,7 @@ pub use keys::{
 pub use messages::{
     Cancel, CancelReceipt, Category, EnrollmentCommit, EnrollmentPackage, EnrollmentRecord,
     Location, LocationUpdate, Note, PanicEvent, Policy, Release, ReleaseRequest, ShareDelivery,
-    ShareReceipt, ShredReceipt, Stop,
+    ShareReceipt, ShredReceipt, Stop, TrailPoint,
 };
 pub use open::{OpenError, Opener, Progress, ShareRejected};
 pub use profile::{MAX_PROFILE_BYTES, Profile, ProfileError};

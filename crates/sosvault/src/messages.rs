@@ -10,7 +10,10 @@ use core::fmt;
 use zeroize::Zeroizing;
 
 use crate::ids::{IncidentId, MessageHash, ShareCommitment, StudentId, Timestamp, TrusteeId};
-use crate::keys::{ControlRoomKey, DeviceKey, IncidentRecipient, TrusteeKey, VaultRecipient};
+use crate::keys::{
+    ControlRoomKey, DeviceKey, IncidentRecipient, TrusteeKey, VaultKey, VaultRecipient,
+};
+use crate::seal::SealError;
 use crate::signed::{Container, Message, Signed, read_embedded, sealed::Body};
 use crate::wire::{DecodeError, Reader, Writer};
 
@@ -278,26 +281,57 @@ impl_message!(
     DeviceKey
 );
 
-/// Declares a device-signed message about a running incident: the panic it
-/// belongs to, the device's counter, when it was made, and one field sealed
-/// to the control room; its `Debug` leaves the sealed field out. Location
-/// updates and cancels share this layout (`docs/PROTOCOL.md`):
-/// `[32] panic | u64 counter | u64 issued_at | var sealed`.
-macro_rules! incident_message {
+/// The first field of a device-signed message that carries one sealed
+/// field: what the message is about.
+trait Lead: Sized + fmt::Debug {
+    /// Its encoded length.
+    const LEN: usize;
+    fn write(&self, w: &mut Writer);
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError>;
+}
+
+/// The panic (incident) a location update or a cancel is about.
+impl Lead for MessageHash {
+    const LEN: usize = 32;
+    fn write(&self, w: &mut Writer) {
+        w.fixed(self.as_bytes());
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Ok(MessageHash(r.array("panic hash")?))
+    }
+}
+
+/// The epoch (≥ 1) a stop or a trail point is about.
+impl Lead for u32 {
+    const LEN: usize = 4;
+    fn write(&self, w: &mut Writer) {
+        w.u32(*self);
+    }
+    fn read(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        read_epoch(r)
+    }
+}
+
+/// Declares a device-signed message with one sealed field: what it is
+/// about (its [`Lead`]: a panic's hash, or an epoch), the device's counter,
+/// when it was made, and the sealed field; its `Debug` leaves the sealed
+/// field out. Location updates and cancels (`[32] panic`), stops and trail
+/// points (`u32 epoch`) share this layout (`docs/PROTOCOL.md`):
+/// `lead | u64 counter | u64 issued_at | var sealed`.
+macro_rules! device_message {
     (
         $(#[$doc:meta])*
         $name:ident = $tag:literal {
-            $(#[$panic_doc:meta])* panic,
-            $(#[$counter_doc:meta])* counter,
+            $(#[$lead_doc:meta])* $lead:ident: $lead_ty:ty,
             $(#[$sealed_doc:meta])* $sealed:ident: $sealed_label:literal $(,)?
         }
     ) => {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq)]
         pub struct $name {
-            $(#[$panic_doc])*
-            pub panic: MessageHash,
-            $(#[$counter_doc])*
+            $(#[$lead_doc])*
+            pub $lead: $lead_ty,
+            /// The device's counter (one for all its messages).
             pub counter: u64,
             /// When the device made it.
             pub issued_at: Timestamp,
@@ -308,7 +342,7 @@ macro_rules! incident_message {
         impl fmt::Debug for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.debug_struct(stringify!($name))
-                    .field("panic", &self.panic)
+                    .field(stringify!($lead), &self.$lead)
                     .field("counter", &self.counter)
                     .field("issued_at", &self.issued_at)
                     .finish_non_exhaustive()
@@ -317,7 +351,7 @@ macro_rules! incident_message {
 
         impl Body for $name {
             fn encode_body(&self, w: &mut Writer) {
-                w.fixed(self.panic.as_bytes());
+                Lead::write(&self.$lead, w);
                 w.u64(self.counter);
                 w.u64(self.issued_at.0);
                 w.var(&self.$sealed);
@@ -325,26 +359,30 @@ macro_rules! incident_message {
 
             fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
                 Ok(Self {
-                    panic: MessageHash(r.array("panic hash")?),
+                    $lead: <$lead_ty as Lead>::read(r)?,
                     counter: r.u64("counter")?,
                     issued_at: read_time(r, "issued at")?,
                     $sealed: read_sealed(r, $sealed_label)?,
                 })
             }
         }
-        impl_message!($name, $tag, 32 + 8 + 8 + 4 + MAX_SEALED_SMALL, DeviceKey);
+        impl_message!(
+            $name,
+            $tag,
+            <$lead_ty as Lead>::LEN + 8 + 8 + 4 + MAX_SEALED_SMALL,
+            DeviceKey
+        );
     };
 }
 
 // ------------------------------------------------------------------ location update
 
-incident_message! {
-    /// `sosvault/location/v1`, device-signed: where the student is now, during an incident.
+device_message! {
+    /// `sosvault/location/v1`, device-signed: where the student is now, during
+    /// an incident (the counter orders updates).
     LocationUpdate = "sosvault/location/v1" {
         /// The panic (incident) it belongs to.
-        panic,
-        /// The device's counter (shared with all its messages): orders updates.
-        counter,
+        panic: MessageHash,
         /// A [`Location`] sealed to the control room.
         sealed_location: "sealed location",
     }
@@ -352,14 +390,12 @@ incident_message! {
 
 // ------------------------------------------------------------------ cancel
 
-incident_message! {
+device_message! {
     /// `sosvault/cancel/v1`, device-signed: "I am safe" (or, under duress, a cancel
     /// that tells the control room, inside the sealed note, to escalate).
     Cancel = "sosvault/cancel/v1" {
         /// The panic (incident) it ends.
-        panic,
-        /// The device's counter.
-        counter,
+        panic: MessageHash,
         /// A [`Note`] sealed to the control room (carries the duress flag).
         sealed_note: "sealed note",
     }
@@ -367,53 +403,50 @@ incident_message! {
 
 // ------------------------------------------------------------------ stop
 
-/// `sosvault/stop/v1`, device-signed: wipe everything. It names the epoch it
-/// shreds: that epoch and every earlier one.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Stop {
-    /// The newest epoch to shred (all earlier ones go too).
-    pub epoch: u32,
-    /// The device's counter.
-    pub counter: u64,
-    /// When the device made it.
-    pub issued_at: Timestamp,
-    /// A [`Note`] sealed to the control room (carries the duress flag).
-    pub sealed_note: Vec<u8>,
-}
-
-impl fmt::Debug for Stop {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Stop")
-            .field("epoch", &self.epoch)
-            .field("counter", &self.counter)
-            .field("issued_at", &self.issued_at)
-            .finish_non_exhaustive()
+device_message! {
+    /// `sosvault/stop/v1`, device-signed: wipe everything. It names the epoch it
+    /// shreds: that epoch and every earlier one.
+    Stop = "sosvault/stop/v1" {
+        /// The newest epoch to shred (all earlier ones go too).
+        epoch: u32,
+        /// A [`Note`] sealed to the control room (carries the duress flag).
+        sealed_note: "sealed note",
     }
 }
 
-impl Body for Stop {
-    fn encode_body(&self, w: &mut Writer) {
-        w.u32(self.epoch);
-        w.u64(self.counter);
-        w.u64(self.issued_at.0);
-        w.var(&self.sealed_note);
-    }
+// ------------------------------------------------------------------ trail point
 
-    fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        Ok(Self {
-            epoch: read_epoch(r)?,
-            counter: r.u64("counter")?,
-            issued_at: read_time(r, "issued at")?,
-            sealed_note: read_sealed(r, "sealed note")?,
-        })
+device_message! {
+    /// `sosvault/trail/v1`, device-signed: where the student was, sealed to
+    /// the student's own vault recipient, not to the control room. The
+    /// control room keeps it and can read it only once a panic's release
+    /// has opened that epoch's vault (`docs/BEYOND-PANIC.md`, the sealed
+    /// trail).
+    TrailPoint = "sosvault/trail/v1" {
+        /// The epoch whose vault recipient it is sealed to.
+        epoch: u32,
+        /// A [`Location`] sealed to that epoch's [`VaultRecipient`].
+        sealed_location: "sealed location",
     }
 }
-impl_message!(
-    Stop,
-    "sosvault/stop/v1",
-    4 + 8 + 8 + 4 + MAX_SEALED_SMALL,
-    DeviceKey
-);
+
+impl TrailPoint {
+    /// Opens the point with the vault key of its epoch (the caller checks
+    /// the epoch). Every failure is the one coarse [`SealError::DoesNotOpen`].
+    pub fn open(&self, vault: &VaultKey) -> Result<Location, SealError> {
+        vault.open_location(&self.sealed_location)
+    }
+}
+
+impl VaultKey {
+    /// Opens a location sealed to this vault's recipient (a
+    /// [`TrailPoint`]'s). Every failure is the one coarse
+    /// [`SealError::DoesNotOpen`].
+    pub fn open_location(&self, sealed: &[u8]) -> Result<Location, SealError> {
+        let plaintext = self.open(sealed, MAX_SEALED_SMALL)?;
+        Location::from_bytes(&plaintext).map_err(|_| SealError::DoesNotOpen)
+    }
+}
 
 // ------------------------------------------------------------------ enrollment commit
 
@@ -1064,6 +1097,8 @@ pub type SignedLocation = Signed<LocationUpdate>;
 pub type SignedCancel = Signed<Cancel>;
 /// A device-signed [`Stop`].
 pub type SignedStop = Signed<Stop>;
+/// A device-signed [`TrailPoint`].
+pub type SignedTrailPoint = Signed<TrailPoint>;
 /// A control-room-signed [`ReleaseRequest`].
 pub type SignedReleaseRequest = Signed<ReleaseRequest>;
 /// A trustee-signed [`Release`].
