@@ -71,7 +71,7 @@ use sosvault::manifest::Manifest;
 use sosvault::status::{Outcome, StatusQuery, StatusReport};
 use sosvault::{
     Cancel, CancelReceipt, EnrollmentCommit, EnrollmentPackage, IncidentId, LocationUpdate,
-    PanicEvent, ShareReceipt, ShredReceipt, Signed, Stop,
+    PanicEvent, ShareReceipt, ShredReceipt, Signed, Stop, TrailPoint,
 };
 use sosvault_service::body::{JsonBody, OptionalJsonBody, base64_field};
 use sosvault_service::http::ErrorBody;
@@ -194,6 +194,7 @@ pub fn router_and_openapi(engine: Engine) -> (Router, utoipa::openapi::OpenApi) 
         .routes(routes!(enroll_commit))
         .routes(routes!(panic))
         .routes(routes!(location))
+        .routes(routes!(trail))
         .routes(routes!(cancel))
         .routes(routes!(stop))
         .routes(routes!(incident_status))
@@ -561,6 +562,15 @@ pub struct LocationBody {
     pub update: String,
 }
 
+/// `POST /v1/trail`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TrailBody {
+    /// Base64 of a device-signed `sosvault/trail/v1`.
+    #[schema(schema_with = trail_field)]
+    pub point: String,
+}
+
 /// `POST /v1/cancel`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -750,6 +760,7 @@ sosvault_service::base64_fields! {
     package_field: EnrollmentPackage::MAX_LEN, "Base64 of a `sosvault/enrollment-package/v1`: the device-signed record, the sealed profile and one sealed share per trustee.";
     panic_field: Signed::<PanicEvent>::MAX_LEN, "Base64 of a device-signed `sosvault/panic/v1`.";
     location_field: Signed::<LocationUpdate>::MAX_LEN, "Base64 of a device-signed `sosvault/location/v1`.";
+    trail_field: Signed::<TrailPoint>::MAX_LEN, "Base64 of a device-signed `sosvault/trail/v1`: a location sealed to the student's own vault recipient.";
     status_query_field: Signed::<StatusQuery>::MAX_LEN, "Base64 of a device-signed `sosvault/status-query/v1` addressed to this control room (`control_room_id` of `/v1/info`).";
     status_report_field: Signed::<StatusReport>::MAX_LEN, "Base64 of the control-room-signed `sosvault/status-report/v1`.";
     // A log entry's bytes (`MineEntry::entry`, `AccessLogEntry::entry`).
@@ -1087,6 +1098,27 @@ async fn location(
 ) -> Result<Json<StatusBody>, ApiError> {
     let bytes = base64_field("update", &b.update, Signed::<LocationUpdate>::MAX_LEN)?;
     Ok(status(e.location(&bytes).await?))
+}
+
+/// A point of the student's sealed trail: kept sealed to the student's own
+/// vault recipient, unread, for `trail_max_age_secs`; shown beside the
+/// profile once a panic's release opens that vault (`docs/BEYOND-PANIC.md`).
+#[utoipa::path(post, path = "/v1/trail", tag = "device", request_body = TrailBody,
+    responses(
+        (status = 200, description = "`stored`, or `duplicate` for a point stored already", body = StatusBody),
+        (status = 400, description = "`bad_json`, `too_long`, `bad_base64`, `malformed` (the point does not decode or its signature does not verify)", body = ErrorBody),
+        (status = 403, description = "`wrong_device`", body = ErrorBody),
+        (status = 404, description = "`unknown_student`", body = ErrorBody),
+        (status = 409, description = "`replayed` (its counter is not above the last seen), `unknown_epoch` (no enrollment of its epoch), `point_ahead` (dated past the clock skew), `point_too_old` (older than the trail is kept)", body = ErrorBody),
+        (status = 410, description = "`stopped`", body = ErrorBody),
+        StoreFailure,
+    ))]
+async fn trail(
+    State(e): State<Engine>,
+    JsonBody(b): JsonBody<TrailBody>,
+) -> Result<Json<StatusBody>, ApiError> {
+    let bytes = base64_field("point", &b.point, Signed::<TrailPoint>::MAX_LEN)?;
+    Ok(status(e.trail(&bytes).await?))
 }
 
 /// "I am safe" (a duress cancel gets the same answer and escalates).

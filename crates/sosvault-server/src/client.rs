@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use sosvault::status::{StatusQuery, StatusReport};
 use sosvault::{
     Cancel, Container, ControlRoomPublic, EnrollmentPackage, LocationUpdate, PanicEvent, Signed,
-    Stop, TrusteePublic,
+    Stop, TrailPoint, TrusteePublic,
 };
 use tokio::sync::mpsc;
 
@@ -286,6 +286,12 @@ impl Client {
     pub async fn location(&self, update: &Signed<LocationUpdate>) -> Result<Value, ClientError> {
         let body = json!({ "update": B64.encode(update.as_bytes()) });
         Ok(self.post("/v1/location", None, &body).await?.1)
+    }
+
+    /// Sends a point of the sealed trail (`stored` or `duplicate`).
+    pub async fn trail(&self, point: &Signed<TrailPoint>) -> Result<Value, ClientError> {
+        let body = json!({ "point": B64.encode(point.as_bytes()) });
+        Ok(self.post("/v1/trail", None, &body).await?.1)
     }
 
     /// Sends a cancel.

@@ -293,6 +293,14 @@ pub struct Config {
     /// Operator sessions last this long (seconds).
     #[serde(default = "default_session_secs")]
     pub session_secs: u64,
+    /// Points of a sealed trail are deleted this long after the service took
+    /// them (seconds; default 2 hours).
+    #[serde(default = "default_trail_max_age_secs")]
+    pub trail_max_age_secs: u64,
+    /// After a release, the trail shown reaches back this far before the
+    /// panic (seconds; default 30 minutes).
+    #[serde(default = "default_trail_window_secs")]
+    pub trail_window_secs: u64,
     /// The control room's TLS client certificate chain (PEM), presented to
     /// every `https://` trustee: a trustee's write endpoints answer only
     /// the client certificates it pins.
@@ -400,6 +408,12 @@ fn default_max_skew_secs() -> u64 {
 fn default_session_secs() -> u64 {
     12 * 3600
 }
+fn default_trail_max_age_secs() -> u64 {
+    2 * 3600
+}
+fn default_trail_window_secs() -> u64 {
+    30 * 60
+}
 
 impl Config {
     /// The dispatch rules this configuration sets.
@@ -436,6 +450,8 @@ impl Config {
             log_origin: None,
             max_skew_secs: default_max_skew_secs(),
             session_secs: default_session_secs(),
+            trail_max_age_secs: default_trail_max_age_secs(),
+            trail_window_secs: default_trail_window_secs(),
             trustee_client_cert: None,
             trustee_client_key: None,
             manifest_file: None,

@@ -67,6 +67,7 @@ pub use board::{Board, Rules};
 pub use error::{Conflict, EngineError, Invalid};
 pub use forward::{ForwardKind, ForwardReport, ForwardSummary};
 pub use lease::NameInUse;
+pub use trail::{MAX_TRAIL_POINTS, SealedTrail, TrailFix};
 
 mod access;
 mod asks;
@@ -84,6 +85,7 @@ mod reassign;
 mod release;
 mod student;
 mod teams;
+mod trail;
 mod witness;
 
 /// Milliseconds since the Unix epoch.
@@ -578,6 +580,10 @@ pub struct IncidentDetail {
     /// The profile, while released and open; its view is logged.
     #[schema(value_type = Option<Object>)]
     pub profile: Option<Profile>,
+    /// The sealed trail, opened with the released vault key: present
+    /// exactly when the profile is (and the viewer may see locations), and
+    /// read under the same logged view.
+    pub sealed_trail: Option<SealedTrail>,
     /// Whether this viewer may see the profile (while it is released), and
     /// why not: `shown`, `shown_with_reason`, `reason_required` (a
     /// supervisor who does not handle the incident: ask again with
@@ -1133,6 +1139,10 @@ impl Engine {
         self.inner
             .tasks
             .spawn(async move { engine.sweeper().await });
+        let engine = self.clone();
+        self.inner
+            .tasks
+            .spawn(async move { engine.trail_pruner().await });
         Ok(())
     }
 

@@ -426,6 +426,24 @@ mod tests {
                 "stale_stop",
                 "the stop names an older epoch",
             ),
+            (
+                Conflict::TrailPointTime { ahead: true }.into(),
+                409,
+                "point_ahead",
+                "the trail point is dated ahead of the service's clock; check the phone's clock",
+            ),
+            (
+                Conflict::TrailPointTime { ahead: false }.into(),
+                409,
+                "point_too_old",
+                "the trail point is older than the trail is kept; send points as they are made",
+            ),
+            (
+                Conflict::TrailPointEpoch.into(),
+                409,
+                "unknown_epoch",
+                "the trail point names an epoch this service holds no enrollment of; seal to the committed epoch",
+            ),
             (E::Stopped, 410, "stopped", "this student has stopped"),
             (
                 E::EnrollAfterStop,

@@ -50,7 +50,7 @@ pub use rows::{
     EnrollmentRow, ForwardHolder, ForwardKey, ForwardTo, Glance, IncidentRow, IncidentStatus,
     Lease, LogLeafRow, NewDuressAlert, NewIncident, NewLogEntry, PanicContext, PanicStored,
     PendingCancel, PendingCommit, PendingForward, PendingShred, StudentLogRow, StudentRow,
-    TakenForwards, TakenLease, TimelineEntry, TrusteeAnswer, UnitRow, ViewReason,
+    TakenForwards, TakenLease, TimelineEntry, TrailRow, TrusteeAnswer, UnitRow, ViewReason,
 };
 pub use sql_store::SqlStore;
 pub use sqlite::{Sqlite, SqliteStore};
@@ -188,6 +188,25 @@ pub trait Store: AccessStore {
     ) -> StoreResult<bool>;
     /// Sealed location updates of an incident, oldest first.
     fn locations(&self, incident: &IncidentId) -> StoreResult<Vec<Vec<u8>>>;
+    /// Stores a point of a student's sealed trail and bumps the student's
+    /// counter, in one transaction; then drops the student's oldest points
+    /// past `keep`. False (nothing written) if the counter is not above the
+    /// highest seen.
+    fn add_trail_point(&self, point: &TrailRow, keep: u32) -> StoreResult<bool>;
+    /// The student's trail points sealed under `epoch` and issued at or
+    /// after `since` (unix seconds), oldest first.
+    fn trail_points(
+        &self,
+        student: &StudentId,
+        epoch: u32,
+        since: u64,
+    ) -> StoreResult<Vec<TrailRow>>;
+    /// Whether this very point (student, counter, epoch, issue time and
+    /// sealed bytes) is stored: a point sent again.
+    fn has_trail_point(&self, point: &TrailRow) -> StoreResult<bool>;
+    /// Deletes every trail point the service took before `before_ms`
+    /// (unix ms); how many went.
+    fn prune_trail(&self, before_ms: u64) -> StoreResult<usize>;
     /// Appends to an incident's timeline.
     fn add_timeline(
         &self,

@@ -73,20 +73,8 @@ async fn nearest_unit_of_the_right_kind_is_sent_and_the_profile_opens_for_it() {
         401
     );
 
-    let log = c
-        .client
-        .get(
-            &format!("/v1/operator/incidents/{id}/access-log"),
-            Some(&op),
-        )
-        .await
-        .unwrap();
-    let actors: Vec<&str> = log
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["actor"].as_str().unwrap())
-        .collect();
+    let log = c.access_log(&op, &id).await;
+    let actors: Vec<&str> = log.iter().map(|e| e["actor"].as_str().unwrap()).collect();
     assert!(actors.contains(&"operator:operator"), "{actors:?}");
     assert!(actors.iter().any(|a| a.starts_with("unit:")), "{actors:?}");
     // Each view is a ProfileViewed entry in the control room's RFC 6962 log:
@@ -98,7 +86,7 @@ async fn nearest_unit_of_the_right_kind_is_sent_and_the_profile_opens_for_it() {
     let head = sosvault::log::TreeHead::verify(&head_bytes, &cr.log_key().public()).unwrap();
     let size = head.body().size;
     assert!(size >= 2);
-    for e in log.as_array().unwrap() {
+    for e in &log {
         let index = e["index"].as_u64().unwrap();
         let entry = b64.decode(e["entry"].as_str().unwrap()).unwrap();
         let proof = c
@@ -129,12 +117,7 @@ async fn nearest_unit_of_the_right_kind_is_sent_and_the_profile_opens_for_it() {
     let key = sosvault::DeviceKey::from_seed(&seed);
     let body = log_query(&key, holder);
     let (_, mine) = c.client.post("/v1/log/mine", None, &body).await.unwrap();
-    let listed: Vec<u64> = log
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["index"].as_u64().unwrap())
-        .collect();
+    let listed: Vec<u64> = log.iter().map(|e| e["index"].as_u64().unwrap()).collect();
     let mut got = Vec::new();
     for (index, entry, _) in proven_entries(&mine, &cr.log_key().public()) {
         assert_eq!(entry.student(), Some(device.student_id()));

@@ -52,13 +52,6 @@ async fn team_reads(c: &Cluster, team: &UnitHandle, id: &str) {
     assert!(seen["profile"].is_object(), "{seen}");
 }
 
-/// How many reads of incident `id`'s profile the control room has logged.
-async fn access_log(c: &Cluster, op: &str, id: &str) -> usize {
-    let path = format!("/v1/operator/incidents/{id}/access-log");
-    let log = c.client.get(&path, Some(op)).await.unwrap();
-    log.as_array().unwrap().len()
-}
-
 /// How the last 24 hours' incidents ended, as the control room counts them.
 async fn outcomes(c: &Cluster, op: &str) -> Value {
     let answer = c.client.get("/v1/operator/outcomes", Some(op)).await;
@@ -298,7 +291,7 @@ async fn a_duress_cancel_reads_to_the_phone_exactly_as_a_cancel() {
             for _ in 0..2 {
                 team_reads(&c, &team, &id).await;
             }
-            let logged = access_log(&c, &op, &id).await;
+            let logged = c.access_log(&op, &id).await.len();
             assert!(
                 logged > at_cancel.len(),
                 "the reads are logged all the same"

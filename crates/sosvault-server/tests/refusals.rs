@@ -292,6 +292,7 @@ async fn the_openapi_document_describes_every_route_and_nothing_else() {
         "GET /v1/manifest",
         "POST /v1/panic",
         "POST /v1/location",
+        "POST /v1/trail",
         "POST /v1/cancel",
         "POST /v1/stop",
         "POST /v1/incident/status",
@@ -325,6 +326,9 @@ async fn the_openapi_document_describes_every_route_and_nothing_else() {
     for name in [
         "PanicBody",
         "PanicAccepted",
+        "TrailBody",
+        "SealedTrail",
+        "TrailFix",
         "IncidentDetail",
         "IncidentSummary",
         "ErrorBody",

@@ -1134,6 +1134,13 @@ async fn an_incident_reads_the_same_through_either_node_and_every_view_is_in_one
     let (mut device, _) = a
         .student_with_key("Nidhi Sharma", sosvault::DeviceKey::from_seed(&seed))
         .await;
+    // A walk with the sealed trail on, through B: opened through either node.
+    for minutes_ago in [12, 6] {
+        let at = sosvault::Timestamp(sosvault::Timestamp::now().0 - minutes_ago * 60);
+        let fix = sosvault::Location::new(25.14, 75.83 + minutes_ago as f64 * 1e-4, 9, at).unwrap();
+        let point = device.trail_point(&fix, at).unwrap();
+        assert_eq!(on_b.trail(&point).await.unwrap()["status"], "stored");
+    }
     let id = a
         .panic_at_talwandi(&mut device, sosvault::Category::Police)
         .await;
@@ -1159,9 +1166,19 @@ async fn an_incident_reads_the_same_through_either_node_and_every_view_is_in_one
     assert_eq!(through_b["profile"]["name"], "Nidhi Sharma", "{through_b}");
     assert_eq!(through_b["profile_access"], "shown");
     assert!(!through_b["trail"].as_array().unwrap().is_empty());
-    for field in ["trail", "location", "unit", "release", "flags", "status"] {
+    for field in [
+        "trail",
+        "sealed_trail",
+        "location",
+        "unit",
+        "release",
+        "flags",
+        "status",
+    ] {
         assert_eq!(through_b[field], on_a[field], "{field}");
     }
+    let walk = on_a["sealed_trail"]["points"].as_array().unwrap();
+    assert_eq!(walk.len(), 2, "{on_a}");
     assert_eq!(through_b["unit"]["id"], unit.as_str());
     assert_eq!(through_b["release"]["profile"], "released");
     // B's list sums A's incident up from the database as A's list shows it

@@ -30,10 +30,11 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use sosvault::{IncidentId, PanicEvent, Profile, Signed, VaultKey, VaultRecipient};
+use sosvault::{IncidentId, PanicEvent, Signed, VaultKey, VaultRecipient};
 
 use super::asks::{Act, Answer, Asker, Standing};
 use super::operators::{assigned_unit, profile_word};
+use super::trail::{Opened, open_vault};
 use super::{
     AssignedUnit, Engine, EngineError, IncidentSummary, LatLon, OperatorId, ReleaseStatus, Viewer,
 };
@@ -62,7 +63,8 @@ impl Engine {
         seen: Seen<'_>,
         enrollment: Option<&EnrollmentRow>,
         assignments: &[AssignmentRow],
-    ) -> Result<(IncidentSummary, Vec<LatLon>, Option<Profile>), EngineError> {
+        rows: &[crate::store::TrailRow],
+    ) -> Result<(IncidentSummary, Vec<LatLon>, Option<Opened>), EngineError> {
         let one_time = enrollment
             .filter(|_| seen.access.shown())
             .map(|_| VaultKey::generate());
@@ -94,8 +96,8 @@ impl Engine {
         let Answer::Standing(standing) = self.ask(row.id, by, act).await? else {
             return Err(EngineError::NodeUnavailable);
         };
-        let profile = match (&standing.key, &one_time, enrollment) {
-            (Some(sealed), Some(one_time), Some(e)) => open_profile(sealed, one_time, e),
+        let opened = match (&standing.key, &one_time, enrollment) {
+            (Some(sealed), Some(one_time), Some(e)) => open_sent(sealed, one_time, e, rows),
             _ => None,
         };
         drop(one_time);
@@ -131,7 +133,7 @@ impl Engine {
         if standing.overdue {
             summary.flags.push("overdue".into());
         }
-        Ok((summary, trail, profile))
+        Ok((summary, trail, opened))
     }
 
     /// Where incident `id`, run here, stands, for a detail another node
@@ -264,12 +266,15 @@ fn team_of(assignments: &[AssignmentRow], st: &super::State) -> Option<AssignedU
 /// The profile of enrollment `e`, opened with the vault key `sealed` to
 /// `one_time`; `None` if anything does not open (the key drops, zeroized,
 /// either way).
-fn open_profile(sealed: &str, one_time: &VaultKey, e: &EnrollmentRow) -> Option<Profile> {
+/// What the vault key another node sent, sealed to `one_time`, opens.
+fn open_sent(
+    sealed: &str,
+    one_time: &VaultKey,
+    e: &EnrollmentRow,
+    rows: &[crate::store::TrailRow],
+) -> Option<Opened> {
     let sealed = B64.decode(sealed).ok()?;
     let secret = one_time.open(&sealed, MAX_SEALED_KEY).ok()?;
     let vault = VaultKey::from_secret_bytes(&secret).ok()?;
-    let bytes = vault
-        .open(&e.sealed_profile, sosvault::MAX_PROFILE_BYTES * 2)
-        .ok()?;
-    Profile::from_bytes(&bytes).ok()
+    open_vault(&vault, e, rows)
 }

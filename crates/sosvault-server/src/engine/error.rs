@@ -209,6 +209,22 @@ pub enum Conflict {
     /// A stop that names an older epoch than the enrolled one.
     #[error("the stop names an older epoch")]
     StaleStop,
+    /// A trail point issued more than the clock skew ahead of the service's
+    /// clock (`ahead`), or longer ago than the trail is kept.
+    #[error("{}", if *.ahead {
+        "the trail point is dated ahead of the service's clock; check the phone's clock"
+    } else {
+        "the trail point is older than the trail is kept; send points as they are made"
+    })]
+    TrailPointTime {
+        /// Ahead of the clock (else too old).
+        ahead: bool,
+    },
+    /// A trail point sealed under an epoch the student has no enrollment of.
+    #[error(
+        "the trail point names an epoch this service holds no enrollment of; seal to the committed epoch"
+    )]
+    TrailPointEpoch,
 }
 
 impl Conflict {
@@ -227,6 +243,9 @@ impl Conflict {
             Self::UnknownRecord => "unknown_record",
             Self::Replayed { .. } => "replayed",
             Self::StaleStop => "stale_stop",
+            Self::TrailPointTime { ahead: true } => "point_ahead",
+            Self::TrailPointTime { ahead: false } => "point_too_old",
+            Self::TrailPointEpoch => "unknown_epoch",
         }
     }
 }

@@ -7,7 +7,7 @@ use serde_json::json;
 use sosvault::keys::LogPublic;
 use sosvault::log::{LogEntry, MerkleLog, TreeHead};
 use sosvault::status::Outcome;
-use sosvault::{IncidentId, Profile, StudentId, Timestamp};
+use sosvault::{IncidentId, PanicEvent, Signed, StudentId, Timestamp};
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
 
@@ -304,22 +304,39 @@ impl Engine {
         } else {
             None
         };
-        let (summary, trail, profile) = if elsewhere {
+        // The sealed trail's points the released vault key may open, read
+        // only when the profile may be shown to this viewer.
+        let rows = match &enrollment {
+            Some(e) if sees_locations => {
+                let panic_at = row
+                    .panic
+                    .as_deref()
+                    .and_then(|b| Signed::<PanicEvent>::decode(b).ok())
+                    .map_or(row.created_at_ms / 1000, |p| p.body().issued_at.0);
+                self.trail_rows(row.student_id, e.epoch, panic_at).await?
+            }
+            _ => Vec::new(),
+        };
+        let (summary, trail, opened) = if elsewhere {
             let seen = super::elsewhere::Seen {
                 viewer: &viewer,
                 access,
                 sees_locations,
             };
-            self.detail_elsewhere(&row, seen, enrollment.as_ref(), &assignments)
+            self.detail_elsewhere(&row, seen, enrollment.as_ref(), &assignments, &rows)
                 .await?
         } else {
-            let (summary, trail, profile) =
-                self.live_detail(&row, sees_locations, enrollment.as_ref());
-            if profile.is_some() {
+            let (summary, trail, opened) =
+                self.live_detail(&row, sees_locations, enrollment.as_ref(), &rows);
+            if opened.is_some() {
                 self.profile_viewed(id, row.student_id, &viewer, access)
                     .await?;
             }
-            (summary, trail, profile)
+            (summary, trail, opened)
+        };
+        let (profile, sealed_trail) = match opened {
+            Some(o) => (Some(o.profile), sees_locations.then_some(o.trail)),
+            None => (None, None),
         };
         Ok(IncidentDetail {
             summary,
@@ -334,19 +351,22 @@ impl Engine {
                 })
                 .collect(),
             profile,
+            sealed_trail,
             profile_access: access,
         })
     }
 
     /// The incident as it stands in memory: its summary and trail (without
-    /// locations for a viewer who may not see them), and its profile while
-    /// the vault key of `enrollment`'s epoch is held.
+    /// locations for a viewer who may not see them), and its profile and
+    /// sealed trail (`rows`) while the vault key of `enrollment`'s epoch is
+    /// held.
     fn live_detail(
         &self,
         row: &IncidentRow,
         sees_locations: bool,
         enrollment: Option<&EnrollmentRow>,
-    ) -> (IncidentSummary, Vec<LatLon>, Option<Profile>) {
+        rows: &[crate::store::TrailRow],
+    ) -> (IncidentSummary, Vec<LatLon>, Option<super::trail::Opened>) {
         let st = self.state();
         let mut summary = self.summary(row, &st);
         if !sees_locations {
@@ -365,15 +385,13 @@ impl Engine {
             })
             .unwrap_or_default();
         let live = st.incidents.get(&row.id);
-        let profile = match (live.and_then(|l| l.vault.as_ref()), enrollment) {
-            (Some(g), Some(e)) if g.epoch == e.epoch && g.expires_at_ms > now_ms() => g
-                .key
-                .open(&e.sealed_profile, sosvault::MAX_PROFILE_BYTES * 2)
-                .ok()
-                .and_then(|b| Profile::from_bytes(&b).ok()),
+        let opened = match (live.and_then(|l| l.vault.as_ref()), enrollment) {
+            (Some(g), Some(e)) if g.epoch == e.epoch && g.expires_at_ms > now_ms() => {
+                super::trail::open_vault(&g.key, e, rows)
+            }
             _ => None,
         };
-        (summary, trail, profile)
+        (summary, trail, opened)
     }
 
     /// Logs a profile view about to be shown: in the transparency log (with

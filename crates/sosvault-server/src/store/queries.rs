@@ -18,7 +18,7 @@ use super::{
     EnrollmentRow, ForwardHolder, ForwardKey, ForwardTo, Glance, IncidentRow, IncidentStatus,
     Lease, LogLeafRow, NewDuressAlert, NewIncident, NewLogEntry, PanicContext, PanicStored,
     PendingCancel, PendingCommit, PendingShred, Store, StoreError, StoreResult, StudentLogRow,
-    StudentRow, TakenForwards, TakenLease, TimelineEntry, TrusteeAnswer, UnitRow,
+    StudentRow, TakenForwards, TakenLease, TimelineEntry, TrailRow, TrusteeAnswer, UnitRow,
 };
 use crate::unit::UnitId;
 
@@ -293,6 +293,58 @@ impl<B: Backend> Store for SqlStore<B> {
             "SELECT sealed FROM locations WHERE incident_id = ?1 ORDER BY counter",
             params![incident.as_bytes()],
             |r| r.get(0),
+        )
+    }
+
+    fn add_trail_point(&self, p: &TrailRow, keep: u32) -> StoreResult<bool> {
+        self.atomic(|c| {
+            if !bump(c, &p.student_id, p.counter)? {
+                return Ok(false);
+            }
+            exec(c,
+                "INSERT INTO trail_points (student_id, counter, epoch, issued_at, received_at_ms, sealed) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![p.student_id.as_bytes(), p.counter as i64, i64::from(p.epoch), p.issued_at as i64, p.received_at_ms as i64, p.sealed.as_slice()],
+            )?;
+            // The cap: a phone cannot fill the store, whatever its clock says.
+            exec(c,
+                "DELETE FROM trail_points WHERE student_id = ?1 AND counter NOT IN
+                 (SELECT counter FROM trail_points WHERE student_id = ?1 ORDER BY counter DESC LIMIT ?2)",
+                params![p.student_id.as_bytes(), i64::from(keep)],
+            )?;
+            Ok(true)
+        })
+    }
+
+    fn trail_points(
+        &self,
+        student: &StudentId,
+        epoch: u32,
+        since: u64,
+    ) -> StoreResult<Vec<TrailRow>> {
+        all(
+            &self.db,
+            "SELECT student_id, counter, epoch, issued_at, received_at_ms, sealed FROM trail_points
+             WHERE student_id = ?1 AND epoch = ?2 AND issued_at >= ?3 ORDER BY counter",
+            params![student.as_bytes(), i64::from(epoch), since as i64],
+            trail_row,
+        )
+    }
+
+    fn has_trail_point(&self, p: &TrailRow) -> StoreResult<bool> {
+        let n = count(
+            &self.db,
+            "SELECT COUNT(*) FROM trail_points
+             WHERE student_id = ?1 AND counter = ?2 AND epoch = ?3 AND issued_at = ?4 AND sealed = ?5",
+            params![p.student_id.as_bytes(), p.counter as i64, i64::from(p.epoch), p.issued_at as i64, p.sealed.as_slice()],
+        )?;
+        Ok(n > 0)
+    }
+
+    fn prune_trail(&self, before_ms: u64) -> StoreResult<usize> {
+        exec(
+            &self.db,
+            "DELETE FROM trail_points WHERE received_at_ms < ?1",
+            params![before_ms as i64],
         )
     }
 
@@ -825,6 +877,7 @@ impl<B: Backend> Store for SqlStore<B> {
             "DELETE FROM locations WHERE incident_id IN (SELECT id FROM incidents WHERE student_id = ?1)",
             params![student.as_bytes()],
         )?;
+        exec(c, "DELETE FROM trail_points WHERE student_id = ?1", params![student.as_bytes()])?;
         // The reasons supervisors gave to open the profile are free text
         // about the student; the log entries keep only their salted hashes.
         exec(c,
@@ -1665,5 +1718,18 @@ fn pending_commit_row(r: &Row) -> StoreResult<PendingCommit> {
         commit: r.get(3)?,
         created_at_ms: r.get(4)?,
         node: r.get(5)?,
+    })
+}
+
+/// A trail point (columns: student, counter, epoch, issued at, received
+/// at, sealed).
+fn trail_row(r: &Row) -> StoreResult<TrailRow> {
+    Ok(TrailRow {
+        student_id: id_at(r, 0)?,
+        counter: r.get(1)?,
+        epoch: r.get(2)?,
+        issued_at: r.get(3)?,
+        received_at_ms: r.get(4)?,
+        sealed: r.get(5)?,
     })
 }

@@ -161,6 +161,35 @@ impl std::fmt::Debug for EnrollmentRow {
     }
 }
 
+/// A point of a student's sealed trail (`sosvault/trail/v1`), as stored:
+/// the store keeps the ciphertext and can open none of it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TrailRow {
+    /// The student.
+    pub student_id: StudentId,
+    /// The device's counter (one point per counter).
+    pub counter: u64,
+    /// The epoch whose vault recipient it is sealed to.
+    pub epoch: u32,
+    /// When the device made it (unix seconds, the device's clock).
+    pub issued_at: u64,
+    /// When the service took it (unix ms, the service's clock): what the
+    /// retention age counts from.
+    pub received_at_ms: u64,
+    /// The location fix, sealed to the vault recipient.
+    pub sealed: Vec<u8>,
+}
+
+impl std::fmt::Debug for TrailRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TrailRow")
+            .field("counter", &self.counter)
+            .field("epoch", &self.epoch)
+            .field("issued_at", &self.issued_at)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A new incident, as the panic endpoint stores it.
 #[derive(Clone, Debug)]
 pub struct NewIncident {

@@ -223,7 +223,29 @@ const MIGRATIONS: &[Migration] = &[
         version: 6,
         apply: |steps| (steps.add_column)("incidents", "duress_log_from", "INTEGER"),
     },
+    // Version 7 (issue 15): the sealed trail.
+    Migration {
+        version: 7,
+        apply: |steps| (steps.ddl)(TRAIL_POINTS),
+    },
 ];
+
+/// Version 7: points of each student's sealed trail (`sosvault/trail/v1`),
+/// sealed to the student's own vault recipient: the service keeps them
+/// for the retention age (by `received_at_ms`, its own clock) and opens
+/// them only with a released vault key. A stop deletes a student's all.
+const TRAIL_POINTS: &str = r#"
+CREATE TABLE IF NOT EXISTS trail_points (
+    student_id BLOB NOT NULL,
+    counter INTEGER NOT NULL,
+    epoch INTEGER NOT NULL,
+    issued_at INTEGER NOT NULL,
+    received_at_ms INTEGER NOT NULL,
+    sealed BLOB NOT NULL,
+    PRIMARY KEY (student_id, counter)
+);
+CREATE INDEX IF NOT EXISTS trail_points_received ON trail_points (received_at_ms);
+"#;
 
 /// Version 4: which node carries a forward to the trustees (the `node`
 /// column each pending stop, cancel and commit gains: the node that stored

@@ -10,7 +10,7 @@ use super::{
     AssignmentRow, AssignmentStatus, Beat, CommitStored, DURESS_STOP, ForwardHolder, ForwardKey,
     ForwardTo, Glance, IncidentStatus, Lease, NewDuressAlert, NewIncident, NewLogEntry,
     PanicStored, SqliteStore, Store, StoreError, StudentLogRow, TakenForwards, TakenLease,
-    TrusteeAnswer, UnitRow, ViewReason,
+    TrailRow, TrusteeAnswer, UnitRow, ViewReason,
 };
 use crate::unit::UnitId;
 
@@ -176,7 +176,72 @@ on_both_backends!(
     a_timeline_reads_in_the_order_of_its_times,
     an_arrival_and_an_outcome_are_kept_once_and_a_stop_takes_the_outcome,
     a_duress_mark_holds_back_the_incidents_later_entries_from_the_student,
+    a_trail_point_is_kept_once_capped_pruned_and_gone_with_a_stop,
 );
+
+/// A trail point of student `[1; 32]`: `counter`, epoch 1, issued at
+/// `issued_at`, taken at `received_at_ms`, its sealed bytes 300 bytes
+/// derived from the counter (long enough to find on disk).
+fn trail_point(counter: u64, issued_at: u64, received_at_ms: u64) -> TrailRow {
+    TrailRow {
+        student_id: sid(1),
+        counter,
+        epoch: 1,
+        issued_at,
+        received_at_ms,
+        sealed: (0..300u64)
+            .map(|i| (i * 31 + counter * 7) as u8 ^ 0xa5)
+            .collect(),
+    }
+}
+
+/// [`Store::add_trail_point`] and the rest of the trail: a point is stored
+/// once (its counter bumped with it; an old counter writes nothing), read
+/// back by epoch and time, capped per student (the oldest go), pruned by
+/// the service's receipt time, and deleted, to the last byte on disk, by a
+/// stop.
+fn a_trail_point_is_kept_once_capped_pruned_and_gone_with_a_stop(
+    s: &dyn Store,
+    dir: Option<&Path>,
+) {
+    enroll(s);
+    let keep = 3;
+    for c in 1..=4 {
+        assert!(
+            s.add_trail_point(&trail_point(c, 1000 + c, 10 * c), keep)
+                .unwrap()
+        );
+    }
+    // The counter moved with the points: a panic of counter 4 is a replay.
+    assert_eq!(s.student(&sid(1)).unwrap().unwrap().highest_counter, 4);
+    // The same counter again, or an older one: nothing written.
+    assert!(!s.add_trail_point(&trail_point(4, 2000, 50), keep).unwrap());
+    assert!(!s.add_trail_point(&trail_point(2, 2000, 50), keep).unwrap());
+    let p4 = trail_point(4, 1004, 40);
+    assert!(s.has_trail_point(&p4).unwrap());
+    // The same counter with another time or other bytes is not that point.
+    assert!(!s.has_trail_point(&trail_point(4, 1005, 40)).unwrap());
+    let mut other_bytes = p4.clone();
+    other_bytes.sealed[0] ^= 1;
+    assert!(!s.has_trail_point(&other_bytes).unwrap());
+    // Capped at 3: point 1 went. Read back oldest first, from a time on.
+    let read = |since| -> Vec<u64> {
+        let rows = s.trail_points(&sid(1), 1, since).unwrap();
+        rows.iter().map(|r| r.counter).collect()
+    };
+    assert_eq!(read(0), [2, 3, 4]);
+    assert_eq!(read(1003), [3, 4]);
+    assert_eq!(s.trail_points(&sid(1), 2, 0).unwrap(), Vec::new());
+    assert_eq!(s.trail_points(&sid(2), 1, 0).unwrap(), Vec::new());
+    assert_eq!(s.trail_points(&sid(1), 1, 0).unwrap()[2], p4);
+    // Pruned by when the service took them (points 2 and 3, at 20 and 30 ms).
+    assert_eq!(s.prune_trail(31).unwrap(), 2);
+    assert_eq!(read(0), [4]);
+    on_disk_is(dir, &p4.sealed[..64], true);
+    s.apply_stop(&sid(1), b"stop", &to(&[tid(9)]), 60).unwrap();
+    assert_eq!(read(0), Vec::<u64>::new());
+    on_disk_is(dir, &p4.sealed[..64], false);
+}
 
 /// [`Store::timeline`]: a step stored after a later one (a release's steps
 /// wait for its outcome) reads in its place; steps of one millisecond in

@@ -985,6 +985,14 @@ impl Cluster {
             .unwrap()
     }
 
+    /// Who read incident `id`'s profile, as operator `op` lists it (`GET
+    /// /v1/operator/incidents/{id}/access-log`).
+    pub async fn access_log(&self, op: &str, id: &str) -> Vec<Value> {
+        let path = format!("/v1/operator/incidents/{id}/access-log");
+        let log = self.client.get(&path, Some(op)).await.unwrap();
+        log.as_array().expect("a list").clone()
+    }
+
     /// Incident `id` as the team with `token` sees it (`GET /v1/unit/incidents/{id}`).
     pub async fn unit_incident(&self, token: &str, id: &str) -> Result<Value, ClientError> {
         self.client
