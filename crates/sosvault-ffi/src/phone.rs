@@ -221,6 +221,17 @@ impl Phone {
         Ok(signed(&u))
     }
 
+    /// A point of the sealed trail (`{"point": base64}` to `POST
+    /// /v1/trail`): where the student is, sealed to the student's own vault
+    /// recipient, which nobody (the control room included) opens before a
+    /// panic's release. Send one a minute while a walk is timed, or always
+    /// if the student opts in.
+    pub fn trail_point(&self, fix: Fix, now: u64) -> Result<SignedMessage, VaultError> {
+        let location = fix.try_into()?;
+        let p = self.device().trail_point(&location, Timestamp(now))?;
+        Ok(signed(&p))
+    }
+
     /// "I am safe", with the PIN the student typed: the PIN or the duress
     /// PIN make the same message (the duress one escalates); any other is
     /// [`VaultError::WrongPin`] and signs nothing (`{"cancel": base64}` to

@@ -224,6 +224,12 @@ fn cancel_and_stop_take_either_pin_and_count_only_the_trustees_receipts() {
             .location_update(&w.deployment, panic.hash.clone(), off_the_globe, NOW)
             .is_err()
     );
+    // A point of the sealed trail: signed, its own kind of message; a fix
+    // off the globe signs nothing.
+    let point = phone.trail_point(moved, NOW).unwrap();
+    let decoded = sosvault::Signed::<sosvault::TrailPoint>::decode(&point.bytes).unwrap();
+    assert_eq!(decoded.body().epoch, 1);
+    assert!(phone.trail_point(off_the_globe, NOW).is_err());
     let wrong = phone.cancel(&w.deployment, panic.hash.clone(), &pins, "0000".into(), NOW);
     assert!(matches!(wrong, Err(VaultError::WrongPin)));
     // The PIN and the duress PIN make the same message: a cancel of the

@@ -180,6 +180,13 @@ class PhoneLife(unittest.TestCase):
         phone = sv.Phone.restore(phone.save())
         self.assertEqual(phone.epoch(), 1)
 
+        # A walk before the panic, sealed to the student's own vault: the
+        # control room keeps it and can read none of it until a release.
+        walk = [fix(25.1400, 75.8300), fix(25.1410, 75.8320)]
+        for step in walk:
+            point = phone.trail_point(step, now())
+            self.assertEqual(demo.post("/v1/trail", {"point": b64(point.bytes)})["status"], "stored")
+
         # Panic, then follow: "help is coming" only once a team acknowledged.
         panic = phone.panic(deployment, sv.Category.POLICE, fix(*TALWANDI), now())
         answer = demo.post("/v1/panic", {"panic": b64(panic.bytes)})
@@ -224,6 +231,9 @@ class PhoneLife(unittest.TestCase):
             "GET", f"/v1/operator/incidents/{incident}?reason={urllib.parse.quote(why)}", token=token)
         self.assertEqual(status, 200, seen_by_op)
         self.assertEqual(seen_by_op["profile"]["hostel"], "Shanti Girls Hostel, room 7")
+        # The walk, opened with the released vault key, beside the profile.
+        trail = [(round(p["lat"], 6), round(p["lon"], 6)) for p in seen_by_op["sealed_trail"]["points"]]
+        self.assertEqual(trail, [(round(f.lat, 6), round(f.lon, 6)) for f in walk])
         lines = self.read_own_log(phone, deployment, log_key)
         mine = [l for l in lines if l.kind == "profile-viewed-with-reason"]
         self.assertEqual([(l.viewer, l.reason, l.incident) for l in mine],
