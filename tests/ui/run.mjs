@@ -267,6 +267,16 @@ describe('control room, team screen and simulator against the real demo', { conc
     for (const pid of trustees.slice(0, 2)) process.kill(pid, 'SIGSTOP');
 
     await sim.click('#students button[data-student="0"]');
+    // The sealed trail on, and a few steps: points sealed to the student's own vault.
+    await sim.check('#trail-on');
+    await sim.waitForSelector('#phone-trail[data-sent="1"]', { timeout: T });
+    // A step of about 60 m north, as a click on the map makes it (the map is still panning to the student).
+    await sim.evaluate(() => {
+      const s = window.SV_SIM.state.students[0];
+      window.SV_SIM.map.fire('click', { latlng: window.L.latLng(s.lat + 0.0005, s.lon) });
+    });
+    await sim.waitForSelector('#phone-trail[data-sent="2"]', { timeout: T });
+    assert.match(await sim.textContent('#phone-trail'), /^On: 2 points sent, sealed to your own vault/);
     await sim.selectOption('#category', 'police');
     const t0 = Date.now();
     await sim.click('#panic');
@@ -330,6 +340,8 @@ describe('control room, team screen and simulator against the real demo', { conc
     await control.waitForSelector(`${item(incident)} .handler-me`, { timeout: T });
     await control.waitForFunction(() => /Taken or handed over/.test(document.querySelector('#timeline').textContent), null, { timeout: T });
     assert.equal(await control.$('#profile-fields'), null, 'no profile fields before release');
+    assert.equal(await control.$('#sealed-trail-note'), null, 'no sealed trail before release');
+    assert.doesNotMatch(await control.$eval('.sealed-trail', (e) => e.getAttribute('d') || ''), /L/, 'nothing of it drawn');
     assert.equal(await team.$('#profile-fields'), null);
     assert.match(await team.textContent('#profile-hidden'), /sealed/i);
     const release = await control.getAttribute('#detail-release .release', 'data-have');
@@ -340,6 +352,11 @@ describe('control room, team screen and simulator against the real demo', { conc
     assert.match(await control.textContent('#profile-fields'), /Ananya Sharma/);
     assert.match(await control.textContent('#profile-fields'), /Asthma/);
     assert.match(await control.textContent('.logged-banner'), /This view is logged/);
+    // The walk before the panic, opened with the released vault key: beside the profile, and dotted on the map.
+    await control.waitForSelector('#sealed-trail-note', { timeout: T });
+    assert.ok(Number(await control.getAttribute('#sealed-trail-note', 'data-points')) >= 2);
+    assert.match(await control.textContent('#sealed-trail-note'), /^Sealed trail: \d+ points over \d+ min/);
+    assert.match(await control.$eval('.sealed-trail', (e) => e.getAttribute('d') || ''), /L/, 'the sealed trail is drawn');
     // And the view is in the log, under the operator's name.
     await control.waitForFunction(() => /operator operator/.test(document.querySelector('#access-log').textContent), null, { timeout: T });
     assert.ok(await control.isVisible('#profile img.photo'), 'the photo is shown');

@@ -584,6 +584,7 @@ impl Demo {
     /// next steps follow.
     async fn panic_and_open(&mut self) -> anyhow::Result<Pressed> {
         let name = self.students[MOVER].profile.name.clone();
+        let walked = self.walk_with_the_trail_on().await?;
         let pressed = self.students[MOVER]
             .press_panic(
                 &self.client,
@@ -618,7 +619,46 @@ impl Demo {
         if p["name"].as_str() != Some(name.as_str()) {
             bail!("the opened profile is not the student's");
         }
+        let opened = d["sealed_trail"]["points"].as_array().map_or(0, Vec::len);
+        self.n.say(format!(
+            "The released vault key opens the sealed trail too: {opened} points of the walk before the panic, drawn on the control room's map (same logged view)"
+        ));
+        if opened != walked {
+            bail!("the sealed trail opened {opened} points of {walked}");
+        }
         Ok(pressed)
+    }
+
+    /// Before step 1: the student walks home with the sealed trail on, a
+    /// point every five minutes, each sealed to the student's own vault
+    /// recipient (the control room stores them and can read none). How many
+    /// points were stored.
+    async fn walk_with_the_trail_on(&mut self) -> anyhow::Result<usize> {
+        let student = &mut self.students[MOVER];
+        let mut stored = 0;
+        for (minutes_ago, (dlat, dlon)) in [
+            (15, (-0.004, 0.003)),
+            (10, (-0.002, 0.001)),
+            (5, (0.0, 0.0)),
+        ] {
+            let at = Timestamp(Timestamp::now().0 - minutes_ago * 60);
+            let fix = Location::new(student.area.lat + dlat, student.area.lon + dlon, 10, at)
+                .context("a location off the globe")?;
+            let point = student.device.trail_point(&fix, at)?;
+            let answer = self
+                .client
+                .trail(&point)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if answer["status"] == "stored" {
+                stored += 1;
+            }
+        }
+        self.n.say(format!(
+            "The student walks home in {} with the sealed trail on: {stored} points stored, each sealed to the student's own vault; the control room cannot read them",
+            student.area.name
+        ));
+        Ok(stored)
     }
 
     /// Step 2, the student moves toward the next area in three live

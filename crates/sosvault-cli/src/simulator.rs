@@ -160,6 +160,11 @@ struct SimStudent {
     /// Who read the profile during the last incident, as the phone's own
     /// log query answered it (newest last).
     reads: Vec<Value>,
+    /// The sealed trail is on: the phone sends a point, sealed to its own
+    /// vault, when it is turned on and at every move.
+    trail: bool,
+    /// Trail points the service stored.
+    trail_sent: u32,
 }
 
 impl SimStudent {
@@ -177,6 +182,8 @@ impl SimStudent {
             reenroll: false,
             reenrolling: false,
             reads: Vec::new(),
+            trail: false,
+            trail_sent: 0,
         }
     }
 }
@@ -444,6 +451,17 @@ async fn send_location(sim: &Sim, s: &mut SimStudent, lat: f64, lon: f64) -> any
     Ok(())
 }
 
+/// A point of the sealed trail where the student is: sealed to the phone's
+/// own vault recipient, which the control room cannot open before a
+/// panic's release.
+async fn send_trail_point(sim: &Sim, s: &mut SimStudent) -> anyhow::Result<()> {
+    let here = Location::new(s.lat, s.lon, 10, Timestamp::now()).context("off the globe")?;
+    let point = s.device.trail_point(&here, Timestamp::now())?;
+    sim.0.client.trail(&point).await.map_err(err)?;
+    s.trail_sent += 1;
+    Ok(())
+}
+
 /// Where the phone's incident stands, as the phone itself learns it: a
 /// status query it signs, the control room's report verified under the
 /// manifest's control room key (`None` if the service could not be asked,
@@ -564,6 +582,8 @@ async fn state(State(sim): State<Sim>) -> Response {
             "category": s.category.map(|c| c.as_str()),
             "follow": report.as_ref().map(follow_json),
             "reads": s.reads,
+            "trail": s.trail,
+            "trail_sent": s.trail_sent,
             "epoch": s.device.epoch(),
             "reenrolling": s.device.pending_enrollment().is_some(),
             "pin": PIN,
@@ -599,6 +619,7 @@ struct ActBody {
     lat: Option<f64>,
     lon: Option<f64>,
     pin: Option<String>,
+    on: Option<bool>,
 }
 
 async fn act(
@@ -618,6 +639,7 @@ async fn act(
         "move" => move_to(&sim, &mut s, &body).await,
         "cancel" => cancel(&sim, &mut s, &body).await,
         "stop" => stop(&sim, &mut s, &body).await,
+        "trail" => trail(&sim, &mut s, &body).await,
         _ => return api_error(StatusCode::NOT_FOUND, "no_action", "no such action"),
     };
     // The incident is over: re-enroll, in the background.
@@ -695,11 +717,27 @@ async fn move_to(sim: &Sim, s: &mut SimStudent, b: &ActBody) -> Result<Value, Ac
     }
     s.lat = lat;
     s.lon = lon;
+    if s.trail {
+        send_trail_point(sim, s).await.map_err(failed)?;
+    }
     if s.status == Status::Panic {
         send_location(sim, s, lat, lon).await.map_err(failed)?;
         return Ok(json!({ "status": "sent" }));
     }
     Ok(json!({ "status": "moved" }))
+}
+
+/// Turns the sealed trail on (a first point goes at once) or off.
+async fn trail(sim: &Sim, s: &mut SimStudent, b: &ActBody) -> Result<Value, ActError> {
+    if s.status == Status::Stopped {
+        return Err(conflict("stopped"));
+    }
+    let on = b.on.ok_or(ActError(StatusCode::BAD_REQUEST, "bad_trail"))?;
+    s.trail = on;
+    if on {
+        send_trail_point(sim, s).await.map_err(failed)?;
+    }
+    Ok(json!({ "status": if on { "on" } else { "off" } }))
 }
 
 async fn cancel(sim: &Sim, s: &mut SimStudent, b: &ActBody) -> Result<Value, ActError> {
@@ -733,6 +771,7 @@ async fn stop(sim: &Sim, s: &mut SimStudent, b: &ActBody) -> Result<Value, ActEr
     s.status = Status::Stopped;
     s.panic = None;
     s.reenroll = false;
+    s.trail = false;
     Ok(json!({
         "status": "stopped",
         "receipts": answer["receipts"].as_array().map_or(0, Vec::len),

@@ -621,6 +621,17 @@
     }
     if (!S.trailLine) S.trailLine = L.polyline([], { className: 'trail', weight: 4, interactive: false }).addTo(S.map);
     S.trailLine.setLatLngs(pts);
+    // Where the student walked before the panic: sealed to their own vault,
+    // readable only since the release, beside the profile.
+    if (!S.sealedLine) S.sealedLine = L.polyline([], { className: 'sealed-trail', weight: 4, interactive: false }).addTo(S.map);
+    S.sealedLine.setLatLngs(sealedPoints(id));
+  }
+
+  /** The opened points of the selected incident's sealed trail, as [lat, lon]. */
+  function sealedPoints(id) {
+    const d = S.detail;
+    if (!id || !d || d.id !== id || !d.sealed_trail) return [];
+    return d.sealed_trail.points.map((p) => [p.lat, p.lon]);
   }
 
   function renderUnits() {
@@ -667,6 +678,7 @@
     if (!inc || !inc.location || !S.map) return;
     const pts = (S.trails.get(inc.id) || []).slice();
     if (S.detail && S.detail.id === inc.id) for (const p of S.detail.trail || []) pts.push([p.lat, p.lon]);
+    pts.push(...sealedPoints(inc.id));
     pts.push([inc.location.lat, inc.location.lon]);
     const u = inc.unit && S.units.get(inc.unit.id);
     if (u && u.position) pts.push([u.position.lat, u.position.lon]);
@@ -708,6 +720,7 @@
       !d.flags.includes('stopped')
     ) {
       d.profile = prev.profile;
+      d.sealed_trail = prev.sealed_trail;
       d.profile_access = 'shown_with_reason';
     }
     S.detail = d;
@@ -1100,6 +1113,7 @@
             ...field('profile.medical', p.medical_notes),
           ),
         ),
+        sealedTrailNote(d.sealed_trail),
       );
     } else {
       box.className = 'profile-box profile-closed';
@@ -1121,6 +1135,21 @@
         box.replaceChildren(heading, hidden(text.join(' ')));
       }
     }
+  }
+
+  /** What the released vault opened of the sealed trail: how many points, drawn on the map. */
+  function sealedTrailNote(trail) {
+    if (!trail) return '';
+    const n = trail.points.length;
+    const text = [n ? t('profile.sealed_trail', { count: n, minutes: trailMinutes(trail.points) }) : t('profile.sealed_trail_none')];
+    if (trail.unopened) text.push(t('profile.sealed_trail_unopened', { count: trail.unopened }));
+    return el('p', { class: 'sealed-trail-note', id: 'sealed-trail-note', dataset: { points: n } }, text.join(' '));
+  }
+
+  /** The minutes the trail's fixes span (at least 1). */
+  function trailMinutes(points) {
+    const times = points.map((p) => p.fix_time);
+    return Math.max(1, Math.round((Math.max(...times) - Math.min(...times)) / 60));
   }
 
   /** A supervisor's reason to open the profile of an incident they do not handle. */

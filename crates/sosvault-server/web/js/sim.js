@@ -123,6 +123,7 @@
       s.incident ? el('p', { class: 'muted', id: 'phone-incident' }, t('sim.incident', { id: s.incident.slice(0, 8) })) : null,
       ...(s.status === 'panic' ? following(s.follow) : []),
       s.status !== 'stopped' ? readsOf(s.reads) : null,
+      s.status !== 'stopped' ? trailSwitch(s, busy) : null,
     ];
     if (s.status === 'idle') {
       const sel = el(
@@ -189,6 +190,17 @@
         t('sim.follow.opened', { time: SV.clock(f.opened_at * 1000), released: f.released, threshold: f.threshold })));
     }
     return out;
+  }
+
+  /** The sealed trail: where the student walks, sealed to their own vault
+   *  (the control room reads it only after a panic's release). */
+  function trailSwitch(s, busy) {
+    const box = el('input', { type: 'checkbox', id: 'trail-on', disabled: busy, onchange: (e) => action('trail', { on: e.target.checked }) });
+    box.checked = !!s.trail;
+    return el('div', { class: 'trail-switch' },
+      el('label', { for: 'trail-on' }, box, ' ', t('sim.trail.label')),
+      el('p', { id: 'phone-trail', class: 'muted small', dataset: { sent: s.trail_sent } },
+        s.trail ? t('sim.trail.on', { count: s.trail_sent }) : t('sim.trail.off')));
   }
 
   /** Who read the profile during the last incident: the phone's own log
