@@ -144,6 +144,7 @@ seed log_entry made-refused "${entry_tag}0301${student}00d1$(printf '%08x' $((${
 seed log_entry made-shredded "${entry_tag}04${student}00000002$(rep 66 32)${at}"
 seed log_entry made-profile-viewed "${entry_tag}05${student}$(rep 07 16)00000008$(printf '%s' operator | od -An -tx1 | tr -d ' \n')${at}"
 seed log_entry made-profile-viewed-salted "${entry_tag}0a${student}$(rep 07 16)00000008$(printf '%s' operator | od -An -tx1 | tr -d ' \n')$(rep 5e 16)${at}"
+seed log_entry made-guardian-told "${entry_tag}0b${student}$(rep 07 16)$(rep 6b 16)${at}"
 load panic
 if [[ -n $hex ]]; then
     # Kind 2 carries the panic's student, epoch and hash ahead of the panic itself.

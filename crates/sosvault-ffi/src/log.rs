@@ -27,7 +27,8 @@ pub struct ProvenEntry {
 pub struct LogLine {
     /// What happened: `profile-viewed`, `profile-viewed-with-reason`,
     /// `released`, `cancelled`, `shredded`, `share-accepted`, `refused`,
-    /// `committed`.
+    /// `committed`, `guardian-told` (the control room told the guardian, by
+    /// SMS, that the student pressed panic).
     pub kind: String,
     /// When (unix seconds).
     pub at: u64,
@@ -35,7 +36,7 @@ pub struct LogLine {
     pub viewer: Option<String>,
     /// Why a supervisor read it, checked against the entry's commitment.
     pub reason: Option<String>,
-    /// The incident (hex), for a view or a release.
+    /// The incident (hex), for a view, a release or a guardian told.
     pub incident: Option<String>,
     /// Its index in the log.
     pub index: u64,
@@ -44,7 +45,9 @@ pub struct LogLine {
 fn line(own: sosvault::log::OwnEntry) -> LogLine {
     let read = own.entry.profile_read();
     let incident = match &own.entry {
-        LogEntry::Released { incident, .. } => Some(*incident),
+        LogEntry::Released { incident, .. } | LogEntry::GuardianTold { incident, .. } => {
+            Some(*incident)
+        }
         _ => read.map(|(incident, _)| incident),
     };
     LogLine {

@@ -202,6 +202,20 @@ pub enum LogEntry {
         /// When.
         at: Timestamp,
     },
+    /// Kind 11: the control room told `student`'s guardian, by SMS, that
+    /// the student pressed panic in `incident` (written before the message
+    /// goes). Never the number: it lives only in the sealed profile. Salted
+    /// as a view is, so the public leaf hash confirms no guess of when.
+    GuardianTold {
+        /// The student.
+        student: StudentId,
+        /// The incident whose release let the control room read the number.
+        incident: IncidentId,
+        /// 16 random bytes.
+        salt: [u8; 16],
+        /// When.
+        at: Timestamp,
+    },
 }
 
 pub(super) const KIND_SHARE_ACCEPTED: u8 = 1;
@@ -213,6 +227,7 @@ const KIND_CANCELLED: u8 = 7;
 const KIND_COMMITTED: u8 = 8;
 const KIND_PROFILE_VIEWED_WITH_REASON: u8 = 9;
 pub(super) const KIND_PROFILE_VIEWED_SALTED: u8 = 10;
+const KIND_GUARDIAN_TOLD: u8 = 11;
 
 impl LogEntry {
     /// A [`LogEntry::Released`] for `panic` (a `repeat` of an earlier release
@@ -261,7 +276,8 @@ impl LogEntry {
             | Self::ProfileViewedWithReason { student, .. }
             | Self::Released { student, .. }
             | Self::Cancelled { student, .. }
-            | Self::Committed { student, .. } => Some(*student),
+            | Self::Committed { student, .. }
+            | Self::GuardianTold { student, .. } => Some(*student),
             Self::Refused { student, .. } => *student,
         }
     }
@@ -276,7 +292,8 @@ impl LogEntry {
             | Self::ProfileViewed { at, .. }
             | Self::ProfileViewedWithReason { at, .. }
             | Self::Cancelled { at, .. }
-            | Self::Committed { at, .. } => *at,
+            | Self::Committed { at, .. }
+            | Self::GuardianTold { at, .. } => *at,
         }
     }
 
@@ -306,6 +323,7 @@ impl LogEntry {
             Self::ProfileViewedWithReason { .. } => "profile-viewed-with-reason",
             Self::Cancelled { .. } => "cancelled",
             Self::Committed { .. } => "committed",
+            Self::GuardianTold { .. } => "guardian-told",
         }
     }
 
@@ -375,6 +393,18 @@ impl Body for LogEntry {
                 w.u8(KIND_COMMITTED);
                 w.fixed(student.as_bytes());
                 w.u32(*epoch);
+                w.u64(at.0);
+            }
+            Self::GuardianTold {
+                student,
+                incident,
+                salt,
+                at,
+            } => {
+                w.u8(KIND_GUARDIAN_TOLD);
+                w.fixed(student.as_bytes());
+                w.fixed(incident.as_bytes());
+                w.fixed(salt);
                 w.u64(at.0);
             }
             Self::Refused {
@@ -481,6 +511,12 @@ impl Body for LogEntry {
             KIND_COMMITTED => Ok(Self::Committed {
                 student: student(r)?,
                 epoch: epoch(r)?,
+                at: at(r)?,
+            }),
+            KIND_GUARDIAN_TOLD => Ok(Self::GuardianTold {
+                student: student(r)?,
+                incident: IncidentId(r.array("incident")?),
+                salt: r.array("salt")?,
                 at: at(r)?,
             }),
             KIND_REFUSED => {

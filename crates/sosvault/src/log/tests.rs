@@ -93,6 +93,12 @@ fn one_of_each() -> Vec<LogEntry> {
             epoch: 2,
             at: NOW.plus(8),
         },
+        LogEntry::GuardianTold {
+            student,
+            incident: IncidentId([9; 16]),
+            salt: [0x6b; 16],
+            at: NOW.plus(9),
+        },
     ]
 }
 
@@ -199,7 +205,7 @@ fn non_canonical_fields_are_rejected() {
     // Unknown kinds.
     assert!(invalid(raw(|w| w.u8(0))));
     assert!(invalid(raw(|w| w.u8(2)))); // retired: the whole panic embedded
-    assert!(invalid(raw(|w| w.u8(11))));
+    assert!(invalid(raw(|w| w.u8(12))));
     // Epoch 0, share index 0.
     assert!(invalid(raw(|w| {
         w.u8(KIND_SHARE_ACCEPTED);
