@@ -19,6 +19,15 @@
 //! enroll_timeout_ms = 30000
 //! manifest_file = "manifest.bin"         # optional: served at GET /v1/manifest
 //! metrics_token_file = "metrics.token"   # optional: the scrape token for GET /metrics (mode 0600)
+//! trail_max_age_secs = 7200              # sealed trail points are deleted after this long
+//! trail_window_secs = 1800               # after a release, the trail shown reaches back this far
+//!
+//! [guardians]                            # optional: tell the guardian by SMS after a release
+//! gateway_url = "https://sms.example.in/send/"
+//! gateway_ca = "/etc/ssl/certs/ca-certificates.crt"
+//! api_key_file = "sms-gateway.key"       # mode 0600
+//! sender = "KOTAPS"
+//! control_room_phone = "0744 232 3100"
 //!
 //! [[trustees]]
 //! url = "http://127.0.0.1:7001"
@@ -322,6 +331,11 @@ pub struct Config {
     /// devices sign their messages; no client certificate is asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<ListenerFiles>,
+    /// `[guardians]`: the SMS gateway through which the control room tells
+    /// a student's guardian, after a release, that the student pressed
+    /// panic (`docs/BEYOND-PANIC.md` §2). Without it, no guardian is told.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guardians: Option<GuardianConfig>,
     /// The trustees, in share-index order.
     #[serde(default)]
     pub trustees: Vec<TrusteeConfig>,
@@ -338,8 +352,114 @@ impl ConfigFile for Config {
             &mut self.manifest_file,
             &mut self.metrics_token_file,
         ];
-        ListenerFiles::and_paths(&mut self.tls, (vec![&mut self.data_dir], optional))
+        let mut required = vec![&mut self.data_dir];
+        let mut optional = optional;
+        if let Some(g) = self.guardians.as_mut() {
+            required.push(&mut g.api_key_file);
+            optional.push(&mut g.gateway_ca);
+        }
+        ListenerFiles::and_paths(&mut self.tls, (required, optional))
     }
+}
+
+/// `[guardians]`: the SMS gateway the guardian's notice goes through, in
+/// the style of the gateways Indian operators offer (a form `POST` of
+/// `apikey`, `sender`, `numbers`, `message`, answered with JSON whose
+/// `status` is `success`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardianConfig {
+    /// The gateway's send endpoint (`https://...`, or `http://` on loopback).
+    pub gateway_url: String,
+    /// The CA certificates (PEM) trusted for an `https://` gateway (e.g.
+    /// `/etc/ssl/certs/ca-certificates.crt`); no other roots are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_ca: Option<PathBuf>,
+    /// A file holding the gateway's API key (mode 0600), relative to the
+    /// configuration file's directory when relative.
+    pub api_key_file: PathBuf,
+    /// The sender id registered with the gateway (in India, the DLT
+    /// header), e.g. `KOTAPS`.
+    pub sender: String,
+    /// The control room's number, which the guardian is told to call.
+    pub control_room_phone: String,
+    /// Who the notice is from, its first words (default `Kota Police
+    /// student safety`).
+    #[serde(default = "default_notice_from")]
+    pub notice_from: String,
+    /// The country code a ten-digit number in a profile is read under
+    /// (default `91`).
+    #[serde(default = "default_country_code")]
+    pub country_code: String,
+    /// Minutes east of UTC the notice gives the time in (default 330).
+    #[serde(default = "default_utc_offset_minutes")]
+    pub utc_offset_minutes: i32,
+    /// The time zone's name after the time (default `IST`).
+    #[serde(default = "default_zone")]
+    pub zone: String,
+}
+
+impl GuardianConfig {
+    /// The gateway at `gateway_url` (no `gateway_ca`), its key in
+    /// `api_key_file`, texts sent as `sender`, telling guardians to call
+    /// `control_room_phone`; the rest as the defaults (Kota, India).
+    pub fn new(
+        gateway_url: impl Into<String>,
+        api_key_file: impl Into<PathBuf>,
+        sender: impl Into<String>,
+        control_room_phone: impl Into<String>,
+    ) -> Self {
+        Self {
+            gateway_url: gateway_url.into(),
+            gateway_ca: None,
+            api_key_file: api_key_file.into(),
+            sender: sender.into(),
+            control_room_phone: control_room_phone.into(),
+            notice_from: default_notice_from(),
+            country_code: default_country_code(),
+            utc_offset_minutes: default_utc_offset_minutes(),
+            zone: default_zone(),
+        }
+    }
+
+    /// The settings beside the gateway's address: a sender id, the control
+    /// room's number, a country code of digits, an offset within a day.
+    fn check(&self) -> Result<(), ConfigError> {
+        let bad = |what: &str| Err(ConfigError::Invalid(format!("guardians: {what}")));
+        if self.sender.trim().is_empty() || self.sender.len() > 11 {
+            return bad(
+                "sender must be the gateway's sender id, 1 to 11 characters (e.g. \"KOTAPS\")",
+            );
+        }
+        if self.notice_from.trim().is_empty() || self.notice_from.len() > 60 {
+            return bad("notice_from must name the service in 1 to 60 characters");
+        }
+        if self.control_room_phone.trim().is_empty() {
+            return bad("control_room_phone must be the number the guardian is told to call");
+        }
+        if !(1..=3).contains(&self.country_code.len())
+            || !self.country_code.bytes().all(|b| b.is_ascii_digit())
+        {
+            return bad("country_code must be 1 to 3 digits (e.g. \"91\")");
+        }
+        if self.utc_offset_minutes.abs() > 14 * 60 {
+            return bad("utc_offset_minutes must be within 14 hours of UTC (330 for IST)");
+        }
+        Ok(())
+    }
+}
+
+fn default_notice_from() -> String {
+    "Kota Police student safety".into()
+}
+fn default_country_code() -> String {
+    "91".into()
+}
+fn default_utc_offset_minutes() -> i32 {
+    330
+}
+fn default_zone() -> String {
+    "IST".into()
 }
 
 fn default_listen() -> String {
@@ -457,6 +577,7 @@ impl Config {
             manifest_file: None,
             tls: None,
             metrics_token_file: None,
+            guardians: None,
             trustees: Vec::new(),
             operators: Vec::new(),
         }
@@ -510,6 +631,10 @@ impl Config {
             )));
         }
         self.trustee_publics()?;
+        if let Some(g) = &self.guardians {
+            crate::sms::check_transport(g)?;
+            g.check()?;
+        }
         if let Some(o) = &self.log_origin
             && sosvault::checkpoint::KeyName::new(o.clone()).is_err()
         {

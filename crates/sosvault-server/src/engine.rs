@@ -78,6 +78,7 @@ mod elsewhere;
 mod error;
 mod follow;
 mod forward;
+mod guardian;
 mod intake;
 mod lease;
 mod operators;
@@ -504,6 +505,9 @@ struct Inner {
     asks: asks::Asks,
     /// What other nodes said that this one took, while fresh: each once.
     words: bus::Heard,
+    /// The SMS gateway guardians are told through (`[guardians]`), set at
+    /// start once its key file is read.
+    sms: std::sync::OnceLock<crate::sms::SmsGateway>,
 }
 
 /// A summary of an incident for lists.
@@ -818,6 +822,7 @@ impl Engine {
                 bus: std::sync::OnceLock::new(),
                 asks: asks::Asks::default(),
                 words: bus::Heard::default(),
+                sms: std::sync::OnceLock::new(),
             }),
         })
     }

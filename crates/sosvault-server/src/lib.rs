@@ -98,6 +98,7 @@ pub mod geo;
 pub mod logverify;
 pub mod metrics;
 pub mod sealing;
+pub mod sms;
 pub mod store;
 pub mod throttle;
 pub mod trustees;
@@ -298,6 +299,12 @@ impl Service {
             .map(metrics::ScrapeToken::load)
             .transpose()
             .context("refusing to start")?;
+        let sms = cfg
+            .guardians
+            .as_ref()
+            .map(sms::SmsGateway::from_config)
+            .transpose()
+            .context("refusing to start: [guardians]")?;
         let (cr, mk) = load_keys(&cfg)?;
         let manifest = cfg
             .load_manifest(&cr.public())
@@ -315,6 +322,10 @@ impl Service {
         if let Some(token) = scrape_token {
             // A fresh engine holds no token yet: this cannot be refused.
             let _ = engine.metrics().set_scrape_token(token);
+        }
+        if let Some(gateway) = sms {
+            // A fresh engine holds no gateway yet: this cannot be refused.
+            let _ = engine.set_sms_gateway(gateway);
         }
         engine.take_node_name().await.context("refusing to start")?;
         engine

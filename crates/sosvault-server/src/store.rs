@@ -204,6 +204,10 @@ pub trait Store: AccessStore {
     /// Whether this very point (student, counter, epoch, issue time and
     /// sealed bytes) is stored: a point sent again.
     fn has_trail_point(&self, point: &TrailRow) -> StoreResult<bool>;
+    /// Claims the guardian's notice of `incident` (at `now_ms`): true the
+    /// first time, false ever after, so a guardian is told once per
+    /// incident whatever restarts or nodes open its vault again.
+    fn claim_guardian_notice(&self, incident: &IncidentId, now_ms: u64) -> StoreResult<bool>;
     /// Deletes every trail point the service took before `before_ms`
     /// (unix ms); how many went.
     fn prune_trail(&self, before_ms: u64) -> StoreResult<usize>;

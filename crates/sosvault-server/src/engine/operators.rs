@@ -467,7 +467,23 @@ impl Engine {
                 at,
             },
         };
-        let bytes = sosvault::Container::to_bytes(&entry);
+        self.append_to_log(&entry, incident, actor, reason).await
+    }
+
+    /// Appends `entry` (about `entry`'s student, in `incident`, done by
+    /// `actor`) to the control room's transparency log, with a supervisor's
+    /// `reason` kept beside it.
+    pub(super) async fn append_to_log(
+        &self,
+        entry: &LogEntry,
+        incident: IncidentId,
+        actor: &str,
+        reason: Option<crate::store::ViewReason>,
+    ) -> Result<(), EngineError> {
+        let student = entry
+            .student()
+            .ok_or_else(|| EngineError::internal("a control room log entry names its student"))?;
+        let bytes = sosvault::Container::to_bytes(entry);
         let leaf = entry.leaf_hash();
         // The tree lock is held across the write, so this node's entries are
         // stored in order and the tree never holds a leaf the store does not.

@@ -481,6 +481,12 @@ impl Engine {
                 unit,
                 json!({ "expires_at_ms": until_ms }),
             );
+            // The guardian, once per incident (the store decides), off the
+            // release's path.
+            let engine = self.clone();
+            self.inner
+                .tasks
+                .spawn(async move { engine.tell_guardian(id).await });
         }
     }
 

@@ -340,6 +340,15 @@ impl<B: Backend> Store for SqlStore<B> {
         Ok(n > 0)
     }
 
+    fn claim_guardian_notice(&self, incident: &IncidentId, now_ms: u64) -> StoreResult<bool> {
+        let n = exec(
+            &self.db,
+            "UPDATE incidents SET guardian_told_at_ms = ?2 WHERE id = ?1 AND guardian_told_at_ms IS NULL",
+            params![incident.as_bytes(), now_ms as i64],
+        )?;
+        Ok(n == 1)
+    }
+
     fn prune_trail(&self, before_ms: u64) -> StoreResult<usize> {
         exec(
             &self.db,
@@ -905,7 +914,7 @@ impl<B: Backend> Store for SqlStore<B> {
              WHERE incident_id IN (SELECT id FROM incidents WHERE student_id = ?1)
              AND kind NOT IN ('release', 'profile_released', 'access_expired', 'acknowledged',
                  'timed_out', 'reassigned', 'resumed', 'escalated', 'stopped', 'cancelled',
-                 'closed', 'false_alarm', 'location', 'duress_stop')",
+                 'closed', 'false_alarm', 'location', 'duress_stop', 'guardian_told')",
             params![student.as_bytes()],
         )?;
         for t in to.trustees {

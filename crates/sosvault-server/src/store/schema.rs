@@ -228,6 +228,12 @@ const MIGRATIONS: &[Migration] = &[
         version: 7,
         apply: |steps| (steps.ddl)(TRAIL_POINTS),
     },
+    // Version 8: when the guardian's notice of an incident was claimed
+    // (NULL: not yet); it is sent once per incident.
+    Migration {
+        version: 8,
+        apply: |steps| (steps.add_column)("incidents", "guardian_told_at_ms", "INTEGER"),
+    },
 ];
 
 /// Version 7: points of each student's sealed trail (`sosvault/trail/v1`),

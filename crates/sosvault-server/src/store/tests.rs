@@ -177,7 +177,21 @@ on_both_backends!(
     an_arrival_and_an_outcome_are_kept_once_and_a_stop_takes_the_outcome,
     a_duress_mark_holds_back_the_incidents_later_entries_from_the_student,
     a_trail_point_is_kept_once_capped_pruned_and_gone_with_a_stop,
+    a_guardians_notice_is_claimed_once_per_incident,
 );
+
+/// [`Store::claim_guardian_notice`]: the first claim of an incident wins,
+/// every later one (a restart, another node) is refused; incidents are
+/// apart.
+fn a_guardians_notice_is_claimed_once_per_incident(s: &dyn Store, _dir: Option<&Path>) {
+    two_open_incidents(s);
+    assert!(s.claim_guardian_notice(&iid(3), 10).unwrap());
+    assert!(!s.claim_guardian_notice(&iid(3), 11).unwrap());
+    assert!(s.claim_guardian_notice(&iid(5), 12).unwrap());
+    assert!(!s.claim_guardian_notice(&iid(5), 13).unwrap());
+    // No such incident: nothing to claim.
+    assert!(!s.claim_guardian_notice(&iid(9), 14).unwrap());
+}
 
 /// A trail point of student `[1; 32]`: `counter`, epoch 1, issued at
 /// `issued_at`, taken at `received_at_ms`, its sealed bytes 300 bytes

@@ -787,10 +787,19 @@ impl Cluster {
         name: &str,
         key: DeviceKey,
     ) -> (Device, sosvault::EnrollmentPackage) {
-        let mut device = Device::new(key);
         let mut profile = Profile::new(name, "+91 98290 11223");
         profile.hostel = "Shanti Girls Hostel, room 12".into();
         profile.medical_notes = "asthma; carries an inhaler".into();
+        self.student_with_profile(&profile, key).await
+    }
+
+    /// A device with this key, enrolled with `profile`, and the package it sent.
+    pub async fn student_with_profile(
+        &self,
+        profile: &Profile,
+        key: DeviceKey,
+    ) -> (Device, sosvault::EnrollmentPackage) {
+        let mut device = Device::new(key);
         let e = device
             .enroll(
                 &profile.to_bytes(),
