@@ -369,6 +369,11 @@ describe('control room, team screen and simulator against the real demo', { conc
     // And who read it: the phone's own log entries, proven under the pinned log key.
     await sim.waitForSelector('#phone-reads li[data-viewer="operator:operator"]', { timeout: T });
     await sim.waitForSelector('#phone-reads li[data-viewer^="unit:"]', { timeout: T });
+    // The guardian was told by SMS, after the release: on the phone, on the control room's log and timeline.
+    await sim.waitForSelector('#phone-reads li[data-viewer="guardian:sms"]', { timeout: T });
+    assert.match(await sim.textContent('#phone-reads li[data-viewer="guardian:sms"]'), /^\d\d:\d\d(:\d\d)?: your guardian was told by SMS that you pressed panic$/);
+    await control.waitForFunction(() => /the guardian, told by SMS/.test(document.querySelector('#access-log').textContent), null, { timeout: T });
+    assert.match(await control.textContent('#timeline'), /Guardian told/);
     const reads = await sim.textContent('#phone-reads');
     assert.match(reads, /^Who has read your profile/);
     assert.match(reads, /\d\d:\d\d: operator operator/);

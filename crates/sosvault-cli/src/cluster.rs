@@ -245,6 +245,9 @@ pub struct ClusterOptions {
     /// The PostgreSQL database the dispatch service keeps its state in
     /// (`database_url`); `None`: `sosvault.db` in its data directory.
     pub database_url: Option<String>,
+    /// The SMS gateway guardians are told through (`[guardians]`): the
+    /// demo's loopback gateway; `None`: no guardian is told.
+    pub guardians: Option<sosvault_server::config::GuardianConfig>,
 }
 
 /// The running cluster.
@@ -458,6 +461,7 @@ fn configure_dispatch(
     cfg.max_backoff_ms = 500;
     cfg.witness_interval_ms = opts.witness_interval_ms;
     cfg.stale_position_ms = opts.stale_position_ms;
+    cfg.guardians = opts.guardians.clone();
     cfg.database_url = opts
         .database_url
         .as_deref()

@@ -16,6 +16,8 @@ use sosvault::{
     Location, PanicEvent, ShredReceipt, Signed, Timestamp, TrusteeId,
 };
 use sosvault_server::client::Client;
+use sosvault_server::config::GuardianConfig;
+use sosvault_server::sms::loopback::LoopbackGateway;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 use crate::cluster::{Cluster, ClusterOptions, data_root};
@@ -299,8 +301,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         }
     };
     let url = database.as_ref().map(|d| d.url.clone());
-    let cluster = start_cluster(&root, &opts, url, &n).await?;
-    let mut demo = Demo::connect(n, cluster).await?;
+    let (gateway, guardians) = start_gateway(&root).await?;
+    let cluster = start_cluster(&root, &opts, url, guardians, &n).await?;
+    let mut demo = Demo::connect(n, cluster, gateway).await?;
     demo.put_teams_on_duty().await?;
     demo.enroll(opts.students.max(MIN_STUDENTS)).await?;
 
@@ -408,6 +411,7 @@ async fn start_cluster(
     root: &Path,
     opts: &DemoOptions,
     database_url: Option<String>,
+    guardians: GuardianConfig,
     n: &Narrator,
 ) -> anyhow::Result<Cluster> {
     Cluster::start(
@@ -428,10 +432,24 @@ async fn start_cluster(
             // position then: not stale for the length of any demo.
             stale_position_ms: 12 * 3_600_000,
             database_url,
+            guardians: Some(guardians),
         },
         |m| n.say(m),
     )
     .await
+}
+
+/// The demo's SMS gateway: on loopback, it keeps the guardians' notices
+/// (and sends nothing); its key in `root` (mode 0600).
+async fn start_gateway(root: &Path) -> anyhow::Result<(LoopbackGateway, GuardianConfig)> {
+    let key = hex::encode(rand::random::<[u8; 16]>());
+    let gateway = LoopbackGateway::start(&key)
+        .await
+        .context("starting the demo's loopback SMS gateway")?;
+    let api_key_file = root.join("sms-gateway.key");
+    sosvault_server::files::write_private(&api_key_file, key.as_bytes())?;
+    let cfg = GuardianConfig::new(gateway.url(), api_key_file, "KOTAPS", "0744 232 3100");
+    Ok((gateway, cfg))
 }
 
 /// Serves until `seconds` from the start have passed (`None`: until Ctrl-C
@@ -474,6 +492,8 @@ struct Demo {
     /// A client for the dispatch service.
     client: Client,
     cluster: Cluster,
+    /// The loopback SMS gateway the guardians' notices go to.
+    gateway: LoopbackGateway,
     n: Narrator,
 }
 
@@ -482,7 +502,11 @@ impl Demo {
     /// of the manifest is checked against the authority key they pin: its
     /// trustees, threshold and control room are all a phone trusts; the
     /// service's `/v1/info` is not asked.
-    async fn connect(n: Narrator, cluster: Cluster) -> anyhow::Result<Self> {
+    async fn connect(
+        n: Narrator,
+        cluster: Cluster,
+        gateway: LoopbackGateway,
+    ) -> anyhow::Result<Self> {
         let client = cluster.service_client()?;
         let manifest = crate::manifest::verify_file(
             &cluster.manifest_path,
@@ -509,6 +533,7 @@ impl Demo {
             manifest,
             client,
             cluster,
+            gateway,
             n,
         })
     }
@@ -626,7 +651,33 @@ impl Demo {
         if opened != walked {
             bail!("the sealed trail opened {opened} points of {walked}");
         }
+        self.guardian_told(&pressed.incident).await?;
         Ok(pressed)
+    }
+
+    /// The guardian's notice of `incident`, as the loopback gateway took it
+    /// (the control room sends it just after the vault opens).
+    async fn guardian_told(&mut self, incident: &str) -> anyhow::Result<()> {
+        // Its timeline step may have been narrated already, with the
+        // release's; else it is still to come.
+        if self.gateway.sent().is_empty() {
+            self.ops
+                .wait(10, |e| {
+                    e["incident"] == incident
+                        && e["detail"]["step"]
+                            .as_str()
+                            .is_some_and(|s| s.starts_with("guardian_"))
+                })
+                .await?;
+        }
+        let Some(sms) = self.gateway.sent().pop() else {
+            bail!("the guardian was not told");
+        };
+        self.n.say(format!(
+            "The control room tells the guardian by SMS (the number is only in the sealed profile; the notice is on the log): \"{}\"",
+            sms.text
+        ));
+        Ok(())
     }
 
     /// Before step 1: the student walks home with the sealed trail on, a

@@ -149,6 +149,7 @@ pub async fn run(opts: LoadOptions) -> anyhow::Result<LoadResult> {
             witness_interval_ms: sosvault_server::config::Config::new(&root).witness_interval_ms,
             stale_position_ms: sosvault_server::config::Config::new(&root).stale_position_ms,
             database_url: opts.database_url.clone(),
+            guardians: None,
         },
         |m| say(t0, m),
     )

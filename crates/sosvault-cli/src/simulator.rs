@@ -507,10 +507,19 @@ async fn reads(sim: &Sim, s: &SimStudent) -> Option<Vec<Value>> {
         }
     };
     let lines = own.into_iter().filter_map(|e| {
-        let (i, viewer) = e.entry.profile_read()?;
+        // Who read the profile, and the guardian told (a line of its own).
+        let (i, viewer) = match &e.entry {
+            sosvault::log::LogEntry::GuardianTold { incident, .. } => {
+                (*incident, "guardian:sms".to_owned())
+            }
+            entry => {
+                let (i, viewer) = entry.profile_read()?;
+                (i, String::from_utf8_lossy(viewer.as_bytes()).into_owned())
+            }
+        };
         (i.to_hex() == incident).then(|| {
             json!({
-                "viewer": String::from_utf8_lossy(viewer.as_bytes()),
+                "viewer": viewer,
                 "at": e.entry.at().0,
                 "reason": e.reason,
             })

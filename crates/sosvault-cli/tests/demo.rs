@@ -199,6 +199,7 @@ fn the_demo_tells_the_whole_story_and_exits_after_the_given_seconds() {
         "acknowledged",
         "The operator opens the incident:",
         "opens the sealed trail too: 3 points",
+        "The control room tells the guardian by SMS",
         "the team follows",
         "\"I am safe\": incident closed",
         "re-enrolls under epoch 2",

@@ -185,9 +185,10 @@ window.SOSVAULT_I18N.en = {
   'profile.reason_long': 'The reason is too long: at most 200 bytes (a Hindi letter takes 3).',
   'profile.reason_control': 'The reason cannot contain control characters.',
 
-  'access.heading': 'Logged profile views ({n})',
+  'access.heading': 'On the log: profile reads and notices ({n})',
   'access.unit': 'team {name}',
   'access.operator': 'operator {name}',
+  'access.guardian_sms': 'the guardian, told by SMS',
   'access.none': 'Nobody has viewed the profile.',
   'access.reason': 'reason:',
 
@@ -209,6 +210,8 @@ window.SOSVAULT_I18N.en = {
   'step.cancelled': 'Cancelled by the student',
   'step.reassigned': 'Reassigned',
   'step.claimed': 'Taken or handed over',
+  'step.guardian_told': 'Guardian told',
+  'step.guardian_not_told': 'Guardian not told',
 
   'team.title': 'Team',
   'team.login_heading': 'Team sign-in',
@@ -260,6 +263,7 @@ window.SOSVAULT_I18N.en = {
   'sim.follow.unknown': 'Could not reach the control room to check. Trying again.',
   'sim.follow.opened': 'Your profile was opened for the control room at {time} ({released} trustees released their share; {threshold} were needed).',
   'sim.reads.heading': 'Who has read your profile',
+  'sim.reads.guardian': '{time}: your guardian was told by SMS that you pressed panic',
   'sim.trail.label': 'Sealed trail: share where I walk',
   'sim.trail.on': 'On: {count} points sent, sealed to your own vault. The control room reads them only if you press panic.',
   'sim.trail.off': 'Off. When on, each move sends a point nobody can read unless you press panic.',

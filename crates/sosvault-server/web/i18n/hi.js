@@ -185,9 +185,10 @@ window.SOSVAULT_I18N.hi = {
   'profile.reason_long': 'कारण बहुत लंबा है: अधिकतम 200 बाइट (हिन्दी का एक अक्षर 3 बाइट लेता है)।',
   'profile.reason_control': 'कारण में नियंत्रण वर्ण नहीं हो सकते।',
 
-  'access.heading': 'दर्ज प्रोफ़ाइल दृश्य ({n})',
+  'access.heading': 'लॉग पर: प्रोफ़ाइल पढ़ना और सूचनाएँ ({n})',
   'access.unit': 'टीम {name}',
   'access.operator': 'ऑपरेटर {name}',
+  'access.guardian_sms': 'अभिभावक, SMS से सूचित',
   'access.none': 'किसी ने प्रोफ़ाइल नहीं देखी।',
   'access.reason': 'कारण:',
 
@@ -209,6 +210,8 @@ window.SOSVAULT_I18N.hi = {
   'step.cancelled': 'छात्र ने रद्द किया',
   'step.reassigned': 'दूसरी टीम को सौंपा',
   'step.claimed': 'ली गई या सौंपी गई',
+  'step.guardian_told': 'अभिभावक को सूचित किया',
+  'step.guardian_not_told': 'अभिभावक को सूचित नहीं किया',
 
   'team.title': 'टीम',
   'team.login_heading': 'टीम साइन-इन',
@@ -260,6 +263,7 @@ window.SOSVAULT_I18N.hi = {
   'sim.follow.unknown': 'स्थिति जानने के लिए नियंत्रण कक्ष तक नहीं पहुँच सके। फिर से कोशिश की जा रही है।',
   'sim.follow.opened': 'आपकी प्रोफ़ाइल {time} पर नियंत्रण कक्ष के लिए खोली गई ({released} ट्रस्टियों ने अपना हिस्सा दिया; {threshold} ज़रूरी थे)।',
   'sim.reads.heading': 'आपकी प्रोफ़ाइल किसने पढ़ी',
+  'sim.reads.guardian': '{time}: आपके अभिभावक को SMS से बताया गया कि आपने पैनिक दबाया',
   'sim.trail.label': 'सील किया रास्ता: मेरा रास्ता साझा करें',
   'sim.trail.on': 'चालू: {count} बिंदु भेजे गए, आपकी अपनी तिजोरी के लिए सील। कंट्रोल रूम इन्हें तभी पढ़ सकता है जब आप पैनिक दबाएँ।',
   'sim.trail.off': 'बंद। चालू होने पर हर कदम एक बिंदु भेजता है जिसे पैनिक दबाए बिना कोई नहीं पढ़ सकता।',

@@ -1235,6 +1235,7 @@
     if (S.selected !== id || !box) return;
     const who = (actor) => {
       const [kind, name] = actor.split(/:(.*)/s);
+      if (actor === 'control-room:sms') return t('access.guardian_sms');
       if (kind === 'unit') {
         const u = S.units.get(name);
         return t('access.unit', { name: u ? u.name : name });

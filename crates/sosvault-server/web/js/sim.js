@@ -209,9 +209,11 @@
     if (!reads || !reads.length) return null;
     const line = (r) => {
       const time = SV.clock(r.at * 1000);
-      const who = r.viewer.startsWith('operator:')
-        ? t('sim.reads.operator', { time, name: r.viewer.slice('operator:'.length) })
-        : t('sim.reads.team', { time });
+      const who = r.viewer === 'guardian:sms'
+        ? t('sim.reads.guardian', { time })
+        : r.viewer.startsWith('operator:')
+          ? t('sim.reads.operator', { time, name: r.viewer.slice('operator:'.length) })
+          : t('sim.reads.team', { time });
       return el('li', { dataset: { viewer: r.viewer } }, who,
         r.reason ? el('div', { class: 'muted small' }, t('sim.reads.reason', { reason: r.reason })) : null);
     };
