@@ -261,6 +261,12 @@ async fn a_reenrollment_never_costs_a_panic_and_its_commit_ends_the_overlap() {
     let answer = c.client.enroll(&pending).await.unwrap();
     assert_eq!(answer["epoch"], 2);
     assert_eq!(stored_epochs(&c, sid), (Some(2), Some(1)));
+    // Meanwhile a point of the sealed trail is sealed to epoch 1, the one a
+    // panic releases now; the service takes it as the kept epoch's.
+    let here = sosvault::Location::new(25.14, 75.83, 9, Timestamp::now()).unwrap();
+    let point = device.trail_point(&here, Timestamp::now()).unwrap();
+    assert_eq!(point.body().epoch, 1);
+    assert_eq!(c.client.trail(&point).await.unwrap()["status"], "stored");
 
     // Say the answer was lost on the way: the phone has not confirmed and
     // panics under epoch 1. The service takes it as the kept epoch (no

@@ -103,7 +103,13 @@ impl Engine {
                 if !bool::from(student.device_public.ct_eq(&signer)) {
                     return Ok(Err(EngineError::WrongDevice));
                 }
-                if s.enrollment_of_epoch(&sid, row.epoch)?.is_none() {
+                // The current epoch (the student's row says which: no
+                // profile read for a point a minute), or the committed one
+                // kept while a re-enrollment is pending.
+                let held = student.epoch == row.epoch
+                    || s.previous_enrollment(&sid)?
+                        .is_some_and(|p| p.epoch == row.epoch);
+                if !held {
                     return Ok(Err(Conflict::TrailPointEpoch.into()));
                 }
                 if s.add_trail_point(&row, MAX_TRAIL_POINTS)? {
