@@ -331,6 +331,19 @@ struct Grant {
     expires_at_ms: u64,
 }
 
+impl Grant {
+    /// A copy of the key, if it is `epoch`'s and its window has not ended:
+    /// for opening what it opens (the profile, the sealed trail) after the
+    /// state's lock is let go, not while the panics' path waits on it. The
+    /// copy is zeroized when dropped, as the key is.
+    fn copy_for(&self, epoch: u32, now_ms: u64) -> Option<VaultKey> {
+        if self.epoch != epoch || self.expires_at_ms <= now_ms {
+            return None;
+        }
+        VaultKey::from_secret_bytes(&self.key.to_secret_bytes()).ok()
+    }
+}
+
 /// An incident's access window, anchored on the vault's first opening and
 /// persisted with the incident (`released_at_ms`, `access_until_ms`): a
 /// restart keeps it, it never starts a new one.

@@ -97,22 +97,23 @@ impl Engine {
         else {
             return;
         };
-        // The profile, opened in memory with the vault key this node holds.
-        let profile = {
+        // The profile, opened in memory with the vault key this node holds
+        // (a copy, the state's lock let go).
+        let key = {
             let st = self.state();
-            let Some(grant) = st.incidents.get(&id).and_then(|l| l.vault.as_ref()) else {
-                return;
-            };
-            let Ok(bytes) = grant
-                .key
-                .open(&enrollment.sealed_profile, sosvault::MAX_PROFILE_BYTES * 2)
-            else {
-                return;
-            };
-            match Profile::from_bytes(&bytes) {
-                Ok(p) => p,
-                Err(_) => return,
-            }
+            let grant = st.incidents.get(&id).and_then(|l| l.vault.as_ref());
+            grant.and_then(|g| g.copy_for(epoch, now_ms()))
+        };
+        let Some(key) = key else {
+            return;
+        };
+        let Ok(bytes) = key.open(&enrollment.sealed_profile, sosvault::MAX_PROFILE_BYTES * 2)
+        else {
+            return;
+        };
+        drop(key);
+        let Ok(profile) = Profile::from_bytes(&bytes) else {
+            return;
         };
         let pressed = row.created_at_ms / 1000;
         let notice = notice(&profile, &id, pressed, cfg);

@@ -384,13 +384,17 @@ impl Engine {
                     .collect()
             })
             .unwrap_or_default();
-        let live = st.incidents.get(&row.id);
-        let opened = match (live.and_then(|l| l.vault.as_ref()), enrollment) {
-            (Some(g), Some(e)) if g.epoch == e.epoch && g.expires_at_ms > now_ms() => {
-                super::trail::open_vault(&g.key, e, rows)
-            }
-            _ => None,
-        };
+        let key = enrollment.and_then(|e| {
+            let grant = st.incidents.get(&row.id)?.vault.as_ref()?;
+            grant.copy_for(e.epoch, now_ms())
+        });
+        drop(st);
+        // Opened with the lock let go: the profile and up to
+        // `MAX_TRAIL_POINTS` points are decryptions the panics need not
+        // wait for.
+        let opened = key
+            .zip(enrollment)
+            .and_then(|(key, e)| super::trail::open_vault(&key, e, rows));
         (summary, trail, opened)
     }
 
