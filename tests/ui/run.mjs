@@ -362,6 +362,7 @@ describe('control room, team screen and simulator against the real demo', { conc
     assert.ok(await control.isVisible('#profile img.photo'), 'the photo is shown');
     await team.waitForSelector('#profile-fields', { timeout: T });
     assert.match(await team.textContent('#profile-fields'), /Ananya Sharma/);
+    assert.match(await team.$eval('.sealed-trail', (e) => e.getAttribute('d') || ''), /L/, 'the team sees the walk too');
     // The phone sees when its profile was opened, and by how many trustees.
     await sim.waitForSelector('#phone-opened', { timeout: T });
     assert.match(await sim.textContent('#phone-opened'), /opened for the control room at .* \([23] trustees released their share; 2 were needed\)/);
@@ -504,6 +505,9 @@ describe('control room, team screen and simulator against the real demo', { conc
     assert.equal(await team.$('#profile-fields'), null);
     assert.match(await team.textContent('#profile-hidden'), /stop/);
     assert.match(await team.textContent('#job-location'), /^\d+\.\d+, \d+\.\d+$/);
+    // The walk before the panic went with the profile, on both maps.
+    assert.doesNotMatch(await team.$eval('.sealed-trail', (e) => e.getAttribute('d') || ''), /L/);
+    assert.doesNotMatch(await control.$eval('.sealed-trail', (e) => e.getAttribute('d') || ''), /L/);
   });
 
   it('reassign releases the team (its screen says so) and the next nearest team takes over', async () => {

@@ -177,6 +177,9 @@
     if (d.unit && d.unit.name) $('#team-name').textContent = d.unit.name;
     job.release = d.release;
     job.profile = d.profile || null;
+    // Where the student walked before the panic, opened with the released
+    // key: shown exactly while the profile is.
+    job.sealed = d.sealed_trail ? d.sealed_trail.points.map((p) => [p.lat, p.lon]) : [];
     if (d.flags.includes('stopped')) job.profileGone = 'stop';
     if (d.status !== 'open' && !job.ended) job.ended = d.status;
     render();
@@ -259,6 +262,7 @@
     if (!S.map) {
       S.map = SV.makeMap($('#team-map'), { zoom: 15 });
       S.trail = L.polyline([], { className: 'trail', weight: 4, interactive: false }).addTo(S.map);
+      S.sealed = L.polyline([], { className: 'sealed-trail', weight: 4, interactive: false }).addTo(S.map);
     }
     setTimeout(() => S.map.invalidateSize(), 0);
     if (job.location) {
@@ -271,6 +275,7 @@
       if (!S.map.getBounds().pad(-0.1).contains(ll)) S.map.panTo(ll);
     }
     S.trail.setLatLngs(job.trail || []);
+    S.sealed.setLatLngs(job.profile ? job.sealed || [] : []);
     if (S.me) {
       const ll = [S.me.lat, S.me.lon];
       if (!S.meMarker) S.meMarker = L.marker(ll, { icon: SV.dotIcon('mk-team mk-me', true), keyboard: false, title: t('team.you') }).addTo(S.map);
