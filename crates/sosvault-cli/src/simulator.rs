@@ -726,14 +726,18 @@ async fn move_to(sim: &Sim, s: &mut SimStudent, b: &ActBody) -> Result<Value, Ac
     }
     s.lat = lat;
     s.lon = lon;
-    if s.trail {
-        send_trail_point(sim, s).await.map_err(failed)?;
-    }
-    if s.status == Status::Panic {
+    let panic = s.status == Status::Panic;
+    if panic {
         send_location(sim, s, lat, lon).await.map_err(failed)?;
-        return Ok(json!({ "status": "sent" }));
     }
-    Ok(json!({ "status": "moved" }))
+    // The trail after the live location, and never in its way: a point the
+    // service refuses is said, and the move stands.
+    if s.trail
+        && let Err(e) = send_trail_point(sim, s).await
+    {
+        eprintln!("simulator: a trail point was not taken: {e}");
+    }
+    Ok(json!({ "status": if panic { "sent" } else { "moved" } }))
 }
 
 /// Turns the sealed trail on (a first point goes at once) or off.
