@@ -23,7 +23,8 @@ use crate::sms::normalize_number;
 const SENDS: u32 = 4;
 
 /// What the control room does about the guardian of a just-opened vault.
-#[derive(Debug, PartialEq, Eq)]
+/// Its `Debug` leaves the number out: it is the profile's.
+#[derive(PartialEq, Eq)]
 pub(super) enum Notice {
     /// Send `text` to `to`.
     Send {
@@ -63,6 +64,19 @@ pub(super) fn notice(
     Notice::Send {
         to: Zeroizing::new(to),
         text,
+    }
+}
+
+impl std::fmt::Debug for Notice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Send { text, .. } => f
+                .debug_struct("Send")
+                .field("to", &"[redacted]")
+                .field("text", text)
+                .finish(),
+            Self::Nobody(why) => f.debug_tuple("Nobody").field(why).finish(),
+        }
     }
 }
 

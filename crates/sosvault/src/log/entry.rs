@@ -413,20 +413,7 @@ impl Body for LogEntry {
                 reason,
                 request_hash,
                 at,
-            } => {
-                w.u8(KIND_REFUSED);
-                match student {
-                    Some(s) => {
-                        w.u8(1);
-                        w.fixed(s.as_bytes());
-                    }
-                    None => w.u8(0),
-                }
-                w.fixed(&code.to_be_bytes());
-                w.var(truncate_utf8(reason, MAX_REASON_BYTES).as_bytes());
-                w.fixed(request_hash.as_bytes());
-                w.u64(at.0);
-            }
+            } => encode_refused(w, student.as_ref(), *code, reason, request_hash, *at),
             Self::Shredded {
                 student,
                 epoch,
@@ -519,25 +506,7 @@ impl Body for LogEntry {
                 salt: r.array("salt")?,
                 at: at(r)?,
             }),
-            KIND_REFUSED => {
-                let student = if r.bool("student present")? {
-                    Some(student(r)?)
-                } else {
-                    None
-                };
-                let code = u16::from_be_bytes(r.array("reason code")?);
-                let reason = core::str::from_utf8(r.var("reason", MAX_REASON_BYTES)?)
-                    .map_err(|_| DecodeError::InvalidValue("reason"))?
-                    .to_owned();
-                let request_hash = MessageHash(r.array("request hash")?);
-                Ok(Self::Refused {
-                    student,
-                    code,
-                    reason,
-                    request_hash,
-                    at: at(r)?,
-                })
-            }
+            KIND_REFUSED => decode_refused(r),
             KIND_SHREDDED => Ok(Self::Shredded {
                 student: student(r)?,
                 epoch: epoch(r)?,
@@ -572,6 +541,50 @@ impl Body for LogEntry {
             _ => Err(DecodeError::InvalidValue("entry kind")),
         }
     }
+}
+
+/// A refusal's fields after its kind: `u8 student present | [32] student
+/// (if present) | u16 code | var reason | [32] request hash | u64 at`.
+fn encode_refused(
+    w: &mut Writer,
+    student: Option<&StudentId>,
+    code: u16,
+    reason: &str,
+    request_hash: &MessageHash,
+    at: Timestamp,
+) {
+    w.u8(KIND_REFUSED);
+    match student {
+        Some(s) => {
+            w.u8(1);
+            w.fixed(s.as_bytes());
+        }
+        None => w.u8(0),
+    }
+    w.fixed(&code.to_be_bytes());
+    w.var(truncate_utf8(reason, MAX_REASON_BYTES).as_bytes());
+    w.fixed(request_hash.as_bytes());
+    w.u64(at.0);
+}
+
+/// The refusal [`encode_refused`] wrote, after its kind.
+fn decode_refused(r: &mut Reader<'_>) -> Result<LogEntry, DecodeError> {
+    let student = if r.bool("student present")? {
+        Some(StudentId(r.array("student")?))
+    } else {
+        None
+    };
+    let code = u16::from_be_bytes(r.array("reason code")?);
+    let reason = core::str::from_utf8(r.var("reason", MAX_REASON_BYTES)?)
+        .map_err(|_| DecodeError::InvalidValue("reason"))?
+        .to_owned();
+    Ok(LogEntry::Refused {
+        student,
+        code,
+        reason,
+        request_hash: MessageHash(r.array("request hash")?),
+        at: Timestamp(r.u64("at")?),
+    })
 }
 
 /// What both kinds of profile view begin with: `[32] student | [16]
