@@ -73,7 +73,7 @@ u16_len() {
 
 # ------------------------------------------------------------ signed messages
 # target = vector name; each gives a whole envelope and its body (BODY_MODE).
-for name in enrollment panic location cancel stop trail release_request release \
+for name in enrollment panic location cancel stop trail timed_panic check_in release_request release \
     shred_receipt cancel_receipt manifest enrollment_commit share_receipt tree_head log_query \
     status_query status_report; do
     load "$name"
@@ -85,7 +85,7 @@ done
 # ------------------------------------------------------------ containers and state
 for pair in share_delivery:share_delivery enrollment_package:enrollment_package \
     log_entry:log_entry device_state:device_state trustee_entry:trustee_entry \
-    device_state:device_state_v1 trustee_entry:trustee_entry_v1; do
+    device_state:device_state_v1 trustee_entry:trustee_entry_v1 trustee_entry:trustee_entry_v2; do
     target=${pair%%:*}
     name=${pair#*:}
     load "$name"
@@ -145,6 +145,10 @@ seed log_entry made-shredded "${entry_tag}04${student}00000002$(rep 66 32)${at}"
 seed log_entry made-profile-viewed "${entry_tag}05${student}$(rep 07 16)00000008$(printf '%s' operator | od -An -tx1 | tr -d ' \n')${at}"
 seed log_entry made-profile-viewed-salted "${entry_tag}0a${student}$(rep 07 16)00000008$(printf '%s' operator | od -An -tx1 | tr -d ' \n')$(rep 5e 16)${at}"
 seed log_entry made-guardian-told "${entry_tag}0b${student}$(rep 07 16)$(rep 6b 16)${at}"
+# Kind 12: a release, salted (epoch 1, counter 5, panic hash, incident, not a repeat, salt).
+seed log_entry made-released-salted "${entry_tag}0c${student}000000010000000000000005$(rep 3a 32)$(rep 07 16)00$(rep 5e 16)${at}"
+# Kind 13: a check-in (counter 6, its hash).
+seed log_entry made-checked-in "${entry_tag}0d${student}0000000000000006$(rep 2d 32)${at}"
 load panic
 if [[ -n $hex ]]; then
     # Kind 2 carries the panic's student, epoch and hash ahead of the panic itself.

@@ -24,6 +24,7 @@ use common::{T0, World, here};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use sosvault::manifest::{Manifest, ManifestTrustee};
+use sosvault::timer::{CheckIn, TimedPanic};
 use sosvault::{
     AuthorityKey, Cancel, CancelReceipt, Category, Container, ControlRoomKey, ControlRoomPublic,
     DecodeError, Device, DeviceKey, EnrollmentCommit, EnrollmentPackage, EnrollmentRecord,
@@ -64,6 +65,8 @@ struct Fixture {
     cancel: Signed<Cancel>,
     stop: Signed<Stop>,
     trail: Signed<TrailPoint>,
+    timed: Signed<TimedPanic>,
+    check_in: Signed<CheckIn>,
     request: Signed<ReleaseRequest>,
     release: Signed<Release>,
     shred_receipt: Signed<ShredReceipt>,
@@ -74,6 +77,7 @@ struct Fixture {
     device_state: Vec<u8>,
     entry_live: Vec<u8>,
     entry_tombstoned: Vec<u8>,
+    entry_duress: Vec<u8>,
 }
 
 fn fixture() -> Fixture {
@@ -105,6 +109,19 @@ fn fixture() -> Fixture {
     let cancel_receipt = world.trustees[0]
         .cancel(cancel.as_bytes(), T0.plus(10))
         .unwrap();
+    // A walk home, checked in under duress.
+    let timed = dev
+        .timed_panic(Category::Police, &here(T0), T0.plus(1200), &cr, T0.plus(11))
+        .unwrap();
+    let check_in = dev.check_in(timed.hash(), true, &cr, T0.plus(12)).unwrap();
+    world.trustees[0]
+        .cancel(check_in.as_bytes(), T0.plus(13))
+        .unwrap();
+    let entry_duress = world.trustees[0]
+        .entry(&dev.student_id())
+        .unwrap()
+        .to_secret_bytes()
+        .to_vec();
     let commit = Signed::sign(
         EnrollmentCommit {
             epoch: 1,
@@ -160,6 +177,8 @@ fn fixture() -> Fixture {
         cancel,
         stop,
         trail,
+        timed,
+        check_in,
         request: incident.request.clone(),
         release,
         shred_receipt,
@@ -170,6 +189,7 @@ fn fixture() -> Fixture {
         device_state,
         entry_live,
         entry_tombstoned,
+        entry_duress,
         world,
         device_seed,
     }
@@ -213,7 +233,7 @@ fn codecs(f: &Fixture) -> Vec<Codec> {
     let mut all = Vec::new();
     all.extend(signed!(
         EnrollmentRecord: record, PanicEvent: panic, LocationUpdate: location, Cancel: cancel,
-        Stop: stop, TrailPoint: trail, ReleaseRequest: request, Release: release, ShredReceipt: shred_receipt,
+        Stop: stop, TrailPoint: trail, TimedPanic: timed, CheckIn: check_in, ReleaseRequest: request, Release: release, ShredReceipt: shred_receipt,
         ShareReceipt: share_receipt, CancelReceipt: cancel_receipt,
         EnrollmentCommit: commit, Manifest: manifest
     ));
@@ -240,6 +260,7 @@ fn codecs(f: &Fixture) -> Vec<Codec> {
         u("Device (new)", Device::STATE_TAG, new_device, device),
         u("StudentEntry (live)", StudentEntry::TAG, f.entry_live.clone(), entry),
         u("StudentEntry (tombstoned)", StudentEntry::TAG, f.entry_tombstoned.clone(), entry),
+        u("StudentEntry (duress check-in)", StudentEntry::TAG, f.entry_duress.clone(), entry),
         u("Location", Location::TAG, here(T0).to_bytes(), location),
         u("Note (duress)", Note::TAG, Note { duress: true }.to_bytes(), note),
         u("Note (no duress)", Note::TAG, Note { duress: false }.to_bytes(), note),
@@ -273,6 +294,8 @@ fn every_decoder_round_trips() {
     signed_round_trip(&f.panic, &dev_key);
     signed_round_trip(&f.location, &dev_key);
     signed_round_trip(&f.cancel, &dev_key);
+    signed_round_trip(&f.timed, &dev_key);
+    signed_round_trip(&f.check_in, &dev_key);
     signed_round_trip(&f.request, &f.world.control_room);
     signed_round_trip(&f.release, t0);
     signed_round_trip(&f.shred_receipt, t0);
@@ -444,6 +467,12 @@ fn another_version_of_the_tag_is_unsupported_version() {
             let mut bytes = vec![tag.len() as u8];
             bytes.extend_from_slice(tag.as_bytes());
             bytes.extend_from_slice(&c.bytes[old_len..]);
+            // An older version the decoder still reads: refused, by its
+            // layout (the newer fields are left over), not by its tag.
+            if tag == "sosvault/trustee-entry/v2" {
+                assert!((c.decode)(&bytes).is_err(), "{} as {tag}", c.name);
+                continue;
+            }
             assert_eq!(
                 (c.decode)(&bytes).err(),
                 Some(DecodeError::UnsupportedVersion { expected: c.tag }),
@@ -578,6 +607,8 @@ fn signed_view(name: &str, b: &[u8]) -> Option<(Vec<u8>, String)> {
         "Cancel" => view::<Cancel>(b),
         "Stop" => view::<Stop>(b),
         "TrailPoint" => view::<TrailPoint>(b),
+        "TimedPanic" => view::<TimedPanic>(b),
+        "CheckIn" => view::<CheckIn>(b),
         "ReleaseRequest" => view::<ReleaseRequest>(b),
         "Release" => view::<Release>(b),
         "ShredReceipt" => view::<ShredReceipt>(b),
@@ -656,7 +687,7 @@ thread_local! {
 fn the_fixture_covers_every_decoder_and_tag() {
     let f = fixture();
     let all = codecs(&f);
-    assert_eq!(all.len(), 30);
+    assert_eq!(all.len(), 33);
     for c in &all {
         assert_eq!(c.bytes[0] as usize, c.tag.len(), "{}", c.name);
         assert_eq!(&c.bytes[1..1 + c.tag.len()], c.tag.as_bytes(), "{}", c.name);

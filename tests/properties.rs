@@ -870,8 +870,9 @@ fn p3_a_cancel_revokes_every_panic_at_or_below_its_counter() {
     );
 }
 
-/// The entry keeps the cancel state across its encoding, and an entry written
-/// before cancels reached trustees (`sosvault/trustee-entry/v1`) still loads.
+/// The entry keeps the cancel state across its encoding, and entries written
+/// before cancels reached trustees (`sosvault/trustee-entry/v1`) and before
+/// check-in timers (`v2`) still load.
 #[test]
 fn the_trustee_entry_keeps_the_cancel_state_and_v1_entries_still_load() {
     let (mut world, mut dev, _) = enrolled(2, b"p", 2);
@@ -907,12 +908,39 @@ fn the_trustee_entry_keeps_the_cancel_state_and_v1_entries_still_load() {
     assert_eq!(old.cancelled_through(), 0);
     assert!(old.last_cancel().is_none());
     assert!(old.holds_share());
-    // Re-encoded, it is a v2 entry that loads to the same state.
+    // Re-encoded, it is a current entry that loads to the same state.
     let again = StudentEntry::from_secret_bytes(&old.to_secret_bytes()).unwrap();
     assert_eq!(
         again.to_secret_bytes().as_slice(),
         old.to_secret_bytes().as_slice()
     );
+
+    // An entry written before check-in timers (`sosvault/trustee-entry/v2`,
+    // the `trustee_entry` vector of then) loads with no duress check-in.
+    let v2 = hex::decode(
+        std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/vectors/trustee_entry_v2.hex"
+        ))
+        .unwrap()
+        .trim(),
+    )
+    .unwrap();
+    let old = StudentEntry::from_secret_bytes(&v2).unwrap();
+    assert!(old.holds_share() && !old.withholds_log());
+    assert!(old.last_release().is_some());
+    let current = hex::decode(
+        std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/vectors/trustee_entry.hex"
+        ))
+        .unwrap()
+        .trim(),
+    )
+    .unwrap();
+    // The same state as the current vector: only the tag and the two new
+    // fields (no waived panic, no withholding) differ.
+    assert_eq!(old.to_secret_bytes().as_slice(), &current[..]);
 }
 
 // ======================================================================= property 4

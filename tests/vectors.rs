@@ -43,6 +43,7 @@ use sosvault::hazmat::{RawShare, combine_shares, split_secret_with_rng};
 use sosvault::manifest::{Manifest, ManifestTrustee};
 use sosvault::messages::TrusteeSlot;
 use sosvault::status::{Stage, StatusQuery, StatusReport, Team, TeamKind};
+use sosvault::timer::{CheckIn, TimedPanic, TrusteeNote};
 use sosvault::{
     AuthorityKey, Cancel, CancelReceipt, Category, Container, ControlRoomKey, ControlRoomPublic,
     Device, DeviceKey, EnrollmentCommit, EnrollmentPackage, EnrollmentRecord, InMemoryTrustee,
@@ -56,12 +57,14 @@ use sosvault::{
 // ------------------------------------------------------------------ fixed inputs
 
 /// Every vector file, by stem. (The fuzz corpus seeder reads these names.)
-const NAMES: [&str; 36] = [
+const NAMES: [&str; 41] = [
     "enrollment",
     "panic",
     "location",
     "cancel",
     "trail",
+    "timed_panic",
+    "check_in",
     "stop",
     "release_request",
     "status_query",
@@ -93,6 +96,16 @@ const NAMES: [&str; 36] = [
     "sealed_released_share",
     "sealed_profile",
     "sealed_trail_location",
+    "sealed_trustee_note_1",
+    "sealed_trustee_note_2",
+    "sealed_trustee_note_3",
+];
+
+/// The check-in's notes to trustees 1, 2 and 3.
+const TRUSTEE_NOTES: [&str; 3] = [
+    "sealed_trustee_note_1",
+    "sealed_trustee_note_2",
+    "sealed_trustee_note_3",
 ];
 
 const DEVICE_SEED: [u8; 32] = [0x01; 32];
@@ -134,7 +147,13 @@ const AT_CANCEL: u64 = T0 + 900;
 const AT_REVOKE: u64 = T0 + 905;
 /// A point of the sealed trail (counter 4): the student kept it on.
 const AT_TRAIL: u64 = T0 + 1000;
-/// Stop (counter 5).
+/// A check-in timer starts (counter 5): a walk of 20 minutes.
+const AT_TIMER: u64 = T0 + 1050;
+/// The timer's end.
+const AT_NOT_BEFORE: u64 = AT_TIMER + 1200;
+/// The student checks in, under duress (counter 6).
+const AT_CHECK_IN: u64 = T0 + 1150;
+/// Stop (counter 7).
 const AT_STOP: u64 = T0 + 1200;
 /// Trustee 1 shreds.
 const AT_SHRED: u64 = T0 + 1210;
@@ -617,7 +636,7 @@ fn build() -> BTreeMap<&'static str, Vec<u8>> {
             panic: panic.hash(),
             counter: 2,
             issued_at: ts(AT_LOCATION),
-            sealed_location,
+            sealed_location: sealed_location.clone(),
         },
         &device,
     );
@@ -640,10 +659,53 @@ fn build() -> BTreeMap<&'static str, Vec<u8>> {
         &device,
     );
     v.insert("trail", trail.as_bytes().to_vec());
+    let timed = Signed::sign(
+        TimedPanic {
+            panic: PanicEvent {
+                epoch: EPOCH,
+                counter: 5,
+                issued_at: ts(AT_TIMER),
+                category: Category::Police,
+                sealed_location: sealed_location.clone(),
+            },
+            not_before: ts(AT_NOT_BEFORE),
+        },
+        &device,
+    );
+    v.insert("timed_panic", timed.as_bytes().to_vec());
+    let trustee_notes = TRUSTEE_NOTES
+        .iter()
+        .zip(&publics)
+        .enumerate()
+        .map(|(i, (name, public))| {
+            let sealed = committed_sealed(
+                name,
+                &note_bytes,
+                |ct| open_with_scalar(&trustee_x25519_scalar(i), ct),
+                || public.seal(&note_bytes).unwrap(),
+            );
+            v.insert(name, sealed.clone());
+            TrusteeNote {
+                trustee: public.id(),
+                sealed_note: sealed,
+            }
+        })
+        .collect();
+    let check_in = Signed::sign(
+        CheckIn {
+            panic: timed.hash(),
+            counter: 6,
+            issued_at: ts(AT_CHECK_IN),
+            sealed_note: sealed_note.clone(),
+            trustee_notes,
+        },
+        &device,
+    );
+    v.insert("check_in", check_in.as_bytes().to_vec());
     let stop = Signed::sign(
         Stop {
             epoch: EPOCH,
-            counter: 5,
+            counter: 7,
             issued_at: ts(AT_STOP),
             sealed_note,
         },
@@ -923,8 +985,32 @@ fn committed_messages_decode_and_verify() {
         trail.body().sealed_location,
         committed("sealed_trail_location")
     );
+    let timed = check::<TimedPanic>("timed_panic", device.verifying_key());
+    let t = timed.body();
+    assert_eq!(
+        (
+            t.panic.epoch,
+            t.panic.counter,
+            t.panic.issued_at,
+            t.not_before
+        ),
+        (EPOCH, 5, ts(AT_TIMER), ts(AT_NOT_BEFORE))
+    );
+    assert_eq!(t.panic.sealed_location, committed("sealed_location"));
+    // A timed panic is no panic (nor the reverse), but a release request
+    // carries either.
+    assert!(Signed::<PanicEvent>::decode(&committed("timed_panic")).is_err());
+    assert!(Signed::<TimedPanic>::decode(&committed("panic")).is_err());
+    let either = sosvault::timer::AnyPanic::decode(&committed("timed_panic")).unwrap();
+    assert_eq!(either.not_before(), Some(ts(AT_NOT_BEFORE)));
+    assert_eq!(either.hash(), timed.hash());
+    let check_in = check::<CheckIn>("check_in", device.verifying_key());
+    assert_eq!(
+        (check_in.body().panic, check_in.body().counter),
+        (timed.hash(), 6)
+    );
     let stop = check::<Stop>("stop", device.verifying_key());
-    assert_eq!((stop.body().epoch, stop.body().counter), (EPOCH, 5));
+    assert_eq!((stop.body().epoch, stop.body().counter), (EPOCH, 7));
 
     let query = check::<StatusQuery>("status_query", device.verifying_key());
     let me = TrusteeId::of_signer(room.verifying_key());
@@ -938,7 +1024,11 @@ fn committed_messages_decode_and_verify() {
     assert_eq!((report.released, report.threshold), (2, THRESHOLD));
 
     let request = check::<ReleaseRequest>("release_request", room.verifying_key());
-    assert_eq!(request.body().panic, panic, "the whole panic is embedded");
+    assert_eq!(
+        request.body().panic.as_bytes(),
+        panic.as_bytes(),
+        "the whole panic is embedded"
+    );
     assert_eq!(request.body().incident, IncidentId::from_bytes(INCIDENT_ID));
     assert_eq!(request.body().recipient, incident_key().recipient());
     assert_eq!(request.body().issued_at, ts(AT_REQUEST));
@@ -1119,6 +1209,19 @@ fn sealed_vectors_open_with_the_fixed_keys() {
         released_share_plaintext(&panic.hash(), &shares[0])
     );
 
+    // The check-in's notes: each trustee opens its own, to the duress note.
+    let check_in = Signed::<CheckIn>::decode(&committed("check_in")).unwrap();
+    assert_eq!(check_in.body().trustee_notes.len(), 3);
+    for (i, (name, public)) in TRUSTEE_NOTES.iter().zip(trustee_publics()).enumerate() {
+        let note = check_in.body().note_for(&public.id()).unwrap();
+        assert_eq!(note, &committed(name)[..]);
+        assert_eq!(
+            open_with_scalar(&trustee_x25519_scalar(i), note).unwrap(),
+            committed("note")
+        );
+    }
+    assert_eq!(check_in.body().sealed_note, committed("sealed_note"));
+
     // Nobody else opens them.
     for name in [
         "sealed_location",
@@ -1127,6 +1230,9 @@ fn sealed_vectors_open_with_the_fixed_keys() {
         "sealed_released_share",
         "sealed_profile",
         "sealed_trail_location",
+        "sealed_trustee_note_1",
+        "sealed_trustee_note_2",
+        "sealed_trustee_note_3",
     ] {
         let ct = committed(name);
         let openers: [(&str, [u8; 32]); 3] = [
@@ -1137,6 +1243,7 @@ fn sealed_vectors_open_with_the_fixed_keys() {
         let expected_opener = match name {
             "sealed_profile" | "sealed_trail_location" => Some("vault"),
             "sealed_released_share" => Some("incident"),
+            "sealed_trustee_note_2" => Some("trustee 2"),
             _ => None,
         };
         for (who, scalar) in openers {
@@ -1227,9 +1334,15 @@ fn trustees_and_opener_agree_with_the_vectors() {
         counter!(LocationUpdate, "location"),
         counter!(Cancel, "cancel"),
         counter!(TrailPoint, "trail"),
+        Signed::<TimedPanic>::decode(&committed("timed_panic"))
+            .unwrap()
+            .body()
+            .panic
+            .counter,
+        counter!(CheckIn, "check_in"),
         counter!(Stop, "stop"),
     ];
-    assert_eq!(counters, [1, 2, 3, 4, 5]);
+    assert_eq!(counters, [1, 2, 3, 4, 5, 6, 7]);
 }
 
 /// Every derivation in `docs/PROTOCOL.md`, recomputed here from its written
@@ -1388,6 +1501,8 @@ fn tags_and_limits_match_the_document() {
     assert_eq!(tag::<Cancel>(), ("sosvault/cancel/v1", 2100));
     assert_eq!(tag::<Stop>(), ("sosvault/stop/v1", 2072));
     assert_eq!(tag::<TrailPoint>(), ("sosvault/trail/v1", 2072));
+    assert_eq!(tag::<TimedPanic>(), ("sosvault/timed-panic/v1", 2081));
+    assert_eq!(tag::<CheckIn>(), ("sosvault/check-in/v1", 35445));
     assert_eq!(
         tag::<ReleaseRequest>(),
         ("sosvault/release-request/v1", 4156)

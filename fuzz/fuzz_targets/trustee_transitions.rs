@@ -225,7 +225,7 @@ fn step(fx: &Fixture, st: &mut State, c: &mut Cursor<'_>) {
             let room = fx.room_or_rogue(c);
             let req = Signed::sign(
                 ReleaseRequest {
-                    panic,
+                    panic: panic.into(),
                     incident: IncidentId::from_bytes([c.u8(); 16]),
                     recipient: IncidentRecipient::from_bytes([c.u8(); 32]),
                     issued_at: shift(st.now, c.i16()),

@@ -69,6 +69,7 @@ use sosvault::log::MerkleLog;
 use sosvault::log::{MAX_ENTRY_BYTES, TreeHead};
 use sosvault::manifest::Manifest;
 use sosvault::status::{Outcome, StatusQuery, StatusReport};
+use sosvault::timer::{CheckIn, TimedPanic};
 use sosvault::{
     Cancel, CancelReceipt, EnrollmentCommit, EnrollmentPackage, IncidentId, LocationUpdate,
     PanicEvent, ShareReceipt, ShredReceipt, Signed, Stop, TrailPoint,
@@ -86,7 +87,7 @@ use utoipa_axum::routes;
 
 use crate::engine::{
     CancelReceived, CommitReceived, Engine, Enrolled, ForwardReport, IncidentDetail,
-    IncidentSummary, LatLon, MineAnswer, OperatorId, Stopped, UnitView, Viewer,
+    IncidentSummary, LatLon, MineAnswer, OperatorId, Stopped, TimerHeld, UnitView, Viewer,
 };
 use crate::error::ApiError;
 use crate::geo::UnitKind;
@@ -195,6 +196,8 @@ pub fn router_and_openapi(engine: Engine) -> (Router, utoipa::openapi::OpenApi) 
         .routes(routes!(panic))
         .routes(routes!(location))
         .routes(routes!(trail))
+        .routes(routes!(start_timer))
+        .routes(routes!(check_in))
         .routes(routes!(cancel))
         .routes(routes!(stop))
         .routes(routes!(incident_status))
@@ -571,6 +574,24 @@ pub struct TrailBody {
     pub point: String,
 }
 
+/// `POST /v1/timers`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TimerBody {
+    /// Base64 of a device-signed `sosvault/timed-panic/v1`.
+    #[schema(schema_with = timed_panic_field)]
+    pub timed_panic: String,
+}
+
+/// `POST /v1/check-in`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CheckInBody {
+    /// Base64 of a device-signed `sosvault/check-in/v1`.
+    #[schema(schema_with = check_in_field)]
+    pub check_in: String,
+}
+
 /// `POST /v1/cancel`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -752,7 +773,7 @@ pub struct UnitCreated {
 // largest message of its kind the core crate decodes (`MAX_LEN`).
 
 // The device-signed messages the trustees also take are documented as they are.
-use sosvault_service::trustee_api::{cancel_field, commit_field, stop_field};
+use sosvault_service::trustee_api::{cancel_field, check_in_field, commit_field, stop_field};
 
 sosvault_service::base64_fields! {
     manifest_field: Signed::<Manifest>::MAX_LEN, "Base64 of the signed `sosvault/manifest/v1`, byte for byte as the deployment authority signed it.";
@@ -761,6 +782,7 @@ sosvault_service::base64_fields! {
     panic_field: Signed::<PanicEvent>::MAX_LEN, "Base64 of a device-signed `sosvault/panic/v1`.";
     location_field: Signed::<LocationUpdate>::MAX_LEN, "Base64 of a device-signed `sosvault/location/v1`.";
     trail_field: Signed::<TrailPoint>::MAX_LEN, "Base64 of a device-signed `sosvault/trail/v1`: a location sealed to the student's own vault recipient.";
+    timed_panic_field: Signed::<TimedPanic>::MAX_LEN, "Base64 of a device-signed `sosvault/timed-panic/v1`: a check-in timer's panic, not acted on before its not-before.";
     status_query_field: Signed::<StatusQuery>::MAX_LEN, "Base64 of a device-signed `sosvault/status-query/v1` addressed to this control room (`control_room_id` of `/v1/info`).";
     status_report_field: Signed::<StatusReport>::MAX_LEN, "Base64 of the control-room-signed `sosvault/status-report/v1`.";
     // A log entry's bytes (`MineEntry::entry`, `AccessLogEntry::entry`).
@@ -1119,6 +1141,51 @@ async fn trail(
 ) -> Result<Json<StatusBody>, ApiError> {
     let bytes = base64_field("point", &b.point, Signed::<TrailPoint>::MAX_LEN)?;
     Ok(status(e.trail(&bytes).await?))
+}
+
+/// Starts a check-in timer ("walk me home"): the timed panic is held,
+/// sealed and unread, until its not-before; nobody is told. If no check-in
+/// comes by then, it fires as a panic (the trustees release from its
+/// not-before on), and the newest point of the sealed trail, opened by the
+/// release, is where the team goes (`docs/BEYOND-PANIC.md` §3).
+#[utoipa::path(post, path = "/v1/timers", tag = "device", request_body = TimerBody,
+    responses(
+        (status = 200, description = "`held`, or `duplicate` for a timer held already", body = TimerHeld),
+        (status = 400, description = "`bad_json`, `too_long`, `bad_base64`, `malformed` (the timed panic does not decode, its signature does not verify, or its not-before is not after its issue time and within 4 hours of it)", body = ErrorBody),
+        (status = 403, description = "`wrong_device`", body = ErrorBody),
+        (status = 404, description = "`unknown_student`", body = ErrorBody),
+        (status = 409, description = "`replayed` (its counter is not above the last seen), `unknown_epoch` (no enrollment of its epoch), `timer_ahead` (signed past the clock skew), `timer_ended` (its not-before is past: press panic)", body = ErrorBody),
+        (status = 410, description = "`stopped`", body = ErrorBody),
+        StoreFailure,
+    ))]
+async fn start_timer(
+    State(e): State<Engine>,
+    JsonBody(b): JsonBody<TimerBody>,
+) -> Result<Json<TimerHeld>, ApiError> {
+    let bytes = base64_field("timed_panic", &b.timed_panic, Signed::<TimedPanic>::MAX_LEN)?;
+    Ok(Json(e.start_timer(&bytes).await?))
+}
+
+/// "I got there": ends a check-in timer. Forwarded, byte for byte, to every
+/// trustee (as a cancel is), which then releases nothing for the timed
+/// panic; a timer that already fired is closed as a cancel closes it. A
+/// duress check-in gets the very same answer, and fires the timer at once
+/// (escalated). The answer waits a few seconds at most for the trustees'
+/// receipts; the service keeps forwarding to the others, across restarts.
+#[utoipa::path(post, path = "/v1/check-in", tag = "device", request_body = CheckInBody,
+    responses(
+        (status = 200, body = CancelReceived),
+        (status = 400, description = "`bad_json`, `too_long`, `bad_base64`, `malformed`, `bad_note` (the sealed note does not open)", body = ErrorBody),
+        (status = 404, description = "`unknown_timer`: no check-in timer of this device for the timed panic it names", body = ErrorBody),
+        StoreFailure,
+    ))]
+async fn check_in(
+    State(e): State<Engine>,
+    JsonBody(b): JsonBody<CheckInBody>,
+) -> Result<Json<CancelReceived>, ApiError> {
+    let bytes = base64_field("check_in", &b.check_in, Signed::<CheckIn>::MAX_LEN)?;
+    // The same fields whether or not the check-in carried duress.
+    Ok(Json(e.check_in(&bytes).await?))
 }
 
 /// "I am safe" (a duress cancel gets the same answer and escalates).

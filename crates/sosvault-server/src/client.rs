@@ -294,6 +294,26 @@ impl Client {
         Ok(self.post("/v1/trail", None, &body).await?.1)
     }
 
+    /// Starts a check-in timer: its timed panic, held until its end
+    /// (`{"status": "held" | "duplicate", "not_before"}`).
+    pub async fn start_timer(
+        &self,
+        timed: &Signed<sosvault::timer::TimedPanic>,
+    ) -> Result<Value, ClientError> {
+        let body = json!({ "timed_panic": B64.encode(timed.as_bytes()) });
+        Ok(self.post("/v1/timers", None, &body).await?.1)
+    }
+
+    /// Ends a check-in timer ("I got there", or under duress): answered as
+    /// a cancel is, with the trustees' receipts so far.
+    pub async fn check_in(
+        &self,
+        check_in: &Signed<sosvault::timer::CheckIn>,
+    ) -> Result<Value, ClientError> {
+        let body = json!({ "check_in": B64.encode(check_in.as_bytes()) });
+        Ok(self.post("/v1/check-in", None, &body).await?.1)
+    }
+
     /// Sends a cancel.
     pub async fn cancel(&self, cancel: &Signed<Cancel>) -> Result<Value, ClientError> {
         let body = json!({ "cancel": B64.encode(cancel.as_bytes()) });

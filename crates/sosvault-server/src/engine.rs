@@ -40,8 +40,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::Serialize;
 use serde_json::json;
 use sosvault::{
-    Category, ControlRoomKey, IncidentId, IncidentKey, PanicEvent, Profile, Signed, StudentId,
-    TrusteeId, VaultKey,
+    Category, ControlRoomKey, IncidentId, IncidentKey, Profile, Signed, StudentId, TrusteeId,
+    VaultKey,
 };
 use sosvault_service::logquery::QueryGuard;
 use tokio::sync::{Notify, broadcast};
@@ -50,6 +50,7 @@ use tokio_util::task::TaskTracker;
 
 use sosvault::keys::LogKey;
 use sosvault::log::MerkleLog;
+use sosvault::timer::AnyPanic;
 
 use crate::config::Config;
 use crate::geo::UnitKind;
@@ -67,6 +68,7 @@ pub use board::{Board, Rules};
 pub use error::{Conflict, EngineError, Invalid};
 pub use forward::{ForwardKind, ForwardReport, ForwardSummary};
 pub use lease::NameInUse;
+pub use timer::TimerHeld;
 pub use trail::{MAX_TRAIL_POINTS, SealedTrail, TrailFix};
 
 mod access;
@@ -86,6 +88,7 @@ mod reassign;
 mod release;
 mod student;
 mod teams;
+mod timer;
 mod trail;
 mod witness;
 
@@ -396,7 +399,7 @@ struct Fresh {
     /// The student's enrollment, for the release.
     enrollment: Option<EnrollmentRow>,
     /// The verified panic.
-    panic: Signed<PanicEvent>,
+    panic: AnyPanic,
     /// Its location, if it opened: (lat, lon, fix time).
     fix: Option<(f64, f64, u64)>,
     /// The incident key (stored sealed with the incident).
@@ -1161,6 +1164,10 @@ impl Engine {
         self.inner
             .tasks
             .spawn(async move { engine.trail_pruner().await });
+        let engine = self.clone();
+        self.inner
+            .tasks
+            .spawn(async move { engine.timer_sweeper().await });
         Ok(())
     }
 
@@ -1258,9 +1265,7 @@ impl Engine {
         let (panic, fix, fresh_key) = match fresh_panic {
             Some((panic, fix, key)) => (Some(panic), Some(fix), Some(key)),
             None => (
-                row.panic
-                    .as_deref()
-                    .and_then(|b| Signed::<PanicEvent>::decode(b).ok()),
+                row.panic.as_deref().and_then(|b| AnyPanic::decode(b).ok()),
                 None,
                 None,
             ),
@@ -1359,7 +1364,7 @@ impl Engine {
     async fn trail_of(
         &self,
         id: IncidentId,
-        panic: Option<&Signed<PanicEvent>>,
+        panic: Option<&AnyPanic>,
         fix: Option<Option<(f64, f64, u64)>>,
         locations: &[Vec<u8>],
         resumed: bool,

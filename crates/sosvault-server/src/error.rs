@@ -162,6 +162,7 @@ fn status_of(e: &EngineError) -> u16 {
         EngineError::NotFound
         | EngineError::UnknownStudent
         | EngineError::UnknownIncident
+        | EngineError::UnknownTimer
         | EngineError::UnknownTeam => 404,
         EngineError::Conflict(_) => 409,
         EngineError::Stopped | EngineError::EnrollAfterStop => 410,
@@ -321,6 +322,12 @@ mod tests {
                 "unknown_incident",
                 "no incident for this panic",
             ),
+            (
+                E::UnknownTimer,
+                404,
+                "unknown_timer",
+                "no check-in timer of this student for this timed panic",
+            ),
             (E::UnknownTeam, 404, "unknown_team", "no such team"),
             (
                 Conflict::NotOpen.into(),
@@ -439,10 +446,22 @@ mod tests {
                 "the trail point is older than the trail is kept; send points as they are made",
             ),
             (
-                Conflict::TrailPointEpoch.into(),
+                Conflict::UnknownEpoch.into(),
                 409,
                 "unknown_epoch",
-                "the trail point names an epoch this service holds no enrollment of; seal to the committed epoch",
+                "the message names an epoch this service holds no enrollment of; use the committed epoch",
+            ),
+            (
+                Conflict::TimerTime { ended: true }.into(),
+                409,
+                "timer_ended",
+                "the timer has ended already; press panic if you need help",
+            ),
+            (
+                Conflict::TimerTime { ended: false }.into(),
+                409,
+                "timer_ahead",
+                "the timed panic is dated ahead of the service's clock; check the phone's clock",
             ),
             (E::Stopped, 410, "stopped", "this student has stopped"),
             (

@@ -50,7 +50,8 @@ pub use rows::{
     EnrollmentRow, ForwardHolder, ForwardKey, ForwardTo, Glance, IncidentRow, IncidentStatus,
     Lease, LogLeafRow, NewDuressAlert, NewIncident, NewLogEntry, PanicContext, PanicStored,
     PendingCancel, PendingCommit, PendingForward, PendingShred, StudentLogRow, StudentRow,
-    TakenForwards, TakenLease, TimelineEntry, TrailRow, TrusteeAnswer, UnitRow, ViewReason,
+    TakenForwards, TakenLease, TimelineEntry, TimerRow, TimerState, TrailRow, TrusteeAnswer,
+    UnitRow, ViewReason,
 };
 pub use sql_store::SqlStore;
 pub use sqlite::{Sqlite, SqliteStore};
@@ -211,6 +212,28 @@ pub trait Store: AccessStore {
     /// Deletes every trail point the service took before `before_ms`
     /// (unix ms); how many went.
     fn prune_trail(&self, before_ms: u64) -> StoreResult<usize>;
+    /// Stores a check-in timer (held), bumping the student's counter to its
+    /// timed panic's, in one transaction. False (nothing written) if the
+    /// counter is not above the highest seen.
+    fn add_timer(&self, timer: &TimerRow, counter: u64) -> StoreResult<bool>;
+    /// The timer whose timed panic has this hash.
+    fn timer(&self, hash: &MessageHash) -> StoreResult<Option<TimerRow>>;
+    /// Held timers whose end is at or before `now_ms`, soonest first, at
+    /// most `limit`.
+    fn due_timers(&self, now_ms: u64, limit: u32) -> StoreResult<Vec<TimerRow>>;
+    /// Moves a held timer to `to` (with the check-in that settled it, if
+    /// any): true if it was held, false if something settled it first (a
+    /// check-in, another node's firing), so it is settled once.
+    fn settle_timer(
+        &self,
+        hash: &MessageHash,
+        to: TimerState,
+        check_in: Option<&MessageHash>,
+    ) -> StoreResult<bool>;
+    /// Drops the timed panic (its sealed start location) of every timer
+    /// checked in whose end was before `before_ms`; the row stays, so its
+    /// status still reads as checked in. How many were dropped.
+    fn prune_timers(&self, before_ms: u64) -> StoreResult<usize>;
     /// Appends to an incident's timeline.
     fn add_timeline(
         &self,

@@ -293,6 +293,8 @@ async fn the_openapi_document_describes_every_route_and_nothing_else() {
         "POST /v1/panic",
         "POST /v1/location",
         "POST /v1/trail",
+        "POST /v1/timers",
+        "POST /v1/check-in",
         "POST /v1/cancel",
         "POST /v1/stop",
         "POST /v1/incident/status",

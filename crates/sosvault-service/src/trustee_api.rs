@@ -27,7 +27,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sosvault::{
     Cancel, CancelReceipt, EnrollmentCommit, Release, ReleaseRequest, ShareDelivery, ShareReceipt,
-    ShredReceipt, Signed, Stop,
+    ShredReceipt, Signed, Stop, timer::CheckIn,
 };
 use utoipa::ToSchema;
 
@@ -52,6 +52,10 @@ pub trait Receipted {
     fn receipt(&self) -> &str;
 }
 
+/// The longest message `POST /v1/cancels` takes: a check-in (a cancel is
+/// shorter).
+pub const REVOCATION_MAX_LEN: usize = Signed::<CheckIn>::MAX_LEN;
+
 // The byte fields of the device-signed messages (`stop_field`,
 // `cancel_field`, `commit_field`) are public: the dispatch service documents
 // the same fields where the phone sends them.
@@ -63,6 +67,8 @@ crate::base64_fields! {
     pub stop_field: Signed::<Stop>::MAX_LEN, "Base64 of a device-signed `sosvault/stop/v1`.";
     shred_receipt_field: Signed::<ShredReceipt>::MAX_LEN, "Base64 of the trustee-signed `sosvault/shred-receipt/v1`.";
     pub cancel_field: Signed::<Cancel>::MAX_LEN, "Base64 of a device-signed `sosvault/cancel/v1`.";
+    pub check_in_field: Signed::<CheckIn>::MAX_LEN, "Base64 of a device-signed `sosvault/check-in/v1`: the end of a check-in timer.";
+    revocation_field: REVOCATION_MAX_LEN, "Base64 of a device-signed `sosvault/cancel/v1`, or of a `sosvault/check-in/v1` (the end of a check-in timer, which revokes its timed panic as a cancel revokes a panic).";
     cancel_receipt_field: Signed::<CancelReceipt>::MAX_LEN, "Base64 of the trustee-signed `sosvault/cancel-receipt/v1`.";
     pub commit_field: Signed::<EnrollmentCommit>::MAX_LEN, "Base64 of a device-signed `sosvault/enrollment-commit/v1`.";
 }
@@ -181,7 +187,7 @@ receipt_answer! {
 
 request! {
     /// `POST /v1/cancels`.
-    CancelsRequest { cancel: cancel_field, Signed::<Cancel>::MAX_LEN } => "/v1/cancels", CancelsResponse
+    CancelsRequest { cancel: revocation_field, REVOCATION_MAX_LEN } => "/v1/cancels", CancelsResponse
 }
 
 receipt_answer! {
@@ -233,7 +239,7 @@ crate::refusals! {
         400 Malformed: "`bad_json` (the body), `too_long`, `bad_base64` (a field); `malformed`: the message does not decode",
         403 Forbidden: "`unpinned_control_room`, `forged_panic`, `wrong_device`",
         404 UnknownStudent: "`unknown_student`",
-        409 Conflict: "`wrong_epoch`, `replayed`, `cancelled`",
+        409 Conflict: "`wrong_epoch`, `replayed`, `cancelled`; `too_early`: a check-in timer's timed panic before the timer's end (ask again then)",
         410 Gone: "`shredded`, `retry_expired`",
         422 Refused: "`stale_request`, `stale_panic`, `future_panic`, `refused`",
         429 RateLimited: "`rate_limited`: too many releases for this student in the window",

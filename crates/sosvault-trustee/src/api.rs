@@ -525,7 +525,11 @@ async fn shreds(
 }
 
 /// A cancel the control room forwards: from now on nothing is released for
-/// this student's panics up to the cancel's counter.
+/// this student's panics up to the cancel's counter. A check-in (the end of
+/// a check-in timer) is taken here too, and revokes its timed panic the same
+/// way; under duress (a note sealed to this trustee says so) it revokes
+/// nothing and lets the timed panic be released at once, with the same
+/// receipt.
 #[utoipa::path(post, path = "/v1/cancels", tag = "control room", request_body = CancelsRequest, security(("control_room" = [])),
     responses((status = 200, body = CancelsResponse), CancelsRefusals, ControlRoomCall))]
 async fn cancels(

@@ -714,6 +714,122 @@ fn a_forwarded_cancel_revokes_the_panic_and_is_logged() {
     );
 }
 
+/// A check-in timer at a trustee: the timed panic is refused before its
+/// end; a check-in in safety revokes it; a duress check-in (the same
+/// receipt, the same entry in the student's own log) lets it be released
+/// at once, and what follows is kept from the student's own query, though
+/// not from the log (its leaf is salted, so no one who knows the rest of it
+/// finds it among the public leaves).
+#[test]
+fn a_duress_check_in_releases_at_once_and_the_phone_sees_only_a_check_in() {
+    let now = Timestamp::now();
+    let (cr, t, r) = TrusteeDir::serving("timekeeper");
+    let mut calm = Student::delivered(&t, &r, now);
+    let mut forced = Student::delivered(&t, &r, now);
+    let calm_timer = calm.timer(&cr, now, 1200);
+    let forced_timer = forced.timer(&cr, now, 1200);
+
+    // Before the timer's end: too early (a retry may succeed later), logged.
+    let (req, _, _) = request(&cr, &forced_timer, now);
+    let (st, v) = r.release(&req);
+    assert_eq!((st, code(&v)), (409, "too_early"), "{v}");
+
+    let calm_in = calm
+        .device
+        .check_in(calm_timer.hash(), false, &cr.public(), now)
+        .unwrap();
+    let forced_in = forced
+        .device
+        .check_in(forced_timer.hash(), true, &cr.public(), now)
+        .unwrap();
+    // Both answered alike: a receipt naming the check-in and its counter.
+    for (check_in, who) in [(&calm_in, &calm), (&forced_in, &forced)] {
+        let (st, v) = r.cancel(check_in.as_bytes());
+        assert_eq!((st, v["repeated"].as_bool()), (200, Some(false)), "{v}");
+        let receipt =
+            Signed::<CancelReceipt>::decode(&unb64(v["receipt"].as_str().unwrap())).unwrap();
+        assert_eq!(receipt.body().cancel, check_in.hash());
+        assert_eq!(receipt.body().counter, check_in.body().counter);
+        assert_eq!(receipt.body().student, who.device.student_id());
+    }
+
+    // In safety: revoked. Under duress: released now, eighteen minutes early.
+    let (req, _, _) = request(&cr, &calm_timer, Timestamp::now());
+    let (st, v) = r.release(&req);
+    assert_eq!((st, code(&v)), (409, "cancelled"));
+    let (req, _, _) = request(&cr, &forced_timer, Timestamp::now());
+    let (st, v) = r.release(&req);
+    assert_eq!(st, 200, "{v}");
+
+    // The phones' own queries: the calm one sees its check-in and the
+    // refused release after it; the forced one sees the too-early refusal
+    // and its check-in, and nothing after.
+    let kinds =
+        |s: &Student| -> Vec<&'static str> { s.mine(&t, &r).iter().map(|e| e.kind()).collect() };
+    assert_eq!(kinds(&calm), ["share-accepted", "checked-in", "refused"]);
+    assert_eq!(kinds(&forced), ["share-accepted", "refused", "checked-in"]);
+    // For good: a later stop of the forced student is not shown either.
+    let stop = forced
+        .device
+        .stop(false, &cr.public(), Timestamp::now())
+        .unwrap();
+    assert_eq!(r.shred(stop.as_bytes()).0, 200);
+    assert_eq!(kinds(&forced), ["share-accepted", "refused", "checked-in"]);
+    // Even after a restart.
+    r.stop();
+    let r = t.start(&[&cr], &[]);
+    let kinds =
+        |s: &Student| -> Vec<&'static str> { s.mine(&t, &r).iter().map(|e| e.kind()).collect() };
+    assert_eq!(kinds(&forced), ["share-accepted", "refused", "checked-in"]);
+
+    // The log itself keeps all of it, for auditors: the release is there,
+    // salted; rebuilt from everything but the salt, it matches no leaf.
+    let entries = r.entries();
+    let student = forced.device.student_id();
+    let release = entries
+        .iter()
+        .find(|e| matches!(e, LogEntry::Released { student: who, .. } if *who == student))
+        .unwrap();
+    let LogEntry::Released { salt: Some(_), .. } = release else {
+        panic!("a release's entry is salted: {release:?}");
+    };
+    let LogEntry::Released {
+        epoch,
+        counter,
+        panic,
+        incident,
+        repeat,
+        at,
+        ..
+    } = release.clone()
+    else {
+        unreachable!()
+    };
+    let guess = |salt| {
+        LogEntry::Released {
+            student,
+            epoch,
+            counter,
+            panic,
+            incident,
+            repeat,
+            salt,
+            at,
+        }
+        .leaf_hash()
+    };
+    let (_, v) = r.get(&format!("/v1/log/entries?start=0&end={}", entries.len()));
+    let public: Vec<Vec<u8>> = v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| unb64(e["leaf_hash"].as_str().unwrap()))
+        .collect();
+    assert!(public.contains(&release.leaf_hash().to_vec()));
+    assert!(!public.contains(&guess(None).to_vec()));
+    assert!(!public.contains(&guess(Some([0; 16])).to_vec()));
+}
+
 /// A log entry's refusal code, if it is a refusal.
 fn refusal(e: &LogEntry) -> Option<u16> {
     match e {

@@ -2,9 +2,10 @@
 
 use crate::ids::{IncidentId, Timestamp};
 use crate::keys::{ControlRoomKey, IncidentKey};
-use crate::messages::{Location, MAX_SEALED_SMALL, Note, PanicEvent, ReleaseRequest};
+use crate::messages::{Location, MAX_SEALED_SMALL, Note, ReleaseRequest};
 use crate::seal::SealError;
 use crate::signed::Signed;
+use crate::timer::AnyPanic;
 
 impl ControlRoomKey {
     /// Opens a location sealed to the control room (from a panic or location update).
@@ -13,23 +14,24 @@ impl ControlRoomKey {
         Location::from_bytes(&plaintext).map_err(|_| SealError::DoesNotOpen)
     }
 
-    /// Opens the sealed note of a cancel or stop (the duress flag).
+    /// Opens the sealed note of a cancel, stop or check-in (the duress flag).
     pub fn open_note(&self, sealed: &[u8]) -> Result<Note, SealError> {
         let plaintext = self.sealing().open(sealed, MAX_SEALED_SMALL)?;
         Note::from_bytes(&plaintext).map_err(|_| SealError::DoesNotOpen)
     }
 
-    /// Signs a release request binding `panic` to `incident` and its ephemeral key.
-    pub fn release_request(
+    /// Signs a release request binding `panic` (pressed now or timed) to
+    /// `incident` and its ephemeral key.
+    pub fn release_request<P: Clone + Into<AnyPanic>>(
         &self,
-        panic: &Signed<PanicEvent>,
+        panic: &P,
         incident: IncidentId,
         incident_key: &IncidentKey,
         now: Timestamp,
     ) -> Signed<ReleaseRequest> {
         Signed::sign(
             ReleaseRequest {
-                panic: panic.clone(),
+                panic: panic.clone().into(),
                 incident,
                 recipient: incident_key.recipient(),
                 issued_at: now,

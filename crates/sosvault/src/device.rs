@@ -42,6 +42,7 @@ use crate::messages::{
 use crate::seal::SealError;
 use crate::signed::Container;
 use crate::signed::Signed;
+use crate::timer::{CheckIn, MAX_TIMER_SECS, TimedPanic, TrusteeNote};
 use crate::wire::{DecodeError, Reader, Writer};
 
 /// Why a device operation failed.
@@ -72,6 +73,10 @@ pub enum DeviceError {
     /// There is no pending enrollment to confirm.
     #[error("no enrollment is pending")]
     NothingPending,
+    /// A check-in timer must end after now and at most 4 hours later
+    /// ([`crate::timer::MAX_TIMER_SECS`]).
+    #[error("a check-in timer must end after now and within 4 hours")]
+    BadTimer,
     /// A share receipt is missing or does not prove what it must.
     #[error("share receipt {index}: {why}")]
     BadReceipt {
@@ -436,6 +441,19 @@ impl Device {
         control_room: &ControlRoomPublic,
         now: Timestamp,
     ) -> Result<Signed<PanicEvent>, DeviceError> {
+        let panic = self.panic_event(category, location, control_room, now)?;
+        Ok(Signed::sign(panic, &self.key))
+    }
+
+    /// A panic's fields, its location sealed and its counter taken: of a
+    /// panic pressed now, or of a timer's.
+    fn panic_event(
+        &mut self,
+        category: Category,
+        location: &Location,
+        control_room: &ControlRoomPublic,
+        now: Timestamp,
+    ) -> Result<PanicEvent, DeviceError> {
         // A stopped device says so, not "enroll first": it cannot enroll.
         if self.stopped {
             return Err(DeviceError::Stopped);
@@ -445,13 +463,72 @@ impl Device {
         }
         let sealed_location = control_room.seal(&location.to_bytes())?;
         let counter = self.next_counter()?;
+        Ok(PanicEvent {
+            epoch: self.epoch,
+            counter,
+            issued_at: now,
+            category,
+            sealed_location,
+        })
+    }
+
+    /// Starts a check-in timer ("walk me home"): a panic that no trustee
+    /// acts on before `not_before`, the timer's end (after `now`, at most
+    /// [`MAX_TIMER_SECS`](crate::timer::MAX_TIMER_SECS) later). `location`
+    /// is where the walk begins, sealed to the control room; send trail
+    /// points ([`Device::trail_point`]) while it runs, and a
+    /// [`Device::check_in`] to end it.
+    pub fn timed_panic(
+        &mut self,
+        category: Category,
+        location: &Location,
+        not_before: Timestamp,
+        control_room: &ControlRoomPublic,
+        now: Timestamp,
+    ) -> Result<Signed<TimedPanic>, DeviceError> {
+        if not_before <= now || not_before.as_secs() - now.as_secs() > MAX_TIMER_SECS {
+            return Err(DeviceError::BadTimer);
+        }
+        let panic = self.panic_event(category, location, control_room, now)?;
+        Ok(Signed::sign(TimedPanic { panic, not_before }, &self.key))
+    }
+
+    /// "I got there": ends the timer of the timed panic whose hash is
+    /// `timed`. With `duress`, the check-in looks the same on the phone and
+    /// in every receipt, but tells the control room (in its sealed note) and
+    /// each trustee of the enrollment (in one sealed to it) that the student
+    /// is not safe: the timed panic fires at once.
+    pub fn check_in(
+        &mut self,
+        timed: MessageHash,
+        duress: bool,
+        control_room: &ControlRoomPublic,
+        now: Timestamp,
+    ) -> Result<Signed<CheckIn>, DeviceError> {
+        if self.stopped {
+            return Err(DeviceError::Stopped);
+        }
+        let enrolled = self.enrolled.as_ref().ok_or(DeviceError::NotEnrolled)?;
+        let note = Note { duress }.to_bytes();
+        let sealed_note = control_room.seal(&note)?;
+        let trustee_notes = enrolled
+            .trustees
+            .iter()
+            .map(|t| {
+                Ok(TrusteeNote {
+                    trustee: t.id(),
+                    sealed_note: t.seal(&note)?,
+                })
+            })
+            .collect::<Result<Vec<_>, SealError>>()?;
+        let counter = self.next_counter()?;
         Ok(Signed::sign(
-            PanicEvent {
-                epoch: self.epoch,
+            CheckIn {
+                panic: timed,
                 counter,
                 issued_at: now,
-                category,
-                sealed_location,
+                sealed_note,
+                trustee_notes,
             },
             &self.key,
         ))

@@ -100,6 +100,7 @@ pub mod query;
 mod seal;
 mod signed;
 pub mod status;
+pub mod timer;
 mod trustee;
 mod wire;
 

@@ -15,6 +15,7 @@ use crate::keys::{
 };
 use crate::seal::SealError;
 use crate::signed::{Container, Message, Signed, read_embedded, sealed::Body};
+use crate::timer::AnyPanic;
 use crate::wire::{DecodeError, Reader, Writer};
 
 /// Most trustees one student's vault may be split among.
@@ -490,13 +491,14 @@ impl_message!(
 
 // ------------------------------------------------------------------ release request
 
-/// `sosvault/release-request/v1`, control-room-signed: binds a signed panic to
+/// `sosvault/release-request/v1`, control-room-signed: binds a signed panic (or a
+/// check-in timer's timed panic, [`crate::timer`]) to
 /// the incident's ephemeral recipient. Without it a signed panic would be a
 /// bearer token: whoever saw it first could ask for shares sealed to their own key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ReleaseRequest {
-    /// The device-signed panic, whole.
-    pub panic: Signed<PanicEvent>,
+    /// The device-signed panic, whole: pressed now or timed.
+    pub panic: AnyPanic,
     /// The control room's incident id.
     pub incident: IncidentId,
     /// Where trustees must seal their shares.
@@ -514,7 +516,10 @@ impl Body for ReleaseRequest {
     }
 
     fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
-        let panic = read_embedded(r, "panic", MAX_PANIC_BYTES)?;
+        let panic = AnyPanic::decode(r.var("panic", MAX_PANIC_BYTES)?).map_err(|e| match e {
+            DecodeError::BadSignature => DecodeError::BadInnerSignature("panic"),
+            e => e,
+        })?;
         let incident = IncidentId(r.array("incident id")?);
         let recipient = IncidentRecipient::from_bytes(r.array("incident recipient")?);
         // A low-order recipient would make every released share readable by anyone.
@@ -1190,7 +1195,7 @@ mod tests {
         }] {
             let request = Signed::sign(
                 ReleaseRequest {
-                    panic: panic.clone(),
+                    panic: panic.clone().into(),
                     incident: IncidentId([1; 16]),
                     recipient: IncidentRecipient::from_bytes(weak),
                     issued_at: now,

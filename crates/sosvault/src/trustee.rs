@@ -50,14 +50,15 @@ use thiserror::Error;
 use zeroize::Zeroizing;
 
 use crate::escrow;
-use crate::ids::{StudentId, Timestamp, TrusteeId};
+use crate::ids::{MessageHash, StudentId, Timestamp, TrusteeId};
 use crate::keys::{ControlRoomPublic, TrusteeKey};
 use crate::messages::{
-    Cancel, CancelReceipt, EnrollmentCommit, EnrollmentRecord, MAX_RECORD_BYTES, PanicEvent,
-    Release, ReleaseRequest, ReleasedShare, ShareDelivery, ShareForTrustee, ShareReceipt,
+    Cancel, CancelReceipt, EnrollmentCommit, EnrollmentRecord, MAX_RECORD_BYTES, MAX_SEALED_SMALL,
+    Note, Release, ReleaseRequest, ReleasedShare, ShareDelivery, ShareForTrustee, ShareReceipt,
     ShareValue, ShredReceipt, Stop,
 };
 use crate::signed::{Container, Signed, read_embedded};
+use crate::timer::{AnyPanic, CheckIn};
 use crate::wire::{DecodeError, Reader, Writer};
 
 /// Time limits a trustee enforces.
@@ -182,6 +183,13 @@ pub enum ReleaseRefusal {
     /// now too old): a new press is needed.
     #[error("the retry window of this release has closed")]
     RetryExpired,
+    /// A check-in timer's panic asked for before the timer's end (and no
+    /// duress check-in for it reached this trustee): ask again after it.
+    #[error("the timed panic may not be acted on before its timer ends (unix time {})", not_before.as_secs())]
+    TooEarly {
+        /// The timer's end.
+        not_before: Timestamp,
+    },
 }
 
 /// Why a cancel was refused.
@@ -297,6 +305,11 @@ pub struct StudentEntry {
     committed: u32,
     /// The committed epoch's share, kept while `record` is not committed yet.
     previous: Option<Previous>,
+    /// The timed panic whose not-before a duress check-in waived.
+    waived: Option<MessageHash>,
+    /// A duress check-in was taken: from then on, for good, the student's
+    /// own log query must not see this student's later entries.
+    withholds_log: bool,
 }
 
 impl fmt::Debug for StudentEntry {
@@ -316,15 +329,17 @@ impl fmt::Debug for StudentEntry {
                     .map(|p| (p.record.body().epoch, "[redacted]")),
             )
             .field("tombstone", &self.tombstone.as_ref().map(|t| t.epoch))
+            .field("withholds_log", &self.withholds_log)
             .finish_non_exhaustive()
     }
 }
 
 impl StudentEntry {
-    /// Tag of the entry's encoding. Version 2 adds the cancel state; version
-    /// 1 encodings (written before cancels reached trustees) still load, with
-    /// no cancel.
-    pub const TAG: &'static str = "sosvault/trustee-entry/v2";
+    /// Tag of the entry's encoding. Version 3 adds the duress check-in's
+    /// state, version 2 the cancel state; version 2 and 1 encodings still
+    /// load (with no duress check-in, and no cancel).
+    pub const TAG: &'static str = "sosvault/trustee-entry/v3";
+    const TAG_V2: &'static str = "sosvault/trustee-entry/v2";
     const TAG_V1: &'static str = "sosvault/trustee-entry/v1";
 
     /// The student.
@@ -377,6 +392,14 @@ impl StudentEntry {
         self.committed
     }
 
+    /// Whether a duress check-in was taken: the service must then keep every
+    /// later entry about this student out of the student's own log query,
+    /// for good (`docs/PROTOCOL.md` §17), so that whoever holds the phone
+    /// cannot tell the check-in from one made in safety.
+    pub fn withholds_log(&self) -> bool {
+        self.withholds_log
+    }
+
     /// The epoch of the older, committed share kept beside an uncommitted
     /// newer one, if any.
     pub fn previous_epoch(&self) -> Option<u32> {
@@ -418,14 +441,33 @@ impl StudentEntry {
                 p.share.value.write(&mut w);
             }
         }
+        match &self.waived {
+            None => w.u8(0),
+            Some(h) => {
+                w.u8(1);
+                w.fixed(h.as_bytes());
+            }
+        }
+        w.u8(u8::from(self.withholds_log));
         Zeroizing::new(w.into_bytes())
     }
 
-    /// Loads [`StudentEntry::to_secret_bytes`]'s encoding (or a version 1 one).
+    /// Loads [`StudentEntry::to_secret_bytes`]'s encoding (or a version 2
+    /// or 1 one).
     pub fn from_secret_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let mut r = Reader::new(bytes);
-        // The current version, else version 1; an error names the current one.
-        let v2 = r.expect_current_or_v1(Self::TAG, Self::TAG_V1)?;
+        // The current version, else version 2 or 1; an error names the current one.
+        let version = |tag| {
+            let mut r = Reader::new(bytes);
+            r.expect_tag(tag).map(|()| r)
+        };
+        let (mut r, v3, v2) = match version(Self::TAG) {
+            Ok(r) => (r, true, true),
+            Err(e) => match (version(Self::TAG_V2), version(Self::TAG_V1)) {
+                (Ok(r), _) => (r, false, true),
+                (_, Ok(r)) => (r, false, false),
+                _ => return Err(e),
+            },
+        };
         let student = StudentId(r.array("student id")?);
         let record: Option<Signed<EnrollmentRecord>> = if r.bool("has record")? {
             Some(read_embedded(&mut r, "record", MAX_RECORD_BYTES)?)
@@ -476,6 +518,16 @@ impl StudentEntry {
         } else {
             (0, None, 0, None)
         };
+        let (waived, withholds_log) = if v3 {
+            let waived = if r.bool("has waived")? {
+                Some(MessageHash(r.array("waived")?))
+            } else {
+                None
+            };
+            (waived, r.bool("withholds log")?)
+        } else {
+            (None, false)
+        };
         r.finish()?;
         Ok(Self {
             student,
@@ -489,6 +541,8 @@ impl StudentEntry {
             last_cancel,
             committed,
             previous,
+            waived,
+            withholds_log,
         })
     }
 
@@ -505,6 +559,8 @@ impl StudentEntry {
             last_cancel: None,
             committed: 0,
             previous: None,
+            waived: None,
+            withholds_log: false,
         }
     }
 
@@ -529,6 +585,8 @@ impl StudentEntry {
                 record: p.record.clone(),
                 share: p.share.copy(),
             }),
+            waived: self.waived,
+            withholds_log: self.withholds_log,
         }
     }
 }
@@ -563,7 +621,7 @@ impl CheckedRequest {
     }
 
     /// The signed panic inside it.
-    pub fn panic(&self) -> &Signed<PanicEvent> {
+    pub fn panic(&self) -> &AnyPanic {
         &self.request.body().panic
     }
 }
@@ -645,21 +703,63 @@ impl CheckedCommit {
     }
 }
 
-/// A cancel whose signature has been checked. Only [`Trustee::check_cancel`] makes one.
+/// A cancel or a check-in whose signature has been checked: both revoke a
+/// panic (a check-in, a timed one) and are answered with a
+/// [`CancelReceipt`]. Only [`Trustee::check_cancel`] makes one.
 #[derive(Debug, Clone)]
 pub struct CheckedCancel {
-    cancel: Signed<Cancel>,
+    revocation: Revocation,
+}
+
+#[derive(Debug, Clone)]
+enum Revocation {
+    Cancel(Signed<Cancel>),
+    CheckIn(Signed<CheckIn>),
 }
 
 impl CheckedCancel {
-    /// The student the cancel speaks for.
+    /// The student the cancel or check-in speaks for.
     pub fn student(&self) -> StudentId {
-        StudentId::of_device(self.cancel.signer())
+        StudentId::of_device(self.signer())
     }
 
-    /// The signed cancel.
-    pub fn cancel(&self) -> &Signed<Cancel> {
-        &self.cancel
+    fn signer(&self) -> &VerifyingKey {
+        match &self.revocation {
+            Revocation::Cancel(c) => c.signer(),
+            Revocation::CheckIn(c) => c.signer(),
+        }
+    }
+
+    /// The signed cancel, if it is one.
+    pub fn cancel(&self) -> Option<&Signed<Cancel>> {
+        match &self.revocation {
+            Revocation::Cancel(c) => Some(c),
+            Revocation::CheckIn(_) => None,
+        }
+    }
+
+    /// The signed check-in, if it is one.
+    pub fn check_in(&self) -> Option<&Signed<CheckIn>> {
+        match &self.revocation {
+            Revocation::Cancel(_) => None,
+            Revocation::CheckIn(c) => Some(c),
+        }
+    }
+
+    /// The SHA-256 of the signed message (what its receipt names).
+    pub fn hash(&self) -> MessageHash {
+        match &self.revocation {
+            Revocation::Cancel(c) => c.hash(),
+            Revocation::CheckIn(c) => c.hash(),
+        }
+    }
+
+    /// The device's counter in it.
+    pub fn counter(&self) -> u64 {
+        match &self.revocation {
+            Revocation::Cancel(c) => c.body().counter,
+            Revocation::CheckIn(c) => c.body().counter,
+        }
     }
 }
 
@@ -951,7 +1051,7 @@ impl Trustee {
                 // enough to release for, give back the very same release; after
                 // it, never again (the node drops it with `expire`).
                 let in_window = now <= l.released_at.plus(self.limits.retry_window_secs);
-                let young = event.issued_at >= now.minus(self.limits.max_panic_age_secs);
+                let young = panic.age_from() >= now.minus(self.limits.max_panic_age_secs);
                 if !(in_window && young) {
                     return Err(ReleaseRefusal::RetryExpired);
                 }
@@ -967,7 +1067,15 @@ impl Trustee {
         if event.issued_at > now.plus(self.limits.max_skew_secs) {
             return Err(ReleaseRefusal::FuturePanic);
         }
-        if event.issued_at < now.minus(self.limits.max_panic_age_secs) {
+        if let Some(not_before) = panic.not_before()
+            && now < not_before
+            && cur.waived != Some(panic_hash)
+        {
+            return Err(ReleaseRefusal::TooEarly { not_before });
+        }
+        // A timed panic's age counts from its not-before: its signature is
+        // as old as the timer.
+        if panic.age_from() < now.minus(self.limits.max_panic_age_secs) {
             return Err(ReleaseRefusal::StalePanic);
         }
         let plaintext = ReleasedShare {
@@ -1023,11 +1131,30 @@ impl Trustee {
         Some(next)
     }
 
-    /// Checks a cancel's envelope and signature.
+    /// Checks the envelope and signature of a cancel or, by its tag, a
+    /// check-in ([`CheckIn`]).
     pub fn check_cancel(cancel: &[u8]) -> Result<CheckedCancel, CancelRefusal> {
-        Ok(CheckedCancel {
-            cancel: Signed::<Cancel>::decode(cancel)?,
-        })
+        let revocation = if Reader::new(cancel)
+            .expect_tag(<CheckIn as crate::signed::Message>::TAG)
+            .is_ok()
+        {
+            Revocation::CheckIn(Signed::decode(cancel)?)
+        } else {
+            Revocation::Cancel(Signed::decode(cancel)?)
+        };
+        Ok(CheckedCancel { revocation })
+    }
+
+    /// Whether `check_in` carries, sealed to this trustee, a note that says
+    /// duress. A note missing, not opening or not decoding is no duress:
+    /// the device signed every note, so only the device could have left
+    /// this trustee's out.
+    fn duress_in(&self, check_in: &CheckIn) -> bool {
+        check_in
+            .note_for(&self.id)
+            .and_then(|sealed| self.key.sealing().open(sealed, MAX_SEALED_SMALL).ok())
+            .and_then(|plain| Note::from_bytes(&plain).ok())
+            .is_some_and(|n| n.duress)
     }
 
     /// Takes a cancel the control room forwards: from now on every panic at or
@@ -1035,6 +1162,13 @@ impl Trustee {
     /// and a stored release of such a panic is dropped, so its retry is
     /// refused too. The answer is a signed [`CancelReceipt`]; the same cancel
     /// again gets the same receipt.
+    ///
+    /// A check-in is taken the same way (it revokes its timed panic and every
+    /// panic below it), unless the note sealed to this trustee says duress:
+    /// then nothing is revoked, the timed panic it names may be released
+    /// before its not-before, and the entry [withholds its
+    /// log](StudentEntry::withholds_log) from the student from now on. The
+    /// receipt is the same either way.
     ///
     /// A cancel carries no time limit: an old cancel replayed only raises the
     /// counter to a value the device has already passed.
@@ -1044,22 +1178,21 @@ impl Trustee {
         checked: &CheckedCancel,
         now: Timestamp,
     ) -> Result<Transition<CancelReceipt>, CancelRefusal> {
-        let cancel = &checked.cancel;
-        let body = cancel.body();
+        let counter = checked.counter();
         let (cur, record) =
             enrolled(current, checked.student()).ok_or(CancelRefusal::UnknownStudent)?;
-        if !same_key(record.signer(), cancel.signer()) {
+        if !same_key(record.signer(), checked.signer()) {
             return Err(CancelRefusal::WrongDevice);
         }
-        let cancel_hash = cancel.hash();
+        let cancel_hash = checked.hash();
         if let Some(last) = &cur.last_cancel
             && last.body().cancel == cancel_hash
         {
             return Ok(Transition::repeat(cur, last.clone()));
         }
-        if body.counter <= cur.cancelled_through {
+        if counter <= cur.cancelled_through {
             return Err(CancelRefusal::Stale {
-                offered: body.counter,
+                offered: counter,
                 cancelled_through: cur.cancelled_through,
             });
         }
@@ -1067,18 +1200,27 @@ impl Trustee {
             CancelReceipt {
                 student: cur.student,
                 cancel: cancel_hash,
-                counter: body.counter,
+                counter,
                 revoked_at: now,
             },
             &self.key,
         );
         let mut entry = cur.evolve();
-        entry.cancelled_through = body.counter;
         entry.last_cancel = Some(receipt.clone());
-        // The stored release answers the panic with the highest counter
-        // released; if the cancel covers it, its retry dies with it.
-        if entry.highest_counter <= body.counter {
-            entry.last_release = None;
+        match checked.check_in() {
+            Some(c) if self.duress_in(c.body()) => {
+                entry.waived = Some(c.body().panic);
+                entry.withholds_log = true;
+            }
+            _ => {
+                entry.cancelled_through = counter;
+                // The stored release answers the panic with the highest
+                // counter released; if the cancel covers it, its retry dies
+                // with it.
+                if entry.highest_counter <= counter {
+                    entry.last_release = None;
+                }
+            }
         }
         Ok(Transition::fresh(entry, receipt))
     }

@@ -30,7 +30,8 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use sosvault::{IncidentId, PanicEvent, Signed, VaultKey, VaultRecipient};
+use sosvault::timer::AnyPanic;
+use sosvault::{IncidentId, VaultKey, VaultRecipient};
 
 use super::asks::{Act, Answer, Asker, Standing};
 use super::operators::{assigned_unit, profile_word};
@@ -104,10 +105,7 @@ impl Engine {
 
         let id = row.id;
         let locations = self.inner.db.call(move |s| s.locations(&id)).await?;
-        let panic = row
-            .panic
-            .as_deref()
-            .and_then(|b| Signed::<PanicEvent>::decode(b).ok());
+        let panic = row.panic.as_deref().and_then(|b| AnyPanic::decode(b).ok());
         let mut points = self
             .trail_of(id, panic.as_ref(), None, &locations, true)
             .await;
@@ -224,7 +222,7 @@ impl Engine {
             None => row
                 .panic
                 .as_deref()
-                .and_then(|b| Signed::<PanicEvent>::decode(b).ok())
+                .and_then(|b| AnyPanic::decode(b).ok())
                 .and_then(|p| cr.open_location(&p.body().sealed_location).ok()),
         };
         summary.location = at.map(|l| LatLon {

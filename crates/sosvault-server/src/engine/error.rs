@@ -64,6 +64,9 @@ pub enum EngineError {
     /// No incident of this student for the panic a message names.
     #[error("no incident for this panic")]
     UnknownIncident,
+    /// A check-in naming no check-in timer of its signer.
+    #[error("no check-in timer of this student for this timed panic")]
+    UnknownTimer,
     /// No such team.
     #[error("no such team")]
     UnknownTeam,
@@ -220,11 +223,23 @@ pub enum Conflict {
         /// Ahead of the clock (else too old).
         ahead: bool,
     },
-    /// A trail point sealed under an epoch the student has no enrollment of.
+    /// A trail point or timed panic under an epoch the student has no
+    /// enrollment of.
     #[error(
-        "the trail point names an epoch this service holds no enrollment of; seal to the committed epoch"
+        "the message names an epoch this service holds no enrollment of; use the committed epoch"
     )]
-    TrailPointEpoch,
+    UnknownEpoch,
+    /// A timed panic signed more than the clock skew ahead of the service's
+    /// clock, or whose timer has ended already (`ended`).
+    #[error("{}", if *.ended {
+        "the timer has ended already; press panic if you need help"
+    } else {
+        "the timed panic is dated ahead of the service's clock; check the phone's clock"
+    })]
+    TimerTime {
+        /// The timer's end is past (else: signed ahead of the clock).
+        ended: bool,
+    },
 }
 
 impl Conflict {
@@ -245,7 +260,9 @@ impl Conflict {
             Self::StaleStop => "stale_stop",
             Self::TrailPointTime { ahead: true } => "point_ahead",
             Self::TrailPointTime { ahead: false } => "point_too_old",
-            Self::TrailPointEpoch => "unknown_epoch",
+            Self::UnknownEpoch => "unknown_epoch",
+            Self::TimerTime { ended: true } => "timer_ended",
+            Self::TimerTime { ended: false } => "timer_ahead",
         }
     }
 }
@@ -285,6 +302,7 @@ impl EngineError {
             Self::NotFound => "not_found",
             Self::UnknownStudent => "unknown_student",
             Self::UnknownIncident => "unknown_incident",
+            Self::UnknownTimer => "unknown_timer",
             Self::UnknownTeam => "unknown_team",
             Self::Conflict(c) => c.code(),
             Self::Stopped | Self::EnrollAfterStop => "stopped",

@@ -21,9 +21,10 @@ use sosvault::status::{
 };
 use sosvault::{Signed, Timestamp};
 
+use super::timer::DURESS_CHECK_IN_FLAG;
 use super::{Engine, EngineError};
 use crate::geo::{UnitKind, haversine_m};
-use crate::store::{AssignmentRow, AssignmentStatus, IncidentRow, IncidentStatus};
+use crate::store::{AssignmentRow, AssignmentStatus, IncidentRow, IncidentStatus, TimerState};
 
 /// The speed an arrival is estimated at, in metres a second (25 km/h: a
 /// city's traffic), over the straight-line distance stretched by
@@ -126,9 +127,15 @@ impl Engine {
         let now = Timestamp::now();
         let checked = self.admit_query::<StatusQuery>(query, now)?;
         let signed_query = checked.query();
-        let row = self
+        let row = match self
             .incident_for_device(signed_query.body().panic, signed_query.signer())
-            .await?;
+            .await
+        {
+            Err(EngineError::UnknownIncident) => {
+                return self.timer_status(signed_query, now).await;
+            }
+            r => r?,
+        };
         let id = row.id;
         // What this node knows live: the student's last location, and the
         // shares in while the incident runs here.
@@ -168,7 +175,13 @@ impl Engine {
         let stage = stage(&row, team, stored.outcome);
         let mut report = StatusReport::answering(signed_query, stage, now);
         report.threshold = self.inner.cfg.threshold;
-        report.opened_at = row.released_at_ms.map(|ms| Timestamp(ms / 1000));
+        // A timer fired by a duress check-in reads as one checked in in
+        // safety, which opened nothing: no release shows.
+        let fired_by_duress = row.flags.iter().any(|f| f == DURESS_CHECK_IN_FLAG);
+        report.opened_at = row
+            .released_at_ms
+            .filter(|_| !fired_by_duress)
+            .map(|ms| Timestamp(ms / 1000));
         // The shares in, counted live while the incident runs here; once it
         // is closed (a duress cancel too, so it reads as a cancel), or on
         // another node, what the store says: an opened profile had them all.
@@ -182,6 +195,32 @@ impl Engine {
             None => 0,
         };
         Ok(Signed::sign(report, &self.inner.control_room))
+    }
+
+    /// The report on a check-in timer that opened no incident: one checked in
+    /// reads as an incident the student closed, with nothing released (as
+    /// one checked in under duress reads); a timer still running, or none,
+    /// is `unknown_incident`, as a panic never heard of is.
+    async fn timer_status(
+        &self,
+        query: &Signed<StatusQuery>,
+        now: Timestamp,
+    ) -> Result<Signed<StatusReport>, EngineError> {
+        let hash = query.body().panic;
+        let student = sosvault::StudentId::of_device(query.signer());
+        let timer = self.inner.db.call(move |s| s.timer(&hash)).await?;
+        match timer {
+            Some(t) if t.student_id == student && t.state == TimerState::CheckedIn => {
+                let closed = Stage::Closed(Closure {
+                    by: ClosedBy::Student,
+                    outcome: None,
+                });
+                let mut report = StatusReport::answering(query, closed, now);
+                report.threshold = self.inner.cfg.threshold;
+                Ok(Signed::sign(report, &self.inner.control_room))
+            }
+            _ => Err(EngineError::UnknownIncident),
+        }
     }
 
     /// What the report needs of the team of assignment `a` of incident

@@ -41,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 
 use serde::Serialize;
 use serde_json::json;
-use sosvault::{Cancel, Signed, StudentId, TrusteeId};
+use sosvault::{Signed, StudentId, TrusteeId};
 
 use super::bus::Said;
 use super::{Audience, Engine, EventKind, now_ms, short};
@@ -710,7 +710,7 @@ impl Engine {
         self.spawn_forward((ForwardKind::Stop, row), &client, since_ms, attempt, store);
     }
 
-    /// Forwards a student's signed cancel to one trustee until it answers:
+    /// Forwards a student's signed cancel (or check-in) to one trustee until it answers:
     /// a cancel receipt signed by that trustee's configured key for this
     /// student, this cancel and its counter, or a final refusal
     /// ([`crate::trustees::CANCEL_FINAL`]). The answer is stored and the
@@ -725,11 +725,13 @@ impl Engine {
         let Some(client) = self.trustee_client(&trustee, ForwardKind::Cancel) else {
             return;
         };
-        let Ok(signed) = Signed::<Cancel>::decode(&cancel) else {
+        // A cancel, or a check-in (the end of a check-in timer), which is
+        // forwarded and answered the same way.
+        let Ok(signed) = sosvault::Trustee::check_cancel(&cancel) else {
             tracing::error!("a stored cancel does not decode");
             return;
         };
-        let (hash, counter) = (signed.hash(), signed.body().counter);
+        let (hash, counter) = (signed.hash(), signed.counter());
         let asker = client.clone();
         let attempt = move || {
             let (client, cancel) = (asker.clone(), cancel.clone());

@@ -7,7 +7,8 @@ use serde_json::json;
 use sosvault::keys::LogPublic;
 use sosvault::log::{LogEntry, MerkleLog, TreeHead};
 use sosvault::status::Outcome;
-use sosvault::{IncidentId, PanicEvent, Signed, StudentId, Timestamp};
+use sosvault::timer::AnyPanic;
+use sosvault::{IncidentId, StudentId, Timestamp};
 use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
 
@@ -311,7 +312,7 @@ impl Engine {
                 let panic_at = row
                     .panic
                     .as_deref()
-                    .and_then(|b| Signed::<PanicEvent>::decode(b).ok())
+                    .and_then(|b| AnyPanic::decode(b).ok())
                     .map_or(row.created_at_ms / 1000, |p| p.body().issued_at.0);
                 self.trail_rows(row.student_id, e.epoch, panic_at).await?
             }

@@ -28,8 +28,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::json;
+use sosvault::timer::AnyPanic;
 use sosvault::{
-    EnrollmentRecord, IncidentId, IncidentKey, Opener, PanicEvent, Signed, StudentId, Timestamp,
+    EnrollmentRecord, IncidentId, IncidentKey, MessageHash, Opener, Signed, StudentId, Timestamp,
     VaultKey,
 };
 use tokio::sync::mpsc;
@@ -88,7 +89,7 @@ impl Engine {
         &self,
         id: IncidentId,
         student: StudentId,
-        panic: Signed<PanicEvent>,
+        panic: AnyPanic,
         key: IncidentKey,
         enrollment: Option<EnrollmentRow>,
     ) {
@@ -108,7 +109,8 @@ impl Engine {
         };
         let need = usize::from(record.body().threshold);
         let key = Arc::new(key);
-        let (names, mut rx) = self.ask_trustees(&record, &panic, id, &key, &cancel);
+        let gate = self.duress_check_in_of(&panic).await;
+        let (names, mut rx) = self.ask_trustees(&record, &panic, id, &key, (&cancel, gate));
         let mut opener = Opener::new(&record, panic.hash(), id, &key);
         if let Some(l) = self.state().incidents.get_mut(&id) {
             l.release_need = need;
@@ -158,6 +160,14 @@ impl Engine {
             if self.take_release(id, &name, &bytes, &mut opener, &mut steps)
                 && let Some(vault) = open_vault(&opener, &mut steps)
             {
+                // A check-in timer's student is where the trail says last.
+                let last = match panic.not_before() {
+                    Some(_) => {
+                        let (epoch, since) = (record.body().epoch, panic.body().issued_at.0);
+                        self.newest_trail_fix(student, epoch, since, &vault).await
+                    }
+                    None => None,
+                };
                 let policy = &record.body().policy;
                 self.install_vault(
                     id,
@@ -168,6 +178,9 @@ impl Engine {
                     steps,
                 )
                 .await;
+                if let Some(fix) = last {
+                    self.locate_from_trail(id, fix).await;
+                }
                 cancel.cancel();
                 return;
             }
@@ -218,10 +231,10 @@ impl Engine {
     fn ask_trustees(
         &self,
         record: &Signed<EnrollmentRecord>,
-        panic: &Signed<PanicEvent>,
+        panic: &AnyPanic,
         incident: IncidentId,
         key: &Arc<IncidentKey>,
-        cancel: &CancellationToken,
+        (cancel, gate): (&CancellationToken, Option<MessageHash>),
     ) -> (Vec<String>, mpsc::Receiver<TrusteeAnswer>) {
         let (tx, rx) = mpsc::channel::<TrusteeAnswer>(16);
         let mut names = Vec::new();
@@ -238,7 +251,15 @@ impl Engine {
                 tx.clone(),
                 cancel.clone(),
             );
+            let trustee = slot.trustee;
             self.inner.tasks.spawn(async move {
+                // A duress check-in's timer: this trustee takes the check-in
+                // before it is asked (else: "too early", on the student's log).
+                if let Some(check_in) = gate
+                    && !engine.wait_for_check_in(check_in, trustee, &cancel).await
+                {
+                    return;
+                }
                 let answers = (idx, tx);
                 engine
                     .ask_trustee(&client, &panic, incident, &key, answers, &cancel)
@@ -258,7 +279,7 @@ impl Engine {
         &self,
         id: IncidentId,
         student: StudentId,
-        panic: &Signed<PanicEvent>,
+        panic: &AnyPanic,
         enrollment: Option<EnrollmentRow>,
     ) -> Option<Signed<EnrollmentRecord>> {
         let epoch = panic.body().epoch;
@@ -313,7 +334,7 @@ impl Engine {
     async fn ask_trustee(
         &self,
         client: &crate::trustees::TrusteeClient,
-        panic: &Signed<PanicEvent>,
+        panic: &AnyPanic,
         incident: IncidentId,
         key: &IncidentKey,
         (idx, answers): (usize, mpsc::Sender<TrusteeAnswer>),

@@ -21,6 +21,9 @@ use std::time::Duration;
 
 use serde_json::json;
 use sosvault::status::Outcome;
+use sosvault::timer::AnyPanic;
+
+use super::timer::Fired;
 use sosvault::{
     Cancel, Category, EnrollmentCommit, EnrollmentPackage, IncidentId, IncidentKey, LocationUpdate,
     MessageHash, PanicEvent, Signed, Stop, StudentId,
@@ -388,6 +391,18 @@ impl Engine {
         let _busy = self.inner.intake.enter();
         let panic =
             Signed::<PanicEvent>::decode(bytes).map_err(|e| EngineError::malformed("panic", e))?;
+        self.open_panic(panic.into(), None).await
+    }
+
+    /// Opens the incident of a signed panic: one pressed now, or a check-in
+    /// timer's that fired (`timer`: at its end, or at once under a duress
+    /// check-in). A fired timer's counter was checked when the timer was
+    /// stored, so it is not checked again.
+    pub(super) async fn open_panic(
+        &self,
+        panic: AnyPanic,
+        timer: Option<Fired>,
+    ) -> Result<(IncidentId, bool), EngineError> {
         let id = IncidentId::random();
         let key = IncidentKey::generate();
         // Where the panic was sent from, if it opens: the nearest free team
@@ -399,7 +414,7 @@ impl Engine {
             .open_location(&panic.body().sealed_location)
             .ok()
             .map(|l| (l.lat(), l.lon(), l.fix_time.0));
-        let check = self.panic_check(&panic, bytes, id, &key, fix);
+        let check = self.panic_check(&panic, id, &key, fix, timer);
         let stored = match self.store_panic(id, check).await? {
             PanicTaken::New(stored) => *stored,
             PanicTaken::Again(existing) => return Ok((existing, false)),
@@ -413,12 +428,13 @@ impl Engine {
     /// ahead, its key sealed).
     fn panic_check(
         &self,
-        panic: &Signed<PanicEvent>,
-        bytes: &[u8],
+        panic: &AnyPanic,
         id: IncidentId,
         key: &IncidentKey,
         fix: Option<(f64, f64, u64)>,
+        timer: Option<Fired>,
     ) -> PanicCheck {
+        let bytes = panic.as_bytes();
         let sid = StudentId::of_device(panic.signer());
         let hash = panic.hash();
         let body = panic.body();
@@ -445,6 +461,7 @@ impl Engine {
             since: now.saturating_sub(self.inner.cfg.panic_rate_window_secs * 1000),
             rate_limit: self.inner.cfg.panic_rate_limit,
             repeat_offender_after: self.inner.cfg.repeat_offender_after,
+            timer,
             incident: NewIncident {
                 id,
                 student_id: sid,
@@ -502,7 +519,7 @@ impl Engine {
         &self,
         id: IncidentId,
         stored: StoredPanic,
-        panic: Signed<PanicEvent>,
+        panic: AnyPanic,
         fix: Option<(f64, f64, u64)>,
         key: IncidentKey,
     ) {
@@ -751,7 +768,10 @@ impl Engine {
 
     /// The answer to a cancel: the trustees' receipts so far, after waiting
     /// a little for the missing ones (the service keeps forwarding afterwards).
-    async fn cancel_answer(&self, cancel_hash: MessageHash) -> Result<CancelReceived, EngineError> {
+    pub(super) async fn cancel_answer(
+        &self,
+        cancel_hash: MessageHash,
+    ) -> Result<CancelReceived, EngineError> {
         // Wait a little for the receipts; the service keeps forwarding afterwards.
         let deadline = tokio::time::Instant::now()
             + Duration::from_millis(self.inner.cfg.enroll_timeout_ms.min(CANCEL_WAIT_MS));
@@ -1093,7 +1113,7 @@ fn location_for_closed(row: &IncidentRow) -> Result<&'static str, EngineError> {
 /// A location update in memory: the live incident moved ([`move_live`])
 /// and on the board. Returns its team, its dispatch loop to wake and the
 /// team's distance from it (nothing for an incident not live).
-fn locate(
+pub(super) fn locate(
     st: &mut State,
     id: IncidentId,
     at: (f64, f64, u64),
@@ -1158,6 +1178,9 @@ struct PanicCheck {
     rate_limit: u32,
     repeat_offender_after: u32,
     incident: NewIncident,
+    /// A check-in timer's timed panic, fired: its counter was checked when
+    /// the timer was stored.
+    timer: Option<Fired>,
 }
 
 /// A panic the store job stored, with what the incident starts from.
@@ -1212,10 +1235,14 @@ impl PanicCheck {
         if let Some(existing) = context.existing {
             return Ok(PanicOutcome::Duplicate(existing));
         }
-        if self.counter <= row.highest_counter {
+        if self.timer.is_none() && self.counter <= row.highest_counter {
             return Ok(PanicOutcome::Replayed);
         }
         let mut new = self.incident;
+        let fired = self.timer.map(|f| f.describe(self.category));
+        if let Some((flags, _)) = &fired {
+            new.flags.extend(flags.iter().cloned());
+        }
         if context.recent_panics >= self.rate_limit {
             new.flags.push("rate_limited".to_string());
         }
@@ -1243,14 +1270,14 @@ impl PanicCheck {
                 }
             }
         };
-        let mut detail = if new.flags.is_empty() {
-            format!("panic received ({})", self.category)
-        } else {
-            format!(
+        let mut detail = match &fired {
+            Some((_, said)) => said.clone(),
+            None if new.flags.is_empty() => format!("panic received ({})", self.category),
+            None => format!(
                 "panic received ({}); flagged: {}",
                 self.category,
                 new.flags.join(", ")
-            )
+            ),
         };
         if under_previous {
             detail.push_str(&format!(
@@ -1261,10 +1288,17 @@ impl PanicCheck {
         let picked = self
             .from
             .and_then(|at| self.engine.pick_for_new(new.id, self.kind, at));
-        let row = match s.insert_panic(&new, &detail)? {
+        let mut row = match s.insert_panic(&new, &detail)? {
             PanicStored::New(row) => *row,
             PanicStored::Existing(existing) => return Ok(PanicOutcome::Duplicate(existing)),
         };
+        // A duress check-in's incident is marked in the job that stores it:
+        // whatever the log holds of it from its first moment is kept from
+        // the student's own query.
+        if self.timer.is_some_and(|f| f.duress) {
+            s.mark_duress(&new.id)?;
+            row.duress = true;
+        }
         let mut refused = None;
         if let Some(p) = &picked {
             // A refused claim does not refuse the panic: it is stored, and

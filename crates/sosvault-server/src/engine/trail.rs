@@ -10,7 +10,7 @@ use sosvault::{Profile, Signed, StudentId, TrailPoint, VaultKey};
 use subtle::ConstantTimeEq;
 
 use super::{Conflict, Engine, EngineError, now_ms};
-use crate::store::{EnrollmentRow, TrailRow};
+use crate::store::{EnrollmentRow, Store, StoreResult, TrailRow};
 
 /// Most points kept per student: two hours at one a minute, twice over.
 /// The oldest go first.
@@ -94,23 +94,8 @@ impl Engine {
         self.inner
             .db
             .call(move |s| {
-                let Some(student) = s.student(&sid)? else {
-                    return Ok(Err(EngineError::UnknownStudent));
-                };
-                if student.tombstoned_at.is_some() {
-                    return Ok(Err(EngineError::Stopped));
-                }
-                if !bool::from(student.device_public.ct_eq(&signer)) {
-                    return Ok(Err(EngineError::WrongDevice));
-                }
-                // The current epoch (the student's row says which: no
-                // profile read for a point a minute), or the committed one
-                // kept while a re-enrollment is pending.
-                let held = student.epoch == row.epoch
-                    || s.previous_enrollment(&sid)?
-                        .is_some_and(|p| p.epoch == row.epoch);
-                if !held {
-                    return Ok(Err(Conflict::TrailPointEpoch.into()));
+                if let Err(e) = enrolled_device(s, &sid, &signer, row.epoch)? {
+                    return Ok(Err(e));
                 }
                 if s.add_trail_point(&row, MAX_TRAIL_POINTS)? {
                     return Ok(Ok("stored"));
@@ -143,8 +128,8 @@ impl Engine {
             .await?)
     }
 
-    /// Deletes trail points past the retention age, every 30 seconds, until
-    /// shutdown. A failure is logged and tried again at the next turn.
+    /// Deletes trail points past the retention age (and the timed panics of
+    /// timers checked in before it), every 30 seconds, until shutdown. A failure is logged and tried again at the next turn.
     pub(super) async fn trail_pruner(&self) {
         let mut tick = tokio::time::interval(PRUNE_EVERY);
         loop {
@@ -153,11 +138,18 @@ impl Engine {
                 _ = self.inner.shutdown.cancelled() => return,
             }
             let before = now_ms().saturating_sub(self.inner.cfg.trail_max_age_secs * 1000);
-            match self.inner.db.call(move |s| s.prune_trail(before)).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(
-                    points = n,
-                    "sealed trail points past the retention age deleted"
+            // A timer checked in keeps no start location past the same age.
+            let pruned = self
+                .inner
+                .db
+                .call(move |s| Ok((s.prune_trail(before)?, s.prune_timers(before)?)))
+                .await;
+            match pruned {
+                Ok((0, 0)) => {}
+                Ok((points, timers)) => tracing::info!(
+                    points,
+                    timers,
+                    "sealed trail points and timers' start locations past the retention age deleted"
                 ),
                 Err(e) => {
                     tracing::warn!(error = %e, "pruning the sealed trail failed; trying again")
@@ -165,6 +157,35 @@ impl Engine {
             }
         }
     }
+}
+
+/// A store job's check of a device message that names an epoch (a trail
+/// point, a timed panic): its signer is an enrolled, unstopped student's
+/// device, and the epoch is the student's current one (the student's row
+/// says which: no profile read for a point a minute) or the committed one
+/// kept while a re-enrollment is pending.
+pub(super) fn enrolled_device(
+    s: &dyn Store,
+    sid: &StudentId,
+    signer: &[u8; 32],
+    epoch: u32,
+) -> StoreResult<Result<(), EngineError>> {
+    let Some(student) = s.student(sid)? else {
+        return Ok(Err(EngineError::UnknownStudent));
+    };
+    if student.tombstoned_at.is_some() {
+        return Ok(Err(EngineError::Stopped));
+    }
+    if !bool::from(student.device_public.ct_eq(signer)) {
+        return Ok(Err(EngineError::WrongDevice));
+    }
+    let held = student.epoch == epoch
+        || s.previous_enrollment(sid)?
+            .is_some_and(|p| p.epoch == epoch);
+    if !held {
+        return Ok(Err(Conflict::UnknownEpoch.into()));
+    }
+    Ok(Ok(()))
 }
 
 /// What a released vault key opens for a detail: the profile, and the

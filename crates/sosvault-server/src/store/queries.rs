@@ -18,7 +18,8 @@ use super::{
     EnrollmentRow, ForwardHolder, ForwardKey, ForwardTo, Glance, IncidentRow, IncidentStatus,
     Lease, LogLeafRow, NewDuressAlert, NewIncident, NewLogEntry, PanicContext, PanicStored,
     PendingCancel, PendingCommit, PendingShred, Store, StoreError, StoreResult, StudentLogRow,
-    StudentRow, TakenForwards, TakenLease, TimelineEntry, TrailRow, TrusteeAnswer, UnitRow,
+    StudentRow, TakenForwards, TakenLease, TimelineEntry, TimerRow, TimerState, TrailRow,
+    TrusteeAnswer, UnitRow,
 };
 use crate::unit::UnitId;
 
@@ -354,6 +355,66 @@ impl<B: Backend> Store for SqlStore<B> {
             &self.db,
             "DELETE FROM trail_points WHERE received_at_ms < ?1",
             params![before_ms as i64],
+        )
+    }
+
+    fn add_timer(&self, t: &TimerRow, counter: u64) -> StoreResult<bool> {
+        self.atomic(|c| {
+            if !bump(c, &t.student_id, counter)? {
+                return Ok(false);
+            }
+            exec(c,
+                "INSERT INTO timers (hash, student_id, timed, not_before_ms, created_at_ms, state, check_in)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![t.hash.as_bytes(), t.student_id.as_bytes(), t.timed.as_slice(), t.not_before_ms as i64,
+                    t.created_at_ms as i64, t.state.as_str(), t.check_in.as_ref().map(|h| h.as_bytes().to_vec())],
+            )?;
+            Ok(true)
+        })
+    }
+
+    fn timer(&self, hash: &MessageHash) -> StoreResult<Option<TimerRow>> {
+        maybe(
+            &self.db,
+            "SELECT hash, student_id, timed, not_before_ms, created_at_ms, state, check_in FROM timers WHERE hash = ?1",
+            params![hash.as_bytes()],
+            timer_row,
+        )
+    }
+
+    fn due_timers(&self, now_ms: u64, limit: u32) -> StoreResult<Vec<TimerRow>> {
+        all(
+            &self.db,
+            "SELECT hash, student_id, timed, not_before_ms, created_at_ms, state, check_in FROM timers
+             WHERE state = 'held' AND not_before_ms <= ?1 ORDER BY not_before_ms LIMIT ?2",
+            params![now_ms as i64, i64::from(limit)],
+            timer_row,
+        )
+    }
+
+    fn settle_timer(
+        &self,
+        hash: &MessageHash,
+        to: TimerState,
+        check_in: Option<&MessageHash>,
+    ) -> StoreResult<bool> {
+        let n = exec(
+            &self.db,
+            "UPDATE timers SET state = ?2, check_in = COALESCE(?3, check_in) WHERE hash = ?1 AND state = 'held'",
+            params![
+                hash.as_bytes(),
+                to.as_str(),
+                check_in.map(|h| h.as_bytes().to_vec())
+            ],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn prune_timers(&self, before_ms: u64) -> StoreResult<usize> {
+        exec(
+            &self.db,
+            "UPDATE timers SET timed = ?2 WHERE state = 'checked_in' AND not_before_ms < ?1 AND timed <> ?2",
+            params![before_ms as i64, Vec::<u8>::new()],
         )
     }
 
@@ -887,6 +948,7 @@ impl<B: Backend> Store for SqlStore<B> {
             params![student.as_bytes()],
         )?;
         exec(c, "DELETE FROM trail_points WHERE student_id = ?1", params![student.as_bytes()])?;
+        exec(c, "DELETE FROM timers WHERE student_id = ?1", params![student.as_bytes()])?;
         // The reasons supervisors gave to open the profile are free text
         // about the student; the log entries keep only their salted hashes.
         exec(c,
@@ -1732,6 +1794,18 @@ fn pending_commit_row(r: &Row) -> StoreResult<PendingCommit> {
 
 /// A trail point (columns: student, counter, epoch, issued at, received
 /// at, sealed).
+fn timer_row(r: &Row) -> StoreResult<TimerRow> {
+    Ok(TimerRow {
+        hash: id_at(r, 0)?,
+        student_id: id_at(r, 1)?,
+        timed: r.get(2)?,
+        not_before_ms: r.get(3)?,
+        created_at_ms: r.get(4)?,
+        state: word_at(r, 5)?,
+        check_in: opt_id_at(r, 6)?,
+    })
+}
+
 fn trail_row(r: &Row) -> StoreResult<TrailRow> {
     Ok(TrailRow {
         student_id: id_at(r, 0)?,

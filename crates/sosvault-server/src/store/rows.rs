@@ -161,6 +161,67 @@ impl std::fmt::Debug for EnrollmentRow {
     }
 }
 
+/// Where a check-in timer stands (`docs/BEYOND-PANIC.md` §3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimerState {
+    /// Running: the timed panic is held until its not-before.
+    Held,
+    /// The student checked in (in safety): revoked.
+    CheckedIn,
+    /// Fired: at its end, or at once under a duress check-in; an incident
+    /// was opened for its timed panic.
+    Fired,
+}
+
+impl TimerState {
+    /// The word the store keeps.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Held => "held",
+            Self::CheckedIn => "checked_in",
+            Self::Fired => "fired",
+        }
+    }
+
+    /// The state a stored word names.
+    pub fn parse(word: &str) -> Option<Self> {
+        [Self::Held, Self::CheckedIn, Self::Fired]
+            .into_iter()
+            .find(|s| s.as_str() == word)
+    }
+}
+
+/// A check-in timer as stored: its signed timed panic and where it stands.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TimerRow {
+    /// The timed panic's hash (what a check-in and a status query name).
+    pub hash: MessageHash,
+    /// The student.
+    pub student_id: StudentId,
+    /// The signed timed panic (emptied some time after a check-in: its
+    /// start location, sealed to the control room, is not kept).
+    pub timed: Vec<u8>,
+    /// The timer's end (unix ms).
+    pub not_before_ms: u64,
+    /// When the service took it (unix ms).
+    pub created_at_ms: u64,
+    /// Where it stands.
+    pub state: TimerState,
+    /// The hash of the check-in that settled it, if one did (in safety, or
+    /// under duress: then the timer fired at once).
+    pub check_in: Option<MessageHash>,
+}
+
+impl std::fmt::Debug for TimerRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TimerRow")
+            .field("hash", &self.hash)
+            .field("not_before_ms", &self.not_before_ms)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A point of a student's sealed trail (`sosvault/trail/v1`), as stored:
 /// the store keeps the ciphertext and can open none of it.
 #[derive(Clone, PartialEq, Eq)]

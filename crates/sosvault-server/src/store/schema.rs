@@ -234,7 +234,29 @@ const MIGRATIONS: &[Migration] = &[
         version: 8,
         apply: |steps| (steps.add_column)("incidents", "guardian_told_at_ms", "INTEGER"),
     },
+    // Version 9 (issue 15): check-in timers.
+    Migration {
+        version: 9,
+        apply: |steps| (steps.ddl)(TIMERS),
+    },
 ];
+
+/// Version 9: check-in timers (`sosvault/timed-panic/v1`), held until their
+/// end (`not_before_ms`, unix ms), checked in, or fired (then an incident
+/// holds the timed panic). A stop deletes a student's all.
+const TIMERS: &str = r#"
+CREATE TABLE IF NOT EXISTS timers (
+    hash BLOB PRIMARY KEY,
+    student_id BLOB NOT NULL,
+    timed BLOB NOT NULL,
+    not_before_ms INTEGER NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    check_in BLOB
+);
+CREATE INDEX IF NOT EXISTS timers_due ON timers (state, not_before_ms);
+CREATE INDEX IF NOT EXISTS timers_student ON timers (student_id);
+"#;
 
 /// Version 7: points of each student's sealed trail (`sosvault/trail/v1`),
 /// sealed to the student's own vault recipient: the service keeps them

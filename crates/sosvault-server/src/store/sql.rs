@@ -466,6 +466,7 @@ stored_word! {
     AssignmentStatus: "assignment status";
     UnitKind: "unit kind";
     sosvault::status::Outcome: "outcome";
+    super::rows::TimerState: "timer state";
 }
 
 impl StoredWord for Category {

@@ -10,7 +10,7 @@ use super::{
     AssignmentRow, AssignmentStatus, Beat, CommitStored, DURESS_STOP, ForwardHolder, ForwardKey,
     ForwardTo, Glance, IncidentStatus, Lease, NewDuressAlert, NewIncident, NewLogEntry,
     PanicStored, SqliteStore, Store, StoreError, StudentLogRow, TakenForwards, TakenLease,
-    TrailRow, TrusteeAnswer, UnitRow, ViewReason,
+    TimerRow, TimerState, TrailRow, TrusteeAnswer, UnitRow, ViewReason,
 };
 use crate::unit::UnitId;
 
@@ -178,7 +178,78 @@ on_both_backends!(
     a_duress_mark_holds_back_the_incidents_later_entries_from_the_student,
     a_trail_point_is_kept_once_capped_pruned_and_gone_with_a_stop,
     a_guardians_notice_is_claimed_once_per_incident,
+    a_timer_is_held_settled_once_pruned_and_gone_with_a_stop,
 );
+
+/// A held timer of student `[1; 32]` whose timed panic hashes to `[n; 32]`,
+/// ending at `not_before_ms`; its bytes 300 bytes derived from `n`.
+fn timer_row(n: u8, not_before_ms: u64) -> TimerRow {
+    TimerRow {
+        hash: MessageHash::from_bytes([n; 32]),
+        student_id: sid(1),
+        timed: (0..300u32)
+            .map(|i| (i * 13 + u32::from(n)) as u8 ^ 0x3c)
+            .collect(),
+        not_before_ms,
+        created_at_ms: 1,
+        state: TimerState::Held,
+        check_in: None,
+    }
+}
+
+/// The check-in timers: a timer is stored once (its counter bumped with
+/// it), found due at its end and not before, settled once (a check-in and
+/// the sweeper of another node race: one wins), its timed panic dropped
+/// some time after a check-in (the row stays), and deleted by a stop.
+fn a_timer_is_held_settled_once_pruned_and_gone_with_a_stop(s: &dyn Store, dir: Option<&Path>) {
+    enroll(s);
+    let (a, b) = (timer_row(1, 1_000), timer_row(2, 2_000));
+    assert!(s.add_timer(&a, 5).unwrap());
+    assert_eq!(s.student(&sid(1)).unwrap().unwrap().highest_counter, 5);
+    // A counter not above the last seen: nothing written.
+    assert!(!s.add_timer(&b, 5).unwrap());
+    assert!(s.timer(&b.hash).unwrap().is_none());
+    assert!(s.add_timer(&b, 6).unwrap());
+    assert_eq!(s.timer(&a.hash).unwrap(), Some(a.clone()));
+    let due = |now| -> Vec<MessageHash> {
+        s.due_timers(now, 10)
+            .unwrap()
+            .iter()
+            .map(|t| t.hash)
+            .collect()
+    };
+    assert_eq!(due(999), Vec::<MessageHash>::new());
+    assert_eq!(due(1_000), [a.hash]);
+    assert_eq!(due(5_000), [a.hash, b.hash]);
+    // Settled once: a checks in, then the sweeper's claim finds it settled.
+    let check_in = MessageHash::from_bytes([9; 32]);
+    assert!(
+        s.settle_timer(&a.hash, TimerState::CheckedIn, Some(&check_in))
+            .unwrap()
+    );
+    assert!(!s.settle_timer(&a.hash, TimerState::Fired, None).unwrap());
+    assert!(s.settle_timer(&b.hash, TimerState::Fired, None).unwrap());
+    assert!(
+        !s.settle_timer(&b.hash, TimerState::CheckedIn, Some(&check_in))
+            .unwrap()
+    );
+    assert_eq!(due(5_000), Vec::<MessageHash>::new());
+    let settled = s.timer(&a.hash).unwrap().unwrap();
+    assert_eq!(
+        (settled.state, settled.check_in),
+        (TimerState::CheckedIn, Some(check_in))
+    );
+    // After the retention age a checked-in timer keeps no timed panic; a
+    // fired one's is the incident's.
+    on_disk_is(dir, &a.timed[..64], true);
+    assert_eq!(s.prune_timers(1_500).unwrap(), 1);
+    assert_eq!(s.prune_timers(1_500).unwrap(), 0);
+    assert!(s.timer(&a.hash).unwrap().unwrap().timed.is_empty());
+    assert_eq!(s.timer(&b.hash).unwrap().unwrap().timed, b.timed);
+    s.apply_stop(&sid(1), b"stop", &to(&[tid(9)]), 60).unwrap();
+    assert!(s.timer(&a.hash).unwrap().is_none() && s.timer(&b.hash).unwrap().is_none());
+    on_disk_is(dir, &b.timed[..64], false);
+}
 
 /// [`Store::claim_guardian_notice`]: the first claim of an incident wins,
 /// every later one (a restart, another node) is refused; incidents are

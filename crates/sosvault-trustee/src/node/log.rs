@@ -67,7 +67,9 @@ impl Node {
     }
 
     /// Answers a student's device-signed query with the entries about that
-    /// student, each with its inclusion proof in a fresh signed head.
+    /// student, each with its inclusion proof in a fresh signed head: all of
+    /// them but those written after a duress check-in of the student, which
+    /// the query never shows (they stay in the log, for auditors).
     pub fn mine(&mut self, query: &[u8], now: Timestamp) -> Result<MineAnswer, NodeError> {
         let checked = self
             .queries
@@ -79,6 +81,7 @@ impl Node {
         let mut stmt = self.conn.prepare(
             "SELECT idx, entry, leaf_hash FROM
                (SELECT idx, entry, leaf_hash FROM log_leaves WHERE student = ?1 AND idx < ?2
+                  AND idx < COALESCE((SELECT from_idx FROM withheld WHERE student = ?1), ?2)
                 ORDER BY idx DESC LIMIT ?3)
              ORDER BY idx",
         )?;

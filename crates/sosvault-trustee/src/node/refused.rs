@@ -95,6 +95,7 @@ pub fn refused_of(r: impl Into<Refusal>) -> Refused {
         Refusal::Release(Release::FuturePanic) => ("future_panic", 422),
         Refusal::Release(Release::Cancelled { .. }) => ("cancelled", 409),
         Refusal::Release(Release::RetryExpired) => ("retry_expired", 410),
+        Refusal::Release(Release::TooEarly { .. }) => ("too_early", 409),
         Refusal::Commit(Commit::UnknownRecord) => ("unknown_record", 409),
         Refusal::Cancel(Cancel::Stale { .. }) => ("stale_cancel", 409),
         Refusal::Shred(Shred::StaleStop { .. }) => ("stale_stop", 409),

@@ -30,6 +30,12 @@ CREATE TABLE IF NOT EXISTS log_leaves (
     student BLOB
 ) STRICT;
 CREATE INDEX IF NOT EXISTS log_leaves_student ON log_leaves(student, idx);
+-- After a duress check-in, the student's leaves from `from_idx` on are
+-- kept from the student's own query, for good.
+CREATE TABLE IF NOT EXISTS withheld (
+    student BLOB PRIMARY KEY,
+    from_idx INTEGER NOT NULL
+) STRICT;
 CREATE TABLE IF NOT EXISTS releases (
     student BLOB NOT NULL,
     at INTEGER NOT NULL

@@ -104,6 +104,9 @@ fn every_refusal_has_its_own_code() {
             cancelled_through: 3,
         },
         ReleaseRefusal::RetryExpired,
+        ReleaseRefusal::TooEarly {
+            not_before: Timestamp(1),
+        },
     ];
     let codes: HashSet<&str> = release.iter().map(|r| refused_of(r.clone()).code).collect();
     assert_eq!(codes.len(), release.len());

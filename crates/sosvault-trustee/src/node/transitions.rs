@@ -101,7 +101,15 @@ impl Node {
                     ));
                 }
                 let body = checked.request().body();
-                let leaf = LogEntry::released(checked.panic(), body.incident, t.repeated, now);
+                // Salted: a release after a duress check-in is kept from the
+                // student's own query, and its other fields are guessable.
+                let leaf = LogEntry::released(
+                    checked.panic(),
+                    body.incident,
+                    t.repeated,
+                    rand::random(),
+                    now,
+                );
                 if !t.repeated {
                     self.put_entry(&t.entry, now)?;
                 }
@@ -161,6 +169,11 @@ impl Node {
             "repeated"
         } else {
             self.record(&entry, &checked.leaf(now), now, batch)?;
+            // A duress check-in: from the next leaf on, nothing about this
+            // student goes to the student's own query (`Node::mine`).
+            if entry.withholds_log() && !current.as_ref().is_some_and(|c| c.withholds_log()) {
+                self.withhold_from(student, batch.next_index)?;
+            }
             // A stop shreds the share: its sealed bytes must not survive in the WAL.
             batch.purge |= is_stop;
             checked.done()
@@ -290,6 +303,18 @@ impl Node {
         Ok(())
     }
 
+    /// Keeps the student's leaves from index `from` on out of the student's
+    /// own query, for good (inside the batch's transaction).
+    fn withhold_from(&self, student: StudentId, from: u64) -> Result<(), NodeError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO withheld (student, from_idx) VALUES (?1, ?2)
+                 ON CONFLICT(student) DO NOTHING",
+            )?
+            .execute(params![student.as_bytes().as_slice(), to_i64(from)])?;
+        Ok(())
+    }
+
     /// Records a release time for the rate limit; older times than the
     /// window go.
     fn put_release(&self, student: StudentId, at: Timestamp) -> Result<(), NodeError> {
@@ -353,10 +378,13 @@ pub(super) enum StopOrCancel<'a> {
 }
 
 impl StopOrCancel<'_> {
-    /// What a change is called in the service's log.
+    /// What a change is called in the service's log (a check-in is
+    /// "checked-in" under duress or not: the service's log says no more than
+    /// the receipt).
     fn done(self) -> &'static str {
         match self {
             Self::Stop(_) => "shredded",
+            Self::Cancel(c) if c.check_in().is_some() => "checked-in",
             Self::Cancel(_) => "revoked",
         }
     }
@@ -370,10 +398,16 @@ impl StopOrCancel<'_> {
                 stop_hash: c.stop().hash(),
                 at: now,
             },
+            Self::Cancel(c) if c.check_in().is_some() => LogEntry::CheckedIn {
+                student: c.student(),
+                counter: c.counter(),
+                check_in: c.hash(),
+                at: now,
+            },
             Self::Cancel(c) => LogEntry::Cancelled {
                 student: c.student(),
-                counter: c.cancel().body().counter,
-                cancel: c.cancel().hash(),
+                counter: c.counter(),
+                cancel: c.hash(),
                 at: now,
             },
         }

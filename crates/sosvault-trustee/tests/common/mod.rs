@@ -378,6 +378,39 @@ impl Student {
         self.enrollment.package.delivery(index).unwrap().to_bytes()
     }
 
+    /// A check-in timer started at `at`, ending `secs` later.
+    pub fn timer(
+        &mut self,
+        cr: &ControlRoomKey,
+        at: Timestamp,
+        secs: u64,
+    ) -> Signed<sosvault::timer::TimedPanic> {
+        let here = Location::new(25.1425, 75.8350, 10, at).unwrap();
+        self.device
+            .timed_panic(Category::Police, &here, at.plus(secs), &cr.public(), at)
+            .unwrap()
+    }
+
+    /// The entries of this student's own query to trustee `t` (served by `r`).
+    pub fn mine(&self, t: &TrusteeDir, r: &Running) -> Vec<LogEntry> {
+        let q = sosvault::log::LogQuery::sign(
+            &self.key(),
+            sosvault::TrusteeId::from_hex(&t.id).unwrap(),
+            Timestamp::now(),
+        );
+        let (st, v) = r.post(
+            "/v1/log/mine",
+            serde_json::json!({ "query": b64(q.as_bytes()) }),
+        );
+        assert_eq!(st, 200, "{v}");
+        v["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| LogEntry::from_bytes(&unb64(e["entry"].as_str().unwrap())).unwrap())
+            .collect()
+    }
+
     pub fn panic(&mut self, cr: &ControlRoomKey, at: Timestamp) -> Signed<PanicEvent> {
         let here = Location::new(25.1425, 75.8350, 10, at).unwrap();
         self.device
@@ -401,9 +434,9 @@ pub fn proof_of(v: &Value) -> Vec<Vec<u8>> {
 }
 
 /// A release request for `panic` with a fresh incident.
-pub fn request(
+pub fn request<P: Clone + Into<sosvault::timer::AnyPanic>>(
     cr: &ControlRoomKey,
-    panic: &Signed<PanicEvent>,
+    panic: &P,
     now: Timestamp,
 ) -> (Signed<ReleaseRequest>, IncidentId, IncidentKey) {
     let incident = IncidentId::random();

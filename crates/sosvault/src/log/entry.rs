@@ -5,8 +5,8 @@ use core::fmt;
 
 use super::leaf_hash;
 use crate::ids::{IncidentId, MessageHash, StudentId, Timestamp, tagged_hash};
-use crate::messages::PanicEvent;
-use crate::signed::{Container, Signed, sealed::Body};
+use crate::signed::{Container, sealed::Body};
+use crate::timer::AnyPanic;
 use crate::trustee::{
     CancelRefusal, CommitRefusal, EnrollRefusal, Refusal, ReleaseRefusal, ShredRefusal,
 };
@@ -103,6 +103,11 @@ pub enum LogEntry {
     /// embedded the whole signed panic with its sealed location and its
     /// category in clear, is retired: a log is kept for ever, and a stop must
     /// leave nothing personal in it. Decoders refuse kind 2.)
+    ///
+    /// Kind 12 is kind 6 with a `salt`, as kind 10 is kind 5: a release that
+    /// follows a duress check-in is kept from the student's own query, and
+    /// whoever holds the phone knows every other field of it, so without
+    /// the salt they could find it among the public leaf hashes.
     Released {
         /// The student.
         student: StudentId,
@@ -110,12 +115,15 @@ pub enum LogEntry {
         epoch: u32,
         /// The panic's counter.
         counter: u64,
-        /// SHA-256 of the signed panic the release answered.
+        /// SHA-256 of the signed panic (or timed panic) the release answered.
         panic: MessageHash,
         /// The control room's incident.
         incident: IncidentId,
         /// The same release given again (a retry within its window).
         repeat: bool,
+        /// 16 random bytes (kind 12); `None` only in the kind-6 entries
+        /// written before salts, which still decode.
+        salt: Option<[u8; 16]>,
         /// When.
         at: Timestamp,
     },
@@ -192,6 +200,21 @@ pub enum LogEntry {
         /// When.
         at: Timestamp,
     },
+    /// Kind 13: a check-in was taken for the timed panic whose hash the
+    /// check-in names: in safety, the timed panic (and every panic up to
+    /// `counter`) is released no more; under duress (which the entry does
+    /// not say, so that the student's own query shows the same), it may be
+    /// released before its not-before.
+    CheckedIn {
+        /// The student.
+        student: StudentId,
+        /// The check-in's counter.
+        counter: u64,
+        /// SHA-256 of the signed check-in.
+        check_in: MessageHash,
+        /// When.
+        at: Timestamp,
+    },
     /// Kind 8: the device committed `epoch`: the older share kept during the
     /// re-enrollment is gone.
     Committed {
@@ -228,14 +251,18 @@ const KIND_COMMITTED: u8 = 8;
 const KIND_PROFILE_VIEWED_WITH_REASON: u8 = 9;
 pub(super) const KIND_PROFILE_VIEWED_SALTED: u8 = 10;
 const KIND_GUARDIAN_TOLD: u8 = 11;
+pub(super) const KIND_RELEASED_SALTED: u8 = 12;
+const KIND_CHECKED_IN: u8 = 13;
 
 impl LogEntry {
     /// A [`LogEntry::Released`] for `panic` (a `repeat` of an earlier release
-    /// or not): only its student, epoch, counter and hash go in.
+    /// or not), salted with 16 random bytes the caller draws: only its
+    /// student, epoch, counter and hash go in.
     pub fn released(
-        panic: &Signed<PanicEvent>,
+        panic: &AnyPanic,
         incident: IncidentId,
         repeat: bool,
+        salt: [u8; 16],
         at: Timestamp,
     ) -> Self {
         Self::Released {
@@ -245,6 +272,7 @@ impl LogEntry {
             panic: panic.hash(),
             incident,
             repeat,
+            salt: Some(salt),
             at,
         }
     }
@@ -276,6 +304,7 @@ impl LogEntry {
             | Self::ProfileViewedWithReason { student, .. }
             | Self::Released { student, .. }
             | Self::Cancelled { student, .. }
+            | Self::CheckedIn { student, .. }
             | Self::Committed { student, .. }
             | Self::GuardianTold { student, .. } => Some(*student),
             Self::Refused { student, .. } => *student,
@@ -292,6 +321,7 @@ impl LogEntry {
             | Self::ProfileViewed { at, .. }
             | Self::ProfileViewedWithReason { at, .. }
             | Self::Cancelled { at, .. }
+            | Self::CheckedIn { at, .. }
             | Self::Committed { at, .. }
             | Self::GuardianTold { at, .. } => *at,
         }
@@ -322,6 +352,7 @@ impl LogEntry {
             Self::ProfileViewed { .. } => "profile-viewed",
             Self::ProfileViewedWithReason { .. } => "profile-viewed-with-reason",
             Self::Cancelled { .. } => "cancelled",
+            Self::CheckedIn { .. } => "checked-in",
             Self::Committed { .. } => "committed",
             Self::GuardianTold { .. } => "guardian-told",
         }
@@ -366,15 +397,34 @@ impl Body for LogEntry {
                 panic,
                 incident,
                 repeat,
+                salt,
                 at,
             } => {
-                w.u8(KIND_RELEASED);
+                w.u8(match salt {
+                    Some(_) => KIND_RELEASED_SALTED,
+                    None => KIND_RELEASED,
+                });
                 w.fixed(student.as_bytes());
                 w.u32(*epoch);
                 w.u64(*counter);
                 w.fixed(panic.as_bytes());
                 w.fixed(incident.as_bytes());
                 w.u8(u8::from(*repeat));
+                if let Some(salt) = salt {
+                    w.fixed(salt);
+                }
+                w.u64(at.0);
+            }
+            Self::CheckedIn {
+                student,
+                counter,
+                check_in,
+                at,
+            } => {
+                w.u8(KIND_CHECKED_IN);
+                w.fixed(student.as_bytes());
+                w.u64(*counter);
+                w.fixed(check_in.as_bytes());
                 w.u64(at.0);
             }
             Self::Cancelled {
@@ -480,13 +530,23 @@ impl Body for LogEntry {
                     at: at(r)?,
                 })
             }
-            KIND_RELEASED => Ok(Self::Released {
+            kind @ (KIND_RELEASED | KIND_RELEASED_SALTED) => Ok(Self::Released {
                 student: student(r)?,
                 epoch: epoch(r)?,
                 counter: r.u64("counter")?,
                 panic: MessageHash(r.array("panic hash")?),
                 incident: IncidentId(r.array("incident")?),
                 repeat: r.bool("repeat")?,
+                salt: match kind {
+                    KIND_RELEASED_SALTED => Some(r.array("salt")?),
+                    _ => None,
+                },
+                at: at(r)?,
+            }),
+            KIND_CHECKED_IN => Ok(Self::CheckedIn {
+                student: student(r)?,
+                counter: r.u64("counter")?,
+                check_in: MessageHash(r.array("check-in hash")?),
                 at: at(r)?,
             }),
             KIND_CANCELLED => Ok(Self::Cancelled {
@@ -639,6 +699,7 @@ pub fn refusal_code(refusal: &Refusal) -> u16 {
             ReleaseRefusal::SealFailed => 211,
             ReleaseRefusal::Cancelled { .. } => 212,
             ReleaseRefusal::RetryExpired => 213,
+            ReleaseRefusal::TooEarly { .. } => 214,
         },
         Refusal::Shred(e) => match e {
             ShredRefusal::Malformed(_) => 300,

@@ -45,9 +45,10 @@ fn one_of_each() -> Vec<LogEntry> {
             at: NOW,
         },
         LogEntry::released(
-            &panic_from(&device),
+            &panic_from(&device).into(),
             IncidentId([4; 16]),
             false,
+            [0x5a; 16],
             NOW.plus(5),
         ),
         LogEntry::refused(
@@ -81,7 +82,23 @@ fn one_of_each() -> Vec<LogEntry> {
             reason: view_reason_commitment(&[5; 16], "night-shift handover"),
             at: NOW.plus(1),
         },
-        LogEntry::released(&panic_from(&device), IncidentId([4; 16]), true, NOW.plus(6)),
+        // kind 6, written before salts
+        LogEntry::Released {
+            student,
+            epoch: 3,
+            counter: 9,
+            panic: panic_from(&device).hash(),
+            incident: IncidentId([4; 16]),
+            repeat: true,
+            salt: None,
+            at: NOW.plus(6),
+        },
+        LogEntry::CheckedIn {
+            student,
+            counter: 11,
+            check_in: MessageHash([0x2d; 32]),
+            at: NOW.plus(10),
+        },
         LogEntry::Cancelled {
             student,
             counter: 4,
@@ -205,7 +222,7 @@ fn non_canonical_fields_are_rejected() {
     // Unknown kinds.
     assert!(invalid(raw(|w| w.u8(0))));
     assert!(invalid(raw(|w| w.u8(2)))); // retired: the whole panic embedded
-    assert!(invalid(raw(|w| w.u8(12))));
+    assert!(invalid(raw(|w| w.u8(14))));
     // Epoch 0, share index 0.
     assert!(invalid(raw(|w| {
         w.u8(KIND_SHARE_ACCEPTED);
@@ -299,7 +316,13 @@ fn a_salted_view_cannot_be_confirmed_from_its_leaf_hash() {
 fn a_release_entry_keeps_nothing_personal_of_its_panic() {
     let device = DeviceKey::from_seed(&[1; 32]);
     let panic = panic_from(&device);
-    let entry = LogEntry::released(&panic, IncidentId([4; 16]), false, NOW);
+    let entry = LogEntry::released(
+        &panic.clone().into(),
+        IncidentId([4; 16]),
+        false,
+        [1; 16],
+        NOW,
+    );
     let bytes = entry.to_bytes();
     // Neither the signed panic nor its sealed location is in the entry.
     let find = |needle: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
@@ -736,6 +759,7 @@ fn known_answers() {
         panic: MessageHash([0x6b; 32]),
         incident: IncidentId([0x77; 16]),
         repeat: true,
+        salt: None,
         at: Timestamp(1_790_000_610),
     };
     let d = LogEntry::Cancelled {
