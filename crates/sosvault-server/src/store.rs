@@ -230,6 +230,10 @@ pub trait Store: AccessStore {
         to: TimerState,
         check_in: Option<&MessageHash>,
     ) -> StoreResult<bool>;
+    /// Settles every held timer of `student` as fired, with no incident of
+    /// its own: a panic of the student's answers for them (the walk ended
+    /// in a panic). How many.
+    fn supersede_timers(&self, student: &StudentId) -> StoreResult<usize>;
     /// Drops the timed panic (its sealed start location) of every timer
     /// checked in whose end was before `before_ms`; the row stays, so its
     /// status still reads as checked in. How many were dropped.

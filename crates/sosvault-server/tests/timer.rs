@@ -211,12 +211,19 @@ async fn a_timer_checked_in_releases_nothing_ever() {
     let (c, op, mut ops) = Cluster::watched(Options::default()).await;
     let mut asha = c.student("Asha Verma").await;
     let mut kabir = c.student("Kabir Singh").await;
-    // Asha's timer ends first; Kabir's, just after, is never checked in.
+    let mut meera = c.student("Meera Joshi").await;
+    // Asha's and Meera's timers end first; Kabir's, just after, is never
+    // checked in. Meera presses panic during her walk.
     let mine = timer(&c, &mut asha, 2);
+    let hers = timer(&c, &mut meera, 2);
     let theirs = timer(&c, &mut kabir, 3);
-    for t in [&mine, &theirs] {
+    for t in [&mine, &hers, &theirs] {
         assert_eq!(c.client.start_timer(t).await.unwrap()["status"], "held");
     }
+    let pressed = c.talwandi_panic(&mut meera, sosvault::Category::Medical);
+    let meeras = c.client.panic(&pressed).await.unwrap();
+    let created = next_event(&mut ops, 30, |e| e["kind"] == "incident_created").await;
+    assert_eq!(created["incident"], meeras.as_str());
     let safe = check_in(&c, &mut asha, &mine, false);
     let answer = c.client.check_in(&safe).await.unwrap();
     assert_eq!(answer["status"], "received");
@@ -225,17 +232,25 @@ async fn a_timer_checked_in_releases_nothing_ever() {
         3
     );
 
-    // Kabir's fires; the sweeper has passed Asha's end by then (it fires in
-    // the order of their ends), and opened nothing for it.
+    // Kabir's fires; the sweeper has passed Asha's and Meera's ends by then
+    // (it fires in the order of their ends), and opened nothing for either:
+    // Asha checked in, Meera's panic answered for her walk.
     let created = next_event(&mut ops, 30, |e| e["kind"] == "incident_created").await;
     let list = c
         .client
         .get("/v1/operator/incidents", Some(&op))
         .await
         .unwrap();
-    let open: Vec<&Value> = list.as_array().unwrap().iter().collect();
-    assert_eq!(open.len(), 1, "{list}");
-    assert_eq!(open[0]["id"], created["incident"]);
+    let mut open: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|i| i["id"].as_str())
+        .collect();
+    open.sort_unstable();
+    let mut want = vec![created["incident"].as_str().unwrap(), meeras.as_str()];
+    want.sort_unstable();
+    assert_eq!(open, want, "{list}");
 
     // Past its end the holder of the control room's keys asks every trustee
     // for Asha's timed panic: each refuses, the check-in reached it.

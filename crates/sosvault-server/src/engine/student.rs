@@ -1292,6 +1292,13 @@ impl PanicCheck {
             PanicStored::New(row) => *row,
             PanicStored::Existing(existing) => return Ok(PanicOutcome::Duplicate(existing)),
         };
+        // A panic pressed during a walk answers for its timer: the timer
+        // opens nothing of its own when it runs out (its timed panic's
+        // counter is below this panic's, so no trustee releases for it
+        // once this one is released).
+        if self.timer.is_none() {
+            s.supersede_timers(&self.sid)?;
+        }
         // A duress check-in's incident is marked in the job that stores it:
         // whatever the log holds of it from its first moment is kept from
         // the student's own query.

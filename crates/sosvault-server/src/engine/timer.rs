@@ -291,10 +291,30 @@ impl Engine {
             .await
     }
 
-    /// Opens the incident of a timer settled as fired.
+    /// Opens the incident of a timer settled as fired. A timer that runs
+    /// out while its student's panic is being answered opens nothing more:
+    /// the open incident's timeline says so. (A check-in then is not the
+    /// way: it would revoke the panic too, its counter being above.)
     async fn open_timer(&self, row: &TimerRow, fired: Fired) -> Result<(), EngineError> {
         let timed = Signed::<TimedPanic>::decode(&row.timed)
             .map_err(|e| EngineError::internal(format!("a stored timed panic: {e}")))?;
+        if !fired.duress {
+            let sid = row.student_id;
+            let open = self
+                .inner
+                .db
+                .call(move |s| s.open_incidents_of(&sid))
+                .await?;
+            if let Some(id) = open.first() {
+                self.timeline(
+                    *id,
+                    "timer",
+                    "the student's check-in timer ran out during this incident: nothing more opened".into(),
+                )
+                .await;
+                return Ok(());
+            }
+        }
         let (id, _) = self.open_panic(AnyPanic::Timed(timed), Some(fired)).await?;
         if fired.duress {
             self.escalate(id, "duress signalled with the check-in")

@@ -410,6 +410,14 @@ impl<B: Backend> Store for SqlStore<B> {
         Ok(n == 1)
     }
 
+    fn supersede_timers(&self, student: &StudentId) -> StoreResult<usize> {
+        exec(
+            &self.db,
+            "UPDATE timers SET state = 'fired' WHERE student_id = ?1 AND state = 'held'",
+            params![student.as_bytes()],
+        )
+    }
+
     fn prune_timers(&self, before_ms: u64) -> StoreResult<usize> {
         exec(
             &self.db,

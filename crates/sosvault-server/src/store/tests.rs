@@ -246,6 +246,13 @@ fn a_timer_is_held_settled_once_pruned_and_gone_with_a_stop(s: &dyn Store, dir: 
     assert_eq!(s.prune_timers(1_500).unwrap(), 0);
     assert!(s.timer(&a.hash).unwrap().unwrap().timed.is_empty());
     assert_eq!(s.timer(&b.hash).unwrap().unwrap().timed, b.timed);
+    // A panic of the student answers for a timer still held.
+    let c = timer_row(3, 9_000);
+    assert!(s.add_timer(&c, 7).unwrap());
+    assert_eq!(s.supersede_timers(&sid(2)).unwrap(), 0);
+    assert_eq!(s.supersede_timers(&sid(1)).unwrap(), 1);
+    assert_eq!(s.timer(&c.hash).unwrap().unwrap().state, TimerState::Fired);
+    assert_eq!(due(10_000), Vec::<MessageHash>::new());
     s.apply_stop(&sid(1), b"stop", &to(&[tid(9)]), 60).unwrap();
     assert!(s.timer(&a.hash).unwrap().is_none() && s.timer(&b.hash).unwrap().is_none());
     on_disk_is(dir, &b.timed[..64], false);
