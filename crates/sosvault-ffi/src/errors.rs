@@ -80,6 +80,7 @@ impl From<DeviceError> for VaultError {
                 index,
                 why: why.to_owned(),
             },
+            DeviceError::BadTimer => Self::bad("the timer's end", DeviceError::BadTimer),
             other => Self::bad("the request", other),
         }
     }

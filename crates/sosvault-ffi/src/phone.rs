@@ -35,7 +35,8 @@ fn hash_of(what: &str, hex: &str) -> Result<MessageHash, VaultError> {
 /// What a receipt confirms ([`Phone::confirmed`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, uniffi::Enum)]
 pub enum Confirmation {
-    /// A cancel: the trustee releases nothing more for the panic.
+    /// A cancel (or a check-in): the trustee releases nothing more for the
+    /// panic (or the timer).
     Cancel,
     /// A stop: the trustee shredded the student's share.
     Stop,
@@ -230,6 +231,55 @@ impl Phone {
         let location = fix.try_into()?;
         let p = self.device().trail_point(&location, Timestamp(now))?;
         Ok(signed(&p))
+    }
+
+    /// Starts a check-in timer ("walk me home"): a panic that no trustee
+    /// acts on before `ends_at` (unix seconds, after `now`, at most 4 hours
+    /// on), `fix` (where the walk begins) sealed to the control room
+    /// (`{"timed_panic": base64}` to `POST /v1/timers`; keep `hash`). Send
+    /// [`Phone::trail_point`] once a minute while it runs, and
+    /// [`Phone::check_in`] to end it; if the phone says nothing by
+    /// `ends_at`, the control room acts on it as on a panic.
+    pub fn start_timer(
+        &self,
+        deployment: &Deployment,
+        category: Category,
+        fix: Fix,
+        ends_at: u64,
+        now: u64,
+    ) -> Result<SignedMessage, VaultError> {
+        let location = sosvault::Location::try_from(fix)?;
+        let t = self.device().timed_panic(
+            category.into(),
+            &location,
+            Timestamp(ends_at),
+            deployment.control_room(),
+            Timestamp(now),
+        )?;
+        Ok(signed(&t))
+    }
+
+    /// "I got there": ends the timer whose timed panic is `timer_hash`,
+    /// with the PIN the student typed: the PIN or the duress PIN make the
+    /// same message (under duress, the control room acts at once and every
+    /// receipt and screen reads as a check-in in safety); any other is
+    /// [`VaultError::WrongPin`] and signs nothing (`{"check_in": base64}`
+    /// to `POST /v1/check-in`; its receipts are checked as a cancel's,
+    /// [`Confirmation::Cancel`]).
+    pub fn check_in(
+        &self,
+        deployment: &Deployment,
+        timer_hash: String,
+        pins: &PinLock,
+        pin: String,
+        now: u64,
+    ) -> Result<SignedMessage, VaultError> {
+        let timer = hash_of("the timer hash", &timer_hash)?;
+        let duress = pins.duress_of(&zeroize::Zeroizing::new(pin))?;
+        let c = self
+            .device()
+            .check_in(timer, duress, deployment.control_room(), Timestamp(now))?;
+        Ok(signed(&c))
     }
 
     /// "I am safe", with the PIN the student typed: the PIN or the duress

@@ -299,6 +299,72 @@ fn cancel_and_stop_take_either_pin_and_count_only_the_trustees_receipts() {
 }
 
 #[test]
+fn a_timer_takes_either_pin_to_check_in_and_its_receipts_count_as_a_cancels() {
+    let mut w = world();
+    let phone = enrolled(&mut w);
+    let pins = PinLock::create("2468".into(), "1357".into()).unwrap();
+    // An end that is not after now, or past 4 hours, signs nothing.
+    for ends_at in [NOW, NOW + 4 * 3600 + 1] {
+        let refused = phone.start_timer(&w.deployment, Category::Police, TALWANDI, ends_at, NOW);
+        assert!(
+            matches!(refused, Err(VaultError::BadInput { .. })),
+            "{refused:?}"
+        );
+    }
+    let timer = phone
+        .start_timer(&w.deployment, Category::Police, TALWANDI, NOW + 1200, NOW)
+        .unwrap();
+    let decoded = Signed::<sosvault::timer::TimedPanic>::decode(&timer.bytes).unwrap();
+    assert_eq!(decoded.body().not_before, Timestamp(NOW + 1200));
+    assert_eq!(decoded.hash().to_hex(), timer.hash);
+    // A wrong PIN signs nothing; the PIN and the duress PIN sign a check-in
+    // of the same shape, with a note for every trustee.
+    let wrong = phone.check_in(&w.deployment, timer.hash.clone(), &pins, "0000".into(), NOW);
+    assert!(matches!(wrong, Err(VaultError::WrongPin)));
+    let safe = phone
+        .check_in(
+            &w.deployment,
+            timer.hash.clone(),
+            &pins,
+            "2468".into(),
+            NOW + 600,
+        )
+        .unwrap();
+    let duress = phone
+        .check_in(
+            &w.deployment,
+            timer.hash.clone(),
+            &pins,
+            "1357".into(),
+            NOW + 600,
+        )
+        .unwrap();
+    for c in [&safe, &duress] {
+        let c = Signed::<sosvault::timer::CheckIn>::decode(&c.bytes).unwrap();
+        assert_eq!(c.body().panic.to_hex(), timer.hash);
+        assert_eq!(c.body().trustee_notes.len(), w.trustees.len());
+    }
+    // The trustees' receipts of the check-in count as a cancel's.
+    let receipts: Vec<Vec<u8>> = w
+        .trustees
+        .iter_mut()
+        .map(|t| {
+            t.cancel(&safe.bytes, Timestamp(NOW + 601))
+                .unwrap()
+                .as_bytes()
+                .to_vec()
+        })
+        .collect();
+    let counted = phone.confirmed(
+        &w.deployment,
+        Confirmation::Cancel,
+        safe.hash.clone(),
+        receipts,
+    );
+    assert_eq!(counted.unwrap(), 3);
+}
+
+#[test]
 fn a_log_answer_is_shown_only_if_every_entry_is_the_students_and_proven() {
     let mut w = world();
     let phone = enrolled(&mut w);

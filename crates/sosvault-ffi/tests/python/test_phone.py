@@ -267,6 +267,24 @@ class PhoneLife(unittest.TestCase):
         self.enroll(phone, deployment, profile)
         self.assertEqual(phone.epoch(), 2)
 
+        # Walk me home: a twenty-minute timer, then "I got there" with the
+        # PIN; the trustees confirm as for a cancel, and the phone's view
+        # of the timer reads closed by the student.
+        timer = phone.start_timer(deployment, sv.Category.POLICE, fix(*TALWANDI), now() + 1200, now())
+        held = demo.post("/v1/timers", {"timed_panic": b64(timer.bytes)})
+        self.assertEqual(held["status"], "held", held)
+        with self.assertRaises(sv.VaultError.WrongPin):
+            phone.check_in(deployment, timer.hash, pins, "0000", now())
+        arrived = phone.check_in(deployment, timer.hash, pins, PIN, now())
+        answer = demo.post("/v1/check-in", {"check_in": b64(arrived.bytes)})
+        confirmed = phone.confirmed(
+            deployment, sv.Confirmation.CANCEL, arrived.hash, [unb64(r) for r in answer["receipts"]])
+        self.assertEqual(confirmed + answer["pending"], 3, answer)
+        self.assertGreaterEqual(confirmed, 1, answer)
+        _, st = self.status(phone, deployment, timer)
+        self.assertEqual(st.stage, sv.Stage.CLOSED_BY_STUDENT)
+        self.assertEqual(st.released, 0)
+
         # Stop: everything wiped, every trustee's shred receipt.
         stop = phone.stop(deployment, pins, PIN, now())
         answer = demo.post("/v1/stop", {"stop": b64(stop.bytes)})
