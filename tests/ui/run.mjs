@@ -374,7 +374,8 @@ describe('control room, team screen and simulator against the real demo', { conc
     await sim.waitForSelector('#phone-reads li[data-viewer="guardian:sms"]', { timeout: T });
     assert.match(await sim.textContent('#phone-reads li[data-viewer="guardian:sms"]'), /^\d\d:\d\d(:\d\d)?: your guardian was told by SMS that you pressed panic$/);
     await control.waitForFunction(() => /the guardian, told by SMS/.test(document.querySelector('#access-log').textContent), null, { timeout: T });
-    assert.match(await control.textContent('#timeline'), /Guardian told/);
+    // The timeline's step comes once the gateway answered (after the log entry).
+    await control.waitForFunction(() => /Guardian told/.test(document.querySelector('#timeline').textContent), null, { timeout: T });
     const reads = await sim.textContent('#phone-reads');
     assert.match(reads, /^Who has read your profile/);
     assert.match(reads, /\d\d:\d\d: operator operator/);
@@ -638,6 +639,51 @@ describe('control room, team screen and simulator against the real demo', { conc
     await sim.fill('#pin', '2468');
     await sim.click('#cancel');
     await sim.waitForSelector('#phone-status.status-idle', { timeout: T });
+  });
+
+  it('walk me home: a check-in ends the timer; one under duress looks the same on the phone and escalates', async () => {
+    await sim.click('#students button[data-student="3"]');
+    await sim.waitForSelector('#start-timer', { timeout: T });
+    await sim.selectOption('#timer-length', '60');
+    await sim.click('#start-timer');
+    await sim.waitForSelector('#phone-timer.timer-running', { timeout: T });
+    assert.match(await sim.textContent('#timer-status'), /check in by/);
+    assert.equal(await sim.textContent('#phone-status'), await sim.evaluate(() => window.SV.t('sim.status.idle')));
+    await axeCheck(sim, 'student simulator (timer running)');
+    await shot(sim, 'simulator-timer.png');
+    const before = await control.$$eval('#incident-list button[data-incident]', (bs) => bs.length);
+    // In safety: the timer ends; nothing reaches the control room.
+    await sim.fill('#timer-pin', '2468');
+    await sim.click('#check-in');
+    await sim.waitForSelector('#start-timer', { timeout: T });
+    assert.equal(await sim.evaluate(() => window.SV_SIM.state.students[3].timer), null);
+    // (Each timer sent a trail point at its start: the count differs.)
+    const phone = async () => (await sim.innerHTML('#phone')).replace(/data-sent="\d+"/, '');
+    const calm = await phone();
+    // Under duress: the phone shows exactly the same...
+    await sim.click('#start-timer');
+    await sim.waitForSelector('#phone-timer.timer-running', { timeout: T });
+    await sim.fill('#timer-pin', '1357');
+    await sim.click('#check-in');
+    await sim.waitForSelector('#start-timer', { timeout: T });
+    assert.equal(await phone(), calm, 'the phone shows what a check-in in safety shows');
+    // ...and the control room gets an escalated incident at once, marked.
+    await control.waitForFunction(() => /DURESS CHECK-IN/.test(document.querySelector('#incident-list').textContent), null, { timeout: 30_000 });
+    const forced = await control.$$eval('#incident-list button[data-incident]', (bs) =>
+      bs.filter((b) => /DURESS CHECK-IN/.test(b.textContent)).map((b) => b.dataset.incident));
+    assert.equal(forced.length, 1);
+    assert.equal(await control.$$eval('#incident-list button[data-incident]', (bs) => bs.length), before + 1, 'one incident: the duress one');
+    await control.waitForSelector(`${item(forced[0])} .chip-duress`, { timeout: T });
+    assert.match(await control.textContent(item(forced[0])), /Check-in timer/);
+    await control.waitForFunction(() => /escalated/.test(document.querySelector('#sv-alert').textContent), null, { timeout: T });
+    // The operator closes it: the teams are free for what follows.
+    await control.click(item(forced[0]));
+    await control.waitForFunction(() => /checked in on their check-in timer with the duress PIN/.test(document.querySelector('#timeline').textContent), null, { timeout: T });
+    await control.click('#act-close');
+    await control.waitForSelector('#confirm[open]', { timeout: T });
+    await control.selectOption('#close-outcome', 'other');
+    await control.click('#confirm-ok');
+    await control.waitForSelector('#detail .chip-status-closed', { timeout: T });
   });
 
   // ---------------------------------------------------------------- roles

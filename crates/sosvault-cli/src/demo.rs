@@ -276,6 +276,8 @@ const MOVER: usize = 0;
 const PATIENT: usize = 2;
 /// The student who presses STOP.
 const STOPPER: usize = 5;
+/// The student who walks home with a check-in timer.
+const WALKER: usize = 3;
 /// The student whose panic reaches the node that dies (PostgreSQL only).
 const ON_NODE_B: usize = 7;
 
@@ -310,6 +312,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let pressed = demo.panic_and_open().await?;
     demo.student_moves(&pressed).await?;
     demo.student_is_safe(&pressed).await?;
+    demo.walk_home_with_a_timer().await?;
     demo.trustee_outage().await?;
     demo.student_stops().await?;
     if database.is_some() {
@@ -851,6 +854,56 @@ impl Demo {
 
     /// Step 5, a student presses STOP: every trustee shreds, and neither the
     /// student's old keys nor the control room's own key get the data back.
+    /// Step 3½: a student walks home with a check-in timer (its panic held
+    /// sealed until the end; nobody told), the trail on, and checks in:
+    /// every trustee confirms that the timer's panic opens nothing, ever.
+    async fn walk_home_with_a_timer(&mut self) -> anyhow::Result<()> {
+        let walker = &mut self.students[WALKER];
+        let now = Timestamp::now();
+        let start = offset(walker.area, 0.0, 0.0)?;
+        let timed = walker.device.timed_panic(
+            Category::Police,
+            &start,
+            now.plus(20 * 60),
+            &self.control_room,
+            now,
+        )?;
+        let held = self
+            .client
+            .start_timer(&timed)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if held["status"] != "held" {
+            bail!("the timer was not held: {held}");
+        }
+        for (dlat, dlon) in [(0.001, 0.001), (0.002, 0.0015)] {
+            let fix = offset(walker.area, dlat, dlon)?;
+            let point = walker.device.trail_point(&fix, Timestamp::now())?;
+            self.client
+                .trail(&point)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+        self.n.say(format!(
+            "A student in {} walks home with a 20-minute check-in timer: its panic is held, sealed, and nobody is told; the trail goes to the student's own vault",
+            walker.area.name
+        ));
+        let check_in =
+            walker
+                .device
+                .check_in(timed.hash(), false, &self.control_room, Timestamp::now())?;
+        let answer = self
+            .client
+            .check_in(&check_in)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let receipts = answer["receipts"].as_array().map_or(0, Vec::len);
+        self.n.say(format!(
+            "The student checks in: {receipts} of 3 trustees confirm the timer's panic opens nothing, ever (the duress PIN would look the same and send a team at once)"
+        ));
+        Ok(())
+    }
+
     async fn student_stops(&mut self) -> anyhow::Result<()> {
         let stopper = &mut self.students[STOPPER];
         let loc = offset(stopper.area, 0.0, 0.0)?;

@@ -433,6 +433,76 @@ pub async fn move_to(a: DeviceArgs<'_>, lat: f64, lon: f64) -> anyhow::Result<()
     Ok(())
 }
 
+/// A point of the sealed trail, sealed to the student's own vault.
+pub async fn trail(a: DeviceArgs<'_>, lat: f64, lon: f64) -> anyhow::Result<()> {
+    let mut state = need(&a)?;
+    let client = state.client(&a)?;
+    let here = Location::new(lat, lon, 10, Timestamp::now())
+        .context("latitude/longitude off the globe")?;
+    let point = state.device.trail_point(&here, Timestamp::now())?;
+    save(a.state, &state)?;
+    let answer = client.trail(&point).await.map_err(err)?;
+    println!(
+        "trail point {}: sealed to your own vault; the control room reads it only after a panic's release",
+        answer["status"].as_str().unwrap_or("sent")
+    );
+    Ok(())
+}
+
+/// Starts a check-in timer of `minutes` from (`lat`, `lon`): a police
+/// panic the trustees hold until its end. It becomes the last panic, so
+/// `status` follows it if it fires and `check-in` ends it.
+pub async fn timer(a: DeviceArgs<'_>, minutes: u64, lat: f64, lon: f64) -> anyhow::Result<()> {
+    if !(1..=240).contains(&minutes) {
+        bail!("a timer runs 1 to 240 minutes");
+    }
+    let mut state = need(&a)?;
+    let control_room = state.control_room()?;
+    let client = state.client(&a)?;
+    let now = Timestamp::now();
+    let here = Location::new(lat, lon, 10, now).context("latitude/longitude off the globe")?;
+    let t = match state.device.timed_panic(
+        Category::Police,
+        &here,
+        now.plus(minutes * 60),
+        &control_room,
+        now,
+    ) {
+        Ok(t) => t,
+        Err(e) => return Err(not_enrolled(&state, e)),
+    };
+    state.last_panic = Some(t.hash());
+    save(a.state, &state)?;
+    client.start_timer(&t).await.map_err(err)?;
+    println!(
+        "timer held: check in within {minutes} minutes (`sosvault device check-in`), or the control room acts as on a panic"
+    );
+    eprintln!("send `sosvault device trail` points as you walk");
+    Ok(())
+}
+
+/// "I got there" (or, with `duress`, the same on the screen and the
+/// control room acts at once): ends the last timer.
+pub async fn check_in(a: DeviceArgs<'_>, duress: bool) -> anyhow::Result<()> {
+    let (mut state, control_room, client, timer) = about_last_panic(&a, "check in to")?;
+    let c = state
+        .device
+        .check_in(timer, duress, &control_room, Timestamp::now())?;
+    save(a.state, &state)?;
+    let answer = client.check_in(&c).await.map_err(err)?;
+    let student = state.device.student_id();
+    let confirmed = |r: &CancelReceipt| r.cancel == c.hash() && r.student == student;
+    say_confirmed(
+        &state,
+        &answer,
+        confirmed,
+        "check-in received",
+        "check-in",
+        "forwarding",
+    )?;
+    Ok(())
+}
+
 /// "I am safe" (or a duress cancel).
 pub async fn cancel(a: DeviceArgs<'_>, duress: bool) -> anyhow::Result<()> {
     let (mut state, control_room, client, panic) = about_last_panic(&a, "cancel")?;

@@ -252,6 +252,37 @@ enum DeviceCmd {
         #[arg(long, allow_hyphen_values = true)]
         lon: f64,
     },
+    /// A point of the sealed trail: where the student is, sealed to the
+    /// student's own vault (read by the control room only after a panic's
+    /// release).
+    Trail {
+        /// Latitude.
+        #[arg(long, allow_hyphen_values = true)]
+        lat: f64,
+        /// Longitude.
+        #[arg(long, allow_hyphen_values = true)]
+        lon: f64,
+    },
+    /// Starts a check-in timer ("walk me home"): if no `check-in` comes
+    /// within `minutes`, the control room acts as on a panic (police).
+    /// `status` then follows it as the last panic.
+    Timer {
+        /// How long the walk may take (1 to 240).
+        #[arg(long, default_value_t = 20)]
+        minutes: u64,
+        /// Latitude where the walk begins.
+        #[arg(long, allow_hyphen_values = true)]
+        lat: f64,
+        /// Longitude where the walk begins.
+        #[arg(long, allow_hyphen_values = true)]
+        lon: f64,
+    },
+    /// "I got there": ends the timer `timer` started.
+    CheckIn {
+        /// Signal duress (looks the same; the control room acts at once).
+        #[arg(long)]
+        duress: bool,
+    },
     /// "I am safe".
     Cancel {
         /// Signal duress (looks the same, escalates).
@@ -542,6 +573,9 @@ async fn run_device(a: device::DeviceArgs<'_>, action: DeviceCmd) -> anyhow::Res
         }
         DeviceCmd::Status => device::status(a).await,
         DeviceCmd::Move { lat, lon } => device::move_to(a, lat, lon).await,
+        DeviceCmd::Trail { lat, lon } => device::trail(a, lat, lon).await,
+        DeviceCmd::Timer { minutes, lat, lon } => device::timer(a, minutes, lat, lon).await,
+        DeviceCmd::CheckIn { duress } => device::check_in(a, duress).await,
         DeviceCmd::Cancel { duress } => device::cancel(a, duress).await,
         DeviceCmd::Stop { duress } => device::stop(a, duress).await,
     }

@@ -165,6 +165,9 @@ struct SimStudent {
     trail: bool,
     /// Trail points the service stored.
     trail_sent: u32,
+    /// A check-in timer running: its timed panic's hash and its end (unix
+    /// seconds). While it runs, every move sends a trail point too.
+    timer: Option<(MessageHash, u64)>,
 }
 
 impl SimStudent {
@@ -184,6 +187,7 @@ impl SimStudent {
             reads: Vec::new(),
             trail: false,
             trail_sent: 0,
+            timer: None,
         }
     }
 }
@@ -559,6 +563,18 @@ async fn state(State(sim): State<Sim>) -> Response {
     let mut students = Vec::new();
     for (idx, s) in sim.0.students.iter().enumerate() {
         let mut s = s.lock().await;
+        // A timer that ran out without a check-in: the control room acts on
+        // it as on a panic, and the phone follows it as its incident.
+        if let Some((hash, ends_at)) = s.timer
+            && s.status == Status::Idle
+            && Timestamp::now().0 >= ends_at
+        {
+            s.timer = None;
+            s.status = Status::Panic;
+            s.panic = Some(hash);
+            s.incident = None;
+            s.reads.clear();
+        }
         let report = match s.status {
             Status::Panic => follow(&sim, &s).await,
             _ => None,
@@ -593,6 +609,7 @@ async fn state(State(sim): State<Sim>) -> Response {
             "reads": s.reads,
             "trail": s.trail,
             "trail_sent": s.trail_sent,
+            "timer": s.timer.map(|(_, ends_at)| json!({ "ends_at": ends_at })),
             "epoch": s.device.epoch(),
             "reenrolling": s.device.pending_enrollment().is_some(),
             "pin": PIN,
@@ -629,6 +646,7 @@ struct ActBody {
     lon: Option<f64>,
     pin: Option<String>,
     on: Option<bool>,
+    secs: Option<u64>,
 }
 
 async fn act(
@@ -649,6 +667,8 @@ async fn act(
         "cancel" => cancel(&sim, &mut s, &body).await,
         "stop" => stop(&sim, &mut s, &body).await,
         "trail" => trail(&sim, &mut s, &body).await,
+        "timer" => start_timer(&sim, &mut s, &body).await,
+        "check-in" => check_in(&sim, &mut s, &body).await,
         _ => return api_error(StatusCode::NOT_FOUND, "no_action", "no such action"),
     };
     // The incident is over: re-enroll, in the background.
@@ -704,6 +724,10 @@ async fn panic(sim: &Sim, s: &mut SimStudent, b: &ActBody) -> Result<Value, ActE
         .panic(category, &here, sim.0.control_room(), Timestamp::now())
         .map_err(failed)?;
     let id = sim.0.client.panic(&signed).await.map_err(failed)?;
+    // A timer running is forgotten: the panic is answered now, and a timer
+    // that runs out during it opens nothing more (no check-in: it would
+    // revoke this panic too).
+    s.timer = None;
     s.status = Status::Panic;
     s.panic = Some(signed.hash());
     s.incident = Some(id.clone());
@@ -731,8 +755,8 @@ async fn move_to(sim: &Sim, s: &mut SimStudent, b: &ActBody) -> Result<Value, Ac
         send_location(sim, s, lat, lon).await.map_err(failed)?;
     }
     // The trail after the live location, and never in its way: a point the
-    // service refuses is said, and the move stands.
-    if s.trail
+    // service refuses is said, and the move stands. A timer sends it too.
+    if (s.trail || s.timer.is_some())
         && let Err(e) = send_trail_point(sim, s).await
     {
         eprintln!("simulator: a trail point was not taken: {e}");
@@ -751,6 +775,53 @@ async fn trail(sim: &Sim, s: &mut SimStudent, b: &ActBody) -> Result<Value, ActE
         send_trail_point(sim, s).await.map_err(failed)?;
     }
     Ok(json!({ "status": if on { "on" } else { "off" } }))
+}
+
+/// The shortest and longest timer the simulated phone starts (the protocol
+/// allows up to 4 hours; a demo wants one that runs out while watched).
+const TIMER_SECS: std::ops::RangeInclusive<u64> = 10..=4 * 3600;
+
+/// Starts a check-in timer ("walk me home") of `secs` from here: a first
+/// trail point goes at once, and one at every move while it runs.
+async fn start_timer(sim: &Sim, s: &mut SimStudent, b: &ActBody) -> Result<Value, ActError> {
+    match s.status {
+        Status::Stopped => return Err(conflict("stopped")),
+        Status::Panic => return Err(conflict("already_in_panic")),
+        Status::Idle if s.timer.is_some() => return Err(conflict("timer_running")),
+        Status::Idle => {}
+    }
+    let secs = b
+        .secs
+        .filter(|secs| TIMER_SECS.contains(secs))
+        .ok_or(ActError(StatusCode::BAD_REQUEST, "bad_timer"))?;
+    let now = Timestamp::now();
+    let here = Location::new(s.lat, s.lon, 8, now)
+        .ok_or(ActError(StatusCode::BAD_REQUEST, "bad_position"))?;
+    let ends_at = now.plus(secs);
+    let timed = s
+        .device
+        .timed_panic(Category::Police, &here, ends_at, sim.0.control_room(), now)
+        .map_err(failed)?;
+    sim.0.client.start_timer(&timed).await.map_err(failed)?;
+    s.timer = Some((timed.hash(), ends_at.0));
+    if let Err(e) = send_trail_point(sim, s).await {
+        eprintln!("simulator: a trail point was not taken: {e}");
+    }
+    Ok(json!({ "status": "held", "ends_at": ends_at.0 }))
+}
+
+/// "I got there", with the PIN or the duress PIN: the same answer either
+/// way (under duress the control room acts at once).
+async fn check_in(sim: &Sim, s: &mut SimStudent, b: &ActBody) -> Result<Value, ActError> {
+    let (hash, _) = s.timer.ok_or(conflict("no_timer"))?;
+    let duress = duress_of(b.pin.as_deref()).ok_or(ActError(StatusCode::FORBIDDEN, "wrong_pin"))?;
+    let signed = s
+        .device
+        .check_in(hash, duress, sim.0.control_room(), Timestamp::now())
+        .map_err(failed)?;
+    sim.0.client.check_in(&signed).await.map_err(failed)?;
+    s.timer = None;
+    Ok(json!({ "status": "received" }))
 }
 
 async fn cancel(sim: &Sim, s: &mut SimStudent, b: &ActBody) -> Result<Value, ActError> {
@@ -785,6 +856,7 @@ async fn stop(sim: &Sim, s: &mut SimStudent, b: &ActBody) -> Result<Value, ActEr
     s.panic = None;
     s.reenroll = false;
     s.trail = false;
+    s.timer = None;
     Ok(json!({
         "status": "stopped",
         "receipts": answer["receipts"].as_array().map_or(0, Vec::len),

@@ -204,6 +204,8 @@ fn the_demo_tells_the_whole_story_and_exits_after_the_given_seconds() {
         "\"I am safe\": incident closed",
         "re-enrolls under epoch 2",
         "the phone checked all 3 trustees' receipts",
+        "walks home with a 20-minute check-in timer",
+        "The student checks in: 3 of 3 trustees confirm",
         "goes down",
         "presses PANIC (medical)",
         "Two trustees were enough",
@@ -580,6 +582,26 @@ fn a_simulated_phone_on_the_command_line_enrolls_panics_moves_cancels_and_stops(
     let out = sosvault(&enroll, &state, &url, &ca);
     assert!(
         out.contains("epoch 2 (3 trustee receipts verified"),
+        "{out}"
+    );
+    // Walk me home from the command line: a timer, a trail point, a
+    // check-in the trustees confirm as they confirm a cancel.
+    let here = ["--lat", "25.1430", "--lon", "75.8440"];
+    let out = sosvault(
+        &[&["timer", "--minutes", "20"], &here[..]].concat(),
+        &state,
+        &url,
+        &ca,
+    );
+    assert!(
+        out.contains("timer held: check in within 20 minutes"),
+        "{out}"
+    );
+    let out = sosvault(&[&["trail"], &here[..]].concat(), &state, &url, &ca);
+    assert!(out.contains("trail point stored"), "{out}");
+    let out = sosvault(&["check-in"], &state, &url, &ca);
+    assert!(
+        out.contains("3 of 3 trustees confirmed with a signed check-in receipt"),
         "{out}"
     );
 

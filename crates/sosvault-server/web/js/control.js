@@ -487,9 +487,9 @@
 
   function flagChips(flags) {
     return flags
-      .filter((f) => ['duress_stop', 'duress', 'overdue', 'false_alarm', 'stopped', 'rate_limited', 'repeat_offender'].includes(f))
-      // The duress-stop chip looks like the DURESS one (red, blinking).
-      .map((f) => el('span', { class: 'chip chip-' + f.replace('_', '-') + (f === 'duress_stop' ? ' chip-duress' : '') }, t('flag.' + f)));
+      .filter((f) => ['duress_stop', 'duress_check_in', 'duress', 'timer', 'overdue', 'false_alarm', 'stopped', 'rate_limited', 'repeat_offender'].includes(f))
+      // The duress-stop and duress-check-in chips look like the DURESS one (red, blinking).
+      .map((f) => el('span', { class: 'chip chip-' + f.replace('_', '-') + (f === 'duress_stop' || f === 'duress_check_in' ? ' chip-duress' : '') }, t('flag.' + f)));
   }
 
   function teamLine(inc) {

@@ -24,7 +24,8 @@
       SV.toast(t('error.network'), 'error');
       return;
     } finally {
-      if (!S.state || S.state.students.some((s) => s.status === 'panic')) {
+      // A running timer too: the phone notices its end.
+      if (!S.state || S.state.students.some((s) => s.status === 'panic' || s.timer)) {
         followTimer = setTimeout(refresh, FOLLOW_MS);
       }
     }
@@ -111,7 +112,7 @@
     phoneDrawn = drawn;
     // What the student is typing or has chosen survives a redraw (a report
     // that changed while the PIN is being typed must not wipe it).
-    const kept = ['#pin', '#category'].map((sel) => {
+    const kept = ['#pin', '#category', '#timer-pin', '#timer-length'].map((sel) => {
       const e = $(sel, box);
       return e && { sel, value: e.value, focused: document.activeElement === e };
     }).filter(Boolean);
@@ -124,6 +125,7 @@
       ...(s.status === 'panic' ? following(s.follow) : []),
       s.status !== 'stopped' ? readsOf(s.reads) : null,
       s.status !== 'stopped' ? trailSwitch(s, busy) : null,
+      s.status === 'idle' ? timerBox(s, busy) : null,
     ];
     if (s.status === 'idle') {
       const sel = el(
@@ -201,6 +203,30 @@
       el('label', { for: 'trail-on' }, box, ' ', t('sim.trail.label')),
       el('p', { id: 'phone-trail', class: 'muted small', dataset: { sent: s.trail_sent } },
         s.trail ? t('sim.trail.on', { count: s.trail_sent }) : t('sim.trail.off')));
+  }
+
+  /** Walk me home: a check-in timer. While it runs every move sends a
+   *  sealed trail point; "I got there" with the PIN (or, under duress, the
+   *  duress PIN: the phone shows the same) ends it; if it runs out, the
+   *  control room acts on it as on a panic, and the phone follows that. */
+  function timerBox(s, busy) {
+    if (s.timer) {
+      const pin = el('input', { id: 'timer-pin', inputmode: 'numeric', autocomplete: 'off', maxlength: 8 });
+      return el('section', { id: 'phone-timer', class: 'timer timer-running', dataset: { endsAt: s.timer.ends_at } },
+        el('h4', {}, t('sim.timer.heading')),
+        el('p', { id: 'timer-status', role: 'status' }, t('sim.timer.running', { time: SV.clock(s.timer.ends_at * 1000) })),
+        el('label', { for: 'timer-pin' }, t('sim.pin')),
+        pin,
+        el('button', { type: 'button', id: 'check-in', class: 'btn btn-secondary btn-block', disabled: busy, onclick: () => action('check-in', { pin: pin.value }) }, t('sim.timer.check_in')));
+    }
+    const lengths = [[60, 'sim.timer.1min'], [300, 'sim.timer.5min'], [1200, 'sim.timer.20min']];
+    const sel = el('select', { id: 'timer-length' }, ...lengths.map(([secs, key]) => el('option', { value: String(secs) }, t(key))));
+    return el('section', { id: 'phone-timer', class: 'timer' },
+      el('h4', {}, t('sim.timer.heading')),
+      el('p', { class: 'muted small' }, t('sim.timer.hint')),
+      el('label', { for: 'timer-length' }, t('sim.timer.length')),
+      sel,
+      el('button', { type: 'button', id: 'start-timer', class: 'btn btn-secondary btn-block', disabled: busy, onclick: () => action('timer', { secs: Number(sel.value) }) }, t('sim.timer.start')));
   }
 
   /** Who read the profile during the last incident: the phone's own log
