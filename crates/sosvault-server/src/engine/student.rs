@@ -40,6 +40,7 @@ use crate::geo::{UnitKind, haversine_m};
 use crate::store::{
     AssignmentRow, AssignmentStatus, CommitStored, DURESS_STOP, EnrollmentRow, ForwardTo,
     IncidentRow, IncidentStatus, Lease, NewDuressAlert, NewIncident, PanicStored, StoreError,
+    TimerState,
 };
 use crate::trustees::{Backoff, CallError};
 use crate::unit::UnitId;
@@ -509,6 +510,7 @@ impl Engine {
                     .fetch_add(1, Ordering::Relaxed);
                 Ok(PanicTaken::Again(existing))
             }
+            PanicOutcome::TimerSettled => Err(EngineError::UnknownTimer),
             PanicOutcome::Stored(stored) => Ok(PanicTaken::New(stored)),
         }
     }
@@ -1213,6 +1215,9 @@ enum PanicOutcome {
     Replayed,
     /// The same signed panic is already this incident.
     Duplicate(IncidentId),
+    /// A timer's panic whose timer was settled first (checked in, or
+    /// fired by another node or path).
+    TimerSettled,
     /// Stored.
     Stored(Box<StoredPanic>),
 }
@@ -1284,6 +1289,14 @@ impl PanicCheck {
                 "; under epoch {}, the committed enrollment kept while the device's epoch {} is not committed yet",
                 self.epoch, row.epoch
             ));
+        }
+        // A timer is claimed here, in the job that stores its incident:
+        // once, whichever node, restart or check-in gets here first, and
+        // never lost between the claim and the incident.
+        if let Some(f) = self.timer
+            && !s.settle_timer(&self.hash, TimerState::Fired, f.check_in.as_ref())?
+        {
+            return Ok(PanicOutcome::TimerSettled);
         }
         let picked = self
             .from

@@ -48,6 +48,9 @@ pub(crate) const DURESS_CHECK_IN_FLAG: &str = "duress_check_in";
 pub(super) struct Fired {
     /// At once, under a duress check-in (else: it ran out).
     pub(super) duress: bool,
+    /// The duress check-in's hash (kept with the timer: the release waits
+    /// for each trustee's receipt of it).
+    pub(super) check_in: Option<MessageHash>,
 }
 
 impl Fired {
@@ -198,13 +201,13 @@ impl Engine {
                 }
                 let mut incident = None;
                 match timer.state {
+                    // Under duress the timer is settled by the job that
+                    // stores its incident (`open_timer`), never apart
+                    // from it: an incident failing to open leaves it held,
+                    // and it fires at its end at the latest.
+                    TimerState::Held if duress => {}
                     TimerState::Held => {
-                        let to = if duress {
-                            TimerState::Fired
-                        } else {
-                            TimerState::CheckedIn
-                        };
-                        s.settle_timer(&timed_hash, to, Some(&hash))?;
+                        s.settle_timer(&timed_hash, TimerState::CheckedIn, Some(&hash))?;
                     }
                     TimerState::Fired => {
                         incident = s.incident_by_panic(&timed_hash)?;
@@ -233,7 +236,7 @@ impl Engine {
             })
             .await??;
         if settled.fresh {
-            self.check_in_taken(sid, bytes, duress, timed_hash, settled)
+            self.check_in_taken((sid, bytes), duress, (timed_hash, hash), settled)
                 .await;
         }
         self.cancel_answer(hash).await
@@ -243,10 +246,9 @@ impl Engine {
     /// what it does to the timer's incident (or the firing of a duress one).
     async fn check_in_taken(
         &self,
-        sid: StudentId,
-        bytes: &[u8],
+        (sid, bytes): (StudentId, &[u8]),
         duress: bool,
-        timed_hash: MessageHash,
+        (timed_hash, hash): (MessageHash, MessageHash),
         settled: Settled,
     ) {
         for t in &self.inner.trustees {
@@ -256,7 +258,7 @@ impl Engine {
             .incident
             .filter(|row| row.status == IncidentStatus::Open);
         let done = match (settled.was, open) {
-            (TimerState::Held, _) if duress => self.fire_at_once(timed_hash).await,
+            (TimerState::Held, _) if duress => self.fire_at_once(timed_hash, hash).await,
             (TimerState::Fired, Some(row)) if duress => {
                 self.escalate(row.id, "duress signalled with the check-in")
                     .await
@@ -281,14 +283,34 @@ impl Engine {
         }
     }
 
-    /// A duress check-in's timer, settled as fired in its store job: its
-    /// incident opened now.
-    async fn fire_at_once(&self, timed_hash: MessageHash) -> Result<(), EngineError> {
+    /// A duress check-in's timer, still held: its incident opened now.
+    async fn fire_at_once(
+        &self,
+        timed_hash: MessageHash,
+        check_in: MessageHash,
+    ) -> Result<(), EngineError> {
         let Some(row) = self.inner.db.call(move |s| s.timer(&timed_hash)).await? else {
             return Ok(());
         };
-        self.open_timer(&row, super::timer::Fired { duress: true })
-            .await
+        let fired = Fired {
+            duress: true,
+            check_in: Some(check_in),
+        };
+        self.open_timer(&row, fired).await?;
+        // The sweeper may have fired it a moment earlier, at its end: that
+        // incident is escalated too.
+        let incident = self
+            .inner
+            .db
+            .call(move |s| s.incident_by_panic(&timed_hash))
+            .await?;
+        match incident {
+            Some(row) if !row.duress && row.status == IncidentStatus::Open => {
+                self.escalate(row.id, "duress signalled with the check-in")
+                    .await
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Opens the incident of a timer settled as fired. A timer that runs
@@ -299,23 +321,39 @@ impl Engine {
         let timed = Signed::<TimedPanic>::decode(&row.timed)
             .map_err(|e| EngineError::internal(format!("a stored timed panic: {e}")))?;
         if !fired.duress {
-            let sid = row.student_id;
-            let open = self
+            let (sid, hash) = (row.student_id, row.hash);
+            let during = self
                 .inner
                 .db
-                .call(move |s| s.open_incidents_of(&sid))
+                .call(move |s| {
+                    let open = s.open_incidents_of(&sid)?;
+                    match open.first() {
+                        Some(id) if s.settle_timer(&hash, TimerState::Fired, None)? => {
+                            Ok(Some(Some(*id)))
+                        }
+                        Some(_) => Ok(Some(None)),
+                        None => Ok(None),
+                    }
+                })
                 .await?;
-            if let Some(id) = open.first() {
-                self.timeline(
-                    *id,
-                    "timer",
-                    "the student's check-in timer ran out during this incident: nothing more opened".into(),
-                )
-                .await;
+            if let Some(settled) = during {
+                if let Some(id) = settled {
+                    self.timeline(
+                        id,
+                        "timer",
+                        "the student's check-in timer ran out during this incident: nothing more opened".into(),
+                    )
+                    .await;
+                }
                 return Ok(());
             }
         }
-        let (id, _) = self.open_panic(AnyPanic::Timed(timed), Some(fired)).await?;
+        let id = match self.open_panic(AnyPanic::Timed(timed), Some(fired)).await {
+            Ok((id, _)) => id,
+            // Settled first: checked in, or fired by another node or path.
+            Err(EngineError::UnknownTimer) => return Ok(()),
+            Err(e) => return Err(e),
+        };
         if fired.duress {
             self.escalate(id, "duress signalled with the check-in")
                 .await?;
@@ -325,9 +363,9 @@ impl Engine {
     }
 
     /// Fires every timer that ran out, every second, until shutdown: each
-    /// claimed in the store first (once, whichever node or restart sees it
-    /// first), then opened as a panic. A failure is logged and the timer is
-    /// looked at again next turn only if it was not claimed.
+    /// opened as a panic, claimed in the job that stores its incident (once,
+    /// whichever node or restart sees it first). A failure is logged and the
+    /// timer, still held, is tried again next turn.
     pub(super) async fn timer_sweeper(&self) {
         let mut tick = tokio::time::interval(SWEEP_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -349,20 +387,12 @@ impl Engine {
                 }
             };
             for row in due {
-                let hash = row.hash;
-                let claimed = self
-                    .inner
-                    .db
-                    .call(move |s| s.settle_timer(&hash, TimerState::Fired, None))
-                    .await;
-                match claimed {
-                    Ok(true) => {
-                        if let Err(e) = self.open_timer(&row, Fired { duress: false }).await {
-                            tracing::error!("opening a timer's incident failed: {e}");
-                        }
-                    }
-                    Ok(false) => {}
-                    Err(e) => tracing::warn!(error = %e, "claiming a timer failed; trying again"),
+                let fired = Fired {
+                    duress: false,
+                    check_in: None,
+                };
+                if let Err(e) = self.open_timer(&row, fired).await {
+                    tracing::error!("opening a timer's incident failed; trying again: {e}");
                 }
             }
         }
@@ -498,10 +528,14 @@ mod tests {
 
     #[test]
     fn a_fired_timer_says_how_it_fired_and_a_duress_one_is_marked() {
-        let (flags, detail) = Fired { duress: false }.describe("police");
+        let fired = |duress| Fired {
+            duress,
+            check_in: None,
+        };
+        let (flags, detail) = fired(false).describe("police");
         assert_eq!(flags, ["timer"]);
         assert!(detail.contains("ran out"));
-        let (flags, detail) = Fired { duress: true }.describe("police");
+        let (flags, detail) = fired(true).describe("police");
         assert_eq!(flags, ["timer", "duress_check_in"]);
         assert!(detail.starts_with("DURESS"));
     }
