@@ -1177,6 +1177,7 @@ async fn start_timer(
         (status = 200, body = CancelReceived),
         (status = 400, description = "`bad_json`, `too_long`, `bad_base64`, `malformed`, `bad_note` (the sealed note does not open)", body = ErrorBody),
         (status = 404, description = "`unknown_timer`: no check-in timer of this device for the timed panic it names", body = ErrorBody),
+        (status = 409, description = "`timer_ended`: the timer ended with a panic of the student's, which answered for it (cancel that panic instead: a check-in would revoke it too)", body = ErrorBody),
         StoreFailure,
     ))]
 async fn check_in(

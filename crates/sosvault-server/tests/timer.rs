@@ -251,6 +251,27 @@ async fn a_timer_checked_in_releases_nothing_ever() {
     let mut want = vec![created["incident"].as_str().unwrap(), meeras.as_str()];
     want.sort_unstable();
     assert_eq!(open, want, "{list}");
+    // A check-in of Meera's walk now would revoke her panic at the trustees
+    // too: refused, forwarded nowhere, her incident still open.
+    let late = check_in(&c, &mut meera, &hers, false);
+    assert_eq!(
+        post_raw(&c, "/v1/check-in", "check_in", late.as_bytes()).await,
+        (409, "timer_ended".to_owned())
+    );
+    let pending = c
+        .stored
+        .rows("SELECT cancel_hash FROM pending_cancels", vec![]);
+    let answered = c
+        .stored
+        .rows("SELECT cancel_hash FROM cancel_receipts", vec![]);
+    let late_hash = late.hash().as_bytes().to_vec();
+    assert!(
+        !pending
+            .iter()
+            .chain(&answered)
+            .any(|r| r[0].blob().unwrap() == late_hash),
+        "the refused check-in was queued"
+    );
 
     // Past its end the holder of the control room's keys asks every trustee
     // for Asha's timed panic: each refuses, the check-in reached it.

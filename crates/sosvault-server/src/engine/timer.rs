@@ -191,6 +191,18 @@ impl Engine {
                     Some(t) if t.student_id == sid => t,
                     _ => return Ok(Err(EngineError::UnknownTimer)),
                 };
+                // A timer a panic of the student answered for (it fired
+                // with no incident of its own): a check-in now would revoke
+                // that panic at the trustees too (its counter is above),
+                // so it is refused and goes nowhere. "I am safe" is the
+                // panic's cancel.
+                let incident = match timer.state {
+                    TimerState::Fired => match s.incident_by_panic(&timed_hash)? {
+                        Some(row) => Some(row),
+                        None => return Ok(Err(Conflict::TimerTime { ended: true }.into())),
+                    },
+                    _ => None,
+                };
                 if !s.bump_counter(&sid, counter)? {
                     // A retry, or a stale copy: the answers so far.
                     return Ok(Ok(Settled {
@@ -199,7 +211,6 @@ impl Engine {
                         incident: None,
                     }));
                 }
-                let mut incident = None;
                 match timer.state {
                     // Under duress the timer is settled by the job that
                     // stores its incident (`open_timer`), never apart
@@ -210,7 +221,6 @@ impl Engine {
                         s.settle_timer(&timed_hash, TimerState::CheckedIn, Some(&hash))?;
                     }
                     TimerState::Fired => {
-                        incident = s.incident_by_panic(&timed_hash)?;
                         if let Some(row) = &incident
                             && row.status == IncidentStatus::Open
                         {
