@@ -1154,7 +1154,7 @@ async fn trail(
         (status = 400, description = "`bad_json`, `too_long`, `bad_base64`, `malformed` (the timed panic does not decode, its signature does not verify, or its not-before is not after its issue time and within 4 hours of it)", body = ErrorBody),
         (status = 403, description = "`wrong_device`", body = ErrorBody),
         (status = 404, description = "`unknown_student`", body = ErrorBody),
-        (status = 409, description = "`replayed` (its counter is not above the last seen), `unknown_epoch` (no enrollment of its epoch), `timer_ahead` (signed past the clock skew), `timer_ended` (its not-before is past: press panic)", body = ErrorBody),
+        (status = 409, description = "`replayed` (its counter is not above the last seen), `unknown_epoch` (no enrollment of its epoch), `timer_ahead` (signed past the clock skew), `timer_ended` (its not-before is past: press panic), `too_many_timers` (3 are running already)", body = ErrorBody),
         (status = 410, description = "`stopped`", body = ErrorBody),
         StoreFailure,
     ))]

@@ -463,6 +463,12 @@ mod tests {
                 "timer_ahead",
                 "the timed panic is dated ahead of the service's clock; check the phone's clock",
             ),
+            (
+                Conflict::TooManyTimers.into(),
+                409,
+                "too_many_timers",
+                "3 check-in timers are running already; check in to one, or let it end",
+            ),
             (E::Stopped, 410, "stopped", "this student has stopped"),
             (
                 E::EnrollAfterStop,

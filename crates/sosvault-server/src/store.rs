@@ -216,6 +216,8 @@ pub trait Store: AccessStore {
     /// timed panic's, in one transaction. False (nothing written) if the
     /// counter is not above the highest seen.
     fn add_timer(&self, timer: &TimerRow, counter: u64) -> StoreResult<bool>;
+    /// How many timers of `student` are held (running).
+    fn held_timers(&self, student: &StudentId) -> StoreResult<usize>;
     /// The timer whose timed panic has this hash.
     fn timer(&self, hash: &MessageHash) -> StoreResult<Option<TimerRow>>;
     /// Held timers whose end is at or before `now_ms`, soonest first, at

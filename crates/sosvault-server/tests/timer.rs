@@ -496,6 +496,21 @@ async fn every_refused_timer_or_check_in_changes_nothing() {
     ];
     let state = || (timers(), counter());
     each_refused(&c, ("/v1/timers", "timed_panic"), cases, &state).await;
+    assert_eq!(state(), (n, seen));
+    // Three running at once at most: a fourth is refused.
+    for _ in 0..2 {
+        let more = timer(&c, &mut asha, 600);
+        assert_eq!(c.client.start_timer(&more).await.unwrap()["status"], "held");
+    }
+    let fourth = timer(&c, &mut asha, 600);
+    let cases = vec![(
+        "a fourth running",
+        fourth.as_bytes().to_vec(),
+        409,
+        "too_many_timers",
+    )];
+    each_refused(&c, ("/v1/timers", "timed_panic"), cases, &state).await;
+    let (n, seen) = state();
 
     // Check-ins: of no timer, of someone else's timer, with a note that
     // does not open, or not a check-in at all.
@@ -536,8 +551,8 @@ async fn every_refused_timer_or_check_in_changes_nothing() {
     ];
     each_refused(&c, ("/v1/check-in", "check_in"), cases, &state).await;
     assert_eq!(state(), (n, seen));
-    let state = c.stored.rows("SELECT state FROM timers", vec![]);
-    assert_eq!(state[0][0].text().unwrap(), "held");
+    let states = c.stored.rows("SELECT state FROM timers", vec![]);
+    assert!(states.iter().all(|r| r[0].text().unwrap() == "held"));
     // A stop deletes the student's timers with everything else.
     let stop = c.signed_stop(&mut asha, false);
     c.client.stop(&stop).await.unwrap();

@@ -10,7 +10,7 @@
 //! | [`ShareDelivery`] | [`Trustee::accept_share`] (or [`Trustee::check_delivery`] then [`Trustee::accept_checked_share`]) | [`ShareReceipt`] |
 //! | [`ReleaseRequest`] | [`Trustee::check_request`] then [`Trustee::release`] | [`Release`] |
 //! | [`Stop`] | [`Trustee::check_stop`] then [`Trustee::shred`] | [`ShredReceipt`] |
-//! | [`Cancel`] | [`Trustee::check_cancel`] then [`Trustee::revoke`] | [`CancelReceipt`] |
+//! | [`Cancel`] or [`CheckIn`] | [`Trustee::check_cancel`] then [`Trustee::revoke`] | [`CancelReceipt`] |
 //! | [`EnrollmentCommit`] | [`Trustee::check_commit`] then [`Trustee::commit`] | none |
 //! | the clock | [`Trustee::expire`] (when [`Trustee::retry_deadline`] has passed) | none |
 //!
@@ -20,7 +20,10 @@
 //! counter above every counter seen, (5) was issued no more than
 //! `max_panic_age` ago and no more than the skew ahead, and (6) is for a
 //! student who has not been shredded, and (7) is above the counter of every
-//! cancel the student sent. The same request sent again (a retry) gets the
+//! cancel the student sent, and (8) if it is a check-in timer's timed panic
+//! ([`crate::timer`]), is asked for no earlier than its not-before (unless
+//! a duress check-in for it waived that), its age counted from then. The
+//! same request sent again (a retry) gets the
 //! same release back, but only within `retry_window_secs` of the first
 //! release and while the panic is younger than `max_panic_age_secs`; after
 //! that the stored release is dropped ([`Trustee::expire`]) and a repeat is
@@ -30,7 +33,11 @@
 //! counter: every panic at or below it is refused
 //! ([`ReleaseRefusal::Cancelled`]) and the stored release of a cancelled
 //! panic is dropped, so a panic pressed by mistake and cancelled cannot be
-//! released later to a fresh incident key.
+//! released later to a fresh incident key. A check-in does the same for its
+//! timed panic, but under duress (the note sealed to this trustee says so)
+//! it revokes nothing, waives that timed panic's not-before, and marks the
+//! entry to withhold the student's later log entries from the student
+//! ([`StudentEntry::withholds_log`]); its receipt is the same either way.
 //!
 //! A re-enrollment is staged. When a trustee takes the share of a new epoch
 //! while the student's current one is committed (the device confirmed it with

@@ -240,6 +240,9 @@ pub enum Conflict {
         /// The timer's end is past (else: signed ahead of the clock).
         ended: bool,
     },
+    /// A timer while the student has the most running already.
+    #[error("3 check-in timers are running already; check in to one, or let it end")]
+    TooManyTimers,
 }
 
 impl Conflict {
@@ -263,6 +266,7 @@ impl Conflict {
             Self::UnknownEpoch => "unknown_epoch",
             Self::TimerTime { ended: true } => "timer_ended",
             Self::TimerTime { ended: false } => "timer_ahead",
+            Self::TooManyTimers => "too_many_timers",
         }
     }
 }

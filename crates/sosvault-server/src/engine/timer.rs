@@ -30,6 +30,11 @@ use sosvault::{IncidentId, Location, MessageHash, Signed, StudentId, TrusteeId, 
 use super::{Conflict, Engine, EngineError, EventKind, Invalid, now_ms, short};
 use crate::store::{ForwardTo, IncidentRow, IncidentStatus, TimerRow, TimerState};
 
+/// Most timers a student may have running at once: a phone walks one walk
+/// at a time (a second may start while a lost one runs out); more would let
+/// one device fill the store and, as they run out, the control room.
+pub const MAX_HELD_TIMERS: usize = 3;
+
 /// How often the sweeper looks for timers that ran out.
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
@@ -147,11 +152,14 @@ impl Engine {
                 if let Err(e) = super::trail::enrolled_device(s, &sid, &signer, epoch)? {
                     return Ok(Err(e));
                 }
-                if s.add_timer(&row, counter)? {
-                    return Ok(Ok("held"));
-                }
                 if s.timer(&row.hash)?.is_some() {
                     return Ok(Ok("duplicate"));
+                }
+                if s.held_timers(&sid)? >= MAX_HELD_TIMERS {
+                    return Ok(Err(Conflict::TooManyTimers.into()));
+                }
+                if s.add_timer(&row, counter)? {
+                    return Ok(Ok("held"));
                 }
                 Ok(Err(Conflict::Replayed { what: "timer" }.into()))
             })

@@ -373,6 +373,14 @@ impl<B: Backend> Store for SqlStore<B> {
         })
     }
 
+    fn held_timers(&self, student: &StudentId) -> StoreResult<usize> {
+        count(
+            &self.db,
+            "SELECT COUNT(*) FROM timers WHERE student_id = ?1 AND state = 'held'",
+            params![student.as_bytes()],
+        )
+    }
+
     fn timer(&self, hash: &MessageHash) -> StoreResult<Option<TimerRow>> {
         maybe(
             &self.db,

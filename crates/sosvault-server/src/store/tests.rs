@@ -211,6 +211,13 @@ fn a_timer_is_held_settled_once_pruned_and_gone_with_a_stop(s: &dyn Store, dir: 
     assert!(s.timer(&b.hash).unwrap().is_none());
     assert!(s.add_timer(&b, 6).unwrap());
     assert_eq!(s.timer(&a.hash).unwrap(), Some(a.clone()));
+    assert_eq!(
+        (
+            s.held_timers(&sid(1)).unwrap(),
+            s.held_timers(&sid(2)).unwrap()
+        ),
+        (2, 0)
+    );
     let due = |now| -> Vec<MessageHash> {
         s.due_timers(now, 10)
             .unwrap()
@@ -234,6 +241,7 @@ fn a_timer_is_held_settled_once_pruned_and_gone_with_a_stop(s: &dyn Store, dir: 
             .unwrap()
     );
     assert_eq!(due(5_000), Vec::<MessageHash>::new());
+    assert_eq!(s.held_timers(&sid(1)).unwrap(), 0);
     let settled = s.timer(&a.hash).unwrap().unwrap();
     assert_eq!(
         (settled.state, settled.check_in),
