@@ -276,7 +276,17 @@ impl Engine {
             .incident
             .filter(|row| row.status == IncidentStatus::Open);
         let done = match (settled.was, open) {
-            (TimerState::Held, _) if duress => self.fire_at_once(timed_hash, hash).await,
+            // Off the answer's path: a check-in in safety does nothing more
+            // here, and the answer must not take longer under duress.
+            (TimerState::Held, _) if duress => {
+                let engine = self.clone();
+                self.inner.tasks.spawn(async move {
+                    if let Err(e) = engine.fire_at_once(timed_hash, hash).await {
+                        tracing::error!("firing a timer under duress failed: {e}");
+                    }
+                });
+                Ok(())
+            }
             (TimerState::Fired, Some(row)) if duress => {
                 self.escalate(row.id, "duress signalled with the check-in")
                     .await
