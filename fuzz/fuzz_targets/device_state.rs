@@ -9,7 +9,7 @@ fuzz_target!(|data: &[u8]| {
     sosvault_fuzz::upgrading_bytes(
         "device state",
         data,
-        "sosvault/device-state/v1",
+        &["sosvault/device-state/v1"],
         Device::from_secret_bytes,
         |d| d.to_secret_bytes(),
     );

@@ -146,13 +146,14 @@ pub fn container<C: Container>(data: &[u8]) {
     }
 }
 
-/// The round-trip hook of a saved state whose older version still loads: an
-/// input in the current version re-encodes to itself; one in the older
-/// version (tag `old_tag`) is upgraded, and the upgraded bytes are stable.
+/// The round-trip hook of a saved state whose older versions still load:
+/// an input in the current version re-encodes to itself; one in an older
+/// version (one of the tags `old_tags`) is upgraded, and the upgraded bytes
+/// are stable.
 pub fn upgrading_bytes<T, E: core::fmt::Debug, B: AsRef<[u8]>>(
     what: &str,
     data: &[u8],
-    old_tag: &str,
+    old_tags: &[&str],
     decode: impl Fn(&[u8]) -> Result<T, E>,
     encode: impl Fn(&T) -> B,
 ) {
@@ -160,9 +161,12 @@ pub fn upgrading_bytes<T, E: core::fmt::Debug, B: AsRef<[u8]>>(
         return;
     };
     let again = encode(&v);
-    let mut old = vec![old_tag.len() as u8];
-    old.extend_from_slice(old_tag.as_bytes());
-    if data.starts_with(&old) {
+    let is_old = old_tags.iter().any(|tag| {
+        let mut old = vec![tag.len() as u8];
+        old.extend_from_slice(tag.as_bytes());
+        data.starts_with(&old)
+    });
+    if is_old {
         let upgraded = decode(again.as_ref())
             .unwrap_or_else(|e| panic!("{what}: an upgraded encoding does not load: {e:?}"));
         assert!(
