@@ -490,17 +490,7 @@ pub async fn check_in(a: DeviceArgs<'_>, duress: bool) -> anyhow::Result<()> {
         .check_in(timer, duress, &control_room, Timestamp::now())?;
     save(a.state, &state)?;
     let answer = client.check_in(&c).await.map_err(err)?;
-    let student = state.device.student_id();
-    let confirmed = |r: &CancelReceipt| r.cancel == c.hash() && r.student == student;
-    say_confirmed(
-        &state,
-        &answer,
-        confirmed,
-        "check-in received",
-        "check-in",
-        "forwarding",
-    )?;
-    Ok(())
+    say_revoked(&state, &answer, c.hash(), "check-in")
 }
 
 /// "I am safe" (or a duress cancel).
@@ -511,19 +501,24 @@ pub async fn cancel(a: DeviceArgs<'_>, duress: bool) -> anyhow::Result<()> {
         .cancel(panic, duress, &control_room, Timestamp::now())?;
     save(a.state, &state)?;
     let answer = client.cancel(&c).await.map_err(err)?;
-    // The trustees' own word that the panic is dead, checked against the
-    // manifest's keys: the service's "received" alone proves nothing.
-    let student = state.device.student_id();
-    let confirmed = |r: &CancelReceipt| r.cancel == c.hash() && r.student == student;
-    say_confirmed(
-        &state,
-        &answer,
-        confirmed,
-        "cancel received",
-        "cancel",
-        "forwarding",
-    )?;
+    say_revoked(&state, &answer, c.hash(), "cancel")?;
     Ok(())
+}
+
+/// Says how many trustees confirmed, with a signed cancel receipt naming
+/// `hash`, that the `kind` (a cancel or a check-in) revoked the panic: the
+/// trustees' own word, checked against the manifest's keys (the service's
+/// "received" alone proves nothing).
+fn say_revoked(
+    state: &State,
+    answer: &serde_json::Value,
+    hash: MessageHash,
+    kind: &str,
+) -> anyhow::Result<()> {
+    let student = state.device.student_id();
+    let confirmed = |r: &CancelReceipt| r.cancel == hash && r.student == student;
+    let what = format!("{kind} received");
+    say_confirmed(state, answer, confirmed, &what, kind, "forwarding")
 }
 
 /// Says how many trustees confirmed with a signed receipt (of `kind`) that

@@ -58,6 +58,12 @@ async fn post_raw(c: &Cluster, path: &str, field: &str, bytes: &[u8]) -> (u16, S
     (a.status, word.to_owned())
 }
 
+/// An incident detail's flags.
+fn flags_of(d: &Value) -> Vec<&str> {
+    let flags = d["flags"].as_array();
+    flags.map_or_else(Vec::new, |f| f.iter().filter_map(Value::as_str).collect())
+}
+
 /// What the phone learns of its timer's incident: a verified report.
 async fn follow(c: &Cluster, device: &Device, timed: &Signed<TimedPanic>) -> StatusReport {
     let query = device.status_query(timed.hash(), &c.info.control_room, Timestamp::now());
@@ -185,12 +191,7 @@ async fn a_timer_that_runs_out_fires_and_sends_the_team_to_the_trails_last_point
         })
         .await;
     assert_eq!(d["location"]["lon"], json!(lon));
-    let flags: Vec<&str> = d["flags"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let flags = flags_of(&d);
     assert!(
         flags.contains(&"timer") && !flags.contains(&"duress"),
         "{flags:?}"
@@ -331,12 +332,7 @@ async fn a_duress_check_in_fires_at_once_and_reads_as_a_check_in_in_safety() {
         .incident_once(&op, &mut ops, 30, &id, |d| d["profile"].is_object())
         .await;
     assert_eq!(d["profile"]["name"], "Asha Verma");
-    let flags: Vec<&str> = d["flags"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(Value::as_str)
-        .collect();
+    let flags = flags_of(&d);
     for f in ["timer", "duress_check_in", "duress"] {
         assert!(flags.contains(&f), "{flags:?}");
     }

@@ -28,7 +28,9 @@ use sosvault::timer::{AnyPanic, CheckIn, TimedPanic};
 use sosvault::{IncidentId, Location, MessageHash, Signed, StudentId, TrusteeId, VaultKey};
 
 use super::{Conflict, Engine, EngineError, EventKind, Invalid, now_ms, short};
-use crate::store::{ForwardTo, IncidentRow, IncidentStatus, TimerRow, TimerState};
+use crate::store::{
+    ForwardTo, IncidentRow, IncidentStatus, Store, StoreResult, TimerRow, TimerState,
+};
 
 /// Most timers a student may have running at once: a phone walks one walk
 /// at a time (a second may start while a lost one runs out); more would let
@@ -115,6 +117,81 @@ struct Settled {
     incident: Option<IncidentRow>,
 }
 
+/// A check-in's store job: its facts, and where its forward goes.
+struct CheckInJob {
+    sid: StudentId,
+    timed_hash: MessageHash,
+    hash: MessageHash,
+    counter: u64,
+    duress: bool,
+    forward: Vec<u8>,
+    trustees: Vec<TrusteeId>,
+    node: Option<String>,
+    now: u64,
+}
+
+impl CheckInJob {
+    /// Runs on the store's writer: the timer found, the counter bumped, the
+    /// timer (or its incident) settled and the forwards queued, together.
+    fn run(self, s: &dyn Store) -> StoreResult<Result<Settled, EngineError>> {
+        let timer = match s.timer(&self.timed_hash)? {
+            Some(t) if t.student_id == self.sid => t,
+            _ => return Ok(Err(EngineError::UnknownTimer)),
+        };
+        // A timer a panic of the student answered for (it fired with no
+        // incident of its own): a check-in now would revoke that panic at
+        // the trustees too (its counter is above), so it is refused and
+        // goes nowhere. "I am safe" is the panic's cancel.
+        let incident = match timer.state {
+            TimerState::Fired => match s.incident_by_panic(&self.timed_hash)? {
+                Some(row) => Some(row),
+                None => return Ok(Err(Conflict::TimerTime { ended: true }.into())),
+            },
+            _ => None,
+        };
+        // A retry, or a stale copy: the answers so far.
+        let fresh = s.bump_counter(&self.sid, self.counter)?;
+        if fresh {
+            self.settle(s, timer.state, incident.as_ref())?;
+            let to = ForwardTo {
+                trustees: &self.trustees,
+                node: self.node.as_deref(),
+            };
+            s.queue_cancel(&self.sid, &self.forward, &to, self.now)?;
+        }
+        Ok(Ok(Settled {
+            fresh,
+            was: timer.state,
+            incident: incident.filter(|_| fresh),
+        }))
+    }
+
+    /// What a new check-in does to its timer, or to the timer's incident.
+    fn settle(
+        &self,
+        s: &dyn Store,
+        state: TimerState,
+        incident: Option<&IncidentRow>,
+    ) -> StoreResult<()> {
+        let open = incident.filter(|row| row.status == IncidentStatus::Open);
+        match (state, open) {
+            // Under duress the timer is settled by the job that stores its
+            // incident (`open_timer`), never apart from it: an incident
+            // failing to open leaves it held, and it fires at its end at
+            // the latest.
+            (TimerState::Held, _) if self.duress => Ok(()),
+            (TimerState::Held, _) => s
+                .settle_timer(&self.timed_hash, TimerState::CheckedIn, Some(&self.hash))
+                .map(|_| ()),
+            (TimerState::Fired, Some(row)) if self.duress => s.mark_duress(&row.id),
+            (TimerState::Fired, Some(row)) => {
+                s.close_incident(&row.id, IncidentStatus::Cancelled, self.now)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 impl Engine {
     /// Holds a check-in timer's timed panic until its end. Refused, changing
     /// nothing: one that does not verify, of a device that is not an
@@ -188,71 +265,18 @@ impl Engine {
             .map_err(|_| Invalid::Note)?;
         let duress = note.duress;
         let (timed_hash, counter, hash) = (body.panic, body.counter, check_in.hash());
-        let (trustees, node) = (self.trustee_ids(), self.forwarder());
-        let forward = bytes.to_vec();
-        let now = now_ms();
-        let settled = self
-            .inner
-            .db
-            .call(move |s| {
-                let timer = match s.timer(&timed_hash)? {
-                    Some(t) if t.student_id == sid => t,
-                    _ => return Ok(Err(EngineError::UnknownTimer)),
-                };
-                // A timer a panic of the student answered for (it fired
-                // with no incident of its own): a check-in now would revoke
-                // that panic at the trustees too (its counter is above),
-                // so it is refused and goes nowhere. "I am safe" is the
-                // panic's cancel.
-                let incident = match timer.state {
-                    TimerState::Fired => match s.incident_by_panic(&timed_hash)? {
-                        Some(row) => Some(row),
-                        None => return Ok(Err(Conflict::TimerTime { ended: true }.into())),
-                    },
-                    _ => None,
-                };
-                if !s.bump_counter(&sid, counter)? {
-                    // A retry, or a stale copy: the answers so far.
-                    return Ok(Ok(Settled {
-                        fresh: false,
-                        was: timer.state,
-                        incident: None,
-                    }));
-                }
-                match timer.state {
-                    // Under duress the timer is settled by the job that
-                    // stores its incident (`open_timer`), never apart
-                    // from it: an incident failing to open leaves it held,
-                    // and it fires at its end at the latest.
-                    TimerState::Held if duress => {}
-                    TimerState::Held => {
-                        s.settle_timer(&timed_hash, TimerState::CheckedIn, Some(&hash))?;
-                    }
-                    TimerState::Fired => {
-                        if let Some(row) = &incident
-                            && row.status == IncidentStatus::Open
-                        {
-                            if duress {
-                                s.mark_duress(&row.id)?;
-                            } else {
-                                s.close_incident(&row.id, IncidentStatus::Cancelled, now)?;
-                            }
-                        }
-                    }
-                    TimerState::CheckedIn => {}
-                }
-                let to = ForwardTo {
-                    trustees: &trustees,
-                    node: node.as_deref(),
-                };
-                s.queue_cancel(&sid, &forward, &to, now)?;
-                Ok(Ok(Settled {
-                    fresh: true,
-                    was: timer.state,
-                    incident,
-                }))
-            })
-            .await??;
+        let job = CheckInJob {
+            sid,
+            timed_hash,
+            hash,
+            counter,
+            duress,
+            forward: bytes.to_vec(),
+            trustees: self.trustee_ids(),
+            node: self.forwarder(),
+            now: now_ms(),
+        };
+        let settled = self.inner.db.call(move |s| job.run(s)).await??;
         if settled.fresh {
             self.check_in_taken((sid, bytes), duress, (timed_hash, hash), settled)
                 .await;
