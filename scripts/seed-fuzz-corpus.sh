@@ -73,7 +73,8 @@ u16_len() {
 
 # ------------------------------------------------------------ signed messages
 # target = vector name; each gives a whole envelope and its body (BODY_MODE).
-for name in enrollment panic location cancel stop trail timed_panic check_in release_request release \
+for name in enrollment panic location cancel stop trail timed_panic check_in sms_panic sms_channel \
+    release_request release \
     shred_receipt cancel_receipt manifest enrollment_commit share_receipt tree_head log_query \
     status_query status_report; do
     load "$name"
@@ -81,6 +82,16 @@ for name in enrollment panic location cancel stop trail timed_panic check_in rel
     seed "$name" "vector-$name" "$hex"
     seed "$name" "vector-$name-body" "$BODY_MODE$(envelope_body "$hex")"
 done
+
+# The SMS panic as the text a gateway hands over (base64 of the envelope).
+load sms_panic
+if [[ -n $hex ]]; then
+    mkdir -p "$CORPUS/sms_panic"
+    write_hex "$CORPUS/sms_panic/vector-sms_panic-bytes" "$hex"
+    base64 -w0 <"$CORPUS/sms_panic/vector-sms_panic-bytes" >"$CORPUS/sms_panic/vector-sms_panic-text"
+    rm "$CORPUS/sms_panic/vector-sms_panic-bytes"
+    seeded=$((seeded + 1))
+fi
 
 # ------------------------------------------------------------ containers and state
 for pair in share_delivery:share_delivery enrollment_package:enrollment_package \

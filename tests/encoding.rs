@@ -24,6 +24,7 @@ use common::{T0, World, here};
 use proptest::prelude::*;
 use proptest::sample::Index;
 use sosvault::manifest::{Manifest, ManifestTrustee};
+use sosvault::sms::{SmsChannel, SmsPanic};
 use sosvault::timer::{CheckIn, TimedPanic};
 use sosvault::{
     AuthorityKey, Cancel, CancelReceipt, Category, Container, ControlRoomKey, ControlRoomPublic,
@@ -67,6 +68,8 @@ struct Fixture {
     trail: Signed<TrailPoint>,
     timed: Signed<TimedPanic>,
     check_in: Signed<CheckIn>,
+    sms: Signed<SmsPanic>,
+    channel: Signed<SmsChannel>,
     request: Signed<ReleaseRequest>,
     release: Signed<Release>,
     shred_receipt: Signed<ShredReceipt>,
@@ -116,6 +119,12 @@ fn fixture() -> Fixture {
     let check_in = dev.check_in(timed.hash(), true, &cr, T0.plus(12)).unwrap();
     world.trustees[0]
         .cancel(check_in.as_bytes(), T0.plus(13))
+        .unwrap();
+    // A press sent by SMS too (its twin is not kept).
+    let channel = world.control_room.sms_channel("+917440000100", T0).unwrap();
+    let believed = SmsChannel::verify(channel.as_bytes(), &cr).unwrap();
+    let (_, sms) = dev
+        .panic_with_sms(Category::Medical, &here(T0), &cr, &believed, T0.plus(14))
         .unwrap();
     let entry_duress = world.trustees[0]
         .entry(&dev.student_id())
@@ -179,6 +188,8 @@ fn fixture() -> Fixture {
         trail,
         timed,
         check_in,
+        sms,
+        channel,
         request: incident.request.clone(),
         release,
         shred_receipt,
@@ -233,7 +244,7 @@ fn codecs(f: &Fixture) -> Vec<Codec> {
     let mut all = Vec::new();
     all.extend(signed!(
         EnrollmentRecord: record, PanicEvent: panic, LocationUpdate: location, Cancel: cancel,
-        Stop: stop, TrailPoint: trail, TimedPanic: timed, CheckIn: check_in, ReleaseRequest: request, Release: release, ShredReceipt: shred_receipt,
+        Stop: stop, TrailPoint: trail, TimedPanic: timed, CheckIn: check_in, SmsPanic: sms, SmsChannel: channel, ReleaseRequest: request, Release: release, ShredReceipt: shred_receipt,
         ShareReceipt: share_receipt, CancelReceipt: cancel_receipt,
         EnrollmentCommit: commit, Manifest: manifest
     ));
@@ -296,6 +307,8 @@ fn every_decoder_round_trips() {
     signed_round_trip(&f.cancel, &dev_key);
     signed_round_trip(&f.timed, &dev_key);
     signed_round_trip(&f.check_in, &dev_key);
+    signed_round_trip(&f.sms, &dev_key);
+    signed_round_trip(&f.channel, &f.world.control_room);
     signed_round_trip(&f.request, &f.world.control_room);
     signed_round_trip(&f.release, t0);
     signed_round_trip(&f.shred_receipt, t0);
@@ -609,6 +622,8 @@ fn signed_view(name: &str, b: &[u8]) -> Option<(Vec<u8>, String)> {
         "TrailPoint" => view::<TrailPoint>(b),
         "TimedPanic" => view::<TimedPanic>(b),
         "CheckIn" => view::<CheckIn>(b),
+        "SmsPanic" => view::<SmsPanic>(b),
+        "SmsChannel" => view::<SmsChannel>(b),
         "ReleaseRequest" => view::<ReleaseRequest>(b),
         "Release" => view::<Release>(b),
         "ShredReceipt" => view::<ShredReceipt>(b),
@@ -687,7 +702,7 @@ thread_local! {
 fn the_fixture_covers_every_decoder_and_tag() {
     let f = fixture();
     let all = codecs(&f);
-    assert_eq!(all.len(), 33);
+    assert_eq!(all.len(), 35);
     for c in &all {
         assert_eq!(c.bytes[0] as usize, c.tag.len(), "{}", c.name);
         assert_eq!(&c.bytes[1..1 + c.tag.len()], c.tag.as_bytes(), "{}", c.name);

@@ -42,6 +42,7 @@ use rand::rngs::StdRng;
 use sosvault::hazmat::{RawShare, combine_shares, split_secret_with_rng};
 use sosvault::manifest::{Manifest, ManifestTrustee};
 use sosvault::messages::TrusteeSlot;
+use sosvault::sms::{SmsChannel, SmsPanic};
 use sosvault::status::{Stage, StatusQuery, StatusReport, Team, TeamKind};
 use sosvault::timer::{CheckIn, TimedPanic, TrusteeNote};
 use sosvault::{
@@ -57,7 +58,7 @@ use sosvault::{
 // ------------------------------------------------------------------ fixed inputs
 
 /// Every vector file, by stem. (The fuzz corpus seeder reads these names.)
-const NAMES: [&str; 41] = [
+const NAMES: [&str; 44] = [
     "enrollment",
     "panic",
     "location",
@@ -65,6 +66,8 @@ const NAMES: [&str; 41] = [
     "trail",
     "timed_panic",
     "check_in",
+    "sms_channel",
+    "sms_panic",
     "stop",
     "release_request",
     "status_query",
@@ -99,6 +102,7 @@ const NAMES: [&str; 41] = [
     "sealed_trustee_note_1",
     "sealed_trustee_note_2",
     "sealed_trustee_note_3",
+    "sealed_sms_location",
 ];
 
 /// The check-in's notes to trustees 1, 2 and 3.
@@ -118,6 +122,10 @@ const INCIDENT_ID: [u8; 16] = [0x61; 16];
 /// The status query's nonce.
 const STATUS_NONCE: [u8; 16] = [0x81; 16];
 const AUTHORITY_SEED: [u8; 32] = [0x71; 32];
+/// The control room's SMS number.
+const SMS_NUMBER: &str = "+917440000100";
+/// HPKE's KEM for the SMS panic's location.
+type SmsKem = hpke::kem::X25519HkdfSha256;
 /// The manifest's validity: a year from T0.
 const MANIFEST_YEAR: u64 = 365 * 24 * 3600;
 
@@ -702,6 +710,39 @@ fn build() -> BTreeMap<&'static str, Vec<u8>> {
         &device,
     );
     v.insert("check_in", check_in.as_bytes().to_vec());
+
+    // The panic's twin for SMS: the same press (counter 1), its location
+    // sealed with HPKE to the control room's SMS key, which its signed
+    // channel names.
+    let channel = room.sms_channel(SMS_NUMBER, ts(AT_ENROLL)).unwrap();
+    v.insert("sms_channel", channel.as_bytes().to_vec());
+    let sms_twin = |sealed_location: Vec<u8>| {
+        let body = SmsPanic::new(PanicEvent {
+            sealed_location,
+            ..panic.body().clone()
+        })
+        .unwrap();
+        Signed::sign(body, &device)
+    };
+    let sealed_sms_location = committed_sealed(
+        "sealed_sms_location",
+        &location_fix,
+        |ct| {
+            let text = sms_twin(ct.to_vec());
+            let key = room.sms_key();
+            key.open_location(&text).ok().map(|l| l.to_bytes())
+        },
+        || {
+            let fix = Location::from_bytes(&location_fix).unwrap();
+            let recipient = room.sms_key().recipient();
+            recipient.seal(&fix, &device.public()).unwrap()
+        },
+    );
+    v.insert("sealed_sms_location", sealed_sms_location.clone());
+    v.insert(
+        "sms_panic",
+        sms_twin(sealed_sms_location).as_bytes().to_vec(),
+    );
     let stop = Signed::sign(
         Stop {
             epoch: EPOCH,
@@ -1011,6 +1052,55 @@ fn committed_messages_decode_and_verify() {
     );
     let stop = check::<Stop>("stop", device.verifying_key());
     assert_eq!((stop.body().epoch, stop.body().counter), (EPOCH, 7));
+
+    // The SMS channel names the SMS key derived as PROTOCOL §7.18 says:
+    // HKDF-SHA-256 of the control room's seed, then HPKE's DeriveKeyPair.
+    let channel = check::<SmsChannel>("sms_channel", room.verifying_key());
+    let ikm = hkdf_sha256_32(&CONTROL_ROOM_SEED, ControlRoomKey::SMS_INFO.as_bytes());
+    let (sms_secret, sms_public) = <SmsKem as hpke::Kem>::derive_keypair(&ikm);
+    assert_eq!(
+        channel.body().recipient.to_bytes()[..],
+        hpke::Serializable::to_bytes(&sms_public)[..]
+    );
+    assert_eq!(channel.body().number, SMS_NUMBER);
+    let verified = SmsChannel::verify(channel.as_bytes(), &room).unwrap();
+    assert_eq!(verified.signed(), &channel);
+    // The twin: the panic's fields, and a location HPKE opens (base mode,
+    // the document's info, the device's key as aad) to the fix's fields.
+    let text = check::<SmsPanic>("sms_panic", device.verifying_key());
+    assert_eq!(text.body().panic().counter, panic.body().counter);
+    assert_eq!(
+        (text.body().panic().epoch, text.body().panic().issued_at),
+        (EPOCH, ts(AT_PANIC))
+    );
+    let sealed = committed("sealed_sms_location");
+    assert_eq!(text.body().panic().sealed_location, sealed);
+    let enc =
+        <<SmsKem as hpke::Kem>::EncappedKey as hpke::Deserializable>::from_bytes(&sealed[..32])
+            .unwrap();
+    let fields =
+        hpke::single_shot_open::<hpke::aead::ChaCha20Poly1305, hpke::kdf::HkdfSha256, SmsKem>(
+            &hpke::OpModeR::Base,
+            &sms_secret,
+            &enc,
+            sosvault::sms::HPKE_INFO,
+            &sealed[32..],
+            device.verifying_key().as_bytes(),
+        )
+        .unwrap();
+    let fix = committed("location_fix");
+    assert_eq!(
+        fields,
+        fix[1 + fix[0] as usize..],
+        "the fix's fields, no tag"
+    );
+    assert_eq!(
+        sosvault::sms::from_text(&sosvault::sms::to_text(&text)).unwrap(),
+        text
+    );
+    let either = sosvault::timer::AnyPanic::decode(&committed("sms_panic")).unwrap();
+    assert_eq!(either.body().counter, 1);
+    assert_eq!(either.not_before(), None);
 
     let query = check::<StatusQuery>("status_query", device.verifying_key());
     let me = TrusteeId::of_signer(room.verifying_key());

@@ -14,6 +14,15 @@ impl ControlRoomKey {
         Location::from_bytes(&plaintext).map_err(|_| SealError::DoesNotOpen)
     }
 
+    /// Opens the location a panic of any kind carries: sealed with age, or,
+    /// in an SMS panic, with HPKE to [`ControlRoomKey::sms_key`].
+    pub fn open_panic_location(&self, panic: &AnyPanic) -> Result<Location, SealError> {
+        match panic {
+            AnyPanic::Sms(text) => self.sms_key().open_location(text),
+            other => self.open_location(&other.body().sealed_location),
+        }
+    }
+
     /// Opens the sealed note of a cancel, stop or check-in (the duress flag).
     pub fn open_note(&self, sealed: &[u8]) -> Result<Note, SealError> {
         let plaintext = self.sealing().open(sealed, MAX_SEALED_SMALL)?;

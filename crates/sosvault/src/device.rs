@@ -42,6 +42,7 @@ use crate::messages::{
 use crate::seal::SealError;
 use crate::signed::Container;
 use crate::signed::Signed;
+use crate::sms::{SmsPanic, VerifiedSmsChannel};
 use crate::timer::{CheckIn, MAX_TIMER_SECS, TimedPanic, TrusteeNote};
 use crate::wire::{DecodeError, Reader, Writer};
 
@@ -443,6 +444,26 @@ impl Device {
     ) -> Result<Signed<PanicEvent>, DeviceError> {
         let panic = self.panic_event(category, location, control_room, now)?;
         Ok(Signed::sign(panic, &self.key))
+    }
+
+    /// One press, two encodings: the panic for HTTP, and its twin for SMS
+    /// (`sosvault/sms-panic/v1`, the location sealed to `channel`'s key),
+    /// with one counter between them. Send the first while data works, the
+    /// text of the second ([`sms::to_text`](crate::sms::to_text)) to
+    /// `channel`'s number when it does not, or both: the control room
+    /// takes whichever arrives first and joins the other to its incident,
+    /// and a trustee releases for either at most once.
+    pub fn panic_with_sms(
+        &mut self,
+        category: Category,
+        location: &Location,
+        control_room: &ControlRoomPublic,
+        channel: &VerifiedSmsChannel,
+        now: Timestamp,
+    ) -> Result<(Signed<PanicEvent>, Signed<SmsPanic>), DeviceError> {
+        let panic = self.panic_event(category, location, control_room, now)?;
+        let text = crate::sms::sms_twin(&panic, location, channel, &self.key)?;
+        Ok((Signed::sign(panic, &self.key), text))
     }
 
     /// A panic's fields, its location sealed and its counter taken: of a

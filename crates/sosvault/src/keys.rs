@@ -629,6 +629,11 @@ impl TrusteeKey {
 }
 
 impl ControlRoomKey {
+    /// 32 bytes derived from the seed under `info` (a key of its own).
+    pub(crate) fn derive_32(&self, info: &str) -> Zeroizing<[u8; 32]> {
+        hkdf_32(&self.0.seed, info)
+    }
+
     /// HKDF info string of the control room's log-signing key.
     pub const LOG_ED25519_INFO: &'static str = "sosvault/control-room-key/v1/log-ed25519";
 

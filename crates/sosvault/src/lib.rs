@@ -99,6 +99,7 @@ mod profile;
 pub mod query;
 mod seal;
 mod signed;
+pub mod sms;
 pub mod status;
 pub mod timer;
 mod trustee;

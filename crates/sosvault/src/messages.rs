@@ -255,24 +255,40 @@ impl fmt::Debug for PanicEvent {
     }
 }
 
-impl Body for PanicEvent {
-    fn encode_body(&self, w: &mut Writer) {
+impl PanicEvent {
+    /// The fields before the sealed location (an SMS panic's too).
+    pub(crate) fn encode_head(&self, w: &mut Writer) {
         w.u32(self.epoch);
         w.u64(self.counter);
         w.u64(self.issued_at.0);
         w.u8(self.category.code());
-        w.var(&self.sealed_location);
     }
 
-    fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+    /// Reads [`PanicEvent::encode_head`]'s fields, then the sealed location
+    /// with `sealed`.
+    pub(crate) fn decode_with(
+        r: &mut Reader<'_>,
+        sealed: impl FnOnce(&mut Reader<'_>) -> Result<Vec<u8>, DecodeError>,
+    ) -> Result<Self, DecodeError> {
         Ok(Self {
             epoch: read_epoch(r)?,
             counter: r.u64("counter")?,
             issued_at: read_time(r, "issued at")?,
             category: Category::from_code(r.u8("category")?)
                 .ok_or(DecodeError::InvalidValue("category"))?,
-            sealed_location: read_sealed(r, "sealed location")?,
+            sealed_location: sealed(r)?,
         })
+    }
+}
+
+impl Body for PanicEvent {
+    fn encode_body(&self, w: &mut Writer) {
+        self.encode_head(w);
+        w.var(&self.sealed_location);
+    }
+
+    fn decode_body(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        Self::decode_with(r, |r| read_sealed(r, "sealed location"))
     }
 }
 impl_message!(
@@ -920,17 +936,33 @@ impl Location {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut w = Writer::with_capacity(48);
         w.tag(Self::TAG);
+        self.write_fields(&mut w);
+        w.into_bytes()
+    }
+
+    /// The length of the fields without their tag (what an SMS panic seals,
+    /// its HPKE `info` naming what they are).
+    pub(crate) const FIELDS_LEN: usize = 4 + 4 + 4 + 8;
+
+    /// The fields, without the tag.
+    pub(crate) fn write_fields(&self, w: &mut Writer) {
         w.i32(self.lat_e7);
         w.i32(self.lon_e7);
         w.u32(self.accuracy_m);
         w.u64(self.fix_time.0);
-        w.into_bytes()
     }
 
     /// Parses the plaintext encoding.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
         r.expect_tag(Self::TAG)?;
+        let out = Self::read_fields(&mut r)?;
+        r.finish()?;
+        Ok(out)
+    }
+
+    /// Parses [`Location::write_fields`]'s fields.
+    pub(crate) fn read_fields(r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         let lat_e7 = r.i32("latitude")?;
         let lon_e7 = r.i32("longitude")?;
         if lat_e7.unsigned_abs() > 900_000_000 {
@@ -939,14 +971,12 @@ impl Location {
         if lon_e7.unsigned_abs() > 1_800_000_000 {
             return Err(DecodeError::InvalidValue("longitude"));
         }
-        let out = Self {
+        Ok(Self {
             lat_e7,
             lon_e7,
             accuracy_m: r.u32("accuracy")?,
-            fix_time: read_time(&mut r, "fix time")?,
-        };
-        r.finish()?;
-        Ok(out)
+            fix_time: read_time(r, "fix time")?,
+        })
     }
 }
 

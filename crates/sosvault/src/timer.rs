@@ -44,6 +44,7 @@ use crate::ids::{MessageHash, Timestamp, TrusteeId};
 use crate::keys::DeviceKey;
 use crate::messages::{MAX_SEALED_SMALL, MAX_TRUSTEES, PanicEvent};
 use crate::signed::{Message, Signed, sealed::Body};
+use crate::sms::SmsPanic;
 use crate::wire::{DecodeError, Reader, Writer};
 
 /// The longest a timer may run: a timed panic's not-before is at most this
@@ -88,28 +89,40 @@ impl Message for TimedPanic {
     type Signer = DeviceKey;
 }
 
-/// A signed panic of either kind, as a release request carries it: pressed
-/// now (`sosvault/panic/v1`) or timed (`sosvault/timed-panic/v1`). The two
-/// differ only in the not-before a trustee checks; everything else (the
-/// epoch, counter, time, category, sealed location, the hash a release
-/// names) reads the same through [`AnyPanic::body`].
+/// A signed panic of any kind, as a release request carries it: pressed
+/// now (`sosvault/panic/v1`), timed (`sosvault/timed-panic/v1`) or sent by
+/// SMS (`sosvault/sms-panic/v1`). They differ only in the not-before a
+/// trustee checks and in how the location is sealed (which only the
+/// control room opens); everything else (the epoch, counter, time,
+/// category, the hash a release names) reads the same through
+/// [`AnyPanic::body`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AnyPanic {
     /// A panic pressed now.
     Now(Signed<PanicEvent>),
     /// A check-in timer's panic.
     Timed(Signed<TimedPanic>),
+    /// A panic pressed now and sent by SMS (its location sealed with HPKE).
+    Sms(Signed<SmsPanic>),
 }
 
 impl AnyPanic {
-    /// The longer of the two encodings' limits.
+    /// The longest of the encodings' limits (a timed panic's: an SMS
+    /// panic's sealed location is shorter than the others' limit).
     pub const MAX_LEN: usize = Signed::<TimedPanic>::MAX_LEN;
+    const _LONGEST: () = assert!(
+        Signed::<PanicEvent>::MAX_LEN <= Self::MAX_LEN
+            && Signed::<SmsPanic>::MAX_LEN <= Self::MAX_LEN
+    );
 
-    /// Decodes either kind, by its tag (an unknown tag is the panic's
+    /// Decodes any kind, by its tag (an unknown tag is the panic's
     /// [`DecodeError`]).
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        if Reader::new(bytes).expect_tag(TimedPanic::TAG).is_ok() {
+        let tagged = |tag| Reader::new(bytes).expect_tag(tag).is_ok();
+        if tagged(TimedPanic::TAG) {
             Signed::decode(bytes).map(Self::Timed)
+        } else if tagged(SmsPanic::TAG) {
+            Signed::decode(bytes).map(Self::Sms)
         } else {
             Signed::decode(bytes).map(Self::Now)
         }
@@ -120,13 +133,14 @@ impl AnyPanic {
         match self {
             Self::Now(p) => p.body(),
             Self::Timed(t) => &t.body().panic,
+            Self::Sms(s) => s.body().panic(),
         }
     }
 
     /// A timed panic's not-before; `None` for a panic pressed now.
     pub fn not_before(&self) -> Option<Timestamp> {
         match self {
-            Self::Now(_) => None,
+            Self::Now(_) | Self::Sms(_) => None,
             Self::Timed(t) => Some(t.body().not_before),
         }
     }
@@ -142,6 +156,7 @@ impl AnyPanic {
         match self {
             Self::Now(p) => p.as_bytes(),
             Self::Timed(t) => t.as_bytes(),
+            Self::Sms(s) => s.as_bytes(),
         }
     }
 
@@ -156,6 +171,7 @@ impl AnyPanic {
         match self {
             Self::Now(p) => p.signer(),
             Self::Timed(t) => t.signer(),
+            Self::Sms(s) => s.signer(),
         }
     }
 }
@@ -163,6 +179,12 @@ impl AnyPanic {
 impl From<Signed<PanicEvent>> for AnyPanic {
     fn from(p: Signed<PanicEvent>) -> Self {
         Self::Now(p)
+    }
+}
+
+impl From<Signed<SmsPanic>> for AnyPanic {
+    fn from(s: Signed<SmsPanic>) -> Self {
+        Self::Sms(s)
     }
 }
 
