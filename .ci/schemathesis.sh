@@ -199,6 +199,9 @@ EOF
 )
     export SOSVAULT_OPERATOR_TOKEN=${tokens% *}
     export SOSVAULT_UNIT_TOKEN=${tokens#* }
+    # The SMS gateway's token (the demo's [sms_panic]).
+    SOSVAULT_SMS_TOKEN=$(tr -d '[:space:]' <"$WORK/demo/dispatch/sms-inbound.token")
+    export SOSVAULT_SMS_TOKEN
 
     # A stranger's requests to the write endpoints: each answered 401
     # `client_certificate_required`, which the document says for each (the

@@ -269,6 +269,9 @@ pub struct Cluster {
     pub control_room_key: PathBuf,
     /// The file holding the scrape token for `GET /metrics` (mode 0600).
     pub metrics_token_file: PathBuf,
+    /// The file holding the SMS gateway's token for `POST
+    /// /v1/sms/inbound` (mode 0600).
+    pub sms_token_file: PathBuf,
     /// The deployment authority's public key: what the phones pin.
     pub authority: AuthorityPublic,
     /// The signed manifest the phones enroll to.
@@ -282,6 +285,12 @@ pub struct Cluster {
     /// The dispatch service's configuration, as it runs.
     config: Config,
 }
+
+/// The control room's number phones text a panic to (`[sms_panic]`).
+pub const SMS_NUMBER: &str = "+917440000100";
+
+/// The SMS gateway's token file in the dispatch service's directory.
+pub const SMS_TOKEN_FILE: &str = "sms-inbound.token";
 
 /// The name of the first dispatch node on PostgreSQL.
 pub const FIRST_NODE: &str = "node-a";
@@ -564,6 +573,13 @@ impl Cluster {
         let metrics_token_file = cfg.default_metrics_token_path();
         sosvault_server::init_metrics_token(&metrics_token_file)?;
         cfg.metrics_token_file = Some(metrics_token_file.clone());
+        // Panics by SMS: the gateway's token, made now (mode 0600).
+        let sms_token_file = sdir.join(SMS_TOKEN_FILE);
+        sosvault_server::init_metrics_token(&sms_token_file)?;
+        cfg.sms_panic = Some(sosvault_server::config::SmsPanicConfig {
+            number: SMS_NUMBER.into(),
+            inbound_token_file: sms_token_file.clone(),
+        });
         let pw = password();
         configure_dispatch(&mut cfg, opts, &pki, &trustees, &pw)?;
         let (server, base, authority, manifest) = serve_dispatch_with_manifest(
@@ -590,6 +606,7 @@ impl Cluster {
             password: pw,
             control_room_key: cfg.control_room_key_path(),
             metrics_token_file,
+            sms_token_file,
             server_dir: sdir,
             on_postgres: opts.database_url.is_some(),
             authority,
@@ -675,6 +692,15 @@ impl Cluster {
         let text = zeroize::Zeroizing::new(
             std::fs::read_to_string(&self.metrics_token_file)
                 .with_context(|| format!("reading {}", self.metrics_token_file.display()))?,
+        );
+        Ok(zeroize::Zeroizing::new(text.trim().to_owned()))
+    }
+
+    /// The SMS gateway's token, read from its file.
+    pub fn sms_token(&self) -> anyhow::Result<zeroize::Zeroizing<String>> {
+        let text = zeroize::Zeroizing::new(
+            std::fs::read_to_string(&self.sms_token_file)
+                .with_context(|| format!("reading {}", self.sms_token_file.display()))?,
         );
         Ok(zeroize::Zeroizing::new(text.trim().to_owned()))
     }

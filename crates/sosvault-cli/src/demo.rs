@@ -278,6 +278,8 @@ const PATIENT: usize = 2;
 const STOPPER: usize = 5;
 /// The student who walks home with a check-in timer.
 const WALKER: usize = 3;
+/// The student who presses PANIC with no data: it goes by SMS.
+const TEXTER: usize = 1;
 /// The student whose panic reaches the node that dies (PostgreSQL only).
 const ON_NODE_B: usize = 7;
 
@@ -313,6 +315,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     demo.student_moves(&pressed).await?;
     demo.student_is_safe(&pressed).await?;
     demo.walk_home_with_a_timer().await?;
+    demo.panic_by_sms().await?;
     demo.trustee_outage().await?;
     demo.student_stops().await?;
     if database.is_some() {
@@ -902,6 +905,77 @@ impl Demo {
             "The student checks in: {receipts} of 3 trustees confirm the timer's panic opens nothing, ever (the duress PIN would look the same and send a team at once)"
         ));
         Ok(())
+    }
+
+    /// Step 3¾: a student with signal and no data presses PANIC. The
+    /// phone texts it (two SMS, the location sealed with HPKE) to the
+    /// number of the control room's signed SMS channel; the SMS gateway
+    /// hands the text over; the team is sent and the vault opens as for
+    /// any panic. When data comes back, the same press over HTTP joins
+    /// the incident: one press, one incident, one release.
+    async fn panic_by_sms(&mut self) -> anyhow::Result<()> {
+        let channel = self
+            .client
+            .sms_channel(&self.control_room)
+            .await
+            .map_err(|e| anyhow::anyhow!("the SMS channel: {e}"))?;
+        let texter = &mut self.students[TEXTER];
+        let name = texter.profile.name.clone();
+        let at = offset(texter.area, 0.0005, 0.0005)?;
+        let (http, text) = texter.device.panic_with_sms(
+            Category::Police,
+            &at,
+            &self.control_room,
+            &channel,
+            Timestamp::now(),
+        )?;
+        let words = sosvault::sms::to_text(&text);
+        self.n.say(format!(
+            "A student in {} presses PANIC with signal but no data: the phone texts {} characters (two SMS) to {}, the number the control room signed",
+            texter.area.name,
+            words.len(),
+            channel.channel().number
+        ));
+        let token = self.cluster.sms_token()?;
+        let answer = self
+            .client
+            .sms_inbound(&token, &words)
+            .await
+            .map_err(|e| anyhow::anyhow!("the SMS gateway handing the text over: {e}"))?;
+        let id = answer["incident_id"]
+            .as_str()
+            .context("the SMS panic's answer names no incident")?
+            .to_owned();
+        self.n.say(format!(
+            "The SMS gateway hands the text over: incident {} (flagged sms: no live updates until data returns)",
+            &id[..8]
+        ));
+        let d = self
+            .ops
+            .claim_and_open(&self.n, &self.client, &self.op, &id)
+            .await?;
+        if d["profile"]["name"].as_str() != Some(name.as_str()) {
+            bail!("the SMS panic's profile is not the student's");
+        }
+        self.n.say(format!(
+            "The team went where the text said; the trustees released for the SMS panic as for any other, and the operator opens the profile: {name}"
+        ));
+        let joined = self
+            .client
+            .panic(&http)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if joined != id {
+            bail!("the same press over HTTP opened another incident");
+        }
+        self.n.say(
+            "Data comes back: the phone sends the same press over HTTP, and it joins the incident (one press, one incident, one release)",
+        );
+        self.close(
+            &id,
+            "The operator closes the incident once the team is there",
+        )
+        .await
     }
 
     async fn student_stops(&mut self) -> anyhow::Result<()> {

@@ -158,10 +158,17 @@ fn the_demo_tells_the_whole_story_and_exits_after_the_given_seconds() {
     // readable by this user only; its directory is 0700.
     assert_private(&dir.path().join("dispatch"));
 
-    // The operator command listed the story's two incidents.
-    assert_eq!(listed.lines().count(), 2, "{listed}");
+    // The operator command listed the story's three incidents: the panic
+    // cancelled, the one by SMS (flagged so) and the medical one, closed.
+    assert_eq!(listed.lines().count(), 3, "{listed}");
     assert!(
         listed.contains("police") && listed.contains("cancelled"),
+        "{listed}"
+    );
+    assert!(
+        listed
+            .lines()
+            .any(|l| l.contains("closed") && l.contains("flags=[\"sms\"]")),
         "{listed}"
     );
     assert!(
@@ -206,6 +213,11 @@ fn the_demo_tells_the_whole_story_and_exits_after_the_given_seconds() {
         "the phone checked all 3 trustees' receipts",
         "walks home with a 20-minute check-in timer",
         "The student checks in: 3 of 3 trustees confirm",
+        "presses PANIC with signal but no data: the phone texts",
+        "(two SMS) to +917440000100",
+        "The SMS gateway hands the text over: incident",
+        "the operator opens the profile:",
+        "joins the incident (one press, one incident, one release)",
         "goes down",
         "presses PANIC (medical)",
         "Two trustees were enough",

@@ -68,6 +68,7 @@ use serde::{Deserialize, Serialize};
 use sosvault::log::MerkleLog;
 use sosvault::log::{MAX_ENTRY_BYTES, TreeHead};
 use sosvault::manifest::Manifest;
+use sosvault::sms::SmsChannel;
 use sosvault::status::{Outcome, StatusQuery, StatusReport};
 use sosvault::timer::{CheckIn, TimedPanic};
 use sosvault::{
@@ -174,6 +175,10 @@ const HEADING: Heading = Heading {
             "metrics_token",
             "The scrape token in the service's `metrics_token_file` (GET /metrics only)",
         ),
+        (
+            "sms_gateway",
+            "The SMS gateway's token in `[sms_panic]`'s `inbound_token_file` (POST /v1/sms/inbound only)",
+        ),
     ],
 };
 
@@ -198,6 +203,8 @@ pub fn router_and_openapi(engine: Engine) -> (Router, utoipa::openapi::OpenApi) 
         .routes(routes!(trail))
         .routes(routes!(start_timer))
         .routes(routes!(check_in))
+        .routes(routes!(sms_channel))
+        .routes(routes!(sms_inbound))
         .routes(routes!(cancel))
         .routes(routes!(stop))
         .routes(routes!(incident_status))
@@ -334,6 +341,19 @@ impl FromRequestParts<Engine> for MetricsReader {
     }
 }
 
+/// The SMS gateway handing over a text (extractor): it presents the token
+/// of `[sms_panic]`'s `inbound_token_file` (compared in constant time). A
+/// service without `[sms_panic]` answers 401 to anyone.
+pub struct SmsGatewayCaller;
+
+impl FromRequestParts<Engine> for SmsGatewayCaller {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, engine: &Engine) -> Result<Self, ApiError> {
+        engine.check_sms_gateway(bearer(&parts.headers))?;
+        Ok(SmsGatewayCaller)
+    }
+}
+
 /// An authenticated unit (extractor).
 pub struct Unit(pub UnitId);
 
@@ -465,6 +485,31 @@ pub struct PanicBody {
     /// Base64 of a device-signed `sosvault/panic/v1`.
     #[schema(schema_with = panic_field)]
     pub panic: String,
+}
+
+/// `POST /v1/sms/inbound`: one text the SMS gateway received on the
+/// control room's number.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SmsInboundBody {
+    /// The text, as received: a device-signed `sosvault/sms-panic/v1`
+    /// encoded as `docs/PROTOCOL.md` §7.19 says (at most 284 characters of
+    /// the standard alphabet, white space anywhere ignored). The sender's
+    /// number is not asked for: the signature names the student, and the
+    /// service keeps no number.
+    #[schema(max_length = 1024)]
+    pub text: String,
+}
+
+/// The SMS channel phones text their panic to.
+#[derive(Serialize, ToSchema)]
+pub struct SmsChannelBody {
+    /// Base64 of the control-room-signed `sosvault/sms-channel/v1`: the
+    /// number and the HPKE key an SMS panic's location is sealed to.
+    /// Believe it only if the control room of the manifest the phone
+    /// enrolled under signed it.
+    #[schema(schema_with = sms_channel_field)]
+    pub channel: String,
 }
 
 /// The answer to a panic.
@@ -782,6 +827,7 @@ sosvault_service::base64_fields! {
     panic_field: Signed::<PanicEvent>::MAX_LEN, "Base64 of a device-signed `sosvault/panic/v1`.";
     location_field: Signed::<LocationUpdate>::MAX_LEN, "Base64 of a device-signed `sosvault/location/v1`.";
     trail_field: Signed::<TrailPoint>::MAX_LEN, "Base64 of a device-signed `sosvault/trail/v1`: a location sealed to the student's own vault recipient.";
+    sms_channel_field: Signed::<SmsChannel>::MAX_LEN, "Base64 of the control-room-signed `sosvault/sms-channel/v1`.";
     timed_panic_field: Signed::<TimedPanic>::MAX_LEN, "Base64 of a device-signed `sosvault/timed-panic/v1`: a check-in timer's panic, not acted on before its not-before.";
     status_query_field: Signed::<StatusQuery>::MAX_LEN, "Base64 of a device-signed `sosvault/status-query/v1` addressed to this control room (`control_room_id` of `/v1/info`).";
     status_report_field: Signed::<StatusReport>::MAX_LEN, "Base64 of the control-room-signed `sosvault/status-report/v1`.";
@@ -1094,15 +1140,60 @@ async fn panic(
     JsonBody(b): JsonBody<PanicBody>,
 ) -> Result<(StatusCode, Json<PanicAccepted>), ApiError> {
     let bytes = base64_field("panic", &b.panic, Signed::<PanicEvent>::MAX_LEN)?;
-    let (id, new) = e.panic(&bytes).await?;
-    Ok((
+    Ok(accepted(e.panic(&bytes).await?))
+}
+
+/// The answer to a panic taken: its incident, and whether it is new.
+fn accepted((id, new): (IncidentId, bool)) -> (StatusCode, Json<PanicAccepted>) {
+    (
         StatusCode::ACCEPTED,
         Json(PanicAccepted {
             incident_id: id.to_hex(),
             status: "help is coming".into(),
             new,
         }),
-    ))
+    )
+}
+
+/// The SMS channel (`sosvault/sms-channel/v1`): the number phones text a
+/// panic to when they have no data, and the key its location is sealed
+/// to, signed by the control room at start (`docs/BEYOND-PANIC.md` §4).
+/// 404 `sms_off` when the service takes no panics by SMS.
+#[utoipa::path(get, path = "/v1/sms/channel", tag = "public",
+    responses(
+        (status = 200, body = SmsChannelBody),
+        (status = 404, description = "`sms_off`: no `[sms_panic]` configured", body = ErrorBody),
+    ))]
+async fn sms_channel(State(e): State<Engine>) -> Result<Json<SmsChannelBody>, ApiError> {
+    Ok(Json(SmsChannelBody {
+        channel: B64.encode(e.sms_channel()?),
+    }))
+}
+
+/// A panic by SMS, handed over by the SMS gateway that received it on the
+/// control room's number (`sosvault/sms-panic/v1`, base64): stored and
+/// dispatched as `POST /v1/panic` is. The same text again, or the same
+/// press over HTTP (its twin: one counter), answers the same incident, not
+/// new. Nothing is texted back to the student (a coercer may hold the
+/// phone).
+#[utoipa::path(post, path = "/v1/sms/inbound", tag = "device", request_body = SmsInboundBody,
+    security(("sms_gateway" = [])),
+    responses(
+        (status = 202, body = PanicAccepted),
+        (status = 400, description = "`bad_json`, `malformed` (the text is not a base64 SMS panic, does not decode, or its signature does not verify)", body = ErrorBody),
+        (status = 401, description = "`unauthorized`: not the SMS gateway's token (or no `[sms_panic]` is configured: `GET /v1/sms/channel` says so)", body = ErrorBody),
+        (status = 403, description = "`wrong_device`", body = ErrorBody),
+        (status = 404, description = "`unknown_student`", body = ErrorBody),
+        (status = 409, description = "`replayed`", body = ErrorBody),
+        (status = 410, description = "`stopped`", body = ErrorBody),
+        StoreFailure,
+    ))]
+async fn sms_inbound(
+    State(e): State<Engine>,
+    _gateway: SmsGatewayCaller,
+    JsonBody(b): JsonBody<SmsInboundBody>,
+) -> Result<(StatusCode, Json<PanicAccepted>), ApiError> {
+    Ok(accepted(e.sms_panic(&b.text).await?))
 }
 
 /// A live location update during an incident.

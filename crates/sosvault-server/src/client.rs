@@ -282,6 +282,29 @@ impl Client {
         str_field(&v, "incident_id").ok_or_else(|| bad_answer(202))
     }
 
+    /// The SMS channel (`GET /v1/sms/channel`), believed only if
+    /// `control_room` (the manifest's) signed it.
+    pub async fn sms_channel(
+        &self,
+        control_room: &ControlRoomPublic,
+    ) -> Result<sosvault::sms::VerifiedSmsChannel, ClientError> {
+        let v = self.get("/v1/sms/channel", None).await?;
+        str_field(&v, "channel")
+            .and_then(|c| B64.decode(c).ok())
+            .and_then(|b| sosvault::sms::SmsChannel::verify(&b, control_room).ok())
+            .ok_or_else(|| ClientError {
+                status: 200,
+                code: "bad_sms_channel".into(),
+            })
+    }
+
+    /// Hands over a text as the SMS gateway does (`POST /v1/sms/inbound`
+    /// under the gateway's `token`): the incident id.
+    pub async fn sms_inbound(&self, token: &str, text: &str) -> Result<Value, ClientError> {
+        let body = json!({ "text": text });
+        Ok(self.post("/v1/sms/inbound", Some(token), &body).await?.1)
+    }
+
     /// Sends a location update.
     pub async fn location(&self, update: &Signed<LocationUpdate>) -> Result<Value, ClientError> {
         let body = json!({ "update": B64.encode(update.as_bytes()) });

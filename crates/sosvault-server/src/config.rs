@@ -29,6 +29,10 @@
 //! sender = "KOTAPS"
 //! control_room_phone = "0744 232 3100"
 //!
+//! [sms_panic]                            # optional: take panics by SMS (docs/BEYOND-PANIC.md §4)
+//! number = "+917440000100"               # the control room's number, E.164
+//! inbound_token_file = "sms-inbound.token"  # mode 0600: the gateway's bearer token
+//!
 //! [[trustees]]
 //! url = "http://127.0.0.1:7001"
 //! public = "<TrusteePublic hex>"
@@ -336,6 +340,12 @@ pub struct Config {
     /// panic (`docs/BEYOND-PANIC.md` §2). Without it, no guardian is told.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub guardians: Option<GuardianConfig>,
+    /// `[sms_panic]`: the number phones text a panic to when they have no
+    /// data, and the token of the gateway that hands the texts over
+    /// (`POST /v1/sms/inbound`, `docs/BEYOND-PANIC.md` §4). Without it,
+    /// no panic is taken by SMS and no channel is published.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sms_panic: Option<SmsPanicConfig>,
     /// The trustees, in share-index order.
     #[serde(default)]
     pub trustees: Vec<TrusteeConfig>,
@@ -358,8 +368,26 @@ impl ConfigFile for Config {
             required.push(&mut g.api_key_file);
             optional.push(&mut g.gateway_ca);
         }
+        if let Some(p) = self.sms_panic.as_mut() {
+            required.push(&mut p.inbound_token_file);
+        }
         ListenerFiles::and_paths(&mut self.tls, (required, optional))
     }
+}
+
+/// `[sms_panic]`: panics by SMS (`docs/BEYOND-PANIC.md` §4).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmsPanicConfig {
+    /// The control room's number the gateway receives on, E.164
+    /// (`+917440000100`): published, signed by the control room, in the
+    /// SMS channel phones fetch (`GET /v1/sms/channel`).
+    pub number: String,
+    /// A file holding the token the gateway sends as `Authorization:
+    /// Bearer` when it hands a text over (mode 0600, one word of at least
+    /// 32 characters: `openssl rand -hex 32`), relative to the
+    /// configuration file's directory when relative.
+    pub inbound_token_file: PathBuf,
 }
 
 /// `[guardians]`: the SMS gateway the guardian's notice goes through, in
@@ -578,6 +606,7 @@ impl Config {
             tls: None,
             metrics_token_file: None,
             guardians: None,
+            sms_panic: None,
             trustees: Vec::new(),
             operators: Vec::new(),
         }
@@ -634,6 +663,15 @@ impl Config {
         if let Some(g) = &self.guardians {
             crate::sms::check_transport(g)?;
             g.check()?;
+        }
+        if let Some(p) = &self.sms_panic
+            && sosvault::sms::check_number(&p.number).is_err()
+        {
+            return Err(ConfigError::Invalid(format!(
+                "sms_panic: number {:?} is not E.164: write it as + and the country code, \
+                 7 to 15 digits, no spaces (e.g. \"+917440000100\")",
+                p.number
+            )));
         }
         if let Some(o) = &self.log_origin
             && sosvault::checkpoint::KeyName::new(o.clone()).is_err()

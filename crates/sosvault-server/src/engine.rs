@@ -86,6 +86,7 @@ mod lease;
 mod operators;
 mod reassign;
 mod release;
+mod sms_panic;
 mod student;
 mod teams;
 mod timer;
@@ -524,6 +525,9 @@ struct Inner {
     /// The SMS gateway guardians are told through (`[guardians]`), set at
     /// start once its key file is read.
     sms: std::sync::OnceLock<crate::sms::SmsGateway>,
+    /// Panics by SMS (`[sms_panic]`): the gateway's token and the signed
+    /// channel, set at start once the token file is read.
+    sms_panics: std::sync::OnceLock<sms_panic::SmsPanics>,
 }
 
 /// A summary of an incident for lists.
@@ -839,6 +843,7 @@ impl Engine {
                 asks: asks::Asks::default(),
                 words: bus::Heard::default(),
                 sms: std::sync::OnceLock::new(),
+                sms_panics: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -1374,7 +1379,7 @@ impl Engine {
             let fix = fix.unwrap_or_else(|| {
                 self.inner
                     .control_room
-                    .open_location(&p.body().sealed_location)
+                    .open_panic_location(p)
                     .ok()
                     .map(|l| (l.lat(), l.lon(), l.fix_time.0))
             });

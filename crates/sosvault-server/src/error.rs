@@ -163,6 +163,7 @@ fn status_of(e: &EngineError) -> u16 {
         | EngineError::UnknownStudent
         | EngineError::UnknownIncident
         | EngineError::UnknownTimer
+        | EngineError::SmsOff
         | EngineError::UnknownTeam => 404,
         EngineError::Conflict(_) => 409,
         EngineError::Stopped | EngineError::EnrollAfterStop => 410,
@@ -327,6 +328,12 @@ mod tests {
                 404,
                 "unknown_timer",
                 "no check-in timer of this student for this timed panic",
+            ),
+            (
+                E::SmsOff,
+                404,
+                "sms_off",
+                "this service takes no panics by SMS (no [sms_panic] in its configuration)",
             ),
             (E::UnknownTeam, 404, "unknown_team", "no such team"),
             (

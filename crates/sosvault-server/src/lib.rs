@@ -160,10 +160,10 @@ pub fn log_vkey(cfg: &Config) -> anyhow::Result<String> {
 /// read it. Name it in `metrics_token_file`.
 pub fn init_metrics_token(path: &Path) -> anyhow::Result<()> {
     if path.exists() {
-        metrics::ScrapeToken::load(path)?;
+        metrics::BearerToken::load(path)?;
         return Ok(());
     }
-    files::write_new_private(path, metrics::ScrapeToken::generate().as_bytes())
+    files::write_new_private(path, metrics::BearerToken::generate().as_bytes())
 }
 
 /// The store `cfg` names, behind its group-commit writer: the PostgreSQL
@@ -296,7 +296,7 @@ impl Service {
         let scrape_token = cfg
             .metrics_token_file
             .as_deref()
-            .map(metrics::ScrapeToken::load)
+            .map(metrics::BearerToken::load)
             .transpose()
             .context("refusing to start")?;
         let sms = cfg
@@ -305,6 +305,17 @@ impl Service {
             .map(sms::SmsGateway::from_config)
             .transpose()
             .context("refusing to start: [guardians]")?;
+        let sms_token = cfg
+            .sms_panic
+            .as_ref()
+            .map(|p| {
+                metrics::BearerToken::load_file(
+                    &p.inbound_token_file,
+                    "the SMS gateway's token file (inbound_token_file)",
+                )
+            })
+            .transpose()
+            .context("refusing to start: [sms_panic]")?;
         let (cr, mk) = load_keys(&cfg)?;
         let manifest = cfg
             .load_manifest(&cr.public())
@@ -326,6 +337,12 @@ impl Service {
         if let Some(gateway) = sms {
             // A fresh engine holds no gateway yet: this cannot be refused.
             let _ = engine.set_sms_gateway(gateway);
+        }
+        if let Some(token) = sms_token {
+            engine
+                .take_sms_panics(token)
+                .map_err(|e| anyhow::anyhow!("refusing to start: [sms_panic]: {e}"))?;
+            tracing::info!("panics by SMS are taken (POST /v1/sms/inbound)");
         }
         engine.take_node_name().await.context("refusing to start")?;
         engine

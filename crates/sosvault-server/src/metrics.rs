@@ -20,20 +20,21 @@ use zeroize::Zeroizing;
 /// Fewest characters a scrape token may have (a generated one has 64).
 pub const MIN_TOKEN_CHARS: usize = 32;
 
-/// The bearer token a Prometheus scraper sends to read `/metrics`. Only its
-/// SHA-256 is kept (zeroized on drop), and a presented token is compared
-/// with it in constant time, whatever its length.
-pub struct ScrapeToken {
+/// A bearer token from a file: the one a Prometheus scraper sends to read
+/// `/metrics`, or the one an SMS gateway sends with the texts it hands
+/// over. Only its SHA-256 is kept (zeroized on drop), and a presented
+/// token is compared with it in constant time, whatever its length.
+pub struct BearerToken {
     digest: Zeroizing<[u8; 32]>,
 }
 
-impl std::fmt::Debug for ScrapeToken {
+impl std::fmt::Debug for BearerToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("ScrapeToken([redacted])")
+        f.write_str("BearerToken([redacted])")
     }
 }
 
-impl ScrapeToken {
+impl BearerToken {
     /// A fresh token: 32 random bytes in hex (the text of a token file).
     pub fn generate() -> Zeroizing<String> {
         const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -55,7 +56,7 @@ impl ScrapeToken {
         let token = text.trim();
         if token.chars().count() < MIN_TOKEN_CHARS || token.chars().any(char::is_whitespace) {
             bail!(
-                "a metrics token must be one word of at least {MIN_TOKEN_CHARS} characters; \
+                "a token must be one word of at least {MIN_TOKEN_CHARS} characters; \
                  make one with `openssl rand -hex 32`"
             );
         }
@@ -67,13 +68,17 @@ impl ScrapeToken {
     /// Reads the token file (`metrics_token_file`). It must be readable by
     /// the service's user only (mode 0600), as a key must.
     pub fn load(path: &Path) -> anyhow::Result<Self> {
-        crate::files::check_key_file(path, "the metrics token file")?;
+        Self::load_file(path, "the metrics token file")
+    }
+
+    /// Reads a token file, named `what` in errors (mode 0600 too).
+    pub fn load_file(path: &Path, what: &str) -> anyhow::Result<Self> {
+        crate::files::check_key_file(path, what)?;
         let text = Zeroizing::new(
             std::fs::read_to_string(path)
-                .with_context(|| format!("reading the metrics token file {}", path.display()))?,
+                .with_context(|| format!("reading {what} {}", path.display()))?,
         );
-        Self::from_secret(&text)
-            .with_context(|| format!("the metrics token file {}", path.display()))
+        Self::from_secret(&text).with_context(|| format!("{what} {}", path.display()))
     }
 
     /// Whether `presented` is this token (constant time).
@@ -188,6 +193,11 @@ pub struct Metrics {
     pub panics: AtomicU64,
     /// Panics received again (retries answered with the same incident).
     pub duplicate_panics: AtomicU64,
+    /// Panics received by SMS (`POST /v1/sms/inbound`), whatever became of them.
+    pub sms_panics: AtomicU64,
+    /// Panics whose twin (the same press, by SMS or HTTP) had opened the
+    /// incident first, joined to it.
+    pub panic_twins: AtomicU64,
     /// Enrollments completed.
     pub enrollments: AtomicU64,
     /// Assignments made.
@@ -225,12 +235,12 @@ pub struct Metrics {
     /// Panic to opened vault.
     pub release_latency: Latency,
     /// The scrape token, if `metrics_token_file` is set.
-    scrape_token: OnceLock<ScrapeToken>,
+    scrape_token: OnceLock<BearerToken>,
 }
 
 impl Metrics {
     /// Sets the scrape token (once; a second token is handed back).
-    pub fn set_scrape_token(&self, token: ScrapeToken) -> Result<(), ScrapeToken> {
+    pub fn set_scrape_token(&self, token: BearerToken) -> Result<(), BearerToken> {
         self.scrape_token.set(token)
     }
 
@@ -242,7 +252,7 @@ impl Metrics {
     }
 
     /// Every counter: its name, its help line and its value.
-    fn counters(&self) -> [(&'static str, &'static str, &AtomicU64); 15] {
+    fn counters(&self) -> [(&'static str, &'static str, &AtomicU64); 17] {
         [
             (
                 "sosvault_panics_total",
@@ -253,6 +263,16 @@ impl Metrics {
                 "sosvault_duplicate_panics_total",
                 "Panics received again and answered with the same incident.",
                 &self.duplicate_panics,
+            ),
+            (
+                "sosvault_sms_panics_total",
+                "Panics received by SMS through the gateway, whatever became of them.",
+                &self.sms_panics,
+            ),
+            (
+                "sosvault_panic_twins_total",
+                "Panics joined to the incident their twin (the same press, by SMS or over the data network) opened first.",
+                &self.panic_twins,
             ),
             (
                 "sosvault_enrollments_total",
@@ -354,20 +374,20 @@ impl Metrics {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-    use super::{Metrics, ScrapeToken};
+    use super::{BearerToken, Metrics};
 
     #[test]
     fn the_scrape_token_matches_only_itself_and_never_prints() {
-        let text = ScrapeToken::generate();
+        let text = BearerToken::generate();
         assert_eq!(text.trim().len(), 64);
-        let token = ScrapeToken::from_secret(&text).unwrap();
+        let token = BearerToken::from_secret(&text).unwrap();
         assert!(token.matches(text.trim()));
         assert!(!token.matches(""));
         assert!(!token.matches(&text.trim()[..63]));
         assert!(!token.matches(&format!("{}0", text.trim())));
-        assert_eq!(format!("{token:?}"), "ScrapeToken([redacted])");
-        assert!(ScrapeToken::from_secret("short").is_err());
-        assert!(ScrapeToken::from_secret(&"a b".repeat(20)).is_err());
+        assert_eq!(format!("{token:?}"), "BearerToken([redacted])");
+        assert!(BearerToken::from_secret("short").is_err());
+        assert!(BearerToken::from_secret(&"a b".repeat(20)).is_err());
 
         let m = Metrics::default();
         assert!(
@@ -385,10 +405,10 @@ mod tests {
         use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("metrics.token");
-        crate::files::write_new_private(&path, ScrapeToken::generate().as_bytes()).unwrap();
-        ScrapeToken::load(&path).unwrap();
+        crate::files::write_new_private(&path, BearerToken::generate().as_bytes()).unwrap();
+        BearerToken::load(&path).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let e = format!("{:#}", ScrapeToken::load(&path).unwrap_err());
+        let e = format!("{:#}", BearerToken::load(&path).unwrap_err());
         assert!(e.contains("chmod 600"), "{e}");
     }
 }

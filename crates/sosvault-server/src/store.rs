@@ -146,14 +146,27 @@ pub trait Store: AccessStore {
         now_ms: u64,
     ) -> StoreResult<()>;
     /// What a panic's checks need of its student, in one read: the
-    /// student, the incident the same panic (`panic_hash`) already is, and
-    /// the student's panics since `since_ms`. `None` for an unknown student.
+    /// student, the incident the same panic (`panic_hash`) already is, the
+    /// incident of its press (`(epoch, counter)`: its twin's, by SMS or
+    /// HTTP), and the student's panics since `since_ms`. `None` for an
+    /// unknown student.
     fn panic_context(
         &self,
         student: &StudentId,
         panic_hash: &MessageHash,
+        press: (u32, u64),
         since_ms: u64,
     ) -> StoreResult<Option<PanicContext>>;
+    /// Joins the twin `twin_hash` (a panic's other encoding, by SMS or
+    /// HTTP) to the incident its press opened, telling the timeline
+    /// `detail`; false (nothing written) if a twin joined already.
+    fn join_twin(
+        &self,
+        incident: &IncidentId,
+        twin_hash: &MessageHash,
+        at_ms: u64,
+        detail: &str,
+    ) -> StoreResult<bool>;
     /// Stores a panic as a new incident in one transaction and returns it as
     /// stored, or returns the incident that already holds the same panic
     /// (decided by the database's unique panic hash, so two writers storing
@@ -163,7 +176,7 @@ pub trait Store: AccessStore {
     fn open_incidents_of(&self, student: &StudentId) -> StoreResult<Vec<IncidentId>>;
     /// An incident by id.
     fn incident(&self, id: &IncidentId) -> StoreResult<Option<IncidentRow>>;
-    /// An incident by its panic's hash.
+    /// An incident by its panic's hash, or its twin's.
     fn incident_by_panic(&self, panic_hash: &MessageHash) -> StoreResult<Option<IncidentRow>>;
     /// Recent incidents, newest first.
     fn incidents(&self, limit: u32) -> StoreResult<Vec<IncidentRow>>;

@@ -51,7 +51,11 @@ async fn send(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_document_keeps_its_promises_and_the_service_answers_as_documented() {
-    let (c, op) = Cluster::with_operator(Options::default()).await;
+    let c = Cluster::start_with(Options::default(), |cfg| {
+        cfg.sms_panic = Some(sms_panic_config());
+    })
+    .await;
+    let op = c.operator().await;
     let unit = c.pcr_talwandi(&op).await;
     let doc = document(&c).await;
 
@@ -88,6 +92,7 @@ async fn the_document_keeps_its_promises_and_the_service_answers_as_documented()
             .and_then(|o| o.keys().next())
         {
             Some(s) if s == "unit" => Some(unit.token.as_str()),
+            Some(s) if s == "sms_gateway" => Some(SMS_TOKEN),
             Some(_) => Some(op.as_str()),
             None => None,
         };

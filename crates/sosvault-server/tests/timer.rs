@@ -14,9 +14,7 @@ use common::*;
 use serde_json::{Value, json};
 use sosvault::status::{ClosedBy, Closure, Stage, StatusReport};
 use sosvault::timer::{CheckIn, TimedPanic};
-use sosvault::{
-    Category, Device, DeviceKey, IncidentId, IncidentKey, Location, PanicEvent, Signed, Timestamp,
-};
+use sosvault::{Category, Device, DeviceKey, Location, PanicEvent, Signed, Timestamp};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -104,26 +102,6 @@ async fn control_room_log_len(c: &Cluster, device: &Device) -> usize {
     proven_entries(&mine, &c.control_room_key().log_key().public()).len()
 }
 
-/// The attacker holding the control room's keys asks every trustee straight
-/// for a release of `timed`: each trustee's answer code (`""` for a release).
-async fn attacker_asks(c: &Cluster, timed: &Signed<TimedPanic>) -> Vec<String> {
-    let room = c.control_room_key();
-    let mut codes = Vec::new();
-    for t in &c.trustees {
-        let request = room.release_request(
-            timed,
-            IncidentId::random(),
-            &IncidentKey::generate(),
-            Timestamp::now(),
-        );
-        codes.push(match t.ask_release(&request).await {
-            Ok(_) => String::new(),
-            Err(e) => e.code,
-        });
-    }
-    codes
-}
-
 /// The receipts of a check-in's answer, each checked: signed by a trustee of
 /// the deployment, naming this student, this check-in and its counter.
 fn receipts(c: &Cluster, answer: &Value, device: &Device, check_in: &Signed<CheckIn>) -> usize {
@@ -160,7 +138,7 @@ async fn a_timer_that_runs_out_fires_and_sends_the_team_to_the_trails_last_point
 
     // Before its end, even the holder of the control room's keys gets
     // nothing from any trustee: too early.
-    assert_eq!(attacker_asks(&c, &timed).await, ["too_early"; 3]);
+    assert_eq!(c.attacker_asks(&timed).await, ["too_early"; 3]);
 
     // The walk: the newest point is where the student is.
     let start = Timestamp::now();
@@ -277,7 +255,7 @@ async fn a_timer_checked_in_releases_nothing_ever() {
     // Past its end the holder of the control room's keys asks every trustee
     // for Asha's timed panic: each refuses, the check-in reached it.
     assert!(Timestamp::now() >= mine.body().not_before);
-    let codes = attacker_asks(&c, &mine).await;
+    let codes = c.attacker_asks(&mine).await;
     assert!(
         codes.iter().filter(|code| *code == "cancelled").count() >= 2,
         "{codes:?}"

@@ -1402,3 +1402,56 @@ async fn stages_told(
     }
     stages
 }
+
+/// One press sent both ways at once, its HTTP panic to node A and its SMS
+/// to node B (the phone's data flickering as it pressed): one incident,
+/// both answered with it, and the operators see one alarm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twins_on_two_nodes_at_once_are_one_incident() {
+    let stored = database().await;
+    let token = SMS_TOKEN;
+    let a = node_a_with(&stored, |cfg| cfg.sms_panic = Some(sms_panic_config())).await;
+    let (_b, on_b) = node_b(&a);
+    let on_b_ready = on_b.login(OPERATOR, PASSWORD).await;
+    assert!(on_b_ready.is_ok());
+    let op = a.operator().await;
+    let channel = a.client.sms_channel(&a.info.control_room).await.unwrap();
+    for name in ["Nidhi Sharma", "Meera Joshi", "Kavya Meena"] {
+        let mut device = a.student(name).await;
+        let (http, text) = device
+            .panic_with_sms(
+                sosvault::Category::Police,
+                &talwandi(),
+                &a.info.control_room,
+                &channel,
+                sosvault::Timestamp::now(),
+            )
+            .unwrap();
+        let text = sosvault::sms::to_text(&text);
+        let (by_http, by_sms) = tokio::join!(a.client.panic(&http), on_b.sms_inbound(token, &text));
+        // A writer that met the other's lock may answer "ask again": the
+        // phone and the gateway both do.
+        let by_http = match by_http {
+            Ok(id) => id,
+            Err(e) if e.status == 503 => a.client.panic(&http).await.unwrap(),
+            Err(e) => panic!("{e:?}"),
+        };
+        let by_sms = match by_sms {
+            Ok(v) => v["incident_id"].as_str().unwrap().to_owned(),
+            Err(e) if e.status == 503 => {
+                on_b.sms_inbound(token, &text).await.unwrap()["incident_id"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            }
+            Err(e) => panic!("{e:?}"),
+        };
+        assert_eq!(by_http, by_sms, "{name}: one press, one incident");
+    }
+    let list = a
+        .client
+        .get("/v1/operator/incidents", Some(&op))
+        .await
+        .unwrap();
+    assert_eq!(list.as_array().map(Vec::len), Some(3), "{list}");
+}

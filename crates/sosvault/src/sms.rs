@@ -217,8 +217,9 @@ impl ControlRoomKey {
     }
 }
 
-/// Refuses anything but E.164: `+`, then 7 to 15 digits, the first not 0.
-fn check_number(number: &str) -> Result<(), DecodeError> {
+/// Refuses anything but an E.164 number: `+`, then 7 to 15 digits, the
+/// first not 0 (what an [`SmsChannel`] may name).
+pub fn check_number(number: &str) -> Result<(), DecodeError> {
     let digits = number.strip_prefix('+').unwrap_or("");
     let ok = (7..=15).contains(&digits.len())
         && digits.bytes().all(|b| b.is_ascii_digit())

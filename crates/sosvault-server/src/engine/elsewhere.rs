@@ -223,7 +223,7 @@ impl Engine {
                 .panic
                 .as_deref()
                 .and_then(|b| AnyPanic::decode(b).ok())
-                .and_then(|p| cr.open_location(&p.body().sealed_location).ok()),
+                .and_then(|p| cr.open_panic_location(&p).ok()),
         };
         summary.location = at.map(|l| LatLon {
             lat: l.lat(),

@@ -67,6 +67,10 @@ pub enum EngineError {
     /// A check-in naming no check-in timer of its signer.
     #[error("no check-in timer of this student for this timed panic")]
     UnknownTimer,
+    /// A panic by SMS, or its channel, asked of a service that takes none
+    /// (no `[sms_panic]`).
+    #[error("this service takes no panics by SMS (no [sms_panic] in its configuration)")]
+    SmsOff,
     /// No such team.
     #[error("no such team")]
     UnknownTeam,
@@ -307,6 +311,7 @@ impl EngineError {
             Self::UnknownStudent => "unknown_student",
             Self::UnknownIncident => "unknown_incident",
             Self::UnknownTimer => "unknown_timer",
+            Self::SmsOff => "sms_off",
             Self::UnknownTeam => "unknown_team",
             Self::Conflict(c) => c.code(),
             Self::Stopped | Self::EnrollAfterStop => "stopped",

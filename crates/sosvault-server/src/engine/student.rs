@@ -386,7 +386,8 @@ impl Engine {
     }
 
     /// Stores a panic durably and starts dispatch. Returns the incident id and
-    /// whether it is new (the same signed panic again returns the same id).
+    /// whether it is new (the same signed panic again, or its twin by SMS,
+    /// returns the same id).
     pub async fn panic(&self, bytes: &[u8]) -> Result<(IncidentId, bool), EngineError> {
         // Until this panic is answered, releases and relays wait (intake.rs).
         let _busy = self.inner.intake.enter();
@@ -412,7 +413,7 @@ impl Engine {
         let fix = self
             .inner
             .control_room
-            .open_location(&panic.body().sealed_location)
+            .open_panic_location(&panic)
             .ok()
             .map(|l| (l.lat(), l.lon(), l.fix_time.0));
         let check = self.panic_check(&panic, id, &key, fix, timer);
@@ -446,6 +447,11 @@ impl Engine {
         if body.issued_at.0.saturating_mul(1000) > now + self.inner.cfg.max_skew_secs * 1000 {
             flags.push("clock_ahead".to_string());
         }
+        // Sent by SMS: no live updates until the phone has data again.
+        let sms = matches!(panic, AnyPanic::Sms(_));
+        if sms {
+            flags.push("sms".to_string());
+        }
         // The incident key is sealed before the store job, bound to its
         // incident (symmetric: no public-key work on the panic's path).
         let sealed_key = self.inner.master.seal(&id, &key.to_secret_bytes());
@@ -463,6 +469,7 @@ impl Engine {
             rate_limit: self.inner.cfg.panic_rate_limit,
             repeat_offender_after: self.inner.cfg.repeat_offender_after,
             timer,
+            sms,
             incident: NewIncident {
                 id,
                 student_id: sid,
@@ -489,6 +496,7 @@ impl Engine {
         // The checks, the insert and the read-back are one store job: one
         // round trip, one place in a batch, and no stop or other panic of the
         // same student can slip in between them.
+        let sms = check.sms;
         let outcome = self.inner.db.call(move |s| check.run(s)).await;
         // A panic that is not stored (refused, a duplicate, a failed job or
         // commit) leaves the board, and the team picked for it is free.
@@ -509,6 +517,22 @@ impl Engine {
                     .duplicate_panics
                     .fetch_add(1, Ordering::Relaxed);
                 Ok(PanicTaken::Again(existing))
+            }
+            PanicOutcome::Twin { id, joined } => {
+                if joined {
+                    self.inner
+                        .metrics
+                        .panic_twins
+                        .fetch_add(1, Ordering::Relaxed);
+                    self.emit(
+                        EventKind::Timeline,
+                        Some(&id),
+                        None,
+                        Audience::Operators,
+                        json!({ "step": "twin", "detail": twin_detail(sms) }),
+                    );
+                }
+                Ok(PanicTaken::Again(id))
             }
             PanicOutcome::TimerSettled => Err(EngineError::UnknownTimer),
             PanicOutcome::Stored(stored) => Ok(PanicTaken::New(stored)),
@@ -1183,6 +1207,8 @@ struct PanicCheck {
     /// A check-in timer's timed panic, fired: its counter was checked when
     /// the timer was stored.
     timer: Option<Fired>,
+    /// It came by SMS (`sosvault/sms-panic/v1`).
+    sms: bool,
 }
 
 /// A panic the store job stored, with what the incident starts from.
@@ -1215,6 +1241,12 @@ enum PanicOutcome {
     Replayed,
     /// The same signed panic is already this incident.
     Duplicate(IncidentId),
+    /// The panic's twin (its press by the other way) opened this incident;
+    /// `joined`: the panic joined it now (false: another twin had).
+    Twin {
+        id: IncidentId,
+        joined: bool,
+    },
     /// A timer's panic whose timer was settled first (checked in, or
     /// fired by another node or path).
     TimerSettled,
@@ -1222,11 +1254,21 @@ enum PanicOutcome {
     Stored(Box<StoredPanic>),
 }
 
+/// What the timeline says of a twin that joined its incident.
+fn twin_detail(sms: bool) -> &'static str {
+    if sms {
+        "the same panic arrived by SMS too"
+    } else {
+        "the same panic arrived over the data network too: the phone is online"
+    }
+}
+
 impl PanicCheck {
     /// Runs on the store's writer: the checks in the order the endpoint
     /// documents them, then the insert.
     fn run(self, s: &dyn crate::store::Store) -> crate::store::StoreResult<PanicOutcome> {
-        let Some(context) = s.panic_context(&self.sid, &self.hash, self.since)? else {
+        let press = (self.epoch, self.counter);
+        let Some(context) = s.panic_context(&self.sid, &self.hash, press, self.since)? else {
             return Ok(PanicOutcome::UnknownStudent);
         };
         let row = context.student;
@@ -1239,6 +1281,13 @@ impl PanicCheck {
         }
         if let Some(existing) = context.existing {
             return Ok(PanicOutcome::Duplicate(existing));
+        }
+        // The same press by the other way (SMS or HTTP), whose incident
+        // is open already: this one joins it, and names it from now on.
+        if let Some(twin) = context.twin {
+            let at = self.incident.created_at_ms;
+            let joined = s.join_twin(&twin, &self.hash, at, twin_detail(self.sms))?;
+            return Ok(PanicOutcome::Twin { id: twin, joined });
         }
         if self.timer.is_none() && self.counter <= row.highest_counter {
             return Ok(PanicOutcome::Replayed);

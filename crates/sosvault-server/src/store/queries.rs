@@ -120,6 +120,7 @@ impl<B: Backend> Store for SqlStore<B> {
         &self,
         student: &StudentId,
         panic_hash: &MessageHash,
+        (epoch, counter): (u32, u64),
         since_ms: u64,
     ) -> StoreResult<Option<PanicContext>> {
         // One round trip where four were: on PostgreSQL each is a wait on
@@ -129,12 +130,19 @@ impl<B: Backend> Store for SqlStore<B> {
             // The student's columns as `STUDENT_COLS` lists them, named
             // for their table (the enrollment has an epoch too).
             "SELECT s.student_id, s.device_public, s.epoch, s.highest_counter, s.false_alarms, s.tombstoned_at,
-                    (SELECT id FROM incidents WHERE panic_hash = ?2),
+                    (SELECT id FROM incidents WHERE panic_hash = ?2 OR twin_hash = ?2),
                     (SELECT COUNT(*) FROM incidents WHERE student_id = ?1 AND created_at_ms >= ?3),
-                    e.record, e.sealed_profile, e.epoch
+                    e.record, e.sealed_profile, e.epoch,
+                    (SELECT id FROM incidents WHERE student_id = ?1 AND epoch = ?4 AND counter = ?5)
              FROM students AS s LEFT JOIN enrollments AS e ON e.student_id = s.student_id
              WHERE s.student_id = ?1",
-            params![student.as_bytes(), panic_hash.as_bytes(), since_ms as i64],
+            params![
+                student.as_bytes(),
+                panic_hash.as_bytes(),
+                since_ms as i64,
+                i64::from(epoch),
+                counter as i64
+            ],
             |r| {
                 let recent: i64 = r.get(7)?;
                 let record: Option<Vec<u8>> = r.get(8)?;
@@ -149,6 +157,7 @@ impl<B: Backend> Store for SqlStore<B> {
                 Ok(PanicContext {
                     student: student_row(r)?,
                     existing: opt_id_at(r, 6)?,
+                    twin: opt_id_at(r, 11)?,
                     recent_panics: u32::try_from(recent).unwrap_or(u32::MAX),
                     enrollment,
                 })
@@ -192,7 +201,34 @@ impl<B: Backend> Store for SqlStore<B> {
     }
 
     fn incident_by_panic(&self, panic_hash: &MessageHash) -> StoreResult<Option<IncidentRow>> {
-        incident_where(&self.db, "panic_hash", panic_hash.as_bytes())
+        maybe(
+            &self.db,
+            &format!(
+                "SELECT {INCIDENT_COLS} FROM incidents WHERE panic_hash = ?1 OR twin_hash = ?1"
+            ),
+            params![panic_hash.as_bytes()],
+            incident_row,
+        )
+    }
+
+    fn join_twin(
+        &self,
+        incident: &IncidentId,
+        twin_hash: &MessageHash,
+        at_ms: u64,
+        detail: &str,
+    ) -> StoreResult<bool> {
+        self.atomic(|c| {
+            let joined = exec(
+                c,
+                "UPDATE incidents SET twin_hash = ?2 WHERE id = ?1 AND twin_hash IS NULL",
+                params![incident.as_bytes(), twin_hash.as_bytes()],
+            )? == 1;
+            if joined {
+                insert_timeline(c, incident, at_ms, "twin", detail)?;
+            }
+            Ok(joined)
+        })
     }
 
     fn incidents(&self, limit: u32) -> StoreResult<Vec<IncidentRow>> {
@@ -1645,11 +1681,11 @@ fn insert_panic_at_once<B: Backend>(
     let insert = match B::PANIC_GUARD {
         None => Cow::Borrowed(INSERT_INCIDENT),
         Some(guard) => Cow::Owned(format!(
-            "INSERT INTO incidents (id, student_id, panic_hash, panic, category, epoch, created_at_ms, status, incident_key_sealed, flags)
+            "INSERT INTO incidents (id, student_id, panic_hash, panic, category, epoch, created_at_ms, status, incident_key_sealed, flags, counter)
              SELECT CAST(?1 AS BYTEA), CAST(?2 AS BYTEA), CAST(?3 AS BYTEA), CAST(?4 AS BYTEA), CAST(?5 AS TEXT),
-                    CAST(?6 AS BIGINT), CAST(?7 AS BIGINT), 'open', CAST(?8 AS BYTEA), CAST(?9 AS TEXT)
+                    CAST(?6 AS BIGINT), CAST(?7 AS BIGINT), 'open', CAST(?8 AS BYTEA), CAST(?9 AS TEXT), CAST(?10 AS BIGINT)
              WHERE {guard}
-             ON CONFLICT (panic_hash) DO NOTHING"
+             ON CONFLICT DO NOTHING"
         )),
     };
     let at_once = format!(
@@ -1666,15 +1702,19 @@ fn insert_panic_at_once<B: Backend>(
          )
          SELECT COUNT(*) FROM new"
     );
+    // `?10`, the counter, is the incident's and the student's.
     let mut p = incident_params(i);
     p.extend([
-        Param::Int(i.counter as i64),
         timeline.param(),
         i.lease.node.param(),
         Param::Int(i.lease.until_ms as i64),
     ]);
     if B::PANIC_GUARD.is_some() {
-        p.push(Param::Int(super::sql::panic_lock(&i.panic_hash)));
+        p.push(Param::Int(super::sql::panic_lock(
+            &i.student_id,
+            i.epoch,
+            i.counter,
+        )));
     }
     if count(c, &at_once, &p)? == 1 {
         return Ok(PanicStored::New(Box::new(IncidentRow::opened(i))));
@@ -1700,12 +1740,13 @@ fn leaf_hashes_from<B: Backend>(c: &B, start: u64) -> StoreResult<Vec<[u8; 32]>>
         .collect())
 }
 
-/// A new incident's row, its columns `?1` to `?9` ([`incident_params`]);
-/// the unique panic hash decides a duplicate, also against another writer
-/// storing the same panic at this moment.
-const INSERT_INCIDENT: &str = "INSERT INTO incidents (id, student_id, panic_hash, panic, category, epoch, created_at_ms, status, incident_key_sealed, flags)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open', ?8, ?9)
-             ON CONFLICT (panic_hash) DO NOTHING";
+/// A new incident's row, its columns `?1` to `?10` ([`incident_params`]);
+/// the unique panic hash, and the unique press (student, epoch, counter:
+/// the panic's twin by SMS or HTTP), decide a duplicate, also against
+/// another writer storing the same panic, or its twin, at this moment.
+const INSERT_INCIDENT: &str = "INSERT INTO incidents (id, student_id, panic_hash, panic, category, epoch, created_at_ms, status, incident_key_sealed, flags, counter)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'open', ?8, ?9, ?10)
+             ON CONFLICT DO NOTHING";
 
 /// The parameters of [`INSERT_INCIDENT`].
 fn incident_params(i: &NewIncident) -> Vec<Param<'_>> {
@@ -1719,27 +1760,49 @@ fn incident_params(i: &NewIncident) -> Vec<Param<'_>> {
         Param::Int(i.created_at_ms as i64),
         i.incident_key_sealed.param(),
         Param::Text(i.flags.join(",").into()),
+        Param::Int(i.counter as i64),
     ]
 }
 
-/// The incident a panic whose insert was refused already is.
+/// The incident a panic whose insert was refused already is: the same
+/// panic's, or its twin's (then the panic joins it, as a twin does that
+/// arrives after its incident was stored).
 fn panic_stored_before<B: Backend>(c: &B, i: &NewIncident) -> StoreResult<PanicStored> {
-    maybe(
+    let found = maybe(
         c,
-        "SELECT id FROM incidents WHERE panic_hash = ?1",
-        params![i.panic_hash.as_bytes()],
-        |r| id_at(r, 0),
-    )?
-    .map(PanicStored::Existing)
-    .ok_or_else(|| match B::PANIC_GUARD {
-        // Another transaction holds the panic's lock: it is storing it.
-        Some(_) => StoreError::Contended(
-            "another writer is storing the same panic at this moment; ask again".into(),
-        ),
-        None => {
-            StoreError::Database("a panic's insert was refused, but no incident holds it".into())
-        }
-    })
+        "SELECT id, panic_hash, twin_hash FROM incidents
+         WHERE panic_hash = ?1 OR twin_hash = ?1 OR (student_id = ?2 AND epoch = ?3 AND counter = ?4)",
+        params![
+            i.panic_hash.as_bytes(),
+            i.student_id.as_bytes(),
+            i64::from(i.epoch),
+            i.counter as i64
+        ],
+        |r| {
+            let id: IncidentId = id_at(r, 0)?;
+            let hashes: [Option<Vec<u8>>; 2] = [r.get(1)?, r.get(2)?];
+            let mine = i.panic_hash.as_bytes().as_slice();
+            Ok((id, hashes.iter().flatten().any(|h| h == mine)))
+        },
+    )?;
+    if let Some((id, false)) = found {
+        exec(
+            c,
+            "UPDATE incidents SET twin_hash = ?2 WHERE id = ?1 AND twin_hash IS NULL",
+            params![id.as_bytes(), i.panic_hash.as_bytes()],
+        )?;
+    }
+    found
+        .map(|(id, _)| PanicStored::Existing(id))
+        .ok_or_else(|| match B::PANIC_GUARD {
+            // Another transaction holds the panic's lock: it is storing it.
+            Some(_) => StoreError::Contended(
+                "another writer is storing the same panic at this moment; ask again".into(),
+            ),
+            None => StoreError::Database(
+                "a panic's insert was refused, but no incident holds it".into(),
+            ),
+        })
 }
 
 /// Writes a new incident's lease.

@@ -129,6 +129,9 @@ pub struct PanicContext {
     pub student: StudentRow,
     /// The incident this very panic (by its hash) already is, if any.
     pub existing: Option<IncidentId>,
+    /// The incident of the panic's press under another hash: its twin
+    /// (the same press by SMS or HTTP) opened it.
+    pub twin: Option<IncidentId>,
     /// The student's panics since the rate limit's window began.
     pub recent_panics: u32,
     /// The student's current enrollment (read with the rest: the panic

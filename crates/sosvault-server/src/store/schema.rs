@@ -239,7 +239,28 @@ const MIGRATIONS: &[Migration] = &[
         version: 9,
         apply: |steps| (steps.ddl)(TIMERS),
     },
+    // Version 10 (issue 15): one incident a press, by HTTP or by SMS.
+    Migration {
+        version: 10,
+        apply: |steps| {
+            (steps.add_column)("incidents", "counter", "INTEGER")?;
+            (steps.add_column)("incidents", "twin_hash", "BLOB")?;
+            (steps.ddl)(ONE_INCIDENT_A_PRESS)
+        },
+    },
 ];
+
+/// Version 10: a press of panic is one incident, whichever of its two
+/// encodings (`sosvault/panic/v1` over HTTP, `sosvault/sms-panic/v1` by
+/// SMS, one counter between them) arrives first: `counter` is the panic's
+/// (NULL in rows stored before, and in a duress stop's alert), unique with
+/// the student and epoch, so a twin's insert is refused even when two
+/// nodes store the twins at once; `twin_hash` is the hash of the twin that
+/// joined, by which the device's later messages may name the incident.
+const ONE_INCIDENT_A_PRESS: &str = r#"
+CREATE UNIQUE INDEX IF NOT EXISTS incidents_press ON incidents (student_id, epoch, counter);
+CREATE UNIQUE INDEX IF NOT EXISTS incidents_twin ON incidents (twin_hash);
+"#;
 
 /// Version 9: check-in timers (`sosvault/timed-panic/v1`), held until their
 /// end (`not_before_ms`, unix ms), checked in, or fired (then an incident

@@ -317,13 +317,21 @@ pub trait Backend: Send + 'static {
 }
 
 /// The key of the advisory lock a panic's insert takes on a shared
-/// database ([`Backend::PANIC_GUARD`]): 48 bits of its hash under a tag of
-/// 16 (`pa`, for panic). Two panics sharing those bits (one pair in 2^48)
-/// would only make one of them ask again if stored at the same moment.
-pub(crate) fn panic_lock(hash: &sosvault::MessageHash) -> i64 {
+/// database ([`Backend::PANIC_GUARD`]): 48 bits of the hash of its press
+/// (student, epoch, counter: the same panic again and its twin by SMS or
+/// HTTP take the same lock) under a tag of 16 (`pa`, for panic). Two
+/// presses sharing those bits (one pair in 2^48) would only make one of
+/// them ask again if stored at the same moment.
+pub(crate) fn panic_lock(student: &sosvault::StudentId, epoch: u32, counter: u64) -> i64 {
+    use sha2::Digest as _;
+    let press = sha2::Sha256::new()
+        .chain_update(student.as_bytes())
+        .chain_update(epoch.to_be_bytes())
+        .chain_update(counter.to_be_bytes())
+        .finalize();
     let mut key = [0u8; 8];
     key[..2].copy_from_slice(b"pa");
-    key[2..].copy_from_slice(&hash.as_bytes()[..6]);
+    key[2..].copy_from_slice(&press[..6]);
     i64::from_be_bytes(key)
 }
 

@@ -81,7 +81,9 @@ pub(super) fn incident(id: u8, panic_hash: u8) -> NewIncident {
         panic: vec![9; 10],
         category: Category::Police,
         epoch: 1,
-        counter: 5,
+        // One press each (the student, epoch and counter are unique
+        // among incidents): incident 3 is counter 5.
+        counter: u64::from(id) + 2,
         created_at_ms: 1000,
         incident_key_sealed: vec![7; 8],
         flags: vec!["rate_limited".into()],
@@ -179,6 +181,7 @@ on_both_backends!(
     a_trail_point_is_kept_once_capped_pruned_and_gone_with_a_stop,
     a_guardians_notice_is_claimed_once_per_incident,
     a_timer_is_held_settled_once_pruned_and_gone_with_a_stop,
+    a_twin_joins_its_incident_once_and_says_so,
 );
 
 /// A held timer of student `[1; 32]` whose timed panic hashes to `[n; 32]`,
@@ -730,9 +733,16 @@ fn enrolled_with(dir: &Path, record: &[u8], sealed: &[u8]) -> SqliteStore {
 }
 
 fn panic_is_stored_once(s: &dyn Store, _dir: Option<&Path>) {
-    assert!(s.panic_context(&sid(1), &mhash(4), 0).unwrap().is_none());
+    assert!(
+        s.panic_context(&sid(1), &mhash(4), (1, 5), 0)
+            .unwrap()
+            .is_none()
+    );
     enroll(s);
-    let before = s.panic_context(&sid(1), &mhash(4), 0).unwrap().unwrap();
+    let before = s
+        .panic_context(&sid(1), &mhash(4), (1, 5), 0)
+        .unwrap()
+        .unwrap();
     assert_eq!((before.existing, before.recent_panics), (None, 0));
     // The enrollment the panic opens with comes in the same read.
     let e = before.enrollment.expect("the current enrollment");
@@ -762,12 +772,70 @@ fn panic_is_stored_once(s: &dyn Store, _dir: Option<&Path>) {
     assert_eq!(row.flags, vec!["rate_limited".to_string()]);
     // The panic's checks, in one read: the same panic is incident 3; the
     // student's panics count from the rate limit's window on.
-    let again = s.panic_context(&sid(1), &mhash(4), 1000).unwrap().unwrap();
+    let again = s
+        .panic_context(&sid(1), &mhash(4), (1, 5), 1000)
+        .unwrap()
+        .unwrap();
     assert_eq!(again.existing, Some(iid(3)));
     assert_eq!(again.recent_panics, 1);
     assert_eq!(again.student.highest_counter, 6);
-    let later = s.panic_context(&sid(1), &mhash(9), 1001).unwrap().unwrap();
-    assert_eq!((later.existing, later.recent_panics), (None, 0));
+    let later = s
+        .panic_context(&sid(1), &mhash(9), (1, 10), 1001)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (later.existing, later.twin, later.recent_panics),
+        (None, None, 0)
+    );
+
+    // The same press under another hash (its twin by SMS or HTTP): no
+    // new incident, even when the checks did not see it (two writers at
+    // once): the insert joins it to incident 3, which it names from then on.
+    let twin = s
+        .panic_context(&sid(1), &mhash(8), (1, 5), 0)
+        .unwrap()
+        .unwrap();
+    assert_eq!((twin.existing, twin.twin), (None, Some(iid(3))));
+    let mut raced = incident(7, 8);
+    raced.counter = 5;
+    assert_eq!(
+        s.insert_panic(&raced, "x").unwrap(),
+        PanicStored::Existing(iid(3))
+    );
+    assert_eq!(
+        s.incident_by_panic(&mhash(8)).unwrap().map(|r| r.id),
+        Some(iid(3))
+    );
+    assert_eq!(
+        s.incident_by_panic(&mhash(4)).unwrap().map(|r| r.id),
+        Some(iid(3))
+    );
+    let joined = s
+        .panic_context(&sid(1), &mhash(8), (1, 5), 0)
+        .unwrap()
+        .unwrap();
+    assert_eq!(joined.existing, Some(iid(3)));
+    // One twin joins: a third message of the press is answered with the
+    // incident and recorded nowhere.
+    assert!(!s.join_twin(&iid(3), &mhash(6), 2000, "again").unwrap());
+    assert_eq!(s.incident_by_panic(&mhash(6)).unwrap(), None);
+    assert_eq!(s.open_incidents().unwrap().len(), 1);
+}
+
+fn a_twin_joins_its_incident_once_and_says_so(s: &dyn Store, _dir: Option<&Path>) {
+    enroll(s);
+    let PanicStored::New(_) = s.insert_panic(&incident(3, 4), "x").unwrap() else {
+        panic!("a new panic was not stored as new");
+    };
+    assert!(s.join_twin(&iid(3), &mhash(8), 2000, "by SMS too").unwrap());
+    assert!(!s.join_twin(&iid(3), &mhash(9), 2001, "again").unwrap());
+    let timeline = s.timeline(&iid(3)).unwrap();
+    assert_eq!(timeline.len(), 2, "{timeline:?}");
+    assert_eq!(
+        s.incident_by_panic(&mhash(8)).unwrap().map(|r| r.id),
+        Some(iid(3))
+    );
+    assert_eq!(s.incident_by_panic(&mhash(9)).unwrap(), None);
 }
 
 #[test]

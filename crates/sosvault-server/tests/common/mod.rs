@@ -825,7 +825,46 @@ impl Cluster {
     }
 }
 
+/// The SMS gateway's token in the tests.
+pub const SMS_TOKEN: &str = "a-gateway-token-of-at-least-32-characters";
+
+/// `[sms_panic]` for a test's cluster: the control room's number
+/// `+917440000100`, [`SMS_TOKEN`] in a file of mode 0600 (kept until the
+/// machine's temporary files are cleaned).
+pub fn sms_panic_config() -> sosvault_server::config::SmsPanicConfig {
+    let file = tempfile::NamedTempFile::new().unwrap().into_temp_path();
+    sosvault_server::files::write_private(&file, SMS_TOKEN.as_bytes()).unwrap();
+    sosvault_server::config::SmsPanicConfig {
+        number: "+917440000100".into(),
+        inbound_token_file: file.keep().unwrap(),
+    }
+}
+
 impl Cluster {
+    /// The attacker holding the control room's keys asks every trustee
+    /// straight for a release of `panic` (of any kind), each under a fresh
+    /// incident: each trustee's answer code (`""` for a release).
+    pub async fn attacker_asks<P: Clone + Into<sosvault::timer::AnyPanic>>(
+        &self,
+        panic: &P,
+    ) -> Vec<String> {
+        let room = self.control_room_key();
+        let mut codes = Vec::new();
+        for t in &self.trustees {
+            let request = room.release_request(
+                panic,
+                sosvault::IncidentId::random(),
+                &sosvault::IncidentKey::generate(),
+                Timestamp::now(),
+            );
+            codes.push(match t.ask_release(&request).await {
+                Ok(_) => String::new(),
+                Err(e) => e.code,
+            });
+        }
+        codes
+    }
+
     /// A panic of `category` signed by `device` at Talwandi, now (not sent).
     pub fn talwandi_panic(
         &self,
