@@ -26,7 +26,7 @@ swift="$out/swift/sosvault_ffi.swift"
 for f in "$kotlin" "$swift" "$out/swift/sosvault_ffiFFI.h" "$out/python/sosvault_ffi.py"; do
     [ -s "$f" ] || { echo "bindings.sh: $f was not generated" >&2; exit 1; }
 done
-for call in verify pendingEnrollment confirmEnrollment locationUpdate trailPoint startTimer checkIn statusQuery \
+for call in verify pendingEnrollment confirmEnrollment panicWithSms locationUpdate trailPoint startTimer checkIn statusQuery \
     readStatus logQuery confirmed readLog controlRoomLogHolder; do
     for f in "$kotlin" "$swift"; do
         grep -Eq "fun \`$call\`\(|func $call\(" "$f" || {

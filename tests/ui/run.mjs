@@ -686,6 +686,29 @@ describe('control room, team screen and simulator against the real demo', { conc
     await control.waitForSelector('#detail .chip-status-closed', { timeout: T });
   });
 
+  it('no data: a panic by SMS reaches the control room, flagged, and the phone follows it', async () => {
+    await sim.click('#students button[data-student="3"]');
+    await sim.waitForSelector('#panic-sms', { timeout: T });
+    const before = await control.$$eval('#incident-list button[data-incident]', (bs) => bs.length);
+    await sim.selectOption('#category', 'police');
+    await sim.click('#panic-sms');
+    await sim.waitForSelector('#phone-status.status-panic', { timeout: T });
+    assert.match(await sim.textContent('#phone-sms'), /Sent by SMS to \+917440000100/);
+    // The control room gets it as any panic, marked as sent by SMS.
+    await control.waitForFunction((n) => document.querySelectorAll('#incident-list button[data-incident]').length > n, before, { timeout: T });
+    const id = await sim.evaluate(() => window.SV_SIM.state.students[3].incident);
+    await control.waitForSelector(`${item(id)} .chip-sms`, { timeout: T });
+    assert.match(await control.textContent(item(id)), /By SMS \(no live location\)/);
+    // The phone follows it (its data is back): a team is sent.
+    await sim.waitForSelector('#phone-follow[data-stage]', { timeout: T });
+    await axeCheck(sim, 'student simulator (panic sent by SMS)');
+    await shot(sim, 'simulator-sms.png');
+    // Safe: the student cancels; the phone is free again.
+    await sim.fill('#pin', '2468');
+    await sim.click('#cancel');
+    await sim.waitForSelector('#phone-status.status-idle', { timeout: T });
+  });
+
   // ---------------------------------------------------------------- roles
   // A dispatcher and an auditor beside the demo's supervisor ("operator").
   const DISPATCHER = 'asha';

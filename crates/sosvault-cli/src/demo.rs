@@ -323,7 +323,9 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     }
 
     demo.say_done().await;
-    let sim = crate::simulator::start(&demo.client, &demo.op, &demo.manifest).await?;
+    let sms_token = demo.cluster.sms_token()?;
+    let sim =
+        crate::simulator::start(&demo.client, &demo.op, &demo.manifest, Some(sms_token)).await?;
     for why in &sim.unconfirmed {
         demo.n.say(format!("Simulator: {why}"));
     }

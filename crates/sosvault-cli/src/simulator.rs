@@ -168,6 +168,8 @@ struct SimStudent {
     /// A check-in timer running: its timed panic's hash and its end (unix
     /// seconds). While it runs, every move sends a trail point too.
     timer: Option<(MessageHash, u64)>,
+    /// The panic went by SMS, to this number.
+    sms_to: Option<String>,
 }
 
 impl SimStudent {
@@ -188,6 +190,7 @@ impl SimStudent {
             trail: false,
             trail_sent: 0,
             timer: None,
+            sms_to: None,
         }
     }
 }
@@ -207,6 +210,9 @@ struct Inner {
     log_key: Option<sosvault::LogPublic>,
     students: Vec<Mutex<SimStudent>>,
     teams: Vec<Team>,
+    /// The SMS gateway's token: for a phone with no data, the simulator
+    /// plays the gateway that hands its text over. `None`: no SMS.
+    sms_token: Option<zeroize::Zeroizing<String>>,
 }
 
 impl Inner {
@@ -255,6 +261,7 @@ pub async fn start(
     client: &Client,
     operator: &str,
     manifest: &VerifiedManifest,
+    sms_token: Option<zeroize::Zeroizing<String>>,
 ) -> anyhow::Result<Simulator> {
     let mut students = Vec::new();
     let mut unconfirmed = Vec::new();
@@ -310,6 +317,7 @@ pub async fn start(
         log_key: Some(log_key),
         students,
         teams,
+        sms_token,
     }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -610,6 +618,7 @@ async fn state(State(sim): State<Sim>) -> Response {
             "trail": s.trail,
             "trail_sent": s.trail_sent,
             "timer": s.timer.map(|(_, ends_at)| json!({ "ends_at": ends_at })),
+            "sms_to": s.sms_to,
             "epoch": s.device.epoch(),
             "reenrolling": s.device.pending_enrollment().is_some(),
             "pin": PIN,
@@ -668,6 +677,7 @@ async fn act(
         "stop" => stop(&sim, &mut s, &body).await,
         "trail" => trail(&sim, &mut s, &body).await,
         "timer" => start_timer(&sim, &mut s, &body).await,
+        "sms-panic" => sms_panic(&sim, &mut s, &body).await,
         "check-in" => check_in(&sim, &mut s, &body).await,
         _ => return api_error(StatusCode::NOT_FOUND, "no_action", "no such action"),
     };
@@ -703,7 +713,8 @@ fn duress_of(pin: Option<&str>) -> Option<bool> {
     }
 }
 
-async fn panic(sim: &Sim, s: &mut SimStudent, b: &ActBody) -> Result<Value, ActError> {
+/// What a press needs: an idle phone, a category, where it is.
+fn pressable(s: &SimStudent, b: &ActBody) -> Result<(Category, Location), ActError> {
     match s.status {
         Status::Stopped => return Err(conflict("stopped")),
         Status::Panic => return Err(conflict("already_in_panic")),
@@ -715,27 +726,76 @@ async fn panic(sim: &Sim, s: &mut SimStudent, b: &ActBody) -> Result<Value, ActE
         "mental-health" => Category::MentalHealth,
         _ => return Err(ActError(StatusCode::BAD_REQUEST, "bad_category")),
     };
-    // No re-enrollment first: a pending one goes on in the background, and
-    // this panic goes out now for the epoch the trustees hold.
     let here = Location::new(s.lat, s.lon, 8, Timestamp::now())
         .ok_or(ActError(StatusCode::BAD_REQUEST, "bad_position"))?;
-    let signed: Signed<sosvault::PanicEvent> = s
-        .device
-        .panic(category, &here, sim.0.control_room(), Timestamp::now())
-        .map_err(failed)?;
-    let id = sim.0.client.panic(&signed).await.map_err(failed)?;
+    Ok((category, here))
+}
+
+/// The phone is in panic for the incident `id` its panic `hash` opened.
+fn pressed(s: &mut SimStudent, hash: MessageHash, id: String, category: Category) -> Value {
     // A timer running is forgotten: the panic is answered now, and a timer
     // that runs out during it opens nothing more (no check-in: it would
     // revoke this panic too).
     s.timer = None;
     s.status = Status::Panic;
-    s.panic = Some(signed.hash());
+    s.panic = Some(hash);
     s.incident = Some(id.clone());
     s.reads.clear();
     s.category = Some(category);
     // Not "help is coming": that is for a team that has said so (the
     // page follows the incident's signed reports).
-    Ok(json!({ "status": "sent", "incident": id }))
+    json!({ "status": "sent", "incident": id })
+}
+
+async fn panic(sim: &Sim, s: &mut SimStudent, b: &ActBody) -> Result<Value, ActError> {
+    let (category, here) = pressable(s, b)?;
+    // No re-enrollment first: a pending one goes on in the background, and
+    // this panic goes out now for the epoch the trustees hold.
+    let signed: Signed<sosvault::PanicEvent> = s
+        .device
+        .panic(category, &here, sim.0.control_room(), Timestamp::now())
+        .map_err(failed)?;
+    let id = sim.0.client.panic(&signed).await.map_err(failed)?;
+    s.sms_to = None;
+    Ok(pressed(s, signed.hash(), id, category))
+}
+
+/// The same press with no data: the phone texts it to the control room's
+/// number (its signed channel fetched while data worked), and the
+/// simulator, as the SMS gateway, hands the text over. The phone follows
+/// its incident by the SMS panic's hash.
+async fn sms_panic(sim: &Sim, s: &mut SimStudent, b: &ActBody) -> Result<Value, ActError> {
+    let token = sim.0.sms_token.as_ref().ok_or(conflict("sms_off"))?;
+    let (category, here) = pressable(s, b)?;
+    let channel = sim
+        .0
+        .client
+        .sms_channel(sim.0.control_room())
+        .await
+        .map_err(failed)?;
+    let (_, text) = s
+        .device
+        .panic_with_sms(
+            category,
+            &here,
+            sim.0.control_room(),
+            &channel,
+            Timestamp::now(),
+        )
+        .map_err(failed)?;
+    let words = sosvault::sms::to_text(&text);
+    let answer = sim
+        .0
+        .client
+        .sms_inbound(token, &words)
+        .await
+        .map_err(failed)?;
+    let id = answer["incident_id"]
+        .as_str()
+        .ok_or_else(|| failed("the SMS panic's answer names no incident"))?
+        .to_owned();
+    s.sms_to = Some(channel.channel().number.clone());
+    Ok(pressed(s, text.hash(), id, category))
 }
 
 async fn move_to(sim: &Sim, s: &mut SimStudent, b: &ActBody) -> Result<Value, ActError> {
@@ -928,6 +988,7 @@ mod tests {
                 device, profile, CENTRE.0, CENTRE.1,
             ))],
             teams: Vec::new(),
+            sms_token: None,
         }));
         let press = ActBody {
             category: Some("medical".into()),

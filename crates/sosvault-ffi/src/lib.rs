@@ -61,7 +61,7 @@ mod records;
 pub use deployment::Deployment;
 pub use errors::VaultError;
 pub use log::{LogLine, ProvenEntry, read_log};
-pub use phone::{Confirmation, Phone, SignedMessage, StatusQuery};
+pub use phone::{Confirmation, PanicBothWays, Phone, SignedMessage, StatusQuery};
 pub use pins::PinLock;
 pub use records::{Category, Fix, IncidentStatus, Stage, StudentProfile, TeamKind, TeamView};
 

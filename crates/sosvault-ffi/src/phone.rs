@@ -32,6 +32,23 @@ fn hash_of(what: &str, hex: &str) -> Result<MessageHash, VaultError> {
     MessageHash::from_hex(hex.trim()).ok_or_else(|| VaultError::bad(what, "not 64 hex characters"))
 }
 
+/// One press, both ways ([`Phone::panic_with_sms`]): send `panic` while
+/// data works; when it does not, text `text` to `number`. The control room
+/// takes whichever arrives first and joins the other to its incident.
+#[derive(Clone, Debug, PartialEq, Eq, uniffi::Record)]
+pub struct PanicBothWays {
+    /// The panic over HTTP (`{"panic": base64}` to `POST /v1/panic`).
+    pub panic: SignedMessage,
+    /// The same press as an SMS panic (`sosvault/sms-panic/v1`); its hash
+    /// names the incident too.
+    pub sms: SignedMessage,
+    /// The SMS's text: base64, at most 284 characters (two SMS of GSM-7).
+    pub text: String,
+    /// Where to text it: the control room's number, as its signed channel
+    /// names it (E.164).
+    pub number: String,
+}
+
 /// What a receipt confirms ([`Phone::confirmed`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, uniffi::Enum)]
 pub enum Confirmation {
@@ -201,6 +218,38 @@ impl Phone {
             Timestamp(now),
         )?;
         Ok(signed(&p))
+    }
+
+    /// Panic, both ways at once: the HTTP panic and its twin for SMS, one
+    /// counter between them. `channel` is the control room's signed SMS
+    /// channel (the bytes of `GET /v1/sms/channel`'s `channel`, fetched
+    /// while data worked, and kept): believed only if the deployment's
+    /// control room signed it, else [`VaultError::BadInput`] and nothing is
+    /// signed.
+    pub fn panic_with_sms(
+        &self,
+        deployment: &Deployment,
+        channel: Vec<u8>,
+        category: Category,
+        fix: Fix,
+        now: u64,
+    ) -> Result<PanicBothWays, VaultError> {
+        let channel = sosvault::sms::SmsChannel::verify(&channel, deployment.control_room())
+            .map_err(|e| VaultError::bad("the SMS channel", e))?;
+        let location = sosvault::Location::try_from(fix)?;
+        let (panic, sms) = self.device().panic_with_sms(
+            category.into(),
+            &location,
+            deployment.control_room(),
+            &channel,
+            Timestamp(now),
+        )?;
+        Ok(PanicBothWays {
+            panic: signed(&panic),
+            text: sosvault::sms::to_text(&sms),
+            sms: signed(&sms),
+            number: channel.channel().number.clone(),
+        })
     }
 
     /// A new position while the incident of panic `panic_hash` lasts

@@ -365,6 +365,50 @@ fn a_timer_takes_either_pin_to_check_in_and_its_receipts_count_as_a_cancels() {
 }
 
 #[test]
+fn a_panic_both_ways_needs_the_control_rooms_own_channel_and_shares_one_counter() {
+    let mut w = world();
+    let phone = enrolled(&mut w);
+    // A channel another key signed (a hostile service's number and key), or
+    // bytes that are no channel: refused, and nothing is signed.
+    let forged = ControlRoomKey::generate()
+        .sms_channel("+917440000666", Timestamp(NOW))
+        .unwrap();
+    for channel in [forged.as_bytes().to_vec(), b"not a channel".to_vec()] {
+        let refused = phone.panic_with_sms(&w.deployment, channel, Category::Police, TALWANDI, NOW);
+        assert!(
+            matches!(&refused, Err(VaultError::BadInput { what, .. }) if what == "the SMS channel"),
+            "{refused:?}"
+        );
+    }
+    let channel = w
+        .control_room
+        .sms_channel("+917440000100", Timestamp(NOW))
+        .unwrap();
+    let both = phone
+        .panic_with_sms(
+            &w.deployment,
+            channel.as_bytes().to_vec(),
+            Category::Police,
+            TALWANDI,
+            NOW,
+        )
+        .unwrap();
+    assert_eq!(both.number, "+917440000100");
+    assert!(both.text.len() <= sosvault::sms::MAX_SMS_CHARS);
+    let http = Signed::<sosvault::PanicEvent>::decode(&both.panic.bytes).unwrap();
+    let text = sosvault::sms::from_text(&both.text).unwrap();
+    assert_eq!(text.as_bytes(), &both.sms.bytes[..]);
+    assert_eq!(text.hash().to_hex(), both.sms.hash);
+    // One counter both ways, and the refusals took none: this press is the
+    // first message the phone signed.
+    assert_eq!(text.body().panic().counter, http.body().counter);
+    assert_eq!(http.body().counter, 1);
+    // Only the control room opens where the student is.
+    let at = w.control_room.sms_key().open_location(&text).unwrap();
+    assert_eq!((at.lat(), at.lon()), (TALWANDI.lat, TALWANDI.lon));
+}
+
+#[test]
 fn a_log_answer_is_shown_only_if_every_entry_is_the_students_and_proven() {
     let mut w = world();
     let phone = enrolled(&mut w);

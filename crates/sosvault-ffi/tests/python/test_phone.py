@@ -155,6 +155,55 @@ class PhoneLife(unittest.TestCase):
                 self.fail(f"the incident did not get there; stages seen: {seen}")
             time.sleep(0.5)
 
+    def test_a_panic_by_sms(self):
+        """No data: the same press goes by SMS; the gateway hands the text
+        over, and the phone's later HTTP panic joins the same incident."""
+        demo = self.demo
+        with open(demo.manifest_path, "rb") as f:
+            deployment = sv.Deployment.verify(f.read(), demo.authority, now())
+        pins = sv.PinLock.create(PIN, DURESS_PIN)
+        phone = sv.Phone.create()
+        profile = sv.StudentProfile(
+            name="Priya Nair", phone="+91 94140 77777", photo="", address="",
+            hostel="", institute="", guardian_name="", guardian_phone="",
+            blood_group="", medical_notes="")
+        self.enroll(phone, deployment, profile)
+        # The channel is fetched while data works and kept; another key's
+        # channel is refused and nothing is signed.
+        status, answer = demo.call("GET", "/v1/sms/channel")
+        self.assertEqual(status, 200, answer)
+        channel = unb64(answer["channel"])
+        with self.assertRaises(sv.VaultError.BadInput):
+            phone.panic_with_sms(deployment, channel[:-1], sv.Category.POLICE,
+                                 fix(*TALWANDI), now())
+        both = phone.panic_with_sms(deployment, channel, sv.Category.POLICE,
+                                    fix(*TALWANDI), now())
+        self.assertEqual(both.number, "+917440000100")
+        self.assertLessEqual(len(both.text), 306)
+        # The SMS gateway hands the text over, under its own token.
+        token_file = os.path.join(os.path.dirname(demo.manifest_path), "dispatch",
+                                  "sms-inbound.token")
+        with open(token_file) as f:
+            token = f.read().strip()
+        status, refused = demo.call("POST", "/v1/sms/inbound", {"text": both.text})
+        self.assertEqual((status, refused["error"]), (401, "unauthorized"))
+        status, answer = demo.call("POST", "/v1/sms/inbound", {"text": both.text}, token=token)
+        self.assertEqual((status, answer["new"]), (202, True), answer)
+        incident = answer["incident_id"]
+        # Data is back: the phone follows under the SMS panic's hash, then
+        # sends the HTTP panic, which joins the incident.
+        st, seen = self.follow_until(phone, deployment, both.sms, lambda s: s.help_is_coming)
+        self.assertEqual(st.stage, sv.Stage.TEAM_ON_THE_WAY, seen)
+        answer = demo.post("/v1/panic", {"panic": b64(both.panic.bytes)})
+        self.assertEqual((answer["incident_id"], answer["new"]), (incident, False))
+        # Safe: a cancel naming the HTTP panic ends the incident both were.
+        cancel = phone.cancel(deployment, both.panic.hash, pins, PIN, now())
+        answer = demo.post("/v1/cancel", {"cancel": b64(cancel.bytes)})
+        self.assertEqual(answer["status"], "received", answer)
+        st, _ = self.follow_until(phone, deployment, both.sms,
+                                  lambda s: s.stage == sv.Stage.CLOSED_BY_STUDENT)
+        self.assertEqual(st.stage, sv.Stage.CLOSED_BY_STUDENT)
+
     def test_a_whole_life(self):
         demo = self.demo
         with open(demo.manifest_path, "rb") as f:

@@ -37,6 +37,7 @@ window.SOSVAULT_I18N.en = {
   'flag.duress_stop': 'DURESS STOP',
   'flag.timer': 'Check-in timer',
   'flag.duress_check_in': 'DURESS CHECK-IN',
+  'flag.sms': 'By SMS (no live location)',
 
   'control.title': 'Control room',
   'control.skip': 'Skip to incidents',
@@ -216,6 +217,7 @@ window.SOSVAULT_I18N.en = {
   'step.timer': 'Check-in timer',
   'step.trail_location': 'Location from the sealed trail',
   'step.guardian_not_told': 'Guardian not told',
+  'step.twin': 'Same panic by the other way',
 
   'team.title': 'Team',
   'team.login_heading': 'Team sign-in',
@@ -287,6 +289,9 @@ window.SOSVAULT_I18N.en = {
   'sim.incident': 'Incident {id}',
   'sim.category': 'Kind of help',
   'sim.panic': 'PANIC',
+  'sim.panic_sms': 'No data? Send PANIC by SMS',
+  'sim.sms_hint': 'Two texts to the control room\'s number, the location sealed inside. The text reaches the police even without mobile data.',
+  'sim.sms_sent': 'Sent by SMS to {number}. The phone follows it once it has data again.',
   'sim.pin': 'PIN',
   'sim.pin_hint': 'PIN {pin}; duress PIN {duress} (looks the same here, escalates in the control room).',
   'sim.cancel': 'I am safe',

@@ -37,6 +37,7 @@ window.SOSVAULT_I18N.hi = {
   'flag.duress_stop': 'दबाव में स्टॉप',
   'flag.timer': 'चेक-इन टाइमर',
   'flag.duress_check_in': 'दबाव में चेक-इन',
+  'flag.sms': 'एसएमएस से (लाइव स्थान नहीं)',
 
   'control.title': 'नियंत्रण कक्ष',
   'control.skip': 'घटनाओं पर जाएँ',
@@ -216,6 +217,7 @@ window.SOSVAULT_I18N.hi = {
   'step.timer': 'चेक-इन टाइमर',
   'step.trail_location': 'सील किए रास्ते से स्थान',
   'step.guardian_not_told': 'अभिभावक को सूचित नहीं किया',
+  'step.twin': 'वही पैनिक दूसरे रास्ते से',
 
   'team.title': 'टीम',
   'team.login_heading': 'टीम साइन-इन',
@@ -287,6 +289,9 @@ window.SOSVAULT_I18N.hi = {
   'sim.incident': 'घटना {id}',
   'sim.category': 'मदद का प्रकार',
   'sim.panic': 'पैनिक',
+  'sim.panic_sms': 'डेटा नहीं? पैनिक एसएमएस से भेजें',
+  'sim.sms_hint': 'नियंत्रण कक्ष के नंबर पर दो संदेश, स्थान अंदर सील। मोबाइल डेटा के बिना भी संदेश पुलिस तक पहुँचता है।',
+  'sim.sms_sent': '{number} पर एसएमएस से भेजा गया। डेटा लौटने पर फ़ोन इसका हाल देखता है।',
   'sim.pin': 'पिन',
   'sim.pin_hint': 'पिन {pin}; दबाव पिन {duress} (यहाँ एक जैसा दिखता है, नियंत्रण कक्ष में गंभीर घोषित करता है)।',
   'sim.cancel': 'मैं सुरक्षित हूँ',

@@ -487,7 +487,7 @@
 
   function flagChips(flags) {
     return flags
-      .filter((f) => ['duress_stop', 'duress_check_in', 'duress', 'timer', 'overdue', 'false_alarm', 'stopped', 'rate_limited', 'repeat_offender'].includes(f))
+      .filter((f) => ['duress_stop', 'duress_check_in', 'duress', 'timer', 'sms', 'overdue', 'false_alarm', 'stopped', 'rate_limited', 'repeat_offender'].includes(f))
       // The duress-stop and duress-check-in chips look like the DURESS one (red, blinking).
       .map((f) => el('span', { class: 'chip chip-' + f.replace('_', '-') + (f === 'duress_stop' || f === 'duress_check_in' ? ' chip-duress' : '') }, t('flag.' + f)));
   }

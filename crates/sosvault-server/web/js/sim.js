@@ -122,6 +122,7 @@
       el('p', { class: 'muted' }, s.hostel),
       el('p', { class: 'phone-status status-' + s.status, id: 'phone-status' }, t('sim.status.' + s.status)),
       s.incident ? el('p', { class: 'muted', id: 'phone-incident' }, t('sim.incident', { id: s.incident.slice(0, 8) })) : null,
+      s.status === 'panic' && s.sms_to ? el('p', { class: 'muted small', id: 'phone-sms' }, t('sim.sms_sent', { number: s.sms_to })) : null,
       ...(s.status === 'panic' ? following(s.follow) : []),
       s.status !== 'stopped' ? readsOf(s.reads) : null,
       s.status !== 'stopped' ? trailSwitch(s, busy) : null,
@@ -137,6 +138,9 @@
         el('label', { for: 'category' }, t('sim.category')),
         sel,
         el('button', { type: 'button', id: 'panic', class: 'btn btn-panic btn-block btn-xxl', disabled: busy, onclick: () => action('panic', { category: sel.value }) }, t('sim.panic')),
+        // The same press, for a phone with signal and no data: two texts.
+        el('button', { type: 'button', id: 'panic-sms', class: 'btn btn-secondary btn-block', disabled: busy, onclick: () => action('sms-panic', { category: sel.value }) }, t('sim.panic_sms')),
+        el('p', { class: 'muted small' }, t('sim.sms_hint')),
       );
     }
     if (s.status === 'panic') {
