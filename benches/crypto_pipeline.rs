@@ -144,6 +144,42 @@ fn primitives<M: Measurement>(c: &mut Criterion<M>) {
             b.iter(|| age::decrypt(&identity, black_box(&ciphertext)).unwrap())
         });
     }
+
+    // HPKE (RFC 9180 base mode, X25519 / HKDF-SHA256 / ChaCha20-Poly1305)
+    // of the 20 bytes of a location fix with a 32-byte aad, as an SMS
+    // panic seals it: one ephemeral keygen and one agreement to seal, one
+    // agreement to open.
+    type Kem = hpke::kem::X25519HkdfSha256;
+    type Aead = hpke::aead::ChaCha20Poly1305;
+    type Kdf = hpke::kdf::HkdfSha256;
+    let (sk, pk) = <Kem as hpke::Kem>::gen_keypair(&mut rand_core_06::OsRng);
+    let (fields, aad, info) = (random_bytes(20), random_bytes(32), b"bench");
+    let seal = || {
+        hpke::single_shot_seal::<Aead, Kdf, Kem, _>(
+            &hpke::OpModeS::Base,
+            &pk,
+            info,
+            &fields,
+            &aad,
+            &mut rand_core_06::OsRng,
+        )
+        .unwrap()
+    };
+    let (enc, ct) = seal();
+    g.bench_function("hpke_seal_20B", |b| b.iter(seal));
+    g.bench_function("hpke_open_20B", |b| {
+        b.iter(|| {
+            hpke::single_shot_open::<Aead, Kdf, Kem>(
+                &hpke::OpModeR::Base,
+                &sk,
+                &enc,
+                info,
+                black_box(&ct),
+                &aad,
+            )
+            .unwrap()
+        })
+    });
     g.finish();
 }
 
@@ -231,6 +267,9 @@ struct World {
     incident_key: IncidentKey,
     releases: Vec<Vec<u8>>,
     stop: Vec<u8>,
+    control_room: ControlRoomKey,
+    /// The same press's twin, as the SMS gateway hands it over.
+    sms_text: String,
 }
 
 impl World {
@@ -279,6 +318,19 @@ impl World {
                 out.answer.as_bytes().to_vec()
             })
             .collect();
+        let channel = control_room.sms_channel("+917440000100", NOW).unwrap();
+        let channel =
+            sosvault::sms::SmsChannel::verify(channel.as_bytes(), &control_room.public()).unwrap();
+        let (_, sms) = device
+            .panic_with_sms(
+                Category::Police,
+                &here,
+                &control_room.public(),
+                &channel,
+                NOW,
+            )
+            .unwrap();
+        let sms_text = sosvault::sms::to_text(&sms);
         let stop = device
             .stop(false, &control_room.public(), NOW)
             .unwrap()
@@ -296,11 +348,14 @@ impl World {
             incident_key,
             releases,
             stop,
+            control_room,
+            sms_text,
         };
         // The measured routines below must do the real work: check it once.
         assert_eq!(world.open(), world.profile);
         let t = world.release();
         assert!(!t.repeated && t.entry.highest_counter() == 1);
+        assert_eq!(world.sms_open().lat(), here.lat());
         let s = world.shred();
         assert!(!s.repeated && !s.entry.holds_share() && s.entry.tombstone().is_some());
         world
@@ -329,6 +384,16 @@ impl World {
             .to_vec()
     }
 
+    /// The control room takes an SMS panic: the text read and its
+    /// signature checked, then its location opened with the SMS key
+    /// (derived from the control room's seed, as the service does per text).
+    fn sms_open(&self) -> Location {
+        let panic = sosvault::sms::from_text(&self.sms_text).unwrap();
+        self.control_room
+            .open_panic_location(&panic.into())
+            .unwrap()
+    }
+
     /// A shred: the stop's checks, then the decision.
     fn shred(&self) -> sosvault::Transition<sosvault::ShredReceipt> {
         let checked = Trustee::check_stop(&self.stop).unwrap();
@@ -355,6 +420,7 @@ fn operations<M: Measurement>(c: &mut Criterion<M>, w: &World) {
     g.bench_function("trustee_release", |b| b.iter(|| w.release()));
     g.bench_function("control_room_open", |b| b.iter(|| w.open()));
     g.bench_function("trustee_shred", |b| b.iter(|| w.shred()));
+    g.bench_function("control_room_sms_open", |b| b.iter(|| w.sms_open()));
     g.finish();
 }
 
@@ -443,6 +509,15 @@ const COUNTS: &[(&str, &[(&str, u32)])] = &[
             ("shamir/vsss_combine_2of3", 1),         // the vault key
             ("primitives/x25519_keygen", 1),         // rebuilt key == record's recipient
             ("primitives/age_decrypt_1KiB", 1),      // the profile
+        ],
+    ),
+    (
+        "operations/control_room_sms_open",
+        &[
+            ("primitives/ed25519_key_decode", 1),    // the device key
+            ("primitives/ed25519_verify_strict", 1), // the SMS panic
+            ("primitives/x25519_keygen", 1),         // the SMS key, derived
+            ("primitives/hpke_open_20B", 1),         // the location
         ],
     ),
     (
@@ -549,6 +624,8 @@ fn print_table(dir: &Path, since: SystemTime) {
         "primitives/age_decrypt_1KiB",
         "primitives/age_encrypt_128B",
         "primitives/age_decrypt_128B",
+        "primitives/hpke_seal_20B",
+        "primitives/hpke_open_20B",
     ] {
         let v = m(id).map_or("n/a".into(), us);
         println!("| {id} | {v} |");
