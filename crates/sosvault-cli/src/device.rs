@@ -335,6 +335,54 @@ pub async fn panic(
     Ok(())
 }
 
+/// Presses panic with no data: the same press, by SMS. The channel (the
+/// control room's number and SMS key) is believed only under the
+/// manifest's control room; the text is handed over as the SMS gateway
+/// does, with its token from `token_file`. The phone follows the incident
+/// by the SMS panic's hash.
+pub async fn panic_by_sms(
+    a: DeviceArgs<'_>,
+    category: Category,
+    lat: f64,
+    lon: f64,
+    token_file: &Path,
+) -> anyhow::Result<()> {
+    let mut state = need(&a)?;
+    let control_room = state.control_room()?;
+    let client = state.client(&a)?;
+    let token = std::fs::read_to_string(token_file)
+        .with_context(|| format!("reading the SMS gateway's token {}", token_file.display()))?;
+    let channel = client.sms_channel(&control_room).await.map_err(err)?;
+    let here = Location::new(lat, lon, 10, Timestamp::now())
+        .context("latitude/longitude off the globe")?;
+    let (_, text) = match state.device.panic_with_sms(
+        category,
+        &here,
+        &control_room,
+        &channel,
+        Timestamp::now(),
+    ) {
+        Ok(both) => both,
+        Err(e) => return Err(not_enrolled(&state, e)),
+    };
+    state.last_panic = Some(text.hash());
+    save(a.state, &state)?;
+    let words = sosvault::sms::to_text(&text);
+    println!(
+        "no data: texting {} characters (two SMS) to {}",
+        words.len(),
+        channel.channel().number
+    );
+    let answer = client
+        .sms_inbound(token.trim(), &words)
+        .await
+        .map_err(err)?;
+    let id = answer["incident_id"].as_str().unwrap_or("?");
+    println!("panic received by SMS: incident {id}");
+    eprintln!("follow it with `sosvault device status` once the phone has data");
+    Ok(())
+}
+
 /// Where the last panic's incident stands, as the control room signs it
 /// (checked against the manifest's control room key and this very query).
 pub async fn status(a: DeviceArgs<'_>) -> anyhow::Result<()> {

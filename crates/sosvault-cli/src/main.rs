@@ -237,6 +237,12 @@ enum DeviceCmd {
         /// Longitude.
         #[arg(long, allow_hyphen_values = true)]
         lon: f64,
+        /// No data: send it by SMS instead (the text to the number of the
+        /// control room's signed channel), handed over here as the SMS
+        /// gateway does, with the gateway's token read from this file (the
+        /// demo's is `dispatch/sms-inbound.token`).
+        #[arg(long, value_name = "GATEWAY_TOKEN_FILE")]
+        by_sms: Option<std::path::PathBuf>,
     },
     /// Where the last panic's incident stands: the control room's signed
     /// report, checked against the manifest's control room key; and who
@@ -564,12 +570,20 @@ async fn run_device(a: device::DeviceArgs<'_>, action: DeviceCmd) -> anyhow::Res
             };
             device::enroll(a, e, p).await
         }
-        DeviceCmd::Panic { category, lat, lon } => {
+        DeviceCmd::Panic {
+            category,
+            lat,
+            lon,
+            by_sms,
+        } => {
             let c = sosvault::Category::ALL
                 .into_iter()
                 .find(|c| c.as_str() == category)
                 .context("category must be police, medical or mental-health")?;
-            device::panic(a, c, lat, lon).await
+            match by_sms {
+                None => device::panic(a, c, lat, lon).await,
+                Some(token) => device::panic_by_sms(a, c, lat, lon, &token).await,
+            }
         }
         DeviceCmd::Status => device::status(a).await,
         DeviceCmd::Move { lat, lon } => device::move_to(a, lat, lon).await,

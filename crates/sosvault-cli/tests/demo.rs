@@ -616,6 +616,33 @@ fn a_simulated_phone_on_the_command_line_enrolls_panics_moves_cancels_and_stops(
         out.contains("3 of 3 trustees confirmed with a signed check-in receipt"),
         "{out}"
     );
+    // No data: the same press by SMS, handed over as the demo's gateway
+    // would, and followed by its hash once data is back; then safe.
+    let token = dir.path().join("demo/dispatch/sms-inbound.token");
+    let token = token.to_str().unwrap();
+    let out = sosvault(
+        &[&["panic", "--by-sms", token], &here[..]].concat(),
+        &state,
+        &url,
+        &ca,
+    );
+    assert!(
+        out.contains("no data: texting ") && out.contains("(two SMS) to +917440000100"),
+        "{out}"
+    );
+    let texted = out
+        .lines()
+        .find_map(|l| l.strip_prefix("panic received by SMS: incident "))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let follow = sosvault(&["status"], &state, &url, &ca);
+    assert!(follow.contains("trustees released: "), "{follow}");
+    let d = operator(&["incident", &texted]);
+    let d: serde_json::Value = serde_json::from_slice(&d.stdout).unwrap();
+    assert!(d["flags"].to_string().contains("\"sms\""), "{d}");
+    let out = sosvault(&["cancel"], &state, &url, &ca);
+    assert!(out.contains("3 of 3 trustees confirmed"), "{out}");
 
     // The simulator's phone: a panic right after an incident goes out at
     // once (the re-enrollment runs in the background, never before a panic).
