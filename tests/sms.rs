@@ -222,6 +222,15 @@ fn a_bad_text_is_refused_before_anything_is_believed() {
         sms::from_text(&long).unwrap_err(),
         DecodeError::TooLong { .. }
     ));
+    // Multi-byte characters count by their bytes: a long text of them is
+    // refused as long, whatever the limit falls inside.
+    for c in ['é', '€', '😀'] {
+        let long: String = std::iter::repeat_n(c, MAX_TEXT_LEN).collect();
+        assert!(matches!(
+            sms::from_text(&long).unwrap_err(),
+            DecodeError::TooLong { .. }
+        ));
+    }
     assert_eq!(
         sms::from_text("help me!!").unwrap_err(),
         DecodeError::InvalidValue("base64")

@@ -497,9 +497,12 @@ pub struct SmsInboundBody {
     /// the standard alphabet, white space anywhere ignored). The sender's
     /// number is not asked for: the signature names the student, and the
     /// service keeps no number.
-    #[schema(max_length = 1024)]
+    #[schema(max_length = 1024)] // MAX_SMS_TEXT_CHARS
     pub text: String,
 }
+
+/// The longest text `POST /v1/sms/inbound` reads (white space included).
+const MAX_SMS_TEXT_CHARS: usize = 1024;
 
 /// The SMS channel phones text their panic to.
 #[derive(Serialize, ToSchema)]
@@ -1180,7 +1183,7 @@ async fn sms_channel(State(e): State<Engine>) -> Result<Json<SmsChannelBody>, Ap
     security(("sms_gateway" = [])),
     responses(
         (status = 202, body = PanicAccepted),
-        (status = 400, description = "`bad_json`, `malformed` (the text is not a base64 SMS panic, does not decode, or its signature does not verify)", body = ErrorBody),
+        (status = 400, description = "`bad_json`, `too_long` (over 1024 characters), `malformed` (the text is not a base64 SMS panic, does not decode, or its signature does not verify)", body = ErrorBody),
         (status = 401, description = "`unauthorized`: not the SMS gateway's token (or no `[sms_panic]` is configured: `GET /v1/sms/channel` says so)", body = ErrorBody),
         (status = 403, description = "`wrong_device`", body = ErrorBody),
         (status = 404, description = "`unknown_student`", body = ErrorBody),
@@ -1193,6 +1196,13 @@ async fn sms_inbound(
     _gateway: SmsGatewayCaller,
     JsonBody(b): JsonBody<SmsInboundBody>,
 ) -> Result<(StatusCode, Json<PanicAccepted>), ApiError> {
+    if b.text.chars().count() > MAX_SMS_TEXT_CHARS {
+        return Err(ApiError::new(
+            400,
+            "too_long",
+            "text is longer than 1024 characters: no SMS panic is (two SMS of 153)",
+        ));
+    }
     Ok(accepted(e.sms_panic(&b.text).await?))
 }
 

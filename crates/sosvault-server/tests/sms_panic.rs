@@ -243,6 +243,7 @@ async fn every_refused_text_changes_nothing() {
         // Not an SMS panic.
         (Some(token.clone()), "help me!!".into(), 400, "malformed"),
         (Some(token.clone()), "A".repeat(600), 400, "malformed"),
+        (Some(token.clone()), " ".repeat(1025), 400, "too_long"),
         (
             Some(token.clone()),
             base64_of(c.talwandi_panic(&mut asha, Category::Police).as_bytes()),

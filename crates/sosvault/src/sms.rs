@@ -368,7 +368,9 @@ pub fn to_text(panic: &Signed<SmsPanic>) -> String {
 pub fn from_text(text: &str) -> Result<Signed<SmsPanic>, DecodeError> {
     let mut compact = String::with_capacity(MAX_TEXT_LEN);
     for c in text.chars().filter(|c| !c.is_whitespace()) {
-        if compact.len() == MAX_TEXT_LEN {
+        // At or past the limit before this character (a multi-byte one may
+        // have jumped it): longer than any SMS panic.
+        if compact.len() >= MAX_TEXT_LEN {
             return Err(DecodeError::TooLong {
                 field: "text",
                 len: text.len() as u64,

@@ -1282,8 +1282,9 @@ impl PanicCheck {
         if let Some(existing) = context.existing {
             return Ok(PanicOutcome::Duplicate(existing));
         }
-        // The same press by the other way (SMS or HTTP), whose incident
-        // is open already: this one joins it, and names it from now on.
+        // The same press by the other way (SMS or HTTP) opened an incident
+        // already (open or ended: a cancelled press stays cancelled): this
+        // one joins it, and names it from now on.
         if let Some(twin) = context.twin {
             let at = self.incident.created_at_ms;
             let joined = s.join_twin(&twin, &self.hash, at, twin_detail(self.sms))?;
