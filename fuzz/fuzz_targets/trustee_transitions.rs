@@ -2,7 +2,7 @@
 //! sequence of transitions chosen by the input: raw bytes into
 //! `accept_share` / `check_request` + `release` / `check_stop` + `shred`, and
 //! well-signed messages with fuzzed fields (epochs, counters, times, signers):
-//! panics in requests, stops, cancels (`revoke`), enrollment commits
+//! panics of every kind (pressed now, timed, sent by SMS) in requests, stops, cancels (`revoke`), enrollment commits
 //! (`commit`, which stage re-enrollments), and the clock (`expire`),
 //! starting with or without an enrolled entry. The trustee's store is a map
 //! from student to entry, looked up and replaced after each transition the way
@@ -24,6 +24,8 @@ use std::collections::HashMap;
 use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
+use sosvault::sms::{self, SmsPanic};
+use sosvault::timer::{AnyPanic, TimedPanic};
 use sosvault::{
     Cancel, Category, CheckedRequest, CheckedStop, Container, ControlRoomKey, Device, DeviceKey,
     EnrollmentCommit, EnrollmentRecord, IncidentId, IncidentRecipient, MessageHash, PanicEvent,
@@ -210,25 +212,48 @@ fn step(fx: &Fixture, st: &mut State, c: &mut Cursor<'_>) {
             deliver(fx, st, &fx.deliveries[pick]);
         }
         4 => {
-            // A well-signed panic with fuzzed fields, in a well-signed request.
+            // A well-signed panic with fuzzed fields, in a well-signed
+            // request: pressed now, timed (a not-before up to 9 hours on,
+            // past the 4 a timer may run: then refused), or sent by SMS (its
+            // sealed location cut or padded to an SMS seal's length).
             let signer = fx.device_or_stranger(c);
-            let panic = Signed::sign(
-                PanicEvent {
-                    epoch: u32::from(c.u8() % 4),
-                    counter: u64::from(c.u8()),
-                    issued_at: shift(st.now, c.i16()),
-                    category: Category::ALL[c.u8() as usize % 3],
-                    sealed_location: c.var(),
-                },
-                signer,
-            );
+            let event = PanicEvent {
+                epoch: u32::from(c.u8() % 4),
+                counter: u64::from(c.u8()),
+                issued_at: shift(st.now, c.i16()),
+                category: Category::ALL[c.u8() as usize % 3],
+                sealed_location: c.var(),
+            };
             let room = fx.room_or_rogue(c);
+            let incident = IncidentId::from_bytes([c.u8(); 16]);
+            let recipient = IncidentRecipient::from_bytes([c.u8(); 32]);
+            let issued_at = shift(st.now, c.i16());
+            let panic: AnyPanic = match c.u8() % 3 {
+                0 => Signed::sign(event, signer).into(),
+                1 => {
+                    let ahead = u64::from(u16::from_be_bytes([c.u8(), c.u8()])) / 2;
+                    let not_before = event.issued_at.plus(ahead);
+                    Signed::sign(
+                        TimedPanic {
+                            panic: event,
+                            not_before,
+                        },
+                        signer,
+                    )
+                    .into()
+                }
+                _ => {
+                    let mut event = event;
+                    event.sealed_location.resize(sms::SEALED_LOCATION_LEN, 0);
+                    Signed::sign(SmsPanic::new(event).unwrap(), signer).into()
+                }
+            };
             let req = Signed::sign(
                 ReleaseRequest {
-                    panic: panic.into(),
-                    incident: IncidentId::from_bytes([c.u8(); 16]),
-                    recipient: IncidentRecipient::from_bytes([c.u8(); 32]),
-                    issued_at: shift(st.now, c.i16()),
+                    panic,
+                    incident,
+                    recipient,
+                    issued_at,
                 },
                 room,
             );
@@ -522,10 +547,18 @@ fn check_release(
         event.issued_at <= now.plus(limits.max_skew_secs),
         "a future panic"
     );
+    // A timed panic ages from its not-before, and is released only from
+    // then on (or once a duress check-in waived it).
     assert!(
-        event.issued_at >= now.minus(limits.max_panic_age_secs),
+        panic.age_from() >= now.minus(limits.max_panic_age_secs),
         "a stale panic"
     );
+    if let Some(not_before) = panic.not_before() {
+        assert!(
+            now >= not_before || prev.waived() == Some(panic.hash()),
+            "a timed panic released before its not-before"
+        );
+    }
     let at = checked.request().body().issued_at;
     assert!(at <= now.plus(limits.max_skew_secs) && at >= now.minus(limits.max_skew_secs));
 }

@@ -407,6 +407,12 @@ impl StudentEntry {
         self.withholds_log
     }
 
+    /// The timed panic whose not-before a duress check-in waived, if any:
+    /// it may be released before its timer's end.
+    pub fn waived(&self) -> Option<MessageHash> {
+        self.waived
+    }
+
     /// The epoch of the older, committed share kept beside an uncommitted
     /// newer one, if any.
     pub fn previous_epoch(&self) -> Option<u32> {
