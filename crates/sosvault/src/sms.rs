@@ -131,11 +131,12 @@ impl SmsRecipient {
             .map_err(|_| SealError::SealFailed)?;
         let mut fields = Writer::with_capacity(Location::FIELDS_LEN);
         location.write_fields(&mut fields);
+        let fields = zeroize::Zeroizing::new(fields.into_bytes());
         let (enc, ciphertext) = hpke::single_shot_seal::<Aead, Kdf, Kem, _>(
             &OpModeS::Base,
             &public,
             HPKE_INFO,
-            fields.as_slice(),
+            &fields,
             device.0.as_bytes(),
             &mut rand_core_06::OsRng,
         )
@@ -172,6 +173,7 @@ impl SmsKey {
         let (enc, ciphertext) = sealed.split_at(ENC_LEN.min(sealed.len()));
         let enc =
             <Kem as hpke::Kem>::EncappedKey::from_bytes(enc).map_err(|_| SealError::DoesNotOpen)?;
+        // Where the student is: wiped once read.
         let fields = hpke::single_shot_open::<Aead, Kdf, Kem>(
             &OpModeR::Base,
             &self.secret,
@@ -180,6 +182,7 @@ impl SmsKey {
             ciphertext,
             panic.signer().as_bytes(),
         )
+        .map(zeroize::Zeroizing::new)
         .map_err(|_| SealError::DoesNotOpen)?;
         let mut r = Reader::new(&fields);
         let location = Location::read_fields(&mut r).map_err(|_| SealError::DoesNotOpen)?;
@@ -404,4 +407,32 @@ pub(crate) fn sms_twin(
         },
     };
     Ok(Signed::sign(body, device))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A channel could name a low-order point only if the control room
+    /// signed one; sealing to it is refused all the same, not done to a
+    /// key anyone could open with.
+    #[test]
+    fn a_low_order_recipient_is_refused() {
+        let here = Location::new(25.1425, 75.8350, 10, Timestamp(1)).unwrap_or_else(|| {
+            unreachable!("on the globe");
+        });
+        let device = DeviceKey::generate().public();
+        // The identity and a point of order 8 (RFC 7748's low-order list).
+        let mut order8 = [0u8; 32];
+        order8[..8].copy_from_slice(&[0xe0, 0xeb, 0x7a, 0x7c, 0x3b, 0x41, 0xb8, 0xae]);
+        order8[8..16].copy_from_slice(&[0x16, 0x56, 0xe3, 0xfa, 0xf1, 0x9f, 0xc4, 0x6a]);
+        order8[16..24].copy_from_slice(&[0xda, 0x09, 0x8d, 0xeb, 0x9c, 0x32, 0xb1, 0xfd]);
+        order8[24..].copy_from_slice(&[0x86, 0x62, 0x05, 0x16, 0x5f, 0x49, 0xb8, 0x00]);
+        for point in [[0u8; 32], order8] {
+            assert_eq!(
+                SmsRecipient(point).seal(&here, &device),
+                Err(SealError::LowOrderRecipient)
+            );
+        }
+    }
 }
