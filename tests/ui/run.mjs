@@ -686,6 +686,22 @@ describe('control room, team screen and simulator against the real demo', { conc
     await control.waitForSelector('#detail .chip-status-closed', { timeout: T });
   });
 
+  it('one of a count is said in the singular, in each language that has one', async () => {
+    const say = (lang, key, count) => sim.evaluate(([l, k, n]) => {
+      const was = window.SV.lang;
+      window.SV.lang = l;
+      const s = window.SV.t(k, { count: n });
+      window.SV.lang = was;
+      return s;
+    }, [lang, key, count]);
+    assert.match(await say('en', 'sim.trail.on', 1), /^On: 1 point sent/);
+    assert.match(await say('en', 'sim.trail.on', 2), /^On: 2 points sent/);
+    assert.match(await say('en', 'sim.trail.on', 0), /^On: 0 points sent/);
+    assert.match(await say('hi', 'sim.trail.on', 1), /1 बिंदु भेजा गया/);
+    assert.match(await say('hi', 'sim.trail.on', 3), /3 बिंदु भेजे गए/);
+    assert.equal(await say('en', 'profile.sealed_trail_unopened', 1), '1 point did not open.');
+  });
+
   it('no data: a panic by SMS reaches the control room, flagged, and the phone follows it', async () => {
     await sim.click('#students button[data-student="3"]');
     await sim.waitForSelector('#panic-sms', { timeout: T });

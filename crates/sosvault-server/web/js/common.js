@@ -16,6 +16,9 @@
   /** The string `key` in the current language (English as fallback), `{name}` filled from `vars`. */
   SV.t = function (key, vars) {
     const table = I18N[SV.lang] || {};
+    // One of a count: the language's own singular, if it has one
+    // (`key.one`); a language without one says it as the plural.
+    if (vars && vars.count === 1 && table[key + '.one'] !== undefined) key += '.one';
     let s = table[key];
     if (s === undefined) s = (I18N.en || {})[key];
     if (s === undefined) s = key;
