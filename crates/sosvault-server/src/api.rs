@@ -1127,7 +1127,8 @@ async fn enroll_commit(
 }
 
 /// A panic: stored durably, then dispatched. The same signed panic again
-/// returns the same incident.
+/// returns the same incident, and so does the same press sent by SMS
+/// (`POST /v1/sms/inbound`), whichever arrived first (`new: false`).
 #[utoipa::path(post, path = "/v1/panic", tag = "device", request_body = PanicBody,
     responses(
         (status = 202, body = PanicAccepted),

@@ -801,7 +801,8 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::{
-        Config, ConfigError, ControlRoomPublic, DatabaseUrl, ListenerFiles, PathBuf, TrusteeConfig,
+        Config, ConfigError, ControlRoomPublic, DatabaseUrl, ListenerFiles, PathBuf,
+        SmsPanicConfig, TrusteeConfig,
     };
 
     #[test]
@@ -1036,11 +1037,9 @@ mod tests {
         assert_eq!(c.manifest_file, Some(PathBuf::from("/etc/m.bin")));
     }
 
-    #[test]
-    fn round_trips_and_validates() {
-        let mut c = Config::new("/tmp/x");
-        assert!(c.validate().is_err(), "no trustees: threshold 2 > n 0");
-        for _ in 0..3 {
+    /// `n` trustees of fresh keys, on loopback.
+    fn add_trustees(c: &mut Config, n: usize) {
+        for _ in 0..n {
             c.trustees.push(TrusteeConfig {
                 url: "http://127.0.0.1:1".into(),
                 public: sosvault::TrusteeKey::generate().public().to_hex(),
@@ -1048,6 +1047,13 @@ mod tests {
                 tls_ca: None,
             });
         }
+    }
+
+    #[test]
+    fn round_trips_and_validates() {
+        let mut c = Config::new("/tmp/x");
+        assert!(c.validate().is_err(), "no trustees: threshold 2 > n 0");
+        add_trustees(&mut c, 3);
         c.validate().unwrap();
         let back = Config::from_toml(&c.to_toml().unwrap()).unwrap();
         assert_eq!(back.trustees.len(), 3);
@@ -1067,5 +1073,42 @@ mod tests {
         assert_eq!(back.tls, c.tls);
         c.trustees[2].public = c.trustees[0].public.clone();
         assert!(c.validate().is_err(), "duplicate trustee");
+    }
+
+    #[test]
+    fn an_sms_number_must_be_e164_and_the_error_says_how_to_write_it() {
+        let mut c = Config::new("/tmp/x");
+        add_trustees(&mut c, 2);
+        let with = |number: &str| SmsPanicConfig {
+            number: number.into(),
+            inbound_token_file: "sms-inbound.token".into(),
+        };
+        for bad in [
+            "0744 232 3100",
+            "+91 74400 00100",
+            "917440000100",
+            "+0744",
+            "",
+        ] {
+            c.sms_panic = Some(with(bad));
+            let e = c.validate().unwrap_err().to_string();
+            assert!(
+                e.contains("sms_panic: number") && e.contains("e.g. \"+917440000100\""),
+                "{bad}: {e}"
+            );
+        }
+        c.sms_panic = Some(with("+917440000100"));
+        c.validate().unwrap();
+        let back = Config::from_toml(&c.to_toml().unwrap()).unwrap();
+        assert_eq!(
+            back.sms_panic.map(|p| (p.number, p.inbound_token_file)),
+            Some(("+917440000100".into(), "sms-inbound.token".into()))
+        );
+        // A misspelt key is refused, not ignored.
+        let text = c
+            .to_toml()
+            .unwrap()
+            .replace("inbound_token_file", "inbound_token");
+        assert!(Config::from_toml(&text).is_err());
     }
 }
