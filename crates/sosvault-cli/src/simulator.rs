@@ -580,6 +580,7 @@ async fn state(State(sim): State<Sim>) -> Response {
             s.timer = None;
             s.status = Status::Panic;
             s.panic = Some(hash);
+            s.sms_to = None;
             s.incident = None;
             s.reads.clear();
         }
@@ -601,6 +602,7 @@ async fn state(State(sim): State<Sim>) -> Response {
         {
             s.status = Status::Idle;
             s.panic = None;
+            s.sms_to = None;
             s.reenroll = true;
             spawn_reenroll(&sim, idx);
         }
@@ -897,6 +899,7 @@ async fn cancel(sim: &Sim, s: &mut SimStudent, b: &ActBody) -> Result<Value, Act
     sim.0.client.cancel(&signed).await.map_err(failed)?;
     s.status = Status::Idle;
     s.panic = None;
+    s.sms_to = None;
     s.reenroll = true;
     // Both PINs give the same answer: the phone must not show a difference.
     Ok(json!({ "status": "received" }))
