@@ -350,8 +350,10 @@ pub async fn panic_by_sms(
     let mut state = need(&a)?;
     let control_room = state.control_room()?;
     let client = state.client(&a)?;
-    let token = std::fs::read_to_string(token_file)
-        .with_context(|| format!("reading the SMS gateway's token {}", token_file.display()))?;
+    let token =
+        zeroize::Zeroizing::new(std::fs::read_to_string(token_file).with_context(|| {
+            format!("reading the SMS gateway's token {}", token_file.display())
+        })?);
     let channel = client.sms_channel(&control_room).await.map_err(err)?;
     let here = Location::new(lat, lon, 10, Timestamp::now())
         .context("latitude/longitude off the globe")?;

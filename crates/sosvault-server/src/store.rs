@@ -115,6 +115,16 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 /// The narrow storage interface the service uses.
 ///
+/// What the timeline says of a twin that joined its incident (`sms`: the
+/// twin came by SMS).
+pub(crate) fn twin_detail(sms: bool) -> &'static str {
+    if sms {
+        "the same panic arrived by SMS too"
+    } else {
+        "the same panic arrived over the data network too: the phone is online"
+    }
+}
+
 /// Each method is atomic on its own (its own transaction when called alone,
 /// a nested savepoint when a [`Db`] batch runs it).
 pub trait Store: AccessStore {

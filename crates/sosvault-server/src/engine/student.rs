@@ -529,7 +529,7 @@ impl Engine {
                         Some(&id),
                         None,
                         Audience::Operators,
-                        json!({ "step": "twin", "detail": twin_detail(sms) }),
+                        json!({ "step": "twin", "detail": crate::store::twin_detail(sms) }),
                     );
                 }
                 Ok(PanicTaken::Again(id))
@@ -1254,15 +1254,6 @@ enum PanicOutcome {
     Stored(Box<StoredPanic>),
 }
 
-/// What the timeline says of a twin that joined its incident.
-fn twin_detail(sms: bool) -> &'static str {
-    if sms {
-        "the same panic arrived by SMS too"
-    } else {
-        "the same panic arrived over the data network too: the phone is online"
-    }
-}
-
 impl PanicCheck {
     /// Runs on the store's writer: the checks in the order the endpoint
     /// documents them, then the insert.
@@ -1287,7 +1278,7 @@ impl PanicCheck {
         // one joins it, and names it from now on.
         if let Some(twin) = context.twin {
             let at = self.incident.created_at_ms;
-            let joined = s.join_twin(&twin, &self.hash, at, twin_detail(self.sms))?;
+            let joined = s.join_twin(&twin, &self.hash, at, crate::store::twin_detail(self.sms))?;
             return Ok(PanicOutcome::Twin { id: twin, joined });
         }
         if self.timer.is_none() && self.counter <= row.highest_counter {

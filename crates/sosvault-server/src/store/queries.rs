@@ -218,17 +218,7 @@ impl<B: Backend> Store for SqlStore<B> {
         at_ms: u64,
         detail: &str,
     ) -> StoreResult<bool> {
-        self.atomic(|c| {
-            let joined = exec(
-                c,
-                "UPDATE incidents SET twin_hash = ?2 WHERE id = ?1 AND twin_hash IS NULL",
-                params![incident.as_bytes(), twin_hash.as_bytes()],
-            )? == 1;
-            if joined {
-                insert_timeline(c, incident, at_ms, "twin", detail)?;
-            }
-            Ok(joined)
-        })
+        self.atomic(|c| record_twin(c, incident, twin_hash, at_ms, detail))
     }
 
     fn incidents(&self, limit: u32) -> StoreResult<Vec<IncidentRow>> {
@@ -1786,11 +1776,8 @@ fn panic_stored_before<B: Backend>(c: &B, i: &NewIncident) -> StoreResult<PanicS
         },
     )?;
     if let Some((id, false)) = found {
-        exec(
-            c,
-            "UPDATE incidents SET twin_hash = ?2 WHERE id = ?1 AND twin_hash IS NULL",
-            params![id.as_bytes(), i.panic_hash.as_bytes()],
-        )?;
+        let detail = super::twin_detail(i.flags.iter().any(|f| f == "sms"));
+        record_twin(c, &id, &i.panic_hash, i.created_at_ms, detail)?;
     }
     found
         .map(|(id, _)| PanicStored::Existing(id))
@@ -1803,6 +1790,28 @@ fn panic_stored_before<B: Backend>(c: &B, i: &NewIncident) -> StoreResult<PanicS
                 "a panic's insert was refused, but no incident holds it".into(),
             ),
         })
+}
+
+/// Joins the twin `twin_hash` to `incident`, telling the timeline
+/// `detail`: true if it joined now, false if a twin had (nothing written).
+/// One place for both ways a twin is found: by the panic's checks, and by
+/// an insert the press's unique index refused (two writers at once).
+fn record_twin<B: Backend>(
+    c: &B,
+    incident: &IncidentId,
+    twin_hash: &MessageHash,
+    at_ms: u64,
+    detail: &str,
+) -> StoreResult<bool> {
+    let joined = exec(
+        c,
+        "UPDATE incidents SET twin_hash = ?2 WHERE id = ?1 AND twin_hash IS NULL",
+        params![incident.as_bytes(), twin_hash.as_bytes()],
+    )? == 1;
+    if joined {
+        insert_timeline(c, incident, at_ms, "twin", detail)?;
+    }
+    Ok(joined)
 }
 
 /// Writes a new incident's lease.

@@ -810,6 +810,14 @@ fn panic_is_stored_once(s: &dyn Store, _dir: Option<&Path>) {
         s.incident_by_panic(&mhash(4)).unwrap().map(|r| r.id),
         Some(iid(3))
     );
+    // The raced twin is told on the timeline as one the checks found.
+    let kinds: Vec<String> = s
+        .timeline(&iid(3))
+        .unwrap()
+        .into_iter()
+        .map(|t| t.kind)
+        .collect();
+    assert_eq!(kinds, ["panic", "twin"]);
     let joined = s
         .panic_context(&sid(1), &mhash(8), (1, 5), 0)
         .unwrap()
