@@ -181,7 +181,7 @@ async fn nearest_unit_of_the_right_kind_is_sent_and_the_profile_opens_for_it() {
     );
 
     // No secret or profile field in the service's logs.
-    let logs = c.server.logs();
+    let logs = c.server.log_messages();
     assert!(logs.contains("panic stored"), "logs were captured");
     for secret in [
         "Asha",

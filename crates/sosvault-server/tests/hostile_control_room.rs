@@ -1101,7 +1101,7 @@ fn clean_json(v: &Value) -> String {
 async fn the_service_log_does_not_name_the_category() {
     let c = Cluster::start(Options::default()).await;
     let s = panic_move_and_stop(&c).await;
-    let log = c.server.logs();
+    let log = c.server.log_messages();
     let kind = UnitKind::for_category(Category::MentalHealth).as_str();
     let bad: Vec<&str> = log
         .lines()

@@ -339,6 +339,20 @@ impl ServerProc {
     pub fn logs(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// The log's lines without their leading timestamps: what a test that
+    /// looks for a coordinate must read, since `22:30:25.14...` holds
+    /// `25.14` one second in sixty.
+    pub fn log_messages(&self) -> String {
+        self.logs()
+            .lines()
+            .map(|line| match line.split_once(' ') {
+                Some((stamp, rest)) if stamp.ends_with('Z') => rest,
+                _ => line,
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
 }
 
 /// An answer as it travels: status, content type, body.
