@@ -76,7 +76,7 @@ u16_len() {
 for name in enrollment panic location cancel stop trail timed_panic check_in sms_panic sms_channel \
     release_request release \
     shred_receipt cancel_receipt manifest enrollment_commit share_receipt tree_head log_query \
-    status_query status_report; do
+    status_query status_report chat_query chat chat_log; do
     load "$name"
     [[ -n $hex ]] || continue
     seed "$name" "vector-$name" "$hex"
@@ -104,7 +104,7 @@ for pair in share_delivery:share_delivery enrollment_package:enrollment_package 
 done
 
 # ------------------------------------------------------------ keys
-for name in device_key vault_key trustee_key control_room_key incident_key log_key \
+for name in device_key vault_key trustee_key control_room_key incident_key log_key chat_key \
     trustee_public control_room_public device_public log_public; do
     load "$name"
     [[ -n $hex ]] && seed keys "vector-$name" "$hex"

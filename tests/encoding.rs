@@ -23,6 +23,7 @@ use std::fmt::Debug;
 use common::{T0, World, here};
 use proptest::prelude::*;
 use proptest::sample::Index;
+use sosvault::chat::{ChatFrom, ChatKey, ChatLog, ChatMessage, ChatQuery};
 use sosvault::manifest::{Manifest, ManifestTrustee};
 use sosvault::sms::{SmsChannel, SmsPanic};
 use sosvault::timer::{CheckIn, TimedPanic};
@@ -70,6 +71,9 @@ struct Fixture {
     check_in: Signed<CheckIn>,
     sms: Signed<SmsPanic>,
     channel: Signed<SmsChannel>,
+    chat_query: Signed<ChatQuery>,
+    chat: Signed<ChatMessage>,
+    chat_log: Signed<ChatLog>,
     request: Signed<ReleaseRequest>,
     release: Signed<Release>,
     shred_receipt: Signed<ShredReceipt>,
@@ -126,6 +130,26 @@ fn fixture() -> Fixture {
     let (_, sms) = dev
         .panic_with_sms(Category::Medical, &here(T0), &cr, &believed, T0.plus(14))
         .unwrap();
+    // A chat: the phone asks, writes, and the control room's log carries it.
+    let chat_query = dev.chat_query(incident.panic.hash(), &cr, 0, T0.plus(15));
+    let incident_chat = ChatKey::generate();
+    let chat = dev
+        .chat_message(
+            incident.panic.hash(),
+            &incident_chat.recipient(),
+            "near the gate",
+            T0.plus(16),
+        )
+        .unwrap();
+    let chat_log = Signed::sign(
+        ChatLog::answering(
+            &chat_query,
+            &incident_chat,
+            vec![(ChatFrom::Student, T0.plus(16), chat.body().sealed.clone())],
+            T0.plus(17),
+        ),
+        &world.control_room,
+    );
     let entry_duress = world.trustees[0]
         .entry(&dev.student_id())
         .unwrap()
@@ -190,6 +214,9 @@ fn fixture() -> Fixture {
         check_in,
         sms,
         channel,
+        chat_query,
+        chat,
+        chat_log,
         request: incident.request.clone(),
         release,
         shred_receipt,
@@ -244,12 +271,13 @@ fn codecs(f: &Fixture) -> Vec<Codec> {
     let mut all = Vec::new();
     all.extend(signed!(
         EnrollmentRecord: record, PanicEvent: panic, LocationUpdate: location, Cancel: cancel,
-        Stop: stop, TrailPoint: trail, TimedPanic: timed, CheckIn: check_in, SmsPanic: sms, SmsChannel: channel, ReleaseRequest: request, Release: release, ShredReceipt: shred_receipt,
+        Stop: stop, TrailPoint: trail, TimedPanic: timed, CheckIn: check_in, SmsPanic: sms, SmsChannel: channel,
+        ChatQuery: chat_query, ChatMessage: chat, ChatLog: chat_log, ReleaseRequest: request, Release: release, ShredReceipt: shred_receipt,
         ShareReceipt: share_receipt, CancelReceipt: cancel_receipt,
         EnrollmentCommit: commit, Manifest: manifest
     ));
     all.extend(containers!(ShareDelivery: delivery, EnrollmentPackage: package));
-    all.extend(keys!(DeviceKey VaultKey TrusteeKey ControlRoomKey IncidentKey LogKey));
+    all.extend(keys!(DeviceKey VaultKey TrusteeKey ControlRoomKey IncidentKey LogKey ChatKey));
     let public = |b: &[u8]| TrusteePublic::from_bytes(b).map(|k| Some(k.to_bytes()));
     let room = |b: &[u8]| ControlRoomPublic::from_bytes(b).map(|k| Some(k.to_bytes()));
     let device =
@@ -624,6 +652,9 @@ fn signed_view(name: &str, b: &[u8]) -> Option<(Vec<u8>, String)> {
         "CheckIn" => view::<CheckIn>(b),
         "SmsPanic" => view::<SmsPanic>(b),
         "SmsChannel" => view::<SmsChannel>(b),
+        "ChatQuery" => view::<ChatQuery>(b),
+        "ChatMessage" => view::<ChatMessage>(b),
+        "ChatLog" => view::<ChatLog>(b),
         "ReleaseRequest" => view::<ReleaseRequest>(b),
         "Release" => view::<Release>(b),
         "ShredReceipt" => view::<ShredReceipt>(b),
@@ -702,7 +733,7 @@ thread_local! {
 fn the_fixture_covers_every_decoder_and_tag() {
     let f = fixture();
     let all = codecs(&f);
-    assert_eq!(all.len(), 35);
+    assert_eq!(all.len(), 39);
     for c in &all {
         assert_eq!(c.bytes[0] as usize, c.tag.len(), "{}", c.name);
         assert_eq!(&c.bytes[1..1 + c.tag.len()], c.tag.as_bytes(), "{}", c.name);

@@ -39,6 +39,7 @@ use std::path::PathBuf;
 use kota_profile::kota_profile;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+use sosvault::chat::{ChatEntry, ChatFrom, ChatKey, ChatLog, ChatMessage, ChatQuery};
 use sosvault::hazmat::{RawShare, combine_shares, split_secret_with_rng};
 use sosvault::manifest::{Manifest, ManifestTrustee};
 use sosvault::messages::TrusteeSlot;
@@ -58,7 +59,7 @@ use sosvault::{
 // ------------------------------------------------------------------ fixed inputs
 
 /// Every vector file, by stem. (The fuzz corpus seeder reads these names.)
-const NAMES: [&str; 44] = [
+const NAMES: [&str; 50] = [
     "enrollment",
     "panic",
     "location",
@@ -103,6 +104,12 @@ const NAMES: [&str; 44] = [
     "sealed_trustee_note_2",
     "sealed_trustee_note_3",
     "sealed_sms_location",
+    "chat_key",
+    "chat_text",
+    "sealed_chat_text",
+    "chat_query",
+    "chat",
+    "chat_log",
 ];
 
 /// The check-in's notes to trustees 1, 2 and 3.
@@ -122,6 +129,12 @@ const INCIDENT_ID: [u8; 16] = [0x61; 16];
 /// The status query's nonce.
 const STATUS_NONCE: [u8; 16] = [0x81; 16];
 const AUTHORITY_SEED: [u8; 32] = [0x71; 32];
+/// The incident's chat key (the control room's, random in the service).
+const CHAT_SCALAR: [u8; 32] = [0x91; 32];
+/// The chat query's nonce.
+const CHAT_NONCE: [u8; 16] = [0x92; 16];
+/// What the student writes in the chat.
+const CHAT_TEXT: &str = "Cannot talk. Near the library gate.";
 /// The control room's SMS number.
 const SMS_NUMBER: &str = "+917440000100";
 /// HPKE's KEM for the SMS panic's location.
@@ -165,6 +178,10 @@ const AT_CHECK_IN: u64 = T0 + 1150;
 const AT_STOP: u64 = T0 + 1200;
 /// Trustee 1 shreds.
 const AT_SHRED: u64 = T0 + 1210;
+/// The phone asks for the chat; it writes; the control room answers.
+const AT_CHAT_QUERY: u64 = T0 + 650;
+const AT_CHAT: u64 = T0 + 660;
+const AT_CHAT_LOG: u64 = T0 + 661;
 
 const THRESHOLD: u8 = 2;
 const EPOCH: u32 = 1;
@@ -227,6 +244,20 @@ fn control_room_key() -> ControlRoomKey {
 
 fn vault_key() -> VaultKey {
     VaultKey::from_secret_bytes(&key_file(VaultKey::TAG, &VAULT_SCALAR)).unwrap()
+}
+
+fn chat_key() -> ChatKey {
+    ChatKey::from_secret_bytes(&key_file(ChatKey::TAG, &CHAT_SCALAR)).unwrap()
+}
+
+/// A chat text's plaintext (PROTOCOL §9.6): the tag, then `var` of the text.
+fn chat_plaintext(text: &str) -> Vec<u8> {
+    let tag = sosvault::chat::CHAT_TEXT_TAG;
+    let mut out = vec![tag.len() as u8];
+    out.extend_from_slice(tag.as_bytes());
+    out.extend_from_slice(&(text.len() as u32).to_be_bytes());
+    out.extend_from_slice(text.as_bytes());
+    out
 }
 
 fn incident_key() -> IncidentKey {
@@ -791,6 +822,69 @@ fn build() -> BTreeMap<&'static str, Vec<u8>> {
     );
     v.insert("status_query", query.as_bytes().to_vec());
     v.insert("status_report", report.as_bytes().to_vec());
+
+    // Silent chat: the phone asks (its chat recipient, derived from its
+    // key and the panic), writes a text sealed to both ends, and the
+    // control room's log carries it.
+    let phone = Device::new(device_key());
+    let phone_chat = phone.chat_key(panic.hash());
+    let incident_chat = chat_key();
+    v.insert("chat_key", incident_chat.to_secret_bytes().to_vec());
+    let chat_plain = chat_plaintext(CHAT_TEXT);
+    v.insert("chat_text", chat_plain.clone());
+    let sealed_chat = committed_sealed(
+        "sealed_chat_text",
+        &chat_plain,
+        |ct| {
+            let both = open_with_scalar(&CHAT_SCALAR, ct)?;
+            let mine = sosvault::chat::open_chat_text(&phone_chat, ct).ok()?;
+            (mine.as_bytes() == CHAT_TEXT.as_bytes()).then_some(both)
+        },
+        || {
+            phone_chat
+                .seal_text(CHAT_TEXT, &incident_chat.recipient())
+                .unwrap()
+        },
+    );
+    v.insert("sealed_chat_text", sealed_chat.clone());
+    let chat_query = Signed::sign(
+        ChatQuery {
+            control_room: TrusteeId::of_signer(room.public().verifying_key()),
+            issued_at: ts(AT_CHAT_QUERY),
+            nonce: CHAT_NONCE,
+            panic: panic.hash(),
+            reply_to: phone_chat.recipient(),
+            from: 0,
+        },
+        &device,
+    );
+    v.insert("chat_query", chat_query.as_bytes().to_vec());
+    let chat = Signed::sign(
+        ChatMessage {
+            panic: panic.hash(),
+            counter: 8,
+            issued_at: ts(AT_CHAT),
+            sealed: sealed_chat.clone(),
+        },
+        &device,
+    );
+    v.insert("chat", chat.as_bytes().to_vec());
+    let chat_log = Signed::sign(
+        ChatLog {
+            query: chat_query.hash(),
+            panic: panic.hash(),
+            at: ts(AT_CHAT_LOG),
+            recipient: Some(incident_chat.recipient()),
+            first: 0,
+            entries: vec![ChatEntry {
+                from: ChatFrom::Student,
+                at: ts(AT_CHAT),
+                sealed: sealed_chat,
+            }],
+        },
+        &room,
+    );
+    v.insert("chat_log", chat_log.as_bytes().to_vec());
     v.insert("cancel", cancel.as_bytes().to_vec());
     v.insert("stop", stop.as_bytes().to_vec());
     v.insert("shred_receipt", shred.as_bytes().to_vec());
@@ -1112,6 +1206,38 @@ fn committed_messages_decode_and_verify() {
     let report = StatusReport::verify(&committed("status_report"), &room, &query).unwrap();
     assert!(report.stage.help_is_coming());
     assert_eq!((report.released, report.threshold), (2, THRESHOLD));
+
+    // The chat: the device's chat key is HKDF of its seed under the info
+    // and the panic's hash (PROTOCOL §6.3); the text opens with either end's
+    // key to the plaintext of §9.6.
+    let asked = check::<ChatQuery>("chat_query", device.verifying_key());
+    let mut info = DeviceKey::CHAT_X25519_INFO.as_bytes().to_vec();
+    info.extend_from_slice(panic.hash().as_bytes());
+    let phone_scalar = hkdf_sha256_32(&DEVICE_SEED, &info);
+    assert_eq!(
+        asked.body().reply_to.to_bytes(),
+        x25519_dalek::x25519(phone_scalar, x25519_dalek::X25519_BASEPOINT_BYTES)
+    );
+    assert_eq!((asked.body().panic, asked.body().from), (panic.hash(), 0));
+    let sealed = committed("sealed_chat_text");
+    for scalar in [phone_scalar, CHAT_SCALAR] {
+        assert_eq!(
+            open_with_scalar(&scalar, &sealed).unwrap(),
+            committed("chat_text")
+        );
+    }
+    let chat = check::<ChatMessage>("chat", device.verifying_key());
+    assert_eq!((chat.body().panic, chat.body().counter), (panic.hash(), 8));
+    assert_eq!(chat.body().sealed, sealed);
+    let log = ChatLog::verify(&committed("chat_log"), &room, &asked).unwrap();
+    assert_eq!(log.recipient, Some(chat_key().recipient()));
+    assert_eq!(log.entries.len(), 1);
+    assert_eq!(
+        (log.entries[0].from, &log.entries[0].sealed),
+        (ChatFrom::Student, &sealed)
+    );
+    let lines = Device::new(device_key()).open_chat(panic.hash(), &log);
+    assert_eq!(lines[0].as_ref().unwrap().text.as_str(), CHAT_TEXT);
 
     let request = check::<ReleaseRequest>("release_request", room.verifying_key());
     assert_eq!(

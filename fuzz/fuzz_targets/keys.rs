@@ -4,6 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use sosvault::chat::{ChatKey, ChatRecipient};
 use sosvault::keys::{LogKey, LogPublic};
 use sosvault::{
     ControlRoomKey, ControlRoomPublic, DeviceKey, DevicePublic, IncidentKey, IncidentRecipient,
@@ -30,7 +31,7 @@ macro_rules! hex_round_trip {
 fuzz_target!(|data: &[u8]| {
     // Secret key files: tag, then 32 secret bytes.
     round_trip!(data, from_secret_bytes / to_secret_bytes:
-        DeviceKey, VaultKey, TrusteeKey, ControlRoomKey, IncidentKey, LogKey);
+        DeviceKey, VaultKey, TrusteeKey, ControlRoomKey, IncidentKey, LogKey, ChatKey);
 
     // Public pairs: tag, ed25519 key, X25519 key; and their hex form.
     round_trip!(data, from_bytes / to_bytes: TrusteePublic, ControlRoomPublic);
@@ -48,5 +49,6 @@ fuzz_target!(|data: &[u8]| {
         }
         assert_eq!(VaultRecipient::from_bytes(raw).to_bytes(), raw);
         assert_eq!(IncidentRecipient::from_bytes(raw).to_bytes(), raw);
+        assert_eq!(ChatRecipient::from_bytes(raw).to_bytes(), raw);
     }
 });

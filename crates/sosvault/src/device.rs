@@ -78,6 +78,9 @@ pub enum DeviceError {
     /// ([`crate::timer::MAX_TIMER_SECS`]).
     #[error("a check-in timer must end after now and within 4 hours")]
     BadTimer,
+    /// A chat text was refused ([`crate::chat::check_text`]) or did not seal.
+    #[error(transparent)]
+    Chat(crate::chat::ChatError),
     /// A share receipt is missing or does not prove what it must.
     #[error("share receipt {index}: {why}")]
     BadReceipt {
@@ -567,6 +570,63 @@ impl Device {
         now: Timestamp,
     ) -> Signed<crate::status::StatusQuery> {
         crate::status::StatusQuery::sign(&self.key, control_room, panic, now)
+    }
+
+    /// The device's chat key for the incident of `panic` (its signed
+    /// panic's hash), derived from the device key: the phone keeps nothing
+    /// new, and a stop, which forgets the device key, forgets it. Name the
+    /// incident by one hash throughout (an SMS panic's twin has another).
+    pub fn chat_key(&self, panic: MessageHash) -> crate::chat::ChatKey {
+        self.key.chat_key(&panic)
+    }
+
+    /// A signed question to `control_room` for the chat of the incident
+    /// opened by `panic`, from text `from` on (0: all), carrying the
+    /// device's chat recipient so the control room can write first. Check
+    /// the answer with [`ChatLog::verify`](crate::chat::ChatLog::verify)
+    /// and read it with [`Device::open_chat`]. Uses no counter.
+    pub fn chat_query(
+        &self,
+        panic: MessageHash,
+        control_room: &ControlRoomPublic,
+        from: u32,
+        now: Timestamp,
+    ) -> Signed<crate::chat::ChatQuery> {
+        crate::chat::query(&self.key, control_room, panic, from, now)
+    }
+
+    /// A text to the incident opened by `panic`, sealed to `incident` (the
+    /// recipient a verified [`ChatLog`](crate::chat::ChatLog) carries) and
+    /// to this device's own chat key, signed, with the next counter.
+    pub fn chat_message(
+        &mut self,
+        panic: MessageHash,
+        incident: &crate::chat::ChatRecipient,
+        text: &str,
+        now: Timestamp,
+    ) -> Result<Signed<crate::chat::ChatMessage>, DeviceError> {
+        let sealed = crate::chat::seal_from_device(&self.key, &panic, incident, text)
+            .map_err(DeviceError::Chat)?;
+        let counter = self.next_counter()?;
+        Ok(Signed::sign(
+            crate::chat::ChatMessage {
+                panic,
+                counter,
+                issued_at: now,
+                sealed,
+            },
+            &self.key,
+        ))
+    }
+
+    /// The texts of a verified chat log, opened with this device's chat key
+    /// for `panic`: both sides', in order; one that does not open says why.
+    pub fn open_chat(
+        &self,
+        panic: MessageHash,
+        log: &crate::chat::ChatLog,
+    ) -> Vec<Result<crate::chat::ChatLine, crate::chat::ChatError>> {
+        crate::chat::open_entries(&self.key.chat_key(&panic), &log.entries)
     }
 
     /// A signed question to the log of `holder` (a trustee, or the control

@@ -38,24 +38,31 @@ pub(crate) fn random_secret() -> Zeroizing<[u8; 32]> {
 }
 
 fn hkdf_32(ikm: &[u8; 32], info: &str) -> Zeroizing<[u8; 32]> {
+    hkdf_32_info(ikm, info.as_bytes())
+}
+
+fn hkdf_32_info(ikm: &[u8; 32], info: &[u8]) -> Zeroizing<[u8; 32]> {
     let hk = Hkdf::<Sha256>::new(None, ikm);
     let mut okm = Zeroizing::new([0u8; 32]);
     // 32 bytes is far below HKDF-SHA-256's 8160-byte limit, so expand cannot fail.
-    if hk.expand(info.as_bytes(), okm.as_mut()).is_err() {
+    if hk.expand(info, okm.as_mut()).is_err() {
         unreachable!("HKDF-SHA-256 can always expand 32 bytes");
     }
     okm
 }
 
 /// Encodes a secret key file: tag, then the 32 secret bytes.
-fn encode_secret(tag: &str, secret: &[u8; 32]) -> Zeroizing<Vec<u8>> {
+pub(crate) fn encode_secret(tag: &str, secret: &[u8; 32]) -> Zeroizing<Vec<u8>> {
     let mut w = Writer::with_capacity(1 + tag.len() + 32);
     w.tag(tag);
     w.fixed(secret);
     Zeroizing::new(w.into_bytes())
 }
 
-fn decode_secret(tag: &'static str, bytes: &[u8]) -> Result<Zeroizing<[u8; 32]>, DecodeError> {
+pub(crate) fn decode_secret(
+    tag: &'static str,
+    bytes: &[u8],
+) -> Result<Zeroizing<[u8; 32]>, DecodeError> {
     let mut r = Reader::new(bytes);
     r.expect_tag(tag)?;
     let secret = Zeroizing::new(r.array::<32>("secret key")?);
@@ -174,6 +181,13 @@ impl DeviceKey {
     /// The student id this key speaks for.
     pub fn student_id(&self) -> StudentId {
         self.public().student_id()
+    }
+
+    /// 32 bytes derived from the device's seed under `info` (a key of its
+    /// own: the chat key, [`crate::chat`]).
+    pub(crate) fn derive_32(&self, info: &[u8]) -> Zeroizing<[u8; 32]> {
+        let seed = Zeroizing::new(self.0.to_bytes());
+        hkdf_32_info(&seed, info)
     }
 }
 

@@ -175,6 +175,35 @@ impl X25519Public {
     }
 }
 
+impl X25519Public {
+    /// Seals `plaintext` once, to every one of `recipients` (age's several
+    /// recipients: one file key, wrapped to each): any of them opens it.
+    pub(crate) fn seal_to_each(
+        recipients: &[&X25519Public],
+        plaintext: &[u8],
+    ) -> Result<Vec<u8>, SealError> {
+        use std::io::Write as _;
+        if recipients.iter().any(|r| r.is_low_order()) {
+            return Err(SealError::LowOrderRecipient);
+        }
+        let encryptor = age::Encryptor::with_recipients(
+            recipients
+                .iter()
+                .map(|r| &r.recipient as &dyn age::Recipient),
+        )
+        .map_err(|_| SealError::SealFailed)?;
+        let mut sealed = Vec::with_capacity(plaintext.len() + 256);
+        let mut writer = encryptor
+            .wrap_output(&mut sealed)
+            .map_err(|_| SealError::SealFailed)?;
+        writer
+            .write_all(plaintext)
+            .and_then(|()| writer.finish().map(|_| ()))
+            .map_err(|_| SealError::SealFailed)?;
+        Ok(sealed)
+    }
+}
+
 /// `first`, then 30 bytes 0xff, then 0x7f: p - 1, p and p + 1 for 0xec, 0xed, 0xee.
 const fn ff_then(first: u8) -> [u8; 32] {
     let mut out = [0xff; 32];

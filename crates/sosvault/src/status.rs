@@ -271,16 +271,26 @@ impl StatusReport {
         control_room: &ControlRoomPublic,
         query: &Signed<StatusQuery>,
     ) -> Result<StatusReport, ReportRefusal> {
-        let report = Signed::<StatusReport>::decode(bytes)?;
-        if report.signer() != control_room.verifying_key() {
-            return Err(ReportRefusal::WrongSigner);
-        }
+        let report = signed_by::<StatusReport>(bytes, control_room)?;
         let body = *report.body();
         if body.query != query.hash() || body.panic != query.body().panic {
             return Err(ReportRefusal::NotThisQuery);
         }
         Ok(body)
     }
+}
+
+/// Decodes an answer of the control room's (a status report, a chat log)
+/// and checks it is signed by `control_room`, the key the phone pins.
+pub(crate) fn signed_by<M: Message<Signer = ControlRoomKey>>(
+    bytes: &[u8],
+    control_room: &ControlRoomPublic,
+) -> Result<Signed<M>, ReportRefusal> {
+    let answer = Signed::<M>::decode(bytes)?;
+    if answer.signer() != control_room.verifying_key() {
+        return Err(ReportRefusal::WrongSigner);
+    }
+    Ok(answer)
 }
 
 impl TeamKind {
