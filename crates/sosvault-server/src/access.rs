@@ -71,6 +71,8 @@ pub enum Action<'a> {
     Watch,
     /// The team list.
     ListUnits,
+    /// An incident's silent chat (what the student wrote).
+    ReadChat,
     /// Register a team, rotate or revoke its token.
     ManageUnits,
     /// Mark a false alarm, close, reassign: on an incident handled by
@@ -98,7 +100,7 @@ pub fn may(role: Role, me: &str, action: Action<'_>) -> Result<(), Denied> {
     match (role, action) {
         (_, Action::ReadIncidents | Action::Audit) => Ok(()),
         (Role::Auditor, _) => Err(Denied::Role(role)),
-        (_, Action::Watch | Action::ListUnits) => Ok(()),
+        (_, Action::Watch | Action::ListUnits | Action::ReadChat) => Ok(()),
         (Role::Supervisor, Action::ManageUnits | Action::Act { .. }) => Ok(()),
         (Role::Dispatcher, Action::ManageUnits) => Err(Denied::Role(role)),
         (Role::Dispatcher, Action::Act { handler }) if handler == Some(me) => Ok(()),
@@ -301,6 +303,8 @@ mod tests {
         assert!(D.sees_locations() && S.sees_locations());
         assert_eq!(may(A, "lekha", Action::Watch), Err(Denied::Role(A)));
         assert_eq!(may(A, "lekha", Action::ListUnits), Err(Denied::Role(A)));
+        assert_eq!(may(A, "lekha", Action::ReadChat), Err(Denied::Role(A)));
+        assert_eq!(may(D, "asha", Action::ReadChat), Ok(()));
         assert_eq!(
             may(
                 A,

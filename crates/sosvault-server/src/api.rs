@@ -65,6 +65,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use futures_util::{Stream, StreamExt};
 use serde::{Deserialize, Serialize};
+use sosvault::chat::{ChatLog, ChatMessage, ChatQuery};
 use sosvault::log::MerkleLog;
 use sosvault::log::{MAX_ENTRY_BYTES, TreeHead};
 use sosvault::manifest::Manifest;
@@ -87,7 +88,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::engine::{
-    CancelReceived, CommitReceived, Engine, Enrolled, ForwardReport, IncidentDetail,
+    CancelReceived, ChatView, CommitReceived, Engine, Enrolled, ForwardReport, IncidentDetail,
     IncidentSummary, LatLon, MineAnswer, OperatorId, Stopped, TimerHeld, UnitView, Viewer,
 };
 use crate::error::ApiError;
@@ -208,6 +209,10 @@ pub fn router_and_openapi(engine: Engine) -> (Router, utoipa::openapi::OpenApi) 
         .routes(routes!(cancel))
         .routes(routes!(stop))
         .routes(routes!(incident_status))
+        .routes(routes!(chat_log))
+        .routes(routes!(chat_send))
+        .routes(routes!(operator_chat_read, operator_chat_write))
+        .routes(routes!(unit_chat))
         .routes(routes!(login))
         .routes(routes!(logout))
         .routes(routes!(list_incidents))
@@ -604,6 +609,87 @@ pub struct StatusAnswer {
     pub report: String,
 }
 
+/// `POST /v1/incident/chat`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChatRequest {
+    /// Base64 of a device-signed `sosvault/chat-query/v1`.
+    #[schema(schema_with = chat_query_field)]
+    pub query: String,
+}
+
+/// `POST /v1/incident/chat`'s answer.
+#[derive(Serialize, ToSchema)]
+pub struct ChatAnswer {
+    /// Base64 of the control-room-signed `sosvault/chat-log/v1` answering
+    /// the query: the incident's chat recipient and its texts, sealed; the
+    /// phone believes it only under the control room's key it pins, and
+    /// only for its own query (`sosvault::chat::ChatLog::verify`).
+    #[schema(schema_with = chat_log_field)]
+    pub log: String,
+}
+
+/// `POST /v1/incident/chat/send`.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChatSendBody {
+    /// Base64 of a device-signed `sosvault/chat/v1`.
+    #[schema(schema_with = chat_message_field)]
+    pub message: String,
+}
+
+/// An operator's text to the student.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChatWriteBody {
+    /// 1 to 500 bytes of UTF-8, not blank, without control characters but
+    /// line breaks and tabs.
+    #[schema(min_length = 1, max_length = 500)]
+    pub text: String,
+}
+
+/// A chat text stored.
+#[derive(Serialize, ToSchema)]
+pub struct ChatStored {
+    /// `stored`.
+    pub status: String,
+    /// Its index in the chat (a resent student message: the index it was
+    /// stored at).
+    pub index: u32,
+}
+
+/// The refusals of `POST /v1/incident/chat`: a device query's
+/// ([`MineRefusals`]), with the chat's own 409.
+#[derive(utoipa::IntoResponses)]
+pub enum ChatQueryRefusals {
+    /// `bad_json` (the body), `too_long`, `bad_base64` (the field);
+    /// `malformed`: the query does not decode or its signature does not
+    /// verify.
+    #[response(status = 400)]
+    Malformed(ErrorBody),
+    /// `wrong_log`: the query is addressed to another control room.
+    #[response(status = 403)]
+    WrongLog(ErrorBody),
+    /// `unknown_incident`: no incident of the signer opened by the panic it
+    /// names.
+    #[response(status = 404)]
+    Unknown(ErrorBody),
+    /// `replayed`: this query was answered before; `chat_key_changed`: the
+    /// chat was opened with another chat recipient of this device (another
+    /// panic hash of the same press).
+    #[response(status = 409)]
+    Conflict(ErrorBody),
+    /// `stale_query`: the query's time is outside the allowed clock skew.
+    #[response(status = 422)]
+    Stale(ErrorBody),
+    /// `rate_limited`: too many queries right now.
+    #[response(status = 429)]
+    RateLimited(ErrorBody),
+    /// `internal`.
+    #[response(status = 500)]
+    Internal(ErrorBody),
+}
+
 /// `POST /v1/location`.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -834,6 +920,9 @@ sosvault_service::base64_fields! {
     timed_panic_field: Signed::<TimedPanic>::MAX_LEN, "Base64 of a device-signed `sosvault/timed-panic/v1`: a check-in timer's panic, not acted on before its not-before.";
     status_query_field: Signed::<StatusQuery>::MAX_LEN, "Base64 of a device-signed `sosvault/status-query/v1` addressed to this control room (`control_room_id` of `/v1/info`).";
     status_report_field: Signed::<StatusReport>::MAX_LEN, "Base64 of the control-room-signed `sosvault/status-report/v1`.";
+    chat_query_field: Signed::<ChatQuery>::MAX_LEN, "Base64 of a device-signed `sosvault/chat-query/v1` addressed to this control room (`control_room_id` of `/v1/info`).";
+    chat_log_field: Signed::<ChatLog>::MAX_LEN, "Base64 of the control-room-signed `sosvault/chat-log/v1`.";
+    chat_message_field: Signed::<ChatMessage>::MAX_LEN, "Base64 of a device-signed `sosvault/chat/v1`: a text sealed to the incident's chat recipient and the device's own.";
     // A log entry's bytes (`MineEntry::entry`, `AccessLogEntry::entry`).
     pub(crate) log_entry_field: MAX_ENTRY_BYTES, "Base64 of the entry's encoding (`sosvault/log-entry/v1`).";
     // A leaf hash (`MineEntry::leaf_hash`).
@@ -1362,6 +1451,55 @@ async fn incident_status(
     }))
 }
 
+/// The silent chat of the student's own incident, signed by the control
+/// room: the incident's chat recipient (to seal the student's texts to)
+/// and the texts from the query's index on, each sealed to both ends.
+///
+/// The query is device-signed, names the incident by its panic's hash and
+/// carries the device's chat recipient: the first query opens the chat, so
+/// the control room can write before the student does. A closed incident's
+/// log is empty, with no recipient; so is one the student cancelled under
+/// duress.
+#[utoipa::path(post, path = "/v1/incident/chat", tag = "device", request_body = ChatRequest,
+    responses(
+        (status = 200, body = ChatAnswer),
+        ChatQueryRefusals,
+        Unavailable,
+    ))]
+async fn chat_log(
+    State(e): State<Engine>,
+    JsonBody(b): JsonBody<ChatRequest>,
+) -> Result<Json<ChatAnswer>, ApiError> {
+    let bytes = base64_field("query", &b.query, Signed::<ChatQuery>::MAX_LEN)?;
+    let log = e.chat_log(&bytes).await?;
+    Ok(Json(ChatAnswer {
+        log: B64.encode(log.as_bytes()),
+    }))
+}
+
+/// A text of the student's to the control room, sealed to the incident's
+/// chat recipient (from `POST /v1/incident/chat`) and the device's own.
+/// Sent again, it answers the index it was stored at.
+#[utoipa::path(post, path = "/v1/incident/chat/send", tag = "device", request_body = ChatSendBody,
+    responses(
+        (status = 200, body = ChatStored),
+        (status = 400, description = "`bad_json`, `too_long`, `bad_base64`, `malformed` (the message does not decode or its signature does not verify), `bad_text` (not sealed to the incident's chat recipient, or not a text)", body = ErrorBody),
+        (status = 404, description = "`unknown_incident`: no incident of this device for the panic it names", body = ErrorBody),
+        (status = 409, description = "`incident_closed` (closed, cancelled or stopped), `chat_not_open` (ask for the chat first), `replayed` (its counter is not above the last seen), `chat_full`", body = ErrorBody),
+        StoreFailure,
+    ))]
+async fn chat_send(
+    State(e): State<Engine>,
+    JsonBody(b): JsonBody<ChatSendBody>,
+) -> Result<Json<ChatStored>, ApiError> {
+    let bytes = base64_field("message", &b.message, Signed::<ChatMessage>::MAX_LEN)?;
+    let index = e.chat_send(&bytes).await?;
+    Ok(Json(ChatStored {
+        status: "stored".into(),
+        index,
+    }))
+}
+
 // ------------------------------------------------------------ operator
 
 /// Operator login (argon2id); returns a session token.
@@ -1585,6 +1723,38 @@ async fn close(
     e.operator_close(id, &op, b.outcome.map(Outcome::from))
         .await?;
     Ok(status("closed"))
+}
+
+/// An incident's silent chat, opened: what the student wrote and what the
+/// control room answered. Not for auditors.
+#[utoipa::path(get, path = "/v1/operator/incidents/{id}/chat", tag = "operator", params(("id" = String, Path, description = "incident id (32 hex digits; any other answers 404)", min_length = 32, max_length = 32, pattern = "^[0-9a-fA-F]{32}$")), security(("bearer" = [])),
+    responses((status = 200, body = ChatView), (status = 401, body = ErrorBody), (status = 403, description = "`forbidden_for_role`: an auditor", body = ErrorBody), (status = 404, body = ErrorBody), StoreFailure))]
+async fn operator_chat_read(
+    State(e): State<Engine>,
+    Operator(op): Operator,
+    Path(id): Path<String>,
+) -> Result<Json<ChatView>, ApiError> {
+    let id = parse_incident_id(&id)?;
+    Ok(Json(e.chat_view(id, Viewer::Operator(op, None)).await?))
+}
+
+/// A text to the student, sealed to the incident's chat key and the
+/// phone's: the phone reads it with its next chat query. Only once the
+/// phone has opened the chat, and never after a duress cancel or a stop.
+#[utoipa::path(post, path = "/v1/operator/incidents/{id}/chat", tag = "operator", params(("id" = String, Path, description = "incident id (32 hex digits; any other answers 404)", min_length = 32, max_length = 32, pattern = "^[0-9a-fA-F]{32}$")), security(("bearer" = [])), request_body = ChatWriteBody,
+    responses((status = 200, body = ChatStored), (status = 400, description = "`bad_json`; `bad_text`: not 1 to 500 bytes of text, blank, or with control characters", body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, description = "`not_your_incident`: a dispatcher acting on an incident they do not handle (claim it first); `forbidden_for_role`: an auditor", body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, description = "`incident_closed`, `chat_not_open` (the phone has not asked for the chat yet), `chat_silenced` (the student cancelled under duress or stopped), `chat_full`", body = ErrorBody), (status = 413, description = "`too_large`", body = ErrorBody), StoreFailure))]
+async fn operator_chat_write(
+    State(e): State<Engine>,
+    Operator(op): Operator,
+    Path(id): Path<String>,
+    JsonBody(b): JsonBody<ChatWriteBody>,
+) -> Result<Json<ChatStored>, ApiError> {
+    let id = parse_incident_id(&id)?;
+    let index = e.operator_chat(id, &op, &b.text).await?;
+    Ok(Json(ChatStored {
+        status: "stored".into(),
+        index,
+    }))
 }
 
 /// How many incidents closed since `since_ms` (unix ms; default: the last
@@ -1874,6 +2044,19 @@ async fn unit_incident(
 ) -> Result<Json<IncidentDetail>, ApiError> {
     let id = parse_incident_id(&id)?;
     Ok(Json(e.detail(id, Viewer::Unit(u)).await?))
+}
+
+/// The silent chat of the unit's assigned incident (404 for any other):
+/// the team reads it; only the control room writes.
+#[utoipa::path(get, path = "/v1/unit/incidents/{id}/chat", tag = "unit", params(("id" = String, Path, description = "incident id (32 hex digits; any other answers 404)", min_length = 32, max_length = 32, pattern = "^[0-9a-fA-F]{32}$")), security(("unit" = [])),
+    responses((status = 200, body = ChatView), (status = 401, body = ErrorBody), (status = 404, description = "`not_found`: not an incident this unit is assigned to", body = ErrorBody), StoreFailure))]
+async fn unit_chat(
+    State(e): State<Engine>,
+    Unit(u): Unit,
+    Path(id): Path<String>,
+) -> Result<Json<ChatView>, ApiError> {
+    let id = parse_incident_id(&id)?;
+    Ok(Json(e.chat_view(id, Viewer::Unit(u)).await?))
 }
 
 #[cfg(test)]

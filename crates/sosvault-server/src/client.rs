@@ -8,6 +8,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
+use sosvault::chat::{ChatLog, ChatMessage, ChatQuery};
 use sosvault::status::{StatusQuery, StatusReport};
 use sosvault::{
     Cancel, Container, ControlRoomPublic, EnrollmentPackage, LocationUpdate, PanicEvent, Signed,
@@ -357,6 +358,41 @@ impl Client {
             .and_then(|r| B64.decode(r).ok())
             .and_then(|bytes| StatusReport::verify(&bytes, control_room, query).ok())
             .ok_or_else(|| bad_answer(status))
+    }
+
+    /// The silent chat of the device's own incident (`POST
+    /// /v1/incident/chat` with `query`, which the device signed), believed
+    /// only if signed by `control_room` (the key the phone pins) for this
+    /// very query (`bad_answer` otherwise).
+    pub async fn chat_log(
+        &self,
+        query: &Signed<ChatQuery>,
+        control_room: &ControlRoomPublic,
+    ) -> Result<ChatLog, ClientError> {
+        let body = json!({ "query": B64.encode(query.as_bytes()) });
+        let (status, v) = self.post("/v1/incident/chat", None, &body).await?;
+        str_field(&v, "log")
+            .and_then(|r| B64.decode(r).ok())
+            .and_then(|bytes| ChatLog::verify(&bytes, control_room, query).ok())
+            .ok_or_else(|| bad_answer(status))
+    }
+
+    /// Sends a student's chat text (`{"status": "stored", "index"}`).
+    pub async fn chat_send(&self, message: &Signed<ChatMessage>) -> Result<Value, ClientError> {
+        let body = json!({ "message": B64.encode(message.as_bytes()) });
+        Ok(self.post("/v1/incident/chat/send", None, &body).await?.1)
+    }
+
+    /// An operator's text to the student of incident `id` (hex).
+    pub async fn operator_chat(
+        &self,
+        token: &str,
+        id: &str,
+        text: &str,
+    ) -> Result<Value, ClientError> {
+        let body = json!({ "text": text });
+        let path = format!("/v1/operator/incidents/{id}/chat");
+        Ok(self.post(&path, Some(token), &body).await?.1)
     }
 
     /// The student's own entries in the control room's log (`POST

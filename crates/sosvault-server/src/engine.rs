@@ -65,6 +65,7 @@ use crate::unit::UnitId;
 
 pub use access::ACCOUNT_POLL;
 pub use board::{Board, Rules};
+pub use chat::{ChatText, ChatView};
 pub use error::{Conflict, EngineError, Invalid};
 pub use forward::{ForwardKind, ForwardReport, ForwardSummary};
 pub use lease::NameInUse;
@@ -75,6 +76,7 @@ mod access;
 mod asks;
 mod board;
 mod bus;
+mod chat;
 mod dispatch;
 mod elsewhere;
 mod error;
@@ -202,12 +204,14 @@ pub enum EventKind {
     ShredReceipt,
     /// A trustee answered a forwarded cancel.
     CancelReceipt,
+    /// A text of the silent chat (its index and side, never the text).
+    Chat,
 }
 
 impl EventKind {
     /// Every kind: a new kind goes here too, or the other nodes drop it
     /// ([`EventKind::parse`] reads what they announce).
-    pub const ALL: [EventKind; 21] = [
+    pub const ALL: [EventKind; 22] = [
         EventKind::IncidentCreated,
         EventKind::Assigned,
         EventKind::Acknowledged,
@@ -229,6 +233,7 @@ impl EventKind {
         EventKind::Cancelled,
         EventKind::ShredReceipt,
         EventKind::CancelReceipt,
+        EventKind::Chat,
     ];
 
     /// The kind named `name` ([`EventKind::as_str`]), if any.
@@ -260,6 +265,7 @@ impl EventKind {
             EventKind::Cancelled => "cancelled",
             EventKind::ShredReceipt => "shred_receipt",
             EventKind::CancelReceipt => "cancel_receipt",
+            EventKind::Chat => "chat",
         }
     }
 }

@@ -280,6 +280,12 @@ mod tests {
                 "the enrollment names a trustee this service does not use",
             ),
             (
+                Invalid::ChatText.into(),
+                400,
+                "bad_text",
+                "a chat text is 1 to 500 bytes of UTF-8, not blank, without control characters but line breaks and tabs; a student's is sealed to the incident's chat recipient",
+            ),
+            (
                 E::Unauthorized,
                 401,
                 "unauthorized",
@@ -475,6 +481,39 @@ mod tests {
                 409,
                 "too_many_timers",
                 "3 check-in timers are running already; check in to one, or let it end",
+            ),
+            (
+                Conflict::ChatNotOpen.into(),
+                409,
+                "chat_not_open",
+                "the student's phone has not opened the chat yet; it does when it first asks for it",
+            ),
+            (
+                Conflict::ChatKeyChanged.into(),
+                409,
+                "chat_key_changed",
+                "the chat was opened with another chat key of this device; name the incident by the panic hash it was opened with",
+            ),
+            (
+                Conflict::ChatFull.into(),
+                409,
+                "chat_full",
+                "the chat holds 200 texts, the most it may",
+            ),
+            (
+                Conflict::ChatSilenced.into(),
+                409,
+                "chat_silenced",
+                "the student cancelled under duress or stopped: a text would tell whoever holds the phone that the control room is still on it",
+            ),
+            (
+                Conflict::Replayed {
+                    what: "chat message",
+                }
+                .into(),
+                409,
+                "replayed",
+                "the chat message's counter is not above the last seen",
             ),
             (E::Stopped, 410, "stopped", "this student has stopped"),
             (

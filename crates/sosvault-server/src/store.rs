@@ -46,12 +46,12 @@ pub use access::{AccessStore, AccountChange, AccountRow};
 pub(crate) use postgres::config as postgres_config;
 pub use postgres::{PgStore, Postgres};
 pub use rows::{
-    AccessLogEntry, AssignmentRow, AssignmentStatus, Beat, CommitStored, DURESS_STOP,
-    EnrollmentRow, ForwardHolder, ForwardKey, ForwardTo, Glance, IncidentRow, IncidentStatus,
-    Lease, LogLeafRow, NewDuressAlert, NewIncident, NewLogEntry, PanicContext, PanicStored,
-    PendingCancel, PendingCommit, PendingForward, PendingShred, StudentLogRow, StudentRow,
-    TakenForwards, TakenLease, TimelineEntry, TimerRow, TimerState, TrailRow, TrusteeAnswer,
-    UnitRow, ViewReason,
+    AccessLogEntry, AssignmentRow, AssignmentStatus, Beat, ChatAdded, ChatKeys, ChatRow, ChatSide,
+    CommitStored, DURESS_STOP, EnrollmentRow, ForwardHolder, ForwardKey, ForwardTo, Glance,
+    IncidentRow, IncidentStatus, Lease, LogLeafRow, NewChat, NewDuressAlert, NewIncident,
+    NewLogEntry, PanicContext, PanicStored, PendingCancel, PendingCommit, PendingForward,
+    PendingShred, StudentLogRow, StudentRow, TakenForwards, TakenLease, TimelineEntry, TimerRow,
+    TimerState, TrailRow, TrusteeAnswer, UnitRow, ViewReason,
 };
 pub use sql_store::SqlStore;
 pub use sqlite::{Sqlite, SqliteStore};
@@ -263,6 +263,23 @@ pub trait Store: AccessStore {
     /// checked in whose end was before `before_ms`; the row stays, so its
     /// status still reads as checked in. How many were dropped.
     fn prune_timers(&self, before_ms: u64) -> StoreResult<usize>;
+    /// Opens an open incident's silent chat: the first call stores its
+    /// chat key (sealed) and the device's chat recipient; every call returns
+    /// what is stored (the first call's), so two nodes opening it at once
+    /// agree. `None` if the incident is not open.
+    fn open_chat(
+        &self,
+        incident: &IncidentId,
+        key_sealed: &[u8],
+        reply_to: &[u8; 32],
+    ) -> StoreResult<Option<ChatKeys>>;
+    /// An open incident's chat keys, if its chat is open.
+    fn chat_keys(&self, incident: &IncidentId) -> StoreResult<Option<ChatKeys>>;
+    /// Appends a text to an open incident's open chat in one transaction (a
+    /// student's bumps the student's counter in it).
+    fn add_chat(&self, incident: &IncidentId, text: &NewChat) -> StoreResult<ChatAdded>;
+    /// An incident's texts from index `from` on, oldest first.
+    fn chat(&self, incident: &IncidentId, from: u32) -> StoreResult<Vec<ChatRow>>;
     /// Appends to an incident's timeline.
     fn add_timeline(
         &self,
@@ -275,8 +292,9 @@ pub trait Store: AccessStore {
     /// of the same millisecond in the order they were added): a step may be
     /// stored after a later one (a release's steps wait for its outcome).
     fn timeline(&self, incident: &IncidentId) -> StoreResult<Vec<TimelineEntry>>;
-    /// Closes an incident and forgets its incident key (then truncates the
-    /// WAL, best effort, so no older page keeps the sealed key).
+    /// Closes an incident and forgets its incident key, its chat's key and
+    /// its chat (then truncates the WAL, best effort, so no older page keeps
+    /// them).
     fn close_incident(
         &self,
         incident: &IncidentId,

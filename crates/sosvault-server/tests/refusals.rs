@@ -64,13 +64,16 @@ async fn bad_input_and_wrong_callers_get_a_clear_4xx_and_change_nothing() {
         "/v1/cancel",
         "/v1/stop",
         "/v1/incident/status",
+        "/v1/incident/chat",
+        "/v1/incident/chat/send",
     ] {
         let field = match path {
             "/v1/enroll" => "package",
             "/v1/panic" => "panic",
             "/v1/location" => "update",
             "/v1/cancel" => "cancel",
-            "/v1/incident/status" => "query",
+            "/v1/incident/status" | "/v1/incident/chat" => "query",
+            "/v1/incident/chat/send" => "message",
             _ => "stop",
         };
         for body in [
@@ -186,6 +189,8 @@ async fn bad_input_and_wrong_callers_get_a_clear_4xx_and_change_nothing() {
                 post(format!("{incident}/close"), token, NULL, 401),
                 post(format!("{incident}/false-alarm"), token, NULL, 401),
                 post(format!("{incident}/claim"), token, NULL, 401),
+                get(format!("{incident}/chat"), token, 401),
+                post(format!("{incident}/chat"), token, json!({"text": "x"}), 401),
                 post(&team_token, token, NULL, 401),
                 post("/v1/operator/units", token, police, 401),
             ],
@@ -193,9 +198,10 @@ async fn bad_input_and_wrong_callers_get_a_clear_4xx_and_change_nothing() {
         .await;
     }
     // Unit endpoints: anonymous, an operator's token, another unit.
-    let (ack, view) = (
+    let (ack, view, chat) = (
         format!("/v1/unit/incidents/{id}/ack"),
         format!("/v1/unit/incidents/{id}"),
+        format!("/v1/unit/incidents/{id}/chat"),
     );
     for token in [None, Some(op.as_str())] {
         let position = json!({"lat":1.0,"lon":2.0});
@@ -203,6 +209,7 @@ async fn bad_input_and_wrong_callers_get_a_clear_4xx_and_change_nothing() {
             &c,
             [
                 get(&view, token, 401),
+                get(&chat, token, 401),
                 post(&ack, token, NULL, 401),
                 post("/v1/unit/position", token, position, 401),
             ],
@@ -222,6 +229,7 @@ async fn bad_input_and_wrong_callers_get_a_clear_4xx_and_change_nothing() {
         [
             post(&ack, other_token, NULL, 404),
             get(&view, other_token, 404),
+            get(&chat, other_token, 404),
             // Bad operator input.
             post(login, None, wrong_password, 401),
             post(login, None, nobody, 401),
@@ -300,11 +308,15 @@ async fn the_openapi_document_describes_every_route_and_nothing_else() {
         "POST /v1/cancel",
         "POST /v1/stop",
         "POST /v1/incident/status",
+        "POST /v1/incident/chat",
+        "POST /v1/incident/chat/send",
         "POST /v1/operator/login",
         "POST /v1/operator/logout",
         "GET /v1/operator/incidents",
         "GET /v1/operator/incidents/{id}",
         "GET /v1/operator/incidents/{id}/access-log",
+        "GET /v1/operator/incidents/{id}/chat",
+        "POST /v1/operator/incidents/{id}/chat",
         "POST /v1/operator/incidents/{id}/false-alarm",
         "POST /v1/operator/incidents/{id}/close",
         "GET /v1/operator/outcomes",
@@ -322,6 +334,7 @@ async fn the_openapi_document_describes_every_route_and_nothing_else() {
         "POST /v1/unit/incidents/{id}/ack",
         "POST /v1/unit/incidents/{id}/arrived",
         "GET /v1/unit/incidents/{id}",
+        "GET /v1/unit/incidents/{id}/chat",
     ];
     expected.sort();
     assert_eq!(ops, expected);
@@ -337,6 +350,9 @@ async fn the_openapi_document_describes_every_route_and_nothing_else() {
         "IncidentSummary",
         "ErrorBody",
         "Stopped",
+        "ChatView",
+        "ChatText",
+        "ChatStored",
     ] {
         assert!(schemas.contains_key(name), "schema {name} missing");
     }

@@ -138,6 +138,12 @@ pub enum Invalid {
     /// An enrollment naming a trustee this service does not use.
     #[error("the enrollment names a trustee this service does not use")]
     ForeignTrustee,
+    /// A chat text that is not one: blank, too long, with control
+    /// characters, or (a student's) not sealed to the incident's chat key.
+    #[error(
+        "a chat text is 1 to 500 bytes of UTF-8, not blank, without control characters but line breaks and tabs; a student's is sealed to the incident's chat recipient"
+    )]
+    ChatText,
 }
 
 impl Invalid {
@@ -150,6 +156,7 @@ impl Invalid {
             Self::Note => "bad_note",
             Self::Operator => "bad_operator",
             Self::TrusteeSet | Self::ForeignTrustee => "wrong_trustees",
+            Self::ChatText => "bad_text",
         }
     }
 }
@@ -247,6 +254,24 @@ pub enum Conflict {
     /// A timer while the student has the most running already.
     #[error("3 check-in timers are running already; check in to one, or let it end")]
     TooManyTimers,
+    /// A chat text before the phone opened the chat (its first chat query).
+    #[error("the student's phone has not opened the chat yet; it does when it first asks for it")]
+    ChatNotOpen,
+    /// A chat query carrying another chat recipient than the one the chat
+    /// was opened with.
+    #[error(
+        "the chat was opened with another chat key of this device; name the incident by the panic hash it was opened with"
+    )]
+    ChatKeyChanged,
+    /// A chat text past the most a chat holds.
+    #[error("the chat holds 200 texts, the most it may")]
+    ChatFull,
+    /// An operator's text after a duress cancel or a stop: the phone may be
+    /// in the coercer's hands, and reads the incident as closed.
+    #[error(
+        "the student cancelled under duress or stopped: a text would tell whoever holds the phone that the control room is still on it"
+    )]
+    ChatSilenced,
 }
 
 impl Conflict {
@@ -271,6 +296,10 @@ impl Conflict {
             Self::TimerTime { ended: true } => "timer_ended",
             Self::TimerTime { ended: false } => "timer_ahead",
             Self::TooManyTimers => "too_many_timers",
+            Self::ChatNotOpen => "chat_not_open",
+            Self::ChatKeyChanged => "chat_key_changed",
+            Self::ChatFull => "chat_full",
+            Self::ChatSilenced => "chat_silenced",
         }
     }
 }

@@ -271,22 +271,8 @@ impl Engine {
         let row = self.incident_row(id).await?;
         let elsewhere = self.runs_elsewhere(&row);
         let assignments = self.inner.db.call(move |s| s.assignments(&id)).await?;
-        // A unit sees only the incident it is sent to: as this node's
-        // board says, or the database for an incident another node runs.
         if let Viewer::Unit(u) = &viewer {
-            let mine = if elsewhere {
-                assignments
-                    .iter()
-                    .any(|a| a.unit_id == *u && a.status.holds_team())
-            } else {
-                self.state()
-                    .board
-                    .assignment(id)
-                    .is_some_and(|a| a.unit == *u)
-            };
-            if !mine {
-                return Err(EngineError::NotFound);
-            }
+            self.unit_holds(&row, *u, &assignments)?;
         }
         let access = viewer_access(&viewer, &row);
         let sees_locations = match &viewer {
@@ -397,6 +383,39 @@ impl Engine {
             .zip(enrollment)
             .and_then(|(key, e)| super::trail::open_vault(&key, e, rows));
         (summary, trail, opened)
+    }
+
+    /// A unit sees only the incident it is sent to: as this node's board
+    /// says, or the database for an incident another node runs. Any other
+    /// is `NotFound`, as an incident that does not exist.
+    fn unit_holds(
+        &self,
+        row: &crate::store::IncidentRow,
+        u: UnitId,
+        assignments: &[crate::store::AssignmentRow],
+    ) -> Result<(), EngineError> {
+        let mine = if self.runs_elsewhere(row) {
+            assignments
+                .iter()
+                .any(|a| a.unit_id == u && a.status.holds_team())
+        } else {
+            self.state()
+                .board
+                .assignment(row.id)
+                .is_some_and(|a| a.unit == u)
+        };
+        if mine {
+            Ok(())
+        } else {
+            Err(EngineError::NotFound)
+        }
+    }
+
+    /// [`Engine::unit_holds`], reading the incident and its assignments.
+    pub(super) async fn unit_sees(&self, id: IncidentId, u: UnitId) -> Result<(), EngineError> {
+        let row = self.incident_row(id).await?;
+        let assignments = self.inner.db.call(move |s| s.assignments(&id)).await?;
+        self.unit_holds(&row, u, &assignments)
     }
 
     /// Logs a profile view about to be shown: in the transparency log (with

@@ -14,12 +14,12 @@ use super::sql::{
 };
 use super::sql_store::SqlStore;
 use super::{
-    AccessLogEntry, AssignmentRow, AssignmentStatus, Beat, CommitStored, DURESS_STOP,
-    EnrollmentRow, ForwardHolder, ForwardKey, ForwardTo, Glance, IncidentRow, IncidentStatus,
-    Lease, LogLeafRow, NewDuressAlert, NewIncident, NewLogEntry, PanicContext, PanicStored,
-    PendingCancel, PendingCommit, PendingShred, Store, StoreError, StoreResult, StudentLogRow,
-    StudentRow, TakenForwards, TakenLease, TimelineEntry, TimerRow, TimerState, TrailRow,
-    TrusteeAnswer, UnitRow,
+    AccessLogEntry, AssignmentRow, AssignmentStatus, Beat, ChatAdded, ChatKeys, ChatRow, ChatSide,
+    CommitStored, DURESS_STOP, EnrollmentRow, ForwardHolder, ForwardKey, ForwardTo, Glance,
+    IncidentRow, IncidentStatus, Lease, LogLeafRow, NewChat, NewDuressAlert, NewIncident,
+    NewLogEntry, PanicContext, PanicStored, PendingCancel, PendingCommit, PendingShred, Store,
+    StoreError, StoreResult, StudentLogRow, StudentRow, TakenForwards, TakenLease, TimelineEntry,
+    TimerRow, TimerState, TrailRow, TrusteeAnswer, UnitRow,
 };
 use crate::unit::UnitId;
 
@@ -501,11 +501,26 @@ impl<B: Backend> Store for SqlStore<B> {
                 |r| r.get(0),
             )?
             .unwrap_or(false);
+            let had_chat: bool = maybe(
+                c,
+                "SELECT chat_key_sealed IS NOT NULL FROM incidents WHERE id = ?1 AND status = 'open'",
+                params![incident.as_bytes()],
+                |r| r.get(0),
+            )?
+            .unwrap_or(false);
             exec(
                 c,
-                "UPDATE incidents SET status = ?2, closed_at_ms = ?3, incident_key_sealed = NULL WHERE id = ?1 AND status = 'open'",
+                "UPDATE incidents SET status = ?2, closed_at_ms = ?3, incident_key_sealed = NULL,
+                 chat_key_sealed = NULL, chat_reply_to = NULL WHERE id = ?1 AND status = 'open'",
                 params![incident.as_bytes(), status.as_str(), now_ms as i64],
             )?;
+            // The chat goes with its key.
+            exec(
+                c,
+                "DELETE FROM chat_texts WHERE incident_id = ?1",
+                params![incident.as_bytes()],
+            )?;
+            let had_key = had_key || had_chat;
             // A closed incident holds no team, and no node runs it.
             exec(
                 c,
@@ -538,6 +553,95 @@ impl<B: Backend> Store for SqlStore<B> {
             self.purge_soon(Purge::Key)?;
         }
         Ok(())
+    }
+
+    fn open_chat(
+        &self,
+        incident: &IncidentId,
+        key_sealed: &[u8],
+        reply_to: &[u8; 32],
+    ) -> StoreResult<Option<ChatKeys>> {
+        self.atomic(|c| {
+            exec(
+                c,
+                "UPDATE incidents SET chat_key_sealed = ?2, chat_reply_to = ?3
+                 WHERE id = ?1 AND status = 'open' AND chat_key_sealed IS NULL",
+                params![incident.as_bytes(), key_sealed, reply_to.as_slice()],
+            )?;
+            chat_keys_in(c, incident)
+        })
+    }
+
+    fn chat_keys(&self, incident: &IncidentId) -> StoreResult<Option<ChatKeys>> {
+        chat_keys_in(&self.db, incident)
+    }
+
+    fn add_chat(&self, incident: &IncidentId, t: &NewChat) -> StoreResult<ChatAdded> {
+        self.atomic(|c| {
+            if chat_keys_in(c, incident)?.is_none() {
+                return Ok(ChatAdded::NotOpen);
+            }
+            if let Some((_, _, hash)) = &t.student {
+                let before: Option<i64> = maybe(
+                    c,
+                    "SELECT n FROM chat_texts WHERE incident_id = ?1 AND hash = ?2",
+                    params![incident.as_bytes(), hash.as_bytes()],
+                    |r| r.get(0),
+                )?;
+                if let Some(n) = before {
+                    return Ok(ChatAdded::Duplicate(n as u32));
+                }
+            }
+            let n = count(
+                c,
+                "SELECT COUNT(*) FROM chat_texts WHERE incident_id = ?1",
+                params![incident.as_bytes()],
+            )?;
+            if n >= t.max as usize {
+                return Ok(ChatAdded::Full);
+            }
+            if let Some((student, counter, _)) = &t.student
+                && !bump(c, student, *counter)?
+            {
+                return Ok(ChatAdded::Replayed);
+            }
+            exec(
+                c,
+                "INSERT INTO chat_texts (incident_id, n, side, at_ms, sealed, author, hash)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    incident.as_bytes(),
+                    n as i64,
+                    t.side.as_str(),
+                    t.at_ms as i64,
+                    t.sealed.as_slice(),
+                    t.author.as_deref(),
+                    t.student.as_ref().map(|(_, _, h)| h.as_bytes().to_vec())
+                ],
+            )?;
+            Ok(ChatAdded::Added(n as u32))
+        })
+    }
+
+    fn chat(&self, incident: &IncidentId, from: u32) -> StoreResult<Vec<ChatRow>> {
+        all(
+            &self.db,
+            "SELECT n, side, at_ms, sealed, author FROM chat_texts
+             WHERE incident_id = ?1 AND n >= ?2 ORDER BY n",
+            params![incident.as_bytes(), i64::from(from)],
+            |r| {
+                let side: String = r.get(1)?;
+                Ok(ChatRow {
+                    n: r.get::<i64>(0)? as u32,
+                    side: ChatSide::parse(&side).ok_or_else(|| {
+                        StoreError::Database(format!("a chat text's side is {side:?}"))
+                    })?,
+                    at_ms: r.get::<i64>(2)? as u64,
+                    sealed: r.get(3)?,
+                    author: r.get(4)?,
+                })
+            },
+        )
     }
 
     fn set_released(
@@ -991,6 +1095,10 @@ impl<B: Backend> Store for SqlStore<B> {
         )?;
         exec(c, "DELETE FROM trail_points WHERE student_id = ?1", params![student.as_bytes()])?;
         exec(c, "DELETE FROM timers WHERE student_id = ?1", params![student.as_bytes()])?;
+        exec(c,
+            "DELETE FROM chat_texts WHERE incident_id IN (SELECT id FROM incidents WHERE student_id = ?1)",
+            params![student.as_bytes()],
+        )?;
         // The reasons supervisors gave to open the profile are free text
         // about the student; the log entries keep only their salted hashes.
         exec(c,
@@ -1005,7 +1113,7 @@ impl<B: Backend> Store for SqlStore<B> {
         // location), the incident key, and the category itself (`''`, shown
         // as unknown: `mental-health` in clear says what no stop may leave).
         exec(c,
-            "UPDATE incidents SET panic = NULL, incident_key_sealed = NULL, category = '', outcome = NULL, stopped = CASE WHEN status = 'open' THEN 1 ELSE stopped END WHERE student_id = ?1",
+            "UPDATE incidents SET panic = NULL, incident_key_sealed = NULL, chat_key_sealed = NULL, chat_reply_to = NULL, category = '', outcome = NULL, stopped = CASE WHEN status = 'open' THEN 1 ELSE stopped END WHERE student_id = ?1",
             params![student.as_bytes()],
         )?;
         // Likewise every timeline text that may name the category, the kind
@@ -1902,5 +2010,25 @@ fn trail_row(r: &Row) -> StoreResult<TrailRow> {
         issued_at: r.get(3)?,
         received_at_ms: r.get(4)?,
         sealed: r.get(5)?,
+    })
+}
+
+/// An open incident's chat keys, if its chat is open.
+fn chat_keys_in<B: Backend>(c: &B, incident: &IncidentId) -> StoreResult<Option<ChatKeys>> {
+    type Columns = (Option<Vec<u8>>, Option<Vec<u8>>);
+    let row: Option<Columns> = maybe(
+        c,
+        "SELECT chat_key_sealed, chat_reply_to FROM incidents WHERE id = ?1 AND status = 'open'",
+        params![incident.as_bytes()],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok(match row {
+        Some((Some(key_sealed), Some(reply_to))) => Some(ChatKeys {
+            key_sealed,
+            reply_to: reply_to
+                .try_into()
+                .map_err(|_| StoreError::Database("a chat recipient is not 32 bytes".into()))?,
+        }),
+        _ => None,
     })
 }

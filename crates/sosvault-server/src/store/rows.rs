@@ -672,3 +672,109 @@ pub enum PanicStored {
     /// The same panic was stored before, as this incident.
     Existing(IncidentId),
 }
+
+/// Who wrote a text of an incident's silent chat, as stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChatSide {
+    /// The student (a device-signed `sosvault/chat/v1`).
+    Student,
+    /// The control room (an operator).
+    ControlRoom,
+}
+
+impl ChatSide {
+    /// The stored text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChatSide::Student => "student",
+            ChatSide::ControlRoom => "control_room",
+        }
+    }
+
+    /// Parses the stored text.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "student" => Some(ChatSide::Student),
+            "control_room" => Some(ChatSide::ControlRoom),
+            _ => None,
+        }
+    }
+}
+
+/// A text of an incident's silent chat, as stored: sealed to both ends
+/// (the incident's chat key and the device's); the store opens none of it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ChatRow {
+    /// Its index in the incident's chat (0, 1, ...).
+    pub n: u32,
+    /// Who wrote it.
+    pub side: ChatSide,
+    /// When the service took it (unix ms).
+    pub at_ms: u64,
+    /// The text, sealed.
+    pub sealed: Vec<u8>,
+    /// Who wrote it in the control room (an operator's name); `None` for
+    /// the student's.
+    pub author: Option<String>,
+}
+
+impl std::fmt::Debug for ChatRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChatRow")
+            .field("n", &self.n)
+            .field("side", &self.side)
+            .field("at_ms", &self.at_ms)
+            .field("sealed", &self.sealed.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A text to append to an incident's chat.
+#[derive(Clone, Debug)]
+pub struct NewChat {
+    /// Who wrote it.
+    pub side: ChatSide,
+    /// When the service took it (unix ms).
+    pub at_ms: u64,
+    /// The text, sealed to both ends.
+    pub sealed: Vec<u8>,
+    /// The operator who wrote it (the control room's).
+    pub author: Option<String>,
+    /// The student's: its signer, counter and message hash (the counter
+    /// must be above the student's last; the hash makes a resend the same
+    /// text).
+    pub student: Option<(StudentId, u64, MessageHash)>,
+    /// The most texts the chat may hold.
+    pub max: u32,
+}
+
+/// What became of a text appended to an incident's chat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChatAdded {
+    /// Stored at this index.
+    Added(u32),
+    /// The same student message was stored before, at this index.
+    Duplicate(u32),
+    /// A student message whose counter is not above the last seen.
+    Replayed,
+    /// The chat holds its most texts.
+    Full,
+    /// The incident is closed, or its chat was never opened.
+    NotOpen,
+}
+
+/// An open incident's chat keys: its own chat key sealed under the master
+/// key, and the device's chat recipient (32 bytes).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ChatKeys {
+    /// The incident's chat key, sealed under the master key.
+    pub key_sealed: Vec<u8>,
+    /// The device's chat recipient for the panic.
+    pub reply_to: [u8; 32],
+}
+
+impl std::fmt::Debug for ChatKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ChatKeys([redacted])")
+    }
+}

@@ -248,7 +248,36 @@ const MIGRATIONS: &[Migration] = &[
             (steps.ddl)(ONE_INCIDENT_A_PRESS)
         },
     },
+    // Version 11 (issue 15): silent chat.
+    Migration {
+        version: 11,
+        apply: |steps| {
+            (steps.add_column)("incidents", "chat_key_sealed", "BLOB")?;
+            (steps.add_column)("incidents", "chat_reply_to", "BLOB")?;
+            (steps.ddl)(CHAT_TEXTS)
+        },
+    },
 ];
+
+/// Version 11: an incident's silent chat. `incidents.chat_key_sealed` is
+/// the incident's chat key sealed under the master key and
+/// `incidents.chat_reply_to` the device's chat recipient, both set when the
+/// phone first asks for the chat and gone, with every text, when the
+/// incident closes or the student stops. Each text is sealed to both ends;
+/// `author` names the operator who wrote a control room's text.
+const CHAT_TEXTS: &str = r#"
+CREATE TABLE IF NOT EXISTS chat_texts (
+    incident_id BLOB NOT NULL,
+    n INTEGER NOT NULL,
+    side TEXT NOT NULL,
+    at_ms INTEGER NOT NULL,
+    sealed BLOB NOT NULL,
+    author TEXT,
+    hash BLOB,
+    PRIMARY KEY (incident_id, n)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS chat_texts_hash ON chat_texts (hash);
+"#;
 
 /// Version 10: a press of panic is one incident, whichever of its two
 /// encodings (`sosvault/panic/v1` over HTTP, `sosvault/sms-panic/v1` by

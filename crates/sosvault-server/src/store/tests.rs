@@ -7,10 +7,10 @@ use rusqlite::Connection;
 use sosvault::{Category, IncidentId, MessageHash, StudentId, TrusteeId};
 
 use super::{
-    AssignmentRow, AssignmentStatus, Beat, CommitStored, DURESS_STOP, ForwardHolder, ForwardKey,
-    ForwardTo, Glance, IncidentStatus, Lease, NewDuressAlert, NewIncident, NewLogEntry,
-    PanicStored, SqliteStore, Store, StoreError, StudentLogRow, TakenForwards, TakenLease,
-    TimerRow, TimerState, TrailRow, TrusteeAnswer, UnitRow, ViewReason,
+    AssignmentRow, AssignmentStatus, Beat, ChatAdded, ChatSide, CommitStored, DURESS_STOP,
+    ForwardHolder, ForwardKey, ForwardTo, Glance, IncidentStatus, Lease, NewChat, NewDuressAlert,
+    NewIncident, NewLogEntry, PanicStored, SqliteStore, Store, StoreError, StudentLogRow,
+    TakenForwards, TakenLease, TimerRow, TimerState, TrailRow, TrusteeAnswer, UnitRow, ViewReason,
 };
 use crate::unit::UnitId;
 
@@ -182,6 +182,7 @@ on_both_backends!(
     a_guardians_notice_is_claimed_once_per_incident,
     a_timer_is_held_settled_once_pruned_and_gone_with_a_stop,
     a_twin_joins_its_incident_once_and_says_so,
+    a_chat_opens_once_keeps_its_texts_in_order_and_goes_with_a_close_or_a_stop,
 );
 
 /// A held timer of student `[1; 32]` whose timed panic hashes to `[n; 32]`,
@@ -344,6 +345,125 @@ fn a_trail_point_is_kept_once_capped_pruned_and_gone_with_a_stop(
     s.apply_stop(&sid(1), b"stop", &to(&[tid(9)]), 60).unwrap();
     assert_eq!(read(0), Vec::<u64>::new());
     on_disk_is(dir, &p4.sealed[..64], false);
+}
+
+/// A text of the chat of incident `[3; 16]`: the student's (with counter
+/// `counter` and message hash `[counter; 32]`) or the control room's; its
+/// sealed bytes 200 random bytes (no two texts share a run of them), taken
+/// at `100 + seed`.
+fn chat_text(side: ChatSide, counter: u8, seed: u8, max: u32) -> NewChat {
+    NewChat {
+        side,
+        at_ms: 100 + u64::from(seed),
+        sealed: (0..200).map(|_| rand::random::<u8>()).collect(),
+        author: (side == ChatSide::ControlRoom).then(|| "meena".to_owned()),
+        student: (side == ChatSide::Student).then(|| {
+            (
+                sid(1),
+                u64::from(counter),
+                MessageHash::from_bytes([counter; 32]),
+            )
+        }),
+        max,
+    }
+}
+
+/// [`Store::open_chat`] and the rest of the chat: opened once (the first
+/// keys stay, whoever opens it next), texts appended in order (a student's
+/// bumps the counter; the same message again is the same text; an old
+/// counter or a full chat writes nothing), and the keys and texts deleted,
+/// to the last byte on disk, when the incident closes, and by a stop.
+fn a_chat_opens_once_keeps_its_texts_in_order_and_goes_with_a_close_or_a_stop(
+    s: &dyn Store,
+    dir: Option<&Path>,
+) {
+    two_open_incidents(s);
+    let (chat, other) = (iid(3), iid(5));
+    // Not open: no keys, no texts taken.
+    assert_eq!(s.chat_keys(&chat).unwrap(), None);
+    assert_eq!(
+        s.add_chat(&chat, &chat_text(ChatSide::ControlRoom, 0, 1, 9))
+            .unwrap(),
+        ChatAdded::NotOpen
+    );
+    let first = s
+        .open_chat(&chat, &[0xc1; 48], &[0xd1; 32])
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (first.key_sealed.clone(), first.reply_to),
+        (vec![0xc1; 48], [0xd1; 32])
+    );
+    // A second opening (another node, another key) keeps the first.
+    assert_eq!(
+        s.open_chat(&chat, &[0xc2; 48], &[0xd2; 32]).unwrap(),
+        Some(first.clone())
+    );
+    assert_eq!(s.chat_keys(&chat).unwrap(), Some(first));
+    assert_eq!(s.chat_keys(&other).unwrap(), None);
+    // Texts in order; the student's counter moves with its texts.
+    let cr = chat_text(ChatSide::ControlRoom, 0, 1, 3);
+    let st = chat_text(ChatSide::Student, 8, 2, 3);
+    assert_eq!(s.add_chat(&chat, &cr).unwrap(), ChatAdded::Added(0));
+    assert_eq!(s.add_chat(&chat, &st).unwrap(), ChatAdded::Added(1));
+    assert_eq!(s.student(&sid(1)).unwrap().unwrap().highest_counter, 8);
+    assert_eq!(s.add_chat(&chat, &st).unwrap(), ChatAdded::Duplicate(1));
+    assert_eq!(
+        s.add_chat(&chat, &chat_text(ChatSide::Student, 7, 3, 3))
+            .unwrap(),
+        ChatAdded::Replayed
+    );
+    assert_eq!(
+        s.add_chat(&chat, &chat_text(ChatSide::ControlRoom, 0, 4, 3))
+            .unwrap(),
+        ChatAdded::Added(2)
+    );
+    assert_eq!(
+        s.add_chat(&chat, &chat_text(ChatSide::Student, 9, 5, 3))
+            .unwrap(),
+        ChatAdded::Full
+    );
+    // A full chat wrote nothing: not even the counter.
+    assert_eq!(s.student(&sid(1)).unwrap().unwrap().highest_counter, 8);
+    let rows = s.chat(&chat, 0).unwrap();
+    let seen: Vec<(u32, ChatSide, Option<&str>)> = rows
+        .iter()
+        .map(|r| (r.n, r.side, r.author.as_deref()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            (0, ChatSide::ControlRoom, Some("meena")),
+            (1, ChatSide::Student, None),
+            (2, ChatSide::ControlRoom, Some("meena")),
+        ]
+    );
+    assert_eq!(rows[1].sealed, st.sealed);
+    assert_eq!(s.chat(&chat, 2).unwrap().len(), 1);
+    assert_eq!(s.chat(&other, 0).unwrap(), Vec::new());
+    // The other incident's chat, opened, with a text.
+    s.open_chat(&other, &[0xc3; 48], &[0xd3; 32])
+        .unwrap()
+        .unwrap();
+    let kept = chat_text(ChatSide::ControlRoom, 0, 6, 3);
+    assert_eq!(s.add_chat(&other, &kept).unwrap(), ChatAdded::Added(0));
+    // The close: the keys and the texts go, to the last byte on disk.
+    on_disk_is(dir, &st.sealed[..64], true);
+    s.close_incident(&chat, IncidentStatus::Closed, 500)
+        .unwrap();
+    assert_eq!(s.chat_keys(&chat).unwrap(), None);
+    assert_eq!(s.chat(&chat, 0).unwrap(), Vec::new());
+    on_disk_is(dir, &st.sealed[..64], false);
+    on_disk_is(dir, &[0xc1; 48], false);
+    // A closed incident's chat does not open again.
+    assert_eq!(s.open_chat(&chat, &[0xc4; 48], &[0xd4; 32]).unwrap(), None);
+    // A stop takes the open incident's chat too.
+    on_disk_is(dir, &kept.sealed[..64], true);
+    s.apply_stop(&sid(1), b"stop", &to(&[tid(9)]), 600).unwrap();
+    assert_eq!(s.chat(&other, 0).unwrap(), Vec::new());
+    assert_eq!(s.chat_keys(&other).unwrap(), None);
+    on_disk_is(dir, &kept.sealed[..64], false);
+    on_disk_is(dir, &[0xc3; 48], false);
 }
 
 /// [`Store::timeline`]: a step stored after a later one (a release's steps
