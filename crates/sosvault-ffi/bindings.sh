@@ -27,7 +27,7 @@ for f in "$kotlin" "$swift" "$out/swift/sosvault_ffiFFI.h" "$out/python/sosvault
     [ -s "$f" ] || { echo "bindings.sh: $f was not generated" >&2; exit 1; }
 done
 for call in verify pendingEnrollment confirmEnrollment panicWithSms locationUpdate trailPoint startTimer checkIn statusQuery \
-    readStatus logQuery confirmed readLog controlRoomLogHolder; do
+    readStatus logQuery confirmed readLog controlRoomLogHolder chatQuery readChat chatMessage; do
     for f in "$kotlin" "$swift"; do
         grep -Eq "fun \`$call\`\(|func $call\(" "$f" || {
             echo "bindings.sh: $f has no $call" >&2

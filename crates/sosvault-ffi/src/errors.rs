@@ -81,6 +81,7 @@ impl From<DeviceError> for VaultError {
                 why: why.to_owned(),
             },
             DeviceError::BadTimer => Self::bad("the timer's end", DeviceError::BadTimer),
+            DeviceError::Chat(why) => Self::bad("the chat text", why),
             other => Self::bad("the request", other),
         }
     }

@@ -51,6 +51,7 @@
 
 #![forbid(unsafe_code)]
 
+mod chat;
 mod deployment;
 mod errors;
 mod log;
@@ -58,6 +59,7 @@ mod phone;
 mod pins;
 mod records;
 
+pub use chat::{Chat, ChatQuery, ChatSide, ChatText};
 pub use deployment::Deployment;
 pub use errors::VaultError;
 pub use log::{LogLine, ProvenEntry, read_log};

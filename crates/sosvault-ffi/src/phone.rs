@@ -20,7 +20,7 @@ pub struct SignedMessage {
     pub hash: String,
 }
 
-fn signed<M: sosvault::Message>(m: &Signed<M>) -> SignedMessage {
+pub(crate) fn signed<M: sosvault::Message>(m: &Signed<M>) -> SignedMessage {
     SignedMessage {
         bytes: m.as_bytes().to_vec(),
         hash: m.hash().to_hex(),
@@ -28,7 +28,7 @@ fn signed<M: sosvault::Message>(m: &Signed<M>) -> SignedMessage {
 }
 
 /// The hash `hex` names (`what`: which, for the error).
-fn hash_of(what: &str, hex: &str) -> Result<MessageHash, VaultError> {
+pub(crate) fn hash_of(what: &str, hex: &str) -> Result<MessageHash, VaultError> {
     MessageHash::from_hex(hex.trim()).ok_or_else(|| VaultError::bad(what, "not 64 hex characters"))
 }
 
@@ -87,7 +87,7 @@ impl std::fmt::Debug for Phone {
 }
 
 impl Phone {
-    fn device(&self) -> MutexGuard<'_, Device> {
+    pub(crate) fn device(&self) -> MutexGuard<'_, Device> {
         // A panic inside a call cannot leave the device half-changed (each
         // call changes it last), so a poisoned lock's state is sound.
         self.device.lock().unwrap_or_else(|p| p.into_inner())

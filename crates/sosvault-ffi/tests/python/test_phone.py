@@ -204,6 +204,65 @@ class PhoneLife(unittest.TestCase):
                                   lambda s: s.stage == sv.Stage.CLOSED_BY_STUDENT)
         self.assertEqual(st.stage, sv.Stage.CLOSED_BY_STUDENT)
 
+    def test_silent_chat(self):
+        """The phone opens its incident's chat; the control room writes
+        first; the phone reads it (under the control room's key, for its own
+        query) and answers; a cancelled incident's chat reads closed."""
+        demo = self.demo
+        with open(demo.manifest_path, "rb") as f:
+            deployment = sv.Deployment.verify(f.read(), demo.authority, now())
+        pins = sv.PinLock.create(PIN, DURESS_PIN)
+        phone = sv.Phone.create()
+        profile = sv.StudentProfile(
+            name="Meera Joshi", phone="+91 94140 88888", photo="", address="",
+            hostel="", institute="", guardian_name="", guardian_phone="",
+            blood_group="", medical_notes="")
+        self.enroll(phone, deployment, profile)
+        panic = phone.panic(deployment, sv.Category.POLICE, fix(*TALWANDI), now())
+        incident = demo.post("/v1/panic", {"panic": b64(panic.bytes)})["incident_id"]
+
+        def chat(start=0):
+            query = phone.chat_query(deployment, panic.hash, start, now())
+            answer = demo.post("/v1/incident/chat", {"query": b64(query.bytes())})
+            return query, answer, phone.read_chat(deployment, query, unb64(answer["log"]))
+
+        # The first question opens the chat: its recipient, no texts yet.
+        first, first_answer, c = chat()
+        self.assertTrue(c.open)
+        self.assertEqual((len(c.recipient), c.texts), (32, []))
+        # An answer to another query is not believed.
+        other = phone.chat_query(deployment, panic.hash, 0, now())
+        with self.assertRaises(sv.VaultError.BadReport):
+            phone.read_chat(deployment, other, unb64(first_answer["log"]))
+        # The control room writes first.
+        user, password = demo.operator
+        status, login = demo.call("POST", "/v1/operator/login",
+                                  {"username": user, "password": password})
+        self.assertEqual(status, 200, login)
+        path = f"/v1/operator/incidents/{incident}/chat"
+        status, answer = demo.call("POST", path, {"text": "Are you able to talk?"},
+                                   token=login["token"])
+        self.assertEqual((status, answer.get("index")), (200, 0), answer)
+        _, _, c = chat()
+        self.assertEqual([(t.side, t.text) for t in c.texts],
+                         [(sv.ChatSide.CONTROL_ROOM, "Are you able to talk?")])
+        # The phone answers; the control room reads it.
+        with self.assertRaises(sv.VaultError.BadInput):
+            phone.chat_message(panic.hash, c.recipient, "   ", now())
+        message = phone.chat_message(panic.hash, c.recipient, "No. He is next to me.", now())
+        answer = demo.post("/v1/incident/chat/send", {"message": b64(message.bytes)})
+        self.assertEqual(answer, {"status": "stored", "index": 1})
+        status, view = demo.call("GET", path, token=login["token"])
+        self.assertEqual([t["text"] for t in view["texts"]],
+                         ["Are you able to talk?", "No. He is next to me."])
+        _, _, later = chat(1)
+        self.assertEqual([(t.index, t.side) for t in later.texts], [(1, sv.ChatSide.STUDENT)])
+        # Safe: after the cancel the chat is closed, and nothing is in it.
+        cancel = phone.cancel(deployment, panic.hash, pins, PIN, now())
+        demo.post("/v1/cancel", {"cancel": b64(cancel.bytes)})
+        _, _, c = chat()
+        self.assertEqual((c.open, c.recipient, c.texts), (False, b"", []))
+
     def test_a_whole_life(self):
         demo = self.demo
         with open(demo.manifest_path, "rb") as f:
