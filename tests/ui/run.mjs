@@ -725,6 +725,172 @@ describe('control room, team screen and simulator against the real demo', { conc
     await sim.waitForSelector('#phone-status.status-idle', { timeout: T });
   });
 
+  // ---------------------------------------------------------------- silent chat
+  // Texts between the student and the control room during an incident, for
+  // a student who cannot speak: the operator writes, the team reads.
+  let chatIncident; // the incident of the chat tests
+  // Markup in a text is text: shown as typed, never as HTML.
+  const TO_STUDENT = 'Are you able to talk? <b>Reply here</b> & stay where you are.';
+  const FROM_STUDENT = 'cannot talk, he is next to me\nsecond floor, room 214';
+
+  it('silent chat: the operator writes once the phone has opened the chat; the phone answers; the team reads both', async () => {
+    // No phone follows an incident now (the page reads the state only while one does) ...
+    assert.ok(await sim.evaluate(() => window.SV_SIM.state.students.every((s) => s.status !== 'panic' && !s.timer)));
+    // ... and this panic goes without the page: the phone has not asked for the chat yet.
+    const sent = await fetch(urls.sim + '/demo/api/students/2/panic', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ category: 'police' }),
+    });
+    assert.equal(sent.status, 200);
+    chatIncident = (await sent.json()).incident;
+    assert.match(chatIncident, /^[0-9a-f]{32}$/);
+    await control.waitForSelector(item(chatIncident), { timeout: T });
+    await control.click(item(chatIncident));
+    await control.waitForSelector('#chat-note[data-state="not_open"]', { timeout: T });
+    assert.equal(await control.textContent('#chat-note'), "The student's phone has not opened the chat yet.");
+    assert.ok(await control.isDisabled('#chat-input'), 'nothing to write into yet');
+    assert.ok(await control.isDisabled('#chat-send'));
+    assert.ok(await control.isHidden('#chat-log'), 'no texts');
+    // The operator takes the incident (a dispatcher must, to write; a supervisor may without).
+    await control.click('#act-claim');
+    await control.waitForSelector('#claim-status[data-handler="operator"]', { timeout: T });
+    assert.equal(await control.getAttribute('#chat-note', 'data-state'), 'not_open', 'still nothing to write into');
+    // The team sent acknowledges (within the service's 20 s, or another team is sent).
+    await team.waitForFunction((id) => window.SV_TEAM.job && window.SV_TEAM.job.id === id && !window.SV_TEAM.job.ended, chatIncident, { timeout: T });
+    await team.waitForSelector('#ack:not([hidden])', { timeout: T });
+    await team.tap('#ack');
+    await team.waitForSelector('#ack-done:not([hidden])', { timeout: T });
+    assert.ok(await team.isHidden('#team-chat'), 'no texts: no chat on the team screen');
+
+    // The phone (its page open again) follows its incident, and so asks for its chat: it opens.
+    await sim.reload();
+    await sim.click('#students button[data-student="2"]');
+    await sim.waitForSelector('#phone-chat #phone-chat-none', { timeout: T });
+    assert.match(await sim.textContent('#phone-chat-none'), /^No texts yet/);
+    await control.waitForSelector('#chat-input:not([disabled])', { timeout: T });
+    assert.ok(await control.isHidden('#chat-note'), 'nothing in the way');
+    assert.ok(await control.isVisible('#chat-empty'));
+    await control.waitForFunction(() => /Silent chat opened/.test(document.querySelector('#timeline').textContent), null, { timeout: T });
+
+    // The operator writes.
+    await control.fill('#chat-input', TO_STUDENT);
+    assert.equal(await control.textContent('#chat-count'), `${Buffer.byteLength(TO_STUDENT)} of 500 bytes`);
+    await control.click('#chat-send');
+    const ours = '#chat-log li[data-from="control_room"]';
+    await control.waitForSelector(ours, { timeout: T });
+    assert.equal(await control.textContent(`${ours} .chat-text`), TO_STUDENT);
+    assert.equal(await control.$('#chat-log b'), null, 'the text is shown as text, not markup');
+    assert.match(await control.textContent(`${ours} .chat-meta`), /^Control room · operator · \d\d:\d\d:\d\d$/);
+    assert.equal(await control.inputValue('#chat-input'), '', 'the field is emptied once the text is stored');
+    assert.ok(await control.isHidden('#chat-empty'));
+
+    // The phone reads it (its own query, the control room's signed log, opened with its own key) and answers.
+    await sim.waitForSelector('#phone-chat li[data-from="control_room"]', { timeout: T });
+    assert.equal(await sim.textContent('#phone-chat li[data-from="control_room"] .chat-text'), TO_STUDENT);
+    assert.equal(await sim.$('#phone-chat b'), null);
+    await sim.fill('#chat-text', FROM_STUDENT);
+    await sim.click('#chat-send');
+    await sim.waitForSelector('#phone-chat li[data-from="student"]', { timeout: T });
+    assert.equal(await sim.textContent('#phone-chat li[data-from="student"] .chat-text'), FROM_STUDENT);
+    assert.equal(await sim.inputValue('#chat-text'), '');
+    assert.deepEqual(await sim.$$eval('#phone-chat li', (ls) => ls.map((l) => l.dataset.from)), ['control_room', 'student']);
+
+    // The control room gets it live, said aloud; the timeline says who wrote, never what.
+    const theirs = '#chat-log li[data-from="student"]';
+    await control.waitForSelector(theirs, { timeout: T });
+    assert.equal(await control.textContent(`${theirs} .chat-text`), FROM_STUDENT);
+    assert.match(await control.textContent(`${theirs} .chat-meta`), /^Student · \d\d:\d\d:\d\d$/);
+    assert.deepEqual(await control.$$eval('#chat-log li', (ls) => ls.map((l) => l.dataset.from)), ['control_room', 'student']);
+    const sides = await control.$$eval('#chat-log li', (ls) => ls.map((l) => getComputedStyle(l).alignSelf + ' ' + getComputedStyle(l).backgroundColor));
+    assert.notEqual(sides[0], sides[1], "the student's and the control room's texts look different");
+    await control.waitForFunction(() => /The student wrote in the silent chat: Police/.test(document.querySelector('#sv-alert').textContent), null, { timeout: T });
+    await control.waitForFunction(() => /the student wrote/.test(document.querySelector('#timeline').textContent), null, { timeout: T });
+    const timeline = await control.textContent('#timeline');
+    assert.match(timeline, /Silent chat text\s*the student wrote.*Silent chat text\s*supervisor operator wrote/s);
+    assert.ok(!timeline.includes('Reply here') && !timeline.includes('next to me'), 'no text on the timeline');
+
+    // The team reads both, and writes nothing.
+    await team.waitForSelector('#team-chat li[data-from="student"]', { timeout: T });
+    assert.equal(await team.textContent('#team-chat li[data-from="student"] .chat-text'), FROM_STUDENT);
+    assert.equal(await team.textContent('#team-chat li[data-from="control_room"] .chat-text'), TO_STUDENT);
+    assert.equal(await team.$('#team-chat b'), null);
+    assert.equal(await team.$('#team-chat textarea, #team-chat input, #team-chat button'), null, 'read only');
+    assert.ok(await team.isHidden('#team-chat-note'));
+
+    await axeCheck(control, 'control room (silent chat)');
+    await axeCheck(team, 'team screen (silent chat)');
+    await axeCheck(sim, 'student simulator (silent chat)');
+    await control.setViewportSize({ width: 1440, height: 1500 });
+    await control.evaluate(() => {
+      document.activeElement.blur();
+      document.querySelector('#detail').scrollTop = 0;
+      document.querySelectorAll('.toast').forEach((e) => e.remove());
+    });
+    await shot(control, 'control-room-chat.png', { clip: await control.locator('#detail').boundingBox() });
+    await control.setViewportSize({ width: 1440, height: 900 });
+    await shot(sim, 'simulator-chat.png');
+
+    // In Hindi: the panel and the timeline's steps; the texts stay as written.
+    await control.click('[data-lang-switch="hi"]');
+    try {
+      assert.equal(await control.textContent('#chat-heading'), 'मौन चैट');
+      assert.equal(await control.textContent('#chat-send'), 'भेजें');
+      assert.match(await control.textContent('#timeline'), /मौन चैट खुली/);
+      assert.match(await control.textContent('#timeline'), /मौन चैट संदेश/);
+      assert.equal(await control.textContent(`${theirs} .chat-text`), FROM_STUDENT);
+      await axeCheck(control, 'control room in Hindi (silent chat)');
+    } finally {
+      await control.click('[data-lang-switch="en"]');
+    }
+  });
+
+  it('silent chat: after a duress cancel the operator cannot write, and a stale view gets the service\'s words', async () => {
+    // The control room's view goes stale (its live stream drops), a text half written ...
+    await control.evaluate(() => window.SV_CONTROL.stream.close());
+    await control.fill('#chat-input', 'Are you safe now?');
+    // ... while the student cancels with the duress PIN: on the phone, a cancel like any, and no chat.
+    await sim.fill('#pin', '1357');
+    await sim.click('#cancel');
+    await sim.waitForSelector('#phone-status.status-idle', { timeout: T });
+    assert.equal(await sim.$('#phone-chat'), null, 'the phone shows no chat');
+    // The service refuses the text: the page shows its words, and then why in its own.
+    await control.click('#chat-send');
+    await control.waitForFunction(
+      () => document.querySelector('#chat-error') && document.querySelector('#chat-error').textContent.startsWith('Not done: the student cancelled under duress or stopped'),
+      null,
+      { timeout: T },
+    );
+    await control.waitForSelector('#chat-note[data-state="silenced"]', { timeout: T });
+    assert.equal(await control.textContent('#chat-note'), 'The student cancelled or stopped: nothing more reaches the phone.');
+    assert.ok(await control.isDisabled('#chat-input'));
+    assert.ok(await control.isDisabled('#chat-send'));
+    assert.equal(await control.inputValue('#chat-input'), 'Are you safe now?', 'what was written is not lost');
+    assert.equal(await control.$$eval('#chat-log li', (ls) => ls.length), 2, 'the texts so far stay');
+    await control.waitForSelector('#detail .chip-duress', { timeout: T });
+    // The team keeps the texts, and is told nothing more reaches the phone.
+    await team.waitForSelector('#team-chat-note:not([hidden])', { timeout: T });
+    assert.equal(await team.textContent('#team-chat-note'), 'The student cancelled or stopped: nothing more reaches the phone.');
+    assert.equal(await team.$$eval('#team-chat li', (ls) => ls.length), 2);
+    await axeCheck(control, 'control room (silent chat, silenced)');
+
+    // Live again; the operator closes the incident: its chat is gone, here and on the team screen.
+    await control.reload();
+    await control.waitForSelector('#conn.conn-on', { timeout: T });
+    await control.click(item(chatIncident));
+    await control.waitForSelector('#chat-note[data-state="silenced"]', { timeout: T });
+    await control.click('#act-close');
+    await control.waitForSelector('#confirm[open]', { timeout: T });
+    await control.selectOption('#close-outcome', 'other');
+    await control.click('#confirm-ok');
+    await control.waitForSelector('#chat-note[data-state="closed"]', { timeout: T });
+    assert.equal(await control.textContent('#chat-note'), 'The incident is over: its chat is gone.');
+    assert.ok(await control.isHidden('#chat-form'), 'nothing to write into');
+    assert.ok(await control.isHidden('#chat-log'));
+    await team.waitForSelector('#job-ended:not([hidden])', { timeout: T });
+    assert.ok(await team.isHidden('#team-chat'));
+  });
+
   // ---------------------------------------------------------------- roles
   // A dispatcher and an auditor beside the demo's supervisor ("operator").
   const DISPATCHER = 'asha';
@@ -778,6 +944,10 @@ describe('control room, team screen and simulator against the real demo', { conc
       assert.equal(await disp.getAttribute(b, 'title'), 'Take this incident first to act on it.');
     }
     assert.equal(await disp.textContent('#actions-note'), 'Take this incident first to act on it.');
+    // The silent chat too: read, but written only by whoever handles the incident.
+    await disp.waitForSelector('#chat-note[data-state="claim_first"]', { timeout: T });
+    assert.equal(await disp.textContent('#chat-note'), 'Take this incident first to write to the student.');
+    assert.ok(await disp.isDisabled('#chat-input'));
     await axeCheck(disp, 'control room (dispatcher, incident not taken)');
 
     // Taken from the keyboard.
@@ -790,6 +960,8 @@ describe('control room, team screen and simulator against the real demo', { conc
     assert.equal(await disp.textContent('#claim-status'), 'You handle this incident.');
     assert.equal(await disp.$('#act-claim'), null, 'nothing left to take');
     assert.ok(!(await disp.isDisabled('#act-close')), 'the handler may act');
+    await disp.waitForSelector('#chat-input:not([disabled])', { timeout: T });
+    assert.ok(await disp.isHidden('#chat-note'), 'and write to the student');
     assert.ok(await disp.isHidden('#actions-note'));
     await disp.waitForSelector(`${item(roleIncident)} .handler-me`, { timeout: T });
     await disp.waitForFunction((n) => document.querySelector('#access-log').textContent.includes('operator ' + n), DISPATCHER, { timeout: T });
@@ -940,6 +1112,8 @@ describe('control room, team screen and simulator against the real demo', { conc
     assert.equal(await aud.$('.mk-incident'), null);
     assert.ok(!asked.includes('/v1/operator/events'), 'the live stream was never asked for');
     assert.ok(!asked.includes('/v1/operator/units'), 'nor the teams');
+    assert.equal(await aud.$('#chat'), null, 'no silent chat');
+    assert.ok(!asked.some((p) => p.endsWith('/chat')), 'nor asks for it');
 
     await aud.click('[data-lang-switch="hi"]');
     try {

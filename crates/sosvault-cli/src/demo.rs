@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use sosvault::manifest::VerifiedManifest;
 use sosvault::{
     Category, ControlRoomKey, ControlRoomPublic, Device, DeviceKey, IncidentId, IncidentKey,
-    Location, PanicEvent, ShredReceipt, Signed, Timestamp, TrusteeId,
+    Location, MessageHash, PanicEvent, ShredReceipt, Signed, Timestamp, TrusteeId,
 };
 use sosvault_server::client::Client;
 use sosvault_server::config::GuardianConfig;
@@ -973,11 +973,90 @@ impl Demo {
         self.n.say(
             "Data comes back: the phone sends the same press over HTTP, and it joins the incident (one press, one incident, one release)",
         );
+        self.silent_chat(&id, http.hash()).await?;
         self.close(
             &id,
             "The operator closes the incident once the team is there",
         )
-        .await
+        .await?;
+        // The chat went with the incident: the phone's next look finds it
+        // closed and empty.
+        let texter = &self.students[TEXTER];
+        let query = texter
+            .device
+            .chat_query(http.hash(), &self.control_room, 0, Timestamp::now());
+        let log = self
+            .client
+            .chat_log(&query, &self.control_room)
+            .await
+            .map_err(|e| anyhow::anyhow!("the closed chat: {e}"))?;
+        if log.recipient.is_some() || !log.entries.is_empty() {
+            bail!("a closed incident's chat is still open");
+        }
+        self.n
+            .say("The chat went with the incident: its key and every text deleted");
+        Ok(())
+    }
+
+    /// Step 3⅞: the student who texted cannot talk. The phone opens the
+    /// incident's silent chat; the operator writes first; the phone reads
+    /// it (signed by the control room, sealed to the phone's own key) and
+    /// answers; the operator reads the answer. Every text is sealed to the
+    /// incident's chat key and the phone's, and to nobody else.
+    async fn silent_chat(&mut self, id: &str, panic: MessageHash) -> anyhow::Result<()> {
+        let control_room = self.control_room.clone();
+        let read = |device: &Device| device.chat_query(panic, &control_room, 0, Timestamp::now());
+        let texter = &mut self.students[TEXTER];
+        let query = read(&texter.device);
+        let log = self
+            .client
+            .chat_log(&query, &self.control_room)
+            .await
+            .map_err(|e| anyhow::anyhow!("opening the chat: {e}"))?;
+        let to = log.recipient.context("the chat did not open")?;
+        let ask = "A team is on its way. Can you talk? Answer here if not.";
+        self.client
+            .operator_chat(&self.op, id, ask)
+            .await
+            .map_err(|e| anyhow::anyhow!("the operator's text: {e}"))?;
+        let query = read(&texter.device);
+        let log = self
+            .client
+            .chat_log(&query, &self.control_room)
+            .await
+            .map_err(|e| anyhow::anyhow!("reading the chat: {e}"))?;
+        let seen: Vec<String> = texter
+            .device
+            .open_chat(panic, &log)
+            .into_iter()
+            .filter_map(|l| l.ok().map(|l| l.text.as_str().to_owned()))
+            .collect();
+        if seen != [ask] {
+            bail!("the phone did not read the operator's text");
+        }
+        self.n.say(format!(
+            "Silent chat: the phone opens it; the operator writes \"{ask}\"; the phone reads it, sealed to its own key"
+        ));
+        let answer = "No. Someone is following me, I am at the west gate.";
+        let message = texter
+            .device
+            .chat_message(panic, &to, answer, Timestamp::now())?;
+        self.client
+            .chat_send(&message)
+            .await
+            .map_err(|e| anyhow::anyhow!("the student's text: {e}"))?;
+        let view = self
+            .client
+            .get(&format!("/v1/operator/incidents/{id}/chat"), Some(&self.op))
+            .await
+            .map_err(|e| anyhow::anyhow!("the operator reading the chat: {e}"))?;
+        if view["texts"][1]["text"].as_str() != Some(answer) {
+            bail!("the operator did not read the student's text");
+        }
+        self.n.say(format!(
+            "The student answers without a sound: \"{answer}\"; the operator and the team read it, nobody else can"
+        ));
+        Ok(())
     }
 
     async fn student_stops(&mut self) -> anyhow::Result<()> {

@@ -483,6 +483,59 @@ pub async fn move_to(a: DeviceArgs<'_>, lat: f64, lon: f64) -> anyhow::Result<()
     Ok(())
 }
 
+/// The silent chat of the last panic's incident: every text, opened with
+/// the phone's own chat key, from a log checked against the manifest's
+/// control room and this very query; with `send`, a text to the control
+/// room first. The first look opens the chat.
+pub async fn chat(a: DeviceArgs<'_>, send: Option<String>) -> anyhow::Result<()> {
+    use sosvault::chat::ChatFrom;
+    let (mut state, control_room, client, panic) = about_last_panic(&a, "chat about")?;
+    let look = |state: &State| {
+        state
+            .device
+            .chat_query(panic, &control_room, 0, Timestamp::now())
+    };
+    let mut log = client
+        .chat_log(&look(&state), &control_room)
+        .await
+        .map_err(err)?;
+    if let Some(text) = send {
+        let Some(to) = &log.recipient else {
+            bail!("the incident is over: its chat is closed");
+        };
+        let m = state
+            .device
+            .chat_message(panic, to, &text, Timestamp::now())?;
+        save(a.state, &state)?;
+        client.chat_send(&m).await.map_err(err)?;
+        log = client
+            .chat_log(&look(&state), &control_room)
+            .await
+            .map_err(err)?;
+    }
+    if log.recipient.is_none() {
+        println!("the chat is closed: the incident is over");
+        return Ok(());
+    }
+    let lines = state.device.open_chat(panic, &log);
+    if lines.is_empty() {
+        println!("the chat is open; nothing written yet (send one with --send)");
+    }
+    for line in lines {
+        match line {
+            Ok(l) => {
+                let who = match l.from {
+                    ChatFrom::Student => "you",
+                    _ => "control room",
+                };
+                println!("{who}: {}", l.text.as_str());
+            }
+            Err(e) => println!("(a text that does not open: {e})"),
+        }
+    }
+    Ok(())
+}
+
 /// A point of the sealed trail, sealed to the student's own vault.
 pub async fn trail(a: DeviceArgs<'_>, lat: f64, lon: f64) -> anyhow::Result<()> {
     let mut state = need(&a)?;

@@ -249,6 +249,14 @@ enum DeviceCmd {
     /// has read the profile, from the phone's own log entries, believed
     /// whole under the control room's log key (pinned on first use).
     Status,
+    /// The silent chat of the last panic's incident: the texts, read with
+    /// the phone's own key from a log the manifest's control room signed;
+    /// with `--send`, a text to the control room first.
+    Chat {
+        /// A text to send (1 to 500 bytes).
+        #[arg(long)]
+        send: Option<String>,
+    },
     /// Send a live location for the last panic.
     Move {
         /// Latitude.
@@ -586,6 +594,7 @@ async fn run_device(a: device::DeviceArgs<'_>, action: DeviceCmd) -> anyhow::Res
             }
         }
         DeviceCmd::Status => device::status(a).await,
+        DeviceCmd::Chat { send } => device::chat(a, send).await,
         DeviceCmd::Move { lat, lon } => device::move_to(a, lat, lon).await,
         DeviceCmd::Trail { lat, lon } => device::trail(a, lat, lon).await,
         DeviceCmd::Timer { minutes, lat, lon } => device::timer(a, minutes, lat, lon).await,

@@ -8,7 +8,10 @@
 //! While a phone is in panic, the state carries what the phone itself knows
 //! of its incident: a status query it signs, answered with the control
 //! room's signed report, verified (`follow`); a report of the incident
-//! closed ends the phone's panic.
+//! closed ends the phone's panic. It also reads the incident's silent chat
+//! as a phone does (its own signed chat query, the first of which opens the
+//! chat; the control room's signed log, each text opened with the device's
+//! own chat key), and the page can write to the control room through it.
 //!
 //! The device keys never leave this process: the page only says *what* to do;
 //! this module signs with the simulated [`Device`] and sends to the dispatch
@@ -39,13 +42,14 @@ use axum::{Json, Router};
 use base64::Engine as _;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sosvault::chat::{ChatFrom, ChatRecipient};
 use sosvault::manifest::VerifiedManifest;
 use sosvault::status::{Stage, StatusReport, TeamKind};
 use sosvault::{
-    Category, ControlRoomPublic, Device, DeviceKey, Location, MessageHash, Policy, Profile, Signed,
-    Timestamp,
+    Category, ControlRoomPublic, Device, DeviceError, DeviceKey, Location, MessageHash, Policy,
+    Profile, Signed, Timestamp,
 };
-use sosvault_server::client::Client;
+use sosvault_server::client::{Client, ClientError};
 use tokio::sync::Mutex;
 
 /// The PIN that cancels ("I am safe").
@@ -170,6 +174,10 @@ struct SimStudent {
     timer: Option<(MessageHash, u64)>,
     /// The panic went by SMS, to this number.
     sms_to: Option<String>,
+    /// The incident's silent chat as the phone last read it (one line per
+    /// text, oldest first); `None`: none to show (no panic, or the control
+    /// room's log says the chat is closed).
+    chat: Option<Vec<Value>>,
 }
 
 impl SimStudent {
@@ -191,6 +199,7 @@ impl SimStudent {
             trail_sent: 0,
             timer: None,
             sms_to: None,
+            chat: None,
         }
     }
 }
@@ -583,6 +592,7 @@ async fn state(State(sim): State<Sim>) -> Response {
             s.sms_to = None;
             s.incident = None;
             s.reads.clear();
+            s.chat = None;
         }
         let report = match s.status {
             Status::Panic => follow(&sim, &s).await,
@@ -592,6 +602,16 @@ async fn state(State(sim): State<Sim>) -> Response {
             && let Some(lines) = reads(&sim, &s).await
         {
             s.reads = lines;
+        }
+        // The silent chat, read at the same cadence (a failed read keeps
+        // what the phone last showed).
+        if s.status == Status::Panic
+            && let Some(panic) = s.panic
+        {
+            match read_chat(&sim, &s, panic).await {
+                Ok(chat) => s.chat = chat.map(|(_, lines)| lines),
+                Err(e) => eprintln!("simulator: reading the silent chat: {e}"),
+            }
         }
         // An incident the control room closed ends the phone's panic too.
         if s.status == Status::Panic
@@ -603,6 +623,7 @@ async fn state(State(sim): State<Sim>) -> Response {
             s.status = Status::Idle;
             s.panic = None;
             s.sms_to = None;
+            s.chat = None;
             s.reenroll = true;
             spawn_reenroll(&sim, idx);
         }
@@ -621,6 +642,8 @@ async fn state(State(sim): State<Sim>) -> Response {
             "trail_sent": s.trail_sent,
             "timer": s.timer.map(|(_, ends_at)| json!({ "ends_at": ends_at })),
             "sms_to": s.sms_to,
+            // Only while in panic: a phone back to idle shows no chat.
+            "chat": if s.status == Status::Panic { s.chat.as_ref() } else { None },
             "epoch": s.device.epoch(),
             "reenrolling": s.device.pending_enrollment().is_some(),
             "pin": PIN,
@@ -658,6 +681,7 @@ struct ActBody {
     pin: Option<String>,
     on: Option<bool>,
     secs: Option<u64>,
+    text: Option<String>,
 }
 
 async fn act(
@@ -681,6 +705,8 @@ async fn act(
         "timer" => start_timer(&sim, &mut s, &body).await,
         "sms-panic" => sms_panic(&sim, &mut s, &body).await,
         "check-in" => check_in(&sim, &mut s, &body).await,
+        "chat" => chat(&sim, &mut s).await,
+        "chat-send" => chat_send(&sim, &mut s, &body).await,
         _ => return api_error(StatusCode::NOT_FOUND, "no_action", "no such action"),
     };
     // The incident is over: re-enroll, in the background.
@@ -743,6 +769,7 @@ fn pressed(s: &mut SimStudent, hash: MessageHash, id: String, category: Category
     s.panic = Some(hash);
     s.incident = Some(id.clone());
     s.reads.clear();
+    s.chat = None;
     s.category = Some(category);
     // Not "help is coming": that is for a team that has said so (the
     // page follows the incident's signed reports).
@@ -900,6 +927,7 @@ async fn cancel(sim: &Sim, s: &mut SimStudent, b: &ActBody) -> Result<Value, Act
     s.status = Status::Idle;
     s.panic = None;
     s.sms_to = None;
+    s.chat = None;
     s.reenroll = true;
     // Both PINs give the same answer: the phone must not show a difference.
     Ok(json!({ "status": "received" }))
@@ -917,6 +945,7 @@ async fn stop(sim: &Sim, s: &mut SimStudent, b: &ActBody) -> Result<Value, ActEr
     let answer = sim.0.client.stop(&signed).await.map_err(failed)?;
     s.status = Status::Stopped;
     s.panic = None;
+    s.chat = None;
     s.reenroll = false;
     s.trail = false;
     s.timer = None;
@@ -925,6 +954,107 @@ async fn stop(sim: &Sim, s: &mut SimStudent, b: &ActBody) -> Result<Value, ActEr
         "receipts": answer["receipts"].as_array().map_or(0, Vec::len),
         "pending": answer["pending"],
     }))
+}
+
+/// The panic of a phone in panic (`no_panic` otherwise).
+fn in_panic(s: &SimStudent) -> Result<MessageHash, ActError> {
+    match (s.status, s.panic) {
+        (Status::Panic, Some(panic)) => Ok(panic),
+        _ => Err(conflict("no_panic")),
+    }
+}
+
+/// The silent chat of the incident `panic` opened, as the phone reads it:
+/// its signed chat query (carrying its chat recipient: the first one opens
+/// the chat, so the control room can write first), the control room's
+/// signed log believed only under the manifest's control room key and for
+/// this query, each text opened with the device's own chat key. The
+/// incident's chat recipient (to write to) and one line per text, oldest
+/// first; `None`: the chat is closed (the incident is over, or reads so to
+/// the phone).
+async fn read_chat(
+    sim: &Sim,
+    s: &SimStudent,
+    panic: MessageHash,
+) -> Result<Option<(ChatRecipient, Vec<Value>)>, ClientError> {
+    let query = s
+        .device
+        .chat_query(panic, sim.0.control_room(), 0, Timestamp::now());
+    let log = sim.0.client.chat_log(&query, sim.0.control_room()).await?;
+    let Some(to) = log.recipient.clone() else {
+        return Ok(None);
+    };
+    let opened = s.device.open_chat(panic, &log);
+    let lines = log
+        .entries
+        .iter()
+        .zip(opened)
+        .zip(log.first..)
+        .map(|((entry, line), index)| {
+            json!({
+                "index": index,
+                "from": match entry.from {
+                    ChatFrom::Student => "student",
+                    _ => "control_room",
+                },
+                "at": entry.at.0,
+                // A text that does not open is shown as such, in its place.
+                "text": line.ok().map(|l| l.text.as_str().to_owned()),
+            })
+        })
+        .collect();
+    Ok(Some((to, lines)))
+}
+
+/// Reads the chat now (the follow reads it too, every two seconds).
+async fn chat(sim: &Sim, s: &mut SimStudent) -> Result<Value, ActError> {
+    let panic = in_panic(s)?;
+    let chat = read_chat(sim, s, panic).await.map_err(failed)?;
+    s.chat = chat.map(|(_, lines)| lines);
+    Ok(json!({ "open": s.chat.is_some(), "texts": s.chat }))
+}
+
+/// The student writes: the text sealed to the incident's chat recipient
+/// (from a log read now, so a closed chat is said as such) and to the
+/// device's own, signed with the next counter.
+async fn chat_send(sim: &Sim, s: &mut SimStudent, b: &ActBody) -> Result<Value, ActError> {
+    let panic = in_panic(s)?;
+    let bad_text = || ActError(StatusCode::BAD_REQUEST, "bad_text");
+    // Checked before anything is signed: a text the service would refuse
+    // spends no counter.
+    let text = b.text.as_deref().ok_or_else(bad_text)?;
+    sosvault::chat::check_text(text).map_err(|_| bad_text())?;
+    let (to, _) = read_chat(sim, s, panic)
+        .await
+        .map_err(failed)?
+        .ok_or(conflict("chat_closed"))?;
+    let message = s
+        .device
+        .chat_message(panic, &to, text, Timestamp::now())
+        .map_err(|e| match e {
+            DeviceError::Chat(_) => bad_text(),
+            e => failed(e),
+        })?;
+    let answer = sim
+        .0
+        .client
+        .chat_send(&message)
+        .await
+        .map_err(chat_refused)?;
+    Ok(json!({ "status": "stored", "index": answer["index"] }))
+}
+
+/// The service's refusal of a student's text, by its code where the page
+/// has words for it.
+fn chat_refused(e: ClientError) -> ActError {
+    let code = match e.code.as_str() {
+        "incident_closed" => "incident_closed",
+        "chat_not_open" => "chat_not_open",
+        "chat_full" => "chat_full",
+        "bad_text" => return ActError(StatusCode::BAD_REQUEST, "bad_text"),
+        _ => return failed(e),
+    };
+    conflict(code)
 }
 
 #[cfg(test)]

@@ -218,6 +218,9 @@ fn the_demo_tells_the_whole_story_and_exits_after_the_given_seconds() {
         "The SMS gateway hands the text over: incident",
         "the operator opens the profile:",
         "joins the incident (one press, one incident, one release)",
+        "Silent chat: the phone opens it; the operator writes",
+        "The student answers without a sound:",
+        "The chat went with the incident",
         "goes down",
         "presses PANIC (medical)",
         "Two trustees were enough",
@@ -641,8 +644,24 @@ fn a_simulated_phone_on_the_command_line_enrolls_panics_moves_cancels_and_stops(
     let d = operator(&["incident", &texted]);
     let d: serde_json::Value = serde_json::from_slice(&d.stdout).unwrap();
     assert!(d["flags"].to_string().contains("\"sms\""), "{d}");
+    // The silent chat of that incident: opened by the first look, written
+    // to, read back with the phone's own key; closed after the cancel.
+    let out = sosvault(&["chat"], &state, &url, &ca);
+    assert!(
+        out.contains("the chat is open; nothing written yet"),
+        "{out}"
+    );
+    let out = sosvault(
+        &["chat", "--send", "cannot talk, at the gate"],
+        &state,
+        &url,
+        &ca,
+    );
+    assert!(out.contains("you: cannot talk, at the gate"), "{out}");
     let out = sosvault(&["cancel"], &state, &url, &ca);
     assert!(out.contains("3 of 3 trustees confirmed"), "{out}");
+    let out = sosvault(&["chat"], &state, &url, &ca);
+    assert!(out.contains("the chat is closed"), "{out}");
 
     // The simulator's phone: a panic right after an incident goes out at
     // once (the re-enrollment runs in the background, never before a panic).

@@ -224,6 +224,28 @@
   };
 
   /** Wall-clock time of `ms`, 24 h. */
+  /**
+   * One text of an incident's silent chat, as both the control room and the
+   * team draw it: who wrote it and when, then the text, always as text
+   * (never HTML); one that does not open says so.
+   */
+  SV.chatLine = function (x) {
+    const student = x.from === 'student';
+    const who = student
+      ? SV.t('chat.student')
+      : x.author
+        ? SV.t('chat.by', { name: x.author })
+        : SV.t('chat.control_room');
+    return SV.el(
+      'li',
+      { class: 'chat-line ' + (student ? 'chat-student' : 'chat-control chat-own'), dataset: { index: x.index, from: x.from } },
+      SV.el('span', { class: 'chat-meta' }, SV.el('span', { class: 'chat-who' }, who), ' · ', SV.el('time', { datetime: new Date(x.at_ms).toISOString() }, SV.clock(x.at_ms))),
+      typeof x.text === 'string'
+        ? SV.el('p', { class: 'chat-text', dir: 'auto' }, x.text)
+        : SV.el('p', { class: 'chat-text chat-unreadable' }, SV.t('chat.unreadable')),
+    );
+  };
+
   SV.clock = function (ms) {
     const d = new Date(ms);
     return d.toLocaleTimeString(SV.lang === 'hi' ? 'hi-IN' : 'en-GB', { hour12: false });

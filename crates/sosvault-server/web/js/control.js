@@ -33,13 +33,17 @@
     unitMarkers: new Map(),
     trailLine: null,
     forwards: null, // GET /v1/operator/forwards: what the trustees have not confirmed
+    chat: null, // the selected incident's silent chat: {id, view} (GET .../chat), or {id, forbidden}
+    chatError: null, // {id, text}: why the last text to that incident was not sent
+    chatSending: null, // the incident a text is on its way to
+    unread: new Set(), // ids of incidents whose student wrote since the operator last opened them
   };
   window.SV_CONTROL = S; // for debugging and the browser tests
 
   // Loads overlap (a live event's refresh, an action's own): an answer older
   // than one already shown is dropped, or a list fetched before an operator's
   // action could land after the one fetched after it and undo what it shows.
-  const loads = { list: 0, listShown: 0, detail: 0, detailShown: 0 };
+  const loads = { list: 0, listShown: 0, detail: 0, detailShown: 0, chat: 0, chatShown: 0 };
 
   const isAuditor = () => S.role === 'auditor';
   const isSupervisor = () => S.role === 'supervisor';
@@ -123,6 +127,9 @@
     S.selected = null;
     S.detail = null;
     S.forwards = null;
+    S.chat = null;
+    S.chatError = null;
+    S.unread.clear();
     S.refreshedAt = null;
     for (const m of S.markers.values()) m.remove();
     S.markers.clear();
@@ -406,9 +413,24 @@
         if (S.selected === id && S.detail) {
           S.detail.timeline.push({ at_ms: ev.at_ms, kind: ev.detail.step, detail: ev.detail.detail });
           renderTimeline();
+          // The phone has asked for the chat: the control room may write now.
+          if (ev.detail.step === 'chat_open') loadChat(id);
         }
         refreshListSoon();
         break;
+      case 'chat': {
+        // Who wrote, never what: the text is fetched.
+        if (S.selected === id) loadChat(id);
+        if (ev.detail && ev.detail.from === 'student') {
+          const inc = S.incidents.get(id);
+          if (S.selected !== id) {
+            S.unread.add(id);
+            renderList();
+          }
+          SV.announce(t('announce.chat', { category: inc ? t(SV.categoryKey(inc.category)) : '' }), true);
+        }
+        break;
+      }
       case 'profile_available':
       case 'profile_forgotten':
       case 'closed':
@@ -558,6 +580,7 @@
               { class: 'incident-top' },
               el('span', { class: 'cat-badge' }, t(SV.categoryKey(inc.category))),
               S.fresh.has(id) ? el('span', { class: 'chip chip-new' }, t('list.new')) : null,
+              S.unread.has(id) ? el('span', { class: 'chip chip-chat' }, t('list.chat_new')) : null,
               el('span', { class: 'since', dataset: { since: inc.created_at_ms } }, SV.since(inc.created_at_ms)),
             ),
             el('span', { class: 'incident-mid' }, teamLine(inc)),
@@ -665,6 +688,7 @@
   // ------------------------------------------------------------ incident view
   async function select(id) {
     S.fresh.delete(id);
+    S.unread.delete(id);
     S.selected = id;
     renderList();
     renderMarkers();
@@ -728,6 +752,7 @@
     renderDetail();
     renderTrail();
     loadAccessLog(d.id);
+    loadChat(d.id);
   }
 
   function summaryOf(d) {
@@ -744,6 +769,7 @@
       reason: $('#reason-input') ? $('#reason-input').value : '',
       handover: $('#handover-name') ? $('#handover-name').value : '',
       handoverOpen: !!($('#handover') && $('#handover').open),
+      chat: $('#chat-input') ? $('#chat-input').value : '',
       focus: a && a !== pane && pane.contains(a) && a.id ? a.id : null,
     };
   }
@@ -754,6 +780,10 @@
     if (k.reason && $('#reason-input')) $('#reason-input').value = k.reason;
     if (k.handover && $('#handover-name')) $('#handover-name').value = k.handover;
     if (k.handoverOpen && $('#handover')) $('#handover').open = true;
+    if (k.chat && $('#chat-input')) {
+      $('#chat-input').value = k.chat;
+      chatCount();
+    }
     const f = k.focus && document.getElementById(k.focus);
     if (f && !f.disabled) f.focus();
   }
@@ -769,6 +799,7 @@
       el('div', { class: 'claim-box', id: 'claim' }),
       el('div', { class: 'actions', id: 'actions' }),
       el('p', { class: 'actions-note', id: 'actions-note', hidden: true }),
+      ...chatSection(d.id),
       el('section', { class: 'profile-box', id: 'profile', 'aria-labelledby': 'profile-heading' }),
       el('section', { class: 'access-box', id: 'access-log', 'aria-labelledby': 'access-heading' }),
       el(
@@ -800,6 +831,7 @@
     renderFacts();
     renderClaim();
     renderActions();
+    renderChat();
   }
 
   function renderFacts() {
@@ -1081,6 +1113,215 @@
     const b = $('#act-' + action);
     if (b && !b.disabled) b.focus();
     else if ($('#detail-heading')) $('#detail-heading').focus();
+  }
+
+  // ------------------------------------------------------------ silent chat
+  // Texts with the student of the incident, end to end: the service opens
+  // them for the page. Everything in a text is shown as text, never markup.
+
+  /** The chat's frame for incident `id` (in a list: none for an auditor), drawn with the view, filled by `renderChat`. */
+  function chatSection(id) {
+    if (isAuditor()) return [];
+    const input = el('textarea', {
+      id: 'chat-input',
+      name: 'text',
+      rows: 3,
+      dir: 'auto',
+      disabled: true,
+      'aria-describedby': 'chat-note chat-help chat-count chat-error',
+      oninput: () => {
+        chatCount();
+        if (S.chatError && S.chatError.id === id) setChatError(null);
+      },
+      onkeydown: (e) => {
+        if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) {
+          e.preventDefault();
+          sendChat(id);
+        }
+      },
+    });
+    const section = el(
+      'section',
+      { class: 'chat-box', id: 'chat', 'aria-labelledby': 'chat-heading', hidden: true },
+      el('h3', { id: 'chat-heading' }, t('chat.heading')),
+      el('p', { class: 'small muted chat-hint' }, t('chat.hint')),
+      // Scrolls when long: it takes the focus, so a keyboard scrolls it too.
+      el('ol', { class: 'chat-log', id: 'chat-log', tabindex: '0', 'aria-labelledby': 'chat-heading' }),
+      el('p', { class: 'muted chat-empty', id: 'chat-empty', hidden: true }, t('chat.none')),
+      el('p', { class: 'chat-note', id: 'chat-note', tabindex: '-1', hidden: true }),
+      el(
+        'form',
+        {
+          class: 'chat-form',
+          id: 'chat-form',
+          novalidate: true,
+          dataset: { incident: id },
+          onsubmit: (e) => {
+            e.preventDefault();
+            sendChat(id);
+          },
+        },
+        el('label', { for: 'chat-input' }, t('chat.label')),
+        input,
+        el(
+          'div',
+          { class: 'chat-form-foot' },
+          el('p', { class: 'small muted', id: 'chat-help' }, t('chat.help')),
+          el('p', { class: 'small muted chat-count', id: 'chat-count' }, t('chat.count', { n: 0 })),
+        ),
+        el('p', { class: 'form-error', id: 'chat-error', role: 'alert' }),
+        el('button', { type: 'submit', class: 'btn btn-primary', id: 'chat-send', disabled: true }, t('chat.send')),
+      ),
+    );
+    return [section];
+  }
+
+  /** The incident's chat, again from the service. */
+  async function loadChat(id) {
+    if (isAuditor()) return;
+    const seq = ++loads.chat;
+    let view;
+    try {
+      view = await call('/v1/operator/incidents/' + id + '/chat');
+    } catch (e) {
+      if (quiet(e) || S.selected !== id) return;
+      // A role that may not read it: no chat at all.
+      if (e.status === 403 && e.code === 'forbidden_for_role') {
+        S.chat = { id, forbidden: true };
+        renderChat();
+      }
+      return;
+    }
+    if (S.selected !== id || seq < loads.chatShown) return;
+    loads.chatShown = seq;
+    S.chat = { id, view };
+    renderChat();
+  }
+
+  /** Why this operator cannot write to the student of `inc` now (`{state, text}`), or null. */
+  function chatBlocked(inc, view) {
+    if (inc.status !== 'open') return { state: 'closed', text: t('chat.closed') };
+    if (!view.open) return { state: 'not_open', text: t('chat.not_open') };
+    if (!view.student_reads) return { state: 'silenced', text: t('chat.silenced') };
+    if (!mayAct(inc)) {
+      return inc.handler
+        ? { state: 'not_yours', text: t('chat.not_yours', { name: inc.handler }) }
+        : { state: 'claim_first', text: t('chat.claim_first') };
+    }
+    return null;
+  }
+
+  const chatLine = SV.chatLine;
+
+  /** Fills the chat's frame from `S.chat`: the texts, and whether (and why not) this operator may write. */
+  function renderChat() {
+    const d = S.detail;
+    const box = $('#chat');
+    if (!d || !box) return;
+    const chat = S.chat && S.chat.id === d.id ? S.chat : null;
+    if (!chat || chat.forbidden) {
+      // Not loaded yet (the frame stays hidden until it is), or not for this role.
+      box.hidden = true;
+      return;
+    }
+    box.hidden = false;
+    const view = chat.view;
+    const inc = S.incidents.get(d.id) || d;
+    const log = $('#chat-log');
+    const drawn = JSON.stringify([view.texts, SV.lang]);
+    if (log.dataset.drawn !== drawn) {
+      const more = view.texts.length > Number(log.dataset.count || 0);
+      log.replaceChildren(...view.texts.map(chatLine));
+      log.dataset.drawn = drawn;
+      log.dataset.count = view.texts.length;
+      // The newest text in view.
+      if (more) log.scrollTop = log.scrollHeight;
+    }
+    log.hidden = view.texts.length === 0;
+    $('#chat-empty').hidden = !(view.open && inc.status === 'open' && view.texts.length === 0);
+    const blocked = chatBlocked(inc, view);
+    const note = $('#chat-note');
+    note.textContent = blocked ? blocked.text : '';
+    note.dataset.state = blocked ? blocked.state : '';
+    note.hidden = !blocked;
+    $('#chat-form').hidden = !!blocked && blocked.state === 'closed';
+    const input = $('#chat-input');
+    const focused = document.activeElement === input;
+    input.disabled = !!blocked;
+    $('#chat-send').disabled = !!blocked || S.chatSending === d.id;
+    // Written into a chat that has just closed to this operator: the focus goes to the reason.
+    if (focused && input.disabled) note.focus();
+    renderChatError();
+  }
+
+  function renderChatError() {
+    const box = $('#chat-error');
+    if (!box || !S.detail) return;
+    box.textContent = S.chatError && S.chatError.id === S.detail.id ? S.chatError.text : '';
+  }
+
+  function setChatError(text) {
+    S.chatError = text ? { id: S.detail && S.detail.id, text } : null;
+    renderChatError();
+  }
+
+  /** The size of the text being written, in the bytes the service counts. */
+  function chatCount() {
+    const input = $('#chat-input');
+    const count = $('#chat-count');
+    if (!input || !count) return;
+    const n = new TextEncoder().encode(input.value).length;
+    count.textContent = t('chat.count', { n });
+    count.classList.toggle('chat-count-over', n > 500);
+  }
+
+  /** What is wrong with a text, as the service checks it (1 to 500 bytes, not blank, no control characters but line breaks and tabs). */
+  function chatProblem(text) {
+    if (!text.trim()) return 'chat.empty_text';
+    if (new TextEncoder().encode(text).length > 500) return 'chat.too_long';
+    if (/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/.test(text)) return 'chat.control_chars';
+    return null;
+  }
+
+  /** Sends the text being written to the student of incident `id` (the one whose view holds the form). */
+  async function sendChat(id) {
+    const input = $('#chat-input');
+    const form = $('#chat-form');
+    // The view on screen must still be this incident's: a text never goes to another student.
+    if (!input || !form || form.dataset.incident !== id || S.selected !== id || input.disabled || S.chatSending === id) return;
+    const text = input.value;
+    const problem = chatProblem(text);
+    if (problem) {
+      setChatError(t(problem));
+      input.focus();
+      return;
+    }
+    setChatError(null);
+    S.chatSending = id;
+    $('#chat-send').disabled = true;
+    let refused = false;
+    try {
+      await call('/v1/operator/incidents/' + id + '/chat', { method: 'POST', body: { text } });
+      const now = $('#chat-input');
+      if (now && $('#chat-form').dataset.incident === id && now.value === text) {
+        now.value = '';
+        chatCount();
+      }
+      SV.announce(t('chat.sent'));
+    } catch (e) {
+      if (quiet(e)) return;
+      refused = true;
+      // The service's own words (not open yet, silenced, closed, not this operator's).
+      if (S.selected === id) setChatError(refusal(e));
+    } finally {
+      if (S.chatSending === id) S.chatSending = null;
+    }
+    if (S.selected !== id) return;
+    // A refusal means the view was stale: all of it again.
+    if (refused) await loadDetail(id);
+    await loadChat(id);
+    const again = $('#chat-input');
+    if (again && !again.disabled) again.focus();
   }
 
   function renderProfile(d) {

@@ -1,6 +1,7 @@
 // The student simulator (demo only): pick a simulated student, panic, move,
-// cancel ("I am safe", or the duress PIN), stop (wipe). Every action is a
-// request to the demo process, which holds the device keys and signs.
+// cancel ("I am safe", or the duress PIN), stop (wipe), and write in the
+// incident's silent chat. Every action is a request to the demo process,
+// which holds the device keys and signs.
 (function () {
   'use strict';
   const SV = window.SV;
@@ -12,7 +13,7 @@
 
   // While a phone is in panic it follows its incident: the state is read
   // again every FOLLOW_MS (each read has the simulated phone sign a status
-  // query and verify the control room's report).
+  // query and verify the control room's report, and read its silent chat).
   const FOLLOW_MS = 2000;
   let followTimer = null;
 
@@ -32,19 +33,23 @@
     render();
   }
 
+  /** Has the selected phone do `path`; resolves with whether it was done. */
   async function action(path, body) {
-    if (S.busy) return;
+    if (S.busy) return false;
     S.busy = true;
     renderPhone();
+    let done = false;
     try {
       const r = await SV.api('/demo/api/students/' + S.selected + '/' + path, { body: body || {} });
       if (r && r.message) SV.toast(r.message);
+      done = true;
     } catch (e) {
       SV.toast(t('sim.failed', { code: e.code }), 'error');
     } finally {
       S.busy = false;
     }
     await refresh();
+    return done;
   }
 
   function student() {
@@ -112,7 +117,7 @@
     phoneDrawn = drawn;
     // What the student is typing or has chosen survives a redraw (a report
     // that changed while the PIN is being typed must not wipe it).
-    const kept = ['#pin', '#category', '#timer-pin', '#timer-length'].map((sel) => {
+    const kept = ['#pin', '#category', '#timer-pin', '#timer-length', '#chat-text'].map((sel) => {
       const e = $(sel, box);
       return e && { sel, value: e.value, focused: document.activeElement === e };
     }).filter(Boolean);
@@ -124,6 +129,7 @@
       s.incident ? el('p', { class: 'muted', id: 'phone-incident' }, t('sim.incident', { id: s.incident.slice(0, 8) })) : null,
       s.status === 'panic' && s.sms_to ? el('p', { class: 'muted small', id: 'phone-sms' }, t('sim.sms_sent', { number: s.sms_to })) : null,
       ...(s.status === 'panic' ? following(s.follow) : []),
+      s.status === 'panic' && s.chat ? chatBox(s.chat, busy) : null,
       s.status !== 'stopped' ? readsOf(s.reads) : null,
       s.status !== 'stopped' ? trailSwitch(s, busy) : null,
       s.status === 'idle' ? timerBox(s, busy) : null,
@@ -175,6 +181,66 @@
       if (k.focused) e.focus();
     }
     if (wipeOpen && $('details.wipe', box)) $('details.wipe', box).open = true;
+    // The newest text in view.
+    const log = $('#phone-chat-log', box);
+    if (log) log.scrollTop = log.scrollHeight;
+  }
+
+  /** The incident's silent chat, as the simulated phone read it (its own
+   *  signed query; the control room's signed log, verified; each text opened
+   *  with the phone's own chat key). Shown only while the chat is open. */
+  function chatBox(lines, busy) {
+    const input = el('textarea', {
+      id: 'chat-text',
+      rows: 2,
+      dir: 'auto',
+      onkeydown: (e) => {
+        if (e.key === 'Enter' && (e.ctrlKey || e.metaKey)) {
+          e.preventDefault();
+          sendChat();
+        }
+      },
+    });
+    const line = (x) => {
+      const own = x.from === 'student';
+      return el(
+        'li',
+        { class: 'chat-line ' + (own ? 'chat-student chat-own' : 'chat-control'), dataset: { from: x.from, index: x.index } },
+        el('span', { class: 'chat-meta' }, own ? t('sim.chat.you') : t('sim.chat.control_room'), ' · ', el('time', {}, SV.clock(x.at * 1000))),
+        typeof x.text === 'string'
+          ? el('p', { class: 'chat-text', dir: 'auto' }, x.text)
+          : el('p', { class: 'chat-text chat-unreadable' }, t('sim.chat.unreadable')),
+      );
+    };
+    return el(
+      'section',
+      { id: 'phone-chat', class: 'chat-phone', 'aria-labelledby': 'phone-chat-heading' },
+      el('h4', { id: 'phone-chat-heading' }, t('sim.chat.heading')),
+      el('p', { class: 'muted small' }, t('sim.chat.hint')),
+      lines.length
+        ? el('ol', { id: 'phone-chat-log', class: 'chat-log', tabindex: '0', 'aria-labelledby': 'phone-chat-heading' }, ...lines.map(line))
+        : el('p', { id: 'phone-chat-none', class: 'muted small' }, t('sim.chat.none')),
+      el('label', { for: 'chat-text' }, t('sim.chat.label')),
+      input,
+      el('button', { type: 'button', id: 'chat-send', class: 'btn btn-secondary btn-block', disabled: busy, onclick: sendChat }, t('sim.chat.send')),
+    );
+  }
+
+  /** The student writes: the phone seals the text to both ends, signs and sends it. */
+  async function sendChat() {
+    const input = $('#chat-text');
+    if (!input) return;
+    if (!input.value.trim()) {
+      input.focus();
+      return;
+    }
+    if (await action('chat-send', { text: input.value })) {
+      const now = $('#chat-text');
+      if (now) {
+        now.value = '';
+        now.focus();
+      }
+    }
   }
 
   /** What the phone knows of its incident: the control room's signed

@@ -18,6 +18,7 @@
     meMarker: null,
     trail: null,
     watch: null,
+    chat: null, // the job's silent chat: {id, view} (GET /v1/unit/incidents/{id}/chat)
   };
   window.SV_TEAM = S;
 
@@ -125,8 +126,17 @@
           SV.announce(t(job.profileGone === 'stop' ? 'team.profile_stopped' : 'team.profile_expired'));
         }
         break;
+      case 'chat':
+        // Who wrote, never what: the texts are fetched.
+        if (mine && !job.ended) {
+          loadChat(job.id);
+          if (ev.detail && ev.detail.from === 'student') SV.announce(t('team.announce_chat'));
+        }
+        break;
       case 'escalated':
         if (mine) {
+          // After a duress cancel nothing more reaches the phone: the chat says so.
+          loadChat(job.id);
           if (!job.flags.includes('duress')) job.flags.push('duress');
           SV.alertTone();
           SV.announce(t('team.escalated'), true);
@@ -183,6 +193,26 @@
     if (d.flags.includes('stopped')) job.profileGone = 'stop';
     if (d.status !== 'open' && !job.ended) job.ended = d.status;
     render();
+    if (!job.ended) loadChat(id);
+  }
+
+  // Loads overlap (an event's, a reconnection's): an answer older than one shown is dropped.
+  const chatLoads = { asked: 0, shown: 0 };
+
+  /** The job's silent chat, read only: the control room writes, the team reads. */
+  async function loadChat(id) {
+    const seq = ++chatLoads.asked;
+    let view;
+    try {
+      view = await call('/v1/unit/incidents/' + id + '/chat');
+    } catch (_) {
+      // Not this team's any more, or unreachable: the next event or reconnection asks again.
+      return;
+    }
+    if (!S.job || S.job.id !== id || seq < chatLoads.shown) return;
+    chatLoads.shown = seq;
+    S.chat = { id, view };
+    renderChat(S.job);
   }
 
   // "We have arrived" takes the acknowledge button's place: it answers only
@@ -256,6 +286,26 @@
     document.body.classList.toggle('job-pending', !job.acked && !job.ended);
     renderMap(job);
     renderProfile(job);
+    renderChat(job);
+  }
+
+  /** The texts between the student and the control room, while the job lasts and there are some. */
+  function renderChat(job) {
+    const box = $('#team-chat');
+    // An ended job's texts are not kept (as its profile is not).
+    if (job && job.ended) S.chat = null;
+    const chat = S.chat && job && S.chat.id === job.id && !job.ended ? S.chat.view : null;
+    box.hidden = !chat || chat.texts.length === 0;
+    if (box.hidden) return;
+    const log = $('#team-chat-log');
+    const drawn = JSON.stringify([chat.texts, SV.lang]);
+    if (log.dataset.drawn !== drawn) {
+      log.dataset.drawn = drawn;
+      log.replaceChildren(...chat.texts.map(SV.chatLine));
+    }
+    const note = $('#team-chat-note');
+    note.hidden = chat.student_reads;
+    note.textContent = chat.student_reads ? '' : t('chat.silenced');
   }
 
   function renderMap(job) {
@@ -365,6 +415,7 @@
       sessionStorage.removeItem(TOKEN_KEY);
       S.token = null;
       S.job = null;
+      S.chat = null;
       showLogin();
     });
     document.addEventListener('pointerdown', SV.unlockSound);
