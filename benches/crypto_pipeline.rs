@@ -270,6 +270,10 @@ struct World {
     control_room: ControlRoomKey,
     /// The same press's twin, as the SMS gateway hands it over.
     sms_text: String,
+    /// The incident's chat key, and a student's chat text to it (128 bytes
+    /// of text, sealed to both ends, signed).
+    chat_key: sosvault::chat::ChatKey,
+    chat_message: Vec<u8>,
 }
 
 impl World {
@@ -331,6 +335,17 @@ impl World {
             )
             .unwrap();
         let sms_text = sosvault::sms::to_text(&sms);
+        let chat_key = sosvault::chat::ChatKey::generate();
+        let chat_message = device
+            .chat_message(
+                panic.hash(),
+                &chat_key.recipient(),
+                &"a".repeat(SMALL_LEN),
+                NOW,
+            )
+            .unwrap()
+            .as_bytes()
+            .to_vec();
         let stop = device
             .stop(false, &control_room.public(), NOW)
             .unwrap()
@@ -350,12 +365,15 @@ impl World {
             stop,
             control_room,
             sms_text,
+            chat_key,
+            chat_message,
         };
         // The measured routines below must do the real work: check it once.
         assert_eq!(world.open(), world.profile);
         let t = world.release();
         assert!(!t.repeated && t.entry.highest_counter() == 1);
         assert_eq!(world.sms_open().lat(), here.lat());
+        assert_eq!(world.chat_open(), SMALL_LEN);
         let s = world.shred();
         assert!(!s.repeated && !s.entry.holds_share() && s.entry.tombstone().is_some());
         world
@@ -394,6 +412,18 @@ impl World {
             .unwrap()
     }
 
+    /// The control room takes a student's chat text: the message decoded
+    /// and its signature checked, then the text opened with the incident's
+    /// chat key (the device's own stanza comes first: one agreement that
+    /// does not open it, then its own).
+    fn chat_open(&self) -> usize {
+        let m =
+            sosvault::Signed::<sosvault::chat::ChatMessage>::decode(&self.chat_message).unwrap();
+        sosvault::chat::open_chat_text(&self.chat_key, &m.body().sealed)
+            .unwrap()
+            .len()
+    }
+
     /// A shred: the stop's checks, then the decision.
     fn shred(&self) -> sosvault::Transition<sosvault::ShredReceipt> {
         let checked = Trustee::check_stop(&self.stop).unwrap();
@@ -421,6 +451,7 @@ fn operations<M: Measurement>(c: &mut Criterion<M>, w: &World) {
     g.bench_function("control_room_open", |b| b.iter(|| w.open()));
     g.bench_function("trustee_shred", |b| b.iter(|| w.shred()));
     g.bench_function("control_room_sms_open", |b| b.iter(|| w.sms_open()));
+    g.bench_function("control_room_chat_open", |b| b.iter(|| w.chat_open()));
     g.finish();
 }
 
@@ -518,6 +549,18 @@ const COUNTS: &[(&str, &[(&str, u32)])] = &[
             ("primitives/ed25519_verify_strict", 1), // the SMS panic
             ("primitives/x25519_keygen", 1),         // the SMS key, derived
             ("primitives/hpke_open_20B", 1),         // the location
+        ],
+    ),
+    (
+        "operations/control_room_chat_open",
+        &[
+            ("primitives/ed25519_key_decode", 1),    // the device key
+            ("primitives/ed25519_verify_strict", 1), // the chat message
+            // the device's stanza, tried first: age derives the identity's
+            // public key for the salt, then the agreement, and it does not open
+            ("primitives/x25519_keygen", 1),
+            ("primitives/x25519_dh", 1),
+            ("primitives/age_decrypt_128B", 1), // ours: the text
         ],
     ),
     (

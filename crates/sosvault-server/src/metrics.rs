@@ -198,6 +198,10 @@ pub struct Metrics {
     /// Panics whose twin (the same press, by SMS or HTTP) had opened the
     /// incident first, joined to it.
     pub panic_twins: AtomicU64,
+    /// Silent chat texts stored from students.
+    pub chat_student_texts: AtomicU64,
+    /// Silent chat texts stored from the control room.
+    pub chat_control_room_texts: AtomicU64,
     /// Enrollments completed.
     pub enrollments: AtomicU64,
     /// Assignments made.
@@ -252,7 +256,7 @@ impl Metrics {
     }
 
     /// Every counter: its name, its help line and its value.
-    fn counters(&self) -> [(&'static str, &'static str, &AtomicU64); 17] {
+    fn counters(&self) -> [(&'static str, &'static str, &AtomicU64); 19] {
         [
             (
                 "sosvault_panics_total",
@@ -273,6 +277,16 @@ impl Metrics {
                 "sosvault_panic_twins_total",
                 "Panics joined to the incident their twin (the same press, by SMS or over the data network) opened first.",
                 &self.panic_twins,
+            ),
+            (
+                "sosvault_chat_student_texts_total",
+                "Silent chat texts stored from students (never their words).",
+                &self.chat_student_texts,
+            ),
+            (
+                "sosvault_chat_control_room_texts_total",
+                "Silent chat texts stored from the control room.",
+                &self.chat_control_room_texts,
             ),
             (
                 "sosvault_enrollments_total",

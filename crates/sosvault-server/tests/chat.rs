@@ -169,6 +169,17 @@ async fn a_chat_is_read_by_its_two_ends_and_gone_with_the_incident() {
     assert_eq!(texts(&shown(&c, &team_chat, &team.token).await), both);
     // The same message again (a retry) is the same text, not a second one.
     assert_eq!(c.client.chat_send(&message).await.unwrap()["index"], 1);
+    // Counted once each (the retry is not a second text), never read.
+    let metrics = c.client.get_text_auth("/metrics", Some(&op)).await.unwrap();
+    for counter in [
+        "sosvault_chat_student_texts_total 1",
+        "sosvault_chat_control_room_texts_total 1",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l == counter),
+            "{counter} in {metrics}"
+        );
+    }
 
     // The phone reads the whole conversation, or from an index on.
     let log = read(&c, &asha, panic.hash(), 0).await;

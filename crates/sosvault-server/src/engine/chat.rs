@@ -88,9 +88,16 @@ impl Engine {
         }
         let id = row.id;
         let reply_to = q.body().reply_to.to_bytes();
-        let keys = match self.inner.db.call(move |s| s.chat_keys(&id)).await? {
-            Some(keys) => keys,
+        let stored = match self.inner.db.call(move |s| s.chat_keys(&id)).await? {
+            Some(keys) => Some(keys),
             None => self.open_chat(id, reply_to).await?,
+        };
+        // Closed between the read and the opening: as closed.
+        let Some(keys) = stored else {
+            return Ok(Signed::sign(
+                ChatLog::closed(q, now),
+                &self.inner.control_room,
+            ));
         };
         if keys.reply_to != reply_to {
             return Err(Conflict::ChatKeyChanged.into());
@@ -110,19 +117,28 @@ impl Engine {
 
     /// Opens an incident's chat: a fresh incident chat key, sealed under
     /// the master key, stored with the device's recipient (unless another
-    /// request, here or on another node, stored one first: then that one).
-    async fn open_chat(&self, id: IncidentId, reply_to: [u8; 32]) -> Result<ChatKeys, EngineError> {
+    /// request, here or on another node, stored one first: then that one;
+    /// the timeline says it once, by whichever stored it). `None`: the
+    /// incident is no longer open.
+    async fn open_chat(
+        &self,
+        id: IncidentId,
+        reply_to: [u8; 32],
+    ) -> Result<Option<ChatKeys>, EngineError> {
         let sealed = self
             .inner
             .master
             .seal(&id, &ChatKey::generate().to_secret_bytes());
-        let keys = self
+        let mine = sealed.clone();
+        let Some(keys) = self
             .inner
             .db
             .call(move |s| s.open_chat(&id, &sealed, &reply_to))
             .await?
-            .ok_or(Conflict::Closed)?;
-        if keys.reply_to == reply_to {
+        else {
+            return Ok(None);
+        };
+        if keys.key_sealed == mine {
             self.timeline(
                 id,
                 "chat_open",
@@ -130,7 +146,7 @@ impl Engine {
             )
             .await;
         }
-        Ok(keys)
+        Ok(Some(keys))
     }
 
     /// An open chat's keys as stored, and its chat key opened;
@@ -240,8 +256,25 @@ impl Engine {
             // Closed, or its chat gone, between the checks and the write.
             ChatAdded::NotOpen => return Err(Conflict::Closed.into()),
         };
+        let counter = match side {
+            ChatSide::Student => &self.inner.metrics.chat_student_texts,
+            ChatSide::ControlRoom => &self.inner.metrics.chat_control_room_texts,
+        };
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         self.timeline(id, "chat", words.to_owned()).await;
-        let unit = self.assigned_unit(&id);
+        // The team this node has on it; another node's incident's, from
+        // the database (its team may be connected to any node).
+        let unit = match self.assigned_unit(&id) {
+            None if !self.runs(id) => self
+                .inner
+                .db
+                .call(move |s| s.assignments(&id))
+                .await
+                .ok()
+                .and_then(|a| a.into_iter().find(|a| a.status.holds_team()))
+                .map(|a| a.unit_id),
+            here => here,
+        };
         self.emit_incident(
             EventKind::Chat,
             &id,

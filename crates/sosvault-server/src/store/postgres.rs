@@ -35,7 +35,7 @@ pub struct Postgres {
 
 /// The tables a stop deletes from or blanks (`Store::apply_stop`),
 /// vacuumed once it is committed.
-const STOP_TABLES: &str = "students, enrollments, previous_enrollments, enrollment_commits, pending_commits, locations, trail_points, timers, transparency_log, incidents, timeline";
+const STOP_TABLES: &str = "students, enrollments, previous_enrollments, enrollment_commits, pending_commits, locations, trail_points, timers, chat_texts, transparency_log, incidents, timeline";
 
 /// The key of the advisory lock that serialises schema migrations.
 const SCHEMA_LOCK: i64 = 0x736f_7376_6175_6c74; // "sosvault"
