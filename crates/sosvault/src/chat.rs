@@ -183,9 +183,6 @@ pub enum ChatError {
     /// Sealing or opening failed (not for this key, altered, too long).
     #[error(transparent)]
     Seal(#[from] SealError),
-    /// The chat is closed: the log carries no recipient to write to.
-    #[error("the incident's chat is closed")]
-    Closed,
 }
 
 /// Whether `text` may be sent: 1 to [`MAX_CHAT_TEXT`] bytes, not blank,
@@ -579,7 +576,8 @@ pub(crate) fn seal_from_device(
     key.chat_key(panic).seal_text(text, incident)
 }
 
-/// A fresh query's nonce.
+/// A signed chat query of `key`'s device, with a fresh nonce and the
+/// device's chat recipient for `panic`.
 pub(crate) fn query(
     key: &DeviceKey,
     control_room: &ControlRoomPublic,
