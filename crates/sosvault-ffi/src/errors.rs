@@ -42,9 +42,9 @@ pub enum VaultError {
     /// Neither the PIN nor the duress PIN.
     #[error("wrong PIN")]
     WrongPin,
-    /// A status report that is not the control room's answer to this very
-    /// query: do not show it.
-    #[error("the status answer is not believed: {why}")]
+    /// A status report or a chat log that is not the control room's answer
+    /// to this very query: do not show it.
+    #[error("the control room's answer is not believed: {why}")]
     BadReport {
         /// Why.
         why: String,
