@@ -857,8 +857,6 @@ impl Demo {
         .await
     }
 
-    /// Step 5, a student presses STOP: every trustee shreds, and neither the
-    /// student's old keys nor the control room's own key get the data back.
     /// Step 3½: a student walks home with a check-in timer (its panic held
     /// sealed until the end; nobody told), the trail on, and checks in:
     /// every trustee confirms that the timer's panic opens nothing, ever.
@@ -1059,6 +1057,8 @@ impl Demo {
         Ok(())
     }
 
+    /// Step 5, a student presses STOP: every trustee shreds, and neither the
+    /// student's old keys nor the control room's own key get the data back.
     async fn student_stops(&mut self) -> anyhow::Result<()> {
         let stopper = &mut self.students[STOPPER];
         let loc = offset(stopper.area, 0.0, 0.0)?;
