@@ -425,6 +425,21 @@ pub struct GuardianConfig {
     /// The time zone's name after the time (default `IST`).
     #[serde(default = "default_zone")]
     pub zone: String,
+    /// The notice's language: `en` (default) or `hi` (Hindi, in
+    /// Devanagari: sent as Unicode SMS, about three of them).
+    #[serde(default)]
+    pub language: NoticeLanguage,
+}
+
+/// The language of the guardian's notice.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NoticeLanguage {
+    /// English.
+    #[default]
+    En,
+    /// Hindi.
+    Hi,
 }
 
 impl GuardianConfig {
@@ -447,6 +462,7 @@ impl GuardianConfig {
             country_code: default_country_code(),
             utc_offset_minutes: default_utc_offset_minutes(),
             zone: default_zone(),
+            language: NoticeLanguage::En,
         }
     }
 

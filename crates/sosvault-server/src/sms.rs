@@ -95,12 +95,17 @@ impl SmsGateway {
 
     /// Sends `text` to `to` (digits with a leading `+`).
     pub async fn send(&self, to: &str, text: &str) -> Result<(), SmsError> {
-        let form = [
+        let mut form = vec![
             ("apikey", self.key.as_str()),
             ("sender", self.sender.as_str()),
             ("numbers", to.trim_start_matches('+')),
             ("message", text),
         ];
+        // A text beyond ASCII (a notice in Hindi) goes as Unicode SMS:
+        // the gateways of this style want it said.
+        if !text.is_ascii() {
+            form.push(("unicode", "true"));
+        }
         let resp = self
             .http
             .post(&self.url)
@@ -209,9 +214,14 @@ mod tests {
             [Sent {
                 to: "919414122019".into(),
                 sender: "KOTAPS".into(),
-                text: "hello".into()
+                text: "hello".into(),
+                unicode: false,
             }]
         );
+        // Beyond ASCII (a notice in Hindi), it says to send it as Unicode.
+        sms.send("+919414122019", "पैनिक").await.unwrap();
+        let last = gateway.sent().pop().unwrap();
+        assert_eq!((last.text.as_str(), last.unicode), ("पैनिक", true));
         let wrong = adapter(dir.path(), gateway.url(), "k-999");
         assert!(
             matches!(wrong.send("+919414122019", "x").await, Err(SmsError::Refused(m)) if m == "invalid API key")
@@ -221,7 +231,7 @@ mod tests {
             sms.send("+919414122019", "x").await,
             Err(SmsError::Refused(_))
         ));
-        assert_eq!(gateway.sent().len(), 1, "nothing more was taken");
+        assert_eq!(gateway.sent().len(), 2, "nothing more was taken");
         let url = gateway.url().to_owned();
         drop(gateway);
         let gone = adapter(dir.path(), &url, "k-123");

@@ -15,7 +15,7 @@ use sosvault::{IncidentId, Profile, Timestamp};
 use zeroize::Zeroizing;
 
 use super::{Engine, now_ms};
-use crate::config::GuardianConfig;
+use crate::config::{GuardianConfig, NoticeLanguage};
 use crate::sms::normalize_number;
 
 /// Sends tried before the notice is given up (the waits between double
@@ -54,13 +54,19 @@ pub(super) fn notice(
     let local = pressed.saturating_add_signed(i64::from(cfg.utc_offset_minutes) * 60);
     let (hour, minute) = ((local / 3600) % 24, (local / 60) % 60);
     let reference = id.to_hex()[..6].to_ascii_uppercase();
-    let text = format!(
-        "Kota Police student safety: a student who named you as their guardian pressed the \
-         panic button at {hour:02}:{minute:02} {zone}. The control room is sending a team. \
-         Call the control room on {phone}, reference {reference}.",
-        zone = cfg.zone,
-        phone = cfg.control_room_phone,
-    );
+    let (from, zone, phone) = (&cfg.notice_from, &cfg.zone, &cfg.control_room_phone);
+    let text = match cfg.language {
+        NoticeLanguage::En => format!(
+            "{from}: a student who named you as their guardian pressed the panic button at \
+             {hour:02}:{minute:02} {zone}. The control room is sending a team. Call the control \
+             room on {phone}, reference {reference}."
+        ),
+        NoticeLanguage::Hi => format!(
+            "{from}: जिस विद्यार्थी ने आपको अपना अभिभावक बताया है, उसने {hour:02}:{minute:02} \
+             {zone} पर पैनिक बटन दबाया है। कंट्रोल रूम एक टीम भेज रहा है। कंट्रोल रूम को \
+             {phone} पर कॉल करें, संदर्भ {reference}।"
+        ),
+    };
     Notice::Send {
         to: Zeroizing::new(to),
         text,
@@ -227,7 +233,7 @@ mod tests {
     use sosvault::{IncidentId, Profile};
 
     use super::{Notice, notice};
-    use crate::config::GuardianConfig;
+    use crate::config::{GuardianConfig, NoticeLanguage};
 
     fn cfg() -> GuardianConfig {
         GuardianConfig::new(
@@ -283,6 +289,44 @@ mod tests {
             text.len() <= 2 * 153,
             "at most two SMS: {} characters",
             text.len()
+        );
+    }
+
+    /// The notice in Hindi, from the name the configuration gives: the
+    /// same facts (the time, the number, the reference), in Devanagari,
+    /// within three Unicode SMS (67 characters each when concatenated);
+    /// nothing of the profile either.
+    #[test]
+    fn the_notice_in_hindi_from_the_configured_name_says_the_same() {
+        let id = IncidentId::from_bytes([0xab; 16]);
+        let pressed = 1_790_000_000 - 1_790_000_000 % 86_400 + 15 * 3600 + 34 * 60;
+        let mut cfg = cfg();
+        cfg.notice_from = "कोटा पुलिस छात्र सुरक्षा".into();
+        cfg.language = NoticeLanguage::Hi;
+        let Notice::Send { text, .. } = notice(&profile("094141 22019"), &id, pressed, &cfg) else {
+            panic!("a notice");
+        };
+        assert_eq!(
+            text,
+            "कोटा पुलिस छात्र सुरक्षा: जिस विद्यार्थी ने आपको अपना अभिभावक बताया है, उसने \
+             21:04 IST पर पैनिक बटन दबाया है। कंट्रोल रूम एक टीम भेज रहा है। कंट्रोल रूम को \
+             0744 232 3100 पर कॉल करें, संदर्भ ABABAB।"
+        );
+        for private in ["Ananya", "98290", "Saraswati", "Rakesh", "asthma", "94141"] {
+            assert!(!text.contains(private), "{private} is in the notice");
+        }
+        // UCS-2: one unit per character here (no character beyond the BMP).
+        let units = text.encode_utf16().count();
+        assert!(units <= 3 * 67, "at most three SMS: {units} characters");
+        // And in English, the configured name comes first too.
+        cfg.language = NoticeLanguage::En;
+        cfg.notice_from = "Rajasthan Police".into();
+        let Notice::Send { text, .. } = notice(&profile("094141 22019"), &id, pressed, &cfg) else {
+            panic!("a notice");
+        };
+        assert!(
+            text.starts_with("Rajasthan Police: a student who named you"),
+            "{text}"
         );
     }
 

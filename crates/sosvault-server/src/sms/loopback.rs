@@ -24,6 +24,8 @@ pub struct Sent {
     pub sender: String,
     /// The text.
     pub text: String,
+    /// Asked to go as Unicode SMS (`unicode=true`).
+    pub unicode: bool,
 }
 
 #[derive(Deserialize)]
@@ -32,6 +34,8 @@ struct SendForm {
     sender: String,
     numbers: String,
     message: String,
+    #[serde(default)]
+    unicode: Option<String>,
 }
 
 #[derive(Default)]
@@ -110,6 +114,7 @@ async fn send(State(s): State<Arc<Shared>>, Form(f): Form<SendForm>) -> (StatusC
         to: f.numbers,
         sender: f.sender,
         text: f.message,
+        unicode: f.unicode.as_deref() == Some("true"),
     });
     let id = sent.len();
     (
