@@ -605,10 +605,14 @@ impl<B: Backend> Store for SqlStore<B> {
             {
                 return Ok(ChatAdded::Replayed);
             }
-            exec(
+            // Another node may have taken this index (or stored this very
+            // message) since the count: then nothing of this job stays (its
+            // counter bump is rolled back with it) and the caller is told
+            // to ask again, which reads the new count.
+            let stored = exec(
                 c,
                 "INSERT INTO chat_texts (incident_id, n, side, at_ms, sealed, author, hash)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
                 params![
                     incident.as_bytes(),
                     n as i64,
@@ -619,6 +623,11 @@ impl<B: Backend> Store for SqlStore<B> {
                     t.student.as_ref().map(|(_, _, h)| h.as_bytes().to_vec())
                 ],
             )?;
+            if stored == 0 {
+                return Err(StoreError::Contended(
+                    "another writer took the chat's next text first".into(),
+                ));
+            }
             Ok(ChatAdded::Added(n as u32))
         })
     }

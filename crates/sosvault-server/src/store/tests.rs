@@ -466,6 +466,45 @@ fn a_chat_opens_once_keeps_its_texts_in_order_and_goes_with_a_close_or_a_stop(
     on_disk_is(dir, &[0xc3; 48], false);
 }
 
+/// Two nodes append to one chat at once (two connections to one
+/// PostgreSQL database, two threads): every text is stored once, at its
+/// own index, none lost; a writer that lost the race is told `Contended`
+/// (503, ask again), never an internal error.
+#[test]
+fn on_postgres_two_writers_append_to_one_chat_and_lose_nothing() {
+    let db = sosvault_testkit::postgres::TestDatabase::create();
+    let first = crate::store::PgStore::connect(db.url()).unwrap();
+    two_open_incidents(&first);
+    first
+        .open_chat(&iid(3), &[0xc1; 48], &[0xd1; 32])
+        .unwrap()
+        .unwrap();
+    let per_writer = 15;
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let url = db.url().to_owned();
+            std::thread::spawn(move || {
+                let s = crate::store::PgStore::connect(&url).unwrap();
+                let (mut stored, mut raced) = (0, 0);
+                while stored < per_writer {
+                    let text = chat_text(ChatSide::ControlRoom, 0, w, 200);
+                    match s.add_chat(&iid(3), &text) {
+                        Ok(ChatAdded::Added(_)) => stored += 1,
+                        Err(StoreError::Contended(_)) => raced += 1,
+                        other => panic!("writer {w}: {other:?}"),
+                    }
+                }
+                raced
+            })
+        })
+        .collect();
+    let raced: u32 = writers.into_iter().map(|w| w.join().unwrap()).sum();
+    eprintln!("writers told to ask again: {raced}");
+    let rows = first.chat(&iid(3), 0).unwrap();
+    let indices: Vec<u32> = rows.iter().map(|r| r.n).collect();
+    assert_eq!(indices, (0..2 * per_writer).collect::<Vec<u32>>());
+}
+
 /// [`Store::timeline`]: a step stored after a later one (a release's steps
 /// wait for its outcome) reads in its place; steps of one millisecond in
 /// the order they were added.
