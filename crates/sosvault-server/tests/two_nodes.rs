@@ -1455,3 +1455,67 @@ async fn twins_on_two_nodes_at_once_are_one_incident() {
         .unwrap();
     assert_eq!(list.as_array().map(Vec::len), Some(3), "{list}");
 }
+
+/// Silent chat across two nodes: the phone opens the chat through B of an
+/// incident A runs; an operator on B writes, and the team connected to B
+/// hears of it (B, which does not run the incident, finds its team in the
+/// database); the student answers through A, the team on B hears of that
+/// too, and the operator on B reads both texts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chat_runs_through_either_node() {
+    let stored = database().await;
+    let (a, _b, on_b, _op, (_unit, token)) = nodes_a_and_b_with_a_team(&stored).await;
+    let mut team = on_b.events("/v1/unit/events", &token).await.unwrap();
+    let mut device = a.student("Nidhi Sharma").await;
+    let panic = a.talwandi_panic(&mut device, sosvault::Category::Police);
+    let id = a.client.panic(&panic).await.unwrap();
+    next_event(&mut team, 10, is("assigned", &id)).await;
+    let room = &a.info.control_room;
+    let read = |device: &sosvault::Device| {
+        device.chat_query(panic.hash(), room, 0, sosvault::Timestamp::now())
+    };
+
+    // The phone opens it through B.
+    let log = on_b.chat_log(&read(&device), room).await.unwrap();
+    let to = log.recipient.clone().expect("an open chat");
+    // An operator on B writes; the team on B hears of it.
+    let op_b = on_b.login(OPERATOR, PASSWORD).await.unwrap();
+    let ask = "Can you talk? The team is two minutes away.";
+    let (status, v) = on_b
+        .post(
+            &format!("/v1/operator/incidents/{id}/chat"),
+            Some(&op_b),
+            &serde_json::json!({ "text": ask }),
+        )
+        .await
+        .unwrap();
+    assert_eq!((status, &v["index"]), (200, &serde_json::json!(0)), "{v}");
+    let ev = next_event(&mut team, 5, is("chat", &id)).await;
+    assert_eq!(ev["detail"]["from"], "control_room", "{ev}");
+    // The phone reads it through A, and answers through A.
+    let log = a.client.chat_log(&read(&device), room).await.unwrap();
+    let lines = device.open_chat(panic.hash(), &log);
+    assert_eq!(lines[0].as_ref().unwrap().text.as_str(), ask);
+    let answer = device
+        .chat_message(
+            panic.hash(),
+            &to,
+            "No. By the gate.",
+            sosvault::Timestamp::now(),
+        )
+        .unwrap();
+    assert_eq!(a.client.chat_send(&answer).await.unwrap()["index"], 1);
+    let ev = next_event(&mut team, 5, is("chat", &id)).await;
+    assert_eq!(ev["detail"]["from"], "student", "{ev}");
+    let view = on_b
+        .get(&format!("/v1/operator/incidents/{id}/chat"), Some(&op_b))
+        .await
+        .unwrap();
+    let texts: Vec<&str> = view["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(texts, [ask, "No. By the gate."]);
+}
