@@ -135,6 +135,20 @@ class PhoneLife(unittest.TestCase):
         answer = self.demo.post("/v1/enroll/commit", {"commit": b64(commit)})
         self.assertEqual(answer["status"], "committed")
 
+    def enrolled_phone(self, name, number):
+        """A new phone of student `name`, enrolled to the demo's verified
+        deployment: the deployment, its PIN lock and the phone."""
+        with open(self.demo.manifest_path, "rb") as f:
+            deployment = sv.Deployment.verify(f.read(), self.demo.authority, now())
+        pins = sv.PinLock.create(PIN, DURESS_PIN)
+        phone = sv.Phone.create()
+        profile = sv.StudentProfile(
+            name=name, phone=number, photo="", address="",
+            hostel="", institute="", guardian_name="", guardian_phone="",
+            blood_group="", medical_notes="")
+        self.enroll(phone, deployment, profile)
+        return deployment, pins, phone
+
     def status(self, phone, deployment, panic):
         query = phone.status_query(deployment, panic.hash, now())
         answer = self.demo.post("/v1/incident/status", {"query": b64(query.bytes())})
@@ -159,15 +173,7 @@ class PhoneLife(unittest.TestCase):
         """No data: the same press goes by SMS; the gateway hands the text
         over, and the phone's later HTTP panic joins the same incident."""
         demo = self.demo
-        with open(demo.manifest_path, "rb") as f:
-            deployment = sv.Deployment.verify(f.read(), demo.authority, now())
-        pins = sv.PinLock.create(PIN, DURESS_PIN)
-        phone = sv.Phone.create()
-        profile = sv.StudentProfile(
-            name="Priya Nair", phone="+91 94140 77777", photo="", address="",
-            hostel="", institute="", guardian_name="", guardian_phone="",
-            blood_group="", medical_notes="")
-        self.enroll(phone, deployment, profile)
+        deployment, pins, phone = self.enrolled_phone("Priya Nair", "+91 94140 77777")
         # The channel is fetched while data works and kept; another key's
         # channel is refused and nothing is signed.
         status, answer = demo.call("GET", "/v1/sms/channel")
@@ -209,15 +215,7 @@ class PhoneLife(unittest.TestCase):
         first; the phone reads it (under the control room's key, for its own
         query) and answers; a cancelled incident's chat reads closed."""
         demo = self.demo
-        with open(demo.manifest_path, "rb") as f:
-            deployment = sv.Deployment.verify(f.read(), demo.authority, now())
-        pins = sv.PinLock.create(PIN, DURESS_PIN)
-        phone = sv.Phone.create()
-        profile = sv.StudentProfile(
-            name="Meera Joshi", phone="+91 94140 88888", photo="", address="",
-            hostel="", institute="", guardian_name="", guardian_phone="",
-            blood_group="", medical_notes="")
-        self.enroll(phone, deployment, profile)
+        deployment, pins, phone = self.enrolled_phone("Meera Joshi", "+91 94140 88888")
         panic = phone.panic(deployment, sv.Category.POLICE, fix(*TALWANDI), now())
         incident = demo.post("/v1/panic", {"panic": b64(panic.bytes)})["incident_id"]
 

@@ -80,11 +80,14 @@ impl Engine {
         let checked = self.admit_query::<ChatQuery>(query, now)?;
         let q = checked.query();
         let row = self.incident_for_device(q.body().panic, q.signer()).await?;
-        if !open_to_the_phone(&row) {
-            return Ok(Signed::sign(
+        let closed = || {
+            Ok(Signed::sign(
                 ChatLog::closed(q, now),
                 &self.inner.control_room,
-            ));
+            ))
+        };
+        if !open_to_the_phone(&row) {
+            return closed();
         }
         let id = row.id;
         let reply_to = q.body().reply_to.to_bytes();
@@ -94,10 +97,7 @@ impl Engine {
         };
         // Closed between the read and the opening: as closed.
         let Some(keys) = stored else {
-            return Ok(Signed::sign(
-                ChatLog::closed(q, now),
-                &self.inner.control_room,
-            ));
+            return closed();
         };
         if keys.reply_to != reply_to {
             return Err(Conflict::ChatKeyChanged.into());
